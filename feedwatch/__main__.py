@@ -1,0 +1,5 @@
+import sys
+
+from feedwatch.cli import main
+
+sys.exit(main())

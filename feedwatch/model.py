@@ -1,0 +1,327 @@
+"""Plain values passed between the pure core and the shell.
+
+Everything here is a frozen dataclass: the core (identity, diff, match, alert)
+only ever takes these in and hands these back, so it can be tested with values
+and never touches a socket, a file or the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+# --------------------------------------------------------------------------
+# Config (built and validated by feedwatch.config)
+# --------------------------------------------------------------------------
+
+IdPolicy = Literal["auto", "guid", "link", "content"]
+UpdatesMode = Literal["any", "content", "timestamp"]
+FirstPoll = Literal["baseline", "alert"]
+ChangeKind = Literal["new", "updated"]
+NoticeKind = Literal["flood", "stale", "recovered"]
+
+RULE_FIELDS = ("title", "summary", "content", "tags", "author", "link")
+DEFAULT_RULE_FIELDS = ("title", "summary", "content", "tags")
+
+
+class Secret:
+    """A string that never prints itself: repr/str/format give ``***``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """``jitter = "10%"`` (ratio of the interval) or ``jitter = "30s"``."""
+
+    ratio: float = 0.0
+    seconds: float = 0.0
+
+    def amount(self, interval: float) -> float:
+        return self.seconds if self.seconds else interval * self.ratio
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    any: tuple[str, ...] = ()
+    all: tuple[str, ...] = ()
+    not_: tuple[str, ...] = ()
+    fields: tuple[str, ...] = DEFAULT_RULE_FIELDS
+    case_sensitive: bool = False
+    sinks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """Per-feed effective values: the feed's own key, else ``[feedwatch]``'s, else the default.
+
+    Durations are seconds (float); sizes are bytes (int).
+    """
+
+    interval: float = 900.0
+    jitter: Jitter = Jitter(ratio=0.10)
+    timeout: float = 30.0
+    user_agent: str = ""
+    max_body: int = 10 * 1024 * 1024
+    max_entries: int = 5000
+    max_age: float = 0.0
+    first_poll: FirstPoll = "baseline"
+    notify_on: tuple[ChangeKind, ...] = ("new", "updated")
+    updates: UpdatesMode = "any"
+    id_policy: IdPolicy = "auto"
+    retention: float = 90 * 86400.0
+    flood_limit: int = 50
+    stale_after: float = 0.0
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    name: str
+    url: str
+    settings: FeedSettings = FeedSettings()
+    tags: tuple[str, ...] = ()
+    # The sinks this feed's alerts go to: its own `sinks`, else `default_sinks`,
+    # else every configured sink (resolved by the config loader).
+    sinks: tuple[str, ...] = ()
+    # Resolved rules: every `match` rule, then the inline "keywords" rule.
+    # Empty = alert on every entry.
+    rules: tuple[Rule, ...] = ()
+    headers: tuple[tuple[str, str | Secret], ...] = ()
+    allow_private: bool = False
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """One `[sinks.NAME]` table. ``options`` holds the type's own validated keys.
+
+    email:   host, port, security, username, password (Secret|None), from_, to (tuple), timeout
+    webhook: url (Secret), format, headers (tuple of (name, str|Secret)), secret (Secret|None), timeout
+    command: argv (tuple), timeout
+    jsonl:   path (str; "-" = stdout)
+    console: (none) -- used by `demo`
+    """
+
+    name: str
+    type: Literal["email", "webhook", "command", "jsonl", "console"]
+    digest: float = 0.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    state: str
+    feeds: tuple[FeedConfig, ...]
+    rules: Mapping[str, Rule]
+    sinks: Mapping[str, SinkConfig]
+    defaults: FeedSettings = FeedSettings()
+    concurrency: int = 16
+    per_host: int = 2
+    give_up_after: float = 3 * 86400.0
+    default_sinks: tuple[str, ...] = ()
+    metrics_listen: str = ""
+    shutdown_timeout: float = 10.0
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: str = "info"
+    includes: tuple[Path, ...] = ()
+
+    def feed(self, name: str) -> FeedConfig | None:
+        for f in self.feeds:
+            if f.name == name:
+                return f
+        return None
+
+
+# --------------------------------------------------------------------------
+# Parsing (feedwatch.parse)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Enclosure:
+    url: str
+    type: str | None = None
+    length: int | None = None
+
+
+@dataclass(frozen=True)
+class EntrySnapshot:
+    """One entry as read from one body, already normalised.
+
+    Text fields are plain text (HTML removed, entities decoded, NFC, runs of
+    spaces folded, paragraphs kept as blank lines). Times are aware UTC
+    datetimes truncated to the second, or None. ``link`` is absolute where the
+    feed allowed resolving it, any scheme (alerts drop non-http(s) ones).
+    """
+
+    entry_id: str | None
+    title: str = ""
+    link: str | None = None
+    author: str | None = None
+    published: datetime | None = None
+    updated: datetime | None = None
+    summary: str = ""
+    content: str = ""
+    tags: tuple[str, ...] = ()
+    enclosures: tuple[Enclosure, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    """What one body held. ``is_feed`` is False when nothing feed-like was found."""
+
+    title: str | None
+    link: str | None
+    entries: tuple[EntrySnapshot, ...]
+    is_feed: bool
+    warnings: tuple[str, ...] = ()
+    dropped_entries: int = 0  # beyond max_entries
+
+
+# --------------------------------------------------------------------------
+# Fetching (feedwatch.fetch): a tagged union, so "not modified" and "failed"
+# can never be confused.
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    url: str
+    timeout: float = 30.0
+    max_body: int = 10 * 1024 * 1024
+    user_agent: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    etag: str | None = None
+    last_modified: str | None = None
+    allow_private: bool = False
+
+
+@dataclass(frozen=True)
+class Fetched:
+    status: int
+    url: str  # final URL after redirects
+    body: bytes
+    headers: Mapping[str, str]  # lower-cased names
+    etag: str | None = None
+    last_modified: str | None = None
+    permanent_redirect: str | None = None  # the new URL after a 301/308
+    redirects: tuple[str, ...] = ()  # every hop, for `preview`
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class NotModified:
+    status: int  # 304
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    permanent_redirect: str | None = None
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class FetchFailed:
+    reason: str  # a sentence a person understands: "HTTP 503 Service Unavailable"
+    status: int | None = None
+    url: str | None = None
+    retry_after: float | None = None  # seconds, from a 429/503 Retry-After
+    gone: bool = False  # 410
+    permanent_redirect: str | None = None
+    elapsed: float = 0.0
+
+
+FetchOutcome = Fetched | NotModified | FetchFailed
+
+
+# --------------------------------------------------------------------------
+# Stored state as the core sees it (feedwatch.store hands these out)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    identity: str
+    entry_id: str | None
+    link: str | None
+    title: str
+    summary: str
+    content: str
+    published: datetime | None
+    updated: datetime | None
+    fingerprint: str
+    first_seen: datetime
+    last_seen: datetime
+    new_alert_id: str  # the id the entry's `new` alert has or would have had (email threading)
+
+
+@dataclass(frozen=True)
+class IdentityState:
+    """The feed's id policy under ``auto``: the one in use, and a candidate waiting for a second poll."""
+
+    policy: Literal["guid", "link", "content"] = "guid"
+    candidate: Literal["guid", "link", "content"] | None = None
+
+
+# --------------------------------------------------------------------------
+# Diff results (feedwatch.diff)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    old: str | None
+    new: str | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A new or updated entry, before matching."""
+
+    kind: ChangeKind
+    identity: str
+    entry: EntrySnapshot
+    fingerprint: str
+    changes: Mapping[str, FieldChange]  # {} for new
+    new_alert_id: str
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    rule: str
+    terms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: the SPEC section 5 payload plus where it goes."""
+
+    id: str
+    kind: str  # new | updated | flood | stale | recovered
+    feed: str
+    payload: Mapping[str, Any]
+    sinks: tuple[str, ...]
+    thread_id: str | None = None  # the Message-ID seed of the entry's `new` alert
+    identity: str | None = None
