@@ -1,0 +1,59 @@
+"""State storage: ``open_store`` picks the backend from the ``state`` setting.
+
+A path (``~`` expanded) is an SQLite file; ``postgresql://`` is reserved for
+the shared backend that is not written yet.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit
+
+from feedwatch.store.base import (
+    AlertRecord,
+    Delivery,
+    FeedRecord,
+    PollCommit,
+    SinkCounts,
+    StateError,
+    StateLocked,
+    Store,
+)
+from feedwatch.store.lock import LockHandle, acquire_lock
+from feedwatch.store.sqlite import SqliteStore
+
+__all__ = [
+    "AlertRecord",
+    "Delivery",
+    "FeedRecord",
+    "LockHandle",
+    "PollCommit",
+    "SinkCounts",
+    "SqliteStore",
+    "StateError",
+    "StateLocked",
+    "Store",
+    "acquire_lock",
+    "open_store",
+]
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def open_store(state: str, *, create: bool = True) -> Store | None:
+    """Open the state at ``state``; with ``create=False`` a missing file gives None
+    and nothing is created (``status`` before the first run)."""
+    if not state or not state.strip():
+        raise StateError("the state location is empty: set `state` to a file path")
+    if _URL.match(state):
+        scheme = urlsplit(state).scheme.lower()  # never echo the URL: it may hold a password
+        if scheme in ("postgresql", "postgres"):
+            raise StateError(
+                "PostgreSQL state is not supported yet: set `state` to a file path (SQLite)"
+            )
+        raise StateError(f"state location with scheme {scheme!r} is not supported: use a file path")
+    path = os.path.expanduser(state)
+    if not create and not os.path.exists(path):
+        return None
+    return SqliteStore(path, create=create)

@@ -1,0 +1,219 @@
+"""The state interface: what the shell asks of storage, whatever the backend.
+
+SQLite (``feedwatch.store.sqlite``) is the default; a PostgreSQL backend will
+implement the same ``Store`` protocol and pass the same contract tests.
+
+Every method is one transaction. ``commit_poll`` is the important one: the
+entry changes of a poll, the alerts they caused and those alerts' deliveries
+are written together or not at all, so an alert can never be lost between
+"we saw the change" and "we queued the alert".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from feedwatch.model import Alert, IdentityState, StoredEntry
+
+
+class StateError(Exception):
+    """The state file cannot be used: locked, corrupt, from a newer version, unwritable.
+
+    The message names the file and says what to do; feedwatch never resets
+    state silently (that would re-alert everything).
+    """
+
+
+class StateLocked(StateError):
+    """Another feedwatch daemon holds this state."""
+
+
+@dataclass(frozen=True)
+class FeedRecord:
+    """What the state holds about one feed (also feeds removed from the config)."""
+
+    name: str
+    url: str | None = None
+    title: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    identity: IdentityState = IdentityState()
+    baselined: bool = False  # a successful poll has been recorded
+    last_poll: datetime | None = None
+    last_success: datetime | None = None
+    http_status: int | None = None
+    errors: int = 0  # consecutive failed polls
+    last_error: str | None = None
+    next_poll: datetime | None = None
+    retry_after_until: datetime | None = None
+    gone: bool = False
+    redirected_to: str | None = None
+    last_new_entry: datetime | None = None
+    stale_notified: bool = False
+    entries: int = 0  # entries tracked
+
+
+@dataclass(frozen=True)
+class PollCommit:
+    """Everything one successful poll changes, written in one transaction."""
+
+    feed: str
+    url: str
+    now: datetime
+    http_status: int
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    title: str | None
+    identity: IdentityState
+    upserts: tuple[StoredEntry, ...] = ()  # new or changed entries (full row)
+    touched: tuple[str, ...] = ()  # identities seen unchanged: last_seen = now
+    rekeys: tuple[tuple[str, str], ...] = ()  # (old identity, new identity), applied first
+    alerts: tuple[Alert, ...] = ()  # each queued for each of alert.sinks
+    prune_before: datetime | None = None  # drop entries last seen before this
+    next_poll: datetime | None = None
+    redirected_to: str | None = None
+    had_new_entry: bool = False  # sets last_new_entry = now
+    stale_notified: bool | None = None  # None = leave as is
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One alert queued for one sink."""
+
+    alert_id: str
+    sink: str
+    feed: str
+    kind: str
+    payload: Mapping[str, Any]
+    thread_id: str | None
+    created_at: datetime
+    attempts: int = 0
+    next_attempt: datetime | None = None
+    status: Literal["pending", "delivered", "dead"] = "pending"
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SinkCounts:
+    pending: int = 0
+    delivered: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """An alert as stored, for `explain`."""
+
+    alert_id: str
+    feed: str
+    identity: str | None
+    kind: str
+    created_at: datetime
+    payload: Mapping[str, Any]
+    deliveries: tuple[Delivery, ...] = field(default_factory=tuple)
+
+
+class Store(Protocol):
+    path: str
+
+    # -- feeds and entries -------------------------------------------------
+    def feed(self, name: str) -> FeedRecord | None: ...
+
+    def feeds(self) -> dict[str, FeedRecord]: ...
+
+    def entries(self, feed: str) -> dict[str, StoredEntry]: ...
+
+    def commit_poll(self, commit: PollCommit) -> list[str]:
+        """Apply a poll; returns the ids of the alerts actually queued.
+
+        An alert whose id is already recorded is skipped (an id once recorded
+        never alerts again).
+        """
+        ...
+
+    def record_unchanged(
+        self,
+        feed: str,
+        url: str,
+        now: datetime,
+        *,
+        http_status: int,
+        etag: str | None,
+        last_modified: str | None,
+        next_poll: datetime | None,
+        redirected_to: str | None = None,
+        prune_before: datetime | None = None,
+    ) -> None:
+        """A 304 or a byte-identical body: every stored entry was seen again."""
+        ...
+
+    def record_failure(
+        self,
+        feed: str,
+        url: str,
+        now: datetime,
+        *,
+        http_status: int | None,
+        error: str,
+        next_poll: datetime | None,
+        retry_after_until: datetime | None = None,
+        gone: bool = False,
+        redirected_to: str | None = None,
+    ) -> None: ...
+
+    def queue_notices(
+        self, alerts: Iterable[Alert], *, stale_notified: bool | None = None
+    ) -> list[str]:
+        """Queue feed-level notices (stale/recovered) outside a poll; returns ids queued."""
+        ...
+
+    def set_next_poll(self, feed: str, next_poll: datetime | None) -> None: ...
+
+    def forget(self, feed: str) -> bool:
+        """Drop a feed's entries and HTTP state (its alerts and deliveries stay)."""
+        ...
+
+    def clear_gone(self, feed: str) -> None: ...
+
+    # -- outbox --------------------------------------------------------------
+    def pending(self, *, sink: str | None = None, due_at: datetime | None = None) -> list[Delivery]:
+        """Pending deliveries, oldest alert first; with ``due_at``, only those due then."""
+        ...
+
+    def mark_delivered(self, sink: str, alert_ids: Iterable[str], now: datetime) -> None: ...
+
+    def mark_retry(
+        self,
+        sink: str,
+        alert_ids: Iterable[str],
+        now: datetime,
+        *,
+        error: str,
+        next_attempt: datetime,
+    ) -> None: ...
+
+    def mark_dead(
+        self, sink: str, alert_ids: Iterable[str], now: datetime, *, error: str
+    ) -> None: ...
+
+    def redeliver(
+        self, now: datetime, *, sink: str | None = None, feed: str | None = None
+    ) -> int: ...
+
+    def sink_counts(self) -> dict[str, SinkCounts]: ...
+
+    def alerts_for(
+        self, feed: str, identity: str | None = None, limit: int = 50
+    ) -> list[AlertRecord]: ...
+
+    def prune_deliveries(self, before: datetime) -> int:
+        """Forget delivered and dead deliveries (and their alerts) created before ``before``."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,101 @@
+"""One daemon per state file: an exclusive ``flock`` on ``<state>.lock``.
+
+``flock`` locks die with the process (even on ``kill -9``), so a stale lock
+file never blocks a restart; the pid inside is only for the error message.
+The daemon and a non-dry-run ``check`` take it; ``status`` and ``--dry-run``
+do not (they only read).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from feedwatch.store.base import StateError, StateLocked
+
+
+class LockHandle:
+    """A held lock; ``release()`` (or leaving the ``with`` block) lets it go."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)  # the pid no longer names a holder
+        except OSError:
+            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> LockHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+
+def lock_path(state_path: str | Path) -> Path:
+    return Path(os.path.expanduser(str(state_path)) + ".lock")
+
+
+def acquire_lock(state_path: str | Path) -> LockHandle:
+    """Take the state's lock without waiting, or raise ``StateLocked`` naming the holder's pid."""
+    state = str(state_path)
+    if "://" in state:
+        raise StateError(
+            "PostgreSQL state is not supported yet: set `state` to a file path (SQLite)"
+        )
+    path = lock_path(state)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StateError(
+            f"cannot open lock file {path} for state {state}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        except OSError:
+            holder = ""
+        os.close(fd)
+        pid = holder if holder.isdigit() else "unknown"
+        raise StateLocked(
+            f"state {state} is in use by another feedwatch daemon (pid {pid})"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise StateError(f"cannot lock {path} for state {state}: {exc.strerror or exc}") from exc
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except OSError:
+        pass  # the pid is informative only; the flock is what counts
+    return LockHandle(path, fd)

@@ -1,0 +1,860 @@
+"""The SQLite state backend (the default).
+
+One file, WAL mode, ``synchronous=NORMAL``: a process crash (``kill -9``)
+loses no committed transaction, and ``status`` can read while the daemon
+writes. Every public method is one transaction; ``commit_poll`` writes a
+poll's entry changes, its alerts and their deliveries together
+(SPEC section 6, "Nothing lost").
+
+Times are stored as integer microseconds since the Unix epoch (UTC), so a
+datetime comes back exactly as it went in, always as an aware UTC datetime.
+
+The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS`` is the
+ordered list of forward steps (index 0 builds version 1). Before migrating an
+existing file, a copy is written to ``<file>.bak-v<old>``. A file from a newer
+feedwatch, a corrupt file or someone else's database is refused with a
+message that says what to do: feedwatch never resets state by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import structlog
+
+from feedwatch.model import Alert, IdentityState, StoredEntry
+from feedwatch.store.base import (
+    AlertRecord,
+    Delivery,
+    FeedRecord,
+    PollCommit,
+    SinkCounts,
+    StateError,
+)
+
+log = structlog.get_logger("feedwatch.store")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+BUSY_TIMEOUT_MS = 10_000
+# quick_check reads every page: worth it on open only while that is cheap.
+QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024
+
+_V1 = (
+    """CREATE TABLE feeds (
+        name TEXT PRIMARY KEY,
+        url TEXT,
+        title TEXT,
+        etag TEXT,
+        last_modified TEXT,
+        body_hash TEXT,
+        id_policy TEXT NOT NULL DEFAULT 'guid',
+        id_candidate TEXT,
+        baselined INTEGER NOT NULL DEFAULT 0,
+        last_poll INTEGER,
+        last_success INTEGER,
+        http_status INTEGER,
+        errors INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        next_poll INTEGER,
+        retry_after_until INTEGER,
+        gone INTEGER NOT NULL DEFAULT 0,
+        redirected_to TEXT,
+        last_new_entry INTEGER,
+        stale_notified INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE entries (
+        feed TEXT NOT NULL REFERENCES feeds(name) ON DELETE CASCADE,
+        identity TEXT NOT NULL,
+        entry_id TEXT,
+        link TEXT,
+        title TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        content TEXT NOT NULL,
+        published INTEGER,
+        updated INTEGER,
+        fingerprint TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        new_alert_id TEXT NOT NULL,
+        PRIMARY KEY (feed, identity)
+    )""",
+    # seq: insertion order, the tie-break for "oldest alert first".
+    """CREATE TABLE alerts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id TEXT NOT NULL UNIQUE,
+        feed TEXT NOT NULL,
+        identity TEXT,
+        kind TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        thread_id TEXT
+    )""",
+    "CREATE INDEX alerts_feed ON alerts (feed, identity, created_at)",
+    "CREATE INDEX alerts_created ON alerts (created_at)",
+    """CREATE TABLE deliveries (
+        alert_id TEXT NOT NULL REFERENCES alerts(alert_id) ON DELETE CASCADE,
+        sink TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER,
+        last_error TEXT,
+        delivered_at INTEGER,
+        PRIMARY KEY (alert_id, sink)
+    )""",
+    "CREATE INDEX deliveries_status ON deliveries (status, sink, next_attempt)",
+)
+
+_DELIVERY_COLS = (
+    "d.alert_id, d.sink, a.feed, a.kind, a.payload, a.thread_id, a.created_at,"
+    " d.attempts, d.next_attempt, d.status, d.last_error, d.delivered_at"
+)
+
+
+def _ts(dt: datetime | None) -> int | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(
+            f"naive datetime {dt.isoformat()} given to the state store: pass aware UTC"
+        )
+    return (dt - _EPOCH) // _US
+
+
+def _now_ts(dt: datetime) -> int:
+    value = _ts(dt)
+    assert value is not None
+    return value
+
+
+def _dt(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + value * _US
+
+
+def _req_dt(value: int) -> datetime:
+    return _EPOCH + value * _US
+
+
+def _detected_at(alert: Alert) -> int:
+    """A notice's creation time: its payload's ``detected_at`` (SPEC section 5), else now."""
+    stamp = alert.payload.get("detected_at")
+    if isinstance(stamp, str):
+        try:
+            when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+        else:
+            return _now_ts(when)
+    return _now_ts(datetime.now(timezone.utc))
+
+
+class SqliteStore:
+    """The ``Store`` protocol on one SQLite file (see ``feedwatch.store.base``)."""
+
+    # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1,)
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = os.path.expanduser(str(path))
+        self._lock = threading.RLock()
+        file = Path(self.path)
+        if not file.exists():
+            if not create:
+                raise StateError(f"state file {self.path} does not exist")
+            try:
+                file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            except OSError as exc:
+                raise StateError(
+                    f"cannot create state file {self.path}: {exc.strerror or exc}"
+                ) from exc
+        elif file.is_dir():
+            raise StateError(f"state path {self.path} is a directory, not a state file")
+        elif create:
+            # Fail at start, not at the first poll. Without ``create`` (``status``)
+            # reading a file we may not write is fine.
+            why = self._unwritable()
+            if why:
+                raise StateError(f"state file {self.path} cannot be written: {why}")
+        try:
+            self._conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by self._lock
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            self._open()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------
+
+    def _open(self) -> None:
+        conn = self._conn
+        target = len(self.MIGRATIONS)
+        try:
+            # Read before anything writes: a corrupt file must be left as it is.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    " AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            if os.path.getsize(self.path) <= QUICK_CHECK_MAX_BYTES:
+                problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise self._corrupt("; ".join(problems))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        if version > target:
+            raise StateError(
+                f"state file {self.path} has schema version {version}, newer than this"
+                f" feedwatch understands ({target}): upgrade feedwatch to use it"
+            )
+        if version == 0 and tables:
+            raise StateError(
+                f"{self.path} is an SQLite database but not a feedwatch state file"
+                f" (it has tables {', '.join(sorted(tables))}): point `state` elsewhere"
+            )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("state.no_wal", path=self.path, journal_mode=mode)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        if version < target:
+            self._migrate(version, target)
+
+    def _migrate(self, version: int, target: int) -> None:
+        if version > 0:
+            backup = f"{self.path}.bak-v{version}"
+            try:
+                dest = sqlite3.connect(backup)
+                try:
+                    with self._lock:
+                        self._conn.backup(dest)
+                finally:
+                    dest.close()
+                os.chmod(backup, 0o600)
+            except (sqlite3.Error, OSError) as exc:
+                raise StateError(
+                    f"cannot write backup {backup} before migrating state file {self.path}"
+                    f" from schema version {version}: {exc}"
+                ) from exc
+            log.info("state.backup", path=self.path, backup=backup, version=version)
+        for step in range(version, target):
+            with self._write() as cur:
+                for statement in self.MIGRATIONS[step]:
+                    cur.execute(statement)
+                cur.execute(f"PRAGMA user_version = {step + 1}")
+            log.info(
+                "state.created" if version == 0 else "state.migrated",
+                path=self.path,
+                version=step + 1,
+            )
+
+    # -- errors and transactions ---------------------------------------------
+
+    def _corrupt(self, reason: str) -> StateError:
+        return StateError(
+            f"state file {self.path} is corrupt ({reason}): restore it from your backup"
+            f" (or a {self.path}.bak-v* copy, if there is one) or move it aside to start"
+            " afresh (every feed is then baselined again); feedwatch never resets state"
+            " by itself"
+        )
+
+    def _error(self, exc: sqlite3.Error) -> Exception:
+        """Turn an SQLite failure into a StateError that names the file; bugs stay bugs."""
+        if not (type(exc) is sqlite3.DatabaseError or isinstance(exc, sqlite3.OperationalError)):
+            return exc
+        msg = str(exc)
+        low = msg.lower()
+        if "not a database" in low or "malformed" in low or "corrupt" in low:
+            return self._corrupt(msg)
+        if "readonly" in low or "read-only" in low or "unable to open" in low:
+            why = self._unwritable()
+            reason = f"{msg}: {why}" if why else msg
+            return StateError(f"state file {self.path} cannot be written: {reason}")
+        if "full" in low:
+            return StateError(f"state file {self.path} cannot be written: {msg}")
+        if "locked" in low or "busy" in low:
+            return StateError(
+                f"state file {self.path} is busy ({msg}): another process kept it locked"
+                f" longer than {BUSY_TIMEOUT_MS // 1000}s"
+            )
+        return StateError(f"state file {self.path}: {msg}")
+
+    def _unwritable(self) -> str | None:
+        """The OS's reason the file (or its directory, for the WAL files) cannot be written."""
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CLOEXEC))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.access(directory, os.W_OK):
+            return f"{os.strerror(errno.EACCES)} on directory {directory}"
+        return None
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction: all of it commits, or none of it."""
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    mapped = self._error(exc)
+                    if mapped is not exc:
+                        raise mapped from exc
+                raise
+            finally:
+                cur.close()
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
+        """One read transaction: several SELECTs see the same snapshot."""
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    mapped = self._error(exc)
+                    if mapped is not exc:
+                        raise mapped from exc
+                raise
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- feeds and entries ---------------------------------------------------
+
+    _FEED_SELECT = (
+        "SELECT f.name, f.url, f.title, f.etag, f.last_modified, f.body_hash, f.id_policy,"
+        " f.id_candidate, f.baselined, f.last_poll, f.last_success, f.http_status, f.errors,"
+        " f.last_error, f.next_poll, f.retry_after_until, f.gone, f.redirected_to,"
+        " f.last_new_entry, f.stale_notified,"
+        " (SELECT COUNT(*) FROM entries e WHERE e.feed = f.name) FROM feeds f"
+    )
+
+    @staticmethod
+    def _feed_record(r: Sequence[Any]) -> FeedRecord:
+        return FeedRecord(
+            name=r[0],
+            url=r[1],
+            title=r[2],
+            etag=r[3],
+            last_modified=r[4],
+            body_hash=r[5],
+            identity=IdentityState(policy=r[6], candidate=r[7]),
+            baselined=bool(r[8]),
+            last_poll=_dt(r[9]),
+            last_success=_dt(r[10]),
+            http_status=r[11],
+            errors=r[12],
+            last_error=r[13],
+            next_poll=_dt(r[14]),
+            retry_after_until=_dt(r[15]),
+            gone=bool(r[16]),
+            redirected_to=r[17],
+            last_new_entry=_dt(r[18]),
+            stale_notified=bool(r[19]),
+            entries=r[20],
+        )
+
+    def feed(self, name: str) -> FeedRecord | None:
+        with self._read() as cur:
+            row = cur.execute(self._FEED_SELECT + " WHERE f.name = ?", (name,)).fetchone()
+        return None if row is None else self._feed_record(row)
+
+    def feeds(self) -> dict[str, FeedRecord]:
+        with self._read() as cur:
+            rows = cur.execute(self._FEED_SELECT + " ORDER BY f.name").fetchall()
+        return {r[0]: self._feed_record(r) for r in rows}
+
+    def entries(self, feed: str) -> dict[str, StoredEntry]:
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT identity, entry_id, link, title, summary, content, published, updated,"
+                " fingerprint, first_seen, last_seen, new_alert_id"
+                " FROM entries WHERE feed = ?",
+                (feed,),
+            ).fetchall()
+        return {
+            r[0]: StoredEntry(
+                identity=r[0],
+                entry_id=r[1],
+                link=r[2],
+                title=r[3],
+                summary=r[4],
+                content=r[5],
+                published=_dt(r[6]),
+                updated=_dt(r[7]),
+                fingerprint=r[8],
+                first_seen=_req_dt(r[9]),
+                last_seen=_req_dt(r[10]),
+                new_alert_id=r[11],
+            )
+            for r in rows
+        }
+
+    @staticmethod
+    def _ensure_feed(cur: sqlite3.Cursor, feed: str, url: str | None) -> None:
+        cur.execute(
+            "INSERT INTO feeds (name, url) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            (feed, url),
+        )
+
+    @staticmethod
+    def _queue(cur: sqlite3.Cursor, alerts: Iterable[Alert], at: int | None) -> list[str]:
+        """Record alerts not yet known, each with a pending delivery per sink.
+
+        ``at`` is their creation time; None: each alert's own ``detected_at``.
+        """
+        queued: list[str] = []
+        for alert in alerts:
+            now = at if at is not None else _detected_at(alert)
+            payload = json.dumps(dict(alert.payload), ensure_ascii=False, allow_nan=False)
+            cur.execute(
+                "INSERT OR IGNORE INTO alerts"
+                " (alert_id, feed, identity, kind, created_at, payload, thread_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    alert.id,
+                    alert.feed,
+                    alert.identity,
+                    alert.kind,
+                    now,
+                    payload,
+                    alert.thread_id,
+                ),
+            )
+            if cur.rowcount != 1:
+                continue  # an id once recorded never alerts again
+            queued.append(alert.id)
+            cur.executemany(
+                "INSERT OR IGNORE INTO deliveries (alert_id, sink, status, next_attempt)"
+                " VALUES (?, ?, 'pending', ?)",
+                [(alert.id, sink, now) for sink in dict.fromkeys(alert.sinks)],
+            )
+        return queued
+
+    @staticmethod
+    def _rekey(cur: sqlite3.Cursor, feed: str, old: str, new: str) -> None:
+        if old == new:
+            return
+        key = "SELECT first_seen, last_seen FROM entries WHERE feed = ? AND identity = ?"
+        o = cur.execute(key, (feed, old)).fetchone()
+        if o is None:
+            return
+        n = cur.execute(key, (feed, new)).fetchone()
+        if n is None:
+            cur.execute(
+                "UPDATE entries SET identity = ? WHERE feed = ? AND identity = ?",
+                (new, feed, old),
+            )
+            return
+        # Both exist: keep the most recently seen row under the new identity,
+        # and the earliest first sighting of the two.
+        first_seen = min(o[0], n[0])
+        if o[1] > n[1]:
+            cur.execute("DELETE FROM entries WHERE feed = ? AND identity = ?", (feed, new))
+            cur.execute(
+                "UPDATE entries SET identity = ?, first_seen = ? WHERE feed = ? AND identity = ?",
+                (new, first_seen, feed, old),
+            )
+        else:
+            cur.execute("DELETE FROM entries WHERE feed = ? AND identity = ?", (feed, old))
+            cur.execute(
+                "UPDATE entries SET first_seen = ? WHERE feed = ? AND identity = ?",
+                (first_seen, feed, new),
+            )
+
+    def commit_poll(self, commit: PollCommit) -> list[str]:
+        now = _now_ts(commit.now)
+        feed = commit.feed
+        with self._write() as cur:
+            self._ensure_feed(cur, feed, commit.url)
+            for old, new in commit.rekeys:
+                self._rekey(cur, feed, old, new)
+            cur.executemany(
+                "INSERT INTO entries (feed, identity, entry_id, link, title, summary, content,"
+                " published, updated, fingerprint, first_seen, last_seen, new_alert_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (feed, identity) DO UPDATE SET entry_id = excluded.entry_id,"
+                " link = excluded.link, title = excluded.title, summary = excluded.summary,"
+                " content = excluded.content, published = excluded.published,"
+                " updated = excluded.updated, fingerprint = excluded.fingerprint,"
+                " first_seen = excluded.first_seen, last_seen = excluded.last_seen,"
+                " new_alert_id = excluded.new_alert_id",
+                [
+                    (
+                        feed,
+                        e.identity,
+                        e.entry_id,
+                        e.link,
+                        e.title,
+                        e.summary,
+                        e.content,
+                        _ts(e.published),
+                        _ts(e.updated),
+                        e.fingerprint,
+                        _ts(e.first_seen),
+                        _ts(e.last_seen),
+                        e.new_alert_id,
+                    )
+                    for e in commit.upserts
+                ],
+            )
+            cur.executemany(
+                "UPDATE entries SET last_seen = ? WHERE feed = ? AND identity = ?",
+                [(now, feed, identity) for identity in commit.touched],
+            )
+            queued = self._queue(cur, commit.alerts, now)
+            if commit.prune_before is not None:
+                cur.execute(
+                    "DELETE FROM entries WHERE feed = ? AND last_seen < ?",
+                    (feed, _ts(commit.prune_before)),
+                )
+            cur.execute(
+                "UPDATE feeds SET url = ?, title = ?, etag = ?, last_modified = ?,"
+                " body_hash = ?, id_policy = ?, id_candidate = ?, baselined = 1,"
+                " last_poll = ?, last_success = ?, http_status = ?, errors = 0,"
+                " last_error = NULL, next_poll = ?, retry_after_until = NULL, gone = 0,"
+                " redirected_to = ?,"
+                " last_new_entry = CASE WHEN ? THEN ? ELSE last_new_entry END,"
+                " stale_notified = COALESCE(?, stale_notified)"
+                " WHERE name = ?",
+                (
+                    commit.url,
+                    commit.title,
+                    commit.etag,
+                    commit.last_modified,
+                    commit.body_hash,
+                    commit.identity.policy,
+                    commit.identity.candidate,
+                    now,
+                    now,
+                    commit.http_status,
+                    _ts(commit.next_poll),
+                    commit.redirected_to,
+                    int(commit.had_new_entry),
+                    now,
+                    None if commit.stale_notified is None else int(commit.stale_notified),
+                    feed,
+                ),
+            )
+        return queued
+
+    def record_unchanged(
+        self,
+        feed: str,
+        url: str,
+        now: datetime,
+        *,
+        http_status: int,
+        etag: str | None,
+        last_modified: str | None,
+        next_poll: datetime | None,
+        redirected_to: str | None = None,
+        prune_before: datetime | None = None,
+    ) -> None:
+        """A 304 or identical body: every entry seen again; validators kept when none came."""
+        ts = _now_ts(now)
+        with self._write() as cur:
+            self._ensure_feed(cur, feed, url)
+            cur.execute("UPDATE entries SET last_seen = ? WHERE feed = ?", (ts, feed))
+            if prune_before is not None:
+                cur.execute(
+                    "DELETE FROM entries WHERE feed = ? AND last_seen < ?",
+                    (feed, _ts(prune_before)),
+                )
+            cur.execute(
+                "UPDATE feeds SET url = ?, etag = COALESCE(?, etag),"
+                " last_modified = COALESCE(?, last_modified), last_poll = ?,"
+                " last_success = ?, http_status = ?, errors = 0, last_error = NULL,"
+                " next_poll = ?, retry_after_until = NULL, gone = 0, redirected_to = ?"
+                " WHERE name = ?",
+                (
+                    url,
+                    etag,
+                    last_modified,
+                    ts,
+                    ts,
+                    http_status,
+                    _ts(next_poll),
+                    redirected_to,
+                    feed,
+                ),
+            )
+
+    def record_failure(
+        self,
+        feed: str,
+        url: str,
+        now: datetime,
+        *,
+        http_status: int | None,
+        error: str,
+        next_poll: datetime | None,
+        retry_after_until: datetime | None = None,
+        gone: bool = False,
+        redirected_to: str | None = None,
+    ) -> None:
+        ts = _now_ts(now)
+        with self._write() as cur:
+            self._ensure_feed(cur, feed, url)
+            cur.execute(
+                "UPDATE feeds SET url = ?, errors = errors + 1, last_error = ?,"
+                " http_status = ?, last_poll = ?, next_poll = ?, retry_after_until = ?,"
+                " gone = ?, redirected_to = ? WHERE name = ?",
+                (
+                    url,
+                    error,
+                    http_status,
+                    ts,
+                    _ts(next_poll),
+                    _ts(retry_after_until),
+                    int(gone),
+                    redirected_to,
+                    feed,
+                ),
+            )
+
+    def queue_notices(
+        self,
+        alerts: Iterable[Alert],
+        *,
+        stale_notified: bool | None = None,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """Queue feed-level notices, created at ``now`` (an extension of the protocol),
+        else at each payload's ``detected_at``, else at the wall clock.
+
+        ``stale_notified`` is set on the feed row of every alert's feed.
+        """
+        alerts = list(alerts)
+        ts = None if now is None else _now_ts(now)
+        with self._write() as cur:
+            queued = self._queue(cur, alerts, ts)
+            if stale_notified is not None:
+                for feed in dict.fromkeys(a.feed for a in alerts):
+                    self._ensure_feed(cur, feed, None)
+                    cur.execute(
+                        "UPDATE feeds SET stale_notified = ? WHERE name = ?",
+                        (int(stale_notified), feed),
+                    )
+        return queued
+
+    def set_next_poll(self, feed: str, next_poll: datetime | None) -> None:
+        with self._write() as cur:
+            self._ensure_feed(cur, feed, None)
+            cur.execute("UPDATE feeds SET next_poll = ? WHERE name = ?", (_ts(next_poll), feed))
+
+    def forget(self, feed: str) -> bool:
+        """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""
+        with self._write() as cur:
+            dropped = cur.execute("DELETE FROM entries WHERE feed = ?", (feed,)).rowcount
+            known = cur.execute(
+                "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
+                " id_policy = 'guid', id_candidate = NULL, baselined = 0, gone = 0,"
+                " stale_notified = 0 WHERE name = ?",
+                (feed,),
+            ).rowcount
+        return bool(known or dropped)
+
+    def clear_gone(self, feed: str) -> None:
+        with self._write() as cur:
+            cur.execute("UPDATE feeds SET gone = 0 WHERE name = ?", (feed,))
+
+    # -- outbox ----------------------------------------------------------------
+
+    @staticmethod
+    def _delivery(r: Sequence[Any]) -> Delivery:
+        payload: Mapping[str, Any] = json.loads(r[4])
+        return Delivery(
+            alert_id=r[0],
+            sink=r[1],
+            feed=r[2],
+            kind=r[3],
+            payload=payload,
+            thread_id=r[5],
+            created_at=_req_dt(r[6]),
+            attempts=r[7],
+            next_attempt=_dt(r[8]),
+            status=r[9],
+            last_error=r[10],
+            delivered_at=_dt(r[11]),
+        )
+
+    def pending(self, *, sink: str | None = None, due_at: datetime | None = None) -> list[Delivery]:
+        sql = (
+            f"SELECT {_DELIVERY_COLS} FROM deliveries d JOIN alerts a ON a.alert_id = d.alert_id"
+            " WHERE d.status = 'pending'"
+        )
+        args: list[Any] = []
+        if sink is not None:
+            sql += " AND d.sink = ?"
+            args.append(sink)
+        if due_at is not None:
+            sql += " AND (d.next_attempt IS NULL OR d.next_attempt <= ?)"
+            args.append(_ts(due_at))
+        sql += " ORDER BY a.created_at, a.seq, d.sink"
+        with self._read() as cur:
+            rows = cur.execute(sql, args).fetchall()
+        return [self._delivery(r) for r in rows]
+
+    def mark_delivered(self, sink: str, alert_ids: Iterable[str], now: datetime) -> None:
+        ts = _now_ts(now)
+        with self._write() as cur:
+            cur.executemany(
+                "UPDATE deliveries SET status = 'delivered', delivered_at = ?, last_error = NULL"
+                " WHERE alert_id = ? AND sink = ? AND status != 'delivered'",
+                [(ts, alert_id, sink) for alert_id in alert_ids],
+            )
+
+    def mark_retry(
+        self,
+        sink: str,
+        alert_ids: Iterable[str],
+        now: datetime,
+        *,
+        error: str,
+        next_attempt: datetime,
+    ) -> None:
+        """One more failed attempt; only pending deliveries are touched."""
+        nxt = _ts(next_attempt)
+        with self._write() as cur:
+            cur.executemany(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt = ?"
+                " WHERE alert_id = ? AND sink = ? AND status = 'pending'",
+                [(error, nxt, alert_id, sink) for alert_id in alert_ids],
+            )
+
+    def mark_dead(self, sink: str, alert_ids: Iterable[str], now: datetime, *, error: str) -> None:
+        with self._write() as cur:
+            cur.executemany(
+                "UPDATE deliveries SET status = 'dead', last_error = ?"
+                " WHERE alert_id = ? AND sink = ? AND status = 'pending'",
+                [(error, alert_id, sink) for alert_id in alert_ids],
+            )
+
+    def redeliver(self, now: datetime, *, sink: str | None = None, feed: str | None = None) -> int:
+        """Dead deliveries back to pending, due now, attempts reset to 0."""
+        sql = "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt = ? WHERE status = 'dead'"
+        args: list[Any] = [_ts(now)]
+        if sink is not None:
+            sql += " AND sink = ?"
+            args.append(sink)
+        if feed is not None:
+            sql += " AND alert_id IN (SELECT alert_id FROM alerts WHERE feed = ?)"
+            args.append(feed)
+        with self._write() as cur:
+            return cur.execute(sql, args).rowcount
+
+    def sink_counts(self) -> dict[str, SinkCounts]:
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT sink, status, COUNT(*) FROM deliveries GROUP BY sink, status"
+            ).fetchall()
+        counts: dict[str, dict[str, int]] = {}
+        for sink, status, n in rows:
+            counts.setdefault(sink, {})[status] = n
+        return {sink: SinkCounts(**c) for sink, c in sorted(counts.items())}
+
+    def alerts_for(
+        self, feed: str, identity: str | None = None, limit: int = 50
+    ) -> list[AlertRecord]:
+        """The feed's (or one entry's) alerts, newest first, with their deliveries."""
+        sql = (
+            "SELECT alert_id, feed, identity, kind, created_at, payload FROM alerts WHERE feed = ?"
+        )
+        args: list[Any] = [feed]
+        if identity is not None:
+            sql += " AND identity = ?"
+            args.append(identity)
+        sql += " ORDER BY created_at DESC, seq DESC LIMIT ?"
+        args.append(limit)
+        with self._read() as cur:
+            rows = cur.execute(sql, args).fetchall()
+            deliveries: dict[str, list[Delivery]] = {r[0]: [] for r in rows}
+            ids = list(deliveries)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for d in cur.execute(
+                    f"SELECT {_DELIVERY_COLS} FROM deliveries d"
+                    f" JOIN alerts a ON a.alert_id = d.alert_id"
+                    f" WHERE d.alert_id IN ({marks}) ORDER BY d.sink",
+                    chunk,
+                ):
+                    deliveries[d[0]].append(self._delivery(d))
+        return [
+            AlertRecord(
+                alert_id=r[0],
+                feed=r[1],
+                identity=r[2],
+                kind=r[3],
+                created_at=_req_dt(r[4]),
+                payload=json.loads(r[5]),
+                deliveries=tuple(deliveries[r[0]]),
+            )
+            for r in rows
+        ]
+
+    def prune_deliveries(self, before: datetime) -> int:
+        """Drop finished deliveries of alerts created before ``before``, then alerts left
+        with none; returns the number of deliveries dropped."""
+        ts = _ts(before)
+        with self._write() as cur:
+            dropped = cur.execute(
+                "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND alert_id IN"
+                " (SELECT alert_id FROM alerts WHERE created_at < ?)",
+                (ts,),
+            ).rowcount
+            cur.execute(
+                "DELETE FROM alerts WHERE created_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id)",
+                (ts,),
+            )
+        return dropped

@@ -1,0 +1,948 @@
+"""The state store: one contract suite, run against every backend (only SQLite so far).
+
+To add a backend, add its name to ``BACKENDS`` and a branch to ``_open_backend``;
+every ``store``/``reopen`` test then runs against it. SQLite-only behaviour (the
+file itself: schema versions, corruption, permissions, the lock) is at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feedwatch.model import Alert, IdentityState, StoredEntry
+from feedwatch.store import (
+    FeedRecord,
+    PollCommit,
+    SinkCounts,
+    SqliteStore,
+    StateError,
+    StateLocked,
+    Store,
+    acquire_lock,
+    open_store,
+)
+
+BACKENDS = ["sqlite"]
+T0 = datetime(2024, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def entry(identity: str, seen: datetime = T0, **kw: object) -> StoredEntry:
+    fields: dict[str, object] = dict(
+        identity=identity,
+        entry_id=identity,
+        link=f"https://example.org/{identity}",
+        title=f"title {identity}",
+        summary="summary",
+        content="content",
+        published=T0,
+        updated=None,
+        fingerprint=f"fp-{identity}",
+        first_seen=seen,
+        last_seen=seen,
+        new_alert_id=f"new-{identity}",
+    )
+    fields.update(kw)
+    return StoredEntry(**fields)  # type: ignore[arg-type]
+
+
+def alert(
+    alert_id: str,
+    feed: str = "f",
+    sinks: tuple[str, ...] = ("mail",),
+    kind: str = "new",
+    identity: str | None = None,
+    payload: object = None,
+    detected: datetime | None = None,
+) -> Alert:
+    body = {"version": 1, "id": alert_id, "kind": kind} if payload is None else payload
+    if detected is not None:  # how notices carry their time through queue_notices
+        body = {**body, "detected_at": detected.strftime("%Y-%m-%dT%H:%M:%SZ")}  # type: ignore[dict-item]
+    return Alert(
+        id=alert_id,
+        kind=kind,
+        feed=feed,
+        payload=body,  # type: ignore[arg-type]
+        sinks=sinks,
+        thread_id=f"thread-{identity}" if identity else None,
+        identity=identity,
+    )
+
+
+def poll(feed: str = "f", now: datetime = T0, **kw: object) -> PollCommit:
+    fields: dict[str, object] = dict(
+        feed=feed,
+        url=f"https://example.org/{feed}.xml",
+        now=now,
+        http_status=200,
+        etag='"e1"',
+        last_modified="Fri, 22 Nov 2024 10:00:00 GMT",
+        body_hash="hash1",
+        title=f"Feed {feed}",
+        identity=IdentityState(),
+    )
+    fields.update(kw)
+    return PollCommit(**fields)  # type: ignore[arg-type]
+
+
+def _open_backend(backend: str, where: Path) -> Store:
+    if backend == "sqlite":
+        return SqliteStore(where / "state.db")
+    raise AssertionError(f"unknown backend {backend}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def reopen(backend: str, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens (again) the same state; every store opened is closed at the end."""
+    opened: list[Store] = []
+
+    def _open() -> Store:
+        s = _open_backend(backend, tmp_path)
+        opened.append(s)
+        return s
+
+    yield _open
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(reopen: Callable[[], Store]) -> Store:
+    return reopen()
+
+
+def sqlite_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------
+# Contract: feeds and entries
+# ---------------------------------------------------------------------------
+
+
+def test_empty_store(store: Store) -> None:
+    assert store.feed("f") is None
+    assert store.feeds() == {}
+    assert store.entries("f") == {}
+    assert store.pending() == []
+    assert store.sink_counts() == {}
+    assert store.alerts_for("f") == []
+
+
+def test_commit_poll_records_entries_feed_and_queues_alerts(store: Store) -> None:
+    a, b = entry("a", published=at(-60), updated=at(-30)), entry("b")
+    ids = store.commit_poll(
+        poll(
+            upserts=(a, b),
+            alerts=(alert("x1", sinks=("mail", "hook"), identity="a"),),
+            identity=IdentityState("link", "content"),
+            next_poll=at(900),
+            had_new_entry=True,
+            redirected_to="https://new.example.org/f.xml",
+            stale_notified=True,
+        )
+    )
+    assert ids == ["x1"]
+    assert store.entries("f") == {"a": a, "b": b}
+    rec = store.feed("f")
+    assert rec == FeedRecord(
+        name="f",
+        url="https://example.org/f.xml",
+        title="Feed f",
+        etag='"e1"',
+        last_modified="Fri, 22 Nov 2024 10:00:00 GMT",
+        body_hash="hash1",
+        identity=IdentityState("link", "content"),
+        baselined=True,
+        last_poll=T0,
+        last_success=T0,
+        http_status=200,
+        errors=0,
+        last_error=None,
+        next_poll=at(900),
+        retry_after_until=None,
+        gone=False,
+        redirected_to="https://new.example.org/f.xml",
+        last_new_entry=T0,
+        stale_notified=True,
+        entries=2,
+    )
+    assert store.feeds() == {"f": rec}
+    pending = store.pending()
+    assert [(d.alert_id, d.sink) for d in pending] == [("x1", "hook"), ("x1", "mail")]
+    for d in pending:
+        assert d.status == "pending" and d.attempts == 0
+        assert d.next_attempt == T0 and d.created_at == T0
+        assert d.feed == "f" and d.kind == "new" and d.thread_id == "thread-a"
+        assert d.payload == {"version": 1, "id": "x1", "kind": "new"}
+
+
+def test_commit_poll_upsert_replaces_row_and_leaves_others(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"))))
+    changed = entry("a", seen=at(60), title="edited", first_seen=T0, updated=at(50))
+    store.commit_poll(poll(now=at(60), upserts=(changed,), had_new_entry=False))
+    got = store.entries("f")
+    assert got["a"] == changed
+    assert got["b"] == entry("b")  # neither touched nor upserted: unchanged
+    rec = store.feed("f")
+    assert rec is not None and rec.last_new_entry is None and rec.stale_notified is False
+
+
+def test_touched_sets_last_seen_only(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"))))
+    store.commit_poll(poll(now=at(100), touched=("a", "missing")))
+    got = store.entries("f")
+    assert got["a"] == entry("a", last_seen=at(100))
+    assert got["b"].last_seen == T0
+    assert set(got) == {"a", "b"}  # touching an unknown identity creates nothing
+
+
+def test_entries_are_per_feed(store: Store) -> None:
+    store.commit_poll(poll("f", upserts=(entry("a"),)))
+    store.commit_poll(poll("g", upserts=(entry("a", title="other"), entry("b"))))
+    assert store.entries("f")["a"].title == "title a"
+    assert store.entries("g")["a"].title == "other"
+    assert {n: r.entries for n, r in store.feeds().items()} == {"f": 1, "g": 2}
+
+
+def test_rekey_renames_entries(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("guid-1"), entry("guid-2"))))
+    store.commit_poll(
+        poll(now=at(60), rekeys=(("guid-1", "link-1"), ("nope", "x")), touched=("link-1",))
+    )
+    got = store.entries("f")
+    assert set(got) == {"link-1", "guid-2"}
+    assert got["link-1"] == replace(entry("guid-1"), identity="link-1", last_seen=at(60))
+
+
+@pytest.mark.parametrize("old_is_newer", [True, False])
+def test_rekey_onto_existing_keeps_most_recently_seen(store: Store, old_is_newer: bool) -> None:
+    old_seen, new_seen = (at(50), at(10)) if old_is_newer else (at(10), at(50))
+    old = entry("old", first_seen=T0, last_seen=old_seen, title="from old")
+    new = entry("new", first_seen=at(5), last_seen=new_seen, title="from new")
+    store.commit_poll(poll(upserts=(old, new)))
+    store.commit_poll(poll(now=at(60), rekeys=(("old", "new"),)))
+    got = store.entries("f")
+    assert set(got) == {"new"}
+    assert got["new"].title == ("from old" if old_is_newer else "from new")
+    assert got["new"].last_seen == at(50)
+    assert got["new"].first_seen == T0  # the earliest sighting of the two
+
+
+def test_prune_drops_entries_last_seen_before(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("old", seen=at(0)), entry("kept", seen=at(0)))))
+    store.commit_poll(poll(now=at(100), upserts=(entry("fresh", seen=at(100)),), touched=("kept",)))
+    store.commit_poll(poll("g", upserts=(entry("other", seen=at(0)),)))
+    store.commit_poll(poll(now=at(200), touched=("kept",), prune_before=at(50)))
+    assert set(store.entries("f")) == {"kept", "fresh"}
+    assert set(store.entries("g")) == {"other"}  # another feed is never pruned
+
+
+def test_record_unchanged_touches_every_entry(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"), entry("c"))))
+    store.record_failure(
+        "f", "https://example.org/f.xml", at(10), http_status=503, error="HTTP 503",
+        next_poll=at(40), retry_after_until=at(30),
+    )  # fmt: skip
+    store.record_unchanged(
+        "f", "https://example.org/f.xml", at(60), http_status=304, etag=None,
+        last_modified="Sat, 23 Nov 2024 00:00:00 GMT", next_poll=at(960),
+    )  # fmt: skip
+    assert {e.last_seen for e in store.entries("f").values()} == {at(60)}
+    rec = store.feed("f")
+    assert rec is not None
+    assert (rec.last_poll, rec.last_success, rec.http_status) == (at(60), at(60), 304)
+    assert (rec.errors, rec.last_error, rec.retry_after_until) == (0, None, None)
+    assert rec.body_hash == "hash1" and rec.title == "Feed f"  # kept
+    assert rec.etag == '"e1"'  # a 304 without a validator keeps the one we had
+    assert rec.last_modified == "Sat, 23 Nov 2024 00:00:00 GMT"
+    assert rec.next_poll == at(960) and rec.baselined
+
+
+def test_record_unchanged_prunes_and_creates_feed(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("a"),)))
+    store.record_unchanged(
+        "f", "u", at(100), http_status=200, etag=None, last_modified=None,
+        next_poll=None, prune_before=at(200),
+    )  # fmt: skip
+    assert store.entries("f") == {}  # touched to 100, then older than 200
+    store.record_unchanged(
+        "new", "u2", at(5), http_status=304, etag='"x"', last_modified=None, next_poll=None
+    )
+    rec = store.feed("new")
+    assert rec is not None and rec.url == "u2" and rec.etag == '"x"' and not rec.baselined
+
+
+def test_record_failure_counts_and_keeps_last_success(store: Store) -> None:
+    store.record_failure(
+        "f", "u", T0, http_status=None, error="connection refused", next_poll=at(60)
+    )
+    rec = store.feed("f")
+    assert rec is not None
+    assert (rec.errors, rec.last_error, rec.last_poll, rec.last_success) == (
+        1, "connection refused", T0, None,
+    )  # fmt: skip
+    assert not rec.baselined and rec.entries == 0
+    store.commit_poll(poll(now=at(100), upserts=(entry("a"),)))
+    for i in range(3):
+        store.record_failure(
+            "f", "u", at(200 + i), http_status=429, error="HTTP 429 Too Many Requests",
+            next_poll=at(500), retry_after_until=at(400), redirected_to="https://r/",
+        )  # fmt: skip
+    rec = store.feed("f")
+    assert rec is not None
+    assert rec.errors == 3 and rec.http_status == 429 and rec.last_poll == at(202)
+    assert rec.last_success == at(100) and rec.retry_after_until == at(400)
+    assert rec.redirected_to == "https://r/" and rec.next_poll == at(500)
+    assert set(store.entries("f")) == {"a"}  # a failure prunes nothing
+    store.record_failure("f", "u", at(300), http_status=410, error="HTTP 410 Gone",
+                         next_poll=None, gone=True)  # fmt: skip
+    rec = store.feed("f")
+    assert rec is not None and rec.gone and rec.errors == 4
+    store.clear_gone("f")
+    rec = store.feed("f")
+    assert rec is not None and not rec.gone and rec.errors == 4
+    store.commit_poll(poll(now=at(400)))
+    rec = store.feed("f")
+    assert rec is not None
+    assert (rec.errors, rec.last_error, rec.gone, rec.retry_after_until) == (0, None, False, None)
+
+
+def test_set_next_poll(store: Store) -> None:
+    store.set_next_poll("f", at(30))
+    rec = store.feed("f")
+    assert rec is not None and rec.next_poll == at(30) and not rec.baselined
+    store.set_next_poll("f", None)
+    rec = store.feed("f")
+    assert rec is not None and rec.next_poll is None
+
+
+def test_forget_drops_entries_and_http_state_but_keeps_alerts(store: Store) -> None:
+    assert store.forget("f") is False
+    store.commit_poll(
+        poll(upserts=(entry("a"),), alerts=(alert("x1", identity="a"),),
+             identity=IdentityState("link"), next_poll=at(900))
+    )  # fmt: skip
+    store.commit_poll(poll("g", upserts=(entry("a"),)))
+    assert store.forget("f") is True
+    assert store.entries("f") == {}
+    rec = store.feed("f")
+    assert rec is not None
+    assert (rec.etag, rec.last_modified, rec.body_hash) == (None, None, None)
+    assert rec.identity == IdentityState() and not rec.baselined and rec.entries == 0
+    assert [d.alert_id for d in store.pending()] == ["x1"]
+    assert [a.alert_id for a in store.alerts_for("f")] == ["x1"]
+    assert set(store.entries("g")) == {"a"}
+    # the id is still recorded: the same change never alerts twice
+    assert store.commit_poll(poll(alerts=(alert("x1"),))) == []
+
+
+def test_times_round_trip_exactly_as_aware_utc(store: Store) -> None:
+    odd = datetime(2024, 11, 22, 12, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    e = entry("a", seen=odd, published=datetime(1969, 7, 20, 20, 17, tzinfo=timezone.utc))
+    store.commit_poll(poll(now=odd, upserts=(e,), next_poll=odd + timedelta(seconds=1)))
+    got = store.entries("f")["a"]
+    assert got == e
+    assert got.last_seen.utcoffset() == timedelta(0) and got.last_seen.tzinfo is not None
+    rec = store.feed("f")
+    assert rec is not None and rec.last_poll == odd and rec.last_poll.tzinfo == timezone.utc
+    with pytest.raises(ValueError, match="naive"):
+        store.set_next_poll("f", datetime(2024, 1, 1))
+
+
+# ---------------------------------------------------------------------------
+# Contract: atomicity and duplicates
+# ---------------------------------------------------------------------------
+
+
+def _snapshot(store: Store) -> tuple[object, ...]:
+    return (
+        store.feeds(),
+        {name: store.entries(name) for name in store.feeds()},
+        store.pending(),
+        store.sink_counts(),
+        store.alerts_for("f"),
+    )
+
+
+def test_commit_poll_is_all_or_nothing(store: Store) -> None:
+    bad = alert("bad", payload={"oops": object()})  # json cannot serialise it
+    # a feed never seen: nothing at all may be left behind
+    with pytest.raises(TypeError):
+        store.commit_poll(poll(upserts=(entry("a"),), alerts=(alert("ok"), bad)))
+    assert _snapshot(store) == ({}, {}, [], {}, [])
+    # a known feed: every part of the failing poll is undone
+    store.commit_poll(poll(upserts=(entry("a"), entry("b")), alerts=(alert("x0"),)))
+    before = _snapshot(store)
+    with pytest.raises(TypeError):
+        store.commit_poll(
+            poll(
+                now=at(60), upserts=(entry("c"), entry("a", title="changed")), touched=("b",),
+                rekeys=(("b", "b2"),), alerts=(alert("x1"), bad), prune_before=at(30),
+                http_status=203, etag='"e2"',
+            )
+        )  # fmt: skip
+    assert _snapshot(store) == before
+    # and the store is usable afterwards
+    assert store.commit_poll(poll(now=at(90), alerts=(alert("x1"),))) == ["x1"]
+
+
+def test_duplicate_alert_ids_are_skipped_within_and_across_polls(store: Store) -> None:
+    first = store.commit_poll(
+        poll(alerts=(alert("x1", sinks=("a", "b")), alert("x1", sinks=("c",)), alert("x2")))
+    )
+    assert first == ["x1", "x2"]
+    again = store.commit_poll(poll(now=at(60), alerts=(alert("x1", sinks=("a", "z")), alert("x3"))))
+    assert again == ["x3"]
+    assert store.queue_notices([alert("x2"), alert("n1", kind="stale", detected=at(70))]) == ["n1"]
+    pairs = [(d.alert_id, d.sink) for d in store.pending()]
+    assert sorted(pairs) == [("n1", "mail"), ("x1", "a"), ("x1", "b"), ("x2", "mail"),
+                             ("x3", "mail")]  # fmt: skip
+    # a sink named twice in one alert is one delivery
+    assert store.commit_poll(poll(alerts=(alert("x4", sinks=("a", "a")),))) == ["x4"]
+    assert [d.sink for d in store.pending() if d.alert_id == "x4"] == ["a"]
+
+
+def test_queue_notices_sets_stale_notified(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("a"),)))
+    ids = store.queue_notices(
+        [alert("s1", kind="stale", sinks=("mail", "hook"), detected=at(10))], stale_notified=True
+    )
+    assert ids == ["s1"]
+    rec = store.feed("f")
+    assert rec is not None and rec.stale_notified and rec.entries == 1
+    assert {(d.alert_id, d.sink, d.kind, d.created_at) for d in store.pending()} == {
+        ("s1", "mail", "stale", at(10)), ("s1", "hook", "stale", at(10)),
+    }  # fmt: skip
+    store.queue_notices([alert("r1", kind="recovered", detected=at(20))], stale_notified=False)
+    rec = store.feed("f")
+    assert rec is not None and not rec.stale_notified
+    # a poll leaves the flag alone unless it says otherwise
+    store.queue_notices([], stale_notified=None)
+    store.commit_poll(poll(now=at(30), stale_notified=None))
+    rec = store.feed("f")
+    assert rec is not None and not rec.stale_notified
+
+
+# ---------------------------------------------------------------------------
+# Contract: the outbox
+# ---------------------------------------------------------------------------
+
+
+def test_pending_oldest_alert_first_then_insertion_order(store: Store) -> None:
+    store.commit_poll(poll("f", now=at(100), alerts=(alert("z-late", "f"),)))
+    store.commit_poll(poll("g", now=at(0), alerts=(alert("m", "g"), alert("a", "g"))))
+    store.commit_poll(poll("h", now=at(50), alerts=(alert("k", "h", sinks=("hook", "mail")),)))
+    order = [(d.alert_id, d.sink) for d in store.pending()]
+    assert order == [("m", "mail"), ("a", "mail"), ("k", "hook"), ("k", "mail"),
+                     ("z-late", "mail")]  # fmt: skip
+    assert [d.alert_id for d in store.pending(sink="hook")] == ["k"]
+    assert [d.alert_id for d in store.pending(sink="nope")] == []
+
+
+def test_pending_due_at_and_marks(store: Store) -> None:
+    store.commit_poll(poll(alerts=(alert("x1", sinks=("mail", "hook")), alert("x2"))))
+    assert {d.alert_id for d in store.pending(due_at=T0)} == {"x1", "x2"}
+    assert store.pending(due_at=at(-1)) == []
+    store.mark_retry("mail", ["x1"], at(5), error="timeout", next_attempt=at(35))
+    store.mark_retry("mail", ["x1"], at(40), error="HTTP 503", next_attempt=at(100))
+    due = store.pending(sink="mail", due_at=at(50))
+    assert [d.alert_id for d in due] == ["x2"]
+    (x1,) = [d for d in store.pending(sink="mail") if d.alert_id == "x1"]
+    assert (x1.attempts, x1.last_error, x1.next_attempt) == (2, "HTTP 503", at(100))
+    assert [d.alert_id for d in store.pending(sink="mail", due_at=at(100))] == ["x1", "x2"]
+
+    store.mark_delivered("mail", ["x1", "x2"], at(101))
+    store.mark_dead("hook", ["x1"], at(102), error="HTTP 404")
+    assert store.pending() == []
+    # a late retry or dead mark never revives a delivered one
+    store.mark_retry("mail", ["x1"], at(103), error="late", next_attempt=at(200))
+    store.mark_dead("mail", ["x2"], at(103), error="late")
+    assert store.sink_counts() == {
+        "hook": SinkCounts(pending=0, delivered=0, dead=1),
+        "mail": SinkCounts(pending=0, delivered=2, dead=0),
+    }
+    (rec,) = store.alerts_for("f", limit=1)
+    assert rec.alert_id == "x2"
+    (d,) = rec.deliveries
+    assert (d.status, d.delivered_at, d.sink) == ("delivered", at(101), "mail")
+    (rec1,) = [r for r in store.alerts_for("f") if r.alert_id == "x1"]
+    hook, mail = rec1.deliveries
+    assert (hook.sink, hook.status, hook.last_error) == ("hook", "dead", "HTTP 404")
+    assert (mail.sink, mail.status, mail.attempts) == ("mail", "delivered", 2)
+
+
+def test_redeliver_filters_by_sink_and_feed(store: Store) -> None:
+    store.commit_poll(poll("f", alerts=(alert("f1", "f", ("mail", "hook")),)))
+    store.commit_poll(poll("g", alerts=(alert("g1", "g", ("mail", "hook")),)))
+    for sink in ("mail", "hook"):
+        store.mark_retry(sink, ["f1", "g1"], at(1), error="503", next_attempt=at(30))
+        store.mark_dead(sink, ["f1", "g1"], at(2), error="401 Unauthorized")
+    assert store.pending() == []
+    assert store.redeliver(at(10), sink="nope") == 0
+    assert store.redeliver(at(10), sink="hook", feed="g") == 1
+    assert [(d.alert_id, d.sink, d.attempts, d.next_attempt) for d in store.pending()] == [
+        ("g1", "hook", 0, at(10))
+    ]
+    assert store.redeliver(at(20), feed="f") == 2
+    assert store.redeliver(at(30), sink="mail") == 1  # g1/mail: the only dead one left
+    assert store.redeliver(at(40)) == 0
+    assert store.sink_counts() == {"hook": SinkCounts(pending=2), "mail": SinkCounts(pending=2)}
+
+
+def test_sink_counts(store: Store) -> None:
+    store.commit_poll(poll(alerts=tuple(alert(f"x{i}", sinks=("a", "b")) for i in range(5))))
+    store.mark_delivered("a", ["x0", "x1", "x2"], at(1))
+    store.mark_dead("a", ["x3"], at(1), error="no")
+    store.mark_dead("b", ["x0"], at(1), error="no")
+    assert store.sink_counts() == {
+        "a": SinkCounts(pending=1, delivered=3, dead=1),
+        "b": SinkCounts(pending=4, delivered=0, dead=1),
+    }
+
+
+def test_alerts_for_newest_first_by_identity_with_limit(store: Store) -> None:
+    store.commit_poll(poll(now=at(0), alerts=(alert("n-a", identity="a"),)))
+    store.commit_poll(
+        poll(now=at(10), alerts=(alert("u-a", identity="a", kind="updated"),
+                                 alert("n-b", identity="b")))
+    )  # fmt: skip
+    store.commit_poll(poll("g", now=at(20), alerts=(alert("g", "g", identity="a"),)))
+    store.queue_notices([alert("stale", kind="stale", sinks=(), detected=at(30))])
+    assert [a.alert_id for a in store.alerts_for("f")] == ["stale", "n-b", "u-a", "n-a"]
+    assert [a.alert_id for a in store.alerts_for("f", "a")] == ["u-a", "n-a"]
+    assert [a.alert_id for a in store.alerts_for("f", limit=2)] == ["stale", "n-b"]
+    upd = store.alerts_for("f", "a", limit=1)[0]
+    assert (upd.kind, upd.identity, upd.feed, upd.created_at) == ("updated", "a", "f", at(10))
+    assert upd.payload == {"version": 1, "id": "u-a", "kind": "updated"}
+    assert [(d.sink, d.status) for d in upd.deliveries] == [("mail", "pending")]
+    assert store.alerts_for("f")[0].deliveries == ()
+
+
+def test_prune_deliveries(store: Store) -> None:
+    store.commit_poll(poll(now=at(0), alerts=(alert("old-done", sinks=("a", "b")),
+                                              alert("old-mixed", sinks=("a", "b")))))  # fmt: skip
+    store.commit_poll(poll(now=at(100), alerts=(alert("new-done"),)))
+    store.mark_delivered("a", ["old-done", "old-mixed"], at(1))
+    store.mark_dead("b", ["old-done"], at(1), error="x")
+    store.mark_delivered("mail", ["new-done"], at(101))
+    assert store.prune_deliveries(at(50)) == 3
+    left = {(a.alert_id, tuple(d.sink for d in a.deliveries)) for a in store.alerts_for("f")}
+    assert left == {("old-mixed", ("b",)), ("new-done", ("mail",))}
+    assert [(d.alert_id, d.sink) for d in store.pending()] == [("old-mixed", "b")]
+    assert store.prune_deliveries(at(50)) == 0
+
+
+def test_reopen_keeps_everything(reopen: Callable[[], Store]) -> None:
+    s = reopen()
+    s.commit_poll(
+        poll(upserts=(entry("a"), entry("b", updated=at(3))), next_poll=at(900),
+             alerts=(alert("x1", sinks=("m", "h"), identity="a"),), had_new_entry=True)
+    )  # fmt: skip
+    s.record_failure("g", "u", at(5), http_status=500, error="HTTP 500", next_poll=at(65))
+    s.mark_retry("m", ["x1"], at(6), error="timeout", next_attempt=at(36))
+    s.mark_dead("h", ["x1"], at(7), error="gone")
+    before = (
+        s.feeds(), s.entries("f"), s.pending(), s.sink_counts(), s.alerts_for("f"),
+    )  # fmt: skip
+    s.close()
+    s2 = reopen()
+    after = (s2.feeds(), s2.entries("f"), s2.pending(), s2.sink_counts(), s2.alerts_for("f"))
+    assert after == before
+    assert s2.commit_poll(poll(now=at(60), alerts=(alert("x1"),))) == []
+
+
+# ---------------------------------------------------------------------------
+# Contract: no (alert, sink) is ever queued twice, whatever the sequence
+# ---------------------------------------------------------------------------
+
+_ids = st.sampled_from([f"id{i}" for i in range(6)])
+_sinks = st.lists(st.sampled_from(["a", "b", "c"]), max_size=3).map(tuple)
+_op = st.one_of(
+    st.tuples(
+        st.just("poll"), st.sampled_from(["f", "g"]), st.lists(st.tuples(_ids, _sinks), max_size=4)
+    ),  # fmt: skip
+    st.tuples(
+        st.just("notice"),
+        st.sampled_from(["f", "g"]),
+        st.lists(st.tuples(_ids, _sinks), max_size=2),
+    ),  # fmt: skip
+    st.tuples(st.just("delivered"), st.sampled_from(["a", "b", "c"]), st.lists(_ids, max_size=3)),
+    st.tuples(st.just("dead"), st.sampled_from(["a", "b", "c"]), st.lists(_ids, max_size=3)),
+    st.tuples(st.just("redeliver"), st.sampled_from([None, "a"]), st.none()),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=st.lists(_op, max_size=12))
+def test_property_no_alert_sink_queued_twice(backend: str, ops: list[tuple]) -> None:
+    with tempfile.TemporaryDirectory() as where:
+        store = _open_backend(backend, Path(where))
+        try:
+            queued: list[str] = []
+            sinks_of: dict[str, set[str]] = {}
+            for step, (kind, arg, items) in enumerate(ops):
+                now = at(step)
+                if kind in ("poll", "notice"):
+                    alerts = [alert(i, arg, s, detected=now) for i, s in items]
+                    if kind == "poll":
+                        got = store.commit_poll(poll(arg, now=now, alerts=tuple(alerts)))
+                    else:
+                        got = store.queue_notices(alerts)
+                    for a in alerts:
+                        if a.id in got and a.id not in sinks_of:
+                            sinks_of[a.id] = set(a.sinks)  # the first one recorded wins
+                    queued += got
+                elif kind == "delivered":
+                    store.mark_delivered(arg, items, now)
+                elif kind == "dead":
+                    store.mark_dead(arg, items, now, error="x")
+                else:
+                    store.redeliver(now, sink=arg)
+                pending = [(d.alert_id, d.sink) for d in store.pending()]
+                assert len(pending) == len(set(pending))
+            assert len(queued) == len(set(queued))
+            records = {a.alert_id: a for g in ("f", "g") for a in store.alerts_for(g, limit=100)}
+            assert set(records) == set(queued)
+            for alert_id, rec in records.items():
+                sinks = [d.sink for d in rec.deliveries]
+                assert len(sinks) == len(set(sinks))
+                assert set(sinks) == sinks_of[alert_id]
+            counts = store.sink_counts()
+            total = sum(c.pending + c.delivered + c.dead for c in counts.values())
+            assert total == sum(len(s) for s in sinks_of.values())
+        finally:
+            store.close()
+
+
+# ---------------------------------------------------------------------------
+# Performance: flat as the table grows
+# ---------------------------------------------------------------------------
+
+
+def test_commit_poll_stays_fast_on_a_big_table(store: Store) -> None:
+    for f in range(10):  # 20,000 entries in the store
+        store.commit_poll(poll(f"feed{f}", upserts=tuple(entry(f"e{i}") for i in range(2000))))
+    store.commit_poll(poll("big", upserts=tuple(entry(f"e{i}") for i in range(550))))
+    timings = []
+    for rnd in range(5):
+        now = at(60 * (rnd + 1))
+        commit = poll(
+            "big", now=now,
+            upserts=tuple(entry(f"e{i}", seen=now, title=f"v{rnd}") for i in range(50)),
+            touched=tuple(f"e{i}" for i in range(50, 550)),
+            alerts=tuple(alert(f"r{rnd}-{i}", "big", identity=f"e{i}") for i in range(50)),
+            prune_before=at(-1),
+        )  # fmt: skip
+        start = time.perf_counter()
+        store.commit_poll(commit)
+        timings.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        assert len(store.entries("big")) == 550
+        timings.append(time.perf_counter() - start)
+    # a few ms each on a laptop; the bound only catches a full-table scan gone wrong
+    assert sorted(timings)[len(timings) // 2] < 0.1, timings
+
+
+def test_queries_use_indexes(tmp_path: Path) -> None:
+    SqliteStore(tmp_path / "s.db").close()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    try:
+        for sql in (
+            "SELECT * FROM entries WHERE feed = 'f'",
+            "UPDATE entries SET last_seen = 1 WHERE feed = 'f' AND identity = 'x'",
+            "SELECT * FROM deliveries WHERE status = 'pending' AND sink = 'a'",
+            "SELECT * FROM alerts WHERE feed = 'f' AND identity = 'a'",
+        ):
+            plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "USING" in plan and "INDEX" in plan, (sql, plan)
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------
+# SQLite: the file itself
+# ---------------------------------------------------------------------------
+
+
+def _filled(path: Path) -> None:
+    with SqliteStore(path) as s:
+        s.commit_poll(
+            poll(upserts=tuple(entry(f"e{i}", content="x" * 2000) for i in range(200)),
+                 alerts=(alert("x1"),))
+        )  # fmt: skip
+
+
+def test_open_store_creates_private_file_and_dirs(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "state.db"
+    s = open_store(str(path))
+    assert isinstance(s, SqliteStore)
+    s.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert sqlite_rows(path, "PRAGMA journal_mode") == [("wal",)]
+    assert sqlite_rows(path, "PRAGMA user_version") == [(len(SqliteStore.MIGRATIONS),)]
+
+
+def test_open_store_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = open_store("~/st/state.db")
+    assert s is not None
+    assert s.path == str(tmp_path / "st" / "state.db")
+    s.close()
+    assert (tmp_path / "st" / "state.db").exists()
+
+
+def test_open_store_without_create_creates_nothing(tmp_path: Path) -> None:
+    assert open_store(str(tmp_path / "no" / "state.db"), create=False) is None
+    assert open_store(str(tmp_path / "state.db"), create=False) is None
+    assert list(tmp_path.iterdir()) == []
+    _filled(tmp_path / "state.db")
+    s = open_store(str(tmp_path / "state.db"), create=False)
+    assert s is not None and s.feed("f") is not None
+    s.close()
+
+
+def test_open_store_refuses_postgresql_without_echoing_secrets() -> None:
+    with pytest.raises(StateError, match="PostgreSQL state is not supported yet") as info:
+        open_store("postgresql://feedwatch:hunter2@db.example.org/feedwatch")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(StateError, match="not supported"):
+        open_store("mysql://x@y/z")
+    with pytest.raises(StateError, match="empty"):
+        open_store("")
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    _filled(path)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StateError) as info:
+        SqliteStore(path)
+    msg = str(info.value)
+    assert str(path) in msg and "upgrade feedwatch" in msg and "99" in msg
+    assert sqlite_rows(path, "PRAGMA user_version") == [(99,)]
+
+
+def test_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE photos (id INTEGER)")
+    conn.close()
+    with pytest.raises(StateError, match="not a feedwatch state file"):
+        SqliteStore(path)
+
+
+class _StoreV2(SqliteStore):
+    MIGRATIONS = (*SqliteStore.MIGRATIONS, ("ALTER TABLE feeds ADD COLUMN note TEXT",))
+
+
+def test_migration_writes_backup_first(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    _filled(path)
+    v1 = len(SqliteStore.MIGRATIONS)
+    with _StoreV2(path) as s:
+        assert s.feed("f") is not None and len(s.entries("f")) == 200
+    backup = tmp_path / f"state.db.bak-v{v1}"
+    assert sqlite_rows(path, "PRAGMA user_version") == [(v1 + 1,)]
+    assert sqlite_rows(backup, "PRAGMA user_version") == [(v1,)]
+    assert sqlite_rows(backup, "SELECT COUNT(*) FROM entries") == [(200,)]
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    with pytest.raises(StateError, match="upgrade feedwatch"):
+        SqliteStore(path)  # the older code refuses the migrated file
+
+
+@pytest.mark.parametrize("cut", ["garbage", "header", "half", "last-page"])
+def test_corrupt_or_truncated_file_is_refused_and_left_alone(tmp_path: Path, cut: str) -> None:
+    path = tmp_path / "state.db"
+    _filled(path)
+    data = path.read_bytes()
+    bad = {
+        "garbage": b"this is not an sqlite file at all" * 100,
+        "header": data[:60],
+        "half": data[: len(data) // 2],
+        "last-page": data[:-4096],
+    }[cut]
+    path.write_bytes(bad)
+    with pytest.raises(StateError) as info:
+        open_store(str(path))
+    msg = str(info.value)
+    assert str(path) in msg and "corrupt" in msg
+    assert "backup" in msg and "move it aside" in msg and "never resets" in msg
+    assert path.read_bytes() == bad
+
+
+def test_disk_full_is_a_state_error_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStore(path) as s:
+        s.commit_poll(poll(upserts=(entry("a"),)))
+        s._conn.execute("PRAGMA max_page_count = 30")  # a disk this small is full
+        big = tuple(entry(f"e{i}", content="x" * 4000) for i in range(100))
+        with pytest.raises(StateError) as info:
+            s.commit_poll(poll(now=at(5), upserts=big, alerts=(alert("x1"),)))
+        assert str(path) in str(info.value) and "full" in str(info.value)
+        assert set(s.entries("f")) == {"a"} and s.pending() == []
+        assert s.commit_poll(poll(now=at(6), alerts=(alert("x1"),))) == ["x1"]
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
+    """Makes a file unwritable even for root (immutable attribute), undone at the end."""
+    done: list[Path] = []
+
+    def _make(path: Path) -> None:
+        if os.geteuid() != 0:
+            path.chmod(0o400)
+        elif subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("running as root and chattr +i is not available here")
+        done.append(path)
+
+    yield _make
+    for path in done:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=False)
+        path.chmod(0o600)
+
+
+def test_read_only_file_is_a_state_error(tmp_path: Path, read_only: Callable[[Path], None]) -> None:
+    path = tmp_path / "state.db"
+    _filled(path)
+    read_only(path)
+    with pytest.raises(StateError) as info:
+        open_store(str(path))
+    msg = str(info.value)
+    assert str(path) in msg and "cannot be written" in msg
+    assert "Permission denied" in msg or "Operation not permitted" in msg
+    # `status` may still read it
+    s = open_store(str(path), create=False)
+    assert s is not None and s.feed("f") is not None
+    with pytest.raises(StateError, match="cannot be written"):
+        s.set_next_poll("f", at(5))
+    s.close()
+
+
+# ---------------------------------------------------------------------------
+# The daemon lock
+# ---------------------------------------------------------------------------
+
+_HOLD = """
+import sys
+from feedwatch.store import acquire_lock
+lock = acquire_lock(sys.argv[1])
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+_TRY = """
+import sys
+from feedwatch.store import StateLocked, acquire_lock
+try:
+    acquire_lock(sys.argv[1])
+except StateLocked as exc:
+    print(exc)
+    sys.exit(3)
+print("acquired")
+"""
+
+
+def _python(code: str, *args: str, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        text=True,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def test_lock_refused_to_a_second_process(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    with acquire_lock(state) as lock:
+        assert lock.held
+        assert (tmp_path / "state.db.lock").read_text().strip() == str(os.getpid())
+        child = _python(_TRY, str(state), stdout=subprocess.PIPE)
+        out, _ = child.communicate(timeout=30)
+        assert child.returncode == 3, out
+        assert out.strip() == (
+            f"state {state} is in use by another feedwatch daemon (pid {os.getpid()})"
+        )
+        with pytest.raises(StateLocked):  # a second handle in this process too
+            acquire_lock(state)
+    assert not lock.held
+    child = _python(_TRY, str(state), stdout=subprocess.PIPE)
+    out, _ = child.communicate(timeout=30)
+    assert (child.returncode, out.strip()) == (0, "acquired")
+
+
+def test_lock_held_by_another_process_until_it_dies(tmp_path: Path) -> None:
+    state = tmp_path / "sub" / "state.db"
+    holder = _python(_HOLD, str(state), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StateLocked, match=rf"\(pid {holder.pid}\)") as info:
+            acquire_lock(state)
+        assert str(state) in str(info.value)
+    finally:
+        holder.kill()  # like kill -9: flock dies with the process
+        holder.wait(timeout=30)
+    lock = acquire_lock(state)
+    lock.release()
+    lock.release()  # idempotent
+
+
+def test_lock_refuses_a_url() -> None:
+    with pytest.raises(StateError, match="PostgreSQL"):
+        acquire_lock("postgresql://u:p@h/db")
+
+
+def test_queue_notices_time(tmp_path: Path) -> None:
+    """SQLite extension: an explicit ``now`` wins; without one nor ``detected_at``, the clock."""
+    with SqliteStore(tmp_path / "s.db") as s:
+        s.queue_notices([alert("a", detected=at(5))], now=at(9))
+        before = datetime.now(timezone.utc)
+        s.queue_notices([alert("b")])
+        after = datetime.now(timezone.utc)
+        a, b = s.pending()
+        assert a.created_at == at(9) and a.next_attempt == at(9)
+        assert before <= b.created_at <= after
+
+
+def test_store_payload_is_json(tmp_path: Path) -> None:
+    """The payload is stored as JSON text: readable with plain sqlite3 for debugging."""
+    path = tmp_path / "s.db"
+    with SqliteStore(path) as s:
+        s.commit_poll(poll(alerts=(alert("x1", payload={"title": "Dnipró ✓", "n": [1, 2]}),)))
+    ((text,),) = sqlite_rows(path, "SELECT payload FROM alerts")
+    assert json.loads(str(text)) == {"title": "Dnipró ✓", "n": [1, 2]}
