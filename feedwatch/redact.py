@@ -1,0 +1,60 @@
+"""Keep secrets out of every line feedwatch prints.
+
+The config loader registers each secret it sees (expanded ``${VAR}`` values,
+passwords, webhook URLs, URL user-info); ``redact`` then replaces them, and
+the user-info of any URL, with ``***``. It runs on every log line, so it is
+one precompiled regex swap (rebuilt only when a secret is added) and a
+cheap ``"://" in text`` test before the URL pass.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+MASK = "***"
+_MIN_LEN = 4  # shorter values would blank out ordinary words
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+# scheme://user[:password]@  -- user-info cannot hold / ? # @ or white space.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@\"'<>]+@")
+
+
+def register_secret(value: str) -> None:
+    """Remember ``value`` so that ``redact`` hides it from now on."""
+    global _pattern
+    if not isinstance(value, str) or len(value) < _MIN_LEN:
+        return
+    with _lock:
+        if value in _secrets:
+            return
+        _secrets.add(value)
+        # Longest first, so a secret that contains another is masked whole.
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def clear_secrets() -> None:
+    """Forget every registered secret (for tests)."""
+    global _pattern
+    with _lock:
+        _secrets.clear()
+        _pattern = None
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret and every URL user-info as ``***``."""
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    if "://" in text:
+        text = _USERINFO.sub(r"\1" + MASK + "@", text)
+    return text
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs: user-info and any registered secret masked."""
+    return redact(url)

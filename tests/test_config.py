@@ -1,0 +1,1165 @@
+"""The TOML config loader: values, every kind of problem with its path and line, secrets."""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feedwatch import DEFAULT_USER_AGENT
+from feedwatch.config import (
+    ConfigError,
+    Problem,
+    default_state_path,
+    find_config_path,
+    format_duration,
+    load_config,
+    parse_duration,
+    parse_jitter,
+    parse_size,
+)
+from feedwatch.model import Config, Jitter, Secret
+from feedwatch.redact import clear_secrets, redact, redact_url, register_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_ENV = {"HOME": "/home/tester"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secrets() -> Iterator[None]:
+    clear_secrets()
+    yield
+    clear_secrets()
+
+
+def write(tmp_path: Path, text: str, name: str = "feedwatch.toml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Config:
+    return load_config(write(tmp_path, text), env={**BASE_ENV, **(env or {})})
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, env)
+    lines = str(info.value).splitlines()
+    assert lines == [str(p) for p in info.value.problems]
+    return lines
+
+
+def strip_dir(lines: list[str], tmp_path: Path) -> list[str]:
+    return [line.replace(str(tmp_path) + os.sep, "") for line in lines]
+
+
+FEED = """
+[[feeds]]
+name = "f"
+url = "https://example.org/feed"
+"""
+
+# --------------------------------------------------------------------------
+# durations, sizes, jitter
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (0, 0.0),
+        (90, 90.0),
+        ("90s", 90.0),
+        ("15m", 900.0),
+        ("1h30m", 5400.0),
+        ("7d", 604800.0),
+        ("1d2h3m4s", 93784.0),
+        ("1h 30m", 5400.0),
+        ("0s", 0.0),
+        ("1.5h", 5400.0),
+    ],
+)
+def test_parse_duration(value: int | str, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("90", "has no unit"),
+        ("15x", 'invalid duration "15x"'),
+        ("", "invalid duration"),
+        ("m15", "invalid duration"),
+        ("15M", "invalid duration"),
+        (-5, "non-negative"),
+        (True, "got a boolean"),
+        ([1], "got an array"),
+    ],
+)
+def test_parse_duration_errors(value: object, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        parse_duration(value)  # type: ignore[arg-type]
+
+
+@settings(max_examples=150)
+@given(st.integers(min_value=0, max_value=10**9))
+def test_duration_round_trip(seconds: int) -> None:
+    text = format_duration(seconds)
+    assert parse_duration(text) == seconds
+    assert parse_duration(seconds) == seconds
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.integers(0, 10**5), st.sampled_from("smhd")), min_size=1, max_size=4))
+def test_duration_parts_add_up(parts: list[tuple[int, str]]) -> None:
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = "".join(f"{n}{u}" for n, u in parts)
+    assert parse_duration(text) == sum(n * unit[u] for n, u in parts)
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        (1234, 1234),
+        ("100B", 100),
+        ("512KiB", 512 * 1024),
+        ("10MiB", 10 * 1024 * 1024),
+        ("5MB", 5_000_000),
+        ("1GiB", 1024**3),
+        ("2kb", 2000),
+        ("1.5KiB", 1536),
+        ("10 MiB", 10 * 1024 * 1024),
+    ],
+)
+def test_parse_size(value: int | str, size: int) -> None:
+    assert parse_size(value) == size
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("10", "has no unit"),
+        ("10XB", 'invalid size unit "XB"'),
+        ("MiB", "invalid size"),
+        (-1, "negative"),
+        (1.5, "got a float"),
+    ],
+)
+def test_parse_size_errors(value: object, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        parse_size(value)  # type: ignore[arg-type]
+
+
+@settings(max_examples=150)
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from(["B", "KB", "MB", "GB", "KiB", "MiB", "GiB", "TiB"]),
+)
+def test_size_round_trip(n: int, unit: str) -> None:
+    mult = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}.get(unit) or 1024 ** (
+        ["KiB", "MiB", "GiB", "TiB"].index(unit) + 1
+    )
+    assert parse_size(f"{n}{unit}") == n * mult
+
+
+def test_parse_jitter() -> None:
+    assert parse_jitter("10%") == Jitter(ratio=0.10)
+    assert parse_jitter("30s") == Jitter(seconds=30.0)
+    assert parse_jitter(5) == Jitter(seconds=5.0)
+    assert parse_jitter("10%").amount(900) == pytest.approx(90.0)
+    with pytest.raises(ValueError, match="between 0% and 100%"):
+        parse_jitter("150%")
+    with pytest.raises(ValueError, match='"10%"'):
+        parse_jitter("ten")
+
+
+# --------------------------------------------------------------------------
+# problems: format, line numbers, key paths
+# --------------------------------------------------------------------------
+
+
+def test_problem_format() -> None:
+    assert str(Problem("a.toml", 3, "feeds[0].url", "missing")) == "a.toml:3: feeds[0].url: missing"
+    assert str(Problem("a.toml", None, "sinks.x", "bad")) == "a.toml: sinks.x: bad"
+    err = ConfigError([Problem("a", 1, "x", "one"), Problem("a", 2, "y", "two")])
+    assert str(err) == "a:1: x: one\na:2: y: two"
+
+
+def test_syntax_error_has_its_line(tmp_path: Path) -> None:
+    lines = problems(tmp_path, '[feedwatch]\ninterval = "5m"\nconcurrency = = 3\n')
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{tmp_path / 'feedwatch.toml'}:3: TOML syntax error: ")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.toml", env=BASE_ENV)
+    assert str(info.value) == f"{tmp_path / 'nope.toml'}: cannot read: No such file or directory"
+
+
+def test_unknown_keys_with_did_you_mean_and_lines(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [feedwatch]
+        intervall = "5m"
+        shiny = 1
+
+        [rules.r]
+        anyy = ["x"]
+
+        [sinks.s]
+        type = "jsonl"
+        path = "-"
+        paht = "x"
+
+        [[feeds]]
+        url = "https://example.org/a"
+        tagz = ["x"]
+
+        [feedz]
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        'feedwatch.toml:2: feedwatch.intervall: unknown key (did you mean "interval"?)',
+        "feedwatch.toml:3: feedwatch.shiny: unknown key",
+        'feedwatch.toml:6: rules.r.anyy: unknown key (did you mean "any"?)',
+        'feedwatch.toml:11: sinks.s.paht: unknown key (did you mean "path"?)',
+        'feedwatch.toml:15: feeds[0].tagz: unknown key (did you mean "tags"?)',
+        'feedwatch.toml:17: feedz: unknown key (did you mean "feeds"?)',
+    ]
+
+
+def test_top_level_setting_is_pointed_at_feedwatch_table(tmp_path: Path) -> None:
+    lines = problems(tmp_path, 'interval = "5m"\n')
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:1: interval: a [feedwatch] key at the top level: move it under [feedwatch]"
+    ]
+
+
+def test_wrong_types_name_path_and_line(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [rules.missiles]
+        any = [
+            "hypersonic",
+            42,
+            "/(unclosed/",
+        ]
+
+        [sinks.me]
+        type = "email"
+        host = "smtp.example.org"
+        port = "587"
+        from = "a@example.org"
+        to = ["b@example.org"]
+
+        [[feeds]]
+        url = "https://example.org/one"
+
+        [[feeds]]
+        url = "https://example.org/two"
+        interval = true
+        enabled = "yes"
+        headers = { X-Token = 5 }
+        """,
+    )
+    got = strip_dir(lines, tmp_path)
+    assert got[0] == "feedwatch.toml:4: rules.missiles.any[1]: expected a string, got an integer"
+    assert got[1].startswith("feedwatch.toml:5: rules.missiles.any[2]: ")
+    assert "regular expression" in got[1]
+    assert got[2:] == [
+        "feedwatch.toml:11: sinks.me.port: expected an integer, got a string",
+        "feedwatch.toml:20: feeds[1].interval: expected a duration (seconds as an integer, "
+        'or a string like "15m" or "1h30m"), got a boolean',
+        "feedwatch.toml:21: feeds[1].enabled: expected true or false, got a string",
+        "feedwatch.toml:22: feeds[1].headers.X-Token: expected a string, got an integer",
+    ]
+
+
+def test_lines_survive_tricky_toml(tmp_path: Path) -> None:
+    # A multi-line string holding a fake header, quoted keys and dotted keys.
+    lines = problems(
+        tmp_path,
+        '''
+        [rules."odd name"]
+        any = ["""
+        [[feeds]]
+        still a string
+        """]
+        case_sensitive = "no"
+
+        [sinks]
+        log.type = "jsonl"
+        log.path = 3
+        ''',
+    )
+    assert strip_dir(lines, tmp_path) == [
+        'feedwatch.toml:6: rules."odd name".case_sensitive: expected true or false, got a string',
+        "feedwatch.toml:10: sinks.log.path: expected a string, got an integer",
+    ]
+
+
+def test_all_problems_of_a_file_are_collected(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [feedwatch]
+        concurrency = 0
+        per_host = -1
+        first_poll = "alerts"
+        notify_on = ["new", "changed"]
+        log_level = "verbose"
+        log_format = "xml"
+        metrics_listen = "9464"
+        interval = "0s"
+        max_entries = 0
+        max_body = "10"
+        updates = "timestamps"
+        id_policy = "uid"
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:2: feedwatch.concurrency: must be >= 1, got 0",
+        "feedwatch.toml:3: feedwatch.per_host: must be >= 1, got -1",
+        'feedwatch.toml:4: feedwatch.first_poll: "alerts" is not one of baseline, alert '
+        '(did you mean "alert"?)',
+        'feedwatch.toml:5: feedwatch.notify_on[1]: "changed" is not one of new, updated',
+        'feedwatch.toml:6: feedwatch.log_level: "verbose" is not one of debug, info, warning, error',
+        'feedwatch.toml:7: feedwatch.log_format: "xml" is not one of auto, console, json',
+        'feedwatch.toml:8: feedwatch.metrics_listen: expected "host:port" (e.g. "127.0.0.1:9464") '
+        'or "", got "9464"',
+        "feedwatch.toml:9: feedwatch.interval: must be at least 1s",
+        "feedwatch.toml:10: feedwatch.max_entries: must be >= 1, got 0",
+        'feedwatch.toml:11: feedwatch.max_body: size "10" has no unit: write e.g. "10B" or "10KiB"',
+        'feedwatch.toml:12: feedwatch.updates: "timestamps" is not one of any, content, timestamp '
+        '(did you mean "timestamp"?)',
+        'feedwatch.toml:13: feedwatch.id_policy: "uid" is not one of auto, guid, link, content '
+        '(did you mean "guid"?)',
+    ]
+
+
+def test_unknown_names_and_empty_rule(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [feedwatch]
+        default_sinks = ["logg"]
+
+        [rules.r]
+        any = ["x"]
+        fields = ["title", "body"]
+        sinks = ["nope"]
+
+        [sinks.log]
+        type = "jsonl"
+        path = "-"
+
+        [[feeds]]
+        url = "https://example.org/a"
+        match = ["r", "rr"]
+        sinks = ["log", "mail"]
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        'feedwatch.toml:2: feedwatch.default_sinks[0]: unknown sink "logg" (did you mean "log"?)',
+        'feedwatch.toml:6: rules.r.fields[1]: "body" is not one of title, summary, content, '
+        "tags, author, link",
+        'feedwatch.toml:7: rules.r.sinks[0]: unknown sink "nope"',
+        'feedwatch.toml:15: feeds[0].match[1]: unknown rule "rr" (did you mean "r"?)',
+        'feedwatch.toml:16: feeds[0].sinks[1]: unknown sink "mail"',
+    ]
+
+
+def test_feed_url_checks(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [[feeds]]
+        name = "a"
+        url = "ftp://example.org/feed"
+
+        [[feeds]]
+        name = "b"
+        url = "https:///nohost"
+
+        [[feeds]]
+        name = "c"
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:3: feeds[0].url: must be an http:// or https:// URL",
+        "feedwatch.toml:7: feeds[1].url: the URL has no host",
+        "feedwatch.toml:9: feeds[2]: missing key url",
+    ]
+
+
+# --------------------------------------------------------------------------
+# values
+# --------------------------------------------------------------------------
+
+
+def test_defaults(tmp_path: Path) -> None:
+    config = load(tmp_path, FEED)
+    assert config.state == "/home/tester/.local/state/feedwatch/state.db"
+    assert config.defaults.user_agent == DEFAULT_USER_AGENT
+    assert config.defaults.interval == 900.0
+    assert config.defaults.jitter == Jitter(ratio=0.1)
+    assert config.defaults.max_body == 10 * 1024 * 1024
+    assert config.defaults.retention == 90 * 86400
+    assert (config.concurrency, config.per_host) == (16, 2)
+    assert (config.give_up_after, config.shutdown_timeout) == (3 * 86400, 10.0)
+    assert (config.log_format, config.log_level, config.metrics_listen) == ("auto", "info", "")
+    (feed,) = config.feeds
+    assert feed.settings == config.defaults
+    assert (feed.rules, feed.sinks, feed.enabled, feed.allow_private) == ((), (), True, False)
+
+
+def test_feed_settings_merge(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        [feedwatch]
+        interval = "1h"
+        jitter = "30s"
+        first_poll = "alert"
+        notify_on = ["updated", "new", "new"]
+        log_level = "DEBUG"
+        metrics_listen = "[::1]:9464"
+
+        [[feeds]]
+        name = "own"
+        url = "https://example.org/a"
+        interval = 120
+        timeout = "5s"
+        max_body = "1MiB"
+        notify_on = ["new"]
+        user_agent = "custom/1"
+        updates = "content"
+        id_policy = "link"
+        retention = "7d"
+        flood_limit = 10
+        stale_after = "2d"
+        max_age = "1d"
+        max_entries = 100
+
+        [[feeds]]
+        name = "inherits"
+        url = "https://example.org/b"
+        """,
+    )
+    own, inherits = config.feeds
+    assert own.settings.interval == 120.0
+    assert own.settings.jitter == Jitter(seconds=30.0)
+    assert own.settings.first_poll == "alert"
+    assert own.settings.timeout == 5.0
+    assert own.settings.max_body == 1024 * 1024
+    assert own.settings.notify_on == ("new",)
+    assert own.settings.user_agent == "custom/1"
+    assert (own.settings.updates, own.settings.id_policy) == ("content", "link")
+    assert (own.settings.retention, own.settings.stale_after, own.settings.max_age) == (
+        7 * 86400,
+        2 * 86400,
+        86400,
+    )
+    assert (own.settings.flood_limit, own.settings.max_entries) == (10, 100)
+    assert inherits.settings == config.defaults
+    assert config.defaults.interval == 3600.0
+    assert config.defaults.notify_on == ("new", "updated")
+    assert config.log_level == "debug"
+    assert config.metrics_listen == "[::1]:9464"
+
+
+def test_state_path(tmp_path: Path) -> None:
+    assert load(tmp_path, '[feedwatch]\nstate = "~/s.db"\n').state == "/home/tester/s.db"
+    assert load(tmp_path, '[feedwatch]\nstate = "rel/s.db"\n').state == str(tmp_path / "rel/s.db")
+    url = "postgresql://fw:pw1234@db.example/feedwatch"
+    assert load(tmp_path, f'[feedwatch]\nstate = "{url}"\n').state == url
+    assert redact(f"connecting to {url}") == "connecting to postgresql://***@db.example/feedwatch"
+    path = write(tmp_path, '[feedwatch]\nstate = "/x.db"\n')
+    assert load_config(path, env=BASE_ENV, state_override="~/o.db").state == "/home/tester/o.db"
+    systemd = {**BASE_ENV, "STATE_DIRECTORY": "/var/lib/feedwatch:/var/lib/other"}
+    assert load(tmp_path, FEED, systemd).state == "/var/lib/feedwatch/state.db"
+
+
+def test_default_state_path() -> None:
+    assert default_state_path({"STATE_DIRECTORY": "/var/lib/fw"}) == "/var/lib/fw/state.db"
+    assert default_state_path({"STATE_DIRECTORY": "/a:/b", "HOME": "/h"}) == "/a/state.db"
+    assert default_state_path({"XDG_STATE_HOME": "/x", "HOME": "/h"}) == "/x/feedwatch/state.db"
+    assert default_state_path({"HOME": "/h"}) == "/h/.local/state/feedwatch/state.db"
+
+
+def test_feed_name_default_and_uniqueness(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        [[feeds]]
+        url = "https://WWW.Example.org/rss/news/"
+
+        [[feeds]]
+        url = "http://example.org:8080/feed.xml?x=1"
+        """,
+    )
+    assert [f.name for f in config.feeds] == [
+        "www.example.org/rss/news",
+        "example.org:8080/feed.xml",
+    ]
+
+    lines = problems(
+        tmp_path,
+        """
+        [[feeds]]
+        name = "news"
+        url = "https://example.org/a"
+
+        [[feeds]]
+        name = "news"
+        url = "https://example.org/b"
+
+        [[feeds]]
+        url = "https://example.org/c"
+
+        [[feeds]]
+        url = "https://example.org/c/"
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        'feedwatch.toml:6: feeds[1].name: duplicate feed name "news": also feeds[0] at '
+        "feedwatch.toml:1",
+        'feedwatch.toml:12: feeds[3]: duplicate feed name "example.org/c": also feeds[2] at '
+        "feedwatch.toml:9 (a name defaults to the URL's host and path: set name = ... on one)",
+    ]
+
+
+def test_sinks_and_rules_resolution(tmp_path: Path) -> None:
+    text = """
+        {fw}
+        [rules.r1]
+        any = ["missile*"]
+        case_sensitive = true
+        fields = ["title", "link"]
+
+        [rules.r2]
+        all = ["NATO"]
+        not = ["sport"]
+        sinks = ["b"]
+
+        [sinks.a]
+        type = "jsonl"
+        path = "-"
+
+        [sinks.b]
+        type = "console"
+
+        [[feeds]]
+        name = "own"
+        url = "https://example.org/a"
+        sinks = ["b"]
+        match = ["r2", "r1"]
+        keywords = ["Dnipro"]
+        exclude = ["video game"]
+
+        [[feeds]]
+        name = "default"
+        url = "https://example.org/b"
+        exclude = ["x"]
+        """
+    config = load(tmp_path, text.format(fw=""))
+    own, default = config.feeds
+    assert own.sinks == ("b",)
+    assert default.sinks == ("a", "b")
+    assert [r.name for r in own.rules] == ["r2", "r1", "keywords"]
+    assert own.rules[1].fields == ("title", "link") and own.rules[1].case_sensitive
+    assert own.rules[0].not_ == ("sport",) and own.rules[0].sinks == ("b",)
+    kw = own.rules[2]
+    assert (kw.any, kw.not_, kw.case_sensitive) == (("Dnipro",), ("video game",), False)
+    assert default.rules[0].any == () and default.rules[0].not_ == ("x",)
+    assert list(config.rules) == ["r1", "r2"]
+
+    config = load(tmp_path, text.format(fw='[feedwatch]\ndefault_sinks = ["a"]'))
+    assert config.feeds[1].sinks == ("a",)
+    assert config.default_sinks == ("a",)
+
+
+# --------------------------------------------------------------------------
+# ${VAR} and secrets
+# --------------------------------------------------------------------------
+
+
+def test_env_expansion(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        [rules.r]
+        any = ["cost $$5", "${WORD}", "/a$/"]
+
+        [[feeds]]
+        name = "f-${SUFFIX}"
+        url = "https://example.org/feed"
+        headers = { Authorization = "Basic ${MT_AUTH}", Accept = "text/xml" }
+        """,
+        {"WORD": "hypersonic", "SUFFIX": "one", "MT_AUTH": "dXNlcjpwYXNz"},
+    )
+    assert config.rules["r"].any == ("cost $5", "hypersonic", "/a$/")
+    (feed,) = config.feeds
+    assert feed.name == "f-one"
+    headers = dict(feed.headers)
+    assert headers["Accept"] == "text/xml"
+    assert isinstance(headers["Authorization"], Secret)
+    assert headers["Authorization"].reveal() == "Basic dXNlcjpwYXNz"
+    assert "dXNlcjpwYXNz" not in repr(config)
+    # every expanded value is now a registered secret
+    assert redact("auth dXNlcjpwYXNz and hypersonic") == "auth *** and ***"
+
+
+def test_env_missing_and_malformed(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [[feeds]]
+        name = "f"
+        url = "https://${HOST}/feed"
+        tags = ["${}", "${OPEN"]
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:3: feeds[0].url: environment variable HOST is not set",
+        "feedwatch.toml:4: feeds[0].tags[0]: invalid variable name in ${} "
+        "(write $$ for a literal $)",
+        "feedwatch.toml:4: feeds[0].tags[1]: unterminated ${ (write $$ for a literal $)",
+    ]
+
+
+SECRETS_TOML = """
+[feedwatch]
+state = "postgresql://fw:${DB_PASSWORD}@db.example/fw"
+
+[sinks.mail]
+type = "email"
+host = "smtp.example.org"
+username = "alerts@example.org"
+password_env = "SMTP_PW"
+from = "a@example.org"
+to = ["b@example.org"]
+
+[sinks.hook]
+type = "webhook"
+url = "https://hooks.example.org/T000/${HOOK_PATH}"
+headers = { Authorization = "Bearer ${HOOK_TOKEN}" }
+secret_env = "HOOK_SECRET"
+
+[[feeds]]
+name = "f"
+url = "https://example.org/feed"
+headers = { Authorization = "Basic ${MT_AUTH}" }
+"""
+SECRET_ENV = {
+    "DB_PASSWORD": "db-pass-1",
+    "SMTP_PW": "smtp-pass-2",
+    "HOOK_PATH": "hook-path-3",
+    "HOOK_TOKEN": "hook-token-4",
+    "HOOK_SECRET": "hook-secret-5",
+    "MT_AUTH": "mt-auth-6",
+}
+
+
+def test_secrets_never_in_repr_of_config(tmp_path: Path) -> None:
+    config = load(tmp_path, SECRETS_TOML, SECRET_ENV)
+    mail, hook = config.sinks["mail"].options, config.sinks["hook"].options
+    assert mail["password"] == Secret("smtp-pass-2")
+    assert hook["url"].reveal() == "https://hooks.example.org/T000/hook-path-3"
+    assert hook["secret"] == Secret("hook-secret-5")
+    assert hook["headers"] == (("Authorization", Secret("Bearer hook-token-4")),)
+    text = repr(config) + str(config)
+    for secret in SECRET_ENV.values():
+        if secret != "db-pass-1":  # Config.state is a plain str: redact() covers it in logs
+            assert secret not in text
+        assert secret not in redact(text)
+    assert "hooks.example.org/T000" not in redact(f"POST {hook['url'].reveal()}")
+
+
+def test_secrets_never_in_config_error(tmp_path: Path) -> None:
+    bad = (
+        SECRETS_TOML
+        + '\n[[feeds]]\nname = "g"\nurl = "ftp://u:${MT_AUTH}@x/"\ninterval = "${SMTP_PW}"\n'
+    )
+    bad = bad.replace('type = "webhook"', 'type = "webhook"\nformat = "${HOOK_SECRET}"')
+    lines = problems(tmp_path, bad, SECRET_ENV)
+    text = "\n".join(lines)
+    assert "sinks.hook.format" in text and "feeds[1].interval" in text and "feeds[1].url" in text
+    for secret in SECRET_ENV.values():
+        assert secret not in text
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, bad, SECRET_ENV)
+    assert all(s not in repr(info.value.problems) for s in SECRET_ENV.values())
+
+
+def test_feed_url_password_is_a_secret(tmp_path: Path) -> None:
+    load(tmp_path, '[[feeds]]\nname = "f"\nurl = "https://user:hunter22@example.org/feed"\n')
+    assert redact("password hunter22 leaked") == "password *** leaked"
+
+
+def test_redact() -> None:
+    register_secret("abc")  # too short: ignored
+    register_secret("topsecret")
+    register_secret("topsecret-longer")
+    assert redact("abc topsecret topsecret-longer") == "abc *** ***"
+    assert redact("see https://bob:pw@example.org/x and ftp://anon@h/") == (
+        "see https://***@example.org/x and ftp://***@h/"
+    )
+    assert redact("https://medium.com/@user/post") == "https://medium.com/@user/post"
+    assert redact_url("https://u:p@example.org/topsecret") == "https://***@example.org/***"
+    clear_secrets()
+    assert redact("topsecret") == "topsecret"
+
+
+# --------------------------------------------------------------------------
+# sinks
+# --------------------------------------------------------------------------
+
+
+def test_email_sink(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        [sinks.a]
+        type = "email"
+        host = "smtp.example.org"
+        from = "feedwatch <alerts@example.org>"
+        to = ["me@example.org", "you@example.org"]
+        digest = "1h"
+
+        [sinks.b]
+        type = "email"
+        host = "smtp.example.org"
+        security = "tls"
+        from = "a@example.org"
+        to = "me@example.org"
+        timeout = "10s"
+
+        [sinks.c]
+        type = "email"
+        host = "localhost"
+        port = 2525
+        security = "none"
+        from = "a@example.org"
+        to = ["me@example.org"]
+        """,
+    )
+    a, b, c = (config.sinks[n] for n in "abc")
+    assert a.type == "email" and a.digest == 3600.0
+    assert dict(a.options) == {
+        "host": "smtp.example.org",
+        "port": 587,
+        "security": "starttls",
+        "username": None,
+        "password": None,
+        "from_": "feedwatch <alerts@example.org>",
+        "to": ("me@example.org", "you@example.org"),
+        "timeout": 30.0,
+    }
+    assert (b.options["port"], b.options["to"], b.options["timeout"]) == (
+        465,
+        ("me@example.org",),
+        10.0,
+    )
+    assert (c.options["port"], c.options["security"]) == (2525, "none")
+
+
+def test_email_sink_errors(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [sinks.a]
+        type = "email"
+        security = "ssl"
+        to = []
+        username = "u"
+
+        [sinks.b]
+        type = "email"
+        host = "h"
+        from = "nobody"
+        to = ["x@y", "z"]
+        username = "u"
+        password_env = "NOPE"
+        password_file = "pw"
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:1: sinks.a: missing key host (the SMTP server)",
+        "feedwatch.toml:1: sinks.a: username is set but no password_env or password_file",
+        'feedwatch.toml:1: sinks.a: missing key from (e.g. "feedwatch <alerts@example.org>")',
+        'feedwatch.toml:3: sinks.a.security: "ssl" is not one of starttls, tls, none',
+        "feedwatch.toml:4: sinks.a.to: must name at least one address",
+        "feedwatch.toml:10: sinks.b.from: not an email address (no @)",
+        "feedwatch.toml:11: sinks.b.to[1]: not an email address (no @)",
+        "feedwatch.toml:14: sinks.b.password_file: give password_env or password_file, not both",
+    ]
+
+
+def test_password_file(tmp_path: Path) -> None:
+    text = """
+        [sinks.m]
+        type = "email"
+        host = "h"
+        username = "u"
+        password_file = "{name}"
+        from = "a@example.org"
+        to = ["b@example.org"]
+        """
+    (tmp_path / "pw").write_text("beside-config\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "pw").write_text("from-credentials\r\n")
+    (tmp_path / "abs").write_text("absolute-one")
+
+    config = load(tmp_path, text.format(name="pw"))
+    assert config.sinks["m"].options["password"] == Secret("beside-config")
+    config = load(tmp_path, text.format(name="pw"), {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert config.sinks["m"].options["password"] == Secret("from-credentials")
+    config = load(
+        tmp_path, text.format(name=tmp_path / "abs"), {"CREDENTIALS_DIRECTORY": str(creds)}
+    )
+    assert config.sinks["m"].options["password"] == Secret("absolute-one")
+    assert redact("from-credentials") == "***"
+
+    lines = problems(tmp_path, text.format(name="missing"), {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:5: sinks.m.password_file: cannot read creds/missing: No such file or directory"
+    ]
+    (tmp_path / "empty").write_text("\n")
+    lines = problems(tmp_path, text.format(name="empty"))
+    assert strip_dir(lines, tmp_path) == ["feedwatch.toml:5: sinks.m.password_file: empty is empty"]
+
+
+def test_password_env(tmp_path: Path) -> None:
+    text = """
+        [sinks.m]
+        type = "email"
+        host = "h"
+        username = "u"
+        password_env = "SMTP_PW"
+        from = "a@example.org"
+        to = ["b@example.org"]
+        """
+    config = load(tmp_path, text, {"SMTP_PW": "pw-value"})
+    assert config.sinks["m"].options["password"] == Secret("pw-value")
+    assert strip_dir(problems(tmp_path, text), tmp_path) == [
+        "feedwatch.toml:5: sinks.m.password_env: environment variable SMTP_PW is not set"
+    ]
+
+
+def test_webhook_sink(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        [sinks.w]
+        type = "webhook"
+        url = "https://hooks.example.org/abc"
+        format = "slack"
+        headers = { X-Env = "plain" }
+        digest = "15m"
+        timeout = 5
+        """,
+    )
+    w = config.sinks["w"]
+    assert w.digest == 900.0
+    assert w.options == {
+        "url": Secret("https://hooks.example.org/abc"),
+        "format": "slack",
+        "headers": (("X-Env", "plain"),),
+        "secret": None,
+        "timeout": 5.0,
+    }
+    assert redact("posting to https://hooks.example.org/abc") == "posting to ***"
+
+    lines = problems(
+        tmp_path,
+        """
+        [sinks.w]
+        type = "webhook"
+        url = "mailto:x@example.org"
+        format = "slak"
+        secret_env = "NO_SECRET"
+        headers = { "Bad Header" = "x", X-Ok = "a\\nb" }
+
+        [sinks.v]
+        type = "webhook"
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:3: sinks.w.url: must be an http:// or https:// URL",
+        'feedwatch.toml:4: sinks.w.format: "slak" is not one of json, slack, discord, ntfy, teams '
+        '(did you mean "slack"?)',
+        "feedwatch.toml:5: sinks.w.secret_env: environment variable NO_SECRET is not set",
+        'feedwatch.toml:6: sinks.w.headers."Bad Header": not a valid HTTP header name',
+        "feedwatch.toml:6: sinks.w.headers.X-Ok: a header value must not contain line breaks or NUL",
+        "feedwatch.toml:8: sinks.v: missing key url",
+    ]
+
+
+def test_command_jsonl_console_sinks(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        [sinks.cmd]
+        type = "command"
+        argv = ["/usr/local/bin/on-alert", "--quiet"]
+        timeout = "1m"
+
+        [sinks.out]
+        type = "jsonl"
+        path = "-"
+
+        [sinks.file]
+        type = "jsonl"
+        path = "logs/alerts.jsonl"
+
+        [sinks.home]
+        type = "jsonl"
+        path = "~/alerts.jsonl"
+
+        [sinks.con]
+        type = "console"
+        """,
+    )
+    assert config.sinks["cmd"].options == {
+        "argv": ("/usr/local/bin/on-alert", "--quiet"),
+        "timeout": 60.0,
+    }
+    assert config.sinks["out"].options == {"path": "-"}
+    assert config.sinks["file"].options == {"path": str(tmp_path / "logs/alerts.jsonl")}
+    assert config.sinks["home"].options == {"path": "/home/tester/alerts.jsonl"}
+    assert config.sinks["con"].type == "console" and config.sinks["con"].options == {}
+    assert list(config.sinks) == ["cmd", "out", "file", "home", "con"]
+
+    lines = problems(
+        tmp_path,
+        """
+        [sinks.cmd]
+        type = "command"
+        argv = []
+        digest = "1h"
+
+        [sinks.cmd2]
+        type = "command"
+
+        [sinks.out]
+        type = "jsonl"
+        digest = "1h"
+
+        [sinks.con]
+        type = "console"
+        path = "-"
+
+        [sinks.x]
+        type = "mail"
+
+        [sinks.y]
+        host = "h"
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:3: sinks.cmd.argv: must not be empty",
+        "feedwatch.toml:4: sinks.cmd.digest: digest is only for email and webhook sinks, not command",
+        "feedwatch.toml:6: sinks.cmd2: missing key argv (the program and its arguments, as an array)",
+        'feedwatch.toml:9: sinks.out: missing key path (a file, or "-" for stdout)',
+        "feedwatch.toml:11: sinks.out.digest: digest is only for email and webhook sinks, not jsonl",
+        "feedwatch.toml:15: sinks.con.path: unknown key",
+        'feedwatch.toml:18: sinks.x.type: "mail" is not one of email, webhook, command, jsonl, '
+        'console (did you mean "email"?)',
+        "feedwatch.toml:20: sinks.y: missing key type (one of email, webhook, command, jsonl, "
+        "console)",
+    ]
+
+
+# --------------------------------------------------------------------------
+# include
+# --------------------------------------------------------------------------
+
+
+def test_include(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        """
+        [sinks.extra]
+        type = "jsonl"
+        path = "x.jsonl"
+
+        [rules.r2]
+        any = ["b"]
+
+        [[feeds]]
+        name = "second"
+        url = "https://example.org/2"
+        match = ["r1", "r2"]
+        """,
+        "conf.d/20-b.toml",
+    )
+    write(
+        tmp_path,
+        """
+        [[feeds]]
+        name = "first"
+        url = "https://example.org/1"
+        """,
+        "conf.d/10-a.toml",
+    )
+    write(tmp_path, "this is not toml", "conf.d/ignored.txt")
+    config = load(
+        tmp_path,
+        """
+        [feedwatch]
+        include = ["conf.d/*.toml"]
+
+        [rules.r1]
+        any = ["a"]
+
+        [sinks.main]
+        type = "console"
+
+        [[feeds]]
+        name = "zero"
+        url = "https://example.org/0"
+        """,
+    )
+    assert [f.name for f in config.feeds] == ["zero", "first", "second"]
+    assert [r.name for r in config.feeds[2].rules] == ["r1", "r2"]
+    assert list(config.sinks) == ["main", "extra"]
+    assert config.feeds[0].sinks == ("main", "extra")
+    # a relative path in an included file is relative to that file
+    assert config.sinks["extra"].options["path"] == str(tmp_path / "conf.d" / "x.jsonl")
+    assert config.includes == (tmp_path / "conf.d/10-a.toml", tmp_path / "conf.d/20-b.toml")
+
+
+def test_include_problems_name_the_included_file(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        """
+        [feedwatch]
+        interval = "5m"
+
+        [rules.dup]
+        any = ["x"]
+
+        [sinks.s]
+        type = "jsonl"
+        path = "-"
+
+        [[feeds]]
+        name = "a"
+        url = "https://example.org/a"
+        intervall = "1m"
+        """,
+        "conf.d/a.toml",
+    )
+    write(tmp_path, "[[feeds]]\nname = = 1\n", "conf.d/b.toml")
+    lines = problems(
+        tmp_path,
+        """
+        [feedwatch]
+        include = ["conf.d/*.toml", "missing.toml"]
+
+        [rules.dup]
+        any = ["y"]
+
+        [sinks.s]
+        type = "console"
+
+        [[feeds]]
+        name = "a"
+        url = "https://example.org/other"
+        """,
+    )
+    got = strip_dir(lines, tmp_path)
+    assert got[:1] == ["feedwatch.toml:2: feedwatch.include[1]: no such file: missing.toml"]
+    assert got[1:6] == [
+        "conf.d/a.toml:1: feedwatch: an included file may hold only [[feeds]], [rules.*] and "
+        "[sinks.*]",
+        'conf.d/a.toml:4: rules.dup: duplicate rule "dup" (first defined at feedwatch.toml:4)',
+        'conf.d/a.toml:7: sinks.s: duplicate sink "s" (first defined at feedwatch.toml:7)',
+        'conf.d/a.toml:12: feeds[0].name: duplicate feed name "a": also feeds[0] at '
+        "feedwatch.toml:10",
+        'conf.d/a.toml:14: feeds[0].intervall: unknown key (did you mean "interval"?)',
+    ]
+    assert got[6].startswith("conf.d/b.toml:2: TOML syntax error: ")
+    assert len(got) == 7
+
+
+# --------------------------------------------------------------------------
+# the example file and finding the config
+# --------------------------------------------------------------------------
+
+SPEC_KEYS = {
+    "feedwatch": "state include interval jitter timeout concurrency per_host user_agent max_body "
+    "max_entries max_age first_poll notify_on updates id_policy retention give_up_after "
+    "flood_limit stale_after default_sinks metrics_listen shutdown_timeout log_format log_level",
+    "rules": "any all not fields case_sensitive sinks",
+    "email": "type host port security username password_env password_file from to digest",
+    "webhook": "type url format headers secret_env digest",
+    "command": "type argv timeout",
+    "jsonl": "type path",
+    "feeds": "name url tags sinks match keywords exclude headers allow_private enabled",
+}
+
+
+def test_example_config_loads_and_documents_every_key(tmp_path: Path) -> None:
+    example = ROOT / "config.example.toml"
+    config = load_config(example, env={})
+    assert len(config.feeds) >= 2 and config.rules and config.sinks
+    assert any(s.type == "jsonl" for s in config.sinks.values())
+    assert config.state.endswith("/.local/state/feedwatch/state.db")
+    text = example.read_text()
+    for section, keys in SPEC_KEYS.items():
+        for key in keys.split():
+            pattern = rf"^[ \t]*(#[ \t]*)?(\[sinks\.\w+\][ \t]*)?{re.escape(key)}[ \t]*="
+            assert re.search(pattern, text, re.M), f"{section}.{key} missing from the example"
+    # the commented-out sinks are valid once uncommented and given their secrets
+    uncommented = re.sub(r"^# (?=\[sinks|[a-z_]+ *=)", "", text, flags=re.M)
+    uncommented = re.sub(r"^password_file = .*$", "", uncommented, flags=re.M)
+    uncommented = uncommented.replace('sinks = ["log"]', 'sinks = ["log", "me", "chat", "script"]')
+    path = write(tmp_path, uncommented)
+    env = {"FEEDWATCH_SMTP_PASSWORD": "pw12", "HOOK_TOKEN": "tok1", "FEEDWATCH_HOOK_SECRET": "s3cr"}
+    full = load_config(path, env=env)
+    assert list(full.sinks) == ["log", "me", "chat", "script"]
+
+
+def test_find_config_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = tmp_path / "cwd"
+    xdg = tmp_path / "xdg"
+    home = tmp_path / "home"
+    for d in (cwd, xdg / "feedwatch", home / ".config" / "feedwatch"):
+        d.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(xdg), "FEEDWATCH_CONFIG": "/from/env.toml"}
+
+    assert find_config_path("/explicit.toml", env) == Path("/explicit.toml")
+    assert find_config_path(None, env) == Path("/from/env.toml")
+    del env["FEEDWATCH_CONFIG"]
+
+    etc = Path("/etc/feedwatch/config.toml")
+    if not etc.exists():
+        with pytest.raises(ConfigError) as info:
+            find_config_path(None, env)
+        message = str(info.value)
+        assert "no config file found" in message
+        for place in ("feedwatch.toml", str(xdg / "feedwatch/config.toml"), str(etc)):
+            assert place in message
+
+    (home / ".config/feedwatch/config.toml").write_text("")
+    without_xdg = {"HOME": str(home)}
+    assert find_config_path(None, without_xdg) == home / ".config/feedwatch/config.toml"
+    (xdg / "feedwatch/config.toml").write_text("")
+    assert find_config_path(None, env) == xdg / "feedwatch/config.toml"
+    (cwd / "feedwatch.toml").write_text("")
+    assert find_config_path(None, env) == Path("feedwatch.toml")
