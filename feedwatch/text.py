@@ -1,0 +1,111 @@
+"""HTML to plain text, for matching, diffing and alerts.
+
+A regex pipeline rather than an HTML parser: it runs on every title, summary
+and content of every poll, and it only has to produce comparable text (no
+tag or attribute ever survives), not a faithful rendering. It never raises.
+
+The result is a fixed point: ``html_to_text(html_to_text(x)) ==
+html_to_text(x)``. That forces one deliberate over-decoding: text that was
+escaped twice (``&amp;lt;b&amp;gt;``, common in badly made feeds) is reduced
+as if it were markup, so escaped tags never reach keyword matching either.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+__all__ = ["cap", "html_to_text", "normalize_space"]
+
+_FLAGS = re.IGNORECASE | re.DOTALL
+
+# Control characters that are neither text nor white space (NUL is also our marker).
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+_CDATA = re.compile(r"<!\[CDATA\[(.*?)(?:\]\]>|\Z)", re.DOTALL)
+# Elements whose content is never text a reader sees. Unclosed: dropped to the end.
+_DROPPED = re.compile(
+    r"<(script|style|head|template|noscript|iframe|svg|title|xml)\b[^>]*>.*?(?:</\1\s*>|\Z)",
+    _FLAGS,
+)
+# A tag, with quoted attribute values that may contain ">" (bounded, so an
+# unterminated quote cannot make this quadratic); then a looser fallback.
+_TAG_BODY = r"""(?:[^>"']|"[^"]{0,512}"|'[^']{0,512}')*>"""
+_BLOCK_NAMES = (
+    "address|article|aside|blockquote|br|caption|center|dd|details|dialog|div|dl|dt|"
+    "fieldset|figcaption|figure|footer|form|h[1-6]|header|hr|li|main|menu|nav|ol|p|pre|"
+    "section|summary|table|tbody|tfoot|thead|tr|ul"
+)
+_BLOCK_TAG = re.compile(rf"</?(?:{_BLOCK_NAMES})(?=[\s/>]){_TAG_BODY}", re.IGNORECASE)
+_CELL_TAG = re.compile(rf"</?(?:td|th)(?=[\s/>]){_TAG_BODY}", re.IGNORECASE)
+_ANY_TAG = re.compile(rf"<(?:/?[A-Za-z][^\s/>]*|[!?]){_TAG_BODY}|<[/!?]?[A-Za-z][^>]*>")
+# A tag cut off by the end of the text (a browser drops it too).
+_TRAILING_TAG = re.compile(r"<[/!?]?[A-Za-z][^<>]*\Z")
+# Nested escaping of "&" collapses in one pass ("&amp;amp;amp;lt;" -> "&lt;").
+_AMP_RUN = re.compile(r"&(?:amp;|#0*38;|#x0*26;)+", re.IGNORECASE)
+_NEWLINES = re.compile(r"\r\n?")
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+_MARK = "\x00"
+_MAX_PASSES = 6
+
+
+def normalize_space(s: str) -> str:
+    """Fold every run of white space to one space and strip: for comparisons."""
+    return " ".join(s.split())
+
+
+def cap(s: str, limit: int = 65536) -> str:
+    """``s`` cut to at most ``limit`` characters, ending in "…" when cut."""
+    if len(s) <= limit:
+        return s
+    if limit <= 0:
+        return ""
+    return s[: limit - 1] + "…"
+
+
+def _one_pass(s: str) -> str:
+    s = _CONTROLS.sub("", s)
+    if "<" in s:
+        s = _COMMENT.sub("", s)
+        s = _CDATA.sub(r"\1", s)
+        s = _DROPPED.sub("", s)
+        # Tags only occur before the last ">": scanning past it could go quadratic.
+        end = s.rfind(">") + 1
+        head, tail = s[:end], s[end:]
+        if head:
+            head = _BLOCK_TAG.sub(_MARK, head)
+            head = _CELL_TAG.sub(" ", head)
+            head = _ANY_TAG.sub("", head)
+        s = head + _TRAILING_TAG.sub("", tail)
+    if "&" in s:
+        # html.unescape never yields a control character (it drops or maps them).
+        s = html.unescape(_AMP_RUN.sub("&", s))
+    if "\r" in s:
+        s = _NEWLINES.sub("\n", s)
+    s = _BLANK_LINE.sub(_MARK, s)
+    paragraphs = (" ".join(p.split()) for p in s.split(_MARK))
+    s = "\n\n".join(p for p in paragraphs if p)
+    if not s.isascii() and not unicodedata.is_normalized("NFC", s):
+        s = unicodedata.normalize("NFC", s)
+    return s
+
+
+def html_to_text(html_or_text: str) -> str:
+    """Plain text of an HTML fragment (or of plain text): paragraphs joined by a blank line.
+
+    Tags go; script, style, head and template contents go; images and other
+    void elements leave nothing (a tracking pixel is no change); entities are
+    decoded; block elements become paragraph breaks; white space folds.
+    """
+    try:
+        s = html_or_text if isinstance(html_or_text, str) else str(html_or_text)
+        for _ in range(_MAX_PASSES):
+            out = _one_pass(s)
+            # Without "<" or "&" another pass is the identity: stop early.
+            if out == s or ("<" not in out and "&" not in out):
+                return out
+            s = out
+        return s
+    except Exception:  # never raise on feed text; a regex/codec surprise must not stop a poll
+        return normalize_space(str(html_or_text))

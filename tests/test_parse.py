@@ -1,0 +1,678 @@
+"""feedwatch.parse and feedwatch.text: bodies in, snapshots out."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed
+from feedwatch.parse import parse_body
+from feedwatch.text import cap, html_to_text, normalize_space
+
+RSS_CT = {"content-type": "application/rss+xml; charset=utf-8"}
+ATOM_CT = {"content-type": "application/atom+xml"}
+JSON_CT = {"content-type": "application/feed+json"}
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)  # type: ignore[misc]
+
+
+def rss(items: str, channel: str = "") -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom"'
+        ' xmlns:dc="http://purl.org/dc/elements/1.1/"'
+        ' xmlns:content="http://purl.org/rss/1.0/modules/content/">'
+        f"<channel><title>Chan</title><link>https://ex.org/</link>{channel}{items}</channel></rss>"
+    ).encode()
+
+
+def atom(entries: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>Atom feed</title>{entries}</feed>"
+    ).encode()
+
+
+def one(parsed: ParsedFeed) -> EntrySnapshot:
+    assert parsed.is_feed, parsed.warnings
+    assert len(parsed.entries) == 1, parsed.entries
+    return parsed.entries[0]
+
+
+# --------------------------------------------------------------------------
+# html_to_text
+# --------------------------------------------------------------------------
+
+
+class TestHtmlToText:
+    def test_tracking_pixel_leaves_no_trace(self) -> None:
+        with_pixel = '<p>Story text.<img src="https://t.example/p.gif?u=123" width="1" height="1" alt="pixel"></p>'
+        assert html_to_text(with_pixel) == "Story text."
+        assert html_to_text(with_pixel) == html_to_text("<p>Story text.</p>")
+
+    def test_whitespace_folds_and_blocks_become_paragraphs(self) -> None:
+        html = "<div>  one\n\t two  </div><p>three<br>four</p><ul><li>a</li><li>b  c</li></ul>"
+        assert html_to_text(html) == "one two\n\nthree\n\nfour\n\na\n\nb c"
+
+    def test_inline_tags_do_not_split_words(self) -> None:
+        assert (
+            html_to_text("un<b>believ</b><i>able</i> <a href='x'>link</a>") == "unbelievable link"
+        )
+
+    def test_entities_decoded(self) -> None:
+        assert html_to_text("AT&amp;T &lt;3 caf&eacute; &#8364;5 &#x263A; a&nbsp;b") == (
+            "AT&T <3 café €5 ☺ a b"
+        )
+
+    def test_script_style_head_template_dropped(self) -> None:
+        html = (
+            "<html><head><title>T</title><style>p{color:red}</style></head><body>"
+            "<script>alert('x')</script>Body<template><p>hidden</p></template>"
+            "<SCRIPT type='text/javascript'>var a = '<p>';</SCRIPT> text</body></html>"
+        )
+        assert html_to_text(html) == "Body text"
+
+    def test_unclosed_script_and_cut_tag_dropped(self) -> None:
+        assert html_to_text("before<script>evil(); and the rest") == "before"
+        assert html_to_text('text <a href="http://x') == "text"
+
+    def test_attribute_values_never_leak(self) -> None:
+        out = html_to_text('<a title="NATO > all" href="/missile">x</a><img alt="hypersonic">')
+        assert out == "x"
+
+    def test_comments_and_cdata(self) -> None:
+        assert html_to_text("a<!-- secret -->b<![CDATA[c]]>") == "abc"
+
+    def test_table_cells_separated(self) -> None:
+        assert html_to_text("<table><tr><td>a</td><td>b</td></tr><tr><td>c</td></tr></table>") == (
+            "a b\n\nc"
+        )
+
+    def test_plain_text_comes_back(self) -> None:
+        text = "Plain text, a < b and c > d.\n\nSecond paragraph: 5 & 6."
+        assert html_to_text(text) == text
+        assert html_to_text("  spaced \t out \n line ") == "spaced out line"
+
+    def test_double_escaped_markup_is_reduced(self) -> None:
+        assert (
+            html_to_text("&lt;p&gt;Hello &amp;lt;b&amp;gt;x&amp;lt;/b&amp;gt;&lt;/p&gt;")
+            == "Hello x"
+        )
+
+    def test_nfc(self) -> None:
+        assert html_to_text("Dnipro\u0301") == "Dnipr\u00f3"
+
+    def test_control_characters_removed(self) -> None:
+        assert html_to_text("a\x00b\x07c &#1;d") == "abc d"
+
+    def test_empty(self) -> None:
+        assert html_to_text("") == ""
+        assert html_to_text("<p> </p><br/>") == ""
+
+    def test_adversarial_inputs_stay_fast(self) -> None:
+        for bad in ("<a " * 20000, '<a "' * 20000, "&amp;" * 20000, "<!--" * 20000, "a<b " * 20000):
+            start = time.perf_counter()
+            html_to_text(bad)
+            assert time.perf_counter() - start < 1.0, bad[:10]
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.text(max_size=20),
+                st.sampled_from(
+                    [
+                        "<p>",
+                        "</p>",
+                        "<br/>",
+                        "<b>",
+                        "<script>",
+                        "</script>",
+                        "&amp;",
+                        "&lt;",
+                        "&gt;",
+                        "&#38;",
+                        "&nbsp;",
+                        "<!--",
+                        "-->",
+                        '<a href="',
+                        '">',
+                        "\n\n",
+                        "\r\n",
+                        "<",
+                        ">",
+                        "&",
+                        ";",
+                        "\u0301",
+                        "\u037e",
+                    ]
+                ),
+            ),
+            max_size=25,
+        ).map("".join)
+    )
+    def test_never_raises_and_idempotent(self, s: str) -> None:
+        out = html_to_text(s)
+        assert isinstance(out, str)
+        assert html_to_text(out) == out
+        assert out == out.strip()
+        assert "\x00" not in out
+
+
+def test_normalize_space() -> None:
+    assert normalize_space("  a \n\n b\t\u00a0c  ") == "a b c"
+    assert normalize_space("") == ""
+
+
+def test_cap() -> None:
+    assert cap("abc", 5) == "abc"
+    assert cap("abcdef", 5) == "abcd…"
+    assert len(cap("x" * 70000)) == 65536
+    assert cap("x" * 70000).endswith("…")
+    assert cap("abc", 0) == ""
+
+
+# --------------------------------------------------------------------------
+# Formats
+# --------------------------------------------------------------------------
+
+
+def test_rss20_full_entry() -> None:
+    body = rss(
+        "<item><title>NATO &amp; Ukraine</title><link>https://ex.org/a/1</link>"
+        '<guid isPermaLink="false">  tag:ex.org,2024:1  </guid>'
+        "<author>desk@ex.org (News Desk)</author>"
+        "<pubDate>Fri, 22 Nov 2024 10:40:17 GMT</pubDate>"
+        "<description>&lt;p&gt;Short &lt;b&gt;summary&lt;/b&gt;&lt;/p&gt;</description>"
+        "<content:encoded><![CDATA[<p>Full</p><p>story<img src='https://t/p.gif'></p>]]></content:encoded>"
+        "<category>Ukraine war</category><category>Ukraine war</category><category>NATO</category>"
+        '<enclosure url="https://ex.org/a.mp3" type="audio/mpeg" length="1234"/>'
+        "</item>"
+    )
+    parsed = parse_body(body, RSS_CT, url="https://ex.org/rss")
+    assert parsed.title == "Chan"
+    assert parsed.link == "https://ex.org/"
+    assert parsed.warnings == ()
+    e = one(parsed)
+    assert e == EntrySnapshot(
+        entry_id="tag:ex.org,2024:1",
+        title="NATO & Ukraine",
+        link="https://ex.org/a/1",
+        author="desk@ex.org (News Desk)",
+        published=utc(2024, 11, 22, 10, 40, 17),
+        updated=None,
+        summary="Short summary",
+        content="Full\n\nstory",
+        tags=("Ukraine war", "NATO"),
+        enclosures=(Enclosure("https://ex.org/a.mp3", "audio/mpeg", 1234),),
+    )
+
+
+def test_rss091_and_092() -> None:
+    rss091 = (
+        b'<?xml version="1.0"?><!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN"'
+        b' "http://my.netscape.com/publish/formats/rss-0.91.dtd"><rss version="0.91"><channel>'
+        b"<title>Old</title><link>http://ex.org/</link><description>d</description>"
+        b"<item><title>First</title><link>http://ex.org/1</link><description>One</description></item>"
+        b"</channel></rss>"
+    )
+    e = one(parse_body(rss091, {}))
+    assert (e.entry_id, e.title, e.link, e.summary) == (None, "First", "http://ex.org/1", "One")
+    rss092 = (
+        b'<rss version="0.92"><channel><title>c</title><item><title>Two</title>'
+        b'<enclosure url="http://ex.org/e.mp3" length="x" type="audio/mpeg"/></item></channel></rss>'
+    )
+    e = one(parse_body(rss092, {}))
+    assert e.title == "Two"
+    assert e.enclosures == (Enclosure("http://ex.org/e.mp3", "audio/mpeg", None),)
+
+
+def test_rss10_rdf() -> None:
+    body = (
+        b'<?xml version="1.0"?><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"'
+        b' xmlns="http://purl.org/rss/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        b'<channel rdf:about="http://ex.org/"><title>RDF</title><link>http://ex.org/</link></channel>'
+        b'<item rdf:about="http://ex.org/r/1"><title>R1</title><link>http://ex.org/r/1</link>'
+        b"<dc:date>2024-01-02T03:04:05+01:00</dc:date><dc:creator>Ann</dc:creator>"
+        b"<description>rdf item</description></item></rdf:RDF>"
+    )
+    parsed = parse_body(body, {"content-type": "application/rdf+xml"})
+    e = one(parsed)
+    assert parsed.title == "RDF"
+    assert (e.title, e.link, e.author, e.summary) == ("R1", "http://ex.org/r/1", "Ann", "rdf item")
+    # dc:date is feedparser's "updated": it is not invented as a publication time
+    assert e.updated == utc(2024, 1, 2, 2, 4, 5)
+
+
+def test_atom10_entry() -> None:
+    body = atom(
+        "<entry><id> urn:uuid:1 </id>"
+        '<title type="html">&lt;b&gt;Bold&lt;/b&gt; &amp;amp; co</title>'
+        '<link rel="alternate" href="https://ex.org/e/1"/>'
+        '<link rel="enclosure" href="https://ex.org/v.mp4" type="video/mp4" length="99"/>'
+        "<author><name>Ann</name></author>"
+        "<published>2024-11-22T10:40:17Z</published><updated>2024-11-22T15:56:45.5+00:00</updated>"
+        "<summary>Sum</summary>"
+        '<content type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml"><p>a</p><p>b</p></div></content>'
+        '<category term="t1"/><category scheme="s" label="Only label" term=""/>'
+        "</entry>"
+    )
+    e = one(parse_body(body, ATOM_CT))
+    assert e.entry_id == "urn:uuid:1"
+    assert e.title == "Bold & co"
+    assert e.link == "https://ex.org/e/1"
+    assert e.author == "Ann"
+    assert e.published == utc(2024, 11, 22, 10, 40, 17)
+    assert e.updated == utc(2024, 11, 22, 15, 56, 45)
+    assert (e.summary, e.content) == ("Sum", "a\n\nb")
+    assert e.tags == ("t1", "Only label")
+    assert e.enclosures == (Enclosure("https://ex.org/v.mp4", "video/mp4", 99),)
+
+
+def test_atom_content_only_is_not_copied_into_summary() -> None:
+    e = one(
+        parse_body(
+            atom('<entry><id>x</id><content type="html">&lt;p&gt;c&lt;/p&gt;</content></entry>'), {}
+        )
+    )
+    assert (e.summary, e.content) == ("", "c")
+
+
+def test_atom03_issued_modified() -> None:
+    body = (
+        b'<feed version="0.3" xmlns="http://purl.org/atom/ns#"><title>Old atom</title>'
+        b'<entry><id>tag:ex.org,2004:1</id><title>A03</title><link rel="alternate" type="text/html"'
+        b' href="http://ex.org/03"/><issued>2004-01-01T00:00:00Z</issued>'
+        b"<modified>2004-01-02T00:00:00Z</modified></entry></feed>"
+    )
+    parsed = parse_body(body, {})
+    e = one(parsed)
+    assert parsed.title == "Old atom"
+    assert (e.entry_id, e.title, e.link) == ("tag:ex.org,2004:1", "A03", "http://ex.org/03")
+    assert (e.published, e.updated) == (utc(2004, 1, 1), utc(2004, 1, 2))
+
+
+JSON10 = {
+    "version": "https://jsonfeed.org/version/1",
+    "title": "J",
+    "home_page_url": "https://ex.org/blog/",
+    "author": {"name": "Feed Author"},
+    "items": [
+        {
+            "id": 123,
+            "url": "posts/1",
+            "title": "One",
+            "content_html": "<p>Hi <script>x()</script>there</p>",
+            "content_text": "ignored when html is there",
+            "summary": "S",
+            "date_published": "2024-11-22T10:40:17Z",
+            "tags": ["a", "a", "b", 5],
+            "attachments": [
+                {"url": "/m.mp3", "mime_type": "audio/mpeg", "size_in_bytes": 10},
+                {"mime_type": "no/url"},
+            ],
+        },
+        {"id": "", "content_text": "text\n\nonly", "date_modified": "2024-11-23T00:00:00+02:00"},
+    ],
+}
+
+
+def test_json_feed_10() -> None:
+    parsed = parse_body(json.dumps(JSON10).encode(), JSON_CT, url="https://ex.org/feed.json")
+    assert parsed.is_feed and parsed.warnings == ()
+    assert (parsed.title, parsed.link) == ("J", "https://ex.org/blog/")
+    first, second = parsed.entries
+    assert first == EntrySnapshot(
+        entry_id="123",
+        title="One",
+        link="https://ex.org/blog/posts/1",
+        author="Feed Author",
+        published=utc(2024, 11, 22, 10, 40, 17),
+        updated=None,
+        summary="S",
+        content="Hi there",
+        tags=("a", "b"),
+        enclosures=(Enclosure("https://ex.org/m.mp3", "audio/mpeg", 10),),
+    )
+    assert (second.entry_id, second.link, second.title) == (None, None, "")
+    assert second.content == "text\n\nonly"
+    assert (second.published, second.updated) == (None, utc(2024, 11, 22, 22))
+
+
+def test_json_feed_11_authors_and_detection_without_content_type() -> None:
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J11",
+        "authors": [{"name": "Top"}],
+        "items": [
+            {"id": "a", "url": "https://ex.org/a", "authors": [{"name": "X"}, {"name": "Y"}]},
+            {"id": "b", "url": "https://ex.org/b"},
+        ],
+    }
+    body = b"\xef\xbb\xbf \n" + json.dumps(doc).encode()
+    parsed = parse_body(body, {"content-type": "text/plain"})
+    assert [e.author for e in parsed.entries] == ["X, Y", "Top"]
+
+
+def test_json_not_a_feed_and_invalid() -> None:
+    other = parse_body(b'{"version": "1.0", "items": []}', {"content-type": "application/json"})
+    assert not other.is_feed
+    assert "not a JSON Feed" in other.warnings[0]
+    broken = parse_body(b'{"version": "https://jsonfeed.org/version/1", ', JSON_CT)
+    assert not broken.is_feed
+    assert broken.warnings[0].startswith("invalid JSON")
+    array = parse_body(b"[1, 2]", JSON_CT)
+    assert not array.is_feed
+    deep = parse_body(b"{" + b'"a":[' * 100000, JSON_CT)
+    assert not deep.is_feed
+
+
+def test_json_feed_without_items_is_an_empty_feed() -> None:
+    parsed = parse_body(b'{"version": "https://jsonfeed.org/version/1.1", "title": "t"}', {})
+    assert parsed.is_feed and parsed.entries == ()
+
+
+def test_xml_with_json_content_type_still_parsed_as_xml() -> None:
+    e = one(parse_body(rss("<item><title>x</title></item>"), {"content-type": "application/json"}))
+    assert e.title == "x"
+
+
+# --------------------------------------------------------------------------
+# Not feeds, encodings, warnings
+# --------------------------------------------------------------------------
+
+
+def test_html_page_is_not_a_feed() -> None:
+    page = b"<!DOCTYPE html><html><head><title>Home</title></head><body><p>Hello</p></body></html>"
+    for headers in ({"content-type": "text/html; charset=utf-8"}, {}):
+        parsed = parse_body(page, headers)
+        assert not parsed.is_feed
+        assert parsed.entries == ()
+        assert parsed.warnings
+
+
+@pytest.mark.parametrize("body", [b"", b"   \n", b"\x00\xff\xfe garbage \x89PNG", b"plain words"])
+def test_empty_or_garbage_is_not_a_feed(body: bytes) -> None:
+    parsed = parse_body(body, {})
+    assert not parsed.is_feed
+    assert parsed.entries == ()
+    assert parsed.warnings
+
+
+def test_latin1_body_labelled_in_content_type() -> None:
+    body = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Caf\xe9</title>'
+        "<item><title>Dnipr\xf3 na\xefve \xbd</title></item></channel></rss>"
+    ).encode("latin-1")
+    parsed = parse_body(body, {"Content-Type": "application/rss+xml; charset=ISO-8859-1"})
+    assert parsed.title == "Café"
+    assert one(parsed).title == "Dnipró naïve ½"
+
+
+def test_malformed_xml_with_entries_is_a_feed_with_a_warning() -> None:
+    body = rss(
+        "<item><title>ok</title><link>https://ex.org/1</link></item><item><title>broken</item>"
+    )
+    parsed = parse_body(body, RSS_CT)
+    assert parsed.is_feed
+    assert [e.title for e in parsed.entries][:1] == ["ok"]
+    assert parsed.warnings[0].startswith("not well-formed XML at line 1:")
+
+
+def test_feed_with_zero_entries_is_a_feed() -> None:
+    parsed = parse_body(rss(""), RSS_CT)
+    assert parsed.is_feed and parsed.entries == () and parsed.warnings == ()
+
+
+def test_entries_without_id_link_title() -> None:
+    e = one(parse_body(rss("<item><description>only a description</description></item>"), RSS_CT))
+    assert (e.entry_id, e.link, e.title, e.author) == (None, None, "", None)
+    assert e.summary == "only a description"
+    e = one(parse_body(atom("<entry><id>   </id><title></title></entry>"), {}))
+    assert (e.entry_id, e.link, e.title) == (None, None, "")
+
+
+def test_relative_links_resolved_against_feed_url() -> None:
+    body = rss(
+        "<item><link>/a/1</link></item><item><link>rel/2</link>"
+        '<enclosure url="media/e.mp3" type="audio/mpeg" length="1"/></item>',
+        channel="",
+    )
+    parsed = parse_body(body, RSS_CT, url="https://ex.org/feeds/main.xml")
+    assert [e.link for e in parsed.entries] == ["https://ex.org/a/1", "https://ex.org/feeds/rel/2"]
+    assert parsed.entries[1].enclosures[0].url == "https://ex.org/feeds/media/e.mp3"
+    # a relative Content-Location is relative to the fetch URL
+    parsed = parse_body(body, {"Content-Location": "/other/f.xml"}, url="https://ex.org/feeds/x")
+    assert parsed.entries[1].link == "https://ex.org/other/rel/2"
+    # xml:base wins inside the document
+    body = atom('<entry xml:base="https://base.example/d/"><id>1</id><link href="p"/></entry>')
+    assert one(parse_body(body, {}, url="https://ex.org/f")).link == "https://base.example/d/p"
+
+
+def test_max_entries_keeps_document_order() -> None:
+    items = "".join(f"<item><guid>g{i}</guid><title>t{i}</title></item>" for i in range(10))
+    parsed = parse_body(rss(items), RSS_CT, max_entries=3)
+    assert [e.entry_id for e in parsed.entries] == ["g0", "g1", "g2"]
+    assert parsed.dropped_entries == 7
+    assert "7 entries beyond max_entries ignored" in parsed.warnings
+    full = parse_body(rss(items), RSS_CT)
+    assert len(full.entries) == 10 and full.dropped_entries == 0
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [{"id": str(i)} for i in range(5)],
+    }
+    parsed = parse_body(json.dumps(doc).encode(), {}, max_entries=2)
+    assert [e.entry_id for e in parsed.entries] == ["0", "1"]
+    assert parsed.dropped_entries == 3
+
+
+# --------------------------------------------------------------------------
+# Dates
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pubdate", "expected"),
+    [
+        ("Fri, 22 Nov 2024 10:40:17 GMT", utc(2024, 11, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 10:40:17 +0200", utc(2024, 11, 22, 8, 40, 17)),
+        ("Fri, 22 Nov 2024 10:40:17", utc(2024, 11, 22, 10, 40, 17)),  # no zone: UTC
+        ("2024-11-22T10:40:17", utc(2024, 11, 22, 10, 40, 17)),
+        ("2024-11-22T10:40:17.987654Z", utc(2024, 11, 22, 10, 40, 17)),  # truncated
+        ("Sun, 20 Jul 1969 20:17:40 GMT", utc(1969, 7, 20, 20, 17, 40)),  # pre-1970
+        ("Mon, 01 Jan 1900 00:00:00 GMT", utc(1900, 1, 1)),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", utc(9999, 12, 31, 23, 59, 59)),
+        ("Fri, 31 Dec 9999 23:59:59 -1200", None),  # beyond datetime.max in UTC
+        ("9999-12-31T23:59:59-12:00", None),
+        ("Sat, 01 Jan 0000 00:00:00 GMT", None),
+        ("yesterday-ish", None),
+        ("", None),
+    ],
+)
+def test_pubdate_edge_cases(pubdate: str, expected: datetime | None) -> None:
+    e = one(parse_body(rss(f"<item><title>x</title><pubDate>{pubdate}</pubDate></item>"), RSS_CT))
+    assert e.published == expected
+    assert e.updated is None
+    if e.published is not None:
+        assert e.published.tzinfo is timezone.utc and e.published.microsecond == 0
+
+
+def test_json_dates_out_of_range() -> None:
+    doc = {
+        "version": "https://jsonfeed.org/version/1",
+        "items": [
+            {"id": "1", "date_published": "9999-12-31T23:59:59-12:00", "date_modified": "nonsense"},
+            {"id": "2", "date_published": "1950-05-06T07:08:09+01:00", "date_modified": 5},
+        ],
+    }
+    first, second = parse_body(json.dumps(doc).encode(), {}).entries
+    assert (first.published, first.updated) == (None, None)
+    assert (second.published, second.updated) == (utc(1950, 5, 6, 6, 8, 9), None)
+
+
+def test_updated_is_only_set_by_a_real_updated_element() -> None:
+    only_pub = one(
+        parse_body(rss("<item><pubDate>Fri, 22 Nov 2024 10:40:17 GMT</pubDate></item>"), RSS_CT)
+    )
+    assert (only_pub.published, only_pub.updated) == (utc(2024, 11, 22, 10, 40, 17), None)
+    both = one(
+        parse_body(
+            rss(
+                "<item><pubDate>Fri, 22 Nov 2024 10:40:17 GMT</pubDate>"
+                "<atom:updated>2024-11-22T15:56:45Z</atom:updated></item>"
+            ),
+            RSS_CT,
+        )
+    )
+    assert (both.published, both.updated) == (
+        utc(2024, 11, 22, 10, 40, 17),
+        utc(2024, 11, 22, 15, 56, 45),
+    )
+    only_upd = one(
+        parse_body(atom("<entry><id>1</id><updated>2024-11-22T15:56:45Z</updated></entry>"), {})
+    )
+    assert (only_upd.published, only_upd.updated) == (None, utc(2024, 11, 22, 15, 56, 45))
+    bad_upd = one(
+        parse_body(
+            atom(
+                "<entry><id>1</id><published>2024-01-01T00:00:00Z</published><updated>junk</updated></entry>"
+            ),
+            {},
+        )
+    )
+    assert (bad_upd.published, bad_upd.updated) == (utc(2024, 1, 1), None)
+
+
+# --------------------------------------------------------------------------
+# Hostile input and "no surprise requests"
+# --------------------------------------------------------------------------
+
+
+def _all_text(parsed: ParsedFeed) -> str:
+    return repr(parsed) + repr([dataclasses.asdict(e) for e in parsed.entries])
+
+
+def test_external_entities_are_never_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    marker = "FEEDWATCH-SECRET-7f3a9c"
+    secret.write_text(marker)
+    uri = secret.as_uri()
+    bodies = [
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY xxe SYSTEM "{uri}">]>'
+        "<rss version='2.0'><channel><title>&xxe;</title><item><title>t &xxe;</title>"
+        "<description>&xxe;</description><guid>&xxe;</guid></item></channel></rss>",
+        f'<?xml version="1.0"?><!DOCTYPE feed SYSTEM "{uri}"><feed xmlns="http://www.w3.org/2005/Atom">'
+        "<entry><id>1</id><title>x</title></entry></feed>",
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY % p SYSTEM "{uri}"> %p;]>'
+        "<rss version='2.0'><channel><item><title>&p;</title></item></channel></rss>",
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY x SYSTEM "{secret}">]>'
+        "<rss version='2.0'><channel><item><title>&x;</title></item></channel></rss>",
+    ]
+    for body in bodies:
+        parsed = parse_body(body.encode(), RSS_CT, url="https://ex.org/f")
+        assert marker not in _all_text(parsed)
+
+
+@pytest.mark.parametrize("layout", ["one-line", "multi-line", "utf-16", "hidden-after-markup"])
+def test_billion_laughs_is_fast_and_not_expanded(layout: str) -> None:
+    decls = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)
+    ]
+    if layout == "hidden-after-markup":  # feedparser's prolog ends at the first "<b"
+        decls.insert(0, '<!ENTITY pre "<b>x</b>">')
+    sep = "\n" if layout == "multi-line" else ""
+    encoding = "utf-16" if layout == "utf-16" else "utf-8"
+    text = (
+        f'<?xml version="1.0" encoding="{encoding}"?><!DOCTYPE rss [' + sep.join(decls) + "]>"
+        "<rss version='2.0'><channel><title>&lol9;</title>"
+        "<item><title>&lol9;</title><description>&lol9;</description></item></channel></rss>"
+    )
+    start = time.perf_counter()
+    parsed = parse_body(text.encode(encoding), RSS_CT)
+    assert time.perf_counter() - start < 0.5
+    assert "lollollol" not in _all_text(parsed)
+
+
+def test_safe_internal_entities_still_work() -> None:
+    body = (
+        b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY nbsp "&#160;"><!ENTITY co "ACME">]>'
+        b'<rss version="2.0"><channel><item><title>a&nbsp;b &co;</title></item></channel></rss>'
+    )
+    assert one(parse_body(body, RSS_CT)).title == "a b ACME"
+
+
+def test_body_that_is_a_path_is_not_opened(tmp_path: Path) -> None:
+    feed_file = tmp_path / "feed.xml"
+    feed_file.write_bytes(rss("<item><title>from disk</title></item>"))
+    for body in (str(feed_file).encode(), feed_file.as_uri().encode()):
+        parsed = parse_body(body, {})
+        assert not parsed.is_feed
+        assert "from disk" not in _all_text(parsed)
+
+
+@pytest.fixture
+def hit_counter() -> Iterator[tuple[str, list[str]]]:
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            body = rss("<item><title>fetched</title></item>")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/feed", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_body_that_is_a_url_is_not_fetched(hit_counter: tuple[str, list[str]]) -> None:
+    url, hits = hit_counter
+    parsed = parse_body(url.encode(), {}, url=url)
+    assert not parsed.is_feed
+    # An XML doctype pointing at the server is not fetched either.
+    dtd = f'<?xml version="1.0"?><!DOCTYPE rss SYSTEM "{url}/x.dtd"><rss version="2.0"><channel/></rss>'
+    assert parse_body(dtd.encode(), RSS_CT, url=url).is_feed
+    assert hits == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=200).map(lambda s: ("<rss version='2.0'><channel><item>" + s).encode()),
+        st.text(max_size=200).map(
+            lambda s: ('{"version":"https://jsonfeed.org/version/1",' + s).encode()
+        ),
+    ),
+    st.sampled_from([{}, RSS_CT, JSON_CT, {"content-type": "text/html"}]),
+)
+def test_parse_body_never_raises(body: bytes, headers: dict[str, str]) -> None:
+    parsed = parse_body(body, headers, url="https://ex.org/f")
+    assert isinstance(parsed, ParsedFeed)
+    for e in parsed.entries:
+        for t in (e.published, e.updated):
+            assert t is None or t.tzinfo is timezone.utc
