@@ -1,0 +1,600 @@
+"""Keyword rules: which rules, and which of their terms, hit an entry (SPEC section 3).
+
+Pure: rules are compiled once per config load (:func:`compile_rules`) and then
+evaluated against entry snapshots (:func:`evaluate`, :func:`explain`). The only
+side effect is one warning per (rule, term) when a ``/regex/`` runs out of time.
+
+Text and terms go through the same normalisation (NFKC, then case folding unless
+the rule is ``case_sensitive``), so full-width letters and ligatures hit their
+plain forms while accents stay significant. Each field of an entry is
+normalised once per case mode, however many rules look at it, and the plain
+terms of a rule group are tried as one combined pattern first: most entries hit
+nothing, and one search per rule is what makes that cheap.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import regex
+import structlog
+
+from feedwatch.model import RULE_FIELDS, EntrySnapshot, Rule, RuleMatch
+
+__all__ = [
+    "REGEX_TIMEOUT",
+    "CompiledRule",
+    "RuleExplanation",
+    "TermExplanation",
+    "compile_rule",
+    "compile_rules",
+    "evaluate",
+    "explain",
+    "normalize_text",
+    "validate_term",
+]
+
+log = structlog.get_logger("feedwatch.match")
+
+REGEX_TIMEOUT = 0.1
+"""Seconds a ``/regex/`` term may spend on one field of one entry; past it, it misses."""
+
+TermGroup = Literal["any", "all", "not"]
+
+# Scripts written without spaces between words: there a term hits as a substring,
+# so their letters never count as "word characters" for a boundary.
+_SPACELESS = "".join(
+    rf"\p{{scx={s}}}" for s in ("Han", "Hiragana", "Katakana", "Thai", "Lao", "Khmer", "Myanmar")
+)
+_WORD = rf"[^\W{_SPACELESS}]"
+_BEFORE = rf"(?<!{_WORD})"
+_AFTER = rf"(?!{_WORD})"
+_IS_WORD = regex.compile(_WORD)
+# Joins the segments (fields, tags) searched at once. Plain terms never contain
+# it (control characters are refused), so no plain term can span two segments.
+_SEP = "\x00"
+_KEY_LEN = 6
+_QUANT = regex.compile(r"\{(\d*)(,?)(\d*)\}")
+
+
+def normalize_text(text: str, case_sensitive: bool = False) -> str:
+    """NFKC, then (unless ``case_sensitive``) case folding, re-normalised after folding."""
+    text = unicodedata.normalize("NFKC", text)
+    if not case_sensitive:
+        text = unicodedata.normalize("NFKC", text.casefold())
+    return text
+
+
+# --------------------------------------------------------------------------
+# Terms
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Term:
+    text: str  # as written in the config
+    is_regex: bool
+    pattern: Any  # regex.Pattern[str]; plain terms run on normalised text
+    source: str = ""  # plain terms: the pattern source, for combining
+    left: bool = False  # plain terms: needs a word boundary before
+    right: bool = False  # ... and after
+    key: str = ""  # plain terms: the normalised text a hit must start with (a short prefix)
+
+
+def _is_regex_term(term: str) -> bool:
+    return len(term) >= 2 and term.startswith("/") and term.endswith("/")
+
+
+def _compile_term(term: str, case_sensitive: bool) -> _Term:
+    if not isinstance(term, str):
+        raise ValueError(f"term {term!r} must be a string")
+    if not term.strip():
+        raise ValueError("empty term: a term needs at least one non-space character")
+    if _is_regex_term(term):
+        return _compile_regex_term(term, case_sensitive)
+    for ch in term:
+        if unicodedata.category(ch) == "Cc" and not ch.isspace():
+            raise ValueError(f"term {term!r} contains a control character (U+{ord(ch):04X})")
+    norm = normalize_text(term, case_sensitive).strip()
+    prefix = False
+    star = norm.find("*")
+    if star != -1:
+        if star != len(norm) - 1:
+            raise ValueError(
+                f"term {term!r}: '*' is only allowed at the end of a term (a prefix, as in 'missile*')"
+            )
+        norm = norm[:-1]
+        prefix = True
+        if not norm.strip():
+            raise ValueError(f"term {term!r}: a prefix term needs text before the '*'")
+        if norm[-1].isspace():
+            raise ValueError(
+                f"term {term!r}: the '*' of a prefix term must follow a character, not a space"
+            )
+    body = r"\s+".join(regex.escape(word) for word in norm.split())
+    left = _IS_WORD.match(norm[0]) is not None
+    right = not prefix and _IS_WORD.match(norm[-1]) is not None
+    source = (_BEFORE if left else "") + body + (_AFTER if right else "")
+    return _Term(
+        text=term,
+        is_regex=False,
+        pattern=regex.compile(source, regex.V0),
+        source=body,
+        left=left,
+        right=right,
+        key=norm.split()[0][:_KEY_LEN],
+    )
+
+
+def _compile_regex_term(term: str, case_sensitive: bool) -> _Term:
+    body = term[1:-1]
+    if not body:
+        raise ValueError(f"term {term!r}: empty regular expression")
+    flags = regex.V0 if case_sensitive else regex.V0 | regex.IGNORECASE | regex.FULLCASE
+    try:
+        pattern = regex.compile(body, flags)
+    except regex.error as exc:
+        pos = getattr(exc, "pos", None)
+        where = f" at position {pos} of the pattern" if pos is not None else ""
+        raise ValueError(
+            f"term {term!r}: invalid regular expression: {getattr(exc, 'msg', exc)}{where}"
+        ) from None
+    problem = _pathology(body)
+    if problem:
+        raise ValueError(
+            f"term {term!r}: regular expression could take exponential time ({problem}); "
+            "simplify it"
+        )
+    return _Term(text=term, is_regex=True, pattern=pattern)
+
+
+def validate_term(term: str, case_sensitive: bool = False) -> None:
+    """Raise ValueError naming what is wrong with ``term``; the config loader calls this."""
+    _compile_term(term, case_sensitive)
+
+
+@dataclass
+class _Frame:
+    content: int  # index where the group's content starts
+    atomic: bool = False  # atomic group or lookaround: no backtracking into it
+    inner_unbounded: bool = False  # holds an unbounded quantifier (at any depth)
+    bars: list[int] = field(default_factory=list)  # top-level '|' positions
+
+
+def _quantifier(src: str, i: int) -> tuple[bool, bool, int] | None:
+    """The quantifier at ``src[i]``: (unbounded, possessive, index after it), or None."""
+    if i >= len(src):
+        return None
+    c = src[i]
+    if c in "*+":
+        unbounded, j = True, i + 1
+    elif c == "?":
+        unbounded, j = False, i + 1
+    elif c == "{":
+        m = _QUANT.match(src, i)
+        if not m or not (m.group(1) or m.group(3)):
+            return None
+        unbounded, j = (bool(m.group(2)) and not m.group(3)), m.end()
+    else:
+        return None
+    possessive = False
+    if j < len(src) and src[j] == "?":
+        j += 1
+    elif j < len(src) and src[j] == "+":
+        possessive, j = True, j + 1
+    return unbounded, possessive, j
+
+
+def _skip_class(src: str, i: int) -> int:
+    """Index just past the character class opening at ``src[i]`` (``[``)."""
+    n = len(src)
+    i += 1
+    if i < n and src[i] == "^":
+        i += 1
+    if i < n and src[i] == "]":
+        i += 1
+    depth = 1
+    while i < n and depth:
+        c = src[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            depth += 1
+        elif c == "]":
+            depth -= 1
+        i += 1
+    return i
+
+
+def _pathology(src: str) -> str | None:
+    """A cheap, conservative look for exponential backtracking.
+
+    Flags a group under an unbounded quantifier that itself holds an unbounded
+    quantifier (``(a+)+``, ``(.*)*``) or repeats an alternative (``(a|a)*``).
+    Anything it misses is still bounded by the run-time timeout.
+    """
+    n = len(src)
+    stack = [_Frame(content=0)]
+    i = 0
+    while i < n:
+        c = src[i]
+        if c == "\\":
+            if i + 2 < n and src[i + 1] in "pPNxuUg" and src[i + 2] in "{<":
+                close = src.find("}" if src[i + 2] == "{" else ">", i + 2)
+                i = n if close == -1 else close + 1
+            else:
+                i += 2
+        elif c == "[":
+            i = _skip_class(src, i)
+        elif c == "(":
+            atomic, content = False, i + 1
+            if src.startswith("(?#", i):
+                close = src.find(")", i)
+                i = n if close == -1 else close + 1
+                continue
+            if src.startswith("(?", i):
+                rest = src[i + 2 : i + 4]
+                if rest[:1] in ("=", "!", ">") or rest in ("<=", "<!"):
+                    atomic, content = True, i + 3 + (rest[:1] == "<")
+                elif rest[:1] in ("<", "P", "'"):
+                    close = src.find(">" if rest[:1] != "'" else "'", i + 3)
+                    content = n if close == -1 else close + 1
+                else:  # inline flags: (?i) or (?i:...)
+                    j = i + 2
+                    while j < n and src[j] not in ":)":
+                        j += 1
+                    if j < n and src[j] == ")":
+                        i = j + 1
+                        continue
+                    content = j + 1
+            stack.append(_Frame(content=content, atomic=atomic))
+            i = content
+        elif c == ")" and len(stack) > 1:
+            frame = stack.pop()
+            q = _quantifier(src, i + 1)
+            if q and q[0] and not q[1] and not frame.atomic:
+                if frame.inner_unbounded:
+                    return "a repeated group that holds a repeat, like (a+)+"
+                edges = [frame.content - 1, *frame.bars, i]
+                alts = [src[a + 1 : b] for a, b in zip(edges, edges[1:], strict=False)]
+                alts = [a for a in alts if a]
+                if len(set(alts)) < len(alts):
+                    return "a repeated group with the same alternative twice, like (a|a)*"
+            stack[-1].inner_unbounded |= frame.inner_unbounded or bool(q and q[0] and not q[1])
+            i = q[2] if q else i + 1
+        elif c == "|":
+            stack[-1].bars.append(i)
+            i += 1
+        else:
+            q = _quantifier(src, i)
+            if q:
+                if q[0] and not q[1]:
+                    stack[-1].inner_unbounded = True
+                i = q[2]
+            else:
+                i += 1
+    return None
+
+
+# --------------------------------------------------------------------------
+# Compiled rules
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Group:
+    terms: tuple[_Term, ...]
+    combined: Any  # regex.Pattern[str] | None: every plain term of the group at once
+    regexes: tuple[_Term, ...]
+    # Plain terms by the length, then the text, of their key: where the combined
+    # pattern hits, these name the few terms worth trying one by one.
+    index: dict[int, dict[str, list[_Term]]]
+
+
+def _combine(terms: Sequence[_Term]) -> Any:
+    plain = [t for t in terms if not t.is_regex]
+    if not plain:
+        return None
+    # Terms that share their boundaries share one alternation.
+    parts: dict[tuple[bool, bool], list[str]] = {}
+    for t in plain:
+        bucket = parts.setdefault((t.left, t.right), [])
+        if t.source not in bucket:
+            bucket.append(t.source)
+    alts = [
+        (_BEFORE if left else "") + "(?:" + "|".join(bodies) + ")" + (_AFTER if right else "")
+        for (left, right), bodies in parts.items()
+    ]
+    return regex.compile("|".join(alts), regex.V0)
+
+
+def _group(terms: tuple[_Term, ...]) -> _Group:
+    index: dict[int, dict[str, list[_Term]]] = {}
+    for t in terms:
+        if not t.is_regex:
+            index.setdefault(len(t.key), {}).setdefault(t.key, []).append(t)
+    return _Group(terms, _combine(terms), tuple(t for t in terms if t.is_regex), index)
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledRule:
+    """A :class:`Rule` with every term compiled; build with :func:`compile_rule`."""
+
+    rule: Rule
+    any: _Group
+    all: _Group
+    not_: _Group
+    # (term) already reported as timing out: logged once per config load.
+    _timed_out: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.rule.fields
+
+    @property
+    def case_sensitive(self) -> bool:
+        return self.rule.case_sensitive
+
+
+def compile_rule(rule: Rule) -> CompiledRule:
+    """Compile every term of ``rule``; ValueError names the rule, group and term at fault."""
+    for f in rule.fields:
+        if f not in RULE_FIELDS:
+            raise ValueError(
+                f"rule {rule.name!r}: unknown field {f!r} (one of: {', '.join(RULE_FIELDS)})"
+            )
+    groups = []
+    for label, terms in (("any", rule.any), ("all", rule.all), ("not", rule.not_)):
+        compiled = []
+        for term in terms:
+            try:
+                compiled.append(_compile_term(term, rule.case_sensitive))
+            except ValueError as exc:
+                raise ValueError(f"rule {rule.name!r}, {label}: {exc}") from None
+        groups.append(_group(tuple(compiled)))
+    return CompiledRule(rule, groups[0], groups[1], groups[2])
+
+
+def compile_rules(rules: Iterable[Rule]) -> tuple[CompiledRule, ...]:
+    return tuple(compile_rule(r) for r in rules)
+
+
+# --------------------------------------------------------------------------
+# Entry text, normalised lazily and once
+# --------------------------------------------------------------------------
+
+
+class _EntryText:
+    """The normalised segments of one entry, computed on first use per (field, case mode)."""
+
+    __slots__ = ("_entry", "_fields", "_joined", "_segments")
+
+    def __init__(self, entry: EntrySnapshot) -> None:
+        self._entry = entry
+        self._segments: dict[tuple[str, bool], tuple[str, ...]] = {}
+        self._fields: dict[tuple[str, bool], str] = {}
+        self._joined: dict[tuple[tuple[str, ...], bool], str] = {}
+
+    def _raw(self, name: str) -> tuple[str, ...]:
+        e = self._entry
+        if name == "tags":
+            return tuple(t for t in e.tags if t)
+        value = getattr(e, name)
+        return (value,) if value else ()
+
+    def segments(self, name: str, case_sensitive: bool) -> tuple[str, ...]:
+        key = (name, case_sensitive)
+        segs = self._segments.get(key)
+        if segs is None:
+            if case_sensitive:
+                segs = tuple(normalize_text(s, True) for s in self._raw(name))
+            else:
+                # Fold from the NFKC form already made for case-sensitive rules.
+                segs = tuple(
+                    unicodedata.normalize("NFKC", s.casefold()) for s in self.segments(name, True)
+                )
+            self._segments[key] = segs
+        return segs
+
+    def field(self, name: str, case_sensitive: bool) -> str:
+        key = (name, case_sensitive)
+        text = self._fields.get(key)
+        if text is None:
+            text = self._fields[key] = _SEP.join(self.segments(name, case_sensitive))
+        return text
+
+    def joined(self, names: tuple[str, ...], case_sensitive: bool) -> str:
+        key = (names, case_sensitive)
+        text = self._joined.get(key)
+        if text is None:
+            text = self._joined[key] = _SEP.join(self.field(n, case_sensitive) for n in names)
+        return text
+
+
+def _regex_in_field(rule: CompiledRule, term: _Term, view: _EntryText, name: str) -> bool | None:
+    """Whether a regex term hits one field: True, False, or None when it ran out of time."""
+    deadline = time.monotonic() + REGEX_TIMEOUT
+    # Regexes run on NFKC text; the pattern's own flags make it case-insensitive.
+    for seg in view.segments(name, True):
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            if term.pattern.search(seg, timeout=remaining) is not None:
+                return True
+        except TimeoutError:
+            if term.text not in rule._timed_out:
+                rule._timed_out.add(term.text)
+                log.warning(
+                    "rule.regex_timeout",
+                    rule=rule.name,
+                    term=term.text,
+                    field=name,
+                    timeout=REGEX_TIMEOUT,
+                )
+            return None
+    return False
+
+
+class _Ctx:
+    """One rule against one entry: remembers each term's result so none runs twice."""
+
+    __slots__ = ("_text", "memo", "rule", "view")
+
+    def __init__(self, rule: CompiledRule, view: _EntryText) -> None:
+        self.rule = rule
+        self.view = view
+        self.memo: dict[int, bool] = {}
+        self._text: str | None = None
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.view.joined(self.rule.fields, self.rule.case_sensitive)
+        return self._text
+
+    def hit(self, term: _Term) -> bool:
+        key = id(term)
+        found = self.memo.get(key)
+        if found is None:
+            if term.is_regex:
+                found = any(
+                    _regex_in_field(self.rule, term, self.view, f) for f in self.rule.fields
+                )
+            else:
+                found = term.pattern.search(self.text()) is not None
+            self.memo[key] = found
+        return found
+
+    def any_hit(self, group: _Group) -> bool:
+        if group.combined is not None and group.combined.search(self.text()) is not None:
+            return True
+        return any(self.hit(t) for t in group.regexes)
+
+    def hits(self, group: _Group) -> list[_Term]:
+        """Every term of ``group`` that hits, in config order."""
+        candidates: set[int] = set()
+        if group.combined is not None:
+            text = self.text()
+            # Every place some plain term hits starts a match here (overlapped
+            # finds them all); only terms whose key is there can hit.
+            for start in {m.start() for m in group.combined.finditer(text, overlapped=True)}:
+                for length, table in group.index.items():
+                    for t in table.get(text[start : start + length], ()):
+                        candidates.add(id(t))
+        return [t for t in group.terms if (t.is_regex or id(t) in candidates) and self.hit(t)]
+
+
+def _matched_terms(rule: CompiledRule, view: _EntryText) -> tuple[str, ...] | None:
+    """The terms that hit (any, then all, config order) when ``rule`` matches, else None."""
+    ctx = _Ctx(rule, view)
+    if rule.any.terms and not ctx.any_hit(rule.any):
+        return None
+    if not all(ctx.hit(t) for t in rule.all.terms):
+        return None
+    if rule.not_.terms and ctx.any_hit(rule.not_):
+        return None
+    terms: list[str] = []
+    for t in [*ctx.hits(rule.any), *rule.all.terms]:
+        if t.text not in terms:
+            terms.append(t.text)
+    return tuple(terms)
+
+
+def evaluate(
+    rules: Sequence[CompiledRule], entry: EntrySnapshot
+) -> tuple[bool, tuple[RuleMatch, ...]]:
+    """Whether a feed with these rules alerts on ``entry``, and every rule that matched.
+
+    No rules at all means every entry alerts (with no rule listed).
+    """
+    if not rules:
+        return True, ()
+    view = _EntryText(entry)
+    matches = []
+    for rule in rules:
+        terms = _matched_terms(rule, view)
+        if terms is not None:
+            matches.append(RuleMatch(rule.name, terms))
+    return bool(matches), tuple(matches)
+
+
+# --------------------------------------------------------------------------
+# explain
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TermExplanation:
+    term: str  # as written in the config
+    group: TermGroup
+    fields: tuple[str, ...]  # the fields it hit, in the rule's field order; () = missed
+    timed_out: bool = False  # a regex that ran out of time somewhere (counted as a miss there)
+
+    @property
+    def hit(self) -> bool:
+        return bool(self.fields)
+
+    @property
+    def field(self) -> str | None:
+        return self.fields[0] if self.fields else None
+
+
+@dataclass(frozen=True)
+class RuleExplanation:
+    rule: str
+    matched: bool
+    fields: tuple[str, ...]  # the fields the rule looks at
+    terms: tuple[TermExplanation, ...]  # any, then all, then not; config order
+    reason: str  # one sentence: why it matched or not
+
+
+def _explain_term(
+    rule: CompiledRule, term: _Term, group: TermGroup, view: _EntryText
+) -> TermExplanation:
+    hit_fields = []
+    timed_out = False
+    for name in rule.fields:
+        if term.is_regex:
+            found = _regex_in_field(rule, term, view, name)
+            timed_out |= found is None
+        else:
+            found = term.pattern.search(view.field(name, rule.case_sensitive)) is not None
+        if found:
+            hit_fields.append(name)
+    return TermExplanation(term.text, group, tuple(hit_fields), timed_out)
+
+
+def explain(rule: CompiledRule, entry: EntrySnapshot) -> RuleExplanation:
+    """Every term of ``rule`` against ``entry``: hit or missed, and where (``feedwatch explain``)."""
+    view = _EntryText(entry)
+    any_ = [_explain_term(rule, t, "any", view) for t in rule.any.terms]
+    all_ = [_explain_term(rule, t, "all", view) for t in rule.all.terms]
+    not_ = [_explain_term(rule, t, "not", view) for t in rule.not_.terms]
+
+    def where(t: TermExplanation) -> str:
+        return f"{t.term!r} ({', '.join(t.fields)})"
+
+    any_hits = [t for t in any_ if t.hit]
+    all_misses = [t for t in all_ if not t.hit]
+    not_hits = [t for t in not_ if t.hit]
+    matched = False
+    if any_ and not any_hits:
+        reason = "no 'any' term hit"
+    elif all_misses:
+        reason = "'all' term " + ", ".join(repr(t.term) for t in all_misses) + " did not hit"
+    elif not_hits:
+        reason = "'not' term " + ", ".join(where(t) for t in not_hits) + " hit"
+    else:
+        matched = True
+        hits = [*any_hits, *all_]
+        reason = "matched: " + ", ".join(where(t) for t in hits) if hits else "matched"
+    return RuleExplanation(rule.name, matched, rule.fields, (*any_, *all_, *not_), reason)

@@ -1,0 +1,633 @@
+"""Keyword rule matching (SPEC section 3, "Matching")."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from feedwatch.match import (
+    RuleExplanation,
+    compile_rule,
+    compile_rules,
+    evaluate,
+    explain,
+    normalize_text,
+    validate_term,
+)
+from feedwatch.model import EntrySnapshot, Rule, RuleMatch
+
+
+def entry(
+    title: str = "",
+    summary: str = "",
+    content: str = "",
+    tags: tuple[str, ...] = (),
+    author: str | None = None,
+    link: str | None = None,
+) -> EntrySnapshot:
+    return EntrySnapshot(
+        entry_id="id",
+        title=title,
+        summary=summary,
+        content=content,
+        tags=tags,
+        author=author,
+        link=link,
+    )
+
+
+def hits(term: str, text: str, *, case_sensitive: bool = False, field: str = "title") -> bool:
+    """Whether a one-term rule matches an entry holding ``text`` in ``field``."""
+    rule = compile_rule(Rule("r", any=(term,), case_sensitive=case_sensitive))
+    kwargs = {field: (text,) if field == "tags" else text}
+    alerts, _ = evaluate([rule], entry(**kwargs))  # type: ignore[arg-type]
+    return alerts
+
+
+# --------------------------------------------------------------------------
+# The SPEC's examples
+# --------------------------------------------------------------------------
+
+
+SPEC_RULE = Rule(
+    "missiles",
+    any=("hypersonic", "ballistic missile", "oreshnik*", r"/\bICBMs?\b/"),
+    not_=("video game",),
+)
+
+
+@pytest.mark.parametrize(
+    ("title", "terms"),
+    [
+        ("Russia tests a hypersonic glider", ("hypersonic",)),
+        ("A ballistic   missile over the sea", ("ballistic missile",)),
+        ("A ballistic\nmissile", ("ballistic missile",)),
+        ("Oreshnik launched", ("oreshnik*",)),
+        ("Two Oreshniks deployed", ("oreshnik*",)),
+        ("New ICBM tested", (r"/\bICBMs?\b/",)),
+        ("icbms counted", (r"/\bICBMs?\b/",)),
+        ("Hypersonic ballistic missile, an ICBM", SPEC_RULE.any[:2] + SPEC_RULE.any[3:]),
+    ],
+)
+def test_spec_rule_hits(title: str, terms: tuple[str, ...]) -> None:
+    assert evaluate(compile_rules([SPEC_RULE]), entry(title=title)) == (
+        True,
+        (RuleMatch("missiles", terms),),
+    )
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "A hypersonic race in a video game",
+        "Nothing to see",
+        "ballistic missiles",  # a phrase without '*' needs its end boundary
+        "ICBMx",
+        "ballistic-missile",  # a space matches white space, not punctuation
+    ],
+)
+def test_spec_rule_misses(title: str) -> None:
+    assert evaluate(compile_rules([SPEC_RULE]), entry(title=title)) == (False, ())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("NATO's summit", True),
+        ("NATO’s summit", True),
+        ("the NATO-Ukraine council", True),
+        ("(NATO)", True),
+        ("NATO", True),
+        ("nato", True),
+        ("a donation drive", False),
+        ("NATOs", False),
+        ("NATO_x", False),
+        ("ANATO", False),
+    ],
+)
+def test_word_boundaries(text: str, expected: bool) -> None:
+    assert hits("NATO", text) is expected
+
+
+def test_phrase_matches_any_run_of_white_space() -> None:
+    for text in (
+        "ballistic missile",
+        "ballistic \t missile",
+        "ballistic\n\nmissile",
+        "ballistic\u00a0missile",
+    ):
+        assert hits("ballistic missile", text), text
+    assert hits("ballistic  missile", "ballistic missile")  # spaces in the term fold too
+    assert not hits("ballistic missile", "ballisticmissile")
+
+
+@pytest.mark.parametrize(
+    ("term", "text", "expected"),
+    [
+        ("missile*", "missile", True),
+        ("missile*", "missiles", True),
+        ("missile*", "Missile-defence", True),
+        ("missile*", "antimissile", False),
+        ("missile*", "antimissiles", False),
+        ("ballistic missile*", "ballistic missiles", True),
+        ("ballistic missile*", "anti-ballistic missiles", True),
+        ("ballistic missile*", "antiballistic missiles", False),
+    ],
+)
+def test_prefix_terms(term: str, text: str, expected: bool) -> None:
+    assert hits(term, text) is expected
+
+
+@pytest.mark.parametrize(
+    ("term", "text", "expected"),
+    [
+        ("导弹", "俄罗斯发射导弹试验", True),  # Chinese: substring
+        ("ミサイル", "北朝鮮がミサイルを発射", True),  # Katakana in Japanese text
+        ("はっしゃ", "みさいるをはっしゃした", True),  # Hiragana
+        ("ขีปนาวุธ", "รัสเซียยิงขีปนาวุธวันนี้", True),  # Thai
+        ("NATO", "北约NATO峰会", True),  # a Latin term beside CJK text
+        ("导弹", "导航", False),
+        ("미사일", "북한미사일발사", False),  # Korean is written with spaces: word rules
+        ("미사일", "북한 미사일 발사", True),
+    ],
+)
+def test_spaceless_scripts_hit_as_substrings(term: str, text: str, expected: bool) -> None:
+    assert hits(term, text) is expected
+
+
+def test_accents_are_kept() -> None:
+    assert not hits("Dnipro", "Strikes on Dnipró")
+    assert not hits("Dnipró", "Strikes on Dnipro")
+    assert hits("Dnipró", "Strikes on DNIPRÓ")
+    # a decomposed accent in the text is the same letter after NFKC
+    assert hits("Dnipró", "Strikes on Dnipro\u0301")
+    assert not hits("Dnipro", "Strikes on Dnipro\u0301")
+
+
+def test_nfkc_and_case_folding() -> None:
+    assert hits("NATO", "ＮＡＴＯ summit")  # full-width letters
+    assert hits("ＮＡＴＯ", "NATO summit")  # and in the term
+    assert hits("finance", "ﬁnance ministers")  # ligature
+    assert hits("straße", "STRASSE closed")  # full case folding
+    assert hits("Σίσυφος", "ΣΊΣΥΦΟΣ")  # final sigma
+    assert hits("1", "step ① of 3")  # circled digit -> 1
+    assert normalize_text("ＮＡＴＯ ﬁ") == "nato fi"
+    assert normalize_text("ＮＡＴＯ ﬁ", case_sensitive=True) == "NATO fi"
+
+
+def test_case_sensitive() -> None:
+    assert hits("NATO", "NATO summit", case_sensitive=True)
+    assert not hits("NATO", "nato summit", case_sensitive=True)
+    assert hits("NATO", "ＮＡＴＯ summit", case_sensitive=True)  # NFKC still applies
+    assert hits("/NAT[O]/", "NATO", case_sensitive=True)
+    assert not hits("/NAT[O]/", "nato", case_sensitive=True)
+    assert hits("/NAT[O]/", "nato")
+
+
+@pytest.mark.parametrize(
+    ("term", "text", "expected"),
+    [
+        ("C++", "Written in C++.", True),
+        ("C++", "C++11 arrives", True),  # no boundary needed after '+'
+        ("C++", "ObjC++ too", False),  # but one before 'C'
+        ("U.S.", "the U.S. said", True),
+        ("U.S.", "U.S.-made", True),
+        ("U.S.", "SU.S.", False),
+        ("#tag", "see #tag now", True),
+        ("#tag", "see x#tag", True),
+        ("#tag", "see #tags", False),
+        ("AT&T", "AT&T's network", True),
+        ("-", "a-b", True),
+    ],
+)
+def test_terms_with_punctuation(term: str, text: str, expected: bool) -> None:
+    assert hits(term, text) is expected
+
+
+def test_regex_terms() -> None:
+    assert hits(r"/\bICBMs?\b/", "three icbms")
+    assert hits(r"/(\d+)\s*km/", "range 500 km")
+    assert not hits(r"/(\d+)\s*km/", "range five km")
+    assert hits("/nato.summit/", "ＮＡＴＯ summit")  # regexes see NFKC text
+    assert hits("/^breaking/", "Breaking: news")
+    assert hits("/STRASSE/", "Straße")  # full case folding
+    assert hits(r"/\p{Han}{2}/", "俄罗斯")
+
+
+# --------------------------------------------------------------------------
+# any / all / not, fields, results
+# --------------------------------------------------------------------------
+
+
+def test_no_rules_alerts_on_everything() -> None:
+    assert evaluate((), entry(title="anything")) == (True, ())
+    assert evaluate((), entry()) == (True, ())
+
+
+def test_any_all_not_combinations() -> None:
+    rule = compile_rule(Rule("r", any=("a1", "a2"), all=("b1", "b2"), not_=("n1", "n2")))
+
+    def run(text: str) -> tuple[bool, tuple[RuleMatch, ...]]:
+        return evaluate([rule], entry(title=text))
+
+    assert run("a2 b1 b2") == (True, (RuleMatch("r", ("a2", "b1", "b2")),))
+    assert run("b2 b1 a2 a1") == (True, (RuleMatch("r", ("a1", "a2", "b1", "b2")),))
+    assert run("a1 b1") == (False, ())  # an 'all' term missing
+    assert run("b1 b2") == (False, ())  # no 'any' term
+    assert run("a1 b1 b2 n2") == (False, ())  # a 'not' term
+
+    only_all = compile_rule(Rule("all", all=("x", "y")))
+    assert evaluate([only_all], entry(title="y and x")) == (True, (RuleMatch("all", ("x", "y")),))
+    assert evaluate([only_all], entry(title="x only"))[0] is False
+
+    only_not = compile_rule(Rule("not", not_=("sport",)))
+    assert evaluate([only_not], entry(title="politics")) == (True, (RuleMatch("not", ()),))
+    assert evaluate([only_not], entry(title="sport"))[0] is False
+
+
+def test_terms_reported_once_as_written_in_config_order() -> None:
+    rule = compile_rule(
+        Rule("r", any=("Missile*", "NATO", "/ukr\\w+/", "NATO"), all=("NATO", "kyiv"))
+    )
+    ok, matches = evaluate([rule], entry(title="kyiv: NATO, Ukraine, missiles"))
+    assert ok
+    assert matches == (RuleMatch("r", ("Missile*", "NATO", "/ukr\\w+/", "kyiv")),)
+
+
+def test_overlapping_terms_all_reported() -> None:
+    rule = compile_rule(Rule("r", any=("ballistic missile", "missile", "missile*", "ballistic")))
+    _, matches = evaluate([rule], entry(title="a ballistic missile"))
+    assert matches == (RuleMatch("r", ("ballistic missile", "missile", "missile*", "ballistic")),)
+
+
+def test_every_matching_rule_reported_in_order() -> None:
+    rules = compile_rules(
+        [
+            Rule("first", any=("alpha",)),
+            Rule("second", any=("beta",)),
+            Rule("third", any=("alpha",), not_=("beta",)),
+            Rule("keywords", any=("gamma", "beta")),
+        ]
+    )
+    assert evaluate(rules, entry(title="beta alpha")) == (
+        True,
+        (
+            RuleMatch("first", ("alpha",)),
+            RuleMatch("second", ("beta",)),
+            RuleMatch("keywords", ("beta",)),
+        ),
+    )
+    assert evaluate(rules, entry(title="delta")) == (False, ())
+
+
+def test_fields_selection() -> None:
+    e = entry(
+        title="t-word",
+        summary="s-word",
+        content="c-word",
+        tags=("g-word",),
+        author="Jane Author",
+        link="https://example.org/path/l-word",
+    )
+    default = compile_rule(
+        Rule("d", any=("t-word", "s-word", "c-word", "g-word", "Author", "l-word"))
+    )
+    assert evaluate([default], e)[1] == (RuleMatch("d", ("t-word", "s-word", "c-word", "g-word")),)
+    for name, term in [
+        ("title", "t-word"),
+        ("summary", "s-word"),
+        ("content", "c-word"),
+        ("tags", "g-word"),
+        ("author", "Author"),
+        ("link", "l-word"),
+    ]:
+        every = ("t-word", "s-word", "c-word", "g-word", "Author", "l-word")
+        rule = compile_rule(Rule(name, any=every, fields=(name,)))
+        assert evaluate([rule], e)[1] == (RuleMatch(name, (term,)),), name
+    host = compile_rule(Rule("h", any=("example.org",), fields=("link",)))
+    assert evaluate([host], e)[0]
+    # a 'not' term outside the rule's fields does not block it
+    rule = compile_rule(Rule("r", any=("t-word",), not_=("Author",)))
+    assert evaluate([rule], e)[0]
+
+
+def test_no_term_spans_two_fields_or_two_tags() -> None:
+    rule = compile_rule(Rule("r", any=("ballistic missile",)))
+    assert not evaluate([rule], entry(title="ballistic", summary="missile"))[0]
+    assert not evaluate([rule], entry(tags=("ballistic", "missile")))[0]
+    assert evaluate([rule], entry(tags=("defence", "ballistic missile")))[0]
+    regex_rule = compile_rule(Rule("r", any=("/ballistic.missile/",)))
+    assert not evaluate([regex_rule], entry(title="ballistic", summary="missile"))[0]
+    assert not evaluate([regex_rule], entry(tags=("ballistic", "missile")))[0]
+    assert evaluate([regex_rule], entry(tags=("ballistic missile",)))[0]
+    # each tag is a segment with its own boundaries
+    assert hits("missile", "missile", field="tags")
+    assert not evaluate([compile_rule(Rule("r", any=("missile",)))], entry(tags=("mis", "sile")))[0]
+    assert evaluate([compile_rule(Rule("r", any=("sile",)))], entry(tags=("mis", "sile")))[0]
+
+
+def test_empty_and_missing_fields() -> None:
+    rule = compile_rule(Rule("r", any=("x",), fields=("author", "link")))
+    assert evaluate([rule], entry(title="x")) == (False, ())
+    only_not = compile_rule(Rule("r", not_=("x",), fields=("author",)))
+    assert evaluate([only_not], entry()) == (True, (RuleMatch("r", ()),))
+
+
+def test_many_entries_and_rules() -> None:
+    """A poll-sized batch: correct results for thousands of entries (no timing asserted)."""
+    rules = compile_rules(
+        [
+            Rule("war", any=tuple(f"word{i}" for i in range(200)) + ("missile*",)),
+            Rule("rx", any=(r"/\bicbm\d+\b/",), not_=("test",)),
+            Rule("none", any=("zzz",)),
+        ]
+    )
+    entries = [
+        entry(
+            title=f"Entry {i} about word{i % 400}",
+            summary="icbm7 launch" if i % 10 == 0 else "quiet",
+            content="long text " * 50,
+            tags=("news", "world"),
+        )
+        for i in range(3000)
+    ]
+    results = [evaluate(rules, e) for e in entries]
+    war = sum(1 for _, ms in results if any(m.rule == "war" for m in ms))
+    rx = sum(1 for _, ms in results if any(m.rule == "rx" for m in ms))
+    assert war == sum(1 for i in range(3000) if i % 400 < 200)
+    assert rx == 300
+    assert not any(m.rule == "none" for _, ms in results for m in ms)
+
+
+# --------------------------------------------------------------------------
+# Regex timeouts
+# --------------------------------------------------------------------------
+
+# Exponential in the `regex` package and not refused by validate_term's
+# deliberately conservative check: the run-time bound must catch it.
+CATASTROPHIC = "/(a|aa)+$/"
+
+
+@pytest.mark.timeout(10)
+def test_catastrophic_regex_times_out_as_a_miss_and_logs_once() -> None:
+    validate_term(CATASTROPHIC)
+    long = "a" * 5000 + "!"
+    rule = compile_rule(Rule("slow", any=(CATASTROPHIC, "needle")))
+    e = entry(title=long, summary=long, content=long, tags=(long,) * 20)
+    with capture_logs() as logs:
+        assert evaluate([rule], e) == (False, ())
+        assert evaluate([rule], entry(title=long + " needle")) == (
+            True,
+            (RuleMatch("slow", ("needle",)),),
+        )
+        why = explain(rule, e)
+    timeouts = [x for x in logs if x["event"] == "rule.regex_timeout"]
+    assert len(timeouts) == 1
+    assert timeouts[0]["rule"] == "slow"
+    assert timeouts[0]["term"] == CATASTROPHIC
+    assert timeouts[0]["log_level"] == "warning"
+    assert why.terms[0].timed_out and not why.terms[0].hit
+    assert not why.matched
+
+
+@pytest.mark.timeout(10)
+def test_timed_out_not_term_counts_as_a_miss() -> None:
+    rule = compile_rule(Rule("r", any=("news",), not_=(CATASTROPHIC,)))
+    with capture_logs():
+        assert evaluate([rule], entry(title="news", content="a" * 5000 + "!"))[0]
+
+
+# --------------------------------------------------------------------------
+# validate_term / compile_rule errors
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("term", "message"),
+    [
+        ("", "empty term"),
+        ("   ", "empty term"),
+        ("*", "needs text before"),
+        ("mis*sile", "only allowed at the end"),
+        ("*missile", "only allowed at the end"),
+        ("missile**", "only allowed at the end"),
+        ("missile *", "must follow a character"),
+        ("bad\x07term", "control character"),
+        ("//", "empty regular expression"),
+        ("/(unclosed/", "missing )"),
+        ("/[a-/", "invalid regular expression"),
+        ("/a{2,1}/", "invalid regular expression"),
+        ("/(a+)+/", "exponential"),
+        ("/(.*)*/", "exponential"),
+        ("/(a|a)*/", "exponential"),
+        ("/(?:x|y|x)+$/", "exponential"),
+        (r"/(\w+\s?)*$/", "exponential"),
+        ("/(?:(a*)b)+/", "exponential"),
+        ("/(a{1,}){2,}/", "exponential"),
+    ],
+)
+def test_validate_term_errors(term: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        validate_term(term)
+    if term.strip():
+        assert repr(term) in str(info.value)  # says which term
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        "NATO",
+        "missile*",
+        "ballistic missile",
+        "C++",
+        "U.S.",
+        "#tag",
+        "/",
+        r"/\bICBMs?\b/",
+        "/(foo|bar)+/",
+        r"/(\d+)\s*km/",
+        r"/(?:\s\w)+/",
+        r"/\p{Han}+/",
+        "/[(]+x/",
+        "/(a++)+/",  # possessive: no backtracking
+        "/(?>a+)+/",  # atomic
+        "/(?i:nato)+/",
+        "/(?P<n>a|b)*/",
+        "/a{3}(b|c)+/",
+        r"/\(a+\)+/",  # escaped parentheses are not groups
+    ],
+)
+def test_validate_term_accepts_ordinary_terms(term: str) -> None:
+    validate_term(term)
+    validate_term(term, case_sensitive=True)
+
+
+def test_compile_rule_names_rule_group_and_term() -> None:
+    with pytest.raises(ValueError, match=r"rule 'bad', not: term 'x\*y'"):
+        compile_rule(Rule("bad", any=("ok",), not_=("x*y",)))
+    with pytest.raises(ValueError, match=r"rule 'bad': unknown field 'body'"):
+        compile_rule(Rule("bad", any=("ok",), fields=("title", "body")))
+
+
+# --------------------------------------------------------------------------
+# explain
+# --------------------------------------------------------------------------
+
+
+def test_explain_reports_each_term_and_field() -> None:
+    rule = compile_rule(
+        Rule("r", any=("NATO", "missile*", "/icbm/"), all=("kyiv",), not_=("sport",))
+    )
+    why = explain(rule, entry(title="NATO in Kyiv", summary="missiles and NATO", tags=("sport",)))
+    assert isinstance(why, RuleExplanation)
+    assert why.rule == "r"
+    assert not why.matched
+    assert why.fields == ("title", "summary", "content", "tags")
+    got = {(t.group, t.term): t.fields for t in why.terms}
+    assert got == {
+        ("any", "NATO"): ("title", "summary"),
+        ("any", "missile*"): ("summary",),
+        ("any", "/icbm/"): (),
+        ("all", "kyiv"): ("title",),
+        ("not", "sport"): ("tags",),
+    }
+    assert [t.term for t in why.terms] == ["NATO", "missile*", "/icbm/", "kyiv", "sport"]
+    assert why.terms[0].field == "title" and why.terms[2].field is None
+    assert "'not' term 'sport' (tags) hit" == why.reason
+
+    assert explain(rule, entry(title="nothing")).reason == "no 'any' term hit"
+    assert explain(rule, entry(title="NATO")).reason == "'all' term 'kyiv' did not hit"
+    ok = explain(rule, entry(title="NATO", content="Kyiv"))
+    assert ok.matched and ok.reason == "matched: 'NATO' (title), 'kyiv' (content)"
+
+
+# --------------------------------------------------------------------------
+# Properties
+# --------------------------------------------------------------------------
+
+LETTERS = st.characters(categories=("Lu", "Ll", "Lo", "Nd"))
+PUNCT = "+.#&'-"
+SEPARATORS = st.sampled_from([" ", ".", ",", ";", "!", "?", "(", ")", "\n", '"', " - ", "/", "\t"])
+WORD = st.text(LETTERS, min_size=1, max_size=8)
+TERM_WORD = st.builds(
+    lambda head, tail: head + tail, WORD, st.text(st.sampled_from(PUNCT), max_size=2)
+)
+TERM = st.builds(
+    lambda words, star: " ".join(words) + star,
+    st.lists(TERM_WORD, min_size=1, max_size=3),
+    st.sampled_from(["", "", "*"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    term=TERM,
+    before=st.text(max_size=20),
+    after=st.text(max_size=20),
+    sep1=SEPARATORS,
+    sep2=SEPARATORS,
+    case_sensitive=st.booleans(),
+    field=st.sampled_from(["title", "summary", "content", "tags"]),
+)
+def test_property_term_hits_text_that_contains_it(
+    term: str, before: str, after: str, sep1: str, sep2: str, case_sensitive: bool, field: str
+) -> None:
+    text = before + sep1 + term.rstrip("*") + sep2 + after
+    assert hits(term, text, case_sensitive=case_sensitive, field=field)
+    assert hits(term, term.rstrip("*"), case_sensitive=case_sensitive, field=field)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), case_sensitive=st.booleans())
+def test_property_term_never_hits_text_lacking_its_letters(
+    data: st.DataObject, case_sensitive: bool
+) -> None:
+    letters = data.draw(st.sets(st.sampled_from(string.ascii_lowercase), min_size=1, max_size=10))
+    alphabet = sorted(letters) + [c.upper() for c in letters]
+    term = data.draw(
+        st.builds(
+            lambda words, star: " ".join(words) + star,
+            st.lists(
+                st.text(st.sampled_from(alphabet), min_size=1, max_size=6), min_size=1, max_size=3
+            ),
+            st.sampled_from(["", "*"]),
+        )
+    )
+    others = [c for c in string.ascii_letters if c.lower() not in letters]
+    text = data.draw(st.text(st.sampled_from(others + list(" .,-'\n0123456789")), max_size=60))
+    assert not hits(term, text, case_sensitive=case_sensitive)
+    assert not hits(term, text, case_sensitive=case_sensitive, field="tags")
+
+
+VOCAB = [
+    "nato",
+    "NATO's",
+    "missile",
+    "missile*",
+    "missiles",
+    "ballistic",
+    "ballistic missile",
+    "kyiv",
+    "oreshnik*",
+    "/dro\\w+/",
+    "C++",
+    "C",
+]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    any_terms=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=5, unique=True),
+    all_terms=st.lists(st.sampled_from(VOCAB), max_size=2, unique=True),
+    not_terms=st.lists(st.sampled_from(VOCAB), max_size=2, unique=True),
+    words=st.lists(
+        st.sampled_from(
+            [
+                "NATO",
+                "NATO's",
+                "missiles",
+                "missile",
+                "Kyiv",
+                "drones",
+                "ballistic",
+                "Oreshnik",
+                "C++",
+                "C",
+            ]
+        ),
+        max_size=8,
+    ),
+    perm=st.randoms(use_true_random=False),
+)
+def test_property_any_order_only_changes_report_order(
+    any_terms: list[str], all_terms: list[str], not_terms: list[str], words: list[str], perm
+) -> None:
+    shuffled = list(any_terms)
+    perm.shuffle(shuffled)
+    e = entry(title=" ".join(words))
+    rule_a = compile_rule(
+        Rule("r", any=tuple(any_terms), all=tuple(all_terms), not_=tuple(not_terms))
+    )
+    rule_b = compile_rule(
+        Rule("r", any=tuple(shuffled), all=tuple(all_terms), not_=tuple(not_terms))
+    )
+    ok_a, ms_a = evaluate([rule_a], e)
+    ok_b, ms_b = evaluate([rule_b], e)
+    assert ok_a == ok_b
+    assert len(ms_a) == len(ms_b)
+    if ms_a:
+        terms_a, terms_b = ms_a[0].terms, ms_b[0].terms
+        assert set(terms_a) == set(terms_b)
+        # reported in config order: any terms first, then all
+        order = [*any_terms, *(t for t in all_terms if t not in any_terms)]
+        assert list(terms_a) == [t for t in order if t in terms_a]
+    # explain agrees with evaluate
+    why = explain(rule_a, e)
+    assert why.matched == ok_a
+    if ok_a:
+        hit = [t.term for t in why.terms if t.group != "not" and t.hit]
+        assert set(hit) == set(ms_a[0].terms)
