@@ -1,0 +1,686 @@
+"""Fetching feeds over HTTP: one GET, made polite and safe, turned into a value.
+
+``Fetcher.fetch`` never raises for anything the network or the server does; it
+returns one of ``Fetched``, ``NotModified`` or ``FetchFailed`` (feedwatch.model), so
+the poller cannot confuse "nothing changed" with "could not tell". What it guards:
+
+- politeness: conditional GET, ``concurrency`` requests in flight at most, and
+  ``per_host`` against one host name;
+- time: ``timeout`` bounds the whole request, body included, so a server trickling
+  bytes cannot hold a poll open (waiting for a free slot does not count);
+- memory: the body is streamed and counted, raw and after gzip/deflate, so a huge
+  body or a decompression bomb is an error at about ``max_body`` bytes, not an OOM;
+- redirects: followed by hand (at most ``max_redirects``, loops detected); a hop
+  from a public address to a private one is refused unless ``allow_private``;
+- secrets: reasons and logs never hold URL user-info or header values.
+
+``Fetched.url``, ``redirects`` and ``permanent_redirect`` are real URLs the caller
+may fetch again, so they keep any user-info the feed's URL had; show them through
+``redact_url``. ``FetchFailed.url`` is already redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import math
+import socket
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from types import TracebackType
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import structlog
+
+from feedwatch import DEFAULT_USER_AGENT
+from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
+
+log = structlog.get_logger("feedwatch.fetch")
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+PERMANENT_REDIRECT_STATUSES = frozenset({301, 308})
+MAX_RETRY_AFTER = 24 * 3600.0
+ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/rdf+xml, application/feed+json, "
+    "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
+)
+ACCEPT_ENCODING = "gzip, deflate"
+_KiB = 1024
+_MiB = 1024 * 1024
+
+
+class _Fail(Exception):
+    """Internal: one hop failed for a reason a person understands."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass
+class _Hop:
+    status: int
+    headers: dict[str, str]
+    body: bytes | None  # read for 2xx only
+    peer: str | None  # the address actually connected to, when the transport says
+
+
+class Fetcher:
+    """Fetches feeds with one shared HTTP/1.1 client; see the module docstring.
+
+    Use as ``async with Fetcher() as f: outcome = await f.fetch(req)``. An injected
+    ``client`` is used as is (and not closed); it must not follow redirects itself.
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = 16,
+        per_host: int = 2,
+        client: httpx.AsyncClient | None = None,
+        max_redirects: int = 5,
+    ) -> None:
+        if concurrency < 1 or per_host < 1 or max_redirects < 0:
+            raise ValueError("concurrency and per_host must be >= 1, max_redirects >= 0")
+        self.concurrency = concurrency
+        self.per_host = per_host
+        self.max_redirects = max_redirects
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(
+            http1=True,
+            http2=False,
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=concurrency,
+                max_keepalive_connections=concurrency,
+                keepalive_expiry=60.0,
+            ),
+            timeout=httpx.Timeout(30.0),
+            verify=_default_ssl_context(),
+        )
+        self._global = asyncio.Semaphore(concurrency)
+        # host name -> (its semaphore, how many fetches hold or wait for it)
+        self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+    # ------------------------------------------------------------------
+
+    async def fetch(self, req: FetchRequest) -> FetchOutcome:
+        """GET ``req.url`` once (following redirects); never raises for network or server trouble."""
+        try:
+            outcome = await self._fetch(req)
+        except Exception as exc:  # a case not foreseen must still not stop the daemon
+            log.error("fetch.unexpected", url=redact_url(req.url), error=type(exc).__name__)
+            outcome = FetchFailed(
+                reason=f"unexpected error ({type(exc).__name__})", url=redact_url(req.url)
+            )
+        if isinstance(outcome, FetchFailed):
+            outcome = FetchFailed(
+                reason=_scrub(outcome.reason, req),
+                status=outcome.status,
+                url=outcome.url,
+                retry_after=outcome.retry_after,
+                gone=outcome.gone,
+                permanent_redirect=outcome.permanent_redirect,
+                elapsed=outcome.elapsed,
+            )
+            log.debug(
+                "fetch.failed",
+                url=redact_url(req.url),
+                reason=outcome.reason,
+                status=outcome.status,
+                elapsed=round(outcome.elapsed, 3),
+            )
+        else:
+            log.debug(
+                "fetch.done",
+                url=redact_url(req.url),
+                status=outcome.status,
+                elapsed=round(outcome.elapsed, 3),
+            )
+        return outcome
+
+    async def _fetch(self, req: FetchRequest) -> FetchOutcome:
+        loop = asyncio.get_running_loop()
+        try:
+            first = httpx.URL(req.url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            return FetchFailed(reason="invalid URL", url=redact_url(req.url))
+        if first.scheme not in ("http", "https"):
+            return FetchFailed(
+                reason=f"unsupported URL scheme {first.scheme!r} (only http and https)",
+                url=redact_url(req.url),
+            )
+        if not first.host:
+            return FetchFailed(reason="invalid URL (no host)", url=redact_url(req.url))
+
+        current, current_str = first, req.url
+        visited = {str(first.copy_with(fragment=None))}
+        redirects: list[str] = []
+        permanent: str | None = None
+        permanent_run = True
+        started: float | None = None
+        deadline = 0.0
+        timeout_reason = f"timed out after {req.timeout:g}s"
+
+        def failed(
+            reason: str,
+            status: int | None = None,
+            *,
+            retry_after: float | None = None,
+            gone: bool = False,
+        ) -> FetchFailed:
+            return FetchFailed(
+                reason=reason,
+                status=status,
+                url=redact_url(current_str),
+                retry_after=retry_after,
+                gone=gone,
+                permanent_redirect=permanent,
+                elapsed=loop.time() - started if started is not None else 0.0,
+            )
+
+        while True:
+            trusted = _same_site(first, current)
+            headers = _request_headers(req, trusted)
+            async with self._slot(current.host):
+                if started is None:
+                    started = loop.time()
+                    deadline = started + req.timeout
+                remaining = deadline - loop.time()
+                try:
+                    if remaining <= 0:
+                        raise asyncio.TimeoutError
+                    hop = await asyncio.wait_for(
+                        self._request(current, headers, req, timeout_reason), remaining
+                    )
+                except asyncio.TimeoutError:
+                    return failed(timeout_reason)
+                except _Fail as f:
+                    return failed(f.reason, f.status)
+            status = hop.status
+
+            if status in REDIRECT_STATUSES:
+                location = hop.headers.get("location", "").strip()
+                if not location:
+                    return failed(f"HTTP {status} {_phrase(status)} without a Location", status)
+                try:
+                    target = current.join(location).copy_with(fragment=None)
+                except (httpx.InvalidURL, TypeError, ValueError):
+                    return failed("redirect to an invalid URL", status)
+                if target.scheme not in ("http", "https") or not target.host:
+                    return failed(f"redirect to an unsupported URL ({target.scheme}:)", status)
+                if not target.userinfo and first.userinfo and _same_site(first, target):
+                    # http -> https on the same host keeps the feed's basic auth
+                    target = target.copy_with(userinfo=first.userinfo)
+                if str(target) in visited:
+                    return failed("redirect loop", status)
+                if len(redirects) >= self.max_redirects:
+                    return failed(f"too many redirects (more than {self.max_redirects})", status)
+                if not req.allow_private:
+                    remaining = deadline - loop.time()
+                    try:
+                        refused = await asyncio.wait_for(
+                            _private_redirect(current, hop.peer, target), max(remaining, 0.001)
+                        )
+                    except asyncio.TimeoutError:
+                        return failed(timeout_reason)
+                    if refused:
+                        return failed(refused, status)
+                visited.add(str(target))
+                current, current_str = target, str(target)
+                redirects.append(current_str)
+                if permanent_run and status in PERMANENT_REDIRECT_STATUSES:
+                    permanent = current_str
+                else:
+                    permanent_run = False
+                continue
+
+            elapsed = loop.time() - started
+            if status == 304:
+                return NotModified(
+                    status=304,
+                    url=current_str,
+                    etag=hop.headers.get("etag") or req.etag,
+                    last_modified=hop.headers.get("last-modified") or req.last_modified,
+                    permanent_redirect=permanent,
+                    elapsed=elapsed,
+                )
+            if 200 <= status < 300:
+                if not hop.body:
+                    return failed("empty body", status)
+                return Fetched(
+                    status=status,
+                    url=current_str,
+                    body=hop.body,
+                    headers=hop.headers,
+                    etag=hop.headers.get("etag"),
+                    last_modified=hop.headers.get("last-modified"),
+                    permanent_redirect=permanent,
+                    redirects=tuple(redirects),
+                    elapsed=elapsed,
+                )
+            reason = f"HTTP {status} {_phrase(status)}".rstrip()
+            if status == 410:
+                return failed(reason, status, gone=True)
+            if status in (429, 503):
+                retry_after = parse_retry_after(
+                    hop.headers.get("retry-after"), datetime.now(timezone.utc)
+                )
+                if retry_after is not None:
+                    reason += f" (retry after {retry_after:g}s)"
+                return failed(reason, status, retry_after=retry_after)
+            return failed(reason, status)
+
+    async def _request(
+        self, url: httpx.URL, headers: httpx.Headers, req: FetchRequest, timeout_reason: str
+    ) -> _Hop:
+        """One GET; reads the body of a 2xx only. Raises _Fail."""
+        body_started = False
+        status: int | None = None
+        try:
+            async with self._client.stream(
+                "GET", url, headers=headers, timeout=req.timeout
+            ) as resp:
+                status = resp.status_code
+                resp_headers = {k.lower(): v for k, v in resp.headers.items()}
+                peer = _peer_address(resp)
+                if not 200 <= status < 300:
+                    return _Hop(status, resp_headers, None, peer)
+                length = resp_headers.get("content-length", "").strip()
+                if length.isascii() and length.isdigit() and int(length) > req.max_body:
+                    raise _Fail(
+                        f"body larger than the {_size(req.max_body)} max_body limit", status
+                    )
+                decoder = _Decoder.for_encoding(resp_headers.get("content-encoding", ""), status)
+                body_started = True
+                body = await _read_body(resp, req.max_body, decoder, status)
+                return _Hop(status, resp_headers, body, peer)
+        except httpx.TimeoutException:
+            raise _Fail(timeout_reason) from None
+        except httpx.TransportError as exc:
+            if body_started:
+                raise _Fail("connection closed mid-body", status) from None
+            raise _Fail(_transport_reason(exc, url.host)) from None
+        except httpx.InvalidURL:
+            raise _Fail("invalid URL") from None
+        except (httpx.LocalProtocolError, UnicodeEncodeError):
+            raise _Fail("invalid request (check the feed's headers)") from None
+
+    @asynccontextmanager
+    async def _slot(self, host: str) -> AsyncIterator[None]:
+        """Wait for a per-host slot, then a global one (so one busy host cannot hog the pool)."""
+        key = host.lower()
+        sem, users = self._hosts.get(key, (None, 0))
+        if sem is None:
+            sem = asyncio.Semaphore(self.per_host)
+        self._hosts[key] = (sem, users + 1)
+        try:
+            async with sem, self._global:
+                yield
+        finally:
+            sem, users = self._hosts[key]
+            if users <= 1:
+                del self._hosts[key]
+            else:
+                self._hosts[key] = (sem, users - 1)
+
+
+# ----------------------------------------------------------------------
+# Helpers (pure unless they say otherwise)
+# ----------------------------------------------------------------------
+
+
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: loading the CA bundle costs ~0.1 s a client."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = httpx.create_ssl_context()
+    return _ssl_context
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After value (delta seconds or an HTTP date), capped at 24 h.
+
+    None when absent or nonsense; a date in the past gives 0.
+    """
+    if value is None:
+        return None
+    v = value.strip()
+    if not v:
+        return None
+    if v.isascii() and v.isdigit():
+        return min(float(int(v)), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(v)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    seconds = math.ceil((when - now).total_seconds())
+    return min(float(max(seconds, 0)), MAX_RETRY_AFTER)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user-info shown as ``***`` (for logs, errors and ``status``)."""
+    scheme_sep = url.find("://")
+    if scheme_sep < 0:
+        return url
+    start = scheme_sep + 3
+    end = len(url)
+    for ch in "/?#":
+        i = url.find(ch, start)
+        if i >= 0:
+            end = min(end, i)
+    at = url.rfind("@", start, end)
+    if at < 0:
+        return url
+    return url[:start] + "***" + url[at:]
+
+
+def is_private_address(address: str) -> bool:
+    """True for private, loopback, link-local, multicast, reserved or unspecified addresses."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or not ip.is_global
+    )
+
+
+def _ip_literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]").split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
+async def _resolve(host: str, port: int | None) -> list[str]:
+    """Addresses for ``host`` (an IP literal needs no lookup). Raises OSError."""
+    literal = _ip_literal(host)
+    if literal is not None:
+        return [literal]
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def _private_redirect(source: httpx.URL, peer: str | None, target: httpx.URL) -> str | None:
+    """The refusal reason when a hop goes from a public address to a private one, else None."""
+    try:
+        target_addrs = await _resolve(target.host, target.port)
+    except OSError:
+        return f"DNS lookup failed for host {target.host}"
+    private = [a for a in target_addrs if is_private_address(a)]
+    if not private:
+        return None
+    if peer is not None:
+        source_private = is_private_address(peer)
+    else:
+        try:
+            source_private = any(is_private_address(a) for a in await _resolve(source.host, None))
+        except OSError:
+            source_private = False  # unknown: assume public, the safe side
+    if source_private:
+        return None
+    shown = private[0] if _ip_literal(target.host) else f"{target.host} = {private[0]}"
+    return (
+        f"redirect to a private address ({shown}) refused; set allow_private = true for this feed"
+    )
+
+
+def _peer_address(resp: httpx.Response) -> str | None:
+    stream = resp.extensions.get("network_stream")
+    if stream is None:
+        return None
+    try:
+        addr = stream.get_extra_info("server_addr")
+    except Exception:  # transports differ; the lookup fallback covers it
+        return None
+    if isinstance(addr, tuple) and addr:
+        return str(addr[0])
+    return None
+
+
+def _same_site(first: httpx.URL, url: httpx.URL) -> bool:
+    """Whether the feed's own headers and credentials may go to ``url`` (same host, no downgrade)."""
+    if url.host.lower() != first.host.lower():
+        return False
+    return not (first.scheme == "https" and url.scheme == "http")
+
+
+def _request_headers(req: FetchRequest, trusted: bool) -> httpx.Headers:
+    headers = httpx.Headers(
+        {
+            "User-Agent": req.user_agent or DEFAULT_USER_AGENT,
+            "Accept": ACCEPT,
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
+    )
+    if req.etag:
+        headers["If-None-Match"] = req.etag
+    if req.last_modified:
+        headers["If-Modified-Since"] = req.last_modified
+    if trusted:
+        for name, value in req.headers:
+            if name.lower() != "accept-encoding":  # we only decode gzip and deflate
+                headers[name] = value
+    return headers
+
+
+class _Decoder:
+    """Streaming gzip/deflate decoder that stops at ``limit`` decompressed bytes."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self._z: zlib._Decompress | None = None
+        self._pending = b""
+
+    @classmethod
+    def for_encoding(cls, header: str, status: int) -> _Decoder | None:
+        codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        if not codings:
+            return None
+        if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+            return cls(codings[0])
+        raise _Fail(f"unsupported Content-Encoding {header.strip()[:40]!r}", status)
+
+    def feed(self, data: bytes, out: bytearray, limit: int, status: int) -> None:
+        if self._z is None:
+            self._pending += data
+            if self.encoding == "deflate" and len(self._pending) < 2:
+                return
+            data, self._pending = self._pending, b""
+            self._z = zlib.decompressobj(self._wbits(data))
+        try:
+            while data and not self._z.eof:
+                out += self._z.decompress(data, limit - len(out) + 1)
+                if len(out) > limit:
+                    raise _Fail(
+                        f"decompressed body larger than the {_size(limit)} max_body limit", status
+                    )
+                data = self._z.unconsumed_tail
+        except zlib.error:
+            raise _Fail(
+                f"could not decompress the body ({self.encoding} data is corrupt)", status
+            ) from None
+
+    def finish(self, out: bytearray, limit: int, status: int) -> None:
+        if self._z is None:
+            if not self._pending:
+                return
+            self._z = zlib.decompressobj(self._wbits(self._pending))
+            data, self._pending = self._pending, b""
+            self.feed(data, out, limit, status)
+        try:
+            out += self._z.flush()
+        except zlib.error:
+            raise _Fail(
+                f"could not decompress the body ({self.encoding} data is corrupt)", status
+            ) from None
+        if len(out) > limit:
+            raise _Fail(f"decompressed body larger than the {_size(limit)} max_body limit", status)
+        if not self._z.eof:
+            raise _Fail(
+                f"could not decompress the body ({self.encoding} data is truncated)", status
+            )
+
+    def _wbits(self, head: bytes) -> int:
+        if self.encoding != "deflate":
+            return 16 + zlib.MAX_WBITS
+        # "deflate" is meant to be zlib-wrapped, but some servers send raw deflate.
+        if len(head) >= 2 and head[0] & 0x0F == 8 and ((head[0] << 8) | head[1]) % 31 == 0:
+            return zlib.MAX_WBITS
+        return -zlib.MAX_WBITS
+
+
+async def _read_body(
+    resp: httpx.Response, limit: int, decoder: _Decoder | None, status: int
+) -> bytes:
+    if resp.is_stream_consumed:
+        # Only a response built in memory (an injected MockTransport) arrives read,
+        # and already decoded by httpx: nothing left to stream or decompress.
+        if len(resp.content) > limit:
+            raise _Fail(f"body larger than the {_size(limit)} max_body limit", status)
+        return resp.content
+    raw = 0
+    out = bytearray()
+    async for chunk in resp.aiter_raw():
+        raw += len(chunk)
+        if raw > limit:
+            raise _Fail(f"body larger than the {_size(limit)} max_body limit", status)
+        if decoder is None:
+            out += chunk
+        else:
+            decoder.feed(chunk, out, limit, status)
+    if decoder is not None:
+        decoder.finish(out, limit, status)
+    return bytes(out)
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        for nxt in (e.__cause__, e.__context__):
+            if nxt is not None:
+                stack.append(nxt)
+        stack.extend(getattr(e, "exceptions", ()) or ())
+
+
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.EPIPE: "connection closed",
+}
+
+
+def _transport_reason(exc: httpx.TransportError, host: str) -> str:
+    """A short, secret-free sentence for a failure before the response headers arrived."""
+    chain = list(_exception_chain(exc))
+    for e in chain:
+        if isinstance(e, socket.gaierror):
+            return f"DNS lookup failed for host {host}"
+    for e in chain:
+        if isinstance(e, ssl.SSLError):
+            detail = getattr(e, "verify_message", None) or getattr(e, "reason", None) or "handshake"
+            return f"TLS error: {str(detail).replace('_', ' ').lower()}"
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[e.errno]
+    text = " ".join(str(e) for e in chain).lower()
+    if "refused" in text:
+        return "connection refused"
+    if isinstance(exc, httpx.ProxyError):
+        return "proxy error"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "unsupported URL scheme"
+    if isinstance(exc, httpx.ConnectError):
+        return "could not connect"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        if "without sending" in text or "disconnected" in text:
+            return "server closed the connection without a response"
+        return "invalid HTTP response"
+    return "connection error"
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _size(n: int) -> str:
+    if n >= _MiB and n % _MiB == 0:
+        return f"{n // _MiB} MiB"
+    if n >= _KiB and n % _KiB == 0:
+        return f"{n // _KiB} KiB"
+    return f"{n} bytes"
+
+
+def _scrub(text: str, req: FetchRequest) -> str:
+    """Belt and braces: no user-info or header value of the request survives in ``text``."""
+    secrets: list[str] = []
+    try:
+        parts = urlsplit(req.url)
+        for raw in (parts.password, parts.username):
+            if raw:
+                secrets += [raw, unquote(raw)]
+        netloc = parts.netloc
+        if "@" in netloc:
+            secrets.append(netloc.rsplit("@", 1)[0])
+    except ValueError:
+        pass
+    secrets += [value for _, value in req.headers]
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= 4 and secret in text:
+            text = text.replace(secret, "***")
+    return text
