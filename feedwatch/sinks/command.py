@@ -1,0 +1,183 @@
+"""The command sink: run a program with the alert JSON on stdin (never through a shell).
+
+The argv comes from the config only; feed text reaches the program as bytes on
+its stdin and nowhere else, so nothing in a title can be interpreted. Exit 0
+means delivered; a non-zero exit or a timeout is retried; a program that cannot
+be started at all is a config problem and the delivery is dead at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+from collections.abc import Sequence
+
+import structlog
+
+from feedwatch.model import SinkConfig
+from feedwatch.sinks.base import SendResult
+from feedwatch.sinks.formats import payload_json
+from feedwatch.store.base import Delivery
+
+log = structlog.get_logger("feedwatch.sinks.command")
+
+TAIL_BYTES = 8 * 1024  # of stdout/stderr kept while the program runs
+ERROR_LINES = 5
+ERROR_CHARS = 500
+
+
+class _Tail:
+    """Keeps the last bytes of a stream, so a chatty program cannot fill memory."""
+
+    def __init__(self) -> None:
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) >= TAIL_BYTES:
+            self._size -= len(self._chunks.popleft())
+
+    def text(self) -> str:
+        return b"".join(self._chunks)[-TAIL_BYTES:].decode("utf-8", "replace")
+
+
+def _last_lines(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    tail = " | ".join(lines[-ERROR_LINES:])
+    return tail if len(tail) <= ERROR_CHARS else "…" + tail[-(ERROR_CHARS - 1) :]
+
+
+async def _drain(stream: asyncio.StreamReader | None, tail: _Tail) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(4096):
+        tail.add(chunk)
+
+
+class CommandSink:
+    type = "command"
+    supports_digest = False
+
+    def __init__(self, cfg: SinkConfig) -> None:
+        self.name = cfg.name
+        self._argv = tuple(str(a) for a in cfg.options["argv"])
+        if not self._argv:
+            raise ValueError(f"sink {cfg.name}: argv is empty")
+        self._timeout = float(cfg.options.get("timeout", 30.0))
+
+    def __repr__(self) -> str:
+        return f"CommandSink(name={self.name!r}, program={self._argv[0]!r})"
+
+    def _err(self, what: str) -> str:
+        return f"sink {self.name}: {what}"
+
+    async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+        # Not a digest sink: the dispatcher hands one delivery; several run one by one.
+        for delivery in deliveries:
+            result = await self._run(delivery)
+            if not result.ok:
+                return result
+        return SendResult.success()
+
+    async def _run(self, delivery: Delivery) -> SendResult:
+        env = dict(os.environ)
+        env.update(
+            FEEDWATCH_ALERT_ID=delivery.alert_id.replace("\0", ""),
+            FEEDWATCH_FEED=delivery.feed.replace("\0", ""),
+            FEEDWATCH_KIND=delivery.kind.replace("\0", ""),
+        )
+        program = self._argv[0]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                start_new_session=True,  # its own process group: a timeout kills its children too
+            )
+        except FileNotFoundError:
+            return SendResult.dead(self._err(f"cannot start {program!r}: no such program"))
+        except PermissionError:
+            return SendResult.dead(self._err(f"cannot start {program!r}: not executable"))
+        except OSError as exc:
+            return SendResult.dead(self._err(f"cannot start {program!r}: {exc.strerror or exc}"))
+
+        out, err = _Tail(), _Tail()
+        readers = [
+            asyncio.ensure_future(_drain(proc.stdout, out)),
+            asyncio.ensure_future(_drain(proc.stderr, err)),
+        ]
+        data = payload_json(delivery.payload) + b"\n"
+        try:
+            await asyncio.wait_for(self._feed_and_wait(proc, data), self._timeout)
+        except asyncio.TimeoutError:
+            await self._kill(proc, readers)
+            log.warning(
+                "command.timeout", sink=self.name, alert_id=delivery.alert_id, timeout=self._timeout
+            )
+            return SendResult.transient(
+                self._err(f"command timed out after {self._timeout:g}s and was killed")
+            )
+        finally:
+            if proc.returncode is None:  # cancelled (shutdown): never leave it running
+                await self._kill(proc, readers)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*readers), 2)
+        for r in readers:
+            r.cancel()
+        code = proc.returncode
+        if code == 0:
+            return SendResult.success()
+        stderr = _last_lines(err.text())
+        status = (
+            f"was killed by signal {-code}" if code is not None and code < 0 else f"exited {code}"
+        )
+        log.warning(
+            "command.failed",
+            sink=self.name,
+            alert_id=delivery.alert_id,
+            exit=code,
+            stderr=stderr,
+            stdout=_last_lines(out.text()),
+        )
+        return SendResult.transient(
+            self._err(f"command {status}" + (f": {stderr}" if stderr else ""))
+        )
+
+    @staticmethod
+    async def _feed_and_wait(proc: asyncio.subprocess.Process, data: bytes) -> None:
+        if proc.stdin is not None:
+            try:
+                proc.stdin.write(data)
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the program did not read its stdin: its exit status decides
+            finally:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        await proc.wait()
+
+    @staticmethod
+    async def _kill(
+        proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Future[None]]
+    ) -> None:
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, AttributeError):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 1)
+        for r in readers:
+            r.cancel()
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,642 @@
+"""The email sink: alerts as MIME messages, sent over SMTP with aiosmtplib.
+
+``build_message`` is pure and deterministic (Message-ID, Date and the MIME
+boundary all come from the alerts), so a rendering can be compared byte for
+byte and a retry sends the very same message. Feed text is untrusted: it is
+stripped of control characters before it reaches any header, HTML-escaped in
+the HTML part, and never decides who receives the mail (the envelope
+recipients come from the config alone).
+
+Failure classification follows SPEC section 6: connection errors, timeouts
+and SMTP 4xx replies are transient; authentication failures and 5xx refusals
+are permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import html
+import re
+import ssl
+import unicodedata
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiosmtplib
+import structlog
+
+from feedwatch.model import SinkConfig
+from feedwatch.sinks.base import SendResult
+from feedwatch.store.base import Delivery
+
+log = structlog.get_logger("feedwatch.sinks.email")
+
+__all__ = ["EmailSink", "build_message"]
+
+SUBJECT_PREFIX = "[feedwatch]"
+MAX_SUBJECT_TEXT = 200  # characters of feed text in a subject; the rest becomes "…"
+MAX_DIGEST_SUBJECT = 120
+NOTICE_KINDS = ("flood", "stale", "recovered")
+_ID_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+# --------------------------------------------------------------------------
+# Text hygiene
+# --------------------------------------------------------------------------
+
+
+# Unicode category -> replacement. Lone surrogates (possible in JSON text) cannot be encoded.
+_HEADER_MAP = {"Cc": " ", "Zl": " ", "Zp": " ", "Cs": "\ufffd"}
+_BODY_MAP = {"Cc": "", "Cs": "\ufffd"}
+
+
+def _header_text(value: object, limit: int | None = None) -> str:
+    """One line of feed text fit for a header: control and line-break characters become spaces.
+
+    Covers every Unicode control (Cc), line (Zl) and paragraph (Zp) separator,
+    since the email package and MTAs split lines on more than CR/LF.
+    """
+    text = "" if value is None else str(value)
+    text = "".join(_HEADER_MAP.get(unicodedata.category(ch), ch) for ch in text)
+    text = " ".join(text.split())
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def _body_text(value: object) -> str:
+    """Feed text for a body: line breaks kept as ``\\n``, other control characters dropped."""
+    text = "" if value is None else str(value)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\u2028", "\n").replace("\u2029", "\n\n")
+    return "".join(
+        _BODY_MAP.get(unicodedata.category(ch), ch) if ch not in "\n\t" else ch for ch in text
+    )
+
+
+def _safe_link(value: object) -> str | None:
+    """An http(s) URL usable as an href, else None (payload links should already be)."""
+    if not isinstance(value, str) or not value:
+        return None
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Zs") for ch in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return value
+
+
+def _msgid_token(alert_id: str) -> str:
+    """The left part of a Message-ID: the alert id when it is a plain token, else its hash."""
+    if _ID_SAFE.fullmatch(alert_id):
+        return alert_id
+    return hashlib.sha256(alert_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def _list_label(feed: str) -> str:
+    """A dot-atom label for List-ID (RFC 2919) from a feed name."""
+    label = re.sub(r"[^a-z0-9-]+", "-", feed.lower()).strip("-")
+    label = re.sub(r"-{2,}", "-", label)
+    if not label or len(label) > 60 or label != feed.lower():
+        digest = hashlib.sha256(feed.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        label = f"{label[:50]}-{digest}".strip("-")
+    return label
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return dt.replace(tzinfo=timezone.utc)
+
+
+def _detected(delivery: Delivery) -> datetime:
+    dt = _parse_time(delivery.payload.get("detected_at"))
+    if dt is not None:
+        return dt
+    created = delivery.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=timezone.utc)
+    return created.astimezone(timezone.utc).replace(microsecond=0)
+
+
+# --------------------------------------------------------------------------
+# Reading the payload (tolerant: a malformed payload still renders)
+# --------------------------------------------------------------------------
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value if v is not None]
+    return []
+
+
+def _feed_name(d: Delivery) -> str:
+    name = _mapping(d.payload.get("feed")).get("name")
+    return str(name) if name else d.feed
+
+
+def _kind(d: Delivery) -> str:
+    kind = d.payload.get("kind") or d.kind
+    return str(kind)
+
+
+def _title(d: Delivery) -> str:
+    entry = _mapping(d.payload.get("entry"))
+    title = _header_text(entry.get("title"))
+    if title:
+        return title
+    link = _safe_link(entry.get("link"))
+    return link or "(untitled)"
+
+
+def _subject_line(d: Delivery) -> str:
+    """``FEED: TITLE`` / ``FEED: updated: TITLE`` / ``FEED: <kind>: <message>``, without the prefix."""
+    feed = _header_text(_feed_name(d), 80)
+    kind = _kind(d)
+    if d.payload.get("entry") is None or kind in NOTICE_KINDS:
+        message = _header_text(d.payload.get("message")) or kind
+        return f"{feed}: {_header_text(kind, 20)}: {_header_text(message, MAX_SUBJECT_TEXT)}"
+    title = _header_text(_title(d), MAX_SUBJECT_TEXT)
+    if kind == "updated":
+        return f"{feed}: updated: {title}"
+    return f"{feed}: {title}"
+
+
+# --------------------------------------------------------------------------
+# Bodies
+# --------------------------------------------------------------------------
+
+
+def _section_text(d: Delivery) -> str:
+    """The plain-text rendering of one alert."""
+    p = d.payload
+    feed = _mapping(p.get("feed"))
+    entry = p.get("entry")
+    kind = _kind(d)
+    lines: list[str] = []
+    if not isinstance(entry, Mapping):
+        lines.append(f"[{_header_text(kind)}] {_header_text(_feed_name(d))}")
+        lines.append("")
+        lines.append(_body_text(p.get("message") or ""))
+        if _safe_link(feed.get("url")):
+            lines += ["", f"Feed URL: {feed.get('url')}"]
+    else:
+        prefix = "[updated] " if kind == "updated" else ""
+        lines.append(prefix + _body_text(_title(d)))
+        link = _safe_link(entry.get("link"))
+        if link:
+            lines.append(link)
+        lines.append("")
+        feed_title = _header_text(feed.get("title"))
+        feed_line = _header_text(_feed_name(d)) + (f" ({feed_title})" if feed_title else "")
+        lines.append(f"Feed:      {feed_line}")
+        for label, key in (("Published", "published"), ("Updated", "updated")):
+            if entry.get(key):
+                lines.append(f"{label + ':':<10} {_header_text(entry.get(key))}")
+        if entry.get("author"):
+            lines.append(f"Author:    {_header_text(entry.get('author'))}")
+        tags = _strings(entry.get("tags"))
+        if tags:
+            lines.append("Tags:      " + ", ".join(_header_text(t) for t in tags))
+        changes = _mapping(p.get("changes"))
+        if changes:
+            lines += ["", "What changed:"]
+            for fname, change in changes.items():
+                ch = _mapping(change)
+                old, new = ch.get("old"), ch.get("new")
+                if fname in ("summary", "content"):
+                    lines.append(f"  {_header_text(fname)}:")
+                    lines.append("    old: " + _indent(_body_text(old or "(none)"), 9))
+                    lines.append("    new: " + _indent(_body_text(new or "(none)"), 9))
+                else:
+                    lines.append(
+                        f"  {_header_text(fname)}: {_header_text(old) or '(none)'}"
+                        f" -> {_header_text(new) or '(none)'}"
+                    )
+        matched = p.get("matched")
+        if isinstance(matched, (list, tuple)) and matched:
+            lines += ["", "Matched:"]
+            for m in matched:
+                mm = _mapping(m)
+                terms = ", ".join(_header_text(t) for t in _strings(mm.get("terms")))
+                lines.append(f"  {_header_text(mm.get('rule'))}: {terms}")
+        summary = _body_text(entry.get("summary") or "").strip()
+        content = _body_text(entry.get("content") or "").strip()
+        if summary:
+            lines += ["", "Summary:", summary]
+        if content and content != summary:
+            lines += ["", "Content:", content]
+        enclosures = entry.get("enclosures")
+        if isinstance(enclosures, (list, tuple)) and enclosures:
+            lines += ["", "Enclosures:"]
+            for enc in enclosures:
+                e = _mapping(enc)
+                url = _safe_link(e.get("url"))
+                if url:
+                    extra = ", ".join(
+                        _header_text(e.get(k)) for k in ("type", "length") if e.get(k) is not None
+                    )
+                    lines.append(f"  {url}" + (f" ({extra})" if extra else ""))
+    lines += ["", f"-- feedwatch {_header_text(kind)} alert {_header_text(d.alert_id)}"]
+    return "\n".join(lines)
+
+
+def _indent(text: str, width: int) -> str:
+    return text.replace("\n", "\n" + " " * width)
+
+
+def _esc(value: object) -> str:
+    return html.escape(_body_text("" if value is None else str(value)), quote=True)
+
+
+def _esc_block(value: object) -> str:
+    return _esc(value).replace("\n", "<br>\n")
+
+
+def _a(url: str | None, label: object) -> str:
+    if url is None:
+        return _esc(label)
+    return f'<a href="{html.escape(url, quote=True)}" rel="noopener noreferrer">{_esc(label)}</a>'
+
+
+def _section_html(d: Delivery) -> str:
+    """The HTML rendering of one alert: the same data as the text part, every string escaped."""
+    p = d.payload
+    feed = _mapping(p.get("feed"))
+    entry = p.get("entry")
+    kind = _kind(d)
+    out: list[str] = ['<div class="feedwatch-alert">']
+    if not isinstance(entry, Mapping):
+        out.append(f"<h2>[{_esc(_header_text(kind))}] {_esc(_header_text(_feed_name(d)))}</h2>")
+        out.append(f"<p>{_esc_block(p.get('message') or '')}</p>")
+        url = _safe_link(feed.get("url"))
+        if url:
+            out.append(f"<p>Feed URL: {_a(url, url)}</p>")
+    else:
+        prefix = "[updated] " if kind == "updated" else ""
+        link = _safe_link(entry.get("link"))
+        out.append(f"<h2>{_esc(prefix)}{_a(link, _title(d))}</h2>")
+        rows: list[tuple[str, str]] = []
+        feed_title = _header_text(feed.get("title"))
+        rows.append(
+            (
+                "Feed",
+                _esc(_header_text(_feed_name(d)))
+                + (f" ({_esc(feed_title)})" if feed_title else ""),
+            )
+        )
+        for label, key in (
+            ("Published", "published"),
+            ("Updated", "updated"),
+            ("Author", "author"),
+        ):
+            if entry.get(key):
+                rows.append((label, _esc(_header_text(entry.get(key)))))
+        tags = _strings(entry.get("tags"))
+        if tags:
+            rows.append(("Tags", ", ".join(_esc(_header_text(t)) for t in tags)))
+        out.append("<table>")
+        out += [f'<tr><th align="left">{k}</th><td>{v}</td></tr>' for k, v in rows]
+        out.append("</table>")
+        changes = _mapping(p.get("changes"))
+        if changes:
+            out.append("<h3>What changed</h3><ul>")
+            for fname, change in changes.items():
+                ch = _mapping(change)
+                out.append(
+                    f"<li><b>{_esc(_header_text(fname))}</b>: "
+                    f"<del>{_esc_block(ch.get('old') or '(none)')}</del> &rarr; "
+                    f"<ins>{_esc_block(ch.get('new') or '(none)')}</ins></li>"
+                )
+            out.append("</ul>")
+        matched = p.get("matched")
+        if isinstance(matched, (list, tuple)) and matched:
+            out.append("<h3>Matched</h3><ul>")
+            for m in matched:
+                mm = _mapping(m)
+                terms = ", ".join(_esc(_header_text(t)) for t in _strings(mm.get("terms")))
+                out.append(f"<li><b>{_esc(_header_text(mm.get('rule')))}</b>: {terms}</li>")
+            out.append("</ul>")
+        summary = _body_text(entry.get("summary") or "").strip()
+        content = _body_text(entry.get("content") or "").strip()
+        if summary:
+            out.append(f"<h3>Summary</h3><p>{_esc_block(summary)}</p>")
+        if content and content != summary:
+            out.append(f"<h3>Content</h3><p>{_esc_block(content)}</p>")
+        enclosures = entry.get("enclosures")
+        if isinstance(enclosures, (list, tuple)) and enclosures:
+            items = []
+            for enc in enclosures:
+                url = _safe_link(_mapping(enc).get("url"))
+                if url:
+                    items.append(f"<li>{_a(url, url)}</li>")
+            if items:
+                out.append("<h3>Enclosures</h3><ul>" + "".join(items) + "</ul>")
+    out.append(
+        f'<p style="color:#777">feedwatch {_esc(_header_text(kind))} alert '
+        f"{_esc(_header_text(d.alert_id))}</p>"
+    )
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def _html_document(title: str, sections: list[str]) -> str:
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title, quote=True)}</title></head>\n<body>\n"
+        + "\n<hr>\n".join(sections)
+        + "\n</body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------
+# The message
+# --------------------------------------------------------------------------
+
+
+def _digest_subject(deliveries: Sequence[Delivery]) -> str:
+    feeds: list[str] = []
+    for d in deliveries:
+        name = _header_text(_feed_name(d), 60)
+        if name not in feeds:
+            feeds.append(name)
+    head = f"{SUBJECT_PREFIX} {len(deliveries)} alerts: "
+    shown: list[str] = []
+    for name in feeds:
+        if shown and len(head) + len(", ".join([*shown, name])) + 2 > MAX_DIGEST_SUBJECT:
+            break
+        shown.append(name)
+    subject = head + ", ".join(shown)
+    if len(shown) < len(feeds):
+        subject += " …"
+    return subject
+
+
+def _boundary(seed: str, parts: Sequence[str]) -> str:
+    """A MIME boundary derived from ``seed``, re-derived in the (improbable) case a part holds it."""
+    n = 0
+    while True:
+        digest = hashlib.sha256(f"{seed}\0{n}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        boundary = f"==feedwatch-{digest}=="
+        if not any(boundary in part for part in parts):
+            return boundary
+        n += 1
+
+
+def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessage:
+    """Render one alert, or several as a digest, as a ``multipart/alternative`` message.
+
+    Pure and deterministic: the same deliveries and config give the same bytes.
+    Headers take From/To from ``cfg`` only; feed text in headers is reduced to
+    one line of printable characters (the email package folds and RFC 2047
+    encodes it).
+    """
+    if not deliveries:
+        raise ValueError(f"email sink {cfg.name!r}: build_message needs at least one delivery")
+    opts = cfg.options
+    msg = EmailMessage(policy=policy.SMTP)
+    feeds = list(dict.fromkeys(_feed_name(d) for d in deliveries))
+    if len(deliveries) == 1:
+        d = deliveries[0]
+        subject = f"{SUBJECT_PREFIX} {_subject_line(d)}"
+        date = _detected(d)
+        token = _msgid_token(d.alert_id)
+        seed = d.alert_id
+    else:
+        subject = _digest_subject(deliveries)
+        date = max(_detected(d) for d in deliveries)
+        ids = "\n".join(sorted(d.alert_id for d in deliveries))
+        token = "digest-" + hashlib.sha256(ids.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        seed = token
+
+    msg["Subject"] = _header_text(subject)
+    msg["From"] = _header_text(opts.get("from_", ""))
+    msg["To"] = ", ".join(_header_text(a) for a in opts.get("to", ()))
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = f"<{token}@feedwatch>"
+    if len(deliveries) == 1:
+        d = deliveries[0]
+        if _kind(d) == "updated" and d.thread_id and d.thread_id != d.alert_id:
+            ref = f"<{_msgid_token(d.thread_id)}@feedwatch>"
+            msg["In-Reply-To"] = ref
+            msg["References"] = ref
+    if len(feeds) == 1:
+        msg["List-ID"] = f"<{_list_label(feeds[0])}.feedwatch>"
+    else:
+        msg["List-ID"] = "<digest.feedwatch>"
+    msg["X-Feedwatch-Feed"] = _header_text(", ".join(feeds), 900)
+    if len(deliveries) == 1:
+        msg["X-Feedwatch-Alert-Id"] = _header_text(deliveries[0].alert_id, 200)
+        msg["X-Feedwatch-Kind"] = _header_text(_kind(deliveries[0]), 20)
+    else:
+        msg["X-Feedwatch-Kind"] = "digest"
+        msg["X-Feedwatch-Alert-Count"] = str(len(deliveries))
+    msg["Auto-Submitted"] = "auto-generated"
+
+    text_sections = [_section_text(d) for d in deliveries]
+    html_sections = [_section_html(d) for d in deliveries]
+    if len(deliveries) == 1:
+        text = text_sections[0] + "\n"
+    else:
+        text = "\n\n" + ("=" * 72 + "\n\n").join(s + "\n\n" for s in text_sections)
+        text = f"{len(deliveries)} alerts\n" + text
+    html_doc = _html_document(_header_text(subject), html_sections)
+    msg.set_content(text, subtype="plain", charset="utf-8")
+    msg.add_alternative(html_doc, subtype="html", charset="utf-8")
+    rendered = [part.as_string() for part in msg.iter_parts()]
+    msg.set_boundary(_boundary(seed, rendered))
+    return msg
+
+
+# --------------------------------------------------------------------------
+# Sending
+# --------------------------------------------------------------------------
+
+
+class EmailSink:
+    """Sends each alert (or digest) as one message over a fresh SMTP connection."""
+
+    type = "email"
+    supports_digest = True
+
+    def __init__(self, cfg: SinkConfig, *, tls_context: ssl.SSLContext | None = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        opts = cfg.options
+        self.host: str = str(opts.get("host", "localhost"))
+        self.security: str = str(opts.get("security", "starttls"))
+        if self.security not in ("starttls", "tls", "none"):
+            raise ValueError(
+                f"email sink {cfg.name!r}: security must be starttls, tls or none, "
+                f"not {self.security!r}"
+            )
+        default_port = {"starttls": 587, "tls": 465, "none": 25}[self.security]
+        self.port: int = int(opts.get("port") or default_port)
+        self.timeout: float = float(opts.get("timeout") or 30.0)
+        self.username: str | None = opts.get("username") or None
+        password = opts.get("password")
+        self._password: str | None = password.reveal() if password is not None else None
+        self.sender = parseaddr(str(opts.get("from_", "")))[1]
+        self.recipients = [parseaddr(str(a))[1] for a in opts.get("to", ())]
+        if not self.sender or not self.recipients or not all(self.recipients):
+            raise ValueError(f"email sink {cfg.name!r}: needs a from address and to addresses")
+        self._tls_context = tls_context
+
+    def __repr__(self) -> str:
+        return f"EmailSink(name={self.name!r}, host={self.host!r}, port={self.port})"
+
+    def _scrub(self, text: str) -> str:
+        """Remove the password (and its SASL encodings) from a string meant for logs."""
+        pw = self._password
+        if not pw or len(pw) < 4:  # scrubbing a 1-3 character string would garble every message
+            return text
+        user = self.username or ""
+        forms = {
+            pw,
+            base64.b64encode(pw.encode()).decode(),
+            base64.b64encode(f"\0{user}\0{pw}".encode()).decode(),
+            base64.b64encode(f"{user}\0{user}\0{pw}".encode()).decode(),
+        }
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "***")
+        return text
+
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _err(self, what: str) -> str:
+        return self._scrub(f"email sink {self.name!r} ({self._where()}): {what}")
+
+    async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+        """Send the deliveries as one message; never raises for a failed send."""
+        if not deliveries:
+            return SendResult.success()
+        ids = [d.alert_id for d in deliveries]
+        try:
+            data = build_message(deliveries, self.cfg).as_bytes(policy=policy.SMTP)
+        except Exception as exc:  # a message we cannot render will not render on retry either
+            result = SendResult.dead(self._err(f"cannot build the message: {type(exc).__name__}"))
+            log.error("email.failed", sink=self.name, alerts=len(ids), error=result.error)
+            return result
+        result = await self._deliver(data)
+        if result.ok:
+            log.debug(
+                "email.sent", sink=self.name, alerts=len(ids), recipients=len(self.recipients)
+            )
+        else:
+            log.warning(
+                "email.failed",
+                sink=self.name,
+                alerts=len(ids),
+                permanent=result.permanent,
+                error=result.error,
+            )
+        return result
+
+    def _client(self) -> aiosmtplib.SMTP:
+        context = self._tls_context
+        if context is None and self.security != "none":
+            context = ssl.create_default_context()
+        return aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            use_tls=self.security == "tls",
+            start_tls=True if self.security == "starttls" else False,
+            tls_context=context if self.security != "none" else None,
+            timeout=self.timeout,
+        )
+
+    async def _exchange(self, data: bytes) -> dict[str, Any]:
+        smtp = self._client()
+        try:
+            await smtp.connect()
+            if self.username is not None:
+                await smtp.login(self.username, self._password or "")
+            errors, _ = await smtp.sendmail(self.sender, self.recipients, data)
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                pass  # the message is accepted; a rude goodbye changes nothing
+            return dict(errors)
+        finally:
+            smtp.close()
+
+    async def _deliver(self, data: bytes) -> SendResult:
+        # aiosmtplib bounds each command; this bounds a server that answers slowly at every step.
+        overall = self.timeout * 4 + 5
+        try:
+            errors = await asyncio.wait_for(self._exchange(data), overall)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            what = f"authentication failed: SMTP {exc.code} {_header_text(exc.message, 300)}"
+            if 400 <= exc.code < 500:  # 454 "temporary authentication failure"
+                return SendResult.transient(self._err(what))
+            return SendResult.dead(self._err(what))
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            detail = "; ".join(
+                f"{_header_text(r.recipient, 100)}: {r.code} {_header_text(r.message, 200)}"
+                for r in exc.recipients
+            )
+            what = f"every recipient refused: {detail}"
+            if any(400 <= c < 500 for c in codes):
+                return SendResult.transient(self._err(what))
+            return SendResult.dead(self._err(what))
+        except aiosmtplib.SMTPResponseException as exc:
+            what = f"SMTP {exc.code} {_header_text(exc.message, 300)}"
+            if exc.code >= 500:
+                return SendResult.dead(self._err(what))
+            return SendResult.transient(self._err(what))
+        except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPConnectError) as exc:
+            return SendResult.transient(
+                self._err(
+                    f"{_header_text(exc.message, 300)} (timeout {self.timeout:g}s)"
+                    if isinstance(exc, aiosmtplib.SMTPTimeoutError)
+                    else _header_text(exc.message, 300)
+                )
+            )
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            return SendResult.transient(
+                self._err(f"server disconnected: {_header_text(exc.message, 300)}")
+            )
+        except aiosmtplib.SMTPException as exc:
+            # STARTTLS or AUTH not offered, and the like: the server and the config
+            # disagree, and retrying will not change that (never downgrade to plain).
+            return SendResult.dead(self._err(_header_text(exc.message, 300)))
+        except asyncio.TimeoutError:  # the overall bound (an alias of TimeoutError on 3.11+)
+            return SendResult.transient(self._err(f"timed out after {overall:g}s in all"))
+        except ssl.SSLError as exc:
+            return SendResult.transient(self._err(f"TLS error: {_header_text(exc, 300)}"))
+        except OSError as exc:
+            return SendResult.transient(self._err(f"connection failed: {_header_text(exc, 300)}"))
+        if errors:
+            refused = "; ".join(
+                f"{_header_text(rcpt, 100)}: {resp.code} {_header_text(resp.message, 200)}"
+                for rcpt, resp in errors.items()
+            )
+            if any(400 <= resp.code < 500 for resp in errors.values()):
+                # Retry: the accepted recipients may get it twice (at least once, never lost).
+                return SendResult.transient(self._err(f"some recipients deferred: {refused}"))
+            log.warning("email.recipients_refused", sink=self.name, error=self._err(refused))
+        return SendResult.success()
+
+    async def aclose(self) -> None:
+        """Nothing held open: each send uses its own connection."""
+        return None

@@ -1,0 +1,80 @@
+"""The jsonl sink: one SPEC section 5 payload per line, appended to a file or stdout.
+
+Each send is one ``write`` on an ``O_APPEND`` descriptor followed by ``fsync``,
+so lines from concurrent writers never interleave and a delivered alert is on
+disk before it is marked delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from feedwatch.model import SinkConfig
+from feedwatch.sinks.base import SendResult
+from feedwatch.sinks.formats import payload_json
+from feedwatch.store.base import Delivery
+
+
+class JsonlSink:
+    type = "jsonl"
+    supports_digest = False
+
+    def __init__(self, cfg: SinkConfig, *, stdout: TextIO | None = None) -> None:
+        self.name = cfg.name
+        path = str(cfg.options.get("path", "-"))
+        self._path = path if path == "-" else os.path.expanduser(path)
+        self._stdout = stdout
+
+    def __repr__(self) -> str:
+        return f"JsonlSink(name={self.name!r}, path={self._path!r})"
+
+    def _err(self, what: str) -> str:
+        return f"sink {self.name}: {what}"
+
+    async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+        data = b"".join(payload_json(d.payload) + b"\n" for d in deliveries)
+        if not data:
+            return SendResult.success()
+        if self._path == "-":
+            stream = self._stdout if self._stdout is not None else sys.stdout
+            try:
+                stream.write(data.decode("utf-8"))
+                stream.flush()
+            except (OSError, ValueError) as exc:  # a closed pipe or stream
+                return SendResult.transient(self._err(f"cannot write to stdout: {exc}"))
+            return SendResult.success()
+        return await asyncio.to_thread(self._append, data)
+
+    def _append(self, data: bytes) -> SendResult:
+        directory = os.path.dirname(os.path.abspath(self._path))
+        if not os.path.isdir(directory):
+            return SendResult.transient(
+                self._err(f"cannot write to {self._path}: directory {directory} does not exist")
+            )
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self._path, flags, 0o640)
+        except OSError as exc:
+            return SendResult.transient(
+                self._err(f"cannot open {self._path}: {exc.strerror or exc}")
+            )
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except OSError as exc:
+            return SendResult.transient(
+                self._err(f"cannot write to {self._path}: {exc.strerror or exc}")
+            )
+        finally:
+            os.close(fd)
+        return SendResult.success()
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,245 @@
+"""The webhook sink: one POST per alert (or per digest), classified per SPEC section 6.
+
+The URL is a secret (it usually embeds a token), so no error or log line ever
+names it, nor a header value: errors name the sink and the HTTP status.
+Redirects are never followed: a webhook that moved is a config problem, and
+following it would re-send the body (and its auth headers) somewhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from feedwatch import __version__
+from feedwatch.model import Secret, SinkConfig
+from feedwatch.sinks import formats
+from feedwatch.sinks.base import SendResult
+from feedwatch.store.base import Delivery
+
+log = structlog.get_logger("feedwatch.sinks.webhook")
+
+FORMATS = ("json", "slack", "discord", "ntfy", "teams")
+USER_AGENT = f"feedwatch/{__version__}"
+MAX_RESPONSE = 64 * 1024  # we read at most this much of an answer (for the error message)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_RESERVED = frozenset({"content-length", "host", "transfer-encoding"})
+
+
+class _BadHeader(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = formats.oneline(name)[:60]
+
+
+def _reveal(value: object) -> str:
+    return value.reveal() if isinstance(value, Secret) else str(value)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds to wait: delta-seconds or an HTTP date; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def render(fmt: str, payloads: Sequence[formats.Payload]) -> tuple[bytes, str, dict[str, str]]:
+    """(body, content type, extra headers) for a format: pure, shared with `test-sink` output."""
+    if fmt == "json":
+        body = (
+            formats.payload_json(payloads[0])
+            if len(payloads) == 1
+            else formats.digest_json(payloads)
+        )
+        return body, "application/json", {}
+    if fmt == "ntfy":
+        body, headers = formats.ntfy(payloads)
+        return body, "text/plain; charset=utf-8", headers
+    renderer = {"slack": formats.slack, "discord": formats.discord, "teams": formats.teams}[fmt]
+    message = renderer(payloads)
+    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+    return body, "application/json", {}
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Feedwatch-Signature-256`` value: HMAC-SHA256 of the exact body bytes."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+class WebhookSink:
+    type = "webhook"
+    supports_digest = True
+
+    def __init__(self, cfg: SinkConfig, *, client: httpx.AsyncClient | None = None) -> None:
+        opts = cfg.options
+        self.name = cfg.name
+        self._url = opts["url"]
+        self._format = str(opts.get("format", "json"))
+        if self._format not in FORMATS:
+            raise ValueError(
+                f"sink {cfg.name}: unknown webhook format {self._format!r} "
+                f"(one of: {', '.join(FORMATS)})"
+            )
+        self._headers: tuple[tuple[str, Any], ...] = tuple(opts.get("headers", ()))
+        secret = opts.get("secret")
+        self._secret = _reveal(secret) if secret is not None else None
+        self._timeout = float(opts.get("timeout", 30.0))
+        self._client = client
+        self._own_client = client is None
+
+    def __repr__(self) -> str:
+        return f"WebhookSink(name={self.name!r}, format={self._format!r})"
+
+    def _scrub(self, text: str) -> str:
+        """Remove the URL and every header value from a text before it goes to a log."""
+        secrets = [_reveal(self._url)] + [_reveal(v) for _, v in self._headers]
+        if self._secret:
+            secrets.append(self._secret)
+        try:
+            url = httpx.URL(_reveal(self._url))
+            secrets += [str(url.path), url.host]
+        except Exception:
+            pass
+        for s in sorted(secrets, key=len, reverse=True):
+            if s and len(s) > 3 and s != "/":
+                text = text.replace(s, "***")
+        return text
+
+    def _err(self, what: str) -> str:
+        return f"sink {self.name}: {what}"
+
+    def build_request(self, deliveries: Sequence[Delivery]) -> tuple[bytes, httpx.Headers]:
+        payloads = [d.payload for d in deliveries]
+        body, content_type, extra = render(self._format, payloads)
+        headers = httpx.Headers({"User-Agent": USER_AGENT, "Content-Type": content_type})
+        for name, value in extra.items():
+            headers[name] = value
+        for name, value in self._headers:
+            if name.lower() in _RESERVED or name.lower() == "content-type":
+                continue
+            text = _reveal(value)
+            if not _HEADER_NAME.fullmatch(name) or not text.isascii() or _BAD_VALUE.search(text):
+                raise _BadHeader(name)
+            headers[name] = text
+        headers["X-Feedwatch-Delivery"] = deliveries[0].alert_id
+        if len(deliveries) > 1:
+            headers["X-Feedwatch-Digest"] = str(len(deliveries))
+        if self._secret:
+            headers["X-Feedwatch-Signature-256"] = sign(self._secret, body)
+        return body, headers
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, timeout=self._timeout)
+        return self._client
+
+    async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+        if not deliveries:
+            return SendResult.success()
+        try:
+            body, headers = self.build_request(deliveries)
+        except _BadHeader as exc:
+            return SendResult.dead(
+                self._err(
+                    f"header {exc.name!r} cannot be sent: its name or value has bad characters"
+                )
+            )
+        except (TypeError, ValueError) as exc:  # a payload that cannot be rendered
+            return SendResult.dead(self._err(f"cannot render the alert: {type(exc).__name__}"))
+        try:
+            # httpx's timeout is per read; this bounds the whole exchange
+            status, reason, retry_after, answer = await asyncio.wait_for(
+                self._post(body, headers), self._timeout
+            )
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            return SendResult.transient(self._err(f"webhook timed out after {self._timeout:g}s"))
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+            return SendResult.dead(self._err("the webhook url is not a valid http(s) URL"))
+        except httpx.HTTPError as exc:
+            detail = self._scrub(str(exc)) or type(exc).__name__
+            return SendResult.transient(self._err(f"webhook request failed: {detail}"))
+        except OSError as exc:
+            return SendResult.transient(
+                self._err(f"webhook request failed: {self._scrub(exc.strerror or str(exc))}")
+            )
+        return self._classify(status, reason, retry_after, answer, len(deliveries))
+
+    async def _post(
+        self, body: bytes, headers: httpx.Headers
+    ) -> tuple[int, str, str | None, bytes]:
+        client = self._http()
+        request = client.build_request(
+            "POST", _reveal(self._url), content=body, headers=headers, timeout=self._timeout
+        )
+        response = await client.send(request, stream=True, follow_redirects=False)
+        try:
+            answer = b""
+            async for chunk in response.aiter_raw():
+                answer += chunk
+                if len(answer) >= MAX_RESPONSE:
+                    break
+        finally:
+            await response.aclose()
+        return (
+            response.status_code,
+            response.reason_phrase,
+            response.headers.get("retry-after"),
+            answer,
+        )
+
+    def _classify(
+        self, status: int, reason: str, retry_after: str | None, answer: bytes, count: int
+    ) -> SendResult:
+        what = f"HTTP {status}" + (f" {reason}" if reason else "")
+        if 200 <= status < 300:
+            log.debug("webhook.sent", sink=self.name, status=status, alerts=count)
+            return SendResult.success()
+        if 300 <= status < 400:
+            return SendResult.dead(
+                self._err(
+                    f"webhook answered a redirect ({status}): point the sink at the final URL"
+                )
+            )
+        detail = self._answer_text(answer)
+        if status in (408, 429) or status >= 500:
+            return SendResult.transient(
+                self._err(f"webhook answered {what}{detail}"), parse_retry_after(retry_after)
+            )
+        if 400 <= status < 500:
+            return SendResult.dead(self._err(f"webhook refused the alert: {what}{detail}"))
+        return SendResult.transient(self._err(f"webhook answered {what}{detail}"))
+
+    def _answer_text(self, answer: bytes) -> str:
+        """A short, scrubbed piece of the receiver's answer (Slack and Discord say what was wrong)."""
+        text = formats.oneline(answer[:2000].decode("utf-8", "replace"))
+        if not text or text.lstrip().startswith("<"):  # an HTML error page says nothing useful
+            return ""
+        return ": " + formats.shorten(self._scrub(text), 200)
+
+    async def aclose(self) -> None:
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None

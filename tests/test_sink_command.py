@@ -1,0 +1,163 @@
+"""The command sink with real programs: a Python script as argv, no shell anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feedwatch.model import SinkConfig
+from feedwatch.sinks import formats
+from feedwatch.sinks.base import SendResult
+from feedwatch.sinks.command import CommandSink
+from tests.receivers import make_delivery, make_payload
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+
+RECORDER = """
+import json, os, sys
+out = sys.argv[1]
+data = sys.stdin.buffer.read()
+with open(out + ".stdin", "wb") as f:
+    f.write(data)
+with open(out + ".env", "w") as f:
+    json.dump({k: v for k, v in os.environ.items() if k.startswith("FEEDWATCH_")}, f)
+with open(out + ".argv", "w") as f:
+    json.dump(sys.argv[1:], f)
+"""
+
+FAILER = """
+import sys
+sys.stdin.read()
+print("line one of noise", file=sys.stderr)
+print("something broke: disk full", file=sys.stderr)
+sys.exit(1)
+"""
+
+HANGER = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+with open(sys.argv[1], "w") as f:
+    f.write(f"{child.pid}\\n")
+time.sleep(120)
+"""
+
+
+def _script(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _sink(argv: list[str], timeout: float = 10.0) -> CommandSink:
+    return CommandSink(
+        SinkConfig(name="script", type="command", options={"argv": tuple(argv), "timeout": timeout})
+    )
+
+
+def _send(sink: CommandSink, payload: dict[str, Any]) -> SendResult:
+    return asyncio.run(sink.send([make_delivery(payload)]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for a reaper counts as dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_payload_arrives_intact_with_env(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    payload = make_payload(kind="updated", title="Ünïcode – “quotes” \u2028 and\nnewline")
+    result = _send(
+        _sink([sys.executable, _script(tmp_path, "rec.py", RECORDER), out, "--quiet"]), payload
+    )
+    assert result == SendResult.success()
+    data = Path(out + ".stdin").read_bytes()
+    assert data == formats.payload_json(payload) + b"\n"
+    assert json.loads(data) == payload
+    env = json.loads(Path(out + ".env").read_text())
+    assert env["FEEDWATCH_ALERT_ID"] == payload["id"]
+    assert env["FEEDWATCH_FEED"] == "moscow-times"
+    assert env["FEEDWATCH_KIND"] == "updated"
+    assert json.loads(Path(out + ".argv").read_text()) == [out, "--quiet"]
+
+
+def test_shell_metacharacters_are_not_interpreted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "out")
+    title = (
+        "$(touch pwned1); `touch pwned2`; touch pwned3 && echo x > pwned4 | cat; "
+        "'single' \"double\" ${HOME} * ? ~ \\ ; rm -rf /nonexistent"
+    )
+    payload = make_payload(title=title)
+    result = _send(_sink([sys.executable, _script(tmp_path, "rec.py", RECORDER), out]), payload)
+    assert result.ok
+    assert json.loads(Path(out + ".stdin").read_bytes())["entry"]["title"] == title
+    assert not list(tmp_path.glob("pwned*"))
+
+
+def test_nonzero_exit_is_transient_with_stderr(tmp_path: Path) -> None:
+    result = _send(_sink([sys.executable, _script(tmp_path, "fail.py", FAILER)]), make_payload())
+    assert not result.ok and not result.permanent
+    assert "script" in (result.error or "")
+    assert "exited 1" in (result.error or "")
+    assert "something broke: disk full" in (result.error or "")
+
+
+def test_stderr_in_error_is_capped(tmp_path: Path) -> None:
+    noisy = "import sys\nfor i in range(20000): print('x' * 200, i, file=sys.stderr)\nsys.exit(3)\n"
+    result = _send(_sink([sys.executable, _script(tmp_path, "noisy.py", noisy)]), make_payload())
+    assert not result.permanent and "exited 3" in (result.error or "")
+    assert len(result.error or "") < 700
+    assert "19999" in (result.error or "")  # the last lines are the ones kept
+
+
+def test_hang_is_killed_within_timeout(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    sink = _sink([sys.executable, _script(tmp_path, "hang.py", HANGER), str(pidfile)], timeout=1.0)
+    started = time.monotonic()
+    result = _send(sink, make_payload())
+    elapsed = time.monotonic() - started
+    assert not result.ok and not result.permanent
+    assert "timed out after 1s" in (result.error or "")
+    assert elapsed < 5
+    child = int(pidfile.read_text().split()[0])
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child), "the command's own child was left running"
+
+
+def test_missing_program_is_dead(tmp_path: Path) -> None:
+    result = _send(_sink([str(tmp_path / "no-such-program")]), make_payload())
+    assert result.permanent and "no such program" in (result.error or "")
+    result = _send(_sink(["feedwatch-surely-not-on-path-xyz"]), make_payload())
+    assert result.permanent
+
+
+def test_not_executable_is_dead(tmp_path: Path) -> None:
+    path = tmp_path / "plain.sh"
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    result = _send(_sink([str(path)]), make_payload())
+    assert result.permanent and "not executable" in (result.error or "")
+
+
+def test_program_ignoring_stdin_exits_zero(tmp_path: Path) -> None:
+    big = make_payload(summary="x" * 500_000)
+    result = _send(_sink([sys.executable, "-c", "pass"]), big)
+    assert result.ok

@@ -1,0 +1,155 @@
+"""The jsonl and console sinks, the sink factory and the test-sink sample alert."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feedwatch.model import Secret, SinkConfig
+from feedwatch.sinks import build_sink, formats, sample_delivery
+from feedwatch.sinks.base import SendResult
+from feedwatch.sinks.command import CommandSink
+from feedwatch.sinks.console import ConsoleSink, render_console
+from feedwatch.sinks.jsonl import JsonlSink
+from feedwatch.sinks.webhook import WebhookSink
+from feedwatch.store.base import Delivery
+from tests.receivers import UPDATE_CHANGES, make_delivery, make_payload
+
+
+def _send(sink: Any, deliveries: Sequence[Delivery]) -> SendResult:
+    return asyncio.run(sink.send(list(deliveries)))
+
+
+def _jsonl(path: str, **kw: Any) -> JsonlSink:
+    return JsonlSink(SinkConfig(name="log", type="jsonl", options={"path": path}), **kw)
+
+
+def test_jsonl_appends_parseable_lines(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.jsonl"
+    path.write_text('{"earlier": true}\n')
+    p1 = make_payload(alert_id="a" * 32, title="line\nbreak \u2028 separator")
+    p2 = make_payload(kind="updated", alert_id="b" * 32, changes=UPDATE_CHANGES)
+    sink = _jsonl(str(path))
+    assert _send(sink, [make_delivery(p1)]).ok
+    assert _send(sink, [make_delivery(p2)]).ok
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    assert [json.loads(line) for line in lines[:-1]] == [{"earlier": True}, p1, p2]
+    assert lines[1] == formats.payload_json(p1)
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 3  # U+2028 does not split a line
+
+
+def test_jsonl_missing_directory_is_transient(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "alerts.jsonl"
+    result = _send(_jsonl(str(path)), [make_delivery(make_payload())])
+    assert not result.ok and not result.permanent
+    assert "does not exist" in (result.error or "") and str(tmp_path / "nope") in (
+        result.error or ""
+    )
+    assert not path.parent.exists()
+
+
+def test_jsonl_dash_writes_to_given_stream() -> None:
+    stream = io.StringIO()
+    payload = make_payload(title="Ünïcödé")
+    assert _send(_jsonl("-", stdout=stream), [make_delivery(payload)]).ok
+    assert stream.getvalue().endswith("\n")
+    assert json.loads(stream.getvalue()) == payload
+
+
+def test_console_renders_update_old_and_new() -> None:
+    changes: dict[str, dict[str, str | None]] = {
+        **UPDATE_CHANGES,
+        "title": {"old": "Old headline", "new": "New headline " + "z" * 500},
+    }
+    payload = make_payload(kind="updated", title="New headline", changes=changes)
+    text = render_console(payload)
+    assert "UPDATED" in text and "moscow-times" in text
+    assert payload["entry"]["link"] in text
+    assert "title: Old headline -> New headline zzz" in text
+    assert "summary: Officials will meet. -> Officials met in Brussels." in text
+    assert "updated: 2024-11-22 10:40:17 UTC -> 2024-11-22 15:56:45 UTC" in text
+    assert "z" * 200 not in text  # long texts shortened
+    stream = io.StringIO()
+    sink = ConsoleSink(SinkConfig(name="console", type="console"), stream=stream)
+    assert _send(sink, [make_delivery(payload)]).ok
+    assert stream.getvalue().startswith(text)
+
+
+def test_console_new_and_notice_and_escapes() -> None:
+    text = render_console(make_payload(title="Evil \x1b[31mred\x1b[0m title", link="javascript:x"))
+    assert "NEW" in text and "\x1b" not in text and "javascript" not in text
+    text = render_console(make_payload(kind="flood", message="73 new entries in one poll"))
+    assert "FLOOD" in text and "73 new entries in one poll" in text
+
+
+def test_build_sink_every_type(tmp_path: Path) -> None:
+    webhook = build_sink(
+        SinkConfig(
+            name="w",
+            type="webhook",
+            options={"url": Secret("https://h.example/x"), "format": "slack"},
+        )
+    )
+    assert isinstance(webhook, WebhookSink) and webhook.supports_digest
+    command = build_sink(SinkConfig(name="c", type="command", options={"argv": ("true",)}))
+    assert isinstance(command, CommandSink) and not command.supports_digest
+    stream = io.StringIO()
+    jsonl = build_sink(SinkConfig(name="j", type="jsonl", options={"path": "-"}), stdout=stream)
+    assert isinstance(jsonl, JsonlSink)
+    console = build_sink(SinkConfig(name="k", type="console"), stdout=stream)
+    assert isinstance(console, ConsoleSink)
+    email = build_sink(
+        SinkConfig(
+            name="m",
+            type="email",
+            options={
+                "host": "127.0.0.1",
+                "port": 2525,
+                "security": "none",
+                "username": None,
+                "password": None,
+                "from_": "feedwatch <a@example.org>",
+                "to": ("b@example.org",),
+                "timeout": 5.0,
+            },
+        )
+    )
+    assert email.type == "email" and email.name == "m"
+    with pytest.raises(ValueError, match="unknown type"):
+        build_sink(SinkConfig(name="x", type="pager", options={}))  # type: ignore[arg-type]
+
+
+def test_sample_delivery_is_a_full_alert() -> None:
+    now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    d = sample_delivery("chat", now)
+    p = d.payload
+    assert list(p) == [
+        "version",
+        "id",
+        "kind",
+        "detected_at",
+        "feed",
+        "entry",
+        "changes",
+        "matched",
+        "message",
+    ]
+    assert p["detected_at"] == "2025-01-02T03:04:05Z" and d.created_at == now
+    assert d.alert_id == p["id"] and len(d.alert_id) == 32 and d.sink == "chat"
+    assert p["kind"] == "updated" and set(p["changes"]) == {"updated", "summary"}
+    assert sample_delivery("chat", now).alert_id == d.alert_id
+    assert (
+        sample_delivery("chat", datetime(2025, 1, 2, 3, 4, 6, tzinfo=timezone.utc)).alert_id
+        != d.alert_id
+    )
+    for render in (formats.slack, formats.discord, formats.teams, formats.ntfy):
+        assert render([p])
+    assert "chat" in render_console(p)

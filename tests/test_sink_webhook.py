@@ -1,0 +1,489 @@
+"""The webhook sink against a real receiver on 127.0.0.1, and each service format's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+import time
+from datetime import datetime, timedelta, timezone
+from email.header import decode_header
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feedwatch.model import Secret, SinkConfig
+from feedwatch.sinks import formats
+from feedwatch.sinks.base import SendResult
+from feedwatch.sinks.webhook import WebhookSink, parse_retry_after
+from tests.receivers import (
+    UPDATE_CHANGES,
+    Receiver,
+    make_delivery,
+    make_payload,
+    webhook_receiver,
+)
+
+__all__ = ["webhook_receiver"]  # the fixture, imported for pytest
+
+HOOK_PATH = "/hook/T000/B000/secret-token-xyz"
+HEADER_TOKEN = "Bearer header-token-abc"
+SIGNING_SECRET = "s3cret-signing-key"
+BIG = "A" * 1_000_000
+
+
+def _sink(
+    receiver: Receiver, *, fmt: str = "json", timeout: float = 5.0, **opts: Any
+) -> WebhookSink:
+    options: dict[str, Any] = {
+        "url": Secret(receiver.url + HOOK_PATH),
+        "format": fmt,
+        "headers": (("Authorization", Secret(HEADER_TOKEN)), ("X-Plain", "plain-value")),
+        "secret": Secret(SIGNING_SECRET),
+        "timeout": timeout,
+    }
+    options.update(opts)
+    return WebhookSink(SinkConfig(name="hook", type="webhook", options=options))
+
+
+def _send(sink: WebhookSink, *payloads: dict[str, Any]) -> SendResult:
+    async def go() -> SendResult:
+        try:
+            return await sink.send([make_delivery(p) for p in payloads])
+        finally:
+            await sink.aclose()
+
+    return asyncio.run(go())
+
+
+def _assert_no_secret(error: str | None, receiver: Receiver) -> None:
+    assert error is not None
+    assert "hook" in error  # names the sink
+    for secret in (HOOK_PATH, "secret-token-xyz", receiver.url, HEADER_TOKEN, "header-token-abc"):
+        assert secret not in error
+
+
+# --------------------------------------------------------------------------
+# The json format, headers and signature
+# --------------------------------------------------------------------------
+
+
+def test_json_body_headers_and_signature(webhook_receiver: Receiver) -> None:
+    payload = make_payload(title="Ünïcödé title – with \u2028 separator")
+    result = _send(_sink(webhook_receiver), payload)
+    assert result == SendResult.success()
+    [req] = webhook_receiver.received()
+    assert req.method == "POST"
+    assert req.path == HOOK_PATH
+    assert req.body == formats.payload_json(payload)
+    assert json.loads(req.body) == payload
+    assert list(json.loads(req.body)) == list(payload)  # key order kept
+    assert b"\xe2\x80\xa8" not in req.body  # U+2028 escaped
+    h = req.headers
+    assert h["content-type"] == "application/json"
+    assert h["user-agent"].startswith("feedwatch/")
+    assert h["x-feedwatch-delivery"] == payload["id"]
+    assert "x-feedwatch-digest" not in h
+    assert h["authorization"] == HEADER_TOKEN
+    assert h["x-plain"] == "plain-value"
+    expected = hmac.new(SIGNING_SECRET.encode(), req.body, hashlib.sha256).hexdigest()
+    assert h["x-feedwatch-signature-256"] == f"sha256={expected}"
+
+
+def test_no_signature_without_secret(webhook_receiver: Receiver) -> None:
+    assert _send(_sink(webhook_receiver, secret=None), make_payload()).ok
+    [req] = webhook_receiver.received()
+    assert "x-feedwatch-signature-256" not in req.headers
+
+
+def test_digest_body_and_headers(webhook_receiver: Receiver) -> None:
+    p1 = make_payload(alert_id="a" * 32)
+    p2 = make_payload(kind="updated", alert_id="b" * 32, changes=UPDATE_CHANGES)
+    assert _send(_sink(webhook_receiver), p1, p2).ok
+    [req] = webhook_receiver.received()
+    assert json.loads(req.body) == {"version": 1, "kind": "digest", "alerts": [p1, p2]}
+    assert req.body == formats.digest_json([p1, p2])
+    assert req.headers["x-feedwatch-delivery"] == "a" * 32
+    assert req.headers["x-feedwatch-digest"] == "2"
+    expected = hmac.new(SIGNING_SECRET.encode(), req.body, hashlib.sha256).hexdigest()
+    assert req.headers["x-feedwatch-signature-256"] == f"sha256={expected}"
+
+
+# --------------------------------------------------------------------------
+# Status classes
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+def test_2xx_is_success(webhook_receiver: Receiver, status: int) -> None:
+    webhook_receiver.script(status=status, body=b"")
+    assert _send(_sink(webhook_receiver), make_payload()) == SendResult.success()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirect_is_dead_and_not_followed(webhook_receiver: Receiver, status: int) -> None:
+    webhook_receiver.script(status=status, location=webhook_receiver.url + "/elsewhere")
+    result = _send(_sink(webhook_receiver), make_payload())
+    assert result.permanent and not result.ok
+    assert f"redirect ({status})" in (result.error or "")
+    assert "final URL" in (result.error or "")
+    _assert_no_secret(result.error, webhook_receiver)
+    assert [r.path for r in webhook_receiver.received()] == [HOOK_PATH]
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_retryable_statuses_are_transient(webhook_receiver: Receiver, status: int) -> None:
+    webhook_receiver.script(status=status, retry_after="120")
+    result = _send(_sink(webhook_receiver), make_payload())
+    assert not result.ok and not result.permanent
+    assert result.retry_after == 120
+    assert str(status) in (result.error or "")
+    _assert_no_secret(result.error, webhook_receiver)
+
+
+def test_retry_after_http_date(webhook_receiver: Receiver) -> None:
+    when = datetime.now(timezone.utc) + timedelta(seconds=600)
+    webhook_receiver.script(status=503, retry_after=format_datetime(when, usegmt=True))
+    result = _send(_sink(webhook_receiver), make_payload())
+    assert not result.permanent
+    assert result.retry_after is not None and 590 <= result.retry_after <= 601
+
+
+def test_parse_retry_after() -> None:
+    now = datetime(2024, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
+    assert parse_retry_after("30", now) == 30
+    assert parse_retry_after("Fri, 22 Nov 2024 12:01:00 GMT", now) == 60
+    assert parse_retry_after("Fri, 22 Nov 2024 11:00:00 GMT", now) == 0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 413, 422])
+def test_other_4xx_are_dead(webhook_receiver: Receiver, status: int) -> None:
+    # a receiver that echoes our token back must not get it into the error
+    webhook_receiver.script(
+        status=status, body=b'{"message": "bad token ' + HEADER_TOKEN.encode() + b'"}'
+    )
+    result = _send(_sink(webhook_receiver), make_payload())
+    assert result.permanent and not result.ok
+    assert str(status) in (result.error or "")
+    assert "bad token" in (result.error or "")
+    _assert_no_secret(result.error, webhook_receiver)
+
+
+def test_timeout_is_transient(webhook_receiver: Receiver) -> None:
+    webhook_receiver.script(delay=30)
+    started = time.monotonic()
+    result = _send(_sink(webhook_receiver, timeout=0.3), make_payload())
+    assert time.monotonic() - started < 5
+    assert not result.ok and not result.permanent
+    assert "timed out" in (result.error or "")
+    _assert_no_secret(result.error, webhook_receiver)
+
+
+def test_connection_refused_is_transient() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = SinkConfig(
+        name="hook",
+        type="webhook",
+        options={"url": Secret(f"http://127.0.0.1:{port}{HOOK_PATH}"), "format": "json"},
+    )
+    result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
+    assert not result.ok and not result.permanent
+    assert HOOK_PATH not in (result.error or "") and str(port) not in (result.error or "")
+
+
+def test_given_client_is_used_and_not_closed(webhook_receiver: Receiver) -> None:
+    import httpx
+
+    async def go() -> tuple[SendResult, bool]:
+        async with httpx.AsyncClient(follow_redirects=True) as client:
+            sink = WebhookSink(
+                SinkConfig(
+                    name="hook",
+                    type="webhook",
+                    options={"url": Secret(webhook_receiver.url + HOOK_PATH), "format": "json"},
+                ),
+                client=client,
+            )
+            webhook_receiver.script(status=302, location="/elsewhere")
+            result = await sink.send([make_delivery(make_payload())])
+            await sink.aclose()
+            return result, client.is_closed
+
+    result, closed = asyncio.run(go())
+    assert result.permanent  # even a client that follows redirects does not follow here
+    assert not closed
+    assert [r.path for r in webhook_receiver.received()] == [HOOK_PATH]
+
+
+@pytest.mark.parametrize("fmt", ["slack", "discord", "teams"])
+def test_service_formats_post_json(webhook_receiver: Receiver, fmt: str) -> None:
+    payload = make_payload(kind="updated", changes=UPDATE_CHANGES)
+    assert _send(_sink(webhook_receiver, fmt=fmt), payload).ok
+    [req] = webhook_receiver.received()
+    assert req.headers["content-type"] == "application/json"
+    assert req.headers["x-feedwatch-delivery"] == payload["id"]
+    renderer = {"slack": formats.slack, "discord": formats.discord, "teams": formats.teams}[fmt]
+    assert json.loads(req.body) == renderer([payload])
+
+
+def test_ntfy_posts_text_with_headers(webhook_receiver: Receiver) -> None:
+    payload = make_payload(title="Взрыв в Днепре")
+    assert _send(_sink(webhook_receiver, fmt="ntfy"), payload).ok
+    [req] = webhook_receiver.received()
+    assert req.headers["content-type"].startswith("text/plain")
+    assert "Взрыв в Днепре" in req.body.decode("utf-8")
+    assert _decode_2047(req.headers["title"]).endswith("Взрыв в Днепре")
+    assert req.headers["click"] == payload["entry"]["link"]
+    assert "new" in req.headers["tags"].split(",")
+
+
+# --------------------------------------------------------------------------
+# Format shapes and limits (pure)
+# --------------------------------------------------------------------------
+
+HOSTILE = (
+    "<!everyone> <@U123> & <https://evil.example|click me> @everyone [x](https://evil.example)"
+)
+
+
+def _slack_texts(msg: dict[str, Any]) -> list[str]:
+    texts = [msg["text"]]
+    for block in msg["blocks"]:
+        if "text" in block:
+            texts.append(block["text"]["text"])
+        for el in block.get("elements", ()):
+            texts.append(el["text"])
+    return texts
+
+
+def test_slack_shape_escaping_and_links() -> None:
+    payload = make_payload(title=HOSTILE, summary=HOSTILE)
+    msg = formats.slack([payload])
+    assert msg["text"] and msg["blocks"]
+    for block in msg["blocks"]:
+        assert block["type"] in ("section", "context", "divider")
+        if block["type"] == "section":
+            assert block["text"]["type"] == "mrkdwn"
+    joined = "\n".join(_slack_texts(msg))
+    assert "<!everyone>" not in joined and "<@U123>" not in joined
+    assert "<https://evil.example" not in joined
+    assert "&lt;!everyone&gt;" in joined and "&amp;" in joined
+    # the only link is the entry's own
+    assert f"<{payload['entry']['link']}|" in msg["blocks"][0]["text"]["text"]
+    assert joined.count("<") == 1
+
+
+def test_slack_non_http_link_is_not_a_link() -> None:
+    msg = formats.slack([make_payload(link="javascript:alert(1)")])
+    assert "javascript" not in json.dumps(msg)
+    assert "<" not in msg["blocks"][0]["text"]["text"]
+
+
+def test_slack_limits_for_huge_title_and_digest() -> None:
+    msg = formats.slack(
+        [
+            make_payload(
+                title=BIG + "&" * 5000, kind="updated", changes={"title": {"old": BIG, "new": BIG}}
+            )
+        ]
+    )
+    for text in _slack_texts(msg):
+        assert len(text) <= 3000
+    digest = formats.slack([make_payload(title=BIG, alert_id=f"{i:032x}") for i in range(60)])
+    assert len(digest["blocks"]) <= 50
+    assert "more alerts" in digest["blocks"][-1]["text"]["text"]
+    for text in _slack_texts(digest):
+        assert len(text) <= 3000
+
+
+def test_slack_update_shows_changes() -> None:
+    msg = formats.slack([make_payload(kind="updated", changes=UPDATE_CHANGES)])
+    text = "\n".join(_slack_texts(msg))
+    assert "*Updated*" in text
+    assert "Officials will meet." in text and "Officials met in Brussels." in text
+    assert "2024-11-22 10:40:17 UTC" in text and "2024-11-22 15:56:45 UTC" in text
+
+
+def _embed_total(embeds: list[dict[str, Any]]) -> int:
+    total = 0
+    for e in embeds:
+        total += len(e.get("title", "")) + len(e.get("description", ""))
+        total += len(e.get("footer", {}).get("text", ""))
+        total += sum(len(f["name"]) + len(f["value"]) for f in e.get("fields", ()))
+    return total
+
+
+def _check_discord(msg: dict[str, Any]) -> None:
+    assert msg["allowed_mentions"] == {"parse": []}
+    assert len(msg["content"]) <= 2000
+    assert 1 <= len(msg["embeds"]) <= 10
+    assert _embed_total(msg["embeds"]) <= 6000
+    for e in msg["embeds"]:
+        assert len(e["title"]) <= 256
+        assert len(e.get("description", "")) <= 4096
+        assert len(e["fields"]) <= 25
+        for f in e["fields"]:
+            assert 0 < len(f["name"]) <= 256 and 0 < len(f["value"]) <= 1024
+        if "url" in e:
+            assert e["url"].startswith(("http://", "https://"))
+
+
+def test_discord_shape_and_limits() -> None:
+    payload = make_payload(title=BIG, summary=BIG)
+    msg = formats.discord([payload])
+    _check_discord(msg)
+    embed = msg["embeds"][0]
+    assert embed["url"] == payload["entry"]["link"]
+    assert embed["timestamp"] == "2024-11-22T15:56:45Z"
+    assert embed["title"].startswith("New: AAA") and embed["title"].endswith("…")
+    digest = formats.discord(
+        [make_payload(title=BIG, summary=BIG, alert_id=f"{i:032x}") for i in range(15)]
+    )
+    _check_discord(digest)
+    assert len(digest["embeds"]) == 10
+    assert "15 alerts" in digest["content"]
+
+
+def test_discord_mentions_and_markdown_neutralised() -> None:
+    msg = formats.discord(
+        [make_payload(title=HOSTILE, summary=HOSTILE, link="javascript:alert(1)")]
+    )
+    _check_discord(msg)
+    embed = msg["embeds"][0]
+    assert "url" not in embed
+    assert "[x](https://evil.example)" not in embed["description"]
+    assert "\\[x\\](https" in embed["description"]
+
+
+def test_discord_update_shows_old_and_new() -> None:
+    msg = formats.discord([make_payload(kind="updated", changes=UPDATE_CHANGES)])
+    desc = msg["embeds"][0]["description"]
+    assert "What changed" in desc and "Officials will meet." in desc and "Brussels." in desc
+    assert msg["embeds"][0]["title"].startswith("Updated: ")
+
+
+def _card(msg: dict[str, Any]) -> dict[str, Any]:
+    assert msg["type"] == "message"
+    [att] = msg["attachments"]
+    assert att["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = att["content"]
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
+    for block in card["body"]:
+        if block["type"] == "TextBlock":
+            assert block["wrap"] is True
+    return card
+
+
+def test_teams_adaptive_card() -> None:
+    payload = make_payload(kind="updated", changes=UPDATE_CHANGES)
+    card = _card(formats.teams([payload]))
+    assert card["actions"] == [
+        {"type": "Action.OpenUrl", "title": "Open entry", "url": payload["entry"]["link"]}
+    ]
+    text = json.dumps(card, ensure_ascii=False)
+    assert (
+        "Updated" in text
+        and "Officials will meet." in text
+        and "Officials met in Brussels." in text
+    )
+
+
+def test_teams_limits_and_bad_links() -> None:
+    msg = formats.teams([make_payload(title=BIG, summary=BIG, link="file:///etc/passwd")])
+    card = _card(msg)
+    assert "actions" not in card
+    assert len(json.dumps(msg).encode()) <= 28_000
+    digest = formats.teams(
+        [make_payload(title=BIG, summary=BIG, alert_id=f"{i:032x}") for i in range(30)]
+    )
+    _card(digest)
+    assert len(json.dumps(digest).encode()) <= 28_000
+    assert "more alerts" in json.dumps(digest)
+
+
+def _decode_2047(value: str) -> str:
+    return "".join(
+        part.decode(charset or "ascii") if isinstance(part, bytes) else part
+        for part, charset in decode_header(value)
+    )
+
+
+def test_ntfy_limits_and_headers() -> None:
+    body, headers = formats.ntfy([make_payload(title=BIG + "\r\nX-Evil: 1", summary=BIG)])
+    assert len(body) <= 4096
+    for value in headers.values():
+        assert value.isascii() and "\r" not in value and "\n" not in value
+    assert set(headers) == {"Title", "Click", "Tags"}
+    _, headers = formats.ntfy([make_payload(link="javascript:alert(1)")])
+    assert "Click" not in headers
+    body, headers = formats.ntfy(
+        [make_payload(alert_id=f"{i:032x}", summary=BIG) for i in range(40)]
+    )
+    assert len(body) <= 4096 and headers["Title"] == "feedwatch: 40 alerts"
+
+
+def test_ntfy_update_and_notice() -> None:
+    body, headers = formats.ntfy([make_payload(kind="updated", changes=UPDATE_CHANGES)])
+    text = body.decode()
+    assert headers["Title"].startswith("moscow-times: updated: ")
+    assert "summary: Officials will meet. -> Officials met in Brussels." in text
+    assert "arrows_counterclockwise" in headers["Tags"]
+    body, headers = formats.ntfy([make_payload(kind="flood", message="73 new entries at once")])
+    assert "73 new entries at once" in body.decode()
+    assert "Click" not in headers and headers["Title"] == "moscow-times: flood"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=300))
+def test_ntfy_headers_are_always_safe(title: str) -> None:
+    _, headers = formats.ntfy([make_payload(title=title, feed="f")])
+    for value in headers.values():
+        assert value.isascii()
+        assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    decoded = _decode_2047(headers["Title"]) if "=?" in headers["Title"] else headers["Title"]
+    expected = formats.shorten(f"f: new: {formats.oneline(title) or '(untitled)'}", 250)
+    assert decoded == expected
+
+
+@pytest.mark.parametrize("fmt", ["slack", "discord", "teams", "ntfy"])
+def test_notices_render_their_message(fmt: str) -> None:
+    payload = make_payload(kind="stale", message="no new entry for 3 days")
+    out = getattr(formats, fmt)([payload])
+    text = out[0].decode() if fmt == "ntfy" else json.dumps(out, ensure_ascii=False)
+    assert "no new entry for 3 days" in text
+    assert "Stale" in text or "stale" in text
+
+
+def test_payload_json_is_compact_and_ordered() -> None:
+    payload = make_payload()
+    data = formats.payload_json(payload)
+    assert b": " not in data.split(b'"title"')[0]
+    assert data.startswith(b'{"version":1,"id":')
+    assert data.decode("utf-8") == json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_bad_configured_header_is_dead_without_its_value(webhook_receiver: Receiver) -> None:
+    sink = _sink(webhook_receiver, headers=(("X-Token", Secret("abc\r\nInjected: 1")),))
+    result = _send(sink, make_payload())
+    assert result.permanent and "X-Token" in (result.error or "")
+    assert "abc" not in (result.error or "") and "Injected" not in (result.error or "")
+    assert webhook_receiver.received() == []
+
+
+def test_teams_feed_text_forms_no_link() -> None:
+    card = _card(formats.teams([make_payload(title=HOSTILE, summary=HOSTILE)]))
+    texts = [b["text"] for b in card["body"] if b["type"] == "TextBlock"]
+    assert any("\\[x\\](https://evil.example)" in t for t in texts)
+    assert not any("[x](" in t for t in texts)
+    assert [a["url"] for a in card["actions"]] == [
+        "https://www.example.org/2024/11/22/nato-ukraine"
+    ]
