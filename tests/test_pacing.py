@@ -1,0 +1,238 @@
+"""Poll pacing and delivery retry timing (SPEC section 6), as properties over clock values."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feedwatch.model import FeedSettings, Jitter
+from feedwatch.pacing import (
+    MAX_BACKOFF,
+    MAX_RETRY_AFTER,
+    delivery_retry_at,
+    failure_backoff,
+    is_given_up,
+    next_poll_after_failure,
+    next_poll_after_success,
+    spread_overdue,
+)
+
+NOW = datetime(2024, 11, 22, 15, 57, 3, tzinfo=timezone.utc)
+EPS = 1e-6
+
+intervals = st.floats(min_value=1.0, max_value=7 * 86400.0)
+jitters = st.one_of(
+    st.builds(Jitter, ratio=st.floats(min_value=0.0, max_value=0.9)),
+    st.builds(Jitter, seconds=st.floats(min_value=0.0, max_value=3600.0)),
+)
+seeds = st.integers(min_value=0, max_value=2**32)
+errors_st = st.integers(min_value=1, max_value=200)
+
+
+def secs(when: datetime) -> float:
+    return (when - NOW).total_seconds()
+
+
+# -- after a success -------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(interval=intervals, jitter=jitters, seed=seeds)
+def test_success_lands_within_jitter_of_the_interval(interval, jitter, seed):
+    fs = FeedSettings(interval=interval, jitter=jitter)
+    delay = secs(next_poll_after_success(NOW, fs, random.Random(seed)))
+    j = jitter.amount(interval)
+    assert delay >= 1.0 - EPS
+    assert max(1.0, interval - j) - 1e-3 <= delay <= interval + j + 1e-3
+
+
+def test_success_without_jitter_is_exactly_the_interval():
+    fs = FeedSettings(interval=900, jitter=Jitter())
+    assert next_poll_after_success(NOW, fs, random.Random(1)) == NOW + timedelta(seconds=900)
+
+
+def test_success_jitter_actually_spreads_both_ways():
+    fs = FeedSettings(interval=1000, jitter=Jitter(ratio=0.1))
+    rng = random.Random(7)
+    delays = [secs(next_poll_after_success(NOW, fs, rng)) for _ in range(200)]
+    assert min(delays) < 950 and max(delays) > 1050
+    assert all(900 <= d <= 1100 for d in delays)
+
+
+def test_success_never_below_one_second():
+    fs = FeedSettings(interval=1, jitter=Jitter(seconds=30))
+    rng = random.Random(3)
+    assert all(secs(next_poll_after_success(NOW, fs, rng)) >= 1.0 for _ in range(100))
+
+
+# -- backoff after failures ------------------------------------------------
+
+
+def test_backoff_doubles_from_the_interval_up_to_six_hours():
+    got = [failure_backoff(900, n) for n in range(1, 10)]
+    assert got == [900, 1800, 3600, 7200, 14400, MAX_BACKOFF, MAX_BACKOFF, MAX_BACKOFF, MAX_BACKOFF]
+    assert failure_backoff(900, 0) == 900  # 0 is treated as the first failure
+    assert failure_backoff(900, 10**6) == MAX_BACKOFF  # no overflow
+
+
+def test_backoff_never_below_a_long_interval():
+    assert failure_backoff(86400, 1) == 86400
+    assert failure_backoff(86400, 5) == 86400
+
+
+@settings(max_examples=150, deadline=None)
+@given(interval=intervals, a=errors_st, b=errors_st)
+def test_backoff_monotone_and_capped(interval, a, b):
+    lo, hi = sorted((a, b))
+    assert failure_backoff(interval, lo) <= failure_backoff(interval, hi)
+    assert interval <= failure_backoff(interval, hi) <= max(MAX_BACKOFF, interval)
+
+
+@settings(max_examples=150, deadline=None)
+@given(interval=intervals, jitter=jitters, errors=errors_st, seed=seeds)
+def test_failure_delay_within_jitter_of_backoff_and_capped(interval, jitter, errors, seed):
+    fs = FeedSettings(interval=interval, jitter=jitter)
+    delay = secs(next_poll_after_failure(NOW, fs, errors, random.Random(seed)))
+    base = failure_backoff(interval, errors)
+    j = jitter.amount(base)
+    cap = MAX_BACKOFF if interval <= MAX_BACKOFF else base + j
+    assert delay >= 1.0 - EPS
+    assert max(1.0, min(base - j, cap)) - 1e-3 <= delay <= min(base + j, cap) + 1e-3
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    interval=st.floats(min_value=1.0, max_value=MAX_BACKOFF),
+    errors=errors_st,
+    seed=seeds,
+    retry_after=st.floats(min_value=MAX_BACKOFF + 1, max_value=10 * MAX_RETRY_AFTER),
+)
+def test_failure_retry_after_longer_than_backoff_wins_capped_at_24h(
+    interval, errors, seed, retry_after
+):
+    fs = FeedSettings(interval=interval)
+    delay = secs(next_poll_after_failure(NOW, fs, errors, random.Random(seed), retry_after))
+    assert delay == pytest.approx(min(retry_after, MAX_RETRY_AFTER))
+
+
+@settings(max_examples=100, deadline=None)
+@given(errors=errors_st, seed=seeds, retry_after=st.floats(min_value=0.0, max_value=800.0))
+def test_failure_retry_after_shorter_than_backoff_changes_nothing(errors, seed, retry_after):
+    fs = FeedSettings(interval=900, jitter=Jitter(ratio=0.1))
+    with_ra = next_poll_after_failure(NOW, fs, errors, random.Random(seed), retry_after)
+    without = next_poll_after_failure(NOW, fs, errors, random.Random(seed))
+    assert with_ra == without
+
+
+@pytest.mark.parametrize("bad", [-5.0, math.nan, math.inf * -1, 0.0])
+def test_failure_nonsense_retry_after_is_ignored(bad):
+    fs = FeedSettings(interval=900, jitter=Jitter())
+    got = next_poll_after_failure(NOW, fs, 1, random.Random(0), bad)
+    assert secs(got) == 900
+
+
+def test_failure_infinite_retry_after_is_capped():
+    fs = FeedSettings(interval=900, jitter=Jitter())
+    # inf is not finite: ignored rather than waiting a day for a garbage header
+    assert secs(next_poll_after_failure(NOW, fs, 1, random.Random(0), math.inf)) == 900
+    assert secs(next_poll_after_failure(NOW, fs, 1, random.Random(0), 1e9)) == MAX_RETRY_AFTER
+
+
+# -- start-up spreading ----------------------------------------------------
+
+
+def test_spread_keeps_future_feeds_and_spreads_overdue_ones():
+    future = NOW + timedelta(minutes=5)
+    due = [
+        ("later", future),
+        ("never", None),
+        ("old", NOW - timedelta(hours=3)),
+        ("recent", NOW - timedelta(seconds=10)),
+        ("exactly-now", NOW),
+    ]
+    got = spread_overdue(NOW, due, rng=random.Random(1))
+    assert set(got) == {name for name, _ in due}
+    assert got["later"] == future
+    overdue = ["never", "old", "recent", "exactly-now"]
+    times = [secs(got[n]) for n in overdue]
+    assert times == sorted(times), "never polled first, then most overdue first"
+    assert len(set(times)) == len(times)
+    assert all(0 <= t <= 4.0 for t in times), "a handful start within seconds"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=500),
+    window=st.floats(min_value=0.0, max_value=300.0),
+    seed=seeds,
+)
+def test_spread_stays_within_the_window_in_order(n, window, seed):
+    due = [(f"f{i:03d}", NOW - timedelta(seconds=n - i)) for i in range(n)]
+    got = spread_overdue(NOW, due, window, rng=random.Random(seed))
+    times = [secs(got[name]) for name, _ in due]
+    assert all(0 <= t <= window + EPS for t in times)
+    assert times == sorted(times)
+
+
+def test_spread_many_feeds_uses_the_whole_minute_evenly():
+    due = [(f"f{i}", None) for i in range(600)]
+    got = sorted(secs(t) for t in spread_overdue(NOW, due, 60.0, rng=random.Random(5)).values())
+    assert got[-1] > 59 and got[0] < 0.2
+    # evenly-ish: every 6-second bucket holds about a tenth of the feeds
+    buckets = [sum(1 for t in got if k * 6 <= t < (k + 1) * 6) for k in range(10)]
+    assert all(55 <= b <= 65 for b in buckets), buckets
+
+
+def test_spread_nothing_overdue():
+    due = [("a", NOW + timedelta(seconds=1))]
+    assert spread_overdue(NOW, due, rng=random.Random(0)) == {"a": NOW + timedelta(seconds=1)}
+    assert spread_overdue(NOW, [], rng=random.Random(0)) == {}
+
+
+# -- delivery retries ------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(attempts=st.integers(min_value=1, max_value=10_000), seed=seeds)
+def test_delivery_retry_is_30s_doubling_20pct_capped_at_1h(attempts, seed):
+    delay = secs(delivery_retry_at(NOW, attempts, random.Random(seed)))
+    base = min(30.0 * 2 ** min(attempts - 1, 64), 3600.0)
+    assert 0.8 * base - 1e-6 <= delay <= min(1.2 * base, 3600.0) + 1e-6
+
+
+def test_delivery_retry_schedule_examples():
+    rng = random.Random(11)
+    first = [secs(delivery_retry_at(NOW, 1, rng)) for _ in range(200)]
+    assert 24 <= min(first) < 26 and 34 < max(first) <= 36
+    assert all(48 <= secs(delivery_retry_at(NOW, 2, rng)) <= 72 for _ in range(50))
+    assert all(secs(delivery_retry_at(NOW, 8, rng)) <= 3600 for _ in range(50))
+    assert max(secs(delivery_retry_at(NOW, 30, rng)) for _ in range(200)) == 3600
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    attempts=st.integers(min_value=1, max_value=50),
+    seed=seeds,
+    retry_after=st.floats(min_value=3601.0, max_value=10 * MAX_RETRY_AFTER),
+)
+def test_delivery_retry_after_honoured_and_capped(attempts, seed, retry_after):
+    delay = secs(delivery_retry_at(NOW, attempts, random.Random(seed), retry_after))
+    assert delay == pytest.approx(min(retry_after, MAX_RETRY_AFTER))
+
+
+def test_delivery_short_retry_after_does_not_shorten_backoff():
+    a = delivery_retry_at(NOW, 5, random.Random(2), retry_after=1.0)
+    b = delivery_retry_at(NOW, 5, random.Random(2))
+    assert a == b and secs(a) >= 0.8 * 480
+
+
+def test_is_given_up_boundary():
+    created = NOW - timedelta(days=3)
+    assert is_given_up(created, NOW, 3 * 86400)
+    assert not is_given_up(created + timedelta(seconds=1), NOW, 3 * 86400)
+    assert not is_given_up(created - timedelta(days=365), NOW, 0), "0 = never give up"
