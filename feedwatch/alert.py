@@ -1,0 +1,140 @@
+"""The alert payload of SPEC section 5, built from a change and its matches.
+
+Pure: everything it needs (the time included) comes in as values, so the same
+change always renders to the same payload with the same id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from feedwatch.identity import notice_id
+from feedwatch.model import Alert, Change, EntrySnapshot, FeedConfig, RuleMatch
+
+MAX_STRING = 64 * 1024
+PAYLOAD_VERSION = 1
+
+
+def cap(text: str | None, limit: int = MAX_STRING) -> str | None:
+    if text is None:
+        return None
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def format_time(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def safe_link(link: str | None) -> str | None:
+    """Only http(s) links leave in alerts (no javascript:, data:, file:)."""
+    if not link:
+        return None
+    stripped = link.strip()
+    lower = stripped.lower()
+    if (lower.startswith("http://") or lower.startswith("https://")) and not any(
+        c in stripped for c in "\r\n\t\x00 "
+    ):
+        return cap(stripped)
+    return None
+
+
+def entry_payload(entry: EntrySnapshot) -> dict[str, Any]:
+    return {
+        "id": cap(entry.entry_id),
+        "title": cap(entry.title),
+        "link": safe_link(entry.link),
+        "author": cap(entry.author),
+        "published": format_time(entry.published),
+        "updated": format_time(entry.updated),
+        "summary": cap(entry.summary),
+        "content": cap(entry.content),
+        "tags": [cap(t) for t in entry.tags],
+        "enclosures": [
+            {"url": safe_link(e.url), "type": cap(e.type), "length": e.length}
+            for e in entry.enclosures
+            if safe_link(e.url)
+        ],
+    }
+
+
+def feed_payload(feed: FeedConfig, title: str | None) -> dict[str, Any]:
+    return {"name": feed.name, "url": feed.url, "title": cap(title), "tags": list(feed.tags)}
+
+
+def route(feed: FeedConfig, matched: Iterable[RuleMatch]) -> tuple[str, ...]:
+    """The union, over matched rules, of each rule's sinks (or the feed's when it names none)."""
+    rules = {r.name: r for r in feed.rules}
+    out: list[str] = []
+    any_matched = False
+    for m in matched:
+        any_matched = True
+        rule = rules.get(m.rule)
+        targets = rule.sinks if rule is not None and rule.sinks else feed.sinks
+        for s in targets:
+            if s not in out:
+                out.append(s)
+    if not any_matched:
+        return tuple(feed.sinks)
+    return tuple(out)
+
+
+def build_alert(
+    feed: FeedConfig,
+    feed_title: str | None,
+    change: Change,
+    matched: tuple[RuleMatch, ...],
+    detected_at: datetime,
+    alert_id: str,
+) -> Alert:
+    payload: dict[str, Any] = {
+        "version": PAYLOAD_VERSION,
+        "id": alert_id,
+        "kind": change.kind,
+        "detected_at": format_time(detected_at),
+        "feed": feed_payload(feed, feed_title),
+        "entry": entry_payload(change.entry),
+        "changes": {k: {"old": v.old, "new": v.new} for k, v in change.changes.items()},
+        "matched": [{"rule": m.rule, "terms": list(m.terms)} for m in matched],
+        "message": None,
+    }
+    return Alert(
+        id=alert_id,
+        kind=change.kind,
+        feed=feed.name,
+        payload=payload,
+        sinks=route(feed, matched),
+        thread_id=change.new_alert_id,
+        identity=change.identity,
+    )
+
+
+def build_notice(
+    feed: FeedConfig,
+    feed_title: str | None,
+    kind: str,
+    message: str,
+    detected_at: datetime,
+    key: str,
+) -> Alert:
+    """A feed-level notice (flood, stale, recovered): same envelope, no entry, the feed's sinks."""
+    nid = notice_id(feed.name, kind, key)
+    payload: Mapping[str, Any] = {
+        "version": PAYLOAD_VERSION,
+        "id": nid,
+        "kind": kind,
+        "detected_at": format_time(detected_at),
+        "feed": feed_payload(feed, feed_title),
+        "entry": None,
+        "changes": {},
+        "matched": [],
+        "message": cap(message),
+    }
+    return Alert(id=nid, kind=kind, feed=feed.name, payload=payload, sinks=tuple(feed.sinks))

@@ -1,0 +1,330 @@
+"""The commands of SPEC section 2, and the wiring of the app in one place.
+
+Exit status: 0 success; 1 a run-time failure (a feed or a delivery failed, the
+state is locked, corrupt or too new); 2 a usage or config error (nothing was
+polled, sent or written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from feedwatch import __version__
+from feedwatch import log as logsetup
+from feedwatch.clock import system_clock
+from feedwatch.config import ConfigError, find_config_path, load_config
+from feedwatch.model import Config, FeedConfig
+from feedwatch.store import StateError, open_store
+from feedwatch.store.base import Store
+
+log = structlog.get_logger("feedwatch.cli")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
+    common.add_argument(
+        "--state", default=argparse.SUPPRESS, help="state file (overrides the config)"
+    )
+    verbosity = common.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+
+    p = argparse.ArgumentParser(
+        prog="feedwatch",
+        description="Watch feeds for new and updated entries that match your rules, and alert.",
+        parents=[common],
+    )
+    p.add_argument("--version", action="version", version=f"feedwatch {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("check", parents=[common], help="poll feeds once, deliver alerts, exit")
+    c.add_argument(
+        "--feed", action="append", default=[], metavar="NAME", help="only this feed (repeatable)"
+    )
+    c.add_argument("--dry-run", action="store_true", help="send nothing, change no state")
+    c.add_argument("--json", action="store_true", help="print the alerts as JSON lines")
+
+    sub.add_parser("validate", parents=[common], help="check the config")
+
+    s = sub.add_parser(
+        "status", parents=[common], help="feeds and sinks as the state file sees them"
+    )
+    s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--check", action="store_true", help="exit 1 if a feed is failing or a delivery is dead"
+    )
+
+    t = sub.add_parser("test-sink", parents=[common], help="send a sample alert to a sink")
+    t.add_argument("name")
+
+    r = sub.add_parser("redeliver", parents=[common], help="queue dead deliveries again")
+    r.add_argument("--sink")
+    r.add_argument("--feed")
+
+    f = sub.add_parser(
+        "forget", parents=[common], help="drop a feed's entries: next poll is a baseline"
+    )
+    f.add_argument("feed")
+
+    sub.add_parser(
+        "demo", parents=[common], help="see a new and an updated entry detected, offline"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
+    out = stdout or sys.stdout
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    level = (
+        "warning"
+        if getattr(args, "quiet", False)
+        else ("debug" if getattr(args, "verbose", False) else "info")
+    )
+    logsetup.configure(level=level)
+    try:
+        if args.command == "demo":
+            from feedwatch.demo import main as demo_main
+
+            logsetup.configure(level="debug" if getattr(args, "verbose", False) else "warning")
+            return demo_main(out)
+        return _dispatch(args, out)
+    except UsageError as exc:
+        print(f"feedwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except StateError as exc:
+        print(f"feedwatch: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = find_config_path(getattr(args, "config", None))
+    config = load_config(path, state_override=getattr(args, "state", None))
+    if not getattr(args, "quiet", False) and not getattr(args, "verbose", False):
+        logsetup.configure(level=config.log_level, fmt=config.log_format)
+    else:
+        logsetup.configure(
+            level="warning" if getattr(args, "quiet", False) else "debug", fmt=config.log_format
+        )
+    return config
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "validate":
+        config = _load(args)
+        rules = len({r.name for f in config.feeds for r in f.rules} | set(config.rules))
+        print(f"ok: {len(config.feeds)} feeds, {len(config.sinks)} sinks, {rules} rules", file=out)
+        return EXIT_OK
+    config = _load(args)
+    if args.command == "check":
+        return asyncio.run(_check(config, args, out))
+    if args.command == "status":
+        from feedwatch.status import status_command
+
+        return status_command(config, out, as_json=args.json, check=args.check)
+    if args.command == "test-sink":
+        if args.name not in config.sinks:
+            raise UsageError(
+                f"unknown sink {args.name!r} (configured: {', '.join(config.sinks) or 'none'})"
+            )
+        return asyncio.run(_test_sink(config, args.name, out))
+    if args.command == "redeliver":
+        if args.sink and args.sink not in config.sinks:
+            raise UsageError(f"unknown sink {args.sink!r}")
+        store = _open(config)
+        try:
+            n = store.redeliver(system_clock(), sink=args.sink, feed=args.feed)
+        finally:
+            store.close()
+        print(f"{n} dead deliveries queued again", file=out)
+        return EXIT_OK
+    if args.command == "forget":
+        existing = open_store(config.state, create=False)
+        if existing is None:
+            raise UsageError(f"no state file at {config.state}: nothing to forget")
+        try:
+            known = existing.forget(args.feed)
+        finally:
+            existing.close()
+        if not known and config.feed(args.feed) is None:
+            raise UsageError(f"unknown feed {args.feed!r}")
+        print(f"forgot {args.feed}: its next poll records a new baseline", file=out)
+        return EXIT_OK
+    raise UsageError(f"unknown command {args.command}")
+
+
+def _open(config: Config) -> Store:
+    store = open_store(config.state)
+    assert store is not None
+    return store
+
+
+def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:
+    if not names:
+        return [f for f in config.feeds if f.enabled]
+    feeds: list[FeedConfig] = []
+    for name in names:
+        feed = config.feed(name)
+        if feed is None:
+            known = ", ".join(f.name for f in config.feeds)
+            raise UsageError(f"unknown feed {name!r} (configured: {known or 'none'})")
+        if feed not in feeds:
+            feeds.append(feed)
+    return feeds
+
+
+async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from feedwatch.deliver import Dispatcher
+    from feedwatch.fetch import Fetcher
+    from feedwatch.poll import Poller
+    from feedwatch.sinks import build_sink
+    from feedwatch.store.lock import acquire_lock
+
+    feeds = _select_feeds(config, args.feed)
+    if args.json:
+        for s in config.sinks.values():
+            if s.type == "jsonl" and s.options.get("path") == "-":
+                raise UsageError(
+                    f'sink {s.name!r} writes JSON lines to stdout (path = "-"); '
+                    "it cannot be combined with --json"
+                )
+    lock = None
+    tmpdir = None
+    if args.dry_run:
+        store = open_store(config.state, create=False)
+        if store is None:
+            tmpdir = tempfile.TemporaryDirectory(prefix="feedwatch-dry-run-")
+            store = open_store(str(Path(tmpdir.name) / "state.db"))
+            assert store is not None
+    else:
+        if not config.state.startswith("postgresql://"):
+            lock = acquire_lock(config.state)
+        store = _open(config)
+    failed = False
+    try:
+        now = system_clock()
+        records = store.feeds()
+        to_poll: list[FeedConfig] = []
+        for feed in feeds:
+            rec = records.get(feed.name)
+            if (
+                rec is not None
+                and rec.retry_after_until is not None
+                and rec.retry_after_until > now
+            ):
+                print(
+                    f"skipped {feed.name}: the server asked to be left alone until "
+                    f"{rec.retry_after_until:%Y-%m-%d %H:%M:%SZ} (Retry-After)",
+                    file=sys.stderr,
+                )
+                continue
+            if rec is not None and rec.gone:
+                if not args.feed:
+                    print(
+                        f"skipped {feed.name}: gone (HTTP 410); `check --feed {feed.name}` polls it again",
+                        file=sys.stderr,
+                    )
+                    continue
+                if not args.dry_run:
+                    store.clear_gone(feed.name)
+            to_poll.append(feed)
+
+        async with Fetcher(concurrency=config.concurrency, per_host=config.per_host) as fetcher:
+            poller = Poller(config, store, fetcher, dry_run=args.dry_run)
+            reports = await asyncio.gather(*(poller.poll(f) for f in to_poll))
+        failed = any(r.result == "error" for r in reports)
+        alerts = [a for r in reports for a in r.alerts]
+
+        for r in reports:
+            if r.result == "error":
+                print(f"error {r.feed}: {r.error}", file=sys.stderr)
+        if args.json:
+            for a in alerts:
+                out.write(json.dumps(a.payload, ensure_ascii=False) + "\n")
+        else:
+            for a in alerts:
+                title = (
+                    (a.payload.get("entry") or {}).get("title") or a.payload.get("message") or ""
+                )
+                prefix = "would alert" if args.dry_run else "alert"
+                out.write(
+                    f"{prefix} {a.id} {a.kind} {a.feed}: {title} -> {', '.join(a.sinks) or '(no sink)'}\n"
+                )
+        out.flush()
+
+        delivery_ok = True
+        if not args.dry_run:
+            sinks: dict[str, Any] = {
+                name: build_sink(cfg, stdout=out) for name, cfg in config.sinks.items()
+            }
+            dispatcher = Dispatcher(config, store, sinks)
+            try:
+                report = await dispatcher.run_once(force=True)
+            finally:
+                await dispatcher.aclose()
+            delivery_ok = report.ok
+            for failure in report.failures:
+                print(f"delivery failed {failure}", file=sys.stderr)
+            summary = (
+                f"{len(reports)} feeds polled ({sum(r.result != 'error' for r in reports)} ok, "
+                f"{sum(r.result == 'error' for r in reports)} failed), "
+                f"{sum(r.new for r in reports if not r.baseline)} new, "
+                f"{sum(r.updated for r in reports)} updated, {len(alerts)} alerts; "
+                f"deliveries: {report.delivered} sent, {report.retried} to retry, "
+                f"{report.dead} dead, {report.waiting} held"
+            )
+        else:
+            summary = f"dry run: {len(reports)} feeds polled, {len(alerts)} alerts would be sent"
+        if not args.json:
+            print(summary, file=sys.stderr)
+        return EXIT_FAIL if failed or not delivery_ok else EXIT_OK
+    finally:
+        store.close()
+        if lock is not None:
+            lock.release()
+        if tmpdir is not None:
+            tmpdir.cleanup()
+
+
+async def _test_sink(config: Config, name: str, out: TextIO) -> int:
+    from feedwatch.sinks import build_sink, sample_delivery
+
+    cfg = replace(config.sinks[name], digest=0.0)
+    sink = build_sink(cfg, stdout=out)
+    try:
+        result = await sink.send([sample_delivery(name, system_clock())])
+    finally:
+        await sink.aclose()
+    if result.ok:
+        print(f"ok: sample alert delivered to sink {name!r}", file=out)
+        return EXIT_OK
+    kind = "permanent" if result.permanent else "transient"
+    print(f"failed ({kind}): {result.error}", file=out)
+    return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""What happens when a sink fails: the outbox dispatcher.
+
+    for each sink, its pending deliveries oldest first:
+        given up (older than give_up_after)?  -> dead
+        sink no longer configured?            -> stays pending (visible) until given up
+        digest sink and oldest not yet due?   -> wait
+        send (one, or a digest of all)        -> delivered | retry later (backoff) | dead
+        a transient failure stops that sink for this round (order is kept)
+
+The state is the queue: a crash between "sent" and "marked delivered" re-sends
+with the same id (at least once), never a different one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+
+from feedwatch import pacing
+from feedwatch.clock import Clock, system_clock
+from feedwatch.model import Config
+from feedwatch.sinks.base import SendResult, Sink
+from feedwatch.store.base import Delivery, Store
+
+log = structlog.get_logger("feedwatch.deliver")
+
+
+@dataclass
+class DispatchReport:
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    waiting: int = 0  # held for a digest or a removed sink
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        sinks: Mapping[str, Sink],
+        *,
+        clock: Clock = system_clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.sinks = dict(sinks)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._lock = asyncio.Lock()
+
+    async def run_once(self, *, force: bool = False) -> DispatchReport:
+        """Send what is due; ``force`` (check, a manual request) ignores the retry backoff."""
+        async with self._lock:
+            now = self.clock()
+            pending = self.store.pending(due_at=None if force else now)
+            by_sink: dict[str, list[Delivery]] = {}
+            for d in pending:
+                by_sink.setdefault(d.sink, []).append(d)
+            report = DispatchReport()
+            await asyncio.gather(
+                *(self._run_sink(name, items, report) for name, items in by_sink.items())
+            )
+            return report
+
+    async def _run_sink(self, name: str, items: list[Delivery], report: DispatchReport) -> None:
+        now = self.clock()
+        live: list[Delivery] = []
+        for d in items:
+            # Only a delivery that has failed can be given up: a fresh or redelivered one gets a try.
+            if d.attempts > 0 and pacing.is_given_up(d.created_at, now, self.config.give_up_after):
+                reason = f"gave up: still failing {_human(self.config.give_up_after)} after the alert was created"
+                if d.last_error:
+                    reason += f" (last error: {d.last_error})"
+                self.store.mark_dead(name, [d.alert_id], now, error=reason)
+                report.dead += 1
+                log.error("delivery.dead", sink=name, alert=d.alert_id, feed=d.feed, error=reason)
+            else:
+                live.append(d)
+        if not live:
+            return
+        sink = self.sinks.get(name)
+        if sink is None:
+            report.waiting += len(live)
+            return
+        cfg = self.config.sinks.get(name)
+        digest = cfg.digest if cfg is not None else 0.0
+        if digest > 0 and sink.supports_digest:
+            oldest = min(d.created_at for d in live)
+            if (now - oldest).total_seconds() < digest:
+                report.waiting += len(live)
+                return
+            await self._send(sink, live, report)
+            return
+        for d in live:
+            if not await self._send(sink, [d], report):
+                break
+
+    async def _send(self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport) -> bool:
+        ids = [d.alert_id for d in batch]
+        try:
+            result = await sink.send(batch)
+        except Exception as exc:  # a sink bug is a transient failure, never a lost alert
+            log.exception("delivery.sink_crashed", sink=sink.name)
+            result = SendResult.transient(f"internal error in sink: {type(exc).__name__}: {exc}")
+        now = self.clock()
+        if result.ok:
+            self.store.mark_delivered(sink.name, ids, now)
+            report.delivered += len(ids)
+            for d in batch:
+                log.info(
+                    "alert.delivered", sink=sink.name, alert=d.alert_id, feed=d.feed, kind=d.kind
+                )
+            return True
+        error = result.error or "failed"
+        if result.permanent:
+            self.store.mark_dead(sink.name, ids, now, error=error)
+            report.dead += len(ids)
+            report.failures.append(f"{sink.name}: {error}")
+            log.error("delivery.dead", sink=sink.name, alerts=ids, error=error)
+            return False
+        attempts = max(d.attempts for d in batch) + 1
+        retry_at = pacing.delivery_retry_at(now, attempts, self.rng, retry_after=result.retry_after)
+        self.store.mark_retry(sink.name, ids, now, error=error, next_attempt=retry_at)
+        report.retried += len(ids)
+        report.failures.append(f"{sink.name}: {error}")
+        log.warning(
+            "delivery.failed",
+            sink=sink.name,
+            alerts=ids,
+            error=error,
+            attempts=attempts,
+            retry_in=round((retry_at - now).total_seconds()),
+        )
+        return False
+
+    async def aclose(self) -> None:
+        for sink in self.sinks.values():
+            try:
+                await sink.aclose()
+            except Exception:
+                log.exception("sink.close_failed", sink=sink.name)
+
+
+def _human(seconds: float) -> str:
+    td = timedelta(seconds=seconds)
+    if td.days and not td.seconds:
+        return f"{td.days}d"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds)}s"

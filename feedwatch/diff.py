@@ -1,0 +1,285 @@
+"""Where an update is detected: stored state + a body's snapshots -> what changed.
+
+Pure (SPEC section 4). The whole decision, in order:
+
+    policy   = the identity policy (auto: detected, switched after two polls agree,
+               stored entries re-keyed rather than made new)
+    for each entry in the body (first of a duplicated identity wins):
+        known?   -> compare times (to the second) and normalised text
+        unknown? -> same link (unique in the body) and same text as a stored
+                    entry that is not in the body: the same entry under a new id
+                 -> else new
+    churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
+    baseline = first poll with first_poll = "baseline": record, alert nothing
+    flood    = > flood_limit new and more than half the body: record, one notice
+
+Everything seen is written back (upserts for new or changed rows, touches for
+the rest), so the next poll compares with exactly what this one saw.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from feedwatch.alert import cap, format_time, safe_link
+from feedwatch.identity import (
+    FINGERPRINT_VERSION,
+    Policy,
+    alert_id,
+    detect_policy,
+    entry_fingerprint,
+    identity_for,
+    normalize_link,
+    normalize_space,
+)
+from feedwatch.model import (
+    Change,
+    EntrySnapshot,
+    FeedSettings,
+    FieldChange,
+    IdentityState,
+    StoredEntry,
+)
+
+TEXT_FIELDS = ("title", "summary", "content")
+CHURN_MIN = 3
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    changes: tuple[Change, ...]  # what may alert (before matching)
+    upserts: tuple[StoredEntry, ...]
+    touched: tuple[str, ...]
+    rekeys: tuple[tuple[str, str], ...]
+    identity: IdentityState
+    new: int = 0  # new identities in the body (counted before matching)
+    updated: int = 0  # entries that changed in a way `updates` counts
+    silent: int = 0  # changes stored without alerting (churn, updates mode, link-only)
+    flood: int = 0  # > 0: new entries recorded without alerts, one notice instead
+    churn: bool = False
+    baseline: bool = False
+    duplicates: int = 0  # entries dropped because an earlier one had the same identity
+
+
+def _choose_policy(
+    settings: FeedSettings,
+    state: IdentityState,
+    entries: Sequence[EntrySnapshot],
+    has_state: bool,
+) -> IdentityState:
+    if settings.id_policy != "auto":
+        return IdentityState(policy=settings.id_policy, candidate=None)
+    detected = detect_policy(entries)
+    if detected is None:
+        return state
+    if not has_state:
+        return IdentityState(policy=detected, candidate=None)
+    if detected == state.policy:
+        return IdentityState(policy=state.policy, candidate=None)
+    if state.candidate == detected:
+        return IdentityState(policy=detected, candidate=None)
+    return IdentityState(policy=state.policy, candidate=detected)
+
+
+def _rekey(
+    stored: Mapping[str, StoredEntry], policy: Policy
+) -> tuple[dict[str, StoredEntry], list[tuple[str, str]]]:
+    """Stored entries under a new policy; on a collision the most recently seen wins."""
+    out: dict[str, StoredEntry] = {}
+    rekeys: list[tuple[str, str]] = []
+    for old in sorted(stored.values(), key=lambda e: (e.last_seen, e.identity)):
+        new_key = identity_for(old, policy)
+        if new_key != old.identity:
+            rekeys.append((old.identity, new_key))
+        out[new_key] = replace(old, identity=new_key)
+    return out, rekeys
+
+
+def _field_changes(old: StoredEntry, new: EntrySnapshot) -> dict[str, FieldChange]:
+    changes: dict[str, FieldChange] = {}
+    for f in TEXT_FIELDS:
+        a, b = getattr(old, f), getattr(new, f)
+        if normalize_space(a) != normalize_space(b):
+            changes[f] = FieldChange(cap(a), cap(b))
+    if normalize_link(old.link) != normalize_link(new.link):
+        changes["link"] = FieldChange(safe_link(old.link), safe_link(new.link))
+    for f in ("published", "updated"):
+        a_t, b_t = getattr(old, f), getattr(new, f)
+        if a_t != b_t:
+            changes[f] = FieldChange(format_time(a_t), format_time(b_t))
+    return changes
+
+
+def _text_changed(old: StoredEntry, new: EntrySnapshot, fp: str) -> bool:
+    if old.fingerprint.startswith(FINGERPRINT_VERSION + ":"):
+        return old.fingerprint != fp
+    # A fingerprint of another version says nothing: compare the stored text.
+    return any(
+        normalize_space(getattr(old, f)) != normalize_space(getattr(new, f)) for f in TEXT_FIELDS
+    )
+
+
+def _row(
+    feed: str,
+    identity: str,
+    entry: EntrySnapshot,
+    fp: str,
+    now: datetime,
+    old: StoredEntry | None,
+) -> StoredEntry:
+    return StoredEntry(
+        identity=identity,
+        entry_id=entry.entry_id,
+        link=entry.link,
+        title=entry.title,
+        summary=entry.summary,
+        content=entry.content,
+        published=entry.published,
+        updated=entry.updated,
+        fingerprint=fp,
+        first_seen=old.first_seen if old else now,
+        last_seen=now,
+        new_alert_id=old.new_alert_id
+        if old
+        else alert_id(feed, identity, "new", fp, entry.published, entry.updated),
+    )
+
+
+def diff(
+    feed: str,
+    stored: Mapping[str, StoredEntry],
+    entries: Sequence[EntrySnapshot],
+    *,
+    settings: FeedSettings,
+    identity: IdentityState,
+    baselined: bool,
+    now: datetime,
+) -> DiffResult:
+    has_state = baselined and bool(stored)
+    state = _choose_policy(settings, identity, entries, has_state)
+    current: dict[str, StoredEntry] = dict(stored)
+    rekeys: list[tuple[str, str]] = []
+    if stored and state.policy != identity.policy:
+        current, rekeys = _rekey(stored, state.policy)
+
+    # Identities of this body; the first of several with one identity wins.
+    body: list[tuple[str, EntrySnapshot, str]] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for entry in entries:
+        key = identity_for(entry, state.policy)
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        body.append((key, entry, entry_fingerprint(entry)))
+
+    # GUID churn: an unknown id whose link (unique in the body) and text match a
+    # stored entry that is absent from this body is that entry under a new id.
+    link_counts = Counter(normalize_link(e.link) for _, e, _ in body if e.link)
+    absent_by_link: dict[str, StoredEntry] = {}
+    if any(k not in current for k, _, _ in body):
+        for row in current.values():
+            if row.identity in seen or not row.link:
+                continue
+            row_link = normalize_link(row.link)
+            if row_link:
+                absent_by_link.setdefault(row_link, row)
+
+    new_items: list[tuple[str, EntrySnapshot, str]] = []
+    known: list[tuple[str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
+    for key, entry, fp in body:
+        old: StoredEntry | None = current.get(key)
+        nl = normalize_link(entry.link) if old is None else None
+        if nl is not None:
+            cand = absent_by_link.get(nl) if link_counts[nl] == 1 else None
+            if cand is not None and not _text_changed(cand, entry, fp):
+                rekeys.append((cand.identity, key))
+                del current[cand.identity]
+                del absent_by_link[nl]
+                old = replace(cand, identity=key)
+                current[key] = old
+        if old is None:
+            new_items.append((key, entry, fp))
+            continue
+        ts_moved = old.published != entry.published or old.updated != entry.updated
+        text_changed = _text_changed(old, entry, fp)
+        known.append((key, entry, fp, old, ts_moved, text_changed))
+
+    churn = len(known) >= CHURN_MIN and all(ts for *_, ts, _ in known)
+
+    changes: list[Change] = []
+    upserts: list[StoredEntry] = []
+    touched: list[str] = []
+    updated_count = 0
+    silent = 0
+    for key, entry, fp, old, ts_moved, text_changed in known:
+        link_moved = normalize_link(old.link) != normalize_link(entry.link)
+        if not (ts_moved or text_changed or link_moved or old.fingerprint != fp):
+            touched.append(key)
+            continue
+        upserts.append(_row(feed, key, entry, fp, now, old))
+        counts_ts = ts_moved and not churn
+        if settings.updates == "content":
+            is_update = text_changed
+        elif settings.updates == "timestamp":
+            is_update = counts_ts or (churn and text_changed)
+        else:
+            is_update = text_changed or counts_ts
+        if not is_update:
+            silent += 1
+            continue
+        updated_count += 1
+        changes.append(
+            Change(
+                kind="updated",
+                identity=key,
+                entry=entry,
+                fingerprint=fp,
+                changes=_field_changes(old, entry),
+                new_alert_id=old.new_alert_id,
+            )
+        )
+
+    new_changes: list[Change] = []
+    for key, entry, fp in new_items:
+        row = _row(feed, key, entry, fp, now, None)
+        upserts.append(row)
+        new_changes.append(
+            Change(
+                kind="new",
+                identity=key,
+                entry=entry,
+                fingerprint=fp,
+                changes={},
+                new_alert_id=row.new_alert_id,
+            )
+        )
+
+    baseline = not baselined
+    flood = 0
+    if baseline:
+        if settings.first_poll == "baseline":
+            changes = []
+            new_changes = []
+    elif len(new_items) > settings.flood_limit and len(new_items) * 2 > len(body):
+        flood = len(new_items)
+        new_changes = []
+
+    return DiffResult(
+        changes=tuple(new_changes + changes),
+        upserts=tuple(upserts),
+        touched=tuple(touched),
+        rekeys=tuple(rekeys),
+        identity=state,
+        new=len(new_items),
+        updated=updated_count,
+        silent=silent,
+        flood=flood,
+        churn=churn,
+        baseline=baseline,
+        duplicates=duplicates,
+    )

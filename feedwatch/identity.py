@@ -1,0 +1,178 @@
+"""Who an entry is, and whether its text is the same: identity keys, fingerprints, alert ids.
+
+All hashing lives here so that a change to any of it is one versioned edit:
+stored fingerprints carry their version, and a fingerprint of another version
+is never taken as "content changed" (the diff compares the stored text then).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from feedwatch.model import EntrySnapshot, StoredEntry
+
+Policy = Literal["guid", "link", "content"]
+
+FINGERPRINT_VERSION = "v1"
+
+# Query parameters that say nothing about what a link points at: analytics tags
+# and cache-busters. A link differing only by these is the same link.
+_VOLATILE_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "msclkid",
+        "mc_cid",
+        "mc_eid",
+        "igshid",
+        "_ga",
+        "_gl",
+        "yclid",
+        "_hsenc",
+        "_hsmi",
+        "mkt_tok",
+        "ncid",
+        "cmpid",
+        "_",
+        "cb",
+        "cachebust",
+        "cachebuster",
+        "nocache",
+        "rnd",
+    }
+)
+
+
+def normalize_space(text: str) -> str:
+    return " ".join(text.split())
+
+
+def normalize_link(link: str | None) -> str | None:
+    """Canonical form of a link for comparing: lower-case scheme and host, no tracking params."""
+    if not link:
+        return None
+    link = link.strip()
+    if not link:
+        return None
+    try:
+        parts = urlsplit(link)
+    except ValueError:
+        return link
+    query = parts.query
+    if query:
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True)
+        except ValueError:
+            pairs = []
+        kept = [
+            (k, v)
+            for k, v in pairs
+            if k.lower() not in _VOLATILE_PARAMS and not k.lower().startswith("utm_")
+        ]
+        if len(kept) != len(pairs):
+            query = urlencode(kept)
+    netloc = parts.netloc.lower()
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, parts.fragment))
+
+
+def _h(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for p in parts:
+        digest.update(p.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def _text_key(text: str) -> str:
+    return unicodedata.normalize("NFC", normalize_space(text))
+
+
+def fingerprint(title: str, summary: str, content: str) -> str:
+    """A versioned hash of the normalised title, summary and content.
+
+    The texts are already HTML-free (tracking pixels and markup are gone), and
+    white space is folded here, so cosmetic churn does not change it.
+    """
+    return (
+        f"{FINGERPRINT_VERSION}:"
+        + _h(_text_key(title), _text_key(summary), _text_key(content))[:32]
+    )
+
+
+def entry_fingerprint(entry: EntrySnapshot | StoredEntry) -> str:
+    return fingerprint(entry.title, entry.summary, entry.content)
+
+
+def same_text(a: EntrySnapshot | StoredEntry, b: EntrySnapshot | StoredEntry) -> bool:
+    return (
+        _text_key(a.title) == _text_key(b.title)
+        and _text_key(a.summary) == _text_key(b.summary)
+        and _text_key(a.content) == _text_key(b.content)
+    )
+
+
+def _time_key(dt: datetime | None) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else ""
+
+
+def content_identity(entry: EntrySnapshot | StoredEntry) -> str:
+    return (
+        "c:"
+        + _h(_text_key(entry.title), normalize_link(entry.link) or "", _time_key(entry.published))[
+            :32
+        ]
+    )
+
+
+def identity_for(entry: EntrySnapshot | StoredEntry, policy: Policy) -> str:
+    """The entry's key under a policy, falling back per entry when it lacks the field."""
+    entry_id = entry.entry_id.strip() if entry.entry_id else ""
+    link = normalize_link(entry.link)
+    if policy == "guid":
+        if entry_id:
+            return "g:" + entry_id
+        if link:
+            return "l:" + link
+    elif policy == "link":
+        if link:
+            return "l:" + link
+        if entry_id:
+            return "g:" + entry_id
+    return content_identity(entry)
+
+
+def detect_policy(entries: Sequence[EntrySnapshot], threshold: float = 0.9) -> Policy | None:
+    """``auto``: guid while >= 90% of entries have distinct ids, else link, else content."""
+    n = len(entries)
+    if n == 0:
+        return None
+    ids = {e.entry_id.strip() for e in entries if e.entry_id and e.entry_id.strip()}
+    if len(ids) >= threshold * n:
+        return "guid"
+    links = {normalize_link(e.link) for e in entries if e.link and e.link.strip()}
+    links.discard(None)
+    if len(links) >= threshold * n:
+        return "link"
+    return "content"
+
+
+def alert_id(
+    feed: str,
+    identity: str,
+    kind: str,
+    fp: str,
+    published: datetime | None,
+    updated: datetime | None,
+) -> str:
+    """Same feed, entry, kind and version: same id, whoever computes it and when."""
+    return _h("alert", feed, identity, kind, fp, _time_key(published), _time_key(updated))[:32]
+
+
+def notice_id(feed: str, kind: str, key: str) -> str:
+    return _h("notice", feed, kind, key)[:32]

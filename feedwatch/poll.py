@@ -1,0 +1,381 @@
+"""The one orchestration of a poll, shared by `check` and the daemon.
+
+    record  = store.feed(name)
+    outcome = fetch(url, validators)                     # never raises
+    failed?        -> record_failure (backoff, Retry-After, 410)   -> done
+    304 / same bytes -> record_unchanged (every entry seen again)  -> done
+    parsed  = parse(body)                                # in an executor
+    not a feed?    -> record_failure                                -> done
+    result  = diff(stored entries, parsed entries)       # pure
+    alerts  = match + build for each change that may alert
+    store.commit_poll(entries, alerts, deliveries)       # ONE transaction
+
+Nothing here decides anything itself: the decisions are in diff, match,
+alert and pacing, which are pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from feedwatch import pacing
+from feedwatch.alert import build_alert, build_notice
+from feedwatch.clock import Clock, system_clock
+from feedwatch.diff import DiffResult, diff
+from feedwatch.fetch import Fetcher
+from feedwatch.identity import alert_id
+from feedwatch.match import CompiledRule, compile_rules, evaluate
+from feedwatch.model import (
+    Alert,
+    Config,
+    FeedConfig,
+    Fetched,
+    FetchFailed,
+    FetchRequest,
+    NotModified,
+    ParsedFeed,
+    Secret,
+)
+from feedwatch.parse import parse_body
+from feedwatch.store.base import FeedRecord, PollCommit, Store
+
+log = structlog.get_logger("feedwatch.poll")
+
+
+@dataclass
+class PollReport:
+    feed: str
+    result: str  # ok | not_modified | unchanged | error
+    http_status: int | None = None
+    error: str | None = None
+    new: int = 0
+    updated: int = 0
+    alerts: list[Alert] = field(default_factory=list)  # queued (or, dry-run, would be)
+    warnings: tuple[str, ...] = ()
+    flood: int = 0
+    baseline: bool = False
+    duration: float = 0.0
+    retry_after_until: datetime | None = None
+    gone: bool = False
+    redirected_to: str | None = None
+
+
+def _reveal(value: str | Secret) -> str:
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+class Poller:
+    """Polls feeds of one config against one store; `dry_run` computes but writes nothing."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        fetcher: Fetcher,
+        *,
+        clock: Clock = system_clock,
+        rng: random.Random | None = None,
+        dry_run: bool = False,
+        parse_executor: Executor | None = None,
+        parse: Callable[..., ParsedFeed] = parse_body,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.fetcher = fetcher
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.dry_run = dry_run
+        self.parse_executor = parse_executor
+        self.parse = parse
+        self._rules: dict[str, tuple[CompiledRule, ...]] = {}
+
+    def rules_for(self, feed: FeedConfig) -> tuple[CompiledRule, ...]:
+        rules = self._rules.get(feed.name)
+        if rules is None:
+            rules = compile_rules(feed.rules)
+            self._rules[feed.name] = rules
+        return rules
+
+    async def poll(self, feed: FeedConfig) -> PollReport:
+        started = time.monotonic()
+        try:
+            report = await self._poll(feed)
+        except Exception as exc:  # a bug must not stop the other feeds
+            log.exception("feed.poll_crashed", feed=feed.name)
+            report = PollReport(feed=feed.name, result="error", error=f"internal error: {exc}")
+            if not self.dry_run:
+                now = self.clock()
+                try:
+                    self.store.record_failure(
+                        feed.name,
+                        feed.url,
+                        now,
+                        http_status=None,
+                        error=report.error or "internal error",
+                        next_poll=now + timedelta(seconds=feed.settings.interval),
+                    )
+                except Exception:
+                    log.exception("feed.record_failed", feed=feed.name)
+        report.duration = time.monotonic() - started
+        log.info(
+            "feed.polled",
+            feed=feed.name,
+            result=report.result,
+            status=report.http_status,
+            error=report.error,
+            new=report.new,
+            updated=report.updated,
+            alerts=len(report.alerts),
+            duration=round(report.duration, 4),
+        )
+        return report
+
+    async def _poll(self, feed: FeedConfig) -> PollReport:
+        s = feed.settings
+        record = self.store.feed(feed.name) or FeedRecord(name=feed.name)
+        same_url = record.url == feed.url
+        req = FetchRequest(
+            url=feed.url,
+            timeout=s.timeout,
+            max_body=s.max_body,
+            user_agent=s.user_agent,
+            headers=tuple((k, _reveal(v)) for k, v in feed.headers),
+            etag=record.etag if same_url and record.baselined else None,
+            last_modified=record.last_modified if same_url and record.baselined else None,
+            allow_private=feed.allow_private,
+        )
+        outcome = await self.fetcher.fetch(req)
+        now = self.clock()
+
+        if isinstance(outcome, FetchFailed):
+            return self._failed(
+                feed,
+                record,
+                now,
+                outcome.reason,
+                status=outcome.status,
+                retry_after=outcome.retry_after,
+                gone=outcome.gone,
+                redirected_to=outcome.permanent_redirect,
+            )
+
+        prune_before = now - timedelta(seconds=s.retention)
+        next_poll = pacing.next_poll_after_success(now, s, self.rng)
+        if isinstance(outcome, NotModified) or (
+            same_url and record.baselined and record.body_hash == body_hash(outcome.body)
+        ):
+            if not self.dry_run:
+                self.store.record_unchanged(
+                    feed.name,
+                    feed.url,
+                    now,
+                    http_status=outcome.status,
+                    etag=outcome.etag or record.etag,
+                    last_modified=outcome.last_modified or record.last_modified,
+                    next_poll=next_poll,
+                    redirected_to=outcome.permanent_redirect,
+                    prune_before=prune_before,
+                )
+            return PollReport(
+                feed=feed.name,
+                result="not_modified" if isinstance(outcome, NotModified) else "unchanged",
+                http_status=outcome.status,
+                redirected_to=outcome.permanent_redirect,
+            )
+
+        fetched: Fetched = outcome
+        if self.parse_executor is not None:
+            loop = asyncio.get_running_loop()
+            parsed = await loop.run_in_executor(
+                self.parse_executor,
+                _parse_call,
+                self.parse,
+                fetched.body,
+                dict(fetched.headers),
+                fetched.url,
+                s.max_entries,
+            )
+        else:
+            parsed = self.parse(
+                fetched.body, fetched.headers, url=fetched.url, max_entries=s.max_entries
+            )
+        now = self.clock()
+        if not parsed.is_feed and not parsed.entries:
+            why = "; ".join(parsed.warnings) or "no feed found in the body"
+            ctype = fetched.headers.get("content-type", "")
+            return self._failed(
+                feed,
+                record,
+                now,
+                f"not a feed ({ctype or 'no content type'}): {why}",
+                status=fetched.status,
+                redirected_to=fetched.permanent_redirect,
+            )
+        for w in parsed.warnings:
+            log.warning("feed.parse_warning", feed=feed.name, warning=w)
+
+        stored = self.store.entries(feed.name)
+        result = diff(
+            feed.name,
+            stored,
+            parsed.entries,
+            settings=s,
+            identity=record.identity,
+            baselined=record.baselined,
+            now=now,
+        )
+        alerts = self._alerts(feed, parsed.title, result, now, fetched.body)
+        commit = PollCommit(
+            feed=feed.name,
+            url=feed.url,
+            now=now,
+            http_status=fetched.status,
+            etag=fetched.etag,
+            last_modified=fetched.last_modified,
+            body_hash=body_hash(fetched.body),
+            title=parsed.title,
+            identity=result.identity,
+            upserts=result.upserts,
+            touched=result.touched,
+            rekeys=result.rekeys,
+            alerts=tuple(alerts),
+            prune_before=prune_before,
+            next_poll=next_poll,
+            redirected_to=fetched.permanent_redirect,
+            had_new_entry=result.new > 0 or result.baseline,
+        )
+        if self.dry_run:
+            queued_alerts = alerts
+        else:
+            queued = set(self.store.commit_poll(commit))
+            queued_alerts = [a for a in alerts if a.id in queued]
+        if result.churn:
+            log.info("feed.timestamp_churn", feed=feed.name, entries=len(parsed.entries))
+        if fetched.permanent_redirect:
+            log.warning(
+                "feed.redirected", feed=feed.name, url=feed.url, to=fetched.permanent_redirect
+            )
+        return PollReport(
+            feed=feed.name,
+            result="ok",
+            http_status=fetched.status,
+            new=result.new,
+            updated=result.updated,
+            alerts=queued_alerts,
+            warnings=parsed.warnings,
+            flood=result.flood,
+            baseline=result.baseline,
+            redirected_to=fetched.permanent_redirect,
+        )
+
+    def _alerts(
+        self,
+        feed: FeedConfig,
+        title: str | None,
+        result: DiffResult,
+        now: datetime,
+        body: bytes,
+    ) -> list[Alert]:
+        s = feed.settings
+        rules = self.rules_for(feed)
+        alerts: list[Alert] = []
+        for change in result.changes:
+            if change.kind not in s.notify_on:
+                continue
+            if s.max_age > 0:
+                when = change.entry.published or change.entry.updated
+                if when is not None and (now - when).total_seconds() > s.max_age:
+                    continue
+            ok, matched = evaluate(rules, change.entry)
+            if not ok:
+                continue
+            aid = alert_id(
+                feed.name,
+                change.identity,
+                change.kind,
+                change.fingerprint,
+                change.entry.published,
+                change.entry.updated,
+            )
+            alert = build_alert(feed, title, change, matched, now, aid)
+            if alert.sinks or not self.config.sinks:
+                alerts.append(alert)
+        if result.flood:
+            alerts.append(
+                build_notice(
+                    feed,
+                    title,
+                    "flood",
+                    f"{result.flood} new entries appeared at once in feed {feed.name!r} "
+                    f"(more than flood_limit = {s.flood_limit}); they were recorded "
+                    "without an alert each (a site migration or an id change?)",
+                    now,
+                    key=body_hash(body),
+                )
+            )
+        return alerts
+
+    def _failed(
+        self,
+        feed: FeedConfig,
+        record: FeedRecord,
+        now: datetime,
+        reason: str,
+        *,
+        status: int | None,
+        retry_after: float | None = None,
+        gone: bool = False,
+        redirected_to: str | None = None,
+    ) -> PollReport:
+        errors = record.errors + 1
+        next_poll = pacing.next_poll_after_failure(
+            now, feed.settings, errors, self.rng, retry_after=retry_after
+        )
+        retry_until = now + timedelta(seconds=retry_after) if retry_after else None
+        if retry_until is not None:
+            retry_until = min(retry_until, now + timedelta(seconds=pacing.MAX_RETRY_AFTER))
+        if not self.dry_run:
+            self.store.record_failure(
+                feed.name,
+                feed.url,
+                now,
+                http_status=status,
+                error=reason,
+                next_poll=None if gone else next_poll,
+                retry_after_until=retry_until,
+                gone=gone,
+                redirected_to=redirected_to,
+            )
+        log.warning("feed.failed", feed=feed.name, status=status, error=reason, errors=errors)
+        return PollReport(
+            feed=feed.name,
+            result="error",
+            http_status=status,
+            error=reason,
+            retry_after_until=retry_until,
+            gone=gone,
+            redirected_to=redirected_to,
+        )
+
+
+def _parse_call(
+    parse: Callable[..., ParsedFeed],
+    body: bytes,
+    headers: Mapping[str, str],
+    url: str,
+    max_entries: int,
+) -> ParsedFeed:
+    return parse(body, headers, url=url, max_entries=max_entries)

@@ -1,0 +1,116 @@
+"""`feedwatch status`: how every feed and sink is doing, read from config + state only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from feedwatch.alert import format_time
+from feedwatch.model import Config
+from feedwatch.redact import redact_url
+from feedwatch.store import open_store
+from feedwatch.store.base import FeedRecord, SinkCounts
+
+
+def feed_state(record: FeedRecord | None, enabled: bool, in_config: bool) -> str:
+    if not in_config:
+        return "removed"
+    if not enabled:
+        return "disabled"
+    if record is None or record.last_poll is None:
+        return "new"
+    if record.gone:
+        return "gone"
+    if record.errors > 0:
+        return "error"
+    return "ok"
+
+
+def collect(config: Config) -> dict[str, Any]:
+    store = open_store(config.state, create=False)
+    records: dict[str, FeedRecord] = {}
+    counts: dict[str, SinkCounts] = {}
+    if store is not None:
+        try:
+            records = store.feeds()
+            counts = store.sink_counts()
+        finally:
+            store.close()
+    feeds: list[dict[str, Any]] = []
+    names = [f.name for f in config.feeds]
+    for f in config.feeds:
+        rec = records.get(f.name)
+        feeds.append(_row(f.name, f.url, rec, feed_state(rec, f.enabled, True)))
+    for name, rec in sorted(records.items()):
+        if name not in names:
+            feeds.append(_row(name, rec.url, rec, "removed"))
+    sinks = []
+    for name in list(config.sinks) + sorted(set(counts) - set(config.sinks)):
+        c = counts.get(name, SinkCounts())
+        sinks.append({"name": name, "pending": c.pending, "delivered": c.delivered, "dead": c.dead})
+    return {"feeds": feeds, "sinks": sinks}
+
+
+def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "url": redact_url(url) if url else None,
+        "state": state,
+        "http_status": rec.http_status if rec else None,
+        "last_poll": format_time(rec.last_poll) if rec else None,
+        "last_success": format_time(rec.last_success) if rec else None,
+        "errors": rec.errors if rec else 0,
+        "last_error": rec.last_error if rec else None,
+        "entries": rec.entries if rec else 0,
+        "next_poll": format_time(rec.next_poll) if rec else None,
+        "redirected_to": redact_url(rec.redirected_to) if rec and rec.redirected_to else None,
+    }
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() + "\n")
+
+
+def status_command(config: Config, out: TextIO, *, as_json: bool, check: bool) -> int:
+    data = collect(config)
+    if as_json:
+        out.write(json.dumps(data, ensure_ascii=False) + "\n")
+    else:
+        rows = [
+            ["FEED", "STATE", "HTTP", "LAST POLL", "LAST SUCCESS", "ERR", "ENTRIES", "NEXT POLL"]
+        ]
+        for f in data["feeds"]:
+            rows.append(
+                [
+                    f["name"],
+                    f["state"],
+                    str(f["http_status"] or "-"),
+                    f["last_poll"] or "-",
+                    f["last_success"] or "-",
+                    str(f["errors"]),
+                    str(f["entries"]),
+                    f["next_poll"] or "-",
+                ]
+            )
+        _table(rows, out)
+        for f in data["feeds"]:
+            if f["last_error"] and f["state"] in ("error", "gone"):
+                out.write(f"  {f['name']}: {f['last_error']}\n")
+            if f["redirected_to"]:
+                out.write(
+                    f"  {f['name']}: permanently redirected to {f['redirected_to']} (update its url)\n"
+                )
+        if data["sinks"]:
+            out.write("\n")
+            srows = [["SINK", "PENDING", "DELIVERED", "DEAD"]]
+            for s in data["sinks"]:
+                srows.append([s["name"], str(s["pending"]), str(s["delivered"]), str(s["dead"])])
+            _table(srows, out)
+    if check:
+        bad = any(f["state"] in ("error", "gone") for f in data["feeds"]) or any(
+            s["dead"] for s in data["sinks"]
+        )
+        return 1 if bad else 0
+    return 0

@@ -1,0 +1,172 @@
+"""The SPEC section 5 payload, routing and identity helpers."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from feedwatch.alert import build_alert, build_notice, cap, format_time, route, safe_link
+from feedwatch.identity import alert_id, detect_policy, fingerprint, normalize_link
+from feedwatch.model import Change, EntrySnapshot, FeedConfig, FieldChange, Rule, RuleMatch
+from feedwatch.testing import T0, entry
+
+FEED = FeedConfig(
+    name="moscow-times",
+    url="https://www.themoscowtimes.com/rss/news",
+    tags=("news",),
+    sinks=("me", "chat"),
+    rules=(
+        Rule("missiles", any=("hypersonic",)),
+        Rule("urgent", any=("urgent",), sinks=("pager",)),
+    ),
+)
+
+
+def change(e: EntrySnapshot, kind="new", changes=None) -> Change:
+    return Change(
+        kind=kind,
+        identity="g:" + (e.entry_id or ""),
+        entry=e,
+        fingerprint=fingerprint(e.title, e.summary, e.content),
+        changes=changes or {},
+        new_alert_id="n" * 32,
+    )
+
+
+def test_payload_shape_matches_spec():
+    e = entry(1, title="Hypersonic strike", tags=["Ukraine war"], author="The Moscow Times")
+    a = build_alert(
+        FEED, "The Moscow Times", change(e), (RuleMatch("missiles", ("hypersonic",)),), T0, "abc"
+    )
+    p = a.payload
+    assert list(p) == [
+        "version",
+        "id",
+        "kind",
+        "detected_at",
+        "feed",
+        "entry",
+        "changes",
+        "matched",
+        "message",
+    ]
+    assert p["version"] == 1 and p["id"] == "abc" and p["kind"] == "new"
+    assert p["detected_at"] == "2024-11-22T10:40:17Z"
+    assert p["feed"] == {
+        "name": "moscow-times",
+        "url": FEED.url,
+        "title": "The Moscow Times",
+        "tags": ["news"],
+    }
+    assert list(p["entry"]) == [
+        "id",
+        "title",
+        "link",
+        "author",
+        "published",
+        "updated",
+        "summary",
+        "content",
+        "tags",
+        "enclosures",
+    ]
+    assert p["entry"]["published"] == "2024-11-22T10:40:17Z" and p["entry"]["updated"] is None
+    assert p["matched"] == [{"rule": "missiles", "terms": ["hypersonic"]}]
+    assert p["changes"] == {} and p["message"] is None
+    assert a.sinks == ("me", "chat")
+    assert a.thread_id == "n" * 32
+
+
+def test_updated_changes_rendered():
+    e = entry(1)
+    c = change(
+        e, "updated", {"updated": FieldChange("2024-11-22T10:40:17Z", "2024-11-22T15:56:45Z")}
+    )
+    p = build_alert(FEED, None, c, (), T0, "x").payload
+    assert p["changes"] == {
+        "updated": {"old": "2024-11-22T10:40:17Z", "new": "2024-11-22T15:56:45Z"}
+    }
+
+
+def test_routing_rule_sinks_replace_feed_sinks_union():
+    assert route(FEED, [RuleMatch("urgent", ("urgent",))]) == ("pager",)
+    assert route(FEED, [RuleMatch("missiles", ()), RuleMatch("urgent", ())]) == (
+        "me",
+        "chat",
+        "pager",
+    )
+    assert route(FEED, []) == ("me", "chat")
+
+
+def test_only_http_links_leave():
+    assert safe_link("javascript:alert(1)") is None
+    assert safe_link("data:text/html,x") is None
+    assert safe_link("file:///etc/passwd") is None
+    assert safe_link(" https://x.org/a ") == "https://x.org/a"
+    assert safe_link("https://x.org/a\r\nBcc: y") is None
+    e = entry(1, link="javascript:alert(1)")
+    assert build_alert(FEED, None, change(e), (), T0, "i").payload["entry"]["link"] is None
+
+
+def test_strings_capped_at_64k():
+    big = "x" * 100_000
+    e = entry(1, title=big)
+    t = build_alert(FEED, None, change(e), (), T0, "i").payload["entry"]["title"]
+    assert len(t) == 65536 and t.endswith("…")
+    assert cap("short") == "short"
+
+
+def test_notice_envelope():
+    n = build_notice(FEED, "T", "flood", "60 new entries", T0, key="k")
+    p = n.payload
+    assert p["kind"] == "flood" and p["entry"] is None and p["changes"] == {} and p["matched"] == []
+    assert p["message"] == "60 new entries"
+    assert n.sinks == FEED.sinks
+    assert build_notice(FEED, "T", "flood", "other text", T0, key="k").id == n.id
+
+
+def test_format_time_utc():
+    from datetime import datetime, timedelta, timezone
+
+    dt = datetime(2024, 11, 22, 18, 40, 17, tzinfo=timezone(timedelta(hours=3)))
+    assert format_time(dt) == "2024-11-22T15:40:17Z"
+    assert format_time(None) is None
+
+
+def test_link_normalisation_drops_tracking():
+    assert (
+        normalize_link("HTTPS://Example.ORG/a?utm_source=x&id=3&fbclid=y")
+        == "https://example.org/a?id=3"
+    )
+    assert normalize_link("https://example.org/a?_=12345") == "https://example.org/a"
+    assert normalize_link("https://example.org/a?page=2") == "https://example.org/a?page=2"
+
+
+def test_detect_policy_thresholds():
+    ten = [entry(i) for i in range(10)]
+    assert detect_policy(ten) == "guid"
+    from dataclasses import replace
+
+    one_dup = ten[:9] + [replace(ten[9], entry_id=ten[0].entry_id)]
+    assert detect_policy(one_dup) == "guid"  # 9 of 10 distinct = 90%
+    two_dup = ten[:8] + [replace(e, entry_id="same") for e in ten[8:]]
+    assert detect_policy(two_dup) == "guid"  # ids 8 + "same" = 9 distinct
+    no_ids = [replace(e, entry_id=None) for e in ten]
+    assert detect_policy(no_ids) == "link"
+    bare = [replace(e, entry_id=None, link=None) for e in ten]
+    assert detect_policy(bare) == "content"
+    assert detect_policy([]) is None
+
+
+@given(st.text(), st.text(), st.text())
+def test_fingerprint_ignores_whitespace_layout(a, b, c):
+    assert fingerprint(a, b, c) == fingerprint(f"  {a} ", "\n".join(b.split(" ")), c + "\t")
+
+
+@given(st.text(max_size=20), st.sampled_from(["new", "updated"]))
+def test_alert_id_is_deterministic_and_kind_sensitive(ident, kind):
+    a = alert_id("f", ident, kind, "v1:x", T0, None)
+    assert a == alert_id("f", ident, kind, "v1:x", T0, None)
+    other = "updated" if kind == "new" else "new"
+    assert a != alert_id("f", ident, other, "v1:x", T0, None)
+    assert len(a) == 32

@@ -1,0 +1,319 @@
+"""`feedwatch check` end to end: a real subprocess, a real feed server, a real state file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from feedwatch.testing import T0, entry, rss
+from tests.feedserver import FeedServer, feed_server  # noqa: F401
+
+
+def fw(
+    cfg: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def write_config(
+    tmp: Path, server: FeedServer, extra_feeds: str = "", feed_extra: str = ""
+) -> Path:
+    cfg = tmp / "feedwatch.toml"
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{tmp}/state.db"
+log_format = "json"
+jitter = "0s"
+
+[rules.missiles]
+any = ["hypersonic", "missile*"]
+
+[sinks.log]
+type = "jsonl"
+path = "{tmp}/alerts.jsonl"
+
+[[feeds]]
+name = "news"
+url = "{server.url("/news.xml")}"
+match = ["missiles"]
+{feed_extra}
+
+[[feeds]]
+name = "everything"
+url = "{server.url("/all.xml")}"
+{extra_feeds}
+"""
+    )
+    return cfg
+
+
+def alerts(tmp: Path) -> list[dict]:
+    path = tmp / "alerts.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def setup(tmp_path, feed_server):  # noqa: F811
+    news = [entry(1, title="Markets open"), entry(2, title="Hypersonic test reported")]
+    feed_server.set("/news.xml", rss(news))
+    feed_server.set("/all.xml", rss([entry("a1", title="Anything at all")]))
+    cfg = write_config(tmp_path, feed_server)
+    return tmp_path, feed_server, cfg, news
+
+
+def test_baseline_then_new_then_updated(setup):
+    tmp, srv, cfg, news = setup
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp) == []  # first poll is a baseline
+
+    news2 = [*news, entry(3, title="Hypersonic missile strike on Dnipro")]
+    srv.set("/news.xml", rss(news2))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    (a,) = alerts(tmp)
+    assert a["kind"] == "new"
+    assert a["feed"]["name"] == "news"
+    assert a["entry"]["title"] == "Hypersonic missile strike on Dnipro"
+    assert a["matched"] == [{"rule": "missiles", "terms": ["hypersonic", "missile*"]}]
+    assert a["changes"] == {}
+
+    # updated by timestamp and content
+    later = T0 + timedelta(hours=5, minutes=16, seconds=28)
+    news3 = [
+        *news,
+        entry(
+            3,
+            title="Hypersonic missile strike on Dnipro",
+            updated=later,
+            summary="Casualties reported.",
+        ),
+    ]
+    srv.set("/news.xml", rss(news3))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    a1, a2 = alerts(tmp)
+    assert a2["kind"] == "updated"
+    assert a2["changes"]["updated"] == {"old": None, "new": "2024-11-22T15:56:45Z"}
+    assert a2["changes"]["summary"] == {"old": "Summary of entry 3.", "new": "Casualties reported."}
+    assert a2["id"] != a1["id"]
+
+    # nothing changed: 304, no alert, no repeat
+    before = srv.count("/news.xml")
+    r = fw(cfg, "check")
+    assert r.returncode == 0
+    assert len(alerts(tmp)) == 2
+    assert srv.count("/news.xml") == before + 1
+    last = [h for (m, p, h) in srv.requests if p == "/news.xml"][-1]
+    assert "if-none-match" in last
+
+
+def test_unmatched_entries_do_not_alert_but_feed_without_rules_alerts_all(setup):
+    tmp, srv, cfg, news = setup
+    assert fw(cfg, "check").returncode == 0
+    srv.set("/news.xml", rss([*news, entry(4, title="Weather is nice")]))
+    srv.set("/all.xml", rss([entry("a1", title="Anything at all"), entry("a2", title="Cats")]))
+    assert fw(cfg, "check").returncode == 0
+    got = alerts(tmp)
+    assert [(a["feed"]["name"], a["entry"]["title"]) for a in got] == [("everything", "Cats")]
+    assert got[0]["matched"] == []
+
+
+def test_content_update_without_timestamp(setup):
+    tmp, srv, cfg, news = setup
+    assert fw(cfg, "check").returncode == 0
+    srv.set("/news.xml", rss([news[0], replace(news[1], summary="Now confirmed: hypersonic.")]))
+    assert fw(cfg, "check").returncode == 0
+    (a,) = alerts(tmp)
+    assert a["kind"] == "updated" and set(a["changes"]) == {"summary"}
+
+
+def test_guid_churn_and_returning_entry_do_not_alert(setup):
+    tmp, srv, cfg, news = setup
+    assert fw(cfg, "check").returncode == 0
+    # the entry vanishes...
+    srv.set("/news.xml", rss([news[0]]))
+    assert fw(cfg, "check").returncode == 0
+    # ...and comes back under a new guid, same link and text
+    srv.set("/news.xml", rss([news[0], replace(news[1], entry_id="tag:new-guid")]))
+    assert fw(cfg, "check").returncode == 0
+    assert alerts(tmp) == []
+
+
+def test_entries_without_guid_or_link(tmp_path, feed_server):  # noqa: F811
+    es = [entry(i, entry_id=None, link=None, title=f"Hypersonic {i}") for i in range(3)]
+    feed_server.set("/news.xml", rss(es))
+    feed_server.set("/all.xml", rss([entry("x")]))
+    cfg = write_config(tmp_path, feed_server)
+    assert fw(cfg, "check").returncode == 0
+    feed_server.set(
+        "/news.xml", rss([*es, entry(9, entry_id=None, link=None, title="Hypersonic 9")])
+    )
+    assert fw(cfg, "check").returncode == 0
+    assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["Hypersonic 9"]
+    assert alerts(tmp_path)[0]["entry"]["id"] is None
+
+
+def test_broken_feed_beside_a_good_one(setup):
+    tmp, srv, cfg, news = setup
+    assert fw(cfg, "check").returncode == 0
+    srv.set("/news.xml", b"<html><body>We moved!</body></html>", content_type="text/html")
+    srv.set(
+        "/all.xml", rss([entry("a1", title="Anything at all"), entry("a2", title="Still here")])
+    )
+    r = fw(cfg, "check")
+    assert r.returncode == 1
+    assert "news" in r.stderr and "not a feed" in r.stderr
+    assert [a["entry"]["title"] for a in alerts(tmp)] == ["Still here"]
+    # the broken poll removed nothing: when the feed is back, nothing is new
+    srv.set("/news.xml", rss(news))
+    assert fw(cfg, "check").returncode == 0
+    assert len(alerts(tmp)) == 1
+
+
+def test_http_errors_and_empty_body_are_errors(setup):
+    tmp, srv, cfg, news = setup
+    assert fw(cfg, "check").returncode == 0
+    srv.set("/news.xml", b"", status=200)
+    r = fw(cfg, "check", "--feed", "news")
+    assert r.returncode == 1 and "empty body" in r.stderr
+    srv.set("/news.xml", b"oops", status=500)
+    r = fw(cfg, "check", "--feed", "news")
+    assert r.returncode == 1 and "500" in r.stderr
+
+
+def test_dry_run_json_prints_and_changes_nothing(setup):
+    tmp, srv, cfg, news = setup
+    assert fw(cfg, "check").returncode == 0
+    db = tmp / "state.db"
+    srv.set("/news.xml", rss([*news, entry(5, title="Missiles over Kyiv")]))
+    before = sqlite3.connect(db).execute("select count(*) from entries").fetchone()
+    r = fw(cfg, "check", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    (line,) = r.stdout.splitlines()
+    dry = json.loads(line)
+    assert dry["entry"]["title"] == "Missiles over Kyiv"
+    after = sqlite3.connect(db).execute("select count(*) from entries").fetchone()
+    assert before == after
+    assert alerts(tmp) == []
+    # a real run gives the alert the same id
+    r = fw(cfg, "check", "--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout.splitlines()[0])["id"] == dry["id"]
+    assert alerts(tmp)[0]["id"] == dry["id"]
+
+
+def test_dry_run_without_state_creates_nothing(setup):
+    tmp, srv, cfg, news = setup
+    r = fw(cfg, "check", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp / "state.db").exists()
+
+
+def test_unknown_feed_is_usage_error_and_writes_nothing(setup):
+    tmp, srv, cfg, news = setup
+    r = fw(cfg, "check", "--feed", "nope")
+    assert r.returncode == 2
+    assert "nope" in r.stderr
+    assert not (tmp / "state.db").exists()
+    assert srv.count("/news.xml") == 0
+
+
+def test_invalid_config_exit_2_names_key_and_line(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(
+        '[feedwatch]\ninterval = "15 minutes"\n\n[[feeds]]\nurl = "https://example.org/feed"\nkeywrods = ["x"]\n'
+    )
+    r = fw(cfg, "validate")
+    assert r.returncode == 2
+    assert "interval" in r.stderr and ":2:" in r.stderr
+    assert "keywrods" in r.stderr and "keywords" in r.stderr
+    r = fw(cfg, "check")
+    assert r.returncode == 2
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_validate_ok(setup):
+    tmp, srv, cfg, news = setup
+    r = fw(cfg, "validate")
+    assert r.returncode == 0
+    assert r.stdout.strip() == "ok: 2 feeds, 1 sinks, 1 rules"
+
+
+def test_jsonl_stdout_with_json_is_usage_error(tmp_path, feed_server):  # noqa: F811
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n[sinks.out]\ntype = "jsonl"\npath = "-"\n'
+        f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/a")}"\n'
+    )
+    r = fw(cfg, "check", "--json")
+    assert r.returncode == 2 and "--json" in r.stderr
+
+
+def test_jsonl_stdout_sink_prints_alerts(tmp_path, feed_server):  # noqa: F811
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\nfirst_poll = "alert"\n[sinks.out]\ntype = "jsonl"\npath = "-"\n'
+        f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/a")}"\n'
+    )
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [x["entry"]["title"] for x in lines] == ["Entry 1"]
+
+
+def test_atom_and_json_feed(tmp_path, feed_server):  # noqa: F811
+    atom = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>A</title><id>urn:a</id><updated>2024-11-22T10:40:17Z</updated>
+<entry><id>urn:a:1</id><title>One</title><link href="/one"/><updated>2024-11-22T10:40:17Z</updated><summary>s</summary></entry>
+</feed>"""
+    jf = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "items": [{"id": "1", "title": "Uno", "content_text": "x"}],
+    }
+    feed_server.set("/news.xml", atom, content_type="application/atom+xml")
+    feed_server.set("/all.xml", json.dumps(jf), content_type="application/feed+json")
+    cfg = write_config(tmp_path, feed_server)
+    cfg.write_text(
+        cfg.read_text()
+        .replace('jitter = "0s"', 'jitter = "0s"\nfirst_poll = "alert"')
+        .replace('match = ["missiles"]', "")
+    )
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    got = {a["entry"]["title"]: a for a in alerts(tmp_path)}
+    assert set(got) == {"One", "Uno"}
+    assert got["One"]["entry"]["link"] == feed_server.url("/one")
+    # atom update
+    feed_server.set(
+        "/news.xml",
+        atom.replace(
+            "<updated>2024-11-22T10:40:17Z</updated><summary>",
+            "<updated>2024-11-22T15:56:45Z</updated><summary>",
+        ),
+        content_type="application/atom+xml",
+    )
+    jf["items"][0]["content_text"] = "y"
+    feed_server.set("/all.xml", json.dumps(jf), content_type="application/feed+json")
+    assert fw(cfg, "check").returncode == 0
+    updates = [a for a in alerts(tmp_path) if a["kind"] == "updated"]
+    assert {a["entry"]["title"] for a in updates} == {"One", "Uno"}

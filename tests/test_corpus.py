@@ -1,0 +1,215 @@
+"""Every file of the feedparser corpus through parse_body: no exception, well-typed snapshots.
+
+One test per corpus folder (about 30) keeps the run short (~4 s for 2,100
+files) while a failure still names the file. ``check_case`` is the per-file
+step; later steps (diffing a body against itself, ...) belong in it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from dataclasses import replace
+from datetime import timedelta
+
+from feedwatch.alert import build_alert
+from feedwatch.diff import diff
+from feedwatch.identity import alert_id
+from feedwatch.match import compile_rules, evaluate
+from feedwatch.model import (
+    Enclosure,
+    EntrySnapshot,
+    FeedConfig,
+    FeedSettings,
+    IdentityState,
+    ParsedFeed,
+    Rule,
+)
+from feedwatch.parse import parse_body
+from feedwatch.testing import T0
+from feedwatch.text import html_to_text
+from tests.corpus import corpus_cases, corpus_root, read_headers
+
+CASES = corpus_cases()
+ROOT = corpus_root()
+# The base URL feedparser's own suite serves the corpus from (relative links resolve to it).
+BASE = "http://127.0.0.1:8097/"
+
+
+def _by_folder() -> dict[str, list[tuple[Path, bytes, dict[str, str]]]]:
+    folders: dict[str, list[tuple[Path, bytes, dict[str, str]]]] = defaultdict(list)
+    for case in CASES:
+        folders[case[0].parent.relative_to(ROOT).as_posix()].append(case)
+    return dict(sorted(folders.items()))
+
+
+FOLDERS = _by_folder()
+pytestmark = pytest.mark.skipif(not CASES, reason=f"feedparser corpus not found at {ROOT}")
+
+
+def _check_time(t: datetime | None, where: str) -> None:
+    if t is None:
+        return
+    assert isinstance(t, datetime), where
+    assert t.tzinfo is timezone.utc, f"{where}: not UTC: {t!r}"
+    assert t.microsecond == 0, f"{where}: not truncated to the second"
+
+
+def _check_text(s: str, where: str) -> None:
+    assert isinstance(s, str), where
+    assert "<script" not in s.lower(), f"{where}: script survived: {s[:200]!r}"
+    assert s == s.strip(), f"{where}: not stripped"
+    assert html_to_text(s) == s, f"{where}: html_to_text not a fixed point"
+
+
+def check_snapshot(e: EntrySnapshot, where: str) -> None:
+    """Every field has the type the model promises."""
+    assert isinstance(e, EntrySnapshot), where
+    assert e.entry_id is None or (
+        isinstance(e.entry_id, str) and e.entry_id == e.entry_id.strip() and e.entry_id
+    ), where
+    assert e.link is None or (isinstance(e.link, str) and e.link and e.link == e.link.strip()), (
+        where
+    )
+    assert e.author is None or (isinstance(e.author, str) and e.author), where
+    for name in ("title", "summary", "content"):
+        _check_text(getattr(e, name), f"{where}: {name}")
+    if e.author is not None:
+        _check_text(e.author, f"{where}: author")
+    _check_time(e.published, f"{where}: published")
+    _check_time(e.updated, f"{where}: updated")
+    assert isinstance(e.tags, tuple), where
+    assert all(isinstance(t, str) and t for t in e.tags), where
+    assert len(set(e.tags)) == len(e.tags), f"{where}: duplicate tags {e.tags}"
+    assert isinstance(e.enclosures, tuple), where
+    for enc in e.enclosures:
+        assert isinstance(enc, Enclosure), where
+        assert isinstance(enc.url, str) and enc.url, where
+        assert enc.type is None or isinstance(enc.type, str), where
+        assert enc.length is None or (type(enc.length) is int and enc.length >= 0), where
+
+
+def check_case(path: Path, body: bytes, headers: dict[str, str]) -> ParsedFeed:
+    """Parse one corpus file and check the result's shape; returns it for further steps."""
+    where = path.relative_to(ROOT).as_posix()
+    parsed = parse_body(body, headers, url=BASE + where)
+    assert isinstance(parsed, ParsedFeed), where
+    assert isinstance(parsed.is_feed, bool), where
+    assert isinstance(parsed.warnings, tuple), where
+    assert all(isinstance(w, str) and w for w in parsed.warnings), where
+    assert parsed.dropped_entries == 0, where
+    assert parsed.title is None or isinstance(parsed.title, str), where
+    assert parsed.link is None or isinstance(parsed.link, str), where
+    if parsed.entries:
+        assert parsed.is_feed, f"{where}: entries but not a feed"
+    for i, e in enumerate(parsed.entries):
+        check_snapshot(e, f"{where}: entry {i}")
+    return parsed
+
+
+SETTINGS = FeedSettings(first_poll="alert")
+RULES = compile_rules([Rule("r", any=("the", "feed*", "/\\d+/"), not_=("zzzz",))])
+FEED = FeedConfig(name="corpus", url=BASE, sinks=("s",), rules=(Rule("r", any=("the",)),))
+
+
+def check_diff_path(parsed: ParsedFeed, where: str) -> None:
+    """The rest of the path: diff (first poll, then against itself), match, build the alert."""
+    first = diff(
+        "corpus",
+        {},
+        parsed.entries,
+        settings=SETTINGS,
+        identity=IdentityState(),
+        baselined=False,
+        now=T0,
+    )
+    stored = {row.identity: row for row in first.upserts}
+    for change in first.changes:
+        ok, matched = evaluate(RULES, change.entry)
+        aid = alert_id(
+            "corpus",
+            change.identity,
+            change.kind,
+            change.fingerprint,
+            change.entry.published,
+            change.entry.updated,
+        )
+        alert = build_alert(FEED, parsed.title, change, matched, T0, aid)
+        assert (
+            alert.payload["entry"]["title"] == change.entry.title[:65536]
+            or len(change.entry.title) > 65536
+        ), where
+    again = diff(
+        "corpus",
+        stored,
+        parsed.entries,
+        settings=SETTINGS,
+        identity=first.identity,
+        baselined=True,
+        now=T0 + timedelta(hours=1),
+    )
+    assert again.changes == (), (
+        f"{where}: a body diffed against itself changed: {again.changes[:1]}"
+    )
+    # every entry edited: each known entry is an update (or churn-silent), never new
+    edited = [replace(e, summary=e.summary + " edited") for e in parsed.entries]
+    third = diff(
+        "corpus",
+        stored,
+        edited,
+        settings=SETTINGS,
+        identity=first.identity,
+        baselined=True,
+        now=T0 + timedelta(hours=2),
+    )
+    assert all(c.kind == "updated" for c in third.changes), where
+
+
+@pytest.mark.parametrize("folder", list(FOLDERS) or ["<none>"])
+def test_corpus_folder(folder: str) -> None:
+    for path, body, headers in FOLDERS[folder]:
+        parsed = check_case(path, body, headers)
+        check_diff_path(parsed, path.relative_to(ROOT).as_posix())
+        # Every well-formed case is a recognisable feed, except Microsoft CDF (not a
+        # format feedwatch reads).
+        if folder.startswith("wellformed/") and folder != "wellformed/cdf":
+            assert parsed.is_feed, f"{path}: not recognised as a feed: {parsed.warnings}"
+
+
+def test_corpus_is_complete_and_headers_are_read() -> None:
+    assert len(CASES) >= 2100
+    assert not any(p.name == "NOTICE" for p, _, _ in CASES)
+    with_headers = {p.relative_to(ROOT).as_posix(): h for p, _, h in CASES if h}
+    assert len(with_headers) >= 100
+    assert with_headers["encoding/bozo_http_i18n.xml"] == {"content-type": "text/xml"}
+    assert with_headers["wellformed/http/headers_content_location-relative.xml"] == {
+        "content-location": "/feed/pg.cgi"
+    }
+    assert all(name == name.lower() for h in with_headers.values() for name in h)
+
+
+def test_read_headers_format() -> None:
+    body = (
+        b"<!--\nHeader:      Content-type: text/xml; charset=windows-1252\n"
+        b"Header:      Last-Modified:\nHeader: X-Foo: a: b\nDescription: not a header\n-->\n<rss/>"
+    )
+    assert read_headers(body) == {
+        "content-type": "text/xml; charset=windows-1252",
+        "last-modified": "",
+        "x-foo": "a: b",
+    }
+
+
+def test_corpus_spot_checks() -> None:
+    cases = {p.relative_to(ROOT).as_posix(): (p, b, h) for p, b, h in CASES}
+    example = check_case(*cases["json/example.json"])
+    assert example.is_feed and [e.entry_id for e in example.entries] == ["2", "1"]
+    assert example.entries[1].content == "Hello, world!"  # the <script> is gone
+    empty = check_case(*cases["illformed/rss_empty_document.xml"])
+    assert not empty.is_feed
+    relative = check_case(*cases["wellformed/http/headers_content_location-relative.xml"])
+    assert relative.link == "http://127.0.0.1:8097/feed/absolute"
