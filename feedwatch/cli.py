@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,6 +31,14 @@ from feedwatch.store.base import Store
 log = structlog.get_logger("feedwatch.cli")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+# Commands that live in a module of their own. Each module has
+#   add_arguments(parser: argparse.ArgumentParser) -> None
+#   run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int
+# (`load` finds, loads and validates the config; commands that need none never call it).
+COMMAND_MODULES: list[tuple[str, str, str]] = [
+    # (name, module, help)
+]
 
 
 class UsageError(Exception):
@@ -133,6 +142,10 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
+    for name, module, _help in COMMAND_MODULES:
+        if args.command == name:
+            run: Callable[..., int] = importlib.import_module(module).run
+            return run(args, out, lambda: _load(args))
     if args.command == "validate":
         config = _load(args)
         rules = len({r.name for f in config.feeds for r in f.rules} | set(config.rules))

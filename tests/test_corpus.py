@@ -8,13 +8,11 @@ step; later steps (diffing a body against itself, ...) belong in it.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-from dataclasses import replace
-from datetime import timedelta
 
 from feedwatch.alert import build_alert
 from feedwatch.diff import diff
