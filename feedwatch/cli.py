@@ -38,6 +38,11 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 # (`load` finds, loads and validates the config; commands that need none never call it).
 COMMAND_MODULES: list[tuple[str, str, str]] = [
     # (name, module, help)
+    ("preview", "feedwatch.preview", "fetch one feed: its entries, keyword hits, diagnostics"),
+    ("explain", "feedwatch.explain", "why an entry did or did not alert"),
+    ("init", "feedwatch.init", "print a commented starter config"),
+    ("import-opml", "feedwatch.opml", "print [[feeds]] blocks for an OPML file's feeds"),
+    ("run", "feedwatch.daemon", "run as a daemon: poll every feed on schedule, deliver alerts"),
 ]
 
 
@@ -96,6 +101,15 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "demo", parents=[common], help="see a new and an updated entry detected, offline"
     )
+    for name, module, help_text in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a command whose module is not built in
+            if exc.name != module:
+                raise
+            continue
+        sp = sub.add_parser(name, parents=[common], help=help_text)
+        mod.add_arguments(sp)
     return p
 
 

@@ -5,7 +5,8 @@
         sink no longer configured?            -> stays pending (visible) until given up
         digest sink and oldest not yet due?   -> wait
         send (one, or a digest of all)        -> delivered | retry later (backoff) | dead
-        a transient failure stops that sink for this round (order is kept)
+        a transient failure stops that sink for this round (order is kept);
+        a permanent one concerns that delivery only: the next ones still go
 
 The state is the queue: a crash between "sent" and "marked delivered" re-sends
 with the same id (at least once), never a different one.
@@ -18,10 +19,11 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal
 
 import structlog
 
-from feedwatch import pacing
+from feedwatch import metrics, pacing
 from feedwatch.clock import Clock, system_clock
 from feedwatch.model import Config
 from feedwatch.sinks.base import SendResult, Sink
@@ -104,10 +106,12 @@ class Dispatcher:
             await self._send(sink, live, report)
             return
         for d in live:
-            if not await self._send(sink, [d], report):
-                break
+            if await self._send(sink, [d], report) == "retry":
+                break  # the sink is unwell: later alerts wait, so none overtakes this one
 
-    async def _send(self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport) -> bool:
+    async def _send(
+        self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport
+    ) -> Literal["delivered", "dead", "retry"]:
         ids = [d.alert_id for d in batch]
         try:
             result = await sink.send(batch)
@@ -117,22 +121,25 @@ class Dispatcher:
         now = self.clock()
         if result.ok:
             self.store.mark_delivered(sink.name, ids, now)
+            metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="delivered")
             report.delivered += len(ids)
             for d in batch:
                 log.info(
                     "alert.delivered", sink=sink.name, alert=d.alert_id, feed=d.feed, kind=d.kind
                 )
-            return True
+            return "delivered"
         error = result.error or "failed"
         if result.permanent:
             self.store.mark_dead(sink.name, ids, now, error=error)
+            metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="dead")
             report.dead += len(ids)
             report.failures.append(f"{sink.name}: {error}")
             log.error("delivery.dead", sink=sink.name, alerts=ids, error=error)
-            return False
+            return "dead"
         attempts = max(d.attempts for d in batch) + 1
         retry_at = pacing.delivery_retry_at(now, attempts, self.rng, retry_after=result.retry_after)
         self.store.mark_retry(sink.name, ids, now, error=error, next_attempt=retry_at)
+        metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="retry")
         report.retried += len(ids)
         report.failures.append(f"{sink.name}: {error}")
         log.warning(
@@ -143,7 +150,7 @@ class Dispatcher:
             attempts=attempts,
             retry_in=round((retry_at - now).total_seconds()),
         )
-        return False
+        return "retry"
 
     async def aclose(self) -> None:
         for sink in self.sinks.values():

@@ -46,6 +46,7 @@ from feedwatch.model import (
     Secret,
 )
 from feedwatch.parse import parse_body
+from feedwatch.staleness import stale_notice
 from feedwatch.store.base import FeedRecord, PollCommit, Store
 
 log = structlog.get_logger("feedwatch.poll")
@@ -129,6 +130,11 @@ class Poller:
                     )
                 except Exception:
                     log.exception("feed.record_failed", feed=feed.name)
+        if not self.dry_run and feed.settings.stale_after > 0:
+            try:
+                report.alerts.extend(self._staleness(feed))
+            except Exception:
+                log.exception("feed.stale_check_failed", feed=feed.name)
         report.duration = time.monotonic() - started
         log.info(
             "feed.polled",
@@ -280,6 +286,22 @@ class Poller:
             baseline=result.baseline,
             redirected_to=fetched.permanent_redirect,
         )
+
+    def _staleness(self, feed: FeedConfig) -> list[Alert]:
+        record = self.store.feed(feed.name)
+        if record is None:
+            return []
+        now = self.clock()
+        due = stale_notice(record, now, feed.settings.stale_after)
+        if due is None:
+            return []
+        kind, message, key = due
+        notice = build_notice(feed, record.title, kind, message, now, key=key)
+        queued = self.store.queue_notices([notice], stale_notified=kind == "stale", now=now)
+        log.warning(
+            "feed.stale" if kind == "stale" else "feed.recovered", feed=feed.name, message=message
+        )
+        return [notice] if notice.id in queued else []
 
     def _alerts(
         self,

@@ -168,7 +168,11 @@ class Store(Protocol):
     ) -> None: ...
 
     def queue_notices(
-        self, alerts: Iterable[Alert], *, stale_notified: bool | None = None
+        self,
+        alerts: Iterable[Alert],
+        *,
+        stale_notified: bool | None = None,
+        now: datetime | None = None,
     ) -> list[str]:
         """Queue feed-level notices (stale/recovered) outside a poll; returns ids queued."""
         ...

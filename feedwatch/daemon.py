@@ -1,0 +1,405 @@
+"""`feedwatch run`: every feed on its own schedule, deliveries, reload, graceful stop.
+
+lock the state (one daemon per state file)
+schedule each enabled feed at its stored next poll (overdue ones spread over a minute)
+each poll job: poll (same code as `check`) -> schedule the next from the stored next_poll
+every few seconds, and right after a poll that queued alerts: run the outbox
+SIGHUP: load the config again; invalid -> log and keep the old one
+SIGTERM/SIGINT: stop scheduling, let in-flight polls and deliveries finish within
+                shutdown_timeout, cancel the rest (their state is left safely pending)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+
+import structlog
+
+from feedwatch import metrics, sdnotify
+from feedwatch.clock import Clock, system_clock
+from feedwatch.config import ConfigError
+from feedwatch.deliver import Dispatcher, DispatchReport
+from feedwatch.fetch import Fetcher
+from feedwatch.model import Config
+from feedwatch.pacing import spread_overdue
+from feedwatch.poll import Poller, PollReport
+from feedwatch.schedule import FeedScheduler
+from feedwatch.sinks import build_sink
+from feedwatch.sinks.base import Sink
+from feedwatch.status import feed_state
+from feedwatch.store import open_store
+from feedwatch.store.base import Store
+from feedwatch.store.lock import LockHandle, acquire_lock
+
+log = structlog.get_logger("feedwatch.daemon")
+
+DELIVERY_TICK = 5.0  # seconds between outbox runs (a poll with alerts also starts one)
+MAINTENANCE_EVERY = 3600.0
+LATE_AFTER = 5.0  # a poll starting this much after its slot counts as late
+
+POLLS_LATE = metrics.REGISTRY.counter(
+    "feedwatch_polls_late_total", "Polls that started more than 5 s after their slot.", ("feed",)
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Run as a daemon until SIGTERM/SIGINT; SIGHUP reloads the config."
+
+
+def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
+    config = load()
+    return asyncio.run(Daemon(config, load).serve())
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        load: Callable[[], Config],
+        *,
+        clock: Clock = system_clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.load = load
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.scheduler = FeedScheduler()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._polling: set[str] = set()
+        self._old_fetchers: list[Fetcher] = []
+        self._lock: LockHandle | None = None
+        self.store: Store
+        self.fetcher: Fetcher
+        self.dispatcher: Dispatcher
+        self.poller: Poller
+        self._parse_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwatch-parse")
+        self._metrics_server: metrics.MetricsServer | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        if not cfg.state.startswith("postgresql://"):
+            self._lock = acquire_lock(cfg.state)
+        try:
+            store = open_store(cfg.state)
+            assert store is not None
+            self.store = store
+            self.fetcher = Fetcher(concurrency=cfg.concurrency, per_host=cfg.per_host)
+            self.dispatcher = Dispatcher(
+                cfg, store, self._build_sinks(cfg), clock=self.clock, rng=self.rng
+            )
+            self.poller = Poller(
+                cfg,
+                store,
+                self.fetcher,
+                clock=self.clock,
+                rng=self.rng,
+                parse_executor=self._parse_pool,
+            )
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._request_stop, sig)
+            loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+            self.scheduler.start()
+            self._schedule_initial()
+            self.scheduler.every("deliveries", DELIVERY_TICK, self._deliver_job)
+            self.scheduler.every("maintenance", MAINTENANCE_EVERY, self._maintenance_job)
+            wd = sdnotify.watchdog_interval()
+            if wd:
+                self.scheduler.every("watchdog", wd, self._watchdog_job)
+            if cfg.metrics_listen:
+                self._metrics_server = metrics.MetricsServer(
+                    cfg.metrics_listen, metrics.REGISTRY, self._health
+                )
+                await self._metrics_server.start()
+            self._update_gauges()
+            self._spawn(self._deliver_job())
+            enabled = sum(1 for f in cfg.feeds if f.enabled)
+            sdnotify.ready(status=f"watching {enabled} feeds")
+            log.info(
+                "daemon.started",
+                feeds=enabled,
+                sinks=len(cfg.sinks),
+                state=cfg.state,
+                metrics=self._metrics_server.port if self._metrics_server else None,
+            )
+            await self._stop.wait()
+            sdnotify.stopping()
+            await self._shutdown()
+            return 0
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if self._lock is not None:
+                self._lock.release()
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        if not self._stop.is_set():
+            log.info("daemon.stopping", signal=sig.name)
+        self._stop.set()
+
+    def _request_reload(self) -> None:
+        self._spawn(self.reload())
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self.scheduler.shutdown()
+        started = time.monotonic()
+        pending = [t for t in self._inflight if not t.done()]
+        if pending:
+            done, not_done = await asyncio.wait(pending, timeout=self.config.shutdown_timeout)
+            for t in not_done:
+                t.cancel()
+            if not_done:
+                await asyncio.gather(*not_done, return_exceptions=True)
+                log.warning("daemon.abandoned", tasks=len(not_done))
+        await self.dispatcher.aclose()
+        await self.fetcher.aclose()
+        for f in self._old_fetchers:
+            await f.aclose()
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+        self._parse_pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+        log.info("daemon.stopped", seconds=round(time.monotonic() - started, 3))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return task
+
+    def _health(self) -> tuple[bool, str]:
+        if self._stopping:
+            return False, "shutting down"
+        return True, "ok"
+
+    # -- scheduling -------------------------------------------------------------
+    def _schedule_initial(self) -> None:
+        now = self.clock()
+        records = self.store.feeds()
+        due: list[tuple[str, datetime | None]] = []
+        for feed in self.config.feeds:
+            if not feed.enabled:
+                continue
+            rec = records.get(feed.name)
+            if rec is not None and rec.gone:
+                log.info("feed.gone_skipped", feed=feed.name)
+                continue
+            when = rec.next_poll if rec is not None and rec.url == feed.url else None
+            if rec is not None and rec.retry_after_until is not None:
+                when = max(when or rec.retry_after_until, rec.retry_after_until)
+            due.append((feed.name, when))
+        for name, when in spread_overdue(now, due, 60.0, rng=self.rng).items():
+            self.scheduler.at(name, when, self._poll_job, name)
+
+    def _reschedule(self, name: str) -> None:
+        feed = self.config.feed(name)
+        if feed is None or not feed.enabled or self._stopping:
+            self.scheduler.cancel(name)
+            return
+        now = self.clock()
+        rec = self.store.feed(name)
+        if rec is not None and rec.gone:
+            log.warning(
+                "feed.gone",
+                feed=name,
+                hint=f"polling stopped; `feedwatch check --feed {name}` or `feedwatch forget {name}` resumes it",
+            )
+            self.scheduler.cancel(name)
+            return
+        when = rec.next_poll if rec is not None else None
+        if when is None or when <= now:
+            when = now + timedelta(seconds=feed.settings.interval)
+        if rec is not None and rec.retry_after_until is not None and rec.retry_after_until > when:
+            when = rec.retry_after_until
+        self.scheduler.at(name, when, self._poll_job, name)
+
+    async def _poll_job(self, name: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            feed = self.config.feed(name)
+            if self._stopping or feed is None or not feed.enabled or name in self._polling:
+                return
+            self._polling.add(name)
+            slot = self.scheduler.scheduled().get(name)
+            late = (self.clock() - slot).total_seconds() if slot else 0.0
+            if late > LATE_AFTER:
+                POLLS_LATE.inc(feed=name)
+            report = await self.poller.poll(feed)
+            self._record_metrics(report)
+            if report.alerts and not self._stopping:
+                self._spawn(self._deliver_job())
+        finally:
+            self._polling.discard(name)
+            if task is not None:
+                self._inflight.discard(task)
+            if not self._stopping:
+                try:
+                    self._reschedule(name)
+                except Exception:
+                    log.exception("feed.reschedule_failed", feed=name)
+
+    # -- deliveries and upkeep -----------------------------------------------
+    async def _deliver_job(self) -> None:
+        if self._stopping:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            report = await self.dispatcher.run_once()
+            self._record_deliveries(report)
+        except Exception:
+            log.exception("delivery.run_failed")
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _maintenance_job(self) -> None:
+        try:
+            before = self.clock() - timedelta(seconds=self.config.defaults.retention)
+            n = self.store.prune_deliveries(before)
+            if n:
+                log.info("state.pruned", deliveries=n)
+            self._update_gauges()
+        except Exception:
+            log.exception("state.maintenance_failed")
+
+    async def _watchdog_job(self) -> None:
+        sdnotify.watchdog()
+
+    # -- reload -------------------------------------------------------------------
+    async def reload(self) -> bool:
+        sdnotify.reloading()
+        try:
+            try:
+                new = self.load()
+            except ConfigError as exc:
+                log.error(
+                    "config.reload_failed",
+                    problems=[str(p) for p in exc.problems],
+                    hint="the running config is kept",
+                )
+                return False
+            except Exception as exc:
+                log.error("config.reload_failed", error=str(exc), hint="the running config is kept")
+                return False
+            old = self.config
+            if new.state != old.state:
+                log.error(
+                    "config.reload_failed",
+                    problems=[
+                        "feedwatch.state changed: restart feedwatch to use another state file"
+                    ],
+                    hint="the running config is kept",
+                )
+                return False
+            self._apply(old, new)
+            return True
+        finally:
+            sdnotify.ready(
+                status=f"watching {sum(1 for f in self.config.feeds if f.enabled)} feeds"
+            )
+
+    def _apply(self, old: Config, new: Config) -> None:
+        self.config = new
+        self.poller.config = new
+        self.poller._rules.clear()
+        self.dispatcher.config = new
+        # sinks: rebuild the changed ones; a removed sink's deliveries stay pending (visible)
+        sinks = dict(self.dispatcher.sinks)
+        for name in list(sinks):
+            if name not in new.sinks or new.sinks[name] != old.sinks.get(name):
+                self._spawn(sinks.pop(name).aclose())
+        for name, cfg in new.sinks.items():
+            if name not in sinks:
+                sinks[name] = build_sink(cfg)
+        self.dispatcher.sinks = sinks
+        if (new.concurrency, new.per_host) != (old.concurrency, old.per_host):
+            self._old_fetchers.append(self.fetcher)
+            self.fetcher = Fetcher(concurrency=new.concurrency, per_host=new.per_host)
+            self.poller.fetcher = self.fetcher
+        # feeds
+        now = self.clock()
+        old_feeds = {f.name: f for f in old.feeds}
+        added = removed = changed = 0
+        fresh: list[tuple[str, datetime | None]] = []
+        for f in new.feeds:
+            prev = old_feeds.get(f.name)
+            if not f.enabled:
+                if prev is not None and prev.enabled:
+                    removed += 1
+                self.scheduler.cancel(f.name)
+                continue
+            if prev is None or not prev.enabled:
+                added += 1
+                fresh.append((f.name, None))
+            elif prev != f:
+                changed += 1
+                if prev.url != f.url:
+                    fresh.append((f.name, None))
+        for name in old_feeds:
+            if new.feed(name) is None:
+                removed += 1
+                self.scheduler.cancel(name)
+                metrics.REGISTRY.remove(feed=name)
+        if fresh:
+            window = min(60.0, max(1.0, float(len(fresh))))
+            for name, when in spread_overdue(now, fresh, window, rng=self.rng).items():
+                self.scheduler.at(name, when, self._poll_job, name)
+        self._update_gauges()
+        log.info(
+            "config.reloaded",
+            added=added,
+            removed=removed,
+            changed=changed,
+            feeds=len(new.feeds),
+            sinks=len(new.sinks),
+        )
+
+    # -- metrics ---------------------------------------------------------------
+    def _build_sinks(self, cfg: Config) -> dict[str, Sink]:
+        return {name: build_sink(s) for name, s in cfg.sinks.items()}
+
+    def _record_metrics(self, report: PollReport) -> None:
+        metrics.POLLS.inc(
+            feed=report.feed,
+            result=report.result if report.result != "unchanged" else "not_modified",
+        )
+        metrics.POLL_DURATION.observe(report.duration)
+        for a in report.alerts:
+            metrics.ALERTS.inc(feed=report.feed, kind=a.kind)
+        if report.result != "error":
+            metrics.LAST_SUCCESS.set(time.time(), feed=report.feed)
+
+    def _record_deliveries(self, report: DispatchReport) -> None:
+        # per-sink delivery counters are kept by the dispatcher itself
+        if report.delivered or report.retried or report.dead:
+            self._update_outbox()
+
+    def _update_outbox(self) -> None:
+        counts = self.store.sink_counts()
+        metrics.OUTBOX_PENDING.replace([({"sink": name}, c.pending) for name, c in counts.items()])
+
+    def _update_gauges(self) -> None:
+        records = self.store.feeds()
+        states: dict[str, int] = {}
+        for f in self.config.feeds:
+            st = feed_state(records.get(f.name), f.enabled, True)
+            states[st] = states.get(st, 0) + 1
+        metrics.FEEDS.replace([({"state": k}, v) for k, v in states.items()])
+        self._update_outbox()

@@ -1,0 +1,66 @@
+"""The only APScheduler import: fire the job of the feed that is due.
+
+When a feed is next polled is decided by `feedwatch.pacing` and stored in the
+state (so a restart, `check` and the daemon read the same truth); APScheduler
+only fires a one-shot job at that time, and the job schedules the next one.
+No APScheduler job store is used: nothing pickled lives outside our state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+
+class FeedScheduler:
+    def __init__(self) -> None:
+        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._feeds: dict[str, datetime] = {}
+
+    def start(self) -> None:
+        """Must be called with the event loop running."""
+        self._scheduler.start()
+
+    def at(
+        self, job_id: str, when: datetime, func: Callable[..., Awaitable[Any]], *args: Any
+    ) -> None:
+        """Run ``func(*args)`` once at ``when`` (now if past), replacing any job of that id."""
+        self._feeds[job_id] = when
+        self._scheduler.add_job(
+            func,
+            "date",
+            run_date=when,
+            args=args,
+            id=job_id,
+            replace_existing=True,
+            misfire_grace_time=None,  # late is better than never: the job reschedules itself
+            coalesce=True,
+            max_instances=1,
+        )
+
+    def every(self, job_id: str, seconds: float, func: Callable[..., Awaitable[Any]]) -> None:
+        self._scheduler.add_job(
+            func,
+            "interval",
+            seconds=seconds,
+            id=job_id,
+            replace_existing=True,
+            misfire_grace_time=None,
+            coalesce=True,
+            max_instances=1,
+        )
+
+    def cancel(self, job_id: str) -> None:
+        self._feeds.pop(job_id, None)
+        if self._scheduler.get_job(job_id) is not None:
+            self._scheduler.remove_job(job_id)
+
+    def scheduled(self) -> dict[str, datetime]:
+        return dict(self._feeds)
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)

@@ -1,0 +1,44 @@
+"""When a feed has gone quiet or broken for `stale_after`: one notice, and one when it recovers.
+
+Pure: the feed's record and `now` in, at most one notice out. Never a notice
+per failed poll: `stale_notified` in the state remembers that one was sent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from feedwatch.alert import format_time
+from feedwatch.store.base import FeedRecord
+
+
+def _ago(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{int(seconds // 60)} minutes"
+
+
+def stale_notice(
+    record: FeedRecord, now: datetime, stale_after: float
+) -> tuple[str, str, str] | None:
+    """(kind, message, key) for a `stale` or `recovered` notice that is due, else None."""
+    if stale_after <= 0 or record.last_success is None:
+        return None
+    no_success = (now - record.last_success).total_seconds()
+    quiet_since = record.last_new_entry or record.last_success
+    no_new = (now - quiet_since).total_seconds()
+    stale = no_success > stale_after or no_new > stale_after
+    if stale and not record.stale_notified:
+        if no_success > stale_after:
+            why = f"no successful poll for {_ago(no_success)}"
+            if record.last_error:
+                why += f" (last error: {record.last_error})"
+        else:
+            why = f"no new entry for {_ago(no_new)}"
+        key = f"{format_time(record.last_success)}|{format_time(record.last_new_entry)}"
+        return "stale", f"feed {record.name!r} looks stale: {why}", key
+    if not stale and record.stale_notified:
+        return "recovered", f"feed {record.name!r} has recovered", f"{format_time(now)}"
+    return None

@@ -1,0 +1,313 @@
+"""`feedwatch run` as a real subprocess against a real feed server and state file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from feedwatch.testing import entry, rss
+from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Daemon:
+    def __init__(self, cfg: Path, tmp: Path, *extra: str) -> None:
+        self.log = (tmp / f"daemon-{time.monotonic_ns()}.log").open("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "feedwatch", "-c", str(cfg), *extra, "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def events(self) -> list[dict]:
+        self.log.flush()
+        out = []
+        for line in Path(self.log.name).read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def has(self, event: str, **fields: object) -> bool:
+        return any(
+            e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+            for e in self.events()
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def write_config(tmp: Path, srv: FeedServer, feeds: list[str], extra: str = "") -> Path:
+    cfg = tmp / "feedwatch.toml"
+    blocks = "".join(
+        f'\n[[feeds]]\nname = "{name}"\nurl = "{srv.url("/" + name)}"\n' for name in feeds
+    )
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{tmp}/state.db"
+interval = "1s"
+jitter = "0s"
+log_format = "json"
+shutdown_timeout = "5s"
+{extra}
+
+[sinks.log]
+type = "jsonl"
+path = "{tmp}/alerts.jsonl"
+{blocks}
+"""
+    )
+    return cfg
+
+
+def alerts(tmp: Path) -> list[dict]:
+    p = tmp / "alerts.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def test_new_entry_alerts_within_seconds_then_sigterm_exits_0(tmp_path, feed_server, daemons):
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: d.has("feed.polled", feed="a", result="ok"), what="baseline poll")
+    feed_server.set("/a", rss([entry(1), entry(2, title="Fresh news")]))
+    wait_for(lambda: alerts(tmp_path), what="an alert")
+    assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["Fresh news"]
+    # polled again and again at its 1 s pace, without repeating the alert
+    n = feed_server.count("/a")
+    wait_for(lambda: feed_server.count("/a") >= n + 2, what="more polls")
+    assert len(alerts(tmp_path)) == 1
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 6
+    assert d.has("daemon.stopped")
+
+
+def test_second_daemon_refuses_and_check_refuses_but_dry_run_works(tmp_path, feed_server, daemons):
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: d.has("daemon.started"), what="start")
+    second = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1
+    assert "in use by another feedwatch" in second.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 1 and "in use" in check.stderr
+    dry = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert dry.returncode == 0, dry.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert status.returncode == 0
+    assert json.loads(status.stdout)["feeds"][0]["name"] == "a"
+    assert d.stop() == 0
+
+
+def test_sighup_adds_a_feed_and_invalid_config_keeps_running(tmp_path, feed_server, daemons):
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/b", rss([entry("b1")]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: d.has("feed.polled", feed="a"), what="first poll")
+    good = cfg.read_text()
+    # an invalid config is rejected, the old one keeps running
+    cfg.write_text(good.replace('interval = "1s"', 'interval = "soon"'))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config.reload_failed"), what="reload failure logged")
+    n = feed_server.count("/a")
+    wait_for(lambda: feed_server.count("/a") > n, what="still polling")
+    # a valid config with a new feed is picked up
+    cfg.write_text(good + f'\n[[feeds]]\nname = "b"\nurl = "{feed_server.url("/b")}"\n')
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config.reloaded"), what="reload")
+    wait_for(lambda: feed_server.count("/b") > 0, what="new feed polled")
+    assert d.stop() == 0
+
+
+def test_kill_9_then_restart_loses_no_pending_alert(tmp_path, feed_server, daemons):
+    from tests.receivers import Receiver
+
+    hook = Receiver().start()
+    try:
+        hook.script(status=503)
+        feed_server.set("/a", rss([entry(1)]))
+        cfg = write_config(tmp_path, feed_server, ["a"])
+        cfg.write_text(
+            cfg.read_text() + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/in"\n'
+        )
+        d = Daemon(cfg, tmp_path)
+        daemons.append(d)
+        wait_for(lambda: d.has("feed.polled", feed="a", result="ok"), what="baseline")
+        feed_server.set("/a", rss([entry(1), entry(2, title="Must not be lost")]))
+        wait_for(lambda: hook.received(), what="a failed delivery attempt")
+        d.proc.kill()
+        d.proc.wait()
+        hook.script(status=200)
+        # the retry is 30 s away; a restart with `check` retries now (an explicit request)
+        r = subprocess.run(
+            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check", "--feed", "a"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.returncode == 0, r.stderr
+        bodies = [json.loads(x.body) for x in hook.received()]
+        ids = {b["id"] for b in bodies}
+        assert len(ids) == 1
+        assert bodies[-1]["entry"]["title"] == "Must not be lost"
+    finally:
+        hook.stop()
+
+
+def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, daemons):
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/g", b"gone", status=410)
+    cfg = write_config(tmp_path, feed_server, ["a", "g"])
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: d.has("feed.gone", feed="g"), what="gone")
+    n = feed_server.count("/g")
+    m = feed_server.count("/a")
+    wait_for(lambda: feed_server.count("/a") >= m + 3, what="other feed keeps polling")
+    assert feed_server.count("/g") == n
+    assert d.stop() == 0
+    status = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "status", "--json", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert status.returncode == 1
+    states = {f["name"]: f["state"] for f in json.loads(status.stdout)["feeds"]}
+    assert states == {"a": "ok", "g": "gone"}
+
+
+def test_retry_after_is_honoured(tmp_path, feed_server, daemons):
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/r", b"slow down", status=429, headers={"Retry-After": "3600"})
+    cfg = write_config(tmp_path, feed_server, ["a", "r"])
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: feed_server.count("/r") >= 1, what="first poll of r")
+    m = feed_server.count("/a")
+    wait_for(lambda: feed_server.count("/a") >= m + 3, what="a keeps polling")
+    assert feed_server.count("/r") == 1
+    assert d.stop() == 0
+    # check honours it too
+    r = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "Retry-After" in r.stderr
+    assert feed_server.count("/r") == 1
+
+
+def test_metrics_and_healthz(tmp_path, feed_server, daemons):
+    from tests.feedserver import free_port
+
+    port = free_port()
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"], extra=f'metrics_listen = "127.0.0.1:{port}"')
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: d.has("feed.polled", feed="a"), what="a poll")
+    base = f"http://127.0.0.1:{port}"
+    text = wait_for(
+        lambda: (
+            (r := httpx.get(base + "/metrics")).status_code == 200
+            and 'feedwatch_polls_total{feed="a",result=' in r.text
+            and r.text
+        ),
+        what="metrics",
+    )
+    assert "feedwatch_poll_duration_seconds_bucket" in str(text)
+    assert httpx.get(base + "/healthz").text.strip() == "ok"
+    assert d.stop() == 0
+
+
+def test_sd_notify_ready_and_stopping(tmp_path, feed_server, daemons):
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    os.environ["NOTIFY_SOCKET"] = str(sock_path)
+    try:
+        d = Daemon(cfg, tmp_path)
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    daemons.append(d)
+    msgs = [sock.recv(4096).decode()]
+    assert "READY=1" in msgs[0]
+    d.proc.send_signal(signal.SIGHUP)
+    msgs.append(sock.recv(4096).decode())
+    assert "RELOADING=1" in msgs[-1] and "MONOTONIC_USEC=" in msgs[-1]
+    msgs.append(sock.recv(4096).decode())
+    assert "READY=1" in msgs[-1]
+    d.proc.send_signal(signal.SIGTERM)
+    msgs.append(sock.recv(4096).decode())
+    assert "STOPPING=1" in msgs[-1]
+    assert d.proc.wait(timeout=15) == 0
+    sock.close()
