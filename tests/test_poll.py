@@ -1,0 +1,183 @@
+"""The poll orchestration in-process: real server, real SQLite file, a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from feedwatch.fetch import Fetcher
+from feedwatch.model import Config, FeedConfig, FeedSettings, Jitter, SinkConfig
+from feedwatch.poll import Poller
+from feedwatch.staleness import stale_notice
+from feedwatch.store import open_store
+from feedwatch.store.base import FeedRecord
+from feedwatch.testing import T0, FakeClock, entry, rss
+from tests.feedserver import feed_server_fixture  # noqa: F401
+
+SETTINGS = FeedSettings(interval=60, jitter=Jitter(), stale_after=3600)
+
+
+def make(tmp_path, url, settings=SETTINGS):
+    feed = FeedConfig(name="f", url=url, settings=settings, sinks=("s",))
+    config = Config(
+        path=None,
+        state=str(tmp_path / "state.db"),
+        feeds=(feed,),
+        rules={},
+        sinks={
+            "s": SinkConfig(name="s", type="jsonl", options={"path": str(tmp_path / "a.jsonl")})
+        },
+    )
+    store = open_store(config.state)
+    return feed, config, store
+
+
+async def poll(config, store, clock, feed):
+    async with Fetcher() as fetcher:
+        return await Poller(config, store, fetcher, clock=clock).poll(feed)
+
+
+def test_stale_then_recovered_once_each(tmp_path, feed_server):
+    feed_server.set("/f", rss([entry(1)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"))
+    clock = FakeClock(T0)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.result == "ok" and r.alerts == []
+    # two hours without a new entry: one stale notice, not one per poll
+    clock.advance(hours=2)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert [a.kind for a in r.alerts] == ["stale"]
+    assert "no new entry" in r.alerts[0].payload["message"]
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.alerts == []
+    # a new entry: recovered, once
+    feed_server.set("/f", rss([entry(1), entry(2)]))
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert sorted(a.kind for a in r.alerts) == ["new", "recovered"]
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.alerts == []
+    pending = store.pending()
+    assert sorted(d.kind for d in pending) == ["new", "recovered", "stale"]
+    store.close()
+
+
+def test_failed_poll_prunes_nothing_and_backs_off(tmp_path, feed_server):
+    feed_server.set("/f", rss([entry(1), entry(2)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), replace(SETTINGS, retention=60))
+    clock = FakeClock(T0)
+    asyncio.run(poll(config, store, clock, feed))
+    feed_server.set("/f", b"down", status=503)
+    for n in range(1, 4):
+        clock.advance(hours=1)
+        r = asyncio.run(poll(config, store, clock, feed))
+        assert r.result == "error"
+        rec = store.feed("f")
+        assert rec.errors == n
+        # interval x 2^(n-1), capped; no jitter configured
+        assert rec.next_poll == clock.now + timedelta(seconds=60 * 2 ** (n - 1))
+    assert len(store.entries("f")) == 2  # retention passed, but a failing feed prunes nothing
+    feed_server.set("/f", rss([entry(1), entry(2)]))
+    clock.advance(hours=1)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.result in ("ok", "not_modified", "unchanged") and r.alerts == []
+    assert store.feed("f").errors == 0
+    assert store.feed("f").next_poll == clock.now + timedelta(seconds=60)
+    store.close()
+
+
+def test_stale_notice_pure():
+    rec = FeedRecord(name="f", last_success=T0, last_new_entry=T0)
+    assert stale_notice(rec, T0 + timedelta(minutes=30), 3600) is None
+    polled = replace(rec, last_success=T0 + timedelta(hours=2))
+    kind, msg, key = stale_notice(polled, T0 + timedelta(hours=2), 3600)
+    assert kind == "stale" and "no new entry" in msg
+    assert stale_notice(replace(polled, stale_notified=True), T0 + timedelta(hours=2), 3600) is None
+    broken = replace(rec, last_error="HTTP 500", errors=5)
+    kind, msg, _ = stale_notice(broken, T0 + timedelta(hours=2), 3600)
+    assert "no successful poll" in msg and "HTTP 500" in msg
+    back = replace(
+        rec,
+        stale_notified=True,
+        last_success=T0 + timedelta(hours=2),
+        last_new_entry=T0 + timedelta(hours=2),
+    )
+    assert stale_notice(back, T0 + timedelta(hours=2), 3600)[0] == "recovered"
+    assert stale_notice(rec, T0 + timedelta(days=9), 0) is None
+
+
+@pytest.mark.timeout(60)
+def test_permanent_redirect_followed_and_reported(tmp_path, feed_server):
+    feed_server.set("/new", rss([entry(1)]))
+    feed_server.redirect("/old", feed_server.url("/new"), status=301)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n[sinks.out]\ntype = "jsonl"\npath = "{tmp_path}/a.jsonl"\n'
+        f'[[feeds]]\nname = "moved"\nurl = "{feed_server.url("/old")}"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "feed.redirected" in r.stderr
+    st = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    (feed,) = json.loads(st.stdout)["feeds"]
+    assert feed["redirected_to"] == feed_server.url("/new")
+    assert feed["state"] == "ok" and feed["entries"] == 1
+    table = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "permanently redirected to " + feed_server.url("/new") in table.stdout
+    assert table.stdout.splitlines()[0].split()[:3] == ["FEED", "STATE", "HTTP"]
+
+
+def test_status_without_state_creates_nothing(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/sub/s.db"\n[[feeds]]\nname = "a"\nurl = "https://example.org/f"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0
+    assert json.loads(r.stdout) == {
+        "feeds": [
+            {
+                "name": "a",
+                "url": "https://example.org/f",
+                "state": "new",
+                "http_status": None,
+                "last_poll": None,
+                "last_success": None,
+                "errors": 0,
+                "last_error": None,
+                "entries": 0,
+                "next_poll": None,
+                "redirected_to": None,
+            }
+        ],
+        "sinks": [],
+    }
+    assert not (tmp_path / "sub").exists()
