@@ -46,11 +46,15 @@ COMMAND_MODULES: list[tuple[str, str, str]] = [
 ]
 
 
+_BUILTIN_COMMANDS = ("check", "validate", "status", "test-sink", "redeliver", "forget", "demo")
+
+
 class UsageError(Exception):
     pass
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """``only``: the command being run, so other commands' modules need not be imported."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
     common.add_argument(
@@ -102,6 +106,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="see a new and an updated entry detected, offline"
     )
     for name, module, help_text in COMMAND_MODULES:
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:  # a command whose module is not built in
@@ -115,7 +122,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     out = stdout or sys.stdout
-    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the module of the command being run (the daemon's pulls in APScheduler).
+    names = {name for name, _m, _h in COMMAND_MODULES}
+    chosen = next((a for a in argv if a in names), None)
+    builtin = next((a for a in argv if a in _BUILTIN_COMMANDS), None)
+    parser = _build_parser(chosen or builtin)
     args = parser.parse_args(argv)
     level = (
         "warning"
