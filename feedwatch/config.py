@@ -842,7 +842,7 @@ _SINK_KEYS = {
     "email": tuple(
         "host port security username password_env password_file from to timeout".split()
     ),
-    "webhook": ("url", "format", "headers", "secret_env", "timeout"),
+    "webhook": ("url", "format", "headers", "secret_env", "secret_file", "timeout"),
     "command": ("argv", "timeout"),
     "jsonl": ("path",),
     "console": (),
@@ -1133,7 +1133,13 @@ class _Loader:
         if _ok(url):
             register_secret(url)
         fmt = _take(f, table, "format", path, c_enum("json", "slack", "discord", "ntfy", "teams"))
-        secret = self._env_secret(f, table, "secret_env", path) if "secret_env" in table else None
+        if "secret_env" in table and "secret_file" in table:
+            f.err(path + ("secret_file",), "give secret_env or secret_file, not both")
+            secret = None
+        elif "secret_file" in table:
+            secret = self._file_secret(f, table, "secret_file", path)
+        else:
+            secret = self._env_secret(f, table, "secret_env", path) if "secret_env" in table else None
         return {
             "url": Secret(url if _ok(url) else ""),
             "format": fmt if _ok(fmt) else "json",

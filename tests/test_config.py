@@ -842,6 +842,23 @@ def test_password_file(tmp_path: Path) -> None:
     assert strip_dir(lines, tmp_path) == ["feedwatch.toml:5: sinks.m.password_file: empty is empty"]
 
 
+def test_webhook_secret_file(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "hook-secret").write_text("hmac-key-123\n")
+    text = """
+        [sinks.chat]
+        type = "webhook"
+        url = "https://hooks.example.org/x"
+        secret_file = "hook-secret"
+        """
+    config = load(tmp_path, text, {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert config.sinks["chat"].options["secret"] == Secret("hmac-key-123")
+    both = text + 'secret_env = "X"\n'
+    lines = problems(tmp_path, both, {"CREDENTIALS_DIRECTORY": str(creds), "X": "y"})
+    assert any("give secret_env or secret_file, not both" in x for x in lines)
+
+
 def test_password_env(tmp_path: Path) -> None:
     text = """
         [sinks.m]

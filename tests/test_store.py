@@ -896,7 +896,7 @@ def test_lock_refused_to_a_second_process(tmp_path: Path) -> None:
         out, _ = child.communicate(timeout=30)
         assert child.returncode == 3, out
         assert out.strip() == (
-            f"state {state} is in use by another feedwatch daemon (pid {os.getpid()})"
+            f"state {state} is in use by another feedwatch process (pid {os.getpid()}: a `feedwatch run` daemon or a `check`); wait for it, or stop it"
         )
         with pytest.raises(StateLocked):  # a second handle in this process too
             acquire_lock(state)
@@ -911,7 +911,7 @@ def test_lock_held_by_another_process_until_it_dies(tmp_path: Path) -> None:
     holder = _python(_HOLD, str(state), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(StateLocked, match=rf"\(pid {holder.pid}\)") as info:
+        with pytest.raises(StateLocked, match=rf"\(pid {holder.pid}:") as info:
             acquire_lock(state)
         assert str(state) in str(info.value)
     finally:

@@ -88,7 +88,7 @@ def acquire_lock(state_path: str | Path) -> LockHandle:
         os.close(fd)
         pid = holder if holder.isdigit() else "unknown"
         raise StateLocked(
-            f"state {state} is in use by another feedwatch daemon (pid {pid})"
+            f"state {state} is in use by another feedwatch process (pid {pid}: a `feedwatch run` daemon or a `check`); wait for it, or stop it"
         ) from None
     except OSError as exc:
         os.close(fd)

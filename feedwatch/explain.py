@@ -1,0 +1,742 @@
+"""`feedwatch explain FEED [ENTRY]`: why an entry did or did not alert (SPEC section 2).
+
+Read-only. It loads the config, reads the state (never writes it), fetches the
+feed once now with the same Fetcher and parser a poll uses (no validators, so
+there is a body to compare), and runs the pure diff and the rules on it
+exactly as the next poll would, without committing anything. Then, for the
+entry (an id, a link or a title substring), it prints:
+
+- its identity and the feed's id policy (configured, in use, and what this
+  body suggests under ``auto``);
+- what the state holds for it (first/last seen, stored times, fingerprint);
+- new / updated / unchanged against the body now, and which fields changed
+  (or why a change is stored silently: churn, ``updates``, a link-only move);
+- every rule and term: hit (in which fields) or missed (feedwatch.match.explain);
+- the verdict: would the next poll alert it, to which sinks, or why not
+  (baseline, flood, notify_on, max_age, no rule matched, already alerted);
+- the alerts recorded for it and each sink's delivery outcome.
+
+Without ENTRY: the feed's state and its latest entries, one line each. If the
+fetch fails (or ``--no-fetch``), everything is explained from the stored state.
+
+Exit status: 0 explained; 1 no entry matches ENTRY; 2 unknown feed (or a bad config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, TextIO
+
+from feedwatch.alert import format_time, route
+from feedwatch.config import format_duration
+from feedwatch.diff import DiffResult, _field_changes, diff
+from feedwatch.identity import alert_id, entry_fingerprint, identity_for, normalize_link
+from feedwatch.model import (
+    Change,
+    Config,
+    EntrySnapshot,
+    FeedConfig,
+    Fetched,
+    FetchFailed,
+    FetchRequest,
+    FieldChange,
+    IdentityState,
+    NotModified,
+    ParsedFeed,
+    RuleMatch,
+    Secret,
+    StoredEntry,
+)
+from feedwatch.redact import redact, redact_url
+from feedwatch.store import open_store
+from feedwatch.store.base import AlertRecord, FeedRecord
+
+if TYPE_CHECKING:
+    from feedwatch.match import RuleExplanation
+
+# The fetcher, parser and matcher (httpx, feedparser, regex) are imported when the
+# command runs: the cli builds every command's parser on each start.
+
+__all__ = ["Item", "add_arguments", "run"]
+
+MAX_SHOWN = 5  # entries explained in full when ENTRY matches several
+
+
+def show(text: object) -> str:
+    """Feed text made safe for a terminal (no control characters), secrets masked."""
+    s = redact(str(text))
+    return "".join(ch if ch.isprintable() or ch == " " else " " for ch in s)
+
+
+def _t(dt: datetime | None) -> str:
+    return format_time(dt) or "-"
+
+
+def _short(text: str | None, n: int = 70) -> str:
+    if not text:
+        return ""
+    one = " ".join(text.split())
+    return one if len(one) <= n else one[: n - 1] + "…"
+
+
+# --------------------------------------------------------------------------
+# What the state and the body say about one entry
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    identity: str
+    current: EntrySnapshot | None  # in the body fetched now
+    stored: StoredEntry | None  # the state before this (re-keyed to the policy in use)
+    status: str  # new | updated | unchanged | silent | absent | stored
+    change: Change | None = None
+    changes: dict[str, FieldChange] = field(default_factory=dict)
+    silent_reason: str | None = None
+    position: int = 0  # in the body (document order), or the stored order
+
+    @property
+    def version(self) -> EntrySnapshot:
+        """The version rules are judged on: the current one, else the stored one."""
+        if self.current is not None:
+            return self.current
+        assert self.stored is not None
+        s = self.stored
+        return EntrySnapshot(
+            entry_id=s.entry_id,
+            title=s.title,
+            link=s.link,
+            published=s.published,
+            updated=s.updated,
+            summary=s.summary,
+            content=s.content,
+        )
+
+    @property
+    def title(self) -> str:
+        return self.version.title
+
+    @property
+    def when(self) -> datetime | None:
+        v = self.version
+        times = [t for t in (v.updated, v.published) if t is not None]
+        return max(times) if times else None
+
+
+@dataclass
+class Analysis:
+    feed_name: str
+    feed: FeedConfig | None
+    record: FeedRecord | None
+    items: list[Item]
+    parsed: ParsedFeed | None
+    result: DiffResult | None
+    fetch_note: str  # what happened when fetching now
+    alerts: list[AlertRecord]
+    now: datetime
+
+
+def _silent_reason(
+    feed: FeedConfig, result: DiffResult, old: StoredEntry, new: EntrySnapshot
+) -> str:
+    ts_moved = old.published != new.published or old.updated != new.updated
+    text_changed = any(
+        " ".join(getattr(old, f).split()) != " ".join(getattr(new, f).split())
+        for f in ("title", "summary", "content")
+    )
+    mode = feed.settings.updates
+    if ts_moved and not text_changed and result.churn:
+        return (
+            "timestamp churn: every known entry of the feed was re-stamped in this body "
+            "with no text change, so the new times are stored silently"
+        )
+    if ts_moved and not text_changed and mode == "content":
+        return 'updates = "content": a moved timestamp alone is not an update'
+    if text_changed and not ts_moved and mode == "timestamp":
+        return 'updates = "timestamp": a text change alone is not an update'
+    if not ts_moved and not text_changed:
+        if normalize_link(old.link) != normalize_link(new.link):
+            return "only its link changed, which is not an update: stored silently"
+        return "its stored fingerprint is from another version: refreshed silently"
+    return "stored silently"
+
+
+def analyse(
+    name: str,
+    feed: FeedConfig | None,
+    record: FeedRecord | None,
+    stored: dict[str, StoredEntry],
+    parsed: ParsedFeed | None,
+    fetch_note: str,
+    alerts: list[AlertRecord],
+    now: datetime,
+) -> Analysis:
+    items: list[Item] = []
+    result: DiffResult | None = None
+    if parsed is not None and feed is not None:
+        result = diff(
+            name,
+            stored,
+            parsed.entries,
+            settings=feed.settings,
+            identity=record.identity if record else IdentityState(),
+            baselined=record.baselined if record else False,
+            now=now,
+        )
+        current = dict(stored)
+        for old_key, new_key in result.rekeys:
+            row = current.pop(old_key, None)
+            if row is not None:
+                current[new_key] = replace(row, identity=new_key)
+        changes = {c.identity: c for c in result.changes}
+        upserted = {u.identity for u in result.upserts}
+        seen: set[str] = set()
+        for pos, e in enumerate(parsed.entries):
+            key = identity_for(e, result.identity.policy)
+            if key in seen:
+                continue
+            seen.add(key)
+            old = current.get(key)
+            item = Item(identity=key, current=e, stored=old, status="unchanged", position=pos)
+            if old is None:
+                item.status = "new"
+                item.change = changes.get(key)
+            elif key in changes:
+                item.status = "updated"
+                item.change = changes[key]
+                item.changes = dict(changes[key].changes)
+            elif key in upserted:
+                item.status = "silent"
+                item.changes = _field_changes(old, e)
+                item.silent_reason = _silent_reason(feed, result, old, e)
+            items.append(item)
+        rest = sorted(
+            (s for k, s in current.items() if k not in seen),
+            key=lambda s: s.last_seen,
+            reverse=True,
+        )
+        for pos, s in enumerate(rest, start=len(items)):
+            items.append(
+                Item(identity=s.identity, current=None, stored=s, status="absent", position=pos)
+            )
+    else:
+        ordered = sorted(stored.values(), key=lambda s: (s.last_seen, s.first_seen), reverse=True)
+        for pos, s in enumerate(ordered):
+            items.append(
+                Item(identity=s.identity, current=None, stored=s, status="stored", position=pos)
+            )
+    return Analysis(name, feed, record, items, parsed, result, fetch_note, alerts, now)
+
+
+def find(items: Sequence[Item], query: str) -> list[Item]:
+    """Items whose identity, id or link is ``query``; else whose title contains it."""
+    q = query.strip()
+    q_link = normalize_link(q)
+    exact = []
+    for it in items:
+        v = it.version
+        if (
+            it.identity == q
+            or (v.entry_id is not None and v.entry_id.strip() == q)
+            or (q_link is not None and v.link and normalize_link(v.link) == q_link)
+        ):
+            exact.append(it)
+    if exact:
+        return exact
+    folded = " ".join(q.split()).casefold()
+    if not folded:
+        return []
+    return [it for it in items if folded in " ".join(it.title.split()).casefold()]
+
+
+# --------------------------------------------------------------------------
+# The verdict: does (did) it alert, and why (not)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    short: str  # a few words for the list
+    lines: list[str]  # the full reasoning
+    would_alert: bool = False
+
+
+def _rules(feed: FeedConfig | None, entry: EntrySnapshot) -> tuple[list[RuleExplanation], bool]:
+    from feedwatch.match import compile_rules, explain
+
+    if feed is None or not feed.rules:
+        return [], True
+    exps = [explain(r, entry) for r in compile_rules(feed.rules)]
+    return exps, any(e.matched for e in exps)
+
+
+def _alerts_for(a: Analysis, item: Item) -> list[AlertRecord]:
+    keys = {item.identity}
+    if item.stored is not None:
+        keys.add(item.stored.identity)
+    if a.result is not None:
+        for old, new in a.result.rekeys:
+            if new in keys:
+                keys.add(old)
+    return [r for r in a.alerts if r.identity in keys]
+
+
+def _delivery_summary(records: Sequence[AlertRecord]) -> str:
+    if not records:
+        return ""
+    states = [d.status for r in records for d in r.deliveries]
+    if not states:
+        return "alerted (no sink)"
+    if "dead" in states:
+        return "alerted, delivery DEAD"
+    if "pending" in states:
+        return "alerted, delivery pending"
+    return "alerted, delivered"
+
+
+def verdict(a: Analysis, item: Item) -> Verdict:
+    feed = a.feed
+    recorded = _alerts_for(a, item)
+    exps, matched = _rules(feed, item.version)
+    lines: list[str] = []
+    if feed is None:
+        return Verdict(
+            "feed not in config",
+            ["the feed is no longer in the config: nothing about it alerts any more"],
+        )
+    s = feed.settings
+    change = item.change
+    if item.status in ("new", "updated"):
+        kind = item.status
+        if change is None:  # new but not offered for alerting
+            assert a.result is not None
+            if a.result.baseline:
+                return Verdict(
+                    "baseline",
+                    [
+                        "the state has no successful poll of this feed yet: the next poll is "
+                        'its first, and first_poll = "baseline" records every entry without '
+                        "alerting"
+                    ],
+                )
+            if a.result.flood:
+                return Verdict(
+                    "flood",
+                    [
+                        f"{a.result.flood} new entries appear at once (more than flood_limit = "
+                        f"{s.flood_limit} and over half the feed): they are recorded without an "
+                        "alert each; one flood notice goes out instead"
+                    ],
+                )
+            return Verdict("not alerted", ["this change is not offered for alerting"])
+        if kind not in s.notify_on:
+            return Verdict(
+                f"notify_on excludes {kind}",
+                [f"notify_on = {list(s.notify_on)} leaves out {kind!r} changes: no alert"],
+            )
+        if s.max_age > 0:
+            when = change.entry.published or change.entry.updated
+            if when is not None and (a.now - when).total_seconds() > s.max_age:
+                return Verdict(
+                    "older than max_age",
+                    [
+                        f"published {_t(when)}, longer ago than max_age "
+                        f"({format_duration(s.max_age)}): backfills never alert"
+                    ],
+                )
+        if not matched:
+            return Verdict("no rule matched", ["no rule matched this version: no alert"])
+        aid = alert_id(
+            feed.name,
+            change.identity,
+            change.kind,
+            change.fingerprint,
+            change.entry.published,
+            change.entry.updated,
+        )
+        ms = [
+            RuleMatch(e.rule, tuple(t.term for t in e.terms if t.hit and t.group != "not"))
+            for e in exps
+            if e.matched
+        ]
+        sinks = route(feed, ms)
+        if any(r.alert_id == aid for r in recorded):
+            return Verdict(
+                "already alerted",
+                [
+                    f"this exact change was alerted before (id {aid}): an id once recorded never alerts again"
+                ],
+            )
+        where = ", ".join(sinks) if sinks else "no sink (none configured)"
+        return Verdict(
+            f"would alert ({kind})",
+            [f"the next poll alerts it as {kind!r} (id {aid}) to: {where}"],
+            would_alert=True,
+        )
+    if item.status == "silent":
+        return Verdict("stored silently", [f"changed, but {item.silent_reason}: no alert"])
+    # unchanged, absent from the body, or no body to compare with
+    if item.status == "unchanged":
+        lines.append(
+            f"nothing changed since it was last seen ({_t(item.stored.last_seen if item.stored else None)}): "
+            "the next poll does not alert it"
+        )
+    elif item.status == "absent":
+        lines.append(
+            f"not in the feed now (last seen {_t(item.stored.last_seen if item.stored else None)}); "
+            "if it comes back unchanged it is not new and does not alert"
+        )
+    if recorded:
+        return Verdict(_delivery_summary(recorded), [*lines, "it was alerted before: see below"])
+    if exps and not matched:
+        lines.append("no alert recorded for it: its rules do not match it (see above)")
+        return Verdict("no rule matched", lines)
+    if item.stored is not None:
+        first = item.stored.first_seen
+        same_poll = sum(
+            1 for it in a.items if it.stored is not None and it.stored.first_seen == first
+        )
+        earliest = min(
+            (it.stored.first_seen for it in a.items if it.stored is not None), default=first
+        )
+        baseline = (
+            first == earliest
+            and s.first_poll == "baseline"
+            and not any(r.created_at <= first for r in a.alerts)
+        )
+        if baseline:
+            others = f", with {same_poll - 1} other entries" if same_poll > 1 else ""
+            lines.append(
+                f"no alert recorded for it: it was first seen {_t(first)}{others}, in the "
+                "earliest poll the state remembers, which alerted nothing: the feed's first "
+                'poll, a baseline (first_poll = "baseline" records what is there and alerts '
+                'nothing; `forget` plus first_poll = "alert" would alert it)'
+            )
+            return Verdict("baseline", lines)
+        lines.append(
+            f"no alert recorded for it (first seen {_t(first)}): the rules, notify_on or "
+            "max_age were different when it was new or updated (changed rules apply to "
+            "later changes only), or its alert was pruned "
+            f"{format_duration(s.retention)} after delivery (retention)"
+        )
+        return Verdict("never alerted", lines)
+    return Verdict("unknown", lines or ["no state for it"])
+
+
+# --------------------------------------------------------------------------
+# Printing
+# --------------------------------------------------------------------------
+
+
+def _identity_words(key: str) -> str:
+    if key.startswith("g:"):
+        return "its guid"
+    if key.startswith("l:"):
+        return "its link"
+    if key.startswith("c:"):
+        return "a hash of its title, link and published time"
+    return "?"
+
+
+def _policy_line(a: Analysis) -> str:
+    if a.feed is None:
+        return "id policy: unknown (feed not in config)"
+    configured = a.feed.settings.id_policy
+    if configured != "auto":
+        return f'id_policy = "{configured}"'
+    in_state = a.record.identity if a.record and a.record.baselined else None
+    parts = ['id_policy = "auto"']
+    if in_state is not None:
+        parts.append(f"in use: {in_state.policy}")
+        if in_state.candidate:
+            parts.append(f"{in_state.candidate} waits for a second poll to agree")
+    if a.result is not None:
+        now = a.result.identity
+        if in_state is None or now.policy != in_state.policy:
+            parts.append(f"this body: {now.policy}")
+        elif now.candidate and now.candidate != (in_state.candidate if in_state else None):
+            parts.append(f"this body suggests {now.candidate} (switches after two polls agree)")
+    return ", ".join(parts)
+
+
+def _header(out: TextIO, a: Analysis) -> None:
+    w = out.write
+    url = a.feed.url if a.feed else (a.record.url if a.record else None)
+    w(f"Feed {show(a.feed_name)}" + (f" <{show(redact_url(url))}>" if url else "") + "\n")
+    r = a.record
+    if r is None:
+        w("  state: never polled (nothing stored)\n")
+    else:
+        w(
+            f"  state: last poll {_t(r.last_poll)}, last success {_t(r.last_success)}, "
+            f"HTTP {r.http_status or '-'}, {r.entries} entries tracked"
+            + (f", {r.errors} consecutive errors: {show(r.last_error)}" if r.errors else "")
+            + (", gone (410)" if r.gone else "")
+            + "\n"
+        )
+    w(f"  identity: {_policy_line(a)}\n")
+    w(f"  now: {a.fetch_note}\n")
+    if a.feed is not None:
+        rules = ", ".join(r.name for r in a.feed.rules) or "none (every entry alerts)"
+        w(
+            f"  rules: {rules}; sinks: {', '.join(a.feed.sinks) or 'none'}; "
+            f'notify_on = {list(a.feed.settings.notify_on)}, updates = "{a.feed.settings.updates}"'
+            + (
+                f", max_age = {format_duration(a.feed.settings.max_age)}"
+                if a.feed.settings.max_age
+                else ""
+            )
+            + "\n"
+        )
+
+
+_STATUS_WORDS = {
+    "new": "NEW (not in the state)",
+    "updated": "UPDATED since last seen",
+    "unchanged": "unchanged since last seen",
+    "silent": "changed, stored silently",
+    "absent": "not in the feed now (only in the state)",
+    "stored": "in the state (not compared: no current body)",
+}
+
+
+def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
+    w = out.write
+    v = item.version
+    w(f"\nEntry: {show(v.title) or '(no title)'}\n")
+    w(f"  id:       {show(v.entry_id) if v.entry_id else '(none)'}\n")
+    w(f"  link:     {show(v.link) if v.link else '(none)'}\n")
+    w(f"  identity: {show(item.identity)}  ({_identity_words(item.identity)})\n")
+    st = item.stored
+    if st is None:
+        w("  state:    nothing stored for it\n")
+    else:
+        w(
+            f"  state:    first seen {_t(st.first_seen)}, last seen {_t(st.last_seen)}; "
+            f"published {_t(st.published)}, updated {_t(st.updated)}; fingerprint {st.fingerprint}\n"
+        )
+    if item.current is not None:
+        c = item.current
+        w(
+            f"  now:      published {_t(c.published)}, updated {_t(c.updated)}; "
+            f"fingerprint {entry_fingerprint(c)}\n"
+        )
+    w(f"  status:   {_STATUS_WORDS.get(item.status, item.status)}\n")
+    for name, ch in item.changes.items():
+        w(f"    {name}: {show(_short(ch.old, 60)) or '-'}  ->  {show(_short(ch.new, 60)) or '-'}\n")
+
+    exps, _ = _rules(a.feed, v)
+    if a.feed is not None:
+        which = "current" if item.current is not None else "stored"
+        if not exps:
+            w("  rules:    none: every entry alerts\n")
+        else:
+            w(f"  rules (against the {which} version):\n")
+            for e in exps:
+                w(f"    {e.rule}: {'MATCHED' if e.matched else 'no match'} ({show(e.reason)})\n")
+                for t in e.terms:
+                    where = f"hit in {', '.join(t.fields)}" if t.hit else "missed"
+                    if t.timed_out:
+                        where += " (regex ran out of time)"
+                    w(f"      {t.group:3} {show(t.term)!s:30} {where}\n")
+            if item.current is None and any(
+                f in ("tags", "author") for e in exps for f in e.fields
+            ):
+                w("    (the state keeps no tags or author: terms on those fields miss here)\n")
+    vd = verdict(a, item)
+    w("  verdict:  " + "\n            ".join(show(line) for line in vd.lines) + "\n")
+
+    recorded = _alerts_for(a, item)
+    if recorded:
+        w("  alerts recorded:\n")
+        for r in recorded:
+            matched = r.payload.get("matched") or []
+            rules = "; ".join(
+                f"{m.get('rule')}: {', '.join(m.get('terms') or [])}"
+                for m in matched
+                if isinstance(m, dict)
+            )
+            w(
+                f"    {_t(r.created_at)} {r.kind} {r.alert_id}"
+                + (f" [{show(rules)}]" if rules else "")
+                + "\n"
+            )
+            if not r.deliveries:
+                w("      no sink\n")
+            for d in r.deliveries:
+                if d.status == "delivered":
+                    detail = f"delivered {_t(d.delivered_at)}"
+                elif d.status == "dead":
+                    tries = f" after {d.attempts} attempts" if d.attempts else ""
+                    detail = (
+                        f"DEAD{tries}: {show(d.last_error or 'no error recorded')} "
+                        f"(`feedwatch redeliver --sink {d.sink}` queues it again)"
+                    )
+                else:
+                    nxt = f", next attempt {_t(d.next_attempt)}" if d.next_attempt else ""
+                    err = f", last error: {show(d.last_error)}" if d.last_error else ""
+                    detail = f"pending ({d.attempts} attempts{nxt}{err})"
+                w(f"      {d.sink}: {detail}\n")
+    elif item.stored is not None or item.status not in ("new",):
+        w("  alerts recorded: none\n")
+
+
+def _brief(out: TextIO, a: Analysis, limit: int) -> None:
+    w = out.write
+    items = sorted(
+        a.items,
+        key=lambda it: (it.when is not None, it.when or datetime.min.replace(tzinfo=timezone.utc)),
+        reverse=True,
+    )
+    if not items:
+        w("\nno entries (nothing fetched now and nothing stored)\n")
+        return
+    w(f"\nLatest entries ({min(limit, len(items))} of {len(items)}), newest first:\n")
+    rows = []
+    for it in items[:limit]:
+        when = it.when.strftime("%Y-%m-%d %H:%M") if it.when else "(no date)"
+        rows.append(
+            (it.status, verdict(a, it).short, when, show(_short(it.title, 60)) or "(no title)")
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        w("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:3])) + "  " + r[3] + "\n")
+    w(
+        f"\nDetails: feedwatch explain {shlex.quote(show(a.feed_name))} "
+        "'part of a title' (or an id or a link)\n"
+    )
+
+
+# --------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Say why an entry did or did not alert: its identity, what the state holds, "
+        "new/updated/unchanged against the feed now, the rules and terms that hit or "
+        "missed, and the alerts recorded with each sink's delivery outcome. Reads the "
+        "state, never writes it."
+    )
+    parser.add_argument("feed", metavar="FEED", help="the feed's name")
+    parser.add_argument(
+        "entry", metavar="ENTRY", nargs="?", help="an entry id, a link or part of a title"
+    )
+    parser.add_argument(
+        "--no-fetch",
+        action="store_true",
+        help="do not fetch the feed now: explain from the stored state only",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=15, metavar="N", help="entries listed without ENTRY"
+    )
+
+
+def _reveal(value: str | Secret) -> str:
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+async def _fetch(feed: FeedConfig) -> Fetched | NotModified | FetchFailed:
+    from feedwatch.fetch import Fetcher
+
+    s = feed.settings
+    req = FetchRequest(
+        url=feed.url,
+        timeout=s.timeout,
+        max_body=s.max_body,
+        user_agent=s.user_agent,
+        headers=tuple((k, _reveal(v)) for k, v in feed.headers),
+        allow_private=feed.allow_private,
+    )
+    async with Fetcher(concurrency=1, per_host=1) as fetcher:
+        return await fetcher.fetch(req)
+
+
+def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
+    config = load()
+    name: str = args.feed
+    feed = config.feed(name)
+    store = open_store(config.state, create=False)
+    record: FeedRecord | None = None
+    stored: dict[str, StoredEntry] = {}
+    alerts: list[AlertRecord] = []
+    if store is not None:
+        try:
+            record = store.feed(name)
+            if record is not None or feed is not None:
+                stored = store.entries(name)
+                alerts = store.alerts_for(name, limit=10_000)
+        finally:
+            store.close()
+    if feed is None and record is None:
+        known = ", ".join(f.name for f in config.feeds) or "none"
+        print(f"feedwatch: unknown feed {name!r} (configured: {known})", file=sys.stderr)
+        return 2
+
+    now = datetime.now(timezone.utc)
+    parsed: ParsedFeed | None = None
+    if feed is None:
+        note = "not in the config any more: explained from the stored state"
+    elif args.no_fetch:
+        note = "not fetched (--no-fetch): explained from the stored state"
+    else:
+        outcome = asyncio.run(_fetch(feed))
+        now = datetime.now(timezone.utc)
+        if isinstance(outcome, FetchFailed):
+            note = f"fetch failed ({show(outcome.reason)}): explained from the stored state"
+        elif isinstance(outcome, NotModified):  # cannot happen without validators
+            note = "304 Not Modified: explained from the stored state"
+        else:
+            from feedwatch.parse import parse_body
+
+            body = parse_body(
+                outcome.body,
+                outcome.headers,
+                url=outcome.url,
+                max_entries=feed.settings.max_entries,
+            )
+            if not body.is_feed and not body.entries:
+                why = "; ".join(body.warnings) or "no feed found"
+                note = f"fetched, but not a feed ({show(why)}): explained from the stored state"
+            else:
+                parsed = body
+                warn = (
+                    f"; parser warnings: {show('; '.join(body.warnings))}" if body.warnings else ""
+                )
+                note = (
+                    f"fetched {_t(now)}: HTTP {outcome.status}, {len(body.entries)} entries "
+                    f"(compared with the state as the next poll would, nothing written){warn}"
+                )
+
+    a = analyse(name, feed, record, stored, parsed, note, alerts, now)
+    _header(out, a)
+    if not args.entry:
+        _brief(out, a, max(args.limit, 0))
+        out.flush()
+        return 0
+    matches = find(a.items, args.entry)
+    if not matches:
+        out.flush()
+        where = "in the feed now or in the state" if parsed is not None else "in the state"
+        print(
+            f"feedwatch: no entry of {name!r} matches {args.entry!r} {where} (an id, a link or part of a title)",
+            file=sys.stderr,
+        )
+        return 1
+    if len(matches) > 1:
+        out.write(
+            f"\n{len(matches)} entries match {show(args.entry)!r}"
+            + (f"; the first {MAX_SHOWN}:" if len(matches) > MAX_SHOWN else ":")
+            + "\n"
+        )
+    for item in matches[:MAX_SHOWN]:
+        _explain_item(out, a, item)
+    out.flush()
+    return 0

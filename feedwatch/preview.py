@@ -1,0 +1,456 @@
+"""`feedwatch preview URL [--keywords W,...]`: one feed, looked at the way feedwatch sees it.
+
+Fetches the URL with feedwatch's own Fetcher and parser (same limits, same
+redirect rules), prints the feed's title and entries (newest first) with the
+keywords that hit and where, and the diagnostics a person needs when a feed
+misbehaves: HTTP status, redirects, content type, validators and whether a
+conditional re-request really gets a 304, parser warnings, entries without ids.
+For an HTML page it lists the feeds the page advertises. No config, no state.
+
+Exit status: 0 a feed was read; 1 the fetch failed or the body is not a feed;
+2 a bad argument (URL, keyword, header).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html.parser import HTMLParser
+from typing import TYPE_CHECKING, TextIO
+from urllib.parse import urljoin
+
+from feedwatch import DEFAULT_USER_AGENT
+from feedwatch.config import _HEADER_NAME, _http_url, parse_duration, parse_size
+from feedwatch.identity import detect_policy, normalize_link
+from feedwatch.model import (
+    Config,
+    EntrySnapshot,
+    Fetched,
+    FetchFailed,
+    FetchOutcome,
+    FetchRequest,
+    NotModified,
+    ParsedFeed,
+    Rule,
+)
+from feedwatch.redact import redact_url
+
+if TYPE_CHECKING:
+    from feedwatch.match import CompiledRule
+
+# The fetcher, parser and matcher (httpx, feedparser, regex) are imported when the
+# command runs: the cli builds every command's parser on each start.
+
+__all__ = ["FeedLink", "discover_feeds", "split_keywords"]
+
+FEED_TYPES = {
+    "application/rss+xml": "RSS",
+    "application/atom+xml": "Atom",
+    "application/feed+json": "JSON Feed",
+    "application/rdf+xml": "RSS 1.0",
+    "application/json": "JSON",
+    "application/x.atom+xml": "Atom",
+    "application/x-atom+xml": "Atom",
+}
+
+
+def show(text: object) -> str:
+    """Feed text made safe for a terminal: no control characters (escape sequences)."""
+    s = str(text)
+    return "".join(ch if ch.isprintable() or ch == " " else " " for ch in s)
+
+
+# --------------------------------------------------------------------------
+# Feed discovery in HTML
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    url: str
+    type: str
+    title: str | None
+
+
+class _LinkFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.links: list[tuple[str, str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k.lower(): (v or "") for k, v in attrs}
+        if tag == "base" and self.base is None and a.get("href"):
+            self.base = a["href"].strip()
+        elif tag == "link":
+            rels = a.get("rel", "").lower().split()
+            kind = a.get("type", "").split(";")[0].strip().lower()
+            href = a.get("href", "").strip()
+            if "alternate" in rels and kind in FEED_TYPES and href:
+                self.links.append((href, kind, a.get("title") or None))
+
+    handle_startendtag = handle_starttag
+
+
+def discover_feeds(body: bytes, page_url: str, content_type: str = "") -> list[FeedLink]:
+    """The feeds an HTML page advertises (``<link rel="alternate" type=...>``), absolute URLs."""
+    charset = "utf-8"
+    for part in content_type.split(";")[1:]:
+        k, _, v = part.partition("=")
+        if k.strip().lower() == "charset" and v.strip():
+            charset = v.strip().strip("\"'")
+    try:
+        text = body.decode(charset, errors="replace")
+    except LookupError:
+        text = body.decode("utf-8", errors="replace")
+    finder = _LinkFinder()
+    try:
+        finder.feed(text[: 2 * 1024 * 1024])
+        finder.close()
+    except Exception:  # HTMLParser is lenient; whatever it raises must not stop preview
+        pass
+    base = urljoin(page_url, finder.base) if finder.base else page_url
+    out: list[FeedLink] = []
+    seen: set[str] = set()
+    for href, kind, title in finder.links:
+        try:
+            url = urljoin(base, href)
+        except ValueError:
+            continue
+        if not url.lower().startswith(("http://", "https://")) or url in seen:
+            continue
+        seen.add(url)
+        out.append(FeedLink(url, kind, " ".join(title.split()) if title else None))
+    return out
+
+
+def _looks_like_html(body: bytes, content_type: str) -> bool:
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype in ("text/html", "application/xhtml+xml"):
+        return True
+    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+# --------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------
+
+
+def split_keywords(values: Sequence[str]) -> list[str]:
+    """``--keywords a,b --keywords c`` -> [a, b, c]; a ``/regex/`` may contain commas."""
+    terms: list[str] = []
+    for value in values:
+        pending: str | None = None
+        for piece in value.split(","):
+            if pending is not None:
+                pending += "," + piece
+                if pending.rstrip().endswith("/"):
+                    terms.append(pending.strip())
+                    pending = None
+                continue
+            stripped = piece.strip()
+            if stripped.startswith("/") and not (len(stripped) >= 2 and stripped.endswith("/")):
+                pending = piece.lstrip()
+                continue
+            if stripped:
+                terms.append(stripped)
+        if pending is not None and pending.strip():
+            terms.append(pending.strip())
+    return list(dict.fromkeys(terms))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Fetch one feed (no config, no state): its entries newest first, which keywords "
+        "hit where, and HTTP/parser diagnostics. For an HTML page, the feeds it advertises."
+    )
+    parser.add_argument("url", metavar="URL", help="the feed (or a web page) to look at")
+    parser.add_argument(
+        "--keywords",
+        "-k",
+        action="append",
+        default=[],
+        metavar="W,...",
+        help='terms to try, comma-separated, as in a rule\'s any (e.g. "hypersonic,missile*")',
+    )
+    parser.add_argument(
+        "--limit", type=int, default=25, metavar="N", help="entries to list (default 25)"
+    )
+    parser.add_argument("--timeout", default="30s", help='whole-request timeout (default "30s")')
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an extra request header (repeatable), e.g. for a feed behind auth",
+    )
+    parser.add_argument(
+        "--allow-private",
+        action="store_true",
+        help="follow a redirect to a private/loopback address (like allow_private = true)",
+    )
+
+
+# --------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------
+
+
+def _usage(message: str) -> int:
+    print(f"feedwatch preview: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
+    from feedwatch.match import compile_rule, validate_term
+
+    try:
+        url = _http_url(args.url)
+    except ValueError as exc:
+        return _usage(f"{show(args.url)!r}: {exc}")
+    try:
+        timeout = parse_duration(args.timeout)
+        if timeout <= 0:
+            raise ValueError("must be greater than 0")
+    except ValueError as exc:
+        return _usage(f"--timeout: {exc}")
+    if args.limit < 0:
+        return _usage("--limit must be 0 or more")
+    headers: list[tuple[str, str]] = []
+    for h in args.header:
+        name, sep, value = h.partition(":")
+        if not sep or not _HEADER_NAME.fullmatch(name.strip()) or any(c in value for c in "\r\n"):
+            return _usage(f"--header {h!r}: write it as 'Name: value'")
+        headers.append((name.strip(), value.strip()))
+    terms = split_keywords(args.keywords)
+    rule = None
+    if terms:
+        for t in terms:
+            try:
+                validate_term(t)
+            except ValueError as exc:
+                return _usage(f"--keywords: {exc}")
+        rule = compile_rule(Rule(name="keywords", any=tuple(terms)))
+    req = FetchRequest(
+        url=url,
+        timeout=timeout,
+        max_body=parse_size("10MiB"),
+        user_agent=DEFAULT_USER_AGENT,
+        headers=tuple(headers),
+        allow_private=args.allow_private,
+    )
+    first, second = asyncio.run(_fetch_twice(req))
+    return _report(out, url, first, second, terms, rule, args.limit)
+
+
+async def _fetch_twice(req: FetchRequest) -> tuple[FetchOutcome, FetchOutcome | None]:
+    from feedwatch.fetch import Fetcher
+
+    async with Fetcher(concurrency=1, per_host=1) as fetcher:
+        first = await fetcher.fetch(req)
+        second = None
+        if isinstance(first, Fetched) and (first.etag or first.last_modified):
+            cond = FetchRequest(
+                url=req.url,
+                timeout=req.timeout,
+                max_body=req.max_body,
+                user_agent=req.user_agent,
+                headers=req.headers,
+                etag=first.etag,
+                last_modified=first.last_modified,
+                allow_private=req.allow_private,
+            )
+            second = await fetcher.fetch(cond)
+        return first, second
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / 1024 / 1024:.1f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} bytes"
+
+
+def _when(e: EntrySnapshot) -> datetime | None:
+    times = [t for t in (e.updated, e.published) if t is not None]
+    return max(times) if times else None
+
+
+def _date(e: EntrySnapshot) -> str:
+    when = _when(e)
+    if when is None:
+        return "(no date)".ljust(16)
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def newest_first(entries: Sequence[EntrySnapshot]) -> list[EntrySnapshot]:
+    """Dated entries newest first, then undated ones in document order."""
+    dated = [(when, e) for e in entries if (when := _when(e)) is not None]
+    undated = [e for e in entries if _when(e) is None]
+    dated.sort(key=lambda pair: pair[0], reverse=True)
+    return [e for _, e in dated] + undated
+
+
+def _conditional(first: Fetched, second: FetchOutcome | None) -> str:
+    if second is None:
+        return (
+            "not possible: no ETag or Last-Modified, so every poll downloads the whole body "
+            "(feedwatch still skips parsing a byte-identical one)"
+        )
+    if isinstance(second, NotModified):
+        return "304 Not Modified: the server honours it (an unchanged feed costs one small request)"
+    if isinstance(second, Fetched):
+        same = "the same body" if second.body == first.body else "a different body"
+        return (
+            f"{second.status} with {same}: the server ignores If-None-Match/If-Modified-Since "
+            "(feedwatch still skips parsing a byte-identical body)"
+        )
+    return f"the second request failed: {second.reason}"
+
+
+def _report(
+    out: TextIO,
+    url: str,
+    first: FetchOutcome,
+    second: FetchOutcome | None,
+    terms: list[str],
+    rule: CompiledRule | None,
+    limit: int,
+) -> int:
+    w = out.write
+    w(f"URL:           {show(redact_url(url))}\n")
+    if isinstance(first, FetchFailed):
+        status = (
+            f" (HTTP {first.status})"
+            if first.status and not first.reason.startswith("HTTP")
+            else ""
+        )
+        w(f"Fetch failed:  {show(first.reason)}{status}\n")
+        if first.permanent_redirect:
+            w(
+                f"               after a permanent redirect to {show(redact_url(first.permanent_redirect))}\n"
+            )
+        out.flush()
+        return 1
+    assert isinstance(first, Fetched)  # no validators were sent: never NotModified
+    ctype = first.headers.get("content-type", "")
+    w(
+        f"HTTP:          {first.status} in {first.elapsed:.2f}s, "
+        f"{show(ctype) or 'no Content-Type'}, {_size(len(first.body))}"
+        + (
+            f" ({show(first.headers['content-encoding'])})"
+            if "content-encoding" in first.headers
+            else ""
+        )
+        + "\n"
+    )
+    if first.redirects:
+        for hop in first.redirects:
+            w(f"Redirected:    -> {show(redact_url(hop))}\n")
+        if first.permanent_redirect:
+            w(
+                "               permanent (301/308): set the feed's url to "
+                f"{show(redact_url(first.permanent_redirect))}\n"
+            )
+        else:
+            w("               temporary: keep the url you have\n")
+    w(f"ETag:          {show(first.etag) if first.etag else '(none)'}\n")
+    w(f"Last-Modified: {show(first.last_modified) if first.last_modified else '(none)'}\n")
+    w(f"Conditional:   {_conditional(first, second)}\n")
+
+    from feedwatch.match import explain
+    from feedwatch.parse import parse_body
+
+    parsed: ParsedFeed = parse_body(first.body, first.headers, url=first.url)
+    if not parsed.is_feed and not parsed.entries:
+        return _not_a_feed(out, first, parsed)
+
+    for warning in parsed.warnings:
+        w(f"Warning:       {show(warning)}\n")
+    if not parsed.warnings:
+        w("Warnings:      none\n")
+    entries = parsed.entries
+    no_id = sum(1 for e in entries if not (e.entry_id and e.entry_id.strip()))
+    ids = [e.entry_id.strip() for e in entries if e.entry_id and e.entry_id.strip()]
+    dup_ids = len(ids) - len(set(ids))
+    links = [normalize_link(e.link) for e in entries if e.link]
+    dup_links = len(links) - len(set(links))
+    policy = detect_policy(entries)
+    notes = []
+    if no_id:
+        notes.append(f"{no_id} without an id")
+    if dup_ids:
+        notes.append(f"{dup_ids} repeated ids")
+    if dup_links:
+        notes.append(f"{dup_links} repeated links")
+    no_date = sum(1 for e in entries if _when(e) is None)
+    if no_date:
+        notes.append(f"{no_date} without a date")
+    w(f"Entries:       {len(entries)}" + (f" ({', '.join(notes)})" if notes else "") + "\n")
+    if policy is not None:
+        why = {
+            "guid": "the feed's ids",
+            "link": "links (too few distinct ids)",
+            "content": "title+link+date hashes (too few distinct ids and links)",
+        }[policy]
+        w(f'Identity:      id_policy = "auto" would key entries on {why}\n')
+    w("\n")
+    title = parsed.title or "(untitled)"
+    w(f"{show(title)}" + (f"  <{show(parsed.link)}>" if parsed.link else "") + "\n\n")
+
+    hits_total = 0
+    ordered = newest_first(entries)
+    for i, e in enumerate(ordered):
+        hit_terms = []
+        if rule is not None:
+            exp = explain(rule, e)
+            hit_terms = [t for t in exp.terms if t.hit]
+            if hit_terms:
+                hits_total += 1
+        if i >= limit:
+            continue
+        mark = "*" if hit_terms else " "
+        w(f"{mark} {_date(e)}  {show(e.title) or '(no title)'}\n")
+        if e.link:
+            w(f"  {'':16}  {show(e.link)}\n")
+        if hit_terms:
+            shown = ", ".join(f"{t.term} ({', '.join(t.fields)})" for t in hit_terms)
+            w(f"  {'':16}  hits: {show(shown)}\n")
+    if len(ordered) > limit:
+        w(f"  ... and {len(ordered) - limit} more (--limit N)\n")
+    if terms:
+        w(
+            f"\nKeywords:      {show(', '.join(terms))}: {hits_total} of {len(entries)} "
+            "entries hit (marked *)\n"
+        )
+    out.flush()
+    return 0
+
+
+def _not_a_feed(out: TextIO, fetched: Fetched, parsed: ParsedFeed) -> int:
+    w = out.write
+    ctype = fetched.headers.get("content-type", "")
+    why = "; ".join(parsed.warnings) or "no RSS, Atom or JSON Feed found"
+    if _looks_like_html(fetched.body, ctype):
+        found = discover_feeds(fetched.body, fetched.url, ctype)
+        w("Not a feed:    an HTML page")
+        if not found:
+            w(
+                ' that advertises no feed (no <link rel="alternate" type="application/rss+xml"...>)\n'
+            )
+        else:
+            w(f"; it advertises {len(found)} feed{'s' if len(found) != 1 else ''}:\n")
+            for f in found:
+                label = f"{show(f.title)} " if f.title else ""
+                w(f"  {label}({FEED_TYPES.get(f.type, f.type)}): {show(redact_url(f.url))}\n")
+            w(f"Try:           feedwatch preview {show(redact_url(found[0].url))}\n")
+    else:
+        w(f"Not a feed:    {show(why)}\n")
+    out.flush()
+    return 1

@@ -1,0 +1,255 @@
+"""`feedwatch explain FEED [ENTRY]`: real subprocesses, a real state file, the 127.0.0.1 feed server.
+
+The strongest check: the alert id `explain` predicts for a new entry is the id the
+next `check` really sends, and `explain` writes nothing to the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from feedwatch.testing import T0, entry, rss
+from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
+
+BASE = [entry(1, title="Markets open"), entry(2, title="Hypersonic test reported")]
+STRIKE = entry(3, title="Hypersonic missile strike on Dnipro")
+STRIKE_UPDATED = entry(
+    3,
+    title="Hypersonic missile strike on Dnipro",
+    updated=T0 + timedelta(hours=5, minutes=16, seconds=28),
+    summary="Casualties reported.",
+)
+
+
+def fw(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cfg.parent)}
+    return subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def write_config(tmp: Path, srv: FeedServer, feeds: str | None = None) -> Path:
+    cfg = tmp / "feedwatch.toml"
+    default_feeds = f"""
+[[feeds]]
+name = "news"
+url = "{srv.url("/news.xml")}"
+match = ["missiles"]
+sinks = ["log", "broken"]
+"""
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{tmp}/state.db"
+log_format = "json"
+jitter = "0s"
+
+[rules.missiles]
+any = ["hypersonic", "missile*"]
+not = ["video game"]
+
+[sinks.log]
+type = "jsonl"
+path = "{tmp}/alerts.jsonl"
+
+[sinks.broken]
+type = "command"
+argv = ["{tmp}/no-such-program"]
+{default_feeds if feeds is None else feeds}
+""",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def snapshot(db: Path) -> dict[str, list[tuple]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {
+            t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+            for t in ("feeds", "entries", "alerts", "deliveries")
+        }
+    finally:
+        conn.close()
+
+
+def sent(tmp: Path) -> list[dict]:
+    path = tmp / "alerts.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def setup(tmp_path, feed_server):
+    feed_server.set("/news.xml", rss(BASE, title="Test News"))
+    return tmp_path, feed_server, write_config(tmp_path, feed_server)
+
+
+def test_before_the_first_poll_everything_is_a_baseline(setup):
+    tmp, srv, cfg = setup
+    r = fw(cfg, "explain", "news")
+    assert r.returncode == 0, r.stderr
+    assert "state: never polled (nothing stored)" in r.stdout
+    assert "fetched " in r.stdout and "HTTP 200, 2 entries" in r.stdout
+    rows = [line for line in r.stdout.splitlines() if "baseline" in line and "new" in line]
+    assert len(rows) == 2
+    r = fw(cfg, "explain", "news", "hypersonic")
+    assert "status:   NEW (not in the state)" in r.stdout
+    assert 'first_poll = "baseline" records every entry without alerting' in r.stdout
+    assert not (tmp / "state.db").exists()  # explain creates no state
+
+
+def test_new_entry_predicted_alert_id_is_the_one_sent(setup):
+    tmp, srv, cfg = setup
+    assert fw(cfg, "check").returncode == 0
+
+    r = fw(cfg, "explain", "news", "Hypersonic test")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "identity: g:urn:entry:2  (its guid)" in out
+    assert 'id_policy = "auto", in use: guid' in out
+    assert "status:   unchanged since last seen" in out
+    assert "the feed's first poll, a baseline" in out
+    assert "alerts recorded: none" in out
+
+    srv.set("/news.xml", rss([*BASE, STRIKE], title="Test News"))
+    before = snapshot(tmp / "state.db")
+    r = fw(cfg, "explain", "news", "strike on dnipro")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "Entry: Hypersonic missile strike on Dnipro" in out
+    assert "status:   NEW (not in the state)" in out
+    assert "state:    nothing stored for it" in out
+    assert "missiles: MATCHED (matched: 'hypersonic' (title), 'missile*' (title))" in out
+    assert re.search(r"any hypersonic\s+hit in title", out)
+    assert re.search(r"not video game\s+missed", out)
+    m = re.search(r"the next poll alerts it as 'new' \(id ([0-9a-f]{32})\) to: log, broken", out)
+    assert m, out
+    predicted = m.group(1)
+    assert snapshot(tmp / "state.db") == before  # read-only
+
+    r = fw(cfg, "check")
+    assert r.returncode == 1  # the command sink cannot start: dead
+    (alert,) = sent(tmp)
+    assert alert["id"] == predicted
+
+    r = fw(cfg, "explain", "news", "https://example.org/3")  # by link
+    out = r.stdout
+    assert "status:   unchanged since last seen" in out
+    assert "it was alerted before: see below" in out
+    assert f"new {predicted} [missiles: hypersonic, missile*]" in out
+    assert re.search(r"log: delivered \d{4}-", out)
+    assert "broken: DEAD: sink broken: cannot start" in out
+    assert "feedwatch redeliver --sink broken" in out
+
+    r = fw(cfg, "explain", "news")  # the brief list
+    line = next(x for x in r.stdout.splitlines() if "strike on Dnipro" in x)
+    assert "unchanged" in line and "alerted, delivery DEAD" in line
+    line = next(x for x in r.stdout.splitlines() if "Markets open" in x)
+    assert "no rule matched" in line
+
+    # updated: the timestamp moved and the summary changed
+    srv.set("/news.xml", rss([*BASE, STRIKE_UPDATED], title="Test News"))
+    r = fw(cfg, "explain", "news", "urn:entry:3")  # by id
+    out = r.stdout
+    assert "status:   UPDATED since last seen" in out
+    assert "summary: Summary of entry 3.  ->  Casualties reported." in out
+    assert "updated: -  ->  2024-11-22T15:56:45Z" in out
+    m = re.search(r"the next poll alerts it as 'updated' \(id ([0-9a-f]{32})\)", out)
+    assert m, out
+    assert fw(cfg, "check").returncode == 1
+    assert sent(tmp)[-1]["id"] == m.group(1)
+    assert sent(tmp)[-1]["kind"] == "updated"
+
+
+def test_entries_that_do_not_match_and_lookup_failures(setup):
+    tmp, srv, cfg = setup
+    assert fw(cfg, "check").returncode == 0
+    srv.set("/news.xml", rss([*BASE, entry(9, title="Video game about a hypersonic jet")]))
+    r = fw(cfg, "explain", "news", "video game")
+    out = r.stdout
+    assert "missiles: no match ('not' term 'video game' (title) hit)" in out
+    assert "verdict:  no rule matched this version: no alert" in out
+
+    r = fw(cfg, "explain", "news", "nothing like this")
+    assert r.returncode == 1
+    assert "no entry of 'news' matches 'nothing like this'" in r.stderr
+
+    r = fw(cfg, "explain", "nope")
+    assert r.returncode == 2
+    assert "unknown feed 'nope' (configured: news)" in r.stderr
+
+
+def test_fetch_failure_and_no_fetch_explain_from_state(setup):
+    tmp, srv, cfg = setup
+    assert fw(cfg, "check").returncode == 0
+    srv.remove("/news.xml")
+    r = fw(cfg, "explain", "news", "Markets")
+    assert r.returncode == 0, r.stderr
+    assert "fetch failed (HTTP 404 Not Found): explained from the stored state" in r.stdout
+    assert "status:   in the state (not compared: no current body)" in r.stdout
+    assert "rules (against the stored version):" in r.stdout
+
+    count = srv.count("/news.xml")
+    r = fw(cfg, "explain", "--no-fetch", "news")
+    assert r.returncode == 0
+    assert "not fetched (--no-fetch)" in r.stdout
+    assert srv.count("/news.xml") == count
+
+    # a feed removed from the config is still explained from what the state kept
+    write_config(tmp, srv, feeds="")
+    r = fw(cfg, "explain", "news", "Markets")
+    assert r.returncode == 0, r.stderr
+    assert "not in the config any more" in r.stdout
+
+
+def test_silent_updates_notify_on_and_max_age(tmp_path, feed_server):
+    srv = feed_server
+    for path in ("/a.xml", "/b.xml", "/c.xml"):
+        srv.set(path, rss([STRIKE]))
+    feeds = f"""
+[[feeds]]
+name = "content-only"
+url = "{srv.url("/a.xml")}"
+updates = "content"
+
+[[feeds]]
+name = "new-only"
+url = "{srv.url("/b.xml")}"
+notify_on = ["new"]
+
+[[feeds]]
+name = "recent"
+url = "{srv.url("/c.xml")}"
+max_age = "1d"
+"""
+    cfg = write_config(tmp_path, srv, feeds=feeds)
+    assert fw(cfg, "check").returncode == 0
+    moved = entry(3, title=STRIKE.title, updated=T0 + timedelta(hours=1))
+    srv.set("/a.xml", rss([moved]))
+    srv.set("/b.xml", rss([STRIKE_UPDATED]))
+    srv.set("/c.xml", rss([STRIKE, entry(4, title="An old story")]))
+
+    out = fw(cfg, "explain", "content-only", "strike").stdout
+    assert "status:   changed, stored silently" in out
+    assert 'updates = "content": a moved timestamp alone is not an update' in out
+
+    out = fw(cfg, "explain", "new-only", "strike").stdout
+    assert "status:   UPDATED since last seen" in out
+    assert "notify_on = ['new'] leaves out 'updated' changes: no alert" in out
+
+    out = fw(cfg, "explain", "recent", "old story").stdout
+    assert "status:   NEW (not in the state)" in out
+    assert "longer ago than max_age (1d): backfills never alert" in out

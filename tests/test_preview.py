@@ -1,0 +1,222 @@
+"""`feedwatch preview URL`: a real subprocess against the 127.0.0.1 feed server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from feedwatch.preview import discover_feeds, newest_first, split_keywords
+from feedwatch.testing import T0, entry, rss
+from tests.feedserver import FeedServer, feed_server_fixture, free_port  # noqa: F401
+
+ENTRIES = [
+    entry(1, title="Markets open", published=T0),
+    entry(
+        2,
+        title="Hypersonic missile test reported",
+        summary="Over the Dnipro river.",
+        published=T0 + timedelta(hours=2),
+    ),
+    entry(3, title="Weather", published=T0 + timedelta(hours=1), updated=T0 + timedelta(hours=5)),
+    entry(4, title="No date, no id", published=None, entry_id=None),
+]
+
+
+def fw(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp),
+        "XDG_STATE_HOME": str(tmp / "state"),
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "feedwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp,
+    )
+
+
+@pytest.fixture
+def srv(feed_server: FeedServer) -> FeedServer:
+    feed_server.set(
+        "/feed.xml", rss(ENTRIES, title="Test News"), content_type="application/rss+xml"
+    )
+    return feed_server
+
+
+def lines_with(text: str, needle: str) -> list[str]:
+    return [line for line in text.splitlines() if needle in line]
+
+
+def test_entries_newest_first_with_keyword_hits_and_diagnostics(tmp_path, srv):
+    r = fw(tmp_path, "preview", srv.url("/feed.xml"), "--keywords", "hypersonic,dnipro,weather*")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert f"URL:           {srv.url('/feed.xml')}" in out
+    assert "HTTP:          200 in " in out and "application/rss+xml" in out
+    assert 'ETag:          "' in out
+    assert "Last-Modified: (none)" in out
+    assert "Conditional:   304 Not Modified: the server honours it" in out
+    assert "Warnings:      none" in out
+    assert "Entries:       4 (1 without an id, 1 without a date)" in out
+    assert "Test News" in out
+    # newest first by the later of published/updated; undated last
+    titles = ["Weather", "Hypersonic missile test reported", "Markets open", "No date, no id"]
+    positions = [out.index(t) for t in titles]
+    assert positions == sorted(positions)
+    assert "* 2024-11-22 15:40  Weather" in out  # updated 15:40 is its date
+    assert "hits: hypersonic (title), dnipro (summary)" in out
+    assert "hits: weather* (title)" in out
+    assert "  (no date)         No date, no id" in out
+    assert "Keywords:      hypersonic, dnipro, weather*: 2 of 4 entries hit (marked *)" in out
+    # the second, conditional request really happened
+    reqs = [h for m, p, h in srv.requests if p == "/feed.xml"]
+    assert len(reqs) == 2 and "if-none-match" in reqs[1]
+    # nothing written anywhere: no state, no config
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_validators_missing_or_ignored(tmp_path, feed_server):
+    feed_server.set("/plain.xml", rss(ENTRIES[:1]), etag=False)
+    r = fw(tmp_path, "preview", feed_server.url("/plain.xml"))
+    assert r.returncode == 0, r.stderr
+    assert "ETag:          (none)" in r.stdout
+    assert "Conditional:   not possible: no ETag or Last-Modified" in r.stdout
+    assert feed_server.count("/plain.xml") == 1
+
+    # an ETag sent but never honoured: the second request gets the whole body again
+    feed_server.set("/stubborn.xml", rss(ENTRIES[:1]), etag=False, headers={"ETag": '"v1"'})
+    r = fw(tmp_path, "preview", feed_server.url("/stubborn.xml"))
+    assert r.returncode == 0, r.stderr
+    assert 'ETag:          "v1"' in r.stdout
+    assert "Conditional:   200 with the same body: the server ignores" in r.stdout
+
+
+def test_redirects_are_shown(tmp_path, srv):
+    srv.redirect("/old.xml", "/feed.xml", 301)
+    srv.redirect("/tmp.xml", "/feed.xml", 302)
+    r = fw(tmp_path, "preview", srv.url("/old.xml"))
+    assert r.returncode == 0, r.stderr
+    assert f"Redirected:    -> {srv.url('/feed.xml')}" in r.stdout
+    assert f"permanent (301/308): set the feed's url to {srv.url('/feed.xml')}" in r.stdout
+    r = fw(tmp_path, "preview", srv.url("/tmp.xml"))
+    assert "temporary: keep the url you have" in r.stdout
+
+
+def test_html_page_lists_the_feeds_it_advertises(tmp_path, feed_server):
+    page = """<!DOCTYPE html><html><head><title>Site</title>
+    <base href="/blog/">
+    <link rel="stylesheet" href="style.css">
+    <link rel="alternate" type="application/rss+xml" title="All posts" href="feed.xml">
+    <link rel="alternate" type="application/atom+xml" title="Comments" href="/comments.atom">
+    <link rel="alternate" type="application/feed+json" href="//cdn.example.org/feed.json">
+    <link rel="alternate" hreflang="de" href="/de/">
+    </head><body>hello</body></html>"""
+    feed_server.set("/", page, content_type="text/html; charset=utf-8")
+    r = fw(tmp_path, "preview", feed_server.url("/"))
+    assert r.returncode == 1
+    out = r.stdout
+    assert "Not a feed:    an HTML page; it advertises 3 feeds:" in out
+    assert f"All posts (RSS): {feed_server.url('/blog/feed.xml')}" in out
+    assert f"Comments (Atom): {feed_server.url('/comments.atom')}" in out
+    assert "(JSON Feed): http://cdn.example.org/feed.json" in out
+    assert "style.css" not in out and "/de/" not in out
+    assert f"Try:           feedwatch preview {feed_server.url('/blog/feed.xml')}" in out
+
+    feed_server.set("/bare", "<html><body>no feeds</body></html>", content_type="text/html")
+    r = fw(tmp_path, "preview", feed_server.url("/bare"))
+    assert r.returncode == 1
+    assert "an HTML page that advertises no feed" in r.stdout
+
+
+def test_failures_exit_1(tmp_path, feed_server):
+    r = fw(tmp_path, "preview", feed_server.url("/missing.xml"))
+    assert r.returncode == 1
+    assert "Fetch failed:  HTTP 404 Not Found" in r.stdout
+
+    r = fw(tmp_path, "preview", f"http://127.0.0.1:{free_port()}/feed.xml")
+    assert r.returncode == 1
+    assert "Fetch failed:  connection refused" in r.stdout
+
+    feed_server.set("/text", "just some words", content_type="text/plain")
+    r = fw(tmp_path, "preview", feed_server.url("/text"))
+    assert r.returncode == 1
+    assert "Not a feed:    " in r.stdout and "no RSS, Atom or JSON Feed found" in r.stdout
+
+
+def test_usage_errors_exit_2(tmp_path):
+    r = fw(tmp_path, "preview", "ftp://example.org/feed")
+    assert r.returncode == 2
+    assert "must be an http:// or https:// URL" in r.stderr
+    r = fw(tmp_path, "preview", "https://example.org/feed", "--keywords", "ok,/(unclosed/")
+    assert r.returncode == 2
+    assert "--keywords" in r.stderr and "(unclosed" in r.stderr
+    r = fw(tmp_path, "preview", "https://example.org/feed", "--header", "no colon")
+    assert r.returncode == 2 and "--header" in r.stderr
+
+
+def test_warnings_json_feed_and_hostile_text(tmp_path, feed_server):
+    broken = rss(ENTRIES[:2]).replace(b"</channel></rss>", b"<oops></channel></rss>")
+    feed_server.set("/broken.xml", broken)
+    r = fw(tmp_path, "preview", feed_server.url("/broken.xml"))
+    assert r.returncode == 0, r.stderr
+    assert "Warning:       not well-formed XML" in r.stdout
+    assert "Hypersonic missile test reported" in r.stdout
+
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "JSON \u001b[31mred\u001b[0m feed",
+        "items": [
+            {"id": "a", "url": "https://example.org/a", "title": "Bell\u0007 and escape\u001b]0;x"},
+            {"id": "a", "url": "https://example.org/b", "title": "same id"},
+        ],
+    }
+    feed_server.set("/feed.json", json.dumps(doc), content_type="application/feed+json")
+    r = fw(tmp_path, "preview", feed_server.url("/feed.json"), "--header", "X-Test: yes")
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "JSON" in r.stdout and "red" in r.stdout
+    assert "Entries:       2 (1 repeated ids, 2 without a date)" in r.stdout
+    assert 'id_policy = "auto" would key entries on links' in r.stdout
+    headers = [h for m, p, h in feed_server.requests if p == "/feed.json"][0]
+    assert headers["x-test"] == "yes"
+
+
+def test_limit(tmp_path, srv):
+    r = fw(tmp_path, "preview", srv.url("/feed.xml"), "--limit", "1")
+    assert r.returncode == 0
+    assert "Weather" in r.stdout and "Markets open" not in r.stdout
+    assert "... and 3 more (--limit N)" in r.stdout
+
+
+def test_split_keywords():
+    assert split_keywords(["a, b", "c,,a"]) == ["a", "b", "c"]
+    assert split_keywords(["/x{1,3}/,NATO, /a,b/ "]) == ["/x{1,3}/", "NATO", "/a,b/"]
+    assert split_keywords(["/unclosed,x"]) == ["/unclosed,x"]
+
+
+def test_discover_feeds_and_order_helpers():
+    body = b'<link rel="Alternate Feed" type="application/RSS+XML; charset=utf-8" href=" x.xml ">'
+    (link,) = discover_feeds(body, "https://example.org/a/b.html")
+    assert link.url == "https://example.org/a/x.xml" and link.type == "application/rss+xml"
+    assert (
+        discover_feeds(b'<link rel="alternate" type="text/html" href="x">', "https://e.org/") == []
+    )
+    assert (
+        discover_feeds(
+            b'<link rel="alternate" type="application/rss+xml" href="javascript:x">',
+            "https://e.org/",
+        )
+        == []
+    )
+    ordered = newest_first(ENTRIES)
+    assert [e.title for e in ordered][0] == "Weather"
