@@ -12,6 +12,7 @@ from typing import Any
 
 from feedwatch.identity import notice_id
 from feedwatch.model import Alert, Change, EntrySnapshot, FeedConfig, RuleMatch
+from feedwatch.redact import redact, redact_url
 
 MAX_STRING = 64 * 1024
 PAYLOAD_VERSION = 1
@@ -66,7 +67,13 @@ def entry_payload(entry: EntrySnapshot) -> dict[str, Any]:
 
 
 def feed_payload(feed: FeedConfig, title: str | None) -> dict[str, Any]:
-    return {"name": feed.name, "url": feed.url, "title": cap(title), "tags": list(feed.tags)}
+    # The configured URL may carry user-info or an expanded ${VAR}: never in an alert.
+    return {
+        "name": feed.name,
+        "url": redact(redact_url(feed.url)),
+        "title": cap(title),
+        "tags": list(feed.tags),
+    }
 
 
 def route(feed: FeedConfig, matched: Iterable[RuleMatch]) -> tuple[str, ...]:

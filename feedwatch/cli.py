@@ -192,12 +192,22 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return asyncio.run(_test_sink(config, args.name, out))
     if args.command == "redeliver":
         if args.sink and args.sink not in config.sinks:
-            raise UsageError(f"unknown sink {args.sink!r}")
-        store = _open(config)
+            raise UsageError(
+                f"unknown sink {args.sink!r} (configured: {', '.join(config.sinks) or 'none'})"
+            )
+        store = open_store(config.state, create=False)  # no state: nothing is dead, write nothing
         try:
-            n = store.redeliver(system_clock(), sink=args.sink, feed=args.feed)
+            if args.feed and config.feed(args.feed) is None:
+                if store is None or args.feed not in store.feeds():
+                    raise UsageError(f"unknown feed {args.feed!r}")
+            n = (
+                0
+                if store is None
+                else store.redeliver(system_clock(), sink=args.sink, feed=args.feed)
+            )
         finally:
-            store.close()
+            if store is not None:
+                store.close()
         print(f"{n} dead deliveries queued again", file=out)
         return EXIT_OK
     if args.command == "forget":
@@ -330,7 +340,8 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             summary = (
                 f"{len(reports)} feeds polled ({sum(r.result != 'error' for r in reports)} ok, "
                 f"{sum(r.result == 'error' for r in reports)} failed), "
-                f"{sum(r.new for r in reports if not r.baseline)} new, "
+                f"{sum(r.new for r in reports if r.baseline and _baselines(config, r.feed))} baselined, "
+                f"{sum(r.new for r in reports if not (r.baseline and _baselines(config, r.feed)))} new, "
                 f"{sum(r.updated for r in reports)} updated, {len(alerts)} alerts; "
                 f"deliveries: {report.delivered} sent, {report.retried} to retry, "
                 f"{report.dead} dead, {report.waiting} held"
@@ -348,7 +359,13 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             tmpdir.cleanup()
 
 
+def _baselines(config: Config, feed: str) -> bool:
+    f = config.feed(feed)
+    return f is None or f.settings.first_poll == "baseline"
+
+
 async def _test_sink(config: Config, name: str, out: TextIO) -> int:
+    from feedwatch.redact import redact
     from feedwatch.sinks import build_sink, sample_delivery
 
     cfg = replace(config.sinks[name], digest=0.0)
@@ -361,7 +378,7 @@ async def _test_sink(config: Config, name: str, out: TextIO) -> int:
         print(f"ok: sample alert delivered to sink {name!r}", file=out)
         return EXIT_OK
     kind = "permanent" if result.permanent else "transient"
-    print(f"failed ({kind}): {result.error}", file=out)
+    print(f"failed ({kind}): {redact(result.error or 'failed')}", file=out)
     return EXIT_FAIL
 
 

@@ -1,10 +1,11 @@
 """What happens when a sink fails: the outbox dispatcher.
 
-    for each sink, its pending deliveries oldest first:
-        given up (older than give_up_after)?  -> dead
-        sink no longer configured?            -> stays pending (visible) until given up
-        digest sink and oldest not yet due?   -> wait
-        send (one, or a digest of all)        -> delivered | retry later (backoff) | dead
+    for each sink with something due, its pending deliveries oldest first:
+        failed before and given up (older than give_up_after)?  -> dead
+        sink no longer configured?  -> stays pending (visible) until given up, then dead
+        digest sink and oldest not yet `digest` old?  -> wait
+        in backoff (unless forced, as by `check`)?  -> it and every newer one wait
+        send (one, or a digest of all)  -> delivered | retry later (backoff) | dead
         a transient failure stops that sink for this round (order is kept);
         a permanent one concerns that delivery only: the next ones still go
 
@@ -18,7 +19,7 @@ import asyncio
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime
 from typing import Literal
 
 import structlog
@@ -26,6 +27,7 @@ import structlog
 from feedwatch import metrics, pacing
 from feedwatch.clock import Clock, system_clock
 from feedwatch.model import Config
+from feedwatch.redact import redact
 from feedwatch.sinks.base import SendResult, Sink
 from feedwatch.store.base import Delivery, Store
 
@@ -70,19 +72,34 @@ class Dispatcher:
             by_sink: dict[str, list[Delivery]] = {}
             for d in pending:
                 by_sink.setdefault(d.sink, []).append(d)
+            if not force:
+                # A sink with something due: look at all of its queue, so that a newer
+                # alert never overtakes an older one that waits for its retry.
+                by_sink = {name: self.store.pending(sink=name) for name in by_sink}
             report = DispatchReport()
             await asyncio.gather(
-                *(self._run_sink(name, items, report) for name, items in by_sink.items())
+                *(self._run_sink(name, items, report, force) for name, items in by_sink.items())
             )
             return report
 
-    async def _run_sink(self, name: str, items: list[Delivery], report: DispatchReport) -> None:
+    async def _run_sink(
+        self, name: str, items: list[Delivery], report: DispatchReport, force: bool
+    ) -> None:
         now = self.clock()
+        sink = self.sinks.get(name)
         live: list[Delivery] = []
         for d in items:
-            # Only a delivery that has failed can be given up: a fresh or redelivered one gets a try.
-            if d.attempts > 0 and pacing.is_given_up(d.created_at, now, self.config.give_up_after):
-                reason = f"gave up: still failing {_human(self.config.give_up_after)} after the alert was created"
+            # Only a delivery that has failed can be given up: a fresh or redelivered one gets
+            # a try. One for a sink no longer configured can never be tried: it waits, visible,
+            # until given up.
+            if (d.attempts > 0 or sink is None) and pacing.is_given_up(
+                d.created_at, now, self.config.give_up_after
+            ):
+                age = _human(self.config.give_up_after)
+                if sink is None:
+                    reason = f"gave up: sink {name!r} is no longer configured ({age} after the alert was created)"
+                else:
+                    reason = f"gave up: still failing {age} after the alert was created"
                 if d.last_error:
                     reason += f" (last error: {d.last_error})"
                 self.store.mark_dead(name, [d.alert_id], now, error=reason)
@@ -92,7 +109,6 @@ class Dispatcher:
                 live.append(d)
         if not live:
             return
-        sink = self.sinks.get(name)
         if sink is None:
             report.waiting += len(live)
             return
@@ -103,9 +119,13 @@ class Dispatcher:
             if (now - oldest).total_seconds() < digest:
                 report.waiting += len(live)
                 return
+            if not force and not all(_due(d, now) for d in live):
+                return  # a failed digest waits for its retry; newer alerts join it then
             await self._send(sink, live, report)
             return
         for d in live:
+            if not force and not _due(d, now):
+                break  # in backoff: it and every newer alert wait (oldest first)
             if await self._send(sink, [d], report) == "retry":
                 break  # the sink is unwell: later alerts wait, so none overtakes this one
 
@@ -128,7 +148,9 @@ class Dispatcher:
                     "alert.delivered", sink=sink.name, alert=d.alert_id, feed=d.feed, kind=d.kind
                 )
             return "delivered"
-        error = result.error or "failed"
+        # A sink scrubs its own secrets; this also masks any configured secret that a
+        # receiver or a program echoed back (it would reach the state, `check` and logs).
+        error = redact(result.error or "failed")
         if result.permanent:
             self.store.mark_dead(sink.name, ids, now, error=error)
             metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="dead")
@@ -160,10 +182,16 @@ class Dispatcher:
                 log.exception("sink.close_failed", sink=sink.name)
 
 
+def _due(d: Delivery, now: datetime) -> bool:
+    return d.next_attempt is None or d.next_attempt <= now
+
+
 def _human(seconds: float) -> str:
-    td = timedelta(seconds=seconds)
-    if td.days and not td.seconds:
-        return f"{td.days}d"
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    return f"{int(seconds)}s"
+    """A duration as the config writes it: ``3d``, ``1h30m``, ``90s`` -> ``1m30s``."""
+    rest = max(0, round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, rest = divmod(rest, size)
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts) or "0s"

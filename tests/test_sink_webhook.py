@@ -108,7 +108,11 @@ def test_digest_body_and_headers(webhook_receiver: Receiver) -> None:
     [req] = webhook_receiver.received()
     assert json.loads(req.body) == {"version": 1, "kind": "digest", "alerts": [p1, p2]}
     assert req.body == formats.digest_json([p1, p2])
-    assert req.headers["x-feedwatch-delivery"] == "a" * 32
+    ids = "\n".join(sorted(["a" * 32, "b" * 32]))
+    assert (
+        req.headers["x-feedwatch-delivery"]
+        == "digest-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
+    )
     assert req.headers["x-feedwatch-digest"] == "2"
     expected = hmac.new(SIGNING_SECRET.encode(), req.body, hashlib.sha256).hexdigest()
     assert req.headers["x-feedwatch-signature-256"] == f"sha256={expected}"

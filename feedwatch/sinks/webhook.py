@@ -144,7 +144,15 @@ class WebhookSink:
             if not _HEADER_NAME.fullmatch(name) or not text.isascii() or _BAD_VALUE.search(text):
                 raise _BadHeader(name)
             headers[name] = text
-        headers["X-Feedwatch-Delivery"] = deliveries[0].alert_id
+        if len(deliveries) == 1:
+            headers["X-Feedwatch-Delivery"] = deliveries[0].alert_id
+        else:
+            # A digest's id names exactly its set of alerts: a retried digest that gained
+            # alerts is a different delivery, so a receiver dropping repeats loses nothing.
+            ids = "\n".join(sorted(d.alert_id for d in deliveries))
+            headers["X-Feedwatch-Delivery"] = (
+                "digest-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
+            )
         if len(deliveries) > 1:
             headers["X-Feedwatch-Digest"] = str(len(deliveries))
         if self._secret:
