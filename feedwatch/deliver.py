@@ -123,11 +123,19 @@ class Dispatcher:
                 return  # a failed digest waits for its retry; newer alerts join it then
             await self._send(sink, live, report)
             return
-        for d in live:
-            if not force and not _due(d, now):
+        # A sink that can take several alerts in one go (jsonl: one write, one fsync) gets
+        # them in order, in batches that succeed or fail together.
+        batch_size = max(1, int(getattr(sink, "max_batch", 1)))
+        i = 0
+        while i < len(live):
+            if not force and not _due(live[i], now):
                 break  # in backoff: it and every newer alert wait (oldest first)
-            if await self._send(sink, [d], report) == "retry":
+            j = i + 1
+            while j < len(live) and j - i < batch_size and (force or _due(live[j], now)):
+                j += 1
+            if await self._send(sink, live[i:j], report) == "retry":
                 break  # the sink is unwell: later alerts wait, so none overtakes this one
+            i = j
 
     async def _send(
         self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport

@@ -96,6 +96,7 @@ class RecordingSink:
     name: str = "recording"
     type: str = "recording"
     supports_digest: bool = True
+    max_batch: int = 1
     batches: list[list[Delivery]] = field(default_factory=list)
     fail_with: SendResult | None = None
 

@@ -626,3 +626,29 @@ def test_newer_alerts_wait_behind_one_in_backoff(tmp_path: Path, store: SqliteSt
     sink.outcomes.clear()
     report = run(d)
     assert sink.alert_ids == [a, a, b] and report.delivered == 2
+
+
+# --------------------------------------------------------------------------
+# Batching (a sink with max_batch, such as jsonl)
+# --------------------------------------------------------------------------
+
+
+def test_batches_in_order_and_a_failed_batch_stops_the_sink(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    clock = FakeClock(T0)
+    ids = [queue(store, clock, "b") for _ in range(7)]
+    sink = RecordingSink(name="b", supports_digest=False, max_batch=3)
+    d = Dispatcher(config(tmp_path / "state.db", b=0.0), store, {"b": sink}, clock=clock)
+    report = run(d)
+    assert [len(b) for b in sink.batches] == [3, 3, 1]
+    assert sink.alert_ids == ids
+    assert report.delivered == 7 and pending(store, "b") == []
+
+    more = [queue(store, clock, "b") for _ in range(5)]
+    sink.batches.clear()
+    sink.fail_with = SendResult.transient("disk full")
+    report = run(d)
+    assert [len(b) for b in sink.batches] == [3]  # the first batch failed: the rest wait
+    assert report.retried == 3
+    assert [p.alert_id for p in pending(store, "b")] == more

@@ -39,6 +39,8 @@ class Sink(Protocol):
     name: str
     type: str
     supports_digest: bool
+    # Optional: ``max_batch`` (int, default 1) -- how many non-digest alerts the
+    # dispatcher may hand over in one ``send``; they succeed or fail together.
 
     async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
         """Send one alert (one delivery) or, for a digest, several as one message.

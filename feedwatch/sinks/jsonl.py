@@ -22,6 +22,7 @@ from feedwatch.store.base import Delivery
 class JsonlSink:
     type = "jsonl"
     supports_digest = False
+    max_batch = 1000  # the dispatcher may hand over this many alerts: one write, one fsync
 
     def __init__(self, cfg: SinkConfig, *, stdout: TextIO | None = None) -> None:
         self.name = cfg.name
