@@ -294,11 +294,12 @@ def test_applying_a_diff_then_diffing_again_finds_nothing(first, second):
 @given(entries_st, st.randoms())
 def test_reordering_a_feed_changes_nothing(es, rnd):
     # unique identities, so "first of duplicates wins" does not depend on order
-    seen, uniq = set(), []
+    seen: set[str] = set()
+    uniq = []
     for e in es:
-        k = identity_for(e, "guid")
-        if k not in seen:
-            seen.add(k)
+        keys = {identity_for(e, p) for p in ("guid", "link", "content")}
+        if not keys & seen:
+            seen |= keys
             uniq.append(e)
     stored, ident = baseline(uniq)
     shuffled = list(uniq)
