@@ -43,6 +43,7 @@ COMMAND_MODULES: list[tuple[str, str, str]] = [
     ("init", "feedwatch.init", "print a commented starter config"),
     ("import-opml", "feedwatch.opml", "print [[feeds]] blocks for an OPML file's feeds"),
     ("run", "feedwatch.daemon", "run as a daemon: poll every feed on schedule, deliver alerts"),
+    ("migrate-state", "feedwatch.migrate", "copy an SQLite state file into PostgreSQL"),
 ]
 
 
@@ -302,8 +303,15 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             to_poll.append(feed)
 
         async with Fetcher(concurrency=config.concurrency, per_host=config.per_host) as fetcher:
-            poller = Poller(config, store, fetcher, dry_run=args.dry_run)
-            reports = await asyncio.gather(*(poller.poll(f) for f in to_poll))
+            # parse off the event loop, so parsing never eats into other requests' timeouts
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwatch-parse")
+            poller = Poller(config, store, fetcher, dry_run=args.dry_run, parse_executor=pool)
+            try:
+                reports = await asyncio.gather(*(poller.poll(f) for f in to_poll))
+            finally:
+                pool.shutdown(wait=False)
         failed = any(r.result == "error" for r in reports)
         alerts = [a for r in reports for a in r.alerts]
 

@@ -7,6 +7,14 @@ every few seconds, and right after a poll that queued alerts: run the outbox
 SIGHUP: load the config again; invalid -> log and keep the old one
 SIGTERM/SIGINT: stop scheduling, let in-flight polls and deliveries finish within
                 shutdown_timeout, cancel the rest (their state is left safely pending)
+
+Several instances on one PostgreSQL state: every instance schedules every feed, and a
+poll job first claims the feed (store.claim_feed: a lease in the database, granted only
+when no live lease is held and the shared next_poll is due). Not granted: polled by
+another instance (look again at the stored next_poll) or being polled right now (look
+again when that lease expires, or after one interval). Leases are renewed every
+LEASE_RENEW seconds and released on a graceful stop; a killed instance's expire after
+LEASE_SECONDS. (SQLite: one daemon per file, the lock file; every claim is granted.)
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from feedwatch.sinks import build_sink
 from feedwatch.sinks.base import Sink
 from feedwatch.status import feed_state
 from feedwatch.store import open_store
-from feedwatch.store.base import Store
+from feedwatch.store.base import LEASE_RENEW, LEASE_SECONDS, FeedClaim, Store, new_owner
 from feedwatch.store.lock import LockHandle, acquire_lock
 
 log = structlog.get_logger("feedwatch.daemon")
@@ -79,6 +87,7 @@ class Daemon:
         self._polling: set[str] = set()
         self._old_fetchers: list[Fetcher] = []
         self._lock: LockHandle | None = None
+        self.owner = new_owner()  # this instance's name on its leases
         self.store: Store
         self.fetcher: Fetcher
         self.dispatcher: Dispatcher
@@ -98,7 +107,7 @@ class Daemon:
             self.store = store
             self.fetcher = Fetcher(concurrency=cfg.concurrency, per_host=cfg.per_host)
             self.dispatcher = Dispatcher(
-                cfg, store, self._build_sinks(cfg), clock=self.clock, rng=self.rng
+                cfg, store, self._build_sinks(cfg), clock=self.clock, rng=self.rng, owner=self.owner
             )
             self.poller = Poller(
                 cfg,
@@ -115,6 +124,7 @@ class Daemon:
             self._schedule_initial()
             self.scheduler.every("deliveries", DELIVERY_TICK, self._deliver_job)
             self.scheduler.every("maintenance", MAINTENANCE_EVERY, self._maintenance_job)
+            self.scheduler.every("leases", LEASE_RENEW, self._lease_job)
             wd = sdnotify.watchdog_interval()
             if wd:
                 self.scheduler.every("watchdog", wd, self._watchdog_job)
@@ -171,6 +181,10 @@ class Daemon:
         if self._metrics_server is not None:
             await self._metrics_server.stop()
         self._parse_pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            self.store.release_leases(self.owner)  # the others take over at once
+        except Exception as exc:
+            log.warning("state.release_failed", error=str(exc))
         self.store.close()
         log.info("daemon.stopped", seconds=round(time.monotonic() - started, 3))
 
@@ -226,32 +240,84 @@ class Daemon:
             when = rec.retry_after_until
         self.scheduler.at(name, when, self._poll_job, name)
 
+    def _reschedule_refused(self, name: str, claim: FeedClaim) -> None:
+        """Another instance polled the feed (look again at the stored next poll) or is
+        polling it (look again when its lease expires, or after one interval)."""
+        feed = self.config.feed(name)
+        if feed is None or not feed.enabled or self._stopping or claim.gone:
+            self.scheduler.cancel(name)
+            return
+        now = self.clock()
+        if claim.next_poll is not None and claim.next_poll > now:
+            when = claim.next_poll
+        else:
+            when = now + timedelta(seconds=feed.settings.interval)
+            if claim.held_until is not None and claim.held_until < when:
+                when = claim.held_until
+        self.scheduler.at(name, when, self._poll_job, name)
+
     async def _poll_job(self, name: str) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
+        refused: FeedClaim | None = None
+        claimed = mine = False
         try:
             feed = self.config.feed(name)
             if self._stopping or feed is None or not feed.enabled or name in self._polling:
                 return
             self._polling.add(name)
+            mine = True
+            claim = self.store.claim_feed(name, feed.url, self.owner, self.clock(), LEASE_SECONDS)
+            if not claim.granted:
+                refused = claim
+                log.debug(
+                    "feed.claimed_elsewhere",
+                    feed=name,
+                    next_poll=claim.next_poll.isoformat() if claim.next_poll else None,
+                    held=claim.held_until is not None,
+                )
+                return
+            claimed = True
             slot = self.scheduler.scheduled().get(name)
             late = (self.clock() - slot).total_seconds() if slot else 0.0
             if late > LATE_AFTER:
                 POLLS_LATE.inc(feed=name)
-            report = await self.poller.poll(feed)
+            try:
+                report = await self.poller.poll(feed)
+            except asyncio.CancelledError:
+                # shutdown: nothing of this poll was committed; it is polled again next start
+                log.info("feed.poll_abandoned", feed=name)
+                return
             self._record_metrics(report)
             if report.alerts and not self._stopping:
                 self._spawn(self._deliver_job())
         finally:
-            self._polling.discard(name)
+            if claimed:
+                try:
+                    self.store.release_feed(name, self.owner)
+                except Exception as exc:  # it expires by itself
+                    log.warning("feed.release_failed", feed=name, error=str(exc))
+            if mine:
+                self._polling.discard(name)
             if task is not None:
                 self._inflight.discard(task)
             if not self._stopping:
                 try:
-                    self._reschedule(name)
+                    if refused is not None:
+                        self._reschedule_refused(name, refused)
+                    else:
+                        self._reschedule(name)
                 except Exception:
                     log.exception("feed.reschedule_failed", feed=name)
+                    self._retry_later(name)
+
+    def _retry_later(self, name: str) -> None:
+        """The state could not be read (a database restart?): try again after one interval."""
+        feed = self.config.feed(name)
+        if feed is not None and feed.enabled and not self._stopping:
+            when = self.clock() + timedelta(seconds=feed.settings.interval)
+            self.scheduler.at(name, when, self._poll_job, name)
 
     # -- deliveries and upkeep -----------------------------------------------
     async def _deliver_job(self) -> None:
@@ -278,6 +344,12 @@ class Daemon:
             self._update_gauges()
         except Exception:
             log.exception("state.maintenance_failed")
+
+    async def _lease_job(self) -> None:
+        try:
+            self.store.renew_leases(self.owner, self.clock(), LEASE_SECONDS)
+        except Exception as exc:
+            log.warning("state.lease_renew_failed", error=str(exc))
 
     async def _watchdog_job(self) -> None:
         sdnotify.watchdog()

@@ -11,6 +11,13 @@
 
 The state is the queue: a crash between "sent" and "marked delivered" re-sends
 with the same id (at least once), never a different one.
+
+Several instances on one PostgreSQL state: a delivery is sent only under a claim
+(``store.claim_deliveries``) that only a pending row can give, so each is sent by one
+instance, and never again once marked delivered. A delivery claimed by another
+instance stops this instance's run of that sink (order is kept: nothing overtakes
+it). A claim ends with the mark; a send interrupted gives it back; a dead
+instance's claims expire after ``LEASE_SECONDS`` and another instance sends them.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from feedwatch.clock import Clock, system_clock
 from feedwatch.model import Config
 from feedwatch.redact import redact
 from feedwatch.sinks.base import SendResult, Sink
-from feedwatch.store.base import Delivery, Store
+from feedwatch.store.base import LEASE_RENEW, LEASE_SECONDS, Delivery, Store, new_owner
 
 log = structlog.get_logger("feedwatch.deliver")
 
@@ -56,12 +63,14 @@ class Dispatcher:
         *,
         clock: Clock = system_clock,
         rng: random.Random | None = None,
+        owner: str | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.sinks = dict(sinks)
         self.clock = clock
         self.rng = rng or random.Random()
+        self.owner = owner or new_owner()  # whose delivery claims these are
         self._lock = asyncio.Lock()
 
     async def run_once(self, *, force: bool = False) -> DispatchReport:
@@ -77,10 +86,24 @@ class Dispatcher:
                 # alert never overtakes an older one that waits for its retry.
                 by_sink = {name: self.store.pending(sink=name) for name in by_sink}
             report = DispatchReport()
-            await asyncio.gather(
-                *(self._run_sink(name, items, report, force) for name, items in by_sink.items())
-            )
+            keepalive = asyncio.get_running_loop().create_task(self._renew_claims())
+            try:
+                await asyncio.gather(
+                    *(self._run_sink(name, items, report, force) for name, items in by_sink.items())
+                )
+            finally:
+                keepalive.cancel()
             return report
+
+    async def _renew_claims(self) -> None:
+        """While sending, keep this instance's claims alive (a slow send outlasting its
+        claim would let another instance send the same delivery)."""
+        while True:
+            await asyncio.sleep(LEASE_RENEW)
+            try:
+                self.store.renew_leases(self.owner, self.clock(), LEASE_SECONDS)
+            except Exception as exc:
+                log.warning("delivery.renew_failed", error=str(exc))
 
     async def _run_sink(
         self, name: str, items: list[Delivery], report: DispatchReport, force: bool
@@ -133,19 +156,37 @@ class Dispatcher:
             j = i + 1
             while j < len(live) and j - i < batch_size and (force or _due(live[j], now)):
                 j += 1
-            if await self._send(sink, live[i:j], report) == "retry":
-                break  # the sink is unwell: later alerts wait, so none overtakes this one
+            if await self._send(sink, live[i:j], report) in ("retry", "held"):
+                break  # the sink is unwell, or another instance sends this one: later
+                # alerts wait, so none overtakes it
             i = j
 
     async def _send(
         self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport
-    ) -> Literal["delivered", "dead", "retry"]:
+    ) -> Literal["delivered", "dead", "retry", "held"]:
         ids = [d.alert_id for d in batch]
+        granted = self.store.claim_deliveries(
+            sink.name, ids, self.owner, self.clock(), LEASE_SECONDS
+        )
+        if len(granted) != len(ids):
+            # another instance sends (or has sent) one of them: leave them all to it
+            self.store.release_deliveries(sink.name, granted, self.owner)
+            log.debug("delivery.claimed_elsewhere", sink=sink.name, alerts=ids)
+            return "held"
         try:
-            result = await sink.send(batch)
-        except Exception as exc:  # a sink bug is a transient failure, never a lost alert
-            log.exception("delivery.sink_crashed", sink=sink.name)
-            result = SendResult.transient(f"internal error in sink: {type(exc).__name__}: {exc}")
+            try:
+                result = await sink.send(batch)
+            except Exception as exc:  # a sink bug is a transient failure, never a lost alert
+                log.exception("delivery.sink_crashed", sink=sink.name)
+                result = SendResult.transient(
+                    f"internal error in sink: {type(exc).__name__}: {exc}"
+                )
+        except BaseException:  # cancelled (a stop): give the claims back, pending as before
+            try:
+                self.store.release_deliveries(sink.name, ids, self.owner)
+            except Exception:
+                log.exception("delivery.release_failed", sink=sink.name)
+            raise
         now = self.clock()
         if result.ok:
             self.store.mark_delivered(sink.name, ids, now)

@@ -5,7 +5,10 @@ returns one of ``Fetched``, ``NotModified`` or ``FetchFailed`` (feedwatch.model)
 the poller cannot confuse "nothing changed" with "could not tell". What it guards:
 
 - politeness: conditional GET, ``concurrency`` requests in flight at most, and
-  ``per_host`` against one host name;
+  ``per_host`` against one host name; a request still waiting on a slow server after
+  ``SLOW_AFTER`` (5 s, or a quarter of its timeout) gives its ``concurrency`` slot
+  back, so slow or trickling servers cannot starve healthy feeds (it keeps its
+  ``per_host`` one);
 - time: ``timeout`` bounds the whole request, body included, so a server trickling
   bytes cannot hold a poll open (waiting for a free slot does not count);
 - memory: the body is streamed and counted, raw and after gzip/deflate, so a huge
@@ -28,13 +31,14 @@ import math
 import socket
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from types import TracebackType
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -53,6 +57,10 @@ ACCEPT = (
     "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
 )
 ACCEPT_ENCODING = "gzip, deflate"
+# A request still running after this long (or a quarter of its timeout, if less) stops
+# counting against `concurrency`: a trickling or silent server costs a socket, not a
+# slot that healthy feeds need. It still counts against `per_host` and its timeout.
+SLOW_AFTER = 5.0
 _KiB = 1024
 _MiB = 1024 * 1024
 
@@ -64,6 +72,18 @@ class _Fail(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+class _Held:
+    """A held global slot that can be given back early (by a slow request), once."""
+
+    def __init__(self, sem: asyncio.Semaphore) -> None:
+        self._sem: asyncio.Semaphore | None = sem
+
+    def release(self) -> None:
+        sem, self._sem = self._sem, None
+        if sem is not None:
+            sem.release()
 
 
 @dataclass
@@ -100,7 +120,9 @@ class Fetcher:
             http2=False,
             follow_redirects=False,
             limits=httpx.Limits(
-                max_connections=concurrency,
+                # our semaphores bound the requests; a slow one past SLOW_AFTER keeps its
+                # connection but not its slot, so the pool itself must not be the limit
+                max_connections=None,
                 max_keepalive_connections=concurrency,
                 keepalive_expiry=60.0,
             ),
@@ -206,7 +228,7 @@ class Fetcher:
         while True:
             trusted = _same_site(first, current)
             headers = _request_headers(req, trusted)
-            async with self._slot(current.host):
+            async with self._slot(current.host) as slot:
                 if started is None:
                     started = loop.time()
                     deadline = started + req.timeout
@@ -214,8 +236,11 @@ class Fetcher:
                 try:
                     if remaining <= 0:
                         raise asyncio.TimeoutError
-                    hop = await asyncio.wait_for(
-                        self._request(current, headers, req, timeout_reason), remaining
+                    hop = await self._bounded(
+                        self._request(current, headers, req, timeout_reason),
+                        remaining,
+                        slot,
+                        min(SLOW_AFTER, req.timeout / 4),
                     )
                 except asyncio.TimeoutError:
                     return failed(timeout_reason)
@@ -330,8 +355,26 @@ class Fetcher:
         except (httpx.LocalProtocolError, UnicodeEncodeError):
             raise _Fail("invalid request (check the feed's headers)") from None
 
+    @staticmethod
+    async def _bounded(
+        request: Coroutine[Any, Any, _Hop], remaining: float, slot: _Held, slow_after: float
+    ) -> _Hop:
+        """``request`` within ``remaining`` seconds; after ``slow_after`` it gives up its
+        global slot (keeping the per-host one), so slow servers cannot starve the others."""
+        task = asyncio.ensure_future(request)
+        try:
+            if slow_after < remaining:
+                done, _ = await asyncio.wait({task}, timeout=slow_after)
+                if not done:
+                    slot.release()
+                    remaining -= slow_after
+            return await asyncio.wait_for(task, remaining)
+        finally:
+            if not task.done():
+                task.cancel()
+
     @asynccontextmanager
-    async def _slot(self, host: str) -> AsyncIterator[None]:
+    async def _slot(self, host: str) -> AsyncIterator[_Held]:
         """Wait for a per-host slot, then a global one (so one busy host cannot hog the pool)."""
         key = host.lower()
         sem, users = self._hosts.get(key, (None, 0))
@@ -339,8 +382,13 @@ class Fetcher:
             sem = asyncio.Semaphore(self.per_host)
         self._hosts[key] = (sem, users + 1)
         try:
-            async with sem, self._global:
-                yield
+            async with sem:
+                await self._global.acquire()
+                held = _Held(self._global)
+                try:
+                    yield held
+                finally:
+                    held.release()
         finally:
             sem, users = self._hosts[key]
             if users <= 1:

@@ -47,7 +47,7 @@ from feedwatch.model import (
 )
 from feedwatch.parse import parse_body
 from feedwatch.staleness import stale_notice
-from feedwatch.store.base import FeedRecord, PollCommit, Store
+from feedwatch.store.base import FeedRecord, PollCommit, StateError, Store
 
 log = structlog.get_logger("feedwatch.poll")
 
@@ -115,8 +115,14 @@ class Poller:
         try:
             report = await self._poll(feed)
         except Exception as exc:  # a bug must not stop the other feeds
-            log.exception("feed.poll_crashed", feed=feed.name)
-            report = PollReport(feed=feed.name, result="error", error=f"internal error: {exc}")
+            if isinstance(exc, StateError):
+                # the state file failed (full disk, I/O error): its message says what
+                # to do; the poll's transaction was rolled back, nothing was lost
+                log.error("feed.state_error", feed=feed.name, error=str(exc))
+                report = PollReport(feed=feed.name, result="error", error=str(exc))
+            else:
+                log.exception("feed.poll_crashed", feed=feed.name)
+                report = PollReport(feed=feed.name, result="error", error=f"internal error: {exc}")
             if not self.dry_run:
                 now = self.clock()
                 try:
@@ -128,6 +134,8 @@ class Poller:
                         error=report.error or "internal error",
                         next_poll=now + timedelta(seconds=feed.settings.interval),
                     )
+                except StateError as again:
+                    log.warning("feed.record_failed", feed=feed.name, error=str(again))
                 except Exception:
                     log.exception("feed.record_failed", feed=feed.name)
         if not self.dry_run and feed.settings.stale_after > 0:

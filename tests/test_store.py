@@ -1,14 +1,18 @@
-"""The state store: one contract suite, run against every backend (only SQLite so far).
+"""The state store: one contract suite, run against every backend (SQLite, PostgreSQL).
 
 To add a backend, add its name to ``BACKENDS`` and a branch to ``_open_backend``;
-every ``store``/``reopen`` test then runs against it. SQLite-only behaviour (the
-file itself: schema versions, corruption, permissions, the lock) is at the end.
+every ``store``/``reopen`` test then runs against it. The PostgreSQL runs use a
+throwaway cluster (``tests/pg.py``: a fresh schema per test) and skip, with the
+reason, where PostgreSQL cannot be run. SQLite-only behaviour (the file itself:
+schema versions, corruption, permissions, the lock) and PostgreSQL-only behaviour
+(leases shared by several instances, its schema table) are at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -19,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,8 +41,11 @@ from feedwatch.store import (
     acquire_lock,
     open_store,
 )
+from tests.pg import PgCluster, pg_cluster, pg_url
 
-BACKENDS = ["sqlite"]
+__all__ = ["pg_cluster", "pg_url"]  # fixtures, imported for pytest
+
+BACKENDS = ["sqlite", "postgres"]
 T0 = datetime(2024, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,14 +112,27 @@ def poll(feed: str = "f", now: datetime = T0, **kw: object) -> PollCommit:
     return PollCommit(**fields)  # type: ignore[arg-type]
 
 
+# PostgreSQL: the session's cluster, and the schema standing for each `where` directory.
+_PG: dict[str, Any] = {"cluster": None, "schemas": {}}
+
+
 def _open_backend(backend: str, where: Path) -> Store:
     if backend == "sqlite":
         return SqliteStore(where / "state.db")
+    if backend == "postgres":
+        from feedwatch.store.postgres import PostgresStore
+
+        url = _PG["schemas"].get(str(where))
+        if url is None:
+            url = _PG["schemas"][str(where)] = _PG["cluster"].new_schema()
+        return PostgresStore(url)
     raise AssertionError(f"unknown backend {backend}")
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        _PG["cluster"] = request.getfixturevalue("pg_cluster")  # skips where impossible
     return str(request.param)
 
 
@@ -733,10 +754,14 @@ def test_open_store_without_create_creates_nothing(tmp_path: Path) -> None:
     s.close()
 
 
-def test_open_store_refuses_postgresql_without_echoing_secrets() -> None:
-    with pytest.raises(StateError, match="PostgreSQL state is not supported yet") as info:
-        open_store("postgresql://feedwatch:hunter2@db.example.org/feedwatch")
-    assert "hunter2" not in str(info.value)
+def test_open_store_unreachable_postgresql_does_not_echo_the_password() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    with pytest.raises(StateError, match="cannot connect to the PostgreSQL state") as info:
+        open_store(f"postgresql://feedwatch:hunter2secret@127.0.0.1:{port}/feedwatch")
+    assert "hunter2secret" not in str(info.value)
+    assert f"postgresql://***@127.0.0.1:{port}/feedwatch" in str(info.value)
     with pytest.raises(StateError, match="not supported"):
         open_store("mysql://x@y/z")
     with pytest.raises(StateError, match="empty"):
@@ -946,3 +971,266 @@ def test_store_payload_is_json(tmp_path: Path) -> None:
         s.commit_poll(poll(alerts=(alert("x1", payload={"title": "Dnipró ✓", "n": [1, 2]}),)))
     ((text,),) = sqlite_rows(path, "SELECT payload FROM alerts")
     assert json.loads(str(text)) == {"title": "Dnipró ✓", "n": [1, 2]}
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL: opening, schema, secrets
+# ---------------------------------------------------------------------------
+
+
+def _pg_tables(cluster: PgCluster, url: str) -> set[str]:
+    import psycopg
+
+    schema = url.rsplit("search_path%3D", 1)[-1]
+    with psycopg.connect(cluster.url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _pg_exec(url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+def test_pg_open_store_masks_the_password(pg_cluster: PgCluster, pg_url: str) -> None:
+    from feedwatch.store.postgres import PostgresStore
+
+    password = pg_cluster.password
+    assert password
+    s = open_store(pg_url)
+    try:
+        assert isinstance(s, PostgresStore)
+        assert password not in s.path and "***@127.0.0.1" in s.path
+        assert _pg_tables(pg_cluster, pg_url) == {
+            "feedwatch_schema", "feeds", "entries", "alerts", "deliveries",
+        }  # fmt: skip
+    finally:
+        s.close()
+    wrong = pg_url.replace(password, "wrong-password-42")
+    with pytest.raises(StateError) as info:
+        open_store(wrong)
+    msg = str(info.value)
+    assert "cannot connect" in msg and "password authentication failed" in msg
+    assert "wrong-password-42" not in msg and password not in msg
+
+
+def test_pg_without_create_creates_nothing(pg_cluster: PgCluster, pg_url: str) -> None:
+    assert open_store(pg_url, create=False) is None
+    assert _pg_tables(pg_cluster, pg_url) == set()
+    open_store(pg_url).close()  # type: ignore[union-attr]
+    s = open_store(pg_url, create=False)
+    assert s is not None and s.feeds() == {}
+    s.close()
+
+
+def test_pg_newer_schema_is_refused(pg_url: str) -> None:
+    open_store(pg_url).close()  # type: ignore[union-attr]
+    _pg_exec(pg_url, "INSERT INTO feedwatch_schema (version) VALUES (99)")
+    with pytest.raises(StateError, match=r"schema version 99, newer .* upgrade feedwatch"):
+        open_store(pg_url)
+
+
+def test_pg_foreign_tables_are_refused(pg_cluster: PgCluster, pg_url: str) -> None:
+    _pg_exec(pg_url, "CREATE TABLE alerts (id INTEGER)")
+    with pytest.raises(StateError, match="has tables named alerts but no feedwatch_schema"):
+        open_store(pg_url)
+    assert _pg_tables(pg_cluster, pg_url) == {"alerts"}  # left as it was
+
+
+def test_pg_migrations_apply_once_even_when_instances_start_together(pg_url: str) -> None:
+    import threading
+
+    from feedwatch.store.postgres import PostgresStore
+
+    class V2(PostgresStore):
+        MIGRATIONS = (*PostgresStore.MIGRATIONS, ("ALTER TABLE feeds ADD COLUMN note TEXT",))
+
+    with PostgresStore(pg_url) as s:
+        s.commit_poll(poll(upserts=(entry("a"),), alerts=(alert("x1"),)))
+    opened: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            opened.append(V2(pg_url))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(opened) == 4
+    for s in opened:
+        assert set(s.entries("f")) == {"a"} and [d.alert_id for d in s.pending()] == ["x1"]
+        s.close()
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM feedwatch_schema ORDER BY 1")]
+    assert versions == [1, 2]
+    with pytest.raises(StateError, match="upgrade feedwatch"):
+        PostgresStore(pg_url)  # the older code refuses the migrated database
+
+
+def test_pg_nul_in_text_is_stored(pg_url: str) -> None:
+    with open_store(pg_url) as s:  # type: ignore[union-attr]
+        s.record_failure("f", "u", T0, http_status=500, error="bad\x00byte", next_poll=None)
+        rec = s.feed("f")
+        assert rec is not None and rec.last_error == "bad\ufffdbyte"
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL: leases shared by several instances
+# ---------------------------------------------------------------------------
+
+LEASE = 20.0
+
+
+@pytest.fixture
+def pg_pair(pg_url: str) -> Iterator[tuple[Store, Store]]:
+    """Two stores on one database: two feedwatch instances."""
+    a, b = open_store(pg_url), open_store(pg_url)
+    assert a is not None and b is not None
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_pg_feed_lease_is_exclusive_until_released_or_expired(
+    pg_pair: tuple[Store, Store],
+) -> None:
+    a, b = pg_pair
+    url = "https://example.org/f.xml"
+    assert a.claim_feed("f", url, "A", T0, LEASE).granted  # new feed: due, row created
+    held = b.claim_feed("f", url, "B", at(1), LEASE)
+    assert not held.granted and held.held_until == at(LEASE) and not held.gone
+    assert a.claim_feed("f", url, "A", at(2), LEASE).granted  # its own lease: renewed
+    a.commit_poll(poll(now=at(3), next_poll=at(63)))
+    a.release_feed("f", "A")
+    # released, but polled: not due before the shared next_poll
+    later = b.claim_feed("f", url, "B", at(4), LEASE)
+    assert not later.granted and later.next_poll == at(63) and later.held_until is None
+    assert b.claim_feed("f", url, "B", at(63), LEASE).granted
+    # B dies holding it: A takes over once the lease expired, not before
+    assert not a.claim_feed("f", url, "A", at(63 + LEASE - 1), LEASE).granted
+    assert a.claim_feed("f", url, "A", at(63 + LEASE), LEASE).granted
+
+
+def test_pg_feed_lease_renewal_release_gone_and_url_change(pg_pair: tuple[Store, Store]) -> None:
+    a, b = pg_pair
+    url = "https://example.org/f.xml"
+    assert a.claim_feed("f", url, "A", T0, LEASE).granted
+    assert a.claim_feed("g", url, "A", T0, LEASE).granted
+    a.renew_leases("A", at(15), LEASE)  # alive: held until 35
+    assert not b.claim_feed("f", url, "B", at(30), LEASE).granted
+    a.release_leases("A")  # a graceful stop: both free at once
+    assert b.claim_feed("f", url, "B", at(31), LEASE).granted
+    assert b.claim_feed("g", url, "B", at(31), LEASE).granted
+    b.release_leases("B")
+    # polled at its URL, not due: a new URL in the config makes it due
+    a.commit_poll(poll(now=at(40), url=url, next_poll=at(1000)))
+    assert not b.claim_feed("f", url, "B", at(41), LEASE).granted
+    assert b.claim_feed("f", "https://example.org/moved.xml", "B", at(41), LEASE).granted
+    b.release_feed("f", "B")
+    # Retry-After holds it back even past next_poll; 410 stops it for everyone
+    a.record_failure("f", url, at(50), http_status=429, error="429", next_poll=at(60),
+                     retry_after_until=at(90))  # fmt: skip
+    assert not b.claim_feed("f", url, "B", at(70), LEASE).granted
+    assert b.claim_feed("f", url, "B", at(90), LEASE).granted
+    b.record_failure("f", url, at(91), http_status=410, error="gone", next_poll=None, gone=True)
+    b.release_feed("f", "B")
+    gone = a.claim_feed("f", url, "A", at(2000), LEASE)
+    assert not gone.granted and gone.gone
+
+
+def test_pg_only_one_of_many_racing_instances_gets_a_feed(pg_url: str) -> None:
+    import threading
+
+    stores = [open_store(pg_url) for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    wins: list[str] = []
+
+    def race(i: int, s: Store, feed: str) -> None:
+        barrier.wait()
+        if s.claim_feed(feed, "u", f"i{i}", T0, LEASE).granted:
+            wins.append(feed)
+
+    try:
+        for feed in ("brand-new", "existing"):
+            if feed == "existing":
+                stores[0].set_next_poll(feed, T0)
+            threads = [
+                threading.Thread(target=race, args=(i, s, feed))
+                for i, s in enumerate(stores)
+                if s is not None
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+        assert sorted(wins) == ["brand-new", "existing"]
+    finally:
+        for s in stores:
+            if s is not None:
+                s.close()
+
+
+def test_pg_delivery_claims(pg_pair: tuple[Store, Store]) -> None:
+    a, b = pg_pair
+    a.commit_poll(poll(alerts=(alert("x1", sinks=("hook", "mail")), alert("x2", sinks=("hook",)))))
+    assert a.claim_deliveries("hook", ["x1", "x2"], "A", T0, LEASE) == ["x1", "x2"]
+    assert b.claim_deliveries("hook", ["x1", "x2"], "B", at(1), LEASE) == []
+    assert b.claim_deliveries("mail", ["x1"], "B", at(1), LEASE) == ["x1"]  # per sink
+    a.mark_delivered("hook", ["x1"], at(2))
+    a.release_deliveries("hook", ["x2"], "A")  # a send interrupted
+    # delivered: never claimable again, whoever asks and however late
+    assert b.claim_deliveries("hook", ["x1", "x2"], "B", at(3), LEASE) == ["x2"]
+    assert a.claim_deliveries("hook", ["x1"], "A", at(10_000), LEASE) == []
+    # B dies holding x2: A gets it once the claim expired (renewal pushes that back)
+    b.renew_leases("B", at(10), LEASE)
+    assert a.claim_deliveries("hook", ["x2"], "A", at(10 + LEASE - 1), LEASE) == []
+    assert a.claim_deliveries("hook", ["x2"], "A", at(10 + LEASE), LEASE) == ["x2"]
+    a.mark_retry("hook", ["x2"], at(31), error="503", next_attempt=at(60))  # ends the claim
+    assert b.claim_deliveries("hook", ["x2"], "B", at(32), LEASE) == ["x2"]
+    b.mark_dead("hook", ["x2"], at(33), error="404")
+    assert a.claim_deliveries("hook", ["x2"], "A", at(34), LEASE) == []
+    assert b.claim_deliveries("mail", ["x1"], "B", at(34), LEASE) == ["x1"]  # still B's
+    b.release_leases("B")
+    assert a.claim_deliveries("mail", ["x1"], "A", at(35), LEASE) == ["x1"]
+
+
+def test_pg_racing_delivery_claims_are_disjoint(pg_url: str) -> None:
+    import threading
+
+    stores = [open_store(pg_url) for _ in range(4)]
+    ids = [f"x{i}" for i in range(40)]
+    assert stores[0] is not None
+    stores[0].commit_poll(poll(alerts=tuple(alert(i, sinks=("hook",)) for i in ids)))
+    barrier = threading.Barrier(len(stores))
+    got: list[list[str]] = []
+
+    def race(i: int, s: Store) -> None:
+        barrier.wait()
+        mine = []
+        for start in range(0, len(ids), 5):
+            mine += s.claim_deliveries("hook", ids[start : start + 5], f"i{i}", T0, LEASE)
+        got.append(mine)
+
+    try:
+        threads = [threading.Thread(target=race, args=(i, s)) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        every = [x for g in got for x in g]
+        assert sorted(every) == sorted(ids)  # each claimed, by exactly one instance
+    finally:
+        for s in stores:
+            if s is not None:
+                s.close()

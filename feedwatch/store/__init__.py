@@ -1,7 +1,8 @@
 """State storage: ``open_store`` picks the backend from the ``state`` setting.
 
-A path (``~`` expanded) is an SQLite file; ``postgresql://`` is reserved for
-the shared backend that is not written yet.
+A path (``~`` expanded) is an SQLite file; ``postgresql://`` is a PostgreSQL
+database that several instances may share (``feedwatch.store.postgres``, imported
+only then: psycopg is the optional extra ``feedwatch[postgres]``).
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def open_store(state: str, *, create: bool = True) -> Store | None:
     if _URL.match(state):
         scheme = urlsplit(state).scheme.lower()  # never echo the URL: it may hold a password
         if scheme in ("postgresql", "postgres"):
-            raise StateError(
-                "PostgreSQL state is not supported yet: set `state` to a file path (SQLite)"
-            )
+            from feedwatch.store.postgres import PostgresStore  # psycopg: an optional extra
+
+            return PostgresStore.open(state, create=create)
         raise StateError(f"state location with scheme {scheme!r} is not supported: use a file path")
     path = os.path.expanduser(state)
     if not create and not os.path.exists(path):

@@ -1,7 +1,8 @@
 """The state interface: what the shell asks of storage, whatever the backend.
 
-SQLite (``feedwatch.store.sqlite``) is the default; a PostgreSQL backend will
-implement the same ``Store`` protocol and pass the same contract tests.
+SQLite (``feedwatch.store.sqlite``) is the default; PostgreSQL
+(``feedwatch.store.postgres``) implements the same ``Store`` protocol, passes the
+same contract tests, and adds leases so that several daemons can share it.
 
 Every method is one transaction. ``commit_poll`` is the important one: the
 entry changes of a poll, the alerts they caused and those alerts' deliveries
@@ -11,6 +12,9 @@ are written together or not at all, so an alert can never be lost between
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,6 +123,28 @@ class AlertRecord:
     deliveries: tuple[Delivery, ...] = field(default_factory=tuple)
 
 
+# Several daemons may share one PostgreSQL state: a feed is polled, and a delivery sent, only
+# under a lease in the database. A live daemon renews its leases every LEASE_RENEW seconds;
+# a dead one's expire LEASE_SECONDS after its last renewal and the others take over.
+LEASE_SECONDS = 20.0
+LEASE_RENEW = 5.0
+
+
+def new_owner() -> str:
+    """A lease owner id unique to this process run: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class FeedClaim:
+    """The answer to ``claim_feed``: granted, or why not and when to look again."""
+
+    granted: bool
+    next_poll: datetime | None = None  # the stored next poll (another instance polled it)
+    held_until: datetime | None = None  # another instance's lease on it expires then
+    gone: bool = False  # 410 Gone recorded (by any instance): stop scheduling it
+
+
 class Store(Protocol):
     path: str
 
@@ -218,6 +244,39 @@ class Store(Protocol):
 
     def prune_deliveries(self, before: datetime) -> int:
         """Forget delivered and dead deliveries (and their alerts) created before ``before``."""
+        ...
+
+    # -- leases (several instances on one state) ------------------------------
+    def claim_feed(self, feed: str, url: str, owner: str, now: datetime, lease: float) -> FeedClaim:
+        """Take the lease on ``feed`` for ``lease`` seconds, in one transaction, when no other
+        owner holds a live lease on it and it is due: never polled (or not at ``url``), its
+        stored ``next_poll`` and Retry-After passed, not gone. A feed row is created if
+        needed. Not granted: the stored ``next_poll`` / the holder's expiry say when to look
+        again. (SQLite: one daemon per file, always granted.)"""
+        ...
+
+    def release_feed(self, feed: str, owner: str) -> None:
+        """Drop ``owner``'s lease on ``feed`` (after its poll was recorded)."""
+        ...
+
+    def claim_deliveries(
+        self, sink: str, alert_ids: Iterable[str], owner: str, now: datetime, lease: float
+    ) -> list[str]:
+        """Claim these pending deliveries of ``sink`` for ``lease`` seconds; returns the ids
+        granted: still pending and not claimed by another owner whose claim is live.
+        ``mark_delivered``/``mark_retry``/``mark_dead`` end a claim. (SQLite: all of them.)"""
+        ...
+
+    def release_deliveries(self, sink: str, alert_ids: Iterable[str], owner: str) -> None:
+        """Give back claims not settled by a mark (a send interrupted): pending again now."""
+        ...
+
+    def renew_leases(self, owner: str, now: datetime, lease: float) -> None:
+        """Extend every live lease and claim ``owner`` holds to ``now + lease``."""
+        ...
+
+    def release_leases(self, owner: str) -> None:
+        """Drop every lease and claim of ``owner`` (a graceful stop)."""
         ...
 
     def close(self) -> None: ...

@@ -35,6 +35,7 @@ from feedwatch.model import Alert, IdentityState, StoredEntry
 from feedwatch.store.base import (
     AlertRecord,
     Delivery,
+    FeedClaim,
     FeedRecord,
     PollCommit,
     SinkCounts,
@@ -294,14 +295,38 @@ class SqliteStore:
             why = self._unwritable()
             reason = f"{msg}: {why}" if why else msg
             return StateError(f"state file {self.path} cannot be written: {reason}")
-        if "full" in low:
-            return StateError(f"state file {self.path} cannot be written: {msg}")
+        full = self._disk_full()
+        if "full" in low or (full and ("i/o" in low or "unable to open" in low)):
+            # (With WAL, even opening needs room for the -shm file: a full disk shows
+            # up as "disk I/O error" there.)
+            where = f" ({full})" if full else ""
+            return StateError(
+                f"state file {self.path} cannot be written: {msg}{where}: free some space"
+                " and run again; the state is as it was after the last successful write"
+            )
+        if "i/o" in low:
+            return StateError(
+                f"state file {self.path}: {msg}: check the disk holding it (`dmesg`) and"
+                " its free space; feedwatch never resets state by itself"
+            )
         if "locked" in low or "busy" in low:
             return StateError(
                 f"state file {self.path} is busy ({msg}): another process kept it locked"
                 f" longer than {BUSY_TIMEOUT_MS // 1000}s"
             )
         return StateError(f"state file {self.path}: {msg}")
+
+    def _disk_full(self) -> str | None:
+        """Why the disk holding the file is full, or None when it has room left."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            st = os.statvfs(directory)
+        except OSError:
+            return None
+        free = st.f_bavail * st.f_frsize
+        if free >= 1024 * 1024 and st.f_favail != 0:
+            return None
+        return f"the file system holding {directory} is full: {free // 1024} KiB free"
 
     def _unwritable(self) -> str | None:
         """The OS's reason the file (or its directory, for the WAL files) cannot be written."""
@@ -355,6 +380,28 @@ class SqliteStore:
                 raise
             finally:
                 cur.close()
+
+    # -- leases: one daemon per file (the lock), so every claim is granted -----
+
+    def claim_feed(self, feed: str, url: str, owner: str, now: datetime, lease: float) -> FeedClaim:
+        return FeedClaim(granted=True)
+
+    def release_feed(self, feed: str, owner: str) -> None:
+        pass
+
+    def claim_deliveries(
+        self, sink: str, alert_ids: Iterable[str], owner: str, now: datetime, lease: float
+    ) -> list[str]:
+        return list(alert_ids)
+
+    def release_deliveries(self, sink: str, alert_ids: Iterable[str], owner: str) -> None:
+        pass
+
+    def renew_leases(self, owner: str, now: datetime, lease: float) -> None:
+        pass
+
+    def release_leases(self, owner: str) -> None:
+        pass
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,368 @@
+"""Several `feedwatch run` instances on one PostgreSQL state, as real subprocesses.
+
+Against the loopback feed server (every request time-stamped, with the polling
+instance's User-Agent) and a webhook receiver (every delivery time-stamped):
+
+- every feed is polled by one instance per interval: no two requests for a feed
+  closer than the interval (less the clock's one-second resolution), whichever
+  instances made them;
+- an instance killed with SIGKILL while it polls a feed: the feed's lease expires and
+  another instance polls it within LEASE_SECONDS (the stated bound); its other feeds
+  go on at their pace;
+- every alert reaches the webhook, and none after it was marked delivered;
+- `migrate-state` copies an SQLite state into PostgreSQL: `check` against it alerts
+  nothing new and the pending delivery is still pending (and then delivered, same id).
+
+Skipped, with the reason, where PostgreSQL cannot be run (see tests/pg.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feedwatch.store.base import LEASE_SECONDS
+from feedwatch.testing import entry, rss
+from tests.feedserver import FeedServer
+from tests.pg import PgCluster, pg_cluster, pg_url
+
+__all__ = ["pg_cluster", "pg_url"]  # fixtures, imported for pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+INTERVAL = 2.0
+# feedwatch's clock is to the second (alert times are), and a next poll is "now +
+# interval" on that clock: a feed's polls are at least INTERVAL - 1 s apart even with
+# one instance. Two instances polling in one slot would be milliseconds apart.
+MIN_GAP = INTERVAL - 1.0 - 0.05
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class StampedFeedServer(FeedServer):
+    """The test feed server, noting when each request arrived and from which instance."""
+
+    def __init__(self) -> None:
+        self.hits: list[tuple[float, str, str]] = []  # (time, path, user agent)
+        self._hits_lock = threading.Lock()
+        super().__init__()
+
+    def _handle(self, h: Any, *, head: bool) -> None:
+        with self._hits_lock:
+            self.hits.append((time.time(), h.path, h.headers.get("User-Agent", "")))
+        super()._handle(h, head=head)
+
+    def polls(self, path: str) -> list[tuple[float, str]]:
+        with self._hits_lock:
+            return [(t, ua) for t, p, ua in self.hits if p == path]
+
+
+class StampedReceiver:
+    """A webhook receiver noting when each delivery (by X-Feedwatch-Delivery) arrived."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[float, str, dict[str, Any]]] = []
+        lock = self.lock = threading.Lock()
+        got = self.got
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    got.append(
+                        (time.time(), self.headers["X-Feedwatch-Delivery"], json.loads(body))
+                    )
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [i for _, i, _ in self.got]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Instance:
+    def __init__(self, cfg: Path, log: Path) -> None:
+        self.cfg = cfg
+        self.log = log
+        self._out = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=self._out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            self._out.close()
+
+
+def write_config(tmp: Path, name: str, state: str, srv: FeedServer, feeds: list[str],
+                 hook: str, agent: str = "feedwatch-test") -> Path:  # fmt: skip
+    cfg = tmp / f"{name}.toml"
+    blocks = "".join(f'\n[[feeds]]\nname = "{f}"\nurl = "{srv.url("/" + f)}"\n' for f in feeds)
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{state}"
+interval = "{INTERVAL:g}s"
+jitter = "0s"
+timeout = "10s"
+user_agent = "{agent}"
+log_format = "json"
+shutdown_timeout = "5s"
+
+[sinks.hook]
+type = "webhook"
+url = "{hook}"
+{blocks}
+"""
+    )
+    return cfg
+
+
+@pytest.fixture
+def receiver() -> Iterator[StampedReceiver]:
+    r = StampedReceiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def stamped_server() -> Iterator[StampedFeedServer]:
+    with StampedFeedServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def instances() -> Iterator[list[Instance]]:
+    started: list[Instance] = []
+    yield started
+    for i in started:
+        if i.proc.poll() is None:
+            i.proc.kill()
+            i.proc.wait()
+
+
+def _delivered_at(url: str) -> dict[str, float]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT alert_id, status, delivered_at FROM deliveries WHERE sink = 'hook'"
+        ).fetchall()
+    assert all(r[1] == "delivered" for r in rows), rows
+    return {r[0]: r[2].timestamp() for r in rows}
+
+
+def test_three_instances_poll_each_feed_once_per_interval_and_take_over_a_dead_one(
+    tmp_path: Path,
+    pg_cluster: PgCluster,
+    pg_url: str,
+    stamped_server: StampedFeedServer,
+    receiver: StampedReceiver,
+    instances: list[Instance],
+) -> None:
+    srv = stamped_server
+    feeds = [f"f{i}" for i in range(6)]
+    for f in feeds:
+        srv.set("/" + f, rss([entry(f"{f}-1")]))
+    srv.set("/slow", rss([entry("s-1")]), delay=2.0)  # a poll that holds its lease 2 s
+    agents = [f"feedwatch-test/i{i}" for i in range(3)]
+    for i, agent in enumerate(agents):
+        cfg = write_config(tmp_path, f"i{i}", pg_url, srv, [*feeds, "slow"], receiver.url, agent)
+        instances.append(Instance(cfg, tmp_path / f"i{i}.log"))
+
+    # every feed baselined, then new entries: alerts from whichever instance polls
+    wait_for(lambda: all(srv.polls("/" + f) for f in feeds), 30, "every feed polled")
+    for f in feeds:
+        srv.set("/" + f, rss([entry(f"{f}-1"), entry(f"{f}-2", title=f"news {f}")]))
+    wait_for(lambda: len(set(receiver.ids())) >= len(feeds), 20, "an alert per feed")
+    steady = time.time()
+    wait_for(lambda: time.time() - steady > 4, 10, "a few intervals")
+
+    # kill -9 the instance that is polling the slow feed, while it is polling it
+    def slow_in_flight() -> str | None:
+        hits = srv.polls("/slow")
+        if hits and time.time() - hits[-1][0] < 0.8:
+            return hits[-1][1]
+        return None
+
+    agent = wait_for(slow_in_flight, 30, "the slow feed in flight")
+    victim = instances[agents.index(agent)]
+    killed_at = time.time()
+    victim.proc.kill()
+    victim.proc.wait()
+    # its lease expires; another instance takes the feed over within the bound
+    taken = wait_for(
+        lambda: [t for t, ua in srv.polls("/slow") if t > killed_at and ua != agent],
+        LEASE_SECONDS + 10,
+        "the slow feed taken over",
+    )
+    takeover = taken[0] - killed_at
+    assert takeover <= LEASE_SECONDS + 3, takeover
+    # and alerts keep flowing through the survivors
+    for f in feeds[:3]:
+        srv.set("/" + f, rss([entry(f"{f}-1"), entry(f"{f}-2", title=f"news {f}"),
+                              entry(f"{f}-3", title=f"more {f}")]))  # fmt: skip
+    wait_for(lambda: len(set(receiver.ids())) >= len(feeds) + 3, 20, "alerts after the kill")
+    end = time.time()
+    for inst in instances:
+        if inst is not victim:
+            assert inst.stop() == 0
+
+    # 1. no feed polled twice within one interval, across all instances
+    for f in [*feeds, "slow"]:
+        times = [t for t, _ in srv.polls("/" + f)]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert gaps and min(gaps) > MIN_GAP, (f, [round(g, 3) for g in gaps])
+    # the work was shared: every instance polled
+    polled_by = {ua for _t, _p, ua in srv.hits}
+    assert polled_by == set(agents)
+    # 2. the dead instance's other feeds went on at their pace (no gap near a lease)
+    for f in feeds:
+        times = [t for t, _ in srv.polls("/" + f) if killed_at - 2 < t < end]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert max(gaps) < INTERVAL + 2, (f, max(gaps))
+    # 3. every alert delivered, none received after it was marked delivered
+    delivered = _delivered_at(pg_url)
+    got = receiver.ids()
+    assert set(got) == set(delivered) and len(delivered) == len(feeds) + 3
+    with receiver.lock:
+        # (delivered_at is on feedwatch's clock, to the second: hence the 1 s)
+        late = [(i, t - delivered[i]) for t, i, _ in receiver.got if t > delivered[i] + 1.0]
+    assert late == []
+    assert len(got) - len(set(got)) <= 1  # at most the one in flight at the kill
+    # 4. the password never reached a log line
+    password = pg_cluster.password
+    assert password
+    for inst in instances:
+        text = inst.log.read_text()
+        assert password not in text
+        assert any(e.get("event") == "daemon.started" for e in inst.events())
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "feedwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def test_migrate_state_then_check_on_postgresql_alerts_nothing_new(
+    tmp_path: Path,
+    pg_cluster: PgCluster,
+    pg_url: str,
+    stamped_server: StampedFeedServer,
+    receiver: StampedReceiver,
+) -> None:
+    from feedwatch.store import SqliteStore, open_store
+
+    srv = stamped_server
+    srv.set("/a", rss([entry(1), entry(2)]))
+    srv.set("/b", rss([entry("b1")]))
+    db = tmp_path / "state.db"
+    down = "http://127.0.0.1:9/hook"  # nothing listens: the delivery stays pending
+    sqlite_cfg = write_config(tmp_path, "sqlite", str(db), srv, ["a", "b"], down)
+    assert _run("-c", str(sqlite_cfg), "check").returncode == 0  # baseline
+    srv.set("/a", rss([entry(1), entry(2), entry(3, title="Only once")]))
+    first = _run("-c", str(sqlite_cfg), "check")
+    assert first.returncode == 1 and "Only once" in first.stdout  # alerted; delivery failed
+    with SqliteStore(db) as s:
+        before = [(d.alert_id, d.sink, d.attempts, d.next_attempt) for d in s.pending()]
+        feeds_before = s.feeds()
+    assert len(before) == 1
+
+    migrated = _run("migrate-state", str(db), pg_url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "migrated 2 feeds, 4 entries, 1 alerts and 1 deliveries (1 pending)" in migrated.stdout
+    password = pg_cluster.password
+    assert password and password not in migrated.stdout + migrated.stderr
+    again = _run("migrate-state", str(db), pg_url)  # never over live state
+    assert again.returncode == 1 and "already holds feedwatch state" in again.stderr
+    assert password not in again.stderr
+
+    pg = open_store(pg_url)
+    assert pg is not None
+    try:
+        after = [(d.alert_id, d.sink, d.attempts, d.next_attempt) for d in pg.pending()]
+        assert after == before  # pending stays pending, attempts and backoff kept
+        assert pg.feeds() == feeds_before
+    finally:
+        pg.close()
+
+    pg_cfg = write_config(tmp_path, "pg", pg_url, srv, ["a", "b"], receiver.url)
+    check = _run("-c", str(pg_cfg), "check")
+    assert check.returncode == 0, check.stderr
+    assert "alert " not in check.stdout and ", 0 alerts;" in check.stderr
+    assert "1 sent" in check.stderr
+    assert receiver.ids() == [before[0][0]]  # the pending one, with its id, once
+    status = _run("-c", str(pg_cfg), "status", "--json")
+    assert status.returncode == 0
+    assert password not in status.stdout + status.stderr + check.stderr
+    sinks = {s["name"]: s for s in json.loads(status.stdout)["sinks"]}
+    assert (sinks["hook"]["pending"], sinks["hook"]["delivered"]) == (0, 1)
+    assert {f["name"]: f["state"] for f in json.loads(status.stdout)["feeds"]} == {
+        "a": "ok",
+        "b": "ok",
+    }
+
+
+def test_migrate_state_usage_errors(tmp_path: Path) -> None:
+    r = _run("migrate-state", str(tmp_path / "none.db"), "postgresql://u:sekrit-pw@127.0.0.1/x")
+    assert r.returncode == 2 and "no SQLite state file" in r.stderr
+    r = _run("migrate-state", str(tmp_path / "none.db"), str(tmp_path / "other.db"))
+    assert r.returncode == 2 and "must be a postgresql:// URL" in r.stderr
+    assert "sekrit-pw" not in r.stderr

@@ -1,0 +1,382 @@
+"""State file trouble through the real commands: a clear error, exit 1, never a silent reset.
+
+Each case starts from a real state file made by `feedwatch check` (a feed with entries
+and delivered alerts), breaks it the way disks and people do, and runs `check`, `run`
+and `status` as subprocesses. Each must exit 1 with a message naming the file and what
+to do, leave the file byte for byte as it was, and write no alert; once the trouble is
+gone, the next `check` carries on from the old state (nothing re-alerts).
+
+The full disk is a real 1 MiB tmpfs (needs root, else skipped); read-only is the
+immutable attribute (root) or file modes (others).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
+from tests.test_hostile import DaemonProc, Run, daemons, fw, item, read_alerts, rss_doc, wait_for
+
+__all__ = ["daemons"]  # the fixture, imported for pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+COMMANDS = ("check", "run", "status")
+
+
+class Setup:
+    def __init__(self, tmp: Path, srv: FeedServer, state_dir: Path | None = None) -> None:
+        self.tmp = tmp
+        self.srv = srv
+        self.state_dir = state_dir or tmp / "state"
+        self.state = self.state_dir / "state.db"
+        self.alerts_path = tmp / "alerts.jsonl"
+        self.cfg = tmp / "feedwatch.toml"
+        self.entries = [item(f"e{i}", f"Story {i}") for i in range(3)]
+        srv.set("/a.xml", rss_doc(self.entries))
+        self.cfg.write_text(
+            f"""
+[feedwatch]
+state = "{self.state}"
+log_format = "json"
+first_poll = "alert"
+interval = "1s"
+jitter = "0s"
+shutdown_timeout = "3s"
+
+[sinks.log]
+type = "jsonl"
+path = "{self.alerts_path}"
+
+[[feeds]]
+name = "a"
+url = "{srv.url("/a.xml")}"
+"""
+        )
+
+    def run(self, *args: str, timeout: float = 30) -> Run:
+        return fw(self.cfg, *args, timeout=timeout)
+
+    def alerts(self) -> list[str]:
+        return [a["entry"]["title"] for a in read_alerts(self.alerts_path)]
+
+    def add_entry(self, n: int) -> None:
+        self.entries.append(item(f"e{n}", f"Story {n}"))
+        self.srv.set("/a.xml", rss_doc(self.entries))
+
+    def files(self) -> dict[str, str]:
+        """The state directory: name -> sha256 of the content."""
+        return {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(self.state_dir.iterdir())
+            if p.is_file() and not p.name.endswith(".lock")
+        }
+
+
+@pytest.fixture
+def setup(tmp_path: Path, feed_server: FeedServer) -> Setup:
+    s = Setup(tmp_path, feed_server)
+    r = s.run("check")
+    assert r.returncode == 0, r.stderr
+    assert s.alerts() == ["Story 0", "Story 1", "Story 2"]
+    return s
+
+
+def assert_refused(s: Setup, *needles: str, commands: tuple[str, ...] = COMMANDS) -> None:
+    """Every command exits 1 naming the file and the needles, and changes nothing."""
+    before = s.files()
+    alerts = s.alerts()
+    s.add_entry(99)  # something a poll would alert on, were it allowed to go on
+    for cmd in commands:
+        r = s.run(cmd, timeout=30)
+        assert r.returncode == 1, (cmd, r.returncode, r.stderr[-2000:])
+        message = r.stderr.strip().splitlines()[-1]
+        assert str(s.state) in message, (cmd, message)
+        for needle in needles:
+            assert needle in message, (cmd, needle, message)
+        assert "Traceback" not in r.stderr, r.stderr
+        assert s.files() == before, f"{cmd} changed the state directory"
+        assert s.alerts() == alerts, f"{cmd} alerted"
+    s.entries.pop()
+    s.srv.set("/a.xml", rss_doc(s.entries))
+
+
+def assert_carries_on(s: Setup) -> None:
+    """The old state is used as it was: a new entry alerts, the old ones do not."""
+    s.add_entry(7)
+    r = s.run("check")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert s.alerts()[-1:] == ["Story 7"]
+    assert s.alerts().count("Story 0") == 1
+
+
+# --------------------------------------------------------------------------
+# Corrupt, truncated, foreign, newer
+# --------------------------------------------------------------------------
+
+
+def sql(path: Path, statement: str) -> list[tuple[object, ...]]:
+    """One statement on the state file, the connection closed after (so no -wal is left)."""
+    db = sqlite3.connect(path)
+    try:
+        with db:
+            return db.execute(statement).fetchall()
+    finally:
+        db.close()
+
+
+def _page_size(path: Path) -> int:
+    return int(sql(path, "PRAGMA page_size")[0][0])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "bad-page", "zeroed-header"])
+def test_corrupt_state_is_refused_and_left_alone(setup: Setup, damage: str) -> None:
+    s = setup
+    path = s.state
+    data = path.read_bytes()
+    size = _page_size(path)
+    assert len(data) >= 4 * size
+    if damage == "garbage":
+        path.write_bytes(os.urandom(len(data)))
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2 + 100])
+    elif damage == "bad-page":  # a b-tree page in the middle scribbled over
+        path.write_bytes(data[: 2 * size] + os.urandom(size) + data[3 * size :])
+    else:
+        path.write_bytes(b"\0" * 100 + data[100:])
+    damaged = path.read_bytes()
+    assert_refused(s, "corrupt", "restore it from your backup", "move it aside")
+    assert path.read_bytes() == damaged
+    # the way out the message names: move it aside, and the next poll is a baseline
+    path.rename(path.with_name("state.db.broken"))
+    r = s.run("check")
+    assert r.returncode == 0, r.stderr
+
+
+def test_foreign_database_is_refused(setup: Setup) -> None:
+    s = setup
+    s.state.unlink()
+    sql(s.state, "CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
+    assert_refused(s, "not a feedwatch state file", "point `state` elsewhere")
+
+
+def test_state_from_a_newer_version_is_refused(setup: Setup) -> None:
+    s = setup
+    sql(s.state, "PRAGMA user_version = 99")
+    assert_refused(s, "schema version 99", "newer than this feedwatch understands", "upgrade")
+    sql(s.state, "PRAGMA user_version = 1")
+    assert_carries_on(s)
+
+
+# --------------------------------------------------------------------------
+# A schema upgrade keeps a backup
+# --------------------------------------------------------------------------
+
+# A feedwatch whose schema has one more version: the same CLI, one more migration.
+_NEXT_VERSION = textwrap.dedent(
+    """
+    import sys
+    from feedwatch.cli import main
+    from feedwatch.store.sqlite import SqliteStore
+
+    SqliteStore.MIGRATIONS = (*SqliteStore.MIGRATIONS, ("ALTER TABLE feeds ADD COLUMN extra TEXT",))
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def _dump(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return list(db.iterdump())
+    finally:
+        db.close()
+
+
+def test_schema_upgrade_keeps_a_backup_and_a_downgrade_is_refused(setup: Setup) -> None:
+    s = setup
+    old_dump = _dump(s.state)
+    s.add_entry(5)
+    r = subprocess.run(
+        [sys.executable, "-c", _NEXT_VERSION, "-c", str(s.cfg), "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert s.alerts()[-1] == "Story 5"
+    backup = s.state.with_name("state.db.bak-v1")
+    assert backup.exists() and backup.stat().st_mode & 0o777 == 0o600
+    assert _dump(backup) == old_dump  # the file as it was before the upgrade
+    assert sql(s.state, "PRAGMA user_version") == [(2,)]
+    events = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    assert any(e["event"] == "state.backup" and e["backup"] == str(backup) for e in events)
+    # this feedwatch cannot use the upgraded file: refused, and the backup is the way back
+    assert_refused(s, "schema version 2", "upgrade feedwatch")
+    shutil.copy(backup, s.state)
+    for suffix in ("-wal", "-shm"):
+        s.state.with_name("state.db" + suffix).unlink(missing_ok=True)
+    # the backup predates Story 5's alert: it is new again to this state (at least once)
+    s.add_entry(6)
+    r = s.run("check")
+    assert r.returncode == 0, r.stderr
+    assert s.alerts()[-2:] == ["Story 5", "Story 6"]
+    assert s.alerts().count("Story 0") == 1
+
+
+# --------------------------------------------------------------------------
+# Read-only file or directory
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def immutable() -> Iterator[Callable[[Path], None]]:
+    """Makes a file or directory unwritable, even for root; undone at teardown."""
+    done: list[Path] = []
+
+    def make(path: Path) -> None:
+        if os.geteuid() != 0:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        elif subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("running as root and `chattr +i` does not work here")
+        done.append(path)
+
+    yield make
+    for path in reversed(done):
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=False)
+        path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+def test_read_only_state_file(setup: Setup, immutable: Callable[[Path], None]) -> None:
+    s = setup
+    immutable(s.state)
+    assert_refused(s, "cannot be written", commands=("check", "run"))
+    # status only reads: it works, and shows the state as it is
+    r = s.run("status", "--json")
+    assert r.returncode == 0, r.stderr
+    (feed,) = json.loads(r.stdout)["feeds"]
+    assert feed["state"] == "ok" and feed["entries"] == 3
+
+
+def test_read_only_state_directory(setup: Setup, immutable: Callable[[Path], None]) -> None:
+    s = setup
+    immutable(s.state_dir)
+    assert_refused(s, "cannot be written", "on directory", commands=("check", "run"))
+
+
+def test_state_directory_cannot_be_created(tmp_path: Path, feed_server: FeedServer) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    s = Setup(tmp_path, feed_server, state_dir=blocker / "state")
+    for cmd in ("check", "run"):
+        r = s.run(cmd)
+        assert r.returncode == 1, r.stderr
+        assert str(s.state) in r.stderr and "Not a directory" in r.stderr, r.stderr
+    r = s.run("status")
+    assert r.returncode == 0  # nothing to read yet: every feed is `new`
+    assert blocker.read_text() == "a file where the state directory should be"
+
+
+# --------------------------------------------------------------------------
+# A full disk (a real, tiny tmpfs)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full disk is simulated with a tiny tmpfs: needs root")
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the file system to the last byte."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def big_entries(s: Setup, first: int, n: int) -> None:
+    s.entries += [
+        item(f"e{i}", f"Story {i}", description="words " * 250) for i in range(first, first + n)
+    ]
+    s.srv.set("/a.xml", rss_doc(s.entries))
+
+
+def test_full_disk_check_fails_clearly_and_loses_nothing(
+    tmp_path: Path, feed_server: FeedServer, tiny_disk: Path
+) -> None:
+    s = Setup(tmp_path, feed_server, state_dir=tiny_disk / "state")
+    r = s.run("check")
+    assert r.returncode == 0, r.stderr
+    filler = fill(tiny_disk)
+    big_entries(s, 10, 40)  # ~120 KB of text to store (twice: entries, alerts): cannot fit
+    for cmd in ("check", "status"):
+        r = s.run(cmd)
+        assert r.returncode == 1, (cmd, r.stderr[-2000:])
+        assert str(s.state) in r.stderr and "full" in r.stderr, r.stderr[-2000:]
+        assert "free some space" in r.stderr, r.stderr[-2000:]
+    assert s.alerts() == ["Story 0", "Story 1", "Story 2"]  # no alert without its state
+    filler.unlink()
+    r = s.run("check")
+    assert r.returncode == 0, r.stderr[-2000:]
+    # every new entry alerts once, the old ones not again: nothing was reset or lost
+    assert s.alerts() == [f"Story {i}" for i in (0, 1, 2, *range(10, 50))]
+    assert sql(s.state, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_full_disk_under_the_daemon_recovers_when_space_returns(
+    tmp_path: Path, feed_server: FeedServer, tiny_disk: Path, daemons: list[DaemonProc]
+) -> None:
+    s = Setup(tmp_path, feed_server, state_dir=tiny_disk / "state")
+    d = DaemonProc(s.cfg, log_dir=tmp_path)
+    daemons.append(d)
+    wait_for(lambda: len(s.alerts()) == 3, what="first alerts")
+    filler = fill(tiny_disk)
+    big_entries(s, 10, 40)
+    wait_for(
+        lambda: str(s.state) in d.text() and "full" in d.text(),
+        what="a logged error naming the state file",
+    )
+    time.sleep(1.5)  # a few more failing polls: the daemon keeps going
+    assert d.proc.poll() is None, "the daemon exited on a full disk"
+    assert s.alerts() == ["Story 0", "Story 1", "Story 2"]
+    filler.unlink()
+    wait_for(lambda: len(s.alerts()) == 43, what="the new entries, once space returned")
+    assert s.alerts() == [f"Story {i}" for i in (0, 1, 2, *range(10, 50))]
+    assert d.stop() == 0
+    assert sql(s.state, "PRAGMA integrity_check") == [("ok",)]
