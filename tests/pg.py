@@ -237,15 +237,17 @@ def pg_cluster() -> Iterator[PgCluster]:
         _why = "PostgreSQL tests need psycopg and psycopg-pool: pip install -e '.[test]'"
         pytest.skip(_why)
     try:
-        _cluster = PgCluster.start()
+        cluster = PgCluster.start()
     except Unavailable as exc:
         _why = f"PostgreSQL unavailable: {exc}"
         pytest.skip(_why)
+    _cluster = cluster
     try:
-        yield _cluster
+        yield cluster
     finally:
-        _cluster.stop()
-        _cluster = None
+        cluster.stop()
+        if _cluster is cluster:
+            _cluster = None
 
 
 @pytest.fixture
