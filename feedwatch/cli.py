@@ -25,8 +25,10 @@ from feedwatch import log as logsetup
 from feedwatch.clock import system_clock
 from feedwatch.config import ConfigError, find_config_path, load_config
 from feedwatch.model import Config, FeedConfig
+from feedwatch.redact import redact
 from feedwatch.store import StateError, open_store
 from feedwatch.store.base import Store
+from feedwatch.store.postgres import is_postgres_url
 
 log = structlog.get_logger("feedwatch.cli")
 
@@ -214,7 +216,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "forget":
         existing = open_store(config.state, create=False)
         if existing is None:
-            raise UsageError(f"no state file at {config.state}: nothing to forget")
+            raise UsageError(f"no state file at {redact(config.state)}: nothing to forget")
         try:
             known = existing.forget(args.feed)
         finally:
@@ -270,7 +272,7 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             store = open_store(str(Path(tmpdir.name) / "state.db"))
             assert store is not None
     else:
-        if not config.state.startswith("postgresql://"):
+        if not is_postgres_url(config.state):
             lock = acquire_lock(config.state)
         store = _open(config)
     failed = False

@@ -46,6 +46,7 @@ from feedwatch.status import feed_state
 from feedwatch.store import open_store
 from feedwatch.store.base import LEASE_RENEW, LEASE_SECONDS, FeedClaim, Store, new_owner
 from feedwatch.store.lock import LockHandle, acquire_lock
+from feedwatch.store.postgres import is_postgres_url
 
 log = structlog.get_logger("feedwatch.daemon")
 
@@ -99,7 +100,7 @@ class Daemon:
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         cfg = self.config
-        if not cfg.state.startswith("postgresql://"):
+        if not is_postgres_url(cfg.state):
             self._lock = acquire_lock(cfg.state)
         try:
             store = open_store(cfg.state)

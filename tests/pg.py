@@ -20,6 +20,7 @@ test can check it never shows in logs, errors or ``status``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -155,6 +156,8 @@ class PgCluster:
         except BaseException:
             cluster.stop()
             raise
+        # A session cut short (an interrupted xdist worker) still stops its server.
+        atexit.register(cluster.stop)
         return cluster
 
     def _run(
