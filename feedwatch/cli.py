@@ -305,15 +305,18 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             to_poll.append(feed)
 
         async with Fetcher(concurrency=config.concurrency, per_host=config.per_host) as fetcher:
-            # parse off the event loop, so parsing never eats into other requests' timeouts
-            from concurrent.futures import ThreadPoolExecutor
+            # parse in worker processes: off the event loop (parsing never eats into
+            # other requests' timeouts) and on every core
+            from feedwatch.parsepool import ParsePool, worker_count
 
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwatch-parse")
+            pool = ParsePool(worker_count(config.parse_workers))
             poller = Poller(config, store, fetcher, dry_run=args.dry_run, parse_executor=pool)
             try:
                 reports = await asyncio.gather(*(poller.poll(f) for f in to_poll))
-            finally:
-                pool.shutdown(wait=False)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)  # the workers' memory goes back before delivery
         failed = any(r.result == "error" for r in reports)
         alerts = [a for r in reports for a in r.alerts]
 

@@ -830,7 +830,7 @@ _SETTING_KEYS: dict[str, Callable[[Any], Any]] = {
 
 _GLOBAL_KEYS = tuple(
     "state include concurrency per_host give_up_after default_sinks metrics_listen"
-    " shutdown_timeout log_format log_level".split()
+    " shutdown_timeout log_format log_level parse_workers".split()
 )
 _FEED_KEYS = tuple(
     "name url tags sinks match keywords exclude headers allow_private enabled".split()
@@ -872,6 +872,17 @@ def _table(f: _File, data: Mapping[str, Any], key: str, path: KeyPath) -> dict[s
     if not isinstance(value, dict):
         f.err(path + (key,), f"expected a table, got {_type_name(value)}")
         return {}
+    return value
+
+
+def _parse_workers(value: Any) -> int:
+    """``"auto"`` (-1: one per CPU, at most 4), 0 (parse in a thread) or a process count."""
+    if value == "auto":
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f'expected "auto" or an integer, got {_type_name(value)}')
+    if not 0 <= value <= 64:
+        raise ValueError(f'must be "auto" or between 0 and 64, got {value}')
     return value
 
 
@@ -1333,6 +1344,7 @@ def load_config(
     per_host = _take(main, fw, "per_host", fw_path, c_int(1))
     give_up_after = _take(main, fw, "give_up_after", fw_path, c_duration(positive=True))
     metrics_listen = _take(main, fw, "metrics_listen", fw_path, _metrics_listen)
+    parse_workers = _take(main, fw, "parse_workers", fw_path, _parse_workers)
     shutdown_timeout = _take(main, fw, "shutdown_timeout", fw_path, c_duration())
     log_format = _take(main, fw, "log_format", fw_path, c_enum("auto", "console", "json"))
     log_level = _take(
@@ -1382,6 +1394,7 @@ def load_config(
         give_up_after=give_up_after if _ok(give_up_after) else 3 * 86400.0,
         default_sinks=default_sinks,
         metrics_listen=metrics_listen if _ok(metrics_listen) else "",
+        parse_workers=parse_workers if _ok(parse_workers) else -1,
         shutdown_timeout=shutdown_timeout if _ok(shutdown_timeout) else 10.0,
         log_format=cast(_LogFormat, log_format if _ok(log_format) else "auto"),
         log_level=log_level if _ok(log_level) else "info",

@@ -25,7 +25,6 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
@@ -38,6 +37,7 @@ from feedwatch.deliver import Dispatcher, DispatchReport
 from feedwatch.fetch import Fetcher
 from feedwatch.model import Config
 from feedwatch.pacing import spread_overdue
+from feedwatch.parsepool import ParsePool, worker_count
 from feedwatch.poll import Poller, PollReport
 from feedwatch.schedule import FeedScheduler
 from feedwatch.sinks import build_sink
@@ -93,7 +93,7 @@ class Daemon:
         self.fetcher: Fetcher
         self.dispatcher: Dispatcher
         self.poller: Poller
-        self._parse_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwatch-parse")
+        self._parse_pool = ParsePool(worker_count(config.parse_workers))
         self._metrics_server: metrics.MetricsServer | None = None
 
     # -- lifecycle ------------------------------------------------------------

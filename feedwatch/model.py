@@ -143,6 +143,7 @@ class Config:
     give_up_after: float = 3 * 86400.0
     default_sinks: tuple[str, ...] = ()
     metrics_listen: str = ""
+    parse_workers: int = -1  # -1 = "auto"; 0 = a thread in this process
     shutdown_timeout: float = 10.0
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "info"

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from feedwatch.redact import redact
 from feedwatch.store.base import StateError, StateLocked
 
 
@@ -68,7 +69,8 @@ def acquire_lock(state_path: str | Path) -> LockHandle:
     state = str(state_path)
     if "://" in state:
         raise StateError(
-            "PostgreSQL state is not supported yet: set `state` to a file path (SQLite)"
+            f"{redact(state)!r} is not a state file: PostgreSQL instances coordinate"
+            " through leases in the database; a file lock is only for SQLite"
         )
     path = lock_path(state)
     try:
