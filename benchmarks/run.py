@@ -327,8 +327,8 @@ def bench_n(
                             if rep >= (a.peer_repeats if target else 1):
                                 continue
                             base_run = scenario == "cold" and lat == a.latencies[0]
-                            if a.quick and not (target or base_run):
-                                continue  # --quick: the peers run the target cells only
+                            if (a.quick or a.peer_cells == "targets") and not (target or base_run):
+                                continue  # the peers run their target cells only
                         elif rep >= repeats:
                             continue
                         if scenario != "cold" and not t.base_dir.exists():
@@ -655,6 +655,12 @@ def main() -> int:
         type=int,
         help="runs per target cell for the peers (default 3; quick 1); other cells: 1",
     )
+    p.add_argument(
+        "--peer-cells",
+        choices=("all", "targets"),
+        default="all",
+        help="cells the peers run: all (default) or only their target cells and the cold base",
+    )
     p.add_argument("--concurrency", type=int, default=32, help="feedwatch concurrency = per_host")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-peers", action="store_true", help="feedwatch and the floors only")
@@ -706,6 +712,7 @@ def main() -> int:
             "repeats": a.repeats,
             "peer_repeats": a.peer_repeats,
             "concurrency": a.concurrency,
+            "peer_cells": a.peer_cells,
             "seed": a.seed,
             "feed2exec_parallel": a.feed2exec_parallel,
             "alone_repeats": a.alone_repeats,

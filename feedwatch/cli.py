@@ -26,9 +26,8 @@ from feedwatch.clock import system_clock
 from feedwatch.config import ConfigError, find_config_path, load_config
 from feedwatch.model import Config, FeedConfig
 from feedwatch.redact import redact
-from feedwatch.store import StateError, open_store
+from feedwatch.store import StateError, is_postgres_url, open_store
 from feedwatch.store.base import Store
-from feedwatch.store.postgres import is_postgres_url
 
 log = structlog.get_logger("feedwatch.cli")
 

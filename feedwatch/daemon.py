@@ -43,10 +43,9 @@ from feedwatch.schedule import FeedScheduler
 from feedwatch.sinks import build_sink
 from feedwatch.sinks.base import Sink
 from feedwatch.status import feed_state
-from feedwatch.store import open_store
+from feedwatch.store import is_postgres_url, open_store
 from feedwatch.store.base import LEASE_RENEW, LEASE_SECONDS, FeedClaim, Store, new_owner
 from feedwatch.store.lock import LockHandle, acquire_lock
-from feedwatch.store.postgres import is_postgres_url
 
 log = structlog.get_logger("feedwatch.daemon")
 

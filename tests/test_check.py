@@ -317,3 +317,18 @@ def test_atom_and_json_feed(tmp_path, feed_server):  # noqa: F811
     assert fw(cfg, "check").returncode == 0
     updates = [a for a in alerts(tmp_path) if a["kind"] == "updated"]
     assert {a["entry"]["title"] for a in updates} == {"One", "Uno"}
+
+
+def test_check_on_sqlite_never_imports_psycopg() -> None:
+    """psycopg costs ~70 ms of every start; only a postgresql:// state needs it."""
+    code = (
+        "import sys\n"
+        "from feedwatch import cli, daemon, poll, fetch, deliver\n"
+        "from feedwatch.store import open_store, is_postgres_url\n"
+        "assert not is_postgres_url('state.db') and is_postgres_url('postgres://h/db')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('psycopg')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -42,6 +42,7 @@ import structlog
 
 from feedwatch.model import Alert, IdentityState, StoredEntry
 from feedwatch.redact import redact, register_secret
+from feedwatch.store import is_postgres_url  # noqa: F401 (re-exported: migrate, tests)
 from feedwatch.store.base import (
     AlertRecord,
     Delivery,
@@ -170,10 +171,6 @@ _CLAIM_FEED = (
     " SELECT EXISTS (SELECT 1 FROM claimed), f.name, f.next_poll, f.lease_owner,"
     " f.lease_until, f.gone FROM (SELECT 1) AS one LEFT JOIN feeds f ON f.name = %(feed)s"
 )
-
-
-def is_postgres_url(state: str) -> bool:
-    return state.lower().startswith(("postgresql://", "postgres://"))
 
 
 def _ts(dt: datetime | None) -> datetime | None:
