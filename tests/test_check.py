@@ -15,18 +15,13 @@ import pytest
 
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
+from tests.helpers import run_feedwatch
 
 
 def fw(
     cfg: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+    return run_feedwatch("-c", str(cfg), *args, env={**os.environ, **(env or {})})
 
 
 def write_config(

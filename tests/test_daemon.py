@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,18 +15,9 @@ import pytest
 
 from feedwatch.testing import entry, rss
 from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Daemon:

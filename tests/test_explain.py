@@ -7,11 +7,9 @@ next `check` really sends, and `explain` writes nothing to the state.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
+from tests.helpers import bare_env, run_feedwatch
 
 BASE = [entry(1, title="Markets open"), entry(2, title="Hypersonic test reported")]
 STRIKE = entry(3, title="Hypersonic missile strike on Dnipro")
@@ -31,14 +30,7 @@ STRIKE_UPDATED = entry(
 
 
 def fw(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cfg.parent)}
-    return subprocess.run(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    return run_feedwatch("-c", str(cfg), *args, env=bare_env(cfg.parent))
 
 
 def write_config(tmp: Path, srv: FeedServer, feeds: str | None = None) -> Path:

@@ -35,6 +35,7 @@ import pytest
 
 from feedwatch.testing import T0
 from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,18 +108,6 @@ def fw(cfg: Path, *args: str, timeout: float = 90, env: dict[str, str] | None = 
     out_path.unlink()
     err_path.unlink()
     return run
-
-
-def wait_for(
-    cond: Callable[[], object], timeout: float = 20.0, what: str = "condition", every: float = 0.05
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class DaemonProc:

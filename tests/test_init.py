@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from feedwatch.config import load_config
 from feedwatch.init import starter_config
+from tests.helpers import bare_env, run_feedwatch
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def fw(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # Nothing but PATH and HOME: no FEEDWATCH_* or password variables to lean on.
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp)}
-    return subprocess.run(
-        [sys.executable, "-m", "feedwatch", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=tmp,
-    )
+    return run_feedwatch(*args, env=bare_env(tmp), cwd=tmp)
 
 
 def test_init_output_validates_as_is(tmp_path):

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import pytest
 from feedwatch.store.base import LEASE_SECONDS
 from feedwatch.testing import entry, rss
 from tests.feedserver import FeedServer
+from tests.helpers import wait_for
 from tests.pg import PgCluster, pg_cluster, pg_url
 
 __all__ = ["pg_cluster", "pg_url"]  # fixtures, imported for pytest
@@ -46,16 +47,6 @@ INTERVAL = 2.0
 # interval" on that clock: a feed's polls are at least INTERVAL - 1 s apart even with
 # one instance. Two instances polling in one slot would be milliseconds apart.
 MIN_GAP = INTERVAL - 1.0 - 0.05
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class StampedFeedServer(FeedServer):

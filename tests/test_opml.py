@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 from feedwatch.config import load_config
 from feedwatch.opml import OpmlError, config_string, parse_opml, toml_string
+from tests.helpers import bare_env, run_feedwatch
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -121,16 +121,7 @@ EXTERNAL_ENTITY = """\
 
 
 def fw(tmp: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp), "LANG": "C.UTF-8"}
-    return subprocess.run(
-        [sys.executable, "-m", "feedwatch", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        input=stdin,
-        cwd=tmp,
-    )
+    return run_feedwatch(*args, env=bare_env(tmp, LANG="C.UTF-8"), cwd=tmp, stdin=stdin)
 
 
 def write(tmp: Path, name: str, text: str) -> Path:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 from feedwatch.preview import discover_feeds, newest_first, split_keywords
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server_fixture, free_port  # noqa: F401
+from tests.helpers import bare_env, run_feedwatch
 
 ENTRIES = [
     entry(1, title="Markets open", published=T0),
@@ -29,20 +28,8 @@ ENTRIES = [
 
 
 def fw(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp),
-        "XDG_STATE_HOME": str(tmp / "state"),
-        "XDG_CONFIG_HOME": str(tmp / "config"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "feedwatch", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=tmp,
-    )
+    env = bare_env(tmp, XDG_STATE_HOME=str(tmp / "state"), XDG_CONFIG_HOME=str(tmp / "config"))
+    return run_feedwatch(*args, env=env, cwd=tmp)
 
 
 @pytest.fixture

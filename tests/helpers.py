@@ -1,0 +1,48 @@
+"""Small helpers the test modules share: a `feedwatch` subprocess and polling with a deadline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition", every: float = 0.05
+) -> Any:
+    """``cond()``'s first truthy value, polled every ``every`` s; fails after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def bare_env(home: Path, **extra: str) -> dict[str, str]:
+    """PATH and HOME only: no FEEDWATCH_* or password variable of the developer's to lean on."""
+    return {"PATH": os.environ.get("PATH", ""), "HOME": str(home), **extra}
+
+
+def run_feedwatch(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m feedwatch ARGS`` to completion; ``env`` None = this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "feedwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        input=stdin,
+    )
