@@ -1,7 +1,7 @@
 """Floors: the least any feed tool could spend on the same work, measured in a child process.
 
     python benchmarks/floors.py fetch --port P --n N --concurrency C --mode plain|conditional
-                                      [--client httpx|aiohttp] [--etag-round K]
+                                      [--client httpx|aiohttp|fetcher] [--etag-round K]
     python benchmarks/floors.py parse --n N --seed S --what all|changed|changed-items
                                       [--round K] [--workers W]
     python benchmarks/floors.py startup
@@ -12,9 +12,10 @@ only (imports and rendering the bodies are outside it), plus counts.
 - fetch: GET every feed once, ``C`` at a time, on one keep-alive client. ``plain``
   sends no validators (a cold poll); ``conditional`` sends the ETags of round
   ``--etag-round`` (so the current round answers 304 for every unchanged feed).
-  ``httpx`` uses an AsyncClient with the same pool limits as feedwatch's Fetcher;
-  ``aiohttp`` (only when importable: run it with the peers' venv python) is the
-  comparison the issue asks for.
+  ``httpx`` uses an AsyncClient with the pool limits feedwatch's Fetcher used before
+  it moved to aiohttp (feedwatch/transport.py); ``aiohttp`` (a feedwatch dependency
+  since then) is the comparison the issue asks for; ``fetcher`` is feedwatch's own
+  ``Fetcher`` (semaphores, timeouts, redirect guard, body limits) on the same requests.
 - parse: ``feedparser.parse`` on bodies from memory. ``all`` = every body of round
   K; ``changed`` = the full round-K bodies of the feeds that changed in round K;
   ``changed-items`` = for those feeds, a document holding only the channel and the
@@ -77,6 +78,21 @@ async def _fetch_httpx(
     return counts
 
 
+async def _fetch_fetcher(
+    urls: list[tuple[str, dict[str, str]]], c: int, shards: int = 1
+) -> dict[str, int]:
+    from feedwatch.fetch import Fetcher
+    from feedwatch.model import FetchRequest
+
+    counts: dict[str, int] = {}
+    async with Fetcher(concurrency=c, per_host=c) as f:
+        reqs = [FetchRequest(u, etag=h.get("If-None-Match"), timeout=60.0) for u, h in urls]
+        for out in await asyncio.gather(*(f.fetch(r) for r in reqs)):
+            status = str(getattr(out, "status", None))
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 async def _fetch_aiohttp(
     urls: list[tuple[str, dict[str, str]]], c: int, shards: int = 1
 ) -> dict[str, int]:
@@ -107,6 +123,12 @@ def cmd_fetch(a: argparse.Namespace) -> dict[str, object]:
         import httpx  # noqa: F401 - imported before the clock starts
 
         fn = _fetch_httpx
+    elif a.client == "fetcher":
+        import feedwatch.fetch  # noqa: F401
+        from feedwatch import log
+
+        log.configure(level="warning")  # as `feedwatch check` runs (no per-request lines)
+        fn = _fetch_fetcher
     else:
         import aiohttp  # noqa: F401
 
@@ -202,7 +224,7 @@ def main() -> None:
     f.add_argument("--concurrency", type=int, default=32)
     f.add_argument("--mode", choices=["plain", "conditional"], default="plain")
     f.add_argument("--etag-round", type=int, default=0)
-    f.add_argument("--client", choices=["httpx", "aiohttp"], default="httpx")
+    f.add_argument("--client", choices=["httpx", "aiohttp", "fetcher"], default="httpx")
     f.add_argument("--shards", type=int, default=1, help="httpx: clients sharing the load")
     q = sub.add_parser("parse")
     q.add_argument("--n", type=int, required=True)

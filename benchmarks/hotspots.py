@@ -40,8 +40,11 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("feedparser", ("feedparser/", "sgmllib", "xml/sax", "expatreader")),
     ("html_to_text", ("feedwatch/text.py",)),
     ("sqlite", ("sqlite3", "feedwatch/store/")),
-    ("http (httpx/httpcore/h11/anyio)", ("httpx/", "httpcore/", "h11/", "anyio/")),
-    ("fetch.py", ("feedwatch/fetch.py",)),
+    (
+        "http (aiohttp/yarl/multidict, httpx/httpcore/h11/anyio)",
+        ("aiohttp/", "yarl/", "multidict/", "httpx/", "httpcore/", "h11/", "anyio/"),
+    ),
+    ("fetch.py / transport.py", ("feedwatch/fetch.py", "feedwatch/transport.py")),
     ("logging (structlog)", ("structlog/", "feedwatch/log.py")),
     ("diff/identity", ("feedwatch/diff.py", "feedwatch/identity.py")),
     ("match", ("feedwatch/match.py", "regex/")),
@@ -57,7 +60,7 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("_load (feedwatch/cli.py",)),
     ("deliver (outbox -> sinks)", ("Dispatcher.", "build_sink")),
-    # Fetcher: wait_for() runs the request in a task of its own, without Poller's frames
+    # aiohttp's connection callbacks run from the loop, without Poller's frames
     ("poll (fetch+parse+diff+commit)", ("Poller.", "Fetcher.")),
 ]
 

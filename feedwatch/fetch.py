@@ -14,8 +14,15 @@ the poller cannot confuse "nothing changed" with "could not tell". What it guard
 - memory: the body is streamed and counted, raw and after gzip/deflate, so a huge
   body or a decompression bomb is an error at about ``max_body`` bytes, not an OOM;
 - redirects: followed by hand (at most ``max_redirects``, loops detected); a hop
-  from a public address to a private one is refused unless ``allow_private``;
+  from a public address to a private one is refused unless ``allow_private``, both
+  by the target's name and by the address the connection really reached;
 - secrets: reasons and logs never hold URL user-info or header values.
+
+The wire is aiohttp (feedwatch.transport), driven directly; an injected httpx client,
+or a proxy named in the environment (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY, honoured by
+httpx's own transports), takes the httpx path instead. Either way the whole request
+runs in the caller's task, bounded by a deadline timer (``_Deadline``), not a task
+of its own.
 
 ``Fetched.url``, ``redirects`` and ``permanent_redirect`` are real URLs the caller
 may fetch again, so they keep any user-info the feed's URL had; show them through
@@ -25,27 +32,31 @@ may fetch again, so they keep any user-info the feed's URL had; show them throug
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import ipaddress
 import math
+import os
 import socket
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import httpx
 import structlog
 
 from feedwatch import DEFAULT_USER_AGENT
+from feedwatch.config import ConfigError, Problem
 from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
+from feedwatch.transport import AiohttpTransport
 
 log = structlog.get_logger("feedwatch.fetch")
 
@@ -61,6 +72,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 # counting against `concurrency`: a trickling or silent server costs a socket, not a
 # slot that healthy feeds need. It still counts against `per_host` and its timeout.
 SLOW_AFTER = 5.0
+_URL_CACHE = 20_000
 _KiB = 1024
 _MiB = 1024 * 1024
 
@@ -72,6 +84,23 @@ class _Fail(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+class _Response(Protocol):
+    """What ``_request`` reads of a response: an httpx.Response, or the transport's
+    lighter ``Reply`` on the direct path."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def extensions(self) -> Mapping[str, Any]: ...
+    @property
+    def is_stream_consumed(self) -> bool: ...
+    @property
+    def content(self) -> bytes: ...
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
 
 
 class _Held:
@@ -95,7 +124,7 @@ class _Hop:
 
 
 class Fetcher:
-    """Fetches feeds with one shared HTTP/1.1 client; see the module docstring.
+    """Fetches feeds over one shared HTTP/1.1 connection pool; see the module docstring.
 
     Use as ``async with Fetcher() as f: outcome = await f.fetch(req)``. An injected
     ``client`` is used as is (and not closed); it must not follow redirects itself.
@@ -115,10 +144,21 @@ class Fetcher:
         self.per_host = per_host
         self.max_redirects = max_redirects
         self._own_client = client is None
+        # aiohttp does the wire work (feedwatch.transport), called directly. With a
+        # proxy in the environment (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) the client keeps
+        # httpx's own transports, which honour those (and ignore them when given ours).
+        transport = (
+            None
+            if client is not None or _env_proxies()
+            else AiohttpTransport(verify=_default_ssl_context())
+        )
+        self._direct = transport
+        self._cookies = httpx.Cookies()
         self._client = client or httpx.AsyncClient(
             http1=True,
             http2=False,
             follow_redirects=False,
+            transport=transport,
             limits=httpx.Limits(
                 # our semaphores bound the requests; a slow one past SLOW_AFTER keeps its
                 # connection but not its slot, so the pool itself must not be the limit
@@ -130,6 +170,7 @@ class Fetcher:
             verify=_default_ssl_context(),
         )
         self._global = asyncio.Semaphore(concurrency)
+        self._urls: dict[str, httpx.URL] = {}  # parsing one costs ~16 us
         # host name -> (its semaphore, how many fetches hold or wait for it)
         self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}
 
@@ -187,10 +228,14 @@ class Fetcher:
 
     async def _fetch(self, req: FetchRequest) -> FetchOutcome:
         loop = asyncio.get_running_loop()
-        try:
-            first = httpx.URL(req.url)
-        except (httpx.InvalidURL, TypeError, ValueError):
-            return FetchFailed(reason="invalid URL", url=redact_url(req.url))
+        first = self._urls.get(req.url)
+        if first is None:
+            try:
+                first = httpx.URL(req.url)
+            except (httpx.InvalidURL, TypeError, ValueError):
+                return FetchFailed(reason="invalid URL", url=redact_url(req.url))
+            if len(self._urls) < _URL_CACHE:  # the daemon polls the same URLs again
+                self._urls[req.url] = first
         if first.scheme not in ("http", "https"):
             return FetchFailed(
                 reason=f"unsupported URL scheme {first.scheme!r} (only http and https)",
@@ -200,10 +245,11 @@ class Fetcher:
             return FetchFailed(reason="invalid URL (no host)", url=redact_url(req.url))
 
         current, current_str = first, req.url
-        visited = {str(first.copy_with(fragment=None))}
+        visited: set[str] | None = None  # made at the first redirect: most fetches have none
         redirects: list[str] = []
         permanent: str | None = None
         permanent_run = True
+        must_be_public = False  # followed a redirect away from a public address
         started: float | None = None
         deadline = 0.0
         timeout_reason = f"timed out after {req.timeout:g}s"
@@ -236,17 +282,21 @@ class Fetcher:
                 try:
                     if remaining <= 0:
                         raise asyncio.TimeoutError
-                    hop = await self._bounded(
-                        self._request(current, headers, req, timeout_reason),
-                        remaining,
-                        slot,
-                        min(SLOW_AFTER, req.timeout / 4),
-                    )
+                    # after SLOW_AFTER the request gives up its global slot (keeping the
+                    # per-host one), so slow servers cannot starve the others
+                    with _Deadline(
+                        deadline, loop.time() + min(SLOW_AFTER, req.timeout / 4), slot.release
+                    ):
+                        hop = await self._request(current, headers, req, timeout_reason)
                 except asyncio.TimeoutError:
                     return failed(timeout_reason)
                 except _Fail as f:
                     return failed(f.reason, f.status)
             status = hop.status
+            if must_be_public and hop.peer is not None and is_private_address(hop.peer):
+                # the redirect's host looked public when checked, but the connection went
+                # to a private address (DNS changed in between, or a resolver split)
+                return failed(_private_refusal(current.host, hop.peer), status)
 
             if status in REDIRECT_STATUSES:
                 location = hop.headers.get("location", "").strip()
@@ -261,20 +311,22 @@ class Fetcher:
                 if not target.userinfo and first.userinfo and _same_site(first, target):
                     # http -> https on the same host keeps the feed's basic auth
                     target = target.copy_with(userinfo=first.userinfo)
+                if visited is None:
+                    visited = {str(first.copy_with(fragment=None))}
                 if str(target) in visited:
                     return failed("redirect loop", status)
                 if len(redirects) >= self.max_redirects:
                     return failed(f"too many redirects (more than {self.max_redirects})", status)
                 if not req.allow_private:
-                    remaining = deadline - loop.time()
                     try:
-                        refused = await asyncio.wait_for(
-                            _private_redirect(current, hop.peer, target), max(remaining, 0.001)
-                        )
+                        with _Deadline(deadline):
+                            refused = await _private_redirect(current, hop.peer, target)
                     except asyncio.TimeoutError:
                         return failed(timeout_reason)
                     if refused:
                         return failed(refused, status)
+                    if hop.peer is not None and not is_private_address(hop.peer):
+                        must_be_public = True
                 visited.add(str(target))
                 current, current_str = target, str(target)
                 redirects.append(current_str)
@@ -321,15 +373,17 @@ class Fetcher:
             return failed(reason, status)
 
     async def _request(
-        self, url: httpx.URL, headers: httpx.Headers, req: FetchRequest, timeout_reason: str
+        self,
+        url: httpx.URL,
+        headers: dict[str, tuple[str, str]],
+        req: FetchRequest,
+        timeout_reason: str,
     ) -> _Hop:
         """One GET; reads the body of a 2xx only. Raises _Fail."""
         body_started = False
         status: int | None = None
         try:
-            async with self._client.stream(
-                "GET", url, headers=headers, timeout=req.timeout
-            ) as resp:
+            async with self._get(url, headers, req.timeout) as resp:
                 status = resp.status_code
                 resp_headers = {k.lower(): v for k, v in resp.headers.items()}
                 peer = _peer_address(resp)
@@ -346,32 +400,49 @@ class Fetcher:
                 return _Hop(status, resp_headers, body, peer)
         except httpx.TimeoutException:
             raise _Fail(timeout_reason) from None
+        except (httpx.LocalProtocolError, UnicodeEncodeError):  # before TransportError: it is one
+            raise _Fail("invalid request (check the feed's headers)") from None
         except httpx.TransportError as exc:
             if body_started:
                 raise _Fail("connection closed mid-body", status) from None
             raise _Fail(_transport_reason(exc, url.host)) from None
         except httpx.InvalidURL:
             raise _Fail("invalid URL") from None
-        except (httpx.LocalProtocolError, UnicodeEncodeError):
-            raise _Fail("invalid request (check the feed's headers)") from None
 
-    @staticmethod
-    async def _bounded(
-        request: Coroutine[Any, Any, _Hop], remaining: float, slot: _Held, slow_after: float
-    ) -> _Hop:
-        """``request`` within ``remaining`` seconds; after ``slow_after`` it gives up its
-        global slot (keeping the per-host one), so slow servers cannot starve the others."""
-        task = asyncio.ensure_future(request)
-        try:
-            if slow_after < remaining:
-                done, _ = await asyncio.wait({task}, timeout=slow_after)
-                if not done:
-                    slot.release()
-                    remaining -= slow_after
-            return await asyncio.wait_for(task, remaining)
-        finally:
-            if not task.done():
-                task.cancel()
+    @asynccontextmanager
+    async def _get(
+        self, url: httpx.URL, headers: dict[str, tuple[str, str]], timeout: float
+    ) -> AsyncIterator[_Response]:
+        """A streamed GET response, closed on exit.
+
+        Through the client when one was injected or a proxy is configured; else
+        straight to aiohttp, doing what the client would (basic auth from the URL's
+        user-info, cookies, refusing headers that are not ASCII): httpx's per-request
+        machinery (Request and Response objects, its auth and redirect layers) cost as
+        much CPU as the request itself.
+        """
+        if self._direct is None:
+            async with self._client.stream(
+                "GET", url, headers=list(headers.values()), timeout=timeout
+            ) as resp:
+                yield resp
+            return
+        if url.userinfo:
+            headers["authorization"] = ("Authorization", _basic_auth(url.username, url.password))
+        pairs = list(headers.values())
+        if not all(name.isascii() and value.isascii() for name, value in pairs):
+            raise httpx.LocalProtocolError("a header name or value is not ASCII")
+        request: httpx.Request | None = None
+        if self._cookies:
+            request = httpx.Request("GET", url, headers=pairs)
+            self._cookies.set_cookie_header(request)
+            pairs = request.headers.multi_items()
+        async with self._direct.open(url, pairs, timeout) as reply:
+            if "set-cookie" in reply.headers:
+                self._cookies.extract_cookies(
+                    reply.to_httpx(request or httpx.Request("GET", url, headers=pairs))
+                )
+            yield reply
 
     @asynccontextmanager
     async def _slot(self, host: str) -> AsyncIterator[_Held]:
@@ -397,6 +468,59 @@ class Fetcher:
                 self._hosts[key] = (sem, users - 1)
 
 
+class _Deadline:
+    """Cancels the running task at ``deadline`` (loop time) and turns that into
+    ``asyncio.TimeoutError``; calls ``on_slow`` at ``slow_at`` if still running then.
+
+    What ``asyncio.timeout`` does on 3.11, for 3.10 too, without the extra task and
+    the two extra wake-ups per request ``wait_for`` costs. Use it in the task that
+    awaits: it cancels ``asyncio.current_task()``.
+    """
+
+    def __init__(
+        self,
+        deadline: float,
+        slow_at: float | None = None,
+        on_slow: Callable[[], None] | None = None,
+    ) -> None:
+        self._deadline = deadline
+        self._slow_at = slow_at
+        self._on_slow = on_slow
+        self._task: asyncio.Task[Any] | None = None
+        self._handles: list[asyncio.TimerHandle] = []
+        self._expired = False
+
+    def __enter__(self) -> _Deadline:
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        if self._task is None:
+            raise RuntimeError("_Deadline must be used inside a task")
+        self._handles.append(loop.call_at(self._deadline, self._expire))
+        if self._on_slow is not None and self._slow_at is not None:
+            if self._slow_at < self._deadline:
+                self._handles.append(loop.call_at(self._slow_at, self._on_slow))
+        return self
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for handle in self._handles:
+            handle.cancel()
+        if self._expired and exc_type is asyncio.CancelledError:
+            # 3.11+: a cancel from elsewhere that came at the same time stays a cancel
+            uncancel = getattr(self._task, "uncancel", None)
+            if uncancel is None or uncancel() == 0:
+                raise asyncio.TimeoutError from exc
+
+
 # ----------------------------------------------------------------------
 # Helpers (pure unless they say otherwise)
 # ----------------------------------------------------------------------
@@ -406,11 +530,55 @@ _ssl_context: ssl.SSLContext | None = None
 
 
 def _default_ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context per process: loading the CA bundle costs ~0.1 s a client."""
+    """One verifying TLS context per process: loading the CA bundle costs ~0.1 s a client.
+
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` replace the bundled CAs (as httpx does); one
+    that cannot be read is a ``ConfigError`` saying so, not a traceback.
+    """
     global _ssl_context
     if _ssl_context is None:
-        _ssl_context = httpx.create_ssl_context()
+        try:
+            _ssl_context = httpx.create_ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise _ca_error(exc) from None
     return _ssl_context
+
+
+def _ca_error(exc: BaseException) -> ConfigError:
+    name = "SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "SSL_CERT_DIR"
+    value = os.environ.get(name, "")
+    if isinstance(exc, ssl.SSLError):  # an OSError too: test it first
+        why = "holds no CA certificate in PEM form"
+    elif isinstance(exc, FileNotFoundError):
+        why = "no such file"
+    elif isinstance(exc, OSError):
+        why = (exc.strerror or "cannot be read").lower()
+    else:
+        why = "cannot be read"
+    return ConfigError(
+        [
+            Problem(
+                "",
+                None,
+                name,
+                f"{value}: {why}; point it at a PEM file of CA certificates or unset it",
+            )
+        ]
+    )
+
+
+def _env_proxies() -> bool:
+    """Whether the environment names a proxy (httpx's client honours these)."""
+    return any(
+        os.environ.get(name) or os.environ.get(name.upper())
+        for name in ("http_proxy", "https_proxy", "all_proxy")
+    )
+
+
+def _basic_auth(username: str, password: str) -> str:
+    """The Authorization value httpx's client makes from a URL's user-info."""
+    raw = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -508,13 +676,15 @@ async def _private_redirect(source: httpx.URL, peer: str | None, target: httpx.U
             source_private = False  # unknown: assume public, the safe side
     if source_private:
         return None
-    shown = private[0] if _ip_literal(target.host) else f"{target.host} = {private[0]}"
-    return (
-        f"redirect to a private address ({shown}) refused; set allow_private = true for this feed"
-    )
+    return _private_refusal(target.host, private[0])
 
 
-def _peer_address(resp: httpx.Response) -> str | None:
+def _private_refusal(host: str, address: str) -> str:
+    shown = address if _ip_literal(host) else f"{host} = {address}"
+    return f"redirect to a private address ({shown}) refused; set allow_private = true for this feed"
+
+
+def _peer_address(resp: _Response) -> str | None:
     stream = resp.extensions.get("network_stream")
     if stream is None:
         return None
@@ -534,22 +704,22 @@ def _same_site(first: httpx.URL, url: httpx.URL) -> bool:
     return not (first.scheme == "https" and url.scheme == "http")
 
 
-def _request_headers(req: FetchRequest, trusted: bool) -> httpx.Headers:
-    headers = httpx.Headers(
-        {
-            "User-Agent": req.user_agent or DEFAULT_USER_AGENT,
-            "Accept": ACCEPT,
-            "Accept-Encoding": ACCEPT_ENCODING,
-        }
-    )
+def _request_headers(req: FetchRequest, trusted: bool) -> dict[str, tuple[str, str]]:
+    """The request's headers by lower-cased name (a later one replaces an earlier one)."""
+    headers = {
+        "user-agent": ("User-Agent", req.user_agent or DEFAULT_USER_AGENT),
+        "accept": ("Accept", ACCEPT),
+        "accept-encoding": ("Accept-Encoding", ACCEPT_ENCODING),
+    }
     if req.etag:
-        headers["If-None-Match"] = req.etag
+        headers["if-none-match"] = ("If-None-Match", req.etag)
     if req.last_modified:
-        headers["If-Modified-Since"] = req.last_modified
+        headers["if-modified-since"] = ("If-Modified-Since", req.last_modified)
     if trusted:
         for name, value in req.headers:
-            if name.lower() != "accept-encoding":  # we only decode gzip and deflate
-                headers[name] = value
+            key = name.lower()
+            if key != "accept-encoding":  # we only decode gzip and deflate
+                headers[key] = (name, value)
     return headers
 
 
@@ -621,7 +791,7 @@ class _Decoder:
 
 
 async def _read_body(
-    resp: httpx.Response, limit: int, decoder: _Decoder | None, status: int
+    resp: _Response, limit: int, decoder: _Decoder | None, status: int
 ) -> bytes:
     if resp.is_stream_consumed:
         # Only a response built in memory (an injected MockTransport) arrives read,
@@ -676,10 +846,12 @@ def _transport_reason(exc: httpx.TransportError, host: str) -> str:
     for e in chain:
         if isinstance(e, socket.gaierror):
             return f"DNS lookup failed for host {host}"
-    for e in chain:
-        if isinstance(e, ssl.SSLError):
-            detail = getattr(e, "verify_message", None) or getattr(e, "reason", None) or "handshake"
-            return f"TLS error: {str(detail).replace('_', ' ').lower()}"
+    tls = [e for e in chain if isinstance(e, ssl.SSLError)]
+    if tls:
+        # aiohttp's wrapper is an SSLError too, without the details of the one it wraps
+        details = (getattr(e, "verify_message", None) or getattr(e, "reason", None) for e in tls)
+        detail = next((d for d in details if d), "handshake")
+        return f"TLS error: {str(detail).replace('_', ' ').lower()}"
     for e in chain:
         if isinstance(e, OSError) and e.errno in _ERRNO_REASONS:
             return _ERRNO_REASONS[e.errno]

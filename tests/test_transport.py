@@ -1,0 +1,387 @@
+"""The aiohttp transport under httpx, and what Fetcher keeps doing on top of it.
+
+Real sockets (tests/feedserver.py) wherever the behaviour is about the wire: the
+peer address, raw bytes, cookies, proxies, error mapping. MockTransport only where a
+public address is needed (the redirect guard), since tests cannot reach one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gzip
+import http.server
+import os
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import pytest
+
+from feedwatch import fetch as fetch_mod
+from feedwatch.config import ConfigError
+from feedwatch.fetch import Fetcher, _Deadline
+from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
+from feedwatch.transport import AiohttpTransport, _Peer
+from tests.feedserver import FeedServer, feed_server_fixture, free_port  # noqa: F401
+from tests.smtpserver import _make_cert
+
+T = TypeVar("T")
+RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
+<item><guid>1</guid><title>one</title></item></channel></rss>"""
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+def transport() -> AiohttpTransport:
+    return AiohttpTransport(verify=fetch_mod._default_ssl_context())
+
+
+async def get(t: AiohttpTransport, url: str, **headers: str) -> tuple[httpx.Response, bytes]:
+    resp = await t.handle_async_request(httpx.Request("GET", url, headers=headers))
+    try:
+        body = b"".join([c async for c in resp.aiter_raw()])
+    finally:
+        await resp.aclose()
+    return resp, body
+
+
+def peer(resp: httpx.Response) -> object:
+    return resp.extensions["network_stream"].get_extra_info("server_addr")
+
+
+# -- the transport itself ----------------------------------------------------
+
+
+def test_peer_address_for_a_body_a_304_and_a_redirect(feed_server: FeedServer) -> None:
+    feed_server.set("/feed", RSS)
+    feed_server.redirect("/old", "/feed")
+
+    async def go() -> list[tuple[int, object]]:
+        t = transport()
+        try:
+            ok, body = await get(t, feed_server.url("/feed"))
+            assert body == RSS
+            etag = ok.headers["etag"]
+            same, _ = await get(t, feed_server.url("/feed"), **{"If-None-Match": etag})
+            moved, _ = await get(t, feed_server.url("/old"))
+            return [(r.status_code, peer(r)) for r in (ok, same, moved)]
+        finally:
+            await t.aclose()
+
+    got = run(go())
+    assert [s for s, _ in got] == [200, 304, 301]
+    for _, addr in got:
+        assert isinstance(addr, tuple) and addr[0] == "127.0.0.1"
+
+
+def test_bytes_arrive_as_sent_gzip_included(feed_server: FeedServer) -> None:
+    feed_server.set("/gz", RSS, gzip=True)
+
+    async def go() -> tuple[httpx.Response, bytes]:
+        t = transport()
+        try:
+            return await get(t, feed_server.url("/gz"), **{"Accept-Encoding": "gzip"})
+        finally:
+            await t.aclose()
+
+    resp, body = run(go())
+    assert resp.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(body) == RSS  # Fetcher decodes, counting against max_body
+
+
+def test_connection_refused_is_an_httpx_connect_error_with_its_errno() -> None:
+    async def go() -> BaseException:
+        t = transport()
+        try:
+            await get(t, f"http://127.0.0.1:{free_port()}/")
+        except httpx.ConnectError as exc:
+            return exc
+        finally:
+            await t.aclose()
+        raise AssertionError("no error")
+
+    exc = run(go())
+    assert any(
+        isinstance(e, OSError) and e.errno == errno.ECONNREFUSED
+        for e in fetch_mod._exception_chain(exc)
+    )
+
+
+def test_a_header_value_with_a_newline_is_refused_before_sending(
+    feed_server: FeedServer,
+) -> None:
+    feed_server.set("/feed", RSS)
+    req = FetchRequest(feed_server.url("/feed"), headers=(("X-Token", "a\r\nInjected: 1"),))
+
+    async def go() -> FetchOutcome:
+        async with Fetcher() as f:
+            return await f.fetch(req)
+
+    out = run(go())
+    assert isinstance(out, FetchFailed)
+    assert out.reason == "invalid request (check the feed's headers)"
+    assert all("injected" not in h for _, _, h in feed_server.requests)
+
+
+def test_a_header_that_is_not_ascii_is_refused(feed_server: FeedServer) -> None:
+    feed_server.set("/feed", RSS)
+    req = FetchRequest(feed_server.url("/feed"), headers=(("X-Name", "Zoë"),))
+
+    async def go() -> FetchOutcome:
+        async with Fetcher() as f:
+            return await f.fetch(req)
+
+    out = run(go())
+    assert isinstance(out, FetchFailed)
+    assert out.reason == "invalid request (check the feed's headers)"
+    assert feed_server.requests == []
+
+
+# -- what the client used to do, still done ----------------------------------
+
+
+def test_cookies_set_by_a_response_go_back_to_the_same_server(feed_server: FeedServer) -> None:
+    feed_server.set("/login", RSS, headers={"Set-Cookie": "session=abc; Path=/"})
+    feed_server.set("/feed", RSS)
+
+    async def go() -> None:
+        async with Fetcher() as f:
+            await f.fetch(FetchRequest(feed_server.url("/login")))
+            await f.fetch(FetchRequest(feed_server.url("/feed")))
+
+    run(go())
+    sent = {p: h for _, p, h in feed_server.requests}
+    assert "cookie" not in sent["/login"]
+    assert sent["/feed"]["cookie"] == "session=abc"
+
+
+def test_an_environment_proxy_is_used(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the feed server plays the proxy: it answers the absolute-form request by path
+    feed_server.set("/feed.xml", RSS)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", feed_server.url("/"))
+
+    async def go() -> FetchOutcome:
+        async with Fetcher() as f:
+            return await f.fetch(FetchRequest("http://feeds.invalid/feed.xml"))
+
+    out = run(go())
+    assert isinstance(out, Fetched) and out.body == RSS
+    assert feed_server.requests[-1][1] == "http://feeds.invalid/feed.xml"
+
+
+def test_many_304s_at_high_concurrency(feed_server: FeedServer) -> None:
+    feed_server.set("/feed", RSS)
+
+    async def go() -> list[FetchOutcome]:
+        async with Fetcher(concurrency=64, per_host=64) as f:
+            first = await f.fetch(FetchRequest(feed_server.url("/feed")))
+            assert isinstance(first, Fetched)
+            reqs = [FetchRequest(feed_server.url("/feed"), etag=first.etag)] * 300
+            return list(await asyncio.gather(*(f.fetch(r) for r in reqs)))
+
+    outs = run(go())
+    assert all(isinstance(o, NotModified) for o in outs)
+
+
+# -- the redirect guard checks where the connection went -----------------------
+
+
+class _Stream(httpx.AsyncByteStream):
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data
+
+
+def _peered(addr: str, status: int, **kw: object) -> httpx.Response:
+    """A response that says it came from ``addr``, as AiohttpTransport's do."""
+    return httpx.Response(status, extensions={"network_stream": _Peer((addr, 80))}, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_a_redirect_whose_connection_lands_on_a_private_address(allow_private: bool) -> None:
+    """The target's name resolved public when checked, the connection went private."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "93.184.216.34":
+            return _peered("93.184.216.34", 301, headers={"Location": "http://93.184.216.35/"})
+        return _peered("10.0.0.7", 200, stream=_Stream(RSS))
+
+    async def go() -> FetchOutcome:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        async with client:
+            f = Fetcher(client=client)
+            return await f.fetch(
+                FetchRequest("http://93.184.216.34/feed", allow_private=allow_private)
+            )
+
+    out = run(go())
+    if allow_private:
+        assert isinstance(out, Fetched)
+    else:
+        assert isinstance(out, FetchFailed)
+        assert out.reason == (
+            "redirect to a private address (10.0.0.7) refused; set allow_private = true for this feed"
+        )
+
+
+# -- the timeout without a task of its own --------------------------------------
+
+
+def test_deadline_times_out_and_calls_on_slow_first() -> None:
+    calls: list[str] = []
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(asyncio.TimeoutError):
+            with _Deadline(loop.time() + 0.2, loop.time() + 0.05, lambda: calls.append("slow")):
+                await asyncio.Event().wait()
+        task = asyncio.current_task()
+        assert task is not None
+        if hasattr(task, "cancelling"):
+            assert task.cancelling() == 0  # the cancel it made is undone
+
+    run(go())
+    assert calls == ["slow"]
+
+
+def test_deadline_not_reached_leaves_nothing_behind() -> None:
+    calls: list[str] = []
+
+    async def go() -> str:
+        loop = asyncio.get_running_loop()
+        with _Deadline(loop.time() + 0.05, loop.time() + 0.01, lambda: calls.append("slow")):
+            result = "done"
+        await asyncio.sleep(0.1)  # past both: neither callback may still fire
+        return result
+
+    assert run(go()) == "done"
+    assert calls == []
+
+
+def test_a_cancel_from_outside_stays_a_cancel() -> None:
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def inner() -> None:
+            with _Deadline(loop.time() + 30):
+                await asyncio.Event().wait()
+
+        task = asyncio.ensure_future(inner())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(go())
+
+
+# -- SSL_CERT_FILE that cannot be used -----------------------------------------
+
+
+def test_missing_ssl_cert_file_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch_mod, "_ssl_context", None)
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+    with pytest.raises(ConfigError) as err:
+        fetch_mod._default_ssl_context()
+    assert str(err.value) == (
+        "SSL_CERT_FILE: /nonexistent/ca.pem: no such file; "
+        "point it at a PEM file of CA certificates or unset it"
+    )
+
+
+def test_check_says_what_is_wrong_with_ssl_cert_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path / "state.db"}"\n'
+        f'[sinks.j]\ntype = "jsonl"\npath = "{tmp_path / "alerts.jsonl"}"\n'
+        '[[feeds]]\nname = "x"\nurl = "https://127.0.0.1:9/feed"\n'
+    )
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    env = dict(os.environ, SSL_CERT_FILE=str(bad))
+    p = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-q", "-c", str(cfg), "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert f"SSL_CERT_FILE: {bad}: holds no CA certificate in PEM form" in p.stderr
+
+
+# -- TLS: verified against SSL_CERT_FILE's CAs ----------------------------------
+
+
+class _Feed(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml")
+        self.send_header("Content-Length", str(len(RSS)))
+        self.end_headers()
+        self.wfile.write(RSS)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def tls_feed(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTPS feed on 127.0.0.1 with a self-signed certificate (and that certificate)."""
+    cert, key = _make_cert(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Feed)
+    srv.daemon_threads = True
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{srv.server_address[1]}/feed", cert
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_tls_is_verified_against_ssl_cert_file(
+    tls_feed: tuple[str, Path], trusted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, cert = tls_feed
+    monkeypatch.setattr(fetch_mod, "_ssl_context", None)
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    else:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+
+    async def go() -> FetchOutcome:
+        async with Fetcher() as f:
+            return await f.fetch(FetchRequest(url, timeout=10))
+
+    out = run(go())
+    if trusted:
+        assert isinstance(out, Fetched) and out.body == RSS
+    else:
+        assert isinstance(out, FetchFailed)
+        assert out.reason == "TLS error: self-signed certificate"
