@@ -6,7 +6,9 @@ Everything is copied as it is: every feed's HTTP state (validators, next poll, e
 gone, redirects), every entry (so nothing is new again), every alert id (so nothing
 alerts again) and every delivery with its status, attempts and next attempt (pending
 ones stay pending, dead ones dead). The copy is one PostgreSQL transaction: all of it,
-or nothing. The target must be empty (a fresh database, or a schema of its own);
+or nothing. The parse cache (``feedwatch.partial``) is deliberately not copied: it is
+only a cache, and the first poll of each changed feed after the move parses it in full
+and stores a new one. The target must be empty (a fresh database, or a schema of its own);
 the source is locked while it is read, so no daemon may be running on it, and it is
 left untouched. Then point `state` at the URL and start the instances.
 """

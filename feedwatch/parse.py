@@ -19,6 +19,7 @@ import time
 import warnings as _warnings
 import xml.sax
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urljoin
@@ -30,9 +31,14 @@ from feedparser.datetimes import _parse_date as _feedparser_date
 from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed
 from feedwatch.text import html_to_text, normalize_space
 
-__all__ = ["parse_body"]
+__all__ = ["PARSE_VERSION", "XmlParse", "parse_body", "parse_xml_detail"]
 
 log = structlog.get_logger("feedwatch.parse")
+
+# Bump whenever parse_body's result for some body changes (a conversion, an option,
+# the entity guard, the entry cap): feedwatch.partial keys its cache of parsed
+# entries on it, so entries cached by an older parser are never reused.
+PARSE_VERSION = 1
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -188,9 +194,34 @@ def parse_body(
 # --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class XmlParse:
+    """``parse_body``'s result for an XML body, with what feedparser saw (for feedwatch.partial)."""
+
+    feed: ParsedFeed
+    version: str  # feedparser's format version ("rss20", "atom10", ...; "" = none)
+    raw_entries: int  # entries feedparser found (before max_entries and failed conversions)
+    strict: bool  # read by the XML parser, not the lenient fallback, the encoding as declared
+
+
+def parse_xml_detail(
+    body: bytes, headers: Mapping[str, str], *, url: str | None, max_entries: int
+) -> XmlParse:
+    """``parse_body`` on a body known to be XML (not JSON, not empty), by the same code path;
+    may raise where ``parse_body`` would turn the error into ``is_feed=False``."""
+    lower = {str(k).lower(): str(v) for k, v in headers.items()}
+    return _parse_xml_detail(body, lower, url, max(0, max_entries))
+
+
 def _parse_xml(
     body: bytes, headers: dict[str, str], url: str | None, max_entries: int
 ) -> ParsedFeed:
+    return _parse_xml_detail(body, headers, url, max_entries).feed
+
+
+def _parse_xml_detail(
+    body: bytes, headers: dict[str, str], url: str | None, max_entries: int
+) -> XmlParse:
     response_headers = dict(headers)
     body = _bom_to_utf8(body, response_headers)
     location = response_headers.get("content-location")
@@ -229,13 +260,22 @@ def _parse_xml(
     if not is_feed:
         warnings.append("no RSS, Atom or JSON Feed found")
     feed = d.get("feed") or {}
-    return ParsedFeed(
+    parsed = ParsedFeed(
         title=_text_or_none(feed.get("title")),
         link=_str_or_none(feed.get("link")),
         entries=entries,
         is_feed=is_feed,
         warnings=tuple(warnings),
         dropped_entries=dropped,
+    )
+    # A bozo NonXMLContentType (set from the headers alone) still parses strictly; any
+    # later failure replaces it with the parser's or the encoding's exception.
+    strict = not d.get("bozo") or isinstance(d.get("bozo_exception"), feedparser.NonXMLContentType)
+    return XmlParse(
+        feed=parsed,
+        version=_str(d.get("version")),
+        raw_entries=len(raw_entries),
+        strict=strict and not cap[1],
     )
 
 

@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 MAX_AUTO_WORKERS = 4
 # Imported once by the fork server, so a forked worker starts with them loaded.
-_PRELOAD = ["feedwatch.parse"]
+_PRELOAD = ["feedwatch.parse", "feedwatch.partial"]
 
 
 def usable_cpus() -> int:

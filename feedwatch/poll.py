@@ -17,6 +17,7 @@ alert and pacing, which are pure.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import random
 import time
@@ -46,6 +47,7 @@ from feedwatch.model import (
     Secret,
 )
 from feedwatch.parse import parse_body
+from feedwatch.partial import parse_incremental
 from feedwatch.staleness import stale_notice
 from feedwatch.store.base import FeedRecord, PollCommit, StateError, Store
 
@@ -211,7 +213,26 @@ class Poller:
             )
 
         fetched: Fetched = outcome
-        if self.parse_executor is not None:
+        parse_cache: bytes | None = None  # PollCommit's: None = leave the stored one
+        if self.parse is parse_body:
+            # Only the items whose bytes changed since the last poll are parsed; the
+            # result is parse_body's (feedwatch.partial). b"" drops a cache that no
+            # longer applies.
+            call = functools.partial(  # picklable: a worker process may run it
+                parse_incremental,
+                fetched.body,
+                dict(fetched.headers),
+                url=fetched.url,
+                max_entries=s.max_entries,
+                cache=self.store.parse_cache(feed.name),
+            )
+            if self.parse_executor is not None:
+                loop = asyncio.get_running_loop()
+                parsed, parse_cache = await loop.run_in_executor(self.parse_executor, call)
+            else:
+                parsed, parse_cache = call()
+            parse_cache = parse_cache or b""
+        elif self.parse_executor is not None:
             loop = asyncio.get_running_loop()
             parsed = await loop.run_in_executor(
                 self.parse_executor,
@@ -270,6 +291,7 @@ class Poller:
             next_poll=next_poll,
             redirected_to=fetched.permanent_redirect,
             had_new_entry=result.new > 0 or result.baseline,
+            parse_cache=parse_cache,
         )
         if self.dry_run:
             queued_alerts = alerts
@@ -409,3 +431,4 @@ def _parse_call(
     max_entries: int,
 ) -> ParsedFeed:
     return parse(body, headers, url=url, max_entries=max_entries)
+

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from feedwatch.store.sqlite import SqliteStore
 from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
 from tests.test_hostile import DaemonProc, Run, daemons, fw, item, read_alerts, rss_doc, wait_for
 
@@ -217,14 +218,15 @@ def test_schema_upgrade_keeps_a_backup_and_a_downgrade_is_refused(setup: Setup) 
     )
     assert r.returncode == 0, r.stderr
     assert s.alerts()[-1] == "Story 5"
-    backup = s.state.with_name("state.db.bak-v1")
+    current = len(SqliteStore.MIGRATIONS)  # this feedwatch's schema version
+    backup = s.state.with_name(f"state.db.bak-v{current}")
     assert backup.exists() and backup.stat().st_mode & 0o777 == 0o600
     assert _dump(backup) == old_dump  # the file as it was before the upgrade
-    assert sql(s.state, "PRAGMA user_version") == [(2,)]
+    assert sql(s.state, "PRAGMA user_version") == [(current + 1,)]
     events = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
     assert any(e["event"] == "state.backup" and e["backup"] == str(backup) for e in events)
     # this feedwatch cannot use the upgraded file: refused, and the backup is the way back
-    assert_refused(s, "schema version 2", "upgrade feedwatch")
+    assert_refused(s, f"schema version {current + 1}", "upgrade feedwatch")
     shutil.copy(backup, s.state)
     for suffix in ("-wal", "-shm"):
         s.state.with_name("state.db" + suffix).unlink(missing_ok=True)

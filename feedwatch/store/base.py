@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -83,6 +83,8 @@ class PollCommit:
     redirected_to: str | None = None
     had_new_entry: bool = False  # sets last_new_entry = now
     stale_notified: bool | None = None  # None = leave as is
+    # feedwatch.partial's cache for the next poll: None = leave the stored one, b"" = drop it
+    parse_cache: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,9 @@ class AlertRecord:
 LEASE_SECONDS = 20.0
 LEASE_RENEW = 5.0
 
+# Pending deliveries read at once by the dispatcher (their payloads are in memory together).
+PENDING_PAGE = 1000
+
 
 def new_owner() -> str:
     """A lease owner id unique to this process run: ``host:pid:random``."""
@@ -154,6 +159,10 @@ class Store(Protocol):
     def feeds(self) -> dict[str, FeedRecord]: ...
 
     def entries(self, feed: str) -> dict[str, StoredEntry]: ...
+
+    def parse_cache(self, feed: str) -> bytes | None:
+        """The parse cache the last poll of ``feed`` stored (feedwatch.partial), if any."""
+        ...
 
     def commit_poll(self, commit: PollCommit) -> list[str]:
         """Apply a poll; returns the ids of the alerts actually queued.
@@ -206,7 +215,7 @@ class Store(Protocol):
     def set_next_poll(self, feed: str, next_poll: datetime | None) -> None: ...
 
     def forget(self, feed: str) -> bool:
-        """Drop a feed's entries and HTTP state (its alerts and deliveries stay)."""
+        """Drop a feed's entries, parse cache and HTTP state (its alerts and deliveries stay)."""
         ...
 
     def clear_gone(self, feed: str) -> None: ...
@@ -214,6 +223,16 @@ class Store(Protocol):
     # -- outbox --------------------------------------------------------------
     def pending(self, *, sink: str | None = None, due_at: datetime | None = None) -> list[Delivery]:
         """Pending deliveries, oldest alert first; with ``due_at``, only those due then."""
+        ...
+
+    def pending_sinks(self, *, due_at: datetime | None = None) -> list[str]:
+        """The sinks with a pending delivery (with ``due_at``: one due then), by name."""
+        ...
+
+    def pending_pages(self, sink: str, *, page: int = PENDING_PAGE) -> Iterator[list[Delivery]]:
+        """``sink``'s pending deliveries, oldest alert first, ``page`` at a time: the memory
+        is a page's, however long the queue (a cold start queues one per entry). The order
+        is fixed by the first page; one settled meanwhile (another instance) is left out."""
         ...
 
     def mark_delivered(self, sink: str, alert_ids: Iterable[str], now: datetime) -> None: ...

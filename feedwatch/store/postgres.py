@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
@@ -44,6 +45,7 @@ from feedwatch.model import Alert, IdentityState, StoredEntry
 from feedwatch.redact import redact, register_secret
 from feedwatch.store import is_postgres_url  # noqa: F401 (re-exported: migrate, tests)
 from feedwatch.store.base import (
+    PENDING_PAGE,
     AlertRecord,
     Delivery,
     FeedClaim,
@@ -52,6 +54,7 @@ from feedwatch.store.base import (
     SinkCounts,
     StateError,
 )
+from feedwatch.store.seen import may_prune, seen_step, touch_cut
 
 try:
     import psycopg
@@ -141,9 +144,17 @@ _V1 = (
     "CREATE INDEX deliveries_claimed ON deliveries (claimed_by) WHERE claimed_by IS NOT NULL",
 )
 
+# Version 2: feedwatch.partial's cache of parsed items, one row per feed (only a cache).
+_V2 = (
+    f"""CREATE TABLE IF NOT EXISTS parse_cache (
+        feed TEXT {_C} PRIMARY KEY REFERENCES feeds(name) ON DELETE CASCADE,
+        data BYTEA NOT NULL
+    )""",
+)
+
 # The tables feedwatch owns: a database that has one of them but no feedwatch_schema
 # is someone else's.
-OWN_TABLES = ("feeds", "entries", "alerts", "deliveries")
+OWN_TABLES = ("feeds", "entries", "alerts", "deliveries", "parse_cache")
 
 _DELIVERY_COLS = (
     "d.alert_id, d.sink, a.feed, a.kind, a.payload, a.thread_id, a.created_at,"
@@ -249,7 +260,7 @@ class PostgresStore:
     """The ``Store`` protocol on a PostgreSQL database (see the module docstring)."""
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1,)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2)
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE) -> None:
         if psycopg is None:
@@ -511,6 +522,11 @@ class PostgresStore:
             for r in rows
         }
 
+    def parse_cache(self, feed: str) -> bytes | None:
+        with self._tx(single=True) as cur:
+            row = cur.execute("SELECT data FROM parse_cache WHERE feed = %s", (feed,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     @staticmethod
     def _ensure_feed(cur: Any, feed: str, url: str | None) -> None:
         cur.execute(
@@ -663,6 +679,14 @@ class PostgresStore:
                     "DELETE FROM entries WHERE feed = %s AND last_seen < %s",
                     (feed, prune_before),
                 )
+            if commit.parse_cache:
+                cur.execute(
+                    "INSERT INTO parse_cache (feed, data) VALUES (%s, %s)"
+                    " ON CONFLICT (feed) DO UPDATE SET data = excluded.data",
+                    (feed, commit.parse_cache),
+                )
+            elif commit.parse_cache is not None:
+                cur.execute("DELETE FROM parse_cache WHERE feed = %s", (feed,))
             cur.execute(
                 "UPDATE feeds SET url = %s, title = %s, etag = %s, last_modified = %s,"
                 " body_hash = %s, id_policy = %s, id_candidate = %s, baselined = TRUE,"
@@ -709,14 +733,21 @@ class PostgresStore:
         """A 304 or identical body: every entry seen again; validators kept when none came."""
         ts = _now_ts(now)
         nxt, prune = _ts(next_poll), _ts(prune_before)
+        step = seen_step(now, prune_before)
         # Every entry is seen now, so "pruned" means all of them or none: one statement
         # (the poll of every unchanged feed: the hot path) touches or drops them and
-        # upserts the feed row.
-        seen = (
-            "DELETE FROM entries WHERE feed = %(feed)s"
-            if prune is not None and ts < prune
-            else "UPDATE entries SET last_seen = %(ts)s WHERE feed = %(feed)s"
-        )
+        # upserts the feed row. The touch happens on the feed's first success of each
+        # `step` (feedwatch.store.seen; every part of the statement sees the feed row
+        # as it was before it), so most unchanged polls read and write no entry.
+        if not may_prune(now, step, prune_before):
+            seen = (
+                "UPDATE entries SET last_seen = %(ts)s WHERE feed = %(feed)s AND NOT EXISTS"
+                " (SELECT 1 FROM feeds WHERE name = %(feed)s AND last_success >= %(cut)s)"
+            )
+        elif prune is not None and ts < prune:
+            seen = "DELETE FROM entries WHERE feed = %(feed)s"
+        else:
+            seen = "UPDATE entries SET last_seen = %(ts)s WHERE feed = %(feed)s"
         with self._tx(single=True) as cur:
             cur.execute(
                 f"WITH seen AS ({seen})"
@@ -739,6 +770,7 @@ class PostgresStore:
                     "status": http_status,
                     "next": nxt,
                     "redirected": _t(redirected_to),
+                    "cut": touch_cut(now, step),
                 },
             )
 
@@ -803,6 +835,7 @@ class PostgresStore:
         """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""
         with self._tx() as cur:
             dropped = cur.execute("DELETE FROM entries WHERE feed = %s", (feed,)).rowcount
+            cur.execute("DELETE FROM parse_cache WHERE feed = %s", (feed,))
             known = cur.execute(
                 "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
                 " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE,"
@@ -851,6 +884,46 @@ class PostgresStore:
         with self._tx(single=True) as cur:
             rows = cur.execute(sql, args).fetchall()
         return [self._delivery(r) for r in rows]
+
+    def pending_sinks(self, *, due_at: datetime | None = None) -> list[str]:
+        sql = "SELECT DISTINCT sink FROM deliveries WHERE status = 'pending'"
+        args: list[Any] = []
+        if due_at is not None:
+            sql += " AND (next_attempt IS NULL OR next_attempt <= %s)"
+            args.append(_ts(due_at))
+        with self._tx(single=True) as cur:
+            return sorted(r[0] for r in cur.execute(sql + " ORDER BY sink", args).fetchall())
+
+    def pending_pages(self, sink: str, *, page: int = PENDING_PAGE) -> Iterator[list[Delivery]]:
+        # The queue's order as alert numbers (8 bytes each), then the rows a page at a time.
+        with self._tx(single=True) as cur:
+            order = array(
+                "q",
+                (
+                    r[0]
+                    for r in cur.execute(
+                        "SELECT a.seq FROM deliveries d JOIN alerts a ON a.alert_id = d.alert_id"
+                        " WHERE d.status = 'pending' AND d.sink = %s ORDER BY a.created_at, a.seq",
+                        (sink,),
+                    )
+                ),
+            )
+        for start in range(0, len(order), max(1, page)):
+            chunk = order[start : start + max(1, page)]
+            with self._tx(single=True) as cur:
+                rows = cur.execute(
+                    # each alert by number, then its delivery by primary key (OFFSET 0
+                    # keeps the planner, on fresh statistics, from scanning every
+                    # pending row of the sink once per alert instead)
+                    f"SELECT {_DELIVERY_COLS}, a.seq FROM alerts a CROSS JOIN LATERAL"
+                    " (SELECT * FROM deliveries x WHERE x.alert_id = a.alert_id"
+                    " AND x.sink = %s OFFSET 0) d"
+                    " WHERE a.seq = ANY(%s) AND d.status = 'pending'",
+                    (sink, list(chunk)),
+                ).fetchall()
+            rank = {seq: i for i, seq in enumerate(chunk)}
+            rows.sort(key=lambda r: rank[r[-1]])
+            yield [self._delivery(r) for r in rows]
 
     def mark_delivered(self, sink: str, alert_ids: Iterable[str], now: datetime) -> None:
         ts = _now_ts(now)

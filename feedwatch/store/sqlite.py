@@ -24,6 +24,7 @@ import json
 import os
 import sqlite3
 import threading
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ import structlog
 
 from feedwatch.model import Alert, IdentityState, StoredEntry
 from feedwatch.store.base import (
+    PENDING_PAGE,
     AlertRecord,
     Delivery,
     FeedClaim,
@@ -41,14 +43,16 @@ from feedwatch.store.base import (
     SinkCounts,
     StateError,
 )
+from feedwatch.store.seen import may_prune, seen_step, touch_cut
 
 log = structlog.get_logger("feedwatch.store")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 BUSY_TIMEOUT_MS = 10_000
-# quick_check reads every page: worth it on open only while that is cheap.
-QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024
+# quick_check reads every page: worth it on open only while that is cheap (16 MiB:
+# ~15 ms; a bigger state relies on SQLite reporting a bad page when it reads one).
+QUICK_CHECK_MAX_BYTES = 16 * 1024 * 1024
 
 _V1 = (
     """CREATE TABLE feeds (
@@ -116,6 +120,16 @@ _V1 = (
     "CREATE INDEX deliveries_status ON deliveries (status, sink, next_attempt)",
 )
 
+# Version 2: feedwatch.partial's cache of parsed items, one row per feed (only a cache:
+# a missing or stale row costs a full parse). IF NOT EXISTS: re-running the step on a
+# file whose version number was set back is harmless.
+_V2 = (
+    """CREATE TABLE IF NOT EXISTS parse_cache (
+        feed TEXT PRIMARY KEY REFERENCES feeds(name) ON DELETE CASCADE,
+        data BLOB NOT NULL
+    )""",
+)
+
 _DELIVERY_COLS = (
     "d.alert_id, d.sink, a.feed, a.kind, a.payload, a.thread_id, a.created_at,"
     " d.attempts, d.next_attempt, d.status, d.last_error, d.delivered_at"
@@ -163,7 +177,7 @@ class SqliteStore:
     """The ``Store`` protocol on one SQLite file (see ``feedwatch.store.base``)."""
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1,)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2)
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = os.path.expanduser(str(path))
@@ -485,6 +499,11 @@ class SqliteStore:
             for r in rows
         }
 
+    def parse_cache(self, feed: str) -> bytes | None:
+        with self._read() as cur:
+            row = cur.execute("SELECT data FROM parse_cache WHERE feed = ?", (feed,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     @staticmethod
     def _ensure_feed(cur: sqlite3.Cursor, feed: str, url: str | None) -> None:
         cur.execute(
@@ -603,6 +622,14 @@ class SqliteStore:
                     "DELETE FROM entries WHERE feed = ? AND last_seen < ?",
                     (feed, _ts(commit.prune_before)),
                 )
+            if commit.parse_cache:
+                cur.execute(
+                    "INSERT INTO parse_cache (feed, data) VALUES (?, ?)"
+                    " ON CONFLICT (feed) DO UPDATE SET data = excluded.data",
+                    (feed, commit.parse_cache),
+                )
+            elif commit.parse_cache is not None:
+                cur.execute("DELETE FROM parse_cache WHERE feed = ?", (feed,))
             cur.execute(
                 "UPDATE feeds SET url = ?, title = ?, etag = ?, last_modified = ?,"
                 " body_hash = ?, id_policy = ?, id_candidate = ?, baselined = 1,"
@@ -646,12 +673,22 @@ class SqliteStore:
         redirected_to: str | None = None,
         prune_before: datetime | None = None,
     ) -> None:
-        """A 304 or identical body: every entry seen again; validators kept when none came."""
+        """A 304 or identical body: every entry seen again; validators kept when none came.
+
+        ``last_seen`` moves on the feed's first success of each ``seen_step`` (the
+        subquery is evaluated once: other polls touch no entry row), and the prune
+        runs only when something can be old enough (feedwatch.store.seen).
+        """
         ts = _now_ts(now)
+        step = seen_step(now, prune_before)
         with self._write() as cur:
             self._ensure_feed(cur, feed, url)
-            cur.execute("UPDATE entries SET last_seen = ? WHERE feed = ?", (ts, feed))
-            if prune_before is not None:
+            cur.execute(
+                "UPDATE entries SET last_seen = ? WHERE feed = ? AND NOT EXISTS"
+                " (SELECT 1 FROM feeds WHERE name = ? AND last_success >= ?)",
+                (ts, feed, feed, _ts(touch_cut(now, step))),
+            )
+            if may_prune(now, step, prune_before):
                 cur.execute(
                     "DELETE FROM entries WHERE feed = ? AND last_seen < ?",
                     (feed, _ts(prune_before)),
@@ -742,6 +779,7 @@ class SqliteStore:
         """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""
         with self._write() as cur:
             dropped = cur.execute("DELETE FROM entries WHERE feed = ?", (feed,)).rowcount
+            cur.execute("DELETE FROM parse_cache WHERE feed = ?", (feed,))
             known = cur.execute(
                 "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
                 " id_policy = 'guid', id_candidate = NULL, baselined = 0, gone = 0,"
@@ -790,6 +828,45 @@ class SqliteStore:
         with self._read() as cur:
             rows = cur.execute(sql, args).fetchall()
         return [self._delivery(r) for r in rows]
+
+    def pending_sinks(self, *, due_at: datetime | None = None) -> list[str]:
+        sql = "SELECT DISTINCT sink FROM deliveries WHERE status = 'pending'"
+        args: list[Any] = []
+        if due_at is not None:
+            sql += " AND (next_attempt IS NULL OR next_attempt <= ?)"
+            args.append(_ts(due_at))
+        with self._read() as cur:
+            return sorted(r[0] for r in cur.execute(sql + " ORDER BY sink", args).fetchall())
+
+    def pending_pages(self, sink: str, *, page: int = PENDING_PAGE) -> Iterator[list[Delivery]]:
+        # The queue's order as alert numbers (8 bytes each), then the rows a page at a time.
+        with self._read() as cur:
+            order = array(
+                "q",
+                (
+                    r[0]
+                    for r in cur.execute(
+                        "SELECT a.seq FROM deliveries d JOIN alerts a ON a.alert_id = d.alert_id"
+                        " WHERE d.status = 'pending' AND d.sink = ? ORDER BY a.created_at, a.seq",
+                        (sink,),
+                    )
+                ),
+            )
+        for start in range(0, len(order), max(1, page)):
+            chunk = order[start : start + max(1, page)]
+            marks = ",".join("?" * len(chunk))
+            with self._read() as cur:
+                rows = cur.execute(
+                    # CROSS JOIN: look up the alerts by number first (without it SQLite
+                    # may walk every pending row of the sink once per number)
+                    f"SELECT {_DELIVERY_COLS}, a.seq FROM alerts a CROSS JOIN deliveries d"
+                    " ON d.alert_id = a.alert_id AND d.sink = ?"
+                    f" WHERE a.seq IN ({marks}) AND d.status = 'pending'",
+                    [sink, *chunk],
+                ).fetchall()
+            rank = {seq: i for i, seq in enumerate(chunk)}
+            rows.sort(key=lambda r: rank[r[-1]])
+            yield [self._delivery(r) for r in rows]
 
     def mark_delivered(self, sink: str, alert_ids: Iterable[str], now: datetime) -> None:
         ts = _now_ts(now)

@@ -1,0 +1,534 @@
+"""Parsing only the changed items (feedwatch.partial) gives exactly parse_body's result.
+
+The proof issue 7 asks for: over every file of the feedparser corpus and over the
+synthetic benchmark rounds, ``parse_incremental`` with the cache of a previous
+version of the body equals ``parse_body`` on the new body, for every mutation we
+could think of (items dropped, edited, swapped, duplicated, added; the head's
+text and markup changed) and for hypothesis-made feeds. Then: a damaged cache is
+a full parse with the same result; the bodies we do not handle incrementally are
+parsed in full; and a real poll against a real server parses only the edited
+item, alerts it as ``updated`` and keeps the cache in the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import feedwatch.partial as partial
+from feedwatch.fetch import Fetcher
+from feedwatch.model import Config, FeedConfig, FeedSettings, Jitter, SinkConfig
+from feedwatch.parse import parse_body
+from feedwatch.partial import parse_incremental, split_items
+from feedwatch.poll import Poller
+from feedwatch.store import open_store
+from feedwatch.store.base import Store
+from feedwatch.testing import T0, FakeClock, entry, rss
+from tests.corpus import corpus_cases, corpus_root
+from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
+from tests.pg import pg_cluster, pg_url  # noqa: F401
+from tests.test_store import backend, reopen, store  # noqa: F401
+from tests.test_store import poll as commit_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import synth
+
+BASE = "http://127.0.0.1:8097/"
+XML = {"content-type": "application/xml"}
+CASES = corpus_cases()
+ROOT = corpus_root()
+
+
+def full(body: bytes, headers: dict[str, str], url: str | None, max_entries: int = 5000) -> Any:
+    return parse_body(body, headers, url=url, max_entries=max_entries)
+
+
+def incremental(
+    body: bytes,
+    headers: dict[str, str],
+    url: str | None,
+    cache: bytes | None,
+    max_entries: int = 5000,
+) -> tuple[Any, bytes | None]:
+    return parse_incremental(body, headers, url=url, max_entries=max_entries, cache=cache)
+
+
+def assert_same(
+    old: bytes,
+    new: bytes,
+    headers: dict[str, str],
+    url: str | None,
+    where: str,
+    cache: bytes | None = None,
+) -> bytes | None:
+    """The cache of ``old`` (given, or made here), then ``new`` parsed with it, equals
+    parse_body(new); returns the cache that parse left."""
+    if cache is None:
+        first, cache = incremental(old, headers, url, None)
+        assert first == full(old, headers, url), f"{where}: no cache"
+    got, again = incremental(new, headers, url, cache)
+    assert got == full(new, headers, url), f"{where}: with the previous cache"
+    return again
+
+
+# --------------------------------------------------------------------------
+# Mutations of a body: every one must give parse_body's result
+# --------------------------------------------------------------------------
+
+
+def _items(body: bytes) -> list[tuple[int, int]]:
+    split = split_items(body)
+    return list(split.items) if split else []
+
+
+def _splice(body: bytes, spans: list[tuple[int, int]], pieces: list[bytes]) -> bytes:
+    """``body`` with each span replaced by the piece of the same index."""
+    out: list[bytes] = []
+    last = 0
+    for (s, e), piece in zip(spans, pieces, strict=True):
+        out += (body[last:s], piece)
+        last = e
+    out.append(body[last:])
+    return b"".join(out)
+
+
+def mutations(body: bytes) -> Iterator[tuple[str, bytes]]:
+    spans = _items(body)
+    raw = [body[s:e] for s, e in spans]
+    if spans:
+        yield "drop the first item", _splice(body, spans, [b"", *raw[1:]])
+        yield "edit the first item", _splice(body, spans, [_edit(raw[0]), *raw[1:]])
+        yield "a new item", _splice(body, spans, [_edit(raw[-1]) + b"\n" + raw[0], *raw[1:]])
+        yield "edit the head's text", _edit_head(body, spans[0][0])
+        yield "new head element", body[: spans[0][0]] + b"<foo>bar</foo>\n" + body[spans[0][0] :]
+    if len(spans) >= 2:
+        yield "swap two items, edit one", _splice(body, spans, [raw[-1], *raw[1:-1], _edit(raw[0])])
+
+
+def _edit(item: bytes) -> bytes:
+    """The item with a word added to its first text node (or, failing that, its end)."""
+    at = item.find(b">")
+    while 0 <= at < len(item) - 1:
+        if item[at + 1 : at + 2] not in (b"<", b"\n", b" ", b"\r", b"\t"):
+            return item[: at + 1] + b"edited " + item[at + 1 :]
+        at = item.find(b">", at + 1)
+    return item + b"\n"
+
+
+def _edit_head(body: bytes, first_item: int) -> bytes:
+    head = body[:first_item]
+    at = head.rfind(b"</title>")
+    if at < 0:
+        return head + b"\n<!-- a comment -->\n" + body[first_item:]
+    return head[:at] + b" (changed)" + head[at:] + body[first_item:]
+
+
+def _by_folder(most: int = 150) -> dict[str, list[tuple[Path, bytes, dict[str, str]]]]:
+    """The corpus by folder, big folders in parts of ``most`` files (both workers busy)."""
+    folders: dict[str, list[tuple[Path, bytes, dict[str, str]]]] = defaultdict(list)
+    for case in CASES:
+        folders[case[0].parent.relative_to(ROOT).as_posix()].append(case)
+    parts = {}
+    for name, cases in sorted(folders.items()):
+        for n, at in enumerate(range(0, len(cases), most)):
+            parts[f"{name}:{n}"] = cases[at : at + most]
+    return parts
+
+
+FOLDERS = _by_folder()
+
+
+@pytest.mark.skipif(not CASES, reason=f"feedparser corpus not found at {ROOT}")
+@pytest.mark.parametrize("folder", list(FOLDERS) or ["-"])
+def test_corpus_every_file_and_its_mutations(folder: str) -> None:
+    for path, body, headers in FOLDERS.get(folder, []):
+        url = BASE + path.relative_to(ROOT).as_posix()
+        where = path.relative_to(ROOT).as_posix()
+        parsed, cache = incremental(body, headers, url, None)
+        assert parsed == full(body, headers, url), where
+        if cache is None:
+            # parsed in full whatever the cache: one mutation shows it stays equal
+            for name, new in list(mutations(body))[:1]:
+                assert_same(body, new, headers, url, f"{where}: {name}", cache=b"x")
+            continue
+        assert incremental(body, headers, url, cache)[0] == parsed, where  # all cached
+        for name, new in mutations(body):
+            again = assert_same(body, new, headers, url, f"{where}: {name}", cache=cache)
+            # and back: the mutated body's cache used for the original
+            assert incremental(body, headers, url, again)[0] == parsed, f"{where}: {name} back"
+
+
+def test_corpus_cache_covers_most_files() -> None:
+    if not CASES:
+        pytest.skip("no corpus")
+    cached = sum(incremental(b, h, BASE + p.name, None)[1] is not None for p, b, h in CASES)
+    assert cached > len(CASES) // 2
+
+
+# --------------------------------------------------------------------------
+# The benchmark's synthetic rounds (and more changes than they make)
+# --------------------------------------------------------------------------
+
+
+def test_synthetic_rounds_chained() -> None:
+    """Round K parsed with the cache that round K-1's incremental parse left."""
+    n, upto = 16, 4
+    states, _ = synth.rounds(n, 7, upto)
+    caches: list[bytes | None] = [None] * n
+    parsed_from_cache = 0
+    for k in range(upto + 1):
+        for i, feed in enumerate(states[k]):
+            body = synth.render(feed)
+            url = f"http://127.0.0.1:1/f/{i}"
+            got, cache = incremental(body, XML, url, caches[i])
+            assert got == full(body, XML, url), (k, i)
+            assert cache is not None, (k, i)
+            parsed_from_cache += caches[i] is not None
+            caches[i] = cache
+    assert parsed_from_cache == n * upto
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["reorder", "drop middle", "drop all", "channel title", "edit every entry", "from scratch"],
+)
+def test_synthetic_feeds_changed_otherwise(change: str) -> None:
+    states, _ = synth.rounds(6, 3, 0)
+    for i, before in enumerate(states[0]):
+        f = replace(before, entries=list(before.entries))
+        if change == "reorder":
+            f.entries = f.entries[::2] + f.entries[1::2]
+        elif change == "drop middle":
+            f.entries = f.entries[:3] + f.entries[-3:]
+        elif change == "drop all":
+            f.entries = f.entries[:1]
+        elif change == "channel title":
+            f.title = before.title + " & more"
+        elif change == "edit every entry":
+            f.entries = [replace(e, rev=e.rev + 1, updated=synth.BASE_TIME) for e in f.entries]
+        else:
+            f = synth.initial(i + 10, 99)[-1]
+            f.index = before.index
+        assert_same(synth.render(before), synth.render(f), XML, f"http://x/{i}", f"{change} {i}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 30), max_size=12, unique=True),
+    st.lists(st.integers(0, 30), max_size=12, unique=True),
+    st.sets(st.integers(0, 30)),
+    st.sampled_from(["Feed", "Feed & co", "Other <b>feed</b>"]),
+)
+def test_any_two_versions_of_a_feed(
+    old_ids: list[int], new_ids: list[int], edited: set[int], title: str
+) -> None:
+    def make(ids: list[int], edit: set[int], feed_title: str) -> bytes:
+        return rss(
+            [
+                entry(
+                    n,
+                    summary=f"<p>Text of {n}{' (edited)' if n in edit else ''}</p>",
+                    updated=T0 + timedelta(hours=1) if n in edit else None,
+                    tags=("a", f"t{n % 3}"),
+                )
+                for n in ids
+            ],
+            title=feed_title,
+        )
+
+    assert_same(make(old_ids, set(), "Feed"), make(new_ids, edited, title), XML, "http://x/", "h")
+
+
+# --------------------------------------------------------------------------
+# The cache: damaged, foreign or absent means a full parse, same result
+# --------------------------------------------------------------------------
+
+
+def _feed(n: int = 5, edited: int | None = None) -> bytes:
+    return rss([entry(i, summary=f"S{i}{'!' if i == edited else ''}") for i in range(n)])
+
+
+def test_a_damaged_cache_is_a_full_parse_with_the_same_result() -> None:
+    old, new = _feed(), _feed(edited=2)
+    _, cache = incremental(old, XML, "http://x/", None)
+    assert cache is not None
+    expected = full(new, XML, "http://x/")
+    damaged = [
+        b"",
+        b"garbage",
+        cache[:20],
+        cache[:-7],
+        cache + b"\n",
+        b"FWPC9\n" + cache[6:],
+        cache.replace(b"S3", b"S9"),  # a cached text changed: the CRC catches it
+    ]
+    damaged += [
+        cache[:i] + bytes([cache[i] ^ 0x55]) + cache[i + 1 :] for i in range(0, len(cache), 97)
+    ]
+    for bad in damaged:
+        got, again = incremental(new, XML, "http://x/", bad)
+        assert got == expected, bad[:40]
+        assert again is not None  # a fresh cache replaces the bad one
+
+
+def test_a_cache_for_other_headers_url_or_limit_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old, new = _feed(), _feed(edited=2)
+    _, cache = incremental(old, XML, "http://x/", None)
+    seen = count_parsed(monkeypatch)
+    for headers, url, cap in [
+        ({"content-type": "text/xml; charset=iso-8859-1"}, "http://x/", 5000),
+        (XML, "http://y/", 5000),
+        ({**XML, "content-location": "/elsewhere/"}, "http://x/", 5000),
+        (XML, "http://x/", 6),
+    ]:
+        seen.clear()
+        got, _ = incremental(new, headers, url, cache, max_entries=cap)
+        assert got == full(new, headers, url, cap)
+        assert seen == [5], (headers, url, cap)  # every item parsed again
+
+
+def count_parsed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of entries feedparser read, per parse done by feedwatch.partial."""
+    seen: list[int] = []
+    real = partial.parse_xml_detail
+
+    def counting(*a: Any, **kw: Any) -> Any:
+        result = real(*a, **kw)
+        seen.append(result.raw_entries)
+        return result
+
+    monkeypatch.setattr(partial, "parse_xml_detail", counting)
+    return seen
+
+
+def test_only_the_changed_items_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = count_parsed(monkeypatch)
+    old = rss([entry(i) for i in range(10)])
+    _, cache = incremental(old, XML, "http://x/", None)
+    assert seen == [10]
+    new = rss([entry(10), *(entry(i, summary="Changed" if i == 4 else None) for i in range(9))])
+    got, cache = incremental(new, XML, "http://x/", cache)
+    assert got == full(new, XML, "http://x/")
+    assert seen == [10, 2]  # entry 10 (new) and entry 4 (edited)
+    got, _ = incremental(new, XML, "http://x/", cache)  # the same body: no parse at all
+    assert got == full(new, XML, "http://x/") and seen == [10, 2]
+
+
+# --------------------------------------------------------------------------
+# What is always parsed in full (and gives no cache)
+# --------------------------------------------------------------------------
+
+_RSS_HEAD = b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
+_ITEMS = b"<item><title>A</title><guid>a</guid></item><item><title>B</title><guid>b</guid></item>"
+_TAIL = b"</channel></rss>"
+
+
+@pytest.mark.parametrize(
+    "body,headers",
+    [
+        (b'{"version": "https://jsonfeed.org/version/1.1", "title": "J", "items": []}', {}),
+        (b"\xef\xbb\xbf" + _RSS_HEAD + _ITEMS + _TAIL, XML),
+        ((_RSS_HEAD + _ITEMS + _TAIL).decode().encode("utf-16"), XML),
+        (_RSS_HEAD.replace(b"utf-8", b"shift_jis") + _ITEMS + _TAIL, XML),
+        (_RSS_HEAD + _ITEMS + _TAIL, {"content-type": "application/xml; charset=utf-7"}),
+        (b'<!DOCTYPE rss [<!ENTITY a "b">]>' + _RSS_HEAD[38:] + _ITEMS + _TAIL, XML),
+        (_RSS_HEAD + b"<item><item>x</item></item>" + _TAIL, XML),
+        (_RSS_HEAD + b"<item><title>never closed</title>" + _TAIL, XML),
+        (_RSS_HEAD + _ITEMS.replace(b"<guid>a", b"<guid>a&nbsp;") + _TAIL, XML),  # not XML
+        (_RSS_HEAD + b'<item xmlns:x="urn:mine"><x:t>1</x:t></item>' + _TAIL, XML),
+        (_RSS_HEAD + b"<image><item><title>in an image</title></item></image>" + _TAIL, XML),
+        (_RSS_HEAD + b"<item><title>A</title><Channel/></item><link>x</link>" + _TAIL, XML),
+        (_RSS_HEAD + b'<item><a:feed xmlns:a="http://www.w3.org/2005/Atom"/></item>' + _TAIL, XML),
+        (_RSS_HEAD + b"<item><?pi <item>?></item>" + _TAIL, XML),
+        (_RSS_HEAD + _ITEMS + b"<ITEM><title>C</title></ITEM>" + _TAIL, XML),
+        (b"<html><body>not a feed</body></html>", {"content-type": "text/html"}),
+        (b"", XML),
+    ],
+)
+def test_unusual_bodies_are_parsed_in_full(body: bytes, headers: dict[str, str]) -> None:
+    got, cache = incremental(body, headers, "http://x/", None)
+    assert got == full(body, headers, "http://x/")
+    assert cache is None
+
+
+def test_more_items_than_max_entries_is_a_full_parse() -> None:
+    body = _feed(8)
+    got, cache = incremental(body, XML, "http://x/", None, max_entries=5)
+    assert got == full(body, XML, "http://x/", 5) and got.dropped_entries == 3
+    assert cache is None
+
+
+def test_a_content_type_that_is_not_xml_still_uses_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A "content type is not XML" warning comes from the headers alone: items are cached."""
+    headers = {"content-type": "text/plain; charset=utf-8"}
+    _, cache = incremental(_feed(), headers, "http://x/", None)
+    assert cache is not None
+    seen = count_parsed(monkeypatch)
+    new = _feed(edited=1)
+    got, _ = incremental(new, headers, "http://x/", cache)
+    assert got == full(new, headers, "http://x/") and got.warnings
+    assert seen == [1]
+
+
+def test_a_bug_in_the_incremental_path_costs_only_a_full_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(body: bytes) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(partial, "split_items", broken)
+    body = _feed()
+    assert incremental(body, XML, "http://x/", None) == (full(body, XML, "http://x/"), None)
+
+
+# --------------------------------------------------------------------------
+# The store keeps one cache per feed; forget drops it
+# --------------------------------------------------------------------------
+
+
+def test_store_keeps_replaces_and_drops_the_cache(store: Store) -> None:  # noqa: F811
+    assert store.parse_cache("f") is None
+    store.commit_poll(commit_of("f", parse_cache=b"one\x00\xff"))
+    assert store.parse_cache("f") == b"one\x00\xff"
+    store.commit_poll(commit_of("f"))  # None: left as it is
+    assert store.parse_cache("f") == b"one\x00\xff"
+    store.commit_poll(commit_of("f", parse_cache=b"two"))
+    store.commit_poll(commit_of("g", parse_cache=b"other"))
+    assert (store.parse_cache("f"), store.parse_cache("g")) == (b"two", b"other")
+    store.commit_poll(commit_of("f", parse_cache=b""))  # empty: dropped
+    assert store.parse_cache("f") is None
+    store.commit_poll(commit_of("f", parse_cache=b"three"))
+    assert store.forget("f")
+    assert store.parse_cache("f") is None and store.parse_cache("g") == b"other"
+
+
+# --------------------------------------------------------------------------
+# End to end: a real server, a real SQLite state, the real poller
+# --------------------------------------------------------------------------
+
+SETTINGS = FeedSettings(interval=60, jitter=Jitter())
+
+
+def _setup(tmp_path: Path, url: str) -> tuple[FeedConfig, Config, Store]:
+    feed = FeedConfig(name="f", url=url, settings=SETTINGS, sinks=("s",))
+    config = Config(
+        path=None,
+        state=str(tmp_path / "state.db"),
+        feeds=(feed,),
+        rules={},
+        sinks={
+            "s": SinkConfig(name="s", type="jsonl", options={"path": str(tmp_path / "a.jsonl")})
+        },
+    )
+    state = open_store(config.state)
+    assert state is not None
+    return feed, config, state
+
+
+async def _poll(config: Config, state: Store, clock: FakeClock, feed: FeedConfig, **kw: Any) -> Any:
+    async with Fetcher() as fetcher:
+        return await Poller(config, state, fetcher, clock=clock, **kw).poll(feed)
+
+
+def _entries(edited: set[int] = frozenset(), extra: int = 0) -> bytes:  # type: ignore[assignment]
+    return rss(
+        [
+            entry(
+                n,
+                summary=f"Text {n}" + (" (corrected)" if n in edited else ""),
+                updated=T0 + timedelta(hours=2) if n in edited else None,
+            )
+            for n in range(extra + 6)
+        ][::-1]
+    )
+
+
+def test_poll_parses_only_the_edited_item_and_alerts_it_updated(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = count_parsed(monkeypatch)
+    feed_server.set("/f", _entries())
+    feed, config, state = _setup(tmp_path, feed_server.url("/f"))
+    clock = FakeClock(T0)
+    r = asyncio.run(_poll(config, state, clock, feed))
+    assert r.result == "ok" and r.baseline and seen == [6]
+    first = state.parse_cache("f")
+    assert first is not None
+
+    feed_server.set("/f", _entries(edited={2}))
+    clock.advance(hours=3)
+    r = asyncio.run(_poll(config, state, clock, feed))
+    assert r.result == "ok" and (r.new, r.updated) == (0, 1)
+    assert [(a.kind, a.payload["entry"]["title"]) for a in r.alerts] == [("updated", "Entry 2")]
+    assert seen == [6, 1]  # only the edited item went through feedparser
+    second = state.parse_cache("f")
+    assert second is not None and second != first
+
+    feed_server.set("/f", _entries(edited={2}, extra=1))
+    clock.advance(hours=1)
+    r = asyncio.run(_poll(config, state, clock, feed))
+    assert [(a.kind, a.payload["entry"]["title"]) for a in r.alerts] == [("new", "Entry 6")]
+    assert seen == [6, 1, 1]
+    # forget drops the cache with the entries: the next poll parses everything
+    assert state.forget("f") and state.parse_cache("f") is None
+    clock.advance(hours=1)
+    asyncio.run(_poll(config, state, clock, feed))
+    assert seen == [6, 1, 1, 7]
+    state.close()
+
+
+def test_dry_run_and_an_injected_parser_write_no_cache(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed_server.set("/f", _entries())
+    feed, config, state = _setup(tmp_path, feed_server.url("/f"))
+    clock = FakeClock(T0)
+    r = asyncio.run(_poll(config, state, clock, feed, dry_run=True))
+    assert r.result == "ok" and state.parse_cache("f") is None
+    calls: list[int] = []
+
+    def parse(body: bytes, headers: Any, **kw: Any) -> Any:
+        calls.append(len(body))
+        return parse_body(body, headers, **kw)
+
+    r = asyncio.run(_poll(config, state, clock, feed, parse=parse))
+    assert r.result == "ok" and len(calls) == 1
+    assert state.parse_cache("f") is None
+    state.close()
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_poll_through_an_executor_stores_the_cache(
+    tmp_path: Path, feed_server: FeedServer, executor: str
+) -> None:
+    """The parse goes to a worker and back (a process pool pickles both ways)."""
+    from concurrent.futures import Executor, ThreadPoolExecutor
+
+    from feedwatch.parsepool import ParsePool
+
+    feed_server.set("/f", _entries())
+    feed, config, state = _setup(tmp_path, feed_server.url("/f"))
+    clock = FakeClock(T0)
+    pool: Executor = ThreadPoolExecutor(1) if executor == "thread" else ParsePool(1)
+    with pool:
+        asyncio.run(_poll(config, state, clock, feed, parse_executor=pool))
+        assert state.parse_cache("f") is not None
+        feed_server.set("/f", _entries(edited={3}))
+        clock.advance(hours=3)
+        r = asyncio.run(_poll(config, state, clock, feed, parse_executor=pool))
+    assert [a.kind for a in r.alerts] == ["updated"]
+    state.close()
