@@ -310,30 +310,29 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 
             pool = ParsePool(worker_count(config.parse_workers))
             poller = Poller(config, store, fetcher, dry_run=args.dry_run, parse_executor=pool)
+            shown = _AlertLines(json_lines=args.json, dry_run=args.dry_run)
+
+            async def poll(index: int, feed: FeedConfig) -> Any:
+                # the alerts' lines now, the alerts themselves dropped: a cold check can
+                # alert on every entry of every feed, and their payloads would all be kept
+                r = await poller.poll(feed)
+                if r.alerts:
+                    shown.add(index, r.alerts)
+                    r = replace(r, alerts=[])
+                return r
+
             try:
-                reports = await asyncio.gather(*(poller.poll(f) for f in to_poll))
+                reports = await asyncio.gather(*(poll(i, f) for i, f in enumerate(to_poll)))
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
             pool.shutdown(wait=True)  # the workers' memory goes back before delivery
         failed = any(r.result == "error" for r in reports)
-        alerts = [a for r in reports for a in r.alerts]
 
         for r in reports:
             if r.result == "error":
                 print(f"error {r.feed}: {r.error}", file=sys.stderr)
-        if args.json:
-            for a in alerts:
-                out.write(json.dumps(a.payload, ensure_ascii=False) + "\n")
-        else:
-            for a in alerts:
-                title = (
-                    (a.payload.get("entry") or {}).get("title") or a.payload.get("message") or ""
-                )
-                prefix = "would alert" if args.dry_run else "alert"
-                out.write(
-                    f"{prefix} {a.id} {a.kind} {a.feed}: {title} -> {', '.join(a.sinks) or '(no sink)'}\n"
-                )
+        shown.write_to(out)
         out.flush()
 
         delivery_ok = True
@@ -354,12 +353,12 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
                 f"{sum(r.result == 'error' for r in reports)} failed), "
                 f"{sum(r.new for r in reports if r.baseline and _baselines(config, r.feed))} baselined, "
                 f"{sum(r.new for r in reports if not (r.baseline and _baselines(config, r.feed)))} new, "
-                f"{sum(r.updated for r in reports)} updated, {len(alerts)} alerts; "
+                f"{sum(r.updated for r in reports)} updated, {shown.count} alerts; "
                 f"deliveries: {report.delivered} sent, {report.retried} to retry, "
                 f"{report.dead} dead, {report.waiting} held"
             )
         else:
-            summary = f"dry run: {len(reports)} feeds polled, {len(alerts)} alerts would be sent"
+            summary = f"dry run: {len(reports)} feeds polled, {shown.count} alerts would be sent"
         if not args.json:
             print(summary, file=sys.stderr)
         return EXIT_FAIL if failed or not delivery_ok else EXIT_OK
@@ -369,6 +368,41 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             lock.release()
         if tmpdir is not None:
             tmpdir.cleanup()
+
+
+class _AlertLines:
+    """What `check` prints of its alerts, rendered as each feed's poll ends and written
+    out in the feeds' order once all are polled. Beyond a few MB (a cold start's alerts,
+    with --json their whole payloads) the lines wait in a temporary file, not in memory."""
+
+    SPOOL_MAX = 8 << 20  # bytes kept in memory before the temporary file
+
+    def __init__(self, *, json_lines: bool, dry_run: bool) -> None:
+        self.json_lines = json_lines
+        self.prefix = "would alert" if dry_run else "alert"
+        self.count = 0
+        self._file = tempfile.SpooledTemporaryFile(max_size=self.SPOOL_MAX)
+        self._parts: dict[int, tuple[int, int]] = {}
+
+    def add(self, index: int, alerts: Sequence[Any]) -> None:
+        data = "".join(self._line(a) for a in alerts).encode("utf-8", "surrogatepass")
+        offset = self._file.seek(0, 2)
+        self._file.write(data)
+        self._parts[index] = (offset, len(data))
+        self.count += len(alerts)
+
+    def _line(self, a: Any) -> str:
+        if self.json_lines:
+            return json.dumps(a.payload, ensure_ascii=False) + "\n"
+        title = (a.payload.get("entry") or {}).get("title") or a.payload.get("message") or ""
+        return f"{self.prefix} {a.id} {a.kind} {a.feed}: {title} -> {', '.join(a.sinks) or '(no sink)'}\n"
+
+    def write_to(self, out: TextIO) -> None:
+        for index in sorted(self._parts):
+            offset, size = self._parts[index]
+            self._file.seek(offset)
+            out.write(self._file.read(size).decode("utf-8", "surrogatepass"))
+        self._file.close()
 
 
 def _baselines(config: Config, feed: str) -> bool:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -36,7 +36,14 @@ from feedwatch.clock import Clock, system_clock
 from feedwatch.model import Config
 from feedwatch.redact import redact
 from feedwatch.sinks.base import SendResult, Sink
-from feedwatch.store.base import LEASE_RENEW, LEASE_SECONDS, Delivery, Store, new_owner
+from feedwatch.store.base import (
+    LEASE_RENEW,
+    LEASE_SECONDS,
+    PENDING_PAGE,
+    Delivery,
+    Store,
+    new_owner,
+)
 
 log = structlog.get_logger("feedwatch.deliver")
 
@@ -64,6 +71,7 @@ class Dispatcher:
         clock: Clock = system_clock,
         rng: random.Random | None = None,
         owner: str | None = None,
+        page: int = PENDING_PAGE,
     ) -> None:
         self.config = config
         self.store = store
@@ -71,26 +79,19 @@ class Dispatcher:
         self.clock = clock
         self.rng = rng or random.Random()
         self.owner = owner or new_owner()  # whose delivery claims these are
+        self.page = page  # pending deliveries read (and held) at once, per sink
         self._lock = asyncio.Lock()
 
     async def run_once(self, *, force: bool = False) -> DispatchReport:
         """Send what is due; ``force`` (check, a manual request) ignores the retry backoff."""
         async with self._lock:
-            now = self.clock()
-            pending = self.store.pending(due_at=None if force else now)
-            by_sink: dict[str, list[Delivery]] = {}
-            for d in pending:
-                by_sink.setdefault(d.sink, []).append(d)
-            if not force:
-                # A sink with something due: look at all of its queue, so that a newer
-                # alert never overtakes an older one that waits for its retry.
-                by_sink = {name: self.store.pending(sink=name) for name in by_sink}
+            # A sink with something due: go through all of its queue, so that a newer
+            # alert never overtakes an older one that waits for its retry.
+            names = self.store.pending_sinks(due_at=None if force else self.clock())
             report = DispatchReport()
             keepalive = asyncio.get_running_loop().create_task(self._renew_claims())
             try:
-                await asyncio.gather(
-                    *(self._run_sink(name, items, report, force) for name, items in by_sink.items())
-                )
+                await asyncio.gather(*(self._run_sink(name, report, force) for name in names))
             finally:
                 keepalive.cancel()
             return report
@@ -105,61 +106,79 @@ class Dispatcher:
             except Exception as exc:
                 log.warning("delivery.renew_failed", error=str(exc))
 
-    async def _run_sink(
-        self, name: str, items: list[Delivery], report: DispatchReport, force: bool
-    ) -> None:
+    async def _run_sink(self, name: str, report: DispatchReport, force: bool) -> None:
         now = self.clock()
         sink = self.sinks.get(name)
-        live: list[Delivery] = []
-        for d in items:
-            # Only a delivery that has failed can be given up: a fresh or redelivered one gets
-            # a try. One for a sink no longer configured can never be tried: it waits, visible,
-            # until given up.
-            if (d.attempts > 0 or sink is None) and pacing.is_given_up(
-                d.created_at, now, self.config.give_up_after
-            ):
-                age = _human(self.config.give_up_after)
-                if sink is None:
-                    reason = f"gave up: sink {name!r} is no longer configured ({age} after the alert was created)"
-                else:
-                    reason = f"gave up: still failing {age} after the alert was created"
-                if d.last_error:
-                    reason += f" (last error: {d.last_error})"
-                self.store.mark_dead(name, [d.alert_id], now, error=reason)
-                report.dead += 1
-                log.error("delivery.dead", sink=name, alert=d.alert_id, feed=d.feed, error=reason)
-            else:
-                live.append(d)
-        if not live:
-            return
+        live = self._live(name, sink, now, report)
         if sink is None:
-            report.waiting += len(live)
+            report.waiting += sum(1 for _ in live)
             return
         cfg = self.config.sinks.get(name)
         digest = cfg.digest if cfg is not None else 0.0
         if digest > 0 and sink.supports_digest:
-            oldest = min(d.created_at for d in live)
-            if (now - oldest).total_seconds() < digest:
-                report.waiting += len(live)
+            items = list(live)  # a digest is one message: all of the queue at once
+            if not items:
                 return
-            if not force and not all(_due(d, now) for d in live):
+            oldest = min(d.created_at for d in items)
+            if (now - oldest).total_seconds() < digest:
+                report.waiting += len(items)
+                return
+            if not force and not all(_due(d, now) for d in items):
                 return  # a failed digest waits for its retry; newer alerts join it then
-            await self._send(sink, live, report)
+            await self._send(sink, items, report)
             return
         # A sink that can take several alerts in one go (jsonl: one write, one fsync) gets
-        # them in order, in batches that succeed or fail together.
+        # them in order, in batches that succeed or fail together. The queue is read a page
+        # at a time; a batch may span two pages.
         batch_size = max(1, int(getattr(sink, "max_batch", 1)))
-        i = 0
-        while i < len(live):
-            if not force and not _due(live[i], now):
-                break  # in backoff: it and every newer alert wait (oldest first)
-            j = i + 1
-            while j < len(live) and j - i < batch_size and (force or _due(live[j], now)):
-                j += 1
-            if await self._send(sink, live[i:j], report) in ("retry", "held"):
-                break  # the sink is unwell, or another instance sends this one: later
-                # alerts wait, so none overtakes it
-            i = j
+        batch: list[Delivery] = []
+        stopped = False
+        for d in live:
+            if stopped:
+                continue  # the rest only waits; reading on gives up the ones too old
+            if batch and (len(batch) >= batch_size or not (force or _due(d, now))):
+                stopped = await self._send(sink, batch, report) in ("retry", "held")
+                # the sink is unwell, or another instance sends this one: later alerts
+                # wait, so none overtakes it
+                batch = []
+                if stopped:
+                    continue
+            if not force and not _due(d, now):
+                stopped = True  # in backoff: it and every newer alert wait (oldest first)
+                continue
+            batch.append(d)
+        if batch and not stopped:
+            await self._send(sink, batch, report)
+
+    def _live(
+        self, name: str, sink: Sink | None, now: datetime, report: DispatchReport
+    ) -> Iterator[Delivery]:
+        """``name``'s queue, oldest first, without the deliveries given up (marked dead)."""
+        for page in self.store.pending_pages(name, page=self.page):
+            for d in page:
+                # Only a delivery that has failed can be given up: a fresh or redelivered
+                # one gets a try. One for a sink no longer configured can never be tried:
+                # it waits, visible, until given up.
+                if (d.attempts > 0 or sink is None) and pacing.is_given_up(
+                    d.created_at, now, self.config.give_up_after
+                ):
+                    self._give_up(name, sink, d, now, report)
+                else:
+                    yield d
+
+    def _give_up(
+        self, name: str, sink: Sink | None, d: Delivery, now: datetime, report: DispatchReport
+    ) -> None:
+        age = _human(self.config.give_up_after)
+        if sink is None:
+            reason = f"gave up: sink {name!r} is no longer configured ({age} after the alert was created)"
+        else:
+            reason = f"gave up: still failing {age} after the alert was created"
+        if d.last_error:
+            reason += f" (last error: {d.last_error})"
+        self.store.mark_dead(name, [d.alert_id], now, error=reason)
+        report.dead += 1
+        log.error("delivery.dead", sink=name, alert=d.alert_id, feed=d.feed, error=reason)
 
     async def _send(
         self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport
