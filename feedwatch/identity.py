@@ -7,6 +7,7 @@ is never taken as "content changed" (the diff compares the stored text then).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import unicodedata
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ def normalize_space(text: str) -> str:
     return " ".join(text.split())
 
 
+@functools.lru_cache(maxsize=16384)  # a diff asks ~4 times per entry; urlsplit is the cost
 def normalize_link(link: str | None) -> str | None:
     """Canonical form of a link for comparing: lower-case scheme and host, no tracking params."""
     if not link:
