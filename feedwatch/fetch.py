@@ -16,7 +16,12 @@ the poller cannot confuse "nothing changed" with "could not tell". What it guard
 - redirects: followed by hand (at most ``max_redirects``, loops detected); a hop
   from a public address to a private one is refused unless ``allow_private``, both
   by the target's name and by the address the connection really reached;
-- secrets: reasons and logs never hold URL user-info or header values.
+- secrets: reasons and logs never hold URL user-info or header values;
+- bodies in hand: through ``fetch_held`` a fetched body keeps one of ``max_bodies``
+  places (2 x ``concurrency``) until the caller has parsed and stored it, so when
+  parsing is slower than fetching (a cold start of thousands of feeds) fetches wait
+  instead of bodies piling up in memory. The place is taken after the ``per_host``
+  slot, so feeds waiting for a busy host never hold one.
 
 The wire is aiohttp (feedwatch.transport), driven directly; an injected httpx client,
 or a proxy named in the environment (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY, honoured by
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import errno
 import ipaddress
 import math
@@ -72,6 +78,10 @@ ACCEPT_ENCODING = "gzip, deflate"
 # counting against `concurrency`: a trickling or silent server costs a socket, not a
 # slot that healthy feeds need. It still counts against `per_host` and its timeout.
 SLOW_AFTER = 5.0
+# the body places a fetch_held call holds (empty until its first hop gets one)
+_holding: contextvars.ContextVar[list[asyncio.Semaphore] | None] = contextvars.ContextVar(
+    "feedwatch_fetch_holding", default=None
+)
 _URL_CACHE = 20_000
 _KiB = 1024
 _MiB = 1024 * 1024
@@ -137,6 +147,7 @@ class Fetcher:
         per_host: int = 2,
         client: httpx.AsyncClient | None = None,
         max_redirects: int = 5,
+        max_bodies: int | None = None,
     ) -> None:
         if concurrency < 1 or per_host < 1 or max_redirects < 0:
             raise ValueError("concurrency and per_host must be >= 1, max_redirects >= 0")
@@ -170,6 +181,7 @@ class Fetcher:
             verify=_default_ssl_context(),
         )
         self._global = asyncio.Semaphore(concurrency)
+        self._bodies = asyncio.Semaphore(max_bodies or 2 * concurrency)
         self._urls: dict[str, httpx.URL] = {}  # parsing one costs ~16 us
         # host name -> (its semaphore, how many fetches hold or wait for it)
         self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}
@@ -225,6 +237,23 @@ class Fetcher:
                 elapsed=round(outcome.elapsed, 3),
             )
         return outcome
+
+    async def fetch_held(self, req: FetchRequest) -> tuple[FetchOutcome, Callable[[], None]]:
+        """``fetch``, but a body (``Fetched``) keeps its place among ``max_bodies`` until
+        the returned ``release`` is called (call it once the body is parsed and stored;
+        calling it again does nothing). Without a body the place is already free."""
+        held: list[asyncio.Semaphore] = []
+        token = _holding.set(held)
+        try:
+            outcome = await self.fetch(req)
+        except BaseException:
+            _release(held)
+            raise
+        finally:
+            _holding.reset(token)
+        if not isinstance(outcome, Fetched):
+            _release(held)
+        return outcome, lambda: _release(held)
 
     async def _fetch(self, req: FetchRequest) -> FetchOutcome:
         loop = asyncio.get_running_loop()
@@ -454,6 +483,10 @@ class Fetcher:
         self._hosts[key] = (sem, users + 1)
         try:
             async with sem:
+                holding = _holding.get()
+                if holding is not None and not holding:
+                    await self._bodies.acquire()  # a body place, kept past this slot
+                    holding.append(self._bodies)
                 await self._global.acquire()
                 held = _Held(self._global)
                 try:
@@ -466,6 +499,11 @@ class Fetcher:
                 del self._hosts[key]
             else:
                 self._hosts[key] = (sem, users - 1)
+
+
+def _release(held: list[asyncio.Semaphore]) -> None:
+    while held:
+        held.pop().release()
 
 
 class _Deadline:

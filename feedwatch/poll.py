@@ -41,6 +41,7 @@ from feedwatch.model import (
     FeedConfig,
     Fetched,
     FetchFailed,
+    FetchOutcome,
     FetchRequest,
     NotModified,
     ParsedFeed,
@@ -173,7 +174,19 @@ class Poller:
             last_modified=record.last_modified if same_url and record.baselined else None,
             allow_private=feed.allow_private,
         )
-        outcome = await self.fetcher.fetch(req)
+        # the body keeps its place among the fetcher's bodies in hand until it is
+        # parsed and stored: when parsing falls behind, fetching waits (bounded memory)
+        outcome, release = await self.fetcher.fetch_held(req)
+        try:
+            return await self._handle(feed, record, outcome)
+        finally:
+            release()
+
+    async def _handle(
+        self, feed: FeedConfig, record: FeedRecord, outcome: FetchOutcome
+    ) -> PollReport:
+        s = feed.settings
+        same_url = record.url == feed.url
         now = self.clock()
 
         if isinstance(outcome, FetchFailed):
@@ -431,4 +444,3 @@ def _parse_call(
     max_entries: int,
 ) -> ParsedFeed:
     return parse(body, headers, url=url, max_entries=max_entries)
-

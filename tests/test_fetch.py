@@ -596,3 +596,49 @@ def test_basic_auth_kept_on_same_host_redirect(feed_server: FeedServer) -> None:
         == "Basic " + base64.b64encode(b"bob:hunter22").decode()
     )
     assert out.permanent_redirect == f"http://bob:hunter22@127.0.0.1:{feed_server.port}/feed"
+
+
+def test_bodies_in_hand_are_bounded_until_released(feed_server: FeedServer) -> None:
+    """When parsing falls behind, fetching waits: at most max_bodies bodies are held."""
+    for i in range(4):
+        feed_server.set(f"/b{i}", RSS)
+    feed_server.set("/gone", b"", status=404)
+
+    async def go() -> None:
+        async with Fetcher(concurrency=4, per_host=4, max_bodies=2) as f:
+            # a failure holds no place, before or after the bodies
+            out, release = await f.fetch_held(FetchRequest(feed_server.url("/gone")))
+            assert isinstance(out, FetchFailed)
+            tasks = [
+                asyncio.ensure_future(f.fetch_held(FetchRequest(feed_server.url(f"/b{i}"))))
+                for i in range(4)
+            ]
+            deadline = time.monotonic() + 20
+            while sum(t.done() for t in tasks) < 2:
+                assert time.monotonic() < deadline, "two bodies never arrived"
+                await asyncio.sleep(0.01)
+            done = [t for t in tasks if t.done()]
+            waiting = [t for t in tasks if not t.done()]
+            # the other two never reached the server: their requests wait for a place
+            assert sum(feed_server.count(f"/b{i}") for i in range(4)) == 2
+            assert len(waiting) == 2
+            first, release_first = done[0].result()
+            assert isinstance(first, Fetched)
+            release_first()
+            release_first()  # twice is harmless
+            while sum(t.done() for t in waiting) < 1:
+                assert time.monotonic() < deadline, "a released place was not reused"
+                await asyncio.sleep(0.01)
+            assert sum(feed_server.count(f"/b{i}") for i in range(4)) == 3
+            for t in tasks:
+                if t.done():
+                    t.result()[1]()
+            await asyncio.wait_for(asyncio.gather(*tasks), 20)
+            for t in tasks:
+                t.result()[1]()
+            assert sum(feed_server.count(f"/b{i}") for i in range(4)) == 4
+            # plain fetch() never holds a place
+            for _ in range(3):
+                assert isinstance(await f.fetch(FetchRequest(feed_server.url("/b0"))), Fetched)
+
+    run(go())
