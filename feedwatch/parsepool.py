@@ -11,12 +11,15 @@ hands each body to (`loop.run_in_executor`), backed by a process pool:
 - Workers start on the first body to parse (a run of 304s starts none), through a
   fork server that imported the parser once, so each worker costs a fork.
 - A worker that dies (a crash or the OOM killer on a hostile body) breaks a
-  process pool for every parse in flight: the pool is replaced and those parses
-  are submitted once more, so one bad feed costs only its own poll.
+  process pool for every parse in flight: the pool is replaced and each of those
+  parses runs once more in a process of its own, so one bad feed costs only its
+  own poll.
 - Where processes cannot be used (no ``/dev/shm`` for the pool's semaphores, a
   sandbox without fork), it falls back to a thread and says so once in the log.
 - Workers log nothing: what a parse has to say comes back in
   ``ParsedFeed.warnings``, which the poller logs (through secret redaction).
+- Workers exit within a second or two of the main process, even a ``kill -9``ed
+  one (they would otherwise live on, holding their memory and the fork server).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import (
     Executor,
@@ -65,14 +69,43 @@ def _drop(_logger: Any, _name: str, _event: Any) -> Any:
     raise structlog.DropEvent
 
 
-def _quiet_worker() -> None:
-    """A worker's structlog drops everything: its stderr is the daemon's, unredacted."""
+def _start_worker(main_pid: int) -> None:
+    """A worker logs nothing (its stderr is the daemon's, unredacted), and exits with us.
+
+    A pool's workers never notice a killed parent by themselves: each holds the
+    write end of its own task pipe (and the fork server's "alive" pipe, so that
+    stays up too). A thread checks once a second that the main process still runs.
+    """
     structlog.configure(
         processors=[_drop],
         logger_factory=structlog.ReturnLoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
         cache_logger_on_first_use=True,
     )
+    threading.Thread(
+        target=_exit_with, args=(main_pid,), name="feedwatch-orphan-watch", daemon=True
+    ).start()
+
+
+def _exit_with(pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if not _alive(pid):
+            os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # killed but not yet reaped by its parent: a zombie is dead
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
 
 
 class ParsePool(Executor):
@@ -105,7 +138,7 @@ class ParsePool(Executor):
         if in_thread:
             return self._in_thread(fn, args, kwargs)
         outer: Future[T] = Future()
-        self._submit(outer, fn, args, kwargs, retry=True)
+        self._submit(outer, fn, args, kwargs)
         return outer
 
     def _in_thread(
@@ -125,11 +158,7 @@ class ParsePool(Executor):
                 raise RuntimeError("the parse pool is shut down")
             if self._pool is None and self.workers > 0:
                 try:
-                    ctx = multiprocessing.get_context("forkserver")
-                    ctx.set_forkserver_preload(_PRELOAD)
-                    self._pool = ProcessPoolExecutor(
-                        max_workers=self.workers, mp_context=ctx, initializer=_quiet_worker
-                    )
+                    self._pool = _new_pool(self.workers)
                 except (OSError, ValueError, ImportError, NotImplementedError) as exc:
                     self._no_processes(f"{type(exc).__name__}: {exc}")
             return self._pool
@@ -160,8 +189,6 @@ class ParsePool(Executor):
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
-        retry: bool,
     ) -> None:
         pool = self._processes()
         if pool is None:
@@ -173,25 +200,38 @@ class ParsePool(Executor):
             inner = pool.submit(fn, *args, **kwargs)
         except BrokenProcessPool:
             self._replace(pool)
-            if not retry:
-                raise
-            self._submit(outer, fn, args, kwargs, retry=False)
+            self._solo(outer, fn, args, kwargs)
             return
 
         def done(f: Future[T]) -> None:
             if outer.done():  # the caller cancelled it meanwhile
                 return
             exc = None if f.cancelled() else f.exception()
-            if isinstance(exc, BrokenProcessPool) and retry and not self._closed:
+            if isinstance(exc, BrokenProcessPool) and not self._closed:
                 self._replace(pool)
-                try:
-                    self._submit(outer, fn, args, kwargs, retry=False)
-                except Exception as again:  # shut down meanwhile
-                    _settle(outer, exc=again)
+                self._solo(outer, fn, args, kwargs)
                 return
             if exc is None and not f.cancelled():
                 self._broken_in_a_row = 0
             _chain(f, outer)
+
+        inner.add_done_callback(done)
+
+    def _solo(
+        self, outer: Future[T], fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Once more, alone in a process of its own: which parse killed the pool is not
+        known, and one that kills its worker again must take no other parse with it."""
+        try:
+            solo = _new_pool(1)
+            inner = solo.submit(fn, *args, **kwargs)
+        except Exception as exc:
+            _settle(outer, exc=exc)
+            return
+
+        def done(f: Future[T]) -> None:
+            _chain(f, outer)
+            solo.shutdown(wait=False)
 
         inner.add_done_callback(done)
 
@@ -204,6 +244,14 @@ class ParsePool(Executor):
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
             if wait:
                 _stop_fork_server()
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_start_worker, initargs=(os.getpid(),)
+    )
 
 
 def _chain(src: Future[T], dst: Future[T]) -> None:

@@ -19,6 +19,7 @@ from feedwatch.config import ConfigError, load_config
 from feedwatch.parse import parse_body
 from feedwatch.parsepool import ParsePool, worker_count
 from feedwatch.testing import entry, rss
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = rss([entry(f"id-{i}", title=f"Entry {i}", summary=f"<p>text {i}</p>") for i in range(5)])
@@ -86,7 +87,7 @@ def test_a_dying_worker_costs_only_its_own_parse() -> None:
             doomed = pool.submit(die)
             others = [pool.submit(parse_body, BODY, {}) for _ in range(8)]
             with pytest.raises(BrokenProcessPool):
-                doomed.result(timeout=60)  # it ran twice and killed a worker both times
+                doomed.result(timeout=60)  # it ran twice (then alone) and killed its worker both times
             want = parse_body(BODY, {})
             assert all(f.result(timeout=60) == want for f in others)
             # and the pool still works afterwards, with new workers
@@ -148,6 +149,44 @@ def test_workers_print_nothing(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "7 True"
     assert "from.worker" not in out.stdout + out.stderr
+
+
+def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path) -> None:
+    """kill -9 of feedwatch must not leave its parse workers (and fork server) running."""
+    script = textwrap.dedent(
+        """
+        import os, sys, threading
+        from feedwatch.parsepool import ParsePool
+
+        if __name__ == "__main__":
+            pool = ParsePool(2)
+            release = threading.Event()
+            pool.submit(release.wait, 600)  # holds the thread: the next goes to a worker
+            print(pool.submit(os.getpid).result(timeout=60), flush=True)
+            threading.Event().wait(600)
+        """
+    )
+    (tmp_path / "victim.py").write_text(script)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "victim.py")], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        worker = int(proc.stdout.readline())
+        assert worker != proc.pid and _running(worker)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    wait_for(lambda: not _running(worker), timeout=20, what=f"worker {worker} to exit")
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 def test_worker_count_setting() -> None:
