@@ -47,7 +47,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import Server  # noqa: E402
+from run import Server, say  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -314,10 +314,6 @@ def table(r: dict[str, Any]) -> str:
         f"{r['late_polls_steady']} of {r['polls_steady']}; alerts delivered {r['alerts_delivered_to_jsonl']}"
     )
     return "\n".join(lines)
-
-
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import Server  # noqa: E402
+from run import Server, say  # noqa: E402
 
 from feedwatch import log as logsetup  # noqa: E402
 from feedwatch.config import load_config  # noqa: E402
@@ -289,10 +289,6 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r['changed_wall_ms']} | {r['dispatch_cpu_ms']} | {ratio(r, '304_cpu_ms')} | {ratio(r, 'changed_cpu_ms')} |"
         )
     return "\n".join(lines)
-
-
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextvars
 import errno
 import ipaddress
 import math
@@ -78,10 +77,6 @@ ACCEPT_ENCODING = "gzip, deflate"
 # counting against `concurrency`: a trickling or silent server costs a socket, not a
 # slot that healthy feeds need. It still counts against `per_host` and its timeout.
 SLOW_AFTER = 5.0
-# the body places a fetch_held call holds (empty until its first hop gets one)
-_holding: contextvars.ContextVar[list[asyncio.Semaphore] | None] = contextvars.ContextVar(
-    "feedwatch_fetch_holding", default=None
-)
 _URL_CACHE = 20_000
 _KiB = 1024
 _MiB = 1024 * 1024
@@ -205,8 +200,25 @@ class Fetcher:
 
     async def fetch(self, req: FetchRequest) -> FetchOutcome:
         """GET ``req.url`` once (following redirects); never raises for network or server trouble."""
+        return await self._fetch_safely(req, None)
+
+    async def fetch_held(self, req: FetchRequest) -> tuple[FetchOutcome, Callable[[], None]]:
+        """``fetch``, but a body (``Fetched``) keeps its place among ``max_bodies`` until
+        the returned ``release`` is called (call it once the body is parsed and stored;
+        calling it again does nothing). Without a body the place is already free."""
+        place = _BodyPlace(self._bodies)
         try:
-            outcome = await self._fetch(req)
+            outcome = await self._fetch_safely(req, place)
+        except BaseException:  # cancelled
+            place.release()
+            raise
+        if not isinstance(outcome, Fetched):
+            place.release()
+        return outcome, place.release
+
+    async def _fetch_safely(self, req: FetchRequest, place: _BodyPlace | None) -> FetchOutcome:
+        try:
+            outcome = await self._fetch(req, place)
         except Exception as exc:  # a case not foreseen must still not stop the daemon
             log.error("fetch.unexpected", url=redact_url(req.url), error=type(exc).__name__)
             outcome = FetchFailed(
@@ -238,24 +250,7 @@ class Fetcher:
             )
         return outcome
 
-    async def fetch_held(self, req: FetchRequest) -> tuple[FetchOutcome, Callable[[], None]]:
-        """``fetch``, but a body (``Fetched``) keeps its place among ``max_bodies`` until
-        the returned ``release`` is called (call it once the body is parsed and stored;
-        calling it again does nothing). Without a body the place is already free."""
-        held: list[asyncio.Semaphore] = []
-        token = _holding.set(held)
-        try:
-            outcome = await self.fetch(req)
-        except BaseException:
-            _release(held)
-            raise
-        finally:
-            _holding.reset(token)
-        if not isinstance(outcome, Fetched):
-            _release(held)
-        return outcome, lambda: _release(held)
-
-    async def _fetch(self, req: FetchRequest) -> FetchOutcome:
+    async def _fetch(self, req: FetchRequest, place: _BodyPlace | None) -> FetchOutcome:
         loop = asyncio.get_running_loop()
         first = self._urls.get(req.url)
         if first is None:
@@ -303,7 +298,7 @@ class Fetcher:
         while True:
             trusted = _same_site(first, current)
             headers = _request_headers(req, trusted)
-            async with self._slot(current.host) as slot:
+            async with self._slot(current.host, place) as slot:
                 if started is None:
                     started = loop.time()
                     deadline = started + req.timeout
@@ -474,8 +469,9 @@ class Fetcher:
             yield reply
 
     @asynccontextmanager
-    async def _slot(self, host: str) -> AsyncIterator[_Held]:
-        """Wait for a per-host slot, then a global one (so one busy host cannot hog the pool)."""
+    async def _slot(self, host: str, place: _BodyPlace | None) -> AsyncIterator[_Held]:
+        """Wait for a per-host slot, then the body ``place`` if not taken yet (a waiter for
+        a busy host never holds one), then a global slot (one busy host cannot hog the pool)."""
         key = host.lower()
         sem, users = self._hosts.get(key, (None, 0))
         if sem is None:
@@ -483,10 +479,8 @@ class Fetcher:
         self._hosts[key] = (sem, users + 1)
         try:
             async with sem:
-                holding = _holding.get()
-                if holding is not None and not holding:
-                    await self._bodies.acquire()  # a body place, kept past this slot
-                    holding.append(self._bodies)
+                if place is not None:
+                    await place.take()  # kept past this slot, until the body is done with
                 await self._global.acquire()
                 held = _Held(self._global)
                 try:
@@ -501,9 +495,24 @@ class Fetcher:
                 self._hosts[key] = (sem, users - 1)
 
 
-def _release(held: list[asyncio.Semaphore]) -> None:
-    while held:
-        held.pop().release()
+class _BodyPlace:
+    """One of ``max_bodies`` places: taken at a fetch's first slot, kept by its body."""
+
+    __slots__ = ("_sem", "_taken")
+
+    def __init__(self, sem: asyncio.Semaphore) -> None:
+        self._sem = sem
+        self._taken = False
+
+    async def take(self) -> None:
+        if not self._taken:
+            await self._sem.acquire()
+            self._taken = True
+
+    def release(self) -> None:
+        if self._taken:
+            self._taken = False
+            self._sem.release()
 
 
 class _Deadline:

@@ -203,8 +203,9 @@ class Poller:
 
         prune_before = now - timedelta(seconds=s.retention)
         next_poll = pacing.next_poll_after_success(now, s, self.rng)
+        digest = "" if isinstance(outcome, NotModified) else body_hash(outcome.body)
         if isinstance(outcome, NotModified) or (
-            same_url and record.baselined and record.body_hash == body_hash(outcome.body)
+            same_url and record.baselined and record.body_hash == digest
         ):
             if not self.dry_run:
                 self.store.record_unchanged(
@@ -226,11 +227,9 @@ class Poller:
             )
 
         fetched: Fetched = outcome
-        parse_cache: bytes | None = None  # PollCommit's: None = leave the stored one
         if self.parse is parse_body:
             # Only the items whose bytes changed since the last poll are parsed; the
-            # result is parse_body's (feedwatch.partial). b"" drops a cache that no
-            # longer applies.
+            # result is parse_body's (feedwatch.partial)
             call = functools.partial(  # picklable: a worker process may run it
                 parse_incremental,
                 fetched.body,
@@ -239,27 +238,20 @@ class Poller:
                 max_entries=s.max_entries,
                 cache=self.store.parse_cache(feed.name),
             )
-            if self.parse_executor is not None:
-                loop = asyncio.get_running_loop()
-                parsed, parse_cache = await loop.run_in_executor(self.parse_executor, call)
-            else:
-                parsed, parse_cache = call()
-            parse_cache = parse_cache or b""
-        elif self.parse_executor is not None:
-            loop = asyncio.get_running_loop()
-            parsed = await loop.run_in_executor(
-                self.parse_executor,
-                _parse_call,
+        else:  # a parser injected by a test: no cache
+            call = functools.partial(
+                _uncached,
                 self.parse,
                 fetched.body,
                 dict(fetched.headers),
-                fetched.url,
-                s.max_entries,
+                url=fetched.url,
+                max_entries=s.max_entries,
             )
+        if self.parse_executor is not None:
+            loop = asyncio.get_running_loop()
+            parsed, parse_cache = await loop.run_in_executor(self.parse_executor, call)
         else:
-            parsed = self.parse(
-                fetched.body, fetched.headers, url=fetched.url, max_entries=s.max_entries
-            )
+            parsed, parse_cache = call()
         now = self.clock()
         if not parsed.is_feed and not parsed.entries:
             why = "; ".join(parsed.warnings) or "no feed found in the body"
@@ -285,7 +277,7 @@ class Poller:
             baselined=record.baselined,
             now=now,
         )
-        alerts = self._alerts(feed, parsed.title, result, now, fetched.body)
+        alerts = self._alerts(feed, parsed.title, result, now, digest)
         commit = PollCommit(
             feed=feed.name,
             url=feed.url,
@@ -293,7 +285,7 @@ class Poller:
             http_status=fetched.status,
             etag=fetched.etag,
             last_modified=fetched.last_modified,
-            body_hash=body_hash(fetched.body),
+            body_hash=digest,
             title=parsed.title,
             identity=result.identity,
             upserts=result.upserts,
@@ -304,7 +296,7 @@ class Poller:
             next_poll=next_poll,
             redirected_to=fetched.permanent_redirect,
             had_new_entry=result.new > 0 or result.baseline,
-            parse_cache=parse_cache,
+            parse_cache=parse_cache or b"",  # b"": a cache that no longer applies goes
         )
         if self.dry_run:
             queued_alerts = alerts
@@ -352,7 +344,7 @@ class Poller:
         title: str | None,
         result: DiffResult,
         now: datetime,
-        body: bytes,
+        body_digest: str,
     ) -> list[Alert]:
         s = feed.settings
         rules = self.rules_for(feed)
@@ -388,7 +380,7 @@ class Poller:
                     f"(more than flood_limit = {s.flood_limit}); they were recorded "
                     "without an alert each (a site migration or an id change?)",
                     now,
-                    key=body_hash(body),
+                    key=body_digest,
                 )
             )
         return alerts
@@ -436,11 +428,12 @@ class Poller:
         )
 
 
-def _parse_call(
+def _uncached(
     parse: Callable[..., ParsedFeed],
     body: bytes,
     headers: Mapping[str, str],
+    *,
     url: str,
     max_entries: int,
-) -> ParsedFeed:
-    return parse(body, headers, url=url, max_entries=max_entries)
+) -> tuple[ParsedFeed, bytes | None]:
+    return parse(body, headers, url=url, max_entries=max_entries), None

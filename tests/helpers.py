@@ -10,6 +10,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from feedwatch.model import Config, FeedConfig, FeedSettings, SinkConfig
+from feedwatch.store import Store, open_store
+
 
 def wait_for(
     cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition", every: float = 0.05
@@ -46,3 +49,22 @@ def run_feedwatch(
         cwd=cwd,
         input=stdin,
     )
+
+
+def poll_setup(
+    tmp_path: Path, url: str, settings: FeedSettings
+) -> tuple[FeedConfig, Config, Store]:
+    """One feed ``f`` at ``url`` with a jsonl sink ``s``, and its real SQLite state."""
+    feed = FeedConfig(name="f", url=url, settings=settings, sinks=("s",))
+    config = Config(
+        path=None,
+        state=str(tmp_path / "state.db"),
+        feeds=(feed,),
+        rules={},
+        sinks={
+            "s": SinkConfig(name="s", type="jsonl", options={"path": str(tmp_path / "a.jsonl")})
+        },
+    )
+    store = open_store(config.state)
+    assert store is not None
+    return feed, config, store

@@ -27,15 +27,15 @@ from hypothesis import strategies as st
 
 import feedwatch.partial as partial
 from feedwatch.fetch import Fetcher
-from feedwatch.model import Config, FeedConfig, FeedSettings, Jitter, SinkConfig
+from feedwatch.model import Config, FeedConfig, FeedSettings, Jitter
 from feedwatch.parse import parse_body
 from feedwatch.partial import parse_incremental, split_items
 from feedwatch.poll import Poller
-from feedwatch.store import open_store
 from feedwatch.store.base import Store
 from feedwatch.testing import T0, FakeClock, entry, rss
 from tests.corpus import corpus_cases, corpus_root
 from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
+from tests.helpers import poll_setup
 from tests.pg import pg_cluster, pg_url  # noqa: F401
 from tests.test_store import backend, reopen, store  # noqa: F401
 from tests.test_store import poll as commit_of
@@ -423,20 +423,6 @@ def test_store_keeps_replaces_and_drops_the_cache(store: Store) -> None:  # noqa
 SETTINGS = FeedSettings(interval=60, jitter=Jitter())
 
 
-def _setup(tmp_path: Path, url: str) -> tuple[FeedConfig, Config, Store]:
-    feed = FeedConfig(name="f", url=url, settings=SETTINGS, sinks=("s",))
-    config = Config(
-        path=None,
-        state=str(tmp_path / "state.db"),
-        feeds=(feed,),
-        rules={},
-        sinks={
-            "s": SinkConfig(name="s", type="jsonl", options={"path": str(tmp_path / "a.jsonl")})
-        },
-    )
-    state = open_store(config.state)
-    assert state is not None
-    return feed, config, state
 
 
 async def _poll(config: Config, state: Store, clock: FakeClock, feed: FeedConfig, **kw: Any) -> Any:
@@ -462,7 +448,7 @@ def test_poll_parses_only_the_edited_item_and_alerts_it_updated(
 ) -> None:
     seen = count_parsed(monkeypatch)
     feed_server.set("/f", _entries())
-    feed, config, state = _setup(tmp_path, feed_server.url("/f"))
+    feed, config, state = poll_setup(tmp_path, feed_server.url("/f"), SETTINGS)
     clock = FakeClock(T0)
     r = asyncio.run(_poll(config, state, clock, feed))
     assert r.result == "ok" and r.baseline and seen == [6]
@@ -495,7 +481,7 @@ def test_dry_run_and_an_injected_parser_write_no_cache(
     tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     feed_server.set("/f", _entries())
-    feed, config, state = _setup(tmp_path, feed_server.url("/f"))
+    feed, config, state = poll_setup(tmp_path, feed_server.url("/f"), SETTINGS)
     clock = FakeClock(T0)
     r = asyncio.run(_poll(config, state, clock, feed, dry_run=True))
     assert r.result == "ok" and state.parse_cache("f") is None
@@ -521,7 +507,7 @@ def test_poll_through_an_executor_stores_the_cache(
     from feedwatch.parsepool import ParsePool
 
     feed_server.set("/f", _entries())
-    feed, config, state = _setup(tmp_path, feed_server.url("/f"))
+    feed, config, state = poll_setup(tmp_path, feed_server.url("/f"), SETTINGS)
     clock = FakeClock(T0)
     pool: Executor = ThreadPoolExecutor(1) if executor == "thread" else ParsePool(1)
     with pool:

@@ -12,30 +12,19 @@ from datetime import timedelta
 import pytest
 
 from feedwatch.fetch import Fetcher
-from feedwatch.model import Config, FeedConfig, FeedSettings, Jitter, SinkConfig
+from feedwatch.model import FeedSettings, Jitter
 from feedwatch.poll import Poller
 from feedwatch.staleness import stale_notice
-from feedwatch.store import open_store
 from feedwatch.store.base import FeedRecord
 from feedwatch.testing import T0, FakeClock, entry, rss
 from tests.feedserver import feed_server_fixture  # noqa: F401
+from tests.helpers import poll_setup
 
 SETTINGS = FeedSettings(interval=60, jitter=Jitter(), stale_after=3600)
 
 
 def make(tmp_path, url, settings=SETTINGS):
-    feed = FeedConfig(name="f", url=url, settings=settings, sinks=("s",))
-    config = Config(
-        path=None,
-        state=str(tmp_path / "state.db"),
-        feeds=(feed,),
-        rules={},
-        sinks={
-            "s": SinkConfig(name="s", type="jsonl", options={"path": str(tmp_path / "a.jsonl")})
-        },
-    )
-    store = open_store(config.state)
-    return feed, config, store
+    return poll_setup(tmp_path, url, settings)
 
 
 async def poll(config, store, clock, feed):
