@@ -8,7 +8,8 @@
     not a feed?    -> record_failure                                -> done
     result  = diff(stored entries, parsed entries)       # pure
     alerts  = match + build for each change that may alert
-    store.commit_poll(entries, alerts, deliveries)       # ONE transaction
+    store.commit_poll(entries, alerts, deliveries)       # ONE transaction (a savepoint
+                                                         # of a group commit)
 
 Nothing here decides anything itself: the decisions are in diff, match,
 alert and pacing, which are pure.
@@ -51,6 +52,7 @@ from feedwatch.parse import parse_body
 from feedwatch.partial import parse_incremental
 from feedwatch.staleness import stale_notice
 from feedwatch.store.base import FeedRecord, PollCommit, StateError, Store
+from feedwatch.store.group import GroupCommit
 
 log = structlog.get_logger("feedwatch.poll")
 
@@ -105,6 +107,7 @@ class Poller:
         self.parse_executor = parse_executor
         self.parse = parse
         self._rules: dict[str, tuple[CompiledRule, ...]] = {}
+        self.writes = GroupCommit(store)  # polls finishing together share a COMMIT
 
     def rules_for(self, feed: FeedConfig) -> tuple[CompiledRule, ...]:
         rules = self._rules.get(feed.name)
@@ -208,16 +211,19 @@ class Poller:
             same_url and record.baselined and record.body_hash == digest
         ):
             if not self.dry_run:
-                self.store.record_unchanged(
-                    feed.name,
-                    feed.url,
-                    now,
-                    http_status=outcome.status,
-                    etag=outcome.etag or record.etag,
-                    last_modified=outcome.last_modified or record.last_modified,
-                    next_poll=next_poll,
-                    redirected_to=outcome.permanent_redirect,
-                    prune_before=prune_before,
+                await self.writes.run(
+                    functools.partial(
+                        self.store.record_unchanged,
+                        feed.name,
+                        feed.url,
+                        now,
+                        http_status=outcome.status,
+                        etag=outcome.etag or record.etag,
+                        last_modified=outcome.last_modified or record.last_modified,
+                        next_poll=next_poll,
+                        redirected_to=outcome.permanent_redirect,
+                        prune_before=prune_before,
+                    )
                 )
             return PollReport(
                 feed=feed.name,
@@ -301,7 +307,7 @@ class Poller:
         if self.dry_run:
             queued_alerts = alerts
         else:
-            queued = set(self.store.commit_poll(commit))
+            queued = set(await self.writes.run(functools.partial(self.store.commit_poll, commit)))
             queued_alerts = [a for a in alerts if a.id in queued]
         if result.churn:
             log.info("feed.timestamp_churn", feed=feed.name, entries=len(parsed.entries))

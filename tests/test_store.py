@@ -239,11 +239,26 @@ def test_commit_poll_upsert_replaces_row_and_leaves_others(store: Store) -> None
 
 def test_touched_sets_last_seen_only(store: Store) -> None:
     store.commit_poll(poll(upserts=(entry("a"), entry("b"))))
-    store.commit_poll(poll(now=at(100), touched=("a", "missing")))
+    later = at(3600 + 100)  # the first success of the next hour (feedwatch.store.seen)
+    store.commit_poll(poll(now=later, touched=("a", "missing")))
     got = store.entries("f")
-    assert got["a"] == entry("a", last_seen=at(100))
+    assert got["a"] == entry("a", last_seen=later)
     assert got["b"].last_seen == T0
     assert set(got) == {"a", "b"}  # touching an unknown identity creates nothing
+
+
+def test_touched_within_the_step_keep_last_seen(store: Store) -> None:
+    """Entries a changed poll only sees again move once per seen step, as on a 304;
+    the rows it writes get the exact time."""
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"))))
+    edited = entry("b", seen=at(100), title="edited", first_seen=T0)
+    store.commit_poll(poll(now=at(100), upserts=(edited,), touched=("a",)))
+    got = store.entries("f")
+    assert got["a"].last_seen == T0  # same hour as the last success: not rewritten
+    assert got["b"] == edited
+    # a retention shorter than two hours shrinks the step: then the touch is due
+    store.commit_poll(poll(now=at(200), touched=("a",), prune_before=at(200 - 120)))
+    assert store.entries("f")["a"].last_seen == at(200)
 
 
 def test_entries_are_per_feed(store: Store) -> None:
@@ -261,7 +276,8 @@ def test_rekey_renames_entries(store: Store) -> None:
     )
     got = store.entries("f")
     assert set(got) == {"link-1", "guid-2"}
-    assert got["link-1"] == replace(entry("guid-1"), identity="link-1", last_seen=at(60))
+    # renamed as it was (within the seen step, a touch does not move last_seen)
+    assert got["link-1"] == replace(entry("guid-1"), identity="link-1")
 
 
 @pytest.mark.parametrize("old_is_newer", [True, False])
@@ -1236,3 +1252,106 @@ def test_pg_racing_delivery_claims_are_disjoint(pg_url: str) -> None:
         for s in stores:
             if s is not None:
                 s.close()
+
+
+# ---------------------------------------------------------------------------
+# Group commit (feedwatch.store.group): polls finishing together share a COMMIT
+# ---------------------------------------------------------------------------
+
+
+def _gather(*coros: Any) -> list[Any]:
+    import asyncio
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*coros, return_exceptions=True))
+
+    return asyncio.run(main())
+
+
+def test_group_commit_each_write_is_its_own_all_or_nothing(store: Store) -> None:
+    from feedwatch.store.group import GroupCommit
+
+    writes = GroupCommit(store)
+    # fails half-way: its feed and entry rows are written before its alert cannot be
+    # encoded (NaN is not JSON), and must be undone with it
+    bad = poll("g", upserts=(entry("a"),), alerts=(alert("x2", "g", payload={"v": float("nan")}),))
+
+    ok1 = writes.run(lambda: store.commit_poll(poll("f", alerts=(alert("x1"),))))
+    fail = writes.run(lambda: store.commit_poll(bad))
+    ok2 = writes.run(lambda: store.commit_poll(poll("h", upserts=(entry("b"),))))
+    got = _gather(ok1, fail, ok2)
+    assert got[0] == ["x1"] and got[2] == []
+    assert isinstance(got[1], ValueError)
+    assert store.feed("g") is None and store.entries("g") == {}
+    assert set(store.entries("h")) == {"b"}
+    assert [d.alert_id for d in store.pending()] == ["x1"]
+
+
+def test_group_commit_shares_one_transaction_and_resumes_after_it(tmp_path: Path) -> None:
+    from feedwatch.store.group import GroupCommit
+
+    store = SqliteStore(tmp_path / "state.db")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    seen_before_commit: list[list[tuple[object, ...]]] = []
+
+    def second() -> list[str]:
+        # the first write of the batch is not visible to another connection yet
+        seen_before_commit.append(sqlite_rows(tmp_path / "state.db", "SELECT name FROM feeds"))
+        return store.commit_poll(poll("b"))
+
+    async def main() -> list[Any]:
+        import asyncio
+
+        writes = GroupCommit(store)
+        done = await asyncio.gather(
+            writes.run(lambda: store.commit_poll(poll("a"))), writes.run(second)
+        )
+        # resumed: both are durable, seen from another connection
+        visible = sqlite_rows(tmp_path / "state.db", "SELECT name FROM feeds ORDER BY name")
+        return [done, visible]
+
+    try:
+        done, visible = asyncio_run(main())
+    finally:
+        store.close()
+    assert done == [[], []]
+    assert seen_before_commit == [[]]
+    assert visible == [("a",), ("b",)]
+    begins = [s for s in statements if s.startswith("BEGIN IMMEDIATE")]
+    assert len(begins) == 1 and statements.count("SAVEPOINT w") == 2
+    assert statements.count("COMMIT") == 1
+
+
+def test_group_commit_failed_commit_fails_every_write_and_keeps_none(tmp_path: Path) -> None:
+    from feedwatch.store.group import GroupCommit
+
+    store = SqliteStore(tmp_path / "state.db")
+
+    def breaks_the_commit() -> None:
+        # a deferred foreign-key violation: every statement succeeds, the COMMIT fails
+        store._conn.execute("PRAGMA defer_foreign_keys = ON")
+        store._conn.execute(
+            "INSERT INTO entries (feed, identity, title, summary, content,"
+            " fingerprint, first_seen, last_seen, new_alert_id)"
+            " VALUES ('no such feed', 'i', '', '', '', '', 0, 0, '')"
+        )
+
+    try:
+        writes = GroupCommit(store)
+        got = _gather(
+            writes.run(lambda: store.commit_poll(poll("a"))), writes.run(breaks_the_commit)
+        )
+        assert all(isinstance(g, Exception) for g in got), got
+        assert "FOREIGN KEY" in str(got[0]) and got[0] is got[1]
+        assert store.feeds() == {}
+        store.commit_poll(poll("c"))  # the store is usable afterwards
+        assert set(store.feeds()) == {"c"}
+    finally:
+        store.close()
+
+
+def asyncio_run(coro: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(coro)

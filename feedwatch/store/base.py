@@ -4,7 +4,8 @@ SQLite (``feedwatch.store.sqlite``) is the default; PostgreSQL
 (``feedwatch.store.postgres``) implements the same ``Store`` protocol, passes the
 same contract tests, and adds leases so that several daemons can share it.
 
-Every method is one transaction. ``commit_poll`` is the important one: the
+Every method is one transaction (or, inside ``batch()``, one savepoint of the batch's
+transaction: still all or nothing on its own). ``commit_poll`` is the important one: the
 entry changes of a poll, the alerts they caused and those alerts' deliveries
 are written together or not at all, so an alert can never be lost between
 "we saw the change" and "we queued the alert".
@@ -16,6 +17,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -162,6 +164,14 @@ class Store(Protocol):
 
     def parse_cache(self, feed: str) -> bytes | None:
         """The parse cache the last poll of ``feed`` stored (feedwatch.partial), if any."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Writes inside may share one transaction; each stays all or nothing by itself.
+
+        The batch's end makes them durable: a write is not done before it. A backend
+        may give each write its own transaction instead (PostgreSQL does).
+        """
         ...
 
     def commit_poll(self, commit: PollCommit) -> list[str]:

@@ -414,6 +414,11 @@ class PostgresStore:
             return StateError(f"PostgreSQL state {self.path}: {msg}")
         return exc
 
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Each write stays its own transaction: they run on pooled connections, and a
+        COMMIT costs a round trip rather than a WAL write (see SqliteStore.batch)."""
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
     def _tx(self, *, snapshot: bool = False, single: bool = False,
             pipeline: bool = False) -> Iterator[Any]:  # fmt: skip
@@ -669,9 +674,13 @@ class PostgresStore:
                     upserts,
                 )
             if commit.touched:
+                # on the feed's first success of each step only (feedwatch.store.seen)
+                cut = _now_ts(touch_cut(commit.now, seen_step(commit.now, commit.prune_before)))
                 cur.execute(
-                    "UPDATE entries SET last_seen = %s WHERE feed = %s AND identity = ANY(%s)",
-                    (now, feed, [_t(i) for i in commit.touched]),
+                    "UPDATE entries SET last_seen = %s WHERE feed = %s AND identity = ANY(%s)"
+                    " AND NOT EXISTS"
+                    " (SELECT 1 FROM feeds WHERE name = %s AND last_success >= %s)",
+                    (now, feed, [_t(i) for i in commit.touched], feed, cut),
                 )
             queued = self._queue(cur, commit.alerts, now)
             if prune_before is not None:

@@ -8,7 +8,10 @@ hour, by default): when the feed's previous success was before ``touch_cut(now)`
 Every other unchanged poll reads and writes no entry. So after an unchanged poll
 every entry of the feed was seen at most ``seen_step`` ago, and entries touched
 together keep one shared ``last_seen`` (the order ``diff`` and ``explain`` sort by
-is the one an exact touch gives). A poll that reads a body records the exact time.
+is the one an exact touch gives). A poll that reads a changed body records the exact
+time for the entries it writes (new or changed); the entries it only sees again follow
+the same step, since rewriting every row of the feed made its COMMIT cost several
+times its real changes.
 
 Retention uses ``last_seen``: the step is kept under half the retention, so an entry
 still in the feed is never older than the pruning cut, and the ``DELETE`` can be
