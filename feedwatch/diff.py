@@ -29,14 +29,16 @@ from feedwatch.identity import (
     FINGERPRINT_VERSION,
     Policy,
     alert_id,
-    detect_policy,
-    entry_fingerprint,
+    detect_policy_keys,
+    entry_keys,
     identity_for,
+    key_for,
     normalize_link,
     normalize_space,
 )
 from feedwatch.model import (
     Change,
+    EntryKeys,
     EntrySnapshot,
     FeedSettings,
     FieldChange,
@@ -67,12 +69,12 @@ class DiffResult:
 def _choose_policy(
     settings: FeedSettings,
     state: IdentityState,
-    entries: Sequence[EntrySnapshot],
+    keys: Sequence[EntryKeys],
     has_state: bool,
 ) -> IdentityState:
     if settings.id_policy != "auto":
         return IdentityState(policy=settings.id_policy, candidate=None)
-    detected = detect_policy(entries)
+    detected = detect_policy_keys(keys)
     if detected is None:
         return state
     if not has_state:
@@ -157,9 +159,14 @@ def diff(
     identity: IdentityState,
     baselined: bool,
     now: datetime,
+    keys: Sequence[EntryKeys] | None = None,
 ) -> DiffResult:
+    """``keys``: ``entry_keys`` of each entry, when the parse brought them (computed
+    here otherwise; the result is the same)."""
+    if keys is None or len(keys) != len(entries):
+        keys = [entry_keys(e) for e in entries]
     has_state = baselined and bool(stored)
-    state = _choose_policy(settings, identity, entries, has_state)
+    state = _choose_policy(settings, identity, keys, has_state)
     current: dict[str, StoredEntry] = dict(stored)
     rekeys: list[tuple[str, str]] = []
     if stored and state.policy != identity.policy:
@@ -167,19 +174,21 @@ def diff(
 
     # Identities of this body; the first of several with one identity wins.
     body: list[tuple[str, EntrySnapshot, str]] = []
+    links: dict[str, str | None] = {}  # identity -> normalised link
     seen: set[str] = set()
     duplicates = 0
-    for entry in entries:
-        key = identity_for(entry, state.policy)
+    for entry, k in zip(entries, keys, strict=True):
+        key = key_for(k, state.policy)
         if key in seen:
             duplicates += 1
             continue
         seen.add(key)
-        body.append((key, entry, entry_fingerprint(entry)))
+        body.append((key, entry, k.fingerprint))
+        links[key] = k.link
 
     # GUID churn: an unknown id whose link (unique in the body) and text match a
     # stored entry that is absent from this body is that entry under a new id.
-    link_counts = Counter(normalize_link(e.link) for _, e, _ in body if e.link)
+    link_counts = Counter(links[key] for key, e, _ in body if e.link)
     absent_by_link: dict[str, StoredEntry] = {}
     if any(k not in current for k, _, _ in body):
         for row in current.values():
@@ -193,7 +202,7 @@ def diff(
     known: list[tuple[str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
     for key, entry, fp in body:
         old: StoredEntry | None = current.get(key)
-        nl = normalize_link(entry.link) if old is None else None
+        nl = links[key] if old is None else None
         if nl is not None:
             cand = absent_by_link.get(nl) if link_counts[nl] == 1 else None
             if cand is not None and not _text_changed(cand, entry, fp):
@@ -217,7 +226,7 @@ def diff(
     updated_count = 0
     silent = 0
     for key, entry, fp, old, ts_moved, text_changed in known:
-        link_moved = normalize_link(old.link) != normalize_link(entry.link)
+        link_moved = old.link != entry.link and normalize_link(old.link) != links[key]
         if not (ts_moved or text_changed or link_moved or old.fingerprint != fp):
             touched.append(key)
             continue

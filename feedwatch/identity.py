@@ -15,11 +15,14 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from feedwatch.model import EntrySnapshot, StoredEntry
+from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 
 Policy = Literal["guid", "link", "content"]
 
 FINGERPRINT_VERSION = "v1"
+# Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
+# keys): stored keys of another version are not used (feedwatch.partial's cache).
+KEYS_VERSION = f"{FINGERPRINT_VERSION}.1"
 
 # Query parameters that say nothing about what a link points at: analytics tags
 # and cache-busters. A link differing only by these is the same link.
@@ -149,16 +152,45 @@ def identity_for(entry: EntrySnapshot | StoredEntry, policy: Policy) -> str:
     return content_identity(entry)
 
 
+def entry_keys(entry: EntrySnapshot) -> EntryKeys:
+    """Everything the diff hashes or normalises of one snapshot, computed once."""
+    return EntryKeys(
+        fingerprint=entry_fingerprint(entry),
+        entry_id=entry.entry_id.strip() if entry.entry_id else "",
+        link=normalize_link(entry.link),
+        content=content_identity(entry),
+    )
+
+
+def key_for(keys: EntryKeys, policy: Policy) -> str:
+    """``identity_for`` from an entry's keys."""
+    if policy == "guid":
+        if keys.entry_id:
+            return "g:" + keys.entry_id
+        if keys.link:
+            return "l:" + keys.link
+    elif policy == "link":
+        if keys.link:
+            return "l:" + keys.link
+        if keys.entry_id:
+            return "g:" + keys.entry_id
+    return keys.content
+
+
 def detect_policy(entries: Sequence[EntrySnapshot], threshold: float = 0.9) -> Policy | None:
     """``auto``: guid while >= 90% of entries have distinct ids, else link, else content."""
-    n = len(entries)
+    return detect_policy_keys([entry_keys(e) for e in entries], threshold)
+
+
+def detect_policy_keys(keys: Sequence[EntryKeys], threshold: float = 0.9) -> Policy | None:
+    """``detect_policy`` from the entries' keys."""
+    n = len(keys)
     if n == 0:
         return None
-    ids = {e.entry_id.strip() for e in entries if e.entry_id and e.entry_id.strip()}
+    ids = {k.entry_id for k in keys if k.entry_id}
     if len(ids) >= threshold * n:
         return "guid"
-    links = {normalize_link(e.link) for e in entries if e.link and e.link.strip()}
-    links.discard(None)
+    links = {k.link for k in keys if k.link}
     if len(links) >= threshold * n:
         return "link"
     return "content"

@@ -190,6 +190,18 @@ class EntrySnapshot:
     enclosures: tuple[Enclosure, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class EntryKeys:
+    """What the diff derives from one snapshot before comparing it (feedwatch.identity
+    computes them: ``entry_keys``). Carried with a parse so a parse worker, or the
+    parse cache for an unchanged item, saves the main process the hashing."""
+
+    fingerprint: str
+    entry_id: str  # stripped; "" when the entry has none
+    link: str | None  # normalised
+    content: str  # the content identity, the last resort of every policy
+
+
 @dataclass(frozen=True)
 class ParsedFeed:
     """What one body held. ``is_feed`` is False when nothing feed-like was found."""
@@ -200,6 +212,9 @@ class ParsedFeed:
     is_feed: bool
     warnings: tuple[str, ...] = ()
     dropped_entries: int = 0  # beyond max_entries
+    # entry_keys of each entry, in order, when the parser computed them (not part of
+    # what was parsed: equal feeds may differ in whether they carry them)
+    keys: tuple[EntryKeys, ...] | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------

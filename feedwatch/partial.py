@@ -34,8 +34,11 @@ was cached), an entry that failed to convert, a count of entries that is not the
 count of items, a cache that does not decode. Nothing here raises.
 
 The cache (``None`` = keep none) is text behind a magic and a CRC-32: a JSON
-header line, then one line per item, ``<hash> <JSON snapshot>``; an unchanged
-item's line is copied as it is, so only new items are serialised. It is not
+header line, then one line per item, ``<hash> <JSON snapshot and its keys>``; an
+unchanged item's line is copied as it is, so only new items are serialised. The
+keys (``identity.entry_keys``: fingerprint, normalised link, identities) go with
+the parse, so neither the main process nor this one hashes an unchanged item
+again; the format names ``KEYS_VERSION``, so a cache of other keys is not used. It is not
 compressed: zlib cost more CPU (~0.25 ms a feed) than parsing a changed item.
 No pickle: decoding it runs no code; a cache that fails its CRC is not used.
 """
@@ -48,18 +51,20 @@ import json
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import feedparser
 
-from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed
+from feedwatch.identity import KEYS_VERSION, entry_keys
+from feedwatch.model import Enclosure, EntryKeys, EntrySnapshot, ParsedFeed
 from feedwatch.parse import _ENTRY_TAG, PARSE_VERSION, parse_body, parse_xml_detail
 
 __all__ = ["CACHE_FORMAT", "parse_incremental", "split_items"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+_FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
 # Entry start/end tags, skipping CDATA sections, comments and processing
@@ -287,7 +292,7 @@ def _time(dt: datetime | None) -> int | None:
     return (dt - _EPOCH) // _SECOND
 
 
-def _encode_entry(e: EntrySnapshot) -> bytes:
+def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
     row = [
         e.entry_id,
         e.title,
@@ -299,6 +304,10 @@ def _encode_entry(e: EntrySnapshot) -> bytes:
         e.content,
         list(e.tags),
         [[x.url, x.type, x.length] for x in e.enclosures],
+        k.fingerprint,
+        k.entry_id,
+        k.link,
+        k.content,
     ]
     return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -315,17 +324,18 @@ def _req_str(v: Any) -> str:
     raise ValueError("not a string")
 
 
-def _decode_entries(lines: Sequence[bytes]) -> list[EntrySnapshot]:
+def _decode_entries(lines: Sequence[bytes]) -> list[tuple[EntrySnapshot, EntryKeys]]:
     rows = json.loads(b"[" + b",".join(lines) + b"]") if lines else []
     if not isinstance(rows, list) or len(rows) != len(lines):
         raise ValueError("bad parse cache entries")
     return [_entry(row) for row in rows]
 
 
-def _entry(row: Any) -> EntrySnapshot:
+def _entry(row: Any) -> tuple[EntrySnapshot, EntryKeys]:
     """A row as ``_encode_entry`` wrote it (the CRC vouches for that; the shape is checked)."""
-    eid, title, link, author, published, updated, summary, content, tags, encs = row
-    return EntrySnapshot(
+    eid, title, link, author, published, updated, summary, content, tags, encs, *keys = row
+    fp, key_id, key_link, key_content = keys
+    entry = EntrySnapshot(
         entry_id=eid,
         title=title,
         link=link,
@@ -337,6 +347,13 @@ def _entry(row: Any) -> EntrySnapshot:
         tags=tuple(tags),
         enclosures=tuple(Enclosure(url=u, type=t, length=n) for u, t, n in encs),
     )
+    k = EntryKeys(
+        fingerprint=_req_str(fp),
+        entry_id=_req_str(key_id),
+        link=_opt_str(key_link),
+        content=_req_str(key_content),
+    )
+    return entry, k
 
 
 def _decode_cache(blob: bytes) -> _Cache:
@@ -347,7 +364,7 @@ def _decode_cache(blob: bytes) -> _Cache:
         raise ValueError("parse cache fails its CRC")
     first, _, rest = text.partition(b"\n")
     header = json.loads(first)
-    if not isinstance(header, list) or len(header) != 7 or header[0] != CACHE_FORMAT:
+    if not isinstance(header, list) or len(header) != 7 or header[0] != _FORMAT:
         raise ValueError("unknown parse cache format")
     _, key, head, title, link, version, warnings = header
     if not isinstance(warnings, list):
@@ -374,7 +391,7 @@ def _encode_cache(
     key: str, head: str, feed: ParsedFeed, version: str, lines: Sequence[tuple[bytes, bytes]]
 ) -> bytes:
     header = json.dumps(
-        [CACHE_FORMAT, key, head, feed.title, feed.link, version, list(feed.warnings)],
+        [_FORMAT, key, head, feed.title, feed.link, version, list(feed.warnings)],
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode("utf-8")
@@ -405,9 +422,12 @@ def parse_incremental(
     (from the previous call for this feed) for unchanged items; returns the parsed
     feed and the cache to keep for the next call (None: keep none)."""
     try:
-        return _parse(body, headers, url, max_entries, cache)
+        feed, kept = _parse(body, headers, url, max_entries, cache)
     except Exception:  # a bug here must never cost more than a full parse
-        return parse_body(body, headers, url=url, max_entries=max_entries), None
+        feed, kept = parse_body(body, headers, url=url, max_entries=max_entries), None
+    if feed.keys is None:
+        feed = replace(feed, keys=tuple(entry_keys(e) for e in feed.entries))
+    return feed, kept
 
 
 @dataclass(frozen=True)
@@ -488,8 +508,12 @@ def _full(doc: _Doc) -> tuple[ParsedFeed, bytes | None]:
     body = doc.body
     if not all(_item_ok(body[s:e], doc.root) for s, e in doc.split.items):
         return feed, None
+    keys = tuple(entry_keys(e) for e in feed.entries)
+    feed = replace(feed, keys=keys)
     try:
-        lines = [(h, _encode_entry(e)) for h, e in zip(doc.hashes, feed.entries, strict=True)]
+        lines = [
+            (h, _encode_entry(e, k)) for h, e, k in zip(doc.hashes, feed.entries, keys, strict=True)
+        ]
         return feed, _encode_cache(doc.key, doc.head, feed, result.version, lines)
     except (ValueError, TypeError, UnicodeError):
         return feed, None
@@ -528,17 +552,25 @@ def _from_cache(doc: _Doc, old: _Cache) -> tuple[ParsedFeed, bytes | None] | Non
     cached = iter(_decode_entries(kept))
     fresh = iter(new_entries)
     entries: list[EntrySnapshot] = []
+    keys: list[EntryKeys] = []
     lines: list[tuple[bytes, bytes]] = []
     for h in doc.hashes:
         line = old.lines.get(h)
         if line is None:
             entry = next(fresh)
-            line = _encode_entry(entry)
+            k = entry_keys(entry)
+            line = _encode_entry(entry, k)
         else:
-            entry = next(cached)
+            entry, k = next(cached)
         entries.append(entry)
+        keys.append(k)
         lines.append((h, line))
     parsed = ParsedFeed(
-        title=title, link=link, entries=tuple(entries), is_feed=True, warnings=warnings
+        title=title,
+        link=link,
+        entries=tuple(entries),
+        is_feed=True,
+        warnings=warnings,
+        keys=tuple(keys),
     )
     return parsed, _encode_cache(doc.key, doc.head, parsed, old.version, lines)

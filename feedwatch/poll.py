@@ -282,6 +282,7 @@ class Poller:
             identity=record.identity,
             baselined=record.baselined,
             now=now,
+            keys=parsed.keys,
         )
         alerts = self._alerts(feed, parsed.title, result, now, digest)
         commit = PollCommit(

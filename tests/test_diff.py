@@ -9,7 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedwatch.diff import DiffResult, diff
-from feedwatch.identity import alert_id, identity_for
+from feedwatch.identity import (
+    alert_id,
+    detect_policy,
+    detect_policy_keys,
+    entry_fingerprint,
+    entry_keys,
+    identity_for,
+    key_for,
+    normalize_link,
+)
 from feedwatch.model import EntrySnapshot, FeedSettings, IdentityState, StoredEntry
 from feedwatch.testing import T0, entry
 
@@ -30,7 +39,7 @@ def apply(stored: dict[str, StoredEntry], result: DiffResult) -> dict[str, Store
     return out
 
 
-def run(stored, entries, *, settings=S, identity=None, baselined=True, now=T0):
+def run(stored, entries, *, settings=S, identity=None, baselined=True, now=T0, keys=None):
     return diff(
         "feed",
         stored,
@@ -39,6 +48,7 @@ def run(stored, entries, *, settings=S, identity=None, baselined=True, now=T0):
         identity=identity or IdentityState(),
         baselined=baselined,
         now=now,
+        keys=keys,
     )
 
 
@@ -315,3 +325,62 @@ def test_alert_ids_are_stable(es):
     r1 = run({}, es, settings=s, baselined=False)
     r2 = run({}, es, settings=s, baselined=False, now=T0 + timedelta(days=1))
     assert [c.new_alert_id for c in r1.changes] == [c.new_alert_id for c in r2.changes]
+
+
+# -- keys: what a parse worker or the parse cache hands the diff -------------------
+
+links_st = st.one_of(
+    st.none(),
+    st.sampled_from(
+        ["", "  ", "https://X.org/a?utm_source=z", "https://x.org/a", "HTTPS://x.org", "mailto:a"]
+    ),
+    texts,
+)
+ids_st = st.one_of(st.none(), st.sampled_from(["", " ", "a", " a ", "b"]), texts)
+
+
+def _detect_reference(es: list[EntrySnapshot]) -> str | None:
+    """detect_policy as first written, straight from the snapshots."""
+    if not es:
+        return None
+    ids = {e.entry_id.strip() for e in es if e.entry_id and e.entry_id.strip()}
+    if len(ids) >= 0.9 * len(es):
+        return "guid"
+    links = {normalize_link(e.link) for e in es if e.link and e.link.strip()} - {None}
+    return "link" if len(links) >= 0.9 * len(es) else "content"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            EntrySnapshot,
+            entry_id=ids_st,
+            title=texts,
+            link=links_st,
+            published=times,
+            summary=texts,
+            content=texts,
+        ),
+        max_size=8,
+    )
+)
+def test_keys_give_what_the_snapshots_give(es):
+    keys = [entry_keys(e) for e in es]
+    for e, k in zip(es, keys, strict=True):
+        assert k.fingerprint == entry_fingerprint(e)
+        assert k.link == normalize_link(e.link)
+        for policy in ("guid", "link", "content"):
+            assert key_for(k, policy) == identity_for(e, policy)
+    assert detect_policy_keys(keys) == detect_policy(es) == _detect_reference(es)
+
+
+def test_diff_uses_the_keys_it_is_given():
+    """Given keys are trusted, not recomputed (that is their point): a fingerprint that
+    differs from the stored one makes an update, though the text is the same."""
+    stored, ident = baseline([entry(1)])
+    k = entry_keys(entry(1))
+    forged = replace(k, fingerprint="v1:" + "0" * 32)
+    r = run(stored, [entry(1)], identity=ident, now=T0 + timedelta(hours=1), keys=[forged])
+    assert len(r.upserts) == 1 and r.upserts[0].fingerprint == forged.fingerprint
+    assert run(stored, [entry(1)], identity=ident, keys=[k]).upserts == ()

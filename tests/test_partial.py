@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 import feedwatch.partial as partial
 from feedwatch.fetch import Fetcher
+from feedwatch.identity import entry_keys
 from feedwatch.model import Config, FeedConfig, FeedSettings, Jitter
 from feedwatch.parse import parse_body
 from feedwatch.partial import parse_incremental, split_items
@@ -76,9 +77,16 @@ def assert_same(
     if cache is None:
         first, cache = incremental(old, headers, url, None)
         assert first == full(old, headers, url), f"{where}: no cache"
+        assert_keys(first, where)
     got, again = incremental(new, headers, url, cache)
     assert got == full(new, headers, url), f"{where}: with the previous cache"
+    assert_keys(got, where)
     return again
+
+
+def assert_keys(parsed: Any, where: str) -> None:
+    """The keys a parse brings (fresh or from its cache) are those of its entries."""
+    assert parsed.keys == tuple(entry_keys(e) for e in parsed.entries), f"{where}: keys"
 
 
 # --------------------------------------------------------------------------
@@ -278,7 +286,25 @@ def test_a_damaged_cache_is_a_full_parse_with_the_same_result() -> None:
     for bad in damaged:
         got, again = incremental(new, XML, "http://x/", bad)
         assert got == expected, bad[:40]
+        assert_keys(got, repr(bad[:40]))
         assert again is not None  # a fresh cache replaces the bad one
+
+
+def test_a_cache_of_other_keys_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys come from the cache for unchanged items: a cache written by another
+    version of the key derivation (identity.KEYS_VERSION) is parsed again."""
+    old, new = _feed(), _feed(edited=2)
+    _, cache = incremental(old, XML, "http://x/", None)
+    assert cache is not None
+    seen = count_parsed(monkeypatch)
+    incremental(new, XML, "http://x/", cache)
+    assert seen == [1]  # this version's cache: only the edited item
+    monkeypatch.setattr(partial, "_FORMAT", f"{partial.CACHE_FORMAT}/v0.9")
+    seen.clear()
+    got, again = incremental(new, XML, "http://x/", cache)
+    assert seen == [5] and got == full(new, XML, "http://x/")
+    assert_keys(got, "other keys")
+    assert again is not None and f'"{partial.CACHE_FORMAT}/v0.9"'.encode() in again
 
 
 def test_a_cache_for_other_headers_url_or_limit_is_not_used(
@@ -421,8 +447,6 @@ def test_store_keeps_replaces_and_drops_the_cache(store: Store) -> None:  # noqa
 # --------------------------------------------------------------------------
 
 SETTINGS = FeedSettings(interval=60, jitter=Jitter())
-
-
 
 
 async def _poll(config: Config, state: Store, clock: FakeClock, feed: FeedConfig, **kw: Any) -> Any:
