@@ -8,8 +8,11 @@ hands each body to (`loop.run_in_executor`), backed by a process pool:
 - ``parse_workers = "auto"`` (the default) starts one worker per usable CPU, at
   most 4; ``parse_workers = N`` starts N; ``parse_workers = 0`` parses in one
   thread of the main process (the old behaviour, the least memory).
-- Workers start on the first body to parse (a run of 304s starts none), through a
-  fork server that imported the parser once, so each worker costs a fork.
+- Workers start when two bodies wait at once (a run of 304s starts none), through
+  a fork server that imported the parser once, so each worker costs a fork. They
+  start in a thread of their own: the first fork waits for the fork server's
+  imports (~0.1 s), which would stall the event loop; the bodies that wait for the
+  workers meanwhile are handed over once they run.
 - A worker that dies (a crash or the OOM killer on a hostile body) breaks a
   process pool for every parse in flight: the pool is replaced and each of those
   parses runs once more in a process of its own, so one bad feed costs only its
@@ -38,7 +41,8 @@ from concurrent.futures import (
     ThreadPoolExecutor,
 )
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -121,6 +125,9 @@ class ParsePool(Executor):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwatch-parse")
         self._thread_busy = 0
         self._pool: ProcessPoolExecutor | None = None
+        self._starter: threading.Thread | None = None  # starting a pool, while set
+        self._waiting: list[_Call[Any]] = []  # for the pool being started
+        self._started_any = False
         self._broken_in_a_row = 0
         self._closed = False
 
@@ -152,16 +159,36 @@ class ParsePool(Executor):
         f.add_done_callback(done)
         return f
 
-    def _processes(self) -> ProcessPoolExecutor | None:
+    def _start(self) -> None:
+        """Start a pool and its workers (in the starter thread), then hand it what waited."""
+        pool: ProcessPoolExecutor | None = None
+        error = ""
+        try:
+            pool = _new_pool(self.workers)
+            for _ in range(self.workers):  # each submit forks one worker, here
+                pool.submit(os.getpid)
+        except Exception as exc:  # no /dev/shm, no fork, a sandbox...
+            error = f"{type(exc).__name__}: {exc}"
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the parse pool is shut down")
-            if self._pool is None and self.workers > 0:
-                try:
-                    self._pool = _new_pool(self.workers)
-                except (OSError, ValueError, ImportError, NotImplementedError) as exc:
-                    self._no_processes(f"{type(exc).__name__}: {exc}")
-            return self._pool
+            self._starter = None
+            waiting, self._waiting = self._waiting, []
+            closed = self._closed
+            if pool is not None and not closed:
+                self._pool = pool
+                self._started_any = True
+        if pool is not None and closed:
+            pool.shutdown(wait=True, cancel_futures=True)
+            _stop_fork_server()
+        if error:
+            self._no_processes(error)
+        for call in waiting:
+            if closed:
+                _settle(call.outer, exc=RuntimeError("the parse pool is shut down"))
+            else:
+                self._submit(call.outer, call.fn, call.args, call.kwargs)
 
     def _no_processes(self, why: str) -> None:
         log.warning(
@@ -190,10 +217,22 @@ class ParsePool(Executor):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        pool = self._processes()
-        if pool is None:
-            with self._lock:
+        with self._lock:
+            if self._closed:
+                _settle(outer, exc=RuntimeError("the parse pool is shut down"))
+                return
+            pool = self._pool
+            if pool is None and self.workers > 0:
+                self._waiting.append(_Call(outer, fn, args, kwargs))
+                if self._starter is None:
+                    self._starter = threading.Thread(
+                        target=self._start, name="feedwatch-parse-start", daemon=True
+                    )
+                    self._starter.start()
+                return
+            if pool is None:
                 self._thread_busy += 1
+        if pool is None:
             _chain(self._in_thread(fn, args, kwargs), outer)
             return
         try:
@@ -239,11 +278,22 @@ class ParsePool(Executor):
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
+            starter = self._starter
+        if starter is not None and wait:
+            starter.join()  # it shuts down the pool it started
         self._thread.shutdown(wait=wait, cancel_futures=cancel_futures)
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-            if wait:
-                _stop_fork_server()
+        if wait and self._started_any:
+            _stop_fork_server()
+
+
+@dataclass
+class _Call(Generic[T]):
+    outer: Future[T]
+    fn: Callable[..., T]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:

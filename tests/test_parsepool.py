@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +71,30 @@ def test_workers_parse_exactly_like_the_main_process() -> None:
     assert want.entries and all(g == want for g in got)
 
 
+def test_workers_start_in_a_thread_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first fork waits for the fork server's imports: the caller (the event loop)
+    must not. What waited for the workers is handed to them once they run."""
+    import feedwatch.parsepool as parsepool
+
+    started_in: list[str] = []
+    real = parsepool._new_pool
+
+    def recording(workers: int) -> Any:
+        started_in.append(threading.current_thread().name)
+        return real(workers)
+
+    monkeypatch.setattr(parsepool, "_new_pool", recording)
+    pool = ParsePool(2)
+    try:
+        with thread_busy(pool):
+            waited = pool.submit(pid)
+            assert waited.result(timeout=60) != os.getpid()
+        assert started_in == ["feedwatch-parse-start"]
+        assert pool.uses_processes
+    finally:
+        pool.shutdown(wait=True)
+
+
 def test_zero_workers_parse_in_a_thread_of_this_process() -> None:
     pool = ParsePool(0)
     try:
@@ -87,7 +112,9 @@ def test_a_dying_worker_costs_only_its_own_parse() -> None:
             doomed = pool.submit(die)
             others = [pool.submit(parse_body, BODY, {}) for _ in range(8)]
             with pytest.raises(BrokenProcessPool):
-                doomed.result(timeout=60)  # it ran twice (then alone) and killed its worker both times
+                doomed.result(
+                    timeout=60
+                )  # it ran twice (then alone) and killed its worker both times
             want = parse_body(BODY, {})
             assert all(f.result(timeout=60) == want for f in others)
             # and the pool still works afterwards, with new workers
