@@ -558,8 +558,15 @@ class _File:
     display: str
     index: int
     data: dict[str, Any] = field(default_factory=dict)
-    lines: dict[KeyPath, int] = field(default_factory=dict)
+    text: str = ""  # scanned for line numbers only when a problem needs one
     problems: list[tuple[int, int, Problem]] = field(default_factory=list)
+    _lines: dict[KeyPath, int] | None = None
+
+    @property
+    def lines(self) -> dict[KeyPath, int]:
+        if self._lines is None:  # a valid file never pays for the scan (~35 us a feed)
+            self._lines = _scan_lines(self.text)
+        return self._lines
 
     def line_of(self, path: KeyPath) -> int | None:
         for end in range(len(path), 0, -1):
@@ -944,7 +951,7 @@ class _Loader:
                 (f.index, line or 0, Problem(f.display, line, "", f"TOML syntax error: {message}"))
             )
             return f
-        f.lines = _scan_lines(text)
+        f.text = text
         f.data = _expand_tree(f, data, (), self.env)
         return f
 
