@@ -1355,3 +1355,38 @@ def asyncio_run(coro: Any) -> Any:
     import asyncio
 
     return asyncio.run(coro)
+
+
+def test_group_commit_window_gathers_writes_asked_for_apart(tmp_path: Path) -> None:
+    """With a window, writes asked for in different turns of the loop (responses
+    arriving one by one) still share a COMMIT; ``most`` writes flush at once."""
+    import asyncio
+
+    from feedwatch.store.group import GroupCommit
+
+    store = SqliteStore(tmp_path / "state.db")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+
+    async def later(writes: GroupCommit, name: str, turns: int) -> list[str]:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await writes.run(lambda: store.commit_poll(poll(name)))
+
+    async def main() -> None:
+        windowed = GroupCommit(store, window=60.0, most=3)
+        # three writes, each in a later turn: the third fills the batch, which
+        # commits then (not after the 60 s window)
+        await asyncio.wait_for(
+            asyncio.gather(*(later(windowed, f"w{i}", i * 3) for i in range(3))), 30
+        )
+        await asyncio.gather(*(later(GroupCommit(store), f"s{i}", i * 3) for i in range(3)))
+
+    try:
+        asyncio.run(main())
+        assert set(store.feeds()) == {"w0", "w1", "w2", "s0", "s1", "s2"}
+    finally:
+        store.close()
+    begins = [s for s in statements if s.startswith("BEGIN IMMEDIATE")]
+    # one COMMIT for the windowed three; without a window, one per turn
+    assert len(begins) == 1 + 3

@@ -6,9 +6,11 @@ Each poll's write still runs in its own savepoint, so it is all or nothing by it
 and one failing write costs only its own poll. A write's caller resumes only after
 the batch's COMMIT: an alert is durable before anyone can deliver it.
 
-No timer: the first write of a turn schedules the flush with ``call_soon``, so the
-writes of every task that runs before it join. An idle loop commits at once; a busy
-one gathers more per COMMIT.
+The first write schedules the flush ``window`` seconds later (or, with no window,
+at the end of this turn of the loop: ``call_soon``); every write asked for before
+it joins, up to ``most`` writes, which flush at once. Polls answered together (a
+round at 0 ms of latency) share a COMMIT with no window; polls answered one by one
+need the window to.
 """
 
 from __future__ import annotations
@@ -23,21 +25,35 @@ T = TypeVar("T")
 
 
 class GroupCommit:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, window: float = 0.0, most: int = 256) -> None:
         self.store = store
+        self.window = window
+        self.most = most
         self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._timer: asyncio.Handle | None = None
 
     async def run(self, write: Callable[[], T]) -> T:
         """Run ``write`` (a call of one store write method) in the next batch."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
         self._queue.append((write, fut))
+        if len(self._queue) >= self.most:
+            self._flush()
+        elif self._timer is None:
+            self._timer = (
+                loop.call_later(self.window, self._flush)
+                if self.window > 0
+                else loop.call_soon(self._flush)
+            )
         return await fut
 
     def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         queue, self._queue = self._queue, []
+        if not queue:
+            return
         done: list[tuple[asyncio.Future[Any], Any]] = []
         failed: list[tuple[asyncio.Future[Any], BaseException]] = []
         try:
