@@ -694,6 +694,13 @@ def main() -> int:
         for line in log:
             say(f"  {line}")
         say(f"  peers: {peers}")
+    # An installed feedwatch has its bytecode compiled (pip does it); a checkout run
+    # with PYTHONDONTWRITEBYTECODE (as here) would compile every module in every run.
+    import compileall
+
+    import feedwatch
+
+    compileall.compile_dir(Path(feedwatch.__file__).parent, quiet=1)
     startup = floor(["startup"])
     if startup:
         say(
