@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,7 @@ class Tool:
         self.port = port
         self.n = n
         self.concurrency = concurrency
+        self.base_hour: int | None = None  # the clock hour save_base() ran in
         root.mkdir(parents=True, exist_ok=True)
 
     def url(self, i: int) -> str:
@@ -138,6 +140,17 @@ class Tool:
             src = self.run_dir / f
             if src.exists():
                 shutil.copy2(src, self.base_dir / f)
+        self.base_hour = int(time.time() // 3600)
+
+    def base_is_stale(self) -> bool:
+        """Whether the base state's last poll is in an earlier clock hour than now.
+
+        feedwatch moves the ``last_seen`` of entries it only sees again once per clock
+        hour (feedwatch.store.seen): a run from a base saved in an earlier hour does
+        that hourly write for every feed. With a 15-minute interval one poll in four
+        does; the cells measure the other three, from a base polled within the hour.
+        """
+        return self.base_hour is not None and self.base_hour != int(time.time() // 3600)
 
     def alerts(self) -> Alerts:
         raise NotImplementedError
