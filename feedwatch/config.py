@@ -1157,7 +1157,9 @@ class _Loader:
         elif "secret_file" in table:
             secret = self._file_secret(f, table, "secret_file", path)
         else:
-            secret = self._env_secret(f, table, "secret_env", path) if "secret_env" in table else None
+            secret = (
+                self._env_secret(f, table, "secret_env", path) if "secret_env" in table else None
+            )
         return {
             "url": Secret(url if _ok(url) else ""),
             "format": fmt if _ok(fmt) else "json",

@@ -728,7 +728,9 @@ async def _private_redirect(source: httpx.URL, peer: str | None, target: httpx.U
 
 def _private_refusal(host: str, address: str) -> str:
     shown = address if _ip_literal(host) else f"{host} = {address}"
-    return f"redirect to a private address ({shown}) refused; set allow_private = true for this feed"
+    return (
+        f"redirect to a private address ({shown}) refused; set allow_private = true for this feed"
+    )
 
 
 def _peer_address(resp: _Response) -> str | None:
@@ -837,9 +839,7 @@ class _Decoder:
         return -zlib.MAX_WBITS
 
 
-async def _read_body(
-    resp: _Response, limit: int, decoder: _Decoder | None, status: int
-) -> bytes:
+async def _read_body(resp: _Response, limit: int, decoder: _Decoder | None, status: int) -> bytes:
     if resp.is_stream_consumed:
         # Only a response built in memory (an injected MockTransport) arrives read,
         # and already decoded by httpx: nothing left to stream or decompress.

@@ -20,6 +20,7 @@ What it promises ``Fetcher``:
   the errno, DNS and TLS causes stay in the chain ``Fetcher`` reads reasons from;
 - no limit of its own on connections: ``Fetcher``'s semaphores are the limit.
 """
+
 from __future__ import annotations
 
 import asyncio

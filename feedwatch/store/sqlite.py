@@ -360,6 +360,31 @@ class SqliteStore:
         return None
 
     @contextlib.contextmanager
+    def _transaction(self, begin: str, end: str, undo: tuple[str, ...]) -> Iterator[sqlite3.Cursor]:
+        """``begin``, the body, ``end``; on any failure ``undo`` (while a transaction is
+        open), and sqlite3's errors become the store's own (``_error``). Call with the
+        lock held."""
+        cur = self._conn.cursor()
+        try:
+            if begin:
+                cur.execute(begin)
+            yield cur
+            if end:
+                cur.execute(end)
+        except BaseException as exc:
+            if undo and self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    for statement in undo:
+                        self._conn.execute(statement)
+            if isinstance(exc, sqlite3.Error):
+                mapped = self._error(exc)
+                if mapped is not exc:
+                    raise mapped from exc
+            raise
+        finally:
+            cur.close()
+
+    @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction: all of it commits, or none of it.
 
@@ -367,59 +392,24 @@ class SqliteStore:
         nothing on its own, and made durable by the batch's one COMMIT.
         """
         with self._lock:
-            cur = self._conn.cursor()
-            nested = self._batching
-            try:
-                cur.execute("SAVEPOINT w" if nested else "BEGIN IMMEDIATE")
+            if self._batching:
+                tx = self._transaction("SAVEPOINT w", "RELEASE w", ("ROLLBACK TO w", "RELEASE w"))
+            else:
+                tx = self._transaction("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
+            with tx as cur:
                 yield cur
-                cur.execute("RELEASE w" if nested else "COMMIT")
-            except BaseException as exc:
-                if self._conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        if nested:
-                            self._conn.execute("ROLLBACK TO w")
-                            self._conn.execute("RELEASE w")
-                        else:
-                            self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    mapped = self._error(exc)
-                    if mapped is not exc:
-                        raise mapped from exc
-                raise
-            finally:
-                cur.close()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Cursor]:
-        """One read transaction: several SELECTs see the same snapshot."""
+        """One read transaction: several SELECTs see the same snapshot (inside ``batch()``,
+        the batch's)."""
         with self._lock:
-            cur = self._conn.cursor()
-            if self._batching:  # already in the batch's transaction: one snapshot
-                try:
-                    yield cur
-                except sqlite3.Error as exc:
-                    mapped = self._error(exc)
-                    if mapped is not exc:
-                        raise mapped from exc
-                    raise
-                finally:
-                    cur.close()
-                return
-            try:
-                cur.execute("BEGIN")
+            if self._batching:
+                tx = self._transaction("", "", ())
+            else:
+                tx = self._transaction("BEGIN", "COMMIT", ("ROLLBACK",))
+            with tx as cur:
                 yield cur
-                cur.execute("COMMIT")
-            except BaseException as exc:
-                if self._conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    mapped = self._error(exc)
-                    if mapped is not exc:
-                        raise mapped from exc
-                raise
-            finally:
-                cur.close()
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -433,25 +423,13 @@ class SqliteStore:
             if self._batching:
                 yield
                 return
-            cur = self._conn.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
+            with self._transaction("BEGIN IMMEDIATE", "", ("ROLLBACK",)) as cur:
                 self._batching = True
-                yield
-                self._batching = False
+                try:
+                    yield
+                finally:
+                    self._batching = False
                 cur.execute("COMMIT")
-            except BaseException as exc:
-                self._batching = False
-                if self._conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    mapped = self._error(exc)
-                    if mapped is not exc:
-                        raise mapped from exc
-                raise
-            finally:
-                cur.close()
 
     # -- leases: one daemon per file (the lock), so every claim is granted -----
 
