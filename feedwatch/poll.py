@@ -112,8 +112,10 @@ class Poller:
         self.parse_executor = parse_executor
         self.parse = parse
         self._rules: dict[str, tuple[CompiledRule, ...]] = {}
-        # polls finishing within 10 ms share a COMMIT (feedwatch.store.group)
-        self.writes = GroupCommit(store, window=COMMIT_WINDOW)
+        # polls finishing within 10 ms share a COMMIT (feedwatch.store.group); a poll
+        # with no other in progress commits at once
+        self._polling = 0
+        self.writes = GroupCommit(store, window=COMMIT_WINDOW, pending=lambda: self._polling)
 
     def rules_for(self, feed: FeedConfig) -> tuple[CompiledRule, ...]:
         rules = self._rules.get(feed.name)
@@ -124,6 +126,7 @@ class Poller:
 
     async def poll(self, feed: FeedConfig) -> PollReport:
         started = time.monotonic()
+        self._polling += 1
         try:
             report = await self._poll(feed)
         except Exception as exc:  # a bug must not stop the other feeds
@@ -150,6 +153,8 @@ class Poller:
                     log.warning("feed.record_failed", feed=feed.name, error=str(again))
                 except Exception:
                     log.exception("feed.record_failed", feed=feed.name)
+        finally:
+            self._polling -= 1
         if not self.dry_run and feed.settings.stale_after > 0:
             try:
                 report.alerts.extend(self._staleness(feed))

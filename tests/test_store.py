@@ -1390,3 +1390,48 @@ def test_group_commit_window_gathers_writes_asked_for_apart(tmp_path: Path) -> N
     begins = [s for s in statements if s.startswith("BEGIN IMMEDIATE")]
     # one COMMIT for the windowed three; without a window, one per turn
     assert len(begins) == 1 + 3
+
+
+def test_group_commit_goes_at_once_when_no_other_write_can_join(tmp_path: Path) -> None:
+    """``pending`` counts the writers in progress: once each has asked, the batch
+    commits at the end of the turn instead of after the window; while one has not,
+    the window holds the batch open for it."""
+    import asyncio
+
+    from feedwatch.store.group import GroupCommit
+
+    store = SqliteStore(tmp_path / "state.db")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    in_progress = 0
+
+    async def writer(writes: GroupCommit, name: str, turns: int) -> list[str]:
+        nonlocal in_progress
+        try:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            return await writes.run(lambda: store.commit_poll(poll(name)))
+        finally:
+            in_progress -= 1
+
+    async def main() -> None:
+        nonlocal in_progress
+        writes = GroupCommit(store, window=60.0, pending=lambda: in_progress)
+        loop = asyncio.get_running_loop()
+        # alone: no 60 s wait
+        started = loop.time()
+        in_progress = 1
+        await asyncio.wait_for(writer(writes, "alone", 0), 30)
+        assert loop.time() - started < 30
+        # two in progress, the second asks 5 turns later: the first waits for it,
+        # then both go in one transaction, without waiting out the window
+        in_progress = 2
+        await asyncio.wait_for(asyncio.gather(writer(writes, "a", 0), writer(writes, "b", 5)), 30)
+
+    try:
+        asyncio.run(main())
+        assert set(store.feeds()) == {"alone", "a", "b"}
+    finally:
+        store.close()
+    begins = [s for s in statements if s.startswith("BEGIN IMMEDIATE")]
+    assert len(begins) == 2  # "alone", then "a" and "b" together

@@ -11,6 +11,13 @@ at the end of this turn of the loop: ``call_soon``); every write asked for befor
 it joins, up to ``most`` writes, which flush at once. Polls answered together (a
 round at 0 ms of latency) share a COMMIT with no window; polls answered one by one
 need the window to.
+
+``pending`` (the poller's count of polls in progress) says how many writes can
+still come: once every one of them has asked, nothing more can join and the batch
+goes at the end of this turn. A poll alone (a daemon whose feeds fall due apart)
+never waits for the window: waiting would buy no sharing, and on this machine a
+10 ms timed wait cost ~0.2 ms of CPU of its own (a lone 304 poll went from 0.4 to
+1.3 ms of CPU with the window and no hint).
 """
 
 from __future__ import annotations
@@ -25,32 +32,45 @@ T = TypeVar("T")
 
 
 class GroupCommit:
-    def __init__(self, store: Store, *, window: float = 0.0, most: int = 256) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        window: float = 0.0,
+        most: int = 256,
+        pending: Callable[[], int] | None = None,
+    ) -> None:
         self.store = store
         self.window = window
         self.most = most
+        self.pending = pending  # writes that may still come, the queued ones included
         self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._timer: asyncio.Handle | None = None
+        self._soon = False  # the timer is the end of this turn, not the window
 
     async def run(self, write: Callable[[], T]) -> T:
         """Run ``write`` (a call of one store write method) in the next batch."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.append((write, fut))
-        if len(self._queue) >= self.most:
+        n = len(self._queue)
+        if n >= self.most:
             self._flush()
-        elif self._timer is None:
-            self._timer = (
-                loop.call_later(self.window, self._flush)
-                if self.window > 0
-                else loop.call_soon(self._flush)
-            )
+        elif self.window > 0 and (self.pending is None or self.pending() > n):
+            if self._timer is None:
+                self._timer = loop.call_later(self.window, self._flush)
+        elif not self._soon:  # nothing more can join: at the end of this turn
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_soon(self._flush)
+            self._soon = True
         return await fut
 
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._soon = False
         queue, self._queue = self._queue, []
         if not queue:
             return
