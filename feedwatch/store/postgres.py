@@ -34,14 +34,14 @@ import contextlib
 import json
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from feedwatch.model import Alert, IdentityState, StoredEntry
+from feedwatch.model import Alert
 from feedwatch.redact import redact, register_secret
 from feedwatch.store import is_postgres_url  # noqa: F401 (re-exported: migrate, tests)
 from feedwatch.store.base import (
@@ -49,11 +49,11 @@ from feedwatch.store.base import (
     AlertRecord,
     Delivery,
     FeedClaim,
-    FeedRecord,
     PollCommit,
     SinkCounts,
     StateError,
 )
+from feedwatch.store.rows import DELIVERY_COLS, SharedReads
 from feedwatch.store.seen import may_prune, seen_step, touch_cut
 
 try:
@@ -156,18 +156,6 @@ _V2 = (
 # is someone else's.
 OWN_TABLES = ("feeds", "entries", "alerts", "deliveries", "parse_cache")
 
-_DELIVERY_COLS = (
-    "d.alert_id, d.sink, a.feed, a.kind, a.payload, a.thread_id, a.created_at,"
-    " d.attempts, d.next_attempt, d.status, d.last_error, d.delivered_at"
-)
-
-_FEED_SELECT = (
-    "SELECT f.name, f.url, f.title, f.etag, f.last_modified, f.body_hash, f.id_policy,"
-    " f.id_candidate, f.baselined, f.last_poll, f.last_success, f.http_status, f.errors,"
-    " f.last_error, f.next_poll, f.retry_after_until, f.gone, f.redirected_to,"
-    " f.last_new_entry, f.stale_notified,"
-    " (SELECT COUNT(*) FROM entries e WHERE e.feed = f.name) FROM feeds f"
-)
 
 # The claim: granted when no other live lease is held and the feed is due. Returns one
 # row: granted?, then the row as it was (all NULL: no such feed).
@@ -256,8 +244,17 @@ class _Missing(Exception):
     """No feedwatch schema in the database (and we were asked not to create one)."""
 
 
-class PostgresStore:
+class PostgresStore(SharedReads):
     """The ``Store`` protocol on a PostgreSQL database (see the module docstring)."""
+
+    # what feedwatch.store.rows (the reads both stores share) needs: times are TIMESTAMPTZ
+    P = "%s"
+    _to_db = staticmethod(_ts)
+    _from_db = staticmethod(_dt)
+    _from_db_req = staticmethod(_req_dt)
+
+    def _reading(self) -> contextlib.AbstractContextManager[Any]:
+        return self._tx(single=True)
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
     MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2)
@@ -465,67 +462,6 @@ class PostgresStore:
         self.close()
 
     # -- feeds and entries ---------------------------------------------------
-
-    @staticmethod
-    def _feed_record(r: Sequence[Any]) -> FeedRecord:
-        return FeedRecord(
-            name=r[0],
-            url=r[1],
-            title=r[2],
-            etag=r[3],
-            last_modified=r[4],
-            body_hash=r[5],
-            identity=IdentityState(policy=r[6], candidate=r[7]),
-            baselined=bool(r[8]),
-            last_poll=_dt(r[9]),
-            last_success=_dt(r[10]),
-            http_status=r[11],
-            errors=r[12],
-            last_error=r[13],
-            next_poll=_dt(r[14]),
-            retry_after_until=_dt(r[15]),
-            gone=bool(r[16]),
-            redirected_to=r[17],
-            last_new_entry=_dt(r[18]),
-            stale_notified=bool(r[19]),
-            entries=int(r[20]),
-        )
-
-    def feed(self, name: str) -> FeedRecord | None:
-        with self._tx(single=True) as cur:
-            row = cur.execute(_FEED_SELECT + " WHERE f.name = %s", (name,)).fetchone()
-        return None if row is None else self._feed_record(row)
-
-    def feeds(self) -> dict[str, FeedRecord]:
-        with self._tx(single=True) as cur:
-            rows = cur.execute(_FEED_SELECT + " ORDER BY f.name").fetchall()
-        return {r[0]: self._feed_record(r) for r in rows}
-
-    def entries(self, feed: str) -> dict[str, StoredEntry]:
-        with self._tx(single=True) as cur:
-            rows = cur.execute(
-                "SELECT identity, entry_id, link, title, summary, content, published, updated,"
-                " fingerprint, first_seen, last_seen, new_alert_id"
-                " FROM entries WHERE feed = %s",
-                (feed,),
-            ).fetchall()
-        return {
-            r[0]: StoredEntry(
-                identity=r[0],
-                entry_id=r[1],
-                link=r[2],
-                title=r[3],
-                summary=r[4],
-                content=r[5],
-                published=_dt(r[6]),
-                updated=_dt(r[7]),
-                fingerprint=r[8],
-                first_seen=_req_dt(r[9]),
-                last_seen=_req_dt(r[10]),
-                new_alert_id=r[11],
-            )
-            for r in rows
-        }
 
     def parse_cache(self, feed: str) -> bytes | None:
         with self._tx(single=True) as cur:
@@ -859,50 +795,6 @@ class PostgresStore:
 
     # -- outbox ----------------------------------------------------------------
 
-    @staticmethod
-    def _delivery(r: Sequence[Any]) -> Delivery:
-        payload: Mapping[str, Any] = json.loads(r[4])
-        return Delivery(
-            alert_id=r[0],
-            sink=r[1],
-            feed=r[2],
-            kind=r[3],
-            payload=payload,
-            thread_id=r[5],
-            created_at=_req_dt(r[6]),
-            attempts=r[7],
-            next_attempt=_dt(r[8]),
-            status=r[9],
-            last_error=r[10],
-            delivered_at=_dt(r[11]),
-        )
-
-    def pending(self, *, sink: str | None = None, due_at: datetime | None = None) -> list[Delivery]:
-        sql = (
-            f"SELECT {_DELIVERY_COLS} FROM deliveries d JOIN alerts a ON a.alert_id = d.alert_id"
-            " WHERE d.status = 'pending'"
-        )
-        args: list[Any] = []
-        if sink is not None:
-            sql += " AND d.sink = %s"
-            args.append(sink)
-        if due_at is not None:
-            sql += " AND (d.next_attempt IS NULL OR d.next_attempt <= %s)"
-            args.append(_ts(due_at))
-        sql += " ORDER BY a.created_at, a.seq, d.sink"
-        with self._tx(single=True) as cur:
-            rows = cur.execute(sql, args).fetchall()
-        return [self._delivery(r) for r in rows]
-
-    def pending_sinks(self, *, due_at: datetime | None = None) -> list[str]:
-        sql = "SELECT DISTINCT sink FROM deliveries WHERE status = 'pending'"
-        args: list[Any] = []
-        if due_at is not None:
-            sql += " AND (next_attempt IS NULL OR next_attempt <= %s)"
-            args.append(_ts(due_at))
-        with self._tx(single=True) as cur:
-            return sorted(r[0] for r in cur.execute(sql + " ORDER BY sink", args).fetchall())
-
     def pending_pages(self, sink: str, *, page: int = PENDING_PAGE) -> Iterator[list[Delivery]]:
         # The queue's order as alert numbers (8 bytes each), then the rows a page at a time.
         with self._tx(single=True) as cur:
@@ -924,7 +816,7 @@ class PostgresStore:
                     # each alert by number, then its delivery by primary key (OFFSET 0
                     # keeps the planner, on fresh statistics, from scanning every
                     # pending row of the sink once per alert instead)
-                    f"SELECT {_DELIVERY_COLS}, a.seq FROM alerts a CROSS JOIN LATERAL"
+                    f"SELECT {DELIVERY_COLS}, a.seq FROM alerts a CROSS JOIN LATERAL"
                     " (SELECT * FROM deliveries x WHERE x.alert_id = a.alert_id"
                     " AND x.sink = %s OFFSET 0) d"
                     " WHERE a.seq = ANY(%s) AND d.status = 'pending'",
@@ -1019,7 +911,7 @@ class PostgresStore:
             deliveries: dict[str, list[Delivery]] = {r[0]: [] for r in rows}
             if rows:
                 for d in cur.execute(
-                    f"SELECT {_DELIVERY_COLS} FROM deliveries d"
+                    f"SELECT {DELIVERY_COLS} FROM deliveries d"
                     " JOIN alerts a ON a.alert_id = d.alert_id"
                     " WHERE d.alert_id = ANY(%s) ORDER BY d.sink",
                     (list(deliveries),),

@@ -25,24 +25,24 @@ import os
 import sqlite3
 import threading
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
 import structlog
 
-from feedwatch.model import Alert, IdentityState, StoredEntry
+from feedwatch.model import Alert
 from feedwatch.store.base import (
     PENDING_PAGE,
     AlertRecord,
     Delivery,
     FeedClaim,
-    FeedRecord,
     PollCommit,
     SinkCounts,
     StateError,
 )
+from feedwatch.store.rows import DELIVERY_COLS, SharedReads
 from feedwatch.store.seen import may_prune, seen_step, touch_cut
 
 log = structlog.get_logger("feedwatch.store")
@@ -134,11 +134,6 @@ _V2 = (
     )""",
 )
 
-_DELIVERY_COLS = (
-    "d.alert_id, d.sink, a.feed, a.kind, a.payload, a.thread_id, a.created_at,"
-    " d.attempts, d.next_attempt, d.status, d.last_error, d.delivered_at"
-)
-
 
 def _ts(dt: datetime | None) -> int | None:
     if dt is None:
@@ -177,8 +172,17 @@ def _detected_at(alert: Alert) -> int:
     return _now_ts(datetime.now(timezone.utc))
 
 
-class SqliteStore:
+class SqliteStore(SharedReads):
     """The ``Store`` protocol on one SQLite file (see ``feedwatch.store.base``)."""
+
+    # what feedwatch.store.rows (the reads both stores share) needs: times are integer microseconds since the epoch
+    P = "?"
+    _to_db = staticmethod(_ts)
+    _from_db = staticmethod(_dt)
+    _from_db_req = staticmethod(_req_dt)
+
+    def _reading(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
+        return self._read()
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
     MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2)
@@ -465,75 +469,6 @@ class SqliteStore:
         self.close()
 
     # -- feeds and entries ---------------------------------------------------
-
-    _FEED_SELECT = (
-        "SELECT f.name, f.url, f.title, f.etag, f.last_modified, f.body_hash, f.id_policy,"
-        " f.id_candidate, f.baselined, f.last_poll, f.last_success, f.http_status, f.errors,"
-        " f.last_error, f.next_poll, f.retry_after_until, f.gone, f.redirected_to,"
-        " f.last_new_entry, f.stale_notified,"
-        " (SELECT COUNT(*) FROM entries e WHERE e.feed = f.name) FROM feeds f"
-    )
-
-    @staticmethod
-    def _feed_record(r: Sequence[Any]) -> FeedRecord:
-        return FeedRecord(
-            name=r[0],
-            url=r[1],
-            title=r[2],
-            etag=r[3],
-            last_modified=r[4],
-            body_hash=r[5],
-            identity=IdentityState(policy=r[6], candidate=r[7]),
-            baselined=bool(r[8]),
-            last_poll=_dt(r[9]),
-            last_success=_dt(r[10]),
-            http_status=r[11],
-            errors=r[12],
-            last_error=r[13],
-            next_poll=_dt(r[14]),
-            retry_after_until=_dt(r[15]),
-            gone=bool(r[16]),
-            redirected_to=r[17],
-            last_new_entry=_dt(r[18]),
-            stale_notified=bool(r[19]),
-            entries=r[20],
-        )
-
-    def feed(self, name: str) -> FeedRecord | None:
-        with self._read() as cur:
-            row = cur.execute(self._FEED_SELECT + " WHERE f.name = ?", (name,)).fetchone()
-        return None if row is None else self._feed_record(row)
-
-    def feeds(self) -> dict[str, FeedRecord]:
-        with self._read() as cur:
-            rows = cur.execute(self._FEED_SELECT + " ORDER BY f.name").fetchall()
-        return {r[0]: self._feed_record(r) for r in rows}
-
-    def entries(self, feed: str) -> dict[str, StoredEntry]:
-        with self._read() as cur:
-            rows = cur.execute(
-                "SELECT identity, entry_id, link, title, summary, content, published, updated,"
-                " fingerprint, first_seen, last_seen, new_alert_id"
-                " FROM entries WHERE feed = ?",
-                (feed,),
-            ).fetchall()
-        return {
-            r[0]: StoredEntry(
-                identity=r[0],
-                entry_id=r[1],
-                link=r[2],
-                title=r[3],
-                summary=r[4],
-                content=r[5],
-                published=_dt(r[6]),
-                updated=_dt(r[7]),
-                fingerprint=r[8],
-                first_seen=_req_dt(r[9]),
-                last_seen=_req_dt(r[10]),
-                new_alert_id=r[11],
-            )
-            for r in rows
-        }
 
     def parse_cache(self, feed: str) -> bytes | None:
         with self._read() as cur:
@@ -842,50 +777,6 @@ class SqliteStore:
 
     # -- outbox ----------------------------------------------------------------
 
-    @staticmethod
-    def _delivery(r: Sequence[Any]) -> Delivery:
-        payload: Mapping[str, Any] = json.loads(r[4])
-        return Delivery(
-            alert_id=r[0],
-            sink=r[1],
-            feed=r[2],
-            kind=r[3],
-            payload=payload,
-            thread_id=r[5],
-            created_at=_req_dt(r[6]),
-            attempts=r[7],
-            next_attempt=_dt(r[8]),
-            status=r[9],
-            last_error=r[10],
-            delivered_at=_dt(r[11]),
-        )
-
-    def pending(self, *, sink: str | None = None, due_at: datetime | None = None) -> list[Delivery]:
-        sql = (
-            f"SELECT {_DELIVERY_COLS} FROM deliveries d JOIN alerts a ON a.alert_id = d.alert_id"
-            " WHERE d.status = 'pending'"
-        )
-        args: list[Any] = []
-        if sink is not None:
-            sql += " AND d.sink = ?"
-            args.append(sink)
-        if due_at is not None:
-            sql += " AND (d.next_attempt IS NULL OR d.next_attempt <= ?)"
-            args.append(_ts(due_at))
-        sql += " ORDER BY a.created_at, a.seq, d.sink"
-        with self._read() as cur:
-            rows = cur.execute(sql, args).fetchall()
-        return [self._delivery(r) for r in rows]
-
-    def pending_sinks(self, *, due_at: datetime | None = None) -> list[str]:
-        sql = "SELECT DISTINCT sink FROM deliveries WHERE status = 'pending'"
-        args: list[Any] = []
-        if due_at is not None:
-            sql += " AND (next_attempt IS NULL OR next_attempt <= ?)"
-            args.append(_ts(due_at))
-        with self._read() as cur:
-            return sorted(r[0] for r in cur.execute(sql + " ORDER BY sink", args).fetchall())
-
     def pending_pages(self, sink: str, *, page: int = PENDING_PAGE) -> Iterator[list[Delivery]]:
         # The queue's order as alert numbers (8 bytes each), then the rows a page at a time.
         with self._read() as cur:
@@ -907,7 +798,7 @@ class SqliteStore:
                 rows = cur.execute(
                     # CROSS JOIN: look up the alerts by number first (without it SQLite
                     # may walk every pending row of the sink once per number)
-                    f"SELECT {_DELIVERY_COLS}, a.seq FROM alerts a CROSS JOIN deliveries d"
+                    f"SELECT {DELIVERY_COLS}, a.seq FROM alerts a CROSS JOIN deliveries d"
                     " ON d.alert_id = a.alert_id AND d.sink = ?"
                     f" WHERE a.seq IN ({marks}) AND d.status = 'pending'",
                     [sink, *chunk],
@@ -995,7 +886,7 @@ class SqliteStore:
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for d in cur.execute(
-                    f"SELECT {_DELIVERY_COLS} FROM deliveries d"
+                    f"SELECT {DELIVERY_COLS} FROM deliveries d"
                     f" JOIN alerts a ON a.alert_id = d.alert_id"
                     f" WHERE d.alert_id IN ({marks}) ORDER BY d.sink",
                     chunk,
