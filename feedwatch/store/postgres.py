@@ -50,7 +50,6 @@ from feedwatch.store.base import (
     Delivery,
     FeedClaim,
     PollCommit,
-    SinkCounts,
     StateError,
 )
 from feedwatch.store.rows import DELIVERY_COLS, SharedReads
@@ -882,16 +881,6 @@ class PostgresStore(SharedReads):
             args.append(feed)
         with self._tx(single=True) as cur:
             return int(cur.execute(sql, args).rowcount)
-
-    def sink_counts(self) -> dict[str, SinkCounts]:
-        with self._tx(single=True) as cur:
-            rows = cur.execute(
-                "SELECT sink, status, COUNT(*) FROM deliveries GROUP BY sink, status"
-            ).fetchall()
-        counts: dict[str, dict[str, int]] = {}
-        for sink, status, n in rows:
-            counts.setdefault(sink, {})[status] = int(n)
-        return {sink: SinkCounts(**c) for sink, c in sorted(counts.items())}
 
     def alerts_for(
         self, feed: str, identity: str | None = None, limit: int = 50

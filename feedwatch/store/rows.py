@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from feedwatch.model import IdentityState, StoredEntry
-from feedwatch.store.base import Delivery, FeedRecord
+from feedwatch.store.base import Delivery, FeedRecord, SinkCounts
 
 DELIVERY_COLS = (
     "d.alert_id, d.sink, a.feed, a.kind, a.payload, a.thread_id, a.created_at,"
@@ -31,7 +31,8 @@ FEED_SELECT = (
 
 
 class SharedReads:
-    """The reads of feeds, entries and pending deliveries, for a store that gives:
+    """The reads of feeds, entries, pending deliveries and their counts, for a store
+    that gives:
 
     - ``P``: its driver's placeholder (``?`` or ``%s``);
     - ``_reading()``: a cursor in one read transaction;
@@ -160,3 +161,13 @@ class SharedReads:
             args.append(self._to_db(due_at))
         with self._reading() as cur:
             return sorted(r[0] for r in cur.execute(sql + " ORDER BY sink", args).fetchall())
+
+    def sink_counts(self) -> dict[str, SinkCounts]:
+        with self._reading() as cur:
+            rows = cur.execute(
+                "SELECT sink, status, COUNT(*) FROM deliveries GROUP BY sink, status"
+            ).fetchall()
+        counts: dict[str, dict[str, int]] = {}
+        for sink, status, n in rows:
+            counts.setdefault(sink, {})[status] = int(n)
+        return {sink: SinkCounts(**c) for sink, c in sorted(counts.items())}

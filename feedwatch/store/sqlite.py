@@ -39,7 +39,6 @@ from feedwatch.store.base import (
     Delivery,
     FeedClaim,
     PollCommit,
-    SinkCounts,
     StateError,
 )
 from feedwatch.store.rows import DELIVERY_COLS, SharedReads
@@ -854,16 +853,6 @@ class SqliteStore(SharedReads):
             args.append(feed)
         with self._write() as cur:
             return cur.execute(sql, args).rowcount
-
-    def sink_counts(self) -> dict[str, SinkCounts]:
-        with self._read() as cur:
-            rows = cur.execute(
-                "SELECT sink, status, COUNT(*) FROM deliveries GROUP BY sink, status"
-            ).fetchall()
-        counts: dict[str, dict[str, int]] = {}
-        for sink, status, n in rows:
-            counts.setdefault(sink, {})[status] = n
-        return {sink: SinkCounts(**c) for sink, c in sorted(counts.items())}
 
     def alerts_for(
         self, feed: str, identity: str | None = None, limit: int = 50
