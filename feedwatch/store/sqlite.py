@@ -174,7 +174,8 @@ def _detected_at(alert: Alert) -> int:
 class SqliteStore(SharedReads):
     """The ``Store`` protocol on one SQLite file (see ``feedwatch.store.base``)."""
 
-    # what feedwatch.store.rows (the reads both stores share) needs: times are integer microseconds since the epoch
+    # what feedwatch.store.rows (the reads both stores share) needs: times are
+    # integer microseconds since the epoch
     P = "?"
     _to_db = staticmethod(_ts)
     _from_db = staticmethod(_dt)
