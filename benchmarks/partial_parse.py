@@ -65,6 +65,9 @@ def _poll_cpu(states: list[list[synth.Feed]], changed: list[int], incremental: b
             path = "/" + req.url.split("/", 3)[3]
             return Fetched(status=200, url=req.url, body=bodies[self.round][path], headers=XML)
 
+        async def fetch_held(self, req: Any) -> tuple[Fetched, Callable[[], None]]:
+            return await self.fetch(req), lambda: None
+
     def injected(body: bytes, headers: Any, **kw: Any) -> Any:
         return parse_body(body, headers, **kw)
 
@@ -91,7 +94,8 @@ def _poll_cpu(states: list[list[synth.Feed]], changed: list[int], incremental: b
 
         async def run(which: Any) -> None:
             for i in which:
-                await poller.poll(feeds[i])
+                report = await poller.poll(feeds[i])
+                assert report.result != "error", report.error  # a figure of failed polls is none
 
         asyncio.run(run(range(len(feeds))))
         fetcher.round = 1
