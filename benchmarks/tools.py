@@ -75,6 +75,14 @@ def _installed_version(name: str) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
+def _copy(src: Path, dst: Path) -> None:
+    """A state file or directory, if there is one."""
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    elif src.exists():
+        shutil.copy2(src, dst)
+
+
 @dataclass
 class Alerts:
     """What one run alerted: links of new and updated entries (None = unknown kind)."""
@@ -128,18 +136,14 @@ class Tool:
         (self.run_dir / "Maildir").mkdir()  # rss2email creates the mailbox, not its parent
         if from_base:
             for f in self.state_files:
-                src = self.base_dir / f
-                if src.exists():
-                    shutil.copy2(src, self.run_dir / f)
+                _copy(self.base_dir / f, self.run_dir / f)
 
     def save_base(self) -> None:
         if self.base_dir.exists():
             shutil.rmtree(self.base_dir)
         self.base_dir.mkdir(parents=True)
         for f in self.state_files:
-            src = self.run_dir / f
-            if src.exists():
-                shutil.copy2(src, self.base_dir / f)
+            _copy(self.run_dir / f, self.base_dir / f)
         self.base_hour = int(time.time() // 3600)
 
     def base_is_stale(self) -> bool:
@@ -158,7 +162,8 @@ class Tool:
 
 class Feedwatch(Tool):
     name = "feedwatch"
-    state_files = ("state.db", "state.db-wal", "state.db-shm")
+    # the parse cache (feedwatch.parsecache) sits beside the state: a saved state keeps it
+    state_files = ("state.db", "state.db-wal", "state.db-shm", "state.db.parse-cache")
 
     def configure(self) -> None:
         lines = [

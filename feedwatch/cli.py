@@ -220,6 +220,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             known = existing.forget(args.feed)
         finally:
             existing.close()
+        from feedwatch import parsecache
+
+        parsecache.remove(parsecache.file_for(parsecache.directory(config.state), args.feed))
         if not known and config.feed(args.feed) is None:
             raise UsageError(f"unknown feed {args.feed!r}")
         print(f"forgot {args.feed}: its next poll records a new baseline", file=out)

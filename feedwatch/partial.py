@@ -57,11 +57,12 @@ from typing import Any
 
 import feedparser
 
+from feedwatch import parsecache
 from feedwatch.identity import KEYS_VERSION, entry_keys
 from feedwatch.model import Enclosure, EntryKeys, EntrySnapshot, ParsedFeed
 from feedwatch.parse import _ENTRY_TAG, PARSE_VERSION, parse_body, parse_xml_detail
 
-__all__ = ["CACHE_FORMAT", "parse_incremental", "split_items"]
+__all__ = ["CACHE_FORMAT", "parse_cached", "parse_incremental", "split_items"]
 
 CACHE_FORMAT = 2
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
@@ -428,6 +429,25 @@ def parse_incremental(
     if feed.keys is None:
         feed = replace(feed, keys=tuple(entry_keys(e) for e in feed.entries))
     return feed, kept
+
+
+def parse_cached(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    url: str | None,
+    max_entries: int,
+    cache_file: str | None,
+    write: bool = True,
+) -> ParsedFeed:
+    """``parse_incremental`` with the cache in ``cache_file`` (feedwatch.parsecache),
+    replaced by the new one when ``write``; runs where the parse runs (a worker), so
+    the cache never passes through the main process. None: no cache."""
+    cache = None if cache_file is None else parsecache.read(cache_file)
+    feed, kept = parse_incremental(body, headers, url=url, max_entries=max_entries, cache=cache)
+    if cache_file is not None and write and (kept or cache is not None):
+        parsecache.write(cache_file, kept)  # None: a cache that no longer applies goes
+    return feed
 
 
 @dataclass(frozen=True)

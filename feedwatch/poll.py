@@ -20,16 +20,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 
-from feedwatch import pacing
+from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
 from feedwatch.clock import Clock, system_clock
 from feedwatch.diff import DiffResult, diff
@@ -49,7 +50,7 @@ from feedwatch.model import (
     Secret,
 )
 from feedwatch.parse import parse_body
-from feedwatch.partial import parse_incremental
+from feedwatch.partial import parse_cached
 from feedwatch.staleness import stale_notice
 from feedwatch.store.base import FeedRecord, PollCommit, StateError, Store
 from feedwatch.store.group import GroupCommit
@@ -116,6 +117,24 @@ class Poller:
         # with no other in progress commits at once
         self._polling = 0
         self.writes = GroupCommit(store, window=COMMIT_WINDOW, pending=lambda: self._polling)
+        # feedwatch.partial's cache of parsed items, one file per feed; a dry run
+        # reads it if it is there and writes nothing
+        where = parsecache.directory(config.state)
+        if dry_run:
+            self.cache_dir = where if os.path.isdir(where) else None
+        else:
+            self.cache_dir = parsecache.prepare(where)
+            if self.cache_dir is None:
+                log.warning(
+                    "parse.cache_off",
+                    directory=where,
+                    hint="it cannot be written: every changed body is parsed in full",
+                )
+            else:
+                parsecache.prune(self.cache_dir, (f.name for f in config.feeds))
+
+    def _cache_file(self, feed: str) -> str | None:
+        return None if self.cache_dir is None else parsecache.file_for(self.cache_dir, feed)
 
     def rules_for(self, feed: FeedConfig) -> tuple[CompiledRule, ...]:
         rules = self._rules.get(feed.name)
@@ -246,18 +265,19 @@ class Poller:
         fetched: Fetched = outcome
         if self.parse is parse_body:
             # Only the items whose bytes changed since the last poll are parsed; the
-            # result is parse_body's (feedwatch.partial)
+            # result is parse_body's (feedwatch.partial). The worker reads and
+            # replaces the feed's cache file itself (feedwatch.parsecache).
             call = functools.partial(  # picklable: a worker process may run it
-                parse_incremental,
+                parse_cached,
                 fetched.body,
                 dict(fetched.headers),
                 url=fetched.url,
                 max_entries=s.max_entries,
-                cache=self.store.parse_cache(feed.name),
+                cache_file=self._cache_file(feed.name),
+                write=not self.dry_run,
             )
         else:  # a parser injected by a test: no cache
             call = functools.partial(
-                _uncached,
                 self.parse,
                 fetched.body,
                 dict(fetched.headers),
@@ -266,9 +286,9 @@ class Poller:
             )
         if self.parse_executor is not None:
             loop = asyncio.get_running_loop()
-            parsed, parse_cache = await loop.run_in_executor(self.parse_executor, call)
+            parsed = await loop.run_in_executor(self.parse_executor, call)
         else:
-            parsed, parse_cache = call()
+            parsed = call()
         now = self.clock()
         if not parsed.is_feed and not parsed.entries:
             why = "; ".join(parsed.warnings) or "no feed found in the body"
@@ -314,7 +334,6 @@ class Poller:
             next_poll=next_poll,
             redirected_to=fetched.permanent_redirect,
             had_new_entry=result.new > 0 or result.baseline,
-            parse_cache=parse_cache or b"",  # b"": a cache that no longer applies goes
         )
         if self.dry_run:
             queued_alerts = alerts
@@ -444,14 +463,3 @@ class Poller:
             gone=gone,
             redirected_to=redirected_to,
         )
-
-
-def _uncached(
-    parse: Callable[..., ParsedFeed],
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    url: str,
-    max_entries: int,
-) -> tuple[ParsedFeed, bytes | None]:
-    return parse(body, headers, url=url, max_entries=max_entries), None

@@ -220,6 +220,7 @@ def test_dry_run_without_state_creates_nothing(setup):
     r = fw(cfg, "check", "--dry-run")
     assert r.returncode == 0, r.stderr
     assert not (tmp / "state.db").exists()
+    assert not (tmp / "state.db.parse-cache").exists()
 
 
 def test_unknown_feed_is_usage_error_and_writes_nothing(setup):
@@ -327,3 +328,31 @@ def test_check_on_sqlite_never_imports_psycopg() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_parse_cache_files_sit_by_the_state_and_go_with_forget_and_the_feed(setup):
+    """One cache file per feed beside the state (feedwatch.parsecache); `forget` drops a
+    feed's, a feed no longer configured loses its at the next run; the state holds none."""
+    tmp, srv, cfg, news = setup
+    assert fw(cfg, "check").returncode == 0
+    cache = tmp / "state.db.parse-cache"
+    assert len(os.listdir(cache)) == 2 and (cache.stat().st_mode & 0o777) == 0o700
+    conn = sqlite3.connect(tmp / "state.db")
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM parse_cache").fetchone() == (0,)
+    finally:
+        conn.close()
+    r = fw(cfg, "forget", "news")
+    assert r.returncode == 0, r.stderr
+    assert len(os.listdir(cache)) == 1
+    # the feed comes back and is parsed (in full, as its cache is gone): a baseline
+    srv.set("/news.xml", rss([*news, entry(3, title="Missile launch")]))
+    assert fw(cfg, "check").returncode == 0
+    assert alerts(tmp) == [] and len(os.listdir(cache)) == 2
+    cfg.write_text(cfg.read_text().replace('name = "everything"', 'name = "renamed"'))
+    srv.set("/all.xml", rss([entry("a1", title="Anything at all"), entry("a2", title="More")]))
+    assert fw(cfg, "check").returncode == 0
+    from feedwatch.parsecache import file_for
+
+    names = {os.path.basename(file_for(str(cache), f)) for f in ("news", "renamed")}
+    assert set(os.listdir(cache)) == names  # "everything"'s file went

@@ -7,13 +7,16 @@ could think of (items dropped, edited, swapped, duplicated, added; the head's
 text and markup changed) and for hypothesis-made feeds. Then: a damaged cache is
 a full parse with the same result; the bodies we do not handle incrementally are
 parsed in full; and a real poll against a real server parses only the edited
-item, alerts it as ``updated`` and keeps the cache in the state.
+item, alerts it as ``updated`` and keeps the cache in its file (feedwatch.parsecache).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
@@ -26,6 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import feedwatch.partial as partial
+from feedwatch import parsecache
 from feedwatch.fetch import Fetcher
 from feedwatch.identity import entry_keys
 from feedwatch.model import Config, FeedConfig, FeedSettings, Jitter
@@ -38,7 +42,7 @@ from tests.corpus import corpus_cases, corpus_root
 from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
 from tests.helpers import poll_setup
 from tests.pg import pg_cluster, pg_url  # noqa: F401
-from tests.test_store import backend, reopen, store  # noqa: F401
+from tests.test_store import backend, reopen  # noqa: F401
 from tests.test_store import poll as commit_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -422,24 +426,95 @@ def test_a_bug_in_the_incremental_path_costs_only_a_full_parse(
 
 
 # --------------------------------------------------------------------------
-# The store keeps one cache per feed; forget drops it
+# The cache lives in files (feedwatch.parsecache), not in the state
 # --------------------------------------------------------------------------
 
 
-def test_store_keeps_replaces_and_drops_the_cache(store: Store) -> None:  # noqa: F811
-    assert store.parse_cache("f") is None
-    store.commit_poll(commit_of("f", parse_cache=b"one\x00\xff"))
-    assert store.parse_cache("f") == b"one\x00\xff"
-    store.commit_poll(commit_of("f"))  # None: left as it is
-    assert store.parse_cache("f") == b"one\x00\xff"
-    store.commit_poll(commit_of("f", parse_cache=b"two"))
-    store.commit_poll(commit_of("g", parse_cache=b"other"))
-    assert (store.parse_cache("f"), store.parse_cache("g")) == (b"two", b"other")
-    store.commit_poll(commit_of("f", parse_cache=b""))  # empty: dropped
-    assert store.parse_cache("f") is None
-    store.commit_poll(commit_of("f", parse_cache=b"three"))
-    assert store.forget("f")
-    assert store.parse_cache("f") is None and store.parse_cache("g") == b"other"
+def test_cache_files_are_replaced_removed_and_pruned(tmp_path: Path) -> None:
+    d = parsecache.prepare(str(tmp_path / "cache"))
+    assert d is not None and (os.stat(d).st_mode & 0o777) == 0o700
+    f, g = parsecache.file_for(d, "f"), parsecache.file_for(d, "g/../../x")
+    assert f != g and os.path.dirname(g) == d  # any feed name is one file in the directory
+    assert parsecache.read(f) is None
+    parsecache.write(f, b"one\x00\xff")
+    parsecache.write(g, b"other")
+    assert (parsecache.read(f), parsecache.read(g)) == (b"one\x00\xff", b"other")
+    assert (os.stat(f).st_mode & 0o777) == 0o600
+    parsecache.write(f, b"two")
+    assert parsecache.read(f) == b"two"
+    parsecache.write(f, b"")  # empty: removed
+    assert parsecache.read(f) is None
+    parsecache.write(f, b"three")
+    old_tmp, new_tmp = Path(d) / "a.1-2.tmp", Path(d) / "b.1-2.tmp"
+    old_tmp.write_bytes(b"left by a crash")
+    new_tmp.write_bytes(b"being written")
+    os.utime(old_tmp, (0, time.time() - parsecache.STALE_TMP_SECONDS - 5))
+    # g is no longer configured; a fresh temporary file may be another instance's
+    assert parsecache.prune(d, ["f", "h"]) == 2
+    assert sorted(os.listdir(d)) == sorted([os.path.basename(f), new_tmp.name])
+    assert parsecache.read(f) == b"three"
+    parsecache.remove(f)
+    parsecache.remove(f)  # gone already: nothing to do
+    assert os.listdir(d) == [new_tmp.name]
+
+
+def test_a_cache_directory_that_cannot_be_made_turns_the_cache_off(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    assert parsecache.prepare(str(tmp_path / "file" / "cache")) is None
+    parsecache.write(str(tmp_path / "file" / "cache" / "x"), b"data")  # does not raise
+    assert parsecache.read(str(tmp_path / "file" / "cache" / "x")) is None
+
+
+def test_cache_directory_by_the_sqlite_state_or_per_postgres_database() -> None:
+    env = {"HOME": "/home/u"}
+    assert parsecache.directory("/var/lib/fw/state.db", env) == "/var/lib/fw/state.db.parse-cache"
+    pg = "postgresql://fw:secret@db.example:5433/feeds"
+    d = parsecache.directory(pg, {"CACHE_DIRECTORY": "/var/cache/feedwatch"})
+    assert d.startswith("/var/cache/feedwatch/parse-") and "secret" not in d
+    # a new password is the same database; another database, user or host is not
+    assert d == parsecache.directory(
+        "postgresql://fw:rotated@db.example:5433/feeds", {"CACHE_DIRECTORY": "/var/cache/feedwatch"}
+    )
+    for other in (
+        "postgresql://fw:secret@db.example:5433/other",
+        "postgresql://fx:secret@db.example:5433/feeds",
+        "postgres://fw:secret@db2.example:5433/feeds",
+    ):
+        assert parsecache.directory(other, {"CACHE_DIRECTORY": "/var/cache/feedwatch"}) != d
+    x = parsecache.directory(pg, {"XDG_CACHE_HOME": "/x/cache"})
+    assert os.path.dirname(x) == "/x/cache/feedwatch"
+    relative = parsecache.directory(pg, {"XDG_CACHE_HOME": "rel", "CACHE_DIRECTORY": "rel2"})
+    assert os.path.dirname(relative) == os.path.expanduser("~/.cache/feedwatch")
+
+
+def test_rows_of_the_old_cache_table_go_when_the_state_opens(
+    backend: str,  # noqa: F811
+    reopen: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Schema 2 kept the cache in a table: its rows go (the table stays for older versions)."""
+    reopen().commit_poll(commit_of("f"))
+    sql, args = "INSERT INTO parse_cache (feed, data) VALUES ('f', %s)", (b"old cache",)
+    conn: Any
+    if backend == "sqlite":
+        conn = sqlite3.connect(tmp_path / "state.db")
+        with conn:
+            conn.execute(sql.replace("%s", "?"), args)
+        count = lambda: conn.execute("SELECT COUNT(*) FROM parse_cache").fetchone()[0]  # noqa: E731
+    else:
+        import psycopg
+
+        from tests.test_store import _PG
+
+        conn = psycopg.connect(_PG["schemas"][str(tmp_path)], autocommit=True)
+        conn.execute(sql, args)
+        count = lambda: conn.execute("SELECT COUNT(*) FROM parse_cache").fetchone()[0]  # noqa: E731
+    try:
+        assert count() == 1
+        reopen()
+        assert count() == 0
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------
@@ -447,6 +522,10 @@ def test_store_keeps_replaces_and_drops_the_cache(store: Store) -> None:  # noqa
 # --------------------------------------------------------------------------
 
 SETTINGS = FeedSettings(interval=60, jitter=Jitter())
+
+
+def cached(config: Config, feed: str = "f") -> bytes | None:
+    return parsecache.read(parsecache.file_for(parsecache.directory(config.state), feed))
 
 
 async def _poll(config: Config, state: Store, clock: FakeClock, feed: FeedConfig, **kw: Any) -> Any:
@@ -476,8 +555,10 @@ def test_poll_parses_only_the_edited_item_and_alerts_it_updated(
     clock = FakeClock(T0)
     r = asyncio.run(_poll(config, state, clock, feed))
     assert r.result == "ok" and r.baseline and seen == [6]
-    first = state.parse_cache("f")
-    assert first is not None
+    first = cached(config)
+    assert first is not None and str(tmp_path / "state.db.parse-cache") in parsecache.file_for(
+        parsecache.directory(config.state), "f"
+    )
 
     feed_server.set("/f", _entries(edited={2}))
     clock.advance(hours=3)
@@ -485,7 +566,7 @@ def test_poll_parses_only_the_edited_item_and_alerts_it_updated(
     assert r.result == "ok" and (r.new, r.updated) == (0, 1)
     assert [(a.kind, a.payload["entry"]["title"]) for a in r.alerts] == [("updated", "Entry 2")]
     assert seen == [6, 1]  # only the edited item went through feedparser
-    second = state.parse_cache("f")
+    second = cached(config)
     assert second is not None and second != first
 
     feed_server.set("/f", _entries(edited={2}, extra=1))
@@ -493,10 +574,13 @@ def test_poll_parses_only_the_edited_item_and_alerts_it_updated(
     r = asyncio.run(_poll(config, state, clock, feed))
     assert [(a.kind, a.payload["entry"]["title"]) for a in r.alerts] == [("new", "Entry 6")]
     assert seen == [6, 1, 1]
-    # forget drops the cache with the entries: the next poll parses everything
-    assert state.forget("f") and state.parse_cache("f") is None
+    # a cache that is gone (or damaged) is a full parse
+    cache_file = parsecache.file_for(parsecache.directory(config.state), "f")
+    parsecache.write(cache_file, cached(config)[:-1])  # type: ignore[index]
+    feed_server.set("/f", _entries(edited={2, 3}, extra=1))
     clock.advance(hours=1)
-    asyncio.run(_poll(config, state, clock, feed))
+    r = asyncio.run(_poll(config, state, clock, feed))
+    assert [(a.kind, a.payload["entry"]["title"]) for a in r.alerts] == [("updated", "Entry 3")]
     assert seen == [6, 1, 1, 7]
     state.close()
 
@@ -508,7 +592,8 @@ def test_dry_run_and_an_injected_parser_write_no_cache(
     feed, config, state = poll_setup(tmp_path, feed_server.url("/f"), SETTINGS)
     clock = FakeClock(T0)
     r = asyncio.run(_poll(config, state, clock, feed, dry_run=True))
-    assert r.result == "ok" and state.parse_cache("f") is None
+    assert r.result == "ok" and cached(config) is None
+    assert not os.path.exists(parsecache.directory(config.state))
     calls: list[int] = []
 
     def parse(body: bytes, headers: Any, **kw: Any) -> Any:
@@ -517,7 +602,7 @@ def test_dry_run_and_an_injected_parser_write_no_cache(
 
     r = asyncio.run(_poll(config, state, clock, feed, parse=parse))
     assert r.result == "ok" and len(calls) == 1
-    assert state.parse_cache("f") is None
+    assert cached(config) is None
     state.close()
 
 
@@ -536,7 +621,7 @@ def test_poll_through_an_executor_stores_the_cache(
     pool: Executor = ThreadPoolExecutor(1) if executor == "thread" else ParsePool(1)
     with pool:
         asyncio.run(_poll(config, state, clock, feed, parse_executor=pool))
-        assert state.parse_cache("f") is not None
+        assert cached(config) is not None
         feed_server.set("/f", _entries(edited={3}))
         clock.advance(hours=3)
         r = asyncio.run(_poll(config, state, clock, feed, parse_executor=pool))

@@ -85,8 +85,6 @@ class PollCommit:
     redirected_to: str | None = None
     had_new_entry: bool = False  # sets last_new_entry = now
     stale_notified: bool | None = None  # None = leave as is
-    # feedwatch.partial's cache for the next poll: None = leave the stored one, b"" = drop it
-    parse_cache: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -161,10 +159,6 @@ class Store(Protocol):
     def feeds(self) -> dict[str, FeedRecord]: ...
 
     def entries(self, feed: str) -> dict[str, StoredEntry]: ...
-
-    def parse_cache(self, feed: str) -> bytes | None:
-        """The parse cache the last poll of ``feed`` stored (feedwatch.partial), if any."""
-        ...
 
     def batch(self) -> AbstractContextManager[None]:
         """Writes inside may share one transaction; each stays all or nothing by itself.

@@ -282,6 +282,10 @@ class PostgresStore(SharedReads):
             ) from None
         try:
             self._open(conn, create)
+            with contextlib.suppress(psycopg.Error):
+                # schema 2 kept feedwatch.partial's cache here; it is in files now
+                # (feedwatch.parsecache): its rows go, the table stays for older versions
+                conn.execute("DELETE FROM parse_cache")
         finally:
             conn.close()
         self._pool = ConnectionPool(
@@ -462,11 +466,6 @@ class PostgresStore(SharedReads):
 
     # -- feeds and entries ---------------------------------------------------
 
-    def parse_cache(self, feed: str) -> bytes | None:
-        with self._tx(single=True) as cur:
-            row = cur.execute("SELECT data FROM parse_cache WHERE feed = %s", (feed,)).fetchone()
-        return None if row is None else bytes(row[0])
-
     @staticmethod
     def _ensure_feed(cur: Any, feed: str, url: str | None) -> None:
         cur.execute(
@@ -623,14 +622,6 @@ class PostgresStore(SharedReads):
                     "DELETE FROM entries WHERE feed = %s AND last_seen < %s",
                     (feed, prune_before),
                 )
-            if commit.parse_cache:
-                cur.execute(
-                    "INSERT INTO parse_cache (feed, data) VALUES (%s, %s)"
-                    " ON CONFLICT (feed) DO UPDATE SET data = excluded.data",
-                    (feed, commit.parse_cache),
-                )
-            elif commit.parse_cache is not None:
-                cur.execute("DELETE FROM parse_cache WHERE feed = %s", (feed,))
             cur.execute(
                 "UPDATE feeds SET url = %s, title = %s, etag = %s, last_modified = %s,"
                 " body_hash = %s, id_policy = %s, id_candidate = %s, baselined = TRUE,"
@@ -779,7 +770,6 @@ class PostgresStore(SharedReads):
         """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""
         with self._tx() as cur:
             dropped = cur.execute("DELETE FROM entries WHERE feed = %s", (feed,)).rowcount
-            cur.execute("DELETE FROM parse_cache WHERE feed = %s", (feed,))
             known = cur.execute(
                 "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
                 " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE,"

@@ -221,6 +221,7 @@ class SqliteStore(SharedReads):
             raise self._error(exc) from exc
         try:
             self._open()
+            self._empty_legacy_cache()
         except BaseException:
             self._conn.close()
             raise
@@ -268,6 +269,15 @@ class SqliteStore(SharedReads):
             raise self._error(exc) from exc
         if version < target:
             self._migrate(version, target)
+
+    def _empty_legacy_cache(self) -> None:
+        """Schema 2 kept feedwatch.partial's cache in ``parse_cache``; it is in files now
+        (feedwatch.parsecache). Its rows go once; the table stays for older versions."""
+        with self._read() as cur:
+            found = cur.execute("SELECT 1 FROM parse_cache LIMIT 1").fetchone()
+        if found:
+            with self._write() as cur:
+                cur.execute("DELETE FROM parse_cache")
 
     def _migrate(self, version: int, target: int) -> None:
         if version > 0:
@@ -470,11 +480,6 @@ class SqliteStore(SharedReads):
 
     # -- feeds and entries ---------------------------------------------------
 
-    def parse_cache(self, feed: str) -> bytes | None:
-        with self._read() as cur:
-            row = cur.execute("SELECT data FROM parse_cache WHERE feed = ?", (feed,)).fetchone()
-        return None if row is None else bytes(row[0])
-
     @staticmethod
     def _ensure_feed(cur: sqlite3.Cursor, feed: str, url: str | None) -> None:
         cur.execute(
@@ -605,14 +610,6 @@ class SqliteStore(SharedReads):
                     "DELETE FROM entries WHERE feed = ? AND last_seen < ?",
                     (feed, _ts(commit.prune_before)),
                 )
-            if commit.parse_cache:
-                cur.execute(
-                    "INSERT INTO parse_cache (feed, data) VALUES (?, ?)"
-                    " ON CONFLICT (feed) DO UPDATE SET data = excluded.data",
-                    (feed, commit.parse_cache),
-                )
-            elif commit.parse_cache is not None:
-                cur.execute("DELETE FROM parse_cache WHERE feed = ?", (feed,))
             cur.execute(
                 "UPDATE feeds SET url = ?, title = ?, etag = ?, last_modified = ?,"
                 " body_hash = ?, id_policy = ?, id_candidate = ?, baselined = 1,"
@@ -762,7 +759,6 @@ class SqliteStore(SharedReads):
         """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""
         with self._write() as cur:
             dropped = cur.execute("DELETE FROM entries WHERE feed = ?", (feed,)).rowcount
-            cur.execute("DELETE FROM parse_cache WHERE feed = ?", (feed,))
             known = cur.execute(
                 "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
                 " id_policy = 'guid', id_candidate = NULL, baselined = 0, gone = 0,"

@@ -1,0 +1,137 @@
+"""Where the parse cache lives: one file per feed, read and written by the parse worker.
+
+``feedwatch.partial`` keeps, per feed, the parsed items of the last body so the
+next poll parses only the items whose bytes changed. That cache is a memo of a
+pure function (an item's bytes in its context -> its snapshot), not state: any
+copy of it, old or new, gives the same parse, and losing it costs one full
+parse. So it stays out of the state database, where it was ~26 KB a feed read
+and written by the main process in every changed poll, carried to the worker and
+back, and copied into the database again at each WAL checkpoint. Here the worker
+that parses reads the file and replaces it; the main process only names it.
+
+Location (``directory``):
+
+- SQLite state ``/path/state.db`` -> ``/path/state.db.parse-cache/`` (wherever the
+  state can be written, so can its cache);
+- PostgreSQL state -> ``$CACHE_DIRECTORY`` (systemd's ``CacheDirectory=``), else
+  ``$XDG_CACHE_HOME/feedwatch``, else ``~/.cache/feedwatch``; in it
+  ``parse-<digest>/``, the digest of the database's host, port, name and user
+  (never its password), so two databases never share files.
+
+Files are named by a digest of the feed's name, written to a temporary name and
+renamed (a reader sees a whole file or none), never synced (a file lost in a crash
+is a cache miss; a damaged one fails its CRC in ``feedwatch.partial``). Nothing
+here raises: a cache that cannot be read or written is a cache miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+__all__ = ["SUFFIX", "directory", "file_for", "prepare", "prune", "read", "remove", "write"]
+
+SUFFIX = ".parse-cache"
+_TMP = ".tmp"
+STALE_TMP_SECONDS = 3600.0  # a temporary file this old was left by a crash
+
+
+def _is_postgres(state: str) -> bool:
+    return state.lower().startswith(("postgresql://", "postgres://"))
+
+
+def directory(state: str, env: Mapping[str, str] = os.environ) -> str:
+    """The cache directory for the state at ``state`` (a path or a PostgreSQL URL)."""
+    if not _is_postgres(state):
+        return os.path.expanduser(state) + SUFFIX
+    base = env.get("CACHE_DIRECTORY", "").split(":")[0]
+    if not os.path.isabs(base):
+        xdg = env.get("XDG_CACHE_HOME", "")
+        root = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(root, "feedwatch")
+    u = urlsplit(state)
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    where = f"{u.hostname or ''}:{port or ''}/{u.path.lstrip('/')}?{u.username or ''}"
+    return os.path.join(base, "parse-" + hashlib.sha256(where.encode()).hexdigest()[:16])
+
+
+def prepare(path: str) -> str | None:
+    """Create the directory (mode 0700); None when it cannot be (the cache is then off)."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK | os.X_OK) else None
+
+
+def file_for(cache_dir: str, feed: str) -> str:
+    return os.path.join(cache_dir, hashlib.sha256(feed.encode("utf-8")).hexdigest()[:32])
+
+
+def read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write(path: str, data: bytes | None) -> None:
+    """Replace the file with ``data``; None or empty removes it."""
+    if not data:
+        remove(path)
+        return
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}{_TMP}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def prune(cache_dir: str, feeds: Iterable[str], now: float | None = None) -> int:
+    """Remove the files of feeds not in ``feeds`` and temporary files left by a crash;
+    returns how many went."""
+    keep = {os.path.basename(file_for(cache_dir, f)) for f in feeds}
+    now = time.time() if now is None else now
+    gone = 0
+    try:
+        names = os.listdir(cache_dir)
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(cache_dir, name)
+        if name.endswith(_TMP):
+            try:
+                if now - os.stat(path).st_mtime < STALE_TMP_SECONDS:
+                    continue  # another instance may be writing it
+            except OSError:
+                continue
+        elif name in keep:
+            continue
+        try:
+            os.unlink(path)
+            gone += 1
+        except OSError:
+            pass
+    return gone
