@@ -18,10 +18,10 @@ Location (``directory``):
   ``parse-<digest>/``, the digest of the database's host, port, name and user
   (never its password), so two databases never share files.
 
-Files are named by a digest of the feed's name, written to a temporary name and
-renamed (a reader sees a whole file or none), never synced (a file lost in a crash
-is a cache miss; a damaged one fails its CRC in ``feedwatch.partial``). Nothing
-here raises: a cache that cannot be read or written is a cache miss.
+Files are named by a digest of the feed's name, overwritten in place and never
+synced: a file lost in a crash is a cache miss, a torn or damaged one fails its
+CRC in ``feedwatch.partial`` and is a miss too. Nothing here raises: a cache that
+cannot be read or written is a cache miss.
 """
 
 from __future__ import annotations
@@ -29,16 +29,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 __all__ = ["SUFFIX", "directory", "file_for", "prepare", "prune", "read", "remove", "write"]
 
 SUFFIX = ".parse-cache"
-_TMP = ".tmp"
-STALE_TMP_SECONDS = 3600.0  # a temporary file this old was left by a crash
 
 
 def _is_postgres(state: str) -> bool:
@@ -85,23 +81,28 @@ def read(path: str) -> bytes | None:
 
 
 def write(path: str, data: bytes | None) -> None:
-    """Replace the file with ``data``; None or empty removes it."""
+    """Overwrite the file with ``data`` in place; None or empty removes it.
+
+    In place, not to a temporary name and renamed: on ext4 a rename over an existing
+    file (like a truncation to zero) starts writing the new data out at once, ~0.1 ms
+    a call against ~0.02 ms here. A reader that races the write, or a crash in the
+    middle, sees a file that fails its CRC (``feedwatch.partial``): a cache miss."""
     if not data:
         remove(path)
         return
-    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}{_TMP}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        return
+    try:
+        view, at = memoryview(data), 0
+        while at < len(view):
+            at += os.pwrite(fd, view[at:], at)
+        os.ftruncate(fd, len(view))
+    except OSError:
+        remove(path)
+    finally:
+        os.close(fd)
 
 
 def remove(path: str) -> None:
@@ -109,29 +110,19 @@ def remove(path: str) -> None:
         os.unlink(path)
 
 
-def prune(cache_dir: str, feeds: Iterable[str], now: float | None = None) -> int:
-    """Remove the files of feeds not in ``feeds`` and temporary files left by a crash;
-    returns how many went."""
+def prune(cache_dir: str, feeds: Iterable[str]) -> int:
+    """Remove the files of feeds not in ``feeds``; returns how many went."""
     keep = {os.path.basename(file_for(cache_dir, f)) for f in feeds}
-    now = time.time() if now is None else now
-    gone = 0
     try:
         names = os.listdir(cache_dir)
     except OSError:
         return 0
+    gone = 0
     for name in names:
-        path = os.path.join(cache_dir, name)
-        if name.endswith(_TMP):
+        if name not in keep:
             try:
-                if now - os.stat(path).st_mtime < STALE_TMP_SECONDS:
-                    continue  # another instance may be writing it
+                os.unlink(os.path.join(cache_dir, name))
+                gone += 1
             except OSError:
-                continue
-        elif name in keep:
-            continue
-        try:
-            os.unlink(path)
-            gone += 1
-        except OSError:
-            pass
+                pass
     return gone

@@ -16,7 +16,6 @@ import asyncio
 import os
 import sqlite3
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
@@ -444,18 +443,15 @@ def test_cache_files_are_replaced_removed_and_pruned(tmp_path: Path) -> None:
     assert parsecache.read(f) == b"two"
     parsecache.write(f, b"")  # empty: removed
     assert parsecache.read(f) is None
-    parsecache.write(f, b"three")
-    old_tmp, new_tmp = Path(d) / "a.1-2.tmp", Path(d) / "b.1-2.tmp"
-    old_tmp.write_bytes(b"left by a crash")
-    new_tmp.write_bytes(b"being written")
-    os.utime(old_tmp, (0, time.time() - parsecache.STALE_TMP_SECONDS - 5))
-    # g is no longer configured; a fresh temporary file may be another instance's
-    assert parsecache.prune(d, ["f", "h"]) == 2
-    assert sorted(os.listdir(d)) == sorted([os.path.basename(f), new_tmp.name])
-    assert parsecache.read(f) == b"three"
+    parsecache.write(f, b"three, longer than the one before")
+    parsecache.write(f, b"four")  # in place: the longer tail goes
+    assert parsecache.read(f) == b"four"
+    (Path(d) / "stray").write_bytes(b"not a feed's")
+    assert parsecache.prune(d, ["f", "h"]) == 2  # g is no longer configured
+    assert os.listdir(d) == [os.path.basename(f)]
     parsecache.remove(f)
     parsecache.remove(f)  # gone already: nothing to do
-    assert os.listdir(d) == [new_tmp.name]
+    assert os.listdir(d) == []
 
 
 def test_a_cache_directory_that_cannot_be_made_turns_the_cache_off(tmp_path: Path) -> None:
