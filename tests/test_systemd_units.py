@@ -57,6 +57,7 @@ COMMON = {
     "Restart": "on-failure",
     "WatchdogSec": "60",
     "StateDirectory": "feedwatch",
+    "CacheDirectory": "feedwatch",  # the parse cache of a PostgreSQL state
     "ConfigurationDirectory": "feedwatch",
     "UMask": "0077",
     "NoNewPrivileges": "yes",
