@@ -20,8 +20,9 @@ Location (``directory``):
 
 Files are named by a digest of the feed's name, overwritten in place and never
 synced: a file lost in a crash is a cache miss, a torn or damaged one fails its
-CRC in ``feedwatch.partial`` and is a miss too. Nothing here raises: a cache that
-cannot be read or written is a cache miss.
+CRC in ``feedwatch.partial`` and is a miss too. The directory is used only if it
+is ours and no one else may write to it (``usable``): the CRC detects damage, not
+a forgery. Nothing here raises: a cache that cannot be read or written is a miss.
 """
 
 from __future__ import annotations
@@ -29,10 +30,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-__all__ = ["SUFFIX", "directory", "file_for", "prepare", "prune", "read", "remove", "write"]
+__all__ = [
+    "SUFFIX",
+    "directory",
+    "file_for",
+    "prepare",
+    "prune",
+    "read",
+    "remove",
+    "usable",
+    "write",
+]
 
 SUFFIX = ".parse-cache"
 
@@ -60,12 +72,28 @@ def directory(state: str, env: Mapping[str, str] = os.environ) -> str:
 
 
 def prepare(path: str) -> str | None:
-    """Create the directory (mode 0700); None when it cannot be (the cache is then off)."""
+    """Create the directory (mode 0700); None when it cannot be, or is not safe to use
+    (the cache is then off)."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError:
         return None
-    return path if os.access(path, os.W_OK | os.X_OK) else None
+    return path if usable(path) else None
+
+
+def usable(path: str) -> bool:
+    """An existing directory we own and may write, that no one else may write: a file
+    planted in it would be read as parsed entries."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(st.st_mode)
+        and st.st_uid == os.geteuid()
+        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        and os.access(path, os.W_OK | os.X_OK)
+    )
 
 
 def file_for(cache_dir: str, feed: str) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import os
 import random
 import time
 from collections.abc import Callable
@@ -121,14 +120,15 @@ class Poller:
         # reads it if it is there and writes nothing
         where = parsecache.directory(config.state)
         if dry_run:
-            self.cache_dir = where if os.path.isdir(where) else None
+            self.cache_dir = where if parsecache.usable(where) else None
         else:
             self.cache_dir = parsecache.prepare(where)
             if self.cache_dir is None:
                 log.warning(
                     "parse.cache_off",
                     directory=where,
-                    hint="it cannot be written: every changed body is parsed in full",
+                    hint="it cannot be made, or is not ours alone to write: every changed"
+                    " body is parsed in full",
                 )
             else:
                 parsecache.prune(self.cache_dir, (f.name for f in config.feeds))

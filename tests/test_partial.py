@@ -454,11 +454,23 @@ def test_cache_files_are_replaced_removed_and_pruned(tmp_path: Path) -> None:
     assert os.listdir(d) == []
 
 
-def test_a_cache_directory_that_cannot_be_made_turns_the_cache_off(tmp_path: Path) -> None:
+def test_a_cache_directory_that_cannot_be_made_or_trusted_turns_the_cache_off(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "file").write_text("not a directory")
     assert parsecache.prepare(str(tmp_path / "file" / "cache")) is None
     parsecache.write(str(tmp_path / "file" / "cache" / "x"), b"data")  # does not raise
     assert parsecache.read(str(tmp_path / "file" / "cache" / "x")) is None
+    # a directory others may write to: a planted file would be read as parsed entries
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert parsecache.prepare(str(shared)) is None and not parsecache.usable(str(shared))
+    shared.chmod(0o700)
+    assert parsecache.prepare(str(shared)) == str(shared)
+    if os.geteuid() == 0:  # someone else's directory
+        os.chown(shared, 65534, 65534)
+        assert parsecache.prepare(str(shared)) is None
 
 
 def test_cache_directory_by_the_sqlite_state_or_per_postgres_database() -> None:
