@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import json
 import resource
+import shutil
 import statistics
 import sys
 import time
@@ -243,10 +244,9 @@ def main() -> int:
         server.ctl(round=0, latency_ms=0, reset=1)
         for size in a.sizes:
             root = a.work / f"S{size}"
-            if root.exists():
-                for f in root.iterdir():
-                    f.unlink()
-            root.mkdir(parents=True, exist_ok=True)
+            if root.exists():  # a fresh state: the file, its WAL and its parse cache
+                shutil.rmtree(root)
+            root.mkdir(parents=True)
             write_config(root, server.port, a.feeds)
             say(f"filling {size} entries")
             info = fill(root / "state.db", size, size // 10)
