@@ -614,6 +614,35 @@ def test_dry_run_and_an_injected_parser_write_no_cache(
     state.close()
 
 
+def test_a_cache_directory_others_may_write_is_not_used(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll still works (in full) and says why once; nothing is read from or
+    written to the directory."""
+    from structlog.testing import capture_logs
+
+    seen = count_parsed(monkeypatch)
+    feed_server.set("/f", _entries())
+    feed, config, state = poll_setup(tmp_path, feed_server.url("/f"), SETTINGS)
+    shared = Path(parsecache.directory(config.state))
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    planted = parsecache.file_for(str(shared), "f")
+    clock = FakeClock(T0)
+    with capture_logs() as logs:
+        r = asyncio.run(_poll(config, state, clock, feed))
+    assert r.result == "ok" and seen == [6]
+    assert [e["directory"] for e in logs if e["event"] == "parse.cache_off"] == [str(shared)]
+    assert os.listdir(shared) == []
+    Path(planted).write_bytes(b"planted")  # never read: the next poll parses in full
+    feed_server.set("/f", _entries(edited={2}))
+    clock.advance(hours=3)
+    r = asyncio.run(_poll(config, state, clock, feed))
+    assert [a.kind for a in r.alerts] == ["updated"] and seen == [6, 6]
+    assert Path(planted).read_bytes() == b"planted"
+    state.close()
+
+
 @pytest.mark.parametrize("executor", ["thread", "process"])
 def test_poll_through_an_executor_stores_the_cache(
     tmp_path: Path, feed_server: FeedServer, executor: str
