@@ -55,8 +55,8 @@ def _is_postgres(state: str) -> bool:
 
 def directory(state: str, env: Mapping[str, str] = os.environ) -> str:
     """The cache directory for the state at ``state`` (a path or a PostgreSQL URL)."""
-    if not _is_postgres(state):
-        return os.path.expanduser(state) + SUFFIX
+    if not _is_postgres(state):  # absolute: a worker must find it whatever its cwd
+        return os.path.abspath(os.path.expanduser(state)) + SUFFIX
     base = env.get("CACHE_DIRECTORY", "").split(":")[0]
     if not os.path.isabs(base):
         xdg = env.get("XDG_CACHE_HOME", "")

@@ -476,6 +476,7 @@ def test_a_cache_directory_that_cannot_be_made_or_trusted_turns_the_cache_off(
 def test_cache_directory_by_the_sqlite_state_or_per_postgres_database() -> None:
     env = {"HOME": "/home/u"}
     assert parsecache.directory("/var/lib/fw/state.db", env) == "/var/lib/fw/state.db.parse-cache"
+    assert parsecache.directory("state.db") == os.path.join(os.getcwd(), "state.db.parse-cache")
     pg = "postgresql://fw:secret@db.example:5433/feeds"
     d = parsecache.directory(pg, {"CACHE_DIRECTORY": "/var/cache/feedwatch"})
     assert d.startswith("/var/cache/feedwatch/parse-") and "secret" not in d
