@@ -46,13 +46,12 @@ from feedwatch.redact import redact, register_secret
 from feedwatch.store import is_postgres_url  # noqa: F401 (re-exported: migrate, tests)
 from feedwatch.store.base import (
     PENDING_PAGE,
-    AlertRecord,
     Delivery,
     FeedClaim,
     PollCommit,
     StateError,
 )
-from feedwatch.store.rows import DELIVERY_COLS, SharedReads
+from feedwatch.store.rows import DELIVERY_COLS, SharedWrites
 from feedwatch.store.seen import may_prune, seen_step, touch_cut
 
 try:
@@ -243,7 +242,7 @@ class _Missing(Exception):
     """No feedwatch schema in the database (and we were asked not to create one)."""
 
 
-class PostgresStore(SharedReads):
+class PostgresStore(SharedWrites):
     """The ``Store`` protocol on a PostgreSQL database (see the module docstring)."""
 
     # what feedwatch.store.rows (the reads both stores share) needs: times are TIMESTAMPTZ
@@ -254,6 +253,16 @@ class PostgresStore(SharedReads):
 
     def _reading(self) -> contextlib.AbstractContextManager[Any]:
         return self._tx(single=True)
+
+    def _snapshot(self) -> contextlib.AbstractContextManager[Any]:
+        return self._tx(snapshot=True)
+
+    def _writing(self, *, pipeline: bool = False) -> contextlib.AbstractContextManager[Any]:
+        return self._tx(pipeline=pipeline)
+
+    def _ids_in(self, column: str, ids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
+        if ids:
+            yield f"{column} = ANY(%s)", (list(ids),)
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
     MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2)
@@ -535,38 +544,6 @@ class PostgresStore(SharedReads):
             )
         return queued
 
-    @staticmethod
-    def _rekey(cur: Any, feed: str, old: str, new: str) -> None:
-        if old == new:
-            return
-        key = "SELECT first_seen, last_seen FROM entries WHERE feed = %s AND identity = %s"
-        o = cur.execute(key, (feed, old)).fetchone()
-        if o is None:
-            return
-        n = cur.execute(key, (feed, new)).fetchone()
-        if n is None:
-            cur.execute(
-                "UPDATE entries SET identity = %s WHERE feed = %s AND identity = %s",
-                (new, feed, old),
-            )
-            return
-        # Both exist: keep the most recently seen row under the new identity,
-        # and the earliest first sighting of the two.
-        first_seen = min(o[0], n[0])
-        if o[1] > n[1]:
-            cur.execute("DELETE FROM entries WHERE feed = %s AND identity = %s", (feed, new))
-            cur.execute(
-                "UPDATE entries SET identity = %s, first_seen = %s"
-                " WHERE feed = %s AND identity = %s",
-                (new, first_seen, feed, old),
-            )
-        else:
-            cur.execute("DELETE FROM entries WHERE feed = %s AND identity = %s", (feed, old))
-            cur.execute(
-                "UPDATE entries SET first_seen = %s WHERE feed = %s AND identity = %s",
-                (first_seen, feed, new),
-            )
-
     def commit_poll(self, commit: PollCommit) -> list[str]:
         now = _now_ts(commit.now)
         feed = commit.feed
@@ -737,47 +714,6 @@ class PostgresStore(SharedReads):
                 (feed, _t(url), _t(error), http_status, ts, nxt, until, gone, _t(redirected_to)),
             )
 
-    def queue_notices(
-        self,
-        alerts: Iterable[Alert],
-        *,
-        stale_notified: bool | None = None,
-        now: datetime | None = None,
-    ) -> list[str]:
-        """Queue feed-level notices, created at ``now``, else at each payload's
-        ``detected_at``, else at the wall clock; ``stale_notified`` is set on the feed
-        row of every alert's feed."""
-        alerts = list(alerts)
-        ts = None if now is None else _now_ts(now)
-        with self._tx(pipeline=True) as cur:
-            queued = self._queue(cur, alerts, ts)
-            if stale_notified is not None:
-                for feed in dict.fromkeys(a.feed for a in alerts):
-                    self._ensure_feed(cur, feed, None)
-                    cur.execute(
-                        "UPDATE feeds SET stale_notified = %s WHERE name = %s",
-                        (stale_notified, feed),
-                    )
-        return queued
-
-    def set_next_poll(self, feed: str, next_poll: datetime | None) -> None:
-        nxt = _ts(next_poll)
-        with self._tx(pipeline=True) as cur:
-            self._ensure_feed(cur, feed, None)
-            cur.execute("UPDATE feeds SET next_poll = %s WHERE name = %s", (nxt, feed))
-
-    def forget(self, feed: str) -> bool:
-        """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""
-        with self._tx() as cur:
-            dropped = cur.execute("DELETE FROM entries WHERE feed = %s", (feed,)).rowcount
-            known = cur.execute(
-                "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
-                " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE,"
-                " stale_notified = FALSE WHERE name = %s",
-                (feed,),
-            ).rowcount
-        return bool(known or dropped)
-
     def clear_gone(self, feed: str) -> None:
         with self._tx(single=True) as cur:
             cur.execute("UPDATE feeds SET gone = FALSE WHERE name = %s", (feed,))
@@ -871,60 +807,6 @@ class PostgresStore(SharedReads):
             args.append(feed)
         with self._tx(single=True) as cur:
             return int(cur.execute(sql, args).rowcount)
-
-    def alerts_for(
-        self, feed: str, identity: str | None = None, limit: int = 50
-    ) -> list[AlertRecord]:
-        """The feed's (or one entry's) alerts, newest first, with their deliveries."""
-        sql = (
-            "SELECT alert_id, feed, identity, kind, created_at, payload FROM alerts WHERE feed = %s"
-        )
-        args: list[Any] = [feed]
-        if identity is not None:
-            sql += " AND identity = %s"
-            args.append(identity)
-        sql += " ORDER BY created_at DESC, seq DESC LIMIT %s"
-        args.append(limit)
-        with self._tx(snapshot=True) as cur:
-            rows = cur.execute(sql, args).fetchall()
-            deliveries: dict[str, list[Delivery]] = {r[0]: [] for r in rows}
-            if rows:
-                for d in cur.execute(
-                    f"SELECT {DELIVERY_COLS} FROM deliveries d"
-                    " JOIN alerts a ON a.alert_id = d.alert_id"
-                    " WHERE d.alert_id = ANY(%s) ORDER BY d.sink",
-                    (list(deliveries),),
-                ).fetchall():
-                    deliveries[d[0]].append(self._delivery(d))
-        return [
-            AlertRecord(
-                alert_id=r[0],
-                feed=r[1],
-                identity=r[2],
-                kind=r[3],
-                created_at=_req_dt(r[4]),
-                payload=json.loads(r[5]),
-                deliveries=tuple(deliveries[r[0]]),
-            )
-            for r in rows
-        ]
-
-    def prune_deliveries(self, before: datetime) -> int:
-        """Drop finished deliveries of alerts created before ``before``, then alerts left
-        with none; returns the number of deliveries dropped."""
-        ts = _ts(before)
-        with self._tx() as cur:
-            dropped = cur.execute(
-                "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND alert_id IN"
-                " (SELECT alert_id FROM alerts WHERE created_at < %s)",
-                (ts,),
-            ).rowcount
-            cur.execute(
-                "DELETE FROM alerts WHERE created_at < %s AND NOT EXISTS"
-                " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id)",
-                (ts,),
-            )
-        return int(dropped)
 
     # -- leases ----------------------------------------------------------------
 

@@ -1,21 +1,24 @@
-"""What both SQL stores read, written once: the SELECTs and their rows as model objects.
+"""What both SQL stores say alike, written once: the reads, their rows as model
+objects, and the writes whose SQL is the same in both dialects.
 
-Why: sqlite.py and postgres.py differ in their writes (dialect, leases, NUL bytes in
-text) and in the type of their time columns (integer microseconds against
-TIMESTAMPTZ), but read the same columns into the same objects. A store says what
-differs: its placeholder, its read transaction and its two time converters.
+Why: sqlite.py and postgres.py differ in most of their writes (dialect, leases, NUL
+bytes in text) and in the type of their time columns (integer microseconds against
+TIMESTAMPTZ), but read the same columns into the same objects, and some writes are
+the same statements. A store says what differs: its placeholder, its transactions,
+its two time converters, how it spells "column in this list", and how it ensures a
+feed row and queues alerts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from feedwatch.model import IdentityState, StoredEntry
-from feedwatch.store.base import Delivery, FeedRecord, SinkCounts
+from feedwatch.model import Alert, IdentityState, StoredEntry
+from feedwatch.store.base import AlertRecord, Delivery, FeedRecord, SinkCounts
 
 DELIVERY_COLS = (
     "d.alert_id, d.sink, a.feed, a.kind, a.payload, a.thread_id, a.created_at,"
@@ -171,3 +174,157 @@ class SharedReads:
         for sink, status, n in rows:
             counts.setdefault(sink, {})[status] = int(n)
         return {sink: SinkCounts(**c) for sink, c in sorted(counts.items())}
+
+
+class SharedWrites(SharedReads):
+    """The writes both stores phrase alike (and ``alerts_for``, two reads that must
+    see one state), for a store that gives, besides ``SharedReads``'s:
+
+    - ``_writing(pipeline=)``: a cursor in one write transaction (``pipeline``: a hint
+      that the statements need not wait for each other's results);
+    - ``_snapshot()``: a cursor whose SELECTs all see the same state;
+    - ``_ids_in(column, ids)``: ``column`` in ``ids``, as (clause, arguments) pairs to
+      run one after the other (SQLite caps a statement's parameters);
+    - ``_ensure_feed(cur, feed, url)`` and ``_queue(cur, alerts, at)``.
+    """
+
+    def _writing(self, *, pipeline: bool = False) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _snapshot(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _ids_in(self, column: str, ids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
+        raise NotImplementedError
+
+    def _ensure_feed(self, cur: Any, feed: str, url: str | None) -> None:
+        raise NotImplementedError
+
+    def _queue(self, cur: Any, alerts: Iterable[Alert], at: Any) -> list[str]:
+        raise NotImplementedError
+
+    def _rekey(self, cur: Any, feed: str, old: str, new: str) -> None:
+        """Move a stored entry to a new identity (the feed's id policy changed, or its
+        GUID churned); when both exist, the row seen last wins and keeps the earliest
+        first_seen."""
+        if old == new:
+            return
+        p = self.P
+        key = f"SELECT first_seen, last_seen FROM entries WHERE feed = {p} AND identity = {p}"
+        o = cur.execute(key, (feed, old)).fetchone()
+        if o is None:
+            return
+        n = cur.execute(key, (feed, new)).fetchone()
+        if n is None:
+            cur.execute(
+                f"UPDATE entries SET identity = {p} WHERE feed = {p} AND identity = {p}",
+                (new, feed, old),
+            )
+            return
+        first_seen = min(o[0], n[0])
+        if o[1] > n[1]:
+            cur.execute(f"DELETE FROM entries WHERE feed = {p} AND identity = {p}", (feed, new))
+            cur.execute(
+                f"UPDATE entries SET identity = {p}, first_seen = {p}"
+                f" WHERE feed = {p} AND identity = {p}",
+                (new, first_seen, feed, old),
+            )
+        else:
+            cur.execute(f"DELETE FROM entries WHERE feed = {p} AND identity = {p}", (feed, old))
+            cur.execute(
+                f"UPDATE entries SET first_seen = {p} WHERE feed = {p} AND identity = {p}",
+                (first_seen, feed, new),
+            )
+
+    def queue_notices(
+        self,
+        alerts: Iterable[Alert],
+        *,
+        stale_notified: bool | None = None,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """Queue feed-level notices, created at ``now`` (an extension of the protocol),
+        else at each payload's ``detected_at``, else at the wall clock;
+        ``stale_notified`` is set on the feed row of every alert's feed."""
+        alerts = list(alerts)
+        at = None if now is None else self._to_db(now)
+        with self._writing(pipeline=True) as cur:
+            queued = self._queue(cur, alerts, at)
+            if stale_notified is not None:
+                for feed in dict.fromkeys(a.feed for a in alerts):
+                    self._ensure_feed(cur, feed, None)
+                    cur.execute(
+                        f"UPDATE feeds SET stale_notified = {self.P} WHERE name = {self.P}",
+                        (stale_notified, feed),
+                    )
+        return queued
+
+    def set_next_poll(self, feed: str, next_poll: datetime | None) -> None:
+        at = self._to_db(next_poll)
+        with self._writing(pipeline=True) as cur:
+            self._ensure_feed(cur, feed, None)
+            cur.execute(f"UPDATE feeds SET next_poll = {self.P} WHERE name = {self.P}", (at, feed))
+
+    def forget(self, feed: str) -> bool:
+        """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""
+        with self._writing() as cur:
+            dropped = cur.execute(f"DELETE FROM entries WHERE feed = {self.P}", (feed,)).rowcount
+            known = cur.execute(
+                "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
+                " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE,"
+                f" stale_notified = FALSE WHERE name = {self.P}",
+                (feed,),
+            ).rowcount
+        return bool(known or dropped)
+
+    def alerts_for(
+        self, feed: str, identity: str | None = None, limit: int = 50
+    ) -> list[AlertRecord]:
+        """The feed's (or one entry's) alerts, newest first, with their deliveries."""
+        p = self.P
+        sql = f"SELECT alert_id, feed, identity, kind, created_at, payload FROM alerts WHERE feed = {p}"
+        args: list[Any] = [feed]
+        if identity is not None:
+            sql += f" AND identity = {p}"
+            args.append(identity)
+        sql += f" ORDER BY created_at DESC, seq DESC LIMIT {p}"
+        args.append(limit)
+        with self._snapshot() as cur:
+            rows = cur.execute(sql, args).fetchall()
+            deliveries: dict[str, list[Delivery]] = {r[0]: [] for r in rows}
+            for clause, ids in self._ids_in("d.alert_id", list(deliveries)):
+                for d in cur.execute(
+                    f"SELECT {DELIVERY_COLS} FROM deliveries d"
+                    f" JOIN alerts a ON a.alert_id = d.alert_id WHERE {clause} ORDER BY d.sink",
+                    ids,
+                ).fetchall():
+                    deliveries[d[0]].append(self._delivery(d))
+        return [
+            AlertRecord(
+                alert_id=r[0],
+                feed=r[1],
+                identity=r[2],
+                kind=r[3],
+                created_at=self._from_db_req(r[4]),
+                payload=json.loads(r[5]),
+                deliveries=tuple(deliveries[r[0]]),
+            )
+            for r in rows
+        ]
+
+    def prune_deliveries(self, before: datetime) -> int:
+        """Drop finished deliveries of alerts created before ``before``, then alerts left
+        with none; returns the number of deliveries dropped."""
+        at = self._to_db(before)
+        with self._writing() as cur:
+            dropped = cur.execute(
+                "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND alert_id IN"
+                f" (SELECT alert_id FROM alerts WHERE created_at < {self.P})",
+                (at,),
+            ).rowcount
+            cur.execute(
+                f"DELETE FROM alerts WHERE created_at < {self.P} AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id)",
+                (at,),
+            )
+        return int(dropped)

@@ -35,13 +35,12 @@ import structlog
 from feedwatch.model import Alert
 from feedwatch.store.base import (
     PENDING_PAGE,
-    AlertRecord,
     Delivery,
     FeedClaim,
     PollCommit,
     StateError,
 )
-from feedwatch.store.rows import DELIVERY_COLS, SharedReads
+from feedwatch.store.rows import DELIVERY_COLS, SharedWrites
 from feedwatch.store.seen import may_prune, seen_step, touch_cut
 
 log = structlog.get_logger("feedwatch.store")
@@ -171,7 +170,7 @@ def _detected_at(alert: Alert) -> int:
     return _now_ts(datetime.now(timezone.utc))
 
 
-class SqliteStore(SharedReads):
+class SqliteStore(SharedWrites):
     """The ``Store`` protocol on one SQLite file (see ``feedwatch.store.base``)."""
 
     # what feedwatch.store.rows (the reads both stores share) needs: times are
@@ -183,6 +182,19 @@ class SqliteStore(SharedReads):
 
     def _reading(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
         return self._read()
+
+    def _snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
+        return self._read()  # a read transaction: its SELECTs all see one state
+
+    def _writing(
+        self, *, pipeline: bool = False
+    ) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
+        return self._write()
+
+    def _ids_in(self, column: str, ids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
+        for start in range(0, len(ids), 500):  # SQLite caps a statement's parameters
+            chunk = ids[start : start + 500]
+            yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
     MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2)
@@ -522,37 +534,6 @@ class SqliteStore(SharedReads):
         return queued
 
     @staticmethod
-    def _rekey(cur: sqlite3.Cursor, feed: str, old: str, new: str) -> None:
-        if old == new:
-            return
-        key = "SELECT first_seen, last_seen FROM entries WHERE feed = ? AND identity = ?"
-        o = cur.execute(key, (feed, old)).fetchone()
-        if o is None:
-            return
-        n = cur.execute(key, (feed, new)).fetchone()
-        if n is None:
-            cur.execute(
-                "UPDATE entries SET identity = ? WHERE feed = ? AND identity = ?",
-                (new, feed, old),
-            )
-            return
-        # Both exist: keep the most recently seen row under the new identity,
-        # and the earliest first sighting of the two.
-        first_seen = min(o[0], n[0])
-        if o[1] > n[1]:
-            cur.execute("DELETE FROM entries WHERE feed = ? AND identity = ?", (feed, new))
-            cur.execute(
-                "UPDATE entries SET identity = ?, first_seen = ? WHERE feed = ? AND identity = ?",
-                (new, first_seen, feed, old),
-            )
-        else:
-            cur.execute("DELETE FROM entries WHERE feed = ? AND identity = ?", (feed, old))
-            cur.execute(
-                "UPDATE entries SET first_seen = ? WHERE feed = ? AND identity = ?",
-                (first_seen, feed, new),
-            )
-
-    @staticmethod
     def _touch_due(
         cur: sqlite3.Cursor, feed: str, now: datetime, prune_before: datetime | None
     ) -> bool:
@@ -725,48 +706,6 @@ class SqliteStore(SharedReads):
                 ),
             )
 
-    def queue_notices(
-        self,
-        alerts: Iterable[Alert],
-        *,
-        stale_notified: bool | None = None,
-        now: datetime | None = None,
-    ) -> list[str]:
-        """Queue feed-level notices, created at ``now`` (an extension of the protocol),
-        else at each payload's ``detected_at``, else at the wall clock.
-
-        ``stale_notified`` is set on the feed row of every alert's feed.
-        """
-        alerts = list(alerts)
-        ts = None if now is None else _now_ts(now)
-        with self._write() as cur:
-            queued = self._queue(cur, alerts, ts)
-            if stale_notified is not None:
-                for feed in dict.fromkeys(a.feed for a in alerts):
-                    self._ensure_feed(cur, feed, None)
-                    cur.execute(
-                        "UPDATE feeds SET stale_notified = ? WHERE name = ?",
-                        (int(stale_notified), feed),
-                    )
-        return queued
-
-    def set_next_poll(self, feed: str, next_poll: datetime | None) -> None:
-        with self._write() as cur:
-            self._ensure_feed(cur, feed, None)
-            cur.execute("UPDATE feeds SET next_poll = ? WHERE name = ?", (_ts(next_poll), feed))
-
-    def forget(self, feed: str) -> bool:
-        """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""
-        with self._write() as cur:
-            dropped = cur.execute("DELETE FROM entries WHERE feed = ?", (feed,)).rowcount
-            known = cur.execute(
-                "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
-                " id_policy = 'guid', id_candidate = NULL, baselined = 0, gone = 0,"
-                " stale_notified = 0 WHERE name = ?",
-                (feed,),
-            ).rowcount
-        return bool(known or dropped)
-
     def clear_gone(self, feed: str) -> None:
         with self._write() as cur:
             cur.execute("UPDATE feeds SET gone = 0 WHERE name = ?", (feed,))
@@ -850,60 +789,3 @@ class SqliteStore(SharedReads):
             args.append(feed)
         with self._write() as cur:
             return cur.execute(sql, args).rowcount
-
-    def alerts_for(
-        self, feed: str, identity: str | None = None, limit: int = 50
-    ) -> list[AlertRecord]:
-        """The feed's (or one entry's) alerts, newest first, with their deliveries."""
-        sql = (
-            "SELECT alert_id, feed, identity, kind, created_at, payload FROM alerts WHERE feed = ?"
-        )
-        args: list[Any] = [feed]
-        if identity is not None:
-            sql += " AND identity = ?"
-            args.append(identity)
-        sql += " ORDER BY created_at DESC, seq DESC LIMIT ?"
-        args.append(limit)
-        with self._read() as cur:
-            rows = cur.execute(sql, args).fetchall()
-            deliveries: dict[str, list[Delivery]] = {r[0]: [] for r in rows}
-            ids = list(deliveries)
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for d in cur.execute(
-                    f"SELECT {DELIVERY_COLS} FROM deliveries d"
-                    f" JOIN alerts a ON a.alert_id = d.alert_id"
-                    f" WHERE d.alert_id IN ({marks}) ORDER BY d.sink",
-                    chunk,
-                ):
-                    deliveries[d[0]].append(self._delivery(d))
-        return [
-            AlertRecord(
-                alert_id=r[0],
-                feed=r[1],
-                identity=r[2],
-                kind=r[3],
-                created_at=_req_dt(r[4]),
-                payload=json.loads(r[5]),
-                deliveries=tuple(deliveries[r[0]]),
-            )
-            for r in rows
-        ]
-
-    def prune_deliveries(self, before: datetime) -> int:
-        """Drop finished deliveries of alerts created before ``before``, then alerts left
-        with none; returns the number of deliveries dropped."""
-        ts = _ts(before)
-        with self._write() as cur:
-            dropped = cur.execute(
-                "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND alert_id IN"
-                " (SELECT alert_id FROM alerts WHERE created_at < ?)",
-                (ts,),
-            ).rowcount
-            cur.execute(
-                "DELETE FROM alerts WHERE created_at < ? AND NOT EXISTS"
-                " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id)",
-                (ts,),
-            )
-        return dropped
