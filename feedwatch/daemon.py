@@ -389,8 +389,7 @@ class Daemon:
 
     def _apply(self, old: Config, new: Config) -> None:
         self.config = new
-        self.poller.config = new
-        self.poller._rules.clear()
+        self.poller.reconfigure(new)
         self.dispatcher.config = new
         # sinks: rebuild the changed ones; a removed sink's deliveries stay pending (visible)
         sinks = dict(self.dispatcher.sinks)

@@ -133,6 +133,14 @@ class Poller:
             else:
                 parsecache.prune(self.cache_dir, (f.name for f in config.feeds))
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config (same state): rules are compiled again as they are needed,
+        and the cache files of feeds no longer in it go."""
+        self.config = config
+        self._rules.clear()
+        if self.cache_dir is not None and not self.dry_run:
+            parsecache.prune(self.cache_dir, (f.name for f in config.feeds))
+
     def _cache_file(self, feed: str) -> str | None:
         return None if self.cache_dir is None else parsecache.file_for(self.cache_dir, feed)
 

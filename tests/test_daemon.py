@@ -168,6 +168,16 @@ def test_sighup_adds_a_feed_and_invalid_config_keeps_running(tmp_path, feed_serv
     d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: d.has("config.reloaded"), what="reload")
     wait_for(lambda: feed_server.count("/b") > 0, what="new feed polled")
+    # a feed a reload drops loses its parse-cache file (feedwatch.parsecache)
+    from feedwatch.parsecache import file_for
+
+    cache = str(tmp_path / "state.db.parse-cache")
+    wait_for(lambda: os.path.exists(file_for(cache, "b")), what="b's parse cache")
+    assert os.path.exists(file_for(cache, "a"))
+    write_config(tmp_path, feed_server, ["b"])
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: not os.path.exists(file_for(cache, "a")), what="a's cache file gone")
+    assert os.path.exists(file_for(cache, "b"))
     assert d.stop() == 0
 
 
