@@ -49,13 +49,12 @@ __all__ = [
 SUFFIX = ".parse-cache"
 
 
-def _is_postgres(state: str) -> bool:
-    return state.lower().startswith(("postgresql://", "postgres://"))
-
-
 def directory(state: str, env: Mapping[str, str] = os.environ) -> str:
     """The cache directory for the state at ``state`` (a path or a PostgreSQL URL)."""
-    if not _is_postgres(state):  # absolute: a worker must find it whatever its cwd
+    # imported here: a parse worker imports this module for read/write only
+    from feedwatch.store import is_postgres_url
+
+    if not is_postgres_url(state):  # absolute: a worker must find it whatever its cwd
         return os.path.abspath(os.path.expanduser(state)) + SUFFIX
     base = env.get("CACHE_DIRECTORY", "").split(":")[0]
     if not os.path.isabs(base):

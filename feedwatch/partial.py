@@ -445,7 +445,7 @@ def parse_cached(
     the cache never passes through the main process. None: no cache."""
     cache = None if cache_file is None else parsecache.read(cache_file)
     feed, kept = parse_incremental(body, headers, url=url, max_entries=max_entries, cache=cache)
-    if cache_file is not None and write and (kept or cache is not None):
+    if cache_file is not None and write and kept != cache:
         parsecache.write(cache_file, kept)  # None: a cache that no longer applies goes
     return feed
 

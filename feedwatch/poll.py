@@ -130,16 +130,18 @@ class Poller:
                     hint="it cannot be made, or is not ours alone to write: every changed"
                     " body is parsed in full",
                 )
-            else:
-                parsecache.prune(self.cache_dir, (f.name for f in config.feeds))
+        self._prune_cache()
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config (same state): rules are compiled again as they are needed,
         and the cache files of feeds no longer in it go."""
         self.config = config
         self._rules.clear()
+        self._prune_cache()
+
+    def _prune_cache(self) -> None:
         if self.cache_dir is not None and not self.dry_run:
-            parsecache.prune(self.cache_dir, (f.name for f in config.feeds))
+            parsecache.prune(self.cache_dir, (f.name for f in self.config.feeds))
 
     def _cache_file(self, feed: str) -> str | None:
         return None if self.cache_dir is None else parsecache.file_for(self.cache_dir, feed)

@@ -454,6 +454,28 @@ def test_cache_files_are_replaced_removed_and_pruned(tmp_path: Path) -> None:
     assert os.listdir(d) == []
 
 
+def test_parse_cached_keeps_replaces_and_drops_the_file(tmp_path: Path) -> None:
+    """The worker's side: a dry run writes nothing; a body the cache does not apply to
+    (here a JSON Feed) removes the file, so no stale cache outlives it."""
+    f = str(tmp_path / "f")
+    body = rss([entry(i) for i in range(3)])
+    got = partial.parse_cached(
+        body, XML, url="http://x/", max_entries=100, cache_file=f, write=False
+    )
+    assert got == full(body, XML, "http://x/") and parsecache.read(f) is None
+    partial.parse_cached(body, XML, url="http://x/", max_entries=100, cache_file=f)
+    first = parsecache.read(f)
+    assert first is not None
+    edited = rss([entry(i, summary="Changed" if i == 1 else None) for i in range(3)])
+    got = partial.parse_cached(edited, XML, url="http://x/", max_entries=100, cache_file=f)
+    assert got == full(edited, XML, "http://x/")
+    assert parsecache.read(f) not in (None, first)
+    as_json = b'{"version": "https://jsonfeed.org/version/1.1", "title": "T", "items": []}'
+    headers = {"content-type": "application/feed+json"}
+    partial.parse_cached(as_json, headers, url="http://x/", max_entries=100, cache_file=f)
+    assert not os.path.exists(f)
+
+
 def test_a_cache_directory_that_cannot_be_made_or_trusted_turns_the_cache_off(
     tmp_path: Path,
 ) -> None:
