@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from feedwatch.config import ConfigError, find_config_path, load_config
 from feedwatch.model import Config, FeedConfig
 from feedwatch.redact import redact
 from feedwatch.store import StateError, is_postgres_url, open_store
-from feedwatch.store.base import Store
+from feedwatch.store.base import FeedRecord, Store
 
 log = structlog.get_logger("feedwatch.cli")
 
@@ -181,7 +182,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     config = _load(args)
     if args.command == "check":
-        return asyncio.run(_check(config, args, out))
+        return _check(config, args, out)
     if args.command == "status":
         from feedwatch.status import status_command
 
@@ -250,11 +251,7 @@ def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:
     return feeds
 
 
-async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    from feedwatch.deliver import Dispatcher
-    from feedwatch.fetch import Fetcher
-    from feedwatch.poll import Poller
-    from feedwatch.sinks import build_sink
+def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     from feedwatch.store.lock import acquire_lock
 
     feeds = _select_feeds(config, args.feed)
@@ -277,59 +274,16 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         if not is_postgres_url(config.state):
             lock = acquire_lock(config.state)
         store = _open(config)
-    failed = False
     try:
-        now = system_clock()
-        records = store.feeds()
-        to_poll: list[FeedConfig] = []
-        for feed in feeds:
-            rec = records.get(feed.name)
-            if (
-                rec is not None
-                and rec.retry_after_until is not None
-                and rec.retry_after_until > now
-            ):
-                print(
-                    f"skipped {feed.name}: the server asked to be left alone until "
-                    f"{rec.retry_after_until:%Y-%m-%d %H:%M:%SZ} (Retry-After)",
-                    file=sys.stderr,
-                )
-                continue
-            if rec is not None and rec.gone:
-                if not args.feed:
-                    print(
-                        f"skipped {feed.name}: gone (HTTP 410); `check --feed {feed.name}` polls it again",
-                        file=sys.stderr,
-                    )
-                    continue
-                if not args.dry_run:
-                    store.clear_gone(feed.name)
-            to_poll.append(feed)
-
-        async with Fetcher(concurrency=config.concurrency, per_host=config.per_host) as fetcher:
-            # parse in worker processes: off the event loop (parsing never eats into
-            # other requests' timeouts) and on every core
-            from feedwatch.parsepool import ParsePool, worker_count
-
-            pool = ParsePool(worker_count(config.parse_workers))
-            poller = Poller(config, store, fetcher, dry_run=args.dry_run, parse_executor=pool)
-            shown = _AlertLines(json_lines=args.json, dry_run=args.dry_run)
-
-            async def poll(index: int, feed: FeedConfig) -> Any:
-                # the alerts' lines now, the alerts themselves dropped: a cold check can
-                # alert on every entry of every feed, and their payloads would all be kept
-                r = await poller.poll(feed)
-                if r.alerts:
-                    shown.add(index, r.alerts)
-                    r = replace(r, alerts=[])
-                return r
-
-            try:
-                reports = await asyncio.gather(*(poll(i, f) for i, f in enumerate(to_poll)))
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)  # the workers' memory goes back before delivery
+        to_poll, records = _due(store, feeds, args)
+        workers = _body_workers(config, args, len(to_poll))
+        try:
+            reports, shown = asyncio.run(
+                _poll_here(config, args, store, to_poll, records, body_workers=workers)
+            )
+        finally:
+            if workers is not None:
+                workers.close()
         failed = any(r.result == "error" for r in reports)
 
         for r in reports:
@@ -340,14 +294,7 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 
         delivery_ok = True
         if not args.dry_run:
-            sinks: dict[str, Any] = {
-                name: build_sink(cfg, stdout=out) for name, cfg in config.sinks.items()
-            }
-            dispatcher = Dispatcher(config, store, sinks)
-            try:
-                report = await dispatcher.run_once(force=True)
-            finally:
-                await dispatcher.aclose()
+            report = asyncio.run(_deliver(config, store, out))
             delivery_ok = report.ok
             for failure in report.failures:
                 print(f"delivery failed {failure}", file=sys.stderr)
@@ -371,6 +318,127 @@ async def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             lock.release()
         if tmpdir is not None:
             tmpdir.cleanup()
+
+
+def _due(
+    store: Store, feeds: Sequence[FeedConfig], args: argparse.Namespace
+) -> tuple[list[FeedConfig], dict[str, FeedRecord]]:
+    """The feeds to poll: not those a server asked to be left alone, nor gone ones
+    (unless named); and their records as they are now (for their polls)."""
+    now = system_clock()
+    records = store.feeds()
+    to_poll: list[FeedConfig] = []
+    for feed in feeds:
+        rec = records.get(feed.name)
+        if rec is not None and rec.retry_after_until is not None and rec.retry_after_until > now:
+            print(
+                f"skipped {feed.name}: the server asked to be left alone until "
+                f"{rec.retry_after_until:%Y-%m-%d %H:%M:%SZ} (Retry-After)",
+                file=sys.stderr,
+            )
+            continue
+        if rec is not None and rec.gone:
+            if not args.feed:
+                print(
+                    f"skipped {feed.name}: gone (HTTP 410); `check --feed {feed.name}` polls it again",
+                    file=sys.stderr,
+                )
+                continue
+            if not args.dry_run:
+                store.clear_gone(feed.name)
+                del records[feed.name]  # changed: its poll reads it again
+        to_poll.append(feed)
+    return to_poll, records
+
+
+def _body_workers(config: Config, args: argparse.Namespace, feeds: int) -> Any:
+    """Forked processes that handle the fetched bodies (feedwatch.bodyworkers), or None:
+    the parse pool instead."""
+    import threading
+
+    from feedwatch.bodyworkers import MIN_FEEDS, BodyWorkers
+    from feedwatch.parsepool import worker_count
+    from feedwatch.poll import Poller
+
+    workers = worker_count(config.parse_workers)
+    if (
+        workers < 1
+        or feeds < MIN_FEEDS
+        or args.dry_run
+        or is_postgres_url(config.state)
+        or threading.active_count() > 1  # a fork copies only this thread
+        or not hasattr(os, "fork")
+    ):
+        return None
+
+    def make_poller() -> Poller:  # in a worker
+        return Poller(config, _open(config), None, prune_cache=False)
+
+    pool = BodyWorkers(workers, make_poller)
+    if not pool.alive:
+        return None
+    log.info("check.body_workers", workers=pool.alive, feeds=feeds)
+    return pool
+
+
+async def _poll_here(
+    config: Config,
+    args: argparse.Namespace,
+    store: Store,
+    feeds: Sequence[FeedConfig],
+    records: dict[str, FeedRecord],
+    *,
+    body_workers: Any = None,
+) -> tuple[list[Any], _AlertLines]:
+    from feedwatch.fetch import Fetcher
+    from feedwatch.parsepool import ParsePool, worker_count
+    from feedwatch.poll import Poller
+
+    shown = _AlertLines(json_lines=args.json, dry_run=args.dry_run)
+    async with Fetcher(concurrency=config.concurrency, per_host=config.per_host) as fetcher:
+        # bodies go to the body workers, or are parsed in worker processes: off the
+        # event loop (parsing never eats into other requests' timeouts) and on every core
+        pool = ParsePool(0 if body_workers is not None else worker_count(config.parse_workers))
+        poller = Poller(
+            config,
+            store,
+            fetcher,
+            dry_run=args.dry_run,
+            parse_executor=pool,
+            body_workers=body_workers,
+            records=records,
+        )
+
+        async def poll(index: int, feed: FeedConfig) -> Any:
+            # the alerts' lines now, the alerts themselves dropped: a cold check can
+            # alert on every entry of every feed, and their payloads would all be kept
+            r = await poller.poll(feed)
+            if r.alerts:
+                shown.add(index, r.alerts)
+                r = replace(r, alerts=[])
+            return r
+
+        try:
+            reports = await asyncio.gather(*(poll(i, f) for i, f in enumerate(feeds)))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)  # the workers' memory goes back before delivery
+    return reports, shown
+
+
+async def _deliver(config: Config, store: Store, out: TextIO) -> Any:
+    from feedwatch.deliver import Dispatcher
+    from feedwatch.sinks import build_sink
+
+    sinks: dict[str, Any] = {
+        name: build_sink(cfg, stdout=out) for name, cfg in config.sinks.items()
+    }
+    dispatcher = Dispatcher(config, store, sinks)
+    try:
+        return await dispatcher.run_once(force=True)
+    finally:
+        await dispatcher.aclose()
 
 
 class _AlertLines:

@@ -8,6 +8,8 @@ hands each body to (`loop.run_in_executor`), backed by a process pool:
 - ``parse_workers = "auto"`` (the default) starts one worker per usable CPU, at
   most 4; ``parse_workers = N`` starts N; ``parse_workers = 0`` parses in one
   thread of the main process (the old behaviour, the least memory).
+- A `check` of many feeds forks body workers instead (feedwatch.bodyworkers), which
+  also compare and store; this pool serves the daemon, small checks and dry runs.
 - Workers start when two bodies wait at once (a run of 304s starts none), through
   a fork server that imported the parser once, so each worker costs a fork. They
   start in a thread of their own: the first fork waits for the fork server's
@@ -86,8 +88,14 @@ def _start_worker(main_pid: int) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
         cache_logger_on_first_use=True,
     )
+    exit_with(main_pid)
+
+
+def exit_with(pid: int) -> None:
+    """Exit this process (at once, no clean-up) within a second or so of process ``pid``:
+    a thread checks once a second that it still runs."""
     threading.Thread(
-        target=_exit_with, args=(main_pid,), name="feedwatch-orphan-watch", daemon=True
+        target=_exit_with, args=(pid,), name="feedwatch-orphan-watch", daemon=True
     ).start()
 
 

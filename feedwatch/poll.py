@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -63,6 +64,22 @@ COMMIT_WINDOW = 0.010
 
 
 @dataclass
+class BodyJob:
+    """A fetched body and what its poll knew before the fetch: all a body worker needs."""
+
+    feed: str
+    record: FeedRecord
+    fetched: Fetched
+    digest: str
+    next_poll: datetime
+    prune_before: datetime
+
+
+class BodyHandler(Protocol):
+    async def run(self, job: BodyJob) -> PollReport | None: ...
+
+
+@dataclass
 class PollReport:
     feed: str
     result: str  # ok | not_modified | unchanged | error
@@ -95,14 +112,23 @@ class Poller:
         self,
         config: Config,
         store: Store,
-        fetcher: Fetcher,
+        fetcher: Fetcher | None,
         *,
         clock: Clock = system_clock,
         rng: random.Random | None = None,
         dry_run: bool = False,
         parse_executor: Executor | None = None,
         parse: Callable[..., ParsedFeed] = parse_body,
+        prune_cache: bool = True,
+        body_workers: BodyHandler | None = None,
+        records: dict[str, FeedRecord] | None = None,
     ) -> None:
+        """``prune_cache``: remove the parse-cache files of feeds not in the config (a
+        body worker's poller does not). ``body_workers``: where a fetched body is parsed,
+        compared and stored (feedwatch.bodyworkers), instead of parsing it in
+        ``parse_executor`` and storing it here. ``records``: the feeds' records as the
+        state held them just before (a check reads them all at once), each used by the
+        feed's next poll instead of a query: one read less a poll."""
         self.config = config
         self.store = store
         self.fetcher = fetcher
@@ -110,6 +136,8 @@ class Poller:
         self.rng = rng or random.Random()
         self.dry_run = dry_run
         self.parse_executor = parse_executor
+        self.body_workers = body_workers
+        self._records = records if records is not None else {}
         self.parse = parse
         self._rules: dict[str, tuple[CompiledRule, ...]] = {}
         # polls finishing within 10 ms share a COMMIT (feedwatch.store.group); a poll
@@ -130,7 +158,8 @@ class Poller:
                     hint="it cannot be made, or is not ours alone to write: every changed"
                     " body is parsed in full",
                 )
-        self._prune_cache()
+        if prune_cache:
+            self._prune_cache()
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config (same state): rules are compiled again as they are needed,
@@ -205,7 +234,11 @@ class Poller:
 
     async def _poll(self, feed: FeedConfig) -> PollReport:
         s = feed.settings
-        record = self.store.feed(feed.name) or FeedRecord(name=feed.name)
+        record = (
+            self._records.pop(feed.name, None)
+            or self.store.feed(feed.name)
+            or FeedRecord(name=feed.name)
+        )
         same_url = record.url == feed.url
         req = FetchRequest(
             url=feed.url,
@@ -219,6 +252,7 @@ class Poller:
         )
         # the body keeps its place among the fetcher's bodies in hand until it is
         # parsed and stored: when parsing falls behind, fetching waits (bounded memory)
+        assert self.fetcher is not None, "a poller without a fetcher only handles bodies"
         outcome, release = await self.fetcher.fetch_held(req)
         try:
             return await self._handle(feed, record, outcome)
@@ -273,11 +307,49 @@ class Poller:
             )
 
         fetched: Fetched = outcome
+        job = BodyJob(feed.name, record, fetched, digest, next_poll, prune_before)
+        if self.body_workers is not None and not self.dry_run:
+            report = await self.body_workers.run(job)
+            if report is not None:  # None: no worker left to take it
+                return report
+        call = self._parse_call(feed, fetched)
+        if self.parse_executor is not None:
+            loop = asyncio.get_running_loop()
+            parsed = await loop.run_in_executor(self.parse_executor, call)
+        else:
+            parsed = call()
+        done = self._after_parse(feed, job, parsed)
+        if isinstance(done, PollReport):
+            return done
+        commit, report = done
+        if not self.dry_run:
+            queued = set(await self.writes.run(functools.partial(self.store.commit_poll, commit)))
+            report.alerts = [a for a in report.alerts if a.id in queued]
+        return report
+
+    def handle_body(self, job: BodyJob) -> PollReport:
+        """A fetched body parsed, compared and stored, here and now: what a body worker
+        (feedwatch.bodyworkers) does with each body it is handed."""
+        feed = self.config.feed(job.feed)
+        if feed is None:
+            raise KeyError(f"feed {job.feed!r} is not in the config")
+        parsed = self._parse_call(feed, job.fetched)()
+        done = self._after_parse(feed, job, parsed)
+        if isinstance(done, PollReport):
+            return done
+        commit, report = done
+        if not self.dry_run:
+            queued = set(self.store.commit_poll(commit))
+            report.alerts = [a for a in report.alerts if a.id in queued]
+        return report
+
+    def _parse_call(self, feed: FeedConfig, fetched: Fetched) -> Callable[[], ParsedFeed]:
+        s = feed.settings
         if self.parse is parse_body:
             # Only the items whose bytes changed since the last poll are parsed; the
             # result is parse_body's (feedwatch.partial). The worker reads and
             # replaces the feed's cache file itself (feedwatch.parsecache).
-            call = functools.partial(  # picklable: a worker process may run it
+            return functools.partial(  # picklable: a worker process may run it
                 parse_cached,
                 fetched.body,
                 dict(fetched.headers),
@@ -286,19 +358,22 @@ class Poller:
                 cache_file=self._cache_file(feed.name),
                 write=not self.dry_run,
             )
-        else:  # a parser injected by a test: no cache
-            call = functools.partial(
-                self.parse,
-                fetched.body,
-                dict(fetched.headers),
-                url=fetched.url,
-                max_entries=s.max_entries,
-            )
-        if self.parse_executor is not None:
-            loop = asyncio.get_running_loop()
-            parsed = await loop.run_in_executor(self.parse_executor, call)
-        else:
-            parsed = call()
+        # a parser injected by a test: no cache
+        return functools.partial(
+            self.parse,
+            fetched.body,
+            dict(fetched.headers),
+            url=fetched.url,
+            max_entries=s.max_entries,
+        )
+
+    def _after_parse(
+        self, feed: FeedConfig, job: BodyJob, parsed: ParsedFeed
+    ) -> PollReport | tuple[PollCommit, PollReport]:
+        """The diff, the alerts and the commit to make (or a failed poll's report);
+        the report's alerts are all of them, to be cut to those the commit queued."""
+        s = feed.settings
+        record, fetched = job.record, job.fetched
         now = self.clock()
         if not parsed.is_feed and not parsed.entries:
             why = "; ".join(parsed.warnings) or "no feed found in the body"
@@ -325,7 +400,7 @@ class Poller:
             now=now,
             keys=parsed.keys,
         )
-        alerts = self._alerts(feed, parsed.title, result, now, digest)
+        alerts = self._alerts(feed, parsed.title, result, now, job.digest)
         commit = PollCommit(
             feed=feed.name,
             url=feed.url,
@@ -333,36 +408,31 @@ class Poller:
             http_status=fetched.status,
             etag=fetched.etag,
             last_modified=fetched.last_modified,
-            body_hash=digest,
+            body_hash=job.digest,
             title=parsed.title,
             identity=result.identity,
             upserts=result.upserts,
             touched=result.touched,
             rekeys=result.rekeys,
             alerts=tuple(alerts),
-            prune_before=prune_before,
-            next_poll=next_poll,
+            prune_before=job.prune_before,
+            next_poll=job.next_poll,
             redirected_to=fetched.permanent_redirect,
             had_new_entry=result.new > 0 or result.baseline,
         )
-        if self.dry_run:
-            queued_alerts = alerts
-        else:
-            queued = set(await self.writes.run(functools.partial(self.store.commit_poll, commit)))
-            queued_alerts = [a for a in alerts if a.id in queued]
         if result.churn:
             log.info("feed.timestamp_churn", feed=feed.name, entries=len(parsed.entries))
         if fetched.permanent_redirect:
             log.warning(
                 "feed.redirected", feed=feed.name, url=feed.url, to=fetched.permanent_redirect
             )
-        return PollReport(
+        return commit, PollReport(
             feed=feed.name,
             result="ok",
             http_status=fetched.status,
             new=result.new,
             updated=result.updated,
-            alerts=queued_alerts,
+            alerts=alerts,
             warnings=parsed.warnings,
             flood=result.flood,
             baseline=result.baseline,

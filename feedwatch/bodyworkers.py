@@ -1,0 +1,287 @@
+"""Where the bodies of a big `check` are handled: forked processes that parse, compare
+and store them, while the main process fetches.
+
+With a pool of parse workers the main process still compared and stored every changed
+body on its one core, and the pool cost a fork server, a resource tracker and two threads
+to ship bodies and parsed entries between processes. Here the main process fetches every
+feed (one event loop, the whole ``concurrency``) and answers the 304s itself; each body
+goes to an idle worker with what its poll knew before the fetch (``poll.BodyJob``), and
+the worker does the rest of the poll exactly as the main process would
+(``Poller.handle_body``): parse (only the changed items, feedwatch.partial), compare with
+the state, queue the alerts and commit, through its own connection to the state (SQLite
+serialises the writes), and sends back the poll's report.
+
+- Forked once, before the check's event loop or any thread exists (``BodyWorkers`` is
+  made in plain code, after the imports): a worker starts with everything loaded, costs a
+  fork, and sits idle through a run of 304s; it opens the state at its first body.
+- One body a worker at a time, so a worker that dies (a crash, the OOM killer, a kill)
+  names the body it died on: that poll fails ("its body worker died"), what it committed
+  stands, the next check polls it again, and the other bodies go on. A dead worker is not
+  replaced (nothing forks once threads run); with none left, bodies are handled in the
+  main process, as without workers.
+- Workers log through the main process's configuration (inherited: the same redaction,
+  the same stream) and exit when their task pipe closes, or within a second or two of a
+  main process that was killed. ``close`` reaps them, so their CPU time counts as ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import signal
+import struct
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from feedwatch.poll import BodyJob, Poller, PollReport
+
+log = structlog.get_logger("feedwatch.bodyworkers")
+
+_HEADER = struct.Struct("<Q")
+
+MIN_FEEDS = 8
+"""A check of fewer feeds keeps the parse pool (which starts processes only when two
+bodies wait at once)."""
+
+
+@dataclass
+class _Worker:
+    pid: int
+    tasks: int  # write end: pickled jobs
+    results: int  # read end, non-blocking: pickled (ok, report or exception)
+    buf: bytearray = field(default_factory=bytearray)
+    job: tuple[BodyJob, asyncio.Future[PollReport | None]] | None = None
+
+
+class BodyWorkers:
+    """``count`` forked workers, each building its poller with ``make_poller`` (in the
+    worker, at its first body). Make it with no other thread running and no event loop."""
+
+    def __init__(self, count: int, make_poller: Callable[[], Poller]) -> None:
+        self._workers: list[_Worker] = []
+        self._idle: list[_Worker] = []
+        self._waiting: deque[tuple[BodyJob, asyncio.Future[PollReport | None]]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        parent = os.getpid()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or a worker would print what is buffered again
+        for _ in range(count):
+            tasks_r, tasks_w = os.pipe()
+            results_r, results_w = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                for fd in (tasks_r, tasks_w, results_r, results_w):
+                    os.close(fd)
+                log.warning("check.no_body_workers", error=str(exc), hint="bodies handled here")
+                break
+            if pid == 0:
+                os.close(tasks_w)
+                os.close(results_r)
+                for w in self._workers:
+                    os.close(w.tasks)
+                    os.close(w.results)
+                _serve(tasks_r, results_w, make_poller, parent)  # never returns
+            os.close(tasks_r)
+            os.close(results_w)
+            os.set_blocking(results_r, False)
+            self._workers.append(_Worker(pid, tasks_w, results_r))
+        self._idle = list(self._workers)
+
+    @property
+    def alive(self) -> int:
+        return len(self._workers)
+
+    async def run(self, job: BodyJob) -> PollReport | None:
+        """The poll's report from a worker; None when no worker is left to take it."""
+        if not self._workers:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            for w in self._workers:
+                loop.add_reader(w.results, self._readable, w)
+        fut: asyncio.Future[PollReport | None] = loop.create_future()
+        self._waiting.append((job, fut))
+        self._dispatch()
+        return await fut
+
+    def _dispatch(self) -> None:
+        """Hand waiting bodies to idle workers; with no worker left, give them back."""
+        while self._waiting and self._idle:
+            w = self._idle.pop()
+            job, fut = self._waiting.popleft()
+            if fut.done():  # cancelled while it waited
+                self._idle.append(w)
+                continue
+            data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+            try:  # the worker is idle, reading: this returns as fast as it copies
+                _write_all(w.tasks, _HEADER.pack(len(data)) + data)
+            except OSError:  # it died while idle: the body goes to another
+                self._waiting.appendleft((job, fut))
+                self._died(w)
+                continue
+            w.job = (job, fut)
+        if not self._workers:
+            while self._waiting:
+                _job, fut = self._waiting.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _readable(self, w: _Worker) -> None:
+        while True:
+            try:
+                chunk = os.read(w.results, 1 << 20)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._died(w)
+                self._dispatch()
+                return
+            w.buf += chunk
+        if len(w.buf) < _HEADER.size:
+            return
+        (size,) = _HEADER.unpack_from(w.buf)
+        if len(w.buf) < _HEADER.size + size:
+            return
+        ok, value = pickle.loads(w.buf[_HEADER.size : _HEADER.size + size])
+        del w.buf[: _HEADER.size + size]
+        assert w.job is not None
+        _job, fut = w.job
+        w.job = None
+        if not fut.done():  # not cancelled meanwhile
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        self._idle.append(w)
+        self._dispatch()
+
+    def _died(self, w: _Worker) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(w.results)
+        why = _reap(w)
+        self._workers.remove(w)
+        if w in self._idle:
+            self._idle.remove(w)
+        log.warning("check.body_worker_died", pid=w.pid, why=why, left=len(self._workers))
+        if w.job is not None:
+            job, fut = w.job
+            w.job = None
+            if not fut.done():
+                fut.set_result(
+                    PollReport(
+                        feed=job.feed,
+                        result="error",
+                        http_status=job.fetched.status,
+                        error=f"its body worker died ({why}) while handling it",
+                    )
+                )
+
+    def close(self) -> None:
+        """End the workers (their task pipes close) and reap them."""
+        if self._loop is not None and not self._loop.is_closed():
+            for w in self._workers:
+                self._loop.remove_reader(w.results)
+        for w in list(self._workers):
+            with contextlib.suppress(OSError):
+                os.close(w.tasks)
+        for w in list(self._workers):
+            _reap(w)
+        self._workers.clear()
+        self._idle.clear()
+
+
+def _reap(w: _Worker) -> str:
+    """Wait for the worker's end; how it ended."""
+    with contextlib.suppress(OSError):
+        os.close(w.results)
+    with contextlib.suppress(OSError):
+        os.close(w.tasks)
+    try:
+        status = os.waitstatus_to_exitcode(os.waitpid(w.pid, 0)[1])
+    except ChildProcessError:
+        return "already reaped"
+    if status < 0:
+        return (
+            f"killed by {signal.Signals(-status).name}"
+            if -status in signal.valid_signals()
+            else f"signal {-status}"
+        )
+    return f"exit status {status}"
+
+
+def _serve(tasks: int, results: int, make_poller: Callable[[], Poller], parent: int) -> None:
+    code = 0
+    poller: Poller | None = None
+    try:
+        from feedwatch.parsepool import exit_with
+
+        exit_with(parent)
+        while True:
+            header = _read_exact(tasks, _HEADER.size)
+            if header is None:
+                break  # the main process is done with us
+            (size,) = _HEADER.unpack(header)
+            data = _read_exact(tasks, size)
+            if data is None:
+                break
+            job = pickle.loads(data)
+            out: tuple[bool, Any]
+            try:
+                if poller is None:
+                    poller = make_poller()
+                out = (True, poller.handle_body(job))
+            except Exception as exc:
+                out = (False, _picklable(exc))
+            try:
+                reply = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                reply = pickle.dumps((False, _picklable(exc)), protocol=pickle.HIGHEST_PROTOCOL)
+            _write_all(results, _HEADER.pack(len(reply)) + reply)
+    except BaseException as exc:
+        code = 1
+        with contextlib.suppress(BaseException):
+            log.error("check.body_worker_failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        if poller is not None:
+            with contextlib.suppress(BaseException):
+                poller.store.close()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code)
+
+
+def _picklable(exc: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    parts: list[bytes] = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -1,0 +1,243 @@
+"""Body workers (feedwatch.bodyworkers): a big `check` hands each fetched body to a forked
+process that parses, compares and stores it. The same alerts and output as one process,
+and nothing lost or repeated when a worker is killed. Real `feedwatch` subprocesses, a
+real feed server, real SQLite files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from feedwatch.bodyworkers import MIN_FEEDS
+from feedwatch.testing import T0, entry, rss
+from tests.feedserver import FeedServer, feed_server  # noqa: F401
+from tests.helpers import run_feedwatch, wait_for
+
+FEEDS = 3 * MIN_FEEDS
+
+
+def _config(tmp: Path, server: FeedServer, *, workers: int, state: str) -> Path:
+    cfg = tmp / f"feedwatch-{state}.toml"
+    feeds = "".join(
+        f'\n[[feeds]]\nname = "f{i:03d}"\nurl = "{server.url(f"/f{i:03d}.xml")}"\n'
+        for i in range(FEEDS)
+    )
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{tmp}/{state}.db"
+log_format = "json"
+first_poll = "alert"
+parse_workers = {workers}
+
+[sinks.log]
+type = "jsonl"
+path = "{tmp}/{state}.jsonl"
+{feeds}
+"""
+    )
+    return cfg
+
+
+def _serve(server: FeedServer, version: int, delay: float = 0.0) -> None:
+    for i in range(FEEDS):
+        entries = [
+            entry(f"{i}-{n}", title=f"Story {n} of feed {i}", published=T0) for n in range(3)
+        ]
+        if version >= 2:  # an edit and a new story
+            entries[0] = entry(
+                f"{i}-0", title=f"Story 0 of feed {i}", summary="Corrected.", published=T0
+            )
+            entries.append(entry(f"{i}-new", title=f"Late story of feed {i}", published=T0))
+        server.set(f"/f{i:03d}.xml", rss(entries, title=f"Feed {i}"), delay=delay)
+
+
+def _check(cfg: Path) -> subprocess.CompletedProcess[str]:
+    return run_feedwatch("-c", str(cfg), "check", env=dict(os.environ), timeout=120)
+
+
+def _alerts(tmp: Path, state: str) -> list[dict]:
+    path = tmp / f"{state}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _events(stderr: str, name: str) -> list[dict]:
+    out = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == name:
+                out.append(event)
+    return out
+
+
+def test_body_workers_alert_and_print_exactly_as_one_process(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+) -> None:
+    one = _config(tmp_path, feed_server, workers=0, state="one")
+    two = _config(tmp_path, feed_server, workers=2, state="two")
+    for version in (1, 2):
+        _serve(feed_server, version)
+        a = _check(one)
+        b = _check(two)
+        assert a.returncode == b.returncode == 0, (a.stderr[-2000:], b.stderr[-2000:])
+        assert _events(a.stderr, "check.body_workers") == []
+        assert [e["workers"] for e in _events(b.stderr, "check.body_workers")] == [2]
+        assert a.stdout == b.stdout  # the alert lines, in config order
+        assert a.stdout.count("\n") == (3 * FEEDS if version == 1 else 2 * FEEDS)
+        assert a.stderr.splitlines()[-1] == b.stderr.splitlines()[-1]  # the summary
+        # the workers wrote the polls: the second check found the validators they stored
+        polled = {e["feed"]: e["result"] for e in _events(b.stderr, "feed.polled")}
+        assert len(polled) == FEEDS and set(polled.values()) == {"ok"}
+    key = lambda x: (x["feed"]["name"], x["kind"], x["entry"]["id"])  # noqa: E731
+    two_alerts = sorted(map(key, _alerts(tmp_path, "two")))
+    assert two_alerts == sorted(map(key, _alerts(tmp_path, "one")))
+    assert sum(k == "updated" for _f, k, _i in two_alerts) == FEEDS
+
+    _serve(feed_server, 2)  # the same bodies again: all 304, no alert, workers idle
+    again = _check(two)
+    assert again.returncode == 0 and again.stdout == ""
+    assert {e["result"] for e in _events(again.stderr, "feed.polled")} == {"not_modified"}
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _check_killing(cfg: Path, kill: int, *, when_busy: bool) -> tuple[int, str]:
+    """A check whose first ``kill`` workers are killed: once one of them has worked a
+    while on a body (``when_busy``), or at once, before any body came."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        kids = wait_for(lambda: len(_children(p.pid)) == 2 and _children(p.pid), what="workers")
+        if when_busy:  # an idle worker uses no CPU; parsing the big body takes seconds
+            wait_for(lambda: max(map(_cpu_ticks, kids)) >= 20, what="a worker busy")
+        for pid in kids[:kill]:
+            os.kill(pid, signal.SIGKILL)
+        _out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    return p.returncode, err
+
+
+def test_a_worker_killed_before_any_body_costs_nothing(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+) -> None:
+    cfg = _config(tmp_path, feed_server, workers=2, state="s")
+    _serve(feed_server, 1, delay=0.3)  # the bodies come after the kill
+    code, err = _check_killing(cfg, kill=1, when_busy=False)
+    assert code == 0, err[-3000:]
+    died = _events(err, "check.body_worker_died")
+    assert len(died) == 1 and died[0]["why"] == "killed by SIGKILL" and died[0]["left"] == 1
+    assert {e["result"] for e in _events(err, "feed.polled")} == {"ok"}
+    assert len(_alerts(tmp_path, "s")) == 3 * FEEDS
+
+
+def _big(n: int) -> bytes:
+    return rss([entry(f"big-{k}", title=f"Big story {k}", published=T0) for k in range(n)])
+
+
+def test_workers_killed_mid_body_lose_and_repeat_nothing(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+) -> None:
+    """Both workers die, one of them while it parses a big body: that poll fails and says
+    why, the other bodies are handled in the main process, and the next check alerts
+    what the failed poll did not, once."""
+    cfg = _config(tmp_path, feed_server, workers=2, state="d")
+    _serve(feed_server, 1, delay=1.0)
+    feed_server.set("/f000.xml", _big(3000))  # at once, and seconds to parse
+    code, err = _check_killing(cfg, kill=2, when_busy=True)
+    assert code == 1
+    assert [e["left"] for e in _events(err, "check.body_worker_died")] == [1, 0]
+    results = {e["feed"]: e for e in _events(err, "feed.polled")}
+    assert results["f000"]["result"] == "error"
+    assert "its body worker died (killed by SIGKILL) while handling it" in results["f000"]["error"]
+    assert all(results[f"f{i:03d}"]["result"] == "ok" for i in range(1, FEEDS))
+    assert not any(a["feed"]["name"] == "f000" for a in _alerts(tmp_path, "d"))
+
+    _serve(feed_server, 1)
+    feed_server.set("/f000.xml", _big(3000))
+    again = _check(cfg)
+    assert again.returncode == 0, again.stderr[-3000:]
+    ids = [(a["feed"]["name"], a["entry"]["id"]) for a in _alerts(tmp_path, "d")]
+    assert len(ids) == len(set(ids))  # nothing repeated
+    per_feed = Counter(f for f, _id in ids)
+    assert all(per_feed[f"f{i:03d}"] == 3 for i in range(1, FEEDS))  # nothing lost
+    polled = {e["feed"]: e for e in _events(again.stderr, "feed.polled")}
+    assert per_feed["f000"] == polled["f000"]["alerts"] > 0  # all alerted by the second
+
+
+def test_workers_exit_with_a_killed_main_process(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+) -> None:
+    cfg = _config(tmp_path, feed_server, workers=2, state="k")
+    _serve(feed_server, 1, delay=5.0)  # the check is still fetching when it is killed
+    p = subprocess.Popen(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        kids = wait_for(lambda: len(_children(p.pid)) == 2 and _children(p.pid), what="workers")
+        p.kill()
+        p.wait(timeout=10)
+        t = time.monotonic()
+        wait_for(lambda: not any(_running(k) for k in kids), timeout=15, what="workers gone")
+        assert time.monotonic() - t < 5
+    finally:
+        p.kill()
+
+
+def test_small_checks_and_dry_runs_fork_no_worker(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+) -> None:
+    cfg = _config(tmp_path, feed_server, workers=2, state="m")
+    _serve(feed_server, 1)
+    dry = run_feedwatch("-c", str(cfg), "check", "--dry-run", env=dict(os.environ))
+    assert dry.returncode == 0 and _events(dry.stderr, "check.body_workers") == []
+    few = run_feedwatch(
+        "-c",
+        str(cfg),
+        "check",
+        *[f"--feed=f{i:03d}" for i in range(MIN_FEEDS - 1)],
+        env=dict(os.environ),
+    )
+    assert few.returncode == 0 and _events(few.stderr, "check.body_workers") == []
