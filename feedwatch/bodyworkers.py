@@ -14,9 +14,10 @@ serialises the writes), and sends back the poll's report.
 - Forked once, before the check's event loop or any thread exists (``BodyWorkers`` is
   made in plain code, after the imports): a worker starts with everything loaded, costs a
   fork, and sits idle through a run of 304s; it opens the state at its first body.
-- One body a worker at a time, so a worker that dies (a crash, the OOM killer, a kill)
-  names the body it died on: that poll fails ("its body worker died"), what it committed
-  stands, the next check polls it again, and the other bodies go on. A dead worker is not
+- A worker handles one body at a time (the next waits in its pipe, so it never waits
+  for the main process), so a worker that dies (a crash, the OOM killer, a kill) names
+  the body it died on: that poll fails ("its body worker died"), what it committed
+  stands, the next check polls it again; the bodies waiting for it go to another. A dead worker is not
   replaced (nothing forks once threads run); with none left, bodies are handled in the
   main process, as without workers.
 - Workers log through the main process's configuration (inherited: the same redaction,
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import pickle
 import signal
@@ -45,6 +47,14 @@ from feedwatch.poll import BodyJob, Poller, PollReport
 log = structlog.get_logger("feedwatch.bodyworkers")
 
 _HEADER = struct.Struct("<Q")
+_STARTED = (1 << 64) - 1  # a header alone: "I have read a body and work on it"
+
+IN_FLIGHT = 2
+"""Bodies handed to a worker at once: it handles one, the next waits in its pipe."""
+
+PIPE_SIZE = 1 << 20
+"""A worker's task pipe, where Linux allows (its default is 64 KiB): a body waits there
+whole rather than partly in this process."""
 
 MIN_FEEDS = 8
 """A check of fewer feeds keeps the parse pool (which starts processes only when two
@@ -56,8 +66,11 @@ class _Worker:
     pid: int
     tasks: int  # write end: pickled jobs
     results: int  # read end, non-blocking: pickled (ok, report or exception)
-    buf: bytearray = field(default_factory=bytearray)
-    job: tuple[BodyJob, asyncio.Future[PollReport | None]] | None = None
+    buf: bytearray = field(default_factory=bytearray)  # results read, not yet whole
+    out: bytearray = field(default_factory=bytearray)  # jobs not yet written
+    started: int = 0  # jobs it said it read and has not answered (0 or 1)
+    # jobs sent, oldest first: the worker handles the first, the next waits in its pipe
+    jobs: deque[tuple[BodyJob, asyncio.Future[PollReport | None]]] = field(default_factory=deque)
 
 
 class BodyWorkers:
@@ -66,7 +79,6 @@ class BodyWorkers:
 
     def __init__(self, count: int, make_poller: Callable[[], Poller]) -> None:
         self._workers: list[_Worker] = []
-        self._idle: list[_Worker] = []
         self._waiting: deque[tuple[BodyJob, asyncio.Future[PollReport | None]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         parent = os.getpid()
@@ -92,8 +104,10 @@ class BodyWorkers:
             os.close(tasks_r)
             os.close(results_w)
             os.set_blocking(results_r, False)
+            os.set_blocking(tasks_w, False)
+            with contextlib.suppress(OSError, AttributeError):  # Linux: room for a body
+                fcntl.fcntl(tasks_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             self._workers.append(_Worker(pid, tasks_w, results_r))
-        self._idle = list(self._workers)
 
     @property
     def alive(self) -> int:
@@ -114,28 +128,45 @@ class BodyWorkers:
         return await fut
 
     def _dispatch(self) -> None:
-        """Hand waiting bodies to idle workers; with no worker left, give them back."""
-        while self._waiting and self._idle:
-            w = self._idle.pop()
+        """Hand waiting bodies to the least busy workers, up to ``IN_FLIGHT`` each (the
+        next one waits in the pipe, so a worker never waits for this loop); with no
+        worker left, give them back."""
+        while self._waiting and self._workers:
+            w = min(self._workers, key=lambda x: len(x.jobs))
+            if len(w.jobs) >= IN_FLIGHT:
+                break
             job, fut = self._waiting.popleft()
             if fut.done():  # cancelled while it waited
-                self._idle.append(w)
                 continue
             data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
-            try:  # the worker is idle, reading: this returns as fast as it copies
-                _write_all(w.tasks, _HEADER.pack(len(data)) + data)
-            except OSError:  # it died while idle: the body goes to another
-                self._waiting.appendleft((job, fut))
-                self._died(w)
-                continue
-            w.job = (job, fut)
+            w.jobs.append((job, fut))
+            w.out += _HEADER.pack(len(data))
+            w.out += data
+            self._flush(w)
         if not self._workers:
             while self._waiting:
                 _job, fut = self._waiting.popleft()
                 if not fut.done():
                     fut.set_result(None)
 
+    def _flush(self, w: _Worker) -> None:
+        """Write what fits in the pipe now; the rest when it drains (never blocks)."""
+        assert self._loop is not None
+        try:
+            while w.out:
+                n = os.write(w.tasks, w.out)
+                del w.out[:n]
+        except BlockingIOError:
+            pass
+        except OSError:  # it died: its reader sees the end and says so
+            w.out.clear()
+        if w.out:
+            self._loop.add_writer(w.tasks, self._flush, w)
+        else:
+            self._loop.remove_writer(w.tasks)
+
     def _readable(self, w: _Worker) -> None:
+        ended = False
         while True:
             try:
                 chunk = os.read(w.results, 1 << 20)
@@ -144,39 +175,41 @@ class BodyWorkers:
             except OSError:
                 chunk = b""
             if not chunk:
-                self._died(w)
-                self._dispatch()
-                return
+                ended = True  # what it sent before its end still counts
+                break
             w.buf += chunk
-        if len(w.buf) < _HEADER.size:
-            return
-        (size,) = _HEADER.unpack_from(w.buf)
-        if len(w.buf) < _HEADER.size + size:
-            return
-        ok, value = pickle.loads(w.buf[_HEADER.size : _HEADER.size + size])
-        del w.buf[: _HEADER.size + size]
-        assert w.job is not None
-        _job, fut = w.job
-        w.job = None
-        if not fut.done():  # not cancelled meanwhile
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-        self._idle.append(w)
+        while len(w.buf) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(w.buf)
+            if size == _STARTED:
+                w.started += 1
+                del w.buf[: _HEADER.size]
+                continue
+            if len(w.buf) < _HEADER.size + size:
+                break
+            w.started -= 1
+            ok, value = pickle.loads(w.buf[_HEADER.size : _HEADER.size + size])
+            del w.buf[: _HEADER.size + size]
+            _job, fut = w.jobs.popleft()
+            if not fut.done():  # not cancelled meanwhile
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+        if ended:
+            self._died(w)
         self._dispatch()
 
     def _died(self, w: _Worker) -> None:
-        if self._loop is not None:
-            self._loop.remove_reader(w.results)
+        assert self._loop is not None
+        self._loop.remove_reader(w.results)
+        self._loop.remove_writer(w.tasks)
         why = _reap(w)
         self._workers.remove(w)
-        if w in self._idle:
-            self._idle.remove(w)
         log.warning("check.body_worker_died", pid=w.pid, why=why, left=len(self._workers))
-        if w.job is not None:
-            job, fut = w.job
-            w.job = None
+        if w.jobs and w.started:
+            # it had read the oldest unanswered body (it reads the next only once it
+            # has answered): that is the one it died on; the others go to another
+            job, fut = w.jobs.popleft()
             if not fut.done():
                 fut.set_result(
                     PollReport(
@@ -186,19 +219,21 @@ class BodyWorkers:
                         error=f"its body worker died ({why}) while handling it",
                     )
                 )
+        self._waiting.extendleft(reversed(w.jobs))
+        w.jobs.clear()
 
     def close(self) -> None:
         """End the workers (their task pipes close) and reap them."""
         if self._loop is not None and not self._loop.is_closed():
             for w in self._workers:
                 self._loop.remove_reader(w.results)
+                self._loop.remove_writer(w.tasks)
         for w in list(self._workers):
             with contextlib.suppress(OSError):
                 os.close(w.tasks)
         for w in list(self._workers):
             _reap(w)
         self._workers.clear()
-        self._idle.clear()
 
 
 def _reap(w: _Worker) -> str:
@@ -235,6 +270,7 @@ def _serve(tasks: int, results: int, make_poller: Callable[[], Poller], parent: 
             data = _read_exact(tasks, size)
             if data is None:
                 break
+            _write_all(results, _HEADER.pack(_STARTED))  # this one is ours now
             job = pickle.loads(data)
             out: tuple[bool, Any]
             try:
