@@ -222,15 +222,20 @@ class BodyWorkers:
         self._waiting.extendleft(reversed(w.jobs))
         w.jobs.clear()
 
-    def close(self) -> None:
-        """End the workers (their task pipes close) and reap them."""
+    def stop(self) -> None:
+        """Close the workers' task pipes: each ends once it has answered what it holds,
+        moving the state's log into the database as it goes (``Store.checkpoint``)."""
         if self._loop is not None and not self._loop.is_closed():
             for w in self._workers:
                 self._loop.remove_reader(w.results)
                 self._loop.remove_writer(w.tasks)
-        for w in list(self._workers):
+        for w in self._workers:
             with contextlib.suppress(OSError):
                 os.close(w.tasks)
+
+    def close(self) -> None:
+        """``stop``, and wait for the workers' ends (so their CPU time counts as ours)."""
+        self.stop()
         for w in list(self._workers):
             _reap(w)
         self._workers.clear()
@@ -291,6 +296,7 @@ def _serve(tasks: int, results: int, make_poller: Callable[[], Poller], parent: 
     finally:
         if poller is not None:
             with contextlib.suppress(BaseException):
+                poller.store.checkpoint()  # beside the main process's delivery
                 poller.store.close()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):

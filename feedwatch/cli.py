@@ -274,16 +274,15 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         if not is_postgres_url(config.state):
             lock = acquire_lock(config.state)
         store = _open(config)
+    workers = None
     try:
         to_poll, records = _due(store, feeds, args)
         workers = _body_workers(config, args, len(to_poll))
-        try:
-            reports, shown = asyncio.run(
-                _poll_here(config, args, store, to_poll, records, body_workers=workers)
-            )
-        finally:
-            if workers is not None:
-                workers.close()
+        reports, shown = asyncio.run(
+            _poll_here(config, args, store, to_poll, records, body_workers=workers)
+        )
+        if workers is not None:
+            workers.stop()  # they end beside the delivery; reaped below
         failed = any(r.result == "error" for r in reports)
 
         for r in reports:
@@ -313,6 +312,8 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             print(summary, file=sys.stderr)
         return EXIT_FAIL if failed or not delivery_ok else EXIT_OK
     finally:
+        if workers is not None:
+            workers.close()  # before ours closes: the state's last closer checkpoints
         store.close()
         if lock is not None:
             lock.release()

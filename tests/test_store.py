@@ -1432,3 +1432,25 @@ def test_group_commit_goes_at_once_when_no_other_write_can_join(tmp_path: Path) 
         store.close()
     begins = [s for s in statements if s.startswith("BEGIN IMMEDIATE")]
     assert len(begins) == 2  # "alone", then "a" and "b" together
+
+
+def test_sqlite_checkpoint_moves_the_log_into_the_file(tmp_path: Path) -> None:
+    """What a body worker does as it ends: the database file alone (no -wal beside it)
+    then holds its commits."""
+    s = SqliteStore(tmp_path / "state.db")
+    other = SqliteStore(tmp_path / "state.db")  # open: no close-time checkpoint
+    try:
+        s.checkpoint()  # the schema
+        s.commit_poll(poll(upserts=(entry("a"),)))
+
+        def alone() -> list[tuple[object, ...]]:
+            copy = tmp_path / "copy.db"
+            copy.write_bytes((tmp_path / "state.db").read_bytes())
+            return sqlite_rows(copy, "SELECT identity FROM entries")
+
+        assert alone() == []  # still in the log only
+        s.checkpoint()
+        assert alone() == [("a",)]
+    finally:
+        s.close()
+        other.close()

@@ -302,4 +302,10 @@ class Store(Protocol):
         """Drop every lease and claim of ``owner`` (a graceful stop)."""
         ...
 
+    def checkpoint(self) -> None:
+        """Move what a write-ahead log holds into the database now, waiting for no one
+        (SQLite; nothing elsewhere): a process done writing does it for the one that
+        closes the state last."""
+        ...
+
     def close(self) -> None: ...

@@ -479,6 +479,11 @@ class SqliteStore(SharedWrites):
     def release_leases(self, owner: str) -> None:
         pass
 
+    def checkpoint(self) -> None:
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):  # best effort: close does it anyway
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def close(self) -> None:
         with self._lock:
             with contextlib.suppress(sqlite3.Error):
