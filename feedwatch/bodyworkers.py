@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import os
 import pickle
 import signal
@@ -84,6 +85,11 @@ class BodyWorkers:
         parent = os.getpid()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or a worker would print what is buffered again
+        # Everything alive now (the imports, the config) stays alive: out of the
+        # collector's sight, so no collection, here or in a worker, writes to those
+        # pages (each write would copy a shared page) or walks them again. A round of
+        # 304s cost 0.05 ms more a poll without this; with it, less than before forking.
+        gc.freeze()
         for _ in range(count):
             tasks_r, tasks_w = os.pipe()
             results_r, results_w = os.pipe()
