@@ -233,11 +233,12 @@ class BodyWorkers:
         moving the state's log into the database as it goes (``Store.checkpoint``)."""
         if self._loop is not None and not self._loop.is_closed():
             for w in self._workers:
-                self._loop.remove_reader(w.results)
-                self._loop.remove_writer(w.tasks)
+                if w.results >= 0:
+                    self._loop.remove_reader(w.results)
+                if w.tasks >= 0:
+                    self._loop.remove_writer(w.tasks)
         for w in self._workers:
-            with contextlib.suppress(OSError):
-                os.close(w.tasks)
+            _close_tasks(w)
 
     def close(self) -> None:
         """``stop``, and wait for the workers' ends (so their CPU time counts as ours)."""
@@ -247,12 +248,21 @@ class BodyWorkers:
         self._workers.clear()
 
 
+def _close_tasks(w: _Worker) -> None:
+    # once only: the number may belong to another file by a second time
+    if w.tasks >= 0:
+        with contextlib.suppress(OSError):
+            os.close(w.tasks)
+        w.tasks = -1
+
+
 def _reap(w: _Worker) -> str:
     """Wait for the worker's end; how it ended."""
-    with contextlib.suppress(OSError):
-        os.close(w.results)
-    with contextlib.suppress(OSError):
-        os.close(w.tasks)
+    _close_tasks(w)
+    if w.results >= 0:
+        with contextlib.suppress(OSError):
+            os.close(w.results)
+        w.results = -1
     try:
         status = os.waitstatus_to_exitcode(os.waitpid(w.pid, 0)[1])
     except ChildProcessError:

@@ -241,3 +241,22 @@ def test_small_checks_and_dry_runs_fork_no_worker(
         env=dict(os.environ),
     )
     assert few.returncode == 0 and _events(few.stderr, "check.body_workers") == []
+
+
+def test_stopping_then_closing_closes_each_pipe_once() -> None:
+    """`check` stops the workers after polling and reaps them after delivery: the pipe
+    numbers freed at the stop may by then be a sink's files, which close leaves alone."""
+    script = """
+import os
+from feedwatch.bodyworkers import BodyWorkers
+workers = BodyWorkers(2, lambda: None)  # no body: no poller is ever made
+assert workers.alive == 2
+workers.stop()
+r, w = os.pipe()  # the lowest free numbers: those the stop freed
+workers.close()
+os.write(w, b"ok")
+print(os.read(r, 2).decode())
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
