@@ -17,9 +17,9 @@ serialises the writes), and sends back the poll's report.
 - A worker handles one body at a time (the next waits in its pipe, so it never waits
   for the main process), so a worker that dies (a crash, the OOM killer, a kill) names
   the body it died on: that poll fails ("its body worker died"), what it committed
-  stands, the next check polls it again; the bodies waiting for it go to another. A dead worker is not
-  replaced (nothing forks once threads run); with none left, bodies are handled in the
-  main process, as without workers.
+  stands, the next check polls it again; the bodies waiting for it go to another. A
+  dead worker is not replaced (nothing forks once threads run); with none left, bodies
+  are handled in the main process, as without workers.
 - Workers log through the main process's configuration (inherited: the same redaction,
   the same stream) and exit when their task pipe closes, or within a second or two of a
   main process that was killed. ``close`` reaps them, so their CPU time counts as ours.
@@ -36,6 +36,7 @@ import pickle
 import signal
 import struct
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,7 +77,18 @@ class _Worker:
 
 class BodyWorkers:
     """``count`` forked workers, each building its poller with ``make_poller`` (in the
-    worker, at its first body). Make it with no other thread running and no event loop."""
+    worker, at its first body). Made through ``start``, with no event loop running."""
+
+    @classmethod
+    def start(cls, count: int, make_poller: Callable[[], Poller]) -> BodyWorkers | None:
+        """The workers, or None where forking is not safe or possible: another thread
+        runs (a fork copies only this one, and a lock that thread held, stdio's or the
+        logger's, would never be released in a worker), no ``os.fork``, or no fork
+        succeeded."""
+        if threading.active_count() > 1 or not hasattr(os, "fork"):
+            return None
+        workers = cls(count, make_poller)
+        return workers if workers.alive else None
 
     def __init__(self, count: int, make_poller: Callable[[], Poller]) -> None:
         self._workers: list[_Worker] = []

@@ -11,13 +11,12 @@ import argparse
 import asyncio
 import importlib
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
@@ -29,6 +28,9 @@ from feedwatch.model import Config, FeedConfig
 from feedwatch.redact import redact
 from feedwatch.store import StateError, is_postgres_url, open_store
 from feedwatch.store.base import FeedRecord, Store
+
+if TYPE_CHECKING:
+    from feedwatch.bodyworkers import BodyWorkers
 
 log = structlog.get_logger("feedwatch.cli")
 
@@ -352,33 +354,23 @@ def _due(
     return to_poll, records
 
 
-def _body_workers(config: Config, args: argparse.Namespace, feeds: int) -> Any:
+def _body_workers(config: Config, args: argparse.Namespace, feeds: int) -> BodyWorkers | None:
     """Forked processes that handle the fetched bodies (feedwatch.bodyworkers), or None:
     the parse pool instead."""
-    import threading
-
     from feedwatch.bodyworkers import MIN_FEEDS, BodyWorkers
     from feedwatch.parsepool import worker_count
     from feedwatch.poll import Poller
 
     workers = worker_count(config.parse_workers)
-    if (
-        workers < 1
-        or feeds < MIN_FEEDS
-        or args.dry_run
-        or is_postgres_url(config.state)
-        or threading.active_count() > 1  # a fork copies only this thread
-        or not hasattr(os, "fork")
-    ):
+    if workers < 1 or feeds < MIN_FEEDS or args.dry_run or is_postgres_url(config.state):
         return None
 
     def make_poller() -> Poller:  # in a worker
         return Poller(config, _open(config), None, prune_cache=False)
 
-    pool = BodyWorkers(workers, make_poller)
-    if not pool.alive:
-        return None
-    log.info("check.body_workers", workers=pool.alive, feeds=feeds)
+    pool = BodyWorkers.start(workers, make_poller)
+    if pool is not None:
+        log.info("check.body_workers", workers=pool.alive, feeds=feeds)
     return pool
 
 
@@ -389,7 +381,7 @@ async def _poll_here(
     feeds: Sequence[FeedConfig],
     records: dict[str, FeedRecord],
     *,
-    body_workers: Any = None,
+    body_workers: BodyWorkers | None = None,
 ) -> tuple[list[Any], _AlertLines]:
     from feedwatch.fetch import Fetcher
     from feedwatch.parsepool import ParsePool, worker_count

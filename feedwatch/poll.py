@@ -63,7 +63,7 @@ log = structlog.get_logger("feedwatch.poll")
 COMMIT_WINDOW = 0.010
 
 
-@dataclass
+@dataclass(frozen=True)
 class BodyJob:
     """A fetched body and what its poll knew before the fetch: all a body worker needs."""
 
@@ -318,13 +318,12 @@ class Poller:
             parsed = await loop.run_in_executor(self.parse_executor, call)
         else:
             parsed = call()
-        done = self._after_parse(feed, job, parsed)
-        if isinstance(done, PollReport):
-            return done
-        commit, report = done
-        if not self.dry_run:
-            queued = set(await self.writes.run(functools.partial(self.store.commit_poll, commit)))
-            report.alerts = [a for a in report.alerts if a.id in queued]
+        commit, report = self._after_parse(feed, job, parsed)
+        if commit is not None:  # through the group commit: polls ending together share it
+            report.alerts = _queued(
+                report.alerts,
+                await self.writes.run(functools.partial(self.store.commit_poll, commit)),
+            )
         return report
 
     def handle_body(self, job: BodyJob) -> PollReport:
@@ -333,14 +332,9 @@ class Poller:
         feed = self.config.feed(job.feed)
         if feed is None:
             raise KeyError(f"feed {job.feed!r} is not in the config")
-        parsed = self._parse_call(feed, job.fetched)()
-        done = self._after_parse(feed, job, parsed)
-        if isinstance(done, PollReport):
-            return done
-        commit, report = done
-        if not self.dry_run:
-            queued = set(self.store.commit_poll(commit))
-            report.alerts = [a for a in report.alerts if a.id in queued]
+        commit, report = self._after_parse(feed, job, self._parse_call(feed, job.fetched)())
+        if commit is not None:
+            report.alerts = _queued(report.alerts, self.store.commit_poll(commit))
         return report
 
     def _parse_call(self, feed: FeedConfig, fetched: Fetched) -> Callable[[], ParsedFeed]:
@@ -369,16 +363,17 @@ class Poller:
 
     def _after_parse(
         self, feed: FeedConfig, job: BodyJob, parsed: ParsedFeed
-    ) -> PollReport | tuple[PollCommit, PollReport]:
-        """The diff, the alerts and the commit to make (or a failed poll's report);
-        the report's alerts are all of them, to be cut to those the commit queued."""
+    ) -> tuple[PollCommit | None, PollReport]:
+        """The commit to make (None: a dry run, or a failed poll, already recorded) and
+        the poll's report, whose alerts are all of them until the commit says which
+        it queued (``_queued``)."""
         s = feed.settings
         record, fetched = job.record, job.fetched
         now = self.clock()
         if not parsed.is_feed and not parsed.entries:
             why = "; ".join(parsed.warnings) or "no feed found in the body"
             ctype = fetched.headers.get("content-type", "")
-            return self._failed(
+            return None, self._failed(
                 feed,
                 record,
                 now,
@@ -426,7 +421,7 @@ class Poller:
             log.warning(
                 "feed.redirected", feed=feed.name, url=feed.url, to=fetched.permanent_redirect
             )
-        return commit, PollReport(
+        return (None if self.dry_run else commit), PollReport(
             feed=feed.name,
             result="ok",
             http_status=fetched.status,
@@ -543,3 +538,9 @@ class Poller:
             gone=gone,
             redirected_to=redirected_to,
         )
+
+
+def _queued(alerts: list[Alert], queued: list[str]) -> list[Alert]:
+    """The alerts a commit queued (one already known from an earlier poll is not)."""
+    ids = set(queued)
+    return [a for a in alerts if a.id in ids]
