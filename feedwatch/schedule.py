@@ -14,6 +14,8 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+_NO_LIMIT = 2**31 - 1
+
 
 class FeedScheduler:
     def __init__(self) -> None:
@@ -38,7 +40,11 @@ class FeedScheduler:
             replace_existing=True,
             misfire_grace_time=None,  # late is better than never: the job reschedules itself
             coalesce=True,
-            max_instances=1,
+            # The job schedules its successor from inside itself; if that slot is already
+            # due, APScheduler would count the still-running job as an instance, skip the
+            # new one and drop it (a one-shot job): the feed would never be polled again.
+            # The daemon's own set of feeds being polled keeps two polls from overlapping.
+            max_instances=_NO_LIMIT,
         )
 
     def every(self, job_id: str, seconds: float, func: Callable[..., Awaitable[Any]]) -> None:
