@@ -676,3 +676,15 @@ def test_parse_body_never_raises(body: bytes, headers: dict[str, str]) -> None:
     for e in parsed.entries:
         for t in (e.published, e.updated):
             assert t is None or t.tzinfo is timezone.utc
+
+
+def test_feedparser_is_not_asked_for_sax_drivers_that_are_not_installed():
+    """Each name left in the list costs every parse a failed import (a sys.path search)."""
+    import importlib.util
+
+    import feedparser.api
+
+    import feedwatch.parse  # noqa: F401  (trims the list on import)
+
+    for name in feedparser.api.PREFERRED_XML_PARSERS:
+        assert importlib.util.find_spec(name) is not None, name
