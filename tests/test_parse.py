@@ -688,3 +688,39 @@ def test_feedparser_is_not_asked_for_sax_drivers_that_are_not_installed():
 
     for name in feedparser.api.PREFERRED_XML_PARSERS:
         assert importlib.util.find_spec(name) is not None, name
+
+
+_URLS = st.sampled_from(
+    [
+        "",
+        "http://example.com/a/b",
+        "https://x.org",
+        "javascript:alert(1)",
+        "/rel",
+        "../up",
+        "?q=1",
+        "#f",
+        "mailto:a@b",
+        "HTTP://EXAMPLE.COM:80/../x",
+        "http:///x",
+        "//host/p",
+        "[::1",
+    ]
+) | st.text(max_size=30)
+
+
+@given(base=_URLS, rel=_URLS | st.none())
+def test_feedparser_url_joins_are_remembered_not_changed(base, rel):
+    """feedparser's URL joins are kept, not recomputed: the same result, twice."""
+    import feedparser.mixin
+    import feedparser.urls
+
+    import feedwatch.parse  # noqa: F401  (installs the remembering versions)
+
+    for name in ("_urljoin", "make_safe_absolute_uri"):
+        for mod in (feedparser.mixin, feedparser.urls):
+            fn = getattr(mod, name)
+            args = (base, rel or "") if name == "_urljoin" else (base, rel)
+            expected = fn.original(*args)
+            assert fn(*args) == expected
+            assert fn(*args) == expected  # from the cache
