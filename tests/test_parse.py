@@ -724,3 +724,101 @@ def test_feedparser_url_joins_are_remembered_not_changed(base, rel):
             expected = fn.original(*args)
             assert fn(*args) == expected
             assert fn(*args) == expected  # from the cache
+
+
+def test_feedparser_special_keys_are_the_ones_its_source_has():
+    """The fast path skips feedparser's own lookup only for keys it does not special-case:
+    if a feedparser release adds a case, this fails instead of the parse changing."""
+    import ast
+    import inspect
+    import textwrap
+
+    import feedparser.util
+
+    from feedwatch.parse import FEEDPARSER_SPECIAL_KEYS
+
+    own = feedparser.util.FeedParserDict.__getitem__.original
+    tree = ast.parse(textwrap.dedent(inspect.getsource(own)))
+    found = {
+        node.comparators[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare)
+        and isinstance(node.left, ast.Name)
+        and node.left.id == "key"
+        and isinstance(node.ops[0], ast.Eq)
+        and isinstance(node.comparators[0], ast.Constant)
+    }
+    assert found == FEEDPARSER_SPECIAL_KEYS
+
+
+_FPD_POOL = [
+    "category",
+    "enclosures",
+    "license",
+    "updated",
+    "updated_parsed",
+    "published",
+    "published_parsed",
+    "tags",
+    "links",
+    "channel",
+    "items",
+    "guid",
+    "date",
+    "description",
+    "url",
+    "modified",
+    "issued",
+    "summary",
+    "id",
+    "title",
+    "rel",
+]
+_FPD_KEYS = st.sampled_from(_FPD_POOL) | st.text(max_size=8)
+
+
+@given(
+    contents=st.dictionaries(
+        _FPD_KEYS,
+        st.one_of(
+            st.integers(),
+            st.just([]),
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "rel": st.sampled_from(["enclosure", "license", "alternate"]),
+                        "href": st.text(max_size=3),
+                        "term": st.text(max_size=3),
+                    }
+                ),
+                max_size=2,
+            ),
+        ),
+        max_size=8,
+    ),
+    key=_FPD_KEYS,
+)
+def test_feedparser_dict_fast_path_answers_as_feedparser_does(contents, key):
+    import warnings
+
+    import feedparser.util
+
+    import feedwatch.parse  # noqa: F401  (installs the fast path)
+
+    cls = feedparser.util.FeedParserDict
+    d = cls()
+    for k, v in contents.items():
+        dict.__setitem__(d, k, [cls(x) for x in v] if isinstance(v, list) else v)
+
+    def outcome(fn, *args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return ("ok", fn(d, *args))
+            except Exception as exc:
+                return ("raised", type(exc))
+
+    for k in [key, *_FPD_POOL]:
+        assert outcome(cls.get, k, "x") == outcome(cls.get.original, k, "x")
+        assert outcome(cls.__getitem__, k) == outcome(cls.__getitem__.original, k)
+        assert outcome(cls.__contains__, k) == outcome(cls.__contains__.original, k)
