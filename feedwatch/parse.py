@@ -108,7 +108,9 @@ _remember_url_joins()
 # The keys FeedParserDict.__getitem__ treats specially (feedparser 6.0); every other key
 # that is not in its ``keymap`` is a plain dict lookup. tests/test_parse.py reads them
 # back from feedparser's source, so a feedparser that adds one fails the tests.
-FEEDPARSER_SPECIAL_KEYS = frozenset({"category", "enclosures", "license", "updated", "updated_parsed"})
+FEEDPARSER_SPECIAL_KEYS = frozenset(
+    {"category", "enclosures", "license", "updated", "updated_parsed"}
+)
 
 
 def _plain_key_fast_path() -> None:

@@ -30,9 +30,41 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import aiohttp
 import httpx
-import yarl
+
+
+@contextmanager
+def _without_default_cas() -> Iterator[None]:
+    """While aiohttp is imported, TLS contexts load no CA certificates.
+
+    aiohttp builds two default TLS contexts when it is imported, each reading the
+    system's CA bundle: ~40 ms of every start. feedwatch never uses them: every
+    connection gets the context ``Fetcher`` builds (httpx's settings, certifi or
+    ``SSL_CERT_FILE``), passed to the connector as ``ssl=``. Should one ever be used,
+    it verifies against no CA, so it trusts nothing: it fails closed. Everything is
+    put back once aiohttp is imported (a process imports it once, before any thread
+    or connection of ours exists)."""
+    create = ssl.create_default_context
+    load_paths = ssl.SSLContext.set_default_verify_paths
+
+    def bare(*_args: Any, **_kwargs: Any) -> ssl.SSLContext:
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname and certificate checked
+
+    def no_paths(_self: ssl.SSLContext) -> None:
+        return None
+
+    ssl.create_default_context = bare
+    ssl.SSLContext.set_default_verify_paths = no_paths  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        ssl.create_default_context = create
+        ssl.SSLContext.set_default_verify_paths = load_paths  # type: ignore[method-assign]
+
+
+with _without_default_cas():
+    import aiohttp
+import yarl  # noqa: E402  (aiohttp's own dependency: imported with it above)
 
 # Larger than aiohttp's 8 KiB default, as h11 (httpx's default) allows: some servers
 # send long Set-Cookie or Link headers.

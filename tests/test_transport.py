@@ -378,3 +378,22 @@ def test_tls_is_verified_against_ssl_cert_file(
     else:
         assert isinstance(out, FetchFailed)
         assert out.reason == "TLS error: self-signed certificate"
+
+
+def test_importing_the_transport_leaves_ssl_as_it_was() -> None:
+    """aiohttp is imported without loading CAs into its unused default contexts (they
+    trust nothing), and the ssl module is put back as it was (a fresh interpreter, so
+    the import is the first)."""
+    code = (
+        "import ssl\n"
+        "create, paths = ssl.create_default_context, ssl.SSLContext.set_default_verify_paths\n"
+        "import feedwatch.transport, aiohttp.connector as c\n"
+        "assert ssl.create_default_context is create\n"
+        "assert ssl.SSLContext.set_default_verify_paths is paths\n"
+        "assert c._SSL_CONTEXT_VERIFIED.verify_mode == ssl.CERT_REQUIRED\n"
+        "assert c._SSL_CONTEXT_VERIFIED.check_hostname\n"
+        "assert c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'] == 0\n"
+        "print('ok')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
