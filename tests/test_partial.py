@@ -13,13 +13,14 @@ item, alerts it as ``updated`` and keeps the cache in its file (feedwatch.parsec
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -687,3 +688,30 @@ def test_poll_through_an_executor_stores_the_cache(
         r = asyncio.run(_poll(config, state, clock, feed, parse_executor=pool))
     assert [a.kind for a in r.alerts] == ["updated"]
     state.close()
+
+
+def test_snapshots_read_from_the_cache_are_ordinary_snapshots():
+    """The cache fills snapshots in without ``__init__``: that is only the same object
+    while EntrySnapshot has no ``__post_init__`` and keeps a ``__dict__``."""
+    import dataclasses
+
+    from feedwatch.identity import entry_keys
+    from feedwatch.model import EntrySnapshot
+    from feedwatch.partial import _encode_entry, _entry
+
+    assert not hasattr(EntrySnapshot, "__post_init__")
+    assert not hasattr(EntrySnapshot, "__slots__")
+    e = EntrySnapshot(
+        entry_id="id",
+        title="T",
+        link="http://x/",
+        author=None,
+        published=datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        summary="s",
+        tags=("a",),
+    )
+    back, keys = _entry(json.loads(_encode_entry(e, entry_keys(e))))
+    assert back == e and hash(back) == hash(e) and keys == entry_keys(e)
+    assert dataclasses.asdict(back) == dataclasses.asdict(e)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.title = "changed"  # type: ignore[misc]
