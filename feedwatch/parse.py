@@ -58,19 +58,32 @@ def _drop_missing_sax_drivers() -> None:
 _drop_missing_sax_drivers()
 
 
+REMEMBER_ENTRIES = 1024
+REMEMBER_MAX_CHARS = 1024
+
+
 def _remember(fn: Any) -> Any:
-    """``fn`` with its results kept (a bounded LRU); arguments that cannot be keys
-    go straight through."""
-    cached = functools.lru_cache(maxsize=4096)(fn)
+    """``fn`` with its results kept in a bounded LRU. Only short string arguments are
+    kept (a hostile feed's megabyte-long links go straight through: at most
+    ``REMEMBER_ENTRIES`` results of ``REMEMBER_MAX_CHARS`` characters of arguments
+    each stay in memory, a few MB in a long-running daemon); anything else, and
+    arguments that cannot be keys, go straight through."""
+    cached = functools.lru_cache(maxsize=REMEMBER_ENTRIES)(fn)
 
     @functools.wraps(fn)
     def call(*args: Any) -> Any:
-        try:
-            return cached(*args)
-        except TypeError:  # an unhashable argument
+        size = 0
+        for a in args:
+            if a is not None and type(a) is not str:
+                return fn(*args)
+            size += len(a) if a else 0
+        if size > REMEMBER_MAX_CHARS:
             return fn(*args)
+        return cached(*args)
 
     call.original = fn  # type: ignore[attr-defined]
+    call.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    call.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
     return call
 
 

@@ -822,3 +822,21 @@ def test_feedparser_dict_fast_path_answers_as_feedparser_does(contents, key):
         assert outcome(cls.get, k, "x") == outcome(cls.get.original, k, "x")
         assert outcome(cls.__getitem__, k) == outcome(cls.__getitem__.original, k)
         assert outcome(cls.__contains__, k) == outcome(cls.__contains__.original, k)
+
+
+def test_long_urls_are_joined_but_not_kept():
+    """The URL-join memory stays small: a hostile feed's megabyte links are not kept."""
+    import feedparser.urls
+
+    from feedwatch.parse import REMEMBER_MAX_CHARS
+
+    join = feedparser.urls.make_safe_absolute_uri
+    join.cache_clear()  # other tests' parses may have filled it
+    long_rel = "/" + "a" * (REMEMBER_MAX_CHARS + 10)
+    before = join.cache_info().currsize
+    assert join("http://example.com/feed", long_rel) == join.original(
+        "http://example.com/feed", long_rel
+    )
+    assert join.cache_info().currsize == before
+    join("http://example.com/feed", f"/short-{before}")
+    assert join.cache_info().currsize == before + 1
