@@ -211,3 +211,39 @@ def test_corpus_spot_checks() -> None:
     assert not empty.is_feed
     relative = check_case(*cases["wellformed/http/headers_content_location-relative.xml"])
     assert relative.link == "http://127.0.0.1:8097/feed/absolute"
+
+
+def test_feedparser_fast_paths_parse_the_corpus_as_feedparser_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """feedwatch.parse speeds feedparser up (URL joins remembered, plain dict keys looked
+    up plainly, no failed SAX driver import): every corpus file must parse to the same
+    ParsedFeed with feedparser's own functions put back."""
+    import feedparser.api
+    import feedparser.util
+
+    cases = [(p, body, headers) for p, body, headers in CASES]
+    fast = [parse_body(body, headers, url=BASE + p.name) for p, body, headers in cases]
+
+    cls = feedparser.util.FeedParserDict
+    for name in ("get", "__getitem__", "__contains__"):
+        monkeypatch.setattr(cls, name, getattr(cls, name).original)
+    for mod in _feedparser_modules():
+        for name in ("_urljoin", "make_safe_absolute_uri"):
+            fn = getattr(mod, name, None)
+            if fn is not None and hasattr(fn, "original"):
+                monkeypatch.setattr(mod, name, fn.original)
+    monkeypatch.setattr(feedparser.api, "PREFERRED_XML_PARSERS", ["drv_libxml2"])
+    slow = [parse_body(body, headers, url=BASE + p.name) for p, body, headers in cases]
+    differ = [p.name for (p, _, _), a, b in zip(cases, fast, slow, strict=True) if a != b]
+    assert not differ, differ[:10]
+    assert len(cases) > 2000
+
+
+def _feedparser_modules() -> list[object]:
+    import importlib
+
+    out = []
+    for name in ("urls", "mixin", "namespaces._base", "sanitizer", "api"):
+        out.append(importlib.import_module(f"feedparser.{name}"))
+    return out
