@@ -37,136 +37,6 @@ __all__ = ["PARSE_VERSION", "XmlParse", "parse_body", "parse_xml_detail"]
 log = structlog.get_logger("feedwatch.parse")
 
 
-def _drop_missing_sax_drivers() -> None:
-    """feedparser asks ``xml.sax.make_parser`` for libxml2's driver before expat on
-    every parse; when that module is not installed, each parse pays a failed import
-    (a search of sys.path, ~0.05 ms, more with a long path). Looking once gives the
-    same parser: the one feedparser falls back to anyway."""
-    import importlib.util
-
-    preferred = getattr(feedparser.api, "PREFERRED_XML_PARSERS", None)
-    if isinstance(preferred, list):
-        for name in list(preferred):
-            try:
-                missing = importlib.util.find_spec(name) is None
-            except (ImportError, ValueError):
-                missing = True
-            if missing:
-                preferred.remove(name)
-
-
-_drop_missing_sax_drivers()
-
-
-REMEMBER_ENTRIES = 1024
-REMEMBER_MAX_CHARS = 1024
-
-
-def _remember(fn: Any) -> Any:
-    """``fn`` with its results kept in a bounded LRU. Only short string arguments are
-    kept (a hostile feed's megabyte-long links go straight through: at most
-    ``REMEMBER_ENTRIES`` results of ``REMEMBER_MAX_CHARS`` characters of arguments
-    each stay in memory, a few MB in a long-running daemon); anything else, and
-    arguments that cannot be keys, go straight through."""
-    cached = functools.lru_cache(maxsize=REMEMBER_ENTRIES)(fn)
-
-    @functools.wraps(fn)
-    def call(*args: Any) -> Any:
-        size = 0
-        for a in args:
-            if a is not None and type(a) is not str:
-                return fn(*args)
-            size += len(a) if a else 0
-        if size > REMEMBER_MAX_CHARS:
-            return fn(*args)
-        return cached(*args)
-
-    call.original = fn  # type: ignore[attr-defined]
-    call.cache_info = cached.cache_info  # type: ignore[attr-defined]
-    call.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
-    return call
-
-
-_URL_FUNCTIONS = ("_urljoin", "make_safe_absolute_uri")
-_URL_USERS = ("urls", "mixin", "namespaces._base", "sanitizer", "api")
-
-
-def _remember_url_joins() -> None:
-    """feedparser joins the base URI with itself at every start tag (for xml:base) and
-    each link with it: ~20 % of a small parse went to ``urllib.parse.urljoin`` on the
-    same few strings. Both functions are pure (strings in, a string out; the list of
-    allowed schemes is a constant), so remembering their results gives the same
-    parse. Each module that imported them by name gets the remembering version."""
-    import importlib
-
-    urls = importlib.import_module("feedparser.urls")
-    wrapped = {}
-    for name in _URL_FUNCTIONS:
-        fn = getattr(urls, name, None)
-        if callable(fn) and not hasattr(fn, "original"):
-            wrapped[fn] = _remember(fn)
-    for mod_name in _URL_USERS:
-        try:
-            mod = importlib.import_module(f"feedparser.{mod_name}")
-        except ImportError:
-            continue
-        for name in _URL_FUNCTIONS:
-            fn = getattr(mod, name, None)
-            if fn in wrapped:
-                setattr(mod, name, wrapped[fn])
-
-
-_remember_url_joins()
-
-# The keys FeedParserDict.__getitem__ treats specially (feedparser 6.0); every other key
-# that is not in its ``keymap`` is a plain dict lookup. tests/test_parse.py reads them
-# back from feedparser's source, so a feedparser that adds one fails the tests.
-FEEDPARSER_SPECIAL_KEYS = frozenset(
-    {"category", "enclosures", "license", "updated", "updated_parsed"}
-)
-
-
-def _plain_key_fast_path() -> None:
-    """feedparser looks up its own dicts ~200 times a parse, each time through a chain
-    of special cases, a key map and, for a missing key, a raised KeyError: ~5 % of a
-    small parse. For a key that is neither special nor mapped those end in a plain dict
-    lookup, which is what these do at once; every other key takes feedparser's own way.
-    Installed for feedparser 6.0 only (the version whose special cases are listed)."""
-    cls = feedparser.util.FeedParserDict
-    if not str(getattr(feedparser, "__version__", "")).startswith("6.0."):
-        return
-    if hasattr(cls.get, "original"):
-        return
-    keymap = cls.keymap
-    special = FEEDPARSER_SPECIAL_KEYS
-    own_get, own_getitem, own_contains = cls.get, cls.__getitem__, cls.__contains__
-    plain_get, plain_getitem, plain_contains = dict.get, dict.__getitem__, dict.__contains__
-
-    def get(self: Any, key: Any, default: Any = None) -> Any:
-        if key not in special and key not in keymap:
-            return plain_get(self, key, default)
-        return own_get(self, key, default)
-
-    def getitem(self: Any, key: Any) -> Any:
-        if key not in special and key not in keymap:
-            return plain_getitem(self, key)
-        return own_getitem(self, key)
-
-    def contains(self: Any, key: Any) -> bool:
-        if key not in special and key not in keymap:
-            return plain_contains(self, key)
-        return bool(own_contains(self, key))
-
-    fast: Any
-    for fast, own in ((get, own_get), (getitem, own_getitem), (contains, own_contains)):
-        fast.original = own
-    cls.get = get
-    cls.__getitem__ = getitem
-    cls.__contains__ = contains
-
-
-_plain_key_fast_path()
-
 # Bump whenever parse_body's result for some body changes (a conversion, an option,
 # the entity guard, the entry cap): feedwatch.partial keys its cache of parsed
 # entries on it, so entries cached by an older parser are never reused.
@@ -280,6 +150,148 @@ def _harden_feedparser() -> None:
 
 
 _harden_feedparser()
+
+
+# --------------------------------------------------------------------------
+# feedparser made faster, its results unchanged.
+#
+# A third of a small parse was work feedparser repeats: a failed import of a SAX
+# driver, URL joins of the same strings, its dict lookups' special cases. Each
+# change below is installed once, at import (like the entity guard above); the
+# replaced function stays reachable as ``__wrapped__``, and tests/test_corpus.py
+# parses the whole corpus both ways.
+# --------------------------------------------------------------------------
+
+
+def _drop_missing_sax_drivers() -> None:
+    """feedparser asks ``xml.sax.make_parser`` for libxml2's driver before expat on
+    every parse; when that module is not installed, each parse pays a failed import
+    (a search of sys.path, ~0.05 ms, more with a long path). Looking once gives the
+    same parser: the one feedparser falls back to anyway."""
+    import importlib.util
+
+    preferred = getattr(feedparser.api, "PREFERRED_XML_PARSERS", None)
+    if isinstance(preferred, list):
+        for name in list(preferred):
+            try:
+                missing = importlib.util.find_spec(name) is None
+            except (ImportError, ValueError):
+                missing = True
+            if missing:
+                preferred.remove(name)
+
+
+_drop_missing_sax_drivers()
+
+
+REMEMBER_ENTRIES = 1024
+REMEMBER_MAX_CHARS = 1024
+
+
+def _remember(fn: Any) -> Any:
+    """``fn`` with its results kept in a bounded LRU. Only short string arguments are
+    kept (a hostile feed's megabyte-long links go straight through: at most
+    ``REMEMBER_ENTRIES`` results of ``REMEMBER_MAX_CHARS`` characters of arguments
+    each stay in memory, a few MB in a long-running daemon); anything else, and
+    arguments that cannot be keys, go straight through."""
+    cached = functools.lru_cache(maxsize=REMEMBER_ENTRIES)(fn)
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        size = 0
+        for a in args:
+            if a is not None and type(a) is not str:
+                return fn(*args)
+            size += len(a) if a else 0
+        if size > REMEMBER_MAX_CHARS:
+            return fn(*args)
+        return cached(*args)
+
+    call.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    call.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return call
+
+
+_URL_FUNCTIONS = ("_urljoin", "make_safe_absolute_uri")
+_URL_USERS = ("urls", "mixin", "namespaces._base", "sanitizer", "api")
+
+
+def _remember_url_joins() -> None:
+    """feedparser joins the base URI with itself at every start tag (for xml:base) and
+    each link with it: ~20 % of a small parse went to ``urllib.parse.urljoin`` on the
+    same few strings. Both functions are pure (strings in, a string out; the list of
+    allowed schemes is a constant), so remembering their results gives the same
+    parse. Each module that imported them by name gets the remembering version
+    (``__wrapped__`` is feedparser's own)."""
+    import importlib
+
+    urls = importlib.import_module("feedparser.urls")
+    wrapped = {}
+    for name in _URL_FUNCTIONS:
+        fn = getattr(urls, name, None)
+        if callable(fn) and not hasattr(fn, "__wrapped__"):
+            wrapped[fn] = _remember(fn)
+    for mod_name in _URL_USERS:
+        try:
+            mod = importlib.import_module(f"feedparser.{mod_name}")
+        except ImportError:
+            continue
+        for name in _URL_FUNCTIONS:
+            fn = getattr(mod, name, None)
+            if fn in wrapped:
+                setattr(mod, name, wrapped[fn])
+
+
+_remember_url_joins()
+
+# The keys FeedParserDict.__getitem__ treats specially (feedparser 6.0); every other key
+# that is not in its ``keymap`` is a plain dict lookup. tests/test_parse.py reads them
+# back from feedparser's source, so a feedparser that adds one fails the tests.
+FEEDPARSER_SPECIAL_KEYS = frozenset(
+    {"category", "enclosures", "license", "updated", "updated_parsed"}
+)
+
+
+def _plain_key_fast_path() -> None:
+    """feedparser looks up its own dicts ~200 times a parse, each time through a chain
+    of special cases, a key map and, for a missing key, a raised KeyError: ~5 % of a
+    small parse. For a key that is neither special nor mapped those end in a plain dict
+    lookup, which is what these do at once; every other key takes feedparser's own way.
+    Installed for feedparser 6.0 only (the version whose special cases are listed)."""
+    cls = feedparser.util.FeedParserDict
+    if not str(getattr(feedparser, "__version__", "")).startswith("6.0."):
+        return
+    if hasattr(cls.get, "__wrapped__"):
+        return
+    keymap = cls.keymap
+    special = FEEDPARSER_SPECIAL_KEYS
+    own_get, own_getitem, own_contains = cls.get, cls.__getitem__, cls.__contains__
+    plain_get, plain_getitem, plain_contains = dict.get, dict.__getitem__, dict.__contains__
+
+    @functools.wraps(own_get)
+    def get(self: Any, key: Any, default: Any = None) -> Any:
+        if key not in special and key not in keymap:
+            return plain_get(self, key, default)
+        return own_get(self, key, default)
+
+    @functools.wraps(own_getitem)
+    def getitem(self: Any, key: Any) -> Any:
+        if key not in special and key not in keymap:
+            return plain_getitem(self, key)
+        return own_getitem(self, key)
+
+    @functools.wraps(own_contains)
+    def contains(self: Any, key: Any) -> bool:
+        if key not in special and key not in keymap:
+            return plain_contains(self, key)
+        return bool(own_contains(self, key))
+
+    cls.get = get
+    cls.__getitem__ = getitem
+    cls.__contains__ = contains
+
+
+_plain_key_fast_path()
 
 _JSONFEED_VERSION = re.compile(r"https?://jsonfeed\.org/version/")
 _JSON_TYPE = re.compile(r"^\s*(?:application|text)/(?:[\w.+-]*\+)?json\b", re.IGNORECASE)

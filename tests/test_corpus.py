@@ -227,12 +227,12 @@ def test_feedparser_fast_paths_parse_the_corpus_as_feedparser_does(
 
     cls = feedparser.util.FeedParserDict
     for name in ("get", "__getitem__", "__contains__"):
-        monkeypatch.setattr(cls, name, getattr(cls, name).original)
+        monkeypatch.setattr(cls, name, getattr(cls, name).__wrapped__)
     for mod in _feedparser_modules():
         for name in ("_urljoin", "make_safe_absolute_uri"):
             fn = getattr(mod, name, None)
-            if fn is not None and hasattr(fn, "original"):
-                monkeypatch.setattr(mod, name, fn.original)
+            if fn is not None and hasattr(fn, "__wrapped__"):
+                monkeypatch.setattr(mod, name, fn.__wrapped__)
     monkeypatch.setattr(feedparser.api, "PREFERRED_XML_PARSERS", ["drv_libxml2"])
     slow = [parse_body(body, headers, url=BASE + p.name) for p, body, headers in cases]
     differ = [p.name for (p, _, _), a, b in zip(cases, fast, slow, strict=True) if a != b]

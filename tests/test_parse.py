@@ -721,7 +721,7 @@ def test_feedparser_url_joins_are_remembered_not_changed(base, rel):
         for mod in (feedparser.mixin, feedparser.urls):
             fn = getattr(mod, name)
             args = (base, rel or "") if name == "_urljoin" else (base, rel)
-            expected = fn.original(*args)
+            expected = fn.__wrapped__(*args)
             assert fn(*args) == expected
             assert fn(*args) == expected  # from the cache
 
@@ -737,7 +737,7 @@ def test_feedparser_special_keys_are_the_ones_its_source_has():
 
     from feedwatch.parse import FEEDPARSER_SPECIAL_KEYS
 
-    own = feedparser.util.FeedParserDict.__getitem__.original
+    own = feedparser.util.FeedParserDict.__getitem__.__wrapped__
     tree = ast.parse(textwrap.dedent(inspect.getsource(own)))
     found = {
         node.comparators[0].value
@@ -819,9 +819,9 @@ def test_feedparser_dict_fast_path_answers_as_feedparser_does(contents, key):
                 return ("raised", type(exc))
 
     for k in [key, *_FPD_POOL]:
-        assert outcome(cls.get, k, "x") == outcome(cls.get.original, k, "x")
-        assert outcome(cls.__getitem__, k) == outcome(cls.__getitem__.original, k)
-        assert outcome(cls.__contains__, k) == outcome(cls.__contains__.original, k)
+        assert outcome(cls.get, k, "x") == outcome(cls.get.__wrapped__, k, "x")
+        assert outcome(cls.__getitem__, k) == outcome(cls.__getitem__.__wrapped__, k)
+        assert outcome(cls.__contains__, k) == outcome(cls.__contains__.__wrapped__, k)
 
 
 def test_long_urls_are_joined_but_not_kept():
@@ -834,7 +834,7 @@ def test_long_urls_are_joined_but_not_kept():
     join.cache_clear()  # other tests' parses may have filled it
     long_rel = "/" + "a" * (REMEMBER_MAX_CHARS + 10)
     before = join.cache_info().currsize
-    assert join("http://example.com/feed", long_rel) == join.original(
+    assert join("http://example.com/feed", long_rel) == join.__wrapped__(
         "http://example.com/feed", long_rel
     )
     assert join.cache_info().currsize == before

@@ -36,21 +36,33 @@ def test_a_job_that_reschedules_itself_due_at_once_still_runs():
     assert len(runs) == 3
 
 
-def test_cancel_and_scheduled():
+def test_a_cancelled_job_does_not_run():
+    """``cancel`` removes APScheduler's job, not only our record of it: "a" was due
+    before "b", so had it survived the cancel it would have run first."""
+    ran: list[str] = []
+
     async def main() -> dict[str, datetime]:
         sched = FeedScheduler()
         sched.start()
-        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        done = asyncio.Event()
+        now = datetime.now(timezone.utc)
 
-        async def job() -> None:
-            raise AssertionError("cancelled job ran")
+        async def job(name: str) -> None:
+            ran.append(name)
+            if name == "b":
+                done.set()
 
-        sched.at("a", later, job)
-        sched.at("b", later, job)
+        sched.at("a", now, job, "a")
+        sched.at("b", now + timedelta(milliseconds=50), job, "b")
+        sched.at("c", now + timedelta(hours=1), job, "c")
         sched.cancel("a")
         sched.cancel("missing")
-        out = sched.scheduled()
-        sched.shutdown()
-        return out
+        try:
+            await asyncio.wait_for(done.wait(), timeout=10)
+            return sched.scheduled()
+        finally:
+            sched.shutdown()
 
-    assert set(asyncio.run(main())) == {"b"}
+    scheduled = asyncio.run(main())
+    assert ran == ["b"]
+    assert set(scheduled) == {"b", "c"}
