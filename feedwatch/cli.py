@@ -254,6 +254,7 @@ def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:
 
 
 def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from feedwatch.fetch import preload_ssl_context
     from feedwatch.store.lock import acquire_lock
 
     feeds = _select_feeds(config, args.feed)
@@ -264,6 +265,7 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
                     f'sink {s.name!r} writes JSON lines to stdout (path = "-"); '
                     "it cannot be combined with --json"
                 )
+    tls_ready = preload_ssl_context()  # loads beside the state's opening and reading
     lock = None
     tmpdir = None
     if args.dry_run:
@@ -279,6 +281,7 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     workers = None
     try:
         to_poll, records = _due(store, feeds, args)
+        tls_ready()  # before _body_workers forks
         workers = _body_workers(config, args, len(to_poll))
         reports, shown = asyncio.run(
             _poll_here(config, args, store, to_poll, records, body_workers=workers)

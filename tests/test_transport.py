@@ -300,6 +300,32 @@ def test_missing_ssl_cert_file_is_a_config_error(monkeypatch: pytest.MonkeyPatch
     )
 
 
+def test_preloaded_context_is_the_one_used_and_its_thread_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fetch_mod, "_ssl_context", None)
+    monkeypatch.setattr(fetch_mod, "_ssl_loading", None)
+    before = threading.active_count()
+    wait = fetch_mod.preload_ssl_context()
+    wait()
+    assert threading.active_count() == before  # a fork may follow: no thread is left
+    ctx = fetch_mod._ssl_context
+    assert isinstance(ctx, ssl.SSLContext) and ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.cert_store_stats()["x509_ca"] > 0  # the CA bundle is in it
+    assert fetch_mod._default_ssl_context() is ctx
+
+
+def test_preload_with_a_bad_ssl_cert_file_leaves_the_error_to_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fetch_mod, "_ssl_context", None)
+    monkeypatch.setattr(fetch_mod, "_ssl_loading", None)
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+    fetch_mod.preload_ssl_context()
+    with pytest.raises(ConfigError, match="SSL_CERT_FILE: /nonexistent/ca.pem: no such file"):
+        fetch_mod._default_ssl_context()
+
+
 def test_check_says_what_is_wrong_with_ssl_cert_file(tmp_path: Path) -> None:
     cfg = tmp_path / "feedwatch.toml"
     cfg.write_text(
