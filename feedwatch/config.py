@@ -791,6 +791,9 @@ def _headers(
     return tuple(out)
 
 
+_WHITE_SPACE = re.compile(r"\s")
+
+
 def _http_url(value: Any) -> str:
     url = c_str(value).strip()
     try:
@@ -802,7 +805,7 @@ def _http_url(value: Any) -> str:
         raise ValueError("must be an http:// or https:// URL")
     if not parts.hostname:
         raise ValueError("the URL has no host")
-    if any(ch.isspace() for ch in url):
+    if _WHITE_SPACE.search(url):  # \s is str.isspace, code point for code point
         raise ValueError("a URL must not contain white space")
     return url
 
@@ -871,7 +874,7 @@ def _settings(
         value = _take(f, table, key, path, conv)
         if _ok(value):
             changes[key] = value
-    return replace(base, **changes)
+    return replace(base, **changes) if changes else base  # most feeds set none
 
 
 def _table(f: _File, data: Mapping[str, Any], key: str, path: KeyPath) -> dict[str, Any]:
@@ -1189,7 +1192,7 @@ class _Loader:
         url = _take(f, table, "url", path, _http_url)
         if url is None:
             f.err(path, "missing key url")
-        if _ok(url):
+        if _ok(url) and "@" in url:  # no user-info without one
             password = urlsplit(url).password
             if password:
                 register_secret(password)
