@@ -255,6 +255,19 @@ def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:
 
 def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     from feedwatch.fetch import preload_ssl_context
+
+    tls_ready = preload_ssl_context()  # loads beside the state's opening and reading
+    try:
+        return _check_with(config, args, out, tls_ready)
+    finally:
+        # on every way out, a refused state included: a thread still in OpenSSL when
+        # the interpreter exits can crash it (seen: 1 exit in 150 a segfault)
+        tls_ready()
+
+
+def _check_with(
+    config: Config, args: argparse.Namespace, out: TextIO, tls_ready: Callable[[], None]
+) -> int:
     from feedwatch.store.lock import acquire_lock
 
     feeds = _select_feeds(config, args.feed)
@@ -265,7 +278,6 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
                     f'sink {s.name!r} writes JSON lines to stdout (path = "-"); '
                     "it cannot be combined with --json"
                 )
-    tls_ready = preload_ssl_context()  # loads beside the state's opening and reading
     lock = None
     tmpdir = None
     if args.dry_run:

@@ -16,12 +16,14 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
 import pytest
+import structlog
 
 from feedwatch import fetch as fetch_mod
 from feedwatch.config import ConfigError
@@ -324,6 +326,42 @@ def test_preload_with_a_bad_ssl_cert_file_leaves_the_error_to_the_caller(
     fetch_mod.preload_ssl_context()
     with pytest.raises(ConfigError, match="SSL_CERT_FILE: /nonexistent/ca.pem: no such file"):
         fetch_mod._default_ssl_context()
+
+
+def test_a_refused_check_leaves_no_tls_thread_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` starts the CA load before it opens the state; when the state is refused it
+    must still wait for that thread: one left inside OpenSSL at interpreter exit crashed
+    the process (a segfault, 1 run in 150, on a corrupt state file)."""
+    from feedwatch.cli import main
+
+    real = httpx.create_ssl_context
+
+    def slow(*args: object, **kwargs: object) -> ssl.SSLContext:
+        time.sleep(0.3)  # a slow disk: the refusal comes long before the load ends
+        return real()
+
+    monkeypatch.setattr(fetch_mod, "_ssl_context", None)
+    monkeypatch.setattr(fetch_mod, "_ssl_loading", None)
+    monkeypatch.setattr(fetch_mod.httpx, "create_ssl_context", slow)
+    state = tmp_path / "state.db"
+    state.write_bytes(b"\0" * 4096)  # not a database
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{state}"\n'
+        f'[sinks.j]\ntype = "jsonl"\npath = "{tmp_path / "alerts.jsonl"}"\n'
+        '[[feeds]]\nname = "x"\nurl = "http://127.0.0.1:9/feed"\n'
+    )
+    before = threading.active_count()
+    logging_before = structlog.get_config()  # main() points the logs at this test's stderr
+    try:
+        assert main(["-q", "-c", str(cfg), "check"]) == 1
+    finally:
+        structlog.configure(**logging_before)
+    assert "is corrupt" in capsys.readouterr().err
+    assert threading.active_count() == before
+    assert fetch_mod._ssl_loading is None
 
 
 def test_check_says_what_is_wrong_with_ssl_cert_file(tmp_path: Path) -> None:
