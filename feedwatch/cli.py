@@ -268,6 +268,7 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 def _check_with(
     config: Config, args: argparse.Namespace, out: TextIO, tls_ready: Callable[[], None]
 ) -> int:
+    """`check` itself, the CA load begun (``tls_ready`` waits for it)."""
     from feedwatch.store.lock import acquire_lock
 
     feeds = _select_feeds(config, args.feed)

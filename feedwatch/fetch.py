@@ -584,7 +584,8 @@ def preload_ssl_context() -> Callable[[], None]:
 
     Loading the CA bundle is ~20 ms of a start, in OpenSSL with the GIL released: begun
     before a ``check`` reads its state, it is ready by the time the first request needs
-    it. The wait must come before any fork (a fork copies only the calling thread).
+    it. The wait must come before any fork (a fork copies only the calling thread) and
+    before the interpreter exits (a thread still inside OpenSSL then can crash it).
     A failure is left for ``_default_ssl_context`` to raise, as without the thread.
     """
     global _ssl_loading
