@@ -193,23 +193,24 @@ def cmd_parse(a: argparse.Namespace) -> dict[str, object]:
     }
 
 
+IMPORTS = (
+    "import feedwatch.cli, feedwatch.deliver, feedwatch.fetch, feedwatch.poll, "
+    "feedwatch.sinks, feedwatch.store.sqlite, feedwatch.parse, feedparser, httpx"
+)
+
+
+def startup_sample(code: str = IMPORTS) -> tuple[float, float]:
+    """(wall, CPU) seconds of one interpreter that runs ``code`` and exits."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-c", code])
+    _, _, ru = os.wait4(p.pid, 0)
+    return time.perf_counter() - t0, ru.ru_utime + ru.ru_stime
+
+
 def cmd_startup(a: argparse.Namespace) -> dict[str, object]:
-    code = (
-        "import feedwatch.cli, feedwatch.deliver, feedwatch.fetch, feedwatch.poll, "
-        "feedwatch.sinks, feedwatch.store.sqlite, feedwatch.parse, feedparser, httpx"
-    )
     out: dict[str, object] = {}
-    for name, c in (("python", "pass"), ("feedwatch_imports", code)):
-        best = None
-        for _ in range(3):
-            t0 = time.perf_counter()
-            p = subprocess.Popen([sys.executable, "-c", c])
-            _, _, ru = os.wait4(p.pid, 0)
-            wall = time.perf_counter() - t0
-            cpu = ru.ru_utime + ru.ru_stime
-            if best is None or wall < best[0]:
-                best = (wall, cpu)
-        assert best is not None
+    for name, c in (("python", "pass"), ("feedwatch_imports", IMPORTS)):
+        best = min((startup_sample(c) for _ in range(3)), key=lambda x: x[0])
         out[name] = {"wall": best[0], "cpu": best[1]}
     return out
 
