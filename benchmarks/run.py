@@ -417,20 +417,6 @@ def med(xs: list[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 
 
-def fw_runs(result: dict[str, Any], cell: dict[str, Any]) -> list[dict[str, Any]]:
-    """feedwatch's successful runs of ``cell``."""
-    return [
-        r
-        for block in result["blocks"]
-        for r in block["runs"]
-        if r["tool"] == "feedwatch"
-        and r["n"] == cell["n"]
-        and r["scenario"] == cell["scenario"]
-        and r["latency_ms"] == cell["latency_ms"]
-        and r["exit"] == 0
-    ]
-
-
 def summarize(result: dict[str, Any], startup: dict[str, Any] | None) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
     for block in result["blocks"]:
@@ -476,6 +462,9 @@ def summarize(result: dict[str, Any], startup: dict[str, Any] | None) -> list[di
                         ),
                         "detection": last["detection"],
                     }
+                    pairs = [r["cpu"] - r["startup_cpu"] for r in rs if "startup_cpu" in r]
+                    if pairs:  # all-304 rounds, each less the start-up measured before it
+                        cell[tool]["cpu_less_startup"] = med(pairs)
                 fw = cell.get("feedwatch")
                 for peer in ("rss2email", "feed2exec"):
                     p = cell.get(peer)
@@ -512,11 +501,9 @@ def summarize(result: dict[str, Any], startup: dict[str, Any] | None) -> list[di
             continue
         base = startup["feedwatch_imports"]["cpu"]
         if cell["scenario"] == "unchanged":
-            pairs = [
-                r["cpu"] - r["startup_cpu"] for r in fw_runs(result, cell) if "startup_cpu" in r
-            ]
-            if pairs:  # each round less the start-up measured right before it
-                cell["fw_cpu_ms_per_304"] = round(med(pairs) / cell["n"] * 1000, 3)
+            paired = fw.get("cpu_less_startup")
+            if paired is not None:  # each round less the start-up measured right before it
+                cell["fw_cpu_ms_per_304"] = round(paired / cell["n"] * 1000, 3)
                 cell["fw_cpu_ms_per_304_baseline"] = "paired"
             else:  # results from before the pairing: the start-up of the run's start
                 cell["fw_cpu_ms_per_304"] = round((fw["cpu"] - base) / cell["n"] * 1000, 3)

@@ -16,7 +16,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -334,17 +333,26 @@ def test_a_refused_check_leaves_no_tls_thread_behind(
     """`check` starts the CA load before it opens the state; when the state is refused it
     must still wait for that thread: one left inside OpenSSL at interpreter exit crashed
     the process (a segfault, 1 run in 150, on a corrupt state file)."""
+    from feedwatch import cli
     from feedwatch.cli import main
 
-    real = httpx.create_ssl_context
+    real_load, real_open = httpx.create_ssl_context, cli._open
+    refused = threading.Event()
 
-    def slow(*args: object, **kwargs: object) -> ssl.SSLContext:
-        time.sleep(0.3)  # a slow disk: the refusal comes long before the load ends
-        return real()
+    def load_after_the_refusal(*args: object, **kwargs: object) -> ssl.SSLContext:
+        refused.wait(timeout=30)  # the load ends only once the state has been refused
+        return real_load()
+
+    def open_and_note(config: object) -> object:
+        try:
+            return real_open(config)  # type: ignore[arg-type]
+        finally:
+            refused.set()
 
     monkeypatch.setattr(fetch_mod, "_ssl_context", None)
     monkeypatch.setattr(fetch_mod, "_ssl_loading", None)
-    monkeypatch.setattr(fetch_mod.httpx, "create_ssl_context", slow)
+    monkeypatch.setattr(fetch_mod.httpx, "create_ssl_context", load_after_the_refusal)
+    monkeypatch.setattr(cli, "_open", open_and_note)
     state = tmp_path / "state.db"
     state.write_bytes(b"\0" * 4096)  # not a database
     cfg = tmp_path / "feedwatch.toml"
@@ -360,8 +368,10 @@ def test_a_refused_check_leaves_no_tls_thread_behind(
     finally:
         structlog.configure(**logging_before)
     assert "is corrupt" in capsys.readouterr().err
-    assert threading.active_count() == before
-    assert fetch_mod._ssl_loading is None
+    assert refused.is_set()
+    alive = threading.active_count() - before
+    fetch_mod._wait_ssl_context()  # the test's own clean-up, whatever the outcome
+    assert alive == 0
 
 
 def test_check_says_what_is_wrong_with_ssl_cert_file(tmp_path: Path) -> None:
