@@ -254,21 +254,10 @@ def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:
 
 
 def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    from feedwatch.fetch import preload_ssl_context
-
-    tls_ready = preload_ssl_context()  # loads beside the state's opening and reading
-    try:
-        return _check_with(config, args, out, tls_ready)
-    finally:
-        # on every way out, a refused state included: a thread still in OpenSSL when
-        # the interpreter exits can crash it (seen: 1 exit in 150 a segfault)
-        tls_ready()
-
-
-def _check_with(
-    config: Config, args: argparse.Namespace, out: TextIO, tls_ready: Callable[[], None]
-) -> int:
-    """`check` itself, the CA load begun (``tls_ready`` waits for it)."""
+    """`check`. In this order, for a quick start on two cores: the state is opened and
+    read, the body workers are forked (they import the parsing stack on the other
+    core), and only then is the HTTP stack imported (~0.1 s) and the CA bundle loaded,
+    in a thread, if a feed needs TLS (a fork copies only the calling thread)."""
     from feedwatch.store.lock import acquire_lock
 
     feeds = _select_feeds(config, args.feed)
@@ -294,11 +283,8 @@ def _check_with(
     workers = None
     try:
         to_poll, records = _due(store, feeds, args)
-        tls_ready()  # before _body_workers forks
         workers = _body_workers(config, args, len(to_poll))
-        reports, shown = asyncio.run(
-            _poll_here(config, args, store, to_poll, records, body_workers=workers)
-        )
+        reports, shown = _poll_all(config, args, store, to_poll, records, workers)
         if workers is not None:
             workers.stop()  # they end beside the delivery; reaped below
         failed = any(r.result == "error" for r in reports)
@@ -337,6 +323,33 @@ def _check_with(
             lock.release()
         if tmpdir is not None:
             tmpdir.cleanup()
+
+
+def _poll_all(
+    config: Config,
+    args: argparse.Namespace,
+    store: Store,
+    feeds: Sequence[FeedConfig],
+    records: dict[str, FeedRecord],
+    workers: BodyWorkers | None,
+) -> tuple[list[Any], _AlertLines]:
+    from feedwatch.fetch import preload_ssl_context
+
+    tls = any(_uses_tls(f.url) for f in feeds)
+    tls_ready = preload_ssl_context() if tls else None
+    try:
+        return asyncio.run(
+            _poll_here(config, args, store, feeds, records, body_workers=workers, tls=tls)
+        )
+    finally:
+        if tls_ready is not None:
+            # on every way out: a thread still in OpenSSL when the interpreter exits
+            # can crash it (seen: 1 exit in 150 a segfault)
+            tls_ready()
+
+
+def _uses_tls(url: str) -> bool:
+    return url[:6].lower() == "https:"
 
 
 def _due(
@@ -398,13 +411,18 @@ async def _poll_here(
     records: dict[str, FeedRecord],
     *,
     body_workers: BodyWorkers | None = None,
+    tls: bool = True,
 ) -> tuple[list[Any], _AlertLines]:
+    """``tls``: whether a feed's URL is https (else the CA bundle loads only if a
+    redirect leads to one)."""
     from feedwatch.fetch import Fetcher
     from feedwatch.parsepool import ParsePool, worker_count
     from feedwatch.poll import Poller
 
     shown = _AlertLines(json_lines=args.json, dry_run=args.dry_run)
-    async with Fetcher(concurrency=config.concurrency, per_host=config.per_host) as fetcher:
+    async with Fetcher(
+        concurrency=config.concurrency, per_host=config.per_host, tls_on_demand=not tls
+    ) as fetcher:
         # bodies go to the body workers, or are parsed in worker processes: off the
         # event loop (parsing never eats into other requests' timeouts) and on every core
         pool = ParsePool(0 if body_workers is not None else worker_count(config.parse_workers))

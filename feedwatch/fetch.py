@@ -145,7 +145,11 @@ class Fetcher:
         client: httpx.AsyncClient | None = None,
         max_redirects: int = 5,
         max_bodies: int | None = None,
+        tls_on_demand: bool = False,
     ) -> None:
+        """``tls_on_demand``: build the TLS context (the CA bundle) at the first https
+        request rather than now: for feeds that are all http://, where it is likely
+        never needed; a CA bundle that cannot be read then fails that request."""
         if concurrency < 1 or per_host < 1 or max_redirects < 0:
             raise ValueError("concurrency and per_host must be >= 1, max_redirects >= 0")
         self.concurrency = concurrency
@@ -155,10 +159,13 @@ class Fetcher:
         # aiohttp does the wire work (feedwatch.transport), called directly. With a
         # proxy in the environment (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) the client keeps
         # httpx's own transports, which honour those (and ignore them when given ours).
+        direct = client is None and not _env_proxies()
         transport = (
-            None
-            if client is not None or _env_proxies()
-            else AiohttpTransport(verify=_default_ssl_context())
+            AiohttpTransport(
+                verify=_default_ssl_context if tls_on_demand else _default_ssl_context()
+            )
+            if direct
+            else None
         )
         self._direct = transport
         self._cookies = httpx.Cookies()
@@ -175,7 +182,8 @@ class Fetcher:
                 keepalive_expiry=60.0,
             ),
             timeout=httpx.Timeout(30.0),
-            verify=_default_ssl_context(),
+            # with our transport (and no proxy) httpx uses no context of its own
+            verify=True if direct else _default_ssl_context(),
         )
         self._global = asyncio.Semaphore(concurrency)
         self._bodies = asyncio.Semaphore(max_bodies or 2 * concurrency)
@@ -434,6 +442,8 @@ class Fetcher:
             raise _Fail(_transport_reason(exc, url.host)) from None
         except httpx.InvalidURL:
             raise _Fail("invalid URL") from None
+        except ConfigError as exc:  # the CA bundle, loaded on demand (tls_on_demand)
+            raise _Fail(str(exc)) from None
 
     @asynccontextmanager
     async def _get(

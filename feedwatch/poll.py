@@ -13,6 +13,11 @@
 
 Nothing here decides anything itself: the decisions are in diff, match,
 alert and pacing, which are pure.
+
+The parsing and matching modules (feedparser, regex: ~35 ms of imports) are imported
+where a body is first handled, not with this module: the main process of a big
+`check` only fetches and answers 304s, and its body workers import them after their
+fork, on the other core, while it imports the HTTP stack (``load_body_stack``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -34,9 +39,7 @@ from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
 from feedwatch.clock import Clock, system_clock
 from feedwatch.diff import DiffResult, diff
-from feedwatch.fetch import Fetcher
 from feedwatch.identity import alert_id
-from feedwatch.match import CompiledRule, compile_rules, evaluate
 from feedwatch.model import (
     Alert,
     Config,
@@ -49,11 +52,13 @@ from feedwatch.model import (
     ParsedFeed,
     Secret,
 )
-from feedwatch.parse import parse_body
-from feedwatch.partial import parse_cached
 from feedwatch.staleness import stale_notice
 from feedwatch.store.base import FeedRecord, PollCommit, StateError, Store
 from feedwatch.store.group import GroupCommit
+
+if TYPE_CHECKING:
+    from feedwatch.fetch import Fetcher
+    from feedwatch.match import CompiledRule
 
 log = structlog.get_logger("feedwatch.poll")
 
@@ -97,6 +102,12 @@ class PollReport:
     redirected_to: str | None = None
 
 
+def load_body_stack() -> None:
+    """Import what handling a body needs (a body worker does, as soon as it is forked)."""
+    import feedwatch.match
+    import feedwatch.partial  # noqa: F401  (and feedparser, feedwatch.parse with it)
+
+
 def _reveal(value: str | Secret) -> str:
     return value.reveal() if isinstance(value, Secret) else value
 
@@ -118,12 +129,13 @@ class Poller:
         rng: random.Random | None = None,
         dry_run: bool = False,
         parse_executor: Executor | None = None,
-        parse: Callable[..., ParsedFeed] = parse_body,
+        parse: Callable[..., ParsedFeed] | None = None,
         prune_cache: bool = True,
         body_workers: BodyHandler | None = None,
         records: dict[str, FeedRecord] | None = None,
     ) -> None:
-        """``prune_cache``: remove the parse-cache files of feeds not in the config (a
+        """``parse``: a parser in place of ``parse.parse_body`` (a test's; no cache).
+        ``prune_cache``: remove the parse-cache files of feeds not in the config (a
         body worker's poller does not). ``body_workers``: where a fetched body is parsed,
         compared and stored (feedwatch.bodyworkers), instead of parsing it in
         ``parse_executor`` and storing it here. ``records``: the feeds' records as the
@@ -178,6 +190,8 @@ class Poller:
     def rules_for(self, feed: FeedConfig) -> tuple[CompiledRule, ...]:
         rules = self._rules.get(feed.name)
         if rules is None:
+            from feedwatch.match import compile_rules
+
             rules = compile_rules(feed.rules)
             self._rules[feed.name] = rules
         return rules
@@ -339,7 +353,9 @@ class Poller:
 
     def _parse_call(self, feed: FeedConfig, fetched: Fetched) -> Callable[[], ParsedFeed]:
         s = feed.settings
-        if self.parse is parse_body:
+        if self.parse is None:
+            from feedwatch.partial import parse_cached
+
             # Only the items whose bytes changed since the last poll are parsed; the
             # result is parse_body's (feedwatch.partial). The worker reads and
             # replaces the feed's cache file itself (feedwatch.parsecache).
@@ -458,6 +474,8 @@ class Poller:
         now: datetime,
         body_digest: str,
     ) -> list[Alert]:
+        from feedwatch import match
+
         s = feed.settings
         rules = self.rules_for(feed)
         alerts: list[Alert] = []
@@ -468,7 +486,7 @@ class Poller:
                 when = change.entry.published or change.entry.updated
                 if when is not None and (now - when).total_seconds() > s.max_age:
                     continue
-            ok, matched = evaluate(rules, change.entry)
+            ok, matched = match.evaluate(rules, change.entry)
             if not ok:
                 continue
             aid = alert_id(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -171,8 +171,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ``aclose`` (which ``httpx.AsyncClient.aclose`` calls).
     """
 
-    def __init__(self, *, verify: ssl.SSLContext, keepalive_expiry: float = 60.0) -> None:
-        self._ssl = verify
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | Callable[[], ssl.SSLContext],
+        keepalive_expiry: float = 60.0,
+    ) -> None:
+        """``verify``: the TLS context, or what makes it at the first https request (a
+        check of only http:// feeds never loads the CA bundle: ~20 ms of CPU)."""
+        self._ssl: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
+        self._make_ssl = verify
         self._keepalive = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
@@ -181,7 +189,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         connector = aiohttp.TCPConnector(
             limit=0,  # Fetcher's semaphores bound the requests in flight
             limit_per_host=0,
-            ssl=self._ssl,
+            # every https request names its context (``_send``); aiohttp's own default
+            # was built with no CA (``_without_default_cas``), so it trusts nothing
             keepalive_timeout=self._keepalive,
             # CPython before 3.12.8 can leak the TLS transports of connections closed
             # abruptly; aiohttp's clean-up keeps a long-running daemon from growing
@@ -198,6 +207,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
         return self._session
+
+    def _context(self) -> ssl.SSLContext:
+        make = self._make_ssl
+        assert not isinstance(make, ssl.SSLContext)
+        self._ssl = make()
+        return self._ssl
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
         """httpx's connect and read timeouts; the caller bounds the whole request."""
@@ -219,6 +234,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> tuple[aiohttp.ClientResponse, Any]:
         """The response (headers read, body not) and the peer address it came from."""
         session = self._session or self._open()
+        tls: ssl.SSLContext | bool = True  # (unused for http://)
+        if url.scheme == "https":
+            tls = self._ssl or self._context()
         # The caller turned any user-info into an Authorization header already; aiohttp
         # would refuse both, so the URL goes without it.
         target = yarl.URL(
@@ -233,6 +251,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body or None,
                 allow_redirects=False,
                 timeout=self._timeout(timeouts),
+                ssl=tls,
             )
         # A response without a body (a 304, most redirects) has handed its connection
         # back already; its protocol still knows the socket while the connection lives.

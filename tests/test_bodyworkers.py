@@ -225,6 +225,38 @@ def test_workers_exit_with_a_killed_main_process(
         p.kill()
 
 
+_MAIN_PROCESS = """
+import json, sys
+from feedwatch import cli, fetch
+rc = cli.main(["-c", sys.argv[1], "check"])
+parsing = [m for m in ("feedparser", "regex", "feedwatch.parse", "feedwatch.partial")
+           if m in sys.modules]
+print(json.dumps({"rc": rc, "parsing": parsing, "tls": fetch._ssl_context is not None}))
+"""
+
+
+def test_the_main_process_imports_no_parser_and_no_ca_bundle_for_http_feeds(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+) -> None:
+    """With body workers, the parsing stack is theirs alone (imported after their fork,
+    beside the main process's HTTP stack), and feeds that are all http:// never load the
+    CA bundle. The alerts are all there: the workers handled every body."""
+    cfg = _config(tmp_path, feed_server, workers=2, state="lean")
+    _serve(feed_server, 1)
+    p = subprocess.run(
+        [sys.executable, "-c", _MAIN_PROCESS, str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    seen = json.loads(p.stdout.splitlines()[-1])
+    assert seen == {"rc": 0, "parsing": [], "tls": False}
+    assert [e["workers"] for e in _events(p.stderr, "check.body_workers")] == [2]
+    assert len(_alerts(tmp_path, "lean")) == 3 * FEEDS
+
+
 def test_small_checks_and_dry_runs_fork_no_worker(
     tmp_path: Path,
     feed_server: FeedServer,  # noqa: F811

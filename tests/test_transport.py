@@ -430,10 +430,12 @@ def tls_feed(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         thread.join(timeout=10)
 
 
+@pytest.mark.parametrize("on_demand", [False, True])
 @pytest.mark.parametrize("trusted", [True, False])
 def test_tls_is_verified_against_ssl_cert_file(
-    tls_feed: tuple[str, Path], trusted: bool, monkeypatch: pytest.MonkeyPatch
+    tls_feed: tuple[str, Path], trusted: bool, on_demand: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Whether the context is built with the Fetcher or at the first https request."""
     url, cert = tls_feed
     monkeypatch.setattr(fetch_mod, "_ssl_context", None)
     if trusted:
@@ -443,15 +445,46 @@ def test_tls_is_verified_against_ssl_cert_file(
         monkeypatch.delenv("SSL_CERT_DIR", raising=False)
 
     async def go() -> FetchOutcome:
-        async with Fetcher() as f:
+        async with Fetcher(tls_on_demand=on_demand) as f:
+            assert (fetch_mod._ssl_context is None) == on_demand
             return await f.fetch(FetchRequest(url, timeout=10))
 
     out = run(go())
+    assert fetch_mod._ssl_context is not None
     if trusted:
         assert isinstance(out, Fetched) and out.body == RSS
     else:
         assert isinstance(out, FetchFailed)
         assert out.reason == "TLS error: self-signed certificate"
+
+
+def test_on_demand_tls_is_not_loaded_for_http_and_a_bad_bundle_fails_only_https(
+    tls_feed: tuple[str, Path],
+    feed_server: FeedServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``tls_on_demand`` (a check whose feeds are all http://): an http fetch loads no CA
+    bundle; an https one (a redirect, say) whose bundle cannot be read fails, naming
+    SSL_CERT_FILE, and the next http fetch still works."""
+    url, _cert = tls_feed
+    feed_server.set("/plain.xml", RSS)
+    monkeypatch.setattr(fetch_mod, "_ssl_context", None)
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+
+    async def go() -> tuple[FetchOutcome, bool, FetchOutcome, FetchOutcome]:
+        async with Fetcher(tls_on_demand=True) as f:
+            plain = await f.fetch(FetchRequest(feed_server.url("/plain.xml"), timeout=10))
+            loaded = fetch_mod._ssl_context is not None
+            tls = await f.fetch(FetchRequest(url, timeout=10))
+            again = await f.fetch(FetchRequest(feed_server.url("/plain.xml"), timeout=10))
+            return plain, loaded, tls, again
+
+    plain, loaded, tls, again = run(go())
+    assert isinstance(plain, Fetched) and plain.body == RSS
+    assert not loaded
+    assert isinstance(tls, FetchFailed)
+    assert "SSL_CERT_FILE: /nonexistent/ca.pem: no such file" in tls.reason
+    assert isinstance(again, Fetched) and again.body == RSS
 
 
 def test_importing_the_transport_leaves_ssl_as_it_was() -> None:
