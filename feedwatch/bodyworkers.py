@@ -12,9 +12,9 @@ the state, queue the alerts and commit, through its own connection to the state 
 serialises the writes), and sends back the poll's report.
 
 - Forked once, before the check's event loop or any thread exists (``BodyWorkers`` is
-  made in plain code, once the state is read): a worker costs a fork, imports the
-  parsing stack (feedparser, regex: the main process never needs them) while the main
-  process imports the HTTP stack (which the workers never need), and sits idle through
+  made in plain code, after the imports): a worker costs a fork, imports the parsing
+  stack (feedparser, regex: the main process never needs them) while the main process
+  starts its first requests (the first body comes ~50 ms later), and sits idle through
   a run of 304s; it opens the state at its first body.
 - A worker handles one body at a time (the next waits in its pipe, so it never waits
   for the main process), so a worker that dies (a crash, the OOM killer, a kill) names
@@ -297,7 +297,7 @@ def _serve(tasks: int, results: int, make_poller: Callable[[], Poller], parent: 
         from feedwatch.parsepool import exit_with
 
         exit_with(parent)
-        load_body_stack()  # beside the main process, which imports the HTTP stack now
+        load_body_stack()  # while the main process starts its first requests
         while True:
             header = _read_exact(tasks, _HEADER.size)
             if header is None:

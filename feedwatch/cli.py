@@ -254,13 +254,33 @@ def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:
 
 
 def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    """`check`. In this order, for a quick start on two cores: the state is opened and
-    read, the body workers are forked (they import the parsing stack on the other
-    core), and only then is the HTTP stack imported (~0.1 s) and the CA bundle loaded,
-    in a thread, if a feed needs TLS (a fork copies only the calling thread)."""
-    from feedwatch.store.lock import acquire_lock
+    from feedwatch.fetch import preload_ssl_context
 
     feeds = _select_feeds(config, args.feed)
+    # with an https feed, the CA bundle loads beside the state's opening and reading;
+    # with none, only a redirect to https would load it (Fetcher's tls_on_demand)
+    tls = any(_uses_tls(f.url) for f in feeds)
+    tls_ready = preload_ssl_context() if tls else None
+    try:
+        return _check_with(config, args, out, feeds, tls, tls_ready)
+    finally:
+        if tls_ready is not None:
+            # on every way out, a refused state included: a thread still in OpenSSL
+            # when the interpreter exits can crash it (seen: 1 exit in 150 a segfault)
+            tls_ready()
+
+
+def _check_with(
+    config: Config,
+    args: argparse.Namespace,
+    out: TextIO,
+    feeds: list[FeedConfig],
+    tls: bool,
+    tls_ready: Callable[[], None] | None,
+) -> int:
+    """`check` itself, the CA load begun if ``tls`` (``tls_ready`` waits for it)."""
+    from feedwatch.store.lock import acquire_lock
+
     if args.json:
         for s in config.sinks.values():
             if s.type == "jsonl" and s.options.get("path") == "-":
@@ -283,8 +303,12 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     workers = None
     try:
         to_poll, records = _due(store, feeds, args)
+        if tls_ready is not None:
+            tls_ready()  # before _body_workers forks (a fork copies only this thread)
         workers = _body_workers(config, args, len(to_poll))
-        reports, shown = _poll_all(config, args, store, to_poll, records, workers)
+        reports, shown = asyncio.run(
+            _poll_here(config, args, store, to_poll, records, body_workers=workers, tls=tls)
+        )
         if workers is not None:
             workers.stop()  # they end beside the delivery; reaped below
         failed = any(r.result == "error" for r in reports)
@@ -323,29 +347,6 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             lock.release()
         if tmpdir is not None:
             tmpdir.cleanup()
-
-
-def _poll_all(
-    config: Config,
-    args: argparse.Namespace,
-    store: Store,
-    feeds: Sequence[FeedConfig],
-    records: dict[str, FeedRecord],
-    workers: BodyWorkers | None,
-) -> tuple[list[Any], _AlertLines]:
-    from feedwatch.fetch import preload_ssl_context
-
-    tls = any(_uses_tls(f.url) for f in feeds)
-    tls_ready = preload_ssl_context() if tls else None
-    try:
-        return asyncio.run(
-            _poll_here(config, args, store, feeds, records, body_workers=workers, tls=tls)
-        )
-    finally:
-        if tls_ready is not None:
-            # on every way out: a thread still in OpenSSL when the interpreter exits
-            # can crash it (seen: 1 exit in 150 a segfault)
-            tls_ready()
 
 
 def _uses_tls(url: str) -> bool:

@@ -17,7 +17,7 @@ alert and pacing, which are pure.
 The parsing and matching modules (feedparser, regex: ~35 ms of imports) are imported
 where a body is first handled, not with this module: the main process of a big
 `check` only fetches and answers 304s, and its body workers import them after their
-fork, on the other core, while it imports the HTTP stack (``load_body_stack``).
+fork, on the other core, while it starts its first requests (``load_body_stack``).
 """
 
 from __future__ import annotations

@@ -330,16 +330,19 @@ def test_preload_with_a_bad_ssl_cert_file_leaves_the_error_to_the_caller(
 def test_a_refused_check_leaves_no_tls_thread_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`check` starts the CA load before it opens the state; when the state is refused it
-    must still wait for that thread: one left inside OpenSSL at interpreter exit crashed
-    the process (a segfault, 1 run in 150, on a corrupt state file)."""
+    """`check` of an https feed starts the CA load before it opens the state; when the
+    state is refused it must still wait for that thread: one left inside OpenSSL at
+    interpreter exit crashed the process (a segfault, 1 run in 150, on a corrupt state
+    file)."""
     from feedwatch import cli
     from feedwatch.cli import main
 
     real_load, real_open = httpx.create_ssl_context, cli._open
     refused = threading.Event()
+    loads: list[str] = []
 
     def load_after_the_refusal(*args: object, **kwargs: object) -> ssl.SSLContext:
+        loads.append(threading.current_thread().name)
         refused.wait(timeout=30)  # the load ends only once the state has been refused
         return real_load()
 
@@ -359,7 +362,7 @@ def test_a_refused_check_leaves_no_tls_thread_behind(
     cfg.write_text(
         f'[feedwatch]\nstate = "{state}"\n'
         f'[sinks.j]\ntype = "jsonl"\npath = "{tmp_path / "alerts.jsonl"}"\n'
-        '[[feeds]]\nname = "x"\nurl = "http://127.0.0.1:9/feed"\n'
+        '[[feeds]]\nname = "x"\nurl = "https://127.0.0.1:9/feed"\n'
     )
     before = threading.active_count()
     logging_before = structlog.get_config()  # main() points the logs at this test's stderr
@@ -369,6 +372,7 @@ def test_a_refused_check_leaves_no_tls_thread_behind(
         structlog.configure(**logging_before)
     assert "is corrupt" in capsys.readouterr().err
     assert refused.is_set()
+    assert loads == ["feedwatch-tls"]  # the load ran, in its thread
     alive = threading.active_count() - before
     fetch_mod._wait_ssl_context()  # the test's own clean-up, whatever the outcome
     assert alive == 0
