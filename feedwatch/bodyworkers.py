@@ -12,10 +12,11 @@ the state, queue the alerts and commit, through its own connection to the state 
 serialises the writes), and sends back the poll's report.
 
 - Forked once, before the check's event loop or any thread exists (``BodyWorkers`` is
-  made in plain code, after the imports): a worker costs a fork, imports the parsing
-  stack (feedparser, regex: the main process never needs them) while the main process
-  starts its first requests (the first body comes ~50 ms later), and sits idle through
-  a run of 304s; it opens the state at its first body.
+  made in plain code, after the imports): a worker costs a fork and sits idle through a
+  run of 304s; at its first body it imports the parsing stack (feedparser, regex: the
+  main process never needs them) and opens the state. (Importing it at the fork, while
+  the main process starts its first requests, was ~1.5% quicker on a changed round but
+  cost every round of 304s ~70 ms of CPU: docs/performance.md.)
 - A worker handles one body at a time (the next waits in its pipe, so it never waits
   for the main process), so a worker that dies (a crash, the OOM killer, a kill) names
   the body it died on: that poll fails ("its body worker died"), what it committed
@@ -46,7 +47,7 @@ from typing import Any
 
 import structlog
 
-from feedwatch.poll import BodyJob, Poller, PollReport, load_body_stack
+from feedwatch.poll import BodyJob, Poller, PollReport
 
 log = structlog.get_logger("feedwatch.bodyworkers")
 
@@ -297,7 +298,6 @@ def _serve(tasks: int, results: int, make_poller: Callable[[], Poller], parent: 
         from feedwatch.parsepool import exit_with
 
         exit_with(parent)
-        load_body_stack()  # while the main process starts its first requests
         while True:
             header = _read_exact(tasks, _HEADER.size)
             if header is None:

@@ -16,8 +16,8 @@ alert and pacing, which are pure.
 
 The parsing and matching modules (feedparser, regex: ~35 ms of imports) are imported
 where a body is first handled, not with this module: the main process of a big
-`check` only fetches and answers 304s, and its body workers import them after their
-fork, on the other core, while it starts its first requests (``load_body_stack``).
+`check` only fetches and answers 304s; its body workers import them at their first
+body, and a round of 304s imports them nowhere.
 """
 
 from __future__ import annotations
@@ -100,12 +100,6 @@ class PollReport:
     retry_after_until: datetime | None = None
     gone: bool = False
     redirected_to: str | None = None
-
-
-def load_body_stack() -> None:
-    """Import what handling a body needs (a body worker does, as soon as it is forked)."""
-    import feedwatch.match
-    import feedwatch.partial  # noqa: F401  (and feedparser, feedwatch.parse with it)
 
 
 def _reveal(value: str | Secret) -> str:

@@ -10,6 +10,7 @@ schema versions, corruption, permissions, the lock) and PostgreSQL-only behaviou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -193,6 +194,9 @@ def test_commit_poll_records_entries_feed_and_queues_alerts(store: Store) -> Non
     )
     assert ids == ["x1"]
     assert store.entries("f") == {"a": a, "b": b}
+    # read back without the dataclass's __init__: no field may be missing or extra
+    names = {f.name for f in dataclasses.fields(StoredEntry)}
+    assert all(vars(e).keys() == names for e in store.entries("f").values())
     rec = store.feed("f")
     assert rec == FeedRecord(
         name="f",
