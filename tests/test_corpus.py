@@ -217,7 +217,7 @@ def test_feedparser_fast_paths_parse_the_corpus_as_feedparser_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """feedwatch.parse speeds feedparser up (URL joins remembered, plain dict keys looked
-    up plainly, no failed SAX driver import): every corpus file must parse to the same
+    up plainly, content params copied plainly, no failed SAX driver import): every corpus file must parse to the same
     ParsedFeed with feedparser's own functions put back."""
     import feedparser.api
     import feedparser.util
@@ -233,6 +233,9 @@ def test_feedparser_fast_paths_parse_the_corpus_as_feedparser_does(
             fn = getattr(mod, name, None)
             if fn is not None and hasattr(fn, "__wrapped__"):
                 monkeypatch.setattr(mod, name, fn.__wrapped__)
+    import feedparser.mixin
+
+    monkeypatch.setattr(feedparser.mixin, "copy", feedparser.mixin.copy.__wrapped__)
     monkeypatch.setattr(feedparser.api, "PREFERRED_XML_PARSERS", ["drv_libxml2"])
     slow = [parse_body(body, headers, url=BASE + p.name) for p, body, headers in cases]
     differ = [p.name for (p, _, _), a, b in zip(cases, fast, slow, strict=True) if a != b]

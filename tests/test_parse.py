@@ -726,6 +726,35 @@ def test_feedparser_url_joins_are_remembered_not_changed(base, rel):
             assert fn(*args) == expected  # from the cache
 
 
+_PARAMS = st.dictionaries(
+    st.sampled_from(["type", "language", "base", "value", "mode", "base64", "description"]),
+    st.none() | st.text(max_size=10) | st.booleans() | st.integers() | st.lists(st.text()),
+)
+
+
+@given(items=_PARAMS)
+def test_feedparser_content_params_copy_is_deepcopy(items):
+    """feedparser.mixin's copy of its content params: equal to ``copy.deepcopy``'s, of
+    the same type, and sharing nothing mutable with the original (a list value goes to
+    deepcopy itself)."""
+    import copy
+
+    import feedparser.mixin
+    import feedparser.util
+
+    import feedwatch.parse  # noqa: F401  (installs it)
+
+    params = feedparser.util.FeedParserDict(items)
+    ours = feedparser.mixin.copy.deepcopy(params)
+    theirs = copy.deepcopy(params)
+    assert type(ours) is type(theirs) is feedparser.util.FeedParserDict
+    assert ours == theirs and ours is not params
+    for v in ours.values():
+        if isinstance(v, list):
+            assert all(v is not w for w in dict.values(params))
+    assert feedparser.mixin.copy.copy is copy.copy  # the rest of the module is the module's
+
+
 def test_feedparser_special_keys_are_the_ones_its_source_has():
     """The fast path skips feedparser's own lookup only for keys it does not special-case:
     if a feedparser release adds a case, this fails instead of the parse changing."""
