@@ -404,6 +404,10 @@ def _body_workers(config: Config, args: argparse.Namespace, feeds: int) -> BodyW
     return pool
 
 
+START_BATCH = 16
+"""Polls `check` starts before the event loop turns (see ``_poll_here``)."""
+
+
 async def _poll_here(
     config: Config,
     args: argparse.Namespace,
@@ -446,9 +450,21 @@ async def _poll_here(
                 r = replace(r, alerts=[])
             return r
 
+        tasks: list[asyncio.Task[Any]] = []
         try:
-            reports = await asyncio.gather(*(poll(i, f) for i, f in enumerate(feeds)))
+            # Started a few at a time, the loop turning between batches: a poll's
+            # first step (its request, its URL parsed) is ~50 us, so starting all of
+            # them at once kept the first response, and the body workers' first body,
+            # waiting ~55 ms for 1,000 feeds (~35 ms now). Every poll still starts
+            # within a few ms, and the fetcher's semaphores still decide the order.
+            for i, f in enumerate(feeds):
+                tasks.append(asyncio.ensure_future(poll(i, f)))
+                if len(tasks) % START_BATCH == 0:
+                    await asyncio.sleep(0)
+            reports = await asyncio.gather(*tasks)
         except BaseException:
+            for t in tasks:
+                t.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)  # the workers' memory goes back before delivery
