@@ -203,10 +203,14 @@ IMPORTS = (
 )
 
 
-def startup_sample(code: str = IMPORTS) -> tuple[float, float]:
-    """(wall, CPU) seconds of one interpreter that runs ``code`` and exits."""
+def startup_sample(code: str = IMPORTS, python: str | None = None) -> tuple[float, float]:
+    """(wall, CPU) seconds of one interpreter (``python``, else this one) that runs
+    ``code`` and exits. Another interpreter gets no PYTHONPATH: its own install."""
+    env = None
+    if python is not None and python != sys.executable:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", code])
+    p = subprocess.Popen([python or sys.executable, "-c", code], env=env)
     _, _, ru = os.wait4(p.pid, 0)
     return time.perf_counter() - t0, ru.ru_utime + ru.ru_stime
 

@@ -48,12 +48,14 @@ sys.path.insert(0, str(HERE))
 import synth  # noqa: E402
 from floors import startup_sample  # noqa: E402
 from tools import (  # noqa: E402
+    FW_VENV,
     VENV,
     Alerts,
     Feed2exec,
     Feedwatch,
     Rss2email,
     Tool,
+    ensure_feedwatch_venv,
     ensure_peers_venv,
     venv_python,
 )
@@ -191,8 +193,11 @@ def judge(
 
 
 def floor(args: list[str], python: Path | str = sys.executable) -> dict[str, Any] | None:
+    env = None
+    if str(python) != sys.executable:  # another venv: its own packages, not PYTHONPATH's
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run(
-        [str(python), str(HERE / "floors.py"), *args], capture_output=True, text=True
+        [str(python), str(HERE / "floors.py"), *args], capture_output=True, text=True, env=env
     )
     if r.returncode != 0:
         say(f"floor {' '.join(args)} failed: {r.stderr.strip()[-400:]}")
@@ -354,7 +359,7 @@ def bench_n(
                         # an all-304 round's CPU less a start-up measured just before it
                         # (the machine drifts within a run): the CPU per 304 poll
                         paired = (
-                            startup_sample()[1]
+                            startup_sample(python=str(Feedwatch.python))[1]
                             if t.name == "feedwatch" and scenario == "unchanged"
                             else None
                         )
@@ -700,6 +705,12 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-peers", action="store_true", help="feedwatch and the floors only")
     p.add_argument(
+        "--feedwatch-here",
+        action="store_true",
+        help="run feedwatch with this interpreter (its packages, PYTHONPATH) instead of "
+        "installing this checkout into benchmarks/.peers/feedwatch-venv",
+    )
+    p.add_argument(
         "--feed2exec-parallel", action="store_true", help="run feed2exec with --parallel"
     )
     p.add_argument(
@@ -729,6 +740,18 @@ def main() -> int:
         for line in log:
             say(f"  {line}")
         say(f"  peers: {peers}")
+    # feedwatch runs from this checkout installed into a venv of its own, as the peers
+    # run from theirs (tools.ensure_feedwatch_venv says why); --feedwatch-here runs it
+    # with this interpreter instead
+    fw_python: Path | None = None
+    if not a.feedwatch_here:
+        say(f"feedwatch: installing this checkout into {FW_VENV}")
+        fw_log: list[str] = []
+        fw_python = ensure_feedwatch_venv(fw_log)
+        log += fw_log
+        for line in fw_log:
+            say(f"  {line}")
+    Feedwatch.python = str(fw_python or sys.executable)
     # An installed feedwatch has its bytecode compiled (pip does it); a checkout run
     # with PYTHONDONTWRITEBYTECODE (as here) would compile every module in every run.
     import compileall
@@ -736,7 +759,7 @@ def main() -> int:
     import feedwatch
 
     compileall.compile_dir(Path(feedwatch.__file__).parent, quiet=1)
-    startup = floor(["startup"])
+    startup = floor(["startup"], python=Feedwatch.python)
     if startup:
         say(
             f"start-up: python {startup['python']['wall']:.3f} s; with feedwatch's imports "
@@ -758,6 +781,8 @@ def main() -> int:
             "seed": a.seed,
             "feed2exec_parallel": a.feed2exec_parallel,
             "alone_repeats": a.alone_repeats,
+            "feedwatch_python": Feedwatch.python,
+            "feedwatch_venv": fw_python is not None,
         },
         "machine": machine(peers),
         "startup": startup,
