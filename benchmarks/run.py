@@ -752,13 +752,14 @@ def main() -> int:
         for line in fw_log:
             say(f"  {line}")
     Feedwatch.python = str(fw_python or sys.executable)
-    # An installed feedwatch has its bytecode compiled (pip does it); a checkout run
-    # with PYTHONDONTWRITEBYTECODE (as here) would compile every module in every run.
-    import compileall
+    if fw_python is None:
+        # An installed feedwatch has its bytecode compiled (pip does it); a checkout run
+        # with PYTHONDONTWRITEBYTECODE (as here) would compile every module in every run.
+        import compileall
 
-    import feedwatch
+        import feedwatch
 
-    compileall.compile_dir(Path(feedwatch.__file__).parent, quiet=1)
+        compileall.compile_dir(Path(feedwatch.__file__).parent, quiet=1)
     startup = floor(["startup"], python=Feedwatch.python)
     if startup:
         say(
