@@ -38,6 +38,7 @@ from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import synth
+from tools import own_env
 
 
 def _cpu() -> float:
@@ -206,11 +207,9 @@ IMPORTS = (
 def startup_sample(code: str = IMPORTS, python: str | None = None) -> tuple[float, float]:
     """(wall, CPU) seconds of one interpreter (``python``, else this one) that runs
     ``code`` and exits. Another interpreter gets no PYTHONPATH: its own install."""
-    env = None
-    if python is not None and python != sys.executable:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    python = python or sys.executable
     t0 = time.perf_counter()
-    p = subprocess.Popen([python or sys.executable, "-c", code], env=env)
+    p = subprocess.Popen([python, "-c", code], env=own_env(python))
     _, _, ru = os.wait4(p.pid, 0)
     return time.perf_counter() - t0, ru.ru_utime + ru.ru_stime
 

@@ -57,6 +57,7 @@ from tools import (  # noqa: E402
     Tool,
     ensure_feedwatch_venv,
     ensure_peers_venv,
+    own_env,
     venv_python,
 )
 
@@ -193,11 +194,11 @@ def judge(
 
 
 def floor(args: list[str], python: Path | str = sys.executable) -> dict[str, Any] | None:
-    env = None
-    if str(python) != sys.executable:  # another venv: its own packages, not PYTHONPATH's
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run(
-        [str(python), str(HERE / "floors.py"), *args], capture_output=True, text=True, env=env
+        [str(python), str(HERE / "floors.py"), *args],
+        capture_output=True,
+        text=True,
+        env=own_env(python),
     )
     if r.returncode != 0:
         say(f"floor {' '.join(args)} failed: {r.stderr.strip()[-400:]}")
@@ -359,7 +360,7 @@ def bench_n(
                         # an all-304 round's CPU less a start-up measured just before it
                         # (the machine drifts within a run): the CPU per 304 poll
                         paired = (
-                            startup_sample(python=str(Feedwatch.python))[1]
+                            startup_sample(python=Feedwatch.python)[1]
                             if t.name == "feedwatch" and scenario == "unchanged"
                             else None
                         )

@@ -41,6 +41,15 @@ def venv_python() -> Path:
     return VENV / "bin" / "python"
 
 
+def own_env(python: str | Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment to run ``python`` in: ``env`` (None: this process's) as it is for
+    this interpreter; for another, without PYTHONPATH, so that it uses its own install."""
+    env = dict(os.environ if env is None else env)
+    if str(python) != sys.executable:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
 def ensure_feedwatch_venv(log: list[str]) -> Path | None:
     """This checkout installed as a user installs it (``pip install .``) into a venv of
     its own, as the peers are; returns its python, or None (with the reason logged)
@@ -237,10 +246,7 @@ class Feedwatch(Tool):
         return [str(self.python), "-m", "feedwatch", "-c", str(self.config_path), "check"]
 
     def env(self) -> dict[str, str]:
-        env = super().env()
-        if str(self.python) != sys.executable:
-            env.pop("PYTHONPATH", None)
-        return env
+        return own_env(self.python, super().env())
 
     def alerts(self) -> Alerts:
         out = Alerts()

@@ -262,7 +262,7 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     tls = any(_uses_tls(f.url) for f in feeds)
     tls_ready = preload_ssl_context() if tls else None
     try:
-        return _check_with(config, args, out, feeds, tls, tls_ready)
+        return _check_with(config, args, out, feeds, tls_ready)
     finally:
         if tls_ready is not None:
             # on every way out, a refused state included: a thread still in OpenSSL
@@ -275,10 +275,9 @@ def _check_with(
     args: argparse.Namespace,
     out: TextIO,
     feeds: list[FeedConfig],
-    tls: bool,
     tls_ready: Callable[[], None] | None,
 ) -> int:
-    """`check` itself, the CA load begun if ``tls`` (``tls_ready`` waits for it)."""
+    """`check` itself; ``tls_ready`` waits for the CA load, None: no feed needs TLS."""
     from feedwatch.store.lock import acquire_lock
 
     if args.json:
@@ -307,7 +306,15 @@ def _check_with(
             tls_ready()  # before _body_workers forks (a fork copies only this thread)
         workers = _body_workers(config, args, len(to_poll))
         reports, shown = asyncio.run(
-            _poll_here(config, args, store, to_poll, records, body_workers=workers, tls=tls)
+            _poll_here(
+                config,
+                args,
+                store,
+                to_poll,
+                records,
+                body_workers=workers,
+                tls=tls_ready is not None,
+            )
         )
         if workers is not None:
             workers.stop()  # they end beside the delivery; reaped below

@@ -184,9 +184,9 @@ class Poller:
     def rules_for(self, feed: FeedConfig) -> tuple[CompiledRule, ...]:
         rules = self._rules.get(feed.name)
         if rules is None:
-            from feedwatch.match import compile_rules
+            from feedwatch import match
 
-            rules = compile_rules(feed.rules)
+            rules = match.compile_rules(feed.rules)
             self._rules[feed.name] = rules
         return rules
 

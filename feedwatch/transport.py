@@ -179,8 +179,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> None:
         """``verify``: the TLS context, or what makes it at the first https request (a
         check of only http:// feeds never loads the CA bundle: ~20 ms of CPU)."""
-        self._ssl: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
+        if isinstance(verify, ssl.SSLContext):
+            context = verify
+
+            def given() -> ssl.SSLContext:
+                return context
+
+            verify = given
         self._make_ssl = verify
+        self._ssl: ssl.SSLContext | None = None
         self._keepalive = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
@@ -208,12 +215,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         return self._session
 
-    def _context(self) -> ssl.SSLContext:
-        make = self._make_ssl
-        assert not isinstance(make, ssl.SSLContext)
-        self._ssl = make()
-        return self._ssl
-
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
         """httpx's connect and read timeouts; the caller bounds the whole request."""
         key = (timeouts.get("connect"), timeouts.get("read"))
@@ -236,7 +237,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session or self._open()
         tls: ssl.SSLContext | bool = True  # (unused for http://)
         if url.scheme == "https":
-            tls = self._ssl or self._context()
+            if self._ssl is None:
+                self._ssl = self._make_ssl()
+            tls = self._ssl
         # The caller turned any user-info into an Authorization header already; aiohttp
         # would refuse both, so the URL goes without it.
         target = yarl.URL(

@@ -239,9 +239,9 @@ def test_the_main_process_imports_no_parser_and_no_ca_bundle_for_http_feeds(
     tmp_path: Path,
     feed_server: FeedServer,  # noqa: F811
 ) -> None:
-    """With body workers, the parsing stack is theirs alone (imported after their fork,
-    beside the main process's HTTP stack), and feeds that are all http:// never load the
-    CA bundle. The alerts are all there: the workers handled every body."""
+    """With body workers, the parsing stack is theirs alone (each imports it at its first
+    body), and feeds that are all http:// never load the CA bundle. The alerts are all
+    there: the workers handled every body."""
     cfg = _config(tmp_path, feed_server, workers=2, state="lean")
     _serve(feed_server, 1)
     p = subprocess.run(

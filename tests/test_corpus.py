@@ -217,8 +217,9 @@ def test_feedparser_fast_paths_parse_the_corpus_as_feedparser_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """feedwatch.parse speeds feedparser up (URL joins remembered, plain dict keys looked
-    up plainly, content params copied plainly, no failed SAX driver import): every corpus file must parse to the same
-    ParsedFeed with feedparser's own functions put back."""
+    up plainly, content params copied plainly, no failed SAX driver import): every
+    corpus file must parse to the same ParsedFeed with feedparser's own functions put
+    back."""
     import feedparser.api
     import feedparser.util
 

@@ -20,12 +20,12 @@ from typing import Any, ClassVar
 from feedwatch.model import Alert, IdentityState, StoredEntry
 from feedwatch.store.base import AlertRecord, Delivery, FeedRecord, SinkCounts
 
+_new = object.__new__  # a StoredEntry without its frozen __init__ (see ``entries``)
+
 DELIVERY_COLS = (
     "d.alert_id, d.sink, a.feed, a.kind, a.payload, a.thread_id, a.created_at,"
     " d.attempts, d.next_attempt, d.status, d.last_error, d.delivered_at"
 )
-_new = object.__new__
-
 FEED_SELECT = (
     "SELECT f.name, f.url, f.title, f.etag, f.last_modified, f.body_hash, f.id_policy,"
     " f.id_candidate, f.baselined, f.last_poll, f.last_success, f.http_status, f.errors,"
