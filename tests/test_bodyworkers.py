@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from feedwatch.bodyworkers import MIN_FEEDS
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
@@ -255,6 +257,42 @@ def test_the_main_process_imports_no_parser_and_no_ca_bundle_for_http_feeds(
     assert seen == {"rc": 0, "parsing": [], "tls": False}
     assert [e["workers"] for e in _events(p.stderr, "check.body_workers")] == [2]
     assert len(_alerts(tmp_path, "lean")) == 3 * FEEDS
+
+
+_HERE = """
+import json, sys
+from feedwatch import cli
+rc = cli.main(["-c", sys.argv[1], "check"])
+print(json.dumps({"rc": rc, "feedparser": "feedparser" in sys.modules,
+                  "regex": "regex" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("rule", [False, True])
+def test_the_regex_engine_is_imported_only_for_feeds_with_rules(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+    rule: bool,
+) -> None:
+    """Bodies handled in this process (no workers): feeds without rules alert on every
+    entry and never import the regex engine; a rule imports it and filters."""
+    cfg = _config(tmp_path, feed_server, workers=0, state=f"rx{int(rule)}")
+    if rule:  # one rule, on the first feed: only its story 1 alerts there
+        text = cfg.read_text().replace(
+            "[sinks.log]", '[rules.one]\nany = ["Story 1"]\n\n[sinks.log]'
+        )
+        cfg.write_text(text.replace('name = "f000"\n', 'name = "f000"\nmatch = ["one"]\n'))
+    _serve(feed_server, 1)
+    p = subprocess.run(
+        [sys.executable, "-c", _HERE, str(cfg)], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.splitlines()[-1]) == {"rc": 0, "feedparser": True, "regex": rule}
+    titles = [(a["feed"]["name"], a["entry"]["title"]) for a in _alerts(tmp_path, f"rx{int(rule)}")]
+    assert len(titles) == 3 * FEEDS - (2 if rule else 0)
+    assert [t for f, t in titles if f == "f000"] == (
+        ["Story 1 of feed 0"] if rule else [f"Story {n} of feed 0" for n in range(3)]
+    )
 
 
 def test_small_checks_and_dry_runs_fork_no_worker(
