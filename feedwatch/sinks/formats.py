@@ -17,7 +17,9 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-Payload = Mapping[str, Any]
+# re-exported: the sinks take every renderer from here
+from feedwatch.payload import Payload as Payload
+from feedwatch.payload import payload_json as payload_json
 
 ELLIPSIS = "…"
 
@@ -43,31 +45,8 @@ _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))  # printable ASCII kept a
 
 
 # --------------------------------------------------------------------------
-# The canonical JSON body
+# The canonical JSON body (feedwatch.payload: the state stores the same bytes)
 # --------------------------------------------------------------------------
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    if isinstance(value, datetime):
-        return format_time(value)
-    raise TypeError(f"cannot put a {type(value).__name__} in an alert payload")
-
-
-def payload_json(payload: Payload) -> bytes:
-    """Compact UTF-8 JSON, keys in the order given: these exact bytes get signed.
-
-    U+2028/U+2029 are written as escapes so a JSON line never splits for a
-    reader that treats them as line breaks (JavaScript, ``str.splitlines``).
-    """
-    text = json.dumps(
-        payload, ensure_ascii=False, separators=(",", ":"), default=_jsonable, allow_nan=False
-    )
-    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return text.encode("utf-8", "replace")
 
 
 def digest_json(payloads: Sequence[Payload]) -> bytes:

@@ -31,7 +31,6 @@ an error or ``status`` (``self.path`` is the URL with its user-info masked).
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,6 +41,7 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from feedwatch.model import Alert
+from feedwatch.payload import stored_text
 from feedwatch.redact import redact, register_secret
 from feedwatch.store import is_postgres_url  # noqa: F401 (re-exported: migrate, tests)
 from feedwatch.store.base import (
@@ -496,7 +496,7 @@ class PostgresStore(SharedWrites):
         for alert in alerts:
             # Serialise every one first: an alert that cannot be stored fails the whole
             # transaction (the caller's), whatever its place in the list.
-            payload = json.dumps(dict(alert.payload), ensure_ascii=False, allow_nan=False)
+            payload = stored_text(alert.payload)  # the bytes the sinks send (feedwatch.payload)
             if alert.id in first:
                 continue
             first[alert.id] = alert

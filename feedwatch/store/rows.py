@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from feedwatch.model import Alert, IdentityState, StoredEntry
+from feedwatch.payload import StoredPayload
 from feedwatch.store.base import AlertRecord, Delivery, FeedRecord, SinkCounts
 
 _new = object.__new__  # a StoredEntry without its frozen __init__ (see ``entries``)
@@ -88,7 +89,7 @@ class SharedReads:
         )
 
     def _delivery(self, r: Sequence[Any]) -> Delivery:
-        payload: Mapping[str, Any] = json.loads(r[4])
+        payload: Mapping[str, Any] = StoredPayload(r[4])  # decoded where a sink reads it
         return Delivery(
             alert_id=r[0],
             sink=r[1],

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import sqlite3
 import threading
@@ -33,6 +32,7 @@ from typing import Any, ClassVar
 import structlog
 
 from feedwatch.model import Alert
+from feedwatch.payload import stored_text
 from feedwatch.store.base import (
     PENDING_PAGE,
     Delivery,
@@ -513,7 +513,7 @@ class SqliteStore(SharedWrites):
         queued: list[str] = []
         for alert in alerts:
             now = at if at is not None else _detected_at(alert)
-            payload = json.dumps(dict(alert.payload), ensure_ascii=False, allow_nan=False)
+            payload = stored_text(alert.payload)  # the bytes the sinks send (feedwatch.payload)
             cur.execute(
                 "INSERT OR IGNORE INTO alerts"
                 " (alert_id, feed, identity, kind, created_at, payload, thread_id)"
