@@ -7,11 +7,12 @@ change always renders to the same payload with the same id.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from feedwatch.identity import notice_id
 from feedwatch.model import Alert, Change, EntrySnapshot, FeedConfig, RuleMatch
+from feedwatch.payload import format_time as payload_time
 from feedwatch.redact import redact, redact_url
 
 MAX_STRING = 64 * 1024
@@ -27,11 +28,7 @@ def cap(text: str | None, limit: int = MAX_STRING) -> str | None:
 
 
 def format_time(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if dt is None else payload_time(dt)
 
 
 def safe_link(link: str | None) -> str | None:

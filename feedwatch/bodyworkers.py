@@ -14,9 +14,9 @@ serialises the writes), and sends back the poll's report.
 - Forked once, before the check's event loop or any thread exists (``BodyWorkers`` is
   made in plain code, after the imports): a worker costs a fork and sits idle through a
   run of 304s; at its first body it imports the parsing stack (feedparser; regex for a
-  feed with rules: the main process never needs them) and opens the state. (Importing it at the fork, while
-  the main process starts its first requests, was ~1.5% quicker on a changed round but
-  cost every round of 304s ~70 ms of CPU: docs/performance.md.)
+  feed with rules: the main process never needs them) and opens the state. (Importing
+  it at the fork, while the main process starts its first requests, was ~1.5% quicker
+  on a changed round but cost every round of 304s ~70 ms of CPU: docs/performance.md.)
 - A worker handles one body at a time (the next waits in its pipe, so it never waits
   for the main process), so a worker that dies (a crash, the OOM killer, a kill) names
   the body it died on: that poll fails ("its body worker died"), what it committed

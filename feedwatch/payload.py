@@ -26,7 +26,8 @@ _COMPACT = '{"version":'
 _SPACED = '{"version": '
 
 
-def _format_time(dt: datetime) -> str:
+def format_time(dt: datetime) -> str:
+    """A time as payloads write it: UTC, to the second, ``Z``."""
     if dt.tzinfo is not None:
         dt = dt.astimezone(timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -38,7 +39,7 @@ def _jsonable(value: object) -> object:
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     if isinstance(value, datetime):
-        return _format_time(value)
+        return format_time(value)
     raise TypeError(f"cannot put a {type(value).__name__} in an alert payload")
 
 

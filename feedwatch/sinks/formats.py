@@ -13,7 +13,6 @@ import base64
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -56,12 +55,6 @@ def digest_json(payloads: Sequence[Payload]) -> bytes:
 # --------------------------------------------------------------------------
 # Reading a payload (defensively: a stored payload may come from an older version)
 # --------------------------------------------------------------------------
-
-
-def format_time(dt: datetime) -> str:
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _map(value: object) -> Mapping[str, Any]:
