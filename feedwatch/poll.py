@@ -14,11 +14,11 @@
 Nothing here decides anything itself: the decisions are in diff, match,
 alert and pacing, which are pure.
 
-The parsing and matching modules (feedparser ~25 ms of imports, regex ~14 ms) are
-imported where a body is first handled, not with this module: the main process of a
-big `check` only fetches and answers 304s; its body workers import them at their
-first body, a round of 304s imports them nowhere, and the regex engine is imported
-only for a feed that has rules.
+The parsing and matching modules (feedparser ~25 ms of imports) are imported where a
+body is first handled, not with this module: the main process of a big `check` only
+fetches and answers 304s; its body workers import them at their first body, and a
+round of 304s imports them nowhere. (feedwatch.match imports the regex engine, ~14 ms
+more, only when it compiles a term: feeds without rules never need it.)
 """
 
 from __future__ import annotations
@@ -183,10 +183,6 @@ class Poller:
         return None if self.cache_dir is None else parsecache.file_for(self.cache_dir, feed)
 
     def rules_for(self, feed: FeedConfig) -> tuple[CompiledRule, ...]:
-        """The feed's compiled rules; () for a feed without rules, with no regex engine
-        imported (~14 ms a process: a check whose feeds have no rules never needs it)."""
-        if not feed.rules:
-            return ()
         rules = self._rules.get(feed.name)
         if rules is None:
             from feedwatch import match
@@ -473,10 +469,10 @@ class Poller:
         now: datetime,
         body_digest: str,
     ) -> list[Alert]:
+        from feedwatch import match
+
         s = feed.settings
         rules = self.rules_for(feed)
-        if rules:
-            from feedwatch import match
         alerts: list[Alert] = []
         for change in result.changes:
             if change.kind not in s.notify_on:
@@ -485,8 +481,7 @@ class Poller:
                 when = change.entry.published or change.entry.updated
                 if when is not None and (now - when).total_seconds() > s.max_age:
                     continue
-            # no rules: every entry alerts, with no rule listed (match.evaluate)
-            ok, matched = match.evaluate(rules, change.entry) if rules else (True, ())
+            ok, matched = match.evaluate(rules, change.entry)
             if not ok:
                 continue
             aid = alert_id(

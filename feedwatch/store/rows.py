@@ -12,7 +12,6 @@ feed row and queues alerts.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -314,7 +313,7 @@ class SharedWrites(SharedReads):
                 identity=r[2],
                 kind=r[3],
                 created_at=self._from_db_req(r[4]),
-                payload=json.loads(r[5]),
+                payload=StoredPayload(r[5]),
                 deliveries=tuple(deliveries[r[0]]),
             )
             for r in rows
