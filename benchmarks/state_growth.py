@@ -2,6 +2,7 @@
 
     python benchmarks/state_growth.py                    # 10,000 and 1,000,000 entries
     python benchmarks/state_growth.py --sizes 10000 100000 --passes 3
+    python benchmarks/state_growth.py --sizes 10000 --kept 0 1000   # a feed's own history
 
 For each size S, in a fresh SQLite state (the real schema, created by
 ``SqliteStore``):
@@ -23,6 +24,12 @@ For each size S, in a fresh SQLite state (the real schema, created by
 The ratio of the 1M to the 10k figures is the point: the work of a poll touches
 one feed's rows (primary key ``(feed, identity)``) and the outbox's pending rows
 only, so it must not grow with the entries of other feeds.
+
+``--kept K ...`` measures the other axis, a polled feed's own history: after the
+baseline, each polled feed gets K entries that have left its body but are kept
+(within ``retention``, as a busy feed's are after weeks), written with direct SQL
+as a poll would have written them. A changed poll must cost the same with 1,000 of
+them as with none.
 """
 
 from __future__ import annotations
@@ -165,7 +172,55 @@ def fill(path: Path, entries: int, history: int) -> dict[str, float]:
     return {"fill_s": round(time.perf_counter() - t0, 1), "bytes": path.stat().st_size}
 
 
-async def measure(root: Path, server: Server, passes: int, rounds: int) -> dict[str, Any]:
+def keep(path: Path, feeds: list[str], kept: int) -> None:
+    """``kept`` entries per feed that left its body (recently seen, so not pruned), each
+    row as a poll writes it (the link_key column, where the schema has one)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(entries)")]
+        if "link_key" in cols:
+            from feedwatch.store.rows import link_key
+        else:  # a tree from before schema 3
+
+            def link_key(link: str | None) -> str:
+                return ""
+
+        now = _ts(datetime.now(timezone.utc)) or 0
+        rows = []
+        for feed in feeds:
+            for j in range(kept):
+                link = f"https://example.invalid/{feed}/kept/{j}"
+                row = {
+                    "feed": feed,
+                    "identity": f"g:urn:kept:{feed}:{j}",
+                    "entry_id": f"urn:kept:{feed}:{j}",
+                    "link": link,
+                    "title": f"Kept entry {j}",
+                    "summary": "Lorem ipsum dolor sit amet, " * 30,
+                    "content": "",
+                    "published": now - j * 1_000_000,
+                    "updated": None,
+                    "fingerprint": hashlib.sha256(f"{feed}{j}".encode()).hexdigest(),
+                    "first_seen": now - j * 1_000_000,
+                    "last_seen": now,
+                    "new_alert_id": f"{j:032x}",
+                    "link_key": link_key(link),
+                }
+                rows.append([row[c] for c in cols])
+        with conn:
+            conn.executemany(
+                f"INSERT INTO entries ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                rows,
+            )
+    finally:
+        conn.close()
+
+
+async def measure(
+    root: Path, server: Server, passes: int, rounds: int, kept: int = 0
+) -> dict[str, Any]:
     config = load_config(root / "feedwatch.toml")
     store = SqliteStore(config.state)
     samples: dict[str, list[tuple[float, float]]] = {"304": [], "changed": [], "200 unchanged": []}
@@ -201,6 +256,8 @@ async def measure(root: Path, server: Server, passes: int, rounds: int) -> dict[
             server.ctl(round=0)
             await one_pass(False)  # baseline
             await deliver()
+            if kept:
+                keep(Path(config.state), [f.name for f in config.feeds], kept)
             for _ in range(passes):
                 await one_pass(True)
             for k in range(1, rounds + 1):
@@ -232,6 +289,13 @@ def main() -> int:
     p.add_argument("--feeds", type=int, default=50, help="feeds polled (default 50)")
     p.add_argument("--passes", type=int, default=5, help="all-304 passes (default 5)")
     p.add_argument("--rounds", type=int, default=3, help="changed rounds (default 3)")
+    p.add_argument(
+        "--kept",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="entries each polled feed keeps (default 0)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--work", type=Path, default=HERE / "results" / "work" / "state_growth")
     p.add_argument("--out", type=Path, default=None)
@@ -243,22 +307,24 @@ def main() -> int:
     try:
         server.ctl(round=0, latency_ms=0, reset=1)
         for size in a.sizes:
-            root = a.work / f"S{size}"
-            if root.exists():  # a fresh state: the file, its WAL and its parse cache
-                shutil.rmtree(root)
-            root.mkdir(parents=True)
-            write_config(root, server.port, a.feeds)
-            say(f"filling {size} entries")
-            info = fill(root / "state.db", size, size // 10)
-            say(f"filled in {info['fill_s']} s ({info['bytes'] / 1e6:.0f} MB); polling")
-            row = {
-                "entries": size,
-                "history": size // 10,
-                **info,
-                **asyncio.run(measure(root, server, a.passes, a.rounds)),
-            }
-            say(str(row))
-            results.append(row)
+            for kept in a.kept:
+                root = a.work / f"S{size}-K{kept}"
+                if root.exists():  # a fresh state: the file, its WAL and its parse cache
+                    shutil.rmtree(root)
+                root.mkdir(parents=True)
+                write_config(root, server.port, a.feeds)
+                say(f"filling {size} entries ({kept} kept by each polled feed)")
+                info = fill(root / "state.db", size, size // 10)
+                say(f"filled in {info['fill_s']} s ({info['bytes'] / 1e6:.0f} MB); polling")
+                row = {
+                    "entries": size,
+                    "kept": kept,
+                    "history": size // 10,
+                    **info,
+                    **asyncio.run(measure(root, server, a.passes, a.rounds, kept)),
+                }
+                say(str(row))
+                results.append(row)
     finally:
         server.close()
 
@@ -276,8 +342,8 @@ def main() -> int:
 
 def table(results: list[dict[str, Any]]) -> str:
     base = results[0]
-    head = "| entries stored | 304 poll CPU ms | 304 wall ms | changed poll CPU ms | changed wall ms | dispatch CPU ms | × 304 CPU | × changed CPU |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = "| entries stored | kept by each polled feed | 304 poll CPU ms | 304 wall ms | changed poll CPU ms | changed wall ms | dispatch CPU ms | × 304 CPU | × changed CPU |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
 
     def ratio(r: dict[str, Any], key: str) -> str:
         a, b = r.get(key), base.get(key)
@@ -285,7 +351,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
     for r in results:
         lines.append(
-            f"| {r['entries']:,} | {r['304_cpu_ms']} | {r['304_wall_ms']} | {r['changed_cpu_ms']} | "
+            f"| {r['entries']:,} | {r.get('kept', 0):,} | {r['304_cpu_ms']} | {r['304_wall_ms']} | {r['changed_cpu_ms']} | "
             f"{r['changed_wall_ms']} | {r['dispatch_cpu_ms']} | {ratio(r, '304_cpu_ms')} | {ratio(r, 'changed_cpu_ms')} |"
         )
     return "\n".join(lines)

@@ -15,6 +15,13 @@ Pure (SPEC section 4). The whole decision, in order:
 
 Everything seen is written back (upserts for new or changed rows, touches for
 the rest), so the next poll compares with exactly what this one saw.
+
+What of the state a comparison reads (``stored_needed``): the rows of the body's
+identities and the rows whose normalised link is one of the body's (the candidates
+for "the same entry under a new id"), not every row the feed has kept within
+``retention``; all of them only when the policy switches (every row is re-keyed).
+A feed that keeps hundreds of old entries costs a changed poll what one that keeps
+none does.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from feedwatch.model import (
     FieldChange,
     IdentityState,
     StoredEntry,
+    StoredNeed,
 )
 
 TEXT_FIELDS = ("title", "summary", "content")
@@ -84,6 +92,27 @@ def _choose_policy(
     if state.candidate == detected:
         return IdentityState(policy=detected, candidate=None)
     return IdentityState(policy=state.policy, candidate=detected)
+
+
+def stored_needed(
+    settings: FeedSettings,
+    identity: IdentityState,
+    keys: Sequence[EntryKeys],
+    *,
+    baselined: bool,
+    has_rows: bool,
+) -> StoredNeed | None:
+    """Which stored entries ``diff`` needs for a body with these ``keys``; None: all of
+    them (the identity policy switches now, so every stored row is re-keyed).
+
+    ``has_rows``: whether the feed has any stored entry; pass the same to ``diff``."""
+    state = _choose_policy(settings, identity, keys, baselined and has_rows)
+    if has_rows and state.policy != identity.policy:
+        return None
+    return StoredNeed(
+        identities=tuple(dict.fromkeys(key_for(k, state.policy) for k in keys)),
+        links=tuple(dict.fromkeys(k.link for k in keys if k.link)),
+    )
 
 
 def _rekey(
@@ -160,16 +189,21 @@ def diff(
     baselined: bool,
     now: datetime,
     keys: Sequence[EntryKeys] | None = None,
+    has_rows: bool | None = None,
 ) -> DiffResult:
     """``keys``: ``entry_keys`` of each entry, when the parse brought them (computed
-    here otherwise; the result is the same)."""
+    here otherwise; the result is the same). ``stored``: every stored entry of the feed,
+    or (with ``has_rows``, whether it has any) at least those ``stored_needed`` names."""
     if keys is None or len(keys) != len(entries):
         keys = [entry_keys(e) for e in entries]
-    has_state = baselined and bool(stored)
-    state = _choose_policy(settings, identity, keys, has_state)
+    if has_rows is None:
+        has_rows = bool(stored)
+    state = _choose_policy(settings, identity, keys, baselined and has_rows)
     current: dict[str, StoredEntry] = dict(stored)
     rekeys: list[tuple[str, str]] = []
-    if stored and state.policy != identity.policy:
+    if has_rows and state.policy != identity.policy:
+        if not stored:
+            raise ValueError("the identity policy switches: diff needs every stored entry")
         current, rekeys = _rekey(stored, state.policy)
 
     # Identities of this body; the first of several with one identity wins.
@@ -187,13 +221,13 @@ def diff(
         links[key] = k.link
 
     # GUID churn: an unknown id whose link (unique in the body) and text match a
-    # stored entry that is absent from this body is that entry under a new id.
+    # stored entry that is absent from this body is that entry under a new id (of
+    # several with that link, the least identity: whatever rows the store returned).
     link_counts = Counter(links[key] for key, e, _ in body if e.link)
     absent_by_link: dict[str, StoredEntry] = {}
     if any(k not in current for k, _, _ in body):
-        for row in current.values():
-            if row.identity in seen or not row.link:
-                continue
+        absent = [r for r in current.values() if r.link and r.identity not in seen]
+        for row in sorted(absent, key=lambda r: r.identity):
             row_link = normalize_link(row.link)
             if row_link:
                 absent_by_link.setdefault(row_link, row)

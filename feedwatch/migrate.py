@@ -47,7 +47,7 @@ _TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str], frozenset[str]], ...]
         "entries",
         (
             "feed", "identity", "entry_id", "link", "title", "summary", "content", "published",
-            "updated", "fingerprint", "first_seen", "last_seen", "new_alert_id",
+            "updated", "fingerprint", "first_seen", "last_seen", "new_alert_id", "link_key",
         ),
         frozenset({"published", "updated", "first_seen", "last_seen"}),
         frozenset(),

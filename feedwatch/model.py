@@ -301,6 +301,16 @@ class StoredEntry:
 
 
 @dataclass(frozen=True)
+class StoredNeed:
+    """The stored entries ``diff`` reads for one body: those with one of ``identities``
+    and those whose normalised link is one of ``links``. Any superset gives the same
+    result (tests/test_diff.py): a store may return more, never fewer."""
+
+    identities: tuple[str, ...]
+    links: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class IdentityState:
     """The feed's id policy under ``auto``: the one in use, and a candidate waiting for a second poll."""
 

@@ -39,8 +39,8 @@ import structlog
 from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
 from feedwatch.clock import Clock, system_clock
-from feedwatch.diff import DiffResult, diff
-from feedwatch.identity import alert_id
+from feedwatch.diff import DiffResult, diff, stored_needed
+from feedwatch.identity import alert_id, entry_keys
 from feedwatch.model import (
     Alert,
     Config,
@@ -395,7 +395,21 @@ class Poller:
         for w in parsed.warnings:
             log.warning("feed.parse_warning", feed=feed.name, warning=w)
 
-        stored = self.store.entries(feed.name)
+        keys = parsed.keys
+        if keys is None or len(keys) != len(parsed.entries):
+            keys = tuple(entry_keys(e) for e in parsed.entries)
+        # only the stored entries this body can match, not all the feed has kept
+        had_rows = record.entries > 0
+        need = stored_needed(
+            s, record.identity, keys, baselined=record.baselined, has_rows=had_rows
+        )
+        has_rows: bool | None = None  # None: every stored entry is read
+        if need is None:
+            stored = self.store.entries(feed.name)
+        else:
+            has_rows, stored = self.store.entries_matching(feed.name, need)
+            if has_rows != had_rows:  # rows came or went since the record was read
+                stored, has_rows = self.store.entries(feed.name), None
         result = diff(
             feed.name,
             stored,
@@ -404,7 +418,8 @@ class Poller:
             identity=record.identity,
             baselined=record.baselined,
             now=now,
-            keys=parsed.keys,
+            keys=keys,
+            has_rows=has_rows,
         )
         alerts = self._alerts(feed, parsed.title, result, now, job.digest)
         commit = PollCommit(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedwatch.diff import DiffResult, diff
+from feedwatch.diff import DiffResult, diff, stored_needed
 from feedwatch.identity import (
     alert_id,
     detect_policy,
@@ -325,6 +326,124 @@ def test_alert_ids_are_stable(es):
     r1 = run({}, es, settings=s, baselined=False)
     r2 = run({}, es, settings=s, baselined=False, now=T0 + timedelta(days=1))
     assert [c.new_alert_id for c in r1.changes] == [c.new_alert_id for c in r2.changes]
+
+
+# -- what of the state a comparison reads (stored_needed) ---------------------------
+
+
+def _renamed(es: list[EntrySnapshot], rnd) -> list[EntrySnapshot]:
+    """Some entries under new ids (GUID churn: same link, same text), some dropped."""
+    out = []
+    for i, e in enumerate(es):
+        pick = rnd.random()
+        if pick < 0.3:
+            continue
+        out.append(replace(e, entry_id=f"new-{i}") if pick < 0.7 else e)
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    entries_st,
+    entries_st,
+    st.sampled_from(["auto", "guid", "link", "content"]),
+    st.booleans(),
+    st.data(),
+)
+def test_diff_of_the_rows_stored_needed_names_is_the_diff_of_all(
+    first, second, policy, renamed, data
+):
+    """Any superset of the rows ``stored_needed`` names, in any order, gives the diff
+    of every stored row: the entries that dropped out of the feed (kept for
+    `retention`) need not be read, except as candidates for a changed id."""
+    s = replace(S, id_policy=policy)
+    stored, ident = baseline(first, settings=s)
+    r = run(stored, second, settings=s, identity=ident, now=T0 + timedelta(hours=1))
+    stored, ident = apply(stored, r), r.identity
+    third = _renamed(first, data.draw(st.randoms())) if renamed else data.draw(entries_st)
+    keys = [entry_keys(e) for e in third]
+    now = T0 + timedelta(hours=2)
+    full = run(stored, third, settings=s, identity=ident, now=now)
+    need = stored_needed(s, ident, keys, baselined=True, has_rows=bool(stored))
+    if need is None:  # only a policy switch reads every row (each is re-keyed)
+        assert stored and full.identity.policy != ident.policy
+        return
+    ids, links = set(need.identities), set(need.links)
+    extra = data.draw(st.sets(st.sampled_from(sorted(stored)))) if stored else set()
+    part = [
+        k
+        for k, row in stored.items()
+        if k in ids or normalize_link(row.link) in links or k in extra
+    ]
+    order = data.draw(st.permutations(part))
+    got = diff(
+        "feed",
+        {k: stored[k] for k in order},
+        third,
+        settings=s,
+        identity=ident,
+        baselined=True,
+        now=now,
+        keys=keys,
+        has_rows=bool(stored),
+    )
+    assert got == full
+
+
+def test_stored_needed_names_the_body_and_its_links_not_the_history():
+    old = [entry(i) for i in range(50)]
+    stored, ident = baseline(old)
+    body = [entry(i) for i in range(45, 55)]  # 40 entries dropped out, 5 are new
+    need = stored_needed(S, ident, [entry_keys(e) for e in body], baselined=True, has_rows=True)
+    assert need is not None
+    assert set(need.identities) == {identity_for(e, "guid") for e in body}
+    assert set(need.links) == {normalize_link(e.link) for e in body}
+    # an id change is still found among the rows of the links: not new
+    moved = [replace(entry(3), entry_id="urn:moved:3"), *body]
+    keys = [entry_keys(e) for e in moved]
+    need = stored_needed(S, ident, keys, baselined=True, has_rows=True)
+    assert need is not None
+    part = {k: r for k, r in stored.items() if k in need.identities or r.link in need.links}
+    assert len(part) == 6  # five known, one by its link
+    r = diff(
+        "feed",
+        part,
+        moved,
+        settings=S,
+        identity=ident,
+        baselined=True,
+        now=T0,
+        keys=keys,
+        has_rows=True,
+    )
+    assert r.rekeys == (("g:urn:entry:3", "g:urn:moved:3"),)
+    assert kinds(r) == [("new", f"Entry {i}") for i in range(50, 55)]
+
+
+def test_two_dropped_entries_with_one_link_give_one_answer_in_any_order():
+    """Which stored row a changed id is matched with does not depend on the order the
+    store returns its rows in (the least identity is the candidate)."""
+    a = entry(1, link="https://example.org/same", title="Old text")
+    b = entry(2, link="https://example.org/same", title="Current text")
+    stored, ident = baseline([a, b])
+    body = [replace(b, entry_id="urn:moved")]
+    results = [
+        run(dict(sorted(stored.items(), reverse=rev)), body, identity=ident)
+        for rev in (False, True)
+    ]
+    assert results[0] == results[1]
+    assert kinds(results[0]) == [("new", "Current text")]  # urn:entry:1 was the candidate
+
+
+def test_a_policy_switch_needs_every_row_and_refuses_none():
+    es = [entry(i) for i in range(10)]
+    stored, ident = baseline(es)
+    same_id = [replace(e, entry_id="urn:same") for e in es]
+    ident = run(stored, same_id, identity=ident).identity  # link is now the candidate
+    keys = [entry_keys(e) for e in same_id]
+    assert stored_needed(S, ident, keys, baselined=True, has_rows=True) is None
+    with pytest.raises(ValueError, match="every stored entry"):
+        diff("feed", {}, same_id, settings=S, identity=ident, baselined=True, now=T0, has_rows=True)
 
 
 # -- keys: what a parse worker or the parse cache hands the diff -------------------

@@ -59,6 +59,47 @@ def test_stale_then_recovered_once_each(tmp_path, feed_server):
     store.close()
 
 
+def test_entries_kept_after_they_dropped_out_still_count(tmp_path, feed_server):
+    """A changed poll reads the stored entries its body can match (feedwatch.diff.
+    stored_needed), not all the feed has kept: what it decides is as before. Entries
+    that dropped out come back unchanged (silent), changed (updated) or under a new id
+    (the same entry), and an id-policy switch re-keys the kept ones too."""
+    settings = replace(SETTINGS, stale_after=0, first_poll="baseline")
+    feed_server.set("/f", rss([entry(i) for i in range(1, 41)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+
+    def step(entries, title="Test Feed"):
+        feed_server.set("/f", rss(entries, title=title))
+        clock.advance(minutes=15)
+        r = asyncio.run(poll(config, store, clock, feed))
+        assert r.result == "ok", r.error
+        return sorted((a.kind, a.payload["entry"]["title"]) for a in r.alerts)
+
+    assert step([entry(i) for i in range(1, 41)]) == []
+    assert step([entry(i) for i in range(36, 46)]) == [("new", f"Entry {i}") for i in range(41, 46)]
+    assert len(store.entries("f")) == 45  # 35 kept though not in the body
+    back = [
+        replace(entry(3), entry_id="urn:moved:3"),  # same link and text, new id
+        entry(2),  # back as it was
+        entry(1, title="Entry 1, revised"),
+        *(entry(i) for i in range(36, 46)),
+    ]
+    assert step(back) == [("updated", "Entry 1, revised")]
+    assert "g:urn:moved:3" in store.entries("f") and "g:urn:entry:3" not in store.entries("f")
+    # every entry now shares one guid: after two polls the policy is link, and every
+    # stored entry (kept ones too) is re-keyed rather than made new
+    same = [replace(e, entry_id="urn:same") for e in back]
+    assert step(same) == []
+    assert step(same, title="Test Feed, renamed") == []  # a body that differs
+    rows = store.entries("f")
+    assert store.feed("f").identity.policy == "link" and len(rows) == 45
+    assert all(k.startswith("l:") for k in rows)
+    returning = replace(entry(20), entry_id="urn:same")  # dropped out two polls ago
+    assert step([returning, *same]) == []
+    store.close()
+
+
 def test_failed_poll_prunes_nothing_and_backs_off(tmp_path, feed_server):
     feed_server.set("/f", rss([entry(1), entry(2)]))
     feed, config, store = make(tmp_path, feed_server.url("/f"), replace(SETTINGS, retention=60))

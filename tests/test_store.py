@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedwatch.model import Alert, IdentityState, StoredEntry
+from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
 from feedwatch.store import (
     FeedRecord,
     PollCommit,
@@ -271,6 +271,32 @@ def test_entries_are_per_feed(store: Store) -> None:
     assert store.entries("f")["a"].title == "title a"
     assert store.entries("g")["a"].title == "other"
     assert {n: r.entries for n, r in store.feeds().items()} == {"f": 1, "g": 2}
+
+
+def test_entries_matching_reads_the_body_and_its_links_not_the_history(store: Store) -> None:
+    kept = [entry(f"old{i}", link=f"https://example.org/old/{i}") for i in range(300)]
+    body = [entry(f"now{i}") for i in range(5)]
+    alias = entry("gone", link="HTTPS://EXAMPLE.ORG/now0?utm_source=x")  # the same link
+    store.commit_poll(poll(upserts=(*kept, *body, alias, entry("nolink", link=None))))
+    need = StoredNeed(
+        identities=("now0", "now1", "now2", "now3", "now4", "absent"),
+        links=("https://example.org/now0", "https://example.org/elsewhere"),
+    )
+    has_rows, got = store.entries_matching("f", need)
+    assert has_rows
+    assert set(got) == {"now0", "now1", "now2", "now3", "now4", "gone"}
+    assert got == {k: v for k, v in store.entries("f").items() if k in got}  # whole rows
+    assert store.entries_matching("g", need) == (False, {})
+    # no body, no links: nothing to read, and still whether the feed has rows
+    assert store.entries_matching("f", StoredNeed((), ())) == (True, {})
+
+
+def test_entries_matching_a_long_list_misses_nothing(store: Store) -> None:
+    """More identities than SQLite takes in one statement: it reads every row."""
+    store.commit_poll(poll(upserts=tuple(entry(f"e{i}") for i in range(20))))
+    need = StoredNeed(("e0", *(f"x{i}" for i in range(2000)), "e19"), ())
+    has_rows, got = store.entries_matching("f", need)
+    assert has_rows and set(got) >= {"e0", "e19"}  # a superset: never fewer
 
 
 def test_rekey_renames_entries(store: Store) -> None:
@@ -725,9 +751,17 @@ def test_queries_use_indexes(tmp_path: Path) -> None:
             "UPDATE entries SET last_seen = 1 WHERE feed = 'f' AND identity = 'x'",
             "SELECT * FROM deliveries WHERE status = 'pending' AND sink = 'a'",
             "SELECT * FROM alerts WHERE feed = 'f' AND identity = 'a'",
+            # retention, and a comparison's read (each term its own index search)
+            "DELETE FROM entries WHERE feed = 'f' AND last_seen < 5",
+            "SELECT * FROM entries WHERE (feed = 'f' AND identity IN ('a', 'b'))"
+            " OR (feed = 'f' AND link_key IN ('x')) OR (feed = 'f' AND link_key IS NULL)",
         ):
             plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
             assert "USING" in plan and "INDEX" in plan, (sql, plan)
+            if sql.startswith("DELETE"):
+                assert "entries_seen (feed=? AND last_seen<?)" in plan, plan
+            if "link_key" in sql:
+                assert "MULTI-INDEX OR" in plan, plan
     finally:
         conn.close()
 
@@ -828,6 +862,46 @@ def test_migration_writes_backup_first(tmp_path: Path) -> None:
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     with pytest.raises(StateError, match="upgrade feedwatch"):
         SqliteStore(path)  # the older code refuses the migrated file
+
+
+def test_migration_to_schema_3_fills_in_each_link_key(tmp_path: Path) -> None:
+    """A schema-2 file's entries get their normalised link, so a poll reads only the
+    rows its body can match from the first poll after the upgrade."""
+    path = tmp_path / "state.db"
+    _filled(path)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "UPDATE entries SET link = 'HTTPS://Example.org/a?utm_medium=x' WHERE identity = 'e1'"
+    )
+    conn.execute("UPDATE entries SET link = NULL WHERE identity = 'e2'")
+    conn.commit()
+    conn.close()
+    _downgrade_to_2(path)
+    with SqliteStore(path) as s:
+        keys = dict(sqlite_rows(path, "SELECT identity, link_key FROM entries"))
+        assert keys["e1"] == "https://example.org/a" and keys["e2"] == ""
+        assert keys["e3"] == "https://example.org/e3"
+        assert None not in keys.values()
+        has_rows, got = s.entries_matching("f", StoredNeed(("e3",), ("https://example.org/a",)))
+        assert has_rows and set(got) == {"e1", "e3"}
+    assert (tmp_path / "state.db.bak-v2").exists()
+    indexes = {
+        r[0] for r in sqlite_rows(path, "SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    assert {"entries_link_key", "entries_seen"} <= indexes
+
+
+def _downgrade_to_2(path: Path) -> None:
+    """The file as schema 2 left it (no link_key column, no index of schema 3)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("DROP INDEX entries_link_key")
+        conn.execute("DROP INDEX entries_seen")
+        conn.execute("ALTER TABLE entries DROP COLUMN link_key")
+        conn.execute("PRAGMA user_version = 2")
+        conn.commit()
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("cut", ["garbage", "header", "half", "last-page"])
@@ -1098,6 +1172,23 @@ def test_pg_migrations_apply_once_even_when_instances_start_together(pg_url: str
     assert versions == list(range(1, len(V2.MIGRATIONS) + 1))
     with pytest.raises(StateError, match="upgrade feedwatch"):
         PostgresStore(pg_url)  # the older code refuses the migrated database
+
+
+def test_pg_rows_from_before_schema_3_are_always_read(pg_url: str) -> None:
+    """PostgreSQL cannot compute a link_key for the rows it already has: they stay NULL
+    and every comparison reads them, until a poll rewrites them or retention drops them."""
+    import psycopg
+
+    from feedwatch.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url) as s:
+        s.commit_poll(poll(upserts=(entry("a"), entry("b"), entry("c"))))
+        with psycopg.connect(pg_url) as conn:
+            conn.execute("UPDATE entries SET link_key = NULL WHERE identity = 'b'")
+        has_rows, got = s.entries_matching("f", StoredNeed(("a",), ()))
+        assert has_rows and set(got) == {"a", "b"}
+        s.commit_poll(poll(now=at(60), upserts=(entry("b", title="new title"),)))
+        assert set(s.entries_matching("f", StoredNeed(("a",), ()))[1]) == {"a"}
 
 
 def test_pg_nul_in_text_is_stored(pg_url: str) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from feedwatch.model import Alert, IdentityState, StoredEntry
+from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
 
 
 class StateError(Exception):
@@ -159,6 +159,11 @@ class Store(Protocol):
     def feeds(self) -> dict[str, FeedRecord]: ...
 
     def entries(self, feed: str) -> dict[str, StoredEntry]: ...
+
+    def entries_matching(self, feed: str, need: StoredNeed) -> tuple[bool, dict[str, StoredEntry]]:
+        """Whether the feed has any stored entry, and at least those ``need`` names
+        (feedwatch.diff.stored_needed; more is allowed, fewer never)."""
+        ...
 
     def batch(self) -> AbstractContextManager[None]:
         """Writes inside may share one transaction; each stays all or nothing by itself.

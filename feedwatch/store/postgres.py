@@ -51,7 +51,7 @@ from feedwatch.store.base import (
     PollCommit,
     StateError,
 )
-from feedwatch.store.rows import DELIVERY_COLS, SharedWrites
+from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, link_key
 from feedwatch.store.seen import may_prune, seen_step, touch_cut
 
 try:
@@ -148,6 +148,16 @@ _V2 = (
         feed TEXT {_C} PRIMARY KEY REFERENCES feeds(name) ON DELETE CASCADE,
         data BYTEA NOT NULL
     )""",
+)
+
+# As SQLite's schema 3 (sqlite.py): each entry's normalised link (rows.link_key), and
+# an index for the retention DELETE. Rows from before keep a NULL link_key (the server
+# cannot compute it): every comparison of their feed reads them, as before, until a
+# poll rewrites them or `retention` removes them.
+_V3 = (
+    "ALTER TABLE entries ADD COLUMN IF NOT EXISTS link_key TEXT",
+    "CREATE INDEX IF NOT EXISTS entries_link_key ON entries (feed, link_key)",
+    "CREATE INDEX IF NOT EXISTS entries_seen ON entries (feed, last_seen)",
 )
 
 # The tables feedwatch owns: a database that has one of them but no feedwatch_schema
@@ -262,10 +272,10 @@ class PostgresStore(SharedWrites):
 
     def _ids_in(self, column: str, ids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
         if ids:
-            yield f"{column} = ANY(%s)", (list(ids),)
+            yield f"{column} = ANY(%s)", ([_t(i) for i in ids],)
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3)
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE) -> None:
         if psycopg is None:
@@ -565,6 +575,7 @@ class PostgresStore(SharedWrites):
                 _ts(e.first_seen),
                 _ts(e.last_seen),
                 e.new_alert_id,
+                link_key(_t(e.link)),
             )
             for e in commit.upserts
         ]
@@ -578,13 +589,14 @@ class PostgresStore(SharedWrites):
                 cur.executemany(
                     "INSERT INTO entries (feed, identity, entry_id, link, title, summary,"
                     " content, published, updated, fingerprint, first_seen, last_seen,"
-                    " new_alert_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " new_alert_id, link_key)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (feed, identity) DO UPDATE SET entry_id = excluded.entry_id,"
                     " link = excluded.link, title = excluded.title, summary = excluded.summary,"
                     " content = excluded.content, published = excluded.published,"
                     " updated = excluded.updated, fingerprint = excluded.fingerprint,"
                     " first_seen = excluded.first_seen, last_seen = excluded.last_seen,"
-                    " new_alert_id = excluded.new_alert_id",
+                    " new_alert_id = excluded.new_alert_id, link_key = excluded.link_key",
                     upserts,
                 )
             if commit.touched:

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from feedwatch.model import Alert, IdentityState, StoredEntry
+from feedwatch.identity import normalize_link
+from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
 from feedwatch.payload import StoredPayload
 from feedwatch.store.base import AlertRecord, Delivery, FeedRecord, SinkCounts
 
@@ -33,6 +34,16 @@ FEED_SELECT = (
     " f.last_new_entry, f.stale_notified,"
     " (SELECT COUNT(*) FROM entries e WHERE e.feed = f.name) FROM feeds f"
 )
+ENTRY_SELECT = (
+    "SELECT identity, entry_id, link, title, summary, content, published, updated,"
+    " fingerprint, first_seen, last_seen, new_alert_id FROM entries"
+)
+
+
+def link_key(link: str | None) -> str:
+    """The ``link_key`` column of an entry whose ``link`` column holds ``link``: what
+    ``diff`` compares a new entry's link with (``identity.normalize_link``), '' for none."""
+    return normalize_link(link) or ""
 
 
 class SharedReads:
@@ -42,10 +53,15 @@ class SharedReads:
     - ``P``: its driver's placeholder (``?`` or ``%s``);
     - ``_reading()``: a cursor in one read transaction;
     - ``_to_db`` / ``_from_db`` / ``_from_db_req``: a time to its column's type and
-      back (``_from_db_req`` for columns that are never NULL).
+      back (``_from_db_req`` for columns that are never NULL);
+    - ``_ids_in(column, ids)``: ``column`` in ``ids``, as (clause, arguments) pairs to
+      run one after the other (SQLite caps a statement's parameters).
     """
 
     P: ClassVar[str] = "?"
+
+    def _ids_in(self, column: str, ids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
+        raise NotImplementedError
 
     def _reading(self) -> contextlib.AbstractContextManager[Any]:
         raise NotImplementedError
@@ -116,12 +132,35 @@ class SharedReads:
 
     def entries(self, feed: str) -> dict[str, StoredEntry]:
         with self._reading() as cur:
-            rows = cur.execute(
-                "SELECT identity, entry_id, link, title, summary, content, published, updated,"
-                " fingerprint, first_seen, last_seen, new_alert_id"
-                f" FROM entries WHERE feed = {self.P}",
-                (feed,),
-            ).fetchall()
+            rows = cur.execute(f"{ENTRY_SELECT} WHERE feed = {self.P}", (feed,)).fetchall()
+        return self._stored_entries(rows)
+
+    def entries_matching(self, feed: str, need: StoredNeed) -> tuple[bool, dict[str, StoredEntry]]:
+        """Whether the feed has any stored entry, and at least the entries ``need`` names
+        (feedwatch.diff.stored_needed), in one read: those with one of its identities,
+        those whose ``link_key`` (the normalised link) is one of its links, and those
+        whose ``link_key`` was never computed (PostgreSQL rows written before schema
+        3). Every entry when the lists do not fit one statement."""
+        ids = list(self._ids_in("identity", need.identities))
+        links = list(self._ids_in("link_key", need.links))
+        if len(ids) > 1 or len(links) > 1:
+            every = self.entries(feed)
+            return bool(every), every
+        p = self.P
+        # each term on its own, so each is an index search (SQLite: MULTI-INDEX OR)
+        terms: list[str] = []
+        args: list[Any] = []
+        for clause, values in [*ids, *links, ("link_key IS NULL", ())]:
+            terms.append(f"(feed = {p} AND {clause})")
+            args += [feed, *values]
+        with self._reading() as cur:
+            found = cur.execute(
+                f"SELECT EXISTS (SELECT 1 FROM entries WHERE feed = {p})", (feed,)
+            ).fetchone()
+            rows = cur.execute(f"{ENTRY_SELECT} WHERE {' OR '.join(terms)}", args).fetchall()
+        return bool(found[0]), self._stored_entries(rows)
+
+    def _stored_entries(self, rows: Iterable[Sequence[Any]]) -> dict[str, StoredEntry]:
         dt, req = self._from_db, self._from_db_req
         out: dict[str, StoredEntry] = {}
         for r in rows:
@@ -190,8 +229,6 @@ class SharedWrites(SharedReads):
     - ``_writing(pipeline=)``: a cursor in one write transaction (``pipeline``: a hint
       that the statements need not wait for each other's results);
     - ``_snapshot()``: a cursor whose SELECTs all see the same state;
-    - ``_ids_in(column, ids)``: ``column`` in ``ids``, as (clause, arguments) pairs to
-      run one after the other (SQLite caps a statement's parameters);
     - ``_ensure_feed(cur, feed, url)`` and ``_queue(cur, alerts, at)``.
     """
 
@@ -199,9 +236,6 @@ class SharedWrites(SharedReads):
         raise NotImplementedError
 
     def _snapshot(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _ids_in(self, column: str, ids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
         raise NotImplementedError
 
     def _ensure_feed(self, cur: Any, feed: str, url: str | None) -> None:

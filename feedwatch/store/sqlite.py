@@ -40,7 +40,7 @@ from feedwatch.store.base import (
     PollCommit,
     StateError,
 )
-from feedwatch.store.rows import DELIVERY_COLS, SharedWrites
+from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, link_key
 from feedwatch.store.seen import may_prune, seen_step, touch_cut
 
 log = structlog.get_logger("feedwatch.store")
@@ -133,6 +133,19 @@ _V2 = (
 )
 
 
+# A changed poll's cost no longer grows with the entries a feed keeps after they left
+# it (up to `retention`): each entry's normalised link (rows.link_key), so the
+# comparison reads only the stored entries whose identity or link is the body's
+# (feedwatch.diff.stored_needed); rows from before are filled in here. And the
+# retention DELETE finds the old rows through an index instead of reading every row.
+_V3 = (
+    "ALTER TABLE entries ADD COLUMN link_key TEXT",
+    "UPDATE entries SET link_key = feedwatch_link_key(link)",
+    "CREATE INDEX entries_link_key ON entries (feed, link_key)",
+    "CREATE INDEX entries_seen ON entries (feed, last_seen)",
+)
+
+
 def _ts(dt: datetime | None) -> int | None:
     if dt is None:
         return None
@@ -197,7 +210,7 @@ class SqliteStore(SharedWrites):
             yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3)
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = os.path.expanduser(str(path))
@@ -308,6 +321,8 @@ class SqliteStore(SharedWrites):
                     f" from schema version {version}: {exc}"
                 ) from exc
             log.info("state.backup", path=self.path, backup=backup, version=version)
+        # what a migration's SQL may call (a connection's functions are its own)
+        self._conn.create_function("feedwatch_link_key", 1, link_key, deterministic=True)
         for step in range(version, target):
             with self._write() as cur:
                 for statement in self.MIGRATIONS[step]:
@@ -558,14 +573,14 @@ class SqliteStore(SharedWrites):
                 self._rekey(cur, feed, old, new)
             cur.executemany(
                 "INSERT INTO entries (feed, identity, entry_id, link, title, summary, content,"
-                " published, updated, fingerprint, first_seen, last_seen, new_alert_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " published, updated, fingerprint, first_seen, last_seen, new_alert_id,"
+                " link_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (feed, identity) DO UPDATE SET entry_id = excluded.entry_id,"
                 " link = excluded.link, title = excluded.title, summary = excluded.summary,"
                 " content = excluded.content, published = excluded.published,"
                 " updated = excluded.updated, fingerprint = excluded.fingerprint,"
                 " first_seen = excluded.first_seen, last_seen = excluded.last_seen,"
-                " new_alert_id = excluded.new_alert_id",
+                " new_alert_id = excluded.new_alert_id, link_key = excluded.link_key",
                 [
                     (
                         feed,
@@ -581,6 +596,7 @@ class SqliteStore(SharedWrites):
                         _ts(e.first_seen),
                         _ts(e.last_seen),
                         e.new_alert_id,
+                        link_key(e.link),
                     )
                     for e in commit.upserts
                 ],
