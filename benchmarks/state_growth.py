@@ -174,7 +174,7 @@ def fill(path: Path, entries: int, history: int) -> dict[str, float]:
 
 def keep(path: Path, feeds: list[str], kept: int) -> None:
     """``kept`` entries per feed that left its body (recently seen, so not pruned), each
-    row as a poll writes it (the link_key column, where the schema has one)."""
+    row as a poll writes it (link_key and in_body, where the schema has them)."""
     import sqlite3
 
     conn = sqlite3.connect(path)
@@ -207,6 +207,7 @@ def keep(path: Path, feeds: list[str], kept: int) -> None:
                     "last_seen": now,
                     "new_alert_id": f"{j:032x}",
                     "link_key": link_key(link),
+                    "in_body": 0,  # they left the feed
                 }
                 rows.append([row[c] for c in cols])
         with conn:

@@ -669,7 +669,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     alerts: list[AlertRecord] = []
     if store is not None:
         try:
-            record = store.feed(name)
+            record = store.feed(name, counts=True)
             if record is not None or feed is not None:
                 stored = store.entries(name)
                 alerts = store.alerts_for(name, limit=10_000)

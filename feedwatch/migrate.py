@@ -48,6 +48,7 @@ _TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str], frozenset[str]], ...]
         (
             "feed", "identity", "entry_id", "link", "title", "summary", "content", "published",
             "updated", "fingerprint", "first_seen", "last_seen", "new_alert_id", "link_key",
+            "in_body",
         ),
         frozenset({"published", "updated", "first_seen", "last_seen"}),
         frozenset(),

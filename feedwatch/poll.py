@@ -398,8 +398,9 @@ class Poller:
         keys = parsed.keys
         if keys is None or len(keys) != len(parsed.entries):
             keys = tuple(entry_keys(e) for e in parsed.entries)
-        # only the stored entries this body can match, not all the feed has kept
-        had_rows = record.entries > 0
+        # only the stored entries this body can match, not all the feed has kept; a
+        # baselined feed has stored entries (else, or if they went, every row is read)
+        had_rows = record.baselined
         need = stored_needed(
             s, record.identity, keys, baselined=record.baselined, has_rows=had_rows
         )

@@ -32,7 +32,7 @@ def collect(config: Config) -> dict[str, Any]:
     counts: dict[str, SinkCounts] = {}
     if store is not None:
         try:
-            records = store.feeds()
+            records = store.feeds(counts=True)
             counts = store.sink_counts()
         finally:
             store.close()

@@ -65,7 +65,7 @@ def test_entries_kept_after_they_dropped_out_still_count(tmp_path, feed_server):
     that dropped out come back unchanged (silent), changed (updated) or under a new id
     (the same entry), and an id-policy switch re-keys the kept ones too."""
     settings = replace(SETTINGS, stale_after=0, first_poll="baseline")
-    feed_server.set("/f", rss([entry(i) for i in range(1, 41)]))
+    feed_server.set("/f", rss([entry(i) for i in range(1, 61)]))
     feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
     clock = FakeClock(T0)
 
@@ -76,14 +76,14 @@ def test_entries_kept_after_they_dropped_out_still_count(tmp_path, feed_server):
         assert r.result == "ok", r.error
         return sorted((a.kind, a.payload["entry"]["title"]) for a in r.alerts)
 
-    assert step([entry(i) for i in range(1, 41)]) == []
-    assert step([entry(i) for i in range(36, 46)]) == [("new", f"Entry {i}") for i in range(41, 46)]
-    assert len(store.entries("f")) == 45  # 35 kept though not in the body
+    assert step([entry(i) for i in range(1, 61)]) == []
+    assert step([entry(i) for i in range(56, 66)]) == [("new", f"Entry {i}") for i in range(61, 66)]
+    assert len(store.entries("f")) == 65  # 55 kept though not in the body: not read
     back = [
         replace(entry(3), entry_id="urn:moved:3"),  # same link and text, new id
         entry(2),  # back as it was
         entry(1, title="Entry 1, revised"),
-        *(entry(i) for i in range(36, 46)),
+        *(entry(i) for i in range(56, 66)),
     ]
     assert step(back) == [("updated", "Entry 1, revised")]
     assert "g:urn:moved:3" in store.entries("f") and "g:urn:entry:3" not in store.entries("f")
@@ -93,7 +93,7 @@ def test_entries_kept_after_they_dropped_out_still_count(tmp_path, feed_server):
     assert step(same) == []
     assert step(same, title="Test Feed, renamed") == []  # a body that differs
     rows = store.entries("f")
-    assert store.feed("f").identity.policy == "link" and len(rows) == 45
+    assert store.feed("f").identity.policy == "link" and len(rows) == 65
     assert all(k.startswith("l:") for k in rows)
     returning = replace(entry(20), entry_id="urn:same")  # dropped out two polls ago
     assert step([returning, *same]) == []

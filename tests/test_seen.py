@@ -1,8 +1,9 @@
 """record_unchanged keeps last_seen to within SEEN_STEP, on both backends.
 
-A 304 poll used to rewrite every entry's last_seen; now the entries move (all
-together) on the feed's first success in each SEEN_STEP-long period of the clock,
-and retention never drops an entry that is still in the feed.
+A 304 poll used to rewrite every entry's last_seen; now the entries of the feed's
+last body move (all together) on the feed's first success in each SEEN_STEP-long
+period of the clock, retention never drops an entry that is still in the feed, and
+an entry that left it ages until retention forgets it.
 """
 
 from __future__ import annotations
@@ -49,12 +50,48 @@ def test_the_period_of_the_clock_decides_not_the_age(store: Store) -> None:
     assert seen(store) == {"a": at(3700)}
 
 
-def test_entries_move_together_so_their_order_is_kept(store: Store) -> None:
-    # "gone" left the feed long ago; "here" was seen by the last full poll
+def test_the_entries_of_the_body_move_together_so_their_order_is_kept(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("here1"), entry("here2", seen=at(600)))))
+    unchanged(store, at(3700))  # the first success of the next hour: both move, to one time
+    assert seen(store) == {"here1": at(3700), "here2": at(3700)}
+
+
+def test_an_entry_that_left_the_feed_is_not_seen_by_a_304(store: Store) -> None:
+    # "gone" was in the first body, not in the second: a 304 sees the second again
     store.commit_poll(poll(upserts=(entry("gone", seen=T0),)))
     store.commit_poll(poll(now=at(3000), upserts=(entry("here", seen=at(3000)),)))
-    unchanged(store, at(3700))  # "gone" is over a step behind: both move, to one time
-    assert seen(store) == {"gone": at(3700), "here": at(3700)}
+    unchanged(store, at(3700))
+    assert seen(store) == {"gone": T0, "here": at(3700)}
+
+
+def test_an_entry_that_left_is_forgotten_after_retention_though_the_feed_answers_304s(
+    store: Store,
+) -> None:
+    """SPEC: new is "an identity not seen in this feed within retention". A 304 used to
+    move every stored entry, those that had left the feed too, so they never aged."""
+    retention = timedelta(days=1)
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"))))
+    store.commit_poll(
+        poll(now=at(60), touched=("b",), prune_before=at(60) - retention)
+    )  # "a" left the feed
+    for hours in range(1, 30):
+        now = T0 + timedelta(hours=hours)
+        unchanged(store, now, prune_before=now - retention)
+        if hours <= 24:
+            assert "a" in seen(store), hours
+    assert set(seen(store)) == {"b"}
+    assert T0 + timedelta(hours=29) - seen(store)["b"] <= SEEN_STEP  # type: ignore[operator]
+
+
+def test_an_entry_that_comes_back_is_seen_by_304s_again(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"))))
+    store.commit_poll(poll(now=at(60), touched=("b",)))  # "a" left
+    store.commit_poll(poll(now=at(120), touched=("a", "b")))  # back, unchanged
+    unchanged(store, at(3700))
+    assert seen(store) == {"a": at(3700), "b": at(3700)}
+    store.commit_poll(poll(now=at(3800), upserts=(entry("c", seen=at(3800)),), touched=("b",)))
+    unchanged(store, at(7300))  # "a" left again: it stays where it was
+    assert seen(store) == {"a": at(3700), "b": at(7300), "c": at(7300)}
 
 
 def test_retention_never_drops_an_entry_of_an_unchanged_feed(store: Store) -> None:

@@ -197,7 +197,8 @@ def test_commit_poll_records_entries_feed_and_queues_alerts(store: Store) -> Non
     # read back without the dataclass's __init__: no field may be missing or extra
     names = {f.name for f in dataclasses.fields(StoredEntry)}
     assert all(vars(e).keys() == names for e in store.entries("f").values())
-    rec = store.feed("f")
+    assert store.feed("f") == replace(store.feed("f", counts=True), entries=0)  # type: ignore[type-var]
+    rec = store.feed("f", counts=True)
     assert rec == FeedRecord(
         name="f",
         url="https://example.org/f.xml",
@@ -220,7 +221,7 @@ def test_commit_poll_records_entries_feed_and_queues_alerts(store: Store) -> Non
         stale_notified=True,
         entries=2,
     )
-    assert store.feeds() == {"f": rec}
+    assert store.feeds(counts=True) == {"f": rec}
     pending = store.pending()
     assert [(d.alert_id, d.sink) for d in pending] == [("x1", "hook"), ("x1", "mail")]
     for d in pending:
@@ -270,7 +271,8 @@ def test_entries_are_per_feed(store: Store) -> None:
     store.commit_poll(poll("g", upserts=(entry("a", title="other"), entry("b"))))
     assert store.entries("f")["a"].title == "title a"
     assert store.entries("g")["a"].title == "other"
-    assert {n: r.entries for n, r in store.feeds().items()} == {"f": 1, "g": 2}
+    assert {n: r.entries for n, r in store.feeds(counts=True).items()} == {"f": 1, "g": 2}
+    assert {n: r.entries for n, r in store.feeds().items()} == {"f": 0, "g": 0}  # not counted
 
 
 def test_entries_matching_reads_the_body_and_its_links_not_the_history(store: Store) -> None:
@@ -289,6 +291,13 @@ def test_entries_matching_reads_the_body_and_its_links_not_the_history(store: St
     assert store.entries_matching("g", need) == (False, {})
     # no body, no links: nothing to read, and still whether the feed has rows
     assert store.entries_matching("f", StoredNeed((), ())) == (True, {})
+
+
+def test_entries_matching_a_feed_that_keeps_little_more_than_its_body(store: Store) -> None:
+    """One range read of every row is cheaper than the searches: all rows come back."""
+    store.commit_poll(poll(upserts=tuple(entry(f"e{i}") for i in range(20))))
+    has_rows, got = store.entries_matching("f", StoredNeed(("e0", "e1"), ()))
+    assert has_rows and set(got) == {f"e{i}" for i in range(20)}
 
 
 def test_entries_matching_a_long_list_misses_nothing(store: Store) -> None:
@@ -505,7 +514,7 @@ def test_queue_notices_sets_stale_notified(store: Store) -> None:
         [alert("s1", kind="stale", sinks=("mail", "hook"), detected=at(10))], stale_notified=True
     )
     assert ids == ["s1"]
-    rec = store.feed("f")
+    rec = store.feed("f", counts=True)
     assert rec is not None and rec.stale_notified and rec.entries == 1
     assert {(d.alert_id, d.sink, d.kind, d.created_at) for d in store.pending()} == {
         ("s1", "mail", "stale", at(10)), ("s1", "hook", "stale", at(10)),
@@ -755,6 +764,9 @@ def test_queries_use_indexes(tmp_path: Path) -> None:
             "DELETE FROM entries WHERE feed = 'f' AND last_seen < 5",
             "SELECT * FROM entries WHERE (feed = 'f' AND identity IN ('a', 'b'))"
             " OR (feed = 'f' AND link_key IN ('x')) OR (feed = 'f' AND link_key IS NULL)",
+            # what a 304 sees again, and what a changed poll compares its body with
+            "UPDATE entries SET last_seen = 1 WHERE feed = 'f' AND in_body = 1",
+            "SELECT identity FROM entries WHERE feed = 'f' AND in_body = 1",
         ):
             plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
             assert "USING" in plan and "INDEX" in plan, (sql, plan)
@@ -762,6 +774,8 @@ def test_queries_use_indexes(tmp_path: Path) -> None:
                 assert "entries_seen (feed=? AND last_seen<?)" in plan, plan
             if "link_key" in sql:
                 assert "MULTI-INDEX OR" in plan, plan
+            if "in_body" in sql:
+                assert "entries_body" in plan, plan
     finally:
         conn.close()
 
@@ -891,10 +905,33 @@ def test_migration_to_schema_3_fills_in_each_link_key(tmp_path: Path) -> None:
     assert {"entries_link_key", "entries_seen"} <= indexes
 
 
+def test_migration_to_schema_4_keeps_every_entry_in_the_body(tmp_path: Path) -> None:
+    """Rows from before are treated as they were (a 304 sees them) until the feed's
+    next changed poll says which left it."""
+    path = tmp_path / "state.db"
+    _filled(path)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX entries_body")
+    conn.execute("ALTER TABLE entries DROP COLUMN in_body")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    with SqliteStore(path) as s:
+        assert sqlite_rows(path, "SELECT DISTINCT in_body FROM entries") == [(1,)]
+        s.commit_poll(poll(now=at(60), touched=("e1", "e2")))
+        assert sqlite_rows(path, "SELECT identity FROM entries WHERE in_body = 1 ORDER BY 1") == [
+            ("e1",),
+            ("e2",),
+        ]
+    assert (tmp_path / "state.db.bak-v3").exists()
+
+
 def _downgrade_to_2(path: Path) -> None:
-    """The file as schema 2 left it (no link_key column, no index of schema 3)."""
+    """The file as schema 2 left it (nothing of schemas 3 and 4)."""
     conn = sqlite3.connect(path)
     try:
+        conn.execute("DROP INDEX entries_body")
+        conn.execute("ALTER TABLE entries DROP COLUMN in_body")
         conn.execute("DROP INDEX entries_link_key")
         conn.execute("DROP INDEX entries_seen")
         conn.execute("ALTER TABLE entries DROP COLUMN link_key")
@@ -1182,7 +1219,8 @@ def test_pg_rows_from_before_schema_3_are_always_read(pg_url: str) -> None:
     from feedwatch.store.postgres import PostgresStore
 
     with PostgresStore(pg_url) as s:
-        s.commit_poll(poll(upserts=(entry("a"), entry("b"), entry("c"))))
+        kept = tuple(entry(f"k{i}") for i in range(40))  # more than the body: searched
+        s.commit_poll(poll(upserts=(entry("a"), entry("b"), *kept)))
         with psycopg.connect(pg_url) as conn:
             conn.execute("UPDATE entries SET link_key = NULL WHERE identity = 'b'")
         has_rows, got = s.entries_matching("f", StoredNeed(("a",), ()))

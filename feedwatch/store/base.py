@@ -60,7 +60,7 @@ class FeedRecord:
     redirected_to: str | None = None
     last_new_entry: datetime | None = None
     stale_notified: bool = False
-    entries: int = 0  # entries tracked
+    entries: int = 0  # entries tracked (when read with counts=True, else 0)
 
 
 @dataclass(frozen=True)
@@ -154,9 +154,12 @@ class Store(Protocol):
     path: str
 
     # -- feeds and entries -------------------------------------------------
-    def feed(self, name: str) -> FeedRecord | None: ...
+    def feed(self, name: str, *, counts: bool = False) -> FeedRecord | None:
+        """``counts``: fill in ``entries`` (a count of the feed's stored entries, which
+        grows with them: only what shows it asks; otherwise 0)."""
+        ...
 
-    def feeds(self) -> dict[str, FeedRecord]: ...
+    def feeds(self, *, counts: bool = False) -> dict[str, FeedRecord]: ...
 
     def entries(self, feed: str) -> dict[str, StoredEntry]: ...
 

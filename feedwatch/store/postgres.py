@@ -160,6 +160,13 @@ _V3 = (
     "CREATE INDEX IF NOT EXISTS entries_seen ON entries (feed, last_seen)",
 )
 
+# As SQLite's schema 4 (sqlite.py): which stored entries are in the feed's last body,
+# the ones a 304 sees again (rows from before start as in the body).
+_V4 = (
+    "ALTER TABLE entries ADD COLUMN IF NOT EXISTS in_body INTEGER NOT NULL DEFAULT 1",
+    "CREATE INDEX IF NOT EXISTS entries_body ON entries (feed, identity) WHERE in_body = 1",
+)
+
 # The tables feedwatch owns: a database that has one of them but no feedwatch_schema
 # is someone else's.
 OWN_TABLES = ("feeds", "entries", "alerts", "deliveries", "parse_cache")
@@ -275,7 +282,7 @@ class PostgresStore(SharedWrites):
             yield f"{column} = ANY(%s)", ([_t(i) for i in ids],)
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4)
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE) -> None:
         if psycopg is None:
@@ -608,6 +615,19 @@ class PostgresStore(SharedWrites):
                     " (SELECT 1 FROM feeds WHERE name = %s AND last_success >= %s)",
                     (now, feed, [_t(i) for i in commit.touched], feed, cut),
                 )
+            # which stored entries are in this body (in_body: what a 304 sees again);
+            # only those that left it or came back are written
+            body = [e[1] for e in upserts] + [_t(i) for i in commit.touched]
+            cur.execute(
+                "UPDATE entries SET in_body = 0 WHERE feed = %s AND in_body = 1"
+                " AND NOT (identity = ANY(%s))",
+                (feed, body),
+            )
+            cur.execute(
+                "UPDATE entries SET in_body = 1 WHERE feed = %s AND in_body = 0"
+                " AND identity = ANY(%s)",
+                (feed, body),
+            )
             queued = self._queue(cur, commit.alerts, now)
             if prune_before is not None:
                 cur.execute(
@@ -657,27 +677,43 @@ class PostgresStore(SharedWrites):
         redirected_to: str | None = None,
         prune_before: datetime | None = None,
     ) -> None:
-        """A 304 or identical body: every entry seen again; validators kept when none came."""
+        """A 304 or identical body: the entries of the last body seen again; validators
+        kept when none came."""
         ts = _now_ts(now)
         nxt, prune = _ts(next_poll), _ts(prune_before)
         step = seen_step(now, prune_before)
-        # Every entry is seen now, so "pruned" means all of them or none: one statement
-        # (the poll of every unchanged feed: the hot path) touches or drops them and
-        # upserts the feed row. The touch happens on the feed's first success of each
-        # `step` (feedwatch.store.seen; every part of the statement sees the feed row
-        # as it was before it), so most unchanged polls read and write no entry.
-        if not may_prune(now, step, prune_before):
-            seen = (
-                "UPDATE entries SET last_seen = %(ts)s WHERE feed = %(feed)s AND NOT EXISTS"
-                " (SELECT 1 FROM feeds WHERE name = %(feed)s AND last_success >= %(cut)s)"
-            )
-        elif prune is not None and ts < prune:
-            seen = "DELETE FROM entries WHERE feed = %(feed)s"
+        # One statement (the poll of every unchanged feed: the hot path) touches the
+        # entries of the last body, drops what retention forgets and upserts the feed
+        # row. The touch happens on the feed's first success of each `step`
+        # (feedwatch.store.seen; every part of the statement sees the feed row as it
+        # was before it), so most unchanged polls write no entry. Entries that left the
+        # feed are not seen: they age until retention drops them (an index search). The
+        # two parts never write one row: a body entry is never older than the cut, but
+        # when everything is (a cut after now), it is dropped instead.
+        parts = []
+        if prune is not None and ts < prune:
+            parts.append("gone AS (DELETE FROM entries WHERE feed = %(feed)s)")
         else:
-            seen = "UPDATE entries SET last_seen = %(ts)s WHERE feed = %(feed)s"
+            touch = (
+                ""
+                if may_prune(now, step, prune_before)
+                else (
+                    " AND NOT EXISTS"
+                    " (SELECT 1 FROM feeds WHERE name = %(feed)s AND last_success >= %(cut)s)"
+                )
+            )
+            parts.append(
+                "seen AS (UPDATE entries SET last_seen = %(ts)s"
+                f" WHERE feed = %(feed)s AND in_body = 1{touch})"
+            )
+            if prune is not None:
+                parts.append(
+                    "gone AS (DELETE FROM entries"
+                    " WHERE feed = %(feed)s AND in_body = 0 AND last_seen < %(prune)s)"
+                )
         with self._tx(single=True) as cur:
             cur.execute(
-                f"WITH seen AS ({seen})"
+                f"WITH {', '.join(parts)}"
                 " INSERT INTO feeds (name, url, etag, last_modified, last_poll, last_success,"
                 " http_status, next_poll, redirected_to) VALUES (%(feed)s, %(url)s, %(etag)s,"
                 " %(lm)s, %(ts)s, %(ts)s, %(status)s, %(next)s, %(redirected)s)"
@@ -698,6 +734,7 @@ class PostgresStore(SharedWrites):
                     "next": nxt,
                     "redirected": _t(redirected_to),
                     "cut": touch_cut(now, step),
+                    "prune": prune,
                 },
             )
 

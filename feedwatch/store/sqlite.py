@@ -41,7 +41,7 @@ from feedwatch.store.base import (
     StateError,
 )
 from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, link_key
-from feedwatch.store.seen import may_prune, seen_step, touch_cut
+from feedwatch.store.seen import seen_step, touch_cut
 
 log = structlog.get_logger("feedwatch.store")
 
@@ -146,6 +146,17 @@ _V3 = (
 )
 
 
+# Which stored entries are in the feed's last body (``in_body``): the ones a 304 sees
+# again. A 304 used to move every entry's last_seen, those that had left the feed too,
+# so while a feed answered 304s nothing it had dropped ever reached `retention`: its
+# history grew without end, and each hourly touch rewrote all of it. Rows from before
+# start as in the body, as they were treated; a feed's next changed poll sorts them.
+_V4 = (
+    "ALTER TABLE entries ADD COLUMN in_body INTEGER NOT NULL DEFAULT 1",
+    "CREATE INDEX entries_body ON entries (feed, identity) WHERE in_body = 1",
+)
+
+
 def _ts(dt: datetime | None) -> int | None:
     if dt is None:
         return None
@@ -210,7 +221,7 @@ class SqliteStore(SharedWrites):
             yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4)
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = os.path.expanduser(str(path))
@@ -606,6 +617,7 @@ class SqliteStore(SharedWrites):
                     "UPDATE entries SET last_seen = ? WHERE feed = ? AND identity = ?",
                     [(now, feed, identity) for identity in commit.touched],
                 )
+            self._mark_body(cur, feed, {e.identity for e in commit.upserts}, commit.touched)
             queued = self._queue(cur, commit.alerts, now)
             if commit.prune_before is not None:
                 cur.execute(
@@ -642,6 +654,25 @@ class SqliteStore(SharedWrites):
             )
         return queued
 
+    def _mark_body(self, cur: Any, feed: str, upserted: set[str], touched: Iterable[str]) -> None:
+        """Record which stored entries are in the body a poll just committed:
+        ``in_body``, the entries a 304 sees again. Only the entries that left the body
+        or came back are written (the others are read, through ``entries_body``)."""
+        p = self.P
+        body = upserted.union(touched)
+        before = {
+            r[0]
+            for r in cur.execute(
+                f"SELECT identity FROM entries WHERE feed = {p} AND in_body = 1", (feed,)
+            ).fetchall()
+        }
+        for flag, ids in ((0, sorted(before - body)), (1, sorted(body - before))):
+            for clause, values in self._ids_in("identity", ids):
+                cur.execute(
+                    f"UPDATE entries SET in_body = {flag} WHERE feed = {p} AND {clause}",
+                    (feed, *values),
+                )
+
     def record_unchanged(
         self,
         feed: str,
@@ -655,22 +686,24 @@ class SqliteStore(SharedWrites):
         redirected_to: str | None = None,
         prune_before: datetime | None = None,
     ) -> None:
-        """A 304 or identical body: every entry seen again; validators kept when none came.
+        """A 304 or identical body: the entries of the last body seen again; validators
+        kept when none came.
 
         ``last_seen`` moves on the feed's first success of each ``seen_step`` (the
-        subquery is evaluated once: other polls touch no entry row), and the prune
-        runs only when something can be old enough (feedwatch.store.seen).
+        subquery is evaluated once: other polls touch no entry row); entries that
+        left the feed are not seen and age until retention drops them (an index
+        search: feedwatch.store.seen).
         """
         ts = _now_ts(now)
         step = seen_step(now, prune_before)
         with self._write() as cur:
             self._ensure_feed(cur, feed, url)
             cur.execute(
-                "UPDATE entries SET last_seen = ? WHERE feed = ? AND NOT EXISTS"
+                "UPDATE entries SET last_seen = ? WHERE feed = ? AND in_body = 1 AND NOT EXISTS"
                 " (SELECT 1 FROM feeds WHERE name = ? AND last_success >= ?)",
                 (ts, feed, feed, _ts(touch_cut(now, step))),
             )
-            if may_prune(now, step, prune_before):
+            if prune_before is not None:
                 cur.execute(
                     "DELETE FROM entries WHERE feed = ? AND last_seen < ?",
                     (feed, _ts(prune_before)),
