@@ -616,7 +616,8 @@ class PostgresStore(SharedWrites):
                     (now, feed, [_t(i) for i in commit.touched], feed, cut),
                 )
             # which stored entries are in this body (in_body: what a 304 sees again);
-            # only those that left it or came back are written
+            # only those that left it or came back are written. (SQLite reads the old
+            # body first, sqlite.py's _mark_body: its statements take 500 parameters.)
             body = [e[1] for e in upserts] + [_t(i) for i in commit.touched]
             cur.execute(
                 "UPDATE entries SET in_body = 0 WHERE feed = %s AND in_body = 1"
