@@ -3,10 +3,11 @@
     record  = store.feed(name)
     outcome = fetch(url, validators)                     # never raises
     failed?        -> record_failure (backoff, Retry-After, 410)   -> done
-    304 / same bytes -> record_unchanged (every entry seen again)  -> done
+    304 / same bytes -> record_unchanged (last body's entries seen) -> done
     parsed  = parse(body)                                # in an executor
     not a feed?    -> record_failure                                -> done
-    result  = diff(stored entries, parsed entries)       # pure
+    result  = diff(stored entries, parsed entries)       # pure (the stored entries
+                                                         # the body can match)
     alerts  = match + build for each change that may alert
     store.commit_poll(entries, alerts, deliveries)       # ONE transaction (a savepoint
                                                          # of a group commit)

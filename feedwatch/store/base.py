@@ -197,7 +197,8 @@ class Store(Protocol):
         redirected_to: str | None = None,
         prune_before: datetime | None = None,
     ) -> None:
-        """A 304 or a byte-identical body: every stored entry was seen again."""
+        """A 304 or a byte-identical body: the entries of the last body were seen again
+        (those that left the feed age, and retention drops them)."""
         ...
 
     def record_failure(
