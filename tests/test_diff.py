@@ -40,7 +40,17 @@ def apply(stored: dict[str, StoredEntry], result: DiffResult) -> dict[str, Store
     return out
 
 
-def run(stored, entries, *, settings=S, identity=None, baselined=True, now=T0, keys=None):
+def run(
+    stored,
+    entries,
+    *,
+    settings=S,
+    identity=None,
+    baselined=True,
+    now=T0,
+    keys=None,
+    has_rows=None,
+):
     return diff(
         "feed",
         stored,
@@ -50,6 +60,7 @@ def run(stored, entries, *, settings=S, identity=None, baselined=True, now=T0, k
         baselined=baselined,
         now=now,
         keys=keys,
+        has_rows=has_rows,
     )
 
 
@@ -376,16 +387,9 @@ def test_diff_of_the_rows_stored_needed_names_is_the_diff_of_all(
         if k in ids or normalize_link(row.link) in links or k in extra
     ]
     order = data.draw(st.permutations(part))
-    got = diff(
-        "feed",
-        {k: stored[k] for k in order},
-        third,
-        settings=s,
-        identity=ident,
-        baselined=True,
-        now=now,
-        keys=keys,
-        has_rows=bool(stored),
+    part_stored = {k: stored[k] for k in order}
+    got = run(
+        part_stored, third, settings=s, identity=ident, now=now, keys=keys, has_rows=bool(stored)
     )
     assert got == full
 
@@ -405,17 +409,7 @@ def test_stored_needed_names_the_body_and_its_links_not_the_history():
     assert need is not None
     part = {k: r for k, r in stored.items() if k in need.identities or r.link in need.links}
     assert len(part) == 6  # five known, one by its link
-    r = diff(
-        "feed",
-        part,
-        moved,
-        settings=S,
-        identity=ident,
-        baselined=True,
-        now=T0,
-        keys=keys,
-        has_rows=True,
-    )
+    r = run(part, moved, identity=ident, keys=keys, has_rows=True)
     assert r.rekeys == (("g:urn:entry:3", "g:urn:moved:3"),)
     assert kinds(r) == [("new", f"Entry {i}") for i in range(50, 55)]
 
@@ -443,7 +437,7 @@ def test_a_policy_switch_needs_every_row_and_refuses_none():
     keys = [entry_keys(e) for e in same_id]
     assert stored_needed(S, ident, keys, baselined=True, has_rows=True) is None
     with pytest.raises(ValueError, match="every stored entry"):
-        diff("feed", {}, same_id, settings=S, identity=ident, baselined=True, now=T0, has_rows=True)
+        run({}, same_id, identity=ident, has_rows=True)
 
 
 # -- keys: what a parse worker or the parse cache hands the diff -------------------
