@@ -50,6 +50,7 @@ from feedwatch.model import (
     FeedSettings,
     FieldChange,
     IdentityState,
+    Settled,
     StoredEntry,
     StoredNeed,
 )
@@ -94,6 +95,29 @@ def _choose_policy(
     return IdentityState(policy=state.policy, candidate=detected)
 
 
+def _settled_keys(
+    settled: Settled | None,
+    policy: Policy,
+    identity: IdentityState,
+    keys: Sequence[EntryKeys],
+    has_rows: bool,
+) -> frozenset[int]:
+    """The entries taken as seen and unchanged without a comparison (``Settled``): none
+    when the policy switches now (every row is re-keyed), when ``settled``'s body had
+    duplicate identities under the policy, or when this body has (the first of several
+    wins, and it may be another item than then)."""
+    if (
+        settled is None
+        or not settled.indexes
+        or not has_rows
+        or policy != identity.policy
+        or policy not in settled.unique_under
+    ):
+        return frozenset()
+    ids = {key_for(k, policy) for k in keys}
+    return settled.indexes if len(ids) == len(keys) else frozenset()
+
+
 def stored_needed(
     settings: FeedSettings,
     identity: IdentityState,
@@ -101,17 +125,23 @@ def stored_needed(
     *,
     baselined: bool,
     has_rows: bool,
+    settled: Settled | None = None,
 ) -> StoredNeed | None:
     """Which stored entries ``diff`` needs for a body with these ``keys``; None: all of
     them (the identity policy switches now, so every stored row is re-keyed).
 
-    ``has_rows``: whether the feed has any stored entry; pass the same to ``diff``."""
+    ``has_rows``: whether the feed has any stored entry; pass the same, and the same
+    ``settled``, to ``diff``. The settled entries' rows are not needed: their identities
+    are named apart (``StoredNeed.settled``) for the store to vouch for."""
     state = _choose_policy(settings, identity, keys, baselined and has_rows)
     if has_rows and state.policy != identity.policy:
         return None
+    skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
+    compared = [k for i, k in enumerate(keys) if i not in skip]
     return StoredNeed(
-        identities=tuple(dict.fromkeys(key_for(k, state.policy) for k in keys)),
-        links=tuple(dict.fromkeys(k.link for k in keys if k.link)),
+        identities=tuple(dict.fromkeys(key_for(k, state.policy) for k in compared)),
+        links=tuple(dict.fromkeys(k.link for k in compared if k.link)),
+        settled=tuple(key_for(keys[i], state.policy) for i in sorted(skip)),
     )
 
 
@@ -190,10 +220,14 @@ def diff(
     now: datetime,
     keys: Sequence[EntryKeys] | None = None,
     has_rows: bool | None = None,
+    settled: Settled | None = None,
 ) -> DiffResult:
     """``keys``: ``entry_keys`` of each entry, when the parse brought them (computed
     here otherwise; the result is the same). ``stored``: every stored entry of the feed,
-    or (with ``has_rows``, whether it has any) at least those ``stored_needed`` names."""
+    or (with ``has_rows``, whether it has any) at least those ``stored_needed`` names.
+    ``settled``: entries the state holds as they are (``model.Settled``), counted as
+    seen and unchanged without their rows; the result is the one a comparison of each
+    with its row gives (tests/test_diff.py), and their snapshots are never read."""
     if keys is None or len(keys) != len(entries):
         keys = [entry_keys(e) for e in entries]
     if has_rows is None:
@@ -205,25 +239,33 @@ def diff(
         if not stored:
             raise ValueError("the identity policy switches: diff needs every stored entry")
         current, rekeys = _rekey(stored, state.policy)
+    skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
 
     # Identities of this body; the first of several with one identity wins.
-    body: list[tuple[str, EntrySnapshot, str]] = []
+    body: list[tuple[str, int, str]] = []  # identity, index in entries, fingerprint
     links: dict[str, str | None] = {}  # identity -> normalised link
     seen: set[str] = set()
+    touched: list[tuple[int, str]] = []  # (index in entries, identity): body order
     duplicates = 0
-    for entry, k in zip(entries, keys, strict=True):
+    for i, k in enumerate(keys):
         key = key_for(k, state.policy)
         if key in seen:
             duplicates += 1
             continue
         seen.add(key)
-        body.append((key, entry, k.fingerprint))
+        if i in skip:
+            touched.append((i, key))
+            continue
+        body.append((key, i, k.fingerprint))
         links[key] = k.link
+    body_size = len(seen)
+    settled_seen = len(touched)
 
     # GUID churn: an unknown id whose link (unique in the body) and text match a
     # stored entry that is absent from this body is that entry under a new id (of
     # several with that link, the least identity: whatever rows the store returned).
-    link_counts = Counter(links[key] for key, e, _ in body if e.link)
+    # (A settled entry is known: its link is no candidate's.)
+    link_counts = Counter(links[key] for key, _, _ in body if links[key])
     absent_by_link: dict[str, StoredEntry] = {}
     if any(k not in current for k, _, _ in body):
         absent = [r for r in current.values() if r.link and r.identity not in seen]
@@ -233,8 +275,9 @@ def diff(
                 absent_by_link.setdefault(row_link, row)
 
     new_items: list[tuple[str, EntrySnapshot, str]] = []
-    known: list[tuple[str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
-    for key, entry, fp in body:
+    known: list[tuple[int, str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
+    for key, i, fp in body:
+        entry = entries[i]
         old: StoredEntry | None = current.get(key)
         nl = links[key] if old is None else None
         if nl is not None:
@@ -250,19 +293,19 @@ def diff(
             continue
         ts_moved = old.published != entry.published or old.updated != entry.updated
         text_changed = _text_changed(old, entry, fp)
-        known.append((key, entry, fp, old, ts_moved, text_changed))
+        known.append((i, key, entry, fp, old, ts_moved, text_changed))
 
-    churn = len(known) >= CHURN_MIN and all(ts for *_, ts, _ in known)
+    # (a settled entry is known and kept its times: no churn)
+    churn = not settled_seen and len(known) >= CHURN_MIN and all(ts for *_, ts, _ in known)
 
     changes: list[Change] = []
     upserts: list[StoredEntry] = []
-    touched: list[str] = []
     updated_count = 0
     silent = 0
-    for key, entry, fp, old, ts_moved, text_changed in known:
+    for i, key, entry, fp, old, ts_moved, text_changed in known:
         link_moved = old.link != entry.link and normalize_link(old.link) != links[key]
         if not (ts_moved or text_changed or link_moved or old.fingerprint != fp):
-            touched.append(key)
+            touched.append((i, key))
             continue
         upserts.append(_row(feed, key, entry, fp, now, old))
         counts_ts = ts_moved and not churn
@@ -308,14 +351,14 @@ def diff(
         if settings.first_poll == "baseline":
             changes = []
             new_changes = []
-    elif len(new_items) > settings.flood_limit and len(new_items) * 2 > len(body):
+    elif len(new_items) > settings.flood_limit and len(new_items) * 2 > body_size:
         flood = len(new_items)
         new_changes = []
 
     return DiffResult(
         changes=tuple(new_changes + changes),
         upserts=tuple(upserts),
-        touched=tuple(touched),
+        touched=tuple(key for _, key in sorted(touched)),
         rekeys=tuple(rekeys),
         identity=state,
         new=len(new_items),

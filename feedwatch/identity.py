@@ -177,6 +177,12 @@ def key_for(keys: EntryKeys, policy: Policy) -> str:
     return keys.content
 
 
+def distinct_under(keys: Sequence[EntryKeys]) -> list[Policy]:
+    """The policies under which these entries' identities are all distinct."""
+    policies: tuple[Policy, ...] = ("guid", "link", "content")
+    return [p for p in policies if len({key_for(k, p) for k in keys}) == len(keys)]
+
+
 def detect_policy(entries: Sequence[EntrySnapshot], threshold: float = 0.9) -> Policy | None:
     """``auto``: guid while >= 90% of entries have distinct ids, else link, else content."""
     return detect_policy_keys([entry_keys(e) for e in entries], threshold)

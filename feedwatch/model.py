@@ -8,7 +8,7 @@ and never touches a socket, a file or the clock.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -215,13 +215,32 @@ class ParsedFeed:
 
     title: str | None
     link: str | None
-    entries: tuple[EntrySnapshot, ...]
+    entries: Sequence[EntrySnapshot]  # a tuple, or feedwatch.partial's lazily decoded one
     is_feed: bool
     warnings: tuple[str, ...] = ()
     dropped_entries: int = 0  # beyond max_entries
     # entry_keys of each entry, in order, when the parser computed them (not part of
     # what was parsed: equal feeds may differ in whether they carry them)
     keys: tuple[EntryKeys, ...] | None = field(default=None, compare=False, repr=False)
+    # the entries whose items are byte for byte those of the body the state last
+    # committed (feedwatch.partial, when the poll named that body): not part of what
+    # was parsed either
+    settled: Settled | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Entries of a body that the state already holds as they are: their items are byte
+    for byte items of ``basis``, the body the state last committed (its digest), parsed
+    in the same context, so the stored row of each is what that commit wrote from this
+    very snapshot, or one the comparison found equal to it. ``diff`` counts them as seen
+    and unchanged without reading or comparing them, under a policy in ``unique_under``
+    (one under which ``basis``'s identities were all distinct: with a duplicate, the row
+    may be another item's)."""
+
+    basis: str
+    indexes: frozenset[int]
+    unique_under: frozenset[str]
 
 
 # --------------------------------------------------------------------------
@@ -308,6 +327,9 @@ class StoredNeed:
 
     identities: tuple[str, ...]
     links: tuple[str, ...]
+    # identities ``diff`` takes as seen and unchanged without their rows (``Settled``):
+    # the store says whether each is a stored entry of the feed's last body
+    settled: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -46,39 +46,49 @@ No pickle: decoding it runs no code; a cache that fails its CRC is not used.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import json
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, overload
 
 import feedparser
 
 from feedwatch import parsecache
-from feedwatch.identity import KEYS_VERSION, entry_keys
-from feedwatch.model import Enclosure, EntryKeys, EntrySnapshot, ParsedFeed
+from feedwatch.identity import KEYS_VERSION, distinct_under, entry_keys
+from feedwatch.model import Enclosure, EntryKeys, EntrySnapshot, ParsedFeed, Settled
 from feedwatch.parse import _ENTRY_TAG, PARSE_VERSION, parse_body, parse_xml_detail
 
-__all__ = ["CACHE_FORMAT", "parse_cached", "parse_incremental", "split_items"]
+__all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental", "split_items"]
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
+
 
 # Entry start/end tags, skipping CDATA sections, comments and processing
 # instructions (parse._ENTRY_SCAN plus PIs); each construct must be closed.
 # (The unrolled loops run in the regex engine's fast path: "[^\]]*" and the like.)
-_SCAN = re.compile(
-    rb"<(?:(?P<cdata>!\[CDATA\[[^\]]*(?:\](?!\]>)[^\]]*)*(?:\]\]>|\Z))"
-    rb"|(?P<comment>!--[^-]*(?:-(?!->)[^-]*)*(?:-->|\Z))"
-    rb"|(?P<pi>\?[^?]*(?:\?(?!>)[^?]*)*(?:\?>|\Z))"
-    rb"|(?P<start>" + _ENTRY_TAG + rb"(?=[\s/>])(?P<empty>[^<>]*/>)?)"
-    rb"|(?P<end>/" + _ENTRY_TAG + rb"\s*>))",
-    re.DOTALL,
-)
+def _scan(tag: bytes) -> re.Pattern[bytes]:
+    return re.compile(
+        rb"<(?:(?P<cdata>!\[CDATA\[[^\]]*(?:\](?!\]>)[^\]]*)*(?:\]\]>|\Z))"
+        rb"|(?P<comment>!--[^-]*(?:-(?!->)[^-]*)*(?:-->|\Z))"
+        rb"|(?P<pi>\?[^?]*(?:\?(?!>)[^?]*)*(?:\?>|\Z))"
+        rb"|(?P<start>" + tag + rb"(?=[\s/>])(?P<empty>[^<>]*/>)?)"
+        rb"|(?P<end>/" + tag + rb"\s*>))",
+        re.DOTALL,
+    )
+
+
+_SCAN = _scan(_ENTRY_TAG)
+# The same without the optional namespace prefix, which every tag of the body was
+# tried against (twice the cost of the pass): used when no ":item" or ":entry" is in
+# the body, where no prefixed entry tag can be.
+_SCAN_UNPREFIXED = _scan(rb"(?:item|entry)")
 # Markup of the head (which is well-formed whenever the cache is used: it is always
 # parsed). Group "tag" is a start/end/empty tag, "pi" a processing instruction.
 _HEAD_TOKEN = re.compile(
@@ -138,7 +148,8 @@ def split_items(body: bytes) -> Split | None:
         return None
     items: list[tuple[int, int]] = []
     open_at = -1
-    for m in _SCAN.finditer(body):
+    scan = _SCAN if b":item" in body or b":entry" in body else _SCAN_UNPREFIXED
+    for m in scan.finditer(body):
         kind = m.lastgroup
         if kind == "start":  # (an "empty" group closes inside "start")
             if open_at >= 0:
@@ -282,6 +293,8 @@ class _Cache:
     link: str | None
     version: str
     warnings: tuple[str, ...]
+    digest: str  # of the body it was made from ("" when not given)
+    unique_under: frozenset[str]  # policies under which its entries' identities are distinct
     lines: dict[bytes, bytes]  # item hash -> its line
 
 
@@ -294,6 +307,9 @@ def _time(dt: datetime | None) -> int | None:
 
 
 def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
+    """A cache line's body: the keys, a tab, the snapshot (JSON escapes every tab in a
+    string, so the first tab ends the keys)."""
+    keys = [k.fingerprint, k.entry_id, k.link, k.content]
     row = [
         e.entry_id,
         e.title,
@@ -305,12 +321,9 @@ def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
         e.content,
         list(e.tags),
         [[x.url, x.type, x.length] for x in e.enclosures],
-        k.fingerprint,
-        k.entry_id,
-        k.link,
-        k.content,
     ]
-    return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    dump = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+    return (dump(keys) + "\t" + dump(row)).encode("utf-8")
 
 
 def _opt_str(v: Any) -> str | None:
@@ -325,27 +338,38 @@ def _req_str(v: Any) -> str:
     raise ValueError("not a string")
 
 
-def _decode_entries(lines: Sequence[bytes]) -> list[tuple[EntrySnapshot, EntryKeys]]:
-    rows = json.loads(b"[" + b",".join(lines) + b"]") if lines else []
+def _decode_keys(lines: Sequence[bytes]) -> list[EntryKeys]:
+    """The keys of cache lines, all in one JSON read; the snapshots stay undecoded."""
+    rows = json.loads(b"[" + b",".join(line.partition(b"\t")[0] for line in lines) + b"]")
     if not isinstance(rows, list) or len(rows) != len(lines):
         raise ValueError("bad parse cache entries")
-    return [_entry(row) for row in rows]
+    out = []
+    for row in rows:
+        fp, key_id, key_link, key_content = row
+        if type(fp) is not str or type(key_id) is not str or type(key_content) is not str:
+            raise ValueError("not a string")
+        out.append(EntryKeys(fp, key_id, _opt_str(key_link), key_content))
+    return out
 
 
 _new = object.__new__
 
 
-def _entry(row: Any) -> tuple[EntrySnapshot, EntryKeys]:
-    """A row as ``_encode_entry`` wrote it (the CRC vouches for that; the shape is checked).
+def _snapshot(line: bytes) -> EntrySnapshot:
+    """The snapshot of a cache line as ``_encode_entry`` wrote it (the CRC vouches for
+    that; the shape is checked).
 
-    The snapshot is filled in without its frozen ``__init__`` (a third of the cost of
-    reading an unchanged item back): the fields are the same, checked here instead."""
-    eid, title, link, author, published, updated, summary, content, tags, encs, *keys = row
-    fp, key_id, key_link, key_content = keys
+    Filled in without its frozen ``__init__`` (a third of the cost of reading an
+    unchanged item back): the fields are the same, checked here instead."""
+    tab = line.find(b"\t")
+    if tab < 0:
+        raise ValueError("bad parse cache line")
+    row = json.loads(line[tab + 1 :])
+    eid, title, link, author, published, updated, summary, content, tags, encs = row
     for v in (eid, link, author):
         if v is not None and type(v) is not str:
             raise ValueError("not a string")
-    for v in (title, summary, content, fp, key_id, key_content):
+    for v in (title, summary, content):
         if type(v) is not str:
             raise ValueError("not a string")
     entry = _new(EntrySnapshot)
@@ -361,8 +385,51 @@ def _entry(row: Any) -> tuple[EntrySnapshot, EntryKeys]:
         tags=tuple(tags),
         enclosures=tuple(Enclosure(url=u, type=t, length=n) for u, t, n in encs) if encs else (),
     )
-    k = EntryKeys(fp, key_id, _opt_str(key_link), key_content)
-    return entry, k
+    return entry
+
+
+class CachedEntries(Sequence[EntrySnapshot]):
+    """The entries of a parse that reused the cache: an unchanged item's snapshot is
+    decoded from its cache line when first asked for. A poll's comparison never asks
+    for the settled ones (``model.Settled``), most of a changed feed; anything else
+    sees a sequence equal to the tuple a full parse gives."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[EntrySnapshot | bytes]) -> None:
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> EntrySnapshot: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[EntrySnapshot, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> EntrySnapshot | tuple[EntrySnapshot, ...]:
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self._items))))
+        v = self._items[i]
+        if isinstance(v, bytes):
+            v = self._items[i] = _snapshot(v)
+        return v
+
+    def __iter__(self) -> Iterator[EntrySnapshot]:
+        for i in range(len(self._items)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (CachedEntries, tuple, list)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
 
 
 def _decode_cache(blob: bytes) -> _Cache:
@@ -373,10 +440,10 @@ def _decode_cache(blob: bytes) -> _Cache:
         raise ValueError("parse cache fails its CRC")
     first, _, rest = text.partition(b"\n")
     header = json.loads(first)
-    if not isinstance(header, list) or len(header) != 7 or header[0] != _FORMAT:
+    if not isinstance(header, list) or len(header) != 9 or header[0] != _FORMAT:
         raise ValueError("unknown parse cache format")
-    _, key, head, title, link, version, warnings = header
-    if not isinstance(warnings, list):
+    _, key, head, title, link, version, warnings, digest, unique = header
+    if not isinstance(warnings, list) or not isinstance(unique, list):
         raise ValueError("bad parse cache header")
     lines: dict[bytes, bytes] = {}
     if rest:
@@ -392,15 +459,33 @@ def _decode_cache(blob: bytes) -> _Cache:
         link=_opt_str(link),
         version=_req_str(version),
         warnings=tuple(_req_str(w) for w in warnings),
+        digest=_req_str(digest),
+        unique_under=frozenset(_req_str(p) for p in unique),
         lines=lines,
     )
 
 
 def _encode_cache(
-    key: str, head: str, feed: ParsedFeed, version: str, lines: Sequence[tuple[bytes, bytes]]
+    key: str,
+    head: str,
+    feed: ParsedFeed,
+    version: str,
+    lines: Sequence[tuple[bytes, bytes]],
+    digest: str | None,
+    keys: Sequence[EntryKeys],
 ) -> bytes:
     header = json.dumps(
-        [_FORMAT, key, head, feed.title, feed.link, version, list(feed.warnings)],
+        [
+            _FORMAT,
+            key,
+            head,
+            feed.title,
+            feed.link,
+            version,
+            list(feed.warnings),
+            digest or "",
+            distinct_under(keys),
+        ],
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode("utf-8")
@@ -426,12 +511,18 @@ def parse_incremental(
     url: str | None,
     max_entries: int,
     cache: bytes | None,
+    digest: str | None = None,
+    basis: str | None = None,
 ) -> tuple[ParsedFeed, bytes | None]:
     """``parse_body(body, headers, url=url, max_entries=max_entries)``, reusing ``cache``
     (from the previous call for this feed) for unchanged items; returns the parsed
-    feed and the cache to keep for the next call (None: keep none)."""
+    feed and the cache to keep for the next call (None: keep none).
+
+    ``digest``: this body's (``poll.body_hash``), written into the cache. ``basis``:
+    the digest of the body the state last committed; when the cache was made from
+    that body, the entries of its unchanged items are ``settled`` (``model.Settled``)."""
     try:
-        feed, kept = _parse(body, headers, url, max_entries, cache)
+        feed, kept = _parse(body, headers, url, max_entries, cache, digest, basis)
     except Exception:  # a bug here must never cost more than a full parse
         feed, kept = parse_body(body, headers, url=url, max_entries=max_entries), None
     if feed.keys is None:
@@ -447,12 +538,22 @@ def parse_cached(
     max_entries: int,
     cache_file: str | None,
     write: bool = True,
+    digest: str | None = None,
+    basis: str | None = None,
 ) -> ParsedFeed:
     """``parse_incremental`` with the cache in ``cache_file`` (feedwatch.parsecache),
     replaced by the new one when ``write``; runs where the parse runs (a worker), so
     the cache never passes through the main process. None: no cache."""
     cache = None if cache_file is None else parsecache.read(cache_file)
-    feed, kept = parse_incremental(body, headers, url=url, max_entries=max_entries, cache=cache)
+    feed, kept = parse_incremental(
+        body,
+        headers,
+        url=url,
+        max_entries=max_entries,
+        cache=cache,
+        digest=digest,
+        basis=basis,
+    )
     if cache_file is not None and write and kept != cache:
         parsecache.write(cache_file, kept)  # None: a cache that no longer applies goes
     return feed
@@ -470,6 +571,7 @@ class _Doc:
     hashes: tuple[bytes, ...]
     placed: bool
     root: bytes
+    digest: str | None
 
 
 def _parse(
@@ -478,6 +580,8 @@ def _parse(
     url: str | None,
     max_entries: int,
     cache: bytes | None,
+    digest: str | None,
+    basis: str | None,
 ) -> tuple[ParsedFeed, bytes | None]:
     lower = {str(k).lower(): str(v) for k, v in headers.items()}
     max_entries = max(0, max_entries)
@@ -496,6 +600,7 @@ def _parse(
         hashes=tuple(_hash(body[s:e]) for s, e in split.items),
         placed=placed,
         root=root,
+        digest=digest,
     )
     old: _Cache | None = None
     if cache:
@@ -505,7 +610,7 @@ def _parse(
             old = None
     if old is not None and old.key == doc.key:
         try:
-            done = _from_cache(doc, old)
+            done = _from_cache(doc, old, settle=bool(basis) and old.digest == basis)
         except Exception:  # an entry of the cache that does not decode
             done = None
         if done is not None:
@@ -542,20 +647,22 @@ def _full(doc: _Doc) -> tuple[ParsedFeed, bytes | None]:
         lines = [
             (h, _encode_entry(e, k)) for h, e, k in zip(doc.hashes, feed.entries, keys, strict=True)
         ]
-        return feed, _encode_cache(doc.key, doc.head, feed, result.version, lines)
+        blob = _encode_cache(doc.key, doc.head, feed, result.version, lines, doc.digest, keys)
+        return feed, blob
     except (ValueError, TypeError, UnicodeError):
         return feed, None
 
 
-def _from_cache(doc: _Doc, old: _Cache) -> tuple[ParsedFeed, bytes | None] | None:
-    """The parse from ``old`` plus the new items, or None to parse in full."""
+def _from_cache(doc: _Doc, old: _Cache, *, settle: bool) -> tuple[ParsedFeed, bytes | None] | None:
+    """The parse from ``old`` plus the new items, or None to parse in full. ``settle``:
+    ``old`` was made from the body the state last committed (``model.Settled``)."""
     body = doc.body
     changed = [i for i, h in enumerate(doc.hashes) if h not in old.lines]
     for i in changed:
         s, e = doc.split.items[i]
         if not _item_ok(body[s:e], doc.root):
             return None
-    new_entries: tuple[EntrySnapshot, ...] = ()
+    new_entries: Sequence[EntrySnapshot] = ()
     if changed or doc.head != old.head:
         # the body without the cached items
         pieces: list[bytes] = []
@@ -577,9 +684,9 @@ def _from_cache(doc: _Doc, old: _Cache) -> tuple[ParsedFeed, bytes | None] | Non
     else:
         title, link, warnings = old.title, old.link, old.warnings
     kept = [old.lines[h] for h in doc.hashes if h in old.lines]
-    cached = iter(_decode_entries(kept))
+    cached_keys = iter(_decode_keys(kept))
     fresh = iter(new_entries)
-    entries: list[EntrySnapshot] = []
+    items: list[EntrySnapshot | bytes] = []
     keys: list[EntryKeys] = []
     lines: list[tuple[bytes, bytes]] = []
     for h in doc.hashes:
@@ -588,17 +695,26 @@ def _from_cache(doc: _Doc, old: _Cache) -> tuple[ParsedFeed, bytes | None] | Non
             entry = next(fresh)
             k = entry_keys(entry)
             line = _encode_entry(entry, k)
+            items.append(entry)
         else:
-            entry, k = next(cached)
-        entries.append(entry)
+            k = next(cached_keys)
+            items.append(line)
         keys.append(k)
         lines.append((h, line))
+    settled = None
+    if settle and old.digest:
+        settled = Settled(
+            basis=old.digest,
+            indexes=frozenset(i for i, h in enumerate(doc.hashes) if h in old.lines),
+            unique_under=old.unique_under,
+        )
     parsed = ParsedFeed(
         title=title,
         link=link,
-        entries=tuple(entries),
+        entries=CachedEntries(items),
         is_feed=True,
         warnings=warnings,
         keys=tuple(keys),
+        settled=settled,
     )
-    return parsed, _encode_cache(doc.key, doc.head, parsed, old.version, lines)
+    return parsed, _encode_cache(doc.key, doc.head, parsed, old.version, lines, doc.digest, keys)

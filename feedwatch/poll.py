@@ -206,6 +206,10 @@ class Poller:
             else:
                 log.exception("feed.poll_crashed", feed=feed.name)
                 report = PollReport(feed=feed.name, result="error", error=f"internal error: {exc}")
+                cache = self._cache_file(feed.name)
+                if cache is not None and not self.dry_run:
+                    # a memo, whatever was wrong with it: the next poll parses in full
+                    parsecache.remove(cache)
             if not self.dry_run:
                 now = self.clock()
                 try:
@@ -322,7 +326,7 @@ class Poller:
             report = await self.body_workers.run(job)
             if report is not None:  # None: no worker left to take it
                 return report
-        call = self._parse_call(feed, fetched)
+        call = self._parse_call(feed, job)
         if self.parse_executor is not None:
             loop = asyncio.get_running_loop()
             parsed = await loop.run_in_executor(self.parse_executor, call)
@@ -342,13 +346,19 @@ class Poller:
         feed = self.config.feed(job.feed)
         if feed is None:
             raise KeyError(f"feed {job.feed!r} is not in the config")
-        commit, report = self._after_parse(feed, job, self._parse_call(feed, job.fetched)())
+        commit, report = self._after_parse(feed, job, self._parse_call(feed, job)())
         if commit is not None:
             report.alerts = _queued(report.alerts, self.store.commit_poll(commit))
         return report
 
-    def _parse_call(self, feed: FeedConfig, fetched: Fetched) -> Callable[[], ParsedFeed]:
+    def _parse_call(self, feed: FeedConfig, job: BodyJob) -> Callable[[], ParsedFeed]:
+        """The parse of ``job``'s body. The entries of items unchanged since the body the
+        state last committed come back ``settled`` (model.Settled): the comparison
+        takes them as seen without reading or comparing them."""
         s = feed.settings
+        fetched, record, digest = job.fetched, job.record, job.digest
+        same_url = record.url == feed.url
+        basis = record.body_hash if record.baselined and same_url else None
         if self.parse is None:
             from feedwatch.partial import parse_cached
 
@@ -363,6 +373,8 @@ class Poller:
                 max_entries=s.max_entries,
                 cache_file=self._cache_file(feed.name),
                 write=not self.dry_run,
+                digest=digest,
+                basis=basis,
             )
         # a parser injected by a test: no cache
         return functools.partial(
@@ -399,18 +411,32 @@ class Poller:
         keys = parsed.keys
         if keys is None or len(keys) != len(parsed.entries):
             keys = tuple(entry_keys(e) for e in parsed.entries)
-        # only the stored entries this body can match, not all the feed has kept; a
+        # only the stored entries this body can match, not all the feed has kept, nor
+        # those of its settled entries (unchanged since the body the state holds); a
         # baselined feed has stored entries (else, or if they went, every row is read)
         had_rows = record.baselined
+        settled = parsed.settled
+        if settled is not None and settled.basis != record.body_hash:
+            settled = None
         need = stored_needed(
-            s, record.identity, keys, baselined=record.baselined, has_rows=had_rows
+            s,
+            record.identity,
+            keys,
+            baselined=record.baselined,
+            has_rows=had_rows,
+            settled=settled,
         )
         has_rows: bool | None = None  # None: every stored entry is read
         if need is None:
             stored = self.store.entries(feed.name)
         else:
-            has_rows, stored = self.store.entries_matching(feed.name, need)
-            if has_rows != had_rows:  # rows came or went since the record was read
+            has_rows, stored, settled_ok = self.store.entries_matching(feed.name, need)
+            if not settled_ok:
+                # the state lost rows of its own last body (edited by hand, restored in
+                # part): those entries are compared, so a missing one is new again
+                log.warning("feed.state_incoherent", feed=feed.name, entries=len(need.settled))
+                settled = None
+            if has_rows != had_rows or not settled_ok:  # rows came or went meanwhile
                 stored, has_rows = self.store.entries(feed.name), None
         result = diff(
             feed.name,
@@ -422,6 +448,7 @@ class Poller:
             now=now,
             keys=keys,
             has_rows=has_rows,
+            settled=settled,
         )
         alerts = self._alerts(feed, parsed.title, result, now, job.digest)
         commit = PollCommit(

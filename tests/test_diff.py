@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
@@ -14,13 +15,14 @@ from feedwatch.identity import (
     alert_id,
     detect_policy,
     detect_policy_keys,
+    distinct_under,
     entry_fingerprint,
     entry_keys,
     identity_for,
     key_for,
     normalize_link,
 )
-from feedwatch.model import EntrySnapshot, FeedSettings, IdentityState, StoredEntry
+from feedwatch.model import EntrySnapshot, FeedSettings, IdentityState, Settled, StoredEntry
 from feedwatch.testing import T0, entry
 
 S = FeedSettings()
@@ -392,6 +394,108 @@ def test_diff_of_the_rows_stored_needed_names_is_the_diff_of_all(
         part_stored, third, settings=s, identity=ident, now=now, keys=keys, has_rows=bool(stored)
     )
     assert got == full
+
+
+class _Unread(Sequence[EntrySnapshot]):
+    """A body whose settled entries must not be read."""
+
+    def __init__(self, entries: list[EntrySnapshot], settled: frozenset[int]) -> None:
+        self.entries, self.settled = entries, settled
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        assert isinstance(i, int) and i % len(self.entries) not in self.settled, i
+        return self.entries[i]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    entries_st,
+    entries_st,
+    st.sampled_from(["auto", "guid", "link", "content"]),
+    st.booleans(),
+    st.data(),
+)
+def test_settled_entries_give_the_diff_of_comparing_them(first, second, policy, from_start, data):
+    """Entries as they were in the body the state last committed (model.Settled) are
+    counted as seen and unchanged, without their rows or their snapshots: the result is
+    the diff that compares every entry with every row, whatever the rest of the body
+    does (new, edited, re-stamped, renamed, dropped, duplicated, reordered)."""
+    s = replace(S, id_policy=policy)
+    # identities shared in the committed body (its row is the first's) more often
+    again = data.draw(st.lists(st.sampled_from(second), max_size=2)) if second else []
+    second = second + [replace(e, summary=e.summary + " again") for e in again]
+    if from_start:  # the last committed body is the first poll's
+        stored, ident = baseline(second, settings=s)
+    else:
+        stored, ident = baseline(first, settings=s)
+        r = run(stored, second, settings=s, identity=ident, now=T0 + timedelta(hours=1))
+        stored, ident = apply(stored, r), r.identity
+    # the next body: some of `second` as it was, the rest anything
+    kept = data.draw(st.lists(st.sampled_from(second), max_size=12)) if second else []
+    edited = [
+        replace(e, updated=T0 + timedelta(days=1)) if data.draw(st.booleans()) else e
+        for e in data.draw(st.lists(st.sampled_from(second), max_size=4) if second else st.just([]))
+    ]
+    renamed = _renamed(second, data.draw(st.randoms()))
+    third = data.draw(st.permutations(kept + edited + renamed + data.draw(entries_st)))
+    keys = [entry_keys(e) for e in third]
+    settled = Settled(
+        basis="d",
+        indexes=frozenset(i for i, e in enumerate(third) if e in second),
+        unique_under=frozenset(distinct_under([entry_keys(e) for e in second])),
+    )
+    now = T0 + timedelta(hours=2)
+    full = run(stored, third, settings=s, identity=ident, now=now)
+    need = stored_needed(s, ident, keys, baselined=True, has_rows=bool(stored), settled=settled)
+    if need is None:  # a policy switch: every row is read and compared
+        assert stored and full.identity.policy != ident.policy
+        return
+    assert set(need.settled) <= set(stored)  # what the store vouches for
+    ids, links = set(need.identities), set(need.links)
+    part = {k: row for k, row in stored.items() if k in ids or normalize_link(row.link) in links}
+    skip = frozenset(i for i, k in enumerate(keys) if key_for(k, ident.policy) in need.settled)
+    got = diff(
+        "feed",
+        part,
+        _Unread(third, skip),
+        settings=s,
+        identity=ident,
+        baselined=True,
+        now=now,
+        keys=keys,
+        has_rows=bool(stored),
+        settled=settled,
+    )
+    assert got == full
+
+
+def test_settled_entries_are_compared_when_their_identities_were_not_distinct():
+    """Two items shared an identity in the committed body: the row is the first's, so
+    the second, alone now, is compared (and is an update), not taken as seen."""
+    a, b = entry(1), replace(entry(1), summary="another text")
+    stored, ident = baseline([a, b])
+    keys = [entry_keys(b)]
+    settled = Settled(
+        "d", frozenset({0}), frozenset(distinct_under([entry_keys(a), entry_keys(b)]))
+    )
+    assert ident.policy not in settled.unique_under
+    r = diff(
+        "feed",
+        stored,
+        [b],
+        settings=S,
+        identity=ident,
+        baselined=True,
+        now=T0,
+        keys=keys,
+        settled=settled,
+    )
+    assert kinds(r) == [("updated", b.title)]
+    need = stored_needed(S, ident, keys, baselined=True, has_rows=True, settled=settled)
+    assert need is not None and need.settled == ()
 
 
 def test_stored_needed_names_the_body_and_its_links_not_the_history():

@@ -13,8 +13,8 @@ item, alerts it as ``updated`` and keeps the cache in its file (feedwatch.parsec
 from __future__ import annotations
 
 import asyncio
-import json
 import os
+import pickle
 import sqlite3
 import sys
 from collections import defaultdict
@@ -32,7 +32,7 @@ import feedwatch.partial as partial
 from feedwatch import parsecache
 from feedwatch.fetch import Fetcher
 from feedwatch.identity import entry_keys
-from feedwatch.model import Config, FeedConfig, FeedSettings, Jitter
+from feedwatch.model import Config, EntrySnapshot, FeedConfig, FeedSettings, Jitter
 from feedwatch.parse import parse_body
 from feedwatch.partial import parse_incremental, split_items
 from feedwatch.poll import Poller
@@ -178,6 +178,33 @@ def test_corpus_every_file_and_its_mutations(folder: str) -> None:
             again = assert_same(body, new, headers, url, f"{where}: {name}", cache=cache)
             # and back: the mutated body's cache used for the original
             assert incremental(body, headers, url, again)[0] == parsed, f"{where}: {name} back"
+
+
+def test_the_scan_without_prefixes_finds_what_the_full_scan_finds() -> None:
+    """``split_items`` skips the namespace-prefixed entry tags unless ":item" or
+    ":entry" is in the body: the same matches over every corpus file where neither
+    is, and a body that tells the two scans apart is split with prefixes."""
+    if not CASES:
+        pytest.skip("no corpus")
+
+    def scans(body: bytes) -> tuple[list[tuple[int, int, str | None]], ...]:
+        return tuple(
+            [(m.start(), m.end(), m.lastgroup) for m in scan.finditer(body)]
+            for scan in (partial._SCAN, partial._SCAN_UNPREFIXED)
+        )
+
+    tried = 0
+    for _, body, _ in CASES:
+        if b":item" not in body and b":entry" not in body:
+            full_scan, fast = scans(body)
+            assert fast == full_scan
+            tried += 1
+    assert tried > len(CASES) // 2
+    prefixed = _RSS_HEAD + b"<x:item><title>A</title></x:item><x:entry/>" + _TAIL
+    full_scan, fast = scans(prefixed)
+    assert [g for *_, g in full_scan] == ["pi", "start", "end", "start"]
+    assert [g for *_, g in fast] == ["pi"]  # why the prefixed scan stays for these
+    assert split_items(prefixed) is not None and len(split_items(prefixed).items) == 2
 
 
 def test_corpus_cache_covers_most_files() -> None:
@@ -354,6 +381,51 @@ def test_only_the_changed_items_are_parsed(monkeypatch: pytest.MonkeyPatch) -> N
     assert seen == [10, 2]  # entry 10 (new) and entry 4 (edited)
     got, _ = incremental(new, XML, "http://x/", cache)  # the same body: no parse at all
     assert got == full(new, XML, "http://x/") and seen == [10, 2]
+
+
+def test_unchanged_items_are_settled_when_the_cache_is_of_the_state_s_body() -> None:
+    """The cache names the body it was made from (``digest``); when that is the body the
+    state last committed (``basis``), the unchanged items' entries are settled."""
+    old = rss([entry(i) for i in range(6)])
+    first, cache = parse_incremental(
+        old, XML, url="http://x/", max_entries=100, cache=None, digest="d0", basis=None
+    )
+    assert first.settled is None
+    new = rss([entry(6), *(entry(i, summary="Changed" if i == 2 else None) for i in range(6))])
+
+    def again(basis: str | None) -> Any:
+        got, _ = parse_incremental(
+            new, XML, url="http://x/", max_entries=100, cache=cache, digest="d1", basis=basis
+        )
+        assert got == full(new, XML, "http://x/")
+        return got
+
+    got = again("d0")
+    assert got.settled is not None and got.settled.basis == "d0"
+    assert got.settled.indexes == {1, 2, 4, 5, 6}  # not the new entry 6, nor the edited 2
+    assert got.settled.unique_under == {"guid", "link", "content"}
+    assert again("another body").settled is None  # the state holds another body
+    assert again(None).settled is None
+
+
+def test_settled_entries_are_decoded_only_when_read() -> None:
+    """An entry from the cache stays its cache line until it is read; the sequence is
+    equal to the full parse's tuple, and pickles (a parse pool sends it back)."""
+    from feedwatch.partial import CachedEntries
+
+    old = rss([entry(i) for i in range(4)])
+    _, cache = incremental(old, XML, "http://x/", None)
+    new = rss([entry(4), *(entry(i) for i in range(4))])
+    got, _ = incremental(new, XML, "http://x/", cache)
+    entries = got.entries
+    assert isinstance(entries, CachedEntries)
+    assert [type(x) for x in entries._items] == [EntrySnapshot] + [bytes] * 4
+    assert entries[2] == full(new, XML, "http://x/").entries[2]
+    assert [type(x) for x in entries._items] == [EntrySnapshot, bytes, EntrySnapshot, bytes, bytes]
+    back = pickle.loads(pickle.dumps(got))
+    assert back == got == full(new, XML, "http://x/") and back.entries[1:3] == entries[1:3]
+    assert entries == tuple(entries) and entries != tuple(entries)[1:] and entries != "x"
+    assert hash(entries) == hash(tuple(entries)) and repr(entries) == repr(tuple(entries))
 
 
 # --------------------------------------------------------------------------
@@ -697,7 +769,7 @@ def test_snapshots_read_from_the_cache_are_ordinary_snapshots():
 
     from feedwatch.identity import entry_keys
     from feedwatch.model import EntrySnapshot
-    from feedwatch.partial import _encode_entry, _entry
+    from feedwatch.partial import _decode_keys, _encode_entry, _snapshot
 
     assert not hasattr(EntrySnapshot, "__post_init__")
     assert not hasattr(EntrySnapshot, "__slots__")
@@ -710,7 +782,8 @@ def test_snapshots_read_from_the_cache_are_ordinary_snapshots():
         summary="s",
         tags=("a",),
     )
-    back, keys = _entry(json.loads(_encode_entry(e, entry_keys(e))))
+    line = _encode_entry(e, entry_keys(e))
+    back, (keys,) = _snapshot(line), _decode_keys([line])
     assert back == e and hash(back) == hash(e) and keys == entry_keys(e)
     assert dataclasses.asdict(back) == dataclasses.asdict(e)
     with pytest.raises(dataclasses.FrozenInstanceError):

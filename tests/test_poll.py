@@ -100,6 +100,53 @@ def test_entries_kept_after_they_dropped_out_still_count(tmp_path, feed_server):
     store.close()
 
 
+def test_unchanged_items_are_settled_and_the_state_vouches_for_them(tmp_path, feed_server):
+    """An item byte for byte as in the body the state last committed is taken as seen
+    without its row (model.Settled), but only while the state holds that row in its
+    last body: a row lost behind feedwatch's back makes the entry compared, so new."""
+    import sqlite3
+
+    from structlog.testing import capture_logs
+
+    import feedwatch.diff
+
+    settings = replace(SETTINGS, stale_after=0, first_poll="baseline")
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+    skipped: list[int] = []
+    settled_keys = feedwatch.diff._settled_keys
+
+    def counting(*args):
+        got = settled_keys(*args)
+        skipped.append(len(got))
+        return got
+
+    def step(entries):
+        feed_server.set("/f", rss(entries))
+        clock.advance(minutes=15)
+        skipped.clear()
+        with capture_logs() as logs:
+            r = asyncio.run(poll(config, store, clock, feed))
+        assert r.result == "ok", r.error
+        events = [e["event"] for e in logs if e["log_level"] == "warning"]
+        return sorted((a.kind, a.payload["entry"]["title"]) for a in r.alerts), events
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(feedwatch.diff, "_settled_keys", counting)
+        assert step([entry(i) for i in range(1, 6)]) == ([], [])
+        assert step([entry(i) for i in range(1, 7)]) == ([("new", "Entry 6")], [])
+        assert skipped[-1] == 5  # entries 1-5 were not compared
+        with sqlite3.connect(config.state) as conn:
+            conn.execute("DELETE FROM entries WHERE identity = 'g:urn:entry:2'")
+        conn.close()
+        alerts, events = step([entry(i) for i in range(1, 8)])
+        assert alerts == [("new", "Entry 2"), ("new", "Entry 7")]
+        assert events == ["feed.state_incoherent"]
+        assert step([entry(i) for i in range(1, 9)]) == ([("new", "Entry 8")], [])
+        assert skipped[-1] == 7
+    store.close()
+
+
 def test_failed_poll_prunes_nothing_and_backs_off(tmp_path, feed_server):
     feed_server.set("/f", rss([entry(1), entry(2)]))
     feed, config, store = make(tmp_path, feed_server.url("/f"), replace(SETTINGS, retention=60))

@@ -284,19 +284,31 @@ def test_entries_matching_reads_the_body_and_its_links_not_the_history(store: St
         identities=("now0", "now1", "now2", "now3", "now4", "absent"),
         links=("https://example.org/now0", "https://example.org/elsewhere"),
     )
-    has_rows, got = store.entries_matching("f", need)
+    has_rows, got, _ = store.entries_matching("f", need)
     assert has_rows
     assert set(got) == {"now0", "now1", "now2", "now3", "now4", "gone"}
     assert got == {k: v for k, v in store.entries("f").items() if k in got}  # whole rows
-    assert store.entries_matching("g", need) == (False, {})
+    assert store.entries_matching("g", need) == (False, {}, True)
     # no body, no links: nothing to read, and still whether the feed has rows
-    assert store.entries_matching("f", StoredNeed((), ())) == (True, {})
+    assert store.entries_matching("f", StoredNeed((), ())) == (True, {}, True)
+
+
+def test_entries_matching_vouches_for_the_settled_entries(store: Store) -> None:
+    """Settled identities (diff reads no row of them) must be entries of the feed's last
+    body: rows that left it, or that are gone, are not."""
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"), entry("c"))))
+    store.commit_poll(poll(now=at(60), upserts=(entry("a"),), touched=("b",)))  # c left
+    got = store.entries_matching("f", StoredNeed(("x",), (), settled=("a", "b")))
+    assert got.settled_ok and got.has_rows
+    assert not store.entries_matching("f", StoredNeed((), (), settled=("a", "c"))).settled_ok
+    assert not store.entries_matching("f", StoredNeed((), (), settled=("zzz",))).settled_ok
+    assert not store.entries_matching("g", StoredNeed((), (), settled=("a",))).settled_ok
 
 
 def test_entries_matching_a_feed_that_keeps_little_more_than_its_body(store: Store) -> None:
     """One range read of every row is cheaper than the searches: all rows come back."""
     store.commit_poll(poll(upserts=tuple(entry(f"e{i}") for i in range(20))))
-    has_rows, got = store.entries_matching("f", StoredNeed(("e0", "e1"), ()))
+    has_rows, got, _ = store.entries_matching("f", StoredNeed(("e0", "e1"), ()))
     assert has_rows and set(got) == {f"e{i}" for i in range(20)}
 
 
@@ -304,7 +316,7 @@ def test_entries_matching_a_long_list_misses_nothing(store: Store) -> None:
     """More identities than SQLite takes in one statement: it reads every row."""
     store.commit_poll(poll(upserts=tuple(entry(f"e{i}") for i in range(20))))
     need = StoredNeed(("e0", *(f"x{i}" for i in range(2000)), "e19"), ())
-    has_rows, got = store.entries_matching("f", need)
+    has_rows, got, _ = store.entries_matching("f", need)
     assert has_rows and set(got) >= {"e0", "e19"}  # a superset: never fewer
 
 
@@ -896,7 +908,7 @@ def test_migration_to_schema_3_fills_in_each_link_key(tmp_path: Path) -> None:
         assert keys["e1"] == "https://example.org/a" and keys["e2"] == ""
         assert keys["e3"] == "https://example.org/e3"
         assert None not in keys.values()
-        has_rows, got = s.entries_matching("f", StoredNeed(("e3",), ("https://example.org/a",)))
+        has_rows, got, _ = s.entries_matching("f", StoredNeed(("e3",), ("https://example.org/a",)))
         assert has_rows and set(got) == {"e1", "e3"}
     assert (tmp_path / "state.db.bak-v2").exists()
     indexes = {
@@ -1223,7 +1235,7 @@ def test_pg_rows_from_before_schema_3_are_always_read(pg_url: str) -> None:
         s.commit_poll(poll(upserts=(entry("a"), entry("b"), *kept)))
         with psycopg.connect(pg_url) as conn:
             conn.execute("UPDATE entries SET link_key = NULL WHERE identity = 'b'")
-        has_rows, got = s.entries_matching("f", StoredNeed(("a",), ()))
+        has_rows, got, _ = s.entries_matching("f", StoredNeed(("a",), ()))
         assert has_rows and set(got) == {"a", "b"}
         s.commit_poll(poll(now=at(60), upserts=(entry("b", title="new title"),)))
         assert set(s.entries_matching("f", StoredNeed(("a",), ()))[1]) == {"a"}

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
 
@@ -85,6 +85,14 @@ class PollCommit:
     redirected_to: str | None = None
     had_new_entry: bool = False  # sets last_new_entry = now
     stale_notified: bool | None = None  # None = leave as is
+
+
+class Matching(NamedTuple):
+    """What ``Store.entries_matching`` read for one changed body."""
+
+    has_rows: bool  # the feed has stored entries
+    rows: dict[str, StoredEntry]  # at least those the body can match
+    settled_ok: bool  # every settled identity is an entry of the feed's last body
 
 
 @dataclass(frozen=True)
@@ -163,9 +171,10 @@ class Store(Protocol):
 
     def entries(self, feed: str) -> dict[str, StoredEntry]: ...
 
-    def entries_matching(self, feed: str, need: StoredNeed) -> tuple[bool, dict[str, StoredEntry]]:
-        """Whether the feed has any stored entry, and at least those ``need`` names
-        (feedwatch.diff.stored_needed; more is allowed, fewer never)."""
+    def entries_matching(self, feed: str, need: StoredNeed) -> Matching:
+        """Whether the feed has any stored entry, at least those ``need`` names
+        (feedwatch.diff.stored_needed; more is allowed, fewer never), and whether every
+        identity of ``need.settled`` is a stored entry of the feed's last body."""
         ...
 
     def batch(self) -> AbstractContextManager[None]:

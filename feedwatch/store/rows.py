@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from feedwatch.identity import normalize_link
 from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
 from feedwatch.payload import StoredPayload
-from feedwatch.store.base import AlertRecord, Delivery, FeedRecord, SinkCounts
+from feedwatch.store.base import AlertRecord, Delivery, FeedRecord, Matching, SinkCounts
 
 _new = object.__new__  # a StoredEntry without its frozen __init__ (see ``entries``)
 
@@ -147,13 +147,15 @@ class SharedReads:
             rows = cur.execute(f"{ENTRY_SELECT} WHERE feed = {self.P}", (feed,)).fetchall()
         return self._stored_entries(rows)
 
-    def entries_matching(self, feed: str, need: StoredNeed) -> tuple[bool, dict[str, StoredEntry]]:
+    def entries_matching(self, feed: str, need: StoredNeed) -> Matching:
         """Whether the feed has any stored entry, and at least the entries ``need`` names
         (feedwatch.diff.stored_needed), in one read: those with one of its identities,
         those whose ``link_key`` (the normalised link) is one of its links, and those
         whose ``link_key`` was never computed (PostgreSQL rows written before schema
         3). Every entry when the feed keeps few more than its body (one range read is
-        then cheaper than the searches) or the lists do not fit one statement."""
+        then cheaper than the searches) or the lists do not fit one statement. And
+        whether each of ``need.settled`` is an entry of the feed's last body (the
+        ``entries_body`` index)."""
         p = self.P
         ids = list(self._ids_in("identity", need.identities))
         links = list(self._ids_in("link_key", need.links))
@@ -172,7 +174,13 @@ class SharedReads:
                     terms.append(f"(feed = {p} AND {clause})")
                     args += [feed, *values]
                 rows = cur.execute(f"{ENTRY_SELECT} WHERE {' OR '.join(terms)}", args).fetchall()
-        return stored > 0, self._stored_entries(rows)
+            settled_ok = True
+            if need.settled:
+                in_body = cur.execute(
+                    f"SELECT identity FROM entries WHERE feed = {p} AND in_body = 1", (feed,)
+                ).fetchall()
+                settled_ok = set(need.settled).issubset(r[0] for r in in_body)
+        return Matching(stored > 0, self._stored_entries(rows), settled_ok)
 
     def _stored_entries(self, rows: Iterable[Sequence[Any]]) -> dict[str, StoredEntry]:
         dt, req = self._from_db, self._from_db_req
