@@ -1,6 +1,6 @@
 """Parsing only the changed items: CPU per changed feed, round 0 -> round 1, in one process.
 
-    python benchmarks/partial_parse.py [--n 200] [--seed 1] [--repeats 3]
+    python benchmarks/partial_parse.py [--n 200] [--seed 1] [--repeats 3] [--items 20 50]
 
 Prints one JSON object (milliseconds of CPU per changed feed, best of ``repeats``):
 
@@ -112,6 +112,14 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--items",
+        type=int,
+        nargs=2,
+        default=(20, 50),
+        metavar=("LEAST", "MOST"),
+        help="entries a feed carries (the benchmark's 20 50)",
+    )
     a = p.parse_args()
 
     import feedparser
@@ -119,7 +127,7 @@ def main() -> None:
     from feedwatch.parse import parse_body
     from feedwatch.partial import parse_incremental
 
-    states, records = synth.rounds(a.n, a.seed, 1)
+    states, records = synth.rounds(a.n, a.seed, 1, tuple(a.items))
     rec = records[1]
     assert rec is not None
     changed = sorted(rec.changed_feeds)
@@ -139,7 +147,7 @@ def main() -> None:
         got, _ = parse_incremental(new[i], XML, url=url[i], max_entries=5000, cache=caches[i])
         assert got == parse_body(new[i], XML, url=url[i], max_entries=5000), i
     k = len(changed)
-    out: dict[str, Any] = {"n": a.n, "changed_feeds": k}
+    out: dict[str, Any] = {"n": a.n, "items": list(a.items), "changed_feeds": k}
     out["full"] = _best(
         lambda: [parse_body(new[i], XML, url=url[i]) for i in changed], a.repeats, k
     )

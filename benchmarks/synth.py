@@ -105,11 +105,12 @@ def _text_at(rng: random.Random) -> int:
     return sp + 1
 
 
-def initial(n: int, seed: int) -> list[Feed]:
+def initial(n: int, seed: int, sizes: tuple[int, int] = (20, 50)) -> list[Feed]:
+    """``sizes``: the least and most entries a feed carries (the benchmark's 20-50)."""
     feeds: list[Feed] = []
     for i in range(n):
         rng = random.Random(f"{seed}:feed:{i}")
-        size = rng.randint(20, 50)
+        size = rng.randint(*sizes)
         # body ~ size * (markup + text_len): markup is ~430 bytes an entry in RSS and
         # ~505 in Atom; sizes lean towards the small end (mode at the smallest)
         markup = 430 if i % 2 == 0 else 505
@@ -191,9 +192,11 @@ def advance(feeds: list[Feed], seed: int, k: int) -> tuple[list[Feed], RoundReco
     return out, RoundRecord(k, tuple(new), tuple(edited), tuple(changed))
 
 
-def rounds(n: int, seed: int, upto: int) -> tuple[list[list[Feed]], list[RoundRecord | None]]:
+def rounds(
+    n: int, seed: int, upto: int, sizes: tuple[int, int] = (20, 50)
+) -> tuple[list[list[Feed]], list[RoundRecord | None]]:
     """States of rounds 0..upto and their records (None for round 0)."""
-    states = [initial(n, seed)]
+    states = [initial(n, seed, sizes)]
     records: list[RoundRecord | None] = [None]
     for k in range(1, upto + 1):
         s, r = advance(states[-1], seed, k)

@@ -21,7 +21,10 @@ identities and the rows whose normalised link is one of the body's (the candidat
 for "the same entry under a new id"), not every row the feed has kept within
 ``retention``; all of them only when the policy switches (every row is re-keyed).
 A feed that keeps hundreds of old entries costs a changed poll what one that keeps
-none does.
+none does. Nor the rows of *settled* entries (``model.Settled``: items byte for byte
+as in the body the state last committed): they count as seen and unchanged, which
+is what comparing them would find, so a changed poll compares only its new and
+edited items.
 """
 
 from __future__ import annotations

@@ -34,11 +34,16 @@ was cached), an entry that failed to convert, a count of entries that is not the
 count of items, a cache that does not decode. Nothing here raises.
 
 The cache (``None`` = keep none) is text behind a magic and a CRC-32: a JSON
-header line, then one line per item, ``<hash> <JSON snapshot and its keys>``; an
-unchanged item's line is copied as it is, so only new items are serialised. The
-keys (``identity.entry_keys``: fingerprint, normalised link, identities) go with
-the parse, so neither the main process nor this one hashes an unchanged item
-again; the format names ``KEYS_VERSION``, so a cache of other keys is not used. It is not
+header line (with the digest of the body it was made from, and the identity
+policies under which that body's identities were distinct), then one line per
+item, ``<hash> <JSON keys>\t<JSON snapshot>``; an unchanged item's line is copied
+as it is, so only new items are serialised. The keys (``identity.entry_keys``:
+fingerprint, normalised link, identities) go with the parse, so neither the main
+process nor this one hashes an unchanged item again; the format names
+``KEYS_VERSION``, so a cache of other keys is not used. An unchanged item's
+snapshot is decoded only when read (``CachedEntries``): when the cache was made
+from the body the state last committed, its entries are ``settled``
+(``model.Settled``) and a poll's comparison reads none of them. It is not
 compressed: zlib cost more CPU (~0.25 ms a feed) than parsing a changed item.
 No pickle: decoding it runs no code; a cache that fails its CRC is not used.
 """
