@@ -231,14 +231,13 @@ class ParsedFeed:
 @dataclass(frozen=True)
 class Settled:
     """Entries of a body that the state already holds as they are: their items are byte
-    for byte items of ``basis``, the body the state last committed (its digest), parsed
-    in the same context, so the stored row of each is what that commit wrote from this
-    very snapshot, or one the comparison found equal to it. ``diff`` counts them as seen
-    and unchanged without reading or comparing them, under a policy in ``unique_under``
-    (one under which ``basis``'s identities were all distinct: with a duplicate, the row
-    may be another item's)."""
+    for byte items of the body the state last committed, parsed in the same context, so
+    the stored row of each is what that commit wrote from this very snapshot, or one
+    the comparison found equal to it. ``diff`` counts them as seen and unchanged without
+    reading or comparing them, under a policy in ``unique_under`` (one under which that
+    body's identities were all distinct: with a duplicate, the row may be another
+    item's)."""
 
-    basis: str
     indexes: frozenset[int]
     unique_under: frozenset[str]
 

@@ -707,9 +707,8 @@ def _from_cache(doc: _Doc, old: _Cache, *, settle: bool) -> tuple[ParsedFeed, by
         keys.append(k)
         lines.append((h, line))
     settled = None
-    if settle and old.digest:
+    if settle:
         settled = Settled(
-            basis=old.digest,
             indexes=frozenset(i for i, h in enumerate(doc.hashes) if h in old.lines),
             unique_under=old.unique_under,
         )

@@ -112,6 +112,13 @@ def body_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def _last_body_applies(record: FeedRecord, feed: FeedConfig) -> bool:
+    """Whether what the state knows of the feed's last body (its validators, its digest,
+    the entries it committed) is about this URL: a feed whose `url` was edited starts
+    from a full fetch, parse and comparison."""
+    return record.baselined and record.url == feed.url
+
+
 class Poller:
     """Polls feeds of one config against one store; `dry_run` computes but writes nothing."""
 
@@ -253,15 +260,15 @@ class Poller:
             or self.store.feed(feed.name)
             or FeedRecord(name=feed.name)
         )
-        same_url = record.url == feed.url
+        known = _last_body_applies(record, feed)
         req = FetchRequest(
             url=feed.url,
             timeout=s.timeout,
             max_body=s.max_body,
             user_agent=s.user_agent,
             headers=tuple((k, _reveal(v)) for k, v in feed.headers),
-            etag=record.etag if same_url and record.baselined else None,
-            last_modified=record.last_modified if same_url and record.baselined else None,
+            etag=record.etag if known else None,
+            last_modified=record.last_modified if known else None,
             allow_private=feed.allow_private,
         )
         # the body keeps its place among the fetcher's bodies in hand until it is
@@ -277,7 +284,6 @@ class Poller:
         self, feed: FeedConfig, record: FeedRecord, outcome: FetchOutcome
     ) -> PollReport:
         s = feed.settings
-        same_url = record.url == feed.url
         now = self.clock()
 
         if isinstance(outcome, FetchFailed):
@@ -296,7 +302,7 @@ class Poller:
         next_poll = pacing.next_poll_after_success(now, s, self.rng)
         digest = "" if isinstance(outcome, NotModified) else body_hash(outcome.body)
         if isinstance(outcome, NotModified) or (
-            same_url and record.baselined and record.body_hash == digest
+            _last_body_applies(record, feed) and record.body_hash == digest
         ):
             if not self.dry_run:
                 await self.writes.run(
@@ -356,9 +362,8 @@ class Poller:
         state last committed come back ``settled`` (model.Settled): the comparison
         takes them as seen without reading or comparing them."""
         s = feed.settings
-        fetched, record, digest = job.fetched, job.record, job.digest
-        same_url = record.url == feed.url
-        basis = record.body_hash if record.baselined and same_url else None
+        fetched, record = job.fetched, job.record
+        basis = record.body_hash if _last_body_applies(record, feed) else None
         if self.parse is None:
             from feedwatch.partial import parse_cached
 
@@ -373,7 +378,7 @@ class Poller:
                 max_entries=s.max_entries,
                 cache_file=self._cache_file(feed.name),
                 write=not self.dry_run,
-                digest=digest,
+                digest=job.digest,
                 basis=basis,
             )
         # a parser injected by a test: no cache
@@ -415,9 +420,7 @@ class Poller:
         # those of its settled entries (unchanged since the body the state holds); a
         # baselined feed has stored entries (else, or if they went, every row is read)
         had_rows = record.baselined
-        settled = parsed.settled
-        if settled is not None and settled.basis != record.body_hash:
-            settled = None
+        settled = parsed.settled  # the parse was told the body the state holds
         need = stored_needed(
             s,
             record.identity,

@@ -52,6 +52,7 @@ def run(
     now=T0,
     keys=None,
     has_rows=None,
+    settled=None,
 ):
     return diff(
         "feed",
@@ -63,6 +64,7 @@ def run(
         now=now,
         keys=keys,
         has_rows=has_rows,
+        settled=settled,
     )
 
 
@@ -344,6 +346,13 @@ def test_alert_ids_are_stable(es):
 # -- what of the state a comparison reads (stored_needed) ---------------------------
 
 
+def _committed(first, second, s):
+    """The state after ``first`` was the baseline and ``second`` the next body."""
+    stored, ident = baseline(first, settings=s)
+    r = run(stored, second, settings=s, identity=ident, now=T0 + timedelta(hours=1))
+    return apply(stored, r), r.identity
+
+
 def _renamed(es: list[EntrySnapshot], rnd) -> list[EntrySnapshot]:
     """Some entries under new ids (GUID churn: same link, same text), some dropped."""
     out = []
@@ -370,9 +379,7 @@ def test_diff_of_the_rows_stored_needed_names_is_the_diff_of_all(
     of every stored row: the entries that dropped out of the feed (kept for
     `retention`) need not be read, except as candidates for a changed id."""
     s = replace(S, id_policy=policy)
-    stored, ident = baseline(first, settings=s)
-    r = run(stored, second, settings=s, identity=ident, now=T0 + timedelta(hours=1))
-    stored, ident = apply(stored, r), r.identity
+    stored, ident = _committed(first, second, s)
     third = _renamed(first, data.draw(st.randoms())) if renamed else data.draw(entries_st)
     keys = [entry_keys(e) for e in third]
     now = T0 + timedelta(hours=2)
@@ -430,9 +437,7 @@ def test_settled_entries_give_the_diff_of_comparing_them(first, second, policy, 
     if from_start:  # the last committed body is the first poll's
         stored, ident = baseline(second, settings=s)
     else:
-        stored, ident = baseline(first, settings=s)
-        r = run(stored, second, settings=s, identity=ident, now=T0 + timedelta(hours=1))
-        stored, ident = apply(stored, r), r.identity
+        stored, ident = _committed(first, second, s)
     # the next body: some of `second` as it was, the rest anything
     kept = data.draw(st.lists(st.sampled_from(second), max_size=12)) if second else []
     edited = [
@@ -443,7 +448,6 @@ def test_settled_entries_give_the_diff_of_comparing_them(first, second, policy, 
     third = data.draw(st.permutations(kept + edited + renamed + data.draw(entries_st)))
     keys = [entry_keys(e) for e in third]
     settled = Settled(
-        basis="d",
         indexes=frozenset(i for i, e in enumerate(third) if e in second),
         unique_under=frozenset(distinct_under([entry_keys(e) for e in second])),
     )
@@ -457,13 +461,11 @@ def test_settled_entries_give_the_diff_of_comparing_them(first, second, policy, 
     ids, links = set(need.identities), set(need.links)
     part = {k: row for k, row in stored.items() if k in ids or normalize_link(row.link) in links}
     skip = frozenset(i for i, k in enumerate(keys) if key_for(k, ident.policy) in need.settled)
-    got = diff(
-        "feed",
+    got = run(
         part,
         _Unread(third, skip),
         settings=s,
         identity=ident,
-        baselined=True,
         now=now,
         keys=keys,
         has_rows=bool(stored),
@@ -478,21 +480,9 @@ def test_settled_entries_are_compared_when_their_identities_were_not_distinct():
     a, b = entry(1), replace(entry(1), summary="another text")
     stored, ident = baseline([a, b])
     keys = [entry_keys(b)]
-    settled = Settled(
-        "d", frozenset({0}), frozenset(distinct_under([entry_keys(a), entry_keys(b)]))
-    )
+    settled = Settled(frozenset({0}), frozenset(distinct_under([entry_keys(a), entry_keys(b)])))
     assert ident.policy not in settled.unique_under
-    r = diff(
-        "feed",
-        stored,
-        [b],
-        settings=S,
-        identity=ident,
-        baselined=True,
-        now=T0,
-        keys=keys,
-        settled=settled,
-    )
+    r = run(stored, [b], identity=ident, keys=keys, settled=settled)
     assert kinds(r) == [("updated", b.title)]
     need = stored_needed(S, ident, keys, baselined=True, has_rows=True, settled=settled)
     assert need is not None and need.settled == ()

@@ -174,13 +174,16 @@ class SharedReads:
                     terms.append(f"(feed = {p} AND {clause})")
                     args += [feed, *values]
                 rows = cur.execute(f"{ENTRY_SELECT} WHERE {' OR '.join(terms)}", args).fetchall()
-            settled_ok = True
-            if need.settled:
-                in_body = cur.execute(
-                    f"SELECT identity FROM entries WHERE feed = {p} AND in_body = 1", (feed,)
-                ).fetchall()
-                settled_ok = set(need.settled).issubset(r[0] for r in in_body)
+            settled_ok = not need.settled or self._body_identities(cur, feed).issuperset(
+                need.settled
+            )
         return Matching(stored > 0, self._stored_entries(rows), settled_ok)
+
+    def _body_identities(self, cur: Any, feed: str) -> set[str]:
+        """The identities of the feed's last body (``in_body``, the ``entries_body``
+        index)."""
+        sql = f"SELECT identity FROM entries WHERE feed = {self.P} AND in_body = 1"
+        return {r[0] for r in cur.execute(sql, (feed,)).fetchall()}
 
     def _stored_entries(self, rows: Iterable[Sequence[Any]]) -> dict[str, StoredEntry]:
         dt, req = self._from_db, self._from_db_req

@@ -660,12 +660,7 @@ class SqliteStore(SharedWrites):
         or came back are written (the others are read, through ``entries_body``)."""
         p = self.P
         body = upserted.union(touched)
-        before = {
-            r[0]
-            for r in cur.execute(
-                f"SELECT identity FROM entries WHERE feed = {p} AND in_body = 1", (feed,)
-            ).fetchall()
-        }
+        before = self._body_identities(cur, feed)
         for flag, ids in ((0, sorted(before - body)), (1, sorted(body - before))):
             for clause, values in self._ids_in("identity", ids):
                 cur.execute(
