@@ -5,7 +5,8 @@ With a pool of parse workers the main process still compared and stored every ch
 body on its one core, and the pool cost a fork server, a resource tracker and two threads
 to ship bodies and parsed entries between processes. Here the main process fetches every
 feed (one event loop, the whole ``concurrency``) and answers the 304s itself; each body
-goes to an idle worker with what its poll knew before the fetch (``poll.BodyJob``), and
+goes to a worker with room (the first, unless bodies pile up: ``BodyWorkers._pick``)
+with what its poll knew before the fetch (``poll.BodyJob``), and
 the worker does the rest of the poll exactly as the main process would
 (``Poller.handle_body``): parse (only the changed items, feedwatch.partial), compare with
 the state, queue the alerts and commit, through its own connection to the state (SQLite
@@ -40,6 +41,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +66,13 @@ whole rather than partly in this process."""
 MIN_FEEDS = 8
 """A check of fewer feeds keeps the parse pool (which starts processes only when two
 bodies wait at once)."""
+
+SPILL_SECONDS = 0.25
+"""A worker beyond the first takes bodies only while those waiting would keep the
+busy ones at work longer than this (by the CPU time bodies took so far)."""
+
+_COST_WEIGHT = 0.2
+"""How much each body's time moves the running estimate of a body's time."""
 
 
 @dataclass
@@ -96,6 +105,7 @@ class BodyWorkers:
     def __init__(self, count: int, make_poller: Callable[[], Poller]) -> None:
         self._workers: list[_Worker] = []
         self._waiting: deque[tuple[BodyJob, asyncio.Future[PollReport | None]]] = deque()
+        self._cost = 0.0  # CPU seconds a body took, a running estimate
         self._loop: asyncio.AbstractEventLoop | None = None
         parent = os.getpid()
         for stream in (sys.stdout, sys.stderr):
@@ -153,8 +163,8 @@ class BodyWorkers:
         next one waits in the pipe, so a worker never waits for this loop); with no
         worker left, give them back."""
         while self._waiting and self._workers:
-            w = min(self._workers, key=lambda x: len(x.jobs))
-            if len(w.jobs) >= IN_FLIGHT:
+            w = self._pick()
+            if w is None:
                 break
             job, fut = self._waiting.popleft()
             if fut.done():  # cancelled while it waited
@@ -169,6 +179,17 @@ class BodyWorkers:
                 _job, fut = self._waiting.popleft()
                 if not fut.done():
                     fut.set_result(None)
+
+    def _pick(self) -> _Worker | None:
+        """The least busy worker with room among those the backlog calls for: the first
+        alone while it keeps up, one more for each ``SPILL_SECONDS`` of waiting bodies.
+        (Two busy workers and this process on two cores cost a changed round ~8-12%
+        more CPU than one worker, for no less wall time, while each body takes a few
+        ms: the second pays only when bodies take long, as in a first poll, and then
+        halves the wall time: docs/performance.md.)"""
+        wanted = 1 + int(len(self._waiting) * self._cost / SPILL_SECONDS)
+        ready = [w for w in self._workers[:wanted] if len(w.jobs) < IN_FLIGHT]
+        return min(ready, key=lambda x: len(x.jobs)) if ready else None
 
     def _flush(self, w: _Worker) -> None:
         """Write what fits in the pipe now; the rest when it drains (never blocks)."""
@@ -208,7 +229,9 @@ class BodyWorkers:
             if len(w.buf) < _HEADER.size + size:
                 break
             w.started -= 1
-            ok, value = pickle.loads(w.buf[_HEADER.size : _HEADER.size + size])
+            ok, value, cpu = pickle.loads(w.buf[_HEADER.size : _HEADER.size + size])
+            if cpu is not None:
+                self._cost += (cpu - self._cost) * _COST_WEIGHT
             del w.buf[: _HEADER.size + size]
             _job, fut = w.jobs.popleft()
             if not fut.done():  # not cancelled meanwhile
@@ -307,18 +330,26 @@ def _serve(tasks: int, results: int, make_poller: Callable[[], Poller], parent: 
             if data is None:
                 break
             _write_all(results, _HEADER.pack(_STARTED))  # this one is ours now
+            # what the body took, but the first (which imports the parsing stack): the
+            # main process's estimate of the next ones
+            first = poller is None
+            began = time.process_time()
             job = pickle.loads(data)
-            out: tuple[bool, Any]
+            ok: bool
+            value: Any
             try:
                 if poller is None:
                     poller = make_poller()
-                out = (True, poller.handle_body(job))
+                ok, value = True, poller.handle_body(job)
             except Exception as exc:
-                out = (False, _picklable(exc))
+                ok, value = False, _picklable(exc)
+            cpu = None if first else time.process_time() - began
             try:
-                reply = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+                reply = pickle.dumps((ok, value, cpu), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:
-                reply = pickle.dumps((False, _picklable(exc)), protocol=pickle.HIGHEST_PROTOCOL)
+                reply = pickle.dumps(
+                    (False, _picklable(exc), cpu), protocol=pickle.HIGHEST_PROTOCOL
+                )
             _write_all(results, _HEADER.pack(len(reply)) + reply)
     except BaseException as exc:
         code = 1

@@ -330,3 +330,39 @@ print(os.read(r, 2).decode())
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+def test_a_second_worker_takes_bodies_only_when_they_pile_up() -> None:
+    """Bodies of a few ms (a changed round) all go to the first worker: a second one on a
+    two-core machine cost more CPU for no less time. Bodies of tens of ms (a first poll)
+    go to both as soon as their backlog would keep one busy past ``SPILL_SECONDS``."""
+    script = """
+import asyncio, json, os, time
+from collections import Counter
+from feedwatch.bodyworkers import BodyWorkers
+from feedwatch.poll import PollReport
+
+class Busy:  # stands for a poller: a body that takes `job` seconds of CPU
+    def handle_body(self, job):
+        end = time.process_time() + job
+        while time.process_time() < end:
+            pass
+        return PollReport(feed=str(os.getpid()), result="ok")
+
+async def handled(cost, n):
+    reports = await asyncio.gather(*(workers.run(cost) for _ in range(n)))
+    return sorted(Counter(r.feed for r in reports).values())
+
+async def main():
+    return {"cheap": await handled(0.001, 150), "dear": await handled(0.03, 40)}
+
+workers = BodyWorkers(2, Busy)
+assert workers.alive == 2
+print(json.dumps(asyncio.run(main())))
+workers.close()
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    took = json.loads(r.stdout)
+    assert took["cheap"] == [150]  # one worker handled every cheap body
+    assert len(took["dear"]) == 2 and min(took["dear"]) >= 8  # both shared the dear ones
