@@ -5,7 +5,8 @@ With a pool of parse workers the main process still compared and stored every ch
 body on its one core, and the pool cost a fork server, a resource tracker and two threads
 to ship bodies and parsed entries between processes. Here the main process fetches every
 feed (one event loop, the whole ``concurrency``) and answers the 304s itself; each body
-goes to a worker with room (the first, unless bodies pile up: ``BodyWorkers._pick``)
+goes to a worker with room (while this process fetches, the first, unless bodies pile
+up: ``BodyWorkers._pick``)
 with what its poll knew before the fetch (``poll.BodyJob``), and
 the worker does the rest of the poll exactly as the main process would
 (``Poller.handle_body``): parse (only the changed items, feedwatch.partial), compare with
@@ -106,6 +107,9 @@ class BodyWorkers:
         self._workers: list[_Worker] = []
         self._waiting: deque[tuple[BodyJob, asyncio.Future[PollReport | None]]] = deque()
         self._cost = 0.0  # CPU seconds a body took, a running estimate
+        self.fetching: Callable[[], bool] = lambda: True
+        """Whether this process is busy fetching (set by the check): while it is not,
+        every worker takes bodies."""
         self._loop: asyncio.AbstractEventLoop | None = None
         parent = os.getpid()
         for stream in (sys.stdout, sys.stderr):
@@ -181,13 +185,17 @@ class BodyWorkers:
                     fut.set_result(None)
 
     def _pick(self) -> _Worker | None:
-        """The least busy worker with room among those the backlog calls for: the first
-        alone while it keeps up, one more for each ``SPILL_SECONDS`` of waiting bodies.
-        (Two busy workers and this process on two cores cost a changed round ~8-12%
-        more CPU than one worker, for no less wall time, while each body takes a few
-        ms: the second pays only when bodies take long, as in a first poll, and then
-        halves the wall time: docs/performance.md.)"""
-        wanted = 1 + int(len(self._waiting) * self._cost / SPILL_SECONDS)
+        """The least busy worker with room among those the backlog calls for. While this
+        process fetches, the first alone while it keeps up, and one more for each
+        ``SPILL_SECONDS`` of waiting bodies; while it does not (every fetch waits for
+        a body's place, or none is left), all of them. (Two busy workers beside this
+        busy process on two cores cost a changed round ~8-12% more CPU than one
+        worker; with bodies that take long, as in a first poll, or this process
+        idle, the second halves the wall time: docs/performance.md.)"""
+        if self.fetching():
+            wanted = 1 + int(len(self._waiting) * self._cost / SPILL_SECONDS)
+        else:
+            wanted = len(self._workers)
         ready = [w for w in self._workers[:wanted] if len(w.jobs) < IN_FLIGHT]
         return min(ready, key=lambda x: len(x.jobs)) if ready else None
 

@@ -438,6 +438,8 @@ async def _poll_here(
         # bodies go to the body workers, or are parsed in worker processes: off the
         # event loop (parsing never eats into other requests' timeouts) and on every core
         pool = ParsePool(0 if body_workers is not None else worker_count(config.parse_workers))
+        if body_workers is not None:
+            body_workers.fetching = lambda: fetcher.requests > 0
         poller = Poller(
             config,
             store,

@@ -113,13 +113,15 @@ class _Response(Protocol):
 class _Held:
     """A held global slot that can be given back early (by a slow request), once."""
 
-    def __init__(self, sem: asyncio.Semaphore) -> None:
-        self._sem: asyncio.Semaphore | None = sem
+    def __init__(self, fetcher: Fetcher) -> None:
+        self._fetcher: Fetcher | None = fetcher
+        fetcher.requests += 1
 
     def release(self) -> None:
-        sem, self._sem = self._sem, None
-        if sem is not None:
-            sem.release()
+        fetcher, self._fetcher = self._fetcher, None
+        if fetcher is not None:
+            fetcher.requests -= 1
+            fetcher._global.release()
 
 
 @dataclass
@@ -186,6 +188,9 @@ class Fetcher:
             verify=True if direct else _default_ssl_context(),
         )
         self._global = asyncio.Semaphore(concurrency)
+        self.requests = 0
+        """Requests holding a global slot now: none while every fetch waits for a body's
+        place (or none is left), which is when this process has little to do."""
         self._bodies = asyncio.Semaphore(max_bodies or 2 * concurrency)
         self._urls: dict[str, httpx.URL] = {}  # parsing one costs ~16 us
         # host name -> (its semaphore, how many fetches hold or wait for it)
@@ -494,7 +499,7 @@ class Fetcher:
                 if place is not None:
                     await place.take()  # kept past this slot, until the body is done with
                 await self._global.acquire()
-                held = _Held(self._global)
+                held = _Held(self)
                 try:
                     yield held
                 finally:

@@ -333,9 +333,11 @@ print(os.read(r, 2).decode())
 
 
 def test_a_second_worker_takes_bodies_only_when_they_pile_up() -> None:
-    """Bodies of a few ms (a changed round) all go to the first worker: a second one on a
-    two-core machine cost more CPU for no less time. Bodies of tens of ms (a first poll)
-    go to both as soon as their backlog would keep one busy past ``SPILL_SECONDS``."""
+    """While the main process fetches, bodies of a few ms (a changed round) all go to the
+    first worker: a second one beside it on a two-core machine cost more CPU for no
+    less time. Bodies of tens of ms (a first poll) go to both as soon as their backlog
+    would keep one busy past ``SPILL_SECONDS``, and so do all bodies once the main
+    process has nothing to fetch."""
     script = """
 import asyncio, json, os, time
 from collections import Counter
@@ -354,7 +356,10 @@ async def handled(cost, n):
     return sorted(Counter(r.feed for r in reports).values())
 
 async def main():
-    return {"cheap": await handled(0.001, 150), "dear": await handled(0.03, 40)}
+    took = {"cheap": await handled(0.001, 150), "dear": await handled(0.03, 40)}
+    workers.fetching = lambda: False
+    took["idle"] = await handled(0.001, 150)
+    return took
 
 workers = BodyWorkers(2, Busy)
 assert workers.alive == 2
@@ -366,3 +371,4 @@ workers.close()
     took = json.loads(r.stdout)
     assert took["cheap"] == [150]  # one worker handled every cheap body
     assert len(took["dear"]) == 2 and min(took["dear"]) >= 8  # both shared the dear ones
+    assert len(took["idle"]) == 2 and min(took["idle"]) >= 30  # and the cheap ones, idle

@@ -554,6 +554,30 @@ def test_global_concurrency_limit(feed_server: FeedServer) -> None:
     assert feed_server.in_flight_max == 3
 
 
+def test_requests_counts_the_requests_holding_a_slot(feed_server: FeedServer) -> None:
+    """``Fetcher.requests`` is what a big check's body workers read to tell whether the
+    main process is fetching: the requests under way, not those waiting for a slot."""
+    feed_server.set("/slow", RSS, delay=0.3)
+    seen: list[int] = []
+
+    async def go() -> None:
+        async with Fetcher(concurrency=3, per_host=50) as f:
+            assert f.requests == 0
+            task = asyncio.gather(
+                *(f.fetch(FetchRequest(feed_server.url("/slow"))) for _ in range(5))
+            )
+            deadline = time.monotonic() + 10
+            while feed_server.in_flight_max < 3:  # the first three are at the server
+                assert time.monotonic() < deadline, "three requests never reached the server"
+                await asyncio.sleep(0.01)
+            seen.append(f.requests)
+            await task
+            seen.append(f.requests)
+
+    run(go())
+    assert seen == [3, 0]
+
+
 def test_server_holds_many_concurrent_connections(feed_server: FeedServer) -> None:
     # Raw sockets: httpcore's pool bookkeeping is quadratic in concurrent requests, so
     # 250 through one httpx client would measure httpx, not the server.
