@@ -6,9 +6,8 @@ body on its one core, and the pool cost a fork server, a resource tracker and tw
 to ship bodies and parsed entries between processes. Here the main process fetches every
 feed (one event loop, the whole ``concurrency``) and answers the 304s itself; each body
 goes to a worker with room (while this process fetches, the first, unless bodies pile
-up: ``BodyWorkers._pick``)
-with what its poll knew before the fetch (``poll.BodyJob``), and
-the worker does the rest of the poll exactly as the main process would
+up: ``BodyWorkers._pick``) with what its poll knew before the fetch (``poll.BodyJob``),
+and the worker does the rest of the poll exactly as the main process would
 (``Poller.handle_body``): parse (only the changed items, feedwatch.partial), compare with
 the state, queue the alerts and commit, through its own connection to the state (SQLite
 serialises the writes), and sends back the poll's report.
