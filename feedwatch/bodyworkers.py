@@ -5,8 +5,8 @@ With a pool of parse workers the main process still compared and stored every ch
 body on its one core, and the pool cost a fork server, a resource tracker and two threads
 to ship bodies and parsed entries between processes. Here the main process fetches every
 feed (one event loop, the whole ``concurrency``) and answers the 304s itself; each body
-goes to a worker with room (while this process fetches, the first, unless bodies pile
-up: ``BodyWorkers._pick``) with what its poll knew before the fetch (``poll.BodyJob``),
+goes to a worker with room (while this process fetches, one per other core, unless
+bodies pile up: ``BodyWorkers._pick``) with what its poll knew before the fetch (``poll.BodyJob``),
 and the worker does the rest of the poll exactly as the main process would
 (``Poller.handle_body``): parse (only the changed items, feedwatch.partial), compare with
 the state, queue the alerts and commit, through its own connection to the state (SQLite
@@ -49,6 +49,7 @@ from typing import Any
 
 import structlog
 
+from feedwatch.parsepool import exit_with, usable_cpus
 from feedwatch.poll import BodyJob, Poller, PollReport
 
 log = structlog.get_logger("feedwatch.bodyworkers")
@@ -68,8 +69,9 @@ MIN_FEEDS = 8
 bodies wait at once)."""
 
 SPILL_SECONDS = 0.25
-"""A worker beyond the first takes bodies only while those waiting would keep the
-busy ones at work longer than this (by the CPU time bodies took so far)."""
+"""While the main process fetches, a worker beyond those the other cores can hold takes
+bodies only while those waiting would keep the busy ones at work longer than this (by
+the CPU time bodies took so far)."""
 
 _COST_WEIGHT = 0.2
 """How much each body's time moves the running estimate of a body's time."""
@@ -106,9 +108,10 @@ class BodyWorkers:
         self._workers: list[_Worker] = []
         self._waiting: deque[tuple[BodyJob, asyncio.Future[PollReport | None]]] = deque()
         self._cost = 0.0  # CPU seconds a body took, a running estimate
+        self._beside = max(1, usable_cpus() - 1)  # workers the cores hold beside this one
+        # whether this process is busy fetching (the check sets it): while it is not,
+        # every worker takes bodies
         self.fetching: Callable[[], bool] = lambda: True
-        """Whether this process is busy fetching (set by the check): while it is not,
-        every worker takes bodies."""
         self._loop: asyncio.AbstractEventLoop | None = None
         parent = os.getpid()
         for stream in (sys.stdout, sys.stderr):
@@ -185,14 +188,15 @@ class BodyWorkers:
 
     def _pick(self) -> _Worker | None:
         """The least busy worker with room among those the backlog calls for. While this
-        process fetches, the first alone while it keeps up, and one more for each
-        ``SPILL_SECONDS`` of waiting bodies; while it does not (every fetch waits for
-        a body's place, or none is left), all of them. (Two busy workers beside this
-        busy process on two cores cost a changed round ~8-12% more CPU than one
-        worker; with bodies that take long, as in a first poll, or this process
-        idle, the second halves the wall time: docs/performance.md.)"""
+        process fetches, as many as the other cores hold (one on two cores) while they
+        keep up, and one more for each ``SPILL_SECONDS`` of waiting bodies; while it
+        does not (every fetch waits for a body's place, or none is left), all of them.
+        (Two busy workers beside this busy process on two cores cost a changed round
+        ~8-12% more CPU than one worker; with bodies that take long, as in a first
+        poll, or this process idle, the second halves the wall time:
+        docs/performance.md.)"""
         if self.fetching():
-            wanted = 1 + int(len(self._waiting) * self._cost / SPILL_SECONDS)
+            wanted = self._beside + int(len(self._waiting) * self._cost / SPILL_SECONDS)
         else:
             wanted = len(self._workers)
         ready = [w for w in self._workers[:wanted] if len(w.jobs) < IN_FLIGHT]
@@ -325,8 +329,6 @@ def _serve(tasks: int, results: int, make_poller: Callable[[], Poller], parent: 
     code = 0
     poller: Poller | None = None
     try:
-        from feedwatch.parsepool import exit_with
-
         exit_with(parent)
         while True:
             header = _read_exact(tasks, _HEADER.size)

@@ -188,9 +188,9 @@ class Fetcher:
             verify=True if direct else _default_ssl_context(),
         )
         self._global = asyncio.Semaphore(concurrency)
+        # requests holding a global slot now: none while every fetch waits for a
+        # body's place (or none is left), which is when this process has little to do
         self.requests = 0
-        """Requests holding a global slot now: none while every fetch waits for a body's
-        place (or none is left), which is when this process has little to do."""
         self._bodies = asyncio.Semaphore(max_bodies or 2 * concurrency)
         self._urls: dict[str, httpx.URL] = {}  # parsing one costs ~16 us
         # host name -> (its semaphore, how many fetches hold or wait for it)

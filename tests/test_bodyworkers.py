@@ -334,15 +334,18 @@ print(os.read(r, 2).decode())
 
 def test_a_second_worker_takes_bodies_only_when_they_pile_up() -> None:
     """While the main process fetches, bodies of a few ms (a changed round) all go to the
-    first worker: a second one beside it on a two-core machine cost more CPU for no
-    less time. Bodies of tens of ms (a first poll) go to both as soon as their backlog
-    would keep one busy past ``SPILL_SECONDS``, and so do all bodies once the main
-    process has nothing to fetch."""
+    first worker on two cores: a second one beside it cost more CPU for no less time.
+    Bodies of tens of ms (a first poll) go to both as soon as their backlog would keep
+    one busy past ``SPILL_SECONDS``, and so do all bodies once the main process has
+    nothing to fetch, or on a machine whose cores hold both beside it."""
     script = """
-import asyncio, json, os, time
+import asyncio, json, os, sys, time
 from collections import Counter
+from feedwatch import bodyworkers
 from feedwatch.bodyworkers import BodyWorkers
 from feedwatch.poll import PollReport
+
+bodyworkers.usable_cpus = lambda: int(sys.argv[1])  # the machine's cores, as told
 
 class Busy:  # stands for a poller: a body that takes `job` seconds of CPU
     def handle_body(self, job):
@@ -356,6 +359,8 @@ async def handled(cost, n):
     return sorted(Counter(r.feed for r in reports).values())
 
 async def main():
+    if sys.argv[1] != "2":
+        return {"cheap": await handled(0.001, 150)}
     took = {"cheap": await handled(0.001, 150), "dear": await handled(0.03, 40)}
     workers.fetching = lambda: False
     took["idle"] = await handled(0.001, 150)
@@ -366,9 +371,20 @@ assert workers.alive == 2
 print(json.dumps(asyncio.run(main())))
 workers.close()
 """
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    took = json.loads(r.stdout)
-    assert took["cheap"] == [150]  # one worker handled every cheap body
+
+    def handled_by(cores: int) -> dict[str, list[int]]:
+        r = subprocess.run(
+            [sys.executable, "-c", script, str(cores)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+    three = handled_by(3)["cheap"]
+    assert len(three) == 2 and min(three) >= 30  # three cores: both, while fetching
+    took = handled_by(2)
+    assert took["cheap"] == [150]  # two cores: one worker handled every cheap body
     assert len(took["dear"]) == 2 and min(took["dear"]) >= 8  # both shared the dear ones
     assert len(took["idle"]) == 2 and min(took["idle"]) >= 30  # and the cheap ones, idle
