@@ -353,6 +353,16 @@ def _committed(first, second, s):
     return apply(stored, r), r.identity
 
 
+# a committed body, the next one, an identity policy, a flag for each test, more draws
+_two_bodies = given(
+    entries_st,
+    entries_st,
+    st.sampled_from(["auto", "guid", "link", "content"]),
+    st.booleans(),
+    st.data(),
+)
+
+
 def _renamed(es: list[EntrySnapshot], rnd) -> list[EntrySnapshot]:
     """Some entries under new ids (GUID churn: same link, same text), some dropped."""
     out = []
@@ -365,13 +375,7 @@ def _renamed(es: list[EntrySnapshot], rnd) -> list[EntrySnapshot]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    entries_st,
-    entries_st,
-    st.sampled_from(["auto", "guid", "link", "content"]),
-    st.booleans(),
-    st.data(),
-)
+@_two_bodies
 def test_diff_of_the_rows_stored_needed_names_is_the_diff_of_all(
     first, second, policy, renamed, data
 ):
@@ -418,13 +422,7 @@ class _Unread(Sequence[EntrySnapshot]):
 
 
 @settings(max_examples=500, deadline=None)
-@given(
-    entries_st,
-    entries_st,
-    st.sampled_from(["auto", "guid", "link", "content"]),
-    st.booleans(),
-    st.data(),
-)
+@_two_bodies
 def test_settled_entries_give_the_diff_of_comparing_them(first, second, policy, from_start, data):
     """Entries as they were in the body the state last committed (model.Settled) are
     counted as seen and unchanged, without their rows or their snapshots: the result is
