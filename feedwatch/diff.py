@@ -256,19 +256,20 @@ def diff(
             duplicates += 1
             continue
         seen.add(key)
+        links[key] = k.link
         if i in skip:
             touched.append((i, key))
             continue
         body.append((key, i, k.fingerprint))
-        links[key] = k.link
     body_size = len(seen)
     settled_seen = len(touched)
 
     # GUID churn: an unknown id whose link (unique in the body) and text match a
     # stored entry that is absent from this body is that entry under a new id (of
     # several with that link, the least identity: whatever rows the store returned).
-    # (A settled entry is known: its link is no candidate's.)
-    link_counts = Counter(links[key] for key, _, _ in body if links[key])
+    # A settled entry is known, so no candidate, but its link counts: one that shares
+    # it makes the link ambiguous, as in a comparison of every entry.
+    link_counts = Counter(link for link in links.values() if link)
     absent_by_link: dict[str, StoredEntry] = {}
     if any(k not in current for k, _, _ in body):
         absent = [r for r in current.values() if r.link and r.identity not in seen]
