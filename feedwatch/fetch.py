@@ -113,15 +113,13 @@ class _Response(Protocol):
 class _Held:
     """A held global slot that can be given back early (by a slow request), once."""
 
-    def __init__(self, fetcher: Fetcher) -> None:
-        self._fetcher: Fetcher | None = fetcher
-        fetcher.requests += 1
+    def __init__(self, give_back: Callable[[], None]) -> None:
+        self._give_back: Callable[[], None] | None = give_back
 
     def release(self) -> None:
-        fetcher, self._fetcher = self._fetcher, None
-        if fetcher is not None:
-            fetcher.requests -= 1
-            fetcher._global.release()
+        give_back, self._give_back = self._give_back, None
+        if give_back is not None:
+            give_back()
 
 
 @dataclass
@@ -485,6 +483,10 @@ class Fetcher:
                 )
             yield reply
 
+    def _give_back_slot(self) -> None:
+        self.requests -= 1
+        self._global.release()
+
     @asynccontextmanager
     async def _slot(self, host: str, place: _BodyPlace | None) -> AsyncIterator[_Held]:
         """Wait for a per-host slot, then the body ``place`` if not taken yet (a waiter for
@@ -499,7 +501,8 @@ class Fetcher:
                 if place is not None:
                     await place.take()  # kept past this slot, until the body is done with
                 await self._global.acquire()
-                held = _Held(self)
+                self.requests += 1
+                held = _Held(self._give_back_slot)
                 try:
                     yield held
                 finally:
