@@ -5,8 +5,9 @@ schedule each enabled feed at its stored next poll (overdue ones spread over a m
 each poll job: poll (same code as `check`) -> schedule the next from the stored next_poll
 every few seconds, and right after a poll that queued alerts: run the outbox
 SIGHUP: load the config again; invalid -> log and keep the old one
-SIGTERM/SIGINT: stop scheduling, let in-flight polls and deliveries finish within
-                shutdown_timeout, cancel the rest (their state is left safely pending)
+SIGTERM/SIGINT: stop scheduling, let the polls whose request is out and the sends under
+                way finish within shutdown_timeout; abandon polls still waiting for a
+                slot and send nothing new (their state is left safely pending)
 
 Several instances on one PostgreSQL state: every instance schedules every feed, and a
 poll job first claims the feed (store.claim_feed: a lease in the database, granted only
@@ -163,8 +164,16 @@ class Daemon:
         self._spawn(self.reload())
 
     async def _shutdown(self) -> None:
+        """Polls whose request is out and sends under way end (within
+        ``shutdown_timeout``); what has not begun does not: no job starts, a poll still
+        waiting for a fetch slot is abandoned at once, no new delivery is sent. Either
+        way the state is consistent: an abandoned poll committed nothing, an unsent
+        alert stays pending."""
         self._stopping = True
-        self.scheduler.shutdown()
+        self.scheduler.pause()
+        for fetcher in (self.fetcher, *self._old_fetchers):
+            fetcher.stop_new_requests()
+        self.dispatcher.stop()
         started = time.monotonic()
         pending = [t for t in self._inflight if not t.done()]
         if pending:
@@ -174,6 +183,7 @@ class Daemon:
             if not_done:
                 await asyncio.gather(*not_done, return_exceptions=True)
                 log.warning("daemon.abandoned", tasks=len(not_done))
+        self.scheduler.shutdown()
         await self.dispatcher.aclose()
         await self.fetcher.aclose()
         for f in self._old_fetchers:

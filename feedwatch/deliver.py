@@ -81,6 +81,12 @@ class Dispatcher:
         self.owner = owner or new_owner()  # whose delivery claims these are
         self.page = page  # pending deliveries read (and held) at once, per sink
         self._lock = asyncio.Lock()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """The daemon stops: the sends under way end as usual, no other starts (what
+        was not sent stays pending, in order, for the next run)."""
+        self._stopped = True
 
     async def run_once(self, *, force: bool = False) -> DispatchReport:
         """Send what is due; ``force`` (check, a manual request) ignores the retry backoff."""
@@ -183,6 +189,8 @@ class Dispatcher:
     async def _send(
         self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport
     ) -> Literal["delivered", "dead", "retry", "held"]:
+        if self._stopped:
+            return "held"  # this sink's run ends here, as for a claim held elsewhere
         ids = [d.alert_id for d in batch]
         granted = self.store.claim_deliveries(
             sink.name, ids, self.owner, self.clock(), LEASE_SECONDS

@@ -193,6 +193,9 @@ class Fetcher:
         self._urls: dict[str, httpx.URL] = {}  # parsing one costs ~16 us
         # host name -> (its semaphore, how many fetches hold or wait for it)
         self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        # a stop (stop_new_requests): no request starts; the fetches waiting for a slot
+        self._stopped = False
+        self._waiting: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -483,6 +486,14 @@ class Fetcher:
                 )
             yield reply
 
+    def stop_new_requests(self) -> None:
+        """The daemon stops: every fetch still waiting for a slot is cancelled now, and
+        none starts a request from here on (its poll is abandoned, having committed
+        nothing); the requests already sent go on."""
+        self._stopped = True
+        for task in list(self._waiting):
+            task.cancel()
+
     def _give_back_slot(self) -> None:
         self.requests -= 1
         self._global.release()
@@ -491,16 +502,22 @@ class Fetcher:
     async def _slot(self, host: str, place: _BodyPlace | None) -> AsyncIterator[_Held]:
         """Wait for a per-host slot, then the body ``place`` if not taken yet (a waiter for
         a busy host never holds one), then a global slot (one busy host cannot hog the pool)."""
+        if self._stopped:
+            raise asyncio.CancelledError("feedwatch is stopping: no new request")
         key = host.lower()
         sem, users = self._hosts.get(key, (None, 0))
         if sem is None:
             sem = asyncio.Semaphore(self.per_host)
         self._hosts[key] = (sem, users + 1)
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiting.add(task)
         try:
             async with sem:
                 if place is not None:
                     await place.take()  # kept past this slot, until the body is done with
                 await self._global.acquire()
+                self._waiting.discard(task)
                 self.requests += 1
                 held = _Held(self._give_back_slot)
                 try:
@@ -508,6 +525,7 @@ class Fetcher:
                 finally:
                     held.release()
         finally:
+            self._waiting.discard(task)
             sem, users = self._hosts[key]
             if users <= 1:
                 del self._hosts[key]

@@ -67,6 +67,14 @@ class FeedScheduler:
     def scheduled(self) -> dict[str, datetime]:
         return dict(self._feeds)
 
+    def pause(self) -> None:
+        """No job starts from now on; the running ones go on. (APScheduler's
+        ``shutdown`` cancels the running coroutine jobs at once: a stop calls this
+        first, lets them end, then ``shutdown``.)"""
+        if self._scheduler.running:
+            self._scheduler.pause()
+
     def shutdown(self) -> None:
+        """Stop, cancelling any job still running."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -212,6 +213,68 @@ def test_kill_9_then_restart_loses_no_pending_alert(tmp_path, feed_server, daemo
         ids = {b["id"] for b in bodies}
         assert len(ids) == 1
         assert bodies[-1]["entry"]["title"] == "Must not be lost"
+    finally:
+        hook.stop()
+
+
+def test_sigterm_lets_a_poll_in_flight_finish_and_starts_no_request(tmp_path, feed_server, daemons):
+    """SIGTERM while a request is out: that poll ends and is committed (within
+    shutdown_timeout), not abandoned; no other request starts after the signal."""
+    feed_server.set("/a", rss([entry(1)]), delay=1.5)
+    feed_server.set("/b", rss([entry(1)]), delay=1.5)
+    cfg = write_config(tmp_path, feed_server, ["a", "b"], extra="concurrency = 1")
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: feed_server.requests, what="a request at the server")
+    name = feed_server.requests[0][1].strip("/")
+    assert d.stop() == 0
+    events = [e.get("event") for e in d.events()]
+    after = d.events()[events.index("daemon.stopping") :]
+    assert any(
+        e.get("event") == "feed.polled" and e.get("feed") == name and e.get("result") == "ok"
+        for e in after
+    ), after
+    assert not d.has("feed.poll_abandoned", feed=name)
+    assert len(feed_server.requests) == 1
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM entries WHERE feed = ?", (name,)).fetchone() == (1,)
+
+
+def test_sigterm_lets_a_send_under_way_finish_and_sends_nothing_new(tmp_path, feed_server, daemons):
+    """SIGTERM while a webhook is being sent: that send ends and is marked delivered (so
+    it is never sent again); the next alert is not sent by the stopping daemon but
+    stays pending, and the next run sends it, once."""
+    from tests.receivers import Receiver
+
+    hook = Receiver().start()
+    try:
+        hook.script(delay=1.5)
+        feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
+        cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+        cfg.write_text(
+            cfg.read_text() + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/in"\n'
+        )
+        d = Daemon(cfg, tmp_path)
+        daemons.append(d)
+        hook.wait_for(1, timeout=20)
+        assert d.stop() == 0
+        assert len(hook.received()) == 1
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            rows = db.execute(
+                "SELECT status, count(*) FROM deliveries WHERE sink = 'hook' GROUP BY status"
+            ).fetchall()
+        assert sorted(rows) == [("delivered", 1), ("pending", 1)]
+        hook.script(delay=0)
+        r = subprocess.run(
+            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.returncode == 0, r.stderr
+        bodies = [json.loads(x.body) for x in hook.received()]
+        assert [b["entry"]["title"] for b in bodies] == ["First", "Second"]
+        assert len({b["id"] for b in bodies}) == 2
     finally:
         hook.stop()
 

@@ -578,6 +578,43 @@ def test_requests_counts_the_requests_holding_a_slot(feed_server: FeedServer) ->
     assert seen == [3, 0]
 
 
+def test_stop_new_requests_cancels_the_waiting_and_lets_the_sent_finish(
+    feed_server: FeedServer,
+) -> None:
+    """A daemon's stop: the fetches waiting for a slot end at once (cancelled, so their
+    polls commit nothing); those whose request is out get their answer; none starts after."""
+    feed_server.set("/slow", RSS, delay=0.5)
+    outcome: dict[str, object] = {}
+
+    async def go() -> None:
+        async with Fetcher(concurrency=2, per_host=50) as f:
+            tasks = [
+                asyncio.ensure_future(f.fetch(FetchRequest(feed_server.url("/slow"))))
+                for _ in range(5)
+            ]
+            deadline = time.monotonic() + 10
+            while feed_server.in_flight_max < 2:  # two at the server, three waiting
+                assert time.monotonic() < deadline, "two requests never reached the server"
+                await asyncio.sleep(0.01)
+            f.stop_new_requests()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            outcome["results"] = results
+            outcome["later"] = await asyncio.gather(
+                f.fetch(FetchRequest(feed_server.url("/slow"))), return_exceptions=True
+            )
+            outcome["requests"] = f.requests
+
+    run(go())
+    results = outcome["results"]
+    assert isinstance(results, list)
+    assert sum(isinstance(r, Fetched) for r in results) == 2
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 3
+    assert isinstance(outcome["later"], list)
+    assert isinstance(outcome["later"][0], asyncio.CancelledError)
+    assert feed_server.count("/slow") == 2
+    assert outcome["requests"] == 0
+
+
 def test_server_holds_many_concurrent_connections(feed_server: FeedServer) -> None:
     # Raw sockets: httpcore's pool bookkeeping is quadratic in concurrent requests, so
     # 250 through one httpx client would measure httpx, not the server.
