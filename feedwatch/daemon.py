@@ -85,6 +85,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stopping = False
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._delivery_runs = 0  # outbox runs started and not ended (one runs, one may wait)
         self._polling: set[str] = set()
         self._old_fetchers: list[Fetcher] = []
         self._lock: LockHandle | None = None
@@ -123,7 +124,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self._request_reload)
             self.scheduler.start()
             self._schedule_initial()
-            self.scheduler.every("deliveries", DELIVERY_TICK, self._deliver_job)
+            self.scheduler.every("deliveries", DELIVERY_TICK, self._delivery_tick)
             self.scheduler.every("maintenance", MAINTENANCE_EVERY, self._maintenance_job)
             self.scheduler.every("leases", LEASE_RENEW, self._lease_job)
             wd = sdnotify.watchdog_interval()
@@ -135,7 +136,7 @@ class Daemon:
                 )
                 await self._metrics_server.start()
             self._update_gauges()
-            self._spawn(self._deliver_job())
+            self._kick_deliveries()
             enabled = sum(1 for f in cfg.feeds if f.enabled)
             sdnotify.ready(status=f"watching {enabled} feeds")
             log.info(
@@ -300,8 +301,8 @@ class Daemon:
                 log.info("feed.poll_abandoned", feed=name)
                 return
             self._record_metrics(report)
-            if report.alerts and not self._stopping:
-                self._spawn(self._deliver_job())
+            if report.alerts:
+                self._kick_deliveries()
         finally:
             if claimed:
                 try:
@@ -330,20 +331,27 @@ class Daemon:
             self.scheduler.at(name, when, self._poll_job, name)
 
     # -- deliveries and upkeep -----------------------------------------------
-    async def _deliver_job(self) -> None:
-        if self._stopping:
+    async def _delivery_tick(self) -> None:
+        self._kick_deliveries()
+
+    def _kick_deliveries(self) -> None:
+        """Run the outbox in a task of our own (the tick's job ends at once, so
+        APScheduler never finds it still running, and a stop waits for the run as for
+        any task of ours), unless a run already waits to start: one that runs may have
+        read its queue before the newest alerts, one waiting behind it will not."""
+        if self._stopping or self._delivery_runs >= 2:
             return
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
+        self._delivery_runs += 1
+        self._spawn(self._deliver_job())
+
+    async def _deliver_job(self) -> None:
         try:
             report = await self.dispatcher.run_once()
             self._record_deliveries(report)
         except Exception:
             log.exception("delivery.run_failed")
         finally:
-            if task is not None:
-                self._inflight.discard(task)
+            self._delivery_runs -= 1
 
     async def _maintenance_job(self) -> None:
         try:

@@ -1,7 +1,10 @@
 """structlog set-up: console lines on a terminal, one JSON object per line otherwise.
 
 Every string that reaches a log line passes through `redact`, so a secret that
-slipped into an exception message still prints as ``***``.
+slipped into an exception message still prints as ``***``. The libraries that log
+through the standard library (APScheduler, asyncio, aiohttp) come out the same way:
+their warnings and errors are feedwatch's lines too, in the same format, redacted
+(else they would print as bare text among the JSON lines, secrets and all).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None =
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    threshold = _LEVELS.get(level, logging.INFO)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -61,7 +65,39 @@ def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None =
             redact_processor,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(stream, renderer, max(threshold, logging.WARNING))
+
+
+class _StdlibHandler(logging.StreamHandler):
+    """The root logger's handler that ``configure`` puts there (and replaces)."""
+
+
+def _route_stdlib(stream: TextIO, renderer: Any, threshold: int) -> None:
+    """Records of the standard library's loggers as feedwatch's own lines. Their
+    info chatter (APScheduler's "Added job", "Running job") stays out: warnings and
+    errors only, or fewer when ``log_level`` asks for fewer."""
+    handler = _StdlibHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_processor,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(threshold)

@@ -279,6 +279,36 @@ def test_sigterm_lets_a_send_under_way_finish_and_sends_nothing_new(tmp_path, fe
         hook.stop()
 
 
+def test_a_send_longer_than_the_delivery_tick_leaves_only_json_lines(
+    tmp_path, feed_server, daemons
+):
+    """A webhook slower than the outbox's 5 s tick: the tick does not pile runs up
+    behind it (APScheduler once warned "maximum number of running instances reached"
+    at every tick, as bare text among the JSON lines), and a stop then leaves no
+    traceback: every line on stderr is one JSON object."""
+    from tests.receivers import Receiver
+
+    hook = Receiver().start()
+    try:
+        hook.script(delay=6.5)
+        feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
+        cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+        cfg.write_text(
+            cfg.read_text() + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/in"\n'
+        )
+        d = Daemon(cfg, tmp_path)
+        daemons.append(d)
+        wait_for(lambda: d.has("alert.delivered", sink="hook"), what="the slow send", timeout=30)
+        assert d.stop() == 0
+        d.log.flush()
+        text = Path(d.log.name).read_text()
+        for line in text.splitlines():
+            json.loads(line)  # raises on a bare line
+        assert "apscheduler" not in text and "Traceback" not in text
+    finally:
+        hook.stop()
+
+
 def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, daemons):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/g", b"gone", status=410)

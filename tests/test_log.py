@@ -1,0 +1,74 @@
+"""feedwatch.log: the lines of the libraries that log through the standard library."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from feedwatch import log
+from feedwatch.redact import clear_secrets, register_secret
+
+
+@pytest.fixture
+def configured() -> Iterator[io.StringIO]:
+    """``log.configure`` to a buffer, in JSON; structlog and the root logger as they
+    were afterwards."""
+    before = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out = io.StringIO()
+    try:
+        log.configure(level="info", fmt="json", stream=out)
+        yield out
+    finally:
+        structlog.configure(**before)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        clear_secrets()
+
+
+def lines(out: io.StringIO) -> list[dict]:
+    return [json.loads(x) for x in out.getvalue().splitlines()]
+
+
+def test_a_library_warning_is_a_json_line_and_redacted(configured: io.StringIO) -> None:
+    register_secret("hunter2-token")
+    logging.getLogger("apscheduler.scheduler").warning("job failed with %s", "hunter2-token")
+    structlog.get_logger("feedwatch.test").warning("ours", detail="hunter2-token")
+    got = lines(configured)
+    assert [(x["event"], x["level"]) for x in got] == [
+        ("job failed with ***", "warning"),
+        ("ours", "warning"),
+    ]
+    assert got[0]["logger"] == "apscheduler.scheduler"
+    assert got[1]["detail"] == "***"
+    assert "timestamp" in got[0]
+    assert "hunter2" not in configured.getvalue()
+
+
+def test_a_library_exception_keeps_its_traceback_in_the_line(configured: io.StringIO) -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("asyncio").exception("Task exception was never retrieved")
+    (line,) = lines(configured)
+    assert line["level"] == "error"
+    assert "RuntimeError: boom" in line["exception"]
+
+
+def test_library_info_chatter_stays_out_and_configure_again_replaces(
+    configured: io.StringIO,
+) -> None:
+    logging.getLogger("apscheduler.scheduler").info('Added job "x" to job store "default"')
+    assert configured.getvalue() == ""
+    again = io.StringIO()
+    log.configure(level="error", fmt="json", stream=again)
+    logging.getLogger("aiohttp").warning("a warning below the level asked for")
+    logging.getLogger("aiohttp").error("an error")
+    assert configured.getvalue() == ""  # the first handler was replaced, not kept
+    assert [x["event"] for x in lines(again)] == ["an error"]
