@@ -411,13 +411,18 @@ class Daemon:
         self.dispatcher.config = new
         # sinks: rebuild the changed ones; a removed sink's deliveries stay pending (visible)
         sinks = dict(self.dispatcher.sinks)
-        for name in list(sinks):
-            if name not in new.sinks or new.sinks[name] != old.sinks.get(name):
-                self._spawn(sinks.pop(name).aclose())
+        retired = [
+            sinks.pop(name)
+            for name in list(sinks)
+            if name not in new.sinks or new.sinks[name] != old.sinks.get(name)
+        ]
         for name, cfg in new.sinks.items():
             if name not in sinks:
                 sinks[name] = build_sink(cfg)
         self.dispatcher.sinks = sinks
+        if retired:  # closed once the sends under way through them have ended
+            self._spawn(self.dispatcher.retire(retired))
+            self._kick_deliveries()  # what waits for them goes out through the new ones
         if (new.concurrency, new.per_host) != (old.concurrency, old.per_host):
             self._old_fetchers.append(self.fetcher)
             self.fetcher = Fetcher(concurrency=new.concurrency, per_host=new.per_host)

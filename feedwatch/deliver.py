@@ -189,8 +189,10 @@ class Dispatcher:
     async def _send(
         self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport
     ) -> Literal["delivered", "dead", "retry", "held"]:
-        if self._stopped:
-            return "held"  # this sink's run ends here, as for a claim held elsewhere
+        if self._stopped or self.sinks.get(sink.name) is not sink:
+            # a stop, or a reload replaced this sink: this sink's run ends here, as for
+            # a claim held elsewhere; the rest waits for a run with the new sink
+            return "held"
         ids = [d.alert_id for d in batch]
         granted = self.store.claim_deliveries(
             sink.name, ids, self.owner, self.clock(), LEASE_SECONDS
@@ -249,6 +251,19 @@ class Dispatcher:
             retry_in=round((retry_at - now).total_seconds()),
         )
         return "retry"
+
+    async def retire(self, sinks: Sequence[Sink]) -> None:
+        """Close sinks a reload replaced, once no run can be sending through them: a run
+        takes its sinks as it starts and holds the lock to its end, so after the runs
+        under way or waiting. (Closing one mid-send cut the request short: a webhook
+        the receiver had got failed here, and its retry sent it a second time.)"""
+        async with self._lock:
+            pass
+        for sink in sinks:
+            try:
+                await sink.aclose()
+            except Exception:
+                log.exception("sink.close_failed", sink=sink.name)
 
     async def aclose(self) -> None:
         for sink in self.sinks.values():

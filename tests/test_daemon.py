@@ -309,6 +309,40 @@ def test_a_send_longer_than_the_delivery_tick_leaves_only_json_lines(
         hook.stop()
 
 
+def test_a_reload_that_changes_a_sink_lets_its_send_finish_then_uses_the_new_one(
+    tmp_path, feed_server, daemons
+):
+    """SIGHUP with a changed webhook while it sends: the send under way ends through the
+    old sink (closing it mid-send failed a request the receiver had got, and its retry
+    sent the alert twice); the next alert goes through the new one."""
+    from tests.receivers import Receiver
+
+    hook = Receiver().start()
+    try:
+        hook.script(delay=2.0)
+        feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
+        cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+        base = cfg.read_text()
+        cfg.write_text(base + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/old"\n')
+        d = Daemon(cfg, tmp_path)
+        daemons.append(d)
+        hook.wait_for(1, timeout=20)
+        cfg.write_text(base + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/new"\n')
+        d.proc.send_signal(signal.SIGHUP)
+        got = hook.wait_for(2, timeout=20)
+        wait_for(
+            lambda: sum(1 for e in d.events() if e.get("event") == "alert.delivered") == 4,
+            what="both alerts delivered to both sinks",
+        )
+        assert d.stop() == 0
+        got = hook.received()
+        titles = [(r.path, json.loads(r.body)["entry"]["title"]) for r in got]
+        assert titles == [("/old", "First"), ("/new", "Second")]
+        assert not d.has("delivery.failed")
+    finally:
+        hook.stop()
+
+
 def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, daemons):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/g", b"gone", status=410)
