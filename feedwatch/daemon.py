@@ -424,9 +424,12 @@ class Daemon:
             self._spawn(self.dispatcher.retire(retired))
             self._kick_deliveries()  # what waits for them goes out through the new ones
         if (new.concurrency, new.per_host) != (old.concurrency, old.per_host):
-            self._old_fetchers.append(self.fetcher)
+            replaced = self.fetcher
+            self._old_fetchers.append(replaced)
             self.fetcher = Fetcher(concurrency=new.concurrency, per_host=new.per_host)
             self.poller.fetcher = self.fetcher
+            busy = [t for t in self._inflight if not t.done()]
+            self._spawn(self._retire_fetcher(replaced, busy))
         # feeds
         now = self.clock()
         old_feeds = {f.name: f for f in old.feeds}
@@ -464,6 +467,15 @@ class Daemon:
             feeds=len(new.feeds),
             sinks=len(new.sinks),
         )
+
+    async def _retire_fetcher(self, fetcher: Fetcher, busy: list[asyncio.Task[Any]]) -> None:
+        """Close a fetcher a reload replaced (its connections) once the polls that were
+        under way at the reload, which may still use it, have ended."""
+        if busy:
+            await asyncio.wait(busy)
+        if fetcher in self._old_fetchers:  # else the stop closed it
+            self._old_fetchers.remove(fetcher)
+            await fetcher.aclose()
 
     # -- metrics ---------------------------------------------------------------
     def _build_sinks(self, cfg: Config) -> dict[str, Sink]:

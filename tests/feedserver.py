@@ -196,6 +196,12 @@ class FeedServer:
         with self._lock:
             return sum(1 for _, p, _ in self._requests if p == path or p.split("?", 1)[0] == path)
 
+    @property
+    def open_connections(self) -> int:
+        """Connections a client holds open now (kept alive between requests)."""
+        with self._server.conn_lock:
+            return len(self._server.connections)
+
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()

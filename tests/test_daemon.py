@@ -343,6 +343,26 @@ def test_a_reload_that_changes_a_sink_lets_its_send_finish_then_uses_the_new_one
         hook.stop()
 
 
+def test_a_reload_that_changes_concurrency_closes_the_old_connections(
+    tmp_path, feed_server, daemons
+):
+    """The fetcher a reload replaces is closed once its polls end: its kept-alive
+    connections do not linger (they stayed open until the daemon stopped)."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"], extra="concurrency = 4")
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: d.has("feed.polled", feed="a"), what="a first poll")
+    wait_for(lambda: feed_server.open_connections == 1, what="one kept-alive connection")
+    cfg.write_text(cfg.read_text().replace("concurrency = 4", "concurrency = 5"))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config.reloaded"), what="the reload")
+    polls = feed_server.count("/a")
+    wait_for(lambda: feed_server.count("/a") >= polls + 2, what="polls through the new fetcher")
+    wait_for(lambda: feed_server.open_connections == 1, what="the old connection closed")
+    assert d.stop() == 0
+
+
 def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, daemons):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/g", b"gone", status=410)
