@@ -229,7 +229,8 @@ class Daemon:
         for name, when in spread_overdue(now, due, 60.0, rng=self.rng).items():
             self.scheduler.at(name, when, self._poll_job, name)
 
-    def _reschedule(self, name: str) -> None:
+    def _reschedule(self, name: str, polled_url: str | None = None) -> None:
+        """The next poll of ``name``, after a poll of ``polled_url`` (None: none made)."""
         feed = self.config.feed(name)
         if feed is None or not feed.enabled or self._stopping:
             self.scheduler.cancel(name)
@@ -245,7 +246,11 @@ class Daemon:
             self.scheduler.cancel(name)
             return
         when = rec.next_poll if rec is not None else None
-        if when is None or when <= now:
+        if polled_url is not None and polled_url != feed.url:
+            # a reload changed the URL during this poll (of the old one): the new URL
+            # now, as a reload schedules it when no poll is under way
+            when = now
+        elif when is None or when <= now:
             when = now + timedelta(seconds=feed.settings.interval)
         if rec is not None and rec.retry_after_until is not None and rec.retry_after_until > when:
             when = rec.retry_after_until
@@ -273,12 +278,14 @@ class Daemon:
             self._inflight.add(task)
         refused: FeedClaim | None = None
         claimed = mine = False
+        polled_url: str | None = None
         try:
             feed = self.config.feed(name)
             if self._stopping or feed is None or not feed.enabled or name in self._polling:
                 return
             self._polling.add(name)
             mine = True
+            polled_url = feed.url
             claim = self.store.claim_feed(name, feed.url, self.owner, self.clock(), LEASE_SECONDS)
             if not claim.granted:
                 refused = claim
@@ -313,12 +320,14 @@ class Daemon:
                 self._polling.discard(name)
             if task is not None:
                 self._inflight.discard(task)
-            if not self._stopping:
+            # a poll of this feed still under way (a reload's job fired during it) will
+            # schedule the next one itself as it ends
+            if not self._stopping and (mine or name not in self._polling):
                 try:
                     if refused is not None:
                         self._reschedule_refused(name, refused)
                     else:
-                        self._reschedule(name)
+                        self._reschedule(name, polled_url)
                 except Exception:
                     log.exception("feed.reschedule_failed", feed=name)
                     self._retry_later(name)

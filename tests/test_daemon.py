@@ -363,6 +363,27 @@ def test_a_reload_that_changes_concurrency_closes_the_old_connections(
     assert d.stop() == 0
 
 
+def test_a_reload_that_changes_a_url_during_its_poll_polls_the_new_url_at_once(
+    tmp_path, feed_server, daemons
+):
+    """A feed's URL edited while its old URL is being polled: the new URL is polled as
+    that poll ends, as after any reload (it waited a whole interval: the ending poll
+    scheduled the next from its own time)."""
+    feed_server.set("/old", rss([entry(1)]), delay=1.5)
+    feed_server.set("/new", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["old"])
+    cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "1m"'))
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: feed_server.count("/old"), what="the old URL's poll under way")
+    cfg.write_text(cfg.read_text().replace(feed_server.url("/old"), feed_server.url("/new")))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config.reloaded"), what="the reload")
+    wait_for(lambda: feed_server.count("/new"), what="the new URL polled", timeout=15)
+    assert feed_server.count("/old") == 1
+    assert d.stop() == 0
+
+
 def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, daemons):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/g", b"gone", status=410)
