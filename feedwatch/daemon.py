@@ -31,12 +31,12 @@ from typing import Any, TextIO
 
 import structlog
 
-from feedwatch import metrics, sdnotify
+from feedwatch import metrics, pacing, sdnotify
 from feedwatch.clock import Clock, system_clock
 from feedwatch.config import ConfigError
 from feedwatch.deliver import Dispatcher, DispatchReport
 from feedwatch.fetch import Fetcher
-from feedwatch.model import Config
+from feedwatch.model import Config, FeedConfig
 from feedwatch.pacing import spread_overdue
 from feedwatch.parsepool import ParsePool, worker_count
 from feedwatch.poll import Poller, PollReport
@@ -45,7 +45,14 @@ from feedwatch.sinks import build_sink
 from feedwatch.sinks.base import Sink
 from feedwatch.status import feed_state
 from feedwatch.store import is_postgres_url, open_store
-from feedwatch.store.base import LEASE_RENEW, LEASE_SECONDS, FeedClaim, Store, new_owner
+from feedwatch.store.base import (
+    LEASE_RENEW,
+    LEASE_SECONDS,
+    FeedClaim,
+    FeedRecord,
+    Store,
+    new_owner,
+)
 from feedwatch.store.lock import LockHandle, acquire_lock
 
 log = structlog.get_logger("feedwatch.daemon")
@@ -225,9 +232,22 @@ class Daemon:
             when = rec.next_poll if rec is not None and rec.url == feed.url else None
             if rec is not None and rec.retry_after_until is not None:
                 when = max(when or rec.retry_after_until, rec.retry_after_until)
-            due.append((feed.name, when))
+            due.append((feed.name, self._within_interval(rec, feed, when, now)))
         for name, when in spread_overdue(now, due, 60.0, rng=self.rng).items():
             self.scheduler.at(name, when, self._poll_job, name)
+
+    @staticmethod
+    def _within_interval(
+        rec: FeedRecord | None, feed: FeedConfig, when: datetime | None, now: datetime
+    ) -> datetime | None:
+        """``when``, or sooner when it was set under a longer interval than the feed's
+        now (the config changed: a shorter interval applies at once, not after the
+        next poll). A backoff after errors or a server's Retry-After keeps its time."""
+        if when is None or rec is None or rec.last_poll is None or rec.errors:
+            return when
+        if rec.retry_after_until is not None and rec.retry_after_until > now:
+            return when
+        return min(when, pacing.latest_slot(rec.last_poll, feed.settings))
 
     def _reschedule(self, name: str, polled_url: str | None = None) -> None:
         """The next poll of ``name``, after a poll of ``polled_url`` (None: none made)."""
@@ -252,6 +272,8 @@ class Daemon:
             when = now
         elif when is None or when <= now:
             when = now + timedelta(seconds=feed.settings.interval)
+        else:  # set by a poll that began before a reload shortened the interval?
+            when = self._within_interval(rec, feed, when, now) or when
         if rec is not None and rec.retry_after_until is not None and rec.retry_after_until > when:
             when = rec.retry_after_until
         self.scheduler.at(name, when, self._poll_job, name)
@@ -444,6 +466,7 @@ class Daemon:
         old_feeds = {f.name: f for f in old.feeds}
         added = removed = changed = 0
         fresh: list[tuple[str, datetime | None]] = []
+        shorter: list[FeedConfig] = []  # settings changed: maybe a shorter interval
         for f in new.feeds:
             prev = old_feeds.get(f.name)
             if not f.enabled:
@@ -458,11 +481,23 @@ class Daemon:
                 changed += 1
                 if prev.url != f.url:
                     fresh.append((f.name, None))
+                elif f.settings != prev.settings:
+                    shorter.append(f)
         for name in old_feeds:
             if new.feed(name) is None:
                 removed += 1
                 self.scheduler.cancel(name)
                 metrics.REGISTRY.remove(feed=name)
+        if shorter:
+            records = self.store.feeds()
+            slots = self.scheduler.scheduled()
+            for f in shorter:
+                slot = slots.get(f.name)
+                if slot is None or f.name in self._polling:
+                    continue  # not scheduled, or being polled: its end schedules the next
+                when = self._within_interval(records.get(f.name), f, slot, now)
+                if when is not None and when < slot:
+                    self.scheduler.at(f.name, when, self._poll_job, f.name)
         if fresh:
             window = min(60.0, max(1.0, float(len(fresh))))
             for name, when in spread_overdue(now, fresh, window, rng=self.rng).items():

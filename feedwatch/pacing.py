@@ -58,6 +58,15 @@ def next_poll_after_success(now: datetime, settings: FeedSettings, rng: random.R
     return now + timedelta(seconds=max(MIN_DELAY, delay))
 
 
+def latest_slot(last_poll: datetime, settings: FeedSettings) -> datetime:
+    """The latest a successful poll at ``last_poll`` can set the next one under these
+    settings (interval + jitter later). A stored next poll later than this was set
+    under a longer interval: the config has changed since."""
+    interval = settings.interval
+    amount = settings.jitter.amount(interval)
+    return last_poll + timedelta(seconds=interval + (abs(amount) if math.isfinite(amount) else 0))
+
+
 def failure_backoff(interval: float, errors: int) -> float:
     """The un-jittered gap after ``errors`` consecutive failures (1 = the first one).
 

@@ -384,6 +384,38 @@ def test_a_reload_that_changes_a_url_during_its_poll_polls_the_new_url_at_once(
     assert d.stop() == 0
 
 
+def test_a_reload_that_shortens_the_interval_applies_at_once(tmp_path, feed_server, daemons):
+    """interval 1h -> 2s by a reload: the next poll comes 2 s after the last, not at the
+    hour the last poll had set; a restart does the same from the stored next poll."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "1h"'))
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: feed_server.count("/a") == 1, what="the first poll")
+    cfg.write_text(cfg.read_text().replace('interval = "1h"', 'interval = "2s"'))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: feed_server.count("/a") >= 3, what="polls 2 s apart", timeout=15)
+    assert d.stop() == 0
+    cfg.write_text(cfg.read_text().replace('interval = "2s"', 'interval = "1h"'))
+    polls = feed_server.count("/a")
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    # the stored next poll is within 2 s: it polls once, and sets the next an hour on
+    wait_for(lambda: d.has("feed.polled", feed="a"), what="the poll due", timeout=15)
+    assert d.stop() == 0
+    assert feed_server.count("/a") == polls + 1
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        last, nxt = db.execute("SELECT last_poll, next_poll FROM feeds").fetchone()
+    cfg.write_text(cfg.read_text().replace('interval = "1h"', 'interval = "2s"'))
+    polls = feed_server.count("/a")
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: feed_server.count("/a") > polls, what="a start under 2s", timeout=15)
+    assert d.stop() == 0
+    assert nxt - last >= 3000  # that start would have waited the hour
+
+
 def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, daemons):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/g", b"gone", status=410)

@@ -17,6 +17,7 @@ from feedwatch.pacing import (
     delivery_retry_at,
     failure_backoff,
     is_given_up,
+    latest_slot,
     next_poll_after_failure,
     next_poll_after_success,
     spread_overdue,
@@ -236,3 +237,25 @@ def test_is_given_up_boundary():
     assert is_given_up(created, NOW, 3 * 86400)
     assert not is_given_up(created + timedelta(seconds=1), NOW, 3 * 86400)
     assert not is_given_up(created - timedelta(days=365), NOW, 0), "0 = never give up"
+
+
+@settings(max_examples=150, deadline=None)
+@given(intervals, jitters, seeds, st.floats(min_value=1.0, max_value=7 * 86400.0))
+def test_latest_slot_bounds_every_next_poll_and_catches_a_longer_interval(
+    interval: float, jitter: Jitter, seed: int, longer: float
+) -> None:
+    """No next poll set under the settings is later than ``latest_slot``; one set under
+    a longer interval (what the config had before a reload) can be, and then it is."""
+    s = FeedSettings(interval=interval, jitter=jitter)
+    rng = random.Random(seed)
+    assert next_poll_after_success(NOW, s, rng) <= latest_slot(NOW, s) + timedelta(seconds=EPS)
+    before = FeedSettings(interval=interval + longer, jitter=Jitter())
+    if interval + longer > interval + jitter.amount(interval) + EPS:
+        assert next_poll_after_success(NOW, before, rng) > latest_slot(NOW, s)
+
+
+def test_latest_slot_examples() -> None:
+    ten_percent = FeedSettings(interval=3600, jitter=Jitter(ratio=0.1))
+    assert latest_slot(NOW, ten_percent) == NOW + timedelta(seconds=3960)
+    thirty_s = FeedSettings(interval=300, jitter=Jitter(seconds=30))
+    assert latest_slot(NOW, thirty_s) == NOW + timedelta(seconds=330)
