@@ -430,11 +430,39 @@ class Daemon:
                 )
                 return False
             self._apply(old, new)
+            if new.metrics_listen != old.metrics_listen:
+                await self._move_metrics(new.metrics_listen, old.metrics_listen)
+            if new.parse_workers != old.parse_workers:
+                log.warning(
+                    "config.restart_needed",
+                    keys=["parse_workers"],
+                    hint="the parse workers running stay as they are until feedwatch restarts",
+                )
             return True
         finally:
             sdnotify.ready(
                 status=f"watching {sum(1 for f in self.config.feeds if f.enabled)} feeds"
             )
+
+    async def _move_metrics(self, listen: str, before: str) -> None:
+        """``metrics_listen`` changed: serve it there ("" = nowhere). If the new address
+        cannot be had, the old one is taken back and the error logged."""
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+            self._metrics_server = None
+        for address in (listen, before) if listen else ():
+            if not address:
+                break
+            server = metrics.MetricsServer(address, metrics.REGISTRY, self._health)
+            try:
+                await server.start()
+            except OSError as exc:
+                back = address == listen and before
+                hint = "back on the old address" if back else "metrics are off"
+                log.error("metrics.listen_failed", error=str(exc), hint=hint)
+                continue
+            self._metrics_server = server
+            return
 
     def _apply(self, old: Config, new: Config) -> None:
         self.config = new

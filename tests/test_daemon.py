@@ -484,6 +484,50 @@ def test_metrics_and_healthz(tmp_path, feed_server, daemons):
     assert d.stop() == 0
 
 
+def test_a_reload_moves_the_metrics_endpoint_or_keeps_it_if_the_new_port_is_taken(
+    tmp_path, feed_server, daemons
+):
+    """metrics_listen edited and reloaded: served at the new address (it stayed at the
+    old one until a restart); a taken port is an error in the log and the old address
+    is kept; parse_workers, which only a restart changes, is named in a warning."""
+    import socket
+
+    from tests.feedserver import free_port
+
+    first, second = free_port(), free_port()
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"], extra=f'metrics_listen = "127.0.0.1:{first}"')
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+
+    def healthy(port: int) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(lambda: healthy(first), what="metrics on the first port")
+    text = cfg.read_text()
+    cfg.write_text(text.replace(str(first), str(second)))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: healthy(second), what="metrics on the second port")
+    assert not healthy(first)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        cfg.write_text(
+            text.replace(str(first), str(busy)).replace(
+                "[feedwatch]\n", "[feedwatch]\nparse_workers = 1\n"
+            )
+        )
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: d.has("metrics.listen_failed"), what="the taken port refused")
+        wait_for(lambda: d.has("config.restart_needed"), what="parse_workers named")
+        assert healthy(second)
+    assert d.stop() == 0
+
+
 def test_sd_notify_ready_and_stopping(tmp_path, feed_server, daemons):
     import socket
 
