@@ -25,7 +25,7 @@ import asyncio
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
@@ -232,8 +232,30 @@ class Daemon:
             when = rec.next_poll if rec is not None and rec.url == feed.url else None
             if rec is not None and rec.retry_after_until is not None:
                 when = max(when or rec.retry_after_until, rec.retry_after_until)
-            due.append((feed.name, self._within_interval(rec, feed, when, now)))
-        for name, when in spread_overdue(now, due, 60.0, rng=self.rng).items():
+            due.append((feed.name, when))
+        self._schedule_spread(due, records, 60.0, now)
+
+    def _schedule_spread(
+        self,
+        due: Sequence[tuple[str, datetime | None]],
+        records: Mapping[str, FeedRecord],
+        window: float,
+        now: datetime,
+    ) -> None:
+        """Schedule each (feed, stored next poll): overdue ones spread over ``window``
+        (``pacing.spread_overdue``), after bringing forward those set under a longer
+        interval than the feed's now; none later than it was stored."""
+        capped: list[tuple[str, datetime | None]] = []
+        stored: dict[str, datetime] = {}
+        for name, when in due:
+            feed = self.config.feed(name)
+            if feed is not None and when is not None:
+                stored[name] = when
+                when = self._within_interval(records.get(name), feed, when, now)
+            capped.append((name, when))
+        for name, when in spread_overdue(now, capped, window, rng=self.rng).items():
+            if name in stored and stored[name] > now:  # it was not overdue
+                when = min(when, stored[name])
             self.scheduler.at(name, when, self._poll_job, name)
 
     @staticmethod
@@ -517,15 +539,16 @@ class Daemon:
                 self.scheduler.cancel(name)
                 metrics.REGISTRY.remove(feed=name)
         if shorter:
-            records = self.store.feeds()
             slots = self.scheduler.scheduled()
-            for f in shorter:
-                slot = slots.get(f.name)
-                if slot is None or f.name in self._polling:
-                    continue  # not scheduled, or being polled: its end schedules the next
-                when = self._within_interval(records.get(f.name), f, slot, now)
-                if when is not None and when < slot:
-                    self.scheduler.at(f.name, when, self._poll_job, f.name)
+            # not scheduled, or being polled (its end schedules the next): left
+            moved = [
+                (f.name, slots[f.name])
+                for f in shorter
+                if f.name in slots and f.name not in self._polling
+            ]
+            if moved:
+                window = min(60.0, max(1.0, float(len(moved))))
+                self._schedule_spread(moved, self.store.feeds(), window, now)
         if fresh:
             window = min(60.0, max(1.0, float(len(fresh))))
             for name, when in spread_overdue(now, fresh, window, rng=self.rng).items():
