@@ -161,3 +161,42 @@ def test_program_ignoring_stdin_exits_zero(tmp_path: Path) -> None:
     big = make_payload(summary="x" * 500_000)
     result = _send(_sink([sys.executable, "-c", "pass"]), big)
     assert result.ok
+
+
+LEAVER = """
+import subprocess, sys
+sys.stdin.read()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+with open(sys.argv[1], "w") as f:
+    f.write(f"{child.pid}\\n")
+print("queued the notification")
+print("a warning before the exit", file=sys.stderr)
+sys.exit(int(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("code", [0, 4])
+def test_a_child_left_holding_the_pipes_does_not_hold_the_delivery(
+    tmp_path: Path, code: int
+) -> None:
+    """A program that exits at once but leaves a child with its stdout and stderr (a
+    notifier run in the background): its exit status decides, now, not at the
+    timeout (which reported a delivered alert as failed, to be sent again); what it
+    wrote before exiting is still read; the child is its own business."""
+    pidfile = tmp_path / "pid"
+    script = _script(tmp_path, "leave.py", LEAVER)
+    sink = _sink([sys.executable, script, str(pidfile), str(code)], timeout=20.0)
+    started = time.monotonic()
+    result = _send(sink, make_payload())
+    elapsed = time.monotonic() - started
+    child = int(pidfile.read_text().split()[0])
+    try:
+        assert elapsed < 10
+        if code == 0:
+            assert result == SendResult.success()
+        else:
+            assert not result.ok and not result.permanent
+            assert "exited 4: a warning before the exit" in (result.error or "")
+        assert _alive(child)
+    finally:
+        os.kill(child, 9)

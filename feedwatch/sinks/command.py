@@ -59,6 +59,22 @@ async def _drain(stream: asyncio.StreamReader | None, tail: _Tail) -> None:
         tail.add(chunk)
 
 
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's own, plus ``exited``: done when the program exits. (``Process.wait``
+    waits for its pipes to close too, so a program that leaves a child behind holding
+    its stdout, ``notify-send &`` say, would seem to run until it timed out, and its
+    alert, delivered, would be sent again.)"""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 class CommandSink:
     type = "command"
     supports_digest = False
@@ -92,8 +108,10 @@ class CommandSink:
             FEEDWATCH_KIND=delivery.kind.replace("\0", ""),
         )
         program = self._argv[0]
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(loop),
                 *self._argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -108,6 +126,16 @@ class CommandSink:
         except OSError as exc:
             return SendResult.dead(self._err(f"cannot start {program!r}: {exc.strerror or exc}"))
 
+        try:
+            return await self._talk(
+                asyncio.subprocess.Process(transport, protocol, loop), protocol.exited, delivery
+            )
+        finally:
+            transport.close()  # its pipes, even where a child of it still holds them
+
+    async def _talk(
+        self, proc: asyncio.subprocess.Process, exited: asyncio.Future[None], delivery: Delivery
+    ) -> SendResult:
         out, err = _Tail(), _Tail()
         readers = [
             asyncio.ensure_future(_drain(proc.stdout, out)),
@@ -115,9 +143,9 @@ class CommandSink:
         ]
         data = payload_json(delivery.payload) + b"\n"
         try:
-            await asyncio.wait_for(self._feed_and_wait(proc, data), self._timeout)
+            await asyncio.wait_for(self._feed_and_wait(proc, exited, data), self._timeout)
         except asyncio.TimeoutError:
-            await self._kill(proc, readers)
+            await self._kill(proc, exited, readers)
             log.warning(
                 "command.timeout", sink=self.name, alert_id=delivery.alert_id, timeout=self._timeout
             )
@@ -125,8 +153,9 @@ class CommandSink:
                 self._err(f"command timed out after {self._timeout:g}s and was killed")
             )
         finally:
-            if proc.returncode is None:  # cancelled (shutdown): never leave it running
-                await self._kill(proc, readers)
+            if not exited.done():  # cancelled (shutdown): never leave it running
+                await self._kill(proc, exited, readers)
+        # what it wrote before it exited (not what a child left behind writes after)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*readers), 2)
         for r in readers:
@@ -151,7 +180,9 @@ class CommandSink:
         )
 
     @staticmethod
-    async def _feed_and_wait(proc: asyncio.subprocess.Process, data: bytes) -> None:
+    async def _feed_and_wait(
+        proc: asyncio.subprocess.Process, exited: asyncio.Future[None], data: bytes
+    ) -> None:
         if proc.stdin is not None:
             try:
                 proc.stdin.write(data)
@@ -161,19 +192,21 @@ class CommandSink:
             finally:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
-        await proc.wait()
+        await asyncio.shield(exited)
 
     @staticmethod
     async def _kill(
-        proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Future[None]]
+        proc: asyncio.subprocess.Process,
+        exited: asyncio.Future[None],
+        readers: Sequence[asyncio.Future[None]],
     ) -> None:
-        if proc.returncode is None:
+        if not exited.done():
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError, AttributeError):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-            await proc.wait()
+            await asyncio.shield(exited)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 1)
         for r in readers:
