@@ -568,7 +568,7 @@ class Daemon:
         under way at the reload, which may still use it, have ended."""
         if busy:
             await asyncio.wait(busy)
-        if fetcher in self._old_fetchers:  # else the stop closed it
+        if fetcher in self._old_fetchers:  # once (the stop closes those still listed)
             self._old_fetchers.remove(fetcher)
             await fetcher.aclose()
 
