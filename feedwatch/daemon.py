@@ -166,7 +166,13 @@ class Daemon:
     def _request_stop(self, sig: signal.Signals) -> None:
         if not self._stop.is_set():
             log.info("daemon.stopping", signal=sig.name)
-        self._stop.set()
+            self._stop.set()
+            return
+        # a second one (Ctrl-C again): stop now, as shutdown_timeout would at its end
+        busy = [t for t in self._inflight if not t.done()]
+        log.warning("daemon.stopping_now", signal=sig.name, abandoned=len(busy))
+        for t in busy:
+            t.cancel()
 
     def _request_reload(self) -> None:
         self._spawn(self.reload())

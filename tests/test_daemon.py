@@ -279,6 +279,25 @@ def test_sigterm_lets_a_send_under_way_finish_and_sends_nothing_new(tmp_path, fe
         hook.stop()
 
 
+def test_a_second_sigterm_stops_at_once(tmp_path, feed_server, daemons):
+    """The first SIGTERM waits for the poll under way (up to shutdown_timeout, 5 s
+    here); a second one abandons it now, its state untouched, and exits 0."""
+    feed_server.set("/a", rss([entry(1)]), delay=4.0)
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: feed_server.count("/a"), what="the slow poll under way")
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: d.has("daemon.stopping"), what="the first signal taken")
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 2.5
+    assert d.has("daemon.stopping_now", abandoned=1)
+    assert d.has("feed.poll_abandoned", feed="a")
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone() == (0,)
+
+
 def test_a_send_longer_than_the_delivery_tick_leaves_only_json_lines(
     tmp_path, feed_server, daemons
 ):
