@@ -175,6 +175,9 @@ class Daemon:
             t.cancel()
 
     def _request_reload(self) -> None:
+        if self._stop.is_set():  # stopping: nothing new starts, a reload included
+            log.info("config.reload_ignored", reason="feedwatch is stopping")
+            return
         self._spawn(self.reload())
 
     async def _shutdown(self) -> None:

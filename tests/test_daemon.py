@@ -289,11 +289,14 @@ def test_a_second_sigterm_stops_at_once(tmp_path, feed_server, daemons):
     wait_for(lambda: feed_server.count("/a"), what="the slow poll under way")
     d.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: d.has("daemon.stopping"), what="the first signal taken")
+    d.proc.send_signal(signal.SIGHUP)  # a reload while stopping starts nothing
+    wait_for(lambda: d.has("config.reload_ignored"), what="the reload ignored")
     t0 = time.monotonic()
     assert d.stop() == 0
     assert time.monotonic() - t0 < 2.5
     assert d.has("daemon.stopping_now", abandoned=1)
     assert d.has("feed.poll_abandoned", feed="a")
+    assert not d.has("config.reloaded")
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert db.execute("SELECT count(*) FROM entries").fetchone() == (0,)
 
