@@ -16,7 +16,10 @@ import pytest
 
 from feedwatch.testing import entry, rss
 from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
-from tests.helpers import wait_for
+from tests.helpers import run_feedwatch, wait_for
+from tests.receivers import webhook_receiver
+
+__all__ = ["webhook_receiver"]  # a fixture, imported for pytest
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -77,6 +80,12 @@ path = "{tmp}/alerts.jsonl"
     return cfg
 
 
+def with_webhook(cfg: Path, url: str, base: str | None = None) -> None:
+    """Write ``base`` (else the file as it is) plus a webhook sink ``hook`` posting to ``url``."""
+    text = cfg.read_text() if base is None else base
+    cfg.write_text(text + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{url}"\n')
+
+
 def alerts(tmp: Path) -> list[dict]:
     p = tmp / "alerts.jsonl"
     return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
@@ -117,34 +126,14 @@ def test_second_daemon_refuses_and_check_refuses_but_dry_run_works(tmp_path, fee
     d = Daemon(cfg, tmp_path)
     daemons.append(d)
     wait_for(lambda: d.has("daemon.started"), what="start")
-    second = subprocess.run(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    second = run_feedwatch("-c", str(cfg), "run", timeout=30)
     assert second.returncode == 1
     assert "in use by another feedwatch" in second.stderr
-    check = subprocess.run(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    check = run_feedwatch("-c", str(cfg), "check", timeout=30)
     assert check.returncode == 1 and "in use" in check.stderr
-    dry = subprocess.run(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check", "--dry-run"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    dry = run_feedwatch("-c", str(cfg), "check", "--dry-run", timeout=30)
     assert dry.returncode == 0, dry.stderr
-    status = subprocess.run(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "status", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    status = run_feedwatch("-c", str(cfg), "status", "--json", timeout=30)
     assert status.returncode == 0
     assert json.loads(status.stdout)["feeds"][0]["name"] == "a"
     assert d.stop() == 0
@@ -182,39 +171,29 @@ def test_sighup_adds_a_feed_and_invalid_config_keeps_running(tmp_path, feed_serv
     assert d.stop() == 0
 
 
-def test_kill_9_then_restart_loses_no_pending_alert(tmp_path, feed_server, daemons):
-    from tests.receivers import Receiver
-
-    hook = Receiver().start()
-    try:
-        hook.script(status=503)
-        feed_server.set("/a", rss([entry(1)]))
-        cfg = write_config(tmp_path, feed_server, ["a"])
-        cfg.write_text(
-            cfg.read_text() + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/in"\n'
-        )
-        d = Daemon(cfg, tmp_path)
-        daemons.append(d)
-        wait_for(lambda: d.has("feed.polled", feed="a", result="ok"), what="baseline")
-        feed_server.set("/a", rss([entry(1), entry(2, title="Must not be lost")]))
-        wait_for(lambda: hook.received(), what="a failed delivery attempt")
-        d.proc.kill()
-        d.proc.wait()
-        hook.script(status=200)
-        # the retry is 30 s away; a restart with `check` retries now (an explicit request)
-        r = subprocess.run(
-            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check", "--feed", "a"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert r.returncode == 0, r.stderr
-        bodies = [json.loads(x.body) for x in hook.received()]
-        ids = {b["id"] for b in bodies}
-        assert len(ids) == 1
-        assert bodies[-1]["entry"]["title"] == "Must not be lost"
-    finally:
-        hook.stop()
+def test_kill_9_then_restart_loses_no_pending_alert(
+    tmp_path, feed_server, daemons, webhook_receiver
+):
+    hook = webhook_receiver
+    hook.script(status=503)
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    with_webhook(cfg, f"{hook.url}/in")
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: d.has("feed.polled", feed="a", result="ok"), what="baseline")
+    feed_server.set("/a", rss([entry(1), entry(2, title="Must not be lost")]))
+    wait_for(lambda: hook.received(), what="a failed delivery attempt")
+    d.proc.kill()
+    d.proc.wait()
+    hook.script(status=200)
+    # the retry is 30 s away; a restart with `check` retries now (an explicit request)
+    r = run_feedwatch("-c", str(cfg), "check", "--feed", "a", timeout=30)
+    assert r.returncode == 0, r.stderr
+    bodies = [json.loads(x.body) for x in hook.received()]
+    ids = {b["id"] for b in bodies}
+    assert len(ids) == 1
+    assert bodies[-1]["entry"]["title"] == "Must not be lost"
 
 
 def test_sigterm_lets_a_poll_in_flight_finish_and_starts_no_request(tmp_path, feed_server, daemons):
@@ -240,43 +219,33 @@ def test_sigterm_lets_a_poll_in_flight_finish_and_starts_no_request(tmp_path, fe
         assert db.execute("SELECT count(*) FROM entries WHERE feed = ?", (name,)).fetchone() == (1,)
 
 
-def test_sigterm_lets_a_send_under_way_finish_and_sends_nothing_new(tmp_path, feed_server, daemons):
+def test_sigterm_lets_a_send_under_way_finish_and_sends_nothing_new(
+    tmp_path, feed_server, daemons, webhook_receiver
+):
     """SIGTERM while a webhook is being sent: that send ends and is marked delivered (so
     it is never sent again); the next alert is not sent by the stopping daemon but
     stays pending, and the next run sends it, once."""
-    from tests.receivers import Receiver
-
-    hook = Receiver().start()
-    try:
-        hook.script(delay=1.5)
-        feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
-        cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
-        cfg.write_text(
-            cfg.read_text() + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/in"\n'
-        )
-        d = Daemon(cfg, tmp_path)
-        daemons.append(d)
-        hook.wait_for(1, timeout=20)
-        assert d.stop() == 0
-        assert len(hook.received()) == 1
-        with sqlite3.connect(tmp_path / "state.db") as db:
-            rows = db.execute(
-                "SELECT status, count(*) FROM deliveries WHERE sink = 'hook' GROUP BY status"
-            ).fetchall()
-        assert sorted(rows) == [("delivered", 1), ("pending", 1)]
-        hook.script(delay=0)
-        r = subprocess.run(
-            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert r.returncode == 0, r.stderr
-        bodies = [json.loads(x.body) for x in hook.received()]
-        assert [b["entry"]["title"] for b in bodies] == ["First", "Second"]
-        assert len({b["id"] for b in bodies}) == 2
-    finally:
-        hook.stop()
+    hook = webhook_receiver
+    hook.script(delay=1.5)
+    feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
+    cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+    with_webhook(cfg, f"{hook.url}/in")
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    hook.wait_for(1, timeout=20)
+    assert d.stop() == 0
+    assert len(hook.received()) == 1
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute(
+            "SELECT status, count(*) FROM deliveries WHERE sink = 'hook' GROUP BY status"
+        ).fetchall()
+    assert sorted(rows) == [("delivered", 1), ("pending", 1)]
+    hook.script(delay=0)
+    r = run_feedwatch("-c", str(cfg), "check", timeout=30)
+    assert r.returncode == 0, r.stderr
+    bodies = [json.loads(x.body) for x in hook.received()]
+    assert [b["entry"]["title"] for b in bodies] == ["First", "Second"]
+    assert len({b["id"] for b in bodies}) == 2
 
 
 def test_a_second_sigterm_stops_at_once(tmp_path, feed_server, daemons):
@@ -302,67 +271,55 @@ def test_a_second_sigterm_stops_at_once(tmp_path, feed_server, daemons):
 
 
 def test_a_send_longer_than_the_delivery_tick_leaves_only_json_lines(
-    tmp_path, feed_server, daemons
+    tmp_path, feed_server, daemons, webhook_receiver
 ):
     """A webhook slower than the outbox's 5 s tick: the tick does not pile runs up
     behind it (APScheduler once warned "maximum number of running instances reached"
     at every tick, as bare text among the JSON lines), and a stop then leaves no
     traceback: every line on stderr is one JSON object."""
-    from tests.receivers import Receiver
-
-    hook = Receiver().start()
-    try:
-        hook.script(delay=6.5)
-        feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
-        cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
-        cfg.write_text(
-            cfg.read_text() + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/in"\n'
-        )
-        d = Daemon(cfg, tmp_path)
-        daemons.append(d)
-        wait_for(lambda: d.has("alert.delivered", sink="hook"), what="the slow send", timeout=30)
-        assert d.stop() == 0
-        d.log.flush()
-        text = Path(d.log.name).read_text()
-        for line in text.splitlines():
-            json.loads(line)  # raises on a bare line
-        assert "apscheduler" not in text and "Traceback" not in text
-    finally:
-        hook.stop()
+    hook = webhook_receiver
+    hook.script(delay=6.5)
+    feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
+    cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+    with_webhook(cfg, f"{hook.url}/in")
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    wait_for(lambda: d.has("alert.delivered", sink="hook"), what="the slow send", timeout=30)
+    assert d.stop() == 0
+    d.log.flush()
+    text = Path(d.log.name).read_text()
+    for line in text.splitlines():
+        json.loads(line)  # raises on a bare line
+    assert "apscheduler" not in text and "Traceback" not in text
 
 
 def test_a_reload_that_changes_a_sink_lets_its_send_finish_then_uses_the_new_one(
-    tmp_path, feed_server, daemons
+    tmp_path, feed_server, daemons, webhook_receiver
 ):
     """SIGHUP with a changed webhook while it sends: the send under way ends through the
     old sink (closing it mid-send failed a request the receiver had got, and its retry
     sent the alert twice); the next alert goes through the new one."""
-    from tests.receivers import Receiver
-
-    hook = Receiver().start()
-    try:
-        hook.script(delay=2.0)
-        feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
-        cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
-        base = cfg.read_text()
-        cfg.write_text(base + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/old"\n')
-        d = Daemon(cfg, tmp_path)
-        daemons.append(d)
-        hook.wait_for(1, timeout=20)
-        cfg.write_text(base + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{hook.url}/new"\n')
-        d.proc.send_signal(signal.SIGHUP)
-        got = hook.wait_for(2, timeout=20)
-        wait_for(
-            lambda: sum(1 for e in d.events() if e.get("event") == "alert.delivered") == 4,
-            what="both alerts delivered to both sinks",
-        )
-        assert d.stop() == 0
-        got = hook.received()
-        titles = [(r.path, json.loads(r.body)["entry"]["title"]) for r in got]
-        assert titles == [("/old", "First"), ("/new", "Second")]
-        assert not d.has("delivery.failed")
-    finally:
-        hook.stop()
+    hook = webhook_receiver
+    hook.script(delay=2.0)
+    feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
+    cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+    base = cfg.read_text()
+    with_webhook(cfg, f"{hook.url}/old", base)
+    d = Daemon(cfg, tmp_path)
+    daemons.append(d)
+    hook.wait_for(1, timeout=20)
+    with_webhook(cfg, f"{hook.url}/new", base)
+    d.proc.send_signal(signal.SIGHUP)
+    hook.wait_for(2, timeout=20)
+    wait_for(
+        lambda: sum(1 for e in d.events() if e.get("event") == "alert.delivered") == 4,
+        what="both alerts delivered to both sinks",
+    )
+    assert d.stop() == 0
+    got = hook.received()
+    titles = [(r.path, json.loads(r.body)["entry"]["title"]) for r in got]
+    assert titles == [("/old", "First"), ("/new", "Second")]
+    assert not d.has("delivery.failed")
 
 
 def test_a_reload_that_changes_concurrency_closes_the_old_connections(
@@ -450,12 +407,7 @@ def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, dae
     wait_for(lambda: feed_server.count("/a") >= m + 3, what="other feed keeps polling")
     assert feed_server.count("/g") == n
     assert d.stop() == 0
-    status = subprocess.run(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "status", "--json", "--check"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    status = run_feedwatch("-c", str(cfg), "status", "--json", "--check", timeout=30)
     assert status.returncode == 1
     states = {f["name"]: f["state"] for f in json.loads(status.stdout)["feeds"]}
     assert states == {"a": "ok", "g": "gone"}
@@ -473,12 +425,7 @@ def test_retry_after_is_honoured(tmp_path, feed_server, daemons):
     assert feed_server.count("/r") == 1
     assert d.stop() == 0
     # check honours it too
-    r = subprocess.run(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = run_feedwatch("-c", str(cfg), "check", timeout=30)
     assert "Retry-After" in r.stderr
     assert feed_server.count("/r") == 1
 
