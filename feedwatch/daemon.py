@@ -269,16 +269,15 @@ class Daemon:
 
     @staticmethod
     def _within_interval(
-        rec: FeedRecord | None, feed: FeedConfig, when: datetime | None, now: datetime
-    ) -> datetime | None:
-        """``when``, or sooner when it was set under a longer interval than the feed's
-        now (the config changed: a shorter interval applies at once, not after the
-        next poll). A backoff after errors or a server's Retry-After keeps its time."""
-        if when is None or rec is None or rec.last_poll is None or rec.errors:
+        rec: FeedRecord | None, feed: FeedConfig, when: datetime, now: datetime
+    ) -> datetime:
+        """``when`` under the feed's interval now (``pacing.within_interval``)."""
+        if rec is None:
             return when
-        if rec.retry_after_until is not None and rec.retry_after_until > now:
-            return when
-        return min(when, pacing.latest_slot(rec.last_poll, feed.settings))
+        retry_after = rec.retry_after_until is not None and rec.retry_after_until > now
+        return pacing.within_interval(
+            when, feed.settings, rec.last_poll, backing_off=bool(rec.errors) or retry_after
+        )
 
     def _reschedule(self, name: str, polled_url: str | None = None) -> None:
         """The next poll of ``name``, after a poll of ``polled_url`` (None: none made)."""
@@ -304,7 +303,7 @@ class Daemon:
         elif when is None or when <= now:
             when = now + timedelta(seconds=feed.settings.interval)
         else:  # set by a poll that began before a reload shortened the interval?
-            when = self._within_interval(rec, feed, when, now) or when
+            when = self._within_interval(rec, feed, when, now)
         if rec is not None and rec.retry_after_until is not None and rec.retry_after_until > when:
             when = rec.retry_after_until
         self.scheduler.at(name, when, self._poll_job, name)
@@ -481,19 +480,23 @@ class Daemon:
         if self._metrics_server is not None:
             await self._metrics_server.stop()
             self._metrics_server = None
-        for address in (listen, before) if listen else ():
-            if not address:
-                break
-            server = metrics.MetricsServer(address, metrics.REGISTRY, self._health)
-            try:
-                await server.start()
-            except OSError as exc:
-                back = address == listen and before
-                hint = "back on the old address" if back else "metrics are off"
-                log.error("metrics.listen_failed", error=str(exc), hint=hint)
-                continue
-            self._metrics_server = server
+        if not listen:
             return
+        hint = "back on the old address" if before else "metrics are off"
+        server = await self._serve_metrics(listen, hint)
+        if server is None and before:
+            server = await self._serve_metrics(before, "metrics are off")
+        self._metrics_server = server
+
+    async def _serve_metrics(self, address: str, hint: str) -> metrics.MetricsServer | None:
+        """The metrics served at ``address``; None (logged, with ``hint``) if it cannot be had."""
+        server = metrics.MetricsServer(address, metrics.REGISTRY, self._health)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("metrics.listen_failed", error=str(exc), hint=hint)
+            return None
+        return server
 
     def _apply(self, old: Config, new: Config) -> None:
         self.config = new

@@ -67,6 +67,18 @@ def latest_slot(last_poll: datetime, settings: FeedSettings) -> datetime:
     return last_poll + timedelta(seconds=interval + (abs(amount) if math.isfinite(amount) else 0))
 
 
+def within_interval(
+    stored: datetime, settings: FeedSettings, last_poll: datetime | None, *, backing_off: bool
+) -> datetime:
+    """A stored next poll, or sooner when it was set under a longer interval than
+    ``settings`` (the config changed since): no later than ``latest_slot``, so a shorter
+    interval applies at once. A feed backing off (after errors, or a server's
+    Retry-After) keeps its time."""
+    if last_poll is None or backing_off:
+        return stored
+    return min(stored, latest_slot(last_poll, settings))
+
+
 def failure_backoff(interval: float, errors: int) -> float:
     """The un-jittered gap after ``errors`` consecutive failures (1 = the first one).
 

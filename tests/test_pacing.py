@@ -21,6 +21,7 @@ from feedwatch.pacing import (
     next_poll_after_failure,
     next_poll_after_success,
     spread_overdue,
+    within_interval,
 )
 
 NOW = datetime(2024, 11, 22, 15, 57, 3, tzinfo=timezone.utc)
@@ -259,3 +260,30 @@ def test_latest_slot_examples() -> None:
     assert latest_slot(NOW, ten_percent) == NOW + timedelta(seconds=3960)
     thirty_s = FeedSettings(interval=300, jitter=Jitter(seconds=30))
     assert latest_slot(NOW, thirty_s) == NOW + timedelta(seconds=330)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    intervals,
+    jitters,
+    seeds,
+    st.floats(min_value=0.0, max_value=30 * 86400.0),
+    st.booleans(),
+)
+def test_within_interval_only_brings_forward_what_a_longer_interval_set(
+    interval: float, jitter: Jitter, seed: int, stored_after: float, backing_off: bool
+) -> None:
+    """Never later than stored; unchanged for a next poll these settings could have set,
+    for a feed never polled, and for one backing off; else no later than the last
+    poll + interval + jitter."""
+    s = FeedSettings(interval=interval, jitter=jitter)
+    stored = NOW + timedelta(seconds=stored_after)
+    got = within_interval(stored, s, NOW, backing_off=backing_off)
+    assert got <= stored
+    assert within_interval(stored, s, None, backing_off=False) == stored
+    if backing_off:
+        assert got == stored
+    else:
+        assert got <= latest_slot(NOW, s)
+    own = next_poll_after_success(NOW, s, random.Random(seed))
+    assert within_interval(own, s, NOW, backing_off=False) == own
