@@ -118,7 +118,7 @@ async def run_demo(out: TextIO) -> int:
         store = open_store(state)
         assert store is not None
         sink = build_sink(config.sinks["console"], stdout=out)
-        async with Fetcher(concurrency=2, per_host=2) as fetcher:
+        async with Fetcher(concurrency=2, per_host=2, use_env_proxy=False) as fetcher:
             poller = Poller(config, store, fetcher)
             dispatcher = Dispatcher(config, store, {"console": sink})
 

@@ -60,7 +60,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import structlog
 
-from feedwatch import DEFAULT_USER_AGENT
+from feedwatch import DEFAULT_USER_AGENT, proxyenv
 from feedwatch.config import ConfigError, Problem
 from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
 from feedwatch.transport import AiohttpTransport
@@ -146,10 +146,13 @@ class Fetcher:
         max_redirects: int = 5,
         max_bodies: int | None = None,
         tls_on_demand: bool = False,
+        use_env_proxy: bool = True,
     ) -> None:
         """``tls_on_demand``: build the TLS context (the CA bundle) at the first https
         request rather than now: for feeds that are all http://, where it is likely
-        never needed; a CA bundle that cannot be read then fails that request."""
+        never needed; a CA bundle that cannot be read then fails that request.
+        ``use_env_proxy``: False ignores the environment's proxy (the demo's server is
+        on this machine, which a proxy elsewhere cannot reach)."""
         if concurrency < 1 or per_host < 1 or max_redirects < 0:
             raise ValueError("concurrency and per_host must be >= 1, max_redirects >= 0")
         self.concurrency = concurrency
@@ -159,7 +162,14 @@ class Fetcher:
         # aiohttp does the wire work (feedwatch.transport), called directly. With a
         # proxy in the environment (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) the client keeps
         # httpx's own transports, which honour those (and ignore them when given ours).
-        direct = client is None and not _env_proxies()
+        direct = client is None and not (use_env_proxy and proxyenv.configured())
+        if client is None and not direct:
+            proxyenv.check()  # one httpx cannot use: a config error now, not every request
+        # Through a proxy the connection's far end is the proxy, not the feed's server,
+        # and names this machine cannot resolve may be the proxy's to resolve: the
+        # redirect guard then judges names by this machine's DNS alone (see
+        # _private_redirect), never the proxy's address.
+        self._via_proxy = client is None and not direct
         transport = (
             AiohttpTransport(
                 verify=_default_ssl_context if tls_on_demand else _default_ssl_context()
@@ -360,7 +370,9 @@ class Fetcher:
                 if not req.allow_private:
                     try:
                         with _Deadline(deadline):
-                            refused = await _private_redirect(current, hop.peer, target)
+                            refused = await _private_redirect(
+                                current, hop.peer, target, via_proxy=self._via_proxy
+                            )
                     except asyncio.TimeoutError:
                         return failed(timeout_reason)
                     if refused:
@@ -426,7 +438,7 @@ class Fetcher:
             async with self._get(url, headers, req.timeout) as resp:
                 status = resp.status_code
                 resp_headers = {k.lower(): v for k, v in resp.headers.items()}
-                peer = _peer_address(resp)
+                peer = None if self._via_proxy else _peer_address(resp)
                 if not 200 <= status < 300:
                     return _Hop(status, resp_headers, None, peer)
                 length = resp_headers.get("content-length", "").strip()
@@ -684,14 +696,6 @@ def _ca_error(exc: BaseException) -> ConfigError:
     )
 
 
-def _env_proxies() -> bool:
-    """Whether the environment names a proxy (httpx's client honours these)."""
-    return any(
-        os.environ.get(name) or os.environ.get(name.upper())
-        for name in ("http_proxy", "https_proxy", "all_proxy")
-    )
-
-
 def _basic_auth(username: str, password: str) -> str:
     """The Authorization value httpx's client makes from a URL's user-info."""
     raw = f"{username}:{password}".encode()
@@ -775,11 +779,19 @@ async def _resolve(host: str, port: int | None) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-async def _private_redirect(source: httpx.URL, peer: str | None, target: httpx.URL) -> str | None:
-    """The refusal reason when a hop goes from a public address to a private one, else None."""
+async def _private_redirect(
+    source: httpx.URL, peer: str | None, target: httpx.URL, *, via_proxy: bool = False
+) -> str | None:
+    """The refusal reason when a hop goes from a public address to a private one, else None.
+
+    ``via_proxy``: a target name this machine cannot resolve is the proxy's to resolve
+    (a network whose only way out is the proxy often has no public DNS): not refused.
+    A name that resolves here to a private address, or a private IP literal, still is."""
     try:
         target_addrs = await _resolve(target.host, target.port)
     except OSError:
+        if via_proxy:
+            return None
         return f"DNS lookup failed for host {target.host}"
     private = [a for a in target_addrs if is_private_address(a)]
     if not private:

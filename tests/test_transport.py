@@ -155,25 +155,6 @@ def test_cookies_set_by_a_response_go_back_to_the_same_server(feed_server: FeedS
     assert sent["/feed"]["cookie"] == "session=abc"
 
 
-def test_an_environment_proxy_is_used(
-    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # the feed server plays the proxy: it answers the absolute-form request by path
-    feed_server.set("/feed.xml", RSS)
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    monkeypatch.setenv("HTTP_PROXY", feed_server.url("/"))
-
-    async def go() -> FetchOutcome:
-        async with Fetcher() as f:
-            return await f.fetch(FetchRequest("http://feeds.invalid/feed.xml"))
-
-    out = run(go())
-    assert isinstance(out, Fetched) and out.body == RSS
-    assert feed_server.requests[-1][1] == "http://feeds.invalid/feed.xml"
-
-
 def test_many_304s_at_high_concurrency(feed_server: FeedServer) -> None:
     feed_server.set("/feed", RSS)
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import structlog
 
-from feedwatch import __version__
+from feedwatch import __version__, proxyenv
 from feedwatch.model import Secret, SinkConfig
 from feedwatch.sinks import formats
 from feedwatch.sinks.base import SendResult
@@ -109,6 +109,8 @@ class WebhookSink:
         self._timeout = float(opts.get("timeout", 30.0))
         self._client = client
         self._own_client = client is None
+        if client is None:
+            proxyenv.check()  # httpx's client takes the environment's proxy
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self.name!r}, format={self._format!r})"
