@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from feedwatch import __version__
+from feedwatch import __version__, streams
 from feedwatch import log as logsetup
 from feedwatch.clock import system_clock
 from feedwatch.config import ConfigError, find_config_path, load_config
@@ -127,6 +129,8 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     out = stdout or sys.stdout
+    for stream in (out, sys.stderr):
+        streams.tolerant(stream)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the module of the command being run (the daemon's pulls in APScheduler).
     names = {name for name, _m, _h in COMMAND_MODULES}
@@ -300,6 +304,7 @@ def _check_with(
             lock = acquire_lock(config.state)
         store = _open(config)
     workers = None
+    stdout_lost = False
     try:
         to_poll, records = _due(store, feeds, args)
         if tls_ready is not None:
@@ -314,6 +319,7 @@ def _check_with(
                 records,
                 body_workers=workers,
                 tls=tls_ready is not None,
+                ascii_json=streams.ascii_json(out),
             )
         )
         if workers is not None:
@@ -323,8 +329,16 @@ def _check_with(
         for r in reports:
             if r.result == "error":
                 print(f"error {r.feed}: {r.error}", file=sys.stderr)
-        shown.write_to(out)
-        out.flush()
+        try:
+            shown.write_to(out)
+            out.flush()
+        except OSError as exc:  # a pipe whose reader left (`| head`), a hung-up terminal
+            stdout_lost = True  # the alerts are stored: their delivery goes on
+            log.warning(
+                "check.stdout_closed",
+                error=exc.strerror or str(exc),
+                hint="the alert lines were not printed; the alerts still go to their sinks",
+            )
 
         delivery_ok = True
         if not args.dry_run:
@@ -347,6 +361,8 @@ def _check_with(
             print(summary, file=sys.stderr)
         return EXIT_FAIL if failed or not delivery_ok else EXIT_OK
     finally:
+        if stdout_lost:
+            _discard_output(out)
         if workers is not None:
             workers.close()  # before ours closes: the state's last closer checkpoints
         store.close()
@@ -354,6 +370,16 @@ def _check_with(
             lock.release()
         if tmpdir is not None:
             tmpdir.cleanup()
+
+
+def _discard_output(out: TextIO) -> None:
+    """What is still buffered for a closed stdout goes nowhere, so that the interpreter's
+    last flush does not fail again ("Exception ignored ... BrokenPipeError", exit 120).
+    Only once the alerts are delivered: a jsonl sink on stdout must fail, not vanish."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
 
 
 def _uses_tls(url: str) -> bool:
@@ -424,14 +450,16 @@ async def _poll_here(
     *,
     body_workers: BodyWorkers | None = None,
     tls: bool = True,
+    ascii_json: bool = False,
 ) -> tuple[list[Any], _AlertLines]:
     """``tls``: whether a feed's URL is https (else the CA bundle loads only if a
-    redirect leads to one)."""
+    redirect leads to one). ``ascii_json``: --json lines escape non-ASCII characters
+    (stdout is not UTF-8)."""
     from feedwatch.fetch import Fetcher
     from feedwatch.parsepool import ParsePool, worker_count
     from feedwatch.poll import Poller
 
-    shown = _AlertLines(json_lines=args.json, dry_run=args.dry_run)
+    shown = _AlertLines(json_lines=args.json, dry_run=args.dry_run, ascii_only=ascii_json)
     async with Fetcher(
         concurrency=config.concurrency, per_host=config.per_host, tls_on_demand=not tls
     ) as fetcher:
@@ -501,8 +529,9 @@ class _AlertLines:
 
     SPOOL_MAX = 8 << 20  # bytes kept in memory before the temporary file
 
-    def __init__(self, *, json_lines: bool, dry_run: bool) -> None:
+    def __init__(self, *, json_lines: bool, dry_run: bool, ascii_only: bool = False) -> None:
         self.json_lines = json_lines
+        self.ascii_only = ascii_only
         self.prefix = "would alert" if dry_run else "alert"
         self.count = 0
         self._file = tempfile.SpooledTemporaryFile(max_size=self.SPOOL_MAX)
@@ -517,7 +546,7 @@ class _AlertLines:
 
     def _line(self, a: Any) -> str:
         if self.json_lines:
-            return json.dumps(a.payload, ensure_ascii=False) + "\n"
+            return json.dumps(a.payload, ensure_ascii=self.ascii_only) + "\n"
         title = (a.payload.get("entry") or {}).get("title") or a.payload.get("message") or ""
         return f"{self.prefix} {a.id} {a.kind} {a.feed}: {title} -> {', '.join(a.sinks) or '(no sink)'}\n"
 

@@ -931,7 +931,8 @@ class _Loader:
         f = _File(path=path, display=str(path), index=len(self.files))
         self.files.append(f)
         try:
-            text = path.read_bytes().decode("utf-8")
+            # utf-8-sig: a byte-order mark (Windows' Notepad writes one) is not an error
+            text = path.read_bytes().decode("utf-8-sig")
         except OSError as e:
             f.err((), f"cannot read: {e.strerror or e}")
             return f

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from feedwatch import streams
 from feedwatch.redact import redact
 
 _LEVELS = {
@@ -54,7 +55,7 @@ def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None =
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=streams.ascii_json(stream))
     threshold = _LEVELS.get(level, logging.INFO)
     structlog.configure(
         processors=[

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
+from feedwatch import streams
 from feedwatch.alert import format_time
 from feedwatch.model import Config
 from feedwatch.redact import redact_url
@@ -76,7 +77,7 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 def status_command(config: Config, out: TextIO, *, as_json: bool, check: bool) -> int:
     data = collect(config)
     if as_json:
-        out.write(json.dumps(data, ensure_ascii=False) + "\n")
+        out.write(json.dumps(data, ensure_ascii=streams.ascii_json(out)) + "\n")
     else:
         rows = [
             ["FEED", "STATE", "HTTP", "LAST POLL", "LAST SUCCESS", "ERR", "ENTRIES", "NEXT POLL"]

@@ -356,3 +356,64 @@ def test_parse_cache_files_sit_by_the_state_and_go_with_forget_and_the_feed(setu
 
     names = {os.path.basename(file_for(str(cache), f)) for f in ("news", "renamed")}
     assert set(os.listdir(cache)) == names  # "everything"'s file went
+
+
+# -- stdout that is not UTF-8, or gone ---------------------------------------------------
+
+WORLD = "Hypersonic: ракета → удар ✓ 😀"
+
+
+@pytest.fixture
+def world(tmp_path, feed_server):  # noqa: F811
+    """One feed whose entry's title cannot be written in ASCII or Latin-1."""
+    feed_server.set("/news.xml", rss([entry(1, title=WORLD)]))
+    feed_server.set("/all.xml", rss([]))
+    cfg = write_config(tmp_path, feed_server, feed_extra='first_poll = "alert"')
+    return tmp_path, cfg
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_stdout_that_cannot_encode_the_title_still_delivers(world, encoding):
+    """A legacy locale's stdout (a cron job's LANG=en_US.ISO-8859-1): the first
+    Cyrillic title stopped the check before its delivery, at every run."""
+    tmp, cfg = world
+    r = fw(cfg, "check", env={"PYTHONIOENCODING": encoding})
+    assert r.returncode == 0, r.stderr
+    assert [a["entry"]["title"] for a in alerts(tmp)] == [WORLD]
+    (line,) = r.stdout.splitlines()
+    assert line.endswith(
+        " new news: " + WORLD.encode(encoding, "backslashreplace").decode() + " -> log"
+    )
+    logged = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    assert any(e["event"] == "alert.delivered" for e in logged)  # every log line is JSON
+
+
+def test_json_lines_to_an_ascii_stdout_read_back_as_they_were(world):
+    tmp, cfg = world
+    r = fw(cfg, "check", "--dry-run", "--json", env={"PYTHONIOENCODING": "ascii"})
+    assert r.returncode == 0, r.stderr
+    (line,) = r.stdout.splitlines()
+    assert line.isascii() and json.loads(line)["entry"]["title"] == WORLD
+    r = fw(cfg, "status", "--json", env={"PYTHONIOENCODING": "ascii"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["feeds"][0]["name"] == "news"
+
+
+def test_a_closed_stdout_does_not_stop_the_delivery(world):
+    """`feedwatch check | head -0`: the lines cannot be printed, the alerts are stored
+    and go to their sinks (they waited for a check whose stdout worked)."""
+    tmp, cfg = world
+    with (tmp / "stderr.txt").open("w") as err:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        assert p.stdout is not None
+        p.stdout.close()  # the reader is gone before the first line
+        assert p.wait(timeout=60) == 0
+    stderr = (tmp / "stderr.txt").read_text()
+    assert [a["entry"]["title"] for a in alerts(tmp)] == [WORLD]
+    events = [json.loads(x)["event"] for x in stderr.splitlines() if x.startswith("{")]
+    assert "check.stdout_closed" in events
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr

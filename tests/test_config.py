@@ -1180,3 +1180,16 @@ def test_find_config_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert find_config_path(None, env) == xdg / "feedwatch/config.toml"
     (cwd / "feedwatch.toml").write_text("")
     assert find_config_path(None, env) == Path("feedwatch.toml")
+
+
+def test_a_byte_order_mark_is_not_an_error(tmp_path: Path) -> None:
+    """Windows' Notepad starts a UTF-8 file with one; it was "TOML syntax error:
+    Invalid statement" on line 1. Lines and columns are counted as an editor shows them."""
+    path = tmp_path / "feedwatch.toml"
+    path.write_bytes('\ufeff[[feeds]]\nname = "é"\nurl = "https://example.org/feed"\n'.encode())
+    config = load_config(path, env=BASE_ENV)
+    assert [f.name for f in config.feeds] == ["é"]
+    path.write_bytes("\ufeff[[feeds]]\nname = 1 2\n".encode())
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=BASE_ENV)
+    assert str(info.value).startswith(f"{path}:2: TOML syntax error")
