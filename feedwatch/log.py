@@ -67,7 +67,9 @@ def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None =
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # one write a line: print() writes the message and its newline apart, and the
+        # body workers of a `check` share its stderr, so two lines could run together
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     _route_stdlib(stream, renderer, max(threshold, logging.WARNING))

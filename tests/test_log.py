@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -72,3 +75,34 @@ def test_library_info_chatter_stays_out_and_configure_again_replaces(
     logging.getLogger("aiohttp").error("an error")
     assert configured.getvalue() == ""  # the first handler was replaced, not kept
     assert [x["event"] for x in lines(again)] == ["an error"]
+
+
+FORKED_WRITERS = """
+import os, sys
+import structlog
+from feedwatch import log
+log.configure(level="info", fmt="json", stream=sys.stderr)
+pids = []
+for i in range(4):
+    pid = os.fork()
+    if pid == 0:
+        logger = structlog.get_logger("t")
+        for n in range(2000):
+            logger.info("line", writer=i, n=n)
+        os._exit(0)
+    pids.append(pid)
+for p in pids:
+    os.waitpid(p, 0)
+"""
+
+
+def test_processes_sharing_stderr_never_run_two_lines_together(tmp_path: Path) -> None:
+    """A `check`'s body workers log to its stderr too. print() wrote a line and its
+    newline apart, so lines of two processes ran together (a third of them, here),
+    and a JSON reader lost both: the hostile-feed test missed a `feed.failed` now and
+    then. Each line is one write now."""
+    with (tmp_path / "stderr.txt").open("w") as err:
+        subprocess.run([sys.executable, "-c", FORKED_WRITERS], stderr=err, check=True, timeout=60)
+    text = (tmp_path / "stderr.txt").read_text()
+    seen = {(e["writer"], e["n"]) for e in map(json.loads, text.splitlines())}
+    assert seen == {(i, n) for i in range(4) for n in range(2000)}
