@@ -131,6 +131,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     out = stdout or sys.stdout
     for stream in (out, sys.stderr):
         streams.tolerant(stream)
+    if sys.stderr is not None:
+        sys.stderr = streams.lasting(sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the module of the command being run (the daemon's pulls in APScheduler).
     names = {name for name, _m, _h in COMMAND_MODULES}

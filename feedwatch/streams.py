@@ -6,12 +6,16 @@ Cyrillic title or an emoji cannot be written: Python raises at the first one, an
 `check` stopped there, before delivering its alerts, at every run. Text that cannot
 be encoded is written escaped instead, and JSON escapes every non-ASCII character
 (``\\u0420``), which any JSON reader reads back as it was.
+
+And a stderr that is gone (the reader of a pipe left, a terminal hung up, a journal
+stream broke) drops what is written to it: logging it failed used to stop the work
+that logged, a poll or a delivery, with it.
 """
 
 from __future__ import annotations
 
 import codecs
-from typing import Any
+from typing import Any, TextIO
 
 
 def tolerant(stream: Any) -> None:
@@ -32,3 +36,32 @@ def ascii_json(stream: Any) -> bool:
         return codecs.lookup(encoding).name != "utf-8"
     except LookupError:
         return True
+
+
+class _Lasting:
+    """``stream``, but a write or flush that fails is dropped (see the module's text)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # gone, or closed
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def lasting(stream: TextIO) -> TextIO:
+    """``stream`` whose writes never raise: for stderr, which only logs."""
+    if isinstance(stream, _Lasting):
+        return stream
+    return _Lasting(stream)  # type: ignore[return-value]

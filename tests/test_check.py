@@ -417,3 +417,19 @@ def test_a_closed_stdout_does_not_stop_the_delivery(world):
     events = [json.loads(x)["event"] for x in stderr.splitlines() if x.startswith("{")]
     assert "check.stdout_closed" in events
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
+def test_a_closed_stderr_does_not_stop_the_work(world):
+    """`feedwatch check 2>&1 | head -0`, or a daemon whose journal stream broke: a log
+    line that could not be written stopped what logged it (here the state's creation,
+    at the first line), and nothing was polled or delivered."""
+    tmp, cfg = world
+    p = subprocess.Popen(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert p.stdout is not None
+    p.stdout.close()
+    assert p.wait(timeout=60) == 0
+    assert [a["entry"]["title"] for a in alerts(tmp)] == [WORLD]

@@ -524,3 +524,29 @@ def test_sd_notify_ready_and_stopping(tmp_path, feed_server, daemons):
     assert "STOPPING=1" in msgs[-1]
     assert d.proc.wait(timeout=15) == 0
     sock.close()
+
+
+def test_a_daemon_whose_stderr_is_gone_alerts_and_stops(tmp_path, feed_server):
+    """A journal stream that broke: every log line raised; the daemon then ignored
+    SIGTERM (its stop logs first) and had to be killed."""
+    feed_server.set("/news", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["news"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        while b'"feed.polled"' not in proc.stderr.readline():  # the baseline
+            assert proc.poll() is None
+        proc.stderr.close()
+        feed_server.set("/news", rss([entry(1), entry(2, title="After the journal broke")]))
+        wait_for(lambda: alerts(tmp_path), what="the alert")
+        assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["After the journal broke"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
