@@ -40,7 +40,9 @@ from feedwatch.identity import (
     Policy,
     alert_id,
     detect_policy_keys,
+    entry_fingerprint,
     entry_keys,
+    fingerprint,
     identity_for,
     key_for,
     normalize_link,
@@ -60,6 +62,7 @@ from feedwatch.model import (
 
 TEXT_FIELDS = ("title", "summary", "content")
 CHURN_MIN = 3
+_EMPTY = fingerprint("", "", "")  # an entry with no text says nothing of who it is
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,18 @@ def stored_needed(
         return None
     skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
     compared = [k for i, k in enumerate(keys) if i not in skip]
+    identities = tuple(dict.fromkeys(key_for(k, state.policy) for k in compared))
     return StoredNeed(
-        identities=tuple(dict.fromkeys(key_for(k, state.policy) for k in compared)),
+        identities=identities,
         links=tuple(dict.fromkeys(k.link for k in compared if k.link)),
         settled=tuple(key_for(keys[i], state.policy) for i in sorted(skip)),
+        all_if_missing=tuple(key for key in identities if not _by_id(key)),
     )
+
+
+def _by_id(identity: str) -> bool:
+    """Whether an identity is the feed's own id for the entry (not its link or content)."""
+    return identity.startswith("g:")
 
 
 def _rekey(
@@ -278,6 +288,27 @@ def diff(
             if row_link:
                 absent_by_link.setdefault(row_link, row)
 
+    # Link churn: an entry without an id (its identity is its link, or its content with
+    # its link) whose link changes at every fetch (a tracking or cache-busting parameter
+    # no list names: Bing News) while its title, published time and text do not is the
+    # stored entry without an id that is absent from this body with those: re-keyed, its
+    # new link stored silently. Only where that text and time are one entry's, among
+    # the unknown entries of the body and among the absent rows (``stored_needed``
+    # reads every row then).
+    unknown_by_text: Counter[tuple[str, datetime | None]] = Counter()
+    absent_by_text: dict[tuple[str, datetime | None], StoredEntry | None] = {}
+    if any(k not in current and not _by_id(k) for k, _, _ in body):
+        for key, i, fp in body:
+            if key not in current and not _by_id(key) and fp != _EMPTY:
+                unknown_by_text[(fp, entries[i].published)] += 1
+        for row in current.values():
+            if row.identity in seen or _by_id(row.identity):
+                continue
+            text = (entry_fingerprint(row), row.published)
+            if text[0] != _EMPTY:
+                # a second row with the same text and time: no answer
+                absent_by_text[text] = None if text in absent_by_text else row
+
     new_items: list[tuple[str, EntrySnapshot, str]] = []
     known: list[tuple[int, str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
     for key, i, fp in body:
@@ -290,6 +321,13 @@ def diff(
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]
                 del absent_by_link[nl]
+                old = replace(cand, identity=key)
+                current[key] = old
+        if old is None and not _by_id(key) and unknown_by_text[(fp, entry.published)] == 1:
+            cand = absent_by_text.pop((fp, entry.published), None)
+            if cand is not None and cand.identity in current:
+                rekeys.append((cand.identity, key))
+                del current[cand.identity]
                 old = replace(cand, identity=key)
                 current[key] = old
         if old is None:

@@ -329,6 +329,10 @@ class StoredNeed:
     # identities ``diff`` takes as seen and unchanged without their rows (``Settled``):
     # the store says whether each is a stored entry of the feed's last body
     settled: tuple[str, ...] = ()
+    # every stored entry when one of these is not stored: the identities of entries
+    # without an id, which a changed link changes; an unknown one may be a stored
+    # entry by its title, published time and text (feedwatch.diff, "link churn")
+    all_if_missing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -433,3 +433,35 @@ def test_a_closed_stderr_does_not_stop_the_work(world):
     p.stdout.close()
     assert p.wait(timeout=60) == 0
     assert [a["entry"]["title"] for a in alerts(tmp)] == [WORLD]
+
+
+def test_a_feed_without_ids_whose_links_change_at_every_fetch_alerts_once(tmp_path, feed_server):  # noqa: F811
+    """Bing News search feeds: no guid, and links that carry a fresh tracking value at
+    every fetch. Every story alerted again at every check; now only a new one does."""
+
+    def body(fetch: int, titles: list[str]) -> bytes:
+        return rss(
+            [
+                entry(
+                    i,
+                    title=t,
+                    entry_id=None,
+                    link=f"https://www.bing.com/news/apiclick.aspx?tid={fetch:04d}{i}&url=https%3a%2f%2fnews.example%2f{i}",
+                )
+                for i, t in enumerate(titles)
+            ]
+        )
+
+    stories = ["Hypersonic test reported", "Missile defence talks", "Markets open"]
+    feed_server.set("/news.xml", body(0, stories))
+    feed_server.set("/all.xml", rss([]))
+    cfg = write_config(tmp_path, feed_server)
+    assert fw(cfg, "check").returncode == 0  # the baseline
+    for fetch in (1, 2):
+        feed_server.set("/news.xml", body(fetch, stories))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    feed_server.set("/news.xml", body(3, [*stories, "Hypersonic glide vehicle shown"]))
+    assert fw(cfg, "check").returncode == 0
+    assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["Hypersonic glide vehicle shown"]

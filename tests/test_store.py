@@ -291,6 +291,13 @@ def test_entries_matching_reads_the_body_and_its_links_not_the_history(store: St
     assert store.entries_matching("g", need) == (False, {}, True)
     # no body, no links: nothing to read, and still whether the feed has rows
     assert store.entries_matching("f", StoredNeed((), ())) == (True, {}, True)
+    # every row when an entry without an id is not stored (diff's link churn)
+    assert store.entries_matching("f", replace(need, all_if_missing=("now1",)))[1] == got
+    assert store.entries_matching("f", replace(need, all_if_missing=("now1", "absent"))) == (
+        True,
+        store.entries("f"),
+        True,
+    )
 
 
 def test_entries_matching_vouches_for_the_settled_entries(store: Store) -> None:

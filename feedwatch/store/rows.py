@@ -153,7 +153,8 @@ class SharedReads:
         those whose ``link_key`` (the normalised link) is one of its links, and those
         whose ``link_key`` was never computed (PostgreSQL rows written before schema
         3). Every entry when the feed keeps few more than its body (one range read is
-        then cheaper than the searches) or the lists do not fit one statement. And
+        then cheaper than the searches), when the lists do not fit one statement, or
+        when one of ``need.all_if_missing`` is not stored (a second read). And
         whether each of ``need.settled`` is an entry of the feed's last body (the
         ``entries_body`` index)."""
         p = self.P
@@ -174,6 +175,10 @@ class SharedReads:
                     terms.append(f"(feed = {p} AND {clause})")
                     args += [feed, *values]
                 rows = cur.execute(f"{ENTRY_SELECT} WHERE {' OR '.join(terms)}", args).fetchall()
+                if need.all_if_missing and not {r[0] for r in rows}.issuperset(
+                    need.all_if_missing
+                ):
+                    rows = cur.execute(f"{ENTRY_SELECT} WHERE feed = {p}", (feed,)).fetchall()
             settled_ok = not need.settled or self._body_identities(cur, feed).issuperset(
                 need.settled
             )
