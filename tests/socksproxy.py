@@ -13,9 +13,6 @@ import socket
 import socketserver
 import struct
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 
 class SocksProxy:
@@ -96,12 +93,3 @@ def _relay(a: socket.socket, b: socket.socket) -> None:
                 if not data:
                     return
                 key.data.sendall(data)
-
-
-@pytest.fixture
-def socks_proxy() -> Iterator[SocksProxy]:
-    proxy = SocksProxy()
-    try:
-        yield proxy
-    finally:
-        proxy.close()
