@@ -527,8 +527,11 @@ class Daemon:
         now = self.clock()
         old_feeds = {f.name: f for f in old.feeds}
         added = removed = changed = 0
-        fresh: list[tuple[str, datetime | None]] = []
-        shorter: list[FeedConfig] = []  # settings changed: maybe a shorter interval
+        # to schedule now: new feeds and new URLs (due now), and those whose settings
+        # changed at their scheduled time, which a shorter interval may bring forward (one
+        # not scheduled, or being polled, is left: that poll's end schedules the next)
+        to_schedule: list[tuple[str, datetime | None]] = []
+        slots = self.scheduler.scheduled()
         for f in new.feeds:
             prev = old_feeds.get(f.name)
             if not f.enabled:
@@ -538,33 +541,23 @@ class Daemon:
                 continue
             if prev is None or not prev.enabled:
                 added += 1
-                fresh.append((f.name, None))
+                to_schedule.append((f.name, None))
             elif prev != f:
                 changed += 1
                 if prev.url != f.url:
-                    fresh.append((f.name, None))
-                elif f.settings != prev.settings:
-                    shorter.append(f)
+                    to_schedule.append((f.name, None))
+                elif (
+                    f.settings != prev.settings and f.name in slots and f.name not in self._polling
+                ):
+                    to_schedule.append((f.name, slots[f.name]))
         for name in old_feeds:
             if new.feed(name) is None:
                 removed += 1
                 self.scheduler.cancel(name)
                 metrics.REGISTRY.remove(feed=name)
-        if shorter:
-            slots = self.scheduler.scheduled()
-            # not scheduled, or being polled (its end schedules the next): left
-            moved = [
-                (f.name, slots[f.name])
-                for f in shorter
-                if f.name in slots and f.name not in self._polling
-            ]
-            if moved:
-                window = min(60.0, max(1.0, float(len(moved))))
-                self._schedule_spread(moved, self.store.feeds(), window, now)
-        if fresh:
-            window = min(60.0, max(1.0, float(len(fresh))))
-            for name, when in spread_overdue(now, fresh, window, rng=self.rng).items():
-                self.scheduler.at(name, when, self._poll_job, name)
+        if to_schedule:
+            window = min(60.0, max(1.0, float(len(to_schedule))))
+            self._schedule_spread(to_schedule, self.store.feeds(), window, now)
         self._update_gauges()
         log.info(
             "config.reloaded",

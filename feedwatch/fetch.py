@@ -162,14 +162,14 @@ class Fetcher:
         # aiohttp does the wire work (feedwatch.transport), called directly. With a
         # proxy in the environment (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) the client keeps
         # httpx's own transports, which honour those (and ignore them when given ours).
-        direct = client is None and not (use_env_proxy and proxyenv.configured())
-        if client is None and not direct:
-            proxyenv.check()  # one httpx cannot use: a config error now, not every request
         # Through a proxy the connection's far end is the proxy, not the feed's server,
         # and names this machine cannot resolve may be the proxy's to resolve: the
         # redirect guard then judges names by this machine's DNS alone (see
         # _private_redirect), never the proxy's address.
-        self._via_proxy = client is None and not direct
+        self._via_proxy = client is None and use_env_proxy and proxyenv.configured()
+        if self._via_proxy:
+            proxyenv.check()  # one httpx cannot use: a config error now, not every request
+        direct = client is None and not self._via_proxy
         transport = (
             AiohttpTransport(
                 verify=_default_ssl_context if tls_on_demand else _default_ssl_context()
