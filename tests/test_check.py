@@ -399,19 +399,25 @@ def test_json_lines_to_an_ascii_stdout_read_back_as_they_were(world):
     assert json.loads(r.stdout)["feeds"][0]["name"] == "news"
 
 
+def check_into_a_gone_reader(cfg: Path, stderr) -> int:
+    """`feedwatch check` whose stdout is a pipe whose reader left before the first line
+    (``stderr=subprocess.STDOUT``: its stderr too); its exit status."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
+    assert p.stdout is not None
+    p.stdout.close()
+    return p.wait(timeout=60)
+
+
 def test_a_closed_stdout_does_not_stop_the_delivery(world):
     """`feedwatch check | head -0`: the lines cannot be printed, the alerts are stored
     and go to their sinks (they waited for a check whose stdout worked)."""
     tmp, cfg = world
     with (tmp / "stderr.txt").open("w") as err:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-        assert p.stdout is not None
-        p.stdout.close()  # the reader is gone before the first line
-        assert p.wait(timeout=60) == 0
+        assert check_into_a_gone_reader(cfg, err) == 0
     stderr = (tmp / "stderr.txt").read_text()
     assert [a["entry"]["title"] for a in alerts(tmp)] == [WORLD]
     events = [json.loads(x)["event"] for x in stderr.splitlines() if x.startswith("{")]
@@ -424,14 +430,7 @@ def test_a_closed_stderr_does_not_stop_the_work(world):
     line that could not be written stopped what logged it (here the state's creation,
     at the first line), and nothing was polled or delivered."""
     tmp, cfg = world
-    p = subprocess.Popen(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert p.stdout is not None
-    p.stdout.close()
-    assert p.wait(timeout=60) == 0
+    assert check_into_a_gone_reader(cfg, subprocess.STDOUT) == 0
     assert [a["entry"]["title"] for a in alerts(tmp)] == [WORLD]
 
 

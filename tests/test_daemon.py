@@ -9,7 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,13 +27,18 @@ pytestmark = pytest.mark.timeout(90)
 
 
 class Daemon:
-    def __init__(self, cfg: Path, tmp: Path, *extra: str) -> None:
+    """``feedwatch run`` on ``cfg``, its stderr in a log file (or ``stderr``), the
+    environment's plus ``env``."""
+
+    def __init__(
+        self, cfg: Path, tmp: Path, *, stderr: Any = None, env: dict[str, str] | None = None
+    ) -> None:
         self.log = (tmp / f"daemon-{time.monotonic_ns()}.log").open("w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "feedwatch", "-c", str(cfg), *extra, "run"],
+            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
             stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stderr=self.log if stderr is None else stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def events(self) -> list[dict]:
@@ -86,26 +93,39 @@ def with_webhook(cfg: Path, url: str, base: str | None = None) -> None:
     cfg.write_text(text + f'\n[sinks.hook]\ntype = "webhook"\nurl = "{url}"\n')
 
 
+def first_and_second(tmp: Path, srv: FeedServer) -> Path:
+    """A config whose feed "a" holds "First" and "Second", both alerted at its first poll."""
+    srv.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
+    return write_config(tmp, srv, ["a"], extra='first_poll = "alert"')
+
+
 def alerts(tmp: Path) -> list[dict]:
     p = tmp / "alerts.jsonl"
     return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
 
 
 @pytest.fixture
-def daemons():
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Starts a ``Daemon`` (``start_daemon(cfg, stderr=..., env=...)``); any still
+    running after the test is killed."""
     started: list[Daemon] = []
-    yield started
+
+    def start(cfg: Path, **kw: Any) -> Daemon:
+        d = Daemon(cfg, tmp_path, **kw)
+        started.append(d)
+        return d
+
+    yield start
     for d in started:
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
 
 
-def test_new_entry_alerts_within_seconds_then_sigterm_exits_0(tmp_path, feed_server, daemons):
+def test_new_entry_alerts_within_seconds_then_sigterm_exits_0(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["a"])
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: d.has("feed.polled", feed="a", result="ok"), what="baseline poll")
     feed_server.set("/a", rss([entry(1), entry(2, title="Fresh news")]))
     wait_for(lambda: alerts(tmp_path), what="an alert")
@@ -120,11 +140,12 @@ def test_new_entry_alerts_within_seconds_then_sigterm_exits_0(tmp_path, feed_ser
     assert d.has("daemon.stopped")
 
 
-def test_second_daemon_refuses_and_check_refuses_but_dry_run_works(tmp_path, feed_server, daemons):
+def test_second_daemon_refuses_and_check_refuses_but_dry_run_works(
+    tmp_path, feed_server, start_daemon
+):
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["a"])
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: d.has("daemon.started"), what="start")
     second = run_feedwatch("-c", str(cfg), "run", timeout=30)
     assert second.returncode == 1
@@ -139,12 +160,11 @@ def test_second_daemon_refuses_and_check_refuses_but_dry_run_works(tmp_path, fee
     assert d.stop() == 0
 
 
-def test_sighup_adds_a_feed_and_invalid_config_keeps_running(tmp_path, feed_server, daemons):
+def test_sighup_adds_a_feed_and_invalid_config_keeps_running(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/b", rss([entry("b1")]))
     cfg = write_config(tmp_path, feed_server, ["a"])
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: d.has("feed.polled", feed="a"), what="first poll")
     good = cfg.read_text()
     # an invalid config is rejected, the old one keeps running
@@ -172,15 +192,14 @@ def test_sighup_adds_a_feed_and_invalid_config_keeps_running(tmp_path, feed_serv
 
 
 def test_kill_9_then_restart_loses_no_pending_alert(
-    tmp_path, feed_server, daemons, webhook_receiver
+    tmp_path, feed_server, start_daemon, webhook_receiver
 ):
     hook = webhook_receiver
     hook.script(status=503)
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["a"])
     with_webhook(cfg, f"{hook.url}/in")
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: d.has("feed.polled", feed="a", result="ok"), what="baseline")
     feed_server.set("/a", rss([entry(1), entry(2, title="Must not be lost")]))
     wait_for(lambda: hook.received(), what="a failed delivery attempt")
@@ -196,14 +215,15 @@ def test_kill_9_then_restart_loses_no_pending_alert(
     assert bodies[-1]["entry"]["title"] == "Must not be lost"
 
 
-def test_sigterm_lets_a_poll_in_flight_finish_and_starts_no_request(tmp_path, feed_server, daemons):
+def test_sigterm_lets_a_poll_in_flight_finish_and_starts_no_request(
+    tmp_path, feed_server, start_daemon
+):
     """SIGTERM while a request is out: that poll ends and is committed (within
     shutdown_timeout), not abandoned; no other request starts after the signal."""
     feed_server.set("/a", rss([entry(1)]), delay=1.5)
     feed_server.set("/b", rss([entry(1)]), delay=1.5)
     cfg = write_config(tmp_path, feed_server, ["a", "b"], extra="concurrency = 1")
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: feed_server.requests, what="a request at the server")
     name = feed_server.requests[0][1].strip("/")
     assert d.stop() == 0
@@ -220,18 +240,16 @@ def test_sigterm_lets_a_poll_in_flight_finish_and_starts_no_request(tmp_path, fe
 
 
 def test_sigterm_lets_a_send_under_way_finish_and_sends_nothing_new(
-    tmp_path, feed_server, daemons, webhook_receiver
+    tmp_path, feed_server, start_daemon, webhook_receiver
 ):
     """SIGTERM while a webhook is being sent: that send ends and is marked delivered (so
     it is never sent again); the next alert is not sent by the stopping daemon but
     stays pending, and the next run sends it, once."""
     hook = webhook_receiver
     hook.script(delay=1.5)
-    feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
-    cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+    cfg = first_and_second(tmp_path, feed_server)
     with_webhook(cfg, f"{hook.url}/in")
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     hook.wait_for(1, timeout=20)
     assert d.stop() == 0
     assert len(hook.received()) == 1
@@ -248,13 +266,12 @@ def test_sigterm_lets_a_send_under_way_finish_and_sends_nothing_new(
     assert len({b["id"] for b in bodies}) == 2
 
 
-def test_a_second_sigterm_stops_at_once(tmp_path, feed_server, daemons):
+def test_a_second_sigterm_stops_at_once(tmp_path, feed_server, start_daemon):
     """The first SIGTERM waits for the poll under way (up to shutdown_timeout, 5 s
     here); a second one abandons it now, its state untouched, and exits 0."""
     feed_server.set("/a", rss([entry(1)]), delay=4.0)
     cfg = write_config(tmp_path, feed_server, ["a"])
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: feed_server.count("/a"), what="the slow poll under way")
     d.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: d.has("daemon.stopping"), what="the first signal taken")
@@ -271,7 +288,7 @@ def test_a_second_sigterm_stops_at_once(tmp_path, feed_server, daemons):
 
 
 def test_a_send_longer_than_the_delivery_tick_leaves_only_json_lines(
-    tmp_path, feed_server, daemons, webhook_receiver
+    tmp_path, feed_server, start_daemon, webhook_receiver
 ):
     """A webhook slower than the outbox's 5 s tick: the tick does not pile runs up
     behind it (APScheduler once warned "maximum number of running instances reached"
@@ -279,11 +296,9 @@ def test_a_send_longer_than_the_delivery_tick_leaves_only_json_lines(
     traceback: every line on stderr is one JSON object."""
     hook = webhook_receiver
     hook.script(delay=6.5)
-    feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
-    cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+    cfg = first_and_second(tmp_path, feed_server)
     with_webhook(cfg, f"{hook.url}/in")
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: d.has("alert.delivered", sink="hook"), what="the slow send", timeout=30)
     assert d.stop() == 0
     d.log.flush()
@@ -294,19 +309,17 @@ def test_a_send_longer_than_the_delivery_tick_leaves_only_json_lines(
 
 
 def test_a_reload_that_changes_a_sink_lets_its_send_finish_then_uses_the_new_one(
-    tmp_path, feed_server, daemons, webhook_receiver
+    tmp_path, feed_server, start_daemon, webhook_receiver
 ):
     """SIGHUP with a changed webhook while it sends: the send under way ends through the
     old sink (closing it mid-send failed a request the receiver had got, and its retry
     sent the alert twice); the next alert goes through the new one."""
     hook = webhook_receiver
     hook.script(delay=2.0)
-    feed_server.set("/a", rss([entry(1, title="First"), entry(2, title="Second")]))
-    cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+    cfg = first_and_second(tmp_path, feed_server)
     base = cfg.read_text()
     with_webhook(cfg, f"{hook.url}/old", base)
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     hook.wait_for(1, timeout=20)
     with_webhook(cfg, f"{hook.url}/new", base)
     d.proc.send_signal(signal.SIGHUP)
@@ -323,14 +336,13 @@ def test_a_reload_that_changes_a_sink_lets_its_send_finish_then_uses_the_new_one
 
 
 def test_a_reload_that_changes_concurrency_closes_the_old_connections(
-    tmp_path, feed_server, daemons
+    tmp_path, feed_server, start_daemon
 ):
     """The fetcher a reload replaces is closed once its polls end: its kept-alive
     connections do not linger (they stayed open until the daemon stopped)."""
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["a"], extra="concurrency = 4")
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: d.has("feed.polled", feed="a"), what="a first poll")
     wait_for(lambda: feed_server.open_connections == 1, what="one kept-alive connection")
     cfg.write_text(cfg.read_text().replace("concurrency = 4", "concurrency = 5"))
@@ -343,7 +355,7 @@ def test_a_reload_that_changes_concurrency_closes_the_old_connections(
 
 
 def test_a_reload_that_changes_a_url_during_its_poll_polls_the_new_url_at_once(
-    tmp_path, feed_server, daemons
+    tmp_path, feed_server, start_daemon
 ):
     """A feed's URL edited while its old URL is being polled: the new URL is polled as
     that poll ends, as after any reload (it waited a whole interval: the ending poll
@@ -352,8 +364,7 @@ def test_a_reload_that_changes_a_url_during_its_poll_polls_the_new_url_at_once(
     feed_server.set("/new", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["old"])
     cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "1m"'))
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: feed_server.count("/old"), what="the old URL's poll under way")
     cfg.write_text(cfg.read_text().replace(feed_server.url("/old"), feed_server.url("/new")))
     d.proc.send_signal(signal.SIGHUP)
@@ -363,14 +374,13 @@ def test_a_reload_that_changes_a_url_during_its_poll_polls_the_new_url_at_once(
     assert d.stop() == 0
 
 
-def test_a_reload_that_shortens_the_interval_applies_at_once(tmp_path, feed_server, daemons):
+def test_a_reload_that_shortens_the_interval_applies_at_once(tmp_path, feed_server, start_daemon):
     """interval 1h -> 2s by a reload: the next poll comes 2 s after the last, not at the
     hour the last poll had set; a restart does the same from the stored next poll."""
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["a"])
     cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "1h"'))
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: feed_server.count("/a") == 1, what="the first poll")
     cfg.write_text(cfg.read_text().replace('interval = "1h"', 'interval = "2s"'))
     d.proc.send_signal(signal.SIGHUP)
@@ -378,8 +388,7 @@ def test_a_reload_that_shortens_the_interval_applies_at_once(tmp_path, feed_serv
     assert d.stop() == 0
     cfg.write_text(cfg.read_text().replace('interval = "2s"', 'interval = "1h"'))
     polls = feed_server.count("/a")
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     # the stored next poll is within 2 s: it polls once, and sets the next an hour on
     wait_for(lambda: d.has("feed.polled", feed="a"), what="the poll due", timeout=15)
     assert d.stop() == 0
@@ -388,19 +397,17 @@ def test_a_reload_that_shortens_the_interval_applies_at_once(tmp_path, feed_serv
         last, nxt = db.execute("SELECT last_poll, next_poll FROM feeds").fetchone()
     cfg.write_text(cfg.read_text().replace('interval = "1h"', 'interval = "2s"'))
     polls = feed_server.count("/a")
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: feed_server.count("/a") > polls, what="a start under 2s", timeout=15)
     assert d.stop() == 0
     assert nxt - last >= 3000  # that start would have waited the hour
 
 
-def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, daemons):
+def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/g", b"gone", status=410)
     cfg = write_config(tmp_path, feed_server, ["a", "g"])
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: d.has("feed.gone", feed="g"), what="gone")
     n = feed_server.count("/g")
     m = feed_server.count("/a")
@@ -413,12 +420,11 @@ def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, dae
     assert states == {"a": "ok", "g": "gone"}
 
 
-def test_retry_after_is_honoured(tmp_path, feed_server, daemons):
+def test_retry_after_is_honoured(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/r", b"slow down", status=429, headers={"Retry-After": "3600"})
     cfg = write_config(tmp_path, feed_server, ["a", "r"])
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: feed_server.count("/r") >= 1, what="first poll of r")
     m = feed_server.count("/a")
     wait_for(lambda: feed_server.count("/a") >= m + 3, what="a keeps polling")
@@ -430,14 +436,13 @@ def test_retry_after_is_honoured(tmp_path, feed_server, daemons):
     assert feed_server.count("/r") == 1
 
 
-def test_metrics_and_healthz(tmp_path, feed_server, daemons):
+def test_metrics_and_healthz(tmp_path, feed_server, start_daemon):
     from tests.feedserver import free_port
 
     port = free_port()
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["a"], extra=f'metrics_listen = "127.0.0.1:{port}"')
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
     wait_for(lambda: d.has("feed.polled", feed="a"), what="a poll")
     base = f"http://127.0.0.1:{port}"
     text = wait_for(
@@ -454,7 +459,7 @@ def test_metrics_and_healthz(tmp_path, feed_server, daemons):
 
 
 def test_a_reload_moves_the_metrics_endpoint_or_keeps_it_if_the_new_port_is_taken(
-    tmp_path, feed_server, daemons
+    tmp_path, feed_server, start_daemon
 ):
     """metrics_listen edited and reloaded: served at the new address (it stayed at the
     old one until a restart); a taken port is an error in the log and the old address
@@ -466,8 +471,7 @@ def test_a_reload_moves_the_metrics_endpoint_or_keeps_it_if_the_new_port_is_take
     first, second = free_port(), free_port()
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["a"], extra=f'metrics_listen = "127.0.0.1:{first}"')
-    d = Daemon(cfg, tmp_path)
-    daemons.append(d)
+    d = start_daemon(cfg)
 
     def healthy(port: int) -> bool:
         try:
@@ -497,7 +501,7 @@ def test_a_reload_moves_the_metrics_endpoint_or_keeps_it_if_the_new_port_is_take
     assert d.stop() == 0
 
 
-def test_sd_notify_ready_and_stopping(tmp_path, feed_server, daemons):
+def test_sd_notify_ready_and_stopping(tmp_path, feed_server, start_daemon):
     import socket
 
     sock_path = tmp_path / "notify.sock"
@@ -506,12 +510,7 @@ def test_sd_notify_ready_and_stopping(tmp_path, feed_server, daemons):
     sock.settimeout(20)
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["a"])
-    os.environ["NOTIFY_SOCKET"] = str(sock_path)
-    try:
-        d = Daemon(cfg, tmp_path)
-    finally:
-        del os.environ["NOTIFY_SOCKET"]
-    daemons.append(d)
+    d = start_daemon(cfg, env={"NOTIFY_SOCKET": str(sock_path)})
     msgs = [sock.recv(4096).decode()]
     assert "READY=1" in msgs[0]
     d.proc.send_signal(signal.SIGHUP)
@@ -526,27 +525,17 @@ def test_sd_notify_ready_and_stopping(tmp_path, feed_server, daemons):
     sock.close()
 
 
-def test_a_daemon_whose_stderr_is_gone_alerts_and_stops(tmp_path, feed_server):
+def test_a_daemon_whose_stderr_is_gone_alerts_and_stops(tmp_path, feed_server, start_daemon):
     """A journal stream that broke: every log line raised; the daemon then ignored
     SIGTERM (its stop logs first) and had to be killed."""
     feed_server.set("/news", rss([entry(1)]))
     cfg = write_config(tmp_path, feed_server, ["news"])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert proc.stderr is not None
-        while b'"feed.polled"' not in proc.stderr.readline():  # the baseline
-            assert proc.poll() is None
-        proc.stderr.close()
-        feed_server.set("/news", rss([entry(1), entry(2, title="After the journal broke")]))
-        wait_for(lambda: alerts(tmp_path), what="the alert")
-        assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["After the journal broke"]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    d = start_daemon(cfg, stderr=subprocess.PIPE)
+    assert d.proc.stderr is not None
+    while b'"feed.polled"' not in d.proc.stderr.readline():  # the baseline
+        assert d.proc.poll() is None
+    d.proc.stderr.close()
+    feed_server.set("/news", rss([entry(1), entry(2, title="After the journal broke")]))
+    wait_for(lambda: alerts(tmp_path), what="the alert")
+    assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["After the journal broke"]
+    assert d.stop(timeout=10) == 0
