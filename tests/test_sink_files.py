@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +56,53 @@ def test_jsonl_missing_directory_is_transient(tmp_path: Path) -> None:
         result.error or ""
     )
     assert not path.parent.exists()
+
+
+_PARTLY_WRITTEN = """
+import asyncio, resource, sys
+from feedwatch.model import SinkConfig
+from feedwatch.sinks.jsonl import JsonlSink
+from tests.receivers import make_delivery, make_payload
+
+sink = JsonlSink(SinkConfig(name="log", type="jsonl", options={"path": sys.argv[1]}))
+batch = [make_delivery(make_payload(alert_id=f"{i:032x}", title="t" * 300)) for i in range(8)]
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (3000, hard))  # the disk fills after ~3 lines
+first = asyncio.run(sink.send(batch))
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space again: the retry
+second = asyncio.run(sink.send(batch))
+print(first.ok, first.permanent, first.error, "|", second.ok)
+"""
+
+
+def test_jsonl_send_that_fails_part_way_leaves_no_line_of_it(tmp_path: Path) -> None:
+    """A full disk mid-write: the retry must neither repeat lines nor follow half a one."""
+    path = tmp_path / "alerts.jsonl"
+    path.write_bytes(b'{"earlier": true}\n')
+    done = subprocess.run(
+        [sys.executable, "-c", _PARTLY_WRITTEN, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("False False sink log: cannot write to ")
+    assert "File too large" in done.stdout and done.stdout.strip().endswith("| True")
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    ids = [json.loads(line).get("id") for line in lines[:-1]]  # every line whole
+    assert ids == [None] + [f"{i:032x}" for i in range(8)]  # each alert once
+
+
+def test_jsonl_file_without_final_newline_gets_one(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.jsonl"
+    path.write_bytes(b'{"cut": "off by a cra')
+    payload = make_payload()
+    assert _send(_jsonl(str(path)), [make_delivery(payload)]).ok
+    lines = path.read_bytes().split(b"\n")
+    assert lines[0] == b'{"cut": "off by a cra' and json.loads(lines[1]) == payload
+    assert lines[2:] == [b""]
 
 
 def test_jsonl_dash_writes_to_given_stream() -> None:

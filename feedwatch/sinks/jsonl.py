@@ -2,13 +2,19 @@
 
 Each send is one ``write`` on an ``O_APPEND`` descriptor followed by ``fsync``,
 so lines from concurrent writers never interleave and a delivered alert is on
-disk before it is marked delivered.
+disk before it is marked delivered. A send that fails part-way (a full disk, a
+file-size limit) is cut back off the file under an exclusive ``flock``, so its
+retry neither repeats the lines that did get written nor leaves half a line in
+front of them; a file that does not end in a newline (a crash in the middle of a
+line, a hand edit) gets one first, so the next line is whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -64,11 +70,24 @@ class JsonlSink:
                 self._err(f"cannot open {self._path}: {exc.strerror or exc}")
             )
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # other feedwatch writers; let go by close
+            st = os.fstat(fd)
+            size = st.st_size if stat.S_ISREG(st.st_mode) else None  # not a pipe, a device
+            if size and not self._ends_in_newline(size):
+                data = b"\n" + data
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            except OSError:
+                if size is not None:
+                    try:
+                        os.ftruncate(fd, size)
+                    except OSError:
+                        pass
+                raise
         except OSError as exc:
             return SendResult.transient(
                 self._err(f"cannot write to {self._path}: {exc.strerror or exc}")
@@ -76,6 +95,19 @@ class JsonlSink:
         finally:
             os.close(fd)
         return SendResult.success()
+
+    def _ends_in_newline(self, size: int) -> bool:
+        """The descriptor we append through is write-only: read the last byte apart."""
+        try:
+            fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return True  # cannot tell: add nothing
+        try:
+            return os.pread(fd, 1, size - 1) in (b"\n", b"")
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
 
     async def aclose(self) -> None:
         return None
