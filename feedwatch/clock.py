@@ -1,4 +1,7 @@
-"""The one place that reads the wall clock; everything else takes `now` as a value."""
+"""The one place that reads the wall clock; everything else takes `now` as a value.
+
+And where a step of the wall clock is noticed (``StepWatch``), for what waits on it.
+"""
 
 from __future__ import annotations
 
@@ -11,3 +14,23 @@ Clock = Callable[[], datetime]
 def system_clock() -> datetime:
     """Aware UTC, to the second (alert times are to the second)."""
     return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class StepWatch:
+    """Notices the wall clock moving apart from the monotonic one: an NTP step, ``date -s``,
+    a hardware clock kept in local time corrected after boot, a resume from suspend (the
+    monotonic clock does not count the sleep).
+
+    APScheduler 3.x waits until a wall-clock time: after the clock is set back an hour,
+    every job waits that hour more, the systemd watchdog's ping among them. The daemon
+    reschedules when ``step`` says the clock moved."""
+
+    def __init__(self, wall: float, mono: float) -> None:
+        self._wall, self._mono = wall, mono
+
+    def step(self, wall: float, mono: float) -> float:
+        """Seconds the wall clock moved beyond the monotonic one since the last call
+        (negative: it was set back), given both clocks' readings now."""
+        moved = (wall - self._wall) - (mono - self._mono)
+        self._wall, self._mono = wall, mono
+        return moved

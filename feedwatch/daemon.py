@@ -5,6 +5,7 @@ schedule each enabled feed at its stored next poll (overdue ones spread over a m
 each poll job: poll (same code as `check`) -> schedule the next from the stored next_poll
 every few seconds, and right after a poll that queued alerts: run the outbox
 SIGHUP: load the config again; invalid -> log and keep the old one
+the wall clock steps (NTP, a resume): the waits are set again from now (StepWatch)
 SIGTERM/SIGINT: stop scheduling, let the polls whose request is out and the sends under
                 way finish within shutdown_timeout; abandon polls still waiting for a
                 slot and send nothing new (their state is left safely pending)
@@ -32,7 +33,7 @@ from typing import Any, TextIO
 import structlog
 
 from feedwatch import metrics, pacing, sdnotify
-from feedwatch.clock import Clock, system_clock
+from feedwatch.clock import Clock, StepWatch, system_clock
 from feedwatch.config import ConfigError
 from feedwatch.deliver import Dispatcher, DispatchReport
 from feedwatch.fetch import Fetcher
@@ -60,6 +61,8 @@ log = structlog.get_logger("feedwatch.daemon")
 DELIVERY_TICK = 5.0  # seconds between outbox runs (a poll with alerts also starts one)
 MAINTENANCE_EVERY = 3600.0
 LATE_AFTER = 5.0  # a poll starting this much after its slot counts as late
+CLOCK_CHECK = 5.0  # seconds (monotonic) between looks at the wall clock
+CLOCK_STEP = 5.0  # the wall clock moving this much apart from the monotonic one is a step
 
 POLLS_LATE = metrics.REGISTRY.counter(
     "feedwatch_polls_late_total", "Polls that started more than 5 s after their slot.", ("feed",)
@@ -94,6 +97,7 @@ class Daemon:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._delivery_runs = 0  # outbox runs started and not ended (one runs, one may wait)
         self._polling: set[str] = set()
+        self._clock_watch: asyncio.Task[None] | None = None
         self._old_fetchers: list[Fetcher] = []
         self._lock: LockHandle | None = None
         self.owner = new_owner()  # this instance's name on its leases
@@ -131,12 +135,8 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self._request_reload)
             self.scheduler.start()
             self._schedule_initial()
-            self.scheduler.every("deliveries", DELIVERY_TICK, self._delivery_tick)
-            self.scheduler.every("maintenance", MAINTENANCE_EVERY, self._maintenance_job)
-            self.scheduler.every("leases", LEASE_RENEW, self._lease_job)
-            wd = sdnotify.watchdog_interval()
-            if wd:
-                self.scheduler.every("watchdog", wd, self._watchdog_job)
+            self._schedule_upkeep()
+            self._clock_watch = loop.create_task(self._watch_clock())
             if cfg.metrics_listen:
                 self._metrics_server = metrics.MetricsServer(
                     cfg.metrics_listen, metrics.REGISTRY, self._health
@@ -188,6 +188,8 @@ class Daemon:
         alert stays pending."""
         self._stopping = True
         self.scheduler.pause()
+        if self._clock_watch is not None:
+            self._clock_watch.cancel()
         for fetcher in (self.fetcher, *self._old_fetchers):
             fetcher.stop_new_requests()
         self.dispatcher.stop()
@@ -244,6 +246,53 @@ class Daemon:
             due.append((feed.name, when))
         self._schedule_spread(due, records, 60.0, now)
 
+    def _schedule_upkeep(self) -> None:
+        """The periodic jobs; set again after a clock step, to count from the new now."""
+        self.scheduler.every("deliveries", DELIVERY_TICK, self._delivery_tick)
+        self.scheduler.every("maintenance", MAINTENANCE_EVERY, self._maintenance_job)
+        self.scheduler.every("leases", LEASE_RENEW, self._lease_job)
+        wd = sdnotify.watchdog_interval()
+        if wd:
+            self.scheduler.every("watchdog", wd, self._watchdog_job)
+
+    async def _watch_clock(self) -> None:
+        """Look at the wall clock every few seconds of the monotonic one (APScheduler
+        cannot: its own waits are what a step breaks)."""
+        watch = StepWatch(self.clock().timestamp(), time.monotonic())
+        while True:
+            await asyncio.sleep(CLOCK_CHECK)
+            moved = watch.step(self.clock().timestamp(), time.monotonic())
+            if abs(moved) >= CLOCK_STEP and not self._stopping:
+                try:
+                    self._clock_stepped(moved)
+                except Exception:
+                    log.exception("clock.reschedule_failed")
+
+    def _clock_stepped(self, moved: float) -> None:
+        """Every wait was set in wall-clock times. Set back: each feed's slot moves back
+        as far, so it comes after the wait it was given, not an hour later. Moved on (a
+        step, or a resume from suspend): the feeds that fell due are spread over a
+        minute, as at start. The periodic jobs count again from now."""
+        log.warning(
+            "clock.stepped",
+            seconds=round(moved),
+            hint="the wall clock was set back"
+            if moved < 0
+            else "the wall clock moved on (a step, or a resume from suspend)",
+        )
+        if sdnotify.watchdog_interval():
+            sdnotify.watchdog()  # alive; the next ping is one interval from now
+        self._schedule_upkeep()
+        now = self.clock()
+        slots = {n: w for n, w in self.scheduler.scheduled().items() if n not in self._polling}
+        if moved < 0:
+            for name, when in slots.items():
+                self.scheduler.at(name, when + timedelta(seconds=moved), self._poll_job, name)
+            return
+        overdue = [(n, w) for n, w in slots.items() if w <= now]
+        for name, when in spread_overdue(now, overdue, 60.0, rng=self.rng).items():
+            self.scheduler.at(name, when, self._poll_job, name)
+
     def _schedule_spread(
         self,
         due: Sequence[tuple[str, datetime | None]],
@@ -276,7 +325,11 @@ class Daemon:
             return when
         retry_after = rec.retry_after_until is not None and rec.retry_after_until > now
         return pacing.within_interval(
-            when, feed.settings, rec.last_poll, backing_off=bool(rec.errors) or retry_after
+            when,
+            feed.settings,
+            rec.last_poll,
+            backing_off=bool(rec.errors) or retry_after,
+            now=now,
         )
 
     def _reschedule(self, name: str, polled_url: str | None = None) -> None:

@@ -68,12 +68,24 @@ def latest_slot(last_poll: datetime, settings: FeedSettings) -> datetime:
 
 
 def within_interval(
-    stored: datetime, settings: FeedSettings, last_poll: datetime | None, *, backing_off: bool
+    stored: datetime,
+    settings: FeedSettings,
+    last_poll: datetime | None,
+    *,
+    backing_off: bool,
+    now: datetime | None = None,
 ) -> datetime:
     """A stored next poll, or sooner when it was set under a longer interval than
     ``settings`` (the config changed since): no later than ``latest_slot``, so a shorter
     interval applies at once. A feed backing off (after errors, or a server's
-    Retry-After) keeps its time."""
+    Retry-After) keeps its time.
+
+    A last poll after ``now`` means the wall clock was set back since (an NTP step, a
+    hardware clock kept in local time): the stored time moves back by as much, so the
+    wait it set is kept instead of growing by the step."""
+    if last_poll is not None and now is not None and last_poll > now:
+        stored -= last_poll - now
+        last_poll = now
     if last_poll is None or backing_off:
         return stored
     return min(stored, latest_slot(last_poll, settings))

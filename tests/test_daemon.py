@@ -31,11 +31,17 @@ class Daemon:
     environment's plus ``env``."""
 
     def __init__(
-        self, cfg: Path, tmp: Path, *, stderr: Any = None, env: dict[str, str] | None = None
+        self,
+        cfg: Path,
+        tmp: Path,
+        *,
+        stderr: Any = None,
+        env: dict[str, str] | None = None,
+        module: str = "feedwatch",
     ) -> None:
         self.log = (tmp / f"daemon-{time.monotonic_ns()}.log").open("w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
+            [sys.executable, "-m", module, "-c", str(cfg), "run"],
             stdout=subprocess.DEVNULL,
             stderr=self.log if stderr is None else stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
@@ -106,8 +112,8 @@ def alerts(tmp: Path) -> list[dict]:
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    """Starts a ``Daemon`` (``start_daemon(cfg, stderr=..., env=...)``); any still
-    running after the test is killed."""
+    """Starts a ``Daemon`` (``start_daemon(cfg, stderr=..., env=..., module=...)``); any
+    still running after the test is killed."""
     started: list[Daemon] = []
 
     def start(cfg: Path, **kw: Any) -> Daemon:
@@ -401,6 +407,57 @@ def test_a_reload_that_shortens_the_interval_applies_at_once(tmp_path, feed_serv
     wait_for(lambda: feed_server.count("/a") > polls, what="a start under 2s", timeout=15)
     assert d.stop() == 0
     assert nxt - last >= 3000  # that start would have waited the hour
+
+
+def test_a_wall_clock_set_back_an_hour_holds_no_poll_and_no_watchdog_ping(
+    tmp_path, feed_server, start_daemon
+):
+    """An NTP step back (a hardware clock kept in local time, corrected after boot).
+    APScheduler waits for wall-clock times: every poll, every delivery tick and the
+    systemd watchdog's ping waited the hour too, and systemd killed the daemon for it.
+    A restart then waited the hour from the stored next poll."""
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    step = tmp_path / "step"
+    env = {
+        "FAKEWALL_FILE": str(step),
+        "NOTIFY_SOCKET": str(sock_path),
+        "WATCHDOG_USEC": "4000000",  # a ping every 2 s
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    d = start_daemon(cfg, env=env, module="tests.fakewall")
+    wait_for(lambda: feed_server.count("/a") >= 2, what="polls a second apart")
+    tmp = tmp_path / "step.tmp"
+    tmp.write_text("-3600")
+    tmp.rename(step)
+    feed_server.set("/a", rss([entry(1), entry(2, title="After the step")]))
+    wait_for(lambda: alerts(tmp_path), what="the poll after the step", timeout=30)
+    assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["After the step"]
+    assert d.has("clock.stepped", seconds=-3600)
+    sock.setblocking(False)
+    while True:  # what was sent so far
+        try:
+            sock.recv(4096)
+        except BlockingIOError:
+            break
+    sock.settimeout(15)
+    assert "WATCHDOG=1" in sock.recv(4096).decode()  # still pinging
+    assert d.stop() == 0
+    sock.close()
+
+    # started on a clock an hour behind the stored last poll: the wait stays a second
+    tmp.write_text("-7200")
+    tmp.rename(step)
+    polls = feed_server.count("/a")
+    env.pop("NOTIFY_SOCKET"), env.pop("WATCHDOG_USEC")
+    d = start_daemon(cfg, env=env, module="tests.fakewall")
+    wait_for(lambda: feed_server.count("/a") >= polls + 2, what="polls after a restart")
+    assert d.stop() == 0
 
 
 def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, start_daemon):

@@ -287,3 +287,37 @@ def test_within_interval_only_brings_forward_what_a_longer_interval_set(
         assert got <= latest_slot(NOW, s)
     own = next_poll_after_success(NOW, s, random.Random(seed))
     assert within_interval(own, s, NOW, backing_off=False) == own
+
+
+@given(
+    intervals,
+    jitters,
+    st.floats(min_value=0.0, max_value=30 * 86400.0),
+    st.floats(min_value=1.0, max_value=86400.0),
+    st.booleans(),
+)
+def test_within_interval_keeps_the_wait_when_the_clock_was_set_back(
+    interval: float, jitter: Jitter, wait: float, back: float, backing_off: bool
+) -> None:
+    """A last poll after now: the clock was set back since. The wait that poll set
+    counts from now, as it would have without the step; a clock that moved on changes
+    nothing."""
+    s = FeedSettings(interval=interval, jitter=jitter)
+    stored = NOW + timedelta(seconds=wait)
+    earlier = NOW - timedelta(seconds=back)
+    unstepped = within_interval(stored, s, NOW, backing_off=backing_off)
+    got = within_interval(stored, s, NOW, backing_off=backing_off, now=earlier)
+    assert abs((got - earlier) - (unstepped - NOW)) <= timedelta(microseconds=1)
+    later = NOW + timedelta(seconds=back)
+    assert within_interval(stored, s, NOW, backing_off=backing_off, now=later) == unstepped
+
+
+def test_within_interval_after_a_step_back_example() -> None:
+    s = FeedSettings(interval=900.0, jitter=Jitter(seconds=0.0))
+    hour_back = NOW - timedelta(hours=1)
+    assert within_interval(
+        NOW + timedelta(minutes=15), s, NOW, backing_off=False, now=hour_back
+    ) == hour_back + timedelta(minutes=15)
+    assert within_interval(
+        NOW + timedelta(hours=4), s, NOW, backing_off=True, now=hour_back
+    ) == hour_back + timedelta(hours=4)

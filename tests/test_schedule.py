@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
+from feedwatch.clock import StepWatch
 from feedwatch.schedule import FeedScheduler
 
 
@@ -66,3 +67,14 @@ def test_a_cancelled_job_does_not_run():
     scheduled = asyncio.run(main())
     assert ran == ["b"]
     assert set(scheduled) == {"b", "c"}
+
+
+def test_step_watch_tells_a_step_from_time_passing():
+    """Both clocks moving together is time passing (a busy loop, a slow tick); the wall
+    clock moving apart is a step, each reported once."""
+    watch = StepWatch(wall=1_000_000.0, mono=50.0)
+    assert watch.step(1_000_005.0, 55.0) == 0.0  # five seconds pass
+    assert watch.step(1_000_605.0, 655.0) == 0.0  # ten minutes, a blocked loop
+    assert watch.step(996_410.0, 660.0) == -4200.0  # set back 70 minutes, 5 s later
+    assert watch.step(996_415.0, 665.0) == 0.0  # once
+    assert watch.step(1_003_615.0, 670.0) == 7195.0  # a two-hour suspend: mono stood still

@@ -175,9 +175,7 @@ class SharedReads:
                     terms.append(f"(feed = {p} AND {clause})")
                     args += [feed, *values]
                 rows = cur.execute(f"{ENTRY_SELECT} WHERE {' OR '.join(terms)}", args).fetchall()
-                if need.all_if_missing and not {r[0] for r in rows}.issuperset(
-                    need.all_if_missing
-                ):
+                if need.all_if_missing and not {r[0] for r in rows}.issuperset(need.all_if_missing):
                     rows = cur.execute(f"{ENTRY_SELECT} WHERE feed = {p}", (feed,)).fetchall()
             settled_ok = not need.settled or self._body_identities(cur, feed).issuperset(
                 need.settled
