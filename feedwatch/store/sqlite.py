@@ -339,10 +339,12 @@ class SqliteStore(SharedWrites):
                 for statement in self.MIGRATIONS[step]:
                     cur.execute(statement)
                 cur.execute(f"PRAGMA user_version = {step + 1}")
+        if target > version:  # one line for the file, not one per schema step
             log.info(
                 "state.created" if version == 0 else "state.migrated",
                 path=self.path,
-                version=step + 1,
+                version=target,
+                **({"from_version": version} if version else {}),
             )
 
     # -- errors and transactions ---------------------------------------------
