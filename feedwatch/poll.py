@@ -41,6 +41,7 @@ from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
 from feedwatch.clock import Clock, system_clock
 from feedwatch.diff import DiffResult, diff, stored_needed
+from feedwatch.discover import page_problem
 from feedwatch.identity import alert_id, entry_keys
 from feedwatch.model import (
     Alert,
@@ -406,7 +407,8 @@ class Poller:
                 feed,
                 record,
                 now,
-                f"not a feed ({ctype or 'no content type'}): {why}",
+                page_problem(fetched.body, fetched.url, ctype)
+                or f"not a feed ({ctype or 'no content type'}): {why}",
                 status=fetched.status,
                 redirected_to=fetched.permanent_redirect,
             )

@@ -17,14 +17,12 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from html.parser import HTMLParser
 from typing import TYPE_CHECKING, TextIO
-from urllib.parse import urljoin
 
 from feedwatch import DEFAULT_USER_AGENT
 from feedwatch.config import _HEADER_NAME, _http_url, parse_duration, parse_size
+from feedwatch.discover import FEED_TYPES, FeedLink, discover_feeds, looks_like_html
 from feedwatch.identity import detect_policy, normalize_link
 from feedwatch.model import (
     Config,
@@ -47,93 +45,11 @@ if TYPE_CHECKING:
 
 __all__ = ["FeedLink", "discover_feeds", "split_keywords"]
 
-FEED_TYPES = {
-    "application/rss+xml": "RSS",
-    "application/atom+xml": "Atom",
-    "application/feed+json": "JSON Feed",
-    "application/rdf+xml": "RSS 1.0",
-    "application/json": "JSON",
-    "application/x.atom+xml": "Atom",
-    "application/x-atom+xml": "Atom",
-}
-
 
 def show(text: object) -> str:
     """Feed text made safe for a terminal: no control characters (escape sequences)."""
     s = str(text)
     return "".join(ch if ch.isprintable() or ch == " " else " " for ch in s)
-
-
-# --------------------------------------------------------------------------
-# Feed discovery in HTML
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeedLink:
-    url: str
-    type: str
-    title: str | None
-
-
-class _LinkFinder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.base: str | None = None
-        self.links: list[tuple[str, str, str | None]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k.lower(): (v or "") for k, v in attrs}
-        if tag == "base" and self.base is None and a.get("href"):
-            self.base = a["href"].strip()
-        elif tag == "link":
-            rels = a.get("rel", "").lower().split()
-            kind = a.get("type", "").split(";")[0].strip().lower()
-            href = a.get("href", "").strip()
-            if "alternate" in rels and kind in FEED_TYPES and href:
-                self.links.append((href, kind, a.get("title") or None))
-
-    handle_startendtag = handle_starttag
-
-
-def discover_feeds(body: bytes, page_url: str, content_type: str = "") -> list[FeedLink]:
-    """The feeds an HTML page advertises (``<link rel="alternate" type=...>``), absolute URLs."""
-    charset = "utf-8"
-    for part in content_type.split(";")[1:]:
-        k, _, v = part.partition("=")
-        if k.strip().lower() == "charset" and v.strip():
-            charset = v.strip().strip("\"'")
-    try:
-        text = body.decode(charset, errors="replace")
-    except LookupError:
-        text = body.decode("utf-8", errors="replace")
-    finder = _LinkFinder()
-    try:
-        finder.feed(text[: 2 * 1024 * 1024])
-        finder.close()
-    except Exception:  # HTMLParser is lenient; whatever it raises must not stop preview
-        pass
-    base = urljoin(page_url, finder.base) if finder.base else page_url
-    out: list[FeedLink] = []
-    seen: set[str] = set()
-    for href, kind, title in finder.links:
-        try:
-            url = urljoin(base, href)
-        except ValueError:
-            continue
-        if not url.lower().startswith(("http://", "https://")) or url in seen:
-            continue
-        seen.add(url)
-        out.append(FeedLink(url, kind, " ".join(title.split()) if title else None))
-    return out
-
-
-def _looks_like_html(body: bytes, content_type: str) -> bool:
-    ctype = content_type.split(";")[0].strip().lower()
-    if ctype in ("text/html", "application/xhtml+xml"):
-        return True
-    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return head.startswith((b"<!doctype html", b"<html"))
 
 
 # --------------------------------------------------------------------------
@@ -437,7 +353,7 @@ def _not_a_feed(out: TextIO, fetched: Fetched, parsed: ParsedFeed) -> int:
     w = out.write
     ctype = fetched.headers.get("content-type", "")
     why = "; ".join(parsed.warnings) or "no RSS, Atom or JSON Feed found"
-    if _looks_like_html(fetched.body, ctype):
+    if looks_like_html(fetched.body, ctype):
         found = discover_feeds(fetched.body, fetched.url, ctype)
         w("Not a feed:    an HTML page")
         if not found:

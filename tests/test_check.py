@@ -183,6 +183,38 @@ def test_broken_feed_beside_a_good_one(setup):
     assert len(alerts(tmp)) == 1
 
 
+def test_a_home_page_for_a_feed_url_names_the_feeds_it_advertises(setup):
+    """The commonest first mistake: the site's address instead of its feed's."""
+    tmp, srv, cfg, news = setup
+    page = (
+        '<!DOCTYPE html><html><head><title>News</title><link rel="alternate"'
+        ' type="application/rss+xml" title="All \x1b[31mnews" href="/news.xml">'
+        '<link rel="alternate" type="application/atom+xml" href="atom.xml"></head>'
+        "<body>Welcome</body></html>"
+    )
+    srv.set("/home/", page, content_type="text/html; charset=utf-8")
+    srv.set("/login", "<html><body><form>Password</form></body></html>", content_type=None)
+    home = srv.url("/home/").replace("http://", "http://me:s3cret@")
+    text = cfg.read_text()
+    cfg.write_text(
+        text.replace(srv.url("/news.xml"), home).replace(srv.url("/all.xml"), srv.url("/login"))
+    )
+    r = fw(cfg, "check")
+    assert r.returncode == 1
+    status = json.loads(fw(cfg, "status", "--json").stdout)
+    errors = {f["name"]: f["last_error"] for f in status["feeds"]}
+    host = srv.url("/").removeprefix("http://").rstrip("/")
+    assert errors["news"] == (
+        "not a feed but an HTML page (text/html); it advertises 2 feeds:"
+        f' http://***@{host}/news.xml ("All  [31mnews"), http://***@{host}/home/atom.xml:'
+        " set the feed's url to one of them"
+    )
+    assert errors["everything"].startswith(
+        "not a feed but an HTML page (no content type) that advertises no feed: a login"
+    )
+    assert "s3cret" not in r.stderr + r.stdout and "\x1b" not in r.stderr
+
+
 def test_http_errors_and_empty_body_are_errors(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0

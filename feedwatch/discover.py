@@ -1,0 +1,121 @@
+"""The feeds an HTML page advertises, and what to tell a user whose feed URL is a page.
+
+Pasting a site's address instead of its feed's is the commonest first mistake: a
+poll of such a URL fails with an error that names the feeds the page links to
+(``page_problem``), and ``feedwatch preview`` lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from urllib.parse import urljoin
+
+from feedwatch.redact import redact_url
+
+__all__ = ["FEED_TYPES", "FeedLink", "discover_feeds", "looks_like_html", "page_problem"]
+
+FEED_TYPES = {
+    "application/rss+xml": "RSS",
+    "application/atom+xml": "Atom",
+    "application/feed+json": "JSON Feed",
+    "application/rdf+xml": "RSS 1.0",
+    "application/json": "JSON",
+    "application/x.atom+xml": "Atom",
+    "application/x-atom+xml": "Atom",
+}
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    url: str
+    type: str
+    title: str | None
+
+
+class _LinkFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.links: list[tuple[str, str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k.lower(): (v or "") for k, v in attrs}
+        if tag == "base" and self.base is None and a.get("href"):
+            self.base = a["href"].strip()
+        elif tag == "link":
+            rels = a.get("rel", "").lower().split()
+            kind = a.get("type", "").split(";")[0].strip().lower()
+            href = a.get("href", "").strip()
+            if "alternate" in rels and kind in FEED_TYPES and href:
+                self.links.append((href, kind, a.get("title") or None))
+
+    handle_startendtag = handle_starttag
+
+
+def discover_feeds(body: bytes, page_url: str, content_type: str = "") -> list[FeedLink]:
+    """The feeds an HTML page advertises (``<link rel="alternate" type=...>``), absolute URLs."""
+    charset = "utf-8"
+    for part in content_type.split(";")[1:]:
+        k, _, v = part.partition("=")
+        if k.strip().lower() == "charset" and v.strip():
+            charset = v.strip().strip("\"'")
+    try:
+        text = body.decode(charset, errors="replace")
+    except LookupError:
+        text = body.decode("utf-8", errors="replace")
+    finder = _LinkFinder()
+    try:
+        finder.feed(text[: 2 * 1024 * 1024])
+        finder.close()
+    except Exception:  # HTMLParser is lenient; whatever it raises must not stop the caller
+        pass
+    base = urljoin(page_url, finder.base) if finder.base else page_url
+    out: list[FeedLink] = []
+    seen: set[str] = set()
+    for href, kind, title in finder.links:
+        try:
+            url = urljoin(base, href)
+        except ValueError:
+            continue
+        if not url.lower().startswith(("http://", "https://")) or url in seen:
+            continue
+        seen.add(url)
+        out.append(FeedLink(url, kind, " ".join(title.split()) if title else None))
+    return out
+
+
+def looks_like_html(body: bytes, content_type: str) -> bool:
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype in ("text/html", "application/xhtml+xml"):
+        return True
+    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def page_problem(body: bytes, page_url: str, content_type: str) -> str | None:
+    """The error for a body that is an HTML page (None: it is not one): what it is, and
+    the feeds it advertises, if any, to put in the config instead."""
+    if not looks_like_html(body, content_type):
+        return None
+    ctype = content_type.split(";")[0].strip() or "no content type"
+    found = discover_feeds(body, page_url, content_type)
+    if not found:
+        return (
+            f"not a feed but an HTML page ({ctype}) that advertises no feed: a login, error"
+            " or bot-check page, or a site's home page? `feedwatch preview URL` shows it"
+        )
+    shown = ", ".join(
+        redact_url(f.url) + (f' ("{_printable(f.title)[:80]}")' if f.title else "")
+        for f in found[:3]
+    )
+    more = f" and {len(found) - 3} more (`feedwatch preview URL` lists them)" if found[3:] else ""
+    n = len(found)
+    return (
+        f"not a feed but an HTML page ({ctype}); it advertises {n} feed{'s' if n != 1 else ''}:"
+        f" {shown}{more}: set the feed's url to {'it' if n == 1 else 'one of them'}"
+    )
