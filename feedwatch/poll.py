@@ -41,7 +41,6 @@ from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
 from feedwatch.clock import Clock, system_clock
 from feedwatch.diff import DiffResult, diff, stored_needed
-from feedwatch.discover import page_problem
 from feedwatch.identity import alert_id, entry_keys
 from feedwatch.model import (
     Alert,
@@ -401,6 +400,8 @@ class Poller:
         record, fetched = job.record, job.fetched
         now = self.clock()
         if not parsed.is_feed and not parsed.entries:
+            from feedwatch.discover import page_problem  # html.parser: ~3 ms, on failure only
+
             why = "; ".join(parsed.warnings) or "no feed found in the body"
             ctype = fetched.headers.get("content-type", "")
             return None, self._failed(
