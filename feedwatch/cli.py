@@ -286,13 +286,12 @@ def _check_with(
     """`check` itself; ``tls_ready`` waits for the CA load, None: no feed needs TLS."""
     from feedwatch.store.lock import acquire_lock
 
-    if args.json:
-        for s in config.sinks.values():
-            if s.type == "jsonl" and s.options.get("path") == "-":
-                raise UsageError(
-                    f'sink {s.name!r} writes JSON lines to stdout (path = "-"); '
-                    "it cannot be combined with --json"
-                )
+    sink = _stdout_sink(config)
+    if args.json and sink is not None:
+        raise UsageError(
+            f'sink {sink!r} writes JSON lines to stdout (path = "-"); '
+            "it cannot be combined with --json"
+        )
     lock = None
     tmpdir = None
     if args.dry_run:
@@ -331,9 +330,11 @@ def _check_with(
         for r in reports:
             if r.result == "error":
                 print(f"error {r.feed}: {r.error}", file=sys.stderr)
+        # a jsonl sink on stdout (`check | jq`): stdout holds its JSON lines only
+        lines_to = sys.stderr if _stdout_sink(config) and not args.dry_run else out
         try:
-            shown.write_to(out)
-            out.flush()
+            shown.write_to(lines_to)
+            lines_to.flush()
         except OSError as exc:  # a pipe whose reader left (`| head`), a hung-up terminal
             stdout_lost = True  # the alerts are stored: their delivery goes on
             log.warning(
@@ -372,6 +373,14 @@ def _check_with(
             lock.release()
         if tmpdir is not None:
             tmpdir.cleanup()
+
+
+def _stdout_sink(config: Config) -> str | None:
+    """The name of a jsonl sink that writes to stdout, if there is one."""
+    for s in config.sinks.values():
+        if s.type == "jsonl" and s.options.get("path") == "-":
+            return s.name
+    return None
 
 
 def _discard_output(out: TextIO) -> None:

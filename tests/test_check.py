@@ -304,8 +304,13 @@ def test_jsonl_stdout_sink_prints_alerts(tmp_path, feed_server):  # noqa: F811
     )
     r = fw(cfg, "check")
     assert r.returncode == 0, r.stderr
-    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    lines = [json.loads(x) for x in r.stdout.splitlines()]  # only JSON: `check | jq` works
     assert [x["entry"]["title"] for x in lines] == ["Entry 1"]
+    assert f"alert {lines[0]['id']} new a: Entry 1 -> out" in r.stderr.splitlines()
+    feed_server.set("/a", rss([entry(1), entry(2)]))
+    r = fw(cfg, "check", "--dry-run")  # the sink sends nothing: the lines are the output
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("would alert ") and "new a: Entry 2 -> out" in r.stdout
 
 
 def test_atom_and_json_feed(tmp_path, feed_server):  # noqa: F811
