@@ -836,6 +836,7 @@ _SETTING_KEYS: dict[str, Callable[[Any], Any]] = {
     "retention": c_duration(positive=True),
     "flood_limit": c_int(1),
     "stale_after": c_duration(),
+    "duplicates": c_enum("alert", "skip"),
 }
 
 _GLOBAL_KEYS = tuple(

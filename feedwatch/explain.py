@@ -291,6 +291,8 @@ def _delivery_summary(records: Sequence[AlertRecord]) -> str:
     if not records:
         return ""
     states = [d.status for r in records for d in r.deliveries]
+    if not states and any(r.duplicate_of for r in records):
+        return "a duplicate, not sent"
     if not states:
         return "alerted (no sink)"
     if "dead" in states:
@@ -374,11 +376,13 @@ def verdict(a: Analysis, item: Item) -> Verdict:
                 ],
             )
         where = ", ".join(sinks) if sinks else "no sink (none configured)"
-        return Verdict(
-            f"would alert ({kind})",
-            [f"the next poll alerts it as {kind!r} (id {aid}) to: {where}"],
-            would_alert=True,
-        )
+        lines = [f"the next poll alerts it as {kind!r} (id {aid}) to: {where}"]
+        if s.duplicates == "skip" and change.entry.link:
+            lines.append(
+                'duplicates = "skip": not to a sink an alert of this story (its link) from'
+                " another feed already went to (`check --dry-run` shows which)"
+            )
+        return Verdict(f"would alert ({kind})", lines, would_alert=True)
     if item.status == "silent":
         return Verdict("stored silently", [f"changed, but {item.silent_reason}: no alert"])
     # unchanged, absent from the body, or no body to compare with
@@ -554,6 +558,10 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
 
     recorded = _alerts_for(a, item)
     if recorded:
+        fc = a.feed
+        feed_sinks = (
+            {*fc.sinks, *(x for rule in fc.rules for x in rule.sinks)} if fc is not None else set()
+        )
         w("  alerts recorded:\n")
         for r in recorded:
             matched = r.payload.get("matched") or []
@@ -567,8 +575,15 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
                 + (f" [{show(rules)}]" if rules else "")
                 + "\n"
             )
-            if not r.deliveries:
+            sent_to = {d.sink for d in r.deliveries}
+            skipped = [x for x in r.duplicate_of if x[0] not in sent_to and x[0] in feed_sinks]
+            if not r.deliveries and not skipped:
                 w("      no sink\n")
+            for sink, other, other_feed in skipped:
+                w(
+                    f"      {sink}: not sent, a duplicate: {show(other_feed)}'s alert {other}"
+                    ' went there first (duplicates = "skip")\n'
+                )
             for d in r.deliveries:
                 if d.status == "delivered":
                     detail = f"delivered {_t(d.delivered_at)}"

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 IdPolicy = Literal["auto", "guid", "link", "content"]
 UpdatesMode = Literal["any", "content", "timestamp"]
+DuplicatesMode = Literal["alert", "skip"]
 FirstPoll = Literal["baseline", "alert"]
 ChangeKind = Literal["new", "updated"]
 NoticeKind = Literal["flood", "stale", "recovered"]
@@ -95,6 +96,7 @@ class FeedSettings:
     retention: float = 90 * 86400.0
     flood_limit: int = 50
     stale_after: float = 0.0
+    duplicates: DuplicatesMode = "alert"
 
 
 @dataclass(frozen=True)
@@ -383,3 +385,4 @@ class Alert:
     sinks: tuple[str, ...]
     thread_id: str | None = None  # the Message-ID seed of the entry's `new` alert
     identity: str | None = None
+    duplicate_key: str | None = None  # `duplicates = "skip"`: one alert per key and sink

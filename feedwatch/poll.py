@@ -25,6 +25,7 @@ more, only when it compiles a term: feeds without rules never need it.)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import random
@@ -41,7 +42,7 @@ from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
 from feedwatch.clock import Clock, system_clock
 from feedwatch.diff import DiffResult, diff, stored_needed
-from feedwatch.identity import alert_id, entry_keys
+from feedwatch.identity import alert_id, duplicate_key, entry_keys
 from feedwatch.model import (
     Alert,
     Config,
@@ -340,7 +341,7 @@ class Poller:
             parsed = call()
         commit, report = self._after_parse(feed, job, parsed)
         if commit is not None:  # through the group commit: polls ending together share it
-            report.alerts = _queued(
+            report.alerts = self._queued(
                 report.alerts,
                 await self.writes.run(functools.partial(self.store.commit_poll, commit)),
             )
@@ -354,7 +355,7 @@ class Poller:
             raise KeyError(f"feed {job.feed!r} is not in the config")
         commit, report = self._after_parse(feed, job, self._parse_call(feed, job)())
         if commit is not None:
-            report.alerts = _queued(report.alerts, self.store.commit_poll(commit))
+            report.alerts = self._queued(report.alerts, self.store.commit_poll(commit))
         return report
 
     def _parse_call(self, feed: FeedConfig, job: BodyJob) -> Callable[[], ParsedFeed]:
@@ -482,6 +483,8 @@ class Poller:
             log.warning(
                 "feed.redirected", feed=feed.name, url=feed.url, to=fetched.permanent_redirect
             )
+        if self.dry_run:
+            alerts = self._unclaimed(alerts)
         return (None if self.dry_run else commit), PollReport(
             feed=feed.name,
             result="ok",
@@ -543,6 +546,17 @@ class Poller:
                 change.entry.updated,
             )
             alert = build_alert(feed, title, change, matched, now, aid)
+            if s.duplicates == "skip":
+                alert = dataclasses.replace(
+                    alert,
+                    duplicate_key=duplicate_key(
+                        change.entry.link,
+                        change.kind,
+                        change.fingerprint,
+                        change.entry.published,
+                        change.entry.updated,
+                    ),
+                )
             if alert.sinks or not self.config.sinks:
                 alerts.append(alert)
         if result.flood:
@@ -602,8 +616,35 @@ class Poller:
             redirected_to=redirected_to,
         )
 
+    def _unclaimed(self, alerts: list[Alert]) -> list[Alert]:
+        """A dry run's alerts, less the sinks an alert of the same duplicate key already
+        went to (what the commit would leave out; the store is not written)."""
+        keys = [a.duplicate_key for a in alerts if a.duplicate_key is not None and a.sinks]
+        if not keys:
+            return alerts
+        held = self.store.claimed_keys(keys)
+        out: list[Alert] = []
+        for a in alerts:
+            if a.duplicate_key is not None and a.sinks:
+                sinks = tuple(x for x in a.sinks if x not in held.get(a.duplicate_key, ()))
+                if not sinks:
+                    continue
+                a = dataclasses.replace(a, sinks=sinks)
+            out.append(a)
+        return out
 
-def _queued(alerts: list[Alert], queued: list[str]) -> list[Alert]:
-    """The alerts a commit queued (one already known from an earlier poll is not)."""
-    ids = set(queued)
-    return [a for a in alerts if a.id in ids]
+    def _queued(self, alerts: list[Alert], queued: list[str]) -> list[Alert]:
+        """The alerts a commit queued (one already known from an earlier poll is not),
+        each with the sinks it went to (``duplicates = "skip"`` may have left some out)."""
+        ids = set(queued)
+        out = [a for a in alerts if a.id in ids]
+        keyed = [a.id for a in out if a.duplicate_key is not None and a.sinks]
+        if not keyed:
+            return out
+        took = self.store.claimed_sinks(keyed)
+        return [
+            dataclasses.replace(a, sinks=tuple(x for x in a.sinks if x in took.get(a.id, ())))
+            if a.duplicate_key is not None and a.sinks
+            else a
+            for a in out
+        ]

@@ -6,7 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feedwatch.alert import build_alert, build_notice, cap, format_time, route, safe_link
-from feedwatch.identity import alert_id, detect_policy, fingerprint, normalize_link
+from feedwatch.identity import (
+    alert_id,
+    detect_policy,
+    duplicate_key,
+    fingerprint,
+    normalize_link,
+)
 from feedwatch.model import Change, EntrySnapshot, FeedConfig, FieldChange, Rule, RuleMatch
 from feedwatch.testing import T0, entry
 
@@ -170,3 +176,18 @@ def test_alert_id_is_deterministic_and_kind_sensitive(ident, kind):
     other = "updated" if kind == "new" else "new"
     assert a != alert_id("f", ident, other, "v1:x", T0, None)
     assert len(a) == 32
+
+
+def test_duplicate_key_is_the_story_for_new_and_the_version_for_updated():
+    a = "https://News.example/2026/story?utm_source=world&id=7"
+    b = "https://news.example/2026/story?id=7&utm_medium=rss"
+    assert duplicate_key(a, "new", "v1:x", T0, None) == duplicate_key(b, "new", "v1:y", None, T0)
+    assert duplicate_key(a, "new", "v1:x", T0, None) != duplicate_key(
+        "https://news.example/2026/other?id=7", "new", "v1:x", T0, None
+    )
+    upd = duplicate_key(a, "updated", "v1:x", T0, T0)
+    assert upd == duplicate_key(b, "updated", "v1:x", T0, T0)
+    assert upd != duplicate_key(a, "updated", "v1:z", T0, T0)  # another version
+    assert upd != duplicate_key(a, "new", "v1:x", T0, T0)
+    assert duplicate_key(None, "new", "v1:x", T0, None) is None
+    assert duplicate_key("", "updated", "v1:x", T0, None) is None

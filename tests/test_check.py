@@ -215,6 +215,91 @@ def test_a_home_page_for_a_feed_url_names_the_feeds_it_advertises(setup):
     assert "s3cret" not in r.stderr + r.stdout and "\x1b" not in r.stderr
 
 
+def test_duplicates_skip_sends_a_story_in_two_feeds_once_per_sink(tmp_path, feed_server):  # noqa: F811
+    """Section feeds of one site carry the same article (its link, tracking apart): with
+    duplicates = "skip" each sink gets it once, new and updated alike; a sink only the
+    second feed goes to still gets it; without the setting both feeds alert."""
+    story = dict(title="Shared story", summary="Same text.", entry_id=None)
+
+    def section(name: str, *, edited: bool = False) -> bytes:
+        extra = {"summary": "Same text, corrected.", "updated": T0 + timedelta(hours=5)}
+        shared = entry(
+            f"{name}-1",
+            link=f"https://news.example/2026/shared?utm_source={name}",
+            **{**story, **(extra if edited else {})},  # type: ignore[arg-type]
+        )
+        return rss([shared, entry(f"{name}-only", title=f"Only in {name}")], title=name)
+
+    for name in ("world", "europe", "asia"):
+        feed_server.set(f"/{name}.xml", section(name))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{tmp_path}/s.db"
+first_poll = "alert"
+duplicates = "skip"
+log_format = "json"
+[sinks.mail]
+type = "jsonl"
+path = "{tmp_path}/mail.jsonl"
+[sinks.chat]
+type = "jsonl"
+path = "{tmp_path}/chat.jsonl"
+[[feeds]]
+name = "world"
+url = "{feed_server.url("/world.xml")}"
+sinks = ["mail"]
+[[feeds]]
+name = "europe"
+url = "{feed_server.url("/europe.xml")}"
+sinks = ["mail", "chat"]
+[[feeds]]
+name = "asia"
+url = "{feed_server.url("/asia.xml")}"
+sinks = ["mail"]
+duplicates = "alert"
+"""
+    )
+
+    def got(sink: str) -> list[tuple[str, str, str]]:
+        path = tmp_path / f"{sink}.jsonl"
+        lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        return sorted((a["feed"]["name"], a["kind"], a["entry"]["title"]) for a in lines)
+
+    r = fw(cfg, "check", "--feed", "world")
+    assert r.returncode == 0, r.stderr
+    r = fw(cfg, "check", "--feed", "europe", "--feed", "asia")
+    assert r.returncode == 0, r.stderr
+    assert got("mail") == [
+        ("asia", "new", "Only in asia"),
+        ("asia", "new", "Shared story"),  # asia keeps duplicates = "alert"
+        ("europe", "new", "Only in europe"),
+        ("world", "new", "Only in world"),
+        ("world", "new", "Shared story"),
+    ]
+    assert got("chat") == [("europe", "new", "Only in europe"), ("europe", "new", "Shared story")]
+    lines = r.stdout.splitlines()
+    assert any(x.endswith("new europe: Shared story -> chat") for x in lines), r.stdout
+    assert any(x.endswith("new europe: Only in europe -> mail, chat") for x in lines)
+    explained = fw(cfg, "explain", "europe", "Shared").stdout
+    assert "mail: not sent, a duplicate: world's alert " in explained
+    assert 'went there first (duplicates = "skip")' in explained
+
+    # the story is corrected in every section: one update per sink again
+    for name in ("world", "europe", "asia"):
+        feed_server.set(f"/{name}.xml", section(name, edited=True))
+    dry = fw(cfg, "check", "--dry-run", "--feed", "europe")
+    assert dry.stdout.splitlines()[0].endswith("updated europe: Shared story -> mail, chat")
+    assert fw(cfg, "check", "--feed", "europe").returncode == 0
+    dry = fw(cfg, "check", "--dry-run", "--feed", "world")
+    assert dry.stdout == "", dry.stdout  # mail has it already: nothing would be sent
+    assert fw(cfg, "check").returncode == 0
+    updates = [x for x in got("mail") + got("chat") if x[1] == "updated"]
+    assert updates == [("asia", "updated", "Shared story"), ("europe", "updated", "Shared story"),
+                       ("europe", "updated", "Shared story")]  # fmt: skip
+
+
 def test_http_errors_and_empty_body_are_errors(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0

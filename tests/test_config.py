@@ -451,6 +451,7 @@ def test_feed_settings_merge(tmp_path: Path) -> None:
         stale_after = "2d"
         max_age = "1d"
         max_entries = 100
+        duplicates = "skip"
 
         [[feeds]]
         name = "inherits"
@@ -466,6 +467,7 @@ def test_feed_settings_merge(tmp_path: Path) -> None:
     assert own.settings.notify_on == ("new",)
     assert own.settings.user_agent == "custom/1"
     assert (own.settings.updates, own.settings.id_policy) == ("content", "link")
+    assert (own.settings.duplicates, inherits.settings.duplicates) == ("skip", "alert")
     assert (own.settings.retention, own.settings.stale_after, own.settings.max_age) == (
         7 * 86400,
         2 * 86400,

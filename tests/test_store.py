@@ -527,6 +527,51 @@ def test_duplicate_alert_ids_are_skipped_within_and_across_polls(store: Store) -
     assert [d.sink for d in store.pending() if d.alert_id == "x4"] == ["a"]
 
 
+def test_duplicate_keys_send_one_alert_per_sink_across_feeds(store: Store) -> None:
+    """``duplicates = "skip"``: the first alert of a key takes each of its sinks; a later
+    one (another feed, another poll) goes only where none went, and is still recorded
+    (its id never alerts again) when it goes nowhere."""
+    dup = {"duplicate_key": "k1"}
+    first = replace(alert("a1", feed="world", sinks=("mail",)), **dup)
+    assert store.commit_poll(poll("world", alerts=(first,))) == ["a1"]
+    wider = replace(alert("b1", feed="europe", sinks=("mail", "chat")), **dup)
+    same = replace(alert("c1", feed="russia", sinks=("mail",)), **dup)
+    other = replace(alert("c2", feed="russia", sinks=("mail",)), duplicate_key="k2")
+    plain = alert("c3", feed="russia", sinks=("mail",))  # no key: as ever
+    assert store.commit_poll(poll("europe", now=at(10), alerts=(wider,))) == ["b1"]
+    assert store.commit_poll(poll("russia", now=at(20), alerts=(same, other, plain))) == [
+        "c2",
+        "c3",
+    ]
+    pairs = sorted((d.alert_id, d.sink) for d in store.pending())
+    assert pairs == [("a1", "mail"), ("b1", "chat"), ("c2", "mail"), ("c3", "mail")]
+    # the duplicate is recorded: offered again, it is not queued, not even where it could go
+    assert (
+        store.commit_poll(poll("russia", now=at(30), alerts=(replace(same, sinks=("sms",)),))) == []
+    )
+    # within one poll too, and two alerts of one key in one commit
+    twins = (
+        replace(alert("d1", feed="asia", sinks=("mail",)), duplicate_key="k3"),
+        replace(alert("d2", feed="asia", sinks=("mail", "chat")), duplicate_key="k3"),
+    )
+    assert store.commit_poll(poll("asia", now=at(40), alerts=twins)) == ["d1", "d2"]
+    assert [d.sink for d in store.pending() if d.alert_id == "d2"] == ["chat"]
+    # what check, a dry run and explain read back
+    assert store.claimed_sinks(["a1", "b1", "c1", "c2", "c3", "d2"]) == {
+        "a1": ("mail",),
+        "b1": ("chat",),
+        "c2": ("mail",),
+        "d2": ("chat",),
+    }
+    assert store.claimed_keys(["k1", "k3", "nope"]) == {
+        "k1": {"mail", "chat"},
+        "k3": {"mail", "chat"},
+    }
+    (skipped,) = store.alerts_for("russia", identity=None, limit=1_000)[-1:]
+    assert skipped.alert_id == "c1" and skipped.deliveries == ()
+    assert skipped.duplicate_of == (("chat", "b1", "europe"), ("mail", "a1", "world"))
+
+
 def test_queue_notices_sets_stale_notified(store: Store) -> None:
     store.commit_poll(poll(upserts=(entry("a"),)))
     ids = store.queue_notices(
@@ -929,6 +974,7 @@ def test_migration_to_schema_4_keeps_every_entry_in_the_body(tmp_path: Path) -> 
     next changed poll says which left it."""
     path = tmp_path / "state.db"
     _filled(path)
+    _downgrade_to_4(path)
     conn = sqlite3.connect(path)
     conn.execute("DROP INDEX entries_body")
     conn.execute("ALTER TABLE entries DROP COLUMN in_body")
@@ -945,8 +991,44 @@ def test_migration_to_schema_4_keeps_every_entry_in_the_body(tmp_path: Path) -> 
     assert (tmp_path / "state.db.bak-v3").exists()
 
 
+def test_migration_to_schema_5_keeps_alerts_and_claims_nothing_before(tmp_path: Path) -> None:
+    """A schema-4 file's alerts stay as they were (no duplicate key: nothing was a
+    duplicate before); new alerts take claims from the first poll after the upgrade."""
+    path = tmp_path / "state.db"
+    _filled(path)
+    with SqliteStore(path) as s:
+        s.commit_poll(poll(now=at(10), alerts=(alert("old1"),)))
+    _downgrade_to_4(path)
+    with SqliteStore(path) as s:
+        assert set(sqlite_rows(path, "SELECT alert_id, duplicate_key FROM alerts")) == {
+            ("x1", None),
+            ("old1", None),
+        }
+        keyed = replace(alert("new1", sinks=("mail",)), duplicate_key="k")
+        again = replace(alert("new2", feed="g", sinks=("mail",)), duplicate_key="k")
+        assert s.commit_poll(poll(now=at(20), alerts=(keyed,))) == ["new1"]
+        assert s.commit_poll(poll("g", now=at(30), alerts=(again,))) == []
+        (record,) = s.alerts_for("g")
+        assert record.alert_id == "new2" and record.deliveries == ()
+        assert record.duplicate_of == (("mail", "new1", "f"),)
+    assert (tmp_path / "state.db.bak-v4").exists()
+
+
+def _downgrade_to_4(path: Path) -> None:
+    """The file as schema 4 left it (nothing of schema 5)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("DROP TABLE duplicate_claims")
+        conn.execute("ALTER TABLE alerts DROP COLUMN duplicate_key")
+        conn.execute("PRAGMA user_version = 4")
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def _downgrade_to_2(path: Path) -> None:
-    """The file as schema 2 left it (nothing of schemas 3 and 4)."""
+    """The file as schema 2 left it (nothing of schemas 3, 4 and 5)."""
+    _downgrade_to_4(path)
     conn = sqlite3.connect(path)
     try:
         conn.execute("DROP INDEX entries_body")
@@ -1159,6 +1241,7 @@ def test_pg_open_store_masks_the_password(pg_cluster: PgCluster, pg_url: str) ->
         assert password not in s.path and "***@127.0.0.1" in s.path
         assert _pg_tables(pg_cluster, pg_url) == {
             "feedwatch_schema", "feeds", "entries", "alerts", "deliveries", "parse_cache",
+            "duplicate_claims",
         }  # fmt: skip
     finally:
         s.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,6 +131,9 @@ class AlertRecord:
     created_at: datetime
     payload: Mapping[str, Any]
     deliveries: tuple[Delivery, ...] = field(default_factory=tuple)
+    # `duplicates = "skip"`: (sink, alert id, feed) of the other alerts of its key that
+    # went to a sink first; this one was not sent there
+    duplicate_of: tuple[tuple[str, str, str], ...] = ()
 
 
 # Several daemons may share one PostgreSQL state: a feed is polled, and a delivery sent, only
@@ -282,6 +285,15 @@ class Store(Protocol):
     def alerts_for(
         self, feed: str, identity: str | None = None, limit: int = 50
     ) -> list[AlertRecord]: ...
+
+    def claimed_sinks(self, alert_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """The sinks each of these alerts took under ``duplicates = "skip"`` (an alert
+        whose key no sink was left for is absent)."""
+        ...
+
+    def claimed_keys(self, keys: Sequence[str]) -> dict[str, set[str]]:
+        """The sinks an alert of each of these duplicate keys already went to."""
+        ...
 
     def prune_deliveries(self, before: datetime) -> int:
         """Forget delivered and dead deliveries (and their alerts) created before ``before``."""

@@ -167,6 +167,18 @@ _V4 = (
     "CREATE INDEX IF NOT EXISTS entries_body ON entries (feed, identity) WHERE in_body = 1",
 )
 
+# As SQLite's schema 5 (sqlite.py): `duplicates = "skip"`'s claims, one per key and sink.
+_V5 = (
+    f"""CREATE TABLE IF NOT EXISTS duplicate_claims (
+        key TEXT {_C} NOT NULL,
+        sink TEXT {_C} NOT NULL,
+        alert_id TEXT {_C} NOT NULL REFERENCES alerts(alert_id) ON DELETE CASCADE,
+        PRIMARY KEY (key, sink)
+    )""",
+    "CREATE INDEX IF NOT EXISTS duplicate_claims_alert ON duplicate_claims (alert_id)",
+    "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS duplicate_key TEXT",
+)
+
 # The tables feedwatch owns: a database that has one of them but no feedwatch_schema
 # is someone else's.
 OWN_TABLES = ("feeds", "entries", "alerts", "deliveries", "parse_cache")
@@ -282,7 +294,7 @@ class PostgresStore(SharedWrites):
             yield f"{column} = ANY(%s)", ([_t(i) for i in ids],)
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5)
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE) -> None:
         if psycopg is None:
@@ -527,30 +539,45 @@ class PostgresStore(SharedWrites):
                     created,
                     payload,
                     _t(alert.thread_id),
+                    alert.duplicate_key,
                 )
             )
         if not rows:
             return []
         cols = list(zip(*rows, strict=True))
         cur.execute(
-            "INSERT INTO alerts (alert_id, feed, identity, kind, created_at, payload, thread_id)"
-            " SELECT u.alert_id, u.feed, u.identity, u.kind, u.created_at, u.payload, u.thread_id"
+            "INSERT INTO alerts (alert_id, feed, identity, kind, created_at, payload, thread_id,"
+            " duplicate_key)"
+            " SELECT u.alert_id, u.feed, u.identity, u.kind, u.created_at, u.payload, u.thread_id,"
+            " u.duplicate_key"
             " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],"
-            " %s::text[], %s::text[]) WITH ORDINALITY"
-            " AS u(alert_id, feed, identity, kind, created_at, payload, thread_id, n)"
+            " %s::text[], %s::text[], %s::text[]) WITH ORDINALITY"
+            " AS u(alert_id, feed, identity, kind, created_at, payload, thread_id, duplicate_key, n)"
             " ORDER BY u.n"
             " ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id",
             [list(c) for c in cols],
         )
         inserted = {r[0] for r in cur.fetchall()}
-        queued = [aid for aid in first if aid in inserted]
+        claimed = PostgresStore._claim_duplicates(
+            cur, [first[aid] for aid in first if aid in inserted]
+        )
+        queued: list[str] = []
         ids: list[str] = []
         sinks: list[str] = []
         times: list[datetime] = []
         for row in rows:
             if row[0] not in inserted:
                 continue  # an id once recorded never alerts again
-            for sink in dict.fromkeys(first[row[0]].sinks):
+            alert = first[row[0]]
+            to = [
+                sink
+                for sink in dict.fromkeys(alert.sinks)
+                if alert.duplicate_key is None or (alert.id, sink) in claimed
+            ]
+            if alert.sinks and not to:
+                continue  # recorded (never alerts again), sent nowhere: a duplicate
+            queued.append(alert.id)
+            for sink in to:
                 ids.append(row[0])
                 sinks.append(sink)
                 times.append(row[4])
@@ -563,6 +590,32 @@ class PostgresStore(SharedWrites):
                 (ids, sinks, times),
             )
         return queued
+
+    @staticmethod
+    def _claim_duplicates(cur: Any, alerts: list[Alert]) -> set[tuple[str, str]]:
+        """(alert id, sink) of the claims these alerts took; none where a claim of the
+        key and sink was already held (another feed's alert went there)."""
+        keys: list[str] = []
+        sinks: list[str] = []
+        ids: list[str] = []
+        for alert in alerts:
+            if alert.duplicate_key is None:
+                continue
+            for sink in dict.fromkeys(alert.sinks):
+                keys.append(alert.duplicate_key)
+                sinks.append(sink)
+                ids.append(alert.id)
+        if not keys:
+            return set()
+        cur.execute(
+            "INSERT INTO duplicate_claims (key, sink, alert_id)"
+            " SELECT u.key, u.sink, u.alert_id"
+            " FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY"
+            " AS u(key, sink, alert_id, n) ORDER BY u.n"
+            " ON CONFLICT (key, sink) DO NOTHING RETURNING alert_id, sink",
+            (keys, sinks, ids),
+        )
+        return {(r[0], r[1]) for r in cur.fetchall()}
 
     def commit_poll(self, commit: PollCommit) -> list[str]:
         now = _now_ts(commit.now)

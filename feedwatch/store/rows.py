@@ -351,7 +351,10 @@ class SharedWrites(SharedReads):
     ) -> list[AlertRecord]:
         """The feed's (or one entry's) alerts, newest first, with their deliveries."""
         p = self.P
-        sql = f"SELECT alert_id, feed, identity, kind, created_at, payload FROM alerts WHERE feed = {p}"
+        sql = (
+            "SELECT alert_id, feed, identity, kind, created_at, payload, duplicate_key"
+            f" FROM alerts WHERE feed = {p}"
+        )
         args: list[Any] = [feed]
         if identity is not None:
             sql += f" AND identity = {p}"
@@ -368,6 +371,18 @@ class SharedWrites(SharedReads):
                     ids,
                 ).fetchall():
                     deliveries[d[0]].append(self._delivery(d))
+            duplicate_of: dict[str, tuple[tuple[str, str, str], ...]] = {}
+            for r in rows:
+                if r[6] is not None:
+                    duplicate_of[r[0]] = tuple(
+                        (c[0], c[1], c[2])
+                        for c in cur.execute(
+                            "SELECT c.sink, c.alert_id, a.feed FROM duplicate_claims c"
+                            " JOIN alerts a ON a.alert_id = c.alert_id"
+                            f" WHERE c.key = {p} AND c.alert_id <> {p} ORDER BY c.sink",
+                            (r[6], r[0]),
+                        ).fetchall()
+                    )
         return [
             AlertRecord(
                 alert_id=r[0],
@@ -377,9 +392,31 @@ class SharedWrites(SharedReads):
                 created_at=self._from_db_req(r[4]),
                 payload=StoredPayload(r[5]),
                 deliveries=tuple(deliveries[r[0]]),
+                duplicate_of=duplicate_of.get(r[0], ()),
             )
             for r in rows
         ]
+
+    def claimed_sinks(self, alert_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {}
+        with self._reading() as cur:
+            for clause, ids in self._ids_in("alert_id", list(alert_ids)):
+                for aid, sink in cur.execute(
+                    f"SELECT alert_id, sink FROM duplicate_claims WHERE {clause} ORDER BY sink",
+                    ids,
+                ).fetchall():
+                    out.setdefault(aid, []).append(sink)
+        return {aid: tuple(sinks) for aid, sinks in out.items()}
+
+    def claimed_keys(self, keys: Sequence[str]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        with self._reading() as cur:
+            for clause, values in self._ids_in("key", list(keys)):
+                for key, sink in cur.execute(
+                    f"SELECT key, sink FROM duplicate_claims WHERE {clause}", values
+                ).fetchall():
+                    out.setdefault(key, set()).add(sink)
+        return out
 
     def prune_deliveries(self, before: datetime) -> int:
         """Drop finished deliveries of alerts created before ``before``, then alerts left

@@ -157,6 +157,21 @@ _V4 = (
 )
 
 
+# `duplicates = "skip"`: which sink already got an alert for a link (feedwatch.identity.
+# duplicate_key). A claim is taken with the alert, in its transaction; a second alert
+# with the same key gets no delivery to that sink. Claims go with their alert.
+_V5 = (
+    """CREATE TABLE IF NOT EXISTS duplicate_claims (
+        key TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        alert_id TEXT NOT NULL REFERENCES alerts(alert_id) ON DELETE CASCADE,
+        PRIMARY KEY (key, sink)
+    )""",
+    "CREATE INDEX IF NOT EXISTS duplicate_claims_alert ON duplicate_claims (alert_id)",
+    "ALTER TABLE alerts ADD COLUMN duplicate_key TEXT",  # what `explain` looks up
+)
+
+
 def _ts(dt: datetime | None) -> int | None:
     if dt is None:
         return None
@@ -221,7 +236,7 @@ class SqliteStore(SharedWrites):
             yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5)
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = os.path.expanduser(str(path))
@@ -534,7 +549,9 @@ class SqliteStore(SharedWrites):
 
     @staticmethod
     def _queue(cur: sqlite3.Cursor, alerts: Iterable[Alert], at: int | None) -> list[str]:
-        """Record alerts not yet known, each with a pending delivery per sink.
+        """Record alerts not yet known, each with a pending delivery per sink (less the
+        sinks an alert of the same ``duplicate_key`` went to); the ids of those that
+        go somewhere (or were routed nowhere).
 
         ``at`` is their creation time; None: each alert's own ``detected_at``.
         """
@@ -544,8 +561,8 @@ class SqliteStore(SharedWrites):
             payload = stored_text(alert.payload)  # the bytes the sinks send (feedwatch.payload)
             cur.execute(
                 "INSERT OR IGNORE INTO alerts"
-                " (alert_id, feed, identity, kind, created_at, payload, thread_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " (alert_id, feed, identity, kind, created_at, payload, thread_id, duplicate_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     alert.id,
                     alert.feed,
@@ -554,15 +571,30 @@ class SqliteStore(SharedWrites):
                     now,
                     payload,
                     alert.thread_id,
+                    alert.duplicate_key,
                 ),
             )
             if cur.rowcount != 1:
                 continue  # an id once recorded never alerts again
+            sinks = list(dict.fromkeys(alert.sinks))
+            if alert.duplicate_key is not None:
+                claimed = []
+                for sink in sinks:
+                    cur.execute(
+                        "INSERT OR IGNORE INTO duplicate_claims (key, sink, alert_id)"
+                        " VALUES (?, ?, ?)",
+                        (alert.duplicate_key, sink, alert.id),
+                    )
+                    if cur.rowcount == 1:
+                        claimed.append(sink)
+                if sinks and not claimed:
+                    continue  # recorded (never alerts again), sent nowhere: a duplicate
+                sinks = claimed
             queued.append(alert.id)
             cur.executemany(
                 "INSERT OR IGNORE INTO deliveries (alert_id, sink, status, next_attempt)"
                 " VALUES (?, ?, 'pending', ?)",
-                [(alert.id, sink, now) for sink in dict.fromkeys(alert.sinks)],
+                [(alert.id, sink, now) for sink in sinks],
             )
         return queued
 
