@@ -184,9 +184,15 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             run: Callable[..., int] = importlib.import_module(module).run
             return run(args, out, lambda: _load(args))
     if args.command == "validate":
+        from feedwatch.sinks import machine_problem
+
         config = _load(args)
         rules = len({r.name for f in config.feeds for r in f.rules} | set(config.rules))
         print(f"ok: {len(config.feeds)} feeds, {len(config.sinks)} sinks, {rules} rules", file=out)
+        for sink in config.sinks.values():  # valid, but will not work here
+            problem = machine_problem(sink)
+            if problem:
+                print(f"warning: {problem}", file=sys.stderr)
         return EXIT_OK
     config = _load(args)
     if args.command == "check":

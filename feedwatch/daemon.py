@@ -42,7 +42,7 @@ from feedwatch.pacing import spread_overdue
 from feedwatch.parsepool import ParsePool, worker_count
 from feedwatch.poll import Poller, PollReport
 from feedwatch.schedule import FeedScheduler
-from feedwatch.sinks import build_sink
+from feedwatch.sinks import build_sink, machine_problem
 from feedwatch.sinks.base import Sink
 from feedwatch.status import feed_state
 from feedwatch.store import is_postgres_url, open_store
@@ -144,6 +144,10 @@ class Daemon:
                 await self._metrics_server.start()
             self._update_gauges()
             self._kick_deliveries()
+            for sink in cfg.sinks.values():
+                problem = machine_problem(sink)
+                if problem:
+                    log.warning("sink.will_fail", sink=sink.name, problem=problem)
             enabled = sum(1 for f in cfg.feeds if f.enabled)
             sdnotify.ready(status=f"watching {enabled} feeds")
             log.info(

@@ -370,6 +370,50 @@ def test_validate_ok(setup):
     assert r.stdout.strip() == "ok: 2 feeds, 1 sinks, 1 rules"
 
 
+def test_validate_warns_of_sinks_that_cannot_work_on_this_machine(tmp_path):
+    """Valid, so exit 0, but a command whose program is not there has its every alert
+    dead at once: say so before the first alert."""
+    script = tmp_path / "notify.sh"
+    script.write_text("#!/bin/sh\ncat >/dev/null\n")
+    script.chmod(0o644)  # not executable
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{tmp_path}/s.db"
+[sinks.gone]
+type = "command"
+argv = ["/nonexistent/notify-send", "x"]
+[sinks.nopath]
+type = "command"
+argv = ["no-such-notifier-here"]
+[sinks.noexec]
+type = "command"
+argv = ["{script}"]
+[sinks.fine]
+type = "command"
+argv = ["cat"]
+[sinks.log]
+type = "jsonl"
+path = "{tmp_path}/missing/alerts.jsonl"
+[sinks.out]
+type = "jsonl"
+path = "{tmp_path}/alerts.jsonl"
+[[feeds]]
+url = "https://example.org/feed"
+"""
+    )
+    r = fw(cfg, "validate")
+    assert r.returncode == 0 and r.stdout.strip() == "ok: 1 feeds, 6 sinks, 0 rules"
+    assert r.stderr.splitlines() == [
+        "warning: sink gone: program /nonexistent/notify-send does not exist",
+        f"warning: sink nopath: program 'no-such-notifier-here' is not on PATH ({os.environ['PATH']})",
+        f"warning: sink noexec: program {script} is not executable",
+        f"warning: sink log: directory {tmp_path}/missing of {tmp_path}/missing/alerts.jsonl"
+        " does not exist",
+    ]
+
+
 def test_jsonl_stdout_with_json_is_usage_error(tmp_path, feed_server):  # noqa: F811
     cfg = tmp_path / "c.toml"
     cfg.write_text(

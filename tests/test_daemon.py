@@ -460,6 +460,25 @@ def test_a_wall_clock_set_back_an_hour_holds_no_poll_and_no_watchdog_ping(
     assert d.stop() == 0
 
 
+def test_a_sink_that_cannot_work_here_is_named_at_start(tmp_path, feed_server, start_daemon):
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(
+        tmp_path,
+        feed_server,
+        ["a"],
+        extra='\n[sinks.notify]\ntype = "command"\nargv = ["/nonexistent/notify-send"]\n',
+    )
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("daemon.started"), what="the start")
+    assert d.has(
+        "sink.will_fail",
+        sink="notify",
+        problem="sink notify: program /nonexistent/notify-send does not exist",
+    )
+    assert not any(e.get("event") == "sink.will_fail" and e["sink"] == "log" for e in d.events())
+    assert d.stop() == 0
+
+
 def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/g", b"gone", status=410)

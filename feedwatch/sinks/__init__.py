@@ -7,6 +7,8 @@ dispatcher only knows the ``Sink`` protocol of ``feedwatch.sinks.base``.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -53,6 +55,32 @@ def build_sink(
     raise ValueError(
         f"sink {cfg.name}: unknown type {cfg.type!r} (one of: {', '.join(SINK_TYPES)})"
     )
+
+
+def machine_problem(cfg: SinkConfig) -> str | None:
+    """What on this machine keeps the sink from working, if anything can be told
+    without sending: a command's program that is not there (its alerts would go dead
+    at once), a jsonl file's missing directory. Not a config error: the config may be
+    meant for another machine, or a sandbox with another PATH."""
+    if cfg.type == "command":
+        argv = cfg.options.get("argv") or ()
+        program = str(argv[0]) if argv else ""
+        if not program:
+            return None
+        if os.sep in program:
+            if not os.path.isfile(program):
+                return f"sink {cfg.name}: program {program} does not exist"
+            if not os.access(program, os.X_OK):
+                return f"sink {cfg.name}: program {program} is not executable"
+        elif shutil.which(program) is None:
+            return f"sink {cfg.name}: program {program!r} is not on PATH ({os.environ.get('PATH', '')})"
+    if cfg.type == "jsonl":
+        path = str(cfg.options.get("path", "-"))
+        if path != "-":
+            directory = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+            if not os.path.isdir(directory):
+                return f"sink {cfg.name}: directory {directory} of {path} does not exist"
+    return None
 
 
 def _utc(now: datetime) -> str:
