@@ -10,6 +10,7 @@ Pure (SPEC section 4). The whole decision, in order:
                     entry that is not in the body: the same entry under a new id
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
+    revert   = a known entry back to its first version (a stale server): silent
     baseline = first poll with first_poll = "baseline": record, alert nothing
     flood    = > flood_limit new and more than half the body: record, one notice
 
@@ -357,6 +358,12 @@ def diff(
             is_update = counts_ts or (churn and text_changed)
         else:
             is_update = text_changed or counts_ts
+        if is_update and old.new_alert_id == alert_id(
+            feed, key, "new", fp, entry.published, entry.updated
+        ):
+            # back to the version it was first seen as: a stale copy (another server
+            # behind the load balancer, a cache), which it flips from and to
+            is_update = False
         if not is_update:
             silent += 1
             continue

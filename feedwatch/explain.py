@@ -151,6 +151,13 @@ def _silent_reason(
         for f in ("title", "summary", "content")
     )
     mode = feed.settings.updates
+    fp = entry_fingerprint(new)
+    first = alert_id(feed.name, old.identity, "new", fp, new.published, new.updated)
+    if (ts_moved or text_changed) and old.new_alert_id == first:
+        return (
+            "it is back to the version it was first seen as (a stale copy from another"
+            " server or a cache, which feeds flip from and to): stored silently"
+        )
     if ts_moved and not text_changed and result.churn:
         return (
             "timestamp churn: every known entry of the feed was re-stamped in this body "

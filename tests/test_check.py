@@ -140,6 +140,26 @@ def test_content_update_without_timestamp(setup):
     assert a["kind"] == "updated" and set(a["changes"]) == {"summary"}
 
 
+def test_a_feed_flipping_between_two_servers_alerts_the_correction_once(setup):
+    """One server of the site still has the first version: every other fetch shows it.
+    Before, going back to it alerted an "updated" whose times ran backwards."""
+    tmp, srv, cfg, news = setup
+    assert fw(cfg, "check").returncode == 0  # baseline
+    first = [entry("a1", title="Anything at all")]
+    fixed = [
+        entry("a1", title="Anything at all", summary="Corrected.", updated=T0 + timedelta(hours=5))
+    ]
+    for body in (fixed, first, fixed, first, fixed, first):
+        srv.set("/all.xml", rss(body))
+        if body is first:  # what the next poll will make of it
+            explained = fw(cfg, "explain", "everything", "Anything").stdout
+            assert "back to the version it was first seen as" in explained, explained
+        r = fw(cfg, "check", "--feed", "everything")
+        assert r.returncode == 0, r.stderr
+    got = [(a["kind"], a["changes"]["summary"]["new"]) for a in alerts(tmp)]
+    assert got == [("updated", "Corrected.")]
+
+
 def test_guid_churn_and_returning_entry_do_not_alert(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0

@@ -162,6 +162,38 @@ def test_timestamp_churn_is_silent_but_content_changes_still_alert():
     assert run(stored2, bumped, identity=r.identity).changes == ()
 
 
+def test_a_flip_back_to_the_first_version_is_a_stale_copy_not_an_update():
+    """A load balancer with one stale server: the feed flips between the corrected story
+    and the version it was first seen as. The correction alerts; going back to the
+    first version does not (it alerted, as an "updated" with the times running
+    backwards, before); the correction again is the same change (same alert id, which
+    the store drops); a further version is news."""
+    first = entry(1, summary="First version.")
+    fixed = entry(1, summary="Corrected version.", updated=T0 + timedelta(hours=5))
+    stored, ident = baseline([first, entry(2)])
+    r = run(stored, [fixed, entry(2)], identity=ident)
+    assert kinds(r) == [("updated", "Entry 1")]
+    (correction,) = r.changes
+    stored = apply(stored, r)
+    r = run(stored, [first, entry(2)], identity=ident)
+    assert r.changes == () and (r.silent, r.updated) == (1, 0)
+    stored = apply(stored, r)
+    assert stored["g:urn:entry:1"].summary == "First version."  # as the feed shows it now
+    r = run(stored, [fixed, entry(2)], identity=ident)
+    (again,) = r.changes
+    assert (again.kind, again.fingerprint, again.entry) == (
+        "updated",
+        correction.fingerprint,
+        fixed,
+    )
+    stored = apply(stored, r)
+    third = entry(1, summary="Corrected twice.", updated=T0 + timedelta(hours=6))
+    assert kinds(run(stored, [third, entry(2)], identity=ident)) == [("updated", "Entry 1")]
+    # only the first version: another entry's, or a version with other times, is an update
+    other_times = entry(1, summary="First version.", updated=T0 + timedelta(hours=7))
+    assert kinds(run(stored, [other_times, entry(2)], identity=ident)) == [("updated", "Entry 1")]
+
+
 def test_two_known_entries_restamped_is_not_churn():
     entries = [entry(1), entry(2)]
     stored, ident = baseline(entries)
