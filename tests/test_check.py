@@ -266,20 +266,15 @@ path = "{tmp_path}/mail.jsonl"
 [sinks.chat]
 type = "jsonl"
 path = "{tmp_path}/chat.jsonl"
-[[feeds]]
-name = "world"
-url = "{feed_server.url("/world.xml")}"
-sinks = ["mail"]
-[[feeds]]
-name = "europe"
-url = "{feed_server.url("/europe.xml")}"
-sinks = ["mail", "chat"]
-[[feeds]]
-name = "asia"
-url = "{feed_server.url("/asia.xml")}"
-sinks = ["mail"]
-duplicates = "alert"
 """
+        + "".join(
+            f'[[feeds]]\nname = "{name}"\nurl = "{feed_server.url(f"/{name}.xml")}"\n{more}\n'
+            for name, more in (
+                ("world", 'sinks = ["mail"]'),
+                ("europe", 'sinks = ["mail", "chat"]'),
+                ("asia", 'sinks = ["mail"]\nduplicates = "alert"'),
+            )
+        )
     )
 
     def got(sink: str) -> list[tuple[str, str, str]]:
