@@ -70,7 +70,10 @@ class JsonlSink:
                 self._err(f"cannot open {self._path}: {exc.strerror or exc}")
             )
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # other feedwatch writers; let go by close
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # other feedwatch writers; let go by close
+            except OSError:
+                pass  # a file system without locks (ENOLCK): append without, as before
             st = os.fstat(fd)
             size = st.st_size if stat.S_ISREG(st.st_mode) else None  # not a pipe, a device
             if size and not self._ends_in_newline(size):
