@@ -786,6 +786,55 @@ def test_property_no_alert_sink_queued_twice(backend: str, ops: list[tuple]) -> 
             store.close()
 
 
+_keyed_alert = st.tuples(
+    st.sampled_from(["a1", "a2", "a3", "a4", "a5", "a6"]),  # ids: some offered again
+    st.sampled_from(["f", "g", "h"]),
+    st.lists(st.sampled_from(["mail", "chat", "sms"]), max_size=3),
+    st.sampled_from([None, "k1", "k2"]),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(polls=st.lists(st.lists(_keyed_alert, min_size=1, max_size=4), max_size=6))
+def test_property_a_duplicate_key_reaches_each_sink_once(backend: str, polls: list) -> None:
+    """Whatever the order, feeds and repeats: each (key, sink) has one delivery at most,
+    the first alert of a key takes every sink still free, a later one only those, and a
+    keyed alert left with no sink is recorded but not queued."""
+    with tempfile.TemporaryDirectory() as where:
+        store = _open_backend(backend, Path(where))
+        try:
+            claims: dict[tuple[str, str], str] = {}
+            expected: dict[str, list[str]] = {}  # alert id -> the sinks it was queued for
+            for step, items in enumerate(polls):
+                offered = [
+                    replace(alert(i, feed, tuple(sinks)), duplicate_key=key)
+                    for i, feed, sinks, key in items
+                ]
+                want: list[str] = []
+                for a in offered:
+                    if a.id in expected:  # an id once recorded is never queued again
+                        continue
+                    free = list(dict.fromkeys(a.sinks))
+                    if a.duplicate_key is not None:
+                        free = [x for x in free if (a.duplicate_key, x) not in claims]
+                        claims.update({(a.duplicate_key, x): a.id for x in free})
+                    expected[a.id] = free
+                    if free or not a.sinks:
+                        want.append(a.id)
+                got = store.commit_poll(poll(f"p{step}", now=at(step), alerts=tuple(offered)))
+                assert got == want
+            pending = sorted((d.alert_id, d.sink) for d in store.pending())
+            assert pending == sorted((i, x) for i, sinks in expected.items() for x in sinks)
+            held: dict[str, set[str]] = {}
+            for key, sink in claims:
+                held.setdefault(key, set()).add(sink)
+            assert store.claimed_keys(["k1", "k2"]) == held
+        finally:
+            store.close()
+
+
 # ---------------------------------------------------------------------------
 # Performance: flat as the table grows
 # ---------------------------------------------------------------------------
