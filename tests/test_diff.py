@@ -194,6 +194,40 @@ def test_a_flip_back_to_the_first_version_is_a_stale_copy_not_an_update():
     assert kinds(run(stored, [other_times, entry(2)], identity=ident)) == [("updated", "Entry 1")]
 
 
+_versions = st.lists(
+    st.tuples(st.sampled_from(["A.", "B.", "C."]), st.sampled_from([0, 1, 2])), max_size=12
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_versions)
+def test_flipping_among_versions_alerts_each_one_not_first_seen_once(versions):
+    """Any sequence of versions of one entry (text and time from small pools): a version
+    never seen before alerts; the version first seen never alerts, whatever came between.
+    (Another version seen again is reported again, with the same alert id, which the
+    store drops: tests/test_store.py.)"""
+
+    def ver(text: str, hours: int) -> EntrySnapshot:
+        return entry(1, summary=text, updated=T0 + timedelta(hours=hours) if hours else None)
+
+    first = ver("A.", 0)
+    stored, ident = baseline([first, entry(2), entry(3)])
+    seen = {("A.", 0)}
+    alerted: list[tuple[str, int]] = []
+    for text, hours in versions:
+        r = run(stored, [ver(text, hours), entry(2), entry(3)], identity=ident)
+        stored = apply(stored, r)
+        kinds_now = [c.kind for c in r.changes]
+        if (text, hours) not in seen:
+            assert kinds_now == ["updated"], (text, hours)
+        elif (text, hours) == ("A.", 0):
+            assert kinds_now == []
+        if kinds_now:
+            alerted.append((text, hours))
+        seen.add((text, hours))
+    assert ("A.", 0) not in alerted
+
+
 def test_two_known_entries_restamped_is_not_churn():
     entries = [entry(1), entry(2)]
     stored, ident = baseline(entries)
