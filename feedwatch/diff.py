@@ -10,7 +10,8 @@ Pure (SPEC section 4). The whole decision, in order:
                     entry that is not in the body: the same entry under a new id
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
-    revert   = a known entry back to its first version (a stale server): silent
+    stale    = a known entry back to its first version, its times moving back (a stale
+               server or cache serving the old copy): silent
     baseline = first poll with first_poll = "baseline": record, alert nothing
     flood    = > flood_limit new and more than half the body: record, one notice
 
@@ -197,6 +198,22 @@ def _text_changed(old: StoredEntry, new: EntrySnapshot, fp: str) -> bool:
     )
 
 
+def _latest(e: EntrySnapshot | StoredEntry) -> datetime | None:
+    times = [t for t in (e.published, e.updated) if t is not None]
+    return max(times) if times else None
+
+
+def stale_copy(feed: str, key: str, old: StoredEntry, new: EntrySnapshot, fp: str) -> bool:
+    """``new`` is the version ``old``'s entry was first seen as, and its times go back:
+    the old copy of a corrected story, served by a stale server behind the site's load
+    balancer or a cache, which feeds flip to and from. An editor's revert moves the
+    time on (or keeps it), so it still alerts; so does a revert in a feed without times."""
+    if old.new_alert_id != alert_id(feed, key, "new", fp, new.published, new.updated):
+        return False
+    was, now = _latest(old), _latest(new)
+    return was is not None and (now is None or now < was)
+
+
 def _row(
     feed: str,
     identity: str,
@@ -358,11 +375,7 @@ def diff(
             is_update = counts_ts or (churn and text_changed)
         else:
             is_update = text_changed or counts_ts
-        if is_update and old.new_alert_id == alert_id(
-            feed, key, "new", fp, entry.published, entry.updated
-        ):
-            # back to the version it was first seen as: a stale copy (another server
-            # behind the load balancer, a cache), which it flips from and to
+        if is_update and stale_copy(feed, key, old, entry, fp):
             is_update = False
         if not is_update:
             silent += 1

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from feedwatch.alert import format_time, route
 from feedwatch.config import format_duration
-from feedwatch.diff import DiffResult, _field_changes, diff
+from feedwatch.diff import DiffResult, _field_changes, diff, stale_copy
 from feedwatch.identity import alert_id, entry_fingerprint, identity_for, normalize_link
 from feedwatch.model import (
     Change,
@@ -151,12 +151,13 @@ def _silent_reason(
         for f in ("title", "summary", "content")
     )
     mode = feed.settings.updates
-    fp = entry_fingerprint(new)
-    first = alert_id(feed.name, old.identity, "new", fp, new.published, new.updated)
-    if (ts_moved or text_changed) and old.new_alert_id == first:
+    if (ts_moved or text_changed) and stale_copy(
+        feed.name, old.identity, old, new, entry_fingerprint(new)
+    ):
         return (
-            "it is back to the version it was first seen as (a stale copy from another"
-            " server or a cache, which feeds flip from and to): stored silently"
+            "it is back to the version it was first seen as, its times moving back (a stale"
+            " copy from another server or a cache, which feeds flip from and to): stored"
+            " silently"
         )
     if ts_moved and not text_changed and result.churn:
         return (
