@@ -854,13 +854,24 @@ def _request_headers(req: FetchRequest, trusted: bool) -> dict[str, tuple[str, s
     return headers
 
 
-class _Decoder:
-    """Streaming gzip/deflate decoder that stops at ``limit`` decompressed bytes."""
+_PLAIN_LEAD = b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"  # white space and byte-order marks
 
-    def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
+
+class _Decoder:
+    """Streaming gzip/deflate decoder that stops at ``limit`` decompressed bytes.
+
+    A body that is plainly not encoded (its first bytes are ``<`` or ``{``, not a gzip
+    or zlib header) passes through whatever ``Content-Encoding`` claims: servers that
+    label a plain feed ``gzip``, or send ``Content-Encoding: UTF-8``, are common enough,
+    and feedparser's own fetcher (so rss2email) reads them. A body that is encoded in
+    a way we cannot decode is still an error."""
+
+    def __init__(self, encoding: str, header: str = "") -> None:
+        self.encoding = encoding  # gzip, x-gzip or deflate; "" for one we cannot decode
+        self._header = header
         self._z: zlib._Decompress | None = None
         self._pending = b""
+        self._plain = False  # the body is not encoded after all
 
     @classmethod
     def for_encoding(cls, header: str, status: int) -> _Decoder | None:
@@ -870,15 +881,48 @@ class _Decoder:
             return None
         if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
             return cls(codings[0])
-        raise _Fail(f"unsupported Content-Encoding {header.strip()[:40]!r}", status)
+        return cls("", header)  # accepted only if the body turns out not to be encoded
+
+    def _start(self, out: bytearray, limit: int, status: int, final: bool) -> bytes | None:
+        """Decide from the first bytes how to read the body; the bytes to decompress,
+        or None (passed through, or too few bytes yet to tell)."""
+        head = self._pending.lstrip(_PLAIN_LEAD)
+        if not final and (not head or (self.encoding == "deflate" and len(self._pending) < 2)):
+            return None
+        data, self._pending = self._pending, b""
+        plain = head[:1] in (b"<", b"{")
+        if not self.encoding or (plain and not self._header_ok(data)):
+            if not plain and data:
+                raise _Fail(f"unsupported Content-Encoding {self._header.strip()[:40]!r}", status)
+            self._plain = True
+            self._take(data, out, limit, status)
+            return None
+        self._z = zlib.decompressobj(self._wbits(data))
+        return data
+
+    def _header_ok(self, data: bytes) -> bool:
+        """Whether ``data`` starts as this encoding does (raw deflate has no header)."""
+        if self.encoding != "deflate":
+            return data[:2] == b"\x1f\x8b"
+        return self._wbits(data) == zlib.MAX_WBITS
+
+    @staticmethod
+    def _take(data: bytes, out: bytearray, limit: int, status: int) -> None:
+        out += data
+        if len(out) > limit:
+            raise _Fail(f"body larger than the {_size(limit)} max_body limit", status)
 
     def feed(self, data: bytes, out: bytearray, limit: int, status: int) -> None:
+        if self._plain:
+            self._take(data, out, limit, status)
+            return
         if self._z is None:
             self._pending += data
-            if self.encoding == "deflate" and len(self._pending) < 2:
+            started = self._start(out, limit, status, final=False)
+            if started is None:
                 return
-            data, self._pending = self._pending, b""
-            self._z = zlib.decompressobj(self._wbits(data))
+            data = started
+        assert self._z is not None
         try:
             while data and not self._z.eof:
                 out += self._z.decompress(data, limit - len(out) + 1)
@@ -893,12 +937,16 @@ class _Decoder:
             ) from None
 
     def finish(self, out: bytearray, limit: int, status: int) -> None:
+        if self._plain:
+            return
         if self._z is None:
             if not self._pending:
                 return
-            self._z = zlib.decompressobj(self._wbits(self._pending))
-            data, self._pending = self._pending, b""
+            data = self._start(out, limit, status, final=True)
+            if data is None:
+                return
             self.feed(data, out, limit, status)
+        assert self._z is not None
         try:
             out += self._z.flush()
         except zlib.error:

@@ -347,6 +347,36 @@ def test_corrupt_gzip_is_a_clear_error() -> None:
     assert failed(run(go())).reason == "could not decompress the body (gzip data is corrupt)"
 
 
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate", "UTF-8", "br", "gzip, br"])
+def test_a_plain_feed_labelled_as_encoded_is_read_as_it_is(
+    feed_server: FeedServer, coding: str
+) -> None:
+    """Servers that label a plain body gzip, or send ``Content-Encoding: UTF-8``:
+    feedparser's own fetcher (so rss2email) reads them, and so do we, when the first
+    bytes are plainly a document (``<`` or ``{``, after a byte-order mark or spaces)."""
+    body = b"\xef\xbb\xbf\n  " + RSS
+    feed_server.set("/mislabelled", body, headers={"Content-Encoding": coding})
+    out = fetched(fetch(FetchRequest(feed_server.url("/mislabelled"))))
+    assert out.body == body
+
+
+def test_an_encoding_we_cannot_decode_is_still_an_error() -> None:
+    """Really brotli-compressed (binary, not a document): refused, as before."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            stream=_Body(b"\x8b\x0b\x80" + bytes(range(200))),
+            headers={"Content-Encoding": "br"},
+        )
+
+    async def go() -> FetchOutcome:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return await Fetcher(client=client).fetch(FetchRequest("http://x.test/"))
+
+    assert failed(run(go())).reason == "unsupported Content-Encoding 'br'"
+
+
 def test_truncated_gzip_is_a_clear_error() -> None:
     data = gzip.compress(RSS * 50)[:-20]
 
