@@ -292,6 +292,13 @@ class Daemon:
         if moved < 0:
             for name, when in slots.items():
                 self.scheduler.at(name, when + timedelta(seconds=moved), self._poll_job, name)
+            try:
+                shifted = self.store.shift_retries(moved, now)
+            except Exception as exc:  # the retries keep their times: late, not lost
+                log.warning("clock.retries_not_moved", error=str(exc))
+            else:
+                if shifted:
+                    log.info("clock.retries_moved", deliveries=shifted, seconds=round(moved))
             return
         overdue = [(n, w) for n, w in slots.items() if w <= now]
         for name, when in spread_overdue(now, overdue, 60.0, rng=self.rng).items():

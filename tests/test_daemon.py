@@ -415,7 +415,8 @@ def test_a_wall_clock_set_back_an_hour_holds_no_poll_and_no_watchdog_ping(
     """An NTP step back (a hardware clock kept in local time, corrected after boot).
     APScheduler waits for wall-clock times: every poll, every delivery tick and the
     systemd watchdog's ping waited the hour too, and systemd killed the daemon for it.
-    A restart then waited the hour from the stored next poll."""
+    A restart then waited the hour from the stored next poll. (A retry waiting in the
+    outbox moves back too: tests/test_store.py.)"""
     import socket
 
     sock_path = tmp_path / "notify.sock"
@@ -429,16 +430,22 @@ def test_a_wall_clock_set_back_an_hour_holds_no_poll_and_no_watchdog_ping(
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     feed_server.set("/a", rss([entry(1)]))
-    cfg = write_config(tmp_path, feed_server, ["a"])
+    failing = '\n[sinks.down]\ntype = "command"\nargv = ["false"]\n'  # retried in 30 s
+    cfg = write_config(tmp_path, feed_server, ["a"], extra=failing)
     d = start_daemon(cfg, env=env, module="tests.fakewall")
     wait_for(lambda: feed_server.count("/a") >= 2, what="polls a second apart")
+    feed_server.set("/a", rss([entry(1), entry(2, title="Before the step")]))
+    wait_for(lambda: d.has("delivery.failed", sink="down"), what="a retry waiting")
     tmp = tmp_path / "step.tmp"
     tmp.write_text("-3600")
     tmp.rename(step)
-    feed_server.set("/a", rss([entry(1), entry(2, title="After the step")]))
-    wait_for(lambda: alerts(tmp_path), what="the poll after the step", timeout=30)
-    assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["After the step"]
+    feed_server.set(
+        "/a", rss([entry(1), entry(2, title="Before the step"), entry(3, title="After")])
+    )
+    wait_for(lambda: len(alerts(tmp_path)) == 2, what="the poll after the step", timeout=30)
+    assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["Before the step", "After"]
     assert d.has("clock.stepped", seconds=-3600)
+    assert d.has("clock.retries_moved", deliveries=1, seconds=-3600)
     sock.setblocking(False)
     while True:  # what was sent so far
         try:

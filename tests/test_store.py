@@ -609,6 +609,26 @@ def test_pending_oldest_alert_first_then_insertion_order(store: Store) -> None:
     assert [d.alert_id for d in store.pending(sink="nope")] == []
 
 
+def test_a_clock_set_back_moves_the_retries_waiting_by_as_much(store: Store, backend: str) -> None:
+    """Retries set on a clock an hour ahead wait an hour too many once NTP sets it
+    back: each waiting one moves back by the step (never before now); due ones and
+    finished ones stay. A shared PostgreSQL state is left alone (store.base)."""
+    store.commit_poll(poll(alerts=(alert("x1"), alert("x2"), alert("x3"), alert("x4"))))
+    store.mark_retry("mail", ["x1"], at(3600), error="503", next_attempt=at(3660))
+    store.mark_retry("mail", ["x2"], at(3600), error="503", next_attempt=at(7200))
+    store.mark_retry("mail", ["x3"], at(3600), error="503", next_attempt=at(3610))
+    store.mark_dead("mail", ["x4"], at(3600), error="404")
+    now = at(5)  # the clock went from 3605 back to 5
+    moved = store.shift_retries(-3600.0, now)
+    when = {d.alert_id: d.next_attempt for d in store.pending()}
+    if backend == "postgres":
+        assert moved == 0 and when == {"x1": at(3660), "x2": at(7200), "x3": at(3610)}
+        return
+    assert moved == 3
+    assert when == {"x1": at(60), "x2": at(3600), "x3": at(10)}
+    assert store.shift_retries(3600.0, now) == 0  # a step forward: they are due sooner anyway
+
+
 def test_pending_due_at_and_marks(store: Store) -> None:
     store.commit_poll(poll(alerts=(alert("x1", sinks=("mail", "hook")), alert("x2"))))
     assert {d.alert_id for d in store.pending(due_at=T0)} == {"x1", "x2"}

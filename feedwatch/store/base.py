@@ -280,6 +280,13 @@ class Store(Protocol):
         self, now: datetime, *, sink: str | None = None, feed: str | None = None
     ) -> int: ...
 
+    def shift_retries(self, seconds: float, now: datetime) -> int:
+        """The wall clock was set back ``seconds`` (negative): the pending deliveries
+        waiting past ``now`` wait as long as they were told to, not the step more. How
+        many moved. A shared (PostgreSQL) state moves none: the other instances' clocks
+        did not step."""
+        ...
+
     def sink_counts(self) -> dict[str, SinkCounts]: ...
 
     def alerts_for(

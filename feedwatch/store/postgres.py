@@ -898,6 +898,9 @@ class PostgresStore(SharedWrites):
                 (_t(error), sink, ids),
             )
 
+    def shift_retries(self, seconds: float, now: datetime) -> int:
+        return 0  # shared: the other instances' clocks did not step (store.base)
+
     def redeliver(self, now: datetime, *, sink: str | None = None, feed: str | None = None) -> int:
         """Dead deliveries back to pending, due now, attempts reset to 0."""
         sql = (

@@ -860,6 +860,16 @@ class SqliteStore(SharedWrites):
                 [(error, alert_id, sink) for alert_id in alert_ids],
             )
 
+    def shift_retries(self, seconds: float, now: datetime) -> int:
+        if seconds >= 0:
+            return 0
+        with self._write() as cur:
+            return cur.execute(
+                "UPDATE deliveries SET next_attempt = MAX(?, next_attempt + ?)"
+                " WHERE status = 'pending' AND next_attempt > ?",
+                (_ts(now), int(seconds * 1_000_000), _ts(now)),
+            ).rowcount
+
     def redeliver(self, now: datetime, *, sink: str | None = None, feed: str | None = None) -> int:
         """Dead deliveries back to pending, due now, attempts reset to 0."""
         sql = "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt = ? WHERE status = 'dead'"
