@@ -67,6 +67,11 @@ CLOCK_STEP = 5.0  # the wall clock moving this much apart from the monotonic one
 POLLS_LATE = metrics.REGISTRY.counter(
     "feedwatch_polls_late_total", "Polls that started more than 5 s after their slot.", ("feed",)
 )
+CLOCK_STEPS = metrics.REGISTRY.counter(
+    "feedwatch_clock_steps_total",
+    "Steps of the wall clock the daemon noticed and rescheduled for (back or forward).",
+    ("direction",),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -284,6 +289,7 @@ class Daemon:
             if moved < 0
             else "the wall clock moved on (a step, or a resume from suspend)",
         )
+        CLOCK_STEPS.inc(direction="back" if moved < 0 else "forward")
         if sdnotify.watchdog_interval():
             sdnotify.watchdog()  # alive; the next ping is one interval from now
         self._schedule_upkeep()

@@ -430,8 +430,13 @@ def test_a_wall_clock_set_back_an_hour_holds_no_poll_and_no_watchdog_ping(
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     feed_server.set("/a", rss([entry(1)]))
+    from tests.feedserver import free_port
+
+    port = free_port()
     failing = '\n[sinks.down]\ntype = "command"\nargv = ["false"]\n'  # retried in 30 s
-    cfg = write_config(tmp_path, feed_server, ["a"], extra=failing)
+    cfg = write_config(
+        tmp_path, feed_server, ["a"], extra=f'metrics_listen = "127.0.0.1:{port}"\n{failing}'
+    )
     d = start_daemon(cfg, env=env, module="tests.fakewall")
     wait_for(lambda: feed_server.count("/a") >= 2, what="polls a second apart")
     feed_server.set("/a", rss([entry(1), entry(2, title="Before the step")]))
@@ -446,6 +451,8 @@ def test_a_wall_clock_set_back_an_hour_holds_no_poll_and_no_watchdog_ping(
     assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["Before the step", "After"]
     assert d.has("clock.stepped", seconds=-3600)
     assert d.has("clock.retries_moved", deliveries=1, seconds=-3600)
+    metrics_text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'feedwatch_clock_steps_total{direction="back"} 1' in metrics_text
     sock.setblocking(False)
     while True:  # what was sent so far
         try:
