@@ -36,7 +36,13 @@ from typing import TYPE_CHECKING, TextIO
 from feedwatch.alert import format_time, route
 from feedwatch.config import format_duration
 from feedwatch.diff import DiffResult, _field_changes, diff, stale_copy
-from feedwatch.identity import alert_id, entry_fingerprint, identity_for, normalize_link
+from feedwatch.identity import (
+    alert_id,
+    duplicate_key,
+    entry_fingerprint,
+    identity_for,
+    normalize_link,
+)
 from feedwatch.model import (
     Change,
     Config,
@@ -140,6 +146,7 @@ class Analysis:
     fetch_note: str  # what happened when fetching now
     alerts: list[AlertRecord]
     now: datetime
+    claimed: dict[str, set[str]] = field(default_factory=dict)  # duplicate key -> sinks taken
 
 
 def _silent_reason(
@@ -383,13 +390,22 @@ def verdict(a: Analysis, item: Item) -> Verdict:
                     f"this exact change was alerted before (id {aid}): an id once recorded never alerts again"
                 ],
             )
-        where = ", ".join(sinks) if sinks else "no sink (none configured)"
-        lines = [f"the next poll alerts it as {kind!r} (id {aid}) to: {where}"]
-        if s.duplicates == "skip" and change.entry.link:
+        taken: set[str] = set()
+        if s.duplicates == "skip":
+            key = _duplicate_key(change)
+            taken = a.claimed.get(key, set()) & set(sinks) if key else set()
+        left = [x for x in sinks if x not in taken]
+        lines = []
+        if taken:
             lines.append(
-                'duplicates = "skip": not to a sink an alert of this story (its link) from'
-                " another feed already went to (`check --dry-run` shows which)"
+                f"an alert of this story (its link) already went to {', '.join(sorted(taken))}"
+                ' (duplicates = "skip"): not sent there again'
             )
+        if sinks and not left:
+            lines.append(f"the next poll records it as {kind!r} (id {aid}) and sends it nowhere")
+            return Verdict("a duplicate", lines)
+        where = ", ".join(left) if left else "no sink (none configured)"
+        lines.insert(0, f"the next poll alerts it as {kind!r} (id {aid}) to: {where}")
         return Verdict(f"would alert ({kind})", lines, would_alert=True)
     if item.status == "silent":
         return Verdict("stored silently", [f"changed, but {item.silent_reason}: no alert"])
@@ -682,6 +698,28 @@ async def _fetch(feed: FeedConfig) -> Fetched | NotModified | FetchFailed:
         return await fetcher.fetch(req)
 
 
+def _duplicate_key(change: Change) -> str | None:
+    e = change.entry
+    return duplicate_key(e.link, change.kind, change.fingerprint, e.published, e.updated)
+
+
+def _claims(config: Config, a: Analysis) -> dict[str, set[str]]:
+    """The sinks an alert of each change's story already went to (``duplicates =
+    "skip"``), read from the state again: it was closed for the fetch."""
+    if a.feed is None or a.feed.settings.duplicates != "skip" or a.result is None:
+        return {}
+    keys = [k for c in a.result.changes if (k := _duplicate_key(c))]
+    if not keys:
+        return {}
+    store = open_store(config.state, create=False)
+    if store is None:
+        return {}
+    try:
+        return store.claimed_keys(keys)
+    finally:
+        store.close()
+
+
 def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
     config = load()
     name: str = args.feed
@@ -739,6 +777,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
                 )
 
     a = analyse(name, feed, record, stored, parsed, note, alerts, now)
+    a.claimed = _claims(config, a)
     _header(out, a)
     if not args.entry:
         _brief(out, a, max(args.limit, 0))

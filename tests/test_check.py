@@ -284,6 +284,9 @@ path = "{tmp_path}/chat.jsonl"
 
     r = fw(cfg, "check", "--feed", "world")
     assert r.returncode == 0, r.stderr
+    predicted = fw(cfg, "explain", "europe", "Shared").stdout  # before europe's poll
+    assert "the next poll alerts it as 'new' (id " in predicted and ") to: chat\n" in predicted
+    assert "already went to mail (duplicates = \"skip\"): not sent there again" in predicted
     r = fw(cfg, "check", "--feed", "europe", "--feed", "asia")
     assert r.returncode == 0, r.stderr
     assert got("mail") == [
@@ -309,6 +312,8 @@ path = "{tmp_path}/chat.jsonl"
     assert fw(cfg, "check", "--feed", "europe").returncode == 0
     dry = fw(cfg, "check", "--dry-run", "--feed", "world")
     assert dry.stdout == "", dry.stdout  # mail has it already: nothing would be sent
+    predicted = fw(cfg, "explain", "world", "Shared").stdout
+    assert "and sends it nowhere" in predicted and "already went to mail" in predicted
     assert fw(cfg, "check").returncode == 0
     updates = [x for x in got("mail") + got("chat") if x[1] == "updated"]
     assert updates == [("asia", "updated", "Shared story"), ("europe", "updated", "Shared story"),
