@@ -337,7 +337,7 @@ def _check_with(
             if r.result == "error":
                 print(f"error {r.feed}: {r.error}", file=sys.stderr)
         # a jsonl sink on stdout (`check | jq`): stdout holds its JSON lines only
-        lines_to = sys.stderr if _stdout_sink(config) and not args.dry_run else out
+        lines_to = sys.stderr if sink is not None and not args.dry_run else out
         try:
             shown.write_to(lines_to)
             lines_to.flush()

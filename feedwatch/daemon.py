@@ -307,8 +307,8 @@ class Daemon:
                     log.info("clock.retries_moved", deliveries=shifted, seconds=round(moved))
             return
         overdue = [(n, w) for n, w in slots.items() if w <= now]
-        for name, when in spread_overdue(now, overdue, 60.0, rng=self.rng).items():
-            self.scheduler.at(name, when, self._poll_job, name)
+        if overdue:
+            self._schedule_spread(overdue, self.store.feeds(), 60.0, now)
 
     def _schedule_spread(
         self,

@@ -883,7 +883,7 @@ class _Decoder:
             return cls(codings[0])
         return cls("", header)  # accepted only if the body turns out not to be encoded
 
-    def _start(self, out: bytearray, limit: int, status: int, final: bool) -> bytes | None:
+    def _start(self, out: bytearray, status: int, final: bool) -> bytes | None:
         """Decide from the first bytes how to read the body; the bytes to decompress,
         or None (passed through, or too few bytes yet to tell)."""
         head = self._pending.lstrip(_PLAIN_LEAD)
@@ -895,7 +895,7 @@ class _Decoder:
             if not plain and data:
                 raise _Fail(f"unsupported Content-Encoding {self._header.strip()[:40]!r}", status)
             self._plain = True
-            self._take(data, out, limit, status)
+            out += data  # within max_body: _read_body bounds the bytes as they come
             return None
         self._z = zlib.decompressobj(self._wbits(data))
         return data
@@ -906,19 +906,13 @@ class _Decoder:
             return data[:2] == b"\x1f\x8b"
         return self._wbits(data) == zlib.MAX_WBITS
 
-    @staticmethod
-    def _take(data: bytes, out: bytearray, limit: int, status: int) -> None:
-        out += data
-        if len(out) > limit:
-            raise _Fail(f"body larger than the {_size(limit)} max_body limit", status)
-
     def feed(self, data: bytes, out: bytearray, limit: int, status: int) -> None:
         if self._plain:
-            self._take(data, out, limit, status)
+            out += data
             return
         if self._z is None:
             self._pending += data
-            started = self._start(out, limit, status, final=False)
+            started = self._start(out, status, final=False)
             if started is None:
                 return
             data = started
@@ -942,7 +936,7 @@ class _Decoder:
         if self._z is None:
             if not self._pending:
                 return
-            data = self._start(out, limit, status, final=True)
+            data = self._start(out, status, final=True)
             if data is None:
                 return
             self.feed(data, out, limit, status)

@@ -493,6 +493,31 @@ def test_a_sink_that_cannot_work_here_is_named_at_start(tmp_path, feed_server, s
     assert d.stop() == 0
 
 
+def test_a_wall_clock_moved_on_polls_what_fell_due_within_seconds(
+    tmp_path, feed_server, start_daemon
+):
+    """A step forward (or a resume from suspend) makes every slot overdue, but
+    APScheduler's timer still waits out the interval it was set for on the monotonic
+    clock: the overdue feeds are polled within seconds (spread, as at start) instead."""
+    step = tmp_path / "step"
+    env = {"FAKEWALL_FILE": str(step), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/b", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a", "b"])
+    cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "60s"'))
+    d = start_daemon(cfg, env=env, module="tests.fakewall")
+    wait_for(lambda: feed_server.count("/a") and feed_server.count("/b"), what="first polls")
+    (tmp_path / "step.tmp").write_text("7200")
+    (tmp_path / "step.tmp").rename(step)
+    wait_for(
+        lambda: feed_server.count("/a") >= 2 and feed_server.count("/b") >= 2,
+        what="both feeds polled again, not a minute later",
+        timeout=20,
+    )
+    assert d.has("clock.stepped", seconds=7200) and not d.has("clock.reschedule_failed")
+    assert d.stop() == 0
+
+
 def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/g", b"gone", status=410)
