@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from feedwatch.identity import notice_id
+from feedwatch.identity import duplicate_key, notice_id
 from feedwatch.model import Alert, Change, EntrySnapshot, FeedConfig, RuleMatch
 from feedwatch.payload import format_time as payload_time
 from feedwatch.redact import redact, redact_url
@@ -117,6 +117,9 @@ def build_alert(
         sinks=route(feed, matched),
         thread_id=change.new_alert_id,
         identity=change.identity,
+        duplicate_key=duplicate_key(change.kind, change.entry, change.fingerprint)
+        if feed.settings.duplicates == "skip"
+        else None,
     )
 
 

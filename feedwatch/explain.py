@@ -146,7 +146,8 @@ class Analysis:
     fetch_note: str  # what happened when fetching now
     alerts: list[AlertRecord]
     now: datetime
-    claimed: dict[str, set[str]] = field(default_factory=dict)  # duplicate key -> sinks taken
+    # duplicates = "skip": duplicate key -> the sinks an alert of it went to -> that alert
+    claimed: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _silent_reason(
@@ -392,8 +393,8 @@ def verdict(a: Analysis, item: Item) -> Verdict:
             )
         taken: set[str] = set()
         if s.duplicates == "skip":
-            key = _duplicate_key(change)
-            taken = a.claimed.get(key, set()) & set(sinks) if key else set()
+            key = duplicate_key(change.kind, change.entry, change.fingerprint)
+            taken = set(a.claimed.get(key, {}) if key else ()) & set(sinks)
         left = [x for x in sinks if x not in taken]
         lines = []
         if taken:
@@ -582,17 +583,11 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
 
     recorded = _alerts_for(a, item)
     if recorded:
-        fc = a.feed
-        feed_sinks = (
-            {*fc.sinks, *(x for rule in fc.rules for x in rule.sinks)} if fc is not None else set()
-        )
         w("  alerts recorded:\n")
         for r in recorded:
-            matched = r.payload.get("matched") or []
+            matched = [m for m in r.payload.get("matched") or [] if isinstance(m, dict)]
             rules = "; ".join(
-                f"{m.get('rule')}: {', '.join(m.get('terms') or [])}"
-                for m in matched
-                if isinstance(m, dict)
+                f"{m.get('rule')}: {', '.join(m.get('terms') or [])}" for m in matched
             )
             w(
                 f"    {_t(r.created_at)} {r.kind} {r.alert_id}"
@@ -600,7 +595,12 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
                 + "\n"
             )
             sent_to = {d.sink for d in r.deliveries}
-            skipped = [x for x in r.duplicate_of if x[0] not in sent_to and x[0] in feed_sinks]
+            routed = (  # where the feed's rules send it, as alert.route decided
+                route(a.feed, [RuleMatch(str(m.get("rule")), ()) for m in matched])
+                if a.feed is not None
+                else ()
+            )
+            skipped = [x for x in r.duplicate_of if x[0] not in sent_to and x[0] in routed]
             if not r.deliveries and not skipped:
                 w("      no sink\n")
             for sink, other, other_feed in skipped:
@@ -698,24 +698,19 @@ async def _fetch(feed: FeedConfig) -> Fetched | NotModified | FetchFailed:
         return await fetcher.fetch(req)
 
 
-def _duplicate_key(change: Change) -> str | None:
-    e = change.entry
-    return duplicate_key(e.link, change.kind, change.fingerprint, e.published, e.updated)
-
-
-def _claims(config: Config, a: Analysis) -> dict[str, set[str]]:
+def _claims(config: Config, a: Analysis) -> dict[str, dict[str, str]]:
     """The sinks an alert of each change's story already went to (``duplicates =
     "skip"``), read from the state again: it was closed for the fetch."""
     if a.feed is None or a.feed.settings.duplicates != "skip" or a.result is None:
         return {}
-    keys = [k for c in a.result.changes if (k := _duplicate_key(c))]
+    keys = [k for c in a.result.changes if (k := duplicate_key(c.kind, c.entry, c.fingerprint))]
     if not keys:
         return {}
     store = open_store(config.state, create=False)
     if store is None:
         return {}
     try:
-        return store.claimed_keys(keys)
+        return store.duplicate_claims(keys)
     finally:
         store.close()
 

@@ -214,23 +214,18 @@ def alert_id(
     return _h("alert", feed, identity, kind, fp, _time_key(published), _time_key(updated))[:32]
 
 
-def duplicate_key(
-    link: str | None,
-    kind: str,
-    fp: str,
-    published: datetime | None,
-    updated: datetime | None,
-) -> str | None:
-    """What makes two alerts the same news for ``duplicates = "skip"``, whichever feed
-    they come from: for ``new``, the entry's normalised link (the same article, however
-    each feed summarises it); for ``updated``, the link and the new version. None
-    without a link: nothing to tell a duplicate by."""
-    key = normalize_link(link) if link else ""
+def duplicate_key(kind: str, entry: EntrySnapshot, fp: str) -> str | None:
+    """What makes two alerts of ``entry`` (its version ``fp``) the same news for
+    ``duplicates = "skip"``, whichever feed they come from: for ``new``, the entry's
+    normalised link (the same article, however each feed summarises it); for
+    ``updated``, the link and the new version. None without a link: nothing to tell a
+    duplicate by."""
+    key = normalize_link(entry.link) if entry.link else ""
     if not key:
         return None
     if kind == "new":
         return _h("dup", key, kind)[:32]
-    return _h("dup", key, kind, fp, _time_key(published), _time_key(updated))[:32]
+    return _h("dup", key, kind, fp, _time_key(entry.published), _time_key(entry.updated))[:32]
 
 
 def notice_id(feed: str, kind: str, key: str) -> str:

@@ -42,7 +42,7 @@ from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
 from feedwatch.clock import Clock, system_clock
 from feedwatch.diff import DiffResult, diff, stored_needed
-from feedwatch.identity import alert_id, duplicate_key, entry_keys
+from feedwatch.identity import alert_id, entry_keys
 from feedwatch.model import (
     Alert,
     Config,
@@ -484,7 +484,7 @@ class Poller:
                 "feed.redirected", feed=feed.name, url=feed.url, to=fetched.permanent_redirect
             )
         if self.dry_run:
-            alerts = self._unclaimed(alerts)
+            alerts = self._left_by_claims(alerts, committed=False)
         return (None if self.dry_run else commit), PollReport(
             feed=feed.name,
             result="ok",
@@ -546,17 +546,6 @@ class Poller:
                 change.entry.updated,
             )
             alert = build_alert(feed, title, change, matched, now, aid)
-            if s.duplicates == "skip":
-                alert = dataclasses.replace(
-                    alert,
-                    duplicate_key=duplicate_key(
-                        change.entry.link,
-                        change.kind,
-                        change.fingerprint,
-                        change.entry.published,
-                        change.entry.updated,
-                    ),
-                )
             if alert.sinks or not self.config.sinks:
                 alerts.append(alert)
         if result.flood:
@@ -616,35 +605,29 @@ class Poller:
             redirected_to=redirected_to,
         )
 
-    def _unclaimed(self, alerts: list[Alert]) -> list[Alert]:
-        """A dry run's alerts, less the sinks an alert of the same duplicate key already
-        went to (what the commit would leave out; the store is not written)."""
+    def _queued(self, alerts: list[Alert], queued: list[str]) -> list[Alert]:
+        """The alerts a commit queued (one already known from an earlier poll is not),
+        each with the sinks it went to."""
+        ids = set(queued)
+        return self._left_by_claims([a for a in alerts if a.id in ids], committed=True)
+
+    def _left_by_claims(self, alerts: list[Alert], *, committed: bool) -> list[Alert]:
+        """Each alert with a duplicate key (``duplicates = "skip"``) with the sinks that
+        key leaves it: once committed, those it claimed; in a dry run, those no alert has
+        claimed yet (none left: the alert is dropped, as the commit would send it
+        nowhere)."""
         keys = [a.duplicate_key for a in alerts if a.duplicate_key is not None and a.sinks]
         if not keys:
             return alerts
-        held = self.store.claimed_keys(keys)
+        claims = self.store.duplicate_claims(keys)
         out: list[Alert] = []
         for a in alerts:
             if a.duplicate_key is not None and a.sinks:
-                sinks = tuple(x for x in a.sinks if x not in held.get(a.duplicate_key, ()))
+                owners = claims.get(a.duplicate_key, {})
+                mine = a.id if committed else None
+                sinks = tuple(x for x in a.sinks if owners.get(x) == mine)
                 if not sinks:
                     continue
                 a = dataclasses.replace(a, sinks=sinks)
             out.append(a)
         return out
-
-    def _queued(self, alerts: list[Alert], queued: list[str]) -> list[Alert]:
-        """The alerts a commit queued (one already known from an earlier poll is not),
-        each with the sinks it went to (``duplicates = "skip"`` may have left some out)."""
-        ids = set(queued)
-        out = [a for a in alerts if a.id in ids]
-        keyed = [a.id for a in out if a.duplicate_key is not None and a.sinks]
-        if not keyed:
-            return out
-        took = self.store.claimed_sinks(keyed)
-        return [
-            dataclasses.replace(a, sinks=tuple(x for x in a.sinks if x in took.get(a.id, ())))
-            if a.duplicate_key is not None and a.sinks
-            else a
-            for a in out
-        ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -179,15 +181,14 @@ def test_alert_id_is_deterministic_and_kind_sensitive(ident, kind):
 
 
 def test_duplicate_key_is_the_story_for_new_and_the_version_for_updated():
-    a = "https://News.example/2026/story?utm_source=world&id=7"
-    b = "https://news.example/2026/story?id=7&utm_medium=rss"
-    assert duplicate_key(a, "new", "v1:x", T0, None) == duplicate_key(b, "new", "v1:y", None, T0)
-    assert duplicate_key(a, "new", "v1:x", T0, None) != duplicate_key(
-        "https://news.example/2026/other?id=7", "new", "v1:x", T0, None
-    )
-    upd = duplicate_key(a, "updated", "v1:x", T0, T0)
-    assert upd == duplicate_key(b, "updated", "v1:x", T0, T0)
-    assert upd != duplicate_key(a, "updated", "v1:z", T0, T0)  # another version
-    assert upd != duplicate_key(a, "new", "v1:x", T0, T0)
-    assert duplicate_key(None, "new", "v1:x", T0, None) is None
-    assert duplicate_key("", "updated", "v1:x", T0, None) is None
+    a = entry(1, link="https://News.example/2026/story?utm_source=world&id=7")
+    b = entry(2, link="https://news.example/2026/story?id=7&utm_medium=rss", updated=T0)
+    other = entry(1, link="https://news.example/2026/other?id=7")
+    assert duplicate_key("new", a, "v1:x") == duplicate_key("new", b, "v1:y")  # any version
+    assert duplicate_key("new", a, "v1:x") != duplicate_key("new", other, "v1:x")
+    upd = duplicate_key("updated", a, "v1:x")
+    assert upd == duplicate_key("updated", replace(b, updated=None), "v1:x")
+    assert upd != duplicate_key("updated", b, "v1:x")  # other times: another version
+    assert upd != duplicate_key("updated", a, "v1:z")  # other text
+    assert upd != duplicate_key("new", a, "v1:x")
+    assert duplicate_key("new", entry(1, link=None), "v1:x") is None

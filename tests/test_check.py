@@ -286,7 +286,7 @@ path = "{tmp_path}/chat.jsonl"
     assert r.returncode == 0, r.stderr
     predicted = fw(cfg, "explain", "europe", "Shared").stdout  # before europe's poll
     assert "the next poll alerts it as 'new' (id " in predicted and ") to: chat\n" in predicted
-    assert "already went to mail (duplicates = \"skip\"): not sent there again" in predicted
+    assert 'already went to mail (duplicates = "skip"): not sent there again' in predicted
     r = fw(cfg, "check", "--feed", "europe", "--feed", "asia")
     assert r.returncode == 0, r.stderr
     assert got("mail") == [

@@ -361,7 +361,10 @@ CASES: list[Case] = [
     Case("reset-mid-body", error=r"^connection closed mid-body$"),
     Case("redirect-loop", error=r"^redirect loop$"),
     Case("redirect-chain-20", error=r"^too many redirects \(more than 5\)$"),
-    Case("html-page", error=r"^not a feed but an HTML page \(text/html\) that advertises no feed: a login"),
+    Case(
+        "html-page",
+        error=r"^not a feed but an HTML page \(text/html\) that advertises no feed: a login",
+    ),
     Case("empty-200", error=r"^empty body$"),
     Case("blank-200", error=r"^not a feed \(application/xml\): empty body$"),
     Case("json-error-200", error=r"^not a feed \(application/json\): JSON but not a JSON Feed"),

@@ -557,15 +557,10 @@ def test_duplicate_keys_send_one_alert_per_sink_across_feeds(store: Store) -> No
     assert store.commit_poll(poll("asia", now=at(40), alerts=twins)) == ["d1", "d2"]
     assert [d.sink for d in store.pending() if d.alert_id == "d2"] == ["chat"]
     # what check, a dry run and explain read back
-    assert store.claimed_sinks(["a1", "b1", "c1", "c2", "c3", "d2"]) == {
-        "a1": ("mail",),
-        "b1": ("chat",),
-        "c2": ("mail",),
-        "d2": ("chat",),
-    }
-    assert store.claimed_keys(["k1", "k3", "nope"]) == {
-        "k1": {"mail", "chat"},
-        "k3": {"mail", "chat"},
+    assert store.duplicate_claims(["k1", "k2", "k3", "nope", "k1"]) == {
+        "k1": {"mail": "a1", "chat": "b1"},
+        "k2": {"mail": "c2"},
+        "k3": {"mail": "d1", "chat": "d2"},
     }
     (skipped,) = store.alerts_for("russia", identity=None, limit=1_000)[-1:]
     assert skipped.alert_id == "c1" and skipped.deliveries == ()
@@ -847,10 +842,10 @@ def test_property_a_duplicate_key_reaches_each_sink_once(backend: str, polls: li
                 assert got == want
             pending = sorted((d.alert_id, d.sink) for d in store.pending())
             assert pending == sorted((i, x) for i, sinks in expected.items() for x in sinks)
-            held: dict[str, set[str]] = {}
-            for key, sink in claims:
-                held.setdefault(key, set()).add(sink)
-            assert store.claimed_keys(["k1", "k2"]) == held
+            held: dict[str, dict[str, str]] = {}
+            for (key, sink), owner in claims.items():
+                held.setdefault(key, {})[sink] = owner
+            assert store.duplicate_claims(["k1", "k2"]) == held
         finally:
             store.close()
 

@@ -293,13 +293,9 @@ class Store(Protocol):
         self, feed: str, identity: str | None = None, limit: int = 50
     ) -> list[AlertRecord]: ...
 
-    def claimed_sinks(self, alert_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
-        """The sinks each of these alerts took under ``duplicates = "skip"`` (an alert
-        whose key no sink was left for is absent)."""
-        ...
-
-    def claimed_keys(self, keys: Sequence[str]) -> dict[str, set[str]]:
-        """The sinks an alert of each of these duplicate keys already went to."""
+    def duplicate_claims(self, keys: Sequence[str]) -> dict[str, dict[str, str]]:
+        """``duplicates = "skip"``: for each of these keys that an alert went somewhere
+        under, the sinks it went to and the alert that took each."""
         ...
 
     def prune_deliveries(self, before: datetime) -> int:

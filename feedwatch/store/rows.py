@@ -397,25 +397,14 @@ class SharedWrites(SharedReads):
             for r in rows
         ]
 
-    def claimed_sinks(self, alert_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
-        out: dict[str, list[str]] = {}
+    def duplicate_claims(self, keys: Sequence[str]) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
         with self._reading() as cur:
-            for clause, ids in self._ids_in("alert_id", list(alert_ids)):
-                for aid, sink in cur.execute(
-                    f"SELECT alert_id, sink FROM duplicate_claims WHERE {clause} ORDER BY sink",
-                    ids,
+            for clause, values in self._ids_in("key", list(dict.fromkeys(keys))):
+                for key, sink, alert_id in cur.execute(
+                    f"SELECT key, sink, alert_id FROM duplicate_claims WHERE {clause}", values
                 ).fetchall():
-                    out.setdefault(aid, []).append(sink)
-        return {aid: tuple(sinks) for aid, sinks in out.items()}
-
-    def claimed_keys(self, keys: Sequence[str]) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        with self._reading() as cur:
-            for clause, values in self._ids_in("key", list(keys)):
-                for key, sink in cur.execute(
-                    f"SELECT key, sink FROM duplicate_claims WHERE {clause}", values
-                ).fetchall():
-                    out.setdefault(key, set()).add(sink)
+                    out.setdefault(key, {})[sink] = alert_id
         return out
 
     def prune_deliveries(self, before: datetime) -> int:
