@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 from feedwatch.redact import redact_url
+from feedwatch.text import printable
 
 __all__ = ["FEED_TYPES", "FeedLink", "discover_feeds", "looks_like_html", "page_problem"]
 
@@ -93,10 +94,6 @@ def looks_like_html(body: bytes, content_type: str) -> bool:
     return head.startswith((b"<!doctype html", b"<html"))
 
 
-def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else " " for ch in text)
-
-
 def page_problem(body: bytes, page_url: str, content_type: str) -> str | None:
     """The error for a body that is an HTML page (None: it is not one): what it is, and
     the feeds it advertises, if any, to put in the config instead."""
@@ -110,7 +107,7 @@ def page_problem(body: bytes, page_url: str, content_type: str) -> str | None:
             " or bot-check page, or a site's home page? `feedwatch preview URL` shows it"
         )
     shown = ", ".join(
-        redact_url(f.url) + (f' ("{_printable(f.title)[:80]}")' if f.title else "")
+        redact_url(f.url) + (f' ("{printable(f.title)[:80]}")' if f.title else "")
         for f in found[:3]
     )
     more = f" and {len(found) - 3} more (`feedwatch preview URL` lists them)" if found[3:] else ""

@@ -62,6 +62,7 @@ from feedwatch.model import (
 from feedwatch.redact import redact, redact_url
 from feedwatch.store import open_store
 from feedwatch.store.base import AlertRecord, FeedRecord
+from feedwatch.text import printable
 
 if TYPE_CHECKING:
     from feedwatch.match import RuleExplanation
@@ -76,8 +77,7 @@ MAX_SHOWN = 5  # entries explained in full when ENTRY matches several
 
 def show(text: object) -> str:
     """Feed text made safe for a terminal (no control characters), secrets masked."""
-    s = redact(str(text))
-    return "".join(ch if ch.isprintable() or ch == " " else " " for ch in s)
+    return printable(redact(str(text)))
 
 
 def _t(dt: datetime | None) -> str:

@@ -36,6 +36,7 @@ from feedwatch.model import (
     Rule,
 )
 from feedwatch.redact import redact_url
+from feedwatch.text import printable
 
 if TYPE_CHECKING:
     from feedwatch.match import CompiledRule
@@ -48,8 +49,7 @@ __all__ = ["FeedLink", "discover_feeds", "split_keywords"]
 
 def show(text: object) -> str:
     """Feed text made safe for a terminal: no control characters (escape sequences)."""
-    s = str(text)
-    return "".join(ch if ch.isprintable() or ch == " " else " " for ch in s)
+    return printable(str(text))
 
 
 # --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import html
 import re
 import unicodedata
 
-__all__ = ["cap", "html_to_text", "normalize_space"]
+__all__ = ["cap", "html_to_text", "normalize_space", "printable"]
 
 _FLAGS = re.IGNORECASE | re.DOTALL
 
@@ -53,6 +53,12 @@ _MAX_PASSES = 6
 def normalize_space(s: str) -> str:
     """Fold every run of white space to one space and strip: for comparisons."""
     return " ".join(s.split())
+
+
+def printable(s: str) -> str:
+    """Feed text made safe for a terminal or a log line: every control character (an
+    escape sequence's ESC, a newline) becomes a space."""
+    return "".join(ch if ch.isprintable() else " " for ch in s)
 
 
 def cap(s: str, limit: int = 65536) -> str:
