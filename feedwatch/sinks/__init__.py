@@ -75,11 +75,12 @@ def machine_problem(cfg: SinkConfig) -> str | None:
         elif shutil.which(program) is None:
             return f"sink {cfg.name}: program {program!r} is not on PATH ({os.environ.get('PATH', '')})"
     if cfg.type == "jsonl":
-        path = str(cfg.options.get("path", "-"))
-        if path != "-":
-            directory = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
-            if not os.path.isdir(directory):
-                return f"sink {cfg.name}: directory {directory} of {path} does not exist"
+        from feedwatch.sinks.jsonl import file_path, missing_directory
+
+        path = file_path(cfg)
+        directory = missing_directory(path) if path != "-" else None
+        if directory is not None:
+            return f"sink {cfg.name}: directory {directory} of {path} does not exist"
     return None
 
 

@@ -25,6 +25,18 @@ from feedwatch.sinks.formats import payload_json
 from feedwatch.store.base import Delivery
 
 
+def file_path(cfg: SinkConfig) -> str:
+    """The file the sink appends to, or "-" for stdout."""
+    path = str(cfg.options.get("path", "-"))
+    return path if path == "-" else os.path.expanduser(path)
+
+
+def missing_directory(path: str) -> str | None:
+    """The directory ``path`` would be in, when it does not exist."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return None if os.path.isdir(directory) else directory
+
+
 class JsonlSink:
     type = "jsonl"
     supports_digest = False
@@ -32,8 +44,7 @@ class JsonlSink:
 
     def __init__(self, cfg: SinkConfig, *, stdout: TextIO | None = None) -> None:
         self.name = cfg.name
-        path = str(cfg.options.get("path", "-"))
-        self._path = path if path == "-" else os.path.expanduser(path)
+        self._path = file_path(cfg)
         self._stdout = stdout
 
     def __repr__(self) -> str:
@@ -57,8 +68,8 @@ class JsonlSink:
         return await asyncio.to_thread(self._append, data)
 
     def _append(self, data: bytes) -> SendResult:
-        directory = os.path.dirname(os.path.abspath(self._path))
-        if not os.path.isdir(directory):
+        directory = missing_directory(self._path)
+        if directory is not None:
             return SendResult.transient(
                 self._err(f"cannot write to {self._path}: directory {directory} does not exist")
             )
