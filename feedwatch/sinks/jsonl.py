@@ -12,6 +12,7 @@ line, a hand edit) gets one first, so the next line is whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import stat
@@ -81,27 +82,7 @@ class JsonlSink:
                 self._err(f"cannot open {self._path}: {exc.strerror or exc}")
             )
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # other feedwatch writers; let go by close
-            except OSError:
-                pass  # a file system without locks (ENOLCK): append without, as before
-            st = os.fstat(fd)
-            size = st.st_size if stat.S_ISREG(st.st_mode) else None  # not a pipe, a device
-            if size and not self._ends_in_newline(size):
-                data = b"\n" + data
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            except OSError:
-                if size is not None:
-                    try:
-                        os.ftruncate(fd, size)
-                    except OSError:
-                        pass
-                raise
+            self._write_whole(fd, data)
         except OSError as exc:
             return SendResult.transient(
                 self._err(f"cannot write to {self._path}: {exc.strerror or exc}")
@@ -109,6 +90,26 @@ class JsonlSink:
         finally:
             os.close(fd)
         return SendResult.success()
+
+    def _write_whole(self, fd: int, data: bytes) -> None:
+        """Lock, end the file's last line, write, sync; what a failed write left is cut
+        back off (and the OSError raised)."""
+        with contextlib.suppress(OSError):  # a file system without locks: append without
+            fcntl.flock(fd, fcntl.LOCK_EX)  # other feedwatch writers; let go by close
+        st = os.fstat(fd)
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None  # not a pipe, a device
+        if size and not self._ends_in_newline(size):
+            data = b"\n" + data
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            if size is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+            raise
 
     def _ends_in_newline(self, size: int) -> bool:
         """The descriptor we append through is write-only: read the last byte apart."""
