@@ -396,32 +396,22 @@ def test_validate_warns_of_sinks_that_cannot_work_on_this_machine(tmp_path):
     script = tmp_path / "notify.sh"
     script.write_text("#!/bin/sh\ncat >/dev/null\n")
     script.chmod(0o644)  # not executable
+    sinks = {  # name: (type, the key that may point nowhere, its value)
+        "gone": ("command", "argv", ["/nonexistent/notify-send", "x"]),
+        "nopath": ("command", "argv", ["no-such-notifier-here"]),
+        "noexec": ("command", "argv", [str(script)]),
+        "fine": ("command", "argv", ["cat"]),
+        "log": ("jsonl", "path", f"{tmp_path}/missing/alerts.jsonl"),
+        "out": ("jsonl", "path", f"{tmp_path}/alerts.jsonl"),
+    }
     cfg = tmp_path / "c.toml"
     cfg.write_text(
-        f"""
-[feedwatch]
-state = "{tmp_path}/s.db"
-[sinks.gone]
-type = "command"
-argv = ["/nonexistent/notify-send", "x"]
-[sinks.nopath]
-type = "command"
-argv = ["no-such-notifier-here"]
-[sinks.noexec]
-type = "command"
-argv = ["{script}"]
-[sinks.fine]
-type = "command"
-argv = ["cat"]
-[sinks.log]
-type = "jsonl"
-path = "{tmp_path}/missing/alerts.jsonl"
-[sinks.out]
-type = "jsonl"
-path = "{tmp_path}/alerts.jsonl"
-[[feeds]]
-url = "https://example.org/feed"
-"""
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n'
+        + "".join(
+            f'[sinks.{name}]\ntype = "{kind}"\n{key} = {json.dumps(value)}\n'
+            for name, (kind, key, value) in sinks.items()
+        )
+        + '[[feeds]]\nurl = "https://example.org/feed"\n'
     )
     r = fw(cfg, "validate")
     assert r.returncode == 0 and r.stdout.strip() == "ok: 1 feeds, 6 sinks, 0 rules"
