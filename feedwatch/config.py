@@ -763,6 +763,14 @@ def _terms(
     return _str_list(f, table, key, path, conv) or ()
 
 
+def _ignore_term(value: Any) -> str:
+    from feedwatch.ignore_text import validate
+
+    term = c_str(value)
+    validate(term)
+    return term
+
+
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -837,6 +845,7 @@ _SETTING_KEYS: dict[str, Callable[[Any], Any]] = {
     "flood_limit": c_int(1),
     "stale_after": c_duration(),
     "duplicates": c_enum("alert", "skip"),
+    "ignore_text": lambda v: v,  # checked element by element below
 }
 
 _GLOBAL_KEYS = tuple(
@@ -871,6 +880,11 @@ def _settings(
             kinds = _str_list(f, table, key, path, c_enum("new", "updated"))
             if kinds is not None:
                 changes[key] = tuple(k for k in ("new", "updated") if k in kinds)
+            continue
+        if key == "ignore_text":
+            terms = _str_list(f, table, key, path, _ignore_term)
+            if terms is not None:
+                changes[key] = tuple(dict.fromkeys(terms))
             continue
         value = _take(f, table, key, path, conv)
         if _ok(value):

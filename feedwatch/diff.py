@@ -50,6 +50,7 @@ from feedwatch.identity import (
     normalize_link,
     normalize_space,
 )
+from feedwatch.ignore_text import Ignore, compile_ignore
 from feedwatch.model import (
     Change,
     EntryKeys,
@@ -174,11 +175,13 @@ def _rekey(
     return out, rekeys
 
 
-def _field_changes(old: StoredEntry, new: EntrySnapshot) -> dict[str, FieldChange]:
+def _field_changes(
+    old: StoredEntry, new: EntrySnapshot, ignore: Ignore | None = None
+) -> dict[str, FieldChange]:
     changes: dict[str, FieldChange] = {}
     for f in TEXT_FIELDS:
         a, b = getattr(old, f), getattr(new, f)
-        if normalize_space(a) != normalize_space(b):
+        if normalize_space(a) != normalize_space(b) and not (ignore and ignore.same(a, b)):
             changes[f] = FieldChange(cap(a), cap(b))
     if normalize_link(old.link) != normalize_link(new.link):
         changes["link"] = FieldChange(safe_link(old.link), safe_link(new.link))
@@ -189,13 +192,29 @@ def _field_changes(old: StoredEntry, new: EntrySnapshot) -> dict[str, FieldChang
     return changes
 
 
-def _text_changed(old: StoredEntry, new: EntrySnapshot, fp: str) -> bool:
+def _text_changed(
+    old: StoredEntry, new: EntrySnapshot, fp: str, ignore: Ignore | None = None
+) -> bool:
     if old.fingerprint.startswith(FINGERPRINT_VERSION + ":"):
-        return old.fingerprint != fp
-    # A fingerprint of another version says nothing: compare the stored text.
+        if old.fingerprint == fp:
+            return False
+        if ignore is None:
+            return True
+    # A fingerprint of another version says nothing, and one of the whole text says
+    # nothing of the text ``ignore_text`` leaves: compare the stored text.
     return any(
-        normalize_space(getattr(old, f)) != normalize_space(getattr(new, f)) for f in TEXT_FIELDS
+        normalize_space(getattr(old, f)) != normalize_space(getattr(new, f))
+        and not (ignore and ignore.same(getattr(old, f), getattr(new, f)))
+        for f in TEXT_FIELDS
     )
+
+
+def _text_key(e: EntrySnapshot | StoredEntry, ignore: Ignore | None, fp: str | None = None) -> str:
+    """What link churn compares an entry's text by: its fingerprint, of the text
+    ``ignore_text`` leaves when the feed sets it."""
+    if ignore is not None:
+        return fingerprint(ignore.clean(e.title), ignore.clean(e.summary), ignore.clean(e.content))
+    return fp if fp is not None else entry_fingerprint(e)
 
 
 def _latest(e: EntrySnapshot | StoredEntry) -> datetime | None:
@@ -263,6 +282,7 @@ def diff(
         keys = [entry_keys(e) for e in entries]
     if has_rows is None:
         has_rows = bool(stored)
+    ignore = compile_ignore(settings.ignore_text)
     state = _choose_policy(settings, identity, keys, baselined and has_rows)
     current: dict[str, StoredEntry] = dict(stored)
     rekeys: list[tuple[str, str]] = []
@@ -315,14 +335,18 @@ def diff(
     # reads every row then).
     unknown_by_text: Counter[tuple[str, datetime | None]] = Counter()
     absent_by_text: dict[tuple[str, datetime | None], StoredEntry | None] = {}
+    text_keys: dict[str, str] = {}  # unknown identity -> its text's key
     if any(k not in current and not _by_id(k) for k, _, _ in body):
         for key, i, fp in body:
-            if key not in current and not _by_id(key) and fp != _EMPTY:
-                unknown_by_text[(fp, entries[i].published)] += 1
+            if key not in current and not _by_id(key):
+                text_key = _text_key(entries[i], ignore, fp)
+                if text_key != _EMPTY:
+                    text_keys[key] = text_key
+                    unknown_by_text[(text_key, entries[i].published)] += 1
         for row in current.values():
             if row.identity in seen or _by_id(row.identity):
                 continue
-            text = (entry_fingerprint(row), row.published)
+            text = (_text_key(row, ignore), row.published)
             if text[0] != _EMPTY:
                 # a second row with the same text and time: no answer
                 absent_by_text[text] = None if text in absent_by_text else row
@@ -335,14 +359,15 @@ def diff(
         nl = links[key] if old is None else None
         if nl is not None:
             cand = absent_by_link.get(nl) if link_counts[nl] == 1 else None
-            if cand is not None and not _text_changed(cand, entry, fp):
+            if cand is not None and not _text_changed(cand, entry, fp, ignore):
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]
                 del absent_by_link[nl]
                 old = replace(cand, identity=key)
                 current[key] = old
-        if old is None and not _by_id(key) and unknown_by_text[(fp, entry.published)] == 1:
-            cand = absent_by_text.pop((fp, entry.published), None)
+        tk = text_keys.get(key)
+        if old is None and tk and unknown_by_text[(tk, entry.published)] == 1:
+            cand = absent_by_text.pop((tk, entry.published), None)
             if cand is not None and cand.identity in current:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]
@@ -352,7 +377,7 @@ def diff(
             new_items.append((key, entry, fp))
             continue
         ts_moved = old.published != entry.published or old.updated != entry.updated
-        text_changed = _text_changed(old, entry, fp)
+        text_changed = _text_changed(old, entry, fp, ignore)
         known.append((i, key, entry, fp, old, ts_moved, text_changed))
 
     # (a settled entry is known and kept its times: no churn)
@@ -387,7 +412,7 @@ def diff(
                 identity=key,
                 entry=entry,
                 fingerprint=fp,
-                changes=_field_changes(old, entry),
+                changes=_field_changes(old, entry, ignore),
                 new_alert_id=old.new_alert_id,
             )
         )

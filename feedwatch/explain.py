@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from feedwatch.alert import format_time, route
 from feedwatch.config import format_duration
-from feedwatch.diff import DiffResult, _field_changes, diff, stale_copy
+from feedwatch.diff import DiffResult, _field_changes, _text_changed, diff, stale_copy
 from feedwatch.identity import (
     alert_id,
     duplicate_key,
@@ -43,6 +43,7 @@ from feedwatch.identity import (
     identity_for,
     normalize_link,
 )
+from feedwatch.ignore_text import compile_ignore
 from feedwatch.model import (
     Change,
     Config,
@@ -167,6 +168,16 @@ def _silent_reason(
             " copy from another server or a cache, which feeds flip from and to): stored"
             " silently"
         )
+    ignore = compile_ignore(feed.settings.ignore_text)
+    if (
+        text_changed
+        and ignore is not None
+        and not _text_changed(old, new, entry_fingerprint(new), ignore)
+    ):
+        what = "its text changed only in what ignore_text cuts out"
+        if not ts_moved:
+            return f"{what} ({', '.join(ignore.terms)}): stored silently"
+        text_changed = False  # the rest as for a moved timestamp alone
     if ts_moved and not text_changed and result.churn:
         return (
             "timestamp churn: every known entry of the feed was re-stamped in this body "

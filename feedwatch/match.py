@@ -32,6 +32,7 @@ __all__ = [
     "TermExplanation",
     "compile_rule",
     "compile_rules",
+    "compile_search",
     "evaluate",
     "explain",
     "normalize_text",
@@ -174,6 +175,19 @@ def _compile_regex_term(term: str, case_sensitive: bool) -> _Term:
 def validate_term(term: str, case_sensitive: bool = False) -> None:
     """Raise ValueError naming what is wrong with ``term``; the config loader calls this."""
     _compile_term(term, case_sensitive)
+
+
+def compile_search(term: str) -> Any:
+    """``term`` (the syntax of a rule's terms, checked as theirs are) as one pattern that
+    finds it case-insensitively in text that is not case-folded: what a feed's
+    ``ignore_text`` removes (feedwatch.ignore_text). Raises ValueError as
+    ``validate_term`` does."""
+    t = _compile_term(term, case_sensitive=True)
+    rx = _regex()
+    source = t.pattern.pattern
+    if not t.is_regex and term.rstrip().endswith("*"):
+        source += f"{_WORD}*"  # a prefix: the rest of the word it starts, too
+    return rx.compile(source, rx.V0 | rx.IGNORECASE | rx.FULLCASE)
 
 
 @dataclass

@@ -97,6 +97,8 @@ class FeedSettings:
     flood_limit: int = 50
     stale_after: float = 0.0
     duplicates: DuplicatesMode = "alert"
+    # Text that is not a change (rule-term syntax): cut from both sides before comparing.
+    ignore_text: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,41 @@ def test_a_feed_flipping_between_two_servers_alerts_the_correction_once(setup):
     assert got == [("updated", "Corrected.")]
 
 
+def test_counters_named_in_ignore_text_alert_nothing_and_real_edits_still_do(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """hnrss.org's items carry "Points: N" and "# Comments: N", which change at every
+    poll: each was an update. With ignore_text they are stored silently, explain says
+    why, and a real edit still alerts, carrying the counters as they are."""
+
+    def story(points: int, comments: int, lead: str = "Article URL: https://x.example/1"):
+        html = f"<p>{lead}</p><p>Points: {points}</p><p># Comments: {comments}</p>"
+        return entry("hn1", title="Show HN: a feed monitor", summary=html)
+
+    feed_server.set("/news.xml", rss([entry("n1")]))
+    feed_server.set("/all.xml", rss([story(3, 0)]))
+    cfg = write_config(
+        tmp_path, feed_server, extra_feeds="ignore_text = ['/Points: \\d+/', '/# Comments: \\d+/']"
+    )
+    assert fw(cfg, "validate").returncode == 0
+    assert fw(cfg, "check").returncode == 0  # baseline
+    for points, comments in ((12, 4), (57, 31)):
+        feed_server.set("/all.xml", rss([story(points, comments)]))
+        if points == 57:
+            explained = fw(cfg, "explain", "everything", "Show HN").stdout
+            assert "only in what ignore_text cuts out" in explained, explained
+        assert fw(cfg, "check").returncode == 0
+    assert alerts(tmp_path) == []
+    feed_server.set("/all.xml", rss([story(60, 33, lead="Article URL: https://x.example/2")]))
+    assert fw(cfg, "check").returncode == 0
+    (a,) = alerts(tmp_path)
+    assert a["kind"] == "updated" and set(a["changes"]) == {"summary"}
+    old, new = (" ".join(a["changes"]["summary"][k].split()) for k in ("old", "new"))
+    assert old == "Article URL: https://x.example/1 Points: 57 # Comments: 31"
+    assert new == "Article URL: https://x.example/2 Points: 60 # Comments: 33"
+
+
 def test_guid_churn_and_returning_entry_do_not_alert(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0

@@ -730,3 +730,121 @@ def test_diff_uses_the_keys_it_is_given():
     r = run(stored, [entry(1)], identity=ident, now=T0 + timedelta(hours=1), keys=[forged])
     assert len(r.upserts) == 1 and r.upserts[0].fingerprint == forged.fingerprint
     assert run(stored, [entry(1)], identity=ident, keys=[k]).upserts == ()
+
+
+# -- ignore_text: counters in the text are not a change ----------------------------
+
+_VISITS = r"/\(Visited \d+ times?, \d+ visits? today\)/"
+IGNORING = replace(S, ignore_text=(_VISITS, r"/Points: \d+/"))
+
+
+def _counted(n, visits, points=1, *, text="A review.", **kw):
+    summary = f"{text} Points: {points} (Visited {visits} times, {visits % 7} visits today)"
+    return entry(n, summary=summary, **kw)
+
+
+def test_a_change_only_in_ignored_text_is_stored_silently():
+    """FreshRSS#3571: a WordPress plugin's visit counter in every description made each
+    visited entry an update at every poll. The counter changes are stored silently; the
+    stored text is the latest, so the next poll compares with it."""
+    stored, ident = baseline([_counted(1, 222), _counted(2, 143)], settings=IGNORING)
+    r = run(stored, [_counted(1, 230, 5), _counted(2, 147)], settings=IGNORING, identity=ident)
+    assert r.changes == () and r.silent == 2 and len(r.upserts) == 2
+    stored = apply(stored, r)
+    assert "Visited 230 times" in stored["g:urn:entry:1"].summary
+    # without ignore_text the same bodies are two updates
+    plain, ident0 = baseline([_counted(1, 222), _counted(2, 143)])
+    assert kinds(run(plain, [_counted(1, 230), _counted(2, 147)], identity=ident0)) == [
+        ("updated", "Entry 1"),
+        ("updated", "Entry 2"),
+    ]
+
+
+def test_a_real_change_beside_ignored_text_alerts_with_the_whole_text():
+    stored, ident = baseline([_counted(1, 222)], settings=IGNORING)
+    r = run(
+        stored, [_counted(1, 230, text="A corrected review.")], settings=IGNORING, identity=ident
+    )
+    (c,) = r.changes
+    assert c.kind == "updated" and set(c.changes) == {"summary"}
+    assert c.changes["summary"].old.startswith("A review. Points: 1 (Visited 222 times")
+    assert c.changes["summary"].new.startswith("A corrected review. Points: 1 (Visited 230")
+    assert c.entry.summary.endswith("(Visited 230 times, 6 visits today)")
+    # a field that differs only in ignored text is not named in `changes`
+    r = run(stored, [_counted(1, 230, title="Retitled")], settings=IGNORING, identity=ident)
+    (c,) = r.changes
+    assert set(c.changes) == {"title"}
+
+
+def test_a_moved_timestamp_still_counts_beside_ignored_text():
+    stored, ident = baseline([_counted(1, 222)], settings=IGNORING)
+    later = T0 + timedelta(hours=2)
+    r = run(stored, [_counted(1, 230, updated=later)], settings=IGNORING, identity=ident)
+    (c,) = r.changes
+    assert set(c.changes) == {"updated"}
+    content_only = replace(IGNORING, updates="content")
+    r = run(stored, [_counted(1, 230, updated=later)], settings=content_only, identity=ident)
+    assert r.changes == () and r.silent == 1
+
+
+def test_plain_terms_and_prefixes_are_cut_case_insensitively():
+    s = replace(S, ignore_text=("sponsored by acme", "trending*"))
+    stored, ident = baseline([entry(1, summary="Story. Sponsored by ACME")], settings=s)
+    for summary in ("Story.", "Story. TRENDING", "Story.  Trendingnow sponsored  by  Acme"):
+        r = run(stored, [entry(1, summary=summary)], settings=s, identity=ident)
+        assert r.changes == (), summary
+    r = run(stored, [entry(1, summary="Story, revised.")], settings=s, identity=ident)
+    assert kinds(r) == [("updated", "Entry 1")]
+
+
+def test_link_churn_looks_past_ignored_text():
+    """Bing-like links that change at every fetch, and a counter in the text: the story
+    is still the stored one under a new link, not a new story."""
+    s = replace(IGNORING, id_policy="link")
+    first = [_bing(i, 0, summary=f"Story {i}. Points: {i}") for i in range(3)]
+    stored, ident = baseline(first, settings=s)
+    body = [_bing(i, 1, summary=f"Story {i}. Points: {i + 10}") for i in range(3)]
+    r = run(stored, body, settings=s, identity=ident)
+    assert r.changes == () and r.new == 0 and len(r.rekeys) == 3
+
+
+def test_an_entry_whose_text_is_all_ignored_is_never_taken_for_a_stored_one():
+    """An entry whose whole text is ignored text says nothing of which story it is."""
+    s = replace(S, ignore_text=(r"/Points: \d+/",), id_policy="link")
+    stored, ident = baseline([_bing(1, 0, title="", summary="Points: 1")], settings=s)
+    r = run(stored, [_bing(1, 1, title="", summary="Points: 2")], settings=s, identity=ident)
+    assert r.new == 1 and r.rekeys == ()
+
+
+_noise = st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)).map(
+    lambda t: f"Points: {t[0]} (Visited {t[1]} times, {t[1] % 5} visits today)"
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    entries_st,
+    st.lists(_noise, min_size=12, max_size=12),
+    st.lists(_noise, min_size=12, max_size=12),
+    st.data(),
+)
+def test_ignored_text_never_decides_and_the_rest_always_does(es, before, after, data):
+    """With the counters added to every entry, a diff under ignore_text finds exactly the
+    changes a diff without counters (and without ignore_text) finds: the same kinds of the
+    same entries, naming the same fields."""
+
+    def noisy(entries, noise):
+        return [
+            replace(e, summary=f"{e.summary} {n}") for e, n in zip(entries, noise, strict=False)
+        ]
+
+    second = data.draw(entries_st)
+    clean_stored, ident = baseline(es)
+    clean = run(clean_stored, second, identity=ident)
+    noisy_stored, nident = baseline(noisy(es, before), settings=IGNORING)
+    assert nident == ident
+    got = run(noisy_stored, noisy(second, after), settings=IGNORING, identity=nident)
+    assert [(c.kind, c.identity, sorted(c.changes)) for c in got.changes] == [
+        (c.kind, c.identity, sorted(c.changes)) for c in clean.changes
+    ]
+    assert got.rekeys == clean.rekeys
