@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -505,6 +506,11 @@ def _policy_line(a: Analysis) -> str:
     return ", ".join(parts)
 
 
+def _toml_str(s: str) -> str:
+    """``s`` as the config would hold it: a literal string where it can be one."""
+    return f"'{s}'" if "'" not in s and "\n" not in s else json.dumps(s)
+
+
 def _header(out: TextIO, a: Analysis) -> None:
     w = out.write
     url = a.feed.url if a.feed else (a.record.url if a.record else None)
@@ -530,6 +536,11 @@ def _header(out: TextIO, a: Analysis) -> None:
             + (
                 f", max_age = {format_duration(a.feed.settings.max_age)}"
                 if a.feed.settings.max_age
+                else ""
+            )
+            + (
+                f", ignore_text = [{show(', '.join(_toml_str(t) for t in a.feed.settings.ignore_text))}]"
+                if a.feed.settings.ignore_text
                 else ""
             )
             + "\n"

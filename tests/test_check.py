@@ -184,6 +184,7 @@ def test_counters_named_in_ignore_text_alert_nothing_and_real_edits_still_do(
         if points == 57:
             explained = fw(cfg, "explain", "everything", "Show HN").stdout
             assert "only in what ignore_text cuts out" in explained, explained
+            assert "ignore_text = ['/Points: \\d+/', '/# Comments: \\d+/']" in explained
         assert fw(cfg, "check").returncode == 0
     assert alerts(tmp_path) == []
     feed_server.set("/all.xml", rss([story(60, 33, lead="Article URL: https://x.example/2")]))
