@@ -207,6 +207,26 @@ def test_updated_alert_threads_to_new_alert_and_shows_changes() -> None:
     assert "old: Old summary." in text and "new: New summary with hypersonic." in text
 
 
+def test_a_long_summary_corrected_at_its_end_shows_the_words_that_changed() -> None:
+    """Two 2,000-character texts that differ in one sentence were printed whole, one
+    after the other, for the reader to compare. The mail now shows the words removed
+    and added with a few around them: [-...-]{+...+} in text, <del>/<ins> in HTML."""
+    old = " ".join(f"Paragraph {i} says what was said on the day." for i in range(40))
+    old += " The strike caused no casualties, the ministry said <b>today</b>."
+    p = payload("updated", alert_id=UPD_ID)
+    p["changes"]["summary"] = {"old": old, "new": old.replace("caused no", "killed two")}
+    body = parts(parse(build_message([delivery(p)], cfg()).as_bytes(policy=policy.SMTP)))
+    text, page = body["text/plain"], body["text/html"]
+    assert "summary, word by word ([-removed-] {+added+}):" in text
+    assert (
+        "    … day. Paragraph 39 says what was said on the day. The strike [-caused no-]"
+        "{+killed two+} casualties, the ministry said <b>today</b>.\r\n"
+    ) in text
+    assert "Paragraph 0 says" not in text.split("Summary:")[0]  # whole only below
+    assert "The strike <del>caused no</del><ins>killed two</ins> casualties" in page
+    assert "&lt;b&gt;today&lt;/b&gt;" in page and "<b>today" not in page
+
+
 def test_rendering_is_deterministic_with_boundary_from_id() -> None:
     d = delivery(payload())
     one = build_message([d], cfg()).as_bytes(policy=policy.SMTP)

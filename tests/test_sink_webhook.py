@@ -317,6 +317,33 @@ def test_slack_update_shows_changes() -> None:
     assert "2024-11-22 10:40:17 UTC" in text and "2024-11-22 15:56:45 UTC" in text
 
 
+_LONG_OLD = (
+    " ".join(
+        f"Paragraph {i} of the report says what the officials said on the day." for i in range(30)
+    )
+    + " The strike caused no casualties, the ministry said."
+)
+_LONG_NEW = _LONG_OLD.replace("caused no casualties", "killed two workers")
+
+
+@pytest.mark.parametrize("fmt", ["slack", "discord", "teams", "ntfy"])
+def test_a_long_text_corrected_at_its_end_shows_the_correction(fmt: str) -> None:
+    """A 2,100-character summary whose last sentence changed: every format cut the old
+    and the new text to their (identical) beginnings, and the message showed no
+    difference. Now each side is cut to the words that changed and a few around them."""
+    payload = make_payload(
+        kind="updated", changes={"summary": {"old": _LONG_OLD, "new": _LONG_NEW}}
+    )
+    rendered = getattr(formats, fmt)([payload])
+    text = rendered[0].decode() if fmt == "ntfy" else json.dumps(rendered, ensure_ascii=False)
+    assert "caused no casualties" in text and "killed two workers" in text
+    assert "Paragraph 0 of" not in text  # the unchanged start is cut to "…"
+    short = make_payload(kind="updated", changes=UPDATE_CHANGES)  # short texts: whole
+    rendered = getattr(formats, fmt)([short])
+    text = rendered[0].decode() if fmt == "ntfy" else json.dumps(rendered, ensure_ascii=False)
+    assert "Officials will meet." in text and "Officials met in Brussels." in text
+
+
 def _embed_total(embeds: list[dict[str, Any]]) -> int:
     total = 0
     for e in embeds:

@@ -35,6 +35,7 @@ import structlog
 from feedwatch.model import SinkConfig
 from feedwatch.sinks.base import SendResult
 from feedwatch.store.base import Delivery
+from feedwatch.textdiff import Piece, excerpt, marked, word_diff
 
 log = structlog.get_logger("feedwatch.sinks.email")
 
@@ -222,7 +223,13 @@ def _section_text(d: Delivery) -> str:
             for fname, change in changes.items():
                 ch = _mapping(change)
                 old, new = ch.get("old"), ch.get("new")
-                if fname in ("summary", "content"):
+                words = _changed_words(fname, old, new)
+                if words is not None:
+                    lines.append(
+                        f"  {_header_text(fname)}, word by word ([-removed-] {{+added+}}):"
+                    )
+                    lines.append("    " + _indent(_body_text(marked(words)), 4))
+                elif fname in ("summary", "content"):
                     lines.append(f"  {_header_text(fname)}:")
                     lines.append("    old: " + _indent(_body_text(old or "(none)"), 9))
                     lines.append("    new: " + _indent(_body_text(new or "(none)"), 9))
@@ -257,6 +264,25 @@ def _section_text(d: Delivery) -> str:
                     lines.append(f"  {url}" + (f" ({extra})" if extra else ""))
     lines += ["", f"-- feedwatch {_header_text(kind)} alert {_header_text(d.alert_id)}"]
     return "\n".join(lines)
+
+
+WHOLE_TEXT = 400  # a changed text longer than this is shown by the words that changed
+
+
+def _changed_words(fname: str, old: object, new: object) -> list[Piece] | None:
+    """A long changed text's removed and added words with a few around them
+    (feedwatch.textdiff); None: show the old and the new text whole."""
+    if fname not in ("title", "summary", "content"):
+        return None
+    a, b = ("" if v is None else str(v) for v in (old, new))
+    if max(len(a), len(b)) <= WHOLE_TEXT:
+        return None
+    return excerpt(word_diff(a, b), 12) or None
+
+
+def _words_html(pieces: Sequence[Piece]) -> str:
+    tags = {"same": ("", ""), "del": ("<del>", "</del>"), "ins": ("<ins>", "</ins>")}
+    return "".join(f"{tags[p.op][0]}{_esc_block(p.text)}{tags[p.op][1]}" for p in pieces)
 
 
 def _indent(text: str, width: int) -> str:
@@ -321,6 +347,10 @@ def _section_html(d: Delivery) -> str:
             out.append("<h3>What changed</h3><ul>")
             for fname, change in changes.items():
                 ch = _mapping(change)
+                words = _changed_words(fname, ch.get("old"), ch.get("new"))
+                if words is not None:
+                    out.append(f"<li><b>{_esc(_header_text(fname))}</b>: {_words_html(words)}</li>")
+                    continue
                 out.append(
                     f"<li><b>{_esc(_header_text(fname))}</b>: "
                     f"<del>{_esc_block(ch.get('old') or '(none)')}</del> &rarr; "

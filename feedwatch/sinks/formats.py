@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 # re-exported: the sinks take every renderer from here
 from feedwatch.payload import Payload as Payload
 from feedwatch.payload import payload_json as payload_json
+from feedwatch.textdiff import excerpt, word_diff
 
 ELLIPSIS = "…"
 
@@ -36,6 +37,8 @@ CHANGE_ORDER = ("title", "link", "published", "updated", "summary", "content")
 TIME_FIELDS = frozenset({"published", "updated"})
 
 TEXT_READ = 16 * 1024  # of any one payload text, more than any service shows
+WHOLE_TEXT = 160  # a changed text longer than this is shown by the words that changed
+CONTEXT_WORDS = 8
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # keeps \t and \n
 _HEADER_BAD = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -152,7 +155,11 @@ def dates_text(p: Payload) -> str:
 
 
 def changed_fields(p: Payload) -> list[tuple[str, str, str]]:
-    """``(field, old, new)`` for every changed field, one line each, times made readable."""
+    """``(field, old, new)`` for every changed field, one line each, times made readable.
+
+    A long text is cut to what changed (``changed_words``): a story corrected in its
+    last sentence showed two identical beginnings, each cut to fit the message, and
+    never the correction."""
     changes = _map(p.get("changes"))
     keys = [k for k in CHANGE_ORDER if k in changes]
     keys += sorted(k for k in changes if k not in CHANGE_ORDER)
@@ -164,8 +171,22 @@ def changed_fields(p: Payload) -> list[tuple[str, str, str]]:
             old_s, new_s = human_time(old), human_time(new)
         else:
             old_s, new_s = oneline(_str(old)), oneline(_str(new))
+            if max(len(old_s), len(new_s)) > WHOLE_TEXT:
+                old_s, new_s = changed_words(old_s, new_s)
         out.append((oneline(_str(key)), old_s or "(none)", new_s or "(none)"))
     return out
+
+
+def changed_words(old: str, new: str) -> tuple[str, str]:
+    """``old`` and ``new`` cut to the words that differ, each with a few words around
+    it (feedwatch.textdiff); the rest is ``…``."""
+    pieces = excerpt(word_diff(old, new), CONTEXT_WORDS)
+    if not pieces:
+        return old, new
+    return (
+        " ".join("".join(x.text for x in pieces if x.op != "ins").split()),
+        " ".join("".join(x.text for x in pieces if x.op != "del").split()),
+    )
 
 
 # --------------------------------------------------------------------------
