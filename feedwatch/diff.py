@@ -6,8 +6,9 @@ Pure (SPEC section 4). The whole decision, in order:
                stored entries re-keyed rather than made new)
     for each entry in the body (first of a duplicated identity wins):
         known?   -> compare times (to the second) and normalised text
-        unknown? -> same link (unique in the body) and same text as a stored
-                    entry that is not in the body: the same entry under a new id
+        unknown? -> same link (unique in the body; or moved to https or www. only)
+                    and same text as a stored entry that is not in the body: the
+                    same entry under a new id
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
     stale    = a known entry back to its first version, its times moving back (a stale
@@ -47,6 +48,8 @@ from feedwatch.identity import (
     fingerprint,
     identity_for,
     key_for,
+    link_variants,
+    loose_link,
     normalize_link,
     normalize_space,
 )
@@ -150,7 +153,7 @@ def stored_needed(
     identities = tuple(dict.fromkeys(key_for(k, state.policy) for k in compared))
     return StoredNeed(
         identities=identities,
-        links=tuple(dict.fromkeys(k.link for k in compared if k.link)),
+        links=tuple(dict.fromkeys(v for k in compared if k.link for v in link_variants(k.link))),
         settled=tuple(key_for(keys[i], state.policy) for i in sorted(skip)),
         all_if_missing=tuple(key for key in identities if not _by_id(key)),
     )
@@ -317,14 +320,18 @@ def diff(
     # several with that link, the least identity: whatever rows the store returned).
     # A settled entry is known, so no candidate, but its link counts: one that shares
     # it makes the link ambiguous, as in a comparison of every entry.
-    link_counts = Counter(link for link in links.values() if link)
+    # The link may have moved to https or to (or from) www. with the id (a permalink):
+    # such a row is a candidate too, after one with the very link.
+    loose_counts = Counter(loose_link(link) for link in links.values() if link)
     absent_by_link: dict[str, StoredEntry] = {}
+    absent_by_loose: dict[str | None, StoredEntry] = {}
     if any(k not in current for k, _, _ in body):
         absent = [r for r in current.values() if r.link and r.identity not in seen]
         for row in sorted(absent, key=lambda r: r.identity):
             row_link = normalize_link(row.link)
             if row_link:
                 absent_by_link.setdefault(row_link, row)
+                absent_by_loose.setdefault(loose_link(row_link), row)
 
     # Link churn: an entry without an id (its identity is its link, or its content with
     # its link) whose link changes at every fetch (a tracking or cache-busting parameter
@@ -357,12 +364,15 @@ def diff(
         entry = entries[i]
         old: StoredEntry | None = current.get(key)
         nl = links[key] if old is None else None
-        if nl is not None:
-            cand = absent_by_link.get(nl) if link_counts[nl] == 1 else None
-            if cand is not None and not _text_changed(cand, entry, fp, ignore):
+        if nl is not None and loose_counts[loose_link(nl)] == 1:
+            cand = absent_by_link.get(nl) or absent_by_loose.get(loose_link(nl))
+            if (
+                cand is not None
+                and cand.identity in current
+                and not _text_changed(cand, entry, fp, ignore)
+            ):
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]
-                del absent_by_link[nl]
                 old = replace(cand, identity=key)
                 current[key] = old
         tk = text_keys.get(key)

@@ -86,6 +86,38 @@ def normalize_link(link: str | None) -> str | None:
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, parts.fragment))
 
 
+def _moved(link: str) -> tuple[str, str] | None:
+    """An http(s) normalised link's host without a leading ``www.``, and the rest of it
+    after the host; None for any other link."""
+    for scheme in ("https://", "http://"):
+        if link.startswith(scheme):
+            rest = link[len(scheme) :]
+            host, slash, path = rest.partition("/")
+            return host.removeprefix("www."), slash + path
+    return None
+
+
+def loose_link(link: str | None) -> str | None:
+    """A normalised link (``normalize_link``) without what a site's move to https, or to
+    or from ``www.``, changes in it: GUID churn's key, so an entry whose id is its
+    permalink (Hugo, Ghost, Jekyll feeds) and moved with it is the same entry."""
+    if not link:
+        return None
+    moved = _moved(link)
+    return link if moved is None else "//" + moved[0] + moved[1]
+
+
+def link_variants(link: str) -> tuple[str, ...]:
+    """Every normalised link with ``link``'s ``loose_link`` (``link`` first): the rows a
+    comparison reads as candidates for GUID churn."""
+    moved = _moved(link)
+    if moved is None:
+        return (link,)
+    host, rest = moved
+    every = (f"{s}://{w}{host}{rest}" for s in ("https", "http") for w in ("", "www."))
+    return (link, *(v for v in every if v != link))
+
+
 def _h(*parts: str) -> str:
     digest = hashlib.sha256()
     for p in parts:

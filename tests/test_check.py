@@ -196,6 +196,31 @@ def test_counters_named_in_ignore_text_alert_nothing_and_real_edits_still_do(
     assert new == "Article URL: https://x.example/2 Points: 60 # Comments: 33"
 
 
+def test_a_site_moving_to_https_with_permalink_ids_alerts_nothing(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """Hugo's RSS uses each post's permalink as its guid: when the site moved to https
+    (and www.), every id and link changed at once, and every post alerted again."""
+
+    def posts(site: str, n: int = 8) -> list:
+        return [entry(i, entry_id=f"{site}/p/{i}/", link=f"{site}/p/{i}/") for i in range(n)]
+
+    feed_server.set("/news.xml", rss([entry("n1")]))
+    # 40 stored, 8 in the body after the move: the state is searched by id and by each
+    # form of each link, not read whole (feedwatch.store.rows)
+    feed_server.set("/all.xml", rss(posts("http://blog.example.org", 40)))
+    cfg = write_config(tmp_path, feed_server)
+    assert fw(cfg, "check").returncode == 0  # baseline
+    feed_server.set("/all.xml", rss(posts("https://www.blog.example.org")))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    feed_server.set("/all.xml", rss([*posts("https://www.blog.example.org"), entry("new")]))
+    assert fw(cfg, "check").returncode == 0
+    assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["Entry new"]
+
+
 def test_guid_churn_and_returning_entry_do_not_alert(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0

@@ -20,6 +20,7 @@ from feedwatch.identity import (
     entry_keys,
     identity_for,
     key_for,
+    link_variants,
     normalize_link,
 )
 from feedwatch.model import EntrySnapshot, FeedSettings, IdentityState, Settled, StoredEntry
@@ -289,6 +290,40 @@ def test_link_churn_needs_one_answer():
     assert kinds(r) == [("new", "Twin"), ("new", "Twin")]
 
 
+@pytest.mark.parametrize(
+    ("was", "now"),
+    [
+        ("http://blog.example.org", "https://blog.example.org"),
+        ("https://blog.example.org", "http://blog.example.org"),
+        ("https://blog.example.org", "https://www.blog.example.org"),
+        ("http://www.blog.example.org", "https://blog.example.org"),
+    ],
+)
+def test_ids_that_are_permalinks_moving_with_the_site_are_guid_churn(was, now):
+    """A Hugo or Ghost feed's ids are its permalinks: a site that moves to https, or to
+    or from www., changes every id and every link at once. Each entry alerted as new;
+    with the same text, it is the stored entry under a new id and link."""
+
+    def at(site: str, i: int, **kw) -> EntrySnapshot:
+        return entry(i, entry_id=f"{site}/p/{i}", link=f"{site}/p/{i}", **kw)
+
+    stored, ident = baseline([at(was, i) for i in range(1, 5)])
+    r = run(stored, [at(now, i) for i in range(1, 5)], identity=ident)
+    assert r.changes == () and r.new == 0 and len(r.rekeys) == 4
+    stored = apply(stored, r)
+    assert sorted(row.link for row in stored.values()) == [f"{now}/p/{i}" for i in range(1, 5)]
+    # a new story is still new; one whose text changed in the move too cannot be told
+    # from a new story (as for any change of id): new
+    body = [at(now, 1, summary="Corrected."), *(at(now, i) for i in range(2, 5)), entry(9)]
+    stored, ident = baseline([at(was, i) for i in range(1, 5)])
+    r = run(stored, body, identity=ident)
+    assert kinds(r) == [("new", "Entry 1"), ("new", "Entry 9")] and len(r.rekeys) == 3
+    # another host, or another path, is another entry
+    for site in (now.replace("blog.", "news."), now + "/2024"):
+        r = run(stored, [at(site, i) for i in range(1, 5)], identity=ident)
+        assert r.new == 4, site
+
+
 def test_link_churn_is_not_guessed_for_entries_with_an_id():
     stored, ident = baseline([entry(1)])
     other = replace(entry(1), entry_id="urn:other", link="https://example.org/elsewhere")
@@ -480,11 +515,16 @@ _two_bodies = given(
 
 
 def _renamed(es: list[EntrySnapshot], rnd) -> list[EntrySnapshot]:
-    """Some entries under new ids (GUID churn: same link, same text), some dropped."""
+    """Some entries under new ids (GUID churn: same link, same text), some with their
+    link moved to http or to www. as well, some dropped."""
     out = []
     for i, e in enumerate(es):
         pick = rnd.random()
         if pick < 0.3:
+            continue
+        if pick < 0.5 and e.link:
+            moved = rnd.choice([("https://", "http://"), ("https://", "https://www.")])
+            out.append(replace(e, entry_id=f"moved-{i}", link=e.link.replace(*moved)))
             continue
         out.append(replace(e, entry_id=f"new-{i}") if pick < 0.7 else e)
     return out
@@ -634,7 +674,9 @@ def test_stored_needed_names_the_body_and_its_links_not_the_history():
     need = stored_needed(S, ident, [entry_keys(e) for e in body], baselined=True, has_rows=True)
     assert need is not None
     assert set(need.identities) == {identity_for(e, "guid") for e in body}
-    assert set(need.links) == {normalize_link(e.link) for e in body}
+    # each link as it is, and as a move to http(s) or www. would have made it
+    assert set(need.links) == {v for e in body for v in link_variants(normalize_link(e.link))}
+    assert len(need.links) == 4 * len(body)
     # an id change is still found among the rows of the links: not new
     moved = [replace(entry(3), entry_id="urn:moved:3"), *body]
     keys = [entry_keys(e) for e in moved]
