@@ -322,10 +322,11 @@ def diff(
     # it makes the link ambiguous, as in a comparison of every entry.
     # The link may have moved to https or to (or from) www. with the id (a permalink):
     # such a row is a candidate too, after one with the very link.
-    loose_counts = Counter(loose_link(link) for link in links.values() if link)
+    loose_counts: Counter[str | None] = Counter()
     absent_by_link: dict[str, StoredEntry] = {}
     absent_by_loose: dict[str | None, StoredEntry] = {}
     if any(k not in current for k, _, _ in body):
+        loose_counts.update(loose_link(link) for link in links.values() if link)
         absent = [r for r in current.values() if r.link and r.identity not in seen]
         for row in sorted(absent, key=lambda r: r.identity):
             row_link = normalize_link(row.link)

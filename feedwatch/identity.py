@@ -97,6 +97,7 @@ def _moved(link: str) -> tuple[str, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=16384)
 def loose_link(link: str | None) -> str | None:
     """A normalised link (``normalize_link``) without what a site's move to https, or to
     or from ``www.``, changes in it: GUID churn's key, so an entry whose id is its
