@@ -65,6 +65,7 @@ from feedwatch.redact import redact, redact_url
 from feedwatch.store import open_store
 from feedwatch.store.base import AlertRecord, FeedRecord
 from feedwatch.text import printable
+from feedwatch.textdiff import changed_words
 
 if TYPE_CHECKING:
     from feedwatch.match import RuleExplanation
@@ -580,7 +581,10 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
         )
     w(f"  status:   {_STATUS_WORDS.get(item.status, item.status)}\n")
     for name, ch in item.changes.items():
-        w(f"    {name}: {show(_short(ch.old, 60)) or '-'}  ->  {show(_short(ch.new, 60)) or '-'}\n")
+        old, new = ch.old or "", ch.new or ""
+        if name in ("title", "summary", "content") and max(len(old), len(new)) > 60:
+            old, new = changed_words(old, new, 4)  # what changed, not two equal beginnings
+        w(f"    {name}: {show(_short(old, 100)) or '-'}  ->  {show(_short(new, 100)) or '-'}\n")
 
     exps, _ = _rules(a.feed, v)
     if a.feed is not None:

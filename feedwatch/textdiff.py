@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Piece", "excerpt", "marked", "word_diff"]
+__all__ = ["Piece", "changed_words", "excerpt", "marked", "word_diff"]
 
 MAX_COMPARED = 2000
 _TOKEN = re.compile(r"\S+|\s+")
@@ -142,6 +142,18 @@ def _last_words(words: list[str], n: int) -> str:
             seen += 1
         out.append(w)
     return "".join(reversed(out))
+
+
+def changed_words(old: str, new: str, context: int = 8) -> tuple[str, str]:
+    """``old`` and ``new`` cut to the words that differ, each with ``context`` words
+    around it, white space folded; the rest is ``…``. Unchanged words: both whole."""
+    pieces = excerpt(word_diff(old, new), context)
+    if not pieces:
+        return old, new
+    return (
+        " ".join("".join(x.text for x in pieces if x.op != "ins").split()),
+        " ".join("".join(x.text for x in pieces if x.op != "del").split()),
+    )
 
 
 def marked(pieces: Sequence[Piece]) -> str:

@@ -10,6 +10,7 @@ import json
 import re
 import sqlite3
 import subprocess
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -245,3 +246,21 @@ max_age = "1d"
     out = fw(cfg, "explain", "recent", "old story").stdout
     assert "status:   NEW (not in the state)" in out
     assert "longer ago than max_age (1d): backfills never alert" in out
+
+
+def test_a_long_summary_edited_at_its_end_shows_the_words_that_changed(setup):
+    """Each side was cut to its first 60 characters, the same in both: the edit was not
+    on the screen."""
+    tmp, srv, cfg = setup
+    lead = " ".join(f"Paragraph {i} of the hypersonic report." for i in range(20))
+    long = replace(STRIKE, summary=lead + " The strike caused no casualties.")
+    srv.set("/news.xml", rss([*BASE, long], title="Test News"))
+    assert fw(cfg, "check").returncode in (0, 1)
+    edited = replace(long, summary=lead + " The strike killed two workers.")
+    srv.set("/news.xml", rss([*BASE, edited], title="Test News"))
+    out = fw(cfg, "explain", "news", "urn:entry:3").stdout
+    assert "status:   UPDATED since last seen" in out
+    assert (
+        "summary: … hypersonic report. The strike caused no casualties.  ->  "
+        "… hypersonic report. The strike killed two workers." in out
+    ), out

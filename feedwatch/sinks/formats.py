@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 # re-exported: the sinks take every renderer from here
 from feedwatch.payload import Payload as Payload
 from feedwatch.payload import payload_json as payload_json
-from feedwatch.textdiff import excerpt, word_diff
+from feedwatch.textdiff import changed_words
 
 ELLIPSIS = "…"
 
@@ -157,7 +157,7 @@ def dates_text(p: Payload) -> str:
 def changed_fields(p: Payload) -> list[tuple[str, str, str]]:
     """``(field, old, new)`` for every changed field, one line each, times made readable.
 
-    A long text is cut to what changed (``changed_words``): a story corrected in its
+    A long text is cut to what changed (``textdiff.changed_words``): a story corrected in its
     last sentence showed two identical beginnings, each cut to fit the message, and
     never the correction."""
     changes = _map(p.get("changes"))
@@ -172,21 +172,9 @@ def changed_fields(p: Payload) -> list[tuple[str, str, str]]:
         else:
             old_s, new_s = oneline(_str(old)), oneline(_str(new))
             if max(len(old_s), len(new_s)) > WHOLE_TEXT:
-                old_s, new_s = changed_words(old_s, new_s)
+                old_s, new_s = changed_words(old_s, new_s, CONTEXT_WORDS)
         out.append((oneline(_str(key)), old_s or "(none)", new_s or "(none)"))
     return out
-
-
-def changed_words(old: str, new: str) -> tuple[str, str]:
-    """``old`` and ``new`` cut to the words that differ, each with a few words around
-    it (feedwatch.textdiff); the rest is ``…``."""
-    pieces = excerpt(word_diff(old, new), CONTEXT_WORDS)
-    if not pieces:
-        return old, new
-    return (
-        " ".join("".join(x.text for x in pieces if x.op != "ins").split()),
-        " ".join("".join(x.text for x in pieces if x.op != "del").split()),
-    )
 
 
 # --------------------------------------------------------------------------
