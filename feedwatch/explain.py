@@ -190,6 +190,13 @@ def _silent_reason(
     if text_changed and not ts_moved and mode == "timestamp":
         return 'updates = "timestamp": a text change alone is not an update'
     if not ts_moved and not text_changed:
+        was = dict((n, o) for o, n in result.rekeys).get(old.identity)
+        if was is not None and was.startswith("g:") and old.identity.startswith("g:"):
+            moved = " and its link" if normalize_link(old.link) != normalize_link(new.link) else ""
+            return (
+                f"the same entry under a new id: its id{moved} changed (it was {was[2:]}),"
+                " its text did not, which is not an update: stored silently"
+            )
         if normalize_link(old.link) != normalize_link(new.link):
             return "only its link changed, which is not an update: stored silently"
         return "its stored fingerprint is from another version: refreshed silently"

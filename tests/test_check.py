@@ -213,6 +213,11 @@ def test_a_site_moving_to_https_with_permalink_ids_alerts_nothing(
     cfg = write_config(tmp_path, feed_server)
     assert fw(cfg, "check").returncode == 0  # baseline
     feed_server.set("/all.xml", rss(posts("https://www.blog.example.org")))
+    explained = fw(cfg, "explain", "everything", "https://www.blog.example.org/p/2/").stdout
+    assert (
+        "the same entry under a new id: its id and its link changed"
+        " (it was http://blog.example.org/p/2/), its text did not"
+    ) in explained, explained
     r = fw(cfg, "check")
     assert r.returncode == 0, r.stderr
     assert alerts(tmp_path) == []
