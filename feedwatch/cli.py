@@ -184,6 +184,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             run: Callable[..., int] = importlib.import_module(module).run
             return run(args, out, lambda: _load(args))
     if args.command == "validate":
+        from feedwatch.config import same_url_feeds
         from feedwatch.sinks import machine_problem
 
         config = _load(args)
@@ -193,6 +194,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             problem = machine_problem(sink)
             if problem:
                 print(f"warning: {problem}", file=sys.stderr)
+        for problem in same_url_feeds(config):
+            print(f"warning: {problem}", file=sys.stderr)
         return EXIT_OK
     config = _load(args)
     if args.command == "check":

@@ -1428,3 +1428,30 @@ def load_config(
         log_level=log_level if _ok(log_level) else "info",
         includes=tuple(includes),
     )
+
+
+def same_url_feeds(config: Config) -> list[str]:
+    """Warnings (not errors) for enabled feeds that poll one URL (tracking parameters,
+    the case of the host and http/https aside): each alerts every story, and the server
+    is asked twice. Often an OPML import over a hand-written config; on purpose, two
+    feeds of one URL differ in rules or sinks, and ``duplicates = "skip"`` on both
+    says so (then nothing is said)."""
+    from feedwatch.identity import loose_link, normalize_link
+
+    first: dict[str | None, FeedConfig] = {}
+    out: list[str] = []
+    for feed in config.feeds:
+        if not feed.enabled:
+            continue
+        key = loose_link(normalize_link(feed.url))
+        other = first.setdefault(key, feed)
+        if other is feed:
+            continue
+        if feed.settings.duplicates == "skip" and other.settings.duplicates == "skip":
+            continue
+        out.append(
+            f'feeds "{other.name}" and "{feed.name}" poll the same URL'
+            f" ({redact(feed.url)}): each alerts every story it carries; remove one,"
+            ' or set duplicates = "skip" on both if they differ on purpose'
+        )
+    return out

@@ -34,7 +34,7 @@ import structlog
 
 from feedwatch import metrics, pacing, sdnotify
 from feedwatch.clock import Clock, StepWatch, system_clock
-from feedwatch.config import ConfigError
+from feedwatch.config import ConfigError, same_url_feeds
 from feedwatch.deliver import Dispatcher, DispatchReport
 from feedwatch.fetch import Fetcher
 from feedwatch.model import Config, FeedConfig
@@ -153,6 +153,8 @@ class Daemon:
                 problem = machine_problem(sink)
                 if problem:
                     log.warning("sink.will_fail", sink=sink.name, problem=problem)
+            for problem in same_url_feeds(cfg):
+                log.warning("config.same_url", problem=problem)
             enabled = sum(1 for f in cfg.feeds if f.enabled)
             sdnotify.ready(status=f"watching {enabled} feeds")
             log.info(

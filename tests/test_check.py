@@ -490,6 +490,33 @@ def test_validate_warns_of_sinks_that_cannot_work_on_this_machine(tmp_path):
     ]
 
 
+def test_validate_warns_of_feeds_that_poll_one_url(tmp_path):
+    """An OPML import over a hand-written config: the same feed twice alerted every
+    story twice. validate says so (a warning: two feeds of one URL may differ in rules
+    or sinks on purpose, and duplicates = "skip" on both says that)."""
+    cfg = tmp_path / "c.toml"
+    feeds = [
+        ("blog", "https://blog.example.org/feed.xml", ""),
+        ("blog-opml", "http://Blog.example.org/feed.xml?utm_source=opml", ""),
+        ("quiet", "https://blog.example.org/feed.xml", "enabled = false"),
+        ("world", "https://news.example.org/world", 'duplicates = "skip"'),
+        ("world-2", "https://news.example.org/world", 'duplicates = "skip"'),
+        ("europe", "https://news.example.org/europe", ""),
+    ]
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n[sinks.log]\ntype = "jsonl"\n'
+        f'path = "{tmp_path}/a.jsonl"\n'
+        + "".join(f'[[feeds]]\nname = "{n}"\nurl = "{u}"\n{x}\n' for n, u, x in feeds)
+    )
+    r = fw(cfg, "validate")
+    assert r.returncode == 0 and r.stdout.strip() == "ok: 6 feeds, 1 sinks, 0 rules"
+    assert r.stderr.splitlines() == [
+        'warning: feeds "blog" and "blog-opml" poll the same URL'
+        " (http://Blog.example.org/feed.xml?utm_source=opml): each alerts every story it"
+        ' carries; remove one, or set duplicates = "skip" on both if they differ on purpose'
+    ]
+
+
 def test_jsonl_stdout_with_json_is_usage_error(tmp_path, feed_server):  # noqa: F811
     cfg = tmp_path / "c.toml"
     cfg.write_text(

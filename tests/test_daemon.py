@@ -475,6 +475,7 @@ def test_a_wall_clock_set_back_an_hour_holds_no_poll_and_no_watchdog_ping(
 
 
 def test_a_sink_that_cannot_work_here_is_named_at_start(tmp_path, feed_server, start_daemon):
+    """And two feeds of one URL (each alerts every story): named too."""
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(
         tmp_path,
@@ -482,6 +483,7 @@ def test_a_sink_that_cannot_work_here_is_named_at_start(tmp_path, feed_server, s
         ["a"],
         extra='\n[sinks.notify]\ntype = "command"\nargv = ["/nonexistent/notify-send"]\n',
     )
+    cfg.write_text(cfg.read_text() + f'\n[[feeds]]\nname = "a2"\nurl = "{feed_server.url("/a")}"\n')
     d = start_daemon(cfg)
     wait_for(lambda: d.has("daemon.started"), what="the start")
     assert d.has(
@@ -490,6 +492,8 @@ def test_a_sink_that_cannot_work_here_is_named_at_start(tmp_path, feed_server, s
         problem="sink notify: program /nonexistent/notify-send does not exist",
     )
     assert not any(e.get("event") == "sink.will_fail" and e["sink"] == "log" for e in d.events())
+    (same,) = [e for e in d.events() if e.get("event") == "config.same_url"]
+    assert same["problem"].startswith('feeds "a" and "a2" poll the same URL')
     assert d.stop() == 0
 
 
