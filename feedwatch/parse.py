@@ -40,7 +40,7 @@ log = structlog.get_logger("feedwatch.parse")
 # Bump whenever parse_body's result for some body changes (a conversion, an option,
 # the entity guard, the entry cap): feedwatch.partial keys its cache of parsed
 # entries on it, so entries cached by an older parser are never reused.
-PARSE_VERSION = 1
+PARSE_VERSION = 2  # 2: an entry a body was cut short in is dropped
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -84,6 +84,30 @@ _ENTRY_SCAN = re.compile(
 _entry_cap: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "feedwatch_entry_cap", default=None
 )
+
+
+# The end tag of an RSS, Atom or RSS 1.0 document's root.
+_ROOT_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?(?:rss|feed|RDF)\s*>")
+
+
+def _cut_short(data: bytes) -> int | None:
+    """How many entries ``data`` starts, when it ends inside the last of them (neither
+    that entry nor the root is closed after its start): a body cut short, by a dropped
+    connection whose end HTTP could not tell, or by a script that died mid-feed
+    (PHP's "Fatal error: Allowed memory size..." after half an item). None otherwise."""
+    starts = 0
+    last_start = -1
+    closed = False
+    for m in _ENTRY_SCAN.finditer(data):
+        if m.group("start") is not None:
+            starts += 1
+            last_start = m.end()
+            closed = m.group("empty") is not None
+        elif m.group("end") is not None:
+            closed = True
+    if not starts or closed or _ROOT_END.search(data, last_start):
+        return None
+    return starts
 
 
 def _cut_entries(data: bytes, cap: int) -> tuple[bytes, int]:
@@ -440,12 +464,26 @@ def _parse_xml_detail(
         if text:
             warnings.append(text)
     raw_entries = d.get("entries") or []
+    is_feed = bool(d.get("version")) or bool(raw_entries) or bool(cap[1])
+    if (
+        raw_entries
+        and not cap[1]
+        and len(raw_entries) <= max_entries
+        and isinstance(d.get("bozo_exception"), xml.sax.SAXParseException)
+        and _cut_short(body) == len(raw_entries)
+    ):
+        # Its text is only what arrived: compared, it would be an update (and the whole
+        # entry, next poll, another); as new, an alert of half a story. Not seen now, so
+        # nothing of it is removed: the next poll reads it whole.
+        raw_entries = raw_entries[:-1]
+        warnings.append(
+            "the body ends inside its last entry (cut short?): that entry is left for the next poll"
+        )
     dropped = max(0, len(raw_entries) - max_entries) + cap[1]
     base = response_headers.get("content-location") or None
     entries = _convert_all(raw_entries[:max_entries], lambda e: _xml_entry(e, base), warnings)
     if dropped:
         warnings.append(f"{dropped} entries beyond max_entries ignored")
-    is_feed = bool(d.get("version")) or bool(raw_entries) or bool(cap[1])
     if not is_feed:
         warnings.append("no RSS, Atom or JSON Feed found")
     feed = d.get("feed") or {}

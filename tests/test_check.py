@@ -226,6 +226,32 @@ def test_a_site_moving_to_https_with_permalink_ids_alerts_nothing(
     assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["Entry new"]
 
 
+def test_a_body_cut_short_mid_entry_alerts_neither_half_nor_whole_twice(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """A feed script that died half-way through an item (PHP's memory limit), status
+    200: the half item alerted as new (or as an update that lost its text), and the
+    whole one, next poll, as an update. It is left for the next poll now."""
+    php = b"<br />\n<b>Fatal error</b>:  Allowed memory size exhausted in <b>feed.php</b><br />\n"
+    old = [entry(i, summary=f"The whole text of story {i}, in several words.") for i in (1, 2)]
+    story = entry(3, summary="A new story, told in full, in several words.")
+    feed_server.set("/news.xml", rss([entry("n1")]))
+    feed_server.set("/all.xml", rss(old))
+    cfg = write_config(tmp_path, feed_server)
+    assert fw(cfg, "check").returncode == 0  # baseline
+    for body in ([*old, story], [story, *old]):  # the new one cut, then a known one
+        whole = rss(body)
+        feed_server.set("/all.xml", whole[: whole.rindex(b"in several")] + php)
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        assert "cut short" in r.stderr
+        feed_server.set("/all.xml", whole)
+        assert fw(cfg, "check").returncode == 0
+    got = [(a["kind"], a["entry"]["summary"]) for a in alerts(tmp_path)]
+    assert got == [("new", "A new story, told in full, in several words.")]
+
+
 def test_guid_churn_and_returning_entry_do_not_alert(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0

@@ -869,3 +869,45 @@ def test_long_urls_are_joined_but_not_kept():
     assert join.cache_info().currsize == before
     join("http://example.com/feed", f"/short-{before}")
     assert join.cache_info().currsize == before + 1
+
+
+_ITEMS = "".join(
+    f"<item><guid>urn:{i}</guid><title>Story {i}</title>"
+    f"<description><![CDATA[<p>The whole text of story {i}, in several words.</p>]]>"
+    "</description></item>"
+    for i in range(3)
+)
+_ENTRIES = "".join(
+    f"<entry><id>urn:{i}</id><title>Story {i}</title><updated>2024-11-22T10:40:17Z</updated>"
+    f"<summary>The whole text of story {i}, in several words.</summary></entry>"
+    for i in range(3)
+)
+_PHP = b"<br />\n<b>Fatal error</b>:  Allowed memory size exhausted in <b>/var/www/feed.php</b> on line <b>42</b><br />\n"
+
+
+@pytest.mark.parametrize(("body", "ct"), [(rss(_ITEMS), RSS_CT), (atom(_ENTRIES), ATOM_CT)])
+def test_an_entry_the_body_was_cut_short_in_is_left_for_the_next_poll(body, ct):
+    """A connection dropped where HTTP could not tell, or a script that died mid-feed:
+    the loose parser gave the last entry the half of its text that arrived (an
+    "updated" alert, then another when the whole came back). It is dropped, with a
+    warning; the entries before it are read."""
+    whole = parse_body(body, ct)
+    assert len(whole.entries) == 3 and whole.warnings == ()
+    cut_at = body.rindex(b"in several")
+    last_end = body.rindex(b"</item>" if b"<rss" in body else b"</entry>")
+    for cut in (body[:cut_at], body[:cut_at] + _PHP, body[: last_end + 4]):
+        got = parse_body(cut, ct)
+        assert got.is_feed and got.entries == whole.entries[:2], cut[-80:]
+        assert "the body ends inside its last entry (cut short?)" in " ".join(got.warnings)
+
+
+def test_a_body_whose_entries_all_closed_keeps_them_all():
+    """Not well-formed elsewhere (an unknown entity, no end of the root): every entry
+    that closed is whole, and is kept."""
+    for body in (
+        rss(_ITEMS).replace(b"</channel></rss>", b""),
+        rss(_ITEMS.replace("Story 2", "Story &nbsp; 2")),
+    ):
+        got = parse_body(body, RSS_CT)
+        assert [e.entry_id for e in got.entries] == ["urn:0", "urn:1", "urn:2"]
+        assert not any("cut short" in w for w in got.warnings)
