@@ -63,6 +63,24 @@ class Ignore:
                     log.warning("ignore_text.timeout", term=term, timeout=REGEX_TIMEOUT)
         return unicodedata.normalize("NFC", " ".join(text.split()))
 
+    def found(self, *texts: str, limit: int = 6) -> list[str]:
+        """The text the terms cut from ``texts`` (each hit once, at most ``limit``): what
+        ``feedwatch preview --ignore-text`` shows."""
+        out: list[str] = []
+        for pattern in self.patterns:
+            for text in texts:
+                try:
+                    hits = pattern.finditer(text, timeout=REGEX_TIMEOUT)
+                    for m in hits:
+                        hit = " ".join(m.group(0).split())
+                        if hit and hit not in out:
+                            out.append(hit)
+                        if len(out) >= limit:
+                            return out
+                except TimeoutError:
+                    continue
+        return out
+
     def same(self, a: str, b: str) -> bool:
         """Whether ``a`` and ``b`` differ only in what the terms cut out (or white space)."""
         return a == b or self.clean(a) == self.clean(b)

@@ -39,6 +39,7 @@ from feedwatch.redact import redact_url
 from feedwatch.text import printable
 
 if TYPE_CHECKING:
+    from feedwatch.ignore_text import Ignore
     from feedwatch.match import CompiledRule
 
 # The fetcher, parser and matcher (httpx, feedparser, regex) are imported when the
@@ -93,6 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="W,...",
         help='terms to try, comma-separated, as in a rule\'s any (e.g. "hypersonic,missile*")',
+    )
+    parser.add_argument(
+        "--ignore-text",
+        action="append",
+        default=[],
+        metavar="T,...",
+        help="ignore_text terms to try, comma-separated: each entry's text they would cut"
+        " (e.g. '/Points: \\d+/')",
     )
     parser.add_argument(
         "--limit", type=int, default=25, metavar="N", help="entries to list (default 25)"
@@ -152,6 +161,17 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
             except ValueError as exc:
                 return _usage(f"--keywords: {exc}")
         rule = compile_rule(Rule(name="keywords", any=tuple(terms)))
+    ignore = None
+    ignored = split_keywords(args.ignore_text)
+    if ignored:
+        from feedwatch.ignore_text import compile_ignore, validate
+
+        for t in ignored:
+            try:
+                validate(t)
+            except ValueError as exc:
+                return _usage(f"--ignore-text: {exc}")
+        ignore = compile_ignore(tuple(ignored))
     req = FetchRequest(
         url=url,
         timeout=timeout,
@@ -161,7 +181,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         allow_private=args.allow_private,
     )
     first, second = asyncio.run(_fetch_twice(req))
-    return _report(out, url, first, second, terms, rule, args.limit)
+    return _report(out, url, first, second, terms, rule, args.limit, ignore)
 
 
 async def _fetch_twice(req: FetchRequest) -> tuple[FetchOutcome, FetchOutcome | None]:
@@ -238,6 +258,7 @@ def _report(
     terms: list[str],
     rule: CompiledRule | None,
     limit: int,
+    ignore: Ignore | None = None,
 ) -> int:
     w = out.write
     w(f"URL:           {show(redact_url(url))}\n")
@@ -321,8 +342,11 @@ def _report(
     w(f"{show(title)}" + (f"  <{show(parsed.link)}>" if parsed.link else "") + "\n\n")
 
     hits_total = 0
+    cut_total = 0
     ordered = newest_first(entries)
     for i, e in enumerate(ordered):
+        cut = ignore.found(e.title, e.summary, e.content) if ignore is not None else []
+        cut_total += bool(cut)
         hit_terms = []
         if rule is not None:
             exp = explain(rule, e)
@@ -338,12 +362,19 @@ def _report(
         if hit_terms:
             shown = ", ".join(f"{t.term} ({', '.join(t.fields)})" for t in hit_terms)
             w(f"  {'':16}  hits: {show(shown)}\n")
+        if cut:
+            w(f"  {'':16}  ignored: {show(', '.join(repr(c) for c in cut))}\n")
     if len(ordered) > limit:
         w(f"  ... and {len(ordered) - limit} more (--limit N)\n")
     if terms:
         w(
             f"\nKeywords:      {show(', '.join(terms))}: {hits_total} of {len(entries)} "
             "entries hit (marked *)\n"
+        )
+    if ignore is not None:
+        w(
+            f"Ignore text:   {show(', '.join(ignore.terms))}: cuts text from {cut_total} of"
+            f" {len(entries)} entries (a change only there would not be an update)\n"
         )
     out.flush()
     return 0

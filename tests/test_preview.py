@@ -72,6 +72,32 @@ def test_entries_newest_first_with_keyword_hits_and_diagnostics(tmp_path, srv):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_ignore_text_terms_are_tried_on_the_live_feed(tmp_path, feed_server):
+    """What an ignore_text term would cut, entry by entry, before it goes in a config."""
+    hn = [
+        entry(
+            i,
+            summary=f"<p>Article URL: https://x.example/{i}</p><p>Points: {i * 7}</p>"
+            f"<p># Comments: {i}</p>",
+        )
+        for i in (1, 2)
+    ] + [entry(3, summary="No counters here.")]
+    feed_server.set("/hn.xml", rss(hn), content_type="application/rss+xml")
+    r = fw(
+        tmp_path,
+        "preview",
+        feed_server.url("/hn.xml"),
+        "--ignore-text",
+        r"/Points: \d+/,/# Comments: \d+/",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ignored: 'Points: 14', '# Comments: 2'" in r.stdout
+    assert "ignored: 'Points: 7', '# Comments: 1'" in r.stdout
+    assert r"Ignore text:   /Points: \d+/, /# Comments: \d+/: cuts text from 2 of 3" in r.stdout
+    r = fw(tmp_path, "preview", feed_server.url("/hn.xml"), "--ignore-text", "/(a+)+/")
+    assert r.returncode == 2 and "--ignore-text" in r.stderr and "exponential" in r.stderr
+
+
 def test_validators_missing_or_ignored(tmp_path, feed_server):
     feed_server.set("/plain.xml", rss(ENTRIES[:1]), etag=False)
     r = fw(tmp_path, "preview", feed_server.url("/plain.xml"))
