@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from feedwatch.alert import cap, format_time, safe_link
 from feedwatch.identity import (
@@ -53,7 +54,6 @@ from feedwatch.identity import (
     normalize_link,
     normalize_space,
 )
-from feedwatch.ignore_text import Ignore, compile_ignore
 from feedwatch.model import (
     Change,
     EntryKeys,
@@ -65,6 +65,9 @@ from feedwatch.model import (
     StoredEntry,
     StoredNeed,
 )
+
+if TYPE_CHECKING:
+    from feedwatch.ignore_text import Ignore
 
 TEXT_FIELDS = ("title", "summary", "content")
 CHURN_MIN = 3
@@ -212,6 +215,16 @@ def _text_changed(
     )
 
 
+def _ignore(terms: tuple[str, ...]) -> Ignore | None:
+    """The feed's ``ignore_text`` compiled; its module (and the rules' regex engine) is
+    imported only for a feed that sets one."""
+    if not terms:
+        return None
+    from feedwatch.ignore_text import compile_ignore
+
+    return compile_ignore(terms)
+
+
 def _text_key(e: EntrySnapshot | StoredEntry, ignore: Ignore | None, fp: str | None = None) -> str:
     """What link churn compares an entry's text by: its fingerprint, of the text
     ``ignore_text`` leaves when the feed sets it."""
@@ -285,7 +298,7 @@ def diff(
         keys = [entry_keys(e) for e in entries]
     if has_rows is None:
         has_rows = bool(stored)
-    ignore = compile_ignore(settings.ignore_text)
+    ignore = _ignore(settings.ignore_text)
     state = _choose_policy(settings, identity, keys, baselined and has_rows)
     current: dict[str, StoredEntry] = dict(stored)
     rekeys: list[tuple[str, str]] = []

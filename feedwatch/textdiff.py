@@ -90,7 +90,8 @@ def word_diff(old: str, new: str) -> list[Piece]:
         else:  # the space after the change is kept text, as the new text has it
             gone = "".join(w + sp for w, sp in a[i1:i2])
             came = "".join(w + sp for w, sp in b[j1:j2])
-            if out and not out[-1].text[-1].isspace():  # new's last word, old went on
+            if out and out[-1].op == "same" and not out[-1].text[-1].isspace():
+                # the new text's last word, where the old one went on
                 out[-1] = Piece("same", out[-1].text + " ")
             _append(out, "del", gone.rstrip())
             _append(out, "ins", came.rstrip())
