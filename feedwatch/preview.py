@@ -131,7 +131,23 @@ def _usage(message: str) -> int:
     return 2
 
 
+def _checked(
+    values: Sequence[str], flag: str, check: Callable[[str], None]
+) -> tuple[list[str], str | None]:
+    """A repeatable option's comma-separated terms, each checked as the config checks
+    it; and the first problem, if any."""
+    terms = split_keywords(values)
+    for t in terms:
+        try:
+            check(t)
+        except ValueError as exc:
+            return terms, f"{flag}: {exc}"
+    return terms, None
+
+
 def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
+    from feedwatch.ignore_text import compile_ignore
+    from feedwatch.ignore_text import validate as validate_ignore
     from feedwatch.match import compile_rule, validate_term
 
     try:
@@ -152,26 +168,12 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         if not sep or not _HEADER_NAME.fullmatch(name.strip()) or any(c in value for c in "\r\n"):
             return _usage(f"--header {h!r}: write it as 'Name: value'")
         headers.append((name.strip(), value.strip()))
-    terms = split_keywords(args.keywords)
-    rule = None
-    if terms:
-        for t in terms:
-            try:
-                validate_term(t)
-            except ValueError as exc:
-                return _usage(f"--keywords: {exc}")
-        rule = compile_rule(Rule(name="keywords", any=tuple(terms)))
-    ignore = None
-    ignored = split_keywords(args.ignore_text)
-    if ignored:
-        from feedwatch.ignore_text import compile_ignore, validate
-
-        for t in ignored:
-            try:
-                validate(t)
-            except ValueError as exc:
-                return _usage(f"--ignore-text: {exc}")
-        ignore = compile_ignore(tuple(ignored))
+    terms, problem = _checked(args.keywords, "--keywords", validate_term)
+    ignored, ignore_problem = _checked(args.ignore_text, "--ignore-text", validate_ignore)
+    if problem or ignore_problem:
+        return _usage(problem or ignore_problem or "")
+    rule = compile_rule(Rule(name="keywords", any=tuple(terms))) if terms else None
+    ignore = compile_ignore(tuple(ignored))
     req = FetchRequest(
         url=url,
         timeout=timeout,
