@@ -181,13 +181,18 @@ def _rekey(
     return out, rekeys
 
 
+def _differs(a: str, b: str, ignore: Ignore | None) -> bool:
+    """Whether two texts differ beyond white space and what ``ignore_text`` cuts."""
+    return normalize_space(a) != normalize_space(b) and not (ignore and ignore.same(a, b))
+
+
 def _field_changes(
     old: StoredEntry, new: EntrySnapshot, ignore: Ignore | None = None
 ) -> dict[str, FieldChange]:
     changes: dict[str, FieldChange] = {}
     for f in TEXT_FIELDS:
         a, b = getattr(old, f), getattr(new, f)
-        if normalize_space(a) != normalize_space(b) and not (ignore and ignore.same(a, b)):
+        if _differs(a, b, ignore):
             changes[f] = FieldChange(cap(a), cap(b))
     if normalize_link(old.link) != normalize_link(new.link):
         changes["link"] = FieldChange(safe_link(old.link), safe_link(new.link))
@@ -208,11 +213,7 @@ def _text_changed(
             return True
     # A fingerprint of another version says nothing, and one of the whole text says
     # nothing of the text ``ignore_text`` leaves: compare the stored text.
-    return any(
-        normalize_space(getattr(old, f)) != normalize_space(getattr(new, f))
-        and not (ignore and ignore.same(getattr(old, f), getattr(new, f)))
-        for f in TEXT_FIELDS
-    )
+    return any(_differs(getattr(old, f), getattr(new, f), ignore) for f in TEXT_FIELDS)
 
 
 def _ignore(terms: tuple[str, ...]) -> Ignore | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -61,6 +60,7 @@ from feedwatch.model import (
     Secret,
     StoredEntry,
 )
+from feedwatch.opml import readable_config_string
 from feedwatch.redact import redact, redact_url
 from feedwatch.store import open_store
 from feedwatch.store.base import AlertRecord, FeedRecord
@@ -514,11 +514,6 @@ def _policy_line(a: Analysis) -> str:
     return ", ".join(parts)
 
 
-def _toml_str(s: str) -> str:
-    """``s`` as the config would hold it: a literal string where it can be one."""
-    return f"'{s}'" if "'" not in s and "\n" not in s else json.dumps(s)
-
-
 def _header(out: TextIO, a: Analysis) -> None:
     w = out.write
     url = a.feed.url if a.feed else (a.record.url if a.record else None)
@@ -547,7 +542,7 @@ def _header(out: TextIO, a: Analysis) -> None:
                 else ""
             )
             + (
-                f", ignore_text = [{show(', '.join(_toml_str(t) for t in a.feed.settings.ignore_text))}]"
+                f", ignore_text = [{show(', '.join(readable_config_string(t) for t in a.feed.settings.ignore_text))}]"
                 if a.feed.settings.ignore_text
                 else ""
             )

@@ -35,9 +35,8 @@ log = structlog.get_logger("feedwatch.ignore_text")
 
 
 def validate(term: str) -> None:
-    """Raise ValueError naming what is wrong with ``term``; the config loader calls this."""
-    if not term.strip():
-        raise ValueError("empty term: a term needs at least one non-space character")
+    """Raise ValueError naming what is wrong with ``term`` (a rule term's checks, the
+    empty term's included); the config loader and preview call this."""
     compile_search(term)
 
 

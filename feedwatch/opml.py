@@ -100,6 +100,14 @@ def config_string(text: str) -> str:
     return toml_string(text.replace("$", "$$"))
 
 
+def readable_config_string(text: str) -> str:
+    """``config_string``, but a TOML literal string where one reads ``text`` back (no
+    ``'``, ``$`` or control character): a ``/regex/`` shown without doubled backslashes."""
+    if any(ch in "'$" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        return config_string(text)
+    return f"'{text}'"
+
+
 def render_feeds(feeds: Iterable[ImportedFeed]) -> str:
     blocks = []
     for f in feeds:

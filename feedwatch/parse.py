@@ -90,38 +90,36 @@ _entry_cap: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
 _ROOT_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?(?:rss|feed|RDF)\s*>")
 
 
+def _entry_spans(data: bytes) -> tuple[list[int], int]:
+    """Where each entry starts (its ``<``), and where the last one ends (-1: it never
+    does): entries do not nest, so the first end tag after a start closes it."""
+    starts: list[int] = []
+    end_of_last = -1
+    for m in _ENTRY_SCAN.finditer(data):
+        if m.group("start") is not None:
+            starts.append(m.start())
+            end_of_last = m.end() if m.group("empty") else -1
+        elif m.group("end") is not None and end_of_last < 0 and starts:
+            end_of_last = m.end()
+    return starts, end_of_last
+
+
 def _cut_short(data: bytes) -> int | None:
     """How many entries ``data`` starts, when it ends inside the last of them (neither
     that entry nor the root is closed after its start): a body cut short, by a dropped
     connection whose end HTTP could not tell, or by a script that died mid-feed
     (PHP's "Fatal error: Allowed memory size..." after half an item). None otherwise."""
-    starts = 0
-    last_start = -1
-    closed = False
-    for m in _ENTRY_SCAN.finditer(data):
-        if m.group("start") is not None:
-            starts += 1
-            last_start = m.end()
-            closed = m.group("empty") is not None
-        elif m.group("end") is not None:
-            closed = True
-    if not starts or closed or _ROOT_END.search(data, last_start):
+    starts, end_of_last = _entry_spans(data)
+    if not starts or end_of_last >= 0 or _ROOT_END.search(data, starts[-1]):
         return None
-    return starts
+    return len(starts)
 
 
 def _cut_entries(data: bytes, cap: int) -> tuple[bytes, int]:
     """``data`` without the entries past the first ``cap``, and how many were dropped."""
     if data.count(b"<") < cap:  # cheap: too few tags to hold more than ``cap`` entries
         return data, 0
-    starts: list[int] = []
-    end_of_last = -1  # where the last entry seen so far ends
-    for m in _ENTRY_SCAN.finditer(data):
-        if m.group("start") is not None:
-            starts.append(m.start())  # the "<"
-            end_of_last = m.end() if m.group("empty") else -1
-        elif m.group("end") is not None and end_of_last < 0 and starts:
-            end_of_last = m.end()  # entries do not nest: the first end closes it
+    starts, end_of_last = _entry_spans(data)
     if len(starts) <= cap or end_of_last < 0:
         return data, 0  # the last entry never ends: leave it to the parser and the later cap
     return data[: starts[cap]] + data[end_of_last:], len(starts) - cap

@@ -294,3 +294,13 @@ def test_config_string_survives_variable_expansion(tmp_path):
     config = load_config(cfg, env={})
     assert config.feeds[0].name == name
     assert config.feeds[0].url == "https://x.org/?a=$1"
+
+
+def test_readable_config_string_is_a_literal_where_the_config_reads_one_back():
+    """explain shows a feed's ignore_text terms with it: a regex without doubled
+    backslashes, and a "$" (which the config reads as the start of ${VAR}) doubled."""
+    from feedwatch.opml import readable_config_string
+
+    assert readable_config_string(r"/Points: \d+/") == r"'/Points: \d+/'"
+    assert readable_config_string(r"/\d+$/") == r'"/\\d+$$/"'
+    assert readable_config_string("it's") == '"it\'s"'

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedwatch.textdiff import MAX_PAIRS, Piece, excerpt, marked, word_diff
+from feedwatch.textdiff import MAX_PAIRS, excerpt, marked, word_diff
 
 OLD = (
     "The minister said on Tuesday that the strike hit a power plant in the region and "
@@ -74,7 +74,3 @@ def test_pieces_give_back_both_texts_and_the_excerpt_keeps_every_change(old, new
     cut = excerpt(pieces, context)
     assert [p for p in cut if p.op != "same"] == [p for p in pieces if p.op != "same"]
     assert (cut == []) == (old.split() == new.split())
-
-
-def test_a_piece_is_a_plain_value():
-    assert Piece("del", "x") == Piece("del", "x")
