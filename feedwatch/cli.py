@@ -46,6 +46,7 @@ COMMAND_MODULES: list[tuple[str, str, str]] = [
     # (name, module, help)
     ("preview", "feedwatch.preview", "fetch one feed: its entries, keyword hits, diagnostics"),
     ("explain", "feedwatch.explain", "why an entry did or did not alert"),
+    ("alerts", "feedwatch.history", "the alerts recorded, newest first, and where each went"),
     ("init", "feedwatch.init", "print a commented starter config"),
     ("import-opml", "feedwatch.opml", "print [[feeds]] blocks for an OPML file's feeds"),
     ("run", "feedwatch.daemon", "run as a daemon: poll every feed on schedule, deliver alerts"),

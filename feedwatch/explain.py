@@ -63,7 +63,7 @@ from feedwatch.model import (
 from feedwatch.opml import readable_config_string
 from feedwatch.redact import redact, redact_url
 from feedwatch.store import open_store
-from feedwatch.store.base import AlertRecord, FeedRecord
+from feedwatch.store.base import AlertRecord, Delivery, FeedRecord
 from feedwatch.text import printable
 from feedwatch.textdiff import changed_words
 
@@ -85,6 +85,21 @@ def show(text: object) -> str:
 
 def _t(dt: datetime | None) -> str:
     return format_time(dt) or "-"
+
+
+def delivery_detail(d: Delivery) -> str:
+    """One delivery's outcome, for a person (`explain`, `alerts`)."""
+    if d.status == "delivered":
+        return f"delivered {_t(d.delivered_at)}"
+    if d.status == "dead":
+        tries = f" after {d.attempts} attempts" if d.attempts else ""
+        return (
+            f"DEAD{tries}: {show(d.last_error or 'no error recorded')} "
+            f"(`feedwatch redeliver --sink {d.sink}` queues it again)"
+        )
+    nxt = f", next attempt {_t(d.next_attempt)}" if d.next_attempt else ""
+    err = f", last error: {show(d.last_error)}" if d.last_error else ""
+    return f"pending ({d.attempts} attempts{nxt}{err})"
 
 
 def _short(text: str | None, n: int = 70) -> str:
@@ -637,19 +652,7 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
                     ' went there first (duplicates = "skip")\n'
                 )
             for d in r.deliveries:
-                if d.status == "delivered":
-                    detail = f"delivered {_t(d.delivered_at)}"
-                elif d.status == "dead":
-                    tries = f" after {d.attempts} attempts" if d.attempts else ""
-                    detail = (
-                        f"DEAD{tries}: {show(d.last_error or 'no error recorded')} "
-                        f"(`feedwatch redeliver --sink {d.sink}` queues it again)"
-                    )
-                else:
-                    nxt = f", next attempt {_t(d.next_attempt)}" if d.next_attempt else ""
-                    err = f", last error: {show(d.last_error)}" if d.last_error else ""
-                    detail = f"pending ({d.attempts} attempts{nxt}{err})"
-                w(f"      {d.sink}: {detail}\n")
+                w(f"      {d.sink}: {delivery_detail(d)}\n")
     elif item.stored is not None or item.status not in ("new",):
         w("  alerts recorded: none\n")
 

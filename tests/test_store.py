@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
 from feedwatch.store import (
+    AlertQuery,
     FeedRecord,
     PollCommit,
     SinkCounts,
@@ -459,6 +460,35 @@ def test_forget_drops_entries_and_http_state_but_keeps_alerts(store: Store) -> N
     assert set(store.entries("g")) == {"a"}
     # the id is still recorded: the same change never alerts twice
     assert store.commit_poll(poll(alerts=(alert("x1"),))) == []
+
+
+def test_recent_alerts_filters_in_the_query(store: Store) -> None:
+    """`feedwatch alerts`: newest first; each filter narrows before the limit applies."""
+    store.commit_poll(poll(now=at(0), alerts=(alert("a1", sinks=("mail", "chat")),)))
+    store.commit_poll(poll("g", now=at(60), alerts=(alert("b1", feed="g", sinks=("chat",)),)))
+    store.commit_poll(poll(now=at(120), alerts=(alert("a2", sinks=("mail",)),)))
+    store.mark_delivered("chat", ["a1", "b1"], at(130))
+    store.mark_dead("mail", ["a1"], at(140), error="401 Unauthorized")
+
+    def ids(**kw: object) -> list[str]:
+        return [r.alert_id for r in store.recent_alerts(AlertQuery(**kw))]  # type: ignore[arg-type]
+
+    assert ids() == ["a2", "b1", "a1"]
+    assert ids(limit=2) == ["a2", "b1"]
+    assert ids(feeds=("f",)) == ["a2", "a1"]
+    assert ids(feeds=("f", "g"), limit=2) == ["a2", "b1"]
+    assert ids(feeds=("nosuch",)) == []
+    assert ids(since=at(60)) == ["a2", "b1"]
+    assert ids(sink="chat") == ["b1", "a1"]
+    assert ids(status="dead") == ["a1"]
+    assert ids(sink="chat", status="dead") == []  # both on one delivery
+    assert ids(sink="mail", status="pending") == ["a2"]
+    (rec,) = store.recent_alerts(AlertQuery(status="dead"))
+    assert {(d.sink, d.status, d.last_error) for d in rec.deliveries} == {
+        ("chat", "delivered", None),
+        ("mail", "dead", "401 Unauthorized"),
+    }
+    assert rec.created_at == at(0) and rec.payload["id"] == "a1"
 
 
 def test_times_round_trip_exactly_as_aware_utc(store: Store) -> None:

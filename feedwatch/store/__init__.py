@@ -12,6 +12,7 @@ import re
 from urllib.parse import urlsplit
 
 from feedwatch.store.base import (
+    AlertQuery,
     AlertRecord,
     Delivery,
     FeedRecord,
@@ -25,6 +26,7 @@ from feedwatch.store.lock import LockHandle, acquire_lock
 from feedwatch.store.sqlite import SqliteStore
 
 __all__ = [
+    "AlertQuery",
     "AlertRecord",
     "Delivery",
     "FeedRecord",

@@ -136,6 +136,19 @@ class AlertRecord:
     duplicate_of: tuple[tuple[str, str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class AlertQuery:
+    """Which alerts `feedwatch alerts` lists: of these feeds (all when empty), created at
+    ``since`` or later, with a delivery to ``sink`` / in ``status`` (both on one delivery
+    when both are given); at most ``limit``, the filters applied first."""
+
+    feeds: tuple[str, ...] = ()
+    since: datetime | None = None
+    sink: str | None = None
+    status: str | None = None
+    limit: int = 20
+
+
 # Several daemons may share one PostgreSQL state: a feed is polled, and a delivery sent, only
 # under a lease in the database. A live daemon renews its leases every LEASE_RENEW seconds;
 # a dead one's expire LEASE_SECONDS after its last renewal and the others take over.
@@ -292,6 +305,10 @@ class Store(Protocol):
     def alerts_for(
         self, feed: str, identity: str | None = None, limit: int = 50
     ) -> list[AlertRecord]: ...
+
+    def recent_alerts(self, query: AlertQuery) -> list[AlertRecord]:
+        """The alerts ``query`` selects, newest first, with their deliveries."""
+        ...
 
     def duplicate_claims(self, keys: Sequence[str]) -> dict[str, dict[str, str]]:
         """``duplicates = "skip"``: for each of these keys that an alert went somewhere

@@ -19,7 +19,14 @@ from typing import Any, ClassVar
 from feedwatch.identity import normalize_link
 from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
 from feedwatch.payload import StoredPayload
-from feedwatch.store.base import AlertRecord, Delivery, FeedRecord, Matching, SinkCounts
+from feedwatch.store.base import (
+    AlertQuery,
+    AlertRecord,
+    Delivery,
+    FeedRecord,
+    Matching,
+    SinkCounts,
+)
 
 _new = object.__new__  # a StoredEntry without its frozen __init__ (see ``entries``)
 
@@ -351,16 +358,42 @@ class SharedWrites(SharedReads):
     ) -> list[AlertRecord]:
         """The feed's (or one entry's) alerts, newest first, with their deliveries."""
         p = self.P
+        where, args = [f"feed = {p}"], [feed]
+        if identity is not None:
+            where.append(f"identity = {p}")
+            args.append(identity)
+        return self._alert_records(where, args, limit)
+
+    def recent_alerts(self, query: AlertQuery) -> list[AlertRecord]:
+        p = self.P
+        where: list[str] = []
+        args: list[Any] = []
+        if query.feeds:
+            where.append(f"feed IN ({', '.join([p] * len(query.feeds))})")
+            args += query.feeds
+        if query.since is not None:
+            where.append(f"created_at >= {p}")
+            args.append(self._to_db(query.since))
+        if query.sink is not None or query.status is not None:
+            cond = ["d.alert_id = alerts.alert_id"]
+            if query.sink is not None:
+                cond.append(f"d.sink = {p}")
+                args.append(query.sink)
+            if query.status is not None:
+                cond.append(f"d.status = {p}")
+                args.append(query.status)
+            where.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE {' AND '.join(cond)})")
+        return self._alert_records(where, args, query.limit)
+
+    def _alert_records(self, where: list[str], args: list[Any], limit: int) -> list[AlertRecord]:
+        p = self.P
         sql = (
             "SELECT alert_id, feed, identity, kind, created_at, payload, duplicate_key"
-            f" FROM alerts WHERE feed = {p}"
+            " FROM alerts"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + f" ORDER BY created_at DESC, seq DESC LIMIT {p}"
         )
-        args: list[Any] = [feed]
-        if identity is not None:
-            sql += f" AND identity = {p}"
-            args.append(identity)
-        sql += f" ORDER BY created_at DESC, seq DESC LIMIT {p}"
-        args.append(limit)
+        args = [*args, limit]
         with self._snapshot() as cur:
             rows = cur.execute(sql, args).fetchall()
             deliveries: dict[str, list[Delivery]] = {r[0]: [] for r in rows}

@@ -1,0 +1,150 @@
+"""`feedwatch alerts`: what was alerted, newest first, and where each alert went.
+
+`status` counts a sink's deliveries and `explain` follows one entry; neither answers
+"what did it send me yesterday?" or "which alerts did my chat miss while its token was
+wrong?". This reads the alerts the state records (each with the payload its sinks got)
+and each sink's outcome. It reads the state only, so it is safe beside a running daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, TextIO
+
+from feedwatch.config import parse_duration
+from feedwatch.explain import _short, _t, delivery_detail, show
+from feedwatch.model import Config
+from feedwatch.redact import redact
+from feedwatch.store import open_store
+from feedwatch.store.base import AlertQuery, AlertRecord, Delivery
+
+STATUSES = ("pending", "delivered", "dead")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "List the alerts the state records, newest first, with each sink's delivery "
+        "outcome (delivered, pending with its last error, or dead). Reads the state, "
+        "never writes it."
+    )
+    parser.add_argument(
+        "--feed", action="append", default=[], metavar="NAME", help="only this feed's (repeatable)"
+    )
+    parser.add_argument(
+        "--since", metavar="DURATION", help='only those of the last DURATION ("90m", "2h", "7d")'
+    )
+    parser.add_argument("--sink", metavar="NAME", help="only those with a delivery to this sink")
+    parser.add_argument(
+        "--status",
+        choices=STATUSES,
+        help="only those with a delivery in this state (with --sink: that sink's)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="at most N alerts (default 20)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per alert: its payload and its deliveries",
+    )
+
+
+def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
+    config = load()
+    since: datetime | None = None
+    if args.since is not None:
+        try:
+            seconds = parse_duration(args.since)
+        except ValueError as exc:
+            print(f"feedwatch: --since {args.since!r}: {exc}", file=sys.stderr)
+            return 2
+        since = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    if args.limit < 1:
+        print(
+            f"feedwatch: --limit {args.limit}: give a number of alerts, 1 or more", file=sys.stderr
+        )
+        return 2
+    if args.sink is not None and args.sink not in config.sinks:
+        # a sink removed from the config still has its deliveries: say so, list them
+        print(
+            f"note: no sink {args.sink!r} in the config; listing what the state holds",
+            file=sys.stderr,
+        )
+    store = open_store(config.state, create=False)
+    if store is None:
+        if not args.json:
+            print(f"no alerts: no state file at {config.state} yet (nothing was polled)", file=out)
+        return 0
+    try:
+        query = AlertQuery(
+            feeds=tuple(dict.fromkeys(args.feed)),
+            since=since,
+            sink=args.sink,
+            status=args.status,
+            limit=args.limit,
+        )
+        records = store.recent_alerts(query)
+    finally:
+        store.close()
+    if args.json:
+        for r in records:
+            out.write(json.dumps(_json(r), ensure_ascii=False) + "\n")
+    else:
+        _text(out, records, args)
+    out.flush()
+    return 0
+
+
+def _json(r: AlertRecord) -> dict[str, Any]:
+    return {
+        "alert": dict(r.payload),
+        "deliveries": [_delivery_json(d) for d in r.deliveries],
+    }
+
+
+def _delivery_json(d: Delivery) -> dict[str, Any]:
+    return {
+        "sink": d.sink,
+        "status": d.status,
+        "attempts": d.attempts,
+        "delivered_at": _iso(d.delivered_at),
+        "next_attempt": _iso(d.next_attempt) if d.status == "pending" else None,
+        "last_error": redact(d.last_error) if d.last_error else None,  # as `explain` shows it
+    }
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
+
+
+def _text(out: TextIO, records: list[AlertRecord], args: argparse.Namespace) -> None:
+    w = out.write
+    if not records:
+        w("no alerts" + (" match" if _filtered(args) else " recorded yet") + "\n")
+        return
+    for r in records:
+        entry = r.payload.get("entry")
+        title = entry.get("title") if isinstance(entry, dict) else None
+        what = title or r.payload.get("message") or "(no title)"
+        w(f"{_t(r.created_at)}  {r.kind:<8} {show(r.feed)}: {show(_short(str(what), 100))}\n")
+        link = entry.get("link") if isinstance(entry, dict) else None
+        if link:
+            w(f"    {show(link)}\n")
+        if not r.deliveries:
+            w(
+                "    no sink"
+                + (" (a duplicate: sent from another feed)" if r.duplicate_of else "")
+                + "\n"
+            )
+        for d in r.deliveries:
+            w(f"    {d.sink}: {delivery_detail(d)}\n")
+    if len(records) == args.limit:
+        w(f"(the newest {args.limit}; --limit N shows more)\n")
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return bool(args.feed or args.since or args.sink or args.status)

@@ -1,0 +1,179 @@
+"""`feedwatch alerts`: real subprocesses, a real state file, the 127.0.0.1 feed server.
+
+Two sinks: a jsonl file (delivered) and a command that cannot start (dead at once), so
+each alert has one outcome of each kind to list and to filter on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import timedelta
+
+from feedwatch.testing import T0, entry, rss
+from tests.feedserver import feed_server_fixture  # noqa: F401
+from tests.helpers import bare_env, run_feedwatch
+from tests.test_explain import BASE, STRIKE, STRIKE_UPDATED, fw, snapshot, write_config
+
+OTHER_FEED = """
+[[feeds]]
+name = "news"
+url = "{news}"
+match = ["missiles"]
+sinks = ["log", "broken"]
+
+[[feeds]]
+name = "wire"
+url = "{wire}"
+sinks = ["log"]
+"""
+
+
+def _setup(tmp_path, srv):
+    srv.set("/news.xml", rss(BASE, title="Test News"))
+    srv.set("/wire.xml", rss([entry(10, title="Wire story one")], title="Wire"))
+    feeds = OTHER_FEED.format(news=srv.url("/news.xml"), wire=srv.url("/wire.xml"))
+    cfg = write_config(tmp_path, srv, feeds=feeds)
+    assert fw(cfg, "check").returncode == 0  # the baselines: nothing alerted
+    srv.set("/news.xml", rss([*BASE, STRIKE], title="Test News"))
+    srv.set("/wire.xml", rss([entry(10, title="Wire story one"), entry(11, title="Wire two")]))
+    assert fw(cfg, "check").returncode == 1  # the command sink cannot start: dead
+    srv.set("/news.xml", rss([*BASE, STRIKE_UPDATED], title="Test News"))
+    assert fw(cfg, "check").returncode == 1
+    return cfg
+
+
+def test_lists_alerts_newest_first_with_each_sinks_outcome(tmp_path, feed_server):
+    cfg = _setup(tmp_path, feed_server)
+    before = snapshot(tmp_path / "state.db")
+    r = fw(cfg, "alerts")
+    assert r.returncode == 0, r.stderr
+    heads = [x for x in r.stdout.splitlines() if not x.startswith(" ")]
+    assert len(heads) == 3, r.stdout
+    rows = [re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)  (\w+) +(.*)", h) for h in heads]
+    assert all(rows), heads
+    assert [m.group(2, 3) for m in rows if m][0] == (
+        "updated",
+        "news: Hypersonic missile strike on Dnipro",
+    )
+    assert {m.group(2, 3) for m in rows[1:] if m} == {
+        ("new", "news: Hypersonic missile strike on Dnipro"),
+        ("new", "wire: Wire two"),
+    }
+    assert sorted(m.group(1) for m in rows if m) == [m.group(1) for m in rows if m][::-1]
+    block = r.stdout.split(heads[1])[0]  # the newest alert's lines
+    assert "    https://example.org/3" in block
+    assert re.search(r"    log: delivered \d{4}-", block)
+    assert "    broken: DEAD: sink broken: cannot start" in block
+    assert "feedwatch redeliver --sink broken" in block
+    assert snapshot(tmp_path / "state.db") == before  # read-only
+
+
+def test_filters_feed_sink_status_since_and_limit(tmp_path, feed_server):
+    cfg = _setup(tmp_path, feed_server)
+
+    def titles(*args: str) -> list[str]:
+        r = fw(cfg, "alerts", "--json", *args)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(x)["alert"]["entry"]["title"] for x in r.stdout.splitlines()]
+
+    assert titles("--feed", "wire") == ["Wire two"]
+    assert titles("--feed", "wire", "--feed", "news", "--limit", "1") == [
+        "Hypersonic missile strike on Dnipro"
+    ]
+    assert len(titles("--status", "dead")) == 2  # news's two: the wire feed has no broken sink
+    assert titles("--sink", "broken", "--status", "delivered") == []
+    assert len(titles("--sink", "log", "--status", "delivered")) == 3
+    assert len(titles("--since", "1h")) == 3
+
+    # an alert created two days ago: outside --since 1d, inside --since 3d
+    conn = sqlite3.connect(tmp_path / "state.db")
+    with conn:
+        conn.execute(
+            "UPDATE alerts SET created_at = created_at - ? WHERE feed = 'wire'",
+            (int(timedelta(days=2).total_seconds()) * 1_000_000,),  # stored in microseconds
+        )
+    conn.close()
+    assert "Wire two" not in titles("--since", "1d")
+    assert "Wire two" in titles("--since", "3d")
+
+    r = fw(cfg, "alerts", "--feed", "nosuch")
+    assert r.returncode == 0 and r.stdout == "no alerts match\n"
+    r = fw(cfg, "alerts", "--since", "soon")
+    assert r.returncode == 2 and "--since 'soon'" in r.stderr
+    r = fw(cfg, "alerts", "--limit", "0")
+    assert r.returncode == 2 and "--limit 0" in r.stderr
+
+
+def test_json_lines_carry_the_payload_the_sinks_got_and_the_deliveries(tmp_path, feed_server):
+    cfg = _setup(tmp_path, feed_server)
+    r = fw(cfg, "alerts", "--json", "--feed", "news")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    sent = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    by_id = {a["id"]: a for a in sent}
+    assert [row["alert"]["kind"] for row in rows] == ["updated", "new"]
+    for row in rows:
+        assert row["alert"] == by_id[row["alert"]["id"]]  # what the jsonl sink wrote
+        (log, broken) = sorted(row["deliveries"], key=lambda d: d["sink"] != "log")
+        assert log["sink"] == "log" and log["status"] == "delivered"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", log["delivered_at"])
+        assert broken == {
+            "sink": "broken",
+            "status": "dead",
+            "attempts": broken["attempts"],
+            "delivered_at": None,
+            "next_attempt": None,
+            "last_error": broken["last_error"],
+        }
+        assert "cannot start" in broken["last_error"]
+
+
+def test_no_state_file_creates_nothing(tmp_path, feed_server):
+    cfg = write_config(tmp_path, feed_server)
+    r = fw(cfg, "alerts")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("no alerts: no state file at ")
+    r = fw(cfg, "alerts", "--json")
+    assert r.returncode == 0 and r.stdout == ""
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_an_empty_state_says_so(tmp_path, feed_server):
+    feed_server.set("/news.xml", rss(BASE))
+    cfg = write_config(tmp_path, feed_server)
+    assert fw(cfg, "check").returncode == 0  # a baseline alerts nothing
+    r = fw(cfg, "alerts")
+    assert r.returncode == 0 and r.stdout == "no alerts recorded yet\n"
+    r = fw(cfg, "alerts", "--sink", "gone")
+    assert "no sink 'gone' in the config" in r.stderr and r.stdout == "no alerts match\n"
+
+
+def test_the_time_column_is_utc(tmp_path, feed_server):
+    cfg = _setup(tmp_path, feed_server)
+    conn = sqlite3.connect(tmp_path / "state.db")
+    with conn:
+        conn.execute("UPDATE alerts SET created_at = ?", (int(T0.timestamp()) * 1_000_000,))
+    conn.close()
+    r = fw(cfg, "alerts", "--limit", "1")
+    assert r.stdout.startswith(T0.strftime("%Y-%m-%dT%H:%M:%SZ  ")), r.stdout
+    assert "(the newest 1; --limit N shows more)" in r.stdout
+
+
+def test_a_secret_in_a_stored_error_is_masked(tmp_path, feed_server):
+    """A sink's error can hold its URL; `alerts` shows it as `explain` and the logs do."""
+    cfg = _setup(tmp_path, feed_server)
+    hook = "https://hooks.example.net/services/T0/B0/s3cr3t-t0ken"
+    text = cfg.read_text() + '\n[sinks.hook]\ntype = "webhook"\nurl = "${HOOK}"\n'
+    cfg.write_text(text)
+    conn = sqlite3.connect(tmp_path / "state.db")
+    with conn:
+        conn.execute(
+            "UPDATE deliveries SET last_error = ? WHERE sink = 'broken'", (f"POST {hook}: 500",)
+        )
+    conn.close()
+    for args in (("alerts",), ("alerts", "--json")):
+        r = run_feedwatch("-c", str(cfg), *args, env=bare_env(tmp_path, HOOK=hook))
+        assert r.returncode == 0, r.stderr
+        assert "s3cr3t" not in r.stdout and "POST ***: 500" in r.stdout, r.stdout
