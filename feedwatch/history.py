@@ -99,9 +99,26 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     return 0
 
 
+def _payload(r: AlertRecord) -> dict[str, Any] | None:
+    """The stored payload, or None (with a word on stderr) for a row that does not
+    decode: one damaged row must not hide the others."""
+    try:
+        return dict(r.payload)
+    except ValueError as exc:
+        print(
+            f"warning: alert {r.alert_id}: its stored payload does not decode ({exc})",
+            file=sys.stderr,
+        )
+        return None
+
+
 def _json(r: AlertRecord) -> dict[str, Any]:
     return {
-        "alert": dict(r.payload),
+        "alert": _payload(r),
+        "alert_id": r.alert_id,
+        "feed": r.feed,
+        "kind": r.kind,
+        "created_at": _iso(r.created_at),
         "deliveries": [_delivery_json(d) for d in r.deliveries],
     }
 
@@ -127,9 +144,10 @@ def _text(out: TextIO, records: list[AlertRecord], args: argparse.Namespace) -> 
         w("no alerts" + (" match" if _filtered(args) else " recorded yet") + "\n")
         return
     for r in records:
-        entry = r.payload.get("entry")
+        payload = _payload(r) or {}
+        entry = payload.get("entry")
         title = entry.get("title") if isinstance(entry, dict) else None
-        what = title or r.payload.get("message") or "(no title)"
+        what = title or payload.get("message") or "(no title)"
         w(f"{_t(r.created_at)}  {r.kind:<8} {show(r.feed)}: {show(_short(str(what), 100))}\n")
         link = entry.get("link") if isinstance(entry, dict) else None
         if link:

@@ -177,3 +177,20 @@ def test_a_secret_in_a_stored_error_is_masked(tmp_path, feed_server):
         r = run_feedwatch("-c", str(cfg), *args, env=bare_env(tmp_path, HOOK=hook))
         assert r.returncode == 0, r.stderr
         assert "s3cr3t" not in r.stdout and "POST ***: 500" in r.stdout, r.stdout
+
+
+def test_a_damaged_row_does_not_hide_the_others(tmp_path, feed_server):
+    cfg = _setup(tmp_path, feed_server)
+    conn = sqlite3.connect(tmp_path / "state.db")
+    with conn:
+        conn.execute("UPDATE alerts SET payload = '{\"version\": 1, \"id\"' WHERE feed = 'wire'")
+    conn.close()
+    r = fw(cfg, "alerts")
+    assert r.returncode == 0, r.stderr
+    assert "wire: (no title)" in r.stdout and "news: Hypersonic missile strike" in r.stdout
+    assert "its stored payload does not decode" in r.stderr
+    r = fw(cfg, "alerts", "--json")
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(x["feed"], x["alert"] is None) for x in rows].count(("wire", True)) == 1
+    assert all(x["alert"]["id"] == x["alert_id"] for x in rows if x["feed"] == "news")
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", x["created_at"]) for x in rows)
