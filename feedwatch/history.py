@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
+from feedwatch.alert import format_time
 from feedwatch.config import parse_duration
 from feedwatch.explain import _short, _t, delivery_detail, show
 from feedwatch.model import Config
@@ -62,7 +63,10 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         except ValueError as exc:
             print(f"feedwatch: --since {args.since!r}: {exc}", file=sys.stderr)
             return 2
-        since = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        try:
+            since = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        except OverflowError:  # further back than datetime goes: every alert
+            since = None
     if args.limit < 1:
         print(
             f"feedwatch: --limit {args.limit}: give a number of alerts, 1 or more", file=sys.stderr
@@ -118,7 +122,7 @@ def _json(r: AlertRecord) -> dict[str, Any]:
         "alert_id": r.alert_id,
         "feed": r.feed,
         "kind": r.kind,
-        "created_at": _iso(r.created_at),
+        "created_at": format_time(r.created_at),
         "deliveries": [_delivery_json(d) for d in r.deliveries],
     }
 
@@ -128,14 +132,10 @@ def _delivery_json(d: Delivery) -> dict[str, Any]:
         "sink": d.sink,
         "status": d.status,
         "attempts": d.attempts,
-        "delivered_at": _iso(d.delivered_at),
-        "next_attempt": _iso(d.next_attempt) if d.status == "pending" else None,
+        "delivered_at": format_time(d.delivered_at),
+        "next_attempt": format_time(d.next_attempt) if d.status == "pending" else None,
         "last_error": redact(d.last_error) if d.last_error else None,  # as `explain` shows it
     }
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
 
 
 def _text(out: TextIO, records: list[AlertRecord], args: argparse.Namespace) -> None:
