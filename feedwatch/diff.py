@@ -11,6 +11,9 @@ Pure (SPEC section 4). The whole decision, in order:
                     same entry under a new id
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
+    stamped  = in a body of one or two known entries, an entry stamped with the time of
+               each request, at this poll and at the one that stored it: its
+               timestamp-only move is silent
     stale    = a known entry back to its first version, its times moving back (a stale
                server or cache serving the old copy): silent
     baseline = first poll with first_poll = "baseline": record, alert nothing
@@ -35,7 +38,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from feedwatch.alert import cap, format_time, safe_link
@@ -71,6 +74,9 @@ if TYPE_CHECKING:
 
 TEXT_FIELDS = ("title", "summary", "content")
 CHURN_MIN = 3
+STAMP_TOLERANCE = timedelta(seconds=10)
+"""How far a stamped time may be from the poll's own (taken after the parse): a server's
+time to build the response, a clock a few seconds off, a body waiting for its parse."""
 _EMPTY = fingerprint("", "", "")  # an entry with no text says nothing of who it is
 
 
@@ -86,6 +92,8 @@ class DiffResult:
     silent: int = 0  # changes stored without alerting (churn, updates mode, link-only)
     flood: int = 0  # > 0: new entries recorded without alerts, one notice instead
     churn: bool = False
+    # known entries whose moved times tracked the poll's time (``stamped_at_fetch``)
+    stamped: tuple[str, ...] = ()
     baseline: bool = False
     duplicates: int = 0  # entries dropped because an earlier one had the same identity
 
@@ -237,6 +245,35 @@ def _text_key(e: EntrySnapshot | StoredEntry, ignore: Ignore | None, fp: str | N
 def _latest(e: EntrySnapshot | StoredEntry) -> datetime | None:
     times = [t for t in (e.published, e.updated) if t is not None]
     return max(times) if times else None
+
+
+def stamped_at_fetch(old: StoredEntry, new: EntrySnapshot, now: datetime) -> bool:
+    """The feed stamps this entry with the time of each request (a status page, a
+    generated feed), so its moved times say nothing of it: every time that moved is
+    within ``STAMP_TOLERANCE`` of this poll's time, and the stored version was itself
+    written by a later poll than the one that first saw the entry, with its times within
+    the tolerance of that poll's (``last_seen``: a changed row is written by the poll
+    that saw it, and an unchanged one is only touched on the hour, which moves it away).
+
+    Timestamp churn covers such feeds from three entries on; this is for one or two
+    (``diff`` applies it only there). The first re-stamp after the entry is first seen
+    still alerts. A real edit is stamped when it was made: to be taken for a stamp it
+    would have to land within the tolerance before a poll, twice in a row, and change
+    no text."""
+    if old.last_seen <= old.first_seen:
+        return False
+    moved = [
+        (o, n) for o, n in ((old.published, new.published), (old.updated, new.updated)) if o != n
+    ]
+    if not moved:
+        return False
+    return all(
+        was is not None
+        and now_is is not None
+        and abs(was - old.last_seen) <= STAMP_TOLERANCE
+        and abs(now_is - now) <= STAMP_TOLERANCE
+        for was, now_is in moved
+    )
 
 
 def stale_copy(feed: str, key: str, old: StoredEntry, new: EntrySnapshot, fp: str) -> bool:
@@ -410,6 +447,7 @@ def diff(
 
     changes: list[Change] = []
     upserts: list[StoredEntry] = []
+    stamped: list[str] = []
     updated_count = 0
     silent = 0
     for i, key, entry, fp, old, ts_moved, text_changed in known:
@@ -418,11 +456,15 @@ def diff(
             touched.append((i, key))
             continue
         upserts.append(_row(feed, key, entry, fp, now, old))
-        counts_ts = ts_moved and not churn
+        noise = churn
+        if ts_moved and len(known) < CHURN_MIN and stamped_at_fetch(old, entry, now):
+            stamped.append(key)
+            noise = True
+        counts_ts = ts_moved and not noise
         if settings.updates == "content":
             is_update = text_changed
         elif settings.updates == "timestamp":
-            is_update = counts_ts or (churn and text_changed)
+            is_update = counts_ts or (noise and text_changed)
         else:
             is_update = text_changed or counts_ts
         if is_update and stale_copy(feed, key, old, entry, fp):
@@ -478,6 +520,7 @@ def diff(
         silent=silent,
         flood=flood,
         churn=churn,
+        stamped=tuple(stamped),
         baseline=baseline,
         duplicates=duplicates,
     )

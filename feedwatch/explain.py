@@ -200,6 +200,12 @@ def _silent_reason(
             "timestamp churn: every known entry of the feed was re-stamped in this body "
             "with no text change, so the new times are stored silently"
         )
+    if ts_moved and not text_changed and old.identity in result.stamped:
+        return (
+            "its times moved with the time of the fetch (the feed stamps its entries when"
+            " they are requested, as it did when this version was stored), its text did"
+            " not: stored silently"
+        )
     if ts_moved and not text_changed and mode == "content":
         return 'updates = "content": a moved timestamp alone is not an update'
     if text_changed and not ts_moved and mode == "timestamp":

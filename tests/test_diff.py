@@ -890,3 +890,110 @@ def test_ignored_text_never_decides_and_the_rest_always_does(es, before, after, 
         (c.kind, c.identity, sorted(c.changes)) for c in clean.changes
     ]
     assert got.rekeys == clean.rekeys
+
+
+# --------------------------------------------------------------------------
+# A feed that stamps its entries with the time of each request
+# --------------------------------------------------------------------------
+
+
+def _stamp_polls(times, *, texts=None, n=1, settings=S, stamp=lambda t: t - timedelta(seconds=2)):
+    """Poll a feed of ``n`` entries at each of ``times`` (the first a baseline), each
+    entry's ``updated`` set by ``stamp`` from the poll's time; the results in order."""
+    texts = texts or [None] * len(times)
+    body = lambda t, text: [  # noqa: E731
+        entry(i, updated=stamp(t), **({"summary": text} if text else {})) for i in range(n)
+    ]
+    stored, ident = baseline(body(times[0], texts[0]), settings=settings, now=times[0])
+    results = []
+    for t, text in zip(times[1:], texts[1:], strict=True):
+        r = run(stored, body(t, text), settings=settings, identity=ident, now=t)
+        stored, ident = apply(stored, r), r.identity
+        results.append(r)
+    return results
+
+
+POLLS = [T0 + timedelta(minutes=5 * k) for k in range(5)]
+
+
+def test_an_entry_stamped_with_each_fetchs_time_alerts_once_then_is_silent():
+    r1, r2, r3, r4 = _stamp_polls(POLLS)
+    assert kinds(r1) == [("updated", "Entry 0")]  # first re-stamp: one sighting is no pattern
+    assert r1.stamped == ()
+    for r in (r2, r3, r4):
+        assert r.changes == () and r.silent == 1 and r.updated == 0
+        assert len(r.stamped) == 1 and r.stamped[0] == r.upserts[0].identity
+    # the new time is stored, so the next poll compares with it
+    assert r4.upserts[0].updated == POLLS[4] - timedelta(seconds=2)
+
+
+def test_a_stamped_entry_whose_text_changes_still_alerts_in_every_mode():
+    for mode in ("any", "timestamp", "content"):
+        s = replace(S, updates=mode)
+        *_, r = _stamp_polls(POLLS, texts=[None, None, None, None, "Edited."], settings=s)
+        assert kinds(r) == [("updated", "Entry 0")], mode
+        assert set(r.changes[0].changes) >= {"summary"}
+
+
+def test_a_clock_off_by_more_than_the_tolerance_alerts_as_before():
+    for off in (timedelta(seconds=-11), timedelta(seconds=11), timedelta(minutes=-7)):
+        rs = _stamp_polls(POLLS, stamp=lambda t, off=off: t + off)
+        assert all(kinds(r) == [("updated", "Entry 0")] for r in rs), off
+
+
+def test_three_entries_are_churns_business_and_one_stamped_among_them_alerts():
+    rs = _stamp_polls(POLLS, n=3)
+    assert all(r.churn and r.changes == () and r.stamped == () for r in rs)
+    # one of three stamped, the two others unchanged: no churn, and no stamp rule either
+    stored, ident = baseline([entry(0), entry(1), entry(2, updated=POLLS[0])], now=POLLS[0])
+    for t in POLLS[1:]:
+        r = run(stored, [entry(0), entry(1), entry(2, updated=t)], identity=ident, now=t)
+        assert kinds(r) == [("updated", "Entry 2")] and r.stamped == ()
+        stored, ident = apply(stored, r), r.identity
+
+
+def test_an_edit_made_between_polls_is_not_a_stamp():
+    # stored by a change at a poll, its time right at that poll; the next move is an
+    # edit made 4 minutes before the next poll: it alerts
+    stored, ident = baseline([entry(0, updated=POLLS[0])], now=POLLS[0])
+    r = run(stored, [entry(0, updated=POLLS[1])], identity=ident, now=POLLS[1])
+    stored, ident = apply(stored, r), r.identity
+    r = run(
+        stored, [entry(0, updated=POLLS[2] - timedelta(minutes=4))], identity=ident, now=POLLS[2]
+    )
+    assert kinds(r) == [("updated", "Entry 0")] and r.stamped == ()
+
+
+def test_an_hourly_touch_moves_the_row_away_from_a_stamp():
+    # a row touched after its change (last_seen moved on the hour, its time did not)
+    stored, ident = baseline([entry(0, updated=POLLS[0])], now=POLLS[0])
+    r = run(stored, [entry(0, updated=POLLS[1])], identity=ident, now=POLLS[1])
+    stored, ident = apply(stored, r), r.identity
+    touched = {k: replace(v, last_seen=POLLS[1] + timedelta(hours=1)) for k, v in stored.items()}
+    t = POLLS[1] + timedelta(hours=1, minutes=5)
+    r = run(touched, [entry(0, updated=t)], identity=ident, now=t)
+    assert kinds(r) == [("updated", "Entry 0")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.integers(min_value=0, max_value=600),
+    edit=st.integers(min_value=11, max_value=3600),
+    interval=st.integers(min_value=60, max_value=3600),
+)
+def test_a_timestamp_bump_more_than_the_tolerance_before_its_poll_always_alerts(
+    first, edit, interval
+):
+    """Whatever the entry's history, a time that moved to more than ``STAMP_TOLERANCE``
+    before (or after) the poll that sees it is an update."""
+    t0 = T0
+    stored, ident = baseline([entry(0, updated=t0 - timedelta(seconds=first))], now=t0)
+    t1 = t0 + timedelta(seconds=interval)
+    r = run(stored, [entry(0, updated=t1)], identity=ident, now=t1)  # stamped-looking
+    stored, ident = apply(stored, r), r.identity
+    t2 = t1 + timedelta(seconds=interval)
+    for moved in (t2 - timedelta(seconds=edit), t2 + timedelta(seconds=edit)):
+        if moved == t1:
+            continue  # back at the stored time: nothing moved
+        r = run(stored, [entry(0, updated=moved)], identity=ident, now=t2)
+        assert kinds(r) == [("updated", "Entry 0")]
