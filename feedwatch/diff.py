@@ -444,6 +444,7 @@ def diff(
 
     # (a settled entry is known and kept its times: no churn)
     churn = not settled_seen and len(known) >= CHURN_MIN and all(ts for *_, ts, _ in known)
+    body_known = len(known) + settled_seen  # the stamp rule is for feeds churn cannot cover
 
     changes: list[Change] = []
     upserts: list[StoredEntry] = []
@@ -457,7 +458,7 @@ def diff(
             continue
         upserts.append(_row(feed, key, entry, fp, now, old))
         noise = churn
-        if ts_moved and len(known) < CHURN_MIN and stamped_at_fetch(old, entry, now):
+        if ts_moved and body_known < CHURN_MIN and stamped_at_fetch(old, entry, now):
             stamped.append(key)
             noise = True
         counts_ts = ts_moved and not noise

@@ -997,3 +997,18 @@ def test_a_timestamp_bump_more_than_the_tolerance_before_its_poll_always_alerts(
             continue  # back at the stored time: nothing moved
         r = run(stored, [entry(0, updated=moved)], identity=ident, now=t2)
         assert kinds(r) == [("updated", "Entry 0")]
+
+
+def test_the_stamp_rule_counts_the_settled_entries_of_the_body():
+    """Four entries byte for byte as committed (settled) and one stamped-looking: a body
+    of five known entries, where a lone timestamp-only move is an update."""
+    t = POLLS
+    others = [entry(i) for i in range(1, 5)]
+    stored, ident = baseline([entry(0, updated=t[0]), *others], now=t[0])
+    r = run(stored, [entry(0, updated=t[1]), *others], identity=ident, now=t[1])
+    stored, ident = apply(stored, r), r.identity
+    body = [entry(0, updated=t[2]), *others]
+    keys = [entry_keys(e) for e in body]
+    settled = Settled(frozenset({1, 2, 3, 4}), frozenset(distinct_under(keys)))
+    r = run(stored, body, identity=ident, now=t[2], keys=keys, settled=settled)
+    assert kinds(r) == [("updated", "Entry 0")] and r.stamped == ()
