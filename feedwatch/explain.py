@@ -102,7 +102,7 @@ def delivery_detail(d: Delivery) -> str:
     return f"pending ({d.attempts} attempts{nxt}{err})"
 
 
-def _short(text: str | None, n: int = 70) -> str:
+def one_line(text: str | None, n: int = 70) -> str:
     if not text:
         return ""
     one = " ".join(text.split())
@@ -607,7 +607,7 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
         old, new = ch.old or "", ch.new or ""
         if name in ("title", "summary", "content") and max(len(old), len(new)) > 60:
             old, new = changed_words(old, new, 4)  # what changed, not two equal beginnings
-        w(f"    {name}: {show(_short(old, 100)) or '-'}  ->  {show(_short(new, 100)) or '-'}\n")
+        w(f"    {name}: {show(one_line(old, 100)) or '-'}  ->  {show(one_line(new, 100)) or '-'}\n")
 
     exps, _ = _rules(a.feed, v)
     if a.feed is not None:
@@ -678,7 +678,7 @@ def _brief(out: TextIO, a: Analysis, limit: int) -> None:
     for it in items[:limit]:
         when = it.when.strftime("%Y-%m-%d %H:%M") if it.when else "(no date)"
         rows.append(
-            (it.status, verdict(a, it).short, when, show(_short(it.title, 60)) or "(no title)")
+            (it.status, verdict(a, it).short, when, show(one_line(it.title, 60)) or "(no title)")
         )
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from feedwatch.alert import format_time
 from feedwatch.config import parse_duration
-from feedwatch.explain import _short, _t, delivery_detail, show
+from feedwatch.explain import delivery_detail, one_line, show
 from feedwatch.model import Config
 from feedwatch.redact import redact
 from feedwatch.store import open_store
@@ -148,7 +148,9 @@ def _text(out: TextIO, records: list[AlertRecord], args: argparse.Namespace) -> 
         entry = payload.get("entry")
         title = entry.get("title") if isinstance(entry, dict) else None
         what = title or payload.get("message") or "(no title)"
-        w(f"{_t(r.created_at)}  {r.kind:<8} {show(r.feed)}: {show(_short(str(what), 100))}\n")
+        w(
+            f"{format_time(r.created_at)}  {r.kind:<8} {show(r.feed)}: {show(one_line(str(what), 100))}\n"
+        )
         link = entry.get("link") if isinstance(entry, dict) else None
         if link:
             w(f"    {show(link)}\n")

@@ -901,9 +901,10 @@ def _stamp_polls(times, *, texts=None, n=1, settings=S, stamp=lambda t: t - time
     """Poll a feed of ``n`` entries at each of ``times`` (the first a baseline), each
     entry's ``updated`` set by ``stamp`` from the poll's time; the results in order."""
     texts = texts or [None] * len(times)
-    body = lambda t, text: [  # noqa: E731
-        entry(i, updated=stamp(t), **({"summary": text} if text else {})) for i in range(n)
-    ]
+
+    def body(t, text):
+        return [entry(i, updated=stamp(t), **({"summary": text} if text else {})) for i in range(n)]
+
     stored, ident = baseline(body(times[0], texts[0]), settings=settings, now=times[0])
     results = []
     for t, text in zip(times[1:], texts[1:], strict=True):

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -271,8 +271,6 @@ def test_a_status_feed_stamped_at_each_request_alerts_once_not_at_every_poll(tmp
     """A one-entry feed whose entry carries the time of each request (a status page):
     the first re-stamp alerts, the next ones are stored silently and `explain` says why;
     a change of its text still alerts."""
-    from datetime import datetime, timezone
-
     feeds = f"""
 [[feeds]]
 name = "status"
@@ -281,30 +279,37 @@ sinks = ["log"]
 """
     cfg = write_config(tmp_path, feed_server, feeds=feeds)
 
-    last: list[datetime] = []
+    polled: list[datetime] = []  # when each check ended
 
     def serve(summary: str = "All systems operational.") -> None:
-        # each poll two seconds after the one before (polls are minutes apart): the
-        # state keeps times to the second, so a poll in the second of the one before
-        # could not tell the first re-stamp from the ones after it
+        # each poll in a second of its own, as polls minutes apart would be: the state
+        # keeps times to the second, so a poll in the second of the one before could not
+        # tell the first re-stamp from the ones after it
         deadline = time.monotonic() + 5
-        while last and datetime.now(timezone.utc) < last[-1] + timedelta(seconds=2):
+        while polled and _second() <= polled[-1]:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        stamp = datetime.now(timezone.utc).replace(microsecond=0)
-        last.append(stamp)
+        stamp = _second()
         body = rss([entry(1, title="Service status", summary=summary, updated=stamp)])
         feed_server.set("/status.xml", body)
 
+    def check() -> None:
+        assert fw(cfg, "check").returncode == 0
+        polled.append(_second())
+
     for _ in range(4):
         serve()
-        assert fw(cfg, "check").returncode == 0
+        check()
     kinds = [a["kind"] for a in sent(tmp_path)]
     assert kinds == ["updated"]  # the baseline, one re-stamp alerted, then silence
     serve()
     r = fw(cfg, "explain", "status", "Service status")
     assert "its times moved with the time of the fetch" in r.stdout, r.stdout
     serve("Degraded performance.")
-    assert fw(cfg, "check").returncode == 0
+    check()
     assert [a["kind"] for a in sent(tmp_path)] == ["updated", "updated"]
     assert sent(tmp_path)[-1]["entry"]["summary"] == "Degraded performance."
+
+
+def _second() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)

@@ -138,11 +138,13 @@ class AlertRecord:
 
 @dataclass(frozen=True)
 class AlertQuery:
-    """Which alerts `feedwatch alerts` lists: of these feeds (all when empty), created at
-    ``since`` or later, with a delivery to ``sink`` / in ``status`` (both on one delivery
-    when both are given); at most ``limit``, the filters applied first."""
+    """Which alerts to read (`feedwatch alerts`, `explain`): of these feeds (all when
+    empty), of one entry's ``identity``, created at ``since`` or later, with a delivery to
+    ``sink`` / in ``status`` (both on one delivery when both are given); at most
+    ``limit``, the filters applied first."""
 
     feeds: tuple[str, ...] = ()
+    identity: str | None = None
     since: datetime | None = None
     sink: str | None = None
     status: str | None = None

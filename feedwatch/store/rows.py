@@ -357,12 +357,7 @@ class SharedWrites(SharedReads):
         self, feed: str, identity: str | None = None, limit: int = 50
     ) -> list[AlertRecord]:
         """The feed's (or one entry's) alerts, newest first, with their deliveries."""
-        p = self.P
-        where, args = [f"feed = {p}"], [feed]
-        if identity is not None:
-            where.append(f"identity = {p}")
-            args.append(identity)
-        return self._alert_records(where, args, limit)
+        return self.recent_alerts(AlertQuery(feeds=(feed,), identity=identity, limit=limit))
 
     def recent_alerts(self, query: AlertQuery) -> list[AlertRecord]:
         p = self.P
@@ -371,6 +366,9 @@ class SharedWrites(SharedReads):
         if query.feeds:
             where.append(f"feed IN ({', '.join([p] * len(query.feeds))})")
             args += query.feeds
+        if query.identity is not None:
+            where.append(f"identity = {p}")
+            args.append(query.identity)
         if query.since is not None:
             where.append(f"created_at >= {p}")
             args.append(self._to_db(query.since))
@@ -383,17 +381,13 @@ class SharedWrites(SharedReads):
                 cond.append(f"d.status = {p}")
                 args.append(query.status)
             where.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE {' AND '.join(cond)})")
-        return self._alert_records(where, args, query.limit)
-
-    def _alert_records(self, where: list[str], args: list[Any], limit: int) -> list[AlertRecord]:
-        p = self.P
         sql = (
             "SELECT alert_id, feed, identity, kind, created_at, payload, duplicate_key"
             " FROM alerts"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + f" ORDER BY created_at DESC, seq DESC LIMIT {p}"
         )
-        args = [*args, limit]
+        args.append(query.limit)
         with self._snapshot() as cur:
             rows = cur.execute(sql, args).fetchall()
             deliveries: dict[str, list[Delivery]] = {r[0]: [] for r in rows}
