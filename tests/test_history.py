@@ -195,3 +195,37 @@ def test_a_damaged_row_does_not_hide_the_others(tmp_path, feed_server):
     assert [(x["feed"], x["alert"] is None) for x in rows].count(("wire", True)) == 1
     assert all(x["alert"]["id"] == x["alert_id"] for x in rows if x["feed"] == "news")
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", x["created_at"]) for x in rows)
+
+
+def test_a_feed_notice_is_listed_by_its_message(tmp_path, feed_server):
+    srv = feed_server
+    srv.set("/wire.xml", rss([entry(10, title="Wire story one")], title="Wire"))
+    feeds = f"""
+[[feeds]]
+name = "wire"
+url = "{srv.url("/wire.xml")}"
+sinks = ["log"]
+flood_limit = 2
+"""
+    cfg = write_config(tmp_path, srv, feeds=feeds)
+    assert fw(cfg, "check").returncode == 0  # the baseline
+    more = [entry(i, title=f"Wire story {i}") for i in range(11, 16)]
+    srv.set("/wire.xml", rss([entry(10, title="Wire story one"), *more], title="Wire"))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+
+    text = fw(cfg, "alerts")
+    assert text.returncode == 0, text.stderr
+    heads = [x for x in text.stdout.splitlines() if not x.startswith(" ")]
+    assert len(heads) == 1, text.stdout  # one notice, no alert per entry
+    m = re.fullmatch(r"\S+  flood +wire: (.*)", heads[0])
+    assert m, heads[0]
+    assert "5 new entries appeared at once" in m.group(1)
+    assert re.search(r"    log: delivered \d{4}-", text.stdout)
+
+    js = fw(cfg, "alerts", "--json")
+    [row] = [json.loads(x) for x in js.stdout.splitlines()]
+    assert row["kind"] == "flood" and row["alert"]["entry"] is None
+    assert row["alert"]["message"].startswith(m.group(1).rstrip("…")[:60])
+    sent = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [a["id"] for a in sent] == [row["alert_id"]]
