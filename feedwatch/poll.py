@@ -81,6 +81,9 @@ class BodyJob:
     digest: str
     next_poll: datetime
     prune_before: datetime
+    # when the response arrived: the poll's time for its comparison and its commit, not
+    # the end of its parse, which in a big check can wait seconds for a worker
+    fetched_at: datetime
 
 
 class BodyHandler(Protocol):
@@ -328,7 +331,7 @@ class Poller:
             )
 
         fetched: Fetched = outcome
-        job = BodyJob(feed.name, record, fetched, digest, next_poll, prune_before)
+        job = BodyJob(feed.name, record, fetched, digest, next_poll, prune_before, now)
         if self.body_workers is not None and not self.dry_run:
             report = await self.body_workers.run(job)
             if report is not None:  # None: no worker left to take it
@@ -399,7 +402,7 @@ class Poller:
         it queued (``_queued``)."""
         s = feed.settings
         record, fetched = job.record, job.fetched
-        now = self.clock()
+        now = job.fetched_at
         if not parsed.is_feed and not parsed.entries:
             from feedwatch.discover import page_problem  # html.parser: ~3 ms, on failure only
 

@@ -258,3 +258,42 @@ def test_status_without_state_creates_nothing(tmp_path):
         "sinks": [],
     }
     assert not (tmp_path / "sub").exists()
+
+
+def test_a_body_that_waits_for_its_parse_is_compared_at_the_time_it_was_fetched(
+    tmp_path, feed_server
+):
+    """A big check's bodies can wait seconds for a body worker. The poll's time is when
+    its response arrived, not when its parse ended: a one-entry feed stamped with the
+    time of each request (diff.stamped_at_fetch) stays quiet even when each body waits
+    30 s, and the state records the fetch's time."""
+    from feedwatch.parse import parse_body
+
+    feed, config, store = make(
+        tmp_path, feed_server.url("/status"), replace(SETTINGS, stale_after=0)
+    )
+    clock = FakeClock(T0)
+
+    def slow_parse(*args, **kwargs):
+        clock.advance(seconds=30)  # the body waited for a worker
+        return parse_body(*args, **kwargs)
+
+    kinds = []
+    for _ in range(4):
+        clock.advance(minutes=15)
+        fetched_at = clock()
+        feed_server.set("/status", rss([entry(1, title="Service status", updated=fetched_at)]))
+
+        async def one():
+            async with Fetcher() as fetcher:
+                return await Poller(config, store, fetcher, clock=clock, parse=slow_parse).poll(
+                    feed
+                )
+
+        r = asyncio.run(one())
+        assert r.result == "ok", r.error
+        kinds += [a.kind for a in r.alerts]
+        record = store.feed(feed.name)
+        assert record is not None and record.last_poll == fetched_at
+    assert kinds == ["updated"]  # the baseline, the first re-stamp, then silence
+    store.close()
