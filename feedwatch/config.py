@@ -480,6 +480,19 @@ def _scan_lines(text: str) -> dict[KeyPath, int]:
     return _LineScanner(text).run()
 
 
+def _duplicate_name(
+    f: _File, index: int, name: str, first: tuple[_Defined, bool], *, defaulted: bool
+) -> None:
+    where, first_defaulted = first
+    hint = ""
+    if defaulted or first_defaulted:
+        hint = " (a name defaults to the URL's host and path: set name = ... on one)"
+    f.err(
+        ("feeds", index, "name") if not defaulted else ("feeds", index),
+        f'duplicate feed name "{name}": also {_format_path(where.path)} at {where.where()}{hint}',
+    )
+
+
 def _format_path(path: KeyPath) -> str:
     out = ""
     for part in path:
@@ -1390,19 +1403,19 @@ def load_config(
         for index, table in enumerate(raw_feeds):
             built = loader.feed(f, index, table, defaults, rules, sinks, default_sinks or ())
             if built is None:
+                # a feed with other problems still takes its name, so that a duplicate of
+                # it is reported in the same run ("every problem at once")
+                given = table.get("name") if isinstance(table, dict) else None
+                if isinstance(given, str) and given and given == given.strip():
+                    if given in feed_where:
+                        _duplicate_name(f, index, given, feed_where[given], defaulted=False)
+                    else:
+                        feed_where[given] = (_Defined(f, ("feeds", index)), False)
                 continue
             feed, defaulted = built
             here = _Defined(f, ("feeds", index))
             if feed.name in feed_where:
-                first, first_defaulted = feed_where[feed.name]
-                hint = ""
-                if defaulted or first_defaulted:
-                    hint = " (a name defaults to the URL's host and path: set name = ... on one)"
-                f.err(
-                    ("feeds", index, "name") if not defaulted else ("feeds", index),
-                    f'duplicate feed name "{feed.name}": also {_format_path(first.path)} '
-                    f"at {first.where()}{hint}",
-                )
+                _duplicate_name(f, index, feed.name, feed_where[feed.name], defaulted=defaulted)
                 continue
             feed_where[feed.name] = (here, defaulted)
             feeds.append(feed)

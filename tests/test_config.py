@@ -542,6 +542,30 @@ def test_feed_name_default_and_uniqueness(tmp_path: Path) -> None:
     ]
 
 
+def test_a_duplicate_name_is_reported_beside_the_first_feed_s_own_problems(
+    tmp_path: Path,
+) -> None:
+    """A feed with a problem still holds its name: its duplicate is in the same report,
+    not in the next one after the first problem is fixed."""
+    lines = problems(
+        tmp_path,
+        """
+        [[feeds]]
+        name = "news"
+        url = "ftp://example.org/a"
+
+        [[feeds]]
+        name = "news"
+        url = "https://example.org/b"
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:3: feeds[0].url: must be an http:// or https:// URL",
+        'feedwatch.toml:6: feeds[1].name: duplicate feed name "news": also feeds[0] at '
+        "feedwatch.toml:1",
+    ]
+
+
 def test_sinks_and_rules_resolution(tmp_path: Path) -> None:
     text = """
         {fw}
