@@ -26,7 +26,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import Server, run_process, say  # noqa: E402
+from run import Server, refresh_base, run_process, say  # noqa: E402
 from tools import Feedwatch  # noqa: E402
 
 DEFAULT_PARTS = [
@@ -53,11 +53,8 @@ DEFAULT_PARTS = [
 def one_run(
     fw: Feedwatch, server: Server, scenario: str, latency: int, parts: str
 ) -> dict[str, Any]:
-    if fw.base_is_stale():  # see Tool.base_is_stale: a base polled in this clock hour
-        server.ctl(round=0, latency_ms=0, reset=1)
-        fw.fresh_run_dir(from_base=True)
-        run_process(fw.command(), env=fw.env(), cwd=fw.run_dir, timeout=900)
-        fw.save_base()
+    if fw.base_is_stale():
+        refresh_base(fw, server)
     server.ctl(round=1 if scenario == "changed" else 0, latency_ms=latency, reset=1)
     fw.fresh_run_dir(from_base=True)
     out = fw.run_dir / "parts.jsonl"

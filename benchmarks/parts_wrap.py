@@ -67,6 +67,11 @@ def _write() -> None:
         fh.write(json.dumps(line) + "\n")
 
 
+def _write_if_main() -> None:
+    if _role[0] == "main":  # a worker writes from os._exit, where atexit does not run
+        _write()
+
+
 def _in_child() -> None:
     _counts.clear()
     _role[0] = "worker"
@@ -87,7 +92,7 @@ def main() -> None:
         _patch(spec.strip())
     os.register_at_fork(after_in_child=_in_child)
     os._exit = _exit  # type: ignore[assignment]
-    atexit.register(lambda: _role[0] == "main" and _write())
+    atexit.register(_write_if_main)
     sys.argv = ["feedwatch", *sys.argv[1:]]
     runpy.run_module("feedwatch", run_name="__main__", alter_sys=True)
 

@@ -480,19 +480,6 @@ def _scan_lines(text: str) -> dict[KeyPath, int]:
     return _LineScanner(text).run()
 
 
-def _duplicate_name(
-    f: _File, index: int, name: str, first: tuple[_Defined, bool], *, defaulted: bool
-) -> None:
-    where, first_defaulted = first
-    hint = ""
-    if defaulted or first_defaulted:
-        hint = " (a name defaults to the URL's host and path: set name = ... on one)"
-    f.err(
-        ("feeds", index, "name") if not defaulted else ("feeds", index),
-        f'duplicate feed name "{name}": also {_format_path(where.path)} at {where.where()}{hint}',
-    )
-
-
 def _format_path(path: KeyPath) -> str:
     out = ""
     for part in path:
@@ -1402,23 +1389,29 @@ def load_config(
             continue
         for index, table in enumerate(raw_feeds):
             built = loader.feed(f, index, table, defaults, rules, sinks, default_sinks or ())
-            if built is None:
-                # a feed with other problems still takes its name, so that a duplicate of
-                # it is reported in the same run ("every problem at once")
+            if built is not None:
+                name, defaulted = built[0].name, built[1]
+            else:
+                # a feed with other problems still holds the name it gives, so that a
+                # duplicate of it is reported in the same run ("every problem at once")
                 given = table.get("name") if isinstance(table, dict) else None
-                if isinstance(given, str) and given and given == given.strip():
-                    if given in feed_where:
-                        _duplicate_name(f, index, given, feed_where[given], defaulted=False)
-                    else:
-                        feed_where[given] = (_Defined(f, ("feeds", index)), False)
+                if not (isinstance(given, str) and given and given == given.strip()):
+                    continue
+                name, defaulted = given, False
+            if name in feed_where:
+                first, first_defaulted = feed_where[name]
+                hint = ""
+                if defaulted or first_defaulted:
+                    hint = " (a name defaults to the URL's host and path: set name = ... on one)"
+                f.err(
+                    ("feeds", index, "name") if not defaulted else ("feeds", index),
+                    f'duplicate feed name "{name}": also {_format_path(first.path)} '
+                    f"at {first.where()}{hint}",
+                )
                 continue
-            feed, defaulted = built
-            here = _Defined(f, ("feeds", index))
-            if feed.name in feed_where:
-                _duplicate_name(f, index, feed.name, feed_where[feed.name], defaulted=defaulted)
-                continue
-            feed_where[feed.name] = (here, defaulted)
-            feeds.append(feed)
+            feed_where[name] = (_Defined(f, ("feeds", index)), defaulted)
+            if built is not None:
+                feeds.append(built[0])
 
     problems = loader.problems()
     if problems:

@@ -75,8 +75,9 @@ if TYPE_CHECKING:
 TEXT_FIELDS = ("title", "summary", "content")
 CHURN_MIN = 3
 STAMP_TOLERANCE = timedelta(seconds=10)
-"""How far a stamped time may be from the poll's own (taken after the parse): a server's
-time to build the response, a clock a few seconds off, a body waiting for its parse."""
+"""How far a stamped time may be from the poll's own (the arrival of its response,
+``poll.BodyJob.fetched_at``): a server's time to build and send the response, a clock a
+few seconds off."""
 _EMPTY = fingerprint("", "", "")  # an entry with no text says nothing of who it is
 
 

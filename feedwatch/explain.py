@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, TextIO
 
-from feedwatch.alert import format_time, route
+from feedwatch.alert import route
 from feedwatch.config import format_duration
 from feedwatch.diff import DiffResult, _field_changes, _text_changed, diff, stale_copy
 from feedwatch.identity import (
@@ -61,10 +61,11 @@ from feedwatch.model import (
     StoredEntry,
 )
 from feedwatch.opml import readable_config_string
-from feedwatch.redact import redact, redact_url
+from feedwatch.present import delivery_detail, one_line, show
+from feedwatch.present import when as _t
+from feedwatch.redact import redact_url
 from feedwatch.store import open_store
-from feedwatch.store.base import AlertRecord, Delivery, FeedRecord
-from feedwatch.text import printable
+from feedwatch.store.base import AlertRecord, FeedRecord
 from feedwatch.textdiff import changed_words
 
 if TYPE_CHECKING:
@@ -76,37 +77,6 @@ if TYPE_CHECKING:
 __all__ = ["Item", "add_arguments", "run"]
 
 MAX_SHOWN = 5  # entries explained in full when ENTRY matches several
-
-
-def show(text: object) -> str:
-    """Feed text made safe for a terminal (no control characters), secrets masked."""
-    return printable(redact(str(text)))
-
-
-def _t(dt: datetime | None) -> str:
-    return format_time(dt) or "-"
-
-
-def delivery_detail(d: Delivery) -> str:
-    """One delivery's outcome, for a person (`explain`, `alerts`)."""
-    if d.status == "delivered":
-        return f"delivered {_t(d.delivered_at)}"
-    if d.status == "dead":
-        tries = f" after {d.attempts} attempts" if d.attempts else ""
-        return (
-            f"DEAD{tries}: {show(d.last_error or 'no error recorded')} "
-            f"(`feedwatch redeliver --sink {d.sink}` queues it again)"
-        )
-    nxt = f", next attempt {_t(d.next_attempt)}" if d.next_attempt else ""
-    err = f", last error: {show(d.last_error)}" if d.last_error else ""
-    return f"pending ({d.attempts} attempts{nxt}{err})"
-
-
-def one_line(text: str | None, n: int = 70) -> str:
-    if not text:
-        return ""
-    one = " ".join(text.split())
-    return one if len(one) <= n else one[: n - 1] + "…"
 
 
 # --------------------------------------------------------------------------

@@ -13,17 +13,17 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
 from feedwatch.alert import format_time
 from feedwatch.config import parse_duration
-from feedwatch.explain import delivery_detail, one_line, show
 from feedwatch.model import Config
+from feedwatch.present import delivery_detail, one_line, show
 from feedwatch.redact import redact
 from feedwatch.store import open_store
-from feedwatch.store.base import AlertQuery, AlertRecord, Delivery
+from feedwatch.store.base import AlertQuery, AlertRecord, Delivery, DeliveryStatus
 
-STATUSES = ("pending", "delivered", "dead")
+STATUSES = get_args(DeliveryStatus)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

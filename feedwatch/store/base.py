@@ -95,6 +95,10 @@ class Matching(NamedTuple):
     settled_ok: bool  # every settled identity is an entry of the feed's last body
 
 
+DeliveryStatus = Literal["pending", "delivered", "dead"]
+"""A delivery's state (the deliveries table's CHECK constraint says the same)."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One alert queued for one sink."""
@@ -108,7 +112,7 @@ class Delivery:
     created_at: datetime
     attempts: int = 0
     next_attempt: datetime | None = None
-    status: Literal["pending", "delivered", "dead"] = "pending"
+    status: DeliveryStatus = "pending"
     last_error: str | None = None
     delivered_at: datetime | None = None
 
@@ -147,7 +151,7 @@ class AlertQuery:
     identity: str | None = None
     since: datetime | None = None
     sink: str | None = None
-    status: str | None = None
+    status: DeliveryStatus | None = None
     limit: int = 20
 
 

@@ -1,0 +1,44 @@
+"""How the state's records read for a person, shared by `explain` and `alerts`.
+
+Its own small module so that `alerts` (a listing) does not import `explain`'s
+comparison stack to print a time or a delivery's outcome.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from feedwatch.alert import format_time
+from feedwatch.redact import redact
+from feedwatch.store.base import Delivery
+from feedwatch.text import cap, normalize_space, printable
+
+
+def show(text: object) -> str:
+    """Feed text made safe for a terminal (no control characters), secrets masked."""
+    return printable(redact(str(text)))
+
+
+def when(dt: datetime | None) -> str:
+    """A time as the payload writes it (UTC), or "-"."""
+    return format_time(dt) or "-"
+
+
+def one_line(text: str | None, n: int = 70) -> str:
+    """``text`` on one line, cut to ``n`` characters."""
+    return cap(normalize_space(text or ""), n)
+
+
+def delivery_detail(d: Delivery) -> str:
+    """One delivery's outcome: delivered when, pending and why, or dead and what to do."""
+    if d.status == "delivered":
+        return f"delivered {when(d.delivered_at)}"
+    if d.status == "dead":
+        tries = f" after {d.attempts} attempts" if d.attempts else ""
+        return (
+            f"DEAD{tries}: {show(d.last_error or 'no error recorded')} "
+            f"(`feedwatch redeliver --sink {d.sink}` queues it again)"
+        )
+    nxt = f", next attempt {when(d.next_attempt)}" if d.next_attempt else ""
+    err = f", last error: {show(d.last_error)}" if d.last_error else ""
+    return f"pending ({d.attempts} attempts{nxt}{err})"
