@@ -339,7 +339,7 @@ def _check_with(
 
         for r in reports:
             if r.result == "error":
-                print(f"error {r.feed}: {r.error}", file=sys.stderr)
+                print(f"error {r.feed}: {redact(r.error or 'failed')}", file=sys.stderr)
         # a jsonl sink on stdout (`check | jq`): stdout holds its JSON lines only
         lines_to = sys.stderr if sink is not None and not args.dry_run else out
         try:

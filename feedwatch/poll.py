@@ -55,6 +55,7 @@ from feedwatch.model import (
     ParsedFeed,
     Secret,
 )
+from feedwatch.redact import redact
 from feedwatch.staleness import stale_notice
 from feedwatch.store.base import FeedRecord, PollCommit, StateError, Store
 from feedwatch.store.group import GroupCommit
@@ -213,10 +214,12 @@ class Poller:
                 # the state file failed (full disk, I/O error): its message says what
                 # to do; the poll's transaction was rolled back, nothing was lost
                 log.error("feed.state_error", feed=feed.name, error=str(exc))
-                report = PollReport(feed=feed.name, result="error", error=str(exc))
+                report = PollReport(feed=feed.name, result="error", error=redact(str(exc)))
             else:
                 log.exception("feed.poll_crashed", feed=feed.name)
-                report = PollReport(feed=feed.name, result="error", error=f"internal error: {exc}")
+                report = PollReport(
+                    feed=feed.name, result="error", error=redact(f"internal error: {exc}")
+                )
                 cache = self._cache_file(feed.name)
                 if cache is not None and not self.dry_run:
                     # a memo, whatever was wrong with it: the next poll parses in full
@@ -578,6 +581,9 @@ class Poller:
         gone: bool = False,
         redirected_to: str | None = None,
     ) -> PollReport:
+        # stored, logged, shown by `check` and `status`, quoted by a stale notice: a
+        # secret the config expanded into the URL (its host, say) is masked once, here
+        reason = redact(reason)
         errors = record.errors + 1
         next_poll = pacing.next_poll_after_failure(
             now, feed.settings, errors, self.rng, retry_after=retry_after

@@ -13,7 +13,9 @@ import re
 import threading
 
 MASK = "***"
-_MIN_LEN = 4  # shorter values would blank out ordinary words
+_MIN_LEN = 4  # a secret at least this long is masked wherever it appears
+_MIN_TOKEN = 2  # a shorter one (2-3 characters) only as a whole token, not inside words
+_TOKEN = r"(?<![0-9A-Za-z]){}(?![0-9A-Za-z])"
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -26,7 +28,7 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@\"'<>]+@")
 def register_secret(value: str) -> None:
     """Remember ``value`` so that ``redact`` hides it from now on."""
     global _pattern
-    if not isinstance(value, str) or len(value) < _MIN_LEN:
+    if not isinstance(value, str) or len(value) < _MIN_TOKEN:
         return
     with _lock:
         if value in _secrets:
@@ -34,7 +36,11 @@ def register_secret(value: str) -> None:
         _secrets.add(value)
         # Longest first, so a secret that contains another is masked whole.
         ordered = sorted(_secrets, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+        _pattern = re.compile(
+            "|".join(
+                re.escape(s) if len(s) >= _MIN_LEN else _TOKEN.format(re.escape(s)) for s in ordered
+            )
+        )
 
 
 def clear_secrets() -> None:

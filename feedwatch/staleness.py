@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from feedwatch.alert import format_time
+from feedwatch.redact import redact
 from feedwatch.store.base import FeedRecord
 
 
@@ -34,7 +35,8 @@ def stale_notice(
         if no_success > stale_after:
             why = f"no successful poll for {_ago(no_success)}"
             if record.last_error:
-                why += f" (last error: {record.last_error})"
+                # masked when stored, and again here for a state an older version wrote
+                why += f" (last error: {redact(record.last_error)})"
         else:
             why = f"no new entry for {_ago(no_new)}"
         key = f"{format_time(record.last_success)}|{format_time(record.last_new_entry)}"

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from feedwatch import streams
 from feedwatch.alert import format_time
 from feedwatch.model import Config
-from feedwatch.redact import redact_url
+from feedwatch.redact import redact, redact_url
 from feedwatch.store import open_store
 from feedwatch.store.base import FeedRecord, SinkCounts
 
@@ -61,7 +61,7 @@ def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict
         "last_poll": format_time(rec.last_poll) if rec else None,
         "last_success": format_time(rec.last_success) if rec else None,
         "errors": rec.errors if rec else 0,
-        "last_error": rec.last_error if rec else None,
+        "last_error": redact(rec.last_error) if rec and rec.last_error else None,
         "entries": rec.entries if rec else 0,
         "next_poll": format_time(rec.next_poll) if rec else None,
         "redirected_to": redact_url(rec.redirected_to) if rec and rec.redirected_to else None,

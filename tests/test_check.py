@@ -759,3 +759,40 @@ def test_a_feed_without_ids_whose_links_change_at_every_fetch_alerts_once(tmp_pa
     feed_server.set("/news.xml", body(3, [*stories, "Hypersonic glide vehicle shown"]))
     assert fw(cfg, "check").returncode == 0
     assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["Hypersonic glide vehicle shown"]
+
+
+def test_a_secret_in_a_feed_url_is_masked_in_its_error_everywhere(tmp_path):
+    """The host a ${VAR} filled in comes back in the fetch's error ("DNS lookup failed
+    for host ..."): masked in check's error line, in the state, and in status."""
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{tmp_path}/state.db"
+log_format = "json"
+timeout = "5s"
+
+[sinks.log]
+type = "jsonl"
+path = "{tmp_path}/alerts.jsonl"
+
+[[feeds]]
+name = "tenant"
+url = "https://${{TENANT}}.invalid/feed.xml"
+"""
+    )
+    env = {"TENANT": "acme-secret-tenant"}
+    res = fw(cfg, "check", env=env)
+    assert res.returncode == 1
+    assert "error tenant:" in res.stderr
+    shown = [
+        res.stdout + res.stderr,
+        fw(cfg, "status", env=env).stdout,
+        fw(cfg, "status", "--json", env=env).stdout,
+    ]
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        (stored,) = db.execute("SELECT last_error FROM feeds WHERE name = 'tenant'").fetchone()
+    assert stored and "***" in stored
+    for text in [*shown, stored]:
+        assert "acme-secret-tenant" not in text
+    assert json.loads(shown[2])["feeds"][0]["last_error"] == stored

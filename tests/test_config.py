@@ -735,10 +735,10 @@ def test_feed_url_password_is_a_secret(tmp_path: Path) -> None:
 
 
 def test_redact() -> None:
-    register_secret("abc")  # too short: ignored
+    register_secret("x")  # one character: cannot be told from ordinary text
     register_secret("topsecret")
     register_secret("topsecret-longer")
-    assert redact("abc topsecret topsecret-longer") == "abc *** ***"
+    assert redact("x topsecret topsecret-longer") == "x *** ***"
     assert redact("see https://bob:pw@example.org/x and ftp://anon@h/") == (
         "see https://***@example.org/x and ftp://***@h/"
     )
@@ -746,6 +746,30 @@ def test_redact() -> None:
     assert redact_url("https://u:p@example.org/topsecret") == "https://***@example.org/***"
     clear_secrets()
     assert redact("topsecret") == "topsecret"
+
+
+def test_a_short_secret_is_masked_as_a_whole_token() -> None:
+    """A 2-3 character ${VAR} value (a short API key, a tenant) is masked where it
+    stands alone, as in a URL's query, but not inside longer words."""
+    register_secret("Zq9")
+    try:
+        assert redact("GET /feed.xml?k=Zq9&page=2 (Zq9)") == "GET /feed.xml?k=***&page=2 (***)"
+        assert redact("Zq9x aZq9 Zq99") == "Zq9x aZq9 Zq99"
+    finally:
+        clear_secrets()
+
+
+def test_a_short_expanded_value_in_a_feed_url_is_masked(tmp_path: Path) -> None:
+    try:
+        config = load(
+            tmp_path,
+            '[[feeds]]\nname = "f"\nurl = "https://example.org/feed?k=${SHORT_KEY}"\n',
+            env={"SHORT_KEY": "Zq9"},
+        )
+        assert config.feeds[0].url == "https://example.org/feed?k=Zq9"
+        assert redact(config.feeds[0].url) == "https://example.org/feed?k=***"
+    finally:
+        clear_secrets()
 
 
 # --------------------------------------------------------------------------
