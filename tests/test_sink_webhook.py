@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import socket
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from email.header import decode_header
@@ -202,6 +203,69 @@ def test_connection_refused_is_transient() -> None:
     result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
     assert not result.ok and not result.permanent
     assert HOOK_PATH not in (result.error or "") and str(port) not in (result.error or "")
+
+
+def _raw_receiver(answer: bytes, *, then_hang: bool) -> tuple[str, threading.Event]:
+    """A receiver on a bare socket: reads one request, writes ``answer`` as it is, then
+    closes the connection or holds it open until the test ends (the event)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn, srv:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    line.split(b":", 1)[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(answer)
+            if then_hang:
+                done.wait(10)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{srv.getsockname()[1]}/hook", done
+
+
+@pytest.mark.parametrize("then_hang", [False, True], ids=["cut-short", "never-ends"])
+def test_a_2xx_whose_answer_breaks_off_is_delivered(then_hang: bool) -> None:
+    """The receiver said 200: that it then closes the connection before the promised
+    answer, or never finishes it, must not make the alert a failure to send again."""
+    url, done = _raw_receiver(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\naccepted", then_hang=then_hang
+    )
+    cfg = SinkConfig(
+        name="hook", type="webhook", options={"url": Secret(url), "format": "json", "timeout": 2.0}
+    )
+    started = time.monotonic()
+    try:
+        result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
+    finally:
+        done.set()
+    assert result.ok, result.error
+    assert time.monotonic() - started < 1.5  # not the timeout
+
+
+def test_an_error_whose_answer_breaks_off_keeps_its_status_and_text() -> None:
+    url, done = _raw_receiver(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 100\r\n\r\nmissing field text",
+        then_hang=False,
+    )
+    cfg = SinkConfig(name="hook", type="webhook", options={"url": Secret(url), "format": "json"})
+    result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
+    done.set()
+    assert not result.ok and result.permanent
+    assert "HTTP 400" in (result.error or "") and "missing field text" in (result.error or "")
 
 
 def test_given_client_is_used_and_not_closed(webhook_receiver: Receiver) -> None:

@@ -9,6 +9,7 @@ following it would re-send the body (and its auth headers) somewhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -205,14 +206,21 @@ class WebhookSink:
             "POST", _reveal(self._url), content=body, headers=headers, timeout=self._timeout
         )
         response = await client.send(request, stream=True, follow_redirects=False)
+        answer = b""
         try:
-            answer = b""
-            async for chunk in response.aiter_raw():
-                answer += chunk
-                if len(answer) >= MAX_RESPONSE:
-                    break
+            # A 2xx status is the receiver's word that it took the alert: its answer is
+            # not read, so one cut short or never ending cannot turn it into a failure
+            # (and a resend). Another status keeps what of its answer arrived.
+            if not 200 <= response.status_code < 300:
+                async for chunk in response.aiter_raw():
+                    answer += chunk
+                    if len(answer) >= MAX_RESPONSE:
+                        break
+        except (httpx.HTTPError, OSError):
+            pass
         finally:
-            await response.aclose()
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                await response.aclose()
         return (
             response.status_code,
             response.reason_phrase,
