@@ -43,6 +43,30 @@ def register_secret(value: str) -> None:
         )
 
 
+def url_secrets(url: str) -> list[str]:
+    """A secret URL (a webhook's) and the parts of it a receiver may echo back
+    alone: its path, its query and each query value (raw and decoded), its
+    user-info. For the sink's own errors only: registered for every line, a
+    value such as ``format=json`` would blank out ordinary words."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = [url]
+    try:
+        u = urlsplit(url)
+    except ValueError:
+        return parts
+    if u.path not in ("", "/"):
+        parts.append(u.path)
+    if u.query:
+        parts.append(u.query)
+        for raw in u.query.split("&"):
+            parts.append(raw.partition("=")[2])
+        parts += [v for _, v in parse_qsl(u.query, keep_blank_values=True)]
+    if "@" in u.netloc:
+        parts.append(u.netloc.rpartition("@")[0])
+    return [p for p in dict.fromkeys(parts) if p]
+
+
 def clear_secrets() -> None:
     """Forget every registered secret (for tests)."""
     global _pattern

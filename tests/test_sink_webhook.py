@@ -205,6 +205,32 @@ def test_connection_refused_is_transient() -> None:
     assert HOOK_PATH not in (result.error or "") and str(port) not in (result.error or "")
 
 
+def test_a_query_token_echoed_back_alone_is_masked(webhook_receiver: Receiver) -> None:
+    """ntfy's ``?auth=<token>``: a receiver that quotes the token, or the request
+    target without its host, must not put it into the error (and so the logs)."""
+    token = "QUERYTOKEN9876"
+    webhook_receiver.script(
+        status=403,
+        body=json.dumps(
+            {"error": "invalid token", "token": token, "request": f"/mytopic?auth={token}"}
+        ).encode(),
+    )
+    cfg = SinkConfig(
+        name="hook",
+        type="webhook",
+        options={
+            "url": Secret(f"{webhook_receiver.url}/mytopic?auth={token}&x=tok%2Fen%2B1"),
+            "format": "ntfy",
+        },
+    )
+    result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
+    assert not result.ok and result.permanent
+    error = result.error or ""
+    assert "HTTP 403" in error and "invalid token" in error
+    for secret in (token, "mytopic", "tok/en+1", "tok%2Fen%2B1"):
+        assert secret not in error
+
+
 def _raw_receiver(answer: bytes, *, then_hang: bool) -> tuple[str, threading.Event]:
     """A receiver on a bare socket: reads one request, writes ``answer`` as it is, then
     closes the connection or holds it open until the test ends (the event)."""

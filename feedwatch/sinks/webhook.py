@@ -24,6 +24,7 @@ import structlog
 
 from feedwatch import __version__, proxyenv
 from feedwatch.model import Secret, SinkConfig
+from feedwatch.redact import url_secrets
 from feedwatch.sinks import formats
 from feedwatch.sinks.base import SendResult
 from feedwatch.store.base import Delivery
@@ -118,12 +119,11 @@ class WebhookSink:
 
     def _scrub(self, text: str) -> str:
         """Remove the URL and every header value from a text before it goes to a log."""
-        secrets = [_reveal(self._url)] + [_reveal(v) for _, v in self._headers]
+        secrets = url_secrets(_reveal(self._url)) + [_reveal(v) for _, v in self._headers]
         if self._secret:
             secrets.append(self._secret)
         try:
-            url = httpx.URL(_reveal(self._url))
-            secrets += [str(url.path), url.host]
+            secrets.append(httpx.URL(_reveal(self._url)).host)
         except Exception:
             pass
         for s in sorted(secrets, key=len, reverse=True):
