@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 from feedwatch import DEFAULT_USER_AGENT
+from feedwatch.mailbox import parse_mailbox
 from feedwatch.model import (
     RULE_FIELDS,
     Config,
@@ -1134,8 +1135,11 @@ class _Loader:
         sender = _take(f, table, "from", path, c_text)
         if sender is None:
             f.err(path, 'missing key from (e.g. "feedwatch <alerts@example.org>")')
-        elif _ok(sender) and "@" not in sender:
-            f.err(path + ("from",), "not an email address (no @)")
+        elif _ok(sender):
+            try:
+                parse_mailbox(sender)
+            except ValueError as exc:
+                f.err(path + ("from",), str(exc))
         to: tuple[str, ...] = ()
         if "to" not in table:
             f.err(path, "missing key to (an array of addresses)")
@@ -1145,8 +1149,10 @@ class _Loader:
                 raw = [raw]
             checked = _str_list(f, {"to": raw}, "to", path) or ()
             for i, address in enumerate(checked):
-                if "@" not in address:
-                    f.err(path + ("to", i), "not an email address (no @)")
+                try:
+                    parse_mailbox(address)
+                except ValueError as exc:
+                    f.err(path + ("to", i), str(exc))
             if isinstance(raw, list) and not raw:
                 f.err(path + ("to",), "must name at least one address")
             to = checked

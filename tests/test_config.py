@@ -857,6 +857,27 @@ def test_email_sink_errors(tmp_path: Path) -> None:
     ]
 
 
+def test_email_addresses_one_per_entry_and_names_with_commas(tmp_path: Path) -> None:
+    text = """
+        [sinks.m]
+        type = "email"
+        host = "h"
+        from = "Alerts, Feedwatch <alerts@example.org>"
+        to = ["Doe, Jane <jane@example.org>", {bad}]
+        """
+    config = load(tmp_path, text.format(bad='"bob@example.org"'))
+    assert config.sinks["m"].options["to"][0] == "Doe, Jane <jane@example.org>"
+    lines = problems(tmp_path, text.format(bad='"jane@example.org, bob@example.org"'))
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:5: sinks.m.to[1]: more than one address: give each its own string"
+        ' (to = ["a@example.org", "b@example.org"])'
+    ]
+    lines = problems(tmp_path, text.format(bad='"Bob <bob@example.org"'))
+    assert strip_dir(lines, tmp_path) == [
+        'feedwatch.toml:5: sinks.m.to[1]: not one email address: write "Name <user@example.org>"'
+    ]
+
+
 def test_password_file(tmp_path: Path) -> None:
     text = """
         [sinks.m]

@@ -351,6 +351,30 @@ def test_plain_delivery_of_new_then_updated(smtp_server: Callable[..., SMTPServe
     assert set(parts(m2)) == {"text/plain", "text/html"}
 
 
+def test_a_display_name_with_a_comma_mails_the_address_in_angle_brackets(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """``Doe, Jane <jane@example.org>``: RFC 5322's parser took ``Doe`` for the
+    address, so the mail went to ``<Doe>`` and was marked delivered."""
+    server = smtp_server("none")
+    c = cfg(server.port)
+    opts = {
+        **c.options,
+        "from_": "Alerts, Feedwatch <alerts@example.org>",
+        "to": ("Doe, Jane <jane@example.org>", '"Roe, Rick" <rick@example.net>', "bo@example.org"),
+    }
+    sink = EmailSink(SinkConfig(name=c.name, type=c.type, options=opts))
+    assert send(sink, [delivery(payload())]) == SendResult.success()
+    (got,) = server.messages
+    assert got.mail_from == "alerts@example.org"
+    assert got.rcpt_tos == ("jane@example.org", "rick@example.net", "bo@example.org")
+    msg = parse(got.data)
+    assert msg["From"] == '"Alerts, Feedwatch" <alerts@example.org>'
+    assert msg["To"] == (
+        '"Doe, Jane" <jane@example.org>, "Roe, Rick" <rick@example.net>, bo@example.org'
+    )
+
+
 def test_starttls_with_auth(smtp_server: Callable[..., SMTPServer]) -> None:
     server = smtp_server("starttls", auth=True)
     sink = EmailSink(

@@ -24,14 +24,16 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiosmtplib
 import structlog
 
+from feedwatch.mailbox import parse_mailbox
 from feedwatch.model import SinkConfig
 from feedwatch.sinks.base import SendResult
 from feedwatch.store.base import Delivery
@@ -70,6 +72,13 @@ def _header_text(value: object, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
+
+
+def _mailbox_header(text: object) -> Address:
+    """A config address for a header: a display name holding a comma is quoted."""
+    name, addr = parse_mailbox(str(text))
+    local, _, domain = addr.rpartition("@")
+    return Address(display_name=_header_text(name), username=local, domain=domain)
 
 
 def _body_text(value: object) -> str:
@@ -458,8 +467,8 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
         seed = token
 
     msg["Subject"] = _header_text(subject)
-    msg["From"] = _header_text(opts.get("from_", ""))
-    msg["To"] = ", ".join(_header_text(a) for a in opts.get("to", ()))
+    msg["From"] = _mailbox_header(opts.get("from_", ""))
+    msg["To"] = [_mailbox_header(a) for a in opts.get("to", ())]
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = f"<{token}@feedwatch>"
     if len(deliveries) == 1:
@@ -524,9 +533,12 @@ class EmailSink:
         self.username: str | None = opts.get("username") or None
         password = opts.get("password")
         self._password: str | None = password.reveal() if password is not None else None
-        self.sender = parseaddr(str(opts.get("from_", "")))[1]
-        self.recipients = [parseaddr(str(a))[1] for a in opts.get("to", ())]
-        if not self.sender or not self.recipients or not all(self.recipients):
+        try:
+            self.sender = parse_mailbox(str(opts.get("from_", "")))[1]
+            self.recipients = [parse_mailbox(str(a))[1] for a in opts.get("to", ())]
+        except ValueError as exc:
+            raise ValueError(f"email sink {cfg.name!r}: {exc}") from None
+        if not self.recipients:
             raise ValueError(f"email sink {cfg.name!r}: needs a from address and to addresses")
         self._tls_context = tls_context
 

@@ -1,0 +1,44 @@
+"""One email address as a config writes it: ``user@example.org`` or ``Name <user@example.org>``.
+
+``email.utils.parseaddr`` reads RFC 5322, where a display name holding a comma
+must be quoted: given ``Doe, Jane <jane@example.org>`` it returns ``Doe`` as the
+address, and the mail went to ``<Doe>`` while the delivery was marked done. A
+config entry is one address, so the display name is everything before ``<``,
+commas included, and anything that looks like a list is refused at `validate`.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["parse_mailbox"]
+
+_ANGLE = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>")
+_NOT_IN_ADDRESS = re.compile(r"[\s,;<>()\[\]\\]")
+
+
+def parse_mailbox(text: str) -> tuple[str, str]:
+    """(display name, address); ValueError saying what is wrong with ``text``."""
+    t = text.strip()
+    m = _ANGLE.fullmatch(t)
+    if m:
+        name, addr = m["name"].strip(), m["addr"].strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    elif "<" in t or ">" in t:
+        raise ValueError('not one email address: write "Name <user@example.org>"')
+    else:
+        name, addr = "", t
+    if "," in addr or ";" in addr:
+        raise ValueError(
+            'more than one address: give each its own string (to = ["a@example.org",'
+            ' "b@example.org"])'
+        )
+    local, at, domain = addr.rpartition("@")
+    if not at:
+        raise ValueError("not an email address (no @)")
+    if not local or not domain:
+        raise ValueError(f"not an email address: {addr!r} (user@domain)")
+    if _NOT_IN_ADDRESS.search(addr) or domain.startswith(".") or domain.endswith("."):
+        raise ValueError(f"not an email address: {addr!r}")
+    return name, addr
