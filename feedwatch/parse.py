@@ -30,7 +30,7 @@ import structlog
 from feedparser.datetimes import _parse_date as _feedparser_date
 
 from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed
-from feedwatch.text import html_to_text, normalize_space
+from feedwatch.text import html_to_text, normalize_space, plain_to_text
 
 __all__ = ["PARSE_VERSION", "XmlParse", "parse_body", "parse_xml_detail"]
 
@@ -40,7 +40,7 @@ log = structlog.get_logger("feedwatch.parse")
 # Bump whenever parse_body's result for some body changes (a conversion, an option,
 # the entity guard, the entry cap): feedwatch.partial keys its cache of parsed
 # entries on it, so entries cached by an older parser are never reused.
-PARSE_VERSION = 2  # 2: an entry a body was cut short in is dropped
+PARSE_VERSION = 3  # 2: an entry a body was cut short in is dropped; 3: text/plain fields
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -560,10 +560,10 @@ def _xml_entry(e: dict[str, Any], feed_base: str | None) -> EntrySnapshot:
     # feedparser copies Atom <content> into `summary` when there is none: that
     # copy has no summary_detail; keep summary for a real summary only.
     if get(e, "summary_detail") is not None:
-        summary = html_to_text(_str(get(e, "summary")))
+        summary = _text_as(_str(get(e, "summary")), get(e, "summary_detail"))
     contents = get(e, "content") or []
     content = _join_texts(
-        html_to_text(_str(c.get("value"))) for c in contents if isinstance(c, Mapping)
+        _text_as(_str(c.get("value")), c) for c in contents if isinstance(c, Mapping)
     )
     tags = _unique(
         normalize_space(_str(t.get("term")) or _str(t.get("label")))
@@ -584,7 +584,7 @@ def _xml_entry(e: dict[str, Any], feed_base: str | None) -> EntrySnapshot:
     )
     return EntrySnapshot(
         entry_id=_str_or_none(get(e, "id")),
-        title=html_to_text(_str(get(e, "title"))),
+        title=_text_as(_str(get(e, "title")), get(e, "title_detail")),
         link=_str_or_none(get(e, "link")),
         author=_text_or_none(get(e, "author")),
         published=_entry_time(e, "published"),
@@ -594,6 +594,14 @@ def _xml_entry(e: dict[str, Any], feed_base: str | None) -> EntrySnapshot:
         tags=tags,
         enclosures=enclosures,
     )
+
+
+def _text_as(value: str, detail: Any) -> str:
+    """A field's text by the type feedparser found for it: HTML unless it says plain
+    (an Atom ``type="text"``, an RSS title without markup), where a "<" is text."""
+    if isinstance(detail, Mapping) and detail.get("type") == "text/plain":
+        return plain_to_text(value)
+    return html_to_text(value)
 
 
 def _entry_base(e: dict[str, Any]) -> str | None:
@@ -741,7 +749,12 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
         raw_id = None
     link = _str(item.get("url")).strip() or _str(item.get("external_url")).strip()
     content_html = _str(item.get("content_html"))
-    content = html_to_text(content_html or _str(item.get("content_text")))
+    # JSON Feed: content_text, title and summary are plain text (a "<" is text)
+    content = (
+        html_to_text(content_html)
+        if content_html
+        else plain_to_text(_str(item.get("content_text")))
+    )
     tags = (
         _unique(normalize_space(t) for t in (item.get("tags") or []) if isinstance(t, str))
         if isinstance(item.get("tags"), list)
@@ -759,12 +772,12 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
     )
     return EntrySnapshot(
         entry_id=_str_or_none(str(raw_id) if raw_id is not None else None),
-        title=html_to_text(_str(item.get("title"))),
+        title=plain_to_text(_str(item.get("title"))),
         link=_resolve(base, link) if link else None,
         author=_json_authors(item) or feed_authors,
         published=_parse_date(item.get("date_published")),
         updated=_parse_date(item.get("date_modified")),
-        summary=html_to_text(_str(item.get("summary"))),
+        summary=plain_to_text(_str(item.get("summary"))),
         content=content,
         tags=tags,
         enclosures=enclosures,

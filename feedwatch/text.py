@@ -8,6 +8,14 @@ The result is a fixed point: ``html_to_text(html_to_text(x)) ==
 html_to_text(x)``. That forces one deliberate over-decoding: text that was
 escaped twice (``&amp;lt;b&amp;gt;``, common in badly made feeds) is reduced
 as if it were markup, so escaped tags never reach keyword matching either.
+Only a tag goes, though, never the text after it: an element whose contents
+are dropped (``<script>``, ``<title>``...) is dropped to the end of the text
+when the markup as given leaves it open, but a ``<script>`` that decoding made
+("put a &lt;script&gt; tag at the end of the body", in a story about HTML) is
+only a word to lose, or the rest of the story would vanish, and its edits with it.
+``plain_to_text`` is the same for a field its format declares plain text (JSON
+Feed's ``title`` and ``content_text``, Atom's ``type="text"``): its "<" is text
+from the start.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import html
 import re
 import unicodedata
 
-__all__ = ["cap", "html_to_text", "normalize_space", "printable"]
+__all__ = ["cap", "html_to_text", "normalize_space", "plain_to_text", "printable"]
 
 _FLAGS = re.IGNORECASE | re.DOTALL
 
@@ -25,10 +33,10 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 _CDATA = re.compile(r"<!\[CDATA\[(.*?)(?:\]\]>|\Z)", re.DOTALL)
 # Elements whose content is never text a reader sees. Unclosed: dropped to the end.
-_DROPPED = re.compile(
-    r"<(script|style|head|template|noscript|iframe|svg|title|xml)\b[^>]*>.*?(?:</\1\s*>|\Z)",
-    _FLAGS,
-)
+_DROPPED_NAMES = r"script|style|head|template|noscript|iframe|svg|title|xml"
+_DROPPED = re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?(?:</\1\s*>|\Z)", _FLAGS)
+# The same, closed: for markup that decoding made (see the module's docstring).
+_DROPPED_CLOSED = re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?</\1\s*>", _FLAGS)
 # A tag, with quoted attribute values that may contain ">" (bounded, so an
 # unterminated quote cannot make this quadratic); then a looser fallback.
 _TAG_BODY = r"""(?:[^>"']|"[^"]{0,512}"|'[^']{0,512}')*>"""
@@ -70,12 +78,13 @@ def cap(s: str, limit: int = 65536) -> str:
     return s[: limit - 1] + "…"
 
 
-def _one_pass(s: str) -> str:
+def _one_pass(s: str, given: bool) -> str:
+    """One pass; ``given``: ``s`` is the markup as given, not what decoding made."""
     s = _CONTROLS.sub("", s)
     if "<" in s:
         s = _COMMENT.sub("", s)
         s = _CDATA.sub(r"\1", s)
-        s = _DROPPED.sub("", s)
+        s = (_DROPPED if given else _DROPPED_CLOSED).sub("", s)
         # Tags only occur before the last ">": scanning past it could go quadratic.
         end = s.rfind(">") + 1
         head, tail = s[:end], s[end:]
@@ -106,8 +115,8 @@ def html_to_text(html_or_text: str) -> str:
     """
     try:
         s = html_or_text if isinstance(html_or_text, str) else str(html_or_text)
-        for _ in range(_MAX_PASSES):
-            out = _one_pass(s)
+        for n in range(_MAX_PASSES):
+            out = _one_pass(s, given=n == 0)
             # Without "<" or "&" another pass is the identity: stop early.
             if out == s or ("<" not in out and "&" not in out):
                 return out
@@ -115,3 +124,8 @@ def html_to_text(html_or_text: str) -> str:
         return s
     except Exception:  # never raise on feed text; a regex/codec surprise must not stop a poll
         return normalize_space(str(html_or_text))
+
+
+def plain_to_text(text: str) -> str:
+    """``html_to_text`` of a field declared plain text: its "<" and "&" are text as given."""
+    return html_to_text(html.escape(text if isinstance(text, str) else str(text), quote=False))

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed
 from feedwatch.parse import parse_body
-from feedwatch.text import cap, html_to_text, normalize_space
+from feedwatch.text import cap, html_to_text, normalize_space, plain_to_text
 
 RSS_CT = {"content-type": "application/rss+xml; charset=utf-8"}
 ATOM_CT = {"content-type": "application/atom+xml"}
@@ -110,6 +110,31 @@ class TestHtmlToText:
             html_to_text("&lt;p&gt;Hello &amp;lt;b&amp;gt;x&amp;lt;/b&amp;gt;&lt;/p&gt;")
             == "Hello x"
         )
+
+    def test_a_tag_named_in_the_text_loses_only_itself(self) -> None:
+        """A story about HTML names a <script> tag, escaped once: decoding makes it
+        look like markup, but the text after it is the story (and its edits)."""
+        html = "<p>Put a <code>&lt;script&gt;</code> tag at the end. Fixed in version 2.</p>"
+        assert html_to_text(html) == "Put a tag at the end. Fixed in version 2."
+        assert html_to_text("a &lt;title&gt; b &lt;style&gt;c") == "a b c"
+        # escaped and closed, it is still dropped whole, as markup escaped twice is
+        assert html_to_text("x &lt;script&gt;evil()&lt;/script&gt; y") == "x y"
+
+    @given(
+        st.lists(
+            st.sampled_from(["a", " ", "<", ">", "&", "/", "script", "title", "lt;", "amp;"]),
+            max_size=30,
+        ).map("".join)
+    )
+    def test_plain_text_is_a_fixed_point_of_both(self, s: str) -> None:
+        out = plain_to_text(s)
+        assert plain_to_text(out) == out and html_to_text(out) == out
+
+    def test_plain_text_fields_keep_what_follows_a_tag_name(self) -> None:
+        assert plain_to_text("How <script> loading affects missile sites") == (
+            "How loading affects missile sites"
+        )
+        assert plain_to_text("AT&T <3 and 5 < 6") == "AT&T <3 and 5 < 6"
 
     def test_nfc(self) -> None:
         assert html_to_text("Dnipro\u0301") == "Dnipr\u00f3"
@@ -377,6 +402,32 @@ def test_json_not_a_feed_and_invalid() -> None:
     assert not array.is_feed
     deep = parse_body(b"{" + b'"a":[' * 100000, JSON_CT)
     assert not deep.is_feed
+
+
+def test_fields_declared_plain_text_are_not_cut_at_a_tag_name() -> None:
+    """JSON Feed's title and content_text and Atom's type="text" are plain text: a
+    "<title>" in them was cutting the rest of the field away (and every keyword in it)."""
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "items": [
+            {
+                "id": "1",
+                "title": "How <script> loading affects missile sites",
+                "content_text": "Put <title> in the head. Missile news follows.",
+            }
+        ],
+    }
+    (j,) = parse_body(json.dumps(doc).encode(), JSON_CT).entries
+    assert j.title == "How loading affects missile sites"
+    assert j.content == "Put in the head. Missile news follows."
+    atom = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>A</title><entry><id>1</id>'
+        b'<title type="text">The &lt;title&gt; element and a missile</title>'
+        b'<summary type="text">Use &lt;style&gt; for a missile map</summary></entry></feed>'
+    )
+    (a,) = parse_body(atom, {"content-type": "application/atom+xml"}).entries
+    assert (a.title, a.summary) == ("The element and a missile", "Use for a missile map")
 
 
 def test_json_feed_without_items_is_an_empty_feed() -> None:
