@@ -177,13 +177,27 @@ def _by_id(identity: str) -> bool:
 
 
 def _rekey(
-    stored: Mapping[str, StoredEntry], policy: Policy
+    stored: Mapping[str, StoredEntry],
+    policy: Policy,
+    was: Policy,
+    keys: Sequence[EntryKeys],
 ) -> tuple[dict[str, StoredEntry], list[tuple[str, str]]]:
-    """Stored entries under a new policy; on a collision the most recently seen wins."""
+    """Stored entries under a new policy; on a collision the most recently seen wins.
+
+    A row is re-keyed as the body's entry it was under the old policy, where the body
+    names that entry once: the row may lack what its new key is made of. (Stored under
+    the link policy, a row has no id when the feed had none; when the feed starts
+    giving ids, the row is the entry whose link it has, under that entry's new id,
+    and an edit of it is an update, not a new entry.) A row the body does not name
+    goes by its own fields."""
+    via: dict[str, str | None] = {}
+    for k in keys:
+        old_key, new_key = key_for(k, was), key_for(k, policy)
+        via[old_key] = new_key if via.get(old_key, new_key) == new_key else None
     out: dict[str, StoredEntry] = {}
     rekeys: list[tuple[str, str]] = []
     for old in sorted(stored.values(), key=lambda e: (e.last_seen, e.identity)):
-        new_key = identity_for(old, policy)
+        new_key = via.get(old.identity) or identity_for(old, policy)
         if new_key != old.identity:
             rekeys.append((old.identity, new_key))
         out[new_key] = replace(old, identity=new_key)
@@ -344,7 +358,7 @@ def diff(
     if has_rows and state.policy != identity.policy:
         if not stored:
             raise ValueError("the identity policy switches: diff needs every stored entry")
-        current, rekeys = _rekey(stored, state.policy)
+        current, rekeys = _rekey(stored, state.policy, identity.policy, keys)
     skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
 
     # Identities of this body; the first of several with one identity wins.

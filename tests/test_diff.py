@@ -365,6 +365,25 @@ def test_auto_policy_switches_after_two_polls_and_rekeys_without_alerts():
     assert kinds(r3) == [("new", "Entry 99")]
 
 
+def test_a_feed_that_starts_giving_ids_keeps_its_entries_and_their_edits():
+    """Stored under the link policy the rows have no id; when the policy turns to
+    guid, an entry edited at that very poll is an update of its row, not a new entry
+    (and its old row is not left behind)."""
+    es = [entry(i, entry_id=None) for i in range(4)]
+    stored, ident = baseline(es)
+    assert ident.policy == "link"
+    with_ids = [replace(e, entry_id=f"http://e.com/g/{i}") for i, e in enumerate(es)]
+    r1 = run(stored, with_ids, identity=ident)
+    assert r1.identity == IdentityState(policy="link", candidate="guid") and r1.changes == ()
+    stored = apply(stored, r1)
+    edited = [*with_ids[:3], replace(with_ids[3], summary="an edited summary")]
+    r2 = run(stored, edited, identity=r1.identity)
+    assert r2.identity.policy == "guid"
+    assert kinds(r2) == [("updated", "Entry 3")]
+    stored = apply(stored, r2)
+    assert sorted(stored) == sorted(f"g:http://e.com/g/{i}" for i in range(4))
+
+
 def test_first_of_duplicate_identities_wins():
     s = replace(S, id_policy="guid")
     r = run({}, [entry(1, title="first"), entry(1, title="second")], settings=s, baselined=False)
