@@ -490,6 +490,11 @@ class Poller:
                 "feed.redirected", feed=feed.name, url=feed.url, to=fetched.permanent_redirect
             )
         if self.dry_run:
+            # what the commit would queue: not an alert recorded before (an entry
+            # forgotten and seen again makes the same ids), nor a duplicate claimed
+            if alerts:
+                known = self.store.recorded_alerts([a.id for a in alerts])
+                alerts = [a for a in alerts if a.id not in known]
             alerts = self._left_by_claims(alerts, committed=False)
         return (None if self.dry_run else commit), PollReport(
             feed=feed.name,

@@ -444,6 +444,24 @@ def test_dry_run_json_prints_and_changes_nothing(setup):
     assert alerts(tmp)[0]["id"] == dry["id"]
 
 
+def test_dry_run_leaves_out_the_alerts_a_real_run_would_not_send_again(setup):
+    """`forget` makes the next poll see every entry afresh under `first_poll =
+    "alert"`, with the same ids as before: recorded, so a real run sends none of them,
+    and the dry run must not promise them."""
+    tmp, srv, cfg, news = setup
+    cfg.write_text(cfg.read_text().replace('jitter = "0s"', 'jitter = "0s"\nfirst_poll = "alert"'))
+    assert fw(cfg, "check").returncode == 0
+    sent = len(alerts(tmp))
+    assert sent == 2  # the missile story in "news", the one entry of "everything"
+    assert fw(cfg, "forget", "everything").returncode == 0
+    dry = fw(cfg, "check", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    real = fw(cfg, "check", "--json")
+    assert real.returncode == 0, real.stderr
+    assert dry.stdout == real.stdout == ""
+    assert len(alerts(tmp)) == sent
+
+
 def test_dry_run_without_state_creates_nothing(setup):
     tmp, srv, cfg, news = setup
     r = fw(cfg, "check", "--dry-run")

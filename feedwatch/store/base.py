@@ -316,6 +316,11 @@ class Store(Protocol):
         """The alerts ``query`` selects, newest first, with their deliveries."""
         ...
 
+    def recorded_alerts(self, alert_ids: Sequence[str]) -> set[str]:
+        """Which of these alert ids the state has recorded (a commit would not queue
+        them again): what `check --dry-run` leaves out."""
+        ...
+
     def duplicate_claims(self, keys: Sequence[str]) -> dict[str, dict[str, str]]:
         """``duplicates = "skip"``: for each of these keys that an alert went somewhere
         under, the sinks it went to and the alert that took each."""

@@ -424,6 +424,18 @@ class SharedWrites(SharedReads):
             for r in rows
         ]
 
+    def recorded_alerts(self, alert_ids: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        with self._reading() as cur:
+            for clause, values in self._ids_in("alert_id", list(dict.fromkeys(alert_ids))):
+                out.update(
+                    row[0]
+                    for row in cur.execute(
+                        f"SELECT alert_id FROM alerts WHERE {clause}", values
+                    ).fetchall()
+                )
+        return out
+
     def duplicate_claims(self, keys: Sequence[str]) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         with self._reading() as cur:
