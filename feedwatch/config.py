@@ -132,6 +132,11 @@ def _type_name(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+MAX_DURATION = 36500 * 86400.0
+"""100 years: a longer interval or retention is "never", and a date that far on would
+overflow (an interval of 9999999d failed every poll with "date value out of range")."""
+
+
 def parse_duration(value: int | float | str) -> float:
     """Seconds from ``90``, ``"90s"``, ``"15m"``, ``"1h30m"`` or ``"7d"``."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -142,7 +147,7 @@ def parse_duration(value: int | float | str) -> float:
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"a duration must be a non-negative number of seconds, got {value}")
-        return float(value)
+        return _at_most(float(value))
     if _NUMBER_RE.fullmatch(value):
         raise ValueError(
             f'duration "{value}" has no unit: write e.g. "{value.strip()}s" '
@@ -153,7 +158,23 @@ def parse_duration(value: int | float | str) -> float:
             f'invalid duration "{value}": use <n><unit> parts with units s, m, h, d '
             '(e.g. "90s", "15m", "1h30m", "7d")'
         )
-    return float(sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value)))
+    return _at_most(
+        float(sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value)))
+    )
+
+
+def parse_duration_arg(text: str) -> float:
+    """``parse_duration`` of a command-line argument, where a bare number is seconds
+    (the config's TOML tells ``30`` from ``"30"``; a shell does not)."""
+    if _NUMBER_RE.fullmatch(text):
+        return _at_most(float(text))
+    return parse_duration(text)
+
+
+def _at_most(seconds: float) -> float:
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration must be at most {format_duration(MAX_DURATION)} (100 years)")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

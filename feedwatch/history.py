@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO, get_args
 
 from feedwatch.alert import format_time
-from feedwatch.config import parse_duration
+from feedwatch.config import parse_duration_arg
 from feedwatch.model import Config
 from feedwatch.present import delivery_detail, one_line, show
 from feedwatch.redact import redact
@@ -59,14 +59,11 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     since: datetime | None = None
     if args.since is not None:
         try:
-            seconds = parse_duration(args.since)
+            seconds = parse_duration_arg(args.since)
         except ValueError as exc:
             print(f"feedwatch: --since {args.since!r}: {exc}", file=sys.stderr)
             return 2
-        try:
-            since = datetime.now(timezone.utc) - timedelta(seconds=seconds)
-        except OverflowError:  # further back than datetime goes: every alert
-            since = None
+        since = datetime.now(timezone.utc) - timedelta(seconds=seconds)
     if args.limit < 1:
         print(
             f"feedwatch: --limit {args.limit}: give a number of alerts, 1 or more", file=sys.stderr

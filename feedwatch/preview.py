@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
 from feedwatch import DEFAULT_USER_AGENT
-from feedwatch.config import _HEADER_NAME, _http_url, parse_duration, parse_size
+from feedwatch.config import _HEADER_NAME, _http_url, parse_duration_arg, parse_size
 from feedwatch.discover import FEED_TYPES, FeedLink, discover_feeds, looks_like_html
 from feedwatch.identity import detect_policy, normalize_link
 from feedwatch.model import (
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     except ValueError as exc:
         return _usage(f"{show(args.url)!r}: {exc}")
     try:
-        timeout = parse_duration(args.timeout)
+        timeout = parse_duration_arg(args.timeout)
         if timeout <= 0:
             raise ValueError("must be greater than 0")
     except ValueError as exc:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from feedwatch import DEFAULT_USER_AGENT
 from feedwatch.config import (
+    MAX_DURATION,
     ConfigError,
     Problem,
     default_state_path,
@@ -21,6 +22,7 @@ from feedwatch.config import (
     format_duration,
     load_config,
     parse_duration,
+    parse_duration_arg,
     parse_jitter,
     parse_size,
 )
@@ -102,6 +104,9 @@ def test_parse_duration(value: int | str, seconds: float) -> None:
         (-5, "non-negative"),
         (True, "got a boolean"),
         ([1], "got an array"),
+        ("36501d", "at most 36500d"),
+        ("99999999999d", "at most 36500d"),
+        (36500 * 86400 + 1, "at most 36500d"),
     ],
 )
 def test_parse_duration_errors(value: object, fragment: str) -> None:
@@ -122,7 +127,33 @@ def test_duration_round_trip(seconds: int) -> None:
 def test_duration_parts_add_up(parts: list[tuple[int, str]]) -> None:
     unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     text = "".join(f"{n}{u}" for n, u in parts)
-    assert parse_duration(text) == sum(n * unit[u] for n, u in parts)
+    total = sum(n * unit[u] for n, u in parts)
+    if total <= MAX_DURATION:
+        assert parse_duration(text) == total
+    else:
+        with pytest.raises(ValueError, match="at most 36500d"):
+            parse_duration(text)
+
+
+def test_durations_too_long_for_a_date_are_refused_at_validate(tmp_path: Path) -> None:
+    """An interval or retention of millions of days passed validate, then every poll
+    failed with "internal error: date value out of range"."""
+    lines = problems(
+        tmp_path,
+        '[feedwatch]\nretention = "3000000d"\n[[feeds]]\nname = "f"\n'
+        'url = "https://example.org/f"\ninterval = "9999999d"\n',
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:2: feedwatch.retention: a duration must be at most 36500d (100 years)",
+        "feedwatch.toml:6: feeds[0].interval: a duration must be at most 36500d (100 years)",
+    ]
+
+
+def test_a_bare_number_on_the_command_line_is_seconds() -> None:
+    assert parse_duration_arg("30") == 30.0 and parse_duration_arg(" 1.5 ") == 1.5
+    assert parse_duration_arg("2h") == 7200.0
+    with pytest.raises(ValueError, match="at most"):
+        parse_duration_arg("9999999999")
 
 
 @pytest.mark.parametrize(

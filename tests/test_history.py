@@ -98,7 +98,10 @@ def test_filters_feed_sink_status_since_and_limit(tmp_path, feed_server):
     assert "Wire two" not in titles("--since", "1d")
     assert "Wire two" in titles("--since", "3d")
 
-    assert len(titles("--since", "100000000d")) == 3  # before datetime's first year: all
+    assert len(titles("--since", "36500d")) == 3  # the longest duration: all of them
+    assert titles("--since", "86400") == titles("--since", "1d")  # a bare number is seconds
+    r = fw(cfg, "alerts", "--since", "100000000d")
+    assert r.returncode == 2 and "at most 36500d" in r.stderr
     r = fw(cfg, "alerts", "--feed", "nosuch")
     assert r.returncode == 0 and r.stdout == "no alerts match\n"
     r = fw(cfg, "alerts", "--since", "soon")
