@@ -794,6 +794,9 @@ def _ignore_term(value: Any) -> str:
 
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# What an HTTP header value may not hold: controls but the tab, and (ASCII only here,
+# as httpx sends it) anything beyond ASCII.
+HEADER_VALUE_BAD = re.compile(r"[^\t\x20-\x7e]")
 
 
 def _headers(
@@ -814,8 +817,13 @@ def _headers(
         if not isinstance(raw, str):
             f.err(where, f"expected a string, got {_type_name(raw)}")
             continue
-        if any(ch in raw for ch in "\r\n\0"):
-            f.err(where, "a header value must not contain line breaks or NUL")
+        if HEADER_VALUE_BAD.search(raw):
+            # (the value itself is never quoted: it may be a token)
+            f.err(
+                where,
+                "a header value must be printable ASCII: no line breaks, control"
+                " characters or letters beyond ASCII (it could never be sent)",
+            )
             continue
         out.append((name, Secret(str(raw)) if isinstance(raw, _Expanded) else raw))
     return tuple(out)

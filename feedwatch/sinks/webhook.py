@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -23,6 +22,7 @@ import httpx
 import structlog
 
 from feedwatch import __version__, proxyenv
+from feedwatch.config import _HEADER_NAME, HEADER_VALUE_BAD
 from feedwatch.model import Secret, SinkConfig
 from feedwatch.redact import url_secrets
 from feedwatch.sinks import formats
@@ -34,8 +34,6 @@ log = structlog.get_logger("feedwatch.sinks.webhook")
 FORMATS = ("json", "slack", "discord", "ntfy", "teams")
 USER_AGENT = f"feedwatch/{__version__}"
 MAX_RESPONSE = 64 * 1024  # we read at most this much of an answer (for the error message)
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _RESERVED = frozenset({"content-length", "host", "transfer-encoding"})
 
 
@@ -144,7 +142,7 @@ class WebhookSink:
             if name.lower() in _RESERVED or name.lower() == "content-type":
                 continue
             text = _reveal(value)
-            if not _HEADER_NAME.fullmatch(name) or not text.isascii() or _BAD_VALUE.search(text):
+            if not _HEADER_NAME.fullmatch(name) or HEADER_VALUE_BAD.search(text):
                 raise _BadHeader(name)
             headers[name] = text
         if len(deliveries) == 1:
