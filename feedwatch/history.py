@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO, get_args
 
+from feedwatch import streams
 from feedwatch.alert import format_time
 from feedwatch.config import parse_duration_arg
 from feedwatch.model import Config
@@ -92,8 +93,10 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     finally:
         store.close()
     if args.json:
+        # a stdout that cannot encode UTF-8 would write "\U0001f680" for an emoji: not JSON
+        ascii_only = streams.ascii_json(out)
         for r in records:
-            out.write(json.dumps(_json(r), ensure_ascii=False) + "\n")
+            out.write(json.dumps(_json(r), ensure_ascii=ascii_only) + "\n")
     else:
         _text(out, records, args)
     out.flush()

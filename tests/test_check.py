@@ -710,6 +710,12 @@ def test_json_lines_to_an_ascii_stdout_read_back_as_they_were(world):
     r = fw(cfg, "status", "--json", env={"PYTHONIOENCODING": "ascii"})
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["feeds"][0]["name"] == "news"
+    assert fw(cfg, "check").returncode == 0
+    for encoding in ("ascii", "latin-1"):
+        r = fw(cfg, "alerts", "--json", env={"PYTHONIOENCODING": encoding})
+        assert r.returncode == 0, r.stderr
+        (line,) = r.stdout.splitlines()
+        assert line.isascii() and json.loads(line)["alert"]["entry"]["title"] == WORLD
 
 
 def check_into_a_gone_reader(cfg: Path, stderr) -> int:
