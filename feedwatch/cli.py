@@ -165,6 +165,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `feedwatch alerts | head -1`: the reader has what it wanted (`check` goes
+        # on delivering, and says so, in its own handler)
+        _discard_output(out)
+        return EXIT_OK
 
 
 def _load(args: argparse.Namespace) -> Config:

@@ -820,3 +820,20 @@ url = "https://${{TENANT}}.invalid/feed.xml"
     for text in [*shown, stored]:
         assert "acme-secret-tenant" not in text
     assert json.loads(shown[2])["feeds"][0]["last_error"] == stored
+
+
+@pytest.mark.parametrize("command", [["alerts"], ["explain", "news"], ["status"]])
+def test_a_read_only_command_into_a_closed_pipe_ends_quietly(world, command):
+    """`feedwatch alerts | head -1`: a traceback and exit 1 when the reader left."""
+    tmp, cfg = world
+    assert fw(cfg, "check").returncode == 0
+    p = subprocess.Popen(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err
