@@ -82,6 +82,13 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
             print(f"no alerts: no state file at {config.state} yet (nothing was polled)", file=out)
         return 0
     try:
+        for name in dict.fromkeys(args.feed):
+            # a feed removed from the config keeps its alerts in the state; a name in
+            # neither is a typo, not "no alerts"
+            if config.feed(name) is None and store.feed(name) is None:
+                known = ", ".join(f.name for f in config.feeds) or "none"
+                print(f"feedwatch: unknown feed {name!r} (configured: {known})", file=sys.stderr)
+                return 2
         query = AlertQuery(
             feeds=tuple(dict.fromkeys(args.feed)),
             since=since,
