@@ -27,6 +27,9 @@ def feed_state(record: FeedRecord | None, enabled: bool, in_config: bool) -> str
     return "ok"
 
 
+_NOT_POLLED = frozenset({"disabled", "removed", "gone"})
+
+
 def collect(config: Config) -> dict[str, Any]:
     store = open_store(config.state, create=False)
     records: dict[str, FeedRecord] = {}
@@ -63,7 +66,8 @@ def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict
         "errors": rec.errors if rec else 0,
         "last_error": redact(rec.last_error) if rec and rec.last_error else None,
         "entries": rec.entries if rec else 0,
-        "next_poll": format_time(rec.next_poll) if rec else None,
+        # a disabled, removed or gone feed is not polled: no time would come true
+        "next_poll": (format_time(rec.next_poll) if rec and state not in _NOT_POLLED else None),
         "redirected_to": redact_url(rec.redirected_to) if rec and rec.redirected_to else None,
     }
 

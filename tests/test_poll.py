@@ -297,3 +297,34 @@ def test_a_body_that_waits_for_its_parse_is_compared_at_the_time_it_was_fetched(
         assert record is not None and record.last_poll == fetched_at
     assert kinds == ["updated"]  # the baseline, the first re-stamp, then silence
     store.close()
+
+
+def test_status_shows_no_next_poll_for_a_feed_that_will_not_be_polled(tmp_path, feed_server):
+    """A feed polled once and then disabled, or removed from the config, kept the time
+    its next poll would have had: status showed a poll that never comes."""
+    feed_server.set("/f.xml", rss([entry(1)]))
+
+    def config(*feeds: str) -> str:
+        url = feed_server.url("/f.xml")
+        blocks = "".join(f'[[feeds]]\nname = "{n}"\nurl = "{url}"\n{extra}' for n, extra in feeds)
+        return f'[feedwatch]\nstate = "{tmp_path}/s.db"\n{blocks}'
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(config(("a", ""), ("b", ""), ("c", "")))
+
+    def fw(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "feedwatch", "-c", str(cfg), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    assert fw("check").returncode == 0
+    cfg.write_text(config(("a", ""), ("b", "enabled = false\n")))  # c removed
+    rows = {f["name"]: f for f in json.loads(fw("status", "--json").stdout)["feeds"]}
+    assert {n: (f["state"], f["next_poll"] is None) for n, f in rows.items()} == {
+        "a": ("ok", False),
+        "b": ("disabled", True),
+        "c": ("removed", True),
+    }
