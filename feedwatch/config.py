@@ -564,7 +564,7 @@ def _expand_string(value: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
             out.append("$")
             i = j + 1
     if errors:
-        return value, errors  # keep the original: its own checks would only add noise
+        return value, errors  # keep the original (its checks are not reported: _File)
     text = "".join(out)
     return (_Expanded(text) if expanded else text), errors
 
@@ -582,6 +582,9 @@ class _File:
     data: dict[str, Any] = field(default_factory=dict)
     text: str = ""  # scanned for line numbers only when a problem needs one
     problems: list[tuple[int, int, Problem]] = field(default_factory=list)
+    # keys whose ${VAR} could not be expanded: that is their problem, and the checks of
+    # the text left unexpanded ("must be an http:// URL") would only add noise
+    unexpanded: set[KeyPath] = field(default_factory=set)
     _lines: dict[KeyPath, int] | None = None
 
     @property
@@ -598,6 +601,8 @@ class _File:
         return None
 
     def err(self, path: KeyPath, message: str) -> None:
+        if path in self.unexpanded:
+            return
         line = self.line_of(path)
         problem = Problem(self.display, line, _format_path(path), message)
         self.problems.append((self.index, line if line is not None else 0, problem))
@@ -620,6 +625,8 @@ def _expand_tree(f: _File, value: Any, path: KeyPath, env: Mapping[str, str]) ->
         text, errors = _expand_string(value, env)
         for message in errors:
             f.err(path, message)
+        if errors:
+            f.unexpanded.add(path)
         return text
     if isinstance(value, dict):
         return {k: _expand_tree(f, v, path + (k,), env) for k, v in value.items()}

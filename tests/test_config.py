@@ -1299,3 +1299,15 @@ def test_a_byte_order_mark_is_not_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, env=BASE_ENV)
     assert str(info.value).startswith(f"{path}:2: TOML syntax error")
+
+
+def test_an_unset_variable_is_the_one_problem_of_its_key(tmp_path: Path) -> None:
+    """recipes.md's Discord example with the variable unset also said "must be an
+    http:// or https:// URL" of the text left unexpanded."""
+    lines = problems(
+        tmp_path,
+        '[sinks.discord]\ntype = "webhook"\nformat = "discord"\nurl = "${DISCORD_WEBHOOK_URL}"\n',
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:4: sinks.discord.url: environment variable DISCORD_WEBHOOK_URL is not set"
+    ]
