@@ -390,6 +390,8 @@ class _LineScanner:
                 self._expect("=")
                 path = table + keys
                 self.lines[path] = self.line(start)
+                for end in range(len(table) + 1, len(path)):  # `log.level = ...`: `log`
+                    self.lines.setdefault(path[:end], self.line(start))
                 self._skip(newlines=False)
                 self._value(path)
             self._skip(newlines=False)

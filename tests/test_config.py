@@ -1311,3 +1311,15 @@ def test_an_unset_variable_is_the_one_problem_of_its_key(tmp_path: Path) -> None
     assert strip_dir(lines, tmp_path) == [
         "feedwatch.toml:4: sinks.discord.url: environment variable DISCORD_WEBHOOK_URL is not set"
     ]
+
+
+def test_an_unknown_dotted_key_is_reported_at_its_own_line(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        '# my config\n[feedwatch]\ninterval = "15m"\njitter = "10%"\n\nlog.level = "debug"\n'
+        '[sinks."my sink"]\ntype = "jsonl"\npath = "a.jsonl"\nextra.key = 1\n',
+    )
+    assert [line.split(": ", 1)[0] for line in strip_dir(lines, tmp_path)] == [
+        "feedwatch.toml:6",
+        "feedwatch.toml:10",
+    ]
