@@ -53,7 +53,7 @@ class DispatchReport:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
-    waiting: int = 0  # held for a digest or a removed sink
+    waiting: int = 0  # held: for a digest, a removed sink, or behind one that waits to retry
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -130,6 +130,7 @@ class Dispatcher:
                 report.waiting += len(items)
                 return
             if not force and not all(_due(d, now) for d in items):
+                report.waiting += len(items)
                 return  # a failed digest waits for its retry; newer alerts join it then
             await self._send(sink, items, report)
             return
@@ -141,6 +142,7 @@ class Dispatcher:
         stopped = False
         for d in live:
             if stopped:
+                report.waiting += 1
                 continue  # the rest only waits; reading on gives up the ones too old
             if batch and (len(batch) >= batch_size or not (force or _due(d, now))):
                 stopped = await self._send(sink, batch, report) in ("retry", "held")
@@ -148,9 +150,11 @@ class Dispatcher:
                 # wait, so none overtakes it
                 batch = []
                 if stopped:
+                    report.waiting += 1
                     continue
             if not force and not _due(d, now):
                 stopped = True  # in backoff: it and every newer alert wait (oldest first)
+                report.waiting += 1
                 continue
             batch.append(d)
         if batch and not stopped:

@@ -140,7 +140,10 @@ def _delivery_json(d: Delivery) -> dict[str, Any]:
         "status": d.status,
         "attempts": d.attempts,
         "delivered_at": format_time(d.delivered_at),
-        "next_attempt": format_time(d.next_attempt) if d.status == "pending" else None,
+        # set once an attempt failed (before, it goes in its turn: see delivery_detail)
+        "next_attempt": (
+            format_time(d.next_attempt) if d.status == "pending" and d.attempts else None
+        ),
         "last_error": redact(d.last_error) if d.last_error else None,  # as `explain` shows it
     }
 

@@ -39,6 +39,10 @@ def delivery_detail(d: Delivery) -> str:
             f"DEAD{tries}: {show(d.last_error or 'no error recorded')} "
             f"(`feedwatch redeliver --sink {d.sink}` queues it again)"
         )
+    if not d.attempts:
+        # its stored next attempt is its creation: due, but it goes in order, after
+        # any older alert of the sink that waits for a retry (or with its digest)
+        return "pending (not sent yet: after any older alert this sink still holds)"
     nxt = f", next attempt {when(d.next_attempt)}" if d.next_attempt else ""
     err = f", last error: {show(d.last_error)}" if d.last_error else ""
     return f"pending ({d.attempts} attempts{nxt}{err})"

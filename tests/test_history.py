@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from dataclasses import replace
 from datetime import timedelta
 
 from feedwatch.testing import T0, entry, rss
@@ -236,3 +237,22 @@ flood_limit = 2
     assert row["alert"]["message"].startswith(m.group(1).rstrip("…")[:60])
     sent = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [a["id"] for a in sent] == [row["alert_id"]]
+
+
+def test_a_delivery_never_tried_shows_no_past_attempt_time():
+    """Queued behind an alert that waits for its retry, a delivery kept its creation as
+    its "next attempt": `alerts` showed it overdue, though it goes in its turn."""
+    from feedwatch.history import _delivery_json
+    from feedwatch.present import delivery_detail
+    from feedwatch.store.base import Delivery
+
+    fresh = Delivery("a1", "hook", "f", "new", {}, None, T0, next_attempt=T0)
+    assert delivery_detail(fresh) == (
+        "pending (not sent yet: after any older alert this sink still holds)"
+    )
+    assert _delivery_json(fresh)["next_attempt"] is None
+    retried = replace(fresh, attempts=1, next_attempt=T0 + timedelta(minutes=5), last_error="503")
+    assert delivery_detail(retried) == (
+        "pending (1 attempts, next attempt 2024-11-22T10:45:17Z, last error: 503)"
+    )
+    assert _delivery_json(retried)["next_attempt"] == "2024-11-22T10:45:17Z"
