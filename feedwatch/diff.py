@@ -52,6 +52,7 @@ from feedwatch.identity import (
     fingerprint,
     identity_for,
     key_for,
+    legacy_keys,
     link_variants,
     loose_link,
     normalize_link,
@@ -150,6 +151,7 @@ def stored_needed(
     baselined: bool,
     has_rows: bool,
     settled: Settled | None = None,
+    bases: Sequence[str] = (),
 ) -> StoredNeed | None:
     """Which stored entries ``diff`` needs for a body with these ``keys``; None: all of
     them (the identity policy switches now, so every stored row is re-keyed).
@@ -162,7 +164,10 @@ def stored_needed(
         return None
     skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
     compared = [k for i, k in enumerate(keys) if i not in skip]
-    identities = tuple(dict.fromkeys(key_for(k, state.policy) for k in compared))
+    own = [key_for(k, state.policy) for k in compared]
+    identities = tuple(
+        dict.fromkeys([*own, *(old for key in own for old in legacy_keys(key, bases))])
+    )
     return StoredNeed(
         identities=identities,
         links=tuple(dict.fromkeys(v for k in compared if k.link for v in link_variants(k.link))),
@@ -340,13 +345,16 @@ def diff(
     keys: Sequence[EntryKeys] | None = None,
     has_rows: bool | None = None,
     settled: Settled | None = None,
+    bases: Sequence[str] = (),
 ) -> DiffResult:
     """``keys``: ``entry_keys`` of each entry, when the parse brought them (computed
     here otherwise; the result is the same). ``stored``: every stored entry of the feed,
     or (with ``has_rows``, whether it has any) at least those ``stored_needed`` names.
     ``settled``: entries the state holds as they are (``model.Settled``), counted as
     seen and unchanged without their rows; the result is the one a comparison of each
-    with its row gives (tests/test_diff.py), and their snapshots are never read."""
+    with its row gives (tests/test_diff.py), and their snapshots are never read.
+    ``bases``: what a relative id may have been resolved against when its row was
+    stored (``identity.legacy_keys``; ``parse.id_bases``)."""
     if keys is None or len(keys) != len(entries):
         keys = [entry_keys(e) for e in entries]
     if has_rows is None:
@@ -430,6 +438,17 @@ def diff(
     for key, i, fp in body:
         entry = entries[i]
         old: StoredEntry | None = current.get(key)
+        if old is None:
+            # a relative id stored resolved against the feed's URL, as it once was: the
+            # same entry, whatever its text (feedwatch.parse._ids_as_given)
+            for was in legacy_keys(key, bases):
+                kept = current.get(was)
+                if kept is not None and was not in seen:
+                    rekeys.append((was, key))
+                    del current[was]
+                    old = replace(kept, identity=key)
+                    current[key] = old
+                    break
         nl = links[key] if old is None else None
         if nl is not None and loose_counts[loose_link(nl)] == 1:
             cand = absent_by_link.get(nl) or absent_by_loose.get(loose_link(nl))

@@ -40,6 +40,7 @@ from feedwatch.identity import (
     alert_id,
     duplicate_key,
     entry_fingerprint,
+    id_bases,
     identity_for,
     normalize_link,
 )
@@ -203,6 +204,7 @@ def analyse(
     fetch_note: str,
     alerts: list[AlertRecord],
     now: datetime,
+    bases: tuple[str, ...] = (),
 ) -> Analysis:
     items: list[Item] = []
     result: DiffResult | None = None
@@ -215,6 +217,7 @@ def analyse(
             identity=record.identity if record else IdentityState(),
             baselined=record.baselined if record else False,
             now=now,
+            bases=bases,
         )
         current = dict(stored)
         for old_key, new_key in result.rekeys:
@@ -745,6 +748,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
 
     now = datetime.now(timezone.utc)
     parsed: ParsedFeed | None = None
+    bases: tuple[str, ...] = ()
     if feed is None:
         note = "not in the config any more: explained from the stored state"
     elif args.no_fetch:
@@ -770,6 +774,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
                 note = f"fetched, but not a feed ({show(why)}): explained from the stored state"
             else:
                 parsed = body
+                bases = id_bases(outcome.url, outcome.headers, record.url if record else None)
                 warn = (
                     f"; parser warnings: {show('; '.join(body.warnings))}" if body.warnings else ""
                 )
@@ -778,7 +783,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
                     f"(compared with the state as the next poll would, nothing written){warn}"
                 )
 
-    a = analyse(name, feed, record, stored, parsed, note, alerts, now)
+    a = analyse(name, feed, record, stored, parsed, note, alerts, now, bases)
     a.claimed = _claims(config, a)
     _header(out, a)
     if not args.entry:

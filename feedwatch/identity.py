@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 
@@ -183,6 +183,40 @@ def identity_for(entry: EntrySnapshot | StoredEntry, policy: Policy) -> str:
         if entry_id:
             return "g:" + entry_id
     return content_identity(entry)
+
+
+def id_bases(url: str | None, headers: Mapping[str, str], *more: str | None) -> tuple[str, ...]:
+    """The URLs a relative id may have been resolved against before ids were kept as
+    given, for ``legacy_keys``: the document's base as the parse takes it (a
+    Content-Location, against the URL), the URL, and ``more`` (the feed's URL as the
+    state recorded it). An ``xml:base`` in the document is not among them."""
+    location = next(
+        (str(v) for k, v in headers.items() if str(k).lower() == "content-location"), ""
+    )
+    first = urljoin(url, location) if url and location else url
+    return tuple(dict.fromkeys(b for b in (first, url, *more) if b))
+
+
+def legacy_keys(key: str, bases: Sequence[str]) -> list[str]:
+    """The identities a stored row of the entry ``key`` may have from before ids were
+    kept as given (feedwatch.parse._ids_as_given): a relative id (``<guid>1</guid>``)
+    resolved against one of ``bases``, as feedparser did. None for an absolute id."""
+    if not bases or not key.startswith("g:"):
+        return []
+    raw = key[2:]
+    if not raw or (":" in raw and urlsplit(raw).scheme):  # an id with a scheme: as given
+        return []
+    from feedparser.urls import make_safe_absolute_uri
+
+    out: list[str] = []
+    for base in bases:
+        try:
+            resolved = make_safe_absolute_uri(base, raw)
+        except ValueError:
+            continue
+        if resolved and resolved != raw:
+            out.append("g:" + resolved)
+    return list(dict.fromkeys(out))
 
 
 def entry_keys(entry: EntrySnapshot) -> EntryKeys:

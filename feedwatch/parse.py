@@ -40,7 +40,7 @@ log = structlog.get_logger("feedwatch.parse")
 # Bump whenever parse_body's result for some body changes (a conversion, an option,
 # the entity guard, the entry cap): feedwatch.partial keys its cache of parsed
 # entries on it, so entries cached by an older parser are never reused.
-PARSE_VERSION = 3  # 2: an entry a body was cut short in is dropped; 3: text/plain fields
+PARSE_VERSION = 4  # 2: an entry cut short is dropped; 3: text/plain fields; 4: ids as given
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -359,6 +359,35 @@ def _content_params_copy() -> None:
 
 
 _content_params_copy()
+
+
+def _ids_as_given() -> None:
+    """An entry's id is the feed's own, as written: feedparser resolved an RSS guid (and
+    an Atom id) that looks relative against the feed's URL, so ``<guid>1</guid>`` was
+    ``https://host/dir/1``, and every entry became new when the feed's URL moved (a 301
+    followed, the url edited). The link a permalink guid stands for is still resolved,
+    as feedparser does. (Identities stored from resolved ids are re-keyed as they are
+    met: ``identity.legacy_keys``.)"""
+    import importlib
+
+    mixin = importlib.import_module("feedparser.mixin")._FeedParserMixin
+    if getattr(mixin._end_guid, "_feedwatch", False):
+        return
+    mixin.can_be_relative_uri = set(mixin.can_be_relative_uri) - {"id"}
+
+    def _end_guid(self: Any) -> None:
+        value = self.pop("id")
+        self._save("guidislink", self.guidislink and "link" not in self._get_context())
+        if self.guidislink:
+            # guid acts as link, but only if 'ispermalink' is not present or is 'true',
+            # and only if the item doesn't already have a link element
+            self._save("link", self.resolve_uri(value) if value else value)
+
+    _end_guid._feedwatch = True  # type: ignore[attr-defined]
+    mixin._end_guid = _end_guid
+
+
+_ids_as_given()
 
 _JSONFEED_VERSION = re.compile(r"https?://jsonfeed\.org/version/")
 _JSON_TYPE = re.compile(r"^\s*(?:application|text)/(?:[\w.+-]*\+)?json\b", re.IGNORECASE)

@@ -42,7 +42,7 @@ from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
 from feedwatch.clock import Clock, system_clock
 from feedwatch.diff import DiffResult, diff, stored_needed
-from feedwatch.identity import alert_id, entry_keys
+from feedwatch.identity import alert_id, entry_keys, id_bases
 from feedwatch.model import (
     Alert,
     Config,
@@ -431,6 +431,7 @@ class Poller:
         # baselined feed has stored entries (else, or if they went, every row is read)
         had_rows = record.baselined
         settled = parsed.settled  # the parse was told the body the state holds
+        bases = id_bases(fetched.url, fetched.headers, record.url)
         need = stored_needed(
             s,
             record.identity,
@@ -438,6 +439,7 @@ class Poller:
             baselined=record.baselined,
             has_rows=had_rows,
             settled=settled,
+            bases=bases,
         )
         has_rows: bool | None = None  # None: every stored entry is read
         if need is None:
@@ -462,6 +464,7 @@ class Poller:
             keys=keys,
             has_rows=has_rows,
             settled=settled,
+            bases=bases,
         )
         alerts = self._alerts(feed, parsed.title, result, now, job.digest)
         commit = PollCommit(

@@ -837,3 +837,40 @@ def test_a_read_only_command_into_a_closed_pipe_ends_quietly(world, command):
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_editing_the_url_of_a_feed_with_relative_guids_alerts_nothing(tmp_path, feed_server):  # noqa: F811
+    """``<guid>1</guid>`` (a permalink by default) was resolved against the feed's URL,
+    so moving the feed (a 301 followed, as `status` advises) made every entry new."""
+    items = "".join(
+        f"<item><guid>{i}</guid><title>Status {i}</title><link>http://e.com/status</link>"
+        f"<description>Update {i}</description></item>"
+        for i in range(1, 5)
+    )
+    body = f'<rss version="2.0"><channel><title>S</title>{items}</channel></rss>'.encode()
+    feed_server.set("/urledit.xml", body)
+    feed_server.set("/v2/urledit.xml", body)
+    cfg = tmp_path / "feedwatch.toml"
+    text = f"""
+[feedwatch]
+state = "{tmp_path}/state.db"
+log_format = "json"
+
+[sinks.log]
+type = "jsonl"
+path = "{tmp_path}/alerts.jsonl"
+
+[[feeds]]
+name = "status"
+url = "{feed_server.url("/urledit.xml")}"
+"""
+    cfg.write_text(text)
+    assert fw(cfg, "check").returncode == 0  # the baseline
+    cfg.write_text(text.replace("/urledit.xml", "/v2/urledit.xml"))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    feed_server.set("/v2/urledit.xml", body.replace(b"Update 3", b"Update 3, corrected"))
+    assert fw(cfg, "check").returncode == 0
+    (got,) = alerts(tmp_path)
+    assert (got["kind"], got["entry"]["id"], got["entry"]["title"]) == ("updated", "3", "Status 3")

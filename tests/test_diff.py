@@ -54,6 +54,7 @@ def run(
     keys=None,
     has_rows=None,
     settled=None,
+    bases=(),
 ):
     return diff(
         "feed",
@@ -66,6 +67,7 @@ def run(
         keys=keys,
         has_rows=has_rows,
         settled=settled,
+        bases=bases,
     )
 
 
@@ -382,6 +384,28 @@ def test_a_feed_that_starts_giving_ids_keeps_its_entries_and_their_edits():
     assert kinds(r2) == [("updated", "Entry 3")]
     stored = apply(stored, r2)
     assert sorted(stored) == sorted(f"g:http://e.com/g/{i}" for i in range(4))
+
+
+def test_rows_of_ids_once_resolved_against_the_feed_url_are_the_same_entries():
+    """Relative guids (``<guid>1</guid>``) were stored resolved against the feed's URL
+    (feedparser's doing); kept as given now, each is the row it was, re-keyed, and an
+    edit of it is an update, not a new entry."""
+    base = "http://h.example/dir/feed.xml"
+    es = [
+        entry(i, entry_id=f"http://h.example/dir/{i}", link="http://h.example/all")
+        for i in range(3)
+    ]
+    stored, ident = baseline(es)
+    now = [replace(e, entry_id=str(i)) for i, e in enumerate(es)]
+    now[2] = replace(now[2], summary="edited")
+    need = stored_needed(
+        S, ident, [entry_keys(e) for e in now], baselined=True, has_rows=True, bases=(base,)
+    )
+    assert need is not None and "g:http://h.example/dir/1" in need.identities
+    r = run(stored, now, identity=ident, bases=(base,))
+    assert kinds(r) == [("updated", "Entry 2")]
+    assert sorted(r.rekeys) == [(f"g:http://h.example/dir/{i}", f"g:{i}") for i in range(3)]
+    assert run(stored, now, identity=ident).new == 3  # without the base: new entries
 
 
 def test_first_of_duplicate_identities_wins():
