@@ -1274,6 +1274,25 @@ def test_lock_held_by_another_process_until_it_dies(tmp_path: Path) -> None:
     lock.release()  # idempotent
 
 
+def test_a_symlink_to_the_state_names_the_same_lock(tmp_path: Path) -> None:
+    """`--state /elsewhere/link.db` pointing at the daemon's state made a second lock
+    file beside the link: two daemons ran on one state and sent alerts twice."""
+    (tmp_path / "real").mkdir()
+    state = tmp_path / "real" / "state.db"
+    state.touch()
+    (tmp_path / "link.db").symlink_to(state)
+    (tmp_path / "dir").symlink_to(tmp_path / "real")
+    holder = _python(_HOLD, str(state), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for other in (tmp_path / "link.db", tmp_path / "dir" / "state.db"):
+            with pytest.raises(StateLocked, match=rf"\(pid {holder.pid}:"):
+                acquire_lock(other)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
 def test_lock_refuses_a_url() -> None:
     with pytest.raises(StateError, match="PostgreSQL") as info:
         acquire_lock("postgresql://u:hunter2@h/db")

@@ -61,7 +61,9 @@ class LockHandle:
 
 
 def lock_path(state_path: str | Path) -> Path:
-    return Path(os.path.expanduser(str(state_path)) + ".lock")
+    """Beside the state file itself: a symlink to it (or a path through a symlinked
+    directory) names the same lock, as SQLite follows it to the same file."""
+    return Path(os.path.realpath(os.path.expanduser(str(state_path))) + ".lock")
 
 
 def acquire_lock(state_path: str | Path) -> LockHandle:
