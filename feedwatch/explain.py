@@ -510,7 +510,9 @@ def _policy_line(a: Analysis) -> str:
 
 def _header(out: TextIO, a: Analysis) -> None:
     w = out.write
-    url = a.feed.url if a.feed else (a.record.url if a.record else None)
+    # a feed removed from the config: not the URL its state holds, whose ${VAR}s are
+    # expanded and no longer known to be masked
+    url = a.feed.url if a.feed else None
     w(f"Feed {show(a.feed_name)}" + (f" <{show(redact_url(url))}>" if url else "") + "\n")
     r = a.record
     if r is None:

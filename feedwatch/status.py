@@ -47,7 +47,9 @@ def collect(config: Config) -> dict[str, Any]:
         feeds.append(_row(f.name, f.url, rec, feed_state(rec, f.enabled, True)))
     for name, rec in sorted(records.items()):
         if name not in names:
-            feeds.append(_row(name, rec.url, rec, "removed"))
+            # not its URL: the state holds it with its ${VAR}s expanded, and with the
+            # feed gone from the config they are no longer known to be masked
+            feeds.append(_row(name, None, rec, "removed"))
     sinks = []
     for name in list(config.sinks) + sorted(set(counts) - set(config.sinks)):
         c = counts.get(name, SinkCounts())
@@ -68,7 +70,11 @@ def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict
         "entries": rec.entries if rec else 0,
         # a disabled, removed or gone feed is not polled: no time would come true
         "next_poll": (format_time(rec.next_poll) if rec and state not in _NOT_POLLED else None),
-        "redirected_to": redact_url(rec.redirected_to) if rec and rec.redirected_to else None,
+        "redirected_to": (
+            redact_url(rec.redirected_to)
+            if rec and rec.redirected_to and state != "removed"
+            else None
+        ),
     }
 
 

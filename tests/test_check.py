@@ -874,3 +874,24 @@ url = "{feed_server.url("/urledit.xml")}"
     assert fw(cfg, "check").returncode == 0
     (got,) = alerts(tmp_path)
     assert (got["kind"], got["entry"]["id"], got["entry"]["title"]) == ("updated", "3", "Status 3")
+
+
+def test_a_removed_feeds_url_is_not_shown_with_its_secret(tmp_path, feed_server):  # noqa: F811
+    """The state holds a feed's URL with its ${VAR}s expanded; once the feed left the
+    config, nothing told status or explain to mask them."""
+    feed_server.set("/t.xml", rss([entry(1)]))
+    head = f'[feedwatch]\nstate = "{tmp_path}/state.db"\nlog_format = "json"\n'
+    sink = f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/alerts.jsonl"\n'
+    feed = f'[[feeds]]\nname = "tok"\nurl = "{feed_server.url("/t.xml")}?token=${{TOK}}"\n'
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(head + sink + feed)
+    env = {"TOK": "ENVTOKVAL42"}
+    assert fw(cfg, "check", env=env).returncode == 0
+    cfg.write_text(head + sink)
+    st = fw(cfg, "status", "--json", env=env)
+    (row,) = json.loads(st.stdout)["feeds"]
+    assert (row["name"], row["state"], row["url"]) == ("tok", "removed", None)
+    ex = fw(cfg, "explain", "tok", env=env)
+    assert ex.returncode == 0, ex.stderr
+    for out in (st.stdout, fw(cfg, "status", env=env).stdout, ex.stdout):
+        assert "ENVTOKVAL42" not in out
