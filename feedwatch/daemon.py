@@ -60,6 +60,7 @@ log = structlog.get_logger("feedwatch.daemon")
 
 DELIVERY_TICK = 5.0  # seconds between outbox runs (a poll with alerts also starts one)
 MAINTENANCE_EVERY = 3600.0
+GONE_CHECK = 5.0  # seconds between looks at the state of the feeds stopped by a 410
 LATE_AFTER = 5.0  # a poll starting this much after its slot counts as late
 CLOCK_CHECK = 5.0  # seconds (monotonic) between looks at the wall clock
 CLOCK_STEP = 5.0  # the wall clock moving this much apart from the monotonic one is a step
@@ -102,6 +103,9 @@ class Daemon:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._delivery_runs = 0  # outbox runs started and not ended (one runs, one may wait)
         self._polling: set[str] = set()
+        # feeds not polled because their URL answered 410 Gone: looked at again every
+        # GONE_CHECK seconds, so a `forget` (or a fixed url after a restart) resumes them
+        self._gone: set[str] = set()
         self._clock_watch: asyncio.Task[None] | None = None
         self._old_fetchers: list[Fetcher] = []
         self._lock: LockHandle | None = None
@@ -248,8 +252,9 @@ class Daemon:
             if not feed.enabled:
                 continue
             rec = records.get(feed.name)
-            if rec is not None and rec.gone:
+            if _gone_here(rec, feed):
                 log.info("feed.gone_skipped", feed=feed.name)
+                self._gone.add(feed.name)
                 continue
             when = rec.next_poll if rec is not None and rec.url == feed.url else None
             if rec is not None and rec.retry_after_until is not None:
@@ -262,6 +267,7 @@ class Daemon:
         self.scheduler.every("deliveries", DELIVERY_TICK, self._delivery_tick)
         self.scheduler.every("maintenance", MAINTENANCE_EVERY, self._maintenance_job)
         self.scheduler.every("leases", LEASE_RENEW, self._lease_job)
+        self.scheduler.every("gone", GONE_CHECK, self._gone_job)
         wd = sdnotify.watchdog_interval()
         if wd:
             self.scheduler.every("watchdog", wd, self._watchdog_job)
@@ -359,13 +365,14 @@ class Daemon:
             return
         now = self.clock()
         rec = self.store.feed(name)
-        if rec is not None and rec.gone:
+        if _gone_here(rec, feed):
             log.warning(
                 "feed.gone",
                 feed=name,
-                hint=f"polling stopped; `feedwatch check --feed {name}` or `feedwatch forget {name}` resumes it",
+                hint=f"polling stopped; `feedwatch forget {name}` (or a new url) resumes it",
             )
             self.scheduler.cancel(name)
+            self._gone.add(name)
             return
         when = rec.next_poll if rec is not None else None
         if polled_url is not None and polled_url != feed.url:
@@ -495,6 +502,25 @@ class Daemon:
             self._update_gauges()
         except Exception:
             log.exception("state.maintenance_failed")
+
+    async def _gone_job(self) -> None:
+        """Resume a feed stopped by a 410 once the state no longer says it is gone at its
+        URL: `feedwatch forget` cleared it (the daemon is not told), or a reload gave it
+        another url (scheduled by the reload itself)."""
+        if not self._gone or self._stopping:
+            return
+        try:
+            for name in sorted(self._gone):
+                feed = self.config.feed(name)
+                if feed is None or not feed.enabled:
+                    self._gone.discard(name)
+                elif not _gone_here(self.store.feed(name), feed):
+                    self._gone.discard(name)
+                    if name not in self._polling and name not in self.scheduler.scheduled():
+                        log.info("feed.resumed", feed=name)
+                        self.scheduler.at(name, self.clock(), self._poll_job, name)
+        except Exception as exc:
+            log.warning("state.gone_check_failed", error=str(exc))
 
     async def _lease_job(self) -> None:
         try:
@@ -628,8 +654,15 @@ class Daemon:
                 self.scheduler.cancel(name)
                 metrics.REGISTRY.remove(feed=name)
         if to_schedule:
+            records = self.store.feeds()
+            for name, _when in to_schedule:  # added back, still gone at the same URL?
+                if _gone_here(records.get(name), new.feed(name)):
+                    self._gone.add(name)
+                else:  # (its url changed: polled at the new one)
+                    self._gone.discard(name)
+            to_schedule = [x for x in to_schedule if x[0] not in self._gone]
             window = min(60.0, max(1.0, float(len(to_schedule))))
-            self._schedule_spread(to_schedule, self.store.feeds(), window, now)
+            self._schedule_spread(to_schedule, records, window, now)
         self._update_gauges()
         log.info(
             "config.reloaded",
@@ -681,3 +714,9 @@ class Daemon:
             states[st] = states.get(st, 0) + 1
         metrics.FEEDS.replace([({"state": k}, v) for k, v in states.items()])
         self._update_outbox()
+
+
+def _gone_here(rec: FeedRecord | None, feed: FeedConfig | None) -> bool:
+    """Whether the state says the feed's URL answered 410 Gone: not polled until
+    `forget`, or until its url is another (which is polled as a new one would be)."""
+    return rec is not None and feed is not None and rec.gone and rec.url == feed.url

@@ -539,6 +539,38 @@ def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, sta
     assert states == {"a": "ok", "g": "gone"}
 
 
+def test_forget_resumes_a_gone_feed_under_a_running_daemon(tmp_path, feed_server, start_daemon):
+    """`check` refuses while the daemon runs, so `forget` is the way to resume a feed that
+    answered 410: it cleared the state, but the daemon never polled the feed again."""
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/g", b"gone", status=410)
+    cfg = write_config(tmp_path, feed_server, ["a", "g"])
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.gone", feed="g"), what="gone")
+    feed_server.set("/g", rss([entry(1), entry(2)]))
+    n = feed_server.count("/g")
+    assert run_feedwatch("-c", str(cfg), "forget", "g", timeout=30).returncode == 0
+    wait_for(lambda: d.has("feed.resumed", feed="g"), what="resumed", timeout=20)
+    wait_for(lambda: feed_server.count("/g") >= n + 2, what="polled on schedule again")
+    assert d.stop() == 0
+
+
+def test_a_gone_feed_given_a_new_url_is_polled_after_a_restart(tmp_path, feed_server, start_daemon):
+    """A reload with the new url polled it; a restart skipped it as gone, for ever."""
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/g", b"gone", status=410)
+    feed_server.set("/j", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a", "g"])
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.gone", feed="g"), what="gone")
+    assert d.stop() == 0
+    cfg.write_text(cfg.read_text().replace(feed_server.url("/g"), feed_server.url("/j")))
+    d = start_daemon(cfg)
+    wait_for(lambda: feed_server.count("/j") >= 2, what="the new url polled, on schedule")
+    assert not d.has("feed.gone_skipped", feed="g")
+    assert d.stop() == 0
+
+
 def test_retry_after_is_honoured(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/r", b"slow down", status=429, headers={"Retry-After": "3600"})
