@@ -35,13 +35,14 @@ edited items.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from feedwatch.alert import cap, format_time, safe_link
+from feedwatch.alert import MAX_STRING, format_time, safe_link
 from feedwatch.identity import (
     FINGERPRINT_VERSION,
     Policy,
@@ -69,6 +70,7 @@ from feedwatch.model import (
     StoredEntry,
     StoredNeed,
 )
+from feedwatch.text import cap as text_cap
 
 if TYPE_CHECKING:
     from feedwatch.ignore_text import Ignore
@@ -214,6 +216,24 @@ def _differs(a: str, b: str, ignore: Ignore | None) -> bool:
     return normalize_space(a) != normalize_space(b) and not (ignore and ignore.same(a, b))
 
 
+_CHANGE_LEAD = 200  # characters kept before the first difference, for context
+
+
+def _changed_view(a: str, b: str) -> FieldChange:
+    """Old and new text, each capped as the payload caps strings. When the first
+    difference lies beyond the cap, both show the same window that starts a little
+    before it (and with "…"): capped from their start they would read the same."""
+    if len(a) <= MAX_STRING and len(b) <= MAX_STRING:
+        return FieldChange(a, b)
+    first = len(os.path.commonprefix([a, b]))
+    start = first - _CHANGE_LEAD
+    if start <= 0 or first < MAX_STRING - _CHANGE_LEAD:
+        return FieldChange(text_cap(a, MAX_STRING), text_cap(b, MAX_STRING))
+    return FieldChange(
+        "…" + text_cap(a[start:], MAX_STRING - 1), "…" + text_cap(b[start:], MAX_STRING - 1)
+    )
+
+
 def _field_changes(
     old: StoredEntry, new: EntrySnapshot, ignore: Ignore | None = None
 ) -> dict[str, FieldChange]:
@@ -221,7 +241,7 @@ def _field_changes(
     for f in TEXT_FIELDS:
         a, b = getattr(old, f), getattr(new, f)
         if _differs(a, b, ignore):
-            changes[f] = FieldChange(cap(a), cap(b))
+            changes[f] = _changed_view(a, b)
     if normalize_link(old.link) != normalize_link(new.link):
         changes["link"] = FieldChange(safe_link(old.link), safe_link(new.link))
     for f in ("published", "updated"):

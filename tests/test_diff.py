@@ -408,6 +408,20 @@ def test_rows_of_ids_once_resolved_against_the_feed_url_are_the_same_entries():
     assert run(stored, now, identity=ident).new == 3  # without the base: new entries
 
 
+def test_an_edit_beyond_the_cap_shows_the_changed_part():
+    """Past 64 KiB both texts capped from their start read the same: `changes` said
+    old == new for a real edit. Both now show the window around the first difference."""
+    long = "word " * 14000  # 70,000 characters
+    stored, ident = baseline([entry(1, summary=long + "the old ending")])
+    r = run(stored, [entry(1, summary=long + "the corrected ending")], identity=ident)
+    (change,) = r.changes
+    summary = change.changes["summary"]
+    assert summary.old != summary.new
+    assert summary.old.startswith("…") and summary.old.endswith("the old ending")
+    assert summary.new.startswith("…") and summary.new.endswith("the corrected ending")
+    assert len(summary.new) < 65536
+
+
 def test_first_of_duplicate_identities_wins():
     s = replace(S, id_policy="guid")
     r = run({}, [entry(1, title="first"), entry(1, title="second")], settings=s, baselined=False)
