@@ -40,7 +40,7 @@ log = structlog.get_logger("feedwatch.parse")
 # Bump whenever parse_body's result for some body changes (a conversion, an option,
 # the entity guard, the entry cap): feedwatch.partial keys its cache of parsed
 # entries on it, so entries cached by an older parser are never reused.
-PARSE_VERSION = 4  # 2: an entry cut short is dropped; 3: text/plain fields; 4: ids as given
+PARSE_VERSION = 5  # 2: entry cut short dropped; 3, 5: text/plain fields; 4: ids as given
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.

@@ -13,9 +13,11 @@ are dropped (``<script>``, ``<title>``...) is dropped to the end of the text
 when the markup as given leaves it open, but a ``<script>`` that decoding made
 ("put a &lt;script&gt; tag at the end of the body", in a story about HTML) is
 only a word to lose, or the rest of the story would vanish, and its edits with it.
-``plain_to_text`` is the same for a field its format declares plain text (JSON
-Feed's ``title`` and ``content_text``, Atom's ``type="text"``): its "<" is text
-from the start.
+``plain_to_text`` is for a field its format declares plain text (JSON Feed's
+``title`` and ``content_text``, Atom's ``type="text"``): a "<" there is text, kept
+(``<dialog>`` in a story about HTML), unless the text looks like HTML as feedparser
+judges an RSS title (a closing tag or an entity, of HTML's own), which is how
+publishers who escape markup into such a field are read.
 """
 
 from __future__ import annotations
@@ -127,5 +129,27 @@ def html_to_text(html_or_text: str) -> str:
 
 
 def plain_to_text(text: str) -> str:
-    """``html_to_text`` of a field declared plain text: its "<" and "&" are text as given."""
-    return html_to_text(html.escape(text if isinstance(text, str) else str(text), quote=False))
+    """A field declared plain text, folded as ``html_to_text`` folds text; its "<" and
+    "&" are text, unless it looks like HTML (see the module's docstring)."""
+    s = text if isinstance(text, str) else str(text)
+    try:
+        if ("<" in s or "&" in s) and _looks_like_html(s):
+            return html_to_text(s)
+        s = _CONTROLS.sub("", s)
+        if "\r" in s:
+            s = _NEWLINES.sub("\n", s)
+        s = _BLANK_LINE.sub(_MARK, s)
+        paragraphs = (" ".join(p.split()) for p in s.split(_MARK))
+        s = "\n\n".join(p for p in paragraphs if p)
+        if not s.isascii() and not unicodedata.is_normalized("NFC", s):
+            s = unicodedata.normalize("NFC", s)
+        return s
+    except Exception:  # never raise on feed text
+        return normalize_space(s)
+
+
+def _looks_like_html(s: str) -> bool:
+    # feedparser's own guess for an RSS title (imported here: only a parse calls this)
+    from feedparser.mixin import _FeedParserMixin
+
+    return bool(_FeedParserMixin.looks_like_html(s))
