@@ -186,7 +186,7 @@ class Dispatcher:
             reason = f"gave up: still failing {age} after the alert was created"
         if d.last_error:
             reason += f" (last error: {d.last_error})"
-        self.store.mark_dead(name, [d.alert_id], now, error=reason)
+        self.store.mark_dead(name, [d.alert_id], now, error=reason, attempted=False)
         report.dead += 1
         log.error("delivery.dead", sink=name, alert=d.alert_id, feed=d.feed, error=reason)
 

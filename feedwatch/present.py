@@ -34,7 +34,7 @@ def delivery_detail(d: Delivery) -> str:
     if d.status == "delivered":
         return f"delivered {when(d.delivered_at)}"
     if d.status == "dead":
-        tries = f" after {d.attempts} attempts" if d.attempts else ""
+        tries = f" after {_attempts(d.attempts)}" if d.attempts else ""
         return (
             f"DEAD{tries}: {show(d.last_error or 'no error recorded')} "
             f"(`feedwatch redeliver --sink {d.sink}` queues it again)"
@@ -45,4 +45,8 @@ def delivery_detail(d: Delivery) -> str:
         return "pending (not sent yet: after any older alert this sink still holds)"
     nxt = f", next attempt {when(d.next_attempt)}" if d.next_attempt else ""
     err = f", last error: {show(d.last_error)}" if d.last_error else ""
-    return f"pending ({d.attempts} attempts{nxt}{err})"
+    return f"pending ({_attempts(d.attempts)}{nxt}{err})"
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" + ("" if n == 1 else "s")

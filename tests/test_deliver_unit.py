@@ -513,7 +513,7 @@ def test_email_wrong_password_is_dead_at_once_and_never_logged(
     report = dispatch_email(tmp_path, store, cfg, smtp, clock)
     assert report.dead == 1 and smtp.messages == []
     dead = delivery(store, aid, "mail")
-    assert dead.status == "dead" and dead.attempts == 0
+    assert dead.status == "dead" and dead.attempts == 1  # the one refused attempt
     assert dead.last_error is not None and "535" in dead.last_error
     captured = capsys.readouterr()
     for text in (captured.out, captured.err, dead.last_error, json.dumps(report.failures)):

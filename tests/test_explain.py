@@ -145,7 +145,7 @@ def test_new_entry_predicted_alert_id_is_the_one_sent(setup):
     assert "it was alerted before: see below" in out
     assert f"new {predicted} [missiles: hypersonic, missile*]" in out
     assert re.search(r"log: delivered \d{4}-", out)
-    assert "broken: DEAD: sink broken: cannot start" in out
+    assert "broken: DEAD after 1 attempt: sink broken: cannot start" in out
     assert "feedwatch redeliver --sink broken" in out
 
     r = fw(cfg, "explain", "news")  # the brief list

@@ -66,7 +66,7 @@ def test_lists_alerts_newest_first_with_each_sinks_outcome(tmp_path, feed_server
     block = r.stdout.split(heads[1])[0]  # the newest alert's lines
     assert "    https://example.org/3" in block
     assert re.search(r"    log: delivered \d{4}-", block)
-    assert "    broken: DEAD: sink broken: cannot start" in block
+    assert "    broken: DEAD after 1 attempt: sink broken: cannot start" in block
     assert "feedwatch redeliver --sink broken" in block
     assert snapshot(tmp_path / "state.db") == before  # read-only
 
@@ -253,6 +253,6 @@ def test_a_delivery_never_tried_shows_no_past_attempt_time():
     assert _delivery_json(fresh)["next_attempt"] is None
     retried = replace(fresh, attempts=1, next_attempt=T0 + timedelta(minutes=5), last_error="503")
     assert delivery_detail(retried) == (
-        "pending (1 attempts, next attempt 2024-11-22T10:45:17Z, last error: 503)"
+        "pending (1 attempt, next attempt 2024-11-22T10:45:17Z, last error: 503)"
     )
     assert _delivery_json(retried)["next_attempt"] == "2024-11-22T10:45:17Z"

@@ -683,7 +683,7 @@ def test_pending_due_at_and_marks(store: Store) -> None:
     (rec1,) = [r for r in store.alerts_for("f") if r.alert_id == "x1"]
     hook, mail = rec1.deliveries
     assert (hook.sink, hook.status, hook.last_error) == ("hook", "dead", "HTTP 404")
-    assert (mail.sink, mail.status, mail.attempts) == ("mail", "delivered", 2)
+    assert (mail.sink, mail.status, mail.attempts) == ("mail", "delivered", 3)  # 2 failed, 1 sent
 
 
 def test_redeliver_filters_by_sink_and_feed(store: Store) -> None:

@@ -292,8 +292,17 @@ class Store(Protocol):
     ) -> None: ...
 
     def mark_dead(
-        self, sink: str, alert_ids: Iterable[str], now: datetime, *, error: str
-    ) -> None: ...
+        self,
+        sink: str,
+        alert_ids: Iterable[str],
+        now: datetime,
+        *,
+        error: str,
+        attempted: bool = True,
+    ) -> None:
+        """Dead after a permanent failure (one more attempt), or given up without one
+        (``attempted=False``: too old, its sink gone)."""
+        ...
 
     def redeliver(
         self, now: datetime, *, sink: str | None = None, feed: str | None = None

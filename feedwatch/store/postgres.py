@@ -863,7 +863,8 @@ class PostgresStore(SharedWrites):
         with self._tx(single=True) as cur:
             cur.execute(
                 "UPDATE deliveries SET status = 'delivered', delivered_at = %s,"
-                " last_error = NULL, claimed_by = NULL, claimed_until = NULL"
+                " last_error = NULL, claimed_by = NULL, claimed_until = NULL,"
+                " attempts = attempts + 1"
                 " WHERE sink = %s AND alert_id = ANY(%s) AND status != 'delivered'",
                 (ts, sink, ids),
             )
@@ -888,14 +889,22 @@ class PostgresStore(SharedWrites):
                 (_t(error), nxt, sink, ids),
             )
 
-    def mark_dead(self, sink: str, alert_ids: Iterable[str], now: datetime, *, error: str) -> None:
+    def mark_dead(
+        self,
+        sink: str,
+        alert_ids: Iterable[str],
+        now: datetime,
+        *,
+        error: str,
+        attempted: bool = True,
+    ) -> None:
         ids = list(alert_ids)
         with self._tx(single=True) as cur:
             cur.execute(
                 "UPDATE deliveries SET status = 'dead', last_error = %s,"
-                " claimed_by = NULL, claimed_until = NULL"
+                " claimed_by = NULL, claimed_until = NULL, attempts = attempts + %s"
                 " WHERE sink = %s AND alert_id = ANY(%s) AND status = 'pending'",
-                (_t(error), sink, ids),
+                (_t(error), int(attempted), sink, ids),
             )
 
     def shift_retries(self, seconds: float, now: datetime) -> int:

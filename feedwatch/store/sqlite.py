@@ -829,7 +829,8 @@ class SqliteStore(SharedWrites):
         ts = _now_ts(now)
         with self._write() as cur:
             cur.executemany(
-                "UPDATE deliveries SET status = 'delivered', delivered_at = ?, last_error = NULL"
+                "UPDATE deliveries SET status = 'delivered', delivered_at = ?, last_error = NULL,"
+                " attempts = attempts + 1"
                 " WHERE alert_id = ? AND sink = ? AND status != 'delivered'",
                 [(ts, alert_id, sink) for alert_id in alert_ids],
             )
@@ -852,12 +853,21 @@ class SqliteStore(SharedWrites):
                 [(error, nxt, alert_id, sink) for alert_id in alert_ids],
             )
 
-    def mark_dead(self, sink: str, alert_ids: Iterable[str], now: datetime, *, error: str) -> None:
+    def mark_dead(
+        self,
+        sink: str,
+        alert_ids: Iterable[str],
+        now: datetime,
+        *,
+        error: str,
+        attempted: bool = True,
+    ) -> None:
         with self._write() as cur:
             cur.executemany(
-                "UPDATE deliveries SET status = 'dead', last_error = ?"
+                "UPDATE deliveries SET status = 'dead', last_error = ?,"
+                " attempts = attempts + ?"
                 " WHERE alert_id = ? AND sink = ? AND status = 'pending'",
-                [(error, alert_id, sink) for alert_id in alert_ids],
+                [(error, int(attempted), alert_id, sink) for alert_id in alert_ids],
             )
 
     def shift_retries(self, seconds: float, now: datetime) -> int:
