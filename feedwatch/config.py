@@ -1414,7 +1414,8 @@ def load_config(
     default_sinks = _names(main, fw, "default_sinks", fw_path, known_sinks, "sink") or ()
     concurrency = _take(main, fw, "concurrency", fw_path, c_int(1))
     per_host = _take(main, fw, "per_host", fw_path, c_int(1))
-    give_up_after = _take(main, fw, "give_up_after", fw_path, c_duration(positive=True))
+    # "0s": never give up (pacing.is_given_up), as docs/alerts.md says
+    give_up_after = _take(main, fw, "give_up_after", fw_path, c_duration())
     metrics_listen = _take(main, fw, "metrics_listen", fw_path, _metrics_listen)
     parse_workers = _take(main, fw, "parse_workers", fw_path, _parse_workers)
     shutdown_timeout = _take(main, fw, "shutdown_timeout", fw_path, c_duration())

@@ -439,6 +439,11 @@ def test_feed_url_checks(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------
 
 
+def test_give_up_after_0s_is_retry_for_ever(tmp_path: Path) -> None:
+    config = load(tmp_path, '[feedwatch]\ngive_up_after = "0s"\n' + FEED)
+    assert config.give_up_after == 0.0
+
+
 def test_defaults(tmp_path: Path) -> None:
     config = load(tmp_path, FEED)
     assert config.state == "/home/tester/.local/state/feedwatch/state.db"
