@@ -21,7 +21,7 @@ def starter_config() -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Print a commented starter config on stdout, e.g. "
-        "`feedwatch init > ~/.config/feedwatch/config.toml`."
+        "`mkdir -p ~/.config/feedwatch && feedwatch init > ~/.config/feedwatch/config.toml`."
     )
 
 
