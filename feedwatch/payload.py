@@ -30,7 +30,11 @@ def format_time(dt: datetime) -> str:
     """A time as payloads write it: UTC, to the second, ``Z``."""
     if dt.tzinfo is not None:
         dt = dt.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # not strftime: glibc writes the year 202 as "202", not "0202"
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}"
+        f"T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}Z"
+    )
 
 
 def _jsonable(value: object) -> object:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feedwatch.model import Alert, SinkConfig
-from feedwatch.payload import StoredPayload, payload_json, stored_text
+from feedwatch.payload import StoredPayload, format_time, payload_json, stored_text
 from feedwatch.sinks.jsonl import JsonlSink
 from feedwatch.store import open_store
 from feedwatch.testing import T0
@@ -102,3 +104,13 @@ def test_the_state_stores_the_sent_bytes_and_older_rows_still_send_the_same(
     lines = (tmp_path / "a").read_bytes().split(b"\n")
     assert lines == [payload_json(a.payload) for a in alerts] + [b""]
     store.close()
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_times_are_always_four_digit_years_to_the_second(dt: datetime) -> None:
+    """strftime wrote the year 202 as "202-11-22T10:40:17Z", not ISO 8601."""
+    text = format_time(dt.replace(tzinfo=timezone.utc))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", text)
+    assert datetime.fromisoformat(text.replace("Z", "+00:00")) == dt.replace(
+        microsecond=0, tzinfo=timezone.utc
+    )
