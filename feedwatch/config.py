@@ -1270,6 +1270,14 @@ class _Loader:
         exclude = _terms(f, table, "exclude", path, False)
         feed_rules = [rules[r] for r in match]
         if keywords or exclude:
+            if "keywords" in match:
+                # both would be "keywords" in `matched`, and routing by rule name would
+                # take the inline one's sinks (none) for the named one's
+                f.err(
+                    path + ("match",),
+                    'names the rule "keywords", and this feed\'s keywords/exclude make an'
+                    " inline rule of that name: rename [rules.keywords]",
+                )
             feed_rules.append(Rule(name="keywords", any=keywords, not_=exclude))
         allow_private = _take(f, table, "allow_private", path, c_bool)
         enabled = _take(f, table, "enabled", path, c_bool)

@@ -32,8 +32,7 @@ def format_time(dt: datetime) -> str:
         dt = dt.astimezone(timezone.utc)
     # not strftime: glibc writes the year 202 as "202", not "0202"
     return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}"
-        f"T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}Z"
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}Z"
     )
 
 

@@ -1328,3 +1328,18 @@ def test_an_unknown_dotted_key_is_reported_at_its_own_line(tmp_path: Path) -> No
         "feedwatch.toml:6",
         "feedwatch.toml:10",
     ]
+
+
+def test_a_rule_named_keywords_clashes_with_a_feeds_inline_keywords(tmp_path: Path) -> None:
+    """Its alerts went to the inline rule's sinks (the feed's), not the named rule's."""
+    text = (
+        '[rules.keywords]\nany = ["hypersonic"]\nsinks = ["phone"]\n'
+        '[sinks.phone]\ntype = "jsonl"\npath = "p.jsonl"\n'
+        '[[feeds]]\nname = "f"\nurl = "https://example.org/f"\nmatch = ["keywords"]\n{extra}'
+    )
+    assert load(tmp_path, text.format(extra="")).feeds[0].rules[0].sinks == ("phone",)
+    lines = problems(tmp_path, text.format(extra='keywords = ["Dnipro"]\n'))
+    assert strip_dir(lines, tmp_path) == [
+        'feedwatch.toml:10: feeds[0].match: names the rule "keywords", and this feed\'s'
+        " keywords/exclude make an inline rule of that name: rename [rules.keywords]"
+    ]
