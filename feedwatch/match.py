@@ -79,8 +79,16 @@ def _quant() -> Any:
     return _regex().compile(r"\{(\d*)(,?)(\d*)\}")
 
 
+# Invisible characters a word may hold where a reader sees one word: the soft hyphen
+# (German news: "Hyper&shy;schall&shy;rakete"), zero-width space, word joiner, BOM.
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u2060\ufeff"))
+
+
 def normalize_text(text: str, case_sensitive: bool = False) -> str:
-    """NFKC, then (unless ``case_sensitive``) case folding, re-normalised after folding."""
+    """Invisible in-word characters dropped, NFKC, then (unless ``case_sensitive``)
+    case folding, re-normalised after folding."""
+    if not text.isascii():
+        text = text.translate(_INVISIBLE)
     text = unicodedata.normalize("NFKC", text)
     if not case_sensitive:
         text = unicodedata.normalize("NFKC", text.casefold())

@@ -113,6 +113,16 @@ def test_word_boundaries(text: str, expected: bool) -> None:
     assert hits("NATO", text) is expected
 
 
+@pytest.mark.parametrize("invisible", ["\u00ad", "\u200b", "\u2060", "\ufeff"])
+def test_an_invisible_character_inside_a_word_does_not_split_it(invisible: str) -> None:
+    """German news hyphenate long words with &shy;: "Hyper&shy;schall&shy;rakete" reads
+    as one word and must hit the term written without them."""
+    text = f"Russland testet Hyper{invisible}schall{invisible}rakete"
+    assert hits("Hyperschallrakete", text)
+    assert hits("hyperschall*", text)
+    assert not hits("schall", text)
+
+
 def test_phrase_matches_any_run_of_white_space() -> None:
     for text in (
         "ballistic missile",
