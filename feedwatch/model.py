@@ -223,6 +223,8 @@ class ParsedFeed:
     is_feed: bool
     warnings: tuple[str, ...] = ()
     dropped_entries: int = 0  # beyond max_entries
+    # the feed's own author(s), which an Atom entry without one inherits (RFC 4287)
+    author: str | None = None
     # entry_keys of each entry, in order, when the parser computed them (not part of
     # what was parsed: equal feeds may differ in whether they carry them)
     keys: tuple[EntryKeys, ...] | None = field(default=None, compare=False, repr=False)

@@ -40,7 +40,8 @@ log = structlog.get_logger("feedwatch.parse")
 # Bump whenever parse_body's result for some body changes (a conversion, an option,
 # the entity guard, the entry cap): feedwatch.partial keys its cache of parsed
 # entries on it, so entries cached by an older parser are never reused.
-PARSE_VERSION = 5  # 2: entry cut short dropped; 3, 5: text/plain fields; 4: ids as given
+PARSE_VERSION = 6  # 2: entry cut short dropped; 3, 5: text/plain fields; 4: ids as given;
+# 6: authors (several, an Atom feed's)
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -508,15 +509,21 @@ def _parse_xml_detail(
         )
     dropped = max(0, len(raw_entries) - max_entries) + cap[1]
     base = response_headers.get("content-location") or None
-    entries = _convert_all(raw_entries[:max_entries], lambda e: _xml_entry(e, base), warnings)
+    feed = d.get("feed") or {}
+    # an Atom entry without an author has the feed's (RFC 4287); an RSS channel's
+    # managingEditor is no author of its items
+    feed_author = _authors(feed) if str(d.get("version") or "").startswith("atom") else None
+    entries = _convert_all(
+        raw_entries[:max_entries], lambda e: _xml_entry(e, base, feed_author), warnings
+    )
     if dropped:
         warnings.append(f"{dropped} entries beyond max_entries ignored")
     if not is_feed:
         warnings.append("no RSS, Atom or JSON Feed found")
-    feed = d.get("feed") or {}
     parsed = ParsedFeed(
         title=_text_or_none(feed.get("title")),
         link=_str_or_none(feed.get("link")),
+        author=feed_author,
         entries=entries,
         is_feed=is_feed,
         warnings=tuple(warnings),
@@ -581,7 +588,25 @@ def _describe_bozo(exc: object, had_content_type: bool) -> str | None:
     return _short(f"{type(exc).__name__}: {exc}")
 
 
-def _xml_entry(e: dict[str, Any], feed_base: str | None) -> EntrySnapshot:
+def _authors(obj: dict[str, Any]) -> str | None:
+    """An entry's (or a feed's) author: feedparser's own text for one; "name, name" for
+    several (feedparser's ``author`` is the last one alone, and it gives the later ones
+    the first one's email)."""
+    authors = dict.get(obj, "authors")
+    if isinstance(authors, list) and len(authors) > 1:
+        names = _unique(
+            _text_or_none(_str(a.get("name")) or _str(a.get("email"))) or ""
+            for a in authors
+            if isinstance(a, Mapping)
+        )
+        if names:
+            return ", ".join(names)
+    return _text_or_none(dict.get(obj, "author"))
+
+
+def _xml_entry(
+    e: dict[str, Any], feed_base: str | None, feed_author: str | None = None
+) -> EntrySnapshot:
     # dict.get, never e.get/e[...]: FeedParserDict maps a missing `updated`
     # onto `published`, which would invent an update time.
     get = dict.get
@@ -615,7 +640,7 @@ def _xml_entry(e: dict[str, Any], feed_base: str | None) -> EntrySnapshot:
         entry_id=_str_or_none(get(e, "id")),
         title=_text_as(_str(get(e, "title")), get(e, "title_detail")),
         link=_str_or_none(get(e, "link")),
-        author=_text_or_none(get(e, "author")),
+        author=_authors(e) or feed_author,
         published=_entry_time(e, "published"),
         updated=_entry_time(e, "updated"),
         summary=summary,

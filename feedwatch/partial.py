@@ -70,7 +70,7 @@ from feedwatch.parse import _ENTRY_TAG, PARSE_VERSION, parse_body, parse_xml_det
 
 __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental", "split_items"]
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4  # 4: the feed's author in the header
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
@@ -296,6 +296,7 @@ class _Cache:
     head: str  # hash of the whole head, text included
     title: str | None
     link: str | None
+    author: str | None  # the feed's, which its Atom entries without one inherit
     version: str
     warnings: tuple[str, ...]
     digest: str  # of the body it was made from ("" when not given)
@@ -445,9 +446,9 @@ def _decode_cache(blob: bytes) -> _Cache:
         raise ValueError("parse cache fails its CRC")
     first, _, rest = text.partition(b"\n")
     header = json.loads(first)
-    if not isinstance(header, list) or len(header) != 9 or header[0] != _FORMAT:
+    if not isinstance(header, list) or len(header) != 10 or header[0] != _FORMAT:
         raise ValueError("unknown parse cache format")
-    _, key, head, title, link, version, warnings, digest, unique = header
+    _, key, head, title, link, version, warnings, digest, unique, author = header
     if not isinstance(warnings, list) or not isinstance(unique, list):
         raise ValueError("bad parse cache header")
     lines: dict[bytes, bytes] = {}
@@ -462,6 +463,7 @@ def _decode_cache(blob: bytes) -> _Cache:
         head=_req_str(head),
         title=_opt_str(title),
         link=_opt_str(link),
+        author=_opt_str(author),
         version=_req_str(version),
         warnings=tuple(_req_str(w) for w in warnings),
         digest=_req_str(digest),
@@ -490,6 +492,7 @@ def _encode_cache(
             list(feed.warnings),
             digest or "",
             distinct_under(keys),
+            feed.author,
         ],
         ensure_ascii=False,
         separators=(",", ":"),
@@ -684,6 +687,8 @@ def _from_cache(doc: _Doc, old: _Cache, *, settle: bool) -> tuple[ParsedFeed, by
         if not _usable(result, len(changed)) or result.version != old.version:
             return None
         feed = result.feed
+        if feed.author != old.author:
+            return None  # the cached entries that inherit it would be out of date
         title, link, warnings = feed.title, feed.link, feed.warnings
         new_entries = feed.entries
     else:
@@ -715,6 +720,7 @@ def _from_cache(doc: _Doc, old: _Cache, *, settle: bool) -> tuple[ParsedFeed, by
     parsed = ParsedFeed(
         title=title,
         link=link,
+        author=old.author,
         entries=CachedEntries(items),
         is_feed=True,
         warnings=warnings,

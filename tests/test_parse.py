@@ -311,6 +311,34 @@ def test_atom10_entry() -> None:
     assert e.enclosures == (Enclosure("https://ex.org/v.mp4", "video/mp4", 99),)
 
 
+def test_every_author_and_the_atom_feeds_for_an_entry_without_one() -> None:
+    """feedparser's `author` is the last author alone (with the first one's email);
+    an Atom entry without an author has its feed's (RFC 4287); an RSS channel's
+    managingEditor is no author of its items."""
+    body = (
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>A</title>'
+        "<author><name>Feed Jane</name></author>"
+        "<entry><id>1</id><title>a</title><author><name>Jane Doe</name></author>"
+        "<author><name>John Roe</name></author></entry>"
+        "<entry><id>2</id><title>b</title></entry>"
+        "<entry><id>3</id><title>c</title><author><name>Solo</name></author></entry>"
+        "</feed>"
+    ).encode()
+    parsed = parse_body(body, ATOM_CT)
+    assert [e.author for e in parsed.entries] == ["Jane Doe, John Roe", "Feed Jane", "Solo"]
+    assert parsed.author == "Feed Jane"
+    rss_body = (
+        b'<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>t</title>'
+        b"<managingEditor>ed@x.org (Ed)</managingEditor>"
+        b"<item><title>a</title><dc:creator>Jane Doe</dc:creator><dc:creator>John Roe</dc:creator></item>"
+        b"<item><title>b</title></item><item><title>c</title><author>al@x.org (Al)</author></item>"
+        b"</channel></rss>"
+    )
+    parsed = parse_body(rss_body, {"content-type": "application/rss+xml"})
+    assert [e.author for e in parsed.entries] == ["Jane Doe, John Roe", None, "al@x.org (Al)"]
+    assert parsed.author is None
+
+
 def test_atom_content_only_is_not_copied_into_summary() -> None:
     e = one(
         parse_body(

@@ -383,6 +383,28 @@ def test_only_the_changed_items_are_parsed(monkeypatch: pytest.MonkeyPatch) -> N
     assert got == full(new, XML, "http://x/") and seen == [10, 2]
 
 
+def test_entries_that_inherit_the_feeds_author_follow_it_when_it_changes() -> None:
+    """An Atom entry without an author has the feed's: cached with it, such an entry
+    must not keep the old one when only the feed's author changed."""
+
+    def body(author: str, extra: str = "") -> bytes:
+        entries = "".join(
+            f"<entry><id>{i}</id><title>T{i}</title><updated>2024-11-22T10:40:17Z</updated></entry>"
+            for i in range(5)
+        )
+        return (
+            f'<feed xmlns="http://www.w3.org/2005/Atom"><title>A</title><id>f</id>'
+            f"<author><name>{author}</name></author>{entries}{extra}</feed>"
+        ).encode()
+
+    ct = {"content-type": "application/atom+xml"}
+    _, cache = incremental(body("Ann"), ct, "http://x/", None)
+    new = body("Bob", "<entry><id>9</id><title>T9</title></entry>")
+    got, _ = incremental(new, ct, "http://x/", cache)
+    assert got == full(new, ct, "http://x/")
+    assert {e.author for e in got.entries} == {"Bob"}
+
+
 def test_unchanged_items_are_settled_when_the_cache_is_of_the_state_s_body() -> None:
     """The cache names the body it was made from (``digest``); when that is the body the
     state last committed (``basis``), the unchanged items' entries are settled."""
