@@ -828,11 +828,20 @@ def _peer_address(resp: _Response) -> str | None:
     return None
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _same_site(first: httpx.URL, url: httpx.URL) -> bool:
-    """Whether the feed's own headers and credentials may go to ``url`` (same host, no downgrade)."""
+    """Whether the feed's own headers and credentials may go to ``url``: the same origin
+    (host and port: another port is another service), or the same host moved from
+    http to https on their default ports, as httpx itself allows; never a downgrade."""
     if url.host.lower() != first.host.lower():
         return False
-    return not (first.scheme == "https" and url.scheme == "http")
+    a_port = first.port or _DEFAULT_PORTS.get(first.scheme)
+    b_port = url.port or _DEFAULT_PORTS.get(url.scheme)
+    if first.scheme == url.scheme:
+        return a_port == b_port
+    return (first.scheme, url.scheme, a_port, b_port) == ("http", "https", 80, 443)
 
 
 def _request_headers(req: FetchRequest, trusted: bool) -> dict[str, tuple[str, str]]:

@@ -529,6 +529,25 @@ def test_custom_headers_not_sent_to_another_host(feed_server: FeedServer) -> Non
     assert "authorization" not in second
 
 
+def test_credentials_and_headers_not_sent_to_another_port_of_the_host(
+    feed_server: FeedServer,
+) -> None:
+    """Another port is another service: a redirect there got the feed's Authorization
+    header and its URL's user-info as Basic auth (only another host name was stripped)."""
+    with FeedServer() as other:
+        other.set("/feed", RSS)
+        target = f"http://127.0.0.1:{other.port}/feed"
+        feed_server.redirect("/a", target, 302)
+        fetched(
+            fetch(FetchRequest(feed_server.url("/a"), headers=(("Authorization", "Bearer zzzz"),)))
+        )
+        assert feed_server.requests[-1][2]["authorization"] == "Bearer zzzz"
+        assert "authorization" not in other.requests[-1][2]
+        fetched(fetch(FetchRequest(f"http://bob:pw9@127.0.0.1:{feed_server.port}/a")))
+        assert "authorization" in feed_server.requests[-1][2]
+        assert "authorization" not in other.requests[-1][2]
+
+
 def test_basic_auth_from_userinfo_and_password_never_in_reason(feed_server: FeedServer) -> None:
     feed_server.set("/feed", RSS)
     url = f"http://alice:s3cr3t-pw@127.0.0.1:{feed_server.port}"
