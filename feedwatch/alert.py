@@ -40,7 +40,9 @@ def safe_link(link: str | None) -> str | None:
     if (lower.startswith("http://") or lower.startswith("https://")) and not any(
         c in stripped for c in "\r\n\t\x00 "
     ):
-        return cap(stripped)
+        # a link resolved against the feed's URL carries what its path held: an
+        # expanded ${VAR} is masked there too (the link then is no good, the secret safe)
+        return cap(redact(stripped))
     return None
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import feedparser
 import structlog
@@ -466,6 +466,7 @@ def _parse_xml_detail(
     response_headers = dict(headers)
     body = _bom_to_utf8(body, response_headers)
     location = response_headers.get("content-location")
+    url = _without_userinfo(url)
     if url:
         # feedparser only resolves an absolute Content-Location; a relative one
         # (allowed by HTTP) is relative to the request URL.
@@ -728,7 +729,7 @@ def _parse_json(
         return _not_a_feed("JSON but not a JSON Feed (no https://jsonfeed.org/version/ version)")
     assert isinstance(doc, dict)
     warnings: list[str] = []
-    base = url or _str(doc.get("feed_url")) or None
+    base = _without_userinfo(url) or _str(doc.get("feed_url")) or None
     home = _str(doc.get("home_page_url")).strip()
     home_abs = _resolve(base, home) if home else None
     item_base = home_abs or base
@@ -858,6 +859,20 @@ def _parse_date(value: Any) -> datetime | None:
         return _from_struct(_feedparser_date(value.strip()))
     except Exception:  # feedparser's date handlers on arbitrary text: never fatal
         return None
+
+
+def _without_userinfo(url: str | None) -> str | None:
+    """The fetch URL as a base for the body's relative links: without the feed's
+    credentials, which would otherwise be in every link resolved against it."""
+    if not url or "@" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _resolve(base: str | None, link: str) -> str:

@@ -895,3 +895,50 @@ def test_a_removed_feeds_url_is_not_shown_with_its_secret(tmp_path, feed_server)
     assert ex.returncode == 0, ex.stderr
     for out in (st.stdout, fw(cfg, "status", env=env).stdout, ex.stdout):
         assert "ENVTOKVAL42" not in out
+
+
+def test_the_feeds_credentials_and_secrets_never_reach_its_entries_links(tmp_path, feed_server):  # noqa: F811
+    """Relative links resolve against the fetch URL: its user-info went into every
+    entry.link of the alerts (and the state), and an expanded ${VAR} of its path too."""
+    body = (
+        b'<rss version="2.0"><channel><title>S</title>'
+        b"<item><guid>1</guid><title>One</title><link>/post/1</link></item>"
+        b"<item><guid>2</guid><title>Two</title><link>rel2</link></item></channel></rss>"
+    )
+    feed_server.set("/PathTok3n99/good", body)
+    feed_server.set("/plain/good", body)
+    port = feed_server.port
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{tmp_path}/state.db"
+log_format = "json"
+first_poll = "alert"
+
+[sinks.log]
+type = "jsonl"
+path = "{tmp_path}/alerts.jsonl"
+
+[[feeds]]
+name = "cred"
+url = "http://alice:S3cretPw@127.0.0.1:{port}/plain/good"
+
+[[feeds]]
+name = "tok"
+url = "http://127.0.0.1:{port}/${{FEED_TOKEN}}/good"
+"""
+    )
+    r = fw(cfg, "check", "--json", env={"FEED_TOKEN": "PathTok3n99"})
+    assert r.returncode == 0, r.stderr
+    links = {(a["feed"]["name"], a["entry"]["link"]) for a in alerts(tmp_path)}
+    assert links == {
+        ("cred", f"http://127.0.0.1:{port}/post/1"),
+        ("cred", f"http://127.0.0.1:{port}/plain/rel2"),
+        ("tok", f"http://127.0.0.1:{port}/post/1"),
+        ("tok", f"http://127.0.0.1:{port}/***/rel2"),
+    }
+    assert "S3cretPw" not in r.stdout + r.stderr
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        stored = [link for (link,) in db.execute("SELECT link FROM entries")]
+    assert stored and not any("S3cretPw" in link or "alice" in link for link in stored)

@@ -316,14 +316,14 @@ def test_every_author_and_the_atom_feeds_for_an_entry_without_one() -> None:
     an Atom entry without an author has its feed's (RFC 4287); an RSS channel's
     managingEditor is no author of its items."""
     body = (
-        '<feed xmlns="http://www.w3.org/2005/Atom"><title>A</title>'
-        "<author><name>Feed Jane</name></author>"
-        "<entry><id>1</id><title>a</title><author><name>Jane Doe</name></author>"
-        "<author><name>John Roe</name></author></entry>"
-        "<entry><id>2</id><title>b</title></entry>"
-        "<entry><id>3</id><title>c</title><author><name>Solo</name></author></entry>"
-        "</feed>"
-    ).encode()
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>A</title>'
+        b"<author><name>Feed Jane</name></author>"
+        b"<entry><id>1</id><title>a</title><author><name>Jane Doe</name></author>"
+        b"<author><name>John Roe</name></author></entry>"
+        b"<entry><id>2</id><title>b</title></entry>"
+        b"<entry><id>3</id><title>c</title><author><name>Solo</name></author></entry>"
+        b"</feed>"
+    )
     parsed = parse_body(body, ATOM_CT)
     assert [e.author for e in parsed.entries] == ["Jane Doe, John Roe", "Feed Jane", "Solo"]
     assert parsed.author == "Feed Jane"
