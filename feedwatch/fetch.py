@@ -43,6 +43,7 @@ import errno
 import ipaddress
 import math
 import os
+import re
 import socket
 import ssl
 import threading
@@ -393,8 +394,8 @@ class Fetcher:
                 return NotModified(
                     status=304,
                     url=current_str,
-                    etag=hop.headers.get("etag") or req.etag,
-                    last_modified=hop.headers.get("last-modified") or req.last_modified,
+                    etag=_validator(hop.headers.get("etag")) or req.etag,
+                    last_modified=_validator(hop.headers.get("last-modified")) or req.last_modified,
                     permanent_redirect=permanent,
                     elapsed=elapsed,
                 )
@@ -406,8 +407,8 @@ class Fetcher:
                     url=current_str,
                     body=hop.body,
                     headers=hop.headers,
-                    etag=hop.headers.get("etag"),
-                    last_modified=hop.headers.get("last-modified"),
+                    etag=_validator(hop.headers.get("etag")),
+                    last_modified=_validator(hop.headers.get("last-modified")),
                     permanent_redirect=permanent,
                     redirects=tuple(redirects),
                     elapsed=elapsed,
@@ -437,7 +438,7 @@ class Fetcher:
         try:
             async with self._get(url, headers, req.timeout) as resp:
                 status = resp.status_code
-                resp_headers = {k.lower(): v for k, v in resp.headers.items()}
+                resp_headers = {k.lower(): _header_text(v) for k, v in resp.headers.items()}
                 peer = None if self._via_proxy else _peer_address(resp)
                 if not 200 <= status < 300:
                     return _Hop(status, resp_headers, None, peer)
@@ -844,6 +845,24 @@ def _same_site(first: httpx.URL, url: httpx.URL) -> bool:
     return (first.scheme, url.scheme, a_port, b_port) == ("http", "https", 80, 443)
 
 
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
+
+
+def _validator(value: str | None) -> str | None:
+    """An ETag or Last-Modified fit to send back: printable ASCII. Another (a server's
+    raw UTF-8 'ETag: "café"') could never be sent, and every later request would fail
+    before it left; such a feed is fetched without it."""
+    return value if value and _PRINTABLE_ASCII.fullmatch(value) else None
+
+
+def _header_text(value: str) -> str:
+    """A response header's value as text: bytes that are not UTF-8 (the transport keeps
+    them as surrogates, which nothing can store or print) become U+FFFD."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _request_headers(req: FetchRequest, trusted: bool) -> dict[str, tuple[str, str]]:
     """The request's headers by lower-cased name (a later one replaces an earlier one)."""
     headers = {
@@ -851,10 +870,10 @@ def _request_headers(req: FetchRequest, trusted: bool) -> dict[str, tuple[str, s
         "accept": ("Accept", ACCEPT),
         "accept-encoding": ("Accept-Encoding", ACCEPT_ENCODING),
     }
-    if req.etag:
-        headers["if-none-match"] = ("If-None-Match", req.etag)
-    if req.last_modified:
-        headers["if-modified-since"] = ("If-Modified-Since", req.last_modified)
+    if etag := _validator(req.etag):
+        headers["if-none-match"] = ("If-None-Match", etag)
+    if last_modified := _validator(req.last_modified):
+        headers["if-modified-since"] = ("If-Modified-Since", last_modified)
     if trusted:
         for name, value in req.headers:
             key = name.lower()

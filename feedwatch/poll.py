@@ -227,13 +227,19 @@ class Poller:
             if not self.dry_run:
                 now = self.clock()
                 try:
+                    # backed off as any failure is: a feed that crashes every poll must
+                    # not be polled at its interval for ever
+                    known = self.store.feed(feed.name)
+                    errors = (known.errors if known is not None else 0) + 1
                     self.store.record_failure(
                         feed.name,
                         feed.url,
                         now,
                         http_status=None,
                         error=report.error or "internal error",
-                        next_poll=now + timedelta(seconds=feed.settings.interval),
+                        next_poll=pacing.next_poll_after_failure(
+                            now, feed.settings, errors, self.rng
+                        ),
                     )
                 except StateError as again:
                     log.warning("feed.record_failed", feed=feed.name, error=str(again))

@@ -548,6 +548,32 @@ def test_credentials_and_headers_not_sent_to_another_port_of_the_host(
         assert "authorization" not in other.requests[-1][2]
 
 
+@pytest.mark.parametrize("etag", ['"caf\u00c3\u00a9"', '"x\u00ff"'], ids=["utf-8", "not-utf-8"])
+def test_a_validator_that_cannot_be_sent_back_is_not_kept(
+    feed_server: FeedServer, etag: str
+) -> None:
+    """A server's raw 'ETag: "café"' was stored, then every request failed before it
+    left ("invalid request (check the feed's headers)") until `forget`; bytes that are
+    not UTF-8 reached the state as surrogates and every poll crashed."""
+    feed_server.set(
+        "/odd",
+        RSS,
+        etag=False,
+        headers={
+            "ETag": etag,
+            "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT\u00e9",
+            "Content-Type": "application/rss+xml; charset=\u00ff",
+        },
+    )
+    got = fetched(fetch(FetchRequest(feed_server.url("/odd"))))
+    assert got.etag is None and got.last_modified is None
+    for value in got.headers.values():
+        value.encode("utf-8")  # no surrogates: storable, printable
+    got = fetched(fetch(FetchRequest(feed_server.url("/odd"), etag=etag, last_modified="x\u00e9")))
+    _, _, sent = feed_server.requests[-1]
+    assert "if-none-match" not in sent and "if-modified-since" not in sent
+
+
 def test_basic_auth_from_userinfo_and_password_never_in_reason(feed_server: FeedServer) -> None:
     feed_server.set("/feed", RSS)
     url = f"http://alice:s3cr3t-pw@127.0.0.1:{feed_server.port}"

@@ -328,3 +328,32 @@ def test_status_shows_no_next_poll_for_a_feed_that_will_not_be_polled(tmp_path, 
         "b": ("disabled", True),
         "c": ("removed", True),
     }
+
+
+def test_a_poll_that_crashes_backs_off_like_any_failure(tmp_path, feed_server):
+    """A feed whose every poll crashed (bytes that could not be stored, a parser bug)
+    was polled again after one interval, for ever, where a failing fetch backs off."""
+    feed_server.set("/f", rss([entry(1)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), replace(SETTINGS, stale_after=0))
+    clock = FakeClock(T0)
+
+    def broken_parse(*args, **kwargs):
+        raise RuntimeError("a parser bug")
+
+    delays = []
+    for _ in range(3):
+
+        async def one():
+            async with Fetcher() as fetcher:
+                return await Poller(config, store, fetcher, clock=clock, parse=broken_parse).poll(
+                    feed
+                )
+
+        r = asyncio.run(one())
+        assert r.result == "error" and "internal error" in (r.error or "")
+        record = store.feed(feed.name)
+        assert record is not None and record.next_poll is not None
+        delays.append((record.next_poll - clock()).total_seconds())
+        clock.advance(seconds=delays[-1])
+    assert delays == [60.0, 120.0, 240.0]  # the interval (60 s), doubled at each error
+    store.close()
