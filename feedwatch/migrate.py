@@ -55,10 +55,14 @@ _TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str], frozenset[str]], ...]
     ),
     (
         "alerts",
-        ("seq", "alert_id", "feed", "identity", "kind", "created_at", "payload", "thread_id"),
+        ("seq", "alert_id", "feed", "identity", "kind", "created_at", "payload", "thread_id",
+         "duplicate_key"),
         frozenset({"created_at"}),
         frozenset(),
     ),
+    # `duplicates = "skip"`: which sink a story's link went to (left behind, a story
+    # already sent went again after the switch)
+    ("duplicate_claims", ("key", "sink", "alert_id"), frozenset(), frozenset()),
     (
         "deliveries",
         (

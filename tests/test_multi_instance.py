@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -364,6 +365,55 @@ def test_migrate_state_then_check_on_postgresql_alerts_nothing_new(
         "a": "ok",
         "b": "ok",
     }
+
+
+def test_migrate_state_carries_the_duplicate_claims_over(
+    tmp_path: Path, pg_url: str, stamped_server: StampedFeedServer
+) -> None:
+    """`duplicates = "skip"`: a story sent from one feed is not sent again when a second
+    feed carries it. migrate-state left the claims behind, so after the switch it was."""
+    srv = stamped_server
+    story = entry("s", title="Story S", link="https://news.example.com/story/S")
+    srv.set("/world", rss([entry("a")]))
+    srv.set("/europe", rss([entry("b")]))
+
+    def config(state: str, name: str) -> Path:
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(
+            f'''
+[feedwatch]
+state = "{state}"
+duplicates = "skip"
+jitter = "0s"
+log_format = "json"
+
+[sinks.log]
+type = "jsonl"
+path = "{tmp_path}/alerts.jsonl"
+
+[[feeds]]
+name = "world"
+url = "{srv.url("/world")}"
+
+[[feeds]]
+name = "europe"
+url = "{srv.url("/europe")}"
+'''
+        )
+        return cfg
+
+    db = tmp_path / "state.db"
+    sqlite_cfg = config(str(db), "sqlite")
+    assert _run("-c", str(sqlite_cfg), "check").returncode == 0  # the baselines
+    srv.set("/world", rss([entry("a"), replace(story, entry_id="w-s")]))
+    assert _run("-c", str(sqlite_cfg), "check").returncode == 0  # Story S, once
+    migrated = _run("migrate-state", str(db), pg_url)
+    assert migrated.returncode == 0, migrated.stderr
+    srv.set("/europe", rss([entry("b"), replace(story, entry_id="e-s")]))
+    r = _run("-c", str(config(pg_url, "pg")), "check")
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "alerts.jsonl").read_text().splitlines()
+    assert [json.loads(x)["entry"]["title"] for x in lines] == ["Story S"]
 
 
 def test_migrate_state_usage_errors(tmp_path: Path) -> None:

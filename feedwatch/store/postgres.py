@@ -1039,13 +1039,20 @@ class PostgresStore(SharedWrites):
             ).fetchone()
         return not row[0]
 
-    IMPORT_TABLES: ClassVar[tuple[str, ...]] = ("feeds", "entries", "alerts", "deliveries")
+    IMPORT_TABLES: ClassVar[tuple[str, ...]] = (
+        "feeds",
+        "entries",
+        "alerts",
+        "duplicate_claims",
+        "deliveries",
+    )
 
     def import_rows(
         self, tables: Sequence[tuple[str, Sequence[str], Iterable[Sequence[Any]]]]
     ) -> dict[str, int]:
         """Copy rows into an empty state in ONE transaction (all of it, or none of it);
-        ``tables`` in dependency order: feeds, entries, alerts, deliveries. Returns the
+        ``tables`` in dependency order: feeds, entries, alerts, duplicate_claims,
+        deliveries. Returns the
         row count per table."""
         counts: dict[str, int] = {}
         with self._tx() as cur:
