@@ -995,6 +995,21 @@ def test_open_store_unreachable_postgresql_does_not_echo_the_password() -> None:
         open_store("")
 
 
+def test_a_password_with_an_unencoded_at_sign_is_masked_whole() -> None:
+    """libpq splits "feedwatch:s3cr@tTail99@host" at the first "@" and names the rest
+    as the host in its error: that piece of the password was shown."""
+    from feedwatch.redact import clear_secrets, redact
+    from feedwatch.store.postgres import safe_location
+
+    try:
+        where = safe_location("postgresql://feedwatch:s3cr@tTail99@127.0.0.1:5432/feedwatch")
+        assert "s3cr" not in where and "tTail99" not in where
+        error = "failed to resolve host 'tTail99@127.0.0.1': Name or service not known"
+        assert "tTail99" not in redact(error)
+    finally:
+        clear_secrets()
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     _filled(path)

@@ -31,6 +31,7 @@ an error or ``status`` (``self.path`` is the URL with its user-info masked).
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -252,12 +253,20 @@ def safe_location(url: str) -> str:
 
 def register_url_secrets(url: str) -> None:
     try:
-        raw = urlsplit(url).password
+        parts = urlsplit(url)
+        raw = parts.password
+        userinfo = parts.netloc.rpartition("@")[0]
     except ValueError:
-        raw = None
+        raw, userinfo = None, ""
     if raw:
         register_secret(raw)
         register_secret(unquote(raw))
+        # A password with an "@" not written %40: libpq splits at the first "@", and its
+        # error names the rest as the host ("failed to resolve host 'tail@db'"), a
+        # piece this URL's parse never saw apart: each piece is a secret too.
+        for piece in re.split(r"[@:]", userinfo)[1:]:
+            register_secret(piece)
+            register_secret(unquote(piece))
     if psycopg is not None:
         try:
             password = conninfo_to_dict(url).get("password")
