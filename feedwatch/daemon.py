@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import random
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -81,7 +85,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
     config = load()
-    return asyncio.run(Daemon(config, load).serve())
+    code = asyncio.run(Daemon(config, load).serve())
+    _exit_past_stuck_threads(code)
+    return code
+
+
+def _exit_past_stuck_threads(code: int) -> None:
+    """The state is closed and the lock let go: a thread still busy (a parse that
+    outlived ``shutdown_timeout``; a thread cannot be cancelled) must not keep the
+    process from ending, as the interpreter's exit would wait for it."""
+    for t in threading.enumerate():
+        if t is threading.current_thread() or t.daemon:
+            continue
+        t.join(timeout=1.0)
+        if t.is_alive():
+            log.warning("daemon.thread_abandoned", thread=t.name)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
 
 
 class Daemon:

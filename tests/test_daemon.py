@@ -690,3 +690,20 @@ def test_a_daemon_whose_stderr_is_gone_alerts_and_stops(tmp_path, feed_server, s
     wait_for(lambda: alerts(tmp_path), what="the alert")
     assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["After the journal broke"]
     assert d.stop(timeout=10) == 0
+
+
+def test_a_thread_still_busy_at_the_end_does_not_keep_the_daemon_alive():
+    """A parse that outlived shutdown_timeout (a thread cannot be cancelled) kept the
+    process alive after 'daemon.stopped': the interpreter's exit joined its thread."""
+    code = (
+        "import threading, feedwatch.daemon as d\n"
+        "stuck = threading.Event()\n"
+        "threading.Thread(target=stuck.wait, name='feedwatch-parse_0').start()\n"
+        "d._exit_past_stuck_threads(0)\n"
+        "print('returned')\n"
+    )
+    started = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "returned" not in r.stdout
+    assert time.monotonic() - started < 10
+    assert "daemon.thread_abandoned" in r.stdout + r.stderr

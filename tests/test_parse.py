@@ -693,6 +693,30 @@ def test_billion_laughs_is_fast_and_not_expanded(layout: str) -> None:
     assert "lollollol" not in _all_text(parsed)
 
 
+@pytest.mark.parametrize("kind", ["attributes", "prefixes"])
+def test_markup_that_would_take_minutes_to_parse_is_refused_at_once(kind: str) -> None:
+    """feedparser is quadratic in one element's attributes and in a document's namespace
+    prefixes: 200,000 attributes (2.3 MB) took seven minutes no timeout bounded."""
+    if kind == "attributes":
+        attrs = " ".join(f'a{i}="x"' for i in range(20000))
+        inner = f"<description {attrs}>x</description>"
+    else:
+        inner = "".join(f'<p{i}:x xmlns:p{i}="urn:x:{i}">y</p{i}:x>' for i in range(2000))
+    body = f'<rss version="2.0"><channel><title>t</title><item><title>x</title>{inner}</item></channel></rss>'
+    started = time.monotonic()
+    parsed = parse_body(body.encode(), {"content-type": "application/rss+xml"})
+    assert time.monotonic() - started < 0.5
+    assert not parsed.is_feed
+    (warning,) = parsed.warnings
+    assert "would take minutes" in warning and (
+        "20000 attributes" in warning or "2000 namespace prefixes" in warning
+    )
+    # a rich element well under the limit still parses
+    attrs = " ".join(f'a{i}="x"' for i in range(900))
+    ok = f'<rss version="2.0"><channel><title>t</title><item><title>x</title><description {attrs}>d</description></item></channel></rss>'
+    assert one(parse_body(ok.encode(), {"content-type": "application/rss+xml"})).title == "x"
+
+
 def test_safe_internal_entities_still_work() -> None:
     body = (
         b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY nbsp "&#160;"><!ENTITY co "ACME">]>'
