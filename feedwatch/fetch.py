@@ -179,7 +179,11 @@ class Fetcher:
             else None
         )
         self._direct = transport
-        self._cookies = httpx.Cookies()
+        # One cookie jar per feed (by its configured URL): a feed's session cookies go
+        # back to it alone. One jar for every feed sent one site's cookies with another
+        # feed's requests, and a host that set new ones at every response grew the
+        # Cookie header of every feed on it until the server refused them all.
+        self._jars: dict[str, httpx.Cookies] = {}
         self._client = client or httpx.AsyncClient(
             http1=True,
             http2=False,
@@ -196,6 +200,9 @@ class Fetcher:
             # with our transport (and no proxy) httpx uses no context of its own
             verify=True if direct else _default_ssl_context(),
         )
+        # the client's own jar would be one for every feed: ours are per feed (_get).
+        # (Its setter would copy ours into a plain Cookies: the attribute is set.)
+        self._client._cookies = _NoCookies()
         self._global = asyncio.Semaphore(concurrency)
         # requests holding a global slot now: none while every fetch waits for a
         # body's place (or none is left), which is when this process has little to do
@@ -436,7 +443,10 @@ class Fetcher:
         body_started = False
         status: int | None = None
         try:
-            async with self._get(url, headers, req.timeout) as resp:
+            jar = self._jars.get(req.url)
+            if jar is None:
+                jar = self._jars[req.url] = httpx.Cookies()
+            async with self._get(url, headers, req.timeout, jar) as resp:
                 status = resp.status_code
                 resp_headers = {k.lower(): _header_text(v) for k, v in resp.headers.items()}
                 peer = None if self._via_proxy else _peer_address(resp)
@@ -466,7 +476,11 @@ class Fetcher:
 
     @asynccontextmanager
     async def _get(
-        self, url: httpx.URL, headers: dict[str, tuple[str, str]], timeout: float
+        self,
+        url: httpx.URL,
+        headers: dict[str, tuple[str, str]],
+        timeout: float,
+        jar: httpx.Cookies | None = None,
     ) -> AsyncIterator[_Response]:
         """A streamed GET response, closed on exit.
 
@@ -476,26 +490,39 @@ class Fetcher:
         machinery (Request and Response objects, its auth and redirect layers) cost as
         much CPU as the request itself.
         """
+        if jar is None:
+            jar = httpx.Cookies()
         if self._direct is None:
-            async with self._client.stream(
+            request = self._client.build_request(
                 "GET", url, headers=list(headers.values()), timeout=timeout
-            ) as resp:
+            )
+            if jar:
+                jar.set_cookie_header(request)
+            resp = await self._client.send(request, stream=True, follow_redirects=False)
+            try:
+                if "set-cookie" in resp.headers:
+                    _keep_cookies(jar, resp)
                 yield resp
+            finally:
+                await resp.aclose()
             return
         if url.userinfo:
             headers["authorization"] = ("Authorization", _basic_auth(url.username, url.password))
         pairs = list(headers.values())
         if not all(name.isascii() and value.isascii() for name, value in pairs):
             raise httpx.LocalProtocolError("a header name or value is not ASCII")
-        request: httpx.Request | None = None
-        if self._cookies:
-            request = httpx.Request("GET", url, headers=pairs)
-            self._cookies.set_cookie_header(request)
-            pairs = request.headers.multi_items()
+        request_with_cookies: httpx.Request | None = None
+        if jar:
+            request_with_cookies = httpx.Request("GET", url, headers=pairs)
+            jar.set_cookie_header(request_with_cookies)
+            pairs = request_with_cookies.headers.multi_items()
         async with self._direct.open(url, pairs, timeout) as reply:
             if "set-cookie" in reply.headers:
-                self._cookies.extract_cookies(
-                    reply.to_httpx(request or httpx.Request("GET", url, headers=pairs))
+                _keep_cookies(
+                    jar,
+                    reply.to_httpx(
+                        request_with_cookies or httpx.Request("GET", url, headers=pairs)
+                    ),
                 )
             yield reply
 
@@ -827,6 +854,31 @@ def _peer_address(resp: _Response) -> str | None:
     if isinstance(addr, tuple) and addr:
         return str(addr[0])
     return None
+
+
+MAX_COOKIES = 50  # a feed's jar (RFC 6265 suggests at least 50 a domain)
+MAX_COOKIE_BYTES = 4096  # their names and values together
+
+
+def _keep_cookies(jar: httpx.Cookies, response: httpx.Response) -> None:
+    """The response's cookies into the feed's jar; a jar that outgrows the bounds (a
+    server setting new ones at every response) is emptied, not sent ever larger."""
+    jar.extract_cookies(response)
+    cookies = list(jar.jar)
+    size = sum(len(c.name) + len(c.value or "") for c in cookies)
+    if len(cookies) > MAX_COOKIES or size > MAX_COOKIE_BYTES:
+        jar.clear()
+        log.info("fetch.cookies_dropped", cookies=len(cookies), bytes=size)
+
+
+class _NoCookies(httpx.Cookies):
+    """The client's jar, kept empty: cookies are per feed (``Fetcher._jars``)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -140,19 +140,53 @@ def test_a_bad_header_value_is_refused_before_sending(
 # -- what the client used to do, still done ----------------------------------
 
 
-def test_cookies_set_by_a_response_go_back_to_the_same_server(feed_server: FeedServer) -> None:
-    feed_server.set("/login", RSS, headers={"Set-Cookie": "session=abc; Path=/"})
-    feed_server.set("/feed", RSS)
+def test_a_feeds_cookies_go_back_to_it_alone(feed_server: FeedServer) -> None:
+    """A cookie wall sets its cookie on the way (a redirect) and wants it back, then at
+    the feed's next poll; another feed of the same host never gets it."""
+    feed_server.set("/wall", RSS, headers={"Set-Cookie": "consent=yes; Path=/"})
+    feed_server.redirect("/feed", "/wall", 302)
+    feed_server.set("/other", RSS)
 
     async def go() -> None:
         async with Fetcher() as f:
-            await f.fetch(FetchRequest(feed_server.url("/login")))
+            await f.fetch(FetchRequest(feed_server.url("/feed")))
+            await f.fetch(FetchRequest(feed_server.url("/other")))
             await f.fetch(FetchRequest(feed_server.url("/feed")))
 
     run(go())
-    sent = {p: h for _, p, h in feed_server.requests}
-    assert "cookie" not in sent["/login"]
-    assert sent["/feed"]["cookie"] == "session=abc"
+    sent = [(p, h.get("cookie")) for _, p, h in feed_server.requests]
+    assert sent == [
+        ("/feed", None),
+        ("/wall", None),
+        ("/other", None),
+        ("/feed", "consent=yes"),
+        ("/wall", "consent=yes"),
+    ]
+
+
+def test_a_host_that_sets_new_cookies_at_every_response_cannot_grow_them(
+    feed_server: FeedServer,
+) -> None:
+    """Two new 1 KB cookies a response: the Cookie header grew without end (5 MB after 44
+    polls), until the server refused every feed's requests."""
+    count = iter(range(10_000))
+    feed_server.set("/track", RSS)
+
+    async def go() -> None:
+        async with Fetcher() as f:
+            for _ in range(12):
+                n = next(count)
+                feed_server.set(
+                    "/track",
+                    RSS,
+                    headers={"Set-Cookie": f"t{n}={'x' * 1000}; Path=/"},
+                )
+                await f.fetch(FetchRequest(feed_server.url("/track")))
+
+    run(go())
+    sizes = [len(h.get("cookie", "")) for _, _, h in feed_server.requests]
+    assert max(sizes) <= 4096 + 200
+    assert sizes[1] > 0  # a cookie is still sent back while the jar is small
 
 
 def test_many_304s_at_high_concurrency(feed_server: FeedServer) -> None:
