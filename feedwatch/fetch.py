@@ -362,6 +362,8 @@ class Fetcher:
                     return failed(f"HTTP {status} {_phrase(status)} without a Location", status)
                 try:
                     target = current.join(location).copy_with(fragment=None)
+                    if target.port is not None and not 0 < target.port < 65536:
+                        raise ValueError("port out of range")  # (httpx lets it through)
                 except (httpx.InvalidURL, TypeError, ValueError):
                     return failed("redirect to an invalid URL", status)
                 if target.scheme not in ("http", "https") or not target.host:

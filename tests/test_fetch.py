@@ -177,6 +177,13 @@ def test_redirect_loop_detected(feed_server: FeedServer) -> None:
     assert feed_server.count("/a") == 1 and feed_server.count("/b") == 1
 
 
+def test_redirect_to_a_port_out_of_range_is_an_invalid_url(feed_server: FeedServer) -> None:
+    """It read "invalid request (check the feed's headers)", blaming the user's config."""
+    feed_server.redirect("/a", "//127.0.0.1:99999/", 302)
+    out = failed(fetch(FetchRequest(feed_server.url("/a"))))
+    assert (out.reason, out.status) == ("redirect to an invalid URL", 302)
+
+
 def test_redirect_without_location(feed_server: FeedServer) -> None:
     feed_server.set("/r", b"", status=301, etag=False)
     out = failed(fetch(FetchRequest(feed_server.url("/r"))))
