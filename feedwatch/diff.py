@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from feedwatch.alert import MAX_STRING, format_time, safe_link
+from feedwatch.alert import MAX_STRING, cap_text, format_time, safe_link
 from feedwatch.identity import (
     FINGERPRINT_VERSION,
     Policy,
@@ -70,7 +70,6 @@ from feedwatch.model import (
     StoredEntry,
     StoredNeed,
 )
-from feedwatch.text import cap as text_cap
 
 if TYPE_CHECKING:
     from feedwatch.ignore_text import Ignore
@@ -223,15 +222,12 @@ def _changed_view(a: str, b: str) -> FieldChange:
     """Old and new text, each capped as the payload caps strings. When the first
     difference lies beyond the cap, both show the same window that starts a little
     before it (and with "…"): capped from their start they would read the same."""
-    if len(a) <= MAX_STRING and len(b) <= MAX_STRING:
-        return FieldChange(a, b)
-    first = len(os.path.commonprefix([a, b]))
-    start = first - _CHANGE_LEAD
-    if start <= 0 or first < MAX_STRING - _CHANGE_LEAD:
-        return FieldChange(text_cap(a, MAX_STRING), text_cap(b, MAX_STRING))
-    return FieldChange(
-        "…" + text_cap(a[start:], MAX_STRING - 1), "…" + text_cap(b[start:], MAX_STRING - 1)
-    )
+    ca, cb = cap_text(a), cap_text(b)
+    if ca != cb or (ca is a and cb is b):
+        return FieldChange(ca, cb)
+    start = max(0, len(os.path.commonprefix([a, b])) - _CHANGE_LEAD)
+    rest = MAX_STRING - len("…".encode())
+    return FieldChange("…" + cap_text(a[start:], rest), "…" + cap_text(b[start:], rest))
 
 
 def _field_changes(

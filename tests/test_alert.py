@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -116,12 +117,16 @@ def test_only_http_links_leave():
     assert build_alert(FEED, None, change(e), (), T0, "i").payload["entry"]["link"] is None
 
 
-def test_strings_capped_at_64k():
-    big = "x" * 100_000
-    e = entry(1, title=big)
-    t = build_alert(FEED, None, change(e), (), T0, "i").payload["entry"]["title"]
-    assert len(t) == 65536 and t.endswith("…")
-    assert cap("short") == "short"
+@pytest.mark.parametrize("char", ["x", "é", "中", "🚀"])
+def test_strings_capped_at_64_kib_of_utf_8(char: str):
+    """Counted in characters, 65,536 CJK characters were 192 KiB of the "64 KiB" cap."""
+    e = entry(1, title=char * 100_000, summary=char * 10)
+    p = build_alert(FEED, None, change(e), (), T0, "i").payload["entry"]
+    t = p["title"]
+    assert t.endswith("…") and 65536 - 3 <= len(t.encode()) <= 65536
+    assert t[:-1] == char * len(t[:-1])  # cut between characters
+    assert p["summary"] == char * 10
+    assert cap("short") == "short" and cap(None) is None
 
 
 def test_notice_envelope():
