@@ -16,13 +16,14 @@ only a word to lose, or the rest of the story would vanish, and its edits with i
 ``plain_to_text`` is for a field its format declares plain text (JSON Feed's
 ``title`` and ``content_text``, Atom's ``type="text"``): a "<" there is text, kept
 (``<dialog>`` in a story about HTML), unless the text looks like HTML as feedparser
-judges an RSS title (a closing tag or an entity, of HTML's own), which is how
-publishers who escape markup into such a field are read.
+judges an RSS title (a closing tag or an entity, of HTML's own, any element of HTML),
+which is how publishers who escape markup into such a field are read.
 """
 
 from __future__ import annotations
 
 import html
+import html.entities
 import re
 import unicodedata
 
@@ -148,8 +149,29 @@ def plain_to_text(text: str) -> str:
         return normalize_space(s)
 
 
-def _looks_like_html(s: str) -> bool:
-    # feedparser's own guess for an RSS title (imported here: only a parse calls this)
-    from feedparser.mixin import _FeedParserMixin
+_CLOSE_TAG = re.compile(r"</(\w+)>")
+_ENTITY_REF = re.compile(r"&#?\w+;")
+_TAG_NAME = re.compile(r"</?(\w+)")
+_NAMED_ENTITY = re.compile(r"&(\w+);")
+# HTML's elements feedparser's guess does not count (they are not in its sanitiser's
+# list), but a publisher escaping markup into a title may well write
+_MORE_ELEMENTS = frozenset(
+    "applet base body embed head html iframe link math meta noscript object script"
+    " style svg template title".split()
+)
 
-    return bool(_FeedParserMixin.looks_like_html(s))
+
+def _looks_like_html(s: str) -> bool:
+    """feedparser's guess for an RSS title (a closing tag or an entity reference, every
+    tag an HTML element, every entity HTML's), over all of HTML's elements: escaped
+    ``<script>alert(1)</script>`` is markup to reduce, not text to keep."""
+    if not (_CLOSE_TAG.search(s) or _ENTITY_REF.search(s)):
+        return False
+    from feedparser.sanitizer import _HTMLSanitizer  # (only a parse calls this)
+
+    known = _HTMLSanitizer.acceptable_elements
+    if any(
+        t.lower() not in known and t.lower() not in _MORE_ELEMENTS for t in _TAG_NAME.findall(s)
+    ):
+        return False
+    return all(e in html.entities.entitydefs for e in _NAMED_ENTITY.findall(s))
