@@ -445,10 +445,7 @@ class Fetcher:
         body_started = False
         status: int | None = None
         try:
-            jar = self._jars.get(req.url)
-            if jar is None:
-                jar = self._jars[req.url] = httpx.Cookies()
-            async with self._get(url, headers, req.timeout, jar) as resp:
+            async with self._get(url, headers, req.timeout, req.url) as resp:
                 status = resp.status_code
                 resp_headers = {k.lower(): _header_text(v) for k, v in resp.headers.items()}
                 peer = None if self._via_proxy else _peer_address(resp)
@@ -482,7 +479,7 @@ class Fetcher:
         url: httpx.URL,
         headers: dict[str, tuple[str, str]],
         timeout: float,
-        jar: httpx.Cookies | None = None,
+        feed: str = "",
     ) -> AsyncIterator[_Response]:
         """A streamed GET response, closed on exit.
 
@@ -492,8 +489,7 @@ class Fetcher:
         machinery (Request and Response objects, its auth and redirect layers) cost as
         much CPU as the request itself.
         """
-        if jar is None:
-            jar = httpx.Cookies()
+        jar = self._jars.get(feed)  # (made at the feed's first cookie: most have none)
         if self._direct is None:
             request = self._client.build_request(
                 "GET", url, headers=list(headers.values()), timeout=timeout
@@ -503,7 +499,7 @@ class Fetcher:
             resp = await self._client.send(request, stream=True, follow_redirects=False)
             try:
                 if "set-cookie" in resp.headers:
-                    _keep_cookies(jar, resp)
+                    _keep_cookies(self._jar(feed), resp)
                 yield resp
             finally:
                 await resp.aclose()
@@ -521,12 +517,18 @@ class Fetcher:
         async with self._direct.open(url, pairs, timeout) as reply:
             if "set-cookie" in reply.headers:
                 _keep_cookies(
-                    jar,
+                    self._jar(feed),
                     reply.to_httpx(
                         request_with_cookies or httpx.Request("GET", url, headers=pairs)
                     ),
                 )
             yield reply
+
+    def _jar(self, feed: str) -> httpx.Cookies:
+        jar = self._jars.get(feed)
+        if jar is None:
+            jar = self._jars[feed] = httpx.Cookies()
+        return jar
 
     def stop_new_requests(self) -> None:
         """The daemon stops: every fetch still waiting for a slot is cancelled now, and
