@@ -99,6 +99,12 @@ def _one_pass(s: str, given: bool) -> str:
     if "&" in s:
         # html.unescape never yields a control character (it drops or maps them).
         s = html.unescape(_AMP_RUN.sub("&", s))
+    return _fold(s)
+
+
+def _fold(s: str) -> str:
+    """Paragraphs (a blank line, or a block element's mark, between them) with their
+    white space folded, joined by a blank line; NFC."""
     if "\r" in s:
         s = _NEWLINES.sub("\n", s)
     s = _BLANK_LINE.sub(_MARK, s)
@@ -136,15 +142,7 @@ def plain_to_text(text: str) -> str:
     try:
         if ("<" in s or "&" in s) and _looks_like_html(s):
             return html_to_text(s)
-        s = _CONTROLS.sub("", s)
-        if "\r" in s:
-            s = _NEWLINES.sub("\n", s)
-        s = _BLANK_LINE.sub(_MARK, s)
-        paragraphs = (" ".join(p.split()) for p in s.split(_MARK))
-        s = "\n\n".join(p for p in paragraphs if p)
-        if not s.isascii() and not unicodedata.is_normalized("NFC", s):
-            s = unicodedata.normalize("NFC", s)
-        return s
+        return _fold(_CONTROLS.sub("", s))
     except Exception:  # never raise on feed text
         return normalize_space(s)
 

@@ -57,6 +57,15 @@ url = "{server.url("/all.xml")}"
     return cfg
 
 
+def jsonl_config(tmp: Path, feeds: str, settings: str = "") -> str:
+    """A config's text: the state and a jsonl sink in ``tmp``, ``settings`` in
+    [feedwatch], then ``feeds`` ([[feeds]] blocks)."""
+    return (
+        f'[feedwatch]\nstate = "{tmp}/state.db"\nlog_format = "json"\n{settings}\n'
+        f'[sinks.log]\ntype = "jsonl"\npath = "{tmp}/alerts.jsonl"\n\n{feeds}'
+    )
+
+
 def alerts(tmp: Path) -> list[dict]:
     path = tmp / "alerts.jsonl"
     if not path.exists():
@@ -789,22 +798,8 @@ def test_a_secret_in_a_feed_url_is_masked_in_its_error_everywhere(tmp_path):
     """The host a ${VAR} filled in comes back in the fetch's error ("DNS lookup failed
     for host ..."): masked in check's error line, in the state, and in status."""
     cfg = tmp_path / "feedwatch.toml"
-    cfg.write_text(
-        f"""
-[feedwatch]
-state = "{tmp_path}/state.db"
-log_format = "json"
-timeout = "5s"
-
-[sinks.log]
-type = "jsonl"
-path = "{tmp_path}/alerts.jsonl"
-
-[[feeds]]
-name = "tenant"
-url = "https://${{TENANT}}.invalid/feed.xml"
-"""
-    )
+    feed = '[[feeds]]\nname = "tenant"\nurl = "https://${TENANT}.invalid/feed.xml"\n'
+    cfg.write_text(jsonl_config(tmp_path, feed, 'timeout = "5s"'))
     env = {"TENANT": "acme-secret-tenant"}
     res = fw(cfg, "check", env=env)
     assert res.returncode == 1
@@ -851,19 +846,9 @@ def test_editing_the_url_of_a_feed_with_relative_guids_alerts_nothing(tmp_path, 
     feed_server.set("/urledit.xml", body)
     feed_server.set("/v2/urledit.xml", body)
     cfg = tmp_path / "feedwatch.toml"
-    text = f"""
-[feedwatch]
-state = "{tmp_path}/state.db"
-log_format = "json"
-
-[sinks.log]
-type = "jsonl"
-path = "{tmp_path}/alerts.jsonl"
-
-[[feeds]]
-name = "status"
-url = "{feed_server.url("/urledit.xml")}"
-"""
+    text = jsonl_config(
+        tmp_path, f'[[feeds]]\nname = "status"\nurl = "{feed_server.url("/urledit.xml")}"\n'
+    )
     cfg.write_text(text)
     assert fw(cfg, "check").returncode == 0  # the baseline
     cfg.write_text(text.replace("/urledit.xml", "/v2/urledit.xml"))
@@ -880,14 +865,12 @@ def test_a_removed_feeds_url_is_not_shown_with_its_secret(tmp_path, feed_server)
     """The state holds a feed's URL with its ${VAR}s expanded; once the feed left the
     config, nothing told status or explain to mask them."""
     feed_server.set("/t.xml", rss([entry(1)]))
-    head = f'[feedwatch]\nstate = "{tmp_path}/state.db"\nlog_format = "json"\n'
-    sink = f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/alerts.jsonl"\n'
     feed = f'[[feeds]]\nname = "tok"\nurl = "{feed_server.url("/t.xml")}?token=${{TOK}}"\n'
     cfg = tmp_path / "feedwatch.toml"
-    cfg.write_text(head + sink + feed)
+    cfg.write_text(jsonl_config(tmp_path, feed))
     env = {"TOK": "ENVTOKVAL42"}
     assert fw(cfg, "check", env=env).returncode == 0
-    cfg.write_text(head + sink)
+    cfg.write_text(jsonl_config(tmp_path, ""))
     st = fw(cfg, "status", "--json", env=env)
     (row,) = json.loads(st.stdout)["feeds"]
     assert (row["name"], row["state"], row["url"]) == ("tok", "removed", None)
@@ -909,26 +892,11 @@ def test_the_feeds_credentials_and_secrets_never_reach_its_entries_links(tmp_pat
     feed_server.set("/plain/good", body)
     port = feed_server.port
     cfg = tmp_path / "feedwatch.toml"
-    cfg.write_text(
-        f"""
-[feedwatch]
-state = "{tmp_path}/state.db"
-log_format = "json"
-first_poll = "alert"
-
-[sinks.log]
-type = "jsonl"
-path = "{tmp_path}/alerts.jsonl"
-
-[[feeds]]
-name = "cred"
-url = "http://alice:S3cretPw@127.0.0.1:{port}/plain/good"
-
-[[feeds]]
-name = "tok"
-url = "http://127.0.0.1:{port}/${{FEED_TOKEN}}/good"
-"""
+    feeds = (
+        f'[[feeds]]\nname = "cred"\nurl = "http://alice:S3cretPw@127.0.0.1:{port}/plain/good"\n'
+        f'[[feeds]]\nname = "tok"\nurl = "http://127.0.0.1:{port}/${{FEED_TOKEN}}/good"\n'
     )
+    cfg.write_text(jsonl_config(tmp_path, feeds, 'first_poll = "alert"'))
     r = fw(cfg, "check", "--json", env={"FEED_TOKEN": "PathTok3n99"})
     assert r.returncode == 0, r.stderr
     links = {(a["feed"]["name"], a["entry"]["link"]) for a in alerts(tmp_path)}
