@@ -40,7 +40,9 @@ log = structlog.get_logger("feedwatch.parse")
 # Bump whenever parse_body's result for some body changes (a conversion, an option,
 # the entity guard, the entry cap): feedwatch.partial keys its cache of parsed
 # entries on it, so entries cached by an older parser are never reused.
-PARSE_VERSION = 6  # 2: entry cut short dropped; 3, 5: text/plain fields; 4: ids as given;
+PARSE_VERSION = (
+    7  # 7: Atom id links; 2: entry cut short dropped; 3, 5: text/plain fields; 4: ids as given;
+)
 # 6: authors (several, an Atom feed's)
 
 # --------------------------------------------------------------------------
@@ -386,6 +388,7 @@ def _ids_as_given() -> None:
 
     _end_guid._feedwatch = True  # type: ignore[attr-defined]
     mixin._end_guid = _end_guid
+    mixin._end_id = _end_guid  # an Atom <id>: feedparser's own is an alias of _end_guid
 
 
 _ids_as_given()

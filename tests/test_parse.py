@@ -339,6 +339,17 @@ def test_every_author_and_the_atom_feeds_for_an_entry_without_one() -> None:
     assert parsed.author is None
 
 
+def test_an_atom_id_standing_for_the_link_is_resolved_and_kept_as_written() -> None:
+    """The id is the feed's own ("post-2"); the link it stands for (no <link>) is
+    resolved, as feedparser does: it was left relative, and safe_link dropped it."""
+    body = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom" xml:base="http://base.example/blog/">'
+        b"<title>t</title><entry><id>post-2</id><title>Second</title></entry></feed>"
+    )
+    e = one(parse_body(body, ATOM_CT, url="http://h.example/feed.xml"))
+    assert (e.entry_id, e.link) == ("post-2", "http://base.example/blog/post-2")
+
+
 def test_atom_content_only_is_not_copied_into_summary() -> None:
     e = one(
         parse_body(
