@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from feedwatch.identity import duplicate_key, notice_id
 from feedwatch.model import Alert, Change, EntrySnapshot, FeedConfig, RuleMatch
 from feedwatch.payload import format_time as payload_time
-from feedwatch.redact import redact, redact_url
+from feedwatch.redact import MASK, redact, redact_url, secrets_in
 
 MAX_STRING = 64 * 1024
 PAYLOAD_VERSION = 1
@@ -47,17 +48,28 @@ def safe_link(link: str | None) -> str | None:
     if (lower.startswith("http://") or lower.startswith("https://")) and not any(
         c in stripped for c in "\r\n\t\x00 "
     ):
-        # a link resolved against the feed's URL carries what its path held: an
-        # expanded ${VAR} is masked there too (the link then is no good, the secret safe)
-        return cap(redact(stripped))
+        return cap(stripped)
     return None
 
 
-def entry_payload(entry: EntrySnapshot) -> dict[str, Any]:
+def _without_path_secrets(link: str | None, feed_url: str) -> str | None:
+    """An entry's link, with each secret of the feed's own URL path masked: a relative
+    link resolved against that URL carries its path (an expanded ${VAR} there). Only
+    this feed's, and only its path's: a value masked in every link of every feed
+    would mangle links that merely contain it."""
+    if not link:
+        return link
+    path = urlsplit(feed_url).path
+    for secret in secrets_in(path):
+        link = link.replace(secret, MASK)
+    return link
+
+
+def entry_payload(entry: EntrySnapshot, feed_url: str = "") -> dict[str, Any]:
     return {
         "id": cap(entry.entry_id),
         "title": cap(entry.title),
-        "link": safe_link(entry.link),
+        "link": _without_path_secrets(safe_link(entry.link), feed_url),
         "author": cap(entry.author),
         "published": format_time(entry.published),
         "updated": format_time(entry.updated),
@@ -113,7 +125,7 @@ def build_alert(
         "kind": change.kind,
         "detected_at": format_time(detected_at),
         "feed": feed_payload(feed, feed_title),
-        "entry": entry_payload(change.entry),
+        "entry": entry_payload(change.entry, feed.url),
         "changes": {k: {"old": v.old, "new": v.new} for k, v in change.changes.items()},
         "matched": [{"rule": m.rule, "terms": list(m.terms)} for m in matched],
         "message": None,

@@ -14,8 +14,10 @@ import threading
 
 MASK = "***"
 _MIN_LEN = 4  # a secret at least this long is masked wherever it appears
-_MIN_TOKEN = 2  # a shorter one (2-3 characters) only as a whole token, not inside words
-_TOKEN = r"(?<![0-9A-Za-z]){}(?![0-9A-Za-z])"
+_MIN_TOKEN = 2  # a shorter one (2-3 characters) only as a whole part of a URL:
+# after "=", "/", "@" or ":" and before no letter or digit (masked anywhere, "ok" or
+# "en" would blank out ordinary words of every log line)
+_TOKEN = r"(?<=[=/@:]){}(?![0-9A-Za-z])"
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -41,6 +43,14 @@ def register_secret(value: str) -> None:
                 re.escape(s) if len(s) >= _MIN_LEN else _TOKEN.format(re.escape(s)) for s in ordered
             )
         )
+
+
+def secrets_in(text: str) -> list[str]:
+    """The registered secrets of at least ``_MIN_LEN`` characters found in ``text``,
+    longest first."""
+    with _lock:
+        found = [s for s in _secrets if len(s) >= _MIN_LEN and s in text]
+    return sorted(found, key=len, reverse=True)
 
 
 def url_secrets(url: str) -> list[str]:

@@ -895,9 +895,11 @@ def test_the_feeds_credentials_and_secrets_never_reach_its_entries_links(tmp_pat
     feeds = (
         f'[[feeds]]\nname = "cred"\nurl = "http://alice:S3cretPw@127.0.0.1:{port}/plain/good"\n'
         f'[[feeds]]\nname = "tok"\nurl = "http://127.0.0.1:{port}/${{FEED_TOKEN}}/good"\n'
+        '[[feeds]]\nname = "hostvar"\nurl = "http://${FEEDHOST}/plain/good?lang=${LANG2}"\n'
     )
     cfg.write_text(jsonl_config(tmp_path, feeds, 'first_poll = "alert"'))
-    r = fw(cfg, "check", "--json", env={"FEED_TOKEN": "PathTok3n99"})
+    env = {"FEED_TOKEN": "PathTok3n99", "FEEDHOST": f"127.0.0.1:{port}", "LANG2": "en"}
+    r = fw(cfg, "check", "--json", env=env)
     assert r.returncode == 0, r.stderr
     links = {(a["feed"]["name"], a["entry"]["link"]) for a in alerts(tmp_path)}
     assert links == {
@@ -905,6 +907,9 @@ def test_the_feeds_credentials_and_secrets_never_reach_its_entries_links(tmp_pat
         ("cred", f"http://127.0.0.1:{port}/plain/rel2"),
         ("tok", f"http://127.0.0.1:{port}/post/1"),
         ("tok", f"http://127.0.0.1:{port}/***/rel2"),
+        # a secret outside the feed URL's path is no part of its links: not masked there
+        ("hostvar", f"http://127.0.0.1:{port}/post/1"),
+        ("hostvar", f"http://127.0.0.1:{port}/plain/rel2"),
     }
     assert "S3cretPw" not in r.stdout + r.stderr
     with sqlite3.connect(tmp_path / "state.db") as db:

@@ -784,13 +784,18 @@ def test_redact() -> None:
     assert redact("topsecret") == "topsecret"
 
 
-def test_a_short_secret_is_masked_as_a_whole_token() -> None:
-    """A 2-3 character ${VAR} value (a short API key, a tenant) is masked where it
-    stands alone, as in a URL's query, but not inside longer words."""
+def test_a_short_secret_is_masked_as_a_whole_part_of_a_url() -> None:
+    """A 2-3 character ${VAR} value (a short API key, a tenant) is masked where it is a
+    URL's part (a query value, a path segment, user-info, a port), not in other text:
+    "ok" masked anywhere made a log line's "result": "ok" read "***"."""
     register_secret("Zq9")
+    register_secret("ok")
     try:
-        assert redact("GET /feed.xml?k=Zq9&page=2 (Zq9)") == "GET /feed.xml?k=***&page=2 (***)"
-        assert redact("Zq9x aZq9 Zq99") == "Zq9x aZq9 Zq99"
+        assert redact("GET /feed.xml?k=Zq9&page=2 /Zq9/x") == "GET /feed.xml?k=***&page=2 /***/x"
+        assert redact("Zq9x aZq9 Zq99 (Zq9)") == "Zq9x aZq9 Zq99 (Zq9)"
+        assert redact('{"result": "ok", "url": "https://h/f?k=ok"}') == (
+            '{"result": "ok", "url": "https://h/f?k=***"}'
+        )
     finally:
         clear_secrets()
 
