@@ -14,17 +14,23 @@ import re
 __all__ = ["parse_mailbox"]
 
 _ANGLE = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>")
-_NOT_IN_ADDRESS = re.compile(r"[\s,;<>()\[\]\\]")
+# a display name in quotes, which may hold anything ("Jane <work>", "Doe, Jane")
+_QUOTED = re.compile(r'"(?P<name>(?:[^"\\]|\\.)*)"\s*<(?P<addr>[^<>]*)>')
+# the older form: user@example.org (Jane Doe)
+_COMMENTED = re.compile(r"(?P<addr>[^\s()<>]+)\s*\((?P<name>[^()]*)\)")
+_NOT_IN_ADDRESS = re.compile(r"[\s,;<>()\[\]\\\"]")
 
 
 def parse_mailbox(text: str) -> tuple[str, str]:
     """(display name, address); ValueError saying what is wrong with ``text``."""
     t = text.strip()
-    m = _ANGLE.fullmatch(t)
-    if m:
+    if m := _QUOTED.fullmatch(t):
+        name = re.sub(r"\\(.)", r"\1", m["name"])
+        addr = m["addr"].strip()
+    elif m := _ANGLE.fullmatch(t):
         name, addr = m["name"].strip(), m["addr"].strip()
-        if len(name) >= 2 and name[0] == name[-1] == '"':
-            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    elif m := _COMMENTED.fullmatch(t):
+        name, addr = m["name"].strip(), m["addr"]
     elif "<" in t or ">" in t:
         raise ValueError('not one email address: write "Name <user@example.org>"')
     else:
@@ -37,7 +43,7 @@ def parse_mailbox(text: str) -> tuple[str, str]:
     local, at, domain = addr.rpartition("@")
     if not at:
         raise ValueError("not an email address (no @)")
-    if not local or not domain:
+    if not local or not domain or "@" in local:
         raise ValueError(f"not an email address: {addr!r} (user@domain)")
     if _NOT_IN_ADDRESS.search(addr) or domain.startswith(".") or domain.endswith("."):
         raise ValueError(f"not an email address: {addr!r}")

@@ -913,6 +913,19 @@ def test_email_addresses_one_per_entry_and_names_with_commas(tmp_path: Path) -> 
         "feedwatch.toml:5: sinks.m.to[1]: more than one address: give each its own string"
         ' (to = ["a@example.org", "b@example.org"])'
     ]
+    # the forms that worked before stay accepted: a comment, a quoted name with <>
+    config = load(
+        tmp_path,
+        text.format(bad="'jane@example.org (Jane Doe)', '\"Jane <work>\" <jw@example.org>'"),
+    )
+    assert config.sinks["m"].options["to"][1:] == (
+        "jane@example.org (Jane Doe)",
+        '"Jane <work>" <jw@example.org>',
+    )
+    lines = problems(tmp_path, text.format(bad='"a@b@c.org"'))
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:5: sinks.m.to[1]: not an email address: 'a@b@c.org' (user@domain)"
+    ]
     lines = problems(tmp_path, text.format(bad='"Bob <bob@example.org"'))
     assert strip_dir(lines, tmp_path) == [
         'feedwatch.toml:5: sinks.m.to[1]: not one email address: write "Name <user@example.org>"'
