@@ -429,7 +429,7 @@ def _due(
                 file=sys.stderr,
             )
             continue
-        if rec is not None and rec.gone:
+        if rec is not None and rec.gone_at(feed.url):  # (another url is polled)
             if not args.feed:
                 print(
                     f"skipped {feed.name}: gone (HTTP 410); `check --feed {feed.name}` polls it again",

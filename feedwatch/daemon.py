@@ -732,13 +732,11 @@ class Daemon:
         records = self.store.feeds()
         states: dict[str, int] = {}
         for f in self.config.feeds:
-            st = feed_state(records.get(f.name), f.enabled, True)
+            st = feed_state(records.get(f.name), f.enabled, True, f.url)
             states[st] = states.get(st, 0) + 1
         metrics.FEEDS.replace([({"state": k}, v) for k, v in states.items()])
         self._update_outbox()
 
 
 def _gone_here(rec: FeedRecord | None, feed: FeedConfig | None) -> bool:
-    """Whether the state says the feed's URL answered 410 Gone: not polled until
-    `forget`, or until its url is another (which is polled as a new one would be)."""
-    return rec is not None and feed is not None and rec.gone and rec.url == feed.url
+    return rec is not None and feed is not None and rec.gone_at(feed.url)

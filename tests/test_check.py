@@ -915,3 +915,20 @@ def test_the_feeds_credentials_and_secrets_never_reach_its_entries_links(tmp_pat
     with sqlite3.connect(tmp_path / "state.db") as db:
         stored = [link for (link,) in db.execute("SELECT link FROM entries")]
     assert stored and not any("S3cretPw" in link or "alice" in link for link in stored)
+
+
+def test_a_gone_feed_given_a_new_url_is_polled_by_check_and_not_shown_gone(tmp_path, feed_server):  # noqa: F811
+    """The daemon polls it at the new url; check skipped it and status said gone."""
+    feed_server.set("/g", b"gone", status=410)
+    feed_server.set("/j", rss([entry(1)]))
+    cfg = tmp_path / "feedwatch.toml"
+    text = jsonl_config(tmp_path, f'[[feeds]]\nname = "g"\nurl = "{feed_server.url("/g")}"\n')
+    cfg.write_text(text)
+    assert fw(cfg, "check").returncode == 1
+    assert json.loads(fw(cfg, "status", "--json").stdout)["feeds"][0]["state"] == "gone"
+    cfg.write_text(text.replace(feed_server.url("/g"), feed_server.url("/j")))
+    assert json.loads(fw(cfg, "status", "--json").stdout)["feeds"][0]["state"] != "gone"
+    r = fw(cfg, "check")
+    assert r.returncode == 0 and "skipped" not in r.stderr, r.stderr
+    assert feed_server.count("/j") == 1
+    assert json.loads(fw(cfg, "status", "--json").stdout)["feeds"][0]["state"] == "ok"

@@ -62,6 +62,11 @@ class FeedRecord:
     stale_notified: bool = False
     entries: int = 0  # entries tracked (when read with counts=True, else 0)
 
+    def gone_at(self, url: str) -> bool:
+        """Whether ``url`` answered 410 Gone: not polled until `forget` (or `check
+        --feed`); a feed given another url is polled as a new one would be."""
+        return self.gone and self.url == url
+
 
 @dataclass(frozen=True)
 class PollCommit:
