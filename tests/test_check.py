@@ -740,6 +740,17 @@ def check_into_a_gone_reader(cfg: Path, stderr) -> int:
     return p.wait(timeout=60)
 
 
+def test_a_jsonl_sink_on_an_ascii_stdout_writes_json(world):
+    """`path = "-"` with a stdout that cannot encode UTF-8 wrote "\\U0001f680" for an
+    emoji: not JSON, while the delivery counted as sent."""
+    tmp, cfg = world
+    cfg.write_text(cfg.read_text().replace(f'path = "{tmp}/alerts.jsonl"', 'path = "-"'))
+    r = fw(cfg, "check", env={"PYTHONIOENCODING": "ascii"})
+    assert r.returncode == 0, r.stderr
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    assert line.isascii() and json.loads(line)["entry"]["title"] == WORLD
+
+
 def test_a_closed_stdout_does_not_stop_the_delivery(world):
     """`feedwatch check | head -0`: the lines cannot be printed, the alerts are stored
     and go to their sinks (they waited for a check whose stdout worked)."""

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import stat
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from feedwatch import streams
 from feedwatch.model import SinkConfig
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.formats import payload_json
@@ -60,8 +62,15 @@ class JsonlSink:
             return SendResult.success()
         if self._path == "-":
             stream = self._stdout if self._stdout is not None else sys.stdout
+            text = data.decode("utf-8")
+            if streams.ascii_json(stream) and not text.isascii():
+                # a stdout that cannot encode UTF-8 would write "\U0001f680": not JSON
+                text = "".join(
+                    json.dumps(json.loads(line), ensure_ascii=True, separators=(",", ":")) + "\n"
+                    for line in text.splitlines()
+                )
             try:
-                stream.write(data.decode("utf-8"))
+                stream.write(text)
                 stream.flush()
             except (OSError, ValueError) as exc:  # a closed pipe or stream
                 return SendResult.transient(self._err(f"cannot write to stdout: {exc}"))
