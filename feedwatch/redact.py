@@ -55,8 +55,8 @@ def secrets_in(text: str) -> list[str]:
 
 def url_secrets(url: str) -> list[str]:
     """A secret URL (a webhook's) and the parts of it a receiver may echo back
-    alone: its path, its query and each query value (raw and decoded), its
-    user-info. For the sink's own errors only: registered for every line, a
+    alone: its path and each of its segments, its query and each query value (raw
+    and decoded), its user-info. For the sink's own errors only: registered for every line, a
     value such as ``format=json`` would blank out ordinary words."""
     from urllib.parse import parse_qsl, urlsplit
 
@@ -67,6 +67,7 @@ def url_secrets(url: str) -> list[str]:
         return parts
     if u.path not in ("", "/"):
         parts.append(u.path)
+        parts += u.path.split("/")  # a Discord webhook's token, quoted back alone
     if u.query:
         parts.append(u.query)
         for raw in u.query.split("&"):

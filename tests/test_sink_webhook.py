@@ -231,6 +231,33 @@ def test_a_query_token_echoed_back_alone_is_masked(webhook_receiver: Receiver) -
         assert secret not in error
 
 
+@pytest.mark.parametrize(
+    ("url_path", "headers", "echo"),
+    [
+        ("/api/webhooks/123456/LiteralSegTok987", (), "invalid webhook token LiteralSegTok987"),
+        ("/hook", (("Authorization", "Bearer LitBearer555"),), "invalid token LitBearer555"),
+    ],
+    ids=["path-segment", "bearer-word"],
+)
+def test_a_token_echoed_back_as_a_path_segment_or_a_word_is_masked(
+    webhook_receiver: Receiver, url_path: str, headers: tuple[tuple[str, str], ...], echo: str
+) -> None:
+    webhook_receiver.script(status=401, body=echo.encode())
+    cfg = SinkConfig(
+        name="hook",
+        type="webhook",
+        options={
+            "url": Secret(webhook_receiver.url + url_path),
+            "format": "json",
+            "headers": headers,
+        },
+    )
+    result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
+    assert not result.ok and "HTTP 401" in (result.error or "")
+    token = echo.rsplit(" ", 1)[1]
+    assert token not in (result.error or "")
+
+
 def _raw_receiver(answer: bytes, *, then_hang: bool) -> tuple[str, threading.Event]:
     """A receiver on a bare socket: reads one request, writes ``answer`` as it is, then
     closes the connection or holds it open until the test ends (the event)."""

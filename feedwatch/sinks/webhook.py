@@ -117,7 +117,9 @@ class WebhookSink:
 
     def _scrub(self, text: str) -> str:
         """Remove the URL and every header value from a text before it goes to a log."""
-        secrets = url_secrets(_reveal(self._url)) + [_reveal(v) for _, v in self._headers]
+        values = [_reveal(v) for _, v in self._headers]
+        # and each word of a header value: "Bearer <token>" echoed as "<token>"
+        secrets = url_secrets(_reveal(self._url)) + values + [w for v in values for w in v.split()]
         if self._secret:
             secrets.append(self._secret)
         try:
