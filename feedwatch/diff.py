@@ -223,8 +223,11 @@ def _changed_view(a: str, b: str) -> FieldChange:
     difference lies beyond the cap, both show the same window that starts a little
     before it (and with "…"): capped from their start they would read the same."""
     ca, cb = cap_text(a), cap_text(b)
-    if ca != cb or (ca is a and cb is b):
+    if (ca is a and cb is b) or normalize_space(ca) != normalize_space(cb):
         return FieldChange(ca, cb)
+    # what differs before the cap is at most white space (which is no change): the
+    # window is of the folded texts, from a little before their first difference
+    a, b = normalize_space(a), normalize_space(b)
     start = max(0, len(os.path.commonprefix([a, b])) - _CHANGE_LEAD)
     rest = MAX_STRING - len("…".encode())
     return FieldChange("…" + cap_text(a[start:], rest), "…" + cap_text(b[start:], rest))

@@ -422,6 +422,17 @@ def test_an_edit_beyond_the_cap_shows_the_changed_part():
     assert len(summary.new) < 65536
 
 
+def test_an_edit_beyond_the_cap_shows_even_after_a_white_space_change_before_it():
+    """A paragraph break turned into a space early on made the capped texts differ,
+    in white space only, and the real edit past the cap stayed out of sight."""
+    body = "字" * 30000
+    stored, ident = baseline([entry(1, summary=f"Intro para\n\nsecond {body} END-A")])
+    r = run(stored, [entry(1, summary=f"Intro para second {body} END-B")], identity=ident)
+    summary = r.changes[0].changes["summary"]
+    assert summary.old.endswith("END-A") and summary.new.endswith("END-B")
+    assert len(summary.new.encode()) <= 65536
+
+
 def test_first_of_duplicate_identities_wins():
     s = replace(S, id_policy="guid")
     r = run({}, [entry(1, title="first"), entry(1, title="second")], settings=s, baselined=False)
