@@ -70,6 +70,7 @@ from feedwatch.model import (
     StoredEntry,
     StoredNeed,
 )
+from feedwatch.text import html_to_text
 
 if TYPE_CHECKING:
     from feedwatch.ignore_text import Ignore
@@ -211,8 +212,13 @@ def _rekey(
 
 
 def _differs(a: str, b: str, ignore: Ignore | None) -> bool:
-    """Whether two texts differ beyond white space and what ``ignore_text`` cuts."""
-    return normalize_space(a) != normalize_space(b) and not (ignore and ignore.same(a, b))
+    """Whether two texts differ beyond white space and what ``ignore_text`` cuts.
+    ``a`` is the stored one: stored by an earlier feedwatch, a field declared plain
+    had its tag-like words reduced away ("the <dialog> element" was "the element"),
+    and that difference is the conversion's, not the feed's."""
+    if normalize_space(a) == normalize_space(b) or (ignore and ignore.same(a, b)):
+        return False
+    return not ("<" in b and normalize_space(html_to_text(b)) == normalize_space(a))
 
 
 _CHANGE_LEAD = 200  # characters kept before the first difference, for context
@@ -256,7 +262,7 @@ def _text_changed(
     if old.fingerprint.startswith(FINGERPRINT_VERSION + ":"):
         if old.fingerprint == fp:
             return False
-        if ignore is None:
+        if ignore is None and not any("<" in getattr(new, f) for f in TEXT_FIELDS):
             return True
     # A fingerprint of another version says nothing, and one of the whole text says
     # nothing of the text ``ignore_text`` leaves: compare the stored text.

@@ -433,6 +433,24 @@ def test_an_edit_beyond_the_cap_shows_even_after_a_white_space_change_before_it(
     assert len(summary.new.encode()) <= 65536
 
 
+def test_text_an_earlier_version_reduced_away_is_no_change_after_the_upgrade():
+    """Before plain-text fields kept their "<dialog>", the stored title had it reduced
+    away: the first poll after the upgrade must store the new reading silently, not
+    alert it as an update. A real edit beside it still is one."""
+    stored, ident = baseline([entry(1, title="Firefox ships the\n\nelement"), entry(2)])
+    now = [entry(1, title="Firefox ships the <dialog> element"), entry(2)]
+    r = run(stored, now, identity=ident)
+    assert r.changes == () and [u.title for u in r.upserts] == [
+        "Firefox ships the <dialog> element"
+    ]
+    r = run(
+        stored,
+        [entry(1, title="Firefox ships the <dialog> element, at last"), entry(2)],
+        identity=ident,
+    )
+    assert kinds(r) == [("updated", "Firefox ships the <dialog> element, at last")]
+
+
 def test_first_of_duplicate_identities_wins():
     s = replace(S, id_policy="guid")
     r = run({}, [entry(1, title="first"), entry(1, title="second")], settings=s, baselined=False)
