@@ -373,7 +373,9 @@ class Fetcher:
                     target = target.copy_with(userinfo=first.userinfo)
                 if visited is None:
                     visited = {str(first.copy_with(fragment=None))}
-                if str(target) in visited:
+                # back to a URL already asked is a loop, unless this answer set a
+                # cookie: a cookie wall sends the feed's URL back with its consent
+                if str(target) in visited and "set-cookie" not in hop.headers:
                     return failed("redirect loop", status)
                 if len(redirects) >= self.max_redirects:
                     return failed(f"too many redirects (more than {self.max_redirects})", status)

@@ -164,6 +164,56 @@ def test_a_feeds_cookies_go_back_to_it_alone(feed_server: FeedServer) -> None:
     ]
 
 
+def test_a_cookie_wall_that_sends_the_feed_url_back_is_no_loop() -> None:
+    """/feed -> /consent (sets the cookie) -> /feed again, now with it: the second
+    visit of /feed was refused as a redirect loop."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Wall(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            cookie = self.headers.get("Cookie")
+            seen.append((self.path, cookie))
+            if self.path == "/consent":
+                self.send_response(302)
+                self.send_header("Set-Cookie", "consent=yes; Path=/")
+                self.send_header("Location", "/feed")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif cookie != "consent=yes":
+                self.send_response(302)
+                self.send_header("Location", "/consent")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                body = RSS
+                self.send_response(200)
+                self.send_header("Content-Type", "application/rss+xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Wall)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/feed"
+
+        async def go() -> object:
+            async with Fetcher() as f:
+                return await f.fetch(FetchRequest(url))
+
+        out = run(go())
+        assert isinstance(out, Fetched), out
+        assert seen == [("/feed", None), ("/consent", None), ("/feed", "consent=yes")]
+    finally:
+        server.shutdown()
+
+
 def test_a_host_that_sets_new_cookies_at_every_response_cannot_grow_them(
     feed_server: FeedServer,
 ) -> None:
