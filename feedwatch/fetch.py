@@ -1004,7 +1004,17 @@ class _Decoder:
             data = started
         assert self._z is not None
         try:
-            while data and not self._z.eof:
+            while True:
+                if self._z.eof:
+                    # gzip may hold several members, one after another (gzip -c a b):
+                    # the next one starts where this one ended; anything else is junk
+                    rest = self._z.unused_data + data
+                    if self.encoding == "deflate" or rest[:2] != b"\x1f\x8b":
+                        break
+                    self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    data = rest
+                if not data:
+                    break
                 out += self._z.decompress(data, limit - len(out) + 1)
                 if len(out) > limit:
                     raise _Fail(

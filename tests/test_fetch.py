@@ -317,6 +317,18 @@ def test_gzip_body_decoded(feed_server: FeedServer) -> None:
     assert feed_server.requests[-1][2]["accept-encoding"] == "gzip, deflate"
 
 
+def test_a_gzip_body_of_several_members_is_read_whole(feed_server: FeedServer) -> None:
+    """`gzip -c head items` makes one body of two members: only the first was read, and
+    the entries in the second were lost with a "not well-formed" warning."""
+    import gzip as gz
+
+    half = len(RSS) // 2
+    body = gz.compress(RSS[:half]) + gz.compress(RSS[half:])
+    feed_server.set("/multi", body, headers={"Content-Encoding": "gzip"})
+    out = fetched(fetch(FetchRequest(feed_server.url("/multi"))))
+    assert out.body == RSS
+
+
 def test_gzip_bomb_refused(feed_server: FeedServer) -> None:
     feed_server.set("/bomb", b"\0" * (10 * MiB), gzip=True)
     out = failed(fetch(FetchRequest(feed_server.url("/bomb"), max_body=MiB)))
