@@ -521,7 +521,13 @@ def _header(out: TextIO, a: Analysis) -> None:
         w(
             f"  state: last poll {_t(r.last_poll)}, last success {_t(r.last_success)}, "
             f"HTTP {r.http_status or '-'}, {r.entries} entries tracked"
-            + (f", {r.errors} consecutive errors: {show(r.last_error)}" if r.errors else "")
+            + (
+                f", {r.errors} consecutive errors"
+                # a removed feed's error may hold a secret no longer registered (as its URL)
+                + (f": {show(r.last_error)}" if a.feed else "")
+                if r.errors
+                else ""
+            )
             + (", gone (410)" if r.gone else "")
             + "\n"
         )

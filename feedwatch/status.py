@@ -69,7 +69,11 @@ def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict
         "last_poll": format_time(rec.last_poll) if rec else None,
         "last_success": format_time(rec.last_success) if rec else None,
         "errors": rec.errors if rec else 0,
-        "last_error": redact(rec.last_error) if rec and rec.last_error else None,
+        # (a removed feed's, stored by a version that did not mask it, might hold a
+        # secret no longer registered: not shown, as its URL is not)
+        "last_error": (
+            redact(rec.last_error) if rec and rec.last_error and state != "removed" else None
+        ),
         "entries": rec.entries if rec else 0,
         # a disabled, removed or gone feed is not polled: no time would come true
         "next_poll": (format_time(rec.next_poll) if rec and state not in _NOT_POLLED else None),

@@ -889,6 +889,13 @@ def test_a_removed_feeds_url_is_not_shown_with_its_secret(tmp_path, feed_server)
     assert ex.returncode == 0, ex.stderr
     for out in (st.stdout, fw(cfg, "status", env=env).stdout, ex.stdout):
         assert "ENVTOKVAL42" not in out
+    # an error a version before masked nothing stored: not shown once the feed is gone
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("UPDATE feeds SET errors = 1, last_error = 'host ENVTOKVAL42.invalid'")
+    st = fw(cfg, "status", "--json", env=env)
+    assert json.loads(st.stdout)["feeds"][0]["last_error"] is None
+    for out in (st.stdout, fw(cfg, "explain", "tok", env=env).stdout):
+        assert "ENVTOKVAL42" not in out
 
 
 def test_the_feeds_credentials_and_secrets_never_reach_its_entries_links(tmp_path, feed_server):  # noqa: F811
