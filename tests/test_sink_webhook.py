@@ -558,6 +558,47 @@ def test_teams_limits_and_bad_links() -> None:
     assert "more alerts" in json.dumps(digest)
 
 
+def test_a_teams_digest_of_long_titles_and_links_shows_fewer_alerts_under_the_limit() -> None:
+    """The smallest text caps cut summaries, not titles (500) or links (2,048): twenty
+    of those made a 77 KB card, which Teams refuses, and every alert in it went dead."""
+    link = "https://example.org/" + "a" * 1800
+    digest = formats.teams(
+        [
+            make_payload(
+                title="字" * 500, summary="字" * 500, link=f"{link}{i}", alert_id=f"{i:032x}"
+            )
+            for i in range(20)
+        ]
+    )
+    _card(digest)
+    assert len(json.dumps(digest, ensure_ascii=False).encode()) <= formats.TEAMS_MAX_BYTES
+    assert "more alerts" in json.dumps(digest)
+
+
+def test_an_idn_link_keeps_its_port_and_user_info_whatever_the_hosts_case() -> None:
+    assert formats.safe_link("http://Bücher.example:8080/path") == (
+        "http://xn--bcher-kva.example:8080/path"
+    )
+    assert formats.safe_link("http://u:p@Bücher.example:8080/x") == (
+        "http://u:p@xn--bcher-kva.example:8080/x"
+    )
+
+
+def test_a_slack_link_long_once_escaped_is_not_cut_inside_its_markup() -> None:
+    link = "https://example.org/?" + "&x" * 700  # 1,421 characters, ~3,500 escaped
+    msg = formats.slack([make_payload(title="Amp title", link=link)])
+    text = msg["blocks"][0]["text"]["text"]
+    assert text.count("<") == text.count(">")
+    assert "Amp title" in text
+
+
+def test_a_discord_embed_title_renders_feed_text_literally() -> None:
+    title = "@everyone **bold** __u__ ~~s~~ [click](https://evil.example) `x`"
+    embed = formats.discord([make_payload(title=title)])["embeds"][0]
+    assert "[click](https://evil.example)" not in embed["title"]
+    assert "\\*\\*bold\\*\\*" in embed["title"] and "\\[click\\]" in embed["title"]
+
+
 def _decode_2047(value: str) -> str:
     return "".join(
         part.decode(charset or "ascii") if isinstance(part, bytes) else part

@@ -235,7 +235,14 @@ def safe_link(value: object, *, limit: int = 2048) -> str | None:
                 ascii_host = host.encode("idna").decode("ascii")
             except UnicodeError:
                 return None
-            netloc = netloc.replace(host, ascii_host) if host in netloc else ascii_host
+            # the host as written (its case kept by netloc, not by .hostname), with
+            # the user-info and port around it kept
+            userinfo, at, _ = netloc.rpartition("@")
+            try:
+                port = f":{parts.port}" if parts.port is not None else ""
+            except ValueError:
+                return None
+            netloc = f"{userinfo}{at}{ascii_host}{port}"
         url = urlunsplit(
             (
                 parts.scheme,
@@ -318,8 +325,10 @@ def _slack_alert_blocks(p: Payload, cap: int) -> list[dict[str, Any]]:
     else:
         title = _slack_text(entry_title(p), 250)
         link = entry_link(p)
-        if link and len(link) <= 1500:
-            href = slack_escape(link).replace("|", "%7C")
+        # measured escaped: every "&" grows to "&amp;", and a link cut by the section's
+        # limit would leave half of its <url|title> markup
+        href = slack_escape(link).replace("|", "%7C") if link else ""
+        if href and len(href) <= 1500:
             text = f"{head}\n*<{href}|{title}>*"
         else:
             text = f"{head}\n*{title}*"
@@ -427,7 +436,7 @@ def _embed_size(embed: Mapping[str, Any]) -> int:
 def _discord_embed(p: Payload, cap: int) -> dict[str, Any]:
     kind = kind_of(p)
     embed: dict[str, Any] = {
-        "title": shorten(headline(p), DISCORD_TITLE),
+        "title": _md(headline(p), DISCORD_TITLE),  # embed titles render markdown too
         "color": _DISCORD_COLORS.get(kind, _DISCORD_NOTICE_COLOR),
     }
     fields: list[dict[str, Any]] = [
@@ -567,9 +576,19 @@ def _teams_alert(p: Payload, cap: int, *, first: bool) -> list[dict[str, Any]]:
 def teams(payloads: Sequence[Payload]) -> dict[str, Any]:
     """A Teams Workflows webhook message carrying one Adaptive Card (version 1.4)."""
     payloads = list(payloads)
-    shown = payloads[:TEAMS_MAX_ALERTS]
     single = len(payloads) == 1
+    fits = lambda m: len(json.dumps(m, ensure_ascii=False).encode("utf-8")) <= TEAMS_MAX_BYTES  # noqa: E731
+    # the smallest caps cut texts, not titles or links: a digest of long ones is still
+    # too big, so it shows fewer alerts ("…and N more"), down to one
+    message: dict[str, Any] = {}
+    for count in range(max(1, min(len(payloads), TEAMS_MAX_ALERTS)), 0, -1):
+        message = _teams_card(payloads, payloads[:count], single)
+        if fits(message):
+            break
+    return message
 
+
+def _teams_card(payloads: list[Payload], shown: list[Payload], single: bool) -> dict[str, Any]:
     def render(cap: int) -> dict[str, Any]:
         body: list[dict[str, Any]] = []
         if not single:
