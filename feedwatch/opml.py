@@ -29,13 +29,13 @@ import html.entities
 import re
 import sys
 import xml.parsers.expat as expat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from feedwatch.config import ConfigError, _default_feed_name, _http_url
-from feedwatch.identity import normalize_link
+from feedwatch.identity import loose_link, normalize_link
 from feedwatch.model import Config
 from feedwatch.redact import redact_url
 
@@ -231,14 +231,44 @@ class _Reader:
                 f"not well-formed XML at line {exc.lineno}, column {exc.offset + 1}: "
                 f"{expat.ErrorString(exc.code)}"
             ) from None
+        except (ValueError, LookupError) as exc:  # an encoding expat cannot read itself
+            raise _EncodingError(f"cannot read its encoding: {exc}") from None
         if self.root is None:
             raise OpmlError("no XML element found")
+
+
+class _EncodingError(OpmlError):
+    pass
+
+
+_DECLARED = re.compile(rb"""^(\s*<\?xml[^>]*?encoding\s*=\s*)(["'])([^"']+)\2""")
+
+
+def _as_utf8(data: bytes) -> bytes:
+    """The document in UTF-8, its declaration saying so: expat reads only UTF-8,
+    UTF-16 and 8-bit encodings itself (a Japanese or Chinese reader's Shift_JIS,
+    GB2312 or EUC-JP export stopped with a traceback)."""
+    m = _DECLARED.match(data)
+    if m is None:
+        raise _EncodingError("cannot read its encoding")
+    name = m.group(3).decode("ascii", "replace")
+    try:
+        text = data[m.end() :].decode(name)
+    except LookupError:
+        raise OpmlError(f"unknown encoding {name!r} in its XML declaration") from None
+    except UnicodeDecodeError as exc:
+        raise OpmlError(f"not {name} text (byte {exc.start + m.end()})") from None
+    return m.group(1) + b'"utf-8"' + text.encode("utf-8")
 
 
 def _read(data: bytes) -> _Reader:
     reader = _Reader()
     try:
         reader.parse(data)
+        return reader
+    except _EncodingError:
+        reader = _Reader()
+        reader.parse(_as_utf8(data))
         return reader
     except OpmlError as first:
         # Feed readers do export HTML entities XML does not know (&nbsp;) and bare "&"
@@ -254,6 +284,12 @@ def _read(data: bytes) -> _Reader:
         except OpmlError:
             raise first from None
         return reader
+
+
+def url_key(url: str) -> str:
+    """Which feeds are one: validate's test of two feeds that poll the same URL
+    (config.same_url_feeds), so http/https or www. apart is one feed here too."""
+    return loose_link(normalize_link(url) or url) or url
 
 
 def _feed_url(raw: str) -> str:
@@ -293,44 +329,60 @@ def parse_opml(
     def label(title: str, o: _Outline) -> str:
         return f'"{title}"' if title else "an outline without a title"
 
+    next_n: dict[str, int] = {}  # base name -> the number to try next (not from 2 again)
+
     def unique(base: str) -> str:
-        name, n = base, 2
+        name, n = base, next_n.get(base, 2)
         while name in taken:
             name = f"{base} ({n})"
             n += 1
+        next_n[base] = n
         taken.add(name)
         return name
 
     def walk(outlines: list[_Outline], folders: list[str]) -> None:
-        for o in outlines:
-            a = o.attrs
-            title = clean_text(a.get("title", "") or a.get("text", ""))
-            if a.get("title") is not None and not title:
-                title = clean_text(a.get("text", ""))
-            xml_url = a.get("xmlurl", "")
-            kind = a.get("type", "").strip().lower()
-            if xml_url.strip():
-                add(o, title, xml_url, folders)
-                if o.children:
-                    walk(o.children, folders)
+        """Every outline in document order; a stack, not recursion (folders nest as
+        deep as a file likes: a thousand levels ended in RecursionError)."""
+        stack: list[tuple[Iterator[_Outline], list[str]]] = [(iter(outlines), folders)]
+        while stack:
+            it, folders = stack[-1]
+            o = next(it, None)
+            if o is None:
+                stack.pop()
                 continue
+            visit(o, folders, stack)
+
+    def visit(
+        o: _Outline, folders: list[str], stack: list[tuple[Iterator[_Outline], list[str]]]
+    ) -> None:
+        a = o.attrs
+        title = clean_text(a.get("title", "") or a.get("text", ""))
+        if a.get("title") is not None and not title:
+            title = clean_text(a.get("text", ""))
+        xml_url = a.get("xmlurl", "")
+        kind = a.get("type", "").strip().lower()
+        if xml_url.strip():
+            add(o, title, xml_url, folders)
             if o.children:
-                walk(o.children, [*folders, title] if title else folders)
-                continue
-            result.skipped += 1
-            if kind == "include":
-                problem(
-                    o.line,
-                    f"skipped {label(title, o)}: an include outline (a link to another OPML "
-                    "file) is not followed; import that file too",
-                )
-            elif kind == "link" or a.get("url") or a.get("htmlurl"):
-                problem(o.line, f"skipped {label(title, o)}: a link, not a feed (no xmlUrl)")
-            else:
-                problem(
-                    o.line,
-                    f"skipped {label(title, o)}: no xmlUrl (an empty folder, or not a feed)",
-                )
+                stack.append((iter(o.children), folders))
+            return
+        if o.children:
+            stack.append((iter(o.children), [*folders, title] if title else folders))
+            return
+        result.skipped += 1
+        if kind == "include":
+            problem(
+                o.line,
+                f"skipped {label(title, o)}: an include outline (a link to another OPML "
+                "file) is not followed; import that file too",
+            )
+        elif kind == "link" or a.get("url") or a.get("htmlurl"):
+            problem(o.line, f"skipped {label(title, o)}: a link, not a feed (no xmlUrl)")
+        else:
+            problem(
+                o.line,
+                f"skipped {label(title, o)}: no xmlUrl (an empty folder, or not a feed)",
+            )
 
     def add(o: _Outline, title: str, raw_url: str, folders: list[str]) -> None:
         try:
@@ -344,7 +396,7 @@ def parse_opml(
         for category in clean_text(o.attrs.get("category", "")).split(","):
             tags.extend(part.strip() for part in category.split("/"))
         tags = list(dict.fromkeys(t for t in tags if t))
-        key = normalize_link(url) or url
+        key = url_key(url)
         if key in known:
             result.duplicates += 1
             problem(o.line, f'skipped {label(title, o)}: already configured as feed "{known[key]}"')
@@ -407,7 +459,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
             raise  # cli prints it: exit 2
         for f in config.feeds:
             taken.append(f.name)
-            known[normalize_link(f.url) or f.url] = f.name
+            known[url_key(f.url)] = f.name
     try:
         result = parse_opml(data, taken_names=taken, known_urls=known)
     except OpmlError as exc:

@@ -279,6 +279,57 @@ def test_utf16_and_latin1_exports(tmp_path):
     assert len(result.feeds) == 4
 
 
+def test_multi_byte_exports_are_read_and_an_unknown_encoding_is_an_error(tmp_path):
+    """Shift_JIS, GB2312 and EUC-JP exports ended in a traceback (expat reads only
+    UTF-8, UTF-16 and 8-bit encodings itself)."""
+    for encoding, title in (
+        ("shift_jis", "日本語ニュース"),
+        ("gb2312", "中文新闻"),
+        ("euc-jp", "日本"),
+    ):
+        doc = FEEDLY.replace('encoding="UTF-8"', f'encoding="{encoding}"').replace(
+            "The Moscow Times", title
+        )
+        result = parse_opml(doc.encode(encoding))
+        assert title in [f.name for f in result.feeds], encoding
+    bogus = write(
+        tmp_path, "bogus.opml", FEEDLY.replace('encoding="UTF-8"', 'encoding="bogus-enc"')
+    )
+    r = fw(tmp_path, "import-opml", str(bogus))
+    assert r.returncode == 2 and "unknown encoding 'bogus-enc'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_feed_already_configured_under_http_or_www_is_skipped(tmp_path):
+    """validate calls http/https and www. apart one URL: the import must skip them too,
+    or the appended config alerts every story twice."""
+    cfg = write(tmp_path, "config.toml", BASE_CONFIG)
+    configured = feeds_of(cfg)["LWN.net"]["url"]
+    other = configured.replace("https://", "http://", 1)
+    opml = FEEDLY.replace("https://example.com/att.xml", other)
+    r, cfg = imported(tmp_path, opml, "-c", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert 'already configured as feed "LWN.net"' in r.stderr
+    assert "poll the same URL" not in validate(tmp_path, cfg)
+
+
+def test_many_outlines_of_one_title_and_deep_folders_import_fast():
+    """Unique names were counted from 2 again for each (20,000 "Feed"s: 34 s); folders a
+    thousand deep ended in RecursionError."""
+    outlines = "".join(
+        f'<outline text="Feed" type="rss" xmlUrl="https://e.example/{i}"/>' for i in range(10000)
+    )
+    doc = f'<?xml version="1.0"?><opml version="1.0"><body>{outlines}</body></opml>'
+    started = time.monotonic()
+    result = parse_opml(doc.encode())
+    assert time.monotonic() - started < 2
+    assert len({f.name for f in result.feeds}) == 10000
+    deep = '<outline text="f">' * 3000 + '<outline text="x" xmlUrl="https://e.example/x"/>'
+    deep += "</outline>" * 3000
+    result = parse_opml(f'<opml version="1.0"><body>{deep}</body></opml>'.encode())
+    assert [f.url for f in result.feeds] == ["https://e.example/x"]
+
+
 @given(st.text())
 def test_toml_string_round_trips_any_text(text):
     assert tomllib.loads(f"k = {toml_string(text)}")["k"] == text
