@@ -6,6 +6,7 @@ change always renders to the same payload with the same id.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -61,7 +62,10 @@ def _without_path_secrets(link: str | None, feed_url: str) -> str | None:
         return link
     path = urlsplit(feed_url).path
     for secret in secrets_in(path):
-        link = link.replace(secret, MASK)
+        if len(secret) >= 4:
+            link = link.replace(secret, MASK)
+        else:  # a short one: as a whole path segment only
+            link = re.sub(rf"(?<=/){re.escape(secret)}(?=[/?#]|$)", MASK, link)
     return link
 
 

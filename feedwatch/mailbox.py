@@ -43,8 +43,11 @@ def parse_mailbox(text: str) -> tuple[str, str]:
     local, at, domain = addr.rpartition("@")
     if not at:
         raise ValueError("not an email address (no @)")
-    if not local or not domain or "@" in local:
+    if not local or not domain or ("@" in local and not local.startswith('"')):
         raise ValueError(f"not an email address: {addr!r} (user@domain)")
-    if _NOT_IN_ADDRESS.search(addr) or domain.startswith(".") or domain.endswith("."):
+    # a quoted local part ("john.doe"@example.org) may hold what a bare one may not
+    quoted = len(local) >= 2 and local[0] == local[-1] == '"' and '"' not in local[1:-1]
+    checked = domain if quoted else addr
+    if _NOT_IN_ADDRESS.search(checked) or domain.startswith(".") or domain.endswith("."):
         raise ValueError(f"not an email address: {addr!r}")
     return name, addr

@@ -262,14 +262,19 @@ def _as_utf8(data: bytes) -> bytes:
 
 
 def _read(data: bytes) -> _Reader:
+    try:
+        return _read_once(data)
+    except _EncodingError:  # read as UTF-8, with the same repairs below
+        return _read_once(_as_utf8(data))
+
+
+def _read_once(data: bytes) -> _Reader:
     reader = _Reader()
     try:
         reader.parse(data)
         return reader
     except _EncodingError:
-        reader = _Reader()
-        reader.parse(_as_utf8(data))
-        return reader
+        raise
     except OpmlError as first:
         # Feed readers do export HTML entities XML does not know (&nbsp;) and bare "&"
         # in URLs; repair those (ASCII-compatible encodings only) and try once more.

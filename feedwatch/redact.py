@@ -15,9 +15,10 @@ import threading
 MASK = "***"
 _MIN_LEN = 4  # a secret at least this long is masked wherever it appears
 _MIN_TOKEN = 2  # a shorter one (2-3 characters) only as a whole part of a URL:
-# after "=", "/", "@" or ":" and before no letter or digit (masked anywhere, "ok" or
-# "en" would blank out ordinary words of every log line)
-_TOKEN = r"(?<=[=/@:]){}(?![0-9A-Za-z])"
+# after "=", "/", "@" or ":" and before no letter or digit, or as the first label of
+# a host an error quotes ("host ab.example.org"); masked anywhere, "ok" or "en" would
+# blank out ordinary words of every log line ('"result": "ok"')
+_TOKEN = r"(?:(?<=[=/@:]){0}(?![0-9A-Za-z])|(?<![0-9A-Za-z.\-]){0}(?=\.[0-9A-Za-z]))"
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -46,10 +47,14 @@ def register_secret(value: str) -> None:
 
 
 def secrets_in(text: str) -> list[str]:
-    """The registered secrets of at least ``_MIN_LEN`` characters found in ``text``,
-    longest first."""
+    """The registered secrets found in ``text``, longest first (a short one only
+    where it is a whole part of it, as ``redact`` masks it)."""
     with _lock:
-        found = [s for s in _secrets if len(s) >= _MIN_LEN and s in text]
+        found = [
+            s
+            for s in _secrets
+            if s in text and (len(s) >= _MIN_LEN or re.search(_TOKEN.format(re.escape(s)), text))
+        ]
     return sorted(found, key=len, reverse=True)
 
 
@@ -67,7 +72,11 @@ def url_secrets(url: str) -> list[str]:
         return parts
     if u.path not in ("", "/"):
         parts.append(u.path)
-        parts += u.path.split("/")  # a Discord webhook's token, quoted back alone
+        # a token segment (a Discord webhook's), quoted back alone: one with a digit,
+        # or long; not "webhooks" or "api", which would blank out ordinary words
+        parts += [
+            seg for seg in u.path.split("/") if any(c.isdigit() for c in seg) or len(seg) >= 16
+        ]
     if u.query:
         parts.append(u.query)
         for raw in u.query.split("&"):

@@ -197,3 +197,20 @@ def test_duplicate_key_is_the_story_for_new_and_the_version_for_updated():
     assert upd != duplicate_key("updated", a, "v1:z")  # other text
     assert upd != duplicate_key("new", a, "v1:x")
     assert duplicate_key("new", entry(1, link=None), "v1:x") is None
+
+
+def test_a_short_secret_of_the_feeds_path_is_masked_in_its_entries_links():
+    """Resolved against ".../u/${U}/feed.xml", a relative link carries U's value: a
+    2-3 character one was left in the alert (secrets_in saw only longer ones)."""
+    from feedwatch.alert import entry_payload
+    from feedwatch.redact import clear_secrets, register_secret
+
+    register_secret("xyz")
+    try:
+        e = entry(1, link="http://h.example/u/xyz/item/1")
+        link = entry_payload(e, "http://h.example/u/xyz/feed.xml")["link"]
+        assert link == "http://h.example/u/***/item/1"
+        other = entry(2, link="http://h.example/xyzzy/item")  # not a whole segment
+        assert entry_payload(other, "http://h.example/u/xyz/feed.xml")["link"] == other.link
+    finally:
+        clear_secrets()

@@ -796,6 +796,10 @@ def test_a_short_secret_is_masked_as_a_whole_part_of_a_url() -> None:
         assert redact('{"result": "ok", "url": "https://h/f?k=ok"}') == (
             '{"result": "ok", "url": "https://h/f?k=***"}'
         )
+        # the first label of a host an error quotes: a ${TENANT} of two letters
+        assert redact("DNS lookup failed for host ok.example.invalid") == (
+            "DNS lookup failed for host ***.example.invalid"
+        )
     finally:
         clear_secrets()
 
@@ -913,6 +917,7 @@ def test_email_addresses_one_per_entry_and_names_with_commas(tmp_path: Path) -> 
         "feedwatch.toml:5: sinks.m.to[1]: more than one address: give each its own string"
         ' (to = ["a@example.org", "b@example.org"])'
     ]
+    assert load(tmp_path, text.format(bad="'\"john.doe\"@example.org'"))  # a quoted local part
     # the forms that worked before stay accepted: a comment, a quoted name with <>
     config = load(
         tmp_path,

@@ -292,6 +292,13 @@ def test_multi_byte_exports_are_read_and_an_unknown_encoding_is_an_error(tmp_pat
         )
         result = parse_opml(doc.encode(encoding))
         assert title in [f.name for f in result.feeds], encoding
+    # repaired as a UTF-8 export is: a bare "&" in a URL, an HTML entity in a title
+    sjis = (
+        '<?xml version="1.0" encoding="Shift_JIS"?><opml version="1.0"><body>'
+        '<outline text="日本&nbsp;ニュース" xmlUrl="https://jp.example/rss?a=1&b=2"/></body></opml>'
+    )
+    (feed,) = parse_opml(sjis.encode("shift_jis")).feeds
+    assert feed.url == "https://jp.example/rss?a=1&b=2"
     bogus = write(
         tmp_path, "bogus.opml", FEEDLY.replace('encoding="UTF-8"', 'encoding="bogus-enc"')
     )

@@ -258,6 +258,27 @@ def test_a_token_echoed_back_as_a_path_segment_or_a_word_is_masked(
     assert token not in (result.error or "")
 
 
+def test_ordinary_words_of_a_webhooks_answer_are_not_masked(webhook_receiver: Receiver) -> None:
+    """Masking every word of a header value and every path segment blanked "Bearer",
+    "webhooks" and "setup" anywhere in the receiver's answer; the tokens alone go."""
+    webhook_receiver.script(
+        status=401, body=b"missing Bearer token SECRETTOKEN1 or HdrTok777; see docs/webhooks/setup"
+    )
+    cfg = SinkConfig(
+        name="hook",
+        type="webhook",
+        options={
+            "url": Secret(webhook_receiver.url + "/webhooks/setup/SECRETTOKEN1"),
+            "format": "json",
+            "headers": (("Authorization", Secret("Bearer HdrTok777")),),
+        },
+    )
+    result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
+    error = result.error or ""
+    assert "missing Bearer token" in error and "docs/webhooks/setup" in error
+    assert "SECRETTOKEN1" not in error and "HdrTok777" not in error
+
+
 def _raw_receiver(answer: bytes, *, then_hang: bool) -> tuple[str, threading.Event]:
     """A receiver on a bare socket: reads one request, writes ``answer`` as it is, then
     closes the connection or holds it open until the test ends (the event)."""

@@ -78,6 +78,8 @@ def _mailbox_header(text: object) -> Address:
     """A config address for a header: a display name holding a comma is quoted."""
     name, addr = parse_mailbox(str(text))
     local, _, domain = addr.rpartition("@")
+    if len(local) >= 2 and local[0] == local[-1] == '"':
+        local = local[1:-1]  # Address quotes a local part itself, where it must
     return Address(display_name=_header_text(name), username=local, domain=domain)
 
 

@@ -118,8 +118,11 @@ class WebhookSink:
     def _scrub(self, text: str) -> str:
         """Remove the URL and every header value from a text before it goes to a log."""
         values = [_reveal(v) for _, v in self._headers]
-        # and each word of a header value: "Bearer <token>" echoed as "<token>"
-        secrets = url_secrets(_reveal(self._url)) + values + [w for v in values for w in v.split()]
+        # and a header value's last word: "Bearer <token>" echoed as "<token>" (not
+        # the scheme's word, which would blank out "Bearer" in every answer)
+        secrets = (
+            url_secrets(_reveal(self._url)) + values + [v.split()[-1] for v in values if v.split()]
+        )
         if self._secret:
             secrets.append(self._secret)
         try:
