@@ -6,7 +6,6 @@ change always renders to the same payload with the same id.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,7 @@ from urllib.parse import urlsplit
 from feedwatch.identity import duplicate_key, notice_id
 from feedwatch.model import Alert, Change, EntrySnapshot, FeedConfig, RuleMatch
 from feedwatch.payload import format_time as payload_time
-from feedwatch.redact import MASK, redact, redact_url, secrets_in
+from feedwatch.redact import mask, redact, redact_url, secrets_in
 
 MAX_STRING = 64 * 1024
 PAYLOAD_VERSION = 1
@@ -58,15 +57,7 @@ def _without_path_secrets(link: str | None, feed_url: str) -> str | None:
     link resolved against that URL carries its path (an expanded ${VAR} there). Only
     this feed's, and only its path's: a value masked in every link of every feed
     would mangle links that merely contain it."""
-    if not link:
-        return link
-    path = urlsplit(feed_url).path
-    for secret in secrets_in(path):
-        if len(secret) >= 4:
-            link = link.replace(secret, MASK)
-        else:  # a short one: as a whole path segment only
-            link = re.sub(rf"(?<=/){re.escape(secret)}(?=[/?#]|$)", MASK, link)
-    return link
+    return mask(link, secrets_in(urlsplit(feed_url).path)) if link else link
 
 
 def entry_payload(entry: EntrySnapshot, feed_url: str = "") -> dict[str, Any]:

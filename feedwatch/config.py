@@ -802,7 +802,7 @@ def _ignore_term(value: Any) -> str:
     return term
 
 
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # What an HTTP header value may not hold: controls but the tab, and (ASCII only here,
 # as httpx sends it) anything beyond ASCII.
 HEADER_VALUE_BAD = re.compile(r"[^\t\x20-\x7e]")
@@ -820,7 +820,7 @@ def _headers(
     out: list[tuple[str, str | Secret]] = []
     for name, raw in value.items():
         where = path + ("headers", name)
-        if not _HEADER_NAME.fullmatch(name):
+        if not HEADER_NAME.fullmatch(name):
             f.err(where, "not a valid HTTP header name")
             continue
         if not isinstance(raw, str):

@@ -732,7 +732,7 @@ class Daemon:
         records = self.store.feeds()
         states: dict[str, int] = {}
         for f in self.config.feeds:
-            st = feed_state(records.get(f.name), f.enabled, True, f.url)
+            st = feed_state(records.get(f.name), f.enabled, f.url)
             states[st] = states.get(st, 0) + 1
         metrics.FEEDS.replace([({"state": k}, v) for k, v in states.items()])
         self._update_outbox()

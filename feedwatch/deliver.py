@@ -141,20 +141,15 @@ class Dispatcher:
         batch: list[Delivery] = []
         stopped = False
         for d in live:
-            if stopped:
-                report.waiting += 1
-                continue  # the rest only waits; reading on gives up the ones too old
-            if batch and (len(batch) >= batch_size or not (force or _due(d, now))):
+            if not stopped and batch and (len(batch) >= batch_size or not (force or _due(d, now))):
                 stopped = await self._send(sink, batch, report) in ("retry", "held")
                 # the sink is unwell, or another instance sends this one: later alerts
                 # wait, so none overtakes it
                 batch = []
-                if stopped:
-                    report.waiting += 1
-                    continue
-            if not force and not _due(d, now):
+            if not stopped and not force and not _due(d, now):
                 stopped = True  # in backoff: it and every newer alert wait (oldest first)
-                report.waiting += 1
+            if stopped:
+                report.waiting += 1  # (reading on still gives up the ones too old)
                 continue
             batch.append(d)
         if batch and not stopped:

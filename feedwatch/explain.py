@@ -518,16 +518,14 @@ def _header(out: TextIO, a: Analysis) -> None:
     if r is None:
         w("  state: never polled (nothing stored)\n")
     else:
+        errors = ""
+        if r.errors:
+            errors = f", {r.errors} consecutive errors"
+            if a.feed:  # (a removed feed's may hold a secret no longer registered)
+                errors += f": {show(r.last_error)}"
         w(
             f"  state: last poll {_t(r.last_poll)}, last success {_t(r.last_success)}, "
-            f"HTTP {r.http_status or '-'}, {r.entries} entries tracked"
-            + (
-                f", {r.errors} consecutive errors"
-                # a removed feed's error may hold a secret no longer registered (as its URL)
-                + (f": {show(r.last_error)}" if a.feed else "")
-                if r.errors
-                else ""
-            )
+            f"HTTP {r.http_status or '-'}, {r.entries} entries tracked{errors}"
             + (", gone (410)" if r.gone else "")
             + "\n"
         )

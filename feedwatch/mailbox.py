@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_mailbox"]
+__all__ = ["address_parts", "parse_mailbox"]
 
 _ANGLE = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>")
 # a display name in quotes, which may hold anything ("Jane <work>", "Doe, Jane")
@@ -46,8 +46,16 @@ def parse_mailbox(text: str) -> tuple[str, str]:
     if not local or not domain or ("@" in local and not local.startswith('"')):
         raise ValueError(f"not an email address: {addr!r} (user@domain)")
     # a quoted local part ("john.doe"@example.org) may hold what a bare one may not
-    quoted = len(local) >= 2 and local[0] == local[-1] == '"' and '"' not in local[1:-1]
-    checked = domain if quoted else addr
+    checked = domain if address_parts(addr)[0] != local else addr
     if _NOT_IN_ADDRESS.search(checked) or domain.startswith(".") or domain.endswith("."):
         raise ValueError(f"not an email address: {addr!r}")
     return name, addr
+
+
+def address_parts(addr: str) -> tuple[str, str]:
+    """(local part, domain) of an address ``parse_mailbox`` returned, the local part
+    without the quotes a quoted one ("john.doe"@example.org) is written in."""
+    local, _, domain = addr.rpartition("@")
+    if len(local) >= 2 and local[0] == local[-1] == '"' and '"' not in local[1:-1]:
+        local = local[1:-1]
+    return local, domain

@@ -40,10 +40,10 @@ log = structlog.get_logger("feedwatch.parse")
 # Bump whenever parse_body's result for some body changes (a conversion, an option,
 # the entity guard, the entry cap): feedwatch.partial keys its cache of parsed
 # entries on it, so entries cached by an older parser are never reused.
-PARSE_VERSION = (
-    7  # 7: Atom id links; 2: entry cut short dropped; 3, 5: text/plain fields; 4: ids as given;
-)
-# 6: authors (several, an Atom feed's)
+# 2: an entry a body was cut short in is dropped; 3, 5: fields declared plain are
+# read as text; 4: ids as the feed wrote them; 6: every author, an Atom feed's
+# inherited; 7: an Atom id standing for the link is resolved
+PARSE_VERSION = 7
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.

@@ -21,7 +21,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
 from feedwatch import DEFAULT_USER_AGENT
-from feedwatch.config import _HEADER_NAME, _http_url, parse_duration_arg, parse_size
+from feedwatch.config import (
+    HEADER_NAME,
+    HEADER_VALUE_BAD,
+    _http_url,
+    parse_duration_arg,
+    parse_size,
+)
 from feedwatch.discover import FEED_TYPES, FeedLink, discover_feeds, looks_like_html
 from feedwatch.identity import detect_policy, normalize_link
 from feedwatch.model import (
@@ -165,8 +171,10 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     headers: list[tuple[str, str]] = []
     for h in args.header:
         name, sep, value = h.partition(":")
-        if not sep or not _HEADER_NAME.fullmatch(name.strip()) or any(c in value for c in "\r\n"):
+        if not sep or not HEADER_NAME.fullmatch(name.strip()):
             return _usage(f"--header {h!r}: write it as 'Name: value'")
+        if HEADER_VALUE_BAD.search(value.strip()):
+            return _usage(f"--header {name.strip()!r}: its value must be printable ASCII")
         headers.append((name.strip(), value.strip()))
     terms, problem = _checked(args.keywords, "--keywords", validate_term)
     ignored, ignore_problem = _checked(args.ignore_text, "--ignore-text", validate_ignore)

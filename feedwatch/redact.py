@@ -39,22 +39,30 @@ def register_secret(value: str) -> None:
         _secrets.add(value)
         # Longest first, so a secret that contains another is masked whole.
         ordered = sorted(_secrets, key=len, reverse=True)
-        _pattern = re.compile(
-            "|".join(
-                re.escape(s) if len(s) >= _MIN_LEN else _TOKEN.format(re.escape(s)) for s in ordered
-            )
-        )
+        _pattern = _alternatives(ordered)
+
+
+def _one(secret: str) -> str:
+    """The pattern a secret is masked by: anywhere, or (short) as a part of a URL."""
+    escaped = re.escape(secret)
+    return escaped if len(secret) >= _MIN_LEN else _TOKEN.format(escaped)
+
+
+def _alternatives(secrets: list[str]) -> re.Pattern[str]:
+    return re.compile("|".join(_one(s) for s in secrets))
+
+
+def mask(text: str, secrets: list[str]) -> str:
+    """``text`` with these secrets (``secrets_in``'s, longest first) masked as
+    ``redact`` masks them."""
+    return _alternatives(secrets).sub(MASK, text) if secrets else text
 
 
 def secrets_in(text: str) -> list[str]:
     """The registered secrets found in ``text``, longest first (a short one only
     where it is a whole part of it, as ``redact`` masks it)."""
     with _lock:
-        found = [
-            s
-            for s in _secrets
-            if s in text and (len(s) >= _MIN_LEN or re.search(_TOKEN.format(re.escape(s)), text))
-        ]
+        found = [s for s in _secrets if s in text and re.search(_one(s), text)]
     return sorted(found, key=len, reverse=True)
 
 

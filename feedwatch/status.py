@@ -13,17 +13,14 @@ from feedwatch.store import open_store
 from feedwatch.store.base import FeedRecord, SinkCounts
 
 
-def feed_state(
-    record: FeedRecord | None, enabled: bool, in_config: bool, url: str | None = None
-) -> str:
-    """``url``: the feed's in the config (a gone feed given another url is not gone)."""
-    if not in_config:
-        return "removed"
+def feed_state(record: FeedRecord | None, enabled: bool, url: str) -> str:
+    """The state of a feed in the config; ``url`` its url there (a gone feed given
+    another url is not gone). A feed only the state knows is "removed"."""
     if not enabled:
         return "disabled"
     if record is None or record.last_poll is None:
         return "new"
-    if record.gone and (url is None or record.gone_at(url)):
+    if record.gone_at(url):
         return "gone"
     if record.errors > 0:
         return "error"
@@ -47,7 +44,7 @@ def collect(config: Config) -> dict[str, Any]:
     names = [f.name for f in config.feeds]
     for f in config.feeds:
         rec = records.get(f.name)
-        feeds.append(_row(f.name, f.url, rec, feed_state(rec, f.enabled, True, f.url)))
+        feeds.append(_row(f.name, f.url, rec, feed_state(rec, f.enabled, f.url)))
     for name, rec in sorted(records.items()):
         if name not in names:
             # not its URL: the state holds it with its ${VAR}s expanded, and with the

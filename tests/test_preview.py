@@ -175,6 +175,9 @@ def test_usage_errors_exit_2(tmp_path):
     assert "--keywords" in r.stderr and "(unclosed" in r.stderr
     r = fw(tmp_path, "preview", "https://example.org/feed", "--header", "no colon")
     assert r.returncode == 2 and "--header" in r.stderr
+    # the config's rule for a header value: one that could never be sent is refused
+    r = fw(tmp_path, "preview", "https://example.org/feed", "--header", "X-Team: Équipe")
+    assert r.returncode == 2 and "'X-Team': its value must be printable ASCII" in r.stderr
 
 
 def test_warnings_json_feed_and_hostile_text(tmp_path, feed_server):

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import aiosmtplib
 import structlog
 
-from feedwatch.mailbox import parse_mailbox
+from feedwatch.mailbox import address_parts, parse_mailbox
 from feedwatch.model import SinkConfig
 from feedwatch.sinks.base import SendResult
 from feedwatch.store.base import Delivery
@@ -77,9 +77,7 @@ def _header_text(value: object, limit: int | None = None) -> str:
 def _mailbox_header(text: object) -> Address:
     """A config address for a header: a display name holding a comma is quoted."""
     name, addr = parse_mailbox(str(text))
-    local, _, domain = addr.rpartition("@")
-    if len(local) >= 2 and local[0] == local[-1] == '"':
-        local = local[1:-1]  # Address quotes a local part itself, where it must
+    local, domain = address_parts(addr)  # Address quotes a local part itself, where it must
     return Address(display_name=_header_text(name), username=local, domain=domain)
 
 

@@ -22,7 +22,7 @@ import httpx
 import structlog
 
 from feedwatch import __version__, proxyenv
-from feedwatch.config import _HEADER_NAME, HEADER_VALUE_BAD
+from feedwatch.config import HEADER_NAME, HEADER_VALUE_BAD
 from feedwatch.model import Secret, SinkConfig
 from feedwatch.redact import url_secrets
 from feedwatch.sinks import formats
@@ -147,7 +147,7 @@ class WebhookSink:
             if name.lower() in _RESERVED or name.lower() == "content-type":
                 continue
             text = _reveal(value)
-            if not _HEADER_NAME.fullmatch(name) or HEADER_VALUE_BAD.search(text):
+            if not HEADER_NAME.fullmatch(name) or HEADER_VALUE_BAD.search(text):
                 raise _BadHeader(name)
             headers[name] = text
         if len(deliveries) == 1:
