@@ -17,6 +17,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 _NO_LIMIT = 2**31 - 1
 
 
+def _feed_job(name: str) -> str:
+    """Feeds and upkeep jobs share APScheduler's id space: a feed named
+    "deliveries" must not replace (or be replaced by) the delivery tick."""
+    return "feed:" + name
+
+
 class FeedScheduler:
     def __init__(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
@@ -27,16 +33,16 @@ class FeedScheduler:
         self._scheduler.start()
 
     def at(
-        self, job_id: str, when: datetime, func: Callable[..., Awaitable[Any]], *args: Any
+        self, feed: str, when: datetime, func: Callable[..., Awaitable[Any]], *args: Any
     ) -> None:
-        """Run ``func(*args)`` once at ``when`` (now if past), replacing any job of that id."""
-        self._feeds[job_id] = when
+        """Run ``func(*args)`` once at ``when`` (now if past), replacing the feed's job."""
+        self._feeds[feed] = when
         self._scheduler.add_job(
             func,
             "date",
             run_date=when,
             args=args,
-            id=job_id,
+            id=_feed_job(feed),
             replace_existing=True,
             misfire_grace_time=None,  # late is better than never: the job reschedules itself
             coalesce=True,
@@ -47,22 +53,22 @@ class FeedScheduler:
             max_instances=_NO_LIMIT,
         )
 
-    def every(self, job_id: str, seconds: float, func: Callable[..., Awaitable[Any]]) -> None:
+    def every(self, job: str, seconds: float, func: Callable[..., Awaitable[Any]]) -> None:
         self._scheduler.add_job(
             func,
             "interval",
             seconds=seconds,
-            id=job_id,
+            id="upkeep:" + job,
             replace_existing=True,
             misfire_grace_time=None,
             coalesce=True,
             max_instances=1,
         )
 
-    def cancel(self, job_id: str) -> None:
-        self._feeds.pop(job_id, None)
-        if self._scheduler.get_job(job_id) is not None:
-            self._scheduler.remove_job(job_id)
+    def cancel(self, feed: str) -> None:
+        self._feeds.pop(feed, None)
+        if self._scheduler.get_job(_feed_job(feed)) is not None:
+            self._scheduler.remove_job(_feed_job(feed))
 
     def scheduled(self) -> dict[str, datetime]:
         return dict(self._feeds)

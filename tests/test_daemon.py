@@ -146,6 +146,18 @@ def test_new_entry_alerts_within_seconds_then_sigterm_exits_0(tmp_path, feed_ser
     assert d.has("daemon.stopped")
 
 
+def test_feeds_named_like_the_daemons_own_jobs_are_polled(tmp_path, feed_server, start_daemon):
+    names = ["deliveries", "maintenance", "leases", "gone", "watchdog"]
+    for name in names:
+        feed_server.set("/" + name, rss([entry(1)]))
+    d = start_daemon(write_config(tmp_path, feed_server, names))
+    wait_for(
+        lambda: all(feed_server.count("/" + n) >= 2 for n in names),
+        what="every feed polled twice",
+    )
+    assert d.stop() == 0
+
+
 def test_second_daemon_refuses_and_check_refuses_but_dry_run_works(
     tmp_path, feed_server, start_daemon
 ):
