@@ -808,6 +808,17 @@ HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 HEADER_VALUE_BAD = re.compile(r"[^\t\x20-\x7e]")
 
 
+def c_header_text(value: Any) -> str:
+    """``c_text`` that can also be sent as a header value (``user_agent``)."""
+    text = c_text(value)
+    if HEADER_VALUE_BAD.search(text):
+        raise ValueError(
+            "must be printable ASCII: no control characters or letters beyond ASCII"
+            " (it is sent as an HTTP header)"
+        )
+    return text
+
+
 def _headers(
     f: _File, table: Mapping[str, Any], path: KeyPath
 ) -> tuple[tuple[str, str | Secret], ...]:
@@ -872,7 +883,7 @@ _SETTING_KEYS: dict[str, Callable[[Any], Any]] = {
     "interval": c_duration(minimum=1.0),
     "jitter": parse_jitter,
     "timeout": c_duration(positive=True),
-    "user_agent": c_text,
+    "user_agent": c_header_text,
     "max_body": c_size,
     "max_entries": c_int(1),
     "max_age": c_duration(),

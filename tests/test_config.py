@@ -1059,6 +1059,28 @@ def test_webhook_sink(tmp_path: Path) -> None:
     ]
 
 
+def test_a_user_agent_beyond_ascii_is_refused_where_it_is_written(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [feedwatch]
+        user_agent = "feedwatch (+mailto:josé@example.org)"
+        """
+        + FEED
+        + """
+        user_agent = "ok/1\\u0007"
+        """,
+    )
+    why = (
+        "must be printable ASCII: no control characters or letters beyond ASCII"
+        " (it is sent as an HTTP header)"
+    )
+    assert strip_dir(lines, tmp_path) == [
+        f"feedwatch.toml:2: feedwatch.user_agent: {why}",
+        f"feedwatch.toml:8: feeds[0].user_agent: {why}",
+    ]
+
+
 def test_command_jsonl_console_sinks(tmp_path: Path) -> None:
     config = load(
         tmp_path,
