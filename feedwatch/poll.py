@@ -57,6 +57,7 @@ from feedwatch.model import (
 )
 from feedwatch.redact import redact
 from feedwatch.staleness import stale_notice
+from feedwatch.store import ForgottenMeanwhile
 from feedwatch.store.base import FeedRecord, PollCommit, StateError, Store
 from feedwatch.store.group import GroupCommit
 
@@ -107,6 +108,20 @@ class PollReport:
     retry_after_until: datetime | None = None
     gone: bool = False
     redirected_to: str | None = None
+
+
+def _voided(report: PollReport) -> PollReport:
+    """The report of a poll whose commit ``forget`` voided: nothing was stored or
+    queued, and the feed's next poll records a baseline."""
+    log.info("feed.forgotten_during_poll", feed=report.feed)
+    return dataclasses.replace(
+        report,
+        new=0,
+        updated=0,
+        alerts=[],
+        flood=0,
+        warnings=(*report.warnings, "forgotten during this poll: the next poll records a baseline"),
+    )
 
 
 def _reveal(value: str | Secret) -> str:
@@ -353,10 +368,11 @@ class Poller:
             parsed = call()
         commit, report = self._after_parse(feed, job, parsed)
         if commit is not None:  # through the group commit: polls ending together share it
-            report.alerts = self._queued(
-                report.alerts,
-                await self.writes.run(functools.partial(self.store.commit_poll, commit)),
-            )
+            try:
+                queued = await self.writes.run(functools.partial(self.store.commit_poll, commit))
+            except ForgottenMeanwhile:
+                return _voided(report)
+            report.alerts = self._queued(report.alerts, queued)
         return report
 
     def handle_body(self, job: BodyJob) -> PollReport:
@@ -367,7 +383,11 @@ class Poller:
             raise KeyError(f"feed {job.feed!r} is not in the config")
         commit, report = self._after_parse(feed, job, self._parse_call(feed, job)())
         if commit is not None:
-            report.alerts = self._queued(report.alerts, self.store.commit_poll(commit))
+            try:
+                queued = self.store.commit_poll(commit)
+            except ForgottenMeanwhile:
+                return _voided(report)
+            report.alerts = self._queued(report.alerts, queued)
         return report
 
     def _parse_call(self, feed: FeedConfig, job: BodyJob) -> Callable[[], ParsedFeed]:
@@ -491,6 +511,7 @@ class Poller:
             next_poll=job.next_poll,
             redirected_to=fetched.permanent_redirect,
             had_new_entry=result.new > 0 or result.baseline,
+            baselined=record.baselined,
         )
         if result.churn:
             log.info("feed.timestamp_churn", feed=feed.name, entries=len(parsed.entries))

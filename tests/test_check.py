@@ -15,7 +15,7 @@ import pytest
 
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
-from tests.helpers import run_feedwatch
+from tests.helpers import run_feedwatch, wait_for
 
 
 def fw(
@@ -127,6 +127,38 @@ def test_baseline_then_new_then_updated(setup):
     assert srv.count("/news.xml") == before + 1
     last = [h for (m, p, h) in srv.requests if p == "/news.xml"][-1]
     assert "if-none-match" in last
+
+
+def test_forget_during_a_poll_makes_the_next_poll_the_baseline(tmp_path, feed_server):  # noqa: F811
+    cfg = tmp_path / "feedwatch.toml"
+    feed_url = feed_server.url("/f.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "f"\nurl = "{feed_url}"\n'))
+    stories = [entry(i, title=f"Story {i}") for i in range(3)]
+    feed_server.set("/f.xml", rss(stories))
+    assert fw(cfg, "check").returncode == 0
+    # the next poll is under way (a slow answer with one more entry) when forget runs
+    feed_server.set("/f.xml", rss([*stories, entry(3, title="Story 3")]), delay=1.5)
+    before = feed_server.count("/f.xml")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: feed_server.count("/f.xml") > before, what="the poll's request")
+    r = fw(cfg, "forget", "f")
+    assert r.returncode == 0, r.stderr
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert alerts(tmp_path) == []  # not its 4 entries as new
+    assert "feed.forgotten_during_poll" in err
+    # the next poll is the baseline; after it, news alerts again
+    feed_server.set("/f.xml", rss([*stories, entry(3, title="Story 3")]))
+    assert fw(cfg, "check").returncode == 0
+    assert alerts(tmp_path) == []
+    feed_server.set("/f.xml", rss([*stories, entry(3, title="Story 3"), entry(4, title="Story 4")]))
+    assert fw(cfg, "check").returncode == 0
+    assert [a["entry"]["title"] for a in alerts(tmp_path)] == ["Story 4"]
 
 
 def test_unmatched_entries_do_not_alert_but_feed_without_rules_alerts_all(setup):

@@ -34,6 +34,7 @@ from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
 from feedwatch.store import (
     AlertQuery,
     FeedRecord,
+    ForgottenMeanwhile,
     PollCommit,
     SinkCounts,
     SqliteStore,
@@ -460,6 +461,26 @@ def test_forget_drops_entries_and_http_state_but_keeps_alerts(store: Store) -> N
     assert set(store.entries("g")) == {"a"}
     # the id is still recorded: the same change never alerts twice
     assert store.commit_poll(poll(alerts=(alert("x1"),))) == []
+
+
+def test_a_poll_that_took_the_feed_as_baselined_is_void_after_a_forget(store: Store) -> None:
+    """`forget` under a poll in flight: the poll compared against entries now gone,
+    so its commit writes nothing and the next poll is the baseline forget promised."""
+    store.commit_poll(poll(upserts=(entry("a"),), etag='"1"'))
+    store.forget("f")
+    late = poll(upserts=(entry("b"),), alerts=(alert("x1", identity="b"),), baselined=True)
+    with pytest.raises(ForgottenMeanwhile):
+        store.commit_poll(late)
+    rec = store.feed("f")
+    assert rec is not None and not rec.baselined and rec.etag is None
+    assert store.entries("f") == {} and store.pending() == []
+    # a poll that took it as not baselined (the baseline) commits
+    assert store.commit_poll(replace(late, baselined=False)) == ["x1"]
+    rec = store.feed("f")
+    assert rec is not None and rec.baselined
+    # and once baselined, a poll that knew it commits as always
+    assert store.commit_poll(poll(upserts=(entry("c"),), baselined=True)) == []
+    assert set(store.entries("f")) == {"b", "c"}
 
 
 def test_recent_alerts_filters_in_the_query(store: Store) -> None:

@@ -37,6 +37,12 @@ class StateLocked(StateError):
     """Another feedwatch daemon holds this state."""
 
 
+class ForgottenMeanwhile(Exception):
+    """``forget`` ran while this poll was under way: the poll compared against
+    entries that are gone, so its commit is void (nothing written) and the
+    feed's next poll records the baseline ``forget`` promised."""
+
+
 @dataclass(frozen=True)
 class FeedRecord:
     """What the state holds about one feed (also feeds removed from the config)."""
@@ -90,6 +96,7 @@ class PollCommit:
     redirected_to: str | None = None
     had_new_entry: bool = False  # sets last_new_entry = now
     stale_notified: bool | None = None  # None = leave as is
+    baselined: bool = False  # what the poll took the feed to be (ForgottenMeanwhile)
 
 
 class Matching(NamedTuple):

@@ -285,6 +285,7 @@ class PostgresStore(SharedWrites):
 
     # what feedwatch.store.rows (the reads both stores share) needs: times are TIMESTAMPTZ
     P = "%s"
+    ROW_LOCK = " FOR UPDATE"
     _to_db = staticmethod(_ts)
     _from_db = staticmethod(_dt)
     _from_db_req = staticmethod(_req_dt)
@@ -651,6 +652,7 @@ class PostgresStore(SharedWrites):
         next_poll = _ts(commit.next_poll)
         prune_before = _ts(commit.prune_before)
         with self._tx(pipeline=True) as cur:
+            self._void_if_forgotten(cur, feed, commit.baselined)
             self._ensure_feed(cur, feed, commit.url)
             for old, new in commit.rekeys:
                 self._rekey(cur, feed, _t(old) or "", _t(new) or "")

@@ -24,6 +24,7 @@ from feedwatch.store.base import (
     AlertRecord,
     Delivery,
     FeedRecord,
+    ForgottenMeanwhile,
     Matching,
     SinkCounts,
 )
@@ -76,6 +77,7 @@ class SharedReads:
     """
 
     P: ClassVar[str] = "?"
+    ROW_LOCK: ClassVar[str] = ""  # " FOR UPDATE" where writers are not serialised
 
     def _ids_in(self, column: str, ids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
         raise NotImplementedError
@@ -340,6 +342,18 @@ class SharedWrites(SharedReads):
         with self._writing(pipeline=True) as cur:
             self._ensure_feed(cur, feed, None)
             cur.execute(f"UPDATE feeds SET next_poll = {self.P} WHERE name = {self.P}", (at, feed))
+
+    def _void_if_forgotten(self, cur: Any, feed: str, baselined: bool) -> None:
+        """In a poll's write: raise ForgottenMeanwhile if the poll took the feed as
+        baselined and ``forget`` has reset it since (the only way back to not
+        baselined)."""
+        if not baselined:
+            return
+        row = cur.execute(
+            f"SELECT baselined FROM feeds WHERE name = {self.P}{self.ROW_LOCK}", (feed,)
+        ).fetchone()
+        if row is None or not row[0]:
+            raise ForgottenMeanwhile(feed)
 
     def forget(self, feed: str) -> bool:
         """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""

@@ -613,6 +613,7 @@ class SqliteStore(SharedWrites):
         now = _now_ts(commit.now)
         feed = commit.feed
         with self._write() as cur:
+            self._void_if_forgotten(cur, feed, commit.baselined)
             self._ensure_feed(cur, feed, commit.url)
             for old, new in commit.rekeys:
                 self._rekey(cur, feed, old, new)
