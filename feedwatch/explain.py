@@ -90,7 +90,7 @@ class Item:
     identity: str
     current: EntrySnapshot | None  # in the body fetched now
     stored: StoredEntry | None  # the state before this (re-keyed to the policy in use)
-    status: str  # new | updated | unchanged | silent | absent | stored
+    status: str  # new | updated | unchanged | silent | absent | stored | duplicate
     change: Change | None = None
     changes: dict[str, FieldChange] = field(default_factory=dict)
     silent_reason: str | None = None
@@ -229,7 +229,16 @@ def analyse(
         seen: set[str] = set()
         for pos, e in enumerate(parsed.entries):
             key = identity_for(e, result.identity.policy)
-            if key in seen:
+            if key in seen:  # the first of several entries with one identity wins
+                items.append(
+                    Item(
+                        identity=key,
+                        current=e,
+                        stored=None,
+                        status="duplicate",
+                        position=pos,
+                    )
+                )
                 continue
             seen.add(key)
             old = current.get(key)
@@ -307,6 +316,8 @@ def _rules(feed: FeedConfig | None, entry: EntrySnapshot) -> tuple[list[RuleExpl
 
 
 def _alerts_for(a: Analysis, item: Item) -> list[AlertRecord]:
+    if item.status == "duplicate":  # its identity's alerts are the earlier entry's
+        return []
     keys = {item.identity}
     if item.stored is not None:
         keys.add(item.stored.identity)
@@ -424,6 +435,16 @@ def verdict(a: Analysis, item: Item) -> Verdict:
         return Verdict(f"would alert ({kind})", lines, would_alert=True)
     if item.status == "silent":
         return Verdict("stored silently", [f"changed, but {item.silent_reason}: no alert"])
+    if item.status == "duplicate":
+        return Verdict(
+            "a later copy of one identity",
+            [
+                f"an entry earlier in the feed has the same identity ({item.identity}): the"
+                " first of several entries with one identity is the entry, and this one is"
+                " neither compared nor alerted (a feed repeating an id; id_policy ="
+                ' "link" tells them apart by their links)'
+            ],
+        )
     # unchanged, absent from the body, or no body to compare with
     if item.status == "unchanged":
         lines.append(
@@ -557,6 +578,7 @@ _STATUS_WORDS = {
     "silent": "changed, stored silently",
     "absent": "not in the feed now (only in the state)",
     "stored": "in the state (not compared: no current body)",
+    "duplicate": "a later entry with an earlier entry's identity (not compared)",
 }
 
 
@@ -568,7 +590,9 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
     w(f"  link:     {show(v.link) if v.link else '(none)'}\n")
     w(f"  identity: {show(item.identity)}  ({_identity_words(item.identity)})\n")
     st = item.stored
-    if st is None:
+    if item.status == "duplicate":
+        w("  state:    nothing of its own (its identity is the earlier entry's)\n")
+    elif st is None:
         w("  state:    nothing stored for it\n")
     else:
         w(
@@ -638,7 +662,7 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
                 )
             for d in r.deliveries:
                 w(f"      {d.sink}: {delivery_detail(d)}\n")
-    elif item.stored is not None or item.status not in ("new",):
+    elif item.stored is not None or item.status not in ("new", "duplicate"):
         w("  alerts recorded: none\n")
 
 
