@@ -325,11 +325,18 @@ def stale_copy(feed: str, key: str, old: StoredEntry, new: EntrySnapshot, fp: st
     """``new`` is the version ``old``'s entry was first seen as, and its times go back:
     the old copy of a corrected story, served by a stale server behind the site's load
     balancer or a cache, which feeds flip to and from. An editor's revert moves the
-    time on (or keeps it), so it still alerts; so does a revert in a feed without times."""
-    if old.new_alert_id != alert_id(feed, key, "new", fp, new.published, new.updated):
-        return False
+    time on (or keeps it), so it still alerts; so does a revert in a feed without times.
+
+    The row's ``new_alert_id`` was made under the identity the entry had then: a row
+    re-keyed since (a policy switch) is matched under each policy's key of ``new``."""
     was, now = _latest(old), _latest(new)
-    return was is not None and (now is None or now < was)
+    if was is None or (now is not None and now >= was):
+        return False
+    policies: tuple[Policy, ...] = ("guid", "link", "content")
+    keys = dict.fromkeys((key, *(identity_for(new, p) for p in policies)))
+    return any(
+        old.new_alert_id == alert_id(feed, k, "new", fp, new.published, new.updated) for k in keys
+    )
 
 
 def _row(

@@ -202,6 +202,26 @@ def test_a_flip_back_to_the_first_version_is_a_stale_copy_not_an_update():
     assert kinds(run(stored, [plain, entry(3)], identity=ident)) == [("updated", "Entry 2")]
 
 
+def test_a_flip_back_after_a_re_key_is_still_a_stale_copy():
+    """The entry was first seen without an id (keyed by its link), the feed then gave
+    ids and the row was re-keyed: its first version, times moving back, is still the
+    stale copy (its new_alert_id was made under the link key)."""
+    first = entry(1, summary="First version.", entry_id=None)
+    stored, ident = baseline([first, entry(2, entry_id=None)])
+    assert set(stored) == {"l:https://example.org/1", "l:https://example.org/2"}
+    with_ids = [entry(1, summary="First version."), entry(2)]
+    for _ in range(2):  # two polls agree: the policy switches, the rows are re-keyed
+        r = run(stored, with_ids, identity=ident)
+        stored, ident = apply(stored, r), r.identity
+    assert set(stored) == {"g:urn:entry:1", "g:urn:entry:2"} and r.changes == ()
+    fixed = entry(1, summary="Corrected version.", updated=T0 + timedelta(hours=5))
+    r = run(stored, [fixed, entry(2)], identity=ident)
+    assert kinds(r) == [("updated", "Entry 1")]
+    stored = apply(stored, r)
+    r = run(stored, with_ids, identity=ident)
+    assert r.changes == () and (r.silent, r.updated) == (1, 0)
+
+
 _versions = st.lists(
     st.tuples(st.sampled_from(["A.", "B.", "C."]), st.sampled_from([0, 1, 2])), max_size=12
 )

@@ -69,6 +69,14 @@ argv = ["{tmp}/no-such-program"]
     return cfg
 
 
+def sqlite_rows(db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
 def snapshot(db: Path) -> dict[str, list[tuple]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -206,6 +214,30 @@ def test_a_later_entry_repeating_an_earlier_ones_id_is_named_as_such(setup):
     r = fw(cfg, "explain", "news", "first copy")
     assert "status:   unchanged since last seen" in r.stdout
     assert "alerts recorded:\n" in r.stdout
+
+
+def test_an_entry_re_keyed_when_its_feed_starts_giving_ids_keeps_its_alerts(setup):
+    tmp, srv, cfg = setup
+    no_ids = [replace(e, entry_id=None) for e in BASE]
+    srv.set("/news.xml", rss(no_ids, title="Test News"))
+    assert fw(cfg, "check").returncode == 0
+    srv.set("/news.xml", rss([replace(STRIKE, entry_id=None), *no_ids], title="Test News"))
+    fw(cfg, "check")  # (exit 1: the config's "broken" sink)
+    (alerted,) = sent(tmp)
+    r = fw(cfg, "explain", "news", "strike")
+    assert alerted["id"] in r.stdout and "identity: l:" in r.stdout
+    # the feed starts giving ids: after two polls that agree its entries are re-keyed
+    for n in range(2):  # (two bodies: an unchanged one is a 304, which compares nothing)
+        srv.set("/news.xml", rss([STRIKE, *BASE], title=f"Test News {n}"))
+        fw(cfg, "check")
+    assert {k[:2] for (k,) in sqlite_rows(tmp / "state.db", "SELECT identity FROM entries")} == {
+        "g:"
+    }
+    r = fw(cfg, "explain", "news", "strike")
+    assert "identity: g:" in r.stdout, r.stdout
+    assert f"new {alerted['id']}" in r.stdout and "log: delivered" in r.stdout
+    assert "never alerted" not in r.stdout and "no alert recorded" not in r.stdout
+    assert len(sent(tmp)) == 1
 
 
 def test_fetch_failure_and_no_fetch_explain_from_state(setup):
