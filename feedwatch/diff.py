@@ -211,14 +211,21 @@ def _rekey(
     return out, rekeys
 
 
-def _differs(a: str, b: str, ignore: Ignore | None) -> bool:
+def _differs(a: str, b: str, ignore: Ignore | None, legacy: bool = False) -> bool:
     """Whether two texts differ beyond white space and what ``ignore_text`` cuts.
-    ``a`` is the stored one: stored by an earlier feedwatch, a field declared plain
-    had its tag-like words reduced away ("the <dialog> element" was "the element"),
-    and that difference is the conversion's, not the feed's."""
+    ``a`` is the stored one. ``legacy``: a row of an earlier fingerprint version
+    (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have read
+    otherwise: a field declared plain had its tag-like words reduced away ("the
+    <dialog> element" was "the element"), or some versions kept a plain field's
+    "<script>…</script>" that is now read as markup. Such a difference is the
+    conversion's, not the feed's. In a current row it is a real edit."""
     if normalize_space(a) == normalize_space(b) or (ignore and ignore.same(a, b)):
         return False
-    return not ("<" in b and normalize_space(html_to_text(b)) == normalize_space(a))
+    if not legacy:
+        return True
+    if "<" in b and normalize_space(html_to_text(b)) == normalize_space(a):
+        return False
+    return not ("<" in a and normalize_space(html_to_text(a)) == normalize_space(b))
 
 
 _CHANGE_LEAD = 200  # characters kept before the first difference, for context
@@ -243,9 +250,10 @@ def _field_changes(
     old: StoredEntry, new: EntrySnapshot, ignore: Ignore | None = None
 ) -> dict[str, FieldChange]:
     changes: dict[str, FieldChange] = {}
+    legacy = _legacy(old)
     for f in TEXT_FIELDS:
         a, b = getattr(old, f), getattr(new, f)
-        if _differs(a, b, ignore):
+        if _differs(a, b, ignore, legacy):
             changes[f] = _changed_view(a, b)
     if normalize_link(old.link) != normalize_link(new.link):
         changes["link"] = FieldChange(safe_link(old.link), safe_link(new.link))
@@ -259,14 +267,20 @@ def _field_changes(
 def _text_changed(
     old: StoredEntry, new: EntrySnapshot, fp: str, ignore: Ignore | None = None
 ) -> bool:
-    if old.fingerprint.startswith(FINGERPRINT_VERSION + ":"):
+    legacy = _legacy(old)
+    if not legacy:
         if old.fingerprint == fp:
             return False
-        if ignore is None and not any("<" in getattr(new, f) for f in TEXT_FIELDS):
+        if ignore is None:
             return True
     # A fingerprint of another version says nothing, and one of the whole text says
     # nothing of the text ``ignore_text`` leaves: compare the stored text.
-    return any(_differs(getattr(old, f), getattr(new, f), ignore) for f in TEXT_FIELDS)
+    return any(_differs(getattr(old, f), getattr(new, f), ignore, legacy) for f in TEXT_FIELDS)
+
+
+def _legacy(old: StoredEntry) -> bool:
+    """A row of an earlier fingerprint version (``_differs``)."""
+    return not old.fingerprint.startswith(FINGERPRINT_VERSION + ":")
 
 
 def _ignore(terms: tuple[str, ...]) -> Ignore | None:

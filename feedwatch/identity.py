@@ -19,7 +19,13 @@ from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 
 Policy = Literal["guid", "link", "content"]
 
-FINGERPRINT_VERSION = "v1"
+FINGERPRINT_VERSION = "v2"
+# v2 hashes text exactly as v1 did. The label marks a row written since fields
+# declared plain keep their tag-like words ("Vec<u8>"): feedwatch.diff forgives a
+# stored text that differs only by how an earlier version read such words in v1
+# rows only. Ids hash a fingerprint as v1 labels it (``_as_hashed``), so a change
+# met under either label has one id, and nothing alerts twice across the upgrade.
+_SAME_HASH = ("v1:", "v2:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
 KEYS_VERSION = f"{FINGERPRINT_VERSION}.1"
@@ -269,6 +275,11 @@ def detect_policy_keys(keys: Sequence[EntryKeys], threshold: float = 0.9) -> Pol
     return "content"
 
 
+def _as_hashed(fp: str) -> str:
+    """``fp`` as ids hash it: the label of a version whose hash is v1's reads v1."""
+    return "v1:" + fp[3:] if fp.startswith(_SAME_HASH) else fp
+
+
 def alert_id(
     feed: str,
     identity: str,
@@ -278,7 +289,9 @@ def alert_id(
     updated: datetime | None,
 ) -> str:
     """Same feed, entry, kind and version: same id, whoever computes it and when."""
-    return _h("alert", feed, identity, kind, fp, _time_key(published), _time_key(updated))[:32]
+    return _h(
+        "alert", feed, identity, kind, _as_hashed(fp), _time_key(published), _time_key(updated)
+    )[:32]
 
 
 def duplicate_key(kind: str, entry: EntrySnapshot, fp: str) -> str | None:
@@ -292,7 +305,9 @@ def duplicate_key(kind: str, entry: EntrySnapshot, fp: str) -> str | None:
         return None
     if kind == "new":
         return _h("dup", key, kind)[:32]
-    return _h("dup", key, kind, fp, _time_key(entry.published), _time_key(entry.updated))[:32]
+    return _h(
+        "dup", key, kind, _as_hashed(fp), _time_key(entry.published), _time_key(entry.updated)
+    )[:32]
 
 
 def notice_id(feed: str, kind: str, key: str) -> str:

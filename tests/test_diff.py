@@ -16,6 +16,7 @@ from feedwatch.identity import (
     detect_policy,
     detect_policy_keys,
     distinct_under,
+    duplicate_key,
     entry_fingerprint,
     entry_keys,
     identity_for,
@@ -23,7 +24,14 @@ from feedwatch.identity import (
     link_variants,
     normalize_link,
 )
-from feedwatch.model import EntrySnapshot, FeedSettings, IdentityState, Settled, StoredEntry
+from feedwatch.model import (
+    EntrySnapshot,
+    FeedSettings,
+    FieldChange,
+    IdentityState,
+    Settled,
+    StoredEntry,
+)
 from feedwatch.testing import T0, entry
 
 S = FeedSettings()
@@ -453,22 +461,61 @@ def test_an_edit_beyond_the_cap_shows_even_after_a_white_space_change_before_it(
     assert len(summary.new.encode()) <= 65536
 
 
-def test_text_an_earlier_version_reduced_away_is_no_change_after_the_upgrade():
+def _as_v1(stored: dict[str, StoredEntry]) -> dict[str, StoredEntry]:
+    """The rows as a feedwatch of fingerprint version v1 stored them (same hash)."""
+    return {k: replace(r, fingerprint="v1:" + r.fingerprint[3:]) for k, r in stored.items()}
+
+
+def test_text_an_earlier_version_read_otherwise_is_no_change_after_the_upgrade():
     """Before plain-text fields kept their "<dialog>", the stored title had it reduced
-    away: the first poll after the upgrade must store the new reading silently, not
-    alert it as an update. A real edit beside it still is one."""
+    away; some versions kept a plain "<script>…</script>" now read as markup. In a row
+    of that (v1) version the first poll after the upgrade stores the new reading
+    silently, not as an update. A real edit beside it still is one."""
     stored, ident = baseline([entry(1, title="Firefox ships the\n\nelement"), entry(2)])
+    stored = _as_v1(stored)
     now = [entry(1, title="Firefox ships the <dialog> element"), entry(2)]
     r = run(stored, now, identity=ident)
+    # every row is stored again silently, under the current label
     assert r.changes == () and [u.title for u in r.upserts] == [
-        "Firefox ships the <dialog> element"
+        "Firefox ships the <dialog> element",
+        "Entry 2",
     ]
+    assert {u.fingerprint[:3] for u in r.upserts} == {"v2:"}
     r = run(
         stored,
         [entry(1, title="Firefox ships the <dialog> element, at last"), entry(2)],
         identity=ident,
     )
     assert kinds(r) == [("updated", "Firefox ships the <dialog> element, at last")]
+    # the other way: stored as written, read as markup now
+    stored, ident = baseline([entry(1, title="<script>alert(1)</script> in a title"), entry(2)])
+    r = run(_as_v1(stored), [entry(1, title="in a title"), entry(2)], identity=ident)
+    assert r.changes == () and [u.title for u in r.upserts] == ["in a title", "Entry 2"]
+
+
+def test_a_tag_like_word_added_to_a_plain_text_is_an_edit():
+    """In a row of this version, "Vec" -> "Vec<u8>" is what the feed changed (the
+    upgrade rule above is for rows an earlier version wrote)."""
+    stored, ident = baseline([entry(1, title="v2: add Vec support"), entry(2)])
+    r = run(stored, [entry(1, title="v2: add Vec<u8> support"), entry(2)], identity=ident)
+    assert kinds(r) == [("updated", "v2: add Vec<u8> support")]
+    assert r.changes[0].changes["title"] == FieldChange(
+        "v2: add Vec support", "v2: add Vec<u8> support"
+    )
+    stored, ident = baseline([entry(1, summary="the new element"), entry(2)])
+    r = run(stored, [entry(1, summary="the new <search> element"), entry(2)], identity=ident)
+    assert kinds(r) == [("updated", "Entry 1")]
+
+
+def test_ids_are_the_same_under_either_label_of_one_hash():
+    assert alert_id("f", "g:1", "updated", "v1:ab", T0, None) == alert_id(
+        "f", "g:1", "updated", "v2:ab", T0, None
+    )
+    assert alert_id("f", "g:1", "updated", "v2:ab", T0, None) != alert_id(
+        "f", "g:1", "updated", "v2:ac", T0, None
+    )
+    e = entry(1)
+    assert duplicate_key("updated", e, "v1:ab") == duplicate_key("updated", e, "v2:ab")
 
 
 def test_first_of_duplicate_identities_wins():
