@@ -5,13 +5,16 @@ must be quoted: given ``Doe, Jane <jane@example.org>`` it returns ``Doe`` as the
 address, and the mail went to ``<Doe>`` while the delivery was marked done. A
 config entry is one address, so the display name is everything before ``<``,
 commas included, and anything that looks like a list is refused at `validate`.
+
+Addresses go out in ASCII: feedwatch does not use SMTPUTF8, so a domain is sent
+as IDNA (punycode) and a non-ASCII local part is refused at `validate`.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["address_parts", "parse_mailbox"]
+__all__ = ["address_parts", "ascii_address", "parse_mailbox"]
 
 _ANGLE = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>")
 # a display name in quotes, which may hold anything ("Jane <work>", "Doe, Jane")
@@ -49,7 +52,29 @@ def parse_mailbox(text: str) -> tuple[str, str]:
     checked = domain if address_parts(addr)[0] != local else addr
     if _NOT_IN_ADDRESS.search(checked) or domain.startswith(".") or domain.endswith("."):
         raise ValueError(f"not an email address: {addr!r}")
+    if not local.isascii():
+        raise ValueError(
+            f"{addr!r}: a non-ASCII local part (before the @) cannot be sent:"
+            " feedwatch does not use SMTPUTF8"
+        )
+    ascii_domain(domain)
     return name, addr
+
+
+def ascii_domain(domain: str) -> str:
+    """``domain`` as sent: an international one in IDNA (punycode); ValueError if it has none."""
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"not a domain name (IDNA refuses it): {domain!r}") from None
+
+
+def ascii_address(addr: str) -> str:
+    """An address ``parse_mailbox`` returned, as the SMTP envelope carries it."""
+    local, _, domain = addr.rpartition("@")
+    return f"{local}@{ascii_domain(domain)}"
 
 
 def address_parts(addr: str) -> tuple[str, str]:

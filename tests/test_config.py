@@ -937,6 +937,33 @@ def test_email_addresses_one_per_entry_and_names_with_commas(tmp_path: Path) -> 
     ]
 
 
+def test_email_addresses_in_ascii_or_an_international_domain(tmp_path: Path) -> None:
+    """A non-ASCII local part passed validate, then every delivery failed with a
+    traceback (feedwatch does not use SMTPUTF8); an international domain is sent
+    in punycode."""
+    text = """
+        [sinks.m]
+        type = "email"
+        host = "h"
+        from = {sender}
+        to = ["me@bücher.example", {to}]
+        """
+    config = load(tmp_path, text.format(sender='"Jörg <a@bücher.example>"', to='"b@example.org"'))
+    assert config.sinks["m"].options["to"][0] == "me@bücher.example"
+    lines = problems(tmp_path, text.format(sender='"jörg@example.org"', to='"Zoë <zoë@x.org>"'))
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:4: sinks.m.from: 'jörg@example.org': a non-ASCII local part (before"
+        " the @) cannot be sent: feedwatch does not use SMTPUTF8",
+        "feedwatch.toml:5: sinks.m.to[1]: 'zoë@x.org': a non-ASCII local part (before"
+        " the @) cannot be sent: feedwatch does not use SMTPUTF8",
+    ]
+    long_label = "ü" * 70
+    lines = problems(tmp_path, text.format(sender='"a@x.org"', to=f'"b@{long_label}.org"'))
+    assert strip_dir(lines, tmp_path) == [
+        f"feedwatch.toml:5: sinks.m.to[1]: not a domain name (IDNA refuses it): '{long_label}.org'"
+    ]
+
+
 def test_password_file(tmp_path: Path) -> None:
     text = """
         [sinks.m]

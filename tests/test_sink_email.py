@@ -375,6 +375,25 @@ def test_a_display_name_with_a_comma_mails_the_address_in_angle_brackets(
     )
 
 
+def test_an_international_domain_is_sent_in_punycode(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """``me@bücher.example`` passed validate, then every delivery raised
+    UnicodeEncodeError in RCPT TO (a traceback, retried until dead)."""
+    server = smtp_server("none")
+    c = cfg(server.port)
+    opts = {**c.options, "from_": "Jörg <alerts@bücher.example>", "to": ("me@BÜCHER.example",)}
+    sink = EmailSink(SinkConfig(name=c.name, type=c.type, options=opts))
+    assert send(sink, [delivery(payload())]) == SendResult.success()
+    (got,) = server.messages
+    assert got.mail_from == "alerts@xn--bcher-kva.example"
+    assert got.rcpt_tos == ("me@xn--bcher-kva.example",)
+    msg = parse(got.data)
+    assert msg["From"] == "Jörg <alerts@xn--bcher-kva.example>"
+    assert msg["To"] == "me@xn--bcher-kva.example"
+    header_block(got.data).decode("ascii")
+
+
 def test_starttls_with_auth(smtp_server: Callable[..., SMTPServer]) -> None:
     server = smtp_server("starttls", auth=True)
     sink = EmailSink(

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import aiosmtplib
 import structlog
 
-from feedwatch.mailbox import address_parts, parse_mailbox
+from feedwatch.mailbox import address_parts, ascii_address, ascii_domain, parse_mailbox
 from feedwatch.model import SinkConfig
 from feedwatch.sinks.base import SendResult
 from feedwatch.store.base import Delivery
@@ -75,10 +75,11 @@ def _header_text(value: object, limit: int | None = None) -> str:
 
 
 def _mailbox_header(text: object) -> Address:
-    """A config address for a header: a display name holding a comma is quoted."""
+    """A config address for a header: a display name holding a comma is quoted, an
+    international domain is in punycode (as the envelope has it)."""
     name, addr = parse_mailbox(str(text))
     local, domain = address_parts(addr)  # Address quotes a local part itself, where it must
-    return Address(display_name=_header_text(name), username=local, domain=domain)
+    return Address(display_name=_header_text(name), username=local, domain=ascii_domain(domain))
 
 
 def _body_text(value: object) -> str:
@@ -534,8 +535,8 @@ class EmailSink:
         password = opts.get("password")
         self._password: str | None = password.reveal() if password is not None else None
         try:
-            self.sender = parse_mailbox(str(opts.get("from_", "")))[1]
-            self.recipients = [parse_mailbox(str(a))[1] for a in opts.get("to", ())]
+            self.sender = ascii_address(parse_mailbox(str(opts.get("from_", "")))[1])
+            self.recipients = [ascii_address(parse_mailbox(str(a))[1]) for a in opts.get("to", ())]
         except ValueError as exc:
             raise ValueError(f"email sink {cfg.name!r}: {exc}") from None
         if not self.recipients:
