@@ -287,6 +287,39 @@ def test_header_injection_is_neutralised() -> None:
     assert not any(line.lower().startswith((b"bcc", b"x-evil")) for line in data.split(b"\r\n"))
 
 
+def test_encoded_words_in_feed_text_are_taken_literally(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """The email package decoded RFC 2047 encoded words in the text feedwatch gave it
+    as a header and wrote what they decoded to: a title holding one for CR LF sent
+    ``Reply-To: attacker@evil.example`` and ``X-Injected: yes end`` as headers."""
+    server = smtp_server("none")
+    title = (
+        "Missile strike =?utf-8?q?=0D=0AReply-To=3A_attacker=40evil=2Eexample=0D=0A"
+        "X-Injected=3A_yes?= end =?utf-8?b?SGVsbG8=?= world Удар"
+    )
+    feed = "news=?utf-8?q?=0D=0AX-Evil=3A_1?="
+    c = cfg(server.port)
+    opts = {**c.options, "from_": "=?utf-8?q?a=0D=0AX-Evil=3A_2?= <alerts@example.org>"}
+    sink = EmailSink(SinkConfig(name=c.name, type=c.type, options=opts))
+    assert send(sink, [delivery(payload(title=title, feed=feed))]).ok
+    (got,) = server.messages
+    assert got.rcpt_tos == TO
+    lines = header_block(got.data).split(b"\r\n")
+    names = {line.split(b":", 1)[0].lower() for line in lines if line[:1] not in (b" ", b"\t")}
+    assert names == {
+        b"subject", b"from", b"to", b"date", b"message-id", b"list-id", b"x-feedwatch-feed",
+        b"x-feedwatch-alert-id", b"x-feedwatch-kind", b"auto-submitted", b"mime-version",
+        b"content-type",
+    }  # fmt: skip
+    assert not any(b"Reply-To" in line or b"X-Injected" in line for line in lines)
+    msg = parse(got.data)
+    assert msg["Subject"] == f"[feedwatch] {feed}: {title}"
+    assert msg["X-Feedwatch-Feed"] == feed
+    assert msg["From"].addresses[0].display_name == "=?utf-8?q?a=0D=0AX-Evil=3A_2?="
+    assert msg["Reply-To"] is None and msg["X-Injected"] is None and msg["X-Evil"] is None
+
+
 _FOLDED_OK = {
     "subject", "from", "to", "date", "message-id", "in-reply-to", "references", "list-id",
     "x-feedwatch-feed", "x-feedwatch-alert-id", "x-feedwatch-kind", "auto-submitted",
@@ -297,7 +330,8 @@ _FOLDED_OK = {
 _piece = st.one_of(
     st.text(st.characters(blacklist_categories=()), max_size=20),  # lone surrogates too
     st.sampled_from(["\r", "\n", "\r\n", "\x00", "\x85", "\u2028", ":", " ", "=?utf-8?q?x?=",
-                     "Bcc: evil@example.org", "x" * 120]),
+                     "Bcc: evil@example.org", "x" * 120,
+                     "=?utf-8?q?=0D=0AX-Evil=3A_1?=", "=?utf-8?b?DQpYLUV2aWw6IDE=?="]),
 )  # fmt: skip
 _nasty = st.lists(_piece, max_size=12).map("".join)
 

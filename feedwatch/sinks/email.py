@@ -3,9 +3,9 @@
 ``build_message`` is pure and deterministic (Message-ID, Date and the MIME
 boundary all come from the alerts), so a rendering can be compared byte for
 byte and a retry sends the very same message. Feed text is untrusted: it is
-stripped of control characters before it reaches any header, HTML-escaped in
-the HTML part, and never decides who receives the mail (the envelope
-recipients come from the config alone).
+stripped of control characters and taken literally (never read as RFC 2047
+encoded words) in any header, HTML-escaped in the HTML part, and never decides
+who receives the mail (the envelope recipients come from the config alone).
 
 Failure classification follows SPEC section 6: connection errors, timeouts
 and SMTP 4xx replies are transient; authentication failures and 5xx refusals
@@ -20,12 +20,14 @@ import hashlib
 import html
 import re
 import ssl
+import string
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,14 +74,6 @@ def _header_text(value: object, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
-
-
-def _mailbox_header(text: object) -> Address:
-    """A config address for a header: a display name holding a comma is quoted, an
-    international domain is in punycode (as the envelope has it)."""
-    name, addr = parse_mailbox(str(text))
-    local, domain = address_parts(addr)  # Address quotes a local part itself, where it must
-    return Address(display_name=_header_text(name), username=local, domain=ascii_domain(domain))
 
 
 def _body_text(value: object) -> str:
@@ -142,6 +136,120 @@ def _detected(delivery: Delivery) -> datetime:
     if created.tzinfo is None:
         created = created.replace(tzinfo=timezone.utc)
     return created.astimezone(timezone.utc).replace(microsecond=0)
+
+
+# --------------------------------------------------------------------------
+# Headers, written as given
+# --------------------------------------------------------------------------
+
+_EW_BYTES = 45  # base64 of 45 bytes is 60 characters: an encoded word within RFC 2047's 75
+_PLAIN_MAX = 60  # a longer word is encoded, so that the header can be folded
+_ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
+
+
+class _Header(str):
+    """A header the email package writes as given, not through its header factory.
+
+    The factory reads RFC 2047 encoded words in the string it is handed and
+    writes out what they decode to, CR LF included: a title holding
+    ``=?utf-8?q?=0D=0AX-Injected=3A_yes?=`` became a header of its own. To
+    EmailPolicy a value with a ``name`` is a header object, folded by its ``fold``.
+    """
+
+    name: str
+    words: tuple[str, ...]
+
+    def __new__(cls, name: str, value: str, words: Sequence[str]) -> _Header:
+        header = super().__new__(cls, value)
+        header.name = name
+        header.words = tuple(words)
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        """``Name: words``, a line broken between words where it would pass the policy's width."""
+        width = policy.max_line_length or 998
+        lines = [f"{self.name}:"]
+        for i, word in enumerate(self.words):
+            if i and len(lines[-1]) + 1 + len(word) > width:
+                lines.append("")
+            lines[-1] += " " + word
+        return policy.linesep.join(lines) + policy.linesep
+
+
+def _encoded_words(text: str) -> list[str]:
+    """``text`` as RFC 2047 encoded words (UTF-8, base64), cut between characters."""
+    words: list[str] = []
+    chunk = b""
+    for ch in text:
+        data = ch.encode("utf-8", "replace")
+        if len(chunk) + len(data) > _EW_BYTES:
+            words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
+            chunk = b""
+        chunk += data
+    if chunk:
+        words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
+    return words
+
+
+def _plain_text(word: str) -> bool:
+    """A word a reader takes as written: printable ASCII, short, and no ``=?`` that
+    could start an encoded word."""
+    return word.isascii() and word.isprintable() and "=?" not in word and len(word) <= _PLAIN_MAX
+
+
+def _plain_atom(word: str) -> bool:
+    return _plain_text(word) and all(ch in _ATEXT for ch in word)
+
+
+def _words(text: str, plain: Callable[[str], bool]) -> list[str]:
+    """``text``'s words, the plain ones as written and each run of others as encoded
+    words (which hold the spaces of the run: a reader drops those between encoded words)."""
+    out: list[str] = []
+    run: list[str] = []
+    for word in text.split():
+        if plain(word):
+            if run:
+                out += _encoded_words(" ".join(run))
+                run = []
+            out.append(word)
+        else:
+            run.append(word)
+    if run:
+        out += _encoded_words(" ".join(run))
+    return out
+
+
+def _phrase(name: str) -> list[str]:
+    """A display name as words: atoms as written, a printable ASCII name quoted, others encoded."""
+    if all(_plain_atom(word) for word in name.split()):
+        return name.split()
+    if _plain_text(name.replace(" ", "")) and len(name) <= _PLAIN_MAX:
+        return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
+    return _encoded_words(name)
+
+
+def _put_text(msg: EmailMessage, name: str, text: object, limit: int | None = None) -> None:
+    """Set header ``name`` to one line of (feed) text, taken literally."""
+    value = _header_text(text, limit)
+    msg[name] = _Header(name, value, _words(value, _plain_text))
+
+
+def _put_addresses(msg: EmailMessage, name: str, mailboxes: Sequence[object]) -> None:
+    """Set header ``name`` to config addresses: an international domain in punycode
+    (as the envelope has it), a display name taken literally."""
+    words: list[str] = []
+    shown: list[str] = []
+    for i, text in enumerate(mailboxes):
+        display, addr = parse_mailbox(str(text))
+        local, domain = address_parts(addr)  # Address quotes a local part itself, where it must
+        address = Address(_header_text(display), local, ascii_domain(domain))
+        comma = "," if i < len(mailboxes) - 1 else ""
+        if address.display_name:
+            words += [*_phrase(address.display_name), f"<{address.addr_spec}>{comma}"]
+        else:
+            words.append(address.addr_spec + comma)
+        shown.append(str(address))
+    msg[name] = _Header(name, ", ".join(shown), words)
 
 
 # --------------------------------------------------------------------------
@@ -446,8 +554,8 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
 
     Pure and deterministic: the same deliveries and config give the same bytes.
     Headers take From/To from ``cfg`` only; feed text in headers is reduced to
-    one line of printable characters (the email package folds and RFC 2047
-    encodes it).
+    one line of printable characters and written by ``_Header``, which encodes
+    what a reader could misread (non-ASCII, ``=?``) as RFC 2047 encoded words.
     """
     if not deliveries:
         raise ValueError(f"email sink {cfg.name!r}: build_message needs at least one delivery")
@@ -467,9 +575,9 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
         token = "digest-" + hashlib.sha256(ids.encode("utf-8", "surrogatepass")).hexdigest()[:40]
         seed = token
 
-    msg["Subject"] = _header_text(subject)
-    msg["From"] = _mailbox_header(opts.get("from_", ""))
-    msg["To"] = [_mailbox_header(a) for a in opts.get("to", ())]
+    _put_text(msg, "Subject", subject)
+    _put_addresses(msg, "From", [opts.get("from_", "")])
+    _put_addresses(msg, "To", list(opts.get("to", ())))
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = f"<{token}@feedwatch>"
     if len(deliveries) == 1:
@@ -482,10 +590,10 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
         msg["List-ID"] = f"<{_list_label(feeds[0])}.feedwatch>"
     else:
         msg["List-ID"] = "<digest.feedwatch>"
-    msg["X-Feedwatch-Feed"] = _header_text(", ".join(feeds), 900)
+    _put_text(msg, "X-Feedwatch-Feed", ", ".join(feeds), 900)
     if len(deliveries) == 1:
-        msg["X-Feedwatch-Alert-Id"] = _header_text(deliveries[0].alert_id, 200)
-        msg["X-Feedwatch-Kind"] = _header_text(_kind(deliveries[0]), 20)
+        _put_text(msg, "X-Feedwatch-Alert-Id", deliveries[0].alert_id, 200)
+        _put_text(msg, "X-Feedwatch-Kind", _kind(deliveries[0]), 20)
     else:
         msg["X-Feedwatch-Kind"] = "digest"
         msg["X-Feedwatch-Alert-Count"] = str(len(deliveries))
