@@ -9,7 +9,8 @@ stopped at teardown.
 Modes: ``security`` "none" (plain), "starttls" (STARTTLS required) or "tls"
 (implicit TLS); ``auth`` requires AUTH LOGIN/PLAIN as ``USER``/``PASSWORD``;
 ``rcpt_reply`` / ``data_reply`` (e.g. "451 4.3.0 try later", "550 5.1.1 no")
-make the server refuse RCPT TO or DATA with that reply.
+make the server refuse RCPT TO or DATA with that reply; ``eightbitmime=False``
+leaves 8BITMIME out of its EHLO reply.
 """
 
 from __future__ import annotations
@@ -44,7 +45,16 @@ class Collector:
 
     rcpt_reply: str | None = None
     data_reply: str | None = None
+    eightbitmime: bool = True
     messages: list[Received] = field(default_factory=list)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # this hook's duty, in aiosmtpd's new-style EHLO hook
+        if self.eightbitmime:
+            return responses
+        return [r for r in responses if r[4:].upper() != "8BITMIME"]
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -167,8 +177,9 @@ def smtp_server(
         auth: bool = False,
         rcpt_reply: str | None = None,
         data_reply: str | None = None,
+        eightbitmime: bool = True,
     ) -> SMTPServer:
-        handler = Collector(rcpt_reply=rcpt_reply, data_reply=data_reply)
+        handler = Collector(rcpt_reply=rcpt_reply, data_reply=data_reply, eightbitmime=eightbitmime)
         kwargs: dict[str, Any] = {}
         client_context: ssl.SSLContext | None = None
         if security in ("starttls", "tls"):

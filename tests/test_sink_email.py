@@ -428,6 +428,23 @@ def test_an_international_domain_is_sent_in_punycode(
     header_block(got.data).decode("ascii")
 
 
+def test_a_server_without_8bitmime_gets_7bit_data(smtp_server: Callable[..., SMTPServer]) -> None:
+    """The text and HTML parts went out as raw UTF-8 (Content-Transfer-Encoding: 8bit)
+    to a server whose EHLO did not offer 8BITMIME (RFC 6152)."""
+    server = smtp_server("none", eightbitmime=False)
+    p = payload(title="Удар по Днепру")
+    p["entry"]["summary"] = "Zoë’s café — “quoted”"
+    assert send(EmailSink(cfg(server.port)), [delivery(p)]).ok
+    (got,) = server.messages
+    assert max(got.data) < 0x80
+    assert b"8bit" not in got.data.lower()
+    body = parts(parse(got.data))
+    text = body["text/plain"].replace("\r\n", "\n")
+    assert text.startswith("Удар по Днепру\n")
+    assert "\nSummary:\nZoë’s café — “quoted”\n" in text
+    assert "<h3>Summary</h3><p>Zoë’s café — “quoted”</p>" in body["text/html"]
+
+
 def test_starttls_with_auth(smtp_server: Callable[..., SMTPServer]) -> None:
     server = smtp_server("starttls", auth=True)
     sink = EmailSink(

@@ -49,6 +49,9 @@ SUBJECT_PREFIX = "[feedwatch]"
 MAX_SUBJECT_TEXT = 200  # characters of feed text in a subject; the rest becomes "…"
 MAX_DIGEST_SUBJECT = 120
 NOTICE_KINDS = ("flood", "stale", "recovered")
+# 7-bit: a part is 7bit, quoted-printable or base64, never raw 8-bit bytes, which a
+# server that does not offer 8BITMIME (RFC 6152) may refuse or mangle
+SMTP_7BIT = policy.SMTP.clone(cte_type="7bit")
 _ID_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -560,7 +563,7 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
     if not deliveries:
         raise ValueError(f"email sink {cfg.name!r}: build_message needs at least one delivery")
     opts = cfg.options
-    msg = EmailMessage(policy=policy.SMTP)
+    msg = EmailMessage(policy=SMTP_7BIT)
     feeds = list(dict.fromkeys(_feed_name(d) for d in deliveries))
     if len(deliveries) == 1:
         d = deliveries[0]
@@ -682,7 +685,7 @@ class EmailSink:
             return SendResult.success()
         ids = [d.alert_id for d in deliveries]
         try:
-            data = build_message(deliveries, self.cfg).as_bytes(policy=policy.SMTP)
+            data = build_message(deliveries, self.cfg).as_bytes(policy=SMTP_7BIT)
         except Exception as exc:  # a message we cannot render will not render on retry either
             result = SendResult.dead(self._err(f"cannot build the message: {type(exc).__name__}"))
             log.error("email.failed", sink=self.name, alerts=len(ids), error=result.error)
