@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -103,6 +104,23 @@ def test_jsonl_file_without_final_newline_gets_one(tmp_path: Path) -> None:
     lines = path.read_bytes().split(b"\n")
     assert lines[0] == b'{"cut": "off by a cra' and json.loads(lines[1]) == payload
     assert lines[2:] == [b""]
+
+
+def test_jsonl_to_a_fifo_or_device_is_delivered_once(tmp_path: Path) -> None:
+    """fsync refuses a pipe or a device (EINVAL) after the line went through: that is
+    not a failure, or every retry would write the alert again."""
+    fifo = tmp_path / "alerts.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        payload = make_payload()
+        result = _send(_jsonl(str(fifo)), [make_delivery(payload)])
+        assert result.ok, result.error
+        assert os.read(reader, 65536) == formats.payload_json(payload) + b"\n"
+    finally:
+        os.close(reader)
+    result = _send(_jsonl(os.devnull), [make_delivery(make_payload())])
+    assert result.ok, result.error
 
 
 def test_jsonl_dash_writes_to_given_stream() -> None:

@@ -1,6 +1,7 @@
 """The jsonl sink: one SPEC section 5 payload per line, appended to a file or stdout.
 
-Each send is one ``write`` on an ``O_APPEND`` descriptor followed by ``fsync``,
+Each send is one ``write`` on an ``O_APPEND`` descriptor followed by ``fsync``
+(on a regular file: a pipe or a device has no disk to sync, and refuses),
 so lines from concurrent writers never interleave and a delivered alert is on
 disk before it is marked delivered. A send that fails part-way (a full disk, a
 file-size limit) is cut back off the file under an exclusive ``flock``, so its
@@ -102,7 +103,8 @@ class JsonlSink:
 
     def _write_whole(self, fd: int, data: bytes) -> None:
         """Lock, end the file's last line, write, sync; what a failed write left is cut
-        back off (and the OSError raised)."""
+        back off (and the OSError raised). A pipe or a device is not synced: fsync
+        fails there (EINVAL) after the line went through."""
         with contextlib.suppress(OSError):  # a file system without locks: append without
             fcntl.flock(fd, fcntl.LOCK_EX)  # other feedwatch writers; let go by close
         st = os.fstat(fd)
@@ -113,7 +115,8 @@ class JsonlSink:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if size is not None:
+                os.fsync(fd)
         except OSError:
             if size is not None:
                 with contextlib.suppress(OSError):
