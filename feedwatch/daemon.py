@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
@@ -90,10 +91,20 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     return code
 
 
+class _UnjoinedExecutor(ThreadPoolExecutor):
+    """The loop's default executor (a jsonl sink's writes). asyncio.run joins its
+    threads at the end with no limit (Python 3.11): one stuck in a write to a pipe
+    nobody empties would keep the daemon alive after ``daemon.stopped``. Its shutdown
+    waits for nothing; ``_exit_past_stuck_threads`` bounds the wait instead."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=False, cancel_futures=cancel_futures)
+
+
 def _exit_past_stuck_threads(code: int) -> None:
-    """The state is closed and the lock let go: a thread still busy (a parse that
-    outlived ``shutdown_timeout``; a thread cannot be cancelled) must not keep the
-    process from ending, as the interpreter's exit would wait for it."""
+    """The state is closed and the lock let go: a thread still busy (a parse or a
+    sink's write that outlived ``shutdown_timeout``; a thread cannot be cancelled)
+    must not keep the process from ending, as the interpreter's exit would wait for it."""
     for t in threading.enumerate():
         if t is threading.current_thread() or t.daemon:
             continue
@@ -142,6 +153,7 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_default_executor(_UnjoinedExecutor(thread_name_prefix="feedwatch-io"))
         cfg = self.config
         if not is_postgres_url(cfg.state):
             self._lock = acquire_lock(cfg.state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -719,3 +720,59 @@ def test_a_thread_still_busy_at_the_end_does_not_keep_the_daemon_alive():
     assert r.returncode == 0 and "returned" not in r.stdout
     assert time.monotonic() - started < 10
     assert "daemon.thread_abandoned" in r.stdout + r.stderr
+
+
+def _full_fifo(path: Path) -> int:
+    """A FIFO at ``path`` whose reader (the descriptor returned) reads nothing: full."""
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(writer, b"x" * 65536)
+    os.close(writer)
+    return reader
+
+
+def _writing_to_a_pipe(pid: int) -> bool:
+    """Some thread of ``pid`` waits in a pipe write (Linux: its wchan; "pipe_wait" on
+    kernels before 5.6)."""
+    tasks = Path(f"/proc/{pid}/task")
+    wchans = []
+    for task in tasks.iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            wchans.append((task / "wchan").read_text())
+    return any("pipe_write" in w or w == "pipe_wait" for w in wchans)
+
+
+def test_sigterm_while_a_jsonl_write_waits_for_its_reader_exits_in_time(
+    tmp_path, feed_server, start_daemon
+):
+    """A jsonl sink writing to a FIFO whose reader reads nothing: the write waits in a
+    thread, and asyncio.run joined that thread with no limit, so the daemon never
+    ended after 'daemon.stopped'. Now it ends; the alert stays pending and the next
+    run delivers it, once."""
+    fifo = tmp_path / "alerts.fifo"
+    reader = _full_fifo(fifo)
+    try:
+        cfg = first_and_second(tmp_path, feed_server)
+        text = cfg.read_text().replace('"5s"', '"1s"').replace("alerts.jsonl", "alerts.fifo")
+        cfg.write_text(text)
+        d = start_daemon(cfg)
+        wait_for(lambda: _writing_to_a_pipe(d.proc.pid), what="the write waiting for the reader")
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 4  # shutdown_timeout 1 s, then 1 s for threads
+        assert d.has("daemon.thread_abandoned")
+        held = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(reader, 65536):
+                held += chunk
+        assert held.strip(b"x") == b""  # the filler only: no alert line got through
+        r = run_feedwatch("-c", str(cfg), "check", timeout=30)
+        assert r.returncode == 0, r.stderr
+        lines = os.read(reader, 65536).decode().splitlines()
+        assert [json.loads(x)["entry"]["title"] for x in lines] == ["First", "Second"]
+    finally:
+        os.close(reader)

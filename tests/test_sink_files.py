@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,6 +122,25 @@ def test_jsonl_to_a_fifo_or_device_is_delivered_once(tmp_path: Path) -> None:
         os.close(reader)
     result = _send(_jsonl(os.devnull), [make_delivery(make_payload())])
     assert result.ok, result.error
+
+
+def test_jsonl_to_a_fifo_nobody_reads_fails_at_once_naming_it(tmp_path: Path) -> None:
+    """open() of a FIFO for writing waits for a reader: `check` hung on it for ever."""
+    fifo = tmp_path / "alerts.fifo"
+    os.mkfifo(fifo)
+    results: list[SendResult] = []
+    sending = threading.Thread(
+        target=lambda: results.append(_send(_jsonl(str(fifo)), [make_delivery(make_payload())]))
+    )
+    sending.start()
+    sending.join(5)
+    if sending.is_alive():  # the old code: let its open() have its reader, then fail
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        sending.join(5)
+        pytest.fail("the send waited for a reader of the FIFO")
+    [result] = results
+    assert not result.ok and not result.permanent
+    assert result.error == f"sink log: cannot open {fifo}: no process has the FIFO open for reading"
 
 
 def test_jsonl_dash_writes_to_given_stream() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -39,6 +40,13 @@ def missing_directory(path: str) -> str | None:
     """The directory ``path`` would be in, when it does not exist."""
     directory = os.path.dirname(os.path.abspath(path))
     return None if os.path.isdir(directory) else directory
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 class JsonlSink:
@@ -84,14 +92,15 @@ class JsonlSink:
             return SendResult.transient(
                 self._err(f"cannot write to {self._path}: directory {directory} does not exist")
             )
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        # O_NONBLOCK: a FIFO nobody reads refuses at once (ENXIO) instead of holding the
+        # open (and `check`, and the daemon's stop) until a reader comes
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(self._path, flags, 0o640)
         except OSError as exc:
-            return SendResult.transient(
-                self._err(f"cannot open {self._path}: {exc.strerror or exc}")
-            )
+            return SendResult.transient(self._err(self._open_error(exc)))
         try:
+            os.set_blocking(fd, True)  # the write waits for a slow reader, as on stdout
             self._write_whole(fd, data)
         except OSError as exc:
             return SendResult.transient(
@@ -100,6 +109,11 @@ class JsonlSink:
         finally:
             os.close(fd)
         return SendResult.success()
+
+    def _open_error(self, exc: OSError) -> str:
+        if exc.errno == errno.ENXIO and _is_fifo(self._path):
+            return f"cannot open {self._path}: no process has the FIFO open for reading"
+        return f"cannot open {self._path}: {exc.strerror or exc}"
 
     def _write_whole(self, fd: int, data: bytes) -> None:
         """Lock, end the file's last line, write, sync; what a failed write left is cut
