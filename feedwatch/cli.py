@@ -299,6 +299,7 @@ def _check_with(
     tls_ready: Callable[[], None] | None,
 ) -> int:
     """`check` itself; ``tls_ready`` waits for the CA load, None: no feed needs TLS."""
+    from feedwatch.present import show
     from feedwatch.store.lock import acquire_lock
 
     sink = _stdout_sink(config)
@@ -363,7 +364,7 @@ def _check_with(
             report = asyncio.run(_deliver(config, store, out))
             delivery_ok = report.ok
             for failure in report.failures:
-                print(f"delivery failed {failure}", file=sys.stderr)
+                print(f"delivery failed {show(failure)}", file=sys.stderr)
             summary = (
                 f"{len(reports)} feeds polled ({sum(r.result != 'error' for r in reports)} ok, "
                 f"{sum(r.result == 'error' for r in reports)} failed), "

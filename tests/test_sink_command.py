@@ -17,6 +17,9 @@ from feedwatch.model import SinkConfig
 from feedwatch.sinks import formats
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.command import CommandSink
+from feedwatch.testing import entry, rss
+from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
+from tests.helpers import run_feedwatch
 from tests.receivers import make_delivery, make_payload
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
@@ -116,6 +119,46 @@ def test_nonzero_exit_is_transient_with_stderr(tmp_path: Path) -> None:
     assert "script" in (result.error or "")
     assert "exited 1" in (result.error or "")
     assert "something broke: disk full" in (result.error or "")
+
+
+ESCAPER = """
+import sys
+sys.stdin.read()
+sys.stderr.write("bad \\x1b]0;pwned-title\\x07 \\x1b[2J cleared \\r overwritten\\n")
+sys.exit(1)
+"""
+
+
+def test_terminal_escapes_in_stderr_reach_neither_the_error_nor_checks_stderr(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """The stored error and `check`'s 'delivery failed' line carried the program's ESC,
+    BEL and CR: a terminal's title set, its screen cleared."""
+    script = _script(tmp_path, "escape.py", ESCAPER)
+    result = _send(_sink([sys.executable, script]), make_payload())
+    error = result.error or ""
+    assert error.startswith("sink script: command exited 1: bad ") and error.isprintable()
+    assert error.endswith(" [2J cleared | overwritten")
+    feed_server.set("/f", rss([entry(1, title="One")]))
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        f"""
+[feedwatch]
+state = "{tmp_path}/state.db"
+first_poll = "alert"
+[sinks.script]
+type = "command"
+argv = [{json.dumps(sys.executable)}, "{script}"]
+[[feeds]]
+name = "f"
+url = "{feed_server.url("/f")}"
+"""
+    )
+    r = run_feedwatch("-c", str(cfg), "check", timeout=30)
+    assert r.returncode == 1
+    [failed] = [line for line in r.stderr.splitlines() if line.startswith("delivery failed")]
+    assert failed == f"delivery failed script: {error}"
+    assert not any(c in r.stderr for c in "\x1b\x07\r")
 
 
 def test_stderr_in_error_is_capped(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from feedwatch.model import SinkConfig
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.formats import payload_json
 from feedwatch.store.base import Delivery
+from feedwatch.text import printable
 
 log = structlog.get_logger("feedwatch.sinks.command")
 
@@ -47,7 +48,10 @@ class _Tail:
 
 
 def _last_lines(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    """The output's last lines on one line, without its control characters: it reaches
+    the state, the log and `check`'s stderr (a terminal's title, a cleared screen)."""
+    lines = [printable(line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
     tail = " | ".join(lines[-ERROR_LINES:])
     return tail if len(tail) <= ERROR_CHARS else "…" + tail[-(ERROR_CHARS - 1) :]
 
