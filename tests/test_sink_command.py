@@ -192,6 +192,22 @@ def test_missing_program_is_dead(tmp_path: Path) -> None:
     assert result.permanent
 
 
+def test_a_script_whose_interpreter_is_missing_is_dead_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was 'no such program', of a program that is there."""
+    path = tmp_path / "on-alert"
+    path.write_text("#!/nonexistent/interp -x\nexit 0\n")
+    path.chmod(0o755)
+    want = "its interpreter '/nonexistent/interp' (its #! line) was not found"
+    result = _send(_sink([str(path)]), make_payload())
+    assert result.permanent
+    assert result.error == f"sink script: cannot start {str(path)!r}: {want}"
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = _send(_sink(["on-alert"]), make_payload())
+    assert result.permanent and result.error == f"sink script: cannot start 'on-alert': {want}"
+
+
 def test_not_executable_is_dead(tmp_path: Path) -> None:
     path = tmp_path / "plain.sh"
     path.write_text("#!/bin/sh\nexit 0\n")

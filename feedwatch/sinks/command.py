@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import shutil
 import signal
 from collections.abc import Sequence
 
@@ -54,6 +55,29 @@ def _last_lines(text: str) -> str:
     lines = [line for line in lines if line]
     tail = " | ".join(lines[-ERROR_LINES:])
     return tail if len(tail) <= ERROR_CHARS else "…" + tail[-(ERROR_CHARS - 1) :]
+
+
+def _not_found(program: str) -> str:
+    """What was not found: ENOENT also means a program that exists but whose #! line
+    names an interpreter that does not (or an ELF whose loader is missing)."""
+    path = program if "/" in program else shutil.which(program)
+    if path is None or not os.path.isfile(path):
+        return "no such program"
+    interpreter = _shebang(path)
+    if interpreter is None:
+        return "it exists, but its interpreter (or loader) was not found"
+    return f"its interpreter {interpreter!r} (its #! line) was not found"
+
+
+def _shebang(path: str) -> str | None:
+    """The program a script's ``#!`` line names, if it has one."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1024)
+    except OSError:
+        return None
+    words = first[2:].split() if first.startswith(b"#!") else []
+    return words[0].decode("utf-8", "replace") if words else None
 
 
 async def _drain(stream: asyncio.StreamReader | None, tail: _Tail) -> None:
@@ -124,7 +148,7 @@ class CommandSink:
                 start_new_session=True,  # its own process group: a timeout kills its children too
             )
         except FileNotFoundError:
-            return SendResult.dead(self._err(f"cannot start {program!r}: no such program"))
+            return SendResult.dead(self._err(f"cannot start {program!r}: {_not_found(program)}"))
         except PermissionError:
             return SendResult.dead(self._err(f"cannot start {program!r}: not executable"))
         except OSError as exc:
