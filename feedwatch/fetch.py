@@ -41,7 +41,6 @@ import base64
 import contextlib
 import errno
 import ipaddress
-import math
 import os
 import re
 import socket
@@ -52,7 +51,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Protocol
@@ -64,13 +62,13 @@ import structlog
 from feedwatch import DEFAULT_USER_AGENT, proxyenv
 from feedwatch.config import ConfigError, Problem
 from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
+from feedwatch.pacing import parse_retry_after
 from feedwatch.transport import AiohttpTransport
 
 log = structlog.get_logger("feedwatch.fetch")
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 PERMANENT_REDIRECT_STATUSES = frozenset({301, 308})
-MAX_RETRY_AFTER = 24 * 3600.0
 ACCEPT = (
     "application/atom+xml, application/rss+xml, application/rdf+xml, application/feed+json, "
     "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
@@ -734,30 +732,6 @@ def _basic_auth(username: str, password: str) -> str:
     """The Authorization value httpx's client makes from a URL's user-info."""
     raw = f"{username}:{password}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After value (delta seconds or an HTTP date), capped at 24 h.
-
-    None when absent or nonsense; a date in the past gives 0.
-    """
-    if value is None:
-        return None
-    v = value.strip()
-    if not v:
-        return None
-    if v.isascii() and v.isdigit():
-        return min(float(int(v)), MAX_RETRY_AFTER)
-    try:
-        when = parsedate_to_datetime(v)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    seconds = math.ceil((when - now).total_seconds())
-    return min(float(max(seconds, 0)), MAX_RETRY_AFTER)
 
 
 def redact_url(url: str) -> str:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 from feedwatch.model import FeedSettings
 
@@ -41,6 +42,30 @@ def _retry_after(value: float | None) -> float:
     if value is None or not math.isfinite(value) or value <= 0:
         return 0.0
     return min(float(value), MAX_RETRY_AFTER)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After value (delta seconds or an HTTP date), capped at 24 h.
+
+    None when absent or nonsense; a date in the past gives 0.
+    """
+    if value is None:
+        return None
+    v = value.strip()
+    if not v:
+        return None
+    if v.isascii() and v.isdigit():
+        return min(float(int(v)), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(v)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    seconds = math.ceil((when - now).total_seconds())
+    return min(float(max(seconds, 0)), MAX_RETRY_AFTER)
 
 
 def _jittered(base: float, amount: float, rng: random.Random) -> float:

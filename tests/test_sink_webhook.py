@@ -159,6 +159,16 @@ def test_retry_after_http_date(webhook_receiver: Receiver) -> None:
     assert result.retry_after is not None and 590 <= result.retry_after <= 601
 
 
+def test_retry_after_date_whose_numbers_overflow_is_ignored(webhook_receiver: Receiver) -> None:
+    """OverflowError escaped the sink: 'internal error in sink' and a traceback."""
+    webhook_receiver.script(
+        status=503, retry_after="Mon, 01 Jan 2024 99999999999999999999:00:00 GMT"
+    )
+    result = _send(_sink(webhook_receiver), make_payload())
+    assert not result.ok and not result.permanent and result.retry_after is None
+    assert result.error == "sink hook: webhook answered HTTP 503 Service Unavailable: ok"
+
+
 def test_parse_retry_after() -> None:
     now = datetime(2024, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
     assert parse_retry_after("30", now) == 30
@@ -166,6 +176,7 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Fri, 22 Nov 2024 11:00:00 GMT", now) == 0
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
+    assert parse_retry_after("\u00b2", now) is None  # a digit to isdigit(), not to float()
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 413, 422])

@@ -15,7 +15,6 @@ import hmac
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -24,6 +23,7 @@ import structlog
 from feedwatch import __version__, proxyenv
 from feedwatch.config import HEADER_NAME, HEADER_VALUE_BAD
 from feedwatch.model import Secret, SinkConfig
+from feedwatch.pacing import parse_retry_after
 from feedwatch.redact import url_secrets
 from feedwatch.sinks import formats
 from feedwatch.sinks.base import SendResult
@@ -45,25 +45,6 @@ class _BadHeader(Exception):
 
 def _reveal(value: object) -> str:
     return value.reveal() if isinstance(value, Secret) else str(value)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds to wait: delta-seconds or an HTTP date; None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())
 
 
 def render(fmt: str, payloads: Sequence[formats.Payload]) -> tuple[bytes, str, dict[str, str]]:
@@ -247,7 +228,8 @@ class WebhookSink:
         detail = self._answer_text(answer)
         if status in (408, 429) or status >= 500:
             return SendResult.transient(
-                self._err(f"webhook answered {what}{detail}"), parse_retry_after(retry_after)
+                self._err(f"webhook answered {what}{detail}"),
+                parse_retry_after(retry_after, datetime.now(timezone.utc)),
             )
         if 400 <= status < 500:
             return SendResult.dead(self._err(f"webhook refused the alert: {what}{detail}"))
