@@ -279,14 +279,23 @@ def test_read_only_state_directory(setup: Setup, immutable: Callable[[Path], Non
     assert_refused(s, "cannot be written", "on directory", commands=("check", "run"))
 
 
-def test_state_directory_cannot_be_created(tmp_path: Path, feed_server: FeedServer) -> None:
+@pytest.mark.parametrize("depth", ["directory", "its parent"])
+def test_state_directory_cannot_be_created(
+    tmp_path: Path, feed_server: FeedServer, depth: str
+) -> None:
+    """The message names the file in the way (mkdir's 'File exists' read as if the lock
+    file were the trouble)."""
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the state directory should be")
-    s = Setup(tmp_path, feed_server, state_dir=blocker / "state")
+    state_dir = blocker if depth == "directory" else blocker / "state"
+    s = Setup(tmp_path, feed_server, state_dir=state_dir)
     for cmd in ("check", "run"):
         r = s.run(cmd)
         assert r.returncode == 1, r.stderr
-        assert str(s.state) in r.stderr and "Not a directory" in r.stderr, r.stderr
+        message = r.stderr.strip().splitlines()[-1]
+        assert str(s.state) in message, message
+        assert f"cannot create the state's directory {state_dir}" in message, message
+        assert f"{blocker} is a file, not a directory" in message, message
     r = s.run("status")
     assert r.returncode == 0  # nothing to read yet: every feed is `new`
     assert blocker.read_text() == "a file where the state directory should be"

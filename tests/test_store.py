@@ -1044,6 +1044,20 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     assert sqlite_rows(path, "PRAGMA user_version") == [(99,)]
 
 
+@pytest.mark.parametrize("depth", [0, 1])
+def test_a_file_where_the_state_directory_should_be_is_named(tmp_path: Path, depth: int) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    path = blocker / "sub" / "state.db" if depth else blocker / "state.db"
+    with pytest.raises(StateError) as info:
+        SqliteStore(path)
+    msg = str(info.value)
+    assert str(path) in msg and f"{blocker} is a file, not a directory" in msg
+    with pytest.raises(StateError, match="is a file, not a directory"):
+        acquire_lock(path)
+    assert blocker.read_text() == "x"
+
+
 def test_foreign_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     conn = sqlite3.connect(path)

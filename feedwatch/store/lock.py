@@ -66,6 +66,22 @@ def lock_path(state_path: str | Path) -> Path:
     return Path(os.path.realpath(os.path.expanduser(str(state_path))) + ".lock")
 
 
+def make_state_directory(directory: Path, state: str) -> None:
+    """Create the state's directory (and its parents). A file in the way is named: mkdir's
+    own words ('File exists', 'Not a directory') read as if the lock or state file were
+    the trouble."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            reason = f"{existing} is a file, not a directory"
+        raise StateError(
+            f"cannot create the state's directory {directory} for state {state}: {reason}"
+        ) from exc
+
+
 def acquire_lock(state_path: str | Path) -> LockHandle:
     """Take the state's lock without waiting, or raise ``StateLocked`` naming the holder's pid."""
     state = str(state_path)
@@ -75,8 +91,8 @@ def acquire_lock(state_path: str | Path) -> LockHandle:
             " through leases in the database; a file lock is only for SQLite"
         )
     path = lock_path(state)
+    make_state_directory(path.parent, state)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StateError(

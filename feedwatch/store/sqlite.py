@@ -40,6 +40,7 @@ from feedwatch.store.base import (
     PollCommit,
     StateError,
 )
+from feedwatch.store.lock import make_state_directory
 from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, link_key
 from feedwatch.store.seen import seen_step, touch_cut
 
@@ -246,8 +247,8 @@ class SqliteStore(SharedWrites):
         if not file.exists():
             if not create:
                 raise StateError(f"state file {self.path} does not exist")
+            make_state_directory(file.parent, self.path)
             try:
-                file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             except OSError as exc:
                 raise StateError(
