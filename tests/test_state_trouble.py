@@ -142,7 +142,7 @@ def _page_size(path: Path) -> int:
     return int(sql(path, "PRAGMA page_size")[0][0])
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "bad-page", "zeroed-header"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "emptied", "bad-page", "zeroed-header"])
 def test_corrupt_state_is_refused_and_left_alone(setup: Setup, damage: str) -> None:
     s = setup
     path = s.state
@@ -153,6 +153,8 @@ def test_corrupt_state_is_refused_and_left_alone(setup: Setup, damage: str) -> N
         path.write_bytes(os.urandom(len(data)))
     elif damage == "truncated":
         path.write_bytes(data[: len(data) // 2 + 100])
+    elif damage == "emptied":  # 0 bytes: it was taken as a new state, silently
+        path.write_bytes(b"")
     elif damage == "bad-page":  # a b-tree page in the middle scribbled over
         path.write_bytes(data[: 2 * size] + os.urandom(size) + data[3 * size :])
     else:

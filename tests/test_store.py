@@ -1186,7 +1186,7 @@ def _downgrade_to_2(path: Path) -> None:
         conn.close()
 
 
-@pytest.mark.parametrize("cut", ["garbage", "header", "half", "last-page"])
+@pytest.mark.parametrize("cut", ["garbage", "header", "half", "last-page", "empty"])
 def test_corrupt_or_truncated_file_is_refused_and_left_alone(tmp_path: Path, cut: str) -> None:
     path = tmp_path / "state.db"
     _filled(path)
@@ -1196,6 +1196,7 @@ def test_corrupt_or_truncated_file_is_refused_and_left_alone(tmp_path: Path, cut
         "header": data[:60],
         "half": data[: len(data) // 2],
         "last-page": data[:-4096],
+        "empty": b"",
     }[cut]
     path.write_bytes(bad)
     with pytest.raises(StateError) as info:
@@ -1204,6 +1205,40 @@ def test_corrupt_or_truncated_file_is_refused_and_left_alone(tmp_path: Path, cut
     assert str(path) in msg and "corrupt" in msg
     assert "backup" in msg and "move it aside" in msg and "never resets" in msg
     assert path.read_bytes() == bad
+
+
+def test_an_empty_state_file_is_refused_whatever_opens_it(tmp_path: Path) -> None:
+    """status, explain and the like open without ``create``: an emptied state is not
+    "no state yet" to them either, and its -wal is left for whoever restores it."""
+    path = tmp_path / "state.db"
+    _filled(path)
+    path.write_bytes(b"")
+    wal = tmp_path / "state.db-wal"
+    wal.write_bytes(b"what SQLite would delete")
+    for create in (True, False):
+        with pytest.raises(StateError, match="corrupt .the file is empty"):
+            open_store(str(path), create=create)
+    assert path.read_bytes() == b"" and wal.read_bytes() == b"what SQLite would delete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db", "state.db-wal"]
+
+
+class _BrokenSchema(SqliteStore):
+    MIGRATIONS = (*SqliteStore.MIGRATIONS, ("CREATE TABLE feeds (name TEXT)",))
+
+
+def test_a_new_state_is_whole_or_absent(tmp_path: Path) -> None:
+    """A new file is built under another name: a failure (or a crash) part way leaves no
+    state file, so the next start creates one instead of refusing an empty one."""
+    path = tmp_path / "state" / "state.db"
+    with pytest.raises(StateError, match="already exists"):
+        _BrokenSchema(path)
+    assert list(path.parent.iterdir()) == []
+    with SqliteStore(path) as s:
+        assert s.feeds() == {}
+    assert sqlite_rows(path, "PRAGMA user_version") == [(len(SqliteStore.MIGRATIONS),)]
+    assert sqlite_rows(path, "PRAGMA journal_mode") == [("wal",)]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["state.db"]
 
 
 def test_disk_full_is_a_state_error_and_writes_nothing(tmp_path: Path) -> None:

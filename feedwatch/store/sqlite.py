@@ -11,7 +11,9 @@ datetime comes back exactly as it went in, always as an aware UTC datetime.
 
 The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS`` is the
 ordered list of forward steps (index 0 builds version 1). Before migrating an
-existing file, a copy is written to ``<file>.bak-v<old>``. A file from a newer
+existing file, a copy is written to ``<file>.bak-v<old>``. A new file is built under a
+temporary name and linked into place once its schema is written, so an empty state
+file is a truncated one, never a new one. A file from a newer
 feedwatch, a corrupt file or someone else's database is refused with a
 message that says what to do: feedwatch never resets state by itself.
 """
@@ -22,6 +24,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import tempfile
 import threading
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -248,14 +251,13 @@ class SqliteStore(SharedWrites):
             if not create:
                 raise StateError(f"state file {self.path} does not exist")
             make_state_directory(file.parent, self.path)
-            try:
-                os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            except OSError as exc:
-                raise StateError(
-                    f"cannot create state file {self.path}: {exc.strerror or exc}"
-                ) from exc
+            self._create()
         elif file.is_dir():
             raise StateError(f"state path {self.path} is a directory, not a state file")
+        elif file.stat().st_size == 0:
+            # feedwatch never leaves an empty state (``_create``): this one was cut short.
+            # Refused before SQLite sees it, which would take it as new (and drop a -wal).
+            raise self._corrupt("the file is empty: truncated to 0 bytes")
         elif create:
             # Fail at start, not at the first poll. Without ``create`` (``status``)
             # reading a file we may not write is fine.
@@ -279,6 +281,64 @@ class SqliteStore(SharedWrites):
             raise
 
     # -- opening ---------------------------------------------------------------
+
+    def _create(self) -> None:
+        """A new state is built under a temporary name and linked into place with its
+        schema written: so a crash never leaves an empty state file, and an empty one is
+        a truncated state (refused), not a new one."""
+        directory, name = os.path.split(os.path.abspath(self.path))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".new", dir=directory)
+            os.close(fd)  # mode 0600, as the state's -wal and -shm will be
+        except OSError as exc:
+            raise StateError(
+                f"cannot create state file {self.path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            self._build(tmp)
+            self._install(tmp)
+        finally:
+            for leftover in (tmp, f"{tmp}-journal", f"{tmp}-wal", f"{tmp}-shm"):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+        log.info("state.created", path=self.path, version=len(self.MIGRATIONS))
+
+    def _build(self, tmp: str) -> None:
+        """Every schema step in one transaction, then WAL mode: the file is whole on disk."""
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.create_function("feedwatch_link_key", 1, link_key, deterministic=True)
+            conn.execute("BEGIN IMMEDIATE")
+            for step in self.MIGRATIONS:
+                for statement in step:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {len(self.MIGRATIONS)}")
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        finally:
+            conn.close()
+
+    def _install(self, tmp: str) -> None:
+        """Give the built file the state's name, never over a state made meanwhile."""
+        try:
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return  # another process made it first: that one is used
+            except OSError:
+                os.rename(tmp, self.path)  # a file system without hard links
+            fd = os.open(os.path.dirname(tmp), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with contextlib.suppress(OSError):  # not every file system syncs a directory
+                    os.fsync(fd)  # the new name survives a power cut
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create state file {self.path}: {exc.strerror or exc}"
+            ) from exc
 
     def _open(self) -> None:
         conn = self._conn
