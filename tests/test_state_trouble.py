@@ -393,3 +393,34 @@ def test_full_disk_under_the_daemon_recovers_when_space_returns(
     assert s.alerts() == [f"Story {i}" for i in (0, 1, 2, *range(10, 50))]
     assert d.stop() == 0
     assert sql(s.state, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_schema_upgrade_on_a_full_disk_leaves_no_backup_and_no_change(
+    tmp_path: Path, feed_server: FeedServer, tiny_disk: Path
+) -> None:
+    """A backup cut short by a full disk was left as an empty ``.bak-v*``: the copy the
+    corrupt-state message tells users to restore. It is written under another name and
+    renamed once whole, and the upgrade waits for it."""
+    s = Setup(tmp_path, feed_server, state_dir=tiny_disk / "state")
+    big_entries(s, 10, 30)  # a state of ~250 KB: its copy cannot fit in what is left
+    r = s.run("check")
+    assert r.returncode == 0, r.stderr
+    current = len(SqliteStore.MIGRATIONS)
+    before, alerts = s.files(), s.alerts()
+    filler = fill(tiny_disk)
+    os.truncate(filler, filler.stat().st_size - 64 * 1024)  # room to open it, no more
+    s.add_entry(5)
+    upgrade = [sys.executable, "-c", _NEXT_VERSION, "-c", str(s.cfg), "check"]
+    r = subprocess.run(upgrade, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr[-2000:]
+    message = r.stderr.strip().splitlines()[-1]
+    assert f"cannot write backup {s.state}.bak-v{current}" in message, message
+    assert s.files() == before  # no backup, whole or not, and the state as it was
+    assert s.alerts() == alerts
+    filler.unlink()
+    r = subprocess.run(upgrade, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert s.alerts()[-1] == "Story 5"
+    backup = s.state.with_name(f"state.db.bak-v{current}")
+    assert sql(backup, "PRAGMA user_version") == [(current,)]
+    assert sql(backup, "SELECT COUNT(*) FROM entries") == [(len(alerts),)]

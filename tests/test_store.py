@@ -1086,6 +1086,22 @@ def test_migration_writes_backup_first(tmp_path: Path) -> None:
         SqliteStore(path)  # the older code refuses the migrated file
 
 
+def test_a_failed_backup_leaves_nothing_and_migrates_nothing(tmp_path: Path) -> None:
+    """Where no tiny disk can be mounted (test_state_trouble has the full-disk case):
+    the backup's name is taken by a directory, so the copy cannot be put in place."""
+    path = tmp_path / "state.db"
+    _filled(path)
+    v1 = len(SqliteStore.MIGRATIONS)
+    (tmp_path / f"state.db.bak-v{v1}").mkdir()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(StateError) as info:
+        _StoreV2(path)
+    msg = str(info.value)
+    assert f"cannot write backup {path}.bak-v{v1}" in msg and "left as it was" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no copy under any name
+    assert sqlite_rows(path, "PRAGMA user_version") == [(v1,)]
+
+
 def test_migration_to_schema_3_fills_in_each_link_key(tmp_path: Path) -> None:
     """A schema-2 file's entries get their normalised link, so a poll reads only the
     rows its body can match from the first poll after the upgrade."""

@@ -11,7 +11,8 @@ datetime comes back exactly as it went in, always as an aware UTC datetime.
 
 The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS`` is the
 ordered list of forward steps (index 0 builds version 1). Before migrating an
-existing file, a copy is written to ``<file>.bak-v<old>``. A new file is built under a
+existing file, a copy is written to ``<file>.bak-v<old>`` (under a temporary name,
+renamed once whole: a failed copy leaves nothing, and stops the migration). A new file is built under a
 temporary name and linked into place once its schema is written, so an empty state
 file is a truncated one, never a new one. A file from a newer
 feedwatch, a corrupt file or someone else's database is refused with a
@@ -213,6 +214,22 @@ def _detected_at(alert: Alert) -> int:
     return _now_ts(datetime.now(timezone.utc))
 
 
+def _remove(*paths: str) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _sync_directory(directory: str) -> None:
+    """A name just given (a rename, a link) survives a power cut."""
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):  # not every file system syncs a directory
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class SqliteStore(SharedWrites):
     """The ``Store`` protocol on one SQLite file (see ``feedwatch.store.base``)."""
 
@@ -298,9 +315,7 @@ class SqliteStore(SharedWrites):
             self._build(tmp)
             self._install(tmp)
         finally:
-            for leftover in (tmp, f"{tmp}-journal", f"{tmp}-wal", f"{tmp}-shm"):
-                with contextlib.suppress(OSError):
-                    os.unlink(leftover)
+            _remove(tmp, f"{tmp}-journal", f"{tmp}-wal", f"{tmp}-shm")
         log.info("state.created", path=self.path, version=len(self.MIGRATIONS))
 
     def _build(self, tmp: str) -> None:
@@ -329,12 +344,7 @@ class SqliteStore(SharedWrites):
                 return  # another process made it first: that one is used
             except OSError:
                 os.rename(tmp, self.path)  # a file system without hard links
-            fd = os.open(os.path.dirname(tmp), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                with contextlib.suppress(OSError):  # not every file system syncs a directory
-                    os.fsync(fd)  # the new name survives a power cut
-            finally:
-                os.close(fd)
+            _sync_directory(os.path.dirname(tmp))
         except OSError as exc:
             raise StateError(
                 f"cannot create state file {self.path}: {exc.strerror or exc}"
@@ -393,21 +403,7 @@ class SqliteStore(SharedWrites):
 
     def _migrate(self, version: int, target: int) -> None:
         if version > 0:
-            backup = f"{self.path}.bak-v{version}"
-            try:
-                dest = sqlite3.connect(backup)
-                try:
-                    with self._lock:
-                        self._conn.backup(dest)
-                finally:
-                    dest.close()
-                os.chmod(backup, 0o600)
-            except (sqlite3.Error, OSError) as exc:
-                raise StateError(
-                    f"cannot write backup {backup} before migrating state file {self.path}"
-                    f" from schema version {version}: {exc}"
-                ) from exc
-            log.info("state.backup", path=self.path, backup=backup, version=version)
+            self._back_up(version)
         # what a migration's SQL may call (a connection's functions are its own)
         self._conn.create_function("feedwatch_link_key", 1, link_key, deterministic=True)
         for step in range(version, target):
@@ -422,6 +418,33 @@ class SqliteStore(SharedWrites):
                 version=target,
                 **({"from_version": version} if version else {}),
             )
+
+    def _back_up(self, version: int) -> None:
+        """Copy the file to ``<file>.bak-v<version>`` before migrating it. The copy is
+        written under a temporary name and renamed once whole: one cut short (a full
+        disk) left an empty backup, the file a corrupt state's message says to restore."""
+        backup = f"{self.path}.bak-v{version}"
+        directory, name = os.path.split(os.path.abspath(backup))
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".new", dir=directory)
+            os.close(fd)  # mode 0600: the copy holds what the state holds
+            dest = sqlite3.connect(tmp)
+            try:
+                with self._lock:
+                    self._conn.backup(dest)
+            finally:
+                dest.close()
+            os.replace(tmp, backup)
+            _sync_directory(directory)
+        except (sqlite3.Error, OSError) as exc:
+            if tmp is not None:
+                _remove(tmp, f"{tmp}-journal")
+            raise StateError(
+                f"cannot write backup {backup} before migrating state file {self.path}"
+                f" from schema version {version}: {exc}; the state file is left as it was"
+            ) from exc
+        log.info("state.backup", path=self.path, backup=backup, version=version)
 
     # -- errors and transactions ---------------------------------------------
 
