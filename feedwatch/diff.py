@@ -47,6 +47,7 @@ from feedwatch.identity import (
     FINGERPRINT_VERSION,
     Policy,
     alert_id,
+    comparable_text,
     detect_policy_keys,
     entry_fingerprint,
     entry_keys,
@@ -219,13 +220,14 @@ def _differs(a: str, b: str, ignore: Ignore | None, legacy: bool = False) -> boo
     <dialog> element" was "the element"), or some versions kept a plain field's
     "<script>…</script>" that is now read as markup. Such a difference is the
     conversion's, not the feed's. In a current row it is a real edit."""
-    if normalize_space(a) == normalize_space(b) or (ignore and ignore.same(a, b)):
+    ka, kb = comparable_text(a), comparable_text(b)
+    if ka == kb or (ignore and ignore.same(a, b)):
         return False
     if not legacy:
         return True
-    if "<" in b and normalize_space(html_to_text(b)) == normalize_space(a):
+    if "<" in b and comparable_text(html_to_text(b)) == ka:
         return False
-    return not ("<" in a and normalize_space(html_to_text(a)) == normalize_space(b))
+    return not ("<" in a and comparable_text(html_to_text(a)) == kb)
 
 
 _CHANGE_LEAD = 200  # characters kept before the first difference, for context

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -20,7 +21,8 @@ from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 Policy = Literal["guid", "link", "content"]
 
 FINGERPRINT_VERSION = "v2"
-# v2 hashes text exactly as v1 did. The label marks a row written since fields
+# v2 hashes text as v1 did, except that a URL written in the text is hashed without
+# its volatile query parameters (``comparable_text``). The label marks a row written since fields
 # declared plain keep their tag-like words ("Vec<u8>"): feedwatch.diff forgives a
 # stored text that differs only by how an earlier version read such words in v1
 # rows only. Ids hash a fingerprint as v1 labels it (``_as_hashed``), so a change
@@ -133,8 +135,29 @@ def _h(*parts: str) -> str:
     return digest.hexdigest()
 
 
+# a URL written in text, up to white space or what commonly closes it in prose
+_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+\?[^\s<>\"')\]]*", re.IGNORECASE)
+
+
+def _without_volatile_params(match: re.Match[str]) -> str:
+    url = match.group(0)
+    trail = len(url) - len(url.rstrip(".,;:!"))  # the sentence's, not the URL's
+    core = url[: len(url) - trail] if trail else url
+    return (normalize_link(core) or core) + url[len(core) :]
+
+
+def comparable_text(text: str) -> str:
+    """Text as it is compared: white space folded and each URL written in it without
+    its analytics and cache-busting parameters (SPEC 4: "report.pdf?cb=1" and
+    "report.pdf?cb=2" in a summary are the same content)."""
+    text = normalize_space(text)
+    if "?" in text and "://" in text:
+        text = _URL_IN_TEXT.sub(_without_volatile_params, text)
+    return text
+
+
 def _text_key(text: str) -> str:
-    return unicodedata.normalize("NFC", normalize_space(text))
+    return unicodedata.normalize("NFC", comparable_text(text))
 
 
 def fingerprint(title: str, summary: str, content: str) -> str:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from feedwatch.diff import DiffResult, diff, stored_needed
 from feedwatch.identity import (
     alert_id,
+    comparable_text,
     detect_policy,
     detect_policy_keys,
     distinct_under,
@@ -505,6 +506,25 @@ def test_a_tag_like_word_added_to_a_plain_text_is_an_edit():
     stored, ident = baseline([entry(1, summary="the new element"), entry(2)])
     r = run(stored, [entry(1, summary="the new <search> element"), entry(2)], identity=ident)
     assert kinds(r) == [("updated", "Entry 1")]
+
+
+def test_a_cache_buster_in_a_url_written_in_the_text_is_no_change():
+    """SPEC 4: cache-busting query strings are not a change, in the text as in links."""
+    pdf = "Read it: https://ex.com/report.pdf?cb={}&id=7."
+    stored, ident = baseline([entry(1, summary=pdf.format(1)), entry(2)])
+    for rows in (stored, _as_v1(stored)):
+        r = run(rows, [entry(1, summary=pdf.format(2)), entry(2)], identity=ident)
+        assert r.changes == ()
+        tracked = "Read it: https://EX.com/report.pdf?id=7&utm_source=rss&cb=9."
+        assert run(rows, [entry(1, summary=tracked), entry(2)], identity=ident).changes == ()
+        other = "Read it: https://ex.com/report.pdf?cb=1&id=8."  # another document
+        assert kinds(run(rows, [entry(1, summary=other), entry(2)], identity=ident)) == [
+            ("updated", "Entry 1")
+        ]
+    assert comparable_text("a  https://x.org/p?_=123, and (https://x.org/q?utm_medium=x)") == (
+        "a https://x.org/p, and (https://x.org/q)"
+    )
+    assert comparable_text("what? no://url here?") == "what? no://url here?"
 
 
 def test_ids_are_the_same_under_either_label_of_one_hash():
