@@ -10,6 +10,7 @@ a warning, so one hostile feed fails alone.
 
 from __future__ import annotations
 
+import codecs
 import contextvars
 import email.utils
 import functools
@@ -501,6 +502,7 @@ def _parse_xml_detail(
         return XmlParse(feed=_not_a_feed(costly), version="", raw_entries=0, strict=False)
     response_headers = dict(headers)
     body = _bom_to_utf8(body, response_headers)
+    body, repaired = _repair_utf8(body, response_headers)
     location = response_headers.get("content-location")
     url = _without_userinfo(url)
     if url:
@@ -523,7 +525,7 @@ def _parse_xml_detail(
             )
         finally:
             _entry_cap.reset(token)
-    warnings: list[str] = []
+    warnings: list[str] = [repaired] if repaired else []
     if d.get("bozo"):
         text = _describe_bozo(d.get("bozo_exception"), "content-type" in headers)
         if text:
@@ -569,6 +571,7 @@ def _parse_xml_detail(
     # A bozo NonXMLContentType (set from the headers alone) still parses strictly; any
     # later failure replaces it with the parser's or the encoding's exception.
     strict = not d.get("bozo") or isinstance(d.get("bozo_exception"), feedparser.NonXMLContentType)
+    strict = strict and not repaired
     return XmlParse(
         feed=parsed,
         version=_str(d.get("version")),
@@ -606,6 +609,62 @@ def _bom_to_utf8(body: bytes, headers: dict[str, str]) -> bytes:
                 )
             return text.encode("utf-8")
     return body
+
+
+# A UTF-8 document holding one byte that is not UTF-8 (a title pasted from a Windows
+# editor): feedparser then read the *whole* document as windows-1252, so every other
+# entry's accented text turned to mojibake and alerted as updated (and again when the
+# byte went away). Only each such byte is read as windows-1252, the rest stays UTF-8.
+# Each invalid byte, as decoding with "surrogateescape" leaves it, and its
+# windows-1252 character (the five bytes windows-1252 leaves undefined as latin-1, as
+# browsers read them).
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_AS_CP1252 = {
+    0xDC00 + b: bytes([b]).decode("cp1252", "ignore") or chr(b) for b in range(0x80, 0x100)
+}
+_DECLARED = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([^"']*)["']""")
+
+
+def _declares_utf8(body: bytes, headers: Mapping[str, str]) -> bool:
+    """Whether ``body`` is UTF-8 by its labels: the Content-Type charset, else the XML
+    declaration, else XML's default (a byte-order mark was made UTF-8 already)."""
+    m = _CHARSET.search(headers.get("content-type", ""))
+    if m:
+        name = m.group(1)
+    else:
+        decl = _DECLARED.match(body)
+        name = decl.group(1).decode("ascii", "replace") if decl else "utf-8"
+    try:
+        return codecs.lookup(name).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        return False
+
+
+def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, str | None]:
+    """``body`` with each byte that is not UTF-8 read as windows-1252, when it is a UTF-8
+    document: labelled so (or not at all), and with more UTF-8 characters beyond ASCII
+    than bad bytes (a Shift_JIS or KOI8-R body without a label has far fewer, and is
+    left to feedparser, which reads it whole as windows-1252, as it always did). The
+    warning to give (None: nothing repaired)."""
+    if body.isascii():
+        return body, None
+    try:
+        body.decode("utf-8")
+        return body, None
+    except UnicodeDecodeError as exc:
+        first = exc.start
+    if not _declares_utf8(body, headers):
+        return body, None
+    text = body.decode("utf-8", "surrogateescape")
+    bad = len(_ESCAPED_BYTE.findall(text))
+    beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    if beyond_ascii - bad <= bad:
+        return body, None
+    line = body.count(b"\n", 0, first) + 1
+    return (
+        text.translate(_AS_CP1252).encode("utf-8"),
+        f"bytes that are not UTF-8 (the first at line {line}) read as windows-1252",
+    )
 
 
 def _describe_bozo(exc: object, had_content_type: bool) -> str | None:

@@ -520,6 +520,49 @@ def test_latin1_body_labelled_in_content_type() -> None:
     assert one(parsed).title == "Dnipró naïve ½"
 
 
+@pytest.mark.parametrize(
+    ("declaration", "headers"),
+    [
+        ('<?xml version="1.0" encoding="utf-8"?>', RSS_CT),
+        ('<?xml version="1.0" encoding="UTF8"?>', {"content-type": "text/xml"}),
+        ("", {"content-type": "application/xml"}),
+        ("", {}),
+    ],
+)
+def test_bytes_that_are_not_utf8_are_read_as_windows_1252_alone(
+    declaration: str, headers: dict[str, str]
+) -> None:
+    """A UTF-8 document (by its charset, its declaration or by default) keeps its valid
+    UTF-8; only each invalid byte is read as windows-1252."""
+    body = (
+        declaration + '<rss version="2.0"><channel><title>Chan</title>'
+        "<item><title>Dnipró strike – update in Zürich</title></item>"
+        "<item><title>Caf@ society, 5@@</title></item></channel></rss>"
+    ).encode()
+    body = body.replace(b"@@", b"\x80").replace(b"@", b"\xe9")
+    parsed = parse_body(body, headers, url="http://x/")
+    assert [e.title for e in parsed.entries] == [
+        "Dnipró strike – update in Zürich",
+        "Café society, 5€",
+    ]
+    assert "bytes that are not UTF-8 (the first at line 1) read as windows-1252" in parsed.warnings
+
+
+def test_an_unlabelled_document_in_another_encoding_is_read_whole_as_windows_1252() -> None:
+    """Few of its bytes form UTF-8 by chance: it is not a UTF-8 document with bad bytes."""
+    title = "Привет, мир: новости"
+    body = f'<rss version="2.0"><channel><item><title>{title}</title></item></channel></rss>'
+    parsed = parse_body(body.encode("koi8-r"), {"content-type": "application/xml"})
+    assert one(parsed).title == title.encode("koi8-r").decode("cp1252")
+
+
+def test_a_document_labelled_in_another_encoding_is_not_repaired() -> None:
+    body = '<?xml version="1.0" encoding="windows-1252"?><rss version="2.0"><channel><item><title>Caf\xe9 \u20ac</title></item></channel></rss>'
+    for headers in ({"content-type": "application/xml; charset=windows-1252"}, {}):
+        parsed = parse_body(body.encode("cp1252"), headers)
+        assert one(parsed).title == "Café €" and parsed.warnings == ()
+
+
 def test_malformed_xml_with_entries_is_a_feed_with_a_warning() -> None:
     body = rss(
         "<item><title>ok</title><link>https://ex.org/1</link></item><item><title>broken</item>"

@@ -711,6 +711,46 @@ def test_poll_parses_only_the_edited_item_and_alerts_it_updated(
     state.close()
 
 
+_ACCENTED = ["Café opens", "Zürich talks", "Dnipró strike – update", "Señor Ñandú", "€5 tickets"]
+_STRAY = b"<item><guid>new</guid><title>Caf\xe9 society</title></item>"
+
+
+def _accented(stray: bool = False) -> bytes:
+    items = "".join(
+        f"<item><guid>g{i}</guid><title>{t}</title></item>" for i, t in enumerate(_ACCENTED)
+    )
+    return (
+        b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>News</title>'
+        + (_STRAY if stray else b"")
+        + items.encode()
+        + b"</channel></rss>"
+    )
+
+
+def test_a_stray_windows_1252_byte_alerts_its_entry_alone(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """One byte that is not UTF-8 in a UTF-8 feed is read as windows-1252 alone: the
+    feed's other accented entries stay as they were (feedparser read the whole document
+    as windows-1252: every one alerted as updated, in mojibake, and again when the byte
+    went), by the incremental parse as by a full one."""
+    assert_same(_accented(), _accented(stray=True), XML, "http://x/", "stray byte")
+    assert_same(_accented(stray=True), _accented(), XML, "http://x/", "stray byte gone")
+    feed_server.set("/f", _accented())
+    feed, config, state = poll_setup(tmp_path, feed_server.url("/f"), SETTINGS)
+    clock = FakeClock(T0)
+    assert asyncio.run(_poll(config, state, clock, feed)).baseline
+    feed_server.set("/f", _accented(stray=True))
+    clock.advance(hours=1)
+    r = asyncio.run(_poll(config, state, clock, feed))
+    assert [(a.kind, a.payload["entry"]["title"]) for a in r.alerts] == [("new", "Café society")]
+    feed_server.set("/f", _accented())
+    clock.advance(hours=1)
+    r = asyncio.run(_poll(config, state, clock, feed))
+    assert r.result == "ok" and r.alerts == []
+    state.close()
+
+
 def test_dry_run_and_an_injected_parser_write_no_cache(
     tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
