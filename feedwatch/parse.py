@@ -43,8 +43,11 @@ log = structlog.get_logger("feedwatch.parse")
 # entries on it, so entries cached by an older parser are never reused.
 # 2: an entry a body was cut short in is dropped; 3, 5: fields declared plain are
 # read as text; 4: ids as the feed wrote them; 6: every author, an Atom feed's
-# inherited; 7: an Atom id standing for the link is resolved
-PARSE_VERSION = 7
+# inherited; 7: an Atom id standing for the link is resolved; 8: digits alone are Unix
+# time, impossible dates none (a changed date kept from an older cache would alert as
+# updated when the feed is next parsed in full, one entry here and there; re-read at
+# once, a feed's entries all move together, which diff takes for timestamp churn)
+PARSE_VERSION = 8
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -764,10 +767,56 @@ def _entry_base(e: dict[str, Any]) -> str | None:
 
 
 def _entry_time(e: dict[str, Any], key: str) -> datetime | None:
+    raw = dict.get(e, key)
+    text = raw.strip() if isinstance(raw, str) else ""
+    if _distrusted(text):
+        return _unix_time(text)
     parsed = _from_struct(dict.get(e, key + "_parsed"))
-    if parsed is None and isinstance(raw := dict.get(e, key), str):
-        parsed = _rfc822_without_zone(raw)
+    if parsed is None and text:
+        parsed = _rfc822_without_zone(text)
     return parsed
+
+
+# feedparser reads any run of digits as a date, leniently: a Unix time "1764000000" as
+# the year 1764, month 00 (1763-11-30), so a new entry was 260 years old and max_age
+# never let it alert; and it rolls an impossible date over ("2024-00-10" was 2023-12-10,
+# "2024-11-22T25:00" the 23rd).
+_ISO_START = re.compile(r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d))?)?(?!\d)")
+
+
+def _distrusted(text: str) -> bool:
+    """Whether feedparser's reading of ``text`` must not be taken: digits alone (see
+    ``_unix_time``), or a date or time of day that cannot be."""
+    if text.isascii() and text.isdigit():
+        return len(text) != 4  # a year alone is a W3C-DTF date (Dublin Core's dc:date)
+    m = _ISO_START.match(text)
+    if m is None:
+        return False
+    y, mo, d = (int(v) for v in m.group(1, 2, 3))
+    h, mi, sec = (int(v or 0) for v in m.group(4, 5, 6))
+    try:
+        datetime(y, mo, d)
+    except ValueError:
+        return True  # month 00 or 13, the 31st of November, the 29th of February 2023
+    return mi > 59 or sec > 60 or h > 24 or (h == 24 and mi + sec > 0)
+
+
+def _unix_time(text: str) -> datetime | None:
+    """Digits alone: 9 to 11 are Unix seconds (1973 to 5138), 12 to 14 milliseconds;
+    any other number ("20241122", "12") is no date we can be sure of. None for anything
+    else (``_distrusted``'s impossible dates)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    if 9 <= len(text) <= 11:
+        seconds = int(text)
+    elif 12 <= len(text) <= 14:
+        seconds = int(text) // 1000
+    else:
+        return None
+    return _UNIX_EPOCH + timedelta(seconds=seconds)
+
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _rfc822_without_zone(raw: str) -> datetime | None:
@@ -950,8 +999,11 @@ def _json_authors(obj: Mapping[str, Any]) -> str | None:
 def _parse_date(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
+    text = value.strip()
+    if _distrusted(text):
+        return _unix_time(text)
     try:
-        return _from_struct(_feedparser_date(value.strip()))
+        return _from_struct(_feedparser_date(text))
     except Exception:  # feedparser's date handlers on arbitrary text: never fatal
         return None
 

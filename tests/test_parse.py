@@ -651,6 +651,41 @@ def test_pubdate_edge_cases(pubdate: str, expected: datetime | None) -> None:
         assert e.published.tzinfo is timezone.utc and e.published.microsecond == 0
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1764000000", utc(2025, 11, 24, 16)),  # Unix seconds
+        ("1764000000123", utc(2025, 11, 24, 16)),  # milliseconds
+        ("176400000", utc(1975, 8, 4, 16)),
+        ("99999999999", utc(5138, 11, 16, 9, 46, 39)),
+        ("20241122", None),
+        ("12", None),
+        ("123456789012345", None),
+        ("2024", utc(2024, 1, 1)),  # a year alone: W3C-DTF
+        ("2024-00-10", None),
+        ("2024-13-01T10:00:00Z", None),
+        ("2023-02-29", None),
+        ("2024-11-31T10:00:00Z", None),
+        ("2024-11-22T25:00:00Z", None),
+        ("2024-11-22T10:61:00Z", None),
+        ("2024-02-29", utc(2024, 2, 29)),
+        ("2024-11-22T24:00:00Z", utc(2024, 11, 23)),
+    ],
+)
+def test_digits_alone_are_unix_time_and_impossible_dates_are_null(
+    text: str, expected: datetime | None
+) -> None:
+    """feedparser read "1764000000" as 1763-11-30 (year 1764, month 00) and rolled
+    impossible dates over; in RSS and in JSON Feed alike."""
+    e = one(parse_body(rss(f"<item><title>x</title><pubDate>{text}</pubDate></item>"), RSS_CT))
+    assert e.published == expected
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [{"id": "1", "date_modified": text}],
+    }
+    assert one(parse_body(json.dumps(doc).encode(), JSON_CT)).updated == expected
+
+
 def test_json_dates_out_of_range() -> None:
     doc = {
         "version": "https://jsonfeed.org/version/1",
