@@ -29,6 +29,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import feedparser
 import structlog
 from feedparser.datetimes import _parse_date as _feedparser_date
+from feedparser.datetimes.rfc822 import _parse_date_rfc822
 
 from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed
 from feedwatch.text import html_to_text, normalize_space, plain_to_text
@@ -46,8 +47,9 @@ log = structlog.get_logger("feedwatch.parse")
 # inherited; 7: an Atom id standing for the link is resolved; 8: digits alone are Unix
 # time, impossible dates none (a changed date kept from an older cache would alert as
 # updated when the feed is next parsed in full, one entry here and there; re-read at
-# once, a feed's entries all move together, which diff takes for timestamp churn)
-PARSE_VERSION = 8
+# once, a feed's entries all move together, which diff takes for timestamp churn);
+# 9: RFC 822 zones of one to three digits, ISO zones without a colon
+PARSE_VERSION = 9
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -771,10 +773,47 @@ def _entry_time(e: dict[str, Any], key: str) -> datetime | None:
     text = raw.strip() if isinstance(raw, str) else ""
     if _distrusted(text):
         return _unix_time(text)
+    if _RFC822_SHAPE.match(text):
+        return _rfc822(text)
+    if _ISO_ZONE_NO_COLON.search(text):
+        return _iso_zone_no_colon(text)
     parsed = _from_struct(dict.get(e, key + "_parsed"))
     if parsed is None and text:
         parsed = _rfc822_without_zone(text)
     return parsed
+
+
+# An RFC 822 date: feedparser's chain of readers tries the next one when its RFC 822
+# reader fails, and its asctime reader took "Mon, 01 Jan 0001 00:00:00 +0100" (before
+# year 1 in UTC) for the year 100. Its RFC 822 reader took a zone of three digits as
+# hours ("+530": 53 hours); Python's, one of two as minutes ("-5", "+01").
+_RFC822_SHAPE = re.compile(r"^(?:[A-Za-z]+,?\s*)?\d{1,2}[\s-]+[A-Za-z]{3,}\.?[\s-]+\d{2,4}\s+\d")
+_SHORT_ZONE = re.compile(r"\s([+-])(\d{1,3})$")
+
+
+def _rfc822(text: str) -> datetime | None:
+    """An RFC 822 date by feedparser's RFC 822 reader alone (it knows zone names), or
+    by ours when it fails or when the zone has fewer than four digits."""
+    if not _SHORT_ZONE.search(text):
+        try:
+            parsed = _from_struct(_parse_date_rfc822(text))
+        except (KeyError, OverflowError, ValueError, AttributeError, IndexError):
+            parsed = None
+        if parsed is not None:
+            return parsed
+    return _rfc822_without_zone(text)
+
+
+# An ISO 8601 zone without its colon ("+0530"): feedparser read its hours and dropped
+# the minutes (10:40+0530 was 05:40Z).
+_ISO_ZONE_NO_COLON = re.compile(r"(?<=\d)\s*([+-]\d\d)(\d\d)$")
+
+
+def _iso_zone_no_colon(text: str) -> datetime | None:
+    try:
+        return _from_struct(_feedparser_date(_ISO_ZONE_NO_COLON.sub(r"\1:\2", text)))
+    except Exception:  # feedparser's date handlers on arbitrary text: never fatal
+        return None
 
 
 # feedparser reads any run of digits as a date, leniently: a Unix time "1764000000" as
@@ -829,9 +868,21 @@ def _rfc822_without_zone(raw: str) -> datetime | None:
         if year and int(year.group(0)) != fields[0]:
             return None  # "0000" would become 2000: a two-digit-year rule misapplied
         when = _from_struct(fields[:6])
-        return when - timedelta(seconds=fields[9] or 0) if when else None
+        return when - timedelta(seconds=_zone_seconds(raw, fields[9])) if when else None
     except (ValueError, TypeError, OverflowError, IndexError):
         return None
+
+
+def _zone_seconds(raw: str, parsed: int | None) -> int:
+    """The zone's offset: Python's reading, but a zone of one or two digits is hours
+    ("-5"), and one beyond any real zone (more than 14 hours) is unknown: UTC."""
+    m = _SHORT_ZONE.search(raw.strip())
+    if m is None or len(m.group(2)) == 3:
+        return parsed or 0
+    hours = int(m.group(2))
+    if hours > 14:
+        return 0
+    return -hours * 3600 if m.group(1) == "-" else hours * 3600
 
 
 def _from_struct(t: object) -> datetime | None:
@@ -1002,6 +1053,10 @@ def _parse_date(value: Any) -> datetime | None:
     text = value.strip()
     if _distrusted(text):
         return _unix_time(text)
+    if _RFC822_SHAPE.match(text):
+        return _rfc822(text)
+    if _ISO_ZONE_NO_COLON.search(text):
+        return _iso_zone_no_colon(text)
     try:
         return _from_struct(_feedparser_date(text))
     except Exception:  # feedparser's date handlers on arbitrary text: never fatal

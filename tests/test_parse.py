@@ -686,6 +686,31 @@ def test_digits_alone_are_unix_time_and_impossible_dates_are_null(
     assert one(parse_body(json.dumps(doc).encode(), JSON_CT)).updated == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Fri, 22 Nov 2024 10:40:17 +530", utc(2024, 11, 22, 5, 10, 17)),  # was 53 hours
+        ("Fri, 22 Nov 2024 10:40:17 +0530", utc(2024, 11, 22, 5, 10, 17)),
+        ("Fri, 22 Nov 2024 10:40:17 -5", utc(2024, 11, 22, 15, 40, 17)),  # was minutes
+        ("Fri, 22 Nov 2024 10:40:17 +01", utc(2024, 11, 22, 9, 40, 17)),
+        ("Fri, 22 Nov 2024 10:40:17 +99", utc(2024, 11, 22, 10, 40, 17)),  # no zone: UTC
+        ("Mon, 01 Jan 0001 00:00:00 +0100", None),  # was the year 100
+        ("Mon, 01 Jan 0001 00:00:00 GMT", utc(1, 1, 1)),
+        ("Fri, 22 Nov 2024 10:40:17 EST", utc(2024, 11, 22, 15, 40, 17)),
+        ("2024-11-22T10:40:17+0530", utc(2024, 11, 22, 5, 10, 17)),  # minutes were dropped
+        ("2024-11-22T10:40:17-0800", utc(2024, 11, 22, 18, 40, 17)),
+    ],
+)
+def test_odd_zones_give_the_right_instant(text: str, expected: datetime | None) -> None:
+    e = one(parse_body(rss(f"<item><title>x</title><pubDate>{text}</pubDate></item>"), RSS_CT))
+    assert e.published == expected
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [{"id": "1", "date_modified": text}],
+    }
+    assert one(parse_body(json.dumps(doc).encode(), JSON_CT)).updated == expected
+
+
 def test_json_dates_out_of_range() -> None:
     doc = {
         "version": "https://jsonfeed.org/version/1",
