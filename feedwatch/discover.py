@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from feedwatch.redact import redact_url
 from feedwatch.text import printable
@@ -73,17 +73,37 @@ def discover_feeds(body: bytes, page_url: str, content_type: str = "") -> list[F
         pass
     base = urljoin(page_url, finder.base) if finder.base else page_url
     out: list[FeedLink] = []
-    seen: set[str] = set()
+    # A page that advertises its own URL (a maintenance or login page served at the
+    # feed's URL, keeping the site's <head>) offers nothing to change to.
+    seen: set[str] = {_same_url(page_url)}
     for href, kind, title in finder.links:
         try:
             url = urljoin(base, href)
         except ValueError:
             continue
-        if not url.lower().startswith(("http://", "https://")) or url in seen:
+        if not url.lower().startswith(("http://", "https://")) or _same_url(url) in seen:
             continue
-        seen.add(url)
+        seen.add(_same_url(url))
         out.append(FeedLink(url, kind, " ".join(title.split()) if title else None))
     return out
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _same_url(url: str) -> str:
+    """``url`` as a key two spellings of one address share: scheme and host in lower
+    case, without a default port, credentials or a fragment, "/" for an empty path."""
+    try:
+        p = urlsplit(url)
+        scheme, host, port = p.scheme.lower(), p.hostname or "", p.port
+    except ValueError:
+        return url
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        host += f":{port}"
+    return urlunsplit((scheme, host, p.path or "/", p.query, ""))
 
 
 def looks_like_html(body: bytes, content_type: str) -> bool:

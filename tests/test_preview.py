@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from feedwatch.discover import page_problem
 from feedwatch.preview import discover_feeds, newest_first, split_keywords
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server_fixture, free_port  # noqa: F401
@@ -236,3 +237,20 @@ def test_discover_feeds_and_order_helpers():
     )
     ordered = newest_first(ENTRIES)
     assert [e.title for e in ordered][0] == "Weather"
+
+
+def test_a_page_advertising_its_own_url_offers_no_feed():
+    """A maintenance page served at the feed's URL, whose <head> advertises that URL:
+    "set the feed's url to it" named the URL already configured."""
+    page = (
+        b'<html><head><link rel="alternate" type="application/rss+xml" title="Blog"'
+        b' href="%s"></head><body>Back soon</body></html>'
+    )
+    url = "https://Example.ORG:443/feed/"
+    for href in (b"/feed/", b"HTTPS://example.org/feed/#top", b"https://example.org:443/feed/"):
+        assert discover_feeds(page % href, url) == []
+        problem = page_problem(page % href, url, "text/html")
+        assert problem is not None and "advertises no feed: a login, error" in problem
+    # another feed it advertises is still offered, and the same path elsewhere is another URL
+    for other in (b"/feed/atom/", b"http://example.org/feed/", b"https://example.org:8443/feed/"):
+        assert len(discover_feeds(page % other, url)) == 1
