@@ -532,7 +532,11 @@ def _parse_xml_detail(
             _entry_cap.reset(token)
     warnings: list[str] = [repaired] if repaired else []
     if d.get("bozo"):
-        text = _describe_bozo(d.get("bozo_exception"), "content-type" in headers)
+        text = _describe_bozo(
+            d.get("bozo_exception"),
+            "content-type" in headers,
+            _added_lines(body, d.get("encoding")),
+        )
         if text:
             warnings.append(text)
     raw_entries = d.get("entries") or []
@@ -672,14 +676,30 @@ def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, str | 
     )
 
 
-def _describe_bozo(exc: object, had_content_type: bool) -> str | None:
-    """feedparser's bozo exception as a short sentence a person understands."""
+def _added_lines(body: bytes, encoding: object) -> int:
+    """The lines feedparser put before ``body`` (which it read as ``encoding``): an XML
+    declaration and a line break when it had no declaration, so an error on the
+    body's line 3 was said to be on line 4."""
+    if not isinstance(encoding, str) or not encoding:
+        return 0  # not decoded: handed over as it was
+    try:
+        head = body[:32].decode(encoding, "ignore")
+    except LookupError:
+        return 0
+    head = head[1:] if head.startswith("\ufeff") else head  # a byte-order mark it drops
+    return 0 if head.startswith("<?xml") else 1
+
+
+def _describe_bozo(exc: object, had_content_type: bool, added_lines: int = 0) -> str | None:
+    """feedparser's bozo exception as a short sentence a person understands; its line
+    numbers less the ``added_lines`` feedparser put before the body."""
     if exc is None:
         return None
     if isinstance(exc, feedparser.NonXMLContentType) and not had_content_type:
         return None  # we gave no Content-Type: nothing wrong with the feed
     if isinstance(exc, xml.sax.SAXParseException):
-        return _short(f"not well-formed XML at line {exc.getLineNumber()}: {exc.getMessage()}")
+        line = max(1, (exc.getLineNumber() or 0) - added_lines)
+        return _short(f"not well-formed XML at line {line}: {exc.getMessage()}")
     if isinstance(exc, feedparser.CharacterEncodingOverride):
         return _short(f"character encoding: {exc}")
     if isinstance(exc, feedparser.CharacterEncodingUnknown):

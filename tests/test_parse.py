@@ -573,6 +573,22 @@ def test_malformed_xml_with_entries_is_a_feed_with_a_warning() -> None:
     assert parsed.warnings[0].startswith("not well-formed XML at line 1:")
 
 
+@pytest.mark.parametrize(
+    "declaration",
+    ["", '<?xml version="1.0" encoding="utf-8"?>\n', "\ufeff", "\ufeff<?xml version='1.0'?>\n"],
+)
+def test_a_parse_error_names_the_body_s_own_line(declaration: str) -> None:
+    """feedparser puts a declaration line before a body without one: an error on line 3
+    was said to be on line 4."""
+    body = '<rss version="2.0">\n<channel><title>T</title>\n<item><title>Tom & Jerry</title></item>\n</channel></rss>'
+    line = 3 + declaration.count("\n")
+    for encoding in ("utf-8", "utf-16"):
+        parsed = parse_body((declaration + body).encode(encoding), RSS_CT)
+        assert parsed.warnings[0].startswith(f"not well-formed XML at line {line}:"), (
+            parsed.warnings
+        )
+
+
 def test_feed_with_zero_entries_is_a_feed() -> None:
     parsed = parse_body(rss(""), RSS_CT)
     assert parsed.is_feed and parsed.entries == () and parsed.warnings == ()
