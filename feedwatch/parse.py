@@ -922,10 +922,21 @@ def _from_struct(t: object) -> datetime | None:
 
 
 def _looks_like_json(body: bytes, content_type: str) -> bool:
-    start = body[:64].lstrip(_LEADING)
+    start = _start(body)
     if start.startswith(b"{"):
         return True
     return bool(_JSON_TYPE.match(content_type)) and not start.startswith(b"<")
+
+
+def _start(body: bytes) -> bytes:
+    """The body's first bytes after white space, and after a byte-order mark read as
+    the mark says (a UTF-16 JSON Feed starts "{\\x00"; not seen, it failed as XML
+    unless its Content-Type said JSON)."""
+    for bom, codec in _BOMS:
+        if body.startswith(bom) and codec != "utf-8":
+            text = body[len(bom) : len(bom) + 256].decode(codec, "ignore")
+            return text.encode("utf-8", "replace").lstrip(_LEADING)[:64]
+    return body[:64].lstrip(_LEADING)
 
 
 def _not_a_feed(warning: str) -> ParsedFeed:

@@ -589,6 +589,20 @@ def test_a_parse_error_names_the_body_s_own_line(declaration: str) -> None:
         )
 
 
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
+def test_a_json_feed_with_a_byte_order_mark_is_read_whatever_its_label(
+    encoding: str, content_type: str | None
+) -> None:
+    """A UTF-16 JSON Feed not labelled JSON failed as "not well-formed XML"."""
+    doc = {"version": "https://jsonfeed.org/version/1.1", "items": [{"id": "1", "title": "Café"}]}
+    body = json.dumps(doc, ensure_ascii=False).encode(encoding)
+    if encoding == "utf-16-be":
+        body = b"\xfe\xff" + body
+    headers = {"content-type": content_type} if content_type else {}
+    assert one(parse_body(body, headers)).title == "Café"
+
+
 def test_feed_with_zero_entries_is_a_feed() -> None:
     parsed = parse_body(rss(""), RSS_CT)
     assert parsed.is_feed and parsed.entries == () and parsed.warnings == ()
