@@ -4,8 +4,8 @@ Every function takes ``now`` and a ``random.Random`` as values and returns a
 time, so the scheduler, ``check``, a restart and tests all compute the same
 thing, and the result can be stored in the state as the single truth.
 
-- Polite: a poll lands within ± jitter of its slot; consecutive errors back off
-  as interval x 2^(n-1), at most 6 h (never below the interval); a server's
+- Polite: a poll lands within ± jitter of its slot; n consecutive errors back off
+  as interval x 2^n, at most 6 h (never below the interval); a server's
   ``Retry-After`` is honoured up to 24 h; after a start, overdue feeds are
   spread over at most a minute rather than all fired at once.
 - Nothing lost: a failed delivery is retried 30 s later, then doubling with
@@ -119,14 +119,14 @@ def within_interval(
 def failure_backoff(interval: float, errors: int) -> float:
     """The un-jittered gap after ``errors`` consecutive failures (1 = the first one).
 
-    interval x 2^(errors-1), at most ``MAX_BACKOFF``, never below ``interval``
-    (a feed polled daily is not polled *more* often because it fails).
+    interval x 2^errors (SPEC section 6), at most ``MAX_BACKOFF``, never below
+    ``interval`` (a feed polled daily is not polled *more* often because it fails).
     """
     n = max(1, errors)
     if interval <= 0:
         return MIN_DELAY
-    # 2**(n-1) overflows floats for absurd n; past 64 doublings the cap has long won.
-    raw = interval * 2.0 ** min(n - 1, 64)
+    # 2**n overflows floats for absurd n; past 64 doublings the cap has long won.
+    raw = interval * 2.0 ** min(n, 64)
     return max(interval, min(raw, MAX_BACKOFF))
 
 

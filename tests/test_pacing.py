@@ -75,16 +75,19 @@ def test_success_never_below_one_second():
 # -- backoff after failures ------------------------------------------------
 
 
-def test_backoff_doubles_from_the_interval_up_to_six_hours():
+def test_backoff_is_interval_times_two_to_the_errors_up_to_six_hours():
+    # SPEC section 6: interval x 2^n after n consecutive errors, at most 6 h
     got = [failure_backoff(900, n) for n in range(1, 10)]
-    assert got == [900, 1800, 3600, 7200, 14400, MAX_BACKOFF, MAX_BACKOFF, MAX_BACKOFF, MAX_BACKOFF]
-    assert failure_backoff(900, 0) == 900  # 0 is treated as the first failure
+    assert got == [1800, 3600, 7200, 14400] + [MAX_BACKOFF] * 5
+    assert [failure_backoff(1, n) for n in range(1, 5)] == [2, 4, 8, 16]
+    assert failure_backoff(900, 0) == 1800  # 0 is treated as the first failure
     assert failure_backoff(900, 10**6) == MAX_BACKOFF  # no overflow
 
 
 def test_backoff_never_below_a_long_interval():
     assert failure_backoff(86400, 1) == 86400
     assert failure_backoff(86400, 5) == 86400
+    assert failure_backoff(4 * 3600, 1) == MAX_BACKOFF
 
 
 @settings(max_examples=150, deadline=None)
@@ -135,13 +138,13 @@ def test_failure_retry_after_shorter_than_backoff_changes_nothing(errors, seed, 
 def test_failure_nonsense_retry_after_is_ignored(bad):
     fs = FeedSettings(interval=900, jitter=Jitter())
     got = next_poll_after_failure(NOW, fs, 1, random.Random(0), bad)
-    assert secs(got) == 900
+    assert secs(got) == 1800
 
 
 def test_failure_infinite_retry_after_is_capped():
     fs = FeedSettings(interval=900, jitter=Jitter())
     # inf is not finite: ignored rather than waiting a day for a garbage header
-    assert secs(next_poll_after_failure(NOW, fs, 1, random.Random(0), math.inf)) == 900
+    assert secs(next_poll_after_failure(NOW, fs, 1, random.Random(0), math.inf)) == 1800
     assert secs(next_poll_after_failure(NOW, fs, 1, random.Random(0), 1e9)) == MAX_RETRY_AFTER
 
 

@@ -159,8 +159,8 @@ def test_failed_poll_prunes_nothing_and_backs_off(tmp_path, feed_server):
         assert r.result == "error"
         rec = store.feed("f")
         assert rec.errors == n
-        # interval x 2^(n-1), capped; no jitter configured
-        assert rec.next_poll == clock.now + timedelta(seconds=60 * 2 ** (n - 1))
+        # interval x 2^n (SPEC section 6), capped; no jitter configured
+        assert rec.next_poll == clock.now + timedelta(seconds=60 * 2**n)
     assert len(store.entries("f")) == 2  # retention passed, but a failing feed prunes nothing
     feed_server.set("/f", rss([entry(1), entry(2)]))
     clock.advance(hours=1)
@@ -355,5 +355,5 @@ def test_a_poll_that_crashes_backs_off_like_any_failure(tmp_path, feed_server):
         assert record is not None and record.next_poll is not None
         delays.append((record.next_poll - clock()).total_seconds())
         clock.advance(seconds=delays[-1])
-    assert delays == [60.0, 120.0, 240.0]  # the interval (60 s), doubled at each error
+    assert delays == [120.0, 240.0, 480.0]  # the interval (60 s) x 2^errors
     store.close()
