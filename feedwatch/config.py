@@ -1500,6 +1500,23 @@ def load_config(
     )
 
 
+def jitter_over_interval(config: Config) -> list[str]:
+    """Warnings (not errors) for enabled feeds whose jitter is a duration longer than
+    their interval: it is cut to the interval. Often a global ``jitter`` that suits the
+    other feeds, so it is legitimate, but the feed's polls land anywhere from at once
+    to two intervals apart."""
+    out: list[str] = []
+    for feed in config.feeds:
+        s = feed.settings
+        if feed.enabled and s.jitter.longer_than(s.interval):
+            out.append(
+                f'feed "{feed.name}": jitter {format_duration(s.jitter.seconds)} is longer'
+                f" than its interval {format_duration(s.interval)}; it is cut to the"
+                " interval (set a shorter jitter, or a percentage, on the feed)"
+            )
+    return out
+
+
 def same_url_feeds(config: Config) -> list[str]:
     """Warnings (not errors) for enabled feeds that poll one URL (tracking parameters,
     the case of the host and http/https aside): each alerts every story, and the server

@@ -61,7 +61,13 @@ class Jitter:
     seconds: float = 0.0
 
     def amount(self, interval: float) -> float:
-        return self.seconds if self.seconds else interval * self.ratio
+        """At most ``interval``, as 100% is: a longer duration (a global jitter a
+        short-interval feed inherits) would put half the polls at the 1 s floor."""
+        return min(self.seconds, interval) if self.seconds else interval * self.ratio
+
+    def longer_than(self, interval: float) -> bool:
+        """A duration that ``amount`` cuts to ``interval``."""
+        return self.seconds > interval
 
 
 @dataclass(frozen=True)

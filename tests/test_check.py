@@ -602,6 +602,32 @@ def test_validate_warns_of_feeds_that_poll_one_url(tmp_path):
     ]
 
 
+def test_validate_warns_of_a_jitter_longer_than_the_interval(tmp_path):
+    """A global jitter = "5s" over a feed at interval = "2s" put half its polls 1 s
+    apart, silently. It is cut to the interval, and validate names the feed (a warning:
+    a global jitter the other feeds need is legitimate)."""
+    cfg = tmp_path / "c.toml"
+    feeds = [
+        ("fast", 'interval = "2s"'),
+        ("slow", 'interval = "1m"'),
+        ("own", 'interval = "2s"\njitter = "50%"'),
+        ("off", 'interval = "2s"\nenabled = false'),
+    ]
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\njitter = "5s"\n'
+        f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/a.jsonl"\n'
+        + "".join(
+            f'[[feeds]]\nname = "{n}"\nurl = "https://example.org/{n}"\n{x}\n' for n, x in feeds
+        )
+    )
+    r = fw(cfg, "validate")
+    assert r.returncode == 0 and r.stdout.strip() == "ok: 4 feeds, 1 sinks, 0 rules"
+    assert r.stderr.splitlines() == [
+        'warning: feed "fast": jitter 5s is longer than its interval 2s; it is cut to the'
+        " interval (set a shorter jitter, or a percentage, on the feed)"
+    ]
+
+
 def test_jsonl_stdout_with_json_is_usage_error(tmp_path, feed_server):  # noqa: F811
     cfg = tmp_path / "c.toml"
     cfg.write_text(

@@ -72,6 +72,18 @@ def test_success_never_below_one_second():
     assert all(secs(next_poll_after_success(NOW, fs, rng)) >= 1.0 for _ in range(100))
 
 
+def test_a_jitter_longer_than_the_interval_is_cut_to_the_interval():
+    """A global jitter = "5s" inherited by a feed at interval = "2s" put about half the
+    polls at the 1 s floor: a duration jitter is at most the interval, as 100% is."""
+    fs = FeedSettings(interval=2, jitter=Jitter(seconds=5))
+    rng = random.Random(5)
+    delays = [secs(next_poll_after_success(NOW, fs, rng)) for _ in range(400)]
+    assert all(1.0 <= d <= 4.0 for d in delays)
+    # 2 s ± 2 s, the part below the 1 s floor raised to it: 2.125 s on average (was 2.8 s)
+    assert sum(delays) / len(delays) == pytest.approx(2.125, abs=0.15)
+    assert latest_slot(NOW, fs) == NOW + timedelta(seconds=4)
+
+
 # -- backoff after failures ------------------------------------------------
 
 
