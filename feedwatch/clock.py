@@ -6,14 +6,30 @@ And where a step of the wall clock is noticed (``StepWatch``), for what waits on
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 Clock = Callable[[], datetime]
+
+RESOLUTION = timedelta(seconds=1)
+"""``system_clock`` reads to the second: the real time is up to this much later."""
 
 
 def system_clock() -> datetime:
     """Aware UTC, to the second (alert times are to the second)."""
     return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def exact_clock() -> datetime:
+    """Aware UTC, to the microsecond."""
+    return datetime.now(timezone.utc)
+
+
+def wait_clock(clock: Clock) -> Clock:
+    """The clock a wait counts from (a next poll, a Retry-After's end). ``system_clock``
+    is up to a second behind the real time, and a wait counted from it ends up to a
+    second early (Retry-After: 3 honoured after 2.05 s): its exact reading instead. Any
+    other clock (a test's) is exact as it is."""
+    return exact_clock if clock is system_clock else clock
 
 
 class StepWatch:

@@ -38,7 +38,7 @@ from typing import Any, TextIO
 import structlog
 
 from feedwatch import metrics, pacing, sdnotify
-from feedwatch.clock import Clock, StepWatch, system_clock
+from feedwatch.clock import Clock, StepWatch, system_clock, wait_clock
 from feedwatch.config import ConfigError, same_url_feeds
 from feedwatch.deliver import Dispatcher, DispatchReport
 from feedwatch.fetch import Fetcher
@@ -129,6 +129,7 @@ class Daemon:
         self.config = config
         self.load = load
         self.clock = clock
+        self.exact = wait_clock(clock)
         self.rng = rng or random.Random()
         self.scheduler = FeedScheduler()
         self._stop = asyncio.Event()
@@ -451,7 +452,8 @@ class Daemon:
             self._polling.add(name)
             mine = True
             polled_url = feed.url
-            claim = self.store.claim_feed(name, feed.url, self.owner, self.clock(), LEASE_SECONDS)
+            # (the exact time: the next poll that made this job due was counted from it)
+            claim = self.store.claim_feed(name, feed.url, self.owner, self.exact(), LEASE_SECONDS)
             if not claim.granted:
                 refused = claim
                 log.debug(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
+from feedwatch.clock import RESOLUTION
 from feedwatch.model import FeedSettings
 
 MAX_BACKOFF = 6 * 3600.0
@@ -85,11 +86,13 @@ def next_poll_after_success(now: datetime, settings: FeedSettings, rng: random.R
 
 def latest_slot(last_poll: datetime, settings: FeedSettings) -> datetime:
     """The latest a successful poll at ``last_poll`` can set the next one under these
-    settings (interval + jitter later). A stored next poll later than this was set
-    under a longer interval: the config has changed since."""
+    settings (interval + jitter later, counted from up to a second after ``last_poll``,
+    which is stored to the second). A stored next poll later than this was set under a
+    longer interval: the config has changed since."""
     interval = settings.interval
     amount = settings.jitter.amount(interval)
-    return last_poll + timedelta(seconds=interval + (abs(amount) if math.isfinite(amount) else 0))
+    jitter = abs(amount) if math.isfinite(amount) else 0
+    return last_poll + RESOLUTION + timedelta(seconds=interval + jitter)
 
 
 def within_interval(

@@ -40,7 +40,7 @@ import structlog
 
 from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
-from feedwatch.clock import Clock, system_clock
+from feedwatch.clock import Clock, system_clock, wait_clock
 from feedwatch.diff import DiffResult, diff, stored_needed
 from feedwatch.identity import alert_id, entry_keys, id_bases
 from feedwatch.model import (
@@ -168,6 +168,7 @@ class Poller:
         self.store = store
         self.fetcher = fetcher
         self.clock = clock
+        self.wait_clock = wait_clock(clock)  # what a next poll counts from
         self.rng = rng or random.Random()
         self.dry_run = dry_run
         self.parse_executor = parse_executor
@@ -253,7 +254,7 @@ class Poller:
                         http_status=None,
                         error=report.error or "internal error",
                         next_poll=pacing.next_poll_after_failure(
-                            now, feed.settings, errors, self.rng
+                            self.wait_clock(), feed.settings, errors, self.rng
                         ),
                     )
                 except StateError as again:
@@ -327,7 +328,7 @@ class Poller:
             )
 
         prune_before = now - timedelta(seconds=s.retention)
-        next_poll = pacing.next_poll_after_success(now, s, self.rng)
+        next_poll = pacing.next_poll_after_success(self.wait_clock(), s, self.rng)
         digest = "" if isinstance(outcome, NotModified) else body_hash(outcome.body)
         if isinstance(outcome, NotModified) or (
             _last_body_applies(record, feed) and record.body_hash == digest
@@ -620,12 +621,13 @@ class Poller:
         # secret the config expanded into the URL (its host, say) is masked once, here
         reason = redact(reason)
         errors = record.errors + 1
+        since = self.wait_clock()
         next_poll = pacing.next_poll_after_failure(
-            now, feed.settings, errors, self.rng, retry_after=retry_after
+            since, feed.settings, errors, self.rng, retry_after=retry_after
         )
-        retry_until = now + timedelta(seconds=retry_after) if retry_after else None
+        retry_until = since + timedelta(seconds=retry_after) if retry_after else None
         if retry_until is not None:
-            retry_until = min(retry_until, now + timedelta(seconds=pacing.MAX_RETRY_AFTER))
+            retry_until = min(retry_until, since + timedelta(seconds=pacing.MAX_RETRY_AFTER))
         if not self.dry_run:
             self.store.record_failure(
                 feed.name,

@@ -19,6 +19,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
@@ -113,6 +114,7 @@ class FeedServer:
         self._routes: dict[str, _Route] = {}
         self._lock = threading.Lock()
         self._requests: list[tuple[str, str, dict[str, str]]] = []
+        self._arrivals: list[tuple[str, float]] = []  # (path, wall-clock time)
         self._in_flight = 0
         self._in_flight_max = 0
         self._closing = threading.Event()
@@ -196,6 +198,12 @@ class FeedServer:
         with self._lock:
             return sum(1 for _, p, _ in self._requests if p == path or p.split("?", 1)[0] == path)
 
+    def arrivals(self, path: str) -> list[float]:
+        """When each request for ``path`` (without its query string) came, wall-clock
+        ``time.time()`` as the daemon's schedule is."""
+        with self._lock:
+            return [t for p, t in self._arrivals if p.split("?", 1)[0] == path]
+
     @property
     def open_connections(self) -> int:
         """Connections a client holds open now (kept alive between requests)."""
@@ -205,6 +213,7 @@ class FeedServer:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._arrivals.clear()
             self._in_flight_max = self._in_flight
 
     @property
@@ -243,6 +252,7 @@ class FeedServer:
         path = h.path
         with self._lock:
             self._requests.append((h.command, path, headers))
+            self._arrivals.append((path, time.time()))
             self._in_flight += 1
             self._in_flight_max = max(self._in_flight_max, self._in_flight)
             route = self._routes.get(path) or self._routes.get(urlsplit(path).path)

@@ -600,6 +600,22 @@ def test_retry_after_is_honoured(tmp_path, feed_server, start_daemon):
     assert feed_server.count("/r") == 1
 
 
+def test_no_poll_comes_before_its_wait_is_over(tmp_path, feed_server, start_daemon):
+    """The next poll, a Retry-After's end among them, was counted from the clock read to
+    the second: a 1 s interval gave gaps of 0.02-0.5 s between requests, Retry-After: 3
+    a poll 2.05 s later. Every wait now counts from the exact time of the poll."""
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/r", b"slow down", status=503, headers={"Retry-After": "3"})
+    cfg = write_config(tmp_path, feed_server, ["a", "r"])
+    d = start_daemon(cfg)
+    wait_for(lambda: len(feed_server.arrivals("/r")) >= 2, what="r polled again", timeout=15)
+    assert d.stop() == 0
+    for path, wait in (("/a", 1.0), ("/r", 3.0)):
+        times = feed_server.arrivals(path)
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert gaps and all(g >= wait for g in gaps), (path, gaps)
+
+
 def test_metrics_and_healthz(tmp_path, feed_server, start_daemon):
     from tests.feedserver import free_port
 

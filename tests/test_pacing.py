@@ -81,7 +81,7 @@ def test_a_jitter_longer_than_the_interval_is_cut_to_the_interval():
     assert all(1.0 <= d <= 4.0 for d in delays)
     # 2 s ± 2 s, the part below the 1 s floor raised to it: 2.125 s on average (was 2.8 s)
     assert sum(delays) / len(delays) == pytest.approx(2.125, abs=0.15)
-    assert latest_slot(NOW, fs) == NOW + timedelta(seconds=4)
+    assert latest_slot(NOW, fs) == NOW + timedelta(seconds=5)  # (+1: see test_latest_slot_examples)
 
 
 # -- backoff after failures ------------------------------------------------
@@ -266,15 +266,21 @@ def test_latest_slot_bounds_every_next_poll_and_catches_a_longer_interval(
     rng = random.Random(seed)
     assert next_poll_after_success(NOW, s, rng) <= latest_slot(NOW, s) + timedelta(seconds=EPS)
     before = FeedSettings(interval=interval + longer, jitter=Jitter())
-    if interval + longer > interval + jitter.amount(interval) + EPS:
+    if interval + longer > interval + jitter.amount(interval) + 1 + EPS:
         assert next_poll_after_success(NOW, before, rng) > latest_slot(NOW, s)
 
 
 def test_latest_slot_examples() -> None:
+    """The interval + jitter, plus a second: the last poll is stored to the second, and
+    the poll counted its next one from the exact time, up to a second later."""
     ten_percent = FeedSettings(interval=3600, jitter=Jitter(ratio=0.1))
-    assert latest_slot(NOW, ten_percent) == NOW + timedelta(seconds=3960)
+    assert latest_slot(NOW, ten_percent) == NOW + timedelta(seconds=3961)
     thirty_s = FeedSettings(interval=300, jitter=Jitter(seconds=30))
-    assert latest_slot(NOW, thirty_s) == NOW + timedelta(seconds=330)
+    assert latest_slot(NOW, thirty_s) == NOW + timedelta(seconds=331)
+    exact = NOW + timedelta(seconds=0.999)  # the exact time of a poll stored as NOW
+    steady = FeedSettings(interval=300, jitter=Jitter())
+    own = next_poll_after_success(exact, steady, random.Random(1))
+    assert within_interval(own, steady, NOW, backing_off=False) == own  # not brought forward
 
 
 @settings(max_examples=150, deadline=None)
