@@ -291,10 +291,7 @@ class Daemon:
                 log.info("feed.gone_skipped", feed=feed.name)
                 self._gone.add(feed.name)
                 continue
-            when = rec.next_poll if rec is not None and rec.url == feed.url else None
-            if rec is not None and rec.retry_after_until is not None:
-                when = max(when or rec.retry_after_until, rec.retry_after_until)
-            due.append((feed.name, when))
+            due.append((feed.name, _stored_slot(rec, feed)))
         self._schedule_spread(due, records, 60.0, now)
 
     def _schedule_upkeep(self) -> None:
@@ -661,10 +658,13 @@ class Daemon:
         now = self.clock()
         old_feeds = {f.name: f for f in old.feeds}
         added = removed = changed = 0
-        # to schedule now: new feeds and new URLs (due now), and those whose settings
-        # changed at their scheduled time, which a shorter interval may bring forward (one
-        # not scheduled, or being polled, is left: that poll's end schedules the next)
+        # to schedule now: new feeds and new URLs (due now), feeds back in the config (at
+        # their stored time, as at a start: a backoff or a Retry-After holds), and those
+        # whose settings changed at their scheduled time, which a shorter interval may
+        # bring forward (one not scheduled, or being polled, is left: that poll's end
+        # schedules the next)
         to_schedule: list[tuple[str, datetime | None]] = []
+        back: list[FeedConfig] = []
         slots = self.scheduler.scheduled()
         for f in new.feeds:
             prev = old_feeds.get(f.name)
@@ -675,7 +675,7 @@ class Daemon:
                 continue
             if prev is None or not prev.enabled:
                 added += 1
-                to_schedule.append((f.name, None))
+                back.append(f)
             elif prev != f:
                 changed += 1
                 if prev.url != f.url:
@@ -689,8 +689,13 @@ class Daemon:
                 removed += 1
                 self.scheduler.cancel(name)
                 metrics.REGISTRY.remove(feed=name)
-        if to_schedule:
+        if to_schedule or back:
             records = self.store.feeds()
+            for f in back:
+                rec = records.get(f.name)
+                # (one whose url changed while it was out is a new feed: polled now)
+                stored = rec is not None and rec.url == f.url
+                to_schedule.append((f.name, _stored_slot(rec, f) if stored else None))
             for name, _when in to_schedule:  # added back, still gone at the same URL?
                 if _gone_here(records.get(name), new.feed(name)):
                     self._gone.add(name)
@@ -750,6 +755,16 @@ class Daemon:
             states[st] = states.get(st, 0) + 1
         metrics.FEEDS.replace([({"state": k}, v) for k, v in states.items()])
         self._update_outbox()
+
+
+def _stored_slot(rec: FeedRecord | None, feed: FeedConfig) -> datetime | None:
+    """When the state says a feed coming into the schedule (a start, a reload that brings
+    it back) is due: its stored next poll (a backoff after errors included), not before
+    a server's Retry-After; None (now) for a feed never polled at its url."""
+    when = rec.next_poll if rec is not None and rec.url == feed.url else None
+    if rec is not None and rec.retry_after_until is not None:
+        when = max(when or rec.retry_after_until, rec.retry_after_until)
+    return when
 
 
 def _gone_here(rec: FeedRecord | None, feed: FeedConfig | None) -> bool:

@@ -616,6 +616,42 @@ def test_no_poll_comes_before_its_wait_is_over(tmp_path, feed_server, start_daem
         assert gaps and all(g >= wait for g in gaps), (path, gaps)
 
 
+def test_a_feed_back_in_the_config_keeps_its_retry_after_and_backoff(
+    tmp_path, feed_server, start_daemon
+):
+    """A feed under Retry-After: 3600 ("r"), or backing off after an error ("e"), taken
+    out of the config by a reload and put back by another, or disabled and enabled
+    again, was polled at once: it keeps its stored wait, as over a restart."""
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/r", b"slow down", status=429, headers={"Retry-After": "3600"})
+    feed_server.set("/e", b"down", status=500)
+    cfg = write_config(tmp_path, feed_server, ["a", "r", "e"])
+    e_url = f'url = "{feed_server.url("/e")}"\n'
+    full = cfg.read_text().replace(e_url, e_url + 'interval = "1h"\n')
+    cfg.write_text(full)
+    without = full.split('\n[[feeds]]\nname = "r"')[0]  # r and e come last
+    disabled = full
+    for name in ("r", "e"):
+        url = f'url = "{feed_server.url("/" + name)}"\n'
+        disabled = disabled.replace(url, url + "enabled = false\n")
+    d = start_daemon(cfg)
+    wait_for(
+        lambda: d.has("feed.failed", feed="r") and d.has("feed.failed", feed="e"),
+        what="the first polls of r and e",
+    )
+    for n, text in enumerate((without, full, disabled, full), start=1):
+        cfg.write_text(text)
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda n=n: sum(1 for e in d.events() if e.get("event") == "config.reloaded") == n,
+            what=f"reload {n}",
+        )
+    m = feed_server.count("/a")
+    wait_for(lambda: feed_server.count("/a") >= m + 3, what="a keeps polling")
+    assert (feed_server.count("/r"), feed_server.count("/e")) == (1, 1)
+    assert d.stop() == 0
+
+
 def test_metrics_and_healthz(tmp_path, feed_server, start_daemon):
     from tests.feedserver import free_port
 
