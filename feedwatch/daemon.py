@@ -371,7 +371,19 @@ class Daemon:
         for name, when in spread_overdue(now, capped, window, rng=self.rng).items():
             if name in stored and stored[name] > now:  # it was not overdue
                 when = min(when, stored[name])
-            self.scheduler.at(name, when, self._poll_job, name)
+            self._slot(name, when, records.get(name))
+
+    def _slot(self, name: str, when: datetime, rec: FeedRecord | None) -> None:
+        """Schedule the feed's next poll at ``when``, and store it where the state says
+        otherwise (a shorter interval, an overdue feed's place in a spread), so `status`
+        shows the time the daemon keeps. (A feed the state does not know yet has none.)"""
+        self.scheduler.at(name, when, self._poll_job, name)
+        if rec is None or rec.next_poll == when:
+            return
+        try:
+            self.store.set_next_poll(name, when)
+        except Exception as exc:  # the schedule stands; the next poll stores its own
+            log.warning("feed.next_poll_not_stored", feed=name, error=str(exc))
 
     @staticmethod
     def _within_interval(
@@ -417,7 +429,7 @@ class Daemon:
             when = self._within_interval(rec, feed, when, now)
         if rec is not None and rec.retry_after_until is not None and rec.retry_after_until > when:
             when = rec.retry_after_until
-        self.scheduler.at(name, when, self._poll_job, name)
+        self._slot(name, when, rec)
 
     def _reschedule_refused(self, name: str, claim: FeedClaim) -> None:
         """Another instance polled the feed (look again at the stored next poll) or is

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -649,6 +650,53 @@ def test_a_feed_back_in_the_config_keeps_its_retry_after_and_backoff(
     m = feed_server.count("/a")
     wait_for(lambda: feed_server.count("/a") >= m + 3, what="a keeps polling")
     assert (feed_server.count("/r"), feed_server.count("/e")) == (1, 1)
+    assert d.stop() == 0
+
+
+def _status_next_polls(cfg: Path) -> dict[str, datetime]:
+    r = run_feedwatch("-c", str(cfg), "status", "--json", timeout=30)
+    assert r.returncode == 0, r.stderr
+    return {
+        f["name"]: datetime.strptime(f["next_poll"], "%Y-%m-%dT%H:%M:%S%z")
+        for f in json.loads(r.stdout)["feeds"]
+    }
+
+
+def test_status_shows_the_next_poll_after_a_reload_shortens_the_interval(
+    tmp_path, feed_server, start_daemon
+):
+    """interval 1h -> 10s by a reload: the daemon polls 10 s after the last poll, and
+    status said an hour on (the time stored by that poll) until then."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "1h"'))
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.polled", feed="a"), what="the first poll")
+    assert _status_next_polls(cfg)["a"] > datetime.now(timezone.utc) + timedelta(minutes=59)
+    cfg.write_text(cfg.read_text().replace('interval = "1h"', 'interval = "10s"'))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config.reloaded"), what="the reload")
+    assert _status_next_polls(cfg)["a"] <= datetime.now(timezone.utc) + timedelta(seconds=11)
+    assert d.stop() == 0
+
+
+def test_status_shows_where_a_start_spread_the_overdue_feeds(tmp_path, feed_server, start_daemon):
+    """30 feeds overdue at a start are spread over 30 s; status showed the past times the
+    state held until each feed's poll, not the slots the daemon had given them."""
+    names = [f"f{i}" for i in range(30)]
+    for name in names:
+        feed_server.set("/" + name, rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, names)
+    cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "1h"'))
+    assert run_feedwatch("-c", str(cfg), "check", timeout=30).returncode == 0
+    past = int((time.time() - 3600) * 1_000_000)  # an hour overdue (stored in microseconds)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("UPDATE feeds SET next_poll = ?", (past,))
+    started = datetime.now(timezone.utc).replace(microsecond=0)
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("daemon.started"), what="the start")
+    late = {n: t for n, t in _status_next_polls(cfg).items() if t < started}
+    assert not late, late
     assert d.stop() == 0
 
 
