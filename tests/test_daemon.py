@@ -525,6 +525,10 @@ def test_a_wall_clock_moved_on_polls_what_fell_due_within_seconds(
     cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "60s"'))
     d = start_daemon(cfg, env=env, module="tests.fakewall")
     wait_for(lambda: feed_server.count("/a") and feed_server.count("/b"), what="first polls")
+    # each poll's next slot is set just after its request is answered: a step landing
+    # before that (a few ms) rightly sets it an interval after the new time
+    last = max(feed_server.arrivals("/a") + feed_server.arrivals("/b"))
+    wait_for(lambda: time.time() - last > 1.0, what="both next slots set")
     (tmp_path / "step.tmp").write_text("7200")
     (tmp_path / "step.tmp").rename(step)
     wait_for(
