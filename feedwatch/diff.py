@@ -217,9 +217,11 @@ def _differs(a: str, b: str, ignore: Ignore | None, legacy: bool = False) -> boo
     ``a`` is the stored one. ``legacy``: a row of an earlier fingerprint version
     (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have read
     otherwise: a field declared plain had its tag-like words reduced away ("the
-    <dialog> element" was "the element"), or some versions kept a plain field's
-    "<script>…</script>" that is now read as markup. Such a difference is the
-    conversion's, not the feed's. In a current row it is a real edit."""
+    <dialog> element" was "the element"), some versions kept a plain field's
+    "<script>…</script>" that is now read as markup, and one stray byte that is not
+    UTF-8 made the whole document read as windows-1252 ("DniprÃ³" for "Dnipró").
+    Such a difference is the conversion's, not the feed's. In a current row it is a
+    real edit."""
     ka, kb = comparable_text(a), comparable_text(b)
     if ka == kb or (ignore and ignore.same(a, b)):
         return False
@@ -227,7 +229,20 @@ def _differs(a: str, b: str, ignore: Ignore | None, legacy: bool = False) -> boo
         return True
     if "<" in b and comparable_text(html_to_text(b)) == ka:
         return False
-    return not ("<" in a and comparable_text(html_to_text(a)) == kb)
+    if "<" in a and comparable_text(html_to_text(a)) == kb:
+        return False
+    return b.isascii() or comparable_text(_as_windows_1252(b)) != ka
+
+
+# windows-1252 as feedparser's fallback read a document: the five bytes it leaves
+# undefined as latin-1
+_UNDEFINED_1252 = {0xDC00 + b: chr(b) for b in range(0x80, 0x100)}
+
+
+def _as_windows_1252(text: str) -> str:
+    """``text``'s UTF-8 bytes read as windows-1252: how an earlier feedwatch stored it
+    when one stray byte elsewhere in its document made it read the whole as such."""
+    return text.encode("utf-8").decode("cp1252", "surrogateescape").translate(_UNDEFINED_1252)
 
 
 _CHANGE_LEAD = 200  # characters kept before the first difference, for context
@@ -270,13 +285,11 @@ def _text_changed(
     old: StoredEntry, new: EntrySnapshot, fp: str, ignore: Ignore | None = None
 ) -> bool:
     legacy = _legacy(old)
-    if not legacy:
-        if old.fingerprint == fp:
-            return False
-        if ignore is None:
-            return True
-    # A fingerprint of another version says nothing, and one of the whole text says
-    # nothing of the text ``ignore_text`` leaves: compare the stored text.
+    if not legacy and old.fingerprint == fp:
+        return False
+    # A fingerprint of another version says nothing, one of the whole text says nothing
+    # of the text ``ignore_text`` leaves, and two fingerprints differ for URLs in the
+    # text that differ only by a cache-buster: compare the stored text.
     return any(_differs(getattr(old, f), getattr(new, f), ignore, legacy) for f in TEXT_FIELDS)
 
 

@@ -319,13 +319,19 @@ def _alerts_for(a: Analysis, item: Item) -> list[AlertRecord]:
     if item.status == "duplicate":  # its identity's alerts are the earlier entry's
         return []
     keys = {item.identity}
+    thread = None
     if item.stored is not None:
         keys.add(item.stored.identity)
+        thread = item.stored.new_alert_id  # every alert of the entry has it, under any key
     if a.result is not None:
         for old, new in a.result.rekeys:
             if new in keys:
                 keys.add(old)
-    return [r for r in a.alerts if r.identity in keys]
+    return [
+        r
+        for r in a.alerts
+        if r.identity in keys or (thread is not None and thread in (r.thread_id, r.alert_id))
+    ]
 
 
 def _delivery_summary(records: Sequence[AlertRecord]) -> str:

@@ -20,6 +20,7 @@ from feedwatch.identity import (
     duplicate_key,
     entry_fingerprint,
     entry_keys,
+    fingerprint,
     identity_for,
     key_for,
     link_variants,
@@ -525,6 +526,32 @@ def test_a_cache_buster_in_a_url_written_in_the_text_is_no_change():
         "a https://x.org/p, and (https://x.org/q)"
     )
     assert comparable_text("what? no://url here?") == "what? no://url here?"
+
+
+def test_ids_of_a_change_are_those_the_previous_release_made():
+    """Across the upgrade the same change has the same id (it never alerts twice):
+    the fingerprint's hash and the alert id, computed by a0a307a (label v1) for a
+    text holding a URL with tracking and cache-busting parameters and non-ASCII."""
+    fp = fingerprint(
+        "Report out", "Read it: https://ex.com/report.pdf?utm_source=rss&cb=17.", "Dnipró –"
+    )
+    assert fp == "v2:2911e62a8a538ccc69ae8c05b4020128"
+    assert alert_id("f", "g:1", "updated", fp, T0, None) == "f366a9514081f0878e98fb40a00a9406"
+
+
+def test_a_row_an_earlier_version_stored_in_mojibake_is_no_change_after_the_upgrade():
+    """One stray byte made an earlier feedwatch read the whole UTF-8 document as
+    windows-1252: its v1 rows hold "DniprÃ³ strike â€“ update"; read right now, that
+    is the same text (stored again silently). In a current row it is an edit."""
+    stored, ident = baseline([entry(1, title="DniprÃ³ strike â€“ update"), entry(2)])
+    now = [entry(1, title="Dnipró strike – update"), entry(2)]
+    r = run(_as_v1(stored), now, identity=ident)
+    assert r.changes == () and r.upserts[0].title == "Dnipró strike – update"
+    assert kinds(run(stored, now, identity=ident)) == [("updated", "Dnipró strike – update")]
+    other = [entry(1, title="Dnipró strike – update 2"), entry(2)]
+    assert kinds(run(_as_v1(stored), other, identity=ident)) == [
+        ("updated", "Dnipró strike – update 2")
+    ]
 
 
 def test_ids_are_the_same_under_either_label_of_one_hash():

@@ -238,6 +238,13 @@ def test_an_entry_re_keyed_when_its_feed_starts_giving_ids_keeps_its_alerts(setu
     assert f"new {alerted['id']}" in r.stdout and "log: delivered" in r.stdout
     assert "never alerted" not in r.stdout and "no alert recorded" not in r.stdout
     assert len(sent(tmp)) == 1
+    # a state an earlier release re-keyed left the alert under the old key: found too
+    conn = sqlite3.connect(tmp / "state.db")
+    with conn:
+        conn.execute("UPDATE alerts SET identity = 'l:https://example.org/3'")
+    conn.close()
+    r = fw(cfg, "explain", "news", "strike")
+    assert f"new {alerted['id']}" in r.stdout and "log: delivered" in r.stdout
 
 
 def test_fetch_failure_and_no_fetch_explain_from_state(setup):

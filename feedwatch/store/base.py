@@ -150,6 +150,7 @@ class AlertRecord:
     # `duplicates = "skip"`: (sink, alert id, feed) of the other alerts of its key that
     # went to a sink first; this one was not sent there
     duplicate_of: tuple[tuple[str, str, str], ...] = ()
+    thread_id: str | None = None  # the entry's `new` alert id (model.StoredEntry.new_alert_id)
 
 
 @dataclass(frozen=True)

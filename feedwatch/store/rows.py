@@ -401,8 +401,8 @@ class SharedWrites(SharedReads):
                 args.append(query.status)
             where.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE {' AND '.join(cond)})")
         sql = (
-            "SELECT alert_id, feed, identity, kind, created_at, payload, duplicate_key"
-            " FROM alerts"
+            "SELECT alert_id, feed, identity, kind, created_at, payload, duplicate_key,"
+            " thread_id FROM alerts"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + f" ORDER BY created_at DESC, seq DESC LIMIT {p}"
         )
@@ -439,6 +439,7 @@ class SharedWrites(SharedReads):
                 payload=StoredPayload(r[5]),
                 deliveries=tuple(deliveries[r[0]]),
                 duplicate_of=duplicate_of.get(r[0], ()),
+                thread_id=r[7],
             )
             for r in rows
         ]
