@@ -1257,6 +1257,26 @@ def test_a_new_state_is_whole_or_absent(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["state.db"]
 
 
+def test_a_new_state_through_a_dangling_symlink_is_made_where_it_points(tmp_path: Path) -> None:
+    """state = a symlink to a file not there yet: the file is built and linked in where
+    the symlink points, mode 0600 (it holds feed URLs with their user-info), once."""
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "state.db"
+    link.symlink_to(tmp_path / "data" / "feedwatch.db")
+    old = os.umask(0o022)
+    try:
+        with SqliteStore(link) as s:
+            s.commit_poll(poll(upserts=(entry("a"),)))
+    finally:
+        os.umask(old)
+    real = tmp_path / "data" / "feedwatch.db"
+    assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert sqlite_rows(real, "PRAGMA user_version") == [(len(SqliteStore.MIGRATIONS),)]
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.name.endswith(".new")] == []
+    with SqliteStore(link) as s:
+        assert set(s.entries("f")) == {"a"}
+
+
 def test_disk_full_is_a_state_error_and_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with SqliteStore(path) as s:

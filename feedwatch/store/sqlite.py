@@ -303,7 +303,9 @@ class SqliteStore(SharedWrites):
         """A new state is built under a temporary name and linked into place with its
         schema written: so a crash never leaves an empty state file, and an empty one is
         a truncated state (refused), not a new one."""
-        directory, name = os.path.split(os.path.abspath(self.path))
+        # through a symlink (dangling until now), the file is made where it points
+        target = os.path.realpath(self.path)
+        directory, name = os.path.split(target)
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".new", dir=directory)
             os.close(fd)  # mode 0600, as the state's -wal and -shm will be
@@ -313,10 +315,11 @@ class SqliteStore(SharedWrites):
             ) from exc
         try:
             self._build(tmp)
-            self._install(tmp)
+            installed = self._install(tmp, target)
         finally:
             _remove(tmp, f"{tmp}-journal", f"{tmp}-wal", f"{tmp}-shm")
-        log.info("state.created", path=self.path, version=len(self.MIGRATIONS))
+        if installed:
+            log.info("state.created", path=self.path, version=len(self.MIGRATIONS))
 
     def _build(self, tmp: str) -> None:
         """Every schema step in one transaction, then WAL mode: the file is whole on disk."""
@@ -335,16 +338,18 @@ class SqliteStore(SharedWrites):
         finally:
             conn.close()
 
-    def _install(self, tmp: str) -> None:
-        """Give the built file the state's name, never over a state made meanwhile."""
+    def _install(self, tmp: str, target: str) -> bool:
+        """Give the built file the state's name (``target``, the path with its symlinks
+        resolved), never over a state made meanwhile; False if one was."""
         try:
             try:
-                os.link(tmp, self.path)
+                os.link(tmp, target)
             except FileExistsError:
-                return  # another process made it first: that one is used
+                return False  # another process made it first: that one is used
             except OSError:
-                os.rename(tmp, self.path)  # a file system without hard links
+                os.rename(tmp, target)  # a file system without hard links
             _sync_directory(os.path.dirname(tmp))
+            return True
         except OSError as exc:
             raise StateError(
                 f"cannot create state file {self.path}: {exc.strerror or exc}"
