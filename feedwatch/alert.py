@@ -52,19 +52,23 @@ def safe_link(link: str | None) -> str | None:
     return None
 
 
-def _without_path_secrets(link: str | None, feed_url: str) -> str | None:
-    """An entry's link, with each secret of the feed's own URL path masked: a relative
-    link resolved against that URL carries its path (an expanded ${VAR} there). Only
-    this feed's, and only its path's: a value masked in every link of every feed
-    would mangle links that merely contain it."""
-    return mask(link, secrets_in(urlsplit(feed_url).path)) if link else link
+def _without_url_secrets(link: str | None, feed_url: str) -> str | None:
+    """An entry's link (or enclosure's), with each secret of the feed's own URL path
+    and query masked: a relative link resolved against that URL carries its path, and
+    a same-document one ("#item") its query too (an expanded ${VAR} there). Only this
+    feed's, and only its URL's: a value masked in every link of every feed would
+    mangle links that merely contain it."""
+    if not link:
+        return link
+    parts = urlsplit(feed_url)
+    return mask(link, secrets_in(parts.path) + secrets_in(parts.query))
 
 
 def entry_payload(entry: EntrySnapshot, feed_url: str = "") -> dict[str, Any]:
     return {
         "id": cap(entry.entry_id),
         "title": cap(entry.title),
-        "link": _without_path_secrets(safe_link(entry.link), feed_url),
+        "link": _without_url_secrets(safe_link(entry.link), feed_url),
         "author": cap(entry.author),
         "published": format_time(entry.published),
         "updated": format_time(entry.updated),
@@ -72,7 +76,11 @@ def entry_payload(entry: EntrySnapshot, feed_url: str = "") -> dict[str, Any]:
         "content": cap(entry.content),
         "tags": [cap(t) for t in entry.tags],
         "enclosures": [
-            {"url": safe_link(e.url), "type": cap(e.type), "length": e.length}
+            {
+                "url": _without_url_secrets(safe_link(e.url), feed_url),
+                "type": cap(e.type),
+                "length": e.length,
+            }
             for e in entry.enclosures
             if safe_link(e.url)
         ],
@@ -80,12 +88,13 @@ def entry_payload(entry: EntrySnapshot, feed_url: str = "") -> dict[str, Any]:
 
 
 def feed_payload(feed: FeedConfig, title: str | None) -> dict[str, Any]:
-    # The configured URL may carry user-info or an expanded ${VAR}: never in an alert.
+    # The configured URL may carry user-info or an expanded ${VAR}: never in an alert;
+    # nor may a name or tag written with one (SPEC 2: expanded values show as ***).
     return {
-        "name": feed.name,
+        "name": redact(feed.name),
         "url": redact(redact_url(feed.url)),
         "title": cap(title),
-        "tags": list(feed.tags),
+        "tags": [redact(t) for t in feed.tags],
     }
 
 
@@ -121,8 +130,18 @@ def build_alert(
         "detected_at": format_time(detected_at),
         "feed": feed_payload(feed, feed_title),
         "entry": entry_payload(change.entry, feed.url),
-        "changes": {k: {"old": v.old, "new": v.new} for k, v in change.changes.items()},
-        "matched": [{"rule": m.rule, "terms": list(m.terms)} for m in matched],
+        "changes": {
+            k: (
+                {"old": v.old, "new": v.new}
+                if k != "link"
+                else {
+                    "old": _without_url_secrets(v.old, feed.url),
+                    "new": _without_url_secrets(v.new, feed.url),
+                }
+            )
+            for k, v in change.changes.items()
+        },
+        "matched": [{"rule": m.rule, "terms": [redact(t) for t in m.terms]} for m in matched],
         "message": None,
     }
     return Alert(

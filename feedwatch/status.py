@@ -59,7 +59,7 @@ def collect(config: Config) -> dict[str, Any]:
 
 def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict[str, Any]:
     return {
-        "name": name,
+        "name": redact(name),  # (a name written with a ${VAR} shows as ***)
         "url": redact_url(url) if url else None,
         "state": state,
         "http_status": rec.http_status if rec else None,

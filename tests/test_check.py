@@ -993,6 +993,56 @@ def test_the_feeds_credentials_and_secrets_never_reach_its_entries_links(tmp_pat
     assert stored and not any("S3cretPw" in link or "alice" in link for link in stored)
 
 
+def test_no_expanded_value_reaches_an_alert_or_status(tmp_path, feed_server):  # noqa: F811
+    """SPEC 2: expanded ${VAR} values show as *** in alerts and status: a feed's name,
+    tags and keywords written with one, and its URL's path and query secrets in every
+    link resolved against it (an edited link's `changes`, enclosures, "#item" links)."""
+
+    def body(link: str) -> bytes:
+        return (
+            '<rss version="2.0"><channel><title>S</title>'
+            f"<item><guid>1</guid><title>Bluebird lands</title><link>{link}</link>"
+            '<enclosure url="ep1.mp3" type="audio/mpeg" length="9"/></item>'
+            "<item><guid>2</guid><title>Bluebird again</title><link>#two</link></item>"
+            "</channel></rss>"
+        ).encode()
+
+    feed_server.set("/feed/PathTok3n99/rss", body("story-1"))
+    cfg = tmp_path / "feedwatch.toml"
+    url = f"http://127.0.0.1:{feed_server.port}/feed/${{TOK}}/rss?key=${{QTOK}}"
+    feeds = (
+        f'[[feeds]]\nname = "${{FEEDNAME}}"\nurl = "{url}"\ntags = ["${{TAG}}"]\n'
+        'keywords = ["${KW}"]\n'
+    )
+    cfg.write_text(jsonl_config(tmp_path, feeds, 'first_poll = "alert"'))
+    env = {
+        "TOK": "PathTok3n99",
+        "QTOK": "QueryTok77",
+        "FEEDNAME": "intranet-watch",
+        "TAG": "team-secret",
+        "KW": "Bluebird",
+    }
+    secrets = ("PathTok3n99", "QueryTok77", "intranet-watch", "team-secret", '"Bluebird"')
+    r = fw(cfg, "check", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    feed_server.set(  # the link renamed, and the text edited
+        "/feed/PathTok3n99/rss",
+        body("story-1-renamed").replace(b"Bluebird lands", b"Bluebird lands, late"),
+    )
+    r2 = fw(cfg, "check", "--json", env=env)
+    assert r2.returncode == 0, r2.stderr
+    sent = alerts(tmp_path)
+    assert [a["kind"] for a in sent] == ["new", "new", "updated"]
+    assert sent[2]["changes"]["link"]["new"].endswith("/feed/***/story-1-renamed")
+    assert sent[0]["entry"]["enclosures"][0]["url"].endswith("/feed/***/ep1.mp3")
+    assert sent[1]["entry"]["link"].endswith("?key=***#two")
+    assert sent[0]["feed"]["name"] == "***" and sent[0]["feed"]["tags"] == ["***"]
+    assert sent[0]["matched"] == [{"rule": "keywords", "terms": ["***"]}]
+    status = fw(cfg, "status", env=env).stdout + fw(cfg, "status", "--json", env=env).stdout
+    for text in (r.stdout, r2.stdout, json.dumps(sent), status):
+        assert not any(s in text for s in secrets), text
+
+
 def test_a_gone_feed_given_a_new_url_is_polled_by_check_and_not_shown_gone(tmp_path, feed_server):  # noqa: F811
     """The daemon polls it at the new url; check skipped it and status said gone."""
     feed_server.set("/g", b"gone", status=410)
