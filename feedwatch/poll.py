@@ -56,7 +56,7 @@ from feedwatch.model import (
     Secret,
 )
 from feedwatch.redact import redact
-from feedwatch.staleness import stale_notice
+from feedwatch.staleness import as_recorded, stale_notice
 from feedwatch.store import ForgottenMeanwhile
 from feedwatch.store.base import FeedRecord, PollCommit, StateError, Store
 from feedwatch.store.group import GroupCommit
@@ -108,6 +108,7 @@ class PollReport:
     retry_after_until: datetime | None = None
     gone: bool = False
     redirected_to: str | None = None
+    title: str | None = None  # the feed's title, when its body was parsed
 
 
 def _voided(report: PollReport) -> PollReport:
@@ -122,6 +123,16 @@ def _voided(report: PollReport) -> PollReport:
         flood=0,
         warnings=(*report.warnings, "forgotten during this poll: the next poll records a baseline"),
     )
+
+
+def _as_polled(record: FeedRecord, report: PollReport, now: datetime) -> FeedRecord:
+    """What a dry run's poll would have recorded of the feed (it wrote nothing)."""
+    if report.result == "error":
+        return as_recorded(record, now, ok=False, error=report.error or "internal error")
+    if report.result != "ok":  # a 304 or the same bytes: the title stays
+        return as_recorded(record, now, ok=True, title=record.title)
+    new_entry = report.new > 0 or report.baseline
+    return as_recorded(record, now, ok=True, new_entry=new_entry, title=report.title)
 
 
 def _reveal(value: str | Secret) -> str:
@@ -263,9 +274,9 @@ class Poller:
                     log.exception("feed.record_failed", feed=feed.name)
         finally:
             self._polling -= 1
-        if not self.dry_run and feed.settings.stale_after > 0:
+        if feed.settings.stale_after > 0:
             try:
-                report.alerts.extend(self._staleness(feed))
+                report.alerts.extend(self._staleness(feed, report))
             except Exception:
                 log.exception("feed.stale_check_failed", feed=feed.name)
         report.duration = time.monotonic() - started
@@ -538,18 +549,24 @@ class Poller:
             flood=result.flood,
             baseline=result.baseline,
             redirected_to=fetched.permanent_redirect,
+            title=parsed.title,
         )
 
-    def _staleness(self, feed: FeedConfig) -> list[Alert]:
+    def _staleness(self, feed: FeedConfig, report: PollReport) -> list[Alert]:
         record = self.store.feed(feed.name)
         if record is None:
             return []
         now = self.clock()
+        if self.dry_run:
+            record = _as_polled(record, report, now)
         due = stale_notice(record, now, feed.settings.stale_after)
         if due is None:
             return []
         kind, message, key = due
         notice = build_notice(feed, record.title, kind, message, now, key=key)
+        if self.dry_run:
+            # the notice the real run would queue: not one already recorded
+            return [] if self.store.recorded_alerts([notice.id]) else [notice]
         queued = self.store.queue_notices([notice], stale_notified=kind == "stale", now=now)
         log.warning(
             "feed.stale" if kind == "stale" else "feed.recovered", feed=feed.name, message=message

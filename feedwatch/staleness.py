@@ -6,6 +6,7 @@ per failed poll: `stale_notified` in the state remembers that one was sent.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from feedwatch.alert import format_time
@@ -44,3 +45,28 @@ def stale_notice(
     if not stale and record.stale_notified:
         return "recovered", f"feed {record.name!r} has recovered", f"{format_time(now)}"
     return None
+
+
+def as_recorded(
+    record: FeedRecord,
+    now: datetime,
+    *,
+    ok: bool,
+    error: str | None = None,
+    new_entry: bool = False,
+    title: str | None = None,
+) -> FeedRecord:
+    """The record a poll leaves in the state (``ok``: it succeeded, with ``title``; else
+    it failed with ``error``): a dry run writes nothing, yet judges staleness as the real
+    run does, after its poll is recorded."""
+    if not ok:
+        return replace(record, last_poll=now, errors=record.errors + 1, last_error=error)
+    return replace(
+        record,
+        title=title,
+        last_poll=now,
+        last_success=now,
+        errors=0,
+        last_error=None,
+        last_new_entry=now if new_entry else record.last_new_entry,
+    )

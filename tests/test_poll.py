@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
@@ -56,6 +57,56 @@ def test_stale_then_recovered_once_each(tmp_path, feed_server):
     assert r.alerts == []
     pending = store.pending()
     assert sorted(d.kind for d in pending) == ["new", "recovered", "stale"]
+    store.close()
+
+
+def _state_rows(path: str) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return list(db.iterdump())
+    finally:
+        db.close()
+
+
+async def dry_then_real(config, store, clock, feed):
+    """The notices a dry run prints, the state rows before and after it, then the
+    notices the real poll at the same moment queues."""
+    before = _state_rows(config.state)
+    async with Fetcher() as fetcher:
+        dry = await Poller(config, store, fetcher, clock=clock, dry_run=True).poll(feed)
+    after = _state_rows(config.state)
+    real = await poll(config, store, clock, feed)
+    assert before == after, "the dry run changed the state"
+
+    def seen(r):
+        return [(a.kind, a.id, a.payload["message"], a.payload["feed"]) for a in r.alerts]
+
+    return seen(dry), seen(real)
+
+
+def test_a_dry_run_shows_the_stale_and_recovered_notices_a_real_run_sends(tmp_path, feed_server):
+    feed_server.set("/f", rss([entry(1)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"))
+    clock = FakeClock(T0)
+    asyncio.run(poll(config, store, clock, feed))
+    # quiet for two hours: the same stale notice, with the same id
+    clock.advance(hours=2)
+    dry, real = asyncio.run(dry_then_real(config, store, clock, feed))
+    assert [k for k, *_ in real] == ["stale"] and dry == real
+    # once sent, a dry run does not show it again
+    clock.advance(minutes=5)
+    assert asyncio.run(dry_then_real(config, store, clock, feed)) == ([], [])
+    # a new entry: the new alert and the recovered notice
+    feed_server.set("/f", rss([entry(1), entry(2)]))
+    clock.advance(minutes=5)
+    dry, real = asyncio.run(dry_then_real(config, store, clock, feed))
+    assert sorted(k for k, *_ in real) == ["new", "recovered"] and dry == real
+    # broken for two hours: stale, quoting the error of this very poll
+    feed_server.set("/f", "down", status=500)
+    clock.advance(hours=2)
+    dry, real = asyncio.run(dry_then_real(config, store, clock, feed))
+    assert [k for k, *_ in real] == ["stale"] and dry == real
+    assert "no successful poll" in real[0][2] and "500" in real[0][2]
     store.close()
 
 
