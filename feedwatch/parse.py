@@ -325,6 +325,29 @@ def _plain_key_fast_path() -> None:
 _plain_key_fast_path()
 
 
+def _untyped_atom_enclosures() -> None:
+    """feedparser gives every Atom ``<link>`` without a ``type`` the type text/html, an
+    enclosure too (an audio file "text/html" in the alert): an enclosure link is handed
+    to it with an empty type, which the entry reads as none. Its type decides nothing
+    else (only an alternate link's type picks the entry's link)."""
+    from feedparser.namespaces._base import Namespace
+
+    own = Namespace._start_link
+    if hasattr(own, "__wrapped__"):
+        return
+
+    @functools.wraps(own)
+    def start_link(self: Any, attrs_d: dict[str, Any]) -> Any:
+        if attrs_d.get("rel") == "enclosure" and "type" not in attrs_d:
+            attrs_d["type"] = ""
+        return own(self, attrs_d)
+
+    Namespace._start_link = start_link
+
+
+_untyped_atom_enclosures()
+
+
 class _ContentParamsCopy:
     """Stands in for the ``copy`` module in ``feedparser.mixin``, whose only use of it is
     ``copy.deepcopy(self.contentparams)`` for every title, summary and content it keeps:

@@ -311,6 +311,37 @@ def test_atom10_entry() -> None:
     assert e.enclosures == (Enclosure("https://ex.org/v.mp4", "video/mp4", 99),)
 
 
+def test_an_enclosure_without_a_type_has_none() -> None:
+    """feedparser gives an Atom link without a type "text/html": an enclosure's type is
+    the one the document gave, or none."""
+    links = (
+        '<link href="https://ex.org/e/1"/>'
+        '<link rel="enclosure" href="https://ex.org/a.mp3" length="1234"/>'
+        '<link rel="enclosure" href="https://ex.org/b.mp3" type="audio/mpeg"/>'
+        '<link rel="enclosure" href="https://ex.org/c.html" type="text/html"/>'
+    )
+    want = (
+        Enclosure("https://ex.org/a.mp3", None, 1234),
+        Enclosure("https://ex.org/b.mp3", "audio/mpeg", None),
+        Enclosure("https://ex.org/c.html", "text/html", None),
+    )
+    e = one(parse_body(atom(f"<entry><id>1</id>{links}</entry>"), ATOM_CT))
+    assert e.enclosures == want
+    assert e.link == "https://ex.org/e/1"  # an alternate link without a type is still the link
+    # the same read by feedparser's lenient parser (the body is not well-formed)
+    e = one(parse_body(atom(f"<entry><id>1</id><title>a & b</title>{links}</entry>"), ATOM_CT))
+    assert (e.enclosures, e.link) == (want, "https://ex.org/e/1")
+    items = (
+        '<item><guid>1</guid><enclosure url="https://ex.org/a.mp3" length="1234"/>'
+        '<enclosure url="https://ex.org/b.mp3" type="audio/mpeg" length="5"/></item>'
+    )
+    e = one(parse_body(rss(items), {}))
+    assert e.enclosures == (
+        Enclosure("https://ex.org/a.mp3", None, 1234),
+        Enclosure("https://ex.org/b.mp3", "audio/mpeg", 5),
+    )
+
+
 def test_every_author_and_the_atom_feeds_for_an_entry_without_one() -> None:
     """feedparser's `author` is the last author alone (with the first one's email);
     an Atom entry without an author has its feed's (RFC 4287); an RSS channel's
