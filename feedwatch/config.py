@@ -605,6 +605,10 @@ class _File:
     def err(self, path: KeyPath, message: str) -> None:
         if path in self.unexpanded:
             return
+        self.report(path, message)
+
+    def report(self, path: KeyPath, message: str) -> None:
+        """A problem whatever the key's value: an unknown key is one, expanded or not."""
         line = self.line_of(path)
         problem = Problem(self.display, line, _format_path(path), message)
         self.problems.append((self.index, line if line is not None else 0, problem))
@@ -619,7 +623,7 @@ def _check_keys(f: _File, table: Mapping[str, Any], allowed: Iterable[str], path
     allowed = list(allowed)
     for key in table:
         if key not in allowed:
-            f.err(path + (key,), f"unknown key{_suggest(key, allowed)}")
+            f.report(path + (key,), f"unknown key{_suggest(key, allowed)}")
 
 
 def _expand_tree(f: _File, value: Any, path: KeyPath, env: Mapping[str, str]) -> Any:

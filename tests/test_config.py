@@ -701,6 +701,22 @@ def test_env_missing_and_malformed(tmp_path: Path) -> None:
     ]
 
 
+def test_an_unknown_key_is_reported_even_when_its_variable_is_not_set(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [[feeds]]
+        name = "f"
+        url = "https://example.org/feed"
+        user_agnet = "bot ${CONTACT}"
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:4: feeds[0].user_agnet: environment variable CONTACT is not set",
+        'feedwatch.toml:4: feeds[0].user_agnet: unknown key (did you mean "user_agent"?)',
+    ]
+
+
 SECRETS_TOML = """
 [feedwatch]
 state = "postgresql://fw:${DB_PASSWORD}@db.example/fw"
