@@ -145,8 +145,12 @@ def _detected(delivery: Delivery) -> datetime:
 # Headers, written as given
 # --------------------------------------------------------------------------
 
-_EW_BYTES = 45  # base64 of 45 bytes is 60 characters: an encoded word within RFC 2047's 75
-_PLAIN_MAX = 60  # a longer word is encoded, so that the header can be folded
+# RFC 2047 section 2: a line holding an encoded word is at most 76 characters. Every
+# word fits on the first line after the longest name written here, so no line is longer.
+_LINE_MAX = 76
+_WORD_MAX = _LINE_MAX - len("X-Feedwatch-Alert-Id: ")  # 54
+_EW_BYTES = (_WORD_MAX - len("=?utf-8?b??=")) // 4 * 3  # 30 bytes: a 52-character encoded word
+_PLAIN_MAX = _WORD_MAX - 2  # a longer word (quotes and all) is encoded, so the header can fold
 _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
 
 
@@ -169,8 +173,9 @@ class _Header(str):
         return header
 
     def fold(self, *, policy: Policy) -> str:
-        """``Name: words``, a line broken between words where it would pass the policy's width."""
-        width = policy.max_line_length or 998
+        """``Name: words``, a line broken between words where it would pass the policy's
+        width or RFC 2047's 76 characters."""
+        width = min(policy.max_line_length or _LINE_MAX, _LINE_MAX)
         lines = [f"{self.name}:"]
         for i, word in enumerate(self.words):
             if i and len(lines[-1]) + 1 + len(word) > width:
