@@ -434,6 +434,37 @@ def test_a_display_name_with_a_comma_mails_the_address_in_angle_brackets(
     )
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ålesund Nyheter, Møre og Romsdal fylkeskommune avdeling for varsler",
+        "Tolkien, J. R. R. (the author of a very long book about rings)",
+        'Back\\slash "q" and a long tail of words, enough to be a long name',
+        'Jane "JJ" Doe',
+        "Doe, Jane",
+        "Jörg Müller-Lüdenscheidt, Redaktion für Nachrichten aus Köln",
+        "Новости Москвы, Россия",
+    ],
+)
+def test_a_long_display_name_reads_back_as_written(name: str) -> None:
+    """A name longer than one encoded word was cut mid-word into several; Python's
+    email read a space in at each cut ('fylkeskomm une', 'long  book')."""
+    mailbox = f"{_quoted(name)} <alerts@example.org>"
+    c = cfg()
+    opts = {**c.options, "from_": mailbox, "to": (mailbox, "bo@example.org")}
+    sink = SinkConfig(name=c.name, type=c.type, options=opts)
+    data = build_message([delivery(payload())], sink).as_bytes(policy=policy.SMTP)
+    msg = parse(data)
+    assert msg["From"].addresses[0].display_name == name
+    assert [a.display_name for a in msg["To"].addresses] == [name, ""]
+    for line in header_block(data).split(b"\r\n"):
+        assert len(line) <= 76
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def test_an_international_domain_is_sent_in_punycode(
     smtp_server: Callable[..., SMTPServer],
 ) -> None:

@@ -151,6 +151,9 @@ _LINE_MAX = 76
 _WORD_MAX = _LINE_MAX - len("X-Feedwatch-Alert-Id: ")  # 54
 _EW_BYTES = (_WORD_MAX - len("=?utf-8?b??=")) // 4 * 3  # 30 bytes: a 52-character encoded word
 _PLAIN_MAX = _WORD_MAX - 2  # a longer word (quotes and all) is encoded, so the header can fold
+# A display name's encoded words may be longer (a 68-character word fits after "From: "):
+# Python's email reads a space in at each cut between encoded words in a display name.
+_PHRASE_EW_BYTES = (_LINE_MAX - len("From: ") - len("=?utf-8?b??=")) // 4 * 3  # 42
 _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
 
 
@@ -184,19 +187,22 @@ class _Header(str):
         return policy.linesep.join(lines) + policy.linesep
 
 
-def _encoded_words(text: str) -> list[str]:
-    """``text`` as RFC 2047 encoded words (UTF-8, base64), cut between characters."""
-    words: list[str] = []
-    chunk = b""
+def _encoded_words(text: str, size: int = _EW_BYTES) -> list[str]:
+    """``text`` as RFC 2047 encoded words (UTF-8, base64) of ``size`` bytes at most, cut
+    before a space where the chunk has one: a reader that keeps the white space between
+    encoded words (Python's email does, in a display name) then splits no word."""
+    chunks = [""]
     for ch in text:
-        data = ch.encode("utf-8", "replace")
-        if len(chunk) + len(data) > _EW_BYTES:
-            words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
-            chunk = b""
-        chunk += data
-    if chunk:
-        words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
-    return words
+        while len((chunks[-1] + ch).encode("utf-8", "replace")) > size:
+            cut = chunks[-1].rfind(" ")
+            cut = cut if cut > 0 else len(chunks[-1])
+            chunks[-1:] = [chunks[-1][:cut], chunks[-1][cut:]]
+        chunks[-1] += ch
+    return [
+        f"=?utf-8?b?{base64.b64encode(c.encode('utf-8', 'replace')).decode('ascii')}?="
+        for c in chunks
+        if c
+    ]
 
 
 def _plain_text(word: str) -> bool:
@@ -209,37 +215,56 @@ def _plain_atom(word: str) -> bool:
     return _plain_text(word) and all(ch in _ATEXT for ch in word)
 
 
-def _words(text: str, plain: Callable[[str], bool]) -> list[str]:
-    """``text``'s words, the plain ones as written and each run of others as encoded
-    words (which hold the spaces of the run: a reader drops those between encoded words)."""
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _as_text(word: str) -> str | None:
+    """A word of unstructured text (a subject) as written, or None to encode it."""
+    return word if _plain_text(word) else None
+
+
+def _as_phrase_word(word: str) -> str | None:
+    """A word of a display name: an atom as written, other plain text quoted, or None."""
+    if _plain_atom(word):
+        return word
+    return _quoted(word) if _plain_text(word) else None
+
+
+def _words(text: str, written: Callable[[str], str | None], size: int = _EW_BYTES) -> list[str]:
+    """``text``'s words, the plain ones as ``written`` has them and each run of others as
+    encoded words (which hold the spaces of the run: a reader drops those between encoded words)."""
     out: list[str] = []
     run: list[str] = []
     for word in text.split():
-        if plain(word):
-            if run:
-                out += _encoded_words(" ".join(run))
-                run = []
-            out.append(word)
-        else:
+        plain = written(word)
+        if plain is None:
             run.append(word)
+            continue
+        if run:
+            out += _encoded_words(" ".join(run), size)
+            run = []
+        out.append(plain)
     if run:
-        out += _encoded_words(" ".join(run))
+        out += _encoded_words(" ".join(run), size)
     return out
 
 
 def _phrase(name: str) -> list[str]:
-    """A display name as words: atoms as written, a printable ASCII name quoted, others encoded."""
+    """A display name as words: a short printable ASCII name as one quoted string, else
+    word by word (``_as_phrase_word``). Not the whole name as encoded words: Python's
+    email reads a space in at each cut between encoded words in a display name."""
     if all(_plain_atom(word) for word in name.split()):
         return name.split()
     if _plain_text(name.replace(" ", "")) and len(name) <= _PLAIN_MAX:
-        return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
-    return _encoded_words(name)
+        return [_quoted(name)]
+    return _words(name, _as_phrase_word, _PHRASE_EW_BYTES)
 
 
 def _put_text(msg: EmailMessage, name: str, text: object, limit: int | None = None) -> None:
     """Set header ``name`` to one line of (feed) text, taken literally."""
     value = _header_text(text, limit)
-    msg[name] = _Header(name, value, _words(value, _plain_text))
+    msg[name] = _Header(name, value, _words(value, _as_text))
 
 
 def _put_addresses(msg: EmailMessage, name: str, mailboxes: Sequence[object]) -> None:
