@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,8 @@ from feedwatch.sinks.console import ConsoleSink, render_console
 from feedwatch.sinks.jsonl import JsonlSink
 from feedwatch.sinks.webhook import WebhookSink
 from feedwatch.store.base import Delivery
+from feedwatch.testing import entry, rss
+from tests.feedserver import FeedServer, feed_server  # noqa: F401
 from tests.receivers import UPDATE_CHANGES, make_delivery, make_payload
 
 
@@ -141,6 +144,41 @@ def test_jsonl_to_a_fifo_nobody_reads_fails_at_once_naming_it(tmp_path: Path) ->
     [result] = results
     assert not result.ok and not result.permanent
     assert result.error == f"sink log: cannot open {fifo}: no process has the FIFO open for reading"
+
+
+def test_jsonl_to_dev_stderr_that_is_a_socket_is_delivered(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+) -> None:
+    """Under systemd stderr is the journal's stream socket, and Linux refuses to open
+    /dev/stderr then (ENXIO): every alert stayed pending."""
+    feed_server.set("/f.xml", rss([entry("g1", title="Over the socket")]))
+    config = tmp_path / "feedwatch.toml"
+    config.write_text(
+        f'[feedwatch]\nstate = "{tmp_path / "state.db"}"\nfirst_poll = "alert"\n'
+        '[sinks.log]\ntype = "jsonl"\npath = "/dev/stderr"\n'
+        f'[[feeds]]\nname = "f"\nurl = "{feed_server.url("/f.xml")}"\n'
+    )
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.extend(iter(lambda: ours.recv(65536), b"")))
+    reader.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "feedwatch", "-c", str(config), "check"],
+            stdout=subprocess.PIPE,
+            stderr=theirs,
+            env={**os.environ, "HOME": str(tmp_path)},
+            timeout=60,
+        )
+    finally:
+        theirs.close()
+        reader.join(10)
+        ours.close()
+    err = b"".join(got).decode()
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith('{"version"')]
+    assert [line["entry"]["title"] for line in lines] == ["Over the socket"], err
+    assert done.returncode == 0, err
 
 
 def test_jsonl_dash_writes_to_given_stream() -> None:

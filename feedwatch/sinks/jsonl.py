@@ -18,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Sequence
@@ -40,6 +41,21 @@ def missing_directory(path: str) -> str | None:
     """The directory ``path`` would be in, when it does not exist."""
     directory = os.path.dirname(os.path.abspath(path))
     return None if os.path.isdir(directory) else directory
+
+
+_OWN_FD = re.compile(r"/dev/std(?P<std>out|err)|/dev/fd/(?P<n>\d+)|/proc/self/fd/(?P<pn>\d+)")
+
+
+def _own_descriptor(path: str) -> int | None:
+    """The descriptor of ours a path such as ``/dev/stderr`` names. Opening the path would
+    open what the descriptor points to anew, which Linux refuses for a socket (ENXIO):
+    under systemd stderr is one, the journal's."""
+    m = _OWN_FD.fullmatch(path)
+    if m is None:
+        return None
+    if m["std"]:
+        return 1 if m["std"] == "out" else 2
+    return int(m["n"] or m["pn"])
 
 
 def _is_fifo(path: str) -> bool:
@@ -95,12 +111,14 @@ class JsonlSink:
         # O_NONBLOCK: a FIFO nobody reads refuses at once (ENXIO) instead of holding the
         # open (and `check`, and the daemon's stop) until a reader comes
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        own = _own_descriptor(self._path)
         try:
-            fd = os.open(self._path, flags, 0o640)
+            fd = os.open(self._path, flags, 0o640) if own is None else os.dup(own)
         except OSError as exc:
             return SendResult.transient(self._err(self._open_error(exc)))
         try:
-            os.set_blocking(fd, True)  # the write waits for a slow reader, as on stdout
+            if own is None:  # a dup shares its flags with our stderr: leave them be
+                os.set_blocking(fd, True)  # the write waits for a slow reader, as on stdout
             self._write_whole(fd, data)
         except OSError as exc:
             return SendResult.transient(
