@@ -208,6 +208,20 @@ def test_a_script_whose_interpreter_is_missing_is_dead_naming_it(
     assert result.permanent and result.error == f"sink script: cannot start 'on-alert': {want}"
 
 
+def test_a_script_with_crlf_line_ends_is_dead_saying_so(tmp_path: Path) -> None:
+    """It was "its interpreter '/bin/sh' (its #! line) was not found", of a /bin/sh
+    that is there: the system looked for '/bin/sh\\r'."""
+    path = tmp_path / "on-alert"
+    path.write_bytes(b"#!/bin/sh\r\nexit 0\r\n")
+    path.chmod(0o755)
+    result = _send(_sink([str(path)]), make_payload())
+    assert result.permanent
+    assert result.error == (
+        f"sink script: cannot start {str(path)!r}: its #! line ends in a carriage return"
+        " (CRLF line ends), so its interpreter is '/bin/sh\\r'"
+    )
+
+
 def test_not_executable_is_dead(tmp_path: Path) -> None:
     path = tmp_path / "plain.sh"
     path.write_text("#!/bin/sh\nexit 0\n")

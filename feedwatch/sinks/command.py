@@ -57,26 +57,38 @@ def _last_lines(text: str) -> str:
     return tail if len(tail) <= ERROR_CHARS else "…" + tail[-(ERROR_CHARS - 1) :]
 
 
+def _program_path(program: str) -> str | None:
+    path = program if "/" in program else shutil.which(program)
+    return path if path is not None and os.path.isfile(path) else None
+
+
 def _not_found(program: str) -> str:
     """What was not found: ENOENT also means a program that exists but whose #! line
     names an interpreter that does not (or an ELF whose loader is missing)."""
-    path = program if "/" in program else shutil.which(program)
-    if path is None or not os.path.isfile(path):
+    path = _program_path(program)
+    if path is None:
         return "no such program"
     interpreter = _shebang(path)
     if interpreter is None:
         return "it exists, but its interpreter (or loader) was not found"
+    if interpreter.endswith("\r"):  # the system keeps the CR: it looks for "/bin/sh\r"
+        return (
+            "its #! line ends in a carriage return (CRLF line ends), "
+            f"so its interpreter is {interpreter!r}"
+        )
     return f"its interpreter {interpreter!r} (its #! line) was not found"
 
 
 def _shebang(path: str) -> str | None:
-    """The program a script's ``#!`` line names, if it has one."""
+    """The program a script's ``#!`` line names, if it has one (a CR after it kept, as
+    the system keeps it)."""
     try:
         with open(path, "rb") as f:
             first = f.readline(1024)
     except OSError:
         return None
-    words = first[2:].split() if first.startswith(b"#!") else []
+    words = first[2:].rstrip(b"\n").replace(b"\t", b" ").split(b" ")
+    words = [w for w in words if w] if first.startswith(b"#!") else []
     return words[0].decode("utf-8", "replace") if words else None
 
 
