@@ -230,6 +230,22 @@ def test_not_executable_is_dead(tmp_path: Path) -> None:
     assert result.permanent and "not executable" in (result.error or "")
 
 
+def test_a_script_whose_interpreter_is_not_executable_is_dead_naming_it(tmp_path: Path) -> None:
+    """It was 'not executable', of a script that is: its interpreter is not."""
+    interpreter = tmp_path / "interp"
+    interpreter.write_text("#!/bin/sh\nexit 0\n")
+    interpreter.chmod(0o644)
+    path = tmp_path / "on-alert"
+    path.write_text(f"#!{interpreter}\nexit 0\n")
+    path.chmod(0o755)
+    result = _send(_sink([str(path)]), make_payload())
+    assert result.permanent
+    assert result.error == (
+        f"sink script: cannot start {str(path)!r}:"
+        f" its interpreter {str(interpreter)!r} (its #! line) is not executable"
+    )
+
+
 def test_program_ignoring_stdin_exits_zero(tmp_path: Path) -> None:
     big = make_payload(summary="x" * 500_000)
     result = _send(_sink([sys.executable, "-c", "pass"]), big)

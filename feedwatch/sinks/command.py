@@ -79,6 +79,15 @@ def _not_found(program: str) -> str:
     return f"its interpreter {interpreter!r} (its #! line) was not found"
 
 
+def _not_permitted(program: str) -> str:
+    """What may not run: EACCES of an executable script is its #! interpreter's."""
+    path = _program_path(program)
+    interpreter = _shebang(path) if path is not None and os.access(path, os.X_OK) else None
+    if interpreter is None:
+        return "not executable"
+    return f"its interpreter {interpreter!r} (its #! line) is not executable"
+
+
 def _shebang(path: str) -> str | None:
     """The program a script's ``#!`` line names, if it has one (a CR after it kept, as
     the system keeps it)."""
@@ -162,7 +171,9 @@ class CommandSink:
         except FileNotFoundError:
             return SendResult.dead(self._err(f"cannot start {program!r}: {_not_found(program)}"))
         except PermissionError:
-            return SendResult.dead(self._err(f"cannot start {program!r}: not executable"))
+            return SendResult.dead(
+                self._err(f"cannot start {program!r}: {_not_permitted(program)}")
+            )
         except OSError as exc:
             return SendResult.dead(self._err(f"cannot start {program!r}: {exc.strerror or exc}"))
 
