@@ -811,15 +811,24 @@ def _entry_base(e: dict[str, Any]) -> str | None:
     return None
 
 
+def _read_by_shape(text: str) -> tuple[bool, datetime | None]:
+    """A date of a shape read here, not as feedparser reads it (digits alone, RFC 822,
+    an ISO zone without a colon): (True, its instant or None); else (False, None)."""
+    if _distrusted(text):
+        return True, _unix_time(text)
+    if _RFC822_SHAPE.match(text):
+        return True, _rfc822(text)
+    if _ISO_ZONE_NO_COLON.search(text):
+        return True, _iso_zone_no_colon(text)
+    return False, None
+
+
 def _entry_time(e: dict[str, Any], key: str) -> datetime | None:
     raw = dict.get(e, key)
     text = raw.strip() if isinstance(raw, str) else ""
-    if _distrusted(text):
-        return _unix_time(text)
-    if _RFC822_SHAPE.match(text):
-        return _rfc822(text)
-    if _ISO_ZONE_NO_COLON.search(text):
-        return _iso_zone_no_colon(text)
+    read, when = _read_by_shape(text)
+    if read:
+        return when
     parsed = _from_struct(dict.get(e, key + "_parsed"))
     if parsed is None and text:
         parsed = _rfc822_without_zone(text)
@@ -1105,12 +1114,9 @@ def _parse_date(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
-    if _distrusted(text):
-        return _unix_time(text)
-    if _RFC822_SHAPE.match(text):
-        return _rfc822(text)
-    if _ISO_ZONE_NO_COLON.search(text):
-        return _iso_zone_no_colon(text)
+    read, when = _read_by_shape(text)
+    if read:
+        return when
     try:
         return _from_struct(_feedparser_date(text))
     except Exception:  # feedparser's date handlers on arbitrary text: never fatal
