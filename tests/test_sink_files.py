@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import termios
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -27,6 +30,7 @@ from feedwatch.sinks.webhook import WebhookSink
 from feedwatch.store.base import Delivery
 from feedwatch.testing import entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
+from tests.helpers import wait_for
 from tests.receivers import UPDATE_CHANGES, make_delivery, make_payload
 
 
@@ -179,6 +183,46 @@ def test_jsonl_to_dev_stderr_that_is_a_socket_is_delivered(
     lines = [json.loads(line) for line in err.splitlines() if line.startswith('{"version"')]
     assert [line["entry"]["title"] for line in lines] == ["Over the socket"], err
     assert done.returncode == 0, err
+
+
+def test_jsonl_to_dev_stdout_on_a_non_blocking_pipe_waits_for_the_reader(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+) -> None:
+    """A pipe another program set non-blocking: /dev/stdout is opened anew (blocking)
+    and each line goes whole, as before; written through a copy of the descriptor, the
+    write failed with EAGAIN half way, leaving a cut line and every alert pending."""
+    big = "".join(f"word{i} " for i in range(2000))
+    feed_server.set("/f.xml", rss([entry(f"g{i}", summary=big) for i in range(20)]))
+    config = tmp_path / "feedwatch.toml"
+    config.write_text(
+        f'[feedwatch]\nstate = "{tmp_path / "state.db"}"\nfirst_poll = "alert"\n'
+        '[sinks.log]\ntype = "jsonl"\npath = "/dev/stdout"\n'
+        f'[[feeds]]\nname = "f"\nurl = "{feed_server.url("/f.xml")}"\n'
+    )
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feedwatch", "-c", str(config), "check"],
+        stdout=w,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    os.close(w)
+
+    def queued() -> int:
+        buf = array.array("i", [0])
+        fcntl.ioctl(r, termios.FIONREAD, buf)
+        return buf[0]
+
+    # the reader comes only once the pipe is full (or the run is over)
+    wait_for(lambda: queued() >= 60_000 or proc.poll() is not None, what="a full pipe")
+    chunks = list(iter(lambda: os.read(r, 65536), b""))
+    os.close(r)
+    _, err = proc.communicate(timeout=60)
+    lines = [x for x in b"".join(chunks).decode().splitlines() if x.startswith("{")]
+    assert len(lines) == 20 and all(json.loads(x)["kind"] == "new" for x in lines), err
+    assert proc.returncode == 0, err
 
 
 def test_jsonl_dash_writes_to_given_stream() -> None:

@@ -47,9 +47,11 @@ _OWN_FD = re.compile(r"/dev/std(?P<std>out|err)|/dev/fd/(?P<n>\d+)|/proc/self/fd
 
 
 def _own_descriptor(path: str) -> int | None:
-    """The descriptor of ours a path such as ``/dev/stderr`` names. Opening the path would
-    open what the descriptor points to anew, which Linux refuses for a socket (ENXIO):
-    under systemd stderr is one, the journal's."""
+    """The descriptor of ours a path such as ``/dev/stderr`` names. Opening the path
+    opens what the descriptor points to anew, which Linux refuses for a socket (ENXIO):
+    under systemd stderr is one, the journal's; such a path is then written through a
+    copy of the descriptor (only then: a copy shares its flags, a non-blocking pipe's
+    included, so a new open, blocking, is the better way wherever there is one)."""
     m = _OWN_FD.fullmatch(path)
     if m is None:
         return None
@@ -111,13 +113,19 @@ class JsonlSink:
         # O_NONBLOCK: a FIFO nobody reads refuses at once (ENXIO) instead of holding the
         # open (and `check`, and the daemon's stop) until a reader comes
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-        own = _own_descriptor(self._path)
+        own = None
         try:
-            fd = os.open(self._path, flags, 0o640) if own is None else os.dup(own)
+            try:
+                fd = os.open(self._path, flags, 0o640)
+            except OSError as exc:
+                own = _own_descriptor(self._path) if exc.errno == errno.ENXIO else None
+                if own is None:
+                    raise
+                fd = os.dup(own)
         except OSError as exc:
             return SendResult.transient(self._err(self._open_error(exc)))
         try:
-            if own is None:  # a dup shares its flags with our stderr: leave them be
+            if own is None:  # a copy shares its flags with our own stderr: left be
                 os.set_blocking(fd, True)  # the write waits for a slow reader, as on stdout
             self._write_whole(fd, data)
         except OSError as exc:
