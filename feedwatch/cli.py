@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
 
@@ -129,7 +129,7 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
-    out = stdout or sys.stdout
+    out: TextIO = stdout or sys.stdout or cast(TextIO, streams.ClosedStdout())
     for stream in (out, sys.stderr):
         streams.tolerant(stream)
     if sys.stderr is not None:
@@ -305,7 +305,8 @@ def _check_with(
     sink = _stdout_sink(config)
     if args.json and sink is not None:
         raise UsageError(
-            f'sink {sink!r} writes JSON lines to stdout (path = "-"); '
+            f"sink {sink!r} writes JSON lines to stdout"
+            f" (path = \"{config.sinks[sink].options.get('path')}\"); "
             "it cannot be combined with --json"
         )
     lock = None
@@ -391,10 +392,13 @@ def _check_with(
             tmpdir.cleanup()
 
 
+_STDOUT_PATHS = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+
+
 def _stdout_sink(config: Config) -> str | None:
     """The name of a jsonl sink that writes to stdout, if there is one."""
     for s in config.sinks.values():
-        if s.type == "jsonl" and s.options.get("path") == "-":
+        if s.type == "jsonl" and s.options.get("path") in _STDOUT_PATHS:
             return s.name
     return None
 

@@ -223,15 +223,19 @@ def _differs(a: str, b: str, ignore: Ignore | None, legacy: bool = False) -> boo
     Such a difference is the conversion's, not the feed's. In a current row it is a
     real edit."""
     ka, kb = comparable_text(a), comparable_text(b)
-    if ka == kb or (ignore and ignore.same(a, b)):
+
+    def same(x: str, y: str) -> bool:  # both already comparable
+        return x == y or (ignore is not None and ignore.same(x, y))
+
+    if same(ka, kb):
         return False
     if not legacy:
         return True
-    if "<" in b and comparable_text(html_to_text(b)) == ka:
+    if "<" in b and same(ka, comparable_text(html_to_text(b))):
         return False
-    if "<" in a and comparable_text(html_to_text(a)) == kb:
+    if "<" in a and same(comparable_text(html_to_text(a)), kb):
         return False
-    return b.isascii() or comparable_text(_as_windows_1252(b)) != ka
+    return b.isascii() or not same(ka, comparable_text(_as_windows_1252(b)))
 
 
 # windows-1252 as feedparser's fallback read a document: the five bytes it leaves

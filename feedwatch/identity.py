@@ -21,7 +21,8 @@ from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 Policy = Literal["guid", "link", "content"]
 
 FINGERPRINT_VERSION = "v2"
-# v2 hashes text exactly as v1 did. The label marks a row written since fields
+# v2 hashes text as v1 did, except a URL written in the text, hashed without its
+# tracking and cache-busting parameters (comparable_text). The label marks a row written since fields
 # declared plain keep their tag-like words ("Vec<u8>"): feedwatch.diff forgives a
 # stored text that differs only by how an earlier version read such words in v1
 # rows only. Ids hash a fingerprint as v1 labels it (``_as_hashed``), so a change
@@ -156,9 +157,9 @@ def comparable_text(text: str) -> str:
 
 
 def _text_key(text: str) -> str:
-    # (not comparable_text: a fingerprint's hash must stay v1's, whose ids it makes;
-    # feedwatch.diff compares comparable texts where fingerprints differ)
-    return unicodedata.normalize("NFC", normalize_space(text))
+    # comparable_text: what tells two versions apart (link churn, the stale copy, the
+    # duplicate keys of corrections) must not see a cache-buster either
+    return unicodedata.normalize("NFC", comparable_text(text))
 
 
 def fingerprint(title: str, summary: str, content: str) -> str:

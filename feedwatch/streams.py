@@ -15,7 +15,21 @@ that logged, a poll or a delivery, with it.
 from __future__ import annotations
 
 import codecs
+import errno
+import io
 from typing import Any, TextIO
+
+
+class ClosedStdout(io.TextIOBase):
+    """stdout when descriptor 1 is closed (``feedwatch check >&-``: Python sets
+    ``sys.stdout`` to None): writing fails as into a closed pipe, so output is dropped
+    where a closed pipe's is, and a jsonl sink on stdout fails (stays pending)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "stdout is closed")
 
 
 def tolerant(stream: Any) -> None:
