@@ -61,7 +61,7 @@ def _without_url_secrets(link: str | None, feed_url: str) -> str | None:
     if not link:
         return link
     parts = urlsplit(feed_url)
-    return mask(link, secrets_in(parts.path) + secrets_in(parts.query))
+    return mask(link, secrets_in(parts.netloc) + secrets_in(parts.path) + secrets_in(parts.query))
 
 
 def entry_payload(entry: EntrySnapshot, feed_url: str = "") -> dict[str, Any]:
@@ -177,6 +177,6 @@ def build_notice(
         "entry": None,
         "changes": {},
         "matched": [],
-        "message": cap(message),
+        "message": cap(redact(message)),
     }
     return Alert(id=nid, kind=kind, feed=feed.name, payload=payload, sinks=tuple(feed.sinks))

@@ -306,7 +306,7 @@ def _check_with(
     if args.json and sink is not None:
         raise UsageError(
             f"sink {sink!r} writes JSON lines to stdout"
-            f" (path = \"{config.sinks[sink].options.get('path')}\"); "
+            f' (path = "{config.sinks[sink].options.get("path")}"); '
             "it cannot be combined with --json"
         )
     lock = None
@@ -346,7 +346,7 @@ def _check_with(
 
         for r in reports:
             if r.result == "error":
-                print(f"error {r.feed}: {redact(r.error or 'failed')}", file=sys.stderr)
+                print(f"error {redact(r.feed)}: {redact(r.error or 'failed')}", file=sys.stderr)
         # a jsonl sink on stdout (`check | jq`): stdout holds its JSON lines only
         lines_to = sys.stderr if sink is not None and not args.dry_run else out
         try:
@@ -429,7 +429,7 @@ def _due(
         rec = records.get(feed.name)
         if rec is not None and rec.retry_after_until is not None and rec.retry_after_until > now:
             print(
-                f"skipped {feed.name}: the server asked to be left alone until "
+                f"skipped {redact(feed.name)}: the server asked to be left alone until "
                 f"{rec.retry_after_until:%Y-%m-%d %H:%M:%SZ} (Retry-After)",
                 file=sys.stderr,
             )
@@ -437,7 +437,8 @@ def _due(
         if rec is not None and rec.gone_at(feed.url):  # (another url is polled)
             if not args.feed:
                 print(
-                    f"skipped {feed.name}: gone (HTTP 410); `check --feed {feed.name}` polls it again",
+                    f"skipped {redact(feed.name)}: gone (HTTP 410);"
+                    f" `check --feed {redact(feed.name)}` polls it again",
                     file=sys.stderr,
                 )
                 continue
@@ -579,7 +580,8 @@ class _AlertLines:
         if self.json_lines:
             return json.dumps(a.payload, ensure_ascii=self.ascii_only) + "\n"
         title = (a.payload.get("entry") or {}).get("title") or a.payload.get("message") or ""
-        return f"{self.prefix} {a.id} {a.kind} {a.feed}: {title} -> {', '.join(a.sinks) or '(no sink)'}\n"
+        feed = redact(a.feed)
+        return f"{self.prefix} {a.id} {a.kind} {feed}: {title} -> {', '.join(a.sinks) or '(no sink)'}\n"
 
     def write_to(self, out: TextIO) -> None:
         for index in sorted(self._parts):

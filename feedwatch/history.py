@@ -127,7 +127,7 @@ def _json(r: AlertRecord) -> dict[str, Any]:
     return {
         "alert": _payload(r),
         "alert_id": r.alert_id,
-        "feed": r.feed,
+        "feed": redact(r.feed),
         "kind": r.kind,
         "created_at": format_time(r.created_at),
         "deliveries": [_delivery_json(d) for d in r.deliveries],

@@ -978,12 +978,29 @@ def test_the_feeds_credentials_and_secrets_never_reach_its_entries_links(tmp_pat
     r = fw(cfg, "check", "--json", env=env)
     assert r.returncode == 0, r.stderr
     links = {(a["feed"]["name"], a["entry"]["link"]) for a in alerts(tmp_path)}
+    # ${FEEDHOST} is 127.0.0.1:PORT, the host of every feed here: an expanded value is
+    # masked wherever a feed's URL holds it (SPEC 2), in the links resolved against it
+    assert links == {
+        ("cred", "http://***/post/1"),
+        ("cred", "http://***/plain/rel2"),
+        ("tok", "http://***/post/1"),
+        ("tok", "http://***/***/rel2"),
+        ("hostvar", "http://***/post/1"),
+        ("hostvar", "http://***/plain/rel2"),
+    }
+    env.pop("FEEDHOST")
+    cfg.write_text(cfg.read_text().replace("${FEEDHOST}", f"127.0.0.1:{port}"))
+    (tmp_path / "state.db").unlink()
+    (tmp_path / "alerts.jsonl").unlink()
+    r = fw(cfg, "check", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    links = {(a["feed"]["name"], a["entry"]["link"]) for a in alerts(tmp_path)}
     assert links == {
         ("cred", f"http://127.0.0.1:{port}/post/1"),
         ("cred", f"http://127.0.0.1:{port}/plain/rel2"),
         ("tok", f"http://127.0.0.1:{port}/post/1"),
         ("tok", f"http://127.0.0.1:{port}/***/rel2"),
-        # a secret outside the feed URL's path is no part of its links: not masked there
+        # a secret of one feed's URL is no part of another's: not masked there
         ("hostvar", f"http://127.0.0.1:{port}/post/1"),
         ("hostvar", f"http://127.0.0.1:{port}/plain/rel2"),
     }
@@ -1038,8 +1055,43 @@ def test_no_expanded_value_reaches_an_alert_or_status(tmp_path, feed_server):  #
     assert sent[1]["entry"]["link"].endswith("?key=***#two")
     assert sent[0]["feed"]["name"] == "***" and sent[0]["feed"]["tags"] == ["***"]
     assert sent[0]["matched"] == [{"rule": "keywords", "terms": ["***"]}]
+    # three entries more at once (flood_limit 1): the flood notice's message; and the
+    # lines check prints, a command sink's environment, `alerts --json`
+    more = "".join(
+        f"<item><guid>{n}</guid><title>Bluebird {n}</title><link>s{n}</link></item>"
+        for n in (3, 4, 5)
+    ).encode()
+    feed_server.set(
+        "/feed/PathTok3n99/rss",
+        body("story-1-renamed")
+        .replace(b"Bluebird lands", b"Bluebird lands, late")
+        .replace(b"</channel>", more + b"</channel>"),
+    )
+    text = cfg.read_text().replace(
+        "[sinks.log]",
+        "[sinks.cmd]\n"
+        + (
+            'type = "command"\nargv = ["sh", "-c", "echo \\"$FEEDWATCH_FEED\\" >> '
+            + str(tmp_path / "env.txt")
+            + '"]\n\n[sinks.log]'
+        ),
+    )
+    cfg.write_text(text.replace('first_poll = "alert"', 'first_poll = "alert"\nflood_limit = 1'))
+    r3 = fw(cfg, "check", env=env)
+    assert r3.returncode == 0, r3.stderr
+    (flood,) = alerts(tmp_path)[3:]
+    assert flood["kind"] == "flood" and "'***'" in flood["message"], flood
+    assert (tmp_path / "env.txt").read_text().split() == ["***"]
     status = fw(cfg, "status", env=env).stdout + fw(cfg, "status", "--json", env=env).stdout
-    for text in (r.stdout, r2.stdout, json.dumps(sent), status):
+    listed = fw(cfg, "alerts", "--json", env=env).stdout
+    for text in (
+        r.stdout,
+        r2.stdout,
+        r3.stdout + r3.stderr,
+        json.dumps(alerts(tmp_path)),
+        status,
+        listed,
+    ):
         assert not any(s in text for s in secrets), text
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import structlog
 
 from feedwatch.model import SinkConfig
+from feedwatch.redact import redact
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.formats import payload_json
 from feedwatch.store.base import Delivery
@@ -153,7 +154,7 @@ class CommandSink:
         env = dict(os.environ)
         env.update(
             FEEDWATCH_ALERT_ID=delivery.alert_id.replace("\0", ""),
-            FEEDWATCH_FEED=delivery.feed.replace("\0", ""),
+            FEEDWATCH_FEED=redact(delivery.feed).replace("\0", ""),
             FEEDWATCH_KIND=delivery.kind.replace("\0", ""),
         )
         program = self._argv[0]
