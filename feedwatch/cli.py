@@ -129,6 +129,7 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
+    streams.guard_standard_descriptors()
     out: TextIO = stdout or sys.stdout or cast(TextIO, streams.ClosedStdout())
     for stream in (out, sys.stderr):
         streams.tolerant(stream)

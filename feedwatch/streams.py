@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import errno
 import io
+import os
 from typing import Any, TextIO
 
 
@@ -30,6 +31,20 @@ class ClosedStdout(io.TextIOBase):
 
     def write(self, text: str) -> int:
         raise BrokenPipeError(errno.EPIPE, "stdout is closed")
+
+
+def guard_standard_descriptors() -> None:
+    """Put /dev/null on each of descriptors 0-2 that is closed (``feedwatch check >&-``),
+    so that no file opened later takes its number: a write meant for stdout (a jsonl
+    sink on /dev/stdout) would land in the state file. ``sys.stdout`` stays None."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def tolerant(stream: Any) -> None:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import termios
@@ -223,6 +224,51 @@ def test_jsonl_to_dev_stdout_on_a_non_blocking_pipe_waits_for_the_reader(
     lines = [x for x in b"".join(chunks).decode().splitlines() if x.startswith("{")]
     assert len(lines) == 20 and all(json.loads(x)["kind"] == "new" for x in lines), err
     assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize("path", ["alerts.jsonl", "-", "/dev/stdout"])
+def test_check_with_stdout_closed(
+    tmp_path: Path,
+    feed_server: FeedServer,  # noqa: F811
+    path: str,
+) -> None:
+    """`feedwatch check >&-` (some cron and init setups): it ended in a traceback
+    (sys.stdout is None). A file sink delivers; a sink on stdout fails, its alerts
+    pending, and never writes into a file that took descriptor 1 (the state's)."""
+    feed_server.set("/f.xml", rss([entry("g1", title="Closed")]))
+    config = tmp_path / "feedwatch.toml"
+    target = str(tmp_path / path) if path == "alerts.jsonl" else path
+    config.write_text(
+        f'[feedwatch]\nstate = "{tmp_path / "state.db"}"\nfirst_poll = "alert"\n'
+        f'[sinks.log]\ntype = "jsonl"\npath = "{target}"\n'
+        f'[[feeds]]\nname = "f"\nurl = "{feed_server.url("/f.xml")}"\n'
+    )
+    env = {**os.environ, "HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "feedwatch", "-c", str(config), "check"]
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *cmd],
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    err = done.stderr.decode()
+    assert "Traceback" not in err, err
+    status = json.loads(
+        subprocess.run(
+            [*cmd[:-1], "status", "--json"], capture_output=True, env=env, cwd=tmp_path, timeout=60
+        ).stdout
+    )
+    (sink,) = status["sinks"]
+    if path == "alerts.jsonl":
+        assert done.returncode == 0, err
+        assert (sink["delivered"], sink["pending"]) == (1, 0)
+    else:
+        assert done.returncode == 1 and "closed" in err, err
+        assert (sink["delivered"], sink["pending"]) == (0, 1)
+    db = sqlite3.connect(tmp_path / "state.db")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
 
 
 def test_jsonl_dash_writes_to_given_stream() -> None:

@@ -113,6 +113,10 @@ class JsonlSink:
         # O_NONBLOCK: a FIFO nobody reads refuses at once (ENXIO) instead of holding the
         # open (and `check`, and the daemon's stop) until a reader comes
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        named = _own_descriptor(self._path)
+        if (named == 1 and sys.stdout is None) or (named == 2 and sys.stderr is None):
+            # feedwatch was started with it closed (streams.guard_standard_descriptors)
+            return SendResult.transient(self._err(f"cannot write to {self._path}: it is closed"))
         own = None
         try:
             try:
