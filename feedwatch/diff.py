@@ -289,11 +289,13 @@ def _text_changed(
     old: StoredEntry, new: EntrySnapshot, fp: str, ignore: Ignore | None = None
 ) -> bool:
     legacy = _legacy(old)
-    if not legacy and old.fingerprint == fp:
-        return False
-    # A fingerprint of another version says nothing, one of the whole text says nothing
-    # of the text ``ignore_text`` leaves, and two fingerprints differ for URLs in the
-    # text that differ only by a cache-buster: compare the stored text.
+    if not legacy:
+        if old.fingerprint == fp:
+            return False
+        if ignore is None:  # the hashes of the comparable texts differ: so do they
+            return True
+    # A fingerprint of another version says nothing, and one of the whole text says
+    # nothing of the text ``ignore_text`` leaves: compare the stored text.
     return any(_differs(getattr(old, f), getattr(new, f), ignore, legacy) for f in TEXT_FIELDS)
 
 
