@@ -22,11 +22,13 @@ Policy = Literal["guid", "link", "content"]
 
 FINGERPRINT_VERSION = "v2"
 # v2 hashes text as v1 did, except a URL written in the text, hashed without its
-# tracking and cache-busting parameters (comparable_text). The label marks a row written since fields
-# declared plain keep their tag-like words ("Vec<u8>"): feedwatch.diff forgives a
-# stored text that differs only by how an earlier version read such words in v1
-# rows only. Ids hash a fingerprint as v1 labels it (``_as_hashed``), so a change
-# met under either label has one id, and nothing alerts twice across the upgrade.
+# tracking and cache-busting parameters (comparable_text). The label marks a row
+# written since fields declared plain keep their tag-like words ("Vec<u8>"):
+# feedwatch.diff forgives a stored text that differs only by how an earlier version
+# read such words in v1 rows only. Ids hash a fingerprint as v1 labels it
+# (``_as_hashed``), so a change met under either label has one id: nothing alerts
+# twice across the upgrade but a change of a text holding such a URL
+# (docs/change-detection.md, "Fingerprint versions").
 _SAME_HASH = ("v1:", "v2:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
