@@ -554,7 +554,10 @@ def diff(
     silent = 0
     for i, key, entry, fp, old, ts_moved, text_changed in known:
         link_moved = old.link != entry.link and normalize_link(old.link) != links[key]
-        if not (ts_moved or text_changed or link_moved or old.fingerprint != fp):
+        # (an id that came or changed is stored too, silently: a later policy switch
+        # re-keys an entry absent from that body by the fields its row has)
+        id_moved = old.entry_id != entry.entry_id
+        if not (ts_moved or text_changed or link_moved or id_moved or old.fingerprint != fp):
             touched.append((i, key))
             continue
         upserts.append(_row(feed, key, entry, fp, now, old))

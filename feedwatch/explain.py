@@ -191,6 +191,8 @@ def _silent_reason(
             )
         if normalize_link(old.link) != normalize_link(new.link):
             return "only its link changed, which is not an update: stored silently"
+        if old.entry_id != new.entry_id:
+            return "only its id came or changed, which is not an update: stored silently"
         return "its stored fingerprint is from another version: refreshed silently"
     return "stored silently"
 

@@ -555,6 +555,26 @@ def test_a_row_an_earlier_version_stored_in_mojibake_is_no_change_after_the_upgr
     ]
 
 
+def test_an_id_that_appears_on_an_unchanged_entry_is_stored_for_a_later_switch():
+    """Under the link policy an entry gains a guid, nothing else: stored silently with
+    it, so that when the feed switches to guids while the entry is out of the body,
+    its row is re-keyed by that guid and its return with an edit is an update, not new
+    (found by tests/test_model_props.py)."""
+    no_ids = [entry(n, entry_id=None) for n in range(3)]
+    stored, ident = baseline(no_ids)
+    r = run(stored, [entry(n) for n in range(3)], identity=ident)
+    assert r.changes == () and [u.entry_id for u in r.upserts] == [
+        f"urn:entry:{n}" for n in range(3)
+    ]
+    stored, ident = apply(stored, r), r.identity
+    for _ in range(2):  # entry 1 out of the body while the policy switches to guid
+        r = run(stored, [entry(0), entry(2)], identity=ident)
+        stored, ident = apply(stored, r), r.identity
+    assert ident.policy == "guid" and "g:urn:entry:1" in stored
+    back = [entry(0), entry(1, summary="Edited."), entry(2)]
+    assert kinds(run(stored, back, identity=ident)) == [("updated", "Entry 1")]
+
+
 def test_a_cache_buster_in_the_text_is_no_change_beside_other_noise():
     """With ignore_text's noise, with link churn, and in the stale copy: a cache-buster
     in a URL of the text changes nothing there either."""

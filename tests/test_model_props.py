@@ -20,7 +20,7 @@ import random
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from feedwatch.fetch import Fetcher
@@ -477,6 +477,17 @@ def _abody(es):
     fmt=st.sampled_from(["rss", "atom"]),
     bodies=st.lists(st.lists(aent, min_size=1, max_size=12).map(_abody), min_size=2, max_size=8),
     hours=st.lists(st.sampled_from([1 / 60, 0.5, 1, 2]), min_size=8, max_size=8),
+)
+@example(  # a guid that came on an unchanged entry, absent at the switch to guids
+    fmt="rss",
+    bodies=[
+        _abody([(0, False, 0, 0, 0)]),
+        _abody([(0, False, 0, 0, 0), (1, False, 1, 0, 0)]),
+        _abody([(0, True, 0, 0, 0), (1, True, 1, 0, 0)]),
+        _abody([(0, True, 0, 0, 0)]),
+        _abody([(0, False, 0, 0, 0), (1, True, 0, 0, 0)]),
+    ],
+    hours=[1 / 60] * 8,
 )
 def test_auto_never_makes_a_known_entry_new(fmt, bodies, hours, server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("auto")

@@ -329,7 +329,7 @@ def test_many_outlines_of_one_title_and_deep_folders_import_fast():
     doc = f'<?xml version="1.0"?><opml version="1.0"><body>{outlines}</body></opml>'
     started = time.monotonic()
     result = parse_opml(doc.encode())
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # it took 34 s; 0.3 s now, but CI machines vary
     assert len({f.name for f in result.feeds}) == 10000
     deep = '<outline text="f">' * 3000 + '<outline text="x" xmlUrl="https://e.example/x"/>'
     deep += "</outline>" * 3000
