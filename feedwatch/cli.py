@@ -393,13 +393,12 @@ def _check_with(
             tmpdir.cleanup()
 
 
-_STDOUT_PATHS = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
-
-
 def _stdout_sink(config: Config) -> str | None:
     """The name of a jsonl sink that writes to stdout, if there is one."""
+    from feedwatch.sinks.jsonl import writes_to_stdout
+
     for s in config.sinks.values():
-        if s.type == "jsonl" and s.options.get("path") in _STDOUT_PATHS:
+        if s.type == "jsonl" and writes_to_stdout(str(s.options.get("path"))):
             return s.name
     return None
 

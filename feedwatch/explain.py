@@ -38,6 +38,7 @@ from feedwatch.config import format_duration
 from feedwatch.diff import DiffResult, _field_changes, _text_changed, diff, stale_copy
 from feedwatch.identity import (
     alert_id,
+    comparable_text,
     duplicate_key,
     entry_fingerprint,
     id_bases,
@@ -144,7 +145,7 @@ def _silent_reason(
 ) -> str:
     ts_moved = old.published != new.published or old.updated != new.updated
     text_changed = any(
-        " ".join(getattr(old, f).split()) != " ".join(getattr(new, f).split())
+        comparable_text(getattr(old, f)) != comparable_text(getattr(new, f))
         for f in ("title", "summary", "content")
     )
     mode = feed.settings.updates
@@ -320,19 +321,16 @@ def _rules(feed: FeedConfig | None, entry: EntrySnapshot) -> tuple[list[RuleExpl
 def _alerts_for(a: Analysis, item: Item) -> list[AlertRecord]:
     if item.status == "duplicate":  # its identity's alerts are the earlier entry's
         return []
-    keys = {item.identity}
-    thread = None
-    if item.stored is not None:
-        keys.add(item.stored.identity)
-        thread = item.stored.new_alert_id  # every alert of the entry has it, under any key
-    if a.result is not None:
-        for old, new in a.result.rekeys:
-            if new in keys:
-                keys.add(old)
+    if item.stored is None:
+        return [r for r in a.alerts if r.identity == item.identity]
+    # every alert of the entry has its thread (its `new` alert's id), under whatever
+    # key it was made: a re-key since (this one's or an earlier release's) loses none
+    thread = item.stored.new_alert_id
     return [
         r
         for r in a.alerts
-        if r.identity in keys or (thread is not None and thread in (r.thread_id, r.alert_id))
+        if r.identity in (item.identity, item.stored.identity)
+        or thread in (r.thread_id, r.alert_id)
     ]
 
 

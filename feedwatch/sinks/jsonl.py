@@ -60,6 +60,11 @@ def _own_descriptor(path: str) -> int | None:
     return int(m["n"] or m["pn"])
 
 
+def writes_to_stdout(path: str) -> bool:
+    """Whether a jsonl ``path`` is our stdout: ``-``, or a name of descriptor 1."""
+    return path == "-" or _own_descriptor(path) == 1
+
+
 def _is_fifo(path: str) -> bool:
     try:
         return stat.S_ISFIFO(os.stat(path).st_mode)

@@ -288,11 +288,6 @@ class SharedWrites(SharedReads):
         if old == new:
             return
         p = self.P
-        # its alerts follow it (explain finds an entry's alerts by its identity)
-        cur.execute(
-            f"UPDATE alerts SET identity = {p} WHERE feed = {p} AND identity = {p}",
-            (new, feed, old),
-        )
         key = f"SELECT first_seen, last_seen FROM entries WHERE feed = {p} AND identity = {p}"
         o = cur.execute(key, (feed, old)).fetchone()
         if o is None:
