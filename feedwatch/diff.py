@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -285,6 +285,46 @@ def _field_changes(
     return changes
 
 
+class _Absent:
+    """The stored rows absent from a body, by normalised link (and ``loose_link``):
+    candidates for an entry of that link under another identity (GUID churn)."""
+
+    def __init__(
+        self, current: Mapping[str, StoredEntry], seen: set[str], links: Iterable[str | None]
+    ) -> None:
+        self.loose_counts: Counter[str | None] = Counter(loose_link(v) for v in links if v)
+        self.by_link: dict[str, list[StoredEntry]] = {}
+        self.by_loose: dict[str | None, list[StoredEntry]] = {}
+        rows = [r for r in current.values() if r.link and r.identity not in seen]
+        for row in sorted(rows, key=lambda r: (-r.last_seen.timestamp(), r.identity)):
+            row_link = normalize_link(row.link)
+            if row_link:
+                self.by_link.setdefault(row_link, []).append(row)
+                self.by_loose.setdefault(loose_link(row_link), []).append(row)
+
+    def same_entry(
+        self,
+        link: str,
+        entry: EntrySnapshot,
+        fp: str,
+        ignore: Ignore | None,
+        current: Mapping[str, StoredEntry],
+        known: StoredEntry | None,
+    ) -> StoredEntry | None:
+        """The row seen last whose link and text are the entry's, the very link before a
+        moved one; for a ``known`` entry, only a row seen after its own."""
+        loose = loose_link(link)
+        if self.loose_counts[loose] != 1:
+            return None
+        for rows in (self.by_link.get(link, ()), self.by_loose.get(loose, ())):
+            for row in rows:
+                if row.identity not in current or (known and row.last_seen <= known.last_seen):
+                    continue
+                if not _text_changed(row, entry, fp, ignore):
+                    return row
+        return None
+
+
 def _text_changed(
     old: StoredEntry, new: EntrySnapshot, fp: str, ignore: Ignore | None = None
 ) -> bool:
@@ -458,22 +498,12 @@ def diff(
 
     # GUID churn: an unknown id whose link (unique in the body) and text match a
     # stored entry that is absent from this body is that entry under a new id (of
-    # several with that link, the least identity: whatever rows the store returned).
+    # several such rows, the one seen last: whatever rows the store returned).
     # A settled entry is known, so no candidate, but its link counts: one that shares
     # it makes the link ambiguous, as in a comparison of every entry.
     # The link may have moved to https or to (or from) www. with the id (a permalink):
     # such a row is a candidate too, after one with the very link.
-    loose_counts: Counter[str | None] = Counter()
-    absent_by_link: dict[str, StoredEntry] = {}
-    absent_by_loose: dict[str | None, StoredEntry] = {}
-    if any(k not in current for k, _, _ in body):
-        loose_counts.update(loose_link(link) for link in links.values() if link)
-        absent = [r for r in current.values() if r.link and r.identity not in seen]
-        for row in sorted(absent, key=lambda r: r.identity):
-            row_link = normalize_link(row.link)
-            if row_link:
-                absent_by_link.setdefault(row_link, row)
-                absent_by_loose.setdefault(loose_link(row_link), row)
+    absent: _Absent | None = None  # built for the first entry that needs it
 
     # Link churn: an entry without an id (its identity is its link, or its content with
     # its link) whose link changes at every fetch (a tracking or cache-busting parameter
@@ -516,17 +546,20 @@ def diff(
                     old = replace(kept, identity=key)
                     current[key] = old
                     break
-        nl = links[key] if old is None else None
-        if nl is not None and loose_counts[loose_link(nl)] == 1:
-            cand = absent_by_link.get(nl) or absent_by_loose.get(loose_link(nl))
-            if (
-                cand is not None
-                and cand.identity in current
-                and not _text_changed(cand, entry, fp, ignore)
-            ):
+        nl = links[key]
+        # The mirror of GUID churn: a known entry that now reads as the newer row of its
+        # link (absent from the body) does: it dropped its id with an edit, alerted as
+        # new under its link, and the id came back (an update would repeat that alert).
+        newer = old is not None and _text_changed(old, entry, fp, ignore)
+        if nl is not None and (old is None or newer):
+            if absent is None:
+                absent = _Absent(current, seen, links.values())
+            cand = absent.same_entry(nl, entry, fp, ignore, current, old)
+            if cand is not None:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]
-                old = replace(cand, identity=key)
+                first = cand.first_seen if old is None else min(cand.first_seen, old.first_seen)
+                old = replace(cand, identity=key, first_seen=first)
                 current[key] = old
         tk = text_keys.get(key)
         if old is None and tk and unknown_by_text[(tk, entry.published)] == 1:
