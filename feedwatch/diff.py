@@ -550,8 +550,8 @@ def diff(
         # The mirror of GUID churn: a known entry that now reads as the newer row of its
         # link (absent from the body) does: it dropped its id with an edit, alerted as
         # new under its link, and the id came back (an update would repeat that alert).
-        newer = old is not None and _text_changed(old, entry, fp, ignore)
-        if nl is not None and (old is None or newer):
+        text_changed = old is not None and _text_changed(old, entry, fp, ignore)
+        if nl is not None and (old is None or text_changed):
             if absent is None:
                 absent = _Absent(current, seen, links.values())
             cand = absent.same_entry(nl, entry, fp, ignore, current, old)
@@ -561,6 +561,7 @@ def diff(
                 first = cand.first_seen if old is None else min(cand.first_seen, old.first_seen)
                 old = replace(cand, identity=key, first_seen=first)
                 current[key] = old
+                text_changed = False  # its text is the entry's
         tk = text_keys.get(key)
         if old is None and tk and unknown_by_text[(tk, entry.published)] == 1:
             cand = absent_by_text.pop((tk, entry.published), None)
@@ -569,11 +570,11 @@ def diff(
                 del current[cand.identity]
                 old = replace(cand, identity=key)
                 current[key] = old
+                text_changed = _text_changed(old, entry, fp, ignore)
         if old is None:
             new_items.append((key, entry, fp))
             continue
         ts_moved = old.published != entry.published or old.updated != entry.updated
-        text_changed = _text_changed(old, entry, fp, ignore)
         known.append((i, key, entry, fp, old, ts_moved, text_changed))
 
     # (a settled entry is known and kept its times: no churn)
