@@ -489,6 +489,15 @@ def _abody(es):
     ],
     hours=[1 / 60] * 8,
 )
+@example(  # a guid dropped with an edit (new), then back on the edited version
+    fmt="atom",
+    bodies=[
+        _abody([(0, True, 0, 0, 0), (1, True, 0, 0, 0), (2, True, 0, 0, 0)]),
+        _abody([(0, False, 1, 0, 0), (1, True, 0, 0, 0), (2, True, 0, 0, 0)]),
+        _abody([(0, True, 1, 0, 0), (1, True, 0, 0, 0), (2, True, 0, 0, 0)]),
+    ],
+    hours=[1 / 60] * 8,
+)
 def test_auto_never_makes_a_known_entry_new(fmt, bodies, hours, server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("auto")
     s = FeedSettings(
