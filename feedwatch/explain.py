@@ -489,6 +489,26 @@ def verdict(a: Analysis, item: Item) -> Verdict:
                 'nothing; `forget` plus first_poll = "alert" would alert it)'
             )
             return Verdict("baseline", lines)
+        flood = next(
+            # the poll's notice: made at the time its entries were first seen
+            (r for r in a.alerts if r.kind == "flood" and r.created_at == first),
+            None,
+        )
+        if flood is not None:
+            lines.append(
+                f"no alert recorded for it: it was first seen {_t(first)} with more new entries"
+                " than flood_limit, over half the feed, which were recorded without an alert"
+                f" each; one flood notice went out instead (id {flood.alert_id})"
+            )
+            return Verdict("flood", lines)
+        when = item.stored.published or item.stored.updated
+        if s.max_age > 0 and when is not None and (first - when).total_seconds() > s.max_age:
+            lines.append(
+                f"no alert recorded for it: published {_t(when)}, already longer ago than"
+                f" max_age ({format_duration(s.max_age)}) when it was first seen {_t(first)}:"
+                " backfills never alert"
+            )
+            return Verdict("older than max_age", lines)
         lines.append(
             f"no alert recorded for it (first seen {_t(first)}): the rules, notify_on or "
             "max_age were different when it was new or updated (changed rules apply to "

@@ -78,6 +78,9 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         )
     store = open_store(config.state, create=False)
     if store is None:
+        unknown = [name for name in dict.fromkeys(args.feed) if config.feed(name) is None]
+        if unknown:  # a typo, as with a state: there is none to hold a removed feed
+            return _unknown_feed(unknown[0], config)
         if not args.json:
             print(f"no alerts: no state file at {config.state} yet (nothing was polled)", file=out)
         return 0
@@ -86,9 +89,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
             # a feed removed from the config keeps its alerts in the state; a name in
             # neither is a typo, not "no alerts"
             if config.feed(name) is None and store.feed(name) is None:
-                known = ", ".join(f.name for f in config.feeds) or "none"
-                print(f"feedwatch: unknown feed {name!r} (configured: {known})", file=sys.stderr)
-                return 2
+                return _unknown_feed(name, config)
         query = AlertQuery(
             feeds=tuple(dict.fromkeys(args.feed)),
             since=since,
@@ -108,6 +109,12 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         _text(out, records, args)
     out.flush()
     return 0
+
+
+def _unknown_feed(name: str, config: Config) -> int:
+    known = ", ".join(f.name for f in config.feeds) or "none"
+    print(f"feedwatch: unknown feed {name!r} (configured: {known})", file=sys.stderr)
+    return 2
 
 
 def _payload(r: AlertRecord) -> dict[str, Any] | None:

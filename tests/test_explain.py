@@ -374,3 +374,44 @@ sinks = ["log"]
 
 def _second() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def test_after_the_poll_a_flood_and_a_backfill_are_named(tmp_path, feed_server):
+    """The FAQ's verdicts `flood` and `older than max_age` hold after the poll too, not
+    only for the change the next poll would make (it said "never alerted", blaming
+    changed rules)."""
+    srv = feed_server
+    srv.set("/f.xml", rss([entry(1)]))
+    srv.set("/m.xml", rss([entry(1)]))
+    feeds = f"""
+[[feeds]]
+name = "fl"
+url = "{srv.url("/f.xml")}"
+flood_limit = 2
+sinks = ["log"]
+
+[[feeds]]
+name = "recent"
+url = "{srv.url("/m.xml")}"
+max_age = "2d"
+sinks = ["log"]
+"""
+    cfg = write_config(tmp_path, srv, feeds=feeds)
+    assert fw(cfg, "check").returncode == 0
+    srv.set(
+        "/f.xml",
+        rss([entry(1), *(entry(i, published=datetime.now(timezone.utc)) for i in (2, 3, 4))]),
+    )
+    srv.set("/m.xml", rss([entry(1), entry(5, title="An old story")]))
+    assert fw(cfg, "check").returncode == 0
+    out = fw(cfg, "explain", "fl", "Entry 3").stdout
+    assert "one flood notice went out instead" in out, out
+    assert "never alerted" not in out and "no alert recorded for it (first seen" not in out
+    rows = [line for line in fw(cfg, "explain", "fl").stdout.splitlines() if "Entry" in line]
+    assert sum("flood" in line for line in rows) == 3, rows
+    out = fw(cfg, "explain", "recent", "old story").stdout
+    assert "already longer ago than max_age (2d) when it was first seen" in out, out
+    rows = [
+        line for line in fw(cfg, "explain", "recent").stdout.splitlines() if "old story" in line
+    ]
+    assert rows and "older than max_age" in rows[0], rows

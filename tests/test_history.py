@@ -146,6 +146,10 @@ def test_no_state_file_creates_nothing(tmp_path, feed_server):
     assert r.stdout.startswith("no alerts: no state file at ")
     r = fw(cfg, "alerts", "--json")
     assert r.returncode == 0 and r.stdout == ""
+    # a name in neither the config nor a state is a typo, state or not (docs/alerts.md)
+    r = fw(cfg, "alerts", "--feed", "nosuch")
+    assert r.returncode == 2 and "unknown feed 'nosuch' (configured: " in r.stderr
+    assert fw(cfg, "alerts", "--feed", "news").returncode == 0
     assert not (tmp_path / "state.db").exists()
 
 
