@@ -211,7 +211,7 @@ class Dispatcher:
                 )
         except BaseException:  # cancelled (a stop): give the claims back, pending as before
             try:
-                self.store.release_deliveries(sink.name, ids, self.owner)
+                self.store.release_deliveries(sink.name, ids, self.owner, interrupted=True)
             except Exception:
                 log.exception("delivery.release_failed", sink=sink.name)
             raise

@@ -880,3 +880,47 @@ def test_sigterm_while_a_jsonl_write_waits_for_its_reader_exits_in_time(
         assert [json.loads(x)["entry"]["title"] for x in lines] == ["First", "Second"]
     finally:
         os.close(reader)
+
+
+def test_a_long_line_a_stop_cut_in_a_fifo_does_not_spoil_the_next_line(
+    tmp_path, feed_server, start_daemon
+):
+    """A line longer than PIPE_BUF goes into a pipe as room frees; a stop that ends
+    the write half way leaves half a line with the reader. The next run sent the line
+    again right after it, so the reader saw one broken line holding both, and lost
+    that alert. Now the stop is noted on the delivery and the next send starts with a
+    newline: the half line stands alone, and every alert arrives as a whole line."""
+    fifo = tmp_path / "alerts.fifo"
+    reader = _full_fifo(fifo)
+    try:
+        long = "A long story. " * 2000  # ~28 KB: longer than the room the reader makes
+        feed_server.set(
+            "/a", rss([entry(1, title="First", summary=long), entry(2, title="Second")])
+        )
+        cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+        text = cfg.read_text().replace('"5s"', '"1s"').replace("alerts.jsonl", "alerts.fifo")
+        cfg.write_text(text)
+        d = start_daemon(cfg)
+        wait_for(lambda: _writing_to_a_pipe(d.proc.pid), what="the write waiting for the reader")
+        room = os.read(reader, 8192)  # the filler: room for 8 KiB of the line
+        assert room.strip(b"x") == b""
+        wait_for(lambda: _writing_to_a_pipe(d.proc.pid), what="the write waiting again")
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=10) == 0
+        held = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(reader, 65536):
+                held += chunk
+        half = held.lstrip(b"x")
+        assert half.startswith(b"{") and b"\n" not in half  # half a line went through
+        r = run_feedwatch("-c", str(cfg), "check", timeout=30)
+        assert r.returncode == 0, r.stderr
+        got = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(reader, 65536):
+                got += chunk
+        lines = (half + got).split(b"\n")
+        assert lines[0] == half  # the half line alone
+        assert [json.loads(x)["entry"]["title"] for x in lines[1:] if x] == ["First", "Second"]
+    finally:
+        os.close(reader)

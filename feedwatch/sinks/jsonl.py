@@ -8,6 +8,13 @@ file-size limit) is cut back off the file under an exclusive ``flock``, so its
 retry neither repeats the lines that did get written nor leaves half a line in
 front of them; a file that does not end in a newline (a crash in the middle of a
 line, a hand edit) gets one first, so the next line is whole.
+
+A pipe or a FIFO cannot be read back: a line is one ``write`` there, which the
+kernel keeps whole up to PIPE_BUF (4 KiB) bytes. A stop that cancelled a send (the
+reader slow, the stop's time out) is noted on its deliveries
+(``store.base.INTERRUPTED``): when one of them is a longer line, which the stop may
+have cut, their next send starts with a newline, so the half line stands alone
+instead of spoiling the line that follows.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import stat
 import sys
 from collections.abc import Sequence
@@ -28,7 +36,7 @@ from feedwatch import streams
 from feedwatch.model import SinkConfig
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.formats import payload_json
-from feedwatch.store.base import Delivery
+from feedwatch.store.base import INTERRUPTED, Delivery
 
 
 def file_path(cfg: SinkConfig) -> str:
@@ -89,7 +97,8 @@ class JsonlSink:
         return f"sink {self.name}: {what}"
 
     async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
-        data = b"".join(payload_json(d.payload) + b"\n" for d in deliveries)
+        lines = [payload_json(d.payload) + b"\n" for d in deliveries]
+        data = b"".join(lines)
         if not data:
             return SendResult.success()
         if self._path == "-":
@@ -107,9 +116,17 @@ class JsonlSink:
             except (OSError, ValueError) as exc:  # a closed pipe or stream
                 return SendResult.transient(self._err(f"cannot write to stdout: {exc}"))
             return SendResult.success()
-        return await asyncio.to_thread(self._append, data)
+        # a stop cut the last send of these short: on a pipe its reader may hold half of
+        # a line longer than PIPE_BUF (a shorter one goes whole or not at all), which
+        # this send's first line would join (a regular file is mended by its own last
+        # byte, _write_whole)
+        cut = any(
+            d.last_error == INTERRUPTED and len(line) > select.PIPE_BUF
+            for d, line in zip(deliveries, lines, strict=True)
+        )
+        return await asyncio.to_thread(self._append, data, cut)
 
-    def _append(self, data: bytes) -> SendResult:
+    def _append(self, data: bytes, cut: bool = False) -> SendResult:
         directory = missing_directory(self._path)
         if directory is not None:
             return SendResult.transient(
@@ -136,7 +153,7 @@ class JsonlSink:
         try:
             if own is None:  # a copy shares its flags with our own stderr: left be
                 os.set_blocking(fd, True)  # the write waits for a slow reader, as on stdout
-            self._write_whole(fd, data)
+            self._write_whole(fd, data, cut)
         except OSError as exc:
             return SendResult.transient(
                 self._err(f"cannot write to {self._path}: {exc.strerror or exc}")
@@ -150,20 +167,23 @@ class JsonlSink:
             return f"cannot open {self._path}: no process has the FIFO open for reading"
         return f"cannot open {self._path}: {exc.strerror or exc}"
 
-    def _write_whole(self, fd: int, data: bytes) -> None:
+    def _write_whole(self, fd: int, data: bytes, cut: bool = False) -> None:
         """Lock, end the file's last line, write, sync; what a failed write left is cut
         back off (and the OSError raised). A pipe or a device is not synced: fsync
-        fails there (EINVAL) after the line went through."""
+        fails there (EINVAL) after the line went through. To a pipe, one write a line:
+        a line of up to PIPE_BUF bytes then goes whole or not at all (a stop cannot
+        cut it); after a send that was cut (``cut``), a newline first."""
         with contextlib.suppress(OSError):  # a file system without locks: append without
             fcntl.flock(fd, fcntl.LOCK_EX)  # other feedwatch writers; let go by close
         st = os.fstat(fd)
         size = st.st_size if stat.S_ISREG(st.st_mode) else None  # not a pipe, a device
-        if size and not self._ends_in_newline(size):
+        if (size and not self._ends_in_newline(size)) or (size is None and cut):
             data = b"\n" + data
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            for line in [data] if size is not None else data.splitlines(keepends=True):
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
             if size is not None:
                 os.fsync(fd)
         except OSError:

@@ -111,6 +111,10 @@ DeliveryStatus = Literal["pending", "delivered", "dead"]
 """A delivery's state (the deliveries table's CHECK constraint says the same)."""
 
 
+INTERRUPTED = "interrupted: a stop came during the send; it is sent again"
+"""A delivery's last error after a stop cancelled its send (``release_deliveries``)."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One alert queued for one sink."""
@@ -373,8 +377,13 @@ class Store(Protocol):
         ``mark_delivered``/``mark_retry``/``mark_dead`` end a claim. (SQLite: all of them.)"""
         ...
 
-    def release_deliveries(self, sink: str, alert_ids: Iterable[str], owner: str) -> None:
-        """Give back claims not settled by a mark (a send interrupted): pending again now."""
+    def release_deliveries(
+        self, sink: str, alert_ids: Iterable[str], owner: str, *, interrupted: bool = False
+    ) -> None:
+        """Give back claims not settled by a mark: pending again now. ``interrupted``: a
+        send was under way (a stop cancelled it), noted as the deliveries' last error
+        (``INTERRUPTED``): what it wrote may have been cut short, which a sink writing a
+        stream must know before it writes them again."""
         ...
 
     def renew_leases(self, owner: str, now: datetime, lease: float) -> None:

@@ -46,6 +46,7 @@ from feedwatch.payload import stored_text
 from feedwatch.redact import redact, register_secret
 from feedwatch.store import is_postgres_url  # noqa: F401 (re-exported: migrate, tests)
 from feedwatch.store.base import (
+    INTERRUPTED,
     PENDING_PAGE,
     Delivery,
     FeedClaim,
@@ -1010,15 +1011,22 @@ class PostgresStore(SharedWrites):
             }
         return [i for i in dict.fromkeys(ids) if i in got]
 
-    def release_deliveries(self, sink: str, alert_ids: Iterable[str], owner: str) -> None:
+    def release_deliveries(
+        self, sink: str, alert_ids: Iterable[str], owner: str, *, interrupted: bool = False
+    ) -> None:
         ids = list(alert_ids)
         if not ids:
             return
+        noted = (
+            ", last_error = CASE WHEN status = 'pending' THEN %s ELSE last_error END"
+            if interrupted
+            else ""
+        )
         with self._tx(single=True) as cur:
             cur.execute(
-                "UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL"
+                f"UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL{noted}"
                 " WHERE sink = %s AND alert_id = ANY(%s) AND claimed_by = %s",
-                (sink, ids, owner),
+                (*((INTERRUPTED,) if interrupted else ()), sink, ids, owner),
             )
 
     def renew_leases(self, owner: str, now: datetime, lease: float) -> None:

@@ -38,6 +38,7 @@ import structlog
 from feedwatch.model import Alert
 from feedwatch.payload import stored_text
 from feedwatch.store.base import (
+    INTERRUPTED,
     PENDING_PAGE,
     Delivery,
     FeedClaim,
@@ -602,8 +603,17 @@ class SqliteStore(SharedWrites):
     ) -> list[str]:
         return list(alert_ids)
 
-    def release_deliveries(self, sink: str, alert_ids: Iterable[str], owner: str) -> None:
-        pass
+    def release_deliveries(
+        self, sink: str, alert_ids: Iterable[str], owner: str, *, interrupted: bool = False
+    ) -> None:
+        if not interrupted:
+            return  # one instance: no claims to give back
+        with self._write() as cur:
+            cur.executemany(
+                "UPDATE deliveries SET last_error = ?"
+                " WHERE alert_id = ? AND sink = ? AND status = 'pending'",
+                [(INTERRUPTED, alert_id, sink) for alert_id in alert_ids],
+            )
 
     def renew_leases(self, owner: str, now: datetime, lease: float) -> None:
         pass
