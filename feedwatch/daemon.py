@@ -37,6 +37,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from feedwatch import log as logsetup
 from feedwatch import metrics, pacing, sdnotify
 from feedwatch.clock import Clock, StepWatch, system_clock, wait_clock
 from feedwatch.config import ConfigError, same_url_feeds
@@ -579,10 +580,12 @@ class Daemon:
     # -- reload -------------------------------------------------------------------
     async def reload(self) -> bool:
         sdnotify.reloading()
+        back = logsetup.restorer()  # loading sets the new config's logging
         try:
             try:
                 new = self.load()
             except ConfigError as exc:
+                back()
                 log.error(
                     "config.reload_failed",
                     problems=[str(p) for p in exc.problems],
@@ -590,10 +593,12 @@ class Daemon:
                 )
                 return False
             except Exception as exc:
+                back()
                 log.error("config.reload_failed", error=str(exc), hint="the running config is kept")
                 return False
             old = self.config
             if new.state != old.state:
+                back()
                 log.error(
                     "config.reload_failed",
                     problems=[

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -47,7 +47,11 @@ def redact_processor(
     return event_dict
 
 
+_configured: dict[str, Any] = {}  # what ``configure`` was last given
+
+
 def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    _configured.update(level=level, fmt=fmt, stream=stream)
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
@@ -73,6 +77,18 @@ def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None =
         cache_logger_on_first_use=False,
     )
     _route_stdlib(stream, renderer, max(threshold, logging.WARNING))
+
+
+def restorer() -> Callable[[], None]:
+    """A way back to the logging configured now: loading a config sets its logging
+    (``cli._load``), and a reload the daemon then rejects must keep the running one's."""
+    given = dict(_configured)
+
+    def restore() -> None:
+        if given:
+            configure(**given)
+
+    return restore
 
 
 class _StdlibHandler(logging.StreamHandler):

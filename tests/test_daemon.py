@@ -924,3 +924,30 @@ def test_a_long_line_a_stop_cut_in_a_fifo_does_not_spoil_the_next_line(
         assert [json.loads(x)["entry"]["title"] for x in lines[1:] if x] == ["First", "Second"]
     finally:
         os.close(reader)
+
+
+def test_a_reload_rejected_for_its_state_keeps_the_running_logging(
+    tmp_path, feed_server, start_daemon
+):
+    """Loading a config sets its logging; a reload then rejected (another state file)
+    left the rejected config's logging in place: console lines, and at log_level =
+    "error" no poll, delivery or stop was logged any more."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.polled", feed="a"), what="first poll")
+    good = cfg.read_text()
+    cfg.write_text(
+        good.replace("state.db", "other.db").replace(
+            'log_format = "json"', 'log_format = "console"\nlog_level = "error"'
+        )
+    )
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config.reload_failed"), what="the rejection, in JSON")
+    n = len([e for e in d.events() if e.get("event") == "feed.polled"])
+    wait_for(
+        lambda: len([e for e in d.events() if e.get("event") == "feed.polled"]) > n,
+        what="polls still logged at info, in JSON",
+    )
+    assert d.stop() == 0
+    assert d.has("daemon.stopped")
