@@ -26,14 +26,23 @@ def stale_notice(
     record: FeedRecord, now: datetime, stale_after: float
 ) -> tuple[str, str, str] | None:
     """(kind, message, key) for a `stale` or `recovered` notice that is due, else None."""
-    if stale_after <= 0 or record.last_success is None:
+    if stale_after <= 0:
         return None
-    no_success = (now - record.last_success).total_seconds()
-    quiet_since = record.last_new_entry or record.last_success
+    # never a successful poll: the state holds its first (failed) poll's time as the
+    # time since which it brought nothing new (store.base.QUIET_SINCE_FAILED)
+    failing_since = record.last_success or record.last_new_entry
+    if failing_since is None:
+        return None
+    no_success = (now - failing_since).total_seconds()
+    quiet_since = record.last_new_entry or failing_since
     no_new = (now - quiet_since).total_seconds()
     stale = no_success > stale_after or no_new > stale_after
     if stale and not record.stale_notified:
-        if no_success > stale_after:
+        if record.last_success is None:
+            why = f"no successful poll since its first, {_ago(no_success)} ago"
+            if record.last_error:
+                why += f" (last error: {redact(record.last_error)})"
+        elif no_success > stale_after:
             why = f"no successful poll for {_ago(no_success)}"
             if record.last_error:
                 # masked when stored, and again here for a state an older version wrote
@@ -60,7 +69,16 @@ def as_recorded(
     it failed with ``error``): a dry run writes nothing, yet judges staleness as the real
     run does, after its poll is recorded."""
     if not ok:
-        return replace(record, last_poll=now, errors=record.errors + 1, last_error=error)
+        quiet = record.last_new_entry
+        if record.last_success is None and quiet is None:
+            quiet = now  # its first poll (store.base.QUIET_SINCE_FAILED)
+        return replace(
+            record,
+            last_poll=now,
+            errors=record.errors + 1,
+            last_error=error,
+            last_new_entry=quiet,
+        )
     return replace(
         record,
         title=title,

@@ -110,6 +110,32 @@ def test_a_dry_run_shows_the_stale_and_recovered_notices_a_real_run_sends(tmp_pa
     store.close()
 
 
+def test_a_feed_added_broken_is_stale_stale_after_its_first_poll(tmp_path, feed_server):
+    """A feed that never had a successful poll (a wrong URL or token from the start)
+    got no stale notice at all: staleness counted from the last success only. Its
+    first poll's time counts now; a dry run shows the notice the real run sends, and
+    its first success brings the recovered notice."""
+    feed_server.set("/f", "no such feed", status=404)
+    feed, config, store = make(tmp_path, feed_server.url("/f"))
+    clock = FakeClock(T0)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.result == "error" and r.alerts == []
+    clock.advance(minutes=30)
+    assert asyncio.run(poll(config, store, clock, feed)).alerts == []
+    clock.advance(minutes=31)
+    dry, real = asyncio.run(dry_then_real(config, store, clock, feed))
+    assert [k for k, *_ in real] == ["stale"] and dry == real
+    assert "no successful poll since its first, 1.0 hours ago" in real[0][2]
+    assert "404" in real[0][2]
+    clock.advance(minutes=5)
+    assert asyncio.run(poll(config, store, clock, feed)).alerts == []  # once
+    feed_server.set("/f", rss([entry(1)]))
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert [a.kind for a in r.alerts] == ["recovered"]
+    store.close()
+
+
 def test_entries_kept_after_they_dropped_out_still_count(tmp_path, feed_server):
     """A changed poll reads the stored entries its body can match (feedwatch.diff.
     stored_needed), not all the feed has kept: what it decides is as before. Entries

@@ -1923,3 +1923,23 @@ def test_sqlite_checkpoint_moves_the_log_into_the_file(tmp_path: Path) -> None:
     finally:
         s.close()
         other.close()
+
+
+def test_a_feed_that_never_succeeded_keeps_its_first_polls_time(store: Store) -> None:
+    """What staleness counts from for a feed added broken (store.base.QUIET_SINCE_FAILED):
+    its first failed poll's time, kept by later failures; a feed that had a success
+    keeps its own times."""
+
+    def fail(feed: str, when: datetime) -> None:
+        store.record_failure(feed, f"https://example.org/{feed}", when, http_status=404,
+                             error="HTTP 404", next_poll=None)  # fmt: skip
+
+    fail("broken", at(10))
+    fail("broken", at(500))
+    rec = store.feed("broken")
+    assert rec is not None and rec.errors == 2
+    assert (rec.last_success, rec.last_new_entry) == (None, at(10))
+    store.commit_poll(poll(upserts=(entry("a"),), now=at(20)))
+    fail("f", at(600))
+    rec = store.feed("f")
+    assert rec is not None and (rec.last_success, rec.last_new_entry) == (at(20), None)

@@ -111,6 +111,14 @@ DeliveryStatus = Literal["pending", "delivered", "dead"]
 """A delivery's state (the deliveries table's CHECK constraint says the same)."""
 
 
+QUIET_SINCE_FAILED = (
+    "last_new_entry = CASE WHEN last_success IS NULL"
+    " THEN COALESCE(last_new_entry, ?) ELSE last_new_entry END"
+)
+"""A failed poll of a feed that never had a successful one: ``last_new_entry`` (what
+``staleness`` counts "no new entry" from) becomes its first poll's time, so a feed added
+broken is stale ``stale_after`` later (SQLite's form; PostgreSQL writes it inline)."""
+
 INTERRUPTED = "interrupted: a stop came during the send; it is sent again"
 """A delivery's last error after a stop cancelled its send (``release_deliveries``)."""
 

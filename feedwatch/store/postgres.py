@@ -822,14 +822,28 @@ class PostgresStore(SharedWrites):
         with self._tx(single=True) as cur:
             cur.execute(
                 "INSERT INTO feeds (name, url, errors, last_error, http_status, last_poll,"
-                " next_poll, retry_after_until, gone, redirected_to)"
-                " VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s)"
+                " next_poll, retry_after_until, gone, redirected_to, last_new_entry)"
+                " VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
                 " errors = feeds.errors + 1, last_error = excluded.last_error,"
                 " http_status = excluded.http_status, last_poll = excluded.last_poll,"
                 " next_poll = excluded.next_poll, retry_after_until = excluded.retry_after_until,"
-                " gone = excluded.gone, redirected_to = excluded.redirected_to",
-                (feed, _t(url), _t(error), http_status, ts, nxt, until, gone, _t(redirected_to)),
+                " gone = excluded.gone, redirected_to = excluded.redirected_to,"
+                " last_new_entry = CASE WHEN feeds.last_success IS NULL"
+                " THEN COALESCE(feeds.last_new_entry, excluded.last_poll)"
+                " ELSE feeds.last_new_entry END",
+                (
+                    feed,
+                    _t(url),
+                    _t(error),
+                    http_status,
+                    ts,
+                    nxt,
+                    until,
+                    gone,
+                    _t(redirected_to),
+                    ts,
+                ),
             )
 
     def clear_gone(self, feed: str) -> None:

@@ -40,6 +40,7 @@ from feedwatch.payload import stored_text
 from feedwatch.store.base import (
     INTERRUPTED,
     PENDING_PAGE,
+    QUIET_SINCE_FAILED,
     Delivery,
     FeedClaim,
     PollCommit,
@@ -875,7 +876,7 @@ class SqliteStore(SharedWrites):
             cur.execute(
                 "UPDATE feeds SET url = ?, errors = errors + 1, last_error = ?,"
                 " http_status = ?, last_poll = ?, next_poll = ?, retry_after_until = ?,"
-                " gone = ?, redirected_to = ? WHERE name = ?",
+                f" gone = ?, redirected_to = ?, {QUIET_SINCE_FAILED} WHERE name = ?",
                 (
                     url,
                     error,
@@ -885,6 +886,7 @@ class SqliteStore(SharedWrites):
                     _ts(retry_after_until),
                     int(gone),
                     redirected_to,
+                    ts,
                     feed,
                 ),
             )
