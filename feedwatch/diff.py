@@ -5,7 +5,10 @@ Pure (SPEC section 4). The whole decision, in order:
     policy   = the identity policy (auto: detected, switched after two polls agree,
                stored entries re-keyed rather than made new)
     for each entry in the body (first of a duplicated identity wins):
-        known?   -> compare times (to the second) and normalised text
+        known?   -> compare times (to the second) and normalised text; where the text
+                    moved to that of a newer stored entry of the same unique link that
+                    is not in the body, compare with that one (it dropped its id with
+                    an edit, alerted as new, and its id came back)
         unknown? -> same link (unique in the body; or moved to https or www. only)
                     and same text as a stored entry that is not in the body: the
                     same entry under a new id
