@@ -19,7 +19,7 @@ import pytest
 
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
-from tests.helpers import bare_env, run_feedwatch
+from tests.helpers import bare_env, run_feedwatch, wait_for
 
 BASE = [entry(1, title="Markets open"), entry(2, title="Hypersonic test reported")]
 STRIKE = entry(3, title="Hypersonic missile strike on Dnipro")
@@ -398,6 +398,10 @@ sinks = ["log"]
 """
     cfg = write_config(tmp_path, srv, feeds=feeds)
     assert fw(cfg, "check").returncode == 0
+    # the next poll in another second: the state's times are whole seconds, and the
+    # flood's entries are those first seen at its notice's time
+    first = int(time.time())
+    wait_for(lambda: int(time.time()) > first, what="the next second")
     srv.set(
         "/f.xml",
         rss([entry(1), *(entry(i, published=datetime.now(timezone.utc)) for i in (2, 3, 4))]),
