@@ -104,6 +104,9 @@ class DiffResult:
     stamped: tuple[str, ...] = ()
     baseline: bool = False
     duplicates: int = 0  # entries dropped because an earlier one had the same identity
+    # the row a re-key collision kept for an entry of the body, as compared: written
+    # before ``upserts``, so the store's own rule for a collision does not decide
+    kept: tuple[StoredEntry, ...] = ()
 
 
 def _choose_policy(
@@ -192,8 +195,10 @@ def _rekey(
     policy: Policy,
     was: Policy,
     keys: Sequence[EntryKeys],
-) -> tuple[dict[str, StoredEntry], list[tuple[str, str]]]:
-    """Stored entries under a new policy; on a collision the most recently seen wins.
+) -> tuple[dict[str, StoredEntry], list[tuple[str, str]], set[str]]:
+    """Stored entries under a new policy, the renames, and the new keys several rows
+    took (a collision: the most recently seen wins, of equal times the greater
+    identity, and it keeps the earliest first_seen of the rows).
 
     A row is re-keyed as the body's entry it was under the old policy, where the body
     names that entry once: the row may lack what its new key is made of. (Stored under
@@ -206,13 +211,18 @@ def _rekey(
         old_key, new_key = key_for(k, was), key_for(k, policy)
         via[old_key] = new_key if via.get(old_key, new_key) == new_key else None
     out: dict[str, StoredEntry] = {}
+    collided: set[str] = set()
     rekeys: list[tuple[str, str]] = []
     for old in sorted(stored.values(), key=lambda e: (e.last_seen, e.identity)):
         new_key = via.get(old.identity) or identity_for(old, policy)
         if new_key != old.identity:
             rekeys.append((old.identity, new_key))
-        out[new_key] = replace(old, identity=new_key)
-    return out, rekeys
+        row, prev = replace(old, identity=new_key), out.get(new_key)
+        if prev is not None:
+            collided.add(new_key)
+            row = replace(row, first_seen=min(row.first_seen, prev.first_seen))
+        out[new_key] = row
+    return out, rekeys, collided
 
 
 def _differs(a: str, b: str, ignore: Ignore | None, legacy: bool = False) -> bool:
@@ -473,10 +483,11 @@ def diff(
     state = _choose_policy(settings, identity, keys, baselined and has_rows)
     current: dict[str, StoredEntry] = dict(stored)
     rekeys: list[tuple[str, str]] = []
+    collided: set[str] = set()
     if has_rows and state.policy != identity.policy:
         if not stored:
             raise ValueError("the identity policy switches: diff needs every stored entry")
-        current, rekeys = _rekey(stored, state.policy, identity.policy, keys)
+        current, rekeys, collided = _rekey(stored, state.policy, identity.policy, keys)
     skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
 
     # Identities of this body; the first of several with one identity wins.
@@ -534,6 +545,7 @@ def diff(
                 absent_by_text[text] = None if text in absent_by_text else row
 
     new_items: list[tuple[str, EntrySnapshot, str]] = []
+    chosen: list[StoredEntry] = []  # DiffResult.kept
     known: list[tuple[int, str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
     for key, i, fp in body:
         entry = entries[i]
@@ -577,6 +589,8 @@ def diff(
         if old is None:
             new_items.append((key, entry, fp))
             continue
+        if key in collided:
+            chosen.append(old)
         ts_moved = old.published != entry.published or old.updated != entry.updated
         known.append((i, key, entry, fp, old, ts_moved, text_changed))
 
@@ -665,4 +679,5 @@ def diff(
         stamped=tuple(stamped),
         baseline=baseline,
         duplicates=duplicates,
+        kept=tuple(chosen),
     )

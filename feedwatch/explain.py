@@ -227,6 +227,8 @@ def analyse(
             row = current.pop(old_key, None)
             if row is not None:
                 current[new_key] = replace(row, identity=new_key)
+        for row in result.kept:  # the row a re-key collision kept, as compared
+            current[row.identity] = row
         changes = {c.identity: c for c in result.changes}
         upserted = {u.identity for u in result.upserts}
         seen: set[str] = set()

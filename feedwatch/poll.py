@@ -515,7 +515,7 @@ class Poller:
             body_hash=job.digest,
             title=parsed.title,
             identity=result.identity,
-            upserts=result.upserts,
+            upserts=result.kept + result.upserts,
             touched=result.touched,
             rekeys=result.rekeys,
             alerts=tuple(alerts),

@@ -40,15 +40,19 @@ S = FeedSettings()
 
 
 def apply(stored: dict[str, StoredEntry], result: DiffResult) -> dict[str, StoredEntry]:
-    """What the store does with a diff result (rekeys, upserts, touches)."""
+    """What the store does with a diff result (store/rows.py's re-key: of two rows, the
+    one seen last wins, the one already there on equal times, with the earliest
+    first_seen; then the rows kept and the upserts; touches move nothing here)."""
     out = dict(stored)
     for old, new in result.rekeys:
         if old in out:
-            row = out.pop(old)
+            row = replace(out.pop(old), identity=new)
             prev = out.get(new)
-            if prev is None or prev.last_seen <= row.last_seen:
-                out[new] = replace(row, identity=new)
-    for row in result.upserts:
+            if prev is not None:
+                first = min(row.first_seen, prev.first_seen)
+                row = replace(row if row.last_seen > prev.last_seen else prev, first_seen=first)
+            out[new] = row
+    for row in (*result.kept, *result.upserts):
         out[row.identity] = row
     return out
 
@@ -1307,3 +1311,20 @@ def test_an_id_back_with_other_text_than_either_row_is_an_update_of_its_own_row(
     r2 = run(stored, [entry(1, summary="Third.")], identity=r1.identity, now=t2)
     (c,) = r2.changes
     assert c.kind == "updated" and c.changes["summary"].old == "Summary of entry 1."
+
+
+def test_a_re_key_collision_keeps_the_row_it_compared():
+    """Two rows take one key at a policy switch, seen at the same time: what the store
+    keeps (its re-key keeps the row already there) is the row the comparison used, which
+    the diff writes (``kept``). Before, the next poll compared with the other row and
+    alerted post 9 as updated with post 8's text."""
+    shared = "https://example.org/8"
+    es = [entry(1), entry(9, link=shared), entry(8, link=shared)]
+    stored, ident = baseline(es)
+    s = replace(S, id_policy="link")
+    r = run(stored, es, settings=s, identity=ident, now=T0 + timedelta(hours=1))
+    assert r.changes == () and [k.title for k in r.kept] == ["Entry 9"]
+    stored = apply(stored, r)
+    assert stored["l:https://example.org/8"].title == "Entry 9"
+    r = run(stored, es, settings=s, identity=r.identity, now=T0 + timedelta(hours=2))
+    assert r.changes == () and r.upserts == () and r.kept == ()

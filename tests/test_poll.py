@@ -177,6 +177,38 @@ def test_entries_kept_after_they_dropped_out_still_count(tmp_path, feed_server):
     store.close()
 
 
+def test_a_re_key_collision_stores_the_row_the_comparison_used(tmp_path, feed_server):
+    """Posts 9 and 8 (in that order) share a link; id_policy is edited from guid to link.
+    Both rows take the link's key, seen at the same time: the comparison keeps one, and
+    the store must keep that one too. Before, the store kept the other (its re-key
+    keeps the row already renamed on equal times), and the next poll alerted post 9 as
+    updated with post 8's text as its old version."""
+
+    def body(pad: str = "") -> list:
+        es = [entry(n, summary=f"Text of post {n}.{pad}") for n in range(1, 8)]
+        shared = "https://example.org/8"
+        return [*es, *(entry(n, link=shared, summary=f"Text of post {n}.{pad}") for n in (9, 8))]
+
+    settings = replace(SETTINGS, stale_after=0, id_policy="guid")
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+
+    def step(feed, pad):
+        feed_server.set("/f", rss(body(pad)))  # white space only: the text stays
+        clock.advance(minutes=15)
+        r = asyncio.run(poll(replace(config, feeds=(feed,)), store, clock, feed))
+        assert r.result == "ok", r.error
+        return [(a.kind, a.payload["entry"]["title"]) for a in r.alerts]
+
+    assert step(feed, "") == []
+    by_link = replace(feed, settings=replace(settings, id_policy="link"))
+    assert step(by_link, " ") == []
+    assert store.feed("f").identity.policy == "link"
+    assert store.entries("f")["l:https://example.org/8"].title == "Entry 9"
+    assert step(by_link, "  ") == []
+    store.close()
+
+
 def test_unchanged_items_are_settled_and_the_state_vouches_for_them(tmp_path, feed_server):
     """An item byte for byte as in the body the state last committed is taken as seen
     without its row (model.Settled), but only while the state holds that row in its

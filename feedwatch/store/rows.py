@@ -284,7 +284,8 @@ class SharedWrites(SharedReads):
     def _rekey(self, cur: Any, feed: str, old: str, new: str) -> None:
         """Move a stored entry to a new identity (the feed's id policy changed, or its
         GUID churned); when both exist, the row seen last wins and keeps the earliest
-        first_seen."""
+        first_seen. (For an entry of the body, the poll then writes the row its
+        comparison kept, ``DiffResult.kept``, whichever this keeps.)"""
         if old == new:
             return
         p = self.P
