@@ -237,7 +237,11 @@ def legacy_keys(key: str, bases: Sequence[str]) -> list[str]:
     if not bases or not key.startswith("g:"):
         return []
     raw = key[2:]
-    if not raw or (":" in raw and urlsplit(raw).scheme):  # an id with a scheme: as given
+    try:
+        absolute = ":" in raw and bool(urlsplit(raw).scheme)
+    except ValueError:  # "http://example.c[o.test/": no URL, and nothing resolved it
+        return []
+    if not raw or absolute:  # an id with a scheme: as given
         return []
     from feedparser.urls import make_safe_absolute_uri
 

@@ -136,6 +136,36 @@ def test_a_feed_added_broken_is_stale_stale_after_its_first_poll(tmp_path, feed_
     store.close()
 
 
+def test_an_id_that_is_no_url_harms_no_poll(tmp_path, feed_server):
+    """An id like ``http://example.c[o.test/`` (feedparser's corpus,
+    item_guid_isPermaLink_ValueError.xml) made every changed poll of its feed crash
+    ("Invalid IPv6 URL", from the look-up of ids an older release resolved): nothing
+    of the feed was stored or alerted again. It is an id as any other."""
+    settings = replace(SETTINGS, stale_after=0)
+
+    def body(*extra: str) -> bytes:
+        items = "".join(
+            f"<item><guid>{g}</guid><title>{t}</title></item>"
+            for g, t in [
+                ("http://example.c[o.test/", "one"),
+                ("http://example.org/2", "two"),
+                *extra,
+            ]
+        )
+        return f'<rss version="2.0"><channel><title>t</title>{items}</channel></rss>'.encode()
+
+    feed_server.set("/f", body())
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+    assert asyncio.run(poll(config, store, clock, feed)).result == "ok"
+    feed_server.set("/f", body(("urn:3", "three")))
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.result == "ok", r.error
+    assert [a.payload["entry"]["title"] for a in r.alerts] == ["three"]
+    store.close()
+
+
 def test_entries_kept_after_they_dropped_out_still_count(tmp_path, feed_server):
     """A changed poll reads the stored entries its body can match (feedwatch.diff.
     stored_needed), not all the feed has kept: what it decides is as before. Entries
