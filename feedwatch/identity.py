@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
 from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 
@@ -81,19 +81,21 @@ def normalize_link(link: str | None) -> str | None:
         return link
     query = parts.query
     if query:
-        try:
-            pairs = parse_qsl(query, keep_blank_values=True)
-        except ValueError:
-            pairs = []
-        kept = [
-            (k, v)
-            for k, v in pairs
-            if k.lower() not in _VOLATILE_PARAMS and not k.lower().startswith("utm_")
-        ]
-        if len(kept) != len(pairs):
-            query = urlencode(kept)
+        # the other parameters as written: rebuilt (decoded and encoded again) they
+        # read otherwise than the same link without a tracking parameter does
+        # ("section=world/europe" became "section=world%2Feurope")
+        pieces = query.split("&")
+        kept = [piece for piece in pieces if not _volatile(piece)]
+        if len(kept) != len(pieces):
+            query = "&".join(piece for piece in kept if piece)
     netloc = parts.netloc.lower()
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, parts.fragment))
+
+
+def _volatile(piece: str) -> bool:
+    """Whether a query's ``name=value`` names a tracking or cache-busting parameter."""
+    name = unquote_plus(piece.partition("=")[0]).lower()
+    return name in _VOLATILE_PARAMS or name.startswith("utm_")
 
 
 def _moved(link: str) -> tuple[str, str] | None:
@@ -145,7 +147,33 @@ def _without_volatile_params(match: re.Match[str]) -> str:
     url = match.group(0)
     trail = len(url) - len(url.rstrip(".,;:!"))  # the sentence's, not the URL's
     core = url[: len(url) - trail] if trail else url
-    return (normalize_link(core) or core) + url[len(core) :]
+    return (_text_url(core) or core) + url[len(core) :]
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_url(url: str) -> str | None:
+    """A URL written in text as fingerprints (``FINGERPRINT_VERSION``) have it: as
+    ``normalize_link`` gave it before it kept the other parameters as written, the
+    query rebuilt (decoded, encoded again) where a parameter was dropped. A stored
+    fingerprint must keep meaning the same text: changed, every text holding such a
+    URL would read as edited once after an upgrade."""
+    link = normalize_link(url)
+    if not link:
+        return link
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return link
+    pairs = parse_qsl(parts.query, keep_blank_values=True) if parts.query else []
+    kept = [
+        (k, v)
+        for k, v in pairs
+        if k.lower() not in _VOLATILE_PARAMS and not k.lower().startswith("utm_")
+    ]
+    if len(kept) == len(pairs):
+        return link
+    rebuilt = urlsplit(link)
+    return urlunsplit(rebuilt._replace(query=urlencode(kept)))
 
 
 def comparable_text(text: str) -> str:
