@@ -12,6 +12,9 @@ Pure (SPEC section 4). The whole decision, in order:
         unknown? -> same link (unique in the body; or moved to https or www. only)
                     and same text as a stored entry that is not in the body: the
                     same entry under a new id
+                 -> no link, and its id came or went: the stored row of its content
+                    key (title, published time) absent from the body, under the key
+                    it had before (``_Unlinked``)
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
     stamped  = in a body of one or two known entries, an entry stamped with the time of
@@ -27,7 +30,8 @@ the rest), so the next poll compares with exactly what this one saw.
 
 What of the state a comparison reads (``stored_needed``): the rows of the body's
 identities and the rows whose normalised link is one of the body's (the candidates
-for "the same entry under a new id"), not every row the feed has kept within
+for "the same entry under a new id"; and for an entry keyed by its id without a link,
+the row of its content key), not every row the feed has kept within
 ``retention``; all of them only when the policy switches (every row is re-keyed).
 A feed that keeps hundreds of old entries costs a changed poll what one that keeps
 none does. Nor the rows of *settled* entries (``model.Settled``: items byte for byte
@@ -51,6 +55,7 @@ from feedwatch.identity import (
     Policy,
     alert_id,
     comparable_text,
+    content_identity,
     detect_policy_keys,
     entry_fingerprint,
     entry_keys,
@@ -177,8 +182,11 @@ def stored_needed(
     identities = tuple(
         dict.fromkeys([*own, *(old for key in own for old in legacy_keys(key, bases))])
     )
+    # an entry without a link keyed by its id: its row may be under its content key,
+    # from before the id came (``_Unlinked``); an unknown one is no reason to read all
+    unlinked = (k.content for k, key in zip(compared, own, strict=True) if _unlinked_id(k, key))
     return StoredNeed(
-        identities=identities,
+        identities=tuple(dict.fromkeys([*identities, *unlinked])),
         links=tuple(dict.fromkeys(v for k in compared if k.link for v in link_variants(k.link))),
         settled=tuple(key_for(keys[i], state.policy) for i in sorted(skip)),
         all_if_missing=tuple(key for key in identities if not _by_id(key)),
@@ -349,6 +357,73 @@ class _Absent:
                 if not _text_changed(row, entry, fp, ignore):
                     return row
         return None
+
+
+class _Unlinked:
+    """An entry without a link whose id came or went (GUID churn needs a link; link
+    churn, an entry and a row without ids): it is the stored row absent from the body
+    with its content key (its title and published time), under the key it had before:
+    that content key when the id came, an id when it went. Only where the answer is
+    one: no other entry of the body has that content key, and (an id went) one row.
+    A row whose text is not the entry's (an update) only when the entry has a published
+    time: a title alone says little of which entry it is."""
+
+    def __init__(
+        self,
+        body: Iterable[EntryKeys],
+        current: Mapping[str, StoredEntry],
+        seen: set[str],
+        went: bool,
+    ) -> None:
+        self.counts: Counter[str] = Counter(k.content for k in body if not k.link)
+        # (an id went) the absent rows keyed by an id without a link, by content key,
+        # as they are before any is re-keyed (None: two have it)
+        self.by_content: dict[str, StoredEntry | None] = {}
+        for row in current.values() if went else ():
+            if _by_id(row.identity) and row.identity not in seen and not normalize_link(row.link):
+                c = content_identity(row)
+                self.by_content[c] = None if c in self.by_content else row
+
+    def same_entry(
+        self,
+        key: str,
+        keys: EntryKeys,
+        entry: EntrySnapshot,
+        fp: str,
+        ignore: Ignore | None,
+        current: Mapping[str, StoredEntry],
+        seen: set[str],
+    ) -> StoredEntry | None:
+        if keys.link or self.counts[keys.content] != 1:
+            return None
+        row: StoredEntry | None = None
+        if _unlinked_id(keys, key):  # an id came: the row of its content key
+            row = current.get(keys.content)
+            if row is not None and (row.identity in seen or _id_of(row) not in ("", keys.entry_id)):
+                row = None
+        elif _id_went(keys, key):  # an id went: the row of an id
+            row = self.by_content.get(key)
+            if row is not None and current.get(row.identity) is not row:
+                row = None
+        if row is None:
+            return None
+        if entry.published is None and _text_changed(row, entry, fp, ignore):
+            return None
+        return row
+
+
+def _unlinked_id(keys: EntryKeys, key: str) -> bool:
+    """Whether an entry keyed ``key`` is keyed by its id and has no link."""
+    return not keys.link and _by_id(key)
+
+
+def _id_went(keys: EntryKeys, key: str) -> bool:
+    """Whether an entry keyed ``key`` is keyed by its content for want of an id and a link."""
+    return key == keys.content and not keys.entry_id and not keys.link
+
+
+def _id_of(row: StoredEntry) -> str:
+    return row.entry_id.strip() if row.entry_id else ""
 
 
 def _text_changed(
@@ -557,6 +632,14 @@ def diff(
                 # a second row with the same text and time: no answer
                 absent_by_text[text] = None if text in absent_by_text else row
 
+    # An id that came or went on an entry without a link: ``_Unlinked``.
+    unlinked: _Unlinked | None = None
+    if any(not keys[i].link and key not in current for key, i, _ in body):
+        # the body's entries: those compared and (so far in ``touched``) the settled
+        firsts = [keys[i] for _, i, _ in body] + [keys[i] for i, _ in touched]
+        went = any(_id_went(keys[i], key) and key not in current for key, i, _ in body)
+        unlinked = _Unlinked(firsts, current, seen, went)
+
     new_items: list[tuple[str, EntrySnapshot, str]] = []
     chosen: list[StoredEntry] = []  # DiffResult.kept
     known: list[tuple[int, str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
@@ -590,6 +673,14 @@ def diff(
                 old = replace(cand, identity=key, first_seen=first)
                 current[key] = old
                 text_changed = False  # its text is the entry's
+        if old is None and unlinked is not None:
+            cand = unlinked.same_entry(key, keys[i], entry, fp, ignore, current, seen)
+            if cand is not None:
+                rekeys.append((cand.identity, key))
+                del current[cand.identity]
+                old = replace(cand, identity=key)
+                current[key] = old
+                text_changed = _text_changed(old, entry, fp, ignore)
         tk = text_keys.get(key)
         if old is None and tk and unknown_by_text[(tk, entry.published)] == 1:
             cand = absent_by_text.pop((tk, entry.published), None)

@@ -420,6 +420,101 @@ def test_a_feed_that_starts_giving_ids_keeps_its_entries_and_their_edits():
     assert sorted(stored) == sorted(f"g:http://e.com/g/{i}" for i in range(4))
 
 
+def _notice(entry_id: str | None = "notice-1", **kw) -> EntrySnapshot:
+    """An entry without a link (keyed by its content when it has no id either)."""
+    return entry("n", title="Maintenance notice", link=None, entry_id=entry_id, **kw)
+
+
+def _named(stored, keys, ident, s=S):
+    """The rows a store returns for ``stored_needed`` (every row when one of
+    ``all_if_missing`` is not stored)."""
+    need = stored_needed(s, ident, keys, baselined=True, has_rows=True)
+    assert need is not None
+    if not set(stored).issuperset(need.all_if_missing):
+        return dict(stored)
+    return {
+        k: r
+        for k, r in stored.items()
+        if k in need.identities or normalize_link(r.link) in need.links
+    }
+
+
+def test_an_entry_without_a_link_keeps_its_history_when_the_feed_starts_giving_ids():
+    """Under the link policy an entry without a link is keyed by its content; when the
+    feed starts giving ids it is keyed by its id (the link policy's fallback), and its
+    row, under the content key, was found by no rule (GUID churn needs a link, link
+    churn skips ids): it alerted as new. It is that row, re-keyed, read among the rows
+    the poll names; an edit of it at that poll is an update."""
+    posts = [entry(i, entry_id=None) for i in range(9)]
+    stored, ident = baseline([*posts, _notice(None)])
+    assert ident.policy == "link"
+    content_key = identity_for(_notice(None), "link")
+    assert content_key.startswith("c:") and content_key in stored
+    with_ids = [replace(e, entry_id=f"post-{i}") for i, e in enumerate(posts)]
+    for notice, want in [(_notice(), []), (_notice(summary="Moved to Monday."), ["updated"])]:
+        body = [*with_ids, notice]
+        keys = [entry_keys(e) for e in body]
+        now = T0 + timedelta(hours=1)
+        r = run(
+            _named(stored, keys, ident), body, identity=ident, now=now, keys=keys, has_rows=True
+        )
+        assert r == run(stored, body, identity=ident, now=now)
+        assert [c.kind for c in r.changes] == want and r.new == 0
+        assert r.rekeys == ((content_key, "g:notice-1"),)
+    # the policy turns to guid at the next poll: nothing more, and no row left behind
+    stored = apply(stored, r)
+    r2 = run(stored, [*with_ids, notice], identity=r.identity, now=T0 + timedelta(hours=2))
+    assert r2.identity.policy == "guid" and r2.changes == ()
+    assert content_key not in apply(stored, r2)
+
+
+def test_an_entry_without_a_link_that_loses_its_id_is_the_same_entry():
+    """The reverse: keyed by its content once its id is gone, it is the row of its id
+    with the same content key (title and published time), and back again."""
+    posts = [entry(i) for i in range(9)]
+    stored, ident = baseline([*posts, _notice()])
+    r = run(stored, [*posts, _notice(None)], identity=ident, now=T0 + timedelta(hours=1))
+    assert r.changes == () and r.new == 0
+    content_key = identity_for(_notice(None), "guid")
+    assert r.rekeys == (("g:notice-1", content_key),)
+    stored = apply(stored, r)
+    edited = _notice(summary="Moved to Monday.")  # the id back, with an edit
+    r = run(stored, [*posts, edited], identity=ident, now=T0 + timedelta(hours=2))
+    assert kinds(r) == [("updated", "Maintenance notice")]
+    assert r.rekeys == ((content_key, "g:notice-1"),)
+
+
+def test_an_entry_without_a_link_is_taken_for_a_row_of_its_content_key_only_when_one():
+    """Two entries of the body with one title and time, two rows with them, or an edit
+    of an entry without a published time (its title alone says little): new."""
+    posts = [entry(i) for i in range(9)]
+    twins = [_notice("a"), _notice("b", summary="Another notice.")]
+    stored, ident = baseline([*posts, *twins])
+    r = run(stored, [*posts, _notice(None)], identity=ident)
+    assert kinds(r) == [("new", "Maintenance notice")]
+    stored, ident = baseline([*posts, _notice(None)], settings=replace(S, id_policy="link"))
+    r = run(stored, [*posts, *twins], settings=replace(S, id_policy="link"), identity=ident)
+    assert kinds(r) == [("new", "Maintenance notice"), ("new", "Maintenance notice")]
+    undated = _notice(None, published=None)
+    stored, ident = baseline([*posts, _notice(published=None)])
+    assert run(stored, [*posts, undated], identity=ident).changes == ()
+    edited = replace(undated, summary="Another notice.")
+    assert kinds(run(stored, [*posts, edited], identity=ident)) == [("new", "Maintenance notice")]
+
+
+def test_a_poll_of_entries_with_links_names_no_more_rows_than_before():
+    """Only an entry keyed by its id without a link names its content key's row too;
+    an unknown one is no reason to read every row."""
+    body = [entry(i) for i in range(5)]
+    keys = [entry_keys(e) for e in body]
+    need = stored_needed(S, IdentityState(), keys, baselined=True, has_rows=True)
+    assert need is not None and set(need.identities) == {key_for(k, "guid") for k in keys}
+    keys.append(entry_keys(_notice()))
+    need = stored_needed(S, IdentityState(), keys, baselined=True, has_rows=True)
+    assert need is not None and keys[-1].content in need.identities
+    assert need.all_if_missing == ()
+
+
 def test_rows_of_ids_once_resolved_against_the_feed_url_are_the_same_entries():
     """Relative guids (``<guid>1</guid>``) were stored resolved against the feed's URL
     (feedparser's doing); kept as given now, each is the row it was, re-keyed, and an
@@ -771,7 +866,8 @@ _two_bodies = given(
 
 def _renamed(es: list[EntrySnapshot], rnd) -> list[EntrySnapshot]:
     """Some entries under new ids (GUID churn: same link, same text), some with their
-    link moved to http or to www. as well, some dropped."""
+    link moved to http or to www. as well, some without a link losing their id, some
+    dropped."""
     out = []
     for i, e in enumerate(es):
         pick = rnd.random()
@@ -780,6 +876,9 @@ def _renamed(es: list[EntrySnapshot], rnd) -> list[EntrySnapshot]:
         if pick < 0.5 and e.link:
             moved = rnd.choice([("https://", "http://"), ("https://", "https://www.")])
             out.append(replace(e, entry_id=f"moved-{i}", link=e.link.replace(*moved)))
+            continue
+        if pick < 0.6 and e.entry_id and not e.link:  # an id gone from an entry without a link
+            out.append(replace(e, entry_id=None))
             continue
         out.append(replace(e, entry_id=f"new-{i}") if pick < 0.7 else e)
     return out

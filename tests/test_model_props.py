@@ -150,8 +150,8 @@ class Model:
         self.in_body = set()
 
     @staticmethod
-    def key(f):
-        snap = EntrySnapshot(
+    def snap(f):
+        return EntrySnapshot(
             entry_id=f["guid"],
             title=f["title"],
             link=f["link"],
@@ -161,7 +161,14 @@ class Model:
             summary=f["summary"],
             content=f["content"],
         )
-        return identity_for(snap, "guid")
+
+    @classmethod
+    def key(cls, f):
+        return identity_for(cls.snap(f), "guid")
+
+    @classmethod
+    def content(cls, f):
+        return identity_for(cls.snap(f), "content")
 
     @staticmethod
     def fp(f):
@@ -214,6 +221,15 @@ class Model:
             for k, f in firsts
             if k not in cur and not k.startswith("g:")
         )
+        # an id that came or went on an entry without a link: the absent row of its
+        # content key, under that key (id came) or an id (id went); one answer only
+        unlinked = Counter(self.content(f) for _, f in firsts if not f["link"])
+        absent_by_content = {}
+        for r, row in cur.items():
+            if r in seen or not r.startswith("g:") or normalize_link(row["f"]["link"]):
+                continue
+            c = self.content(row["f"])
+            absent_by_content[c] = None if c in absent_by_content else r
         absent_by_text = {}
         for r, row in cur.items():
             if r in seen or r.startswith("g:"):
@@ -229,6 +245,19 @@ class Model:
                 if cand is not None and cand in cur and self.tfp(cur[cand]["f"]) == self.tfp(f):
                     old = dict(cur.pop(cand))
                     cur[k] = old
+            c = self.content(f)
+            if old is None and not f["link"] and unlinked[c] == 1:
+                if k.startswith("g:"):
+                    cand = c if c in cur and c not in seen else None
+                    if cand is not None and cur[cand]["f"]["guid"] not in (None, f["guid"]):
+                        cand = None
+                else:
+                    cand = absent_by_content.get(c)
+                if cand is not None and cand in cur:
+                    same = self.tfp(cur[cand]["f"]) == self.tfp(f)
+                    if same or f["published"] is not None:
+                        old = dict(cur.pop(cand))
+                        cur[k] = old
             if old is None and not k.startswith("g:"):
                 t = (self.tfp(f), f["published"])
                 if unknown_text[t] == 1:

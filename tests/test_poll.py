@@ -238,6 +238,39 @@ def test_a_re_key_collision_stores_the_row_the_comparison_used(tmp_path, feed_se
     assert store.feed("f").identity.policy == "link"
     assert store.entries("f")["l:https://example.org/8"].title == f"Entry {order[0]}"
     assert step(by_link, "  ") == []
+
+
+def test_an_entry_without_a_link_keeps_its_row_when_ids_come_and_go(tmp_path, feed_server):
+    """A feed without ids (the link policy) starts giving them: an entry without a
+    link, stored under its content key, is read among the rows the poll names though
+    the feed keeps many more, and is that entry under its id, not new; losing the id
+    again, it is still the same entry."""
+    settings = replace(SETTINGS, stale_after=0, first_poll="baseline")
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+
+    def notice(entry_id):
+        return entry("n", title="Maintenance notice", link=None, entry_id=entry_id)
+
+    def step(entries):
+        feed_server.set("/f", rss(entries))
+        clock.advance(minutes=15)
+        r = asyncio.run(poll(config, store, clock, feed))
+        assert r.result == "ok", r.error
+        return sorted((a.kind, a.payload["entry"]["title"]) for a in r.alerts)
+
+    assert step([*(entry(i, entry_id=None) for i in range(60)), notice(None)]) == []
+    posts = [entry(i, entry_id=None) for i in range(50, 60)]
+    assert step([*posts, notice(None)]) == []
+    assert store.feed("f").identity.policy == "link" and len(store.entries("f")) == 61
+    with_ids = [entry(i, entry_id=f"post-{i}") for i in range(50, 60)]
+    assert step([*with_ids, notice("notice-1")]) == []  # (guid is the candidate)
+    assert step([*with_ids, notice("notice-1"), entry(99, entry_id="post-99")]) == [
+        ("new", "Entry 99")
+    ]
+    assert store.feed("f").identity.policy == "guid"
+    assert "g:notice-1" in store.entries("f")
+    assert step([*with_ids, notice(None)]) == []
     store.close()
 
 
