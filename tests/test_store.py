@@ -44,6 +44,7 @@ from feedwatch.store import (
     acquire_lock,
     open_store,
 )
+from tests.helpers import wait_for
 from tests.pg import PgCluster, pg_cluster, pg_url
 
 __all__ = ["pg_cluster", "pg_url"]  # fixtures, imported for pytest
@@ -1943,3 +1944,35 @@ def test_a_feed_that_never_succeeded_keeps_its_first_polls_time(store: Store) ->
     fail("f", at(600))
     rec = store.feed("f")
     assert rec is not None and (rec.last_success, rec.last_new_entry) == (at(20), None)
+
+
+def test_pg_a_connection_the_server_ended_is_not_used_for_a_call(pg_url: str) -> None:
+    """A database restart ends every connection ("terminating connection due to
+    administrator command"). A busy instance, whose pooled connections are never idle
+    long, used one anyway for its next call, which failed: a delivery sent but not
+    marked was sent again, a poll job died. The pool now finds it ended first."""
+    s = open_store(pg_url)
+    assert s is not None
+    try:
+        s.record_failure("f", "https://example.org/f", at(0), http_status=500,
+                         error="HTTP 500", next_poll=None)  # fmt: skip
+        _pg_exec(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'feedwatch' AND pid <> pg_backend_pid()",
+        )
+
+        def ended() -> bool:
+            import psycopg
+
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'feedwatch'"
+                ).fetchone()
+            return row is not None and row[0] == 0
+
+        wait_for(ended, what="the store's connections ended")
+        rec = s.feed("f")  # within IDLE_CHECK of the last call: no time-based check
+        assert rec is not None and rec.errors == 1
+    finally:
+        s.close()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -1127,11 +1128,25 @@ def _note_returned(conn: Any) -> None:
 
 
 def _check_if_idle(conn: Any) -> None:
-    """A connection back from the pool is checked (one round trip) only when it sat idle
-    long enough for the server to have gone away (a restart, an idle timeout): a busy
-    daemon pays nothing, and a database restart costs no failed call."""
-    if time.monotonic() - getattr(conn, "_feedwatch_returned", 0.0) > IDLE_CHECK:
+    """A connection back from the pool is checked (one round trip) when it sat idle long
+    enough for the server to have gone away (an idle timeout), or when the server wrote
+    to it while it was idle: a restart (or ``pg_terminate_backend``) sends "terminating
+    connection" and closes it, and a busy daemon, whose connections are never idle for
+    long, then failed its next call (a delivery sent was not marked, and sent again).
+    A busy daemon pays a poll of the socket, no round trip."""
+    idle = time.monotonic() - getattr(conn, "_feedwatch_returned", 0.0)
+    if idle > IDLE_CHECK or _written_to(conn):
         ConnectionPool.check_connection(conn)
+
+
+def _written_to(conn: Any) -> bool:
+    """Whether an idle connection has something to read (or is closed): nothing is
+    asked of the server between calls, so whatever came is the end of it."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):  # closed already
+        return True
+    return bool(readable)
 
 
 def current_schema_missing(conn: Any) -> bool:
