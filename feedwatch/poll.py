@@ -186,7 +186,8 @@ class Poller:
         self.body_workers = body_workers
         self._records = records if records is not None else {}
         self.parse = parse
-        self._rules: dict[str, tuple[CompiledRule, ...]] = {}
+        # a feed's compiled rules, with the rules they were compiled from
+        self._rules: dict[str, tuple[object, tuple[CompiledRule, ...]]] = {}
         # polls finishing within 10 ms share a COMMIT (feedwatch.store.group); a poll
         # with no other in progress commits at once
         self._polling = 0
@@ -223,12 +224,17 @@ class Poller:
         return None if self.cache_dir is None else parsecache.file_for(self.cache_dir, feed)
 
     def rules_for(self, feed: FeedConfig) -> tuple[CompiledRule, ...]:
-        rules = self._rules.get(feed.name)
-        if rules is None:
-            from feedwatch import match
+        """The feed's rules compiled, once per config: a poll still under way when a
+        reload came ends with the rules it began with, and a later poll (of the new
+        config's feed) does not take those (keyed by name alone, they stayed until the
+        next reload)."""
+        cached = self._rules.get(feed.name)
+        if cached is not None and cached[0] is feed.rules:
+            return cached[1]
+        from feedwatch import match
 
-            rules = match.compile_rules(feed.rules)
-            self._rules[feed.name] = rules
+        rules = match.compile_rules(feed.rules)
+        self._rules[feed.name] = (feed.rules, rules)
         return rules
 
     async def poll(self, feed: FeedConfig) -> PollReport:

@@ -166,6 +166,35 @@ def test_an_id_that_is_no_url_harms_no_poll(tmp_path, feed_server):
     store.close()
 
 
+def test_a_poll_under_way_at_a_reload_leaves_the_new_rules_to_later_polls(tmp_path, feed_server):
+    """A reload cleared the compiled rules, but a poll still under way compiled the old
+    ones again and kept them under the feed's name: every later poll matched with
+    those until the next reload (alpha alerted, beta was lost)."""
+    from feedwatch.model import Rule
+
+    feed_server.set("/f", rss([entry(1, title="alpha news")]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), replace(SETTINGS, stale_after=0))
+    old = replace(feed, rules=(Rule(name="r", any=("alpha",)),))
+    new = replace(feed, rules=(Rule(name="r", any=("beta",)),))
+    clock = FakeClock(T0)
+
+    async def go():
+        async with Fetcher() as fetcher:
+            poller = Poller(replace(config, feeds=(old,)), store, fetcher, clock=clock)
+            assert (await poller.poll(old)).result == "ok"  # the baseline
+            poller.reconfigure(replace(config, feeds=(new,)))
+            poller.rules_for(old)  # the poll under way at the reload ends with its rules
+            feed_server.set(
+                "/f", rss([entry(1, title="alpha news"), entry(2), entry(3, title="beta news")])
+            )
+            clock.advance(minutes=5)
+            return await poller.poll(new)
+
+    r = asyncio.run(go())
+    assert [a.payload["entry"]["title"] for a in r.alerts] == ["beta news"]
+    store.close()
+
+
 def test_entries_kept_after_they_dropped_out_still_count(tmp_path, feed_server):
     """A changed poll reads the stored entries its body can match (feedwatch.diff.
     stored_needed), not all the feed has kept: what it decides is as before. Entries
