@@ -126,6 +126,11 @@ def _compile_term(term: str, case_sensitive: bool) -> _Term:
         if unicodedata.category(ch) == "Cc" and not ch.isspace():
             raise ValueError(f"term {term!r} contains a control character (U+{ord(ch):04X})")
     norm = normalize_text(term, case_sensitive).strip()
+    if not norm:  # only what text loses too: a soft hyphen, a zero-width space, a BOM
+        raise ValueError(
+            f"term {term!r} holds only invisible characters (text is read without them):"
+            " it could never hit"
+        )
     prefix = False
     star = norm.find("*")
     if star != -1:

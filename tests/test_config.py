@@ -1431,3 +1431,18 @@ def test_a_rule_named_keywords_clashes_with_a_feeds_inline_keywords(tmp_path: Pa
         'feedwatch.toml:10: feeds[0].match: names the rule "keywords", and this feed\'s'
         " keywords/exclude make an inline rule of that name: rename [rules.keywords]"
     ]
+
+
+def test_a_term_of_invisible_characters_only_is_a_config_error(tmp_path: Path) -> None:
+    """A keyword or ignore_text term of a zero-width space or a soft hyphen alone passed
+    the empty-term check (made before text loses such characters), then crashed
+    validate, check and preview with an IndexError."""
+    lines = problems(
+        tmp_path,
+        '[[feeds]]\nname = "f"\nurl = "https://example.org/f"\n'
+        'keywords = ["\\u200b"]\nignore_text = ["\\u00ad"]\n',
+    )
+    text = "\n".join(strip_dir(lines, tmp_path))
+    assert "feedwatch.toml:4: feeds[0].keywords" in text, text
+    assert "feedwatch.toml:5: feeds[0].ignore_text" in text, text
+    assert text.count("holds only invisible characters") == 2
