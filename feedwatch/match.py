@@ -2,7 +2,8 @@
 
 Pure: rules are compiled once per config load (:func:`compile_rules`) and then
 evaluated against entry snapshots (:func:`evaluate`, :func:`explain`). The only
-side effect is one warning per (rule, term) when a ``/regex/`` runs out of time.
+side effects are warnings: once per (rule, term) when a ``/regex/`` runs out of time
+on a field, once per poll when the poll's regex time (:class:`RegexBudget`) is spent.
 
 Text and terms go through the same normalisation (NFKC, then case folding unless
 the rule is ``case_sensitive``), so full-width letters and ligatures hit their
@@ -15,11 +16,12 @@ nothing, and one search per rule is what makes that cheap.
 from __future__ import annotations
 
 import functools
+import math
 import time
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import structlog
 
@@ -27,7 +29,9 @@ from feedwatch.model import RULE_FIELDS, EntrySnapshot, Rule, RuleMatch
 
 __all__ = [
     "REGEX_TIMEOUT",
+    "POLL_REGEX_BUDGET",
     "CompiledRule",
+    "RegexBudget",
     "RuleExplanation",
     "TermExplanation",
     "compile_rule",
@@ -43,6 +47,9 @@ log = structlog.get_logger("feedwatch.match")
 
 REGEX_TIMEOUT = 0.1
 """Seconds a ``/regex/`` term may spend on one field of one entry; past it, it misses."""
+
+POLL_REGEX_BUDGET = 1.0
+"""Seconds all ``/regex/`` terms together may spend on one poll's entries (``RegexBudget``)."""
 
 TermGroup = Literal["any", "all", "not"]
 
@@ -203,28 +210,50 @@ def compile_search(term: str) -> Any:
     return rx.compile(source, rx.V0 | rx.IGNORECASE | rx.FULLCASE)
 
 
+# A group holding an unbounded repeat may itself repeat this many times at most
+# (``(\w+\s+){3}``); more, as in ``(.*,){15}``, is refused: each repeat multiplies
+# the ways a failing search splits the text (a power of its length).
+_MOST_REPEATS = 3
+
+
 @dataclass
 class _Frame:
     content: int  # index where the group's content starts
     atomic: bool = False  # atomic group or lookaround: no backtracking into it
     inner_unbounded: bool = False  # holds an unbounded quantifier (at any depth)
+    repeats: float = 1  # the most times a group inside it that holds one is repeated
     bars: list[int] = field(default_factory=list)  # top-level '|' positions
 
 
-def _quantifier(src: str, i: int) -> tuple[bool, bool, int] | None:
-    """The quantifier at ``src[i]``: (unbounded, possessive, index after it), or None."""
+class _Quant(NamedTuple):
+    most: float  # the most times it repeats what it follows (inf: no limit)
+    possessive: bool
+    end: int  # index just after it
+
+    @property
+    def unbounded(self) -> bool:
+        return self.most == math.inf
+
+
+def _quantifier(src: str, i: int) -> _Quant | None:
+    """The quantifier at ``src[i]``, or None."""
     if i >= len(src):
         return None
     c = src[i]
+    most: float
     if c in "*+":
-        unbounded, j = True, i + 1
+        most, j = math.inf, i + 1
     elif c == "?":
-        unbounded, j = False, i + 1
+        most, j = 1, i + 1
     elif c == "{":
         m = _quant().match(src, i)
         if not m or not (m.group(1) or m.group(3)):
             return None
-        unbounded, j = (bool(m.group(2)) and not m.group(3)), m.end()
+        if m.group(3):
+            most = int(m.group(3))
+        else:
+            most = math.inf if m.group(2) else int(m.group(1))
+        j = m.end()
     else:
         return None
     possessive = False
@@ -232,7 +261,7 @@ def _quantifier(src: str, i: int) -> tuple[bool, bool, int] | None:
         j += 1
     elif j < len(src) and src[j] == "+":
         possessive, j = True, j + 1
-    return unbounded, possessive, j
+    return _Quant(most, possessive, j)
 
 
 def _skip_class(src: str, i: int) -> int:
@@ -260,9 +289,11 @@ def _skip_class(src: str, i: int) -> int:
 def _pathology(src: str) -> str | None:
     """A cheap, conservative look for exponential backtracking.
 
-    Flags a group under an unbounded quantifier that itself holds an unbounded
-    quantifier (``(a+)+``, ``(.*)*``) or repeats an alternative (``(a|a)*``).
-    Anything it misses is still bounded by the run-time timeout.
+    Flags a group that holds an unbounded quantifier and is itself repeated without
+    limit (``(a+)+``, ``(.*)*``) or more than ``_MOST_REPEATS`` times (``(.*,){15}``:
+    each repeat multiplies the ways to split the text), and a group under an
+    unbounded quantifier that repeats an alternative (``(a|a)*``). Anything it
+    misses is still bounded by the run-time limits (``_regex_in_field``).
     """
     n = len(src)
     stack = [_Frame(content=0)]
@@ -303,25 +334,37 @@ def _pathology(src: str) -> str | None:
         elif c == ")" and len(stack) > 1:
             frame = stack.pop()
             q = _quantifier(src, i + 1)
-            if q and q[0] and not q[1] and not frame.atomic:
+            if not frame.atomic and not (q and q.possessive):
+                # times it repeats, counting the repeated groups inside it
+                repeats = (q.most if q else 1) * frame.repeats
+                if q and frame.inner_unbounded and repeats > _MOST_REPEATS:
+                    if q.unbounded:
+                        return "a repeated group that holds a repeat, like (a+)+"
+                    return (
+                        f"a group that holds a repeat, repeated more than {_MOST_REPEATS}"
+                        " times, like (.*,){15}"
+                    )
                 if frame.inner_unbounded:
-                    return "a repeated group that holds a repeat, like (a+)+"
-                edges = [frame.content - 1, *frame.bars, i]
-                alts = [src[a + 1 : b] for a, b in zip(edges, edges[1:], strict=False)]
-                alts = [a for a in alts if a]
-                if len(set(alts)) < len(alts):
-                    return "a repeated group with the same alternative twice, like (a|a)*"
-            stack[-1].inner_unbounded |= frame.inner_unbounded or bool(q and q[0] and not q[1])
-            i = q[2] if q else i + 1
+                    stack[-1].repeats = max(stack[-1].repeats, repeats)
+                if q and q.unbounded:
+                    edges = [frame.content - 1, *frame.bars, i]
+                    alts = [src[a + 1 : b] for a, b in zip(edges, edges[1:], strict=False)]
+                    alts = [a for a in alts if a]
+                    if len(set(alts)) < len(alts):
+                        return "a repeated group with the same alternative twice, like (a|a)*"
+            stack[-1].inner_unbounded |= frame.inner_unbounded or bool(
+                q and q.unbounded and not q.possessive
+            )
+            i = q.end if q else i + 1
         elif c == "|":
             stack[-1].bars.append(i)
             i += 1
         else:
             q = _quantifier(src, i)
             if q:
-                if q[0] and not q[1]:
+                if q.unbounded and not q.possessive:
                     stack[-1].inner_unbounded = True
-                i = q[2]
+                i = q.end
             else:
                 i += 1
     return None
@@ -467,9 +510,46 @@ class _EntryText:
         return text
 
 
-def _regex_in_field(rule: CompiledRule, term: _Term, view: _EntryText, name: str) -> bool | None:
-    """Whether a regex term hits one field: True, False, or None when it ran out of time."""
-    deadline = time.monotonic() + REGEX_TIMEOUT
+class RegexBudget:
+    """The ``/regex/`` time one poll may spend over all its entries (``POLL_REGEX_BUDGET``).
+
+    Matching runs on the daemon's event loop, where ``REGEX_TIMEOUT`` alone adds up
+    over fields, entries and terms to minutes without a poll of any other feed or a
+    signal handled. Once spent, the poll's remaining regex terms miss without
+    running, and one warning (per poll) names the feed and the rule."""
+
+    def __init__(self, feed: str, seconds: float = POLL_REGEX_BUDGET) -> None:
+        self.feed = feed
+        self.seconds = seconds
+        self.left = seconds
+        self.warned = False
+
+    def ran_out(self, rule: CompiledRule, term: _Term) -> None:
+        if not self.warned:
+            self.warned = True
+            log.warning(
+                "rule.regex_budget_spent",
+                feed=self.feed,
+                rule=rule.name,
+                term=term.text,
+                budget=self.seconds,
+                hint="the poll's regex terms not yet tried count as missed: simplify the term",
+            )
+
+
+def _regex_in_field(
+    rule: CompiledRule,
+    term: _Term,
+    view: _EntryText,
+    name: str,
+    budget: RegexBudget | None = None,
+) -> bool | None:
+    """Whether a regex term hits one field: True, False, or None when it ran out of time
+    (``REGEX_TIMEOUT`` on this field, or what is left of the poll's ``budget``)."""
+    limit = REGEX_TIMEOUT if budget is None else min(REGEX_TIMEOUT, budget.left)
+    started = time.monotonic()
+    deadline = started + limit
+    found: bool | None = False
     # Regexes run on NFKC text; the pattern's own flags make it case-insensitive.
     for seg in view.segments(name, True):
         remaining = deadline - time.monotonic()
@@ -477,29 +557,40 @@ def _regex_in_field(rule: CompiledRule, term: _Term, view: _EntryText, name: str
             if remaining <= 0:
                 raise TimeoutError
             if term.pattern.search(seg, timeout=remaining) is not None:
-                return True
+                found = True
+                break
         except TimeoutError:
-            if term.text not in rule._timed_out:
-                rule._timed_out.add(term.text)
-                log.warning(
-                    "rule.regex_timeout",
-                    rule=rule.name,
-                    term=term.text,
-                    field=name,
-                    timeout=REGEX_TIMEOUT,
-                )
-            return None
-    return False
+            found = None
+            break
+    if budget is not None:
+        budget.left -= time.monotonic() - started
+    if found is None:
+        if limit < REGEX_TIMEOUT:
+            assert budget is not None
+            budget.ran_out(rule, term)
+        elif term.text not in rule._timed_out:
+            rule._timed_out.add(term.text)
+            log.warning(
+                "rule.regex_timeout",
+                rule=rule.name,
+                term=term.text,
+                field=name,
+                timeout=REGEX_TIMEOUT,
+            )
+    return found
 
 
 class _Ctx:
     """One rule against one entry: remembers each term's result so none runs twice."""
 
-    __slots__ = ("_text", "memo", "rule", "view")
+    __slots__ = ("_text", "budget", "memo", "rule", "view")
 
-    def __init__(self, rule: CompiledRule, view: _EntryText) -> None:
+    def __init__(
+        self, rule: CompiledRule, view: _EntryText, budget: RegexBudget | None = None
+    ) -> None:
         self.rule = rule
         self.view = view
+        self.budget = budget
         self.memo: dict[int, bool] = {}
         self._text: str | None = None
 
@@ -514,7 +605,8 @@ class _Ctx:
         if found is None:
             if term.is_regex:
                 found = any(
-                    _regex_in_field(self.rule, term, self.view, f) for f in self.rule.fields
+                    _regex_in_field(self.rule, term, self.view, f, self.budget)
+                    for f in self.rule.fields
                 )
             else:
                 found = term.pattern.search(self.text()) is not None
@@ -540,9 +632,11 @@ class _Ctx:
         return [t for t in group.terms if (t.is_regex or id(t) in candidates) and self.hit(t)]
 
 
-def _matched_terms(rule: CompiledRule, view: _EntryText) -> tuple[str, ...] | None:
+def _matched_terms(
+    rule: CompiledRule, view: _EntryText, budget: RegexBudget | None
+) -> tuple[str, ...] | None:
     """The terms that hit (any, then all, config order) when ``rule`` matches, else None."""
-    ctx = _Ctx(rule, view)
+    ctx = _Ctx(rule, view, budget)
     if rule.any.terms and not ctx.any_hit(rule.any):
         return None
     if not all(ctx.hit(t) for t in rule.all.terms):
@@ -557,18 +651,19 @@ def _matched_terms(rule: CompiledRule, view: _EntryText) -> tuple[str, ...] | No
 
 
 def evaluate(
-    rules: Sequence[CompiledRule], entry: EntrySnapshot
+    rules: Sequence[CompiledRule], entry: EntrySnapshot, budget: RegexBudget | None = None
 ) -> tuple[bool, tuple[RuleMatch, ...]]:
     """Whether a feed with these rules alerts on ``entry``, and every rule that matched.
 
-    No rules at all means every entry alerts (with no rule listed).
+    No rules at all means every entry alerts (with no rule listed). ``budget``: the
+    regex time left to the poll this entry is part of (a regex term past it misses).
     """
     if not rules:
         return True, ()
     view = _EntryText(entry)
     matches = []
     for rule in rules:
-        terms = _matched_terms(rule, view)
+        terms = _matched_terms(rule, view, budget)
         if terms is not None:
             matches.append(RuleMatch(rule.name, terms))
     return bool(matches), tuple(matches)

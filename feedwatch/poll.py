@@ -591,6 +591,8 @@ class Poller:
 
         s = feed.settings
         rules = self.rules_for(feed)
+        # this poll's regex time, all entries together: matching holds the event loop
+        budget = match.RegexBudget(feed.name)
         alerts: list[Alert] = []
         for change in result.changes:
             if change.kind not in s.notify_on:
@@ -599,7 +601,7 @@ class Poller:
                 when = change.entry.published or change.entry.updated
                 if when is not None and (now - when).total_seconds() > s.max_age:
                     continue
-            ok, matched = match.evaluate(rules, change.entry)
+            ok, matched = match.evaluate(rules, change.entry, budget)
             if not ok:
                 continue
             aid = alert_id(

@@ -951,3 +951,55 @@ def test_a_reload_rejected_for_its_state_keeps_the_running_logging(
     )
     assert d.stop() == 0
     assert d.has("daemon.stopped")
+
+
+def test_a_slow_regex_on_many_updated_entries_holds_neither_the_other_feeds_nor_sigterm(
+    tmp_path, feed_server, start_daemon
+):
+    """A /regex/ that runs out of time on every entry of a big update: its poll's regex
+    time is capped (about 1 s, not 0.1 s x 100 entries), so the other feed is polled
+    at its pace and SIGTERM ends the daemon within shutdown_timeout; the entries are
+    still stored."""
+    # (.*,){3}x passes validate; on 4 KB of text with commas and no "x" it takes
+    # seconds, so each summary uses up its 0.1 s
+    text = "Forces shelled the city overnight, officials said on Tuesday, and units were on. "
+    n = 100
+
+    def version(v: int) -> bytes:
+        return rss([entry(i, title=f"Story {i}", summary=f"v{v}. " + text * 50) for i in range(n)])
+
+    feed_server.set("/other", rss([entry(1)]))
+    feed_server.set("/slow", version(1))
+    cfg = write_config(
+        tmp_path,
+        feed_server,
+        ["other", "slow"],
+        extra='[rules.bad]\nany = ["/(.*,){3}x/"]\n',
+    )
+    cfg.write_text(cfg.read_text() + 'match = ["bad"]\n')  # the last feed's: slow's
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.polled", feed="slow", result="ok"), what="slow's baseline")
+    slow = feed_server.count("/slow")
+    feed_server.set("/slow", version(2))  # every entry updated
+    wait_for(lambda: feed_server.count("/slow") > slow, what="slow's changed poll")
+    other = feed_server.count("/other")
+    wait_for(lambda: feed_server.count("/other") >= other + 2, timeout=5, what="other polled")
+    changed = wait_for(
+        lambda: [e for e in d.events() if e.get("event") == "feed.polled" and e.get("updated")],
+        what="slow's changed poll done",
+    )
+    assert changed[0]["feed"] == "slow" and changed[0]["updated"] == n
+    assert changed[0]["alerts"] == 0 and changed[0]["duration"] < 3
+    spent = [e for e in d.events() if e.get("event") == "rule.regex_budget_spent"]
+    assert [(e["feed"], e["rule"], e["term"]) for e in spent] == [("slow", "bad", "/(.*,){3}x/")]
+    with sqlite3.connect(tmp_path / "state.db") as db:  # stored as usual
+        rows = db.execute("SELECT summary FROM entries WHERE feed = 'slow'").fetchall()
+    assert len(rows) == n and all(r[0].startswith("v2.") for r in rows)
+    # SIGTERM while such a poll runs: out within shutdown_timeout (5 s)
+    slow = feed_server.count("/slow")
+    feed_server.set("/slow", version(3))
+    wait_for(lambda: feed_server.count("/slow") > slow, what="slow's next changed poll")
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 5
+    assert len([e for e in d.events() if e.get("event") == "rule.regex_budget_spent"]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from feedwatch.match import (
+    RegexBudget,
     RuleExplanation,
     compile_rule,
     compile_rules,
@@ -411,6 +413,48 @@ def test_timed_out_not_term_counts_as_a_miss() -> None:
         assert evaluate([rule], entry(title="news", content="a" * 5000 + "!"))[0]
 
 
+@pytest.mark.timeout(10)
+def test_a_polls_regex_time_is_capped_then_its_regex_terms_miss_with_one_warning() -> None:
+    """The 0.1 s per field added up over entries: 300 entries a poll, 30 s in which
+    the daemon did nothing else. The poll's budget caps the sum; past it a regex term
+    misses without running (an 'any' term does not hit, a 'not' term does not exclude),
+    plain terms still count."""
+    slow = compile_rule(Rule("slow", any=(CATASTROPHIC,)))
+    quick = compile_rule(Rule("quick", any=("/needle/",), not_=("/exclude/",)))
+    plain = compile_rule(Rule("plain", any=("needle",)))
+    rules = [slow, quick, plain]
+    long = "a" * 5000 + "!"
+    budget = RegexBudget("feed-x", seconds=0.35)
+    with capture_logs() as logs:
+        assert evaluate(rules, entry(title="needle"), budget) == (
+            True,
+            (RuleMatch("quick", ("/needle/",)), RuleMatch("plain", ("needle",))),
+        )
+        t0 = time.monotonic()
+        results = [evaluate(rules, entry(title=long, summary=long), budget) for _ in range(30)]
+        assert time.monotonic() - t0 < 1.5  # not 30 entries x 2 fields x 0.1 s
+        assert results == [(False, ())] * 30
+        # spent: the regex terms miss, the plain one still hits
+        assert evaluate(rules, entry(title="needle exclude"), budget) == (
+            True,
+            (RuleMatch("plain", ("needle",)),),
+        )
+    assert budget.left <= 0
+    spent = [x for x in logs if x["event"] == "rule.regex_budget_spent"]
+    assert [(x["feed"], x["rule"], x["term"]) for x in spent] == [("feed-x", "slow", CATASTROPHIC)]
+    assert spent[0]["log_level"] == "warning"
+
+
+def test_a_new_budget_is_a_new_poll() -> None:
+    rule = compile_rule(Rule("r", any=("/needle/",)))
+    spent = RegexBudget("f", seconds=0.0)
+    assert evaluate([rule], entry(title="needle"), spent) == (False, ())
+    assert evaluate([rule], entry(title="needle"), RegexBudget("f")) == (
+        True,
+        (RuleMatch("r", ("/needle/",)),),
+    )
+
+
 # --------------------------------------------------------------------------
 # validate_term / compile_rule errors
 # --------------------------------------------------------------------------
@@ -438,6 +482,13 @@ def test_timed_out_not_term_counts_as_a_miss() -> None:
         (r"/(\w+\s?)*$/", "exponential"),
         ("/(?:(a*)b)+/", "exponential"),
         ("/(a{1,}){2,}/", "exponential"),
+        # a bounded repeat of such a group: the search is a power of the text's length
+        ("/(.*,){15}x/", "repeated more than 3 times"),
+        ("/(.*,){4}x/", "repeated more than 3 times"),
+        (r"/(\w+\s?){1,12}missile/", "repeated more than 3 times"),
+        ("/(a+){,5}/", "repeated more than 3 times"),
+        ("/(?:.*a){12}?b/", "repeated more than 3 times"),
+        ("/((.*,){3}){2}x/", "repeated more than 3 times"),  # 3 x 2 times
     ],
 )
 def test_validate_term_errors(term: str, message: str) -> None:
@@ -468,6 +519,11 @@ def test_validate_term_errors(term: str, message: str) -> None:
         "/(?i:nato)+/",
         "/(?P<n>a|b)*/",
         "/a{3}(b|c)+/",
+        r"/(\w+\s){2}missile/",  # a few repeats of a group holding one
+        r"/(?:(.*,){3})?x/",
+        r"/(\d{1,3}\.){3}\d{1,3}/",  # the repeats inside are bounded
+        r"/ukraine(\W++\w++){0,5}\W+missile/",  # possessive: no backtracking
+        r"/ukraine(?>\W+\w+){0,5}\W+missile/",  # atomic
         r"/\(a+\)+/",  # escaped parentheses are not groups
     ],
 )
