@@ -604,6 +604,60 @@ def test_digest_webhook_is_held_by_check_then_sent_as_one_request(
     fw.assert_no_secrets()
 
 
+def test_a_digest_holding_one_alert_is_sent_as_a_digest(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    webhook_receiver: Receiver,
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """A digest due with one alert in it went out as a plain alert: a receiver reading
+    `kind == "digest"` and a mail filter on `X-Feedwatch-Kind: digest` missed it."""
+    smtp = smtp_server("none", auth=True)
+    feed_server.set("/news.xml", rss([entry(1, title=MISSILE)]))
+    cfg = write_config(
+        tmp_path,
+        webhook_sink(webhook_receiver, extra='digest = "1h"')
+        + email_sink(smtp, extra='digest = "1h"')
+        + jsonl_sink(tmp_path)
+        + feed_block(feed_server, ["hook", "mail", "log"]),
+    )
+    fw = FW(cfg)
+    assert "2 held" in fw.ok("check").stderr
+    config = load_config(cfg, env=fw.full_env())
+    store = SqliteStore(config.state)
+
+    async def dispatch() -> Any:
+        sinks = {name: build_sink(sc) for name, sc in config.sinks.items()}
+        clock = FakeClock(datetime.now(timezone.utc) + timedelta(minutes=61))
+        dispatcher = Dispatcher(config, store, sinks, clock=clock)
+        try:
+            return await dispatcher.run_once()
+        finally:
+            await dispatcher.aclose()
+
+    try:
+        assert asyncio.run(dispatch()).delivered == 2
+    finally:
+        store.close()
+    [alert] = lines(tmp_path / "log.jsonl")
+    (req,) = webhook_receiver.received()
+    assert json.loads(req.body) == {"version": 1, "kind": "digest", "alerts": [alert]}
+    assert req.headers["x-feedwatch-digest"] == "1"
+    digest_id = "digest-" + hashlib.sha256(alert["id"].encode()).hexdigest()[:32]
+    assert req.headers["x-feedwatch-delivery"] == digest_id
+    (got,) = smtp.messages
+    mail = parse_mail(got.data)
+    assert mail["X-Feedwatch-Kind"] == "digest" and mail["X-Feedwatch-Alert-Count"] == "1"
+    assert mail["X-Feedwatch-Alert-Id"] is None
+    assert mail["Subject"] == "[feedwatch] 1 alert: news"
+    assert mail["Message-ID"].startswith("<digest-")
+
+    # test-sink still bypasses the digest: one sample alert, sent as an alert
+    fw.ok("test-sink", "mail")
+    sample = parse_mail(smtp.messages[-1].data)
+    assert sample["X-Feedwatch-Kind"] == "updated" and sample["X-Feedwatch-Alert-Count"] is None
+
+
 # --------------------------------------------------------------------------
 # Routing
 # --------------------------------------------------------------------------

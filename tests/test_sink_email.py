@@ -6,6 +6,7 @@ import asyncio
 import email
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from email import policy
 from email.message import EmailMessage
@@ -276,6 +277,21 @@ def test_digest_is_one_message_with_a_section_per_alert() -> None:
     subject = build_message(many, cfg())["Subject"]
     assert subject.startswith("[feedwatch] 20 alerts: feed-with-a-longish-name-0, ")
     assert subject.endswith(" …") and len(subject) <= 130
+
+
+def test_a_digest_sinks_one_alert_is_a_digest() -> None:
+    """A digest due with one alert in it went out as an ordinary alert mail
+    (X-Feedwatch-Kind: new, no X-Feedwatch-Alert-Count): a filter on digests missed it."""
+    d = delivery(payload("updated", alert_id=UPD_ID))  # a thread's update
+    msg = parse(build_message([d], replace(cfg(), digest=3600.0)).as_bytes())
+    assert msg["Subject"] == "[feedwatch] 1 alert: moscow-times"
+    assert msg["X-Feedwatch-Kind"] == "digest" and msg["X-Feedwatch-Alert-Count"] == "1"
+    assert msg["X-Feedwatch-Alert-Id"] is None and msg["In-Reply-To"] is None
+    assert msg["Message-ID"].startswith("<digest-")
+    text = parts(msg)["text/plain"]
+    assert text.startswith("1 alert\r\n") and UPD_ID in text
+    single = parse(build_message([d], cfg()).as_bytes())  # test-sink's sink: digest 0
+    assert single["X-Feedwatch-Kind"] == "updated" and single["In-Reply-To"]
 
 
 def test_header_injection_is_neutralised() -> None:

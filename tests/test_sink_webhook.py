@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from feedwatch.model import Secret, SinkConfig
 from feedwatch.sinks import formats
 from feedwatch.sinks.base import SendResult
-from feedwatch.sinks.webhook import WebhookSink, parse_retry_after
+from feedwatch.sinks.webhook import WebhookSink, parse_retry_after, render
 from tests.receivers import (
     UPDATE_CHANGES,
     Receiver,
@@ -39,7 +39,12 @@ BIG = "A" * 1_000_000
 
 
 def _sink(
-    receiver: Receiver, *, fmt: str = "json", timeout: float = 5.0, **opts: Any
+    receiver: Receiver,
+    *,
+    fmt: str = "json",
+    timeout: float = 5.0,
+    digest: float = 0.0,
+    **opts: Any,
 ) -> WebhookSink:
     options: dict[str, Any] = {
         "url": Secret(receiver.url + HOOK_PATH),
@@ -49,7 +54,7 @@ def _sink(
         "timeout": timeout,
     }
     options.update(opts)
-    return WebhookSink(SinkConfig(name="hook", type="webhook", options=options))
+    return WebhookSink(SinkConfig(name="hook", type="webhook", digest=digest, options=options))
 
 
 def _send(sink: WebhookSink, *payloads: dict[str, Any]) -> SendResult:
@@ -117,6 +122,29 @@ def test_digest_body_and_headers(webhook_receiver: Receiver) -> None:
     assert req.headers["x-feedwatch-digest"] == "2"
     expected = hmac.new(SIGNING_SECRET.encode(), req.body, hashlib.sha256).hexdigest()
     assert req.headers["x-feedwatch-signature-256"] == f"sha256={expected}"
+
+
+def test_a_digest_sink_sends_one_alert_as_a_digest(webhook_receiver: Receiver) -> None:
+    """A digest due with one alert in it went out as that alert, with its id as the
+    delivery id and no X-Feedwatch-Digest: a receiver reading digests missed it."""
+    payload = make_payload()
+    assert _send(_sink(webhook_receiver, digest=3600.0), payload).ok
+    [req] = webhook_receiver.received()
+    assert json.loads(req.body) == {"version": 1, "kind": "digest", "alerts": [payload]}
+    assert req.headers["x-feedwatch-digest"] == "1"
+    digest_id = "digest-" + hashlib.sha256(payload["id"].encode()).hexdigest()[:32]
+    assert req.headers["x-feedwatch-delivery"] == digest_id
+
+
+@pytest.mark.parametrize("fmt", ["slack", "discord", "teams", "ntfy"])
+def test_a_one_alert_digest_renders_as_a_digest_in_every_format(fmt: str) -> None:
+    payload = make_payload(title="Only story")
+    body, _, headers = render(fmt, [payload], digest=True)
+    single, _, single_headers = render(fmt, [payload])
+    text = body.decode()
+    assert "feedwatch: 1 alert" in text + headers.get("Title", "")
+    assert "feedwatch: 1 alert" not in single.decode() + single_headers.get("Title", "")
+    assert "Only story" in text
 
 
 # --------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import structlog
 from feedwatch.mailbox import address_parts, ascii_address, ascii_domain, parse_mailbox
 from feedwatch.model import SinkConfig
 from feedwatch.sinks.base import SendResult
+from feedwatch.sinks.formats import alerts_count
 from feedwatch.store.base import Delivery
 from feedwatch.textdiff import Piece, excerpt, marked, word_diff
 
@@ -559,7 +560,7 @@ def _digest_subject(deliveries: Sequence[Delivery]) -> str:
         name = _header_text(_feed_name(d), 60)
         if name not in feeds:
             feeds.append(name)
-    head = f"{SUBJECT_PREFIX} {len(deliveries)} alerts: "
+    head = f"{SUBJECT_PREFIX} {alerts_count(len(deliveries))}: "
     shown: list[str] = []
     for name in feeds:
         if shown and len(head) + len(", ".join([*shown, name])) + 2 > MAX_DIGEST_SUBJECT:
@@ -585,6 +586,8 @@ def _boundary(seed: str, parts: Sequence[str]) -> str:
 def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessage:
     """Render one alert, or several as a digest, as a ``multipart/alternative`` message.
 
+    A sink with ``digest`` sends only digests, one alert's too: its readers filter on
+    one kind of message (`test-sink` builds the sink with digest 0 for its sample).
     Pure and deterministic: the same deliveries and config give the same bytes.
     Headers take From/To from ``cfg`` only; feed text in headers is reduced to
     one line of printable characters and written by ``_Header``, which encodes
@@ -595,7 +598,8 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
     opts = cfg.options
     msg = EmailMessage(policy=SMTP_7BIT)
     feeds = list(dict.fromkeys(_feed_name(d) for d in deliveries))
-    if len(deliveries) == 1:
+    digest = cfg.digest > 0 or len(deliveries) > 1
+    if not digest:
         d = deliveries[0]
         subject = f"{SUBJECT_PREFIX} {_subject_line(d)}"
         date = _detected(d)
@@ -613,7 +617,7 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
     _put_addresses(msg, "To", list(opts.get("to", ())))
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = f"<{token}@feedwatch>"
-    if len(deliveries) == 1:
+    if not digest:
         d = deliveries[0]
         if _kind(d) == "updated" and d.thread_id and d.thread_id != d.alert_id:
             ref = f"<{_msgid_token(d.thread_id)}@feedwatch>"
@@ -624,7 +628,7 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
     else:
         msg["List-ID"] = "<digest.feedwatch>"
     _put_text(msg, "X-Feedwatch-Feed", ", ".join(feeds), 900)
-    if len(deliveries) == 1:
+    if not digest:
         _put_text(msg, "X-Feedwatch-Alert-Id", deliveries[0].alert_id, 200)
         _put_text(msg, "X-Feedwatch-Kind", _kind(deliveries[0]), 20)
     else:
@@ -634,11 +638,11 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
 
     text_sections = [_section_text(d) for d in deliveries]
     html_sections = [_section_html(d) for d in deliveries]
-    if len(deliveries) == 1:
+    if not digest:
         text = text_sections[0] + "\n"
     else:
         text = "\n\n" + ("=" * 72 + "\n\n").join(s + "\n\n" for s in text_sections)
-        text = f"{len(deliveries)} alerts\n" + text
+        text = f"{alerts_count(len(deliveries))}\n" + text
     html_doc = _html_document(_header_text(subject), html_sections)
     msg.set_content(text, subtype="plain", charset="utf-8")
     msg.add_alternative(html_doc, subtype="html", charset="utf-8")

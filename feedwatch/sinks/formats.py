@@ -55,6 +55,11 @@ def digest_json(payloads: Sequence[Payload]) -> bytes:
     return payload_json({"version": 1, "kind": "digest", "alerts": list(payloads)})
 
 
+def alerts_count(n: int) -> str:
+    """``1 alert``, ``3 alerts``: a digest may hold a single alert."""
+    return f"{n} alert" if n == 1 else f"{n} alerts"
+
+
 # --------------------------------------------------------------------------
 # Reading a payload (defensively: a stored payload may come from an older version)
 # --------------------------------------------------------------------------
@@ -367,14 +372,16 @@ def _slack_section(text: str) -> dict[str, Any]:
     }
 
 
-def slack(payloads: Sequence[Payload]) -> dict[str, Any]:
-    """A Slack Incoming Webhook message: ``text`` (notification fallback) plus ``blocks``."""
+def slack(payloads: Sequence[Payload], *, digest: bool = False) -> dict[str, Any]:
+    """A Slack Incoming Webhook message: ``text`` (notification fallback) plus ``blocks``.
+
+    ``digest``: the list rendering even for one alert (a digest sink's message)."""
     payloads = list(payloads)
-    if len(payloads) == 1:
+    if len(payloads) == 1 and not digest:
         p = payloads[0]
         text = _slack_text(f"[{feed_name(p)}] {headline(p)}", SLACK_TEXT)
         return {"text": text, "blocks": _slack_alert_blocks(p, 2000)}
-    blocks: list[dict[str, Any]] = [_slack_section(f"*feedwatch: {len(payloads)} alerts*")]
+    blocks: list[dict[str, Any]] = [_slack_section(f"*feedwatch: {alerts_count(len(payloads))}*")]
     shown = 0
     for p in payloads:
         more = [{"type": "divider"}, *_slack_alert_blocks(p, 500)]
@@ -386,7 +393,7 @@ def slack(payloads: Sequence[Payload]) -> dict[str, Any]:
     if shown < len(payloads):
         blocks.append(_slack_section(f"…and {len(payloads) - shown} more alerts"))
     titles = "; ".join(f"[{feed_name(p)}] {headline(p)}" for p in payloads[:5])
-    text = _slack_text(f"feedwatch: {len(payloads)} alerts: {titles}", SLACK_TEXT)
+    text = _slack_text(f"feedwatch: {alerts_count(len(payloads))}: {titles}", SLACK_TEXT)
     return {"text": text, "blocks": blocks}
 
 
@@ -482,15 +489,15 @@ def _discord_embed(p: Payload, cap: int) -> dict[str, Any]:
     return embed
 
 
-def discord(payloads: Sequence[Payload]) -> dict[str, Any]:
+def discord(payloads: Sequence[Payload], *, digest: bool = False) -> dict[str, Any]:
     """A Discord webhook message: up to 10 embeds, 6000 characters in all, mentions disabled."""
     payloads = list(payloads)
     shown = payloads[:DISCORD_MAX_EMBEDS]
-    if len(payloads) == 1:
+    if len(payloads) == 1 and not digest:
         p = payloads[0]
         content = f"**{markdown_escape(kind_label(p))}** in {_md(feed_name(p), 200)}"
     else:
-        content = f"**feedwatch: {len(payloads)} alerts**"
+        content = f"**feedwatch: {alerts_count(len(payloads))}**"
         if len(shown) < len(payloads):
             content += f" (the first {len(shown)} shown)"
 
@@ -573,10 +580,10 @@ def _teams_alert(p: Payload, cap: int, *, first: bool) -> list[dict[str, Any]]:
     return blocks
 
 
-def teams(payloads: Sequence[Payload]) -> dict[str, Any]:
+def teams(payloads: Sequence[Payload], *, digest: bool = False) -> dict[str, Any]:
     """A Teams Workflows webhook message carrying one Adaptive Card (version 1.4)."""
     payloads = list(payloads)
-    single = len(payloads) == 1
+    single = len(payloads) == 1 and not digest
     fits = lambda m: len(json.dumps(m, ensure_ascii=False).encode("utf-8")) <= TEAMS_MAX_BYTES  # noqa: E731
     # the smallest caps cut texts, not titles or links: a digest of long ones is still
     # too big, so it shows fewer alerts ("…and N more"), down to one
@@ -593,7 +600,9 @@ def _teams_card(payloads: list[Payload], shown: list[Payload], single: bool) -> 
         body: list[dict[str, Any]] = []
         if not single:
             body.append(
-                _text_block(f"feedwatch: {len(payloads)} alerts", size="Large", weight="Bolder")
+                _text_block(
+                    f"feedwatch: {alerts_count(len(payloads))}", size="Large", weight="Bolder"
+                )
             )
         for i, p in enumerate(shown):
             body.extend(_teams_alert(p, cap, first=i == 0 and single))
@@ -676,11 +685,11 @@ def _ntfy_block(p: Payload, limit: int) -> str:
     return shorten_bytes(clean("\n".join(lines)), limit)
 
 
-def ntfy(payloads: Sequence[Payload]) -> tuple[bytes, dict[str, str]]:
+def ntfy(payloads: Sequence[Payload], *, digest: bool = False) -> tuple[bytes, dict[str, str]]:
     """ntfy: a plain text body under 4096 bytes, and ``Title``, ``Click``, ``Tags`` headers."""
     payloads = list(payloads)
     headers: dict[str, str] = {}
-    if len(payloads) == 1:
+    if len(payloads) == 1 and not digest:
         p = payloads[0]
         body = _ntfy_block(p, NTFY_MAX_BODY)
         if is_notice(p):
@@ -689,7 +698,7 @@ def ntfy(payloads: Sequence[Payload]) -> tuple[bytes, dict[str, str]]:
             title = f"{feed_name(p)}: {kind_label(p).lower()}: {entry_title(p)}"
         tags = [_NTFY_TAGS.get(kind_of(p), "bell"), feed_name(p)]
     else:
-        title = f"feedwatch: {len(payloads)} alerts"
+        title = f"feedwatch: {alerts_count(len(payloads))}"
         each = max(300, NTFY_MAX_BODY // len(payloads))
         blocks: list[str] = []
         used = 0

@@ -47,20 +47,22 @@ def _reveal(value: object) -> str:
     return value.reveal() if isinstance(value, Secret) else str(value)
 
 
-def render(fmt: str, payloads: Sequence[formats.Payload]) -> tuple[bytes, str, dict[str, str]]:
-    """(body, content type, extra headers) for a format: pure, shared with `test-sink` output."""
+def render(
+    fmt: str, payloads: Sequence[formats.Payload], *, digest: bool = False
+) -> tuple[bytes, str, dict[str, str]]:
+    """(body, content type, extra headers) for a format: pure, shared with `test-sink` output.
+
+    ``digest``: a digest sink's message, a digest even when it holds one alert (a
+    receiver of a digest sink reads one shape); several payloads are always one."""
+    digest = digest or len(payloads) != 1
     if fmt == "json":
-        body = (
-            formats.payload_json(payloads[0])
-            if len(payloads) == 1
-            else formats.digest_json(payloads)
-        )
+        body = formats.digest_json(payloads) if digest else formats.payload_json(payloads[0])
         return body, "application/json", {}
     if fmt == "ntfy":
-        body, headers = formats.ntfy(payloads)
+        body, headers = formats.ntfy(payloads, digest=digest)
         return body, "text/plain; charset=utf-8", headers
     renderer = {"slack": formats.slack, "discord": formats.discord, "teams": formats.teams}[fmt]
-    message = renderer(payloads)
+    message = renderer(payloads, digest=digest)
     body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
     return body, "application/json", {}
 
@@ -88,6 +90,9 @@ class WebhookSink:
         secret = opts.get("secret")
         self._secret = _reveal(secret) if secret is not None else None
         self._timeout = float(opts.get("timeout", 30.0))
+        # the dispatcher sends such a sink's queue only as digests (`test-sink` builds
+        # the sink with digest 0: its sample is one alert)
+        self._digest = cfg.digest > 0
         self._client = client
         self._own_client = client is None
         if client is None:
@@ -120,7 +125,8 @@ class WebhookSink:
 
     def build_request(self, deliveries: Sequence[Delivery]) -> tuple[bytes, httpx.Headers]:
         payloads = [d.payload for d in deliveries]
-        body, content_type, extra = render(self._format, payloads)
+        digest = self._digest or len(deliveries) > 1
+        body, content_type, extra = render(self._format, payloads, digest=digest)
         headers = httpx.Headers({"User-Agent": USER_AGENT, "Content-Type": content_type})
         for name, value in extra.items():
             headers[name] = value
@@ -131,7 +137,7 @@ class WebhookSink:
             if not HEADER_NAME.fullmatch(name) or HEADER_VALUE_BAD.search(text):
                 raise _BadHeader(name)
             headers[name] = text
-        if len(deliveries) == 1:
+        if not digest:
             headers["X-Feedwatch-Delivery"] = deliveries[0].alert_id
         else:
             # A digest's id names exactly its set of alerts: a retried digest that gained
@@ -140,7 +146,6 @@ class WebhookSink:
             headers["X-Feedwatch-Delivery"] = (
                 "digest-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
             )
-        if len(deliveries) > 1:
             headers["X-Feedwatch-Digest"] = str(len(deliveries))
         if self._secret:
             headers["X-Feedwatch-Signature-256"] = sign(self._secret, body)
