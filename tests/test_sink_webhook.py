@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import socket
 import threading
 import time
@@ -736,3 +737,125 @@ def test_teams_feed_text_forms_no_link() -> None:
     assert [a["url"] for a in card["actions"]] == [
         "https://www.example.org/2024/11/22/nato-ukraine"
     ]
+
+
+def test_a_teams_title_of_escaped_brackets_forms_no_link() -> None:
+    """Teams escaped "[" but not the backslash: a feed's "\\[" came out as "\\\\[", a
+    literal backslash before a live "[", and the title was a masked link again."""
+    title = r"\[Reset your password\](https://evil.example/login)"
+    card = _card(formats.teams([make_payload(title=title)]))
+    texts = [b["text"] for b in card["body"] if b["type"] == "TextBlock"]
+    assert r"\\\[Reset your password\\\](https://evil.example/login)" in texts
+    assert not any(_live("[", t) for t in texts)
+
+
+# --------------------------------------------------------------------------
+# No feed text forms a link or a mention, in any format
+# --------------------------------------------------------------------------
+
+LINK = "https://www.example.org/2024/11/22/nato-ukraine"
+_PIECES = (
+    "[x](https://evil.example)",
+    "\\[x\\](https://evil.example)",
+    "<https://evil.example|x>",
+    "<!everyone>",
+    "<@U123>",
+    "@everyone",
+    "&amp;",
+    "&lt;",
+    "\\",
+    "\\\\",
+    *"[]()<>&|@#!*_~`-+.>\n ",
+)
+_hostile = st.lists(
+    st.one_of(st.sampled_from(_PIECES), st.text("ab1", max_size=3)), max_size=10
+).map("".join)
+
+
+@st.composite
+def _hostile_payload(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["new", "updated", "stale"]))
+    changes = None
+    if kind == "updated":
+        changes = {
+            key: {"old": draw(_hostile), "new": draw(_hostile)} for key in ("title", "summary")
+        }
+    payload = make_payload(
+        kind=kind,
+        title=draw(_hostile),
+        summary=draw(_hostile),
+        link=draw(st.sampled_from([LINK, "javascript:alert(1)", None])),
+        changes=changes,
+        message=draw(_hostile) if kind == "stale" else None,
+        feed=draw(_hostile),
+    )
+    payload["feed"]["title"] = draw(_hostile)
+    if payload["matched"]:
+        payload["matched"] = [{"rule": draw(_hostile), "terms": [draw(_hostile)]}]
+    return payload
+
+
+def _live(chars: str, text: str) -> bool:
+    """Whether ``text`` holds one of ``chars`` not escaped by a backslash."""
+    return re.search(r"(?<!\\)(?:\\\\)*[" + re.escape(chars) + "]", text) is not None
+
+
+def _slack_objects(msg: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (type, text) of a Slack message: the fallback text is mrkdwn."""
+    out = [("mrkdwn", msg["text"])]
+    for block in msg["blocks"]:
+        for obj in [block.get("text"), *block.get("elements", ())]:
+            if obj:
+                out.append((obj["type"], obj["text"]))
+    return out
+
+
+def _discord_texts(msg: dict[str, Any]) -> list[str]:
+    texts = [msg["content"]]
+    for embed in msg["embeds"]:
+        texts += [embed["title"], embed.get("description", ""), embed["footer"]["text"]]
+        texts += [t for f in embed["fields"] for t in (f["name"], f["value"])]
+    return texts
+
+
+def _teams_texts(msg: dict[str, Any]) -> list[str]:
+    texts = []
+    for block in msg["attachments"][0]["content"]["body"]:
+        if block["type"] == "TextBlock":
+            texts.append(block["text"])
+        texts += [t for f in block.get("facts", ()) for t in (f["title"], f["value"])]
+    return texts
+
+
+def _check_no_link_or_mention(payloads: list[dict[str, Any]], digest: bool) -> None:
+    links = {formats.entry_link(p) for p in payloads} - {None}
+    msg = formats.slack(payloads, digest=digest)
+    for _, text in _slack_objects(msg):
+        # the one link is the entry's own, <URL|TITLE>
+        for url in re.findall(r"<([^<>|]*)\|[^<>]*>", text):
+            assert url.replace("&amp;", "&") in links, text
+        rest = re.sub(r"<[^<>|]*\|[^<>]*>", "", text)
+        assert "<" not in rest and ">" not in rest, text
+        assert not re.search(r"&(?!amp;|lt;|gt;)", rest), text
+    msg = formats.discord(payloads, digest=digest)
+    assert msg["allowed_mentions"] == {"parse": []}
+    assert {e["url"] for e in msg["embeds"] if "url" in e} <= links
+    for text in _discord_texts(msg):
+        assert not _live("[]<@", text), text
+    msg = formats.teams(payloads, digest=digest)
+    for text in _teams_texts(msg):
+        assert not _live("[]", text), text
+    card = msg["attachments"][0]["content"]
+    for block in [card, *card["body"]]:
+        assert {a["url"] for a in block.get("actions", ())} <= links
+    _, headers = formats.ntfy(payloads, digest=digest)
+    assert headers.get("Click") in links | {None}
+    assert "Markdown" not in headers and "X-Markdown" not in headers
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_hostile_payload(), min_size=1, max_size=3), st.booleans())
+def test_no_feed_text_forms_a_link_or_a_mention(
+    payloads: list[dict[str, Any]], digest: bool
+) -> None:
+    _check_no_link_or_mention(payloads, digest)

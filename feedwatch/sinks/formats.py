@@ -519,8 +519,9 @@ def discord(payloads: Sequence[Payload], *, digest: bool = False) -> dict[str, A
 TEAMS_MAX_BYTES = 24_000  # Teams refuses messages over ~28 KB
 TEAMS_MAX_ALERTS = 20
 _TEAMS_COLORS = {"new": "Good", "updated": "Accent"}
-# Only what could form a link: whether Teams honours every markdown escape is not documented.
-_TEAMS_MARKDOWN = re.compile(r"([\[\]])")
+# What could form a link, and the backslash itself: unescaped, a feed's "\[" became
+# "\\[", a literal backslash before a live "[".
+_TEAMS_MARKDOWN = re.compile(r"([\\\[\]])")
 
 
 def _teams_text(text: str, limit: int) -> str:
