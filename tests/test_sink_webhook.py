@@ -453,8 +453,8 @@ def test_slack_shape_escaping_and_links() -> None:
     assert msg["text"] and msg["blocks"]
     for block in msg["blocks"]:
         assert block["type"] in ("section", "context", "divider")
-        if block["type"] == "section":
-            assert block["text"]["type"] == "mrkdwn"
+        if block["type"] == "section":  # the summary: plain_text, no formatting at all
+            assert block["text"]["type"] in ("mrkdwn", "plain_text")
     joined = "\n".join(_slack_texts(msg))
     assert "<!everyone>" not in joined and "<@U123>" not in joined
     assert "<https://evil.example" not in joined
@@ -765,6 +765,18 @@ _PIECES = (
     "&lt;",
     "\\",
     "\\\\",
+    "**",
+    "~~",
+    "```",
+    "＊",
+    "＿",
+    "｀",
+    "～",
+    "\n- ",
+    "\n1. ",
+    "\n2) ",
+    "\n> ",
+    "\n# ",
     *"[]()<>&|@#!*_~`-+.>\n ",
 )
 _hostile = st.lists(
@@ -859,3 +871,58 @@ def test_no_feed_text_forms_a_link_or_a_mention(
     payloads: list[dict[str, Any]], digest: bool
 ) -> None:
     _check_no_link_or_mention(payloads, digest)
+
+
+def test_slack_and_teams_feed_text_forms_no_formatting() -> None:
+    """Slack's mrkdwn and Teams' TextBlocks carried a title's *soar*, _again_, ~or not~,
+    `maybe` and **really** as they were: the alert showed them bold, italic, struck."""
+    title = "Rates *soar* _again_ ~or not~ `maybe` **really**"
+    payload = make_payload(title=title, summary="A *bold claim* with _emphasis_ and ~strike~")
+    payload["feed"]["title"] = "The *Daily* _Feed_"
+    msg = formats.slack([payload])
+    head = msg["blocks"][0]["text"]["text"]
+    assert "The ∗Daily∗ ˍFeedˍ" in head
+    assert "|Rates ∗soar∗ ˍagainˍ ∼or not∼ ˋmaybeˋ ∗∗really∗∗>" in head
+    assert msg["blocks"][1]["text"] == {
+        "type": "plain_text",
+        "text": "A *bold claim* with _emphasis_ and ~strike~",
+    }
+    texts = _teams_texts(formats.teams([payload]))
+    assert r"Rates \*soar\* \_again\_ \~or not\~ \`maybe\` \*\*really\*\*" in texts
+    assert r"A \*bold claim\* with \_emphasis\_ and \~strike\~" in texts
+    assert any(r"The \*Daily\* \_Feed\_" in t for t in texts)
+
+
+def test_a_line_of_feed_text_starts_no_list() -> None:
+    payload = make_payload(kind="stale", message="1. first\n- second\n+ third\n10) tenth")
+    for text in _teams_texts(formats.teams([payload])) + _discord_texts(formats.discord([payload])):
+        assert not _LIST.search(text), text
+    assert any(r"1\. first" in t for t in _teams_texts(formats.teams([payload])))
+
+
+# a line starting a list, a quote (Slack's &gt;) or a heading: formatting
+_LIST = re.compile(r"^[ \t]*(?:[-+*]|\d{1,9}[.)])(?=\s|$)", re.M)
+
+
+def _check_no_formatting(payloads: list[dict[str, Any]], digest: bool) -> None:
+    for kind, text in _slack_objects(formats.slack(payloads, digest=digest)):
+        if kind == "plain_text":
+            continue
+        # feedwatch's own, "*New* · ", "*<URL|TITLE>*", "*What changed*", "• *key*: ",
+        # become "=": what follows them starts no line
+        text = re.sub(r"(?m)^\*[^*\n]*\* · ", "=", text)
+        text = re.sub(r"(?m)^\*<[^<>|]*\|(.*)>\*$", r"=\1", text)
+        text = re.sub(r"(?m)^(?:• )?\*([^*\n]*)\*(:|$)", r"=\1\2", text)
+        assert not re.search("[*_~`＊＿｀～]", text), text
+        assert not re.search(r"(?m)^&gt;", text), text
+    for text in _discord_texts(formats.discord(payloads, digest=digest)):
+        text = re.sub(r"\*\*([^*\n]*)\*\*", r"\1", text)  # "**What changed**", "**New**"
+        assert not _live("*_~`|>#", text) and not _LIST.search(text), text
+    for text in _teams_texts(formats.teams(payloads, digest=digest)):
+        assert not _live("*_~`", text) and not _LIST.search(text), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_hostile_payload(), min_size=1, max_size=3), st.booleans())
+def test_no_feed_text_forms_formatting(payloads: list[dict[str, Any]], digest: bool) -> None:
+    _check_no_formatting(payloads, digest)

@@ -303,9 +303,21 @@ SLACK_MAX_BLOCKS = 50
 SLACK_TEXT = 3000
 
 
+# mrkdwn has no escape for its formatting characters (*bold*, _italic_, ~strike~,
+# `code`, and their fullwidth forms): feed text in mrkdwn gets look-alikes instead
+_SLACK_LOOKALIKES = str.maketrans(
+    {"*": "∗", "＊": "∗", "_": "ˍ", "＿": "ˍ", "~": "∼", "～": "∼", "`": "ˋ", "｀": "ˋ"}
+)
+
+
 def slack_escape(text: str) -> str:
     """Slack's three control characters: without them feed text forms no link or mention."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_mrkdwn(text: str) -> str:
+    """Feed text for a mrkdwn object: no link, no mention, no formatting."""
+    return slack_escape(text).translate(_SLACK_LOOKALIKES)
 
 
 def _slack_cut(escaped: str, limit: int) -> str:
@@ -317,51 +329,44 @@ def _slack_cut(escaped: str, limit: int) -> str:
 
 
 def _slack_text(text: str, limit: int) -> str:
-    return _slack_cut(slack_escape(text), limit)
+    return _slack_cut(slack_mrkdwn(text), limit)
+
+
+def _slack_plain(text: str, limit: int) -> dict[str, str]:
+    """A plain_text object: feed text standing alone keeps its own characters."""
+    return {"type": "plain_text", "text": _slack_cut(slack_escape(text), limit)}
 
 
 def _slack_alert_blocks(p: Payload, cap: int) -> list[dict[str, Any]]:
-    label = kind_label(p)
-    head = f"*{label}* · {_slack_text(feed_display(p), 200)}"
-    blocks: list[dict[str, Any]] = []
+    head = f"*{slack_mrkdwn(kind_label(p))}* · {_slack_text(feed_display(p), 200)}"
     if is_notice(p):
-        body = _slack_text(message_of(p) or "(no message)", min(cap, 2500))
-        text = f"{head}\n{body}"
+        body = _slack_plain(message_of(p) or "(no message)", min(cap, 2500))
+        return [_slack_section(head), {"type": "section", "text": body}]
+    title = _slack_text(entry_title(p), 250)
+    link = entry_link(p)
+    # measured escaped: every "&" grows to "&amp;", and a link cut by the section's
+    # limit would leave half of its <url|title> markup
+    href = slack_escape(link).replace("|", "%7C") if link else ""
+    if href and len(href) <= 1500:
+        blocks = [_slack_section(f"{head}\n*<{href}|{title}>*")]
     else:
-        title = _slack_text(entry_title(p), 250)
-        link = entry_link(p)
-        # measured escaped: every "&" grows to "&amp;", and a link cut by the section's
-        # limit would leave half of its <url|title> markup
-        href = slack_escape(link).replace("|", "%7C") if link else ""
-        if href and len(href) <= 1500:
-            text = f"{head}\n*<{href}|{title}>*"
-        else:
-            text = f"{head}\n*{title}*"
-    blocks.append(_slack_section(text))
-    if not is_notice(p):
-        changes = changed_fields(p)
-        if changes:
-            each = max(20, min(cap, 1200) // 2)
-            lines = ["*What changed*"]
-            for key, old, new in changes:
-                lines.append(
-                    f"• *{slack_escape(key)}*: {_slack_text(old, each)} → {_slack_text(new, each)}"
-                )
-            blocks.append(_slack_section("\n".join(lines)))
-        else:
-            summary = entry_summary(p)
-            if summary:
-                blocks.append(_slack_section(_slack_text(summary, min(cap, 1000))))
-        context = [
-            t for t in (dates_text(p), matched_text(p) and f"matched: {matched_text(p)}") if t
-        ]
-        if context:
-            blocks.append(
-                {
-                    "type": "context",
-                    "elements": [{"type": "mrkdwn", "text": _slack_text(t, 1000)} for t in context],
-                }
+        blocks = [_slack_section(f"{head}\n*{title}*")]
+    changes = changed_fields(p)
+    if changes:
+        each = max(20, min(cap, 1200) // 2)
+        lines = ["*What changed*"]
+        for key, old, new in changes:
+            lines.append(
+                f"• *{slack_mrkdwn(key)}*: {_slack_text(old, each)} → {_slack_text(new, each)}"
             )
+        blocks.append(_slack_section("\n".join(lines)))
+    else:
+        summary = entry_summary(p)
+        if summary:
+            blocks.append({"type": "section", "text": _slack_plain(summary, min(cap, 1000))})
+    context = [t for t in (dates_text(p), matched_text(p) and f"matched: {matched_text(p)}") if t]
+    if context:
+        blocks.append({"type": "context", "elements": [_slack_plain(t, 1000) for t in context]})
     return blocks
 
 
@@ -412,11 +417,18 @@ DISCORD_FOOTER = 2048
 _DISCORD_COLORS = {"new": 0x2ECC71, "updated": 0x3498DB}
 _DISCORD_NOTICE_COLOR = 0xE67E22
 _MARKDOWN = re.compile(r"([\\*_~`|>\[\]#<@])")
+# a line that would start a list: "- item", "+ item", "1. item", "1) item"
+_LIST_START = re.compile(r"^([ \t]*)([-+]|\d{1,9}[.)])(?=\s|$)", re.M)
+
+
+def escape_list_starts(text: str) -> str:
+    """Backslash-escape the marker of a line that would start a list (``1\\. item``)."""
+    return _LIST_START.sub(lambda m: f"{m[1]}{m[2][:-1]}\\{m[2][-1]}", text)
 
 
 def markdown_escape(text: str) -> str:
     """Backslash-escape markdown syntax so feed text renders literally (no masked links)."""
-    return _MARKDOWN.sub(r"\\\1", text)
+    return escape_list_starts(_MARKDOWN.sub(r"\\\1", text))
 
 
 def _md(text: str, limit: int) -> str:
@@ -519,14 +531,14 @@ def discord(payloads: Sequence[Payload], *, digest: bool = False) -> dict[str, A
 TEAMS_MAX_BYTES = 24_000  # Teams refuses messages over ~28 KB
 TEAMS_MAX_ALERTS = 20
 _TEAMS_COLORS = {"new": "Good", "updated": "Accent"}
-# What could form a link, and the backslash itself: unescaped, a feed's "\[" became
-# "\\[", a literal backslash before a live "[".
-_TEAMS_MARKDOWN = re.compile(r"([\\\[\]])")
+# TextBlock markdown (CommonMark backslash escapes): what could form a link or
+# formatting, and the backslash itself: unescaped, a feed's "\[" became "\\[", a
+# literal backslash before a live "[". Lists are escaped where a line starts.
+_TEAMS_MARKDOWN = re.compile(r"([\\\[\]*_~`])")
 
 
 def _teams_text(text: str, limit: int) -> str:
-    escaped = _TEAMS_MARKDOWN.sub(r"\\\1", shorten(text, limit))
-    return escaped
+    return escape_list_starts(_TEAMS_MARKDOWN.sub(r"\\\1", shorten(text, limit)))
 
 
 def _text_block(text: str, **style: Any) -> dict[str, Any]:
