@@ -1976,3 +1976,22 @@ def test_pg_a_connection_the_server_ended_is_not_used_for_a_call(pg_url: str) ->
         assert rec is not None and rec.errors == 1
     finally:
         s.close()
+
+
+def test_a_send_a_stop_cut_keeps_the_error_before_it(store: Store) -> None:
+    """A stop that cancels a send notes it on the delivery's last error (a jsonl sink
+    on a pipe then starts its next send with a newline), after the error before it,
+    which stays to be read (it was replaced, and a delivery given up then showed only
+    "interrupted"); a second stop notes nothing more."""
+    from feedwatch.store.base import INTERRUPTED, interrupted
+
+    store.commit_poll(poll(alerts=(alert("x1", sinks=("hook",)), alert("x2", sinks=("hook",)))))
+    store.mark_retry("hook", ["x1"], at(1), error="HTTP 503", next_attempt=at(2))
+    for _ in range(2):
+        store.claim_deliveries("hook", ["x1", "x2"], "A", at(3), LEASE)
+        store.release_deliveries("hook", ["x1", "x2"], "A", interrupted=True)
+    errors = {d.alert_id: d.last_error for d in store.pending()}
+    assert errors == {"x1": f"HTTP 503; then {INTERRUPTED}", "x2": INTERRUPTED}
+    assert all(interrupted(e) for e in errors.values()) and not interrupted("HTTP 503")
+    store.mark_retry("hook", ["x1"], at(4), error="HTTP 502", next_attempt=at(5))
+    assert {d.alert_id: d.last_error for d in store.pending()}["x1"] == "HTTP 502"

@@ -36,7 +36,7 @@ from feedwatch import streams
 from feedwatch.model import SinkConfig
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.formats import payload_json
-from feedwatch.store.base import INTERRUPTED, Delivery
+from feedwatch.store.base import Delivery, interrupted
 
 
 def file_path(cfg: SinkConfig) -> str:
@@ -121,7 +121,7 @@ class JsonlSink:
         # this send's first line would join (a regular file is mended by its own last
         # byte, _write_whole)
         cut = any(
-            d.last_error == INTERRUPTED and len(line) > select.PIPE_BUF
+            interrupted(d.last_error) and len(line) > select.PIPE_BUF
             for d, line in zip(deliveries, lines, strict=True)
         )
         return await asyncio.to_thread(self._append, data, cut)

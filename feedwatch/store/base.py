@@ -119,8 +119,22 @@ QUIET_SINCE_FAILED = (
 ``staleness`` counts "no new entry" from) becomes its first poll's time, so a feed added
 broken is stale ``stale_after`` later (SQLite's form; PostgreSQL writes it inline)."""
 
-INTERRUPTED = "interrupted: a stop came during the send; it is sent again"
-"""A delivery's last error after a stop cancelled its send (``release_deliveries``)."""
+INTERRUPTED = "interrupted: a stop came during the send"
+"""What a delivery's last error ends with after a stop cancelled its send
+(``release_deliveries``): after the error before it, which stays to be read."""
+
+NOTE_INTERRUPTED = (
+    "last_error = CASE WHEN last_error IS NULL THEN {p}"
+    " WHEN last_error LIKE '{pct}' || {p} THEN last_error"
+    " ELSE last_error || '; then ' || {p} END"
+)
+"""``release_deliveries``' update of ``last_error`` (``{p}``: the placeholder, given
+``INTERRUPTED`` three times; ``{pct}``: a literal ``%`` in the driver's syntax)."""
+
+
+def interrupted(last_error: str | None) -> bool:
+    """Whether a delivery's last send was cut short by a stop (``INTERRUPTED``)."""
+    return last_error is not None and last_error.endswith(INTERRUPTED)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from feedwatch.redact import redact, register_secret
 from feedwatch.store import is_postgres_url  # noqa: F401 (re-exported: migrate, tests)
 from feedwatch.store.base import (
     INTERRUPTED,
+    NOTE_INTERRUPTED,
     PENDING_PAGE,
     Delivery,
     FeedClaim,
@@ -1033,7 +1034,8 @@ class PostgresStore(SharedWrites):
         if not ids:
             return
         noted = (
-            ", last_error = CASE WHEN status = 'pending' THEN %s ELSE last_error END"
+            ", last_error = CASE WHEN status <> 'pending' THEN last_error"
+            + NOTE_INTERRUPTED.format(p="%s", pct="%%").removeprefix("last_error = CASE")
             if interrupted
             else ""
         )
@@ -1041,7 +1043,7 @@ class PostgresStore(SharedWrites):
             cur.execute(
                 f"UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL{noted}"
                 " WHERE sink = %s AND alert_id = ANY(%s) AND claimed_by = %s",
-                (*((INTERRUPTED,) if interrupted else ()), sink, ids, owner),
+                (*((INTERRUPTED,) * 3 if interrupted else ()), sink, ids, owner),
             )
 
     def renew_leases(self, owner: str, now: datetime, lease: float) -> None:

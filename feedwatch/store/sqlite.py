@@ -39,6 +39,7 @@ from feedwatch.model import Alert
 from feedwatch.payload import stored_text
 from feedwatch.store.base import (
     INTERRUPTED,
+    NOTE_INTERRUPTED,
     PENDING_PAGE,
     QUIET_SINCE_FAILED,
     Delivery,
@@ -611,9 +612,9 @@ class SqliteStore(SharedWrites):
             return  # one instance: no claims to give back
         with self._write() as cur:
             cur.executemany(
-                "UPDATE deliveries SET last_error = ?"
+                f"UPDATE deliveries SET {NOTE_INTERRUPTED.format(p='?', pct='%')}"
                 " WHERE alert_id = ? AND sink = ? AND status = 'pending'",
-                [(INTERRUPTED, alert_id, sink) for alert_id in alert_ids],
+                [(INTERRUPTED,) * 3 + (alert_id, sink) for alert_id in alert_ids],
             )
 
     def renew_leases(self, owner: str, now: datetime, lease: float) -> None:
