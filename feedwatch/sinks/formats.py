@@ -315,9 +315,22 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_SLACK_URL = re.compile(r"https?://[^\s<>*`＊＿｀～]+")  # no * or ` in one: look-alikes
+
+
 def slack_mrkdwn(text: str) -> str:
-    """Feed text for a mrkdwn object: no link, no mention, no formatting."""
-    return slack_escape(text).translate(_SLACK_LOOKALIKES)
+    """Feed text for a mrkdwn object: no link, no mention, no formatting. A URL in it
+    keeps its ``_`` and ``~`` (Slack links it as written: with look-alikes it led
+    elsewhere); a mark inside a URL opens no formatting (one must follow a space or
+    begin the text) and can close none (the marks outside are look-alikes)."""
+    escaped = slack_escape(text)
+    out: list[str] = []
+    last = 0
+    for m in _SLACK_URL.finditer(escaped):
+        out += [escaped[last : m.start()].translate(_SLACK_LOOKALIKES), m.group(0)]
+        last = m.end()
+    out.append(escaped[last:].translate(_SLACK_LOOKALIKES))
+    return "".join(out)
 
 
 def _slack_cut(escaped: str, limit: int) -> str:
