@@ -210,12 +210,6 @@ def compile_search(term: str) -> Any:
     return rx.compile(source, rx.V0 | rx.IGNORECASE | rx.FULLCASE)
 
 
-# A group holding an unbounded repeat may itself repeat this many times at most
-# (``(\w+\s+){3}``); more, as in ``(.*,){15}``, is refused: each repeat multiplies
-# the ways a failing search splits the text (a power of its length).
-_MOST_REPEATS = 3
-
-
 @dataclass
 class _Frame:
     content: int  # index where the group's content starts
@@ -287,14 +281,14 @@ def _skip_class(src: str, i: int) -> int:
 
 
 def _pathology(src: str) -> str | None:
-    """A cheap, conservative look for exponential backtracking.
+    r"""A cheap, conservative look for exponential backtracking.
 
     Flags a group that holds an unbounded quantifier and is itself repeated without
-    limit (``(a+)+``, ``(.*)*``) or more than ``_MOST_REPEATS`` times (``(.*,){15}``:
-    each repeat multiplies the ways to split the text), and a group under an
-    unbounded quantifier that repeats an alternative (``(a|a)*``). Anything it
-    misses is still bounded by the run-time limits (``_regex_in_field``).
-    """
+    limit (``(a+)+``, ``(.*)*``, counting the repeats of groups around it), and a
+    group under an unbounded quantifier that repeats an alternative (``(a|a)*``).
+    Not a bounded repeat of such a group (``(.*,){15}``, slow, but also the common
+    proximity idiom ``(?:\w+\W+){1,6}``, which is not): the poll's regex time
+    (``RegexBudget``) bounds what this lets through."""
     n = len(src)
     stack = [_Frame(content=0)]
     i = 0
@@ -337,13 +331,8 @@ def _pathology(src: str) -> str | None:
             if not frame.atomic and not (q and q.possessive):
                 # times it repeats, counting the repeated groups inside it
                 repeats = (q.most if q else 1) * frame.repeats
-                if q and frame.inner_unbounded and repeats > _MOST_REPEATS:
-                    if q.unbounded:
-                        return "a repeated group that holds a repeat, like (a+)+"
-                    return (
-                        f"a group that holds a repeat, repeated more than {_MOST_REPEATS}"
-                        " times, like (.*,){15}"
-                    )
+                if q and frame.inner_unbounded and repeats == math.inf:
+                    return "a repeated group that holds a repeat, like (a+)+"
                 if frame.inner_unbounded:
                     stack[-1].repeats = max(stack[-1].repeats, repeats)
                 if q and q.unbounded:

@@ -482,13 +482,7 @@ def test_a_new_budget_is_a_new_poll() -> None:
         (r"/(\w+\s?)*$/", "exponential"),
         ("/(?:(a*)b)+/", "exponential"),
         ("/(a{1,}){2,}/", "exponential"),
-        # a bounded repeat of such a group: the search is a power of the text's length
-        ("/(.*,){15}x/", "repeated more than 3 times"),
-        ("/(.*,){4}x/", "repeated more than 3 times"),
-        (r"/(\w+\s?){1,12}missile/", "repeated more than 3 times"),
-        ("/(a+){,5}/", "repeated more than 3 times"),
-        ("/(?:.*a){12}?b/", "repeated more than 3 times"),
-        ("/((.*,){3}){2}x/", "repeated more than 3 times"),  # 3 x 2 times
+        ("/((a+){2})+/", "exponential"),  # a bounded group inside an unbounded one
     ],
 )
 def test_validate_term_errors(term: str, message: str) -> None:
@@ -514,6 +508,13 @@ def test_validate_term_errors(term: str, message: str) -> None:
         r"/(?:\s\w)+/",
         r"/\p{Han}+/",
         "/[(]+x/",
+        # a bounded repeat of a group holding a repeat: the proximity idiom (linear),
+        # and slower ones, whose time the poll's budget bounds (refused, configs that
+        # loaded before stopped loading)
+        r"/\bukraine\W+(?:\w+\W+){1,6}?missile\b/",
+        r"/\b(\w+\s+){0,5}nuclear/",
+        r"/(\d+\.){4}\d+/",
+        "/(.*,){15}x/",
         "/(a++)+/",  # possessive: no backtracking
         "/(?>a+)+/",  # atomic
         "/(?i:nato)+/",
