@@ -445,14 +445,15 @@ def _legacy(old: StoredEntry) -> bool:
     return not old.fingerprint.startswith(FINGERPRINT_VERSION + ":")
 
 
-def _ignore(terms: tuple[str, ...]) -> Ignore | None:
-    """The feed's ``ignore_text`` compiled; its module (and the rules' regex engine) is
-    imported only for a feed that sets one."""
+def _ignore(terms: tuple[str, ...], feed: str) -> Ignore | None:
+    """The feed's ``ignore_text`` compiled, with this poll's budget of regex time; its
+    module (and the rules' regex engine) is imported only for a feed that sets one."""
     if not terms:
         return None
     from feedwatch.ignore_text import compile_ignore
 
-    return compile_ignore(terms)
+    compiled = compile_ignore(terms)
+    return None if compiled is None else compiled.for_poll(feed)
 
 
 def _text_key(e: EntrySnapshot | StoredEntry, ignore: Ignore | None, fp: str | None = None) -> str:
@@ -567,7 +568,7 @@ def diff(
         keys = [entry_keys(e) for e in entries]
     if has_rows is None:
         has_rows = bool(stored)
-    ignore = _ignore(settings.ignore_text)
+    ignore = _ignore(settings.ignore_text, feed)
     state = _choose_policy(settings, identity, keys, baselined and has_rows)
     current: dict[str, StoredEntry] = dict(stored)
     rekeys: list[tuple[str, str]] = []

@@ -13,8 +13,9 @@ and sent whole (an alert for a real change carries the counter as it is, rules m
 it), alert ids hash the whole text, and changing ``ignore_text`` never makes an alert
 by itself, since both sides are cut with the same terms.
 
-A ``/regex/`` that runs out of time on a text leaves that text as it is (the comparison
-is then the plain one) and is logged once per term.
+A ``/regex/`` that runs out of time on a text (0.1 s), or of the poll's regex time (1 s
+over all its comparisons, as for rules), leaves that text as it is: the two texts are
+then compared whole. Logged once per term, or once per poll.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from __future__ import annotations
 import functools
 import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
 
-from feedwatch.match import REGEX_TIMEOUT, compile_search
+from feedwatch.match import POLL_REGEX_BUDGET, REGEX_TIMEOUT, compile_search
 
 __all__ = ["Ignore", "compile_ignore", "validate"]
 
@@ -40,16 +41,40 @@ def validate(term: str) -> None:
     compile_search(term)
 
 
+@dataclass
+class _PollBudget:
+    """The regex time one poll's comparisons may spend (``POLL_REGEX_BUDGET``, as for
+    rules): the diff runs on the daemon's event loop, where 0.1 s a text added up over
+    the fields and entries of a big update to a minute without a poll of another feed."""
+
+    feed: str
+    left: float = POLL_REGEX_BUDGET
+    warned: bool = False
+
+
 @dataclass(frozen=True, eq=False)
 class Ignore:
     terms: tuple[str, ...]
     patterns: tuple[Any, ...]  # regex.Pattern[str], one per term
     _timed_out: set[str] = field(default_factory=set)
+    budget: _PollBudget | None = None
+
+    def for_poll(self, feed: str) -> Ignore:
+        """These terms with a poll's own budget of regex time (``_PollBudget``)."""
+        return replace(self, budget=_PollBudget(feed))
 
     def clean(self, text: str) -> str:
         """``text`` with every hit of every term cut out, white space folded (NFC, as
         fingerprints fold it)."""
-        deadline = time.monotonic() + REGEX_TIMEOUT
+        return self._clean(text)[0]
+
+    def _clean(self, text: str) -> tuple[str, bool]:
+        """(``clean``'s text, whether every term ran to its end)."""
+        budget = self.budget
+        limit = REGEX_TIMEOUT if budget is None else min(REGEX_TIMEOUT, budget.left)
+        started = time.monotonic()
+        deadline = started + limit
+        whole = True
         for term, pattern in zip(self.terms, self.patterns, strict=True):
             try:
                 remaining = deadline - time.monotonic()
@@ -57,10 +82,23 @@ class Ignore:
                     raise TimeoutError
                 text = pattern.sub(" ", text, timeout=remaining)
             except TimeoutError:
-                if term not in self._timed_out:
+                whole = False
+                if budget is not None and budget.left - (time.monotonic() - started) <= 0:
+                    if not budget.warned:
+                        budget.warned = True
+                        log.warning(
+                            "ignore_text.budget_spent",
+                            feed=budget.feed,
+                            term=term,
+                            budget=POLL_REGEX_BUDGET,
+                            hint="the poll's texts are compared whole: simplify the term",
+                        )
+                elif term not in self._timed_out:
                     self._timed_out.add(term)
                     log.warning("ignore_text.timeout", term=term, timeout=REGEX_TIMEOUT)
-        return unicodedata.normalize("NFC", " ".join(text.split()))
+        if budget is not None:
+            budget.left -= time.monotonic() - started
+        return unicodedata.normalize("NFC", " ".join(text.split())), whole
 
     def found(self, *texts: str, limit: int = 6) -> list[str]:
         """The text the terms cut from ``texts`` (each hit once, at most ``limit``): what
@@ -81,8 +119,16 @@ class Ignore:
         return out
 
     def same(self, a: str, b: str) -> bool:
-        """Whether ``a`` and ``b`` differ only in what the terms cut out (or white space)."""
-        return a == b or self.clean(a) == self.clean(b)
+        """Whether ``a`` and ``b`` differ only in what the terms cut out (or white space).
+        Where a term ran out of time on either, the two are compared whole: cut on one
+        side only, they would differ in what was cut."""
+        if a == b:
+            return True
+        ca, whole_a = self._clean(a)
+        cb, whole_b = self._clean(b) if whole_a else (b, False)
+        if whole_a and whole_b:
+            return ca == cb
+        return " ".join(a.split()) == " ".join(b.split())
 
 
 @functools.lru_cache(maxsize=256)

@@ -1003,3 +1003,43 @@ def test_a_slow_regex_on_many_updated_entries_holds_neither_the_other_feeds_nor_
     assert d.stop() == 0
     assert time.monotonic() - t0 < 5
     assert len([e for e in d.events() if e.get("event") == "rule.regex_budget_spent"]) == 2
+
+
+def test_a_slow_ignore_text_regex_holds_neither_the_other_feeds_nor_sigterm(
+    tmp_path, feed_server, start_daemon
+):
+    """The same for an ignore_text /regex/: it runs in the comparison of each changed
+    entry (0.1 s a text, several texts an entry) with no cap on the poll, and a big
+    update held the daemon a minute. Its poll's regex time is capped too; past it the
+    texts are compared whole, so the edits alert."""
+    text = "Forces shelled the city overnight, officials said on Tuesday, and units were on. "
+    n = 100
+
+    def version(v: int) -> bytes:
+        return rss([entry(i, title=f"Story {i}", summary=f"v{v}. " + text * 50) for i in range(n)])
+
+    feed_server.set("/other", rss([entry(1)]))
+    feed_server.set("/slow", version(1))
+    cfg = write_config(tmp_path, feed_server, ["other", "slow"])
+    cfg.write_text(cfg.read_text() + 'ignore_text = ["/(.*,){3}x/"]\n')  # slow's
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.polled", feed="slow", result="ok"), what="slow's baseline")
+    slow = feed_server.count("/slow")
+    feed_server.set("/slow", version(2))  # every entry updated
+    wait_for(lambda: feed_server.count("/slow") > slow, what="slow's changed poll")
+    other = feed_server.count("/other")
+    wait_for(lambda: feed_server.count("/other") >= other + 2, timeout=5, what="other polled")
+    changed = wait_for(
+        lambda: [e for e in d.events() if e.get("event") == "feed.polled" and e.get("updated")],
+        what="slow's changed poll done",
+    )
+    assert changed[0]["feed"] == "slow" and changed[0]["updated"] == n
+    assert changed[0]["duration"] < 3
+    spent = [e for e in d.events() if e.get("event") == "ignore_text.budget_spent"]
+    assert [(e["feed"], e["term"]) for e in spent] == [("slow", "/(.*,){3}x/")]
+    slow = feed_server.count("/slow")
+    feed_server.set("/slow", version(3))
+    wait_for(lambda: feed_server.count("/slow") > slow, what="slow's next changed poll")
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 5

@@ -1514,3 +1514,19 @@ def test_urls_in_text_hash_as_the_release_before():
     release before computed)."""
     text = "See https://ex.org/a?section=world/europe&utm_source=rss&c and https://ex.org/b?q=a%20b&fbclid=1."
     assert fingerprint("T", text, "") == "v2:eebbe9eb6f6bed7e19512f2ad4ffc478"
+
+
+def test_an_ignore_text_past_its_polls_time_compares_the_texts_whole():
+    """Once a poll's regex time is spent, ignore_text cuts nothing more, and the two
+    texts are compared whole (cut on one side only, they would differ in the cut)."""
+    from feedwatch.ignore_text import compile_ignore
+
+    base = compile_ignore((r"/Visited \d+ times/",))
+    assert base is not None
+    ignore = base.for_poll("f")
+    assert ignore.same("Story. Visited 3 times", "Story. Visited 4 times")
+    assert ignore.budget is not None and 0 < ignore.budget.left < 1
+    ignore.budget.left = 0
+    assert not ignore.same("Story. Visited 3 times", "Story. Visited 4 times")
+    assert ignore.same("Story.  Visited 3 times", "Story. Visited 3 times")
+    assert base.for_poll("f").same("Story. Visited 3 times", "Story. Visited 4 times")
