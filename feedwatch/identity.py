@@ -32,7 +32,8 @@ FINGERPRINT_VERSION = "v2"
 _SAME_HASH = ("v1:", "v2:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
-KEYS_VERSION = f"{FINGERPRINT_VERSION}.1"
+# .2: a link's other query parameters kept as written when a tracking one is dropped.
+KEYS_VERSION = f"{FINGERPRINT_VERSION}.2"
 
 # Query parameters that say nothing about what a link points at: analytics tags
 # and cache-busters. A link differing only by these is the same link.

@@ -850,3 +850,25 @@ def test_snapshots_read_from_the_cache_are_ordinary_snapshots():
     assert dataclasses.asdict(back) == dataclasses.asdict(e)
     with pytest.raises(dataclasses.FrozenInstanceError):
         back.title = "changed"  # type: ignore[misc]
+
+
+def test_keys_version_names_what_the_keys_are() -> None:
+    """The parse cache holds each unchanged item's keys (identity.entry_keys) under
+    KEYS_VERSION: when the derivation changes and the version does not, a cache an
+    older feedwatch wrote gives the old keys, and cached and uncached polls disagree
+    (baeca4a changed a link's normalisation: after the upgrade an edit alerted as new
+    with the cache on, as updated without it). The keys of a few entries are pinned
+    here with the version: change either, change both."""
+    import hashlib
+
+    from feedwatch.identity import KEYS_VERSION, entry_keys
+    from feedwatch.testing import entry as make_entry
+
+    samples = [
+        make_entry(1),
+        make_entry(2, entry_id=None, link="https://Ex.org/a?section=world/europe&utm_source=r&c"),
+        make_entry(3, entry_id=None, link=None, summary="See https://ex.org/b?q=a%20b&fbclid=1."),
+        make_entry(4, title="Vec<u8> lands", link="http://www.ex.org/p/4?cb=9"),
+    ]
+    digest = hashlib.sha256(repr([entry_keys(e) for e in samples]).encode()).hexdigest()[:16]
+    assert (KEYS_VERSION, digest) == ("v2.2", "63edf29a85e487bb")
