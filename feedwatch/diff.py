@@ -346,7 +346,12 @@ class _Absent:
         known: StoredEntry | None,
     ) -> StoredEntry | None:
         """The row seen last whose link and text are the entry's, the very link before a
-        moved one; for a ``known`` entry, only a row seen after its own."""
+        moved one; for a ``known`` entry, only one seen after its own, which was not in
+        the last body: it left the feed when the other came (else the two were items of
+        one body sharing the link, and this is an edit; and a row in the body is seen
+        again only hourly, so its time alone cannot tell)."""
+        if known is not None and known.in_body:
+            return None
         loose = loose_link(link)
         if self.loose_counts[loose] != 1:
             return None

@@ -328,6 +328,9 @@ class StoredEntry:
     first_seen: datetime
     last_seen: datetime
     new_alert_id: str  # the id the entry's `new` alert has or would have had (email threading)
+    # in the body the state last committed (a row written by this poll: it will be);
+    # read by the diff only (the mirror of GUID churn), never written from here
+    in_body: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ FEED_SELECT = _FEED_COLS + " (SELECT COUNT(*) FROM entries e WHERE e.feed = f.na
 FEED_SELECT_NO_COUNT = _FEED_COLS + " 0 FROM feeds f"
 ENTRY_SELECT = (
     "SELECT identity, entry_id, link, title, summary, content, published, updated,"
-    " fingerprint, first_seen, last_seen, new_alert_id FROM entries"
+    " fingerprint, first_seen, last_seen, new_alert_id, in_body FROM entries"
 )
 
 
@@ -218,6 +218,7 @@ class SharedReads:
                 first_seen=req(r[9]),
                 last_seen=req(r[10]),
                 new_alert_id=r[11],
+                in_body=bool(r[12]),
             )
             out[r[0]] = e
         return out
