@@ -953,34 +953,29 @@ def test_a_reload_rejected_for_its_state_keeps_the_running_logging(
     assert d.has("daemon.stopped")
 
 
-def test_a_slow_regex_on_many_updated_entries_holds_neither_the_other_feeds_nor_sigterm(
-    tmp_path, feed_server, start_daemon
-):
-    """A /regex/ that runs out of time on every entry of a big update: its poll's regex
-    time is capped (about 1 s, not 0.1 s x 100 entries), so the other feed is polled
-    at its pace and SIGTERM ends the daemon within shutdown_timeout; the entries are
-    still stored."""
-    # (.*,){3}x passes validate; on 4 KB of text with commas and no "x" it takes
-    # seconds, so each summary uses up its 0.1 s
-    text = "Forces shelled the city overnight, officials said on Tuesday, and units were on. "
-    n = 100
+_SLOW_TEXT = "Forces shelled the city overnight, officials said on Tuesday, and units were on. "
 
-    def version(v: int) -> bytes:
-        return rss([entry(i, title=f"Story {i}", summary=f"v{v}. " + text * 50) for i in range(n)])
 
-    feed_server.set("/other", rss([entry(1)]))
-    feed_server.set("/slow", version(1))
-    cfg = write_config(
-        tmp_path,
-        feed_server,
-        ["other", "slow"],
-        extra='[rules.bad]\nany = ["/(.*,){3}x/"]\n',
+def _slow_version(v: int, n: int = 100) -> bytes:
+    """``n`` entries whose ~4 KB summaries (commas, no "x") take (.*,){3}x, which
+    passes validate, seconds each: every summary uses up its 0.1 s."""
+    return rss(
+        [entry(i, title=f"Story {i}", summary=f"v{v}. " + _SLOW_TEXT * 50) for i in range(n)]
     )
-    cfg.write_text(cfg.read_text() + 'match = ["bad"]\n')  # the last feed's: slow's
+
+
+def _slow_poll_beside_another(tmp_path, feed_server, start_daemon, slow_config: str):
+    """Feeds "other" and "slow" (``slow_config`` added to slow's block); slow's every
+    entry is updated once it is baselined, and "other" must be polled twice within 5 s
+    meanwhile. The daemon and slow's changed poll's log event."""
+    feed_server.set("/other", rss([entry(1)]))
+    feed_server.set("/slow", _slow_version(1))
+    cfg = write_config(tmp_path, feed_server, ["other", "slow"])
+    cfg.write_text(cfg.read_text() + slow_config)
     d = start_daemon(cfg)
     wait_for(lambda: d.has("feed.polled", feed="slow", result="ok"), what="slow's baseline")
     slow = feed_server.count("/slow")
-    feed_server.set("/slow", version(2))  # every entry updated
+    feed_server.set("/slow", _slow_version(2))  # every entry updated
     wait_for(lambda: feed_server.count("/slow") > slow, what="slow's changed poll")
     other = feed_server.count("/other")
     wait_for(lambda: feed_server.count("/other") >= other + 2, timeout=5, what="other polled")
@@ -988,20 +983,38 @@ def test_a_slow_regex_on_many_updated_entries_holds_neither_the_other_feeds_nor_
         lambda: [e for e in d.events() if e.get("event") == "feed.polled" and e.get("updated")],
         what="slow's changed poll done",
     )
-    assert changed[0]["feed"] == "slow" and changed[0]["updated"] == n
-    assert changed[0]["alerts"] == 0 and changed[0]["duration"] < 3
-    spent = [e for e in d.events() if e.get("event") == "rule.regex_budget_spent"]
-    assert [(e["feed"], e["rule"], e["term"]) for e in spent] == [("slow", "bad", "/(.*,){3}x/")]
-    with sqlite3.connect(tmp_path / "state.db") as db:  # stored as usual
-        rows = db.execute("SELECT summary FROM entries WHERE feed = 'slow'").fetchall()
-    assert len(rows) == n and all(r[0].startswith("v2.") for r in rows)
-    # SIGTERM while such a poll runs: out within shutdown_timeout (5 s)
+    assert changed[0]["feed"] == "slow" and changed[0]["updated"] == 100
+    assert changed[0]["duration"] < 3
+    return d, changed[0]
+
+
+def _stops_in_time_during_a_slow_poll(d, feed_server) -> None:
+    """SIGTERM while slow's next such poll runs: out within shutdown_timeout (5 s)."""
     slow = feed_server.count("/slow")
-    feed_server.set("/slow", version(3))
+    feed_server.set("/slow", _slow_version(3))
     wait_for(lambda: feed_server.count("/slow") > slow, what="slow's next changed poll")
     t0 = time.monotonic()
     assert d.stop() == 0
     assert time.monotonic() - t0 < 5
+
+
+def test_a_slow_regex_on_many_updated_entries_holds_neither_the_other_feeds_nor_sigterm(
+    tmp_path, feed_server, start_daemon
+):
+    """A /regex/ that runs out of time on every entry of a big update: its poll's regex
+    time is capped (about 1 s, not 0.1 s x 100 entries), so the other feed is polled
+    at its pace and SIGTERM ends the daemon within shutdown_timeout; the entries are
+    still stored."""
+    d, changed = _slow_poll_beside_another(
+        tmp_path, feed_server, start_daemon, 'match = ["bad"]\n[rules.bad]\nany = ["/(.*,){3}x/"]\n'
+    )
+    assert changed["alerts"] == 0
+    spent = [e for e in d.events() if e.get("event") == "rule.regex_budget_spent"]
+    assert [(e["feed"], e["rule"], e["term"]) for e in spent] == [("slow", "bad", "/(.*,){3}x/")]
+    with sqlite3.connect(tmp_path / "state.db") as db:  # stored as usual
+        rows = db.execute("SELECT summary FROM entries WHERE feed = 'slow'").fetchall()
+    assert len(rows) == 100 and all(r[0].startswith("v2.") for r in rows)
+    _stops_in_time_during_a_slow_poll(d, feed_server)
     assert len([e for e in d.events() if e.get("event") == "rule.regex_budget_spent"]) == 2
 
 
@@ -1012,34 +1025,9 @@ def test_a_slow_ignore_text_regex_holds_neither_the_other_feeds_nor_sigterm(
     entry (0.1 s a text, several texts an entry) with no cap on the poll, and a big
     update held the daemon a minute. Its poll's regex time is capped too; past it the
     texts are compared whole, so the edits alert."""
-    text = "Forces shelled the city overnight, officials said on Tuesday, and units were on. "
-    n = 100
-
-    def version(v: int) -> bytes:
-        return rss([entry(i, title=f"Story {i}", summary=f"v{v}. " + text * 50) for i in range(n)])
-
-    feed_server.set("/other", rss([entry(1)]))
-    feed_server.set("/slow", version(1))
-    cfg = write_config(tmp_path, feed_server, ["other", "slow"])
-    cfg.write_text(cfg.read_text() + 'ignore_text = ["/(.*,){3}x/"]\n')  # slow's
-    d = start_daemon(cfg)
-    wait_for(lambda: d.has("feed.polled", feed="slow", result="ok"), what="slow's baseline")
-    slow = feed_server.count("/slow")
-    feed_server.set("/slow", version(2))  # every entry updated
-    wait_for(lambda: feed_server.count("/slow") > slow, what="slow's changed poll")
-    other = feed_server.count("/other")
-    wait_for(lambda: feed_server.count("/other") >= other + 2, timeout=5, what="other polled")
-    changed = wait_for(
-        lambda: [e for e in d.events() if e.get("event") == "feed.polled" and e.get("updated")],
-        what="slow's changed poll done",
+    d, _ = _slow_poll_beside_another(
+        tmp_path, feed_server, start_daemon, 'ignore_text = ["/(.*,){3}x/"]\n'
     )
-    assert changed[0]["feed"] == "slow" and changed[0]["updated"] == n
-    assert changed[0]["duration"] < 3
     spent = [e for e in d.events() if e.get("event") == "ignore_text.budget_spent"]
     assert [(e["feed"], e["term"]) for e in spent] == [("slow", "/(.*,){3}x/")]
-    slow = feed_server.count("/slow")
-    feed_server.set("/slow", version(3))
-    wait_for(lambda: feed_server.count("/slow") > slow, what="slow's next changed poll")
-    t0 = time.monotonic()
-    assert d.stop() == 0
-    assert time.monotonic() - t0 < 5
+    _stops_in_time_during_a_slow_poll(d, feed_server)

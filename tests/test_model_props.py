@@ -240,6 +240,30 @@ class Model:
         new = []
         for k, f in firsts:
             old = cur.get(k)
+            nl = normalize_link(f["link"]) if f["link"] else None
+            if (
+                old is not None
+                and k not in self.in_body
+                and nl
+                and nlinks[nl] == 1
+                and self.tfp(old["f"]) != self.tfp(f)
+            ):
+                # the mirror of GUID churn: the entry left the feed, came back without
+                # its id and edited (new under its link), and its id came back on that
+                # version: the newer absent row of its link, as its text is, is the entry
+                rows = [
+                    r
+                    for r in cur
+                    if r not in seen
+                    and cur[r]["f"]["link"]
+                    and normalize_link(cur[r]["f"]["link"]) == nl
+                    and cur[r]["last_seen"] > old["last_seen"]
+                    and self.tfp(cur[r]["f"]) == self.tfp(f)
+                ]
+                if rows:
+                    cand = min(rows, key=lambda r: (-cur[r]["last_seen"].timestamp(), r))
+                    old = dict(cur.pop(cand))
+                    cur[k] = old
             if old is None and f["link"] and nlinks[normalize_link(f["link"])] == 1:
                 cand = absent_by_link.get(normalize_link(f["link"]))
                 if cand is not None and cand in cur and self.tfp(cur[cand]["f"]) == self.tfp(f):
