@@ -576,20 +576,11 @@ def test_digest_webhook_is_held_by_check_then_sent_as_one_request(
     config = load_config(cfg, env=fw.full_env())
     store = SqliteStore(config.state)
     clock = FakeClock(datetime.now(timezone.utc) + timedelta(minutes=59))
-
-    async def dispatch() -> Any:
-        sinks = {name: build_sink(sc) for name, sc in config.sinks.items()}
-        dispatcher = Dispatcher(config, store, sinks, clock=clock)
-        try:
-            return await dispatcher.run_once()
-        finally:
-            await dispatcher.aclose()
-
     try:
-        report = asyncio.run(dispatch())
+        report = _dispatch_once(config, store, clock)
         assert report.waiting == 3 and webhook_receiver.received() == []
         clock.advance(minutes=2)
-        report = asyncio.run(dispatch())
+        report = _dispatch_once(config, store, clock)
         assert report.delivered == 3
     finally:
         store.close()
@@ -602,6 +593,20 @@ def test_digest_webhook_is_held_by_check_then_sent_as_one_request(
     assert len(webhook_receiver.received()) == 1
     assert fw.sinks()["hook"] == counts(delivered=3)
     fw.assert_no_secrets()
+
+
+def _dispatch_once(config: Any, store: Any, clock: FakeClock) -> Any:
+    """One run of the daemon's dispatcher over the state, at ``clock``'s time."""
+
+    async def go() -> Any:
+        sinks = {name: build_sink(sc) for name, sc in config.sinks.items()}
+        dispatcher = Dispatcher(config, store, sinks, clock=clock)
+        try:
+            return await dispatcher.run_once()
+        finally:
+            await dispatcher.aclose()
+
+    return asyncio.run(go())
 
 
 def test_a_digest_holding_one_alert_is_sent_as_a_digest(
@@ -625,18 +630,9 @@ def test_a_digest_holding_one_alert_is_sent_as_a_digest(
     assert "2 held" in fw.ok("check").stderr
     config = load_config(cfg, env=fw.full_env())
     store = SqliteStore(config.state)
-
-    async def dispatch() -> Any:
-        sinks = {name: build_sink(sc) for name, sc in config.sinks.items()}
-        clock = FakeClock(datetime.now(timezone.utc) + timedelta(minutes=61))
-        dispatcher = Dispatcher(config, store, sinks, clock=clock)
-        try:
-            return await dispatcher.run_once()
-        finally:
-            await dispatcher.aclose()
-
+    clock = FakeClock(datetime.now(timezone.utc) + timedelta(minutes=61))
     try:
-        assert asyncio.run(dispatch()).delivered == 2
+        assert _dispatch_once(config, store, clock).delivered == 2
     finally:
         store.close()
     [alert] = lines(tmp_path / "log.jsonl")
