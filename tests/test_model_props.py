@@ -35,6 +35,7 @@ from tests.helpers import poll_setup
 from tests.model_feeds import CTYPE, RENDER
 
 RETENTION_H = 3
+POLICIES = ("guid", "link", "content")
 pytestmark = pytest.mark.timeout(600)
 
 ent = st.tuples(
@@ -309,9 +310,13 @@ class Model:
                     is_up = (ts and not churn) or (churn and txt)
                 else:
                     is_up = txt or (ts and not churn)
-                if is_up and old["new_alert_id"] == alert_id(
-                    self.feed, k, "new", self.fp(f), f["published"], f["updated"]
-                ):
+                # the first version, as it was first seen: under any policy's key of it
+                # (a row re-keyed since, by GUID churn or a switch, keeps its new id)
+                firsts_ids = {
+                    alert_id(self.feed, key, "new", self.fp(f), f["published"], f["updated"])
+                    for key in (k, *(identity_for(self.snap(f), p) for p in POLICIES))
+                }
+                if is_up and old["new_alert_id"] in firsts_ids:
                     latest = lambda g: max(  # noqa: E731
                         [t for t in (g["published"], g["updated"]) if t], default=None
                     )
