@@ -205,28 +205,20 @@ def _rekey(
     keys: Sequence[EntryKeys],
 ) -> tuple[dict[str, StoredEntry], list[tuple[str, str]], set[str]]:
     """Stored entries under a new policy, the renames, and the new keys several rows
-    took (a collision).
+    took (a collision: the most recently seen wins, of equal times the greater
+    identity, and it keeps the earliest first_seen of the rows).
 
     A row is re-keyed as the body's entry it was under the old policy, where the body
     names that entry once: the row may lack what its new key is made of. (Stored under
     the link policy, a row has no id when the feed had none; when the feed starts
     giving ids, the row is the entry whose link it has, under that entry's new id,
     and an edit of it is an update, not a new entry.) A row the body does not name
-    goes by its own fields.
-
-    On a collision the row of the body's entry that has the key wins (the first entry
-    with it, as in the comparison): that entry's own history, not another's that now
-    shares its key (two posts of one link, under the link policy). Else the row seen
-    last (of equal times, the greater identity). It keeps the earliest first_seen of
-    the rows, as the store's re-key does."""
+    goes by its own fields."""
     via: dict[str, str | None] = {}
-    owner: dict[str, str] = {}  # new key -> the old key of the body's entry that has it
     for k in keys:
         old_key, new_key = key_for(k, was), key_for(k, policy)
         via[old_key] = new_key if via.get(old_key, new_key) == new_key else None
-        owner.setdefault(new_key, old_key)
     out: dict[str, StoredEntry] = {}
-    origin: dict[str, str] = {}  # new key -> the identity its row had
     collided: set[str] = set()
     rekeys: list[tuple[str, str]] = []
     for old in sorted(stored.values(), key=lambda e: (e.last_seen, e.identity)):
@@ -234,15 +226,10 @@ def _rekey(
         if new_key != old.identity:
             rekeys.append((old.identity, new_key))
         row, prev = replace(old, identity=new_key), out.get(new_key)
-        if prev is None:
-            out[new_key], origin[new_key] = row, old.identity
-            continue
-        collided.add(new_key)
-        if origin[new_key] == owner.get(new_key):
-            row = prev  # the row of the body's entry stays
-        else:
-            origin[new_key] = old.identity
-        out[new_key] = replace(row, first_seen=min(row.first_seen, prev.first_seen))
+        if prev is not None:
+            collided.add(new_key)
+            row = replace(row, first_seen=min(row.first_seen, prev.first_seen))
+        out[new_key] = row
     return out, rekeys, collided
 
 

@@ -1431,60 +1431,6 @@ def test_a_re_key_collision_keeps_the_row_it_compared():
     assert r.changes == () and r.upserts == () and r.kept == ()
 
 
-def _shared(n: int, **kw) -> EntrySnapshot:
-    """Posts 3 and 4 share a link (their ids differ)."""
-    return entry(n, link=f"https://example.org/{min(n, 3)}", **kw)
-
-
-@pytest.mark.parametrize("seen_last", [None, 3, 4])
-def test_a_re_key_collision_compares_the_body_entry_with_its_own_row(seen_last):
-    """id_policy edited from guid to link, the feed as it was: posts 3 and 4 are one
-    identity now, and post 3, the first in the body, wins (SPEC 4). It is compared with
-    its own row, whichever of the two was seen last: nothing alerts (before: the row
-    seen last, or of equal times the greater identity, post 4's, and post 3 alerted as
-    updated with post 4's title and text as its old version)."""
-    es = [_shared(n) for n in range(1, 5)]
-    stored, ident = baseline(es)
-    if seen_last:
-        key = f"g:urn:entry:{seen_last}"
-        stored[key] = replace(stored[key], last_seen=T0 + timedelta(minutes=30))
-    s = replace(S, id_policy="link")
-    r = run(stored, es, settings=s, identity=ident, now=T0 + timedelta(hours=1))
-    assert r.changes == () and r.identity.policy == "link" and r.duplicates == 1
-    stored = apply(stored, r)
-    assert stored[identity_for(es[2], "link")].title == "Entry 3"
-    r = run(stored, es, settings=s, identity=r.identity, now=T0 + timedelta(hours=2))
-    assert r.changes == () and r.upserts == ()
-    # an edit of post 3 is an update of its own text
-    edited = [*es[:2], _shared(3, summary="Edited."), es[3]]
-    (c,) = run(stored, edited, settings=s, identity=r.identity).changes
-    assert c.changes["summary"].old == "Summary of entry 3."
-
-
-def test_a_switch_to_ids_keeps_the_id_less_entry_on_its_own_row():
-    """Notices without ids, all linking to the home page (auto: content). When the feed
-    gives ids to all of them but one, that one is keyed by its link at the switch, and
-    so is every absent row (they have no id): its own row wins, and nothing alerts
-    (before: another notice's row could, and it alerted as updated with that text)."""
-
-    def notice(n: int, with_id: bool) -> EntrySnapshot:
-        return entry(n, link="https://example.org/", entry_id=f"n{n}" if with_id else None)
-
-    stored, ident = baseline([notice(n, False) for n in range(12)])
-    assert ident.policy == "content"
-    body = [notice(n, False) for n in range(2, 12)]
-    stored = apply(stored, run(stored, body, identity=ident))  # notices 0 and 1 roll off
-    for lacking in range(2, 12):
-        body = [notice(n, n != lacking) for n in range(2, 12)]
-        state, now_ident = stored, ident
-        for hours in (1, 2):  # two polls agree: the policy switches
-            r = run(state, body, identity=now_ident, now=T0 + timedelta(hours=hours))
-            assert r.changes == (), lacking
-            state, now_ident = apply(state, r), r.identity
-        assert now_ident.policy == "guid"
-        assert state["l:https://example.org/"].title == f"Entry {lacking}"
-
-
 @pytest.mark.parametrize(
     "query", ["section=world/europe&id=7", "a=1&c", "q=a%20b", "when=10:40;x=1", "ids=1,2"]
 )

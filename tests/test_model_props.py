@@ -556,6 +556,32 @@ def _abody(es):
     ],
     hours=[1 / 60] * 8,
 )
+@example(  # a policy switch whose collision kept the id's older row: an edit lost
+    fmt="rss",
+    bodies=[
+        [(2, True, 0, 0, 0, 1, 0, False, 0, 0, 0)],
+        [
+            (0, False, 0, 0, 0, 1, 1, False, 0, 0, 0),
+            (1, False, 0, 0, 0, 2, 0, False, 0, 0, 0),
+            (2, False, 0, 0, 1, 1, 0, False, 0, 0, 0),
+        ],
+        [
+            (0, False, 0, 0, 0, 1, 0, False, 0, 0, 0),
+            (1, False, 0, 0, 0, 2, 1, False, 0, 0, 0),
+            (2, True, 0, 0, 0, 1, 1, False, 0, 0, 0),
+        ],
+    ],
+    hours=[1 / 60] * 8,
+)
+@example(  # ... and the version alerted as new, compared with the older row: updated
+    fmt="rss",
+    bodies=[
+        [(1, True, 0, 0, 0, 2, 0, False, 0, 0, 0)],
+        [(0, False, 0, 0, 0, 1, 0, False, 0, 0, 0), (1, False, 0, 0, 1, 2, 0, False, 0, 0, 0)],
+        [(0, False, 0, 0, 0, 1, 0, False, 0, 0, 0), (1, True, 0, 0, 1, 2, 0, False, 0, 0, 0)],
+    ],
+    hours=[1 / 60] * 8,
+)
 def test_auto_never_makes_a_known_entry_new(fmt, bodies, hours, server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("auto")
     s = FeedSettings(
