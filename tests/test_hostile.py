@@ -209,9 +209,13 @@ def rss_doc(items: list[str], *, title: str = "Feed", prolog: str = "") -> str:
 
 
 def read_alerts(path: Path) -> list[dict[str, Any]]:
+    """The whole lines of a jsonl sink's file: one a running daemon is still appending
+    (read meanwhile) has no newline yet, and is left for the next read."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1].decode("utf-8")
+    return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
 
 def healthy_items(n: int) -> list[str]:
