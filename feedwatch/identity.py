@@ -95,7 +95,11 @@ def normalize_link(link: str | None) -> str | None:
 
 def _volatile(piece: str) -> bool:
     """Whether a query's ``name=value`` names a tracking or cache-busting parameter."""
-    name = unquote_plus(piece.partition("=")[0]).lower()
+    return _volatile_name(unquote_plus(piece.partition("=")[0]))
+
+
+def _volatile_name(name: str) -> bool:
+    name = name.lower()
     return name in _VOLATILE_PARAMS or name.startswith("utm_")
 
 
@@ -166,11 +170,7 @@ def _text_url(url: str) -> str | None:
     except ValueError:
         return link
     pairs = parse_qsl(parts.query, keep_blank_values=True) if parts.query else []
-    kept = [
-        (k, v)
-        for k, v in pairs
-        if k.lower() not in _VOLATILE_PARAMS and not k.lower().startswith("utm_")
-    ]
+    kept = [(k, v) for k, v in pairs if not _volatile_name(k)]
     if len(kept) == len(pairs):
         return link
     rebuilt = urlsplit(link)

@@ -124,12 +124,12 @@ INTERRUPTED = "interrupted: a stop came during the send"
 (``release_deliveries``): after the error before it, which stays to be read."""
 
 NOTE_INTERRUPTED = (
-    "last_error = CASE WHEN last_error IS NULL THEN {p}"
+    "CASE WHEN last_error IS NULL THEN {p}"
     " WHEN last_error LIKE '{pct}' || {p} THEN last_error"
     " ELSE last_error || '; then ' || {p} END"
 )
-"""``release_deliveries``' update of ``last_error`` (``{p}``: the placeholder, given
-``INTERRUPTED`` three times; ``{pct}``: a literal ``%`` in the driver's syntax)."""
+"""``release_deliveries``' new ``last_error``, noted once (``{p}``: the placeholder,
+given ``INTERRUPTED`` three times; ``{pct}``: a literal ``%`` in the driver's syntax)."""
 
 
 def interrupted(last_error: str | None) -> bool:

@@ -1033,9 +1033,9 @@ class PostgresStore(SharedWrites):
         ids = list(alert_ids)
         if not ids:
             return
+        note = NOTE_INTERRUPTED.format(p="%s", pct="%%")
         noted = (
-            ", last_error = CASE WHEN status <> 'pending' THEN last_error"
-            + NOTE_INTERRUPTED.format(p="%s", pct="%%").removeprefix("last_error = CASE")
+            f", last_error = CASE WHEN status <> 'pending' THEN last_error ELSE {note} END"
             if interrupted
             else ""
         )

@@ -612,7 +612,7 @@ class SqliteStore(SharedWrites):
             return  # one instance: no claims to give back
         with self._write() as cur:
             cur.executemany(
-                f"UPDATE deliveries SET {NOTE_INTERRUPTED.format(p='?', pct='%')}"
+                f"UPDATE deliveries SET last_error = {NOTE_INTERRUPTED.format(p='?', pct='%')}"
                 " WHERE alert_id = ? AND sink = ? AND status = 'pending'",
                 [(INTERRUPTED,) * 3 + (alert_id, sink) for alert_id in alert_ids],
             )
