@@ -47,6 +47,7 @@ from feedwatch.model import Config, FeedConfig
 from feedwatch.pacing import spread_overdue
 from feedwatch.parsepool import ParsePool, worker_count
 from feedwatch.poll import Poller, PollReport
+from feedwatch.redact import redact
 from feedwatch.schedule import FeedScheduler
 from feedwatch.sinks import build_sink, machine_problem
 from feedwatch.sinks.base import Sink
@@ -57,6 +58,7 @@ from feedwatch.store.base import (
     LEASE_SECONDS,
     FeedClaim,
     FeedRecord,
+    StateError,
     Store,
     new_owner,
 )
@@ -70,6 +72,7 @@ GONE_CHECK = 5.0  # seconds between looks at the state of the feeds stopped by a
 LATE_AFTER = 5.0  # a poll starting this much after its slot counts as late
 CLOCK_CHECK = 5.0  # seconds (monotonic) between looks at the wall clock
 CLOCK_STEP = 5.0  # the wall clock moving this much apart from the monotonic one is a step
+_FEED_RETRY = "the feed is tried again after one interval"
 
 POLLS_LATE = metrics.REGISTRY.counter(
     "feedwatch_polls_late_total", "Polls that started more than 5 s after their slot.", ("feed",)
@@ -453,7 +456,7 @@ class Daemon:
         if task is not None:
             self._inflight.add(task)
         refused: FeedClaim | None = None
-        claimed = mine = False
+        claimed = mine = unclaimed = False
         polled_url: str | None = None
         try:
             feed = self.config.feed(name)
@@ -463,7 +466,14 @@ class Daemon:
             mine = True
             polled_url = feed.url
             # (the exact time: the next poll that made this job due was counted from it)
-            claim = self.store.claim_feed(name, feed.url, self.owner, self.exact(), LEASE_SECONDS)
+            try:
+                claim = self.store.claim_feed(
+                    name, feed.url, self.owner, self.exact(), LEASE_SECONDS
+                )
+            except Exception as exc:
+                unclaimed = True
+                _log_state_failure("feed.claim_failed", exc, _FEED_RETRY, feed=name)
+                return
             if not claim.granted:
                 refused = claim
                 log.debug(
@@ -501,12 +511,14 @@ class Daemon:
             # schedule the next one itself as it ends
             if not self._stopping and (mine or name not in self._polling):
                 try:
-                    if refused is not None:
+                    if unclaimed:  # the state is out of reach: not asked again now
+                        self._retry_later(name)
+                    elif refused is not None:
                         self._reschedule_refused(name, refused)
                     else:
                         self._reschedule(name, polled_url)
-                except Exception:
-                    log.exception("feed.reschedule_failed", feed=name)
+                except Exception as exc:
+                    _log_state_failure("feed.reschedule_failed", exc, _FEED_RETRY, feed=name)
                     self._retry_later(name)
 
     def _retry_later(self, name: str) -> None:
@@ -534,8 +546,8 @@ class Daemon:
         try:
             report = await self.dispatcher.run_once()
             self._record_deliveries(report)
-        except Exception:
-            log.exception("delivery.run_failed")
+        except Exception as exc:
+            _log_state_failure("delivery.run_failed", exc, "tried again at the next delivery round")
         finally:
             self._delivery_runs -= 1
 
@@ -772,6 +784,15 @@ class Daemon:
             states[st] = states.get(st, 0) + 1
         metrics.FEEDS.replace([({"state": k}, v) for k, v in states.items()])
         self._update_outbox()
+
+
+def _log_state_failure(event: str, exc: Exception, hint: str, **fields: Any) -> None:
+    """A state that failed (a database out of reach) is one line saying why and when it
+    is tried again; anything else is a bug, logged with its traceback."""
+    if isinstance(exc, StateError):
+        log.error(event, **fields, error=redact(str(exc)), hint=hint)
+    else:
+        log.error(event, **fields, exc_info=exc)
 
 
 def _stored_slot(rec: FeedRecord | None, feed: FeedConfig) -> datetime | None:

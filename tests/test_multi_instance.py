@@ -37,7 +37,7 @@ from feedwatch.store.base import LEASE_SECONDS
 from feedwatch.testing import entry, rss
 from tests.feedserver import FeedServer
 from tests.helpers import wait_for
-from tests.pg import PgCluster, pg_cluster, pg_url
+from tests.pg import PgCluster, Unavailable, pg_cluster, pg_url
 
 __all__ = ["pg_cluster", "pg_url"]  # fixtures, imported for pytest
 
@@ -108,13 +108,22 @@ class StampedReceiver:
         self.server.server_close()
 
 
+# `python -m feedwatch` waiting at most this long for a pooled connection (POOL_TIMEOUT
+# is 15 s: a test of an unreachable database would wait that long for each call)
+_SHORT_POOL_WAIT = (
+    "import sys, feedwatch.store.postgres as p; p.POOL_TIMEOUT = 0.5;"
+    " from feedwatch.cli import main; sys.exit(main())"
+)
+
+
 class Instance:
-    def __init__(self, cfg: Path, log: Path) -> None:
+    def __init__(self, cfg: Path, log: Path, *, short_pool_wait: bool = False) -> None:
         self.cfg = cfg
         self.log = log
         self._out = log.open("w")
+        start = ["-c", _SHORT_POOL_WAIT] if short_pool_wait else ["-m", "feedwatch"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
+            [sys.executable, *start, "-c", str(cfg), "run"],
             stdout=subprocess.DEVNULL,
             stderr=self._out,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -296,6 +305,54 @@ def test_three_instances_poll_each_feed_once_per_interval_and_take_over_a_dead_o
         text = inst.log.read_text()
         assert password not in text
         assert any(e.get("event") == "daemon.started" for e in inst.events())
+
+
+def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_retried(
+    tmp_path: Path, stamped_server: StampedFeedServer, instances: list[Instance]
+) -> None:
+    """The server stopped under a running daemon: each poll job's claim failed, and
+    APScheduler logged "Job ... raised an exception" with a traceback (after the
+    reschedule's own). Now: ``feed.claim_failed`` naming the feed and the (masked)
+    state's error, no traceback, every feed tried again, and SIGTERM still stops it."""
+    pytest.importorskip("psycopg")
+    if os.environ.get("FEEDWATCH_TEST_PG_URL"):
+        pytest.skip("needs a PostgreSQL server of its own to stop")
+    try:
+        cluster = PgCluster.start()
+    except Unavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        srv = stamped_server
+        for f in ("a", "b"):
+            srv.set("/" + f, rss([entry(f"{f}-1")]))
+        cfg = write_config(
+            tmp_path, "i", cluster.new_schema(), srv, ["a", "b"], "http://127.0.0.1:9/"
+        )
+        inst = Instance(cfg, tmp_path / "i.log", short_pool_wait=True)
+        instances.append(inst)
+        wait_for(lambda: srv.polls("/a") and srv.polls("/b"), 20, "both feeds polled")
+        password = cluster.password
+        cluster.stop()
+
+        def failed(feed: str) -> list[dict[str, Any]]:
+            return [
+                e
+                for e in inst.events()
+                if e.get("event") == "feed.claim_failed" and e.get("feed") == feed
+            ]
+
+        wait_for(lambda: len(failed("a")) >= 2 and len(failed("b")) >= 2, 30, "claims retried")
+        assert inst.stop() == 0
+    finally:
+        cluster.stop()
+    events = inst.events()
+    for e in failed("a") + failed("b"):
+        assert e["error"].startswith("PostgreSQL state postgresql://***@127.0.0.1:"), e
+        assert "exception" not in e
+    assert [
+        e for e in events if "exception" in e or e.get("logger", "").startswith("apscheduler")
+    ] == []
+    assert password and password not in inst.log.read_text()
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
