@@ -246,6 +246,54 @@ def test_a_script_whose_interpreter_is_not_executable_is_dead_naming_it(tmp_path
     )
 
 
+def test_a_script_whose_interpreter_is_a_script_with_a_missing_interpreter_names_that_one(
+    tmp_path: Path,
+) -> None:
+    """It was "its interpreter '.../interp' (its #! line) was not found", of an interp
+    that is there: the system follows its own #! line, whose interpreter is missing."""
+    interpreter = tmp_path / "interp"
+    interpreter.write_text("#!/nonexistent/inner\nexit 0\n")
+    interpreter.chmod(0o755)
+    path = tmp_path / "on-alert"
+    path.write_text(f"#!{interpreter}\nexit 0\n")
+    path.chmod(0o755)
+    result = _send(_sink([str(path)]), make_payload())
+    assert result.permanent
+    assert result.error == (
+        f"sink script: cannot start {str(path)!r}: its interpreter {str(interpreter)!r}"
+        " (its #! line) is a script whose interpreter '/nonexistent/inner' was not found"
+    )
+    interpreter.write_bytes(b"#!/bin/sh\r\nexit 0\r\n")  # its own #! line ends in CR LF
+    result = _send(_sink([str(path)]), make_payload())
+    assert result.permanent
+    assert result.error == (
+        f"sink script: cannot start {str(path)!r}: its interpreter {str(interpreter)!r}"
+        " (its #! line) is a script whose #! line ends in a carriage return (CRLF line"
+        " ends), so its interpreter is '/bin/sh\\r'"
+    )
+
+
+def test_a_script_whose_interpreter_is_a_script_with_a_non_executable_one_names_that_one(
+    tmp_path: Path,
+) -> None:
+    """It was "its interpreter '.../interp' (its #! line) is not executable", of one that is."""
+    inner = tmp_path / "inner"
+    inner.write_text("#!/bin/sh\nexit 0\n")
+    inner.chmod(0o644)
+    interpreter = tmp_path / "interp"
+    interpreter.write_text(f"#!{inner}\nexit 0\n")
+    interpreter.chmod(0o755)
+    path = tmp_path / "on-alert"
+    path.write_text(f"#!{interpreter}\nexit 0\n")
+    path.chmod(0o755)
+    result = _send(_sink([str(path)]), make_payload())
+    assert result.permanent
+    assert result.error == (
+        f"sink script: cannot start {str(path)!r}: its interpreter {str(interpreter)!r}"
+        f" (its #! line) is a script whose interpreter {str(inner)!r} is not executable"
+    )
+
+
 def test_program_ignoring_stdin_exits_zero(tmp_path: Path) -> None:
     big = make_payload(summary="x" * 500_000)
     result = _send(_sink([sys.executable, "-c", "pass"]), big)

@@ -65,28 +65,53 @@ def _program_path(program: str) -> str | None:
 
 def _not_found(program: str) -> str:
     """What was not found: ENOENT also means a program that exists but whose #! line
-    names an interpreter that does not (or an ELF whose loader is missing)."""
+    names an interpreter that does not, or whose interpreter is a script whose own #!
+    line does (or an ELF whose loader is missing)."""
     path = _program_path(program)
     if path is None:
         return "no such program"
-    interpreter = _shebang(path)
-    if interpreter is None:
+    chain = _interpreters(path)
+    if not chain:
         return "it exists, but its interpreter (or loader) was not found"
-    if interpreter.endswith("\r"):  # the system keeps the CR: it looks for "/bin/sh\r"
-        return (
-            "its #! line ends in a carriage return (CRLF line ends), "
-            f"so its interpreter is {interpreter!r}"
-        )
-    return f"its interpreter {interpreter!r} (its #! line) was not found"
+    last = chain[-1]
+    if last.endswith("\r"):  # the system keeps the CR: it looks for "/bin/sh\r"
+        crlf = f"#! line ends in a carriage return (CRLF line ends), so its interpreter is {last!r}"
+        return _through(chain[:-1], f"is a script whose {crlf}") if chain[1:] else f"its {crlf}"
+    if os.path.isfile(last):  # not a script: an ELF whose loader is missing
+        return _through(chain, "exists, but its own interpreter (or loader) was not found")
+    return _through(chain, "was not found")
 
 
 def _not_permitted(program: str) -> str:
-    """What may not run: EACCES of an executable script is its #! interpreter's."""
+    """What may not run: EACCES of an executable script is the first interpreter on its
+    #! chain that is not executable."""
     path = _program_path(program)
-    interpreter = _shebang(path) if path is not None and os.access(path, os.X_OK) else None
-    if interpreter is None:
-        return "not executable"
-    return f"its interpreter {interpreter!r} (its #! line) is not executable"
+    chain = _interpreters(path) if path is not None and os.access(path, os.X_OK) else []
+    for n, interpreter in enumerate(chain):
+        if not (os.path.isfile(interpreter) and os.access(interpreter, os.X_OK)):
+            return _through(chain[: n + 1], "is not executable")
+    return "not executable"
+
+
+def _interpreters(path: str) -> list[str]:
+    """The #! interpreters the system follows from ``path``: a script's interpreter may
+    be a script itself (the kernel follows a few levels), up to the first that is not a
+    script or not there."""
+    chain: list[str] = []
+    while len(chain) < 5 and (interpreter := _shebang(path)) is not None:
+        chain.append(interpreter)
+        if not os.path.isfile(interpreter):
+            break
+        path = interpreter
+    return chain
+
+
+def _through(chain: Sequence[str], what: str) -> str:
+    """``what`` of the last interpreter of ``chain``, by way of the scripts before it:
+    "its interpreter 'A' (its #! line) is a script whose interpreter 'B' was not found"."""
+    named = [f"interpreter {i!r}" for i in chain]
+    named[0] += " (its #! line)"
+    return "its " + " is a script whose ".join(named) + " " + what
 
 
 def _shebang(path: str) -> str | None:
