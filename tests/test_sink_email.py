@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from email import policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from typing import Any
 
@@ -361,6 +362,28 @@ def test_no_header_line_is_longer_than_rfc_2047_allows(feed: str) -> None:
     assert parse(messages[0].as_bytes(policy=policy.SMTP))["X-Feedwatch-Feed"] == feed
 
 
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Strike on Ålesund harbour reported by local papers yesterday evening Møre (and"
+        " Romsdal) ferry",
+        "Strike on Ålesund harbour reported by local papers later (yesterday evening) Møre ferry",
+        "Strike on Ålesund harbour reported by local papers and many more others, see\\ Møre",
+    ],
+)
+def test_a_fold_beside_a_parenthesis_keeps_its_space_for_decode_header(title: str) -> None:
+    """An encoded word at a line's end, then "(and" on the next line (or "evening)"
+    then an encoded word) read back through email.header's decode_header and
+    make_header with the space lost: "Møre(and", "evening)Møre", "see\\Møre"."""
+    data = build_message([delivery(payload(title=title))], cfg()).as_bytes(policy=policy.SMTP)
+    raw = email.message_from_bytes(data, policy=policy.compat32)["Subject"]
+    assert "\r\n" in raw and "=?" in raw  # folded, with encoded words
+    assert str(make_header(decode_header(raw))) == f"[feedwatch] moscow-times: {title}"
+    assert str(parse(data)["Subject"]) == f"[feedwatch] moscow-times: {title}"
+    for line in header_block(data).split(b"\r\n"):
+        assert len(line) <= 76
+
+
 _FOLDED_OK = {
     "subject", "from", "to", "date", "message-id", "in-reply-to", "references", "list-id",
     "x-feedwatch-feed", "x-feedwatch-alert-id", "x-feedwatch-kind", "auto-submitted",
@@ -460,11 +483,14 @@ def test_a_display_name_with_a_comma_mails_the_address_in_angle_brackets(
         "Doe, Jane",
         "Jörg Müller-Lüdenscheidt, Redaktion für Nachrichten aus Köln",
         "Новости Москвы, Россия",
+        "\\" * 40,
+        "Desk " + "\\" * 40 + " (night)",
     ],
 )
 def test_a_long_display_name_reads_back_as_written(name: str) -> None:
     """A name longer than one encoded word was cut mid-word into several; Python's
-    email read a space in at each cut ('fylkeskomm une', 'long  book')."""
+    email read a space in at each cut ('fylkeskomm une', 'long  book'). A name of 40
+    backslashes was quoted (each one doubled) on an 88-column From line."""
     mailbox = f"{_quoted(name)} <alerts@example.org>"
     c = cfg()
     opts = {**c.options, "from_": mailbox, "to": (mailbox, "bo@example.org")}
@@ -475,6 +501,7 @@ def test_a_long_display_name_reads_back_as_written(name: str) -> None:
     assert [a.display_name for a in msg["To"].addresses] == [name, ""]
     for line in header_block(data).split(b"\r\n"):
         assert len(line) <= 76
+    assert data.isascii()
 
 
 def _quoted(text: str) -> str:

@@ -226,29 +226,56 @@ def _as_text(word: str) -> str | None:
 
 
 def _as_phrase_word(word: str) -> str | None:
-    """A word of a display name: an atom as written, other plain text quoted, or None."""
+    """A word of a display name: an atom as written, other plain text quoted (if the
+    quoted string, backslashes doubled, still fits on a line), or None."""
     if _plain_atom(word):
         return word
-    return _quoted(word) if _plain_text(word) else None
+    return _quoted(word) if _plain_text(word) and len(_quoted(word)) <= _WORD_MAX else None
+
+
+# A reader that decodes word by word (email.header.decode_header and make_header) puts
+# no space between an encoded word and the text on the next line when that text starts
+# with one of these, nor between text ending with one and an encoded word on the next
+# line: the space a fold stands for there is lost ("Møre(aus").
+_NO_SPACE_AT_FOLD = "()\\"
 
 
 def _words(text: str, written: Callable[[str], str | None], size: int = _EW_BYTES) -> list[str]:
     """``text``'s words, the plain ones as ``written`` has them and each run of others as
-    encoded words (which hold the spaces of the run: a reader drops those between encoded words)."""
+    encoded words (which hold the spaces of the run: a reader drops those between encoded
+    words). A plain word with ``_NO_SPACE_AT_FOLD`` on its side next to a run joins it."""
+    words = text.split()
+    plain = _join_runs([written(word) for word in words])
     out: list[str] = []
     run: list[str] = []
-    for word in text.split():
-        plain = written(word)
-        if plain is None:
+    for word, as_written in zip(words, plain, strict=True):
+        if as_written is None:
             run.append(word)
             continue
         if run:
             out += _encoded_words(" ".join(run), size)
             run = []
-        out.append(plain)
+        out.append(as_written)
     if run:
         out += _encoded_words(" ".join(run), size)
     return out
+
+
+def _join_runs(plain: list[str | None]) -> list[str | None]:
+    """``plain`` with each word that has ``_NO_SPACE_AT_FOLD`` on its side next to an
+    encoded one (None) encoded too, until none is left."""
+    joined = True
+    while joined:
+        joined = False
+        for i, word in enumerate(plain):
+            if word is None:
+                continue
+            before = i > 0 and plain[i - 1] is None and word[0] in _NO_SPACE_AT_FOLD
+            after = i + 1 < len(plain) and plain[i + 1] is None and word[-1] in _NO_SPACE_AT_FOLD
+            if before or after:
+                plain[i] = None
+                joined = True
+    return plain
 
 
 def _phrase(name: str) -> list[str]:
@@ -257,7 +284,7 @@ def _phrase(name: str) -> list[str]:
     email reads a space in at each cut between encoded words in a display name."""
     if all(_plain_atom(word) for word in name.split()):
         return name.split()
-    if _plain_text(name.replace(" ", "")) and len(name) <= _PLAIN_MAX:
+    if _plain_text(name.replace(" ", "")) and len(_quoted(name)) <= _WORD_MAX:
         return [_quoted(name)]
     return _words(name, _as_phrase_word, _PHRASE_EW_BYTES)
 
