@@ -5,11 +5,18 @@ slipped into an exception message still prints as ``***``. The libraries that lo
 through the standard library (APScheduler, asyncio, aiohttp) come out the same way:
 their warnings and errors are feedwatch's lines too, in the same format, redacted
 (else they would print as bare text among the JSON lines, secrets and all).
+
+Written to the journal (systemd connects stderr to it and says so in
+``$JOURNAL_STREAM``), each line starts with its syslog priority, ``<4>`` for a
+warning: journald stores the line at that priority (``journalctl -p warning``) and
+strips the prefix, so the message is the same JSON. A file or a pipe gets none.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
@@ -25,6 +32,9 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+# syslog priorities (sd-daemon(3)'s "<N>" line prefix) of the levels a line can have
+_PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
 
 
 def _redact_value(value: Any) -> Any:
@@ -60,6 +70,8 @@ def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None =
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer(ensure_ascii=streams.ascii_json(stream))
+    if _is_journal(stream):
+        renderer = _Prioritised(renderer)
     threshold = _LEVELS.get(level, logging.INFO)
     structlog.configure(
         processors=[
@@ -77,6 +89,33 @@ def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None =
         cache_logger_on_first_use=False,
     )
     _route_stdlib(stream, renderer, max(threshold, logging.WARNING))
+
+
+def _is_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is the journal's: ``$JOURNAL_STREAM`` names its device and
+    inode (a process started from the service inherits the variable, not the stream)."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+class _Prioritised:
+    """A renderer whose every line starts with the event's syslog priority."""
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
+        level = str(event_dict.get("level") or name).lower()
+        prefix = f"<{_PRIORITIES.get(level, 6)}>"
+        text = str(self._renderer(logger, name, event_dict))
+        # a console line's traceback runs over several lines: journald stores each
+        return "\n".join(prefix + line for line in text.split("\n"))
 
 
 def restorer() -> Callable[[], None]:

@@ -106,3 +106,65 @@ def test_processes_sharing_stderr_never_run_two_lines_together(tmp_path: Path) -
     text = (tmp_path / "stderr.txt").read_text()
     seen = {(e["writer"], e["n"]) for e in map(json.loads, text.splitlines())}
     assert seen == {(i, n) for i in range(4) for n in range(2000)}
+
+
+JOURNAL_WRITER = """
+import logging, os, sys
+import structlog
+from feedwatch import log
+if sys.argv[1] == "match":
+    st = os.fstat(2)
+    os.environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+elif sys.argv[1] == "other":
+    st = os.fstat(0)
+    os.environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+log.configure(level="debug", fmt=sys.argv[2])
+logger = structlog.get_logger("t")
+logger.debug("a.debug")
+logger.info("a.info")
+logger.warning("a.warning")
+logger.error("a.error")
+logger.critical("a.critical")
+logging.getLogger("apscheduler").warning("a library warning")
+"""
+
+
+def _journal_lines(tmp_path: Path, journal: str, fmt: str = "json") -> list[str]:
+    err = tmp_path / f"stderr-{journal}-{fmt}.txt"
+    with err.open("w") as f, (tmp_path / "stdin.txt").open("w+") as stdin:
+        subprocess.run(
+            [sys.executable, "-c", JOURNAL_WRITER, journal, fmt],
+            stdin=stdin,
+            stderr=f,
+            check=True,
+            timeout=60,
+        )
+    return err.read_text().splitlines()
+
+
+def test_lines_to_the_journal_carry_their_syslog_priority(tmp_path: Path) -> None:
+    """journald stored every line at info: `journalctl -p warning` showed nothing.
+    Each line written to the journal's stream now starts with its priority (which
+    journald strips), and the rest of the line is the same JSON."""
+    got = _journal_lines(tmp_path, "match")
+    prefixes = [line[: line.index(">") + 1] for line in got]
+    assert prefixes == ["<7>", "<6>", "<4>", "<3>", "<2>", "<4>"]
+    events = [json.loads(line[3:])["event"] for line in got]
+    assert events[:5] == ["a.debug", "a.info", "a.warning", "a.error", "a.critical"]
+    console = _journal_lines(tmp_path, "match", "console")
+    assert [line[:3] for line in console] == ["<7>", "<6>", "<4>", "<3>", "<2>", "<4>"]
+
+
+@pytest.mark.parametrize("journal", ["unset", "other"])
+def test_lines_to_a_file_or_another_stream_carry_no_prefix(tmp_path: Path, journal: str) -> None:
+    """No $JOURNAL_STREAM, or one naming another file (inherited by a process whose
+    stderr was redirected): pure JSON lines."""
+    got = _journal_lines(tmp_path, journal)
+    assert [json.loads(line)["level"] for line in got] == [
+        "debug",
+        "info",
+        "warning",
+        "error",
+        "critical",
+        "warning",
+    ]
