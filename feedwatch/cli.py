@@ -159,10 +159,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         print(f"feedwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+        _say_start_failed(args.command, str(exc), str(exc))
         return EXIT_USAGE
     except StateError as exc:
-        print(f"feedwatch: {exc}", file=sys.stderr)
+        _say_start_failed(args.command, redact(str(exc)), f"feedwatch: {exc}")
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
@@ -171,6 +171,16 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         # on delivering, and says so, in its own handler)
         _discard_output(out)
         return EXIT_OK
+
+
+def _say_start_failed(command: str, message: str, plain: str) -> None:
+    """Why a command could not begin. The daemon's stderr is its log (the journal,
+    read as JSON lines): one log event there; another command's gets ``plain``, as
+    the rest of its output."""
+    if command == "run":
+        log.error("daemon.start_failed", error=message)
+    else:
+        print(plain, file=sys.stderr)
 
 
 def _load(args: argparse.Namespace) -> Config:

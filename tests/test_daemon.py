@@ -180,6 +180,46 @@ def test_second_daemon_refuses_and_check_refuses_but_dry_run_works(
     assert d.stop() == 0
 
 
+def _start_failure(proc: subprocess.CompletedProcess[str]) -> dict:
+    """The one log line `run` wrote when it could not start (stderr not a terminal)."""
+    (line,) = proc.stderr.splitlines()
+    event = json.loads(line)
+    assert (event["event"], event["level"]) == ("daemon.start_failed", "error"), event
+    return event
+
+
+def test_a_daemon_that_cannot_start_says_why_in_one_json_line(tmp_path, feed_server, start_daemon):
+    """A config error, a state in use, a corrupt state: `run` printed plain text among
+    its JSON log lines, and `journalctl -o cat | jq` stopped there. It logs one
+    `daemon.start_failed` event now, same exit codes; other commands keep plain text."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    good = cfg.read_text()
+    cfg.write_text(good.replace("[feedwatch]\n", "[feedwatch]\nintervall = 3\n"))
+    bad = run_feedwatch("-c", str(cfg), "run", timeout=30)
+    assert bad.returncode == 2
+    assert "feedwatch.intervall: unknown key" in _start_failure(bad)["error"]
+    validate = run_feedwatch("-c", str(cfg), "validate", timeout=30)
+    assert validate.returncode == 2 and validate.stderr.startswith(str(cfg))
+
+    cfg.write_text(good)
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("daemon.started"), what="start")
+    second = run_feedwatch("-c", str(cfg), "run", timeout=30)
+    assert second.returncode == 1
+    assert "in use by another feedwatch" in _start_failure(second)["error"]
+    assert d.stop() == 0
+
+    (tmp_path / "state.db").write_bytes(b"garbage " * 100)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"state.db{suffix}").unlink(missing_ok=True)
+    corrupt = run_feedwatch("-c", str(cfg), "run", timeout=30)
+    assert corrupt.returncode == 1
+    assert "corrupt" in _start_failure(corrupt)["error"]
+    status = run_feedwatch("-c", str(cfg), "status", timeout=30)
+    assert status.returncode == 1 and status.stderr.startswith("feedwatch: state file")
+
+
 def test_sighup_adds_a_feed_and_invalid_config_keeps_running(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/b", rss([entry("b1")]))
