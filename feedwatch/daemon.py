@@ -163,6 +163,9 @@ class Daemon:
         if not is_postgres_url(cfg.state):
             self._lock = acquire_lock(cfg.state)
         try:
+            # first, with nothing else started yet: an address in use ends the start here
+            if cfg.metrics_listen and not await self._start_metrics(cfg.metrics_listen):
+                return 1
             store = open_store(cfg.state)
             assert store is not None
             self.store = store
@@ -185,11 +188,6 @@ class Daemon:
             self._schedule_initial()
             self._schedule_upkeep()
             self._clock_watch = loop.create_task(self._watch_clock())
-            if cfg.metrics_listen:
-                self._metrics_server = metrics.MetricsServer(
-                    cfg.metrics_listen, metrics.REGISTRY, self._health
-                )
-                await self._metrics_server.start()
             self._update_gauges()
             self._kick_deliveries()
             for sink in cfg.sinks.values():
@@ -214,8 +212,27 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if self._metrics_server is not None:  # the start failed after it (a bad state)
+                await self._metrics_server.stop()
             if self._lock is not None:
                 self._lock.release()
+
+    async def _start_metrics(self, address: str) -> bool:
+        """Serve the metrics at ``address`` at start; False (logged) if it cannot be had:
+        a daemon whose ``metrics_listen`` serves nothing would look down to its scraper."""
+        server = metrics.MetricsServer(address, metrics.REGISTRY, self._health)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error(
+                "daemon.start_failed",
+                error=exc.strerror or str(exc),
+                listen=address,
+                hint="free that address or set another metrics_listen",
+            )
+            return False
+        self._metrics_server = server
+        return True
 
     def _request_stop(self, sig: signal.Signals) -> None:
         if not self._stop.is_set():

@@ -809,6 +809,34 @@ def test_a_reload_moves_the_metrics_endpoint_or_keeps_it_if_the_new_port_is_take
     assert d.stop() == 0
 
 
+def test_a_metrics_address_in_use_at_start_is_one_clear_error_and_exit_1(
+    tmp_path, feed_server, start_daemon
+):
+    """`run` crashed with a 40-line traceback; now one `daemon.start_failed` line naming
+    the address, exit 1, nothing left behind (no lock held, no process on stderr)."""
+    import socket
+
+    feed_server.set("/a", rss([entry(1)]))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        cfg = write_config(
+            tmp_path, feed_server, ["a"], extra=f'metrics_listen = "{busy}"\nparse_workers = 2'
+        )
+        r = run_feedwatch("-c", str(cfg), "run", timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    (failed,) = [e for e in events if e["event"] == "daemon.start_failed"]
+    assert failed["listen"] == busy and failed["level"] == "error"
+    assert busy in failed["error"] and "in use" in failed["error"]
+    assert feed_server.count("/a") == 0
+    d = start_daemon(cfg)  # the lock was let go, the address is free now
+    wait_for(lambda: d.has("daemon.started"), what="a start once the address is free")
+    assert d.stop() == 0
+
+
 def test_sd_notify_ready_and_stopping(tmp_path, feed_server, start_daemon):
     import socket
 
