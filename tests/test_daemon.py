@@ -837,6 +837,67 @@ def test_a_metrics_address_in_use_at_start_is_one_clear_error_and_exit_1(
     assert d.stop() == 0
 
 
+def _descendants(pid: int) -> set[int]:
+    """The processes under ``pid`` still running (a zombie is not)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_bytes().rsplit(b")", 1)[-1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for child, pp in parents.items():
+            if pp == parent and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sigterm_to_the_daemon_alone_ends_its_parse_workers(tmp_path, feed_server, start_daemon):
+    """Under KillMode=mixed only the daemon gets SIGTERM: its parse workers (and their
+    fork server) must end with it, not live on until systemd's SIGKILL."""
+    feeds = ["a", "b", "c"]
+    body = rss([entry(i) for i in range(1500)])
+    for name in feeds:
+        feed_server.set(f"/{name}", body)
+    cfg = write_config(tmp_path, feed_server, feeds, extra="parse_workers = 2")
+    cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "4s"'))
+    # a check stores the same next poll for the three: the daemon polls them together,
+    # and a namespace added to their root has each parsed again in full (the same
+    # entries: no alert), so two bodies wait for a parse at once and workers start
+    assert run_feedwatch("-c", str(cfg), "check", timeout=60).returncode == 0
+    changed = body.replace(b"<rss ", b'<rss xmlns:dc="http://purl.org/dc/elements/1.1/" ', 1)
+    for name in feeds:
+        feed_server.set(f"/{name}", changed)
+    d = start_daemon(cfg)
+    children = wait_for(
+        lambda: len(_descendants(d.proc.pid)) >= 2 and _descendants(d.proc.pid),
+        timeout=30,
+        what="the parse workers",
+    )
+    os.kill(d.proc.pid, signal.SIGTERM)
+    assert d.proc.wait(timeout=20) == 0
+    wait_for(
+        lambda: not any(_alive(c) for c in children),
+        timeout=10,
+        what=f"the daemon's children {sorted(children)} to end",
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
 def test_sd_notify_ready_and_stopping(tmp_path, feed_server, start_daemon):
     import socket
 

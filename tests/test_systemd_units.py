@@ -127,6 +127,33 @@ def test_user_unit_keys():
     assert one(unit, "Install", "WantedBy") == "default.target"
 
 
+def _seconds(value: str) -> float:
+    """A systemd time span of the forms the units use: "30s", "1min 30s", "90"."""
+    units = {"": 1.0, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value):
+        total += float(number) * units[unit]
+    return total
+
+
+@pytest.mark.parametrize("path", [SYSTEM_UNIT, USER_UNIT], ids=["system", "user"])
+def test_stop_signals_the_daemon_only_and_leaves_it_its_shutdown_timeout(path):
+    """KillMode=control-group (the default) sent SIGTERM to every process of the unit,
+    so a command sink's program was killed mid-send, which docs/systemd.md says
+    finishes. mixed: SIGTERM to feedwatch alone (which stops its own children), SIGKILL
+    to whatever is left at the end; and the stop waits longer than feedwatch does."""
+    from dataclasses import fields
+
+    from feedwatch.model import Config
+
+    unit = parse_unit(path)
+    assert one(unit, "Service", "KillMode") == "mixed"
+    default = next(f.default for f in fields(Config) if f.name == "shutdown_timeout")
+    assert isinstance(default, float)
+    for stop in values(unit, "Service", "TimeoutStopSec"):
+        assert _seconds(stop) >= default + 10, f"TimeoutStopSec={stop}"
+
+
 # -- systemd-analyze -----------------------------------------------------------
 
 
