@@ -161,6 +161,47 @@ def test_toml_examples_load(block: Block, tmp_path: Path) -> None:
         pytest.fail(f"{block.id}: the example does not validate:\n{exc}")
 
 
+CREDENTIAL = re.compile(r"^[ \t]*#?LoadCredential=([^:\s]+):(\S+)$", re.M)
+UNITS = sorted((ROOT / "systemd").glob("*.service"))
+
+
+def test_every_credential_is_named_as_the_file_it_loads() -> None:
+    """A bare ``password_file`` is looked up in $CREDENTIALS_DIRECTORY by the service
+    and next to the config from a shell (`validate`, `status`): a credential named
+    otherwise than its file made the page's own admin commands fail."""
+    seen = 0
+    for path in [*DOC_FILES, *UNITS]:
+        for name, source in CREDENTIAL.findall(path.read_text(encoding="utf-8")):
+            seen += 1
+            assert name == source.rsplit("/", 1)[-1], f"{path.name}: {name}:{source}"
+    assert seen >= 6
+
+
+def test_the_systemd_secrets_example_loads_in_the_service_and_from_a_shell(
+    tmp_path: Path,
+) -> None:
+    text = (DOCS / "systemd.md").read_text(encoding="utf-8")
+    section = text[text.index("### Secrets") : text.index("### Reload")]
+    credentials = CREDENTIAL.findall(section)
+    (example,) = re.findall(r"```toml\n(.*?)```", section, re.S)
+    named = re.findall(r'^(?:password|secret)_file\s*=\s*"([^"/]+)"', example, re.M)
+    assert named and set(named) <= {name for name, _source in credentials}
+    etc, creds = tmp_path / "etc-feedwatch", tmp_path / "credentials"
+    etc.mkdir()
+    creds.mkdir()
+    for name, source in credentials:
+        assert source.startswith("/etc/feedwatch/"), source  # beside the config
+        (etc / source.rsplit("/", 1)[-1]).write_text("from-etc\n", encoding="utf-8")
+        (creds / name).write_text("from-credentials\n", encoding="utf-8")
+    (etc / "config.toml").write_text(example, encoding="utf-8")
+    shell = load_config(etc / "config.toml", env={"HOME": str(tmp_path)})
+    service = load_config(
+        etc / "config.toml", env={"HOME": str(tmp_path), "CREDENTIALS_DIRECTORY": str(creds)}
+    )
+    for config, secret in ((shell, "from-etc"), (service, "from-credentials")):
+        assert config.sinks["me"].options["password"].reveal() == secret
+
+
 def test_there_are_examples_to_check() -> None:
     mine = {"configuration.md", "matching.md", "recipes.md"}
     counts = {f: sum(1 for b in TOML_BLOCKS if b.file == f) for f in mine}

@@ -111,9 +111,9 @@ def test_system_unit_keys():
         assert expected in values(unit, "Service", key), f"[Service] {key}={expected}"
     assert one(unit, "Install", "WantedBy") == "multi-user.target"
     text = SYSTEM_UNIT.read_text()
-    # the credential example is there, commented, matching password_file = "smtp"
-    assert re.search(r"^#LoadCredential=smtp:/etc/feedwatch/\S+$", text, re.M)
-    assert 'password_file = "smtp"' in text
+    # the credential example is there, commented, named as its file (docs/systemd.md)
+    assert re.search(r"^#LoadCredential=smtp-password:/etc/feedwatch/smtp-password$", text, re.M)
+    assert 'password_file = "smtp-password"' in text
 
 
 def test_user_unit_keys():
