@@ -14,6 +14,7 @@ import codecs
 import contextvars
 import email.utils
 import functools
+import html
 import io
 import json
 import re
@@ -48,8 +49,9 @@ log = structlog.get_logger("feedwatch.parse")
 # time, impossible dates none (a changed date kept from an older cache would alert as
 # updated when the feed is next parsed in full, one entry here and there; re-read at
 # once, a feed's entries all move together, which diff takes for timestamp churn);
-# 9: RFC 822 zones of one to three digits, ISO zones without a colon
-PARSE_VERSION = 9
+# 9: RFC 822 zones of one to three digits, ISO zones without a colon; 10: tags read by
+# the lenient parser have their entities decoded
+PARSE_VERSION = 10
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -421,6 +423,40 @@ def _ids_as_given() -> None:
 
 
 _ids_as_given()
+
+# Elements whose text feedparser makes an entry's tags (dc:subject and keywords are read
+# as a category).
+_TAG_ELEMENTS = frozenset({"category", "tags", "itunes_keywords", "media_keywords"})
+_ENTITY_REFERENCE = re.compile(
+    r"&(?:#[0-9]{1,10}|#[xX][0-9a-fA-F]{1,8}|[A-Za-z][A-Za-z0-9]{0,31});"
+)
+
+
+def _tags_decoded_leniently() -> None:
+    """A tag read by feedparser's lenient parser (a body that is not well-formed XML: one
+    ``&nbsp;`` is enough) has its entities decoded, as the XML parser decodes them:
+    feedparser leaves the text of an element of no declared type escaped there, so
+    ``R&amp;D`` was the tag, and a rule on tags for "R&D" missed. Decoded once, from
+    the escaped text: ``&amp;amp;`` is the text "&amp;" either way."""
+    import importlib
+
+    loose = importlib.import_module("feedparser.parsers.loose")._LooseFeedParser
+    original = loose.decode_entities
+    if getattr(original, "_feedwatch", False):
+        return
+
+    def decode_entities(self: Any, element: str, data: str) -> Any:
+        escaped = str(self.contentparams.get("type", "xml")).endswith("xml")
+        data = original(self, element, data)
+        if element in _TAG_ELEMENTS and escaped and isinstance(data, str) and "&" in data:
+            data = _ENTITY_REFERENCE.sub(lambda m: html.unescape(m.group(0)), data)
+        return data
+
+    decode_entities._feedwatch = True  # type: ignore[attr-defined]
+    loose.decode_entities = decode_entities
+
+
+_tags_decoded_leniently()
 
 _JSONFEED_VERSION = re.compile(r"https?://jsonfeed\.org/version/")
 _JSON_TYPE = re.compile(r"^\s*(?:application|text)/(?:[\w.+-]*\+)?json\b", re.IGNORECASE)

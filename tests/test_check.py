@@ -293,6 +293,27 @@ def test_a_body_cut_short_mid_entry_alerts_neither_half_nor_whole_twice(
     assert got == [("new", "A new story, told in full, in several words.")]
 
 
+def test_a_rule_on_tags_hits_in_a_feed_that_is_not_well_formed(tmp_path, feed_server):  # noqa: F811
+    """One ``&nbsp;`` makes a body not well-formed XML: its tags were read with their
+    entities left ("R&amp;D") and a rule on tags for "R&D" missed. Tags are in no
+    fingerprint: the feed turning not well-formed alerts nothing for the entries it had."""
+    old = [entry(1, tags=["R&D"]), entry(2, tags=["Sport"])]
+    feed_server.set("/t.xml", rss(old))
+    cfg = tmp_path / "feedwatch.toml"
+    feeds = f'[[feeds]]\nname = "t"\nurl = "{feed_server.url("/t.xml")}"\nmatch = ["rd"]\n'
+    rules = '[rules.rd]\nany = ["R&D", "Science & Tech"]\nfields = ["tags"]\n'
+    cfg.write_text(jsonl_config(tmp_path, rules + feeds))
+    assert fw(cfg, "check").returncode == 0
+    new = [*old, entry(3, tags=["Science & Tech"]), entry(4, tags=["Sport"])]
+    feed_server.set("/t.xml", rss(new).replace(b"Summary of entry 4.", b"Summary&nbsp;4."))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    (a,) = alerts(tmp_path)
+    assert a["entry"]["title"] == "Entry 3"
+    assert a["entry"]["tags"] == ["Science & Tech"]
+    assert a["matched"] == [{"rule": "rd", "terms": ["Science & Tech"]}]
+
+
 def test_guid_churn_and_returning_entry_do_not_alert(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0

@@ -342,6 +342,21 @@ def test_an_enclosure_without_a_type_has_none() -> None:
     )
 
 
+def test_tags_have_their_entities_decoded_in_a_body_that_is_not_well_formed() -> None:
+    """One ``&nbsp;`` sends a body to feedparser's lenient parser, which left a category's
+    entities undecoded ("R&amp;D"): its tags are the well-formed body's, decoded once."""
+    cats = (
+        "<category>Science &amp; Tech</category><category>R&amp;D</category>"
+        "<category>&#38; &lt;b&gt; &quot;q&apos;</category>"
+        "<category><![CDATA[C &amp; D]]></category><category>lit &amp;amp;</category>"
+        "<dc:subject>S &amp; T</dc:subject>"
+    )
+    want = ("Science & Tech", "R&D", "& <b> \"q'", "C &amp; D", "lit &amp;", "S & T")
+    for space in ("&#160;", "&nbsp;"):  # well-formed, then not
+        item = f"<item><guid>1</guid><description>a{space}b</description>{cats}</item>"
+        assert one(parse_body(rss(item), RSS_CT)).tags == want, space
+
+
 def test_every_author_and_the_atom_feeds_for_an_entry_without_one() -> None:
     """feedparser's `author` is the last author alone (with the first one's email);
     an Atom entry without an author has its feed's (RFC 4287); an RSS channel's
