@@ -589,9 +589,10 @@ class _AlertLines:
     def _line(self, a: Any) -> str:
         if self.json_lines:
             return json.dumps(a.payload, ensure_ascii=self.ascii_only) + "\n"
+        from feedwatch.present import show  # the terminal's: no escape sequence of the feed's
+
         title = (a.payload.get("entry") or {}).get("title") or a.payload.get("message") or ""
-        feed = redact(a.feed)
-        return f"{self.prefix} {a.id} {a.kind} {feed}: {title} -> {', '.join(a.sinks) or '(no sink)'}\n"
+        return f"{self.prefix} {a.id} {a.kind} {show(a.feed)}: {show(title)} -> {', '.join(a.sinks) or '(no sink)'}\n"
 
     def write_to(self, out: TextIO) -> None:
         for index in sorted(self._parts):

@@ -314,6 +314,33 @@ def test_a_rule_on_tags_hits_in_a_feed_that_is_not_well_formed(tmp_path, feed_se
     assert a["matched"] == [{"rule": "rd", "terms": ["Science & Tech"]}]
 
 
+def test_check_prints_no_c1_control_of_a_feed_to_the_terminal(tmp_path, feed_server):  # noqa: F811
+    """C1 controls (CSI U+009B, OSC U+009D, ST U+009C) are escape sequences to a terminal:
+    `check`'s alert lines show them as spaces, as `alerts` and `preview` do; the JSON
+    payload keeps the feed's text."""
+    title = "Title \u009b2J\u009d0;PWNED\u009c end"
+    body = json.dumps(
+        {
+            "version": "https://jsonfeed.org/version/1.1",
+            "title": "F",
+            "items": [{"id": "1", "title": title, "url": "https://example.org/1"}],
+        }
+    )
+    feed_server.set("/j", body, content_type="application/feed+json")
+    cfg = tmp_path / "feedwatch.toml"
+    feeds = f'[[feeds]]\nname = "j\u009b31m"\nurl = "{feed_server.url("/j")}"\n'
+    cfg.write_text(jsonl_config(tmp_path, feeds, 'first_poll = "alert"'))
+    for args in (["check", "--dry-run"], ["check", "--dry-run", "--json"], ["check"]):
+        r = fw(cfg, *args)
+        assert r.returncode == 0, r.stderr
+        if "--json" in args:
+            assert json.loads(r.stdout)["entry"]["title"] == title
+            continue
+        (line,) = r.stdout.splitlines()
+        assert "Title  2J 0;PWNED  end" in line and "j 31m:" in line, line
+        assert not any("\x80" <= ch <= "\x9f" for ch in r.stdout), line
+
+
 def test_guid_churn_and_returning_entry_do_not_alert(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0
