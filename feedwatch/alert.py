@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from feedwatch.identity import duplicate_key, notice_id
 from feedwatch.model import Alert, Change, EntrySnapshot, FeedConfig, RuleMatch
@@ -40,16 +40,18 @@ def format_time(dt: datetime | None) -> str | None:
 
 
 def safe_link(link: str | None) -> str | None:
-    """Only http(s) links leave in alerts (no javascript:, data:, file:)."""
+    """Only http(s) links leave in alerts (no javascript:, data:, file:), none with a line
+    break, tab or NUL; a space (a podcast's "My Show - Episode 1.mp3") is percent-encoded,
+    as a browser sends it, not a reason to drop the link."""
     if not link:
         return None
     stripped = link.strip()
     lower = stripped.lower()
-    if (lower.startswith("http://") or lower.startswith("https://")) and not any(
-        c in stripped for c in "\r\n\t\x00 "
-    ):
-        return cap(stripped)
-    return None
+    if not lower.startswith(("http://", "https://")) or any(c in stripped for c in "\r\n\t\x00"):
+        return None
+    if any(c.isspace() for c in stripped):
+        stripped = "".join(quote(c) if c.isspace() else c for c in stripped)
+    return cap(stripped)
 
 
 def _without_url_secrets(link: str | None, feed_url: str) -> str | None:

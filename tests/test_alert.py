@@ -16,7 +16,16 @@ from feedwatch.identity import (
     fingerprint,
     normalize_link,
 )
-from feedwatch.model import Change, EntrySnapshot, FeedConfig, FieldChange, Rule, RuleMatch
+from feedwatch.model import (
+    Change,
+    Enclosure,
+    EntrySnapshot,
+    FeedConfig,
+    FieldChange,
+    Rule,
+    RuleMatch,
+)
+from feedwatch.sinks import formats
 from feedwatch.testing import T0, entry
 
 FEED = FeedConfig(
@@ -115,6 +124,28 @@ def test_only_http_links_leave():
     assert safe_link("https://x.org/a\r\nBcc: y") is None
     e = entry(1, link="javascript:alert(1)")
     assert build_alert(FEED, None, change(e), (), T0, "i").payload["entry"]["link"] is None
+
+
+def test_a_link_with_a_space_is_percent_encoded_not_dropped():
+    """A podcast's file name often has spaces: the link and the enclosure stay, encoded
+    as a browser sends them; a line break, tab or NUL still drops a link."""
+    e = replace(
+        entry(1, link="https://example.org/shows/My Show/episode 1.html"),
+        enclosures=(Enclosure("https://cdn.example.org/My Show\u00a0- 1.mp3", "audio/mpeg", 9),),
+    )
+    p = build_alert(FEED, None, change(e), (), T0, "i").payload["entry"]
+    assert p["link"] == "https://example.org/shows/My%20Show/episode%201.html"
+    assert p["enclosures"] == [
+        {
+            "url": "https://cdn.example.org/My%20Show%C2%A0-%201.mp3",
+            "type": "audio/mpeg",
+            "length": 9,
+        }
+    ]
+    for bad in ("https://x.org/a\tb", "https://x.org/a\nb", "https://x.org/a b\r\nBcc: y"):
+        assert safe_link(bad) is None
+    assert safe_link("javascript:alert(1) //x") is None
+    assert formats.safe_link(p["link"]) == p["link"]  # a chat message links it as it is
 
 
 @pytest.mark.parametrize("char", ["x", "é", "中", "🚀"])
