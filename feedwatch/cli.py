@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib
-import json
 import os
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from feedwatch import log as logsetup
 from feedwatch.clock import system_clock
 from feedwatch.config import ConfigError, find_config_path, load_config
 from feedwatch.model import Config, FeedConfig
+from feedwatch.payload import payload_line
 from feedwatch.redact import redact
 from feedwatch.store import StateError, is_postgres_url, open_store
 from feedwatch.store.base import FeedRecord, Store
@@ -588,7 +588,7 @@ class _AlertLines:
 
     def _line(self, a: Any) -> str:
         if self.json_lines:
-            return json.dumps(a.payload, ensure_ascii=self.ascii_only) + "\n"
+            return payload_line(a.payload, ascii_only=self.ascii_only)
         from feedwatch.present import show  # the terminal's: no escape sequence of the feed's
 
         title = (a.payload.get("entry") or {}).get("title") or a.payload.get("message") or ""

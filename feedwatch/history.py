@@ -9,7 +9,6 @@ and each sink's outcome. It reads the state only, so it is safe beside a running
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -19,6 +18,7 @@ from feedwatch import streams
 from feedwatch.alert import format_time
 from feedwatch.config import parse_duration_arg
 from feedwatch.model import Config
+from feedwatch.payload import payload_line
 from feedwatch.present import delivery_detail, one_line, show
 from feedwatch.redact import redact
 from feedwatch.store import open_store
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         # a stdout that cannot encode UTF-8 would write "\U0001f680" for an emoji: not JSON
         ascii_only = streams.ascii_json(out)
         for r in records:
-            out.write(json.dumps(_json(r), ensure_ascii=ascii_only) + "\n")
+            out.write(payload_line(_json(r), ascii_only=ascii_only))
     else:
         _text(out, records, args)
     out.flush()

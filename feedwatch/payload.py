@@ -62,6 +62,18 @@ def payload_json(payload: Payload) -> bytes:
     return text.encode("utf-8", "replace")
 
 
+def payload_line(payload: Payload, *, ascii_only: bool = False) -> str:
+    """A payload as a printed JSON line (``check --json``, ``alerts --json``): the text of
+    ``payload_json``, U+2028/U+2029 escaped as a sink writes them. ``ascii_only``, for a
+    stream that cannot write UTF-8: every non-ASCII character escaped."""
+    if not ascii_only:
+        return payload_json(payload).decode("utf-8") + "\n"
+    text = json.dumps(
+        payload, ensure_ascii=True, separators=(",", ":"), default=_jsonable, allow_nan=False
+    )
+    return text + "\n"
+
+
 def stored_text(payload: Payload) -> str:
     """What the state stores of a payload: ``payload_json``'s text."""
     return payload_json(payload).decode("utf-8")

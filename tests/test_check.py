@@ -833,6 +833,44 @@ def test_json_lines_to_an_ascii_stdout_read_back_as_they_were(world):
         assert line.isascii() and json.loads(line)["alert"]["entry"]["title"] == WORLD
 
 
+def test_json_lines_escape_u2028_as_the_sinks_do(tmp_path, feed_server):  # noqa: F811
+    """`check --json` and `alerts --json` wrote U+2028/U+2029 raw, where every sink escapes
+    them: a reader splitting lines as JavaScript or str.splitlines does got broken JSON.
+    A `check --json` line is now the jsonl sink's line, byte for byte."""
+    body = json.dumps(
+        {
+            "version": "https://jsonfeed.org/version/1.1",
+            "title": "J",
+            "items": [
+                {
+                    "id": "urn:a\u2028b",
+                    "title": "t",
+                    "url": "https://example.org/1",
+                    "attachments": [
+                        {"url": "https://example.org/a.mp3", "mime_type": "audio/mpeg\u2029x"}
+                    ],
+                }
+            ],
+        }
+    )
+    feed_server.set("/j", body, content_type="application/feed+json")
+    cfg = tmp_path / "feedwatch.toml"
+    feeds = f'[[feeds]]\nname = "j"\nurl = "{feed_server.url("/j")}"\n'
+    cfg.write_text(jsonl_config(tmp_path, feeds, 'first_poll = "alert"'))
+    utf8 = {"PYTHONIOENCODING": "utf-8"}
+    dry = fw(cfg, "check", "--dry-run", "--json", env=utf8)
+    r = fw(cfg, "check", "--json", env=utf8)
+    assert r.returncode == dry.returncode == 0, r.stderr + dry.stderr
+    assert r.stdout == (tmp_path / "alerts.jsonl").read_text(encoding="utf-8")
+    for out in (dry.stdout, r.stdout):
+        (line,) = out.splitlines()
+        assert json.loads(line)["entry"]["id"] == "urn:a\u2028b"
+    r = fw(cfg, "alerts", "--json", env=utf8)
+    assert r.returncode == 0, r.stderr
+    (line,) = r.stdout.splitlines()
+    assert json.loads(line)["alert"]["entry"]["enclosures"][0]["type"] == "audio/mpeg\u2029x"
+
+
 def check_into_a_gone_reader(cfg: Path, stderr) -> int:
     """`feedwatch check` whose stdout is a pipe whose reader left before the first line
     (``stderr=subprocess.STDOUT``: its stderr too); its exit status."""
