@@ -777,6 +777,8 @@ _PIECES = (
     "\n2) ",
     "\n> ",
     "\n# ",
+    "{{DATE(2017-02-14T06:08:39Z,SHORT)}}",
+    "{",
     *"[]()<>&|@#!*_~`-+.>\n ",
 )
 _hostile = st.lists(
@@ -893,6 +895,23 @@ def test_slack_and_teams_feed_text_forms_no_formatting() -> None:
     assert any(r"The \*Daily\* \_Feed\_" in t for t in texts)
 
 
+def test_a_teams_card_evaluates_no_date_function_of_the_feed() -> None:
+    """A TextBlock shows {{DATE(...)}} and {{TIME(...)}} as a local date: a post about
+    Adaptive Cards had its title rewritten. Its braces are parted by a zero-width space,
+    as Slack's <!date^...> and Discord's <t:...> are escaped; the link stays as it is."""
+    title = "Tip: write {{DATE(2017-02-14T06:08:39Z,SHORT)}} and {{{TIME(2017-02-14T06:08:39Z)}}"
+    link = "https://example.org/a?b=1"
+    msg = formats.teams([make_payload(title=title, summary="{{DATE(x)}}", link=link)])
+    texts = _teams_texts(msg)
+    assert (
+        "Tip: write {\u200b{DATE(2017-02-14T06:08:39Z,SHORT)}} and"
+        " {\u200b{\u200b{TIME(2017-02-14T06:08:39Z)}}"
+    ) in texts
+    assert "{\u200b{DATE(x)}}" in texts
+    assert not any("{{" in t for t in texts)
+    assert msg["attachments"][0]["content"]["actions"][0]["url"] == link
+
+
 def test_a_line_of_feed_text_starts_no_list() -> None:
     payload = make_payload(kind="stale", message="1. first\n- second\n+ third\n10) tenth")
     for text in _teams_texts(formats.teams([payload])) + _discord_texts(formats.discord([payload])):
@@ -923,6 +942,7 @@ def _check_no_formatting(payloads: list[dict[str, Any]], digest: bool) -> None:
         assert not _live("*_~`|>#", text) and not _LIST.search(text), text
     for text in _teams_texts(formats.teams(payloads, digest=digest)):
         assert not _live("*_~`", text) and not _LIST.search(text), text
+        assert "{{" not in text, text  # a date function
 
 
 @settings(max_examples=300, deadline=None)

@@ -548,10 +548,14 @@ _TEAMS_COLORS = {"new": "Good", "updated": "Accent"}
 # formatting, and the backslash itself: unescaped, a feed's "\[" became "\\[", a
 # literal backslash before a live "[". Lists are escaped where a line starts.
 _TEAMS_MARKDOWN = re.compile(r"([\\\[\]*_~`])")
+# A TextBlock evaluates {{DATE(...)}} and {{TIME(...)}} (shown as the reader's local
+# date), and Adaptive Cards has no escape for them: a zero-width space parts the braces.
+_TEAMS_FUNCTION = re.compile(r"\{(?=\{)")
 
 
 def _teams_text(text: str, limit: int) -> str:
-    return escape_list_starts(_TEAMS_MARKDOWN.sub(r"\\\1", shorten(text, limit)))
+    escaped = escape_list_starts(_TEAMS_MARKDOWN.sub(r"\\\1", shorten(text, limit)))
+    return _TEAMS_FUNCTION.sub("{\u200b", escaped)
 
 
 def _text_block(text: str, **style: Any) -> dict[str, Any]:
