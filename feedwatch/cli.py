@@ -28,7 +28,7 @@ from feedwatch.config import ConfigError, find_config_path, load_config
 from feedwatch.model import Config, FeedConfig
 from feedwatch.payload import payload_line
 from feedwatch.redact import redact
-from feedwatch.store import StateError, is_postgres_url, open_store
+from feedwatch.store import StateError, is_postgres_url, no_state_at, open_store
 from feedwatch.store.base import FeedRecord, Store
 
 if TYPE_CHECKING:
@@ -156,13 +156,14 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
             return demo_main(out)
         return _dispatch(args, out)
     except UsageError as exc:
-        print(f"feedwatch: {exc}", file=sys.stderr)
+        print(f"feedwatch: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
         _say_start_failed(args.command, str(exc), str(exc))
         return EXIT_USAGE
     except StateError as exc:
-        _say_start_failed(args.command, redact(str(exc)), f"feedwatch: {exc}")
+        message = redact(str(exc))
+        _say_start_failed(args.command, message, f"feedwatch: {message}")
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
@@ -250,7 +251,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "forget":
         existing = open_store(config.state, create=False)
         if existing is None:
-            raise UsageError(f"no state file at {redact(config.state)}: nothing to forget")
+            raise UsageError(f"{no_state_at(config.state)}: nothing to forget")
         try:
             known = existing.forget(args.feed)
         finally:

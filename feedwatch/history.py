@@ -21,7 +21,7 @@ from feedwatch.model import Config
 from feedwatch.payload import payload_line
 from feedwatch.present import delivery_detail, one_line, show
 from feedwatch.redact import redact
-from feedwatch.store import open_store
+from feedwatch.store import no_state_at, open_store
 from feedwatch.store.base import AlertQuery, AlertRecord, Delivery, DeliveryStatus
 
 STATUSES = get_args(DeliveryStatus)
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         if unknown:  # a typo, as with a state: there is none to hold a removed feed
             return _unknown_feed(unknown[0], config)
         if not args.json:
-            print(f"no alerts: no state file at {config.state} yet (nothing was polled)", file=out)
+            print(f"no alerts: {no_state_at(config.state)} yet (nothing was polled)", file=out)
         return 0
     try:
         for name in dict.fromkeys(args.feed):

@@ -11,11 +11,15 @@ import re
 import sqlite3
 from dataclasses import replace
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import feed_server_fixture  # noqa: F401
 from tests.helpers import bare_env, run_feedwatch
+from tests.pg import pg_cluster, pg_url
 from tests.test_explain import BASE, STRIKE, STRIKE_UPDATED, fw, snapshot, write_config
+
+__all__ = ["pg_cluster", "pg_url"]  # fixtures, imported for pytest
 
 OTHER_FEED = """
 [[feeds]]
@@ -151,6 +155,40 @@ def test_no_state_file_creates_nothing(tmp_path, feed_server):
     assert r.returncode == 2 and "unknown feed 'nosuch' (configured: " in r.stderr
     assert fw(cfg, "alerts", "--feed", "news").returncode == 0
     assert not (tmp_path / "state.db").exists()
+
+
+def test_a_postgresql_state_without_schema_hides_its_password(tmp_path, pg_url):
+    """`alerts` and `forget` before the first poll name the database, not "a state
+    file", and never its password: in the user-info, from ${PGPW}, in ?password=, or
+    given with --state."""
+    u = urlsplit(pg_url)
+    password = u.password
+    assert password
+    bare = u._replace(netloc=f"{u.username}@{u.hostname}:{u.port}")
+    from_env = pg_url.replace(f":{password}@", ":${PGPW}@")
+    in_query = urlunsplit(bare._replace(query=f"{u.query}&password={password}"))
+    cfg = tmp_path / "feedwatch.toml"
+    env = bare_env(tmp_path, PGPW=password)
+    for state, extra in (
+        (pg_url, ()),
+        (from_env, ()),
+        (in_query, ()),
+        ("x.db", ("--state", in_query)),
+        ("x.db", ("--state", pg_url)),
+    ):
+        cfg.write_text(
+            f'[feedwatch]\nstate = "{state}"\n[[feeds]]\nname = "news"\nurl = "http://127.0.0.1:9/f"\n'
+        )
+        alerts = run_feedwatch("-c", str(cfg), *extra, "alerts", env=env)
+        assert alerts.returncode == 0, alerts.stderr
+        assert alerts.stdout.startswith(
+            "no alerts: no feedwatch state in the PostgreSQL database postgresql://"
+        )
+        forget = run_feedwatch("-c", str(cfg), *extra, "forget", "news", env=env)
+        assert forget.returncode == 2
+        assert "no feedwatch state in the PostgreSQL database" in forget.stderr
+        for r in (alerts, forget):
+            assert password not in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 def test_an_empty_state_says_so(tmp_path, feed_server):

@@ -11,6 +11,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from feedwatch.redact import redact
 from feedwatch.store.base import (
     AlertQuery,
     AlertRecord,
@@ -41,6 +42,7 @@ __all__ = [
     "Store",
     "acquire_lock",
     "is_postgres_url",
+    "no_state_at",
     "open_store",
 ]
 
@@ -50,6 +52,14 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 def is_postgres_url(state: str) -> bool:
     """Here, not in store.postgres: asking must not import psycopg (70 ms of every start)."""
     return state.lower().startswith(("postgresql://", "postgres://"))
+
+
+def no_state_at(state: str) -> str:
+    """Saying there is no state at ``state``: a PostgreSQL URL names a database
+    (without feedwatch's schema yet), not a file, and its password never shows."""
+    if is_postgres_url(state):
+        return f"no feedwatch state in the PostgreSQL database {redact(state)}"
+    return f"no state file at {redact(state)}"
 
 
 def open_store(state: str, *, create: bool = True) -> Store | None:
