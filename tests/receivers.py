@@ -28,6 +28,7 @@ class Answer:
     delay: float = 0.0
     location: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    reason: str | None = None  # the status line's reason phrase (None: the standard one)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Receiver:
                     answer = receiver.answer
                 if answer.delay and receiver._stopping.wait(answer.delay):
                     return
-                self.send_response(answer.status)
+                self.send_response(answer.status, answer.reason)
                 if answer.retry_after is not None:
                     self.send_header("Retry-After", answer.retry_after)
                 if answer.location is not None:

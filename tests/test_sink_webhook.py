@@ -298,6 +298,30 @@ def test_a_token_echoed_back_as_a_path_segment_or_a_word_is_masked(
     assert token not in (result.error or "")
 
 
+@pytest.mark.parametrize(
+    ("reason", "body"),
+    [
+        ("Unknown webhook SegTok98765", b""),  # the token in the reason phrase
+        (None, b" " * 1988 + b"echo SegTok98765"),  # a cut of the answer inside the token
+    ],
+    ids=["reason-phrase", "answer-cut"],
+)
+def test_a_token_in_the_reason_phrase_or_at_the_answers_cut_is_masked(
+    webhook_receiver: Receiver, reason: str | None, body: bytes
+) -> None:
+    webhook_receiver.script(status=404, reason=reason, body=body)
+    cfg = SinkConfig(
+        name="hook",
+        type="webhook",
+        options={"url": Secret(webhook_receiver.url + "/services/T0/B0/SegTok98765")},
+    )
+    result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
+    error = result.error or ""
+    assert not result.ok and "HTTP 404" in error
+    assert "SegTok" not in error, error
+    assert ("Unknown webhook ***" if reason else "echo ***") in error
+
+
 def test_ordinary_words_of_a_webhooks_answer_are_not_masked(webhook_receiver: Receiver) -> None:
     """Masking every word of a header value and every path segment blanked "Bearer",
     "webhooks" and "setup" anywhere in the receiver's answer; the tokens alone go."""

@@ -220,6 +220,8 @@ class WebhookSink:
     def _classify(
         self, status: int, reason: str, retry_after: str | None, answer: bytes, count: int
     ) -> SendResult:
+        # the reason phrase is the receiver's text too: "404 Unknown webhook <token>"
+        reason = formats.shorten(self._scrub(formats.oneline(reason)), 100)
         what = f"HTTP {status}" + (f" {reason}" if reason else "")
         if 200 <= status < 300:
             log.debug("webhook.sent", sink=self.name, status=status, alerts=count)
@@ -242,10 +244,11 @@ class WebhookSink:
 
     def _answer_text(self, answer: bytes) -> str:
         """A short, scrubbed piece of the receiver's answer (Slack and Discord say what was wrong)."""
-        text = formats.oneline(answer[:2000].decode("utf-8", "replace"))
+        # scrubbed whole, then cut: a cut first could leave a secret's first part to show
+        text = formats.oneline(self._scrub(answer.decode("utf-8", "replace")))
         if not text or text.lstrip().startswith("<"):  # an HTML error page says nothing useful
             return ""
-        return ": " + formats.shorten(self._scrub(text), 200)
+        return ": " + formats.shorten(text, 200)
 
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:
