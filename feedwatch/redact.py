@@ -113,6 +113,41 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_cut(text: str, *, start: bool = False, end: bool = False) -> str:
+    """``redact`` for a piece cut from a longer text (a program's last 8 KiB): where
+    its ``start`` is a cut it may begin with a secret's last part, where its ``end``
+    is, end with a secret's first part; no whole secret is left to match, so such a
+    part is dropped. Any cut of the piece comes after this: it masks whole secrets."""
+    with _lock:
+        secrets = list(_secrets)
+    if start and end and any(text in s for s in secrets):
+        return MASK  # the piece lies inside a secret
+    text = redact(text)  # first: a whole secret at an edge is not taken for a part
+    if start:
+        text = text[max((_lead(text, s) for s in secrets), default=0) :]
+    if end:
+        text = text[: len(text) - max((_trail(text, s) for s in secrets), default=0)]
+    return text
+
+
+def _lead(text: str, secret: str) -> int:
+    """The length of the longest part of ``secret``, short of all of it, ending it and
+    beginning ``text``."""
+    for n in range(min(len(secret) - 1, len(text)), 0, -1):
+        if text.startswith(secret[-n:]):
+            return n
+    return 0
+
+
+def _trail(text: str, secret: str) -> int:
+    """The length of the longest part of ``secret``, short of all of it, beginning it
+    and ending ``text``."""
+    for n in range(min(len(secret) - 1, len(text)), 0, -1):
+        if text.endswith(secret[:n]):
+            return n
+    return 0
+
+
 def redact_url(url: str) -> str:
     """A URL fit for logs: user-info and any registered secret masked."""
     return redact(url)

@@ -27,7 +27,7 @@ from feedwatch.config import (
     parse_size,
 )
 from feedwatch.model import Config, Jitter, Secret
-from feedwatch.redact import clear_secrets, redact, redact_url, register_secret
+from feedwatch.redact import clear_secrets, redact, redact_cut, redact_url, register_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_ENV = {"HOME": "/home/tester"}
@@ -816,6 +816,23 @@ def test_a_short_secret_is_masked_as_a_whole_part_of_a_url() -> None:
         assert redact("DNS lookup failed for host ok.example.invalid") == (
             "DNS lookup failed for host ***.example.invalid"
         )
+    finally:
+        clear_secrets()
+
+
+def test_a_secret_a_cut_falls_inside_is_not_shown_in_part() -> None:
+    """A piece cut from a longer text (a program's last 8 KiB) can begin with a
+    secret's last part or end with its first part: dropped, and whole ones masked."""
+    register_secret("Hunter2-Password")
+    try:
+        assert redact_cut("2-Password rest Hunter2-Password", start=True) == " rest ***"
+        assert redact_cut("Hunter2-Password rest", start=True) == "*** rest"  # whole: masked
+        assert redact_cut("d rest", start=True) == " rest"
+        assert redact_cut("rest Hunter2-Pa", end=True) == "rest "
+        assert redact_cut("Password rest Hunt", start=True, end=True) == " rest "
+        assert redact_cut("ter2-Pass", start=True, end=True) == "***"  # inside one
+        assert redact_cut("2-Password rest") == "2-Password rest"  # no cut: nothing dropped
+        assert redact_cut("plain rest", start=True, end=True) == "plain rest"
     finally:
         clear_secrets()
 

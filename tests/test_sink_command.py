@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from feedwatch.model import SinkConfig
+from feedwatch.redact import clear_secrets, register_secret
 from feedwatch.sinks import formats
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.command import CommandSink
@@ -119,6 +120,39 @@ def test_nonzero_exit_is_transient_with_stderr(tmp_path: Path) -> None:
     assert "script" in (result.error or "")
     assert "exited 1" in (result.error or "")
     assert "something broke: disk full" in (result.error or "")
+
+
+SECRET = "Sm7pPassw0rd-VeryLong-Secret"
+LEAKER = """
+import sys
+sys.stdin.read()
+sys.stderr.write(sys.argv[1] + "password=" + sys.argv[2] + sys.argv[3])
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("", " reason=" + "x" * 480),  # the error's last 500 characters
+        ("y" * 9000, "\n" * (8 * 1024 - 20) + "xxxx"),  # the 8 KiB kept, then blank lines
+    ],
+    ids=["500-character cut", "8-KiB tail"],
+)
+def test_a_secret_a_cut_of_stderr_falls_inside_shows_no_part(
+    tmp_path: Path, before: str, after: str
+) -> None:
+    """stderr was cut (its last 500 characters, its last 8 KiB kept while it runs)
+    before the secrets were masked: a secret the cut fell inside showed its end."""
+    register_secret(SECRET)
+    try:
+        script = _script(tmp_path, "leak.py", LEAKER)
+        result = _send(_sink([sys.executable, script, before, SECRET, after]), make_payload())
+    finally:
+        clear_secrets()
+    error = result.error or ""
+    assert "exited 1" in error and "xxxx" in error
+    assert "Secret" not in error, error
 
 
 ESCAPER = """

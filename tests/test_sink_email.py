@@ -675,3 +675,19 @@ def test_wrong_password_is_dead_and_the_password_never_leaks(
     assert logs, "the sink logs its failures"
     for secret in (PASSWORD, wrong):
         assert secret not in everything
+
+
+def test_a_password_a_server_echoes_at_the_cut_of_its_reply_is_masked(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """The reply is cut to 300 characters: cut before masking, the password's first
+    part showed where the cut fell inside it."""
+    reply = "550 5.7.1 " + "x" * 270 + " you sent " + PASSWORD
+    server = smtp_server("starttls", auth=True, data_reply=reply)
+    sink = EmailSink(
+        cfg(server.port, security="starttls", username=USER, password=PASSWORD),
+        tls_context=server.client_context,
+    )
+    result = send(sink, [delivery(payload())])
+    assert result.permanent and result.error and "550" in result.error
+    assert "xxx" in result.error and PASSWORD[:6] not in result.error, result.error

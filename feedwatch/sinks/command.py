@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import structlog
 
 from feedwatch.model import SinkConfig
-from feedwatch.redact import redact
+from feedwatch.redact import redact, redact_cut
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.formats import payload_json
 from feedwatch.store.base import Delivery
@@ -30,6 +30,7 @@ log = structlog.get_logger("feedwatch.sinks.command")
 TAIL_BYTES = 8 * 1024  # of stdout/stderr kept while the program runs
 ERROR_LINES = 5
 ERROR_CHARS = 500
+_CONTINUATION = bytes(range(0x80, 0xC0))  # a UTF-8 character's bytes after its first
 
 
 class _Tail:
@@ -38,20 +39,29 @@ class _Tail:
     def __init__(self) -> None:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
+        self._seen = 0
 
     def add(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
         self._size += len(chunk)
+        self._seen += len(chunk)
         while self._size - len(self._chunks[0]) >= TAIL_BYTES:
             self._size -= len(self._chunks.popleft())
 
     def text(self) -> str:
-        return b"".join(self._chunks)[-TAIL_BYTES:].decode("utf-8", "replace")
+        """The kept bytes with secrets masked: those the cut of the first kept bytes
+        fell inside of too (their part that is kept is dropped)."""
+        data = b"".join(self._chunks)[-TAIL_BYTES:]
+        cut = self._seen > TAIL_BYTES
+        if cut:  # a character cut in two would not match a secret's part
+            data = data.lstrip(_CONTINUATION)
+        return redact_cut(data.decode("utf-8", "replace"), start=cut)
 
 
 def _last_lines(text: str) -> str:
     """The output's last lines on one line, without its control characters: it reaches
-    the state, the log and `check`'s stderr (a terminal's title, a cleared screen)."""
+    the state, the log and `check`'s stderr (a terminal's title, a cleared screen).
+    ``text`` is masked already (``_Tail.text``): this cut must not halve a secret."""
     lines = [printable(line).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     tail = " | ".join(lines[-ERROR_LINES:])

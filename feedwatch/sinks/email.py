@@ -37,6 +37,7 @@ import structlog
 
 from feedwatch.mailbox import address_parts, ascii_address, ascii_domain, parse_mailbox
 from feedwatch.model import SinkConfig
+from feedwatch.redact import redact
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.formats import alerts_count
 from feedwatch.store.base import Delivery
@@ -734,6 +735,12 @@ class EmailSink:
             text = text.replace(form, "***")
         return text
 
+    def _said(self, value: object, limit: int) -> str:
+        """A server's (or the system's) text for an error: masked whole, then cut, so
+        that the cut cannot leave a secret's first part to show."""
+        text = "" if value is None else str(value)
+        return _header_text(redact(self._scrub(text)), limit)
+
     def _where(self) -> str:
         return f"{self.host}:{self.port}"
 
@@ -800,14 +807,14 @@ class EmailSink:
         try:
             errors = await asyncio.wait_for(self._exchange(data), overall)
         except aiosmtplib.SMTPAuthenticationError as exc:
-            what = f"authentication failed: SMTP {exc.code} {_header_text(exc.message, 300)}"
+            what = f"authentication failed: SMTP {exc.code} {self._said(exc.message, 300)}"
             if 400 <= exc.code < 500:  # 454 "temporary authentication failure"
                 return SendResult.transient(self._err(what))
             return SendResult.dead(self._err(what))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             detail = "; ".join(
-                f"{_header_text(r.recipient, 100)}: {r.code} {_header_text(r.message, 200)}"
+                f"{self._said(r.recipient, 100)}: {r.code} {self._said(r.message, 200)}"
                 for r in exc.recipients
             )
             what = f"every recipient refused: {detail}"
@@ -815,35 +822,35 @@ class EmailSink:
                 return SendResult.transient(self._err(what))
             return SendResult.dead(self._err(what))
         except aiosmtplib.SMTPResponseException as exc:
-            what = f"SMTP {exc.code} {_header_text(exc.message, 300)}"
+            what = f"SMTP {exc.code} {self._said(exc.message, 300)}"
             if exc.code >= 500:
                 return SendResult.dead(self._err(what))
             return SendResult.transient(self._err(what))
         except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPConnectError) as exc:
             return SendResult.transient(
                 self._err(
-                    f"{_header_text(exc.message, 300)} (timeout {self.timeout:g}s)"
+                    f"{self._said(exc.message, 300)} (timeout {self.timeout:g}s)"
                     if isinstance(exc, aiosmtplib.SMTPTimeoutError)
-                    else _header_text(exc.message, 300)
+                    else self._said(exc.message, 300)
                 )
             )
         except aiosmtplib.SMTPServerDisconnected as exc:
             return SendResult.transient(
-                self._err(f"server disconnected: {_header_text(exc.message, 300)}")
+                self._err(f"server disconnected: {self._said(exc.message, 300)}")
             )
         except aiosmtplib.SMTPException as exc:
             # STARTTLS or AUTH not offered, and the like: the server and the config
             # disagree, and retrying will not change that (never downgrade to plain).
-            return SendResult.dead(self._err(_header_text(exc.message, 300)))
+            return SendResult.dead(self._err(self._said(exc.message, 300)))
         except asyncio.TimeoutError:  # the overall bound (an alias of TimeoutError on 3.11+)
             return SendResult.transient(self._err(f"timed out after {overall:g}s in all"))
         except ssl.SSLError as exc:
-            return SendResult.transient(self._err(f"TLS error: {_header_text(exc, 300)}"))
+            return SendResult.transient(self._err(f"TLS error: {self._said(exc, 300)}"))
         except OSError as exc:
-            return SendResult.transient(self._err(f"connection failed: {_header_text(exc, 300)}"))
+            return SendResult.transient(self._err(f"connection failed: {self._said(exc, 300)}"))
         if errors:
             refused = "; ".join(
-                f"{_header_text(rcpt, 100)}: {resp.code} {_header_text(resp.message, 200)}"
+                f"{self._said(rcpt, 100)}: {resp.code} {self._said(resp.message, 200)}"
                 for rcpt, resp in errors.items()
             )
             if any(400 <= resp.code < 500 for resp in errors.values()):
