@@ -1,9 +1,9 @@
 """Keep secrets out of every line feedwatch prints.
 
 The config loader registers each secret it sees (expanded ``${VAR}`` values,
-passwords, webhook URLs, URL user-info); ``redact`` then replaces them, and
-the user-info of any URL, with ``***``. It runs on every log line, so it is
-one precompiled regex swap (rebuilt only when a secret is added) and a
+passwords, webhook URLs, URL user-info); ``redact`` then replaces them (in any
+case) and the user-info of any URL with ``***``. It runs on every log line, so
+it is one precompiled regex swap (rebuilt only when a secret is added) and a
 cheap ``"://" in text`` test before the URL pass.
 """
 
@@ -49,7 +49,9 @@ def _one(secret: str) -> str:
 
 
 def _alternatives(secrets: list[str]) -> re.Pattern[str]:
-    return re.compile("|".join(_one(s) for s in secrets))
+    # in any case: a ${TENANT} of "AcmeCorp" in a host comes back lower-cased (a DNS
+    # error's host, the feed's default name)
+    return re.compile("|".join(_one(s) for s in secrets), re.IGNORECASE)
 
 
 def mask(text: str, secrets: list[str]) -> str:
@@ -61,8 +63,11 @@ def mask(text: str, secrets: list[str]) -> str:
 def secrets_in(text: str) -> list[str]:
     """The registered secrets found in ``text``, longest first (a short one only
     where it is a whole part of it, as ``redact`` masks it)."""
+    folded = text.lower()
     with _lock:
-        found = [s for s in _secrets if s in text and re.search(_one(s), text)]
+        found = [
+            s for s in _secrets if s.lower() in folded and re.search(_one(s), text, re.IGNORECASE)
+        ]
     return sorted(found, key=len, reverse=True)
 
 
@@ -120,7 +125,7 @@ def redact_cut(text: str, *, start: bool = False, end: bool = False) -> str:
     part is dropped. Any cut of the piece comes after this: it masks whole secrets."""
     with _lock:
         secrets = list(_secrets)
-    if start and end and any(text in s for s in secrets):
+    if start and end and any(text.lower() in s.lower() for s in secrets):
         return MASK  # the piece lies inside a secret
     text = redact(text)  # first: a whole secret at an edge is not taken for a part
     if start:
@@ -134,7 +139,7 @@ def _lead(text: str, secret: str) -> int:
     """The length of the longest part of ``secret``, short of all of it, ending it and
     beginning ``text``."""
     for n in range(min(len(secret) - 1, len(text)), 0, -1):
-        if text.startswith(secret[-n:]):
+        if text[:n].lower() == secret[-n:].lower():
             return n
     return 0
 
@@ -143,7 +148,7 @@ def _trail(text: str, secret: str) -> int:
     """The length of the longest part of ``secret``, short of all of it, beginning it
     and ending ``text``."""
     for n in range(min(len(secret) - 1, len(text)), 0, -1):
-        if text.endswith(secret[:n]):
+        if text[len(text) - n :].lower() == secret[:n].lower():
             return n
     return 0
 

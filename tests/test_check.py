@@ -972,6 +972,39 @@ def test_a_secret_in_a_feed_url_is_masked_in_its_error_everywhere(tmp_path):
     assert json.loads(shown[2])["feeds"][0]["last_error"] == stored
 
 
+def test_a_capitalised_secret_in_a_feed_host_is_masked_lower_cased_too(tmp_path, feed_server):  # noqa: F811
+    """A host comes back lower-cased (httpx's in a DNS error, a default feed name): a
+    ${TENANT} of "AcmeCorpSecret" showed as "acmecorpsecret" in check, status,
+    explain and an alert's feed.name. A default name is not renamed (the state's key)."""
+    feed_server.set("/ok.xml", rss([entry(1)]))
+    port = feed_server.url("/").split(":")[2].split("/")[0]
+    feeds = (
+        '[[feeds]]\nname = "tenant"\nurl = "https://${TENANT}.invalid/feed.xml"\n'
+        '[[feeds]]\nurl = "https://${TENANT}.invalid/other"\n'
+        f'[[feeds]]\nurl = "http://${{LOCAL}}:{port}/ok.xml"\n'
+    )
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(jsonl_config(tmp_path, feeds, 'timeout = "5s"\nfirst_poll = "alert"'))
+    env = {"TENANT": "AcmeCorpSecret", "LOCAL": "LocalHost"}
+    res = fw(cfg, "check", env=env)
+    assert res.returncode == 1 and "error tenant: DNS lookup failed for host ***" in res.stderr
+    (alert,) = alerts(tmp_path)
+    assert alert["feed"]["name"] == f"***:{port}/ok.xml"
+    shown = [
+        res.stdout + res.stderr,
+        json.dumps(alert),
+        fw(cfg, "status", env=env).stdout,
+        fw(cfg, "status", "--json", env=env).stdout,
+        fw(cfg, "explain", "tenant", env=env).stdout,
+        fw(cfg, "explain", "acmecorpsecret.invalid/other", env=env).stdout,
+    ]
+    for text in shown:
+        assert "acmecorpsecret" not in text.lower() and "localhost" not in text.lower(), text
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        names = {n for (n,) in db.execute("SELECT name FROM feeds")}
+    assert names == {"tenant", "acmecorpsecret.invalid/other", f"localhost:{port}/ok.xml"}
+
+
 @pytest.mark.parametrize("command", [["alerts"], ["explain", "news"], ["status"]])
 def test_a_read_only_command_into_a_closed_pipe_ends_quietly(world, command):
     """`feedwatch alerts | head -1`: a traceback and exit 1 when the reader left."""

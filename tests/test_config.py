@@ -791,6 +791,7 @@ def test_redact() -> None:
     register_secret("topsecret")
     register_secret("topsecret-longer")
     assert redact("x topsecret topsecret-longer") == "x *** ***"
+    assert redact("host TopSecret.invalid") == "host ***.invalid"  # a host comes back lower-cased
     assert redact("see https://bob:pw@example.org/x and ftp://anon@h/") == (
         "see https://***@example.org/x and ftp://***@h/"
     )
@@ -828,6 +829,7 @@ def test_a_secret_a_cut_falls_inside_is_not_shown_in_part() -> None:
         assert redact_cut("2-Password rest Hunter2-Password", start=True) == " rest ***"
         assert redact_cut("Hunter2-Password rest", start=True) == "*** rest"  # whole: masked
         assert redact_cut("d rest", start=True) == " rest"
+        assert redact_cut("2-password rest", start=True) == " rest"  # in any case
         assert redact_cut("rest Hunter2-Pa", end=True) == "rest "
         assert redact_cut("Password rest Hunt", start=True, end=True) == " rest "
         assert redact_cut("ter2-Pass", start=True, end=True) == "***"  # inside one
