@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         return 2
     where = safe_location(target)  # registers its password before anything can print it
     if not os.path.isfile(source):
-        print(f"feedwatch: no SQLite state file at {source}", file=sys.stderr)
+        print(f"feedwatch: no SQLite state file at {redact(source)}", file=sys.stderr)
         return 2
     counts, pending = migrate(source, target)
     print(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -41,7 +42,7 @@ from feedwatch.model import (
     ParsedFeed,
     Rule,
 )
-from feedwatch.redact import redact_url
+from feedwatch.redact import MASK, redact_url
 from feedwatch.text import printable
 
 if TYPE_CHECKING:
@@ -137,6 +138,28 @@ def _usage(message: str) -> int:
     return 2
 
 
+def _url_shown(url: str) -> str:
+    """The URL as a usage error quotes it: its user-info masked, also where the URL is
+    too malformed for ``redact_url`` to find it (white space or a "/" in it): all
+    from the scheme to its last "@"."""
+    shown = redact_url(url)
+    head, sep, rest = shown.partition("://")
+    if not sep:
+        head, rest = "", shown
+    if "@" in rest:
+        rest = MASK + "@" + rest.rpartition("@")[2]
+    return head + sep + rest
+
+
+def _header_shown(header: str) -> str:
+    """A malformed ``--header`` as a usage error quotes it: its first word if that
+    could be a header's name, never the rest ('Authorization Bearer <token>')."""
+    first = re.match(r"\s*([^\s:=]+)[\s:=]", header)
+    if first and HEADER_NAME.fullmatch(first[1]) and len(first[1]) <= 64:
+        return f"{first[1]} {MASK}"
+    return MASK
+
+
 def _checked(
     values: Sequence[str], flag: str, check: Callable[[str], None]
 ) -> tuple[list[str], str | None]:
@@ -159,7 +182,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     try:
         url = _http_url(args.url)
     except ValueError as exc:
-        return _usage(f"{show(args.url)!r}: {exc}")
+        return _usage(f"{show(_url_shown(args.url))!r}: {exc}")
     try:
         timeout = parse_duration_arg(args.timeout)
         if timeout <= 0:
@@ -172,7 +195,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     for h in args.header:
         name, sep, value = h.partition(":")
         if not sep or not HEADER_NAME.fullmatch(name.strip()):
-            return _usage(f"--header {h!r}: write it as 'Name: value'")
+            return _usage(f"--header {show(_header_shown(h))!r}: write it as 'Name: value'")
         if HEADER_VALUE_BAD.search(value.strip()):
             return _usage(f"--header {name.strip()!r}: its value must be printable ASCII")
         headers.append((name.strip(), value.strip()))

@@ -181,6 +181,28 @@ def test_usage_errors_exit_2(tmp_path):
     assert r.returncode == 2 and "'X-Team': its value must be printable ASCII" in r.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["preview", "http://alice:S3cretPassw0rd@127.0.0.1:99999/feed"],  # a bad port
+        ["preview", "ftp://alice:S3cretPassw0rd@example.org/feed"],
+        ["preview", "http://alice:S3cret Passw0rd@example.org/feed"],  # white space
+        ["preview", "http://alice:S3cr/etPassw0rd@example.org/feed"],
+        ["preview", "alice:S3cretPassw0rd@example.org/feed"],
+        ["preview", "https://example.org/feed", "--header", "Authorization Bearer S3cretPassw0rd"],
+        ["preview", "https://example.org/feed", "--header", "S3cretPassw0rd"],
+        ["migrate-state", "mysql://alice:S3cretPassw0rd@db/x", "postgresql://db/feedwatch"],
+    ],
+)
+def test_a_usage_error_never_shows_a_password_or_a_header_value(tmp_path, args):
+    """They quoted the argument as given: a URL's user-info, a malformed header's token."""
+    r = fw(tmp_path, *args)
+    assert r.returncode == 2 and "***" in r.stderr, r.stderr
+    assert "S3cr" not in r.stdout + r.stderr, r.stderr
+    if "Authorization" in args[-1]:
+        assert "--header 'Authorization ***': write it as 'Name: value'" in r.stderr
+
+
 def test_warnings_json_feed_and_hostile_text(tmp_path, feed_server):
     broken = rss(ENTRIES[:2]).replace(b"</channel></rss>", b"<oops></channel></rss>")
     feed_server.set("/broken.xml", broken)
