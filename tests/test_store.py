@@ -10,9 +10,11 @@ schema versions, corruption, permissions, the lock) and PostgreSQL-only behaviou
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import socket
 import sqlite3
 import stat
@@ -1394,6 +1396,44 @@ def test_lock_held_by_another_process_until_it_dies(tmp_path: Path) -> None:
     lock = acquire_lock(state)
     lock.release()
     lock.release()  # idempotent
+
+
+_HOLD_AND_FORK = """
+import os, sys, time
+from feedwatch.store import acquire_lock
+lock = acquire_lock(sys.argv[1])
+child = os.fork()
+if child == 0:  # a body worker of a `check`: lives on a while after its parent
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_a_killed_parent(tmp_path: Path) -> None:
+    """A `check` killed with SIGKILL while its forked body workers ran: the next `check`
+    was refused, naming the dead pid, until the workers ended (they held the lock's
+    open file)."""
+    state = tmp_path / "state.db"
+    holder = _python(_HOLD_AND_FORK, str(state), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child = 0
+    try:
+        assert holder.stdout is not None
+        child = int(holder.stdout.readline())
+        # the child's copy closed at the fork: the parent still holds it, pid and all
+        with pytest.raises(StateLocked, match=rf"\(pid {holder.pid}:"):
+            acquire_lock(state)
+        holder.kill()
+        holder.wait(timeout=30)
+        os.kill(child, 0)  # still alive
+        lock = acquire_lock(state)
+        lock.release()
+    finally:
+        holder.kill()
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
 
 
 def test_a_symlink_to_the_state_names_the_same_lock(tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
 """One daemon per state file: an exclusive ``flock`` on ``<state>.lock``.
 
 ``flock`` locks die with the process (even on ``kill -9``), so a stale lock
-file never blocks a restart; the pid inside is only for the error message.
+file never blocks a restart; the pid inside is only for the error message. A lock
+belongs to the open file, not the process: a forked child (a `check`'s body
+workers) would keep it held after its parent was killed, so a child closes its
+copy at the fork (``_drop_in_child``).
 The daemon and a non-dry-run ``check`` take it; ``status`` and ``--dry-run``
 do not (they only read).
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import weakref
 from pathlib import Path
 from types import TracebackType
 
@@ -23,6 +27,8 @@ class LockHandle:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd: int | None = fd
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _drop_in_child(ref))
 
     @property
     def held(self) -> bool:
@@ -58,6 +64,19 @@ class LockHandle:
                 os.close(self._fd)
             except OSError:
                 pass
+
+
+def _drop_in_child(ref: weakref.ref[LockHandle]) -> None:
+    """In a forked child: close the lock's copy without letting the lock go (the parent
+    holds it) or clearing the pid (the parent's)."""
+    handle = ref()
+    if handle is None or handle._fd is None:
+        return
+    fd, handle._fd = handle._fd, None
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def lock_path(state_path: str | Path) -> Path:
