@@ -138,6 +138,8 @@ class Daemon:
         self.scheduler = FeedScheduler()
         self._stop = asyncio.Event()
         self._stopping = False
+        self._started = False  # the start is done: a reload can run
+        self._reload_asked = False  # a SIGHUP came during the start
         self._inflight: set[asyncio.Task[Any]] = set()
         self._delivery_runs = 0  # outbox runs started and not ended (one runs, one may wait)
         self._polling: set[str] = set()
@@ -159,6 +161,19 @@ class Daemon:
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(_UnjoinedExecutor(thread_name_prefix="feedwatch-io"))
+        # first: a signal during the start (the state's lock, its migration) is a stop
+        # or a reload like any other, not Python's default (a traceback, or death)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        try:
+            return await self._serve()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    async def _serve(self) -> int:
+        loop = asyncio.get_running_loop()
         cfg = self.config
         if not is_postgres_url(cfg.state):
             self._lock = acquire_lock(cfg.state)
@@ -181,9 +196,6 @@ class Daemon:
                 rng=self.rng,
                 parse_executor=self._parse_pool,
             )
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._request_stop, sig)
-            loop.add_signal_handler(signal.SIGHUP, self._request_reload)
             self.scheduler.start()
             self._schedule_initial()
             self._schedule_upkeep()
@@ -196,6 +208,9 @@ class Daemon:
                     log.warning("sink.will_fail", sink=sink.name, problem=problem)
             for problem in same_url_feeds(cfg):
                 log.warning("config.same_url", problem=problem)
+            self._started = True
+            if self._reload_asked:  # a SIGHUP during the start: its reload now
+                self._request_reload()
             enabled = sum(1 for f in cfg.feeds if f.enabled)
             sdnotify.ready(status=f"watching {enabled} feeds")
             log.info(
@@ -210,8 +225,6 @@ class Daemon:
             await self._shutdown()
             return 0
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
             if self._metrics_server is not None:  # the start failed after it (a bad state)
                 await self._metrics_server.stop()
             if self._lock is not None:
@@ -248,6 +261,9 @@ class Daemon:
     def _request_reload(self) -> None:
         if self._stop.is_set():  # stopping: nothing new starts, a reload included
             log.info("config.reload_ignored", reason="feedwatch is stopping")
+            return
+        if not self._started:  # the file is read again once the start is done
+            self._reload_asked = True
             return
         self._spawn(self.reload())
 

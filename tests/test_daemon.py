@@ -1160,3 +1160,35 @@ def test_a_slow_ignore_text_regex_holds_neither_the_other_feeds_nor_sigterm(
     spent = [e for e in d.events() if e.get("event") == "ignore_text.budget_spent"]
     assert [(e["feed"], e["term"]) for e in spent] == [("slow", "/(.*,){3}x/")]
     _stops_in_time_during_a_slow_poll(d, feed_server)
+
+
+def _signal_at_lock(tmp_path: Path, d: Daemon, sig: int) -> None:
+    """``sig`` to the daemon as soon as it holds the state's lock (its pid in the lock
+    file): within its start, before it has opened the state."""
+    lock = tmp_path / "state.db.lock"
+    pid = f"{d.proc.pid}\n"
+    deadline = time.monotonic() + 30
+    while not (lock.exists() and lock.read_text() == pid):
+        assert d.proc.poll() is None and time.monotonic() < deadline, "never took the lock"
+        time.sleep(0.0005)
+    d.proc.send_signal(sig)
+
+
+def test_a_signal_during_the_start_is_a_stop_or_a_reload(tmp_path, feed_server, start_daemon):
+    """A SIGHUP that came while the daemon was starting (after it took the state's lock)
+    killed it (the default action: the handlers were set at the end of the start), a
+    SIGTERM too (no log, no exit status), and a SIGINT left asyncio's tracebacks. Now
+    a SIGHUP is the reload, run once the start is done, and a SIGTERM a clean stop."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    d = start_daemon(cfg)
+    _signal_at_lock(tmp_path, d, signal.SIGHUP)
+    wait_for(lambda: d.has("config.reloaded"), what="the reload asked during the start")
+    assert d.proc.poll() is None
+    assert d.stop() == 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        d = start_daemon(cfg)
+        _signal_at_lock(tmp_path, d, sig)
+        assert d.proc.wait(timeout=30) == 0
+        assert d.has("daemon.stopping", signal=signal.Signals(sig).name)
+        assert all(line.startswith("{") for line in Path(d.log.name).read_text().splitlines())
