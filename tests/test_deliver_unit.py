@@ -551,7 +551,7 @@ def _blocks(lang: str) -> list[str]:
 def test_docs_config_examples_load(tmp_path: Path) -> None:
     creds = tmp_path / "credentials"
     creds.mkdir()
-    (creds / "smtp").write_text("from-a-credential\n")
+    (creds / "smtp-password").write_text("from-a-credential\n")
     env = {
         "FEEDWATCH_SMTP_PASSWORD": "pw-from-env",
         "FEEDWATCH_HOOK_SECRET": "hook-secret",
