@@ -555,7 +555,8 @@ def diff(
     seen and unchanged without their rows; the result is the one a comparison of each
     with its row gives (tests/test_diff.py), and their snapshots are never read.
     ``bases``: what a relative id may have been resolved against when its row was
-    stored (``identity.legacy_keys``; ``parse.id_bases``)."""
+    stored (``identity.legacy_keys``, which also names an id's escaped form;
+    ``parse.id_bases``)."""
     if keys is None or len(keys) != len(entries):
         keys = [entry_keys(e) for e in entries]
     if has_rows is None:
@@ -640,8 +641,10 @@ def diff(
         entry = entries[i]
         old: StoredEntry | None = current.get(key)
         if old is None:
-            # a relative id stored resolved against the feed's URL, as it once was: the
-            # same entry, whatever its text (feedwatch.parse._ids_as_given)
+            # a relative id stored resolved against the feed's URL, as it once was, or
+            # an id stored escaped from a body that was not well-formed: the same
+            # entry, whatever its text (feedwatch.parse._ids_as_given and
+            # _tags_decoded_leniently)
             for was in legacy_keys(key, bases):
                 kept = current.get(was)
                 if kept is not None and was not in seen:

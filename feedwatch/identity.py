@@ -260,17 +260,41 @@ def id_bases(url: str | None, headers: Mapping[str, str], *more: str | None) -> 
 
 
 def legacy_keys(key: str, bases: Sequence[str]) -> list[str]:
-    """The identities a stored row of the entry ``key`` may have from before ids were
-    kept as given (feedwatch.parse._ids_as_given): a relative id (``<guid>1</guid>``)
-    resolved against one of ``bases``, as feedparser did. None for an absolute id."""
-    if not bases or not key.startswith("g:"):
+    """The identities a stored row of the entry ``key`` may have from an earlier version:
+    its id as a body that was not well-formed XML left it escaped (``a&amp;b`` for
+    ``a&b``: feedwatch.parse._tags_decoded_leniently), and a relative id
+    (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser did before
+    ids were kept as given (feedwatch.parse._ids_as_given). None for an absolute id
+    without ``&``, ``<`` or ``>``."""
+    if not key.startswith("g:"):
         return []
     raw = key[2:]
+    escaped = _escaped_forms(raw)
+    out = ["g:" + e for e in escaped]
+    for given in (raw, *escaped):
+        out += _resolved(given, bases)
+    return list(dict.fromkeys(out))
+
+
+def _escaped_forms(raw: str) -> list[str]:
+    """``raw`` as feedparser's lenient parser left an id holding ``&``, ``<`` or ``>``:
+    each escaped; ``>`` as it is (XML text may have it so); ``&`` as it is (an
+    ``rdf:about`` had its ``&amp;`` decoded)."""
+    if "&" not in raw and "<" not in raw and ">" not in raw:
+        return []
+    amp_lt = raw.replace("&", "&amp;").replace("<", "&lt;")
+    lt_gt = raw.replace("<", "&lt;").replace(">", "&gt;")
+    forms = dict.fromkeys([amp_lt.replace(">", "&gt;"), amp_lt, lt_gt])
+    return [form for form in forms if form != raw]
+
+
+def _resolved(raw: str, bases: Sequence[str]) -> list[str]:
+    """The keys of a relative id ``raw`` resolved against each of ``bases``."""
     try:
         absolute = ":" in raw and bool(urlsplit(raw).scheme)
     except ValueError:  # "http://example.c[o.test/": no URL, and nothing resolved it
         return []
-    if not raw or absolute:  # an id with a scheme: as given
+    if not bases or not raw or absolute:  # an id with a scheme: as given
         return []
     from feedparser.urls import make_safe_absolute_uri
 
@@ -282,7 +306,7 @@ def legacy_keys(key: str, bases: Sequence[str]) -> list[str]:
             continue
         if resolved and resolved != raw:
             out.append("g:" + resolved)
-    return list(dict.fromkeys(out))
+    return out
 
 
 def entry_keys(entry: EntrySnapshot) -> EntryKeys:

@@ -50,8 +50,8 @@ log = structlog.get_logger("feedwatch.parse")
 # updated when the feed is next parsed in full, one entry here and there; re-read at
 # once, a feed's entries all move together, which diff takes for timestamp churn);
 # 9: RFC 822 zones of one to three digits, ISO zones without a colon; 10: tags read by
-# the lenient parser have their entities decoded
-PARSE_VERSION = 10
+# the lenient parser have their entities decoded; 11: ids too (guid, Atom id, rdf:about)
+PARSE_VERSION = 11
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -432,12 +432,37 @@ _ENTITY_REFERENCE = re.compile(
 )
 
 
+_XML_ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+_XML_REFERENCE = re.compile(r"&(amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});")
+
+
+def _xml_unescaped(text: str) -> str:
+    """``text`` with its XML references decoded once, as an XML parser decodes them: the
+    five entities XML declares and character references. A reference to a character
+    XML does not allow is left as written (no XML parser reads a body holding it), as
+    is any other entity (the lenient parser decoded those it knows)."""
+    return _XML_REFERENCE.sub(_xml_reference, text) if "&" in text else text
+
+
+def _xml_reference(m: re.Match[str]) -> str:
+    name = m.group(1)
+    if name[0] != "#":
+        return _XML_ENTITIES[name]
+    code = int(name[2:], 16) if name[1] == "x" else int(name[1:])
+    allowed = code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF
+    allowed = allowed or 0xE000 <= code <= 0xFFFD or 0x10000 <= code <= 0x10FFFF
+    return chr(code) if allowed else m.group(0)
+
+
 def _tags_decoded_leniently() -> None:
     """A tag read by feedparser's lenient parser (a body that is not well-formed XML: one
     ``&nbsp;`` is enough) has its entities decoded, as the XML parser decodes them:
     feedparser leaves the text of an element of no declared type escaped there, so
     ``R&amp;D`` was the tag, and a rule on tags for "R&D" missed. Decoded once, from
-    the escaped text: ``&amp;amp;`` is the text "&amp;" either way."""
+    the escaped text: ``&amp;amp;`` is the text "&amp;" either way. An id (RSS guid,
+    Atom id) too, of XML's own references only: ``a&amp;b`` was another entry's id than
+    the well-formed body's ``a&b``, so it alerted as new when the feed stopped being
+    well-formed (stored ids of that form: ``identity.legacy_keys``)."""
     import importlib
 
     loose = importlib.import_module("feedparser.parsers.loose")._LooseFeedParser
@@ -448,15 +473,45 @@ def _tags_decoded_leniently() -> None:
     def decode_entities(self: Any, element: str, data: str) -> Any:
         escaped = str(self.contentparams.get("type", "xml")).endswith("xml")
         data = original(self, element, data)
-        if element in _TAG_ELEMENTS and escaped and isinstance(data, str) and "&" in data:
+        if not (escaped and isinstance(data, str) and "&" in data):
+            return data
+        if element in _TAG_ELEMENTS:
             data = _ENTITY_REFERENCE.sub(lambda m: html.unescape(m.group(0)), data)
+        elif element == "id":
+            data = _xml_unescaped(data)
         return data
 
     decode_entities._feedwatch = True  # type: ignore[attr-defined]
+    decode_entities.__wrapped__ = original  # type: ignore[attr-defined]
     loose.decode_entities = decode_entities
 
 
 _tags_decoded_leniently()
+
+
+def _about_decoded_leniently() -> None:
+    """An RSS 1.0 item's ``rdf:about`` (its id) read by the lenient parser has its XML
+    references decoded, as the XML parser decodes them: feedparser decoded only
+    ``&amp;`` in an attribute there, so ``&#38;`` or ``&lt;`` in it made another id
+    than the well-formed body's. Decoded once, from the text as written."""
+    import importlib
+
+    loose = importlib.import_module("feedparser.parsers.loose")._LooseFeedParser
+    original = loose._normalize_attributes
+    if getattr(original, "_feedwatch", False):
+        return
+
+    def normalize_attributes(kv: tuple[str, str]) -> tuple[str, str]:
+        k, v = original(kv)
+        if k == "rdf:about" and isinstance(kv[1], str):
+            v = _xml_unescaped(kv[1])
+        return k, v
+
+    normalize_attributes._feedwatch = True  # type: ignore[attr-defined]
+    loose._normalize_attributes = staticmethod(normalize_attributes)
+
+
+_about_decoded_leniently()
 
 _JSONFEED_VERSION = re.compile(r"https?://jsonfeed\.org/version/")
 _JSON_TYPE = re.compile(r"^\s*(?:application|text)/(?:[\w.+-]*\+)?json\b", re.IGNORECASE)

@@ -341,6 +341,34 @@ def test_check_prints_no_c1_control_of_a_feed_to_the_terminal(tmp_path, feed_ser
         assert not any("\x80" <= ch <= "\x9f" for ch in r.stdout), line
 
 
+def test_ids_with_an_ampersand_alert_nothing_when_the_feed_stops_being_well_formed(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """One ``&nbsp;`` makes a body not well-formed XML: its ids were read with their
+    entities left in (``id=1&amp;cat=2``), another entry's id than the well-formed
+    body's, so each such entry alerted as new whenever the feed went from one to the
+    other. Entries without a link: nothing else tells them for the same."""
+    ids = ["http://example.com/item?id=1&cat=2", "tag:x,2024:a&b<c>"]
+    old = [entry(n, entry_id=i, link=None) for n, i in enumerate(ids)]
+    well = rss(old)
+    lenient = well.replace(b"Summary of entry 1.", b"Summary of&nbsp;entry 1.")
+    feed_server.set("/amp.xml", well)
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        jsonl_config(tmp_path, f'[[feeds]]\nname = "t"\nurl = "{feed_server.url("/amp.xml")}"\n')
+    )
+    for body in (well, lenient, well):
+        feed_server.set("/amp.xml", body)
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        assert alerts(tmp_path) == []
+    more = rss([*old, entry(2, entry_id="a&b", link=None)])
+    feed_server.set("/amp.xml", more.replace(b"Summary of entry 1.", b"Summary of&nbsp;entry 1."))
+    assert fw(cfg, "check").returncode == 0
+    assert [(a["kind"], a["entry"]["id"]) for a in alerts(tmp_path)] == [("new", "a&b")]
+
+
 def test_guid_churn_and_returning_entry_do_not_alert(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0

@@ -539,6 +539,30 @@ def test_rows_of_ids_once_resolved_against_the_feed_url_are_the_same_entries():
     assert run(stored, now, identity=ident).new == 3  # without the base: new entries
 
 
+def test_rows_of_ids_once_stored_escaped_are_the_same_entries():
+    """A body that was not well-formed XML had its ids read escaped (``a&amp;b`` for
+    ``a&b``) and stored so; read decoded now, each is the row it was, re-keyed, and an
+    edit of it is an update, not a new entry (``<`` and ``>`` were escaped too, ``>``
+    perhaps not: it may be written as it is)."""
+    ids = ["http://e.com/?id=1&cat=2", "tag:x,2024:a<b>&c", "a>b", "plain"]
+    was = ["http://e.com/?id=1&amp;cat=2", "tag:x,2024:a&lt;b&gt;&amp;c", "a>b", "plain"]
+    stored, ident = baseline([entry(i, entry_id=w, link=None) for i, w in enumerate(was)])
+    now = [entry(i, entry_id=e, link=None) for i, e in enumerate(ids)]
+    now[1] = replace(now[1], summary="edited")
+    need = stored_needed(S, ident, [entry_keys(e) for e in now], baselined=True, has_rows=True)
+    assert need is not None and "g:tag:x,2024:a&lt;b&gt;&amp;c" in need.identities
+    r = run(stored, now, identity=ident)
+    assert kinds(r) == [("updated", "Entry 1")]
+    assert sorted(r.rekeys) == sorted(
+        ("g:" + w, "g:" + e) for w, e in zip(was[:2], ids[:2], strict=True)
+    )
+    assert run(apply(stored, r), now, identity=ident).changes == ()
+    # an id written escaped, and read escaped by every parse, is its own entry still
+    both = [entry(9, entry_id="a&amp;b", link=None), entry(8, entry_id="a&b", link=None)]
+    stored, ident = baseline(both[:1])
+    assert kinds(run(stored, both, identity=ident)) == [("new", "Entry 8")]
+
+
 def test_an_edit_beyond_the_cap_shows_the_changed_part():
     """Past 64 KiB both texts capped from their start read the same: `changes` said
     old == new for a real edit. Both now show the window around the first difference."""

@@ -357,6 +357,47 @@ def test_tags_have_their_entities_decoded_in_a_body_that_is_not_well_formed() ->
         assert one(parse_body(rss(item), RSS_CT)).tags == want, space
 
 
+def test_ids_have_their_xml_references_decoded_in_a_body_that_is_not_well_formed() -> None:
+    """One ``&nbsp;`` sends a body to feedparser's lenient parser, which left an id's
+    references undecoded (``a&amp;b``, an ``rdf:about``'s ``&#38;``): another entry's
+    id than the well-formed body's, so every such entry alerted as new when its feed
+    stopped being well-formed. Ids are now the well-formed body's, decoded once."""
+    ids = {
+        "tag:x,2024:a&amp;b": "tag:x,2024:a&b",
+        "http://e.com/item?id=1&amp;cat=2": "http://e.com/item?id=1&cat=2",
+        "lit &amp;amp; &amp;lt;": "lit &amp; &lt;",  # escaped twice: decoded once
+        "&#38; &#x26; &#60;&#x3E; &lt;b&gt; &quot;q&apos;": "& & <> <b> \"q'",
+        "<![CDATA[c &amp; d <e> &]]>": "c &amp; d <e> &",
+        "&#233;&#xe9; caf\u00e9": "\u00e9\u00e9 caf\u00e9",
+    }
+    rdf = (
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"'
+        ' xmlns="http://purl.org/rss/1.0/"><channel rdf:about="http://e.com/">'
+        "<title>R</title></channel>{}</rdf:RDF>"
+    )
+    for written, want in ids.items():
+        for space in ("&#160;", "&nbsp;"):  # well-formed, then not
+            guid = (
+                f'<item><guid isPermaLink="false">{written}</guid><title>a{space}b</title></item>'
+            )
+            assert one(parse_body(rss(guid), RSS_CT)).entry_id == want, (written, space)
+            entry = f"<entry><id>{written}</id><title>a{space}b</title></entry>"
+            assert one(parse_body(atom(entry), ATOM_CT)).entry_id == want, (written, space)
+            if "CDATA" in written:  # no CDATA in an attribute
+                continue
+            item = f'<item rdf:about="{written}"><title>a{space}b</title></item>'
+            body = rdf.format(item).encode()
+            assert one(parse_body(body, RSS_CT)).entry_id == want, (written, space)
+    # a permalink guid is the entry's link too: decoded the same
+    item = "<item><guid>http://e.com/?a=1&amp;b=2</guid><title>a&nbsp;b</title></item>"
+    got = one(parse_body(rss(item), RSS_CT))
+    assert (got.entry_id, got.link) == ("http://e.com/?a=1&b=2", "http://e.com/?a=1&b=2")
+    # JSON Feed's ids are JSON strings: nothing is decoded in them
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "J"}
+    doc["items"] = [{"id": "a&amp;b", "content_text": "x"}]
+    assert one(parse_body(json.dumps(doc).encode(), JSON_CT)).entry_id == "a&amp;b"
+
+
 def test_every_author_and_the_atom_feeds_for_an_entry_without_one() -> None:
     """feedparser's `author` is the last author alone (with the first one's email);
     an Atom entry without an author has its feed's (RFC 4287); an RSS channel's

@@ -166,6 +166,49 @@ def test_an_id_that_is_no_url_harms_no_poll(tmp_path, feed_server):
     store.close()
 
 
+def test_ids_stored_escaped_by_an_earlier_version_alert_nothing(tmp_path, feed_server, monkeypatch):
+    """A version that read a body that was not well-formed XML (one ``&nbsp;``) left its
+    ids escaped and stored them so (``id=1&amp;cat=2``); read decoded now, each entry is
+    the row it was, re-keyed silently, and an edit of it alerts as updated. The feed
+    keeps more rows than its body, so the rows are searched by identity, not all read."""
+    settings = replace(SETTINGS, stale_after=0)
+    ids = ["http://example.com/item?id=1&amp;cat=2", "tag:x,2024:a&amp;b&lt;c&gt;"]
+
+    def body(n_more: int, edited: str = "") -> bytes:
+        items = "".join(
+            f'<item><guid isPermaLink="false">{g}</guid><title>Entry {i}&nbsp;!</title>'
+            f"<description>Text {i}{edited if i == 0 else ''}</description></item>"
+            for i, g in enumerate([*ids, *(f"urn:more:{k}" for k in range(n_more))])
+        )
+        return f'<rss version="2.0"><channel><title>t</title>{items}</channel></rss>'.encode()
+
+    from feedparser.parsers.loose import _LooseFeedParser
+
+    import feedwatch.parse  # noqa: F401  (wraps the lenient parser's decoding)
+
+    as_before = _LooseFeedParser.decode_entities.__wrapped__  # type: ignore[attr-defined]
+    feed_server.set("/f", body(40))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+    with monkeypatch.context() as m:  # the earlier version's parse
+        m.setattr(_LooseFeedParser, "decode_entities", as_before)
+        assert asyncio.run(poll(config, store, clock, feed)).result == "ok"
+    assert {"g:" + i for i in ids} <= set(store.entries("f"))
+    feed_server.set("/f", body(0))
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert (r.result, r.alerts) == ("ok", [])
+    keys = set(store.entries("f"))
+    assert {"g:http://example.com/item?id=1&cat=2", "g:tag:x,2024:a&b<c>"} <= keys
+    assert not {"g:" + i for i in ids} & keys
+    feed_server.set("/f", body(0, edited=", corrected"))
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    got = [(a.kind, a.payload["entry"]["id"]) for a in r.alerts]
+    assert got == [("updated", "http://example.com/item?id=1&cat=2")]
+    store.close()
+
+
 def test_a_poll_under_way_at_a_reload_leaves_the_new_rules_to_later_polls(tmp_path, feed_server):
     """A reload cleared the compiled rules, but a poll still under way compiled the old
     ones again and kept them under the feed's name: every later poll matched with
