@@ -438,10 +438,11 @@ def _due(
     to_poll: list[FeedConfig] = []
     for feed in feeds:
         rec = records.get(feed.name)
-        if rec is not None and rec.retry_after_until is not None and rec.retry_after_until > now:
+        until = rec.retry_after_at(feed.url) if rec is not None else None  # (not another url's)
+        if until is not None and until > now:
             print(
                 f"skipped {redact(feed.name)}: the server asked to be left alone until "
-                f"{rec.retry_after_until:%Y-%m-%d %H:%M:%SZ} (Retry-After)",
+                f"{until:%Y-%m-%d %H:%M:%SZ} (Retry-After)",
                 file=sys.stderr,
             )
             continue

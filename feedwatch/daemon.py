@@ -429,12 +429,12 @@ class Daemon:
         """``when`` under the feed's interval now (``pacing.within_interval``)."""
         if rec is None:
             return when
-        retry_after = rec.retry_after_until is not None and rec.retry_after_until > now
+        until = rec.retry_after_at(feed.url)
         return pacing.within_interval(
             when,
             feed.settings,
             rec.last_poll,
-            backing_off=bool(rec.errors) or retry_after,
+            backing_off=bool(rec.errors_at(feed.url)) or (until is not None and until > now),
             now=now,
         )
 
@@ -464,8 +464,9 @@ class Daemon:
             when = now + timedelta(seconds=feed.settings.interval)
         else:  # set by a poll that began before a reload shortened the interval?
             when = self._within_interval(rec, feed, when, now)
-        if rec is not None and rec.retry_after_until is not None and rec.retry_after_until > when:
-            when = rec.retry_after_until
+        until = rec.retry_after_at(feed.url) if rec is not None else None
+        if until is not None and until > when:  # (a new url: not the old server's)
+            when = until
         self._slot(name, when, rec)
 
     def _reschedule_refused(self, name: str, claim: FeedClaim) -> None:
@@ -831,9 +832,12 @@ def _log_state_failure(event: str, exc: Exception, hint: str, **fields: Any) -> 
 def _stored_slot(rec: FeedRecord | None, feed: FeedConfig) -> datetime | None:
     """When the state says a feed coming into the schedule (a start, a reload that brings
     it back) is due: its stored next poll (a backoff after errors included), not before
-    a server's Retry-After; None (now) for a feed never polled at its url."""
-    when = rec.next_poll if rec is not None and rec.url == feed.url else None
-    if rec is not None and rec.retry_after_until is not None:
+    a server's Retry-After; None (now) for a feed never polled at its url (the old
+    url's backoff and Retry-After are not the new one's)."""
+    if rec is None or rec.url != feed.url:
+        return None
+    when = rec.next_poll
+    if rec.retry_after_until is not None:
         when = max(when or rec.retry_after_until, rec.retry_after_until)
     return when
 

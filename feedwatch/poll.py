@@ -263,7 +263,7 @@ class Poller:
                     # backed off as any failure is: a feed that crashes every poll must
                     # not be polled at its interval for ever
                     known = self.store.feed(feed.name)
-                    errors = (known.errors if known is not None else 0) + 1
+                    errors = (known.errors_at(feed.url) if known is not None else 0) + 1
                     self.store.record_failure(
                         feed.name,
                         feed.url,
@@ -645,7 +645,7 @@ class Poller:
         # stored, logged, shown by `check` and `status`, quoted by a stale notice: a
         # secret the config expanded into the URL (its host, say) is masked once, here
         reason = redact(reason)
-        errors = record.errors + 1
+        errors = record.errors_at(feed.url) + 1  # (a new url starts its own backoff)
         since = self.wait_clock()
         next_poll = pacing.next_poll_after_failure(
             since, feed.settings, errors, self.rng, retry_after=retry_after

@@ -14,11 +14,12 @@ from feedwatch.store.base import FeedRecord, SinkCounts
 
 
 def feed_state(record: FeedRecord | None, enabled: bool, url: str) -> str:
-    """The state of a feed in the config; ``url`` its url there (a gone feed given
-    another url is not gone). A feed only the state knows is "removed"."""
+    """The state of a feed in the config; ``url`` its url there: a feed given another
+    url is "new" until its first poll there (the old url's errors, 410 or Retry-After are
+    not the new one's; its entries are kept). A feed only the state knows is "removed"."""
     if not enabled:
         return "disabled"
-    if record is None or record.last_poll is None:
+    if record is None or record.last_poll is None or record.url != url:
         return "new"
     if record.gone_at(url):
         return "gone"
@@ -58,6 +59,8 @@ def collect(config: Config) -> dict[str, Any]:
 
 
 def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict[str, Any]:
+    # what the last poll said of a url the feed no longer has is not said of its url
+    other_url = rec is not None and url is not None and rec.url != url
     return {
         "name": redact(name),  # (a name written with a ${VAR} shows as ***)
         "url": redact_url(url) if url else None,
@@ -65,18 +68,20 @@ def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict
         "http_status": rec.http_status if rec else None,
         "last_poll": format_time(rec.last_poll) if rec else None,
         "last_success": format_time(rec.last_success) if rec else None,
-        "errors": rec.errors if rec else 0,
+        "errors": rec.errors if rec and not other_url else 0,
         # (a removed feed's, stored by a version that did not mask it, might hold a
         # secret no longer registered: not shown, as its URL is not)
         "last_error": (
-            redact(rec.last_error) if rec and rec.last_error and state != "removed" else None
+            redact(rec.last_error)
+            if rec and rec.last_error and state != "removed" and not other_url
+            else None
         ),
         "entries": rec.entries if rec else 0,
         # a disabled, removed or gone feed is not polled: no time would come true
         "next_poll": (format_time(rec.next_poll) if rec and state not in _NOT_POLLED else None),
         "redirected_to": (
             redact_url(rec.redirected_to)
-            if rec and rec.redirected_to and state != "removed"
+            if rec and rec.redirected_to and state != "removed" and not other_url
             else None
         ),
     }

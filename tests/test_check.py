@@ -1257,3 +1257,34 @@ def test_a_gone_feed_given_a_new_url_is_polled_by_check_and_not_shown_gone(tmp_p
     assert r.returncode == 0 and "skipped" not in r.stderr, r.stderr
     assert feed_server.count("/j") == 1
     assert json.loads(fw(cfg, "status", "--json").stdout)["feeds"][0]["state"] == "ok"
+
+
+def test_a_feed_given_a_new_url_is_not_held_back_by_the_old_urls_retry_after_or_errors(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """The old url's server asked for an hour (429, Retry-After) after failing twice:
+    `check` skipped the feed at its new url ("Retry-After"), `status` showed it `error`
+    (exit 1 with --check), and a failure of the new url backed off as the third."""
+    feed_server.set("/old", b"down", status=500)
+    feed_server.set("/new", b"down", status=500)
+    cfg = tmp_path / "feedwatch.toml"
+    text = jsonl_config(tmp_path, f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/old")}"\n')
+    cfg.write_text(text)
+    assert fw(cfg, "check").returncode == 1
+    feed_server.set("/old", b"slow down", status=429, headers={"Retry-After": "3600"})
+    assert fw(cfg, "check").returncode == 1
+    assert "Retry-After" in fw(cfg, "check").stderr  # (the old url: still skipped)
+    cfg.write_text(text.replace(feed_server.url("/old"), feed_server.url("/new")))
+    (row,) = json.loads(fw(cfg, "status", "--json").stdout)["feeds"]
+    assert (row["state"], row["errors"], row["last_error"]) == ("new", 0, None), row
+    assert fw(cfg, "status", "--check").returncode == 0
+    r = fw(cfg, "check", "--feed", "a")
+    assert r.returncode == 1 and "skipped" not in r.stderr, r.stderr
+    assert feed_server.count("/new") == 1
+    (row,) = json.loads(fw(cfg, "status", "--json").stdout)["feeds"]
+    assert (row["state"], row["errors"]) == ("error", 1), row
+    feed_server.set("/new", rss([entry(1)]))
+    r = fw(cfg, "check")
+    assert r.returncode == 0 and "skipped" not in r.stderr, r.stderr
+    assert json.loads(fw(cfg, "status", "--json").stdout)["feeds"][0]["state"] == "ok"

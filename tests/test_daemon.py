@@ -629,6 +629,24 @@ def test_a_gone_feed_given_a_new_url_is_polled_after_a_restart(tmp_path, feed_se
     assert d.stop() == 0
 
 
+def test_a_feed_given_a_new_url_is_polled_at_a_start_despite_the_old_urls_retry_after(
+    tmp_path, feed_server, start_daemon
+):
+    """The old url's server asked for an hour (429, Retry-After: 3600): a daemon started
+    with the feed's new url waited that hour (a reload polled it at once)."""
+    feed_server.set("/r", b"slow down", status=429, headers={"Retry-After": "3600"})
+    feed_server.set("/j", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["r"])
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.failed", feed="r"), what="the 429")
+    assert d.stop() == 0
+    cfg.write_text(cfg.read_text().replace(feed_server.url("/r"), feed_server.url("/j")))
+    d = start_daemon(cfg)
+    wait_for(lambda: feed_server.count("/j") >= 2, what="the new url polled, on schedule")
+    assert d.stop() == 0
+    assert feed_server.count("/r") == 1
+
+
 def test_retry_after_is_honoured(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/r", b"slow down", status=429, headers={"Retry-After": "3600"})

@@ -431,6 +431,10 @@ def test_record_failure_counts_and_keeps_last_success(store: Store) -> None:
     store.clear_gone("f")
     rec = store.feed("f")
     assert rec is not None and not rec.gone and rec.errors == 4
+    # a failure at another url (the feed's url was edited) is its first in a row there
+    store.record_failure("f", "u2", at(350), http_status=500, error="HTTP 500", next_poll=None)
+    rec = store.feed("f")
+    assert rec is not None and rec.url == "u2" and rec.errors == 1 and rec.errors_at("u") == 0
     store.commit_poll(poll(now=at(400)))
     rec = store.feed("f")
     assert rec is not None

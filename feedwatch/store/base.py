@@ -73,6 +73,16 @@ class FeedRecord:
         --feed`); a feed given another url is polled as a new one would be."""
         return self.gone and self.url == url
 
+    def retry_after_at(self, url: str) -> datetime | None:
+        """When ``url``'s server said polls may resume (Retry-After), if it said so: the
+        server of a url the feed no longer has does not hold back the new one."""
+        return self.retry_after_until if self.url == url else None
+
+    def errors_at(self, url: str) -> int:
+        """Consecutive failed polls of ``url``: a new url starts without the old one's
+        backoff."""
+        return self.errors if self.url == url else 0
+
 
 @dataclass(frozen=True)
 class PollCommit:

@@ -875,10 +875,13 @@ class SqliteStore(SharedWrites):
         with self._write() as cur:
             self._ensure_feed(cur, feed, url)
             cur.execute(
-                "UPDATE feeds SET url = ?, errors = errors + 1, last_error = ?,"
-                " http_status = ?, last_poll = ?, next_poll = ?, retry_after_until = ?,"
-                f" gone = ?, redirected_to = ?, {QUIET_SINCE_FAILED} WHERE name = ?",
+                # (errors in a row at this url: another url's do not count)
+                "UPDATE feeds SET url = ?, errors = CASE WHEN url = ? THEN errors + 1 ELSE 1 END,"
+                " last_error = ?, http_status = ?, last_poll = ?, next_poll = ?,"
+                f" retry_after_until = ?, gone = ?, redirected_to = ?, {QUIET_SINCE_FAILED}"
+                " WHERE name = ?",
                 (
+                    url,
                     url,
                     error,
                     http_status,
