@@ -28,7 +28,13 @@ from feedwatch.config import ConfigError, find_config_path, load_config
 from feedwatch.model import Config, FeedConfig
 from feedwatch.payload import payload_line
 from feedwatch.redact import redact
-from feedwatch.store import StateError, is_postgres_url, no_state_at, open_store
+from feedwatch.store import (
+    StateError,
+    drop_removed_feeds,
+    is_postgres_url,
+    no_state_at,
+    open_store,
+)
 from feedwatch.store.base import FeedRecord, Store
 
 if TYPE_CHECKING:
@@ -376,6 +382,7 @@ def _check_with(
         if not args.dry_run:
             report = asyncio.run(_deliver(config, store, out))
             delivery_ok = report.ok
+            _drop_removed(config, store)
             for failure in report.failures:
                 print(f"delivery failed {show(failure)}", file=sys.stderr)
             summary = (
@@ -402,6 +409,15 @@ def _check_with(
             lock.release()
         if tmpdir is not None:
             tmpdir.cleanup()
+
+
+def _drop_removed(config: Config, store: Store) -> None:
+    """The state of feeds out of the config for `retention` goes, as in the daemon's
+    upkeep (a few rows read: cheap); a failure here fails nothing that was done."""
+    try:
+        drop_removed_feeds(store, config, system_clock())
+    except StateError as exc:
+        log.warning("state.removed_feeds_not_dropped", error=str(exc))
 
 
 def _stdout_sink(config: Config) -> str | None:

@@ -52,7 +52,7 @@ from feedwatch.schedule import FeedScheduler
 from feedwatch.sinks import build_sink, machine_problem
 from feedwatch.sinks.base import Sink
 from feedwatch.status import feed_state
-from feedwatch.store import is_postgres_url, open_store
+from feedwatch.store import drop_removed_feeds, is_postgres_url, open_store
 from feedwatch.store.base import (
     LEASE_RENEW,
     LEASE_SECONDS,
@@ -591,6 +591,7 @@ class Daemon:
             n = self.store.prune_deliveries(before)
             if n:
                 log.info("state.pruned", deliveries=n)
+            drop_removed_feeds(self.store, self.config, self.clock())
             self._update_gauges()
         except Exception:
             log.exception("state.maintenance_failed")

@@ -16,6 +16,7 @@ import pytest
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
 from tests.helpers import run_feedwatch, wait_for
+from tests.receivers import webhook_receiver  # noqa: F401
 
 
 def fw(
@@ -1288,3 +1289,59 @@ def test_a_feed_given_a_new_url_is_not_held_back_by_the_old_urls_retry_after_or_
     r = fw(cfg, "check")
     assert r.returncode == 0 and "skipped" not in r.stderr, r.stderr
     assert json.loads(fw(cfg, "status", "--json").stdout)["feeds"][0]["state"] == "ok"
+
+
+def test_a_removed_feeds_state_goes_after_retention_and_its_pending_alerts_stay(
+    tmp_path,
+    feed_server,  # noqa: F811
+    webhook_receiver,  # noqa: F811
+):
+    """SPEC: a removed feed's state is kept until `retention`. Nothing dropped it: only a
+    poll of the feed pruned its entries, so `status` listed it `removed` for ever. `check`
+    now drops the entries and the row of a feed out of the config last polled longer than
+    `retention` ago; its alerts still pending go out; added back, it starts from a
+    baseline, as a new feed does."""
+    webhook_receiver.script(status=503)
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/b", rss([entry(1), entry(2), entry(3)]))
+    # (a's own retention: the global one is what a removed feed's state waits)
+    a = f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/a")}"\nretention = "1h"\n'
+    b = f'[[feeds]]\nname = "b"\nurl = "{feed_server.url("/b")}"\n'
+    hook = f'[sinks.hook]\ntype = "webhook"\nurl = "{webhook_receiver.url}/x"\n\n'
+    cfg = tmp_path / "feedwatch.toml"
+
+    def status() -> dict:
+        return json.loads(fw(cfg, "status", "--json").stdout)
+
+    def write(feeds: str, retention: str) -> None:
+        cfg.write_text(jsonl_config(tmp_path, hook + feeds, f'retention = "{retention}"'))
+
+    write(a + b, "1h")
+    assert fw(cfg, "check").returncode == 0
+    feed_server.set("/b", rss([entry(1), entry(2), entry(3), entry(4)]))
+    assert fw(cfg, "check").returncode == 1  # entry 4's alert: the hook answers 503
+    write(a, "1h")  # removed, within retention: kept
+    fw(cfg, "check")
+    assert [(f["name"], f["state"], f["entries"]) for f in status()["feeds"]] == [
+        ("a", "ok", 1),
+        ("b", "removed", 4),
+    ]
+    write(a, "1s")
+
+    def dropped() -> bool:
+        fw(cfg, "check")
+        return [f["name"] for f in status()["feeds"]] == ["a"]
+
+    wait_for(dropped, timeout=15, what="b's state dropped")
+    assert [s["pending"] for s in status()["sinks"] if s["name"] == "hook"] == [1]
+    webhook_receiver.script(status=200)
+    assert fw(cfg, "check").returncode == 0
+    sent = webhook_receiver.received()
+    assert json.loads(sent[-1].body)["feed"]["name"] == "b"
+    # back in the config: a new feed, its first poll a baseline (entry 5 no alert)
+    feed_server.set("/b", rss([entry(n) for n in range(1, 6)]))
+    write(a + b, "1h")
+    r = fw(cfg, "check")
+    assert r.returncode == 0 and "5 baselined, 0 new" in r.stderr, r.stderr
+    assert [(f["name"], f["entries"]) for f in status()["feeds"]] == [("a", 1), ("b", 5)]
+    assert len(webhook_receiver.received()) == len(sent)

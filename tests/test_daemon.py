@@ -647,6 +647,33 @@ def test_a_feed_given_a_new_url_is_polled_at_a_start_despite_the_old_urls_retry_
     assert feed_server.count("/r") == 1
 
 
+def test_the_upkeep_drops_a_feed_removed_from_the_config_for_retention(tmp_path, feed_server):
+    """SPEC 6: a removed feed's state is kept until `retention`; the daemon's upkeep only
+    pruned deliveries, so it was kept for ever. (In process: the job runs hourly.)"""
+    import asyncio
+
+    from feedwatch.config import load_config
+    from feedwatch.daemon import Daemon as FeedDaemon
+    from feedwatch.store import SqliteStore
+
+    cfg = write_config(tmp_path, feed_server, ["a"], extra='retention = "1h"')
+    config = load_config(cfg)
+    store = SqliteStore(tmp_path / "state.db")
+    now = datetime.now(timezone.utc)
+    for name, ago in (("a", 7200), ("gone-long", 7200), ("just-removed", 60)):
+        store.record_failure(
+            name, "http://127.0.0.1:9/", now - timedelta(seconds=ago), http_status=500,
+            error="HTTP 500", next_poll=None,
+        )  # fmt: skip
+    d = FeedDaemon(config, lambda: config)
+    d.store = store
+    try:
+        asyncio.run(d._maintenance_job())
+        assert set(store.feeds()) == {"a", "just-removed"}
+    finally:
+        store.close()
+
+
 def test_retry_after_is_honoured(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/r", b"slow down", status=429, headers={"Retry-After": "3600"})

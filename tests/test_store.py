@@ -441,6 +441,25 @@ def test_record_failure_counts_and_keeps_last_success(store: Store) -> None:
     assert (rec.errors, rec.last_error, rec.gone, rec.retry_after_until) == (0, None, False, None)
 
 
+def test_drop_removed_feeds_drops_idle_feeds_out_of_the_config_not_their_alerts(
+    store: Store,
+) -> None:
+    """SPEC 6: a removed feed's state is kept until `retention` (nothing dropped it)."""
+    for name, polled in (("old", at(0)), ("recent", at(500)), ("kept", at(0))):
+        store.commit_poll(
+            poll(name, now=polled, upserts=(entry("x", polled),),
+                 alerts=(alert(f"{name}-1", feed=name, identity="x"),))
+        )  # fmt: skip
+    store.set_next_poll("never", at(10))  # a row never polled
+    assert store.drop_removed_feeds(["kept"], at(100)) == ["never", "old"]
+    assert set(store.feeds()) == {"recent", "kept"}
+    assert store.entries("old") == {} and set(store.entries("kept")) == {"x"}
+    # its alert stays, its delivery still pending (and sent)
+    assert {d.alert_id for d in store.pending()} == {"old-1", "recent-1", "kept-1"}
+    assert [a.alert_id for a in store.alerts_for("old")] == ["old-1"]
+    assert store.drop_removed_feeds(["kept"], at(100)) == []
+
+
 def test_set_next_poll(store: Store) -> None:
     store.set_next_poll("f", at(30))
     rec = store.feed("f")
@@ -1679,6 +1698,17 @@ def test_pg_feed_lease_renewal_release_gone_and_url_change(pg_pair: tuple[Store,
     b.release_feed("f", "B")
     gone = a.claim_feed("f", url, "A", at(2000), LEASE)
     assert not gone.granted and gone.gone
+
+
+def test_pg_drop_removed_feeds_leaves_a_feed_another_instance_is_polling(
+    pg_pair: tuple[Store, Store],
+) -> None:
+    """An instance whose config lacks a feed another one polls (a rollout) leaves its
+    row alone while the other holds its lease: created by the claim, not yet polled."""
+    a, b = pg_pair
+    assert a.claim_feed("f", "u", "A", T0, LEASE).granted
+    assert b.drop_removed_feeds([], at(LEASE - 1)) == []
+    assert b.drop_removed_feeds([], at(LEASE + 1)) == ["f"]  # a dead instance's lease
 
 
 def test_pg_only_one_of_many_racing_instances_gets_a_feed(pg_url: str) -> None:

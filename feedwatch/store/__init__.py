@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+import structlog
 
 from feedwatch.redact import redact
 from feedwatch.store.base import (
@@ -27,6 +31,9 @@ from feedwatch.store.base import (
 from feedwatch.store.lock import LockHandle, acquire_lock
 from feedwatch.store.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from feedwatch.model import Config
+
 __all__ = [
     "AlertQuery",
     "AlertRecord",
@@ -41,10 +48,13 @@ __all__ = [
     "StateLocked",
     "Store",
     "acquire_lock",
+    "drop_removed_feeds",
     "is_postgres_url",
     "no_state_at",
     "open_store",
 ]
+
+log = structlog.get_logger("feedwatch.store")
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -78,3 +88,15 @@ def open_store(state: str, *, create: bool = True) -> Store | None:
     if not create and not os.path.exists(path):
         return None
     return SqliteStore(path, create=create)
+
+
+def drop_removed_feeds(store: Store, config: Config, now: datetime) -> int:
+    """SPEC 6: a feed removed from the config keeps its state until ``retention`` (the
+    global one: it has no settings left) after its last poll; then its entries and feed
+    row go (``Store.drop_removed_feeds``), its pending alerts still to be sent. A feed
+    added back later starts as a new one. How many went."""
+    before = now - timedelta(seconds=config.defaults.retention)
+    names = store.drop_removed_feeds([f.name for f in config.feeds], before)
+    if names:  # (not named: a removed feed's name may hold a secret no longer masked)
+        log.info("state.removed_feeds_dropped", feeds=len(names))
+    return len(names)

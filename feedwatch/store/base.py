@@ -311,6 +311,13 @@ class Store(Protocol):
         """Drop a feed's entries, parse cache and HTTP state (its alerts and deliveries stay)."""
         ...
 
+    def drop_removed_feeds(self, keep: Iterable[str], idle_before: datetime) -> list[str]:
+        """Drop what the state holds of each feed not in ``keep`` (the config's) that was
+        last polled before ``idle_before`` (``retention`` ago), or never: its entries and
+        feed row, more than `forget` drops. Its alerts and deliveries stay: those pending
+        are still sent, the others go as ``prune_deliveries`` says. The names dropped."""
+        ...
+
     def clear_gone(self, feed: str) -> None: ...
 
     # -- outbox --------------------------------------------------------------

@@ -289,6 +289,7 @@ class PostgresStore(SharedWrites):
     # what feedwatch.store.rows (the reads both stores share) needs: times are TIMESTAMPTZ
     P = "%s"
     ROW_LOCK = " FOR UPDATE"
+    UNLEASED = " AND (lease_until IS NULL OR lease_until < {p})"
     _to_db = staticmethod(_ts)
     _from_db = staticmethod(_dt)
     _from_db_req = staticmethod(_req_dt)

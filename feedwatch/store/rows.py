@@ -78,6 +78,9 @@ class SharedReads:
 
     P: ClassVar[str] = "?"
     ROW_LOCK: ClassVar[str] = ""  # " FOR UPDATE" where writers are not serialised
+    # the feeds no instance polls now (their lease, where there are leases, expired
+    # before the time given: the same placeholder as the last poll's)
+    UNLEASED: ClassVar[str] = ""
 
     def _ids_in(self, column: str, ids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
         raise NotImplementedError
@@ -368,6 +371,26 @@ class SharedWrites(SharedReads):
                 (feed,),
             ).rowcount
         return bool(known or dropped)
+
+    def drop_removed_feeds(self, keep: Iterable[str], idle_before: datetime) -> list[str]:
+        """Drop the row and the entries of every feed not in ``keep`` last polled before
+        ``idle_before``, or never; its alerts and deliveries stay (those pending are
+        still sent). The names dropped."""
+        kept = set(keep)
+        at = self._to_db(idle_before)
+        p = self.P
+        with self._writing() as cur:
+            idle = cur.execute(
+                f"SELECT name FROM feeds WHERE (last_poll IS NULL OR last_poll < {p})"
+                + self.UNLEASED.format(p=p),
+                (at, at) if self.UNLEASED else (at,),
+            ).fetchall()
+            names = sorted(r[0] for r in idle if r[0] not in kept)
+            for clause, values in self._ids_in("feed", names):
+                cur.execute(f"DELETE FROM entries WHERE {clause}", values)
+            for clause, values in self._ids_in("name", names):
+                cur.execute(f"DELETE FROM feeds WHERE {clause}", values)
+        return names
 
     def alerts_for(
         self, feed: str, identity: str | None = None, limit: int = 50
