@@ -5,7 +5,8 @@ Pure (SPEC section 4). The whole decision, in order:
     policy   = the identity policy (auto: detected, switched after two polls agree,
                stored entries re-keyed rather than made new)
     for each entry in the body (first of a duplicated identity wins):
-        known?   -> compare times (to the second) and normalised text; where the text
+        known?   -> compare times (to the second) and normalised text (a text that
+                    only moved between summary and content is the same); where the text
                     moved to that of a newer stored entry of the same unique link that
                     is not in the body, compare with that one (it dropped its id with
                     an edit, alerted as new, and its id came back)
@@ -293,9 +294,10 @@ def _field_changes(
 ) -> dict[str, FieldChange]:
     changes: dict[str, FieldChange] = {}
     legacy = _legacy(old)
+    moved = _moved_text(old, new, ignore, legacy)
     for f in TEXT_FIELDS:
         a, b = getattr(old, f), getattr(new, f)
-        if _differs(a, b, ignore, legacy):
+        if (f == "title" or not moved) and _differs(a, b, ignore, legacy):
             changes[f] = _changed_view(a, b)
     if normalize_link(old.link) != normalize_link(new.link):
         changes["link"] = FieldChange(safe_link(old.link), safe_link(new.link))
@@ -425,11 +427,29 @@ def _text_changed(
     if not legacy:
         if old.fingerprint == fp:
             return False
-        if ignore is None:  # the hashes of the comparable texts differ: so do they
-            return True
+        if ignore is None:  # the hashes of the comparable texts differ: so do they,
+            # unless the summary's and the content's only swapped (``_moved_text``)
+            return old.fingerprint != fingerprint(new.title, new.content, new.summary)
     # A fingerprint of another version says nothing, and one of the whole text says
     # nothing of the text ``ignore_text`` leaves: compare the stored text.
-    return any(_differs(getattr(old, f), getattr(new, f), ignore, legacy) for f in TEXT_FIELDS)
+    if _differs(old.title, new.title, ignore, legacy):
+        return True
+    return any(
+        _differs(getattr(old, f), getattr(new, f), ignore, legacy) for f in ("summary", "content")
+    ) and not _moved_text(old, new, ignore, legacy)
+
+
+def _moved_text(
+    old: StoredEntry, new: EntrySnapshot, ignore: Ignore | None, legacy: bool = False
+) -> bool:
+    """Whether the summary's and the content's texts only moved between the two fields:
+    each is the other's of before (an RSS description that was read as the summary,
+    now an Atom or JSON Feed content; the other empty). The same texts in another
+    layout, which a feed's change of format brings: no edit. A text that went or came
+    (the content emptied, the summary kept) is one."""
+    return not _differs(old.summary, new.content, ignore, legacy) and not _differs(
+        old.content, new.summary, ignore, legacy
+    )
 
 
 def _legacy(old: StoredEntry) -> bool:

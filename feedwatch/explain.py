@@ -35,7 +35,14 @@ from typing import TYPE_CHECKING, TextIO
 
 from feedwatch.alert import route
 from feedwatch.config import format_duration
-from feedwatch.diff import DiffResult, _field_changes, _text_changed, diff, stale_copy
+from feedwatch.diff import (
+    DiffResult,
+    _field_changes,
+    _moved_text,
+    _text_changed,
+    diff,
+    stale_copy,
+)
 from feedwatch.identity import (
     alert_id,
     comparable_text,
@@ -158,6 +165,14 @@ def _silent_reason(
             " silently"
         )
     ignore = compile_ignore(feed.settings.ignore_text)
+    if text_changed and _moved_text(old, new, ignore):
+        what = (
+            "its text only moved between summary and content (the feed's format or layout"
+            " changed), which is not an edit"
+        )
+        if not ts_moved:
+            return f"{what}: stored silently"
+        text_changed = False  # the rest as for a moved timestamp alone
     if (
         text_changed
         and ignore is not None

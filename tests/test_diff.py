@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -34,6 +35,7 @@ from feedwatch.model import (
     Settled,
     StoredEntry,
 )
+from feedwatch.parse import parse_body
 from feedwatch.testing import T0, entry
 
 S = FeedSettings()
@@ -1523,3 +1525,138 @@ def test_an_edit_after_a_same_link_item_came_beside_the_entry_is_an_update():
     (c,) = r2.changes
     assert c.kind == "updated" and c.identity == "g:urn:entry:1"
     assert c.changes["summary"].old == "Summary of entry 1."
+
+
+def _blog_rss(n: int) -> bytes:
+    """Blogger's RSS 2.0: the full text in <description>, read as the summary."""
+    items = "".join(
+        f"<item><title>Post {i}</title><link>https://blog.example.org/p{i}.html</link>"
+        f'<guid isPermaLink="false">tag:blogger.com,1999:blog-42.post-{i}</guid>'
+        f"<description>&lt;p&gt;Full text of post {i}, a &lt;b&gt;bold&lt;/b&gt; word."
+        f"&lt;/p&gt;</description><pubDate>Fri, 22 Nov 2024 1{i}:40:17 +0000</pubDate></item>"
+        for i in range(n)
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Blog</title>'
+        f"<link>https://blog.example.org/</link><description>d</description>{items}"
+        "</channel></rss>"
+    ).encode()
+
+
+def _blog_atom(n: int) -> bytes:
+    """The same posts as Blogger's Atom: the full text in <content type="html">."""
+    entries = "".join(
+        f"<entry><id>tag:blogger.com,1999:blog-42.post-{i}</id>"
+        f"<published>2024-11-22T1{i}:40:17Z</published><updated>2024-11-22T1{i}:40:17Z</updated>"
+        f'<title type="text">Post {i}</title><content type="html">&lt;p&gt;Full text of post'
+        f" {i}, a &lt;b&gt;bold&lt;/b&gt; word.&lt;/p&gt;</content>"
+        f'<link rel="alternate" type="text/html" href="https://blog.example.org/p{i}.html"/>'
+        "</entry>"
+        for i in range(n)
+    )
+    return (
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>Blog</title>'
+        f"<id>tag:blogger.com,1999:blog-42</id><updated>2024-11-22T20:00:00Z</updated>{entries}"
+        "</feed>"
+    ).encode()
+
+
+def _blog_json(n: int) -> bytes:
+    items = [
+        {
+            "id": f"tag:blogger.com,1999:blog-42.post-{i}",
+            "url": f"https://blog.example.org/p{i}.html",
+            "title": f"Post {i}",
+            "content_html": f"<p>Full text of post {i}, a <b>bold</b> word.</p>",
+            "date_published": f"2024-11-22T1{i}:40:17+00:00",
+        }
+        for i in range(n)
+    ]
+    return json.dumps(
+        {"version": "https://jsonfeed.org/version/1.1", "title": "Blog", "items": items}
+    ).encode()
+
+
+def _snapshots(body: bytes, content_type: str) -> list[EntrySnapshot]:
+    return list(parse_body(body, {"Content-Type": content_type}).entries)
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [(_blog_atom, "application/atom+xml"), (_blog_json, "application/feed+json")],
+)
+@pytest.mark.parametrize("updates", ["any", "content", "timestamp"])
+def test_the_same_posts_served_in_another_format_are_no_update(body, content_type, updates):
+    """The RSS description is read as the summary, an Atom or JSON Feed content as the
+    content: the same text in the other field is no edit. The rows take the new layout
+    silently, so a later edit of the text is compared with it; and an Atom entry's
+    updated time, gained by every entry at once, is timestamp churn."""
+    s = replace(S, updates=updates)
+    before = _snapshots(_blog_rss(8), "application/rss+xml")
+    assert before[0].summary.startswith("Full text of post 0") and before[0].content == ""
+    stored, ident = baseline(before, settings=s)
+    after = _snapshots(body(8), content_type)
+    assert after[0].summary == "" and after[0].content == before[0].summary
+    r = run(stored, after, settings=s, identity=ident, now=T0 + timedelta(hours=1))
+    assert r.changes == () and r.updated == 0 and len(r.upserts) == 8
+    stored = apply(stored, r)
+    assert stored["g:tag:blogger.com,1999:blog-42.post-0"].content == after[0].content
+    assert run(stored, after, settings=s, identity=r.identity).changes == ()
+    edited = [replace(after[0], content="Full text of post 0, corrected."), *after[1:]]
+    r = run(stored, edited, settings=s, identity=r.identity)
+    if updates == "timestamp":  # a text edit alone is none there
+        assert r.changes == ()
+    else:
+        (c,) = r.changes
+        assert set(c.changes) == {"content"} and c.changes["content"].old == after[0].content
+
+
+def test_a_text_moved_between_summary_and_content_is_no_edit_and_a_real_one_is():
+    stored, ident = baseline([entry(1, summary="Body.", content="")])
+    for summary, content in (("", "Body."), ("", " Body. ")):
+        r = run(stored, [entry(1, summary=summary, content=content)], identity=ident)
+        assert r.changes == () and r.silent == 1, (summary, content)
+    stored2, ident2 = baseline([entry(1, summary="Teaser.", content="Body.")])
+    r = run(stored2, [entry(1, summary="Body.", content="Teaser.")], identity=ident2)
+    assert r.changes == ()
+    # what a text that went, came or changed is, beside one that stays
+    for summary, content, fields in (
+        ("Teaser.", "", {"content"}),  # the content emptied, the summary kept
+        ("Teaser, edited.", "Body.", {"summary"}),
+        ("", "Body.", {"summary"}),  # the teaser dropped
+        ("Body.", "Body.", {"summary"}),
+        ("Body.", "", {"summary", "content"}),  # the teaser lost, the body moved
+    ):
+        (c,) = run(stored2, [entry(1, summary=summary, content=content)], identity=ident2).changes
+        assert set(c.changes) == fields, (summary, content)
+    for summary, content, fields in (
+        ("Body.", "Body.", {"content"}),  # the text now in both
+        ("", "Body, edited.", {"summary", "content"}),
+        ("", "", {"summary"}),
+    ):
+        (c,) = run(stored, [entry(1, summary=summary, content=content)], identity=ident).changes
+        assert set(c.changes) == fields, (summary, content)
+    # a retitled entry whose text moved: only the title is named
+    (c,) = run(stored, [entry(1, title="New", summary="", content="Body.")], identity=ident).changes
+    assert set(c.changes) == {"title"}
+
+
+def test_a_text_moved_between_summary_and_content_beside_ignored_text_is_no_edit():
+    s = replace(S, ignore_text=("sponsored by acme",))
+    stored, ident = baseline([entry(1, summary="Body. Sponsored by ACME")], settings=s)
+    r = run(stored, [entry(1, summary="", content="Body.")], settings=s, identity=ident)
+    assert r.changes == () and r.silent == 1
+    r = run(stored, [entry(1, summary="", content="Body, edited.")], settings=s, identity=ident)
+    assert kinds(r) == [("updated", "Entry 1")]
+    # a row of an earlier fingerprint version compares its stored text the same way
+    stored, ident = baseline([entry(1, summary="Body.")])
+    r = run(_as_v1(stored), [entry(1, summary="", content="Body.")], identity=ident)
+    assert r.changes == () and r.silent == 1
+
+
+def test_a_small_feed_moved_to_atom_alerts_only_the_updated_time_it_gained():
+    """Below CHURN_MIN entries the updated time every Atom entry gains is an update
+    (SPEC 4: a gained timestamp counts); its text moving to the content is not named."""
+    stored, ident = baseline(_snapshots(_blog_rss(2), "application/rss+xml"))
+    r = run(stored, _snapshots(_blog_atom(2), "application/atom+xml"), identity=ident)
+    assert [set(c.changes) for c in r.changes] == [{"updated"}, {"updated"}]

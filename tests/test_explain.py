@@ -419,3 +419,24 @@ sinks = ["log"]
         line for line in fw(cfg, "explain", "recent").stdout.splitlines() if "old story" in line
     ]
     assert rows and "older than max_age" in rows[0], rows
+
+
+def test_a_text_moved_to_the_content_by_a_change_of_format_is_named(tmp_path, feed_server):
+    """RSS to Atom: the description was read as the summary, the Atom content is the
+    content; the same text in the other field is stored silently, and said so."""
+    srv = feed_server
+    srv.set("/news.xml", rss([entry(1, title="Hypersonic test", summary="Full text.")]))
+    cfg = write_config(tmp_path, srv)
+    assert fw(cfg, "check").returncode == 0
+    atom = (
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>N</title>'
+        "<id>urn:feed</id><updated>2024-11-22T10:40:17Z</updated><entry><id>urn:entry:1</id>"
+        "<title>Hypersonic test</title><published>2024-11-22T10:40:17Z</published>"
+        '<link href="https://example.org/1"/><content type="html">&lt;p&gt;Full text.&lt;/p&gt;'
+        "</content></entry></feed>"
+    )
+    srv.set("/news.xml", atom.encode(), content_type="application/atom+xml")
+    out = fw(cfg, "explain", "news", "hypersonic").stdout
+    assert "status:   changed, stored silently" in out
+    assert "its text only moved between summary and content" in out
+    assert fw(cfg, "check").returncode == 0 and sent(tmp_path) == []
