@@ -50,8 +50,10 @@ log = structlog.get_logger("feedwatch.parse")
 # updated when the feed is next parsed in full, one entry here and there; re-read at
 # once, a feed's entries all move together, which diff takes for timestamp churn);
 # 9: RFC 822 zones of one to three digits, ISO zones without a colon; 10: tags read by
-# the lenient parser have their entities decoded; 11: ids too (guid, Atom id, rdf:about)
-PARSE_VERSION = 11
+# the lenient parser have their entities decoded; 11: ids too (guid, Atom id, rdf:about);
+# 12: RFC 822 zone names beyond the US ones (JST, CET, AEST: ``_ZONE_NAMES``), read as
+# UTC before
+PARSE_VERSION = 12
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -934,9 +936,65 @@ _RFC822_SHAPE = re.compile(r"^(?:[A-Za-z]+,?\s*)?\d{1,2}[\s-]+[A-Za-z]{3,}\.?[\s
 _SHORT_ZONE = re.compile(r"\s([+-])(\d{1,3})$")
 
 
+# Zone names that feedparser's RFC 822 reader and Python's do not know (they know UT,
+# GMT, Z, UTC, the US ones, MET, MEST and military letters), so "19:40:17 JST" was
+# 19:40:17 UTC: the common ones that stand for one offset, in minutes. The ambiguous
+# ones keep their reading: IST (India, Ireland, Israel) and BST (British Summer Time,
+# Bangladesh) as UTC, CST as US Central (RFC 822's), not China's.
+_ZONE_NAMES = {
+    "WET": 0,
+    "WEST": 60,
+    "CET": 60,
+    "CEST": 120,
+    "MEZ": 60,
+    "MESZ": 120,
+    "WAT": 60,
+    "EET": 120,
+    "EEST": 180,
+    "CAT": 120,
+    "SAST": 120,
+    "MSK": 180,
+    "TRT": 180,
+    "EAT": 180,
+    "PKT": 300,
+    "ICT": 420,
+    "WIB": 420,
+    "HKT": 480,
+    "SGT": 480,
+    "PHT": 480,
+    "AWST": 480,
+    "JST": 540,
+    "KST": 540,
+    "ACST": 570,
+    "ACDT": 630,
+    "AEST": 600,
+    "AEDT": 660,
+    "NZST": 720,
+    "NZDT": 780,
+    "HST": -600,
+    "AKST": -540,
+    "AKDT": -480,
+    "BRT": -180,
+    "ART": -180,
+}
+_NAMED_ZONE = re.compile(r"(?<=\d)\s+([A-Za-z]{3,4})$")
+
+
+def _numeric_zone(text: str) -> str:
+    """``text`` with a zone name of ``_ZONE_NAMES`` at its end written as its offset."""
+    m = _NAMED_ZONE.search(text)
+    minutes = _ZONE_NAMES.get(m.group(1).upper()) if m else None
+    if m is None or minutes is None:
+        return text
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{text[: m.start()]} {'-' if minutes < 0 else '+'}{hours:02d}{mins:02d}"
+
+
 def _rfc822(text: str) -> datetime | None:
-    """An RFC 822 date by feedparser's RFC 822 reader alone (it knows zone names), or
-    by ours when it fails or when the zone has fewer than four digits."""
+    """An RFC 822 date by feedparser's RFC 822 reader alone (it knows some zone names;
+    ``_ZONE_NAMES`` the others), or by ours when it fails or when the zone has fewer
+    than four digits."""
+    text = _numeric_zone(text)
     if not _SHORT_ZONE.search(text):
         try:
             parsed = _from_struct(_parse_date_rfc822(text))
@@ -1003,6 +1061,7 @@ _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 def _rfc822_without_zone(raw: str) -> datetime | None:
     """feedparser gives up on an RFC 822 date with no (or an unknown) zone; read it as UTC."""
+    raw = _numeric_zone(raw.strip())
     try:
         fields = email.utils.parsedate_tz(raw.strip())
         if fields is None:

@@ -1345,3 +1345,65 @@ def test_a_removed_feeds_state_goes_after_retention_and_its_pending_alerts_stay(
     assert r.returncode == 0 and "5 baselined, 0 new" in r.stderr, r.stderr
     assert [(f["name"], f["entries"]) for f in status()["feeds"]] == [("a", 1), ("b", 5)]
     assert len(webhook_receiver.received()) == len(sent)
+
+
+def _dated(zone_times: list[str]) -> bytes:
+    """An RSS body of one entry per pubDate, in this order."""
+    items = "".join(
+        f"<item><title>Story {i}</title><link>https://news.example.jp/{i}</link>"
+        f"<guid>https://news.example.jp/{i}</guid><description>Text {i}.</description>"
+        f"<pubDate>{when}</pubDate></item>"
+        for i, when in enumerate(zone_times)
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>News JP</title>'
+        f"<link>https://news.example.jp/</link><description>d</description>{items}"
+        "</channel></rss>"
+    ).encode()
+
+
+def test_a_zone_name_and_its_offset_are_one_instant(tmp_path, feed_server):  # noqa: F811
+    """'19:40:17 JST' was read as 19:40:17 UTC, so the same instant written '+0900'
+    next alerted each entry as updated (changes.published); the alert carried a time
+    nine hours off."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/jp.xml")
+    cfg.write_text(
+        jsonl_config(tmp_path, f'[[feeds]]\nname = "jp"\nurl = "{url}"\n', 'first_poll = "alert"')
+    )
+    feed_server.set(
+        "/jp.xml", _dated(["Fri, 22 Nov 2024 19:40:17 JST", "Fri, 22 Nov 2024 11:40:17 CET"])
+    )
+    assert fw(cfg, "check").returncode == 0
+    assert [a["entry"]["published"] for a in alerts(tmp_path)] == ["2024-11-22T10:40:17Z"] * 2
+    feed_server.set(
+        "/jp.xml", _dated(["Fri, 22 Nov 2024 19:40:17 +0900", "Fri, 22 Nov 2024 11:40:17 +0100"])
+    )
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert len(alerts(tmp_path)) == 2  # no more
+
+
+def test_entries_an_earlier_feedwatch_dated_as_utc_do_not_alert_after_the_upgrade(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """The state an earlier feedwatch wrote holds '19:40:17 JST' as 19:40:17 UTC (the
+    first poll here stores just that, written '+0000'); read right now, every entry's
+    time moves back nine hours at once: timestamp churn, no alert."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/jp.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "jp"\nurl = "{url}"\n'))
+    hours = range(10, 14)
+    feed_server.set("/jp.xml", _dated([f"Fri, 22 Nov 2024 {h}:40:17 +0000" for h in hours]))
+    assert fw(cfg, "check").returncode == 0
+    feed_server.set("/jp.xml", _dated([f"Fri, 22 Nov 2024 {h}:40:17 JST" for h in hours]))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT published FROM entries ORDER BY identity").fetchall()
+    # (microseconds since the epoch) stored as read now
+    assert [p for (p,) in rows] == [
+        int((T0 + timedelta(hours=h - 19)).timestamp()) * 10**6 for h in hours
+    ]

@@ -828,6 +828,47 @@ def test_odd_zones_give_the_right_instant(text: str, expected: datetime | None) 
     assert one(parse_body(json.dumps(doc).encode(), JSON_CT)).updated == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Fri, 22 Nov 2024 19:40:17 JST", utc(2024, 11, 22, 10, 40, 17)),  # was 19:40:17
+        ("Fri, 22 Nov 2024 19:40:17 jst", utc(2024, 11, 22, 10, 40, 17)),
+        ("22 Nov 2024 19:40 KST", utc(2024, 11, 22, 10, 40)),
+        ("Fri, 22 Nov 2024 11:40:17 CET", utc(2024, 11, 22, 10, 40, 17)),
+        ("Sat, 22 Jun 2024 12:40:17 CEST", utc(2024, 6, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 12:40:17 EET", utc(2024, 11, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 13:40:17 MSK", utc(2024, 11, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 21:10:17 ACDT", utc(2024, 11, 22, 10, 40, 17)),  # +10:30
+        ("Fri, 22 Nov 2024 21:40:17 AEDT", utc(2024, 11, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 00:40:17 HST", utc(2024, 11, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 11:40:17 MET", utc(2024, 11, 22, 10, 40, 17)),  # feedparser's
+        ("Fri, 22 Nov 2024 19:40:17 +0900 (JST)", utc(2024, 11, 22, 10, 40, 17)),
+        # ambiguous names keep their reading: IST and BST as UTC, CST as US Central
+        ("Fri, 22 Nov 2024 10:40:17 IST", utc(2024, 11, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 10:40:17 BST", utc(2024, 11, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 04:40:17 CST", utc(2024, 11, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 10:40:17 XYZ", utc(2024, 11, 22, 10, 40, 17)),  # unknown: UTC
+    ],
+)
+def test_rfc822_zone_names_give_their_offset(text: str, expected: datetime | None) -> None:
+    """feedparser's and Python's RFC 822 readers know only UT, GMT and the US zones (and
+    MET): "19:40:17 JST" was 19:40:17 UTC, nine hours off, in RSS, Atom and JSON Feed."""
+    e = one(parse_body(rss(f"<item><title>x</title><pubDate>{text}</pubDate></item>"), RSS_CT))
+    assert e.published == expected
+    atom = (
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><id>a</id>'
+        f"<title>x</title><updated>{text}</updated></entry></feed>"
+    )
+    assert one(parse_body(atom.encode(), {"content-type": "application/atom+xml"})).updated == (
+        expected
+    )
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [{"id": "1", "date_modified": text}],
+    }
+    assert one(parse_body(json.dumps(doc).encode(), JSON_CT)).updated == expected
+
+
 def test_json_dates_out_of_range() -> None:
     doc = {
         "version": "https://jsonfeed.org/version/1",
