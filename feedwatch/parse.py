@@ -52,7 +52,7 @@ log = structlog.get_logger("feedwatch.parse")
 # 9: RFC 822 zones of one to three digits, ISO zones without a colon; 10: tags read by
 # the lenient parser have their entities decoded; 11: ids too (guid, Atom id, rdf:about);
 # 12: RFC 822 zone names beyond the US ones (JST, CET, AEST: ``_ZONE_NAMES``), read as
-# UTC before
+# UTC before; an Atom entry without an author has its <source>'s before its feed's
 PARSE_VERSION = 12
 
 # --------------------------------------------------------------------------
@@ -674,7 +674,8 @@ def _parse_xml_detail(
     dropped = max(0, len(raw_entries) - max_entries) + cap[1]
     base = response_headers.get("content-location") or None
     feed = d.get("feed") or {}
-    # an Atom entry without an author has the feed's (RFC 4287); an RSS channel's
+    # an Atom entry without an author has its <source>'s, else the feed's (RFC 4287
+    # 4.2.1: ``_source_authors``); an RSS channel's
     # managingEditor is no author of its items
     feed_author = _authors(feed) if str(d.get("version") or "").startswith("atom") else None
     entries = _convert_all(
@@ -841,6 +842,14 @@ def _authors(obj: dict[str, Any]) -> str | None:
     return _text_or_none(dict.get(obj, "author"))
 
 
+def _source_authors(e: dict[str, Any]) -> str | None:
+    """The authors of an Atom entry's ``<source>``: the feed it was copied from (a
+    Planet's), whose authors are the entry's before the aggregating feed's (RFC 4287
+    4.2.1). An RSS ``<source>`` names a channel, with no author."""
+    source = dict.get(e, "source")
+    return _authors(source) if isinstance(source, dict) else None
+
+
 def _xml_entry(
     e: dict[str, Any], feed_base: str | None, feed_author: str | None = None
 ) -> EntrySnapshot:
@@ -877,7 +886,7 @@ def _xml_entry(
         entry_id=_str_or_none(get(e, "id")),
         title=_text_as(_str(get(e, "title")), get(e, "title_detail")),
         link=_str_or_none(get(e, "link")),
-        author=_authors(e) or feed_author,
+        author=_authors(e) or _source_authors(e) or feed_author,
         published=_entry_time(e, "published"),
         updated=_entry_time(e, "updated"),
         summary=summary,

@@ -1407,3 +1407,47 @@ def test_entries_an_earlier_feedwatch_dated_as_utc_do_not_alert_after_the_upgrad
     assert [p for (p,) in rows] == [
         int((T0 + timedelta(hours=h - 19)).timestamp()) * 10**6 for h in hours
     ]
+
+
+def test_a_rule_on_the_author_matches_an_aggregated_entrys_source_author(tmp_path, feed_server):  # noqa: F811
+    """A Planet's entries name their author in <source> only; they had the Planet's
+    own author, so a rule on Alice's name never matched her posts. Reading it so alerts
+    nothing for the entries already seen (the author is not compared)."""
+
+    def planet(posts: range, with_source: bool = True) -> bytes:
+        src = (
+            "<source><id>tag:alice</id><title>Alice's blog</title>"
+            "<author><name>Alice Liddell</name></author></source>"
+        )
+        entries = "".join(
+            f"<entry><id>tag:alice,2024:post-{i}</id><title>Post {i}</title>"
+            f'<link href="https://alice.example.org/{i}"/><updated>2024-11-22T1{i}:00:00Z</updated>'
+            f"{src if with_source else ''}<content>Text {i}</content></entry>"
+            for i in posts
+        )
+        return (
+            '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>Planet</title>'
+            "<id>urn:planet</id><updated>2024-11-22T19:00:00Z</updated>"
+            f"<author><name>Planet Admin</name></author>{entries}</feed>"
+        ).encode()
+
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/planet.xml")
+    feeds = f'[[feeds]]\nname = "planet"\nurl = "{url}"\nmatch = ["alice"]\n'
+    rule = '\n[rules.alice]\nany = ["Alice Liddell"]\nfields = ["author"]\n'
+    cfg.write_text(jsonl_config(tmp_path, feeds) + rule)
+    ct = "application/atom+xml"
+    feed_server.set("/planet.xml", planet(range(1, 3), with_source=False), content_type=ct)
+    assert fw(cfg, "check").returncode == 0
+    feed_server.set("/planet.xml", planet(range(1, 3)), content_type=ct)
+    assert fw(cfg, "check").returncode == 0
+    assert alerts(tmp_path) == []
+    feed_server.set("/planet.xml", planet(range(1, 4)), content_type=ct)
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    (a,) = alerts(tmp_path)
+    assert (a["kind"], a["entry"]["title"], a["entry"]["author"]) == (
+        "new",
+        "Post 3",
+        "Alice Liddell",
+    )

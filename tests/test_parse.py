@@ -426,6 +426,39 @@ def test_every_author_and_the_atom_feeds_for_an_entry_without_one() -> None:
     assert parsed.author is None
 
 
+def test_an_aggregated_atom_entry_has_its_sources_author_before_the_feeds() -> None:
+    """A Planet: the feed's author is the aggregator's, each entry's <source> names the
+    blog it was copied from and its authors, which are the entry's (RFC 4287 4.2.1).
+    The entry's own author still comes first, and a source without one changes nothing."""
+
+    def source(authors: str) -> str:
+        return f"<source><id>tag:alice</id><title>Alice's blog</title>{authors}</source>"
+
+    alice = "<author><name>Alice Liddell</name><email>alice@example.org</email></author>"
+    body = (
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>Planet</title><id>urn:planet</id>'
+        "<author><name>Planet Admin</name></author>"
+        f"<entry><id>1</id><title>a</title>{source(alice)}</entry>"
+        f"<entry><id>2</id><title>b</title>{source(alice + '<author><name>Bob</name></author>')}"
+        "</entry>"
+        f"<entry><id>3</id><title>c</title><author><name>Solo</name></author>{source(alice)}"
+        "</entry>"
+        f"<entry><id>4</id><title>d</title>{source('')}</entry>"
+        "</feed>"
+    )
+    parsed = parse_body(body.encode(), ATOM_CT)
+    assert [e.author for e in parsed.entries] == [
+        "Alice Liddell (alice@example.org)",
+        "Alice Liddell, Bob",
+        "Solo",
+        "Planet Admin",
+    ]
+    assert parsed.author == "Planet Admin"
+    # RSS 2.0's <source> names the channel an item came from: no author
+    item = '<item><title>a</title><source url="https://a.example/rss">Alice</source></item>'
+    assert one(parse_body(rss(item), RSS_CT)).author is None
+
+
 def test_an_atom_id_standing_for_the_link_is_resolved_and_kept_as_written() -> None:
     """The id is the feed's own ("post-2"); the link it stands for (no <link>) is
     resolved, as feedparser does: it was left relative, and safe_link dropped it."""
