@@ -4,6 +4,8 @@
     url = cluster.new_schema()           # postgresql://feedwatch:PASSWORD@127.0.0.1:PORT/
                                          #   feedwatch?options=-csearch_path%3Dt_...
     cluster.stop()                       # pg_ctl stop -m immediate, temp dir removed
+    cluster.stop_server()                # the server gone (pg_ctl stop -m immediate), data kept
+    cluster.start_server()               # and back, on the same port
 
 ``FEEDWATCH_TEST_PG_URL`` (a database a test may create schemas in) is used instead
 when set. The server binaries are looked up on PATH, then under
@@ -67,6 +69,7 @@ class PgCluster:
         self._root = root
         self._runas = runas or []
         self._pg_ctl = find_bin("pg_ctl")
+        self._opts = ""  # the server's options (its port): start_server starts it again
 
     # -- starting ------------------------------------------------------------
     @classmethod
@@ -139,6 +142,7 @@ class PgCluster:
                     check=False,
                 )  # fmt: skip
                 if result.returncode == 0:
+                    cluster._opts = opts
                     break
             else:
                 log = (
@@ -202,6 +206,23 @@ class PgCluster:
         name = url.rsplit("search_path%3D", 1)[-1]
         with contextlib.suppress(psycopg.Error), psycopg.connect(self.url, autocommit=True) as c:
             c.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+    def stop_server(self) -> None:
+        """Stop the server as a crash would (clients see their connections end and new
+        ones refused); its data stays for ``start_server``."""
+        assert self._root is not None and self._pg_ctl, "a cluster of our own"
+        data = self._root / "data"
+        self._run([self._pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], timeout=60)
+
+    def start_server(self) -> None:
+        """Start the server ``stop_server`` stopped, on the same port, with its data."""
+        assert self._root is not None and self._pg_ctl, "a cluster of our own"
+        data = self._root / "data"
+        self._run(
+            [self._pg_ctl, "-D", str(data), "-o", self._opts, "-l", str(self._root / "log"),
+             "-w", "-t", "60", "start"],
+            timeout=90,
+        )  # fmt: skip
 
     def stop(self) -> None:
         if self._root is None:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,7 +36,7 @@ import pytest
 
 from feedwatch.store.base import LEASE_SECONDS
 from feedwatch.testing import entry, rss
-from tests.feedserver import FeedServer
+from tests.feedserver import FeedServer, free_port
 from tests.helpers import wait_for
 from tests.pg import PgCluster, Unavailable, pg_cluster, pg_url
 
@@ -108,22 +109,13 @@ class StampedReceiver:
         self.server.server_close()
 
 
-# `python -m feedwatch` waiting at most this long for a pooled connection (POOL_TIMEOUT
-# is 15 s: a test of an unreachable database would wait that long for each call)
-_SHORT_POOL_WAIT = (
-    "import sys, feedwatch.store.postgres as p; p.POOL_TIMEOUT = 0.5;"
-    " from feedwatch.cli import main; sys.exit(main())"
-)
-
-
 class Instance:
-    def __init__(self, cfg: Path, log: Path, *, short_pool_wait: bool = False) -> None:
+    def __init__(self, cfg: Path, log: Path) -> None:
         self.cfg = cfg
         self.log = log
         self._out = log.open("w")
-        start = ["-c", _SHORT_POOL_WAIT] if short_pool_wait else ["-m", "feedwatch"]
         self.proc = subprocess.Popen(
-            [sys.executable, *start, "-c", str(cfg), "run"],
+            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
             stdout=subprocess.DEVNULL,
             stderr=self._out,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -328,7 +320,7 @@ def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_ret
         cfg = write_config(
             tmp_path, "i", cluster.new_schema(), srv, ["a", "b"], "http://127.0.0.1:9/"
         )
-        inst = Instance(cfg, tmp_path / "i.log", short_pool_wait=True)
+        inst = Instance(cfg, tmp_path / "i.log")
         instances.append(inst)
         wait_for(lambda: srv.polls("/a") and srv.polls("/b"), 20, "both feeds polled")
         password = cluster.password
@@ -353,6 +345,104 @@ def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_ret
         e for e in events if "exception" in e or e.get("logger", "").startswith("apscheduler")
     ] == []
     assert password and password not in inst.log.read_text()
+
+
+def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by_itself(
+    tmp_path: Path,
+    stamped_server: StampedFeedServer,
+    receiver: StampedReceiver,
+    instances: list[Instance],
+) -> None:
+    """The server stopped under a running daemon: every state call waited 15 s for a
+    pooled connection, on the event loop, so the daemon answered nothing (its metrics,
+    the other feeds, a SIGTERM) while the database was down. Now a call fails as soon as
+    the connection is refused, and for a few seconds after that at once; the daemon
+    stays responsive, stops within shutdown_timeout, and once the server is back polls
+    again by itself: a poll whose commit failed is repeated, and each new entry alerts
+    exactly once."""
+    pytest.importorskip("psycopg")
+    if os.environ.get("FEEDWATCH_TEST_PG_URL"):
+        pytest.skip("needs a PostgreSQL server of its own to stop")
+    try:
+        cluster = PgCluster.start()
+    except Unavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    srv = stamped_server
+    try:
+        srv.set("/a", rss([entry("a-1")]))
+        srv.set("/b", rss([entry("b-1")]))
+        cfg = write_config(tmp_path, "i", cluster.new_schema(), srv, ["a", "b"], receiver.url)
+        port = free_port()
+        cfg.write_text(
+            cfg.read_text().replace(
+                'shutdown_timeout = "5s"',
+                f'shutdown_timeout = "2s"\nmetrics_listen = "127.0.0.1:{port}"',
+            )
+        )
+        inst = Instance(cfg, tmp_path / "i.log")
+        instances.append(inst)
+
+        def events(name: str, feed: str | None = None) -> list[dict[str, Any]]:
+            return [
+                e
+                for e in inst.events()
+                if e.get("event") == name and (feed is None or e.get("feed") == feed)
+            ]
+
+        wait_for(lambda: events("feed.polled", "a") and events("feed.polled", "b"), 20, "baseline")
+        # a new entry in b, and the server stops while b's poll of it is under way
+        hits = len(srv.polls("/b"))
+        srv.set("/b", rss([entry("b-1"), entry("b-2", title="news b")]), delay=2.0)
+        wait_for(lambda: len(srv.polls("/b")) > hits, 10, "b polled again")
+        cluster.stop_server()
+        srv.set("/a", rss([entry("a-1"), entry("a-2", title="news a")]))
+        down = len(inst.events())
+
+        def failed_after(mark: int) -> bool:
+            later = inst.events()[mark:]
+            return {e.get("feed") for e in later if e.get("event") == "feed.claim_failed"} >= {
+                "a",
+                "b",
+            }
+
+        wait_for(lambda: failed_after(down), 10, "both feeds' claims failed")
+        # responsive meanwhile: the metrics answer at once, again and again
+        for _ in range(6):
+            began = time.monotonic()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                assert r.status == 200
+            assert time.monotonic() - began < 1.0
+            time.sleep(0.25)
+        assert events("feed.state_error", "b")  # the poll of b-2 was not committed
+
+        cluster.start_server()
+        wait_for(lambda: len(receiver.ids()) >= 2, 30, "both new entries alerted")
+        polls = {f: len(events("feed.polled", f)) for f in ("a", "b")}
+        wait_for(
+            lambda: all(len(events("feed.polled", f)) > polls[f] for f in ("a", "b")),
+            15,
+            "another poll of each feed",
+        )
+        with receiver.lock:
+            titles = sorted(p["entry"]["title"] for _t, _i, p in receiver.got)
+        assert titles == ["news a", "news b"]
+        assert len(set(receiver.ids())) == 2
+        assert events("state.out_of_reach") and events("state.reachable")
+
+        # down again, and SIGTERM: the daemon stops within shutdown_timeout
+        cluster.stop_server()
+        mark = len(inst.events())
+        wait_for(lambda: failed_after(mark), 10, "claims failed again")
+        began = time.monotonic()
+        inst.proc.send_signal(signal.SIGTERM)
+        assert inst.stop() == 0
+        took = time.monotonic() - began
+        assert took < 2.0 + 1.5, took
+    finally:
+        cluster.stop()
+    password = cluster.password
+    assert password and password not in inst.log.read_text()
+    assert [e for e in inst.events() if "exception" in e] == []
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,10 @@ it adds is leases, so that several daemons can share the state safely:
 
 The driver is psycopg 3, **synchronous**, with a ``psycopg_pool.ConnectionPool``: the
 ``Store`` protocol is synchronous, and the daemon calls it from its event loop, each
-call being one short transaction (a few round trips on a nearby server).
+call being one short transaction (a few round trips on a nearby server). So a call
+never waits long for a server out of reach: it fails as soon as the pool's attempt to
+connect fails, and once one has, the calls of the next few seconds fail at once
+(``_Reach``) while one call at a time looks again.
 
 Times are ``timestamptz`` (microseconds, exact) and come back as aware UTC datetimes;
 text columns that are keys or sort keys use the "C" collation, so ordering is the same
@@ -33,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import re
 import select
+import threading
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -69,8 +73,18 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 log = structlog.get_logger("feedwatch.store")
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server
-POOL_TIMEOUT = 15.0  # seconds to wait for a free pooled connection
+POOL_TIMEOUT = 5.0  # seconds a call waits for a pooled connection (one being made)
 POOL_SIZE = 4
+# The state out of reach: calls fail at once for this long after a call found no
+# connection, doubling up to OUT_OF_REACH_MAX while it stays so; then one call looks
+# again, waiting at most PROBE_TIMEOUT.
+OUT_OF_REACH_FIRST = 2.0
+OUT_OF_REACH_MAX = 30.0
+PROBE_TIMEOUT = 2.0
+# The pool gives up retrying a lost connection after this long (the next call that
+# finds none starts again at once, rather than after a back-off of up to minutes).
+RECONNECT_TIMEOUT = 5.0
+FIRST_WAIT = 0.25  # a call's first wait: then on only if the pool's connect did not fail
 
 _C = 'COLLATE "C"'
 
@@ -283,6 +297,82 @@ class _Missing(Exception):
     """No feedwatch schema in the database (and we were asked not to create one)."""
 
 
+class _Reach:
+    """Whether the server is within reach, as the last call that asked found it.
+
+    The daemon calls the state from its event loop: a call waiting for a connection
+    stops everything else (other feeds, deliveries, the watchdog, a SIGTERM). So a call
+    stops waiting as soon as the pool's attempt to connect fails (``connect_failed``,
+    from its worker threads), and once a call found no connection, the calls of the
+    next few seconds fail at once with the same error, while one of them at a time
+    looks again (after 2 s, then twice as long each time, up to 30 s)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.error: str | None = None  # why the state is out of reach; None: it is not
+        self._until = 0.0  # (monotonic) no call asks before this
+        self._backoff = 0.0
+        self._connect_error: tuple[float, str] | None = None
+
+    def admit(self) -> float:
+        """How long this call may wait for a connection; StateError at once while the
+        state is out of reach and it is not yet time to look again (or another call
+        is looking)."""
+        with self._lock:
+            if self.error is None:
+                return POOL_TIMEOUT
+            now = time.monotonic()
+            if now < self._until:
+                raise StateError(self.error)
+            self._until = now + PROBE_TIMEOUT + 1.0  # the others fail at once meanwhile
+            return PROBE_TIMEOUT
+
+    def connect_failed(self, error: str) -> None:
+        with self._lock:
+            self._connect_error = (time.monotonic(), error)
+
+    def connect_error_since(self, since: float) -> str | None:
+        """The error of a connection attempt that failed after ``since`` (monotonic)."""
+        with self._lock:
+            failed = self._connect_error
+        return failed[1] if failed is not None and failed[0] >= since else None
+
+    def lost(self, error: str) -> bool:
+        """A call found no connection; True when the state was within reach until now."""
+        with self._lock:
+            first = self.error is None
+            self._backoff = (
+                OUT_OF_REACH_FIRST if first else min(OUT_OF_REACH_MAX, self._backoff * 2)
+            )
+            self.error = error
+            self._until = time.monotonic() + self._backoff
+            return first
+
+    def found(self) -> bool:
+        """A call got a connection; True when the state was out of reach until now."""
+        with self._lock:
+            was = self.error is not None
+            self.error = None
+            self._backoff = 0.0
+            return was
+
+
+def _watched_connection(reach: _Reach) -> type:
+    """The pool's connection class: a failed attempt to connect is told to ``reach``
+    (the pool only logs it, and the caller waiting for the connection would wait on)."""
+
+    class WatchedConnection(psycopg.Connection):
+        @classmethod
+        def connect(cls, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().connect(*args, **kwargs)
+            except psycopg.Error as exc:
+                reach.connect_failed(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+                raise
+
+    return WatchedConnection
+
+
 class PostgresStore(SharedWrites):
     """The ``Store`` protocol on a PostgreSQL database (see the module docstring)."""
 
@@ -340,11 +430,14 @@ class PostgresStore(SharedWrites):
                 conn.execute("DELETE FROM parse_cache")
         finally:
             conn.close()
+        self._reach = _Reach()
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=max(1, pool_size),
             kwargs=extra,
+            connection_class=_watched_connection(self._reach),
+            reconnect_timeout=RECONNECT_TIMEOUT,
             configure=_configure,
             check=_check_if_idle,
             reset=_note_returned,
@@ -482,7 +575,7 @@ class PostgresStore(SharedWrites):
         ``snapshot``: several SELECTs see the same state (REPEATABLE READ).
         """
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 if single:
                     with conn.cursor() as cur:
                         yield cur
@@ -495,23 +588,62 @@ class PostgresStore(SharedWrites):
                     if snapshot:
                         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     yield cur
-        except PoolTimeout as exc:
-            raise StateError(
-                f"PostgreSQL state {self.path}: no connection within {POOL_TIMEOUT:g}s"
-                f" ({redact(str(exc))})"
-            ) from None
         except psycopg.Error as exc:
             mapped = self._error(exc)
             if mapped is exc:
                 raise
             raise mapped from None
 
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection (as ``ConnectionPool.connection``), or StateError."""
+        conn = self._getconn()
+        try:
+            with conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    def _getconn(self) -> Any:
+        """A connection from the pool, waiting at most ``_Reach.admit``'s time: first a
+        short while, and no longer if the pool's attempt to connect failed meanwhile (a
+        refused connection, a wrong password: no use waiting). None to be had puts the
+        state out of reach. (Two waits, not many short ones: the pool keeps each wait
+        that timed out queued until a connection comes.)"""
+        wait = self._reach.admit()
+        started = time.monotonic()
+        try:
+            try:
+                conn = self._pool.getconn(timeout=min(FIRST_WAIT, wait))
+            except PoolTimeout:
+                if wait <= FIRST_WAIT or self._reach.connect_error_since(started):
+                    raise
+                conn = self._pool.getconn(timeout=max(0.001, started + wait - time.monotonic()))
+        except PoolTimeout:
+            failed = self._reach.connect_error_since(started)
+            error = f"PostgreSQL state {self.path}: " + redact(
+                failed or f"no connection within {wait:g}s"
+            )
+            if self._reach.lost(error):
+                log.warning(
+                    "state.out_of_reach",
+                    path=self.path,
+                    error=error,
+                    hint="state calls fail at once for a few seconds at a time, then one"
+                    " looks again",
+                )
+            raise StateError(error) from None
+        if self._reach.found():
+            log.info("state.reachable", path=self.path)
+        return conn
+
     def checkpoint(self) -> None:
         pass  # the server's business
 
     def close(self) -> None:
+        # (a pool worker may be connecting to a server out of reach: not waited for long)
         with contextlib.suppress(Exception):
-            self._pool.close(timeout=5)
+            self._pool.close(timeout=1.0 if self._reach.error else 5.0)
 
     def __enter__(self) -> PostgresStore:
         return self
