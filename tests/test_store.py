@@ -1425,10 +1425,13 @@ _HOLD_AND_FORK = """
 import os, sys, time
 from feedwatch.store import acquire_lock
 lock = acquire_lock(sys.argv[1])
+ready_r, ready_w = os.pipe()
 child = os.fork()
 if child == 0:  # a body worker of a `check`: lives on a while after its parent
+    os.write(ready_w, b"x")  # (running: what the fork does in a child is done)
     time.sleep(60)
     os._exit(0)
+os.read(ready_r, 1)
 print(child, flush=True)
 sys.stdin.readline()
 """
