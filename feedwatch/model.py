@@ -229,6 +229,10 @@ class ParsedFeed:
     is_feed: bool
     warnings: tuple[str, ...] = ()
     dropped_entries: int = 0  # beyond max_entries
+    # the body ends before its document does (a dropped connection, a script that died
+    # half-way): what is missing may be in a later body with the same validators, so
+    # the poll keeps neither them nor its digest and the next poll reads it whole
+    cut_short: bool = False
     # the feed's own author(s), which an Atom entry without one inherits (RFC 4287)
     author: str | None = None
     # entry_keys of each entry, in order, when the parser computed them (not part of

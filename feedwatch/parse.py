@@ -128,6 +128,13 @@ def _cut_short(data: bytes) -> int | None:
     return len(starts)
 
 
+def _unfinished(data: bytes) -> bool:
+    """Whether ``data``'s root is not closed after its last entry starts (or at all): the
+    document ended early, whether inside an entry or between two."""
+    starts, _ = _entry_spans(data)
+    return not _ROOT_END.search(data, starts[-1] if starts else 0)
+
+
 def _cut_entries(data: bytes, cap: int) -> tuple[bytes, int]:
     """``data`` without the entries past the first ``cap``, and how many were dropped."""
     if data.count(b"<") < cap:  # cheap: too few tags to hold more than ``cap`` entries
@@ -657,11 +664,13 @@ def _parse_xml_detail(
             warnings.append(text)
     raw_entries = d.get("entries") or []
     is_feed = bool(d.get("version")) or bool(raw_entries) or bool(cap[1])
+    malformed = isinstance(d.get("bozo_exception"), xml.sax.SAXParseException)
+    cut_short = malformed and _unfinished(body)
     if (
         raw_entries
         and not cap[1]
         and len(raw_entries) <= max_entries
-        and isinstance(d.get("bozo_exception"), xml.sax.SAXParseException)
+        and cut_short
         and _cut_short(body) == len(raw_entries)
     ):
         # Its text is only what arrived: compared, it would be an update (and the whole
@@ -693,6 +702,7 @@ def _parse_xml_detail(
         is_feed=is_feed,
         warnings=tuple(warnings),
         dropped_entries=dropped,
+        cut_short=cut_short,
     )
     # A bozo NonXMLContentType (set from the headers alone) still parses strictly; any
     # later failure replaces it with the parser's or the encoding's exception.

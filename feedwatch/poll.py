@@ -511,14 +511,18 @@ class Poller:
             bases=bases,
         )
         alerts = self._alerts(feed, parsed.title, result, now, job.digest)
+        # A body cut short keeps no validators and no digest: the server may give the
+        # whole body the same ETag, and a 304 (or the same bytes, taken as unchanged)
+        # would then never show what the cut left out.
+        whole = not parsed.cut_short
         commit = PollCommit(
             feed=feed.name,
             url=feed.url,
             now=now,
             http_status=fetched.status,
-            etag=fetched.etag,
-            last_modified=fetched.last_modified,
-            body_hash=job.digest,
+            etag=fetched.etag if whole else None,
+            last_modified=fetched.last_modified if whole else None,
+            body_hash=job.digest if whole else None,
             title=parsed.title,
             identity=result.identity,
             upserts=result.kept + result.upserts,

@@ -143,7 +143,7 @@ class FeedServer:
         status: int = 200,
         headers: dict[str, str] | None = None,
         content_type: str | None = "application/xml",
-        etag: bool = True,
+        etag: bool | str = True,
         last_modified: str | None = None,
         delay: float = 0,
         trickle: float | None = None,
@@ -152,7 +152,8 @@ class FeedServer:
     ) -> None:
         """Serve ``body`` at ``path`` (replacing what was there).
 
-        ``etag``: a strong ETag from the body's hash, and 304 on a matching
+        ``etag``: a strong ETag from the body's hash (a string: that ETag, whatever the
+        body, as a server that sets it before rendering), and 304 on a matching
         If-None-Match (or, without one, an If-Modified-Since not older than
         ``last_modified``). ``delay``: seconds before the response starts.
         ``trickle``: seconds between body bytes. ``gzip``: sent gzip-encoded whatever
@@ -164,7 +165,7 @@ class FeedServer:
             status=status,
             headers=dict(headers or {}),
             content_type=content_type,
-            etag=f'"{hashlib.sha256(data).hexdigest()[:24]}"' if etag else None,
+            etag=etag if isinstance(etag, str) else _hash_etag(data) if etag else None,
             last_modified=last_modified,
             delay=delay,
             trickle=trickle,
@@ -341,6 +342,10 @@ class FeedServer:
             return
         finish()
         h.wfile.write(head_bytes + body)
+
+
+def _hash_etag(data: bytes) -> str:
+    return f'"{hashlib.sha256(data).hexdigest()[:24]}"'
 
 
 def _phrase(status: int) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from feedwatch.bodyworkers import MIN_FEEDS
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
 from tests.helpers import run_feedwatch, wait_for
@@ -292,6 +293,48 @@ def test_a_body_cut_short_mid_entry_alerts_neither_half_nor_whole_twice(
         assert fw(cfg, "check").returncode == 0
     got = [(a["kind"], a["entry"]["summary"]) for a in alerts(tmp_path)]
     assert got == [("new", "A new story, told in full, in several words.")]
+
+
+@pytest.mark.parametrize("feeds", [2, MIN_FEEDS], ids=["in-process", "body-workers"])
+def test_a_body_cut_short_keeps_no_validators_so_what_it_left_out_alerts(
+    tmp_path,
+    feed_server,  # noqa: F811
+    feeds,
+):
+    """A WordPress-like server sets its ETag before rendering and answers If-None-Match
+    with 304. A render that died inside (or just before) the new last item came with the
+    whole feed's ETag, which was stored: every later poll got 304, and the new entry,
+    "left for the next poll", never alerted. A cut body keeps no validators and no
+    digest now (the same cut bytes again are read again, not taken as unchanged)."""
+    old = [entry(i, summary=f"The whole text of story {i}.") for i in (1, 2, 3)]
+    whole = rss([*old, entry(4, title="Late story", summary="The late story, in full.")])
+    cuts = {
+        "inside": whole[: whole.index(b"The late story")],
+        "before": whole[: whole.rindex(b"<item>")],
+    }
+    blocks = [f'[[feeds]]\nname = "{w}"\nurl = "{feed_server.url(f"/{w}.xml")}"\n' for w in cuts]
+    for i in range(feeds - len(cuts)):  # enough feeds for a check with body workers
+        feed_server.set(f"/x{i}.xml", rss([entry(f"x{i}")]))
+        blocks.append(f'[[feeds]]\nname = "x{i}"\nurl = "{feed_server.url(f"/x{i}.xml")}"\n')
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(jsonl_config(tmp_path, "\n".join(blocks), 'parse_workers = 1\njitter = "0s"'))
+    modified = "Fri, 22 Nov 2024 10:40:17 GMT"
+    for w in cuts:
+        feed_server.set(f"/{w}.xml", rss(old), etag='"v1"', last_modified=modified)
+    assert fw(cfg, "check").returncode == 0  # baseline
+    modified = "Fri, 29 Nov 2024 10:40:17 GMT"
+    for _ in range(2):  # the same cut bytes twice
+        for w, cut in cuts.items():
+            feed_server.set(f"/{w}.xml", cut, etag='"v2"', last_modified=modified)
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        assert ("check.body_workers" in r.stderr) == (feeds >= MIN_FEEDS)
+    assert alerts(tmp_path) == []
+    for w in cuts:
+        feed_server.set(f"/{w}.xml", whole, etag='"v2"', last_modified=modified)
+    assert fw(cfg, "check").returncode == 0
+    got = sorted((a["feed"]["name"], a["kind"], a["entry"]["title"]) for a in alerts(tmp_path))
+    assert got == [("before", "new", "Late story"), ("inside", "new", "Late story")]
 
 
 def test_a_rule_on_tags_hits_in_a_feed_that_is_not_well_formed(tmp_path, feed_server):  # noqa: F811

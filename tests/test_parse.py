@@ -1316,6 +1316,8 @@ def test_an_entry_the_body_was_cut_short_in_is_left_for_the_next_poll(body, ct):
         got = parse_body(cut, ct)
         assert got.is_feed and got.entries == whole.entries[:2], cut[-80:]
         assert "the body ends inside its last entry (cut short?)" in " ".join(got.warnings)
+        assert got.cut_short
+    assert not whole.cut_short
 
 
 def test_a_body_whose_entries_all_closed_keeps_them_all():
@@ -1328,3 +1330,5 @@ def test_a_body_whose_entries_all_closed_keeps_them_all():
         got = parse_body(body, RSS_CT)
         assert [e.entry_id for e in got.entries] == ["urn:0", "urn:1", "urn:2"]
         assert not any("cut short" in w for w in got.warnings)
+        # with no end of the root, the document itself was cut short (validators unkept)
+        assert got.cut_short == (b"</rss>" not in body)
