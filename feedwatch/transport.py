@@ -18,7 +18,10 @@ What it promises ``Fetcher``:
 - aiohttp's errors as httpx's (``ConnectError``, ``ReadError``, ``ReadTimeout``,
   ``RemoteProtocolError``, ``LocalProtocolError``), raised from the original so
   the errno, DNS and TLS causes stay in the chain ``Fetcher`` reads reasons from;
-- no limit of its own on connections: ``Fetcher``'s semaphores are the limit.
+- no limit of its own on connections: ``Fetcher``'s semaphores are the limit;
+- a GET that a kept-alive connection answered with bytes that are no HTTP response
+  (what the connection's last response left behind: a 304 with a body, more bytes
+  than its Content-Length) is sent once more, on a new connection (``_send``).
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
+import structlog
+
+from feedwatch.redact import redact
 
 
 @contextmanager
@@ -71,6 +79,49 @@ import yarl  # noqa: E402  (aiohttp's own dependency: imported with it above)
 MAX_HEADER_LINE = 16 * 1024
 _HTTP11 = b"HTTP/1.1"
 _NEEDS_CLEANUP_CLOSED = sys.version_info < (3, 12, 8) or (3, 13, 0) <= sys.version_info < (3, 13, 1)
+# Methods sent again after a kept-alive connection garbled their response (RFC 9112
+# 9.3.1: idempotent, and no body to send again).
+_RETRIED = frozenset({"GET", "HEAD"})
+
+log = structlog.get_logger("feedwatch.transport")
+
+
+class _Attempt:
+    """What the connector tells the request it is connecting (through ``_attempt``): the
+    URL its connection carried last (None: a new connection) and the peer address."""
+
+    __slots__ = ("peer", "previous")
+
+    def __init__(self) -> None:
+        self.previous: str | None = None
+        self.peer: Any = None
+
+
+_attempt: ContextVar[_Attempt | None] = ContextVar("feedwatch_attempt", default=None)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, telling the request in ``_attempt`` whether its connection
+    is a kept-alive one (and which URL that one carried last) and the peer address
+    (while the socket is surely open: a 304 may close it before its headers return)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._carried: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+    async def connect(
+        self, req: aiohttp.ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.connector.Connection:
+        conn = await super().connect(req, traces, timeout)
+        proto = conn.protocol
+        attempt = _attempt.get()
+        if proto is not None and attempt is not None:
+            attempt.previous = self._carried.get(proto)
+            sock = proto.transport
+            attempt.peer = sock.get_extra_info("peername") if sock is not None else None
+        if proto is not None:
+            self._carried[proto] = str(req.url)
+        return conn
 
 
 class _Peer:
@@ -190,20 +241,31 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._ssl: ssl.SSLContext | None = None
         self._keepalive = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None  # new connections only (_send)
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
+        self._session = self._new_session(keepalive_timeout=self._keepalive)
+        return self._session
+
+    def _open_fresh(self) -> aiohttp.ClientSession:
+        """The session whose every request is on a new connection, closed after it."""
+        self._fresh = self._fresh or self._new_session(force_close=True)
+        return self._fresh
+
+    @staticmethod
+    def _new_session(**pooling: Any) -> aiohttp.ClientSession:
+        connector = _Connector(
             limit=0,  # Fetcher's semaphores bound the requests in flight
             limit_per_host=0,
             # every https request names its context (``_send``); aiohttp's own default
             # was built with no CA (``_without_default_cas``), so it trusts nothing
-            keepalive_timeout=self._keepalive,
             # CPython before 3.12.8 can leak the TLS transports of connections closed
             # abruptly; aiohttp's clean-up keeps a long-running daemon from growing
             enable_cleanup_closed=_NEEDS_CLEANUP_CLOSED,
+            **pooling,
         )
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
@@ -213,7 +275,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             max_field_size=MAX_HEADER_LINE,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
-        return self._session
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
         """httpx's connect and read timeouts; the caller bounds the whole request."""
@@ -233,8 +294,61 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None],
         body: bytes | None = None,
     ) -> tuple[aiohttp.ClientResponse, Any]:
-        """The response (headers read, body not) and the peer address it came from."""
-        session = self._session or self._open()
+        """The response (headers read, body not) and the peer address it came from.
+
+        A kept-alive connection may hold bytes its last response left behind (a 304 with
+        a body, more bytes than a Content-Length said, sent late): read as the start of
+        this response, they fail it, though this URL's server may be fine. So a GET whose
+        response was no HTTP on a kept-alive connection is sent once more, on a new
+        connection, as browsers and httpcore do; not a second time, nor after a timeout
+        or on a new connection (that server's response is what is wrong)."""
+        attempt = _Attempt()
+        token = _attempt.set(attempt)
+        try:
+            resp: aiohttp.ClientResponse | None = None
+            try:
+                resp = await self._request(
+                    self._session or self._open(), method, url, headers, timeouts, body
+                )
+            except httpx.RemoteProtocolError as exc:
+                if not (
+                    attempt.previous is not None
+                    and method in _RETRIED
+                    and isinstance(exc.__cause__, aiohttp.ClientResponseError)
+                ):
+                    raise
+            if resp is None:  # (not in the except: its error would be the retry's context)
+                previous, attempt.peer = attempt.previous, None
+                resp = await self._request(self._open_fresh(), method, url, headers, timeouts, body)
+                # answered on a new connection: the bytes were the earlier response's
+                log.warning(
+                    "fetch.connection_garbled",
+                    url=redact(str(url)),
+                    after=redact(str(previous)),
+                    hint="the response before this one on its connection left bytes behind"
+                    " (a 304 with a body, more than its Content-Length): sent again on a"
+                    " new connection",
+                )
+        finally:
+            _attempt.reset(token)
+        if attempt.peer is not None:
+            return resp, attempt.peer
+        # A response without a body (a 304, most redirects) has handed its connection
+        # back already; its protocol still knows the socket while the connection lives.
+        conn = resp.connection
+        proto = conn.protocol if conn is not None else getattr(resp, "_protocol", None)
+        sock = getattr(proto, "transport", None)
+        return resp, sock.get_extra_info("peername") if sock is not None else None
+
+    async def _request(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: httpx.URL,
+        headers: list[tuple[str, str]],
+        timeouts: dict[str, float | None],
+        body: bytes | None,
+    ) -> aiohttp.ClientResponse:
         tls: ssl.SSLContext | bool = True  # (unused for http://)
         if url.scheme == "https":
             if self._ssl is None:
@@ -256,12 +370,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=self._timeout(timeouts),
                 ssl=tls,
             )
-        # A response without a body (a 304, most redirects) has handed its connection
-        # back already; its protocol still knows the socket while the connection lives.
-        conn = resp.connection
-        proto = conn.protocol if conn is not None else getattr(resp, "_protocol", None)
-        sock = getattr(proto, "transport", None)
-        return resp, sock.get_extra_info("peername") if sock is not None else None
+        return resp
 
     @asynccontextmanager
     async def open(
@@ -299,6 +408,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
+        self._session = self._fresh = None

@@ -45,6 +45,7 @@ class _Route:
     trickle: float | None = None
     encoded: bytes | None = None  # the gzip-compressed body, when gzip=True
     reset_mid_body: bool = False
+    trailing: bytes = b""
 
 
 def free_port() -> int:
@@ -149,6 +150,7 @@ class FeedServer:
         trickle: float | None = None,
         gzip: bool = False,
         reset_mid_body: bool = False,
+        trailing: bytes = b"",
     ) -> None:
         """Serve ``body`` at ``path`` (replacing what was there).
 
@@ -158,6 +160,9 @@ class FeedServer:
         ``last_modified``). ``delay``: seconds before the response starts.
         ``trickle``: seconds between body bytes. ``gzip``: sent gzip-encoded whatever
         the client accepts. ``reset_mid_body``: half the body, then a TCP reset.
+        ``trailing``: bytes sent on the connection 10 ms after the response (a 304 with
+        a body, more bytes than Content-Length): what the next request on a kept-alive
+        connection reads first.
         """
         data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
         route = _Route(
@@ -171,6 +176,7 @@ class FeedServer:
             trickle=trickle,
             encoded=gzip_module.compress(data, compresslevel=6, mtime=0) if gzip else None,
             reset_mid_body=reset_mid_body,
+            trailing=trailing,
         )
         with self._lock:
             self._routes[path] = route
@@ -342,6 +348,8 @@ class FeedServer:
             return
         finish()
         h.wfile.write(head_bytes + body)
+        if route.trailing and not self._closing.wait(0.01):
+            h.wfile.write(route.trailing)
 
 
 def _hash_etag(data: bytes) -> str:

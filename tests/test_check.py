@@ -337,6 +337,29 @@ def test_a_body_cut_short_keeps_no_validators_so_what_it_left_out_alerts(
     assert got == [("before", "new", "Late story"), ("inside", "new", "Late story")]
 
 
+def test_stray_bytes_from_one_feeds_server_fail_no_other_feed(tmp_path, feed_server):  # noqa: F811
+    """A server that sends a 304 with a body, or a 200 with more bytes than its
+    Content-Length, a moment late: the next feed polled on that kept-alive connection
+    (the same host, per_host = 1) read them as its response and failed ("invalid HTTP
+    response") in every check, while the bad feed was ok. Each feed is ok now; the log
+    names the feed whose response left the bytes."""
+    body = rss([entry(1), entry(2)])
+    feed_server.set("/bad.xml", body, trailing=body)
+    blocks = [f'[[feeds]]\nname = "bad"\nurl = "{feed_server.url("/bad.xml")}"\n']
+    for i in range(4):
+        feed_server.set(f"/good{i}.xml", rss([entry(f"g{i}")]))
+        blocks.append(f'[[feeds]]\nname = "good{i}"\nurl = "{feed_server.url(f"/good{i}.xml")}"\n')
+    cfg = tmp_path / "feedwatch.toml"
+    settings = 'per_host = 1\nconcurrency = 1\njitter = "0s"'
+    cfg.write_text(jsonl_config(tmp_path, "\n".join(blocks), settings))
+    for _ in range(2):  # the bad feed's 200, then its 304, each with stray bytes after it
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        assert [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("error ")] == []
+        assert '"fetch.connection_garbled"' in r.stderr and "/bad.xml" in r.stderr
+    assert any(p == "/bad.xml" and h.get("if-none-match") for _, p, h in feed_server.requests)
+
+
 def test_a_rule_on_tags_hits_in_a_feed_that_is_not_well_formed(tmp_path, feed_server):  # noqa: F811
     """One ``&nbsp;`` makes a body not well-formed XML: its tags were read with their
     entities left ("R&amp;D") and a rule on tags for "R&D" missed. Tags are in no

@@ -12,6 +12,7 @@ import errno
 import gzip
 import http.server
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -251,6 +252,80 @@ def test_many_304s_at_high_concurrency(feed_server: FeedServer) -> None:
 
     outs = run(go())
     assert all(isinstance(o, NotModified) for o in outs)
+
+
+@pytest.mark.parametrize("status", [304, 200], ids=["304-with-a-body", "200-past-its-length"])
+def test_bytes_one_response_left_on_its_connection_fail_no_other_feed(
+    feed_server: FeedServer, status: int
+) -> None:
+    """A 304 with a body, or a 200 with more bytes than its Content-Length, sent a moment
+    late: the next request on the kept-alive connection read them as its response, and
+    a healthy feed of the same host failed ("invalid HTTP response") while the bad one
+    was ok. That request is sent once more, on a new connection; the peer is still known."""
+    feed_server.set("/bad", RSS, trailing=RSS)
+    feed_server.set("/good", RSS)
+
+    async def go() -> list[tuple[FetchOutcome, FetchOutcome]]:
+        async with Fetcher(concurrency=1, per_host=1) as f:
+            bad = FetchRequest(feed_server.url("/bad"), etag=feed_server._routes["/bad"].etag)
+            if status == 200:
+                bad = FetchRequest(feed_server.url("/bad"))
+            good = FetchRequest(feed_server.url("/good"))
+            return [(await f.fetch(bad), await f.fetch(good)) for _ in range(3)]
+
+    for bad_out, good_out in run(go()):
+        assert bad_out.status == status
+        assert isinstance(good_out, Fetched) and good_out.body == RSS, good_out
+    assert feed_server.count("/bad") == 3
+    assert feed_server.count("/good") == 6  # each once more, never twice more
+
+    async def peers() -> object:  # what the private-address guard reads
+        t = transport()
+        try:
+            etag = feed_server._routes["/bad"].etag or ""
+            await get(t, feed_server.url("/bad"), **{"If-None-Match": etag})
+            resp, body = await get(t, feed_server.url("/good"))
+            assert body == RSS
+            return peer(resp)
+        finally:
+            await t.aclose()
+
+    addr = run(peers())
+    assert isinstance(addr, tuple) and addr[0] == "127.0.0.1"
+
+
+def test_a_response_that_is_no_http_is_not_sent_again_on_a_new_connection() -> None:
+    """Only a kept-alive connection's garbled response is retried: a server whose own
+    response is no HTTP fails its feed at once, with one request."""
+    requests: list[bytes] = []
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                requests.append(conn.recv(65536))
+                conn.sendall(b"<rss>not HTTP</rss>\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}/feed"
+        out = fetch_outcome(FetchRequest(url))
+    finally:
+        srv.close()
+    assert isinstance(out, FetchFailed) and out.reason == "invalid HTTP response", out
+    assert len(requests) == 1
+
+
+def fetch_outcome(req: FetchRequest) -> FetchOutcome:
+    async def go() -> FetchOutcome:
+        async with Fetcher() as f:
+            return await f.fetch(req)
+
+    return run(go())
 
 
 # -- the redirect guard checks where the connection went -----------------------
