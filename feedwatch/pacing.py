@@ -56,7 +56,12 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not v:
         return None
     if v.isascii() and v.isdigit():
-        return min(float(int(v)), MAX_RETRY_AFTER)
+        # any number of digits (RFC 9110: 1*DIGIT): past ten, it is past the cap, and
+        # float(int(v)) overflows at 309 digits, int(v) refuses 4300
+        digits = v.lstrip("0")
+        if len(digits) > 10:
+            return MAX_RETRY_AFTER
+        return min(float(int(digits or "0")), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(v)
     except (TypeError, ValueError, IndexError, OverflowError):

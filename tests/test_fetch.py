@@ -455,6 +455,15 @@ def test_503_with_retry_after_http_date(feed_server: FeedServer) -> None:
     assert out.reason.startswith("HTTP 503 Service Unavailable (retry after ")
 
 
+def test_503_with_a_retry_after_of_hundreds_of_digits(feed_server: FeedServer) -> None:
+    """It overflowed: the feed failed with an unexpected OverflowError, and the server's
+    Retry-After was ignored. It is the 24 h cap now."""
+    feed_server.set("/down", "x", status=503, headers={"Retry-After": "9" * 400})
+    out = failed(fetch(FetchRequest(feed_server.url("/down"))))
+    assert out.status == 503 and out.retry_after == 86400
+    assert out.reason == "HTTP 503 Service Unavailable (retry after 86400s)"
+
+
 def test_503_without_or_with_nonsense_retry_after(feed_server: FeedServer) -> None:
     feed_server.set("/down", "x", status=503)
     out = failed(fetch(FetchRequest(feed_server.url("/down"))))
@@ -480,6 +489,10 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("120", now) == 120
     assert parse_retry_after(" 0 ", now) == 0
     assert parse_retry_after("999999", now) == 86400
+    # any number of digits: past the cap (OverflowError at 309, ValueError at 4300)
+    for many in ("9" * 309, "1" + "0" * 400, "9" * 5000):
+        assert parse_retry_after(many, now) == 86400
+    assert parse_retry_after("0" * 400 + "120", now) == 120
     assert parse_retry_after("Fri, 22 Nov 2024 12:02:00 GMT", now) == 120
     assert parse_retry_after("Fri, 22 Nov 2024 11:00:00 GMT", now) == 0  # past
     assert parse_retry_after("Fri, 29 Nov 2024 12:00:00 GMT", now) == 86400

@@ -198,6 +198,15 @@ def test_retry_after_date_whose_numbers_overflow_is_ignored(webhook_receiver: Re
     assert result.error == "sink hook: webhook answered HTTP 503 Service Unavailable: ok"
 
 
+def test_retry_after_of_hundreds_of_digits_is_the_cap(webhook_receiver: Receiver) -> None:
+    """OverflowError escaped the sink ("internal error in sink: OverflowError", and
+    `test-sink` died with a traceback): any number of digits is the 24 h cap."""
+    webhook_receiver.script(status=503, retry_after="9" * 400)
+    result = _send(_sink(webhook_receiver), make_payload())
+    assert not result.ok and not result.permanent and result.retry_after == 86400
+    assert result.error == "sink hook: webhook answered HTTP 503 Service Unavailable: ok"
+
+
 def test_parse_retry_after() -> None:
     now = datetime(2024, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
     assert parse_retry_after("30", now) == 30
