@@ -262,30 +262,69 @@ def id_bases(url: str | None, headers: Mapping[str, str], *more: str | None) -> 
 def legacy_keys(key: str, bases: Sequence[str]) -> list[str]:
     """The identities a stored row of the entry ``key`` may have from an earlier version:
     its id as a body that was not well-formed XML left it escaped (``a&amp;b`` for
-    ``a&b``: feedwatch.parse._tags_decoded_leniently), and a relative id
-    (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser did before
-    ids were kept as given (feedwatch.parse._ids_as_given). None for an absolute id
-    without ``&``, ``<`` or ``>``."""
+    ``a&b``: feedwatch.parse._tags_decoded_leniently and _about_decoded_leniently), and
+    a relative id (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser
+    did before ids were kept as given (feedwatch.parse._ids_as_given). None for an
+    absolute ASCII id without ``&``, ``<``, ``>``, ``"`` or ``'``."""
     if not key.startswith("g:"):
         return []
     raw = key[2:]
-    escaped = _escaped_forms(raw)
-    out = ["g:" + e for e in escaped]
-    for given in (raw, *escaped):
+    text = _text_forms(raw)
+    out = ["g:" + e for e in dict.fromkeys([*text, *_about_forms(raw)]) if e != raw]
+    for given in (raw, *text):  # an rdf:about was never resolved
         out += _resolved(given, bases)
     return list(dict.fromkeys(out))
 
 
-def _escaped_forms(raw: str) -> list[str]:
-    """``raw`` as feedparser's lenient parser left an id holding ``&``, ``<`` or ``>``:
-    each escaped; ``>`` as it is (XML text may have it so); ``&`` as it is (an
-    ``rdf:about`` had its ``&amp;`` decoded)."""
-    if "&" not in raw and "<" not in raw and ">" not in raw:
+_SPECIAL = re.compile("[&<>\"']")
+_NAMED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
+
+
+def _spelled(raw: str, spell: Mapping[str, str], other: str = "") -> str:
+    """``raw`` with each of ``spell``'s characters written as it says, and each
+    character beyond ASCII as a decimal (``other="d"``) or hex (``"x"``) reference."""
+    out = "".join(spell.get(ch, ch) for ch in raw)
+    if other and not out.isascii():
+        form = "&#{:d};" if other == "d" else "&#x{:X};"
+        out = "".join(ch if ch.isascii() else form.format(ord(ch)) for ch in out)
+    return out
+
+
+def _text_forms(raw: str) -> list[str]:
+    """``raw`` as feedparser's lenient parser left an RSS guid or Atom id holding ``&``,
+    ``<``, ``>``, ``"`` or ``'``: ``&`` and ``<`` escaped; ``>`` and the quotes escaped
+    or as written (XML text may have them so; the quotes both one way)."""
+    if not _SPECIAL.search(raw):
         return []
-    amp_lt = raw.replace("&", "&amp;").replace("<", "&lt;")
-    lt_gt = raw.replace("<", "&lt;").replace(">", "&gt;")
-    forms = dict.fromkeys([amp_lt.replace(">", "&gt;"), amp_lt, lt_gt])
-    return [form for form in forms if form != raw]
+    forms = []
+    for gt in (True, False):
+        for quotes in (True, False):
+            keep = {">"} if not gt else set()
+            keep |= set() if quotes else {'"', "'"}
+            forms.append(_spelled(raw, {c: e for c, e in _NAMED.items() if c not in keep}))
+    return [form for form in dict.fromkeys(forms) if form != raw]
+
+
+# An RSS 1.0 item's rdf:about as the lenient parser kept it: ``&amp;`` decoded, any other
+# reference as written. The spellings feeds use, each for every such character at once:
+# named (``&lt;``, an attribute's ``&quot;``), decimal (``&#38;``; ``&#39;`` and ``&#34;``
+# it decoded), zero-padded (WordPress's ``&#038;``) and hex (``&#x26;``).
+_ABOUT_SPELLINGS: tuple[tuple[dict[str, str], tuple[str, ...]], ...] = (
+    ({"<": "&lt;", ">": "&gt;", '"': "&quot;"}, ("", "d")),
+    ({"&": "&#38;", "<": "&#60;", ">": "&#62;"}, ("", "d")),
+    ({c: f"&#{ord(c):03d};" for c in _NAMED}, ("",)),
+    ({c: f"&#x{ord(c):X};" for c in _NAMED}, ("", "x")),
+)
+
+
+def _about_forms(raw: str) -> list[str]:
+    """``raw`` as the lenient parser left an ``rdf:about`` holding a character it had to
+    be written as a reference (``_ABOUT_SPELLINGS``); a character beyond ASCII as
+    written or as a reference of the spelling's kind. At most eight forms."""
+    if raw.isascii() and not _SPECIAL.search(raw):
+        return []
+    forms = (_spelled(raw, spell, o) for spell, others in _ABOUT_SPELLINGS for o in others)
+    return [form for form in dict.fromkeys(forms) if form != raw]
 
 
 def _resolved(raw: str, bases: Sequence[str]) -> list[str]:

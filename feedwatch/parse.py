@@ -517,6 +517,7 @@ def _about_decoded_leniently() -> None:
         return k, v
 
     normalize_attributes._feedwatch = True  # type: ignore[attr-defined]
+    normalize_attributes.__wrapped__ = original  # type: ignore[attr-defined]
     loose._normalize_attributes = staticmethod(normalize_attributes)
 
 

@@ -565,6 +565,66 @@ def test_rows_of_ids_once_stored_escaped_are_the_same_entries():
     assert kinds(run(stored, both, identity=ident)) == [("new", "Entry 8")]
 
 
+def _lenient(items: str, rdf: bool = False) -> bytes:
+    """A body with ``items`` that is not well-formed XML (one ``&nbsp;``)."""
+    if rdf:
+        return (
+            '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"'
+            ' xmlns="http://purl.org/rss/1.0/"><channel rdf:about="http://e.org/">'
+            f"<title>S&nbsp;x</title></channel>{items}</rdf:RDF>"
+        ).encode()
+    return f'<rss version="2.0"><channel><title>S&nbsp;x</title>{items}</channel></rss>'.encode()
+
+
+def test_ids_an_earlier_version_stored_in_other_spellings_are_the_same_entries(monkeypatch):
+    """An earlier version read a body that was not well-formed XML leaving an RSS guid's
+    ``&quot;`` and ``&apos;`` escaped (``&#x27;`` made ``&apos;``), and an ``rdf:about``'s
+    every reference but ``&amp;`` as written (``&#38;``, ``&#x26;``, WordPress's
+    ``&#038;``, ``&#233;``, ``&lt;``): each such row is the entry it was, re-keyed
+    silently, and the diff reads it (``stored_needed``)."""
+    from feedparser.parsers.loose import _LooseFeedParser
+
+    abouts = [
+        "http://e.org/?a=1&#38;b=2",
+        "http://e.org/?a=2&#x26;b=3",
+        "http://e.org/?a=3&#038;b=4",
+        "tag:x,2024:caf&#233;",
+        "tag:x,2024:th&#xE9;",
+        "tag:x,2024:caf&#233;&lt;1&gt;",
+        "tag:x,2024:say&#x22;hi&#x22;",
+        "tag:x,2024:say&quot;hi&quot;&amp;more",
+    ]
+    guids = ["tag:x,2024:say-&quot;hi&quot;", "tag:x,2024:it&apos;s", "tag:x,2024:it&#x27;s&#38;x"]
+    rdf = _lenient(
+        "".join(f'<item rdf:about="{a}"><title>R{n}</title></item>' for n, a in enumerate(abouts)),
+        rdf=True,
+    )
+    rss = _lenient(
+        "".join(f"<item><guid>{g}</guid><title>G{n}</title></item>" for n, g in enumerate(guids))
+    )
+    for body, n in ((rdf, len(abouts)), (rss, len(guids))):
+        with monkeypatch.context() as m:  # the earlier version's parse
+            m.setattr(
+                _LooseFeedParser, "decode_entities", _LooseFeedParser.decode_entities.__wrapped__
+            )
+            m.setattr(
+                _LooseFeedParser,
+                "_normalize_attributes",
+                staticmethod(_LooseFeedParser._normalize_attributes.__wrapped__),
+            )
+            was = list(parse_body(body, {}).entries)
+        now = list(parse_body(body, {}).entries)
+        assert len(was) == len(now) == n
+        stored, ident = baseline(was)
+        keys = [entry_keys(e) for e in now]
+        assert not set(stored) & {key_for(k, "guid") for k in keys}  # all spelled otherwise
+        need = stored_needed(S, ident, keys, baselined=True, has_rows=True)
+        assert need is not None and set(stored) <= set(need.identities)
+        r = run(stored, now, identity=ident)
+        assert (r.changes, r.new, len(r.rekeys)) == ((), 0, n)
+        assert run(apply(stored, r), now, identity=ident).rekeys == ()
+
+
 def test_an_edit_beyond_the_cap_shows_the_changed_part():
     """Past 64 KiB both texts capped from their start read the same: `changes` said
     old == new for a real edit. Both now show the window around the first difference."""
