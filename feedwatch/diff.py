@@ -16,6 +16,8 @@ Pure (SPEC section 4). The whole decision, in order:
                  -> no link, and its id came or went: the stored row of its content
                     key (title, published time) absent from the body, under the key
                     it had before (``_Unlinked``)
+                 -> keyed by its content, its date's zone read as UTC before: the row
+                    of that time (``_Rezoned``)
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
     stamped  = in a body of one or two known entries, an entry stamped with the time of
@@ -57,6 +59,7 @@ from feedwatch.identity import (
     alert_id,
     comparable_text,
     content_identity,
+    content_identity_at,
     detect_policy_keys,
     entry_fingerprint,
     entry_keys,
@@ -406,6 +409,60 @@ class _Unlinked:
         return row
 
 
+class _Rezoned:
+    """An entry keyed by its content (title, link, published time) whose date names a
+    zone an earlier version read as UTC ("19:40:17 JST", ``parse.NAMED_ZONE_OFFSETS``):
+    its row is under the content key of that misread time, the instant plus the zone's
+    offset. It is that row when the row is absent from the body, was in the last one,
+    and has the entry's text, and each of its times is the entry's or moved by that
+    offset; re-keyed, its times stored silently (the same instant, read right). Only
+    while no entry of the body keyed by content with a published time is known as it
+    is: a feed writes its dates one way, and entries of one title and link a zone's
+    offset apart (an hourly notice) are otherwise new entries."""
+
+    @staticmethod
+    def needed(
+        body: Sequence[tuple[str, int, str]],
+        keys: Sequence[EntryKeys],
+        entries: Sequence[EntrySnapshot],
+        current: Mapping[str, StoredEntry],
+        settled: bool,
+    ) -> bool:
+        timed = [
+            key in current for key, i, _ in body if key == keys[i].content and entries[i].published
+        ]
+        return not settled and bool(timed) and not any(timed)
+
+    @staticmethod
+    def row(
+        key: str,
+        keys: EntryKeys,
+        entry: EntrySnapshot,
+        fp: str,
+        ignore: Ignore | None,
+        current: Mapping[str, StoredEntry],
+        seen: set[str],
+    ) -> StoredEntry | None:
+        if key != keys.content or entry.published is None:
+            return None
+        from feedwatch.parse import NAMED_ZONE_OFFSETS
+
+        for minutes in NAMED_ZONE_OFFSETS:
+            shift = timedelta(minutes=minutes)
+            was = entry.published + shift
+            row = current.get(content_identity_at(entry, was))
+            if (
+                row is not None
+                and row.identity not in seen
+                and row.in_body
+                and row.published == was
+                and row.updated in (entry.updated, entry.updated and entry.updated + shift)
+                and not _text_changed(row, entry, fp, ignore)
+            ):
+                return row
+        return None
+
+
 def _unlinked_id(keys: EntryKeys, key: str) -> bool:
     """Whether an entry keyed ``key`` is keyed by its id and has no link."""
     return not keys.link and _by_id(key)
@@ -654,6 +711,10 @@ def diff(
         went = any(_id_went(keys[i], key) and key not in current for key, i, _ in body)
         unlinked = _Unlinked(firsts, current, seen, went)
 
+    # Entries keyed by content whose published time an earlier version misread: ``_Rezoned``.
+    rezone = _Rezoned.needed(body, keys, entries, current, bool(touched))
+    rezoned: set[str] = set()
+
     new_items: list[tuple[str, EntrySnapshot, str]] = []
     chosen: list[StoredEntry] = []  # DiffResult.kept
     known: list[tuple[int, str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
@@ -673,6 +734,14 @@ def diff(
                     old = replace(kept, identity=key)
                     current[key] = old
                     break
+        if old is None and rezone:
+            cand = _Rezoned.row(key, keys[i], entry, fp, ignore, current, seen)
+            if cand is not None:
+                rekeys.append((cand.identity, key))
+                del current[cand.identity]
+                old = replace(cand, identity=key)
+                current[key] = old
+                rezoned.add(key)
         nl = links[key]
         # The mirror of GUID churn: a known entry that now reads as the newer row of its
         # link (absent from the body) does: it dropped its id with an edit, alerted as
@@ -732,7 +801,7 @@ def diff(
             touched.append((i, key))
             continue
         upserts.append(_row(feed, key, entry, fp, now, old))
-        noise = churn
+        noise = churn or key in rezoned
         if ts_moved and body_known < CHURN_MIN and stamped_at_fetch(old, entry, now):
             stamped.append(key)
             noise = True

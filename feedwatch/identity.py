@@ -222,11 +222,14 @@ def _time_key(dt: datetime | None) -> str:
 
 
 def content_identity(entry: EntrySnapshot | StoredEntry) -> str:
+    return content_identity_at(entry, entry.published)
+
+
+def content_identity_at(entry: EntrySnapshot | StoredEntry, published: datetime | None) -> str:
+    """The content key ``entry`` has with the published time ``published``."""
     return (
         "c:"
-        + _h(_text_key(entry.title), normalize_link(entry.link) or "", _time_key(entry.published))[
-            :32
-        ]
+        + _h(_text_key(entry.title), normalize_link(entry.link) or "", _time_key(published))[:32]
     )
 
 

@@ -997,6 +997,9 @@ _ZONE_NAMES = {
     "BRT": -180,
     "ART": -180,
 }
+# Every offset a zone name gives that was read as UTC before (``diff``: a row an earlier
+# version keyed by such a time)
+NAMED_ZONE_OFFSETS = tuple(sorted({minutes for minutes in _ZONE_NAMES.values() if minutes}))
 _NAMED_ZONE = re.compile(r"(?<=\d)\s+([A-Za-z]{3,4})$")
 
 

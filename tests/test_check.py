@@ -1517,3 +1517,38 @@ def test_a_rule_on_the_author_matches_an_aggregated_entrys_source_author(tmp_pat
         "Post 3",
         "Alice Liddell",
     )
+
+
+def test_entries_keyed_by_content_an_earlier_feedwatch_dated_as_utc_are_not_new(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """An entry without a guid or a usable link is keyed by its title, link and published
+    time, and an earlier feedwatch stored '19:40:17 JST' as 19:40:17 UTC (the first poll
+    here stores just that, written '+0000'): read right now, its key moved, and each
+    entry alerted as new. Now each is its row, re-keyed, its time stored silently (also
+    where churn does not cover it: two entries, one with the home page as its link)."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/jp.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "jp"\nurl = "{url}"\n'))
+
+    def body(zone: str) -> bytes:
+        return (
+            _dated([f"Fri, 22 Nov 2024 1{h}:40:17 {zone}" for h in range(2)])
+            .replace(b"<link>https://news.example.jp/1</link>", b"")
+            .replace(b"https://news.example.jp/0", b"https://news.example.jp/")
+            .replace(b"<guid>https://news.example.jp/</guid>", b"")
+            .replace(b"<guid>https://news.example.jp/1</guid>", b"")
+        )
+
+    feed_server.set("/jp.xml", body("+0000"))
+    assert fw(cfg, "check").returncode == 0
+    feed_server.set("/jp.xml", body("JST"))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT published FROM entries ORDER BY published").fetchall()
+    assert [p for (p,) in rows] == [
+        int((T0 + timedelta(hours=h - 9)).timestamp()) * 10**6 for h in range(2)
+    ]

@@ -625,6 +625,42 @@ def test_ids_an_earlier_version_stored_in_other_spellings_are_the_same_entries(m
         assert run(apply(stored, r), now, identity=ident).rekeys == ()
 
 
+def test_an_entry_keyed_by_content_whose_zone_was_misread_before_is_its_row():
+    """An earlier version read "19:40:17 JST" as 19:40:17 UTC, and an entry without an
+    id or a usable link is keyed by its title, link and published time: read right, it
+    is the row of the misread time (nine hours later), re-keyed, its time stored
+    silently, also in a body too small for timestamp churn. Not an hourly notice of one
+    title and text whose newest is a zone's offset from one that left, nor an entry
+    whose text changed too."""
+    bare = {"entry_id": None, "link": None}
+    jst = timedelta(hours=9)
+    was = [entry(n, **bare, published=T0 + timedelta(hours=n) + jst) for n in range(2)]
+    now = [entry(n, **bare, published=T0 + timedelta(hours=n)) for n in range(2)]
+    stored, ident = baseline(was)
+    assert ident.policy == "content"
+    need = stored_needed(S, ident, [entry_keys(e) for e in now], baselined=True, has_rows=True)
+    assert need is not None and need.all_if_missing  # (every row is read)
+    r = run(stored, now, identity=ident)
+    assert (r.changes, r.new, r.silent, len(r.rekeys)) == ((), 0, 2, 2)
+    after = apply(stored, r)
+    assert sorted(row.published for row in after.values()) == [e.published for e in now]
+    assert run(after, now, identity=ident).upserts == ()
+    # an edit with it is no such row
+    edited = [replace(now[0], summary="edited"), now[1]]
+    assert kinds(run(stored, edited, identity=ident)) == [("new", "Entry 0")]
+    # an hourly notice: the newest is new, three hours (BRT's offset) after one that left
+    hourly = [
+        entry(0, **bare, title="Status", summary="ok", published=T0 + timedelta(hours=h))
+        for h in range(4)
+    ]
+    stored, ident = baseline(hourly[:3])
+    assert kinds(run(stored, hourly[1:], identity=ident)) == [("new", "Status")]
+    stored, ident = baseline(hourly[:1])  # one entry at a time
+    stored = apply(stored, run(stored, hourly[1:2], identity=ident))
+    r = run(stored, hourly[3:], identity=ident)
+    assert kinds(r) == [("new", "Status")]
+
+
 def test_an_edit_beyond_the_cap_shows_the_changed_part():
     """Past 64 KiB both texts capped from their start read the same: `changes` said
     old == new for a real edit. Both now show the window around the first difference."""
