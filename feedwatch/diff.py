@@ -66,6 +66,7 @@ from feedwatch.identity import (
     fingerprint,
     identity_for,
     key_for,
+    legacy_forms,
     legacy_keys,
     link_variants,
     loose_link,
@@ -463,6 +464,16 @@ class _Rezoned:
         return None
 
 
+def _same_entry(
+    row: StoredEntry, entry: EntrySnapshot, fp: str, ignore: Ignore | None, link: str | None
+) -> bool:
+    """Whether a row under another spelling of the entry's id is the entry's: its text
+    or its (normalised) link is the entry's."""
+    return (link is not None and normalize_link(row.link) == link) or not _text_changed(
+        row, entry, fp, ignore
+    )
+
+
 def _unlinked_id(keys: EntryKeys, key: str) -> bool:
     """Whether an entry keyed ``key`` is keyed by its id and has no link."""
     return not keys.link and _by_id(key)
@@ -722,13 +733,16 @@ def diff(
         entry = entries[i]
         old: StoredEntry | None = current.get(key)
         if old is None:
-            # a relative id stored resolved against the feed's URL, as it once was, or
-            # an id stored escaped from a body that was not well-formed: the same
-            # entry, whatever its text (feedwatch.parse._ids_as_given and
-            # _tags_decoded_leniently)
-            for was in legacy_keys(key, bases):
+            # a relative id stored resolved against the feed's URL, as it once was: the
+            # same entry, whatever its text (feedwatch.parse._ids_as_given); an id
+            # stored escaped from a body that was not well-formed (_tags_decoded_leniently):
+            # the same entry where its text or its link is the row's (else the row may
+            # be another entry's, whose id is that spelling decoded once more)
+            for was, spelled in legacy_forms(key, bases):
                 kept = current.get(was)
-                if kept is not None and was not in seen:
+                if kept is None or was in seen:
+                    continue
+                if not spelled or _same_entry(kept, entry, fp, ignore, links[key]):
                     rekeys.append((was, key))
                     del current[was]
                     old = replace(kept, identity=key)

@@ -263,20 +263,31 @@ def id_bases(url: str | None, headers: Mapping[str, str], *more: str | None) -> 
 
 
 def legacy_keys(key: str, bases: Sequence[str]) -> list[str]:
-    """The identities a stored row of the entry ``key`` may have from an earlier version:
-    its id as a body that was not well-formed XML left it escaped (``a&amp;b`` for
-    ``a&b``: feedwatch.parse._tags_decoded_leniently and _about_decoded_leniently), and
-    a relative id (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser
+    """The identities a stored row of the entry ``key`` may have from an earlier version
+    (``legacy_forms``)."""
+    return [was for was, _ in legacy_forms(key, bases)]
+
+
+def legacy_forms(key: str, bases: Sequence[str]) -> list[tuple[str, bool]]:
+    """The identities a stored row of the entry ``key`` may have from an earlier version,
+    each with whether it is a spelling of the id (a row under it may be another entry's,
+    whose id was that spelling decoded once more): the id as a body that was not
+    well-formed XML left it escaped (``a&amp;b`` for ``a&b``:
+    feedwatch.parse._tags_decoded_leniently and _about_decoded_leniently), and a
+    relative id (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser
     did before ids were kept as given (feedwatch.parse._ids_as_given). None for an
     absolute ASCII id without ``&``, ``<``, ``>``, ``"`` or ``'``."""
     if not key.startswith("g:"):
         return []
     raw = key[2:]
     text = _text_forms(raw)
-    out = ["g:" + e for e in dict.fromkeys([*text, *_about_forms(raw)]) if e != raw]
-    for given in (raw, *text):  # an rdf:about was never resolved
-        out += _resolved(given, bases)
-    return list(dict.fromkeys(out))
+    out = {"g:" + e: True for e in dict.fromkeys([*text, *_about_forms(raw)]) if e != raw}
+    for was in _resolved(raw, bases):
+        out.setdefault(was, False)
+    for given in text:  # an rdf:about was never resolved
+        for was in _resolved(given, bases):
+            out.setdefault(was, True)
+    return list(out.items())
 
 
 _SPECIAL = re.compile("[&<>\"']")
