@@ -736,6 +736,116 @@ def _brief(out: TextIO, a: Analysis, limit: int) -> None:
 
 
 # --------------------------------------------------------------------------
+# A feed whose state went with retention: only its alerts are left
+# --------------------------------------------------------------------------
+
+
+def _payload(r: AlertRecord) -> dict[str, object]:
+    """The stored payload, or nothing for a row that does not decode (one damaged row
+    must not hide the others)."""
+    try:
+        return dict(r.payload)
+    except ValueError:
+        return {}
+
+
+def _alert_entry(r: AlertRecord) -> dict[str, object]:
+    entry = _payload(r).get("entry")
+    return entry if isinstance(entry, dict) else {}
+
+
+def _alert_title(r: AlertRecord) -> str:
+    return str(_alert_entry(r).get("title") or _payload(r).get("message") or "")
+
+
+def _alerts_matching(alerts: Sequence[AlertRecord], query: str) -> list[list[AlertRecord]]:
+    """The alerts of each entry whose identity, id or link is ``query`` (else whose
+    title contains it), as ``find`` looks for an entry; newest entry first."""
+    by_entry: dict[str, list[AlertRecord]] = {}
+    for r in alerts:
+        if r.identity is not None:
+            by_entry.setdefault(r.identity, []).append(r)
+    q = query.strip()
+    q_link = normalize_link(q)
+
+    def exact(r: AlertRecord) -> bool:
+        e = _alert_entry(r)
+        link = e.get("link")
+        return (
+            r.identity == q
+            or str(e.get("id") or "").strip() == q
+            or (q_link is not None and isinstance(link, str) and normalize_link(link) == q_link)
+        )
+
+    found = [rs for rs in by_entry.values() if any(exact(r) for r in rs)]
+    folded = " ".join(q.split()).casefold()
+    if not found and folded:
+        found = [
+            rs
+            for rs in by_entry.values()
+            if any(folded in " ".join(_alert_title(r).split()).casefold() for r in rs)
+        ]
+    return found
+
+
+def _alert_lines(out: TextIO, r: AlertRecord, indent: str) -> None:
+    out.write(f"{indent}{_t(r.created_at)} {r.kind} {r.alert_id}\n")
+    if not r.deliveries:
+        out.write(f"{indent}  no sink\n")
+    for d in r.deliveries:
+        out.write(f"{indent}  {d.sink}: {delivery_detail(d)}\n")
+
+
+def _dropped(
+    out: TextIO, name: str, alerts: Sequence[AlertRecord], args: argparse.Namespace
+) -> int:
+    """Explain a feed removed from the config whose row and entries `check` or the
+    daemon dropped after ``retention``: its alerts stay (pending ones are still sent)."""
+    w = out.write
+    w(f"Feed {show(name)}\n")
+    w(
+        "  state: dropped: the feed is not in the config and its entries went with"
+        f" retention; {len(alerts)} alerts kept (pending deliveries are still sent)\n"
+    )
+    w("  now: not in the config any more: nothing about it alerts any more\n")
+    if not args.entry:
+        limit = max(args.limit, 0)
+        w(f"\nLatest alerts ({min(limit, len(alerts))} of {len(alerts)}), newest first:\n")
+        for r in alerts[:limit]:
+            title = show(one_line(_alert_title(r), 60)) or "(no title)"
+            w(f"  {_t(r.created_at)}  {r.kind:<8} {title}\n")
+            for d in r.deliveries:
+                w(f"      {d.sink}: {delivery_detail(d)}\n")
+        w(
+            f"\nDetails: feedwatch explain {shlex.quote(show(name))} "
+            "'part of a title' (or an id or a link)\n"
+        )
+        out.flush()
+        return 0
+    matches = _alerts_matching(alerts, args.entry)
+    if not matches:
+        out.flush()
+        print(
+            f"feedwatch: no alert of {name!r} matches {args.entry!r} in the state (its"
+            " entries went with retention; an id, a link or part of a title)",
+            file=sys.stderr,
+        )
+        return 1
+    for records in matches[:MAX_SHOWN]:
+        e = _alert_entry(records[0])
+        w(f"\nEntry: {show(_alert_title(records[0])) or '(no title)'}\n")
+        w(f"  id:       {show(str(e.get('id'))) if e.get('id') else '(none)'}\n")
+        w(f"  link:     {show(str(e.get('link'))) if e.get('link') else '(none)'}\n")
+        w(f"  identity: {show(records[0].identity or '')}\n")
+        w("  state:    dropped with the feed's (retention): only its alerts are left\n")
+        w("  alerts recorded:\n")
+        for r in records:
+            _alert_lines(out, r, "    ")
+    out.flush()
+    return 0
+
+
+# --------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------
 
@@ -811,10 +921,12 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
             record = store.feed(name, counts=True)
             if record is not None or feed is not None:
                 stored = store.entries(name)
-                alerts = store.alerts_for(name, limit=10_000)
+            alerts = store.alerts_for(name, limit=10_000)
         finally:
             store.close()
     if feed is None and record is None:
+        if alerts:  # removed from the config, its row and entries gone with retention
+            return _dropped(out, name, alerts, args)
         known = ", ".join(f.name for f in config.feeds) or "none"
         print(f"feedwatch: unknown feed {name!r} (configured: {known})", file=sys.stderr)
         return 2

@@ -86,9 +86,9 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         return 0
     try:
         for name in dict.fromkeys(args.feed):
-            # a feed removed from the config keeps its alerts in the state; a name in
-            # neither is a typo, not "no alerts"
-            if config.feed(name) is None and store.feed(name) is None:
+            # a feed removed from the config keeps its alerts in the state (after its
+            # row went with retention too); a name in neither is a typo, not "no alerts"
+            if config.feed(name) is None and not store.knows_feed(name):
                 return _unknown_feed(name, config)
         query = AlertQuery(
             feeds=tuple(dict.fromkeys(args.feed)),

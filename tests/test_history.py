@@ -17,7 +17,15 @@ from feedwatch.testing import T0, entry, rss
 from tests.feedserver import feed_server_fixture  # noqa: F401
 from tests.helpers import bare_env, run_feedwatch
 from tests.pg import pg_cluster, pg_url
-from tests.test_explain import BASE, STRIKE, STRIKE_UPDATED, fw, snapshot, write_config
+from tests.test_explain import (
+    BASE,
+    STRIKE,
+    STRIKE_UPDATED,
+    fw,
+    snapshot,
+    sqlite_rows,
+    write_config,
+)
 
 __all__ = ["pg_cluster", "pg_url"]  # fixtures, imported for pytest
 
@@ -298,3 +306,62 @@ def test_a_delivery_never_tried_shows_no_past_attempt_time():
         "pending (1 attempt, next attempt 2024-11-22T10:45:17Z, last error: 503)"
     )
     assert _delivery_json(retried)["next_attempt"] == "2024-11-22T10:45:17Z"
+
+
+def test_a_removed_feed_is_known_by_its_alerts_after_retention_dropped_its_state(
+    tmp_path, feed_server
+):
+    """docs/alerts.md: `--feed NAME` takes a feed since removed from the config; after
+    `retention` dropped its row and entries, its alerts (one dead per alert here) stay,
+    and `alerts --feed`, `redeliver --feed` and `explain` still take its name."""
+    cfg = _setup(tmp_path, feed_server)
+    text = cfg.read_text()
+    cfg.write_text(
+        text.replace(
+            text[text.index('[[feeds]]\nname = "news"') : text.index('[[feeds]]\nname = "wire"')],
+            "",
+        )
+    )
+    conn = sqlite3.connect(tmp_path / "state.db")
+    with conn:  # its last poll longer ago than retention (90d): the next check drops it
+        conn.execute(
+            "UPDATE feeds SET last_poll = last_poll - ? WHERE name = 'news'",
+            (int(timedelta(days=91).total_seconds()) * 1_000_000,),
+        )
+    conn.close()
+    r = fw(cfg, "check")
+    assert r.returncode == 0 and "state.removed_feeds_dropped" in r.stderr, r.stderr
+    db = tmp_path / "state.db"
+    assert sqlite_rows(db, "SELECT name FROM feeds") == [("wire",)]
+    assert sqlite_rows(db, "SELECT COUNT(*) FROM alerts WHERE feed = 'news'") == [(2,)]
+
+    r = fw(cfg, "alerts", "--json", "--feed", "news")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(x)["alert"]["kind"] for x in r.stdout.splitlines()] == ["updated", "new"]
+
+    r = fw(cfg, "explain", "news")
+    assert r.returncode == 0, r.stderr
+    assert "state: dropped: the feed is not in the config and its entries went with" in r.stdout
+    assert "Latest alerts (2 of 2), newest first:" in r.stdout
+    assert "updated  Hypersonic missile strike on Dnipro" in r.stdout
+    r = fw(cfg, "explain", "news", "missile strike")
+    assert r.returncode == 0, r.stderr
+    assert "Entry: Hypersonic missile strike on Dnipro" in r.stdout
+    assert "link:     https://example.org/3" in r.stdout
+    assert len(re.findall(r"^    \S+ (new|updated) [0-9a-f]{32}$", r.stdout, re.M)) == 2
+    assert "broken: DEAD after 1 attempt" in r.stdout
+    r = fw(cfg, "explain", "news", "Markets")  # baselined, never alerted: its row is gone
+    assert r.returncode == 1 and "no alert of 'news' matches 'Markets'" in r.stderr
+
+    r = fw(cfg, "redeliver", "--feed", "news")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("2 dead deliveries queued again")
+
+    # a name in neither the config nor the state is still a typo
+    for args in (
+        ("alerts", "--feed", "nosuch"),
+        ("explain", "nosuch"),
+        ("redeliver", "--feed", "nosuch"),
+    ):
+        r = fw(cfg, *args)
+        assert r.returncode == 2 and "unknown feed 'nosuch'" in r.stderr, (args, r.stderr)

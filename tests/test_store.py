@@ -458,6 +458,9 @@ def test_drop_removed_feeds_drops_idle_feeds_out_of_the_config_not_their_alerts(
     assert {d.alert_id for d in store.pending()} == {"old-1", "recent-1", "kept-1"}
     assert [a.alert_id for a in store.alerts_for("old")] == ["old-1"]
     assert store.drop_removed_feeds(["kept"], at(100)) == []
+    # its alerts keep its name known (`alerts --feed`, `redeliver --feed`, `explain`)
+    assert store.knows_feed("old") and store.knows_feed("kept")
+    assert not store.knows_feed("never") and not store.knows_feed("nosuch")
 
 
 def test_set_next_poll(store: Store) -> None:

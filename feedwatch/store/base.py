@@ -240,6 +240,12 @@ class Store(Protocol):
 
     def feeds(self, *, counts: bool = False) -> dict[str, FeedRecord]: ...
 
+    def knows_feed(self, name: str) -> bool:
+        """Whether the state holds a feed row or an alert of ``name``: a feed removed
+        from the config keeps its alerts after ``drop_removed_feeds`` drops its row, and
+        `alerts --feed`, `redeliver --feed` and `explain` still take its name."""
+        ...
+
     def entries(self, feed: str) -> dict[str, StoredEntry]: ...
 
     def entries_matching(self, feed: str, need: StoredNeed) -> Matching:

@@ -154,6 +154,16 @@ class SharedReads:
             rows = cur.execute(select + " ORDER BY f.name").fetchall()
         return {r[0]: self._feed_record(r) for r in rows}
 
+    def knows_feed(self, name: str) -> bool:
+        p = self.P
+        with self._reading() as cur:
+            row = cur.execute(
+                f"SELECT EXISTS (SELECT 1 FROM feeds WHERE name = {p})"
+                f" OR EXISTS (SELECT 1 FROM alerts WHERE feed = {p})",
+                (name, name),
+            ).fetchone()
+        return bool(row[0])
+
     def entries(self, feed: str) -> dict[str, StoredEntry]:
         with self._reading() as cur:
             rows = cur.execute(f"{ENTRY_SELECT} WHERE feed = {self.P}", (feed,)).fetchall()
