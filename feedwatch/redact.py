@@ -2,7 +2,8 @@
 
 The config loader registers each secret it sees (expanded ``${VAR}`` values,
 passwords, webhook URLs, URL user-info); ``redact`` then replaces them (in any
-case) and the user-info of any URL with ``***``. It runs on every log line, so
+case, also as ``str.lower()`` and ``upper()`` write them) and the user-info of any URL
+with ``***``. It runs on every log line, so
 it is one precompiled regex swap (rebuilt only when a secret is added) and a
 cheap ``"://" in text`` test before the URL pass.
 """
@@ -21,7 +22,7 @@ _MIN_TOKEN = 2  # a shorter one (2-3 characters) only as a whole part of a URL:
 _TOKEN = r"(?:(?<=[=/@:]){0}(?![0-9A-Za-z])|(?<![0-9A-Za-z.\-]){0}(?=\.[0-9A-Za-z]))"
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
+_secrets: dict[str, str] = {}  # each secret -> _fold(it), for the cheap tests first
 _pattern: re.Pattern[str] | None = None
 
 # scheme://user[:password]@  -- user-info cannot hold / ? # @ or white space.
@@ -33,13 +34,33 @@ def register_secret(value: str) -> None:
     global _pattern
     if not isinstance(value, str) or len(value) < _MIN_TOKEN:
         return
+    forms = [f for f in case_forms(value) if len(f) >= _MIN_TOKEN]
     with _lock:
-        if value in _secrets:
+        if all(f in _secrets for f in forms):
             return
-        _secrets.add(value)
+        _secrets.update((f, _fold(f)) for f in forms)
         # Longest first, so a secret that contains another is masked whole.
         ordered = sorted(_secrets, key=len, reverse=True)
         _pattern = _alternatives(ordered)
+
+
+def case_forms(value: str) -> list[str]:
+    """``value`` and each of its lower, upper and case-folded forms that
+    ``re.IGNORECASE`` does not take for it: those compare one character with one,
+    while ``str.lower()`` makes a capital dotted İ an i and a combining dot (a
+    ``${TENANT}`` of "İzmirHaber" in a host comes back as "i̇zmirhaber"), and
+    ``upper()`` makes ß SS."""
+    forms = [value]
+    for form in (
+        value.lower(),
+        value.upper(),
+        value.casefold(),
+        value.upper().lower(),
+        value.lower().upper(),
+    ):
+        if not any(re.fullmatch(re.escape(f), form, re.IGNORECASE) for f in forms):
+            forms.append(form)
+    return forms
 
 
 def _one(secret: str) -> str:
@@ -63,10 +84,13 @@ def mask(text: str, secrets: list[str]) -> str:
 def secrets_in(text: str) -> list[str]:
     """The registered secrets found in ``text``, longest first (a short one only
     where it is a whole part of it, as ``redact`` masks it)."""
-    folded = text.lower()
+    folded = _fold(text)
     with _lock:
         found = [
-            s for s in _secrets if s.lower() in folded and re.search(_one(s), text, re.IGNORECASE)
+            s
+            for s, f in _secrets.items()
+            # (_fold misses a few pairs of non-ASCII letters IGNORECASE equates: ΐ ΐ)
+            if (f in folded or not s.isascii()) and re.search(_one(s), text, re.IGNORECASE)
         ]
     return sorted(found, key=len, reverse=True)
 
@@ -124,31 +148,44 @@ def redact_cut(text: str, *, start: bool = False, end: bool = False) -> str:
     is, end with a secret's first part; no whole secret is left to match, so such a
     part is dropped. Any cut of the piece comes after this: it masks whole secrets."""
     with _lock:
-        secrets = list(_secrets)
-    if start and end and any(text.lower() in s.lower() for s in secrets):
+        folds = list(_secrets.values())  # as long as each secret: _fold keeps lengths
+    if start and end and any(len(text) <= len(f) and _fold(text) in f for f in folds):
         return MASK  # the piece lies inside a secret
     text = redact(text)  # first: a whole secret at an edge is not taken for a part
     if start:
-        text = text[max((_lead(text, s) for s in secrets), default=0) :]
+        text = text[max((_lead(text, f) for f in folds), default=0) :]
     if end:
-        text = text[: len(text) - max((_trail(text, s) for s in secrets), default=0)]
+        text = text[: len(text) - max((_trail(text, f) for f in folds), default=0)]
     return text
 
 
-def _lead(text: str, secret: str) -> int:
-    """The length of the longest part of ``secret``, short of all of it, ending it and
-    beginning ``text``."""
-    for n in range(min(len(secret) - 1, len(text)), 0, -1):
-        if text[:n].lower() == secret[-n:].lower():
+def _fold(text: str) -> str:
+    """``text`` with each character as ``re.IGNORECASE`` compares it (its simple lower
+    case: İ an i, ſ an s), one for one: ``str.lower()`` makes İ two characters."""
+    return "".join(_fold_char(c) for c in text)
+
+
+def _fold_char(c: str) -> str:
+    upper = c.upper()
+    return (upper.lower() if len(upper) == 1 else c.lower())[0]
+
+
+def _lead(text: str, folded: str) -> int:
+    """The length of the longest part of a secret (``folded``: its ``_fold``), short of
+    all of it, ending it and beginning ``text``."""
+    head = _fold(text[: len(folded) - 1])
+    for n in range(len(head), 0, -1):
+        if head[:n] == folded[-n:]:
             return n
     return 0
 
 
-def _trail(text: str, secret: str) -> int:
-    """The length of the longest part of ``secret``, short of all of it, beginning it
-    and ending ``text``."""
-    for n in range(min(len(secret) - 1, len(text)), 0, -1):
-        if text[len(text) - n :].lower() == secret[:n].lower():
+def _trail(text: str, folded: str) -> int:
+    """The length of the longest part of a secret (``folded``: its ``_fold``), short of
+    all of it, beginning it and ending ``text``."""
+    tail = _fold(text[max(len(text) - len(folded) + 1, 0) :])
+    for n in range(len(tail), 0, -1):
+        if tail[len(tail) - n :] == folded[:n]:
             return n
     return 0
 

@@ -1100,6 +1100,26 @@ def test_a_capitalised_secret_in_a_feed_host_is_masked_lower_cased_too(tmp_path,
     assert names == {"tenant", "acmecorpsecret.invalid/other", f"localhost:{port}/ok.xml"}
 
 
+def test_a_secret_with_a_capital_dotted_i_is_masked_lower_cased_too(tmp_path):
+    """str.lower() makes İ (U+0130) an i and a combining dot, which re.IGNORECASE
+    does not take for İ: a ${TENANT} of "İzmirHaber" in a host showed as
+    "i̇zmirhaber" in check, the logs and status."""
+    feeds = '[[feeds]]\nurl = "http://${TENANT}.invalid/feed"\n'
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(jsonl_config(tmp_path, feeds, 'timeout = "5s"'), encoding="utf-8")
+    env = {"TENANT": "İzmirHaber"}
+    res = fw(cfg, "check", env=env)
+    assert res.returncode == 1 and "DNS lookup failed for host ***.invalid" in res.stderr
+    shown = [
+        res.stdout + res.stderr,
+        fw(cfg, "status", env=env).stdout,
+        fw(cfg, "status", "--json", env=env).stdout,
+        fw(cfg, "explain", "i̇zmirhaber.invalid/feed", "--no-fetch", env=env).stdout,
+    ]
+    for text in shown:
+        assert "***.invalid/feed" in text and "zmirhaber" not in text.lower(), text
+
+
 @pytest.mark.parametrize("command", [["alerts"], ["explain", "news"], ["status"]])
 def test_a_read_only_command_into_a_closed_pipe_ends_quietly(world, command):
     """`feedwatch alerts | head -1`: a traceback and exit 1 when the reader left."""

@@ -27,7 +27,15 @@ from feedwatch.config import (
     parse_size,
 )
 from feedwatch.model import Config, Jitter, Secret
-from feedwatch.redact import clear_secrets, redact, redact_cut, redact_url, register_secret
+from feedwatch.redact import (
+    clear_secrets,
+    mask,
+    redact,
+    redact_cut,
+    redact_url,
+    register_secret,
+    secrets_in,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_ENV = {"HOME": "/home/tester"}
@@ -835,6 +843,34 @@ def test_a_secret_a_cut_falls_inside_is_not_shown_in_part() -> None:
         assert redact_cut("ter2-Pass", start=True, end=True) == "***"  # inside one
         assert redact_cut("2-Password rest") == "2-Password rest"  # no cut: nothing dropped
         assert redact_cut("plain rest", start=True, end=True) == "plain rest"
+    finally:
+        clear_secrets()
+
+
+def test_a_secret_is_masked_in_the_forms_str_lower_and_upper_make_of_it() -> None:
+    """str.lower() makes a capital dotted İ "i" and a combining dot, str.upper() ß "SS":
+    re.IGNORECASE takes neither for the secret (a ${TENANT} of "İzmirHaber" in a host
+    showed as i̇zmirhaber). The other masks (secrets_in, a cut piece) agree."""
+    register_secret("İzmirHaber")
+    register_secret("Straße")
+    lowered = "İzmirHaber".lower()
+    assert len(lowered) == 11  # i, U+0307, zmirhaber
+    try:
+        for form in ("İzmirHaber", lowered, "İZMIRHABER", "izmirhaber", "IZMIRHABER"):
+            assert redact(f"host {form}.invalid") == "host ***.invalid", form
+        assert redact("STRASSE strasse STRAßE straße") == "*** *** *** ***"
+        from feedwatch.redact import case_forms
+
+        assert case_forms("plain Secret") == ["plain Secret"]  # IGNORECASE covers it
+        assert secrets_in(f"http://{lowered}.invalid/") == [lowered]
+        assert secrets_in("http://izmirhaber.invalid/") == ["İzmirHaber"]  # as redact: İ ~ i
+        url = f"https://{lowered}.invalid/a"
+        assert mask(url, secrets_in(url)) == "https://***.invalid/a"
+        # a cut piece that begins with a lower-cased form's end, or ends with its start
+        assert redact_cut(lowered[1:] + ".invalid: refused", start=True) == ".invalid: refused"
+        assert redact_cut(f"for host {lowered[:4]}", end=True) == "for host "
+        assert redact_cut("for host izmi", end=True) == "for host "  # İ ~ i, as redact
+        assert redact_cut("ZMIRHAB", start=True, end=True) == "***"  # inside one
     finally:
         clear_secrets()
 
