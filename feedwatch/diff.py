@@ -194,7 +194,8 @@ def stored_needed(
         identities=tuple(dict.fromkeys([*identities, *unlinked])),
         links=tuple(dict.fromkeys(v for k in compared if k.link for v in link_variants(k.link))),
         settled=tuple(key_for(keys[i], state.policy) for i in sorted(skip)),
-        all_if_missing=tuple(key for key in identities if not _by_id(key)),
+        # (a link's spellings an earlier version stored: missing, the rule is its own)
+        all_if_missing=tuple(dict.fromkeys(key for key in own if not _by_id(key))),
     )
 
 

@@ -273,10 +273,14 @@ def legacy_forms(key: str, bases: Sequence[str]) -> list[tuple[str, bool]]:
     each with whether it is a spelling of the id (a row under it may be another entry's,
     whose id was that spelling decoded once more): the id as a body that was not
     well-formed XML left it escaped (``a&amp;b`` for ``a&b``:
-    feedwatch.parse._tags_decoded_leniently and _about_decoded_leniently), and a
+    feedwatch.parse._tags_decoded_leniently and _attributes_decoded_leniently), and a
     relative id (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser
-    did before ids were kept as given (feedwatch.parse._ids_as_given). None for an
-    absolute ASCII id without ``&``, ``<``, ``>``, ``"`` or ``'``."""
+    did before ids were kept as given (feedwatch.parse._ids_as_given); and a link
+    (``l:``) as that parser left an attribute (an Atom ``<link href>``), a spelling
+    too. None for an absolute ASCII id or link without ``&``, ``<``, ``>``, ``"`` or
+    ``'``."""
+    if key.startswith("l:"):
+        return [(was, True) for was in _link_forms(key[2:])]
     if not key.startswith("g:"):
         return []
     raw = key[2:]
@@ -339,6 +343,14 @@ def _about_forms(raw: str) -> list[str]:
         return []
     forms = (_spelled(raw, spell, o) for spell, others in _ABOUT_SPELLINGS for o in others)
     return [form for form in dict.fromkeys(forms) if form != raw]
+
+
+def _link_forms(link: str) -> list[str]:
+    """The keys of a normalised link as the lenient parser left an attribute holding
+    it, its ``&`` written ``&#38;`` (``_about_forms``): the normalised form of each,
+    which reads a ``#`` as a fragment's start."""
+    forms = (normalize_link(form) for form in _about_forms(link))
+    return ["l:" + form for form in dict.fromkeys(forms) if form and form != link]
 
 
 def _resolved(raw: str, bases: Sequence[str]) -> list[str]:

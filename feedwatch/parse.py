@@ -52,8 +52,10 @@ log = structlog.get_logger("feedwatch.parse")
 # 9: RFC 822 zones of one to three digits, ISO zones without a colon; 10: tags read by
 # the lenient parser have their entities decoded; 11: ids too (guid, Atom id, rdf:about);
 # 12: RFC 822 zone names beyond the US ones (JST, CET, AEST: ``_ZONE_NAMES``), read as
-# UTC before; an Atom entry without an author has its <source>'s before its feed's
-PARSE_VERSION = 12
+# UTC before; an Atom entry without an author has its <source>'s before its feed's;
+# 13: attributes read by the lenient parser have their XML references decoded
+# (an enclosure's url, an Atom link's href, xml:base)
+PARSE_VERSION = 13
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -498,30 +500,42 @@ def _tags_decoded_leniently() -> None:
 _tags_decoded_leniently()
 
 
-def _about_decoded_leniently() -> None:
-    """An RSS 1.0 item's ``rdf:about`` (its id) read by the lenient parser has its XML
-    references decoded, as the XML parser decodes them: feedparser decoded only
-    ``&amp;`` in an attribute there, so ``&#38;`` or ``&lt;`` in it made another id
-    than the well-formed body's. Decoded once, from the text as written."""
+def _attributes_decoded_leniently() -> None:
+    """An attribute read by feedparser's lenient parser has its XML references decoded,
+    as the XML parser decodes them: feedparser decoded only ``&amp;`` in an attribute
+    there, so an enclosure's ``url="e.mp3?a=1&#38;b=2"`` kept ``&#38;`` (its ``#`` then
+    began a fragment), ``&#9;`` stayed text, and an ``rdf:about`` (an RSS 1.0 item's id)
+    or an Atom ``<link href>`` (the entry's link) differed from the well-formed body's.
+    Decoded once, from the text as written; inline XHTML has its attributes escaped
+    again, as feedparser's XML parser writes them (stored links of the old form:
+    ``identity.legacy_forms``)."""
     import importlib
 
     loose = importlib.import_module("feedparser.parsers.loose")._LooseFeedParser
     original = loose._normalize_attributes
     if getattr(original, "_feedwatch", False):
         return
+    strict = importlib.import_module("feedparser.mixin")._FeedParserMixin.strattrs
 
     def normalize_attributes(kv: tuple[str, str]) -> tuple[str, str]:
         k, v = original(kv)
-        if k == "rdf:about" and isinstance(kv[1], str):
+        if isinstance(kv[1], str):
             v = _xml_unescaped(kv[1])
+            v = v.lower() if k in ("rel", "type") else v
         return k, v
 
     normalize_attributes._feedwatch = True  # type: ignore[attr-defined]
     normalize_attributes.__wrapped__ = original  # type: ignore[attr-defined]
     loose._normalize_attributes = staticmethod(normalize_attributes)
 
+    def strattrs(attrs: list[tuple[str, str]]) -> Any:
+        return strict(attrs)
 
-_about_decoded_leniently()
+    strattrs.__wrapped__ = loose.strattrs  # type: ignore[attr-defined]
+    loose.strattrs = staticmethod(strattrs)
+
+
+_attributes_decoded_leniently()
 
 _JSONFEED_VERSION = re.compile(r"https?://jsonfeed\.org/version/")
 _JSON_TYPE = re.compile(r"^\s*(?:application|text)/(?:[\w.+-]*\+)?json\b", re.IGNORECASE)

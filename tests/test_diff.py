@@ -646,6 +646,43 @@ def test_ids_an_earlier_version_stored_in_other_spellings_are_the_same_entries(m
         assert run(apply(stored, r), now, identity=ident).rekeys == ()
 
 
+def test_links_an_earlier_version_stored_undecoded_are_the_same_entries(monkeypatch):
+    """An earlier version read a body that was not well-formed XML leaving an Atom
+    ``<link href>``'s references as written (``?p=0&#38;x=1``, WordPress's ``&#038;``,
+    ``&#x26;``, ``&#233;``); an entry keyed by its link is that row, re-keyed silently,
+    also where link churn has no answer (entries of one title, or of no text), and the
+    row is read by its identity. A row under that spelling whose text is not the entry's
+    is another entry's."""
+    from feedparser.parsers.loose import _LooseFeedParser
+
+    hrefs = ["?p=0&#38;x=1", "?p=1&#038;x=1&#038;y=2", "?p=2&#x26;x=1", "caf&#233;?p=3&#38;x"]
+    feed = '<feed xmlns="http://www.w3.org/2005/Atom"><title>S&nbsp;x</title>{}</feed>'
+    bodies = [
+        feed.format("".join(f'<entry>{t}<link href="http://e.org/{h}"/></entry>' for h in hrefs))
+        for t in ("<title>Same</title>", "")
+    ]
+    for body in (b.encode() for b in bodies):
+        with monkeypatch.context() as m:  # the earlier version's parse
+            was_parse = staticmethod(_LooseFeedParser._normalize_attributes.__wrapped__)
+            m.setattr(_LooseFeedParser, "_normalize_attributes", was_parse)
+            was = list(parse_body(body, {}).entries)
+        now = list(parse_body(body, {}).entries)
+        assert now[0].link == "http://e.org/?p=0&x=1" != was[0].link
+        stored, ident = baseline(was)
+        assert ident.policy == "link"
+        keys = [entry_keys(e) for e in now]
+        need = stored_needed(S, ident, keys, baselined=True, has_rows=True)
+        assert need is not None and set(stored) <= set(need.identities)
+        assert not set(stored) & set(need.all_if_missing)
+        r = run(stored, now, identity=ident)
+        assert (r.changes, r.new, len(r.rekeys)) == ((), 0, len(hrefs))
+        assert run(apply(stored, r), now, identity=ident).upserts == ()
+    # a row under the spelling with another text: another entry's
+    stored, ident = baseline([entry(1, entry_id=None, link="http://e.org/?a&#38;b", title="X")])
+    r = run(stored, [entry(2, entry_id=None, link="http://e.org/?a&b", title="Y")], identity=ident)
+    assert (kinds(r), r.rekeys) == ([("new", "Y")], ())
+
+
 def test_an_entry_keyed_by_content_whose_zone_was_misread_before_is_its_row():
     """An earlier version read "19:40:17 JST" as 19:40:17 UTC, and an entry without an
     id or a usable link is keyed by its title, link and published time: read right, it

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import feedparser
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -355,6 +356,67 @@ def test_tags_have_their_entities_decoded_in_a_body_that_is_not_well_formed() ->
     for space in ("&#160;", "&nbsp;"):  # well-formed, then not
         item = f"<item><guid>1</guid><description>a{space}b</description>{cats}</item>"
         assert one(parse_body(rss(item), RSS_CT)).tags == want, space
+
+
+def test_attributes_have_their_xml_references_decoded_in_a_body_that_is_not_well_formed():
+    """One ``&nbsp;`` sends a body to feedparser's lenient parser, which decoded only
+    ``&amp;`` in an attribute: an enclosure's ``url="e.mp3?a=1&#38;c=3"`` kept ``&#38;``
+    (its ``#`` then began a fragment), ``&#9;`` stayed text, and an Atom entry's link,
+    its categories and an ``xml:base`` differed from the well-formed body's. Every
+    attribute is now the well-formed body's, decoded once."""
+    items = (  # (a permalink guid is resolved against xml:base; urljoin drops a tab)
+        "<item><guid>1</guid><title>a{sp}b</title><link>http://a.ex/p?a=1&amp;b=2</link>"
+        '<enclosure url="http://a.ex/e.mp3?a=1&amp;b=2&#38;c=3&#x26;d=&#233;&#9;"'
+        ' type="Audio/MPEG" length="&#53;"/></item>'
+        '<item xml:base="http://b.ex/x&#38;y/"><guid>2</guid><title>B</title>'
+        '<enclosure url="r&#038;s.mp3" type="audio/mpeg"/></item>'
+    )
+    entries = (
+        '<entry><id>1</id><title>a{sp}b</title><link href="http://a.ex/p?a=1&#38;b=2&#x26;c=&#233;"/>'
+        '<link rel="enclosure" href="e.mp3?a=1&#038;b=2&amp;amp;c" type="audio/mpeg" length="3"/>'
+        '<category term="T&#38;U &lt;x&gt;"/><category term="" label="L&#38;M &quot;q&apos;"/>'
+        "</entry>"
+        '<entry xml:base="http://c.ex/q&#38;r/"><id>2</id><title>B</title>'
+        '<link href="p&#38;2"/></entry>'
+    )
+    want_rss = [
+        ("http://a.ex/p?a=1&b=2", ("http://a.ex/e.mp3?a=1&b=2&c=3&d=\u00e9", "audio/mpeg", 5), ()),
+        ("http://b.ex/x&y/2", ("http://b.ex/x&y/r&s.mp3", "audio/mpeg", None), ()),
+    ]
+    want_atom = [
+        (
+            "http://a.ex/p?a=1&b=2&c=\u00e9",
+            ("http://a.ex/e.mp3?a=1&b=2&amp;c", "audio/mpeg", 3),
+            ("T&U <x>", "L&M \"q'"),
+        ),
+        ("http://c.ex/q&r/p&2", None, ()),
+    ]
+    for space in ("&#160;", "&nbsp;"):  # well-formed, then not
+        for body, want in (
+            (rss(items.format(sp=space)), want_rss),
+            (
+                atom(entries.format(sp=space)).replace(
+                    b"<feed ", b'<feed xml:base="http://a.ex/" '
+                ),
+                want_atom,
+            ),
+        ):
+            got = [
+                (e.link, next(((n.url, n.type, n.length) for n in e.enclosures), None), e.tags)
+                for e in parse_body(body, {}).entries
+            ]
+            assert got == want, (space, body[:60])
+    # inline XHTML is written with its attributes escaped again, as the XML parser's is
+    xhtml = (
+        '<entry><id>1</id><title>a{sp}b</title><content type="xhtml"><div xmlns='
+        '"http://www.w3.org/1999/xhtml"><a href="x?a=1&#38;b" title="c&amp;amp;">t</a></div>'
+        "</content></entry>"
+    )
+    html = [
+        feedparser.parse(atom(xhtml.format(sp=sp))).entries[0].content[0].value
+        for sp in ("&#160;", "&nbsp;")
+    ]
+    assert html[0] == html[1] == '<a href="x?a=1&amp;b" title="c&amp;amp;">t</a>'
 
 
 def test_ids_have_their_xml_references_decoded_in_a_body_that_is_not_well_formed() -> None:

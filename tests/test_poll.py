@@ -209,6 +209,52 @@ def test_ids_stored_escaped_by_an_earlier_version_alert_nothing(tmp_path, feed_s
     store.close()
 
 
+def test_links_stored_undecoded_by_an_earlier_version_alert_nothing(
+    tmp_path, feed_server, monkeypatch
+):
+    """A version that read a body that was not well-formed XML (one ``&nbsp;``) kept an
+    Atom ``<link href>``'s ``&#38;`` as written and stored the entries without ids under
+    those links (``?p=0&#38;x=1``, whose ``#`` began a fragment); read decoded now, each
+    is the row it was, re-keyed silently (entries of one title too, which link churn
+    cannot tell apart), and an edit of one alerts as updated."""
+    settings = replace(SETTINGS, stale_after=0)
+
+    def body(edited: str = "") -> bytes:
+        entries = "".join(
+            f'<entry><title>{t}&nbsp;!</title><link href="http://e.org/?p={i}&#38;x=1"/>'
+            f"<summary>{t}{edited if i == 2 else ''}</summary></entry>"
+            for i, t in enumerate(["Same", "Same", "Other", "More"])
+        )
+        return (
+            f'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>{entries}</feed>'.encode()
+        )
+
+    from feedparser.parsers.loose import _LooseFeedParser
+
+    import feedwatch.parse  # noqa: F401  (wraps the lenient parser's attributes)
+
+    as_before = _LooseFeedParser._normalize_attributes.__wrapped__  # type: ignore[attr-defined]
+    feed_server.set("/f", body())
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+    with monkeypatch.context() as m:  # the earlier version's parse
+        m.setattr(_LooseFeedParser, "_normalize_attributes", staticmethod(as_before))
+        assert asyncio.run(poll(config, store, clock, feed)).result == "ok"
+    assert "l:http://e.org/?p=0&#38;x=1" in store.entries("f")
+    feed_server.set("/f", body() + b"\n")  # (the same entries: not a 304)
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert (r.result, r.alerts) == ("ok", [])
+    keys = set(store.entries("f"))
+    assert keys == {f"l:http://e.org/?p={i}&x=1" for i in range(4)}
+    feed_server.set("/f", body(edited=", corrected"))
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    got = [(a.kind, a.payload["entry"]["link"]) for a in r.alerts]
+    assert got == [("updated", "http://e.org/?p=2&x=1")]
+    store.close()
+
+
 def test_a_poll_under_way_at_a_reload_leaves_the_new_rules_to_later_polls(tmp_path, feed_server):
     """A reload cleared the compiled rules, but a poll still under way compiled the old
     ones again and kept them under the feed's name: every later poll matched with
