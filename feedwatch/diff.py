@@ -413,9 +413,9 @@ class _Unlinked:
 
 class _Rezoned:
     """An entry keyed by its content (title, link, published time) whose date names a
-    zone an earlier version read as UTC ("19:40:17 JST", ``parse.NAMED_ZONE_OFFSETS``):
-    its row is under the content key of that misread time, the instant plus the zone's
-    offset. It is that row when the row is absent from the body, was in the last one,
+    zone an earlier version read as UTC ("19:40:17 JST", ``EntrySnapshot.zone``): its
+    row is under the content key of that misread time, the instant plus that zone's
+    offset (no other: a notice of one text a few hours after another is new). It is that row when the row is absent from the body, was in the last one,
     and has the entry's text, and each of its times is the entry's or moved by that
     offset; re-keyed, its times stored silently (the same instant, read right). Only
     while no entry of the body keyed by content with a published time is known as it
@@ -445,23 +445,20 @@ class _Rezoned:
         current: Mapping[str, StoredEntry],
         seen: set[str],
     ) -> StoredEntry | None:
-        if key != keys.content or entry.published is None:
+        if key != keys.content or entry.published is None or not entry.zone:
             return None
-        from feedwatch.parse import NAMED_ZONE_OFFSETS
-
-        for minutes in NAMED_ZONE_OFFSETS:
-            shift = timedelta(minutes=minutes)
-            was = entry.published + shift
-            row = current.get(content_identity_at(entry, was))
-            if (
-                row is not None
-                and row.identity not in seen
-                and row.in_body
-                and row.published == was
-                and row.updated in (entry.updated, entry.updated and entry.updated + shift)
-                and not _text_changed(row, entry, fp, ignore)
-            ):
-                return row
+        shift = timedelta(minutes=entry.zone)
+        was = entry.published + shift
+        row = current.get(content_identity_at(entry, was))
+        if (
+            row is not None
+            and row.identity not in seen
+            and row.in_body
+            and row.published == was
+            and row.updated in (entry.updated, entry.updated and entry.updated + shift)
+            and not _text_changed(row, entry, fp, ignore)
+        ):
+            return row
         return None
 
 

@@ -205,6 +205,10 @@ class EntrySnapshot:
     content: str = ""
     tags: tuple[str, ...] = ()
     enclosures: tuple[Enclosure, ...] = ()
+    # the offset in minutes of the zone name ``published`` was written with ("JST":
+    # ``parse._ZONE_NAMES``), which an earlier version read as UTC; how it was written,
+    # not what it says, so not compared (diff: the row such an entry had then)
+    zone: int | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

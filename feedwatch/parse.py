@@ -54,8 +54,9 @@ log = structlog.get_logger("feedwatch.parse")
 # 12: RFC 822 zone names beyond the US ones (JST, CET, AEST: ``_ZONE_NAMES``), read as
 # UTC before; an Atom entry without an author has its <source>'s before its feed's;
 # 13: attributes read by the lenient parser have their XML references decoded
-# (an enclosure's url, an Atom link's href, xml:base)
-PARSE_VERSION = 13
+# (an enclosure's url, an Atom link's href, xml:base); 14: the zone name a published
+# date was written with (``EntrySnapshot.zone``)
+PARSE_VERSION = 14
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -918,6 +919,7 @@ def _xml_entry(
         content=content,
         tags=tags,
         enclosures=enclosures,
+        zone=_named_zone(dict.get(e, "published")),
     )
 
 
@@ -1011,10 +1013,15 @@ _ZONE_NAMES = {
     "BRT": -180,
     "ART": -180,
 }
-# Every offset a zone name gives that was read as UTC before (``diff``: a row an earlier
-# version keyed by such a time)
-NAMED_ZONE_OFFSETS = tuple(sorted({minutes for minutes in _ZONE_NAMES.values() if minutes}))
 _NAMED_ZONE = re.compile(r"(?<=\d)\s+([A-Za-z]{3,4})$")
+
+
+def _named_zone(raw: Any) -> int | None:
+    """The offset of the zone name of ``_ZONE_NAMES`` an RFC 822 date ends with, which
+    an earlier version read as UTC (``EntrySnapshot.zone``); None for any other date."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    m = _NAMED_ZONE.search(text) if _RFC822_SHAPE.match(text) else None
+    return (_ZONE_NAMES.get(m.group(1).upper()) or None) if m else None
 
 
 def _numeric_zone(text: str) -> str:
@@ -1281,6 +1288,7 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
         content=content,
         tags=tags,
         enclosures=enclosures,
+        zone=_named_zone(item.get("date_published")),
     )
 
 

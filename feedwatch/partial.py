@@ -70,7 +70,7 @@ from feedwatch.parse import _ENTRY_TAG, PARSE_VERSION, parse_body, parse_xml_det
 
 __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental", "split_items"]
 
-CACHE_FORMAT = 4  # 4: the feed's author in the header
+CACHE_FORMAT = 5  # 4: the feed's author in the header; 5: an entry's zone (its line)
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
@@ -327,6 +327,7 @@ def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
         e.content,
         list(e.tags),
         [[x.url, x.type, x.length] for x in e.enclosures],
+        e.zone,
     ]
     dump = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
     return (dump(keys) + "\t" + dump(row)).encode("utf-8")
@@ -371,10 +372,12 @@ def _snapshot(line: bytes) -> EntrySnapshot:
     if tab < 0:
         raise ValueError("bad parse cache line")
     row = json.loads(line[tab + 1 :])
-    eid, title, link, author, published, updated, summary, content, tags, encs = row
+    eid, title, link, author, published, updated, summary, content, tags, encs, zone = row
     for v in (eid, link, author):
         if v is not None and type(v) is not str:
             raise ValueError("not a string")
+    if zone is not None and type(zone) is not int:
+        raise ValueError("not a zone offset")
     for v in (title, summary, content):
         if type(v) is not str:
             raise ValueError("not a string")
@@ -390,6 +393,7 @@ def _snapshot(line: bytes) -> EntrySnapshot:
         content=content,
         tags=tuple(tags),
         enclosures=tuple(Enclosure(url=u, type=t, length=n) for u, t, n in encs) if encs else (),
+        zone=zone,
     )
     return entry
 

@@ -1495,6 +1495,35 @@ def test_entries_an_earlier_feedwatch_dated_as_utc_do_not_alert_after_the_upgrad
     ]
 
 
+def test_a_notice_of_the_same_text_hours_later_alerts_as_new(tmp_path, feed_server):  # noqa: F811
+    """A feed of the latest notice only, without a guid or a link (keyed by title, link
+    and published time), the same text again 3 and 6 hours later, dated GMT: each is a
+    new notice. They were stored silently over the last one, taken for a row an earlier
+    feedwatch had dated with a zone name (BRT's three hours) read as UTC."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/b.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "b"\nurl = "{url}"\n'))
+
+    def body(when: str) -> bytes:
+        return (
+            '<?xml version="1.0"?><rss version="2.0"><channel><title>Backups</title>'
+            "<link>https://example.org/</link><description>d</description><item>"
+            "<title>Backup completed</title><description>The backup completed.</description>"
+            f"<pubDate>Mon, 02 Dec 2024 {when} GMT</pubDate></item></channel></rss>"
+        ).encode()
+
+    feed_server.set("/b.xml", body("00:00:00"))
+    assert fw(cfg, "check").returncode == 0
+    for when in ("03:00:00", "06:00:00"):
+        feed_server.set("/b.xml", body(when))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+    assert [(a["kind"], a["entry"]["published"]) for a in alerts(tmp_path)] == [
+        ("new", "2024-12-02T03:00:00Z"),
+        ("new", "2024-12-02T06:00:00Z"),
+    ]
+
+
 def test_a_rule_on_the_author_matches_an_aggregated_entrys_source_author(tmp_path, feed_server):  # noqa: F811
     """A Planet's entries name their author in <source> only; they had the Planet's
     own author, so a rule on Alice's name never matched her posts. Reading it so alerts

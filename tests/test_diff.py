@@ -693,7 +693,8 @@ def test_an_entry_keyed_by_content_whose_zone_was_misread_before_is_its_row():
     bare = {"entry_id": None, "link": None}
     jst = timedelta(hours=9)
     was = [entry(n, **bare, published=T0 + timedelta(hours=n) + jst) for n in range(2)]
-    now = [entry(n, **bare, published=T0 + timedelta(hours=n)) for n in range(2)]
+    # (parsed from "... JST": the zone it named, whose offset an earlier version missed)
+    now = [replace(entry(n, **bare, published=T0 + timedelta(hours=n)), zone=540) for n in range(2)]
     stored, ident = baseline(was)
     assert ident.policy == "content"
     need = stored_needed(S, ident, [entry_keys(e) for e in now], baselined=True, has_rows=True)
@@ -717,6 +718,41 @@ def test_an_entry_keyed_by_content_whose_zone_was_misread_before_is_its_row():
     stored = apply(stored, run(stored, hourly[1:2], identity=ident))
     r = run(stored, hourly[3:], identity=ident)
     assert kinds(r) == [("new", "Status")]
+
+
+def test_a_notice_of_one_text_hours_after_the_last_is_new_unless_its_zone_was_misread():
+    """A one-entry feed without ids or links (keyed by title, link and published time)
+    whose notice comes again, the same text, 3 and then 6 hours later, dated GMT: each
+    is a new entry. It was stored silently over the last one, any zone name's offset
+    (BRT's three hours, MSK's...) taken for a misread zone. Only the offset of the zone
+    the entry's own date named is: the same notice dated JST, hourly, is new too."""
+    bare = {"entry_id": None, "link": None, "title": "Backup completed", "summary": "Done."}
+    notices = [entry(0, **bare, published=T0 + timedelta(hours=h)) for h in (0, 3, 6, 7)]
+    stored, ident = baseline(notices[:1])
+    assert ident.policy == "content"
+    for notice in notices[1:]:
+        r = run(stored, [notice], identity=ident)
+        assert (kinds(r), r.rekeys) == ([("new", "Backup completed")], ())
+        stored = apply(stored, r)
+    # hourly, dated JST, across the upgrade: the rows of the five misread (nine hours
+    # later) are re-keyed, and the sixth is new, with its own time
+    nine = timedelta(hours=9)
+    hours = [T0 + timedelta(hours=h) for h in range(6)]
+    stored, ident = baseline([entry(0, **bare, published=t + nine) for t in hours[:5]])
+    r = run(
+        stored, [replace(entry(0, **bare, published=t), zone=540) for t in hours], identity=ident
+    )
+    assert [(c.kind, c.entry.published) for c in r.changes] == [("new", hours[5])]
+    assert len(r.rekeys) == 5
+    # hourly, dated JST: nine hours is the offset, and no notice is nine hours off
+    jst = [
+        replace(entry(0, **bare, published=T0 + timedelta(hours=h)), zone=540) for h in range(12)
+    ]
+    stored, ident = baseline(jst[:1])
+    for notice in jst[1:]:
+        r = run(stored, [notice], identity=ident)
+        assert (kinds(r), r.rekeys) == ([("new", "Backup completed")], ())
+        stored = apply(stored, r)
 
 
 def test_an_edit_beyond_the_cap_shows_the_changed_part():
