@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
@@ -694,6 +695,10 @@ class Daemon:
         return server
 
     def _apply(self, old: Config, new: Config) -> None:
+        # what the feeds' changes ask for, and the state's slots for them, first: a state
+        # out of reach (a database restart) must not leave the reload half done
+        plan = self._plan_feeds(old, new)
+        records = self._reload_records(plan) if plan.to_schedule or plan.back else {}
         self.config = new
         self.poller.reconfigure(new)
         self.dispatcher.config = new
@@ -718,65 +723,92 @@ class Daemon:
             self.poller.fetcher = self.fetcher
             busy = [t for t in self._inflight if not t.done()]
             self._spawn(self._retire_fetcher(replaced, busy))
-        # feeds
-        now = self.clock()
+        self._schedule_plan(plan, records, new)
+        try:
+            self._update_gauges()
+        except StateError:  # set again at the next upkeep
+            pass
+        log.info(
+            "config.reloaded",
+            added=plan.added,
+            removed=plan.removed,
+            changed=plan.changed,
+            feeds=len(new.feeds),
+            sinks=len(new.sinks),
+        )
+
+    def _plan_feeds(self, old: Config, new: Config) -> _FeedPlan:
+        """What a reload does to the feeds. To schedule now: new feeds and new URLs (due
+        now), feeds back in the config (at their stored time, as at a start: a backoff or
+        a Retry-After holds), and those whose settings changed at their scheduled time,
+        which a shorter interval may bring forward (one not scheduled, or being polled,
+        is left: that poll's end schedules the next)."""
+        plan = _FeedPlan()
         old_feeds = {f.name: f for f in old.feeds}
-        added = removed = changed = 0
-        # to schedule now: new feeds and new URLs (due now), feeds back in the config (at
-        # their stored time, as at a start: a backoff or a Retry-After holds), and those
-        # whose settings changed at their scheduled time, which a shorter interval may
-        # bring forward (one not scheduled, or being polled, is left: that poll's end
-        # schedules the next)
-        to_schedule: list[tuple[str, datetime | None]] = []
-        back: list[FeedConfig] = []
         slots = self.scheduler.scheduled()
         for f in new.feeds:
             prev = old_feeds.get(f.name)
             if not f.enabled:
                 if prev is not None and prev.enabled:
-                    removed += 1
-                self.scheduler.cancel(f.name)
+                    plan.removed += 1
+                plan.cancel.append(f.name)
                 continue
             if prev is None or not prev.enabled:
-                added += 1
-                back.append(f)
+                plan.added += 1
+                plan.back.append(f)
             elif prev != f:
-                changed += 1
+                plan.changed += 1
                 if prev.url != f.url:
-                    to_schedule.append((f.name, None))
+                    plan.to_schedule.append((f.name, None))
                 elif (
                     f.settings != prev.settings and f.name in slots and f.name not in self._polling
                 ):
-                    to_schedule.append((f.name, slots[f.name]))
+                    plan.to_schedule.append((f.name, slots[f.name]))
         for name in old_feeds:
             if new.feed(name) is None:
-                removed += 1
-                self.scheduler.cancel(name)
-                metrics.REGISTRY.remove(feed=name)
-        if to_schedule or back:
-            records = self.store.feeds()
-            for f in back:
-                rec = records.get(f.name)
-                # (one whose url changed while it was out is a new feed: polled now)
-                stored = rec is not None and rec.url == f.url
-                to_schedule.append((f.name, _stored_slot(rec, f) if stored else None))
-            for name, _when in to_schedule:  # added back, still gone at the same URL?
-                if _gone_here(records.get(name), new.feed(name)):
-                    self._gone.add(name)
-                else:  # (its url changed: polled at the new one)
-                    self._gone.discard(name)
-            to_schedule = [x for x in to_schedule if x[0] not in self._gone]
-            window = min(60.0, max(1.0, float(len(to_schedule))))
-            self._schedule_spread(to_schedule, records, window, now)
-        self._update_gauges()
-        log.info(
-            "config.reloaded",
-            added=added,
-            removed=removed,
-            changed=changed,
-            feeds=len(new.feeds),
-            sinks=len(new.sinks),
-        )
+                plan.removed += 1
+                plan.cancel.append(name)
+                plan.dropped.append(name)
+        return plan
+
+    def _reload_records(self, plan: _FeedPlan) -> dict[str, FeedRecord]:
+        """The state's records for the feeds a reload schedules; none if the state is out
+        of reach: those feeds are then due now, and their polls wait for it (a claim on
+        PostgreSQL still keeps a feed's stored next poll, Retry-After and 410)."""
+        try:
+            return self.store.feeds()
+        except StateError as exc:
+            _log_state_failure(
+                "config.reload_state_unread",
+                exc,
+                "the feeds it adds are polled once the state answers",
+                feeds=sorted({n for n, _ in plan.to_schedule} | {f.name for f in plan.back}),
+            )
+            return {}
+
+    def _schedule_plan(
+        self, plan: _FeedPlan, records: Mapping[str, FeedRecord], new: Config
+    ) -> None:
+        for name in plan.cancel:
+            self.scheduler.cancel(name)
+        for name in plan.dropped:
+            metrics.REGISTRY.remove(feed=name)
+        if not (plan.to_schedule or plan.back):
+            return
+        to_schedule = list(plan.to_schedule)
+        for f in plan.back:
+            rec = records.get(f.name)
+            # (one whose url changed while it was out is a new feed: polled now)
+            stored = rec is not None and rec.url == f.url
+            to_schedule.append((f.name, _stored_slot(rec, f) if stored else None))
+        for name, _when in to_schedule:  # added back, still gone at the same URL?
+            if _gone_here(records.get(name), new.feed(name)):
+                self._gone.add(name)
+            else:  # (its url changed: polled at the new one)
+                self._gone.discard(name)
+        to_schedule = [x for x in to_schedule if x[0] not in self._gone]
+        window = min(60.0, max(1.0, float(len(to_schedule))))
+        self._schedule_spread(to_schedule, records, window, self.clock())
 
     async def _retire_fetcher(self, fetcher: Fetcher, busy: list[asyncio.Task[Any]]) -> None:
         """Close a fetcher a reload replaced (its connections) once the polls that were
@@ -819,6 +851,19 @@ class Daemon:
             states[st] = states.get(st, 0) + 1
         metrics.FEEDS.replace([({"state": k}, v) for k, v in states.items()])
         self._update_outbox()
+
+
+@dataclass
+class _FeedPlan:
+    """A reload's changes to the feeds (``Daemon._plan_feeds``)."""
+
+    to_schedule: list[tuple[str, datetime | None]] = field(default_factory=list)
+    back: list[FeedConfig] = field(default_factory=list)  # added, or enabled again
+    cancel: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # out of the config: their metrics go
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
 
 
 def _log_state_failure(event: str, exc: Exception, hint: str, **fields: Any) -> None:

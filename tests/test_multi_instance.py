@@ -445,6 +445,71 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
     assert [e for e in inst.events() if "exception" in e] == []
 
 
+def _own_cluster() -> PgCluster:
+    """A PostgreSQL server of the test's own, to stop and start (skips where there is none)."""
+    pytest.importorskip("psycopg")
+    if os.environ.get("FEEDWATCH_TEST_PG_URL"):
+        pytest.skip("needs a PostgreSQL server of its own to stop")
+    try:
+        return PgCluster.start()
+    except Unavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+
+
+def _events(inst: Instance, name: str, feed: str | None = None) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in inst.events()
+        if e.get("event") == name and (feed is None or e.get("feed") == feed)
+    ]
+
+
+def test_a_feed_added_by_a_reload_while_the_database_is_down_is_polled_once_it_is_back(
+    tmp_path: Path,
+    stamped_server: StampedFeedServer,
+    receiver: StampedReceiver,
+    instances: list[Instance],
+) -> None:
+    """A SIGHUP adding a feed while the server was down: the reload switched the config,
+    then failed reading the state ("Task exception was never retrieved", a traceback),
+    and the new feed was never scheduled, not even by a later reload (only a restart
+    polled it). Now the reload is applied (one line says the state was not read), and
+    the feed is polled once the server is back: baselined, then its new entry alerts."""
+    cluster = _own_cluster()
+    srv = stamped_server
+    try:
+        for f in ("a", "b", "c"):
+            srv.set("/" + f, rss([entry(f"{f}-1")]))
+        state = cluster.new_schema()
+        cfg = write_config(tmp_path, "i", state, srv, ["a", "b"], receiver.url)
+        inst = Instance(cfg, tmp_path / "i.log")
+        instances.append(inst)
+        wait_for(lambda: _events(inst, "feed.polled", "a") and _events(inst, "feed.polled", "b"),
+                 20, "baseline")  # fmt: skip
+        cluster.stop_server()
+        wait_for(lambda: _events(inst, "state.out_of_reach"), 10, "the state out of reach")
+        write_config(tmp_path, "i", state, srv, ["a", "b", "c"], receiver.url)
+        inst.proc.send_signal(signal.SIGHUP)
+        reloaded = wait_for(lambda: _events(inst, "config.reloaded"), 10, "the reload")
+        assert reloaded[0]["added"] == 1
+        unread = _events(inst, "config.reload_state_unread")
+        assert len(unread) == 1 and unread[0]["feeds"] == ["c"], unread
+        assert unread[0]["error"].startswith("PostgreSQL state postgresql://***@"), unread
+
+        cluster.start_server()
+        polled = wait_for(lambda: _events(inst, "feed.polled", "c"), 30, "c polled")
+        assert polled[0]["result"] != "error" and polled[0]["alerts"] == 0  # its baseline
+        srv.set("/c", rss([entry("c-1"), entry("c-2", title="news c")]))
+        wait_for(lambda: receiver.ids(), 15, "c's new entry alerted")
+        assert inst.stop() == 0
+    finally:
+        cluster.stop()
+    with receiver.lock:
+        assert [p["entry"]["title"] for _t, _i, p in receiver.got] == ["news c"]
+    assert [e for e in inst.events() if "exception" in e] == []
+    assert "Traceback" not in inst.log.read_text()
+
+
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "feedwatch", *args],
