@@ -48,7 +48,6 @@ from feedwatch.model import Config, FeedConfig
 from feedwatch.pacing import spread_overdue
 from feedwatch.parsepool import ParsePool, worker_count
 from feedwatch.poll import Poller, PollReport
-from feedwatch.redact import redact
 from feedwatch.schedule import FeedScheduler
 from feedwatch.sinks import build_sink, machine_problem
 from feedwatch.sinks.base import Sink
@@ -61,6 +60,7 @@ from feedwatch.store.base import (
     FeedRecord,
     StateError,
     Store,
+    log_state_failure,
     new_owner,
 )
 from feedwatch.store.lock import LockHandle, acquire_lock
@@ -594,8 +594,8 @@ class Daemon:
                 log.info("state.pruned", deliveries=n)
             drop_removed_feeds(self.store, self.config, self.clock())
             self._update_gauges()
-        except Exception:
-            log.exception("state.maintenance_failed")
+        except Exception as exc:
+            _log_state_failure("state.maintenance_failed", exc, "tried again at the next upkeep")
 
     async def _gone_job(self) -> None:
         """Resume a feed stopped by a 410 once the state no longer says it is gone at its
@@ -867,12 +867,7 @@ class _FeedPlan:
 
 
 def _log_state_failure(event: str, exc: Exception, hint: str, **fields: Any) -> None:
-    """A state that failed (a database out of reach) is one line saying why and when it
-    is tried again; anything else is a bug, logged with its traceback."""
-    if isinstance(exc, StateError):
-        log.error(event, **fields, error=redact(str(exc)), hint=hint)
-    else:
-        log.error(event, **fields, exc_info=exc)
+    log_state_failure(log, event, exc, hint, **fields)
 
 
 def _stored_slot(rec: FeedRecord | None, feed: FeedConfig) -> datetime | None:

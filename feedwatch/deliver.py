@@ -42,6 +42,7 @@ from feedwatch.store.base import (
     PENDING_PAGE,
     Delivery,
     Store,
+    log_state_failure,
     new_owner,
 )
 
@@ -212,8 +213,14 @@ class Dispatcher:
         except BaseException:  # cancelled (a stop): give the claims back, pending as before
             try:
                 self.store.release_deliveries(sink.name, ids, self.owner, interrupted=True)
-            except Exception:
-                log.exception("delivery.release_failed", sink=sink.name)
+            except Exception as exc:
+                log_state_failure(
+                    log,
+                    "delivery.release_failed",
+                    exc,
+                    f"they stay pending (a claim on them expires within {LEASE_SECONDS:g} s)",
+                    sink=sink.name,
+                )
             raise
         now = self.clock()
         if result.ok:

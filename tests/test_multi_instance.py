@@ -72,10 +72,12 @@ class StampedFeedServer(FeedServer):
 class StampedReceiver:
     """A webhook receiver noting when each delivery (by X-Feedwatch-Delivery) arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.got: list[tuple[float, str, dict[str, Any]]] = []
+        self.arrived = 0  # requests come in, answered or not (each after ``delay`` s)
         lock = self.lock = threading.Lock()
         got = self.got
+        me = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -86,13 +88,19 @@ class StampedReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with lock:
+                    me.arrived += 1
+                time.sleep(delay)
+                with lock:
                     got.append(
                         (time.time(), self.headers["X-Feedwatch-Delivery"], json.loads(body))
                     )
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:  # (a slow answer: the sender may have gone)
+                    pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -110,12 +118,14 @@ class StampedReceiver:
 
 
 class Instance:
-    def __init__(self, cfg: Path, log: Path) -> None:
+    def __init__(self, cfg: Path, log: Path, *, setup: str = "") -> None:
+        """``setup``: Python run in the process before feedwatch (a shorter upkeep period)."""
         self.cfg = cfg
         self.log = log
         self._out = log.open("w")
+        start = ["-c", f"{setup}\nimport sys\nfrom feedwatch.cli import main\nsys.exit(main())"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "feedwatch", "-c", str(cfg), "run"],
+            [sys.executable, *(start if setup else ["-m", "feedwatch"]), "-c", str(cfg), "run"],
             stdout=subprocess.DEVNULL,
             stderr=self._out,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -506,6 +516,45 @@ def test_a_feed_added_by_a_reload_while_the_database_is_down_is_polled_once_it_i
         cluster.stop()
     with receiver.lock:
         assert [p["entry"]["title"] for _t, _i, p in receiver.got] == ["news c"]
+    assert [e for e in inst.events() if "exception" in e] == []
+    assert "Traceback" not in inst.log.read_text()
+
+
+def test_the_state_out_of_reach_at_the_upkeep_and_at_a_stop_during_a_send_is_one_line(
+    tmp_path: Path, stamped_server: StampedFeedServer, instances: list[Instance]
+) -> None:
+    """The server down: the hourly upkeep (prune, drop removed feeds) logged
+    ``state.maintenance_failed`` with a traceback, and so did a SIGTERM cutting a send
+    short (``delivery.release_failed``, giving the claim back). Now each is one line
+    with the (masked) error and what happens next, as ``feed.claim_failed`` is."""
+    cluster = _own_cluster()
+    srv = stamped_server
+    slow = StampedReceiver(delay=20.0)
+    try:
+        srv.set("/a", rss([entry("a-1")]))
+        cfg = write_config(tmp_path, "i", cluster.new_schema(), srv, ["a"], slow.url)
+        cfg.write_text(
+            cfg.read_text().replace('shutdown_timeout = "5s"', 'shutdown_timeout = "2s"')
+        )
+        inst = Instance(
+            cfg, tmp_path / "i.log", setup="import feedwatch.daemon as d\nd.MAINTENANCE_EVERY = 1.0"
+        )
+        instances.append(inst)
+        wait_for(lambda: _events(inst, "feed.polled", "a"), 20, "baseline")
+        srv.set("/a", rss([entry("a-2", title="news"), entry("a-1")]))
+        wait_for(lambda: slow.arrived, 15, "the alert's send under way")
+        cluster.stop_server()
+        wait_for(lambda: _events(inst, "state.maintenance_failed"), 10, "an upkeep, the state down")
+        assert inst.stop() == 0
+    finally:
+        cluster.stop()
+        slow.close()
+    for name in ("state.maintenance_failed", "delivery.release_failed"):
+        got = _events(inst, name)
+        assert got, name
+        for e in got:
+            assert e["error"].startswith("PostgreSQL state postgresql://***@"), e
+            assert e["hint"] and "exception" not in e, e
     assert [e for e in inst.events() if "exception" in e] == []
     assert "Traceback" not in inst.log.read_text()
 

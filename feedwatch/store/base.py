@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
 from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
+from feedwatch.redact import redact
 
 
 class StateError(Exception):
@@ -31,6 +32,17 @@ class StateError(Exception):
     The message names the file and says what to do; feedwatch never resets
     state silently (that would re-alert everything).
     """
+
+
+def log_state_failure(
+    logger: Any, event: str, exc: BaseException, hint: str, **fields: Any
+) -> None:
+    """A state that failed (a database out of reach) is one line saying why and what
+    happens next; anything else is a bug, logged with its traceback."""
+    if isinstance(exc, StateError):
+        logger.error(event, **fields, error=redact(str(exc)), hint=hint)
+    else:
+        logger.error(event, **fields, exc_info=exc)
 
 
 class StateLocked(StateError):
