@@ -18,6 +18,7 @@ Skipped, with the reason, where PostgreSQL cannot be run (see tests/pg.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -557,6 +558,85 @@ def test_the_state_out_of_reach_at_the_upkeep_and_at_a_stop_during_a_send_is_one
             assert e["hint"] and "exception" not in e, e
     assert [e for e in inst.events() if "exception" in e] == []
     assert "Traceback" not in inst.log.read_text()
+
+
+def _server_pids(cluster: PgCluster) -> list[int]:
+    """The postmaster of a cluster of our own and its children (from /proc)."""
+    assert cluster._root is not None
+    master = (cluster._root / "data" / "postmaster.pid").read_text().split()[0]
+    kids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] == master:
+            kids.append(int(pid))
+    return [int(master), *kids]
+
+
+def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_responsive(
+    tmp_path: Path,
+    stamped_server: StampedFeedServer,
+    receiver: StampedReceiver,
+    instances: list[Instance],
+) -> None:
+    """The server's processes stopped (SIGSTOP: its TCP connections stay, the kernel
+    still acknowledges): a state call waited for its answer for ever, on the event loop,
+    so the daemon polled nothing, answered no /metrics and ignored SIGTERM. Now a call
+    gets no more than ANSWER_TIMEOUT (3 s here) for its answers: the state is out of
+    reach, the daemon answers and recovers once the server does, each new entry alerts
+    once, and SIGTERM while it is frozen stops it."""
+    cluster = _own_cluster()
+    srv = stamped_server
+    frozen: list[int] = []
+    try:
+        srv.set("/a", rss([entry("a-1")]))
+        cfg = write_config(tmp_path, "i", cluster.new_schema(), srv, ["a"], receiver.url)
+        port = free_port()
+        cfg.write_text(
+            cfg.read_text().replace(
+                'shutdown_timeout = "5s"',
+                f'shutdown_timeout = "2s"\nmetrics_listen = "127.0.0.1:{port}"',
+            )
+        )
+        setup = "import feedwatch.store.postgres as p\np.ANSWER_TIMEOUT = 3.0"
+        inst = Instance(cfg, tmp_path / "i.log", setup=setup)
+        instances.append(inst)
+        wait_for(lambda: _events(inst, "feed.polled", "a"), 20, "baseline")
+
+        def freeze() -> None:
+            frozen[:] = _server_pids(cluster)
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+
+        def thaw() -> None:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            frozen.clear()
+
+        freeze()
+        lost = wait_for(lambda: _events(inst, "state.out_of_reach"), 10, "the state out of reach")
+        assert "no answer from the server within 3s" in lost[0]["error"], lost
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert r.status == 200
+        thaw()
+        srv.set("/a", rss([entry("a-1"), entry("a-2", title="news a")]))
+        wait_for(lambda: receiver.ids(), 20, "the new entry alerted once the server answers")
+        assert _events(inst, "state.reachable")
+
+        freeze()
+        wait_for(lambda: _events(inst, "state.out_of_reach")[1:], 10, "out of reach again")
+        began = time.monotonic()
+        assert inst.stop() == 0
+        assert time.monotonic() - began < 2.0 + 3.0 + 2.0
+        assert _events(inst, "daemon.stopped")
+    finally:
+        thaw()
+        cluster.stop()
+    assert len(receiver.ids()) == 1 and len(_events(inst, "alert.delivered")) == 1
+    assert [e for e in inst.events() if "exception" in e] == []
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -34,8 +34,10 @@ an error or ``status`` (``self.path`` is the URL with its user-info masked).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import select
+import socket
 import threading
 import time
 from array import array
@@ -84,6 +86,10 @@ PROBE_TIMEOUT = 2.0
 # The pool gives up retrying a lost connection after this long (the next call that
 # finds none starts again at once, rather than after a back-off of up to minutes).
 RECONNECT_TIMEOUT = 5.0
+# A call's wait for the server's answers (its statements, the commit): past it, the
+# connection is cut (a server that keeps its connections but answers nothing: a
+# stopped process, a frozen machine), the call fails and the state is out of reach.
+ANSWER_TIMEOUT = 10.0
 FIRST_WAIT = 0.25  # a call's first wait: then on only if the pool's connect did not fail
 
 _C = 'COLLATE "C"'
@@ -357,6 +363,80 @@ class _Reach:
             return was
 
 
+class _Watchdog:
+    """Cuts the connection of a call that waited too long for the server's answers.
+
+    A server whose processes stopped (SIGSTOP, a frozen VM) keeps its TCP connections:
+    the kernel still acknowledges what is sent, so neither TCP keepalives nor the
+    server's own timeouts end the wait, and psycopg (synchronous) waits for the answer
+    for ever, on the daemon's event loop. One thread per store watches the calls under
+    way; past its deadline, a call's socket is shut down, so its wait ends at once with
+    a connection error (a StateError), and the pool drops that connection. A call it
+    cut is reported as failed, never as done (if the server applied its commit just
+    then, the state has it, as after any connection lost at a commit)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, Any]] = {}  # token: (deadline, connection)
+        self._cut: set[int] = set()
+        self._next = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def arm(self, conn: Any, seconds: float) -> int:
+        with self._cond:
+            token = self._next
+            self._next += 1
+            self._armed[token] = (time.monotonic() + seconds, conn)
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._run, name="feedwatch-pg-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif len(self._armed) == 1:  # (later ones are due after it: no need to wake)
+                self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> bool:
+        """The call is over; True if its connection was cut (once)."""
+        with self._cond:
+            self._armed.pop(token, None)
+            if token in self._cut:
+                self._cut.discard(token)
+                return True
+            return False
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                for token, (deadline, conn) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[token]
+                        self._cut.add(token)
+                        _shut_down(conn)
+                nearest = min((d for d, _ in self._armed.values()), default=None)
+                self._cond.wait(None if nearest is None else max(0.01, nearest - now))
+
+
+def _alive(conn: Any) -> bool:
+    """Whether a connection is still open and good (not lost in its last call)."""
+    return not conn.closed and conn.info.status == psycopg.pq.ConnStatus.OK
+
+
+def _shut_down(conn: Any) -> None:
+    """Shut the connection's socket down (both ways): a wait on it ends at once."""
+    with contextlib.suppress(Exception):  # closed meanwhile: nothing is waiting on it
+        fd = os.dup(conn.pgconn.socket)
+        with socket.socket(fileno=fd) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def _watched_connection(reach: _Reach) -> type:
     """The pool's connection class: a failed attempt to connect is told to ``reach``
     (the pool only logs it, and the caller waiting for the connection would wait on)."""
@@ -431,6 +511,7 @@ class PostgresStore(SharedWrites):
         finally:
             conn.close()
         self._reach = _Reach()
+        self._watchdog = _Watchdog()
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -439,7 +520,7 @@ class PostgresStore(SharedWrites):
             connection_class=_watched_connection(self._reach),
             reconnect_timeout=RECONNECT_TIMEOUT,
             configure=_configure,
-            check=_check_if_idle,
+            check=self._check,
             reset=_note_returned,
             timeout=POOL_TIMEOUT,
             open=False,
@@ -596,13 +677,26 @@ class PostgresStore(SharedWrites):
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
-        """A pooled connection (as ``ConnectionPool.connection``), or StateError."""
+        """A pooled connection (as ``ConnectionPool.connection``), or StateError. The
+        server's answers are waited for at most ANSWER_TIMEOUT (``_Watchdog``): one that
+        keeps the connection but answers nothing puts the state out of reach (while it is,
+        the call that looks again waits PROBE_TIMEOUT)."""
+        answer = ANSWER_TIMEOUT if self._reach.error is None else PROBE_TIMEOUT
         conn = self._getconn()
+        watch = self._watchdog.arm(conn, answer)
         try:
             with conn:
                 yield conn
+        except psycopg.Error:
+            if self._watchdog.disarm(watch):
+                raise self._lose(f"no answer from the server within {answer:g}s") from None
+            raise
         finally:
+            cut = self._watchdog.disarm(watch)
             self._pool.putconn(conn)
+        # (cut as the last answer came: done, and the pool drops that connection)
+        if not cut and _alive(conn) and self._reach.found():
+            log.info("state.reachable", path=self.path)
 
     def _getconn(self) -> Any:
         """A connection from the pool, waiting at most ``_Reach.admit``'s time: first a
@@ -621,21 +715,28 @@ class PostgresStore(SharedWrites):
                 conn = self._pool.getconn(timeout=max(0.001, started + wait - time.monotonic()))
         except PoolTimeout:
             failed = self._reach.connect_error_since(started)
-            error = f"PostgreSQL state {self.path}: " + redact(
-                failed or f"no connection within {wait:g}s"
-            )
-            if self._reach.lost(error):
-                log.warning(
-                    "state.out_of_reach",
-                    path=self.path,
-                    error=error,
-                    hint="state calls fail at once for a few seconds at a time, then one"
-                    " looks again",
-                )
-            raise StateError(error) from None
-        if self._reach.found():
-            log.info("state.reachable", path=self.path)
+            raise self._lose(failed or f"no connection within {wait:g}s") from None
         return conn
+
+    def _lose(self, why: str) -> StateError:
+        """The state is out of reach (logged once, as it begins): the error to raise."""
+        error = f"PostgreSQL state {self.path}: " + redact(why)
+        if self._reach.lost(error):
+            log.warning(
+                "state.out_of_reach",
+                path=self.path,
+                error=error,
+                hint="state calls fail at once for a few seconds at a time, then one looks again",
+            )
+        return StateError(error)
+
+    def _check(self, conn: Any) -> None:
+        """The pool's check of a connection (``_check_if_idle``), bounded as a call is."""
+        watch = self._watchdog.arm(conn, PROBE_TIMEOUT)
+        try:
+            _check_if_idle(conn)
+        finally:
+            self._watchdog.disarm(watch)
 
     def checkpoint(self) -> None:
         pass  # the server's business
@@ -644,6 +745,7 @@ class PostgresStore(SharedWrites):
         # (a pool worker may be connecting to a server out of reach: not waited for long)
         with contextlib.suppress(Exception):
             self._pool.close(timeout=1.0 if self._reach.error else 5.0)
+        self._watchdog.close()
 
     def __enter__(self) -> PostgresStore:
         return self
