@@ -625,12 +625,16 @@ def test_local_file_content_never_appears_anywhere(scenario: Scenario) -> None:
 
 
 def test_billion_laughs_costs_nothing(scenario: Scenario) -> None:
+    """Expanded, the title would be 3 GB and take minutes; unexpanded, the parse takes a
+    millisecond. The poll's wall time, beside the scenario's other hostile feeds on a
+    loaded machine, was once 1.1 s: the bound tells the two apart without timing the
+    machine."""
     polled = [
         e
         for e in scenario.run1.events()
         if e.get("event") == "feed.polled" and e.get("feed") == "billion-laughs"
     ]
-    assert polled and polled[0]["duration"] < 1.0, polled
+    assert polled and polled[0]["duration"] < 5.0, polled
 
 
 def test_trickle_and_slow_feeds_are_cut_at_their_timeout(scenario: Scenario) -> None:
