@@ -413,14 +413,18 @@ class _Unlinked:
 
 class _Rezoned:
     """An entry keyed by its content (title, link, published time) whose date names a
-    zone an earlier version read as UTC ("19:40:17 JST", ``EntrySnapshot.zone``): its
-    row is under the content key of that misread time, the instant plus that zone's
-    offset (no other: a notice of one text a few hours after another is new). It is that row when the row is absent from the body, was in the last one,
-    and has the entry's text, and each of its times is the entry's or moved by that
-    offset; re-keyed, its times stored silently (the same instant, read right). Only
-    while no entry of the body keyed by content with a published time is known as it
-    is: a feed writes its dates one way, and entries of one title and link a zone's
-    offset apart (an hourly notice) are otherwise new entries."""
+    zone east of UTC that an earlier version read as UTC ("19:40:17 JST",
+    ``EntrySnapshot.zone``): its row is under the content key of that misread time, the
+    instant plus that zone's offset (no other: a notice of one text a few hours after
+    another is new). It is that row when the row is absent from the body, was in the
+    last one, and has the entry's text, and each of its times is the entry's or moved by
+    that offset; re-keyed, its times stored silently (the same instant, read right).
+    Only while no entry of the body keyed by content with a published time is known as
+    it is: a feed writes its dates one way, and entries of one title and link a zone's
+    offset apart (an hourly notice) are otherwise new entries. Not west of UTC (HST,
+    BRT): the misread time is then the instant less hours, where the notice of the same
+    text before this one is (read right, by this version), and nothing tells the two
+    apart; such an entry alerts once as new after the upgrade (documented)."""
 
     @staticmethod
     def needed(
@@ -445,7 +449,7 @@ class _Rezoned:
         current: Mapping[str, StoredEntry],
         seen: set[str],
     ) -> StoredEntry | None:
-        if key != keys.content or entry.published is None or not entry.zone:
+        if key != keys.content or entry.published is None or not entry.zone or entry.zone < 0:
             return None
         shift = timedelta(minutes=entry.zone)
         was = entry.published + shift

@@ -754,6 +754,18 @@ def test_a_notice_of_one_text_hours_after_the_last_is_new_unless_its_zone_was_mi
         assert (kinds(r), r.rekeys) == ([("new", "Backup completed")], ())
         stored = apply(stored, r)
 
+    # every 10 hours, dated HST (west of UTC): the misread time of a notice is the
+    # instant less 10 hours, where the last notice is: each is still new
+    hst = [
+        replace(entry(0, **bare, published=T0 + timedelta(hours=10 * h)), zone=-600)
+        for h in range(4)
+    ]
+    stored, ident = baseline(hst[:1])
+    for notice in hst[1:]:
+        r = run(stored, [notice], identity=ident)
+        assert (kinds(r), r.rekeys) == ([("new", "Backup completed")], ())
+        stored = apply(stored, r)
+
 
 def test_an_edit_beyond_the_cap_shows_the_changed_part():
     """Past 64 KiB both texts capped from their start read the same: `changes` said
