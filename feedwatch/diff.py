@@ -284,14 +284,24 @@ def _changed_view(a: str, b: str) -> FieldChange:
     difference lies beyond the cap, both show the same window that starts a little
     before it (and with "…"): capped from their start they would read the same."""
     ca, cb = cap_text(a), cap_text(b)
-    if (ca is a and cb is b) or normalize_space(ca) != normalize_space(cb):
+    if ca is a and cb is b:
         return FieldChange(ca, cb)
-    # what differs before the cap is at most white space (which is no change): the
-    # window is of the folded texts, from a little before their first difference
-    a, b = normalize_space(a), normalize_space(b)
-    start = max(0, len(os.path.commonprefix([a, b])) - _CHANGE_LEAD)
+    # the first difference of the whole folded texts (white space is no change): a
+    # space run before the cap that changed length moves where each cap ends, and
+    # capped texts that differ only there would hide an edit past it
+    fa, fb = normalize_space(a), normalize_space(b)
+    first = len(os.path.commonprefix([fa, fb]))
+    if _shows(ca, a, first) and _shows(cb, b, first):
+        return FieldChange(ca, cb)
+    start = max(0, first - _CHANGE_LEAD)
     rest = MAX_STRING - len("…".encode())
-    return FieldChange("…" + cap_text(a[start:], rest), "…" + cap_text(b[start:], rest))
+    return FieldChange("…" + cap_text(fa[start:], rest), "…" + cap_text(fb[start:], rest))
+
+
+def _shows(capped: str, whole: str, at: int) -> bool:
+    """Whether ``capped`` (``whole`` capped) shows the folded text as far as its
+    character ``at``, the first difference: a text not cut shows it all."""
+    return capped is whole or at < len(normalize_space(capped[: -len("…")]))
 
 
 def _field_changes(

@@ -792,6 +792,29 @@ def test_an_edit_beyond_the_cap_shows_even_after_a_white_space_change_before_it(
     assert len(summary.new.encode()) <= 65536
 
 
+def test_an_edit_beyond_the_cap_shows_after_a_paragraph_break_became_a_space():
+    """In ASCII text a paragraph break joined by a space near the top moved where the
+    old and new caps end: the capped texts differed in their last character only, and
+    both showed the first 65,534 characters without the edit past the cap."""
+    body = "word " * 14000  # 70,000 characters
+    stored, ident = baseline([entry(1, content=f"Intro para.\n\nSecond. {body} eleven")])
+    r = run(stored, [entry(1, content=f"Intro para. Second. {body} twelve")], identity=ident)
+    content = r.changes[0].changes["content"]
+    assert content.old.startswith("…") and content.old.endswith("eleven")
+    assert content.new.startswith("…") and content.new.endswith("twelve")
+    assert len(content.new.encode()) <= 65536
+
+
+def test_an_edit_within_the_cap_shows_both_texts_from_their_start():
+    """A difference the capped texts show stays where it is, from the start."""
+    body = "word " * 14000
+    stored, ident = baseline([entry(1, content=f"Intro eleven. {body}")])
+    r = run(stored, [entry(1, content=f"Intro twelve. {body}")], identity=ident)
+    content = r.changes[0].changes["content"]
+    assert content.old.startswith("Intro eleven.") and content.new.startswith("Intro twelve.")
+    assert content.new.endswith("…")
+
+
 def _as_v1(stored: dict[str, StoredEntry]) -> dict[str, StoredEntry]:
     """The rows as a feedwatch of fingerprint version v1 stored them (same hash)."""
     return {k: replace(r, fingerprint="v1:" + r.fingerprint[3:]) for k, r in stored.items()}
