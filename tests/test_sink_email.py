@@ -229,6 +229,24 @@ def test_a_long_summary_corrected_at_its_end_shows_the_words_that_changed() -> N
     assert "&lt;b&gt;today&lt;/b&gt;" in page and "<b>today" not in page
 
 
+def test_two_corrections_far_apart_show_as_two_words_changed() -> None:
+    """Corrections in paragraphs 2 and 35 showed the whole stretch between them as
+    removed and added: 8,691 characters to compare by eye for two words."""
+    old = "\n\n".join(f"Paragraph {i}: the committee heard evidence." for i in range(40))
+    new = old.replace("2: the committee", "2: the mayor").replace(
+        "35: the committee heard", "35: the committee ignored"
+    )
+    p = payload("updated", alert_id=UPD_ID)
+    p["changes"]["summary"] = {"old": old, "new": new}
+    text = parts(parse(build_message([delivery(p)], cfg()).as_bytes(policy=policy.SMTP)))[
+        "text/plain"
+    ]
+    changed = text.split("What changed:")[1].split("Summary:")[0]
+    assert "Paragraph 2: the [-committee-]{+mayor+} heard evidence." in changed
+    assert "Paragraph 35: the committee [-heard-]{+ignored+} evidence." in changed
+    assert "Paragraph 20:" not in changed
+
+
 def test_rendering_is_deterministic_with_boundary_from_id() -> None:
     d = delivery(payload())
     one = build_message([d], cfg()).as_bytes(policy=policy.SMTP)

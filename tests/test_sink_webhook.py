@@ -555,6 +555,27 @@ def test_a_long_text_corrected_at_its_end_shows_the_correction(fmt: str) -> None
     assert "Officials will meet." in text and "Officials met in Brussels." in text
 
 
+_FAR_OLD = " ".join(
+    f"Paragraph {i}: the committee heard evidence about the roads." for i in range(40)
+)
+_FAR_NEW = _FAR_OLD.replace("Paragraph 2: the committee heard", "Paragraph 2: the mayor heard")
+_FAR_NEW = _FAR_NEW.replace(
+    "Paragraph 35: the committee heard", "Paragraph 35: the committee ignored"
+)
+
+
+@pytest.mark.parametrize("fmt", ["slack", "discord", "teams", "ntfy"])
+def test_two_corrections_far_apart_show_both_and_not_the_text_between(fmt: str) -> None:
+    """Two one-word corrections 33 sentences apart showed as the whole stretch between
+    them removed and added, cut to the message's limit (Slack lost the second one).
+    Now each side shows the two corrections with a few words around them."""
+    payload = make_payload(kind="updated", changes={"content": {"old": _FAR_OLD, "new": _FAR_NEW}})
+    rendered = getattr(formats, fmt)([payload])
+    text = rendered[0].decode() if fmt == "ntfy" else json.dumps(rendered, ensure_ascii=False)
+    assert "the mayor heard" in text and "the committee ignored" in text
+    assert "Paragraph 20:" not in text  # the unchanged stretch between is cut to "…"
+
+
 def _embed_total(embeds: list[dict[str, Any]]) -> int:
     total = 0
     for e in embeds:
