@@ -241,7 +241,7 @@ def _rekey(
 
 def _differs(a: str, b: str, ignore: Ignore | None, legacy: bool = False) -> bool:
     """Whether two texts differ beyond white space and what ``ignore_text`` cuts.
-    ``a`` is the stored one. ``legacy``: a row of an earlier fingerprint version
+    ``a`` is the stored one. ``legacy``: a row of fingerprint version v1 or earlier
     (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have read
     otherwise: a field declared plain had its tag-like words reduced away ("the
     <dialog> element" was "the element"), some versions kept a plain field's
@@ -504,7 +504,7 @@ def _text_changed(
     old: StoredEntry, new: EntrySnapshot, fp: str, ignore: Ignore | None = None
 ) -> bool:
     legacy = _legacy(old)
-    if not legacy:
+    if _current(old):
         if old.fingerprint == fp:
             return False
         if ignore is None:  # the hashes of the comparable texts differ: so do they,
@@ -533,8 +533,19 @@ def _moved_text(
 
 
 def _legacy(old: StoredEntry) -> bool:
-    """A row of an earlier fingerprint version (``_differs``)."""
-    return not old.fingerprint.startswith(FINGERPRINT_VERSION + ":")
+    """A row written before fields declared plain kept their tag-like words: of
+    fingerprint version v1 or earlier (``_differs``)."""
+    return not old.fingerprint.startswith(_PLAIN_KEPT)
+
+
+# the fingerprint labels of rows written since plain fields keep their tag-like words
+_PLAIN_KEPT = ("v2:", "v3:")
+
+
+def _current(old: StoredEntry) -> bool:
+    """A row whose fingerprint is of this version: comparable with a new one (a row of
+    another is compared by its stored text)."""
+    return old.fingerprint.startswith(FINGERPRINT_VERSION + ":")
 
 
 def _ignore(terms: tuple[str, ...], feed: str) -> Ignore | None:

@@ -20,16 +20,19 @@ from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 
 Policy = Literal["guid", "link", "content"]
 
-FINGERPRINT_VERSION = "v2"
+FINGERPRINT_VERSION = "v3"
 # v2 hashes text as v1 did, except a URL written in the text, hashed without its
 # tracking and cache-busting parameters (comparable_text). The label marks a row
 # written since fields declared plain keep their tag-like words ("Vec<u8>"):
 # feedwatch.diff forgives a stored text that differs only by how an earlier version
-# read such words in v1 rows only. Ids hash a fingerprint as v1 labels it
-# (``_as_hashed``), so a change met under either label has one id: nothing alerts
-# twice across the upgrade but a change of a text holding such a URL
+# read such words in v1 rows only. v3: a URL written in the text ends at the first
+# character beyond printable ASCII (v2 took the text after it, up to white space,
+# for its last parameter's value); a row of an earlier label is compared by its
+# stored text, so the new reading alerts nothing. Ids hash a fingerprint as v1
+# labels it (``_as_hashed``), so a change met under either label has one id: nothing
+# alerts twice across the upgrade but a change of a text holding such a URL
 # (docs/change-detection.md, "Fingerprint versions").
-_SAME_HASH = ("v1:", "v2:")
+_SAME_HASH = ("v1:", "v2:", "v3:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
 # .2: a link's other query parameters kept as written when a tracking one is dropped.
@@ -144,8 +147,16 @@ def _h(*parts: str) -> str:
     return digest.hexdigest()
 
 
-# a URL written in text, up to white space or what commonly closes it in prose
-_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+\?[^\s<>\"')\]]*", re.IGNORECASE)
+# a URL written in text: up to white space, what commonly closes it in prose, or any
+# character beyond printable ASCII (CJK text and an em dash follow a URL without a
+# space: "见https://x.org/r?utm_source=rss。死亡…"). An IRI is cut at its first such
+# character, alike on both sides of a comparison.
+_URL_CHAR = r"[^<>\"')\]\x00-\x20\x7f-\U0010ffff]"
+# (the scheme alone ignores case: so would the class, and then not take "s", "k" or
+# "i", whose other cases "ſ", "K" (Kelvin) and "ı" lie beyond ASCII)
+_URL_IN_TEXT = re.compile(rf"(?i:https?)://{_URL_CHAR}+\?{_URL_CHAR}*")
+# how fingerprints up to v2 read one, which content identities keep (``_identity_text``)
+_V2_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+\?[^\s<>\"')\]]*", re.IGNORECASE)
 
 
 def _without_volatile_params(match: re.Match[str]) -> str:
@@ -181,9 +192,21 @@ def comparable_text(text: str) -> str:
     """Text as it is compared: white space folded and each URL written in it without
     its analytics and cache-busting parameters (SPEC 4: "report.pdf?cb=1" and
     "report.pdf?cb=2" in a summary are the same content)."""
-    text = normalize_space(text)
+    return _urls_without_volatile_params(normalize_space(text), _URL_IN_TEXT)
+
+
+def _identity_text(text: str) -> str:
+    """A title as content identities hash it: its URLs read as up to fingerprint v2
+    (``_V2_URL_IN_TEXT``). A stored content key must keep naming its entry: changed,
+    an entry keyed by its content whose title holds such a URL would alert as new
+    after an upgrade."""
+    text = _urls_without_volatile_params(normalize_space(text), _V2_URL_IN_TEXT)
+    return unicodedata.normalize("NFC", text)
+
+
+def _urls_without_volatile_params(text: str, urls: re.Pattern[str]) -> str:
     if "?" in text and "://" in text:
-        text = _URL_IN_TEXT.sub(_without_volatile_params, text)
+        text = urls.sub(_without_volatile_params, text)
     return text
 
 
@@ -227,10 +250,8 @@ def content_identity(entry: EntrySnapshot | StoredEntry) -> str:
 
 def content_identity_at(entry: EntrySnapshot | StoredEntry, published: datetime | None) -> str:
     """The content key ``entry`` has with the published time ``published``."""
-    return (
-        "c:"
-        + _h(_text_key(entry.title), normalize_link(entry.link) or "", _time_key(published))[:32]
-    )
+    title, link = _identity_text(entry.title), normalize_link(entry.link) or ""
+    return "c:" + _h(title, link, _time_key(published))[:32]
 
 
 def identity_for(entry: EntrySnapshot | StoredEntry, policy: Policy) -> str:
