@@ -11,7 +11,7 @@ import functools
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Literal
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
@@ -27,8 +27,12 @@ FINGERPRINT_VERSION = "v3"
 # feedwatch.diff forgives a stored text that differs only by how an earlier version
 # read such words in v1 rows only. v3: a URL written in the text ends at the first
 # character beyond printable ASCII (v2 took the text after it, up to white space,
-# for its last parameter's value); a row of an earlier label is compared by its
-# stored text, so the new reading alerts nothing. Ids hash a fingerprint as v1
+# for its last parameter's value), and every such URL, with a query or not, has its
+# scheme and host lower-cased and the rest but those parameters as written (v2
+# rewrote only one with a query, as normalize_link did: "/" path added, the query
+# rebuilt where a parameter was dropped, so it differed from the same URL written
+# without them); a row of an earlier label is compared by its stored text, so the
+# new reading alerts nothing. Ids hash a fingerprint as v1
 # labels it (``_as_hashed``), so a change met under either label has one id: nothing
 # alerts twice across the upgrade but a change of a text holding such a URL
 # (docs/change-detection.md, "Fingerprint versions").
@@ -154,25 +158,40 @@ def _h(*parts: str) -> str:
 _URL_CHAR = r"[^<>\"')\]\x00-\x20\x7f-\U0010ffff]"
 # (the scheme alone ignores case: so would the class, and then not take "s", "k" or
 # "i", whose other cases "ſ", "K" (Kelvin) and "ı" lie beyond ASCII)
-_URL_IN_TEXT = re.compile(rf"(?i:https?)://{_URL_CHAR}+\?{_URL_CHAR}*")
+_URL_IN_TEXT = re.compile(rf"(?i:https?)://{_URL_CHAR}+")
 # how fingerprints up to v2 read one, which content identities keep (``_identity_text``)
 _V2_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+\?[^\s<>\"')\]]*", re.IGNORECASE)
 
 
-def _without_volatile_params(match: re.Match[str]) -> str:
-    url = match.group(0)
+def _rewritten(url: str, rewrite: Callable[[str], str | None]) -> str:
+    """A URL matched in text, ``rewrite`` applied to it without the sentence's
+    punctuation after it."""
     trail = len(url) - len(url.rstrip(".,;:!"))  # the sentence's, not the URL's
     core = url[: len(url) - trail] if trail else url
-    return (_text_url(core) or core) + url[len(core) :]
+    return (rewrite(core) or core) + url[len(core) :]
 
 
 @functools.lru_cache(maxsize=4096)
-def _text_url(url: str) -> str | None:
-    """A URL written in text as fingerprints (``FINGERPRINT_VERSION``) have it: as
+def _text_url(url: str) -> str:
+    """A URL written in text as compared, with or without a query: its scheme and host
+    in lower case (as ``normalize_link`` has them), its query without tracking and
+    cache-busting parameters (nor empty ones), the rest as written; so it reads as the
+    same URL written without them ("https://Example.org?cb=1" as "https://example.org",
+    "?section=world/europe&utm_source=rss" as "?section=world/europe")."""
+    base, mark, fragment = url.partition("#")
+    head, _, query = base.partition("?")
+    scheme, sep, rest = head.partition("://")
+    host, slash, path = rest.partition("/")
+    kept = [piece for piece in query.split("&") if piece and not _volatile(piece)]
+    head = scheme.lower() + sep + host.lower() + slash + path
+    return head + ("?" + "&".join(kept) if kept else "") + mark + fragment
+
+
+@functools.lru_cache(maxsize=4096)
+def _v2_text_url(url: str) -> str | None:
+    """A URL written in text as content identities (``_identity_text``) have it: as
     ``normalize_link`` gave it before it kept the other parameters as written, the
-    query rebuilt (decoded, encoded again) where a parameter was dropped. A stored
-    fingerprint must keep meaning the same text: changed, every text holding such a
-    URL would read as edited once after an upgrade."""
+    query rebuilt (decoded, encoded again) where a parameter was dropped."""
     link = normalize_link(url)
     if not link:
         return link
@@ -192,21 +211,24 @@ def comparable_text(text: str) -> str:
     """Text as it is compared: white space folded and each URL written in it without
     its analytics and cache-busting parameters (SPEC 4: "report.pdf?cb=1" and
     "report.pdf?cb=2" in a summary are the same content)."""
-    return _urls_without_volatile_params(normalize_space(text), _URL_IN_TEXT)
+    return _urls_without_volatile_params(normalize_space(text), _URL_IN_TEXT, _text_url)
 
 
 def _identity_text(text: str) -> str:
     """A title as content identities hash it: its URLs read as up to fingerprint v2
-    (``_V2_URL_IN_TEXT``). A stored content key must keep naming its entry: changed,
-    an entry keyed by its content whose title holds such a URL would alert as new
-    after an upgrade."""
-    text = _urls_without_volatile_params(normalize_space(text), _V2_URL_IN_TEXT)
+    (``_V2_URL_IN_TEXT``, ``_v2_text_url``). A stored content key must keep naming its
+    entry: changed, an entry keyed by its content whose title holds such a URL would
+    alert as new after an upgrade."""
+    text = normalize_space(text)
+    text = _urls_without_volatile_params(text, _V2_URL_IN_TEXT, _v2_text_url)
     return unicodedata.normalize("NFC", text)
 
 
-def _urls_without_volatile_params(text: str, urls: re.Pattern[str]) -> str:
-    if "?" in text and "://" in text:
-        text = urls.sub(_without_volatile_params, text)
+def _urls_without_volatile_params(
+    text: str, urls: re.Pattern[str], rewrite: Callable[[str], str | None]
+) -> str:
+    if "://" in text:
+        text = urls.sub(lambda m: _rewritten(m.group(0), rewrite), text)
     return text
 
 

@@ -1750,13 +1750,70 @@ def test_a_tracking_parameter_added_leaves_the_others_as_written(query):
     assert c.kind == "updated" and set(c.changes) == {"summary"}
 
 
-def test_urls_in_text_hash_as_the_release_before():
-    """A fingerprint is a stored hash of the text as compared, URLs in it without their
-    tracking parameters: its form of such URLs stays the earlier one, or every text
-    holding one would read as edited once after an upgrade (the value is the one the
-    release before computed)."""
+def test_urls_in_text_a_fingerprint_of_the_release_before_keeps_its_meaning():
+    """A URL in the text is now compared with its other parameters as written; a row
+    the release before stored (fingerprint v2, whose hash read them rebuilt:
+    "world%2Feurope", "c=") is compared by its text, so the same text, or the same
+    without its tracking parameters, stores it again silently."""
     text = "See https://ex.org/a?section=world/europe&utm_source=rss&c and https://ex.org/b?q=a%20b&fbclid=1."
-    assert fingerprint("T", text, "") == "v3:eebbe9eb6f6bed7e19512f2ad4ffc478"
+    plain = "See https://ex.org/a?section=world/europe&c and https://ex.org/b?q=a%20b."
+    assert comparable_text(text) == plain
+    stored, ident = baseline([entry(1, summary=text), entry(2)])
+    was = {"g:urn:entry:1": "v2:eebbe9eb6f6bed7e19512f2ad4ffc478"}
+    old = {k: replace(r, fingerprint=was.get(k, r.fingerprint)) for k, r in stored.items()}
+    for now in (text, plain):
+        r = run(old, [entry(1, summary=now), entry(2)], identity=ident)
+        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v3:"]
+    edited = [entry(1, summary=plain.replace("a%20b", "a%20c")), entry(2)]
+    assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
+
+
+@pytest.mark.parametrize(
+    ("text", "without", "was"),
+    [
+        (
+            "Status: https://status.example.org?cb=1700000000",
+            "Status: https://status.example.org",
+            "v2:9f45a5248cb6b125a6e4dc703af6c24b",
+        ),
+        (
+            "Visit https://example.org?utm_source=rss for more.",
+            "Visit https://example.org for more.",
+            "v2:b739a332e373c1958af9aa35e2b91aaa",
+        ),
+        (
+            "Report: https://Example.org/report.pdf?cb=1700000000",
+            "Report: https://Example.org/report.pdf",
+            "v2:d317f95d6279c2ebc4d9816176548366",
+        ),
+        (
+            "See https://ex.org/a?section=world/europe&utm_source=rss.",
+            "See https://ex.org/a?section=world/europe.",
+            None,
+        ),
+    ],
+)
+def test_a_url_in_the_text_that_loses_its_cache_buster_is_no_change(text, without, was):
+    """SPEC 4: a URL written in the text that loses its cache-buster or utm_* is the
+    same content, whatever its form: only one with a query was rewritten (host
+    lower-cased, "/" path added, other parameters rebuilt), so it differed from the
+    same URL without one and alerted. Now every one has its scheme and host in lower
+    case and the rest as written. Rows of the release before (``was``) too."""
+    stored, ident = baseline([entry(1, summary=text), entry(2)])
+    rows = [stored]
+    if was:
+        rows.append(
+            {
+                k: replace(r, fingerprint=was) if k == "g:urn:entry:1" else r
+                for k, r in stored.items()
+            }
+        )
+    for old in rows:
+        assert run(old, [entry(1, summary=without), entry(2)], identity=ident).changes == ()
+        assert run(old, [entry(1, summary=text), entry(2)], identity=ident).changes == ()
+        edited = [entry(1, summary=without + " Updated."), entry(2)]
+        assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
+    assert comparable_text("HTTPS://Example.ORG/Report") == "https://example.org/Report"
 
 
 def test_an_ignore_text_past_its_polls_time_compares_the_texts_whole():
