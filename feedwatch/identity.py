@@ -151,11 +151,14 @@ def _h(*parts: str) -> str:
     return digest.hexdigest()
 
 
-# a URL written in text: up to white space, what commonly closes it in prose, or any
-# character beyond printable ASCII (CJK text and an em dash follow a URL without a
-# space: "见https://x.org/r?utm_source=rss。死亡…"). An IRI is cut at its first such
-# character, alike on both sides of a comparison.
-_URL_CHAR = r"[^<>\"')\]\x00-\x20\x7f-\U0010ffff]"
+# a URL written in text: up to white space or what commonly closes it in prose. An IRI
+# holds characters beyond ASCII ("/wiki/Köln", "?q=café"), and so may CJK text or an em
+# dash that follows a URL without a space ("见https://x.org/r?utm_source=rss。死亡…"):
+# ``_text_url`` ends a tracking parameter's value where a query cannot go on, and keeps
+# what follows as the text's.
+_URL_CHAR = r"[^<>\"')\]\s\x00-\x20\x7f]"
+# what a query's value holds as written (RFC 3986, ASCII): past it, the URL has ended
+_QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~%!$'()*+,;=:@/?]*")
 # (the scheme alone ignores case: so would the class, and then not take "s", "k" or
 # "i", whose other cases "ſ", "K" (Kelvin) and "ı" lie beyond ASCII)
 _URL_IN_TEXT = re.compile(rf"(?i:https?)://{_URL_CHAR}+")
@@ -182,9 +185,22 @@ def _text_url(url: str) -> str:
     head, _, query = base.partition("?")
     scheme, sep, rest = head.partition("://")
     host, slash, path = rest.partition("/")
-    kept = [piece for piece in query.split("&") if piece and not _volatile(piece)]
+    kept: list[str] = []
+    after = ""  # the text's, where the URL ended inside a dropped parameter's value
+    pieces = query.split("&")
+    for n, piece in enumerate(pieces):
+        if not piece:
+            continue
+        if not _volatile(piece):
+            kept.append(piece)
+            continue
+        end = _QUERY_CHARS.match(piece)
+        if end is not None and end.end() < len(piece):
+            after = piece[end.end() :] + "".join("&" + p for p in pieces[n + 1 :]) + mark + fragment
+            mark = fragment = ""
+            break
     head = scheme.lower() + sep + host.lower() + slash + path
-    return head + ("?" + "&".join(kept) if kept else "") + mark + fragment
+    return head + ("?" + "&".join(kept) if kept else "") + mark + fragment + after
 
 
 @functools.lru_cache(maxsize=4096)
