@@ -441,7 +441,12 @@ def test_a_polls_regex_time_is_capped_then_its_regex_terms_miss_with_one_warning
         )
     assert budget.left <= 0
     spent = [x for x in logs if x["event"] == "rule.regex_budget_spent"]
-    assert [(x["feed"], x["rule"], x["term"]) for x in spent] == [("feed-x", "slow", CATASTROPHIC)]
+    # one warning, naming the term that found the budget spent: the slow one, or on a
+    # loaded machine the quick one run on what the slow one left (red once in CI)
+    assert [(x["feed"], x["rule"], x["term"]) for x in spent] in (
+        [("feed-x", "slow", CATASTROPHIC)],
+        [("feed-x", "quick", "/needle/")],
+    )
     assert spent[0]["log_level"] == "warning"
 
 
