@@ -310,6 +310,17 @@ def test_three_instances_poll_each_feed_once_per_interval_and_take_over_a_dead_o
         assert any(e.get("event") == "daemon.started" for e in inst.events())
 
 
+def _own_cluster() -> PgCluster:
+    """A PostgreSQL server of the test's own, to stop and start (skips where there is none)."""
+    pytest.importorskip("psycopg")
+    if os.environ.get("FEEDWATCH_TEST_PG_URL"):
+        pytest.skip("needs a PostgreSQL server of its own to stop")
+    try:
+        return PgCluster.start()
+    except Unavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+
+
 def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_retried(
     tmp_path: Path, stamped_server: StampedFeedServer, instances: list[Instance]
 ) -> None:
@@ -317,13 +328,7 @@ def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_ret
     APScheduler logged "Job ... raised an exception" with a traceback (after the
     reschedule's own). Now: ``feed.claim_failed`` naming the feed and the (masked)
     state's error, no traceback, every feed tried again, and SIGTERM still stops it."""
-    pytest.importorskip("psycopg")
-    if os.environ.get("FEEDWATCH_TEST_PG_URL"):
-        pytest.skip("needs a PostgreSQL server of its own to stop")
-    try:
-        cluster = PgCluster.start()
-    except Unavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    cluster = _own_cluster()
     try:
         srv = stamped_server
         for f in ("a", "b"):
@@ -371,13 +376,7 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
     stays responsive, stops within shutdown_timeout, and once the server is back polls
     again by itself: a poll whose commit failed is repeated, and each new entry alerts
     exactly once."""
-    pytest.importorskip("psycopg")
-    if os.environ.get("FEEDWATCH_TEST_PG_URL"):
-        pytest.skip("needs a PostgreSQL server of its own to stop")
-    try:
-        cluster = PgCluster.start()
-    except Unavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    cluster = _own_cluster()
     srv = stamped_server
     try:
         srv.set("/a", rss([entry("a-1")]))
@@ -454,17 +453,6 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
     password = cluster.password
     assert password and password not in inst.log.read_text()
     assert [e for e in inst.events() if "exception" in e] == []
-
-
-def _own_cluster() -> PgCluster:
-    """A PostgreSQL server of the test's own, to stop and start (skips where there is none)."""
-    pytest.importorskip("psycopg")
-    if os.environ.get("FEEDWATCH_TEST_PG_URL"):
-        pytest.skip("needs a PostgreSQL server of its own to stop")
-    try:
-        return PgCluster.start()
-    except Unavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
 
 
 def _events(inst: Instance, name: str, feed: str | None = None) -> list[dict[str, Any]]:

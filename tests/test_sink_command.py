@@ -264,17 +264,25 @@ def test_not_executable_is_dead(tmp_path: Path) -> None:
     assert result.permanent and "not executable" in (result.error or "")
 
 
-def test_a_script_whose_interpreter_is_not_executable_is_dead_naming_it(tmp_path: Path) -> None:
-    """It was 'not executable', of a script that is: its interpreter is not."""
-    interpreter = tmp_path / "interp"
-    interpreter.write_text("#!/bin/sh\nexit 0\n")
-    interpreter.chmod(0o644)
-    path = tmp_path / "on-alert"
-    path.write_text(f"#!{interpreter}\nexit 0\n")
-    path.chmod(0o755)
+def _file(path: Path, text: str | bytes, mode: int = 0o755) -> Path:
+    """A file at ``path`` holding ``text``, with ``mode``."""
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    path.chmod(mode)
+    return path
+
+
+def _dead_error(path: Path) -> str | None:
+    """The error of a send to the command ``path``, which must be dead (permanent)."""
     result = _send(_sink([str(path)]), make_payload())
     assert result.permanent
-    assert result.error == (
+    return result.error
+
+
+def test_a_script_whose_interpreter_is_not_executable_is_dead_naming_it(tmp_path: Path) -> None:
+    """It was 'not executable', of a script that is: its interpreter is not."""
+    interpreter = _file(tmp_path / "interp", "#!/bin/sh\nexit 0\n", 0o644)
+    path = _file(tmp_path / "on-alert", f"#!{interpreter}\nexit 0\n")
+    assert _dead_error(path) == (
         f"sink script: cannot start {str(path)!r}:"
         f" its interpreter {str(interpreter)!r} (its #! line) is not executable"
     )
@@ -285,22 +293,14 @@ def test_a_script_whose_interpreter_is_a_script_with_a_missing_interpreter_names
 ) -> None:
     """It was "its interpreter '.../interp' (its #! line) was not found", of an interp
     that is there: the system follows its own #! line, whose interpreter is missing."""
-    interpreter = tmp_path / "interp"
-    interpreter.write_text("#!/nonexistent/inner\nexit 0\n")
-    interpreter.chmod(0o755)
-    path = tmp_path / "on-alert"
-    path.write_text(f"#!{interpreter}\nexit 0\n")
-    path.chmod(0o755)
-    result = _send(_sink([str(path)]), make_payload())
-    assert result.permanent
-    assert result.error == (
+    interpreter = _file(tmp_path / "interp", "#!/nonexistent/inner\nexit 0\n")
+    path = _file(tmp_path / "on-alert", f"#!{interpreter}\nexit 0\n")
+    assert _dead_error(path) == (
         f"sink script: cannot start {str(path)!r}: its interpreter {str(interpreter)!r}"
         " (its #! line) is a script whose interpreter '/nonexistent/inner' was not found"
     )
-    interpreter.write_bytes(b"#!/bin/sh\r\nexit 0\r\n")  # its own #! line ends in CR LF
-    result = _send(_sink([str(path)]), make_payload())
-    assert result.permanent
-    assert result.error == (
+    _file(interpreter, b"#!/bin/sh\r\nexit 0\r\n")  # its own #! line ends in CR LF
+    assert _dead_error(path) == (
         f"sink script: cannot start {str(path)!r}: its interpreter {str(interpreter)!r}"
         " (its #! line) is a script whose #! line ends in a carriage return (CRLF line"
         " ends), so its interpreter is '/bin/sh\\r'"
@@ -311,18 +311,10 @@ def test_a_script_whose_interpreter_is_a_script_with_a_non_executable_one_names_
     tmp_path: Path,
 ) -> None:
     """It was "its interpreter '.../interp' (its #! line) is not executable", of one that is."""
-    inner = tmp_path / "inner"
-    inner.write_text("#!/bin/sh\nexit 0\n")
-    inner.chmod(0o644)
-    interpreter = tmp_path / "interp"
-    interpreter.write_text(f"#!{inner}\nexit 0\n")
-    interpreter.chmod(0o755)
-    path = tmp_path / "on-alert"
-    path.write_text(f"#!{interpreter}\nexit 0\n")
-    path.chmod(0o755)
-    result = _send(_sink([str(path)]), make_payload())
-    assert result.permanent
-    assert result.error == (
+    inner = _file(tmp_path / "inner", "#!/bin/sh\nexit 0\n", 0o644)
+    interpreter = _file(tmp_path / "interp", f"#!{inner}\nexit 0\n")
+    path = _file(tmp_path / "on-alert", f"#!{interpreter}\nexit 0\n")
+    assert _dead_error(path) == (
         f"sink script: cannot start {str(path)!r}: its interpreter {str(interpreter)!r}"
         f" (its #! line) is a script whose interpreter {str(inner)!r} is not executable"
     )
