@@ -419,7 +419,7 @@ class Daemon:
         if rec is None or rec.next_poll == when:
             return
         try:
-            self.store.set_next_poll(name, when)
+            self.store.set_next_poll(name, when, was=rec.next_poll)
         except Exception as exc:  # the schedule stands; the next poll stores its own
             log.warning("feed.next_poll_not_stored", feed=name, error=str(exc))
 

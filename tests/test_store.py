@@ -472,6 +472,21 @@ def test_set_next_poll(store: Store) -> None:
     assert rec is not None and rec.next_poll is None
 
 
+def test_set_next_poll_over_the_value_read_only(store: Store) -> None:
+    """Several instances: one starting read a feed's next poll (none yet: another had
+    just created its row to poll it), that other's poll committed its own, and the
+    starting one's slot overwrote it with "now": it polled the feed again 0.2 s later
+    (red once in CI). With ``was``, a value stored meanwhile stands."""
+    store.set_next_poll("f", None)
+    store.set_next_poll("f", at(30))  # the other instance's poll
+    store.set_next_poll("f", at(1), was=None)  # the slot of what the starting one read
+    rec = store.feed("f")
+    assert rec is not None and rec.next_poll == at(30)
+    store.set_next_poll("f", at(40), was=at(30))
+    rec = store.feed("f")
+    assert rec is not None and rec.next_poll == at(40)
+
+
 def test_forget_drops_entries_and_http_state_but_keeps_alerts(store: Store) -> None:
     assert store.forget("f") is False
     store.commit_poll(

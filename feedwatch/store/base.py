@@ -323,7 +323,10 @@ class Store(Protocol):
         """Queue feed-level notices (stale/recovered) outside a poll; returns ids queued."""
         ...
 
-    def set_next_poll(self, feed: str, next_poll: datetime | None) -> None: ...
+    def set_next_poll(self, feed: str, next_poll: datetime | None, *, was: Any = ...) -> None:
+        """Store the feed's next poll; with ``was``, only if the stored one is still that
+        (several instances: not over the next poll another's poll just committed)."""
+        ...
 
     def forget(self, feed: str) -> bool:
         """Drop a feed's entries, parse cache and HTTP state (its alerts and deliveries stay)."""

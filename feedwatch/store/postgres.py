@@ -460,6 +460,7 @@ class PostgresStore(SharedWrites):
     P = "%s"
     ROW_LOCK = " FOR UPDATE"
     UNLEASED = " AND (lease_until IS NULL OR lease_until < {p})"
+    SAME = " IS NOT DISTINCT FROM "
     _to_db = staticmethod(_ts)
     _from_db = staticmethod(_dt)
     _from_db_req = staticmethod(_req_dt)

@@ -64,6 +64,9 @@ def _read_all_up_to(body: int) -> int:
     return 2 * body + 16
 
 
+_ANY: Any = object()  # set_next_poll's ``was`` not given
+
+
 class SharedReads:
     """The reads of feeds, entries, pending deliveries and their counts, for a store
     that gives:
@@ -81,6 +84,7 @@ class SharedReads:
     # the feeds no instance polls now (their lease, where there are leases, expired
     # before the time given: the same placeholder as the last poll's)
     UNLEASED: ClassVar[str] = ""
+    SAME: ClassVar[str] = " IS "  # equal, NULL to NULL included
 
     def _ids_in(self, column: str, ids: Sequence[str]) -> Iterator[tuple[str, Sequence[Any]]]:
         raise NotImplementedError
@@ -352,11 +356,18 @@ class SharedWrites(SharedReads):
                     )
         return queued
 
-    def set_next_poll(self, feed: str, next_poll: datetime | None) -> None:
+    def set_next_poll(self, feed: str, next_poll: datetime | None, *, was: Any = _ANY) -> None:
         at = self._to_db(next_poll)
+        p = self.P
         with self._writing(pipeline=True) as cur:
             self._ensure_feed(cur, feed, None)
-            cur.execute(f"UPDATE feeds SET next_poll = {self.P} WHERE name = {self.P}", (at, feed))
+            if was is _ANY:
+                cur.execute(f"UPDATE feeds SET next_poll = {p} WHERE name = {p}", (at, feed))
+            else:  # only over the value read: not over another instance's poll's
+                cur.execute(
+                    f"UPDATE feeds SET next_poll = {p} WHERE name = {p} AND next_poll{self.SAME}{p}",
+                    (at, feed, self._to_db(was)),
+                )
 
     def _void_if_forgotten(self, cur: Any, feed: str, baselined: bool) -> None:
         """In a poll's write: raise ForgottenMeanwhile if the poll took the feed as
