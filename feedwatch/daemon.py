@@ -507,7 +507,7 @@ class Daemon:
                 )
             except Exception as exc:
                 unclaimed = True
-                _log_state_failure("feed.claim_failed", exc, _FEED_RETRY, feed=name)
+                log_state_failure(log, "feed.claim_failed", exc, _FEED_RETRY, feed=name)
                 return
             if not claim.granted:
                 refused = claim
@@ -553,7 +553,7 @@ class Daemon:
                     else:
                         self._reschedule(name, polled_url)
                 except Exception as exc:
-                    _log_state_failure("feed.reschedule_failed", exc, _FEED_RETRY, feed=name)
+                    log_state_failure(log, "feed.reschedule_failed", exc, _FEED_RETRY, feed=name)
                     self._retry_later(name)
 
     def _retry_later(self, name: str) -> None:
@@ -582,7 +582,9 @@ class Daemon:
             report = await self.dispatcher.run_once()
             self._record_deliveries(report)
         except Exception as exc:
-            _log_state_failure("delivery.run_failed", exc, "tried again at the next delivery round")
+            log_state_failure(
+                log, "delivery.run_failed", exc, "tried again at the next delivery round"
+            )
         finally:
             self._delivery_runs -= 1
 
@@ -595,7 +597,9 @@ class Daemon:
             drop_removed_feeds(self.store, self.config, self.clock())
             self._update_gauges()
         except Exception as exc:
-            _log_state_failure("state.maintenance_failed", exc, "tried again at the next upkeep")
+            log_state_failure(
+                log, "state.maintenance_failed", exc, "tried again at the next upkeep"
+            )
 
     async def _gone_job(self) -> None:
         """Resume a feed stopped by a 410 once the state no longer says it is gone at its
@@ -778,7 +782,8 @@ class Daemon:
         try:
             return self.store.feeds()
         except StateError as exc:
-            _log_state_failure(
+            log_state_failure(
+                log,
                 "config.reload_state_unread",
                 exc,
                 "the feeds it adds are polled once the state answers",
@@ -864,10 +869,6 @@ class _FeedPlan:
     added: int = 0
     removed: int = 0
     changed: int = 0
-
-
-def _log_state_failure(event: str, exc: Exception, hint: str, **fields: Any) -> None:
-    log_state_failure(log, event, exc, hint, **fields)
 
 
 def _stored_slot(rec: FeedRecord | None, feed: FeedConfig) -> datetime | None:

@@ -529,11 +529,7 @@ def _attributes_decoded_leniently() -> None:
     normalize_attributes.__wrapped__ = original  # type: ignore[attr-defined]
     loose._normalize_attributes = staticmethod(normalize_attributes)
 
-    def strattrs(attrs: list[tuple[str, str]]) -> Any:
-        return strict(attrs)
-
-    strattrs.__wrapped__ = loose.strattrs  # type: ignore[attr-defined]
-    loose.strattrs = staticmethod(strattrs)
+    loose.strattrs = staticmethod(strict)
 
 
 _attributes_decoded_leniently()
@@ -1016,22 +1012,31 @@ _ZONE_NAMES = {
 _NAMED_ZONE = re.compile(r"(?<=\d)\s+([A-Za-z]{3,4})$")
 
 
+def _zone_name(text: str) -> tuple[int, int] | None:
+    """Where the zone name of ``_ZONE_NAMES`` that ``text`` ends with begins, and its
+    offset in minutes; None when it ends with no such name."""
+    m = _NAMED_ZONE.search(text)
+    minutes = _ZONE_NAMES.get(m.group(1).upper()) if m else None
+    return None if m is None or minutes is None else (m.start(), minutes)
+
+
 def _named_zone(raw: Any) -> int | None:
     """The offset of the zone name of ``_ZONE_NAMES`` an RFC 822 date ends with, which
-    an earlier version read as UTC (``EntrySnapshot.zone``); None for any other date."""
+    an earlier version read as UTC (``EntrySnapshot.zone``); None for any other date
+    (and for one of offset 0, which nothing misread)."""
     text = raw.strip() if isinstance(raw, str) else ""
-    m = _NAMED_ZONE.search(text) if _RFC822_SHAPE.match(text) else None
-    return (_ZONE_NAMES.get(m.group(1).upper()) or None) if m else None
+    found = _zone_name(text) if _RFC822_SHAPE.match(text) else None
+    return (found[1] or None) if found else None
 
 
 def _numeric_zone(text: str) -> str:
     """``text`` with a zone name of ``_ZONE_NAMES`` at its end written as its offset."""
-    m = _NAMED_ZONE.search(text)
-    minutes = _ZONE_NAMES.get(m.group(1).upper()) if m else None
-    if m is None or minutes is None:
+    found = _zone_name(text)
+    if found is None:
         return text
+    start, minutes = found
     hours, mins = divmod(abs(minutes), 60)
-    return f"{text[: m.start()]} {'-' if minutes < 0 else '+'}{hours:02d}{mins:02d}"
+    return f"{text[:start]} {'-' if minutes < 0 else '+'}{hours:02d}{mins:02d}"
 
 
 def _rfc822(text: str) -> datetime | None:
