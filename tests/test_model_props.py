@@ -184,7 +184,7 @@ class Model:
         step = min(3600, self.retention_h * 3600 / 2)
         hour = now.timestamp() - now.timestamp() % step
         due = self.last_success is None or self.last_success.timestamp() < hour
-        self.last_success = now
+        previous, self.last_success = self.last_success, now
         if self.baselined and body == self.last_bytes:
             if due:
                 for k in self.in_body:
@@ -354,6 +354,10 @@ class Model:
             out.append((kind, k, aid))
         if flood:
             out.append(("flood", None, None))
+        # an entry that left was last seen in the previous body: at the last success
+        for k in self.in_body - seen:
+            if k in cur and previous is not None and previous > cur[k]["last_seen"]:
+                cur[k] = dict(cur[k], last_seen=previous)
         self.rows = cur
         self.in_body = seen
         self._prune(retention_cut)
@@ -361,8 +365,12 @@ class Model:
         self.last_bytes = body
         return sorted(out, key=repr)
 
-    def _prune(self, cut):
-        self.rows = {k: r for k, r in self.rows.items() if r["last_seen"].timestamp() >= cut}
+    def _prune(self, cut):  # never an entry of the last body
+        self.rows = {
+            k: r
+            for k, r in self.rows.items()
+            if k in self.in_body or r["last_seen"].timestamp() >= cut
+        }
 
 
 # --------------------------------------------------------------------------

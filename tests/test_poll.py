@@ -461,6 +461,65 @@ def test_failed_poll_prunes_nothing_and_backs_off(tmp_path, feed_server):
     store.close()
 
 
+def _with_retention(feed, config, retention):
+    feed = replace(feed, settings=replace(feed.settings, retention=retention))
+    return feed, replace(config, feeds=(feed,))
+
+
+def test_lowering_the_retention_alerts_no_entry_still_in_the_feed_again(tmp_path, feed_server):
+    """The retention lowered from 90 days to 30 minutes: an entry of the feed had been
+    seen (to the hour: feedwatch.store.seen) 52 minutes before the first poll after the
+    change, which came 12 minutes after the one before (the default interval is 15
+    minutes): it pruned the entry, and the next changed body alerted it as new again."""
+    settings = replace(SETTINGS, stale_after=0)
+    feed_server.set("/f", rss([entry(1), entry(2)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)  # 10:40:17
+
+    def step(minutes):
+        clock.advance(minutes=minutes)
+        r = asyncio.run(poll(config, store, clock, feed))
+        assert r.result in ("ok", "unchanged", "not_modified"), r.error
+        return [a.payload["entry"]["title"] for a in r.alerts]
+
+    assert step(0) == []  # the baseline
+    assert step(25) == []  # 11:05:17, the hour's first success: seen
+    assert step(40) == []  # 11:45:17, seen again, not written
+    feed, config = _with_retention(feed, config, 30 * 60)
+    assert step(12) == []  # 11:57:17, the same quarter hour: cut at 11:27:17
+    feed_server.set("/f", rss([entry(1), entry(2), entry(3)]))
+    assert step(20) == ["Entry 3"]  # 12:17:17
+    first = {k: e.first_seen for k, e in store.entries("f").items()}
+    assert first == {"g:urn:entry:1": T0, "g:urn:entry:2": T0, "g:urn:entry:3": clock.now}
+    store.close()
+
+
+def test_an_entry_back_within_the_retention_after_it_left_is_not_new(tmp_path, feed_server):
+    """An entry is forgotten `retention` after it was last in a body. One that left kept
+    the time of the last touch (up to a step before the body it was last in), so it
+    went early and, back within the retention, alerted as new."""
+    settings = replace(SETTINGS, stale_after=0, retention=30 * 60)  # a step of 15 minutes
+    feed_server.set("/f", rss([entry(1), entry(2)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)  # 10:40:17
+
+    def step(minutes, body=None):
+        if body is not None:
+            feed_server.set("/f", rss(body))
+        clock.advance(minutes=minutes)
+        r = asyncio.run(poll(config, store, clock, feed))
+        assert r.result in ("ok", "unchanged", "not_modified"), r.error
+        return [a.payload["entry"]["title"] for a in r.alerts]
+
+    assert step(0) == []  # the baseline
+    assert step(5) == []  # 10:45:17: seen
+    assert step(13) == []  # 10:58:17: seen again in the same quarter, not written
+    assert step(12, [entry(2)]) == []  # 11:10:17: entry 1 has left
+    assert step(10) == []  # 11:20:17
+    assert step(7, [entry(1), entry(2)]) == []  # 11:27:17: back 29 minutes after 10:58:17
+    store.close()
+
+
 def test_stale_notice_pure():
     rec = FeedRecord(name="f", last_success=T0, last_new_entry=T0)
     assert stale_notice(rec, T0 + timedelta(minutes=30), 3600) is None

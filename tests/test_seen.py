@@ -8,10 +8,10 @@ an entry that left it ages until retention forgets it.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from feedwatch.store import Store
-from feedwatch.store.seen import SEEN_STEP, may_prune, seen_step, touch_cut
+from feedwatch.store.seen import SEEN_STEP, seen_step, touch_cut
 from tests.pg import pg_cluster
 from tests.test_store import T0, at, backend, entry, poll, reopen, store
 
@@ -104,10 +104,13 @@ def test_retention_never_drops_an_entry_of_an_unchanged_feed(store: Store) -> No
         assert now - seen(store)["a"] < retention  # type: ignore[operator]
 
 
-def test_prune_still_runs_when_something_is_old_enough(store: Store) -> None:
-    store.commit_poll(poll(upserts=(entry("a"),)))
+def test_prune_drops_what_left_and_never_what_is_in_the_body(store: Store) -> None:
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"))))
+    store.commit_poll(poll(now=at(60), touched=("b",)))  # "a" left
     unchanged(store, at(100), prune_before=at(200))  # a cut after now: all are older
-    assert seen(store) == {}
+    assert set(seen(store)) == {"b"}
+    store.commit_poll(poll(now=at(300), upserts=(entry("c", seen=at(300)),), prune_before=at(400)))
+    assert set(seen(store)) == {"c"}  # "b" left here: it was last in the body of at(100)
 
 
 def test_seen_step_is_under_half_the_retention() -> None:
@@ -118,6 +121,70 @@ def test_seen_step_is_under_half_the_retention() -> None:
     assert touch_cut(at(5399), SEEN_STEP) == at(3600)
     assert touch_cut(at(5399), timedelta(minutes=15)) == at(4500)
     assert touch_cut(at(5399), timedelta(0)) == at(5399)
-    assert not may_prune(T0, SEEN_STEP, None)
-    assert not may_prune(T0, SEEN_STEP, T0 - timedelta(days=90))
-    assert may_prune(T0, timedelta(0), T0 + timedelta(seconds=1))
+
+
+def test_lowering_the_retention_never_drops_an_entry_still_in_the_feed(store: Store) -> None:
+    """An entry of the body was seen up to one *old* step (the hour) ago: when the
+    retention is lowered to 30 minutes, the first polls after it (the step now 15
+    minutes; one in the same quarter hour as the last success touches nothing) cut at
+    now - 30m, past that last_seen. The entry went, and the next changed body alerted it
+    as new again. A poll now prunes only entries that left the body."""
+    store.commit_poll(poll(now=at(300), upserts=(entry("a", seen=at(300)),)))  # 10:05
+    unchanged(store, at(3900), prune_before=at(3900) - timedelta(days=90))  # 11:05: a touch
+    unchanged(store, at(6360), prune_before=at(6360) - timedelta(days=90))  # 11:46: none
+    assert seen(store) == {"a": at(3900)}
+    short = timedelta(minutes=30)  # the retention lowered: the step is 15 minutes
+    unchanged(store, at(7080), prune_before=at(7080) - short)  # 11:58: none, a cut at 11:28
+    assert set(seen(store)) == {"a"}
+    # a changed body that sees "a" again, in the same quarter hour: no touch either
+    store.commit_poll(
+        poll(
+            now=at(7140),
+            upserts=(entry("b", seen=at(7140)),),
+            touched=("a",),
+            prune_before=at(7140) - short,
+        )
+    )
+    assert set(seen(store)) == {"a", "b"}
+    # the next touch brings it back within the retention
+    unchanged(store, at(7300), prune_before=at(7300) - short)  # 12:01:40
+    assert seen(store) == {"a": at(7300), "b": at(7300)}
+
+
+def test_an_entry_that_left_is_kept_retention_after_the_last_body_it_was_in(
+    store: Store,
+) -> None:
+    """docs/change-detection.md: an entry that left is forgotten `retention` after it
+    was last in a body. Its last_seen was the last touch, up to a step before the body
+    it was last in (the poll before the one that saw it gone), so it went up to a step
+    early, and alerted as new if it came back within the retention."""
+    retention = timedelta(minutes=30)  # a step of 15 minutes
+
+    def cut(t: float) -> datetime:
+        return at(t) - retention
+
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"))))  # 10:00
+    unchanged(store, at(930), prune_before=cut(930))  # 10:15:30: touched
+    unchanged(store, at(1700), prune_before=cut(1700))  # 10:28:20: same quarter, not
+    assert seen(store) == {"a": at(930), "b": at(930)}
+    # 10:40: "a" has left; it was last in the body of 10:28:20
+    store.commit_poll(poll(now=at(2400), touched=("b",), prune_before=cut(2400)))
+    assert seen(store)["a"] == at(1700)
+    unchanged(store, at(3300), prune_before=cut(3300))  # 10:55: 26m40s after
+    assert "a" in seen(store)
+    unchanged(store, at(3540), prune_before=cut(3540))  # 10:59: 30m40s after
+    assert set(seen(store)) == {"b"}
+
+
+def test_the_rows_leaving_the_body_are_the_only_ones_moved_and_never_back(
+    store: Store,
+) -> None:
+    """An entry that leaves takes the time of the feed's last success if that is later
+    than its own; one upserted or touched is as the poll wrote it, and an entry long
+    gone keeps its time."""
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"), entry("c"))))
+    store.commit_poll(poll(now=at(60), touched=("b", "c")))  # "a" leaves: T0 was its body
+    assert seen(store) == {"a": T0, "b": T0, "c": T0}
+    later = entry("c", seen=at(200), title="edited")
+    store.commit_poll(poll(now=at(200), upserts=(later,)))  # "b" leaves; "a" long gone
+    assert seen(store) == {"a": T0, "b": at(60), "c": at(200)}

@@ -389,12 +389,13 @@ def test_record_unchanged_touches_every_entry(store: Store) -> None:
 
 
 def test_record_unchanged_prunes_and_creates_feed(store: Store) -> None:
-    store.commit_poll(poll(upserts=(entry("a"),)))
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"))))
+    store.commit_poll(poll(now=at(50), touched=("b",)))  # "a" left
     store.record_unchanged(
         "f", "u", at(100), http_status=200, etag=None, last_modified=None,
         next_poll=None, prune_before=at(200),
     )  # fmt: skip
-    assert store.entries("f") == {}  # touched to 100, then older than 200
+    assert set(store.entries("f")) == {"b"}  # "a" older than 200; "b" is in the feed
     store.record_unchanged(
         "new", "u2", at(5), http_status=304, etag='"x"', last_modified=None, next_poll=None
     )

@@ -62,7 +62,7 @@ from feedwatch.store.base import (
     StateError,
 )
 from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, link_key
-from feedwatch.store.seen import may_prune, seen_step, touch_cut
+from feedwatch.store.seen import seen_step, touch_cut
 
 try:
     import psycopg
@@ -921,11 +921,14 @@ class PostgresStore(SharedWrites):
             # which stored entries are in this body (in_body: what a 304 sees again);
             # only those that left it or came back are written. (SQLite reads the old
             # body first, sqlite.py's _mark_body: its statements take 500 parameters.)
+            # One that leaves was last seen at the feed's previous success (not yet
+            # this poll's): its last_seen, kept to the step, moves up to that time.
             body = [e[1] for e in upserts] + [_t(i) for i in commit.touched]
             cur.execute(
-                "UPDATE entries SET in_body = 0 WHERE feed = %s AND in_body = 1"
-                " AND NOT (identity = ANY(%s))",
-                (feed, body),
+                "UPDATE entries SET in_body = 0, last_seen = GREATEST(last_seen,"
+                " (SELECT last_success FROM feeds WHERE name = %s))"
+                " WHERE feed = %s AND in_body = 1 AND NOT (identity = ANY(%s))",
+                (feed, feed, body),
             )
             cur.execute(
                 "UPDATE entries SET in_body = 1 WHERE feed = %s AND in_body = 0"
@@ -933,9 +936,9 @@ class PostgresStore(SharedWrites):
                 (feed, body),
             )
             queued = self._queue(cur, commit.alerts, now)
-            if prune_before is not None:
+            if prune_before is not None:  # never an entry of the body just marked
                 cur.execute(
-                    "DELETE FROM entries WHERE feed = %s AND last_seen < %s",
+                    "DELETE FROM entries WHERE feed = %s AND in_body = 0 AND last_seen < %s",
                     (feed, prune_before),
                 )
             cur.execute(
@@ -991,30 +994,18 @@ class PostgresStore(SharedWrites):
         # row. The touch happens on the feed's first success of each `step`
         # (feedwatch.store.seen; every part of the statement sees the feed row as it
         # was before it), so most unchanged polls write no entry. Entries that left the
-        # feed are not seen: they age until retention drops them (an index search). The
-        # two parts never write one row: a body entry is never older than the cut, but
-        # when everything is (a cut after now), it is dropped instead.
-        parts = []
-        if prune is not None and ts < prune:
-            parts.append("gone AS (DELETE FROM entries WHERE feed = %(feed)s)")
-        else:
-            touch = (
-                ""
-                if may_prune(now, step, prune_before)
-                else (
-                    " AND NOT EXISTS"
-                    " (SELECT 1 FROM feeds WHERE name = %(feed)s AND last_success >= %(cut)s)"
-                )
-            )
+        # feed are not seen: they age until retention drops them (an index search); an
+        # entry of the body is never dropped, so the two parts never write one row.
+        parts = [
+            "seen AS (UPDATE entries SET last_seen = %(ts)s"
+            " WHERE feed = %(feed)s AND in_body = 1 AND NOT EXISTS"
+            " (SELECT 1 FROM feeds WHERE name = %(feed)s AND last_success >= %(cut)s))"
+        ]
+        if prune is not None:
             parts.append(
-                "seen AS (UPDATE entries SET last_seen = %(ts)s"
-                f" WHERE feed = %(feed)s AND in_body = 1{touch})"
+                "gone AS (DELETE FROM entries"
+                " WHERE feed = %(feed)s AND in_body = 0 AND last_seen < %(prune)s)"
             )
-            if prune is not None:
-                parts.append(
-                    "gone AS (DELETE FROM entries"
-                    " WHERE feed = %(feed)s AND in_body = 0 AND last_seen < %(prune)s)"
-                )
         with self._tx(single=True) as cur:
             cur.execute(
                 f"WITH {', '.join(parts)}"

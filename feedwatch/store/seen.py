@@ -14,9 +14,13 @@ reads a changed body records the exact time for the entries it writes (new or
 changed); the entries it only sees again follow the same step, since rewriting every
 row of the feed made its COMMIT cost several times its real changes.
 
-Retention uses ``last_seen``: the step is kept under half the retention, so an entry
-still in the feed is never older than the pruning cut. (``may_prune``: whether one
-can be, when the retention is shorter than a step.)
+Retention uses ``last_seen``, of the entries that left the body only: an entry of
+the feed's last body is never pruned (its ``last_seen`` may be up to a step old, and
+the step it was kept to may be that of a longer retention, before the retention was
+lowered). When a poll finds an entry gone, its ``last_seen`` moves up to the feed's
+previous success, the body it was last in, so it is forgotten ``retention`` after
+that. (The step is still kept under half the retention: a feed kept briefly shows
+its entries' ``last_seen`` as closely.)
 """
 
 from __future__ import annotations
@@ -41,9 +45,3 @@ def touch_cut(now: datetime, step: timedelta) -> datetime:
     if step <= _ZERO:
         return now
     return now - (now - _EPOCH) % step
-
-
-def may_prune(now: datetime, step: timedelta, prune_before: datetime | None) -> bool:
-    """Whether an entry can be older than ``prune_before`` once every entry was seen
-    at ``now - step`` or later."""
-    return prune_before is not None and prune_before > now - step

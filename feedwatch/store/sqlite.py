@@ -755,9 +755,9 @@ class SqliteStore(SharedWrites):
                 )
             self._mark_body(cur, feed, {e.identity for e in commit.upserts}, commit.touched)
             queued = self._queue(cur, commit.alerts, now)
-            if commit.prune_before is not None:
+            if commit.prune_before is not None:  # never an entry of the body just marked
                 cur.execute(
-                    "DELETE FROM entries WHERE feed = ? AND last_seen < ?",
+                    "DELETE FROM entries WHERE feed = ? AND in_body = 0 AND last_seen < ?",
                     (feed, _ts(commit.prune_before)),
                 )
             cur.execute(
@@ -793,16 +793,25 @@ class SqliteStore(SharedWrites):
     def _mark_body(self, cur: Any, feed: str, upserted: set[str], touched: Iterable[str]) -> None:
         """Record which stored entries are in the body a poll just committed:
         ``in_body``, the entries a 304 sees again. Only the entries that left the body
-        or came back are written (the others are read, through ``entries_body``)."""
-        p = self.P
+        or came back are written (the others are read, through ``entries_body``).
+
+        An entry that leaves was last seen in the body of the feed's previous success
+        (its ``last_success``, not yet this poll's): its ``last_seen``, kept only to
+        the step (feedwatch.store.seen), moves up to that time, so retention forgets
+        it ``retention`` after it was last in a body, not up to a step sooner."""
         body = upserted.union(touched)
         before = self._body_identities(cur, feed)
-        for flag, ids in ((0, sorted(before - body)), (1, sorted(body - before))):
-            for clause, values in self._ids_in("identity", ids):
-                cur.execute(
-                    f"UPDATE entries SET in_body = {flag} WHERE feed = {p} AND {clause}",
-                    (feed, *values),
-                )
+        for clause, values in self._ids_in("identity", sorted(before - body)):
+            cur.execute(
+                "UPDATE entries SET in_body = 0, last_seen = MAX(last_seen,"
+                " IFNULL((SELECT last_success FROM feeds WHERE name = ?), last_seen))"
+                f" WHERE feed = ? AND {clause}",
+                (feed, feed, *values),
+            )
+        for clause, values in self._ids_in("identity", sorted(body - before)):
+            cur.execute(
+                f"UPDATE entries SET in_body = 1 WHERE feed = ? AND {clause}", (feed, *values)
+            )
 
     def record_unchanged(
         self,
@@ -823,7 +832,7 @@ class SqliteStore(SharedWrites):
         ``last_seen`` moves on the feed's first success of each ``seen_step`` (the
         subquery is evaluated once: other polls touch no entry row); entries that
         left the feed are not seen and age until retention drops them (an index
-        search: feedwatch.store.seen).
+        search: feedwatch.store.seen). An entry of the last body is never dropped.
         """
         ts = _now_ts(now)
         step = seen_step(now, prune_before)
@@ -836,7 +845,7 @@ class SqliteStore(SharedWrites):
             )
             if prune_before is not None:
                 cur.execute(
-                    "DELETE FROM entries WHERE feed = ? AND last_seen < ?",
+                    "DELETE FROM entries WHERE feed = ? AND in_body = 0 AND last_seen < ?",
                     (feed, _ts(prune_before)),
                 )
             cur.execute(
