@@ -207,10 +207,17 @@ class PgCluster:
         with contextlib.suppress(psycopg.Error), psycopg.connect(self.url, autocommit=True) as c:
             c.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
+    def running(self) -> bool:
+        """Whether the server of a cluster of our own is up (its pid file: ``pg_ctl -w
+        stop`` returns once the server removed it)."""
+        return self._root is not None and (self._root / "data" / "postmaster.pid").exists()
+
     def stop_server(self) -> None:
         """Stop the server as a crash would (clients see their connections end and new
-        ones refused); its data stays for ``start_server``."""
+        ones refused); its data stays for ``start_server``. Stopped already: nothing."""
         assert self._root is not None and self._pg_ctl, "a cluster of our own"
+        if not self.running():
+            return
         data = self._root / "data"
         self._run([self._pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], timeout=60)
 

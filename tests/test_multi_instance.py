@@ -35,7 +35,6 @@ from typing import Any
 
 import pytest
 
-from feedwatch.store.base import LEASE_SECONDS
 from feedwatch.testing import entry, rss
 from tests.feedserver import FeedServer, free_port
 from tests.helpers import wait_for
@@ -50,6 +49,14 @@ INTERVAL = 2.0
 # interval" on that clock: a feed's polls are at least INTERVAL - 1 s apart even with
 # one instance. Two instances polling in one slot would be milliseconds apart.
 MIN_GAP = INTERVAL - 1.0 - 0.05
+# The lease of a killed instance, shortened from feedwatch's 20 s (store.base) so that
+# the takeover is not most of the suite's wait; renewed as often, relative to it.
+LEASE_SECONDS = 6.0
+SHORT_LEASE = (
+    "import feedwatch.daemon as d, feedwatch.deliver as v\n"
+    f"d.LEASE_SECONDS = v.LEASE_SECONDS = {LEASE_SECONDS}\n"
+    "d.LEASE_RENEW = v.LEASE_RENEW = 1.5"
+)
 
 
 class StampedFeedServer(FeedServer):
@@ -235,7 +242,7 @@ def test_three_instances_poll_each_feed_once_per_interval_and_take_over_a_dead_o
     agents = [f"feedwatch-test/i{i}" for i in range(3)]
     for i, agent in enumerate(agents):
         cfg = write_config(tmp_path, f"i{i}", pg_url, srv, [*feeds, "slow"], receiver.url, agent)
-        instances.append(Instance(cfg, tmp_path / f"i{i}.log"))
+        instances.append(Instance(cfg, tmp_path / f"i{i}.log", setup=SHORT_LEASE))
 
     # every feed baselined, then new entries: alerts from whichever instance polls
     wait_for(lambda: all(srv.polls("/" + f) for f in feeds), 30, "every feed polled")
@@ -310,25 +317,51 @@ def test_three_instances_poll_each_feed_once_per_interval_and_take_over_a_dead_o
         assert any(e.get("event") == "daemon.started" for e in inst.events())
 
 
-def _own_cluster() -> PgCluster:
-    """A PostgreSQL server of the test's own, to stop and start (skips where there is none)."""
+@pytest.fixture(scope="module")
+def _outage_cluster() -> Iterator[PgCluster]:
+    """A PostgreSQL server of the outage tests' own (not the session's, which other
+    tests use meanwhile), to stop and start; skips where there is none."""
     pytest.importorskip("psycopg")
     if os.environ.get("FEEDWATCH_TEST_PG_URL"):
         pytest.skip("needs a PostgreSQL server of its own to stop")
     try:
-        return PgCluster.start()
+        cluster = PgCluster.start()
     except Unavailable as exc:
         pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop_server()
+
+
+@pytest.fixture
+def own_cluster(_outage_cluster: PgCluster) -> Iterator[PgCluster]:
+    """The outage tests' server, up at the start of each test (each uses a schema of
+    its own): a test stops it (or freezes it) as it needs."""
+    if not _outage_cluster.running():
+        _outage_cluster.start_server()
+    yield _outage_cluster
+    _outage_cluster.stop_server()  # whatever the test left connected to it goes too
+
+
+# The state's back-off while out of reach, shortened from 2 s doubling to 30 s
+# (store.postgres) so that a test does not wait out a long one after the server is back.
+FAST_REACH = (
+    "import feedwatch.store.postgres as p\np.OUT_OF_REACH_FIRST = 0.5\np.OUT_OF_REACH_MAX = 2.0"
+)
 
 
 def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_retried(
-    tmp_path: Path, stamped_server: StampedFeedServer, instances: list[Instance]
+    tmp_path: Path,
+    stamped_server: StampedFeedServer,
+    instances: list[Instance],
+    own_cluster: PgCluster,
 ) -> None:
     """The server stopped under a running daemon: each poll job's claim failed, and
     APScheduler logged "Job ... raised an exception" with a traceback (after the
     reschedule's own). Now: ``feed.claim_failed`` naming the feed and the (masked)
     state's error, no traceback, every feed tried again, and SIGTERM still stops it."""
-    cluster = _own_cluster()
+    cluster = own_cluster
     try:
         srv = stamped_server
         for f in ("a", "b"):
@@ -336,11 +369,11 @@ def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_ret
         cfg = write_config(
             tmp_path, "i", cluster.new_schema(), srv, ["a", "b"], "http://127.0.0.1:9/"
         )
-        inst = Instance(cfg, tmp_path / "i.log")
+        inst = Instance(cfg, tmp_path / "i.log", setup=FAST_REACH)
         instances.append(inst)
         wait_for(lambda: srv.polls("/a") and srv.polls("/b"), 20, "both feeds polled")
         password = cluster.password
-        cluster.stop()
+        cluster.stop_server()
 
         def failed(feed: str) -> list[dict[str, Any]]:
             return [
@@ -352,7 +385,7 @@ def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_ret
         wait_for(lambda: len(failed("a")) >= 2 and len(failed("b")) >= 2, 30, "claims retried")
         assert inst.stop() == 0
     finally:
-        cluster.stop()
+        cluster.stop_server()
     events = inst.events()
     for e in failed("a") + failed("b"):
         assert e["error"].startswith("PostgreSQL state postgresql://***@127.0.0.1:"), e
@@ -368,6 +401,7 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
     stamped_server: StampedFeedServer,
     receiver: StampedReceiver,
     instances: list[Instance],
+    own_cluster: PgCluster,
 ) -> None:
     """The server stopped under a running daemon: every state call waited 15 s for a
     pooled connection, on the event loop, so the daemon answered nothing (its metrics,
@@ -376,7 +410,7 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
     stays responsive, stops within shutdown_timeout, and once the server is back polls
     again by itself: a poll whose commit failed is repeated, and each new entry alerts
     exactly once."""
-    cluster = _own_cluster()
+    cluster = own_cluster
     srv = stamped_server
     try:
         srv.set("/a", rss([entry("a-1")]))
@@ -389,7 +423,7 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
                 f'shutdown_timeout = "2s"\nmetrics_listen = "127.0.0.1:{port}"',
             )
         )
-        inst = Instance(cfg, tmp_path / "i.log")
+        inst = Instance(cfg, tmp_path / "i.log", setup=FAST_REACH)
         instances.append(inst)
 
         def events(name: str, feed: str | None = None) -> list[dict[str, Any]]:
@@ -449,7 +483,7 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
         took = time.monotonic() - began
         assert took < 2.0 + 1.5, took
     finally:
-        cluster.stop()
+        cluster.stop_server()
     password = cluster.password
     assert password and password not in inst.log.read_text()
     assert [e for e in inst.events() if "exception" in e] == []
@@ -468,20 +502,21 @@ def test_a_feed_added_by_a_reload_while_the_database_is_down_is_polled_once_it_i
     stamped_server: StampedFeedServer,
     receiver: StampedReceiver,
     instances: list[Instance],
+    own_cluster: PgCluster,
 ) -> None:
     """A SIGHUP adding a feed while the server was down: the reload switched the config,
     then failed reading the state ("Task exception was never retrieved", a traceback),
     and the new feed was never scheduled, not even by a later reload (only a restart
     polled it). Now the reload is applied (one line says the state was not read), and
     the feed is polled once the server is back: baselined, then its new entry alerts."""
-    cluster = _own_cluster()
+    cluster = own_cluster
     srv = stamped_server
     try:
         for f in ("a", "b", "c"):
             srv.set("/" + f, rss([entry(f"{f}-1")]))
         state = cluster.new_schema()
         cfg = write_config(tmp_path, "i", state, srv, ["a", "b"], receiver.url)
-        inst = Instance(cfg, tmp_path / "i.log")
+        inst = Instance(cfg, tmp_path / "i.log", setup=FAST_REACH)
         instances.append(inst)
         wait_for(lambda: _events(inst, "feed.polled", "a") and _events(inst, "feed.polled", "b"),
                  20, "baseline")  # fmt: skip
@@ -502,7 +537,7 @@ def test_a_feed_added_by_a_reload_while_the_database_is_down_is_polled_once_it_i
         wait_for(lambda: receiver.ids(), 15, "c's new entry alerted")
         assert inst.stop() == 0
     finally:
-        cluster.stop()
+        cluster.stop_server()
     with receiver.lock:
         assert [p["entry"]["title"] for _t, _i, p in receiver.got] == ["news c"]
     assert [e for e in inst.events() if "exception" in e] == []
@@ -510,13 +545,16 @@ def test_a_feed_added_by_a_reload_while_the_database_is_down_is_polled_once_it_i
 
 
 def test_the_state_out_of_reach_at_the_upkeep_and_at_a_stop_during_a_send_is_one_line(
-    tmp_path: Path, stamped_server: StampedFeedServer, instances: list[Instance]
+    tmp_path: Path,
+    stamped_server: StampedFeedServer,
+    instances: list[Instance],
+    own_cluster: PgCluster,
 ) -> None:
     """The server down: the hourly upkeep (prune, drop removed feeds) logged
     ``state.maintenance_failed`` with a traceback, and so did a SIGTERM cutting a send
     short (``delivery.release_failed``, giving the claim back). Now each is one line
     with the (masked) error and what happens next, as ``feed.claim_failed`` is."""
-    cluster = _own_cluster()
+    cluster = own_cluster
     srv = stamped_server
     slow = StampedReceiver(delay=20.0)
     try:
@@ -526,7 +564,9 @@ def test_the_state_out_of_reach_at_the_upkeep_and_at_a_stop_during_a_send_is_one
             cfg.read_text().replace('shutdown_timeout = "5s"', 'shutdown_timeout = "2s"')
         )
         inst = Instance(
-            cfg, tmp_path / "i.log", setup="import feedwatch.daemon as d\nd.MAINTENANCE_EVERY = 1.0"
+            cfg,
+            tmp_path / "i.log",
+            setup=f"import feedwatch.daemon as d\nd.MAINTENANCE_EVERY = 1.0\n{FAST_REACH}",
         )
         instances.append(inst)
         wait_for(lambda: _events(inst, "feed.polled", "a"), 20, "baseline")
@@ -536,7 +576,7 @@ def test_the_state_out_of_reach_at_the_upkeep_and_at_a_stop_during_a_send_is_one
         wait_for(lambda: _events(inst, "state.maintenance_failed"), 10, "an upkeep, the state down")
         assert inst.stop() == 0
     finally:
-        cluster.stop()
+        cluster.stop_server()
         slow.close()
     for name in ("state.maintenance_failed", "delivery.release_failed"):
         got = _events(inst, name)
@@ -568,6 +608,7 @@ def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_resp
     stamped_server: StampedFeedServer,
     receiver: StampedReceiver,
     instances: list[Instance],
+    own_cluster: PgCluster,
 ) -> None:
     """The server's processes stopped (SIGSTOP: its TCP connections stay, the kernel
     still acknowledges): a state call waited for its answer for ever, on the event loop,
@@ -575,7 +616,7 @@ def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_resp
     gets no more than ANSWER_TIMEOUT (3 s here) for its answers: the state is out of
     reach, the daemon answers and recovers once the server does, each new entry alerts
     once, and SIGTERM while it is frozen stops it."""
-    cluster = _own_cluster()
+    cluster = own_cluster
     srv = stamped_server
     frozen: list[int] = []
     try:
@@ -588,7 +629,7 @@ def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_resp
                 f'shutdown_timeout = "2s"\nmetrics_listen = "127.0.0.1:{port}"',
             )
         )
-        setup = "import feedwatch.store.postgres as p\np.ANSWER_TIMEOUT = 3.0"
+        setup = f"{FAST_REACH}\np.ANSWER_TIMEOUT = 3.0"
         inst = Instance(cfg, tmp_path / "i.log", setup=setup)
         instances.append(inst)
         wait_for(lambda: _events(inst, "feed.polled", "a"), 20, "baseline")
@@ -622,7 +663,7 @@ def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_resp
         assert _events(inst, "daemon.stopped")
     finally:
         thaw()
-        cluster.stop()
+        cluster.stop_server()
     assert len(receiver.ids()) == 1 and len(_events(inst, "alert.delivered")) == 1
     assert [e for e in inst.events() if "exception" in e] == []
 
