@@ -1188,8 +1188,9 @@ def test_a_slow_regex_on_many_updated_entries_holds_neither_the_other_feeds_nor_
     with sqlite3.connect(tmp_path / "state.db") as db:  # stored as usual
         rows = db.execute("SELECT summary FROM entries WHERE feed = 'slow'").fetchall()
     assert len(rows) == 100 and all(r[0].startswith("v2.") for r in rows)
+    # (whether that next poll reached its regexes before the SIGTERM depends on the
+    # machine's load: its budget event is not asserted, the stop in time is)
     _stops_in_time_during_a_slow_poll(d, feed_server)
-    assert len([e for e in d.events() if e.get("event") == "rule.regex_budget_spent"]) == 2
 
 
 def test_a_slow_ignore_text_regex_holds_neither_the_other_feeds_nor_sigterm(
