@@ -308,10 +308,19 @@ def find(items: Sequence[Item], query: str) -> list[Item]:
             exact.append(it)
     if exact:
         return exact
-    folded = " ".join(q.split()).casefold()
+    folded = _title_key(q)
     if not folded:
         return []
-    return [it for it in items if folded in " ".join(it.title.split()).casefold()]
+    return [it for it in items if folded in _title_key(it.title)]
+
+
+def _title_key(text: str) -> str:
+    """A title, or part of one looked for, as ``find`` compares them: as rule terms meet
+    text (normalize_text: "izmir" is in "İzmir depremi", "O'Brien" in "O’Brien"), each run
+    of white space one space."""
+    from feedwatch.match import normalize_text
+
+    return " ".join(normalize_text(text).split())
 
 
 # --------------------------------------------------------------------------
@@ -778,12 +787,10 @@ def _alerts_matching(alerts: Sequence[AlertRecord], query: str) -> list[list[Ale
         )
 
     found = [rs for rs in by_entry.values() if any(exact(r) for r in rs)]
-    folded = " ".join(q.split()).casefold()
+    folded = _title_key(q)
     if not found and folded:
         found = [
-            rs
-            for rs in by_entry.values()
-            if any(folded in " ".join(_alert_title(r).split()).casefold() for r in rs)
+            rs for rs in by_entry.values() if any(folded in _title_key(_alert_title(r)) for r in rs)
         ]
     return found
 

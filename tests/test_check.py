@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -1601,3 +1602,51 @@ def test_entries_keyed_by_content_an_earlier_feedwatch_dated_as_utc_are_not_new(
     assert [p for (p,) in rows] == [
         int((T0 + timedelta(hours=h - 9)).timestamp()) * 10**6 for h in range(2)
     ]
+
+
+def test_terms_hit_text_that_differs_only_in_what_a_reader_cannot_see(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """A Turkish feed's "SON DAKİKA: İSRAİL'DEN AÇIKLAMA" and "İzmir depremi" hit none of
+    "son dakika", "İsrail", "izmir" (casefold() makes İ an i and a combining dot), and
+    WordPress's "O’Brien", "COVID‑19" (a non-breaking hyphen) and an emoji without its
+    presentation selector missed the typed "O'Brien", "COVID-19" and "❤️". They hit now;
+    the alerts carry the text as the feed wrote it."""
+    old = [entry(1, title="Hava durumu")]
+    feed_server.set("/tr.xml", rss(old))
+    cfg = tmp_path / "feedwatch.toml"
+    feeds = (
+        f'[[feeds]]\nname = "tr"\nurl = "{feed_server.url("/tr.xml")}"\nmatch = ["tr"]\n'
+        'keywords = ["O\'Brien", "COVID-19", "\u2764\ufe0f"]\n'
+    )
+    rules = '[rules.tr]\nany = ["son dakika", "İsrail", "izmir"]\n'
+    cfg.write_text(jsonl_config(tmp_path, rules + feeds), encoding="utf-8")
+    assert fw(cfg, "check").returncode == 0  # baseline
+    titles = [
+        "SON DAKİKA: İSRAİL'DEN AÇIKLAMA",
+        "İzmir depremi",
+        "Minister O\u2019Brien resigns",
+        "COVID\u201119 cases rise",
+        "I \u2764 NY",
+        "Istanbul'da ılık hava",  # no term: a dotless ı is not an i
+    ]
+    new = [*old, *(entry(n, title=t) for n, t in enumerate(titles, 2))]
+    feed_server.set("/tr.xml", rss(new))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    got = {a["entry"]["title"]: a["matched"] for a in alerts(tmp_path)}
+    assert got == {
+        titles[0]: [{"rule": "tr", "terms": ["son dakika", "İsrail"]}],
+        titles[1]: [{"rule": "tr", "terms": ["izmir"]}],
+        titles[2]: [{"rule": "keywords", "terms": ["O'Brien"]}],
+        titles[3]: [{"rule": "keywords", "terms": ["COVID-19"]}],
+        titles[4]: [{"rule": "keywords", "terms": ["\u2764\ufe0f"]}],
+    }
+    # explain finds the entry by what a user types, and tells the same
+    r = fw(cfg, "explain", "tr", "izmir")
+    assert r.returncode == 0, r.stderr
+    assert "Entry: İzmir depremi" in r.stdout
+    assert "tr: MATCHED (matched: 'izmir' (title))" in r.stdout
+    assert re.search(r"any izmir\s+hit in title", r.stdout), r.stdout
+    assert re.search(r"any İsrail\s+missed", r.stdout), r.stdout

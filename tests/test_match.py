@@ -15,6 +15,7 @@ from feedwatch.match import (
     RuleExplanation,
     compile_rule,
     compile_rules,
+    compile_search,
     evaluate,
     explain,
     normalize_text,
@@ -198,6 +199,102 @@ def test_case_sensitive() -> None:
     assert hits("/NAT[O]/", "NATO", case_sensitive=True)
     assert not hits("/NAT[O]/", "nato", case_sensitive=True)
     assert hits("/NAT[O]/", "nato")
+
+
+# --------------------------------------------------------------------------
+# What a reader cannot tell apart, and a user cannot type
+# --------------------------------------------------------------------------
+
+TURKISH = "SON DAKİKA: İSRAİL'DEN AÇIKLAMA"
+
+
+@pytest.mark.parametrize(
+    ("term", "text"),
+    [
+        ("İsrail", TURKISH),
+        ("israil", TURKISH),
+        ("son dakika", TURKISH),
+        ("izmir", "İzmir depremi"),
+        ("İZMİR", "izmir depremi"),  # and in the term
+        ("İzmir", "İZMİR"),
+        ("izmir*", "İzmir'de deprem"),
+        ("israil", "I\u0307SRAI\u0307L"),  # a decomposed İ is the same letter
+        ("İstanbul", "Istanbul"),  # a dotless capital I folds to i, as in English
+    ],
+)
+def test_a_turkish_capital_dotted_i_is_an_i(term: str, text: str) -> None:
+    """casefold() makes İ (U+0130) an i and a combining dot above (U+0307): "İSRAİL"
+    never hit "İsrail" (nor "israil"), while /son dakika/ did."""
+    assert hits(term, text)
+    assert hits(term, text, field="tags")
+    assert evaluate([compile_rule(Rule("r", any=(term, "/nothing here/")))], entry(title=text))[0]
+
+
+def test_a_dotless_i_is_its_own_letter_and_case_sensitive_rules_tell_i_from_i() -> None:
+    assert normalize_text(TURKISH) == "son dakika: israil'den açiklama"
+    assert not hits("ısrail", "Israil")  # ı (U+0131) is not i
+    assert not hits("israil", "ısrail")
+    assert not hits("ısrail", "ISRAİL")
+    assert not hits("ılık", "ILIK")  # I folds to i, not to ı
+    assert hits("ılık", "ılık hava")
+    assert not hits("İsrail", "israil", case_sensitive=True)
+    assert hits("İsrail", "İsrail", case_sensitive=True)
+
+
+def test_turkish_explain_names_the_term_that_hit() -> None:
+    rule = compile_rule(Rule("r", any=("son dakika", "İsrail", "izmir")))
+    why = explain(rule, entry(title=TURKISH, summary="İzmir depremi"))
+    assert why.matched
+    got = {t.term: t.fields for t in why.terms}
+    assert got == {"son dakika": ("title",), "İsrail": ("title",), "izmir": ("summary",)}
+    assert evaluate([rule], entry(title=TURKISH, summary="İzmir depremi")) == (
+        True,
+        (RuleMatch("r", ("son dakika", "İsrail", "izmir")),),
+    )
+
+
+@pytest.mark.parametrize("case_sensitive", [False, True])
+@pytest.mark.parametrize(
+    ("term", "text", "expected"),
+    [
+        ("O'Brien", "Minister O\u2019Brien resigns", True),  # WordPress's apostrophe
+        ("O\u2019Brien", "Minister O'Brien resigns", True),  # and in the term
+        ("l'Ukraine", "Aide à l\u2019Ukraine", True),
+        ("l'Ukraine", "Aide à l\u2018Ukraine", True),  # a mis-turned quote
+        ("l'Ukraine", "Aide à l\u02bcUkraine", True),  # the modifier letter apostrophe
+        ("COVID-19", "COVID\u201119 cases rise", True),  # non-breaking hyphen
+        ("re-election", "Her re\u2010election bid", True),  # hyphen
+        ("555-0199", "Call 555\u20120199", True),  # figure dash
+        ("COVID\u201119", "COVID-19", True),
+        ("2020-2021", "Season 2020\u20132021", False),  # an en dash is not a hyphen
+        ("Kyiv-Moscow", "Kyiv\u2014Moscow", False),  # nor an em dash
+        ("-5", "\u22125 degrees", False),  # nor a minus sign
+        ("O'Brien", "O\u2032Brien", False),  # nor is a prime an apostrophe
+        ("\u2764\ufe0f", "I \u2764 NY", True),  # emoji presentation selector
+        ("\u2764", "I \u2764\ufe0f NY", True),
+        ("\u2764\ufe0e", "I \u2764\ufe0f NY", True),  # text presentation selector
+        ("\u2764\ufe0f", "I \u2665 NY", False),
+    ],
+)
+def test_typographic_apostrophes_hyphens_and_variation_selectors_match_typed_ones(
+    term: str, text: str, expected: bool, case_sensitive: bool
+) -> None:
+    assert hits(term, text, case_sensitive=case_sensitive) is expected
+    rule = compile_rule(Rule("r", any=(term,), case_sensitive=case_sensitive))
+    assert explain(rule, entry(title=text)).matched is expected
+
+
+def test_regex_terms_and_ignore_text_see_the_text_as_written() -> None:
+    """The folds are for plain terms: a /regex/ meets the text with its own characters."""
+    assert not hits("/O'Brien/", "O\u2019Brien")
+    assert hits("/O\u2019Brien/", "O\u2019Brien")
+    assert hits("/\u2764\ufe0f/", "I \u2764\ufe0f NY")
+    assert not hits("/\u2764\ufe0f/", "I \u2764 NY")
+    assert not hits("/COVID-19/", "COVID\u201119")
+    assert hits("/İsrail/", TURKISH)  # FULLCASE, as before
+    assert compile_search("O\u2019Brien").search("Minister O\u2019Brien") is not None
+    assert compile_search("O'Brien").search("Minister O\u2019Brien") is None
+    assert compile_search("\u2764\ufe0f").search("I \u2764\ufe0f NY") is not None
 
 
 @pytest.mark.parametrize(
