@@ -65,27 +65,57 @@ def show(text: object) -> str:
 # --------------------------------------------------------------------------
 
 
+_QUOTED = re.compile(r'"((?:[^"]|"")*)"\s*', re.S)
+
+
 def split_keywords(values: Sequence[str]) -> list[str]:
-    """``--keywords a,b --keywords c`` -> [a, b, c]; a ``/regex/`` may contain commas."""
+    """``--keywords a,b --keywords c`` -> [a, b, c], each value split at its commas.
+
+    A ``/regex/`` may contain commas: a piece that starts with ``/`` takes the pieces
+    after it up to the first that ends with ``/`` when that makes a term that starts
+    and ends with ``/`` (a regex, as in the config); else it is a plain term alone.
+    A term in double quotes is taken as written, commas included, ``""`` standing for
+    one quote (``"Washington, D.C.",Dnipro``). ValueError: a quote left open, or text
+    after a closing quote."""
+    from feedwatch.match import _is_regex_term
+
     terms: list[str] = []
     for value in values:
-        pending: str | None = None
-        for piece in value.split(","):
-            if pending is not None:
-                pending += "," + piece
-                if pending.rstrip().endswith("/"):
-                    terms.append(pending.strip())
-                    pending = None
-                continue
-            stripped = piece.strip()
-            if stripped.startswith("/") and not (len(stripped) >= 2 and stripped.endswith("/")):
-                pending = piece.lstrip()
-                continue
-            if stripped:
-                terms.append(stripped)
-        if pending is not None and pending.strip():
-            terms.append(pending.strip())
+        pieces = value.split(",")
+        i = 0
+        while i < len(pieces):
+            term = pieces[i].strip()
+            i += 1
+            if term.startswith('"'):
+                text = pieces[i - 1].lstrip()
+                while not (m := _QUOTED.fullmatch(text)) and i < len(pieces):
+                    text += "," + pieces[i]
+                    i += 1
+                if m is None:
+                    raise ValueError(
+                        f"{text.strip()!r}: a term in double quotes needs its closing double"
+                        ' quote, and nothing after it but a comma (a quote in it is written "")'
+                    )
+                term = m[1].replace('""', '"')
+            elif term.startswith("/") and not _is_regex_term(term):
+                for j in range(i, len(pieces)):
+                    if pieces[j].rstrip().endswith("/"):
+                        term = ",".join(pieces[i - 1 : j + 1]).strip()
+                        i = j + 1
+                        break
+            if term.strip():
+                terms.append(term)
     return list(dict.fromkeys(terms))
+
+
+def term_shown(term: str) -> str:
+    """``term`` as ``--keywords`` takes it: in double quotes where it holds a comma
+    (a regex aside) or starts with a quote."""
+    from feedwatch.match import _is_regex_term
+
+    if _is_regex_term(term) or not ("," in term or term.startswith('"')):
+        return term
+    return '"' + term.replace('"', '""') + '"'
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,15 +130,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="W,...",
-        help='terms to try, comma-separated, as in a rule\'s any (e.g. "hypersonic,missile*")',
+        help="terms to try, comma-separated, as in a rule's any (e.g. 'hypersonic,missile*');"
+        " repeatable. A /regex/ may hold commas; a term with a comma goes in double quotes"
+        """ ('"Washington, D.C.",Dnipro')""",
     )
     parser.add_argument(
         "--ignore-text",
         action="append",
         default=[],
         metavar="T,...",
-        help="ignore_text terms to try, comma-separated: each entry's text they would cut"
-        " (e.g. '/Points: \\d+/')",
+        help="ignore_text terms to try, comma-separated as --keywords: each entry's text"
+        " they would cut (e.g. '/Points: \\d+/')",
     )
     parser.add_argument(
         "--limit", type=int, default=25, metavar="N", help="entries to list (default 25)"
@@ -165,7 +197,10 @@ def _checked(
 ) -> tuple[list[str], str | None]:
     """A repeatable option's comma-separated terms, each checked as the config checks
     it; and the first problem, if any."""
-    terms = split_keywords(values)
+    try:
+        terms = split_keywords(values)
+    except ValueError as exc:
+        return [], f"{flag}: {exc}"
     for t in terms:
         try:
             check(t)
@@ -393,7 +428,7 @@ def _report(
         if e.link:
             w(f"  {'':16}  {show(e.link)}\n")
         if hit_terms:
-            shown = ", ".join(f"{t.term} ({', '.join(t.fields)})" for t in hit_terms)
+            shown = ", ".join(f"{term_shown(t.term)} ({', '.join(t.fields)})" for t in hit_terms)
             w(f"  {'':16}  hits: {show(shown)}\n")
         if cut:
             w(f"  {'':16}  ignored: {show(', '.join(repr(c) for c in cut))}\n")
@@ -401,12 +436,12 @@ def _report(
         w(f"  ... and {len(ordered) - limit} more (--limit N)\n")
     if terms:
         w(
-            f"\nKeywords:      {show(', '.join(terms))}: {hits_total} of {len(entries)} "
+            f"\nKeywords:      {show(', '.join(map(term_shown, terms)))}: {hits_total} of {len(entries)} "
             "entries hit (marked *)\n"
         )
     if ignore is not None:
         w(
-            f"Ignore text:   {show(', '.join(ignore.terms))}: cuts text from {cut_total} of"
+            f"Ignore text:   {show(', '.join(map(term_shown, ignore.terms)))}: cuts text from {cut_total} of"
             f" {len(entries)} entries (a change only there would not be an update)\n"
         )
     out.flush()

@@ -240,7 +240,52 @@ def test_limit(tmp_path, srv):
 def test_split_keywords():
     assert split_keywords(["a, b", "c,,a"]) == ["a", "b", "c"]
     assert split_keywords(["/x{1,3}/,NATO, /a,b/ "]) == ["/x{1,3}/", "NATO", "/a,b/"]
-    assert split_keywords(["/unclosed,x"]) == ["/unclosed,x"]
+    # a piece that starts with "/" is a regex only with the pieces up to the first that
+    # ends with "/" (a term that starts and ends with "/", as in the config); else it
+    # is a plain term, and the pieces after it are terms of their own
+    assert split_keywords(["/unclosed,x"]) == ["/unclosed", "x"]
+    assert split_keywords(["/r/ukraine,Dnipro"]) == ["/r/ukraine", "Dnipro"]
+    assert split_keywords(["Dnipro,/r/ukraine"]) == ["Dnipro", "/r/ukraine"]
+    assert split_keywords(["/a,b,c/,d"]) == ["/a,b,c/", "d"]
+    assert split_keywords(["/a, b/ ,/c/"]) == ["/a, b/", "/c/"]
+    assert split_keywords(["/"]) == ["/"]
+    # a term with a comma: in double quotes, as in the config's TOML ("" is a quote)
+    assert split_keywords(['"Washington, D.C.",Dnipro']) == ["Washington, D.C.", "Dnipro"]
+    assert split_keywords([' "a, ""b""" , c']) == ['a, "b"', "c"]
+    assert split_keywords(['"/r/ukraine",/x/']) == ["/r/ukraine", "/x/"]
+    assert split_keywords(['5" gun,x']) == ['5" gun', "x"]  # a quote inside: itself
+    for bad in ['"Washington, D.C.', '"a"b,c']:
+        with pytest.raises(ValueError, match="double quote"):
+            split_keywords([bad])
+
+
+def test_keywords_that_start_with_a_slash_and_a_term_with_a_comma(tmp_path, feed_server):
+    """`--keywords '/r/ukraine,Dnipro'` tried one glued term '/r/ukraine,Dnipro' (no
+    hit) where 'Dnipro,/r/ukraine' tried two: a piece starting with "/" took the rest
+    for a regex. And a term with a comma could not be tried at all."""
+    feed_server.set(
+        "/feed.xml",
+        rss(
+            [
+                entry(1, title="Thread on /r/ukraine", published=T0),
+                entry(2, title="Strike on Dnipro", published=T0 + timedelta(hours=1)),
+                entry(3, title="Washington, D.C. briefing", published=T0 + timedelta(hours=2)),
+            ]
+        ),
+    )
+    url = feed_server.url("/feed.xml")
+    for keywords in ("/r/ukraine,Dnipro", "Dnipro,/r/ukraine"):
+        r = fw(tmp_path, "preview", url, "--keywords", keywords)
+        assert r.returncode == 0, r.stderr
+        assert ": 2 of 3 entries hit (marked *)" in r.stdout, r.stdout
+        assert "hits: /r/ukraine (title)" in r.stdout
+    r = fw(tmp_path, "preview", url, "--keywords", '"Washington, D.C.",dnipro')
+    assert r.returncode == 0, r.stderr
+    # shown as typed: quoted, so that the list reads as the terms it is
+    assert 'Keywords:      "Washington, D.C.", dnipro: 2 of 3 entries hit' in r.stdout, r.stdout
+    assert 'hits: "Washington, D.C." (title)' in r.stdout
+    r = fw(tmp_path, "preview", url, "--keywords", '"Washington, D.C.')
+    assert r.returncode == 2 and "--keywords" in r.stderr and "double quote" in r.stderr
 
 
 def test_discover_feeds_and_order_helpers():
