@@ -78,7 +78,7 @@ from feedwatch.store.base import AlertRecord, FeedRecord
 from feedwatch.textdiff import changed_words
 
 if TYPE_CHECKING:
-    from feedwatch.match import RuleExplanation
+    from feedwatch.match import CompiledRule, RegexBudget, RuleExplanation
 
 # The fetcher, parser and matcher (httpx, feedparser, regex) are imported when the
 # command runs: the cli builds every command's parser on each start.
@@ -103,6 +103,8 @@ class Item:
     changes: dict[str, FieldChange] = field(default_factory=dict)
     silent_reason: str | None = None
     position: int = 0  # in the body (document order), or the stored order
+    # its version against the feed's rules, and whether one matched (``_rules``)
+    explained: tuple[list[RuleExplanation], bool] | None = field(default=None, repr=False)
 
     @property
     def version(self) -> EntrySnapshot:
@@ -145,6 +147,9 @@ class Analysis:
     now: datetime
     # duplicates = "skip": duplicate key -> the sinks an alert of it went to -> that alert
     claimed: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the feed's rules, compiled at their first use, and the regex time left to them
+    compiled: tuple[CompiledRule, ...] | None = None
+    budget: RegexBudget | None = None
 
 
 def _silent_reason(
@@ -335,13 +340,25 @@ class Verdict:
     would_alert: bool = False
 
 
-def _rules(feed: FeedConfig | None, entry: EntrySnapshot) -> tuple[list[RuleExplanation], bool]:
-    from feedwatch.match import compile_rules, explain
+def _rules(a: Analysis, item: Item) -> tuple[list[RuleExplanation], bool]:
+    """The item's version against each of the feed's rules, and whether one matched.
 
-    if feed is None or not feed.rules:
-        return [], True
-    exps = [explain(r, entry) for r in compile_rules(feed.rules)]
-    return exps, any(e.matched for e in exps)
+    Judged once per item, on rules compiled once for the whole command (a regex term
+    that runs out of time is warned of once, as in the daemon), with one regex budget
+    for every entry explained, as a poll has for its entries."""
+    if item.explained is None:
+        feed = a.feed
+        if feed is None or not feed.rules:
+            item.explained = ([], True)
+        else:
+            from feedwatch.match import RegexBudget, compile_rules, explain
+
+            if a.compiled is None or a.budget is None:
+                a.compiled = compile_rules(feed.rules)
+                a.budget = RegexBudget(feed.name)
+            exps = [explain(r, item.version, a.budget) for r in a.compiled]
+            item.explained = (exps, any(e.matched for e in exps))
+    return item.explained
 
 
 def _alerts_for(a: Analysis, item: Item) -> list[AlertRecord]:
@@ -376,9 +393,36 @@ def _delivery_summary(records: Sequence[AlertRecord]) -> str:
 
 
 def verdict(a: Analysis, item: Item) -> Verdict:
+    """Whether the next poll alerts ``item`` (or why it did not); when its rules
+    decided and a regex term ran out of time on it, said so (``short`` too)."""
+    consulted = False
+
+    def rules() -> tuple[list[RuleExplanation], bool]:
+        nonlocal consulted
+        consulted = True
+        return _rules(a, item)
+
+    vd = _verdict(a, item, rules)
+    if consulted:
+        slow = list(
+            dict.fromkeys(t.term for e in _rules(a, item)[0] for t in e.terms if t.timed_out)
+        )
+        if slow:
+            vd.short += " (regex ran out of time)"
+            many = len(slow) > 1
+            vd.lines.append(
+                f"the regex term{'s' if many else ''} {', '.join(map(repr, slow))} ran out of"
+                f" time and count{'' if many else 's'} as missed here, as in a poll (0.1 s a"
+                " field, 1 s for all the entries explained): simplify it"
+            )
+    return vd
+
+
+def _verdict(
+    a: Analysis, item: Item, rules: Callable[[], tuple[list[RuleExplanation], bool]]
+) -> Verdict:
     feed = a.feed
     recorded = _alerts_for(a, item)
-    exps, matched = _rules(feed, item.version)
     lines: list[str] = []
     if feed is None:
         return Verdict(
@@ -425,6 +469,7 @@ def verdict(a: Analysis, item: Item) -> Verdict:
                         f"({format_duration(s.max_age)}): backfills never alert"
                     ],
                 )
+        exps, matched = rules()
         if not matched:
             return Verdict("no rule matched", ["no rule matched this version: no alert"])
         aid = alert_id(
@@ -490,6 +535,7 @@ def verdict(a: Analysis, item: Item) -> Verdict:
         )
     if recorded:
         return Verdict(_delivery_summary(recorded), [*lines, "it was alerted before: see below"])
+    exps, matched = rules()
     if exps and not matched:
         lines.append("no alert recorded for it: its rules do not match it (see above)")
         return Verdict("no rule matched", lines)
@@ -664,7 +710,7 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
             old, new = changed_words(old, new, 4)  # what changed, not two equal beginnings
         w(f"    {name}: {show(one_line(old, 100)) or '-'}  ->  {show(one_line(new, 100)) or '-'}\n")
 
-    exps, _ = _rules(a.feed, v)
+    exps, _ = _rules(a, item)
     if a.feed is not None:
         which = "current" if item.current is not None else "stored"
         if not exps:

@@ -749,13 +749,17 @@ class RuleExplanation:
 
 
 def _explain_term(
-    rule: CompiledRule, term: _Term, group: TermGroup, view: _EntryText
+    rule: CompiledRule,
+    term: _Term,
+    group: TermGroup,
+    view: _EntryText,
+    budget: RegexBudget | None = None,
 ) -> TermExplanation:
     hit_fields = []
     timed_out = False
     for name in rule.fields:
         if term.is_regex:
-            found = _regex_in_field(rule, term, view, name)
+            found = _regex_in_field(rule, term, view, name, budget)
             timed_out |= found is None
         else:
             found = term.pattern.search(view.field(name, rule.case_sensitive)) is not None
@@ -764,12 +768,16 @@ def _explain_term(
     return TermExplanation(term.text, group, tuple(hit_fields), timed_out)
 
 
-def explain(rule: CompiledRule, entry: EntrySnapshot) -> RuleExplanation:
-    """Every term of ``rule`` against ``entry``: hit or missed, and where (``feedwatch explain``)."""
+def explain(
+    rule: CompiledRule, entry: EntrySnapshot, budget: RegexBudget | None = None
+) -> RuleExplanation:
+    """Every term of ``rule`` against ``entry``: hit or missed, and where (``feedwatch
+    explain``). ``budget``: the regex time left to the explanations it is one of, as
+    for a poll's entries (a regex term past it misses, ``timed_out``)."""
     view = _EntryText(entry)
-    any_ = [_explain_term(rule, t, "any", view) for t in rule.any.terms]
-    all_ = [_explain_term(rule, t, "all", view) for t in rule.all.terms]
-    not_ = [_explain_term(rule, t, "not", view) for t in rule.not_.terms]
+    any_ = [_explain_term(rule, t, "any", view, budget) for t in rule.any.terms]
+    all_ = [_explain_term(rule, t, "all", view, budget) for t in rule.all.terms]
+    not_ = [_explain_term(rule, t, "not", view, budget) for t in rule.not_.terms]
 
     def where(t: TermExplanation) -> str:
         return f"{t.term!r} ({', '.join(t.fields)})"

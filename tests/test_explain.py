@@ -440,3 +440,40 @@ def test_a_text_moved_to_the_content_by_a_change_of_format_is_named(tmp_path, fe
     assert "status:   changed, stored silently" in out
     assert "its text only moved between summary and content" in out
     assert fw(cfg, "check").returncode == 0 and sent(tmp_path) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_regex_is_timed_and_warned_of_once_in_the_brief_list(tmp_path, feed_server):
+    """`explain FEED` with a catastrophic regex over 15 long entries logged
+    rule.regex_timeout 14 times (the rules were compiled again for each entry) and took
+    about 5 s. It warns once per term, as the daemon does, and its regex time is capped
+    as a poll's is; the rows whose verdict a regex that ran out of time decided say so."""
+    srv = feed_server
+    srv.set("/slow.xml", rss([entry(1, title="Markets open")]))
+    feeds = f"""
+[[feeds]]
+name = "slow"
+url = "{srv.url("/slow.xml")}"
+keywords = ["/(a|aa)+$/"]
+sinks = ["log"]
+"""
+    cfg = write_config(tmp_path, srv, feeds=feeds)
+    assert fw(cfg, "check").returncode == 0  # the baseline
+    long = [entry(n, title="a" * 5000 + f"! {n}") for n in range(2, 17)]
+    srv.set("/slow.xml", rss([entry(1, title="Markets open"), *long]))
+    t0 = time.monotonic()
+    r = fw(cfg, "explain", "slow", "--limit", "20")
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(x)["event"] for x in r.stderr.splitlines() if x.startswith("{")]
+    assert events.count("rule.regex_timeout") == 1, r.stderr
+    assert events.count("rule.regex_budget_spent") <= 1, r.stderr
+    rows = [x for x in r.stdout.splitlines() if "aaaa" in x]
+    assert len(rows) == 15, r.stdout
+    assert all("no rule matched (regex ran out of time)" in x for x in rows), r.stdout
+    assert took < 4.5, took  # 1 s of regex time (the poll's), not 15 x 0.1 s x fields
+
+    r = fw(cfg, "explain", "slow", "! 16")
+    assert r.returncode == 0, r.stderr
+    assert "(regex ran out of time)" in r.stdout
+    assert "ran out of time and counts as missed" in r.stdout, r.stdout
