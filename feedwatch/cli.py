@@ -208,7 +208,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             run: Callable[..., int] = importlib.import_module(module).run
             return run(args, out, lambda: _load(args))
     if args.command == "validate":
-        from feedwatch.config import jitter_over_interval, same_url_feeds
+        from feedwatch.config import jitter_over_interval, rule_warnings, same_url_feeds
         from feedwatch.sinks import machine_problem
 
         config = _load(args)
@@ -218,7 +218,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             problem = machine_problem(sink)
             if problem:
                 print(f"warning: {problem}", file=sys.stderr)
-        for problem in same_url_feeds(config) + jitter_over_interval(config):
+        for problem in (
+            same_url_feeds(config) + jitter_over_interval(config) + rule_warnings(config)
+        ):
             print(f"warning: {problem}", file=sys.stderr)
         return EXIT_OK
     config = _load(args)

@@ -1546,3 +1546,33 @@ def same_url_feeds(config: Config) -> list[str]:
             ' or set duplicates = "skip" on both if they differ on purpose'
         )
     return out
+
+
+def rule_warnings(config: Config) -> list[str]:
+    """Warnings (not errors) for feeds whose rules or ``notify_on`` cannot do what was
+    most likely meant: ``exclude`` without ``keywords`` beside ``match`` rules (the
+    inline rule it makes has only ``not`` terms, so every entry without them matches
+    it; alone, that is the documented "everything but": not warned), and ``notify_on
+    = []`` (no new or updated entry ever alerts)."""
+    out: list[str] = []
+    for feed in config.feeds:
+        inline = feed.rules[-1] if feed.rules else None
+        if (
+            inline is not None
+            and len(feed.rules) > 1
+            and inline.name == "keywords"
+            and inline is not config.rules.get("keywords")  # the feed's keywords/exclude
+            and not inline.any
+            and inline.not_
+        ):
+            out.append(
+                f'feed "{feed.name}": exclude without keywords is a rule of its own with only'
+                " `not` terms: every entry without those words matches it, whatever the match"
+                " rules say (put the words in the match rules' `not`, or add keywords)"
+            )
+        if not feed.settings.notify_on:
+            out.append(
+                f'feed "{feed.name}": notify_on = [] alerts no new or updated entry (only'
+                ' flood and stale notices): add "new", "updated" or both'
+            )
+    return out

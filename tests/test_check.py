@@ -772,6 +772,37 @@ def test_validate_warns_of_a_jitter_longer_than_the_interval(tmp_path):
     ]
 
 
+def test_validate_warns_of_feeds_whose_rules_do_not_do_what_was_meant(tmp_path):
+    """Two configs validate accepted silently: `exclude` without `keywords` beside
+    `match` rules (a rule with only `not`, which every entry without the word matches,
+    so the feed alerts on nearly everything, the match rules aside), and notify_on = []
+    (the feed never alerts a new or updated entry). validate names the feed and key."""
+    cfg = tmp_path / "c.toml"
+    feeds = [
+        ("both", 'match = ["missiles"]\nexclude = ["sport"]'),
+        ("whole", 'match = ["missiles"]\nkeywords = ["Dnipro"]\nexclude = ["sport"]'),
+        ("no-ads", 'exclude = ["sponsored"]'),  # a feed of every entry but the ads: meant
+        ("silent", "notify_on = []"),
+        ("new-only", 'notify_on = ["new"]'),
+    ]
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n[rules.missiles]\nany = ["missile*"]\n'
+        f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/a.jsonl"\n'
+        + "".join(
+            f'[[feeds]]\nname = "{n}"\nurl = "https://example.org/{n}"\n{x}\n' for n, x in feeds
+        )
+    )
+    r = fw(cfg, "validate")
+    assert r.returncode == 0 and r.stdout.strip() == "ok: 5 feeds, 1 sinks, 2 rules"
+    assert r.stderr.splitlines() == [
+        'warning: feed "both": exclude without keywords is a rule of its own with only'
+        " `not` terms: every entry without those words matches it, whatever the match"
+        " rules say (put the words in the match rules' `not`, or add keywords)",
+        'warning: feed "silent": notify_on = [] alerts no new or updated entry (only'
+        ' flood and stale notices): add "new", "updated" or both',
+    ]
+
+
 def test_jsonl_stdout_with_json_is_usage_error(tmp_path, feed_server):  # noqa: F811
     cfg = tmp_path / "c.toml"
     cfg.write_text(
