@@ -312,6 +312,27 @@ def test_atom10_entry() -> None:
     assert e.enclosures == (Enclosure("https://ex.org/v.mp4", "video/mp4", 99),)
 
 
+def test_an_atom_category_is_matched_by_its_term_not_its_label() -> None:
+    """As docs/matching.md says: a rule on tags sees an Atom category's term (its label
+    only where it has no term), the value stored and shown in alerts."""
+    from feedwatch.match import compile_rule, evaluate
+    from feedwatch.model import Rule
+
+    body = atom(
+        "<entry><id>urn:uuid:1</id><title>T</title>"
+        '<category term="tech-ai" label="Artificial intelligence"/>'
+        '<category label="Machine learning"/></entry>'
+    )
+    e = one(parse_body(body, ATOM_CT))
+    assert e.tags == ("tech-ai", "Machine learning")
+
+    def hits(term: str) -> bool:
+        return evaluate([compile_rule(Rule("r", any=(term,), fields=("tags",)))], e)[0]
+
+    assert hits("tech-ai") and hits("machine learning")
+    assert not hits("artificial intelligence")
+
+
 def test_an_enclosure_without_a_type_has_none() -> None:
     """feedparser gives an Atom link without a type "text/html": an enclosure's type is
     the one the document gave, or none."""
