@@ -239,9 +239,14 @@ def _rekey(
     return out, rekeys, collided
 
 
-def _differs(a: str, b: str, ignore: Ignore | None, legacy: bool = False) -> bool:
+def _differs(
+    a: str, b: str, ignore: Ignore | None, legacy: bool = False, was: str | None = None
+) -> bool:
     """Whether two texts differ beyond white space and what ``ignore_text`` cuts.
-    ``a`` is the stored one. ``legacy``: a row of fingerprint version v1 or earlier
+    ``a`` is the stored one. ``was``: ``b`` as a release before fingerprint v4 read it,
+    for a row such a release wrote (``_was``): it lost the text after a self-closed
+    svg, so ``a`` that is ``was`` is ``b`` as it read it, the same text (an edit there
+    is what it could not see). ``legacy``: a row of fingerprint version v1 or earlier
     (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have read
     otherwise: a field declared plain had its tag-like words reduced away ("the
     <dialog> element" was "the element"), some versions kept a plain field's
@@ -255,6 +260,8 @@ def _differs(a: str, b: str, ignore: Ignore | None, legacy: bool = False) -> boo
         return x == y or (ignore is not None and ignore.same(x, y))
 
     if same(ka, kb):
+        return False
+    if was is not None and same(ka, comparable_text(was)):
         return False
     if not legacy:
         return True
@@ -312,7 +319,7 @@ def _field_changes(
     moved = _moved_text(old, new, ignore, legacy)
     for f in TEXT_FIELDS:
         a, b = getattr(old, f), getattr(new, f)
-        if (f == "title" or not moved) and _differs(a, b, ignore, legacy):
+        if (f == "title" or not moved) and _differs(a, b, ignore, legacy, _was(old, new, f)):
             changes[f] = _changed_view(a, b)
     if normalize_link(old.link) != normalize_link(new.link):
         changes["link"] = FieldChange(safe_link(old.link), safe_link(new.link))
@@ -512,10 +519,11 @@ def _text_changed(
             return old.fingerprint != fingerprint(new.title, new.content, new.summary)
     # A fingerprint of another version says nothing, and one of the whole text says
     # nothing of the text ``ignore_text`` leaves: compare the stored text.
-    if _differs(old.title, new.title, ignore, legacy):
+    if _differs(old.title, new.title, ignore, legacy, _was(old, new, "title")):
         return True
     return any(
-        _differs(getattr(old, f), getattr(new, f), ignore, legacy) for f in ("summary", "content")
+        _differs(getattr(old, f), getattr(new, f), ignore, legacy, _was(old, new, f))
+        for f in ("summary", "content")
     ) and not _moved_text(old, new, ignore, legacy)
 
 
@@ -527,9 +535,9 @@ def _moved_text(
     now an Atom or JSON Feed content; the other empty). The same texts in another
     layout, which a feed's change of format brings: no edit. A text that went or came
     (the content emptied, the summary kept) is one."""
-    return not _differs(old.summary, new.content, ignore, legacy) and not _differs(
-        old.content, new.summary, ignore, legacy
-    )
+    return not _differs(
+        old.summary, new.content, ignore, legacy, _was(old, new, "content")
+    ) and not _differs(old.content, new.summary, ignore, legacy, _was(old, new, "summary"))
 
 
 def _legacy(old: StoredEntry) -> bool:
@@ -539,7 +547,18 @@ def _legacy(old: StoredEntry) -> bool:
 
 
 # the fingerprint labels of rows written since plain fields keep their tag-like words
-_PLAIN_KEPT = ("v2:", "v3:")
+_PLAIN_KEPT = ("v2:", "v3:", "v4:")
+# the fingerprint labels of rows written since "/>" ends an svg (``_was``)
+_SELF_CLOSED_READ = ("v4:",)
+
+
+def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> str | None:
+    """``new``'s text field ``f`` as a release before fingerprint v4 read it, where that
+    differs (``EntrySnapshot.earlier``: the text after a self-closed svg lost), for a
+    row such a release wrote; else None (``_differs``)."""
+    if new.earlier is None or old.fingerprint.startswith(_SELF_CLOSED_READ):
+        return None
+    return new.earlier[TEXT_FIELDS.index(f)]
 
 
 def _current(old: StoredEntry) -> bool:

@@ -20,7 +20,7 @@ from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 
 Policy = Literal["guid", "link", "content"]
 
-FINGERPRINT_VERSION = "v3"
+FINGERPRINT_VERSION = "v4"
 # v2 hashes text as v1 did, except a URL written in the text, hashed without its
 # tracking and cache-busting parameters (comparable_text). The label marks a row
 # written since fields declared plain keep their tag-like words ("Vec<u8>"):
@@ -32,11 +32,15 @@ FINGERPRINT_VERSION = "v3"
 # rewrote only one with a query, as normalize_link did: "/" path added, the query
 # rebuilt where a parameter was dropped, so it differed from the same URL written
 # without them); a row of an earlier label is compared by its stored text, so the
-# new reading alerts nothing. Ids hash a fingerprint as v1
+# new reading alerts nothing. v4 hashes as v3 does; it marks rows whose texts were read
+# with "/>" ending an svg (feedwatch.text): a release before lost the text after a
+# self-closed svg, xml or head, and feedwatch.diff takes a row of an earlier label
+# whose text is the entry's as that release read it (``EntrySnapshot.earlier``) for
+# the same text. Ids hash a fingerprint as v1
 # labels it (``_as_hashed``), so a change met under either label has one id: nothing
 # alerts twice across the upgrade but a change of a text holding such a URL
 # (docs/change-detection.md, "Fingerprint versions").
-_SAME_HASH = ("v1:", "v2:", "v3:")
+_SAME_HASH = ("v1:", "v2:", "v3:", "v4:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
 # .2: a link's other query parameters kept as written when a tracking one is dropped.

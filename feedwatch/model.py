@@ -209,6 +209,10 @@ class EntrySnapshot:
     # ``parse._ZONE_NAMES``), which an earlier version read as UTC; how it was written,
     # not what it says, so not compared (diff: the row such an entry had then)
     zone: int | None = field(default=None, compare=False, repr=False)
+    # (title, summary, content) as a release before fingerprint v4 read them, where one
+    # differs: it lost the text after a self-closed svg (``feedwatch.text``). How the
+    # entry was written, not what it says, so not compared (diff: a row stored then)
+    earlier: tuple[str, str, str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

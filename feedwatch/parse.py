@@ -33,7 +33,12 @@ from feedparser.datetimes import _parse_date as _feedparser_date
 from feedparser.datetimes.rfc822 import _parse_date_rfc822
 
 from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed
-from feedwatch.text import html_to_text, normalize_space, plain_to_text
+from feedwatch.text import (
+    html_readings,
+    html_to_text,
+    normalize_space,
+    plain_readings,
+)
 
 __all__ = ["PARSE_VERSION", "XmlParse", "parse_body", "parse_xml_detail"]
 
@@ -55,8 +60,9 @@ log = structlog.get_logger("feedwatch.parse")
 # UTC before; an Atom entry without an author has its <source>'s before its feed's;
 # 13: attributes read by the lenient parser have their XML references decoded
 # (an enclosure's url, an Atom link's href, xml:base); 14: the zone name a published
-# date was written with (``EntrySnapshot.zone``)
-PARSE_VERSION = 14
+# date was written with (``EntrySnapshot.zone``); 15: "/>" ends an svg (``text``), and
+# the texts as read before (``EntrySnapshot.earlier``)
+PARSE_VERSION = 15
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -878,15 +884,18 @@ def _xml_entry(
     # dict.get, never e.get/e[...]: FeedParserDict maps a missing `updated`
     # onto `published`, which would invent an update time.
     get = dict.get
-    summary = ""
+    summary, summary_was = "", None
     # feedparser copies Atom <content> into `summary` when there is none: that
     # copy has no summary_detail; keep summary for a real summary only.
     if get(e, "summary_detail") is not None:
-        summary = _text_as(_str(get(e, "summary")), get(e, "summary_detail"))
+        summary, summary_was = _readings_as(_str(get(e, "summary")), get(e, "summary_detail"))
     contents = get(e, "content") or []
-    content = _join_texts(
-        _text_as(_str(c.get("value")), c) for c in contents if isinstance(c, Mapping)
-    )
+    readings = [_readings_as(_str(c.get("value")), c) for c in contents if isinstance(c, Mapping)]
+    content = _join_texts(text for text, _ in readings)
+    content_was = None
+    if any(was is not None for _, was in readings):
+        content_was = _join_texts(text if was is None else was for text, was in readings)
+    title, title_was = _readings_as(_str(get(e, "title")), get(e, "title_detail"))
     tags = _unique(
         normalize_space(_str(t.get("term")) or _str(t.get("label")))
         for t in (get(e, "tags") or [])
@@ -906,7 +915,7 @@ def _xml_entry(
     )
     return EntrySnapshot(
         entry_id=_str_or_none(get(e, "id")),
-        title=_text_as(_str(get(e, "title")), get(e, "title_detail")),
+        title=title,
         link=_str_or_none(get(e, "link")),
         author=_authors(e) or _source_authors(e) or feed_author,
         published=_entry_time(e, "published"),
@@ -916,15 +925,25 @@ def _xml_entry(
         tags=tags,
         enclosures=enclosures,
         zone=_named_zone(dict.get(e, "published")),
+        earlier=_earlier((title, title_was), (summary, summary_was), (content, content_was)),
     )
 
 
-def _text_as(value: str, detail: Any) -> str:
+def _readings_as(value: str, detail: Any) -> tuple[str, str | None]:
     """A field's text by the type feedparser found for it: HTML unless it says plain
-    (an Atom ``type="text"``, an RSS title without markup), where a "<" is text."""
+    (an Atom ``type="text"``, an RSS title without markup), where a "<" is text; and
+    the text the release before fingerprint v4 read, or None when that is the same."""
     if isinstance(detail, Mapping) and detail.get("type") == "text/plain":
-        return plain_to_text(value)
-    return html_to_text(value)
+        return plain_readings(value)
+    return html_readings(value)
+
+
+def _earlier(*fields: tuple[str, str | None]) -> tuple[str, str, str] | None:
+    """``EntrySnapshot.earlier`` of a title's, a summary's and a content's readings."""
+    if all(was is None for _, was in fields):
+        return None
+    title, summary, content = (text if was is None else was for text, was in fields)
+    return (title, summary, content)
 
 
 def _entry_base(e: dict[str, Any]) -> str | None:
@@ -1262,11 +1281,13 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
     link = _str(item.get("url")).strip() or _str(item.get("external_url")).strip()
     content_html = _str(item.get("content_html"))
     # JSON Feed: content_text, title and summary are plain text (a "<" is text)
-    content = (
-        html_to_text(content_html)
+    content, content_was = (
+        html_readings(content_html)
         if content_html
-        else plain_to_text(_str(item.get("content_text")))
+        else plain_readings(_str(item.get("content_text")))
     )
+    title, title_was = plain_readings(_str(item.get("title")))
+    summary, summary_was = plain_readings(_str(item.get("summary")))
     tags = (
         _unique(normalize_space(t) for t in (item.get("tags") or []) if isinstance(t, str))
         if isinstance(item.get("tags"), list)
@@ -1284,16 +1305,17 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
     )
     return EntrySnapshot(
         entry_id=_str_or_none(str(raw_id) if raw_id is not None else None),
-        title=plain_to_text(_str(item.get("title"))),
+        title=title,
         link=_resolve(base, link) if link else None,
         author=_json_authors(item) or feed_authors,
         published=_parse_date(item.get("date_published")),
         updated=_parse_date(item.get("date_modified")),
-        summary=plain_to_text(_str(item.get("summary"))),
+        summary=summary,
         content=content,
         tags=tags,
         enclosures=enclosures,
         zone=_named_zone(item.get("date_published")),
+        earlier=_earlier((title, title_was), (summary, summary_was), (content, content_was)),
     )
 
 

@@ -70,7 +70,9 @@ from feedwatch.parse import _ENTRY_TAG, PARSE_VERSION, parse_body, parse_xml_det
 
 __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental", "split_items"]
 
-CACHE_FORMAT = 5  # 4: the feed's author in the header; 5: an entry's zone (its line)
+# 4: the feed's author in the header; 5: an entry's zone (its line); 6: its texts as
+# read before fingerprint v4 (``EntrySnapshot.earlier``, its line)
+CACHE_FORMAT = 6
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
@@ -328,6 +330,7 @@ def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
         list(e.tags),
         [[x.url, x.type, x.length] for x in e.enclosures],
         e.zone,
+        None if e.earlier is None else list(e.earlier),
     ]
     dump = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
     return (dump(keys) + "\t" + dump(row)).encode("utf-8")
@@ -372,13 +375,15 @@ def _snapshot(line: bytes) -> EntrySnapshot:
     if tab < 0:
         raise ValueError("bad parse cache line")
     row = json.loads(line[tab + 1 :])
-    eid, title, link, author, published, updated, summary, content, tags, encs, zone = row
+    eid, title, link, author, published, updated, summary, content, tags, encs, zone, was = row
     for v in (eid, link, author):
         if v is not None and type(v) is not str:
             raise ValueError("not a string")
     if zone is not None and type(zone) is not int:
         raise ValueError("not a zone offset")
-    for v in (title, summary, content):
+    if was is not None and (type(was) is not list or len(was) != 3):
+        raise ValueError("not the texts as read before")
+    for v in (title, summary, content, *(was or ())):
         if type(v) is not str:
             raise ValueError("not a string")
     entry = _new(EntrySnapshot)
@@ -394,6 +399,7 @@ def _snapshot(line: bytes) -> EntrySnapshot:
         tags=tuple(tags),
         enclosures=tuple(Enclosure(url=u, type=t, length=n) for u, t, n in encs) if encs else (),
         zone=zone,
+        earlier=None if was is None else tuple(was),
     )
     return entry
 

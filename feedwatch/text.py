@@ -13,6 +13,22 @@ are dropped (``<script>``, ``<title>``...) is dropped to the end of the text
 when the markup as given leaves it open, but a ``<script>`` that decoding made
 ("put a &lt;script&gt; tag at the end of the body", in a story about HTML) is
 only a word to lose, or the rest of the story would vanish, and its edits with it.
+
+Whether a tag written ``<name .../>`` is empty or opens an element whose contents
+are dropped is decided by what a browser shows after it. ``/>`` ends a foreign
+element (SVG, MathML) and any element inside one (HTML5 honours it there):
+``<svg class="icon" width="16"/> Dnipro strike`` is an empty icon, then the text.
+On an HTML element a browser ignores ``/>``, so per element: ``<xml/>`` opens an
+unknown element whose text it shows, and ``<head/>`` is ignored in a body (a head
+holds no text in a document either), so the text after either is kept; a
+``<template/>``, ``<script/>``, ``<style/>``, ``<title/>``, ``<iframe/>`` or
+``<noscript/>`` opens an element whose text it never shows, so it is dropped as if
+written without the slash. A slash that ends an unquoted attribute value
+(``<svg width=16/>``) is the value's, as in HTML: that svg is left open. Releases
+before fingerprint v4 took every such svg, xml and head for one left open and lost
+the text after it; ``html_readings`` gives that reading too, where it differs, for
+comparing the rows they stored (``feedwatch.diff``).
+
 ``plain_to_text`` is for a field its format declares plain text (JSON Feed's
 ``title`` and ``content_text``, Atom's ``type="text"``): a "<" there is text, kept
 (``<dialog>`` in a story about HTML), unless the text looks like HTML as feedparser
@@ -27,7 +43,15 @@ import html.entities
 import re
 import unicodedata
 
-__all__ = ["cap", "html_to_text", "normalize_space", "plain_to_text", "printable"]
+__all__ = [
+    "cap",
+    "html_readings",
+    "html_to_text",
+    "normalize_space",
+    "plain_readings",
+    "plain_to_text",
+    "printable",
+]
 
 _FLAGS = re.IGNORECASE | re.DOTALL
 
@@ -40,6 +64,20 @@ _DROPPED_NAMES = r"script|style|head|template|noscript|iframe|svg|title|xml"
 _DROPPED = re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?(?:</\1\s*>|\Z)", _FLAGS)
 # The same, closed: for markup that decoding made (see the module's docstring).
 _DROPPED_CLOSED = re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?</\1\s*>", _FLAGS)
+# A tag of a foreign element (SVG, MathML) or of a dropped one, ending ">" or "/>":
+# what ``_self_closed_emptied`` reads.
+_FOREIGN_NAMES = r"svg|math"
+_ATTRS = r"""(?:[^>"']|"[^"]{0,512}"|'[^']{0,512}')*"""
+_SELF_CLOSING_TOKEN = re.compile(
+    rf"<(?P<end>/)?(?P<name>{_FOREIGN_NAMES}|{_DROPPED_NAMES})(?=[\s/>]){_ATTRS}>", re.IGNORECASE
+)
+# HTML elements whose "/>" (ignored by a browser) leaves the text after them shown.
+_SHOWN_AFTER = frozenset({"head", "xml"})
+# Whether ``_self_closed_emptied`` may have anything to do (with a "/>" in the text):
+# a self-closed tag is empty only of these, or inside a foreign element.
+_SELF_CLOSING_NAME = re.compile(rf"<(?:{_FOREIGN_NAMES}|head|xml)(?=[\s/>])", re.IGNORECASE)
+# Before "/>": an unquoted attribute value, which the slash is part of.
+_UNQUOTED_VALUE_END = re.compile(r"=\s*[^\s\"'=<>`]*\Z")
 # A tag, with quoted attribute values that may contain ">" (bounded, so an
 # unterminated quote cannot make this quadratic); then a looser fallback.
 _TAG_BODY = r"""(?:[^>"']|"[^"]{0,512}"|'[^']{0,512}')*>"""
@@ -81,12 +119,42 @@ def cap(s: str, limit: int = 65536) -> str:
     return s[: limit - 1] + "…"
 
 
-def _one_pass(s: str, given: bool) -> str:
-    """One pass; ``given``: ``s`` is the markup as given, not what decoding made."""
+def _self_closed_emptied(s: str) -> str:
+    """``s`` without the self-closed tags a browser takes for empty elements (see the
+    module's docstring): an svg's or a math's, any inside one, a head's and an xml's.
+    The others stay, to be dropped to their end tag as written without the slash."""
+    depth = 0  # foreign elements open
+
+    def token(m: re.Match[str]) -> str:
+        nonlocal depth
+        tag, name = m.group(0), m.group("name").lower()
+        foreign = name in ("svg", "math")
+        if m.group("end"):
+            if foreign and depth:
+                depth -= 1
+            return tag
+        closed = tag.endswith("/>") and not _UNQUOTED_VALUE_END.search(tag, 0, len(tag) - 2)
+        if not closed:
+            depth += foreign
+            return tag
+        return "" if depth or foreign or name in _SHOWN_AFTER else tag
+
+    return _SELF_CLOSING_TOKEN.sub(token, s)
+
+
+def _one_pass(s: str, given: bool, honoured: list[bool] | None = None) -> str:
+    """One pass; ``given``: ``s`` is the markup as given, not what decoding made.
+    ``honoured``: None to read every "/>" as the release before fingerprint v4 did
+    (``html_readings``); else a flag, set when a self-closed tag was read as empty."""
     s = _CONTROLS.sub("", s)
     if "<" in s:
         s = _COMMENT.sub("", s)
         s = _CDATA.sub(r"\1", s)
+        if honoured is not None and "/>" in s and _SELF_CLOSING_NAME.search(s):
+            emptied = _self_closed_emptied(s)
+            if emptied != s:
+                s = emptied
+                honoured[0] = True
         s = (_DROPPED if given else _DROPPED_CLOSED).sub("", s)
         # Tags only occur before the last ">": scanning past it could go quadratic.
         end = s.rfind(">") + 1
@@ -122,10 +190,15 @@ def html_to_text(html_or_text: str) -> str:
     void elements leave nothing (a tracking pixel is no change); entities are
     decoded; block elements become paragraph breaks; white space folds.
     """
+    return _html_to_text(html_or_text, [False])
+
+
+def _html_to_text(html_or_text: str, honoured: list[bool] | None) -> str:
+    """``html_to_text``, or (``honoured`` None) as the release before fingerprint v4 read it."""
     try:
         s = html_or_text if isinstance(html_or_text, str) else str(html_or_text)
         for n in range(_MAX_PASSES):
-            out = _one_pass(s, given=n == 0)
+            out = _one_pass(s, n == 0, honoured)
             # Without "<" or "&" another pass is the identity: stop early.
             if out == s or ("<" not in out and "&" not in out):
                 return out
@@ -135,16 +208,34 @@ def html_to_text(html_or_text: str) -> str:
         return normalize_space(str(html_or_text))
 
 
+def html_readings(html_or_text: str) -> tuple[str, str | None]:
+    """``html_to_text``, and the text the release before fingerprint v4 read (a
+    self-closed svg, xml or head dropped with the rest of the text), or None when that
+    is the same: for comparing a row it stored (``feedwatch.diff``)."""
+    honoured = [False]
+    text = _html_to_text(html_or_text, honoured)
+    if not honoured[0]:
+        return text, None
+    before = _html_to_text(html_or_text, None)
+    return text, (None if before == text else before)
+
+
 def plain_to_text(text: str) -> str:
     """A field declared plain text, folded as ``html_to_text`` folds text; its "<" and
     "&" are text, unless it looks like HTML (see the module's docstring)."""
+    return plain_readings(text)[0]
+
+
+def plain_readings(text: str) -> tuple[str, str | None]:
+    """``plain_to_text``, and the text the release before fingerprint v4 read, or None
+    when that is the same (``html_readings``)."""
     s = text if isinstance(text, str) else str(text)
     try:
         if ("<" in s or "&" in s) and _looks_like_html(s):
-            return html_to_text(s)
-        return _fold(_CONTROLS.sub("", s))
+            return html_readings(s)
+        return _fold(_CONTROLS.sub("", s)), None
     except Exception:  # never raise on feed text
-        return normalize_space(s)
+        return normalize_space(s), None
 
 
 _CLOSE_TAG = re.compile(r"</(\w+)>")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from feedwatch import parsecache
 from feedwatch.bodyworkers import MIN_FEEDS
+from feedwatch.identity import alert_id, fingerprint
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
 from tests.helpers import run_feedwatch, wait_for
@@ -1681,3 +1684,113 @@ def test_terms_hit_text_that_differs_only_in_what_a_reader_cannot_see(
     assert "tr: MATCHED (matched: 'izmir' (title))" in r.stdout
     assert re.search(r"any izmir\s+hit in title", r.stdout), r.stdout
     assert re.search(r"any İsrail\s+missed", r.stdout), r.stdout
+
+
+def _icon_news(items: list[tuple[int, str]], built: str = "Mon, 02 Dec 2024 06:00:00 GMT") -> bytes:
+    """An RSS body whose descriptions start with a self-closed SVG icon, escaped as
+    publishers write HTML into a description."""
+    icon = '&lt;svg class="icon" width="16" height="16"/&gt;'
+    body = "".join(
+        f"<item><guid>urn:story:{n}</guid><title>Story {n}</title>"
+        f"<link>https://news.example.org/{n}</link>"
+        f"<description>&lt;p&gt;{icon} {text}&lt;/p&gt;</description></item>"
+        for n, text in items
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>News</title>'
+        "<link>https://news.example.org/</link><description>d</description>"
+        f"<lastBuildDate>{built}</lastBuildDate>{body}</channel></rss>"
+    ).encode()
+
+
+def test_the_text_after_a_self_closed_svg_is_the_entrys(tmp_path, feed_server):  # noqa: F811
+    """HTML5 honours "/>" on an SVG element, so a browser shows the text after
+    <svg .../>: feedwatch took the svg for unclosed and dropped the rest of the text
+    with it, so the new alert's summary was empty, a rule missed the words after the
+    icon, and an edit there ("3 dead" -> "12 dead") alerted nothing."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/news.xml")
+    feeds = f'[[feeds]]\nname = "news"\nurl = "{url}"\nmatch = ["dnipro"]\n'
+    rule = '\n[rules.dnipro]\nany = ["Dnipro"]\n'
+    cfg.write_text(jsonl_config(tmp_path, feeds) + rule)
+    feed_server.set("/news.xml", _icon_news([(1, "Kyiv: markets open")]))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    feed_server.set(
+        "/news.xml", _icon_news([(2, "Dnipro strike: 3 dead"), (1, "Kyiv: markets open")])
+    )
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    got = [(a["kind"], a["entry"]["title"], a["entry"]["summary"]) for a in alerts(tmp_path)]
+    assert got == [("new", "Story 2", "Dnipro strike: 3 dead")]
+    feed_server.set(
+        "/news.xml", _icon_news([(2, "Dnipro strike: 12 dead"), (1, "Kyiv: markets open")])
+    )
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    a = alerts(tmp_path)[1:]
+    assert [(x["kind"], x["entry"]["summary"]) for x in a] == [
+        ("updated", "Dnipro strike: 12 dead")
+    ]
+    assert a[0]["changes"]["summary"] == {
+        "old": "Dnipro strike: 3 dead",
+        "new": "Dnipro strike: 12 dead",
+    }
+    assert fw(cfg, "check").returncode == 0
+    assert len(alerts(tmp_path)) == 2  # no more
+
+
+def test_entries_stored_before_svg_self_closed_do_not_alert_after_the_upgrade(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """The release before read the text after a self-closed svg as the svg's, so it
+    stored these summaries empty (fingerprint v3). Read right now they hold text: the
+    first poll after the upgrade that compares them (the channel's lastBuildDate moved)
+    stores them again silently, not as updated; a real edit after the svg then alerts,
+    once. The rows are written here as that release wrote them (its texts, fingerprints
+    and `new` ids: checked against a run of it), and its parse cache is gone (one of an
+    older parser version is never used)."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/news.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "news"\nurl = "{url}"\n'))
+    stories = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 3 dead")]
+    feed_server.set("/news.xml", _icon_news(stories))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        for n in (1, 2):
+            was = "v3:" + fingerprint(f"Story {n}", "", "")[3:]
+            db.execute(
+                "UPDATE entries SET summary = '', fingerprint = ?, new_alert_id = ?"
+                " WHERE identity = ?",
+                (
+                    was,
+                    alert_id("news", f"g:urn:story:{n}", "new", was, None, None),
+                    f"g:urn:story:{n}",
+                ),
+            )
+        olds = db.execute("SELECT fingerprint, new_alert_id FROM entries ORDER BY identity")
+        assert olds.fetchall()[1] == (  # as the release before stored story 2
+            "v3:19ed4ad730376f67ae90196d6eaa0712",
+            "c9d2f42a2932431adde839acc421a62e",
+        )
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
+
+    feed_server.set("/news.xml", _icon_news(stories, built="Mon, 02 Dec 2024 06:05:00 GMT"))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute(
+            "SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY identity"
+        )
+        assert rows.fetchall() == [("Kyiv: markets open", "v4:"), ("Dnipro strike: 3 dead", "v4:")]
+
+    edited = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 12 dead")]
+    for built in ("06:10", "06:15"):
+        feed_server.set("/news.xml", _icon_news(edited, built=f"Mon, 02 Dec 2024 {built}:00 GMT"))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+    got = [(a["kind"], a["entry"]["title"], a["changes"]["summary"]) for a in alerts(tmp_path)]
+    assert got == [
+        ("updated", "Story 2", {"old": "Dnipro strike: 3 dead", "new": "Dnipro strike: 12 dead"})
+    ]

@@ -37,6 +37,7 @@ from feedwatch.model import (
 )
 from feedwatch.parse import parse_body
 from feedwatch.testing import T0, entry
+from feedwatch.text import html_readings
 
 S = FeedSettings()
 
@@ -834,7 +835,7 @@ def test_text_an_earlier_version_read_otherwise_is_no_change_after_the_upgrade()
         "Firefox ships the <dialog> element",
         "Entry 2",
     ]
-    assert {u.fingerprint[:3] for u in r.upserts} == {"v3:"}
+    assert {u.fingerprint[:3] for u in r.upserts} == {"v4:"}
     r = run(
         stored,
         [entry(1, title="Firefox ships the <dialog> element, at last"), entry(2)],
@@ -909,7 +910,7 @@ def test_an_edit_right_after_a_tracking_url_in_the_text_is_an_update(text, was):
     assert comparable_text(text.format(3)) == text.format(3).replace("?utm_source=rss", "")
     old = {k: replace(r, fingerprint=was) if k == "g:urn:entry:1" else r for k, r in stored.items()}
     r = run(old, [entry(1, summary=text.format(3)), entry(2)], identity=ident)
-    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v3:"]
+    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v4:"]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 
 
@@ -949,7 +950,7 @@ def test_ids_of_a_change_are_those_the_previous_release_made():
     URL and non-ASCII. (A URL with a tracking or cache-busting parameter is hashed
     without it now: such a text's ids are new, docs/change-detection.md says so.)"""
     fp = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7.", "Dnipró –")
-    assert fp == "v3:f0e13b7d98bfd3704cdfeffca5851058"
+    assert fp == "v4:f0e13b7d98bfd3704cdfeffca5851058"
     assert alert_id("f", "g:1", "updated", fp, T0, None) == "e8e1d9ef7b464e0d6ed6b2f0725a1214"
     busted = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7&cb=17.", "Dnipró –")
     assert busted == fp
@@ -968,6 +969,44 @@ def test_a_row_an_earlier_version_stored_in_mojibake_is_no_change_after_the_upgr
     assert kinds(run(_as_v1(stored), other, identity=ident)) == [
         ("updated", "Dnipró strike – update 2")
     ]
+
+
+def test_a_row_stored_before_svg_self_closed_is_no_change_after_the_upgrade():
+    """A release before fingerprint v4 lost the text after a self-closed svg: its row
+    holds the summary empty, while the entry now reads "Dnipro strike: 3 dead" (and
+    ``earlier`` what that release read). That is no change: stored again silently,
+    under v4. An edit that release could see (the title) still alerts, and a v4 row
+    compares the text as it is: the same entry edited after the icon is an update."""
+    icon = '<p><svg class="icon"/> Dnipro strike: {} dead</p>'
+
+    def now(dead: int, title: str = "Entry 1") -> EntrySnapshot:
+        text, was = html_readings(icon.format(dead))
+        return replace(entry(1, title=title, summary=text), earlier=(title, was or "", ""))
+
+    stored, ident = baseline([entry(1, summary=""), entry(2)])
+    v3 = {k: replace(r, fingerprint="v3:" + r.fingerprint[3:]) for k, r in stored.items()}
+    for rows in (v3, _as_v1(v3)):
+        r = run(rows, [now(3), entry(2)], identity=ident)
+        assert r.changes == ()
+        assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
+            ("Dnipro strike: 3 dead", "v4:"),
+            ("Summary of entry 2.", "v4:"),
+        ]
+        # (the summary moved to the content: the same text too)
+        moved = replace(now(3), summary="", content=now(3).summary, earlier=("Entry 1", "", ""))
+        assert run(rows, [moved, entry(2)], identity=ident).changes == ()
+        r = run(rows, [now(3, title="Entry 1, corrected"), entry(2)], identity=ident)
+        assert kinds(r) == [("updated", "Entry 1, corrected")]
+        assert set(r.changes[0].changes) == {"title"}
+    stored = apply(v3, run(v3, [now(3), entry(2)], identity=ident))
+    r = run(stored, [now(12), entry(2)], identity=ident)
+    assert kinds(r) == [("updated", "Entry 1")]
+    assert r.changes[0].changes["summary"] == FieldChange(
+        "Dnipro strike: 3 dead", "Dnipro strike: 12 dead"
+    )
+    # a v4 row that held no summary: the text that came after an icon is an edit
+    stored, ident = baseline([entry(1, summary=""), entry(2)])
+    assert kinds(run(stored, [now(3), entry(2)], identity=ident)) == [("updated", "Entry 1")]
 
 
 def test_an_id_that_appears_on_an_unchanged_entry_is_stored_for_a_later_switch():
@@ -1026,6 +1065,9 @@ def test_ids_are_the_same_under_either_label_of_one_hash():
     )
     assert alert_id("f", "g:1", "updated", "v2:ab", T0, None) == alert_id(
         "f", "g:1", "updated", "v3:ab", T0, None
+    )
+    assert alert_id("f", "g:1", "updated", "v3:ab", T0, None) == alert_id(
+        "f", "g:1", "updated", "v4:ab", T0, None
     )
     assert alert_id("f", "g:1", "updated", "v2:ab", T0, None) != alert_id(
         "f", "g:1", "updated", "v2:ac", T0, None
@@ -1785,7 +1827,7 @@ def test_urls_in_text_a_fingerprint_of_the_release_before_keeps_its_meaning():
     old = {k: replace(r, fingerprint=was.get(k, r.fingerprint)) for k, r in stored.items()}
     for now in (text, plain):
         r = run(old, [entry(1, summary=now), entry(2)], identity=ident)
-        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v3:"]
+        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v4:"]
     edited = [entry(1, summary=plain.replace("a%20b", "a%20c")), entry(2)]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from html import escape
 from pathlib import Path
 
 import feedparser
@@ -18,7 +19,14 @@ from hypothesis import strategies as st
 
 from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed
 from feedwatch.parse import parse_body
-from feedwatch.text import cap, html_to_text, normalize_space, plain_to_text
+from feedwatch.text import (
+    cap,
+    html_readings,
+    html_to_text,
+    normalize_space,
+    plain_readings,
+    plain_to_text,
+)
 
 RSS_CT = {"content-type": "application/rss+xml; charset=utf-8"}
 ATOM_CT = {"content-type": "application/atom+xml"}
@@ -121,6 +129,56 @@ class TestHtmlToText:
         # escaped and closed, it is still dropped whole, as markup escaped twice is
         assert html_to_text("x &lt;script&gt;evil()&lt;/script&gt; y") == "x y"
 
+    def test_a_self_closed_svg_or_math_is_empty(self) -> None:
+        """HTML5 honours "/>" on a foreign element (SVG, MathML) and on any element
+        inside one: a browser shows the text after the icon, so it is the entry's (it
+        was dropped to the end of the text, with every edit there)."""
+        icon = '<p><svg class="icon" width="16" height="16"/> Dnipro strike: 3 dead</p>'
+        assert html_to_text(icon + "<p>More.</p>") == "Dnipro strike: 3 dead\n\nMore."
+        assert html_to_text("a <SVG/> b <svg viewBox='0 0 1 1' /> c") == "a b c"
+        assert html_to_text('a <svg aria-label="x > y"/> b') == "a b"
+        assert html_to_text("a <math/> b <math display='block'/> c") == "a b c"
+        # inside one: a self-closed svg, and elements of HTML's names, are empty too
+        assert html_to_text('a<svg><svg/><path d="M0"/></svg> b') == "a b"
+        assert html_to_text("<math><mi>x</mi><title/><mo>=</mo></math> y") == "x= y"
+        assert html_to_text("<svg><title/>icon</svg> y") == "y"
+        # a slash that ends an unquoted attribute value is the value's: left open
+        assert html_to_text("a <svg width=16/> b") == "a"
+        assert html_to_text("a <svg/ > b") == "a"
+        # an svg open, or escaped once and decoded, as before
+        assert html_to_text("a <svg><path/>icon text</svg> b") == "a b"
+        assert html_to_text("a <svg> b") == "a"
+        assert html_to_text("a &lt;svg/&gt; b &lt;/svg&gt; c") == "a b c"
+
+    def test_a_slash_on_an_html_element_is_read_as_a_browser_shows_it(self) -> None:
+        """A browser ignores "/>" on an HTML element: <template/> opens a template,
+        whose text it never shows (so <script/>, <style/>, <title/> ...); an <xml/>
+        opens an unknown element whose text it shows, and <head/> is ignored in a body
+        and holds no text: the text after those two is kept."""
+        assert html_to_text("a<xml/> b") == "a b"
+        assert html_to_text("a<head/> b") == "a b"
+        assert html_to_text("a<template/> b</template> c") == "a c"
+        assert html_to_text("a<template/> b") == "a"
+        assert html_to_text("a<script/> b") == "a"
+        assert html_to_text("a<style/> b</style>c") == "ac"
+        assert html_to_text("a<title/> b") == "a"
+        # closed, or left open, as before
+        assert html_to_text("a<xml><o:p>meta</o:p></xml> b") == "a b"
+        assert html_to_text("a<head><title>T</title></head> b") == "a b"
+
+    def test_the_reading_of_the_release_before_comes_with_a_changed_one(self) -> None:
+        """``html_readings``: the text, and the text the release before fingerprint v4
+        read where that differs (the diff compares the rows it stored with that)."""
+        icon = '<p><svg class="icon"/> Dnipro strike: 3 dead</p>'
+        assert html_readings(icon) == ("Dnipro strike: 3 dead", "")
+        assert html_readings("Kyiv<xml/> open") == ("Kyiv open", "Kyiv")
+        assert html_readings("a <math/> b") == ("a b", None)  # read so before too
+        assert html_readings("a <svg><path/></svg> b") == ("a b", None)
+        assert html_readings("a <br/> b") == ("a\n\nb", None)
+        # a plain field that looks like HTML (feedparser's guess) is read as HTML
+        assert plain_readings("<svg/> Dnipro &amp; <b>Kyiv</b>") == ("Dnipro & Kyiv", "")
+        assert plain_readings("a <svg/> b") == ("a <svg/> b", None)  # text, not markup
+
     @given(
         st.lists(
             st.sampled_from(["a", " ", "<", ">", "&", "/", "script", "title", "lt;", "amp;"]),
@@ -153,7 +211,16 @@ class TestHtmlToText:
         assert html_to_text("<p> </p><br/>") == ""
 
     def test_adversarial_inputs_stay_fast(self) -> None:
-        for bad in ("<a " * 20000, '<a "' * 20000, "&amp;" * 20000, "<!--" * 20000, "a<b " * 20000):
+        svg = ("<svg " * 20000 + ">/>", '<svg "' * 20001 + ">/>", "<math><title/>" * 20000)
+        for bad in (
+            "<a " * 20000,
+            '<a "' * 20000,
+            "&amp;" * 20000,
+            "<!--" * 20000,
+            "a<b " * 20000,
+            *svg,
+            "<svg a=" * 20000 + "/>",
+        ):
             start = time.perf_counter()
             html_to_text(bad)
             assert time.perf_counter() - start < 1.0, bad[:10]
@@ -171,6 +238,12 @@ class TestHtmlToText:
                         "<b>",
                         "<script>",
                         "</script>",
+                        "<svg/>",
+                        "<svg>",
+                        "</svg>",
+                        "<math>",
+                        "<title/>",
+                        "<xml/>",
                         "&amp;",
                         "&lt;",
                         "&gt;",
@@ -649,6 +722,57 @@ def test_json_not_a_feed_and_invalid() -> None:
     assert not array.is_feed
     deep = parse_body(b"{" + b'"a":[' * 100000, JSON_CT)
     assert not deep.is_feed
+
+
+def test_the_text_after_a_self_closed_svg_is_read_in_every_format() -> None:
+    """An icon written <svg .../> before the text, in an RSS description (escaped), an
+    Atom HTML content, a JSON Feed content_html: the text after it is the entry's, and
+    ``earlier`` holds the texts as the release before read them (for the rows it
+    stored). XHTML content was read right before (no ``earlier``)."""
+    icon = '<svg class="icon" width="16" height="16"/>'
+    text = f"<p>{icon} Dnipro strike: 3 dead</p>"
+    e = one(
+        parse_body(
+            rss(
+                f"<item><guid>1</guid><title>Strike</title><description>{escape(text)}"
+                f"</description><content:encoded>{escape('<p>Full<xml/> story</p>')}"
+                "</content:encoded></item>"
+            ),
+            RSS_CT,
+        )
+    )
+    assert (e.title, e.summary, e.content) == ("Strike", "Dnipro strike: 3 dead", "Full story")
+    assert e.earlier == ("Strike", "", "Full")
+    e = one(
+        parse_body(
+            atom(
+                f'<entry><id>1</id><title type="html">{escape("Strike <svg/>2")}</title>'
+                f'<content type="html">{escape(text)}</content></entry>'
+            ),
+            ATOM_CT,
+        )
+    )
+    assert (e.title, e.content, e.earlier) == (
+        "Strike 2",
+        "Dnipro strike: 3 dead",
+        ("Strike", "", ""),
+    )
+    xhtml = (
+        '<entry><id>1</id><title>Strike</title><content type="xhtml">'
+        f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{icon} Dnipro strike: 3 dead</p></div>'
+        "</content></entry>"
+    )
+    e = one(parse_body(atom(xhtml), ATOM_CT))
+    assert (e.content, e.earlier) == ("Dnipro strike: 3 dead", None)
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "items": [{"id": "1", "title": "Strike", "content_html": text}],
+    }
+    e = one(parse_body(json.dumps(doc).encode(), JSON_CT))
+    assert (e.content, e.earlier) == ("Dnipro strike: 3 dead", ("Strike", "", ""))
+    plain = one(parse_body(rss("<item><guid>1</guid><description>d</description></item>"), RSS_CT))
+    assert plain.earlier is None
 
 
 def test_fields_declared_plain_text_are_not_cut_at_a_tag_name() -> None:

@@ -871,7 +871,7 @@ def test_keys_version_names_what_the_keys_are() -> None:
         make_entry(4, title="Vec<u8> lands", link="http://www.ex.org/p/4?cb=9"),
     ]
     digest = hashlib.sha256(repr([entry_keys(e) for e in samples]).encode()).hexdigest()[:16]
-    assert (KEYS_VERSION, digest) == ("v3.2", "7bc67af4e24e230c")
+    assert (KEYS_VERSION, digest) == ("v4.2", "f935ee51d0746816")
 
 
 def test_the_zone_a_date_named_is_read_back_from_the_cache(tmp_path: Path) -> None:
@@ -896,3 +896,26 @@ def test_the_zone_a_date_named_is_read_back_from_the_cache(tmp_path: Path) -> No
         e.zone for e in full(body("b"), XML, "http://x/").entries
     ]
     assert [e.zone for e in got.entries] == [540, None, None, -180]
+
+
+def test_the_texts_as_read_before_are_read_back_from_the_cache(tmp_path: Path) -> None:
+    """The texts the release before read (``EntrySnapshot.earlier``: the text after a
+    self-closed svg lost) are not compared, so only this shows a cache that dropped
+    them: a row that release stored was then taken for edited."""
+    f = str(tmp_path / "f")
+
+    def body(first: str) -> bytes:
+        icon = "&lt;p&gt;&lt;svg/&gt; Dnipro {}&lt;/p&gt;"
+        items = "".join(
+            f"<item><title>{first if i == 1 else i}</title>"
+            f"<description>{icon.format(i) if i != 2 else 'plain'}</description></item>"
+            for i in range(4)
+        )
+        return f'<rss version="2.0"><channel><title>T</title>{items}</channel></rss>'.encode()
+
+    partial.parse_cached(body("a"), XML, url="http://x/", max_entries=100, cache_file=f)
+    got = partial.parse_cached(body("b"), XML, url="http://x/", max_entries=100, cache_file=f)
+    assert isinstance(got.entries, partial.CachedEntries)
+    want = [e.earlier for e in full(body("b"), XML, "http://x/").entries]
+    assert [e.earlier for e in got.entries] == want
+    assert want == [("0", "", ""), ("b", "", ""), None, ("3", "", "")]
