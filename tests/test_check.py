@@ -749,25 +749,31 @@ def test_validate_warns_of_feeds_that_poll_one_url(tmp_path):
     ]
 
 
+def _validate_feeds(tmp_path: Path, extra: str, feeds: list[tuple[str, str]]):
+    """`validate` on a config of ``feeds`` (name, extra lines), a jsonl sink and
+    ``extra`` after the [feedwatch] table's state."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n{extra}'
+        f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/a.jsonl"\n'
+        + "".join(
+            f'[[feeds]]\nname = "{n}"\nurl = "https://example.org/{n}"\n{x}\n' for n, x in feeds
+        )
+    )
+    return fw(cfg, "validate")
+
+
 def test_validate_warns_of_a_jitter_longer_than_the_interval(tmp_path):
     """A global jitter = "5s" over a feed at interval = "2s" put half its polls 1 s
     apart, silently. It is cut to the interval, and validate names the feed (a warning:
     a global jitter the other feeds need is legitimate)."""
-    cfg = tmp_path / "c.toml"
     feeds = [
         ("fast", 'interval = "2s"'),
         ("slow", 'interval = "1m"'),
         ("own", 'interval = "2s"\njitter = "50%"'),
         ("off", 'interval = "2s"\nenabled = false'),
     ]
-    cfg.write_text(
-        f'[feedwatch]\nstate = "{tmp_path}/s.db"\njitter = "5s"\n'
-        f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/a.jsonl"\n'
-        + "".join(
-            f'[[feeds]]\nname = "{n}"\nurl = "https://example.org/{n}"\n{x}\n' for n, x in feeds
-        )
-    )
-    r = fw(cfg, "validate")
+    r = _validate_feeds(tmp_path, 'jitter = "5s"\n', feeds)
     assert r.returncode == 0 and r.stdout.strip() == "ok: 4 feeds, 1 sinks, 0 rules"
     assert r.stderr.splitlines() == [
         'warning: feed "fast": jitter 5s is longer than its interval 2s; it is cut to the'
@@ -780,7 +786,6 @@ def test_validate_warns_of_feeds_whose_rules_do_not_do_what_was_meant(tmp_path):
     `match` rules (a rule with only `not`, which every entry without the word matches,
     so the feed alerts on nearly everything, the match rules aside), and notify_on = []
     (the feed never alerts a new or updated entry). validate names the feed and key."""
-    cfg = tmp_path / "c.toml"
     feeds = [
         ("both", 'match = ["missiles"]\nexclude = ["sport"]'),
         ("whole", 'match = ["missiles"]\nkeywords = ["Dnipro"]\nexclude = ["sport"]'),
@@ -788,14 +793,7 @@ def test_validate_warns_of_feeds_whose_rules_do_not_do_what_was_meant(tmp_path):
         ("silent", "notify_on = []"),
         ("new-only", 'notify_on = ["new"]'),
     ]
-    cfg.write_text(
-        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n[rules.missiles]\nany = ["missile*"]\n'
-        f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/a.jsonl"\n'
-        + "".join(
-            f'[[feeds]]\nname = "{n}"\nurl = "https://example.org/{n}"\n{x}\n' for n, x in feeds
-        )
-    )
-    r = fw(cfg, "validate")
+    r = _validate_feeds(tmp_path, '[rules.missiles]\nany = ["missile*"]\n', feeds)
     assert r.returncode == 0 and r.stdout.strip() == "ok: 5 feeds, 1 sinks, 2 rules"
     assert r.stderr.splitlines() == [
         'warning: feed "both": exclude without keywords is a rule of its own with only'
