@@ -34,6 +34,7 @@ from feedwatch.store import (
     is_postgres_url,
     no_state_at,
     open_store,
+    prune_alerts,
 )
 from feedwatch.store.base import FeedRecord, Store
 
@@ -268,8 +269,16 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         from feedwatch import parsecache
 
         parsecache.remove(parsecache.file_for(parsecache.directory(config.state), args.feed))
-        if not known and config.feed(args.feed) is None:
-            raise UsageError(f"unknown feed {args.feed!r}")
+        if config.feed(args.feed) is None:
+            if not known:
+                raise UsageError(f"unknown feed {args.feed!r}")
+            # (no next poll: a feed out of the config is not polled)
+            print(
+                f"forgot {args.feed}: it is not in the config, so nothing polls it;"
+                " added back, its first poll records a new baseline",
+                file=out,
+            )
+            return EXIT_OK
         print(f"forgot {args.feed}: its next poll records a new baseline", file=out)
         return EXIT_OK
     raise UsageError(f"unknown command {args.command}")
@@ -385,7 +394,7 @@ def _check_with(
         if not args.dry_run:
             report = asyncio.run(_deliver(config, store, out))
             delivery_ok = report.ok
-            _drop_removed(config, store)
+            _upkeep(config, store)
             for failure in report.failures:
                 print(f"delivery failed {show(failure)}", file=sys.stderr)
             summary = (
@@ -414,11 +423,18 @@ def _check_with(
             tmpdir.cleanup()
 
 
-def _drop_removed(config: Config, store: Store) -> None:
-    """The state of feeds out of the config for `retention` goes, as in the daemon's
-    upkeep (a few rows read: cheap); a failure here fails nothing that was done."""
+def _upkeep(config: Config, store: Store) -> None:
+    """What the daemon's hourly upkeep does, after each `check` (cron has no daemon):
+    delivered and dead alerts older than the global `retention` go, then the state of
+    feeds out of the config for that long (an index search and a few rows read: cheap).
+    A failure here fails nothing that was done."""
+    now = system_clock()
     try:
-        drop_removed_feeds(store, config, system_clock())
+        prune_alerts(store, config, now)
+    except StateError as exc:
+        log.warning("state.alerts_not_pruned", error=str(exc))
+    try:
+        drop_removed_feeds(store, config, now)
     except StateError as exc:
         log.warning("state.removed_feeds_not_dropped", error=str(exc))
 

@@ -52,7 +52,7 @@ from feedwatch.schedule import FeedScheduler
 from feedwatch.sinks import build_sink, machine_problem
 from feedwatch.sinks.base import Sink
 from feedwatch.status import feed_state
-from feedwatch.store import drop_removed_feeds, is_postgres_url, open_store
+from feedwatch.store import drop_removed_feeds, is_postgres_url, open_store, prune_alerts
 from feedwatch.store.base import (
     LEASE_RENEW,
     LEASE_SECONDS,
@@ -590,10 +590,7 @@ class Daemon:
 
     async def _maintenance_job(self) -> None:
         try:
-            before = self.clock() - timedelta(seconds=self.config.defaults.retention)
-            n = self.store.prune_deliveries(before)
-            if n:
-                log.info("state.pruned", deliveries=n)
+            prune_alerts(self.store, self.config, self.clock())
             drop_removed_feeds(self.store, self.config, self.clock())
             self._update_gauges()
         except Exception as exc:

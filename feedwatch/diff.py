@@ -41,6 +41,11 @@ none does. Nor the rows of *settled* entries (``model.Settled``: items byte for 
 as in the body the state last committed): they count as seen and unchanged, which
 is what comparing them would find, so a changed poll compares only its new and
 edited items.
+
+Which stored rows count (``within_retention``): those of the feed's last body and those
+that left it less than ``retention`` ago. A row that left longer ago is forgotten (SPEC:
+new is "an identity not seen in this feed within retention") whether or not a poll has
+pruned it yet: the poll's commit prunes it.
 """
 
 from __future__ import annotations
@@ -160,6 +165,27 @@ def _settled_keys(
         return frozenset()
     ids = {key_for(k, policy) for k in keys}
     return settled.indexes if len(ids) == len(keys) else frozenset()
+
+
+def within_retention(
+    stored: dict[str, StoredEntry], prune_before: datetime | None
+) -> dict[str, StoredEntry]:
+    """The stored rows a poll whose retention cuts at ``prune_before`` compares with:
+    not those that left the feed's body (``in_body`` false) and were last seen before
+    the cut. The store prunes them in that poll's commit, and in every successful poll
+    (a 304 too), so after a time with no successful poll (the feed failing, or not
+    polled) rows past the retention are still stored: compared, an entry back after
+    ``retention`` was known (unchanged, no alert; edited, ``updated`` from a text long
+    forgotten), where one poll in between made it new."""
+    if prune_before is None:
+        return stored
+    expired = [k for k, r in stored.items() if not r.in_body and r.last_seen < prune_before]
+    if not expired:
+        return stored
+    kept = dict(stored)
+    for k in expired:
+        del kept[k]
+    return kept
 
 
 def stored_needed(

@@ -30,7 +30,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, TextIO
 
 from feedwatch.alert import route
@@ -42,6 +42,7 @@ from feedwatch.diff import (
     _text_changed,
     diff,
     stale_copy,
+    within_retention,
 )
 from feedwatch.identity import (
     alert_id,
@@ -103,6 +104,9 @@ class Item:
     changes: dict[str, FieldChange] = field(default_factory=dict)
     silent_reason: str | None = None
     position: int = 0  # in the body (document order), or the stored order
+    # the row the state still holds for it, though it left the feed longer than
+    # `retention` ago: the next poll forgets it (``diff.within_retention``)
+    expired: StoredEntry | None = None
     # its version against the feed's rules, and whether one matched (``_rules``)
     explained: tuple[list[RuleExplanation], bool] | None = field(default=None, repr=False)
 
@@ -232,9 +236,12 @@ def analyse(
     items: list[Item] = []
     result: DiffResult | None = None
     if parsed is not None and feed is not None:
+        # as the poll: rows that left the feed longer than `retention` ago are forgotten
+        live = within_retention(stored, now - timedelta(seconds=feed.settings.retention))
+        expired = {k: r for k, r in stored.items() if k not in live}
         result = diff(
             name,
-            stored,
+            live,
             parsed.entries,
             settings=feed.settings,
             identity=record.identity if record else IdentityState(),
@@ -242,7 +249,7 @@ def analyse(
             now=now,
             bases=bases,
         )
-        current = dict(stored)
+        current = dict(live)
         for old_key, new_key in result.rekeys:
             row = current.pop(old_key, None)
             if row is not None:
@@ -271,6 +278,7 @@ def analyse(
             if old is None:
                 item.status = "new"
                 item.change = changes.get(key)
+                item.expired = expired.get(key)
             elif key in changes:
                 item.status = "updated"
                 item.change = changes[key]
@@ -285,9 +293,21 @@ def analyse(
             key=lambda s: s.last_seen,
             reverse=True,
         )
-        for pos, s in enumerate(rest, start=len(items)):
+        gone = sorted(
+            (s for k, s in expired.items() if k not in seen and k not in current),
+            key=lambda s: s.last_seen,
+            reverse=True,
+        )
+        for pos, s in enumerate([*rest, *gone], start=len(items)):
             items.append(
-                Item(identity=s.identity, current=None, stored=s, status="absent", position=pos)
+                Item(
+                    identity=s.identity,
+                    current=None,
+                    stored=s,
+                    status="absent",
+                    position=pos,
+                    expired=s if s.identity in expired else None,
+                )
             )
     else:
         ordered = sorted(stored.values(), key=lambda s: (s.last_seen, s.first_seen), reverse=True)
@@ -490,7 +510,9 @@ def _verdict(
             return Verdict(
                 "already alerted",
                 [
-                    f"this exact change was alerted before (id {aid}): an id once recorded never alerts again"
+                    f"this exact change was alerted before (id {aid}): an id once recorded never"
+                    " alerts again (while its alert is kept: the global retention after it"
+                    " was made, once delivered)"
                 ],
             )
         taken: set[str] = set()
@@ -528,10 +550,17 @@ def _verdict(
             f"nothing changed since it was last seen ({_t(item.stored.last_seen if item.stored else None)}): "
             "the next poll does not alert it"
         )
+    elif item.status == "absent" and item.expired is not None:
+        lines.append(
+            f"not in the feed since {_t(item.expired.last_seen)}, longer than retention"
+            f" ({format_duration(s.retention)}): the next poll forgets it, and if it comes"
+            " back it is new"
+        )
     elif item.status == "absent":
         lines.append(
             f"not in the feed now (last seen {_t(item.stored.last_seen if item.stored else None)}); "
-            "if it comes back unchanged it is not new and does not alert"
+            f"if it comes back unchanged within retention ({format_duration(s.retention)})"
+            " it is not new and does not alert"
         )
     if recorded:
         return Verdict(_delivery_summary(recorded), [*lines, "it was alerted before: see below"])
@@ -690,6 +719,11 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
     st = item.stored
     if item.status == "duplicate":
         w("  state:    nothing of its own (its identity is the earlier entry's)\n")
+    elif st is None and item.expired is not None:
+        w(
+            f"  state:    forgotten: it left the feed (last seen {_t(item.expired.last_seen)})"
+            " longer than retention ago; the next poll drops its row\n"
+        )
     elif st is None:
         w("  state:    nothing stored for it\n")
     else:

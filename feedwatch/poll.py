@@ -41,7 +41,7 @@ import structlog
 from feedwatch import pacing, parsecache
 from feedwatch.alert import build_alert, build_notice
 from feedwatch.clock import Clock, system_clock, wait_clock
-from feedwatch.diff import DiffResult, diff, stored_needed
+from feedwatch.diff import DiffResult, diff, stored_needed, within_retention
 from feedwatch.identity import alert_id, entry_keys, id_bases
 from feedwatch.model import (
     Alert,
@@ -497,6 +497,9 @@ class Poller:
                 settled = None
             if has_rows != had_rows or not settled_ok:  # rows came or went meanwhile
                 stored, has_rows = self.store.entries(feed.name), None
+        # rows that left the body longer than `retention` ago are forgotten, though this
+        # commit is the first to prune them (no successful poll since they expired)
+        stored = within_retention(stored, job.prune_before)
         result = diff(
             feed.name,
             stored,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -68,3 +69,27 @@ def poll_setup(
     store = open_store(config.state)
     assert store is not None
     return feed, config, store
+
+
+def age_state(db: Path, seconds: float) -> None:
+    """Move every time a SQLite state holds ``seconds`` back, as if that much time had
+    passed with no poll: how a test lets its entries and alerts grow old for a
+    subprocess (`check`, `explain`) that reads the real clock."""
+    us = round(seconds * 1_000_000)
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            for table, columns in (
+                ("entries", ("first_seen", "last_seen")),
+                (
+                    "feeds",
+                    ("last_poll", "last_success", "next_poll", "last_new_entry")
+                    + ("retry_after_until",),
+                ),
+                ("alerts", ("created_at",)),
+                ("deliveries", ("next_attempt", "delivered_at")),
+            ):
+                moved = ", ".join(f"{c} = {c} - ?" for c in columns)
+                conn.execute(f"UPDATE {table} SET {moved}", (us,) * len(columns))
+    finally:
+        conn.close()

@@ -20,7 +20,7 @@ from feedwatch.bodyworkers import MIN_FEEDS
 from feedwatch.identity import alert_id, fingerprint
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
-from tests.helpers import run_feedwatch, wait_for
+from tests.helpers import age_state, run_feedwatch, wait_for
 from tests.receivers import webhook_receiver  # noqa: F401
 
 
@@ -648,6 +648,25 @@ def test_dry_run_leaves_out_the_alerts_a_real_run_would_not_send_again(setup):
     assert real.returncode == 0, real.stderr
     assert dry.stdout == real.stdout == ""
     assert len(alerts(tmp)) == sent
+
+
+def test_forget_says_what_comes_next_for_a_feed_in_or_out_of_the_config(setup):
+    """`forget` of a feed removed from the config said "its next poll records a new
+    baseline": it has no next poll."""
+    tmp, srv, cfg, news = setup
+    assert fw(cfg, "check").returncode == 0
+    r = fw(cfg, "forget", "news")
+    assert r.returncode == 0 and r.stdout == "forgot news: its next poll records a new baseline\n"
+    text = cfg.read_text()
+    cfg.write_text(text[: text.index('[[feeds]]\nname = "everything"')])  # removed
+    r = fw(cfg, "forget", "everything")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (
+        "forgot everything: it is not in the config, so nothing polls it; added back, its"
+        " first poll records a new baseline\n"
+    )
+    r = fw(cfg, "forget", "nosuch")
+    assert r.returncode == 2 and "unknown feed 'nosuch'" in r.stderr
 
 
 def test_dry_run_without_state_creates_nothing(setup):
@@ -1792,3 +1811,52 @@ def test_entries_stored_before_svg_self_closed_do_not_alert_after_the_upgrade(
     assert got == [
         ("updated", "Story 2", {"old": "Dnipro strike: 3 dead", "new": "Dnipro strike: 12 dead"})
     ]
+
+
+def test_check_forgets_old_alerts_and_an_entry_back_after_both_retentions_alerts_again(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """SPEC: retention forgets "delivered or dead alerts older than this". Only the
+    daemon's hourly upkeep pruned alerts: under cron the alerts table only grew, and an
+    entry forgotten by its feed and back unchanged never alerted again (its `new`
+    alert's id is its first one's, "once recorded"). `check` prunes them as the upkeep
+    does. A feed's shorter `retention` forgets the entry; the global one keeps the id."""
+    with_e4 = rss([entry(1), entry(2), entry(4)])
+    without = rss([entry(1), entry(2)])
+    feeds = "".join(
+        f'[[feeds]]\nname = "{name}"\nurl = "{feed_server.url(f"/{name}.xml")}"\n{extra}\n'
+        for name, extra in (("short", 'retention = "2h"'), ("long", ""))
+    )
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(jsonl_config(tmp_path, feeds, 'retention = "4h"\njitter = "0s"'))
+    db = tmp_path / "state.db"
+
+    def check(body: bytes) -> list[tuple[str, str, str]]:
+        before = len(alerts(tmp_path))
+        for name in ("short", "long"):
+            feed_server.set(f"/{name}.xml", body)
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        return [(a["feed"]["name"], a["kind"], a["id"]) for a in alerts(tmp_path)[before:]]
+
+    def stored_alerts() -> int:
+        conn = sqlite3.connect(db)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
+        finally:
+            conn.close()
+
+    assert check(without) == []  # the baseline
+    first = check(with_e4)
+    assert sorted(f for f, k, _ in first) == ["long", "short"] and stored_alerts() == 2
+    assert check(without) == []  # entry 4 leaves
+    age_state(db, 3 * 3600)
+    # back after 3 hours: "short" forgot it (2h), and its `new` alert has the first
+    # one's id, still kept (4h): nothing; "long" still knows it: nothing
+    assert check(with_e4) == []
+    assert check(without) == []
+    age_state(db, 5 * 3600)
+    assert check(without) == [] and stored_alerts() == 0  # both forgotten, alerts too
+    again = check(with_e4)
+    assert sorted(again) == sorted(first)  # the same ids, sent again

@@ -19,7 +19,7 @@ import pytest
 
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server_fixture  # noqa: F401
-from tests.helpers import bare_env, run_feedwatch, wait_for
+from tests.helpers import age_state, bare_env, run_feedwatch, wait_for
 
 BASE = [entry(1, title="Markets open"), entry(2, title="Hypersonic test reported")]
 STRIKE = entry(3, title="Hypersonic missile strike on Dnipro")
@@ -245,6 +245,54 @@ def test_an_entry_re_keyed_when_its_feed_starts_giving_ids_keeps_its_alerts(setu
     conn.close()
     r = fw(cfg, "explain", "news", "strike")
     assert f"new {alerted['id']}" in r.stdout and "log: delivered" in r.stdout
+
+
+def test_an_entry_back_after_the_retention_is_new_as_the_next_poll_finds_it(tmp_path, feed_server):
+    """An entry that left the feed longer than `retention` ago is forgotten though no
+    poll pruned its row yet (none since it expired): `explain` compared with that row
+    as the poll did, and said "unchanged" or "UPDATED" where the poll now finds it new."""
+    srv = feed_server
+    srv.set("/news.xml", rss(BASE, title="Test News"))
+    feeds = f"""
+[[feeds]]
+name = "news"
+url = "{srv.url("/news.xml")}"
+match = ["missiles"]
+sinks = ["log"]
+retention = "2h"
+"""
+    cfg = write_config(tmp_path, srv, feeds)
+    assert fw(cfg, "check").returncode == 0  # the baseline
+    srv.set("/news.xml", rss([*BASE, STRIKE], title="Test News"))
+    assert fw(cfg, "check").returncode == 0
+    (first,) = sent(tmp_path)
+    srv.set("/news.xml", rss(BASE, title="Test News"))  # it leaves
+    assert fw(cfg, "check").returncode == 0
+    r = fw(cfg, "explain", "news", "missile strike")
+    assert "status:   not in the feed now" in r.stdout
+    assert "if it comes back unchanged within retention (2h) it is not new" in r.stdout
+
+    age_state(tmp_path / "state.db", 3 * 3600)  # three hours with no poll
+    r = fw(cfg, "explain", "news", "missile strike")
+    assert "longer than retention (2h): the next poll forgets it" in r.stdout, r.stdout
+    # back unchanged: new, but its `new` alert is the one recorded (the global
+    # retention keeps it): nothing is sent
+    srv.set("/news.xml", rss([*BASE, STRIKE], title="Test News"))
+    r = fw(cfg, "explain", "news", "missile strike")
+    assert "status:   NEW (not in the state)" in r.stdout, r.stdout
+    assert "state:    forgotten: it left the feed" in r.stdout
+    assert f"alerted before (id {first['id']})" in r.stdout
+    # back edited: new, not updated from the text it was forgotten with
+    srv.set("/news.xml", rss([*BASE, STRIKE_UPDATED], title="Test News"))
+    before = snapshot(tmp_path / "state.db")
+    r = fw(cfg, "explain", "news", "missile strike")
+    assert snapshot(tmp_path / "state.db") == before
+    assert "status:   NEW (not in the state)" in r.stdout, r.stdout
+    predicted = re.search(r"the next poll alerts it as 'new' \(id (\w+)\)", r.stdout)
+    assert predicted is not None, r.stdout
+    assert fw(cfg, "check").returncode == 0
+    _, again = sent(tmp_path)
+    assert (again["kind"], again["id"], again["changes"]) == ("new", predicted[1], {})
 
 
 def test_fetch_failure_and_no_fetch_explain_from_state(setup):

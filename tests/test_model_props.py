@@ -214,7 +214,13 @@ class Model:
             seen.add(k)
             firsts.append((k, f))
         nlinks = Counter(normalize_link(f["link"]) for _, f in firsts if f["link"])
-        cur = dict(self.rows)
+        # rows that left the body longer than the retention ago are forgotten, though
+        # no poll pruned them yet (none succeeded since they expired)
+        cur = {
+            k: r
+            for k, r in self.rows.items()
+            if k in self.in_body or r["last_seen"].timestamp() >= retention_cut
+        }
         absent_by_link = {}
         for r in sorted(r for r in cur if r not in seen and cur[r]["f"]["link"]):
             absent_by_link.setdefault(normalize_link(cur[r]["f"]["link"]), r)
@@ -327,7 +333,7 @@ class Model:
                 cur[k] = dict(old, f=f, last_seen=now)
                 if is_up:
                     changes.append(("updated", k, f))
-            elif due:
+            elif due or k not in self.in_body:  # one back in the body is seen now
                 cur[k] = dict(old, last_seen=now)
         news = []
         for k, f in new:
@@ -507,8 +513,34 @@ def run_scenario(sc, opts, tmp, server, id_policy, check_model=True):
             lane.close()
 
 
+_E0 = (0, True, 0, 0, 0, 0, 0, False, 0, 0, 0)
+_E1 = (1, True, 0, 0, 0, 0, 0, False, 0, 0, 0)
+_OPTS = {
+    "updates": "any",
+    "max_entries": 5000,
+    "head": (0, 0, 0),
+    "sep": 0,
+    "first_poll": "baseline",
+    "flood_limit": 50,
+    "ignore": False,
+    "retention_h": 1 / 3,
+}
+
+
 @PROPS
 @given(sc=scenario, opts=options)
+@example(  # an entry of the baseline back after the retention, no poll between: new
+    sc=("rss", [_E0, _E1], [(("body", [_E0]), 0.3), (("body", [_E0, _E1]), 1)]),
+    opts=_OPTS,
+)
+@example(  # ... and back edited: new, not updated from the text it was forgotten with
+    sc=(
+        "rss",
+        [_E0, _E1],
+        [(("body", [_E0]), 0.3), (("body", [_E0, _E1[:3] + (1,) + _E1[4:]]), 1)],
+    ),
+    opts=_OPTS,
+)
 def test_lanes_agree_with_model_guid(sc, opts, server, tmp_path_factory):
     run_scenario(sc, opts, tmp_path_factory.mktemp("g"), server, "guid")
 

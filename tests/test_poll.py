@@ -520,6 +520,87 @@ def test_an_entry_back_within_the_retention_after_it_left_is_not_new(tmp_path, f
     store.close()
 
 
+@pytest.mark.parametrize("edited", [False, True], ids=["unchanged", "edited"])
+@pytest.mark.parametrize("meanwhile", ["nothing", "a failed poll", "an unchanged poll"])
+def test_an_entry_back_after_the_retention_is_new_whether_or_not_a_poll_forgot_it(
+    tmp_path, feed_server, edited, meanwhile
+):
+    """SPEC: new is "an identity not seen in this feed within retention". An entry back
+    3 hours after it left, with a retention of 2 hours, was new only if a successful
+    poll had pruned its row meanwhile; with none (the feed failing, or not polled), the
+    comparison found the expired row: back unchanged it alerted nothing, edited it was
+    `updated` with the 3-hour-old text as the old one. The comparison takes only rows
+    within the retention; a dry run says the same, and the row is written as new."""
+    settings = replace(SETTINGS, stale_after=0, retention=2 * 3600)
+    feed_server.set("/f", rss([entry(1), entry(2), entry(3)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+    assert asyncio.run(poll(config, store, clock, feed)).result == "ok"  # the baseline
+    feed_server.set("/f", rss([entry(1), entry(2)]))  # entry 3 leaves
+    clock.advance(minutes=5)
+    assert asyncio.run(poll(config, store, clock, feed)).alerts == []
+    clock.advance(hours=3)
+    if meanwhile == "a failed poll":
+        feed_server.set("/f", b"down", status=503)
+        assert asyncio.run(poll(config, store, clock, feed)).result == "error"
+    elif meanwhile == "an unchanged poll":  # it prunes the row
+        assert asyncio.run(poll(config, store, clock, feed)).result in ("unchanged", "not_modified")
+    back = entry(3, summary="Entry 3, corrected.") if edited else entry(3)
+    feed_server.set("/f", rss([entry(1), entry(2), back]))
+    clock.advance(minutes=1)
+
+    async def dry():
+        async with Fetcher() as fetcher:
+            return await Poller(config, store, fetcher, clock=clock, dry_run=True).poll(feed)
+
+    def seen(r):
+        return [(a.kind, a.payload["entry"]["title"], a.payload["changes"]) for a in r.alerts]
+
+    predicted = asyncio.run(dry())
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert (r.new, r.updated) == (1, 0)
+    assert seen(r) == [("new", "Entry 3", {})]
+    assert seen(predicted) == seen(r) and [a.id for a in predicted.alerts] == [
+        a.id for a in r.alerts
+    ]
+    row = store.entries("f")["g:urn:entry:3"]
+    assert (row.first_seen, row.last_seen) == (clock.now, clock.now)
+    assert row.new_alert_id == r.alerts[0].id
+    # in the body again: a later poll keeps it, and it alerts no more
+    clock.advance(hours=3)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.alerts == [] and "g:urn:entry:3" in store.entries("f")
+    store.close()
+
+
+def test_an_entry_back_in_the_feed_is_seen_at_the_poll_that_saw_it(tmp_path, feed_server):
+    """An entry back in the feed kept the last_seen of when it left until the next hourly
+    touch (feedwatch.store.seen): `explain` showed it "last seen" two days ago, in the
+    body just fetched. The poll that finds it back records its time."""
+    settings = replace(SETTINGS, stale_after=0)
+    feed_server.set("/f", rss([entry(1), entry(2), entry(3)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)  # 10:40:17
+    asyncio.run(poll(config, store, clock, feed))
+    feed_server.set("/f", rss([entry(1), entry(2)]))  # entry 3 leaves
+    clock.advance(minutes=5)
+    asyncio.run(poll(config, store, clock, feed))
+    left = store.entries("f")["g:urn:entry:3"].last_seen
+    clock.advance(days=2)  # 10:45:17, two days on: the hour's first success touches
+    asyncio.run(poll(config, store, clock, feed))
+    touched = store.entries("f")["g:urn:entry:1"].last_seen
+    assert touched == clock.now
+    feed_server.set("/f", rss([entry(1), entry(2), entry(3)]))  # back, unchanged
+    clock.advance(minutes=5)  # the same hour: no touch
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.result == "ok" and r.alerts == []
+    rows = store.entries("f")
+    assert rows["g:urn:entry:3"].last_seen == clock.now != left
+    assert rows["g:urn:entry:1"].last_seen == touched  # the others as before: not rewritten
+    assert rows["g:urn:entry:3"].first_seen == T0
+    store.close()
+
+
 def test_stale_notice_pure():
     rec = FeedRecord(name="f", last_success=T0, last_new_entry=T0)
     assert stale_notice(rec, T0 + timedelta(minutes=30), 3600) is None

@@ -188,3 +188,35 @@ def test_the_rows_leaving_the_body_are_the_only_ones_moved_and_never_back(
     later = entry("c", seen=at(200), title="edited")
     store.commit_poll(poll(now=at(200), upserts=(later,)))  # "b" leaves; "a" long gone
     assert seen(store) == {"a": T0, "b": at(60), "c": at(200)}
+
+
+def test_an_entry_that_comes_back_is_seen_at_the_poll_that_finds_it(store: Store) -> None:
+    """An entry back in the feed kept the last_seen of when it left until the step's
+    next touch: `explain` showed it "last seen" days ago, in the body just fetched. Only
+    the rows coming back are written: the others wait for the touch as before."""
+    store.commit_poll(poll(upserts=(entry("a"), entry("b"))))
+    store.commit_poll(poll(now=at(60), touched=("b",)))  # "a" left; T0 was its last body
+    store.commit_poll(poll(now=at(120), touched=("a", "b")))  # back, unchanged: no touch due
+    assert seen(store) == {"a": at(120), "b": T0}
+    store.commit_poll(poll(now=at(180), touched=("b",)))  # "a" leaves again
+    assert seen(store) == {"a": at(120), "b": T0}
+
+
+def test_a_re_key_onto_a_forgotten_row_takes_the_entry_seen_within_the_retention(
+    store: Store,
+) -> None:
+    """A poll compares only the rows within the retention (feedwatch.diff.
+    within_retention): a re-key (GUID churn) may move an entry onto the identity of a
+    row that left the body longer ago. That row decided which one was kept (the one seen
+    last; here they tie), and its text long gone stayed the entry's, under which the
+    next poll compared it. It goes first: the entry's row is moved."""
+    store.commit_poll(poll(upserts=(entry("old", title="gone long ago"), entry("now"))))
+    store.commit_poll(poll(now=at(60), touched=("now",)))  # "old" leaves, seen at T0
+    retention = timedelta(hours=1)
+    later = at(3 * 3600)  # no successful poll meanwhile: "old" is still stored
+    store.commit_poll(
+        poll(now=later, rekeys=(("now", "old"),), touched=("old",), prune_before=later - retention)
+    )
+    rows = store.entries("f")
+    assert set(rows) == {"old"}
+    assert rows["old"].title == "title now" and rows["old"].in_body

@@ -52,6 +52,7 @@ __all__ = [
     "is_postgres_url",
     "no_state_at",
     "open_store",
+    "prune_alerts",
 ]
 
 log = structlog.get_logger("feedwatch.store")
@@ -100,3 +101,16 @@ def drop_removed_feeds(store: Store, config: Config, now: datetime) -> int:
     if names:  # (not named: a removed feed's name may hold a secret no longer masked)
         log.info("state.removed_feeds_dropped", feeds=len(names))
     return len(names)
+
+
+def prune_alerts(store: Store, config: Config, now: datetime) -> int:
+    """SPEC: ``retention`` (the global one) forgets delivered or dead alerts older than
+    it: their deliveries, then each alert left with none (one still pending is kept until
+    it is sent or given up). With an alert goes its id, which kept an entry forgotten by
+    its feed's retention and back unchanged (its `new` alert's id is the first one's)
+    from alerting again. The daemon's hourly upkeep and every `check` run it. How many
+    deliveries went."""
+    n = store.prune_deliveries(now - timedelta(seconds=config.defaults.retention))
+    if n:
+        log.info("state.pruned", deliveries=n)
+    return n

@@ -894,7 +894,7 @@ class PostgresStore(SharedWrites):
             self._void_if_forgotten(cur, feed, commit.baselined)
             self._ensure_feed(cur, feed, commit.url)
             for old, new in commit.rekeys:
-                self._rekey(cur, feed, _t(old) or "", _t(new) or "")
+                self._rekey(cur, feed, _t(old) or "", _t(new) or "", commit.prune_before)
             if upserts:
                 cur.executemany(
                     "INSERT INTO entries (feed, identity, entry_id, link, title, summary,"
@@ -930,10 +930,10 @@ class PostgresStore(SharedWrites):
                 " WHERE feed = %s AND in_body = 1 AND NOT (identity = ANY(%s))",
                 (feed, feed, body),
             )
-            cur.execute(
-                "UPDATE entries SET in_body = 1 WHERE feed = %s AND in_body = 0"
+            cur.execute(  # one back is seen now, not at the step's next touch
+                "UPDATE entries SET in_body = 1, last_seen = %s WHERE feed = %s AND in_body = 0"
                 " AND identity = ANY(%s)",
-                (feed, body),
+                (now, feed, body),
             )
             queued = self._queue(cur, commit.alerts, now)
             if prune_before is not None:  # never an entry of the body just marked

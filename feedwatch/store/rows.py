@@ -299,19 +299,30 @@ class SharedWrites(SharedReads):
     def _queue(self, cur: Any, alerts: Iterable[Alert], at: Any) -> list[str]:
         raise NotImplementedError
 
-    def _rekey(self, cur: Any, feed: str, old: str, new: str) -> None:
+    def _rekey(
+        self, cur: Any, feed: str, old: str, new: str, prune_before: datetime | None = None
+    ) -> None:
         """Move a stored entry to a new identity (the feed's id policy changed, or its
         GUID churned); when both exist, the row seen last wins and keeps the earliest
         first_seen. (For an entry of the body, the poll then writes the row its
-        comparison kept, ``DiffResult.kept``, whichever this keeps.)"""
+        comparison kept, ``DiffResult.kept``, whichever this keeps.) A row at the new
+        identity that left the body before ``prune_before`` is one the comparison did
+        not see (``diff.within_retention``): it goes first, and decides nothing."""
         if old == new:
             return
         p = self.P
-        key = f"SELECT first_seen, last_seen FROM entries WHERE feed = {p} AND identity = {p}"
+        key = (
+            "SELECT first_seen, last_seen, in_body FROM entries"
+            f" WHERE feed = {p} AND identity = {p}"
+        )
         o = cur.execute(key, (feed, old)).fetchone()
         if o is None:
             return
         n = cur.execute(key, (feed, new)).fetchone()
+        if n is not None and prune_before is not None:
+            if not n[2] and n[1] < self._to_db(prune_before):  # forgotten
+                cur.execute(f"DELETE FROM entries WHERE feed = {p} AND identity = {p}", (feed, new))
+                n = None
         if n is None:
             cur.execute(
                 f"UPDATE entries SET identity = {p} WHERE feed = {p} AND identity = {p}",

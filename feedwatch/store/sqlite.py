@@ -717,7 +717,7 @@ class SqliteStore(SharedWrites):
             self._void_if_forgotten(cur, feed, commit.baselined)
             self._ensure_feed(cur, feed, commit.url)
             for old, new in commit.rekeys:
-                self._rekey(cur, feed, old, new)
+                self._rekey(cur, feed, old, new, commit.prune_before)
             cur.executemany(
                 "INSERT INTO entries (feed, identity, entry_id, link, title, summary, content,"
                 " published, updated, fingerprint, first_seen, last_seen, new_alert_id,"
@@ -753,7 +753,7 @@ class SqliteStore(SharedWrites):
                     "UPDATE entries SET last_seen = ? WHERE feed = ? AND identity = ?",
                     [(now, feed, identity) for identity in commit.touched],
                 )
-            self._mark_body(cur, feed, {e.identity for e in commit.upserts}, commit.touched)
+            self._mark_body(cur, feed, {e.identity for e in commit.upserts}, commit.touched, now)
             queued = self._queue(cur, commit.alerts, now)
             if commit.prune_before is not None:  # never an entry of the body just marked
                 cur.execute(
@@ -790,10 +790,14 @@ class SqliteStore(SharedWrites):
             )
         return queued
 
-    def _mark_body(self, cur: Any, feed: str, upserted: set[str], touched: Iterable[str]) -> None:
+    def _mark_body(
+        self, cur: Any, feed: str, upserted: set[str], touched: Iterable[str], now: int
+    ) -> None:
         """Record which stored entries are in the body a poll just committed:
         ``in_body``, the entries a 304 sees again. Only the entries that left the body
         or came back are written (the others are read, through ``entries_body``).
+        One that came back is seen ``now``, at this poll: not only at the next touch of
+        the step, which left it "last seen" when it left (`explain`).
 
         An entry that leaves was last seen in the body of the feed's previous success
         (its ``last_success``, not yet this poll's): its ``last_seen``, kept only to
@@ -810,7 +814,8 @@ class SqliteStore(SharedWrites):
             )
         for clause, values in self._ids_in("identity", sorted(body - before)):
             cur.execute(
-                f"UPDATE entries SET in_body = 1 WHERE feed = ? AND {clause}", (feed, *values)
+                f"UPDATE entries SET in_body = 1, last_seen = ? WHERE feed = ? AND {clause}",
+                (now, feed, *values),
             )
 
     def record_unchanged(
