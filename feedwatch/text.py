@@ -2,7 +2,10 @@
 
 A regex pipeline rather than an HTML parser: it runs on every title, summary
 and content of every poll, and it only has to produce comparable text (no
-tag or attribute ever survives), not a faithful rendering. It never raises.
+tag or attribute ever survives), not a faithful rendering. It never raises,
+and its time is linear in the text's length however malformed the markup: a tag
+is found by its opening, and where its attributes end is read once per text
+(``_TagEnds``), never from each "<" to the end of the text again.
 
 The result is a fixed point: ``html_to_text(html_to_text(x)) ==
 html_to_text(x)``. That forces one deliberate over-decoding: text that was
@@ -38,10 +41,13 @@ which is how publishers who escape markup into such a field are read.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import html
 import html.entities
 import re
 import unicodedata
+from collections.abc import Iterator
 
 __all__ = [
     "cap",
@@ -61,15 +67,14 @@ _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 _CDATA = re.compile(r"<!\[CDATA\[(.*?)(?:\]\]>|\Z)", re.DOTALL)
 # Elements whose content is never text a reader sees. Unclosed: dropped to the end.
 _DROPPED_NAMES = r"script|style|head|template|noscript|iframe|svg|title|xml"
-_DROPPED = re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?(?:</\1\s*>|\Z)", _FLAGS)
-# The same, closed: for markup that decoding made (see the module's docstring).
-_DROPPED_CLOSED = re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?</\1\s*>", _FLAGS)
-# A tag of a foreign element (SVG, MathML) or of a dropped one, ending ">" or "/>":
-# what ``_self_closed_emptied`` reads.
+# Their opening; ``_dropped_removed`` reads to the end tag (closed only, for markup that
+# decoding made: see the module's docstring).
+_DROPPED_OPEN = re.compile(rf"<({_DROPPED_NAMES})\b", re.IGNORECASE)
+# The opening of a tag of a foreign element (SVG, MathML) or of a dropped one, which
+# ends ">" or "/>" (``_tags``): what ``_self_closed_emptied`` reads.
 _FOREIGN_NAMES = r"svg|math"
-_ATTRS = r"""(?:[^>"']|"[^"]{0,512}"|'[^']{0,512}')*"""
-_SELF_CLOSING_TOKEN = re.compile(
-    rf"<(?P<end>/)?(?P<name>{_FOREIGN_NAMES}|{_DROPPED_NAMES})(?=[\s/>]){_ATTRS}>", re.IGNORECASE
+_SELF_CLOSING_OPEN = re.compile(
+    rf"<(?P<end>/)?(?P<name>{_FOREIGN_NAMES}|{_DROPPED_NAMES})(?=[\s/>])", re.IGNORECASE
 )
 # HTML elements whose "/>" (ignored by a browser) leaves the text after them shown.
 _SHOWN_AFTER = frozenset({"head", "xml"})
@@ -78,17 +83,23 @@ _SHOWN_AFTER = frozenset({"head", "xml"})
 _SELF_CLOSING_NAME = re.compile(rf"<(?:{_FOREIGN_NAMES}|head|xml)(?=[\s/>])", re.IGNORECASE)
 # Before "/>": an unquoted attribute value, which the slash is part of.
 _UNQUOTED_VALUE_END = re.compile(r"=\s*[^\s\"'=<>`]*\Z")
-# A tag, with quoted attribute values that may contain ">" (bounded, so an
-# unterminated quote cannot make this quadratic); then a looser fallback.
-_TAG_BODY = r"""(?:[^>"']|"[^"]{0,512}"|'[^']{0,512}')*>"""
+# A tag's attributes run to its ">", past a ">" in a quoted value (bounded: a quote
+# closed more than 512 characters on, or never, ends the tag unread). ``_TagEnds``
+# reads that; these are the tags' openings.
 _BLOCK_NAMES = (
     "address|article|aside|blockquote|br|caption|center|dd|details|dialog|div|dl|dt|"
     "fieldset|figcaption|figure|footer|form|h[1-6]|header|hr|li|main|menu|nav|ol|p|pre|"
     "section|summary|table|tbody|tfoot|thead|tr|ul"
 )
-_BLOCK_TAG = re.compile(rf"</?(?:{_BLOCK_NAMES})(?=[\s/>]){_TAG_BODY}", re.IGNORECASE)
-_CELL_TAG = re.compile(rf"</?(?:td|th)(?=[\s/>]){_TAG_BODY}", re.IGNORECASE)
-_ANY_TAG = re.compile(rf"<(?:/?[A-Za-z][^\s/>]*|[!?]){_TAG_BODY}|<[/!?]?[A-Za-z][^>]*>")
+_BLOCK_OPEN = re.compile(rf"</?(?:{_BLOCK_NAMES})(?=[\s/>])", re.IGNORECASE)
+_CELL_OPEN = re.compile(r"</?(?:td|th)(?=[\s/>])", re.IGNORECASE)
+_ANY_OPEN = re.compile(r"<(?:/?[A-Za-z]|[!?])")
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
+_TAG_NAME_REST = re.compile(r"[^\s/>]*")
+_QUOTE_LIMIT = 512
+_TAG_BODY = re.compile(r"""(?:[^>"']|"[^"]{0,512}"|'[^']{0,512}')*>""")
+_WINDOW = 4096
+_SPECIAL = re.compile(r"[>\"']")
 # A tag cut off by the end of the text (a browser drops it too).
 _TRAILING_TAG = re.compile(r"<[/!?]?[A-Za-z][^<>]*\Z")
 # Nested escaping of "&" collapses in one pass ("&amp;amp;amp;lt;" -> "&lt;").
@@ -119,27 +130,169 @@ def cap(s: str, limit: int = 65536) -> str:
     return s[: limit - 1] + "…"
 
 
+class _TagEnds:
+    """Where a tag's attributes that start at a position end, in one string: the index
+    of the ">" (a quoted value, closed within 512 characters, may hold a ">"), or -1
+    when a quote left open or the end of the text comes first. Every start that reaches
+    the same quote or ">" outside a quoted value ends alike, so each is read once, and
+    reading every tag of a text, however malformed, stays linear in its length (a regex
+    per tag would read to the end of the text from every "<" of an unclosed one)."""
+
+    def __init__(self, s: str) -> None:
+        self.s = s
+        self._specials: list[int] | None = None  # indexes of ">", '"' and "'"
+        self.known: dict[int, int] = {}  # a special's index -> the tag's end from it
+        self.slow_before = 0
+
+    @property
+    def specials(self) -> list[int]:
+        if self._specials is None:
+            self._specials = [m.start() for m in _SPECIAL.finditer(self.s)]
+        return self._specials
+
+    def __call__(self, start: int) -> int:
+        if start >= self.slow_before:
+            # Most tags end near their start: read them at once, within a window (the
+            # same end when it is in it); a window that fails is not read again.
+            m = _TAG_BODY.match(self.s, start, start + _WINDOW)
+            if m:
+                return m.end() - 1
+            self.slow_before = start + _WINDOW
+        s, specials, known = self.s, self.specials, self.known
+        i = bisect.bisect_left(specials, start)
+        path: list[int] = []
+        end = -1
+        while i < len(specials):
+            j = specials[i]
+            if j in known:
+                end = known[j]
+                break
+            path.append(j)
+            if s[j] == ">":
+                end = j
+                break
+            close = s.find(s[j], j + 1, j + _QUOTE_LIMIT + 2)
+            if close < 0:
+                break
+            i = bisect.bisect_right(specials, close, i + 1)
+        for j in path:
+            known[j] = end
+        return end
+
+
+def _tags(s: str, opening: re.Pattern[str], ends: _TagEnds) -> Iterator[tuple[re.Match[str], int]]:
+    """Each tag that ``opening`` starts, left to right and not overlapping (as a regex
+    substitution finds them), with the index just after its ">"."""
+    after = 0
+    for m in opening.finditer(s):
+        if m.start() < after:
+            continue
+        end = ends(m.end())
+        if end >= 0:
+            after = end + 1
+            yield m, after
+
+
+def _replace_tags(s: str, opening: re.Pattern[str], by: str, ends: _TagEnds) -> str:
+    out: list[str] = []
+    done = 0
+    for m, after in _tags(s, opening, ends):
+        out += (s[done : m.start()], by)
+        done = after
+    return "".join(out) + s[done:] if out else s
+
+
+def _any_tags_removed(s: str) -> str:
+    """``s`` without its tags: ``<`` and a name (its characters anything but white
+    space, "/" and ">"), or ``<!``/``<?``, then the attributes to ">"; where those do not
+    end (a quote left open), from the "<" to the next ">"."""
+    ends = _TagEnds(s)
+    out, done = [], 0
+    for m in _ANY_OPEN.finditer(s):
+        start = m.start()
+        if start < done:
+            continue
+        end = -1
+        if m.group(0)[-1] in "!?":
+            end = ends(m.end())
+        else:
+            # The longest name whose attributes end: the name's end, or a quote in it.
+            first = m.end()
+            last = _TAG_NAME_REST.match(s, first).end()  # type: ignore[union-attr]
+            end = ends(last)
+            if end < 0:
+                lo = bisect.bisect_left(ends.specials, first)
+                hi = bisect.bisect_left(ends.specials, last)
+                for k in reversed(ends.specials[lo:hi]):
+                    end = ends(k)
+                    if end >= 0:
+                        break
+        if end < 0 and (m.group(0)[-1] not in "!?" or _ASCII_LETTER.match(s, m.end())):
+            end = s.find(">", start)
+        if end < 0:
+            continue
+        out.append(s[done:start])
+        done = end + 1
+    return "".join(out) + s[done:] if out else s
+
+
 def _self_closed_emptied(s: str) -> str:
     """``s`` without the self-closed tags a browser takes for empty elements (see the
     module's docstring): an svg's or a math's, any inside one, a head's and an xml's.
     The others stay, to be dropped to their end tag as written without the slash."""
     depth = 0  # foreign elements open
-
-    def token(m: re.Match[str]) -> str:
-        nonlocal depth
-        tag, name = m.group(0), m.group("name").lower()
+    out, done = [], 0
+    for m, after in _tags(s, _SELF_CLOSING_OPEN, _TagEnds(s)):
+        tag, name = s[m.start() : after], m.group("name").lower()
         foreign = name in ("svg", "math")
         if m.group("end"):
             if foreign and depth:
                 depth -= 1
-            return tag
+            continue
         closed = tag.endswith("/>") and not _UNQUOTED_VALUE_END.search(tag, 0, len(tag) - 2)
         if not closed:
             depth += foreign
-            return tag
-        return "" if depth or foreign or name in _SHOWN_AFTER else tag
+            continue
+        if depth or foreign or name in _SHOWN_AFTER:
+            out.append(s[done : m.start()])
+            done = after
+    return "".join(out) + s[done:] if out else s
 
-    return _SELF_CLOSING_TOKEN.sub(token, s)
+
+@functools.lru_cache(maxsize=64)
+def _end_tag(name: str) -> re.Pattern[str]:
+    return re.compile(rf"</{re.escape(name)}\s*>", re.IGNORECASE)
+
+
+def _dropped_removed(s: str, given: bool) -> str:
+    """``s`` without the elements whose contents are dropped (``_DROPPED_NAMES``): to
+    their end tag, or (``given``) to the end of the text when it leaves them open. Read
+    left to right, each end tag looked for once, so an unclosed one cannot make it
+    quadratic."""
+    out, done = [], 0
+    found: dict[str, tuple[int, re.Match[str] | None]] = {}  # name -> (from, first end tag)
+    gt = -1  # the first ">" at or after an opening's name
+    for m in _DROPPED_OPEN.finditer(s):
+        if m.start() < done:
+            continue
+        if gt < m.end():
+            gt = s.find(">", m.end())
+            if gt < 0:
+                break  # no tag can end: nothing more to drop
+        name = m.group(1)
+        since, end_tag = found.get(name, (-1, None))
+        if not (0 <= since <= gt + 1 and (end_tag is None or end_tag.start() >= gt + 1)):
+            end_tag = _end_tag(name).search(s, gt + 1)
+            found[name] = (gt + 1, end_tag)
+        if end_tag is None:
+            if given:
+                out.append(s[done : m.start()])
+                done = len(s)
+                break
+            continue
+        out.append(s[done : m.start()])
+        done = end_tag.end()
+    return "".join(out) + s[done:] if out else s
 
 
 def _one_pass(s: str, given: bool, honoured: list[bool] | None = None) -> str:
@@ -155,14 +308,14 @@ def _one_pass(s: str, given: bool, honoured: list[bool] | None = None) -> str:
             if emptied != s:
                 s = emptied
                 honoured[0] = True
-        s = (_DROPPED if given else _DROPPED_CLOSED).sub("", s)
-        # Tags only occur before the last ">": scanning past it could go quadratic.
+        s = _dropped_removed(s, given)
+        # Tags only occur before the last ">".
         end = s.rfind(">") + 1
         head, tail = s[:end], s[end:]
         if head:
-            head = _BLOCK_TAG.sub(_MARK, head)
-            head = _CELL_TAG.sub(" ", head)
-            head = _ANY_TAG.sub("", head)
+            head = _replace_tags(head, _BLOCK_OPEN, _MARK, _TagEnds(head))
+            head = _replace_tags(head, _CELL_OPEN, " ", _TagEnds(head))
+            head = _any_tags_removed(head)
         s = head + _TRAILING_TAG.sub("", tail)
     if "&" in s:
         # html.unescape never yields a control character (it drops or maps them).
