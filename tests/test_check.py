@@ -1793,6 +1793,11 @@ def test_entries_stored_before_svg_self_closed_do_not_alert_after_the_upgrade(
     shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
 
     feed_server.set("/news.xml", _icon_news(stories, built="Mon, 02 Dec 2024 06:05:00 GMT"))
+    # explain gives the reason (it said the text "only moved between summary and content")
+    out = fw(cfg, "explain", "news", "Story 2").stdout
+    assert "status:   changed, stored silently" in out, out
+    assert "stored by a release before fingerprint v4" in out, out
+    assert "moved between summary and content" not in out, out
     r = fw(cfg, "check")
     assert r.returncode == 0, r.stderr
     assert alerts(tmp_path) == []
