@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -250,6 +251,64 @@ class TestHtmlToText:
             html_readings(bad)
             plain_readings(bad)
             assert time.perf_counter() - start < 1.0, bad[:30]
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.text(max_size=20),
+                st.sampled_from(
+                    [
+                        "<p>",
+                        "</p>",
+                        "<br/>",
+                        "<b>",
+                        "<script>",
+                        "</script>",
+                        "<svg/>",
+                        "<svg>",
+                        "</svg>",
+                        "<math>",
+                        "<title/>",
+                        "<xml/>",
+                        "&amp;",
+                        "&lt;",
+                        "&gt;",
+                        "&#38;",
+                        "&nbsp;",
+                        "<!--",
+                        "-->",
+                        '<a href="',
+                        '">',
+                        "\n\n",
+                        "\r\n",
+                        "<",
+                        ">",
+                        "&",
+                        ";",
+                        "\u0301",
+                        "\u037e",
+                    ]
+                ),
+            ),
+            max_size=25,
+        ).map("".join)
+    )
+    def test_regex_and_linear_readings_agree(self, s: str) -> None:
+        """The regex reading (fast, bounded only on ordinary markup) and the linear one
+        give the same text, whichever the guard picks."""
+        from unittest import mock
+
+        import feedwatch.text as text
+
+        outs = []
+        for limit in (0, 1 << 62):  # every pass linear, then every pass by regex
+            with (
+                mock.patch.object(text, "_REGEX_LIMIT", limit),
+                mock.patch.object(text, "_LONG_NAME", re.compile("(?!)")),
+            ):
+                outs.append((html_readings(s), plain_readings(s)))
+        assert outs[0] == outs[1]
 
     @settings(max_examples=200, deadline=None)
     @given(
