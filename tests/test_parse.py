@@ -66,6 +66,48 @@ def one(parsed: ParsedFeed) -> EntrySnapshot:
 # --------------------------------------------------------------------------
 
 
+# Fragments of markup, well and badly formed, that random text is mixed with.
+_MARKUP_FRAGMENTS = [
+    "<p>",
+    "</p>",
+    "<br/>",
+    "<b>",
+    "<script>",
+    "</script>",
+    "<svg/>",
+    "<svg>",
+    "</svg>",
+    "<math>",
+    "<title/>",
+    "<xml/>",
+    "&amp;",
+    "&lt;",
+    "&gt;",
+    "&#38;",
+    "&nbsp;",
+    "<!--",
+    "-->",
+    '<a href="',
+    '">',
+    "\n\n",
+    "\r\n",
+    "<",
+    ">",
+    "&",
+    ";",
+    "\u0301",
+    "\u037e",
+]
+
+
+def _markup_mixes(*extra: str) -> st.SearchStrategy[str]:
+    """Random text mixed with ``_MARKUP_FRAGMENTS`` (and ``extra``)."""
+    return st.lists(
+        st.one_of(st.text(max_size=20), st.sampled_from([*_MARKUP_FRAGMENTS, *extra])),
+        max_size=25,
+    ).map("".join)
+
+
 class TestHtmlToText:
     def test_tracking_pixel_leaves_no_trace(self) -> None:
         with_pixel = '<p>Story text.<img src="https://t.example/p.gif?u=123" width="1" height="1" alt="pixel"></p>'
@@ -253,47 +295,7 @@ class TestHtmlToText:
             assert time.perf_counter() - start < 1.0, bad[:30]
 
     @settings(max_examples=300, deadline=None)
-    @given(
-        st.lists(
-            st.one_of(
-                st.text(max_size=20),
-                st.sampled_from(
-                    [
-                        "<p>",
-                        "</p>",
-                        "<br/>",
-                        "<b>",
-                        "<script>",
-                        "</script>",
-                        "<svg/>",
-                        "<svg>",
-                        "</svg>",
-                        "<math>",
-                        "<title/>",
-                        "<xml/>",
-                        "&amp;",
-                        "&lt;",
-                        "&gt;",
-                        "&#38;",
-                        "&nbsp;",
-                        "<!--",
-                        "-->",
-                        '<a href="',
-                        '">',
-                        "\n\n",
-                        "\r\n",
-                        "<",
-                        ">",
-                        "&",
-                        ";",
-                        "\u0301",
-                        "\u037e",
-                    ]
-                ),
-            ),
-            max_size=25,
-        ).map("".join)
-    )
+    @given(_markup_mixes("<custom-element-name ", '<a"x', "<svg-icon>", "'>"))
     def test_regex_and_linear_readings_agree(self, s: str) -> None:
         """The regex reading (fast, bounded only on ordinary markup) and the linear one
         give the same text, whichever the guard picks."""
@@ -311,47 +313,7 @@ class TestHtmlToText:
         assert outs[0] == outs[1]
 
     @settings(max_examples=200, deadline=None)
-    @given(
-        st.lists(
-            st.one_of(
-                st.text(max_size=20),
-                st.sampled_from(
-                    [
-                        "<p>",
-                        "</p>",
-                        "<br/>",
-                        "<b>",
-                        "<script>",
-                        "</script>",
-                        "<svg/>",
-                        "<svg>",
-                        "</svg>",
-                        "<math>",
-                        "<title/>",
-                        "<xml/>",
-                        "&amp;",
-                        "&lt;",
-                        "&gt;",
-                        "&#38;",
-                        "&nbsp;",
-                        "<!--",
-                        "-->",
-                        '<a href="',
-                        '">',
-                        "\n\n",
-                        "\r\n",
-                        "<",
-                        ">",
-                        "&",
-                        ";",
-                        "\u0301",
-                        "\u037e",
-                    ]
-                ),
-            ),
-            max_size=25,
-        ).map("".join)
-    )
+    @given(_markup_mixes())
     def test_never_raises_and_idempotent(self, s: str) -> None:
         out = html_to_text(s)
         assert isinstance(out, str)
