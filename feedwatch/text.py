@@ -6,16 +6,16 @@ tag or attribute ever survives), not a faithful rendering. It never raises,
 and its time is linear in the text's length however malformed the markup.
 
 Two ways to read the tags, which give the same text (tests/test_parse.py runs both
-on the same random markup). ``_markup_removed_regex``, a regex substitution per
-kind of tag, is the fastest on ordinary HTML (the C regex engine, no Python step
-per tag), but a tag that never ends makes each such regex read from its "<" to the
-end of the text: at worst (number of "<") x (length) steps, quadratic on hostile
-markup (70 KB of ``<math x``: 17 s). ``_markup_removed_linear`` finds a tag by its
-opening and reads where its attributes end once per text (``_TagEnds``), linear
-for every input, but with a Python step per tag (~2x the regex's time on ordinary
-HTML). A pass takes the regex unless that worst case could exceed
-``_REGEX_LIMIT`` steps (~10 ms): ordinary fields (a few KB, tens of tags) stay
-fast, big or hostile ones stay linear.
+on the same random markup; ``_markup_removed`` picks one per pass). A regex
+substitution per kind of tag is the fastest on ordinary HTML (the C regex engine, no
+Python step per tag), but a tag that never ends makes each such regex read from its
+"<" to the end of the text: at worst (number of "<") x (length) steps, quadratic on
+hostile markup (70 KB of ``<math x``: 17 s). The linear reading finds a tag by its
+opening and reads where its attributes end once per text (``_TagEnds``), linear for
+every input, but with a Python step per tag (~2x the regex's time on ordinary HTML).
+A pass takes the regex unless that worst case could exceed ``_REGEX_LIMIT`` steps
+(~10 ms, ``_regex_bounded``): ordinary fields (a few KB, tens of tags) stay fast,
+big or hostile ones stay linear.
 
 The result is a fixed point: ``html_to_text(html_to_text(x)) ==
 html_to_text(x)``. That forces one deliberate over-decoding: text that was
@@ -107,9 +107,9 @@ _ANY_OPEN = re.compile(r"<(?:/?[A-Za-z]|[!?])")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 _TAG_NAME_REST = re.compile(r"[^\s/>]*")
 _QUOTE_LIMIT = 512
-_TAG_BODY = re.compile(r"""(?:[^>"']|"[^"]{0,512}"|'[^']{0,512}')*>""")
+_TAG_BODY = re.compile(rf"""(?:[^>"']|"[^"]{{0,{_QUOTE_LIMIT}}}"|'[^']{{0,{_QUOTE_LIMIT}}}')*>""")
 _WINDOW = 4096
-# The regex reading (``_markup_removed_regex``): each tag read by one regex.
+# The regex reading (``_markup_removed``): each tag read by one regex.
 _ATTRS = _TAG_BODY.pattern[:-1]
 _SELF_CLOSING_TOKEN = re.compile(_SELF_CLOSING_OPEN.pattern + _ATTRS + ">", re.IGNORECASE)
 _DROPPED = re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?(?:</\1\s*>|\Z)", _FLAGS)
@@ -118,7 +118,7 @@ _BLOCK_TAG = re.compile(_BLOCK_OPEN.pattern + _TAG_BODY.pattern, re.IGNORECASE)
 _CELL_TAG = re.compile(_CELL_OPEN.pattern + _TAG_BODY.pattern, re.IGNORECASE)
 _ANY_TAG = re.compile(rf"<(?:/?[A-Za-z][^\s/>]*|[!?]){_TAG_BODY.pattern}|<[/!?]?[A-Za-z][^>]*>")
 # Its worst case, (number of "<") x (length of the text) regex steps, above which a
-# pass reads the tags linearly (``_markup_removed_linear``): ~10 ms of regex at most.
+# pass reads the tags linearly (``_markup_removed``): ~10 ms of regex at most.
 _REGEX_LIMIT = 1 << 17
 # A tag name (``_ANY_TAG``) longer than this: the regex, failing, retries from each
 # of its characters (a name full of quotes, one "<": quadratic), so linear.
@@ -260,45 +260,44 @@ def _any_tags_removed(s: str) -> str:
     return "".join(out) + s[done:] if out else s
 
 
-def _self_closed_emptied_regex(s: str) -> str:
-    """``s`` without the self-closed tags a browser takes for empty elements (see the
-    module's docstring): an svg's or a math's, any inside one, a head's and an xml's.
-    The others stay, to be dropped to their end tag as written without the slash."""
-    depth = 0  # foreign elements open
+class _SelfClosing:
+    """Which self-closing tags are empty elements (see the module's docstring): an
+    svg's or a math's, any inside one, a head's and an xml's. The others stay, to be
+    dropped to their end tag as written without the slash. Fed the tags in document
+    order (it counts the foreign elements open)."""
 
-    def token(m: re.Match[str]) -> str:
-        nonlocal depth
-        tag, name = m.group(0), m.group("name").lower()
+    __slots__ = ("depth",)
+
+    def __init__(self) -> None:
+        self.depth = 0  # foreign elements open
+
+    def empty(self, tag: str, name: str, end: bool) -> bool:
+        name = name.lower()
         foreign = name in ("svg", "math")
-        if m.group("end"):
-            if foreign and depth:
-                depth -= 1
-            return tag
-        closed = tag.endswith("/>") and not _UNQUOTED_VALUE_END.search(tag, 0, len(tag) - 2)
-        if not closed:
-            depth += foreign
-            return tag
-        return "" if depth or foreign or name in _SHOWN_AFTER else tag
+        if end:
+            if foreign and self.depth:
+                self.depth -= 1
+            return False
+        if not (tag.endswith("/>") and not _UNQUOTED_VALUE_END.search(tag, 0, len(tag) - 2)):
+            self.depth += foreign
+            return False
+        return bool(self.depth) or foreign or name in _SHOWN_AFTER
 
-    return _SELF_CLOSING_TOKEN.sub(token, s)
+
+def _self_closed_emptied_regex(s: str) -> str:
+    """``s`` without the self-closed tags that are empty elements (``_SelfClosing``)."""
+    tags = _SelfClosing()
+    return _SELF_CLOSING_TOKEN.sub(
+        lambda m: "" if tags.empty(m[0], m["name"], bool(m["end"])) else m[0], s
+    )
 
 
 def _self_closed_emptied_linear(s: str) -> str:
     """``_self_closed_emptied_regex``, reading each tag's end once (``_TagEnds``)."""
-    depth = 0  # foreign elements open
+    tags = _SelfClosing()
     out, done = [], 0
     for m, after in _tags(s, _SELF_CLOSING_OPEN, _TagEnds(s)):
-        tag, name = s[m.start() : after], m.group("name").lower()
-        foreign = name in ("svg", "math")
-        if m.group("end"):
-            if foreign and depth:
-                depth -= 1
-            continue
-        closed = tag.endswith("/>") and not _UNQUOTED_VALUE_END.search(tag, 0, len(tag) - 2)
-        if not closed:
-            depth += foreign
-            continue
-        if depth or foreign or name in _SHOWN_AFTER:
+        if tags.empty(s[m.start() : after], m["name"], bool(m["end"])):
             out.append(s[done : m.start()])
             done = after
     return "".join(out) + s[done:] if out else s
@@ -348,11 +347,7 @@ def _one_pass(s: str, given: bool, honoured: list[bool] | None = None) -> str:
     if "<" in s:
         s = _COMMENT.sub("", s)
         s = _CDATA.sub(r"\1", s)
-        # The regex's worst case bounded: its speed; else linear (module's docstring).
-        if _regex_bounded(s):
-            s = _markup_removed_regex(s, given, honoured)
-        else:
-            s = _markup_removed_linear(s, given, honoured)
+        s = _markup_removed(s, given, honoured)
     if "&" in s:
         # html.unescape never yields a control character (it drops or maps them).
         s = html.unescape(_AMP_RUN.sub("&", s))
@@ -360,47 +355,35 @@ def _one_pass(s: str, given: bool, honoured: list[bool] | None = None) -> str:
 
 
 def _regex_bounded(s: str) -> bool:
-    """Whether ``_markup_removed_regex`` is bounded on ``s`` (module's docstring): at
+    """Whether the regex reading of ``_markup_removed`` is bounded on ``s`` (module's docstring): at
     most ``_REGEX_LIMIT`` steps for its "<", each read at worst to the end of the text
     (by at most 32 retries, one per character of a tag's name)."""
     return s.count("<") * len(s) <= _REGEX_LIMIT and not _LONG_NAME.search(s)
 
 
-def _markup_removed_regex(s: str, given: bool, honoured: list[bool] | None) -> str:
-    """``s`` without its tags and dropped elements, a regex substitution per kind of
-    tag: fast, but (number of "<") x (length) steps at worst."""
+def _markup_removed(s: str, given: bool, honoured: list[bool] | None) -> str:
+    """``s`` without its tags and dropped elements: by a regex substitution per kind of
+    tag where that is bounded (``_regex_bounded``: its speed), else reading each tag's
+    end once per text (``_TagEnds``: linear for every input). The same text either way."""
+    linear = not _regex_bounded(s)
     if honoured is not None and "/>" in s and _SELF_CLOSING_NAME.search(s):
-        emptied = _self_closed_emptied_regex(s)
+        emptied = (_self_closed_emptied_linear if linear else _self_closed_emptied_regex)(s)
         if emptied != s:
             s = emptied
             honoured[0] = True
-    s = (_DROPPED if given else _DROPPED_CLOSED).sub("", s)
+    if linear:
+        s = _dropped_removed(s, given)
+    else:
+        s = (_DROPPED if given else _DROPPED_CLOSED).sub("", s)
     # Tags only occur before the last ">": scanning past it could go quadratic.
     end = s.rfind(">") + 1
     head, tail = s[:end], s[end:]
-    if head:
-        head = _BLOCK_TAG.sub(_MARK, head)
-        head = _CELL_TAG.sub(" ", head)
-        head = _ANY_TAG.sub("", head)
-    return head + _TRAILING_TAG.sub("", tail)
-
-
-def _markup_removed_linear(s: str, given: bool, honoured: list[bool] | None) -> str:
-    """``_markup_removed_regex``, linear in the length of ``s`` for every input: each
-    tag's end is read once per text (``_TagEnds``)."""
-    if honoured is not None and "/>" in s and _SELF_CLOSING_NAME.search(s):
-        emptied = _self_closed_emptied_linear(s)
-        if emptied != s:
-            s = emptied
-            honoured[0] = True
-    s = _dropped_removed(s, given)
-    # Tags only occur before the last ">".
-    end = s.rfind(">") + 1
-    head, tail = s[:end], s[end:]
-    if head:
+    if head and linear:
         head = _replace_tags(head, _BLOCK_OPEN, _MARK, _TagEnds(head))
         head = _replace_tags(head, _CELL_OPEN, " ", _TagEnds(head))
         head = _any_tags_removed(head)
+    elif head:
+        head = _ANY_TAG.sub("", _CELL_TAG.sub(" ", _BLOCK_TAG.sub(_MARK, head)))
     return head + _TRAILING_TAG.sub("", tail)
 
 
