@@ -187,23 +187,24 @@ def _silent_reason(
             " copy from another server or a cache, which feeds flip from and to): stored"
             " silently"
         )
-    if text_changed and _read_before_v4(old, new):
-        what = (
-            "it was stored by a release before fingerprint v4, which lost the text after a"
-            " self-closed svg icon (or xml, head): its text, read in full now, is the same"
-        )
-        if not ts_moved:
-            return f"{what}: stored silently"
-        text_changed = False  # the rest as for a moved timestamp alone
     ignore = compile_ignore(feed.settings.ignore_text)
-    if text_changed and _moved_text(old, new, ignore):
-        what = (
+    # Texts that differ as written, not as read: no edit (diff._was, diff._moved_text).
+    for same_text, what in (
+        (
+            lambda: _read_before_v4(old, new),
+            "it was stored by a release before fingerprint v4, which lost the text after a"
+            " self-closed svg icon (or xml, head): its text, read in full now, is the same",
+        ),
+        (
+            lambda: _moved_text(old, new, ignore),
             "its text only moved between summary and content (the feed's format or layout"
-            " changed), which is not an edit"
-        )
-        if not ts_moved:
-            return f"{what}: stored silently"
-        text_changed = False  # the rest as for a moved timestamp alone
+            " changed), which is not an edit",
+        ),
+    ):
+        if text_changed and same_text():
+            if not ts_moved:
+                return f"{what}: stored silently"
+            text_changed = False  # the rest as for a moved timestamp alone
     if (
         text_changed
         and ignore is not None
