@@ -158,7 +158,9 @@ class Instance:
 
 
 def write_config(tmp: Path, name: str, state: str, srv: FeedServer, feeds: list[str],
-                 hook: str, agent: str = "feedwatch-test") -> Path:  # fmt: skip
+                 hook: str, agent: str = "feedwatch-test", *, shutdown: str = "5s",
+                 extra: str = "") -> Path:  # fmt: skip
+    """``extra``: more lines for the [feedwatch] table."""
     cfg = tmp / f"{name}.toml"
     blocks = "".join(f'\n[[feeds]]\nname = "{f}"\nurl = "{srv.url("/" + f)}"\n' for f in feeds)
     cfg.write_text(
@@ -170,8 +172,8 @@ jitter = "0s"
 timeout = "10s"
 user_agent = "{agent}"
 log_format = "json"
-shutdown_timeout = "5s"
-
+shutdown_timeout = "{shutdown}"
+{extra}
 [sinks.hook]
 type = "webhook"
 url = "{hook}"
@@ -351,6 +353,14 @@ FAST_REACH = (
 )
 
 
+def _events(inst: Instance, name: str, feed: str | None = None) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in inst.events()
+        if e.get("event") == name and (feed is None or e.get("feed") == feed)
+    ]
+
+
 def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_retried(
     tmp_path: Path,
     stamped_server: StampedFeedServer,
@@ -375,19 +385,19 @@ def test_a_database_out_of_reach_is_one_log_line_per_claim_and_the_feeds_are_ret
         password = cluster.password
         cluster.stop_server()
 
-        def failed(feed: str) -> list[dict[str, Any]]:
-            return [
-                e
-                for e in inst.events()
-                if e.get("event") == "feed.claim_failed" and e.get("feed") == feed
-            ]
-
-        wait_for(lambda: len(failed("a")) >= 2 and len(failed("b")) >= 2, 30, "claims retried")
+        wait_for(
+            lambda: (
+                len(_events(inst, "feed.claim_failed", "a")) >= 2
+                and len(_events(inst, "feed.claim_failed", "b")) >= 2
+            ),
+            30,
+            "claims retried",
+        )
         assert inst.stop() == 0
     finally:
         cluster.stop_server()
     events = inst.events()
-    for e in failed("a") + failed("b"):
+    for e in _events(inst, "feed.claim_failed", "a") + _events(inst, "feed.claim_failed", "b"):
         assert e["error"].startswith("PostgreSQL state postgresql://***@127.0.0.1:"), e
         assert "exception" not in e
     assert [
@@ -415,25 +425,17 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
     try:
         srv.set("/a", rss([entry("a-1")]))
         srv.set("/b", rss([entry("b-1")]))
-        cfg = write_config(tmp_path, "i", cluster.new_schema(), srv, ["a", "b"], receiver.url)
         port = free_port()
-        cfg.write_text(
-            cfg.read_text().replace(
-                'shutdown_timeout = "5s"',
-                f'shutdown_timeout = "2s"\nmetrics_listen = "127.0.0.1:{port}"',
-            )
-        )
+        cfg = write_config(tmp_path, "i", cluster.new_schema(), srv, ["a", "b"], receiver.url,
+                           shutdown="2s", extra=f'metrics_listen = "127.0.0.1:{port}"')  # fmt: skip
         inst = Instance(cfg, tmp_path / "i.log", setup=FAST_REACH)
         instances.append(inst)
 
-        def events(name: str, feed: str | None = None) -> list[dict[str, Any]]:
-            return [
-                e
-                for e in inst.events()
-                if e.get("event") == name and (feed is None or e.get("feed") == feed)
-            ]
-
-        wait_for(lambda: events("feed.polled", "a") and events("feed.polled", "b"), 20, "baseline")
+        wait_for(
+            lambda: _events(inst, "feed.polled", "a") and _events(inst, "feed.polled", "b"),
+            20,
+            "baseline",
+        )
         # a new entry in b, and the server stops while b's poll of it is under way
         hits = len(srv.polls("/b"))
         srv.set("/b", rss([entry("b-1"), entry("b-2", title="news b")]), delay=2.0)
@@ -457,13 +459,13 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
                 assert r.status == 200
             assert time.monotonic() - began < 1.0
             time.sleep(0.25)
-        assert events("feed.state_error", "b")  # the poll of b-2 was not committed
+        assert _events(inst, "feed.state_error", "b")  # the poll of b-2 was not committed
 
         cluster.start_server()
         wait_for(lambda: len(receiver.ids()) >= 2, 30, "both new entries alerted")
-        polls = {f: len(events("feed.polled", f)) for f in ("a", "b")}
+        polls = {f: len(_events(inst, "feed.polled", f)) for f in ("a", "b")}
         wait_for(
-            lambda: all(len(events("feed.polled", f)) > polls[f] for f in ("a", "b")),
+            lambda: all(len(_events(inst, "feed.polled", f)) > polls[f] for f in ("a", "b")),
             15,
             "another poll of each feed",
         )
@@ -471,7 +473,7 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
             titles = sorted(p["entry"]["title"] for _t, _i, p in receiver.got)
         assert titles == ["news a", "news b"]
         assert len(set(receiver.ids())) == 2
-        assert events("state.out_of_reach") and events("state.reachable")
+        assert _events(inst, "state.out_of_reach") and _events(inst, "state.reachable")
 
         # down again, and SIGTERM: the daemon stops within shutdown_timeout
         cluster.stop_server()
@@ -487,14 +489,6 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
     password = cluster.password
     assert password and password not in inst.log.read_text()
     assert [e for e in inst.events() if "exception" in e] == []
-
-
-def _events(inst: Instance, name: str, feed: str | None = None) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in inst.events()
-        if e.get("event") == name and (feed is None or e.get("feed") == feed)
-    ]
 
 
 def test_a_feed_added_by_a_reload_while_the_database_is_down_is_polled_once_it_is_back(
@@ -559,10 +553,7 @@ def test_the_state_out_of_reach_at_the_upkeep_and_at_a_stop_during_a_send_is_one
     slow = StampedReceiver(delay=20.0)
     try:
         srv.set("/a", rss([entry("a-1")]))
-        cfg = write_config(tmp_path, "i", cluster.new_schema(), srv, ["a"], slow.url)
-        cfg.write_text(
-            cfg.read_text().replace('shutdown_timeout = "5s"', 'shutdown_timeout = "2s"')
-        )
+        cfg = write_config(tmp_path, "i", cluster.new_schema(), srv, ["a"], slow.url, shutdown="2s")
         inst = Instance(
             cfg,
             tmp_path / "i.log",
@@ -621,14 +612,9 @@ def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_resp
     frozen: list[int] = []
     try:
         srv.set("/a", rss([entry("a-1")]))
-        cfg = write_config(tmp_path, "i", cluster.new_schema(), srv, ["a"], receiver.url)
         port = free_port()
-        cfg.write_text(
-            cfg.read_text().replace(
-                'shutdown_timeout = "5s"',
-                f'shutdown_timeout = "2s"\nmetrics_listen = "127.0.0.1:{port}"',
-            )
-        )
+        cfg = write_config(tmp_path, "i", cluster.new_schema(), srv, ["a"], receiver.url,
+                           shutdown="2s", extra=f'metrics_listen = "127.0.0.1:{port}"')  # fmt: skip
         setup = f"{FAST_REACH}\np.ANSWER_TIMEOUT = 3.0"
         inst = Instance(cfg, tmp_path / "i.log", setup=setup)
         instances.append(inst)
