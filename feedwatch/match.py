@@ -168,7 +168,9 @@ class _Term:
     key: str = ""  # plain terms: the normalised text a hit must start with (a short prefix)
 
 
-def _is_regex_term(term: str) -> bool:
+def is_regex_term(term: str) -> bool:
+    """A ``/regex/`` term (else a plain one): the config's rule, which ``preview --keywords``
+    splitting follows too."""
     return len(term) >= 2 and term.startswith("/") and term.endswith("/")
 
 
@@ -179,7 +181,7 @@ def _compile_term(term: str, case_sensitive: bool, *, as_typed: bool = True) -> 
         raise ValueError(f"term {term!r} must be a string")
     if not term.strip():
         raise ValueError("empty term: a term needs at least one non-space character")
-    if _is_regex_term(term):
+    if is_regex_term(term):
         return _compile_regex_term(term, case_sensitive)
     for ch in term:
         if unicodedata.category(ch) == "Cc" and not ch.isspace():

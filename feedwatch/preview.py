@@ -77,7 +77,7 @@ def split_keywords(values: Sequence[str]) -> list[str]:
     A term in double quotes is taken as written, commas included, ``""`` standing for
     one quote (``"Washington, D.C.",Dnipro``). ValueError: a quote left open, or text
     after a closing quote."""
-    from feedwatch.match import _is_regex_term
+    from feedwatch.match import is_regex_term
 
     terms: list[str] = []
     for value in values:
@@ -97,7 +97,7 @@ def split_keywords(values: Sequence[str]) -> list[str]:
                         ' quote, and nothing after it but a comma (a quote in it is written "")'
                     )
                 term = m[1].replace('""', '"')
-            elif term.startswith("/") and not _is_regex_term(term):
+            elif term.startswith("/") and not is_regex_term(term):
                 for j in range(i, len(pieces)):
                     if pieces[j].rstrip().endswith("/"):
                         term = ",".join(pieces[i - 1 : j + 1]).strip()
@@ -111,9 +111,9 @@ def split_keywords(values: Sequence[str]) -> list[str]:
 def term_shown(term: str) -> str:
     """``term`` as ``--keywords`` takes it: in double quotes where it holds a comma
     (a regex aside) or starts with a quote."""
-    from feedwatch.match import _is_regex_term
+    from feedwatch.match import is_regex_term
 
-    if _is_regex_term(term) or not ("," in term or term.startswith('"')):
+    if is_regex_term(term) or not ("," in term or term.startswith('"')):
         return term
     return '"' + term.replace('"', '""') + '"'
 
