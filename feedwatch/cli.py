@@ -27,7 +27,7 @@ from feedwatch.clock import system_clock
 from feedwatch.config import ConfigError, find_config_path, load_config
 from feedwatch.model import Config, FeedConfig
 from feedwatch.payload import payload_line
-from feedwatch.redact import redact
+from feedwatch.redact import MASK, redact
 from feedwatch.store import (
     StateError,
     drop_removed_feeds,
@@ -263,6 +263,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         if existing is None:
             raise UsageError(f"{no_state_at(config.state)}: nothing to forget")
         try:
+            record = existing.feed(args.feed)
             known = existing.forget(args.feed)
         finally:
             existing.close()
@@ -272,14 +273,16 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         if config.feed(args.feed) is None:
             if not known:
                 raise UsageError(f"unknown feed {args.feed!r}")
-            # (no next poll: a feed out of the config is not polled)
+            # (no next poll: a feed out of the config is not polled.) Named as the state
+            # shows it: its ${VAR} values are no longer known for secrets
+            shown = record.shown_name if record is not None else MASK
             print(
-                f"forgot {args.feed}: it is not in the config, so nothing polls it;"
+                f"forgot {shown}: it is not in the config, so nothing polls it;"
                 " added back, its first poll records a new baseline",
                 file=out,
             )
             return EXIT_OK
-        print(f"forgot {args.feed}: its next poll records a new baseline", file=out)
+        print(f"forgot {redact(args.feed)}: its next poll records a new baseline", file=out)
         return EXIT_OK
     raise UsageError(f"unknown command {args.command}")
 

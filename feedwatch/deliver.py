@@ -42,6 +42,7 @@ from feedwatch.store.base import (
     PENDING_PAGE,
     Delivery,
     Store,
+    alert_feed_name,
     log_state_failure,
     new_owner,
 )
@@ -184,7 +185,12 @@ class Dispatcher:
             reason += f" (last error: {d.last_error})"
         self.store.mark_dead(name, [d.alert_id], now, error=reason, attempted=False)
         report.dead += 1
-        log.error("delivery.dead", sink=name, alert=d.alert_id, feed=d.feed, error=reason)
+        log.error("delivery.dead", sink=name, alert=d.alert_id, feed=self._feed(d), error=reason)
+
+    def _feed(self, d: Delivery) -> str:
+        """The alert's feed as a log line names it (a feed since removed from the config,
+        whose alerts still go out, as their payload does: decoded only then)."""
+        return alert_feed_name(d.feed, d.payload, in_config=self.config.feed(d.feed) is not None)
 
     async def _send(
         self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport
@@ -229,7 +235,11 @@ class Dispatcher:
             report.delivered += len(ids)
             for d in batch:
                 log.info(
-                    "alert.delivered", sink=sink.name, alert=d.alert_id, feed=d.feed, kind=d.kind
+                    "alert.delivered",
+                    sink=sink.name,
+                    alert=d.alert_id,
+                    feed=self._feed(d),
+                    kind=d.kind,
                 )
             return "delivered"
         # A sink scrubs its own secrets; this also masks any configured secret that a

@@ -76,7 +76,7 @@ from feedwatch.present import delivery_detail, one_line, show
 from feedwatch.present import when as _t
 from feedwatch.redact import redact_url
 from feedwatch.store import open_store
-from feedwatch.store.base import AlertRecord, FeedRecord
+from feedwatch.store.base import AlertRecord, FeedRecord, alert_feed_name
 from feedwatch.textdiff import changed_words
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class Item:
 
 @dataclass
 class Analysis:
-    feed_name: str
+    feed_name: str  # as shown: a removed feed's as the state keeps it (shown_name)
     feed: FeedConfig | None
     record: FeedRecord | None
     items: list[Item]
@@ -152,6 +152,7 @@ class Analysis:
     now: datetime
     # duplicates = "skip": duplicate key -> the sinks an alert of it went to -> that alert
     claimed: dict[str, dict[str, str]] = field(default_factory=dict)
+    configured: frozenset[str] = frozenset()  # the config's feeds (the others: removed)
     # the feed's rules, compiled at their first use, and the regex time left to them
     compiled: tuple[CompiledRule, ...] | None = None
     budget: RegexBudget | None = None
@@ -811,8 +812,10 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
             if not r.deliveries and not skipped:
                 w("      no sink\n")
             for sink, other, other_feed in skipped:
+                # (a removed feed's name is expanded: its ${VAR} values no longer known)
+                who = show(other_feed) if other_feed in a.configured else "a removed feed"
                 w(
-                    f"      {sink}: not sent, a duplicate: {show(other_feed)}'s alert {other}"
+                    f"      {sink}: not sent, a duplicate: {who}'s alert {other}"
                     ' went there first (duplicates = "skip")\n'
                 )
             for d in r.deliveries:
@@ -906,12 +909,12 @@ def _alert_lines(out: TextIO, r: AlertRecord, indent: str) -> None:
         out.write(f"{indent}  {d.sink}: {delivery_detail(d)}\n")
 
 
-def _dropped(
-    out: TextIO, name: str, alerts: Sequence[AlertRecord], args: argparse.Namespace
-) -> int:
+def _dropped(out: TextIO, alerts: Sequence[AlertRecord], args: argparse.Namespace) -> int:
     """Explain a feed removed from the config whose row and entries `check` or the
     daemon dropped after ``retention``: its alerts stay (pending ones are still sent)."""
     w = out.write
+    # not in the config: as its (newest) alert's payload names it
+    name = alert_feed_name(alerts[0].feed, alerts[0].payload, in_config=False)
     w(f"Feed {show(name)}\n")
     w(
         "  state: dropped: the feed is not in the config and its entries went with"
@@ -936,7 +939,7 @@ def _dropped(
     if not matches:
         out.flush()
         print(
-            f"feedwatch: no alert of {name!r} matches {args.entry!r} in the state (its"
+            f"feedwatch: no alert of {show(name)!r} matches {args.entry!r} in the state (its"
             " entries went with retention; an id, a link or part of a title)",
             file=sys.stderr,
         )
@@ -1036,8 +1039,8 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
             store.close()
     if feed is None and record is None:
         if alerts:  # removed from the config, its row and entries gone with retention
-            return _dropped(out, name, alerts, args)
-        known = ", ".join(f.name for f in config.feeds) or "none"
+            return _dropped(out, alerts, args)
+        known = ", ".join(show(f.name) for f in config.feeds) or "none"
         print(f"feedwatch: unknown feed {name!r} (configured: {known})", file=sys.stderr)
         return 2
 
@@ -1079,7 +1082,11 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
                 )
 
     a = analyse(name, feed, record, stored, parsed, note, alerts, now, bases)
+    if feed is None and record is not None:
+        # removed from the config: its ${VAR} values are no longer known for secrets
+        a.feed_name = record.shown_name
     a.claimed = _claims(config, a)
+    a.configured = frozenset(f.name for f in config.feeds)
     _header(out, a)
     if not args.entry:
         _brief(out, a, max(args.limit, 0))
@@ -1090,7 +1097,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         out.flush()
         where = "in the feed now or in the state" if parsed is not None else "in the state"
         print(
-            f"feedwatch: no entry of {name!r} matches {args.entry!r} {where} (an id, a link or part of a title)",
+            f"feedwatch: no entry of {show(a.feed_name)!r} matches {args.entry!r} {where} (an id, a link or part of a title)",
             file=sys.stderr,
         )
         return 1

@@ -22,7 +22,13 @@ from feedwatch.payload import payload_line
 from feedwatch.present import delivery_detail, one_line, show
 from feedwatch.redact import redact
 from feedwatch.store import no_state_at, open_store
-from feedwatch.store.base import AlertQuery, AlertRecord, Delivery, DeliveryStatus
+from feedwatch.store.base import (
+    AlertQuery,
+    AlertRecord,
+    Delivery,
+    DeliveryStatus,
+    alert_feed_name,
+)
 
 STATUSES = get_args(DeliveryStatus)
 
@@ -104,15 +110,15 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         # a stdout that cannot encode UTF-8 would write "\U0001f680" for an emoji: not JSON
         ascii_only = streams.ascii_json(out)
         for r in records:
-            out.write(payload_line(_json(r), ascii_only=ascii_only))
+            out.write(payload_line(_json(r, config), ascii_only=ascii_only))
     else:
-        _text(out, records, args)
+        _text(out, records, args, config)
     out.flush()
     return 0
 
 
 def _unknown_feed(name: str, config: Config) -> int:
-    known = ", ".join(f.name for f in config.feeds) or "none"
+    known = ", ".join(show(f.name) for f in config.feeds) or "none"
     print(f"feedwatch: unknown feed {name!r} (configured: {known})", file=sys.stderr)
     return 2
 
@@ -130,11 +136,17 @@ def _payload(r: AlertRecord) -> dict[str, Any] | None:
         return None
 
 
-def _json(r: AlertRecord) -> dict[str, Any]:
+def _feed(r: AlertRecord, config: Config) -> str:
+    """The alert's feed as shown: one since removed from the config as its payload
+    names it (``alert_feed_name``)."""
+    return alert_feed_name(r.feed, r.payload, in_config=config.feed(r.feed) is not None)
+
+
+def _json(r: AlertRecord, config: Config) -> dict[str, Any]:
     return {
         "alert": _payload(r),
         "alert_id": r.alert_id,
-        "feed": redact(r.feed),
+        "feed": _feed(r, config),
         "kind": r.kind,
         "created_at": format_time(r.created_at),
         "deliveries": [_delivery_json(d) for d in r.deliveries],
@@ -155,7 +167,9 @@ def _delivery_json(d: Delivery) -> dict[str, Any]:
     }
 
 
-def _text(out: TextIO, records: list[AlertRecord], args: argparse.Namespace) -> None:
+def _text(
+    out: TextIO, records: list[AlertRecord], args: argparse.Namespace, config: Config
+) -> None:
     w = out.write
     if not records:
         w("no alerts" + (" match" if _filtered(args) else " recorded yet") + "\n")
@@ -166,7 +180,7 @@ def _text(out: TextIO, records: list[AlertRecord], args: argparse.Namespace) -> 
         title = entry.get("title") if isinstance(entry, dict) else None
         what = title or payload.get("message") or "(no title)"
         w(
-            f"{format_time(r.created_at)}  {r.kind:<8} {show(r.feed)}: {show(one_line(str(what), 100))}\n"
+            f"{format_time(r.created_at)}  {r.kind:<8} {show(_feed(r, config))}: {show(one_line(str(what), 100))}\n"
         )
         link = entry.get("link") if isinstance(entry, dict) else None
         if link:

@@ -37,7 +37,7 @@ _TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str], frozenset[str]], ...]
             "name", "url", "title", "etag", "last_modified", "body_hash", "id_policy",
             "id_candidate", "baselined", "last_poll", "last_success", "http_status", "errors",
             "last_error", "next_poll", "retry_after_until", "gone", "redirected_to",
-            "last_new_entry", "stale_notified",
+            "last_new_entry", "stale_notified", "masked_name",
         ),
         frozenset({"last_poll", "last_success", "next_poll", "retry_after_until",
                    "last_new_entry"}),

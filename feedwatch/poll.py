@@ -273,6 +273,7 @@ class Poller:
                         next_poll=pacing.next_poll_after_failure(
                             self.wait_clock(), feed.settings, errors, self.rng
                         ),
+                        masked_name=redact(feed.name),
                     )
                 except StateError as again:
                     log.warning("feed.record_failed", feed=feed.name, error=str(again))
@@ -363,6 +364,7 @@ class Poller:
                         next_poll=next_poll,
                         redirected_to=outcome.permanent_redirect,
                         prune_before=prune_before,
+                        masked_name=redact(feed.name),
                     )
                 )
             return PollReport(
@@ -537,6 +539,9 @@ class Poller:
             redirected_to=fetched.permanent_redirect,
             had_new_entry=result.new > 0 or result.baseline,
             baselined=record.baselined,
+            # the name as it shows, for when the feed has left the config and its ${VAR}
+            # values are no longer known for secrets (every poll's write stores it)
+            masked_name=redact(feed.name),
         )
         if result.churn:
             log.info("feed.timestamp_churn", feed=feed.name, entries=len(parsed.entries))
@@ -671,6 +676,7 @@ class Poller:
                 retry_after_until=retry_until,
                 gone=gone,
                 redirected_to=redirected_to,
+                masked_name=redact(feed.name),
             )
         log.warning("feed.failed", feed=feed.name, status=status, error=reason, errors=errors)
         return PollReport(

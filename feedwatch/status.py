@@ -48,9 +48,10 @@ def collect(config: Config) -> dict[str, Any]:
         feeds.append(_row(f.name, f.url, rec, feed_state(rec, f.enabled, f.url)))
     for name, rec in sorted(records.items()):
         if name not in names:
-            # not its URL: the state holds it with its ${VAR}s expanded, and with the
-            # feed gone from the config they are no longer known to be masked
-            feeds.append(_row(name, None, rec, "removed"))
+            # neither its name nor its URL: the state holds them with their ${VAR}s
+            # expanded, and with the feed gone from the config they are no longer known
+            # to be masked; the name as its last poll showed it instead
+            feeds.append(_row(rec.shown_name, None, rec, "removed"))
     sinks = []
     for name in list(config.sinks) + sorted(set(counts) - set(config.sinks)):
         c = counts.get(name, SinkCounts())

@@ -598,6 +598,13 @@ path = "{tmp_path}/chat.jsonl"
     updates = [x for x in got("mail") + got("chat") if x[1] == "updated"]
     assert updates == [("asia", "updated", "Shared story"), ("europe", "updated", "Shared story"),
                        ("europe", "updated", "Shared story")]  # fmt: skip
+    # world removed from the config: its name, as the state keys it, is no longer known
+    # to hold no ${VAR} value, so the alert that went first is no longer named by it
+    text = cfg.read_text()
+    start = text.index('[[feeds]]\nname = "world"')
+    cfg.write_text(text[:start] + text[text.index("[[feeds]]", start + 1) :])
+    explained = fw(cfg, "explain", "europe", "Shared").stdout
+    assert "mail: not sent, a duplicate: a removed feed's alert " in explained, explained
 
 
 def test_http_errors_and_empty_body_are_errors(setup):
@@ -1294,6 +1301,100 @@ def test_the_feeds_credentials_and_secrets_never_reach_its_entries_links(tmp_pat
     with sqlite3.connect(tmp_path / "state.db") as db:
         stored = [link for (link,) in db.execute("SELECT link FROM entries")]
     assert stored and not any("S3cretPw" in link or "alice" in link for link in stored)
+
+
+def test_a_removed_feeds_name_keeps_its_expanded_value_masked(tmp_path, feed_server):  # noqa: F811
+    """SPEC 2: a name written with a ${VAR} shows as `tenant ***` while its feed is in
+    the config. Once the feed left it, the state still held it (until `retention`) by
+    its expanded name, no longer known to hold a secret: `status` (text and --json),
+    `explain`, `alerts` (text, --json, --feed), `forget`, the log line and a command
+    sink's FEEDWATCH_FEED of an alert still delivered for it showed the value in clear,
+    also once `retention` dropped its row and only its alerts were left."""
+    secret = "AcmeSecret42"
+    feed_server.set("/t.xml", rss([entry(1)]))
+    feed_server.set("/k.xml", rss([entry(1)]))
+    ok = tmp_path / "sink-ok"  # the command sink fails (a retry) until this file is there
+    cmd = (
+        '[sinks.cmd]\ntype = "command"\nargv = ["sh", "-c", "test -e '
+        + str(ok)
+        + ' && echo \\"$FEEDWATCH_FEED\\" >> '
+        + str(tmp_path / "env.txt")
+        + '"]\n\n'
+    )
+    keep = f'[[feeds]]\nname = "keep"\nurl = "{feed_server.url("/k.xml")}"\nsinks = ["log"]\n'
+    tenant = (
+        '[[feeds]]\nname = "tenant ${TENANT_ID}"\n'
+        f'url = "{feed_server.url("/t.xml")}"\nsinks = ["cmd"]\n'
+    )
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(jsonl_config(tmp_path, cmd + keep + tenant, 'first_poll = "alert"'))
+    env = {"TENANT_ID": secret}  # still set: only the config no longer names it
+    first = fw(cfg, "check", env=env)
+    assert first.returncode == 1 and "tenant ***" in first.stdout, first.stderr
+    name = f"tenant {secret}"  # what a user types to name it
+    seen: list[str] = [first.stdout + first.stderr]
+
+    def run(*args: str, code: int = 0) -> str:
+        r = fw(cfg, *args, env=env)
+        assert r.returncode == code, (args, r.stdout, r.stderr)
+        seen.append(r.stdout + r.stderr)
+        return r.stdout
+
+    # in the config: the names an unknown one lists, and `forget`'s word, were not masked
+    run("explain", "nosuch", code=2)
+    run("alerts", "--feed", "nosuch", code=2)
+    assert "(configured: keep, tenant ***)" in seen[-1]
+    assert run("forget", name) == "forgot tenant ***: its next poll records a new baseline\n"
+    assert fw(cfg, "check", env=env).returncode == 1  # its baseline again (no alert)
+    cfg.write_text(jsonl_config(tmp_path, cmd + keep, 'first_poll = "alert"'))  # removed
+
+    rows = json.loads(run("status", "--json"))["feeds"]
+    assert [(f["name"], f["state"]) for f in rows] == [("keep", "ok"), ("tenant ***", "removed")]
+    assert "tenant ***  removed" in run("status")
+    assert run("explain", name).startswith("Feed tenant ***\n")
+    (listed,) = [json.loads(x) for x in run("alerts", "--json", "--feed", name).splitlines()]
+    assert listed["feed"] == listed["alert"]["feed"]["name"] == "tenant ***"
+    assert "tenant ***: " in run("alerts", "--feed", name)
+    assert "tenant ***: " in run("alerts")
+    run("redeliver", "--feed", name)
+    assert run("forget", name).startswith("forgot tenant ***: it is not in the config")
+    # `retention` later its row goes; its alert, still pending, stays and still shows it
+    cfg.write_text(jsonl_config(tmp_path, cmd + keep, 'retention = "1h"'))
+    age_state(tmp_path / "state.db", 7200)
+    run("check", code=1)  # (the command sink fails again)
+    assert "state.removed_feeds_dropped" in seen[-1]
+    assert [f["name"] for f in json.loads(run("status", "--json"))["feeds"]] == ["keep"]
+    assert run("explain", name).startswith("Feed tenant ***\n  state: dropped")
+    (listed,) = [json.loads(x) for x in run("alerts", "--json", "--feed", name).splitlines()]
+    assert listed["feed"] == "tenant ***"
+    # and goes out: its log line, the program's environment
+    ok.touch()
+    age_state(tmp_path / "state.db", 3600)  # its retry is due
+    run("check")
+    assert (tmp_path / "env.txt").read_text() == "tenant ***\n"
+    assert '"feed": "tenant ***", "kind": "new", "event": "alert.delivered"' in seen[-1]
+    for text in seen:
+        assert secret not in text and secret.lower() not in text, text
+
+
+def test_a_feed_removed_with_no_name_as_shown_stored_shows_masked(tmp_path, feed_server):  # noqa: F811
+    """A feed last polled before the state kept the name as shown (schema 6), then
+    removed: what in its stored name was a ${VAR} value is not known, so `status` and
+    `explain` show none of it (docs/configuration.md)."""
+    feed_server.set("/n.xml", rss([entry(1)]))
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        jsonl_config(tmp_path, f'[[feeds]]\nname = "news"\nurl = "{feed_server.url("/n.xml")}"\n')
+    )
+    assert fw(cfg, "check").returncode == 0
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT masked_name FROM feeds").fetchall() == [("news",)]
+        db.execute("UPDATE feeds SET masked_name = NULL")  # as a poll before schema 6 left it
+    cfg.write_text(jsonl_config(tmp_path, ""))
+    (row,) = json.loads(fw(cfg, "status", "--json").stdout)["feeds"]
+    assert (row["name"], row["state"], row["entries"]) == ("***", "removed", 1)
+    assert fw(cfg, "explain", "news").stdout.startswith("Feed ***\n")
+    assert fw(cfg, "forget", "news").stdout.startswith("forgot ***: it is not in the config")
 
 
 def test_no_expanded_value_reaches_an_alert_or_status(tmp_path, feed_server):  # noqa: F811

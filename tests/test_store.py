@@ -464,6 +464,42 @@ def test_drop_removed_feeds_drops_idle_feeds_out_of_the_config_not_their_alerts(
     assert not store.knows_feed("never") and not store.knows_feed("nosuch")
 
 
+def test_each_poll_keeps_the_name_as_shown_for_when_the_feed_is_removed(store: Store) -> None:
+    """SPEC 2: a feed is keyed by its name with its ${VAR} values expanded; once it left
+    the config nothing knew them for secrets, and `status`, `explain` and `forget` showed
+    them. Each poll's write (a success, a 304, a failure) now keeps the name as it shows;
+    one that gives none, a `forget`, or another row's write leaves it as it was."""
+    store.record_failure(
+        "t acme", "u", T0, http_status=500, error="HTTP 500", next_poll=None,
+        masked_name="t ***",
+    )  # fmt: skip
+    rec = store.feed("t acme")
+    assert rec is not None and (rec.masked_name, rec.shown_name) == ("t ***", "t ***")
+    store.commit_poll(poll("t acme", now=at(10), upserts=(entry("a"),), masked_name="*** acme"))
+    assert store.feeds()["t acme"].shown_name == "*** acme"
+    store.record_unchanged(
+        "t acme", "u", at(20), http_status=304, etag=None, last_modified=None,
+        next_poll=None, masked_name="t ***",
+    )  # fmt: skip
+    store.commit_poll(poll("t acme", now=at(30)))  # none given: kept
+    store.record_failure("t acme", "u", at(40), http_status=None, error="x", next_poll=None)
+    store.forget("t acme")
+    store.commit_poll(poll("other", now=at(50), masked_name="other"))
+    rec = store.feed("t acme", counts=True)
+    assert rec is not None and rec.masked_name == "t ***"
+    # a row no poll wrote a shown name to (one from before schema 6): nothing of it shows
+    store.record_unchanged(
+        "plain", "u", at(60), http_status=304, etag=None, last_modified=None, next_poll=None
+    )
+    rec = store.feed("plain")
+    assert rec is not None and (rec.masked_name, rec.shown_name) == (None, "***")
+    store.record_unchanged(
+        "plain", "u", at(70), http_status=304, etag=None, last_modified=None, next_poll=None,
+        masked_name="plain",
+    )  # fmt: skip
+    assert store.feeds()["plain"].shown_name == "plain"
+
+
 def test_set_next_poll(store: Store) -> None:
     store.set_next_poll("f", at(30))
     rec = store.feed("f")
@@ -1219,8 +1255,43 @@ def test_migration_to_schema_5_keeps_alerts_and_claims_nothing_before(tmp_path: 
     assert (tmp_path / "state.db.bak-v4").exists()
 
 
+def test_migration_to_schema_6_shows_a_row_no_poll_wrote_since_as_masked(
+    tmp_path: Path,
+) -> None:
+    """A schema-5 file's feeds have no name as shown: what in a removed feed's expanded
+    name was a secret is not known, so none of it shows (``***``); the first poll after
+    the upgrade writes it."""
+    path = tmp_path / "state.db"
+    _filled(path)
+    with SqliteStore(path) as s:
+        s.commit_poll(poll("t acme", now=at(10), masked_name="t ***"))
+    _downgrade_to_5(path)
+    with SqliteStore(path) as s:
+        assert sqlite_rows(path, "SELECT name, masked_name FROM feeds ORDER BY name") == [
+            ("f", None),
+            ("t acme", None),
+        ]
+        assert [r.shown_name for r in s.feeds().values()] == ["***", "***"]
+        s.commit_poll(poll("t acme", now=at(20), masked_name="t ***"))
+        assert s.feeds()["t acme"].shown_name == "t ***"
+        assert len(s.entries("f")) == 200 and [d.alert_id for d in s.pending()] == ["x1"]
+    assert (tmp_path / "state.db.bak-v5").exists()
+
+
+def _downgrade_to_5(path: Path) -> None:
+    """The file as schema 5 left it (nothing of schema 6)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("ALTER TABLE feeds DROP COLUMN masked_name")
+        conn.execute("PRAGMA user_version = 5")
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def _downgrade_to_4(path: Path) -> None:
-    """The file as schema 4 left it (nothing of schema 5)."""
+    """The file as schema 4 left it (nothing of schemas 5 and 6)."""
+    _downgrade_to_5(path)
     conn = sqlite3.connect(path)
     try:
         conn.execute("DROP TABLE duplicate_claims")
@@ -1232,7 +1303,7 @@ def _downgrade_to_4(path: Path) -> None:
 
 
 def _downgrade_to_2(path: Path) -> None:
-    """The file as schema 2 left it (nothing of schemas 3, 4 and 5)."""
+    """The file as schema 2 left it (nothing of schemas 3 to 6)."""
     _downgrade_to_4(path)
     conn = sqlite3.connect(path)
     try:
@@ -1649,6 +1720,35 @@ def test_pg_rows_from_before_schema_3_are_always_read(pg_url: str) -> None:
         assert has_rows and set(got) == {"a", "b"}
         s.commit_poll(poll(now=at(60), upserts=(entry("b", title="new title"),)))
         assert set(s.entries_matching("f", StoredNeed(("a",), ()))[1]) == {"a"}
+
+
+def test_pg_migration_to_schema_6_shows_a_row_no_poll_wrote_since_as_masked(
+    pg_url: str,
+) -> None:
+    """As SQLite's: a schema-5 database's feeds have no name as shown (``***`` once
+    removed); the first poll after the upgrade writes it."""
+    import psycopg
+
+    from feedwatch.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url) as s:
+        s.commit_poll(poll("t acme", upserts=(entry("a"),), alerts=(alert("x1", feed="t acme"),),
+                           masked_name="t ***"))  # fmt: skip
+    with psycopg.connect(pg_url) as conn:  # the database as schema 5 left it
+        conn.execute("ALTER TABLE feeds DROP COLUMN masked_name")
+        conn.execute("DELETE FROM feedwatch_schema WHERE version = 6")
+    with PostgresStore(pg_url) as s:
+        rec = s.feed("t acme")
+        assert rec is not None and (rec.masked_name, rec.shown_name) == (None, "***")
+        s.record_unchanged(
+            "t acme", "u", at(60), http_status=304, etag=None, last_modified=None,
+            next_poll=None, masked_name="t ***",
+        )  # fmt: skip
+        assert s.feeds()["t acme"].shown_name == "t ***"
+        assert set(s.entries("t acme")) == {"a"} and [d.alert_id for d in s.pending()] == ["x1"]
+    with psycopg.connect(pg_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM feedwatch_schema ORDER BY 1")]
+    assert versions == list(range(1, len(PostgresStore.MIGRATIONS) + 1)) and versions[-1] == 6
 
 
 def test_pg_nul_in_text_is_stored(pg_url: str) -> None:

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import structlog
 
 from feedwatch.model import SinkConfig
-from feedwatch.redact import redact, redact_cut
+from feedwatch.redact import redact_cut
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.formats import payload_json
-from feedwatch.store.base import Delivery
+from feedwatch.store.base import Delivery, alert_feed_name
 from feedwatch.text import printable
 
 log = structlog.get_logger("feedwatch.sinks.command")
@@ -189,7 +189,11 @@ class CommandSink:
         env = dict(os.environ)
         env.update(
             FEEDWATCH_ALERT_ID=delivery.alert_id.replace("\0", ""),
-            FEEDWATCH_FEED=redact(delivery.feed).replace("\0", ""),
+            # (as its payload names it: the sink does not know whether the feed is still
+            # in the config, which alone knows its name's ${VAR} values for secrets)
+            FEEDWATCH_FEED=alert_feed_name(
+                delivery.feed, delivery.payload, in_config=False
+            ).replace("\0", ""),
             FEEDWATCH_KIND=delivery.kind.replace("\0", ""),
         )
         program = self._argv[0]

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
 from feedwatch.model import Alert, IdentityState, StoredEntry, StoredNeed
-from feedwatch.redact import redact
+from feedwatch.redact import MASK, redact
 
 
 class StateError(Exception):
@@ -79,6 +79,16 @@ class FeedRecord:
     last_new_entry: datetime | None = None
     stale_notified: bool = False
     entries: int = 0  # entries tracked (when read with counts=True, else 0)
+    # the name as its last poll showed it, each ${VAR} value masked (schema 6)
+    masked_name: str | None = None
+
+    @property
+    def shown_name(self) -> str:
+        """The name to show for a feed no longer in the config: ``name`` is the expanded
+        one, whose ``${VAR}`` values nothing knows for secrets any more (SPEC 2), so the
+        name as its last poll showed it; ``***`` for a row no poll wrote since schema 6
+        (what in it was a secret is not known: none of it is shown)."""
+        return redact(self.masked_name) if self.masked_name is not None else MASK
 
     def gone_at(self, url: str) -> bool:
         """Whether ``url`` answered 410 Gone: not polled until `forget` (or `check
@@ -119,6 +129,7 @@ class PollCommit:
     had_new_entry: bool = False  # sets last_new_entry = now
     stale_notified: bool | None = None  # None = leave as is
     baselined: bool = False  # what the poll took the feed to be (ForgottenMeanwhile)
+    masked_name: str | None = None  # the name as shown (FeedRecord.masked_name); None: kept
 
 
 class Matching(NamedTuple):
@@ -175,6 +186,22 @@ class Delivery:
     status: DeliveryStatus = "pending"
     last_error: str | None = None
     delivered_at: datetime | None = None
+
+
+def alert_feed_name(feed: str, payload: Mapping[str, Any], *, in_config: bool) -> str:
+    """An alert's ``feed`` as it may be shown (SPEC 2). The state keys it by the name
+    with its ``${VAR}`` values expanded: while the feed is in the config (``in_config``)
+    they are registered secrets, and ``redact`` masks them; once it has left, no process
+    knows them, and the name is shown as the alert's payload gives it, each value masked
+    when the alert was made (``***`` for a payload that gives none, or does not decode)."""
+    if in_config:
+        return redact(feed)
+    try:
+        given = payload.get("feed")
+        name = given.get("name") if isinstance(given, Mapping) else None
+    except ValueError:  # a stored payload that does not decode (StoredPayload)
+        name = None
+    return redact(name) if isinstance(name, str) else MASK
 
 
 @dataclass(frozen=True)
@@ -294,9 +321,11 @@ class Store(Protocol):
         next_poll: datetime | None,
         redirected_to: str | None = None,
         prune_before: datetime | None = None,
+        masked_name: str | None = None,
     ) -> None:
         """A 304 or a byte-identical body: the entries of the last body were seen again
-        (those that left the feed age, and retention drops them)."""
+        (those that left the feed age, and retention drops them). ``masked_name``: the
+        name as it shows (``FeedRecord.masked_name``; None keeps the stored one)."""
         ...
 
     def record_failure(
@@ -311,6 +340,7 @@ class Store(Protocol):
         retry_after_until: datetime | None = None,
         gone: bool = False,
         redirected_to: str | None = None,
+        masked_name: str | None = None,
     ) -> None: ...
 
     def queue_notices(

@@ -203,6 +203,9 @@ _V5 = (
     "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS duplicate_key TEXT",
 )
 
+# As SQLite's schema 6 (sqlite.py): each feed's name as it shows, its ${VAR} values masked.
+_V6 = ("ALTER TABLE feeds ADD COLUMN IF NOT EXISTS masked_name TEXT",)
+
 # The tables feedwatch owns: a database that has one of them but no feedwatch_schema
 # is someone else's.
 OWN_TABLES = ("feeds", "entries", "alerts", "deliveries", "parse_cache")
@@ -479,7 +482,7 @@ class PostgresStore(SharedWrites):
             yield f"{column} = ANY(%s)", ([_t(i) for i in ids],)
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE) -> None:
         if psycopg is None:
@@ -948,7 +951,8 @@ class PostgresStore(SharedWrites):
                 " last_error = NULL, next_poll = %s, retry_after_until = NULL, gone = FALSE,"
                 " redirected_to = %s,"
                 " last_new_entry = CASE WHEN %s THEN %s ELSE last_new_entry END,"
-                " stale_notified = COALESCE(%s, stale_notified)"
+                " stale_notified = COALESCE(%s, stale_notified),"
+                " masked_name = COALESCE(%s, masked_name)"
                 " WHERE name = %s",
                 (
                     _t(commit.url),
@@ -966,6 +970,7 @@ class PostgresStore(SharedWrites):
                     commit.had_new_entry,
                     now,
                     commit.stale_notified,
+                    _t(commit.masked_name),
                     feed,
                 ),
             )
@@ -983,6 +988,7 @@ class PostgresStore(SharedWrites):
         next_poll: datetime | None,
         redirected_to: str | None = None,
         prune_before: datetime | None = None,
+        masked_name: str | None = None,
     ) -> None:
         """A 304 or identical body: the entries of the last body seen again; validators
         kept when none came."""
@@ -1010,15 +1016,17 @@ class PostgresStore(SharedWrites):
             cur.execute(
                 f"WITH {', '.join(parts)}"
                 " INSERT INTO feeds (name, url, etag, last_modified, last_poll, last_success,"
-                " http_status, next_poll, redirected_to) VALUES (%(feed)s, %(url)s, %(etag)s,"
-                " %(lm)s, %(ts)s, %(ts)s, %(status)s, %(next)s, %(redirected)s)"
+                " http_status, next_poll, redirected_to, masked_name) VALUES (%(feed)s,"
+                " %(url)s, %(etag)s, %(lm)s, %(ts)s, %(ts)s, %(status)s, %(next)s,"
+                " %(redirected)s, %(masked)s)"
                 " ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
                 " etag = COALESCE(excluded.etag, feeds.etag),"
                 " last_modified = COALESCE(excluded.last_modified, feeds.last_modified),"
                 " last_poll = excluded.last_poll, last_success = excluded.last_success,"
                 " http_status = excluded.http_status, errors = 0, last_error = NULL,"
                 " next_poll = excluded.next_poll, retry_after_until = NULL, gone = FALSE,"
-                " redirected_to = excluded.redirected_to",
+                " redirected_to = excluded.redirected_to,"
+                " masked_name = COALESCE(excluded.masked_name, feeds.masked_name)",
                 {
                     "feed": feed,
                     "url": _t(url),
@@ -1028,6 +1036,7 @@ class PostgresStore(SharedWrites):
                     "status": http_status,
                     "next": nxt,
                     "redirected": _t(redirected_to),
+                    "masked": _t(masked_name),
                     "cut": touch_cut(now, step),
                     "prune": prune,
                 },
@@ -1045,14 +1054,15 @@ class PostgresStore(SharedWrites):
         retry_after_until: datetime | None = None,
         gone: bool = False,
         redirected_to: str | None = None,
+        masked_name: str | None = None,
     ) -> None:
         ts = _now_ts(now)
         nxt, until = _ts(next_poll), _ts(retry_after_until)
         with self._tx(single=True) as cur:
             cur.execute(
                 "INSERT INTO feeds (name, url, errors, last_error, http_status, last_poll,"
-                " next_poll, retry_after_until, gone, redirected_to, last_new_entry)"
-                " VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " next_poll, retry_after_until, gone, redirected_to, last_new_entry,"
+                " masked_name) VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
                 " errors = CASE WHEN feeds.url = excluded.url THEN feeds.errors + 1 ELSE 1 END,"
                 " last_error = excluded.last_error,"
@@ -1061,7 +1071,8 @@ class PostgresStore(SharedWrites):
                 " gone = excluded.gone, redirected_to = excluded.redirected_to,"
                 " last_new_entry = CASE WHEN feeds.last_success IS NULL"
                 " THEN COALESCE(feeds.last_new_entry, excluded.last_poll)"
-                " ELSE feeds.last_new_entry END",
+                " ELSE feeds.last_new_entry END,"
+                " masked_name = COALESCE(excluded.masked_name, feeds.masked_name)",
                 (
                     feed,
                     _t(url),
@@ -1073,6 +1084,7 @@ class PostgresStore(SharedWrites):
                     gone,
                     _t(redirected_to),
                     ts,
+                    _t(masked_name),
                 ),
             )
 

@@ -39,7 +39,7 @@ _FEED_COLS = (
     "SELECT f.name, f.url, f.title, f.etag, f.last_modified, f.body_hash, f.id_policy,"
     " f.id_candidate, f.baselined, f.last_poll, f.last_success, f.http_status, f.errors,"
     " f.last_error, f.next_poll, f.retry_after_until, f.gone, f.redirected_to,"
-    " f.last_new_entry, f.stale_notified,"
+    " f.last_new_entry, f.stale_notified, f.masked_name,"
 )
 # With the count of each feed's entries (status, explain), or without: counting reads
 # every entry's index row, ~50 ms for a state of 1M entries at the start of a `check`.
@@ -126,7 +126,8 @@ class SharedReads:
             redirected_to=r[17],
             last_new_entry=dt(r[18]),
             stale_notified=bool(r[19]),
-            entries=int(r[20]),
+            masked_name=r[20],
+            entries=int(r[21]),
         )
 
     def _delivery(self, r: Sequence[Any]) -> Delivery:

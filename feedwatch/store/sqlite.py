@@ -180,6 +180,14 @@ _V5 = (
 )
 
 
+# A feed's name as it shows (``masked_name``: each ``${VAR}`` value in it as ``***``),
+# written by each poll: the state keys a feed by its expanded name, and once the feed
+# has left the config no process knows those values for secrets any more (SPEC 2), yet
+# `status`, `explain` and `forget` show it until `retention` drops it. Rows from before
+# have none: a removed feed's shows as ``***`` (store.base.FeedRecord.shown_name).
+_V6 = ("ALTER TABLE feeds ADD COLUMN masked_name TEXT",)
+
+
 def _ts(dt: datetime | None) -> int | None:
     if dt is None:
         return None
@@ -260,7 +268,7 @@ class SqliteStore(SharedWrites):
             yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = os.path.expanduser(str(path))
@@ -767,7 +775,8 @@ class SqliteStore(SharedWrites):
                 " last_error = NULL, next_poll = ?, retry_after_until = NULL, gone = 0,"
                 " redirected_to = ?,"
                 " last_new_entry = CASE WHEN ? THEN ? ELSE last_new_entry END,"
-                " stale_notified = COALESCE(?, stale_notified)"
+                " stale_notified = COALESCE(?, stale_notified),"
+                " masked_name = COALESCE(?, masked_name)"
                 " WHERE name = ?",
                 (
                     commit.url,
@@ -785,6 +794,7 @@ class SqliteStore(SharedWrites):
                     int(commit.had_new_entry),
                     now,
                     None if commit.stale_notified is None else int(commit.stale_notified),
+                    commit.masked_name,
                     feed,
                 ),
             )
@@ -830,6 +840,7 @@ class SqliteStore(SharedWrites):
         next_poll: datetime | None,
         redirected_to: str | None = None,
         prune_before: datetime | None = None,
+        masked_name: str | None = None,
     ) -> None:
         """A 304 or identical body: the entries of the last body seen again; validators
         kept when none came.
@@ -857,7 +868,8 @@ class SqliteStore(SharedWrites):
                 "UPDATE feeds SET url = ?, etag = COALESCE(?, etag),"
                 " last_modified = COALESCE(?, last_modified), last_poll = ?,"
                 " last_success = ?, http_status = ?, errors = 0, last_error = NULL,"
-                " next_poll = ?, retry_after_until = NULL, gone = 0, redirected_to = ?"
+                " next_poll = ?, retry_after_until = NULL, gone = 0, redirected_to = ?,"
+                " masked_name = COALESCE(?, masked_name)"
                 " WHERE name = ?",
                 (
                     url,
@@ -868,6 +880,7 @@ class SqliteStore(SharedWrites):
                     http_status,
                     _ts(next_poll),
                     redirected_to,
+                    masked_name,
                     feed,
                 ),
             )
@@ -884,6 +897,7 @@ class SqliteStore(SharedWrites):
         retry_after_until: datetime | None = None,
         gone: bool = False,
         redirected_to: str | None = None,
+        masked_name: str | None = None,
     ) -> None:
         ts = _now_ts(now)
         with self._write() as cur:
@@ -892,7 +906,8 @@ class SqliteStore(SharedWrites):
                 # (errors in a row at this url: another url's do not count)
                 "UPDATE feeds SET url = ?, errors = CASE WHEN url = ? THEN errors + 1 ELSE 1 END,"
                 " last_error = ?, http_status = ?, last_poll = ?, next_poll = ?,"
-                f" retry_after_until = ?, gone = ?, redirected_to = ?, {QUIET_SINCE_FAILED}"
+                f" retry_after_until = ?, gone = ?, redirected_to = ?, {QUIET_SINCE_FAILED},"
+                " masked_name = COALESCE(?, masked_name)"
                 " WHERE name = ?",
                 (
                     url,
@@ -905,6 +920,7 @@ class SqliteStore(SharedWrites):
                     int(gone),
                     redirected_to,
                     ts,
+                    masked_name,
                     feed,
                 ),
             )
