@@ -4,7 +4,10 @@ The daemon updates the module-level metrics below; ``MetricsServer`` serves
 ``GET /metrics`` in the text exposition format 0.0.4 and ``GET /healthz`` for
 a load balancer or a monitoring check. Label values are feed and sink names
 (bounded by the config) and fixed enums, so cardinality stays bounded; call
-``REGISTRY.remove(feed=NAME)`` when a reload drops a feed.
+``REGISTRY.remove(feed=NAME)`` when a reload drops a feed. A name holds the expanded
+value of any ``${VAR}`` written in it, and a scrape is stored by whoever scrapes it:
+label values are shown as every other output shows them, secrets masked
+(``_shown``), when rendered.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import structlog
+
+from feedwatch.redact import redact
 
 log = structlog.get_logger("feedwatch.metrics")
 
@@ -50,6 +55,26 @@ def _labels_text(names: Sequence[str], values: Sequence[str], extra: str = "") -
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _shown(keys: Iterable[LabelKey]) -> list[tuple[LabelKey, LabelKey]]:
+    """Each series' labels (sorted) and the labels it is rendered with: secrets masked.
+    Two feeds named alike but for a secret ("tenant ${A}", "tenant ${B}") would then be
+    one series twice, which a scraper rejects: the later one's first masked value gets
+    " (2)", " (3)"..., in the order of their real values."""
+    out: list[tuple[LabelKey, LabelKey]] = []
+    taken: set[LabelKey] = set()
+    for key in sorted(keys):
+        shown = tuple(redact(v) for v in key)
+        if shown in taken:
+            i = next((i for i, (a, b) in enumerate(zip(key, shown, strict=True)) if a != b), 0)
+            n = 2
+            while (bumped := (*shown[:i], f"{shown[i]} ({n})", *shown[i + 1 :])) in taken:
+                n += 1
+            shown = bumped
+        taken.add(shown)
+        out.append((key, shown))
+    return out
 
 
 class _Metric:
@@ -127,8 +152,8 @@ class _Scalar(_Metric):
 
     def _samples(self) -> list[str]:
         return [
-            f"{self.name}{_labels_text(self.labelnames, key)} {_format_value(value)}"
-            for key, value in sorted(self._values.items())
+            f"{self.name}{_labels_text(self.labelnames, shown)} {_format_value(self._values[key])}"
+            for key, shown in _shown(self._values)
         ]
 
 
@@ -219,15 +244,16 @@ class Histogram(_Metric):
 
     def _samples(self) -> list[str]:
         lines: list[str] = []
-        for key, child in sorted(self._values.items()):
+        for key, shown in _shown(self._values):
+            child = self._values[key]
             running = 0
             for bound, n in zip(self.buckets, child.buckets, strict=True):
                 running += n
                 le = f'le="{_format_le(bound)}"'
                 lines.append(
-                    f"{self.name}_bucket{_labels_text(self.labelnames, key, le)} {running}"
+                    f"{self.name}_bucket{_labels_text(self.labelnames, shown, le)} {running}"
                 )
-            labels = _labels_text(self.labelnames, key)
+            labels = _labels_text(self.labelnames, shown)
             lines.append(f"{self.name}_sum{labels} {_format_value(child.sum)}")
             lines.append(f"{self.name}_count{labels} {child.count}")
         return lines
