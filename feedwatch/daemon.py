@@ -138,6 +138,7 @@ class Daemon:
         self.rng = rng or random.Random()
         self.scheduler = FeedScheduler()
         self._stop = asyncio.Event()
+        self._stop_signals = 0  # SIGTERM/SIGINT received (_stop_signalled)
         self._stopping = False
         self._started = False  # the start is done: a reload can run
         self._reload_asked = False  # a SIGHUP came during the start
@@ -166,6 +167,9 @@ class Daemon:
         # or a reload like any other, not Python's default (a traceback, or death)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
+            # Python's own handler (asyncio's only wakes the loop): see _stop_signalled
+            signal.signal(sig, self._stop_signalled)
+            signal.siginterrupt(sig, False)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         try:
             return await self._serve()
@@ -247,6 +251,18 @@ class Daemon:
             return False
         self._metrics_server = server
         return True
+
+    def _stop_signalled(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT as it comes in, before the loop's handler (``_request_stop``),
+        which runs once the loop is free: a state call the database is slow to answer
+        (``state.slow``) may hold the loop for minutes. The state is told at once, and
+        cuts such a call after shutdown_timeout (after a second signal: at once). (The
+        signal still wakes the loop: asyncio's wakeup fd is written whatever the
+        handler.)"""
+        self._stop_signals += 1
+        store = getattr(self, "store", None)  # (none yet while the start opens it)
+        if store is not None:
+            store.stopping(self.config.shutdown_timeout if self._stop_signals == 1 else 0.0)
 
     def _request_stop(self, sig: signal.Signals) -> None:
         if not self._stop.is_set():

@@ -212,6 +212,21 @@ class PgCluster:
         stop`` returns once the server removed it)."""
         return self._root is not None and (self._root / "data" / "postmaster.pid").exists()
 
+    def server_pids(self) -> list[int]:
+        """The postmaster of a cluster of our own and its children (from /proc): a test
+        freezes the server by stopping them (SIGSTOP; its connections stay open)."""
+        assert self._root is not None, "a cluster of our own"
+        master = (self._root / "data" / "postmaster.pid").read_text().split()[0]
+        kids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == master:
+                kids.append(int(pid))
+        return [int(master), *kids]
+
     def stop_server(self) -> None:
         """Stop the server as a crash would (clients see their connections end and new
         ones refused); its data stays for ``start_server``. Stopped already: nothing."""

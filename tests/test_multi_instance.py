@@ -579,21 +579,6 @@ def test_the_state_out_of_reach_at_the_upkeep_and_at_a_stop_during_a_send_is_one
     assert "Traceback" not in inst.log.read_text()
 
 
-def _server_pids(cluster: PgCluster) -> list[int]:
-    """The postmaster of a cluster of our own and its children (from /proc)."""
-    assert cluster._root is not None
-    master = (cluster._root / "data" / "postmaster.pid").read_text().split()[0]
-    kids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[1] == master:
-            kids.append(int(pid))
-    return [int(master), *kids]
-
-
 def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_responsive(
     tmp_path: Path,
     stamped_server: StampedFeedServer,
@@ -604,7 +589,8 @@ def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_resp
     """The server's processes stopped (SIGSTOP: its TCP connections stay, the kernel
     still acknowledges): a state call waited for its answer for ever, on the event loop,
     so the daemon polled nothing, answered no /metrics and ignored SIGTERM. Now a call
-    gets no more than ANSWER_TIMEOUT (3 s here) for its answers: the state is out of
+    gets no more than ANSWER_TIMEOUT (3 s here) for its answers, and the look at the
+    server that follows (a new connection: no answer within 2 s): the state is out of
     reach, the daemon answers and recovers once the server does, each new entry alerts
     once, and SIGTERM while it is frozen stops it."""
     cluster = own_cluster
@@ -621,7 +607,7 @@ def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_resp
         wait_for(lambda: _events(inst, "feed.polled", "a"), 20, "baseline")
 
         def freeze() -> None:
-            frozen[:] = _server_pids(cluster)
+            frozen[:] = cluster.server_pids()
             for pid in frozen:
                 os.kill(pid, signal.SIGSTOP)
 
@@ -655,6 +641,58 @@ def test_a_server_that_stops_answering_is_out_of_reach_and_the_daemon_stays_resp
         cluster.stop_server()
     assert len(receiver.ids()) == 1 and len(_events(inst, "alert.delivered")) == 1
     assert [e for e in inst.events() if "exception" in e] == []
+
+
+def test_a_state_call_the_server_is_slow_to_answer_is_waited_for_and_a_stop_cuts_it(
+    tmp_path: Path,
+    pg_url: str,
+    stamped_server: StampedFeedServer,
+    receiver: StampedReceiver,
+    instances: list[Instance],
+) -> None:
+    """Another connection holds LOCK TABLE feeds: the daemon's state calls wait for the
+    lock, past ANSWER_TIMEOUT (1 s here), while the server answers everything else. They
+    were cut as if the server were frozen: ``state.out_of_reach``, the poll's claim or
+    record failed and was done again, and a call that always takes that long never
+    succeeded. Now the daemon waits for them (``state.slow``): the new entry alerts once
+    and the state is never out of reach. A SIGTERM while such a call holds the event
+    loop stops the daemon within shutdown_timeout (the call is cut), exit 0."""
+    import psycopg
+
+    srv = stamped_server
+    srv.set("/a", rss([entry("a-1")]))
+    cfg = write_config(tmp_path, "i", pg_url, srv, ["a"], receiver.url, shutdown="2s")
+    setup = "import feedwatch.store.postgres as p\np.ANSWER_TIMEOUT = 1.0"
+    inst = Instance(cfg, tmp_path / "i.log", setup=setup)
+    instances.append(inst)
+    wait_for(lambda: _events(inst, "feed.polled", "a"), 20, "baseline")
+    holder = psycopg.connect(pg_url)
+    try:
+        holder.execute("LOCK TABLE feeds IN ACCESS EXCLUSIVE MODE")
+        srv.set("/a", rss([entry("a-1"), entry("a-2", title="news a")]))
+        slow = wait_for(lambda: _events(inst, "state.slow"), 20, "a slow state call")
+        assert slow[0]["waiting"] == "Lock: relation", slow
+        holder.commit()
+        wait_for(lambda: receiver.ids(), 20, "the new entry alerted")
+        wait_for(lambda: _events(inst, "state.slow_done"), 10, "the slow call done")
+
+        holder.execute("LOCK TABLE feeds IN ACCESS EXCLUSIVE MODE")
+        seen = len(_events(inst, "state.slow"))
+        wait_for(lambda: _events(inst, "state.slow")[seen:], 20, "a slow call again")
+        began = time.monotonic()
+        assert inst.stop() == 0
+        took = time.monotonic() - began
+    finally:
+        holder.close()
+    assert took < 2.0 + 2.0 + 2.0, took  # shutdown_timeout, then a look at the server
+    assert _events(inst, "daemon.stopped")
+    assert len(receiver.ids()) == 1
+    events = inst.events()
+    # until the stop cut the second slow call, nothing failed: no claim, no record
+    slow = [i for i, e in enumerate(events) if e.get("event") == "state.slow"][1]
+    failed = [e for e in events[:slow] if e.get("level") in ("warning", "error")]
+    assert [e["event"] for e in failed] == ["state.slow"], failed
+    assert [e for e in events if "exception" in e] == []
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

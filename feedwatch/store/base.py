@@ -484,6 +484,12 @@ class Store(Protocol):
         """Drop every lease and claim of ``owner`` (a graceful stop)."""
         ...
 
+    def stopping(self, grace: float) -> None:
+        """The process stops: a call the database is slow to answer goes on at most
+        ``grace`` seconds more (PostgreSQL; nothing to do for SQLite, whose calls are
+        local). Safe to call from a signal handler."""
+        ...
+
     def checkpoint(self) -> None:
         """Move what a write-ahead log holds into the database now, waiting for no one
         (SQLite; nothing elsewhere): a process done writing does it for the one that

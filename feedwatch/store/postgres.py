@@ -34,6 +34,7 @@ an error or ``status`` (``self.path`` is the URL with its user-info masked).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import select
@@ -41,13 +42,14 @@ import socket
 import threading
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import structlog
 
+from feedwatch import sdnotify
 from feedwatch.model import Alert
 from feedwatch.payload import stored_text
 from feedwatch.redact import redact, register_secret
@@ -87,9 +89,16 @@ PROBE_TIMEOUT = 2.0
 # finds none starts again at once, rather than after a back-off of up to minutes).
 RECONNECT_TIMEOUT = 5.0
 # A call's wait for the server's answers (its statements, the commit): past it, the
-# connection is cut (a server that keeps its connections but answers nothing: a
-# stopped process, a frozen machine), the call fails and the state is out of reach.
+# server is asked over a new connection (within PROBE_TIMEOUT) whether it is working on
+# the call. It is (a lock wait, a large prune, a slow disk): the call goes on, and the
+# server is asked again every ANSWER_TIMEOUT, up to SLOW_LIMIT in all. No answer (a
+# stopped process, a frozen machine: the connections stay open), or not working on it:
+# the connection is cut, the call fails and the state is out of reach.
 ANSWER_TIMEOUT = 10.0
+SLOW_LIMIT = 300.0
+# How often the server looks whether the client of a statement went away (a cut call):
+# it then stops that statement rather than finish it for no one (PostgreSQL 14+).
+CLIENT_CHECK_MS = 1000
 FIRST_WAIT = 0.25  # a call's first wait: then on only if the pool's connect did not fail
 
 _C = 'COLLATE "C"'
@@ -366,65 +375,223 @@ class _Reach:
             return was
 
 
+class _Call:
+    """A call under way, as the watchdog sees it."""
+
+    __slots__ = ("conn", "deadline", "every", "patient", "slow", "started")
+
+    def __init__(self, conn: Any, seconds: float, patient: bool) -> None:
+        self.conn = conn
+        self.started = time.monotonic()
+        self.deadline = self.started + seconds
+        self.every = seconds  # past each deadline, the server is asked again
+        self.patient = patient  # may go on while the server works on it
+        self.slow = False  # went on past its first deadline
+
+
+# Why the watchdog cut a call (``_Watchdog.disarm``).
+FROZEN, TOO_SLOW, STOPPING = "frozen", "slow", "stopping"
+
+
 class _Watchdog:
-    """Cuts the connection of a call that waited too long for the server's answers.
+    """Cuts the connection of a call the server does not answer.
 
     A server whose processes stopped (SIGSTOP, a frozen VM) keeps its TCP connections:
     the kernel still acknowledges what is sent, so neither TCP keepalives nor the
     server's own timeouts end the wait, and psycopg (synchronous) waits for the answer
     for ever, on the daemon's event loop. One thread per store watches the calls under
-    way; past its deadline, a call's socket is shut down, so its wait ends at once with
-    a connection error (a StateError), and the pool drops that connection. A call it
-    cut is reported as failed, never as done (if the server applied its commit just
-    then, the state has it, as after any connection lost at a commit)."""
+    way. Past its deadline, a (patient) call is not cut at once: a statement may just
+    be slow (a lock wait, a large prune), so the server is asked over a new connection
+    what the call's backend is doing (``ask``). Working on it: the call goes on, asked
+    about again every ``every`` seconds, up to SLOW_LIMIT, or ``stopping``'s grace once
+    the process stops; meanwhile the systemd watchdog is pinged (the daemon's loop, that
+    pings it otherwise, is held by the call), and ``state.slow`` is logged once. No
+    answer, or not working on it: the call's socket is shut down, so its wait ends at
+    once with a connection error (a StateError), and the pool drops that connection.
+    A call it cut is reported as failed, never as done (if the server applied its commit
+    just then, the state has it, as after any connection lost at a commit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ask: Callable[[int], tuple[str, str | None] | None], path: str) -> None:
+        self._ask = ask  # (backend pid) -> what the server says it does (_ask_server)
+        self._path = path
         self._cond = threading.Condition()
-        self._armed: dict[int, tuple[float, Any]] = {}  # token: (deadline, connection)
-        self._cut: set[int] = set()
+        self._armed: dict[int, _Call] = {}
+        self._cut: dict[int, str] = {}  # token: why (FROZEN, TOO_SLOW, STOPPING)
+        self._slow: dict[int, float] = {}  # token of a slow call: when it started
         self._next = 0
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._stop_at: float | None = None  # (monotonic) no call goes on past it
 
-    def arm(self, conn: Any, seconds: float) -> int:
+    def arm(self, conn: Any, seconds: float, *, patient: bool = False) -> int:
+        """Watch a call that waits ``seconds`` for its answers (``patient``: and on
+        while the server says it works on them). Once the process stops, no longer than
+        ``stopping``'s grace; past it, PROBE_TIMEOUT, and the call is not patient."""
         with self._cond:
             token = self._next
             self._next += 1
-            self._armed[token] = (time.monotonic() + seconds, conn)
+            stop_at = self._stop_at
+            if stop_at is not None and time.monotonic() >= stop_at:
+                seconds, patient = min(seconds, PROBE_TIMEOUT), False
+            call = self._armed[token] = _Call(conn, seconds, patient)
+            if stop_at is not None and patient:
+                call.deadline = min(call.deadline, stop_at)
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(
                     target=self._run, name="feedwatch-pg-watchdog", daemon=True
                 )
                 self._thread.start()
-            elif len(self._armed) == 1:  # (later ones are due after it: no need to wake)
-                self._cond.notify()
+            elif all(call.deadline < c.deadline for t, c in self._armed.items() if t != token):
+                self._cond.notify()  # due before the others: the thread's wait is too long
             return token
 
-    def disarm(self, token: int) -> bool:
-        """The call is over; True if its connection was cut (once)."""
+    def disarm(self, token: int) -> tuple[str | None, float]:
+        """The call is over: why its connection was cut (once; None: it was not), and
+        how long it took if it was slow (0.0: it was not; once)."""
         with self._cond:
             self._armed.pop(token, None)
-            if token in self._cut:
-                self._cut.discard(token)
-                return True
-            return False
+            started = self._slow.pop(token, None)
+            return self._cut.pop(token, None), (
+                0.0 if started is None else time.monotonic() - started
+            )
+
+    def stopping(self, grace: float) -> None:
+        """The process stops: no call waits more than ``grace`` seconds from now (then
+        the server is asked, and the call is cut whatever it says). (Called from a
+        signal handler, on the thread that may hold the lock: it is reentrant.)"""
+        with self._cond:
+            at = time.monotonic() + max(0.0, grace)
+            self._stop_at = at if self._stop_at is None else min(self._stop_at, at)
+            for call in self._armed.values():
+                call.deadline = min(call.deadline, self._stop_at)
+            self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify()
 
+    def _limit(self, call: _Call) -> float:
+        """When the call goes on no more, however slow the server says it is."""
+        limit = call.started + SLOW_LIMIT
+        return limit if self._stop_at is None else min(limit, self._stop_at)
+
+    def _why_not(self, call: _Call, now: float) -> str:
+        return STOPPING if self._stop_at is not None and now >= self._stop_at else TOO_SLOW
+
+    def _cut_now(self, token: int, why: str) -> None:
+        call = self._armed.pop(token)
+        self._cut[token] = why
+        _shut_down(call.conn)
+
     def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
+        while True:
+            ask: list[tuple[int, int]] = []  # (token, backend pid): due, to ask about
+            with self._cond:
+                if self._closed:
+                    return
                 now = time.monotonic()
-                for token, (deadline, conn) in list(self._armed.items()):
-                    if deadline <= now:
-                        del self._armed[token]
-                        self._cut.add(token)
-                        _shut_down(conn)
-                nearest = min((d for d, _ in self._armed.values()), default=None)
-                self._cond.wait(None if nearest is None else max(0.01, nearest - now))
+                for token, call in list(self._armed.items()):
+                    if call.deadline > now:
+                        continue
+                    if not call.patient:
+                        self._cut_now(token, FROZEN)
+                    elif call.slow and now >= self._limit(call):
+                        self._cut_now(token, self._why_not(call, now))
+                    else:
+                        ask.append((token, _backend_pid(call.conn)))
+                if not ask:
+                    nearest = min((c.deadline for c in self._armed.values()), default=None)
+                    self._cond.wait(None if nearest is None else max(0.01, nearest - now))
+                    continue
+            # the server is asked with the lock let go: the calls go on meanwhile
+            answers = {pid: self._ask(pid) for pid in {pid for _, pid in ask}}
+            went_on = False
+            newly_slow: list[tuple[float, str | None]] = []  # (seconds, waiting for)
+            with self._cond:
+                now = time.monotonic()
+                for token, pid in ask:
+                    asked = self._armed.get(token)
+                    if asked is None:  # over meanwhile
+                        continue
+                    answer = answers[pid]
+                    if answer is None or answer[0] != "active":
+                        self._cut_now(token, FROZEN)  # no answer, or not working on it
+                    elif now >= self._limit(asked):
+                        self._cut_now(token, self._why_not(asked, now))
+                    else:
+                        went_on = True
+                        asked.deadline = min(now + asked.every, self._limit(asked))
+                        if not asked.slow:
+                            asked.slow = True
+                            self._slow[token] = asked.started
+                            newly_slow.append((now - asked.started, answer[1]))
+            for seconds, waiting in newly_slow:
+                log.warning(
+                    "state.slow",
+                    path=self._path,
+                    seconds=round(seconds, 1),
+                    waiting=waiting,
+                    hint="the server is still working on a state call (a lock wait, a large"
+                    " prune, a slow disk): it is waited for while the server says so, up to"
+                    f" {SLOW_LIMIT:g}s; the daemon does nothing else meanwhile",
+                )
+            if went_on and sdnotify.watchdog_interval():
+                sdnotify.watchdog()  # alive: waiting, bounded, for a server that works
+
+
+def _backend_pid(conn: Any) -> int:
+    """The server process of a connection (known to the client: no round trip)."""
+    try:
+        return int(conn.info.backend_pid)
+    except Exception:  # closed meanwhile
+        return 0
+
+
+def _ask_server(url: str, kwargs: dict[str, Any], pid: int) -> tuple[str, str | None] | None:
+    """What the server says its process ``pid`` is doing, asked over a new connection,
+    waiting at most about PROBE_TIMEOUT to connect and as long for the answer: its
+    ``state`` ("active": working on a statement, or waiting for a lock) and what it waits
+    for ("Lock: relation"; None: nothing); ("gone", None) when there is no such
+    process; None when no answer came (a frozen server)."""
+    if not pid:
+        return ("gone", None)
+    try:
+        conn = psycopg.connect(url, **{**kwargs, "connect_timeout": max(2, round(PROBE_TIMEOUT))})
+    except psycopg.Error:
+        return None
+    try:
+        pg = conn.pgconn
+        pg.send_query_params(
+            b"SELECT state, wait_event_type || ': ' || wait_event FROM pg_stat_activity"
+            b" WHERE pid = $1",
+            [str(pid).encode()],
+        )
+        deadline = time.monotonic() + PROBE_TIMEOUT
+        ready = select.poll()  # (not select.select: a busy daemon's fds pass 1024)
+        ready.register(pg.socket, select.POLLIN)
+        while True:
+            pg.consume_input()
+            if not pg.is_busy():
+                break
+            left = deadline - time.monotonic()
+            if left <= 0 or not ready.poll(left * 1000):
+                return None
+        res = pg.get_result()
+        if res is None or res.status != psycopg.pq.ExecStatus.TUPLES_OK:
+            return None
+        if res.ntuples == 0:
+            return ("gone", None)
+        state, wait = res.get_value(0, 0), res.get_value(0, 1)
+        return (
+            state.decode() if state is not None else "unknown",
+            wait.decode() if wait is not None else None,
+        )
+    except psycopg.Error:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def _alive(conn: Any) -> bool:
@@ -515,7 +682,7 @@ class PostgresStore(SharedWrites):
         finally:
             conn.close()
         self._reach = _Reach()
-        self._watchdog = _Watchdog()
+        self._watchdog = _Watchdog(functools.partial(_ask_server, url, extra), self.path)
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -682,24 +849,44 @@ class PostgresStore(SharedWrites):
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
         """A pooled connection (as ``ConnectionPool.connection``), or StateError. The
-        server's answers are waited for at most ANSWER_TIMEOUT (``_Watchdog``): one that
-        keeps the connection but answers nothing puts the state out of reach (while it is,
-        the call that looks again waits PROBE_TIMEOUT)."""
-        answer = ANSWER_TIMEOUT if self._reach.error is None else PROBE_TIMEOUT
+        server's answers are waited for ANSWER_TIMEOUT, and on while the server says it
+        is working on them, up to SLOW_LIMIT (``_Watchdog``): one that keeps the
+        connection but answers nothing puts the state out of reach (while it is, the
+        call that looks again waits PROBE_TIMEOUT, and no more)."""
+        reachable = self._reach.error is None
+        answer = ANSWER_TIMEOUT if reachable else PROBE_TIMEOUT
         conn = self._getconn()
-        watch = self._watchdog.arm(conn, answer)
+        began = time.monotonic()
+        watch = self._watchdog.arm(conn, answer, patient=reachable)
+        cut: str | None = None
+        slow = 0.0
         try:
             with conn:
                 yield conn
         except psycopg.Error:
-            if self._watchdog.disarm(watch):
+            cut, slow = self._watchdog.disarm(watch)
+            if cut == FROZEN:
                 raise self._lose(f"no answer from the server within {answer:g}s") from None
+            if cut is not None:
+                why = (
+                    "the process is stopping"
+                    if cut == STOPPING
+                    else f"the server was still working on it after {SLOW_LIMIT:g}s"
+                )
+                took = time.monotonic() - began
+                raise StateError(
+                    f"PostgreSQL state {self.path}: a state call was cut short after"
+                    f" {took:.0f}s: {why}"
+                ) from None
             raise
         finally:
-            cut = self._watchdog.disarm(watch)
+            again, slower = self._watchdog.disarm(watch)
+            cut, slow = cut or again, slow or slower
             self._pool.putconn(conn)
+            if slow and cut is None:
+                log.info("state.slow_done", path=self.path, seconds=round(slow, 1))
         # (cut as the last answer came: done, and the pool drops that connection)
-        if not cut and _alive(conn) and self._reach.found():
+        if cut is None and _alive(conn) and self._reach.found():
             log.info("state.reachable", path=self.path)
 
     def _getconn(self) -> Any:
@@ -741,6 +928,13 @@ class PostgresStore(SharedWrites):
             _check_if_idle(conn)
         finally:
             self._watchdog.disarm(watch)
+
+    def stopping(self, grace: float) -> None:
+        """The process stops: a state call the server is slow to answer (``state.slow``)
+        goes on at most ``grace`` seconds more, then it is cut (and the server stops
+        it). Safe to call from a signal handler: the daemon's, as SIGTERM comes in while
+        its loop waits for such a call."""
+        self._watchdog.stopping(grace)
 
     def checkpoint(self) -> None:
         pass  # the server's business
@@ -1360,6 +1554,12 @@ class PostgresStore(SharedWrites):
 
 def _configure(conn: Any) -> None:
     conn.execute("SET TIME ZONE 'UTC'")
+    # A call cut short (too slow, the process stopping, a server frozen a while): the
+    # server stops its statement, and what it holds, once it sees the client gone
+    # (PostgreSQL 14 and later, on most systems; elsewhere the statement runs to its end).
+    if conn.info.server_version >= 140000:
+        with contextlib.suppress(psycopg.Error):  # (a system without the check)
+            conn.execute(f"SET client_connection_check_interval = {int(CLIENT_CHECK_MS)}")
 
 
 IDLE_CHECK = 10.0  # a pooled connection idle longer than this is checked before use

@@ -631,6 +631,9 @@ class SqliteStore(SharedWrites):
     def release_leases(self, owner: str) -> None:
         pass
 
+    def stopping(self, grace: float) -> None:
+        pass  # a call waits for a local file only (its lock: busy_timeout)
+
     def checkpoint(self) -> None:
         with self._lock:
             with contextlib.suppress(sqlite3.Error):  # best effort: close does it anyway
