@@ -13,6 +13,13 @@ and sent whole (an alert for a real change carries the counter as it is, rules m
 it), alert ids hash the whole text, and changing ``ignore_text`` never makes an alert
 by itself, since both sides are cut with the same terms.
 
+A term cuts what a case-insensitive rule's term written the same way hits: it searches
+the text as rules read it (``match.locate``: NFKC, invisible characters dropped,
+typographic apostrophes and hyphens as typed ones, no variation selector, case-folded
+for a plain term), and what is cut is the feed's characters each hit was read from, so
+"O'Brien" cuts "O’Brien" and "COVID-19" a "COVID‑19" with a non-breaking hyphen, and
+the rest is compared as the feed wrote it.
+
 A ``/regex/`` that runs out of time on a text (0.1 s), or of the poll's regex time (1 s
 over all its comparisons, as for rules), leaves that text as it is: the two texts are
 then compared whole. Logged once per term, or once per poll.
@@ -24,11 +31,17 @@ import functools
 import time
 import unicodedata
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import structlog
 
-from feedwatch.match import POLL_REGEX_BUDGET, REGEX_TIMEOUT, compile_search
+from feedwatch.match import (
+    POLL_REGEX_BUDGET,
+    REGEX_TIMEOUT,
+    Located,
+    Search,
+    compile_search,
+    locate,
+)
 
 __all__ = ["Ignore", "compile_ignore", "validate"]
 
@@ -55,7 +68,7 @@ class _PollBudget:
 @dataclass(frozen=True, eq=False)
 class Ignore:
     terms: tuple[str, ...]
-    patterns: tuple[Any, ...]  # regex.Pattern[str], one per term
+    searches: tuple[Search, ...]  # one per term
     _timed_out: set[str] = field(default_factory=set)
     budget: _PollBudget | None = None
 
@@ -72,18 +85,27 @@ class Ignore:
         """(``clean``'s text, whether every term ran to its end)."""
         budget = self.budget
         limit = REGEX_TIMEOUT if budget is None else min(REGEX_TIMEOUT, budget.left)
-        started = time.monotonic()
-        deadline = started + limit
+        spent = 0.0  # searching: reading the text as terms do is not regex time
         whole = True
-        for term, pattern in zip(self.terms, self.patterns, strict=True):
+        read: dict[bool, Located] = {}  # the text as the terms read it, until one cuts
+        for term, search in zip(self.terms, self.searches, strict=True):
             try:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                view = read.get(search.case_sensitive)
+                if view is None:
+                    view = read[search.case_sensitive] = locate(text, search.case_sensitive)
+                if limit - spent <= 0:
                     raise TimeoutError
-                text = pattern.sub(" ", text, timeout=remaining)
+                started = time.monotonic()
+                try:
+                    spans = search.spans(view, timeout=limit - spent)
+                finally:
+                    spent += time.monotonic() - started
+                if spans:
+                    text = _cut(text, spans)
+                    read.clear()
             except TimeoutError:
                 whole = False
-                if budget is not None and budget.left - (time.monotonic() - started) <= 0:
+                if budget is not None and budget.left - spent <= 0:
                     if not budget.warned:
                         budget.warned = True
                         log.warning(
@@ -97,19 +119,19 @@ class Ignore:
                     self._timed_out.add(term)
                     log.warning("ignore_text.timeout", term=term, timeout=REGEX_TIMEOUT)
         if budget is not None:
-            budget.left -= time.monotonic() - started
+            budget.left -= spent
         return unicodedata.normalize("NFC", " ".join(text.split())), whole
 
     def found(self, *texts: str, limit: int = 6) -> list[str]:
         """The text the terms cut from ``texts`` (each hit once, at most ``limit``): what
         ``feedwatch preview --ignore-text`` shows."""
         out: list[str] = []
-        for pattern in self.patterns:
+        for search in self.searches:
             for text in texts:
                 try:
-                    hits = pattern.finditer(text, timeout=REGEX_TIMEOUT)
-                    for m in hits:
-                        hit = " ".join(m.group(0).split())
+                    spans = search.spans(locate(text, search.case_sensitive), REGEX_TIMEOUT)
+                    for start, end in spans:
+                        hit = " ".join(text[start:end].split())
                         if hit and hit not in out:
                             out.append(hit)
                         if len(out) >= limit:
@@ -137,4 +159,17 @@ def compile_ignore(terms: tuple[str, ...]) -> Ignore | None:
     lists); None for none. The config loader has checked each term."""
     if not terms:
         return None
-    return Ignore(terms=terms, patterns=tuple(compile_search(t) for t in terms))
+    return Ignore(terms=terms, searches=tuple(compile_search(t) for t in terms))
+
+
+def _cut(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each span (in order; they may overlap where two hits were read
+    from one character) a space."""
+    out: list[str] = []
+    at = 0
+    for start, end in spans:
+        out.append(text[at:start])
+        out.append(" ")
+        at = max(at, end)
+    out.append(text[at:])
+    return "".join(out)

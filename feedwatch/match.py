@@ -9,7 +9,9 @@ Text and plain terms go through the same normalisation (:func:`normalize_text`:
 NFKC, typographic apostrophes and hyphens as typed ones, no emoji variation selector,
 then case folding unless the rule is ``case_sensitive``), so full-width letters,
 ligatures, "O’Brien" and "İZMİR" hit their plain forms while accents stay
-significant. Each field of an entry is normalised once per case mode, however many
+significant. ``/regex/`` terms search the same text, not case-folded (their flags
+make them case-insensitive), their own typographic characters read as typed ones.
+Each field of an entry is normalised once per case mode, however many
 rules look at it, and the plain terms of a rule group are tried as one combined
 pattern first: most entries hit nothing, and one search per rule is what makes that
 cheap.
@@ -17,6 +19,7 @@ cheap.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import re
@@ -34,14 +37,17 @@ __all__ = [
     "REGEX_TIMEOUT",
     "POLL_REGEX_BUDGET",
     "CompiledRule",
+    "Located",
     "RegexBudget",
     "RuleExplanation",
     "TermExplanation",
     "compile_rule",
     "compile_rules",
+    "Search",
     "compile_search",
     "evaluate",
     "explain",
+    "locate",
     "normalize_text",
     "validate_term",
 ]
@@ -117,16 +123,16 @@ def _typed(m: re.Match[str]) -> str:
 
 
 def _as_written(text: str) -> str:
-    """Invisible in-word characters dropped, then NFKC: the text ``/regex/`` terms
-    search (and ``compile_search``'s terms are made of)."""
+    """Invisible in-word characters dropped, then NFKC."""
     if not text.isascii():
         text = text.translate(_INVISIBLE)
     return unicodedata.normalize("NFKC", text)
 
 
 def _as_typed(text: str) -> str:
-    """``_as_written`` text with ``_TYPED``'s characters as typed: what plain terms
-    of a ``case_sensitive`` rule search, and what the others fold."""
+    """``_as_written`` text with ``_TYPED``'s characters as typed: what ``/regex/``
+    terms and the plain terms of a ``case_sensitive`` rule search, and what the others
+    fold."""
     # (a search that finds none is ten times faster than str.translate)
     return text if text.isascii() else _ANY_TYPED.sub(_typed, text)
 
@@ -152,6 +158,172 @@ def normalize_text(text: str, case_sensitive: bool = False) -> str:
     return text if case_sensitive else _fold_case(text)
 
 
+# Characters read with the one before them (``locate``): marks (accents, variation
+# selectors), the invisible characters dropped, and what NFKC makes (or keeps) a Hangul
+# vowel or final, which composes with the letters before it, or a combining kana mark
+# (halfwidth ﾞ and ﾟ). Before any other character, normalising the text so far and the
+# rest apart is normalising it whole.
+_JOINS = (
+    r"\p{M}\u00ad\u200b\u2060\ufeff\u1160-\u11ff\ud7b0-\ud7ff\u3133\u3135\u3136"
+    r"\u313a-\u313f\u314f-\u3163\uff9e\uff9f\uffa3\uffa5\uffa6\uffaa-\uffaf\uffc2-\uffdc"
+)
+# What normalisation drops wherever it is: the invisible characters, the variation
+# selectors.
+_DROPPED = re.compile("[\u00ad\u200b\u2060\ufeff\ufe0e\ufe0f]+")
+_OTHER = "\uffff"  # in ``_OneForOne``'s reading: a character not read as one on its own
+_OTHERS = re.compile(f"{_OTHER}+")
+
+
+@functools.cache
+def _joins() -> Any:
+    return _regex().compile(f"[{_JOINS}]")
+
+
+class _Joins(dict[str, bool]):
+    """Whether a character is read with the one before it (``_JOINS``), filled as
+    characters come."""
+
+    def __missing__(self, ch: str) -> bool:
+        joins = self[ch] = _joins().match(ch) is not None
+        return joins
+
+
+_JOINING = _Joins()
+
+
+class _OneForOne(dict[int, str]):
+    """A ``str.translate`` table, filled as characters come: each character as plain
+    terms read it (``normalize_text``) where that is one character read on its own,
+    else ``_OTHER`` (it is read with those around it, ``locate``)."""
+
+    def __init__(self, case_sensitive: bool) -> None:
+        super().__init__()
+        self.case_sensitive = case_sensitive
+
+    def __missing__(self, key: int) -> str:
+        ch = chr(key)
+        read = normalize_text(ch, self.case_sensitive)
+        if len(read) != 1 or ch == _OTHER or _JOINING[ch]:
+            read = _OTHER
+        self[key] = read
+        return read
+
+
+_ONE_FOR_ONE = {cs: _OneForOne(cs) for cs in (False, True)}
+
+
+class Located(NamedTuple):
+    """Text as terms read it (``normalize_text``), located in the text it was read
+    from (``locate``): in pieces, each read one for one or, a character and those read
+    with it, as a whole."""
+
+    text: str
+    at: list[int]  # where each piece starts in ``text``, in order
+    pieces: list[tuple[int, int, bool]]  # its characters in the raw text; one for one?
+    size: int  # the length of the raw text
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The characters ``text[start:end]`` was read from, whole: a hit of "ss" in
+        "Straße" read as "strasse" is of "ße". An empty one: where it is."""
+        if start >= len(self.text):
+            return self.size, self.size
+        first = self._raw(start)[0]
+        return (first, first) if start >= end else (first, self._raw(end - 1)[1])
+
+    def _raw(self, i: int) -> tuple[int, int]:
+        """The raw characters ``text[i]`` was read from."""
+        k = bisect.bisect_right(self.at, i) - 1
+        begin, stop, one = self.pieces[k]
+        if not one:
+            return begin, stop
+        raw = begin + i - self.at[k]
+        return raw, raw + 1
+
+
+def locate(text: str, case_sensitive: bool = False) -> Located:
+    """``normalize_text(text, case_sensitive)``, located in ``text``: what cuts the
+    hits of ``ignore_text`` out of the text as the feed wrote it. ASCII text is read one
+    for one, and so is text that is NFKC already, with nothing that folds to more, but
+    for what is dropped (Cyrillic, CJK, "O’Brien", "COVID‑19", "❤️", a soft hyphen: most
+    text); other text a character at a time where one reads as none or several
+    (``_OneForOne``), with those read with it (``_JOINS``)."""
+    n = len(text)
+    if text.isascii():
+        return Located(text if case_sensitive else text.lower(), [0], [(0, n, True)], n)
+    read = _as_typed(_DROPPED.sub("", text))  # (NFKC makes a ‑ a ‐, both a typed -)
+    if "\u0307" in read or not unicodedata.is_normalized("NFKC", read):
+        return _located(text, case_sensitive)
+    if not case_sensitive:
+        folded = read.casefold()  # never shorter: the same length is one for one
+        if len(folded) != len(read) or not unicodedata.is_normalized("NFKC", folded):
+            return _located(text, case_sensitive)
+        read = folded
+    pieces = _Pieces()
+    last = 0
+    for m in _DROPPED.finditer(text):  # dropped: read with the character before it
+        if m.start() > 0:
+            pieces.one_for_one(last, m.start() - 1)
+            pieces.whole(m.start() - 1, m.end(), 1)
+        last = m.end()
+    pieces.one_for_one(last, n)
+    return Located(read, pieces.at, pieces.pieces, n)
+
+
+class _Pieces:
+    """``Located``'s pieces, as they come."""
+
+    def __init__(self) -> None:
+        self.at: list[int] = []
+        self.pieces: list[tuple[int, int, bool]] = []
+        self.size = 0  # of the text read so far
+
+    def one_for_one(self, begin: int, stop: int) -> None:
+        if stop > begin:
+            self.at.append(self.size)
+            self.pieces.append((begin, stop, True))
+            self.size += stop - begin
+
+    def whole(self, begin: int, stop: int, size: int) -> None:
+        if size:
+            self.at.append(self.size)
+            self.pieces.append((begin, stop, False))
+            self.size += size
+
+
+def _located(text: str, case_sensitive: bool) -> Located:
+    """``locate`` for text some of whose characters read as none or several: those
+    (``_OneForOne``), each with the characters read with it, are read one cluster at
+    a time; the rest, one for one, as they are."""
+    marked = text.translate(_ONE_FOR_ONE[case_sensitive])  # _OTHER where not one for one
+    parts: list[str] = []
+    pieces = _Pieces()
+    last = 0
+    for run in _OTHERS.finditer(marked):
+        begin, stop = run.span()
+        if begin > last and _JOINING[text[begin]]:  # a mark: with the letter before it
+            begin -= 1
+        parts.append(marked[last:begin])
+        pieces.one_for_one(last, begin)
+        i = begin
+        while i < stop:  # a character and those read with it
+            j = i + 1
+            while j < stop and _JOINING[text[j]]:
+                j += 1
+            part = _read_cluster(text[i:j], case_sensitive)
+            parts.append(part)
+            pieces.whole(i, j, len(part))
+            i = j
+        last = stop
+    parts.append(marked[last:])
+    pieces.one_for_one(last, len(text))
+    return Located("".join(parts), pieces.at, pieces.pieces, len(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_cluster(cluster: str, case_sensitive: bool) -> str:
+    return normalize_text(cluster, case_sensitive)
+
+
 # --------------------------------------------------------------------------
 # Terms
 # --------------------------------------------------------------------------
@@ -174,9 +346,7 @@ def is_regex_term(term: str) -> bool:
     return len(term) >= 2 and term.startswith("/") and term.endswith("/")
 
 
-def _compile_term(term: str, case_sensitive: bool, *, as_typed: bool = True) -> _Term:
-    """``as_typed`` False (``compile_search``): a plain term kept as written (only
-    ``_as_written``), to meet text that is not normalised."""
+def _compile_term(term: str, case_sensitive: bool) -> _Term:
     if not isinstance(term, str):
         raise ValueError(f"term {term!r} must be a string")
     if not term.strip():
@@ -186,7 +356,7 @@ def _compile_term(term: str, case_sensitive: bool, *, as_typed: bool = True) -> 
     for ch in term:
         if unicodedata.category(ch) == "Cc" and not ch.isspace():
             raise ValueError(f"term {term!r} contains a control character (U+{ord(ch):04X})")
-    norm = (normalize_text(term, case_sensitive) if as_typed else _as_written(term)).strip()
+    norm = normalize_text(term, case_sensitive).strip()
     if not norm:  # only what text loses too: a soft hyphen, a zero-width space, a BOM
         raise ValueError(
             f"term {term!r} holds only invisible characters (text is read without them):"
@@ -243,7 +413,83 @@ def _compile_regex_term(term: str, case_sensitive: bool) -> _Term:
             f"term {term!r}: regular expression could take exponential time ({problem}); "
             "simplify it"
         )
+    typed = _typed_pattern(body)
+    if typed != body:
+        try:
+            as_typed = rx.compile(typed, flags)
+        except rx.error:  # (a set's bracket inside a comment): the pattern as written
+            as_typed = pattern
+        if as_typed.search("") is not None and pattern.search("") is None:
+            raise ValueError(
+                f"term {term!r}: a variation selector is read as nothing (text is read"
+                " without them), so this regular expression would hit every text"
+            )
+        pattern = as_typed
     return _Term(text=term, is_regex=True, pattern=pattern)
+
+
+def _typed_pattern(body: str) -> str:
+    """A ``/regex/``'s pattern reading its own typographic apostrophes, hyphens and
+    variation selectors as the text it searches has them (``_TYPED``), so that
+    ``/O’Brien/`` still hits what ``/O'Brien/`` now does: outside a set each is its
+    typed form (a selector an empty group, which a quantifier may follow); a set that
+    holds one holds its typed form too (``[‘’]`` hits "'"; ``[^’]`` misses it; a
+    range, ``[‐-―]``, keeps its ends)."""
+    if body.isascii() or _ANY_TYPED.search(body) is None:
+        return body
+    out: list[str] = []
+    i, n = 0, len(body)
+    while i < n:
+        c = body[i]
+        if c == "\\" and i + 1 < n:
+            nxt = body[i + 1]
+            out.append(_typed_literal(nxt) if nxt in _TYPED else body[i : i + 2])
+            i += 2
+        elif c == "[":
+            end = _set_end(body, i)
+            if end is None:  # not a set the engine reads: left as it is
+                out.append(body[i:])
+                break
+            whole = body[i : end + 1]
+            typed = sorted({_TYPED[ch] for ch in whole if ch in _TYPED} - {""})
+            if typed:
+                also = "[" + "".join(re.escape(t) for t in typed) + "]"
+                negated = body[i + 1 : i + 2] == "^"
+                # single characters both: an atomic group never tries the other again
+                whole = f"(?:(?!{also}){whole})" if negated else f"(?>{whole}|{also})"
+            out.append(whole)
+            i = end + 1
+        else:
+            out.append(_typed_literal(c) if c in _TYPED else c)
+            i += 1
+    return "".join(out)
+
+
+def _typed_literal(c: str) -> str:
+    typed = _TYPED[c]
+    return re.escape(typed) if typed else "(?:)"
+
+
+def _set_end(body: str, start: int) -> int | None:
+    """The index of the ``]`` that closes the set opened at ``body[start]`` (V0: a ``]``
+    first in it is one of its characters; ``[:alpha:]`` is a class in it), or None."""
+    i = start + 1
+    if body[i : i + 1] == "^":
+        i += 1
+    if body[i : i + 1] == "]":
+        i += 1
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            i += 2
+        elif c == "[" and body[i + 1 : i + 2] == ":":
+            close = body.find(":]", i + 2)
+            i = i + 1 if close == -1 else close + 2
+        elif c == "]":
+            return i
+        else:
+            i += 1
+    return None
 
 
 def validate_term(term: str, case_sensitive: bool = False) -> None:
@@ -251,17 +497,43 @@ def validate_term(term: str, case_sensitive: bool = False) -> None:
     _compile_term(term, case_sensitive)
 
 
-def compile_search(term: str) -> Any:
-    """``term`` (the syntax of a rule's terms, checked as theirs are) as one pattern that
-    finds it case-insensitively in text that is not case-folded: what a feed's
+@dataclass(frozen=True, eq=False)
+class Search:
+    """A term that finds, in text as the feed wrote it, what a case-insensitive rule's
+    term written the same way hits (``compile_search``)."""
+
+    pattern: Any  # regex.Pattern[str]
+    # the text it searches (``locate``): a /regex/ the text as typed (its flags make it
+    # case-insensitive), a plain term the text case-folded too, as rules' terms do
+    case_sensitive: bool
+
+    def spans(self, text: Located, timeout: float | None = None) -> list[tuple[int, int]]:
+        """Where it hits ``text`` (``locate(raw, self.case_sensitive)``): the spans of
+        the raw text each hit was read from, in order. TimeoutError past ``timeout``."""
+        found: list[tuple[int, int]] = []
+
+        def add(m: Any) -> str:
+            found.append(text.span(*m.span()))
+            return ""
+
+        # one call for the whole text, as the timeout is
+        self.pattern.sub(add, text.text, timeout=timeout)
+        return found
+
+
+def compile_search(term: str) -> Search:
+    """``term`` (the syntax of a rule's terms, checked as theirs are) as it finds what a
+    case-insensitive rule's term written the same way hits: what a feed's
     ``ignore_text`` removes (feedwatch.ignore_text). Raises ValueError as
     ``validate_term`` does."""
-    t = _compile_term(term, case_sensitive=True, as_typed=False)
+    t = _compile_term(term, case_sensitive=False)
+    if t.is_regex:
+        return Search(t.pattern, case_sensitive=True)
     rx = _regex()
     source = t.pattern.pattern
-    if not t.is_regex and term.rstrip().endswith("*"):
+    if term.rstrip().endswith("*"):
         source += f"{_WORD}*"  # a prefix: the rest of the word it starts, too
-    return rx.compile(source, rx.V0 | rx.IGNORECASE | rx.FULLCASE)
+    return Search(rx.compile(source, rx.V0), case_sensitive=False)
 
 
 @dataclass
@@ -508,13 +780,12 @@ def compile_rules(rules: Iterable[Rule]) -> tuple[CompiledRule, ...]:
 
 class _EntryText:
     """The normalised segments of one entry, computed on first use per (field, case
-    mode), and as ``/regex/`` terms see them (``written``)."""
+    mode); ``/regex/`` terms search them as case-sensitive rules' plain terms do."""
 
-    __slots__ = ("_entry", "_fields", "_joined", "_segments", "_written")
+    __slots__ = ("_entry", "_fields", "_joined", "_segments")
 
     def __init__(self, entry: EntrySnapshot) -> None:
         self._entry = entry
-        self._written: dict[str, tuple[str, ...]] = {}
         self._segments: dict[tuple[str, bool], tuple[str, ...]] = {}
         self._fields: dict[tuple[str, bool], str] = {}
         self._joined: dict[tuple[tuple[str, ...], bool], str] = {}
@@ -526,13 +797,6 @@ class _EntryText:
         value = getattr(e, name)
         return (value,) if value else ()
 
-    def written(self, name: str) -> tuple[str, ...]:
-        """The field's segments as ``/regex/`` terms search them (``_as_written``)."""
-        segs = self._written.get(name)
-        if segs is None:
-            segs = self._written[name] = tuple(_as_written(s) for s in self._raw(name))
-        return segs
-
     def segments(self, name: str, case_sensitive: bool) -> tuple[str, ...]:
         """The field's segments as plain terms search them (``normalize_text``), each
         step made once from the one before."""
@@ -540,7 +804,7 @@ class _EntryText:
         segs = self._segments.get(key)
         if segs is None:
             if case_sensitive:
-                segs = tuple(_as_typed(s) for s in self.written(name))
+                segs = tuple(_as_typed(_as_written(s)) for s in self._raw(name))
             else:
                 segs = tuple(_fold_case(s) for s in self.segments(name, True))
             self._segments[key] = segs
@@ -601,8 +865,9 @@ def _regex_in_field(
     started = time.monotonic()
     deadline = started + limit
     found: bool | None = False
-    # Regexes run on NFKC text; the pattern's own flags make it case-insensitive.
-    for seg in view.written(name):
+    # Regexes run on the text as typed (not case-folded): the pattern's own flags make
+    # it case-insensitive.
+    for seg in view.segments(name, True):
         remaining = deadline - time.monotonic()
         try:
             if remaining <= 0:

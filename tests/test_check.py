@@ -243,6 +243,65 @@ def test_counters_named_in_ignore_text_alert_nothing_and_real_edits_still_do(
     assert new == "Article URL: https://x.example/2 Points: 60 # Comments: 33"
 
 
+def test_ignore_text_cuts_the_typographic_variants_a_rule_term_hits(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """ignore_text cuts what a rule's term written the same way hits, whichever
+    apostrophe, hyphen or emoji presentation the feed or the user typed. Before, its
+    terms met the text as the feed wrote it: "COVID‑19 update" pasted with its
+    non-breaking hyphen (U+2011) never cut the same "COVID‑19 update" (the term was read
+    through NFKC, the text was not), "O'Brien's" missed "O’Brien’s", "❤ trending" missed
+    "❤️ Trending", '/COVID-19 cases: \\d+/' missed "COVID‑19 cases: 120" and
+    '/Visited \\d+ times/' a WordPress "Vis&shy;ited": each poll alerted every entry as
+    updated. The text stored and sent stays as the feed wrote it."""
+    terms = (
+        '"COVID\\u201119 update"',  # pasted from a web page: its non-breaking hyphen
+        "\"Sponsored by O'Brien's\"",
+        '"\\u2764 trending"',
+        '"/COVID-19 cases: \\\\d+/"',
+        '"/Visited \\\\d+ times/"',
+    )
+    lines = (
+        ("COVID\u201119 update", ""),
+        ("Sponsored by O\u2019Brien\u2019s", ""),
+        ("\u2764\ufe0f Trending", ""),
+        ("COVID\u201119 cases: 120", "COVID\u201119 cases: 135"),
+        ("(Vis&shy;ited 222 times)", "(Vis&shy;ited 230 times)"),
+    )
+
+    def body(edited: int = -1, poll: int = 0):  # entries 0..edited edited
+        return rss(
+            [
+                entry(
+                    i,
+                    title=f"Story {i}",
+                    summary=("Edited story." if i <= edited else "A story.") + " " + line[poll % 2],
+                )
+                for i, line in enumerate(lines)
+            ]
+        )
+
+    feed_server.set("/news.xml", rss([entry("n1")]))
+    feed_server.set("/all.xml", body())
+    cfg = write_config(tmp_path, feed_server, extra_feeds=f"ignore_text = [{', '.join(terms)}]")
+    assert fw(cfg, "validate").returncode == 0
+    assert fw(cfg, "check").returncode == 0  # baseline
+    for poll in (1, 2, 3):
+        feed_server.set("/all.xml", body(poll=poll))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        assert [a["entry"]["title"] for a in alerts(tmp_path)] == [], poll
+    for i, (first, _) in enumerate(lines):
+        feed_server.set("/all.xml", body(edited=i, poll=4))
+        assert fw(cfg, "check").returncode == 0
+        (a,) = alerts(tmp_path)[i:]
+        assert a["kind"] == "updated" and a["entry"]["title"] == f"Story {i}"
+        # sent as the feed wrote it: its apostrophes, hyphens and selectors kept
+        shown = first.replace("&shy;", "\u00ad")
+        assert a["changes"]["summary"]["new"] == f"Edited story. {shown}", a
+
+
 def test_a_site_moving_to_https_with_permalink_ids_alerts_nothing(
     tmp_path,
     feed_server,  # noqa: F811

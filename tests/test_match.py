@@ -15,7 +15,6 @@ from feedwatch.match import (
     RuleExplanation,
     compile_rule,
     compile_rules,
-    compile_search,
     evaluate,
     explain,
     normalize_text,
@@ -284,17 +283,84 @@ def test_typographic_apostrophes_hyphens_and_variation_selectors_match_typed_one
     assert explain(rule, entry(title=text)).matched is expected
 
 
-def test_regex_terms_and_ignore_text_see_the_text_as_written() -> None:
-    """The folds are for plain terms: a /regex/ meets the text with its own characters."""
-    assert not hits("/O'Brien/", "O\u2019Brien")
-    assert hits("/O\u2019Brien/", "O\u2019Brien")
-    assert hits("/\u2764\ufe0f/", "I \u2764\ufe0f NY")
-    assert not hits("/\u2764\ufe0f/", "I \u2764 NY")
-    assert not hits("/COVID-19/", "COVID\u201119")
-    assert hits("/İsrail/", TURKISH)  # FULLCASE, as before
-    assert compile_search("O\u2019Brien").search("Minister O\u2019Brien") is not None
-    assert compile_search("O'Brien").search("Minister O\u2019Brien") is None
-    assert compile_search("\u2764\ufe0f").search("I \u2764\ufe0f NY") is not None
+@pytest.mark.parametrize("case_sensitive", [False, True])
+@pytest.mark.parametrize(
+    ("term", "text", "expected"),
+    [
+        ("/O'Brien/", "Minister O\u2019Brien", True),
+        ("/O\u2019Brien/", "Minister O'Brien", True),  # as the text's, the pattern's own
+        ("/O\u2019Brien/", "Minister O\u2019Brien", True),
+        ("/COVID-19/", "COVID\u201119", True),
+        ("/COVID\u201119/", "COVID\u201119", True),  # NFKC made the text's U+2010: missed
+        ("/COVID\u2011\\d+/", "COVID-19", True),
+        ("/\u2764\ufe0f/", "I \u2764 NY", True),
+        ("/\u2764/", "I \u2764\ufe0f NY", True),
+        ("/\u2764\ufe0f?!/", "I \u2764! NY", True),  # the selector's own quantifier
+        ("/O['\u2019]Brien/", "O\u2019Brien", True),  # as docs said to write it: still hits
+        ("/[\u2019]s/", "Bob's", True),  # a set with a typographic one holds the typed one
+        ("/[^\u2019]s\\b/", "Bob's", False),  # and a negated one does not
+        ("/[^\u2019]s\\b/", "Bobs", True),
+        ("/x[\u2010-\u2015]y/", "x-y", True),  # a range keeps its ends
+        ("/x[\u2010-\u2015]y/", "x\u2014y", True),
+        ("/x[\u2010-\u2015]y/", "x+y", False),
+        ("/x[]\u2019]y/", "x'y", True),  # a ']' first in a set is one of its characters
+        ("/x[\\]\u2019]y/", "x]y", True),
+        ("/x[[:alpha:]\u2011]y/", "x-y", True),
+        ("/x\\\u2011y/", "x-y", True),  # escaped
+        ("/O.Brien/", "O\u2019Brien", True),
+        ("/2020-2021/", "2020\u20132021", False),  # an en dash is not a hyphen
+        ("/O'Brien/", "O\u2032Brien", False),  # nor a prime an apostrophe
+    ],
+)
+def test_regex_terms_meet_typographic_apostrophes_hyphens_and_selectors_as_typed(
+    term: str, text: str, expected: bool, case_sensitive: bool
+) -> None:
+    """A /regex/ searched NFKC text with the feed's typographic characters, and its
+    pattern was used as written: /O'Brien/ missed "O’Brien", and /COVID‑19/ written
+    with a non-breaking hyphen missed even "COVID‑19", which NFKC makes U+2010. Both
+    are now read as typed, as for plain terms."""
+    assert hits(term, text, case_sensitive=case_sensitive) is expected
+    assert hits(term, f"{text} and more", case_sensitive=case_sensitive, field="summary") is (
+        expected
+    )
+
+
+def test_a_regex_set_read_as_typed_stays_linear() -> None:
+    """A set that holds an apostrophe both ways is two alternatives that both hit "'":
+    read atomically, a repeat of it never tries the other on failure."""
+    rule = compile_rule(Rule("r", any=("/['\u2019]+x/",)))
+    started = time.monotonic()
+    with capture_logs() as logs:
+        assert evaluate([rule], entry(title="'" * 5000 + "y")) == (False, ())
+    assert time.monotonic() - started < 0.05 and not logs
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            list("aAiIbs -'.")
+            + list("\u2019\u2018\u02bc\u2010\u2011\u2012\u2013\ufe0f\ufe0e\u00ad\u200b\u2060")
+            + list("\u00df\ufb01\u0130\u0131\u0301\u0307\u0323\uff21\u017f\u2764\u0e33")
+            + list("\u1100\u1161\u11a8\uac00\u3131\u314f\u3133\uff8a\uff9e\uffa1\uffc2")
+        ),
+        max_size=16,
+    ).map("".join),
+    st.booleans(),
+)
+def test_property_located_text_is_the_normalised_text(text: str, case_sensitive: bool) -> None:
+    """``locate`` reads the text a cluster at a time to know where each character came
+    from: that is reading it whole, and each character comes from the characters that
+    read as it, in order."""
+    from feedwatch.match import locate
+
+    located = locate(text, case_sensitive)
+    assert located.text == normalize_text(text, case_sensitive)
+    spans = [located.span(i, i + 1) for i in range(len(located.text))]
+    assert spans == sorted(spans)
+    for ch, (start, end) in zip(located.text, spans, strict=True):
+        assert ch in normalize_text(text[start:end], case_sensitive), (ch, start, end)
+    assert located.span(0, len(located.text))[1] <= len(text)
 
 
 @pytest.mark.parametrize(
@@ -585,6 +651,8 @@ def test_a_new_budget_is_a_new_poll() -> None:
         ("/(?:(a*)b)+/", "exponential"),
         ("/(a{1,}){2,}/", "exponential"),
         ("/((a+){2})+/", "exponential"),  # a bounded group inside an unbounded one
+        ("/\ufe0f/", "would hit every text"),  # a selector is read as nothing
+        ("/a|\ufe0f/", "would hit every text"),
     ],
 )
 def test_validate_term_errors(term: str, message: str) -> None:
