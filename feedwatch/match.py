@@ -97,7 +97,10 @@ def _quant() -> Any:
 
 # Invisible characters a word may hold where a reader sees one word: the soft hyphen
 # (German news: "Hyper&shy;schall&shy;rakete"), zero-width space, word joiner, BOM.
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u2060\ufeff"))
+# (looked for first, then a regex: str.translate costs ~70 ns a character of non-ASCII
+# text, 0.15 ms for 2 KB of Cyrillic; the four "in" tests, 0.2 µs)
+_INVISIBLE_CHARS = "\u00ad\u200b\u2060\ufeff"
+_INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]+")
 
 
 # Characters plain terms, and the text they search, read as the one a user types, as
@@ -124,8 +127,8 @@ def _typed(m: re.Match[str]) -> str:
 
 def _as_written(text: str) -> str:
     """Invisible in-word characters dropped, then NFKC."""
-    if not text.isascii():
-        text = text.translate(_INVISIBLE)
+    if not text.isascii() and any(ch in text for ch in _INVISIBLE_CHARS):
+        text = _INVISIBLE.sub("", text)
     return unicodedata.normalize("NFKC", text)
 
 
