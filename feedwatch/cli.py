@@ -1,8 +1,9 @@
 """The commands of SPEC section 2, and the wiring of the app in one place.
 
 Exit status: 0 success; 1 a run-time failure (a feed or a delivery failed, the
-state is locked, corrupt or too new); 2 a usage or config error (nothing was
-polled, sent or written).
+state is locked, corrupt or too new, or older and the command is not one of the two
+that upgrade it, `check` and `run`); 2 a usage or config error (nothing was polled,
+sent or written).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ COMMAND_MODULES: list[tuple[str, str, str]] = [
 
 _BUILTIN_COMMANDS = ("check", "validate", "status", "test-sink", "redeliver", "forget", "demo")
 
+# Only `check` and `run` upgrade an older state, under its lock (feedwatch.store.open_store)
+_OLDER_STATE = "A state from an older feedwatch is refused until `check` or `run` upgrades it."
+
 
 class UsageError(Exception):
     pass
@@ -88,7 +92,14 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    c = sub.add_parser("check", parents=[common], help="poll feeds once, deliver alerts, exit")
+    c = sub.add_parser(
+        "check",
+        parents=[common],
+        help="poll feeds once, deliver alerts, exit",
+        description="Poll the feeds once now, deliver the alerts and retry every pending"
+        " delivery, then exit. A state from an older feedwatch is upgraded first (with a"
+        " .bak-vN copy), unless --dry-run.",
+    )
     c.add_argument(
         "--feed", action="append", default=[], metavar="NAME", help="only this feed (repeatable)"
     )
@@ -98,7 +109,11 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser("validate", parents=[common], help="check the config")
 
     s = sub.add_parser(
-        "status", parents=[common], help="feeds and sinks as the state file sees them"
+        "status",
+        parents=[common],
+        help="feeds and sinks as the state file sees them",
+        description="How every feed and sink is doing, from the config and the state,"
+        f" which it only reads. {_OLDER_STATE}",
     )
     s.add_argument("--json", action="store_true")
     s.add_argument(
@@ -108,12 +123,21 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     t = sub.add_parser("test-sink", parents=[common], help="send a sample alert to a sink")
     t.add_argument("name")
 
-    r = sub.add_parser("redeliver", parents=[common], help="queue dead deliveries again")
+    r = sub.add_parser(
+        "redeliver",
+        parents=[common],
+        help="queue dead deliveries again",
+        description=f"Put dead deliveries back in the queue. {_OLDER_STATE}",
+    )
     r.add_argument("--sink")
     r.add_argument("--feed")
 
     f = sub.add_parser(
-        "forget", parents=[common], help="drop a feed's entries: next poll is a baseline"
+        "forget",
+        parents=[common],
+        help="drop a feed's entries: next poll is a baseline",
+        description="Drop a feed's stored entries and HTTP state: its next poll records a"
+        f" baseline. {_OLDER_STATE}",
     )
     f.add_argument("feed")
 
@@ -242,7 +266,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             raise UsageError(
                 f"unknown sink {args.sink!r} (configured: {', '.join(config.sinks) or 'none'})"
             )
-        store = open_store(config.state, create=False)  # no state: nothing is dead, write nothing
+        # no state: nothing is dead, write nothing. An older schema is not upgraded
+        # here: a daemon of the older release may be running on it (no lock is taken)
+        store = open_store(config.state, create=False, upgrade=False)
         try:
             if args.feed and config.feed(args.feed) is None:
                 # a removed feed's alerts outlive its row (retention drops the row first)
@@ -259,7 +285,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{n} dead deliveries queued again", file=out)
         return EXIT_OK
     if args.command == "forget":
-        existing = open_store(config.state, create=False)
+        existing = open_store(config.state, create=False, upgrade=False)  # (as redeliver)
         if existing is None:
             raise UsageError(f"{no_state_at(config.state)}: nothing to forget")
         try:
@@ -344,8 +370,8 @@ def _check_with(
         )
     lock = None
     tmpdir = None
-    if args.dry_run:
-        store = open_store(config.state, create=False)
+    if args.dry_run:  # reads, never writes: not even an older schema's upgrade
+        store = open_store(config.state, create=False, upgrade=False)
         if store is None:
             tmpdir = tempfile.TemporaryDirectory(prefix="feedwatch-dry-run-")
             store = open_store(str(Path(tmpdir.name) / "state.db"))

@@ -86,7 +86,11 @@ CLOCK_STEPS = metrics.REGISTRY.counter(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Run as a daemon until SIGTERM/SIGINT; SIGHUP reloads the config."
+    parser.description = (
+        "Run as a daemon until SIGTERM/SIGINT; SIGHUP reloads the config. A state from an"
+        " older feedwatch is upgraded as it starts (with a .bak-vN copy): stop every older"
+        " instance first."
+    )
 
 
 def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:

@@ -1,8 +1,8 @@
 """`feedwatch explain FEED [ENTRY]`: why an entry did or did not alert (SPEC section 2).
 
-Read-only. It loads the config, reads the state (never writes it), fetches the
-feed once now with the same Fetcher and parser a poll uses (no validators, so
-there is a body to compare), and runs the pure diff and the rules on it
+Read-only. It loads the config, reads the state (never writes it, nor upgrades an
+older one: ``open_store(upgrade=False)``), fetches the feed once now with the same
+Fetcher and parser a poll uses (no validators, so there is a body to compare), and runs the pure diff and the rules on it
 exactly as the next poll would, without committing anything. Then, for the
 entry (an id, a link or a title substring), it prints:
 
@@ -968,7 +968,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Say why an entry did or did not alert: its identity, what the state holds, "
         "new/updated/unchanged against the feed now, the rules and terms that hit or "
         "missed, and the alerts recorded with each sink's delivery outcome. Reads the "
-        "state, never writes it."
+        "state, never writes it: one from an older feedwatch is refused until `check` "
+        "or `run` upgrades it."
     )
     parser.add_argument("feed", metavar="FEED", help="the feed's name")
     parser.add_argument(
@@ -1012,7 +1013,7 @@ def _claims(config: Config, a: Analysis) -> dict[str, dict[str, str]]:
     keys = [k for c in a.result.changes if (k := duplicate_key(c.kind, c.entry, c.fingerprint))]
     if not keys:
         return {}
-    store = open_store(config.state, create=False)
+    store = open_store(config.state, create=False, upgrade=False)
     if store is None:
         return {}
     try:
@@ -1025,7 +1026,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     config = load()
     name: str = args.feed
     feed = config.feed(name)
-    store = open_store(config.state, create=False)
+    store = open_store(config.state, create=False, upgrade=False)
     record: FeedRecord | None = None
     stored: dict[str, StoredEntry] = {}
     alerts: list[AlertRecord] = []

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "List the alerts the state records, newest first, with each sink's delivery "
         "outcome (delivered, pending with its last error, or dead). Reads the state, "
-        "never writes it."
+        "never writes it: one from an older feedwatch is refused until `check` or `run` "
+        "upgrades it."
     )
     parser.add_argument(
         "--feed", action="append", default=[], metavar="NAME", help="only this feed's (repeatable)"
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
             f"note: no sink {args.sink!r} in the config; listing what the state holds",
             file=sys.stderr,
         )
-    store = open_store(config.state, create=False)
+    store = open_store(config.state, create=False, upgrade=False)
     if store is None:
         unknown = [name for name in dict.fromkeys(args.feed) if config.feed(name) is None]
         if unknown:  # a typo, as with a state: there is none to hold a removed feed

@@ -32,7 +32,7 @@ _NOT_POLLED = frozenset({"disabled", "removed", "gone"})
 
 
 def collect(config: Config) -> dict[str, Any]:
-    store = open_store(config.state, create=False)
+    store = open_store(config.state, create=False, upgrade=False)
     records: dict[str, FeedRecord] = {}
     counts: dict[str, SinkCounts] = {}
     if store is not None:

@@ -240,6 +240,100 @@ def test_schema_upgrade_keeps_a_backup_and_a_downgrade_is_refused(setup: Setup) 
     assert s.alerts().count("Story 0") == 1
 
 
+def _next_version(s: Setup, *args: str) -> subprocess.CompletedProcess[str]:
+    """``args`` run by the build with one more migration (a release after this one)."""
+    return subprocess.run(
+        [sys.executable, "-c", _NEXT_VERSION, "-c", str(s.cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# What only reads the state, and what writes beside a running daemon without its lock:
+# none of them may upgrade the schema (an older release may still be running on it).
+NOT_UPGRADING = (
+    ("status",),
+    ("status", "--json"),
+    ("status", "--check"),
+    ("explain", "a"),
+    ("explain", "a", "--no-fetch"),
+    ("alerts",),
+    ("check", "--dry-run"),
+    ("redeliver",),
+    ("forget", "a"),
+)
+
+
+def assert_not_upgraded(s: Setup, r: subprocess.CompletedProcess[str], what: object) -> None:
+    """Exit 1, one line naming the file, both schema versions and the way to upgrade."""
+    current = len(SqliteStore.MIGRATIONS)  # the file's: this feedwatch wrote it
+    assert r.returncode == 1, (what, r.returncode, r.stdout[-1000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr
+    message = r.stderr.strip().splitlines()[-1]
+    assert message == (
+        f"feedwatch: state file {s.state} has schema version {current}, older than this"
+        f" feedwatch's ({current + 1}): `feedwatch check`, or restarting `feedwatch run`,"
+        f" upgrades it (keeping a copy as {s.state}.bak-v{current}); stop every older"
+        " feedwatch instance using it first"
+    ), (what, message)
+    assert sql(s.state, "PRAGMA user_version") == [(current,)], what
+    assert not list(s.state_dir.glob("*.bak-v*")), what
+
+
+def test_an_older_state_is_upgraded_only_by_check_and_run(setup: Setup) -> None:
+    """`status`, `explain`, `alerts` and `check --dry-run` never write the state, and
+    `forget` and `redeliver` write it beside a running daemon: none of them upgrades an
+    older schema (each used to, leaving a `.bak-v*` and a file the older release, maybe
+    still running, refuses). They refuse it instead, naming what does upgrade it."""
+    s = setup
+    before = s.files()
+    alerts = s.alerts()
+    s.add_entry(5)
+    for args in NOT_UPGRADING:
+        assert_not_upgraded(s, _next_version(s, *args), args)
+        assert s.files() == before, f"{args} changed the state directory"
+    assert s.alerts() == alerts
+    # the way the message names: `check` upgrades it, and everything reads it after
+    r = _next_version(s, "check")
+    assert r.returncode == 0, r.stderr[-2000:]
+    current = len(SqliteStore.MIGRATIONS)
+    assert sql(s.state, "PRAGMA user_version") == [(current + 1,)]
+    assert s.state.with_name(f"state.db.bak-v{current}").exists()
+    assert s.alerts()[-1:] == ["Story 5"]
+    for args in NOT_UPGRADING:
+        r = _next_version(s, *args)
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+
+
+def test_the_newer_release_leaves_alone_the_state_an_older_daemon_runs_on(
+    setup: Setup, daemons: list[DaemonProc]
+) -> None:
+    """`pip install -U` and a `feedwatch status` before restarting the service: the
+    older daemon goes on with its state as it was, and can be rolled back to. Only once
+    it is stopped does the newer `check` (or `run`) upgrade the file."""
+    s = setup
+    d = DaemonProc(s.cfg, log_dir=s.tmp)  # this build: the release before _NEXT_VERSION
+    daemons.append(d)
+    wait_for(lambda: d.has("daemon.started"), what="the older daemon's start")
+    for args in NOT_UPGRADING:
+        assert_not_upgraded(s, _next_version(s, *args), args)
+    r = _next_version(s, "check")  # the lock: the daemon holds the state
+    assert r.returncode == 1 and "in use by another feedwatch process" in r.stderr, r.stderr
+    assert not list(s.state_dir.glob("*.bak-v*"))
+    s.add_entry(5)  # the older daemon goes on, on the file as it knows it
+    wait_for(lambda: s.alerts()[-1:] == ["Story 5"], what="the older daemon's alert")
+    assert d.proc.poll() is None
+    assert s.run("status").returncode == 0  # and its own commands still read it
+    assert d.stop() == 0
+    assert not d.has("feed.state_error"), d.text()[-2000:]
+    r = _next_version(s, "check")
+    assert r.returncode == 0, r.stderr[-2000:]
+    current = len(SqliteStore.MIGRATIONS)
+    assert sql(s.state, "PRAGMA user_version") == [(current + 1,)]
+    assert s.alerts().count("Story 5") == 1
+
+
 # --------------------------------------------------------------------------
 # Read-only file or directory
 # --------------------------------------------------------------------------

@@ -1289,6 +1289,52 @@ def _downgrade_to_5(path: Path) -> None:
         conn.close()
 
 
+def test_a_reader_refuses_an_older_schema_and_leaves_the_file_alone(tmp_path: Path) -> None:
+    """``upgrade=False`` (status, explain, alerts, check --dry-run, forget, redeliver): an
+    older schema is not migrated under whatever older release may still run on it (it
+    was, with a `.bak-v*` written, by a command that says it never writes)."""
+    path = tmp_path / "state.db"
+    _filled(path)
+    _downgrade_to_4(path)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    target = len(SqliteStore.MIGRATIONS)
+    with pytest.raises(StateError) as info:
+        open_store(str(path), create=False, upgrade=False)
+    assert str(info.value) == (
+        f"state file {path} has schema version 4, older than this feedwatch's ({target}):"
+        " `feedwatch check`, or restarting `feedwatch run`, upgrades it (keeping a copy as"
+        f" {path}.bak-v4); stop every older feedwatch instance using it first"
+    )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    with open_store(str(path)) as s:  # as `check` and `run` open it: upgraded
+        assert s is not None and len(s.entries("f")) == 200
+    assert sqlite_rows(path, "PRAGMA user_version") == [(target,)]
+    assert (tmp_path / "state.db.bak-v4").exists()
+    with open_store(str(path), create=False, upgrade=False) as s:
+        assert s is not None and len(s.entries("f")) == 200
+
+
+def test_a_reader_writes_nothing_when_it_opens_the_state(tmp_path: Path) -> None:
+    """Not the legacy parse cache's rows, nor the journal mode of a file restored from a
+    `.bak-v*` copy (which is not in WAL mode): the next `check` or `run` sees to both."""
+    path = tmp_path / "state.db"
+    _filled(path)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("INSERT INTO parse_cache (feed, data) VALUES ('f', x'00')")
+    conn.commit()
+    conn.close()
+    data = path.read_bytes()
+    with open_store(str(path), create=False, upgrade=False) as s:
+        assert s is not None and s.feed("f") is not None and len(s.entries("f")) == 200
+    assert path.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+    with open_store(str(path), create=False) as s:
+        assert s is not None
+    assert sqlite_rows(path, "SELECT COUNT(*) FROM parse_cache") == [(0,)]
+    assert sqlite_rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
 def _downgrade_to_4(path: Path) -> None:
     """The file as schema 4 left it (nothing of schemas 5 and 6)."""
     _downgrade_to_5(path)
@@ -1658,6 +1704,48 @@ def test_pg_newer_schema_is_refused(pg_url: str) -> None:
     _pg_exec(pg_url, "INSERT INTO feedwatch_schema (version) VALUES (99)")
     with pytest.raises(StateError, match=r"schema version 99, newer .* upgrade feedwatch"):
         open_store(pg_url)
+
+
+def test_pg_a_reader_refuses_an_older_schema_and_writes_nothing(pg_url: str) -> None:
+    """As on SQLite: the commands that open with ``upgrade=False`` neither migrate the
+    schema nor empty the legacy parse cache; `check` and `run` do both."""
+    import psycopg
+
+    from feedwatch.store.postgres import PostgresStore
+
+    class V2(PostgresStore):
+        MIGRATIONS = (*PostgresStore.MIGRATIONS, ("ALTER TABLE feeds ADD COLUMN note TEXT",))
+
+    with PostgresStore(pg_url) as s:
+        s.commit_poll(poll(upserts=(entry("a"),), alerts=(alert("x1"),)))
+    _pg_exec(pg_url, "INSERT INTO parse_cache (feed, data) VALUES ('f', '\\x00')")
+
+    def state() -> tuple[list[int], int]:
+        with psycopg.connect(pg_url) as conn:
+            versions = [r[0] for r in conn.execute("SELECT version FROM feedwatch_schema")]
+            cached = conn.execute("SELECT COUNT(*) FROM parse_cache").fetchone()
+        assert cached is not None
+        return sorted(versions), cached[0]
+
+    current = len(PostgresStore.MIGRATIONS)
+    before = state()
+    assert before == (list(range(1, current + 1)), 1)
+    with pytest.raises(StateError) as info:
+        V2.open(pg_url, create=False, upgrade=False)
+    msg = str(info.value)
+    assert msg.startswith("PostgreSQL state postgresql://") and "***@127.0.0.1" in msg
+    assert msg.endswith(
+        f" has schema version {current}, older than this feedwatch's ({current + 1}):"
+        " `feedwatch check`, or restarting `feedwatch run`, upgrades it (pg_dump it first:"
+        " no copy is kept); stop every older feedwatch instance using it first"
+    ), msg
+    assert state() == before
+    with PostgresStore.open(pg_url, create=False, upgrade=False) as s:
+        assert s is not None and set(s.entries("f")) == {"a"}
+    assert state() == before
+    with V2(pg_url) as s:  # `check` or `run` of the newer release
+        assert set(s.entries("f")) == {"a"}
+    assert state() == (list(range(1, current + 2)), 0)
 
 
 def test_pg_foreign_tables_are_refused(pg_cluster: PgCluster, pg_url: str) -> None:

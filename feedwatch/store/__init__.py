@@ -73,9 +73,18 @@ def no_state_at(state: str) -> str:
     return f"no state file at {redact(state)}"
 
 
-def open_store(state: str, *, create: bool = True) -> Store | None:
+def open_store(state: str, *, create: bool = True, upgrade: bool = True) -> Store | None:
     """Open the state at ``state``; with ``create=False`` a missing file gives None
-    and nothing is created (``status`` before the first run)."""
+    and nothing is created (``status`` before the first run).
+
+    ``upgrade=False`` for every command but `run` and `check`: a state with an older
+    schema is refused (``base.older_schema``: what upgrades it) instead of migrated, and
+    opening writes nothing (the legacy parse cache, SQLite's journal mode). Those that
+    only read promise not to write; `forget` and `redeliver` write beside a running
+    daemon, without the lock. Either way an older release may still be running on the
+    state, and a migrated schema is one it refuses. `run` and `check` migrate it (on
+    SQLite holding the state's lock, as `migrate-state` does its source: so never
+    under a running daemon)."""
     if not state or not state.strip():
         raise StateError("the state location is empty: set `state` to a file path")
     if _URL.match(state):
@@ -83,12 +92,12 @@ def open_store(state: str, *, create: bool = True) -> Store | None:
         if scheme in ("postgresql", "postgres"):
             from feedwatch.store.postgres import PostgresStore  # psycopg: an optional extra
 
-            return PostgresStore.open(state, create=create)
+            return PostgresStore.open(state, create=create, upgrade=upgrade)
         raise StateError(f"state location with scheme {scheme!r} is not supported: use a file path")
     path = os.path.expanduser(state)
     if not create and not os.path.exists(path):
         return None
-    return SqliteStore(path, create=create)
+    return SqliteStore(path, create=create, upgrade=upgrade)
 
 
 def drop_removed_feeds(store: Store, config: Config, now: datetime) -> int:

@@ -49,6 +49,18 @@ class StateLocked(StateError):
     """Another feedwatch daemon holds this state."""
 
 
+def older_schema(where: str, version: int, target: int, copy: str) -> StateError:
+    """A state with an older schema, opened by a command that does not upgrade it: only
+    `check` and `run` do (so, for SQLite, under the state's lock), since an older
+    release still running on it would find a schema it refuses. ``where`` names the
+    state, ``copy`` what the upgrade keeps of it as it was."""
+    return StateError(
+        f"{where} has schema version {version}, older than this feedwatch's ({target}):"
+        f" `feedwatch check`, or restarting `feedwatch run`, upgrades it ({copy});"
+        " stop every older feedwatch instance using it first"
+    )
+
+
 class ForgottenMeanwhile(Exception):
     """``forget`` ran while this poll was under way: the poll compared against
     entries that are gone, so its commit is void (nothing written) and the

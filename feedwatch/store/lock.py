@@ -6,7 +6,8 @@ belongs to the open file, not the process: a forked child (a `check`'s body
 workers) would keep it held after its parent was killed, so a child closes its
 copy at the fork (``_drop_in_child``).
 The daemon and a non-dry-run ``check`` take it; ``status`` and ``--dry-run``
-do not (they only read).
+do not (they only read). Only they, holding it, upgrade an older state's schema
+(``open_store``'s ``upgrade``): never under an older release's daemon.
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ Times are ``timestamptz`` (microseconds, exact) and come back as aware UTC datet
 text columns that are keys or sort keys use the "C" collation, so ordering is the same
 byte order as SQLite's. The schema version is the highest row of ``feedwatch_schema``;
 ``MIGRATIONS`` are applied in one transaction under an advisory lock, so several
-instances starting at once migrate once. A database from a newer feedwatch, or one
-whose tables are someone else's, is refused with a message saying what to do.
+instances starting at once migrate once; only an opening with ``upgrade`` (`run`,
+`check`) migrates, the other commands refuse an older schema (``base.older_schema``).
+A database from a newer feedwatch, or one whose tables are someone else's, is refused
+with a message saying what to do.
 
 The password in the URL is registered as a secret: it never appears in a log line,
 an error or ``status`` (``self.path`` is the URL with its user-info masked).
@@ -62,6 +64,7 @@ from feedwatch.store.base import (
     FeedClaim,
     PollCommit,
     StateError,
+    older_schema,
 )
 from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, link_key
 from feedwatch.store.seen import seen_step, touch_cut
@@ -651,7 +654,11 @@ class PostgresStore(SharedWrites):
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
     MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
-    def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE) -> None:
+    def __init__(
+        self, url: str, *, create: bool = True, upgrade: bool = True, pool_size: int = POOL_SIZE
+    ) -> None:
+        """``upgrade=False``: an older schema is refused, and opening writes nothing
+        (``feedwatch.store.open_store``)."""
         if psycopg is None:
             raise StateError(
                 "PostgreSQL state needs the psycopg driver: pip install 'feedwatch[postgres]'"
@@ -674,11 +681,12 @@ class PostgresStore(SharedWrites):
                 f"cannot connect to the PostgreSQL state {self.path}: {redact(str(exc).strip())}"
             ) from None
         try:
-            self._open(conn, create)
-            with contextlib.suppress(psycopg.Error):
-                # schema 2 kept feedwatch.partial's cache here; it is in files now
-                # (feedwatch.parsecache): its rows go, the table stays for older versions
-                conn.execute("DELETE FROM parse_cache")
+            self._open(conn, create, upgrade)
+            if upgrade:
+                with contextlib.suppress(psycopg.Error):
+                    # schema 2 kept feedwatch.partial's cache here; it is in files now
+                    # (feedwatch.parsecache): its rows go, the table stays for older versions
+                    conn.execute("DELETE FROM parse_cache")
         finally:
             conn.close()
         self._reach = _Reach()
@@ -706,17 +714,17 @@ class PostgresStore(SharedWrites):
             ) from None
 
     @classmethod
-    def open(cls, url: str, *, create: bool = True) -> PostgresStore | None:
+    def open(cls, url: str, *, create: bool = True, upgrade: bool = True) -> PostgresStore | None:
         """Like the constructor; with ``create=False`` a database without feedwatch's
         schema gives None and nothing is created (``status`` before the first run)."""
         try:
-            return cls(url, create=create)
+            return cls(url, create=create, upgrade=upgrade)
         except _Missing:
             return None
 
     # -- opening ---------------------------------------------------------------
 
-    def _open(self, conn: Any, create: bool) -> None:
+    def _open(self, conn: Any, create: bool, upgrade: bool) -> None:
         target = len(self.MIGRATIONS)
         try:
             with conn.transaction():
@@ -753,12 +761,14 @@ class PostgresStore(SharedWrites):
                     )
                 if version == target:
                     return
-                if not create:
-                    if version == 0:
-                        raise _Missing()
-                    raise StateError(
-                        f"PostgreSQL state {self.path} has schema version {version}: run"
-                        " `feedwatch run` or `feedwatch check` once to migrate it"
+                if version == 0 and not create:
+                    raise _Missing()
+                if not upgrade:
+                    raise older_schema(
+                        f"PostgreSQL state {self.path}",
+                        version,
+                        target,
+                        "pg_dump it first: no copy is kept",
                     )
                 if current_schema_missing(conn):
                     raise StateError(

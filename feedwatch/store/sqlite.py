@@ -10,8 +10,10 @@ Times are stored as integer microseconds since the Unix epoch (UTC), so a
 datetime comes back exactly as it went in, always as an aware UTC datetime.
 
 The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS`` is the
-ordered list of forward steps (index 0 builds version 1). Before migrating an
-existing file, a copy is written to ``<file>.bak-v<old>`` (under a temporary name,
+ordered list of forward steps (index 0 builds version 1). Only an opening with
+``upgrade`` (the daemon, ``check`` and ``migrate-state``, each holding the state's
+lock) migrates; the others refuse an older file (``base.older_schema``) and write
+nothing as they open. Before migrating an existing file, a copy is written to ``<file>.bak-v<old>`` (under a temporary name,
 renamed once whole: a failed copy leaves nothing, and stops the migration). A new file is built under a
 temporary name and linked into place once its schema is written, so an empty state
 file is a truncated one, never a new one. A file from a newer
@@ -46,6 +48,7 @@ from feedwatch.store.base import (
     FeedClaim,
     PollCommit,
     StateError,
+    older_schema,
 )
 from feedwatch.store.lock import make_state_directory
 from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, link_key
@@ -270,7 +273,9 @@ class SqliteStore(SharedWrites):
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
     MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, upgrade: bool = True) -> None:
+        """``upgrade=False``: an older schema is refused, and opening writes nothing
+        (``feedwatch.store.open_store``)."""
         self.path = os.path.expanduser(str(path))
         self._lock = threading.RLock()
         self._batching = False  # inside batch(): writes are savepoints (under _lock)
@@ -302,8 +307,9 @@ class SqliteStore(SharedWrites):
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         try:
-            self._open()
-            self._empty_legacy_cache()
+            self._open(upgrade)
+            if upgrade:
+                self._empty_legacy_cache()
         except BaseException:
             self._conn.close()
             raise
@@ -366,7 +372,7 @@ class SqliteStore(SharedWrites):
                 f"cannot create state file {self.path}: {exc.strerror or exc}"
             ) from exc
 
-    def _open(self) -> None:
+    def _open(self, upgrade: bool) -> None:
         conn = self._conn
         target = len(self.MIGRATIONS)
         try:
@@ -395,12 +401,16 @@ class SqliteStore(SharedWrites):
                 f"{self.path} is an SQLite database but not a feedwatch state file"
                 f" (it has tables {', '.join(sorted(tables))}): point `state` elsewhere"
             )
+        if version < target and not upgrade:
+            kept = f"keeping a copy as {self.path}.bak-v{version}" if version else "it is empty"
+            raise older_schema(f"state file {self.path}", version, target, kept)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys = ON")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                log.warning("state.no_wal", path=self.path, journal_mode=mode)
+            if upgrade:  # (a file restored from a .bak-v* copy is not in WAL mode)
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    log.warning("state.no_wal", path=self.path, journal_mode=mode)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         except sqlite3.Error as exc:
