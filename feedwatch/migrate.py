@@ -10,7 +10,9 @@ or nothing. The parse cache (``feedwatch.partial``) is deliberately not copied: 
 only a cache, and the first poll of each changed feed after the move parses it in full
 and stores a new one. The target must be empty (a fresh database, or a schema of its own);
 the source is locked while it is read, so no daemon may be running on it, and it is
-left untouched. Then point `state` at the URL and start the instances.
+left untouched, but for one thing: a file from an older feedwatch is upgraded first, as
+`check` would (holding the lock, with its ``.bak-vN`` copy), and the output says so.
+Then point `state` at the URL and start the instances.
 """
 
 from __future__ import annotations
@@ -110,31 +112,41 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     if not os.path.isfile(source):
         print(f"feedwatch: no SQLite state file at {redact(source)}", file=sys.stderr)
         return 2
-    counts, pending = migrate(source, target)
+    counts, pending, upgraded_from = migrate(source, target)
     print(
         f"migrated {counts['feeds']} feeds, {counts['entries']} entries,"
         f" {counts['alerts']} alerts and {counts['deliveries']} deliveries"
         f" ({pending} pending) from {source} to {where}",
         file=out,
     )
+    left = (
+        "the SQLite file was left as it was"
+        if upgraded_from is None
+        else f"the SQLite file was upgraded from schema version {upgraded_from} first, as"
+        f" `check` would (its copy as it was: {source}.bak-v{upgraded_from}); nothing else"
+        " in it changed"
+    )
     print(
         f'next: set state = "{where}" in the config (with the password, or in PGPASSWORD)'
-        " and start the instances; the SQLite file was left as it was",
+        f" and start the instances; {left}",
         file=out,
     )
     return 0
 
 
-def migrate(source: str, target: str) -> tuple[dict[str, int], int]:
+def migrate(source: str, target: str) -> tuple[dict[str, int], int, int | None]:
     """Copy ``source`` (SQLite) into ``target`` (an empty PostgreSQL state); returns the
-    row counts per table and the number of pending deliveries copied."""
+    row counts per table, the number of pending deliveries copied and the schema version
+    ``source`` was upgraded from first (None: it was this feedwatch's)."""
     from feedwatch.store.lock import acquire_lock
     from feedwatch.store.postgres import PostgresStore
     from feedwatch.store.sqlite import SqliteStore
 
     with acquire_lock(source):  # no daemon or `check` writes it meanwhile
-        # Opening validates it (version, corruption) and brings an older file up to date.
-        SqliteStore(source, create=False).close()
+        # Opening validates it (version, corruption) and brings an older file up to date
+        # (under the lock, as `check` does: no older daemon runs on it)
+        opened = SqliteStore(source, create=False)
+        opened.close()
         conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
         try:
             dest = PostgresStore(target)
@@ -159,7 +171,7 @@ def migrate(source: str, target: str) -> tuple[dict[str, int], int]:
             raise StateError(f"state file {source}: {exc}") from exc
         finally:
             conn.close()
-    return counts, int(pending)
+    return counts, int(pending), opened.upgraded_from
 
 
 def _rows(

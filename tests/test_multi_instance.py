@@ -813,6 +813,36 @@ url = "{srv.url("/europe")}"
     assert [json.loads(x)["entry"]["title"] for x in lines] == ["Story S"]
 
 
+def test_migrate_state_says_it_upgraded_a_file_from_an_older_feedwatch(
+    tmp_path: Path, pg_url: str, stamped_server: StampedFeedServer
+) -> None:
+    """It holds the file's lock, so no older daemon runs on it: like `check`, it may
+    upgrade an older schema (keeping the `.bak-v*` copy). It used to say the file was
+    "left as it was" all the same."""
+    import sqlite3
+
+    srv = stamped_server
+    srv.set("/a", rss([entry(1), entry(2)]))
+    db = tmp_path / "state.db"
+    cfg = write_config(tmp_path, "sqlite", str(db), srv, ["a"], "http://127.0.0.1:9/hook")
+    assert _run("-c", str(cfg), "check").returncode == 0  # baseline
+    conn = sqlite3.connect(db)  # the file as schema 4 left it
+    conn.execute("DROP TABLE duplicate_claims")
+    conn.execute("ALTER TABLE alerts DROP COLUMN duplicate_key")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    migrated = _run("migrate-state", str(db), pg_url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "migrated 1 feeds, 2 entries" in migrated.stdout
+    assert "left as it was" not in migrated.stdout
+    assert (
+        f"the SQLite file was upgraded from schema version 4 first, as `check` would (its"
+        f" copy as it was: {db}.bak-v4); nothing else in it changed"
+    ) in migrated.stdout, migrated.stdout
+    assert (tmp_path / "state.db.bak-v4").exists()
+
+
 def test_migrate_state_usage_errors(tmp_path: Path) -> None:
     r = _run("migrate-state", str(tmp_path / "none.db"), "postgresql://u:sekrit-pw@127.0.0.1/x")
     assert r.returncode == 2 and "no SQLite state file" in r.stderr

@@ -277,6 +277,7 @@ class SqliteStore(SharedWrites):
         """``upgrade=False``: an older schema is refused, and opening writes nothing
         (``feedwatch.store.open_store``)."""
         self.path = os.path.expanduser(str(path))
+        self.upgraded_from: int | None = None  # the schema version this opening migrated
         self._lock = threading.RLock()
         self._batching = False  # inside batch(): writes are savepoints (under _lock)
         file = Path(self.path)
@@ -437,6 +438,7 @@ class SqliteStore(SharedWrites):
                 for statement in self.MIGRATIONS[step]:
                     cur.execute(statement)
                 cur.execute(f"PRAGMA user_version = {step + 1}")
+        self.upgraded_from = version or None
         if target > version:  # one line for the file, not one per schema step
             log.info(
                 "state.created" if version == 0 else "state.migrated",
