@@ -269,10 +269,10 @@ def _differs(
     a: str, b: str, ignore: Ignore | None, legacy: bool = False, was: str | None = None
 ) -> bool:
     """Whether two texts differ beyond white space and what ``ignore_text`` cuts.
-    ``a`` is the stored one. ``was``: ``b`` as a release before fingerprint v4 read it,
-    for a row such a release wrote (``_was``): it lost the text after a self-closed
-    svg, so ``a`` that is ``was`` is ``b`` as it read it, the same text (an edit there
-    is what it could not see). ``legacy``: a row of fingerprint version v1 or earlier
+    ``a`` is the stored one. ``was``: ``b`` as the release that wrote a row of an earlier
+    fingerprint version read it (``_was``): it lost the text after a self-closed svg or
+    an element named like svg-icon, so ``a`` that is ``was`` is ``b`` as it read it, the
+    same text (an edit there is what it could not see). ``legacy``: a row of fingerprint version v1 or earlier
     (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have read
     otherwise: a field declared plain had its tag-like words reduced away ("the
     <dialog> element" was "the element"), some versions kept a plain field's
@@ -573,18 +573,18 @@ def _legacy(old: StoredEntry) -> bool:
 
 
 # the fingerprint labels of rows written since plain fields keep their tag-like words
-_PLAIN_KEPT = ("v2:", "v3:", "v4:")
-# the fingerprint labels of rows written since "/>" ends an svg (``_was``)
-_SELF_CLOSED_READ = ("v4:",)
+_PLAIN_KEPT = ("v2:", "v3:", "v4:", "v5:")
 
 
 def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> str | None:
-    """``new``'s text field ``f`` as a release before fingerprint v4 read it, where that
-    differs (``EntrySnapshot.earlier``: the text after a self-closed svg lost), for a
-    row such a release wrote; else None (``_differs``)."""
-    if new.earlier is None or old.fingerprint.startswith(_SELF_CLOSED_READ):
+    """``new``'s text field ``f`` as the release that wrote ``old`` read it, where that
+    differs (``EntrySnapshot.earlier``): for a v4 row, as v4 read it (the text after
+    <svg-icon>, a head, an xml or an svg left open lost); for an older one, as the
+    releases before v4 read it (the text after a self-closed svg lost too); for a
+    current row, None (``_differs``)."""
+    if new.earlier is None or _current(old):
         return None
-    return new.earlier[TEXT_FIELDS.index(f)]
+    return new.earlier[0 if old.fingerprint.startswith("v4:") else 1][TEXT_FIELDS.index(f)]
 
 
 def _current(old: StoredEntry) -> bool:

@@ -158,9 +158,9 @@ class Analysis:
     budget: RegexBudget | None = None
 
 
-def _read_before_v4(old: StoredEntry, new: EntrySnapshot) -> bool:
-    """Whether each text field of ``new`` that differs from ``old``'s is what a release
-    before fingerprint v4 read of it (``diff._was``): the same text, as it stored it."""
+def _read_as_stored(old: StoredEntry, new: EntrySnapshot) -> bool:
+    """Whether each text field of ``new`` that differs from ``old``'s is what the release
+    that stored ``old`` read of it (``diff._was``): the same text, as it stored it."""
     for f in ("title", "summary", "content"):
         stored = comparable_text(getattr(old, f))
         if stored == comparable_text(getattr(new, f)):
@@ -169,6 +169,22 @@ def _read_before_v4(old: StoredEntry, new: EntrySnapshot) -> bool:
         if was is None or stored != comparable_text(was):
             return False
     return True
+
+
+def _read_otherwise(old: StoredEntry) -> str:
+    """Why ``old``'s text, stored by an earlier release, is the entry's (``_read_as_stored``)."""
+    lost = (
+        "an element named like one whose text is dropped (svg-icon, title-bar), or a head,"
+        " xml or svg left open"
+    )
+    if old.fingerprint.startswith("v4:"):
+        stored = f"it was stored under fingerprint v4, which lost the text after {lost}"
+    else:
+        stored = (
+            "it was stored by a release before fingerprint v4, which lost the text after a"
+            f" self-closed svg icon (or xml, head), or after {lost}"
+        )
+    return f"{stored}: its text, read in full now, is the same"
 
 
 def _silent_reason(
@@ -191,11 +207,7 @@ def _silent_reason(
     ignore = compile_ignore(feed.settings.ignore_text)
     # Texts that differ as written, not as read: no edit (diff._was, diff._moved_text).
     for same_text, what in (
-        (
-            lambda: _read_before_v4(old, new),
-            "it was stored by a release before fingerprint v4, which lost the text after a"
-            " self-closed svg icon (or xml, head): its text, read in full now, is the same",
-        ),
+        (lambda: _read_as_stored(old, new), _read_otherwise(old)),
         (
             lambda: _moved_text(old, new, ignore),
             "its text only moved between summary and content (the feed's format or layout"

@@ -20,7 +20,7 @@ from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 
 Policy = Literal["guid", "link", "content"]
 
-FINGERPRINT_VERSION = "v4"
+FINGERPRINT_VERSION = "v5"
 # v2 hashes text as v1 did, except a URL written in the text, hashed without its
 # tracking and cache-busting parameters (comparable_text). The label marks a row
 # written since fields declared plain keep their tag-like words ("Vec<u8>"):
@@ -36,11 +36,17 @@ FINGERPRINT_VERSION = "v4"
 # with "/>" ending an svg (feedwatch.text): a release before lost the text after a
 # self-closed svg, xml or head, and feedwatch.diff takes a row of an earlier label
 # whose text is the entry's as that release read it (``EntrySnapshot.earlier``) for
-# the same text. Ids hash a fingerprint as v1
+# the same text. v5 hashes as v4 does; it marks rows whose texts were read with a tag's
+# name running to white space, "/" or ">", a head or an xml left open read as a tag,
+# and an svg ended where a browser leaves it (feedwatch.text): v4 lost the text after
+# <svg-icon>, <title-bar>, <head> or <xml> left open, and an open svg before </p>;
+# feedwatch.diff takes a v4 row whose text is the entry's as v4 read it, and an older
+# row whose text is the entry's as the releases before v4 read it, for the same text
+# (``EntrySnapshot.earlier``). Ids hash a fingerprint as v1
 # labels it (``_as_hashed``), so a change met under either label has one id: nothing
 # alerts twice across the upgrade but a change of a text holding such a URL
 # (docs/change-detection.md, "Fingerprint versions").
-_SAME_HASH = ("v1:", "v2:", "v3:", "v4:")
+_SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
 # .2: a link's other query parameters kept as written when a tracking one is dropped.

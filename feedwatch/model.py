@@ -23,6 +23,11 @@ UpdatesMode = Literal["any", "content", "timestamp"]
 DuplicatesMode = Literal["alert", "skip"]
 FirstPoll = Literal["baseline", "alert"]
 ChangeKind = Literal["new", "updated"]
+# An entry's (title, summary, content) as earlier releases read them (feedwatch.text's
+# ``html_readings``): [0] as fingerprint v4 read them (it lost the text after an element
+# named like svg-icon or title-bar, and after a head, an xml or an svg left open), [1]
+# as the releases before v4 (the text after a self-closed svg, xml or head lost too)
+Readings = tuple[tuple[str, str, str], tuple[str, str, str]]
 NoticeKind = Literal["flood", "stale", "recovered"]
 
 RULE_FIELDS = ("title", "summary", "content", "tags", "author", "link")
@@ -209,10 +214,10 @@ class EntrySnapshot:
     # ``parse._ZONE_NAMES``), which an earlier version read as UTC; how it was written,
     # not what it says, so not compared (diff: the row such an entry had then)
     zone: int | None = field(default=None, compare=False, repr=False)
-    # (title, summary, content) as a release before fingerprint v4 read them, where one
-    # differs: it lost the text after a self-closed svg (``feedwatch.text``). How the
-    # entry was written, not what it says, so not compared (diff: a row stored then)
-    earlier: tuple[str, str, str] | None = field(default=None, compare=False, repr=False)
+    # (title, summary, content) as earlier releases read them, where one differs
+    # (``Readings``). How the entry was written, not what it says, so not compared
+    # (diff: a row stored then)
+    earlier: Readings | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

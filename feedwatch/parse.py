@@ -32,7 +32,7 @@ import structlog
 from feedparser.datetimes import _parse_date as _feedparser_date
 from feedparser.datetimes.rfc822 import _parse_date_rfc822
 
-from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed
+from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed, Readings
 from feedwatch.text import (
     html_readings,
     html_to_text,
@@ -61,8 +61,10 @@ log = structlog.get_logger("feedwatch.parse")
 # 13: attributes read by the lenient parser have their XML references decoded
 # (an enclosure's url, an Atom link's href, xml:base); 14: the zone name a published
 # date was written with (``EntrySnapshot.zone``); 15: "/>" ends an svg (``text``), and
-# the texts as read before (``EntrySnapshot.earlier``)
-PARSE_VERSION = 15
+# the texts as read before (``EntrySnapshot.earlier``); 16: a tag's name runs to white
+# space, "/" or ">" (<svg-icon>), a head or an xml left open is a tag, an svg ends where
+# a browser leaves it, and the texts as fingerprint v4 read them too
+PARSE_VERSION = 16
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -894,7 +896,10 @@ def _xml_entry(
     content = _join_texts(text for text, _ in readings)
     content_was = None
     if any(was is not None for _, was in readings):
-        content_was = _join_texts(text if was is None else was for text, was in readings)
+        content_was = (
+            _join_texts(text if was is None else was[0] for text, was in readings),
+            _join_texts(text if was is None else was[1] for text, was in readings),
+        )
     title, title_was = _readings_as(_str(get(e, "title")), get(e, "title_detail"))
     tags = _unique(
         normalize_space(_str(t.get("term")) or _str(t.get("label")))
@@ -929,21 +934,25 @@ def _xml_entry(
     )
 
 
-def _readings_as(value: str, detail: Any) -> tuple[str, str | None]:
+def _readings_as(value: str, detail: Any) -> tuple[str, tuple[str, str] | None]:
     """A field's text by the type feedparser found for it: HTML unless it says plain
     (an Atom ``type="text"``, an RSS title without markup), where a "<" is text; and
-    the text the release before fingerprint v4 read, or None when that is the same."""
+    the texts earlier releases read, or None when those are the same (``html_readings``)."""
     if isinstance(detail, Mapping) and detail.get("type") == "text/plain":
         return plain_readings(value)
     return html_readings(value)
 
 
-def _earlier(*fields: tuple[str, str | None]) -> tuple[str, str, str] | None:
+def _earlier(*fields: tuple[str, tuple[str, str] | None]) -> Readings | None:
     """``EntrySnapshot.earlier`` of a title's, a summary's and a content's readings."""
     if all(was is None for _, was in fields):
         return None
-    title, summary, content = (text if was is None else was for text, was in fields)
-    return (title, summary, content)
+
+    def read(i: int) -> tuple[str, str, str]:
+        title, summary, content = (text if was is None else was[i] for text, was in fields)
+        return (title, summary, content)
+
+    return (read(0), read(1))
 
 
 def _entry_base(e: dict[str, Any]) -> str | None:

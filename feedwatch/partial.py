@@ -71,8 +71,9 @@ from feedwatch.parse import _ENTRY_TAG, PARSE_VERSION, parse_body, parse_xml_det
 __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental", "split_items"]
 
 # 4: the feed's author in the header; 5: an entry's zone (its line); 6: its texts as
-# read before fingerprint v4 (``EntrySnapshot.earlier``, its line)
-CACHE_FORMAT = 6
+# read before fingerprint v4 (``EntrySnapshot.earlier``, its line); 7: and as v4 read
+# them (``earlier`` two readings)
+CACHE_FORMAT = 7
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
@@ -330,7 +331,7 @@ def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
         list(e.tags),
         [[x.url, x.type, x.length] for x in e.enclosures],
         e.zone,
-        None if e.earlier is None else list(e.earlier),
+        None if e.earlier is None else [list(texts) for texts in e.earlier],
     ]
     dump = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
     return (dump(keys) + "\t" + dump(row)).encode("utf-8")
@@ -381,9 +382,16 @@ def _snapshot(line: bytes) -> EntrySnapshot:
             raise ValueError("not a string")
     if zone is not None and type(zone) is not int:
         raise ValueError("not a zone offset")
-    if was is not None and (type(was) is not list or len(was) != 3):
-        raise ValueError("not the texts as read before")
-    for v in (title, summary, content, *(was or ())):
+    texts, earlier = [title, summary, content], None
+    if was is not None:  # [[title, summary, content] as v4 read them, as before v4]
+        if type(was) is not list or len(was) != 2:
+            raise ValueError("not the texts as read before")
+        for read in was:
+            if type(read) is not list or len(read) != 3:
+                raise ValueError("not the texts as read before")
+            texts += read
+        earlier = (tuple(was[0]), tuple(was[1]))
+    for v in texts:
         if type(v) is not str:
             raise ValueError("not a string")
     entry = _new(EntrySnapshot)
@@ -399,7 +407,7 @@ def _snapshot(line: bytes) -> EntrySnapshot:
         tags=tuple(tags),
         enclosures=tuple(Enclosure(url=u, type=t, length=n) for u, t, n in encs) if encs else (),
         zone=zone,
-        earlier=None if was is None else tuple(was),
+        earlier=earlier,
     )
     return entry
 

@@ -27,6 +27,24 @@ when the markup as given leaves it open, but a ``<script>`` that decoding made
 ("put a &lt;script&gt; tag at the end of the body", in a story about HTML) is
 only a word to lose, or the rest of the story would vanish, and its edits with it.
 
+Which elements' contents are dropped, and where they end, is decided by what a
+browser shows. A tag's name runs to white space, "/" or ">" (HTML's tokenizer):
+``<svg-icon>``, ``<title-bar>``, ``<script-loader>`` are custom elements whose text a
+browser shows, not an svg, a title or a script. Left open in the markup as given, a
+``<script>``, ``<style>``, ``<template>``, ``<noscript>``, ``<iframe>`` or ``<title>``
+holds the rest of the text (raw text, RCDATA or template contents in a browser too);
+a ``<head>`` left open is only a tag (a browser ignores it in a body), and so is an
+``<xml>`` (an unknown element, whose text a browser shows); closed, their contents go
+(a head's title and styles, Word's xml data). An ``<svg>`` ends at its end tag or at
+the first tag that takes a browser out of foreign content, whichever comes first:
+``</p>``, ``</br>`` or the start of an element HTML keeps out of an svg (``<p>``,
+``<div>``, ``<b>``, ``<img>``...: ``_SVG_BREAKOUT``; a ``<font>`` with attributes is
+not counted, nor is such a tag kept in the svg by a ``<foreignObject>``, ``<desc>`` or
+``<title>`` around it). Markup that decoding made drops an element only to its end
+tag, as above. Fingerprint v4 and the releases before it ended a name at any other
+character than a letter, a digit or "_", and dropped every element left open, an svg
+before ``</p>`` too, to the end of the text (``_V4_DROPPING``).
+
 Whether a tag written ``<name .../>`` is empty or opens an element whose contents
 are dropped is decided by what a browser shows after it. ``/>`` ends a foreign
 element (SVG, MathML) and any element inside one (HTML5 honours it there):
@@ -39,8 +57,11 @@ holds no text in a document either), so the text after either is kept; a
 written without the slash. A slash that ends an unquoted attribute value
 (``<svg width=16/>``) is the value's, as in HTML: that svg is left open. Releases
 before fingerprint v4 took every such svg, xml and head for one left open and lost
-the text after it; ``html_readings`` gives that reading too, where it differs, for
-comparing the rows they stored (``feedwatch.diff``).
+the text after it. ``html_readings`` gives the readings of v4 and of the releases
+before it too, where they differ, for comparing the rows they stored
+(``feedwatch.diff``); each is read only when the current reading met something they
+read otherwise (a self-closed tag read as empty, a ``_V4_DROPPING`` that removes
+other text), so ordinary fields pay one regex search a pass.
 
 ``plain_to_text`` is for a field its format declares plain text (JSON Feed's
 ``title`` and ``content_text``, Atom's ``type="text"``): a "<" there is text, kept
@@ -58,6 +79,7 @@ import html.entities
 import re
 import unicodedata
 from collections.abc import Iterator
+from typing import NamedTuple
 
 __all__ = [
     "cap",
@@ -75,11 +97,32 @@ _FLAGS = re.IGNORECASE | re.DOTALL
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 _CDATA = re.compile(r"<!\[CDATA\[(.*?)(?:\]\]>|\Z)", re.DOTALL)
-# Elements whose content is never text a reader sees. Unclosed: dropped to the end.
+# Elements whose content is never text a reader sees (``_Dropping``).
 _DROPPED_NAMES = r"script|style|head|template|noscript|iframe|svg|title|xml"
-# Their opening; ``_dropped_removed`` reads to the end tag (closed only, for markup that
-# decoding made: see the module's docstring).
-_DROPPED_OPEN = re.compile(rf"<({_DROPPED_NAMES})\b", re.IGNORECASE)
+# A tag's name ends at white space, "/" or ">", as HTML's tokenizer reads it: <svg-icon>
+# is another element (fingerprint v4 and before ended it at any other character, "\b").
+_NAME_END = r"(?=[\s/>])"
+# Left open in the markup as given, these run to the end of the text (a browser's raw
+# text, RCDATA, template contents); a head or an xml left open is only a tag, and an svg
+# ends at the first of its end tag and ``_SVG_BREAKOUT``.
+_TO_END_NAMES = r"script|style|template|noscript|iframe|title"
+_CLOSED_ONLY_NAMES = r"head|xml"
+_CLOSED_ONLY = frozenset(_CLOSED_ONLY_NAMES.split("|"))
+# The tags that end an svg in a browser (HTML's foreign content: "</p>", "</br>" and
+# the start of an element HTML keeps out of one; a <font> with attributes too, not read)
+_SVG_BREAKOUT = re.compile(
+    r"<(?:(?:b|big|blockquote|body|br|center|code|dd|div|dl|dt|em|embed|h[1-6]|head|hr|i"
+    r"|img|li|listing|menu|meta|nobr|ol|p|pre|ruby|s|small|span|strong|strike|sub|sup"
+    r"|table|tt|u|ul|var)|/(?:br|p))" + _NAME_END,
+    re.IGNORECASE,
+)
+# Where fingerprint v4's reading of the dropped elements may differ: a name that goes on
+# past one of theirs, or a head, an xml or an svg (``html_readings``). Searched in every
+# field: case-sensitive around "<", so the search skips from one "<" to the next, and
+# gated on the names' first letters (~0.7 us a summary; with re.IGNORECASE, 2).
+_READ_OTHERWISE = re.compile(
+    rf"<(?=(?i:[hinstx]))(?i:(?:{_DROPPED_NAMES})[^\w\s/>]|(?:head|xml|svg){_NAME_END})"
+)
 # The opening of a tag of a foreign element (SVG, MathML) or of a dropped one, which
 # ends ">" or "/>" (``_tags``): what ``_self_closed_emptied`` reads.
 _FOREIGN_NAMES = r"svg|math"
@@ -112,8 +155,6 @@ _WINDOW = 4096
 # The regex reading (``_markup_removed``): each tag read by one regex.
 _ATTRS = _TAG_BODY.pattern[:-1]
 _SELF_CLOSING_TOKEN = re.compile(_SELF_CLOSING_OPEN.pattern + _ATTRS + ">", re.IGNORECASE)
-_DROPPED = re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?(?:</\1\s*>|\Z)", _FLAGS)
-_DROPPED_CLOSED = re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?</\1\s*>", _FLAGS)
 _BLOCK_TAG = re.compile(_BLOCK_OPEN.pattern + _TAG_BODY.pattern, re.IGNORECASE)
 _CELL_TAG = re.compile(_CELL_OPEN.pattern + _TAG_BODY.pattern, re.IGNORECASE)
 _ANY_TAG = re.compile(rf"<(?:/?[A-Za-z][^\s/>]*|[!?]){_TAG_BODY.pattern}|<[/!?]?[A-Za-z][^>]*>")
@@ -308,15 +349,64 @@ def _end_tag(name: str) -> re.Pattern[str]:
     return re.compile(rf"</{re.escape(name)}\s*>", re.IGNORECASE)
 
 
-def _dropped_removed(s: str, given: bool) -> str:
-    """``s`` without the elements whose contents are dropped (``_DROPPED_NAMES``): to
-    their end tag, or (``given``) to the end of the text when it leaves them open. Read
-    left to right, each end tag looked for once, so an unclosed one cannot make it
-    quadratic."""
+class _Dropping(NamedTuple):
+    """How a release found the elements whose contents are dropped (``_DROPPED_NAMES``)."""
+
+    opening: re.Pattern[str]  # an element's opening, its name group 1 (``_dropped_removed``)
+    given: re.Pattern[str]  # each element, in the markup as given (the regex reading)
+    closed: re.Pattern[str]  # each one closed, in markup that decoding made
+    as_browser: bool  # a head or an xml left open is a tag; an svg ends at _SVG_BREAKOUT
+
+
+# As a browser reads them (fingerprint v5: module's docstring)
+_DROPPING = _Dropping(
+    re.compile(rf"<({_DROPPED_NAMES}){_NAME_END}", re.IGNORECASE),
+    re.compile(
+        rf"<(?:({_TO_END_NAMES}){_NAME_END}[^>]*>.*?(?:</\1\s*>|\Z)"
+        rf"|({_CLOSED_ONLY_NAMES}){_NAME_END}[^>]*>.*?</\2\s*>"
+        rf"|svg{_NAME_END}[^>]*>.*?(?:</svg\s*>|(?={_SVG_BREAKOUT.pattern})|\Z))",
+        _FLAGS,
+    ),
+    re.compile(rf"<({_DROPPED_NAMES}){_NAME_END}[^>]*>.*?</\1\s*>", _FLAGS),
+    True,
+)
+# As fingerprint v4 and the releases before it read them: a name ends at any character
+# but a letter, a digit or "_", and every element left open runs to the end of the text
+_V4_DROPPING = _Dropping(
+    re.compile(rf"<({_DROPPED_NAMES})\b", re.IGNORECASE),
+    re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?(?:</\1\s*>|\Z)", _FLAGS),
+    re.compile(rf"<({_DROPPED_NAMES})\b[^>]*>.*?</\1\s*>", _FLAGS),
+    False,
+)
+
+
+def _first(
+    found: dict[str, tuple[int, re.Match[str] | None]],
+    key: str,
+    pattern: re.Pattern[str],
+    s: str,
+    start: int,
+) -> re.Match[str] | None:
+    """``pattern``'s first match in ``s`` at or after ``start``; ``found[key]`` keeps the
+    last search (where from, what it found), so no stretch of ``s`` is searched twice."""
+    since, match = found.get(key, (-1, None))
+    if not (0 <= since <= start and (match is None or match.start() >= start)):
+        match = pattern.search(s, start)
+        found[key] = (start, match)
+    return match
+
+
+def _dropped_removed(s: str, given: bool, how: _Dropping) -> str:
+    """``s`` without the elements whose contents are dropped (``_DROPPED_NAMES``), found
+    as ``how`` says: to their end (their end tag; for an svg, as a browser reads one,
+    also ``_SVG_BREAKOUT``), or (``given``) to the end of the text when it leaves them
+    open. Read left to right, each end looked for once, so an unclosed one cannot make it
+    quadratic. The same text as ``how.given`` or ``how.closed`` substituted."""
     out, done = [], 0
-    found: dict[str, tuple[int, re.Match[str] | None]] = {}  # name -> (from, first end tag)
+    # name -> (from, its first end tag from there); "": the first _SVG_BREAKOUT
+    found: dict[str, tuple[int, re.Match[str] | None]] = {}
     gt = -1  # the first ">" at or after an opening's name
-    for m in _DROPPED_OPEN.finditer(s):
+    for m in how.opening.finditer(s):
         if m.start() < done:
             continue
         if gt < m.end():
@@ -324,30 +414,38 @@ def _dropped_removed(s: str, given: bool) -> str:
             if gt < 0:
                 break  # no tag can end: nothing more to drop
         name = m.group(1)
-        since, end_tag = found.get(name, (-1, None))
-        if not (0 <= since <= gt + 1 and (end_tag is None or end_tag.start() >= gt + 1)):
-            end_tag = _end_tag(name).search(s, gt + 1)
-            found[name] = (gt + 1, end_tag)
-        if end_tag is None:
-            if given:
+        end_tag = _first(found, name, _end_tag(name), s, gt + 1)
+        end = -1 if end_tag is None else end_tag.end()
+        if how.as_browser and given and name.lower() == "svg":
+            breakout = _first(found, "", _SVG_BREAKOUT, s, gt + 1)
+            if breakout is not None and (end_tag is None or breakout.start() < end_tag.start()):
+                end = breakout.start()
+        if end < 0:
+            if given and not (how.as_browser and name.lower() in _CLOSED_ONLY):
                 out.append(s[done : m.start()])
                 done = len(s)
                 break
             continue
         out.append(s[done : m.start()])
-        done = end_tag.end()
+        done = end
     return "".join(out) + s[done:] if out else s
 
 
-def _one_pass(s: str, given: bool, honoured: list[bool] | None = None) -> str:
+# How a release read markup, by the fingerprint version of the rows it wrote
+# (``html_readings``): v5 as now; v4 with ``_V4_DROPPING``; before v4 also with every
+# "/>" ignored (an svg's too).
+_NOW, _V4, _BEFORE_V4 = 5, 4, 3
+
+
+def _one_pass(s: str, given: bool, reading: int, met: list[bool] | None = None) -> str:
     """One pass; ``given``: ``s`` is the markup as given, not what decoding made.
-    ``honoured``: None to read every "/>" as the release before fingerprint v4 did
-    (``html_readings``); else a flag, set when a self-closed tag was read as empty."""
+    ``reading``: whose (``_NOW``...). ``met``: None, or two flags, set when a
+    self-closed tag was read as empty, and when ``_V4_DROPPING`` would read otherwise."""
     s = _CONTROLS.sub("", s)
     if "<" in s:
         s = _COMMENT.sub("", s)
         s = _CDATA.sub(r"\1", s)
-        s = _markup_removed(s, given, honoured)
+        s = _markup_removed(s, given, reading, met)
     if "&" in s:
         # html.unescape never yields a control character (it drops or maps them).
         s = html.unescape(_AMP_RUN.sub("&", s))
@@ -361,20 +459,31 @@ def _regex_bounded(s: str) -> bool:
     return s.count("<") * len(s) <= _REGEX_LIMIT and not _LONG_NAME.search(s)
 
 
-def _markup_removed(s: str, given: bool, honoured: list[bool] | None) -> str:
+def _dropped(s: str, given: bool, linear: bool, how: _Dropping) -> str:
+    if linear:
+        return _dropped_removed(s, given, how)
+    return (how.given if given else how.closed).sub("", s)
+
+
+def _markup_removed(s: str, given: bool, reading: int, met: list[bool] | None) -> str:
     """``s`` without its tags and dropped elements: by a regex substitution per kind of
     tag where that is bounded (``_regex_bounded``: its speed), else reading each tag's
     end once per text (``_TagEnds``: linear for every input). The same text either way."""
     linear = not _regex_bounded(s)
-    if honoured is not None and "/>" in s and _SELF_CLOSING_NAME.search(s):
+    if reading >= _V4 and "/>" in s and _SELF_CLOSING_NAME.search(s):
         emptied = (_self_closed_emptied_linear if linear else _self_closed_emptied_regex)(s)
         if emptied != s:
             s = emptied
-            honoured[0] = True
-    if linear:
-        s = _dropped_removed(s, given)
-    else:
-        s = (_DROPPED if given else _DROPPED_CLOSED).sub("", s)
+            if met is not None:
+                met[0] = True
+    dropped = _dropped(s, given, linear, _DROPPING if reading >= _NOW else _V4_DROPPING)
+    if (
+        met is not None
+        and _READ_OTHERWISE.search(s)
+        and _dropped(s, given, linear, _V4_DROPPING) != dropped
+    ):
+        met[1] = True
+    s = dropped
     # Tags only occur before the last ">": scanning past it could go quadratic.
     end = s.rfind(">") + 1
     head, tail = s[:end], s[end:]
@@ -403,19 +512,20 @@ def _fold(s: str) -> str:
 def html_to_text(html_or_text: str) -> str:
     """Plain text of an HTML fragment (or of plain text): paragraphs joined by a blank line.
 
-    Tags go; script, style, head and template contents go; images and other
-    void elements leave nothing (a tracking pixel is no change); entities are
-    decoded; block elements become paragraph breaks; white space folds.
+    Tags go; script, style, template, title, iframe, noscript and svg contents go (and
+    a head's and an xml's closed); images and other void elements leave nothing (a
+    tracking pixel is no change); entities are decoded; block elements become paragraph
+    breaks; white space folds.
     """
-    return _html_to_text(html_or_text, [False])
+    return _html_to_text(html_or_text, _NOW)
 
 
-def _html_to_text(html_or_text: str, honoured: list[bool] | None) -> str:
-    """``html_to_text``, or (``honoured`` None) as the release before fingerprint v4 read it."""
+def _html_to_text(html_or_text: str, reading: int, met: list[bool] | None = None) -> str:
+    """``html_to_text``, or as the release ``reading`` names read it (``_one_pass``)."""
     try:
         s = html_or_text if isinstance(html_or_text, str) else str(html_or_text)
         for n in range(_MAX_PASSES):
-            out = _one_pass(s, n == 0, honoured)
+            out = _one_pass(s, n == 0, reading, met)
             # Without "<" or "&" another pass is the identity: stop early.
             if out == s or ("<" not in out and "&" not in out):
                 return out
@@ -425,16 +535,19 @@ def _html_to_text(html_or_text: str, honoured: list[bool] | None) -> str:
         return normalize_space(str(html_or_text))
 
 
-def html_readings(html_or_text: str) -> tuple[str, str | None]:
-    """``html_to_text``, and the text the release before fingerprint v4 read (a
-    self-closed svg, xml or head dropped with the rest of the text), or None when that
-    is the same: for comparing a row it stored (``feedwatch.diff``)."""
-    honoured = [False]
-    text = _html_to_text(html_or_text, honoured)
-    if not honoured[0]:
+def html_readings(html_or_text: str) -> tuple[str, tuple[str, str] | None]:
+    """``html_to_text``, and the texts earlier releases read, where either differs: as
+    fingerprint v4 read it (an element named like svg-icon, a head, an xml or an svg
+    left open: the text after it lost) and as the releases before v4 read it (the text
+    after a self-closed svg, xml or head lost too); else None. For comparing the rows
+    they stored (``feedwatch.diff``). Each is read only where it may differ."""
+    met = [False, False]
+    text = _html_to_text(html_or_text, _NOW, met)
+    if not (met[0] or met[1]):
         return text, None
-    before = _html_to_text(html_or_text, None)
-    return text, (None if before == text else before)
+    v4 = _html_to_text(html_or_text, _V4) if met[1] else text
+    before = _html_to_text(html_or_text, _BEFORE_V4)
+    return text, (None if v4 == text and before == text else (v4, before))
 
 
 def plain_to_text(text: str) -> str:
@@ -443,9 +556,9 @@ def plain_to_text(text: str) -> str:
     return plain_readings(text)[0]
 
 
-def plain_readings(text: str) -> tuple[str, str | None]:
-    """``plain_to_text``, and the text the release before fingerprint v4 read, or None
-    when that is the same (``html_readings``)."""
+def plain_readings(text: str) -> tuple[str, tuple[str, str] | None]:
+    """``plain_to_text``, and the texts earlier releases read, or None when those are
+    the same (``html_readings``)."""
     s = text if isinstance(text, str) else str(text)
     try:
         if ("<" in s or "&" in s) and _looks_like_html(s):

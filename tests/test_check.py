@@ -1863,10 +1863,16 @@ def test_terms_hit_text_that_differs_only_in_what_a_reader_cannot_see(
     assert re.search(r"any İsrail\s+missed", r.stdout), r.stdout
 
 
-def _icon_news(items: list[tuple[int, str]], built: str = "Mon, 02 Dec 2024 06:00:00 GMT") -> bytes:
-    """An RSS body whose descriptions start with a self-closed SVG icon, escaped as
-    publishers write HTML into a description."""
-    icon = '&lt;svg class="icon" width="16" height="16"/&gt;'
+_SELF_CLOSED_ICON = '&lt;svg class="icon" width="16" height="16"/&gt;'
+
+
+def _icon_news(
+    items: list[tuple[int, str]],
+    built: str = "Mon, 02 Dec 2024 06:00:00 GMT",
+    icon: str = _SELF_CLOSED_ICON,
+) -> bytes:
+    """An RSS body whose descriptions start with an icon (a self-closed SVG one unless
+    ``icon`` says), escaped as publishers write HTML into a description."""
     body = "".join(
         f"<item><guid>urn:story:{n}</guid><title>Story {n}</title>"
         f"<link>https://news.example.org/{n}</link>"
@@ -1965,11 +1971,116 @@ def test_entries_stored_before_svg_self_closed_do_not_alert_after_the_upgrade(
         rows = db.execute(
             "SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY identity"
         )
-        assert rows.fetchall() == [("Kyiv: markets open", "v4:"), ("Dnipro strike: 3 dead", "v4:")]
+        assert rows.fetchall() == [("Kyiv: markets open", "v5:"), ("Dnipro strike: 3 dead", "v5:")]
 
     edited = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 12 dead")]
     for built in ("06:10", "06:15"):
         feed_server.set("/news.xml", _icon_news(edited, built=f"Mon, 02 Dec 2024 {built}:00 GMT"))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+    got = [(a["kind"], a["entry"]["title"], a["changes"]["summary"]) for a in alerts(tmp_path)]
+    assert got == [
+        ("updated", "Story 2", {"old": "Dnipro strike: 3 dead", "new": "Dnipro strike: 12 dead"})
+    ]
+
+
+# An icon as a custom element whose name starts with svg's, escaped into a description
+_NAMED_ICON = '&lt;svg-icon name="bolt"&gt;&lt;/svg-icon&gt;'
+
+
+def test_the_text_after_an_element_named_like_svg_is_the_entrys(tmp_path, feed_server):  # noqa: F811
+    """<svg-icon> is a custom element (a tag's name runs to white space, "/" or ">"),
+    whose text, and the text after it, a browser shows: feedwatch read it as an svg
+    left open and dropped the rest of the text, so the new alert's summary was empty, a
+    rule missed the words after the icon, and an edit there alerted nothing."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/news.xml")
+    feeds = f'[[feeds]]\nname = "news"\nurl = "{url}"\nmatch = ["dnipro"]\n'
+    rule = '\n[rules.dnipro]\nany = ["Dnipro"]\n'
+    cfg.write_text(jsonl_config(tmp_path, feeds) + rule)
+
+    def news(*items: tuple[int, str]) -> bytes:
+        return _icon_news(list(items), icon=_NAMED_ICON)
+
+    feed_server.set("/news.xml", news((1, "Kyiv: markets open")))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    feed_server.set("/news.xml", news((2, "Dnipro strike: 3 dead"), (1, "Kyiv: markets open")))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    got = [(a["kind"], a["entry"]["title"], a["entry"]["summary"]) for a in alerts(tmp_path)]
+    assert got == [("new", "Story 2", "Dnipro strike: 3 dead")]
+    feed_server.set("/news.xml", news((2, "Dnipro strike: 12 dead"), (1, "Kyiv: markets open")))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    a = alerts(tmp_path)[1:]
+    assert [(x["kind"], x["changes"]["summary"]) for x in a] == [
+        ("updated", {"old": "Dnipro strike: 3 dead", "new": "Dnipro strike: 12 dead"})
+    ]
+    assert fw(cfg, "check").returncode == 0
+    assert len(alerts(tmp_path)) == 2  # no more
+
+
+def test_entries_stored_by_fingerprint_v4_do_not_alert_after_the_upgrade(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """Fingerprint v4 read the text after <svg-icon> as an svg's, left open, so it
+    stored these summaries empty; so did the releases before it. Read right now they
+    hold text: the first poll after the upgrade that compares them (the channel's
+    lastBuildDate moved) stores them again silently, not as updated, a v4 row and a v3
+    row alike (each compared with its own release's reading); a real edit after the
+    icon then alerts, once. The rows are written here as those releases wrote them (their
+    texts, fingerprints and `new` ids: checked against a run of the v4 release), and
+    the parse cache is gone (one of an older parser version is never used)."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/news.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "news"\nurl = "{url}"\n'))
+    stories = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 3 dead")]
+
+    def news(items: list[tuple[int, str]], minute: int) -> bytes:
+        built = f"Mon, 02 Dec 2024 06:{minute:02}:00 GMT"
+        return _icon_news(items, built=built, icon=_NAMED_ICON)
+
+    feed_server.set("/news.xml", news(stories, 0))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        for n, label in ((1, "v3:"), (2, "v4:")):
+            was = label + fingerprint(f"Story {n}", "", "")[3:]
+            db.execute(
+                "UPDATE entries SET summary = '', fingerprint = ?, new_alert_id = ?"
+                " WHERE identity = ?",
+                (
+                    was,
+                    alert_id("news", f"g:urn:story:{n}", "new", was, None, None),
+                    f"g:urn:story:{n}",
+                ),
+            )
+        olds = db.execute("SELECT fingerprint, new_alert_id FROM entries ORDER BY identity")
+        assert olds.fetchall()[1] == (  # as the v4 release stored story 2
+            "v4:19ed4ad730376f67ae90196d6eaa0712",
+            "c9d2f42a2932431adde839acc421a62e",
+        )
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
+
+    feed_server.set("/news.xml", news(stories, 5))
+    # explain gives the reason, naming the release that stored the row
+    out = fw(cfg, "explain", "news", "Story 2").stdout
+    assert "status:   changed, stored silently" in out, out
+    assert "stored under fingerprint v4, which lost the text after an element named" in out, out
+    out = fw(cfg, "explain", "news", "Story 1").stdout
+    assert "stored by a release before fingerprint v4" in out, out
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute(
+            "SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY identity"
+        )
+        assert rows.fetchall() == [("Kyiv: markets open", "v5:"), ("Dnipro strike: 3 dead", "v5:")]
+
+    edited = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 12 dead")]
+    for minute in (10, 15):
+        feed_server.set("/news.xml", news(edited, minute))
         r = fw(cfg, "check")
         assert r.returncode == 0, r.stderr
     got = [(a["kind"], a["entry"]["title"], a["changes"]["summary"]) for a in alerts(tmp_path)]

@@ -37,7 +37,7 @@ from feedwatch.model import (
 )
 from feedwatch.parse import parse_body
 from feedwatch.testing import T0, entry
-from feedwatch.text import html_readings
+from feedwatch.text import html_readings, html_to_text
 
 S = FeedSettings()
 
@@ -835,7 +835,7 @@ def test_text_an_earlier_version_read_otherwise_is_no_change_after_the_upgrade()
         "Firefox ships the <dialog> element",
         "Entry 2",
     ]
-    assert {u.fingerprint[:3] for u in r.upserts} == {"v4:"}
+    assert {u.fingerprint[:3] for u in r.upserts} == {"v5:"}
     r = run(
         stored,
         [entry(1, title="Firefox ships the <dialog> element, at last"), entry(2)],
@@ -910,7 +910,7 @@ def test_an_edit_right_after_a_tracking_url_in_the_text_is_an_update(text, was):
     assert comparable_text(text.format(3)) == text.format(3).replace("?utm_source=rss", "")
     old = {k: replace(r, fingerprint=was) if k == "g:urn:entry:1" else r for k, r in stored.items()}
     r = run(old, [entry(1, summary=text.format(3)), entry(2)], identity=ident)
-    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v4:"]
+    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v5:"]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 
 
@@ -950,7 +950,7 @@ def test_ids_of_a_change_are_those_the_previous_release_made():
     URL and non-ASCII. (A URL with a tracking or cache-busting parameter is hashed
     without it now: such a text's ids are new, docs/change-detection.md says so.)"""
     fp = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7.", "Dnipró –")
-    assert fp == "v4:f0e13b7d98bfd3704cdfeffca5851058"
+    assert fp == "v5:f0e13b7d98bfd3704cdfeffca5851058"
     assert alert_id("f", "g:1", "updated", fp, T0, None) == "e8e1d9ef7b464e0d6ed6b2f0725a1214"
     busted = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7&cb=17.", "Dnipró –")
     assert busted == fp
@@ -971,29 +971,43 @@ def test_a_row_an_earlier_version_stored_in_mojibake_is_no_change_after_the_upgr
     ]
 
 
+def _read(n: int, summary: str, title: str | None = None) -> EntrySnapshot:
+    """Entry ``n`` whose summary is the HTML ``summary`` read as the parse reads it,
+    with the texts the releases before read (``EntrySnapshot.earlier``)."""
+    title = f"Entry {n}" if title is None else title
+    text, was = html_readings(summary)
+    earlier = None if was is None else ((title, was[0], ""), (title, was[1], ""))
+    return replace(entry(n, title=title, summary=text), earlier=earlier)
+
+
+def _labelled(stored: dict[str, StoredEntry], label: str) -> dict[str, StoredEntry]:
+    return {k: replace(r, fingerprint=label + r.fingerprint[3:]) for k, r in stored.items()}
+
+
 def test_a_row_stored_before_svg_self_closed_is_no_change_after_the_upgrade():
     """A release before fingerprint v4 lost the text after a self-closed svg: its row
     holds the summary empty, while the entry now reads "Dnipro strike: 3 dead" (and
     ``earlier`` what that release read). That is no change: stored again silently,
-    under v4. An edit that release could see (the title) still alerts, and a v4 row
+    under v5. An edit that release could see (the title) still alerts, and a current row
     compares the text as it is: the same entry edited after the icon is an update."""
     icon = '<p><svg class="icon"/> Dnipro strike: {} dead</p>'
 
     def now(dead: int, title: str = "Entry 1") -> EntrySnapshot:
-        text, was = html_readings(icon.format(dead))
-        return replace(entry(1, title=title, summary=text), earlier=(title, was or "", ""))
+        return _read(1, icon.format(dead), title)
 
     stored, ident = baseline([entry(1, summary=""), entry(2)])
-    v3 = {k: replace(r, fingerprint="v3:" + r.fingerprint[3:]) for k, r in stored.items()}
+    v3 = _labelled(stored, "v3:")
     for rows in (v3, _as_v1(v3)):
         r = run(rows, [now(3), entry(2)], identity=ident)
         assert r.changes == ()
         assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            ("Dnipro strike: 3 dead", "v4:"),
-            ("Summary of entry 2.", "v4:"),
+            ("Dnipro strike: 3 dead", "v5:"),
+            ("Summary of entry 2.", "v5:"),
         ]
         # (the summary moved to the content: the same text too)
-        moved = replace(now(3), summary="", content=now(3).summary, earlier=("Entry 1", "", ""))
+        moved = replace(
+            now(3), summary="", content=now(3).summary, earlier=(("Entry 1", "", ""),) * 2
+        )
         assert run(rows, [moved, entry(2)], identity=ident).changes == ()
         r = run(rows, [now(3, title="Entry 1, corrected"), entry(2)], identity=ident)
         assert kinds(r) == [("updated", "Entry 1, corrected")]
@@ -1004,9 +1018,66 @@ def test_a_row_stored_before_svg_self_closed_is_no_change_after_the_upgrade():
     assert r.changes[0].changes["summary"] == FieldChange(
         "Dnipro strike: 3 dead", "Dnipro strike: 12 dead"
     )
-    # a v4 row that held no summary: the text that came after an icon is an edit
+    # a v4 row that held no summary: v4 read the text after the icon, so that is an edit
     stored, ident = baseline([entry(1, summary=""), entry(2)])
-    assert kinds(run(stored, [now(3), entry(2)], identity=ident)) == [("updated", "Entry 1")]
+    for rows in (stored, _labelled(stored, "v4:")):
+        assert kinds(run(rows, [now(3), entry(2)], identity=ident)) == [("updated", "Entry 1")]
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        '<p><svg-icon name="bolt"></svg-icon> Dnipro strike: {} dead</p>',
+        "<p><title-bar>Breaking</title-bar> Dnipro strike: {} dead</p>",
+        '<p><svg class="icon"><path d="M0 0h16"></p> Dnipro strike: {} dead',
+        "<p>Dnipro<head> strike: {} dead</p>",
+        "<p>Dnipro<xml> strike: {} dead</p>",
+    ],
+)
+def test_a_row_fingerprint_v4_stored_is_no_change_after_the_upgrade(summary):
+    """Fingerprint v4 lost the text after an element named like one whose text is dropped
+    (<svg-icon>, <title-bar>), and after a head, an xml or an svg left open (before a
+    </p> a browser leaves it at): its rows, and those of the releases before, hold that
+    reading. Each is compared with the entry as its own release read it: unchanged, it is
+    stored again whole and silently, under v5; a later edit after the element alerts,
+    once; an edit that reading shows (the title) alerts at once."""
+    was = html_readings(summary.format(3))[1]
+    assert was is not None and was[0] == was[1] and "strike" not in was[0]
+    stored, ident = baseline([entry(1, summary=was[0]), entry(2)])
+    for label in ("v4:", "v3:", "v2:"):
+        rows = _labelled(stored, label)
+        r = run(rows, [_read(1, summary.format(3)), entry(2)], identity=ident)
+        assert r.changes == (), label
+        assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
+            (html_to_text(summary.format(3)), "v5:"),
+            ("Summary of entry 2.", "v5:"),
+        ]
+        edited = [_read(1, summary.format(3), "Entry 1, corrected"), entry(2)]
+        assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
+        upgraded = apply(rows, r)
+        r = run(upgraded, [_read(1, summary.format(12)), entry(2)], identity=ident)
+        assert kinds(r) == [("updated", "Entry 1")]
+        assert r.changes[0].changes["summary"].new.endswith("Dnipro strike: 12 dead")
+        again = run(apply(upgraded, r), [_read(1, summary.format(12)), entry(2)], identity=ident)
+        assert again.changes == ()
+
+
+def test_each_earlier_row_is_compared_with_its_own_releases_reading():
+    """An icon self-closed, then an <xml> left open: the releases before v4 read "a",
+    v4 read "a b" (the "/>" honoured, the xml still dropped to the end), v5 reads
+    "a b c". A row of either holding its own release's reading is no change; a v4 row
+    holding what the releases before read is one (v4 would have read "a b")."""
+    html = "<p>a <svg class='icon'/> b <xml> c</p>"
+    assert html_readings(html) == ("a b c", ("a b", "a"))
+    for stored_text, label, changed in (
+        ("a b", "v4:", False),
+        ("a", "v3:", False),
+        ("a", "v4:", True),
+        ("a b", "v3:", True),
+    ):
+        stored, ident = baseline([entry(1, summary=stored_text), entry(2)])
+        r = run(_labelled(stored, label), [_read(1, html), entry(2)], identity=ident)
+        assert kinds(r) == ([("updated", "Entry 1")] if changed else []), (stored_text, label)
 
 
 def test_an_id_that_appears_on_an_unchanged_entry_is_stored_for_a_later_switch():
@@ -1068,6 +1139,9 @@ def test_ids_are_the_same_under_either_label_of_one_hash():
     )
     assert alert_id("f", "g:1", "updated", "v3:ab", T0, None) == alert_id(
         "f", "g:1", "updated", "v4:ab", T0, None
+    )
+    assert alert_id("f", "g:1", "updated", "v4:ab", T0, None) == alert_id(
+        "f", "g:1", "updated", "v5:ab", T0, None
     )
     assert alert_id("f", "g:1", "updated", "v2:ab", T0, None) != alert_id(
         "f", "g:1", "updated", "v2:ac", T0, None
@@ -1827,7 +1901,7 @@ def test_urls_in_text_a_fingerprint_of_the_release_before_keeps_its_meaning():
     old = {k: replace(r, fingerprint=was.get(k, r.fingerprint)) for k, r in stored.items()}
     for now in (text, plain):
         r = run(old, [entry(1, summary=now), entry(2)], identity=ident)
-        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v4:"]
+        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v5:"]
     edited = [entry(1, summary=plain.replace("a%20b", "a%20c")), entry(2)]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 

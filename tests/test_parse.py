@@ -77,6 +77,12 @@ _MARKUP_FRAGMENTS = [
     "<svg/>",
     "<svg>",
     "</svg>",
+    "<svg-icon>",
+    "<title-bar x>",
+    "<head>",
+    "<xml>",
+    "</br>",
+    "<DIV>",
     "<math>",
     "<title/>",
     "<xml/>",
@@ -209,17 +215,86 @@ class TestHtmlToText:
         assert html_to_text("a<xml><o:p>meta</o:p></xml> b") == "a b"
         assert html_to_text("a<head><title>T</title></head> b") == "a b"
 
-    def test_the_reading_of_the_release_before_comes_with_a_changed_one(self) -> None:
-        """``html_readings``: the text, and the text the release before fingerprint v4
-        read where that differs (the diff compares the rows it stored with that)."""
+    def test_an_element_named_like_a_dropped_one_keeps_its_text(self) -> None:
+        """A tag's name runs to white space, "/" or ">": <svg-icon>, <title-bar> are
+        custom elements whose text a browser shows, not an svg or a title. They were
+        read as those, left open, and the rest of the text was dropped with them."""
+        assert html_to_text('<svg-icon name="x"></svg-icon> Dnipro strike') == "Dnipro strike"
+        assert html_to_text("<title-bar>Breaking</title-bar> text") == "Breaking text"
+        assert html_to_text('<script-loader src="a.js">Loading</script-loader> Kyiv') == (
+            "Loading Kyiv"
+        )
+        assert html_to_text("<style-guide>Guide</style-guide> x") == "Guide x"
+        assert html_to_text("<template-card><p>Card</p></template-card> y") == "Card\n\ny"
+        assert (
+            html_to_text(
+                "<p>a <head-line>H</head-line> <xml-data>d</xml-data> <iframe-x>i</iframe-x>"
+                " <NOSCRIPT-Y>n</NOSCRIPT-Y> <svg:svg>s</svg:svg> <title.x>t</title.x> b</p>"
+            )
+            == "a H d i n s t b"
+        )
+        # self-closed, or escaped once and decoded
+        assert html_to_text("a <svg-icon/> b <title-bar/> c") == "a b c"
+        assert html_to_text("a &lt;svg-icon&gt; b &lt;/svg&gt; c") == "a b c"
+        # the elements themselves, as before
+        assert html_to_text("a<svg><path/></svg> b <title>T</title>c <script >x") == "a b c"
+
+    def test_a_head_or_xml_left_open_is_only_a_tag(self) -> None:
+        """A browser ignores <head> in a body and shows an unknown <xml>'s text: left
+        open, each is a tag, not the start of text dropped to the end (closed, their
+        contents go as before: a head's title and styles, Word's xml data)."""
+        assert html_to_text("<p>Intro</p><head><b>Dnipro strike</b>") == "Intro\n\nDnipro strike"
+        assert html_to_text("a <XML>b<p>c") == "a b\n\nc"
+        page = "<html><head><title>T</title><style>p{}</style><body><p>Text</p></body></html>"
+        assert html_to_text(page) == "Text"
+        assert html_to_text("a<xml><o:p>meta</o:p></xml> b <head>h</head>c") == "a b c"
+        # escaped once and decoded, as before
+        assert html_to_text("a &lt;head&gt; b") == "a b"
+
+    def test_an_svg_ends_where_a_browser_leaves_it(self) -> None:
+        """In an svg, </p>, </br> and the start of an HTML element that cannot be in
+        one (<p>, <div>, <b>, <img>...) end it, in a browser: the text after is shown.
+        An icon left open before such a tag dropped the rest of the text."""
+        icon = '<p><svg class="icon"><path d="M0 0h16"></p> Dnipro strike: 3 dead'
+        assert html_to_text(icon) == "Dnipro strike: 3 dead"
+        assert html_to_text(icon + "<p>More.</p>") == "Dnipro strike: 3 dead\n\nMore."
+        assert html_to_text("a<svg><path/>x<DIV class='y'>y</div>z") == "a\n\ny\n\nz"
+        assert html_to_text("a <svg><g> <b>bold</b> c") == "a bold c"
+        assert html_to_text("a<svg></br>b") == "a\n\nb"
+        # before its end tag too (what is left of it is a stray end tag)
+        assert html_to_text("a<svg><path/>x<p>y</svg>z") == "a\n\nyz"
+        # no such tag: to its end tag, or left open to the end, as before
+        assert html_to_text("a <svg><text>icon</text></svg> b <svg><path d='M0'> c") == "a b"
+        assert html_to_text("a <svg><path/><pre-x>p</pre-x><brx> b") == "a"
+        # escaped once and decoded: dropped only to its end tag, as before
+        assert html_to_text("a &lt;svg&gt; b &lt;/p&gt; c") == "a b\n\nc"
+
+    def test_the_readings_of_the_releases_before_come_with_a_changed_one(self) -> None:
+        """``html_readings``: the text, and the texts fingerprint v4 and the releases
+        before it read where either differs (the diff compares the rows each stored
+        with its own)."""
         icon = '<p><svg class="icon"/> Dnipro strike: 3 dead</p>'
-        assert html_readings(icon) == ("Dnipro strike: 3 dead", "")
-        assert html_readings("Kyiv<xml/> open") == ("Kyiv open", "Kyiv")
+        assert html_readings(icon) == ("Dnipro strike: 3 dead", ("Dnipro strike: 3 dead", ""))
+        assert html_readings("Kyiv<xml/> open") == ("Kyiv open", ("Kyiv open", "Kyiv"))
+        named = '<p><svg-icon name="bolt"></svg-icon> Dnipro strike</p>'
+        assert html_readings(named) == ("Dnipro strike", ("", ""))
+        assert html_readings("a<title-bar>b</title-bar>") == ("ab", ("a", "a"))
+        assert html_readings("a<head>b") == ("ab", ("a", "a"))
+        left_open = '<p><svg class="icon"><path d="M0"></p> Dnipro strike'
+        assert html_readings(left_open) == ("Dnipro strike", ("", ""))
+        # each its own: v4 honoured the self-closed icon, and lost the text after <xml>
+        both = "a <svg/> b <xml> c"
+        assert html_readings(both) == ("a b c", ("a b", "a"))
         assert html_readings("a <math/> b") == ("a b", None)  # read so before too
         assert html_readings("a <svg><path/></svg> b") == ("a b", None)
+        assert html_readings("a <svg><p>x</p></svg> b") == ("a\n\nx\n\nb", ("a b", "a b"))
+        assert html_readings("a <head><title>T</title></head> b <xml>c</xml>") == ("a b", None)
         assert html_readings("a <br/> b") == ("a\n\nb", None)
         # a plain field that looks like HTML (feedparser's guess) is read as HTML
-        assert plain_readings("<svg/> Dnipro &amp; <b>Kyiv</b>") == ("Dnipro & Kyiv", "")
+        assert plain_readings("<svg/> Dnipro &amp; <b>Kyiv</b>") == (
+            "Dnipro & Kyiv",
+            ("Dnipro & Kyiv", ""),
+        )
         assert plain_readings("a <svg/> b") == ("a <svg/> b", None)  # text, not markup
 
     @given(
@@ -789,7 +864,7 @@ def test_the_text_after_a_self_closed_svg_is_read_in_every_format() -> None:
         )
     )
     assert (e.title, e.summary, e.content) == ("Strike", "Dnipro strike: 3 dead", "Full story")
-    assert e.earlier == ("Strike", "", "Full")
+    assert e.earlier == (("Strike", "Dnipro strike: 3 dead", "Full story"), ("Strike", "", "Full"))
     e = one(
         parse_body(
             atom(
@@ -802,7 +877,7 @@ def test_the_text_after_a_self_closed_svg_is_read_in_every_format() -> None:
     assert (e.title, e.content, e.earlier) == (
         "Strike 2",
         "Dnipro strike: 3 dead",
-        ("Strike", "", ""),
+        (("Strike 2", "", "Dnipro strike: 3 dead"), ("Strike", "", "")),
     )
     xhtml = (
         '<entry><id>1</id><title>Strike</title><content type="xhtml">'
@@ -817,9 +892,53 @@ def test_the_text_after_a_self_closed_svg_is_read_in_every_format() -> None:
         "items": [{"id": "1", "title": "Strike", "content_html": text}],
     }
     e = one(parse_body(json.dumps(doc).encode(), JSON_CT))
-    assert (e.content, e.earlier) == ("Dnipro strike: 3 dead", ("Strike", "", ""))
+    assert (e.content, e.earlier) == (
+        "Dnipro strike: 3 dead",
+        (("Strike", "", "Dnipro strike: 3 dead"), ("Strike", "", "")),
+    )
     plain = one(parse_body(rss("<item><guid>1</guid><description>d</description></item>"), RSS_CT))
     assert plain.earlier is None
+
+
+def test_the_text_after_an_element_named_like_a_dropped_one_is_read_in_every_format() -> None:
+    """<svg-icon> and <title-bar> before the text, in an RSS description (escaped), an
+    Atom HTML title and content, a JSON Feed content_html: the text after them is the
+    entry's, and ``earlier`` holds the texts as fingerprint v4 and the releases before it
+    read them (the same here: the rest of the field lost)."""
+    text = '<p><svg-icon name="bolt"></svg-icon> Dnipro strike: 3 dead</p>'
+    e = one(
+        parse_body(
+            rss(
+                f"<item><guid>1</guid><title>Strike</title><description>{escape(text)}"
+                f"</description><content:encoded>{escape('<p>Full<head> story</p>')}"
+                "</content:encoded></item>"
+            ),
+            RSS_CT,
+        )
+    )
+    assert (e.title, e.summary, e.content) == ("Strike", "Dnipro strike: 3 dead", "Full story")
+    assert e.earlier == (("Strike", "", "Full"),) * 2
+    e = one(
+        parse_body(
+            atom(
+                f'<entry><id>1</id><title type="html">{escape("<title-bar>Strike</title-bar> 2")}'
+                f'</title><content type="html">{escape(text)}</content></entry>'
+            ),
+            ATOM_CT,
+        )
+    )
+    assert (e.title, e.content, e.earlier) == (
+        "Strike 2",
+        "Dnipro strike: 3 dead",
+        (("", "", ""),) * 2,
+    )
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "items": [{"id": "1", "title": "Strike", "content_html": text}],
+    }
+    e = one(parse_body(json.dumps(doc).encode(), JSON_CT))
+    assert (e.content, e.earlier) == ("Dnipro strike: 3 dead", (("Strike", "", ""),) * 2)
 
 
 def test_fields_declared_plain_text_are_not_cut_at_a_tag_name() -> None:
