@@ -17,7 +17,8 @@ Pure (SPEC section 4). The whole decision, in order:
                     key (title, published time) absent from the body, under the key
                     it had before (``_Unlinked``)
                  -> keyed by its content, its date's zone read as UTC before: the row
-                    of that time (``_Rezoned``)
+                    of that time (``_Rezoned``); its date or title misread otherwise
+                    before: the row of that time and title (``_Rezoned.misread``)
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
     stamped  = in a body of one or two known entries, an entry stamped with the time of
@@ -277,9 +278,9 @@ def _differs(
     otherwise: a field declared plain had its tag-like words reduced away ("the
     <dialog> element" was "the element"), some versions kept a plain field's
     "<script>…</script>" that is now read as markup, and one stray byte that is not
-    UTF-8 made the whole document read as windows-1252 ("DniprÃ³" for "Dnipró").
-    Such a difference is the conversion's, not the feed's. In a current row it is a
-    real edit."""
+    UTF-8 made the whole document read as windows-1252 or ISO-8859-2 ("DniprÃ³" for
+    "Dnipró": ``_mojibake``). Such a difference is the conversion's, not the feed's.
+    In a current row it is a real edit."""
     ka, kb = comparable_text(a), comparable_text(b)
 
     def same(x: str, y: str) -> bool:  # both already comparable
@@ -295,18 +296,28 @@ def _differs(
         return False
     if "<" in a and same(comparable_text(html_to_text(a)), kb):
         return False
-    return b.isascii() or not same(ka, comparable_text(_as_windows_1252(b)))
+    return b.isascii() or not any(same(ka, comparable_text(m)) for m in _mojibake(b))
 
 
-# windows-1252 as feedparser's fallback read a document: the five bytes it leaves
-# undefined as latin-1
-_UNDEFINED_1252 = {0xDC00 + b: chr(b) for b in range(0x80, 0x100)}
+# feedparser's fallback reading: a C1 control character left in the text (ISO-8859-2
+# has them at 0x80-0x9F) is windows-1252's character of that byte, where it has one
+_C1_AS_1252 = {
+    b: bytes([b]).decode("cp1252") for b in range(0x80, 0xA0) if b not in b"\x81\x8d\x8f\x90\x9d"
+}
 
 
-def _as_windows_1252(text: str) -> str:
-    """``text``'s UTF-8 bytes read as windows-1252: how an earlier feedwatch stored it
-    when one stray byte elsewhere in its document made it read the whole as such."""
-    return text.encode("utf-8").decode("cp1252", "surrogateescape").translate(_UNDEFINED_1252)
+def _mojibake(text: str) -> tuple[str, ...]:
+    """``text``'s UTF-8 bytes as an earlier feedwatch read them when one stray byte
+    elsewhere in its document made it read the whole in feedparser's fallback encoding:
+    windows-1252 where every byte of the document is defined there (so never where one
+    of ``text``'s is not), else ISO-8859-2 ("Оголошення" as "ĐžĐłĐž…")."""
+    raw = text.encode("utf-8")
+    out = [raw.decode("iso-8859-2").translate(_C1_AS_1252)]
+    try:
+        out.insert(0, raw.decode("cp1252"))
+    except UnicodeDecodeError:
+        pass
+    return tuple(dict.fromkeys(out))
 
 
 _CHANGE_LEAD = 200  # characters kept before the first difference, for context
@@ -508,6 +519,40 @@ class _Rezoned:
             return row
         return None
 
+    @staticmethod
+    def misread(
+        key: str,
+        keys: EntryKeys,
+        entry: EntrySnapshot,
+        current: Mapping[str, StoredEntry],
+        seen: set[str],
+    ) -> StoredEntry | None:
+        """An entry keyed by its content whose row a release before fingerprint v3 keyed
+        by what it misread: its published time (``EntrySnapshot.misread``: a Unix time
+        read as a date in the 18th century, a zone of one to three digits as minutes or
+        as 53 hours), its title (one stray byte that is not UTF-8 made it read the whole
+        document in another encoding: ``_mojibake``), or both. The row is under the
+        content key of that time and title, and such releases wrote it (its label): it
+        is the entry's, edited since or not (an edit alerts as updated), for it was the
+        entry's key then. (A row this version writes never has such a label, and two
+        entries that had the key then were one to the release that wrote it.) Only for
+        an entry with such a date or a title beyond ASCII: no other has a key to try."""
+        if key != keys.content or (entry.misread is None and entry.title.isascii()):
+            return None
+        titles = (entry.title, *([] if entry.title.isascii() else _mojibake(entry.title)))
+        times = (entry.published, *([] if entry.misread is None else [entry.misread]))
+        for n, title in enumerate(titles):
+            for m, when in enumerate(times):
+                row = current.get(content_identity_at(entry, when, title)) if n or m else None
+                if (
+                    row is not None
+                    and row.identity not in seen
+                    and row.published == when
+                    and not row.fingerprint.startswith(_READ_RIGHT)
+                ):
+                    return row
+        return None
+
 
 def _same_entry(
     row: StoredEntry, entry: EntrySnapshot, fp: str, ignore: Ignore | None, link: str | None
@@ -574,6 +619,9 @@ def _legacy(old: StoredEntry) -> bool:
 
 # the fingerprint labels of rows written since plain fields keep their tag-like words
 _PLAIN_KEPT = ("v2:", "v3:", "v4:", "v5:")
+# the fingerprint labels of rows written since every date is read as now, and a UTF-8
+# document with a stray byte as UTF-8 (``_Rezoned.misread``)
+_READ_RIGHT = ("v3:", "v4:", "v5:")
 
 
 def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> str | None:
@@ -818,6 +866,14 @@ def diff(
                     break
         if old is None and rezone:
             cand = _Rezoned.row(key, keys[i], entry, fp, ignore, current, seen)
+            if cand is not None:
+                rekeys.append((cand.identity, key))
+                del current[cand.identity]
+                old = replace(cand, identity=key)
+                current[key] = old
+                rezoned.add(key)
+        if old is None:
+            cand = _Rezoned.misread(key, keys[i], entry, current, seen)
             if cand is not None:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]

@@ -296,10 +296,13 @@ def content_identity(entry: EntrySnapshot | StoredEntry) -> str:
     return content_identity_at(entry, entry.published)
 
 
-def content_identity_at(entry: EntrySnapshot | StoredEntry, published: datetime | None) -> str:
-    """The content key ``entry`` has with the published time ``published``."""
-    title, link = _identity_text(entry.title), normalize_link(entry.link) or ""
-    return "c:" + _h(title, link, _time_key(published))[:32]
+def content_identity_at(
+    entry: EntrySnapshot | StoredEntry, published: datetime | None, title: str | None = None
+) -> str:
+    """The content key ``entry`` has with the published time ``published`` (and the
+    title ``title``, when given)."""
+    text = _identity_text(entry.title if title is None else title)
+    return "c:" + _h(text, normalize_link(entry.link) or "", _time_key(published))[:32]
 
 
 def identity_for(entry: EntrySnapshot | StoredEntry, policy: Policy) -> str:

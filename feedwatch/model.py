@@ -214,6 +214,12 @@ class EntrySnapshot:
     # ``parse._ZONE_NAMES``), which an earlier version read as UTC; how it was written,
     # not what it says, so not compared (diff: the row such an entry had then)
     zone: int | None = field(default=None, compare=False, repr=False)
+    # ``published`` as a release before ``parse.PARSE_VERSION`` 9 read it, where that
+    # differs and the date names no zone of ``zone``'s: digits alone as a date
+    # ("1732300817" as 1732-10-26), a zone of one to three digits as minutes or hours
+    # ("-5" as five minutes, "+530" as 53 hours). How it was written, not what it
+    # says, so not compared (diff: the row such an entry had then)
+    misread: datetime | None = field(default=None, compare=False, repr=False)
     # (title, summary, content) as earlier releases read them, where one differs
     # (``Readings``). How the entry was written, not what it says, so not compared
     # (diff: a row stored then)

@@ -63,8 +63,9 @@ log = structlog.get_logger("feedwatch.parse")
 # date was written with (``EntrySnapshot.zone``); 15: "/>" ends an svg (``text``), and
 # the texts as read before (``EntrySnapshot.earlier``); 16: a tag's name runs to white
 # space, "/" or ">" (<svg-icon>), a head or an xml left open is a tag, an svg ends where
-# a browser leaves it, and the texts as fingerprint v4 read them too
-PARSE_VERSION = 16
+# a browser leaves it, and the texts as fingerprint v4 read them too; 17: the published time as read
+# before 9 (``EntrySnapshot.misread``)
+PARSE_VERSION = 17
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -918,19 +919,21 @@ def _xml_entry(
         for enc in (e.get("enclosures") or [])
         if isinstance(enc, Mapping) and (href := _str(enc.get("href")).strip())
     )
+    published, zone = _entry_time(e, "published"), _named_zone(dict.get(e, "published"))
     return EntrySnapshot(
         entry_id=_str_or_none(get(e, "id")),
         title=title,
         link=_str_or_none(get(e, "link")),
         author=_authors(e) or _source_authors(e) or feed_author,
-        published=_entry_time(e, "published"),
+        published=published,
         updated=_entry_time(e, "updated"),
         summary=summary,
         content=content,
         tags=tags,
         enclosures=enclosures,
-        zone=_named_zone(dict.get(e, "published")),
+        zone=zone,
         earlier=_earlier((title, title_was), (summary, summary_was), (content, content_was)),
+        misread=_misread(published, _read_before(e, "published"), zone),
     )
 
 
@@ -974,6 +977,23 @@ def _read_by_shape(text: str) -> tuple[bool, datetime | None]:
     if _ISO_ZONE_NO_COLON.search(text):
         return True, _iso_zone_no_colon(text)
     return False, None
+
+
+def _read_before(e: dict[str, Any], key: str) -> datetime | None:
+    """``key``'s time as a release before PARSE_VERSION 9 read it: feedparser's reading,
+    else Python's of an RFC 822 date, its zone's digits as Python takes them."""
+    before = _from_struct(dict.get(e, key + "_parsed"))
+    raw = dict.get(e, key)
+    if before is None and isinstance(raw, str):
+        before = _rfc822_without_zone(raw, as_read_before=True)
+    return before
+
+
+def _misread(when: datetime | None, before: datetime | None, zone: int | None) -> datetime | None:
+    """``EntrySnapshot.misread`` of a published time ``when`` that an earlier release read
+    as ``before``: None where that is the same, and for a date naming a zone of
+    ``_ZONE_NAMES`` (``EntrySnapshot.zone`` tells of that one)."""
+    return None if zone or before == when else before
 
 
 def _entry_time(e: dict[str, Any], key: str) -> datetime | None:
@@ -1136,9 +1156,11 @@ def _unix_time(text: str) -> datetime | None:
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _rfc822_without_zone(raw: str) -> datetime | None:
-    """feedparser gives up on an RFC 822 date with no (or an unknown) zone; read it as UTC."""
-    raw = _numeric_zone(raw.strip())
+def _rfc822_without_zone(raw: str, as_read_before: bool = False) -> datetime | None:
+    """feedparser gives up on an RFC 822 date with no (or an unknown) zone; read it as UTC.
+    ``as_read_before``: as a release before PARSE_VERSION 9 read it (a zone name of
+    ``_ZONE_NAMES`` as UTC, a zone of one or two digits as minutes: Python's reading)."""
+    raw = raw.strip() if as_read_before else _numeric_zone(raw.strip())
     try:
         fields = email.utils.parsedate_tz(raw.strip())
         if fields is None:
@@ -1147,7 +1169,8 @@ def _rfc822_without_zone(raw: str) -> datetime | None:
         if year and int(year.group(0)) != fields[0]:
             return None  # "0000" would become 2000: a two-digit-year rule misapplied
         when = _from_struct(fields[:6])
-        return when - timedelta(seconds=_zone_seconds(raw, fields[9])) if when else None
+        zone = (fields[9] or 0) if as_read_before else _zone_seconds(raw, fields[9])
+        return when - timedelta(seconds=zone) if when else None
     except (ValueError, TypeError, OverflowError, IndexError):
         return None
 
@@ -1302,6 +1325,8 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
         if isinstance(item.get("tags"), list)
         else ()
     )
+    published, before = _parse_dates(item.get("date_published"))
+    zone = _named_zone(item.get("date_published"))
     attachments = item.get("attachments")
     enclosures = tuple(
         Enclosure(
@@ -1317,14 +1342,15 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
         title=title,
         link=_resolve(base, link) if link else None,
         author=_json_authors(item) or feed_authors,
-        published=_parse_date(item.get("date_published")),
+        published=published,
         updated=_parse_date(item.get("date_modified")),
         summary=summary,
         content=content,
         tags=tags,
         enclosures=enclosures,
-        zone=_named_zone(item.get("date_published")),
+        zone=zone,
         earlier=_earlier((title, title_was), (summary, summary_was), (content, content_was)),
+        misread=_misread(published, before, zone),
     )
 
 
@@ -1342,16 +1368,21 @@ def _json_authors(obj: Mapping[str, Any]) -> str | None:
 
 
 def _parse_date(value: Any) -> datetime | None:
+    return _parse_dates(value)[0]
+
+
+def _parse_dates(value: Any) -> tuple[datetime | None, datetime | None]:
+    """A JSON Feed date, and as a release before PARSE_VERSION 9 read it (feedparser's
+    reading alone)."""
     if not isinstance(value, str) or not value.strip():
-        return None
+        return None, None
     text = value.strip()
-    read, when = _read_by_shape(text)
-    if read:
-        return when
     try:
-        return _from_struct(_feedparser_date(text))
+        before = _from_struct(_feedparser_date(text))
     except Exception:  # feedparser's date handlers on arbitrary text: never fatal
-        return None
+        before = None
+    read, when = _read_by_shape(text)
+    return (when if read else before), before
 
 
 def _without_userinfo(url: str | None) -> str | None:

@@ -72,8 +72,9 @@ __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental",
 
 # 4: the feed's author in the header; 5: an entry's zone (its line); 6: its texts as
 # read before fingerprint v4 (``EntrySnapshot.earlier``, its line); 7: and as v4 read
-# them (``earlier`` two readings)
-CACHE_FORMAT = 7
+# them (``earlier`` two readings); 8: its published
+# time as read before (``EntrySnapshot.misread``, its line)
+CACHE_FORMAT = 8
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
@@ -332,6 +333,7 @@ def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
         [[x.url, x.type, x.length] for x in e.enclosures],
         e.zone,
         None if e.earlier is None else [list(texts) for texts in e.earlier],
+        _time(e.misread),
     ]
     dump = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
     return (dump(keys) + "\t" + dump(row)).encode("utf-8")
@@ -376,12 +378,14 @@ def _snapshot(line: bytes) -> EntrySnapshot:
     if tab < 0:
         raise ValueError("bad parse cache line")
     row = json.loads(line[tab + 1 :])
-    eid, title, link, author, published, updated, summary, content, tags, encs, zone, was = row
+    eid, title, link, author, published, updated, summary, content, tags, encs, zone, was, mis = row
     for v in (eid, link, author):
         if v is not None and type(v) is not str:
             raise ValueError("not a string")
     if zone is not None and type(zone) is not int:
         raise ValueError("not a zone offset")
+    if mis is not None and type(mis) is not int:
+        raise ValueError("not a time")
     texts, earlier = [title, summary, content], None
     if was is not None:  # [[title, summary, content] as v4 read them, as before v4]
         if type(was) is not list or len(was) != 2:
@@ -408,6 +412,7 @@ def _snapshot(line: bytes) -> EntrySnapshot:
         enclosures=tuple(Enclosure(url=u, type=t, length=n) for u, t, n in encs) if encs else (),
         zone=zone,
         earlier=earlier,
+        misread=None if mis is None else _EPOCH + mis * _SECOND,
     )
     return entry
 

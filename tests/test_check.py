@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -1813,6 +1813,122 @@ def test_entries_keyed_by_content_an_earlier_feedwatch_dated_as_utc_are_not_new(
     assert [p for (p,) in rows] == [
         int((T0 + timedelta(hours=h - 9)).timestamp()) * 10**6 for h in range(2)
     ]
+
+
+# Notices without a guid or a link (keyed by title, link and published time), and one
+# title with a byte that is not UTF-8 (0xE9)
+_NOTICES = [
+    ("Notice 0", "1732300817", "Text 0"),
+    ("Notice 1", "Sat, 23 Nov 2024 19:40:17 +530", "Text 1"),
+    ("Notice 2", "Sun, 24 Nov 2024 19:40:17 -5", "Text 2"),
+    ("Оголошення 3 — відключення", "Fri, 22 Nov 2024 13:00:00 GMT", "Графік 3 — з 10:00"),
+    ("Caf\udce9", "Fri, 22 Nov 2024 09:00:00 GMT", "x"),
+]
+# How the release before (4e97867, a0a307a) stored the first four, each by its title as
+# read now: its key, title, summary and published time (microseconds). It read
+# "1732300817" as 1732-10-26, "+530" as 53 hours, "-5" as five minutes, and the whole
+# document, for its stray byte, as ISO-8859-2
+_NOTICES_WAS = {
+    "Notice 0": ("c:7f0de9aba46775fa4a85a02b7d46a8b3", "Notice 0", "Text 0", -7484745600000000),
+    "Notice 1": ("c:e34140b45f6b278c9eb3200c066c788f", "Notice 1", "Text 1", 1732200017000000),
+    "Notice 2": ("c:3565a0504441ce772b22b489ea4c87af", "Notice 2", "Text 2", 1732477517000000),
+    "Оголошення 3 — відключення": (
+        "c:b1aff0ec67b73d29c2329553349c73db",
+        "ĐžĐłĐžĐťĐžŃˆĐľĐ˝Đ˝Ń\x8f 3 â€” Đ˛Ń–Đ´ĐşĐťŃŽŃ‡ĐľĐ˝Đ˝Ń\x8f",
+        "Đ“Ń€Đ°Ń„Ń–Đş 3 â€” Đˇ 10:00",
+        1732280400000000,
+    ),
+}
+
+
+def _notices(built: str, first: str = "Text 0") -> bytes:
+    items = "".join(
+        f"<item><title>{title}</title><pubDate>{when}</pubDate>"
+        f"<description>{first if n == 0 else text}</description></item>"
+        for n, (title, when, text) in enumerate(_NOTICES)
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Notices</title>'
+        "<link>https://notices.example.org/</link><description>d</description>"
+        f"<lastBuildDate>Mon, 02 Dec 2024 {built}:00 GMT</lastBuildDate>{items}</channel></rss>"
+    ).encode("utf-8", "surrogateescape")
+
+
+def test_entries_keyed_by_content_an_earlier_feedwatch_misread_are_not_new(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """An entry without a guid or a usable link is keyed by its title and published
+    time, and the release before misread some: a Unix time as a date in 1732, a zone
+    "+530" as 53 hours and "-5" as minutes, and (one byte that is not UTF-8 in the body)
+    a Cyrillic title in mojibake. Read right now, their keys moved, and the first
+    changed poll after the upgrade alerted each as new. Now each is its row, re-keyed
+    and stored silently; one edited in that very poll alerts once, as updated. The rows
+    are written here as that release wrote them (their keys, texts, times, fingerprints
+    and `new` ids: checked against a run of it), and its parse cache is gone."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/notices.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "notices"\nurl = "{url}"\n'))
+    feed_server.set("/notices.xml", _notices("06:00"))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        for now, (key, title, summary, published) in _NOTICES_WAS.items():
+            was = "v1:" + fingerprint(title, summary, "")[3:]
+            when = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=published)
+            db.execute(
+                "UPDATE entries SET identity = ?, title = ?, summary = ?, published = ?,"
+                " fingerprint = ?, new_alert_id = ? WHERE title = ?",
+                (
+                    key,
+                    title,
+                    summary,
+                    published,
+                    was,
+                    alert_id("notices", key, "new", was, when, None),
+                    now,
+                ),
+            )
+        db.execute("UPDATE entries SET fingerprint = 'v1:' || substr(fingerprint, 4)")
+        olds = db.execute("SELECT fingerprint, new_alert_id FROM entries ORDER BY published")
+        assert olds.fetchall() == [  # as the release before stored them
+            ("v1:9bbe25dd31b5047e50646e2e57ca8e57", "04c27b7d1ebb1f19a369e3fca8682b25"),
+            ("v1:b595796177a59a9570b91c167328879c", "678c8852cd7eec44bb9e020ce4454b77"),
+            ("v1:41dcfc996b94d473e912ab643695b7ad", "d984364af4269bcdfe25498684c5688c"),
+            ("v1:2d4a7e9c5e20cc46ab59d89e6dd36378", "03fb60aacf6d1eb80f101df7946c1429"),
+            ("v1:28c5537c714f1a186df905c8296bdb0a", "b21cacc0b3bd3ddaacc5aecd445be6e3"),
+        ]
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
+
+    feed_server.set("/notices.xml", _notices("06:05", first="Text 0, corrected"))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    got = [(a["kind"], a["entry"]["title"], a["changes"]) for a in alerts(tmp_path)]
+    assert got == [
+        (
+            "updated",
+            "Notice 0",
+            {
+                "summary": {"old": "Text 0", "new": "Text 0, corrected"},
+                "published": {"old": "1732-10-26T00:00:00Z", "new": "2024-11-22T18:40:17Z"},
+            },
+        )
+    ]
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT identity, title, substr(fingerprint, 1, 3) FROM entries")
+        rows = rows.fetchall()
+    assert len(rows) == len(_NOTICES)
+    assert {t for _, t, _ in rows} == {
+        "Notice 0",
+        "Notice 1",
+        "Notice 2",
+        "Оголошення 3 — відключення",
+        "Café",
+    }
+    assert {f for _, _, f in rows} == {"v4:"}
+    assert not {k for k, _, _ in rows} & {key for key, *_ in _NOTICES_WAS.values()}
+    feed_server.set("/notices.xml", _notices("06:10", first="Text 0, corrected"))
+    assert fw(cfg, "check").returncode == 0
+    assert len(alerts(tmp_path)) == 1  # no more
 
 
 def test_terms_hit_text_that_differs_only_in_what_a_reader_cannot_see(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -766,6 +766,54 @@ def test_a_notice_of_one_text_hours_after_the_last_is_new_unless_its_zone_was_mi
         r = run(stored, [notice], identity=ident)
         assert (kinds(r), r.rekeys) == ([("new", "Backup completed")], ())
         stored = apply(stored, r)
+
+
+def test_an_entry_keyed_by_content_whose_date_or_title_was_misread_before_is_its_row():
+    """A release before fingerprint v3 read "1732300817" as 1732-10-26 and "10:40:17 -5"
+    as five minutes past UTC, and one byte that is not UTF-8 made it read a whole
+    document as windows-1252, or as ISO-8859-2 where a byte is not windows-1252
+    ("Оголошення" has one). An entry without an id or a usable link is keyed by its
+    title and published time: it is the row of the key it had then (the time as read
+    then: ``EntrySnapshot.misread``; the title), re-keyed and stored silently, also in
+    a body where other such entries are known as they are; edited since, it alerts as
+    updated, not as new. Not a row this version wrote at that key."""
+    bare = {"entry_id": None, "link": None}
+    unix, y1732 = T0 + timedelta(hours=8), datetime(1732, 10, 26, tzinfo=timezone.utc)
+    minus5 = T0 + timedelta(hours=5)
+    now = [
+        replace(entry(0, **bare, published=unix), misread=y1732),
+        replace(entry(1, **bare, published=minus5), misread=T0 + timedelta(minutes=5)),
+        entry(2, **bare, title="Дніпро", summary="Графік"),
+        entry(3, **bare, title="Оголошення", summary="Графік"),
+        replace(entry(4, **bare, title="Дніпро", published=unix), misread=y1732),
+        entry(5, **bare, title="Café"),  # read as it is: known
+    ]
+    was = [
+        entry(0, **bare, published=y1732),
+        entry(1, **bare, published=T0 + timedelta(minutes=5)),
+        entry(2, **bare, title="Ð”Ð½Ñ–Ð¿Ñ€Ð¾", summary="Ð“Ñ€Ð°Ñ„Ñ–Ðº"),
+        entry(3, **bare, title="ĐžĐłĐžĐťĐžŃˆĐľĐ˝Đ˝Ń\x8f", summary="Đ“Ń€Đ°Ń„Ń–Đş"),
+        entry(4, **bare, title="Đ”Đ˝Ń–ĐżŃ€Đž", published=y1732),
+        entry(5, **bare, title="Café"),
+    ]
+    stored, ident = baseline(was)
+    assert ident.policy == "content"
+    r = run(_as_v1(stored), now, identity=ident)
+    # (the sixth stored again too: its row's label was v1)
+    assert (r.changes, r.new, r.silent, len(r.rekeys)) == ((), 0, 6, 5)
+    after = apply(_as_v1(stored), r)
+    assert sorted((row.title, row.published) for row in after.values()) == sorted(
+        (e.title, e.published) for e in now
+    )
+    assert run(after, now, identity=ident).upserts == ()
+    # edited since: updated, its corrected time among the changes
+    edited = [replace(now[0], summary="edited"), *now[1:]]
+    r = run(_as_v1(stored), edited, identity=ident)
+    assert kinds(r) == [("updated", "Entry 0")]
+    assert set(r.changes[0].changes) == {"summary", "published"}
+    # a row this version wrote (fingerprint v4) at such a key is another entry's
+    r = run(stored, now, identity=ident)
+    assert (r.new, r.rekeys) == (5, ())
 
 
 def test_an_edit_beyond_the_cap_shows_the_changed_part():

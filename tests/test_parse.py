@@ -1275,6 +1275,44 @@ def test_rfc822_zone_names_give_their_offset(text: str, expected: datetime | Non
     assert one(parse_body(json.dumps(doc).encode(), JSON_CT)).updated == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "rss_was", "json_was"),
+    [
+        ("1732300817", utc(1732, 10, 26), utc(1732, 10, 26)),
+        (
+            "Fri, 22 Nov 2024 10:40:17 +530",
+            utc(2024, 11, 20, 5, 40, 17),
+            utc(2024, 11, 20, 5, 40, 17),
+        ),
+        # Python's RFC 822 reader (an earlier release's after feedparser's, for RSS and
+        # Atom only) took one or two digits as minutes; feedparser read nothing
+        ("Fri, 22 Nov 2024 10:40:17 -5", utc(2024, 11, 22, 10, 45, 17), None),
+        ("Fri, 22 Nov 2024 10:40:17 +01", utc(2024, 11, 22, 10, 39, 17), None),
+        ("2024-11-22T10:40:17+0530", utc(2024, 11, 22, 5, 40, 17), utc(2024, 11, 22, 5, 40, 17)),
+        ("2024-00-10", utc(2023, 12, 10), utc(2023, 12, 10)),
+        # read as they were: nothing misread
+        ("Fri, 22 Nov 2024 10:40:17 GMT", None, None),
+        ("Fri, 22 Nov 2024 10:40:17 +0100", None, None),
+        ("2024-11-22T10:40:17Z", None, None),
+        ("Fri, 22 Nov 2024 19:40:17 JST", None, None),  # EntrySnapshot.zone's
+    ],
+)
+def test_the_published_time_as_read_before_is_kept(
+    text: str, rss_was: datetime | None, json_was: datetime | None
+) -> None:
+    """An entry keyed by its content has its published time in its key, and a release
+    before PARSE_VERSION 9 read some dates otherwise (a Unix time as a date in 1732,
+    "+530" as 53 hours, "-5" as minutes): the parse keeps that reading where it differs
+    (``EntrySnapshot.misread``), for the diff to find the row it keyed so."""
+    e = one(parse_body(rss(f"<item><title>x</title><pubDate>{text}</pubDate></item>"), RSS_CT))
+    assert e.misread == rss_was
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [{"id": "1", "date_published": text}],
+    }
+    assert one(parse_body(json.dumps(doc).encode(), JSON_CT)).misread == json_was
+
+
 def test_json_dates_out_of_range() -> None:
     doc = {
         "version": "https://jsonfeed.org/version/1",

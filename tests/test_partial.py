@@ -898,6 +898,32 @@ def test_the_zone_a_date_named_is_read_back_from_the_cache(tmp_path: Path) -> No
     assert [e.zone for e in got.entries] == [540, None, None, -180]
 
 
+def test_the_published_time_as_read_before_is_read_back_from_the_cache(tmp_path: Path) -> None:
+    """The published time an earlier release read ("1732300817" as 1732-10-26,
+    ``EntrySnapshot.misread``) is not compared, so only this shows a cache that dropped
+    it: an entry read from the cache was then no longer found under that time."""
+    f = str(tmp_path / "f")
+
+    def body(first: str) -> bytes:
+        dates = ["1732300817", "Fri, 22 Nov 2024 19:40:17 GMT", "Fri, 22 Nov 2024 19:40:17 -5"]
+        items = "".join(
+            f"<item><title>{first if i == 1 else i}</title><pubDate>{d}</pubDate></item>"
+            for i, d in enumerate(dates)
+        )
+        return f'<rss version="2.0"><channel><title>T</title>{items}</channel></rss>'.encode()
+
+    partial.parse_cached(body("a"), XML, url="http://x/", max_entries=100, cache_file=f)
+    got = partial.parse_cached(body("b"), XML, url="http://x/", max_entries=100, cache_file=f)
+    assert isinstance(got.entries, partial.CachedEntries)
+    want = [e.misread for e in full(body("b"), XML, "http://x/").entries]
+    assert [e.misread for e in got.entries] == want
+    assert want == [
+        datetime(1732, 10, 26, tzinfo=timezone.utc),
+        None,
+        T0 + timedelta(hours=9, minutes=5),
+    ]
+
+
 def test_the_texts_as_read_before_are_read_back_from_the_cache(tmp_path: Path) -> None:
     """The texts the releases before read (``EntrySnapshot.earlier``: as fingerprint v4
     read them, the text after <svg-icon> lost; before v4, the text after a self-closed
