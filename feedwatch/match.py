@@ -25,7 +25,7 @@ import math
 import re
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -424,21 +424,24 @@ def _compile_regex_term(term: str, case_sensitive: bool) -> _Term:
             as_typed = pattern
         if as_typed.search("") is not None and pattern.search("") is None:
             raise ValueError(
-                f"term {term!r}: a variation selector is read as nothing (text is read"
-                " without them), so this regular expression would hit every text"
+                f"term {term!r}: a variation selector or an invisible character is read as"
+                " nothing (text is read without them), so this regular expression would hit"
+                " every text"
             )
         pattern = as_typed
     return _Term(text=term, is_regex=True, pattern=pattern)
 
 
 def _typed_pattern(body: str) -> str:
-    """A ``/regex/``'s pattern reading its own typographic apostrophes, hyphens and
-    variation selectors as the text it searches has them (``_TYPED``), so that
-    ``/O’Brien/`` still hits what ``/O'Brien/`` now does: outside a set each is its
-    typed form (a selector an empty group, which a quantifier may follow); a set that
-    holds one holds its typed form too (``[‘’]`` hits "'"; ``[^’]`` misses it; a
-    range, ``[‐-―]``, keeps its ends)."""
-    if body.isascii() or _ANY_TYPED.search(body) is None:
+    """A ``/regex/``'s pattern reading its own characters as the text it searches has
+    them (``normalize_text``, case kept: NFKC, typographic apostrophes and hyphens as
+    typed, no variation selector or invisible character), so that ``/O’Brien/`` still
+    hits what ``/O'Brien/`` now does, and a full-width ``/阅读：\\d+/`` copied from a feed
+    the NFKC text's "阅读:100": outside a set each is read so (as a group where that is
+    several characters or none, which a quantifier may follow); a set that holds one
+    holds what it is read as too (``[‘’]`` hits "'"; ``[^’]`` misses it; ``[０-９]``
+    hits "0" to "9", each character of a range read)."""
+    if body.isascii() or all(c.isascii() or _reading(c) == c for c in body):
         return body
     out: list[str] = []
     i, n = 0, len(body)
@@ -446,7 +449,7 @@ def _typed_pattern(body: str) -> str:
         c = body[i]
         if c == "\\" and i + 1 < n:
             nxt = body[i + 1]
-            out.append(_typed_literal(nxt) if nxt in _TYPED else body[i : i + 2])
+            out.append(_read_literal(nxt) if _reading(nxt) != nxt else body[i : i + 2])
             i += 2
         elif c == "[":
             end = _set_end(body, i)
@@ -454,23 +457,72 @@ def _typed_pattern(body: str) -> str:
                 out.append(body[i:])
                 break
             whole = body[i : end + 1]
-            typed = sorted({_TYPED[ch] for ch in whole if ch in _TYPED} - {""})
-            if typed:
-                also = "[" + "".join(re.escape(t) for t in typed) + "]"
+            reads = {_reading(ch) for ch in _set_members(whole)} - {""}
+            singles = sorted(r for r in reads if len(r) == 1)
+            also = "|".join(
+                (["[" + "".join(re.escape(r) for r in singles) + "]"] if singles else [])
+                + [re.escape(r) for r in sorted(reads - set(singles), key=len, reverse=True)]
+            )
+            if also:
                 negated = body[i + 1 : i + 2] == "^"
-                # single characters both: an atomic group never tries the other again
+                # an atomic group never tries the other again (of the same characters)
                 whole = f"(?:(?!{also}){whole})" if negated else f"(?>{whole}|{also})"
             out.append(whole)
             i = end + 1
         else:
-            out.append(_typed_literal(c) if c in _TYPED else c)
+            out.append(_read_literal(c) if _reading(c) != c else c)
             i += 1
     return "".join(out)
 
 
-def _typed_literal(c: str) -> str:
-    typed = _TYPED[c]
-    return re.escape(typed) if typed else "(?:)"
+@functools.lru_cache(maxsize=4096)
+def _reading(c: str) -> str:
+    """A character of a pattern as the text it searches has it (ASCII: itself)."""
+    return c if c.isascii() else normalize_text(c, case_sensitive=True)
+
+
+def _read_literal(c: str) -> str:
+    read = _reading(c)
+    return re.escape(read) if len(read) == 1 else f"(?:{re.escape(read)})"
+
+
+_RANGE_LIMIT = 1 << 16  # a wider range is taken as its two ends (at a config's load)
+
+
+def _set_members(whole: str) -> Iterator[str]:
+    """The characters beyond ASCII a set (``[...]``, as ``_set_end`` found it) names:
+    its own, escaped or not, and each of a range (up to ``_RANGE_LIMIT`` of them; a
+    wider one, its ends). Classes (``\\d``, ``[:alpha:]``) and ASCII name none."""
+    i = 2 if whole.startswith("[^") else 1
+    last = len(whole) - 1
+    items: list[tuple[str | None, bool]] = []  # (a character or None: a class; unescaped?)
+    while i < last:
+        c = whole[i]
+        if c == "\\":
+            nxt = whole[i + 1 : i + 2]
+            items.append((None if nxt.isascii() and nxt.isalnum() else nxt, False))
+            i += 2
+        elif c == "[" and whole[i + 1 : i + 2] == ":" and whole.find(":]", i + 2) != -1:
+            items.append((None, False))
+            i = whole.find(":]", i + 2) + 2
+        else:
+            items.append((c, True))
+            i += 1
+    k = 0
+    while k < len(items):
+        lo = items[k][0]
+        if k + 2 < len(items) and items[k + 1] == ("-", True) and lo and items[k + 2][0]:
+            hi = items[k + 2][0]
+            assert hi is not None
+            if 0 < ord(hi) - ord(lo) <= _RANGE_LIMIT:
+                yield from (chr(o) for o in range(max(ord(lo), 128), ord(hi) + 1))
+            else:
+                yield from (ch for ch in (lo, hi) if not ch.isascii())
+            k += 3
+            continue
+        if lo and not lo.isascii():
+            yield lo
+        k += 1
 
 
 def _set_end(body: str, start: int) -> int | None:

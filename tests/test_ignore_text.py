@@ -111,6 +111,14 @@ def test_ignore_text_cuts_what_a_rule_term_written_the_same_way_hits(
         ("profile*", "my pro\ufb01les here", "my here"),
         ("/i/", "a\ufb01b", "a b"),
         ("\u2764 trending", "I \u2764\ufe0f\ufe0f trending now", "I now"),
+        # a full-width counter copied into the pattern from the feed (阅读：100, 12件):
+        # cut as 86dd6ef cut it, searching the raw text; it missed the NFKC text after
+        (
+            "/\u9605\u8bfb\uff1a\\d+/",
+            "\u65b0\u95fb\u3002\u9605\u8bfb\uff1a100",
+            "\u65b0\u95fb\u3002",
+        ),
+        ("/[\uff10-\uff19]+\u4ef6/", "\u8bc4\u8bba \uff11\uff12\u4ef6", "\u8bc4\u8bba"),
     ],
 )
 def test_ignore_text_cuts_the_characters_the_feed_wrote(term: str, text: str, left: str) -> None:

@@ -310,6 +310,15 @@ def test_typographic_apostrophes_hyphens_and_variation_selectors_match_typed_one
         ("/O.Brien/", "O\u2019Brien", True),
         ("/2020-2021/", "2020\u20132021", False),  # an en dash is not a hyphen
         ("/O'Brien/", "O\u2032Brien", False),  # nor a prime an apostrophe
+        # full-width characters copied from a feed, which NFKC reads as ASCII
+        ("/\u9605\u8bfb\uff1a\\d+/", "\u9605\u8bfb\uff1a100", True),  # 阅读：
+        ("/\u9605\u8bfb\uff1a\\d+/", "\u9605\u8bfb:100", True),
+        ("/[\uff10-\uff19]+\u4ef6/", "12\u4ef6", True),  # [０-９]: each of the range
+        ("/[\uff10-\uff19]+\u4ef6/", "\uff15\u4ef6", True),
+        ("/[\uff10-\uff19]+\u4ef6/", "x\u4ef6", False),
+        ("/[^\uff1a]+\\d/", ":1", False),  # a negated set misses what its own read as
+        ("/\uff08\u6ce8\uff09/", "(\u6ce8)", True),  # （注）: a literal paren, not a group
+        ("/\ufb01+x/", "fifix", True),  # ﬁ reads as two, repeated as one
     ],
 )
 def test_regex_terms_meet_typographic_apostrophes_hyphens_and_selectors_as_typed(
