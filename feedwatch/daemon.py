@@ -136,6 +136,7 @@ class Daemon:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        metrics.REGISTRY.introduce(f.name for f in config.feeds)
         self.load = load
         self.clock = clock
         self.exact = wait_clock(clock)
@@ -721,6 +722,7 @@ class Daemon:
         plan = self._plan_feeds(old, new)
         records = self._reload_records(plan) if plan.to_schedule or plan.back else {}
         self.config = new
+        metrics.REGISTRY.introduce(f.name for f in new.feeds)
         self.poller.reconfigure(new)
         self.dispatcher.config = new
         # sinks: rebuild the changed ones; a removed sink's deliveries stay pending (visible)

@@ -57,24 +57,37 @@ def _labels_text(names: Sequence[str], values: Sequence[str], extra: str = "") -
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
-def _shown(keys: Iterable[LabelKey]) -> list[tuple[LabelKey, LabelKey]]:
-    """Each series' labels (sorted) and the labels it is rendered with: secrets masked.
-    Two feeds named alike but for a secret ("tenant ${A}", "tenant ${B}") would then be
-    one series twice, which a scraper rejects: the later one's first masked value gets
-    " (2)", " (3)"..., in the order of their real values."""
-    out: list[tuple[LabelKey, LabelKey]] = []
-    taken: set[LabelKey] = set()
-    for key in sorted(keys):
-        shown = tuple(redact(v) for v in key)
-        if shown in taken:
-            i = next((i for i, (a, b) in enumerate(zip(key, shown, strict=True)) if a != b), 0)
-            n = 2
-            while (bumped := (*shown[:i], f"{shown[i]} ({n})", *shown[i + 1 :])) in taken:
-                n += 1
-            shown = bumped
-        taken.add(shown)
-        out.append((key, shown))
-    return out
+class ShownNames:
+    """The value each label value is rendered with: itself, secrets masked (``redact``),
+    and one masked value per real one, kept for the process's life. Two feeds named
+    alike but for a secret ("tenant ${A}", "tenant ${B}") would otherwise show as one
+    series, or as one per metric, changing as series come: the later one to be named is
+    "tenant *** (2)", in every metric, from then on (``introduce`` names the config's
+    feeds in order first, so a restart names them alike)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._given: dict[str, tuple[str, str]] = {}  # real value -> (masked, shown)
+        self._owner: dict[str, str] = {}  # shown -> the real value it stands for
+
+    def __call__(self, value: str) -> str:
+        masked = redact(value)
+        if masked == value:
+            return value
+        with self._lock:
+            given = self._given.get(value)
+            if given is not None and given[0] == masked:  # (a reload may add secrets)
+                return given[1]
+            shown, n = masked, 2
+            while self._owner.get(shown, value) != value:
+                shown, n = f"{masked} ({n})", n + 1
+            self._given[value] = (masked, shown)
+            self._owner[shown] = value
+            return shown
+
+    def introduce(self, values: Iterable[str]) -> None:
+        for value in values:
+            self(value)
 
 
 class _Metric:
@@ -94,6 +107,11 @@ class _Metric:
         self.help = help
         self.labelnames = tuple(labelnames)
         self._lock = threading.Lock()
+        self.shown = ShownNames()  # its registry's, once registered (``Registry.register``)
+
+    def _shown(self) -> list[tuple[LabelKey, LabelKey]]:
+        """Each series' labels (sorted), and those it is rendered with (``ShownNames``)."""
+        return [(key, tuple(map(self.shown, key))) for key in sorted(self._children())]
 
     def _key(self, labels: Mapping[str, object]) -> LabelKey:
         if set(labels) != set(self.labelnames):
@@ -153,7 +171,7 @@ class _Scalar(_Metric):
     def _samples(self) -> list[str]:
         return [
             f"{self.name}{_labels_text(self.labelnames, shown)} {_format_value(self._values[key])}"
-            for key, shown in _shown(self._values)
+            for key, shown in self._shown()
         ]
 
 
@@ -244,7 +262,7 @@ class Histogram(_Metric):
 
     def _samples(self) -> list[str]:
         lines: list[str] = []
-        for key, shown in _shown(self._values):
+        for key, shown in self._shown():
             child = self._values[key]
             running = 0
             for bound, n in zip(self.buckets, child.buckets, strict=True):
@@ -270,12 +288,19 @@ class Registry:
 
     def __init__(self) -> None:
         self._metrics: dict[str, _Metric] = {}
+        self.shown = ShownNames()  # one name per label value across its metrics
 
     def register(self, metric: _Metric) -> _Metric:
         if metric.name in self._metrics:
             raise ValueError(f"metric {metric.name} is already registered")
         self._metrics[metric.name] = metric
+        metric.shown = self.shown
         return metric
+
+    def introduce(self, values: Iterable[str]) -> None:
+        """Name these label values (a config's feeds, in order) before any series does:
+        which of two alike is "(2)" then follows the config, not the first poll to end."""
+        self.shown.introduce(values)
 
     def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
         metric = Counter(name, help, labelnames)

@@ -116,7 +116,7 @@ def test_any_label_value_survives_escaping(value):
     assert sample == ("t_g", {"feed": value}, 1.5)
 
 
-def test_a_secret_in_a_label_value_is_masked_and_names_alike_stay_two_series():
+def test_a_secret_in_a_label_value_is_masked_and_each_feed_keeps_one_name() -> None:
     # a feed named with a ${VAR} ("tenant ${TENANT}"): the daemon labels its series with
     # the expanded name, and a scrape is stored by whoever scrapes it
     register_secret("AcmeSecret42")
@@ -124,24 +124,61 @@ def test_a_secret_in_a_label_value_is_masked_and_names_alike_stay_two_series():
     try:
         reg = Registry()
         c = reg.counter("t_polls_total", "Polls.", ("feed", "result"))
+        g = reg.gauge("t_last", "Last success.", ("feed",))
         h = reg.histogram("t_seconds", "Durations.", ("feed",), buckets=(1,))
-        for name in ("tenant AcmeSecret42", "tenant GlobexSecret7", "plain"):
-            c.inc(feed=name, result="ok")
-            h.observe(0.5, feed=name)
-        c.inc(feed="tenant AcmeSecret42", result="ok")
-        text = reg.render()
-        assert "Secret" not in text
-        fam = parse(text)  # no series twice: the format's parser would take it as one
-        assert fam["t_polls_total"]["samples"] == [
-            ("t_polls_total", {"feed": "plain", "result": "ok"}, 1.0),
-            ("t_polls_total", {"feed": "tenant ***", "result": "ok"}, 2.0),
-            ("t_polls_total", {"feed": "tenant *** (2)", "result": "ok"}, 1.0),
+        acme, globex = "tenant AcmeSecret42", "tenant GlobexSecret7"
+        # globex succeeds first; acme only fails (its series exist in one metric only)
+        c.inc(feed=globex, result="ok")
+        g.set(7, feed=globex)
+        h.observe(0.5, feed=globex)
+        c.inc(feed=acme, result="error")
+        first = reg.render()
+        assert "Secret" not in first
+
+        def by_feed(text: str) -> dict[str, set[tuple[str, str, float]]]:
+            out: dict[str, set[tuple[str, str, float]]] = {}
+            for family in parse(text).values():  # (no series twice: it asserts the format)
+                for name, labels, value in family["samples"]:
+                    if "feed" in labels:
+                        out.setdefault(labels["feed"], set()).add(
+                            (name, labels.get("result", ""), value)
+                        )
+            return out
+
+        shown = by_feed(first)
+        assert set(shown) == {"tenant ***", "tenant *** (2)"}
+        # one name per feed in every metric: never acme's error beside globex's success
+        (a,) = [n for n, series in shown.items() if ("t_polls_total", "error", 1.0) in series]
+        (b,) = set(shown) - {a}
+        assert shown[a] == {("t_polls_total", "error", 1.0)}
+        assert {("t_polls_total", "ok", 1.0), ("t_last", "", 7.0)} <= shown[b]
+        # acme recovers: its new series take its name, globex keeps its own
+        c.inc(feed=acme, result="ok")
+        g.set(9, feed=acme)
+        again = by_feed(reg.render())
+        assert {("t_polls_total", "ok", 1.0), ("t_last", "", 9.0)} <= again[a]
+        assert ("t_last", "", 7.0) in again[b] and ("t_last", "", 9.0) not in again[b]
+        assert c.get(feed=acme, result="error") == 1  # kept by the real name
+    finally:
+        clear_secrets()
+
+
+def test_the_configs_feeds_are_named_in_its_order() -> None:
+    """``introduce`` (the daemon, at start and at each reload): which of two feeds alike
+    is "(2)" follows the config, the same after a restart, not the first poll to end."""
+    register_secret("AcmeSecret42")
+    register_secret("GlobexSecret7")
+    try:
+        reg = Registry()
+        g = reg.gauge("t_last", "Last success.", ("feed",))
+        reg.introduce(["tenant AcmeSecret42", "plain", "tenant GlobexSecret7"])
+        g.set(7, feed="tenant GlobexSecret7")
+        g.set(1, feed="tenant AcmeSecret42")
+        samples = parse(reg.render())["t_last"]["samples"]
+        assert samples == [
+            ("t_last", {"feed": "tenant ***"}, 1.0),
+            ("t_last", {"feed": "tenant *** (2)"}, 7.0),
         ]
-        counts = {
-            s[1]["feed"]: s[2] for s in fam["t_seconds"]["samples"] if s[0] == "t_seconds_count"
-        }
-        assert counts == {"plain": 1, "tenant ***": 1, "tenant *** (2)": 1}
-        assert c.get(feed="tenant AcmeSecret42", result="ok") == 2  # kept by the real name
     finally:
         clear_secrets()
 
