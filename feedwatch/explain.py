@@ -184,7 +184,10 @@ def _read_otherwise(old: StoredEntry) -> str:
             "it was stored by a release before fingerprint v4, which lost the text after a"
             f" self-closed svg icon (or xml, head), or after {lost}"
         )
-    return f"{stored}: its text, read in full now, is the same"
+    return (
+        f"{stored}: its text as that release read it is the same (an edit in the text it"
+        " lost, made before this poll, is not seen: once)"
+    )
 
 
 def _silent_reason(

@@ -2183,6 +2183,7 @@ def test_entries_stored_by_fingerprint_v4_do_not_alert_after_the_upgrade(
     out = fw(cfg, "explain", "news", "Story 2").stdout
     assert "status:   changed, stored silently" in out, out
     assert "stored under fingerprint v4, which lost the text after an element named" in out, out
+    assert "its text as that release read it is the same (an edit in the text it lost" in out
     out = fw(cfg, "explain", "news", "Story 1").stdout
     assert "stored by a release before fingerprint v4" in out, out
     r = fw(cfg, "check")
