@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -267,20 +267,21 @@ def _rekey(
 
 
 def _differs(
-    a: str, b: str, ignore: Ignore | None, legacy: bool = False, was: str | None = None
+    a: str, b: str, ignore: Ignore | None, legacy: bool = False, was: Sequence[str] = ()
 ) -> bool:
     """Whether two texts differ beyond white space and what ``ignore_text`` cuts.
-    ``a`` is the stored one. ``was``: ``b`` as the release that wrote a row of an earlier
-    fingerprint version read it (``_was``): it lost the text after a self-closed svg or
-    an element named like svg-icon, so ``a`` that is ``was`` is ``b`` as it read it, the
-    same text (an edit there is what it could not see). ``legacy``: a row of fingerprint version v1 or earlier
-    (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have read
-    otherwise: a field declared plain had its tag-like words reduced away ("the
+    ``a`` is the stored one. ``was``: ``b`` as the releases that may have written a row
+    of an earlier fingerprint version read it (``_was``): they lost the text after a
+    self-closed svg, an element named like svg-icon or a quoted "&lt;script&gt;", so
+    ``a`` that is one of ``was`` is ``b`` as its release read it, the same text (an edit
+    there is what it could not see). ``legacy``: a row of fingerprint version v1 or
+    earlier (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have
+    read otherwise: a field declared plain had its tag-like words reduced away ("the
     <dialog> element" was "the element"), some versions kept a plain field's
     "<script>…</script>" that is now read as markup, and one stray byte that is not
     UTF-8 made the whole document read as windows-1252 or ISO-8859-2 ("DniprÃ³" for
-    "Dnipró": ``_mojibake``). Such a difference is the conversion's, not the feed's.
-    In a current row it is a real edit."""
+    "Dnipró": ``_mojibake``), alone or on top of the others (``_read_by_v1``). Such a
+    difference is the conversion's, not the feed's. In a current row it is a real edit."""
     ka, kb = comparable_text(a), comparable_text(b)
 
     def same(x: str, y: str) -> bool:  # both already comparable
@@ -288,15 +289,29 @@ def _differs(
 
     if same(ka, kb):
         return False
-    if was is not None and same(ka, comparable_text(was)):
+    if any(same(ka, comparable_text(w)) for w in was):
         return False
-    if not legacy:
-        return True
-    if "<" in b and same(ka, comparable_text(html_to_text(b))):
-        return False
-    if "<" in a and same(comparable_text(html_to_text(a)), kb):
-        return False
-    return b.isascii() or not any(same(ka, comparable_text(m)) for m in _mojibake(b))
+    return not (legacy and _read_by_v1(a, ka, (b, *was), same))
+
+
+def _read_by_v1(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str], bool]) -> bool:
+    """Whether ``a`` (comparable: ``ka``), stored in a v1 row, is one of ``texts`` (the
+    new text and its earlier readings) as a release of v1 read it: a plain field's
+    tag-like words reduced away, or markup the stored text kept read now, and on top of
+    either (or alone) the whole document read in mojibake. Only a row of v1 that differs
+    comes here (once, at the first changed poll after the upgrade), and the mojibake
+    only where both texts go beyond ASCII."""
+    stored = [ka]
+    if "<" in a:
+        stored.append(comparable_text(html_to_text(a)))
+    reads = dict.fromkeys(texts)
+    for text in texts:
+        if "<" in text:
+            reads[html_to_text(text)] = None
+    if not a.isascii():
+        for text in [t for t in reads if not t.isascii()]:
+            reads.update(dict.fromkeys(_mojibake(text)))
+    return any(same(x, comparable_text(y)) for y in reads for x in stored)
 
 
 # feedparser's fallback reading: a C1 control character left in the text (ISO-8859-2
@@ -624,15 +639,21 @@ _PLAIN_KEPT = ("v2:", "v3:", "v4:", "v5:")
 _READ_RIGHT = ("v3:", "v4:", "v5:")
 
 
-def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> str | None:
-    """``new``'s text field ``f`` as the release that wrote ``old`` read it, where that
-    differs (``EntrySnapshot.earlier``): for a v4 row, as v4 read it (the text after
-    <svg-icon>, a head, an xml or an svg left open lost); for an older one, as the
-    releases before v4 read it (the text after a self-closed svg lost too); for a
-    current row, None (``_differs``)."""
+def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> tuple[str, ...]:
+    """``new``'s text field ``f`` as the releases that may have written ``old`` read it,
+    where that differs (``EntrySnapshot.earlier``): for a v4 row, as v4 read it (the text
+    after <svg-icon>, a head, an xml or an svg left open lost); for a v2 or v3 row, as
+    the releases before v4 read it (the text after a self-closed svg lost too); for a v1
+    row, that or as the first releases of v1 read it (before parse version 3: the text
+    after a quoted "&lt;script&gt;" lost too); for a current row, none (``_differs``)."""
     if new.earlier is None or _current(old):
-        return None
-    return new.earlier[0 if old.fingerprint.startswith("v4:") else 1][TEXT_FIELDS.index(f)]
+        return ()
+    i = TEXT_FIELDS.index(f)
+    if old.fingerprint.startswith("v4:"):
+        return (new.earlier[0][i],)
+    if _legacy(old):
+        return tuple(dict.fromkeys((new.earlier[1][i], new.earlier[2][i])))
+    return (new.earlier[1][i],)
 
 
 def _current(old: StoredEntry) -> bool:

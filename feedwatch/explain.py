@@ -38,6 +38,7 @@ from feedwatch.config import format_duration
 from feedwatch.diff import (
     DiffResult,
     _field_changes,
+    _legacy,
     _moved_text,
     _text_changed,
     _was,
@@ -165,8 +166,7 @@ def _read_as_stored(old: StoredEntry, new: EntrySnapshot) -> bool:
         stored = comparable_text(getattr(old, f))
         if stored == comparable_text(getattr(new, f)):
             continue
-        was = _was(old, new, f)
-        if was is None or stored != comparable_text(was):
+        if not any(stored == comparable_text(was) for was in _was(old, new, f)):
             return False
     return True
 
@@ -184,6 +184,11 @@ def _read_otherwise(old: StoredEntry) -> str:
             "it was stored by a release before fingerprint v4, which lost the text after a"
             f" self-closed svg icon (or xml, head), or after {lost}"
         )
+        if _legacy(old):
+            stored += (
+                " (the first releases of v1: or after a tag quoted in the text, an escaped"
+                " <script>, <style> or <title>)"
+            )
     return (
         f"{stored}: its text as that release read it is the same (an edit in the text it"
         " lost, made before this poll, is not seen: once)"

@@ -26,8 +26,10 @@ ChangeKind = Literal["new", "updated"]
 # An entry's (title, summary, content) as earlier releases read them (feedwatch.text's
 # ``html_readings``): [0] as fingerprint v4 read them (it lost the text after an element
 # named like svg-icon or title-bar, and after a head, an xml or an svg left open), [1]
-# as the releases before v4 (the text after a self-closed svg, xml or head lost too)
-Readings = tuple[tuple[str, str, str], tuple[str, str, str]]
+# as the releases before v4 (the text after a self-closed svg, xml or head lost too),
+# [2] as the first releases of v1 (before parse version 3: the text after an element
+# that decoding made and left open lost too, "a &lt;script&gt; tag")
+Readings = tuple[tuple[str, str, str], tuple[str, str, str], tuple[str, str, str]]
 NoticeKind = Literal["flood", "stale", "recovered"]
 
 RULE_FIELDS = ("title", "summary", "content", "tags", "author", "link")

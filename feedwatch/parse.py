@@ -64,8 +64,10 @@ log = structlog.get_logger("feedwatch.parse")
 # the texts as read before (``EntrySnapshot.earlier``); 16: a tag's name runs to white
 # space, "/" or ">" (<svg-icon>), a head or an xml left open is a tag, an svg ends where
 # a browser leaves it, and the texts as fingerprint v4 read them too; 17: the published time as read
-# before 9 (``EntrySnapshot.misread``)
-PARSE_VERSION = 17
+# before 9 (``EntrySnapshot.misread``); 18: and as the
+# first releases of fingerprint v1 read them (an element decoding made, left open,
+# dropped to the end)
+PARSE_VERSION = 18
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -897,10 +899,10 @@ def _xml_entry(
     content = _join_texts(text for text, _ in readings)
     content_was = None
     if any(was is not None for _, was in readings):
-        content_was = (
-            _join_texts(text if was is None else was[0] for text, was in readings),
-            _join_texts(text if was is None else was[1] for text, was in readings),
+        v4, before, early = (
+            _join_texts(text if was is None else was[i] for text, was in readings) for i in range(3)
         )
+        content_was = (v4, before, early)
     title, title_was = _readings_as(_str(get(e, "title")), get(e, "title_detail"))
     tags = _unique(
         normalize_space(_str(t.get("term")) or _str(t.get("label")))
@@ -937,7 +939,7 @@ def _xml_entry(
     )
 
 
-def _readings_as(value: str, detail: Any) -> tuple[str, tuple[str, str] | None]:
+def _readings_as(value: str, detail: Any) -> tuple[str, tuple[str, str, str] | None]:
     """A field's text by the type feedparser found for it: HTML unless it says plain
     (an Atom ``type="text"``, an RSS title without markup), where a "<" is text; and
     the texts earlier releases read, or None when those are the same (``html_readings``)."""
@@ -946,7 +948,7 @@ def _readings_as(value: str, detail: Any) -> tuple[str, tuple[str, str] | None]:
     return html_readings(value)
 
 
-def _earlier(*fields: tuple[str, tuple[str, str] | None]) -> Readings | None:
+def _earlier(*fields: tuple[str, tuple[str, str, str] | None]) -> Readings | None:
     """``EntrySnapshot.earlier`` of a title's, a summary's and a content's readings."""
     if all(was is None for _, was in fields):
         return None
@@ -955,7 +957,7 @@ def _earlier(*fields: tuple[str, tuple[str, str] | None]) -> Readings | None:
         title, summary, content = (text if was is None else was[i] for text, was in fields)
         return (title, summary, content)
 
-    return (read(0), read(1))
+    return (read(0), read(1), read(2))
 
 
 def _entry_base(e: dict[str, Any]) -> str | None:

@@ -73,8 +73,9 @@ __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental",
 # 4: the feed's author in the header; 5: an entry's zone (its line); 6: its texts as
 # read before fingerprint v4 (``EntrySnapshot.earlier``, its line); 7: and as v4 read
 # them (``earlier`` two readings); 8: its published
-# time as read before (``EntrySnapshot.misread``, its line)
-CACHE_FORMAT = 8
+# time as read before (``EntrySnapshot.misread``, its line); 9: and as the first
+# releases of v1 (three readings)
+CACHE_FORMAT = 9
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
@@ -387,14 +388,14 @@ def _snapshot(line: bytes) -> EntrySnapshot:
     if mis is not None and type(mis) is not int:
         raise ValueError("not a time")
     texts, earlier = [title, summary, content], None
-    if was is not None:  # [[title, summary, content] as v4 read them, as before v4]
-        if type(was) is not list or len(was) != 2:
+    if was is not None:  # [[title, summary, content] as v4 read them, before v4, early v1]
+        if type(was) is not list or len(was) != 3:
             raise ValueError("not the texts as read before")
         for read in was:
             if type(read) is not list or len(read) != 3:
                 raise ValueError("not the texts as read before")
             texts += read
-        earlier = (tuple(was[0]), tuple(was[1]))
+        earlier = (tuple(was[0]), tuple(was[1]), tuple(was[2]))
     for v in texts:
         if type(v) is not str:
             raise ValueError("not a string")

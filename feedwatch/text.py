@@ -61,7 +61,10 @@ the text after it. ``html_readings`` gives the readings of v4 and of the release
 before it too, where they differ, for comparing the rows they stored
 (``feedwatch.diff``); each is read only when the current reading met something they
 read otherwise (a self-closed tag read as empty, a ``_V4_DROPPING`` that removes
-other text), so ordinary fields pay one regex search a pass.
+other text), so ordinary fields pay one regex search a pass. The first releases of
+fingerprint v1 (before parse version 3) also dropped an element that decoding made
+("a &lt;script&gt; tag", escaped twice) to the end of the text when it was left open:
+that reading too, where a pass after the first meets such an opening.
 
 ``plain_to_text`` is for a field its format declares plain text (JSON Feed's
 ``title`` and ``content_text``, Atom's ``type="text"``): a "<" there is text, kept
@@ -433,14 +436,16 @@ def _dropped_removed(s: str, given: bool, how: _Dropping) -> str:
 
 # How a release read markup, by the fingerprint version of the rows it wrote
 # (``html_readings``): v5 as now; v4 with ``_V4_DROPPING``; before v4 also with every
-# "/>" ignored (an svg's too).
-_NOW, _V4, _BEFORE_V4 = 5, 4, 3
+# "/>" ignored (an svg's too); the first releases of v1 (before parse version 3) also
+# with the markup decoding made read as given (an element left open dropped to the end).
+_NOW, _V4, _BEFORE_V4, _EARLY_V1 = 5, 4, 3, 2
 
 
 def _one_pass(s: str, given: bool, reading: int, met: list[bool] | None = None) -> str:
     """One pass; ``given``: ``s`` is the markup as given, not what decoding made.
-    ``reading``: whose (``_NOW``...). ``met``: None, or two flags, set when a
-    self-closed tag was read as empty, and when ``_V4_DROPPING`` would read otherwise."""
+    ``reading``: whose (``_NOW``...). ``met``: None, or three flags, set when a
+    self-closed tag was read as empty, when ``_V4_DROPPING`` would read otherwise, and
+    when markup that decoding made opens a dropped element (``_EARLY_V1`` may differ)."""
     s = _CONTROLS.sub("", s)
     if "<" in s:
         s = _COMMENT.sub("", s)
@@ -470,6 +475,8 @@ def _markup_removed(s: str, given: bool, reading: int, met: list[bool] | None) -
     tag where that is bounded (``_regex_bounded``: its speed), else reading each tag's
     end once per text (``_TagEnds``: linear for every input). The same text either way."""
     linear = not _regex_bounded(s)
+    if met is not None and not given and not met[2] and _V4_DROPPING.opening.search(s):
+        met[2] = True
     if reading >= _V4 and "/>" in s and _SELF_CLOSING_NAME.search(s):
         emptied = (_self_closed_emptied_linear if linear else _self_closed_emptied_regex)(s)
         if emptied != s:
@@ -525,7 +532,7 @@ def _html_to_text(html_or_text: str, reading: int, met: list[bool] | None = None
     try:
         s = html_or_text if isinstance(html_or_text, str) else str(html_or_text)
         for n in range(_MAX_PASSES):
-            out = _one_pass(s, n == 0, reading, met)
+            out = _one_pass(s, n == 0 or reading <= _EARLY_V1, reading, met)
             # Without "<" or "&" another pass is the identity: stop early.
             if out == s or ("<" not in out and "&" not in out):
                 return out
@@ -535,19 +542,30 @@ def _html_to_text(html_or_text: str, reading: int, met: list[bool] | None = None
         return normalize_space(str(html_or_text))
 
 
-def html_readings(html_or_text: str) -> tuple[str, tuple[str, str] | None]:
-    """``html_to_text``, and the texts earlier releases read, where either differs: as
+def html_readings(html_or_text: str) -> tuple[str, tuple[str, str, str] | None]:
+    """``html_to_text``, and the texts earlier releases read, where one differs: as
     fingerprint v4 read it (an element named like svg-icon, a head, an xml or an svg
-    left open: the text after it lost) and as the releases before v4 read it (the text
-    after a self-closed svg, xml or head lost too); else None. For comparing the rows
-    they stored (``feedwatch.diff``). Each is read only where it may differ."""
-    met = [False, False]
+    left open: the text after it lost), as the releases before v4 read it (the text
+    after a self-closed svg, xml or head lost too) and as the first releases of v1 read
+    it (also the text after an element that decoding made and left open: "a
+    &lt;script&gt; tag"); else None. For comparing the rows they stored
+    (``feedwatch.diff``). Each is read only where it may differ."""
+    met = [False, False, False]
     text = _html_to_text(html_or_text, _NOW, met)
-    if not (met[0] or met[1]):
+    if not (met[0] or met[1] or met[2]):
         return text, None
     v4 = _html_to_text(html_or_text, _V4) if met[1] else text
-    before = _html_to_text(html_or_text, _BEFORE_V4)
-    return text, (None if v4 == text and before == text else (v4, before))
+    if met[0] or met[1]:
+        # its passes are not this reading's: whether the first v1 releases differ is
+        # whether one of its own later passes met such an opening
+        met[2] = False
+        before = _html_to_text(html_or_text, _BEFORE_V4, met)
+    else:
+        before = text
+    early = _html_to_text(html_or_text, _EARLY_V1) if met[2] else before
+    if v4 == text and before == text and early == text:
+        return text, None
+    return text, (v4, before, early)
 
 
 def plain_to_text(text: str) -> str:
@@ -556,7 +574,7 @@ def plain_to_text(text: str) -> str:
     return plain_readings(text)[0]
 
 
-def plain_readings(text: str) -> tuple[str, tuple[str, str] | None]:
+def plain_readings(text: str) -> tuple[str, tuple[str, str, str] | None]:
     """``plain_to_text``, and the texts earlier releases read, or None when those are
     the same (``html_readings``)."""
     s = text if isinstance(text, str) else str(text)

@@ -2206,6 +2206,152 @@ def test_entries_stored_by_fingerprint_v4_do_not_alert_after_the_upgrade(
     ]
 
 
+def _misread(text: str, codec: str) -> str:
+    """``text`` as a release of fingerprint v1 stored it from a UTF-8 document holding a
+    byte that is not UTF-8: feedparser read the whole document as windows-1252, or, when
+    a byte windows-1252 leaves undefined is in it too (the D1 81 of a Cyrillic "с"), as
+    ISO-8859-2, and mapped the C1 controls that left to windows-1252's characters."""
+    c1 = {b: bytes([b]).decode("cp1252", "ignore") or chr(b) for b in range(0x80, 0xA0)}
+    return text.encode("utf-8").decode(codec).translate(c1)
+
+
+_QUOTED = "&amp;lt;script&amp;gt;"  # a tag quoted in a story about HTML, escaped twice
+
+
+def _stray_byte_news(minute: int, third: str, dead: int = 3) -> bytes:
+    """A UTF-8 RSS body with one byte that is not UTF-8 (a title pasted from a Windows
+    editor), whose other descriptions hold a self-closed icon and a quoted (escaped
+    twice) <script>; ``third``: the third story's title."""
+    items = [
+        (1, "Дніпро", f"&lt;p&gt;Дніпро: {_SELF_CLOSED_ICON} {dead} загиблих&lt;/p&gt;"),
+        (2, "Quoting HTML", f"&lt;p&gt;Never put a {_QUOTED} tag inside an SVG file.&lt;/p&gt;"),
+        (3, third, f"&lt;p&gt;Цитуйте {_QUOTED} тут.&lt;/p&gt;"),
+        (4, "Caf@ opens", "Plain."),
+    ]
+    body = "".join(
+        f"<item><guid>urn:story:{n}</guid><title>{title}</title>"
+        f"<link>https://news.example.org/{n}</link><description>{d}</description></item>"
+        for n, title, d in items
+    )
+    built = f"Mon, 02 Dec 2024 06:{minute:02}:00 GMT"
+    text = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>News</title>'
+        "<link>https://news.example.org/</link><description>d</description>"
+        f"<lastBuildDate>{built}</lastBuildDate>{body}</channel></rss>"
+    )
+    return text.encode().replace(b"@", b"\xe9")
+
+
+def _stray_byte_dev(minute: int, third: str, dead: int = 3) -> bytes:
+    """An Atom body with one byte that is not UTF-8 and a plain (type="text") title
+    naming a tag (``_stray_byte_news``'s arguments: ``dead`` other than 3 edits it)."""
+    word = "finally" if dead == 3 else "at last"
+    text = (
+        '<?xml version="1.0" encoding="utf-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>Dev</title><id>urn:f</id><updated>2024-11-25T12:{minute:02}:00Z</updated>"
+        '<entry><id>urn:story:1</id><title type="text">Firefox ships the &lt;dialog&gt;'
+        f" element — {word}</title><updated>2024-11-22T10:00:00Z</updated>"
+        '<content type="html">Body — text — more</content></entry>'
+        "<entry><id>urn:story:2</id><title>Caf@ opens</title>"
+        '<updated>2024-11-21T10:00:00Z</updated><content type="html">Body 2</content></entry>'
+        "</feed>"
+    )
+    return text.encode().replace(b"@", b"\xe9")
+
+
+_RSS_AS_READ = [  # (title, summary, content) as fingerprint v1 read them, before the mojibake
+    ("Дніпро", "Дніпро:", ""),  # the text after the self-closed icon lost
+    ("Quoting HTML", "Never put a", ""),  # the text after the quoted <script> lost
+    ("{third}", "Цитуйте", ""),  # the same, in Cyrillic
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "third", "codec", "as_read", "story_1"),
+    [
+        (
+            _stray_byte_news,
+            "Цитата",
+            "cp1252",
+            _RSS_AS_READ,
+            ("v1:9c2cb4a668f98c711e93ea669c14ea25", "c9be2c3aa69ba4d54284c971fe5fe354"),
+        ),
+        (
+            _stray_byte_news,
+            "Нова пошта",  # its "Н" (D0 9D) makes the document ISO-8859-2
+            "iso-8859-2",
+            _RSS_AS_READ,
+            ("v1:27fb7a275038bfa2c23a875826cc75e1", "b5267ce65090805991f42d073e8d3a19"),
+        ),
+        (
+            _stray_byte_dev,
+            "",
+            "cp1252",
+            [("Firefox ships the\n\nelement — finally", "", "Body — text — more")],
+            ("v1:af009e42dc557ba0dbf27ad23cd1b3aa", "3b58c5517a0df4aeee6325161c245270"),
+        ),
+    ],
+    ids=["rss-windows-1252", "rss-iso-8859-2", "atom-windows-1252"],
+)
+def test_entries_stored_with_two_misreadings_at_once_do_not_alert_after_the_upgrade(
+    tmp_path,
+    feed_server,  # noqa: F811
+    body,
+    third,
+    codec,
+    as_read,
+    story_1,
+):
+    """A release of fingerprint v1 read a UTF-8 document holding one stray byte whole as
+    windows-1252 (or ISO-8859-2), and in the same text lost the words after a
+    self-closed icon or a quoted <script>, or a plain title's "<dialog>": its rows hold
+    both misreadings at once. The first poll after the upgrade that compares them stores
+    them again silently (each misreading alone was forgiven, not two together: every
+    such entry alerted as updated, and so did the quoted <script> alone); a real edit
+    then alerts, once. The rows are written here as that release wrote them (texts,
+    fingerprints and `new` ids: checked against a run of it, 4e97867); the stray byte's
+    own entry ("Café", read so by every release) is only labelled v1."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/feed.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "news"\nurl = "{url}"\n'))
+    feed_server.set("/feed.xml", body(0, third))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT identity, title, summary, content, updated FROM entries")
+        for key, *texts, updated in rows.fetchall():
+            n = int(key.rsplit(":", 1)[1])
+            if n <= len(as_read):
+                texts = [_misread(t.format(third=third), codec) for t in as_read[n - 1]]
+            was = "v1:" + fingerprint(*texts)[3:]
+            when = None if updated is None else datetime.fromtimestamp(updated / 1e6, timezone.utc)
+            db.execute(
+                "UPDATE entries SET title = ?, summary = ?, content = ?, fingerprint = ?,"
+                " new_alert_id = ? WHERE identity = ?",
+                (*texts, was, alert_id("news", key, "new", was, None, when), key),
+            )
+        olds = db.execute("SELECT fingerprint, new_alert_id FROM entries ORDER BY identity")
+        assert olds.fetchall()[0] == story_1  # as that release stored story 1
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
+
+    feed_server.set("/feed.xml", body(5, third))
+    if body is _stray_byte_news:  # explain names the reading of the first v1 releases
+        out = fw(cfg, "explain", "news", "Quoting HTML").stdout
+        assert "status:   changed, stored silently" in out, out
+        assert "or after a tag quoted in the text, an escaped <script>" in out, out
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        got = db.execute("SELECT DISTINCT substr(fingerprint, 1, 3) FROM entries").fetchall()
+        assert got == [("v5:",)]
+
+    for minute in (10, 15):
+        feed_server.set("/feed.xml", body(minute, third, dead=12))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+    assert [(a["kind"], a["entry"]["id"]) for a in alerts(tmp_path)] == [("updated", "urn:story:1")]
+
+
 def test_check_forgets_old_alerts_and_an_entry_back_after_both_retentions_alerts_again(
     tmp_path,
     feed_server,  # noqa: F811

@@ -1017,6 +1017,13 @@ def test_a_row_an_earlier_version_stored_in_mojibake_is_no_change_after_the_upgr
     assert kinds(run(_as_v1(stored), other, identity=ident)) == [
         ("updated", "Dnipró strike – update 2")
     ]
+    # a byte windows-1252 leaves undefined elsewhere in the document (the "Н" of
+    # "Нова", D0 9D) made it read the whole as ISO-8859-2, its C1 controls mapped
+    stored, ident = baseline([entry(1, title=_misread("Нова пошта – Дніпро", "iso-8859-2"))])
+    assert stored["g:urn:entry:1"].title.endswith("â€“ Đ”Đ˝Ń–ĐżŃ€Đž")
+    now = [entry(1, title="Нова пошта – Дніпро")]
+    assert run(_as_v1(stored), now, identity=ident).changes == ()
+    assert kinds(run(stored, now, identity=ident)) == [("updated", "Нова пошта – Дніпро")]
 
 
 def _read(n: int, summary: str, title: str | None = None) -> EntrySnapshot:
@@ -1024,7 +1031,7 @@ def _read(n: int, summary: str, title: str | None = None) -> EntrySnapshot:
     with the texts the releases before read (``EntrySnapshot.earlier``)."""
     title = f"Entry {n}" if title is None else title
     text, was = html_readings(summary)
-    earlier = None if was is None else ((title, was[0], ""), (title, was[1], ""))
+    earlier = None if was is None else tuple((title, w, "") for w in was)
     return replace(entry(n, title=title, summary=text), earlier=earlier)
 
 
@@ -1054,7 +1061,7 @@ def test_a_row_stored_before_svg_self_closed_is_no_change_after_the_upgrade():
         ]
         # (the summary moved to the content: the same text too)
         moved = replace(
-            now(3), summary="", content=now(3).summary, earlier=(("Entry 1", "", ""),) * 2
+            now(3), summary="", content=now(3).summary, earlier=(("Entry 1", "", ""),) * 3
         )
         assert run(rows, [moved, entry(2)], identity=ident).changes == ()
         r = run(rows, [now(3, title="Entry 1, corrected"), entry(2)], identity=ident)
@@ -1116,7 +1123,7 @@ def test_each_earlier_row_is_compared_with_its_own_releases_reading():
     "a b c". A row of either holding its own release's reading is no change; a v4 row
     holding what the releases before read is one (v4 would have read "a b")."""
     html = "<p>a <svg class='icon'/> b <xml> c</p>"
-    assert html_readings(html) == ("a b c", ("a b", "a"))
+    assert html_readings(html) == ("a b c", ("a b", "a", "a"))
     for stored_text, label, changed in (
         ("a b", "v4:", False),
         ("a", "v3:", False),
@@ -1126,6 +1133,96 @@ def test_each_earlier_row_is_compared_with_its_own_releases_reading():
         stored, ident = baseline([entry(1, summary=stored_text), entry(2)])
         r = run(_labelled(stored, label), [_read(1, html), entry(2)], identity=ident)
         assert kinds(r) == ([("updated", "Entry 1")] if changed else []), (stored_text, label)
+
+
+def _misread(text: str, codec: str) -> str:
+    """``text`` as a release of fingerprint v1 stored it from a UTF-8 document with one
+    byte that is not UTF-8: feedparser read the whole document as windows-1252, or (a
+    byte windows-1252 leaves undefined elsewhere in it: Cyrillic "Н", "я") as ISO-8859-2,
+    and mapped the C1 controls left to windows-1252's characters."""
+    c1 = {b: bytes([b]).decode("cp1252", "ignore") or chr(b) for b in range(0x80, 0xA0)}
+    return text.encode("utf-8").decode(codec).translate(c1)
+
+
+@pytest.mark.parametrize(
+    ("field", "html", "stored"),
+    [
+        # a plain title: "<dialog>" reduced away, and in mojibake
+        ("title", None, _misread("Firefox ships the\n\nelement — finally", "cp1252")),
+        ("title", None, _misread("Firefox ships the\n\nelement — finally", "iso-8859-2")),
+        # the text after a self-closed icon lost, and in mojibake
+        (
+            "summary",
+            '<p>Дніпро: <svg class="icon" width="16" height="16"/> 3 загиблих</p>',
+            _misread("Дніпро:", "cp1252"),
+        ),
+        (
+            "summary",
+            '<p>Дніпро: <svg class="icon" width="16" height="16"/> 3 загиблих</p>',
+            _misread("Дніпро:", "iso-8859-2"),
+        ),
+        # the text after a quoted (escaped) <script> lost, and in mojibake
+        (
+            "summary",
+            "<p>Ніколи не ставте &lt;script&gt; у файл SVG.</p>",
+            _misread("Ніколи не ставте", "iso-8859-2"),
+        ),
+    ],
+    ids=["plain-cp1252", "plain-iso8859-2", "icon-cp1252", "icon-iso8859-2", "quoted-tag"],
+)
+def test_a_row_stored_with_two_misreadings_at_once_is_no_change_after_the_upgrade(
+    field, html, stored
+):
+    """A v1 row may hold two of its release's misreadings at once: a stray byte read
+    the whole document in mojibake *and* a tag-like word was reduced away, or the text
+    after an icon or a quoted tag was lost. The new text read both ways is the stored
+    one: no change (each misreading alone was forgiven, not the two together, so every
+    such entry alerted as updated after the upgrade). An edit still alerts, and in a row
+    of a later label (written after both were fixed) the mojibake is an edit."""
+    if html is None:
+        now = entry(1, title="Firefox ships the <dialog> element — finally")
+        edited = entry(1, title="Firefox ships the <dialog> element — at last")
+    else:
+        now = _read(1, html)
+        # an edit the old reading shows too (before the icon or the quoted tag)
+        edited = _read(1, html.replace("Дніпро:", "Київ:").replace("Ніколи", "Завжди"))
+    rows, ident = baseline([replace(entry(1), **{field: stored}), entry(2)])
+    v1 = _as_v1(rows)
+    r = run(v1, [now, entry(2)], identity=ident)
+    assert r.changes == ()
+    assert [getattr(u, field) for u in r.upserts][0] == getattr(now, field)
+    assert kinds(run(v1, [edited, entry(2)], identity=ident)) == [("updated", edited.title)]
+    v2 = _labelled(rows, "v2:")
+    assert kinds(run(v2, [now, entry(2)], identity=ident)) == [("updated", now.title)]
+
+
+def test_a_row_stored_before_a_quoted_tag_kept_the_text_after_it_is_no_change():
+    """Releases before the text after a tag that decoding made was kept (a story quoting
+    "a &lt;script&gt; tag", escaped twice in an RSS description) dropped the rest of the
+    text with it: their v1 rows hold "Never put a". Read in full now, that is the same
+    text, stored again silently (``EntrySnapshot.earlier`` has that reading too); a
+    later edit after the tag alerts, once. A v2 row was written after the fix: there
+    the short text is an edit."""
+    html = "<p>Never put a &lt;script&gt; tag inside an {} file.</p>"
+    text, was = html_readings(html.format("SVG"))
+    assert text == "Never put a tag inside an SVG file."
+    assert was is not None and was[-1] == "Never put a"
+    rows, ident = baseline([entry(1, summary="Never put a"), entry(2)])
+    r = run(_as_v1(rows), [_read(1, html.format("SVG")), entry(2)], identity=ident)
+    assert r.changes == ()
+    assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
+        ("Never put a tag inside an SVG file.", "v5:"),
+        ("Summary of entry 2.", "v5:"),
+    ]
+    upgraded = apply(_as_v1(rows), r)
+    r = run(upgraded, [_read(1, html.format("HTML")), entry(2)], identity=ident)
+    assert kinds(r) == [("updated", "Entry 1")]
+    assert r.changes[0].changes["summary"] == FieldChange(
+        "Never put a tag inside an SVG file.", "Never put a tag inside an HTML file."
+    )
+    for label in ("v2:", "v3:", "v4:"):
+        r = run(_labelled(rows, label), [_read(1, html.format("SVG")), entry(2)], identity=ident)
+        assert kinds(r) == [("updated", "Entry 1")], label
 
 
 def test_an_id_that_appears_on_an_unchanged_entry_is_stored_for_a_later_switch():

@@ -270,30 +270,41 @@ class TestHtmlToText:
         assert html_to_text("a &lt;svg&gt; b &lt;/p&gt; c") == "a b\n\nc"
 
     def test_the_readings_of_the_releases_before_come_with_a_changed_one(self) -> None:
-        """``html_readings``: the text, and the texts fingerprint v4 and the releases
-        before it read where either differs (the diff compares the rows each stored
-        with its own)."""
+        """``html_readings``: the text, and the texts fingerprint v4, the releases before
+        it and the first releases of v1 read where one differs (the diff compares the
+        rows each stored with its own)."""
         icon = '<p><svg class="icon"/> Dnipro strike: 3 dead</p>'
-        assert html_readings(icon) == ("Dnipro strike: 3 dead", ("Dnipro strike: 3 dead", ""))
-        assert html_readings("Kyiv<xml/> open") == ("Kyiv open", ("Kyiv open", "Kyiv"))
+        assert html_readings(icon) == ("Dnipro strike: 3 dead", ("Dnipro strike: 3 dead", "", ""))
+        assert html_readings("Kyiv<xml/> open") == ("Kyiv open", ("Kyiv open", "Kyiv", "Kyiv"))
         named = '<p><svg-icon name="bolt"></svg-icon> Dnipro strike</p>'
-        assert html_readings(named) == ("Dnipro strike", ("", ""))
-        assert html_readings("a<title-bar>b</title-bar>") == ("ab", ("a", "a"))
-        assert html_readings("a<head>b") == ("ab", ("a", "a"))
+        assert html_readings(named) == ("Dnipro strike", ("", "", ""))
+        assert html_readings("a<title-bar>b</title-bar>") == ("ab", ("a", "a", "a"))
+        assert html_readings("a<head>b") == ("ab", ("a", "a", "a"))
         left_open = '<p><svg class="icon"><path d="M0"></p> Dnipro strike'
-        assert html_readings(left_open) == ("Dnipro strike", ("", ""))
+        assert html_readings(left_open) == ("Dnipro strike", ("", "", ""))
         # each its own: v4 honoured the self-closed icon, and lost the text after <xml>
         both = "a <svg/> b <xml> c"
-        assert html_readings(both) == ("a b c", ("a b", "a"))
+        assert html_readings(both) == ("a b c", ("a b", "a", "a"))
         assert html_readings("a <math/> b") == ("a b", None)  # read so before too
         assert html_readings("a <svg><path/></svg> b") == ("a b", None)
-        assert html_readings("a <svg><p>x</p></svg> b") == ("a\n\nx\n\nb", ("a b", "a b"))
+        assert html_readings("a <svg><p>x</p></svg> b") == ("a\n\nx\n\nb", ("a b", "a b", "a b"))
         assert html_readings("a <head><title>T</title></head> b <xml>c</xml>") == ("a b", None)
         assert html_readings("a <br/> b") == ("a\n\nb", None)
+        # a quoted tag (escaped twice): the first releases of v1 lost the text after it
+        quoted = "<p>Never put a &lt;script&gt; tag inside an SVG file.</p>"
+        text = "Never put a tag inside an SVG file."
+        assert html_readings(quoted) == (text, (text, text, "Never put a"))
+        assert html_readings("a &lt;svg/&gt; b &lt;xml&gt; c") == ("a b c", ("a b c",) * 2 + ("a",))
+        assert html_readings("a &lt;style&gt;p{}&lt;/style&gt; b") == ("a b", None)  # closed
+        # as the releases before v4 read it in their own later passes: now the script is
+        # left open after the icon, then it was in the svg (to its </svg>), and the
+        # title after it, decoded, dropped the rest in the first releases of v1 alone
+        inside = "a<svg/><script></svg>&lt;title&gt; b"
+        assert html_readings(inside) == ("a", ("a", "a b", "a"))
         # a plain field that looks like HTML (feedparser's guess) is read as HTML
         assert plain_readings("<svg/> Dnipro &amp; <b>Kyiv</b>") == (
             "Dnipro & Kyiv",
-            ("Dnipro & Kyiv", ""),
+            ("Dnipro & Kyiv", "", ""),
         )
         assert plain_readings("a <svg/> b") == ("a <svg/> b", None)  # text, not markup
 
@@ -864,7 +875,11 @@ def test_the_text_after_a_self_closed_svg_is_read_in_every_format() -> None:
         )
     )
     assert (e.title, e.summary, e.content) == ("Strike", "Dnipro strike: 3 dead", "Full story")
-    assert e.earlier == (("Strike", "Dnipro strike: 3 dead", "Full story"), ("Strike", "", "Full"))
+    assert e.earlier == (
+        ("Strike", "Dnipro strike: 3 dead", "Full story"),
+        ("Strike", "", "Full"),
+        ("Strike", "", "Full"),
+    )
     e = one(
         parse_body(
             atom(
@@ -877,7 +892,7 @@ def test_the_text_after_a_self_closed_svg_is_read_in_every_format() -> None:
     assert (e.title, e.content, e.earlier) == (
         "Strike 2",
         "Dnipro strike: 3 dead",
-        (("Strike 2", "", "Dnipro strike: 3 dead"), ("Strike", "", "")),
+        (("Strike 2", "", "Dnipro strike: 3 dead"), ("Strike", "", ""), ("Strike", "", "")),
     )
     xhtml = (
         '<entry><id>1</id><title>Strike</title><content type="xhtml">'
@@ -894,7 +909,7 @@ def test_the_text_after_a_self_closed_svg_is_read_in_every_format() -> None:
     e = one(parse_body(json.dumps(doc).encode(), JSON_CT))
     assert (e.content, e.earlier) == (
         "Dnipro strike: 3 dead",
-        (("Strike", "", "Dnipro strike: 3 dead"), ("Strike", "", "")),
+        (("Strike", "", "Dnipro strike: 3 dead"), ("Strike", "", ""), ("Strike", "", "")),
     )
     plain = one(parse_body(rss("<item><guid>1</guid><description>d</description></item>"), RSS_CT))
     assert plain.earlier is None
@@ -917,7 +932,7 @@ def test_the_text_after_an_element_named_like_a_dropped_one_is_read_in_every_for
         )
     )
     assert (e.title, e.summary, e.content) == ("Strike", "Dnipro strike: 3 dead", "Full story")
-    assert e.earlier == (("Strike", "", "Full"),) * 2
+    assert e.earlier == (("Strike", "", "Full"),) * 3
     e = one(
         parse_body(
             atom(
@@ -930,7 +945,7 @@ def test_the_text_after_an_element_named_like_a_dropped_one_is_read_in_every_for
     assert (e.title, e.content, e.earlier) == (
         "Strike 2",
         "Dnipro strike: 3 dead",
-        (("", "", ""),) * 2,
+        (("", "", ""),) * 3,
     )
     doc = {
         "version": "https://jsonfeed.org/version/1.1",
@@ -938,7 +953,7 @@ def test_the_text_after_an_element_named_like_a_dropped_one_is_read_in_every_for
         "items": [{"id": "1", "title": "Strike", "content_html": text}],
     }
     e = one(parse_body(json.dumps(doc).encode(), JSON_CT))
-    assert (e.content, e.earlier) == ("Dnipro strike: 3 dead", (("Strike", "", ""),) * 2)
+    assert (e.content, e.earlier) == ("Dnipro strike: 3 dead", (("Strike", "", ""),) * 3)
 
 
 def test_fields_declared_plain_text_are_not_cut_at_a_tag_name() -> None:
