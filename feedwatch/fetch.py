@@ -10,7 +10,8 @@ the poller cannot confuse "nothing changed" with "could not tell". What it guard
   back, so slow or trickling servers cannot starve healthy feeds (it keeps its
   ``per_host`` one);
 - time: ``timeout`` bounds the whole request, body included, so a server trickling
-  bytes cannot hold a poll open (waiting for a free slot does not count);
+  bytes cannot hold a poll open (waiting for a free slot does not count, at the first
+  request or at a redirect's; the requests of every hop do);
 - memory: the body is streamed and counted, raw and after gzip/deflate, so a huge
   body or a decompression bomb is an error at about ``max_body`` bytes, not an OOM;
 - redirects: followed by hand (at most ``max_redirects``, loops detected); a hop
@@ -307,6 +308,10 @@ class Fetcher:
         permanent_run = True
         must_be_public = False  # followed a redirect away from a public address
         started: float | None = None
+        # waiting for a slot does not count against the timeout, at any hop: the
+        # deadline moves on by each redirect hop's wait (a site moved to https, several
+        # feeds on it, queues every second hop for the new host's per_host slots)
+        waited = 0.0
         deadline = 0.0
         timeout_reason = f"timed out after {req.timeout:g}s"
 
@@ -324,16 +329,19 @@ class Fetcher:
                 retry_after=retry_after,
                 gone=gone,
                 permanent_redirect=permanent,
-                elapsed=loop.time() - started if started is not None else 0.0,
+                elapsed=loop.time() - started - waited if started is not None else 0.0,
             )
 
         while True:
             trusted = _same_site(first, current)
             headers = _request_headers(req, trusted)
+            queued = loop.time()
             async with self._slot(current.host, place) as slot:
                 if started is None:
                     started = loop.time()
-                    deadline = started + req.timeout
+                else:
+                    waited += loop.time() - queued
+                deadline = started + waited + req.timeout
                 remaining = deadline - loop.time()
                 try:
                     if remaining <= 0:
@@ -398,7 +406,7 @@ class Fetcher:
                     permanent_run = False
                 continue
 
-            elapsed = loop.time() - started
+            elapsed = loop.time() - started - waited
             if status == 304:
                 return NotModified(
                     status=304,

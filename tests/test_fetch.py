@@ -654,6 +654,36 @@ def test_per_host_limit(feed_server: FeedServer) -> None:
     assert feed_server.in_flight_max == 4  # 2 per host name, both hosts at once
 
 
+def test_waiting_for_a_slot_after_a_redirect_does_not_count_against_the_timeout(
+    feed_server: FeedServer,
+) -> None:
+    # Six feeds on one host, all moved to another (http -> https, a new host name):
+    # with per_host = 2 the redirected requests queue for the new host's slots, three
+    # rounds of 0.5 s. Each request takes 0.5 s, well within the 1.2 s timeout; the
+    # wait for its slot after the redirect must not count (it does not for a first
+    # request, and six feeds at /slow directly are all fetched).
+    feed_server.set("/slow", RSS, delay=0.5)
+    for n in range(6):
+        feed_server.redirect(f"/old{n}", f"http://localhost:{feed_server.port}/slow?n={n}")
+
+    async def go() -> list[FetchOutcome]:
+        async with Fetcher(concurrency=16, per_host=2) as f:
+            return list(
+                await asyncio.gather(
+                    *(
+                        f.fetch(FetchRequest(feed_server.url(f"/old{n}"), timeout=1.2))
+                        for n in range(6)
+                    )
+                )
+            )
+
+    outs = run(go())
+    assert [type(o).__name__ for o in outs] == ["Fetched"] * 6, outs
+    assert feed_server.in_flight_max <= 2 + 2
+    # the reported time is the requests', not the wait for a slot
+    assert all(o.elapsed < 1.2 for o in outs)
+
+
 def test_global_concurrency_limit(feed_server: FeedServer) -> None:
     feed_server.set("/slow", RSS, delay=0.15)
     outs = _fetch_all([feed_server.url("/slow")] * 12, concurrency=3, per_host=50)
