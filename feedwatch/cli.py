@@ -234,6 +234,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             return run(args, out, lambda: _load(args))
     if args.command == "validate":
         from feedwatch.config import jitter_over_interval, rule_warnings, same_url_feeds
+        from feedwatch.fetch import environment_problems
         from feedwatch.sinks import machine_problem
 
         config = _load(args)
@@ -243,8 +244,13 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             problem = machine_problem(sink)
             if problem:
                 print(f"warning: {problem}", file=sys.stderr)
+        # valid, but `check` and `run` would refuse to start in this environment
+        tls = any(_uses_tls(f.url) for f in config.feeds)
         for problem in (
-            same_url_feeds(config) + jitter_over_interval(config) + rule_warnings(config)
+            environment_problems(tls=tls)
+            + same_url_feeds(config)
+            + jitter_over_interval(config)
+            + rule_warnings(config)
         ):
             print(f"warning: {problem}", file=sys.stderr)
         return EXIT_OK
@@ -334,7 +340,7 @@ def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:
 
 
 def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    from feedwatch.fetch import preload_ssl_context
+    from feedwatch.fetch import check_environment, preload_ssl_context
 
     feeds = _select_feeds(config, args.feed)
     # with an https feed, the CA bundle loads beside the state's opening and reading;
@@ -342,6 +348,9 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     tls = any(_uses_tls(f.url) for f in feeds)
     tls_ready = preload_ssl_context() if tls else None
     try:
+        # before the state opens: an exit 2 writes nothing, not even an empty state
+        # (an SSL_CERT_FILE set waits for the CA load here, to see that it can be read)
+        check_environment(tls=tls)
         return _check_with(config, args, out, feeds, tls_ready)
     finally:
         if tls_ready is not None:

@@ -43,7 +43,7 @@ from feedwatch import metrics, pacing, sdnotify
 from feedwatch.clock import Clock, StepWatch, system_clock, wait_clock
 from feedwatch.config import ConfigError, same_url_feeds
 from feedwatch.deliver import Dispatcher, DispatchReport
-from feedwatch.fetch import Fetcher
+from feedwatch.fetch import Fetcher, check_environment
 from feedwatch.model import Config, FeedConfig
 from feedwatch.pacing import spread_overdue
 from feedwatch.parsepool import ParsePool, worker_count
@@ -95,6 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
     config = load()
+    # before the lock and the state: an exit 2 writes nothing, not even an empty state
+    check_environment()
     code = asyncio.run(Daemon(config, load).serve())
     _exit_past_stuck_threads(code)
     return code

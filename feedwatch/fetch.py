@@ -713,6 +713,32 @@ def _default_ssl_context() -> ssl.SSLContext:
     return _ssl_context
 
 
+def environment_problems(*, tls: bool = True) -> list[str]:
+    """What in the environment would fail every request, each naming its variable: a
+    proxy httpx cannot use, or (with ``tls``) an ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+    that cannot be read (only these are looked at: the bundled CAs are not).
+
+    For a command to see before it writes anything (an exit 2 creates no state file);
+    with ``tls`` and such a variable set, it loads the TLS context now."""
+    problems = []
+    proxy = proxyenv.problem()
+    if proxy is not None:
+        problems.append(proxy)
+    if tls and (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
+        try:
+            _default_ssl_context()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def check_environment(*, tls: bool = True) -> None:
+    """Raise ConfigError for ``environment_problems``, the first of them."""
+    problems = environment_problems(tls=tls)
+    if problems:
+        raise ConfigError([Problem("", None, "", problems[0])])
+
+
 def _ca_error(exc: BaseException) -> ConfigError:
     name = "SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "SSL_CERT_DIR"
     value = os.environ.get(name, "")

@@ -183,6 +183,35 @@ def test_check_names_the_unusable_proxy_and_polls_nothing(
         "socks5h://; fix it or unset HTTPS_PROXY"
     )
     assert feed_server.requests == []
+    # exit 2 writes nothing (SPEC section 2): not even an empty state file
+    assert [p.name for p in tmp_path.rglob("state.db*")] == []
+    assert "state.created" not in done.stderr
+
+
+def test_run_with_an_unusable_proxy_creates_no_state(tmp_path: Path) -> None:
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path / "state.db"}"\nlog_format = "json"\n'
+        '[[feeds]]\nname = "f"\nurl = "http://127.0.0.1:9/feed.xml"\n'
+    )
+    done = run_feedwatch(
+        "-c", str(cfg), "run", env=bare_env(tmp_path, HTTPS_PROXY="ftp://u:pw@127.0.0.1:1")
+    )
+    assert done.returncode == 2, done.stderr
+    assert "HTTPS_PROXY=ftp://***@127.0.0.1:1: a proxy URL starts with" in done.stderr
+    assert "state.created" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feedwatch.toml"]
+
+
+def test_validate_warns_of_an_unusable_proxy(tmp_path: Path) -> None:
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text('[[feeds]]\nname = "f"\nurl = "http://127.0.0.1:9/feed.xml"\n')
+    done = run_feedwatch("-c", str(cfg), "validate", env=bare_env(tmp_path, HTTPS_PROXY="ftp://p"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "warning: HTTPS_PROXY=ftp://p: a proxy URL starts with http://, https://, socks5:// or "
+        "socks5h://; fix it or unset HTTPS_PROXY"
+    )
 
 
 def test_the_demo_ignores_the_environments_proxy(tmp_path: Path) -> None:

@@ -494,6 +494,10 @@ def test_a_refused_check_leaves_no_tls_thread_behind(
 
     monkeypatch.setattr(fetch_mod, "_ssl_context", None)
     monkeypatch.setattr(fetch_mod, "_ssl_loading", None)
+    # (with one of these set, `check` waits for the load before it opens the state, to
+    # see that the CAs can be read: the load then never outlasts a refused state)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     monkeypatch.setattr(fetch_mod.httpx, "create_ssl_context", load_after_the_refusal)
     monkeypatch.setattr(cli, "_open", open_and_note)
     state = tmp_path / "state.db"
@@ -538,6 +542,46 @@ def test_check_says_what_is_wrong_with_ssl_cert_file(tmp_path: Path) -> None:
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     assert f"SSL_CERT_FILE: {bad}: holds no CA certificate in PEM form" in p.stderr
+    # exit 2 writes nothing (SPEC section 2): the state was created before the CA load
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["ca.pem", "feedwatch.toml"]
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_missing_ssl_cert_file_creates_no_state(tmp_path: Path, command: str) -> None:
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path / "state.db"}"\nlog_format = "json"\n'
+        f'[sinks.j]\ntype = "jsonl"\npath = "{tmp_path / "alerts.jsonl"}"\n'
+        '[[feeds]]\nname = "x"\nurl = "https://127.0.0.1:9/feed"\n'
+    )
+    env = dict(os.environ, SSL_CERT_FILE=str(tmp_path / "nonexistent.pem"))
+    p = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2, p.stderr
+    assert "nonexistent.pem: no such file" in p.stderr
+    assert "state.created" not in p.stderr
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["feedwatch.toml"]
+
+
+def test_validate_warns_of_an_ssl_cert_file_that_cannot_be_read(tmp_path: Path) -> None:
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text('[[feeds]]\nname = "x"\nurl = "https://127.0.0.1:9/feed"\n')
+    env = dict(os.environ, SSL_CERT_FILE=str(tmp_path / "nonexistent.pem"))
+    p = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "validate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("ok: 1 feeds")
+    assert f"warning: SSL_CERT_FILE: {tmp_path}/nonexistent.pem: no such file" in p.stderr
 
 
 # -- TLS: verified against SSL_CERT_FILE's CAs ----------------------------------
