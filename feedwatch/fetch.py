@@ -167,8 +167,11 @@ class Fetcher:
         # redirect guard then judges names by this machine's DNS alone (see
         # _private_redirect), never the proxy's address.
         self._via_proxy = client is None and use_env_proxy and proxyenv.configured()
+        # which proxy a URL goes through, to name it when a failure is the proxy's
+        self._proxies: proxyenv.Routes | None = None
         if self._via_proxy:
             proxyenv.check()  # one httpx cannot use: a config error now, not every request
+            self._proxies = proxyenv.Routes()
         direct = client is None and not self._via_proxy
         transport = (
             AiohttpTransport(
@@ -431,6 +434,9 @@ class Fetcher:
                     elapsed=elapsed,
                 )
             reason = f"HTTP {status} {_phrase(status)}".rstrip()
+            if status == 407 and self._proxies is not None:
+                # the proxy's own answer to a forwarded request (an http:// feed)
+                reason = f"{self._proxies.label(current) or 'proxy'}: {reason}"
             if status == 410:
                 return failed(reason, status, gone=True)
             if status in (429, 503):
@@ -475,6 +481,11 @@ class Fetcher:
         except httpx.TransportError as exc:
             if body_started:
                 raise _Fail("connection closed mid-body", status) from None
+            proxy = self._proxies.label(url) if self._proxies is not None else None
+            if proxy is not None:
+                reason = _proxy_reason(exc)
+                if reason is not None:
+                    raise _Fail(f"{proxy}: {reason}") from None
             raise _Fail(_transport_reason(exc, url.host)) from None
         except httpx.InvalidURL:
             raise _Fail("invalid URL") from None
@@ -1144,6 +1155,30 @@ def _transport_reason(exc: httpx.TransportError, host: str) -> str:
             return "server closed the connection without a response"
         return "invalid HTTP response"
     return "connection error"
+
+
+_CONNECT_ANSWER = re.compile(r"(\d{3})\b\s*(.*)")
+
+
+def _proxy_reason(exc: httpx.TransportError) -> str | None:
+    """What went wrong with the proxy itself, when it did: it could not be reached (the
+    connection goes to the proxy, and the feed's name is the proxy's to look up), or
+    it refused the tunnel to an https:// feed (httpcore's ``ProxyError("407 Proxy
+    Authentication Required")``); None for the rest (a TLS error is the feed's, in
+    the tunnel)."""
+    if isinstance(exc, httpx.ProxyError):
+        answer = _CONNECT_ANSWER.fullmatch(str(exc).strip())
+        if answer is not None:
+            return f"HTTP {answer[1]} {answer[2] or _phrase(int(answer[1]))}".rstrip()
+    elif not isinstance(exc, httpx.ConnectError):
+        return None
+    chain = list(_exception_chain(exc))
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return None
+    for e in chain:
+        if isinstance(e, socket.gaierror):
+            return "DNS lookup failed"
+    return _transport_reason(exc, "")
 
 
 def _phrase(status: int) -> str:

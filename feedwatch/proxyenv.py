@@ -13,6 +13,8 @@ import importlib.util
 import os
 import urllib.request
 
+import httpx
+
 from feedwatch.config import ConfigError, Problem
 from feedwatch.redact import redact_url
 
@@ -34,6 +36,34 @@ def proxies() -> list[tuple[str, str]]:
             name = name.upper()
         out.append((name, value if "://" in value else f"http://{value}"))
     return out
+
+
+class Routes:
+    """Which proxy httpx takes for a URL, as its client mounts them from the environment
+    (``NO_PROXY`` included): to name that proxy when the failure is its own."""
+
+    def __init__(self) -> None:
+        from httpx._utils import URLPattern, get_environment_proxies
+
+        # "https://" -> HTTPS_PROXY (or https_proxy, as set): httpx's mount patterns
+        names = {f"{name[: -len('_proxy')].lower()}://": name for name, _ in proxies()}
+        self._routes = sorted(
+            (
+                (URLPattern(pattern), proxy, names.get(pattern, "") if proxy else "")
+                for pattern, proxy in get_environment_proxies().items()
+            ),
+            key=lambda route: route[0],  # as httpx tries them: the most specific first
+        )
+
+    def label(self, url: httpx.URL) -> str | None:
+        """``proxy URL (VARIABLE)``, the URL's user-info masked, for the proxy that
+        ``url`` goes through; None when it is reached directly."""
+        for pattern, proxy, name in self._routes:
+            if pattern.matches(url):
+                if proxy is None:
+                    return None
+                return f"proxy {redact_url(proxy)} ({name})" if name else "proxy"
+        return None
 
 
 def configured() -> bool:

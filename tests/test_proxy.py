@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,3 +224,102 @@ def test_the_demo_ignores_the_environments_proxy(tmp_path: Path) -> None:
     assert "== NEW · Demo Wire (demo-wire) ==" in done.stdout
     assert "== UPDATED · Demo Wire (demo-wire) ==" in done.stdout
     assert "poll: error" not in done.stdout
+
+
+# -- a failure of the proxy says so, naming it ----------------------------------
+
+
+class _Refusing407:
+    """A proxy that answers every request (a CONNECT too) with 407."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                    b'Proxy-Authenticate: Basic realm="p"\r\nContent-Length: 0\r\n'
+                    b"Connection: close\r\n\r\n"
+                )
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_that_refuses_the_connection_is_named(
+    no_proxy_env: pytest.MonkeyPatch, scheme: str
+) -> None:
+    port = free_port()  # nothing listens there
+    no_proxy_env.setenv("HTTP_PROXY", f"http://puser:pw1234@127.0.0.1:{port}")
+    no_proxy_env.setenv("HTTPS_PROXY", f"http://puser:pw1234@127.0.0.1:{port}")
+    out = fetch(FetchRequest(f"{scheme}://feeds.invalid/feed.xml"))
+    assert isinstance(out, FetchFailed), out
+    variable = "HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY"
+    assert out.reason == f"proxy http://***@127.0.0.1:{port} ({variable}): connection refused"
+
+
+def test_a_feed_the_proxy_is_not_used_for_fails_as_its_own(
+    no_proxy_env: pytest.MonkeyPatch,
+) -> None:
+    no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    no_proxy_env.setenv("NO_PROXY", "localhost")
+    out = fetch(FetchRequest(f"http://localhost:{free_port()}/feed.xml"))
+    assert isinstance(out, FetchFailed) and out.reason == "connection refused"
+
+
+def test_a_proxy_asking_for_credentials_is_named(proxy: FeedServer) -> None:
+    """An http:// feed: the proxy's own 407 answer to the forwarded request."""
+    proxy.set("/feed.xml", "", status=407, headers={"Proxy-Authenticate": 'Basic realm="p"'})
+    out = fetch(FetchRequest("http://feeds.invalid/feed.xml"))
+    assert isinstance(out, FetchFailed), out
+    assert out.reason == (
+        f"proxy {proxy.url('/')} (HTTP_PROXY): HTTP 407 Proxy Authentication Required"
+    )
+
+
+def test_a_proxy_refusing_a_tunnel_is_named(no_proxy_env: pytest.MonkeyPatch) -> None:
+    """An https:// feed: the proxy answers the CONNECT with 407 (it was "proxy error")."""
+    server = _Refusing407()
+    try:
+        no_proxy_env.setenv("https_proxy", f"http://puser:pw1234@127.0.0.1:{server.port}")
+        out = fetch(FetchRequest("https://feeds.invalid/feed.xml"))
+    finally:
+        server.close()
+    assert isinstance(out, FetchFailed), out
+    assert out.reason == (
+        f"proxy http://***@127.0.0.1:{server.port} (https_proxy): "
+        "HTTP 407 Proxy Authentication Required"
+    )
+
+
+def test_check_and_status_name_the_proxy_that_refused(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path / "state.db"}"\nlog_format = "json"\n'
+        '[[feeds]]\nname = "f"\nurl = "http://feeds.invalid/feed.xml"\n'
+    )
+    env = bare_env(tmp_path, HTTP_PROXY=f"http://puser:pw1234@127.0.0.1:{port}")
+    done = run_feedwatch("-c", str(cfg), "check", env=env)
+    assert done.returncode == 1, done.stderr
+    said = f"proxy http://***@127.0.0.1:{port} (HTTP_PROXY): connection refused"
+    assert f"error f: {said}" in done.stderr.splitlines()
+    assert "pw1234" not in done.stderr
+    shown = run_feedwatch("-c", str(cfg), "status", "--json", env=env)
+    (feed,) = json.loads(shown.stdout)["feeds"]
+    assert feed["last_error"] == said
