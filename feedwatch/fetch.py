@@ -64,7 +64,7 @@ from feedwatch import DEFAULT_USER_AGENT, proxyenv
 from feedwatch.config import ConfigError, Problem
 from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
 from feedwatch.pacing import parse_retry_after
-from feedwatch.transport import AiohttpTransport
+from feedwatch.transport import MAX_HEADER_LINE, AiohttpTransport
 
 log = structlog.get_logger("feedwatch.fetch")
 
@@ -1153,6 +1153,12 @@ def _transport_reason(exc: httpx.TransportError, host: str) -> str:
     if isinstance(exc, httpx.RemoteProtocolError):
         if "without sending" in text or "disconnected" in text:
             return "server closed the connection without a response"
+        if "duplicate content-length" in text:
+            # (aiohttp's parser, llhttp, refuses it even when both say the same: RFC
+            # 9110 8.6 allows taking them as one, and httpx does; docs/troubleshooting.md)
+            return "invalid HTTP response (Content-Length sent twice)"
+        if "too long" in text or "got more than" in text:
+            return f"invalid HTTP response (headers over the {_size(MAX_HEADER_LINE)} limit)"
         return "invalid HTTP response"
     return "connection error"
 

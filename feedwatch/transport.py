@@ -74,9 +74,11 @@ with _without_default_cas():
     import aiohttp
 import yarl  # noqa: E402  (aiohttp's own dependency: imported with it above)
 
-# Larger than aiohttp's 8 KiB default, as h11 (httpx's default) allows: some servers
-# send long Set-Cookie or Link headers.
-MAX_HEADER_LINE = 16 * 1024
+# Larger than aiohttp's 8 KiB default: what httpx reads (h11 through httpcore, which
+# allows 100 KiB of headers), so a feed read through a proxy (httpx) is read here too.
+# Some servers send long Set-Cookie, Link or Content-Security-Policy headers (17-20 KB
+# of CSP are seen). aiohttp bounds each line and the count (128), not their total.
+MAX_HEADER_LINE = 100 * 1024
 _HTTP11 = b"HTTP/1.1"
 _NEEDS_CLEANUP_CLOSED = sys.version_info < (3, 12, 8) or (3, 13, 0) <= sys.version_info < (3, 13, 1)
 # Methods sent again after a kept-alive connection garbled their response (RFC 9112

@@ -692,3 +692,95 @@ def test_importing_the_transport_leaves_ssl_as_it_was() -> None:
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+# -- what httpx (h11 through httpcore) reads, the direct path reads too ---------------
+
+_RAW_RSS = (
+    b'<?xml version="1.0"?><rss version="2.0"><channel><title>raw</title>'
+    b"<item><guid>r1</guid><title>Raw 1</title></item></channel></rss>"
+)
+
+
+def _serve_once_each(response: bytes) -> tuple[socket.socket, str]:
+    """A server answering every request with ``response`` as it is, then closing."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(response)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.getsockname()[1]}/feed"
+
+
+def _raw_response(*header_lines: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+        + b"".join(line + b"\r\n" for line in header_lines)
+        + b"Connection: close\r\n\r\n"
+        + _RAW_RSS
+    )
+
+
+@pytest.mark.parametrize(
+    "header_lines",
+    [
+        # a long Content-Security-Policy: 17-20 KB lines are seen in the wild
+        (b"Content-Security-Policy: " + b"a" * 20_000,),
+        (b"X-Long: " + b"b" * 90_000,),  # httpcore reads up to 100 KiB of headers
+        tuple(b"X-H%d: " % n + b"d" * 4000 for n in range(10)),
+    ],
+    ids=["header-20k", "header-90k", "ten-4k-headers"],
+)
+def test_the_direct_path_reads_what_httpx_reads(header_lines: tuple[bytes, ...]) -> None:
+    srv, url = _serve_once_each(_raw_response(*header_lines))
+    try:
+        direct = fetch_outcome(FetchRequest(url))
+
+        async def through_httpx() -> FetchOutcome:
+            async with httpx.AsyncClient(follow_redirects=False) as client:
+                async with Fetcher(client=client) as f:
+                    return await f.fetch(FetchRequest(url))
+
+        via_httpx = run(through_httpx())
+    finally:
+        srv.close()
+    assert isinstance(via_httpx, Fetched), via_httpx
+    assert isinstance(direct, Fetched), direct
+    assert direct.body == via_httpx.body == _RAW_RSS
+
+
+def test_a_header_line_beyond_what_httpx_reads_is_an_invalid_response() -> None:
+    srv, url = _serve_once_each(_raw_response(b"X-Huge: " + b"c" * 200_000))
+    try:
+        out = fetch_outcome(FetchRequest(url))
+    finally:
+        srv.close()
+    assert isinstance(out, FetchFailed) and out.reason == (
+        "invalid HTTP response (headers over the 100 KiB limit)"
+    ), out
+
+
+def test_content_length_twice_is_refused_by_the_direct_path_saying_so() -> None:
+    """The same Content-Length twice: RFC 9110 8.6 lets a recipient take it as one, and
+    httpx does, but aiohttp's parser (llhttp) refuses it whatever its lenient flags: a
+    limit, documented (docs/troubleshooting.md). The reason says what it is."""
+    srv, url = _serve_once_each(_raw_response(*(b"Content-Length: %d" % len(_RAW_RSS),) * 2))
+    try:
+        out = fetch_outcome(FetchRequest(url))
+    finally:
+        srv.close()
+    assert isinstance(out, FetchFailed), out
+    assert out.reason == "invalid HTTP response (Content-Length sent twice)"
