@@ -885,16 +885,10 @@ def diff(
                     old = replace(kept, identity=key)
                     current[key] = old
                     break
-        if old is None and rezone:
-            cand = _Rezoned.row(key, keys[i], entry, fp, ignore, current, seen)
-            if cand is not None:
-                rekeys.append((cand.identity, key))
-                del current[cand.identity]
-                old = replace(cand, identity=key)
-                current[key] = old
-                rezoned.add(key)
-        if old is None:
-            cand = _Rezoned.misread(key, keys[i], entry, current, seen)
+        if old is None:  # the row an earlier release keyed otherwise: a zone, a misreading
+            cand = _Rezoned.row(key, keys[i], entry, fp, ignore, current, seen) if rezone else None
+            if cand is None:
+                cand = _Rezoned.misread(key, keys[i], entry, current, seen)
             if cand is not None:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]

@@ -2038,6 +2038,26 @@ def test_the_text_after_a_self_closed_svg_is_the_entrys(tmp_path, feed_server): 
     assert len(alerts(tmp_path)) == 2  # no more
 
 
+def _stored_without_summary(tmp_path: Path, labels: dict[int, str]) -> list[tuple[str, str]]:
+    """Stories' rows as a release that read their summary as empty stored them (the
+    text after an svg icon or a custom element lost), under its fingerprint label: the
+    (fingerprint, new alert id) of each row, by identity."""
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        for n, label in labels.items():
+            was = label + fingerprint(f"Story {n}", "", "")[3:]
+            db.execute(
+                "UPDATE entries SET summary = '', fingerprint = ?, new_alert_id = ?"
+                " WHERE identity = ?",
+                (
+                    was,
+                    alert_id("news", f"g:urn:story:{n}", "new", was, None, None),
+                    f"g:urn:story:{n}",
+                ),
+            )
+        rows = db.execute("SELECT fingerprint, new_alert_id FROM entries ORDER BY identity")
+        return [tuple(r) for r in rows.fetchall()]
+
+
 def test_entries_stored_before_svg_self_closed_do_not_alert_after_the_upgrade(
     tmp_path,
     feed_server,  # noqa: F811
@@ -2055,23 +2075,11 @@ def test_entries_stored_before_svg_self_closed_do_not_alert_after_the_upgrade(
     stories = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 3 dead")]
     feed_server.set("/news.xml", _icon_news(stories))
     assert fw(cfg, "check").returncode == 0  # baseline
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        for n in (1, 2):
-            was = "v3:" + fingerprint(f"Story {n}", "", "")[3:]
-            db.execute(
-                "UPDATE entries SET summary = '', fingerprint = ?, new_alert_id = ?"
-                " WHERE identity = ?",
-                (
-                    was,
-                    alert_id("news", f"g:urn:story:{n}", "new", was, None, None),
-                    f"g:urn:story:{n}",
-                ),
-            )
-        olds = db.execute("SELECT fingerprint, new_alert_id FROM entries ORDER BY identity")
-        assert olds.fetchall()[1] == (  # as the release before stored story 2
-            "v3:19ed4ad730376f67ae90196d6eaa0712",
-            "c9d2f42a2932431adde839acc421a62e",
-        )
+    olds = _stored_without_summary(tmp_path, {1: "v3:", 2: "v3:"})
+    assert olds[1] == (  # as the release before stored story 2
+        "v3:19ed4ad730376f67ae90196d6eaa0712",
+        "c9d2f42a2932431adde839acc421a62e",
+    )
     shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
 
     feed_server.set("/news.xml", _icon_news(stories, built="Mon, 02 Dec 2024 06:05:00 GMT"))
@@ -2159,23 +2167,11 @@ def test_entries_stored_by_fingerprint_v4_do_not_alert_after_the_upgrade(
 
     feed_server.set("/news.xml", news(stories, 0))
     assert fw(cfg, "check").returncode == 0  # baseline
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        for n, label in ((1, "v3:"), (2, "v4:")):
-            was = label + fingerprint(f"Story {n}", "", "")[3:]
-            db.execute(
-                "UPDATE entries SET summary = '', fingerprint = ?, new_alert_id = ?"
-                " WHERE identity = ?",
-                (
-                    was,
-                    alert_id("news", f"g:urn:story:{n}", "new", was, None, None),
-                    f"g:urn:story:{n}",
-                ),
-            )
-        olds = db.execute("SELECT fingerprint, new_alert_id FROM entries ORDER BY identity")
-        assert olds.fetchall()[1] == (  # as the v4 release stored story 2
-            "v4:19ed4ad730376f67ae90196d6eaa0712",
-            "c9d2f42a2932431adde839acc421a62e",
-        )
+    olds = _stored_without_summary(tmp_path, {1: "v3:", 2: "v4:"})
+    assert olds[1] == (  # as the v4 release stored story 2
+        "v4:19ed4ad730376f67ae90196d6eaa0712",
+        "c9d2f42a2932431adde839acc421a62e",
+    )
     shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
 
     feed_server.set("/news.xml", news(stories, 5))
