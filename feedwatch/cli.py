@@ -349,7 +349,7 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     tls_ready = preload_ssl_context() if tls else None
     try:
         # before the state opens: an exit 2 writes nothing, not even an empty state
-        # (an SSL_CERT_FILE is read for a certificate; the CA load goes on meanwhile)
+        # (an SSL_CERT_FILE set waits for the CA load here, to see that it can be read)
         check_environment(tls=tls)
         return _check_with(config, args, out, feeds, tls_ready)
     finally:

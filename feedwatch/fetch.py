@@ -724,54 +724,30 @@ def _default_ssl_context() -> ssl.SSLContext:
     return _ssl_context
 
 
-def environment_problems(*, tls: bool = True, load: bool = True) -> list[str]:
+def environment_problems(*, tls: bool = True) -> list[str]:
     """What in the environment would fail every request, each naming its variable: a
     proxy httpx cannot use, or (with ``tls``) an ``SSL_CERT_FILE``/``SSL_CERT_DIR``
     that cannot be read (only these are looked at: the bundled CAs are not).
 
-    For a command to see before it writes anything (an exit 2 creates no state file).
-    ``load``: the TLS context is loaded now to see it (``validate``); else the file is
-    only read for a PEM certificate (``_ca_sniffed``), and the load goes on beside the
-    state's opening (``check``, ``run``)."""
+    For a command to see before it writes anything (an exit 2 creates no state file);
+    with ``tls`` and such a variable set, it loads the TLS context now."""
     problems = []
     proxy = proxyenv.problem()
     if proxy is not None:
         problems.append(proxy)
     if tls and (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
         try:
-            _default_ssl_context() if load else _ca_sniffed()
+            _default_ssl_context()
         except ConfigError as exc:
             problems.append(str(exc))
     return problems
 
 
 def check_environment(*, tls: bool = True) -> None:
-    """Raise ConfigError for ``environment_problems`` (not loading), the first of them."""
-    problems = environment_problems(tls=tls, load=False)
+    """Raise ConfigError for ``environment_problems``, the first of them."""
+    problems = environment_problems(tls=tls)
     if problems:
         raise ConfigError([Problem("", None, "", problems[0])])
-
-
-_PEM_CERTIFICATE = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")
-
-
-def _ca_sniffed() -> None:
-    """ConfigError, as the load would give it (``_ca_error``), for an ``SSL_CERT_FILE``
-    that cannot be read or holds no PEM certificate, or an ``SSL_CERT_DIR`` that is no
-    directory: what a user gets wrong, found without the load's ~30 ms, which then goes
-    on beside the state's opening (a file with a certificate the load still refuses
-    fails there, as before)."""
-    path = os.environ.get("SSL_CERT_FILE")
-    if path:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise _ca_error(exc) from None
-        if not any(marker in data for marker in _PEM_CERTIFICATE):
-            raise _ca_error(ssl.SSLError("no PEM certificate"))
-    elif not os.path.isdir(os.environ.get("SSL_CERT_DIR", "")):
-        raise _ca_error(FileNotFoundError(os.environ.get("SSL_CERT_DIR")))
 
 
 def _ca_error(exc: BaseException) -> ConfigError:

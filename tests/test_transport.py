@@ -494,6 +494,10 @@ def test_a_refused_check_leaves_no_tls_thread_behind(
 
     monkeypatch.setattr(fetch_mod, "_ssl_context", None)
     monkeypatch.setattr(fetch_mod, "_ssl_loading", None)
+    # (with one of these set, `check` waits for the load before it opens the state, to
+    # see that the CAs can be read: the load then never outlasts a refused state)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     monkeypatch.setattr(fetch_mod.httpx, "create_ssl_context", load_after_the_refusal)
     monkeypatch.setattr(cli, "_open", open_and_note)
     state = tmp_path / "state.db"
