@@ -694,7 +694,7 @@ def preload_ssl_context() -> Callable[[], None]:
     def load() -> None:
         global _ssl_context
         with contextlib.suppress(Exception):
-            _ssl_context = httpx.create_ssl_context()
+            _ssl_context = _create_ssl_context()
 
     _ssl_loading = threading.Thread(target=load, name="feedwatch-tls", daemon=True)
     _ssl_loading.start()
@@ -718,10 +718,19 @@ def _default_ssl_context() -> ssl.SSLContext:
     _wait_ssl_context()
     if _ssl_context is None:
         try:
-            _ssl_context = httpx.create_ssl_context()
+            _ssl_context = _create_ssl_context()
         except (OSError, ssl.SSLError) as exc:
             raise _ca_error(exc) from None
     return _ssl_context
+
+
+def _create_ssl_context() -> ssl.SSLContext:
+    """httpx's verifying context, and an ``SSL_CERT_DIR`` that is no directory an error
+    (OpenSSL reads one only at a handshake: every request would fail instead)."""
+    cert_dir = os.environ.get("SSL_CERT_DIR")
+    if cert_dir and not os.environ.get("SSL_CERT_FILE") and not os.path.isdir(cert_dir):
+        raise FileNotFoundError(cert_dir)
+    return httpx.create_ssl_context()
 
 
 def environment_problems(*, tls: bool = True) -> list[str]:
@@ -756,7 +765,7 @@ def _ca_error(exc: BaseException) -> ConfigError:
     if isinstance(exc, ssl.SSLError):  # an OSError too: test it first
         why = "holds no CA certificate in PEM form"
     elif isinstance(exc, FileNotFoundError):
-        why = "no such file"
+        why = "no such file" if name == "SSL_CERT_FILE" else "no such directory"
     elif isinstance(exc, OSError):
         why = (exc.strerror or "cannot be read").lower()
     else:
@@ -767,7 +776,10 @@ def _ca_error(exc: BaseException) -> ConfigError:
                 "",
                 None,
                 name,
-                f"{value}: {why}; point it at a PEM file of CA certificates or unset it",
+                f"{value}: {why}; point it at a PEM file of CA certificates or unset it"
+                if name == "SSL_CERT_FILE"
+                else f"{value}: {why}; point it at a directory of hashed PEM CA certificates"
+                " (c_rehash) or unset it",
             )
         ]
     )

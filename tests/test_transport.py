@@ -547,14 +547,25 @@ def test_check_says_what_is_wrong_with_ssl_cert_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["check", "run"])
-def test_a_missing_ssl_cert_file_creates_no_state(tmp_path: Path, command: str) -> None:
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("SSL_CERT_FILE", "nonexistent.pem: no such file; point it at a PEM file"),
+        # OpenSSL reads a directory only at a handshake: every request failed instead
+        ("SSL_CERT_DIR", "nonexistent.pem: no such directory; point it at a directory"),
+    ],
+)
+def test_a_missing_ssl_cert_file_creates_no_state(
+    tmp_path: Path, command: str, variable: str, message: str
+) -> None:
     cfg = tmp_path / "feedwatch.toml"
     cfg.write_text(
         f'[feedwatch]\nstate = "{tmp_path / "state.db"}"\nlog_format = "json"\n'
         f'[sinks.j]\ntype = "jsonl"\npath = "{tmp_path / "alerts.jsonl"}"\n'
         '[[feeds]]\nname = "x"\nurl = "https://127.0.0.1:9/feed"\n'
     )
-    env = dict(os.environ, SSL_CERT_FILE=str(tmp_path / "nonexistent.pem"))
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    env[variable] = str(tmp_path / "nonexistent.pem")
     p = subprocess.run(
         [sys.executable, "-m", "feedwatch", "-c", str(cfg), command],
         env=env,
@@ -563,7 +574,7 @@ def test_a_missing_ssl_cert_file_creates_no_state(tmp_path: Path, command: str) 
         timeout=60,
     )
     assert p.returncode == 2, p.stderr
-    assert "nonexistent.pem: no such file" in p.stderr
+    assert message in p.stderr
     assert "state.created" not in p.stderr
     assert sorted(f.name for f in tmp_path.iterdir()) == ["feedwatch.toml"]
 
