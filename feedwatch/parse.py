@@ -66,8 +66,9 @@ log = structlog.get_logger("feedwatch.parse")
 # a browser leaves it, and the texts as fingerprint v4 read them too; 17: the published time as read
 # before 9 (``EntrySnapshot.misread``); 18: and as the
 # first releases of fingerprint v1 read them (an element decoding made, left open,
-# dropped to the end)
-PARSE_VERSION = 18
+# dropped to the end); 19: ISO 8601's basic format with its time of day (midnight
+# before), RFC 822 seconds with a fraction (no date before)
+PARSE_VERSION = 19
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -971,11 +972,14 @@ def _entry_base(e: dict[str, Any]) -> str | None:
 
 def _read_by_shape(text: str) -> tuple[bool, datetime | None]:
     """A date of a shape read here, not as feedparser reads it (digits alone, RFC 822,
-    an ISO zone without a colon): (True, its instant or None); else (False, None)."""
+    ISO 8601's basic format, an ISO zone without a colon): (True, its instant or None);
+    else (False, None)."""
     if _distrusted(text):
         return True, _unix_time(text)
     if _RFC822_SHAPE.match(text):
-        return True, _rfc822(text)
+        return True, _rfc822(_RFC822_FRACTION.sub(r"\1", text))
+    if basic := _ISO_BASIC.match(text):
+        return True, _iso_basic(basic)
     if _ISO_ZONE_NO_COLON.search(text):
         return True, _iso_zone_no_colon(text)
     return False, None
@@ -1016,6 +1020,9 @@ def _entry_time(e: dict[str, Any], key: str) -> datetime | None:
 # hours ("+530": 53 hours); Python's, one of two as minutes ("-5", "+01").
 _RFC822_SHAPE = re.compile(r"^(?:[A-Za-z]+,?\s*)?\d{1,2}[\s-]+[A-Za-z]{3,}\.?[\s-]+\d{2,4}\s+\d")
 _SHORT_ZONE = re.compile(r"\s([+-])(\d{1,3})$")
+# Seconds with a fraction ("10:40:17.000": some generators write milliseconds), which
+# both RFC 822 readers refuse, so the date was none: read without the fraction.
+_RFC822_FRACTION = re.compile(r"(:\d\d)[.,]\d+(?=\s|$)")
 
 
 # Zone names that feedparser's RFC 822 reader and Python's do not know (they know UT,
@@ -1112,6 +1119,25 @@ _ISO_ZONE_NO_COLON = re.compile(r"(?<=\d)\s*([+-]\d\d)(\d\d)$")
 def _iso_zone_no_colon(text: str) -> datetime | None:
     try:
         return _from_struct(_feedparser_date(_ISO_ZONE_NO_COLON.sub(r"\1:\2", text)))
+    except Exception:  # feedparser's date handlers on arbitrary text: never fatal
+        return None
+
+
+# ISO 8601's basic format ("20241122T104017Z"): feedparser read its date alone, so the
+# time was midnight. Read as the extended format it spells ("2024-11-22T10:40:17Z").
+_ISO_BASIC = re.compile(
+    r"^(\d{4})(\d\d)(\d\d)[Tt](\d\d)(\d\d)(\d\d)?([.,]\d+)?\s*([Zz]|[+-]\d\d(?::?\d\d)?)?$"
+)
+
+
+def _iso_basic(m: re.Match[str]) -> datetime | None:
+    y, mo, d, h, mi, s, fraction, zone = m.groups()
+    text = f"{y}-{mo}-{d}T{h}:{mi}{':' + s if s else ''}{fraction or ''}{zone or ''}"
+    read, when = _read_by_shape(text)  # an impossible date, a zone without its colon
+    if read:
+        return when
+    try:
+        return _from_struct(_feedparser_date(text))
     except Exception:  # feedparser's date handlers on arbitrary text: never fatal
         return None
 

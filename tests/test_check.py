@@ -1682,6 +1682,56 @@ def test_a_zone_name_and_its_offset_are_one_instant(tmp_path, feed_server):  # n
     assert len(alerts(tmp_path)) == 2  # no more
 
 
+def test_a_moved_time_of_day_in_basic_iso_or_rfc822_with_milliseconds_alerts(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """'20241122T104017Z' (ISO 8601's basic format) was read as midnight, so an edit
+    that only moved <updated> to '20241122T155645Z' alerted nothing (a lost update),
+    and 'Fri, 22 Nov 2024 10:40:17.000 +0000' as no date, so a moved pubDate neither."""
+    cfg = tmp_path / "feedwatch.toml"
+    atom_url, rss_url = feed_server.url("/a.xml"), feed_server.url("/r.xml")
+    cfg.write_text(
+        jsonl_config(
+            tmp_path,
+            f'[[feeds]]\nname = "a"\nurl = "{atom_url}"\n\n'
+            f'[[feeds]]\nname = "r"\nurl = "{rss_url}"\n',
+            'first_poll = "alert"',
+        )
+    )
+
+    def atom(updated: str) -> bytes:
+        return (
+            '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+            "<id>urn:t</id><updated>2024-01-01T00:00:00Z</updated><entry><id>urn:a</id>"
+            '<title>Story one</title><link href="https://example.com/a"/>'
+            f"<published>20241122T104017+0100</published><updated>{updated}</updated>"
+            "<summary>body</summary></entry></feed>"
+        ).encode()
+
+    feed_server.set("/a.xml", atom("20241122T104017Z"))
+    feed_server.set("/r.xml", _dated(["Fri, 22 Nov 2024 10:40:17.000 +0000"]))
+    assert fw(cfg, "check").returncode == 0
+
+    def seen(got: list[dict]) -> list[tuple[str, str | None, str | None]]:
+        return sorted(
+            ((a["kind"], a["entry"]["published"], a["entry"]["updated"]) for a in got), key=str
+        )
+
+    assert seen(alerts(tmp_path)) == [
+        ("new", "2024-11-22T09:40:17Z", "2024-11-22T10:40:17Z"),
+        ("new", "2024-11-22T10:40:17Z", None),
+    ]
+    feed_server.set("/a.xml", atom("20241122T155645Z"))
+    feed_server.set("/r.xml", _dated(["Fri, 22 Nov 2024 15:56:45.000 +0000"]))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert seen(alerts(tmp_path)[2:]) == [
+        ("updated", "2024-11-22T09:40:17Z", "2024-11-22T15:56:45Z"),
+        ("updated", "2024-11-22T15:56:45Z", None),
+    ]
+
+
 def test_entries_an_earlier_feedwatch_dated_as_utc_do_not_alert_after_the_upgrade(
     tmp_path,
     feed_server,  # noqa: F811

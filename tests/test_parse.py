@@ -1252,6 +1252,52 @@ def test_odd_zones_give_the_right_instant(text: str, expected: datetime | None) 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        # ISO 8601's basic format: feedparser read the date alone (midnight)
+        ("20241122T104017Z", utc(2024, 11, 22, 10, 40, 17)),
+        ("20241122T104017z", utc(2024, 11, 22, 10, 40, 17)),
+        ("20241122T104017+0100", utc(2024, 11, 22, 9, 40, 17)),
+        ("20241122T104017-05:30", utc(2024, 11, 22, 16, 10, 17)),
+        ("20241122T104017.123Z", utc(2024, 11, 22, 10, 40, 17)),
+        ("20241122T1040Z", utc(2024, 11, 22, 10, 40)),
+        ("20241122T104017", utc(2024, 11, 22, 10, 40, 17)),  # no zone: UTC
+        ("20241122T240000Z", utc(2024, 11, 23)),  # as the extended format's
+        ("20241131T104017Z", None),  # the 31st of November
+        ("20241122T254017Z", None),
+        # RFC 822 with fractional seconds: no date before; the fraction is cut off
+        ("Fri, 22 Nov 2024 10:40:17.000 +0000", utc(2024, 11, 22, 10, 40, 17)),
+        ("Fri, 22 Nov 2024 10:40:17.987 GMT", utc(2024, 11, 22, 10, 40, 17)),
+        ("22 Nov 2024 10:40:17.5 +0530", utc(2024, 11, 22, 5, 10, 17)),
+        ("Fri, 22 Nov 2024 19:40:17.123 JST", utc(2024, 11, 22, 10, 40, 17)),
+        # an hour of 24 is no RFC 822 time (its hours are 00 to 23): no date, as before
+        ("Fri, 22 Nov 2024 24:00:00 +0000", None),
+    ],
+)
+def test_iso_basic_format_and_rfc822_fractions_keep_the_time_of_day(
+    text: str, expected: datetime | None
+) -> None:
+    """'20241122T104017Z' was read as midnight, so an edit that only moved the time
+    alerted nothing; 'Fri, 22 Nov 2024 10:40:17.000 +0000' (milliseconds, as some
+    generators write them) as no date at all: in RSS, Atom and JSON Feed alike."""
+    e = one(parse_body(rss(f"<item><title>x</title><pubDate>{text}</pubDate></item>"), RSS_CT))
+    assert e.published == expected
+    atom = (
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><id>a</id>'
+        f"<title>x</title><published>{text}</published><updated>{text}</updated>"
+        "</entry></feed>"
+    )
+    a = one(parse_body(atom.encode(), {"content-type": "application/atom+xml"}))
+    assert (a.published, a.updated) == (expected, expected)
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [{"id": "1", "date_published": text, "date_modified": text}],
+    }
+    j = one(parse_body(json.dumps(doc).encode(), JSON_CT))
+    assert (j.published, j.updated) == (expected, expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
         ("Fri, 22 Nov 2024 19:40:17 JST", utc(2024, 11, 22, 10, 40, 17)),  # was 19:40:17
         ("Fri, 22 Nov 2024 19:40:17 jst", utc(2024, 11, 22, 10, 40, 17)),
         ("22 Nov 2024 19:40 KST", utc(2024, 11, 22, 10, 40)),
@@ -1305,6 +1351,9 @@ def test_rfc822_zone_names_give_their_offset(text: str, expected: datetime | Non
         ("Fri, 22 Nov 2024 10:40:17 +01", utc(2024, 11, 22, 10, 39, 17), None),
         ("2024-11-22T10:40:17+0530", utc(2024, 11, 22, 5, 40, 17), utc(2024, 11, 22, 5, 40, 17)),
         ("2024-00-10", utc(2023, 12, 10), utc(2023, 12, 10)),
+        # the basic format's date alone, midnight (every release before PARSE_VERSION 19)
+        ("20241122T104017Z", utc(2024, 11, 22), utc(2024, 11, 22)),
+        ("Fri, 22 Nov 2024 10:40:17.000 +0000", None, None),  # no date: nothing to key
         # read as they were: nothing misread
         ("Fri, 22 Nov 2024 10:40:17 GMT", None, None),
         ("Fri, 22 Nov 2024 10:40:17 +0100", None, None),
