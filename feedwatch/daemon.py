@@ -52,7 +52,7 @@ from feedwatch.schedule import FeedScheduler
 from feedwatch.sinks import build_sink, machine_problem
 from feedwatch.sinks.base import Sink
 from feedwatch.status import feed_state
-from feedwatch.store import drop_removed_feeds, is_postgres_url, open_store, prune_alerts
+from feedwatch.store import dropping_removed_feeds, is_postgres_url, open_store, pruning_alerts
 from feedwatch.store.base import (
     LEASE_RENEW,
     LEASE_SECONDS,
@@ -612,9 +612,16 @@ class Daemon:
             self._delivery_runs -= 1
 
     async def _maintenance_job(self) -> None:
+        """Prune old alerts, then drop feeds removed for ``retention``: in bounded
+        transactions, the loop free between two (a prune of millions of alerts takes
+        minutes, and polls, deliveries and the watchdog's pings go on meanwhile). A stop
+        ends it between two; the next upkeep goes on from there."""
         try:
-            prune_alerts(self.store, self.config, self.clock())
-            drop_removed_feeds(self.store, self.config, self.clock())
+            for steps in (pruning_alerts, dropping_removed_feeds):
+                for _ in steps(self.store, self.config, self.clock()):
+                    await asyncio.sleep(0)
+                    if self._stopping:
+                        return
             self._update_gauges()
         except Exception as exc:
             log_state_failure(

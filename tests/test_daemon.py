@@ -674,6 +674,64 @@ def test_the_upkeep_drops_a_feed_removed_from_the_config_for_retention(tmp_path,
         store.close()
 
 
+def test_the_upkeep_lets_the_daemon_run_between_the_prune_s_transactions(
+    tmp_path, feed_server, monkeypatch
+):
+    """The upkeep pruned every alert older than `retention` in one call on the event
+    loop: after `retention` was lowered (1.5M alerts: 149 s on SQLite), no poll, no
+    delivery, no watchdog ping for that long. It prunes PRUNE_BATCH alerts a
+    transaction and lets the loop run between two; a stop ends it between two, and the
+    next upkeep goes on. (In process, PRUNE_BATCH 5: the job runs hourly.)"""
+    import asyncio
+
+    import feedwatch.store.rows as rows
+    from feedwatch.config import load_config
+    from feedwatch.daemon import Daemon as FeedDaemon
+    from feedwatch.store import SqliteStore
+    from tests.test_store import alert, poll
+
+    monkeypatch.setattr(rows, "PRUNE_BATCH", 5)
+    cfg = write_config(tmp_path, feed_server, ["a"], extra='retention = "1h"')
+    config = load_config(cfg)
+    store = SqliteStore(tmp_path / "state.db")
+    old = datetime.now(timezone.utc) - timedelta(hours=2)
+    ids = [f"x{i:02}" for i in range(60)]
+    store.commit_poll(poll("a", now=old, alerts=tuple(alert(i, "a", ("log",)) for i in ids)))
+    store.mark_delivered("log", ids, old)
+    d = FeedDaemon(config, lambda: config)
+    d.store = store
+
+    def stored() -> int:
+        return len(store.alerts_for("a", limit=100))
+
+    async def upkeep(stop_after: int | None) -> list[int]:
+        """The job, and the alerts left each time the loop ran meanwhile."""
+        seen: list[int] = []
+        running = True
+
+        async def other_work() -> None:
+            while running:  # (first run once the job let the loop go)
+                seen.append(stored())
+                if stop_after is not None and len(seen) == stop_after:
+                    d._stopping = True
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other_work())
+        await d._maintenance_job()
+        running = False
+        await task
+        return seen
+
+    try:
+        seen = asyncio.run(upkeep(stop_after=3))
+        assert seen[:3] == [55, 50, 45] and stored() == 45  # stopped after the third
+        d._stopping = False
+        seen = asyncio.run(upkeep(stop_after=None))
+        assert seen[:9] == [40, 35, 30, 25, 20, 15, 10, 5, 0] and stored() == 0
+    finally:
+        store.close()
+
+
 def test_retry_after_is_honoured(tmp_path, feed_server, start_daemon):
     feed_server.set("/a", rss([entry(1)]))
     feed_server.set("/r", b"slow down", status=429, headers={"Retry-After": "3600"})

@@ -849,6 +849,116 @@ def test_prune_deliveries(store: Store) -> None:
     assert store.prune_deliveries(at(50)) == 0
 
 
+# Alert i of the prune tests: its sinks, and what each of them ends as.
+_PRUNE_FATES: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("a", "delivered"), ("b", "pending")),  # kept, without a's delivery
+    (("a", "pending"),),  # kept whole
+    (("a", "delivered"), ("b", "dead")),  # all gone
+    (),  # routed nowhere: no delivery, gone once old
+    (("a", "dead"),),  # gone
+)
+
+
+def _prune_state(store: Store) -> dict[str, tuple[datetime, tuple[tuple[str, str], ...]]]:
+    """Nine polls of three alerts each (three created at the same time, ties the walk
+    splits), every kind of delivery fate at every place of a batch; every third alert
+    claims a duplicate key. The alerts: their creation time and deliveries."""
+    made = {}
+    for k in range(9):
+        alerts, fates = [], []
+        for j in range(3):
+            i = 3 * k + j
+            fate = _PRUNE_FATES[(i * 2) % len(_PRUNE_FATES)]  # not in step with the polls
+            a = replace(alert(f"p{i:02}", sinks=tuple(s for s, _ in fate)),
+                        duplicate_key=f"k{i}" if i % 3 == 0 else None)  # fmt: skip
+            alerts.append(a)
+            fates.append((a.id, fate))
+            made[a.id] = (at(10 * k), fate)
+        store.commit_poll(poll(now=at(10 * k), alerts=tuple(alerts)))
+        for alert_id, fate in fates:
+            for sink, status in fate:
+                if status == "delivered":
+                    store.mark_delivered(sink, [alert_id], at(10 * k + 1))
+                elif status == "dead":
+                    store.mark_dead(sink, [alert_id], at(10 * k + 1), error="x")
+    return made
+
+
+def _alerts_left(store: Store) -> dict[str, tuple[tuple[str, str], ...]]:
+    return {
+        a.alert_id: tuple((d.sink, d.status) for d in a.deliveries)
+        for a in store.recent_alerts(AlertQuery(limit=1000))
+    }
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 24, 1000])
+def test_prune_in_batches_drops_what_one_transaction_did(
+    store: Store, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune over every alert older than `retention` in one transaction held the
+    daemon for minutes after `retention` was lowered (1.5M alerts: 149 s on SQLite), and
+    on PostgreSQL was cut at SLOW_LIMIT and never done. It goes PRUNE_BATCH alerts a
+    transaction, and drops the same rows: each batch's finished deliveries, then its
+    alerts left with none, pending ones kept wherever they fall (a kept alert never
+    stops the walk, and alerts created at the same time may fall in two batches)."""
+    import feedwatch.store.rows as rows
+
+    monkeypatch.setattr(rows, "PRUNE_BATCH", batch)
+    made = _prune_state(store)
+    cut = at(75)  # the 24 alerts of the first 8 polls are older, the last 3 are not
+    expected = {}
+    for alert_id, (created, fate) in made.items():
+        left = tuple(d for d in fate if created >= cut or d[1] == "pending")
+        if created >= cut or left:
+            expected[alert_id] = left
+    dropped = sum(len(f) - len(expected.get(a, ())) for a, (_, f) in made.items())
+    assert dropped == 20 and len(expected) == 13  # what the two statements dropped
+    steps = []
+    before = set(_alerts_left(store))
+    for n in store.prune_batches(cut):
+        now = set(_alerts_left(store))
+        steps.append((n, len(before - now)))
+        before = now
+    assert all(gone <= batch for _, gone in steps)  # never more than a batch at once
+    assert len(steps) == 24 // batch + 1  # the last one short of a batch
+    assert sum(n for n, _ in steps) == dropped
+    assert _alerts_left(store) == expected
+    claims = store.duplicate_claims([f"k{i}" for i in range(27)])
+    # a claim goes with its alert (one routed nowhere has none)
+    assert set(claims) == {f"k{int(a[1:])}" for a in expected if int(a[1:]) % 3 == 0 and made[a][1]}
+    assert store.prune_deliveries(cut) == 0 and _alerts_left(store) == expected
+
+
+def test_drop_removed_feeds_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A removed feed keeps its entries until `retention`: several removed together can
+    hold millions, once too many for one transaction. They go DROP_BATCH entries a
+    transaction; a feed half dropped is reset as by `forget` (a poll of it meanwhile,
+    put back in the config, is a baseline), its row goes with its last entries."""
+    import feedwatch.store.rows as rows
+
+    monkeypatch.setattr(rows, "DROP_BATCH", 2)
+    for name, n, polled in (("old1", 5, at(0)), ("old2", 3, at(0)), ("kept", 4, at(0)),
+                            ("recent", 3, at(500))):  # fmt: skip
+        store.commit_poll(
+            poll(name, now=polled, upserts=tuple(entry(f"e{i}", polled) for i in range(n)))
+        )
+    store.set_next_poll("never", at(10))  # a row never polled, no entries
+    count = lambda: sum(len(store.entries(f)) for f in ("old1", "old2", "kept", "recent"))  # noqa: E731
+    left = count()
+    steps = []
+    for names in store.drop_batches(["kept"], at(100)):
+        steps.append((names, left - count()))
+        left = count()
+        if steps[0][0] == [] and len(steps) == 1:
+            rec = store.feed("old1")
+            assert rec is not None and not rec.baselined and rec.etag is None  # as `forget`
+    assert [gone for _, gone in steps] == [2, 2, 2, 2, 0]
+    assert [names for names, _ in steps] == [["never"], [], ["old1"], [], ["old2"]]
+    assert set(store.feeds()) == {"kept", "recent"}
+    assert len(store.entries("kept")) == 4 and len(store.entries("recent")) == 3
+    assert store.drop_removed_feeds(["kept"], at(100)) == []
+
+
 def test_reopen_keeps_everything(reopen: Callable[[], Store]) -> None:
     s = reopen()
     s.commit_poll(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -49,10 +50,12 @@ __all__ = [
     "Store",
     "acquire_lock",
     "drop_removed_feeds",
+    "dropping_removed_feeds",
     "is_postgres_url",
     "no_state_at",
     "open_store",
     "prune_alerts",
+    "pruning_alerts",
 ]
 
 log = structlog.get_logger("feedwatch.store")
@@ -105,11 +108,21 @@ def drop_removed_feeds(store: Store, config: Config, now: datetime) -> int:
     global one: it has no settings left) after its last poll; then its entries and feed
     row go (``Store.drop_removed_feeds``), its pending alerts still to be sent. A feed
     added back later starts as a new one. How many went."""
+    return sum(len(names) for names in dropping_removed_feeds(store, config, now))
+
+
+def dropping_removed_feeds(store: Store, config: Config, now: datetime) -> Iterator[list[str]]:
+    """``drop_removed_feeds`` one bounded transaction at a time (``Store.drop_batches``):
+    the daemon lets its event loop run between them. The names each dropped."""
     before = now - timedelta(seconds=config.defaults.retention)
-    names = store.drop_removed_feeds([f.name for f in config.feeds], before)
-    if names:  # (not named: a removed feed's name may hold a secret no longer masked)
-        log.info("state.removed_feeds_dropped", feeds=len(names))
-    return len(names)
+    n = 0
+    try:
+        for names in store.drop_batches([f.name for f in config.feeds], before):
+            n += len(names)
+            yield names
+    finally:
+        if n:  # (not named: a removed feed's name may hold a secret no longer masked)
+            log.info("state.removed_feeds_dropped", feeds=n)
 
 
 def prune_alerts(store: Store, config: Config, now: datetime) -> int:
@@ -119,7 +132,19 @@ def prune_alerts(store: Store, config: Config, now: datetime) -> int:
     its feed's retention and back unchanged (its `new` alert's id is the first one's)
     from alerting again. The daemon's hourly upkeep and every `check` run it. How many
     deliveries went."""
-    n = store.prune_deliveries(now - timedelta(seconds=config.defaults.retention))
-    if n:
-        log.info("state.pruned", deliveries=n)
-    return n
+    return sum(pruning_alerts(store, config, now))
+
+
+def pruning_alerts(store: Store, config: Config, now: datetime) -> Iterator[int]:
+    """``prune_alerts`` one bounded transaction at a time (``Store.prune_batches``:
+    PRUNE_BATCH alerts each): the daemon lets its event loop run between them, so polls
+    and deliveries go on through a prune of millions of alerts (``retention`` lowered,
+    a long stop). The deliveries each dropped."""
+    n = 0
+    try:
+        for dropped in store.prune_batches(now - timedelta(seconds=config.defaults.retention)):
+            n += dropped
+            yield dropped
+    finally:
+        if n:
+            log.info("state.pruned", deliveries=n)

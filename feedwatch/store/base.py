@@ -381,6 +381,11 @@ class Store(Protocol):
         are still sent, the others go as ``prune_deliveries`` says. The names dropped."""
         ...
 
+    def drop_batches(self, keep: Iterable[str], idle_before: datetime) -> Iterator[list[str]]:
+        """``drop_removed_feeds`` in bounded transactions, one per step (a few thousand
+        entries each), the names each dropped: run to its end, the same rows go."""
+        ...
+
     def clear_gone(self, feed: str) -> None: ...
 
     # -- outbox --------------------------------------------------------------
@@ -456,6 +461,12 @@ class Store(Protocol):
 
     def prune_deliveries(self, before: datetime) -> int:
         """Forget delivered and dead deliveries (and their alerts) created before ``before``."""
+        ...
+
+    def prune_batches(self, before: datetime) -> Iterator[int]:
+        """``prune_deliveries`` in bounded transactions, one per step (a few thousand
+        alerts each, oldest first), the deliveries each dropped: run to its end, the same
+        rows go. Stopped early, what it did is kept, and the next prune goes on."""
         ...
 
     # -- leases (several instances on one state) ------------------------------

@@ -93,7 +93,7 @@ PROBE_TIMEOUT = 2.0
 RECONNECT_TIMEOUT = 5.0
 # A call's wait for the server's answers (its statements, the commit): past it, the
 # server is asked over a new connection (within PROBE_TIMEOUT) whether it is working on
-# the call. It is (a lock wait, a large prune, a slow disk): the call goes on, and the
+# the call. It is (a lock wait, a slow disk): the call goes on, and the
 # server is asked again every ANSWER_TIMEOUT, up to SLOW_LIMIT in all. No answer (a
 # stopped process, a frozen machine: the connections stay open), or not working on it:
 # the connection is cut, the call fails and the state is out of reach.
@@ -404,7 +404,7 @@ class _Watchdog:
     server's own timeouts end the wait, and psycopg (synchronous) waits for the answer
     for ever, on the daemon's event loop. One thread per store watches the calls under
     way. Past its deadline, a (patient) call is not cut at once: a statement may just
-    be slow (a lock wait, a large prune), so the server is asked over a new connection
+    be slow (a lock wait, a slow disk), so the server is asked over a new connection
     what the call's backend is doing (``ask``). Working on it: the call goes on, asked
     about again every ``every`` seconds, up to SLOW_LIMIT, or ``stopping``'s grace once
     the process stops; meanwhile the systemd watchdog is pinged (the daemon's loop, that
@@ -535,8 +535,8 @@ class _Watchdog:
                     path=self._path,
                     seconds=round(seconds, 1),
                     waiting=waiting,
-                    hint="the server is still working on a state call (a lock wait, a large"
-                    " prune, a slow disk): it is waited for while the server says so, up to"
+                    hint="the server is still working on a state call (a lock wait, a slow"
+                    " disk): it is waited for while the server says so, up to"
                     f" {SLOW_LIMIT:g}s; the daemon does nothing else meanwhile",
                 )
             if went_on and sdnotify.watchdog_interval():

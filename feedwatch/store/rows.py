@@ -66,6 +66,22 @@ def _read_all_up_to(body: int) -> int:
 
 _ANY: Any = object()  # set_next_poll's ``was`` not given
 
+# The most alerts one transaction of a prune looks at (``prune_batches``), and the most
+# entries one transaction of ``drop_batches`` drops. Measured on a backlog of 1.5M
+# alerts (docs/performance.md, "Pruning a backlog"): 2,000 alerts hold the daemon's
+# loop ~0.15 s a transaction on SQLite (its indexes keyed by hashed ids: about a page
+# written per alert and index), ~70 ms on PostgreSQL; 5,000 entries, 15 to 45 ms.
+# Larger batches cost less in all, but hold the loop longer.
+PRUNE_BATCH = 2_000
+DROP_BATCH = 5_000
+
+# What ``forget`` sets on a feed's row (its name appended): its next poll is a baseline.
+_RESET_FEED = (
+    "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
+    " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE,"
+    " stale_notified = FALSE WHERE name = "
+)
+
 
 class SharedReads:
     """The reads of feeds, entries, pending deliveries and their counts, for a store
@@ -397,33 +413,50 @@ class SharedWrites(SharedReads):
         """Drop entries and HTTP state so the next poll is a baseline; alerts stay."""
         with self._writing() as cur:
             dropped = cur.execute(f"DELETE FROM entries WHERE feed = {self.P}", (feed,)).rowcount
-            known = cur.execute(
-                "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
-                " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE,"
-                f" stale_notified = FALSE WHERE name = {self.P}",
-                (feed,),
-            ).rowcount
+            known = cur.execute(_RESET_FEED + self.P, (feed,)).rowcount
         return bool(known or dropped)
 
     def drop_removed_feeds(self, keep: Iterable[str], idle_before: datetime) -> list[str]:
         """Drop the row and the entries of every feed not in ``keep`` last polled before
         ``idle_before``, or never; its alerts and deliveries stay (those pending are
-        still sent). The names dropped."""
+        still sent). The names dropped (``drop_batches``, run to its end)."""
+        return sorted(name for names in self.drop_batches(keep, idle_before) for name in names)
+
+    def drop_batches(self, keep: Iterable[str], idle_before: datetime) -> Iterator[list[str]]:
+        """``drop_removed_feeds`` one transaction at a time, each dropping at most
+        DROP_BATCH entries: a feed removed from the config keeps every entry it had within
+        its retention, and several removed together can hold millions, too many for one
+        transaction (see ``prune_batches``). Each finds the idle feeds again, resets the
+        first one's row as ``forget`` does (a poll meanwhile, of a feed put back in the
+        config, is a baseline: never a comparison with half its entries), drops its
+        entries, and its row once none is left, then the next feed's. Yields the names
+        each dropped (often none); the first one is the last in the common case."""
         kept = set(keep)
         at = self._to_db(idle_before)
         p = self.P
-        with self._writing() as cur:
-            idle = cur.execute(
-                f"SELECT name FROM feeds WHERE (last_poll IS NULL OR last_poll < {p})"
-                + self.UNLEASED.format(p=p),
-                (at, at) if self.UNLEASED else (at,),
-            ).fetchall()
-            names = sorted(r[0] for r in idle if r[0] not in kept)
-            for clause, values in self._ids_in("feed", names):
-                cur.execute(f"DELETE FROM entries WHERE {clause}", values)
-            for clause, values in self._ids_in("name", names):
-                cur.execute(f"DELETE FROM feeds WHERE {clause}", values)
-        return names
+        while True:
+            budget = DROP_BATCH
+            dropped: list[str] = []
+            with self._writing() as cur:
+                idle = cur.execute(
+                    f"SELECT name FROM feeds WHERE (last_poll IS NULL OR last_poll < {p})"
+                    + self.UNLEASED.format(p=p),
+                    (at, at) if self.UNLEASED else (at,),
+                ).fetchall()
+                for name in sorted(r[0] for r in idle if r[0] not in kept):
+                    cur.execute(_RESET_FEED + p, (name,))
+                    budget -= cur.execute(
+                        f"DELETE FROM entries WHERE feed = {p} AND identity IN"
+                        f" (SELECT identity FROM entries WHERE feed = {p} LIMIT {budget})",
+                        (name, name),
+                    ).rowcount
+                    if budget <= 0:  # it may have more: the next transaction
+                        break
+                    cur.execute(f"DELETE FROM feeds WHERE name = {p}", (name,))
+                    dropped.append(name)
+            yield dropped
+            if budget > 0:  # every idle feed dropped
+                return
 
     def alerts_for(
         self, feed: str, identity: str | None = None, limit: int = 50
@@ -521,17 +554,53 @@ class SharedWrites(SharedReads):
 
     def prune_deliveries(self, before: datetime) -> int:
         """Drop finished deliveries of alerts created before ``before``, then alerts left
-        with none; returns the number of deliveries dropped."""
+        with none; returns the number of deliveries dropped (``prune_batches``, run to
+        its end)."""
+        return sum(self.prune_batches(before))
+
+    def prune_batches(self, before: datetime) -> Iterator[int]:
+        """``prune_deliveries`` one transaction at a time, each over the next PRUNE_BATCH
+        alerts created before ``before``, oldest first (by ``created_at``, then ``seq``):
+        their finished deliveries go, then those of them left with none. Yields the
+        number of deliveries each dropped.
+
+        Why: the alerts older than ``retention`` are an hour's worth in the daemon's
+        upkeep, but millions once ``retention`` is lowered or after a long stop; one
+        transaction over them all held the daemon (its event loop) for minutes, and on
+        PostgreSQL, past SLOW_LIMIT, was cut and rolled back every hour, never done.
+        The walk's lower bound moves past each batch, so an alert kept (a delivery
+        still pending) is never looked at again and never stops it; it ends at the
+        first batch short of PRUNE_BATCH alerts (one transaction in the common case).
+        Run to its end, it drops the rows the two statements over every alert before
+        ``before`` drop: each alert's fate depends on its own deliveries alone."""
+        p = self.P
         at = self._to_db(before)
-        with self._writing() as cur:
-            dropped = cur.execute(
-                "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND alert_id IN"
-                f" (SELECT alert_id FROM alerts WHERE created_at < {self.P})",
-                (at,),
-            ).rowcount
-            cur.execute(
-                f"DELETE FROM alerts WHERE created_at < {self.P} AND NOT EXISTS"
-                " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id)",
-                (at,),
-            )
-        return int(dropped)
+        after: tuple[Any, ...] = ()  # (created_at, seq) of the last batch's last alert
+        while True:
+            lower = f" AND (created_at, seq) > ({p}, {p})" if after else ""
+            dropped = 0
+            with self._writing() as cur:
+                batch = cur.execute(
+                    f"SELECT alert_id, created_at, seq FROM alerts WHERE created_at < {p}{lower}"
+                    f" ORDER BY created_at, seq LIMIT {PRUNE_BATCH}",
+                    (at, *after),
+                ).fetchall()
+                # By their ids, not by the range of the walk: PostgreSQL then looks each
+                # up (primary keys), where for a range it read every delivery of the
+                # state once a batch (a hash join); SQLite takes 500 ids a statement.
+                for clause, ids in self._ids_in("alert_id", [r[0] for r in batch]):
+                    dropped += cur.execute(
+                        # status <> 'pending' (the CHECK allows only the three), not IN
+                        # ('delivered', 'dead'): never a walk of deliveries_status
+                        f"DELETE FROM deliveries WHERE status <> 'pending' AND {clause}",
+                        ids,
+                    ).rowcount
+                    cur.execute(
+                        f"DELETE FROM alerts WHERE {clause} AND NOT EXISTS"
+                        " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id)",
+                        ids,
+                    )
+            yield dropped
+            if len(batch) < PRUNE_BATCH:
+                return
+            after = (batch[-1][1], batch[-1][2])
