@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -93,3 +95,28 @@ def age_state(db: Path, seconds: float) -> None:
                 conn.execute(f"UPDATE {table} SET {moved}", (us,) * len(columns))
     finally:
         conn.close()
+
+
+def raw_server(response: bytes) -> socket.socket:
+    """A server on 127.0.0.1 answering each request, once its headers are in, with
+    ``response`` byte for byte (what no HTTP server library would send), then closing
+    the connection. Close the socket to stop it; its port is ``getsockname()[1]``."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(response)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, Si
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.webhook import WebhookSink
 from tests.feedserver import FeedServer, feed_server_fixture, free_port  # noqa: F401
-from tests.helpers import bare_env, run_feedwatch
+from tests.helpers import bare_env, raw_server, run_feedwatch
 from tests.receivers import Receiver, make_delivery, make_payload, webhook_receiver
 from tests.socksproxy import SocksProxy
 
@@ -229,35 +227,12 @@ def test_the_demo_ignores_the_environments_proxy(tmp_path: Path) -> None:
 # -- a failure of the proxy says so, naming it ----------------------------------
 
 
-class _Refusing407:
-    """A proxy that answers every request (a CONNECT too) with 407."""
-
-    def __init__(self) -> None:
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                conn.sendall(
-                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                    b'Proxy-Authenticate: Basic realm="p"\r\nContent-Length: 0\r\n'
-                    b"Connection: close\r\n\r\n"
-                )
-
-    def close(self) -> None:
-        self._sock.close()
+# A proxy that answers every request (a CONNECT too) with 407.
+_ASKS_FOR_CREDENTIALS = (
+    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+    b'Proxy-Authenticate: Basic realm="p"\r\nContent-Length: 0\r\n'
+    b"Connection: close\r\n\r\n"
+)
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
@@ -294,16 +269,16 @@ def test_a_proxy_asking_for_credentials_is_named(proxy: FeedServer) -> None:
 
 def test_a_proxy_refusing_a_tunnel_is_named(no_proxy_env: pytest.MonkeyPatch) -> None:
     """An https:// feed: the proxy answers the CONNECT with 407 (it was "proxy error")."""
-    server = _Refusing407()
+    server = raw_server(_ASKS_FOR_CREDENTIALS)
+    port = server.getsockname()[1]
     try:
-        no_proxy_env.setenv("https_proxy", f"http://puser:pw1234@127.0.0.1:{server.port}")
+        no_proxy_env.setenv("https_proxy", f"http://puser:pw1234@127.0.0.1:{port}")
         out = fetch(FetchRequest("https://feeds.invalid/feed.xml"))
     finally:
         server.close()
     assert isinstance(out, FetchFailed), out
     assert out.reason == (
-        f"proxy http://***@127.0.0.1:{server.port} (https_proxy): "
-        "HTTP 407 Proxy Authentication Required"
+        f"proxy http://***@127.0.0.1:{port} (https_proxy): HTTP 407 Proxy Authentication Required"
     )
 
 

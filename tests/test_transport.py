@@ -31,6 +31,7 @@ from feedwatch.fetch import Fetcher, _Deadline
 from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
 from feedwatch.transport import AiohttpTransport, _Peer
 from tests.feedserver import FeedServer, feed_server_fixture, free_port  # noqa: F401
+from tests.helpers import raw_server
 from tests.smtpserver import _make_cert
 
 T = TypeVar("T")
@@ -715,24 +716,7 @@ _RAW_RSS = (
 
 def _serve_once_each(response: bytes) -> tuple[socket.socket, str]:
     """A server answering every request with ``response`` as it is, then closing."""
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                conn.sendall(response)
-
-    threading.Thread(target=serve, daemon=True).start()
+    srv = raw_server(response)
     return srv, f"http://127.0.0.1:{srv.getsockname()[1]}/feed"
 
 
