@@ -479,7 +479,8 @@ class _Watchdog:
         limit = call.started + SLOW_LIMIT
         return limit if self._stop_at is None else min(limit, self._stop_at)
 
-    def _why_not(self, call: _Call, now: float) -> str:
+    def _why_not(self, now: float) -> str:
+        """Why a call past its limit is cut: the process stops, or the server is too slow."""
         return STOPPING if self._stop_at is not None and now >= self._stop_at else TOO_SLOW
 
     def _cut_now(self, token: int, why: str) -> None:
@@ -500,7 +501,7 @@ class _Watchdog:
                     if not call.patient:
                         self._cut_now(token, FROZEN)
                     elif call.slow and now >= self._limit(call):
-                        self._cut_now(token, self._why_not(call, now))
+                        self._cut_now(token, self._why_not(now))
                     else:
                         ask.append((token, _backend_pid(call.conn)))
                 if not ask:
@@ -521,7 +522,7 @@ class _Watchdog:
                     if answer is None or answer[0] != "active":
                         self._cut_now(token, FROZEN)  # no answer, or not working on it
                     elif now >= self._limit(asked):
-                        self._cut_now(token, self._why_not(asked, now))
+                        self._cut_now(token, self._why_not(now))
                     else:
                         went_on = True
                         asked.deadline = min(now + asked.every, self._limit(asked))
