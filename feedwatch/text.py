@@ -441,11 +441,21 @@ def _dropped_removed(s: str, given: bool, how: _Dropping) -> str:
 _NOW, _V4, _BEFORE_V4, _EARLY_V1 = 5, 4, 3, 2
 
 
-def _one_pass(s: str, given: bool, reading: int, met: list[bool] | None = None) -> str:
+class _Met:
+    """What a reading met that an earlier release's may read otherwise (``html_readings``
+    reads those only then)."""
+
+    __slots__ = ("decoded_opening", "self_closed", "v4_otherwise")
+
+    def __init__(self) -> None:
+        self.self_closed = False  # a self-closed tag read as empty (before v4: not)
+        self.v4_otherwise = False  # an element _V4_DROPPING reads otherwise
+        self.decoded_opening = False  # markup decoding made opens a dropped element
+
+
+def _one_pass(s: str, given: bool, reading: int, met: _Met | None = None) -> str:
     """One pass; ``given``: ``s`` is the markup as given, not what decoding made.
-    ``reading``: whose (``_NOW``...). ``met``: None, or three flags, set when a
-    self-closed tag was read as empty, when ``_V4_DROPPING`` would read otherwise, and
-    when markup that decoding made opens a dropped element (``_EARLY_V1`` may differ)."""
+    ``reading``: whose (``_NOW``...). ``met``: None, or what it met (``_Met``)."""
     s = _CONTROLS.sub("", s)
     if "<" in s:
         s = _COMMENT.sub("", s)
@@ -470,26 +480,26 @@ def _dropped(s: str, given: bool, linear: bool, how: _Dropping) -> str:
     return (how.given if given else how.closed).sub("", s)
 
 
-def _markup_removed(s: str, given: bool, reading: int, met: list[bool] | None) -> str:
+def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> str:
     """``s`` without its tags and dropped elements: by a regex substitution per kind of
     tag where that is bounded (``_regex_bounded``: its speed), else reading each tag's
     end once per text (``_TagEnds``: linear for every input). The same text either way."""
     linear = not _regex_bounded(s)
-    if met is not None and not given and not met[2] and _V4_DROPPING.opening.search(s):
-        met[2] = True
+    if met is not None and not given and not met.decoded_opening:
+        met.decoded_opening = _V4_DROPPING.opening.search(s) is not None
     if reading >= _V4 and "/>" in s and _SELF_CLOSING_NAME.search(s):
         emptied = (_self_closed_emptied_linear if linear else _self_closed_emptied_regex)(s)
         if emptied != s:
             s = emptied
             if met is not None:
-                met[0] = True
+                met.self_closed = True
     dropped = _dropped(s, given, linear, _DROPPING if reading >= _NOW else _V4_DROPPING)
     if (
         met is not None
         and _READ_OTHERWISE.search(s)
         and _dropped(s, given, linear, _V4_DROPPING) != dropped
     ):
-        met[1] = True
+        met.v4_otherwise = True
     s = dropped
     # Tags only occur before the last ">": scanning past it could go quadratic.
     end = s.rfind(">") + 1
@@ -527,7 +537,7 @@ def html_to_text(html_or_text: str) -> str:
     return _html_to_text(html_or_text, _NOW)
 
 
-def _html_to_text(html_or_text: str, reading: int, met: list[bool] | None = None) -> str:
+def _html_to_text(html_or_text: str, reading: int, met: _Met | None = None) -> str:
     """``html_to_text``, or as the release ``reading`` names read it (``_one_pass``)."""
     try:
         s = html_or_text if isinstance(html_or_text, str) else str(html_or_text)
@@ -550,19 +560,19 @@ def html_readings(html_or_text: str) -> tuple[str, tuple[str, str, str] | None]:
     it (also the text after an element that decoding made and left open: "a
     &lt;script&gt; tag"); else None. For comparing the rows they stored
     (``feedwatch.diff``). Each is read only where it may differ."""
-    met = [False, False, False]
+    met = _Met()
     text = _html_to_text(html_or_text, _NOW, met)
-    if not (met[0] or met[1] or met[2]):
+    if not (met.self_closed or met.v4_otherwise or met.decoded_opening):
         return text, None
-    v4 = _html_to_text(html_or_text, _V4) if met[1] else text
-    if met[0] or met[1]:
+    v4 = _html_to_text(html_or_text, _V4) if met.v4_otherwise else text
+    if met.self_closed or met.v4_otherwise:
         # its passes are not this reading's: whether the first v1 releases differ is
         # whether one of its own later passes met such an opening
-        met[2] = False
+        met.decoded_opening = False
         before = _html_to_text(html_or_text, _BEFORE_V4, met)
     else:
         before = text
-    early = _html_to_text(html_or_text, _EARLY_V1) if met[2] else before
+    early = _html_to_text(html_or_text, _EARLY_V1) if met.decoded_opening else before
     if v4 == text and before == text and early == text:
         return text, None
     return text, (v4, before, early)
