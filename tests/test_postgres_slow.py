@@ -133,7 +133,7 @@ def test_a_prune_waiting_for_a_lock_is_waited_for_and_succeeds(
     try:
         began = time.monotonic()
         with capture_logs() as logs:
-            n = state.prune_deliveries(at(10**6))
+            n = sum(state.prune_batches(at(10**6)))
         took = time.monotonic() - began
     finally:
         release.join()
@@ -191,7 +191,7 @@ def test_a_server_that_freezes_during_a_slow_statement_is_still_cut(
     holder.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
     frozen: list[int] = []
     with capture_logs() as logs:
-        t, out = _in_background(lambda: state.prune_deliveries(at(10**6)))
+        t, out = _in_background(lambda: sum(state.prune_batches(at(10**6))))
         try:
             wait_for(lambda: any(e["event"] == "state.slow" for e in logs), 10, "state.slow")
             frozen[:] = pg_cluster.server_pids()
@@ -222,7 +222,7 @@ def test_a_statement_slow_past_the_limit_is_cut_and_the_server_stops_it(
     holder.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
     began = time.monotonic()
     with capture_logs() as logs, pytest.raises(StateError) as raised:
-        state.prune_deliveries(at(10**6))
+        sum(state.prune_batches(at(10**6)))
     took = time.monotonic() - began
     assert 3.0 <= took < 3.0 + ANSWER + 1.5, took
     assert "still working on it after 3s" in str(raised.value), raised.value
@@ -242,7 +242,7 @@ def test_a_stop_cuts_a_slow_statement_after_its_grace(
     _delivered_alert(state)
     holder.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
     with capture_logs() as logs:
-        t, out = _in_background(lambda: state.prune_deliveries(at(10**6)))
+        t, out = _in_background(lambda: sum(state.prune_batches(at(10**6))))
         wait_for(lambda: any(e["event"] == "state.slow" for e in logs), 10, "state.slow")
         asked = time.monotonic()
         state.stopping(1.5)

@@ -60,6 +60,16 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
+def _pruned(store: Store, before: datetime) -> int:
+    """``Store.prune_batches`` run to its end: the deliveries it dropped."""
+    return sum(store.prune_batches(before))
+
+
+def _dropped(store: Store, keep: list[str], before: datetime) -> list[str]:
+    """``Store.drop_batches`` run to its end: the feeds it dropped, sorted."""
+    return sorted(name for names in store.drop_batches(keep, before) for name in names)
+
+
 def entry(identity: str, seen: datetime = T0, **kw: object) -> StoredEntry:
     fields: dict[str, object] = dict(
         identity=identity,
@@ -452,13 +462,13 @@ def test_drop_removed_feeds_drops_idle_feeds_out_of_the_config_not_their_alerts(
                  alerts=(alert(f"{name}-1", feed=name, identity="x"),))
         )  # fmt: skip
     store.set_next_poll("never", at(10))  # a row never polled
-    assert store.drop_removed_feeds(["kept"], at(100)) == ["never", "old"]
+    assert _dropped(store, ["kept"], at(100)) == ["never", "old"]
     assert set(store.feeds()) == {"recent", "kept"}
     assert store.entries("old") == {} and set(store.entries("kept")) == {"x"}
     # its alert stays, its delivery still pending (and sent)
     assert {d.alert_id for d in store.pending()} == {"old-1", "recent-1", "kept-1"}
     assert [a.alert_id for a in store.alerts_for("old")] == ["old-1"]
-    assert store.drop_removed_feeds(["kept"], at(100)) == []
+    assert _dropped(store, ["kept"], at(100)) == []
     # its alerts keep its name known (`alerts --feed`, `redeliver --feed`, `explain`)
     assert store.knows_feed("old") and store.knows_feed("kept")
     assert not store.knows_feed("never") and not store.knows_feed("nosuch")
@@ -842,11 +852,11 @@ def test_prune_deliveries(store: Store) -> None:
     store.mark_delivered("a", ["old-done", "old-mixed"], at(1))
     store.mark_dead("b", ["old-done"], at(1), error="x")
     store.mark_delivered("mail", ["new-done"], at(101))
-    assert store.prune_deliveries(at(50)) == 3
+    assert _pruned(store, at(50)) == 3
     left = {(a.alert_id, tuple(d.sink for d in a.deliveries)) for a in store.alerts_for("f")}
     assert left == {("old-mixed", ("b",)), ("new-done", ("mail",))}
     assert [(d.alert_id, d.sink) for d in store.pending()] == [("old-mixed", "b")]
-    assert store.prune_deliveries(at(50)) == 0
+    assert _pruned(store, at(50)) == 0
 
 
 # Alert i of the prune tests: its sinks, and what each of them ends as.
@@ -926,7 +936,7 @@ def test_prune_in_batches_drops_what_one_transaction_did(
     claims = store.duplicate_claims([f"k{i}" for i in range(27)])
     # a claim goes with its alert (one routed nowhere has none)
     assert set(claims) == {f"k{int(a[1:])}" for a in expected if int(a[1:]) % 3 == 0 and made[a][1]}
-    assert store.prune_deliveries(cut) == 0 and _alerts_left(store) == expected
+    assert _pruned(store, cut) == 0 and _alerts_left(store) == expected
 
 
 def test_drop_removed_feeds_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -956,7 +966,7 @@ def test_drop_removed_feeds_in_batches(store: Store, monkeypatch: pytest.MonkeyP
     assert [names for names, _ in steps] == [["never"], [], ["old1"], [], ["old2"]]
     assert set(store.feeds()) == {"kept", "recent"}
     assert len(store.entries("kept")) == 4 and len(store.entries("recent")) == 3
-    assert store.drop_removed_feeds(["kept"], at(100)) == []
+    assert _dropped(store, ["kept"], at(100)) == []
 
 
 def test_reopen_keeps_everything(reopen: Callable[[], Store]) -> None:
@@ -2027,8 +2037,8 @@ def test_pg_drop_removed_feeds_leaves_a_feed_another_instance_is_polling(
     row alone while the other holds its lease: created by the claim, not yet polled."""
     a, b = pg_pair
     assert a.claim_feed("f", "u", "A", T0, LEASE).granted
-    assert b.drop_removed_feeds([], at(LEASE - 1)) == []
-    assert b.drop_removed_feeds([], at(LEASE + 1)) == ["f"]  # a dead instance's lease
+    assert _dropped(b, [], at(LEASE - 1)) == []
+    assert _dropped(b, [], at(LEASE + 1)) == ["f"]  # a dead instance's lease
 
 
 def test_pg_only_one_of_many_racing_instances_gets_a_feed(pg_url: str) -> None:

@@ -106,7 +106,7 @@ def open_store(state: str, *, create: bool = True, upgrade: bool = True) -> Stor
 def drop_removed_feeds(store: Store, config: Config, now: datetime) -> int:
     """SPEC 6: a feed removed from the config keeps its state until ``retention`` (the
     global one: it has no settings left) after its last poll; then its entries and feed
-    row go (``Store.drop_removed_feeds``), its pending alerts still to be sent. A feed
+    row go (``Store.drop_batches``), its pending alerts still to be sent. A feed
     added back later starts as a new one. How many went."""
     return sum(len(names) for names in dropping_removed_feeds(store, config, now))
 

@@ -293,7 +293,7 @@ class Store(Protocol):
 
     def knows_feed(self, name: str) -> bool:
         """Whether the state holds a feed row or an alert of ``name``: a feed removed
-        from the config keeps its alerts after ``drop_removed_feeds`` drops its row, and
+        from the config keeps its alerts after ``drop_batches`` drops its row, and
         `alerts --feed`, `redeliver --feed` and `explain` still take its name."""
         ...
 
@@ -374,16 +374,12 @@ class Store(Protocol):
         """Drop a feed's entries, parse cache and HTTP state (its alerts and deliveries stay)."""
         ...
 
-    def drop_removed_feeds(self, keep: Iterable[str], idle_before: datetime) -> list[str]:
+    def drop_batches(self, keep: Iterable[str], idle_before: datetime) -> Iterator[list[str]]:
         """Drop what the state holds of each feed not in ``keep`` (the config's) that was
         last polled before ``idle_before`` (``retention`` ago), or never: its entries and
         feed row, more than `forget` drops. Its alerts and deliveries stay: those pending
-        are still sent, the others go as ``prune_deliveries`` says. The names dropped."""
-        ...
-
-    def drop_batches(self, keep: Iterable[str], idle_before: datetime) -> Iterator[list[str]]:
-        """``drop_removed_feeds`` in bounded transactions, one per step (a few thousand
-        entries each), the names each dropped: run to its end, the same rows go."""
+        are still sent, the others go as ``prune_batches`` says. In bounded transactions
+        (a few thousand entries each), yielding the names each dropped."""
         ...
 
     def clear_gone(self, feed: str) -> None: ...
@@ -459,14 +455,11 @@ class Store(Protocol):
         under, the sinks it went to and the alert that took each."""
         ...
 
-    def prune_deliveries(self, before: datetime) -> int:
-        """Forget delivered and dead deliveries (and their alerts) created before ``before``."""
-        ...
-
     def prune_batches(self, before: datetime) -> Iterator[int]:
-        """``prune_deliveries`` in bounded transactions, one per step (a few thousand
-        alerts each, oldest first), the deliveries each dropped: run to its end, the same
-        rows go. Stopped early, what it did is kept, and the next prune goes on."""
+        """Forget delivered and dead deliveries (and their alerts) created before
+        ``before``, in bounded transactions (a few thousand alerts each, oldest first),
+        yielding the deliveries each dropped. Stopped early, what it did is kept, and the
+        next prune goes on."""
         ...
 
     # -- leases (several instances on one state) ------------------------------

@@ -416,14 +416,8 @@ class SharedWrites(SharedReads):
             known = cur.execute(_RESET_FEED + self.P, (feed,)).rowcount
         return bool(known or dropped)
 
-    def drop_removed_feeds(self, keep: Iterable[str], idle_before: datetime) -> list[str]:
-        """Drop the row and the entries of every feed not in ``keep`` last polled before
-        ``idle_before``, or never; its alerts and deliveries stay (those pending are
-        still sent). The names dropped (``drop_batches``, run to its end)."""
-        return sorted(name for names in self.drop_batches(keep, idle_before) for name in names)
-
     def drop_batches(self, keep: Iterable[str], idle_before: datetime) -> Iterator[list[str]]:
-        """``drop_removed_feeds`` one transaction at a time, each dropping at most
+        """``Store.drop_batches``: one transaction at a time, each dropping at most
         DROP_BATCH entries: a feed removed from the config keeps every entry it had within
         its retention, and several removed together can hold millions, too many for one
         transaction (see ``prune_batches``). Each finds the idle feeds again, resets the
@@ -552,14 +546,8 @@ class SharedWrites(SharedReads):
                     out.setdefault(key, {})[sink] = alert_id
         return out
 
-    def prune_deliveries(self, before: datetime) -> int:
-        """Drop finished deliveries of alerts created before ``before``, then alerts left
-        with none; returns the number of deliveries dropped (``prune_batches``, run to
-        its end)."""
-        return sum(self.prune_batches(before))
-
     def prune_batches(self, before: datetime) -> Iterator[int]:
-        """``prune_deliveries`` one transaction at a time, each over the next PRUNE_BATCH
+        """``Store.prune_batches``: one transaction at a time, each over the next PRUNE_BATCH
         alerts created before ``before``, oldest first (by ``created_at``, then ``seq``):
         their finished deliveries go, then those of them left with none. Yields the
         number of deliveries each dropped.
