@@ -97,10 +97,11 @@ def age_state(db: Path, seconds: float) -> None:
         conn.close()
 
 
-def raw_server(response: bytes) -> socket.socket:
+def raw_server(response: bytes, requests: list[bytes] | None = None) -> socket.socket:
     """A server on 127.0.0.1 answering each request, once its headers are in, with
     ``response`` byte for byte (what no HTTP server library would send), then closing
-    the connection. Close the socket to stop it; its port is ``getsockname()[1]``."""
+    the connection; each request's bytes appended to ``requests``. Close the socket to
+    stop it; its port is ``getsockname()[1]``."""
     srv = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -116,6 +117,8 @@ def raw_server(response: bytes) -> socket.socket:
                     if not chunk:
                         break
                     data += chunk
+                if requests is not None:
+                    requests.append(data)
                 conn.sendall(response)
 
     threading.Thread(target=serve, daemon=True).start()

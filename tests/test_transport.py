@@ -299,19 +299,7 @@ def test_a_response_that_is_no_http_is_not_sent_again_on_a_new_connection() -> N
     """Only a kept-alive connection's garbled response is retried: a server whose own
     response is no HTTP fails its feed at once, with one request."""
     requests: list[bytes] = []
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                requests.append(conn.recv(65536))
-                conn.sendall(b"<rss>not HTTP</rss>\r\n\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
+    srv = raw_server(b"<rss>not HTTP</rss>\r\n\r\n", requests)
     try:
         url = f"http://127.0.0.1:{srv.getsockname()[1]}/feed"
         out = fetch_outcome(FetchRequest(url))
