@@ -14,9 +14,12 @@ from __future__ import annotations
 import bisect
 import difflib
 import glob
+import importlib.util
+import json
 import math
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,7 +28,7 @@ from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 from feedwatch import DEFAULT_USER_AGENT
-from feedwatch.mailbox import parse_mailbox
+from feedwatch.mailbox import SeveralAddresses, parse_mailbox
 from feedwatch.model import (
     RULE_FIELDS,
     Config,
@@ -377,14 +380,14 @@ class _LineScanner:
                 index = self.aot.get(parent, -1) + 1
                 self.aot[parent] = index
                 table = parent + (index,)
-                self.lines.setdefault(parent, self.line(start))
+                self._header(parent, start)
                 self.lines[table] = self.line(start)
             elif self.t[self.pos] == "[":
                 self.pos += 1
                 keys = self._key()
                 self._expect("]")
                 table = self._resolve(keys)
-                self.lines.setdefault(table, self.line(start))
+                self._header(table, start)
             else:
                 keys = self._key()
                 self._expect("=")
@@ -397,6 +400,12 @@ class _LineScanner:
             self._skip(newlines=False)
             if self.pos < self.n and self.t[self.pos] not in "\r\n":
                 raise _ScanError("junk after value")
+
+    def _header(self, table: KeyPath, start: int) -> None:
+        """A table header's line, also for the tables it names on its way (``[sink.log]``
+        makes ``sink``: an unknown key of that line) that no line of their own defines."""
+        for end in range(1, len(table) + 1):
+            self.lines.setdefault(table[:end], self.line(start))
 
     def _key(self) -> tuple[str, ...]:
         keys: list[str] = []
@@ -765,10 +774,56 @@ def _names(
     out: list[str] = []
     for i, name in enumerate(names):
         if name not in known:
-            f.err(path + (key, i), f'unknown {what} "{name}"{_suggest(name, known)}')
+            f.err(path + (key, i), f'unknown {what} "{name}" ({_configured(name, known, what)})')
         elif name not in out:
             out.append(name)
     return tuple(out)
+
+
+_LISTED = 10
+
+
+def _configured(name: str, known: Mapping[str, Any], what: str) -> str:
+    """What a name of an unknown ``what`` could have been: the closest, and those that
+    are configured (as the command line's errors list them; the first ten)."""
+    if not known:
+        return f"there are no [{what}s.*]"
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    names = list(known)
+    listed = ", ".join(names[:_LISTED])
+    if len(names) > _LISTED:
+        listed += f" and {len(names) - _LISTED} more"
+    return (f'did you mean "{close[0]}"? ' if close else "") + f"configured: {listed}"
+
+
+# The control characters a TOML basic string's escapes make, most often out of a
+# regex's own escape typed with one backslash ("/\bICBM\b/": two backspaces).
+_TOML_ESCAPES = {
+    "\b": ("b", "a backspace"),
+    "\f": ("f", "a form feed"),
+    "\r": ("r", "a carriage return"),
+}
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _no_control_characters(term: str) -> None:
+    """ValueError for a control character in a term, naming it and what to write. A
+    tab and a line break are white space in a plain term, and in a /regex/ what its
+    own \\t and \\n are: those are kept."""
+    m = _CONTROL.search(term)
+    if m is None:
+        return
+    ch = m.group()
+    escape = _TOML_ESCAPES.get(ch)
+    if escape is None:
+        how = "a control character: remove it"
+    else:
+        letter, name = escape
+        how = f'{name}: in TOML "\\{letter}" is one; write \\\\{letter} for a regex\'s \\{letter}'
+        literal = "".join(f"\\{_TOML_ESCAPES[c][0]}" if c in _TOML_ESCAPES else c for c in term)
+        if "'" not in literal and not _CONTROL.search(literal) and "\n" not in literal:
+            how += f", or use a literal string '{literal}'"
+    raise ValueError(f"term {term!r} holds U+{ord(ch):04X} ({how})")
 
 
 def _validate_term(term: str, case_sensitive: bool) -> None:
@@ -792,6 +847,7 @@ def _terms(
         term = c_str(value)
         if not term.strip():
             raise ValueError("a term must not be empty")
+        _no_control_characters(term)
         _validate_term(term, case_sensitive)
         return term
 
@@ -802,6 +858,7 @@ def _ignore_term(value: Any) -> str:
     from feedwatch.ignore_text import validate
 
     term = c_str(value)
+    _no_control_characters(term)
     validate(term)
     return term
 
@@ -1047,8 +1104,14 @@ class _Loader:
         all_ = _terms(f, table, "all", path, case_sensitive)
         not_ = _terms(f, table, "not", path, case_sensitive)
         typo = any(k not in _RULE_KEYS for k in table)  # "anyy": that message is enough
-        if not typo and not any(k in table for k in ("any", "all", "not")):
-            f.err(path, "an empty rule: give at least one of any, all, not")
+        given = [table[k] for k in ("any", "all", "not") if k in table]
+        # (`any = []` too; a list of other than strings, or of a bad term, said so)
+        if not typo and all(isinstance(v, list) and not v for v in given):
+            f.err(
+                path,
+                "an empty rule (it would match every entry): give at least one term in"
+                " any, all or not",
+            )
         fields = _str_list(f, table, "fields", path, c_enum(*RULE_FIELDS))
         if table.get("fields") == []:
             f.err(path + ("fields",), f"must not be empty (of: {' '.join(RULE_FIELDS)})")
@@ -1096,13 +1159,7 @@ class _Loader:
         elif kind == "webhook":
             options = self.webhook(f, table, path, timeout)
         elif kind == "command":
-            argv = _str_list(f, table, "argv", path, c_str)
-            if argv is None:
-                f.err(path, "missing key argv (the program and its arguments, as an array)")
-            elif not argv and not table["argv"]:
-                f.err(path + ("argv",), "must not be empty")
-            elif argv and not argv[0].strip():
-                f.err(path + ("argv", 0), "the program must not be empty")
+            argv = self.argv(f, table, path)
             options = {"argv": argv or (), "timeout": timeout}
         elif kind == "jsonl":
             target = _take(f, table, "path", path, c_text)
@@ -1114,6 +1171,38 @@ class _Loader:
         else:
             options = {}
         return SinkConfig(name=name, type=cast(_SinkType, kind), digest=digest, options=options)
+
+    def argv(self, f: _File, table: Mapping[str, Any], path: KeyPath) -> tuple[str, ...] | None:
+        """A command sink's argv; a program with a slash in it relative to the config
+        file's directory (as a jsonl path is: not to wherever the daemon was started,
+        ``/`` under systemd), a bare name looked up on PATH when it runs."""
+        if "argv" not in table:
+            f.err(path, "missing key argv (the program and its arguments, as an array)")
+            return None
+        raw = table["argv"]
+        if isinstance(raw, str):
+            try:
+                words = shlex.split(raw) or ["program", "argument"]
+            except ValueError:  # an unclosed quote
+                words = ["program", "argument"]
+            array = ", ".join(json.dumps(w, ensure_ascii=False) for w in words)
+            f.err(
+                path + ("argv",),
+                f"expected an array of strings, got a string (no shell splits it: write"
+                f" argv = [{array}])",
+            )
+            return None
+        argv = _str_list(f, table, "argv", path, c_str)
+        if argv is None:
+            return None
+        if not argv and not raw:
+            f.err(path + ("argv",), "must not be empty")
+        elif argv and not argv[0].strip():
+            f.err(path + ("argv", 0), "the program must not be empty")
+        elif argv and "/" in argv[0]:
+            program = _relative_to(f.path.parent.absolute(), argv[0], self.env)
+            argv = (program, *argv[1:])
+        return argv
 
     def _env_secret(
         self, f: _File, table: Mapping[str, Any], key: str, path: KeyPath
@@ -1191,6 +1280,12 @@ class _Loader:
         elif _ok(sender):
             try:
                 parse_mailbox(sender)
+            except SeveralAddresses:
+                f.err(
+                    path + ("from",),
+                    'more than one address: from is the one sender (from = "feedwatch'
+                    ' <alerts@example.org>"); the recipients go in to',
+                )
             except ValueError as exc:
                 f.err(path + ("from",), str(exc))
         to: tuple[str, ...] = ()
@@ -1263,7 +1358,15 @@ class _Loader:
         if not isinstance(table, dict):
             f.err(path, f"expected a table ([[feeds]]), got {_type_name(table)}")
             return None
-        _check_keys(f, table, (*_FEED_KEYS, *_SETTING_KEYS), path)
+        for key in table:
+            if key in _GLOBAL_KEYS:
+                f.report(
+                    path + (key,),
+                    "a [feedwatch] key (for the whole daemon, not one feed): move it under"
+                    " [feedwatch]",
+                )
+        own_keys = {k: v for k, v in table.items() if k not in _GLOBAL_KEYS}
+        _check_keys(f, own_keys, (*_FEED_KEYS, *_SETTING_KEYS), path)
         url = _take(f, table, "url", path, _http_url)
         if url is None:
             f.err(path, "missing key url")
@@ -1430,6 +1533,13 @@ def load_config(
             password = urlsplit(state).password
             if password:
                 register_secret(password)
+            # (asked, not imported: psycopg takes 70 ms to import)
+            if any(importlib.util.find_spec(m) is None for m in ("psycopg", "psycopg_pool")):
+                main.err(
+                    fw_path + ("state",),
+                    "PostgreSQL state needs the psycopg driver, which is not installed:"
+                    " pip install 'feedwatch[postgres]' (psycopg[binary] and psycopg-pool)",
+                )
         else:
             state = _relative_to(path.parent, state, env)
     else:

@@ -73,7 +73,7 @@ from feedwatch.model import (
     StoredEntry,
 )
 from feedwatch.opml import readable_config_string
-from feedwatch.present import delivery_detail, one_line, show
+from feedwatch.present import delivery_detail, one_line, show, show_term
 from feedwatch.present import when as _t
 from feedwatch.redact import redact_url
 from feedwatch.store import open_store
@@ -233,7 +233,7 @@ def _silent_reason(
     ):
         what = "its text changed only in what ignore_text cuts out"
         if not ts_moved:
-            return f"{what} ({', '.join(ignore.terms)}): stored silently"
+            return f"{what} ({', '.join(map(show_term, ignore.terms))}): stored silently"
         text_changed = False  # the rest as for a moved timestamp alone
     if ts_moved and not text_changed and result.churn:
         return (
@@ -801,7 +801,7 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
                     where = f"hit in {', '.join(t.fields)}" if t.hit else "missed"
                     if t.timed_out:
                         where += " (regex ran out of time)"
-                    w(f"      {t.group:3} {show(t.term)!s:30} {where}\n")
+                    w(f"      {t.group:3} {show_term(t.term)!s:30} {where}\n")
             if item.current is None and any(
                 f in ("tags", "author") for e in exps for f in e.fields
             ):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["address_parts", "ascii_address", "parse_mailbox"]
+__all__ = ["SeveralAddresses", "address_parts", "ascii_address", "parse_mailbox"]
 
 _ANGLE = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>")
 # a display name in quotes, which may hold anything ("Jane <work>", "Doe, Jane")
@@ -22,6 +22,10 @@ _QUOTED = re.compile(r'"(?P<name>(?:[^"\\]|\\.)*)"\s*<(?P<addr>[^<>]*)>')
 # the older form: user@example.org (Jane Doe)
 _COMMENTED = re.compile(r"(?P<addr>[^\s()<>]+)\s*\((?P<name>[^()]*)\)")
 _NOT_IN_ADDRESS = re.compile(r"[\s,;<>()\[\]\\\"]")
+
+
+class SeveralAddresses(ValueError):
+    """A list where one address goes (its message names the hint for ``to``)."""
 
 
 def parse_mailbox(text: str) -> tuple[str, str]:
@@ -39,7 +43,7 @@ def parse_mailbox(text: str) -> tuple[str, str]:
     else:
         name, addr = "", t
     if "," in addr or ";" in addr:
-        raise ValueError(
+        raise SeveralAddresses(
             'more than one address: give each its own string (to = ["a@example.org",'
             ' "b@example.org"])'
         )

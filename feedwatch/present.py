@@ -19,6 +19,13 @@ def show(text: object) -> str:
     return printable(redact(str(text)))
 
 
+def show_term(term: str) -> str:
+    """A rule's or ignore_text's term for a terminal: ``show``, but a character that
+    is not printable is written as Python writes it (``\\x08``, ``\\t``), not as a
+    space: a backspace (TOML's ``"\\b"`` in a regex) must show as what it is."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in redact(str(term)))
+
+
 def when(dt: datetime | None) -> str:
     """A time as the payload writes it (UTC), or "-"."""
     return format_time(dt) or "-"

@@ -410,12 +410,13 @@ def test_unknown_names_and_empty_rule(tmp_path: Path) -> None:
         """,
     )
     assert strip_dir(lines, tmp_path) == [
-        'feedwatch.toml:2: feedwatch.default_sinks[0]: unknown sink "logg" (did you mean "log"?)',
+        'feedwatch.toml:2: feedwatch.default_sinks[0]: unknown sink "logg" (did you mean "log"?'
+        " configured: log)",
         'feedwatch.toml:6: rules.r.fields[1]: "body" is not one of title, summary, content, '
         "tags, author, link",
-        'feedwatch.toml:7: rules.r.sinks[0]: unknown sink "nope"',
-        'feedwatch.toml:15: feeds[0].match[1]: unknown rule "rr" (did you mean "r"?)',
-        'feedwatch.toml:16: feeds[0].sinks[1]: unknown sink "mail"',
+        'feedwatch.toml:7: rules.r.sinks[0]: unknown sink "nope" (configured: log)',
+        'feedwatch.toml:15: feeds[0].match[1]: unknown rule "rr" (did you mean "r"? configured: r)',
+        'feedwatch.toml:16: feeds[0].sinks[1]: unknown sink "mail" (configured: log)',
     ]
 
 
@@ -1377,7 +1378,7 @@ SPEC_KEYS = {
     "flood_limit stale_after default_sinks metrics_listen shutdown_timeout log_format log_level",
     "rules": "any all not fields case_sensitive sinks",
     "email": "type host port security username password_env password_file from to digest",
-    "webhook": "type url format headers secret_env digest",
+    "webhook": "type url format headers secret_env secret_file digest",
     "command": "type argv timeout",
     "jsonl": "type path",
     "feeds": "name url tags sinks match keywords exclude headers allow_private enabled",
@@ -1397,12 +1398,34 @@ def test_example_config_loads_and_documents_every_key(tmp_path: Path) -> None:
             assert re.search(pattern, text, re.M), f"{section}.{key} missing from the example"
     # the commented-out sinks are valid once uncommented and given their secrets
     uncommented = re.sub(r"^# (?=\[sinks|[a-z_]+ *=)", "", text, flags=re.M)
-    uncommented = re.sub(r"^password_file = .*$", "", uncommented, flags=re.M)
-    uncommented = uncommented.replace('sinks = ["log"]', 'sinks = ["log", "me", "chat", "script"]')
+    uncommented = re.sub(r"^(password|secret)_file = .*$", "", uncommented, flags=re.M)
+    uncommented = uncommented.replace(
+        'sinks = ["log"]', 'sinks = ["log", "me", "chat", "script", "screen"]'
+    )
     path = write(tmp_path, uncommented)
     env = {"FEEDWATCH_SMTP_PASSWORD": "pw12", "HOOK_TOKEN": "tok1", "FEEDWATCH_HOOK_SECRET": "s3cr"}
     full = load_config(path, env=env)
-    assert list(full.sinks) == ["log", "me", "chat", "script"]
+    assert list(full.sinks) == ["log", "me", "chat", "script", "screen"]
+
+
+def test_the_example_config_names_every_key_the_loader_knows() -> None:
+    """README says config.example.toml lists every key, but the webhook's secret_file
+    (and the console sink type) were missing: the loader's own tables are the list."""
+    from feedwatch import config as c
+
+    text = (ROOT / "config.example.toml").read_text()
+    sections: dict[str, tuple[str, ...]] = {
+        "feedwatch": (*c._GLOBAL_KEYS, *c._SETTING_KEYS),
+        "rules": c._RULE_KEYS,
+        "feeds": c._FEED_KEYS,
+    }
+    for kind, keys in c._SINK_KEYS.items():
+        sections[kind] = ("type", *keys, *(("digest",) if kind in c._DIGEST_TYPES else ()))
+        assert re.search(rf'^(# )?type = "{kind}"', text, re.M), f"no {kind} sink in the example"
+    for section, keys in sections.items():
+        for key in keys:
+            pattern = rf"^[ \t]*(#[ \t]*)?{re.escape(key)}[ \t]*="
+            assert re.search(pattern, text, re.M), f"{section}.{key} missing from the example"
 
 
 def test_find_config_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1501,3 +1524,280 @@ def test_a_term_of_invisible_characters_only_is_a_config_error(tmp_path: Path) -
     assert "feedwatch.toml:4: feeds[0].keywords" in text, text
     assert "feedwatch.toml:5: feeds[0].ignore_text" in text, text
     assert text.count("holds only invisible characters") == 2
+
+
+# --------------------------------------------------------------------------
+# a new user's mistakes: each said plainly, where it is
+# --------------------------------------------------------------------------
+
+
+def test_a_toml_escape_in_a_term_is_named_with_the_fix(tmp_path: Path) -> None:
+    """`"/\\bICBMs?\\b/"` with one backslash: in a TOML basic string `\\b` is a backspace
+    (U+0008), so the regex never hit, and validate said ok. A control character in a
+    term (a rule's, keywords/exclude, ignore_text) is an error naming it and the fix; a
+    tab or a line break is white space in a plain term and the same in a regex as the
+    regex's own escape, so they stay accepted."""
+    lines = problems(
+        tmp_path,
+        r"""
+        [rules.missiles]
+        any = ["hypersonic", "/\bICBMs?\b/"]
+        not = ["a\fb"]
+
+        [[feeds]]
+        name = "f"
+        url = "https://example.org/f"
+        match = ["missiles"]
+        keywords = ["x\u0001y"]
+        ignore_text = ["/Points:\r[0-9]+/"]
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:2: rules.missiles.any[1]: term '/\\x08ICBMs?\\x08/' holds U+0008"
+        ' (a backspace: in TOML "\\b" is one; write \\\\b for a regex\'s \\b, or use a'
+        " literal string '/\\bICBMs?\\b/')",
+        "feedwatch.toml:3: rules.missiles.not[0]: term 'a\\x0cb' holds U+000C (a form feed:"
+        ' in TOML "\\f" is one; write \\\\f for a regex\'s \\f, or use a literal string'
+        " 'a\\fb')",
+        "feedwatch.toml:9: feeds[0].keywords[0]: term 'x\\x01y' holds U+0001 (a control"
+        " character: remove it)",
+        "feedwatch.toml:10: feeds[0].ignore_text[0]: term '/Points:\\r[0-9]+/' holds U+000D"
+        ' (a carriage return: in TOML "\\r" is one; write \\\\r for a regex\'s \\r, or use'
+        " a literal string '/Points:\\r[0-9]+/')",
+    ]
+    config = load(
+        tmp_path,
+        r"""
+        [rules.r]
+        any = ["/\\bICBMs?\\b/", '/\bICBMs?\b/', "drone\tstrike", "/a\nb/"]
+        """,
+    )
+    assert config.rules["r"].any == (r"/\bICBMs?\b/", r"/\bICBMs?\b/", "drone\tstrike", "/a\nb/")
+
+
+def test_a_rule_of_empty_lists_is_an_empty_rule(tmp_path: Path) -> None:
+    """`any = []` passed validate and then matched every entry, while `[rules.x]` alone
+    was refused: an empty list is no term either."""
+    lines = problems(
+        tmp_path,
+        """
+        [rules.a]
+
+        [rules.b]
+        any = []
+
+        [rules.c]
+        any = []
+        all = []
+        not = []
+        """,
+    )
+    empty = "an empty rule (it would match every entry): give at least one term in any, all or not"
+    assert strip_dir(lines, tmp_path) == [
+        f"feedwatch.toml:1: rules.a: {empty}",
+        f"feedwatch.toml:3: rules.b: {empty}",
+        f"feedwatch.toml:6: rules.c: {empty}",
+    ]
+    # one list with a term is a rule (the example config's `all = []` beside it)
+    config = load(tmp_path, '[rules.r]\nany = []\nall = []\nnot = ["video game"]\n')
+    assert config.rules["r"].not_ == ("video game",)
+    # a term that is wrong is reported for itself, not as an empty rule too
+    lines = problems(tmp_path, '[rules.r]\nany = ["/(unclosed/"]\n')
+    assert len(lines) == 1 and "invalid regular expression" in lines[0]
+
+
+def test_a_misspelled_section_has_its_line(tmp_path: Path) -> None:
+    """`[sink.log]` and `[rule.x]` were reported with no line, `[[feed]]` with one."""
+    (tmp_path / "more.toml").write_text('\n[rule.y]\nany = ["x"]\n')
+    lines = problems(
+        tmp_path,
+        """
+        [feedwatch]
+        include = ["more.toml"]
+
+        [sink.log]
+        type = "jsonl"
+
+        [rule.x]
+        any = ["x"]
+
+        [[feed]]
+        url = "https://example.org/f"
+
+        [feedwatch.log.x]
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        'feedwatch.toml:4: sink: unknown key (did you mean "sinks"?)',
+        'feedwatch.toml:7: rule: unknown key (did you mean "rules"?)',
+        'feedwatch.toml:10: feed: unknown key (did you mean "feeds"?)',
+        "feedwatch.toml:13: feedwatch.log: unknown key",
+        "more.toml:2: rule: an included file may hold only [[feeds]], [rules.*] and [sinks.*]"
+        ' (did you mean "rules"?)',
+    ]
+
+
+def test_a_command_argv_written_as_a_string_is_one_error_with_the_array_form(
+    tmp_path: Path,
+) -> None:
+    """`argv = "/usr/bin/logger feedwatch"` was both "missing key argv" and "expected
+    an array of strings"."""
+    lines = problems(
+        tmp_path,
+        """
+        [sinks.cmd]
+        type = "command"
+        argv = "/usr/bin/logger -t 'feed watch'"
+
+        [sinks.cmd2]
+        type = "command"
+        argv = 42
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:3: sinks.cmd.argv: expected an array of strings, got a string"
+        ' (no shell splits it: write argv = ["/usr/bin/logger", "-t", "feed watch"])',
+        "feedwatch.toml:7: sinks.cmd2.argv: expected an array of strings, got an integer",
+    ]
+
+
+def test_a_global_key_in_a_feed_is_pointed_at_feedwatch(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [[feeds]]
+        url = "https://example.org/f"
+        concurrency = 4
+        default_sinks = []
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:3: feeds[0].concurrency: a [feedwatch] key (for the whole daemon,"
+        " not one feed): move it under [feedwatch]",
+        "feedwatch.toml:4: feeds[0].default_sinks: a [feedwatch] key (for the whole daemon,"
+        " not one feed): move it under [feedwatch]",
+    ]
+
+
+def test_two_addresses_in_from_get_a_hint_for_from(tmp_path: Path) -> None:
+    """The hint was `(to = [...])`, though `from` holds the one sender."""
+    lines = problems(
+        tmp_path,
+        """
+        [sinks.m]
+        type = "email"
+        host = "h"
+        from = "a@example.org, b@example.org"
+        to = ["c@example.org"]
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:4: sinks.m.from: more than one address: from is the one sender"
+        ' (from = "feedwatch <alerts@example.org>"); the recipients go in to'
+    ]
+
+
+def test_an_unknown_sink_or_rule_lists_those_that_exist(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        """
+        [rules.missiles]
+        any = ["x"]
+        sinks = ["pager"]
+
+        [rules.drones]
+        any = ["y"]
+
+        [sinks.log]
+        type = "jsonl"
+        path = "-"
+
+        [sinks.mail]
+        type = "console"
+
+        [[feeds]]
+        url = "https://example.org/f"
+        match = ["missile", "shells"]
+        sinks = ["logg"]
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        'feedwatch.toml:3: rules.missiles.sinks[0]: unknown sink "pager" (configured: log, mail)',
+        'feedwatch.toml:17: feeds[0].match[0]: unknown rule "missile" (did you mean'
+        ' "missiles"? configured: missiles, drones)',
+        'feedwatch.toml:17: feeds[0].match[1]: unknown rule "shells" (configured:'
+        " missiles, drones)",
+        'feedwatch.toml:18: feeds[0].sinks[0]: unknown sink "logg" (did you mean "log"?'
+        " configured: log, mail)",
+    ]
+    lines = problems(tmp_path, '[[feeds]]\nurl = "https://example.org/f"\nmatch = ["x"]\n')
+    assert strip_dir(lines, tmp_path) == [
+        'feedwatch.toml:3: feeds[0].match[0]: unknown rule "x" (there are no [rules.*])'
+    ]
+    many = "".join(f'[sinks.s{i:02}]\ntype = "console"\n' for i in range(15))
+    lines = problems(tmp_path, many + '[rules.r]\nany = ["x"]\nsinks = ["t"]\n')
+    assert lines[0].endswith(
+        'unknown sink "t" (configured: s00, s01, s02, s03, s04, s05, s06, s07, s08, s09 and 5 more)'
+    )
+
+
+def test_a_relative_command_program_is_relative_to_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`argv = ["./script"]` was run from the current directory: next to the config
+    validate passed, under systemd (cwd /) every delivery went dead. A program with a
+    slash in it is relative to the config's directory, as a jsonl path is; a bare name
+    is still looked up on PATH."""
+    monkeypatch.chdir("/")
+    config = load(
+        tmp_path,
+        """
+        [sinks.a]
+        type = "command"
+        argv = ["./bin/notify", "./arg"]
+
+        [sinks.b]
+        type = "command"
+        argv = ["logger", "x"]
+
+        [sinks.c]
+        type = "command"
+        argv = ["/usr/bin/logger"]
+
+        [sinks.d]
+        type = "command"
+        argv = ["~/bin/notify"]
+        """,
+    )
+    argv = {name: sink.options["argv"] for name, sink in config.sinks.items()}
+    assert argv == {
+        "a": (str(tmp_path / "bin" / "notify"), "./arg"),
+        "b": ("logger", "x"),
+        "c": ("/usr/bin/logger",),
+        "d": ("/home/tester/bin/notify",),
+    }
+
+
+def test_a_postgresql_state_without_its_driver_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """validate said ok, then check failed (exit 1) for the missing psycopg."""
+    import importlib.util
+
+    text = '[feedwatch]\nstate = "postgresql://feedwatch@db.example.org/feeds"\n'
+    assert load(tmp_path, text).state.startswith("postgresql://")  # (installed here)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.partition(".")[0] == "psycopg_pool" else real(name, *a),
+    )
+    lines = problems(tmp_path, text)
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:2: feedwatch.state: PostgreSQL state needs the psycopg driver,"
+        " which is not installed: pip install 'feedwatch[postgres]' (psycopg[binary] and"
+        " psycopg-pool)"
+    ]
+    # a SQLite --state in its place needs no driver
+    config = load_config(write(tmp_path, text), env=BASE_ENV, state_override=str(tmp_path / "s.db"))
+    assert config.state == str(tmp_path / "s.db")

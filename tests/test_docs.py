@@ -260,7 +260,7 @@ intervall = "15m"
 timeout = "30"
 jitter = "abc"
 [rules.missiles]
-any = ["/(unclosed/", "missile*s", "/(a+)+$/"]
+any = ["/(unclosed/", "missile*s", "/(a+)+$/", "/\\bICBMs?\\b/"]
 [sinks.me]
 type = "email"
 host = "smtp.example.org"
@@ -281,6 +281,21 @@ url = "https://example.org/feed.xml"
 [[feeds]]
 name = "x"
 url = "example.org/feed"
+[sink.log]
+type = "jsonl"
+[rules.drones]
+any = []
+[sinks.script]
+type = "command"
+argv = "/usr/bin/logger feedwatch"
+[sinks.mail]
+type = "email"
+host = "smtp.example.org"
+from = "me@example.org, you@example.org"
+to = ["me@example.org"]
+[[feeds]]
+url = "https://example.org/other.xml"
+concurrency = 8
 """
 
 

@@ -525,3 +525,20 @@ sinks = ["log"]
     assert r.returncode == 0, r.stderr
     assert "(regex ran out of time)" in r.stdout
     assert "ran out of time and counts as missed" in r.stdout, r.stdout
+
+
+def test_a_term_with_a_control_character_shows_it_not_a_space(tmp_path, feed_server):
+    """A term's tab (TOML's "\\t"; a backspace, "\\b", is refused by validate now)
+    showed as a space: `/missile strike/`, hiding why it never hits."""
+    feed_server.set("/news.xml", rss(BASE, title="Test News"))
+    feeds = f"""
+[[feeds]]
+name = "news"
+url = "{feed_server.url("/news.xml")}"
+keywords = ["hypersonic", "/missile\\tstrike/"]
+sinks = ["log"]
+"""
+    cfg = write_config(tmp_path, feed_server, feeds)
+    r = fw(cfg, "explain", "news", "Hypersonic test")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"any /missile\\tstrike/\s+missed", r.stdout), r.stdout

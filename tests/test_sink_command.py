@@ -363,3 +363,36 @@ def test_a_child_left_holding_the_pipes_does_not_hold_the_delivery(
         assert _alive(child)
     finally:
         os.kill(child, 9)
+
+
+def test_a_relative_program_is_the_one_next_to_the_config_from_any_directory(
+    tmp_path: Path,
+) -> None:
+    """`argv = ["./notify.sh"]` ran ./notify.sh of the current directory: validate and
+    test-sink passed next to the config, and under systemd (cwd /) every delivery went
+    dead. Now it is relative to the config's directory, as a jsonl path is, and
+    validate's check of the program is of that file."""
+    conf = tmp_path / "conf"
+    (conf / "bin").mkdir(parents=True)
+    out = tmp_path / "got"
+    _file(conf / "bin" / "notify.sh", f'#!/bin/sh\ncat > "{out}"\n')
+    _file(conf / "bin" / "plain.sh", "#!/bin/sh\nexit 0\n", mode=0o644)
+    cfg = conf / "feedwatch.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n'
+        '[sinks.cmd]\ntype = "command"\nargv = ["./bin/notify.sh"]\n'
+        '[[feeds]]\nurl = "https://example.org/feed"\nsinks = ["cmd"]\n'
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    r = run_feedwatch("-c", str(cfg), "validate", env=env, cwd=Path("/"))
+    assert (r.returncode, r.stderr) == (0, "")
+    r = run_feedwatch("-c", str(cfg), "test-sink", "cmd", env=env, cwd=Path("/"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(out.read_text())["feed"]
+
+    cfg.write_text(cfg.read_text().replace("notify.sh", "plain.sh"))
+    r = run_feedwatch("-c", str(cfg), "validate", env=env, cwd=Path("/"))
+    assert r.returncode == 0
+    assert r.stderr.splitlines() == [
+        f"warning: sink cmd: program {conf}/bin/plain.sh is not executable"
+    ]
