@@ -804,15 +804,22 @@ _TOML_ESCAPES = {
     "\r": ("r", "a carriage return"),
 }
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+# in a plain term the others are white space, as in the text it searches
+_CONTROL_NOT_SPACE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x9f]")
 
 
-def _no_control_characters(term: str) -> None:
-    """ValueError for a control character in a term, naming it and what to write. A
-    tab and a line break are white space in a plain term, and in a /regex/ what its
-    own \\t and \\n are: those are kept."""
-    m = _CONTROL.search(term)
+def control_character(term: str) -> str | None:
+    """What is wrong with a term holding a control character, naming it and what to
+    write; None for none. A tab and a line break are white space in a plain term, and
+    in a /regex/ what its own \\t and \\n are: those are kept. In a plain term any
+    other is an error (it always was); in a /regex/ or ignore_text a warning: such a
+    term hits nothing (or only that character), and a config that ran before the
+    upgrade must go on running after it."""
+    from feedwatch.match import is_regex_term
+
+    m = (_CONTROL if is_regex_term(term) else _CONTROL_NOT_SPACE).search(term)
     if m is None:
-        return
+        return None
     ch = m.group()
     escape = _TOML_ESCAPES.get(ch)
     if escape is None:
@@ -823,7 +830,7 @@ def _no_control_characters(term: str) -> None:
         literal = "".join(f"\\{_TOML_ESCAPES[c][0]}" if c in _TOML_ESCAPES else c for c in term)
         if "'" not in literal and not _CONTROL.search(literal) and "\n" not in literal:
             how += f", or use a literal string '{literal}'"
-    raise ValueError(f"term {term!r} holds U+{ord(ch):04X} ({how})")
+    return f"term {term!r} holds U+{ord(ch):04X} ({how})"
 
 
 def _validate_term(term: str, case_sensitive: bool) -> None:
@@ -847,7 +854,11 @@ def _terms(
         term = c_str(value)
         if not term.strip():
             raise ValueError("a term must not be empty")
-        _no_control_characters(term)
+        from feedwatch.match import is_regex_term
+
+        problem = None if is_regex_term(term) else control_character(term)
+        if problem:
+            raise ValueError(problem)
         _validate_term(term, case_sensitive)
         return term
 
@@ -858,7 +869,6 @@ def _ignore_term(value: Any) -> str:
     from feedwatch.ignore_text import validate
 
     term = c_str(value)
-    _no_control_characters(term)
     validate(term)
     return term
 
@@ -1662,10 +1672,23 @@ def rule_warnings(config: Config) -> list[str]:
     """Warnings (not errors) for feeds whose rules or ``notify_on`` cannot do what was
     most likely meant: ``exclude`` without ``keywords`` beside ``match`` rules (the
     inline rule it makes has only ``not`` terms, so every entry without them matches
-    it; alone, that is the documented "everything but": not warned), and ``notify_on
-    = []`` (no new or updated entry ever alerts)."""
+    it; alone, that is the documented "everything but": not warned), ``notify_on
+    = []`` (no new or updated entry ever alerts), and a term holding a control
+    character (TOML's ``"\\b"`` in a regex: it hits nothing)."""
     out: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for rule in [*config.rules.values(), *(r for f in config.feeds for r in f.rules)]:
+        for term in (*rule.any, *rule.all, *rule.not_):
+            problem = control_character(term)
+            if problem and (rule.name, term) not in seen:
+                seen.add((rule.name, term))
+                out.append(f'rule "{rule.name}": {problem}')
     for feed in config.feeds:
+        for term in feed.settings.ignore_text:
+            problem = control_character(term)
+            if problem and ("", term) not in seen:
+                seen.add(("", term))
+                out.append(f'ignore_text of feed "{feed.name}": {problem}')
         inline = feed.rules[-1] if feed.rules else None
         if (
             inline is not None

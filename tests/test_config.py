@@ -25,6 +25,7 @@ from feedwatch.config import (
     parse_duration_arg,
     parse_jitter,
     parse_size,
+    rule_warnings,
 )
 from feedwatch.model import Config, Jitter, Secret
 from feedwatch.redact import (
@@ -1534,36 +1535,51 @@ def test_a_term_of_invisible_characters_only_is_a_config_error(tmp_path: Path) -
 def test_a_toml_escape_in_a_term_is_named_with_the_fix(tmp_path: Path) -> None:
     """`"/\\bICBMs?\\b/"` with one backslash: in a TOML basic string `\\b` is a backspace
     (U+0008), so the regex never hit, and validate said ok. A control character in a
-    term (a rule's, keywords/exclude, ignore_text) is an error naming it and the fix; a
-    tab or a line break is white space in a plain term and the same in a regex as the
-    regex's own escape, so they stay accepted."""
-    lines = problems(
+    /regex/ term (a rule's, keywords/exclude, ignore_text) is a warning naming it and
+    the fix: not an error, so that a config that ran before the upgrade still runs. In
+    a plain term it was always an error, which now says the same. A tab or a line
+    break is white space in a plain term and the same in a regex as the regex's own
+    escape: nothing said."""
+    config = load(
         tmp_path,
         r"""
         [rules.missiles]
         any = ["hypersonic", "/\bICBMs?\b/"]
-        not = ["a\fb"]
+        not = ["/a\fb/", "a\fb"]
 
         [[feeds]]
         name = "f"
         url = "https://example.org/f"
         match = ["missiles"]
-        keywords = ["x\u0001y"]
         ignore_text = ["/Points:\r[0-9]+/"]
         """,
     )
-    assert strip_dir(lines, tmp_path) == [
-        "feedwatch.toml:2: rules.missiles.any[1]: term '/\\x08ICBMs?\\x08/' holds U+0008"
+    assert rule_warnings(config) == [
+        "rule \"missiles\": term '/\\x08ICBMs?\\x08/' holds U+0008"
         ' (a backspace: in TOML "\\b" is one; write \\\\b for a regex\'s \\b, or use a'
         " literal string '/\\bICBMs?\\b/')",
-        "feedwatch.toml:3: rules.missiles.not[0]: term 'a\\x0cb' holds U+000C (a form feed:"
+        "rule \"missiles\": term '/a\\x0cb/' holds U+000C (a form feed:"
         ' in TOML "\\f" is one; write \\\\f for a regex\'s \\f, or use a literal string'
-        " 'a\\fb')",
-        "feedwatch.toml:9: feeds[0].keywords[0]: term 'x\\x01y' holds U+0001 (a control"
-        " character: remove it)",
-        "feedwatch.toml:10: feeds[0].ignore_text[0]: term '/Points:\\r[0-9]+/' holds U+000D"
+        " '/a\\fb/')",
+        "ignore_text of feed \"f\": term '/Points:\\r[0-9]+/' holds U+000D"
         ' (a carriage return: in TOML "\\r" is one; write \\\\r for a regex\'s \\r, or use'
         " a literal string '/Points:\\r[0-9]+/')",
+    ]
+    lines = problems(
+        tmp_path,
+        r"""
+        [[feeds]]
+        name = "f"
+        url = "https://example.org/f"
+        keywords = ["x\u0001y", "missile\bstrike"]
+        """,
+    )
+    assert strip_dir(lines, tmp_path) == [
+        "feedwatch.toml:4: feeds[0].keywords[0]: term 'x\\x01y' holds U+0001 (a control"
+        " character: remove it)",
+        "feedwatch.toml:4: feeds[0].keywords[1]: term 'missile\\x08strike' holds U+0008 (a"
+        ' backspace: in TOML "\\b" is one; write \\\\b for a regex\'s \\b, or use a literal'
+        " string 'missile\\bstrike')",
     ]
     config = load(
         tmp_path,
@@ -1573,6 +1589,7 @@ def test_a_toml_escape_in_a_term_is_named_with_the_fix(tmp_path: Path) -> None:
         """,
     )
     assert config.rules["r"].any == (r"/\bICBMs?\b/", r"/\bICBMs?\b/", "drone\tstrike", "/a\nb/")
+    assert rule_warnings(config) == []
 
 
 def test_a_rule_of_empty_lists_is_an_empty_rule(tmp_path: Path) -> None:

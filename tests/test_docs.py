@@ -260,7 +260,7 @@ intervall = "15m"
 timeout = "30"
 jitter = "abc"
 [rules.missiles]
-any = ["/(unclosed/", "missile*s", "/(a+)+$/", "/\\bICBMs?\\b/"]
+any = ["/(unclosed/", "missile*s", "/(a+)+$/"]
 [sinks.me]
 type = "email"
 host = "smtp.example.org"

@@ -528,7 +528,7 @@ sinks = ["log"]
 
 
 def test_a_term_with_a_control_character_shows_it_not_a_space(tmp_path, feed_server):
-    """A term's tab (TOML's "\\t"; a backspace, "\\b", is refused by validate now)
+    """A term's tab (TOML's "\\t"; a backspace, "\\b", is warned about by validate now)
     showed as a space: `/missile strike/`, hiding why it never hits."""
     feed_server.set("/news.xml", rss(BASE, title="Test News"))
     feeds = f"""
