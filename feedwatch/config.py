@@ -1114,9 +1114,7 @@ class _Loader:
         all_ = _terms(f, table, "all", path, case_sensitive)
         not_ = _terms(f, table, "not", path, case_sensitive)
         typo = any(k not in _RULE_KEYS for k in table)  # "anyy": that message is enough
-        given = [table[k] for k in ("any", "all", "not") if k in table]
-        # (`any = []` too; a list of other than strings, or of a bad term, said so)
-        if not typo and all(isinstance(v, list) and not v for v in given):
+        if not typo and not any(k in table for k in ("any", "all", "not")):
             f.err(
                 path,
                 "an empty rule (it would match every entry): give at least one term in"
@@ -1673,9 +1671,17 @@ def rule_warnings(config: Config) -> list[str]:
     most likely meant: ``exclude`` without ``keywords`` beside ``match`` rules (the
     inline rule it makes has only ``not`` terms, so every entry without them matches
     it; alone, that is the documented "everything but": not warned), ``notify_on
-    = []`` (no new or updated entry ever alerts), and a term holding a control
+    = []`` (no new or updated entry ever alerts), a rule of empty lists (``any =
+    []``: it matches every entry; an error would stop at the upgrade a config that ran
+    before), and a term holding a control
     character (TOML's ``"\\b"`` in a regex: it hits nothing)."""
     out: list[str] = []
+    for name, rule in config.rules.items():
+        if not (rule.any or rule.all or rule.not_):  # `any = []`: `[rules.x]` alone is an error
+            out.append(
+                f'rule "{name}": an empty rule (it would match every entry): give at least one'
+                " term in any, all or not"
+            )
     seen: set[tuple[str, str]] = set()
     for rule in [*config.rules.values(), *(r for f in config.feeds for r in f.rules)]:
         for term in (*rule.any, *rule.all, *rule.not_):

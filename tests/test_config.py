@@ -1593,13 +1593,15 @@ def test_a_toml_escape_in_a_term_is_named_with_the_fix(tmp_path: Path) -> None:
 
 
 def test_a_rule_of_empty_lists_is_an_empty_rule(tmp_path: Path) -> None:
-    """`any = []` passed validate and then matched every entry, while `[rules.x]` alone
-    was refused: an empty list is no term either."""
-    lines = problems(
+    """`any = []` passed validate silently and then matched every entry, while
+    `[rules.x]` alone was refused: an empty list is no term either. A warning (a config
+    that ran before the upgrade still runs); `[rules.x]` alone stays an error."""
+    empty = "an empty rule (it would match every entry): give at least one term in any, all or not"
+    lines = problems(tmp_path, "[rules.a]\n")
+    assert strip_dir(lines, tmp_path) == [f"feedwatch.toml:1: rules.a: {empty}"]
+    config = load(
         tmp_path,
         """
-        [rules.a]
-
         [rules.b]
         any = []
 
@@ -1609,15 +1611,11 @@ def test_a_rule_of_empty_lists_is_an_empty_rule(tmp_path: Path) -> None:
         not = []
         """,
     )
-    empty = "an empty rule (it would match every entry): give at least one term in any, all or not"
-    assert strip_dir(lines, tmp_path) == [
-        f"feedwatch.toml:1: rules.a: {empty}",
-        f"feedwatch.toml:3: rules.b: {empty}",
-        f"feedwatch.toml:6: rules.c: {empty}",
-    ]
+    assert rule_warnings(config) == [f'rule "b": {empty}', f'rule "c": {empty}']
     # one list with a term is a rule (the example config's `all = []` beside it)
     config = load(tmp_path, '[rules.r]\nany = []\nall = []\nnot = ["video game"]\n')
     assert config.rules["r"].not_ == ("video game",)
+    assert rule_warnings(config) == []
     # a term that is wrong is reported for itself, not as an empty rule too
     lines = problems(tmp_path, '[rules.r]\nany = ["/(unclosed/"]\n')
     assert len(lines) == 1 and "invalid regular expression" in lines[0]

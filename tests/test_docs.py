@@ -284,7 +284,7 @@ url = "example.org/feed"
 [sink.log]
 type = "jsonl"
 [rules.drones]
-any = []
+fields = ["title"]
 [sinks.script]
 type = "command"
 argv = "/usr/bin/logger feedwatch"
