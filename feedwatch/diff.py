@@ -4,7 +4,8 @@ Pure (SPEC section 4). The whole decision, in order:
 
     policy   = the identity policy (auto: detected, switched after two polls agree,
                stored entries re-keyed rather than made new)
-    for each entry in the body (first of a duplicated identity wins):
+    for each entry in the body (of several with one identity, the one likest its
+    stored row: the same text, else link, else title, else times; else the first):
         known?   -> compare times (to the second) and normalised text (a text that
                     only moved between summary and content is the same); where the text
                     moved to that of a newer stored entry of the same unique link that
@@ -119,7 +120,10 @@ class DiffResult:
     # known entries whose moved times tracked the poll's time (``stamped_at_fetch``)
     stamped: tuple[str, ...] = ()
     baseline: bool = False
-    duplicates: int = 0  # entries dropped because an earlier one had the same identity
+    duplicates: int = 0  # entries dropped because another one had the same identity
+    # their indexes in the body: of several entries with one identity, all but the one
+    # compared (``_likest``)
+    dropped: tuple[int, ...] = ()
     # the row a re-key collision kept for an entry of the body, as compared: written
     # before ``upserts``, so the store's own rule for a collision does not decide
     kept: tuple[StoredEntry, ...] = ()
@@ -145,6 +149,32 @@ def _choose_policy(
     return IdentityState(policy=state.policy, candidate=detected)
 
 
+def _likest(
+    row: StoredEntry,
+    indexes: Sequence[int],
+    entries: Sequence[EntrySnapshot],
+    keys: Sequence[EntryKeys],
+    ignore: Ignore | None,
+) -> int:
+    """Of the entries at ``indexes`` (body order), which share the stored ``row``'s
+    identity, the one compared with it: the likest the row, by the same text (as the
+    comparison reads it), then the same link, then the same title, then the same times;
+    of equals, the first. So a feed that gives two stories one id (a CMS bug) compares
+    the stored one in whatever order they come (a reorder alerts nothing, SPEC 6), and
+    a real edit of it alerts once; the other is never compared."""
+
+    def likeness(i: int) -> tuple[bool, bool, bool, bool]:
+        e, k = entries[i], keys[i]
+        return (
+            not _text_changed(row, e, k.fingerprint, ignore),
+            normalize_link(row.link) == k.link,
+            not _differs(row.title, e.title, ignore, _legacy(row), _was(row, e, "title")),
+            (row.published, row.updated) == (e.published, e.updated),
+        )
+
+    return max(indexes, key=likeness)  # (the first of the greatest)
+
+
 def _settled_keys(
     settled: Settled | None,
     policy: Policy,
@@ -154,8 +184,8 @@ def _settled_keys(
 ) -> frozenset[int]:
     """The entries taken as seen and unchanged without a comparison (``Settled``): none
     when the policy switches now (every row is re-keyed), when ``settled``'s body had
-    duplicate identities under the policy, or when this body has (the first of several
-    wins, and it may be another item than then)."""
+    duplicate identities under the policy, or when this body has (which of several is
+    compared depends on the row: ``_likest``)."""
     if (
         settled is None
         or not settled.indexes
@@ -797,16 +827,26 @@ def diff(
         current, rekeys, collided = _rekey(stored, state.policy, identity.policy, keys)
     skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
 
-    # Identities of this body; the first of several with one identity wins.
+    # Identities of this body; of several entries with one identity, the one compared
+    # is the one likest its stored row (``_likest``), the first when none is stored.
+    own = [key_for(k, state.policy) for k in keys]
+    of_key: dict[str, list[int]] = {}
+    for i, key in enumerate(own):
+        of_key.setdefault(key, []).append(i)
+    compared = {
+        key: _likest(current[key], idx, entries, keys, ignore)
+        if len(idx) > 1 and key in current
+        else idx[0]
+        for key, idx in of_key.items()
+    }
     body: list[tuple[str, int, str]] = []  # identity, index in entries, fingerprint
     links: dict[str, str | None] = {}  # identity -> normalised link
     seen: set[str] = set()
     touched: list[tuple[int, str]] = []  # (index in entries, identity): body order
-    duplicates = 0
-    for i, k in enumerate(keys):
-        key = key_for(k, state.policy)
-        if key in seen:
-            duplicates += 1
+    dropped: list[int] = []
+    for i, (k, key) in enumerate(zip(keys, own, strict=True)):
+        if compared[key] != i:
+            dropped.append(i)
             continue
         seen.add(key)
         links[key] = k.link
@@ -1020,6 +1060,7 @@ def diff(
         churn=churn,
         stamped=tuple(stamped),
         baseline=baseline,
-        duplicates=duplicates,
+        duplicates=len(dropped),
+        dropped=tuple(dropped),
         kept=tuple(chosen),
     )

@@ -303,9 +303,11 @@ def analyse(
         changes = {c.identity: c for c in result.changes}
         upserted = {u.identity for u in result.upserts}
         seen: set[str] = set()
+        dropped = set(result.dropped)
         for pos, e in enumerate(parsed.entries):
             key = identity_for(e, result.identity.policy)
-            if key in seen:  # the first of several entries with one identity wins
+            # of several entries with one identity, the one the diff compared is the entry
+            if pos in dropped:
                 items.append(
                     Item(
                         identity=key,
@@ -426,7 +428,7 @@ def _rules(a: Analysis, item: Item) -> tuple[list[RuleExplanation], bool]:
 
 
 def _alerts_for(a: Analysis, item: Item) -> list[AlertRecord]:
-    if item.status == "duplicate":  # its identity's alerts are the earlier entry's
+    if item.status == "duplicate":  # its identity's alerts are the other entry's
         return []
     if item.stored is None:
         return [r for r in a.alerts if r.identity == item.identity]
@@ -580,12 +582,13 @@ def _verdict(
         return Verdict("stored silently", [f"changed, but {item.silent_reason}: no alert"])
     if item.status == "duplicate":
         return Verdict(
-            "a later copy of one identity",
+            "another copy of one identity",
             [
-                f"an entry earlier in the feed has the same identity ({item.identity}): the"
-                " first of several entries with one identity is the entry, and this one is"
-                " neither compared nor alerted (a feed repeating an id; id_policy ="
-                ' "link" tells them apart by their links)'
+                f"another entry of the feed has the same identity ({item.identity}): of"
+                " several entries with one identity, the entry is the one likest its stored"
+                " version (the same text, else link, else title, else times; else the"
+                " first), and this one is neither compared nor alerted (a feed repeating"
+                ' an id; id_policy = "link" tells them apart by their links)'
             ],
         )
     # unchanged, absent from the body, or no body to compare with
@@ -749,7 +752,7 @@ _STATUS_WORDS = {
     "silent": "changed, stored silently",
     "absent": "not in the feed now (only in the state)",
     "stored": "in the state (not compared: no current body)",
-    "duplicate": "a later entry with an earlier entry's identity (not compared)",
+    "duplicate": "another copy of an entry's identity (not compared)",
 }
 
 
@@ -762,7 +765,7 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
     w(f"  identity: {show(item.identity)}  ({_identity_words(item.identity)})\n")
     st = item.stored
     if item.status == "duplicate":
-        w("  state:    nothing of its own (its identity is the earlier entry's)\n")
+        w("  state:    nothing of its own (its identity is another entry's)\n")
     elif st is None and item.expired is not None:
         w(
             f"  state:    forgotten: it left the feed (last seen {_t(item.expired.last_seen)})"

@@ -18,6 +18,7 @@ import pytest
 from feedwatch import parsecache
 from feedwatch.bodyworkers import MIN_FEEDS
 from feedwatch.identity import alert_id, fingerprint
+from feedwatch.model import EntrySnapshot
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
 from tests.helpers import age_state, run_feedwatch, wait_for
@@ -2445,3 +2446,50 @@ def test_check_forgets_old_alerts_and_an_entry_back_after_both_retentions_alerts
     assert check(without) == [] and stored_alerts() == 0  # both forgotten, alerts too
     again = check(with_e4)
     assert sorted(again) == sorted(first)  # the same ids, sent again
+
+
+def test_two_items_sharing_a_guid_alert_nothing_when_their_order_flips(tmp_path, feed_server):  # noqa: F811
+    """A CMS bug gives two stories one guid. Every flip of their order sent an `updated`
+    whose changes moved title, summary and link to the other story, again and again:
+    the first of the two was compared with the row of whichever came first before. Now
+    the one compared is the one that is the stored row's (SPEC 4, 6: a reorder alerts
+    nothing); a real edit of it still alerts once, and `explain` predicts each poll."""
+    others = [entry(i, title=f"Story {i}") for i in range(12)]
+    council = entry("c", title="Council meets", link="https://example.org/council", entry_id="dup")
+    bridge = entry("b", title="Bridge closed", link="https://example.org/bridge", entry_id="dup")
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        jsonl_config(
+            tmp_path,
+            f'[[feeds]]\nname = "city"\nurl = "{feed_server.url("/city.xml")}"\n',
+            'jitter = "0s"',
+        )
+    )
+
+    def poll(*items: EntrySnapshot) -> None:
+        feed_server.set("/city.xml", rss([*others, *items]))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+
+    def explain(query: str) -> str:
+        r = fw(cfg, "explain", "city", query)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    poll(council, bridge)  # the baseline: the row of "dup" is the council's
+    for order in ((council, bridge), (bridge, council), (council, bridge), (bridge, council)):
+        feed_server.set("/city.xml", rss([*others, *order]))
+        out = explain("Council meets")
+        assert "nothing changed since it was last seen" in out, out
+        assert "another copy of one identity" not in out
+        assert "not compared" in explain("Bridge closed")
+        poll(*order)
+    assert alerts(tmp_path) == []
+
+    edited = replace(council, summary="Council meets on Tuesday instead.")
+    feed_server.set("/city.xml", rss([*others, bridge, edited]))
+    assert "the next poll alerts it as 'updated'" in explain("Council meets")
+    for order in ((bridge, edited), (edited, bridge), (bridge, edited)):
+        poll(*order)
+    got = [(a["kind"], a["entry"]["title"], sorted(a["changes"])) for a in alerts(tmp_path)]
+    assert got == [("updated", "Council meets", ["summary"])]

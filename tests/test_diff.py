@@ -1299,7 +1299,64 @@ def test_first_of_duplicate_identities_wins():
     s = replace(S, id_policy="guid")
     r = run({}, [entry(1, title="first"), entry(1, title="second")], settings=s, baselined=False)
     assert [u.title for u in r.upserts] == ["first"]
-    assert r.duplicates == 1
+    assert r.duplicates == 1 and r.dropped == (1,)
+
+
+def test_of_duplicate_identities_the_stored_ones_is_compared_in_any_order():
+    """Two stories under one guid (a CMS bug): the one compared is the one whose row is
+    stored, wherever it is in the body. The first was, and each flip of their order
+    alerted an update that moved the title, summary and link to the other story."""
+    s = replace(S, id_policy="guid")
+    council = entry("c", title="Council meets", link="https://example.org/council", entry_id="d")
+    bridge = entry("b", title="Bridge closed", link="https://example.org/bridge", entry_id="d")
+    stored, ident = baseline([council, bridge], settings=s)
+    assert stored["g:d"].title == "Council meets"
+    for n, body in enumerate([[bridge, council], [council, bridge], [bridge, council]], 1):
+        r = run(stored, body, settings=s, identity=ident, now=T0 + timedelta(hours=n))
+        assert r.changes == () and r.upserts == () and r.touched == ("g:d",)
+        assert r.dropped == (body.index(bridge),) and r.duplicates == 1
+        stored = apply(stored, r)
+    # a real edit of the stored one alerts once, found by its link, then by its title
+    moved = "https://example.org/council-tuesday"
+    for edit in ({"summary": "Moved to Tuesday."}, {"summary": "Moved.", "link": moved}):
+        edited = replace(council, **edit)
+        r = run(stored, [bridge, edited], settings=s, identity=ident, now=T0 + timedelta(days=1))
+        assert kinds(r) == [("updated", edited.title)]
+        assert set(r.changes[0].changes) == set(edit) and r.dropped == (0,)
+        again = apply(stored, r)
+        r = run(again, [edited, bridge], settings=s, identity=ident, now=T0 + timedelta(days=2))
+        assert r.changes == () and r.upserts == ()
+    # an identity not stored yet: the first wins
+    r = run(
+        stored,
+        [replace(bridge, entry_id="e"), replace(council, entry_id="e")],
+        settings=s,
+        identity=ident,
+    )
+    assert [(c.kind, c.entry.title) for c in r.changes] == [("new", "Bridge closed")]
+    assert r.dropped == (1,)
+
+
+def test_of_duplicate_identities_the_likest_the_row_is_compared():
+    """The same text first, then the same link, then the same title; of equals, the first."""
+    s = replace(S, id_policy="guid")
+    row = entry(1, title="T", summary="S")
+    stored, ident = baseline([row], settings=s)
+    later = T0 + timedelta(hours=1)
+    same_text_other_link = replace(row, link="https://example.org/elsewhere")
+    same_link = replace(row, summary="other text")
+    same_title = replace(row, summary="other text", link="https://example.org/x")
+    nothing = replace(same_title, title="U")
+    for body, chosen in [
+        ([nothing, same_title, same_link, same_text_other_link, row], row),
+        ([nothing, same_title, same_link, same_text_other_link], same_text_other_link),
+        ([nothing, same_title, same_link], same_link),
+        ([nothing, same_title], same_title),
+        ([nothing, replace(nothing, summary="else")], nothing),
+    ]:
+        r = run(stored, body, settings=s, identity=ident, now=later)
+        assert r.dropped == tuple(i for i, e in enumerate(body) if e is not chosen), body
+        assert r.duplicates == len(body) - 1
 
 
 def test_flood_guard_records_without_alerting():

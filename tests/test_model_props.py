@@ -205,15 +205,6 @@ class Model:
             )
             for e in parsed.entries
         ]
-        seen = set()
-        firsts = []
-        for f in fs:
-            k = self.key(f)
-            if k in seen:
-                continue
-            seen.add(k)
-            firsts.append((k, f))
-        nlinks = Counter(normalize_link(f["link"]) for _, f in firsts if f["link"])
         # rows that left the body longer than the retention ago are forgotten, though
         # no poll pruned them yet (none succeeded since they expired)
         cur = {
@@ -221,6 +212,32 @@ class Model:
             for k, r in self.rows.items()
             if k in self.in_body or r["last_seen"].timestamp() >= retention_cut
         }
+        # of several entries with one identity, the one likest its stored row (the same
+        # text, else link, else title, else times), else the first
+        by_key = {}
+        for f in fs:
+            by_key.setdefault(self.key(f), []).append(f)
+
+        def likeness(row, f):
+            return (
+                self.tfp(row) == self.tfp(f),
+                normalize_link(row["link"]) == normalize_link(f["link"]),
+                row["title"] == f["title"],
+                (row["published"], row["updated"]) == (f["published"], f["updated"]),
+            )
+
+        chosen = {
+            k: max(group, key=lambda f: likeness(cur[k]["f"], f)) if k in cur else group[0]
+            for k, group in by_key.items()
+        }
+        seen = set()
+        firsts = []
+        for f in fs:
+            k = self.key(f)
+            if chosen[k] is f:
+                seen.add(k)
+                firsts.append((k, f))
+        nlinks = Counter(normalize_link(f["link"]) for _, f in firsts if f["link"])
         absent_by_link = {}
         for r in sorted(r for r in cur if r not in seen and cur[r]["f"]["link"]):
             absent_by_link.setdefault(normalize_link(cur[r]["f"]["link"]), r)
@@ -515,6 +532,7 @@ def run_scenario(sc, opts, tmp, server, id_policy, check_model=True):
 
 _E0 = (0, True, 0, 0, 0, 0, 0, False, 0, 0, 0)
 _E1 = (1, True, 0, 0, 0, 0, 0, False, 0, 0, 0)
+_E0B = (0, True, 1, 1, 1, 1, 0, False, 0, 0, 0)  # another story under _E0's guid
 _OPTS = {
     "updates": "any",
     "max_entries": 5000,
@@ -538,6 +556,14 @@ _OPTS = {
         "rss",
         [_E0, _E1],
         [(("body", [_E0]), 0.3), (("body", [_E0, _E1[:3] + (1,) + _E1[4:]]), 1)],
+    ),
+    opts=_OPTS,
+)
+@example(  # two items of one guid flip their order: the stored one is compared, no alert
+    sc=(
+        "rss",
+        [_E0, _E0B, _E1],
+        [(("body", [_E0B, _E1, _E0]), 1), (("body", [_E0, _E0B, _E1]), 1)],
     ),
     opts=_OPTS,
 )
