@@ -25,7 +25,7 @@ import structlog
 from feedwatch import __version__, streams
 from feedwatch import log as logsetup
 from feedwatch.clock import system_clock
-from feedwatch.config import ConfigError, find_config_path, load_config
+from feedwatch.config import ConfigError, Problem, find_config_path, load_config
 from feedwatch.model import Config, FeedConfig
 from feedwatch.payload import payload_line
 from feedwatch.redact import MASK, redact
@@ -106,7 +106,14 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true", help="send nothing, change no state")
     c.add_argument("--json", action="store_true", help="print the alerts as JSON lines")
 
-    sub.add_parser("validate", parents=[common], help="check the config")
+    sub.add_parser(
+        "validate",
+        parents=[common],
+        help="check the config",
+        description="Load and check the config (and its includes): print `ok: N feeds, M"
+        " sinks, K rules`, or every problem found as FILE:LINE: key.path: message (exit 2)."
+        " Warnings on stderr name what is valid but will not work as meant. Touches no state.",
+    )
 
     s = sub.add_parser(
         "status",
@@ -120,7 +127,13 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--check", action="store_true", help="exit 1 if a feed is failing or a delivery is dead"
     )
 
-    t = sub.add_parser("test-sink", parents=[common], help="send a sample alert to a sink")
+    t = sub.add_parser(
+        "test-sink",
+        parents=[common],
+        help="send a sample alert to a sink",
+        description="Send one sample alert to the sink NAME now (a digest is bypassed) and"
+        " print the outcome: exit 1 if it failed, 2 for an unknown sink. Touches no state.",
+    )
     t.add_argument("name")
 
     r = sub.add_parser(
@@ -137,12 +150,18 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         parents=[common],
         help="drop a feed's entries: next poll is a baseline",
         description="Drop a feed's stored entries and HTTP state: its next poll records a"
-        f" baseline. {_OLDER_STATE}",
+        " baseline. With no state file yet there is nothing to forget (exit 0)."
+        f" {_OLDER_STATE}",
     )
     f.add_argument("feed")
 
     sub.add_parser(
-        "demo", parents=[common], help="see a new and an updated entry detected, offline"
+        "demo",
+        parents=[common],
+        help="see a new and an updated entry detected, offline",
+        description="Serve a feed on 127.0.0.1 and watch it with a console sink: a baseline,"
+        " then a new entry alerted, then the same entry updated. Needs no config and no"
+        " network, and leaves nothing behind.",
     )
     for name, module, help_text in COMMAND_MODULES:
         if only is not None and name != only:
@@ -216,8 +235,15 @@ def _say_start_failed(command: str, message: str, plain: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    path = find_config_path(getattr(args, "config", None))
-    config = load_config(path, state_override=getattr(args, "state", None))
+    explicit = getattr(args, "config", None)
+    path = find_config_path(explicit)
+    try:
+        config = load_config(path, state_override=getattr(args, "state", None))
+    except ConfigError as exc:
+        if explicit or not os.environ.get("FEEDWATCH_CONFIG"):
+            raise
+        # a file the user did not name on this command line: say where its name came from
+        raise ConfigError([_from_variable(p, str(path)) for p in exc.problems]) from None
     if not getattr(args, "quiet", False) and not getattr(args, "verbose", False):
         logsetup.configure(level=config.log_level, fmt=config.log_format)
     else:
@@ -225,6 +251,14 @@ def _load(args: argparse.Namespace) -> Config:
             level="warning" if getattr(args, "quiet", False) else "debug", fmt=config.log_format
         )
     return config
+
+
+def _from_variable(problem: Problem, path: str) -> Problem:
+    """A problem with the whole file ``path`` (it cannot be read, say), its name
+    followed by where it came from: $FEEDWATCH_CONFIG."""
+    if problem.file != path or problem.line is not None or problem.path:
+        return problem
+    return replace(problem, file=f"{path} (from $FEEDWATCH_CONFIG)")
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
@@ -235,7 +269,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "validate":
         from feedwatch.config import jitter_over_interval, rule_warnings, same_url_feeds
         from feedwatch.fetch import environment_problems
-        from feedwatch.sinks import machine_problem
+        from feedwatch.sinks import machine_problem, no_sink_problem
 
         config = _load(args)
         rules = len({r.name for f in config.feeds for r in f.rules} | set(config.rules))
@@ -247,7 +281,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         # valid, but `check` and `run` would refuse to start in this environment
         tls = any(_uses_tls(f.url) for f in config.feeds)
         for problem in (
-            environment_problems(tls=tls)
+            [p for p in (no_sink_problem(config),) if p]
+            + environment_problems(tls=tls)
             + same_url_feeds(config)
             + jitter_over_interval(config)
             + rule_warnings(config)
@@ -293,7 +328,14 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "forget":
         existing = open_store(config.state, create=False, upgrade=False)  # (as redeliver)
         if existing is None:
-            raise UsageError(f"{no_state_at(config.state)}: nothing to forget")
+            # nothing was polled: nothing to forget (as `status` and `explain` read no
+            # state as every feed new), unless the name is a typo
+            if config.feed(args.feed) is None:
+                raise _unknown_feed(args.feed, config)
+            print(
+                f"nothing to forget: {no_state_at(config.state)} yet (nothing was polled)", file=out
+            )
+            return EXIT_OK
         try:
             record = existing.feed(args.feed)
             known = existing.forget(args.feed)
@@ -304,7 +346,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         parsecache.remove(parsecache.file_for(parsecache.directory(config.state), args.feed))
         if config.feed(args.feed) is None:
             if not known:
-                raise UsageError(f"unknown feed {args.feed!r}")
+                raise _unknown_feed(args.feed, config)
             # (no next poll: a feed out of the config is not polled.) Named as the state
             # shows it: its ${VAR} values are no longer known for secrets
             shown = record.shown_name if record is not None else MASK
@@ -325,6 +367,15 @@ def _open(config: Config) -> Store:
     return store
 
 
+def _unknown_feed(name: str, config: Config) -> UsageError:
+    """A feed name in neither the config nor the state: the configured ones listed
+    (as `explain` and `alerts` do)."""
+    from feedwatch.present import show
+
+    known = ", ".join(show(f.name) for f in config.feeds) or "none"
+    return UsageError(f"unknown feed {name!r} (configured: {known})")
+
+
 def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:
     if not names:
         return [f for f in config.feeds if f.enabled]
@@ -332,8 +383,7 @@ def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:
     for name in names:
         feed = config.feed(name)
         if feed is None:
-            known = ", ".join(f.name for f in config.feeds)
-            raise UsageError(f"unknown feed {name!r} (configured: {known or 'none'})")
+            raise _unknown_feed(name, config)
         if feed not in feeds:
             feeds.append(feed)
     return feeds
@@ -368,6 +418,7 @@ def _check_with(
 ) -> int:
     """`check` itself; ``tls_ready`` waits for the CA load, None: no feed needs TLS."""
     from feedwatch.present import show
+    from feedwatch.sinks import no_sink_problem
     from feedwatch.store.lock import acquire_lock
 
     sink = _stdout_sink(config)
@@ -377,6 +428,16 @@ def _check_with(
             f' (path = "{config.sinks[sink].options.get("path")}"); '
             "it cannot be combined with --json"
         )
+    console = next((s.name for s in config.sinks.values() if s.type == "console"), None)
+    if args.json and console is not None:  # its text would break the JSON lines (`| jq`)
+        raise UsageError(
+            f'sink {console!r} (type = "console") prints alerts as text on stdout;'
+            " it cannot be combined with --json"
+        )
+    problem = no_sink_problem(config)
+    if problem:
+        log.warning("config.no_sinks", problem=problem)
+    quiet = getattr(args, "quiet", False)  # -q: only warnings and errors on stderr
     lock = None
     tmpdir = None
     if args.dry_run:  # reads, never writes: not even an older schema's upgrade
@@ -418,8 +479,11 @@ def _check_with(
         # a jsonl sink on stdout (`check | jq`): stdout holds its JSON lines only
         lines_to = sys.stderr if sink is not None and not args.dry_run else out
         try:
-            shown.write_to(lines_to)
-            lines_to.flush()
+            if quiet and lines_to is sys.stderr:  # (they are info, not warnings)
+                shown.discard()
+            else:
+                shown.write_to(lines_to)
+                lines_to.flush()
         except OSError as exc:  # a pipe whose reader left (`| head`), a hung-up terminal
             stdout_lost = True  # the alerts are stored: their delivery goes on
             log.warning(
@@ -446,7 +510,7 @@ def _check_with(
             )
         else:
             summary = f"dry run: {len(reports)} feeds polled, {shown.count} alerts would be sent"
-        if not args.json:
+        if not args.json and not quiet:
             print(summary, file=sys.stderr)
         return EXIT_FAIL if failed or not delivery_ok else EXIT_OK
     finally:
@@ -674,6 +738,9 @@ class _AlertLines:
             offset, size = self._parts[index]
             self._file.seek(offset)
             out.write(self._file.read(size).decode("utf-8", "surrogatepass"))
+        self._file.close()
+
+    def discard(self) -> None:
         self._file.close()
 
 

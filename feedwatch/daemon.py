@@ -49,7 +49,7 @@ from feedwatch.pacing import spread_overdue
 from feedwatch.parsepool import ParsePool, worker_count
 from feedwatch.poll import Poller, PollReport
 from feedwatch.schedule import FeedScheduler
-from feedwatch.sinks import build_sink, machine_problem
+from feedwatch.sinks import build_sink, machine_problem, no_sink_problem
 from feedwatch.sinks.base import Sink
 from feedwatch.status import feed_state
 from feedwatch.store import dropping_removed_feeds, is_postgres_url, open_store, pruning_alerts
@@ -220,6 +220,9 @@ class Daemon:
                     log.warning("sink.will_fail", sink=sink.name, problem=problem)
             for problem in same_url_feeds(cfg):
                 log.warning("config.same_url", problem=problem)
+            no_sink = no_sink_problem(cfg)
+            if no_sink:
+                log.warning("config.no_sinks", problem=no_sink)
             self._started = True
             if self._reload_asked:  # a SIGHUP during the start: its reload now
                 self._request_reload()

@@ -15,10 +15,10 @@ What real exports look like, and what this does about it:
 
 Parsing is expat with every DTD feature refused: an OPML file with a DOCTYPE
 or an entity declaration is rejected (no entity expansion, no external
-entities). Names are made unique (also against the feeds of the config given
-with ``-c``, whose URLs are then skipped), and every string is written as a TOML
-basic string with ``$`` doubled, so the output appended to a config passes
-``feedwatch validate``.
+entities). Names are made unique (also against the feeds of the config, given
+with ``-c`` or found by the usual lookup, whose URLs are then skipped), and every
+string is written as a TOML basic string with ``$`` doubled, so the output
+appended to a config passes ``feedwatch validate``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from feedwatch.config import ConfigError, _default_feed_name, _http_url
+from feedwatch.config import ConfigError, _default_feed_name, _http_url, find_config_path
 from feedwatch.identity import loose_link, normalize_link
 from feedwatch.model import Config
 from feedwatch.redact import redact_url
@@ -70,6 +70,7 @@ class OpmlImport:
     problems: list[tuple[int | None, str]] = field(default_factory=list)  # (line, message)
     skipped: int = 0
     duplicates: int = 0
+    configured: set[str] = field(default_factory=set)  # names of configured feeds met
 
 
 # --------------------------------------------------------------------------
@@ -404,6 +405,7 @@ def parse_opml(
         key = url_key(url)
         if key in known:
             result.duplicates += 1
+            result.configured.add(known[key])
             problem(o.line, f'skipped {label(title, o)}: already configured as feed "{known[key]}"')
             return
         first = by_url.get(key)
@@ -441,8 +443,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Print a [[feeds]] block for every feed of an OPML file (a feed reader's export): "
         "`feedwatch import-opml subscriptions.opml >> config.toml`. Folders become tags, "
-        "names are made unique; problems go to stderr. With -c CONFIG, feeds already in "
-        "that config are skipped and its names are not reused."
+        "names are made unique; problems go to stderr. Feeds already in the config (-c "
+        "CONFIG, or the one the usual lookup finds, if any) are skipped and its names are "
+        "not reused. Exit 1 if the file holds no feed; 0, with nothing printed, if every "
+        "feed in it is configured already."
     )
     parser.add_argument("file", metavar="FILE", help="the OPML file ('-' for stdin)")
 
@@ -457,11 +461,13 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         return 2
     taken: list[str] = []
     known: dict[str, str] = {}
-    if getattr(args, "config", None):
-        try:
-            config = load()
-        except ConfigError:
-            raise  # cli prints it: exit 2
+    try:
+        # -c, $FEEDWATCH_CONFIG or the first config found: the one appended to, likely
+        config_path = find_config_path(getattr(args, "config", None))
+    except ConfigError:
+        config_path = None  # none yet: this import may be its start
+    if config_path is not None:
+        config = load()  # a ConfigError: cli prints it, exit 2
         for f in config.feeds:
             taken.append(f.name)
             known[url_key(f.url)] = f.name
@@ -473,6 +479,13 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     for line, message in result.problems:
         where = f"{shown}:{line}" if line else shown
         print(f"{where}: {message}", file=sys.stderr)
+    if not result.feeds and result.configured:  # run again: nothing new, not a failure
+        print(
+            f"{shown}: nothing to import: its {len(result.configured)} feeds are all in"
+            f" {config_path} already",
+            file=sys.stderr,
+        )
+        return 0
     if not result.feeds:
         print(f"feedwatch: {shown}: no feeds to import", file=sys.stderr)
         return 1

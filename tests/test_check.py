@@ -2493,3 +2493,128 @@ def test_two_items_sharing_a_guid_alert_nothing_when_their_order_flips(tmp_path,
         poll(*order)
     got = [(a["kind"], a["entry"]["title"], sorted(a["changes"])) for a in alerts(tmp_path)]
     assert got == [("updated", "Council meets", ["summary"])]
+# --------------------------------------------------------------------------
+# What a new user meets following the docs
+# --------------------------------------------------------------------------
+
+
+def test_quiet_check_prints_nothing_on_a_clean_run_but_still_its_failures(setup):
+    """docs/recipes.md's cron line `feedwatch -q check >/dev/null` mailed the summary
+    line every 15 minutes: -q keeps only warnings and errors on stderr."""
+    tmp, srv, cfg, news = setup
+    r = fw(cfg, "-q", "check")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    srv.set("/news.xml", rss([*news, entry(3, title="Missile test")]))
+    r = fw(cfg, "-q", "check")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert [a["entry"]["title"] for a in alerts(tmp)] == ["Missile test"]
+    r = fw(cfg, "check")  # without -q: the summary
+    assert "2 feeds polled (2 ok, 0 failed)" in r.stderr
+    srv.set("/all.xml", b"", status=500)
+    r = fw(cfg, "-q", "check")
+    assert r.returncode == 1
+    assert [line for line in r.stderr.splitlines() if not line.startswith("{")] == [
+        "error everything: HTTP 500 Internal Server Error"
+    ]
+    assert "feeds polled" not in r.stderr
+
+
+def test_quiet_check_with_a_jsonl_sink_on_stdout_prints_no_alert_line_to_stderr(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\nfirst_poll = "alert"\nlog_format = "json"\n'
+        f'[sinks.out]\ntype = "jsonl"\npath = "-"\n'
+        f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/a")}"\n'
+    )
+    r = fw(cfg, "-q", "check")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert [json.loads(x)["entry"]["title"] for x in r.stdout.splitlines()] == ["Entry 1"]
+
+
+def test_a_console_sink_with_json_is_a_usage_error(tmp_path, feed_server):  # noqa: F811
+    """A console sink prints text on stdout: among --json's lines, jq fails."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\nfirst_poll = "alert"\n'
+        f'[sinks.screen]\ntype = "console"\n'
+        f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/a")}"\n'
+    )
+    r = fw(cfg, "check", "--json")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == (
+        "feedwatch: sink 'screen' (type = \"console\") prints alerts as text on stdout;"
+        " it cannot be combined with --json\n"
+    )
+    assert feed_server.count("/a") == 0 and not (tmp_path / "s.db").exists()
+    r = fw(cfg, "check")  # without --json: the console sink prints its alert
+    assert r.returncode == 0, r.stderr
+    assert "== NEW · " in r.stdout
+
+
+def test_no_sink_warns_that_alerts_go_nowhere(tmp_path, feed_server):  # noqa: F811
+    """With feeds and no sink, validate said `ok` and check printed `-> (no sink)`:
+    those alerts are recorded, never sent, not even to a sink added later."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\nfirst_poll = "alert"\nlog_format = "json"\n'
+        f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/a")}"\n'
+    )
+    warning = (
+        "no sink is configured: alerts are recorded in the state but sent nowhere, and"
+        " a sink added later does not get them (add a [sinks.NAME] table)"
+    )
+    r = fw(cfg, "validate")
+    assert r.returncode == 0 and r.stdout == "ok: 1 feeds, 0 sinks, 0 rules\n"
+    assert r.stderr == f"warning: {warning}\n"
+    r = fw(cfg, "-q", "check")
+    assert r.returncode == 0
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    assert [(e["event"], e["level"], e["problem"]) for e in events] == [
+        ("config.no_sinks", "warning", warning)
+    ]
+    assert "-> (no sink)" in r.stdout
+    cfg.write_text(
+        cfg.read_text() + f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/alerts.jsonl"\n'
+    )
+    r = fw(cfg, "check")
+    assert r.returncode == 0 and "config.no_sinks" not in r.stderr
+    assert "deliveries: 0 sent" in r.stderr and alerts(tmp_path) == []  # as the warning says
+    r = fw(cfg, "validate")
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def test_forget_without_a_state_is_not_a_usage_error(setup):
+    """`forget FEED` before any poll exited 2, which is for usage and config errors:
+    there is nothing to forget, and the feed's first poll is a baseline anyway."""
+    tmp, srv, cfg, news = setup
+    r = fw(cfg, "forget", "news")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (
+        f"nothing to forget: no state file at {tmp}/state.db yet (nothing was polled)\n"
+    )
+    assert not (tmp / "state.db").exists()
+    r = fw(cfg, "forget", "nosuch")  # a typo is still one, state or not
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "feedwatch: unknown feed 'nosuch' (configured: news, everything)\n"
+    assert fw(cfg, "check").returncode == 0
+    r = fw(cfg, "forget", "nosuch")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "feedwatch: unknown feed 'nosuch' (configured: news, everything)\n"
+
+
+def test_a_missing_config_named_by_the_variable_says_so(tmp_path):
+    r = run_feedwatch(
+        "validate", env={**os.environ, "FEEDWATCH_CONFIG": str(tmp_path / "nope.toml")}
+    )
+    assert r.returncode == 2
+    assert r.stderr == (
+        f"{tmp_path}/nope.toml (from $FEEDWATCH_CONFIG): cannot read: No such file or directory\n"
+    )
+    r = run_feedwatch("-c", str(tmp_path / "nope.toml"), "validate")  # -c: named by the user
+    assert r.stderr == f"{tmp_path}/nope.toml: cannot read: No such file or directory\n"

@@ -551,6 +551,19 @@ def test_a_sink_that_cannot_work_here_is_named_at_start(tmp_path, feed_server, s
     assert d.stop() == 0
 
 
+def test_a_config_without_sinks_is_named_once_at_start(tmp_path, feed_server, start_daemon):
+    """Feeds and no sink: every alert is recorded and sent nowhere."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    text = cfg.read_text()
+    cfg.write_text(text[: text.index("[sinks.log]")] + text[text.index("[[feeds]]") :])
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("daemon.started"), what="the start")
+    (warning,) = [e for e in d.events() if e.get("event") == "config.no_sinks"]
+    assert warning["level"] == "warning" and "sent nowhere" in warning["problem"]
+    assert d.stop() == 0
+
+
 def test_a_wall_clock_moved_on_polls_what_fell_due_within_seconds(
     tmp_path, feed_server, start_daemon
 ):

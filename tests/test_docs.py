@@ -363,3 +363,47 @@ def test_relative_links_resolve(name: str) -> None:
         assert dest.exists(), f"{name}: link to missing {target}"
         if anchor and dest.suffix == ".md":
             assert anchor in _anchors(dest), f"{name}: no heading for #{anchor} in {dest.name}"
+
+
+# --------------------------------------------------------------------------
+# Every command and option is described
+# --------------------------------------------------------------------------
+
+COMMON_OPTIONS = {"--help", "--config", "--state", "--verbose", "--quiet"}
+
+
+def test_every_command_has_a_description_and_its_options_are_documented() -> None:
+    """`validate --help` and `demo --help` said nothing of what they do, and some
+    options (`explain --no-fetch`, `preview --header`, `--version`...) were documented
+    only in --help: each option is named in the docs on a line beside its command."""
+    import argparse
+
+    from feedwatch.cli import _build_parser
+
+    parser = _build_parser()
+    lines = [
+        line
+        for path in (ROOT / "README.md", *sorted(DOCS.glob("*.md")))
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+
+    def named(word: str, line: str) -> bool:
+        return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", line) is not None
+
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    undescribed, undocumented = [], []
+    for name, sub in commands.choices.items():
+        if not sub.description:
+            undescribed.append(name)
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option not in COMMON_OPTIONS:
+                    if not any(named(name, line) and named(option, line) for line in lines):
+                        undocumented.append(f"{name} {option}")
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option not in COMMON_OPTIONS:
+                if not any(named(f"feedwatch {option}", line) for line in lines):
+                    undocumented.append(option)
+    assert undescribed == []
+    assert undocumented == []

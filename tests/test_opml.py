@@ -362,3 +362,33 @@ def test_readable_config_string_is_a_literal_where_the_config_reads_one_back():
     assert readable_config_string(r"/Points: \d+/") == r"'/Points: \d+/'"
     assert readable_config_string(r"/\d+$/") == r'"/\\d+$$/"'
     assert readable_config_string("it's") == '"it\'s"'
+
+
+def test_the_readme_example_run_twice_imports_each_feed_once(tmp_path):
+    """Without -c, import-opml ignored ./feedwatch.toml (the config lookup of every
+    command): README's `import-opml subs.opml >> feedwatch.toml` run twice appended
+    every feed twice under new names."""
+    cfg = write(tmp_path, "feedwatch.toml", BASE_CONFIG)
+    src = write(tmp_path, "subs.opml", FEEDLY)
+    r = fw(tmp_path, "import-opml", str(src))
+    assert r.returncode == 0 and r.stdout.count("[[feeds]]") == 4, r.stderr
+    with cfg.open("a", encoding="utf-8") as f:
+        f.write(r.stdout)
+    r = fw(tmp_path, "import-opml", str(src))
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    assert r.stderr.count("already configured as feed") == 5  # one feed in two folders
+    assert r.stderr.splitlines()[-1] == (
+        f"{src}: nothing to import: its 4 feeds are all in feedwatch.toml already"
+    )
+    assert validate(tmp_path, cfg) == "ok: 5 feeds, 1 sinks, 1 rules"
+    # the same with the config where the lookup goes next ($XDG_CONFIG_HOME's)
+    xdg = tmp_path / ".config" / "feedwatch"
+    xdg.mkdir(parents=True)
+    cfg.rename(xdg / "config.toml")
+    r = fw(tmp_path, "import-opml", str(src))
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    assert r.stderr.splitlines()[-1].endswith(f"all in {xdg / 'config.toml'} already")
+    # a broken config found by the lookup is an error, as with -c: nothing printed
+    (xdg / "config.toml").write_text("[feedwatch]\nintervall = 1\n")
+    r = fw(tmp_path, "import-opml", str(src))
+    assert r.returncode == 2 and r.stdout == "" and "intervall" in r.stderr

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
 from feedwatch import PROJECT_URL
-from feedwatch.model import SinkConfig
+from feedwatch.model import Config, SinkConfig
 from feedwatch.store.base import Delivery
 
 if TYPE_CHECKING:
@@ -82,6 +82,18 @@ def machine_problem(cfg: SinkConfig) -> str | None:
         if directory is not None:
             return f"sink {cfg.name}: directory {directory} of {path} does not exist"
     return None
+
+
+NO_SINK = (
+    "no sink is configured: alerts are recorded in the state but sent nowhere, and"
+    " a sink added later does not get them (add a [sinks.NAME] table)"
+)
+
+
+def no_sink_problem(config: Config) -> str | None:
+    """A config with feeds and no sink: valid, but its alerts go nowhere, for good (a
+    delivery is queued for the sinks an alert has when it is made)."""
+    return NO_SINK if config.feeds and not config.sinks else None
 
 
 def _utc(now: datetime) -> str:
