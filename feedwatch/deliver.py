@@ -5,7 +5,8 @@
         sink no longer configured?  -> stays pending (visible) until given up, then dead
         digest sink and oldest not yet `digest` old?  -> wait
         in backoff (unless forced, as by `check`)?  -> it and every newer one wait
-        send (one, or a digest of all)  -> delivered | retry later (backoff) | dead
+        send (one, or a digest of all: in parts, oldest first, when the sink's
+              receiver would refuse it whole)  -> delivered | retry later (backoff) | dead
         a transient failure stops that sink for this round (order is kept);
         a permanent one concerns that delivery only: the next ones still go
 
@@ -134,7 +135,14 @@ class Dispatcher:
             if not force and not all(_due(d, now) for d in items):
                 report.waiting += len(items)
                 return  # a failed digest waits for its retry; newer alerts join it then
-            await self._send(sink, items, report)
+            # Too big for one message, the batch goes as several digests, oldest first,
+            # each marked as it goes: a stop or a crash between two sends the next run
+            # only those not marked yet.
+            parts = await self._digest_parts(sink, items)
+            for i, part in enumerate(parts):
+                if await self._send(sink, part, report) in ("retry", "held"):
+                    report.waiting += sum(len(p) for p in parts[i + 1 :])
+                    break  # the sink is unwell: the later parts wait (order is kept)
             return
         # A sink that can take several alerts in one go (jsonl: one write, one fsync) gets
         # them in order, in batches that succeed or fail together. The queue is read a page
@@ -172,6 +180,21 @@ class Dispatcher:
                     self._give_up(name, sink, d, now, report)
                 else:
                     yield d
+
+    async def _digest_parts(self, sink: Sink, items: list[Delivery]) -> list[list[Delivery]]:
+        """The held batch as the sink cuts it into digests that each fit its receiver."""
+        cut = getattr(sink, "digest_parts", None)
+        if cut is None:
+            return [items]
+        try:
+            parts = [list(p) for p in await cut(items) if p]
+        except Exception:  # a sink bug: the batch as one digest, as before there were parts
+            log.exception("delivery.digest_parts_failed", sink=sink.name)
+            return [items]
+        if [d.alert_id for p in parts for d in p] != [d.alert_id for d in items]:
+            log.error("delivery.digest_parts_wrong", sink=sink.name)  # never lose or reorder
+            return [items]
+        return parts
 
     def _give_up(
         self, name: str, sink: Sink | None, d: Delivery, now: datetime, report: DispatchReport

@@ -1,8 +1,9 @@
 """A real webhook receiver on 127.0.0.1 for the sink tests.
 
-It records every request (method, path, headers, exact body bytes) and answers
-from a script that a test may change at any time: status, Retry-After, a delay
-before answering, a redirect Location, a body.
+It records every request (method, path, headers, exact body bytes, the status it
+answered) and answers from a script that a test may change at any time: status,
+Retry-After, a delay before answering, a redirect Location, a body. ``max_body``
+refuses a larger body with 413, as nginx does past its ``client_max_body_size``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Received:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    status: int = 200  # what the receiver answered
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Receiver:
     host: str = "127.0.0.1"
     port: int = 0
     answer: Answer = field(default_factory=Answer)
+    max_body: int | None = None  # a longer body is answered 413 Payload Too Large
     requests: list[Received] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: threading.Event = field(default_factory=threading.Event)
@@ -85,15 +88,18 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with receiver._lock:
+                    answer = receiver.answer
+                    if receiver.max_body is not None and len(body) > receiver.max_body:
+                        answer = Answer(status=413, body=b"<html>413 Request Entity Too Large")
                     receiver.requests.append(
                         Received(
                             self.command,
                             self.path,
                             {k.lower(): v for k, v in self.headers.items()},
                             body,
+                            answer.status,
                         )
                     )
-                    answer = receiver.answer
                 if answer.delay and receiver._stopping.wait(answer.delay):
                     return
                 self.send_response(answer.status, answer.reason)

@@ -10,7 +10,10 @@ Modes: ``security`` "none" (plain), "starttls" (STARTTLS required) or "tls"
 (implicit TLS); ``auth`` requires AUTH LOGIN/PLAIN as ``USER``/``PASSWORD``;
 ``rcpt_reply`` / ``data_reply`` (e.g. "451 4.3.0 try later", "550 5.1.1 no")
 make the server refuse RCPT TO or DATA with that reply; ``eightbitmime=False``
-leaves 8BITMIME out of its EHLO reply.
+leaves 8BITMIME out of its EHLO reply. ``data_size_limit`` is aiosmtpd's: a message
+larger than that many bytes as sent is refused (``552 Error: Too much mail data``,
+or at MAIL FROM when its SIZE= says so); the server announces it as ``SIZE`` (RFC
+1870) in its EHLO reply unless ``announce_size=False``.
 """
 
 from __future__ import annotations
@@ -46,15 +49,18 @@ class Collector:
     rcpt_reply: str | None = None
     data_reply: str | None = None
     eightbitmime: bool = True
+    announce_size: bool = True
     messages: list[Received] = field(default_factory=list)
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname  # this hook's duty, in aiosmtpd's new-style EHLO hook
-        if self.eightbitmime:
-            return responses
-        return [r for r in responses if r[4:].upper() != "8BITMIME"]
+        if not self.eightbitmime:
+            responses = [r for r in responses if r[4:].upper() != "8BITMIME"]
+        if not self.announce_size:
+            responses = [r for r in responses if not r[4:].upper().startswith("SIZE")]
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -178,9 +184,18 @@ def smtp_server(
         rcpt_reply: str | None = None,
         data_reply: str | None = None,
         eightbitmime: bool = True,
+        data_size_limit: int | None = None,
+        announce_size: bool = True,
     ) -> SMTPServer:
-        handler = Collector(rcpt_reply=rcpt_reply, data_reply=data_reply, eightbitmime=eightbitmime)
+        handler = Collector(
+            rcpt_reply=rcpt_reply,
+            data_reply=data_reply,
+            eightbitmime=eightbitmime,
+            announce_size=announce_size,
+        )
         kwargs: dict[str, Any] = {}
+        if data_size_limit is not None:
+            kwargs["data_size_limit"] = data_size_limit
         client_context: ssl.SSLContext | None = None
         if security in ("starttls", "tls"):
             server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -652,6 +653,77 @@ def test_a_digest_holding_one_alert_is_sent_as_a_digest(
     fw.ok("test-sink", "mail")
     sample = parse_mail(smtp.messages[-1].data)
     assert sample["X-Feedwatch-Kind"] == "updated" and sample["X-Feedwatch-Alert-Count"] is None
+
+
+def long_reads(count: int, chars: int) -> bytes:
+    """An RSS body of ``count`` matching items, each with ``chars`` characters of
+    ``content:encoded`` (a site that puts its whole stories in its feed)."""
+    items = []
+    for n in range(count):
+        words = " ".join(f"word{n}x{i}" for i in range(chars // 8))[:chars]
+        items.append(
+            f"<item><guid>urn:story:{n}</guid><title>Missile story {n}</title>"
+            f"<link>https://example.org/story/{n}</link>"
+            f"<content:encoded><![CDATA[<p>{words}</p>]]></content:encoded></item>"
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0" '
+        'xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel>'
+        "<title>News</title><link>https://example.org/</link><description>d</description>"
+        + "".join(items)
+        + "</channel></rss>"
+    ).encode()
+
+
+def test_a_big_digest_reaches_receivers_with_size_limits_every_alert_once(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    webhook_receiver: Receiver,
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """130 long reads held by a digest: the email was one 13 MB message, which a server
+    with Postfix's default message_size_limit (10,240,000) refused for good, and the
+    `json` digest one body of several MB, which nginx's default client_max_body_size
+    (1 MiB) answered 413: every alert dead, and `redeliver` rebuilt the same message.
+    Now each receiver gets digests it takes, every alert exactly once."""
+    smtp = smtp_server("none", auth=True, data_size_limit=10_240_000)
+    webhook_receiver.max_body = 1024 * 1024
+    feed_server.set("/news.xml", long_reads(130, 40_000))
+    cfg = write_config(
+        tmp_path,
+        email_sink(smtp, extra='digest = "3s"')
+        + webhook_sink(webhook_receiver, extra='digest = "3s"')
+        + feed_block(feed_server, ["mail", "hook"], extra="flood_limit = 1000"),
+    )
+    fw = FW(cfg)
+    assert "260 held" in fw.ok("-q", "check").stderr
+    store = SqliteStore(load_config(cfg, env=fw.full_env()).state)
+    try:
+        oldest = min(d.created_at for d in store.pending(sink="mail") + store.pending(sink="hook"))
+    finally:
+        store.close()
+    due = (oldest + timedelta(seconds=3.2) - datetime.now(timezone.utc)).total_seconds()
+    time.sleep(max(0.0, due))  # until the digests are due (check sends only then)
+    r = fw.ok("-q", "check")
+    assert "260 sent, 0 to retry, 0 dead" in r.stderr
+    assert fw.sinks() == {"mail": counts(delivered=130), "hook": counts(delivered=130)}
+
+    mailed: list[str] = []
+    for m in smtp.messages:
+        assert len(m.data) <= 10_000_000
+        text = parse_mail(m.data).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        mailed += re.findall(r"^-- feedwatch new alert (\w+)\r?$", text, flags=re.M)
+    posted: list[str] = []
+    for req in webhook_receiver.received():
+        assert req.status == 200 and len(req.body) <= 1_000_000
+        alerts = json.loads(req.body)["alerts"]
+        assert req.headers["x-feedwatch-digest"] == str(len(alerts))
+        assert all(len(a["entry"]["content"]) > 30_000 for a in alerts)  # whole, as ever
+        posted += [a["id"] for a in alerts]
+    assert len(webhook_receiver.received()) > 1
+    assert len(mailed) == len(set(mailed)) == 130
+    assert posted == mailed  # each oldest first
+    fw.assert_no_secrets()
 
 
 # --------------------------------------------------------------------------

@@ -8,9 +8,9 @@ transient (retry later) or permanent (dead at once), per SPEC section 6.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from feedwatch.store.base import Delivery
 
@@ -41,6 +41,9 @@ class Sink(Protocol):
     supports_digest: bool
     # Optional: ``max_batch`` (int, default 1) -- how many non-digest alerts the
     # dispatcher may hand over in one ``send``; they succeed or fail together.
+    # Optional: ``async digest_parts(deliveries) -> list[list[Delivery]]`` -- a held
+    # batch cut, in order, into digests that each fit what the receiver takes; the
+    # dispatcher sends (and marks) them one by one. Without it a digest is one send.
 
     async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
         """Send one alert (one delivery) or, for a digest, several as one message.
@@ -51,3 +54,45 @@ class Sink(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+def fit_parts(
+    items: Sequence[T], size: Callable[[Sequence[T]], int], limit: int, guess: Sequence[int]
+) -> list[list[T]]:
+    """``items`` cut, in order, into runs whose rendering takes at most ``limit`` bytes.
+
+    ``size(run)`` is what the run takes as sent; ``guess[i]`` a rough cost of item i,
+    which picks how many to try (scaled by what the last rendering measured), so that
+    a run is usually measured once or twice. Each run is as long as fits; an item too
+    big alone is a run alone (the receiver decides on it, as on any one alert).
+    """
+    parts: list[list[T]] = []
+    start = 0
+    scale = 1.0
+    while start < len(items):
+        rest = items[start:]
+        cum = [0]
+        for g in guess[start:]:
+            cum.append(cum[-1] + max(1, g))
+        fits, too_big = 0, len(rest) + 1  # the longest run known to fit, the shortest not
+        tries = 0
+        while too_big - fits > 1:
+            # the longest run the scaled guesses allow, within what is known; after a few
+            # tries, halve the interval
+            n = max(k for k in range(len(cum)) if k <= 1 or cum[k] * scale <= limit)
+            if tries >= 3:
+                n = (fits + too_big) // 2
+            n = min(max(n, fits + 1), too_big - 1)
+            taken = size(rest[:n])
+            tries += 1
+            scale = max(taken / cum[n], 1e-3)
+            if taken <= limit or n == 1:
+                fits = n
+            else:
+                too_big = n
+        parts.append(list(rest[:fits]))
+        start += fits
+    return parts

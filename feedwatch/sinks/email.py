@@ -38,7 +38,7 @@ import structlog
 from feedwatch.mailbox import address_parts, ascii_address, ascii_domain, parse_mailbox
 from feedwatch.model import SinkConfig
 from feedwatch.redact import redact
-from feedwatch.sinks.base import SendResult
+from feedwatch.sinks.base import SendResult, fit_parts
 from feedwatch.sinks.formats import alerts_count
 from feedwatch.store.base import Delivery
 from feedwatch.textdiff import Piece, excerpt, marked, word_diff
@@ -50,6 +50,16 @@ __all__ = ["EmailSink", "build_message"]
 SUBJECT_PREFIX = "[feedwatch]"
 MAX_SUBJECT_TEXT = 200  # characters of feed text in a subject; the rest becomes "…"
 MAX_DIGEST_SUBJECT = 120
+# A digest shows each alert's texts (title, summary, content, changes) cut to about
+# this many characters at a word's end: a digest is for skimming, the link has the rest
+DIGEST_EXCERPT = 1000
+# A digest message is at most this many bytes as sent when the server announces no
+# SIZE (RFC 1870); one that does announces the most it takes (less SIZE_MARGIN), and
+# more than this never goes either: under Postfix's default message_size_limit of
+# 10,240,000, which the servers after the first one may still have
+DEFAULT_MAX_MESSAGE = 10_000_000
+SIZE_MARGIN = 0.01  # of an announced SIZE: what a server counts besides (the envelope)
+MIN_MESSAGE = 64 * 1024  # RFC 5321 4.5.3.1.7: the least a server must take
 NOTICE_KINDS = ("flood", "stale", "recovered")
 # 7-bit: a part is 7bit, quoted-printable or base64, never raw 8-bit bytes, which a
 # server that does not offer 8BITMIME (RFC 6152) may refuse or mangle
@@ -63,8 +73,12 @@ _ID_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 # Unicode category -> replacement. Lone surrogates (possible in JSON text) cannot be encoded.
-_HEADER_MAP = {"Cc": " ", "Zl": " ", "Zp": " ", "Cs": "\ufffd"}
-_BODY_MAP = {"Cc": "", "Cs": "\ufffd"}
+# As patterns (a character at a time through unicodedata took seconds for a digest of
+# long reads): Cc is U+0000-U+001F and U+007F-U+009F, Zl U+2028, Zp U+2029, Cs the
+# surrogates.
+_HEADER_SPACE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_BODY_DROP = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # keeps \t and \n
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _header_text(value: object, limit: int | None = None) -> str:
@@ -74,7 +88,7 @@ def _header_text(value: object, limit: int | None = None) -> str:
     since the email package and MTAs split lines on more than CR/LF.
     """
     text = "" if value is None else str(value)
-    text = "".join(_HEADER_MAP.get(unicodedata.category(ch), ch) for ch in text)
+    text = _SURROGATE.sub("\ufffd", _HEADER_SPACE.sub(" ", text))
     text = " ".join(text.split())
     if limit is not None and len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
@@ -86,9 +100,7 @@ def _body_text(value: object) -> str:
     text = "" if value is None else str(value)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = text.replace("\u2028", "\n").replace("\u2029", "\n\n")
-    return "".join(
-        _BODY_MAP.get(unicodedata.category(ch), ch) if ch not in "\n\t" else ch for ch in text
-    )
+    return _SURROGATE.sub("\ufffd", _BODY_DROP.sub("", text))
 
 
 def _safe_link(value: object) -> str | None:
@@ -366,8 +378,50 @@ def _subject_line(d: Delivery) -> str:
 # --------------------------------------------------------------------------
 
 
-def _section_text(d: Delivery) -> str:
-    """The plain-text rendering of one alert."""
+def _cut(text: str, limit: int | None) -> str:
+    """``text`` cut to about ``limit`` characters at a word's end, ending in `` …``
+    (None: whole)."""
+    if limit is None or len(text) <= limit:
+        return text
+    head = text[:limit]
+    space = max(head.rfind(" "), head.rfind("\n"))
+    if space > limit // 2:
+        head = head[:space]
+    return head.rstrip() + " …"
+
+
+def _head(value: object, limit: int | None) -> str:
+    """A payload text, or as much of it as a cut to ``limit`` can show (the rest needs
+    no cleaning: a digest of 64 KiB texts spent seconds on it)."""
+    text = "" if value is None else str(value)
+    return text if limit is None else text[: 2 * limit + 64]
+
+
+def _excerpt(value: object, limit: int | None) -> str:
+    """Feed text for a body (``_body_text``) cut to about ``limit`` characters."""
+    return _cut(_body_text(_head(value, limit)), limit)
+
+
+def _cut_pieces(pieces: list[Piece], limit: int | None) -> list[Piece]:
+    """A word diff cut to about ``limit`` characters of text (None: whole)."""
+    if limit is None or sum(len(p.text) for p in pieces) <= limit:
+        return pieces
+    out: list[Piece] = []
+    left = limit
+    for p in pieces:
+        if len(p.text) >= left:
+            out.append(Piece(p.op, _cut(p.text, left)))
+            if not out[-1].text.endswith("…"):
+                out.append(Piece("same", " …"))
+            break
+        out.append(p)
+        left -= len(p.text)
+    return out
+
+
+def _section_text(d: Delivery, excerpt: int | None = None) -> str:
+    """The plain-text rendering of one alert; ``excerpt``: its texts cut to about that
+    many characters each (a digest)."""
     p = d.payload
     feed = _mapping(p.get("feed"))
     entry = p.get("entry")
@@ -376,12 +430,12 @@ def _section_text(d: Delivery) -> str:
     if not isinstance(entry, Mapping):
         lines.append(f"[{_header_text(kind)}] {_header_text(_feed_name(d))}")
         lines.append("")
-        lines.append(_body_text(p.get("message") or ""))
+        lines.append(_excerpt(p.get("message") or "", excerpt))
         if _safe_link(feed.get("url")):
             lines += ["", f"Feed URL: {feed.get('url')}"]
     else:
         prefix = "[updated] " if kind == "updated" else ""
-        lines.append(prefix + _body_text(_title(d)))
+        lines.append(prefix + _cut(_body_text(_title(d)), excerpt))
         link = _safe_link(entry.get("link"))
         if link:
             lines.append(link)
@@ -408,15 +462,16 @@ def _section_text(d: Delivery) -> str:
                     lines.append(
                         f"  {_header_text(fname)}, word by word ([-removed-] {{+added+}}):"
                     )
+                    words = _cut_pieces(words, excerpt)
                     lines.append("    " + _indent(_body_text(marked(words)), 4))
                 elif fname in ("summary", "content"):
                     lines.append(f"  {_header_text(fname)}:")
-                    lines.append("    old: " + _indent(_body_text(old or "(none)"), 9))
-                    lines.append("    new: " + _indent(_body_text(new or "(none)"), 9))
+                    lines.append("    old: " + _indent(_excerpt(old or "(none)", excerpt), 9))
+                    lines.append("    new: " + _indent(_excerpt(new or "(none)", excerpt), 9))
                 else:
                     lines.append(
-                        f"  {_header_text(fname)}: {_header_text(old) or '(none)'}"
-                        f" -> {_header_text(new) or '(none)'}"
+                        f"  {_header_text(fname)}: {_cut(_header_text(old), excerpt) or '(none)'}"
+                        f" -> {_cut(_header_text(new), excerpt) or '(none)'}"
                     )
         matched = p.get("matched")
         if isinstance(matched, (list, tuple)) and matched:
@@ -425,12 +480,12 @@ def _section_text(d: Delivery) -> str:
                 mm = _mapping(m)
                 terms = ", ".join(_header_text(t) for t in _strings(mm.get("terms")))
                 lines.append(f"  {_header_text(mm.get('rule'))}: {terms}")
-        summary = _body_text(entry.get("summary") or "").strip()
-        content = _body_text(entry.get("content") or "").strip()
+        summary = _body_text(_head(entry.get("summary") or "", excerpt)).strip()
+        content = _body_text(_head(entry.get("content") or "", excerpt)).strip()
         if summary:
-            lines += ["", "Summary:", summary]
+            lines += ["", "Summary:", _cut(summary, excerpt)]
         if content and content != summary:
-            lines += ["", "Content:", content]
+            lines += ["", "Content:", _cut(content, excerpt)]
         enclosures = entry.get("enclosures")
         if isinstance(enclosures, (list, tuple)) and enclosures:
             lines += ["", "Enclosures:"]
@@ -483,7 +538,7 @@ def _a(url: str | None, label: object) -> str:
     return f'<a href="{html.escape(url, quote=True)}" rel="noopener noreferrer">{_esc(label)}</a>'
 
 
-def _section_html(d: Delivery) -> str:
+def _section_html(d: Delivery, excerpt: int | None = None) -> str:
     """The HTML rendering of one alert: the same data as the text part, every string escaped."""
     p = d.payload
     feed = _mapping(p.get("feed"))
@@ -492,14 +547,14 @@ def _section_html(d: Delivery) -> str:
     out: list[str] = ['<div class="feedwatch-alert">']
     if not isinstance(entry, Mapping):
         out.append(f"<h2>[{_esc(_header_text(kind))}] {_esc(_header_text(_feed_name(d)))}</h2>")
-        out.append(f"<p>{_esc_block(p.get('message') or '')}</p>")
+        out.append(f"<p>{_esc_block(_excerpt(p.get('message') or '', excerpt))}</p>")
         url = _safe_link(feed.get("url"))
         if url:
             out.append(f"<p>Feed URL: {_a(url, url)}</p>")
     else:
         prefix = "[updated] " if kind == "updated" else ""
         link = _safe_link(entry.get("link"))
-        out.append(f"<h2>{_esc(prefix)}{_a(link, _title(d))}</h2>")
+        out.append(f"<h2>{_esc(prefix)}{_a(link, _cut(_title(d), excerpt))}</h2>")
         rows: list[tuple[str, str]] = []
         feed_title = _header_text(feed.get("title"))
         rows.append(
@@ -529,12 +584,15 @@ def _section_html(d: Delivery) -> str:
                 ch = _mapping(change)
                 words = _changed_words(fname, ch.get("old"), ch.get("new"))
                 if words is not None:
+                    words = _cut_pieces(words, excerpt)
                     out.append(f"<li><b>{_esc(_header_text(fname))}</b>: {_words_html(words)}</li>")
                     continue
+                old = _excerpt(ch.get("old") or "(none)", excerpt)
+                new = _excerpt(ch.get("new") or "(none)", excerpt)
                 out.append(
                     f"<li><b>{_esc(_header_text(fname))}</b>: "
-                    f"<del>{_esc_block(ch.get('old') or '(none)')}</del> &rarr; "
-                    f"<ins>{_esc_block(ch.get('new') or '(none)')}</ins></li>"
+                    f"<del>{_esc_block(old)}</del> &rarr; "
+                    f"<ins>{_esc_block(new)}</ins></li>"
                 )
             out.append("</ul>")
         matched = p.get("matched")
@@ -545,12 +603,12 @@ def _section_html(d: Delivery) -> str:
                 terms = ", ".join(_esc(_header_text(t)) for t in _strings(mm.get("terms")))
                 out.append(f"<li><b>{_esc(_header_text(mm.get('rule')))}</b>: {terms}</li>")
             out.append("</ul>")
-        summary = _body_text(entry.get("summary") or "").strip()
-        content = _body_text(entry.get("content") or "").strip()
+        summary = _body_text(_head(entry.get("summary") or "", excerpt)).strip()
+        content = _body_text(_head(entry.get("content") or "", excerpt)).strip()
         if summary:
-            out.append(f"<h3>Summary</h3><p>{_esc_block(summary)}</p>")
+            out.append(f"<h3>Summary</h3><p>{_esc_block(_cut(summary, excerpt))}</p>")
         if content and content != summary:
-            out.append(f"<h3>Content</h3><p>{_esc_block(content)}</p>")
+            out.append(f"<h3>Content</h3><p>{_esc_block(_cut(content, excerpt))}</p>")
         enclosures = entry.get("enclosures")
         if isinstance(enclosures, (list, tuple)) and enclosures:
             items = []
@@ -664,8 +722,9 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
         msg["X-Feedwatch-Alert-Count"] = str(len(deliveries))
     msg["Auto-Submitted"] = "auto-generated"
 
-    text_sections = [_section_text(d) for d in deliveries]
-    html_sections = [_section_html(d) for d in deliveries]
+    excerpt = DIGEST_EXCERPT if digest else None
+    text_sections = [_section_text(d, excerpt) for d in deliveries]
+    html_sections = [_section_html(d, excerpt) for d in deliveries]
     if not digest:
         text = text_sections[0] + "\n"
     else:
@@ -677,6 +736,11 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
     rendered = [part.as_string() for part in msg.iter_parts()]
     msg.set_boundary(_boundary(seed, rendered))
     return msg
+
+
+def wire_size(data: bytes) -> int:
+    """A message's size as DATA sends it (a line starting with a dot gets another)."""
+    return len(data) + data.count(b"\n.") + data.startswith(b".")
 
 
 # --------------------------------------------------------------------------
@@ -715,6 +779,10 @@ class EmailSink:
         if not self.recipients:
             raise ValueError(f"email sink {cfg.name!r}: needs a from address and to addresses")
         self._tls_context = tls_context
+        # the server's SIZE (RFC 1870) as its last EHLO reply gave it: None, none given;
+        # unknown until a connection has told
+        self._size: int | None = None
+        self._size_known = False
 
     def __repr__(self) -> str:
         return f"EmailSink(name={self.name!r}, host={self.host!r}, port={self.port})"
@@ -773,6 +841,76 @@ class EmailSink:
             )
         return result
 
+    # ----------------------------------------------------------------------
+    # A digest in parts that each fit the server
+    # ----------------------------------------------------------------------
+
+    async def digest_parts(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
+        """The held batch as digests (oldest first) that each fit the server: at most its
+        SIZE (RFC 1870) as sent, less SIZE_MARGIN, and at most DEFAULT_MAX_MESSAGE."""
+        items = list(deliveries)
+        if len(items) <= 1:
+            return [items]
+        guess = [
+            len(_section_text(d, DIGEST_EXCERPT).encode("utf-8", "replace"))
+            + len(_section_html(d, DIGEST_EXCERPT).encode("utf-8", "replace"))
+            for d in items
+        ]
+        # the most the message can take: quoted-printable writes a byte as three, and the
+        # headers (the recipients among them) and the HTML document around the sections
+        bound = (
+            3.2 * sum(guess)
+            + 16 * 1024
+            + 4 * sum(len(str(a)) for a in self.cfg.options.get("to", ()))
+        )
+        if bound <= MIN_MESSAGE:
+            return [items]  # every server takes that much: no need to ask
+        limit = self._limit(await self._announced_size())
+        if bound <= limit:
+            return [items]
+        return fit_parts(items, self._wire_size, limit, guess)
+
+    def _wire_size(self, deliveries: Sequence[Delivery]) -> int:
+        return wire_size(build_message(deliveries, self.cfg).as_bytes(policy=SMTP_7BIT))
+
+    @staticmethod
+    def _limit(announced: int | None) -> int:
+        if not announced:
+            return DEFAULT_MAX_MESSAGE
+        return max(1, min(DEFAULT_MAX_MESSAGE, announced - max(1024, int(announced * SIZE_MARGIN))))
+
+    def _remember_size(self, smtp: aiosmtplib.SMTP) -> None:
+        if smtp.is_ehlo_or_helo_needed:
+            return  # no EHLO reply (yet) on this connection: it told nothing
+        value = smtp.esmtp_extensions.get("size", "").strip()
+        self._size = int(value) if value.isdigit() and int(value) > 0 else None
+        self._size_known = True
+
+    async def _announced_size(self) -> int | None:
+        """The server's SIZE: as the last connection learnt it, else asked for now (an
+        EHLO, no login, no mail). A server that cannot be asked: None (the default),
+        and it is asked again for the next digest."""
+        if not self._size_known:
+            try:
+                await asyncio.wait_for(self._ask_size(), self.timeout * 3 + 5)
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+                log.debug("email.size_unknown", sink=self.name, error=self._said(exc, 300))
+        return self._size
+
+    async def _ask_size(self) -> None:
+        smtp = self._client()
+        try:
+            await smtp.connect()
+            if smtp.is_ehlo_or_helo_needed:
+                await smtp.ehlo()
+            self._remember_size(smtp)
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                pass
+        finally:
+            smtp.close()
+
     def _client(self) -> aiosmtplib.SMTP:
         context = self._tls_context
         if context is None and self.security != "none":
@@ -792,7 +930,10 @@ class EmailSink:
             await smtp.connect()
             if self.username is not None:
                 await smtp.login(self.username, self._password or "")
-            errors, _ = await smtp.sendmail(self.sender, self.recipients, data)
+            try:
+                errors, _ = await smtp.sendmail(self.sender, self.recipients, data)
+            finally:
+                self._remember_size(smtp)  # for the next digest's parts
             try:
                 await smtp.quit()
             except (aiosmtplib.SMTPException, OSError):

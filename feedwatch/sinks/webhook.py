@@ -26,7 +26,7 @@ from feedwatch.model import Secret, SinkConfig
 from feedwatch.pacing import parse_retry_after
 from feedwatch.redact import url_secrets
 from feedwatch.sinks import formats
-from feedwatch.sinks.base import SendResult
+from feedwatch.sinks.base import SendResult, fit_parts
 from feedwatch.store.base import Delivery
 
 log = structlog.get_logger("feedwatch.sinks.webhook")
@@ -35,6 +35,10 @@ FORMATS = ("json", "slack", "discord", "ntfy", "teams")
 USER_AGENT = f"feedwatch/{__version__}"
 MAX_RESPONSE = 64 * 1024  # we read at most this much of an answer (for the error message)
 _RESERVED = frozenset({"content-length", "host", "transfer-encoding"})
+# A `json` digest body is at most this many bytes (several digests when the held alerts
+# need more): under 1 MiB, nginx's default client_max_body_size. The other formats cut
+# a long digest to their service's limits ("…and N more alerts").
+MAX_JSON_DIGEST = 1_000_000
 
 
 class _BadHeader(Exception):
@@ -150,6 +154,22 @@ class WebhookSink:
         if self._secret:
             headers["X-Feedwatch-Signature-256"] = sign(self._secret, body)
         return body, headers
+
+    async def digest_parts(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
+        """A `json` digest too big for one body: several, oldest first, each at most
+        MAX_JSON_DIGEST bytes (an alert too big alone goes alone, whole)."""
+        items = list(deliveries)
+        if self._format != "json" or len(items) <= 1:
+            return [items]
+        sizes = [len(formats.payload_json(d.payload)) + 1 for d in items]  # and a comma
+        if sum(sizes) + 64 <= MAX_JSON_DIGEST:
+            return [items]
+        return fit_parts(
+            items,
+            lambda run: len(formats.digest_json([d.payload for d in run])),
+            MAX_JSON_DIGEST,
+            sizes,
+        )
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -1,0 +1,355 @@
+"""A digest never grows past what its receiver takes (docs/alerts.md "Digests").
+
+A held batch too big for one message goes as several digests, each within the
+sink's budget, oldest first, each succeeding or failing on its own and marked as
+it goes: a stop between two parts re-sends only the part in flight. Against real
+receivers: aiosmtpd with a ``data_size_limit`` (announced as SIZE in its EHLO, or
+not), and a webhook receiver answering 413 past 1 MiB as nginx does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from feedwatch.deliver import Dispatcher, DispatchReport
+from feedwatch.model import Alert, Config, Secret, SinkConfig
+from feedwatch.sinks import email as email_sink
+from feedwatch.sinks.base import SendResult, Sink
+from feedwatch.sinks.email import EmailSink
+from feedwatch.sinks.webhook import WebhookSink
+from feedwatch.store.base import Delivery
+from feedwatch.store.sqlite import SqliteStore
+from feedwatch.testing import FakeClock, RecordingSink
+from tests.receivers import Receiver, make_payload, webhook_receiver
+from tests.smtpserver import PASSWORD, USER, SMTPServer, smtp_cert, smtp_server
+
+__all__ = ["smtp_cert", "smtp_server", "webhook_receiver"]  # fixtures, imported for pytest
+
+MIB = 1024 * 1024
+WORDS = "the ministry said on Tuesday that a strike hit a power plant near Dnipro".split()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "state.db")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def long_read(n: int, chars: int) -> str:
+    """``chars`` characters of words, different for each ``n``, ending in a word."""
+    words: list[str] = []
+    size, i = 0, 0
+    while size < chars:
+        words.append(f"{WORDS[(n + i) % len(WORDS)]}{i}")
+        size += len(words[-1]) + 1
+        i += 1
+    text = " ".join(words)[:chars]
+    return text[:-1] + "x" if text.endswith(" ") else text
+
+
+def hold(store: SqliteStore, clock: FakeClock, sink: str, count: int, chars: int) -> list[str]:
+    """``count`` alerts for ``sink``, one a minute, each with a summary (and the same
+    content) of ``chars`` characters; their ids, oldest first."""
+    ids = []
+    for n in range(count):
+        aid = hashlib.sha256(f"alert {n}".encode()).hexdigest()[:32]
+        payload = make_payload(alert_id=aid, title=f"Long read {n}", summary=long_read(n, chars))
+        alert = Alert(
+            id=aid,
+            kind="new",
+            feed="moscow-times",
+            payload=payload,
+            sinks=(sink,),
+            thread_id=None,
+            identity=f"urn:{n}",
+        )
+        assert store.queue_notices([alert], now=clock()) == [aid]
+        ids.append(aid)
+        clock.advance(60)
+    return ids
+
+
+def config(state: Path, *sinks: SinkConfig) -> Config:
+    return Config(path=None, state=str(state), feeds=(), rules={}, sinks={s.name: s for s in sinks})
+
+
+def dispatch(
+    tmp_path: Path, store: SqliteStore, sink: Sink, cfg: SinkConfig, clock: FakeClock
+) -> DispatchReport:
+    async def go() -> DispatchReport:
+        d = Dispatcher(config(tmp_path, cfg), store, {cfg.name: sink}, clock=clock)
+        try:
+            return await d.run_once()
+        finally:
+            await d.aclose()
+
+    return asyncio.run(go())
+
+
+def digest_id(ids: Sequence[str], length: int) -> str:
+    return "digest-" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:length]
+
+
+def statuses(store: SqliteStore, sink: str) -> dict[str, str]:
+    return {
+        rec.alert_id: d.status
+        for rec in store.alerts_for("moscow-times", limit=10_000)
+        for d in rec.deliveries
+        if d.sink == sink
+    }
+
+
+# --------------------------------------------------------------------------
+# Email
+# --------------------------------------------------------------------------
+
+
+def mail_config(smtp: SMTPServer, security: str = "none") -> SinkConfig:
+    login = {"username": USER, "password": Secret(PASSWORD)} if security != "none" else {}
+    return SinkConfig(
+        name="mail",
+        type="email",
+        digest=3.0,
+        options={
+            "host": smtp.host,
+            "port": smtp.port,
+            "security": security,
+            **login,
+            "from_": "feedwatch <alerts@example.org>",
+            "to": ("me@example.org",),
+            "timeout": 10.0,
+        },
+    )
+
+
+def parse(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def mail_alert_ids(msg: EmailMessage) -> list[str]:
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    return re.findall(r"^-- feedwatch new alert ([0-9a-f]{32})\r?$", text, flags=re.M)
+
+
+def assert_split_mail(smtp: SMTPServer, ids: list[str], limit: int) -> None:
+    """Every alert in exactly one message, oldest first; each message within ``limit``
+    bytes as sent and a digest of its own alerts."""
+    assert len(smtp.messages) >= 2
+    sent: list[str] = []
+    for m in smtp.messages:
+        assert len(m.data) <= limit
+        msg = parse(m.data)
+        got = mail_alert_ids(msg)
+        assert msg["X-Feedwatch-Kind"] == "digest"
+        assert msg["X-Feedwatch-Alert-Count"] == str(len(got))
+        assert msg["Subject"] == f"[feedwatch] {len(got)} alerts: moscow-times"
+        assert msg["Message-ID"] == f"<{digest_id(got, 40)}@feedwatch>"
+        sent += got
+    assert sent == ids
+
+
+@pytest.mark.parametrize("security", ["none", "starttls"])
+def test_email_digest_past_the_servers_size_goes_as_several_messages(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer], security: str
+) -> None:
+    """One digest of every held alert was refused (SMTP 552, message size exceeds fixed
+    maximum) and every alert in it went dead; `redeliver` rebuilt the same message."""
+    limit = 60_000
+    # announced: 250-SIZE 60000 (after STARTTLS, to a client yet to log in)
+    smtp = smtp_server(security, auth=security != "none", data_size_limit=limit)
+    cfg = mail_config(smtp, security)
+    clock = FakeClock()
+    ids = hold(store, clock, "mail", 40, 8000)
+    sink = EmailSink(cfg, tls_context=smtp.client_context)
+    report = dispatch(tmp_path, store, sink, cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
+    assert_split_mail(smtp, ids, limit)
+    assert set(statuses(store, "mail").values()) == {"delivered"}
+    # nothing left to send
+    clock.advance(3600)
+    assert dispatch(tmp_path, store, sink, cfg, clock).delivered == 0
+
+
+def test_email_digest_to_a_server_that_announces_no_size_keeps_to_the_default(
+    tmp_path: Path,
+    store: SqliteStore,
+    smtp_server: Callable[..., SMTPServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limit = 60_000
+    smtp = smtp_server("none", data_size_limit=limit, announce_size=False)
+    # the default (under Postfix's 10,240,000) scaled down with the server's limit
+    monkeypatch.setattr(email_sink, "DEFAULT_MAX_MESSAGE", limit - 5000)
+    cfg = mail_config(smtp)
+    clock = FakeClock()
+    ids = hold(store, clock, "mail", 30, 8000)
+    report = dispatch(tmp_path, store, EmailSink(cfg), cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (30, 0, 0), report.failures
+    assert_split_mail(smtp, ids, limit - 5000)
+
+
+def test_email_digest_shows_an_excerpt_of_each_long_read() -> None:
+    """A digest of long reads printed each whole, twice (text and HTML): 100 of them
+    made a 10 MB mail that no one reads through."""
+    text = long_read(1, 40_000)
+    from tests.receivers import make_delivery
+
+    ds = [make_delivery(make_payload(alert_id=f"{i:032x}", summary=text), "m") for i in range(3)]
+    cfg = SinkConfig(
+        name="m", type="email", digest=60.0, options={"from_": "a@b.org", "to": ("c@d.org",)}
+    )
+    msg = email_sink.build_message(ds, cfg)
+    assert len(msg.as_bytes()) < 40_000
+    plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    excerpt = text[: email_sink.DIGEST_EXCERPT]
+    cut = excerpt[: excerpt.rstrip().rfind(" ")].rstrip()
+    for part in (plain, html):
+        assert part.count(cut[:200]) == 3 and text[:1500] not in part
+        assert cut + " …" in part.replace("<br>\n", "\n")
+    # one alert alone (not a digest) keeps its whole text
+    single = email_sink.build_message(
+        ds[:1], SinkConfig(name="m", type="email", options=cfg.options)
+    )
+    assert text in single.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------
+# Webhook json
+# --------------------------------------------------------------------------
+
+
+def hook_config(receiver: Receiver) -> SinkConfig:
+    return SinkConfig(
+        name="hook",
+        type="webhook",
+        digest=3.0,
+        options={"url": receiver.url + "/hook", "format": "json", "timeout": 10.0},
+    )
+
+
+def test_json_digest_past_one_mib_goes_as_several_requests(
+    tmp_path: Path, store: SqliteStore, webhook_receiver: Receiver
+) -> None:
+    """40 alerts of ~32 KB were one 1.3 MB body: nginx's default client_max_body_size
+    answered 413 and all 40 went dead."""
+    webhook_receiver.max_body = MIB
+    cfg = hook_config(webhook_receiver)
+    clock = FakeClock()
+    ids = hold(store, clock, "hook", 40, 16_000)
+    report = dispatch(tmp_path, store, WebhookSink(cfg), cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
+    requests = webhook_receiver.received()
+    assert len(requests) >= 2 and {r.status for r in requests} == {200}
+    sent: list[str] = []
+    for r in requests:
+        assert len(r.body) <= MIB
+        body = json.loads(r.body)
+        assert body["version"] == 1 and body["kind"] == "digest"
+        got = [a["id"] for a in body["alerts"]]
+        assert r.headers["x-feedwatch-digest"] == str(len(got))
+        assert r.headers["x-feedwatch-delivery"] == digest_id(got, 32)
+        for a in body["alerts"]:  # the alert objects whole, as everywhere else
+            assert a["entry"]["summary"] == long_read(ids.index(a["id"]), 16_000)
+        sent += got
+    assert sent == ids
+    assert set(statuses(store, "hook").values()) == {"delivered"}
+
+
+# --------------------------------------------------------------------------
+# Parts, through the dispatcher
+# --------------------------------------------------------------------------
+
+
+class PartsSink(RecordingSink):
+    """Splits a digest into parts of ``size`` alerts; ``block`` holds the send of the
+    part whose first alert it names until cancelled; ``fail`` fails such a part."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(name="parts")
+        self.size = size
+        self.block: str | None = None
+        self.blocked = asyncio.Event()
+        self.fail: dict[str, SendResult] = {}
+
+    async def digest_parts(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
+        items = list(deliveries)
+        return [items[i : i + self.size] for i in range(0, len(items), self.size)]
+
+    async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+        self.batches.append(list(deliveries))
+        if deliveries[0].alert_id == self.block:
+            self.blocked.set()
+            await asyncio.Event().wait()  # until cancelled
+        return self.fail.get(deliveries[0].alert_id, SendResult.success())
+
+
+def parts_config(tmp_path: Path) -> Config:
+    return config(tmp_path, SinkConfig(name="parts", type="webhook", digest=600.0))
+
+
+def test_a_stop_between_digest_parts_sends_again_only_the_part_in_flight(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    clock = FakeClock()
+    ids = hold(store, clock, "parts", 7, 10)
+    clock.advance(600)
+    sink = PartsSink(3)
+    sink.block = ids[3]
+
+    async def stopped_mid_digest() -> None:
+        d = Dispatcher(parts_config(tmp_path), store, {"parts": sink}, clock=clock)
+        task = asyncio.get_running_loop().create_task(d.run_once())
+        await asyncio.wait_for(sink.blocked.wait(), 5)
+        d.stop()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(stopped_mid_digest())
+    state = statuses(store, "parts")
+    assert [state[i] for i in ids] == ["delivered"] * 3 + ["pending"] * 4
+    # the next run: the part in flight and the rest; the first part is not sent again
+    sink.block = None
+    before = len(sink.batches)
+    report = asyncio.run(
+        Dispatcher(parts_config(tmp_path), store, {"parts": sink}, clock=clock).run_once()
+    )
+    assert report.delivered == 4
+    assert [[d.alert_id for d in b] for b in sink.batches[before:]] == [ids[3:6], ids[6:]]
+
+
+def test_a_failed_part_holds_the_later_parts_and_a_dead_one_does_not(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    clock = FakeClock()
+    ids = hold(store, clock, "parts", 7, 10)
+    clock.advance(600)
+    sink = PartsSink(3)
+    sink.fail[ids[3]] = SendResult.transient("HTTP 503")
+    d = Dispatcher(parts_config(tmp_path), store, {"parts": sink}, clock=clock)
+    report = asyncio.run(d.run_once())
+    assert (report.delivered, report.retried, report.waiting) == (3, 3, 1)
+    assert [[x.alert_id for x in b] for b in sink.batches] == [ids[:3], ids[3:6]]
+    sink.batches.clear()
+    sink.size = 2  # re-split: 3 4 | 5 6
+    sink.fail = {ids[3]: SendResult.dead("HTTP 400")}
+    report = asyncio.run(d.run_once(force=True))
+    assert (report.delivered, report.dead) == (2, 2)  # the dead part did not stop the next
+    state = statuses(store, "parts")
+    assert [state[i] for i in ids] == ["delivered"] * 3 + ["dead"] * 2 + ["delivered"] * 2
