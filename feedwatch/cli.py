@@ -730,7 +730,12 @@ class _AlertLines:
             return payload_line(a.payload, ascii_only=self.ascii_only)
         from feedwatch.present import show  # the terminal's: no escape sequence of the feed's
 
-        title = (a.payload.get("entry") or {}).get("title") or a.payload.get("message") or ""
+        entry = a.payload.get("entry")
+        if entry:  # as the email and chat messages name an entry without a title
+            title = str(entry.get("title") or "")
+            title = title if title.strip() else "(untitled)"
+        else:
+            title = a.payload.get("message") or ""
         return f"{self.prefix} {a.id} {a.kind} {show(a.feed)}: {show(title)} -> {', '.join(a.sinks) or '(no sink)'}\n"
 
     def write_to(self, out: TextIO) -> None:

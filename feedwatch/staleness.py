@@ -15,11 +15,22 @@ from feedwatch.store.base import FeedRecord
 
 
 def _ago(seconds: float) -> str:
-    if seconds >= 86400:
-        return f"{seconds / 86400:.1f} days"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} hours"
-    return f"{int(seconds // 60)} minutes"
+    """A duration as a person says it: ``45 seconds``, ``1 minute``, ``2 hours``,
+    ``1 hour 30 minutes``, ``1 day 12 hours`` (its two largest units, rounded down)."""
+    rest = max(0, int(seconds))
+    if rest < 60:
+        return _count(rest, "second")
+    parts: list[tuple[int, str]] = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        n, rest = divmod(rest, size)
+        if n or parts:
+            parts.append((n, unit))
+    shown = [_count(n, unit) for n, unit in parts[:2] if n]
+    return " ".join(shown)
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 
 
 def stale_notice(

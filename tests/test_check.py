@@ -787,6 +787,7 @@ def test_validate_warns_of_sinks_that_cannot_work_on_this_machine(tmp_path):
         "fine": ("command", "argv", ["cat"]),
         "log": ("jsonl", "path", f"{tmp_path}/missing/alerts.jsonl"),
         "out": ("jsonl", "path", f"{tmp_path}/alerts.jsonl"),
+        "dir": ("jsonl", "path", str(tmp_path)),
     }
     cfg = tmp_path / "c.toml"
     cfg.write_text(
@@ -798,13 +799,14 @@ def test_validate_warns_of_sinks_that_cannot_work_on_this_machine(tmp_path):
         + '[[feeds]]\nurl = "https://example.org/feed"\n'
     )
     r = fw(cfg, "validate")
-    assert r.returncode == 0 and r.stdout.strip() == "ok: 1 feeds, 6 sinks, 0 rules"
+    assert r.returncode == 0 and r.stdout.strip() == "ok: 1 feeds, 7 sinks, 0 rules"
     assert r.stderr.splitlines() == [
         "warning: sink gone: program /nonexistent/notify-send does not exist",
         f"warning: sink nopath: program 'no-such-notifier-here' is not on PATH ({os.environ['PATH']})",
         f"warning: sink noexec: program {script} is not executable",
         f"warning: sink log: directory {tmp_path}/missing of {tmp_path}/missing/alerts.jsonl"
         " does not exist",
+        f"warning: sink dir: path {tmp_path} is a directory, not a file",
     ]
 
 

@@ -195,6 +195,21 @@ class _A:
         self.payload = {"kind": "new", "entry": {"title": title}}
 
 
+def test_check_line_of_an_untitled_entry_says_untitled() -> None:
+    """`new f:  -> log`, where the email and the chat messages say "(untitled)"."""
+    lines = _AlertLines(json_lines=False, dry_run=False)
+    notice = _A("n1", "")
+    notice.payload = {"kind": "stale", "entry": None, "message": "feed 'f' looks stale"}
+    lines.add(0, [_A("a1", ""), _A("a2", "   "), notice])
+    out = io.StringIO()
+    lines.write_to(out)
+    assert out.getvalue().splitlines() == [
+        "alert a1 new f: (untitled) -> log",
+        "alert a2 new f: (untitled) -> log",
+        "alert n1 new f: feed 'f' looks stale -> log",
+    ]
+
+
 @pytest.mark.parametrize("json_lines", [False, True])
 def test_check_lines_come_out_in_feed_order_from_the_spool(
     monkeypatch: pytest.MonkeyPatch, json_lines: bool

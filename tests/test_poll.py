@@ -125,7 +125,7 @@ def test_a_feed_added_broken_is_stale_stale_after_its_first_poll(tmp_path, feed_
     clock.advance(minutes=31)
     dry, real = asyncio.run(dry_then_real(config, store, clock, feed))
     assert [k for k, *_ in real] == ["stale"] and dry == real
-    assert "no successful poll since its first, 1.0 hours ago" in real[0][2]
+    assert "no successful poll since its first, 1 hour 1 minute ago" in real[0][2]
     assert "404" in real[0][2]
     clock.advance(minutes=5)
     assert asyncio.run(poll(config, store, clock, feed)).alerts == []  # once
@@ -619,6 +619,30 @@ def test_stale_notice_pure():
     )
     assert stale_notice(back, T0 + timedelta(hours=2), 3600)[0] == "recovered"
     assert stale_notice(rec, T0 + timedelta(days=9), 0) is None
+
+
+@pytest.mark.parametrize(
+    ("quiet", "reads"),
+    [
+        (timedelta(seconds=45), "45 seconds"),
+        (timedelta(seconds=61), "1 minute"),
+        (timedelta(minutes=59, seconds=59), "59 minutes"),
+        (timedelta(hours=1), "1 hour"),
+        (timedelta(hours=1, minutes=30), "1 hour 30 minutes"),
+        (timedelta(hours=2, seconds=20), "2 hours"),
+        (timedelta(days=1), "1 day"),
+        (timedelta(days=1, hours=12, minutes=5), "1 day 12 hours"),
+        (timedelta(days=9), "9 days"),
+    ],
+)
+def test_stale_notice_says_how_long_as_a_person_would(quiet, reads):
+    """It read "no new entry for 0 minutes", "1 minutes", "1.0 days"."""
+    rec = FeedRecord(name="f", last_success=T0 + quiet, last_new_entry=T0)
+    _, msg, _ = stale_notice(rec, T0 + quiet, 30)
+    assert msg == f"feed 'f' looks stale: no new entry for {reads}"
+    broken = FeedRecord(name="f", last_success=T0, last_new_entry=T0, last_error="HTTP 500")
+    _, msg, _ = stale_notice(broken, T0 + quiet, 30)
+    assert msg == f"feed 'f' looks stale: no successful poll for {reads} (last error: HTTP 500)"
 
 
 @pytest.mark.timeout(60)

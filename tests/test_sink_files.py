@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from feedwatch.model import Secret, SinkConfig
-from feedwatch.sinks import build_sink, formats, sample_delivery
+from feedwatch.sinks import build_sink, formats, machine_problem, sample_delivery
 from feedwatch.sinks.base import SendResult
 from feedwatch.sinks.command import CommandSink
 from feedwatch.sinks.console import ConsoleSink, render_console
@@ -66,6 +66,21 @@ def test_jsonl_missing_directory_is_transient(tmp_path: Path) -> None:
         result.error or ""
     )
     assert not path.parent.exists()
+
+
+def test_jsonl_path_that_is_a_directory_is_dead_at_once(tmp_path: Path) -> None:
+    """A `path` naming a directory was retried for days as transient ("cannot open
+    logs: Is a directory"), though only a config change can mend it."""
+    (tmp_path / "logs").mkdir()
+    result = _send(_jsonl(str(tmp_path / "logs")), [make_delivery(make_payload())])
+    assert not result.ok and result.permanent
+    assert result.error == (
+        f"sink log: cannot write to {tmp_path}/logs: it is a directory;"
+        " point path at a file (in it, or elsewhere)"
+    )
+    assert list((tmp_path / "logs").iterdir()) == []
+    cfg = SinkConfig(name="log", type="jsonl", options={"path": str(tmp_path / "logs")})
+    assert machine_problem(cfg) == f"sink log: path {tmp_path}/logs is a directory, not a file"
 
 
 _PARTLY_WRITTEN = """

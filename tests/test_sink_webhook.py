@@ -735,6 +735,22 @@ def test_ntfy_limits_and_headers() -> None:
     assert len(body) <= 4096 and headers["Title"] == "feedwatch: 40 alerts"
 
 
+def test_ntfy_body_stays_under_4096_bytes_and_is_cut_at_a_word() -> None:
+    """A body could be exactly 4096 bytes, which older ntfy servers turn into an
+    attachment ("under 4096", the docs say), and it was cut in the middle of a word."""
+    body, _ = formats.ntfy([make_payload(summary=BIG)])  # no space to cut at
+    assert len(body) == 4095
+    words = [f"word{i}" for i in range(2000)]
+    for payloads in (
+        [make_payload(summary=" ".join(words))],
+        [make_payload(alert_id=f"{i:032x}", summary=" ".join(words)) for i in range(3)],
+    ):
+        body, _ = formats.ntfy(payloads)
+        cuts = re.findall(r"(\S+)…", body.decode())
+        assert len(body) <= 4095 and cuts
+        assert set(cuts) <= set(words)  # a whole word before each "…"
+
+
 def test_ntfy_update_and_notice() -> None:
     body, headers = formats.ntfy([make_payload(kind="updated", changes=UPDATE_CHANGES)])
     text = body.decode()

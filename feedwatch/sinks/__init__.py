@@ -60,8 +60,9 @@ def build_sink(
 def machine_problem(cfg: SinkConfig) -> str | None:
     """What on this machine keeps the sink from working, if anything can be told
     without sending: a command's program that is not there (its alerts would go dead
-    at once), a jsonl file's missing directory. Not a config error: the config may be
-    meant for another machine, or a sandbox with another PATH."""
+    at once), a jsonl file's missing directory, a jsonl path that is a directory. Not
+    a config error: the config may be meant for another machine, or a sandbox with
+    another PATH."""
     if cfg.type == "command":
         argv = cfg.options.get("argv") or ()
         program = str(argv[0]) if argv else ""
@@ -81,6 +82,8 @@ def machine_problem(cfg: SinkConfig) -> str | None:
         directory = missing_directory(path) if path != "-" else None
         if directory is not None:
             return f"sink {cfg.name}: directory {directory} of {path} does not exist"
+        if path != "-" and os.path.isdir(path):
+            return f"sink {cfg.name}: path {path} is a directory, not a file"
     return None
 
 

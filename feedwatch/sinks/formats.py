@@ -196,22 +196,34 @@ def oneline(text: str) -> str:
     return _SPACES.sub(" ", _HEADER_BAD.sub(" ", text)).strip()
 
 
-def shorten(text: str, limit: int) -> str:
-    """At most ``limit`` characters, ending in ``…`` when cut."""
+def _word_end(head: str, whole: str) -> str:
+    """``head``, a cut prefix of ``whole``, ending at the end of a word where the cut
+    fell inside one (unless the word is over half of it)."""
+    if not head or len(head) >= len(whole) or head[-1].isspace() or whole[len(head)].isspace():
+        return head
+    space = max(head.rfind(" "), head.rfind("\n"), head.rfind("\t"))
+    return head[:space] if space > len(head) // 2 else head
+
+
+def shorten(text: str, limit: int, *, words: bool = False) -> str:
+    """At most ``limit`` characters, ending in ``…`` when cut (``words``: after a word)."""
     if limit <= 0:
         return ""
     if len(text) <= limit:
         return text
-    return text[: limit - 1].rstrip() + ELLIPSIS
+    head = text[: limit - 1]
+    return (_word_end(head, text) if words else head).rstrip() + ELLIPSIS
 
 
-def shorten_bytes(text: str, limit: int) -> str:
-    """At most ``limit`` UTF-8 bytes, never splitting a character, ending in ``…`` when cut."""
+def shorten_bytes(text: str, limit: int, *, words: bool = False) -> str:
+    """At most ``limit`` UTF-8 bytes, never splitting a character, ending in ``…`` when
+    cut (``words``: after a word)."""
     data = text.encode("utf-8", "replace")
     if len(data) <= limit:
         return text
     budget = max(0, limit - len(ELLIPSIS.encode()))
-    return data[:budget].decode("utf-8", "ignore").rstrip() + ELLIPSIS
+    head = data[:budget].decode("utf-8", "ignore")
+    return (_word_end(head, text) if words else head).rstrip() + ELLIPSIS
 
 
 def safe_link(value: object, *, limit: int = 2048) -> str | None:
@@ -677,7 +689,9 @@ def _teams_card(payloads: list[Payload], shown: list[Payload], single: bool) -> 
 # ntfy (plain text body, Title / Click / Tags headers)
 # --------------------------------------------------------------------------
 
-NTFY_MAX_BODY = 4096  # larger bodies turn into an attachment
+# ntfy turns a body of 4096 bytes or more into an attachment (older servers already at
+# 4096 itself): under that
+NTFY_MAX_BODY = 4095
 _NTFY_TAGS = {
     "new": "new",
     "updated": "arrows_counterclockwise",
@@ -705,18 +719,20 @@ def _ntfy_block(p: Payload, limit: int) -> str:
             lines.append("Changed:")
             each = max(20, limit // (2 * len(changes) + 1))
             for key, old, new in changes:
-                lines.append(f"- {key}: {shorten(old, each)} -> {shorten(new, each)}")
+                old, new = shorten(old, each, words=True), shorten(new, each, words=True)
+                lines.append(f"- {key}: {old} -> {new}")
         else:
             summary = entry_summary(p)
             if summary:
-                lines.append(shorten(summary, limit))
+                lines.append(shorten(summary, limit, words=True))
         if matched_text(p):
             lines.append(f"Matched: {matched_text(p)}")
-    return shorten_bytes(clean("\n".join(lines)), limit)
+    return shorten_bytes(clean("\n".join(lines)), limit, words=True)
 
 
 def ntfy(payloads: Sequence[Payload], *, digest: bool = False) -> tuple[bytes, dict[str, str]]:
-    """ntfy: a plain text body under 4096 bytes, and ``Title``, ``Click``, ``Tags`` headers."""
+    """ntfy: a plain text body under 4096 bytes (cut after a word), and ``Title``,
+    ``Click``, ``Tags`` headers."""
     payloads = list(payloads)
     headers: dict[str, str] = {}
     if len(payloads) == 1 and not digest:
@@ -741,7 +757,7 @@ def ntfy(payloads: Sequence[Payload], *, digest: bool = False) -> tuple[bytes, d
                 break
             blocks.append(block)
             used += size
-        body = shorten_bytes("\n\n".join(blocks), NTFY_MAX_BODY)
+        body = shorten_bytes("\n\n".join(blocks), NTFY_MAX_BODY, words=True)
         tags = ["newspaper", *dict.fromkeys(feed_name(p) for p in payloads)]
     headers["Title"] = header_value(title)
     link = next((entry_link(p) for p in payloads if entry_link(p)), None)

@@ -149,6 +149,13 @@ class JsonlSink:
                     raise
                 fd = os.dup(own)
         except OSError as exc:
+            if exc.errno == errno.EISDIR:  # only another `path` mends that: dead at once
+                return SendResult.dead(
+                    self._err(
+                        f"cannot write to {self._path}: it is a directory;"
+                        " point path at a file (in it, or elsewhere)"
+                    )
+                )
             return SendResult.transient(self._err(self._open_error(exc)))
         try:
             if own is None:  # a copy shares its flags with our own stderr: left be
