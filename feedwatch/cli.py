@@ -234,9 +234,11 @@ def _say_start_failed(command: str, message: str, plain: str) -> None:
         print(plain, file=sys.stderr)
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, path: Path | None = None) -> Config:
+    """The config of ``path``, else of the file found now (``find_config_path``)."""
     explicit = getattr(args, "config", None)
-    path = find_config_path(explicit)
+    if path is None:
+        path = find_config_path(explicit)
     try:
         config = load_config(path, state_override=getattr(args, "state", None))
     except ConfigError as exc:
@@ -261,11 +263,22 @@ def _from_variable(problem: Problem, path: str) -> Problem:
     return replace(problem, file=f"{path} (from $FEEDWATCH_CONFIG)")
 
 
+def _loader(args: argparse.Namespace) -> Callable[[], Config]:
+    """A command module's ``load``. The daemon's loads its config again at each reload:
+    the file found at its start, by its absolute path, and never another one that
+    appeared since (a feedwatch.toml made later in its directory silently replaced the
+    feeds). Not resolved: a symlink swapped for a new version is followed at a reload."""
+    if args.command != "run":
+        return lambda: _load(args)
+    path = find_config_path(getattr(args, "config", None)).absolute()
+    return lambda: _load(args, path)
+
+
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     for name, module, _help in COMMAND_MODULES:
         if args.command == name:
             run: Callable[..., int] = importlib.import_module(module).run
-            return run(args, out, lambda: _load(args))
+            return run(args, out, _loader(args))
     if args.command == "validate":
         from feedwatch.config import jitter_over_interval, rule_warnings, same_url_feeds
         from feedwatch.fetch import environment_problems

@@ -12,6 +12,7 @@ source once more, just far enough to map each key path to its line.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import difflib
 import glob
 import importlib.util
@@ -294,6 +295,17 @@ def find_config_path(explicit: str | None, env: Mapping[str, str] = os.environ) 
             )
         ]
     )
+
+
+def problem_at(path: Path | None, key: KeyPath, message: str) -> Problem:
+    """A problem of a valid config that only a comparison finds (a reload's with the
+    running config), located as ``load_config`` locates its own: ``FILE:LINE: key.path:
+    message``, the line of the key (else of its table) as the file reads now."""
+    f = _File(path=Path(path or ""), display=str(path or ""), index=0)
+    if path is not None and key:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            f.text = f.path.read_bytes().decode("utf-8-sig")
+    return Problem(f.display, f.line_of(key) if f.text else None, _format_path(key), message)
 
 
 def default_state_path(env: Mapping[str, str] = os.environ) -> str:

@@ -4,7 +4,8 @@ lock the state (one daemon per state file)
 schedule each enabled feed at its stored next poll (overdue ones spread over a minute)
 each poll job: poll (same code as `check`) -> schedule the next from the stored next_poll
 every few seconds, and right after a poll that queued alerts: run the outbox
-SIGHUP: load the config again; invalid -> log and keep the old one
+SIGHUP: load the config file found at the start again; invalid (or emptied, or
+        another state file) -> log and keep the old one
 the wall clock steps (NTP, a resume): the waits are set again from now (StepWatch)
 SIGTERM/SIGINT: stop scheduling, let the polls whose request is out and the sends under
                 way finish within shutdown_timeout; abandon polls still waiting for a
@@ -41,7 +42,15 @@ import structlog
 from feedwatch import log as logsetup
 from feedwatch import metrics, pacing, sdnotify
 from feedwatch.clock import Clock, StepWatch, system_clock, wait_clock
-from feedwatch.config import ConfigError, same_url_feeds
+from feedwatch.config import (
+    ConfigError,
+    Problem,
+    format_duration,
+    jitter_over_interval,
+    problem_at,
+    rule_warnings,
+    same_url_feeds,
+)
 from feedwatch.deliver import Dispatcher, DispatchReport
 from feedwatch.fetch import Fetcher, check_environment
 from feedwatch.model import Config, FeedConfig
@@ -165,6 +174,8 @@ class Daemon:
         self.poller: Poller
         self._parse_pool = ParsePool(worker_count(config.parse_workers))
         self._metrics_server: metrics.MetricsServer | None = None
+        # each feed's state as feedwatch_feeds{state} counts it (_update_gauges, _count_state)
+        self._feed_states: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------
     async def serve(self) -> int:
@@ -214,15 +225,7 @@ class Daemon:
             self._clock_watch = loop.create_task(self._watch_clock())
             self._update_gauges()
             self._kick_deliveries()
-            for sink in cfg.sinks.values():
-                problem = machine_problem(sink)
-                if problem:
-                    log.warning("sink.will_fail", sink=sink.name, problem=problem)
-            for problem in same_url_feeds(cfg):
-                log.warning("config.same_url", problem=problem)
-            no_sink = no_sink_problem(cfg)
-            if no_sink:
-                log.warning("config.no_sinks", problem=no_sink)
+            log_config_warnings(cfg)
             self._started = True
             if self._reload_asked:  # a SIGHUP during the start: its reload now
                 self._request_reload()
@@ -230,6 +233,7 @@ class Daemon:
             sdnotify.ready(status=f"watching {enabled} feeds")
             log.info(
                 "daemon.started",
+                config=_file(cfg),
                 feeds=enabled,
                 sinks=len(cfg.sinks),
                 state=cfg.state,
@@ -473,6 +477,7 @@ class Daemon:
             return
         now = self.clock()
         rec = self.store.feed(name)
+        self._count_state(name, feed_state(rec, feed.enabled, feed.url))
         if _gone_here(rec, feed):
             log.warning(
                 "feed.gone",
@@ -661,35 +666,32 @@ class Daemon:
 
     # -- reload -------------------------------------------------------------------
     async def reload(self) -> bool:
+        """Load the config file again (the one the start found: cli._loader) and apply
+        it; one that is invalid, or that ``_refused`` names, is logged and the running
+        config kept."""
         sdnotify.reloading()
         back = logsetup.restorer()  # loading sets the new config's logging
+        kept = {"config": _file(self.config), "hint": "the running config is kept"}
         try:
             try:
                 new = self.load()
             except ConfigError as exc:
                 back()
-                log.error(
-                    "config.reload_failed",
-                    problems=[str(p) for p in exc.problems],
-                    hint="the running config is kept",
-                )
+                log.error("config.reload_failed", problems=[str(p) for p in exc.problems], **kept)
                 return False
             except Exception as exc:
                 back()
-                log.error("config.reload_failed", error=str(exc), hint="the running config is kept")
+                log.error("config.reload_failed", error=str(exc), **kept)
                 return False
             old = self.config
-            if new.state != old.state:
+            refused = _refused(old, new)
+            if refused:
                 back()
-                log.error(
-                    "config.reload_failed",
-                    problems=[
-                        "feedwatch.state changed: restart feedwatch to use another state file"
-                    ],
-                    hint="the running config is kept",
-                )
+                log.error("config.reload_failed", problems=[str(p) for p in refused], **kept)
                 return False
             self._apply(old, new)
+            self._log_held(old, new)
+            log_config_warnings(new)
             if new.metrics_listen != old.metrics_listen:
                 await self._move_metrics(new.metrics_listen, old.metrics_listen)
             if new.parse_workers != old.parse_workers:
@@ -765,12 +767,39 @@ class Daemon:
             pass
         log.info(
             "config.reloaded",
+            config=_file(new),
             added=plan.added,
             removed=plan.removed,
             changed=plan.changed,
             feeds=len(new.feeds),
             sinks=len(new.sinks),
         )
+
+    def _log_held(self, old: Config, new: Config) -> None:
+        """Name each sink a reload took out (or renamed) whose deliveries still wait:
+        they are held, not sent elsewhere, and `status` shows the sink as removed."""
+        gone = [name for name in old.sinks if name not in new.sinks]
+        if not gone:
+            return
+        try:
+            counts = self.store.sink_counts()
+        except StateError:  # `status` counts them all the same
+            return
+        until = (
+            f"until it is back in the config or give_up_after"
+            f" ({format_duration(new.give_up_after)}) passes, then they go dead"
+            if new.give_up_after > 0
+            else "until it is back in the config (give_up_after = 0s: for ever)"
+        )
+        for name in gone:
+            pending = counts[name].pending if name in counts else 0
+            if pending:
+                log.warning(
+                    "sink.removed_held",
+                    sink=name,
+                    pending=pending,
+                    hint=f"the sink is no longer in the config: its deliveries are held {until}",
+                )
 
     def _plan_feeds(self, old: Config, new: Config) -> _FeedPlan:
         """What a reload does to the feeds. To schedule now: new feeds and new URLs (due
@@ -880,13 +909,27 @@ class Daemon:
         metrics.OUTBOX_PENDING.replace([({"sink": name}, c.pending) for name, c in counts.items()])
 
     def _update_gauges(self) -> None:
+        """Every gauge from the state (at the start, a reload, the hourly upkeep); between
+        two, each poll's end moves its feed's count (``_count_state``)."""
         records = self.store.feeds()
+        self._feed_states = {
+            f.name: feed_state(records.get(f.name), f.enabled, f.url) for f in self.config.feeds
+        }
         states: dict[str, int] = {}
-        for f in self.config.feeds:
-            st = feed_state(records.get(f.name), f.enabled, f.url)
+        for st in self._feed_states.values():
             states[st] = states.get(st, 0) + 1
         metrics.FEEDS.replace([({"state": k}, v) for k, v in states.items()])
         self._update_outbox()
+
+    def _count_state(self, name: str, state: str) -> None:
+        """A feed's state after its poll: feedwatch_feeds{state} moves it if it changed
+        (a feed the last count did not know waits for the next)."""
+        before = self._feed_states.get(name)
+        if before is None or before == state:
+            return
+        self._feed_states[name] = state
+        metrics.FEEDS.dec(state=before)
+        metrics.FEEDS.inc(state=state)
 
 
 @dataclass
@@ -900,6 +943,67 @@ class _FeedPlan:
     added: int = 0
     removed: int = 0
     changed: int = 0
+
+
+def log_config_warnings(cfg: Config) -> None:
+    """What `validate` warns of in a valid config (a sink that cannot work on this
+    machine, no sink at all, two feeds on one URL, a jitter cut to the interval, rules that cannot do
+    what was meant), logged at the start and at each reload."""
+    for sink in cfg.sinks.values():
+        problem = machine_problem(sink)
+        if problem:
+            log.warning("sink.will_fail", sink=sink.name, problem=problem)
+    no_sink = no_sink_problem(cfg)
+    for event, problems in (
+        ("config.no_sinks", [no_sink] if no_sink else []),
+        ("config.same_url", same_url_feeds(cfg)),
+        ("config.jitter_cut", jitter_over_interval(cfg)),
+        ("config.rule_warning", rule_warnings(cfg)),
+    ):
+        for problem in problems:
+            log.warning(event, problem=problem)
+
+
+def _refused(old: Config, new: Config) -> list[Problem]:
+    """Why a reload does not apply a valid config: another state file (only a restart
+    changes it); no feeds at all, or no sink, where the running config has some: an
+    emptied or cut-short file (an editor that writes in two steps, a .path unit's reload
+    in between) would stop every feed, or record every alert and send it nowhere. A
+    restart takes such a config."""
+    problems: list[Problem] = []
+    if new.state != old.state:
+        problems.append(
+            problem_at(
+                new.path,
+                ("feedwatch", "state"),
+                "changed: restart feedwatch to use another state file",
+            )
+        )
+    if old.feeds and not new.feeds:
+        problems.append(
+            problem_at(
+                new.path,
+                (),
+                f"the new config has no feeds (the running one has {len(old.feeds)}): every"
+                " feed would stop; an empty or cut-short file? Restart feedwatch to run"
+                " with no feeds",
+            )
+        )
+    if old.sinks and not new.sinks:
+        problems.append(
+            problem_at(
+                new.path,
+                ("sinks",),
+                f"the new config has none (the running one has {len(old.sinks)}): alerts"
+                " would be recorded and sent nowhere; restart feedwatch to run without sinks",
+            )
+        )
+    return problems
+
+
+def _file(cfg: Config) -> str | None:
+    """The config's file, as the log names it."""
+    return str(cfg.path) if cfg.path is not None else None
 
 
 def _stored_slot(rec: FeedRecord | None, feed: FeedConfig) -> datetime | None:

@@ -55,7 +55,17 @@ def collect(config: Config) -> dict[str, Any]:
     sinks = []
     for name in list(config.sinks) + sorted(set(counts) - set(config.sinks)):
         c = counts.get(name, SinkCounts())
-        sinks.append({"name": name, "pending": c.pending, "delivered": c.delivered, "dead": c.dead})
+        sinks.append(
+            {
+                "name": name,
+                "pending": c.pending,
+                "delivered": c.delivered,
+                "dead": c.dead,
+                # out of the config (removed or renamed): its pending deliveries are held
+                # until it is back or give_up_after passes
+                "removed": name not in config.sinks,
+            }
+        )
     return {"feeds": feeds, "sinks": sinks}
 
 
@@ -89,7 +99,8 @@ def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    """``rows`` in columns; a row may have a last cell more than the header (a note)."""
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(len(r) for r in rows))]
     for r in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() + "\n")
 
@@ -127,7 +138,10 @@ def status_command(config: Config, out: TextIO, *, as_json: bool, check: bool) -
             out.write("\n")
             srows = [["SINK", "PENDING", "DELIVERED", "DEAD"]]
             for s in data["sinks"]:
-                srows.append([s["name"], str(s["pending"]), str(s["delivered"]), str(s["dead"])])
+                srows.append(
+                    [s["name"], str(s["pending"]), str(s["delivered"]), str(s["dead"])]
+                    + (["(removed from the config)"] if s["removed"] else [])
+                )
             _table(srows, out)
     if check:
         bad = any(f["state"] in ("error", "gone") for f in data["feeds"]) or any(

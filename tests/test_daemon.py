@@ -34,19 +34,22 @@ class Daemon:
 
     def __init__(
         self,
-        cfg: Path,
+        cfg: Path | None,
         tmp: Path,
         *,
         stderr: Any = None,
         env: dict[str, str] | None = None,
         module: str = "feedwatch",
+        cwd: Path | None = None,
     ) -> None:
+        """``cfg`` None: no ``-c`` (the daemon finds its config, from ``cwd``)."""
         self.log = (tmp / f"daemon-{time.monotonic_ns()}.log").open("w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "-c", str(cfg), "run"],
+            [sys.executable, "-m", module, *(("-c", str(cfg)) if cfg else ()), "run"],
             stdout=subprocess.DEVNULL,
             stderr=self.log if stderr is None else stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=cwd,
         )
 
     def events(self) -> list[dict]:
@@ -118,7 +121,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     still running after the test is killed."""
     started: list[Daemon] = []
 
-    def start(cfg: Path, **kw: Any) -> Daemon:
+    def start(cfg: Path | None, **kw: Any) -> Daemon:
         d = Daemon(cfg, tmp_path, **kw)
         started.append(d)
         return d
@@ -529,7 +532,8 @@ def test_a_wall_clock_set_back_an_hour_holds_no_poll_and_no_watchdog_ping(
 
 
 def test_a_sink_that_cannot_work_here_is_named_at_start(tmp_path, feed_server, start_daemon):
-    """And two feeds of one URL (each alerts every story): named too."""
+    """And two feeds of one URL (each alerts every story), and what else `validate`
+    warns of: named too."""
     feed_server.set("/a", rss([entry(1)]))
     cfg = write_config(
         tmp_path,
@@ -537,7 +541,10 @@ def test_a_sink_that_cannot_work_here_is_named_at_start(tmp_path, feed_server, s
         ["a"],
         extra='\n[sinks.notify]\ntype = "command"\nargv = ["/nonexistent/notify-send"]\n',
     )
-    cfg.write_text(cfg.read_text() + f'\n[[feeds]]\nname = "a2"\nurl = "{feed_server.url("/a")}"\n')
+    cfg.write_text(
+        cfg.read_text()
+        + f'\n[[feeds]]\nname = "a2"\nurl = "{feed_server.url("/a")}"\nnotify_on = []\n'
+    )
     d = start_daemon(cfg)
     wait_for(lambda: d.has("daemon.started"), what="the start")
     assert d.has(
@@ -548,6 +555,8 @@ def test_a_sink_that_cannot_work_here_is_named_at_start(tmp_path, feed_server, s
     assert not any(e.get("event") == "sink.will_fail" and e["sink"] == "log" for e in d.events())
     (same,) = [e for e in d.events() if e.get("event") == "config.same_url"]
     assert same["problem"].startswith('feeds "a" and "a2" poll the same URL')
+    (rule,) = [e for e in d.events() if e.get("event") == "config.rule_warning"]
+    assert rule["problem"].startswith('feed "a2": notify_on = [] alerts no new')
     assert d.stop() == 0
 
 
@@ -1189,6 +1198,13 @@ def test_a_reload_rejected_for_its_state_keeps_the_running_logging(
     )
     d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: d.has("config.reload_failed"), what="the rejection, in JSON")
+    # located as a validate error is: FILE:LINE: key: message
+    line = cfg.read_text().splitlines().index(f'state = "{tmp_path}/other.db"') + 1
+    (failed,) = [e for e in d.events() if e.get("event") == "config.reload_failed"]
+    assert failed["problems"] == [
+        f"{cfg}:{line}: feedwatch.state: changed: restart feedwatch to use another state file"
+    ]
+    assert failed["config"] == str(cfg)
     n = len([e for e in d.events() if e.get("event") == "feed.polled"])
     wait_for(
         lambda: len([e for e in d.events() if e.get("event") == "feed.polled"]) > n,
@@ -1196,6 +1212,198 @@ def test_a_reload_rejected_for_its_state_keeps_the_running_logging(
     )
     assert d.stop() == 0
     assert d.has("daemon.stopped")
+
+
+def test_a_reload_reads_the_file_the_daemon_started_with(tmp_path, feed_server, start_daemon):
+    """Started without -c from a directory D, on ~/.config/feedwatch/config.toml: a
+    feedwatch.toml created in D later (`feedwatch init > feedwatch.toml`) was what the
+    next reload loaded, the real feeds "removed". The file is found once, at the start,
+    and both the start and the reload name it."""
+    feed_server.set("/a", rss([entry(1)]))
+    real = tmp_path / "xdg" / "feedwatch" / "config.toml"
+    real.parent.mkdir(parents=True)
+    real.write_text(write_config(tmp_path, feed_server, ["a"]).read_text())
+    where = tmp_path / "D"
+    where.mkdir()
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "FEEDWATCH_CONFIG": ""}
+    d = start_daemon(None, env=env, cwd=where)
+    wait_for(lambda: d.has("feed.polled", feed="a"), what="the first poll")
+    assert d.has("daemon.started", config=str(real))
+    other = write_config(tmp_path, feed_server, ["other"]).read_text()
+    (where / "feedwatch.toml").write_text(other)
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config.reloaded"), what="the reload")
+    assert d.has("config.reloaded", config=str(real), added=0, removed=0, feeds=1)
+    n = feed_server.count("/a")
+    wait_for(lambda: feed_server.count("/a") > n, what="a still polled")
+    assert feed_server.count("/other") == 0
+    assert d.stop() == 0
+
+
+def test_a_reload_logs_the_warnings_a_start_logs(tmp_path, feed_server, start_daemon):
+    """A reload that added a second feed on one URL and a command sink whose program
+    does not exist logged only `config.reloaded`; `validate` warned of both. The start
+    and the reload log the same warnings now, jitter and rule warnings included."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.polled", feed="a"), what="the first poll")
+    warnings = ("sink.will_fail", "config.same_url", "config.jitter_cut", "config.rule_warning")
+    assert not any(e.get("event") in warnings for e in d.events())
+    cfg.write_text(
+        cfg.read_text()
+        + '\n[sinks.notify]\ntype = "command"\nargv = ["/nonexistent/notify-send"]\n'
+        + f'\n[[feeds]]\nname = "a2"\nurl = "{feed_server.url("/a")}"\n'
+        + f'\n[[feeds]]\nname = "b"\nurl = "{feed_server.url("/b")}"\n'
+        + 'jitter = "1h"\nnotify_on = []\n'
+    )
+    validate = run_feedwatch("-c", str(cfg), "validate", timeout=30)
+    assert validate.returncode == 0 and validate.stderr.count("warning:") == 4, validate.stderr
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config.reloaded"), what="the reload")
+    events = d.events()
+    assert [e["problem"] for e in events if e.get("event") == "sink.will_fail"] == [
+        "sink notify: program /nonexistent/notify-send does not exist"
+    ]
+    (same,) = [e for e in events if e.get("event") == "config.same_url"]
+    assert same["problem"].startswith('feeds "a" and "a2" poll the same URL')
+    (jitter,) = [e for e in events if e.get("event") == "config.jitter_cut"]
+    assert jitter["problem"].startswith('feed "b": jitter 1h is longer than its interval')
+    (rule,) = [e for e in events if e.get("event") == "config.rule_warning"]
+    assert rule["problem"].startswith('feed "b": notify_on = [] alerts no new or updated entry')
+    assert all(e["level"] == "warning" for e in events if e.get("event") in warnings)
+    assert d.stop() == 0
+
+
+def test_a_reload_refuses_an_emptied_config_and_one_without_its_sinks(
+    tmp_path, feed_server, start_daemon
+):
+    """`: > feedwatch.toml; kill -HUP` (an editor that writes in two steps, a .path
+    unit's reload in between) was a valid config: `config.reloaded removed 2`, every
+    feed stopped and every sink gone. A reload now refuses a config with no feeds, or
+    no sinks, while the running one has some: an error naming the file, the running
+    config kept."""
+    for name in ("a", "b"):
+        feed_server.set("/" + name, rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a", "b"])
+    # the state where an empty config puts it too (as $STATE_DIRECTORY under systemd)
+    good = cfg.read_text().replace(f'state = "{tmp_path}/state.db"\n', "")
+    cfg.write_text(good)
+    d = start_daemon(cfg, env={"XDG_STATE_HOME": str(tmp_path / "xs")})
+    wait_for(lambda: d.has("feed.polled", feed="b"), what="the first polls")
+
+    def refused(n: int) -> dict:
+        return wait_for(
+            lambda: (
+                len(failed := [e for e in d.events() if e.get("event") == "config.reload_failed"])
+                >= n
+                and failed[n - 1]
+            ),
+            what=f"rejection {n}",
+        )
+
+    no_feeds = (
+        f"{cfg}: the new config has no feeds (the running one has 2): every feed would"
+        " stop; an empty or cut-short file? Restart feedwatch to run with no feeds"
+    )
+    no_sinks = (
+        f"{cfg}: sinks: the new config has none (the running one has 1): alerts would be"
+        " recorded and sent nowhere; restart feedwatch to run without sinks"
+    )
+    cfg.write_text("")
+    d.proc.send_signal(signal.SIGHUP)
+    empty = refused(1)
+    assert empty["level"] == "error" and empty["config"] == str(cfg)
+    assert empty["problems"] == [no_feeds, no_sinks]
+    assert empty["hint"] == "the running config is kept"
+    cfg.write_text(good[: good.index("[[feeds]]")])  # cut short before the feeds
+    d.proc.send_signal(signal.SIGHUP)
+    assert refused(2)["problems"] == [no_feeds]
+    # feeds that name no sink go to every sink: with none, nowhere
+    cfg.write_text(good[: good.index("[sinks.log]")] + good[good.index("[[feeds]]") :])
+    d.proc.send_signal(signal.SIGHUP)
+    assert refused(3)["problems"] == [no_sinks]
+    assert not d.has("config.reloaded")
+    for name in ("a", "b"):
+        n = feed_server.count("/" + name)
+        wait_for(lambda n=n, name=name: feed_server.count("/" + name) > n, what=f"{name} polled")
+    assert d.stop() == 0
+
+
+def test_the_feeds_gauge_follows_each_poll(tmp_path, feed_server, start_daemon):
+    """feedwatch_feeds{state} was set at the start (every feed "new"), at a reload and
+    at the hourly upkeep: `status` said ok and error while /metrics said "new"."""
+    from tests.feedserver import free_port
+
+    port = free_port()
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/b", "oops", status=500)
+    cfg = write_config(
+        tmp_path, feed_server, ["a", "b"], extra=f'metrics_listen = "127.0.0.1:{port}"'
+    )
+    d = start_daemon(cfg)
+
+    def states() -> dict[str, int]:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        prefix = 'feedwatch_feeds{state="'
+        return {
+            line[len(prefix) :].split('"')[0]: int(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+
+    wait_for(lambda: d.has("feed.polled", feed="b"), what="b's first poll")
+    wait_for(
+        lambda: {k: v for k, v in states().items() if v} == {"ok": 1, "error": 1},
+        what="a ok and b error on /metrics",
+        timeout=10,
+    )
+    feed_server.set("/b", rss([entry(1)]))
+    wait_for(
+        lambda: {k: v for k, v in states().items() if v} == {"ok": 2},
+        what="b ok again on /metrics",
+        timeout=10,
+    )
+    assert d.stop() == 0
+
+
+def test_a_removed_sink_s_held_deliveries_are_named_at_the_reload_and_in_status(
+    tmp_path, feed_server, start_daemon, webhook_receiver
+):
+    """A sink taken out of the config (or renamed) keeps its pending deliveries until
+    it comes back or give_up_after passes: `status` listed it like any other, and the
+    reload said nothing of them."""
+    hook = webhook_receiver
+    hook.script(status=503)
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    base = cfg.read_text()
+    with_webhook(cfg, f"{hook.url}/in")
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.polled", feed="a", result="ok"), what="the baseline")
+    feed_server.set("/a", rss([entry(1), entry(2, title="Held")]))
+    wait_for(lambda: hook.received(), what="a failed delivery")
+    cfg.write_text(base)
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config.reloaded"), what="the reload")
+    (held,) = [e for e in d.events() if e.get("event") == "sink.removed_held"]
+    assert (held["level"], held["sink"], held["pending"]) == ("warning", "hook", 1)
+    assert "until it is back in the config or give_up_after (3d) passes" in held["hint"]
+    status = run_feedwatch("-c", str(cfg), "status", "--json", timeout=30)
+    sinks = {s["name"]: s for s in json.loads(status.stdout)["sinks"]}
+    assert sinks["hook"] == {
+        "name": "hook",
+        "pending": 1,
+        "delivered": 0,
+        "dead": 0,
+        "removed": True,
+    }
+    assert sinks["log"]["removed"] is False
+    text = run_feedwatch("-c", str(cfg), "status", timeout=30).stdout
+    (row,) = [line for line in text.splitlines() if line.startswith("hook")]
+    assert row.split()[:4] == ["hook", "1", "0", "0"]
+    assert row.endswith("  (removed from the config)")
+    assert d.stop() == 0
 
 
 _SLOW_TEXT = "Forces shelled the city overnight, officials said on Tuesday, and units were on. "
