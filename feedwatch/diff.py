@@ -321,7 +321,21 @@ def _differs(
         return False
     if any(same(ka, comparable_text(w)) for w in was):
         return False
+    if _in_mojibake(a, ka, (b, *was), same):
+        return False
     return not (legacy and _read_by_v1(a, ka, (b, *was), same))
+
+
+def _in_mojibake(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str], bool]) -> bool:
+    """Whether ``a`` (comparable: ``ka``), a stored text beyond ASCII, is one of ``texts``
+    (the new text and its earlier readings) read in mojibake (``_mojibake``): every
+    release before parse version 20 read a UTF-8 body labelled windows-1252 or
+    ISO-8859-15 (or -2) in that encoding, so a row of any label may hold it. The same
+    text: stored again silently, once (a feed that fixes its own mojibake alerts
+    nothing either)."""
+    if a.isascii():
+        return False
+    return any(same(ka, comparable_text(m)) for t in texts if not t.isascii() for m in _mojibake(t))
 
 
 def _read_by_v1(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str], bool]) -> bool:
@@ -352,12 +366,14 @@ _C1_AS_1252 = {
 
 
 def _mojibake(text: str) -> tuple[str, ...]:
-    """``text``'s UTF-8 bytes as an earlier feedwatch read them when one stray byte
-    elsewhere in its document made it read the whole in feedparser's fallback encoding:
-    windows-1252 where every byte of the document is defined there (so never where one
-    of ``text``'s is not), else ISO-8859-2 ("Оголошення" as "ĐžĐłĐž…")."""
+    """``text``'s UTF-8 bytes as an earlier feedwatch read them in a single-byte encoding:
+    when one stray byte elsewhere in its document made it read the whole in feedparser's
+    fallback encoding, windows-1252 where every byte of the document is defined there (so
+    never where one of ``text``'s is not), else ISO-8859-2 ("Оголошення" as "ĐžĐłĐž…");
+    and (every release before parse version 20) when the document, UTF-8, was labelled
+    windows-1252, ISO-8859-15 ("crème" as "crÃšme") or ISO-8859-2, in that encoding."""
     raw = text.encode("utf-8")
-    out = [raw.decode("iso-8859-2").translate(_C1_AS_1252)]
+    out = [raw.decode(codec).translate(_C1_AS_1252) for codec in ("iso-8859-15", "iso-8859-2")]
     try:
         out.insert(0, raw.decode("cp1252"))
     except UnicodeDecodeError:
@@ -580,7 +596,9 @@ class _Rezoned:
         content key of that time and title, and such releases wrote it (its label): it
         is the entry's, edited since or not (an edit alerts as updated), for it was the
         entry's key then. (A row this version writes never has such a label, and two
-        entries that had the key then were one to the release that wrote it.) Only for
+        entries that had the key then were one to the release that wrote it.) A title in
+        mojibake alone may be in a row of any label: every release before parse version
+        20 read a UTF-8 document labelled windows-1252 (ISO-8859-15, -2) so. Only for
         an entry with such a date or a title beyond ASCII: no other has a key to try."""
         if key != keys.content or (entry.misread is None and entry.title.isascii()):
             return None
@@ -593,7 +611,7 @@ class _Rezoned:
                     row is not None
                     and row.identity not in seen
                     and row.published == when
-                    and not row.fingerprint.startswith(_READ_RIGHT)
+                    and (not m or not row.fingerprint.startswith(_READ_RIGHT))
                 ):
                     return row
         return None
@@ -630,8 +648,9 @@ def _text_changed(
     if _current(old):
         if old.fingerprint == fp:
             return False
-        if ignore is None:  # the hashes of the comparable texts differ: so do they,
-            # unless the summary's and the content's only swapped (``_moved_text``)
+        if ignore is None and _ascii(old):  # the hashes of the comparable texts differ: so
+            # do they, unless the summary's and the content's only swapped (``_moved_text``);
+            # a text beyond ASCII may be the new one in mojibake (``_in_mojibake``)
             return old.fingerprint != fingerprint(new.title, new.content, new.summary)
     # A fingerprint of another version says nothing, and one of the whole text says
     # nothing of the text ``ignore_text`` leaves: compare the stored text.
@@ -641,6 +660,25 @@ def _text_changed(
         _differs(getattr(old, f), getattr(new, f), ignore, legacy, _was(old, new, f))
         for f in ("summary", "content")
     ) and not _moved_text(old, new, ignore, legacy)
+
+
+def _ascii(row: StoredEntry) -> bool:
+    return row.title.isascii() and row.summary.isascii() and row.content.isascii()
+
+
+def _stored_in_mojibake(old: StoredEntry, new: EntrySnapshot) -> bool:
+    """Whether each text field of ``new`` that differs from ``old``'s is stored in
+    mojibake (``_in_mojibake``), one at least: for ``explain``."""
+    found = False
+    for f in TEXT_FIELDS:
+        a, b = getattr(old, f), getattr(new, f)
+        ka = comparable_text(a)
+        if ka == comparable_text(b):
+            continue
+        if not _in_mojibake(a, ka, (b, *_was(old, new, f)), str.__eq__):
+            return False
+        found = True
+    return found
 
 
 def _moved_text(

@@ -40,6 +40,7 @@ from feedwatch.diff import (
     _field_changes,
     _legacy,
     _moved_text,
+    _stored_in_mojibake,
     _text_changed,
     _was,
     diff,
@@ -216,6 +217,12 @@ def _silent_reason(
     # Texts that differ as written, not as read: no edit (diff._was, diff._moved_text).
     for same_text, what in (
         (lambda: _read_as_stored(old, new), _read_otherwise(old)),
+        (
+            lambda: _stored_in_mojibake(old, new),
+            "its text was stored in mojibake (a release before read a UTF-8 body labelled"
+            " windows-1252 or ISO-8859-15 in that encoding, or one with a stray byte that"
+            " is not UTF-8 so): the same text, read right now",
+        ),
         (
             lambda: _moved_text(old, new, ignore),
             "its text only moved between summary and content (the feed's format or layout"

@@ -981,21 +981,27 @@ class _Decoder:
     or zlib header) passes through whatever ``Content-Encoding`` claims: servers that
     label a plain feed ``gzip``, or send ``Content-Encoding: UTF-8``, are common enough,
     and feedparser's own fetcher (so rss2email) reads them. A body that is encoded in
-    a way we cannot decode is still an error."""
+    a way we cannot decode is still an error.
 
-    def __init__(self, encoding: str, header: str = "") -> None:
+    A body sent without ``Content-Encoding`` that starts with gzip's magic bytes
+    (``1f 8b``, which no feed starts with: a ``.xml.gz`` served as it is) is inflated
+    as a labelled one is, within the same limit (``unlabelled``); any other passes
+    through. It failed as "not well-formed XML"."""
+
+    def __init__(self, encoding: str, header: str = "", unlabelled: bool = False) -> None:
         self.encoding = encoding  # gzip, x-gzip or deflate; "" for one we cannot decode
         self._header = header
+        self._unlabelled = unlabelled  # no Content-Encoding: gzip if its magic bytes say so
         self._z: zlib._Decompress | None = None
         self._pending = b""
         self._plain = False  # the body is not encoded after all
 
     @classmethod
-    def for_encoding(cls, header: str, status: int) -> _Decoder | None:
+    def for_encoding(cls, header: str, status: int) -> _Decoder:
         codings = [c.strip().lower() for c in header.split(",") if c.strip()]
         codings = [c for c in codings if c != "identity"]
         if not codings:
-            return None
+            return cls("gzip", unlabelled=True)
         if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
             return cls(codings[0])
         return cls("", header)  # accepted only if the body turns out not to be encoded
@@ -1003,6 +1009,16 @@ class _Decoder:
     def _start(self, out: bytearray, status: int, final: bool) -> bytes | None:
         """Decide from the first bytes how to read the body; the bytes to decompress,
         or None (passed through, or too few bytes yet to tell)."""
+        if self._unlabelled:
+            if not final and len(self._pending) < 2:
+                return None
+            data, self._pending = self._pending, b""
+            if not data.startswith(b"\x1f\x8b"):
+                self._plain = True
+                out += data  # within max_body: _read_body bounds the bytes as they come
+                return None
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            return data
         head = self._pending.lstrip(_PLAIN_LEAD)
         if not final and (not head or (self.encoding == "deflate" and len(self._pending) < 2)):
             return None
@@ -1053,9 +1069,7 @@ class _Decoder:
                     )
                 data = self._z.unconsumed_tail
         except zlib.error:
-            raise _Fail(
-                f"could not decompress the body ({self.encoding} data is corrupt)", status
-            ) from None
+            raise _Fail(self._broken("corrupt"), status) from None
 
     def finish(self, out: bytearray, limit: int, status: int) -> None:
         if self._plain:
@@ -1071,15 +1085,15 @@ class _Decoder:
         try:
             out += self._z.flush()
         except zlib.error:
-            raise _Fail(
-                f"could not decompress the body ({self.encoding} data is corrupt)", status
-            ) from None
+            raise _Fail(self._broken("corrupt"), status) from None
         if len(out) > limit:
             raise _Fail(f"decompressed body larger than the {_size(limit)} max_body limit", status)
         if not self._z.eof:
-            raise _Fail(
-                f"could not decompress the body ({self.encoding} data is truncated)", status
-            )
+            raise _Fail(self._broken("truncated"), status)
+
+    def _broken(self, how: str) -> str:
+        why = f"could not decompress the body ({self.encoding} data is {how}"
+        return why + ("; it was sent without Content-Encoding: gzip)" if self._unlabelled else ")")
 
     def _wbits(self, head: bytes) -> int:
         if self.encoding != "deflate":

@@ -40,7 +40,7 @@ from feedwatch.text import (
     plain_readings,
 )
 
-__all__ = ["PARSE_VERSION", "XmlParse", "parse_body", "parse_xml_detail"]
+__all__ = ["PARSE_VERSION", "Decoding", "XmlParse", "decoding", "parse_body", "parse_xml_detail"]
 
 log = structlog.get_logger("feedwatch.parse")
 
@@ -67,8 +67,10 @@ log = structlog.get_logger("feedwatch.parse")
 # before 9 (``EntrySnapshot.misread``); 18: and as the
 # first releases of fingerprint v1 read them (an element decoding made, left open,
 # dropped to the end); 19: ISO 8601's basic format with its time of day (midnight
-# before), RFC 822 seconds with a fraction (no date before)
-PARSE_VERSION = 19
+# before), RFC 822 seconds with a fraction (no date before); 20: a body that is UTF-8 is
+# read as UTF-8 whatever a single-byte label says (windows-1252, ISO-8859-15: mojibake
+# before), a UTF-16 label on a body that plainly is not UTF-16 is dropped (``decoding``)
+PARSE_VERSION = 20
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -550,6 +552,7 @@ _JSONFEED_VERSION = re.compile(r"https?://jsonfeed\.org/version/")
 _JSON_TYPE = re.compile(r"^\s*(?:application|text)/(?:[\w.+-]*\+)?json\b", re.IGNORECASE)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
 _LEADING = b"\xef\xbb\xbf \t\r\n"
+_GZIP_MAGIC = b"\x1f\x8b"
 _MAX_WARNING = 300
 _FOUR_DIGIT_YEAR = re.compile(r"(?<!\d)\d{4}(?!\d)")
 
@@ -570,6 +573,11 @@ def parse_body(
     try:
         if not body.strip():
             return _not_a_feed("empty body")
+        if body.startswith(_GZIP_MAGIC):
+            return _not_a_feed(
+                "the body is gzip-compressed (compressed twice, or sent without"
+                " Content-Encoding: gzip): not read"
+            )
         lower = {str(k).lower(): str(v) for k, v in headers.items()}
         max_entries = max(0, max_entries)
         if _looks_like_json(body, lower.get("content-type", "")):
@@ -602,12 +610,19 @@ class XmlParse:
 
 
 def parse_xml_detail(
-    body: bytes, headers: Mapping[str, str], *, url: str | None, max_entries: int
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    url: str | None,
+    max_entries: int,
+    read_as: Decoding | None = None,
 ) -> XmlParse:
     """``parse_body`` on a body known to be XML (not JSON, not empty), by the same code path;
-    may raise where ``parse_body`` would turn the error into ``is_feed=False``."""
+    may raise where ``parse_body`` would turn the error into ``is_feed=False``.
+    ``read_as``: how to read its bytes, when ``body`` is a part of a body (``decoding``
+    of the whole, so that the part is read as the whole is); None: decided from ``body``."""
     lower = {str(k).lower(): str(v) for k, v in headers.items()}
-    return _parse_xml_detail(body, lower, url, max(0, max_entries))
+    return _parse_xml_detail(body, lower, url, max(0, max_entries), read_as)
 
 
 def _parse_xml(
@@ -647,14 +662,19 @@ def _costly_markup(body: bytes) -> str | None:
 
 
 def _parse_xml_detail(
-    body: bytes, headers: dict[str, str], url: str | None, max_entries: int
+    body: bytes,
+    headers: dict[str, str],
+    url: str | None,
+    max_entries: int,
+    read_as: Decoding | None = None,
 ) -> XmlParse:
     costly = _costly_markup(body)
     if costly:
         return XmlParse(feed=_not_a_feed(costly), version="", raw_entries=0, strict=False)
     response_headers = dict(headers)
     body = _bom_to_utf8(body, response_headers)
-    body, repaired = _repair_utf8(body, response_headers)
+    how = read_as if read_as is not None else _decide(body, response_headers)
+    body = _read_as(body, response_headers, how)
     location = response_headers.get("content-location")
     url = _without_userinfo(url)
     if url:
@@ -677,7 +697,7 @@ def _parse_xml_detail(
             )
         finally:
             _entry_cap.reset(token)
-    warnings: list[str] = [repaired] if repaired else []
+    warnings: list[str] = list(how.warnings)
     if d.get("bozo"):
         text = _describe_bozo(
             d.get("bozo_exception"),
@@ -731,7 +751,7 @@ def _parse_xml_detail(
     # A bozo NonXMLContentType (set from the headers alone) still parses strictly; any
     # later failure replaces it with the parser's or the encoding's exception.
     strict = not d.get("bozo") or isinstance(d.get("bozo_exception"), feedparser.NonXMLContentType)
-    strict = strict and not repaired
+    strict = strict and not how.stray
     return XmlParse(
         feed=parsed,
         version=_str(d.get("version")),
@@ -771,60 +791,165 @@ def _bom_to_utf8(body: bytes, headers: dict[str, str]) -> bytes:
     return body
 
 
-# A UTF-8 document holding one byte that is not UTF-8 (a title pasted from a Windows
-# editor): feedparser then read the *whole* document as windows-1252, so every other
-# entry's accented text turned to mojibake and alerted as updated (and again when the
-# byte went away). Only each such byte is read as windows-1252, the rest stays UTF-8.
-# Each invalid byte, as decoding with "surrogateescape" leaves it, and its
-# windows-1252 character (the five bytes windows-1252 leaves undefined as latin-1, as
-# browsers read them).
+# How a body's bytes are read (``decoding``), beside the byte-order mark (above).
+#
+# feedparser reads a body as its labels say (the Content-Type charset, the XML
+# declaration; with response headers but neither, ISO-8859-1), trying UTF-8, then
+# windows-1252, when that fails. So a UTF-8 body labelled windows-1252 (or cp1252,
+# ISO-8859-15) was read as windows-1252, every character beyond ASCII in mojibake
+# ("CafÃ©"), silently; and when a later body held a byte windows-1252 leaves undefined
+# (0x9D: the UTF-8 of "”" ends with it) the whole document as UTF-8, so every entry
+# beyond ASCII alerted as updated, and again when the byte went. (ISO-8859-1 looked
+# right only because feedparser puts back each field that reads as UTF-8 once
+# encoded as ISO-8859-1 again: one that also held a character reference, "&#233;
+# Café", stayed in mojibake.) Real text in a single-byte encoding that happens to be
+# valid UTF-8 with multi-byte sequences is all but impossible (each accented letter
+# would have to be followed by one to three of the bytes 0x80-0xBF), so such a body is
+# UTF-8 whatever a single-byte label says, with a warning naming the label. A body
+# that is mostly UTF-8 holds bytes that are not (a title pasted from a Windows
+# editor): with more UTF-8 characters beyond ASCII than such bytes, each byte alone is
+# read in the single-byte encoding the body names (windows-1252 where it names none),
+# the rest stays UTF-8 (read whole in windows-1252, every other entry in mojibake
+# alerted as updated, and again when the byte went). A Shift_JIS or KOI8-R body without
+# a label has far fewer, and is left to feedparser, which reads it whole as
+# windows-1252, as it always did; one labelled another multi-byte encoding (Shift_JIS,
+# GB18030) is read as labelled.
+#
+# A UTF-16 or UTF-32 label on a body without a byte-order mark that starts with "<" and
+# a byte that is not NUL (ASCII; in UTF-16 every ASCII character has a NUL byte) is
+# wrong: it is read as its declaration says, or as UTF-8 (feedparser decoded it as
+# UTF-16, and it failed as not well-formed).
+#
+# The decision is made from the whole body, once: feedwatch.partial parses the body
+# without its cached items, which must be read as the whole would be.
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a body's bytes are read (``decoding``)."""
+
+    label: str | None = None  # the encoding its labels are made to name; None: as they are
+    stray: str | None = None  # in a UTF-8 body, the encoding each byte that is not UTF-8 is read in
+    warnings: tuple[str, ...] = ()
+
+
+_AS_LABELLED = Decoding()
+# Each invalid byte, as decoding with "surrogateescape" leaves it.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
-_AS_CP1252 = {
-    0xDC00 + b: bytes([b]).decode("cp1252", "ignore") or chr(b) for b in range(0x80, 0x100)
-}
-_DECLARED = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([^"']*)["']""")
+# The XML declaration's encoding, after white space (which makes the declaration no XML,
+# and feedparser does not see it: a label all the same).
+_DECLARED = re.compile(rb"""^\s*<\?xml[^>]*?\sencoding\s*=\s*["']([^"']*)["']""")
+_DECLARED_AT = re.compile(rb"""^(\s*<\?xml[^>]*?\sencoding\s*=\s*)(["'])[^"']*\2""")
+# "<" then a byte that is not NUL, after white space: ASCII, not UTF-16 or UTF-32
+_ASCII_START = re.compile(rb"[ \t\r\n]*<[^\x00]")
+_WIDE = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
+_UTF8 = frozenset({"utf-8", "utf-8-sig"})
 
 
-def _declares_utf8(body: bytes, headers: Mapping[str, str]) -> bool:
-    """Whether ``body`` is UTF-8 by its labels: the Content-Type charset, else the XML
-    declaration, else XML's default (a byte-order mark was made UTF-8 already)."""
-    m = _CHARSET.search(headers.get("content-type", ""))
-    if m:
-        name = m.group(1)
-    else:
-        decl = _DECLARED.match(body)
-        name = decl.group(1).decode("ascii", "replace") if decl else "utf-8"
+def decoding(body: bytes, headers: Mapping[str, str]) -> Decoding:
+    """How ``parse_body`` reads ``body``'s bytes: for feedwatch.partial, which parses a
+    part of it (``parse_xml_detail``'s ``read_as``). ``headers`` in lower case."""
+    response_headers = dict(headers)
+    return _decide(_bom_to_utf8(body, response_headers), response_headers)
+
+
+def _codec(name: str) -> str | None:
     try:
-        return codecs.lookup(name).name in ("utf-8", "utf-8-sig")
+        return codecs.lookup(name).name
     except LookupError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _single_byte(codec: str | None) -> bool:
+    """Whether ``codec`` reads every byte as one character, ASCII's below 0x80
+    (windows-1252, ISO-8859-n, KOI8-R, US-ASCII), by what it does."""
+    if codec is None or codec.startswith("utf"):
         return False
+    try:
+        low = bytes(range(0x80)).decode(codec)
+        high = bytes(range(0x80, 0x100)).decode(codec, "replace")
+    except Exception:  # not a text encoding (rot13), or one that refuses its own bytes
+        return False
+    return low == bytes(range(0x80)).decode("ascii") and len(high) == 0x80
 
 
-def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, str | None]:
-    """``body`` with each byte that is not UTF-8 read as windows-1252, when it is a UTF-8
-    document: labelled so (or not at all), and with more UTF-8 characters beyond ASCII
-    than bad bytes (a Shift_JIS or KOI8-R body without a label has far fewer, and is
-    left to feedparser, which reads it whole as windows-1252, as it always did). The
-    warning to give (None: nothing repaired)."""
-    if body.isascii():
-        return body, None
+@functools.lru_cache(maxsize=16)
+def _stray_table(codec: str) -> dict[int, str]:
+    """Each escaped byte (``_ESCAPED_BYTE``) as ``codec`` reads it (one it leaves
+    undefined as ISO-8859-1, as browsers read windows-1252's)."""
+    return {0xDC00 + b: bytes([b]).decode(codec, "ignore") or chr(b) for b in range(0x80, 0x100)}
+
+
+def _decide(body: bytes, headers: Mapping[str, str]) -> Decoding:
+    """How to read ``body`` (after ``_bom_to_utf8``), by its labels in ``headers`` and
+    itself."""
+    m = _CHARSET.search(headers.get("content-type", ""))
+    charset = m.group(1) if m else None
+    decl = _DECLARED.match(body)
+    declared = decl.group(1).decode("ascii", "replace") if decl else None
+    wide = None
+    if (charset or declared) and _ASCII_START.match(body):
+        if charset and _codec(charset) in _WIDE:
+            wide, charset = charset, None
+        if declared and _codec(declared) in _WIDE:
+            wide, declared = wide or declared, None
+    names = [n for n in (charset, declared) if n]
+    single = next((n for n in names if _single_byte(_codec(n))), None)
+    primary = _codec(charset or declared or "utf-8")  # the label most Content-Types go by
+    other = not _single_byte(primary) and primary not in _UTF8  # Shift_JIS, GB18030, unknown
+    label = (declared or "utf-8") if wide else None
+    warnings = [
+        f"labelled {wide}, but the body is not UTF-16 or UTF-32 (no byte-order mark, and"
+        f" ASCII at its start): read as {label}"
+    ] * bool(wide)
+    if body.isascii() or other:
+        return Decoding(label, None, tuple(warnings)) if wide else _AS_LABELLED
     try:
         body.decode("utf-8")
-        return body, None
+        first = -1
     except UnicodeDecodeError as exc:
         first = exc.start
-    if not _declares_utf8(body, headers):
-        return body, None
-    text = body.decode("utf-8", "surrogateescape")
-    bad = len(_ESCAPED_BYTE.findall(text))
-    beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
-    if beyond_ascii - bad <= bad:
-        return body, None
-    line = body.count(b"\n", 0, first) + 1
-    return (
-        text.translate(_AS_CP1252).encode("utf-8"),
-        f"bytes that are not UTF-8 (the first at line {line}) read as windows-1252",
-    )
+    stray = None
+    if first >= 0:
+        text = body.decode("utf-8", "surrogateescape")
+        bad = len(_ESCAPED_BYTE.findall(text))
+        beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
+        if beyond_ascii - bad <= bad:  # most likely in the encoding labelled, or another
+            return Decoding(label, None, tuple(warnings)) if wide else _AS_LABELLED
+        # the bytes alone in the single-byte encoding named (one beyond ASCII)
+        stray = single if single and _codec(single) != "ascii" else "windows-1252"
+    if single is not None:
+        label = "utf-8"
+        warnings.append(f"labelled {single}, but the body is UTF-8: read as UTF-8")
+    elif "content-type" not in headers:
+        label = "utf-8"  # not feedparser's ISO-8859-1 for a response without a Content-Type
+    if stray is not None:
+        line = body.count(b"\n", 0, first) + 1
+        warnings.append(f"bytes that are not UTF-8 (the first at line {line}) read as {stray}")
+    return Decoding(label, stray, tuple(warnings))
+
+
+def _read_as(body: bytes, headers: dict[str, str], how: Decoding) -> bytes:
+    """``body`` read as ``how`` says: each byte that is not UTF-8 read in ``how.stray``,
+    and its labels made to name ``how.label`` (in ``headers``, our copy, a Content-Type
+    that names it when there is none)."""
+    if how.stray is not None and not body.isascii():
+        codec = _codec(how.stray) or "cp1252"
+        text = body.decode("utf-8", "surrogateescape")
+        body = text.translate(_stray_table(codec)).encode("utf-8")
+    if how.label is None:
+        return body
+    m = _DECLARED_AT.match(body)
+    if m:
+        label = how.label.encode("ascii", "replace")
+        body = m.group(1) + m.group(2) + label + m.group(2) + body[m.end() :]
+    content_type = headers.get("content-type")
+    if content_type is None:
+        headers["content-type"] = f"application/xml; charset={how.label}"
+    elif _CHARSET.search(content_type):
+        headers["content-type"] = _CHARSET_PARAM.sub(f"charset={how.label}", content_type)
+    return body
 
 
 def _added_lines(body: bytes, encoding: object) -> int:

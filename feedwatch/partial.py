@@ -8,7 +8,10 @@ each item. The cache kept from the previous body maps each item's hash to its
 parsed ``EntrySnapshot``. When the cache's *context key* matches, feedparser is
 handed (through ``parse.parse_xml_detail``, so the entity guard, the encoding
 rules and every conversion are parse_body's own) the body with the cached items
-cut out, and the entries are put back together in document order.
+cut out, and the entries are put back together in document order. How the bytes are
+read (``parse.decoding``: a body labelled windows-1252 that is UTF-8) is decided once,
+from the whole body, and the part is read so (its bytes alone might be valid UTF-8, or
+not, where the whole body's are not, or are); that decision is in the context key.
 
 Why that equals a full parse. An item's snapshot depends on its own bytes and its
 context: the headers and URL (relative links, encoding), the markup of the head
@@ -66,7 +69,14 @@ import feedparser
 from feedwatch import parsecache
 from feedwatch.identity import KEYS_VERSION, distinct_under, entry_keys
 from feedwatch.model import Enclosure, EntryKeys, EntrySnapshot, ParsedFeed, Settled
-from feedwatch.parse import _ENTRY_TAG, PARSE_VERSION, parse_body, parse_xml_detail
+from feedwatch.parse import (
+    _ENTRY_TAG,
+    PARSE_VERSION,
+    Decoding,
+    decoding,
+    parse_body,
+    parse_xml_detail,
+)
 
 __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental", "split_items"]
 
@@ -276,7 +286,11 @@ def _hash(data: bytes) -> bytes:
 
 
 def _context_key(
-    skeleton: bytes, headers: Mapping[str, str], url: str | None, max_entries: int
+    skeleton: bytes,
+    headers: Mapping[str, str],
+    url: str | None,
+    max_entries: int,
+    read_as: Decoding | None = None,
 ) -> str:
     h = hashlib.blake2b(digest_size=16)
     for part in (
@@ -284,6 +298,7 @@ def _context_key(
         headers.get("content-type", ""),
         headers.get("content-location", ""),
         headers.get("content-language", ""),
+        repr(read_as),  # how the whole body's bytes are read (parse.decoding)
     ):
         h.update(part.encode("utf-8", "surrogatepass") + b"\x00")
     h.update(skeleton)
@@ -604,6 +619,7 @@ class _Doc:
     placed: bool
     root: bytes
     digest: str | None
+    read_as: Decoding  # how the whole body's bytes are read: its changed items alone too
 
 
 def _parse(
@@ -621,18 +637,20 @@ def _parse(
     if split is None or len(split.items) > max_entries or not _encoding_ok(body, lower):
         return parse_body(body, headers, url=url, max_entries=max_entries), None
     skeleton, placed, root = _skeleton(split.head)
+    read_as = decoding(body, lower)
     doc = _Doc(
         body=body,
         headers=lower,
         url=url,
         max_entries=max_entries,
         split=split,
-        key=_context_key(skeleton, lower, url, max_entries),
+        key=_context_key(skeleton, lower, url, max_entries, read_as),
         head=_hash(split.head).decode("ascii"),
         hashes=tuple(_hash(body[s:e]) for s, e in split.items),
         placed=placed,
         root=root,
         digest=digest,
+        read_as=read_as,
     )
     old: _Cache | None = None
     if cache:
@@ -666,7 +684,9 @@ def _usable(result: Any, items: int) -> bool:
 
 def _full(doc: _Doc) -> tuple[ParsedFeed, bytes | None]:
     """A full parse; a cache of it when every item maps onto one entry."""
-    result = parse_xml_detail(doc.body, doc.headers, url=doc.url, max_entries=doc.max_entries)
+    result = parse_xml_detail(
+        doc.body, doc.headers, url=doc.url, max_entries=doc.max_entries, read_as=doc.read_as
+    )
     feed = result.feed
     if not (doc.placed and _usable(result, len(doc.hashes))):
         return feed, None
@@ -706,7 +726,11 @@ def _from_cache(doc: _Doc, old: _Cache, *, settle: bool) -> tuple[ParsedFeed, by
                 last = e
         pieces.append(body[last:])
         result = parse_xml_detail(
-            b"".join(pieces), doc.headers, url=doc.url, max_entries=doc.max_entries
+            b"".join(pieces),
+            doc.headers,
+            url=doc.url,
+            max_entries=doc.max_entries,
+            read_as=doc.read_as,  # the whole body's reading, not the part's
         )
         if not _usable(result, len(changed)) or result.version != old.version:
             return None

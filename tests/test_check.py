@@ -17,7 +17,7 @@ import pytest
 
 from feedwatch import parsecache
 from feedwatch.bodyworkers import MIN_FEEDS
-from feedwatch.identity import alert_id, fingerprint
+from feedwatch.identity import alert_id, content_identity_at, fingerprint
 from feedwatch.model import EntrySnapshot
 from feedwatch.testing import T0, entry, rss
 from tests.feedserver import FeedServer, feed_server  # noqa: F401
@@ -2620,3 +2620,184 @@ def test_a_missing_config_named_by_the_variable_says_so(tmp_path):
     )
     r = run_feedwatch("-c", str(tmp_path / "nope.toml"), "validate")  # -c: named by the user
     assert r.stderr == f"{tmp_path}/nope.toml: cannot read: No such file or directory\n"
+# A German feed whose UTF-8 body says it is windows-1252 (its XML declaration; a CMS
+# template's). Each text beyond ASCII has a character windows-1252 reads otherwise than
+# ISO-8859-1 ("Ü" as "Ãœ", "—" as "â€”"), which feedparser could not put back.
+_GERMAN = [
+    ("m1", "Über den Fluss", "Café crème — résumé"),
+    ("m2", "Zürich – Dnipró", "Crème brûlée, 5 €"),
+    ("m3", "Plain title", "plain text"),
+]
+
+
+def _german(*items: tuple[str, str, str], built: str = "06:00", lead: str = "") -> bytes:
+    body = "".join(
+        f"<item><guid>urn:de:{g}</guid><link>https://news.example.de/{g}</link>"
+        f"<title>{title}</title><description>{text}</description>"
+        "<pubDate>Fri, 22 Nov 2024 09:00:00 GMT</pubDate></item>"
+        for g, title, text in (_GERMAN + list(items))
+    )
+    return (
+        f'{lead}<?xml version="1.0" encoding="windows-1252"?><rss version="2.0"><channel>'
+        "<title>Nachrichten</title><link>https://news.example.de/</link><description>d"
+        f"</description><lastBuildDate>Mon, 02 Dec 2024 {built}:00 GMT</lastBuildDate>"
+        f"{body}</channel></rss>"
+    ).encode()
+
+
+def test_a_utf8_feed_labelled_windows_1252_alerts_its_new_entries_alone_and_right(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """feedparser read a UTF-8 body labelled windows-1252 as windows-1252: every alert in
+    mojibake ("Ãœber"). A later body holding a byte windows-1252 leaves undefined (the
+    UTF-8 of "”" ends with 0x9D) it read whole as UTF-8, so that poll alerted every
+    entry beyond ASCII as updated ("Ãœber…" -> "Über…"), and the next body without it
+    all of them again; a line break before the declaration hid it, with the same
+    effect. Now such a body is UTF-8: each new entry alerts once, with its text."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/news.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "news"\nurl = "{url}"\n'))
+    polls = [
+        _german(),  # the baseline
+        _german(("m4", "„Zitat” des Tages", "Übersicht"), built="06:05"),  # 0x9D
+        _german(("m5", "Straße gesperrt", "Köln"), built="06:10"),  # m4 gone: no 0x9D
+        _german(("m5", "Straße gesperrt", "Köln"), built="06:15", lead="\n"),
+        _german(("m5", "Straße gesperrt", "Köln – bis Montag"), built="06:20"),
+    ]
+    logs = []
+    for body in polls:
+        feed_server.set("/news.xml", body, content_type="application/rss+xml")
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        logs.append(r.stderr)
+    got = [(a["kind"], a["entry"]["title"], a["entry"]["summary"]) for a in alerts(tmp_path)]
+    assert got == [
+        ("new", "„Zitat” des Tages", "Übersicht"),
+        ("new", "Straße gesperrt", "Köln"),
+        ("updated", "Straße gesperrt", "Köln – bis Montag"),
+    ]
+    assert all("labelled windows-1252, but the body is UTF-8: read as UTF-8" in x for x in logs)
+
+
+def test_entries_stored_in_mojibake_from_a_mislabelled_feed_do_not_alert_after_the_upgrade(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """The release before stored the entries of a UTF-8 feed labelled windows-1252 (or
+    ISO-8859-15) in mojibake, under the current fingerprint label: "Ãœber den Fluss".
+    Read right now, each differs from its row, and the first poll after the upgrade
+    alerted every one as updated; an entry without a guid or a link, keyed by its
+    title, as new. Now each is its row: stored again silently, as it reads now; a real
+    edit in that very poll alerts once. The rows are written here as that release wrote
+    them (texts, keys, fingerprints and `new` ids: checked against a run of it), and
+    its parse cache is gone."""
+    cfg = tmp_path / "feedwatch.toml"
+    news, notices = feed_server.url("/news.xml"), feed_server.url("/notices.xml")
+    cfg.write_text(
+        jsonl_config(
+            tmp_path,
+            f'[[feeds]]\nname = "news"\nurl = "{news}"\n\n'
+            f'[[feeds]]\nname = "notices"\nurl = "{notices}"\n',
+        )
+    )
+
+    def notices_body(built: str) -> bytes:  # no guid, no link: keyed by title and date
+        return (
+            '<?xml version="1.0" encoding="ISO-8859-15"?><rss version="2.0"><channel>'
+            f"<title>Avis</title><lastBuildDate>Mon, 02 Dec 2024 {built}:00 GMT</lastBuildDate>"
+            "<item><title>Fermeture à Zürich — crème</title><description>Très bien"
+            "</description><pubDate>Fri, 22 Nov 2024 09:00:00 GMT</pubDate></item>"
+            "<item><title>Plain notice</title><description>x</description>"
+            "<pubDate>Fri, 22 Nov 2024 10:00:00 GMT</pubDate></item></channel></rss>"
+        ).encode()
+
+    feed_server.set("/news.xml", _german(), content_type="application/rss+xml")
+    feed_server.set("/notices.xml", notices_body("06:00"))
+    assert fw(cfg, "check").returncode == 0  # the baseline, read right
+    codecs = {"news": "cp1252", "notices": "iso-8859-15"}
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute(
+            "SELECT feed, identity, title, summary, content, published, updated FROM entries"
+        ).fetchall()
+        for feed, key, title, summary, content, published, updated in rows:
+            texts = [_misread(t, codecs[feed]) for t in (title, summary, content)]
+            was = fingerprint(*texts)
+            new_key = key
+            if key.startswith("c:"):
+                when = datetime.fromtimestamp(published / 1e6, timezone.utc)
+                snapshot = replace(entry(0), title=title, link=None, published=when)
+                new_key = content_identity_at(snapshot, when, texts[0])
+            times = [
+                None if t is None else datetime.fromtimestamp(t / 1e6, timezone.utc)
+                for t in (published, updated)
+            ]
+            db.execute(
+                "UPDATE entries SET identity = ?, title = ?, summary = ?, content = ?,"
+                " fingerprint = ?, new_alert_id = ? WHERE feed = ? AND identity = ?",
+                (new_key, *texts, was, alert_id(feed, new_key, "new", was, *times), feed, key),
+            )
+        olds = db.execute(
+            "SELECT feed, title, fingerprint, new_alert_id FROM entries ORDER BY feed, title"
+        )
+        assert olds.fetchall() == [  # as the release before stored them
+            (
+                "news",
+                "Plain title",
+                "v5:ea079d053571d1b8958a74aa33f1b098",
+                "95b3a5dfa530b9919a2c352580269575",
+            ),
+            (
+                "news",
+                "ZÃ¼rich â€“ DniprÃ³",
+                "v5:5d41dd1eb8dee8e187d561f6397101b8",
+                "6588098142c9cbdbc5ee99dbd509a281",
+            ),
+            (
+                "news",
+                "Ãœber den Fluss",
+                "v5:2f3ce25452c27d5a644c8a06e2d2d7d6",
+                "b732725cba7c375a1f36afbb4fa61a88",
+            ),
+            (
+                "notices",
+                "Fermeture Ã\xa0 ZÃŒrich â€” crÃšme",
+                "v5:5fa3e790d3dd805ec268eee9708ba4a8",
+                "7d34f12b5cc98bac34cebb1222406181",
+            ),
+            (
+                "notices",
+                "Plain notice",
+                "v5:e11efc66425a9b25fa8738de4db45c57",
+                "2741c117ae820af6a722c8525f8f69e7",
+            ),
+        ]
+        keys = db.execute("SELECT identity FROM entries WHERE feed = 'notices' ORDER BY title")
+        assert keys.fetchall() == [
+            ("c:3fb121e1a77ad8a6e80fe30acccb76d6",),
+            ("c:547c22954e9d0e39b54592bef0bec1c2",),
+        ]
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
+
+    feed_server.set(
+        "/news.xml",
+        _german(built="06:05").replace(b"plain text<", b"plain text, corrected<"),
+        content_type="application/rss+xml",
+    )
+    feed_server.set("/notices.xml", notices_body("06:05"))
+    out = fw(cfg, "explain", "news", "Über den Fluss").stdout
+    assert "status:   changed, stored silently" in out, out
+    assert "its text was stored in mojibake" in out, out
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    got = [(a["feed"]["name"], a["kind"], a["entry"]["title"]) for a in alerts(tmp_path)]
+    assert got == [("news", "updated", "Plain title")]
+    assert alerts(tmp_path)[0]["changes"] == {
+        "summary": {"old": "plain text", "new": "plain text, corrected"}
+    }
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        titles = {t for (t,) in db.execute("SELECT title FROM entries")}
+    assert titles == {t for _, t, _ in _GERMAN} | {"Fermeture à Zürich — crème", "Plain notice"}
+    feed_server.set("/notices.xml", notices_body("06:10"))
+    assert fw(cfg, "check").returncode == 0
+    assert len(alerts(tmp_path)) == 1  # no more

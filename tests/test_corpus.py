@@ -7,6 +7,7 @@ step; later steps (diffing a body against itself, ...) belong in it.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -212,6 +213,41 @@ def test_corpus_spot_checks() -> None:
     assert not empty.is_feed
     relative = check_case(*cases["wellformed/http/headers_content_location-relative.xml"])
     assert relative.link == "http://127.0.0.1:8097/feed/absolute"
+
+
+_DECLARATION = re.compile(rb"^<\?xml[^>]*?\?>")
+
+
+@pytest.mark.parametrize("label", ["windows-1252", "ISO-8859-15", "ISO-8859-1"])
+def test_a_utf8_corpus_file_labelled_in_a_single_byte_encoding_reads_the_same(label: str) -> None:
+    """Every corpus file that is UTF-8 beyond ASCII, its declaration (and Content-Type
+    charset) made to say ``label``: the same title and entries as labelled right, with
+    a warning naming the label (feedparser read five of them in mojibake, and the
+    windows-1252 file whose bytes it leaves undefined as UTF-8)."""
+    declared = b'<?xml version="1.0" encoding="%s"?>' % label.encode()
+    seen = 0
+    for path, body, headers in CASES:
+        if body.isascii() or not body.startswith(b"<"):
+            continue
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        seen += 1
+        where = path.relative_to(ROOT).as_posix()
+        relabelled = dict(headers)
+        if "content-type" in headers:
+            bare = re.sub(r";\s*charset\s*=\s*[^;\s]*", "", headers["content-type"])
+            relabelled["content-type"] = f"{bare}; charset={label}"
+        if _DECLARATION.match(body):
+            mislabelled = _DECLARATION.sub(lambda _: declared, body, count=1)
+        else:
+            mislabelled = declared + body
+        right = parse_body(body, headers, url=BASE + where)
+        got = parse_body(mislabelled, relabelled, url=BASE + where)
+        assert (got.title, got.entries) == (right.title, right.entries), where
+        assert f"labelled {label}, but the body is UTF-8: read as UTF-8" in got.warnings, where
+    assert seen >= 10
 
 
 def test_feedparser_fast_paths_parse_the_corpus_as_feedparser_does(

@@ -335,6 +335,27 @@ def test_gzip_bomb_refused(feed_server: FeedServer) -> None:
     assert out.reason == "decompressed body larger than the 1 MiB max_body limit"
 
 
+def test_a_gzip_body_sent_without_content_encoding_is_inflated(feed_server: FeedServer) -> None:
+    """A gzip body without ``Content-Encoding: gzip`` (a ``.xml.gz`` served as it is)
+    failed as "not well-formed XML": it starts with gzip's magic bytes, which no
+    document does, so it is inflated as a labelled one is, within max_body."""
+    feed_server.set("/gz", gzip.compress(RSS), content_type="application/x-gzip")
+    out = fetched(fetch(FetchRequest(feed_server.url("/gz"))))
+    assert out.body == RSS and "content-encoding" not in out.headers
+    feed_server.set("/bomb", gzip.compress(b"\0" * (4 * MiB)))
+    out = failed(fetch(FetchRequest(feed_server.url("/bomb"), max_body=MiB)))
+    assert out.reason == "decompressed body larger than the 1 MiB max_body limit"
+    feed_server.set("/bad", b"\x1f\x8b" + RSS)
+    out = failed(fetch(FetchRequest(feed_server.url("/bad"))))
+    assert out.reason == (
+        "could not decompress the body (gzip data is corrupt; it was sent without"
+        " Content-Encoding: gzip)"
+    )
+    for plain in (b"\x1f", b"\x1f<rss/>", b"x"):  # too short, or not gzip: as it is
+        feed_server.set("/plain", plain)
+        assert fetched(fetch(FetchRequest(feed_server.url("/plain")))).body == plain
+
+
 @pytest.mark.parametrize("raw", [False, True])
 def test_deflate_zlib_and_raw(raw: bool) -> None:
     if raw:

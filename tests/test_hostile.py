@@ -377,7 +377,10 @@ CASES: list[Case] = [
     # read as windows-1252 (feedparser's fallback) or with U+FFFD: never a crash
     Case("invalid-utf8", check=_check_text("Bad ÿþÃ bytes", "Bad \ufffd\ufffd\ufffd bytes")),
     Case("latin1-labelled-utf8", check=_check_text("Café crème")),
-    Case("utf8-labelled-latin1", check=_check_text("Café crème", "CafÃ© crÃ¨me")),
+    Case("utf8-labelled-latin1", check=_check_text("Café crème")),
+    Case("utf8-labelled-windows-1252", check=_check_text("Über Café crème — résumé")),
+    Case("utf8-labelled-utf16", check=_check_text("Café crème")),
+    Case("gzip-unlabelled", check=_check_text("Café crème")),
     Case("utf16-labelled-utf8", check=_check_text("Café crème")),
     Case("utf16-bom-labelled-latin1", check=_check_text("Café crème")),
     # lone surrogates (JSON escapes, XML character references) read as U+FFFD
@@ -460,6 +463,19 @@ def serve_case(srv: FeedServer, case: Case, tmp: Path, run: int = 1) -> None:
         body = rss_doc([item("m1", "Café crème"), item("m2", "Fine title")])
         body = body.replace('encoding="utf-8"', 'encoding="iso-8859-1"')
         put(body.encode("utf-8"), content_type="application/xml; charset=iso-8859-1")
+    elif n == "utf8-labelled-windows-1252":  # 0x9D (of "”") in run 2 only
+        title = "Über Café crème — résumé"
+        body = rss_doc([item("k1", title), item("k2", "Fine title")] + ["<!-- ” -->"] * (run - 1))
+        body = body.replace('encoding="utf-8"', 'encoding="windows-1252"')
+        put(body.encode("utf-8"), content_type="application/rss+xml")
+    elif n == "utf8-labelled-utf16":
+        body = rss_doc([item("v1", "Café crème"), item("v2", "Fine title")])
+        put(body.encode("utf-8"), content_type="application/xml; charset=utf-16")
+    elif n == "gzip-unlabelled":  # a .xml.gz served as it is
+        body = rss_doc(
+            [item("z1", "Café crème"), item("z2", "Fine title")] + ["<!-- 2 -->"] * (run - 1)
+        )
+        srv.set(path, gzip.compress(body.encode()), content_type="application/x-gzip")
     elif n == "utf16-labelled-utf8":
         body = rss_doc([item("w1", "Café crème"), item("w2", "Fine title")])
         body = body.replace('encoding="utf-8"', 'encoding="utf-16"')

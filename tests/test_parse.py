@@ -1071,6 +1071,129 @@ def test_a_document_labelled_in_another_encoding_is_not_repaired() -> None:
         assert one(parsed).title == "Café €" and parsed.warnings == ()
 
 
+_MISLABELLED = "Über Café crème — résumé"
+
+
+def _mislabelled(declared: str | None, summary: str = _MISLABELLED, lead: str = "") -> bytes:
+    declaration = f'<?xml version="1.0" encoding="{declared}"?>' if declared else ""
+    return (
+        f'{lead}{declaration}<rss version="2.0"><channel><title>Chan</title>'
+        f"<item><guid>1</guid><title>One</title><description>{summary}</description></item>"
+        "<item><guid>2</guid><title>Two – Zürich</title><description>plain</description></item>"
+        "</channel></rss>"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("declared", "headers", "label"),
+    [
+        ("windows-1252", RSS_CT | {"content-type": "application/rss+xml"}, "windows-1252"),
+        ("cp1252", {"content-type": "application/xml"}, "cp1252"),
+        ("ISO-8859-15", {}, "ISO-8859-15"),
+        ("ISO-8859-1", {"content-type": "application/xml"}, "ISO-8859-1"),
+        ("latin1", {"content-location": "https://ex.org/"}, "latin1"),
+        ("windows-1252", {"content-type": "text/xml"}, "windows-1252"),
+        (None, {"content-type": "application/rss+xml; charset=windows-1252"}, "windows-1252"),
+        ("utf-8", {"content-type": "application/xml; charset=cp1252"}, "cp1252"),
+        (
+            "windows-1252",
+            {"content-type": "application/octet-stream; charset=utf-8"},
+            "windows-1252",
+        ),
+    ],
+)
+def test_a_utf8_body_labelled_in_a_single_byte_encoding_is_read_as_utf8(
+    declared: str | None, headers: dict[str, str], label: str
+) -> None:
+    """A body that is valid UTF-8 holding characters beyond ASCII is UTF-8 whatever a
+    single-byte label says: feedparser read it as the label said, every summary in
+    mojibake ("Ãœber CafÃ© crÃ¨me â€” rÃ©sumÃ©"), silently."""
+    parsed = parse_body(_mislabelled(declared), headers)
+    assert [(e.title, e.summary) for e in parsed.entries] == [
+        ("One", _MISLABELLED),
+        ("Two – Zürich", "plain"),
+    ]
+    assert f"labelled {label}, but the body is UTF-8: read as UTF-8" in parsed.warnings
+
+
+@pytest.mark.parametrize("headers", [{}, {"content-location": "https://ex.org/"}])
+def test_an_unlabelled_utf8_body_is_read_as_utf8_field_by_field_too(
+    headers: dict[str, str],
+) -> None:
+    """With response headers but no Content-Type nor declaration feedparser read a body
+    as ISO-8859-1 and put back each field that was UTF-8 alone: one that also held a
+    character reference ("&#233; Café") stayed in mojibake."""
+    body = _mislabelled(None, summary="&#233; Café")
+    parsed = parse_body(body, headers)
+    assert parsed.entries[0].summary == "é Café" and parsed.warnings == ()
+
+
+def test_a_mislabelled_utf8_body_reads_the_same_whatever_else_it_holds() -> None:
+    """A byte windows-1252 leaves undefined (0x9D, in the UTF-8 of "”") made feedparser
+    read the whole document as UTF-8, the next body without it as windows-1252 again:
+    every entry beyond ASCII flipped between the two readings. A leading line break
+    hid the declaration, with the same effect."""
+    headers = {"content-type": "application/rss+xml"}
+    plain = parse_body(_mislabelled("windows-1252"), headers)
+    quoted = parse_body(_mislabelled("windows-1252", _MISLABELLED + " “quoted”"), headers)
+    led = parse_body(_mislabelled("windows-1252", lead="\n"), headers)
+    assert plain.entries[0].summary == led.entries[0].summary == _MISLABELLED
+    assert quoted.entries[0].summary == _MISLABELLED + " “quoted”"
+    assert plain.entries[1] == quoted.entries[1] == led.entries[1]
+
+
+def test_a_mislabelled_utf8_body_with_a_stray_byte_is_still_utf8() -> None:
+    """Mostly UTF-8 but for one byte that is not: read as UTF-8, that byte alone as the
+    label says (the body read whole as windows-1252 would flip every entry beyond ASCII
+    when the byte comes and goes)."""
+    body = _mislabelled("ISO-8859-2", summary=_MISLABELLED + " @").replace(b"@", b"\xe8")
+    parsed = parse_body(body, {"content-type": "application/xml"})
+    assert [e.summary for e in parsed.entries] == [_MISLABELLED + " č", "plain"]
+    assert parsed.entries[1].title == "Two – Zürich"
+    assert parsed.warnings == (
+        "labelled ISO-8859-2, but the body is UTF-8: read as UTF-8",
+        "bytes that are not UTF-8 (the first at line 1) read as ISO-8859-2",
+    )
+
+
+@pytest.mark.parametrize("codec", ["cp1252", "iso-8859-15", "iso-8859-2", "koi8-r"])
+def test_a_body_in_the_single_byte_encoding_it_names_is_read_so(codec: str) -> None:
+    text = {"koi8-r": "Привет, мир", "iso-8859-2": "Żółć gęślą"}.get(codec, "Café crème €")
+    body = _mislabelled(codec, summary=text).decode().replace("Two – Zürich", "Two")
+    for headers in ({"content-type": "application/xml"}, {}):
+        parsed = parse_body(body.encode(codec), headers)
+        assert parsed.entries[0].summary == text and parsed.warnings == ()
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "UTF-16LE", "utf-32"])
+@pytest.mark.parametrize("declared", ["utf-8", None, "utf-16"])
+def test_a_body_labelled_utf16_that_plainly_is_not_is_read_as_utf8(
+    charset: str, declared: str | None
+) -> None:
+    """No byte-order mark, and "<" then a byte that is not NUL at its start: not UTF-16
+    (nor UTF-32), whose every ASCII character has a NUL byte. Read as its declaration
+    says (or UTF-8); it failed as not well-formed."""
+    for pad in ("", " "):  # an even and an odd length
+        body = _mislabelled(declared, summary=_MISLABELLED + pad)
+        parsed = parse_body(body, {"content-type": f"application/rss+xml; charset={charset}"})
+        assert parsed.entries[0].summary == _MISLABELLED, parsed.warnings
+        assert any(
+            w.startswith(f"labelled {charset}, but the body is not UTF-16") for w in parsed.warnings
+        )
+    real = _mislabelled(None).decode().encode("utf-16-le")
+    parsed = parse_body(real, {"content-type": "application/rss+xml; charset=utf-16le"})
+    assert parsed.entries[0].summary == _MISLABELLED and parsed.warnings == ()
+
+
+def test_a_gzip_body_says_it_is_compressed() -> None:
+    """A gzip body the fetcher did not inflate (compressed twice): "not well-formed XML"."""
+    import gzip
+
+    parsed = parse_body(gzip.compress(_mislabelled(None)), {"content-type": "application/xml"})
+    assert not parsed.is_feed
+    assert parsed.warnings[0].startswith("the body is gzip-compressed")
+
+
 def test_malformed_xml_with_entries_is_a_feed_with_a_warning() -> None:
     body = rss(
         "<item><title>ok</title><link>https://ex.org/1</link></item><item><title>broken</item>"

@@ -751,6 +751,55 @@ def test_a_stray_windows_1252_byte_alerts_its_entry_alone(
     state.close()
 
 
+def _labelled_1252(*titles: bytes) -> bytes:
+    items = b"".join(
+        b"<item><guid>g%d</guid><title>%s</title></item>" % (i, t) for i, t in enumerate(titles)
+    )
+    return (
+        b'<?xml version="1.0" encoding="windows-1252"?><rss version="2.0"><channel>'
+        b"<title>News</title>" + items + b"</channel></rss>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "parsed"),
+    [
+        # windows-1252 throughout; an edited item's bytes happen to be valid UTF-8
+        (
+            _labelled_1252(b"Caf\xe9", b"Plain"),
+            _labelled_1252(b"Caf\xe9", b"Plain \xc3\xa9"),
+            [1],
+        ),
+        # UTF-8 throughout (so read as UTF-8); then an item in windows-1252 outweighs it
+        (
+            _labelled_1252("Über – Zürich".encode(), b"Plain"),
+            _labelled_1252("Über – Zürich".encode(), b"Plain \xe9\xe8 \xe0"),
+            [2],
+        ),
+        # and back
+        (
+            _labelled_1252("Über – Zürich".encode(), b"Plain \xe9\xe8 \xe0"),
+            _labelled_1252("Über – Zürich".encode(), "Plain – édité".encode()),
+            [2],
+        ),
+    ],
+)
+def test_a_body_and_its_changed_items_alone_are_read_in_one_encoding(
+    old: bytes, new: bytes, parsed: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a body labelled windows-1252 is UTF-8 is decided from the whole body: the
+    changed items parsed alone (their bytes valid UTF-8, or not, where the whole body's
+    are not, or are) are read as the whole is, and a cache made under another reading
+    is not used."""
+    headers = {"content-type": "application/rss+xml"}
+    _, cache = incremental(old, headers, "http://x/", None)
+    assert cache is not None
+    seen = count_parsed(monkeypatch)
+    got, _ = incremental(new, headers, "http://x/", cache)
+    assert got == full(new, headers, "http://x/")
+    assert seen == parsed  # the changed item alone, or (another reading) all of them
+
+
 def test_dry_run_and_an_injected_parser_write_no_cache(
     tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
