@@ -17,6 +17,9 @@ Pure (SPEC section 4). The whole decision, in order:
                  -> no link, and its id came or went: the stored row of its content
                     key (title, published time) absent from the body, under the key
                     it had before (``_Unlinked``)
+                 -> keyed by its content without a published time (a key that covers
+                    its text), its title and link one entry's: the row absent from the
+                    body of that title and link, without a time (``_Undated``)
                  -> keyed by its content, its date's zone read as UTC before: the row
                     of that time (``_Rezoned``); its date or title misread otherwise
                     before: the row of that time and title (``_Rezoned.misread``)
@@ -79,6 +82,7 @@ from feedwatch.identity import (
     loose_link,
     normalize_link,
     normalize_space,
+    textless_identity,
 )
 from feedwatch.model import (
     Change,
@@ -246,7 +250,13 @@ def stored_needed(
     )
     # an entry without a link keyed by its id: its row may be under its content key,
     # from before the id came (``_Unlinked``); an unknown one is no reason to read all
-    unlinked = (k.content for k, key in zip(compared, own, strict=True) if _unlinked_id(k, key))
+    unlinked = (
+        c
+        for k, key in zip(compared, own, strict=True)
+        if _unlinked_id(k, key)
+        for c in (k.content, k.textless)
+        if c
+    )
     return StoredNeed(
         identities=tuple(dict.fromkeys([*identities, *unlinked])),
         links=tuple(dict.fromkeys(v for k in compared if k.link for v in link_variants(k.link))),
@@ -512,7 +522,10 @@ class _Unlinked:
             return None
         row: StoredEntry | None = None
         if _unlinked_id(keys, key):  # an id came: the row of its content key
+            # (without a published time, a release before keyed it without its text)
             row = current.get(keys.content)
+            if row is None and keys.textless:
+                row = current.get(keys.textless)
             if row is not None and (row.identity in seen or _id_of(row) not in ("", keys.entry_id)):
                 row = None
         elif _id_went(keys, key):  # an id went: the row of an id
@@ -606,7 +619,8 @@ class _Rezoned:
         times = (entry.published, *([] if entry.misread is None else [entry.misread]))
         for n, title in enumerate(titles):
             for m, when in enumerate(times):
-                row = current.get(content_identity_at(entry, when, title)) if n or m else None
+                was = content_identity_at(entry, when, title, told=False)
+                row = current.get(was) if n or m else None
                 if (
                     row is not None
                     and row.identity not in seen
@@ -615,6 +629,43 @@ class _Rezoned:
                 ):
                     return row
         return None
+
+
+class _Undated:
+    """An entry keyed by its content without a published time, whose key covers its text
+    (``identity.content_identity_at``): edited, it has another key. It is the stored row
+    keyed by its content, without a published time and absent from the body, of its
+    title and link (``EntryKeys.textless``), where the answer is one: no other entry of
+    the body has that title and link, and one such row has them. So items of distinct
+    titles without a link or a date keep their edits as updates (and so does a feed of
+    one untitled post), while a status page's items all titled "Status", or a
+    microblog's untitled posts, are each an entry (an edit of one is a new entry). It is
+    also the row a release before ``KEYS_VERSION`` v5.3 keyed by title and link alone:
+    an entry whose text is that row's finds it by link churn, one edited since by this
+    rule."""
+
+    def __init__(
+        self, body: Iterable[EntryKeys], current: Mapping[str, StoredEntry], seen: set[str]
+    ) -> None:
+        self.counts: Counter[str] = Counter(k.textless for k in body if k.textless)
+        self.rows: dict[str, StoredEntry | None] = {}  # None: two rows have it
+        for row in current.values():
+            if row.identity in seen or not row.identity.startswith("c:"):
+                continue
+            t = textless_identity(row)  # None: the row has a published time
+            if t is not None:
+                self.rows[t] = None if t in self.rows else row
+
+    def same_entry(
+        self, key: str, keys: EntryKeys, current: Mapping[str, StoredEntry]
+    ) -> StoredEntry | None:
+        t = keys.textless
+        if t is None or key != keys.content or self.counts[t] != 1:
+            return None
+        row = self.rows.get(t)
+        if row is None or current.get(row.identity) is not row:
+            return None
+        return row
 
 
 def _same_entry(
@@ -937,6 +988,15 @@ def diff(
         went = any(_id_went(keys[i], key) and key not in current for key, i, _ in body)
         unlinked = _Unlinked(firsts, current, seen, went)
 
+    # An entry keyed by its content without a published time, edited: ``_Undated``.
+    undated: _Undated | None = None
+    if any(
+        keys[i].textless and key == keys[i].content and key not in current for key, i, _ in body
+    ):
+        undated = _Undated(
+            [keys[i] for _, i, _ in body] + [keys[i] for i, _ in touched], current, seen
+        )
+
     # Entries keyed by content whose published time an earlier version misread: ``_Rezoned``.
     rezone = _Rezoned.needed(body, keys, entries, current, bool(touched))
     rezoned: set[str] = set()
@@ -1001,6 +1061,14 @@ def diff(
         if old is None and tk and unknown_by_text[(tk, entry.published)] == 1:
             cand = absent_by_text.pop((tk, entry.published), None)
             if cand is not None and cand.identity in current:
+                rekeys.append((cand.identity, key))
+                del current[cand.identity]
+                old = replace(cand, identity=key)
+                current[key] = old
+                text_changed = _text_changed(old, entry, fp, ignore)
+        if old is None and undated is not None:
+            cand = undated.same_entry(key, keys[i], current)
+            if cand is not None:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]
                 old = replace(cand, identity=key)

@@ -588,14 +588,19 @@ def _verdict(
     if item.status == "silent":
         return Verdict("stored silently", [f"changed, but {item.silent_reason}: no alert"])
     if item.status == "duplicate":
+        why = (
+            " (the same title, link and published time, or without a published time the"
+            " same title, link and text: the same post twice)"
+            if item.identity.startswith("c:")
+            else ' (a feed repeating an id; id_policy = "link" tells them apart by their links)'
+        )
         return Verdict(
             "another copy of one identity",
             [
                 f"another entry of the feed has the same identity ({item.identity}): of"
                 " several entries with one identity, the entry is the one likest its stored"
                 " version (the same text, else link, else title, else times; else the"
-                " first), and this one is neither compared nor alerted (a feed repeating"
-                ' an id; id_policy = "link" tells them apart by their links)'
+                f" first), and this one is neither compared nor alerted{why}"
             ],
         )
     # unchanged, absent from the body, or no body to compare with
@@ -679,11 +684,13 @@ def _verdict(
 # --------------------------------------------------------------------------
 
 
-def _identity_words(key: str) -> str:
+def _identity_words(key: str, version: EntrySnapshot) -> str:
     if key.startswith("g:"):
         return "its guid"
     if key.startswith("l:"):
         return "its link"
+    if key.startswith("c:") and version.published is None:
+        return "a hash of its title, link and text (it has no published time)"
     if key.startswith("c:"):
         return "a hash of its title, link and published time"
     return "?"
@@ -732,6 +739,13 @@ def _header(out: TextIO, a: Analysis) -> None:
             + "\n"
         )
     w(f"  identity: {_policy_line(a)}\n")
+    if a.result is not None and a.result.duplicates:
+        n = a.result.duplicates
+        w(
+            f"  repeated: {n} {'entry' if n == 1 else 'entries'} of this body"
+            f" {'has' if n == 1 else 'have'} the identity of another one: only one of each"
+            " is compared and alerted (marked duplicate)\n"
+        )
     w(f"  now: {a.fetch_note}\n")
     if a.feed is not None:
         rules = ", ".join(r.name for r in a.feed.rules) or "none (every entry alerts)"
@@ -769,7 +783,7 @@ def _explain_item(out: TextIO, a: Analysis, item: Item) -> None:
     w(f"\nEntry: {show(v.title) or '(no title)'}\n")
     w(f"  id:       {show(v.entry_id) if v.entry_id else '(none)'}\n")
     w(f"  link:     {show(v.link) if v.link else '(none)'}\n")
-    w(f"  identity: {show(item.identity)}  ({_identity_words(item.identity)})\n")
+    w(f"  identity: {show(item.identity)}  ({_identity_words(item.identity, v)})\n")
     st = item.stored
     if item.status == "duplicate":
         w("  state:    nothing of its own (its identity is another entry's)\n")

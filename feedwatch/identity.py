@@ -50,7 +50,9 @@ _SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
 # .2: a link's other query parameters kept as written when a tracking one is dropped.
-KEYS_VERSION = f"{FINGERPRINT_VERSION}.2"
+# .3: the content key of an entry without a published time covers its text
+# (``content_identity_at``), and ``EntryKeys.textless`` is the key without it.
+KEYS_VERSION = f"{FINGERPRINT_VERSION}.3"
 
 # Query parameters that say nothing about what a link points at: analytics tags
 # and cache-busters. A link differing only by these is the same link.
@@ -297,12 +299,41 @@ def content_identity(entry: EntrySnapshot | StoredEntry) -> str:
 
 
 def content_identity_at(
-    entry: EntrySnapshot | StoredEntry, published: datetime | None, title: str | None = None
+    entry: EntrySnapshot | StoredEntry,
+    published: datetime | None,
+    title: str | None = None,
+    *,
+    told: bool = True,
 ) -> str:
     """The content key ``entry`` has with the published time ``published`` (and the
-    title ``title``, when given)."""
+    title ``title``, when given): a hash of its title, link and published time, and,
+    without a published time, of its text too (``told``; False: without it, the key
+    releases before ``KEYS_VERSION`` v5.3 gave every entry).
+
+    Without a date, a title and a link leave many entries one key (a microblog's posts
+    with neither, a status page's items all titled "Status" with the page's link), and
+    of several entries with one key only the first is compared: the others were lost.
+    The text is the entry's own, so the key depends on no other entry of the body (one
+    that did would change when a neighbour came or went). Its summary and content are
+    taken together, in either order (a text that moved between the two is the same
+    entry), as compared (``comparable_text``): a release that reads or compares such
+    texts otherwise changes these keys, and must find the rows under their earlier
+    ones (feedwatch.diff's link churn does where the text as read now is the row's)."""
     text = _identity_text(entry.title if title is None else title)
-    return "c:" + _h(text, normalize_link(entry.link) or "", _time_key(published))[:32]
+    link, when = normalize_link(entry.link) or "", _time_key(published)
+    if told and not when:
+        texts = sorted({_text_key(entry.summary), _text_key(entry.content)} - {""})
+        if texts:
+            return "c:" + _h(text, link, when, *texts)[:32]
+    return "c:" + _h(text, link, when)[:32]
+
+
+def textless_identity(entry: EntrySnapshot | StoredEntry) -> str | None:
+    """For an entry without a published time, the content key of its title and link
+    alone (``EntryKeys.textless``); None for one with a published time."""
+    if entry.published is not None:
+        return None
+    return content_identity_at(entry, None, told=False)
 
 
 def identity_for(entry: EntrySnapshot | StoredEntry, policy: Policy) -> str:
@@ -453,6 +484,7 @@ def entry_keys(entry: EntrySnapshot) -> EntryKeys:
         entry_id=entry.entry_id.strip() if entry.entry_id else "",
         link=normalize_link(entry.link),
         content=content_identity(entry),
+        textless=textless_identity(entry),
     )
 
 

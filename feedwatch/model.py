@@ -238,6 +238,10 @@ class EntryKeys:
     entry_id: str  # stripped; "" when the entry has none
     link: str | None  # normalised
     content: str  # the content identity, the last resort of every policy
+    # without a published time (the content key then covers the text): the content key
+    # of the title and link alone (``identity.textless_identity``), which finds the row
+    # of the entry edited, and the row a release before keyed it by (KEYS_VERSION v5.3)
+    textless: str | None = None
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,8 @@ class Poller:
         self.parse = parse
         # a feed's compiled rules, with the rules they were compiled from
         self._rules: dict[str, tuple[object, tuple[CompiledRule, ...]]] = {}
+        # feeds whose body was logged holding several entries of one identity (once each)
+        self._repeated: set[str] = set()
         # polls finishing within 10 ms share a COMMIT (feedwatch.store.group); a poll
         # with no other in progress commits at once
         self._polling = 0
@@ -545,6 +547,16 @@ class Poller:
         )
         if result.churn:
             log.info("feed.timestamp_churn", feed=feed.name, entries=len(parsed.entries))
+        if result.duplicates and feed.name not in self._repeated:
+            # the first of several entries with one identity is the entry: the others
+            # are neither compared nor alerted (SPEC 4); said once, not at every poll
+            self._repeated.add(feed.name)
+            log.warning(
+                "feed.repeated_identity",
+                feed=feed.name,
+                entries=result.duplicates,
+                policy=result.identity.policy,
+            )
         if fetched.permanent_redirect:
             log.warning(
                 "feed.redirected", feed=feed.name, url=feed.url, to=fetched.permanent_redirect

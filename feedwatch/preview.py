@@ -30,7 +30,7 @@ from feedwatch.config import (
     parse_size,
 )
 from feedwatch.discover import FEED_TYPES, FeedLink, discover_feeds, looks_like_html
-from feedwatch.identity import detect_policy, normalize_link
+from feedwatch.identity import detect_policy, identity_for, normalize_link
 from feedwatch.model import (
     Config,
     EntrySnapshot,
@@ -402,9 +402,16 @@ def _report(
         why = {
             "guid": "the feed's ids",
             "link": "links (too few distinct ids)",
-            "content": "title+link+date hashes (too few distinct ids and links)",
+            "content": "title+link+date hashes, and the text of an entry without a date"
+            " (too few distinct ids and links)",
         }[policy]
         w(f'Identity:      id_policy = "auto" would key entries on {why}\n')
+        repeated = len(entries) - len({identity_for(e, policy) for e in entries})
+        if repeated:
+            w(
+                f"               {repeated} {'entry has' if repeated == 1 else 'entries have'}"
+                " the identity of an earlier one: only the first of each is compared\n"
+            )
     w("\n")
     title = parsed.title or "(untitled)"
     w(f"{show(title)}" + (f"  <{show(parsed.link)}>" if parsed.link else "") + "\n\n")

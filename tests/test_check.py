@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -9,9 +10,11 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import pytest
 
@@ -2495,6 +2498,8 @@ def test_two_items_sharing_a_guid_alert_nothing_when_their_order_flips(tmp_path,
         poll(*order)
     got = [(a["kind"], a["entry"]["title"], sorted(a["changes"])) for a in alerts(tmp_path)]
     assert got == [("updated", "Council meets", ["summary"])]
+
+
 # --------------------------------------------------------------------------
 # What a new user meets following the docs
 # --------------------------------------------------------------------------
@@ -2620,6 +2625,8 @@ def test_a_missing_config_named_by_the_variable_says_so(tmp_path):
     )
     r = run_feedwatch("-c", str(tmp_path / "nope.toml"), "validate")  # -c: named by the user
     assert r.stderr == f"{tmp_path}/nope.toml: cannot read: No such file or directory\n"
+
+
 # A German feed whose UTF-8 body says it is windows-1252 (its XML declaration; a CMS
 # template's). Each text beyond ASCII has a character windows-1252 reads otherwise than
 # ISO-8859-1 ("Ü" as "Ãœ", "—" as "â€”"), which feedparser could not put back.
@@ -2801,3 +2808,145 @@ def test_entries_stored_in_mojibake_from_a_mislabelled_feed_do_not_alert_after_t
     feed_server.set("/notices.xml", notices_body("06:10"))
     assert fw(cfg, "check").returncode == 0
     assert len(alerts(tmp_path)) == 1  # no more
+
+
+def _bare_items(items: Sequence[tuple[str | None, str]], built: int = 0) -> bytes:
+    """An RSS 2.0 body whose items have a description and, when given, a title: no
+    guid, no link, no date (a microblog, a status page)."""
+    body = "".join(
+        "<item>"
+        + (f"<title>{escape(title)}</title>" if title is not None else "")
+        + f"<description>{escape(text)}</description></item>"
+        for title, text in items
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Micro</title>'
+        "<link>http://example.org/</link><description>d</description>"
+        f"<lastBuildDate>Mon, 02 Dec 2024 06:{built:02}:00 GMT</lastBuildDate>"
+        f"{body}</channel></rss>"
+    ).encode()
+
+
+def _bare_feed(tmp_path: Path, feed_server: FeedServer, items, policy: str = "auto") -> Path:  # noqa: F811
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/micro.xml")
+    feed_server.set("/micro.xml", _bare_items(items))
+    cfg.write_text(
+        jsonl_config(
+            tmp_path, f'[[feeds]]\nname = "micro"\nurl = "{url}"\nid_policy = "{policy}"\n'
+        )
+    )
+    r = fw(cfg, "check", "--json")
+    assert r.returncode == 0, r.stderr  # the baseline
+    return cfg
+
+
+def _check_bare(cfg: Path, feed_server: FeedServer, items, built: int) -> list[tuple]:  # noqa: F811
+    """``check --json`` of the body of ``items``: the new alerts' kind, title, summary
+    and changed fields."""
+    before = len(alerts(cfg.parent))
+    feed_server.set("/micro.xml", _bare_items(items, built))
+    r = fw(cfg, "check", "--json")
+    assert r.returncode == 0, r.stderr
+    return [
+        (a["kind"], a["entry"]["title"], a["entry"]["summary"], sorted(a["changes"]))
+        for a in alerts(cfg.parent)[before:]
+    ]
+
+
+@pytest.mark.parametrize("policy", ["auto", "content"])
+def test_posts_with_only_a_description_are_each_an_entry(tmp_path, feed_server, policy):  # noqa: F811
+    """Items with only a <description> (no guid, link, title or date) all had one content
+    key (a hash of the empty title, link and date): the first of the body was the entry,
+    a new post at the top was reported as an edit of the one before, and every other post
+    and edit was lost. Each post is an entry now; an edit of one is a new entry."""
+    cfg = _bare_feed(tmp_path, feed_server, [(None, "post A"), (None, "post B")], policy)
+    got = _check_bare(
+        cfg,
+        feed_server,
+        [(None, "post C"), (None, "post A"), (None, "post B, corrected"), (None, "post D")],
+        5,
+    )
+    assert sorted(got) == [
+        ("new", "", "post B, corrected", []),
+        ("new", "", "post C", []),
+        ("new", "", "post D", []),
+    ]
+    again = [(None, "post C"), (None, "post A"), (None, "post B, corrected"), (None, "post D")]
+    assert _check_bare(cfg, feed_server, again, 10) == []
+
+
+def test_status_items_of_one_title_without_link_or_date_are_each_an_entry(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """A status page whose items are all titled "Status", without a link or a date: a new
+    incident was taken for the one before it (or lost below it). Each is an entry now;
+    an identical repeat is still one, and explain and preview say so."""
+    eu = ("Status", "EU outage: investigating")
+    cfg = _bare_feed(tmp_path, feed_server, [eu])
+    us = ("Status", "US outage: investigating")
+    assert _check_bare(cfg, feed_server, [us, eu], 5) == [("new", "Status", us[1], [])]
+    resolved = ("Status", "EU outage: resolved")
+    assert _check_bare(cfg, feed_server, [resolved, us, eu], 10) == [
+        ("new", "Status", resolved[1], [])
+    ]
+    # a verbatim repeat is the same identity: named by explain and preview
+    feed_server.set("/micro.xml", _bare_items([resolved, us, eu, us], 15))
+    out = fw(cfg, "explain", "micro").stdout
+    assert "1 entry of this body has the identity of another one" in out, out
+    out = fw(cfg, "preview", feed_server.url("/micro.xml")).stdout
+    assert "1 entry has the identity of an earlier one" in out, out
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    logged = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    said = [e for e in logged if e["event"] == "feed.repeated_identity"]
+    assert [(e["feed"], e["entries"], e["policy"]) for e in said] == [("micro", 1, "content")]
+    assert len(alerts(tmp_path)) == 2
+
+
+def test_items_of_distinct_titles_without_link_or_date_alert_an_edit_as_updated(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """Titles tell these items apart: a description edit is an update, a new title new."""
+    items = [("Alpha", "first text"), ("Beta", "second text")]
+    cfg = _bare_feed(tmp_path, feed_server, items)
+    edited = [("Alpha", "first text"), ("Beta", "second text, edited"), ("Gamma", "third")]
+    assert sorted(_check_bare(cfg, feed_server, edited, 5)) == [
+        ("new", "Gamma", "third", []),
+        ("updated", "Beta", "second text, edited", ["summary"]),
+    ]
+    assert _check_bare(cfg, feed_server, edited, 10) == []
+
+
+def test_entries_keyed_by_title_alone_before_are_not_new_after_the_upgrade(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """The release before keyed an item without a guid, a link or a date by a hash of
+    its title alone ("c:" + its title, "" and ""); its rows are written here so. The
+    first changed poll after the upgrade finds each under its new key: nothing alerts
+    but an edit made in that very poll (an update) and a new post."""
+    items = [("Alpha", "first text"), ("Beta", "second text"), (None, "post A")]
+    cfg = _bare_feed(tmp_path, feed_server, items)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT identity, title, fingerprint FROM entries").fetchall()
+        assert len(rows) == 3
+        for key, title, fp in rows:
+            was = "c:" + hashlib.sha256(f"{title}\x00\x00\x00".encode()).hexdigest()[:32]
+            db.execute(
+                "UPDATE entries SET identity = ?, new_alert_id = ? WHERE identity = ?",
+                (was, alert_id("micro", was, "new", fp, None, None), key),
+            )
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")  # keyed the old way too
+
+    edited = [("Alpha", "first text"), ("Beta", "second text, edited"), (None, "post A")]
+    assert _check_bare(cfg, feed_server, edited, 5) == [
+        ("updated", "Beta", "second text, edited", ["summary"])
+    ]
+    later = [*edited, (None, "post B")]
+    assert _check_bare(cfg, feed_server, later, 10) == [("new", "", "post B", [])]
+    assert _check_bare(cfg, feed_server, later, 15) == []
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone() == (4,)

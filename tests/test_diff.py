@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -1000,6 +1001,160 @@ def test_a_content_key_keeps_its_value_across_the_upgrade():
     assert identity_for(e, "content") == "c:d36e35ba5ded9b6cb2eedd5de605bd99"
 
 
+def _post(text: str, title: str = "", link: str | None = None, **kw) -> EntrySnapshot:
+    """An item with no guid and no date (a microblog's post, a status page's item)."""
+    return entry(text, title=title, summary=text, link=link, entry_id=None, published=None, **kw)
+
+
+def _textless(title: str, link: str = "") -> str:
+    """The content key the release before gave an entry without a published time: a hash
+    of its title and link alone (identity._h of title, link and "")."""
+    return "c:" + hashlib.sha256(f"{title}\x00{link}\x00\x00".encode()).hexdigest()[:32]
+
+
+def test_the_content_key_of_an_entry_without_a_date_covers_its_text():
+    """Without a date, title and link leave posts one key: the text tells them apart. The
+    key is the entry's own (no other entry of the body changes it); white space, a
+    cache-buster and a text moved between summary and content do not change it. With a
+    date it is the key the release before gave: title, link and time."""
+    a, b = _post("post A"), _post("post B")
+    key_a = identity_for(a, "content")
+    assert key_a == "c:d0d349eeaebcaf30100e97e74120a734"
+    assert key_a != identity_for(b, "content") and key_a.startswith("c:")
+    assert [key_for(k, "content") for k in map(entry_keys, [b, a])][1] == key_a
+    assert identity_for(replace(a, summary="  post\n A "), "content") == key_a
+    assert identity_for(replace(a, summary="", content="post A"), "content") == key_a
+    swapped = replace(a, summary="body", content="post A")
+    assert identity_for(replace(swapped, summary="post A", content="body"), "content") == (
+        identity_for(swapped, "content")
+    )
+    see = replace(a, summary="see https://ex.org/r.pdf?cb=1")
+    assert identity_for(see, "content") == identity_for(
+        replace(see, summary="see https://ex.org/r.pdf?cb=2"), "content"
+    )
+    # the key of the title and link alone, which the release before gave it
+    assert entry_keys(a).textless == _textless("") and entry_keys(a).content == key_a
+    status = _post("EU outage", title="Status", link="https://status.example.org/")
+    assert entry_keys(status).textless == _textless("Status", "https://status.example.org/")
+    # no text: the key of the title and link; a date: of title, link and time, as before
+    assert identity_for(_post(""), "content") == _textless("")
+    dated = replace(a, published=T0)
+    assert identity_for(dated, "content") == identity_for(replace(dated, summary="x"), "content")
+    assert entry_keys(dated).textless is None
+    assert identity_for(entry(1, entry_id=None, link=None), "content") == (
+        "c:da706ef1d0b6a9c1a46a3dcba0a7c898"  # the release before's
+    )
+
+
+def test_posts_without_a_title_link_or_date_are_each_an_entry():
+    """A microblog's posts, only a description each: all had one key, so the first of the
+    body was the entry, a new post at the top an "update" of the one before, and every
+    other post and edit was lost. Each is its own entry now; an edit is a new entry."""
+    stored, ident = baseline([_post("post A"), _post("post B")])
+    assert ident.policy == "content" and len(stored) == 2
+    body = [_post("post C"), _post("post A"), _post("post B, corrected"), _post("post D")]
+    r = run(stored, body, identity=ident)
+    assert sorted(c.entry.summary for c in r.changes) == ["post B, corrected", "post C", "post D"]
+    assert {c.kind for c in r.changes} == {"new"} and r.duplicates == 0
+    # the same post twice is one entry
+    r = run(stored, [_post("post A"), _post("post A")], identity=ident)
+    assert r.changes == () and r.duplicates == 1
+
+
+def test_an_undated_entry_edited_is_its_row_where_its_title_and_link_say_so():
+    """Distinct titles (or links) without a date: an edit of the text is an update (the
+    row absent from the body of that title and link); a repeated title (or none, and no
+    link) cannot say which entry an edit is of: a new entry."""
+    stored, ident = baseline([_post("first", "Alpha"), _post("second", "Beta")])
+    r = run(stored, [_post("first", "Alpha"), _post("second, edited", "Beta")], identity=ident)
+    assert kinds(r) == [("updated", "Beta")] and set(r.changes[0].changes) == {"summary"}
+    assert r.rekeys == ((identity_for(_post("second", "Beta"), "content"), r.changes[0].identity),)
+    # one link (the page's), the same title: by their texts
+    home, c = "https://status.example.org/", replace(S, id_policy="content")
+    stored, ident = baseline([_post("EU outage", "Status", home)], settings=c)
+    body = [_post("US outage", "Status", home), _post("EU outage", "Status", home)]
+    r = run(stored, body, settings=c, identity=ident)
+    assert kinds(r) == [("new", "Status")] and r.changes[0].entry.summary == "US outage"
+    # alone in the body, the one row of that title and link: an edit
+    r = run(stored, [_post("EU outage: resolved", "Status", home)], settings=c, identity=ident)
+    assert kinds(r) == [("updated", "Status")]
+    # two rows of that title: a new entry (and the other row stays)
+    two = [_post("EU outage", "Status"), _post("US outage", "Status")]
+    stored, ident = baseline(two)
+    r = run(stored, [_post("EU outage: resolved", "Status")], identity=ident)
+    assert kinds(r) == [("new", "Status")] and r.rekeys == ()
+    # no title and no link: a new entry, unless it is the only one, as its row is
+    stored, ident = baseline([_post("post A"), _post("post B")])
+    r = run(stored, [_post("post A, corrected"), _post("post B")], identity=ident)
+    assert kinds(r) == [("new", "")] and r.rekeys == ()
+    stored, ident = baseline([_post("post A")])
+    r = run(stored, [_post("post A, corrected")], identity=ident)
+    assert kinds(r) == [("updated", "")] and len(r.rekeys) == 1
+
+
+def test_an_undated_entry_whose_counter_changes_is_no_new_entry():
+    """ignore_text cuts a counter from an entry without a date, whose key covers its text
+    (counter and all): the changed counter gives it another key, and its row is still
+    found (link churn, by the text left), with no alert; a real edit is an update."""
+    stored, ident = baseline([_counted(1, 10, published=None, link=None, entry_id=None)], IGNORING)
+    body = [_counted(1, 11, published=None, link=None, entry_id=None)]
+    r = run(stored, body, settings=IGNORING, identity=ident)
+    assert r.changes == () and r.new == 0 and len(r.rekeys) == 1
+    edited = [_counted(1, 12, published=None, link=None, entry_id=None, text="A review, revised.")]
+    r = run(stored, edited, settings=IGNORING, identity=ident)
+    assert kinds(r) == [("updated", "Entry 1")] and r.new == 0
+
+
+def test_undated_rows_the_release_before_keyed_by_title_alone_are_found():
+    """The release before keyed an entry without a date by its title and link alone: the
+    first changed poll after the upgrade finds each such row, unedited (link churn: its
+    text) or edited (its title, one entry's), and re-keys it silently or as an update.
+    Of posts that shared one such key, the release before kept one row: the post whose
+    text it has is that row; the others, which it lost, are new (once)."""
+    items = [_post("first", "Alpha"), _post("second", "Beta"), _post("post A")]
+    stored, ident = baseline(items)
+    was = {
+        _textless(row.title): replace(row, identity=_textless(row.title)) for row in stored.values()
+    }
+    body = [_post("first", "Alpha"), _post("second, edited", "Beta"), _post("post A")]
+    keys = [entry_keys(e) for e in body]
+    r = run(_named(was, keys, ident), body, identity=ident, keys=keys, has_rows=True)
+    assert r == run(was, body, identity=ident)
+    assert kinds(r) == [("updated", "Beta")] and r.new == 0
+    assert sorted(new for _, new in r.rekeys) == sorted(key_for(k, "content") for k in keys)
+    assert apply(was, r).keys() == {key_for(k, "content") for k in keys}
+    # a microblog: the release before stored post A alone, under the key all posts had
+    was = {
+        _textless(""): replace(stored[identity_for(items[2], "content")], identity=_textless(""))
+    }
+    r = run(was, [_post("post B"), _post("post A")], identity=ident)
+    assert kinds(r) == [("new", "")] and r.changes[0].entry.summary == "post B"
+    assert r.rekeys == ((_textless(""), identity_for(items[2], "content")),)
+
+
+def test_an_undated_entry_without_a_link_that_gains_an_id_finds_the_row_of_before():
+    """An entry without a link or a date keyed by its content by the release before (its
+    title alone) that gains an id after the upgrade: the poll reads that row too, and it
+    is the entry's (``_Unlinked``)."""
+    posts = [entry(i, entry_id=None) for i in range(9)]
+    notice = _notice(None, published=None)
+    stored, ident = baseline([*posts, notice], settings=replace(S, id_policy="link"))
+    key = identity_for(notice, "link")
+    was = {
+        **stored,
+        _textless(notice.title): replace(stored.pop(key), identity=_textless(notice.title)),
+    }
+    del was[key]
+    body = [*posts, replace(notice, entry_id="notice-1")]
+    keys = [entry_keys(e) for e in body]
+    s = replace(S, id_policy="link")
+    need = stored_needed(s, ident, keys, baselined=True, has_rows=True)
+    assert need is not None and _textless(notice.title) in need.identities
+    r = run(_named(was, keys, ident, s), body, settings=s, identity=ident, keys=keys, has_rows=True)
+    assert r.changes == () and r.new == 0
+    assert r.rekeys == ((_textless(notice.title), "g:notice-1"),)
+
+
 def test_ids_of_a_change_are_those_the_previous_release_made():
     """Across the upgrade the same change has the same id (it never alerts twice): the
     fingerprint's hash and the alert id a0a307a computed (label v1), for a text with a
@@ -1907,11 +2062,14 @@ _noise = st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)).map(
 def test_ignored_text_never_decides_and_the_rest_always_does(es, before, after, data):
     """With the counters added to every entry, a diff under ignore_text finds exactly the
     changes a diff without counters (and without ignore_text) finds: the same kinds of the
-    same entries, naming the same fields."""
+    same entries, naming the same fields. (Not an entry without a published time: its
+    content key covers its text, counters and all, so two that differ only there are two
+    entries; test_an_undated_entry_whose_counter_changes_is_no_new_entry.)"""
 
     def noisy(entries, noise):
         return [
-            replace(e, summary=f"{e.summary} {n}") for e, n in zip(entries, noise, strict=False)
+            replace(e, summary=f"{e.summary} {n}") if e.published else e
+            for e, n in zip(entries, noise, strict=False)
         ]
 
     second = data.draw(entries_st)

@@ -25,7 +25,13 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from feedwatch.fetch import Fetcher
-from feedwatch.identity import alert_id, fingerprint, identity_for, normalize_link
+from feedwatch.identity import (
+    alert_id,
+    fingerprint,
+    identity_for,
+    normalize_link,
+    textless_identity,
+)
 from feedwatch.model import EntrySnapshot, FeedSettings, Jitter
 from feedwatch.parse import parse_body
 from feedwatch.poll import Poller
@@ -172,6 +178,10 @@ class Model:
     def content(cls, f):
         return identity_for(cls.snap(f), "content")
 
+    @classmethod
+    def textless(cls, f):
+        return textless_identity(cls.snap(f))
+
     @staticmethod
     def fp(f):
         return fingerprint(f["title"], f["summary"], f["content"])
@@ -261,6 +271,15 @@ class Model:
                 continue
             t = (self.tfp(row["f"]), row["f"]["published"])
             absent_by_text[t] = None if t in absent_by_text else r
+        # an entry keyed by its content without a date (a key that covers its text),
+        # edited: the absent row of its title and link, without a date; one answer only
+        undated = Counter(t for _, f in firsts if (t := self.textless(f)))
+        absent_undated = {}
+        for r, row in cur.items():
+            if r in seen or not r.startswith("c:") or row["f"]["published"] is not None:
+                continue
+            t = self.textless(row["f"])
+            absent_undated[t] = None if t in absent_undated else r
         known = []
         new = []
         for k, f in firsts:
@@ -314,6 +333,12 @@ class Model:
                     if cand is not None and cand in cur:
                         old = dict(cur.pop(cand))
                         cur[k] = old
+            t = self.textless(f)
+            if old is None and k == c and t and undated[t] == 1:
+                cand = absent_undated.get(t)
+                if cand is not None and cand in cur:
+                    old = dict(cur.pop(cand))
+                    cur[k] = old
             if old is None:
                 new.append((k, f))
                 continue
@@ -533,6 +558,8 @@ def run_scenario(sc, opts, tmp, server, id_policy, check_model=True):
 _E0 = (0, True, 0, 0, 0, 0, 0, False, 0, 0, 0)
 _E1 = (1, True, 0, 0, 0, 0, 0, False, 0, 0, 0)
 _E0B = (0, True, 1, 1, 1, 1, 0, False, 0, 0, 0)  # another story under _E0's guid
+_U = (2, False, 0, 0, 0, 0, 0, False, 0, 0, 2)  # no guid, no link, no date
+_U2 = (2, False, 0, 0, 1, 0, 0, False, 0, 0, 2)  # the same title, another text
 _OPTS = {
     "updates": "any",
     "max_entries": 5000,
@@ -565,6 +592,14 @@ _OPTS = {
         [_E0, _E0B, _E1],
         [(("body", [_E0B, _E1, _E0]), 1), (("body", [_E0, _E0B, _E1]), 1)],
     ),
+    opts=_OPTS,
+)
+@example(  # no guid, link or date, its summary edited: its row by its title (_Undated)
+    sc=("rss", [_E0, _U], [(("body", [_E0, _U[:3] + (1,) + _U[4:]]), 1)]),
+    opts=_OPTS,
+)
+@example(  # two such of one title, one edited: a new entry beside the other
+    sc=("rss", [_U, _U2], [(("body", [_U[:3] + (1,) + _U[4:], _U2]), 1)]),
     opts=_OPTS,
 )
 def test_lanes_agree_with_model_guid(sc, opts, server, tmp_path_factory):

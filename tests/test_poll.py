@@ -437,6 +437,32 @@ def test_unchanged_items_are_settled_and_the_state_vouches_for_them(tmp_path, fe
     store.close()
 
 
+def test_a_body_repeating_an_identity_is_logged_once_per_feed(tmp_path, feed_server):
+    """Entries beside the first of one identity are neither compared nor alerted: a
+    poller says so in its log once per feed (not at every poll of a daemon)."""
+    from structlog.testing import capture_logs
+
+    settings = replace(SETTINGS, stale_after=0, id_policy="guid")
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+    twice = [entry(1), entry(2, entry_id="urn:entry:1")]
+
+    async def polls():
+        async with Fetcher() as fetcher:
+            poller = Poller(config, store, fetcher, clock=clock)
+            for n in range(3):
+                feed_server.set("/f", rss([*twice, entry(3 + n)]))
+                clock.advance(minutes=15)
+                r = await poller.poll(feed)
+                assert r.result == "ok", r.error
+
+    with capture_logs() as logs:
+        asyncio.run(polls())
+    said = [e for e in logs if e["event"] == "feed.repeated_identity"]
+    assert [(e["feed"], e["entries"], e["policy"]) for e in said] == [("f", 1, "guid")]
+    store.close()
+
+
 def test_failed_poll_prunes_nothing_and_backs_off(tmp_path, feed_server):
     feed_server.set("/f", rss([entry(1), entry(2)]))
     feed, config, store = make(tmp_path, feed_server.url("/f"), replace(SETTINGS, retention=60))
