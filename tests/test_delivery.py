@@ -696,7 +696,7 @@ def test_a_big_digest_reaches_receivers_with_size_limits_every_alert_once(
         + feed_block(feed_server, ["mail", "hook"], extra="flood_limit = 1000"),
     )
     fw = FW(cfg)
-    assert "260 held" in fw.ok("-q", "check").stderr
+    assert "260 held" in fw.ok("check").stderr
     store = SqliteStore(load_config(cfg, env=fw.full_env()).state)
     try:
         oldest = min(d.created_at for d in store.pending(sink="mail") + store.pending(sink="hook"))
@@ -704,7 +704,7 @@ def test_a_big_digest_reaches_receivers_with_size_limits_every_alert_once(
         store.close()
     due = (oldest + timedelta(seconds=3.2) - datetime.now(timezone.utc)).total_seconds()
     time.sleep(max(0.0, due))  # until the digests are due (check sends only then)
-    r = fw.ok("-q", "check")
+    r = fw.ok("check")
     assert "260 sent, 0 to retry, 0 dead" in r.stderr
     assert fw.sinks() == {"mail": counts(delivered=130), "hook": counts(delivered=130)}
 
