@@ -54,6 +54,7 @@ from feedwatch.identity import (
     entry_fingerprint,
     id_bases,
     identity_for,
+    misdecoded_keys,
     normalize_link,
 )
 from feedwatch.ignore_text import compile_ignore
@@ -259,6 +260,13 @@ def _silent_reason(
         return 'updates = "timestamp": a text change alone is not an update'
     if not ts_moved and not text_changed:
         was = dict((n, o) for o, n in result.rekeys).get(old.identity)
+        if was is not None and was in misdecoded_keys(old.identity):
+            return (
+                f"its {'id' if was.startswith('g:') else 'link'} was stored in mojibake (it was"
+                f" {was[2:]}: a release before read a UTF-8 body labelled windows-1252,"
+                " ISO-8859-1 or -15 in that encoding), the same entry read right now, its text"
+                " unchanged: stored silently"
+            )
         if was is not None and was.startswith("g:") and old.identity.startswith("g:"):
             moved = " and its link" if normalize_link(old.link) != normalize_link(new.link) else ""
             return (

@@ -7,6 +7,7 @@ is never taken as "content changed" (the diff compares the stored text then).
 
 from __future__ import annotations
 
+import codecs
 import functools
 import hashlib
 import re
@@ -380,10 +381,14 @@ def legacy_forms(key: str, bases: Sequence[str]) -> list[tuple[str, bool]]:
     relative id (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser
     did before ids were kept as given (feedwatch.parse._ids_as_given); and a link
     (``l:``) as that parser left an attribute (an Atom ``<link href>``), a spelling
-    too. None for an absolute ASCII id or link without ``&``, ``<``, ``>``, ``"`` or
-    ``'``."""
+    too. An id or link beyond ASCII, also in mojibake (``_misdecoded``), not a spelling:
+    the entry's. None for an absolute ASCII id or link without ``&``, ``<``, ``>``,
+    ``"`` or ``'``."""
     if key.startswith("l:"):
-        return [(was, True) for was in _link_forms(key[2:])]
+        out = {was: True for was in _link_forms(key[2:])}
+        for was in misdecoded_keys(key):
+            out.setdefault(was, False)
+        return list(out.items())
     if not key.startswith("g:"):
         return []
     raw = key[2:]
@@ -394,7 +399,56 @@ def legacy_forms(key: str, bases: Sequence[str]) -> list[tuple[str, bool]]:
     for given in text:  # an rdf:about was never resolved
         for was in _resolved(given, bases):
             out.setdefault(was, True)
+    for was in misdecoded_keys(key):
+        out.setdefault(was, False)
     return list(out.items())
+
+
+def misdecoded_keys(key: str) -> tuple[str, ...]:
+    """The keys of an id (``g:``) or link (``l:``) beyond ASCII as releases before
+    ``parse.PARSE_VERSION`` 20 read it in mojibake (``_misdecoded``); empty for any other."""
+    kind, raw = key[:2], key[2:]
+    if kind not in ("g:", "l:") or raw.isascii():
+        return ()
+    forms = _misdecoded(raw)
+    if kind == "l:":
+        forms = tuple(link for link in map(normalize_link, forms) if link and link != raw)
+    return tuple(kind + form for form in dict.fromkeys(forms))
+
+
+# feedparser's reading of an element's text: a C1 control character left in it (ISO-8859-1,
+# -15 and -2 have them at 0x80-0x9F) is windows-1252's character of that byte, where it
+# has one; an attribute's it left as it was. Each reading as a table of the 256 bytes'
+# characters (``codecs.charmap_decode``: one C call a reading).
+_C1_AS_1252 = {
+    b: bytes([b]).decode("cp1252") for b in range(0x80, 0xA0) if b not in b"\x81\x8d\x8f\x90\x9d"
+}
+_READINGS = tuple(
+    table
+    for codec in ("iso-8859-1", "iso-8859-15", "iso-8859-2")
+    for read in [bytes(range(256)).decode(codec)]
+    for table in (read, read.translate(_C1_AS_1252))
+)
+
+
+def _misdecoded(raw: str) -> tuple[str, ...]:
+    """An id or link beyond ASCII (``raw``) as releases before ``parse.PARSE_VERSION`` 20
+    read it from a UTF-8 document labelled windows-1252, ISO-8859-1, -15 or -2: its UTF-8
+    bytes in that encoding ("lâ€™Ã©tÃ©" for "l’été"), as an element's text (an RSS guid or
+    link, an Atom id: where it read as UTF-8 once encoded as ISO-8859-1 again, feedparser
+    put it back, so not "cafÃ©") and as an attribute (an Atom ``<link href>``, an
+    ``rdf:about``: in any such label, its C1 controls kept), also as one stray byte that is
+    not UTF-8 once made a whole document read in windows-1252, else ISO-8859-2. Their
+    entries are keyed right now, so each such row is found under its key (``legacy_forms``)
+    and re-keyed. Only for a key beyond ASCII: the common path pays nothing."""
+    data = raw.encode("utf-8", "surrogatepass")
+    out: list[str] = []
+    try:
+        out.append(data.decode("cp1252"))
+    except UnicodeDecodeError:  # a byte it leaves undefined: such a body was read as UTF-8
+        pass
+    out += [codecs.charmap_decode(data, "strict", table)[0] for table in _READINGS]
+    return tuple(form for form in dict.fromkeys(out) if form != raw)
 
 
 _SPECIAL = re.compile("[&<>\"']")

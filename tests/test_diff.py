@@ -568,6 +568,61 @@ def test_rows_of_ids_once_stored_escaped_are_the_same_entries():
     assert kinds(run(stored, both, identity=ident)) == [("new", "Entry 8")]
 
 
+def test_rows_of_ids_and_links_once_read_in_mojibake_are_the_same_entries():
+    """Every release before parse version 20 read a UTF-8 body labelled windows-1252 (or
+    ISO-8859-1, -15) as labelled: an id or link beyond ASCII was stored in mojibake
+    ("tag:ex.fr,2024:cafÃ©-1"; an attribute's C1 controls kept: "lâ\x80\x99Ã©tÃ©"). Read
+    right now, each entry is the row it was, re-keyed silently (the diff reads it:
+    ``stored_needed``), and one edited in that very poll is an update, not new: no text
+    or link of the row need be the entry's (its link is in mojibake too)."""
+    ids = ["tag:ex.fr,2024:café-1", "tag:ex.fr,2024:l’été-2", "urn:x:plain"]
+    links = ["https://ex.fr/actualités/été-1", "https://ex.fr/l’été-2", "https://ex.fr/3"]
+    by_id = [entry(i, entry_id=e, link=f"https://ex.fr/Über-{i}") for i, e in enumerate(ids)]
+    by_link = [entry(i, entry_id=None, link=u) for i, u in enumerate(links)]
+    as_1252 = [
+        "tag:ex.fr,2024:cafÃ©-1",
+        "tag:ex.fr,2024:lâ€™Ã©tÃ©-2",
+        "https://ex.fr/actualitÃ©s/Ã©tÃ©-1",
+        "https://ex.fr/lâ€™Ã©tÃ©-2",
+    ]
+    as_latin1 = "https://ex.fr/l\xe2\x80\x99\xc3\xa9t\xc3\xa9-2"  # an attribute's
+    for now, was in (
+        (by_id, [replace(e, entry_id=w) for e, w in zip(by_id, as_1252[:2], strict=False)]),
+        (by_link, [replace(e, link=u) for e, u in zip(by_link, as_1252[2:], strict=False)]),
+        (by_link, [replace(by_link[0], link=as_1252[2]), replace(by_link[1], link=as_latin1)]),
+    ):
+        was = [replace(w, link=w.link.replace("Über", "Ãœber")) if w.entry_id else w for w in was]
+        was.append(now[2])  # an ASCII one, as it was
+        stored, ident = baseline(was)
+        keys = [entry_keys(e) for e in now]
+        need = stored_needed(S, ident, keys, baselined=True, has_rows=True)
+        assert need is not None and set(stored) <= set(need.identities)
+        r = run(stored, now, identity=ident)
+        assert (r.changes, r.new) == ((), 0)
+        assert sorted(old for old, _ in r.rekeys) == sorted(k for k in stored if not k.isascii())
+        stored = apply(stored, r)
+        assert set(stored) == {key_for(k, ident.policy) for k in keys}
+        assert run(stored, now, identity=ident).changes == ()
+        # edited in the very poll after the upgrade: an update
+        stored, ident = baseline(was)
+        edited = [replace(now[0], summary="edited"), *now[1:]]
+        assert kinds(run(stored, edited, identity=ident)) == [("updated", "Entry 0")]
+
+
+def test_an_id_that_is_another_ids_mojibake_is_another_entry():
+    """A feed whose ids are in mojibake as written ("cafÃ©") keeps them: an entry of
+    the body under that id is its own, and the entry "café" that comes beside it is
+    new. An ASCII id or link has no such reading (nothing more is looked up)."""
+    from feedwatch.identity import legacy_forms
+
+    x = entry(0, entry_id="tag:t,2024:cafÃ©", link=None)
+    y = entry(1, entry_id="tag:t,2024:café", link=None)
+    stored, ident = baseline([x])
+    r = run(stored, [x, y], identity=ident)
+    assert (kinds(r), r.rekeys) == ([("new", "Entry 1")], ())
+    assert legacy_forms("g:urn:x:plain", ()) == legacy_forms("l:https://e.org/a", ()) == []
+
+
 def _lenient(items: str, rdf: bool = False) -> bytes:
     """A body with ``items`` that is not well-formed XML (one ``&nbsp;``)."""
     if rdf:

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 
+from feedwatch.explain import analyse
 from feedwatch.fetch import Fetcher
 from feedwatch.model import FeedSettings, Jitter
 from feedwatch.poll import Poller
@@ -252,6 +253,98 @@ def test_links_stored_undecoded_by_an_earlier_version_alert_nothing(
     r = asyncio.run(poll(config, store, clock, feed))
     got = [(a.kind, a.payload["entry"]["link"]) for a in r.alerts]
     assert got == [("updated", "http://e.org/?p=2&x=1")]
+    store.close()
+
+
+# A French site's UTF-8 feed whose XML declaration names a single-byte encoding, its
+# ids and links written raw beyond ASCII; and the keys the release before stored its
+# entries under (checked against a run of it: feedparser read the body as labelled and
+# put back each element's text that read as UTF-8 once encoded as ISO-8859-1 again, never
+# an attribute's).
+def _french(kind: str, label: str, slug: str, edited: str = "") -> bytes:
+    decl = f'<?xml version="1.0" encoding="{label}"?>'
+    texts = [(n, f"Résumé {n} de l’été{edited if n == 1 else ''}") for n in (1, 2)]
+    if kind == "guid":  # RSS, keyed by its guid (element text)
+        items = "".join(
+            f'<item><guid isPermaLink="false">tag:ex.fr,2024:{slug}-{n}</guid>'
+            f"<title>Titre {n}</title><description>{text}</description></item>"
+            for n, text in texts
+        )
+        return (
+            f'{decl}<rss version="2.0"><channel><title>Actu</title>{items}</channel></rss>'.encode()
+        )
+    if kind == "href":  # Atom without ids, keyed by its link (an attribute)
+        items = "".join(
+            f'<entry><link href="https://ex.fr/actualités/{slug}-{n}"/><title>Titre {n}</title>'
+            f"<summary>{text}</summary></entry>"
+            for n, text in texts
+        )
+        return f'{decl}<feed xmlns="http://www.w3.org/2005/Atom"><title>Actu</title>{items}</feed>'.encode()
+    items = "".join(  # RSS 1.0, keyed by its rdf:about (an attribute)
+        f'<item rdf:about="tag:ex.fr,2024:{slug}-{n}"><title>Titre {n}</title>'
+        f"<link>https://ex.fr/</link><description>{text}</description></item>"
+        for n, text in texts
+    )
+    return (
+        f'{decl}<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"'
+        ' xmlns="http://purl.org/rss/1.0/"><channel rdf:about="https://ex.fr/"><title>Actu'
+        f"</title></channel>{items}</rdf:RDF>"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("kind", "label", "slug", "was"),
+    [
+        ("guid", "windows-1252", "l’été", "g:tag:ex.fr,2024:lâ€™Ã©tÃ©-{n}"),
+        ("guid", "ISO-8859-15", "crème", "g:tag:ex.fr,2024:crÃšme-{n}"),
+        ("href", "windows-1252", "été", "l:https://ex.fr/actualitÃ©s/Ã©tÃ©-{n}"),
+        ("href", "ISO-8859-1", "l’été", "l:https://ex.fr/actualitÃ©s/lâ\x80\x99Ã©tÃ©-{n}"),
+        ("about", "ISO-8859-15", "Über", "g:tag:ex.fr,2024:Ã\x9cber-{n}"),
+    ],
+)
+def test_ids_and_links_an_earlier_version_read_in_mojibake_alert_nothing(
+    tmp_path, feed_server, monkeypatch, kind, label, slug, was
+):
+    """Every release before parse version 20 read a UTF-8 body labelled windows-1252,
+    ISO-8859-1 or -15 as labelled, and keyed its entries by ids and links in mojibake
+    ("tag:ex.fr,2024:lâ€™Ã©tÃ©-1" for "…l’été-1"); read as UTF-8 now, each entry alerted
+    as new at the first changed body after the upgrade. Each is the row it was now,
+    re-keyed silently, and an edit of it afterwards alerts once as updated."""
+    settings = replace(SETTINGS, stale_after=0)
+    feed_server.set("/f", _french(kind, label, slug))
+    feed, config, store = make(tmp_path, feed_server.url("/f"), settings)
+    clock = FakeClock(T0)
+    import feedwatch.parse as parse
+
+    with monkeypatch.context() as m:  # the earlier version's parse: as labelled
+        m.setattr(parse, "_decide", lambda body, headers: parse._AS_LABELLED)
+        assert asyncio.run(poll(config, store, clock, feed)).result == "ok"
+    olds = {was.format(n=n) for n in (1, 2)}
+    assert set(store.entries("f")) == olds
+    body = _french(kind, label, slug) + b"\n"  # the same entries: not a 304
+    parsed = parse.parse_body(body, {"content-type": "application/xml"}, url=feed.url)
+    why = analyse("f", feed, store.feed("f"), store.entries("f"), parsed, "", [], T0)
+    assert [i.status for i in why.items] == ["silent", "silent"]
+    assert all("stored in mojibake" in (i.silent_reason or "") for i in why.items), why.items
+    feed_server.set("/f", body)
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert (r.result, r.alerts) == ("ok", [])
+    rows = store.entries("f")
+    assert not olds & set(rows)
+    assert all(slug in (row.link if kind == "href" else row.entry_id) for row in rows.values())
+    assert {key[key.index(slug) :] for key in rows} == {f"{slug}-1", f"{slug}-2"}
+    feed_server.set("/f", _french(kind, label, slug, edited=", corrigé"))
+    clock.advance(minutes=5)
+    r = asyncio.run(poll(config, store, clock, feed))
+    got = [(a.kind, a.payload["entry"]["title"], a.payload["changes"]) for a in r.alerts]
+    assert got == [
+        (
+            "updated",
+            "Titre 1",
+            {"summary": {"old": "Résumé 1 de l’été", "new": "Résumé 1 de l’été, corrigé"}},
+        )
+    ]
     store.close()
 
 
