@@ -7,8 +7,10 @@ the poller cannot confuse "nothing changed" with "could not tell". What it guard
 - politeness: conditional GET, ``concurrency`` requests in flight at most, and
   ``per_host`` against one host name; a request still waiting on a slow server after
   ``SLOW_AFTER`` (5 s, or a quarter of its timeout) gives its ``concurrency`` slot
-  back, so slow or trickling servers cannot starve healthy feeds (it keeps its
-  ``per_host`` one);
+  back, and its body's place while no body is arriving, so slow or trickling servers
+  cannot starve healthy feeds (it keeps its ``per_host`` slot). So up to about
+  ``concurrency`` x timeout / ``SLOW_AFTER`` requests are open at once when every
+  server is slow (6 x ``concurrency`` at the default 30 s);
 - time: ``timeout`` bounds the whole request, body included, so a server trickling
   bytes cannot hold a poll open (waiting for a free slot does not count, at the first
   request or at a redirect's; the requests of every hop do);
@@ -18,11 +20,14 @@ the poller cannot confuse "nothing changed" with "could not tell". What it guard
   from a public address to a private one is refused unless ``allow_private``, both
   by the target's name and by the address the connection really reached;
 - secrets: reasons and logs never hold URL user-info or header values;
-- bodies in hand: through ``fetch_held`` a fetched body keeps one of ``max_bodies``
-  places (2 x ``concurrency``) until the caller has parsed and stored it, so when
-  parsing is slower than fetching (a cold start of thousands of feeds) fetches wait
-  instead of bodies piling up in memory. The place is taken after the ``per_host``
-  slot, so feeds waiting for a busy host never hold one.
+- bodies in hand: through ``fetch_held`` a body, from its first byte, keeps one of
+  ``max_bodies`` places (2 x ``concurrency``) until the caller has parsed and stored
+  it, so when parsing is slower than fetching (a cold start of thousands of feeds)
+  fetches wait instead of bodies piling up in memory. The place is taken before the
+  request, after the ``per_host`` slot, so feeds waiting for a busy host never hold
+  one; a request with no body arriving yet after ``SLOW_AFTER`` gives it back (more
+  slow hosts than places held every feed for their whole timeout) and takes one again
+  when its body starts (that wait counts against its timeout).
 
 The wire is aiohttp (feedwatch.transport), driven directly; an injected httpx client,
 or a proxy named in the environment (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY, honoured by
@@ -76,8 +81,9 @@ ACCEPT = (
 )
 ACCEPT_ENCODING = "gzip, deflate"
 # A request still running after this long (or a quarter of its timeout, if less) stops
-# counting against `concurrency`: a trickling or silent server costs a socket, not a
-# slot that healthy feeds need. It still counts against `per_host` and its timeout.
+# counting against `concurrency`, and against the places for bodies until its body
+# starts: a trickling or silent server costs a socket, not a slot that healthy feeds
+# need. It still counts against `per_host` and its timeout.
 SLOW_AFTER = 5.0
 _URL_CACHE = 20_000
 _KiB = 1024
@@ -113,13 +119,24 @@ class _Response(Protocol):
 class _Held:
     """A held global slot that can be given back early (by a slow request), once."""
 
-    def __init__(self, give_back: Callable[[], None]) -> None:
+    __slots__ = ("_give_back", "_place")
+
+    def __init__(self, give_back: Callable[[], None], place: _BodyPlace | None) -> None:
         self._give_back: Callable[[], None] | None = give_back
+        self._place = place
 
     def release(self) -> None:
         give_back, self._give_back = self._give_back, None
         if give_back is not None:
             give_back()
+
+    def slow(self) -> None:
+        """The request is still running after ``SLOW_AFTER``: its global slot goes back,
+        and its body's place too if no body is arriving yet (it is taken again when one
+        starts): a request waiting for its answer holds nothing healthy feeds need."""
+        self.release()
+        if self._place is not None:
+            self._place.set_aside()
 
 
 @dataclass
@@ -349,12 +366,13 @@ class Fetcher:
                 try:
                     if remaining <= 0:
                         raise asyncio.TimeoutError
-                    # after SLOW_AFTER the request gives up its global slot (keeping the
-                    # per-host one), so slow servers cannot starve the others
+                    # after SLOW_AFTER the request gives up its global slot and, until a
+                    # body arrives, its place (keeping the per-host slot), so slow servers
+                    # cannot starve the others
                     with _Deadline(
-                        deadline, loop.time() + min(SLOW_AFTER, req.timeout / 4), slot.release
+                        deadline, loop.time() + min(SLOW_AFTER, req.timeout / 4), slot.slow
                     ):
-                        hop = await self._request(current, headers, req, timeout_reason)
+                        hop = await self._request(current, headers, req, timeout_reason, place)
                 except asyncio.TimeoutError:
                     return failed(timeout_reason)
                 except _Fail as f:
@@ -411,6 +429,10 @@ class Fetcher:
 
             elapsed = loop.time() - started - waited
             if status == 304:
+                if "if-none-match" not in headers and "if-modified-since" not in headers:
+                    # (RFC 9110 15.4.5: only a conditional request is answered 304) taken
+                    # as "not modified", it kept the feed "ok" for ever with nothing read
+                    return failed("HTTP 304 to a request without validators: a broken server", 304)
                 return NotModified(
                     status=304,
                     url=current_str,
@@ -454,8 +476,10 @@ class Fetcher:
         headers: dict[str, tuple[str, str]],
         req: FetchRequest,
         timeout_reason: str,
+        place: _BodyPlace | None = None,
     ) -> _Hop:
-        """One GET; reads the body of a 2xx only. Raises _Fail."""
+        """One GET; reads the body of a 2xx only, in its ``place`` (taken again if a slow
+        request set it aside: waiting for it counts against the timeout). Raises _Fail."""
         body_started = False
         status: int | None = None
         try:
@@ -471,6 +495,8 @@ class Fetcher:
                         f"body larger than the {_size(req.max_body)} max_body limit", status
                     )
                 decoder = _Decoder.for_encoding(resp_headers.get("content-encoding", ""), status)
+                if place is not None:
+                    await place.take_for_body()
                 body_started = True
                 body = await _read_body(resp, req.max_body, decoder, status)
                 return _Hop(status, resp_headers, body, peer)
@@ -582,7 +608,7 @@ class Fetcher:
                 await self._global.acquire()
                 self._waiting.discard(task)
                 self.requests += 1
-                held = _Held(self._give_back_slot)
+                held = _Held(self._give_back_slot, place)
                 try:
                     yield held
                 finally:
@@ -597,20 +623,32 @@ class Fetcher:
 
 
 class _BodyPlace:
-    """One of ``max_bodies`` places: taken at a fetch's first slot, kept by its body."""
+    """One of ``max_bodies`` places for a body in hand (being read, or read and not yet
+    done with): taken at a fetch's slot, kept by its body. A slow request sets it aside
+    while no body is arriving (``set_aside``) and takes it again for one."""
 
-    __slots__ = ("_sem", "_taken")
+    __slots__ = ("_body", "_sem", "_taken")
 
     def __init__(self, sem: asyncio.Semaphore) -> None:
         self._sem = sem
         self._taken = False
+        self._body = False  # a body is arriving (or arrived) in it
 
     async def take(self) -> None:
         if not self._taken:
             await self._sem.acquire()
             self._taken = True
 
+    async def take_for_body(self) -> None:
+        await self.take()
+        self._body = True
+
+    def set_aside(self) -> None:
+        if not self._body:
+            self.release()
+
     def release(self) -> None:
+        self._body = False
         if self._taken:
             self._taken = False
             self._sem.release()

@@ -7,8 +7,9 @@ misbehaves: HTTP status, redirects, content type, validators and whether a
 conditional re-request really gets a 304, parser warnings, entries without ids.
 For an HTML page it lists the feeds the page advertises. No config, no state.
 
-Exit status: 0 a feed was read; 1 the fetch failed or the body is not a feed;
-2 a bad argument (URL, keyword, header).
+Exit status: 0 a feed was read; 1 the fetch failed, the body is not a feed, or a
+validator given with --header was answered 304 (no body); 2 a bad argument (URL,
+keyword, header).
 """
 
 from __future__ import annotations
@@ -343,7 +344,14 @@ def _report(
             )
         out.flush()
         return 1
-    assert isinstance(first, Fetched)  # no validators were sent: never NotModified
+    if isinstance(first, NotModified):  # a --header sent the validator: no body came
+        w(
+            f"HTTP:          304 Not Modified in {first.elapsed:.2f}s: the feed has not changed"
+            " since the If-None-Match/If-Modified-Since of --header\n"
+            "               drop that --header to see the feed\n"
+        )
+        out.flush()
+        return 1
     ctype = first.headers.get("content-type", "")
     w(
         f"HTTP:          {first.status} in {first.elapsed:.2f}s, "

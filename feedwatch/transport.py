@@ -19,14 +19,19 @@ What it promises ``Fetcher``:
   ``RemoteProtocolError``, ``LocalProtocolError``), raised from the original so
   the errno, DNS and TLS causes stay in the chain ``Fetcher`` reads reasons from;
 - no limit of its own on connections: ``Fetcher``'s semaphores are the limit;
+- a 304 sent with a body (naive servers send one, Content-Length and all) is the 304
+  it is: the bytes after its head are dropped and its connection is closed, with a
+  warning once for each server (``_Protocol``);
 - a GET that a kept-alive connection answered with bytes that are no HTTP response
-  (what the connection's last response left behind: a 304 with a body, more bytes
-  than its Content-Length) is sent once more, on a new connection (``_send``).
+  (what the connection's last response left behind: more bytes than its
+  Content-Length, a 304's body sent late) is sent once more, on a new connection
+  (``_send``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import sys
 import weakref
@@ -72,6 +77,7 @@ def _without_default_cas() -> Iterator[None]:
 
 with _without_default_cas():
     import aiohttp
+    from aiohttp.client_proto import ResponseHandler
 import yarl  # noqa: E402  (aiohttp's own dependency: imported with it above)
 
 # Larger than aiohttp's 8 KiB default: what httpx reads (h11 through httpcore, which
@@ -101,14 +107,103 @@ class _Attempt:
 
 _attempt: ContextVar[_Attempt | None] = ContextVar("feedwatch_attempt", default=None)
 
+# What a _Protocol does with the bytes that come: hand them to aiohttp's parser; look
+# at a response's head first (is it a 304?); drop them (they followed a 304's head).
+_PASS, _HEAD, _AFTER_304 = 0, 1, 2
+_HEAD_END = b"\r\n\r\n"
+# servers whose 304 came with a body: warned of once each (a bounded set)
+_WARNED_304: set[str] = set()
+
+
+class _Protocol(ResponseHandler):
+    """aiohttp's protocol for a connection, reading a 304 sent with a body as a 304.
+
+    A 304 has no body (RFC 9110 15.4.5), but naive servers (PHP's, a page's whole
+    output) send one, with its Content-Length, in the same write. aiohttp's parser reads
+    those bytes as the next response and fails on them, and the 304 with them ("Bad
+    status line"): the feed was an error at every unchanged poll. curl and httpx read
+    a 304 and ignore what follows; so does this: whatever comes after a 304's head, until
+    the next request, is dropped, and the connection is closed (not used again: where
+    that body ends is anyone's guess). Other responses go to the parser untouched."""
+
+    fw_url = ""  # the URL asked last on this connection (set by _Connector)
+    _fw_state = _PASS
+    _fw_start = b""  # the response's first 12 bytes: "HTTP/1.1 304"
+    _fw_last = b""  # the head's last 3 bytes so far (its end may span two reads)
+
+    def set_response_params(self, **kwargs: Any) -> None:  # (at each request)
+        self._fw_state, self._fw_start, self._fw_last = _HEAD, b"", b""
+        super().set_response_params(**kwargs)
+
+    def data_received(self, data: bytes) -> None:
+        if self._fw_state == _PASS or not data:
+            super().data_received(data)
+        elif self._fw_state == _HEAD:
+            self._head_received(data)
+        else:
+            self._left_behind(len(data))
+
+    def _head_received(self, data: bytes) -> None:
+        start = self._fw_start
+        if len(start) < 12:
+            start = self._fw_start = (start + data[:12])[:12]
+        status = start[9:12]
+        if len(start) == 12 and not (
+            start.startswith(b"HTTP/") and (status == b"304" or status[:1] == b"1")
+        ):
+            self._fw_state = _PASS  # (a 1xx is followed by the real response's head)
+            super().data_received(data)
+            return
+        last = self._fw_last
+        end = (last + data[:3]).find(_HEAD_END) if last else -1
+        if end >= 0:
+            end += 4 - len(last)
+        else:
+            end = data.find(_HEAD_END)
+            end = end + 4 if end >= 0 else -1
+        if end < 0 or len(start) < 12:
+            self._fw_last = (last + data)[-3:]
+            super().data_received(data)
+            return
+        super().data_received(data[:end])
+        rest = data[end:]
+        if status == b"304":
+            self._fw_state = _AFTER_304
+            if rest:
+                self._left_behind(len(rest))
+            return
+        self._fw_start = self._fw_last = b""  # an interim 1xx: the response's head follows
+        if rest:
+            self.data_received(rest)
+
+    def _left_behind(self, size: int) -> None:
+        """Bytes after a 304's head: dropped, and the connection closed."""
+        self.force_close()
+        if self.transport is not None:
+            self.transport.close()
+        url = yarl.URL(self.fw_url) if self.fw_url else None
+        server = f"{url.scheme}://{url.host}:{url.port}" if url is not None else ""
+        if server in _WARNED_304 or len(_WARNED_304) >= 10_000:
+            return
+        _WARNED_304.add(server)
+        log.warning(
+            "fetch.not_modified_with_body",
+            url=redact(self.fw_url),
+            bytes=size,
+            hint="the server sent its 304 Not Modified with a body (which a 304 has not):"
+            " read as a 304, the body ignored, the connection closed; said once per server",
+        )
+
 
 class _Connector(aiohttp.TCPConnector):
-    """aiohttp's connector, telling the request in ``_attempt`` whether its connection
-    is a kept-alive one (and which URL that one carried last) and the peer address
-    (while the socket is surely open: a 304 may close it before its headers return)."""
+    """aiohttp's connector, its connections speaking ``_Protocol``, telling the request in
+    ``_attempt`` whether its connection is a kept-alive one (and which URL that one
+    carried last) and the peer address (while the socket is surely open: a 304 may
+    close it before its headers return)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._factory = functools.partial(_Protocol, loop=self._loop)  # type: ignore[assignment]
         self._carried: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
     async def connect(
@@ -123,6 +218,8 @@ class _Connector(aiohttp.TCPConnector):
             attempt.peer = sock.get_extra_info("peername") if sock is not None else None
         if proto is not None:
             self._carried[proto] = str(req.url)
+            if isinstance(proto, _Protocol):
+                proto.fw_url = str(req.url)
         return conn
 
 

@@ -97,29 +97,57 @@ def age_state(db: Path, seconds: float) -> None:
         conn.close()
 
 
-def raw_server(response: bytes, requests: list[bytes] | None = None) -> socket.socket:
-    """A server on 127.0.0.1 answering each request, once its headers are in, with
-    ``response`` byte for byte (what no HTTP server library would send), then closing
-    the connection; each request's bytes appended to ``requests``. Close the socket to
-    stop it; its port is ``getsockname()[1]``."""
-    srv = socket.create_server(("127.0.0.1", 0))
+def raw_server(
+    response: bytes,
+    requests: list[bytes] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    gate: threading.Event | None = None,
+    keep_alive: bool = False,
+    accepted: list[Any] | None = None,
+) -> socket.socket:
+    """A server on ``host`` answering each request, once its headers are in, with
+    ``response`` byte for byte (what no HTTP server library would send), in one write,
+    then closing the connection (``keep_alive``: reading the next request on it, until
+    the client closes it); each connection in a thread of its own, its client address
+    appended to ``accepted``, each request's bytes to ``requests``. With a ``gate``,
+    each answer waits until it is set (a server as slow as the test wants). Close the
+    socket to stop it; its port is ``getsockname()[1]``."""
+    srv = socket.create_server((host, 0))
+
+    def answer(conn: socket.socket) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            if requests is not None:
+                requests.append(head + b"\r\n\r\n")
+            if gate is not None:
+                gate.wait()
+            conn.sendall(response)
+            if not keep_alive:
+                return
 
     def serve() -> None:
         while True:
             try:
-                conn, _ = srv.accept()
+                conn, addr = srv.accept()
             except OSError:
                 return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                if requests is not None:
-                    requests.append(data)
-                conn.sendall(response)
+            if accepted is not None:
+                accepted.append(addr)
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+    def one(conn: socket.socket) -> None:
+        with conn:
+            try:
+                answer(conn)
+            except OSError:  # the client gave up
+                pass
 
     threading.Thread(target=serve, daemon=True).start()
     return srv

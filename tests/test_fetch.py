@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable
@@ -18,9 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedwatch import DEFAULT_USER_AGENT
+from feedwatch import fetch as fetch_module
 from feedwatch.fetch import Fetcher, is_private_address, parse_retry_after, redact_url
 from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
 from tests.feedserver import FeedServer, feed_server_fixture, free_port  # noqa: F401
+from tests.helpers import raw_server
 
 T = TypeVar("T")
 
@@ -861,3 +864,80 @@ def test_bodies_in_hand_are_bounded_until_released(feed_server: FeedServer) -> N
                 assert isinstance(await f.fetch(FetchRequest(feed_server.url("/b0"))), Fetched)
 
     run(go())
+
+
+def test_slow_servers_on_more_hosts_than_places_cannot_hold_healthy_feeds(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six silent servers, each its own host, against concurrency 2 (so 2 x 2 places
+    for bodies). A slow request gave its slot back after SLOW_AFTER but kept its place,
+    so the fifth and sixth slow feeds, and every healthy one, waited for the first slow
+    ones' whole timeout. A request still waiting for its answer holds no place past
+    SLOW_AFTER: all six reach their servers and the healthy feeds are fetched at once.
+    An answer that comes later waits for a place before its body is read: the bodies
+    in hand (read or being read) never outnumber the places."""
+    monkeypatch.setattr(fetch_module, "SLOW_AFTER", 0.2)  # (5 s in production)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(RSS),
+        RSS,
+    )
+    gate = threading.Event()
+    asked: list[list[bytes]] = [[] for _ in range(6)]
+    servers = [raw_server(answer, asked[i], host=f"127.0.0.{i + 2}", gate=gate) for i in range(6)]
+    for i in range(5):
+        feed_server.set(f"/ok{i}", RSS)
+
+    async def go() -> None:
+        async with Fetcher(concurrency=2, per_host=2) as f:  # 4 places for bodies
+            slow = [
+                asyncio.ensure_future(
+                    f.fetch_held(
+                        FetchRequest(
+                            f"http://127.0.0.{i + 2}:{s.getsockname()[1]}/feed", timeout=60
+                        )
+                    )
+                )
+                for i, s in enumerate(servers)
+            ]
+            deadline = time.monotonic() + 10
+            while not all(asked):
+                reached = sum(map(bool, asked))
+                assert time.monotonic() < deadline, f"{reached} of 6 slow requests were sent"
+                await asyncio.sleep(0.01)
+            # the healthy feeds go at once (and their four bodies take the four places)
+            held = await asyncio.wait_for(
+                asyncio.gather(
+                    *(f.fetch_held(FetchRequest(feed_server.url(f"/ok{i}"))) for i in range(4))
+                ),
+                5,
+            )
+            assert all(isinstance(out, Fetched) for out, _ in held), held
+            releases = [release for _, release in held]
+            # every place taken: another feed waits for one before its request is sent,
+            # and the slow answers, coming now, before their bodies are read
+            fifth = asyncio.ensure_future(f.fetch_held(FetchRequest(feed_server.url("/ok4"))))
+            gate.set()
+            pending: set[asyncio.Future[tuple[FetchOutcome, object]]] = {fifth, *slow}
+            done, pending = await asyncio.wait(pending, timeout=1.0)
+            assert not done, [t.result()[0] for t in done]
+            assert feed_server.count("/ok4") == 0
+            # each place given back lets exactly one more body in
+            while pending:
+                releases.pop()()
+                done, pending = await asyncio.wait(
+                    pending, timeout=10, return_when=asyncio.FIRST_COMPLETED
+                )
+                assert len(done) == 1, f"{len(done)} bodies came in for one place"
+                out, release = done.pop().result()
+                assert isinstance(out, Fetched) and out.body == RSS, out
+                assert callable(release)
+                releases.append(release)
+            for release in releases:
+                release()
+
+    try:
+        run(go())
+    finally:
+        gate.set()
+        for s in servers:
+            s.close()

@@ -321,3 +321,16 @@ def test_a_page_advertising_its_own_url_offers_no_feed():
     # another feed it advertises is still offered, and the same path elsewhere is another URL
     for other in (b"/feed/atom/", b"http://example.org/feed/", b"https://example.org:8443/feed/"):
         assert len(discover_feeds(page % other, url)) == 1
+
+
+def test_a_validator_given_with_header_that_the_server_honours(tmp_path, srv):
+    """`--header 'If-None-Match: ...'` with the feed's own ETag: the server answers 304,
+    which has no body to show: preview says so, and exits 1 (no feed was read). It
+    crashed with an AssertionError (it took its first request for one without
+    validators)."""
+    etag = srv._routes["/feed.xml"].etag or ""
+    r = fw(tmp_path, "preview", srv.url("/feed.xml"), "--header", f"If-None-Match: {etag}")
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "HTTP:          304 Not Modified in " in r.stdout
+    assert "drop that --header to see the feed" in r.stdout

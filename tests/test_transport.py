@@ -309,6 +309,61 @@ def test_a_response_that_is_no_http_is_not_sent_again_on_a_new_connection() -> N
     assert len(requests) == 1
 
 
+_LEFTOVER = b"<html>leftover of a page</html>"
+_304_WITH_A_BODY = b'HTTP/1.1 304 Not Modified\r\nETag: "r"\r\nContent-Length: %d\r\n\r\n%s' % (
+    len(_LEFTOVER),
+    _LEFTOVER,
+)
+
+
+def test_a_304_sent_with_a_body_is_a_304() -> None:
+    """Naive servers (PHP's) send a 304 with a Content-Length and the body, in one write:
+    aiohttp's parser read the body as the next response ("Bad status line") and failed
+    the 304, so the feed was an error at every unchanged poll. curl and httpx read it as
+    a 304 and ignore the body: so does feedwatch, on a connection it does not use again
+    (those bytes are not HTTP), with one warning."""
+    requests: list[bytes] = []
+    accepted: list[object] = []
+    srv = raw_server(_304_WITH_A_BODY, requests, keep_alive=True, accepted=accepted)
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/feed"
+
+    async def go() -> list[FetchOutcome]:
+        async with Fetcher() as f:
+            return [await f.fetch(FetchRequest(url, etag='"r"')) for _ in range(3)]
+
+    try:
+        with structlog.testing.capture_logs() as logs:
+            outs = run(go())
+    finally:
+        srv.close()
+    for out in outs:
+        assert isinstance(out, NotModified) and out.etag == '"r"', out
+    assert len(requests) == 3  # none sent again
+    assert len(accepted) == 3  # each on a new connection: the body was never read as HTTP
+    warned = [e for e in logs if e["event"] == "fetch.not_modified_with_body"]
+    assert len(warned) == 1, logs
+    assert warned[0]["log_level"] == "warning" and warned[0]["url"] == url
+
+
+def test_a_304_to_a_request_without_validators_is_an_error() -> None:
+    """A 304 answers a conditional request; to one without If-None-Match or
+    If-Modified-Since it is a broken server (RFC 9110 15.4.5), and was taken as "not
+    modified" at every poll: "ok" for ever, with no entry ever read. It is an error."""
+    srv = raw_server(b'HTTP/1.1 304 Not Modified\r\nETag: "r"\r\n\r\n')
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/feed"
+    try:
+        out = fetch_outcome(FetchRequest(url))
+        conditional = fetch_outcome(FetchRequest(url, etag='"r"'))
+        by_header = fetch_outcome(FetchRequest(url, headers=(("If-None-Match", '"r"'),)))
+    finally:
+        srv.close()
+    assert isinstance(out, FetchFailed), out
+    assert out.reason == "HTTP 304 to a request without validators: a broken server"
+    assert out.status == 304
+    assert isinstance(conditional, NotModified), conditional
+    assert isinstance(by_header, NotModified), by_header
+
+
 def fetch_outcome(req: FetchRequest) -> FetchOutcome:
     async def go() -> FetchOutcome:
         async with Fetcher() as f:
