@@ -6,11 +6,13 @@ Pure (SPEC section 4). The whole decision, in order:
                stored entries re-keyed rather than made new)
     for each entry in the body (of several with one identity, the one likest its
     stored row: the same text, else link, else title, else times; else the first):
-        known?   -> compare times (to the second) and normalised text (a text that
-                    only moved between summary and content is the same); where the text
-                    moved to that of a newer stored entry of the same unique link that
-                    is not in the body, compare with that one (it dropped its id with
-                    an edit, alerted as new, and its id came back)
+        known?   -> compare times (to the second) and normalised text (white space,
+                    a URL's tracking parameters and what no reader sees aside:
+                    ``visible_text``; a text that only moved between summary and
+                    content is the same); where the text moved to that of a newer
+                    stored entry of the same unique link that is not in the body,
+                    compare with that one (it dropped its id with an edit, alerted as
+                    new, and its id came back)
         unknown? -> same link (unique in the body; or moved to https or www. only)
                     and same text as a stored entry that is not in the body: the
                     same entry under a new id
@@ -20,6 +22,9 @@ Pure (SPEC section 4). The whole decision, in order:
                  -> keyed by its content without a published time (a key that covers
                     its text), its title and link one entry's: the row absent from the
                     body of that title and link, without a time (``_Undated``)
+                 -> keyed by its content, its key as a reader sees its text (without
+                    a soft hyphen, ...: ``visible_text``) one absent row's: that row
+                    (``_Unseen``)
                  -> keyed by its content, its date's zone read as UTC before: the row
                     of that time (``_Rezoned``); its date or title misread otherwise
                     before: the row of that time and title (``_Rezoned.misread``)
@@ -56,6 +61,7 @@ pruned it yet: the poll's commit prunes it.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -107,6 +113,46 @@ STAMP_TOLERANCE = timedelta(seconds=10)
 ``poll.BodyJob.fetched_at``): a server's time to build and send the response, a clock a
 few seconds off."""
 _EMPTY = fingerprint("", "", "")  # an entry with no text says nothing of who it is
+
+# Characters no reader sees, which a text gains or loses with no edit (SPEC 4: noise is
+# not a change): the soft hyphen a German CMS's hyphenation pass writes into its words
+# ("Hyper&shy;schall&shy;rakete"), the zero-width space, the word joiner, the BOM, the
+# direction marks (LRM, RLM, ALM: they place neutral characters, draw nothing) and the
+# invisible mathematical operators. Not the variation selectors (an emoji or a text
+# heart), the bidi embeddings, overrides and isolates (they reorder what is seen), nor
+# the zero-width joiner and non-joiner where they join or part what a reader sees (an
+# emoji sequence, Arabic or Indic letters): ``_LOOSE_JOINERS``.
+_HIDDEN = "\u00ad\u061c\u200b\u200e\u200f\u2060-\u2064\ufeff"
+_HIDDEN_RUN = re.compile(f"[{_HIDDEN}]+")
+# letters no joiner joins or parts (Latin, Greek, Cyrillic), white space, punctuation
+_UNJOINED = r"\s\x00-\x7f\u00a0\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff\u1e00-\u1eff"
+# a zero-width joiner or non-joiner between two such characters (or the text's end)
+_LOOSE_JOINERS = re.compile(f"(?:(?<=[{_UNJOINED}])|^)[\u200c\u200d]+(?=[{_UNJOINED}]|$)")
+_ANY_HIDDEN = re.compile(f"[{_HIDDEN}\u200c\u200d]")
+
+
+def visible_text(text: str) -> str:
+    """``text`` without what no reader sees of it (``_HIDDEN``, ``_LOOSE_JOINERS``): two
+    texts that read the same so are the same text. Compared only: the stored text and
+    the alert's are the feed's, and the fingerprint hashes them as written (a stored
+    one that differs so sends the comparison to the texts: ``_text_changed``)."""
+    if text.isascii() or _ANY_HIDDEN.search(text) is None:
+        return text
+    return _LOOSE_JOINERS.sub("", _HIDDEN_RUN.sub("", text))
+
+
+def _comparable(text: str) -> str:
+    """``text`` as compared: what a reader sees of it (``visible_text``), white space
+    folded, a URL's tracking parameters dropped (``identity.comparable_text``)."""
+    return comparable_text(visible_text(text))
+
+
+def _hidden_in(e: EntrySnapshot | StoredEntry) -> bool:
+    """Whether a text field of ``e`` holds a character ``visible_text`` may drop."""
+    return any(
+        not t.isascii() and _ANY_HIDDEN.search(t) is not None
+        for t in (e.title, e.summary, e.content)
+    )
 
 
 @dataclass(frozen=True)
@@ -309,27 +355,28 @@ def _rekey(
 def _differs(
     a: str, b: str, ignore: Ignore | None, legacy: bool = False, was: Sequence[str] = ()
 ) -> bool:
-    """Whether two texts differ beyond white space and what ``ignore_text`` cuts.
-    ``a`` is the stored one. ``was``: ``b`` as the releases that may have written a row
-    of an earlier fingerprint version read it (``_was``): they lost the text after a
-    self-closed svg, an element named like svg-icon or a quoted "&lt;script&gt;", so
-    ``a`` that is one of ``was`` is ``b`` as its release read it, the same text (an edit
-    there is what it could not see). ``legacy``: a row of fingerprint version v1 or
-    earlier (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have
-    read otherwise: a field declared plain had its tag-like words reduced away ("the
+    """Whether two texts differ beyond white space, what no reader sees
+    (``visible_text``) and what ``ignore_text`` cuts. ``a`` is the stored one. ``was``:
+    ``b`` as the releases that may have written a row of an earlier fingerprint version
+    read it (``_was``): they lost the text after a self-closed svg, an element named
+    like svg-icon or a quoted "&lt;script&gt;", so ``a`` that is one of ``was`` is ``b``
+    as its release read it, the same text (an edit there is what it could not see).
+    ``legacy``: a row of fingerprint version v1 or earlier
+    (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have read
+    otherwise: a field declared plain had its tag-like words reduced away ("the
     <dialog> element" was "the element"), some versions kept a plain field's
     "<script>…</script>" that is now read as markup, and one stray byte that is not
     UTF-8 made the whole document read as windows-1252 or ISO-8859-2 ("DniprÃ³" for
     "Dnipró": ``_mojibake``), alone or on top of the others (``_read_by_v1``). Such a
     difference is the conversion's, not the feed's. In a current row it is a real edit."""
-    ka, kb = comparable_text(a), comparable_text(b)
+    ka, kb = _comparable(a), _comparable(b)
 
     def same(x: str, y: str) -> bool:  # both already comparable
         return x == y or (ignore is not None and ignore.same(x, y))
 
     if same(ka, kb):
         return False
-    if any(same(ka, comparable_text(w)) for w in was):
+    if any(same(ka, _comparable(w)) for w in was):
         return False
     if _in_mojibake(a, ka, (b, *was), same):
         return False
@@ -345,7 +392,7 @@ def _in_mojibake(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str
     nothing either)."""
     if a.isascii():
         return False
-    return any(same(ka, comparable_text(m)) for t in texts if not t.isascii() for m in _mojibake(t))
+    return any(same(ka, _comparable(m)) for t in texts if not t.isascii() for m in _mojibake(t))
 
 
 def _read_by_v1(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str], bool]) -> bool:
@@ -357,7 +404,7 @@ def _read_by_v1(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str]
     only where both texts go beyond ASCII."""
     stored = [ka]
     if "<" in a:
-        stored.append(comparable_text(html_to_text(a)))
+        stored.append(_comparable(html_to_text(a)))
     reads = dict.fromkeys(texts)
     for text in texts:
         if "<" in text:
@@ -365,7 +412,7 @@ def _read_by_v1(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str]
     if not a.isascii():
         for text in [t for t in reads if not t.isascii()]:
             reads.update(dict.fromkeys(_mojibake(text)))
-    return any(same(x, comparable_text(y)) for y in reads for x in stored)
+    return any(same(x, _comparable(y)) for y in reads for x in stored)
 
 
 # feedparser's fallback reading: a C1 control character left in the text (ISO-8859-2
@@ -401,10 +448,11 @@ def _changed_view(a: str, b: str) -> FieldChange:
     ca, cb = cap_text(a), cap_text(b)
     if ca is a and cb is b:
         return FieldChange(ca, cb)
-    # the first difference of the whole folded texts (white space is no change): a
-    # space run before the cap that changed length moves where each cap ends, and
-    # capped texts that differ only there would hide an edit past it
-    fa, fb = normalize_space(a), normalize_space(b)
+    # the first difference of the whole folded texts as seen (white space and what no
+    # reader sees are no change): a space run before the cap that changed length, or a
+    # soft hyphen, moves where each cap ends, and capped texts that differ only there
+    # would hide an edit past it
+    fa, fb = normalize_space(visible_text(a)), normalize_space(visible_text(b))
     first = len(os.path.commonprefix([fa, fb]))
     if _shows(ca, a, first) and _shows(cb, b, first):
         return FieldChange(ca, cb)
@@ -414,9 +462,9 @@ def _changed_view(a: str, b: str) -> FieldChange:
 
 
 def _shows(capped: str, whole: str, at: int) -> bool:
-    """Whether ``capped`` (``whole`` capped) shows the folded text as far as its
+    """Whether ``capped`` (``whole`` capped) shows the folded text as seen as far as its
     character ``at``, the first difference: a text not cut shows it all."""
-    return capped is whole or at < len(normalize_space(capped[: -len("…")]))
+    return capped is whole or at < len(normalize_space(visible_text(capped[: -len("…")])))
 
 
 def _field_changes(
@@ -668,6 +716,58 @@ class _Undated:
         return row
 
 
+class _Unseen:
+    """An entry keyed by its content (title, link, published time; without one, its text
+    too) whose key differs from its row's only by what no reader sees (``visible_text``:
+    a soft hyphen in its title). It is the stored row keyed by content, absent from the
+    body, with its content key as seen, where the answer is one: no other entry of the
+    body, and no other such row, has that key. Link churn finds most such rows by their
+    text; not one of an empty text, nor of a text other entries share (links apart)."""
+
+    def __init__(
+        self,
+        body: Iterable[tuple[str, EntrySnapshot, EntryKeys]],
+        current: Mapping[str, StoredEntry],
+        seen: set[str],
+    ) -> None:
+        self.counts: Counter[str] = Counter(
+            _seen_key(e, key) for key, e, k in body if key == k.content
+        )
+        self.rows: dict[str, StoredEntry | None] = {}  # None: two rows have it
+        for row in current.values():
+            if row.identity in seen or not row.identity.startswith("c:"):
+                continue
+            sk = _seen_key(row, row.identity)
+            self.rows[sk] = None if sk in self.rows else row
+
+    def same_entry(
+        self, key: str, keys: EntryKeys, entry: EntrySnapshot, current: Mapping[str, StoredEntry]
+    ) -> StoredEntry | None:
+        if key != keys.content:
+            return None
+        sk = _seen_key(entry, key)
+        if self.counts[sk] != 1:
+            return None
+        row = self.rows.get(sk)
+        if row is None or current.get(row.identity) is not row:
+            return None
+        return row
+
+
+def _seen_key(e: EntrySnapshot | StoredEntry, key: str) -> str:
+    """The content key of ``e`` (keyed ``key``) as a reader sees it: of its texts without
+    what ``visible_text`` drops; ``key`` for one that holds none."""
+    if not _hidden_in(e):
+        return key
+    shown = replace(
+        e,
+        title=visible_text(e.title),
+        summary=visible_text(e.summary),
+        content=visible_text(e.content),
+    )
+    return content_identity(shown)
+
+
 def _same_entry(
     row: StoredEntry, entry: EntrySnapshot, fp: str, ignore: Ignore | None, link: str | None
 ) -> bool:
@@ -699,9 +799,11 @@ def _text_changed(
     if _current(old):
         if old.fingerprint == fp:
             return False
-        if ignore is None and _ascii(old):  # the hashes of the comparable texts differ: so
-            # do they, unless the summary's and the content's only swapped (``_moved_text``);
-            # a text beyond ASCII may be the new one in mojibake (``_in_mojibake``)
+        if ignore is None and _ascii(old) and not _hidden_in(new):
+            # the hashes of the comparable texts differ: so do they, unless the summary's
+            # and the content's only swapped (``_moved_text``); a text beyond ASCII may be
+            # the new one in mojibake (``_in_mojibake``), or hold what no reader sees
+            # (``visible_text``, which the fingerprint hashes as written)
             return old.fingerprint != fingerprint(new.title, new.content, new.summary)
     # A fingerprint of another version says nothing, and one of the whole text says
     # nothing of the text ``ignore_text`` leaves: compare the stored text.
@@ -723,8 +825,8 @@ def _stored_in_mojibake(old: StoredEntry, new: EntrySnapshot) -> bool:
     found = False
     for f in TEXT_FIELDS:
         a, b = getattr(old, f), getattr(new, f)
-        ka = comparable_text(a)
-        if ka == comparable_text(b):
+        ka = _comparable(a)
+        if ka == _comparable(b):
             continue
         if not _in_mojibake(a, ka, (b, *_was(old, new, f)), str.__eq__):
             return False
@@ -793,10 +895,15 @@ def _ignore(terms: tuple[str, ...], feed: str) -> Ignore | None:
 
 
 def _text_key(e: EntrySnapshot | StoredEntry, ignore: Ignore | None, fp: str | None = None) -> str:
-    """What link churn compares an entry's text by: its fingerprint, of the text
-    ``ignore_text`` leaves when the feed sets it."""
-    if ignore is not None:
-        return fingerprint(ignore.clean(e.title), ignore.clean(e.summary), ignore.clean(e.content))
+    """What link churn compares an entry's text by: its fingerprint, of the text a reader
+    sees (``visible_text``) and ``ignore_text`` leaves when the feed sets it. (Computed
+    from both texts at each comparison, never stored: an entry keyed by its content
+    whose title gained a soft hyphen has another key, and is its row by this.)"""
+    if ignore is not None or _hidden_in(e):
+        texts = [visible_text(t) for t in (e.title, e.summary, e.content)]
+        if ignore is not None:
+            texts = [ignore.clean(t) for t in texts]
+        return fingerprint(*texts)
     return fp if fp is not None else entry_fingerprint(e)
 
 
@@ -997,6 +1104,11 @@ def diff(
             [keys[i] for _, i, _ in body] + [keys[i] for i, _ in touched], current, seen
         )
 
+    # An entry keyed by its content whose key differs by what no reader sees: ``_Unseen``.
+    unseen: _Unseen | None = None
+    if any(key == keys[i].content and key not in current for key, i, _ in body):
+        unseen = _Unseen(((key, entries[i], keys[i]) for key, i, _ in body), current, seen)
+
     # Entries keyed by content whose published time an earlier version misread: ``_Rezoned``.
     rezone = _Rezoned.needed(body, keys, entries, current, bool(touched))
     rezoned: set[str] = set()
@@ -1068,6 +1180,14 @@ def diff(
                 text_changed = _text_changed(old, entry, fp, ignore)
         if old is None and undated is not None:
             cand = undated.same_entry(key, keys[i], current)
+            if cand is not None:
+                rekeys.append((cand.identity, key))
+                del current[cand.identity]
+                old = replace(cand, identity=key)
+                current[key] = old
+                text_changed = _text_changed(old, entry, fp, ignore)
+        if old is None and unseen is not None:
+            cand = unseen.same_entry(key, keys[i], entry, current)
             if cand is not None:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]

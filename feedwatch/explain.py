@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, TextIO
 from feedwatch.alert import route
 from feedwatch.config import format_duration
 from feedwatch.diff import (
+    TEXT_FIELDS,
     DiffResult,
+    _comparable,
     _field_changes,
     _legacy,
     _moved_text,
@@ -165,10 +167,10 @@ def _read_as_stored(old: StoredEntry, new: EntrySnapshot) -> bool:
     """Whether each text field of ``new`` that differs from ``old``'s is what the release
     that stored ``old`` read of it (``diff._was``): the same text, as it stored it."""
     for f in ("title", "summary", "content"):
-        stored = comparable_text(getattr(old, f))
-        if stored == comparable_text(getattr(new, f)):
+        stored = _comparable(getattr(old, f))
+        if stored == _comparable(getattr(new, f)):
             continue
-        if not any(stored == comparable_text(was) for was in _was(old, new, f)):
+        if not any(stored == _comparable(was) for was in _was(old, new, f)):
             return False
     return True
 
@@ -217,6 +219,13 @@ def _silent_reason(
     ignore = compile_ignore(feed.settings.ignore_text)
     # Texts that differ as written, not as read: no edit (diff._was, diff._moved_text).
     for same_text, what in (
+        (
+            lambda: all(
+                _comparable(getattr(old, f)) == _comparable(getattr(new, f)) for f in TEXT_FIELDS
+            ),
+            "its text differs only by characters no reader sees (a soft hyphen, a zero-width"
+            " space, a word joiner, a byte order mark, a direction mark), which is not an edit",
+        ),
         (lambda: _read_as_stored(old, new), _read_otherwise(old)),
         (
             lambda: _stored_in_mojibake(old, new),

@@ -239,7 +239,9 @@ def _v2_text_url(url: str) -> str | None:
 def comparable_text(text: str) -> str:
     """Text as it is compared: white space folded and each URL written in it without
     its analytics and cache-busting parameters (SPEC 4: "report.pdf?cb=1" and
-    "report.pdf?cb=2" in a summary are the same content)."""
+    "report.pdf?cb=2" in a summary are the same content). feedwatch.diff compares it
+    without the characters no reader sees too (``diff.visible_text``); the fingerprint
+    and the content keys hash it with them, as stored rows' were."""
     return _urls_without_volatile_params(normalize_space(text), _URL_IN_TEXT, _text_url)
 
 

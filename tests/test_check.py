@@ -2950,3 +2950,92 @@ def test_entries_keyed_by_title_alone_before_are_not_new_after_the_upgrade(
     assert _check_bare(cfg, feed_server, later, 15) == []
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert db.execute("SELECT count(*) FROM entries").fetchone() == (4,)
+
+
+def _rakete(title: str, text: str, built: int) -> bytes:
+    """A German news feed (two stories) whose first story's title and description are
+    ``title`` and ``text``, written with character references as a CMS writes them."""
+    items = [
+        ("rakete", title, text),
+        ("wetter", "Sturm an der K&#252;ste", "Windb&#246;en bis 120 km/h."),
+    ]
+    body = "".join(
+        f"<item><guid>urn:de:{g}</guid><link>https://news.example.de/{g}</link>"
+        f"<title>{t}</title><description>{d}</description>"
+        "<pubDate>Fri, 22 Nov 2024 09:00:00 GMT</pubDate></item>"
+        for g, t, d in items
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        "<title>Nachrichten</title><link>https://news.example.de/</link><description>d"
+        f"</description><lastBuildDate>Mon, 02 Dec 2024 06:{built:02}:00 GMT</lastBuildDate>"
+        f"{body}</channel></rss>"
+    ).encode()
+
+
+def test_invisible_characters_a_cms_adds_alert_nothing_and_a_later_edit_once(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """A German CMS's hyphenation pass put soft hyphens into a story ("Hyper&#173;schall
+    &#173;rakete") and a zero-width space into "Bundes&#8203;wehr": the story alerted as
+    updated, "What changed" showing the same title as old and new (a word joiner, a BOM
+    or a direction mark did the same). Now such a body is the same story: nothing alerts,
+    the row is stored again as it is, and a real edit afterwards alerts once, naming only
+    the field it changed."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/de.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "de"\nurl = "{url}"\n'))
+    text = "Die {}wehr hat eine {} getestet."
+    polls = [
+        ("Neue Hyperschallrakete getestet", text.format("Bundes", "Hyperschallrakete")),
+        (
+            "Neue Hyper&#173;schall&#173;rakete getestet",
+            text.format("Bundes&#8203;", "Hyper&#173;schall&#173;rakete"),
+        ),
+        (  # the same again
+            "Neue Hyper&#173;schall&#173;rakete getestet",
+            text.format("Bundes&#8203;", "Hyper&#173;schall&#173;rakete"),
+        ),
+        (
+            "&#65279;Neue Hyper&#173;schall&#8288;rakete getestet&#8206;",
+            "&#8207;" + text.format("Bundes&#8203;", "Hyper&amp;shy;schall&#173;rakete"),
+        ),
+    ]
+    for n, (title, description) in enumerate(polls):
+        feed_server.set("/de.xml", _rakete(title, description, n))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        assert alerts(tmp_path) == [], n
+    # the row holds the last body's text: the edit is compared with it
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        (stored,) = db.execute(
+            "SELECT title FROM entries WHERE identity = 'g:urn:de:rakete'"
+        ).fetchone()
+    assert stored == "\ufeffNeue Hyper\u00adschall\u2060rakete getestet\u200e"
+    edited = text.format("Bundes&#8203;", "Hyper&#173;schall&#173;rakete erfolgreich")
+    feed_server.set("/de.xml", _rakete(polls[-1][0], edited, 9))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    (a,) = alerts(tmp_path)
+    assert a["kind"] == "updated" and sorted(a["changes"]) == ["summary"]
+    assert a["changes"]["summary"] == {
+        "old": "\u200fDie Bundes\u200bwehr hat eine Hyper\u00adschall\u00adrakete getestet.",
+        "new": "Die Bundes\u200bwehr hat eine Hyper\u00adschall\u00adrakete erfolgreich getestet.",
+    }
+    feed_server.set("/de.xml", _rakete(polls[1][0], edited, 10))
+    assert fw(cfg, "check").returncode == 0
+    assert len(alerts(tmp_path)) == 1  # its title losing the BOM and the marks: nothing
+
+
+def test_invisible_characters_in_items_keyed_by_their_content_alert_nothing(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """Items without a guid, a link or a date are keyed by their title and text: a soft
+    hyphen gave such an item another key, and it alerted as new. It is its row."""
+    items = [("Hyperschallrakete getestet", "Die Bundeswehr testet."), ("Sturm", "Böen.")]
+    cfg = _bare_feed(tmp_path, feed_server, items)
+    marked = [("Hyper\u00adschall\u00adrakete getestet", "Die Bundes\u200bwehr testet."), items[1]]
+    assert _check_bare(cfg, feed_server, marked, 5) == []
+    assert _check_bare(cfg, feed_server, items, 10) == []

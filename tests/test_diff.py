@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from feedwatch.diff import DiffResult, diff, stored_needed
@@ -2580,3 +2580,228 @@ def test_a_small_feed_moved_to_atom_alerts_only_the_updated_time_it_gained():
     stored, ident = baseline(_snapshots(_blog_rss(2), "application/rss+xml"))
     r = run(stored, _snapshots(_blog_atom(2), "application/atom+xml"), identity=ident)
     assert [set(c.changes) for c in r.changes] == [{"updated"}, {"updated"}]
+
+
+# -- invisible characters (SPEC 4: noise is not a change) ----------------------------
+
+_SHY, _ZWSP, _ZWNJ, _ZWJ, _WJ, _BOM = "\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"
+_LRM, _RLM, _ALM = "\u200e", "\u200f", "\u061c"
+# what a reader never sees: the characters a text may gain or lose with no edit
+_HIDDEN = (_SHY, _ZWSP, _WJ, _BOM, _LRM, _RLM, _ALM, "\u2061", "\u2062", "\u2063", "\u2064")
+
+
+def _rakete(title: str = "Neue Hyperschallrakete getestet", summary: str = "", **kw):
+    text = summary or "Die Bundeswehr hat eine Hyperschallrakete getestet."
+    return entry(1, title=title, summary=text, **kw)
+
+
+@pytest.mark.parametrize("mark", _HIDDEN)
+def test_invisible_characters_alone_are_no_change(mark):
+    """A German CMS's hyphenation pass writes soft hyphens into a story it republishes
+    ("Hyper&#173;schall&#173;rakete"), another a zero-width space, a word joiner, a BOM
+    or a direction mark: the story alerted as updated, its "What changed" old and new
+    reading the same. Now the row is stored again silently (later polls compare with
+    it), and ``changes`` never names a field that differs only so."""
+    stored, ident = baseline([_rakete(), entry(2)])
+    marked = _rakete(
+        f"Neue Hyper{mark}schall{mark}rakete getestet",
+        f"Die Bundes{mark}wehr hat eine Hyper{mark}schallrakete getestet.{mark}",
+    )
+    r = run(stored, [marked, entry(2)], identity=ident)
+    assert r.changes == () and r.updated == 0 and r.silent == 1
+    assert [(u.title, u.summary) for u in r.upserts] == [(marked.title, marked.summary)]
+    stored = apply(stored, r)
+    # again as it is: nothing; losing them again: nothing
+    assert run(stored, [marked, entry(2)], identity=ident).upserts == ()
+    assert run(stored, [_rakete(), entry(2)], identity=ident).changes == ()
+    # a real edit afterwards alerts once, naming only the field that changed
+    edited = replace(marked, summary=marked.summary.replace("getestet", "erfolgreich getestet"))
+    (c,) = run(
+        stored,
+        [_rakete(title="Neue Hyperschallrakete getestet", summary=edited.summary), entry(2)],
+        identity=ident,
+    ).changes
+    assert c.kind == "updated" and set(c.changes) == {"summary"}
+    assert c.changes["summary"].old == marked.summary
+    assert c.changes["summary"].new == edited.summary
+
+
+def test_invisible_characters_beside_a_row_of_an_earlier_version_or_ignore_text():
+    """The stored text is compared where the fingerprint cannot tell (a row of an earlier
+    label, a feed with ignore_text): invisible characters are no change there either."""
+    quiet = replace(S, ignore_text=(r"/Visited \d+ times/",))
+    text = "Die Bundeswehr testet. (Visited {} times)"
+    stored, ident = baseline([_rakete(summary=text.format(1)), entry(2)], settings=quiet)
+    marked = _rakete(f"Neue Hyper{_SHY}schall{_SHY}rakete getestet", text.format(2))
+    r = run(
+        stored,
+        [replace(marked, summary=marked.summary.replace("Bundes", "Bundes" + _ZWSP)), entry(2)],
+        settings=quiet,
+        identity=ident,
+    )
+    assert r.changes == () and r.silent == 1
+    stored, ident = baseline([_rakete(), entry(2)])
+    marked = _rakete(f"Neue Hyper{_SHY}schall{_SHY}rakete getestet")
+    r = run(_as_v1(stored), [marked, entry(2)], identity=ident)
+    assert r.changes == () and r.updated == 0
+    # the text moved between summary and content as well
+    moved = replace(
+        marked,
+        summary="",
+        content=f"Die Bundes{_WJ}wehr hat eine Hyper{_SHY}schallrakete getestet.",
+    )
+    assert run(stored, [moved, entry(2)], identity=ident).changes == ()
+
+
+def test_invisible_characters_in_an_entry_keyed_by_its_content_leave_it_its_row():
+    """An entry without an id or a link is keyed by its title (and, without a date, its
+    text): a soft hyphen gives it another key. It is its row (link churn, by the text as
+    compared), stored silently; a real edit is an update."""
+    for published in (T0, None):
+        e = _rakete(entry_id=None, link=None, published=published)
+        stored, ident = baseline([e, entry(2, entry_id=None, link=None, published=published)])
+        assert ident.policy == "content"
+        marked = replace(
+            e,
+            title=f"Neue Hyper{_SHY}schallrakete getestet",
+            summary=e.summary.replace("Bundes", "Bundes" + _ZWSP),
+        )
+        body = [marked, entry(2, entry_id=None, link=None, published=published)]
+        r = run(stored, body, identity=ident)
+        assert r.changes == () and r.new == 0 and len(r.rekeys) == 1, published
+        stored = apply(stored, r)
+        edited = replace(marked, summary="Die Bundeswehr hat sie erfolgreich getestet.")
+        body = [edited, entry(2, entry_id=None, link=None, published=published)]
+        (c,) = run(stored, body, identity=ident).changes
+        assert c.kind == "updated" and set(c.changes) == {"summary"}, published
+    # an entry with no text to tell it by (link churn cannot), or one of two of one text
+    for title in ("", "Eilmeldung"):
+        bare = [entry(n, title=title, summary="", entry_id=None, link=None) for n in (1, 2)]
+        bare[1] = replace(bare[1], published=T0 + timedelta(hours=1))
+        stored, ident = baseline(bare)
+        marked = [replace(e, title=e.title + _SHY, summary=_ZWSP) for e in bare]
+        r = run(stored, marked, identity=ident)
+        assert r.changes == () and r.new == 0 and len(r.rekeys) == 2
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        # a joiner in an emoji sequence: a family, or three people side by side
+        (
+            "Familie \U0001f468\u200d\U0001f469\u200d\U0001f467",
+            "Familie \U0001f468\U0001f469\U0001f467",
+        ),
+        ("Pride \U0001f3f3\ufe0f\u200d\U0001f308", "Pride \U0001f3f3\ufe0f\U0001f308"),
+        # Persian "mi-khaham": the non-joiner keeps the prefix's letter in its final form
+        (
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\u0645\u06cc\u062e\u0648\u0627\u0647\u0645",
+        ),
+        # a joiner after an Arabic letter shows its joining form
+        ("\u0647\u200d ", "\u0647 "),
+        # Devanagari: a joiner makes the half form (a visible conjunct change)
+        ("\u0915\u094d\u200d\u0937", "\u0915\u094d\u0937"),
+        # a variation selector: a red emoji heart or a black text one
+        ("I \u2764\ufe0f NY", "I \u2764 NY"),
+    ],
+)
+def test_a_joiner_that_a_reader_sees_is_a_change(before, after):
+    """A zero-width joiner or non-joiner is seen where it joins or parts what a reader
+    sees (an emoji sequence, Arabic or Indic letters), and so is a variation selector
+    (emoji or text presentation): a change of one there is an edit."""
+    stored, ident = baseline([entry(1, title=before), entry(2)])
+    assert kinds(run(stored, [entry(1, title=after), entry(2)], identity=ident)) == [
+        ("updated", after)
+    ]
+
+
+def test_a_joiner_between_latin_letters_is_no_change():
+    """Between letters that neither join nor form sequences (Latin, Greek, Cyrillic), or
+    beside white space, a joiner or non-joiner is as invisible as a soft hyphen."""
+    stored, ident = baseline([entry(1, title="Bundeswehr: Übung in Köln"), entry(2)])
+    for mark in (_ZWJ, _ZWNJ, _ZWJ + _SHY + _ZWNJ):
+        title = f"Bundes{mark}wehr: Üb{mark}ung in Köln {mark}"
+        assert run(stored, [entry(1, title=title), entry(2)], identity=ident).changes == ()
+
+
+def test_an_edit_beyond_the_cap_shows_past_invisible_characters_before_it():
+    """A long text that gained soft hyphens early and an edit beyond the cap: the window
+    shown starts before the edit, not at the first (invisible) difference."""
+    words = ["Hyperschallrakete"] * 5000
+    long = " ".join(words)
+    hyphened = (
+        " ".join(w.replace("schall", _SHY + "schall") for w in words[:10])
+        + " "
+        + " ".join(words[10:])
+    )
+    stored, ident = baseline([entry(1, summary=long + " getestet.")])
+    (c,) = run(
+        stored, [entry(1, summary=hyphened + " erfolgreich getestet.")], identity=ident
+    ).changes
+    old, new = c.changes["summary"].old, c.changes["summary"].new
+    assert old.startswith("…") and old.endswith("getestet.") and "erfolgreich" in new
+
+
+def _insert(text: str, marks: list[tuple[int, str]]) -> str:
+    for at, mark in marks:
+        at = min(at, len(text))
+        text = text[:at] + mark + text[at:]
+    return text
+
+
+# texts that hold no character ``visible_text`` may drop (those are inserted)
+_seen_texts = st.text(
+    alphabet=st.characters(
+        codec="utf-8",
+        exclude_categories=("Cs",),
+        exclude_characters="".join(_HIDDEN) + _ZWJ + _ZWNJ,
+    ),
+    max_size=30,
+)
+_seen_entries = st.lists(
+    st.builds(
+        EntrySnapshot,
+        entry_id=st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d", "e", "f"])),
+        title=_seen_texts,
+        link=st.one_of(st.none(), st.sampled_from([f"https://x.org/{i}" for i in range(6)])),
+        published=times,
+        updated=times,
+        summary=_seen_texts,
+        content=_seen_texts,
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_seen_entries, st.data())
+def test_inserting_invisible_characters_anywhere_never_alerts(es, data):
+    """Whatever the feed, its identities (ids, links or contents) and duplicates: the
+    same body with invisible characters anywhere in its texts alerts nothing, and the
+    body without them again nothing. (Not one entry twice, keyed by its content: a copy
+    that gains a soft hyphen is another entry then, as one that gains a letter is.)"""
+    assume(len({content_identity(e) for e in es}) == len(es))
+    stored, ident = baseline(es)
+    marked = [
+        replace(
+            e,
+            **{
+                f: _insert(
+                    getattr(e, f),
+                    data.draw(
+                        st.lists(
+                            st.tuples(st.integers(0, 40), st.sampled_from(_HIDDEN)), max_size=4
+                        )
+                    ),
+                )
+                for f in ("title", "summary", "content")
+            },
+        )
+        for e in es
+    ]
+    r = run(stored, marked, identity=ident, now=T0 + timedelta(hours=1))
+    assert r.changes == ()
+    # and the rows written are what the next poll compares with: nothing again
+    stored = apply(stored, r)
+    assert run(stored, es, identity=r.identity, now=T0 + timedelta(hours=2)).changes == ()

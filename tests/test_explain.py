@@ -493,6 +493,20 @@ def test_a_text_moved_to_the_content_by_a_change_of_format_is_named(tmp_path, fe
     assert fw(cfg, "check").returncode == 0 and sent(tmp_path) == []
 
 
+def test_a_text_that_gained_only_invisible_characters_is_named(tmp_path, feed_server):
+    """A CMS's hyphenation pass adds soft hyphens: no edit, stored silently, and said so."""
+    srv = feed_server
+    srv.set("/news.xml", rss([entry(1, title="Hypersonic missile", summary="Tested.")]))
+    cfg = write_config(tmp_path, srv)
+    assert fw(cfg, "check").returncode == 0
+    marked = entry(1, title="Hyper\u00adsonic missile", summary="Tes\u200bted.")
+    srv.set("/news.xml", rss([marked]))
+    out = fw(cfg, "explain", "news", "missile").stdout
+    assert "status:   changed, stored silently" in out
+    assert "its text differs only by characters no reader sees" in out
+    assert fw(cfg, "check").returncode == 0 and sent(tmp_path) == []
+
+
 @pytest.mark.timeout(60)
 def test_a_slow_regex_is_timed_and_warned_of_once_in_the_brief_list(tmp_path, feed_server):
     """`explain FEED` with a catastrophic regex over 15 long entries logged
