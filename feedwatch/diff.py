@@ -27,7 +27,9 @@ Pure (SPEC section 4). The whole decision, in order:
                     (``_Unseen``)
                  -> keyed by its content, its date's zone read as UTC before: the row
                     of that time (``_Rezoned``); its date or title misread otherwise
-                    before: the row of that time and title (``_Rezoned.misread``)
+                    before: the row of that time and title (``_Rezoned.misread``); its
+                    title or text read otherwise by the release before: the row of
+                    the key that reading gave it (``_keyed_before``)
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
     stamped  = in a body of one or two known entries, an entry stamped with the time of
@@ -854,27 +856,54 @@ def _legacy(old: StoredEntry) -> bool:
 
 
 # the fingerprint labels of rows written since plain fields keep their tag-like words
-_PLAIN_KEPT = ("v2:", "v3:", "v4:", "v5:")
+_PLAIN_KEPT = ("v2:", "v3:", "v4:", "v5:", "v6:")
 # the fingerprint labels of rows written since every date is read as now, and a UTF-8
 # document with a stray byte as UTF-8 (``_Rezoned.misread``)
-_READ_RIGHT = ("v3:", "v4:", "v5:")
+_READ_RIGHT = ("v3:", "v4:", "v5:", "v6:")
 
 
 def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> tuple[str, ...]:
     """``new``'s text field ``f`` as the releases that may have written ``old`` read it,
-    where that differs (``EntrySnapshot.earlier``): for a v4 row, as v4 read it (the text
-    after <svg-icon>, a head, an xml or an svg left open lost); for a v2 or v3 row, as
-    the releases before v4 read it (the text after a self-closed svg lost too); for a v1
-    row, that or as the first releases of v1 read it (before parse version 3: the text
-    after a quoted "&lt;script&gt;" lost too); for a current row, none (``_differs``)."""
+    where that differs (``EntrySnapshot.earlier``): for a v5 row, as v5 read it (in a
+    field of markup of its own, "Vec&lt;u8&gt;" reduced to "Vec"; "Dnipro1"; a MathML
+    annotation read); for a v4 row, as v4 read it (also the text after <svg-icon>, a
+    head, an xml or an svg left open lost); for a v2 or v3 row, as the releases before
+    v4 read it (the text after a self-closed svg lost too); for a v1 row, that or as the
+    first releases of v1 read it (before parse version 3: the text after a quoted
+    "&lt;script&gt;" lost too); for a current row, none (``_differs``)."""
     if new.earlier is None or _current(old):
         return ()
     i = TEXT_FIELDS.index(f)
-    if old.fingerprint.startswith("v4:"):
+    if old.fingerprint.startswith("v5:"):
         return (new.earlier[0][i],)
+    if old.fingerprint.startswith("v4:"):
+        return (new.earlier[1][i],)
     if _legacy(old):
-        return tuple(dict.fromkeys((new.earlier[1][i], new.earlier[2][i])))
-    return (new.earlier[1][i],)
+        return tuple(dict.fromkeys((new.earlier[2][i], new.earlier[3][i])))
+    return (new.earlier[2][i],)
+
+
+def _keyed_before(
+    key: str,
+    keys: EntryKeys,
+    entry: EntrySnapshot,
+    current: Mapping[str, StoredEntry],
+    seen: set[str],
+) -> StoredEntry | None:
+    """The row of an entry keyed by its content (``key``) under the content key the
+    release before (fingerprint v5) gave it, where that release read its title, or its
+    text (a key without a published time covers it: ``content_identity_at``), otherwise
+    (``EntrySnapshot.earlier``): "Vec&lt;u8&gt;" in its description read "Vec". Absent
+    from the body; compared as such a row is (``_was``), so unchanged it is stored again
+    silently under its new key."""
+    if entry.earlier is None or key != keys.content:
+        return None
+    title, summary, content = entry.earlier[0]
+    as_read = replace(entry, title=title, summary=summary, content=content)
+    was = content_identity_at(as_read, entry.published)
+    if was == key or was in seen:
+        return None
+    return current.get(was)
 
 
 def _current(old: StoredEntry) -> bool:
@@ -1145,6 +1174,13 @@ def diff(
                 old = replace(cand, identity=key)
                 current[key] = old
                 rezoned.add(key)
+        if old is None:  # keyed by the texts as the release before read them
+            cand = _keyed_before(key, keys[i], entry, current, seen)
+            if cand is not None:
+                rekeys.append((cand.identity, key))
+                del current[cand.identity]
+                old = replace(cand, identity=key)
+                current[key] = old
         nl = links[key]
         # The mirror of GUID churn: a known entry that now reads as the newer row of its
         # link (absent from the body) does: it dropped its id with an edit, alerted as

@@ -181,7 +181,13 @@ def _read_otherwise(old: StoredEntry) -> str:
         "an element named like one whose text is dropped (svg-icon, title-bar), or a head,"
         " xml or svg left open"
     )
-    if old.fingerprint.startswith("v4:"):
+    v5 = (
+        "read escaped markup in HTML as tags (Vec&lt;u8&gt; as Vec), joined a footnote"
+        " marker to the word before it (Dnipro1) or read a MathML annotation"
+    )
+    if old.fingerprint.startswith("v5:"):
+        stored = f"it was stored under fingerprint v5, which {v5}"
+    elif old.fingerprint.startswith("v4:"):
         stored = f"it was stored under fingerprint v4, which lost the text after {lost}"
     else:
         stored = (
@@ -193,6 +199,8 @@ def _read_otherwise(old: StoredEntry) -> str:
                 " (the first releases of v1: or after a tag quoted in the text, an escaped"
                 " <script>, <style> or <title>)"
             )
+    if not old.fingerprint.startswith("v5:"):
+        stored += f" (or, as v5, {v5})"
     return (
         f"{stored}: its text as that release read it is the same (an edit in the text it"
         " lost, made before this poll, is not seen: once)"

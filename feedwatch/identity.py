@@ -21,7 +21,7 @@ from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
 
 Policy = Literal["guid", "link", "content"]
 
-FINGERPRINT_VERSION = "v5"
+FINGERPRINT_VERSION = "v6"
 # v2 hashes text as v1 did, except a URL written in the text, hashed without its
 # tracking and cache-busting parameters (comparable_text). The label marks a row
 # written since fields declared plain keep their tag-like words ("Vec<u8>"):
@@ -43,11 +43,18 @@ FINGERPRINT_VERSION = "v5"
 # <svg-icon>, <title-bar>, <head> or <xml> left open, and an open svg before </p>;
 # feedwatch.diff takes a v4 row whose text is the entry's as v4 read it, and an older
 # row whose text is the entry's as the releases before v4 read it, for the same text
-# (``EntrySnapshot.earlier``). Ids hash a fingerprint as v1
+# (``EntrySnapshot.earlier``). v6 hashes as v5 does; it marks rows whose texts were
+# read with what decoding made of a field of markup of its own as text ("Vec&lt;u8&gt;"
+# is "Vec<u8>"), a footnote marker parted from the word before it ("Dnipro 1") and a
+# MathML annotation dropped (feedwatch.text): feedwatch.diff takes a v5 row whose text
+# is the entry's as v5 read it for the same text, and an older row as above (each
+# reading of ``EntrySnapshot.earlier`` is also without v6's); an entry keyed by its
+# content is found under the key v5's reading gave it (``content_identity_at``). Ids
+# hash a fingerprint as v1
 # labels it (``_as_hashed``), so a change met under either label has one id: nothing
 # alerts twice across the upgrade but a change of a text holding such a URL
 # (docs/change-detection.md, "Fingerprint versions").
-_SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:")
+_SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:", "v6:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
 # .2: a link's other query parameters kept as written when a tracking one is dropped.
@@ -321,7 +328,9 @@ def content_identity_at(
     taken together, in either order (a text that moved between the two is the same
     entry), as compared (``comparable_text``): a release that reads or compares such
     texts otherwise changes these keys, and must find the rows under their earlier
-    ones (feedwatch.diff's link churn does where the text as read now is the row's)."""
+    ones (feedwatch.diff's link churn does where the text as read now is the row's;
+    where the parse read it otherwise, the key of the texts as the release before read
+    them, ``EntrySnapshot.earlier``: ``diff._keyed_before``)."""
     text = _identity_text(entry.title if title is None else title)
     link, when = normalize_link(entry.link) or "", _time_key(published)
     if told and not when:

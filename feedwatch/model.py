@@ -24,12 +24,15 @@ DuplicatesMode = Literal["alert", "skip"]
 FirstPoll = Literal["baseline", "alert"]
 ChangeKind = Literal["new", "updated"]
 # An entry's (title, summary, content) as earlier releases read them (feedwatch.text's
-# ``html_readings``): [0] as fingerprint v4 read them (it lost the text after an element
-# named like svg-icon or title-bar, and after a head, an xml or an svg left open), [1]
-# as the releases before v4 (the text after a self-closed svg, xml or head lost too),
-# [2] as the first releases of v1 (before parse version 3: the text after an element
-# that decoding made and left open lost too, "a &lt;script&gt; tag")
-Readings = tuple[tuple[str, str, str], tuple[str, str, str], tuple[str, str, str]]
+# ``html_readings``): [0] as fingerprint v5 read them (in a field of markup of its own,
+# "Vec&lt;u8&gt;" reduced as a tag, to "Vec"; a footnote marker joined to the word
+# before it, "Dnipro1"; a MathML annotation read), [1] as v4 (also the text after an
+# element named like svg-icon or title-bar, and after a head, an xml or an svg left
+# open, lost), [2] as the releases before v4 (the text after a self-closed svg, xml or
+# head lost too), [3] as the first releases of v1 (before parse version 3: the text
+# after an element that decoding made and left open lost too, "a &lt;script&gt; tag")
+_Texts = tuple[str, str, str]
+Readings = tuple[_Texts, _Texts, _Texts, _Texts]
 NoticeKind = Literal["flood", "stale", "recovered"]
 
 RULE_FIELDS = ("title", "summary", "content", "tags", "author", "link")

@@ -69,8 +69,11 @@ log = structlog.get_logger("feedwatch.parse")
 # dropped to the end); 19: ISO 8601's basic format with its time of day (midnight
 # before), RFC 822 seconds with a fraction (no date before); 20: a body that is UTF-8 is
 # read as UTF-8 whatever a single-byte label says (windows-1252, ISO-8859-15: mojibake
-# before), a UTF-16 label on a body that plainly is not UTF-16 is dropped (``decoding``)
-PARSE_VERSION = 20
+# before), a UTF-16 label on a body that plainly is not UTF-16 is dropped (``decoding``);
+# 21: in a field of markup of its own, what decoding made is text ("Vec&lt;u8&gt;" is
+# "Vec<u8>"), a footnote marker is parted from the word before it, a MathML annotation
+# is dropped, and the texts as fingerprint v5 read them too (``text``)
+PARSE_VERSION = 21
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -1025,10 +1028,10 @@ def _xml_entry(
     content = _join_texts(text for text, _ in readings)
     content_was = None
     if any(was is not None for _, was in readings):
-        v4, before, early = (
-            _join_texts(text if was is None else was[i] for text, was in readings) for i in range(3)
+        v5, v4, before, early = (
+            _join_texts(text if was is None else was[i] for text, was in readings) for i in range(4)
         )
-        content_was = (v4, before, early)
+        content_was = (v5, v4, before, early)
     title, title_was = _readings_as(_str(get(e, "title")), get(e, "title_detail"))
     tags = _unique(
         normalize_space(_str(t.get("term")) or _str(t.get("label")))
@@ -1065,7 +1068,7 @@ def _xml_entry(
     )
 
 
-def _readings_as(value: str, detail: Any) -> tuple[str, tuple[str, str, str] | None]:
+def _readings_as(value: str, detail: Any) -> tuple[str, tuple[str, str, str, str] | None]:
     """A field's text by the type feedparser found for it: HTML unless it says plain
     (an Atom ``type="text"``, an RSS title without markup), where a "<" is text; and
     the texts earlier releases read, or None when those are the same (``html_readings``)."""
@@ -1074,7 +1077,7 @@ def _readings_as(value: str, detail: Any) -> tuple[str, tuple[str, str, str] | N
     return html_readings(value)
 
 
-def _earlier(*fields: tuple[str, tuple[str, str, str] | None]) -> Readings | None:
+def _earlier(*fields: tuple[str, tuple[str, str, str, str] | None]) -> Readings | None:
     """``EntrySnapshot.earlier`` of a title's, a summary's and a content's readings."""
     if all(was is None for _, was in fields):
         return None
@@ -1083,7 +1086,7 @@ def _earlier(*fields: tuple[str, tuple[str, str, str] | None]) -> Readings | Non
         title, summary, content = (text if was is None else was[i] for text, was in fields)
         return (title, summary, content)
 
-    return (read(0), read(1), read(2))
+    return (read(0), read(1), read(2), read(3))
 
 
 def _entry_base(e: dict[str, Any]) -> str | None:

@@ -84,8 +84,8 @@ __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental",
 # read before fingerprint v4 (``EntrySnapshot.earlier``, its line); 7: and as v4 read
 # them (``earlier`` two readings); 8: its published
 # time as read before (``EntrySnapshot.misread``, its line); 9: and as the first
-# releases of v1 (three readings)
-CACHE_FORMAT = 9
+# releases of v1 (three readings); 10: and as v5 read them (four readings)
+CACHE_FORMAT = 10
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
@@ -403,14 +403,14 @@ def _snapshot(line: bytes) -> EntrySnapshot:
     if mis is not None and type(mis) is not int:
         raise ValueError("not a time")
     texts, earlier = [title, summary, content], None
-    if was is not None:  # [[title, summary, content] as v4 read them, before v4, early v1]
-        if type(was) is not list or len(was) != 3:
+    if was is not None:  # [[title, summary, content] as v5, v4, before v4, early v1 read them]
+        if type(was) is not list or len(was) != 4:
             raise ValueError("not the texts as read before")
         for read in was:
             if type(read) is not list or len(read) != 3:
                 raise ValueError("not the texts as read before")
             texts += read
-        earlier = (tuple(was[0]), tuple(was[1]), tuple(was[2]))
+        earlier = (tuple(was[0]), tuple(was[1]), tuple(was[2]), tuple(was[3]))
     for v in texts:
         if type(v) is not str:
             raise ValueError("not a string")

@@ -2,7 +2,7 @@
 
 A regex pipeline rather than an HTML parser: it runs on every title, summary
 and content of every poll, and it only has to produce comparable text (no
-tag or attribute ever survives), not a faithful rendering. It never raises,
+tag or attribute of the markup survives), not a faithful rendering. It never raises,
 and its time is linear in the text's length however malformed the markup.
 
 Two ways to read the tags, which give the same text (tests/test_parse.py runs both
@@ -17,15 +17,33 @@ A pass takes the regex unless that worst case could exceed ``_REGEX_LIMIT`` step
 (~10 ms, ``_regex_bounded``): ordinary fields (a few KB, tens of tags) stay fast,
 big or hostile ones stay linear.
 
-The result is a fixed point: ``html_to_text(html_to_text(x)) ==
-html_to_text(x)``. That forces one deliberate over-decoding: text that was
-escaped twice (``&amp;lt;b&amp;gt;``, common in badly made feeds) is reduced
-as if it were markup, so escaped tags never reach keyword matching either.
-Only a tag goes, though, never the text after it: an element whose contents
-are dropped (``<script>``, ``<title>``...) is dropped to the end of the text
-when the markup as given leaves it open, but a ``<script>`` that decoding made
-("put a &lt;script&gt; tag at the end of the body", in a story about HTML) is
-only a word to lose, or the rest of the story would vanish, and its edits with it.
+Markup escaped twice: a field that holds no tag of its own (no element's start or end
+tag, nor a declaration, in the markup as given: comments and a tag cut off by the end
+of the text do not count) but markup once decoded (``&lt;p&gt;Hello&lt;/p&gt;``: a feed
+that escapes its whole HTML once too often, common in badly made feeds) is read again,
+pass after pass, until nothing changes (``_MAX_PASSES``): escaped tags never reach
+keyword matching, and such a text is a fixed point (``html_to_text`` of it is itself).
+Only a tag goes, though, never the text after it: an element whose contents are
+dropped (``<script>``, ``<title>``...) is dropped to the end of the text when the markup
+as given leaves it open, but a ``<script>`` that decoding made ("put a &lt;script&gt;
+tag at the end of the body", in a story about HTML) is only a word to lose, or the rest
+of the story would vanish, and its edits with it. A field that holds a tag of its own
+is read once, as a browser shows it: what decoding made of it is text ("Adds
+<code>Vec&lt;u8&gt;</code>" is "Adds Vec<u8>", "Report bugs to &lt;a@b.org&gt;" keeps
+the address, "x&lt;y and y&gt;z" its signs). Such a text may look like markup (a
+"<u8>"), so it is no fixed point; it is text, never read as HTML again. Fingerprint v5
+and the releases before it read every field the first way.
+
+A footnote marker is a word of its own: a ``<sup>`` or a link (``<a>``, Substack's
+footnote anchors, Markdown's ``<sup><a>``) whose text is only digits, brackets, "*",
+"†", "‡", "§", "¶", "#", commas and dashes gets a space before it unless white space or
+an opening bracket is there ("Dnipro<sup>1</sup>" reads "Dnipro 1", so a rule for
+"Dnipro" hits; "x<sup>2</sup>" reads "x 2"). A ``<sup>`` of letters ("10<sup>th</sup>",
+"Brand<sup>TM</sup>") and a ``<sub>`` ("CO<sub>2</sub>": a rule for "CO2" hits) stay
+joined, as written. A MathML ``<annotation>`` or ``<annotation-xml>`` (a formula's TeX
+source) after a ``<math>`` is dropped to its end tag, as a browser never shows it
+(``_annotations_removed``). Fingerprint v5 and the releases before joined the marker
+and read the annotation.
 
 Which elements' contents are dropped, and where they end, is decided by what a
 browser shows. A tag's name runs to white space, "/" or ">" (HTML's tokenizer):
@@ -57,11 +75,13 @@ holds no text in a document either), so the text after either is kept; a
 written without the slash. A slash that ends an unquoted attribute value
 (``<svg width=16/>``) is the value's, as in HTML: that svg is left open. Releases
 before fingerprint v4 took every such svg, xml and head for one left open and lost
-the text after it. ``html_readings`` gives the readings of v4 and of the releases
-before it too, where they differ, for comparing the rows they stored
+the text after it. ``html_readings`` gives the readings of v5, v4 and of the
+releases before v4 too, where they differ, for comparing the rows they stored
 (``feedwatch.diff``); each is read only when the current reading met something they
-read otherwise (a self-closed tag read as empty, a ``_V4_DROPPING`` that removes
-other text), so ordinary fields pay one regex search a pass. The first releases of
+read otherwise (what decoding made of a field with a tag of its own that another pass
+would change, a footnote marker parted, an annotation dropped; a self-closed tag read
+as empty, a ``_V4_DROPPING`` that removes other text), so ordinary fields pay one
+regex search a pass. The first releases of
 fingerprint v1 (before parse version 3) also dropped an element that decoding made
 ("a &lt;script&gt; tag", escaped twice) to the end of the text when it was left open:
 that reading too, where a pass after the first meets such an opening.
@@ -137,6 +157,22 @@ _SHOWN_AFTER = frozenset({"head", "xml"})
 # Whether ``_self_closed_emptied`` may have anything to do (with a "/>" in the text):
 # a self-closed tag is empty only of these, or inside a foreign element.
 _SELF_CLOSING_NAME = re.compile(rf"<(?:{_FOREIGN_NAMES}|head|xml)(?=[\s/>])", re.IGNORECASE)
+# MathML's annotations, whose text a browser never shows (``_annotations_removed``)
+_MATH_OPEN = re.compile(r"<math(?=[\s/>])", re.IGNORECASE)
+_ANNOTATION_OPEN = re.compile(r"<(annotation(?:-xml)?)(?=[\s/>])", re.IGNORECASE)
+# A footnote marker: a <sup> or a link (up to three such tags, "<sup><a ...>") whose text
+# is only digits, brackets, "*", "†"... (and references, "&#8224;"), to its end tag;
+# matched from its "<" (a literal start: the regex engine skips to each "<"), unless
+# white space or an opening bracket is before it. The text gets a space before it, so
+# "Dnipro<sup>1</sup>" reads "Dnipro 1" (``_markup_removed``). Linear: a tag's
+# attributes are read to the next "<" or ">" at most.
+_MARKER_TAG = r"(?:sup|a)(?=[\s/>])[^<>]*>\s*"
+_FOOTNOTE_MARK = re.compile(
+    rf"<(?<![\s(\[{{]<){_MARKER_TAG}(?:<{_MARKER_TAG}){{0,2}}"
+    r"(?=(?:[\s\d\[\](){}*#,\u2013\u2020\u2021\u00a7\u00b6-]|&#?[A-Za-z0-9]{1,8};){1,16}"
+    r"</(?:sup|a)\s*>)",
+    re.IGNORECASE,
+)
 # Before "/>": an unquoted attribute value, which the slash is part of.
 _UNQUOTED_VALUE_END = re.compile(r"=\s*[^\s\"'=<>`]*\Z")
 # A tag's attributes run to its ">", past a ">" in a quoted value (bounded: a quote
@@ -435,36 +471,43 @@ def _dropped_removed(s: str, given: bool, how: _Dropping) -> str:
 
 
 # How a release read markup, by the fingerprint version of the rows it wrote
-# (``html_readings``): v5 as now; v4 with ``_V4_DROPPING``; before v4 also with every
+# (``html_readings``): v6 as now; v5 with the markup that decoding made read as tags in
+# a field of markup of its own too, no footnote marker parted from the word before and
+# MathML annotations kept; v4 also with ``_V4_DROPPING``; before v4 also with every
 # "/>" ignored (an svg's too); the first releases of v1 (before parse version 3) also
 # with the markup decoding made read as given (an element left open dropped to the end).
-_NOW, _V4, _BEFORE_V4, _EARLY_V1 = 5, 4, 3, 2
+_NOW, _V5, _V4, _BEFORE_V4, _EARLY_V1 = 6, 5, 4, 3, 2
 
 
 class _Met:
     """What a reading met that an earlier release's may read otherwise (``html_readings``
     reads those only then)."""
 
-    __slots__ = ("decoded_opening", "self_closed", "v4_otherwise")
+    __slots__ = ("decoded_opening", "self_closed", "v4_otherwise", "v5_otherwise")
 
     def __init__(self) -> None:
+        # what v5 read otherwise: markup that decoding made in a field of markup of its
+        # own (``_html_to_text``), a footnote marker parted, a MathML annotation dropped
+        self.v5_otherwise = False
         self.self_closed = False  # a self-closed tag read as empty (before v4: not)
         self.v4_otherwise = False  # an element _V4_DROPPING reads otherwise
         self.decoded_opening = False  # markup decoding made opens a dropped element
 
 
-def _one_pass(s: str, given: bool, reading: int, met: _Met | None = None) -> str:
-    """One pass; ``given``: ``s`` is the markup as given, not what decoding made.
-    ``reading``: whose (``_NOW``...). ``met``: None, or what it met (``_Met``)."""
+def _one_pass(s: str, given: bool, reading: int, met: _Met | None = None) -> tuple[str, bool]:
+    """One pass, and whether ``s`` held a tag (``_markup_removed``); ``given``: ``s`` is
+    the markup as given, not what decoding made. ``reading``: whose (``_NOW``...).
+    ``met``: None, or what it met (``_Met``)."""
     s = _CONTROLS.sub("", s)
+    tagged = False
     if "<" in s:
         s = _COMMENT.sub("", s)
         s = _CDATA.sub(r"\1", s)
-        s = _markup_removed(s, given, reading, met)
+        s, tagged = _markup_removed(s, given, reading, met)
     if "&" in s:
         # html.unescape never yields a control character (it drops or maps them).
         s = html.unescape(_AMP_RUN.sub("&", s))
-    return _fold(s)
+    return _fold(s), tagged
 
 
 def _regex_bounded(s: str) -> bool:
@@ -480,10 +523,17 @@ def _dropped(s: str, given: bool, linear: bool, how: _Dropping) -> str:
     return (how.given if given else how.closed).sub("", s)
 
 
-def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> str:
+def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> tuple[str, bool]:
     """``s`` without its tags and dropped elements: by a regex substitution per kind of
     tag where that is bounded (``_regex_bounded``: its speed), else reading each tag's
-    end once per text (``_TagEnds``: linear for every input). The same text either way."""
+    end once per text (``_TagEnds``: linear for every input). The same text either way.
+    And whether ``s`` held a tag (or an element) that went, a tag cut off by the end of
+    the text aside: markup of its own, when ``s`` is the markup as given."""
+    given_s = s
+    if reading >= _NOW and "<" in s:
+        s = _annotations_removed(s)
+        if met is not None and s != given_s:
+            met.v5_otherwise = True
     linear = not _regex_bounded(s)
     if met is not None and not given and not met.decoded_opening:
         met.decoded_opening = _V4_DROPPING.opening.search(s) is not None
@@ -493,7 +543,7 @@ def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> str:
             s = emptied
             if met is not None:
                 met.self_closed = True
-    dropped = _dropped(s, given, linear, _DROPPING if reading >= _NOW else _V4_DROPPING)
+    dropped = _dropped(s, given, linear, _DROPPING if reading >= _V5 else _V4_DROPPING)
     if (
         met is not None
         and _READ_OTHERWISE.search(s)
@@ -501,6 +551,11 @@ def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> str:
     ):
         met.v4_otherwise = True
     s = dropped
+    if reading >= _NOW and "<" in s:
+        parted = _FOOTNOTE_MARK.sub(r" \g<0>", s)
+        if met is not None and parted != s:
+            met.v5_otherwise = True
+        s = parted
     # Tags only occur before the last ">": scanning past it could go quadratic.
     end = s.rfind(">") + 1
     head, tail = s[:end], s[end:]
@@ -510,7 +565,36 @@ def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> str:
         head = _any_tags_removed(head)
     elif head:
         head = _ANY_TAG.sub("", _CELL_TAG.sub(" ", _BLOCK_TAG.sub(_MARK, head)))
-    return head + _TRAILING_TAG.sub("", tail)
+    return head + _TRAILING_TAG.sub("", tail), head + tail != given_s
+
+
+def _annotations_removed(s: str) -> str:
+    """``s`` without the MathML annotations after its first ``<math>`` (``<annotation>``,
+    ``<annotation-xml>``: a formula's TeX source, its content markup), each to its end
+    tag, which a browser never shows; one self-closed or left open is only a tag. Each
+    end tag is looked for once (``_first``): linear."""
+    math = _MATH_OPEN.search(s)
+    if math is None:
+        return s
+    out, done = [], 0
+    found: dict[str, tuple[int, re.Match[str] | None]] = {}
+    gt = -1  # the first ">" at or after an opening's name
+    for m in _ANNOTATION_OPEN.finditer(s, math.end()):
+        if m.start() < done:
+            continue
+        if gt < m.end():
+            gt = s.find(">", m.end())
+            if gt < 0:
+                break
+        if s[gt - 1] == "/":  # <annotation .../>: empty (MathML honours "/>")
+            continue
+        name = m.group(1).lower()
+        end_tag = _first(found, name, _end_tag(name), s, gt + 1)
+        if end_tag is None:
+            continue
+        out.append(s[done : m.start()])
+        done = end_tag.end()
+    return "".join(out) + s[done:] if out else s
 
 
 def _fold(s: str) -> str:
@@ -530,9 +614,11 @@ def html_to_text(html_or_text: str) -> str:
     """Plain text of an HTML fragment (or of plain text): paragraphs joined by a blank line.
 
     Tags go; script, style, template, title, iframe, noscript and svg contents go (and
-    a head's and an xml's closed); images and other void elements leave nothing (a
-    tracking pixel is no change); entities are decoded; block elements become paragraph
-    breaks; white space folds.
+    a head's and an xml's closed, and MathML annotations); images and other void
+    elements leave nothing (a tracking pixel is no change); entities are decoded (in a
+    field with a tag of its own, once: "Vec&lt;u8&gt;" is "Vec<u8>"; in one without,
+    until no markup is left); a footnote marker is a word of its own; block elements
+    become paragraph breaks; white space folds.
     """
     return _html_to_text(html_or_text, _NOW)
 
@@ -542,7 +628,13 @@ def _html_to_text(html_or_text: str, reading: int, met: _Met | None = None) -> s
     try:
         s = html_or_text if isinstance(html_or_text, str) else str(html_or_text)
         for n in range(_MAX_PASSES):
-            out = _one_pass(s, n == 0 or reading <= _EARLY_V1, reading, met)
+            out, tagged = _one_pass(s, n == 0 or reading <= _EARLY_V1, reading, met)
+            if tagged and n == 0 and reading >= _NOW:
+                # markup of its own: what decoding made of it is text (module's
+                # docstring); v5 read it as markup, in the passes after this one
+                if met is not None and not met.v5_otherwise and ("<" in out or "&" in out):
+                    met.v5_otherwise = _one_pass(out, False, _V5, met)[0] != out
+                return out
             # Without "<" or "&" another pass is the identity: stop early.
             if out == s or ("<" not in out and "&" not in out):
                 return out
@@ -552,30 +644,38 @@ def _html_to_text(html_or_text: str, reading: int, met: _Met | None = None) -> s
         return normalize_space(str(html_or_text))
 
 
-def html_readings(html_or_text: str) -> tuple[str, tuple[str, str, str] | None]:
+def html_readings(html_or_text: str) -> tuple[str, tuple[str, str, str, str] | None]:
     """``html_to_text``, and the texts earlier releases read, where one differs: as
-    fingerprint v4 read it (an element named like svg-icon, a head, an xml or an svg
-    left open: the text after it lost), as the releases before v4 read it (the text
-    after a self-closed svg, xml or head lost too) and as the first releases of v1 read
-    it (also the text after an element that decoding made and left open: "a
-    &lt;script&gt; tag"); else None. For comparing the rows they stored
+    fingerprint v5 read it (markup that decoding made reduced in a field of markup of
+    its own too, "Vec&lt;u8&gt;" as "Vec"; a footnote marker joined to the word before
+    it; a MathML annotation read), as v4 read it (also an element named like svg-icon,
+    a head, an xml or an svg left open: the text after it lost), as the releases before
+    v4 read it (the text after a self-closed svg, xml or head lost too) and as the first
+    releases of v1 read it (also the text after an element that decoding made and left
+    open: "a &lt;script&gt; tag"); else None. For comparing the rows they stored
     (``feedwatch.diff``). Each is read only where it may differ."""
     met = _Met()
     text = _html_to_text(html_or_text, _NOW, met)
+    v5 = text
+    if met.v5_otherwise:
+        # its passes are not this reading's: what the earlier releases read otherwise
+        # is what v5's own passes met
+        met = _Met()
+        v5 = _html_to_text(html_or_text, _V5, met)
     if not (met.self_closed or met.v4_otherwise or met.decoded_opening):
-        return text, None
-    v4 = _html_to_text(html_or_text, _V4) if met.v4_otherwise else text
+        return text, None if v5 == text else (v5, v5, v5, v5)
+    v4 = _html_to_text(html_or_text, _V4) if met.v4_otherwise else v5
     if met.self_closed or met.v4_otherwise:
         # its passes are not this reading's: whether the first v1 releases differ is
         # whether one of its own later passes met such an opening
         met.decoded_opening = False
         before = _html_to_text(html_or_text, _BEFORE_V4, met)
     else:
-        before = text
+        before = v5
     early = _html_to_text(html_or_text, _EARLY_V1) if met.decoded_opening else before
-    if v4 == text and before == text and early == text:
+    if v5 == text and v4 == text and before == text and early == text:
         return text, None
-    return text, (v4, before, early)
+    return text, (v5, v4, before, early)
 
 
 def plain_to_text(text: str) -> str:
@@ -584,7 +684,7 @@ def plain_to_text(text: str) -> str:
     return plain_readings(text)[0]
 
 
-def plain_readings(text: str) -> tuple[str, tuple[str, str, str] | None]:
+def plain_readings(text: str) -> tuple[str, tuple[str, str, str, str] | None]:
     """``plain_to_text``, and the texts earlier releases read, or None when those are
     the same (``html_readings``)."""
     s = text if isinstance(text, str) else str(text)

@@ -1980,7 +1980,7 @@ def test_entries_keyed_by_content_an_earlier_feedwatch_misread_are_not_new(
         "Оголошення 3 — відключення",
         "Café",
     }
-    assert {f for _, _, f in rows} == {"v5:"}
+    assert {f for _, _, f in rows} == {"v6:"}
     assert not {k for k, _, _ in rows} & {key for key, *_ in _NOTICES_WAS.values()}
     feed_server.set("/notices.xml", _notices("06:10", first="Text 0, corrected"))
     assert fw(cfg, "check").returncode == 0
@@ -2151,7 +2151,7 @@ def test_entries_stored_before_svg_self_closed_do_not_alert_after_the_upgrade(
         rows = db.execute(
             "SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY identity"
         )
-        assert rows.fetchall() == [("Kyiv: markets open", "v5:"), ("Dnipro strike: 3 dead", "v5:")]
+        assert rows.fetchall() == [("Kyiv: markets open", "v6:"), ("Dnipro strike: 3 dead", "v6:")]
 
     edited = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 12 dead")]
     for built in ("06:10", "06:15"):
@@ -2245,7 +2245,7 @@ def test_entries_stored_by_fingerprint_v4_do_not_alert_after_the_upgrade(
         rows = db.execute(
             "SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY identity"
         )
-        assert rows.fetchall() == [("Kyiv: markets open", "v5:"), ("Dnipro strike: 3 dead", "v5:")]
+        assert rows.fetchall() == [("Kyiv: markets open", "v6:"), ("Dnipro strike: 3 dead", "v6:")]
 
     edited = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 12 dead")]
     for minute in (10, 15):
@@ -2395,7 +2395,7 @@ def test_entries_stored_with_two_misreadings_at_once_do_not_alert_after_the_upgr
     assert alerts(tmp_path) == []
     with sqlite3.connect(tmp_path / "state.db") as db:
         got = db.execute("SELECT DISTINCT substr(fingerprint, 1, 3) FROM entries").fetchall()
-        assert got == [("v5:",)]
+        assert got == [("v6:",)]
 
     for minute in (10, 15):
         feed_server.set("/feed.xml", body(minute, third, dead=12))
@@ -2729,7 +2729,7 @@ def test_entries_stored_in_mojibake_from_a_mislabelled_feed_do_not_alert_after_t
         ).fetchall()
         for feed, key, title, summary, content, published, updated in rows:
             texts = [_misread(t, codecs[feed]) for t in (title, summary, content)]
-            was = fingerprint(*texts)
+            was = "v5:" + fingerprint(*texts)[3:]  # the label that release wrote
             new_key = key
             if key.startswith("c:"):
                 when = datetime.fromtimestamp(published / 1e6, timezone.utc)
@@ -3039,3 +3039,221 @@ def test_invisible_characters_in_items_keyed_by_their_content_alert_nothing(
     marked = [("Hyper\u00adschall\u00adrakete getestet", "Die Bundes\u200bwehr testet."), items[1]]
     assert _check_bare(cfg, feed_server, marked, 5) == []
     assert _check_bare(cfg, feed_server, items, 10) == []
+
+
+# Descriptions as publishers write them (the HTML escaped once into the XML): a type's
+# parameters and an address escaped in the HTML, footnote markers stuck to a word, a
+# formula with its TeX source (``_browser_news``)
+_BROWSER_ITEMS = {
+    1: (
+        "Release 1.2",
+        "<p>Adds <code>Vec&lt;u{}&gt;</code> support. Report bugs to"
+        " &lt;security@example.org&gt;.</p>",
+    ),
+    2: (
+        "Strike",
+        '<p>strike on Dnipro<a class="footnote-anchor" href="#footnote-1">1</a> used a new'
+        " hypersonic<sup>2</sup> missile: {} dead</p>",
+    ),
+    3: (
+        "Euler",
+        "<p><math><semantics><mrow><msup><mi>e</mi><mi>i&#960;</mi></msup><mo>+</mo><mn>1</mn>"
+        '</mrow><annotation encoding="application/x-tex">e^{{i\\pi}}+1</annotation>'
+        "</semantics></math> is {}</p>",
+    ),
+}
+# each as a browser shows it, and as fingerprint v5 read it (checked against a run of it)
+_BROWSER_READ = {
+    1: "Adds Vec<u{}> support. Report bugs to <security@example.org>.",
+    2: "strike on Dnipro 1 used a new hypersonic 2 missile: {} dead",
+    3: "eiπ+1 is {}",
+}
+_V5_READ = {
+    1: "Adds Vec support. Report bugs to .",
+    2: "strike on Dnipro1 used a new hypersonic2 missile: {} dead",
+    3: "eiπ+1e^{{i\\pi}}+1 is {}",
+}
+
+
+def _browser_news(values: dict[int, object], built: int = 0) -> bytes:
+    """An RSS body of ``_BROWSER_ITEMS`` (guid, title, description), each description
+    formatted with its value in ``values``."""
+    body = "".join(
+        f"<item><guid>urn:story:{n}</guid><title>{_BROWSER_ITEMS[n][0]}</title>"
+        f"<link>https://news.example.org/{n}</link>"
+        f"<description>{escape(_BROWSER_ITEMS[n][1].format(v))}</description></item>"
+        for n, v in values.items()
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>News</title>'
+        "<link>https://news.example.org/</link><description>d</description>"
+        f"<lastBuildDate>Mon, 02 Dec 2024 06:{built:02}:00 GMT</lastBuildDate>{body}"
+        "</channel></rss>"
+    ).encode()
+
+
+def test_escaped_text_footnotes_and_formulas_read_as_a_browser_shows_them(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """ "Vec&lt;u8&gt;" in a description's own markup is "Vec<u8>" (it was reduced as a
+    tag: "Adds Vec support", and u8 -> u16 alerted nothing); a footnote marker stuck to a
+    word ("Dnipro<a ...>1</a>", "hypersonic<sup>2</sup>") read "Dnipro1", so rules for
+    "Dnipro" and "hypersonic" never hit; a MathML annotation's TeX was read after the
+    formula. The alerts show the text a browser shows, the rules hit, the edit alerts."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/news.xml")
+    feeds = f'[[feeds]]\nname = "news"\nurl = "{url}"\nmatch = ["war", "rust"]\n'
+    rules = (
+        '\n[rules.war]\nall = ["Dnipro", "hypersonic"]\n'
+        '\n[rules.rust]\nany = ["u8", "u16", "security@example.org", "eiπ"]\n'
+    )
+    cfg.write_text(jsonl_config(tmp_path, feeds) + rules)
+    feed_server.set("/news.xml", _browser_news({}))
+    assert fw(cfg, "check").returncode == 0  # baseline: no entries
+    feed_server.set("/news.xml", _browser_news({1: 8, 2: 3, 3: 1}, 5))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    got = sorted((a["entry"]["title"], a["entry"]["summary"]) for a in alerts(tmp_path))
+    assert got == [
+        ("Euler", _BROWSER_READ[3].format(1)),
+        ("Release 1.2", _BROWSER_READ[1].format(8)),
+        ("Strike", _BROWSER_READ[2].format(3)),
+    ]
+    matched = {a["entry"]["title"]: a["matched"][0]["rule"] for a in alerts(tmp_path)}
+    assert matched == {"Euler": "rust", "Release 1.2": "rust", "Strike": "war"}
+    feed_server.set("/news.xml", _browser_news({1: 16, 2: 3, 3: 1}, 10))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    a = alerts(tmp_path)[3:]
+    assert [(x["kind"], x["changes"]["summary"]) for x in a] == [
+        ("updated", {"old": _BROWSER_READ[1].format(8), "new": _BROWSER_READ[1].format(16)})
+    ]
+
+
+def _stored_as_v5(tmp_path: Path, feed: str, read: dict[str, str]) -> list[tuple]:
+    """Rows of ``feed`` rewritten as fingerprint v5 stored them: each summary the v5
+    reading of ``read`` (the summary as read now -> as v5 read it), under its label; an
+    entry keyed by its content (no guid, link or date) under the key of that text. The
+    (identity, summary, fingerprint, new alert id) of each row, by summary."""
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute(
+            "SELECT identity, title, summary, content FROM entries WHERE feed = ?", (feed,)
+        ).fetchall()
+        for key, title, summary, content in rows:
+            was = "v5:" + fingerprint(title, read[summary], content)[3:]
+            new_key = key
+            if key.startswith("c:"):
+                snapshot = EntrySnapshot(
+                    entry_id=None, title=title, summary=read[summary], content=content
+                )
+                new_key = content_identity_at(snapshot, None)
+            db.execute(
+                "UPDATE entries SET identity = ?, summary = ?, fingerprint = ?, new_alert_id = ?"
+                " WHERE feed = ? AND identity = ?",
+                (
+                    new_key,
+                    read[summary],
+                    was,
+                    alert_id(feed, new_key, "new", was, None, None),
+                    feed,
+                    key,
+                ),
+            )
+        got = db.execute(
+            "SELECT identity, summary, fingerprint, new_alert_id FROM entries WHERE feed = ?"
+            " ORDER BY summary",
+            (feed,),
+        )
+        return [tuple(r) for r in got.fetchall()]
+
+
+# Status items without a guid, a link or a date, all titled alike: keyed by their text
+_STATUS = [
+    ("Status", "<p>Queue &lt;eu-west&gt; degraded</p>"),
+    ("Status", "<p>Kyiv<sup>1</sup></p>"),
+]
+
+
+def test_entries_stored_by_fingerprint_v5_do_not_alert_after_the_upgrade(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """Fingerprint v5 read "Vec&lt;u8&gt;" in a description's markup as a tag, joined a
+    footnote marker to its word and read a MathML annotation: its rows hold those
+    readings. The first poll after the upgrade that compares them (a lastBuildDate
+    moved) stores them again silently, whole, under v6; an item keyed by its text (no
+    guid, link or date; its title no other's) is found under the key v5's reading gave
+    it, not new. A real edit then alerts, once. The rows are written here as v5 stored
+    them (texts, keys, fingerprints and `new` ids: checked against a run of it), and the
+    parse cache is gone (one of an older parser version is never used)."""
+    cfg = tmp_path / "feedwatch.toml"
+    news, status = feed_server.url("/news.xml"), feed_server.url("/micro.xml")
+    cfg.write_text(
+        jsonl_config(
+            tmp_path,
+            f'[[feeds]]\nname = "news"\nurl = "{news}"\n\n'
+            f'[[feeds]]\nname = "micro"\nurl = "{status}"\n',
+        )
+    )
+    values = {1: 8, 2: 3, 3: 1}
+    feed_server.set("/news.xml", _browser_news(values))
+    feed_server.set("/micro.xml", _bare_items(_STATUS))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    read = {_BROWSER_READ[n].format(v): _V5_READ[n].format(v) for n, v in values.items()}
+    assert [row[2:] for row in _stored_as_v5(tmp_path, "news", read)] == [
+        ("v5:a148d75dd869ad22bacf756ac2b6924b", "3e5a8876ad6d5a9294a5ef4ea4765ea0"),
+        ("v5:7fadfb6581b1cda6217abab6197cfe53", "32ec3d0df2046b407c98b158cc082543"),
+        ("v5:0eb53391a3da7b2b96a4593d5dc606e0", "afb61c1da8b0ccaca66d9144a63eea98"),
+    ]
+    status_read = {"Queue <eu-west> degraded": "Queue degraded", "Kyiv 1": "Kyiv1"}
+    assert _stored_as_v5(tmp_path, "micro", status_read) == [
+        (
+            "c:e909e3389bcb21189de2e13e0df95dbc",
+            "Kyiv1",
+            "v5:c9e2ef24fe78f29d41e2652dd3f303ac",
+            "29e2fabd7ba93d58b4a84a638a11f58e",
+        ),
+        (
+            "c:8eb056bc8ccb8951d45a9af0c46c20ef",
+            "Queue degraded",
+            "v5:d48422d7c8e068a8dbe4b3d8d704e319",
+            "d3ff7ab6e55f4f68f1023053ae93019f",
+        ),
+    ]
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
+
+    feed_server.set("/news.xml", _browser_news(values, 5))
+    feed_server.set("/micro.xml", _bare_items(_STATUS, 5))
+    out = fw(cfg, "explain", "news", "Release 1.2").stdout
+    assert "status:   changed, stored silently" in out, out
+    assert "stored under fingerprint v5, which read escaped markup in HTML as tags" in out, out
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute(
+            "SELECT feed, summary, substr(fingerprint, 1, 3) FROM entries ORDER BY feed, summary"
+        )
+        assert rows.fetchall() == [
+            ("micro", "Kyiv 1", "v6:"),
+            ("micro", "Queue <eu-west> degraded", "v6:"),
+            ("news", _BROWSER_READ[1].format(8), "v6:"),
+            ("news", _BROWSER_READ[3].format(1), "v6:"),
+            ("news", _BROWSER_READ[2].format(3), "v6:"),
+        ]
+
+    edited = {1: 16, 2: 3, 3: 1}
+    for built in (10, 15):
+        feed_server.set("/news.xml", _browser_news(edited, built))
+        feed_server.set("/micro.xml", _bare_items(_STATUS, built))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+    got = [(a["kind"], a["entry"]["title"], a["changes"]["summary"]) for a in alerts(tmp_path)]
+    assert got == [
+        (
+            "updated",
+            "Release 1.2",
+            {"old": _BROWSER_READ[1].format(8), "new": _BROWSER_READ[1].format(16)},
+        )
+    ]

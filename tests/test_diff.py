@@ -947,7 +947,7 @@ def test_text_an_earlier_version_read_otherwise_is_no_change_after_the_upgrade()
         "Firefox ships the <dialog> element",
         "Entry 2",
     ]
-    assert {u.fingerprint[:3] for u in r.upserts} == {"v5:"}
+    assert {u.fingerprint[:3] for u in r.upserts} == {"v6:"}
     r = run(
         stored,
         [entry(1, title="Firefox ships the <dialog> element, at last"), entry(2)],
@@ -1022,7 +1022,7 @@ def test_an_edit_right_after_a_tracking_url_in_the_text_is_an_update(text, was):
     assert comparable_text(text.format(3)) == text.format(3).replace("?utm_source=rss", "")
     old = {k: replace(r, fingerprint=was) if k == "g:urn:entry:1" else r for k, r in stored.items()}
     r = run(old, [entry(1, summary=text.format(3)), entry(2)], identity=ident)
-    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v5:"]
+    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v6:"]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 
 
@@ -1216,7 +1216,7 @@ def test_ids_of_a_change_are_those_the_previous_release_made():
     URL and non-ASCII. (A URL with a tracking or cache-busting parameter is hashed
     without it now: such a text's ids are new, docs/change-detection.md says so.)"""
     fp = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7.", "Dnipró –")
-    assert fp == "v5:f0e13b7d98bfd3704cdfeffca5851058"
+    assert fp == "v6:f0e13b7d98bfd3704cdfeffca5851058"
     assert alert_id("f", "g:1", "updated", fp, T0, None) == "e8e1d9ef7b464e0d6ed6b2f0725a1214"
     busted = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7&cb=17.", "Dnipró –")
     assert busted == fp
@@ -1257,7 +1257,7 @@ def test_a_current_row_of_a_mislabelled_utf8_feed_in_mojibake_is_no_change(codec
     stored, ident = baseline(
         [entry(1, title=_misread(title, codec), summary=_misread(summary, codec)), entry(2)]
     )
-    assert stored["g:urn:entry:1"].fingerprint.startswith("v5:")
+    assert stored["g:urn:entry:1"].fingerprint.startswith("v6:")
     now = [entry(1, title=title, summary=summary), entry(2)]
     r = run(stored, now, identity=ident)
     assert (r.changes, r.silent) == ((), 1)
@@ -1291,7 +1291,7 @@ def test_a_row_stored_before_svg_self_closed_is_no_change_after_the_upgrade():
     """A release before fingerprint v4 lost the text after a self-closed svg: its row
     holds the summary empty, while the entry now reads "Dnipro strike: 3 dead" (and
     ``earlier`` what that release read). That is no change: stored again silently,
-    under v5. An edit that release could see (the title) still alerts, and a current row
+    under v6. An edit that release could see (the title) still alerts, and a current row
     compares the text as it is: the same entry edited after the icon is an update."""
     icon = '<p><svg class="icon"/> Dnipro strike: {} dead</p>'
 
@@ -1304,12 +1304,12 @@ def test_a_row_stored_before_svg_self_closed_is_no_change_after_the_upgrade():
         r = run(rows, [now(3), entry(2)], identity=ident)
         assert r.changes == ()
         assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            ("Dnipro strike: 3 dead", "v5:"),
-            ("Summary of entry 2.", "v5:"),
+            ("Dnipro strike: 3 dead", "v6:"),
+            ("Summary of entry 2.", "v6:"),
         ]
         # (the summary moved to the content: the same text too)
         moved = replace(
-            now(3), summary="", content=now(3).summary, earlier=(("Entry 1", "", ""),) * 3
+            now(3), summary="", content=now(3).summary, earlier=(("Entry 1", "", ""),) * 4
         )
         assert run(rows, [moved, entry(2)], identity=ident).changes == ()
         r = run(rows, [now(3, title="Entry 1, corrected"), entry(2)], identity=ident)
@@ -1323,7 +1323,7 @@ def test_a_row_stored_before_svg_self_closed_is_no_change_after_the_upgrade():
     )
     # a v4 row that held no summary: v4 read the text after the icon, so that is an edit
     stored, ident = baseline([entry(1, summary=""), entry(2)])
-    for rows in (stored, _labelled(stored, "v4:")):
+    for rows in (stored, _labelled(stored, "v5:"), _labelled(stored, "v4:")):
         assert kinds(run(rows, [now(3), entry(2)], identity=ident)) == [("updated", "Entry 1")]
 
 
@@ -1342,18 +1342,19 @@ def test_a_row_fingerprint_v4_stored_is_no_change_after_the_upgrade(summary):
     (<svg-icon>, <title-bar>), and after a head, an xml or an svg left open (before a
     </p> a browser leaves it at): its rows, and those of the releases before, hold that
     reading. Each is compared with the entry as its own release read it: unchanged, it is
-    stored again whole and silently, under v5; a later edit after the element alerts,
+    stored again whole and silently, under v6; a later edit after the element alerts,
     once; an edit that reading shows (the title) alerts at once."""
     was = html_readings(summary.format(3))[1]
-    assert was is not None and was[0] == was[1] and "strike" not in was[0]
-    stored, ident = baseline([entry(1, summary=was[0]), entry(2)])
+    assert was is not None and was[1] == was[2] and "strike" not in was[1]
+    assert "strike" in was[0]  # v5 read it whole
+    stored, ident = baseline([entry(1, summary=was[1]), entry(2)])
     for label in ("v4:", "v3:", "v2:"):
         rows = _labelled(stored, label)
         r = run(rows, [_read(1, summary.format(3)), entry(2)], identity=ident)
         assert r.changes == (), label
         assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            (html_to_text(summary.format(3)), "v5:"),
-            ("Summary of entry 2.", "v5:"),
+            (html_to_text(summary.format(3)), "v6:"),
+            ("Summary of entry 2.", "v6:"),
         ]
         edited = [_read(1, summary.format(3), "Entry 1, corrected"), entry(2)]
         assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
@@ -1366,21 +1367,125 @@ def test_a_row_fingerprint_v4_stored_is_no_change_after_the_upgrade(summary):
 
 
 def test_each_earlier_row_is_compared_with_its_own_releases_reading():
-    """An icon self-closed, then an <xml> left open: the releases before v4 read "a",
-    v4 read "a b" (the "/>" honoured, the xml still dropped to the end), v5 reads
-    "a b c". A row of either holding its own release's reading is no change; a v4 row
-    holding what the releases before read is one (v4 would have read "a b")."""
-    html = "<p>a <svg class='icon'/> b <xml> c</p>"
-    assert html_readings(html) == ("a b c", ("a b", "a", "a"))
+    """An icon self-closed, then an <xml> left open, then a quoted "&lt;i&gt;": the
+    releases before v4 read "a", v4 read "a b" (the "/>" honoured, the xml still dropped
+    to the end), v5 "a b c d" (the quoted tag reduced), v6 reads "a b c <i> d". A row of
+    each holding its own release's reading is no change; a row holding another
+    release's is one (a v4 row holding "a": v4 would have read "a b")."""
+    html = "<p>a <svg class='icon'/> b <xml> c &lt;i&gt; d</p>"
+    assert html_readings(html) == ("a b c <i> d", ("a b c d", "a b", "a", "a"))
     for stored_text, label, changed in (
+        ("a b c d", "v5:", False),
         ("a b", "v4:", False),
         ("a", "v3:", False),
+        ("a b", "v5:", True),
+        ("a b c d", "v4:", True),
         ("a", "v4:", True),
         ("a b", "v3:", True),
     ):
         stored, ident = baseline([entry(1, summary=stored_text), entry(2)])
         r = run(_labelled(stored, label), [_read(1, html), entry(2)], identity=ident)
         assert kinds(r) == ([("updated", "Entry 1")] if changed else []), (stored_text, label)
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "<p>Adds <code>Vec&lt;u{}&gt;</code> support.</p>",
+        "<p>Contact &lt;me{}@m.example&gt;</p>",
+        '<p>strike on Dnipro<a class="footnote-anchor" href="#f">1</a>: {} dead</p>',
+        "<p>hypersonic<sup>2</sup> missile: {} dead</p>",
+        "<math><mi>x</mi><annotation encoding='application/x-tex'>x</annotation></math> {}",
+    ],
+)
+def test_a_row_fingerprint_v5_stored_is_no_change_after_the_upgrade(summary):
+    """Fingerprint v5 reduced "Vec&lt;u8&gt;" in a field of markup of its own as a tag,
+    joined a footnote marker to the word before it and read a MathML annotation: its
+    rows, and those of the releases before, hold that reading. Each is compared with the
+    entry as its own release read it: unchanged, it is stored again whole and silently,
+    under v6; a later edit alerts, once; an edit that reading shows (the title) alerts
+    at once. (Where v5's reading lost the edited text, "u8" -> "u16", the edit made
+    before the first poll after the upgrade is not seen: once, as for v4's.)"""
+    text, was = html_readings(summary.format(8))
+    assert was is not None and len(set(was)) == 1 and was[0] != text
+    stored, ident = baseline([entry(1, summary=was[0]), entry(2)])
+    for label in ("v5:", "v4:", "v3:", "v2:"):
+        rows = _labelled(stored, label)
+        r = run(rows, [_read(1, summary.format(8)), entry(2)], identity=ident)
+        assert r.changes == (), label
+        assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
+            (text, "v6:"),
+            ("Summary of entry 2.", "v6:"),
+        ]
+        edited = [_read(1, summary.format(8), "Entry 1, corrected"), entry(2)]
+        assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
+        upgraded = apply(rows, r)
+        r = run(upgraded, [_read(1, summary.format(16)), entry(2)], identity=ident)
+        assert kinds(r) == [("updated", "Entry 1")]
+        assert r.changes[0].changes["summary"] == FieldChange(
+            text, html_to_text(summary.format(16))
+        )
+        again = run(apply(upgraded, r), [_read(1, summary.format(16)), entry(2)], identity=ident)
+        assert again.changes == ()
+    # a current row holding v5's reading: the feed changed it (a real edit)
+    assert kinds(run(stored, [_read(1, summary.format(8)), entry(2)], identity=ident)) == [
+        ("updated", "Entry 1")
+    ]
+
+
+def _as_read(e: EntrySnapshot) -> EntrySnapshot:
+    """``e``'s title and summary (HTML) as the parse reads them, with ``earlier``."""
+    title, title_was = html_readings(e.title)
+    summary, summary_was = html_readings(e.summary)
+    earlier = None
+    if title_was or summary_was:
+        earlier = tuple(
+            ((title_was or (title,) * 4)[i], (summary_was or (summary,) * 4)[i], "")
+            for i in range(4)
+        )
+    return replace(e, title=title, summary=summary, earlier=earlier)
+
+
+def test_an_entry_keyed_by_its_content_is_found_under_the_key_v5_read():
+    """An entry keyed by its content (no id, no usable link) has its title in its key,
+    and without a date its text too (``content_identity_at``): read otherwise now, it
+    has another key. Its row is the one under the key of its texts as v5 read them: a
+    status page's items all titled "Status" (only their text tells them apart), an item
+    whose title holds "&lt;T&gt;". Stored again under the new key, silently; an edit
+    since alerts (undated: as a new entry, as any edit of such an item does)."""
+    html = ["<p>Queue &lt;eu-west&gt; degraded</p>", "<p>Kyiv<sup>1</sup> up</p>", "<p>Up</p>"]
+    v5_body = [_post(h, "Status") for h in html]
+    v5_body.append(entry(9, entry_id=None, link=None, title="<b>Vec</b>&lt;T&gt; lands"))
+    body = [_as_read(e) for e in v5_body]
+    assert [e.summary for e in body[:2]] == ["Queue <eu-west> degraded", "Kyiv 1 up"]
+    assert body[3].title == "Vec<T> lands"
+    # the rows as v5 stored them: its reading, its keys, its label
+    v5 = [
+        replace(e, title=e.earlier[0][0], summary=e.earlier[0][1]) if e.earlier else e for e in body
+    ]
+    stored, ident = baseline(v5)
+    stored = _labelled(stored, "v5:")
+    assert len(stored) == 4 and not {identity_for(e, "content") for e in body[:2] + body[3:]} & set(
+        stored
+    )
+    keys = [entry_keys(e) for e in body]
+    r = run(_named(stored, keys, ident), body, identity=ident, keys=keys, has_rows=True)
+    assert r == run(stored, body, identity=ident)
+    assert r.changes == () and r.new == 0
+    assert sorted(new for _, new in r.rekeys) == sorted(
+        identity_for(body[i], "content") for i in (0, 1, 3)
+    )
+    after = apply(stored, r)
+    assert sorted(after) == sorted(identity_for(e, "content") for e in body)
+    assert {row.fingerprint[:3] for row in after.values()} == {"v6:"}
+    assert run(after, body, identity=ident).upserts == ()
+    # edited in that poll: a new entry (its text is its key), the row left to age out
+    edited = [_as_read(_post("<p>Queue &lt;eu-west&gt; back</p>", "Status")), *body[1:]]
+    r = run(stored, edited, identity=ident)
+    assert [(c.kind, c.entry.summary) for c in r.changes] == [("new", "Queue <eu-west> back")]
+    # without ``earlier`` (a parse cache of the release before: never used) it is new
+    r = run(stored, [replace(e, earlier=None) for e in body], identity=ident)
+    assert r.new == 3
 
 
 def _misread(text: str, codec: str) -> str:
@@ -1449,12 +1554,13 @@ def test_a_row_stored_with_two_misreadings_at_once_is_no_change_after_the_upgrad
 
 def test_a_row_stored_before_a_quoted_tag_kept_the_text_after_it_is_no_change():
     """Releases before the text after a tag that decoding made was kept (a story quoting
-    "a &lt;script&gt; tag", escaped twice in an RSS description) dropped the rest of the
+    "a &lt;script&gt; tag", in a description escaped twice, with no tag of its own)
+    dropped the rest of the
     text with it: their v1 rows hold "Never put a". Read in full now, that is the same
     text, stored again silently (``EntrySnapshot.earlier`` has that reading too); a
     later edit after the tag alerts, once. A v2 row was written after the fix: there
     the short text is an edit."""
-    html = "<p>Never put a &lt;script&gt; tag inside an {} file.</p>"
+    html = "Never put a &lt;script&gt; tag inside an {} file."  # no tag of its own
     text, was = html_readings(html.format("SVG"))
     assert text == "Never put a tag inside an SVG file."
     assert was is not None and was[-1] == "Never put a"
@@ -1462,8 +1568,8 @@ def test_a_row_stored_before_a_quoted_tag_kept_the_text_after_it_is_no_change():
     r = run(_as_v1(rows), [_read(1, html.format("SVG")), entry(2)], identity=ident)
     assert r.changes == ()
     assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-        ("Never put a tag inside an SVG file.", "v5:"),
-        ("Summary of entry 2.", "v5:"),
+        ("Never put a tag inside an SVG file.", "v6:"),
+        ("Summary of entry 2.", "v6:"),
     ]
     upgraded = apply(_as_v1(rows), r)
     r = run(upgraded, [_read(1, html.format("HTML")), entry(2)], identity=ident)
@@ -1538,6 +1644,9 @@ def test_ids_are_the_same_under_either_label_of_one_hash():
     )
     assert alert_id("f", "g:1", "updated", "v4:ab", T0, None) == alert_id(
         "f", "g:1", "updated", "v5:ab", T0, None
+    )
+    assert alert_id("f", "g:1", "updated", "v5:ab", T0, None) == alert_id(
+        "f", "g:1", "updated", "v6:ab", T0, None
     )
     assert alert_id("f", "g:1", "updated", "v2:ab", T0, None) != alert_id(
         "f", "g:1", "updated", "v2:ac", T0, None
@@ -2357,7 +2466,7 @@ def test_urls_in_text_a_fingerprint_of_the_release_before_keeps_its_meaning():
     old = {k: replace(r, fingerprint=was.get(k, r.fingerprint)) for k, r in stored.items()}
     for now in (text, plain):
         r = run(old, [entry(1, summary=now), entry(2)], identity=ident)
-        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v5:"]
+        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v6:"]
     edited = [entry(1, summary=plain.replace("a%20b", "a%20c")), entry(2)]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 
