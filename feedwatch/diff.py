@@ -391,10 +391,17 @@ def _in_mojibake(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str
     release before parse version 20 read a UTF-8 body labelled windows-1252 or
     ISO-8859-15 (or -2) in that encoding, so a row of any label may hold it. The same
     text: stored again silently, once (a feed that fixes its own mojibake alerts
-    nothing either)."""
+    nothing either). The texts are read as a reader sees them first (``visible_text``):
+    a soft hyphen the new text gained is no part of the old reading ("Brü\xadcke" read
+    in windows-1252 holds a stray "Â" the row cannot have)."""
     if a.isascii():
         return False
-    return any(same(ka, _comparable(m)) for t in texts if not t.isascii() for m in _mojibake(t))
+    return any(
+        same(ka, _comparable(m))
+        for t in texts
+        if not t.isascii()
+        for m in _mojibake(visible_text(t))
+    )
 
 
 def _read_by_v1(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str], bool]) -> bool:

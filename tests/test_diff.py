@@ -1272,6 +1272,17 @@ def test_a_current_row_of_a_mislabelled_utf8_feed_in_mojibake_is_no_change(codec
     stored, ident = baseline([entry(1, title=title, summary=summary)])
     wrong = [entry(1, title=_misread(title, codec), summary=summary)]
     assert kinds(run(stored, wrong, identity=ident)) == [("updated", _misread(title, codec))]
+    # read right now and hyphenated by the site meanwhile (a soft hyphen, U+00AD, whose
+    # UTF-8 read as windows-1252 holds a stray "Â"): still the same text
+    hyphenated = [
+        entry(1, title="Über Ca\u00adfé crème — résumé", summary="Zü\u00adrich – Dnipró, 5 €"),
+        entry(2),
+    ]
+    stored, ident = baseline(
+        [entry(1, title=_misread(title, codec), summary=_misread(summary, codec)), entry(2)]
+    )
+    r = run(stored, hyphenated, identity=ident)
+    assert (r.changes, r.silent) == ((), 1)
 
 
 def _read(n: int, summary: str, title: str | None = None) -> EntrySnapshot:
