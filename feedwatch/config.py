@@ -1195,7 +1195,8 @@ class _Loader:
     def argv(self, f: _File, table: Mapping[str, Any], path: KeyPath) -> tuple[str, ...] | None:
         """A command sink's argv; a program with a slash in it relative to the config
         file's directory (as a jsonl path is: not to wherever the daemon was started,
-        ``/`` under systemd), a bare name looked up on PATH when it runs."""
+        ``/`` under systemd; when it is not there but is in the working directory, where
+        releases before looked, that one), a bare name looked up on PATH when it runs."""
         if "argv" not in table:
             f.err(path, "missing key argv (the program and its arguments, as an array)")
             return None
@@ -1221,6 +1222,10 @@ class _Loader:
             f.err(path + ("argv", 0), "the program must not be empty")
         elif argv and "/" in argv[0]:
             program = _relative_to(f.path.parent.absolute(), argv[0], self.env)
+            if not os.path.exists(program) and os.path.exists(argv[0]):
+                # where releases before looked (the working directory): a cron line that
+                # runs from the program's directory goes on working after the upgrade
+                program = os.path.abspath(argv[0])
             argv = (program, *argv[1:])
         return argv
 

@@ -396,3 +396,31 @@ def test_a_relative_program_is_the_one_next_to_the_config_from_any_directory(
     assert r.stderr.splitlines() == [
         f"warning: sink cmd: program {conf}/bin/plain.sh is not executable"
     ]
+
+
+def test_a_relative_program_only_in_the_working_directory_is_still_run(tmp_path: Path) -> None:
+    """Releases before ran `./on-alert` from the working directory: a cron line that runs
+    from the program's directory with `-c ../conf/fw.toml` went dead at once after the
+    upgrade. A program not next to the config but in the working directory is that one;
+    next to the config wins."""
+    conf, bin_ = tmp_path / "conf", tmp_path / "bin"
+    conf.mkdir()
+    bin_.mkdir()
+    out = tmp_path / "got"
+    _file(bin_ / "on-alert", f'#!/bin/sh\ncat > "{out}"\n')
+    cfg = conf / "fw.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n'
+        '[sinks.cmd]\ntype = "command"\nargv = ["./on-alert"]\n'
+        '[[feeds]]\nurl = "https://example.org/feed"\nsinks = ["cmd"]\n'
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    r = run_feedwatch("-c", "../conf/fw.toml", "test-sink", "cmd", env=env, cwd=bin_)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(out.read_text())["feed"]
+    # one next to the config too: that one
+    other = tmp_path / "other"
+    _file(conf / "on-alert", f'#!/bin/sh\ncat > "{other}"\n')
+    r = run_feedwatch("-c", "../conf/fw.toml", "test-sink", "cmd", env=env, cwd=bin_)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(other.read_text())["feed"]
