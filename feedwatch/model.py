@@ -247,6 +247,17 @@ class EntryKeys:
     textless: str | None = None
 
 
+# The end of the warning a body labelled in a single-byte encoding but UTF-8 gets: read
+# right, nothing anyone running feedwatch can mend (the site's template), so the poll
+# logs it at info, not as a warning a `-q check` from cron would mail at every change
+MISLABELLED = ", but the body is UTF-8: read as UTF-8"
+
+
+def only_a_note(warning: str) -> bool:
+    """Whether a parse warning is only a note (``MISLABELLED``): logged at info."""
+    return warning.endswith(MISLABELLED)
+
+
 @dataclass(frozen=True)
 class ParsedFeed:
     """What one body held. ``is_feed`` is False when nothing feed-like was found."""

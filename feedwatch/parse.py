@@ -32,7 +32,7 @@ import structlog
 from feedparser.datetimes import _parse_date as _feedparser_date
 from feedparser.datetimes.rfc822 import _parse_date_rfc822
 
-from feedwatch.model import Enclosure, EntrySnapshot, ParsedFeed, Readings
+from feedwatch.model import MISLABELLED, Enclosure, EntrySnapshot, ParsedFeed, Readings
 from feedwatch.text import (
     html_readings,
     html_to_text,
@@ -924,7 +924,7 @@ def _decide(body: bytes, headers: Mapping[str, str]) -> Decoding:
         stray = single if single and _codec(single) != "ascii" else "windows-1252"
     if single is not None:
         label = "utf-8"
-        warnings.append(f"labelled {single}, but the body is UTF-8: read as UTF-8")
+        warnings.append(f"labelled {single}{MISLABELLED}")
     elif "content-type" not in headers:
         label = "utf-8"  # not feedparser's ISO-8859-1 for a response without a Content-Type
     if stray is not None:

@@ -54,6 +54,7 @@ from feedwatch.model import (
     NotModified,
     ParsedFeed,
     Secret,
+    only_a_note,
 )
 from feedwatch.redact import redact
 from feedwatch.staleness import as_recorded, stale_notice
@@ -469,7 +470,9 @@ class Poller:
                 redirected_to=fetched.permanent_redirect,
             )
         for w in parsed.warnings:
-            log.warning("feed.parse_warning", feed=feed.name, warning=w)
+            (log.info if only_a_note(w) else log.warning)(
+                "feed.parse_warning", feed=feed.name, warning=w
+            )
 
         keys = parsed.keys
         if keys is None or len(keys) != len(parsed.entries):
@@ -548,10 +551,10 @@ class Poller:
         if result.churn:
             log.info("feed.timestamp_churn", feed=feed.name, entries=len(parsed.entries))
         if result.duplicates and feed.name not in self._repeated:
-            # the first of several entries with one identity is the entry: the others
-            # are neither compared nor alerted (SPEC 4); said once, not at every poll
+            # of several entries with one identity one is compared, the others neither
+            # compared nor alerted (SPEC 4); said once, not at every poll
             self._repeated.add(feed.name)
-            log.warning(
+            log.info(  # (nothing to mend here: not a warning a cron `-q check` mails)
                 "feed.repeated_identity",
                 feed=feed.name,
                 entries=result.duplicates,

@@ -186,7 +186,7 @@ class _Protocol(ResponseHandler):
         if server in _WARNED_304 or len(_WARNED_304) >= 10_000:
             return
         _WARNED_304.add(server)
-        log.warning(
+        log.info(  # (read right; nothing to mend here: no warning a cron `-q check` mails)
             "fetch.not_modified_with_body",
             url=redact(self.fw_url),
             bytes=size,

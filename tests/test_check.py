@@ -2685,6 +2685,11 @@ def test_a_utf8_feed_labelled_windows_1252_alerts_its_new_entries_alone_and_righ
         ("updated", "Straße gesperrt", "Köln – bis Montag"),
     ]
     assert all("labelled windows-1252, but the body is UTF-8: read as UTF-8" in x for x in logs)
+    # a note, not a warning: nothing anyone running feedwatch can mend, and a cron
+    # `-q check` mails whatever it prints
+    feed_server.set("/news.xml", polls[0], content_type="application/rss+xml")
+    r = fw(cfg, "-q", "check")
+    assert (r.returncode, r.stderr) == (0, "")
 
 
 def test_entries_stored_in_mojibake_from_a_mislabelled_feed_do_not_alert_after_the_upgrade(

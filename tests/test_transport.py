@@ -342,7 +342,7 @@ def test_a_304_sent_with_a_body_is_a_304() -> None:
     assert len(accepted) == 3  # each on a new connection: the body was never read as HTTP
     warned = [e for e in logs if e["event"] == "fetch.not_modified_with_body"]
     assert len(warned) == 1, logs
-    assert warned[0]["log_level"] == "warning" and warned[0]["url"] == url
+    assert warned[0]["log_level"] == "info" and warned[0]["url"] == url
 
 
 def test_a_304_to_a_request_without_validators_is_an_error() -> None:
