@@ -14,7 +14,7 @@ import email
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -32,20 +32,12 @@ from feedwatch.store.sqlite import SqliteStore
 from feedwatch.testing import FakeClock, RecordingSink
 from tests.receivers import Receiver, make_payload, webhook_receiver
 from tests.smtpserver import PASSWORD, USER, SMTPServer, smtp_cert, smtp_server
+from tests.test_deliver_unit import store
 
-__all__ = ["smtp_cert", "smtp_server", "webhook_receiver"]  # fixtures, imported for pytest
+__all__ = ["smtp_cert", "smtp_server", "store", "webhook_receiver"]  # fixtures, imported for pytest
 
 MIB = 1024 * 1024
 WORDS = "the ministry said on Tuesday that a strike hit a power plant near Dnipro".split()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "state.db")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def long_read(n: int, chars: int) -> str:
