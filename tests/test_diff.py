@@ -2894,7 +2894,7 @@ _seen_entries = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_seen_entries, st.data())
 def test_inserting_invisible_characters_anywhere_never_alerts(es, data):
     """Whatever the feed, its identities (ids, links or contents) and duplicates: the
