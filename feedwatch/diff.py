@@ -88,6 +88,7 @@ from feedwatch.identity import (
     legacy_keys,
     link_variants,
     loose_link,
+    misdecoded,
     normalize_link,
     normalize_space,
     textless_identity,
@@ -369,7 +370,7 @@ def _differs(
     <dialog> element" was "the element"), some versions kept a plain field's
     "<script>…</script>" that is now read as markup, and one stray byte that is not
     UTF-8 made the whole document read as windows-1252 or ISO-8859-2 ("DniprÃ³" for
-    "Dnipró": ``_mojibake``), alone or on top of the others (``_read_by_v1``). Such a
+    "Dnipró": ``identity.misdecoded``), alone or on top of the others (``_read_by_v1``). Such a
     difference is the conversion's, not the feed's. In a current row it is a real edit."""
     ka, kb = _comparable(a), _comparable(b)
 
@@ -387,7 +388,7 @@ def _differs(
 
 def _in_mojibake(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str], bool]) -> bool:
     """Whether ``a`` (comparable: ``ka``), a stored text beyond ASCII, is one of ``texts``
-    (the new text and its earlier readings) read in mojibake (``_mojibake``): every
+    (the new text and its earlier readings) read in mojibake (``identity.misdecoded``): every
     release before parse version 20 read a UTF-8 body labelled windows-1252 or
     ISO-8859-15 (or -2) in that encoding, so a row of any label may hold it. The same
     text: stored again silently, once (a feed that fixes its own mojibake alerts
@@ -400,7 +401,7 @@ def _in_mojibake(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str
         same(ka, _comparable(m))
         for t in texts
         if not t.isascii()
-        for m in _mojibake(visible_text(t))
+        for m in misdecoded(visible_text(t))
     )
 
 
@@ -420,31 +421,8 @@ def _read_by_v1(a: str, ka: str, texts: Sequence[str], same: Callable[[str, str]
             reads[html_to_text(text)] = None
     if not a.isascii():
         for text in [t for t in reads if not t.isascii()]:
-            reads.update(dict.fromkeys(_mojibake(text)))
+            reads.update(dict.fromkeys(misdecoded(text)))
     return any(same(x, _comparable(y)) for y in reads for x in stored)
-
-
-# feedparser's fallback reading: a C1 control character left in the text (ISO-8859-2
-# has them at 0x80-0x9F) is windows-1252's character of that byte, where it has one
-_C1_AS_1252 = {
-    b: bytes([b]).decode("cp1252") for b in range(0x80, 0xA0) if b not in b"\x81\x8d\x8f\x90\x9d"
-}
-
-
-def _mojibake(text: str) -> tuple[str, ...]:
-    """``text``'s UTF-8 bytes as an earlier feedwatch read them in a single-byte encoding:
-    when one stray byte elsewhere in its document made it read the whole in feedparser's
-    fallback encoding, windows-1252 where every byte of the document is defined there (so
-    never where one of ``text``'s is not), else ISO-8859-2 ("Оголошення" as "ĐžĐłĐž…");
-    and (every release before parse version 20) when the document, UTF-8, was labelled
-    windows-1252, ISO-8859-15 ("crème" as "crÃšme") or ISO-8859-2, in that encoding."""
-    raw = text.encode("utf-8")
-    out = [raw.decode(codec).translate(_C1_AS_1252) for codec in ("iso-8859-15", "iso-8859-2")]
-    try:
-        out.insert(0, raw.decode("cp1252"))
-    except UnicodeDecodeError:
-        pass
-    return tuple(dict.fromkeys(out))
 
 
 _CHANGE_LEAD = 200  # characters kept before the first difference, for context
@@ -662,7 +640,7 @@ class _Rezoned:
         by what it misread: its published time (``EntrySnapshot.misread``: a Unix time
         read as a date in the 18th century, a zone of one to three digits as minutes or
         as 53 hours), its title (one stray byte that is not UTF-8 made it read the whole
-        document in another encoding: ``_mojibake``), or both. The row is under the
+        document in another encoding: ``identity.misdecoded``), or both. The row is under the
         content key of that time and title, and such releases wrote it (its label): it
         is the entry's, edited since or not (an edit alerts as updated), for it was the
         entry's key then. (A row this version writes never has such a label, and two
@@ -672,7 +650,7 @@ class _Rezoned:
         an entry with such a date or a title beyond ASCII: no other has a key to try."""
         if key != keys.content or (entry.misread is None and entry.title.isascii()):
             return None
-        titles = (entry.title, *([] if entry.title.isascii() else _mojibake(entry.title)))
+        titles = (entry.title, *([] if entry.title.isascii() else misdecoded(entry.title)))
         times = (entry.published, *([] if entry.misread is None else [entry.misread]))
         for n, title in enumerate(titles):
             for m, when in enumerate(times):

@@ -392,7 +392,7 @@ def legacy_forms(key: str, bases: Sequence[str]) -> list[tuple[str, bool]]:
     relative id (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser
     did before ids were kept as given (feedwatch.parse._ids_as_given); and a link
     (``l:``) as that parser left an attribute (an Atom ``<link href>``), a spelling
-    too. An id or link beyond ASCII, also in mojibake (``_misdecoded``), not a spelling:
+    too. An id or link beyond ASCII, also in mojibake (``misdecoded``), not a spelling:
     the entry's. None for an absolute ASCII id or link without ``&``, ``<``, ``>``,
     ``"`` or ``'``."""
     if key.startswith("l:"):
@@ -417,11 +417,11 @@ def legacy_forms(key: str, bases: Sequence[str]) -> list[tuple[str, bool]]:
 
 def misdecoded_keys(key: str) -> tuple[str, ...]:
     """The keys of an id (``g:``) or link (``l:``) beyond ASCII as releases before
-    ``parse.PARSE_VERSION`` 20 read it in mojibake (``_misdecoded``); empty for any other."""
+    ``parse.PARSE_VERSION`` 20 read it in mojibake (``misdecoded``); empty for any other."""
     kind, raw = key[:2], key[2:]
     if kind not in ("g:", "l:") or raw.isascii():
         return ()
-    forms = _misdecoded(raw)
+    forms = misdecoded(raw)
     if kind == "l:":
         forms = tuple(link for link in map(normalize_link, forms) if link and link != raw)
     return tuple(kind + form for form in dict.fromkeys(forms))
@@ -442,7 +442,7 @@ _READINGS = tuple(
 )
 
 
-def _misdecoded(raw: str) -> tuple[str, ...]:
+def misdecoded(raw: str) -> tuple[str, ...]:
     """An id or link beyond ASCII (``raw``) as releases before ``parse.PARSE_VERSION`` 20
     read it from a UTF-8 document labelled windows-1252, ISO-8859-1, -15 or -2: its UTF-8
     bytes in that encoding ("lâ€™Ã©tÃ©" for "l’été"), as an element's text (an RSS guid or
@@ -451,7 +451,9 @@ def _misdecoded(raw: str) -> tuple[str, ...]:
     ``rdf:about``: in any such label, its C1 controls kept), also as one stray byte that is
     not UTF-8 once made a whole document read in windows-1252, else ISO-8859-2. Their
     entries are keyed right now, so each such row is found under its key (``legacy_forms``)
-    and re-keyed. Only for a key beyond ASCII: the common path pays nothing."""
+    and re-keyed. Only for a key beyond ASCII: the common path pays nothing. The same
+    readings of a stored title or text are how feedwatch.diff forgives a row an earlier
+    release stored in mojibake."""
     data = raw.encode("utf-8", "surrogatepass")
     out: list[str] = []
     try:
