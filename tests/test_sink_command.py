@@ -365,6 +365,17 @@ def test_a_child_left_holding_the_pipes_does_not_hold_the_delivery(
         os.kill(child, 9)
 
 
+def _command_config(cfg: Path, home: Path, program: str) -> dict[str, str]:
+    """A config at ``cfg`` of one command sink running ``program`` (its state and HOME
+    under ``home``), and the environment to run feedwatch in."""
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{home}/s.db"\n'
+        f'[sinks.cmd]\ntype = "command"\nargv = ["{program}"]\n'
+        '[[feeds]]\nurl = "https://example.org/feed"\nsinks = ["cmd"]\n'
+    )
+    return {"PATH": os.environ.get("PATH", ""), "HOME": str(home)}
+
+
 def test_a_relative_program_is_the_one_next_to_the_config_from_any_directory(
     tmp_path: Path,
 ) -> None:
@@ -378,12 +389,7 @@ def test_a_relative_program_is_the_one_next_to_the_config_from_any_directory(
     _file(conf / "bin" / "notify.sh", f'#!/bin/sh\ncat > "{out}"\n')
     _file(conf / "bin" / "plain.sh", "#!/bin/sh\nexit 0\n", mode=0o644)
     cfg = conf / "feedwatch.toml"
-    cfg.write_text(
-        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n'
-        '[sinks.cmd]\ntype = "command"\nargv = ["./bin/notify.sh"]\n'
-        '[[feeds]]\nurl = "https://example.org/feed"\nsinks = ["cmd"]\n'
-    )
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    env = _command_config(cfg, tmp_path, "./bin/notify.sh")
     r = run_feedwatch("-c", str(cfg), "validate", env=env, cwd=Path("/"))
     assert (r.returncode, r.stderr) == (0, "")
     r = run_feedwatch("-c", str(cfg), "test-sink", "cmd", env=env, cwd=Path("/"))
@@ -409,12 +415,7 @@ def test_a_relative_program_only_in_the_working_directory_is_still_run(tmp_path:
     out = tmp_path / "got"
     _file(bin_ / "on-alert", f'#!/bin/sh\ncat > "{out}"\n')
     cfg = conf / "fw.toml"
-    cfg.write_text(
-        f'[feedwatch]\nstate = "{tmp_path}/s.db"\n'
-        '[sinks.cmd]\ntype = "command"\nargv = ["./on-alert"]\n'
-        '[[feeds]]\nurl = "https://example.org/feed"\nsinks = ["cmd"]\n'
-    )
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    env = _command_config(cfg, tmp_path, "./on-alert")
     r = run_feedwatch("-c", "../conf/fw.toml", "test-sink", "cmd", env=env, cwd=bin_)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(out.read_text())["feed"]
