@@ -383,10 +383,9 @@ def _open(config: Config) -> Store:
 def _unknown_feed(name: str, config: Config) -> UsageError:
     """A feed name in neither the config nor the state: the configured ones listed
     (as `explain` and `alerts` do)."""
-    from feedwatch.present import show
+    from feedwatch.present import unknown_feed
 
-    known = ", ".join(show(f.name) for f in config.feeds) or "none"
-    return UsageError(f"unknown feed {name!r} (configured: {known})")
+    return UsageError(unknown_feed(name, (f.name for f in config.feeds)))
 
 
 def _select_feeds(config: Config, names: Sequence[str]) -> list[FeedConfig]:

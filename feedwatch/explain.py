@@ -77,7 +77,7 @@ from feedwatch.model import (
     StoredEntry,
 )
 from feedwatch.opml import readable_config_string
-from feedwatch.present import delivery_detail, one_line, show, show_term
+from feedwatch.present import delivery_detail, one_line, show, show_term, unknown_feed
 from feedwatch.present import when as _t
 from feedwatch.redact import redact_url
 from feedwatch.store import open_store
@@ -1110,8 +1110,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     if feed is None and record is None:
         if alerts:  # removed from the config, its row and entries gone with retention
             return _dropped(out, alerts, args)
-        known = ", ".join(show(f.name) for f in config.feeds) or "none"
-        print(f"feedwatch: unknown feed {name!r} (configured: {known})", file=sys.stderr)
+        print(f"feedwatch: {unknown_feed(name, (f.name for f in config.feeds))}", file=sys.stderr)
         return 2
 
     now = datetime.now(timezone.utc)

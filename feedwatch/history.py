@@ -19,7 +19,7 @@ from feedwatch.alert import format_time
 from feedwatch.config import parse_duration_arg
 from feedwatch.model import Config
 from feedwatch.payload import payload_line
-from feedwatch.present import delivery_detail, one_line, show
+from feedwatch.present import delivery_detail, one_line, show, unknown_feed
 from feedwatch.redact import redact
 from feedwatch.store import no_state_at, open_store
 from feedwatch.store.base import (
@@ -119,8 +119,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
 
 
 def _unknown_feed(name: str, config: Config) -> int:
-    known = ", ".join(show(f.name) for f in config.feeds) or "none"
-    print(f"feedwatch: unknown feed {name!r} (configured: {known})", file=sys.stderr)
+    print(f"feedwatch: {unknown_feed(name, (f.name for f in config.feeds))}", file=sys.stderr)
     return 2
 
 

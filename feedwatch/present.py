@@ -6,6 +6,7 @@ comparison stack to print a time or a delivery's outcome.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from feedwatch.alert import format_time
@@ -57,3 +58,10 @@ def delivery_detail(d: Delivery) -> str:
 
 def _attempts(n: int) -> str:
     return f"{n} attempt" + ("" if n == 1 else "s")
+
+
+def unknown_feed(name: str, configured: Iterable[str]) -> str:
+    """The message for a feed name neither the config nor the state knows, listing the
+    configured ones (`check --feed`, `forget`, `explain`, `alerts`)."""
+    known = ", ".join(show(n) for n in configured) or "none"
+    return f"unknown feed {name!r} (configured: {known})"
