@@ -38,6 +38,7 @@ from feedwatch.status import collect
 from feedwatch.store.sqlite import SqliteStore
 from feedwatch.testing import T0, FakeClock, entry, rss
 from tests.feedserver import FeedServer, feed_server_fixture, free_port  # noqa: F401
+from tests.helpers import run_feedwatch
 from tests.receivers import Receiver, webhook_receiver
 from tests.smtpserver import PASSWORD, USER, SMTPServer, _make_cert, smtp_cert, smtp_server
 
@@ -75,13 +76,7 @@ class FW:
     def __call__(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(
-            [sys.executable, "-m", "feedwatch", "-c", str(self.cfg), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=self.full_env(env),
-        )
+        r = run_feedwatch("-c", str(self.cfg), *args, env=self.full_env(env))
         self.outputs += [r.stdout, r.stderr]
         return r
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from feedwatch.match import compile_rule, evaluate
 from feedwatch.model import Rule
 from feedwatch.opml import toml_string
 from feedwatch.testing import entry
+from tests.helpers import run_feedwatch
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -318,14 +318,7 @@ def test_quoted_config_errors_are_what_validate_prints(tmp_path: Path) -> None:
         (tmp_path / "syntax", ["-c", "config.toml", "validate"]),
         (tmp_path / "syntax", ["validate"]),  # no -c, no config where feedwatch looks
     ):
-        r = subprocess.run(
-            [sys.executable, "-m", "feedwatch", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            cwd=cwd,
-        )
+        r = run_feedwatch(*args, env=env, cwd=cwd)
         assert r.returncode == 2
         printed += r.stderr
     for line in quoted:

@@ -37,7 +37,7 @@ import pytest
 
 from feedwatch.testing import entry, rss
 from tests.feedserver import FeedServer, free_port
-from tests.helpers import wait_for
+from tests.helpers import run_feedwatch, wait_for
 from tests.pg import PgCluster, Unavailable, pg_cluster, pg_url
 
 __all__ = ["pg_cluster", "pg_url"]  # fixtures, imported for pytest
@@ -698,13 +698,7 @@ def test_a_state_call_the_server_is_slow_to_answer_is_waited_for_and_a_stop_cuts
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "feedwatch", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-    )
+    return run_feedwatch(*args, cwd=cwd)
 
 
 def test_migrate_state_then_check_on_postgresql_alerts_nothing_new(

@@ -20,7 +20,7 @@ from feedwatch.staleness import stale_notice
 from feedwatch.store.base import FeedRecord
 from feedwatch.testing import T0, FakeClock, entry, rss
 from tests.feedserver import feed_server_fixture  # noqa: F401
-from tests.helpers import poll_setup
+from tests.helpers import poll_setup, run_feedwatch
 
 SETTINGS = FeedSettings(interval=60, jitter=Jitter(), stale_after=3600)
 
@@ -773,12 +773,7 @@ def test_permanent_redirect_followed_and_reported(tmp_path, feed_server):
         f'[feedwatch]\nstate = "{tmp_path}/s.db"\n[sinks.out]\ntype = "jsonl"\npath = "{tmp_path}/a.jsonl"\n'
         f'[[feeds]]\nname = "moved"\nurl = "{feed_server.url("/old")}"\n'
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "feedwatch", "-c", str(cfg), "check"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = run_feedwatch("-c", str(cfg), "check", timeout=30)
     assert r.returncode == 0, r.stderr
     assert "feed.redirected" in r.stderr
     st = subprocess.run(
@@ -886,12 +881,7 @@ def test_status_shows_no_next_poll_for_a_feed_that_will_not_be_polled(tmp_path, 
     cfg.write_text(config(("a", ""), ("b", ""), ("c", "")))
 
     def fw(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "feedwatch", "-c", str(cfg), *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        return run_feedwatch("-c", str(cfg), *args, timeout=30)
 
     assert fw("check").returncode == 0
     cfg.write_text(config(("a", ""), ("b", "enabled = false\n")))  # c removed
