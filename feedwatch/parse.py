@@ -72,8 +72,9 @@ log = structlog.get_logger("feedwatch.parse")
 # before), a UTF-16 label on a body that plainly is not UTF-16 is dropped (``decoding``);
 # 21: in a field of markup of its own, what decoding made is text ("Vec&lt;u8&gt;" is
 # "Vec<u8>"), a footnote marker is parted from the word before it, a MathML annotation
-# is dropped, and the texts as fingerprint v5 read them too (``text``)
-PARSE_VERSION = 21
+# is dropped, and the texts as fingerprint v5 read them too (``text``); 22: Media RSS
+# <media:content> is an enclosure (``_xml_enclosures``)
+PARSE_VERSION = 22
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -1038,18 +1039,7 @@ def _xml_entry(
         for t in (get(e, "tags") or [])
         if isinstance(t, Mapping)
     )
-    # feedparser resolves <link>s but not RSS <enclosure url>: do it here,
-    # against the entry's xml:base where feedparser recorded one.
-    base = _entry_base(e) or feed_base
-    enclosures = tuple(
-        Enclosure(
-            url=_resolve(base, href),
-            type=_str_or_none(enc.get("type")),
-            length=_to_length(enc.get("length")),
-        )
-        for enc in (e.get("enclosures") or [])
-        if isinstance(enc, Mapping) and (href := _str(enc.get("href")).strip())
-    )
+    enclosures = _xml_enclosures(e, _entry_base(e) or feed_base)
     published, zone = _entry_time(e, "published"), _named_zone(dict.get(e, "published"))
     return EntrySnapshot(
         entry_id=_str_or_none(get(e, "id")),
@@ -1066,6 +1056,39 @@ def _xml_entry(
         earlier=_earlier((title, title_was), (summary, summary_was), (content, content_was)),
         misread=_misread(published, _read_before(e, "published"), zone),
     )
+
+
+def _xml_enclosures(e: dict[str, Any], base: str | None) -> tuple[Enclosure, ...]:
+    """An entry's RSS ``<enclosure>``s and Atom ``rel="enclosure"`` links, then its
+    Media RSS ``<media:content>``s (YouTube's Atom feeds, photo and podcast feeds; a
+    ``<media:group>``'s too: feedparser lists them all as ``media_content``, its
+    attribute names in lower case), each with its ``fileSize`` as the length. A
+    media:content of a URL already there is the same file, and is left out. A
+    ``<media:thumbnail>`` is a preview of the entry, not a file it carries: none.
+    feedparser resolves <link>s but neither an RSS <enclosure url> nor a
+    <media:content url>: done here, against the entry's xml:base where feedparser
+    recorded one."""
+    enclosures = [
+        Enclosure(
+            url=_resolve(base, href),
+            type=_str_or_none(enc.get("type")),
+            length=_to_length(enc.get("length")),
+        )
+        for enc in (e.get("enclosures") or [])
+        if isinstance(enc, Mapping) and (href := _str(enc.get("href")).strip())
+    ]
+    media = dict.get(e, "media_content")
+    if isinstance(media, list):
+        seen = {enc.url for enc in enclosures}
+        for m in media:
+            if not (isinstance(m, Mapping) and (href := _str(m.get("url")).strip())):
+                continue
+            url = _resolve(base, href)
+            if url not in seen:
+                seen.add(url)
+                length = _to_length(m.get("filesize"))
+                enclosures.append(Enclosure(url, _str_or_none(m.get("type")), length))
+    return tuple(enclosures)
 
 
 def _readings_as(value: str, detail: Any) -> tuple[str, tuple[str, str, str, str] | None]:

@@ -2097,3 +2097,58 @@ def test_a_body_whose_entries_all_closed_keeps_them_all():
         assert not any("cut short" in w for w in got.warnings)
         # with no end of the root, the document itself was cut short (validators unkept)
         assert got.cut_short == (b"</rss>" not in body)
+
+
+_MRSS = 'xmlns:media="http://search.yahoo.com/mrss/"'
+
+
+def _youtube(entries: str) -> bytes:
+    """An Atom feed as YouTube serves a channel's (``/feeds/videos.xml``)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<feed xmlns:yt="http://www.youtube.com/xml/schemas/2015" {_MRSS}'
+        ' xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>A channel</title>{entries}</feed>"
+    ).encode()
+
+
+def test_media_rss_content_is_an_enclosure() -> None:
+    """Media RSS ``<media:content>`` (YouTube's Atom feeds, photo and podcast feeds) is
+    an enclosure, after the RSS/Atom ones, with its ``fileSize`` as the length: such
+    entries alerted with no media link. One URL is one enclosure; a thumbnail is none."""
+    video = (
+        "<entry><id>yt:video:abc</id><yt:videoId>abc</yt:videoId><title>A video</title>"
+        '<link rel="alternate" href="https://www.youtube.com/watch?v=abc"/>'
+        "<media:group><media:title>A video</media:title>"
+        '<media:content url="https://www.youtube.com/v/abc?version=3"'
+        ' type="application/x-shockwave-flash" width="640" height="390"/>'
+        '<media:thumbnail url="https://i2.ytimg.com/vi/abc/hqdefault.jpg" width="480"/>'
+        "<media:description>About it</media:description></media:group></entry>"
+    )
+    want = (
+        Enclosure("https://www.youtube.com/v/abc?version=3", "application/x-shockwave-flash", None),
+    )
+    assert one(parse_body(_youtube(video), ATOM_CT)).enclosures == want
+    # the same read by feedparser's lenient parser (the body is not well-formed)
+    lenient = video.replace("About it", "About it &amp; more &nbsp;")
+    assert one(parse_body(_youtube(lenient), ATOM_CT)).enclosures == want
+
+    items = (
+        "<item><guid>1</guid>"
+        '<enclosure url="https://ex.org/ep1.mp3" type="audio/mpeg" length="1234"/>'
+        '<media:content url="https://ex.org/ep1.mp3" type="audio/mpeg" fileSize="99"/>'
+        '<media:content url="photos/1.jpg" type="image/jpeg" fileSize="2048" medium="image">'
+        "<media:title>A photo</media:title></media:content>"
+        '<media:content url="https://ex.org/photos/1.jpg" fileSize="2048"/>'
+        '<media:content url="https://ex.org/2.webp" fileSize="2 kB" medium="image"/>'
+        '<media:content type="video/mp4"/>'
+        '<media:thumbnail url="https://ex.org/t.jpg"/></item>'
+    )
+    body = rss(items).replace(b"<rss ", f"<rss {_MRSS} ".encode())
+    e = one(parse_body(body, RSS_CT, url="https://ex.org/feed/"))
+    assert e.enclosures == (
+        Enclosure("https://ex.org/ep1.mp3", "audio/mpeg", 1234),
+        Enclosure("https://ex.org/feed/photos/1.jpg", "image/jpeg", 2048),
+        Enclosure("https://ex.org/photos/1.jpg", None, 2048),
+        Enclosure("https://ex.org/2.webp", None, None),
+    )

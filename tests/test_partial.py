@@ -1009,3 +1009,32 @@ def test_the_texts_as_read_before_are_read_back_from_the_cache(tmp_path: Path) -
         (("5", "Dnipro5", ""),) * 4,
     ]
     assert [e.summary for e in got.entries][4:] == ["Put a <script> tag in 4", "Dnipro 5"]
+
+
+def test_media_rss_enclosures_are_read_back_from_the_cache(tmp_path: Path) -> None:
+    """An unchanged item's Media RSS enclosures (<media:content>, a <media:group>'s)
+    come back from the parse cache as a full parse reads them."""
+    f = str(tmp_path / "f")
+
+    def body(first: str) -> bytes:
+        items = "".join(
+            f"<item><guid>{i}</guid><title>{first if i == 1 else i}</title>"
+            f'<enclosure url="https://ex.org/{i}.mp3" type="audio/mpeg" length="{i}"/>'
+            f'<media:content url="https://ex.org/{i}.mp3" fileSize="7"/>'
+            f'<media:group><media:content url="{i}.jpg" type="image/jpeg" fileSize="{i}0"/>'
+            f'<media:thumbnail url="https://ex.org/{i}-small.jpg"/></media:group></item>'
+            for i in range(3)
+        )
+        return (
+            '<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"><channel>'
+            f"<title>T</title>{items}</channel></rss>"
+        ).encode()
+
+    partial.parse_cached(body("a"), XML, url="http://x/", max_entries=100, cache_file=f)
+    got = partial.parse_cached(body("b"), XML, url="http://x/", max_entries=100, cache_file=f)
+    assert isinstance(got.entries, partial.CachedEntries)
+    want = [e.enclosures for e in full(body("b"), XML, "http://x/").entries]
+    assert [e.enclosures for e in got.entries] == want
+    assert [[(x.url, x.length) for x in encs] for encs in want] == [
+        [(f"https://ex.org/{i}.mp3", i), (f"http://x/{i}.jpg", i * 10)] for i in range(3)
+    ]

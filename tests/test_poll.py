@@ -920,3 +920,57 @@ def test_a_poll_that_crashes_backs_off_like_any_failure(tmp_path, feed_server):
         clock.advance(seconds=delays[-1])
     assert delays == [120.0, 240.0, 480.0]  # the interval (60 s) x 2^errors
     store.close()
+
+
+def _channel(*videos: str, version: int = 3) -> bytes:
+    """A YouTube channel's Atom feed (``/feeds/videos.xml``): each video's media in a
+    <media:group>, as Media RSS <media:content> and <media:thumbnail>."""
+    entries = "".join(
+        f"<entry><id>yt:video:{v}</id><yt:videoId>{v}</yt:videoId><title>Video {v}</title>"
+        f'<link rel="alternate" href="https://www.youtube.com/watch?v={v}"/>'
+        "<published>2024-11-22T10:40:17+00:00</published>"
+        f"<media:group><media:title>Video {v}</media:title>"
+        f'<media:content url="https://www.youtube.com/v/{v}?version={version}"'
+        ' type="application/x-shockwave-flash" width="640" height="390"/>'
+        f'<media:thumbnail url="https://i1.ytimg.com/vi/{v}/hqdefault.jpg" width="480"/>'
+        f"<media:description>About {v}</media:description></media:group></entry>"
+        for v in videos
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<feed xmlns:yt="http://www.youtube.com/xml/schemas/2015"'
+        ' xmlns:media="http://search.yahoo.com/mrss/" xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>A channel</title>{entries}</feed>"
+    ).encode()
+
+
+def test_a_youtube_videos_media_content_is_in_its_alerts_enclosures(tmp_path, feed_server):
+    """SPEC 5: a YouTube channel's (or a photo or podcast feed's) Media RSS
+    <media:content> is in the alert's `enclosures` (it alerted with none); its
+    thumbnail is not an enclosure, and a change of the media alone is no update."""
+    feed_server.set("/videos.xml", _channel("a1"))
+    feed, config, store = make(tmp_path, feed_server.url("/videos.xml"))
+    clock = FakeClock(T0)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.result == "ok" and r.baseline
+    feed_server.set("/videos.xml", _channel("b2", "a1"))
+    clock.advance(hours=1)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert [(a.kind, a.payload["entry"]["enclosures"]) for a in r.alerts] == [
+        (
+            "new",
+            [
+                {
+                    "url": "https://www.youtube.com/v/b2?version=3",
+                    "type": "application/x-shockwave-flash",
+                    "length": None,
+                }
+            ],
+        )
+    ]
+    # the media's URL changed, nothing else: not an update (SPEC 4)
+    feed_server.set("/videos.xml", _channel("b2", "a1", version=4))
+    clock.advance(hours=1)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert r.result == "ok" and r.alerts == []
+    store.close()
