@@ -7,6 +7,8 @@
         in backoff (unless forced, as by `check`)?  -> it and every newer one wait
         send (one, or a digest of all: in parts, oldest first, when the sink's
               receiver would refuse it whole)  -> delivered | retry later (backoff) | dead
+              (a digest refused for its size anyway: again as two halves, each marked
+              as it goes, until each is taken or one too big alone is dead)
         a transient failure stops that sink for this round (order is kept);
         a permanent one concerns that delivery only: the next ones still go
 
@@ -49,6 +51,8 @@ from feedwatch.store.base import (
 )
 
 log = structlog.get_logger("feedwatch.deliver")
+
+Outcome = Literal["delivered", "dead", "retry", "held"]
 
 
 @dataclass
@@ -215,9 +219,7 @@ class Dispatcher:
         whose alerts still go out, as their payload does: decoded only then)."""
         return alert_feed_name(d.feed, d.payload, in_config=self.config.feed(d.feed) is not None)
 
-    async def _send(
-        self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport
-    ) -> Literal["delivered", "dead", "retry", "held"]:
+    async def _send(self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport) -> Outcome:
         if self._stopped or self.sinks.get(sink.name) is not sink:
             # a stop, or a reload replaced this sink: this sink's run ends here, as for
             # a claim held elsewhere; the rest waits for a run with the new sink
@@ -231,6 +233,14 @@ class Dispatcher:
             self.store.release_deliveries(sink.name, granted, self.owner)
             log.debug("delivery.claimed_elsewhere", sink=sink.name, alerts=ids)
             return "held"
+        return await self._attempt(sink, batch, report)
+
+    async def _attempt(
+        self, sink: Sink, batch: Sequence[Delivery], report: DispatchReport
+    ) -> Outcome:
+        """Send ``batch`` (claimed) and mark how it went; a message of several alerts that
+        the receiver refused for its size goes again as two halves (``_halves``)."""
+        ids = [d.alert_id for d in batch]
         try:
             try:
                 result = await sink.send(batch)
@@ -240,17 +250,10 @@ class Dispatcher:
                     f"internal error in sink: {type(exc).__name__}: {exc}"
                 )
         except BaseException:  # cancelled (a stop): give the claims back, pending as before
-            try:
-                self.store.release_deliveries(sink.name, ids, self.owner, interrupted=True)
-            except Exception as exc:
-                log_state_failure(
-                    log,
-                    "delivery.release_failed",
-                    exc,
-                    f"they stay pending (a claim on them expires within {LEASE_SECONDS:g} s)",
-                    sink=sink.name,
-                )
+            self._release(sink, ids, interrupted=True)
             raise
+        if not result.ok and result.too_big and len(batch) > 1:
+            return await self._halves(sink, batch, result, report)
         now = self.clock()
         if result.ok:
             self.store.mark_delivered(sink.name, ids, now)
@@ -290,6 +293,48 @@ class Dispatcher:
             retry_in=round((retry_at - now).total_seconds()),
         )
         return "retry"
+
+    async def _halves(
+        self, sink: Sink, batch: Sequence[Delivery], refused: SendResult, report: DispatchReport
+    ) -> Outcome:
+        """A message refused for its size (a receiver taking less than it announced, or
+        announcing nothing): its alerts go again now as two messages, oldest first, each
+        marked as it goes and halved again if refused too. So each alert is delivered, or
+        only one too big alone goes dead; none that the receiver took is sent again."""
+        cut = (len(batch) + 1) // 2
+        first, rest = batch[:cut], batch[cut:]
+        log.info(
+            "delivery.split",
+            sink=sink.name,
+            alerts=len(batch),
+            halves=[len(first), len(rest)],
+            error=redact(refused.error or ""),
+        )
+        try:
+            outcome = await self._attempt(sink, first, report)
+        except BaseException:
+            self._release(sink, [d.alert_id for d in rest])
+            raise
+        if outcome in ("retry", "held") or self._stopped:
+            # the sink is unwell, or the daemon stops: the second half waits (order is kept)
+            self._release(sink, [d.alert_id for d in rest])
+            report.waiting += len(rest)
+            return "retry" if outcome == "retry" else "held"
+        later = await self._attempt(sink, rest, report)
+        return outcome if later == "delivered" else later
+
+    def _release(self, sink: Sink, ids: Sequence[str], *, interrupted: bool = False) -> None:
+        """Give back claims not settled by a mark (pending again)."""
+        try:
+            self.store.release_deliveries(sink.name, ids, self.owner, interrupted=interrupted)
+        except Exception as exc:
+            log_state_failure(
+                log,
+                "delivery.release_failed",
+                exc,
+                f"they stay pending (a claim on them expires within {LEASE_SECONDS:g} s)",
+                sink=sink.name,
+            )
 
     async def retire(self, sinks: Sequence[Sink]) -> None:
         """Close sinks a reload replaced, once no run can be sending through them: a run

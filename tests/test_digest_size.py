@@ -4,7 +4,9 @@ A held batch too big for one message goes as several digests, each within the
 sink's budget, oldest first, each succeeding or failing on its own and marked as
 it goes: a stop between two parts re-sends only the part in flight. Against real
 receivers: aiosmtpd with a ``data_size_limit`` (announced as SIZE in its EHLO, or
-not), and a webhook receiver answering 413 past 1 MiB as nginx does.
+not), and a webhook receiver answering 413 past 1 MiB as nginx does. A digest that
+a receiver refuses for its size anyway (a limit smaller than announced, or than the
+default) goes again in halves, until each alert is taken or one too big alone is dead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import email
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,6 +28,7 @@ from feedwatch.model import Alert, Config, Secret, SinkConfig
 from feedwatch.sinks import email as email_sink
 from feedwatch.sinks.base import SendResult, Sink
 from feedwatch.sinks.email import EmailSink
+from feedwatch.sinks.formats import alerts_count
 from feedwatch.sinks.webhook import WebhookSink
 from feedwatch.store.base import Delivery
 from feedwatch.store.sqlite import SqliteStore
@@ -52,13 +55,23 @@ def long_read(n: int, chars: int) -> str:
     return text[:-1] + "x" if text.endswith(" ") else text
 
 
-def hold(store: SqliteStore, clock: FakeClock, sink: str, count: int, chars: int) -> list[str]:
+def hold(
+    store: SqliteStore,
+    clock: FakeClock,
+    sink: str,
+    count: int,
+    chars: int,
+    huge: Collection[int] = (),
+) -> list[str]:
     """``count`` alerts for ``sink``, one a minute, each with a summary (and the same
-    content) of ``chars`` characters; their ids, oldest first."""
+    content) of ``chars`` characters; their ids, oldest first. Those numbered in
+    ``huge`` also carry 12,000 tags (some 300 KB, shown whole everywhere)."""
     ids = []
     for n in range(count):
         aid = hashlib.sha256(f"alert {n}".encode()).hexdigest()[:32]
         payload = make_payload(alert_id=aid, title=f"Long read {n}", summary=long_read(n, chars))
+        if n in huge:
+            payload["entry"]["tags"] = [f"tag-{i:05d}-ukraine-war" for i in range(12_000)]
         alert = Alert(
             id=aid,
             kind="new",
@@ -96,8 +109,12 @@ def digest_id(ids: Sequence[str], length: int) -> str:
 
 
 def statuses(store: SqliteStore, sink: str) -> dict[str, str]:
+    return {i: d.status for i, d in deliveries(store, sink).items()}
+
+
+def deliveries(store: SqliteStore, sink: str) -> dict[str, Delivery]:
     return {
-        rec.alert_id: d.status
+        rec.alert_id: d
         for rec in store.alerts_for("moscow-times", limit=10_000)
         for d in rec.deliveries
         if d.sink == sink
@@ -149,7 +166,7 @@ def assert_split_mail(smtp: SMTPServer, ids: list[str], limit: int) -> None:
         got = mail_alert_ids(msg)
         assert msg["X-Feedwatch-Kind"] == "digest"
         assert msg["X-Feedwatch-Alert-Count"] == str(len(got))
-        assert msg["Subject"] == f"[feedwatch] {len(got)} alerts: moscow-times"
+        assert msg["Subject"] == f"[feedwatch] {alerts_count(len(got))}: moscow-times"
         assert msg["Message-ID"] == f"<{digest_id(got, 40)}@feedwatch>"
         sent += got
     assert sent == ids
@@ -193,6 +210,52 @@ def test_email_digest_to_a_server_that_announces_no_size_keeps_to_the_default(
     report = dispatch(tmp_path, store, EmailSink(cfg), cfg, clock)
     assert (report.delivered, report.dead, report.retried) == (30, 0, 0), report.failures
     assert_split_mail(smtp, ids, limit - 5000)
+
+
+def test_email_digest_refused_for_its_size_goes_in_halves_until_each_is_taken(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    """A server enforcing a smaller limit than the default without announcing SIZE
+    refused the one digest (552 Error: Too much mail data): every alert in it went
+    dead, and `redeliver` sent the same message again. Now a part refused for its size
+    goes as two halves, again and again within the same run: each alert is mailed
+    once, and only the one too big alone goes dead, saying why."""
+    limit = 60_000
+    smtp = smtp_server("none", data_size_limit=limit, announce_size=False)
+    cfg = mail_config(smtp)
+    clock = FakeClock()
+    ids = hold(store, clock, "mail", 40, 8000, huge=(25,))
+    report = dispatch(tmp_path, store, EmailSink(cfg), cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (39, 1, 0), report.failures
+    assert_split_mail(smtp, ids[:25] + ids[26:], limit)  # each accepted once, in order
+    state = deliveries(store, "mail")
+    assert [state[i].status for i in ids] == ["delivered"] * 25 + ["dead"] + ["delivered"] * 14
+    error = state[ids[25]].last_error or ""
+    assert "refused the message for its size" in error and "SMTP 552" in error
+
+
+@pytest.mark.parametrize(
+    ("reply", "too_big"),
+    [
+        ("552 5.3.4 Message size exceeds fixed limit", True),
+        ("552 Error: Too much mail data", True),
+        ("554 5.3.4 Message too big for system", True),
+        ("554 Transaction failed: message size exceeds the limit", True),
+        ("552 5.2.2 Mailbox full", False),
+        ("554 5.7.1 Message rejected as spam", False),
+        ("550 5.7.1 No such user", False),
+    ],
+)
+def test_email_tells_a_refusal_for_size_from_other_refusals(
+    smtp_server: Callable[..., SMTPServer], reply: str, too_big: bool
+) -> None:
+    from tests.receivers import make_delivery
+
+    smtp = smtp_server("none", data_reply=reply)
+    result = asyncio.run(EmailSink(mail_config(smtp)).send([make_delivery(make_payload())]))
+    assert not result.ok and result.permanent
+    assert result.too_big is too_big
+    assert ("refused the message for its size" in (result.error or "")) is too_big
 
 
 def test_email_digest_shows_an_excerpt_of_each_long_read() -> None:
@@ -261,6 +324,52 @@ def test_json_digest_past_one_mib_goes_as_several_requests(
         sent += got
     assert sent == ids
     assert set(statuses(store, "hook").values()) == {"delivered"}
+
+
+def test_json_digest_refused_413_by_a_smaller_proxy_goes_in_halves(
+    tmp_path: Path, store: SqliteStore, webhook_receiver: Receiver
+) -> None:
+    """Behind a proxy taking less than 1 MB each digest was answered 413 and every alert
+    in it went dead. Now each refused part goes as two halves: every alert is posted
+    (and taken) once, in order, and only the one too big alone goes dead."""
+    webhook_receiver.max_body = 200_000
+    cfg = hook_config(webhook_receiver)
+    clock = FakeClock()
+    ids = hold(store, clock, "hook", 40, 16_000, huge=(25,))
+    report = dispatch(tmp_path, store, WebhookSink(cfg), cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (39, 1, 0), report.failures
+    requests = webhook_receiver.received()
+    assert {r.status for r in requests} == {200, 413}
+    assert all(len(r.body) > 200_000 for r in requests if r.status == 413)
+    taken: list[str] = []
+    for r in requests:
+        if r.status != 200:
+            continue
+        got = [a["id"] for a in json.loads(r.body)["alerts"]]
+        assert r.headers["x-feedwatch-digest"] == str(len(got))
+        assert r.headers["x-feedwatch-delivery"] == digest_id(got, 32)
+        taken += got
+    assert taken == ids[:25] + ids[26:]
+    state = deliveries(store, "hook")
+    assert [state[i].status for i in ids] == ["delivered"] * 25 + ["dead"] + ["delivered"] * 14
+    error = state[ids[25]].last_error or ""
+    assert "refused the alert for its size: HTTP 413" in error
+
+
+def test_webhook_tells_413_from_other_refusals(webhook_receiver: Receiver) -> None:
+    from tests.receivers import make_delivery
+
+    async def answered(status: int) -> SendResult:
+        webhook_receiver.script(status=status, body=b"no")
+        sink = WebhookSink(hook_config(webhook_receiver))
+        try:
+            return await sink.send([make_delivery(make_payload())])
+        finally:
+            await sink.aclose()
+
+    for status, too_big in ((413, True), (400, False), (422, False)):
+        result = asyncio.run(answered(status))
+        assert not result.ok and result.permanent and result.too_big is too_big
 
 
 # --------------------------------------------------------------------------
@@ -345,3 +454,63 @@ def test_a_failed_part_holds_the_later_parts_and_a_dead_one_does_not(
     assert (report.delivered, report.dead) == (2, 2)  # the dead part did not stop the next
     state = statuses(store, "parts")
     assert [state[i] for i in ids] == ["delivered"] * 3 + ["dead"] * 2 + ["delivered"] * 2
+
+
+class SizeSink(PartsSink):
+    """``PartsSink`` whose receiver refuses a message of more than ``most`` alerts for
+    its size."""
+
+    def __init__(self, size: int, most: int) -> None:
+        super().__init__(size)
+        self.most = most
+
+    async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+        if len(deliveries) > self.most:
+            self.batches.append(list(deliveries))
+            return SendResult.dead("HTTP 413 Payload Too Large", too_big=True)
+        return await super().send(deliveries)
+
+
+def taken(sink: SizeSink) -> list[list[str]]:
+    return [[d.alert_id for d in b] for b in sink.batches if len(b) <= sink.most]
+
+
+def test_a_part_refused_for_its_size_goes_in_halves_each_marked_as_it_goes(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    clock = FakeClock()
+    ids = hold(store, clock, "parts", 12, 10)
+    clock.advance(600)
+    sink = SizeSink(6, most=2)
+    report = asyncio.run(
+        Dispatcher(parts_config(tmp_path), store, {"parts": sink}, clock=clock).run_once()
+    )
+    assert (report.delivered, report.dead, report.retried) == (12, 0, 0), report.failures
+    assert [i for b in taken(sink) for i in b] == ids  # each once, oldest first
+    assert all(len(b) <= 2 for b in taken(sink))
+    assert set(statuses(store, "parts").values()) == {"delivered"}
+
+
+def test_a_half_that_fails_for_now_holds_the_rest_and_other_failures_keep_a_part_whole(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    clock = FakeClock()
+    ids = hold(store, clock, "parts", 12, 10)
+    clock.advance(600)
+    sink = SizeSink(6, most=2)
+    sink.fail[ids[2]] = SendResult.transient("HTTP 503")
+    d = Dispatcher(parts_config(tmp_path), store, {"parts": sink}, clock=clock)
+    report = asyncio.run(d.run_once())
+    assert (report.delivered, report.retried, report.dead, report.waiting) == (2, 1, 0, 9)
+    assert taken(sink) == [ids[:2], ids[2:3]]  # nothing sent after the failed half
+    state = statuses(store, "parts")
+    assert [state[i] for i in ids] == ["delivered"] * 2 + ["pending"] * 10
+    # a part refused for another reason fails whole, in one send: no halves
+    sink.batches.clear()
+    sink.most = 6
+    sink.fail = {ids[2]: SendResult.dead("HTTP 400")}
+    report = asyncio.run(d.run_once(force=True))
+    assert (report.delivered, report.dead) == (4, 6)
+    assert taken(sink) == [ids[2:8], ids[8:]]
+    state = statuses(store, "parts")
+    assert [state[i] for i in ids] == ["delivered"] * 2 + ["dead"] * 6 + ["delivered"] * 4

@@ -21,6 +21,9 @@ class SendResult:
     permanent: bool = False  # True: mark dead now; False: retry on the backoff schedule
     error: str | None = None  # a sentence for logs and `status`; never holds a secret
     retry_after: float | None = None  # seconds the receiver asked us to wait
+    # the receiver refused the message for its size (SMTP 552, HTTP 413): the dispatcher
+    # sends a digest of several alerts so refused again as two halves
+    too_big: bool = False
 
     @classmethod
     def success(cls) -> SendResult:
@@ -31,8 +34,8 @@ class SendResult:
         return cls(ok=False, permanent=False, error=error, retry_after=retry_after)
 
     @classmethod
-    def dead(cls, error: str) -> SendResult:
-        return cls(ok=False, permanent=True, error=error)
+    def dead(cls, error: str, *, too_big: bool = False) -> SendResult:
+        return cls(ok=False, permanent=True, error=error, too_big=too_big)
 
 
 class Sink(Protocol):
@@ -49,7 +52,8 @@ class Sink(Protocol):
         """Send one alert (one delivery) or, for a digest, several as one message.
 
         The deliveries' payloads are the SPEC section 5 objects. All of them
-        succeed or fail together.
+        succeed or fail together; a message refused for its size says so
+        (``too_big``), and the dispatcher then sends several as two halves.
         """
         ...
 

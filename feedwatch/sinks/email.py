@@ -9,7 +9,8 @@ who receives the mail (the envelope recipients come from the config alone).
 
 Failure classification follows SPEC section 6: connection errors, timeouts
 and SMTP 4xx replies are transient; authentication failures and 5xx refusals
-are permanent.
+are permanent. A refusal for the message's size (552, or 5.3.4 and the like)
+says so (``SendResult.too_big``): a digest so refused goes again in halves.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ NOTICE_KINDS = ("flood", "stale", "recovered")
 # server that does not offer 8BITMIME (RFC 6152) may refuse or mangle
 SMTP_7BIT = policy.SMTP.clone(cte_type="7bit")
 _ID_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# A 5xx reply refusing a message for its size: its enhanced status (RFC 3463: X.3.4
+# message too big for system, X.2.3 message length exceeds administrative limit), or
+# its words ("552 Message size exceeds fixed limit", "554 ... too large")
+_ENHANCED_STATUS = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})\b")
+_SIZE_STATUS = ("5.3.4", "5.2.3")
+_SIZE_WORDS = re.compile(r"\bsize\b|\btoo (?:large|big)\b|\btoo much (?:mail )?data\b", re.I)
 
 
 # --------------------------------------------------------------------------
@@ -738,6 +745,19 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
     return msg
 
 
+def refused_for_size(code: int, message: str) -> bool:
+    """Whether an SMTP reply refuses the message for its size: a 5xx whose enhanced
+    status or words say so, or a 552 (RFC 5321: "exceeded storage allocation", which
+    servers enforcing a limit they do not announce send) unless its enhanced status
+    says another thing (5.2.2, mailbox full)."""
+    if not 500 <= code < 600:
+        return False
+    status = _ENHANCED_STATUS.match(message)
+    if (status and status.group(1) in _SIZE_STATUS) or _SIZE_WORDS.search(message):
+        return True
+    return code == 552 and status is None
+
+
 def wire_size(data: bytes) -> int:
     """A message's size as DATA sends it (a line starting with a dot gets another)."""
     return len(data) + data.count(b"\n.") + data.startswith(b".")
@@ -964,6 +984,12 @@ class EmailSink:
             return SendResult.dead(self._err(what))
         except aiosmtplib.SMTPResponseException as exc:
             what = f"SMTP {exc.code} {self._said(exc.message, 300)}"
+            if refused_for_size(exc.code, exc.message):
+                # a digest of several alerts goes again as two halves (the dispatcher)
+                return SendResult.dead(
+                    self._err(f"the server refused the message for its size: {what}"),
+                    too_big=True,
+                )
             if exc.code >= 500:
                 return SendResult.dead(self._err(what))
             return SendResult.transient(self._err(what))

@@ -258,6 +258,10 @@ class WebhookSink:
                 self._err(f"webhook answered {what}{detail}"),
                 parse_retry_after(retry_after, datetime.now(timezone.utc)),
             )
+        if status == 413:  # a digest of several alerts goes again as two halves
+            return SendResult.dead(
+                self._err(f"webhook refused the alert for its size: {what}{detail}"), too_big=True
+            )
         if 400 <= status < 500:
             return SendResult.dead(self._err(f"webhook refused the alert: {what}{detail}"))
         return SendResult.transient(self._err(f"webhook answered {what}{detail}"))
