@@ -429,6 +429,7 @@ def _check_with(
     tls_ready: Callable[[], None] | None,
 ) -> int:
     """`check` itself; ``tls_ready`` waits for the CA load, None: no feed needs TLS."""
+    from feedwatch.config import rule_warnings
     from feedwatch.present import show
     from feedwatch.sinks import no_sink_problem
     from feedwatch.store.lock import acquire_lock
@@ -449,6 +450,8 @@ def _check_with(
     problem = no_sink_problem(config)
     if problem:
         log.warning("config.no_sinks", problem=problem)
+    for problem in rule_warnings(config):  # `keywords = []` alerts on every entry, ...
+        log.warning("config.rule_warning", problem=problem)
     quiet = getattr(args, "quiet", False)  # -q: only warnings and errors on stderr
     lock = None
     tmpdir = None

@@ -1072,6 +1072,7 @@ class _Loader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.files: list[_File] = []
+        self.emptied_rules: dict[str, str] = {}  # Config.emptied_rules
 
     # -- files --------------------------------------------------------------
 
@@ -1432,6 +1433,23 @@ class _Loader:
             resolved = tuple(sinks)
         if not _ok(url) or not _ok(name):
             return None
+        emptied = [k for k in ("match", "keywords", "exclude") if table.get(k) == []]
+        if emptied and not feed_rules:
+            # as if not given: every entry alerts. Most likely a list emptied by mistake;
+            # a warning, not an error (a config that ran before the upgrade still runs)
+            lists = [f"{k} = []" for k in emptied]
+            said = f"{', '.join(lists[:-1])} and {lists[-1]} are" if lists[1:] else f"{lists[0]} is"
+            key = path + (emptied[0],)
+            self.emptied_rules[name] = str(
+                Problem(
+                    f.display,
+                    f.line_of(key),
+                    _format_path(key),
+                    f'feed "{name}": {said} no rule, so it alerts on every entry; to say'
+                    f" that on purpose, remove the key{'s' if lists[1:] else ''} (a feed"
+                    " without match, keywords or exclude alerts on every entry)",
+                )
+            )
         feed = FeedConfig(
             name=name,
             url=url,
@@ -1636,6 +1654,7 @@ def load_config(
         log_format=cast(_LogFormat, log_format if _ok(log_format) else "auto"),
         log_level=log_level if _ok(log_level) else "info",
         includes=tuple(includes),
+        emptied_rules=loader.emptied_rules,
     )
 
 
@@ -1690,8 +1709,10 @@ def rule_warnings(config: Config) -> list[str]:
     it; alone, that is the documented "everything but": not warned), ``notify_on
     = []`` (no new or updated entry ever alerts), a rule of empty lists (``any =
     []``: it matches every entry; an error would stop at the upgrade a config that ran
-    before), and a term holding a control
-    character (TOML's ``"\\b"`` in a regex: it hits nothing)."""
+    before), a feed's ``keywords = []`` (or ``match``, ``exclude``) that leaves it no
+    rule (it alerts on every entry, as without the key: ``Config.emptied_rules``), and
+    a term holding a control character (TOML's ``"\\b"`` in a regex: it hits
+    nothing), named where it is written: [feedwatch]'s ignore_text, not a feed's."""
     out: list[str] = []
     for name, rule in config.rules.items():
         if not (rule.any or rule.all or rule.not_):  # `any = []`: `[rules.x]` alone is an error
@@ -1706,12 +1727,18 @@ def rule_warnings(config: Config) -> list[str]:
             if problem and (rule.name, term) not in seen:
                 seen.add((rule.name, term))
                 out.append(f'rule "{rule.name}": {problem}')
+    for term in config.defaults.ignore_text:
+        problem = control_character(term)
+        if problem:
+            out.append(f"ignore_text of [feedwatch]: {problem}")
     for feed in config.feeds:
-        for term in feed.settings.ignore_text:
-            problem = control_character(term)
-            if problem and ("", term) not in seen:
-                seen.add(("", term))
-                out.append(f'ignore_text of feed "{feed.name}": {problem}')
+        # a feed's own ignore_text replaces [feedwatch]'s; without one, the feed holds
+        # [feedwatch]'s tuple itself (_settings), named above
+        if feed.settings.ignore_text is not config.defaults.ignore_text:
+            for term in feed.settings.ignore_text:
+                problem = control_character(term)
+                if problem:
+                    out.append(f'ignore_text of feed "{feed.name}": {problem}')
         inline = feed.rules[-1] if feed.rules else None
         if (
             inline is not None
@@ -1731,4 +1758,7 @@ def rule_warnings(config: Config) -> list[str]:
                 f'feed "{feed.name}": notify_on = [] alerts no new or updated entry (only'
                 ' flood and stale notices): add "new", "updated" or both'
             )
+        emptied = config.emptied_rules.get(feed.name)
+        if emptied:
+            out.append(emptied)
     return out

@@ -169,6 +169,10 @@ class Config:
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "info"
     includes: tuple[Path, ...] = ()
+    # Feed name -> the warning for its `keywords = []` (or `match`, `exclude`) that
+    # leaves it no rule, so it alerts on every entry: "FILE:LINE: key: ...". Only the
+    # loader tells an empty list from a key not given (config.rule_warnings says it).
+    emptied_rules: Mapping[str, str] = field(default_factory=dict)
 
     def feed(self, name: str) -> FeedConfig | None:
         return self._feeds_by_name.get(name)

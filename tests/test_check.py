@@ -895,6 +895,46 @@ def test_validate_warns_of_feeds_whose_rules_do_not_do_what_was_meant(tmp_path):
     ]
 
 
+def test_an_emptied_keywords_list_is_warned_of_by_validate_and_check(tmp_path, feed_server):  # noqa: F811
+    """`keywords = []` or `match = []`: validate said ok, and check alerted every entry
+    without a word. Both still work (an upgrade stops no config that ran), and both say
+    so, naming the feed, the file and line, and how to mean it; validate names
+    [feedwatch], not the first feed, for an ignore_text term of [feedwatch]."""
+    feed_server.set("/a", rss([entry(1), entry(2)]))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\nfirst_poll = "alert"\nlog_format = "json"\n'
+        'ignore_text = ["/Points:\\r[0-9]+/"]\n'
+        f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/alerts.jsonl"\n'
+        f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/a")}"\nkeywords = []\n'
+        f'[[feeds]]\nname = "b"\nurl = "{feed_server.url("/a")}?b"\nmatch = []\n'
+    )
+    fix = (
+        "; to say that on purpose, remove the key (a feed without match, keywords or"
+        " exclude alerts on every entry)"
+    )
+    warnings = [
+        f'{cfg}:12: feeds[0].keywords: feed "a": keywords = [] is no rule, so it alerts on'
+        f" every entry{fix}",
+        f'{cfg}:16: feeds[1].match: feed "b": match = [] is no rule, so it alerts on every'
+        f" entry{fix}",
+    ]
+    r = fw(cfg, "validate")
+    assert r.returncode == 0 and r.stdout == "ok: 2 feeds, 1 sinks, 0 rules\n"
+    assert r.stderr.splitlines() == [
+        "warning: ignore_text of [feedwatch]: term '/Points:\\r[0-9]+/' holds U+000D (a"
+        ' carriage return: in TOML "\\r" is one; write \\\\r for a regex\'s \\r, or use a'
+        " literal string '/Points:\\r[0-9]+/')",
+        *(f"warning: {w}" for w in warnings),
+    ]
+    r = fw(cfg, "-q", "check", "--feed", "a")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    rule = [e["problem"] for e in events if e["event"] == "config.rule_warning"]
+    assert rule[1:] == warnings
+    assert sorted(a["entry"]["title"] for a in alerts(tmp_path)) == ["Entry 1", "Entry 2"]
+
+
 def test_jsonl_stdout_with_json_is_usage_error(tmp_path, feed_server):  # noqa: F811
     cfg = tmp_path / "c.toml"
     cfg.write_text(

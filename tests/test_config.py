@@ -1621,6 +1621,101 @@ def test_a_rule_of_empty_lists_is_an_empty_rule(tmp_path: Path) -> None:
     assert len(lines) == 1 and "invalid regular expression" in lines[0]
 
 
+def test_an_emptied_keywords_or_match_list_is_named(tmp_path: Path) -> None:
+    """`keywords = []` (or `match = []`) passed validate silently, and the feed alerted
+    on every entry, as one with no such key does: most likely a list emptied by
+    mistake. Still valid (a config that ran before the upgrade still runs), but a
+    warning names the feed, its file and line, and how to say "every entry" on purpose.
+    A list beside a rule that is left (`match = []` with keywords, `keywords = []` with
+    exclude: "everything but") is no warning, nor is a feed with no such key."""
+    (tmp_path / "more.toml").write_text(
+        '[[feeds]]\nname = "m"\nurl = "https://example.org/m"\nexclude = []\n'
+    )
+    config = load(
+        tmp_path,
+        """
+        [feedwatch]
+        include = ["more.toml"]
+
+        [[feeds]]
+        name = "a"
+        url = "https://example.org/a"
+        keywords = []
+
+        [[feeds]]
+        name = "b"
+        url = "https://example.org/b"
+        match = []
+        keywords = []
+
+        [[feeds]]
+        name = "c"
+        url = "https://example.org/c"
+        match = []
+        keywords = ["missile"]
+
+        [[feeds]]
+        name = "d"
+        url = "https://example.org/d"
+        keywords = []
+        exclude = ["sponsored"]
+
+        [[feeds]]
+        name = "e"
+        url = "https://example.org/e"
+        """,
+    )
+    assert [f.rules for f in config.feeds if f.name in ("a", "b", "m")] == [(), (), ()]
+    fix = (
+        "; to say that on purpose, remove the key{} (a feed without match, keywords or"
+        " exclude alerts on every entry)"
+    )
+    assert strip_dir(rule_warnings(config), tmp_path) == [
+        'feedwatch.toml:7: feeds[0].keywords: feed "a": keywords = [] is no rule, so it'
+        f" alerts on every entry{fix.format('')}",
+        'feedwatch.toml:12: feeds[1].match: feed "b": match = [] and keywords = [] are no'
+        f" rule, so it alerts on every entry{fix.format('s')}",
+        'more.toml:4: feeds[0].exclude: feed "m": exclude = [] is no rule, so it alerts on'
+        f" every entry{fix.format('')}",
+    ]
+
+
+def test_ignore_text_of_feedwatch_is_named_there(tmp_path: Path) -> None:
+    """A control character in an ignore_text term of [feedwatch] was named as the first
+    feed's ("ignore_text of feed "a""), a table that does not hold it. A term from
+    [feedwatch] is named there, once; a feed's own ignore_text (it replaces
+    [feedwatch]'s) is named as that feed's."""
+    config = load(
+        tmp_path,
+        r"""
+        [feedwatch]
+        ignore_text = ["/Points:\r[0-9]+/"]
+
+        [[feeds]]
+        name = "a"
+        url = "https://example.org/a"
+
+        [[feeds]]
+        name = "b"
+        url = "https://example.org/b"
+        interval = "1h"
+
+        [[feeds]]
+        name = "c"
+        url = "https://example.org/c"
+        ignore_text = ["/Views:\r[0-9]+/"]
+        """,
+    )
+    problem = (
+        "term '/{0}:\\r[0-9]+/' holds U+000D (a carriage return: in TOML \"\\r\" is one;"
+        " write \\\\r for a regex's \\r, or use a literal string '/{0}:\\r[0-9]+/')"
+    )
+    assert rule_warnings(config) == [
+        f"ignore_text of [feedwatch]: {problem.format('Points')}",
+        f'ignore_text of feed "c": {problem.format("Views")}',
+    ]
+
+
 def test_a_misspelled_section_has_its_line(tmp_path: Path) -> None:
     """`[sink.log]` and `[rule.x]` were reported with no line, `[[feed]]` with one."""
     (tmp_path / "more.toml").write_text('\n[rule.y]\nany = ["x"]\n')

@@ -1264,10 +1264,10 @@ def test_a_reload_logs_the_warnings_a_start_logs(tmp_path, feed_server, start_da
         + '\n[sinks.notify]\ntype = "command"\nargv = ["/nonexistent/notify-send"]\n'
         + f'\n[[feeds]]\nname = "a2"\nurl = "{feed_server.url("/a")}"\n'
         + f'\n[[feeds]]\nname = "b"\nurl = "{feed_server.url("/b")}"\n'
-        + 'jitter = "1h"\nnotify_on = []\n'
+        + 'jitter = "1h"\nnotify_on = []\nkeywords = []\n'
     )
     validate = run_feedwatch("-c", str(cfg), "validate", timeout=30)
-    assert validate.returncode == 0 and validate.stderr.count("warning:") == 4, validate.stderr
+    assert validate.returncode == 0 and validate.stderr.count("warning:") == 5, validate.stderr
     d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: d.has("config.reloaded"), what="the reload")
     events = d.events()
@@ -1278,8 +1278,12 @@ def test_a_reload_logs_the_warnings_a_start_logs(tmp_path, feed_server, start_da
     assert same["problem"].startswith('feeds "a" and "a2" poll the same URL')
     (jitter,) = [e for e in events if e.get("event") == "config.jitter_cut"]
     assert jitter["problem"].startswith('feed "b": jitter 1h is longer than its interval')
-    (rule,) = [e for e in events if e.get("event") == "config.rule_warning"]
+    rule, emptied = [e for e in events if e.get("event") == "config.rule_warning"]
     assert rule["problem"].startswith('feed "b": notify_on = [] alerts no new or updated entry')
+    line = cfg.read_text().splitlines().index("keywords = []") + 1
+    assert emptied["problem"].startswith(
+        f'{cfg}:{line}: feeds[2].keywords: feed "b": keywords = [] is no rule, so it alerts'
+    )
     assert all(e["level"] == "warning" for e in events if e.get("event") in warnings)
     assert d.stop() == 0
 
