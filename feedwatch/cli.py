@@ -429,9 +429,8 @@ def _check_with(
     tls_ready: Callable[[], None] | None,
 ) -> int:
     """`check` itself; ``tls_ready`` waits for the CA load, None: no feed needs TLS."""
-    from feedwatch.config import rule_warnings
+    from feedwatch.config_warnings import log_config_warnings
     from feedwatch.present import show
-    from feedwatch.sinks import no_sink_problem
     from feedwatch.store.lock import acquire_lock
 
     sink = _stdout_sink(config)
@@ -447,11 +446,7 @@ def _check_with(
             f'sink {console!r} (type = "console") prints alerts as text on stdout;'
             " it cannot be combined with --json"
         )
-    problem = no_sink_problem(config)
-    if problem:
-        log.warning("config.no_sinks", problem=problem)
-    for problem in rule_warnings(config):  # `keywords = []` alerts on every entry, ...
-        log.warning("config.rule_warning", problem=problem)
+    log_config_warnings(config, scheduled=False)  # a single poll has no jitter to cut
     quiet = getattr(args, "quiet", False)  # -q: only warnings and errors on stderr
     lock = None
     tmpdir = None

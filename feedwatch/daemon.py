@@ -46,11 +46,9 @@ from feedwatch.config import (
     ConfigError,
     Problem,
     format_duration,
-    jitter_over_interval,
     problem_at,
-    rule_warnings,
-    same_url_feeds,
 )
+from feedwatch.config_warnings import log_config_warnings
 from feedwatch.deliver import Dispatcher, DispatchReport
 from feedwatch.fetch import Fetcher, check_environment
 from feedwatch.model import Config, FeedConfig
@@ -58,7 +56,7 @@ from feedwatch.pacing import spread_overdue
 from feedwatch.parsepool import ParsePool, worker_count
 from feedwatch.poll import Poller, PollReport
 from feedwatch.schedule import FeedScheduler
-from feedwatch.sinks import build_sink, machine_problem, no_sink_problem
+from feedwatch.sinks import build_sink
 from feedwatch.sinks.base import Sink
 from feedwatch.status import feed_state
 from feedwatch.store import dropping_removed_feeds, is_postgres_url, open_store, pruning_alerts
@@ -943,25 +941,6 @@ class _FeedPlan:
     added: int = 0
     removed: int = 0
     changed: int = 0
-
-
-def log_config_warnings(cfg: Config) -> None:
-    """What `validate` warns of in a valid config (a sink that cannot work on this
-    machine, no sink at all, two feeds on one URL, a jitter cut to the interval, rules that cannot do
-    what was meant), logged at the start and at each reload."""
-    for sink in cfg.sinks.values():
-        problem = machine_problem(sink)
-        if problem:
-            log.warning("sink.will_fail", sink=sink.name, problem=problem)
-    no_sink = no_sink_problem(cfg)
-    for event, problems in (
-        ("config.no_sinks", [no_sink] if no_sink else []),
-        ("config.same_url", same_url_feeds(cfg)),
-        ("config.jitter_cut", jitter_over_interval(cfg)),
-        ("config.rule_warning", rule_warnings(cfg)),
-    ):
-        for problem in problems:
-            log.warning(event, problem=problem)
 
 
 def _refused(old: Config, new: Config) -> list[Problem]:

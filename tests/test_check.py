@@ -935,6 +935,31 @@ def test_an_emptied_keywords_list_is_warned_of_by_validate_and_check(tmp_path, f
     assert sorted(a["entry"]["title"] for a in alerts(tmp_path)) == ["Entry 1", "Entry 2"]
 
 
+def test_check_logs_the_warnings_a_daemon_start_logs(tmp_path, feed_server):  # noqa: F811
+    """`check` logged only two of the warnings `validate` prints and `run` logs: a sink
+    that cannot work here (its alerts would fail at every run) and two feeds polling
+    one URL went unsaid. A jitter cut to the interval is the schedule's: not check's."""
+    feed_server.set("/a", rss([entry(1)]))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\nlog_format = "json"\n'
+        f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/alerts.jsonl"\n'
+        '[sinks.notify]\ntype = "command"\nargv = ["/nonexistent/notify-send"]\n'
+        f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/a")}"\njitter = "1h"\n'
+        'interval = "10m"\n'
+        f'[[feeds]]\nname = "a2"\nurl = "{feed_server.url("/a")}"\n'
+    )
+    r = fw(cfg, "-q", "check")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    said = {e["event"]: e for e in events if e["level"] == "warning"}
+    assert said["sink.will_fail"]["problem"] == (
+        "sink notify: program /nonexistent/notify-send does not exist"
+    )
+    assert said["config.same_url"]["problem"].startswith('feeds "a" and "a2" poll the same URL')
+    assert "config.jitter_cut" not in said
+
+
 def test_jsonl_stdout_with_json_is_usage_error(tmp_path, feed_server):  # noqa: F811
     cfg = tmp_path / "c.toml"
     cfg.write_text(
