@@ -63,7 +63,6 @@ pruned it yet: the poll's commit prunes it.
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -104,7 +103,7 @@ from feedwatch.model import (
     StoredEntry,
     StoredNeed,
 )
-from feedwatch.text import html_to_text
+from feedwatch.text import holds_hidden, html_to_text, visible_text
 
 if TYPE_CHECKING:
     from feedwatch.ignore_text import Ignore
@@ -117,32 +116,6 @@ STAMP_TOLERANCE = timedelta(seconds=10)
 few seconds off."""
 _EMPTY = fingerprint("", "", "")  # an entry with no text says nothing of who it is
 
-# Characters no reader sees, which a text gains or loses with no edit (SPEC 4: noise is
-# not a change): the soft hyphen a German CMS's hyphenation pass writes into its words
-# ("Hyper&shy;schall&shy;rakete"), the zero-width space, the word joiner, the BOM, the
-# direction marks (LRM, RLM, ALM: they place neutral characters, draw nothing) and the
-# invisible mathematical operators. Not the variation selectors (an emoji or a text
-# heart), the bidi embeddings, overrides and isolates (they reorder what is seen), nor
-# the zero-width joiner and non-joiner where they join or part what a reader sees (an
-# emoji sequence, Arabic or Indic letters): ``_LOOSE_JOINERS``.
-_HIDDEN = "\u00ad\u061c\u200b\u200e\u200f\u2060-\u2064\ufeff"
-_HIDDEN_RUN = re.compile(f"[{_HIDDEN}]+")
-# letters no joiner joins or parts (Latin, Greek, Cyrillic), white space, punctuation
-_UNJOINED = r"\s\x00-\x7f\u00a0\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff\u1e00-\u1eff"
-# a zero-width joiner or non-joiner between two such characters (or the text's end)
-_LOOSE_JOINERS = re.compile(f"(?:(?<=[{_UNJOINED}])|^)[\u200c\u200d]+(?=[{_UNJOINED}]|$)")
-_ANY_HIDDEN = re.compile(f"[{_HIDDEN}\u200c\u200d]")
-
-
-def visible_text(text: str) -> str:
-    """``text`` without what no reader sees of it (``_HIDDEN``, ``_LOOSE_JOINERS``): two
-    texts that read the same so are the same text. Compared only: the stored text and
-    the alert's are the feed's, and the fingerprint hashes them as written (a stored
-    one that differs so sends the comparison to the texts: ``_text_changed``)."""
-    if text.isascii() or _ANY_HIDDEN.search(text) is None:
-        return text
-    return _LOOSE_JOINERS.sub("", _HIDDEN_RUN.sub("", text))
-
 
 def _comparable(text: str) -> str:
     """``text`` as compared: what a reader sees of it (``visible_text``), white space
@@ -152,10 +125,7 @@ def _comparable(text: str) -> str:
 
 def _hidden_in(e: EntrySnapshot | StoredEntry) -> bool:
     """Whether a text field of ``e`` holds a character ``visible_text`` may drop."""
-    return any(
-        not t.isascii() and _ANY_HIDDEN.search(t) is not None
-        for t in (e.title, e.summary, e.content)
-    )
+    return any(holds_hidden(t) for t in (e.title, e.summary, e.content))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
 from feedwatch.model import EntryKeys, EntrySnapshot, StoredEntry
+from feedwatch.text import holds_hidden, visible_text
 
 Policy = Literal["guid", "link", "content"]
 
@@ -247,7 +248,7 @@ def comparable_text(text: str) -> str:
     """Text as it is compared: white space folded and each URL written in it without
     its analytics and cache-busting parameters (SPEC 4: "report.pdf?cb=1" and
     "report.pdf?cb=2" in a summary are the same content). feedwatch.diff compares it
-    without the characters no reader sees too (``diff.visible_text``); the fingerprint
+    without the characters no reader sees too (``text.visible_text``); the fingerprint
     and the content keys hash it with them, as stored rows' were."""
     return _urls_without_volatile_params(normalize_space(text), _URL_IN_TEXT, _text_url)
 
@@ -615,16 +616,24 @@ def alert_id(
 
 
 def duplicate_key(kind: str, entry: EntrySnapshot, fp: str) -> str | None:
-    """What makes two alerts of ``entry`` (its version ``fp``) the same news for
-    ``duplicates = "skip"``, whichever feed they come from: for ``new``, the entry's
-    normalised link (the same article, however each feed summarises it); for
-    ``updated``, the link and the new version. None without a link: nothing to tell a
-    duplicate by."""
-    key = normalize_link(entry.link) if entry.link else ""
+    """What makes two alerts of ``entry`` (its version ``fp``, its fingerprint) the same
+    news for ``duplicates = "skip"``, whichever feed they come from: for ``new``, the
+    entry's normalised link (the same article, however each feed summarises it); for
+    ``updated``, the link and the new version. Both as a reader sees them
+    (``text.visible_text``): a feed that writes soft hyphens into its link and text
+    carries the same story. None without a link: nothing to tell a duplicate by.
+
+    Stored (duplicate_claims, alerts.duplicate_key): an entry that holds no character
+    ``visible_text`` drops keeps the key releases before gave it."""
+    link = visible_text(entry.link) if entry.link else ""
+    key = normalize_link(link) if link else ""
     if not key:
         return None
     if kind == "new":
         return _h("dup", key, kind)[:32]
+    texts = (entry.title, entry.summary, entry.content)
+    if any(holds_hidden(t) for t in texts):
+        fp = fingerprint(*(visible_text(t) for t in texts))
     return _h(
         "dup", key, kind, _as_hashed(fp), _time_key(entry.published), _time_key(entry.updated)
     )[:32]

@@ -6,11 +6,13 @@ side effects are warnings: once per (rule, term) when a ``/regex/`` runs out of 
 on a field, once per poll when the poll's regex time (:class:`RegexBudget`) is spent.
 
 Text and plain terms go through the same normalisation (:func:`normalize_text`:
-NFKC, typographic apostrophes and hyphens as typed ones, no emoji variation selector,
-then case folding unless the rule is ``case_sensitive``), so full-width letters,
-ligatures, "O’Brien" and "İZMİR" hit their plain forms while accents stay
-significant. ``/regex/`` terms search the same text, not case-folded (their flags
-make them case-insensitive), their own typographic characters read as typed ones.
+without the characters no reader sees, as change detection reads them
+(``text.visible_text``), NFKC, typographic apostrophes and hyphens as typed ones, no
+emoji variation selector, then case folding unless the rule is ``case_sensitive``),
+so "Dni&lrm;pro", full-width letters, ligatures, "O’Brien" and "İZMİR" hit their plain
+forms while accents stay significant. ``/regex/`` terms search the same text, not
+case-folded (their flags make them case-insensitive), their own typographic
+characters read as typed ones.
 Each field of an entry is normalised once per case mode, however many
 rules look at it, and the plain terms of a rule group are tried as one combined
 pattern first: most entries hit nothing, and one search per rule is what makes that
@@ -32,6 +34,7 @@ from typing import Any, Literal, NamedTuple
 import structlog
 
 from feedwatch.model import RULE_FIELDS, EntrySnapshot, Rule, RuleMatch
+from feedwatch.text import HIDDEN, hidden_spans, visible_text
 
 __all__ = [
     "REGEX_TIMEOUT",
@@ -95,14 +98,6 @@ def _quant() -> Any:
     return _regex().compile(r"\{(\d*)(,?)(\d*)\}")
 
 
-# Invisible characters a word may hold where a reader sees one word: the soft hyphen
-# (German news: "Hyper&shy;schall&shy;rakete"), zero-width space, word joiner, BOM.
-# (looked for first, then a regex: str.translate costs ~70 ns a character of non-ASCII
-# text, 0.15 ms for 2 KB of Cyrillic; the four "in" tests, 0.2 µs)
-_INVISIBLE_CHARS = "\u00ad\u200b\u2060\ufeff"
-_INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]+")
-
-
 # Characters plain terms, and the text they search, read as the one a user types, as
 # no reader tells them apart: the apostrophes a word processor (WordPress: every ')
 # writes for ' ("O’Brien", "l’Ukraine"), the hyphens for - ("COVID‑19": non-breaking,
@@ -126,10 +121,10 @@ def _typed(m: re.Match[str]) -> str:
 
 
 def _as_written(text: str) -> str:
-    """Invisible in-word characters dropped, then NFKC."""
-    if not text.isascii() and any(ch in text for ch in _INVISIBLE_CHARS):
-        text = _INVISIBLE.sub("", text)
-    return unicodedata.normalize("NFKC", text)
+    """What a reader sees of ``text`` (``text.visible_text``: a word may hold a soft
+    hyphen, "Hyper&shy;schall&shy;rakete", or a direction mark, "Dni&lrm;pro", where a
+    reader sees one word; looked for first, then dropped), NFKC."""
+    return unicodedata.normalize("NFKC", visible_text(text))
 
 
 def _as_typed(text: str) -> str:
@@ -152,27 +147,32 @@ def _fold_case(text: str) -> str:
 
 
 def normalize_text(text: str, case_sensitive: bool = False) -> str:
-    """``text`` as plain terms meet it, and as they are written themselves: invisible
-    in-word characters dropped, NFKC, typographic apostrophes and hyphens as typed
-    ones and no variation selector (``_TYPED``), then (unless ``case_sensitive``) case
-    folding, İ as i. For matching only: stored, compared and alerted text is as the
-    feed wrote it."""
-    text = _as_typed(_as_written(text))
+    """``text`` as plain terms meet it, and as they are written themselves: without the
+    characters no reader sees (``text.visible_text``), NFKC, typographic apostrophes and
+    hyphens as typed ones and no variation selector (``_TYPED``), then (unless
+    ``case_sensitive``) case folding, İ as i. For matching only: stored, compared and
+    alerted text is as the feed wrote it."""
+    return _read(visible_text(text), case_sensitive)
+
+
+def _read(text: str, case_sensitive: bool) -> str:
+    """``normalize_text`` of a text that holds nothing ``visible_text`` drops (a joiner
+    it keeps, read as it is: whether one is seen depends on what is around it)."""
+    text = _as_typed(unicodedata.normalize("NFKC", text))
     return text if case_sensitive else _fold_case(text)
 
 
-# Characters read with the one before them (``locate``): marks (accents, variation
-# selectors), the invisible characters dropped, and what NFKC makes (or keeps) a Hangul
-# vowel or final, which composes with the letters before it, or a combining kana mark
-# (halfwidth ﾞ and ﾟ). Before any other character, normalising the text so far and the
-# rest apart is normalising it whole.
+# Characters read with the one before them (``locate``, in text ``visible_text`` gave):
+# marks (accents, variation selectors), and what NFKC makes (or keeps) a Hangul vowel or
+# final, which composes with the letters before it, or a combining kana mark (halfwidth
+# ﾞ and ﾟ). Before any other character, normalising the text so far and the rest apart
+# is normalising it whole.
 _JOINS = (
-    r"\p{M}\u00ad\u200b\u2060\ufeff\u1160-\u11ff\ud7b0-\ud7ff\u3133\u3135\u3136"
+    r"\p{M}\u1160-\u11ff\ud7b0-\ud7ff\u3133\u3135\u3136"
     r"\u313a-\u313f\u314f-\u3163\uff9e\uff9f\uffa3\uffa5\uffa6\uffaa-\uffaf\uffc2-\uffdc"
 )
-# What normalisation drops wherever it is: the invisible characters, the variation
-# selectors.
-_DROPPED = re.compile("[\u00ad\u200b\u2060\ufeff\ufe0e\ufe0f]+")
+# What normalisation drops wherever it is in text a reader sees: the variation selectors.
+_DROPPED = re.compile("[\ufe0e\ufe0f]+")
 _OTHER = "\uffff"  # in ``_OneForOne``'s reading: a character not read as one on its own
 _OTHERS = re.compile(f"{_OTHER}+")
 
@@ -196,7 +196,7 @@ _JOINING = _Joins()
 
 class _OneForOne(dict[int, str]):
     """A ``str.translate`` table, filled as characters come: each character as plain
-    terms read it (``normalize_text``) where that is one character read on its own,
+    terms read it (``_read``) where that is one character read on its own,
     else ``_OTHER`` (it is read with those around it, ``locate``)."""
 
     def __init__(self, case_sensitive: bool) -> None:
@@ -205,7 +205,7 @@ class _OneForOne(dict[int, str]):
 
     def __missing__(self, key: int) -> str:
         ch = chr(key)
-        read = normalize_text(ch, self.case_sensitive)
+        read = _read(ch, self.case_sensitive)
         if len(read) != 1 or ch == _OTHER or _JOINING[ch]:
             read = _OTHER
         self[key] = read
@@ -249,10 +249,20 @@ def locate(text: str, case_sensitive: bool = False) -> Located:
     for one, and so is text that is NFKC already, with nothing that folds to more, but
     for what is dropped (Cyrillic, CJK, "O’Brien", "COVID‑19", "❤️", a soft hyphen: most
     text); other text a character at a time where one reads as none or several
-    (``_OneForOne``), with those read with it (``_JOINS``)."""
+    (``_OneForOne``), with those read with it (``_JOINS``). What no reader sees
+    (``text.visible_text``) is read with the character before it."""
     n = len(text)
     if text.isascii():
         return Located(text if case_sensitive else text.lower(), [0], [(0, n, True)], n)
+    hidden = hidden_spans(text)
+    if hidden:
+        return _through(_seen_located(visible_text(text), case_sensitive), hidden, n)
+    return _seen_located(text, case_sensitive)
+
+
+def _seen_located(text: str, case_sensitive: bool) -> Located:
+    """``locate`` for text that holds nothing ``visible_text`` drops."""
+    n = len(text)
     read = _as_typed(_DROPPED.sub("", text))  # (NFKC makes a ‑ a ‐, both a typed -)
     if "\u0307" in read or not unicodedata.is_normalized("NFKC", read):
         return _located(text, case_sensitive)
@@ -270,6 +280,42 @@ def locate(text: str, case_sensitive: bool = False) -> Located:
         last = m.end()
     pieces.one_for_one(last, n)
     return Located(read, pieces.at, pieces.pieces, n)
+
+
+def _through(seen: Located, hidden: list[tuple[int, int]], n: int) -> Located:
+    """``seen``, located in the text ``visible_text`` gave, located in the text of ``n``
+    characters it was given, from which it dropped ``hidden`` (``hidden_spans``): each
+    span read with the character before it (at the start, with none)."""
+    at: list[int] = []  # where each dropped span was, in the text seen
+    gone: list[int] = []  # how many characters were dropped up to its end
+    total = 0
+    for start, end in hidden:
+        at.append(start - total)
+        total += end - start
+        gone.append(total)
+
+    def raw(i: int) -> int:
+        """Where the character ``i`` of the text seen is in the text given (``i`` its
+        length: the end of that text)."""
+        k = bisect.bisect_right(at, i)
+        return i + (gone[k - 1] if k else 0)
+
+    pieces = _Pieces()
+    ends = [*seen.at[1:], len(seen.text)] if seen.at else []
+    for (begin, stop, one), first, end in zip(seen.pieces, seen.at, ends, strict=True):
+        if not one:  # with the spans dropped after it
+            pieces.whole(raw(begin), raw(stop), end - first)
+            continue
+        i = begin
+        k = bisect.bisect_right(at, begin)  # a span at its start is the piece's before
+        while k < len(at) and at[k] <= stop:
+            q = at[k]  # dropped after the character q - 1: read with it
+            pieces.one_for_one(raw(i), raw(q - 1))
+            pieces.whole(raw(q - 1), raw(q), 1)
+            i = q
+            k += 1
+        pieces.one_for_one(raw(i), raw(i) + stop - i)
+    return Located(seen.text, pieces.at, pieces.pieces, n)
 
 
 class _Pieces:
@@ -324,7 +370,7 @@ def _located(text: str, case_sensitive: bool) -> Located:
 
 @functools.lru_cache(maxsize=4096)
 def _read_cluster(cluster: str, case_sensitive: bool) -> str:
-    return normalize_text(cluster, case_sensitive)
+    return _read(cluster, case_sensitive)
 
 
 # --------------------------------------------------------------------------
@@ -477,8 +523,12 @@ def _typed_pattern(body: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _reading(c: str) -> str:
-    """A character of a pattern as the text it searches has it (ASCII: itself)."""
-    return c if c.isascii() else normalize_text(c, case_sensitive=True)
+    """A character of a pattern as the text it searches has it (ASCII: itself). One no
+    reader sees (``text.HIDDEN``) is nothing; a joiner is itself, as the text keeps it
+    where it joins what a reader sees (an emoji sequence: a pattern cannot tell)."""
+    if c.isascii():
+        return c
+    return "" if c in HIDDEN else _read(c, case_sensitive=True)
 
 
 def _read_literal(c: str) -> str:

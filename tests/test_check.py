@@ -670,6 +670,67 @@ path = "{tmp_path}/chat.jsonl"
     assert "mail: not sent, a duplicate: a removed feed's alert " in explained, explained
 
 
+def test_duplicates_skip_sends_a_story_with_soft_hyphens_in_one_feed_once(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """Two feeds carry one story; one of them runs a hyphenation pass that writes soft
+    hyphens into its text, its link's too (``Hyper&shy;schall``), which no reader sees.
+    With duplicates = "skip" the sink gets it once, new and corrected alike. Before,
+    the hyphenated copy's link and text made other keys: two alerts each time."""
+    shy = "\u00ad"
+    link = "https://news.example/2026/hyperschall-rakete?utm_source={}"
+
+    def story(name: str, hyphens: str, *, corrected: bool = False) -> bytes:
+        text = "Die Bundeswehr hat eine Hyperschallrakete getestet."
+        if corrected:
+            text = text.replace("getestet", "erfolgreich getestet")
+        shared = entry(
+            f"{name}-1",
+            title="Neue Hyperschallrakete getestet".replace("schall", hyphens + "schall"),
+            summary=text.replace("Bundes", "Bundes" + hyphens),
+            link=link.format(name).replace("schall", hyphens + "schall"),
+            updated=T0 + timedelta(hours=5) if corrected else None,
+        )
+        return rss([shared], title=name)
+
+    feed_server.set("/plain.xml", story("plain", ""))
+    feed_server.set("/german.xml", story("german", shy))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        jsonl_config(
+            tmp_path,
+            "".join(
+                f'[[feeds]]\nname = "{n}"\nurl = "{feed_server.url(f"/{n}.xml")}"\n'
+                for n in ("plain", "german")
+            ),
+            'first_poll = "alert"\nduplicates = "skip"',
+        )
+    )
+
+    def sent() -> list[tuple[str, str]]:
+        return [(a["feed"]["name"], a["kind"]) for a in alerts(tmp_path)]
+
+    r = fw(cfg, "check", "--feed", "plain")
+    assert r.returncode == 0, r.stderr
+    r = fw(cfg, "check", "--feed", "german")
+    assert r.returncode == 0, r.stderr
+    assert sent() == [("plain", "new")]
+    explained = fw(cfg, "explain", "german", "Hyper").stdout
+    assert "log: not sent, a duplicate: plain's alert " in explained, explained
+
+    # the story is corrected in both: one update
+    feed_server.set("/plain.xml", story("plain", "", corrected=True))
+    feed_server.set("/german.xml", story("german", shy, corrected=True))
+    r = fw(cfg, "check", "--feed", "german")
+    assert r.returncode == 0, r.stderr
+    r = fw(cfg, "check", "--feed", "plain")
+    assert r.returncode == 0, r.stderr
+    assert sent() == [("plain", "new"), ("german", "updated")]
+    (update,) = alerts(tmp_path)[1:]
+    assert shy in update["entry"]["title"]  # sent as the feed wrote it
+
+
 def test_http_errors_and_empty_body_are_errors(setup):
     tmp, srv, cfg, news = setup
     assert fw(cfg, "check").returncode == 0

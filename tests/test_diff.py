@@ -2863,6 +2863,50 @@ def test_an_edit_beyond_the_cap_shows_past_invisible_characters_before_it():
     assert old.startswith("…") and old.endswith("getestet.") and "erfolgreich" in new
 
 
+def test_duplicate_keys_read_the_story_as_a_reader_sees_it():
+    """``duplicates = "skip"``: a copy of a story whose link and text hold characters no
+    reader sees (a hyphenation pass's soft hyphens, a direction mark) has the keys of the
+    copy without them, new and updated. A key of a story without such characters is the
+    one releases before gave it, so the claims they stored (duplicate_claims) still
+    hold after the upgrade: the values are pinned."""
+    plain = entry(
+        1,
+        title="Neue Hyperschallrakete getestet",
+        summary="Die Bundeswehr testet.",
+        link="https://News.example/2026/rakete?utm_source=rss",
+        updated=T0 + timedelta(hours=5),
+    )
+    cyrillic = entry(
+        1,
+        title="Новая ракета \u2014 испытана",
+        summary="Армия испытала ракету.",
+        link="https://news.example/2026/ракета",
+    )
+    pinned = {
+        (plain, "new"): "65f9769abb7086dfca5aa6fe6964018d",
+        (plain, "updated"): "a828af116093e0ddc2c1dda5893d731a",
+        (cyrillic, "new"): "95e7964a0b287b7f95ccc278cca0ac3b",
+        (cyrillic, "updated"): "f14480bc643fc9f8179d3de2f23a7f2d",
+    }
+    for (e, kind), key in pinned.items():
+        assert duplicate_key(kind, e, entry_fingerprint(e)) == key
+        for mark in (*_HIDDEN, _ZWJ, _ZWNJ):
+            marked = replace(
+                e,
+                title=e.title.replace("ра", f"р{mark}а").replace("ll", f"l{mark}l"),
+                summary=e.summary.replace("Bundes", "Bundes" + mark) + mark,
+                link=e.link.replace("rakete", f"ra{mark}kete").replace("ракета", f"ра{mark}кета"),
+            )
+            assert marked != e
+            assert duplicate_key(kind, marked, entry_fingerprint(marked)) == key, (kind, mark)
+    # a joiner that joins what a reader sees is kept: another story
+    family = replace(plain, title="\U0001f468\u200d\U0001f469", link=plain.link + "&x=1")
+    apart = replace(family, title="\U0001f468\U0001f469")
+    assert duplicate_key("updated", family, entry_fingerprint(family)) != duplicate_key(
+        "updated", apart, entry_fingerprint(apart)
+    )
+
+
 def _insert(text: str, marks: list[tuple[int, str]]) -> str:
     for at, mark in marks:
         at = min(at, len(text))
