@@ -1721,12 +1721,22 @@ def rule_warnings(config: Config) -> list[str]:
                 " term in any, all or not"
             )
     seen: set[tuple[str, str]] = set()
-    for rule in [*config.rules.values(), *(r for f in config.feeds for r in f.rules)]:
-        for term in (*rule.any, *rule.all, *rule.not_):
-            problem = control_character(term)
-            if problem and (rule.name, term) not in seen:
-                seen.add((rule.name, term))
-                out.append(f'rule "{rule.name}": {problem}')
+    # where a term is written: a [rules.NAME] table, or a feed's own keywords/exclude
+    # (its inline rule, named "keywords" like no table the user wrote)
+    placed = [(rule, None) for rule in config.rules.values()] + [
+        (rule, feed.name)
+        for feed in config.feeds
+        for rule in feed.rules
+        if rule is not config.rules.get(rule.name)
+    ]
+    for rule, feed_name in placed:
+        for key, terms in (("keywords", (*rule.any, *rule.all)), ("exclude", rule.not_)):
+            where = f'rule "{rule.name}"' if feed_name is None else f'{key} of feed "{feed_name}"'
+            for term in terms:
+                problem = control_character(term)
+                if problem and (where, term) not in seen:
+                    seen.add((where, term))
+                    out.append(f"{where}: {problem}")
     for term in config.defaults.ignore_text:
         problem = control_character(term)
         if problem:

@@ -301,6 +301,10 @@ class Dispatcher:
         announcing nothing): its alerts go again now as two messages, oldest first, each
         marked as it goes and halved again if refused too. So each alert is delivered, or
         only one too big alone goes dead; none that the receiver took is sent again."""
+        if self._stopped:  # a stop came during the refused send: nothing new starts
+            self._release(sink, [d.alert_id for d in batch])
+            report.waiting += len(batch)
+            return "held"
         cut = (len(batch) + 1) // 2
         first, rest = batch[:cut], batch[cut:]
         log.info(

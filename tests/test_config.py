@@ -37,6 +37,7 @@ from feedwatch.redact import (
     register_secret,
     secrets_in,
 )
+from tests.helpers import bare_env, run_feedwatch
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_ENV = {"HOME": "/home/tester"}
@@ -758,6 +759,48 @@ SECRET_ENV = {
     "HOOK_SECRET": "hook-secret-5",
     "MT_AUTH": "mt-auth-6",
 }
+
+
+def test_a_bad_term_in_a_feeds_own_keywords_names_that_feed(tmp_path: Path) -> None:
+    """A control character in a feed's own `keywords` (or `exclude`) was named `rule
+    "keywords"` (no such table to look in) and said once for all the feeds with it."""
+    config = load(
+        tmp_path,
+        r"""
+        [[feeds]]
+        name = "defense-news"
+        url = "https://example.org/a"
+        keywords = ["/\bICBMs?\b/"]
+
+        [[feeds]]
+        name = "war-zone"
+        url = "https://example.org/b"
+        keywords = ["/\bICBMs?\b/"]
+        exclude = ["/a\fb/"]
+        """,
+    )
+    assert [w.split(": term")[0] for w in rule_warnings(config)] == [
+        'keywords of feed "defense-news"',
+        'keywords of feed "war-zone"',
+        'exclude of feed "war-zone"',
+    ]
+
+
+def test_validate_masks_a_secret_in_a_feed_name_in_its_warnings(tmp_path: Path) -> None:
+    """`validate` printed the rule warnings as written, a `${VAR}` in a feed's name
+    expanded: a tenant or token on the terminal and in CI logs (SPEC 2)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[sinks.log]\ntype = "jsonl"\npath = "out.jsonl"\n'
+        '[[feeds]]\nname = "client ${CLIENT}"\nurl = "https://example.org/feed.xml"\n'
+        'ignore_text = ["/Points:\\b\\\\d+/"]\nnotify_on = []\nkeywords = ["/\\bx/"]\n'
+    )
+    r = run_feedwatch("-c", str(cfg), "validate", env=bare_env(tmp_path, CLIENT="acme-secret-42"))
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 3, r.stderr
+    assert all('feed "client ***"' in line for line in warned), r.stderr
+    assert "acme-secret-42" not in r.stderr + r.stdout
 
 
 def test_secrets_never_in_repr_of_config(tmp_path: Path) -> None:

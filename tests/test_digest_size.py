@@ -514,3 +514,34 @@ def test_a_half_that_fails_for_now_holds_the_rest_and_other_failures_keep_a_part
     assert taken(sink) == [ids[2:8], ids[8:]]
     state = statuses(store, "parts")
     assert [state[i] for i in ids] == ["delivered"] * 2 + ["dead"] * 6 + ["delivered"] * 4
+
+
+def test_a_stop_during_a_send_refused_for_its_size_starts_no_half(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """A SIGTERM while a digest was being refused for its size: the halves still went
+    out after the stop (holding it up to shutdown_timeout, and a send cut off there was
+    sent again at the next start). Now nothing new starts; every alert stays pending."""
+    clock = FakeClock()
+    ids = hold(store, clock, "parts", 12, 10)
+    clock.advance(600)
+
+    class StoppedWhileRefused(SizeSink):
+        async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+            if len(deliveries) > self.most:
+                d.stop()  # the signal arrives while the receiver is answering 413
+            return await super().send(deliveries)
+
+    sink = StoppedWhileRefused(6, most=2)
+    d = Dispatcher(parts_config(tmp_path), store, {"parts": sink}, clock=clock)
+    report = asyncio.run(d.run_once())
+    assert taken(sink) == []  # no half was sent after the stop
+    assert len(sink.batches) == 1
+    assert (report.delivered, report.dead, report.retried) == (0, 0, 0)
+    assert [statuses(store, "parts")[i] for i in ids] == ["pending"] * 12
+    # the next run sends each once, in halves
+    sink2 = SizeSink(6, most=2)
+    report = asyncio.run(
+        Dispatcher(parts_config(tmp_path), store, {"parts": sink2}, clock=clock).run_once()
+    )
+    assert [i for b in taken(sink2) for i in b] == ids
