@@ -431,6 +431,11 @@ def _title_key(text: str) -> str:
 # --------------------------------------------------------------------------
 
 
+def _dated(e: EntrySnapshot | StoredEntry) -> str:
+    """Which of its times max_age read: the published time, else the updated one."""
+    return "published" if e.published is not None else "updated"
+
+
 @dataclass
 class Verdict:
     short: str  # a few words for the list
@@ -563,7 +568,7 @@ def _verdict(
                 return Verdict(
                     "older than max_age",
                     [
-                        f"published {_t(when)}, longer ago than max_age "
+                        f"{_dated(change.entry)} {_t(when)}, longer ago than max_age "
                         f"({format_duration(s.max_age)}): backfills never alert"
                     ],
                 )
@@ -689,7 +694,8 @@ def _verdict(
         when = item.stored.published or item.stored.updated
         if s.max_age > 0 and when is not None and (first - when).total_seconds() > s.max_age:
             lines.append(
-                f"no alert recorded for it: published {_t(when)}, already longer ago than"
+                f"no alert recorded for it: {_dated(item.stored)} {_t(when)}, already longer"
+                " ago than"
                 f" max_age ({format_duration(s.max_age)}) when it was first seen {_t(first)}:"
                 " backfills never alert"
             )

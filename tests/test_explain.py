@@ -358,7 +358,14 @@ max_age = "1d"
 
     out = fw(cfg, "explain", "recent", "old story").stdout
     assert "status:   NEW (not in the state)" in out
-    assert "longer ago than max_age (1d): backfills never alert" in out
+    assert "published 20" in out and "longer ago than max_age (1d): backfills never alert" in out
+
+    # an entry with an updated time alone: max_age read that, and the verdict said
+    # "published" of an entry whose line showed none
+    srv.set("/c.xml", rss([STRIKE, entry(5, title="Undated news", published=None, updated=T0)]))
+    out = fw(cfg, "explain", "recent", "undated news").stdout
+    assert "updated 20" in out and "longer ago than max_age (1d)" in out, out
+    assert "published 20" not in out, out
 
 
 def test_a_long_summary_edited_at_its_end_shows_the_words_that_changed(setup):
