@@ -540,6 +540,7 @@ class Poller:
             rekeys=result.rekeys,
             alerts=tuple(alerts),
             prune_before=job.prune_before,
+            alerts_before=now - timedelta(seconds=self.config.defaults.retention),
             next_poll=job.next_poll,
             redirected_to=fetched.permanent_redirect,
             had_new_entry=result.new > 0 or result.baseline,
@@ -568,7 +569,7 @@ class Poller:
             # what the commit would queue: not an alert recorded before (an entry
             # forgotten and seen again makes the same ids), nor a duplicate claimed
             if alerts:
-                known = self.store.recorded_alerts([a.id for a in alerts])
+                known = self.store.recorded_alerts([a.id for a in alerts], commit.alerts_before)
                 alerts = [a for a in alerts if a.id not in known]
             alerts = self._left_by_claims(alerts, committed=False)
         return (None if self.dry_run else commit), PollReport(
@@ -713,7 +714,7 @@ class Poller:
     def _left_by_claims(self, alerts: list[Alert], *, committed: bool) -> list[Alert]:
         """Each alert with a duplicate key (``duplicates = "skip"``) with the sinks that
         key leaves it: once committed, those it claimed; in a dry run, those no alert has
-        claimed yet (none left: the alert is dropped, as the commit would send it
+        claimed yet, or only its own expired one (none left: the alert is dropped, as the commit would send it
         nowhere)."""
         keys = [a.duplicate_key for a in alerts if a.duplicate_key is not None and a.sinks]
         if not keys:
@@ -723,8 +724,10 @@ class Poller:
         for a in alerts:
             if a.duplicate_key is not None and a.sinks:
                 owners = claims.get(a.duplicate_key, {})
-                mine = a.id if committed else None
-                sinks = tuple(x for x in a.sinks if owners.get(x) == mine)
+                # in a dry run, a claim of its own id is an expired alert's, which the
+                # commit drops with it (recorded_alerts left out those it keeps)
+                mine = (a.id,) if committed else (None, a.id)
+                sinks = tuple(x for x in a.sinks if owners.get(x) in mine)
                 if not sinks:
                     continue
                 a = dataclasses.replace(a, sinks=sinks)

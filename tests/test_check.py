@@ -3388,3 +3388,42 @@ def test_entries_stored_by_fingerprint_v5_do_not_alert_after_the_upgrade(
             {"old": _BROWSER_READ[1].format(8), "new": _BROWSER_READ[1].format(16)},
         )
     ]
+
+
+def test_an_entry_back_after_retention_alerts_again_before_any_upkeep_drops_its_alert(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """docs/change-detection.md: "With one `retention` for both, an entry back after it
+    alerts again once its first alert ... has been dropped". `check` drops old alerts
+    after it polls: an entry back unchanged at the first check past `retention` made its
+    first alert's id, still recorded; the insert was ignored, the entry stored as known,
+    and it never alerted again (`1 new, 0 alerts`). The poll now drops that old alert
+    itself (delivered, older than the global `retention`) and queues the new one; a
+    `--dry-run` promises it (its claim of `duplicates = "skip"` goes with it)."""
+    feeds = f'[[feeds]]\nname = "f"\nurl = "{feed_server.url("/f.xml")}"\nduplicates = "skip"\n'
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(jsonl_config(tmp_path, feeds, 'retention = "4h"\njitter = "0s"'))
+    with_b = rss([entry("a"), entry("b", title="Beta"), entry("c")])
+    without = rss([entry("a"), entry("c")])
+
+    def check(body: bytes) -> list[tuple[str, str]]:
+        before = len(alerts(tmp_path))
+        feed_server.set("/f.xml", body)
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        return [(a["kind"], a["id"]) for a in alerts(tmp_path)[before:]]
+
+    assert check(without) == []  # the baseline
+    first = check(with_b)
+    assert [k for k, _ in first] == ["new"]
+    assert check(without) == []  # B leaves
+    age_state(tmp_path / "state.db", 5 * 3600)
+    feed_server.set("/f.xml", with_b)
+    dry = fw(cfg, "check", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert [json.loads(line)["id"] for line in dry.stdout.splitlines()] == [first[0][1]]
+    assert check(with_b) == first  # back after retention: its first alert's id, sent again
+    assert check(without) == [] and check(with_b) == []  # known again: once
+    r = fw(cfg, "explain", "f", "Beta")
+    assert r.returncode == 0 and "was pruned" not in r.stdout, r.stdout

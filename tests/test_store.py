@@ -859,6 +859,56 @@ def test_prune_deliveries(store: Store) -> None:
     assert _pruned(store, at(50)) == 0
 
 
+def test_a_poll_drops_the_expired_alert_of_an_id_it_makes_again_and_queues_it(
+    store: Store,
+) -> None:
+    """An entry back unchanged after `retention` makes its first `new` alert's id. When
+    no prune had dropped that alert yet (`check` prunes after its polls, the daemon
+    hourly), the insert was ignored: the entry stored as known, never alerting again.
+    A poll drops such an alert itself, on the prune's condition (made before
+    `alerts_before`, no delivery pending), with its deliveries and claims, and queues
+    the new one; one still pending, or younger, is kept and nothing is queued."""
+    fates: dict[str, tuple[tuple[str, str], ...]] = {
+        "done": (("a", "delivered"), ("b", "dead")),
+        "waiting": (("a", "delivered"), ("b", "pending")),
+        "nowhere": (),
+        "young": (("a", "delivered"),),
+    }
+
+    def made(alert_id: str, n: int) -> Alert:
+        a = alert(alert_id, sinks=tuple(s for s, _ in fates[alert_id]), payload={"n": n})
+        return replace(a, duplicate_key=f"k-{alert_id}")
+
+    for alert_id, t in (("done", 0), ("waiting", 0), ("nowhere", 0), ("young", 160)):
+        assert store.commit_poll(poll(now=at(t), alerts=(made(alert_id, 1),))) == [alert_id]
+        for sink, status in fates[alert_id]:
+            if status == "delivered":
+                store.mark_delivered(sink, [alert_id], at(t + 1))
+            elif status == "dead":
+                store.mark_dead(sink, [alert_id], at(t + 1), error="x")
+    again = tuple(made(a, 2) for a in fates)
+    assert store.recorded_alerts(list(fates)) == set(fates)
+    assert store.recorded_alerts(list(fates), at(150)) == {"waiting", "young"}  # a dry run's
+    assert store.commit_poll(poll(now=at(200), alerts=again)) == []  # no cut: none again
+    assert store.commit_poll(poll(now=at(200), alerts=again, alerts_before=at(150))) == [
+        "done",
+        "nowhere",
+    ]
+    left = {
+        a.alert_id: (a.created_at, a.payload, tuple((d.sink, d.status) for d in a.deliveries))
+        for a in store.recent_alerts(AlertQuery(limit=10))
+    }
+    assert left == {
+        "done": (at(200), {"n": 2}, (("a", "pending"), ("b", "pending"))),
+        "waiting": (at(0), {"n": 1}, fates["waiting"]),
+        "nowhere": (at(200), {"n": 2}, ()),
+        "young": (at(160), {"n": 1}, fates["young"]),
+    }
+    assert store.duplicate_claims(["k-done"]) == {"k-done": {"a": "done", "b": "done"}}
+    # made again within `retention` of the new one: never sent twice
+    assert store.commit_poll(poll(now=at(210), alerts=again, alerts_before=at(150))) == []
+
+
 # Alert i of the prune tests: its sinks, and what each of them ends as.
 _PRUNE_FATES: tuple[tuple[tuple[str, str], ...], ...] = (
     (("a", "delivered"), ("b", "pending")),  # kept, without a's delivery

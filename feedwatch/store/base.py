@@ -136,6 +136,11 @@ class PollCommit:
     rekeys: tuple[tuple[str, str], ...] = ()  # (old identity, new identity), applied first
     alerts: tuple[Alert, ...] = ()  # each queued for each of alert.sinks
     prune_before: datetime | None = None  # drop entries last seen before this
+    # An alert of an id already recorded, made before this and none of its deliveries
+    # pending (one the prune, store.prune_alerts, drops now: the global `retention`),
+    # is dropped here and the alert queued anew: an entry back after `retention` alerts
+    # again at its first poll, not only once an upkeep has run between. None: never.
+    alerts_before: datetime | None = None
     next_poll: datetime | None = None
     redirected_to: str | None = None
     had_new_entry: bool = False  # sets last_new_entry = now
@@ -445,9 +450,12 @@ class Store(Protocol):
         """The alerts ``query`` selects, newest first, with their deliveries."""
         ...
 
-    def recorded_alerts(self, alert_ids: Sequence[str]) -> set[str]:
+    def recorded_alerts(
+        self, alert_ids: Sequence[str], expired: datetime | None = None
+    ) -> set[str]:
         """Which of these alert ids the state has recorded (a commit would not queue
-        them again): what `check --dry-run` leaves out."""
+        them again): what `check --dry-run` leaves out. With ``expired`` (a poll's
+        ``PollCommit.alerts_before``), not those its commit drops and queues again."""
         ...
 
     def duplicate_claims(self, keys: Sequence[str]) -> dict[str, dict[str, str]]:

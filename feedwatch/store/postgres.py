@@ -972,10 +972,15 @@ class PostgresStore(SharedWrites):
         )
 
     @staticmethod
-    def _queue(cur: Any, alerts: Iterable[Alert], at: datetime | None) -> list[str]:
+    def _queue(
+        cur: Any, alerts: Iterable[Alert], at: datetime | None, expired: datetime | None = None
+    ) -> list[str]:
         """Record alerts not yet known, each with a pending delivery per sink.
 
         ``at`` is their creation time; None: each alert's own ``detected_at``.
+        ``expired`` (``PollCommit.alerts_before``): an alert of the same id made before
+        it, with no delivery pending, is one the prune drops: it goes first (its
+        deliveries and claims with it, ON DELETE CASCADE), and the alert is new again.
         """
         first: dict[str, Alert] = {}
         rows: list[tuple[Any, ...]] = []
@@ -1001,6 +1006,13 @@ class PostgresStore(SharedWrites):
             )
         if not rows:
             return []
+        if expired is not None:  # the prune's condition (rows.prune_batches)
+            cur.execute(
+                "DELETE FROM alerts WHERE alert_id = ANY(%s) AND created_at < %s AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id"
+                " AND d.status = 'pending')",
+                (list(first), expired),
+            )
         cols = list(zip(*rows, strict=True))
         cur.execute(
             "INSERT INTO alerts (alert_id, feed, identity, kind, created_at, payload, thread_id,"
@@ -1143,7 +1155,7 @@ class PostgresStore(SharedWrites):
                 " AND identity = ANY(%s)",
                 (now, feed, body),
             )
-            queued = self._queue(cur, commit.alerts, now)
+            queued = self._queue(cur, commit.alerts, now, _ts(commit.alerts_before))
             if prune_before is not None:  # never an entry of the body just marked
                 cur.execute(
                     "DELETE FROM entries WHERE feed = %s AND in_body = 0 AND last_seen < %s",

@@ -524,14 +524,26 @@ class SharedWrites(SharedReads):
             for r in rows
         ]
 
-    def recorded_alerts(self, alert_ids: Sequence[str]) -> set[str]:
+    def recorded_alerts(
+        self, alert_ids: Sequence[str], expired: datetime | None = None
+    ) -> set[str]:
+        # the commit's condition (the store's _queue), reversed: kept are those made
+        # since ``expired`` or with a delivery pending
+        p = self.P
+        kept = (
+            ""
+            if expired is None
+            else f" AND (created_at >= {p} OR EXISTS (SELECT 1 FROM deliveries d"
+            " WHERE d.alert_id = alerts.alert_id AND d.status = 'pending'))"
+        )
+        after = () if expired is None else (self._to_db(expired),)
         out: set[str] = set()
         with self._reading() as cur:
             for clause, values in self._ids_in("alert_id", list(dict.fromkeys(alert_ids))):
                 out.update(
                     row[0]
                     for row in cur.execute(
-                        f"SELECT alert_id FROM alerts WHERE {clause}", values
+                        f"SELECT alert_id FROM alerts WHERE {clause}{kept}", [*values, *after]
                     ).fetchall()
                 )
         return out

@@ -672,17 +672,29 @@ class SqliteStore(SharedWrites):
         )
 
     @staticmethod
-    def _queue(cur: sqlite3.Cursor, alerts: Iterable[Alert], at: int | None) -> list[str]:
+    def _queue(
+        cur: sqlite3.Cursor, alerts: Iterable[Alert], at: int | None, expired: int | None = None
+    ) -> list[str]:
         """Record alerts not yet known, each with a pending delivery per sink (less the
         sinks an alert of the same ``duplicate_key`` went to); the ids of those that
         go somewhere (or were routed nowhere).
 
         ``at`` is their creation time; None: each alert's own ``detected_at``.
+        ``expired`` (``PollCommit.alerts_before``): an alert of the same id made before
+        it, with no delivery pending, is one the prune drops: it goes first (its
+        deliveries and claims with it, ON DELETE CASCADE), and the alert is new again.
         """
         queued: list[str] = []
         for alert in alerts:
             now = at if at is not None else _detected_at(alert)
             payload = stored_text(alert.payload)  # the bytes the sinks send (feedwatch.payload)
+            if expired is not None:  # the prune's condition (rows.prune_batches)
+                cur.execute(
+                    "DELETE FROM alerts WHERE alert_id = ? AND created_at < ? AND NOT EXISTS"
+                    " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id"
+                    " AND d.status = 'pending')",
+                    (alert.id, expired),
+                )
             cur.execute(
                 "INSERT OR IGNORE INTO alerts"
                 " (alert_id, feed, identity, kind, created_at, payload, thread_id, duplicate_key)"
@@ -777,7 +789,7 @@ class SqliteStore(SharedWrites):
                     [(now, feed, identity) for identity in commit.touched],
                 )
             self._mark_body(cur, feed, {e.identity for e in commit.upserts}, commit.touched, now)
-            queued = self._queue(cur, commit.alerts, now)
+            queued = self._queue(cur, commit.alerts, now, _ts(commit.alerts_before))
             if commit.prune_before is not None:  # never an entry of the body just marked
                 cur.execute(
                     "DELETE FROM entries WHERE feed = ? AND in_body = 0 AND last_seen < ?",
