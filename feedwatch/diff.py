@@ -30,6 +30,10 @@ Pure (SPEC section 4). The whole decision, in order:
                     before: the row of that time and title (``_Rezoned.misread``); its
                     title or text read otherwise by the release before: the row of
                     the key that reading gave it (``_keyed_before``)
+                 -> keyed by its content, its published time moved (the feed re-dated
+                    its entries: a zone fixed): the row of the last body absent from
+                    this one with its title, link and text and another time, one such
+                    row, where timestamp churn then covers the body (``_Redated``)
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
     stamped  = in a body of one or two known entries, an entry stamped with the time of
@@ -636,6 +640,65 @@ class _Rezoned:
         return None
 
 
+class _Redated:
+    """An entry keyed by its content (title, link, published time) whose published time
+    the feed moved: a CMS that fixed its zone, or re-renders its dates with the offset of
+    after a DST change (the same wall-clock text, every instant an hour off), gave every
+    entry a new key. It is the stored row keyed by content with a published time, in the
+    last body and absent from this one, of the entry's title, link and text (as compared,
+    ``_text_key``) and another published time, where the answer is one: no other unknown
+    entry of the body, and no other such row, has them. Found, it is taken only where
+    timestamp churn then covers the body (``diff``: at least ``CHURN_MIN`` known
+    entries, every one re-stamped), so it is stored silently in every mode, as entries
+    with ids are. Else the entry is new, as its key says (SPEC: ``content``): an entry
+    re-dated alone is one, and so is a notice of the same text at another time."""
+
+    def __init__(
+        self,
+        body: Iterable[tuple[str, int, str]],
+        keys: Sequence[EntryKeys],
+        entries: Sequence[EntrySnapshot],
+        current: Mapping[str, StoredEntry],
+        seen: set[str],
+        ignore: Ignore | None,
+    ) -> None:
+        self.counts: Counter[tuple[str, str | None]] = Counter(
+            (_text_key(entries[i], ignore, fp), keys[i].link)
+            for key, i, fp in body
+            if key == keys[i].content and key not in current and entries[i].published
+        )
+        self.rows: dict[tuple[str, str | None], StoredEntry | None] = {}  # None: two have it
+        for row in current.values():
+            if (
+                row.identity in seen
+                or not row.in_body
+                or not row.identity.startswith("c:")
+                or row.published is None
+            ):
+                continue
+            k = (_text_key(row, ignore), normalize_link(row.link))
+            self.rows[k] = None if k in self.rows else row
+
+    def same_entry(
+        self,
+        key: str,
+        keys: EntryKeys,
+        entry: EntrySnapshot,
+        fp: str,
+        ignore: Ignore | None,
+        current: Mapping[str, StoredEntry],
+    ) -> StoredEntry | None:
+        if key != keys.content or entry.published is None:
+            return None
+        k = (_text_key(entry, ignore, fp), keys.link)
+        if k[0] == _EMPTY or self.counts[k] != 1:
+            return None
+        row = self.rows.get(k)
+        if row is None or current.get(row.identity) is not row or row.published == entry.published:
+            return None
+        return row
+
+
 class _Undated:
     """An entry keyed by its content without a published time, whose key covers its text
     (``identity.content_identity_at``): edited, it has another key. It is the stored row
@@ -1097,6 +1160,14 @@ def diff(
     rezone = _Rezoned.needed(body, keys, entries, current, bool(touched))
     rezoned: set[str] = set()
 
+    # Entries keyed by content that the feed re-dated: ``_Redated``, taken after the rest.
+    redated: _Redated | None = None
+    if not touched and any(
+        key == keys[i].content and key not in current and entries[i].published for key, i, _ in body
+    ):
+        redated = _Redated(body, keys, entries, current, seen, ignore)
+    pending: list[tuple[int, str, EntrySnapshot, str, StoredEntry]] = []
+
     new_items: list[tuple[str, EntrySnapshot, str]] = []
     chosen: list[StoredEntry] = []  # DiffResult.kept
     known: list[tuple[int, str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
@@ -1185,6 +1256,11 @@ def diff(
                 old = replace(cand, identity=key)
                 current[key] = old
                 text_changed = _text_changed(old, entry, fp, ignore)
+        if old is None and redated is not None:
+            cand = redated.same_entry(key, keys[i], entry, fp, ignore, current)
+            if cand is not None:  # decided once the rest is compared
+                pending.append((i, key, entry, fp, cand))
+                continue
         if old is None:
             new_items.append((key, entry, fp))
             continue
@@ -1192,6 +1268,30 @@ def diff(
             chosen.append(old)
         ts_moved = old.published != entry.published or old.updated != entry.updated
         known.append((i, key, entry, fp, old, ts_moved, text_changed))
+
+    # Re-dated entries are their rows where timestamp churn covers the body with them (so
+    # they are stored silently); else each is new, as its key says (``_Redated``).
+    if pending:
+        # (a row another rule took since is no answer)
+        live = [p for p in pending if current.get(p[4].identity) is p[4]]
+        take = (
+            not settled_seen
+            and len(known) + len(live) >= CHURN_MIN
+            and all(ts for *_, ts, _ in known)
+        )
+        for i, key, entry, fp, cand in pending:
+            if take and current.get(cand.identity) is cand:
+                rekeys.append((cand.identity, key))
+                del current[cand.identity]
+                old = replace(cand, identity=key)
+                current[key] = old
+                text_changed = _text_changed(old, entry, fp, ignore)
+                known.append((i, key, entry, fp, old, True, text_changed))
+            else:
+                new_items.append((key, entry, fp))
+        at = {key: i for key, i, _ in body}
+        known.sort(key=lambda k: k[0])
+        new_items.sort(key=lambda n: at[n[0]])
 
     # (a settled entry is known and kept its times: no churn)
     churn = not settled_seen and len(known) >= CHURN_MIN and all(ts for *_, ts, _ in known)

@@ -3427,3 +3427,63 @@ def test_an_entry_back_after_retention_alerts_again_before_any_upkeep_drops_its_
     assert check(without) == [] and check(with_b) == []  # known again: once
     r = fw(cfg, "explain", "f", "Beta")
     assert r.returncode == 0 and "was pruned" not in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("guids", [False, True])
+def test_a_feed_that_rewrites_its_dates_by_a_zone_offset_alerts_nothing(
+    tmp_path,
+    feed_server,  # noqa: F811
+    guids,
+):
+    """Items without a guid or a link are keyed by title, link and published time. The
+    site wrote the same wall-clock dates with another offset (a CMS fixing its zone,
+    dates re-rendered after a DST change): every instant moved an hour, every key
+    changed, and `check` alerted each entry as new ("3 new ... 3 alerts"), `explain`
+    listing each twice. It is timestamp churn, stored silently, as with guids; the
+    next poll is quiet. One entry re-dated alone alerts once, with guids or without."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/cms.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "cms"\nurl = "{url}"\n'))
+
+    def body(zones: Sequence[str]) -> bytes:
+        items = "".join(
+            f"<item><title>Story {i}</title>"
+            + (f"<guid>urn:story:{i}</guid>" if guids else "")
+            + f"<description>Text {i}.</description>"
+            f"<pubDate>Fri, 22 Nov 2024 1{i}:40:17 {zone}</pubDate></item>"
+            for i, zone in enumerate(zones)
+        )
+        return (
+            '<?xml version="1.0"?><rss version="2.0"><channel><title>CMS</title>'
+            f"<link>https://cms.example.org/</link><description>d</description>{items}"
+            "</channel></rss>"
+        ).encode()
+
+    feed_server.set("/cms.xml", body(["-0400"] * 3))
+    assert fw(cfg, "check").returncode == 0
+    assert alerts(tmp_path) == []
+    feed_server.set("/cms.xml", body(["-0500"] * 3))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    explained = fw(cfg, "explain", "cms", "Story 1").stdout
+    # one item, its own row (it listed the row of the old key too, "not in the feed now")
+    assert "unchanged since last seen" in explained, explained
+    assert "not in the feed now" not in explained, explained
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT published FROM entries ORDER BY published").fetchall()
+    assert [p for (p,) in rows] == [
+        int(datetime(2024, 11, 22, 15 + h, 40, 17, tzinfo=timezone.utc).timestamp()) * 10**6
+        for h in range(3)
+    ]
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert alerts(tmp_path) == []
+    # one entry re-dated alone: one alert
+    feed_server.set("/cms.xml", body(["-0600", "-0500", "-0500"]))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    # (with a guid an update of its time; without, a new entry, as its key says)
+    assert [
+        (a["kind"], a["entry"]["title"], a["entry"]["published"]) for a in alerts(tmp_path)
+    ] == [("updated" if guids else "new", "Story 0", "2024-11-22T16:40:17Z")]

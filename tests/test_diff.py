@@ -2969,3 +2969,48 @@ def test_inserting_invisible_characters_anywhere_never_alerts(es, data):
     # and the rows written are what the next poll compares with: nothing again
     stored = apply(stored, r)
     assert run(stored, es, identity=r.identity, now=T0 + timedelta(hours=2)).changes == ()
+
+
+@pytest.mark.parametrize("updates", ["any", "timestamp", "content"])
+def test_entries_keyed_by_content_all_re_dated_at_once_are_timestamp_churn(updates):
+    """A feed without ids or links (keyed by title, link and published time) that writes
+    its dates with another zone offset (a CMS fixing its zone, dates re-rendered after a
+    DST change: the same wall-clock text, every instant an hour later): every entry had
+    a new key and alerted as new. Each is the row of the last body with its title, link
+    and text (one such row), re-keyed, its moved time timestamp churn: stored silently
+    in every mode, as for entries with ids; the next poll is quiet. Not where the answer
+    is not one, nor where no churn covers it: one entry re-dated alone is a new entry,
+    as its key says (a notice of the same text at another time is one)."""
+    s = replace(S, updates=updates)
+    bare = {"entry_id": None, "link": None}
+    was = [entry(n, **bare, published=T0 + timedelta(hours=n)) for n in range(3)]
+    now = [replace(e, published=e.published + timedelta(hours=1)) for e in was]
+    stored, ident = baseline(was, settings=s)
+    assert ident.policy == "content"
+    r = run(stored, now, settings=s, identity=ident)
+    assert (r.changes, r.new, r.silent, r.churn, len(r.rekeys)) == ((), 0, 3, True, 3)
+    after = apply(stored, r)
+    assert sorted(row.published for row in after.values()) == [e.published for e in now]
+    assert len(after) == 3
+    r = run(after, now, settings=s, identity=ident)
+    assert (r.changes, r.upserts, r.rekeys) == ((), (), ())
+    # with a link each (the content policy), as without
+    linked = replace(s, id_policy="content")
+    was_l = [entry(n, entry_id=None, published=T0 + timedelta(hours=n)) for n in range(3)]
+    now_l = [replace(e, published=e.published - timedelta(hours=2)) for e in was_l]
+    stored_l, ident_l = baseline(was_l, settings=linked)
+    r = run(stored_l, now_l, settings=linked, identity=ident_l)
+    assert (r.changes, r.new, r.churn, len(r.rekeys)) == ((), 0, True, 3)
+    # an edit among them: that entry is no such row, so no churn covers the others: new
+    edited = [replace(now[0], summary="Edited."), *now[1:]]
+    r = run(stored, edited, settings=s, identity=ident)
+    assert (r.new, r.rekeys) == (3, ())
+    # one re-dated alone, the others as they were: new (no churn), as before
+    r = run(stored, [now[0], *was[1:]], settings=s, identity=ident)
+    assert (kinds(r), r.rekeys) == ([("new", "Entry 0")], ())
+    # two absent rows of one title and text: which is which cannot be told
+    twins = [entry(0, **bare, published=T0 + timedelta(hours=h)) for h in range(4)]
+    stored_t, ident_t = baseline(twins[:3], settings=s)
+    moved = [replace(e, published=e.published + timedelta(minutes=30)) for e in twins[:3]]
+    r = run(stored_t, moved, settings=s, identity=ident_t)
+    assert (r.new, r.rekeys) == (3, ())
