@@ -464,7 +464,7 @@ def _check_with(
     workers = None
     stdout_lost = False
     try:
-        to_poll, records = _due(store, feeds, args)
+        to_poll, records, gone = _due(store, feeds, args)
         if tls_ready is not None:
             tls_ready()  # before _body_workers forks (a fork copies only this thread)
         workers = _body_workers(config, args, len(to_poll))
@@ -475,6 +475,7 @@ def _check_with(
                 store,
                 to_poll,
                 records,
+                gone=gone,
                 body_workers=workers,
                 tls=tls_ready is not None,
                 ascii_json=streams.ascii_json(out),
@@ -578,12 +579,14 @@ def _uses_tls(url: str) -> bool:
 
 def _due(
     store: Store, feeds: Sequence[FeedConfig], args: argparse.Namespace
-) -> tuple[list[FeedConfig], dict[str, FeedRecord]]:
+) -> tuple[list[FeedConfig], dict[str, FeedRecord], list[FeedConfig]]:
     """The feeds to poll: not those a server asked to be left alone, nor gone ones
-    (unless named); and their records as they are now (for their polls)."""
+    (unless named); their records as they are now (for their polls); and the gone ones
+    skipped (not polled, yet judged for staleness)."""
     now = system_clock()
     records = store.feeds()
     to_poll: list[FeedConfig] = []
+    gone: list[FeedConfig] = []
     for feed in feeds:
         rec = records.get(feed.name)
         until = rec.retry_after_at(feed.url) if rec is not None else None  # (not another url's)
@@ -601,12 +604,13 @@ def _due(
                     f" `check --feed {redact(feed.name)}` polls it again",
                     file=sys.stderr,
                 )
+                gone.append(feed)
                 continue
             if not args.dry_run:
                 store.clear_gone(feed.name)
                 del records[feed.name]  # changed: its poll reads it again
         to_poll.append(feed)
-    return to_poll, records
+    return to_poll, records, gone
 
 
 def _body_workers(config: Config, args: argparse.Namespace, feeds: int) -> BodyWorkers | None:
@@ -640,11 +644,13 @@ async def _poll_here(
     feeds: Sequence[FeedConfig],
     records: dict[str, FeedRecord],
     *,
+    gone: Sequence[FeedConfig] = (),
     body_workers: BodyWorkers | None = None,
     tls: bool = True,
     ascii_json: bool = False,
 ) -> tuple[list[Any], _AlertLines]:
-    """``tls``: whether a feed's URL is https (else the CA bundle loads only if a
+    """``gone``: feeds not polled (410 Gone), whose `stale` notice may be due.
+    ``tls``: whether a feed's URL is https (else the CA bundle loads only if a
     redirect leads to one). ``ascii_json``: --json lines escape non-ASCII characters
     (stdout is not UTF-8)."""
     from feedwatch.fetch import Fetcher
@@ -697,6 +703,9 @@ async def _poll_here(
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)  # the workers' memory goes back before delivery
+        for i, f in enumerate(gone, start=len(feeds)):
+            if notices := poller.stale_check(f):
+                shown.add(i, notices)
     return reports, shown
 
 

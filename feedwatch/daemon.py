@@ -637,7 +637,8 @@ class Daemon:
     async def _gone_job(self) -> None:
         """Resume a feed stopped by a 410 once the state no longer says it is gone at its
         URL: `feedwatch forget` cleared it (the daemon is not told), or a reload gave it
-        another url (scheduled by the reload itself)."""
+        another url (scheduled by the reload itself). One still gone gets its `stale`
+        notice here once it is due (no poll of it judges it)."""
         if not self._gone or self._stopping:
             return
         try:
@@ -650,6 +651,8 @@ class Daemon:
                     if name not in self._polling and name not in self.scheduler.scheduled():
                         log.info("feed.resumed", feed=name)
                         self.scheduler.at(name, self.clock(), self._poll_job, name)
+                elif self.poller.stale_check(feed):
+                    self._kick_deliveries()
         except Exception as exc:
             log.warning("state.gone_check_failed", error=str(exc))
 

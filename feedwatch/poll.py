@@ -586,12 +586,25 @@ class Poller:
             title=parsed.title,
         )
 
-    def _staleness(self, feed: FeedConfig, report: PollReport) -> list[Alert]:
+    def stale_check(self, feed: FeedConfig) -> list[Alert]:
+        """The `stale` notice of a feed that is not polled because it answered 410 Gone,
+        once it is due: it never succeeds again, so it is judged as a failing feed is
+        (its next poll, after `check --feed`, `forget` or a new url, judges a recovery)."""
+        if feed.settings.stale_after <= 0:
+            return []
+        try:
+            return self._staleness(feed, None)
+        except Exception:
+            log.exception("feed.stale_check_failed", feed=feed.name)
+            return []
+
+    def _staleness(self, feed: FeedConfig, report: PollReport | None) -> list[Alert]:
+        """``report``: the poll just made (None: none, the feed is gone)."""
         record = self.store.feed(feed.name)
         if record is None:
             return []
         now = self.clock()
-        if self.dry_run:
+        if self.dry_run and report is not None:
             record = _as_polled(record, report, now)
         due = stale_notice(record, now, feed.settings.stale_after)
         if due is None:

@@ -3487,3 +3487,41 @@ def test_a_feed_that_rewrites_its_dates_by_a_zone_offset_alerts_nothing(
     assert [
         (a["kind"], a["entry"]["title"], a["entry"]["published"]) for a in alerts(tmp_path)
     ] == [("updated" if guids else "new", "Story 0", "2024-11-22T16:40:17Z")]
+
+
+def test_a_gone_feed_gets_one_stale_notice_from_check_and_recovered_when_back(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """`check` skipped a feed that answered 410 and never judged its staleness: it never
+    polled successfully again, yet no `stale` notice ever came (a 404 brought one)."""
+    feed_server.set("/f", rss([entry(1)]))
+    cfg = tmp_path / "feedwatch.toml"
+    feed = f'[[feeds]]\nname = "f"\nurl = "{feed_server.url("/f")}"\n'
+    cfg.write_text(jsonl_config(tmp_path, feed))
+    assert fw(cfg, "check").returncode == 0  # its baseline, its last success
+    feed_server.set("/f", b"gone", status=410)
+    r = fw(cfg, "check")
+    assert r.returncode == 1 and "error f: HTTP 410 Gone" in r.stderr, r.stderr
+    # stale_after from now on: the poll that met the 410 cannot have sent the notice
+    cfg.write_text(jsonl_config(tmp_path, feed, 'stale_after = "1s"'))
+
+    def stale() -> list[dict]:
+        return [a for a in alerts(tmp_path) if a["kind"] == "stale"]
+
+    def checked_stale() -> list[dict]:
+        r = fw(cfg, "check")
+        assert r.returncode == 0 and "skipped f: gone (HTTP 410)" in r.stderr, r.stderr
+        return stale()
+
+    [notice] = wait_for(checked_stale, timeout=20, what="the gone feed's stale notice")
+    assert notice["message"].startswith("feed 'f' looks stale: no successful poll for ")
+    assert notice["message"].endswith("(last error: HTTP 410 Gone)"), notice["message"]
+    assert "skipped f: gone" in fw(cfg, "check").stderr
+    assert len(stale()) == 1  # once, not at every check
+    # back: `check --feed` polls it again, with a new entry
+    feed_server.set("/f", rss([entry(1), entry(2)]))
+    r = fw(cfg, "check", "--feed", "f")
+    assert r.returncode == 0, r.stderr
+    assert [a["kind"] for a in alerts(tmp_path)].count("recovered") == 1
+    assert len(stale()) == 1

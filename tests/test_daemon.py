@@ -628,6 +628,36 @@ def test_410_gone_stops_polling_and_status_shows_gone(tmp_path, feed_server, sta
     assert states == {"a": "ok", "g": "gone"}
 
 
+def test_a_gone_feed_gets_one_stale_notice_and_recovered_after_a_forget(
+    tmp_path, feed_server, start_daemon
+):
+    """A feed stopped by a 410 is never polled again, so its staleness was never judged:
+    no `stale` notice ever came (a feed failing with 404 gets one)."""
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/g", b"gone", status=410)
+    cfg = write_config(tmp_path, feed_server, ["a", "g"])
+    cfg.write_text(cfg.read_text() + 'stale_after = "2s"\n')  # g's own setting
+
+    def notices(kind: str) -> list[dict]:
+        return [a for a in alerts(tmp_path) if a["kind"] == kind and a["feed"]["name"] == "g"]
+
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.gone", feed="g"), what="gone")
+    n = feed_server.count("/g")
+    [notice] = wait_for(lambda: notices("stale"), what="the gone feed's stale notice")
+    assert notice["message"].startswith("feed 'g' looks stale: no successful poll since its")
+    assert notice["message"].endswith("(last error: HTTP 410 Gone)"), notice["message"]
+    m = feed_server.count("/a")
+    wait_for(lambda: feed_server.count("/a") >= m + 6, what="a few more gone checks")
+    assert len(notices("stale")) == 1  # once
+    assert feed_server.count("/g") == n  # and still not polled
+    # back: `forget` resumes it (check refuses under the daemon), and it recovers
+    feed_server.set("/g", rss([entry(1)]))
+    assert run_feedwatch("-c", str(cfg), "forget", "g", timeout=30).returncode == 0
+    wait_for(lambda: notices("recovered"), what="recovered")
+    assert d.stop() == 0
+
+
 def test_forget_resumes_a_gone_feed_under_a_running_daemon(tmp_path, feed_server, start_daemon):
     """`check` refuses while the daemon runs, so `forget` is the way to resume a feed that
     answered 410: it cleared the state, but the daemon never polled the feed again."""

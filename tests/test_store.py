@@ -538,13 +538,14 @@ def test_forget_drops_entries_and_http_state_but_keeps_alerts(store: Store) -> N
     assert store.forget("f") is False
     store.commit_poll(
         poll(upserts=(entry("a"),), alerts=(alert("x1", identity="a"),),
-             identity=IdentityState("link"), next_poll=at(900))
+             identity=IdentityState("link"), next_poll=at(900), stale_notified=True)
     )  # fmt: skip
     store.commit_poll(poll("g", upserts=(entry("a"),)))
     assert store.forget("f") is True
     assert store.entries("f") == {}
     rec = store.feed("f")
     assert rec is not None
+    assert rec.stale_notified  # its next good poll sends the `recovered` notice
     assert (rec.etag, rec.last_modified, rec.body_hash) == (None, None, None)
     assert rec.identity == IdentityState() and not rec.baselined and rec.entries == 0
     assert [d.alert_id for d in store.pending()] == ["x1"]

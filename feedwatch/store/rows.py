@@ -76,10 +76,12 @@ PRUNE_BATCH = 2_000
 DROP_BATCH = 5_000
 
 # What ``forget`` sets on a feed's row (its name appended): its next poll is a baseline.
+# A `stale` notice sent stays noted: the feed's next good poll sends its `recovered`
+# (the way a feed stopped by a 410 comes back under the daemon), a failing one no repeat.
 _RESET_FEED = (
     "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
-    " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE,"
-    " stale_notified = FALSE WHERE name = "
+    " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE"
+    " WHERE name = "
 )
 
 
