@@ -108,31 +108,61 @@ class _Attempt:
 _attempt: ContextVar[_Attempt | None] = ContextVar("feedwatch_attempt", default=None)
 
 # What a _Protocol does with the bytes that come: hand them to aiohttp's parser; look
-# at a response's head first (is it a 304?); drop them (they followed a 304's head).
-_PASS, _HEAD, _AFTER_304 = 0, 1, 2
+# at a response's head first (is it a 304? how long is its body?); count a body of a
+# stated length; drop them (they followed a 304's head, or a body's stated length).
+_PASS, _HEAD, _AFTER_304, _BODY = 0, 1, 2, 3
 _HEAD_END = b"\r\n\r\n"
-# servers whose 304 came with a body: warned of once each (a bounded set)
-_WARNED_304: set[str] = set()
+# a head longer than this is not looked into (aiohttp's own limits apply to it)
+_HEAD_LIMIT = 256 * 1024
+# servers whose 304 came with a body, or whose body ran past its Content-Length:
+# said once each (a bounded set)
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _content_length(head: bytes) -> int | None:
+    """The body length a response's head states, where that alone ends the body: one
+    Content-Length (or several that agree) and no Transfer-Encoding; else None."""
+    lengths: set[bytes] = set()
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        name = name.strip().lower()
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+    if len(lengths) != 1:
+        return None
+    (value,) = lengths
+    return int(value) if value.isdigit() else None
 
 
 class _Protocol(ResponseHandler):
-    """aiohttp's protocol for a connection, reading a 304 sent with a body as a 304.
+    """aiohttp's protocol for a connection, reading a response that has bytes after it
+    as that response, as curl and browsers do.
 
     A 304 has no body (RFC 9110 15.4.5), but naive servers (PHP's, a page's whole
-    output) send one, with its Content-Length, in the same write. aiohttp's parser reads
-    those bytes as the next response and fails on them, and the 304 with them ("Bad
-    status line"): the feed was an error at every unchanged poll. curl and httpx read
-    a 304 and ignore what follows; so does this: whatever comes after a 304's head, until
-    the next request, is dropped, and the connection is closed (not used again: where
-    that body ends is anyone's guess). Other responses go to the parser untouched."""
+    output) send one, with its Content-Length, in the same write. A body may also run
+    past the Content-Length its head states (a generator that counted characters, not
+    bytes, or wrote a newline after the document). aiohttp's parser reads those bytes as
+    the next response and fails on them, and with them the response they followed
+    ("Bad status line") when they came in the same read: the feed was an error at every
+    poll. curl and httpx read the response and ignore what follows; so does this:
+    whatever comes after a 304's head, or after the stated length of a body, until the
+    next request, is dropped, and the connection is closed (not used again: where those
+    bytes end is anyone's guess). Other bytes go to the parser untouched."""
 
     fw_url = ""  # the URL asked last on this connection (set by _Connector)
     _fw_state = _PASS
     _fw_start = b""  # the response's first 12 bytes: "HTTP/1.1 304"
-    _fw_last = b""  # the head's last 3 bytes so far (its end may span two reads)
+    _fw_head = b""  # the head so far (its end may span two reads)
+    _fw_left = 0  # in _BODY: the bytes of the body still to come
+    _fw_skip = False  # a response without a body whatever its head says (to a HEAD)
 
     def set_response_params(self, **kwargs: Any) -> None:  # (at each request)
-        self._fw_state, self._fw_start, self._fw_last = _HEAD, b"", b""
+        self._fw_state, self._fw_start, self._fw_head = _HEAD, b"", b""
+        self._fw_skip = bool(kwargs.get("skip_payload"))
         super().set_response_params(**kwargs)
 
     def data_received(self, data: bytes) -> None:
@@ -140,58 +170,92 @@ class _Protocol(ResponseHandler):
             super().data_received(data)
         elif self._fw_state == _HEAD:
             self._head_received(data)
+        elif self._fw_state == _BODY:
+            self._body_received(data)
         else:
-            self._left_behind(len(data))
+            self._left_behind(len(data), past_304=True)
 
     def _head_received(self, data: bytes) -> None:
         start = self._fw_start
         if len(start) < 12:
             start = self._fw_start = (start + data[:12])[:12]
-        status = start[9:12]
-        if len(start) == 12 and not (
-            start.startswith(b"HTTP/") and (status == b"304" or status[:1] == b"1")
-        ):
-            self._fw_state = _PASS  # (a 1xx is followed by the real response's head)
+        if len(start) == 12 and not start.startswith(b"HTTP/"):
+            self._fw_state = _PASS  # no HTTP: aiohttp's parser says so
             super().data_received(data)
             return
-        last = self._fw_last
-        end = (last + data[:3]).find(_HEAD_END) if last else -1
-        if end >= 0:
-            end += 4 - len(last)
-        else:
-            end = data.find(_HEAD_END)
-            end = end + 4 if end >= 0 else -1
+        before = self._fw_head
+        head = before + data
+        end = head.find(_HEAD_END, max(0, len(before) - 3))
         if end < 0 or len(start) < 12:
-            self._fw_last = (last + data)[-3:]
+            if len(head) > _HEAD_LIMIT:
+                self._fw_state = _PASS
+            else:
+                self._fw_head = head
             super().data_received(data)
             return
-        super().data_received(data[:end])
-        rest = data[end:]
+        end += 4
+        cut = end - len(before)
+        super().data_received(data[:cut])
+        rest = data[cut:]
+        self._fw_head = b""
+        status = start[9:12]
         if status == b"304":
             self._fw_state = _AFTER_304
             if rest:
-                self._left_behind(len(rest))
+                self._left_behind(len(rest), past_304=True)
             return
-        self._fw_start = self._fw_last = b""  # an interim 1xx: the response's head follows
+        if status[:1] == b"1":  # an interim 1xx: the response's head follows
+            self._fw_start = b""
+            if rest:
+                self.data_received(rest)
+            return
+        length = None if self._fw_skip or status == b"204" else _content_length(head[:end])
+        if length is None:  # chunked, until the close, or none: aiohttp's parser ends it
+            self._fw_state = _PASS
+            if rest:
+                super().data_received(rest)
+            return
+        self._fw_state, self._fw_left = _BODY, length
         if rest:
-            self.data_received(rest)
+            self._body_received(rest)
 
-    def _left_behind(self, size: int) -> None:
-        """Bytes after a 304's head: dropped, and the connection closed."""
+    def _body_received(self, data: bytes) -> None:
+        left = self._fw_left
+        if len(data) <= left:
+            self._fw_left = left - len(data)
+            super().data_received(data)
+            return
+        self._fw_left = 0
+        if not data[left:].strip(b"\r\n"):  # a line break after the body: aiohttp's
+            self._fw_state = _PASS  # parser skips blank lines before a response
+            super().data_received(data)
+            return
+        if left:
+            super().data_received(data[:left])
+        self._left_behind(len(data) - left, past_304=False)
+
+    def _left_behind(self, size: int, *, past_304: bool) -> None:
+        """Bytes after a 304's head, or past a body's stated length: dropped, and the
+        connection closed."""
         self.force_close()
         if self.transport is not None:
             self.transport.close()
         url = yarl.URL(self.fw_url) if self.fw_url else None
         server = f"{url.scheme}://{url.host}:{url.port}" if url is not None else ""
-        if server in _WARNED_304 or len(_WARNED_304) >= 10_000:
+        event = "fetch.not_modified_with_body" if past_304 else "fetch.body_past_its_length"
+        if (event, server) in _WARNED or len(_WARNED) >= 10_000:
             return
-        _WARNED_304.add(server)
+        _WARNED.add((event, server))
+        hint = (
+            "the server sent its 304 Not Modified with a body (which a 304 has not):"
+            " read as a 304, the body ignored, the connection closed; said once per server"
+            if past_304
+            else "the server sent more bytes than its Content-Length: the response read to"
+            " its stated length, the rest ignored, the connection closed; said once per"
+            " server"
+        )
         log.info(  # (read right; nothing to mend here: no warning a cron `-q check` mails)
-            "fetch.not_modified_with_body",
-            url=redact(self.fw_url),
-            bytes=size,
-            hint="the server sent its 304 Not Modified with a body (which a 304 has not):"
-            " read as a 304, the body ignored, the connection closed; said once per server",
+            event, url=redact(self.fw_url), bytes=size, hint=hint
         )
 
 
