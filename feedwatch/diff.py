@@ -33,7 +33,9 @@ Pure (SPEC section 4). The whole decision, in order:
                  -> keyed by its content, its published time moved (the feed re-dated
                     its entries: a zone fixed): the row of the last body absent from
                     this one with its title, link and text and another time, one such
-                    row, where timestamp churn then covers the body (``_Redated``)
+                    row, where timestamp churn then covers the body, or where the body is
+                    too small for churn and the feed stamps it with the time of each
+                    request, as at the poll that stored the row (``_Redated.stamped``)
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
     stamped  = in a body of one or two known entries, an entry stamped with the time of
@@ -650,8 +652,28 @@ class _Redated:
     entry of the body, and no other such row, has them. Found, it is taken only where
     timestamp churn then covers the body (``diff``: at least ``CHURN_MIN`` known
     entries, every one re-stamped), so it is stored silently in every mode, as entries
-    with ids are. Else the entry is new, as its key says (SPEC: ``content``): an entry
-    re-dated alone is one, and so is a notice of the same text at another time."""
+    with ids are. Or, in a body too small for churn, where the feed stamps the entry
+    with the time of each request (``stamped``). Else the entry is new, as its key says
+    (SPEC: ``content``): an entry re-dated alone is one, and so is a notice of the same
+    text at another time."""
+
+    @staticmethod
+    def stamped(
+        row: StoredEntry, entry: EntrySnapshot, now: datetime, previous: datetime | None
+    ) -> bool:
+        """The feed dates ``entry`` with the time of each request (a generated status
+        feed, a script's RSS output): its moved times are this poll's (``now``), and the
+        row's were those of the poll that stored it, the feed's last success
+        (``previous``). As ``stamped_at_fetch`` for an entry keyed by its id, but a row
+        keyed by its content is written anew by each re-stamp, so the first re-stamp is
+        judged too: the row was stored by the last poll, dated with its time (an hourly
+        notice polled soon after each hour was seen by polls since, that found it as it
+        was; a daily notice dated 02:00 is not dated at the poll)."""
+        return (
+            previous is not None
+            and abs(row.last_seen - previous) <= STAMP_TOLERANCE
+            and _times_stamped(row, entry, now)
+        )
 
     def __init__(
         self,
@@ -974,6 +996,12 @@ def stamped_at_fetch(old: StoredEntry, new: EntrySnapshot, now: datetime) -> boo
     no text."""
     if old.last_seen <= old.first_seen:
         return False
+    return _times_stamped(old, new, now)
+
+
+def _times_stamped(old: StoredEntry, new: EntrySnapshot, now: datetime) -> bool:
+    """Every time of ``new`` that differs from ``old``'s is within ``STAMP_TOLERANCE`` of
+    ``now``, and was (in ``old``) within it of ``old.last_seen`` (one time at least)."""
     moved = [
         (o, n) for o, n in ((old.published, new.published), (old.updated, new.updated)) if o != n
     ]
@@ -1045,6 +1073,7 @@ def diff(
     has_rows: bool | None = None,
     settled: Settled | None = None,
     bases: Sequence[str] = (),
+    previous: datetime | None = None,
 ) -> DiffResult:
     """``keys``: ``entry_keys`` of each entry, when the parse brought them (computed
     here otherwise; the result is the same). ``stored``: every stored entry of the feed,
@@ -1054,7 +1083,10 @@ def diff(
     with its row gives (tests/test_diff.py), and their snapshots are never read.
     ``bases``: what a relative id may have been resolved against when its row was
     stored (``identity.legacy_keys``, which also names an id's escaped form;
-    ``parse.id_bases``)."""
+    ``parse.id_bases``). ``previous``: the feed's last successful poll (its record's
+    ``last_success``), which stored the rows an entry stamped at each request was re-
+    stamped from (``_Redated.stamped``); None: no entry keyed by its content is taken
+    for one."""
     if keys is None or len(keys) != len(entries):
         keys = [entry_keys(e) for e in entries]
     if has_rows is None:
@@ -1161,12 +1193,14 @@ def diff(
     rezoned: set[str] = set()
 
     # Entries keyed by content that the feed re-dated: ``_Redated``, taken after the rest.
+    # (with a settled entry there is no churn, but a body of one or two may be stamped)
     redated: _Redated | None = None
-    if not touched and any(
+    if (not touched or body_size < CHURN_MIN) and any(
         key == keys[i].content and key not in current and entries[i].published for key, i, _ in body
     ):
         redated = _Redated(body, keys, entries, current, seen, ignore)
     pending: list[tuple[int, str, EntrySnapshot, str, StoredEntry]] = []
+    restamped: set[str] = set()  # of those, the entries stamped at each request
 
     new_items: list[tuple[str, EntrySnapshot, str]] = []
     chosen: list[StoredEntry] = []  # DiffResult.kept
@@ -1279,8 +1313,15 @@ def diff(
             and len(known) + len(live) >= CHURN_MIN
             and all(ts for *_, ts, _ in known)
         )
+        # else, in a body too small for churn, each stamped with this poll's time as its
+        # row was with the last poll's (``_Redated.stamped``)
+        small = len(known) + len(live) + settled_seen < CHURN_MIN
         for i, key, entry, fp, cand in pending:
-            if take and current.get(cand.identity) is cand:
+            if current.get(cand.identity) is cand and (
+                take or (small and _Redated.stamped(cand, entry, now, previous))
+            ):
+                if not take:
+                    restamped.add(key)
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]
                 old = replace(cand, identity=key)
@@ -1312,7 +1353,11 @@ def diff(
             continue
         upserts.append(_row(feed, key, entry, fp, now, old))
         noise = churn or key in rezoned
-        if ts_moved and body_known < CHURN_MIN and stamped_at_fetch(old, entry, now):
+        if (
+            ts_moved
+            and body_known < CHURN_MIN
+            and (key in restamped or stamped_at_fetch(old, entry, now))
+        ):
             stamped.append(key)
             noise = True
         counts_ts = ts_moved and not noise

@@ -324,6 +324,7 @@ def analyse(
             baselined=record.baselined if record else False,
             now=now,
             bases=bases,
+            previous=record.last_success if record else None,
         )
         current = dict(live)
         for old_key, new_key in result.rekeys:

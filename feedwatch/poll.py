@@ -519,6 +519,7 @@ class Poller:
             has_rows=has_rows,
             settled=settled,
             bases=bases,
+            previous=record.last_success,
         )
         alerts = self._alerts(feed, parsed.title, result, now, job.digest)
         # A body cut short keeps no validators and no digest: the server may give the

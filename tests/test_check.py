@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -3525,3 +3526,60 @@ def test_a_gone_feed_gets_one_stale_notice_from_check_and_recovered_when_back(
     assert r.returncode == 0, r.stderr
     assert [a["kind"] for a in alerts(tmp_path)].count("recovered") == 1
     assert len(stale()) == 1
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_feed_that_dates_its_items_with_each_requests_time_alerts_nothing(
+    tmp_path,
+    feed_server,  # noqa: F811
+    n,
+):
+    """A generated feed (a status page, a script's RSS output) of items without a guid
+    or a link, each dated with the time of the request: the items are keyed by title,
+    link and published time, so every `check` gave each a new key and alerted each as
+    new, at every poll. Each is its row re-stamped: no alert, one row an item. A text
+    edit still alerts; a notice of one text dated otherwise (daily, at 02:00) is new."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/status.xml")
+    cfg.write_text(jsonl_config(tmp_path, f'[[feeds]]\nname = "status"\nurl = "{url}"\n'))
+    served: list[str] = []
+
+    def serve(text: str = "All systems operational.", when: datetime | None = None) -> None:
+        """The body as the feed builds it at a request now (a new second each time)."""
+        if when is None:
+            wait_for(lambda: format_datetime(datetime.now(timezone.utc), usegmt=True) not in served)
+        date = format_datetime(when or datetime.now(timezone.utc), usegmt=True)
+        served.append(date)
+        items = "".join(
+            f"<item><title>Service {i}</title><description>{text}</description>"
+            f"<pubDate>{date}</pubDate></item>"
+            for i in range(n)
+        )
+        feed_server.set(
+            "/status.xml",
+            '<?xml version="1.0"?><rss version="2.0"><channel><title>Status</title>'
+            f"<link>https://status.example.org/</link><description>d</description>{items}"
+            "</channel></rss>",
+        )
+
+    def check() -> list[tuple[str, str]]:
+        before = len(alerts(tmp_path))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        return [(a["kind"], a["entry"]["title"]) for a in alerts(tmp_path)[before:]]
+
+    serve()
+    assert check() == []  # the baseline
+    for _ in range(3):
+        serve()
+        assert check() == []
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM entries").fetchone() == (n,)
+    serve("Degraded performance.")  # an edit: each item is another
+    assert check() == [("new", f"Service {i}") for i in range(n)]
+    serve("Degraded performance.")
+    assert check() == []
+    # the same text, dated 02:00 of each day (not when the feed is requested): new
+    for day in (20, 21):
+        serve("Degraded performance.", datetime(2024, 11, day, 2, tzinfo=timezone.utc))
+        assert check() == [("new", f"Service {i}") for i in range(n)]

@@ -76,6 +76,7 @@ def run(
     has_rows=None,
     settled=None,
     bases=(),
+    previous=None,
 ):
     return diff(
         "feed",
@@ -89,6 +90,7 @@ def run(
         has_rows=has_rows,
         settled=settled,
         bases=bases,
+        previous=previous,
     )
 
 
@@ -2341,6 +2343,108 @@ def test_an_hourly_touch_moves_the_row_away_from_a_stamp():
     t = POLLS[1] + timedelta(hours=1, minutes=5)
     r = run(touched, [entry(0, updated=t)], identity=ident, now=t)
     assert kinds(r) == [("updated", "Entry 0")]
+
+
+def _content_stamp_polls(
+    times, *, n=1, texts=None, settings=S, stamp=lambda t: t - timedelta(seconds=2)
+):
+    """Poll a feed of ``n`` entries without ids or links (keyed by title, link and
+    published time) at each of ``times`` (the first a baseline), each entry's
+    ``published`` set by ``stamp`` from the poll's time; each poll told the one before
+    (``previous``: the feed's last success). The results in order, and the state."""
+    texts = texts or [None] * len(times)
+    bare = {"entry_id": None, "link": None}
+
+    def body(t, text):
+        return [
+            entry(i, **bare, published=stamp(t), **({"summary": text} if text else {}))
+            for i in range(n)
+        ]
+
+    stored, ident = baseline(body(times[0], texts[0]), settings=settings, now=times[0])
+    assert ident.policy == "content"
+    results = []
+    for prev, t, text in zip(times, times[1:], texts[1:], strict=False):
+        r = run(stored, body(t, text), settings=settings, identity=ident, now=t, previous=prev)
+        stored, ident = apply(stored, r), r.identity
+        results.append(r)
+    return results, stored
+
+
+@pytest.mark.parametrize("updates", ["any", "timestamp", "content"])
+@pytest.mark.parametrize("n", [1, 2])
+def test_entries_keyed_by_content_stamped_with_each_fetchs_time_are_silent(n, updates):
+    """A generated feed (a status page, a script's RSS) of one or two items without a
+    guid or a link, each dated with the time of the request: every poll gave each a new
+    key (its published time is in it), and each alerted as new at every poll. Where the
+    stored row of the last body was dated with the time of the poll that stored it (the
+    feed's last success) and the entry with this poll's, and nothing else differs, it is
+    that row re-stamped: re-keyed, stored silently in every mode; the state keeps one
+    row an entry. A text edit still alerts (new: its key and text are another entry's)."""
+    s = replace(S, updates=updates)
+    rs, stored = _content_stamp_polls(POLLS, n=n, settings=s)
+    for r in rs:
+        assert (r.changes, r.new, r.updated, r.silent, len(r.rekeys)) == ((), 0, 0, n, n)
+        assert len(r.stamped) == n
+    assert len(stored) == n
+    assert (
+        sorted(row.published for row in stored.values()) == [POLLS[-1] - timedelta(seconds=2)] * n
+    )
+    # a text edit (of each entry): it alerts, as new
+    texts = [None] * (len(POLLS) - 1) + ["Edited."]
+    rs, _ = _content_stamp_polls(POLLS, n=n, texts=texts, settings=s)
+    assert all(r.changes == () for r in rs[:-1])
+    assert kinds(rs[-1]) == [("new", f"Entry {i}") for i in range(n)]
+
+
+def test_a_notice_of_one_text_not_dated_at_the_fetch_is_new():
+    """Not stamped at each request: a notice of the same text dated at another time (a
+    daily "Backup completed" dated 02:00, polled later) is a new notice at each poll; so
+    is one dated right before the poll whose last row was too, but seen by polls since
+    (an hourly notice polled each minute, soon after its hour: the feed's last success
+    is not the poll that stored the row), and one of a feed whose clock is off by more
+    than the tolerance; and one where the poll is not told the feed's last success."""
+    bare = {"entry_id": None, "link": None, "title": "Backup completed", "summary": "Done."}
+    days = [T0 + timedelta(days=d) for d in range(4)]
+    stored, ident = baseline(
+        [entry(0, **bare, published=days[0])], now=days[0] + timedelta(hours=1)
+    )
+    for prev, day in zip(days, days[1:], strict=False):
+        now = day + timedelta(hours=1)
+        r = run(
+            stored,
+            [entry(0, **bare, published=day)],
+            identity=ident,
+            now=now,
+            previous=prev + timedelta(hours=1),
+        )
+        assert (kinds(r), r.rekeys) == ([("new", "Backup completed")], ())
+        stored = apply(stored, r)
+    # hourly, dated on the hour, polled each minute 4 s after it: the row was stored at
+    # the poll of the last hour, and polls (unchanged bodies) came since
+    hours = [T0 + timedelta(hours=h) for h in range(3)]
+    stored, ident = baseline(
+        [entry(0, **bare, published=hours[0])], now=hours[0] + timedelta(seconds=4)
+    )
+    for hour in hours[1:]:
+        now = hour + timedelta(seconds=4)
+        r = run(
+            stored,
+            [entry(0, **bare, published=hour)],
+            identity=ident,
+            now=now,
+            previous=now - timedelta(minutes=1),
+        )
+        assert (kinds(r), r.rekeys) == ([("new", "Backup completed")], ())
+        stored = apply(stored, r)
+    # a clock 11 s off ours, either way
+    for off in (timedelta(seconds=-11), timedelta(seconds=11)):
+        rs, _ = _content_stamp_polls(POLLS, stamp=lambda t, off=off: t + off)
+        assert all(kinds(r) == [("new", "Entry 0")] for r in rs), off
+    # without the feed's last success
+    stored, ident = baseline([entry(0, **bare, published=POLLS[0])], now=POLLS[0])
+    r = run(stored, [entry(0, **bare, published=POLLS[1])], identity=ident, now=POLLS[1])
+    assert kinds(r) == [("new", "Backup completed")]
 
 
 @settings(max_examples=200, deadline=None)
