@@ -375,6 +375,25 @@ def test_read_only_state_directory(setup: Setup, immutable: Callable[[Path], Non
     assert_refused(s, "cannot be written", "on directory", commands=("check", "run"))
 
 
+@pytest.mark.parametrize("suffix", ["-shm", "-wal"])
+def test_a_read_only_wal_file_left_behind_is_named(
+    setup: Setup, immutable: Callable[[Path], None], suffix: str
+) -> None:
+    """`status` on a state file that was read-only leaves `-wal`/`-shm` files with its
+    mode; once the file's mode was mended, `check` hung (no answer from the batch that
+    could not begin) and `run` never polled, saying nothing of those files. The start
+    now refuses, naming the file and what to do."""
+    s = setup
+    left = s.state.with_name(s.state.name + suffix)
+    left.write_bytes(b"")
+    immutable(left)
+    assert_refused(
+        s, f"on {left} (left by a command run", "owner and mode", commands=("check", "run")
+    )
+    r = s.run("status", "--json")  # reading still works
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("depth", ["directory", "its parent"])
 def test_state_directory_cannot_be_created(
     tmp_path: Path, feed_server: FeedServer, depth: str

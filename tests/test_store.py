@@ -2248,6 +2248,46 @@ def test_group_commit_shares_one_transaction_and_resumes_after_it(tmp_path: Path
     assert statements.count("COMMIT") == 1
 
 
+def test_group_commit_whose_transaction_cannot_begin_fails_every_write(tmp_path: Path) -> None:
+    """Another process held SQLite's write lock past the busy timeout (an admin's open
+    `sqlite3` session, a long VACUUM): the batch's BEGIN IMMEDIATE failed, and the writes
+    queued for it were never answered, so their polls (and `check`) waited for ever,
+    silently. Each now fails with the error, and the next batch works."""
+    import asyncio
+    import sqlite3
+
+    from feedwatch.store.group import GroupCommit
+
+    store = SqliteStore(tmp_path / "state.db")
+    store._conn.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def main() -> list[Any]:
+        writes = GroupCommit(store)
+        first = await asyncio.wait_for(
+            asyncio.gather(
+                writes.run(lambda: store.commit_poll(poll("a"))),
+                writes.run(lambda: store.commit_poll(poll("b"))),
+                return_exceptions=True,
+            ),
+            timeout=10,
+        )
+        other.execute("ROLLBACK")
+        second = await asyncio.wait_for(writes.run(lambda: store.commit_poll(poll("c"))), 10)
+        return [first, second]
+
+    try:
+        first, second = asyncio_run(main())
+        assert [type(e) for e in first] == [StateError] * 2, first
+        assert "is busy (database is locked)" in str(first[0])
+        assert second == []
+        assert store.feed("a") is None and store.feed("c") is not None
+    finally:
+        other.close()
+        store.close()
+
+
 def test_group_commit_failed_commit_fails_every_write_and_keeps_none(tmp_path: Path) -> None:
     from feedwatch.store.group import GroupCommit
 

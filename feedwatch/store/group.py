@@ -84,8 +84,11 @@ class GroupCommit:
                         done.append((fut, write()))
                     except Exception as exc:  # its savepoint is rolled back
                         failed.append((fut, exc))
-        except Exception as exc:  # the COMMIT itself: none of the batch was kept
-            failed.extend((fut, exc) for fut, _ in done)
+        except Exception as exc:  # BEGIN (the lock held elsewhere) or COMMIT: none kept
+            # every write not failed on its own fails with it: one never answered would
+            # hold its poll (and a `check`) for ever, silently
+            own = {id(fut) for fut, _ in failed}
+            failed.extend((fut, exc) for _, fut in queue if id(fut) not in own)
             done = []
         for fut, result in done:
             if not fut.done():

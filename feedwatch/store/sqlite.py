@@ -538,6 +538,20 @@ class SqliteStore(SharedWrites):
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.access(directory, os.W_OK):
             return f"{os.strerror(errno.EACCES)} on directory {directory}"
+        # SQLite makes the WAL files with the database file's mode: a read-only command
+        # run while the file was read-only leaves read-only ones, which fail every write
+        # after the file's mode is mended
+        for suffix in ("-wal", "-shm"):
+            try:
+                os.close(os.open(self.path + suffix, os.O_RDWR | os.O_CLOEXEC))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                return (
+                    f"{exc.strerror or exc} on {self.path}{suffix} (left by a command run"
+                    " while the state file was read-only?): give it the state file's owner"
+                    " and mode"
+                )
         return None
 
     @contextlib.contextmanager
