@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -316,26 +316,35 @@ _304_WITH_A_BODY = b'HTTP/1.1 304 Not Modified\r\nETag: "r"\r\nContent-Length: %
 )
 
 
-def test_a_304_sent_with_a_body_is_a_304() -> None:
-    """Naive servers (PHP's) send a 304 with a Content-Length and the body, in one write:
-    aiohttp's parser read the body as the next response ("Bad status line") and failed
-    the 304, so the feed was an error at every unchanged poll. curl and httpx read it as
-    a 304 and ignore the body: so does feedwatch, on a connection it does not use again
-    (those bytes are not HTTP), with one warning."""
+def _thrice_kept_alive(
+    answer: bytes, etag: str | None = None
+) -> tuple[str, list[FetchOutcome], list[bytes], list[object], list[dict[str, Any]]]:
+    """Three fetches through one Fetcher of a raw server answering ``answer`` on a kept-
+    alive connection: the URL, the outcomes, the requests, the connections, the logs."""
     requests: list[bytes] = []
     accepted: list[object] = []
-    srv = raw_server(_304_WITH_A_BODY, requests, keep_alive=True, accepted=accepted)
+    srv = raw_server(answer, requests, keep_alive=True, accepted=accepted)
     url = f"http://127.0.0.1:{srv.getsockname()[1]}/feed"
 
     async def go() -> list[FetchOutcome]:
         async with Fetcher() as f:
-            return [await f.fetch(FetchRequest(url, etag='"r"')) for _ in range(3)]
+            return [await f.fetch(FetchRequest(url, etag=etag)) for _ in range(3)]
 
     try:
         with structlog.testing.capture_logs() as logs:
             outs = run(go())
     finally:
         srv.close()
+    return url, outs, requests, accepted, logs
+
+
+def test_a_304_sent_with_a_body_is_a_304() -> None:
+    """Naive servers (PHP's) send a 304 with a Content-Length and the body, in one write:
+    aiohttp's parser read the body as the next response ("Bad status line") and failed
+    the 304, so the feed was an error at every unchanged poll. curl and httpx read it as
+    a 304 and ignore the body: so does feedwatch, on a connection it does not use again
+    (those bytes are not HTTP), with one warning."""
+    url, outs, requests, accepted, logs = _thrice_kept_alive(_304_WITH_A_BODY, etag='"r"')
     for out in outs:
         assert isinstance(out, NotModified) and out.etag == '"r"', out
     assert len(requests) == 3  # none sent again
@@ -358,22 +367,9 @@ def test_a_body_past_its_content_length_in_the_same_write_is_read_to_its_length(
     came in the same read. curl reads the body to its stated length and ignores the
     rest: so does feedwatch, on a connection it does not use again, with one line. A
     line break alone after the body is what HTTP parsers skip: the connection is kept."""
-    requests: list[bytes] = []
-    accepted: list[object] = []
     answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
     answer += b"Content-Length: %d\r\n\r\n%s%s" % (len(RSS), RSS, extra)
-    srv = raw_server(answer, requests, keep_alive=True, accepted=accepted)
-    url = f"http://127.0.0.1:{srv.getsockname()[1]}/feed"
-
-    async def go() -> list[FetchOutcome]:
-        async with Fetcher() as f:
-            return [await f.fetch(FetchRequest(url)) for _ in range(3)]
-
-    try:
-        with structlog.testing.capture_logs() as logs:
-            outs = run(go())
-    finally:
-        srv.close()
+    _url, outs, requests, accepted, logs = _thrice_kept_alive(answer)
     for out in outs:
         assert isinstance(out, Fetched) and out.status == 200 and out.body == RSS, out
     assert len(requests) == 3  # none sent again
