@@ -545,7 +545,9 @@ def test_forget_drops_entries_and_http_state_but_keeps_alerts(store: Store) -> N
     assert store.entries("f") == {}
     rec = store.feed("f")
     assert rec is not None
-    assert rec.stale_notified  # its next good poll sends the `recovered` notice
+    # stale for want of new entries (no failure): its baseline is no news, so the mark
+    # goes, as it always did (a `recovered` now would be false)
+    assert not rec.stale_notified
     assert (rec.etag, rec.last_modified, rec.body_hash) == (None, None, None)
     assert rec.identity == IdentityState() and not rec.baselined and rec.entries == 0
     assert [d.alert_id for d in store.pending()] == ["x1"]
@@ -553,6 +555,21 @@ def test_forget_drops_entries_and_http_state_but_keeps_alerts(store: Store) -> N
     assert set(store.entries("g")) == {"a"}
     # the id is still recorded: the same change never alerts twice
     assert store.commit_poll(poll(alerts=(alert("x1"),))) == []
+
+
+@pytest.mark.parametrize("gone", [True, False], ids=["gone", "erring"])
+def test_forget_keeps_the_stale_mark_of_a_failing_feed(store: Store, gone: bool) -> None:
+    """A failing feed's `stale` notice stays noted through a `forget` (how a feed
+    stopped by a 410 comes back under the daemon): its next good poll sends the
+    `recovered`, and while it still fails no second `stale` comes."""
+    store.commit_poll(poll(upserts=(entry("a"),), stale_notified=True))
+    store.record_failure(
+        "f", "https://example.org/f.xml", at(10), http_status=410 if gone else 503,
+        error="HTTP 410 Gone" if gone else "HTTP 503", next_poll=at(40), gone=gone,
+    )  # fmt: skip
+    assert store.forget("f") is True
+    rec = store.feed("f")
+    assert rec is not None and rec.stale_notified and not rec.gone
 
 
 def test_a_poll_that_took_the_feed_as_baselined_is_void_after_a_forget(store: Store) -> None:

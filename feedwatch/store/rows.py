@@ -76,12 +76,14 @@ PRUNE_BATCH = 2_000
 DROP_BATCH = 5_000
 
 # What ``forget`` sets on a feed's row (its name appended): its next poll is a baseline.
-# A `stale` notice sent stays noted: the feed's next good poll sends its `recovered`
-# (the way a feed stopped by a 410 comes back under the daemon), a failing one no repeat.
+# A `stale` notice of a failing feed (gone, or erring) stays noted: its next good poll
+# sends the `recovered` (the way a feed stopped by a 410 comes back under the daemon),
+# a failing one no repeat. A feed stale only for want of new entries is as it was: its
+# baseline is no news, so no `recovered` (every right-hand side reads the old row).
 _RESET_FEED = (
     "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
-    " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE"
-    " WHERE name = "
+    " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE,"
+    " stale_notified = (stale_notified AND (gone OR errors > 0)) WHERE name = "
 )
 
 
