@@ -572,7 +572,7 @@ class Poller:
             if alerts:
                 known = self.store.recorded_alerts([a.id for a in alerts], commit.alerts_before)
                 alerts = [a for a in alerts if a.id not in known]
-            alerts = self._left_by_claims(alerts, committed=False)
+            alerts = self._left_by_claims(alerts, committed=False, expired=commit.alerts_before)
         return (None if self.dry_run else commit), PollReport(
             feed=feed.name,
             result="ok",
@@ -725,7 +725,9 @@ class Poller:
         ids = set(queued)
         return self._left_by_claims([a for a in alerts if a.id in ids], committed=True)
 
-    def _left_by_claims(self, alerts: list[Alert], *, committed: bool) -> list[Alert]:
+    def _left_by_claims(
+        self, alerts: list[Alert], *, committed: bool, expired: datetime | None = None
+    ) -> list[Alert]:
         """Each alert with a duplicate key (``duplicates = "skip"``) with the sinks that
         key leaves it: once committed, those it claimed; in a dry run, those no alert has
         claimed yet, or only its own expired one (none left: the alert is dropped, as the commit would send it
@@ -733,7 +735,7 @@ class Poller:
         keys = [a.duplicate_key for a in alerts if a.duplicate_key is not None and a.sinks]
         if not keys:
             return alerts
-        claims = self.store.duplicate_claims(keys)
+        claims = self.store.duplicate_claims(keys, expired)  # (less those a commit drops)
         out: list[Alert] = []
         for a in alerts:
             if a.duplicate_key is not None and a.sinks:

@@ -927,6 +927,32 @@ def test_a_poll_drops_the_expired_alert_of_an_id_it_makes_again_and_queues_it(
     assert store.commit_poll(poll(now=at(210), alerts=again, alerts_before=at(150))) == []
 
 
+def test_a_story_whose_claiming_alert_expired_goes_out_again_from_another_feed(
+    store: Store,
+) -> None:
+    """`duplicates = "skip"`: a story alerted from feed f (f's alert holds the claim),
+    then gone from both feeds past `retention`, came back in feed g only: g's alert was
+    queued to no sink, f's expired claim still held, and the prune then dropped f's
+    alert, so the story never went out (the dry run said so too). A poll drops an
+    expired alert holding its story's claims, as the prune would, and queues its own."""
+    first = replace(alert("from-f", "f", sinks=("a",)), duplicate_key="story")
+    assert store.commit_poll(poll("f", now=at(0), alerts=(first,))) == ["from-f"]
+    store.mark_delivered("a", ["from-f"], at(1))
+    again = replace(alert("from-g", "g", sinks=("a",)), duplicate_key="story")
+    # within retention (no cut, or one before f's alert): still sent, so skipped
+    assert store.duplicate_claims(["story"], at(0)) == {"story": {"a": "from-f"}}
+    # a dry run's view with the cut after f's alert: the claim is the commit's to drop
+    assert store.duplicate_claims(["story"], at(150)) == {}
+    assert store.commit_poll(poll("g", now=at(200), alerts=(again,), alerts_before=at(150))) == [
+        "from-g"
+    ]
+    assert store.duplicate_claims(["story"]) == {"story": {"a": "from-g"}}
+    assert [d.alert_id for d in store.pending()] == ["from-g"]
+    # a claim of an alert still pending somewhere is kept
+    late = replace(alert("from-h", "h", sinks=("a",)), duplicate_key="story")
+    assert store.commit_poll(poll("h", now=at(400), alerts=(late,), alerts_before=at(350))) == []
+
+
 # Alert i of the prune tests: its sinks, and what each of them ends as.
 _PRUNE_FATES: tuple[tuple[tuple[str, str], ...], ...] = (
     (("a", "delivered"), ("b", "pending")),  # kept, without a's delivery

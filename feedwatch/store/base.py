@@ -458,9 +458,12 @@ class Store(Protocol):
         ``PollCommit.alerts_before``), not those its commit drops and queues again."""
         ...
 
-    def duplicate_claims(self, keys: Sequence[str]) -> dict[str, dict[str, str]]:
+    def duplicate_claims(
+        self, keys: Sequence[str], expired: datetime | None = None
+    ) -> dict[str, dict[str, str]]:
         """``duplicates = "skip"``: for each of these keys that an alert went somewhere
-        under, the sinks it went to and the alert that took each."""
+        under, the sinks it went to and the alert that took each. With ``expired`` (a
+        poll's ``PollCommit.alerts_before``), not the claims its commit drops."""
         ...
 
     def prune_batches(self, before: datetime) -> Iterator[int]:

@@ -1007,11 +1007,15 @@ class PostgresStore(SharedWrites):
         if not rows:
             return []
         if expired is not None:  # the prune's condition (rows.prune_batches)
+            # an alert of these ids, or one holding these stories' duplicate claims (a
+            # story counts as sent while that alert is kept), the prune would drop now
+            keys = [a.duplicate_key for a in first.values() if a.duplicate_key is not None]
             cur.execute(
-                "DELETE FROM alerts WHERE alert_id = ANY(%s) AND created_at < %s AND NOT EXISTS"
-                " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id"
+                "DELETE FROM alerts WHERE (alert_id = ANY(%s) OR alert_id IN (SELECT alert_id"
+                " FROM duplicate_claims WHERE key = ANY(%s))) AND created_at < %s AND NOT"
+                " EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id"
                 " AND d.status = 'pending')",
-                (list(first), expired),
+                (list(first), keys, expired),
             )
         cols = list(zip(*rows, strict=True))
         cur.execute(

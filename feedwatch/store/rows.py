@@ -552,12 +552,26 @@ class SharedWrites(SharedReads):
                 )
         return out
 
-    def duplicate_claims(self, keys: Sequence[str]) -> dict[str, dict[str, str]]:
+    def duplicate_claims(
+        self, keys: Sequence[str], expired: datetime | None = None
+    ) -> dict[str, dict[str, str]]:
+        # with ``expired``: the claims a commit keeps (the store's _queue drops an
+        # alert holding one that the prune would drop, and the claim with it)
+        p = self.P
+        kept = (
+            ""
+            if expired is None
+            else " AND alert_id IN (SELECT a.alert_id FROM alerts a WHERE a.alert_id ="
+            f" duplicate_claims.alert_id AND (a.created_at >= {p} OR EXISTS (SELECT 1"
+            " FROM deliveries d WHERE d.alert_id = a.alert_id AND d.status = 'pending')))"
+        )
+        after = () if expired is None else (self._to_db(expired),)
         out: dict[str, dict[str, str]] = {}
         with self._reading() as cur:
             for clause, values in self._ids_in("key", list(dict.fromkeys(keys))):
                 for key, sink, alert_id in cur.execute(
-                    f"SELECT key, sink, alert_id FROM duplicate_claims WHERE {clause}", values
+                    f"SELECT key, sink, alert_id FROM duplicate_claims WHERE {clause}{kept}",
+                    [*values, *after],
                 ).fetchall():
                     out.setdefault(key, {})[sink] = alert_id
         return out

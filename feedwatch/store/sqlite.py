@@ -703,11 +703,15 @@ class SqliteStore(SharedWrites):
             now = at if at is not None else _detected_at(alert)
             payload = stored_text(alert.payload)  # the bytes the sinks send (feedwatch.payload)
             if expired is not None:  # the prune's condition (rows.prune_batches)
+                # an alert of this id, or one holding this story's duplicate claims
+                # (the story counts as sent while that alert is kept), the prune would
+                # drop now: it goes first, its claims with it
                 cur.execute(
-                    "DELETE FROM alerts WHERE alert_id = ? AND created_at < ? AND NOT EXISTS"
+                    "DELETE FROM alerts WHERE (alert_id = ? OR alert_id IN (SELECT alert_id"
+                    " FROM duplicate_claims WHERE key = ?)) AND created_at < ? AND NOT EXISTS"
                     " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id"
                     " AND d.status = 'pending')",
-                    (alert.id, expired),
+                    (alert.id, alert.duplicate_key, expired),
                 )
             cur.execute(
                 "INSERT OR IGNORE INTO alerts"
