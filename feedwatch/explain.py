@@ -158,6 +158,9 @@ class Analysis:
     # duplicates = "skip": duplicate key -> the sinks an alert of it went to -> that alert
     claimed: dict[str, dict[str, str]] = field(default_factory=dict)
     configured: frozenset[str] = frozenset()  # the config's feeds (the others: removed)
+    # the next poll's cut (``PollCommit.alerts_before``: now less the global retention):
+    # an alert made before it with nothing pending is one that poll drops and makes again
+    alerts_before: datetime | None = None
     # the feed's rules, compiled at their first use, and the regex time left to them
     compiled: tuple[CompiledRule, ...] | None = None
     budget: RegexBudget | None = None
@@ -590,7 +593,7 @@ def _verdict(
             if e.matched
         ]
         sinks = route(feed, ms)
-        if any(r.alert_id == aid for r in recorded):
+        if any(r.alert_id == aid and not _expired(r, a.alerts_before) for r in recorded):
             return Verdict(
                 "already alerted",
                 [
@@ -1081,6 +1084,15 @@ async def _fetch(feed: FeedConfig) -> Fetched | NotModified | FetchFailed:
         return await fetcher.fetch(req)
 
 
+def _expired(r: AlertRecord, before: datetime | None) -> bool:
+    """An alert the next poll drops and makes again (the prune's condition)."""
+    return (
+        before is not None
+        and r.created_at < before
+        and not any(d.status == "pending" for d in r.deliveries)
+    )
+
+
 def _claims(config: Config, a: Analysis) -> dict[str, dict[str, str]]:
     """The sinks an alert of each change's story already went to (``duplicates =
     "skip"``), read from the state again: it was closed for the fetch."""
@@ -1093,7 +1105,7 @@ def _claims(config: Config, a: Analysis) -> dict[str, dict[str, str]]:
     if store is None:
         return {}
     try:
-        return store.duplicate_claims(keys)
+        return store.duplicate_claims(keys, a.alerts_before)
     finally:
         store.close()
 
@@ -1161,6 +1173,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     if feed is None and record is not None:
         # removed from the config: its ${VAR} values are no longer known for secrets
         a.feed_name = record.shown_name
+    a.alerts_before = now - timedelta(seconds=config.defaults.retention)
     a.claimed = _claims(config, a)
     a.configured = frozenset(f.name for f in config.feeds)
     _header(out, a)

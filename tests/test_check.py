@@ -3424,6 +3424,10 @@ def test_an_entry_back_after_retention_alerts_again_before_any_upkeep_drops_its_
     dry = fw(cfg, "check", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert [json.loads(line)["id"] for line in dry.stdout.splitlines()] == [first[0][1]]
+    # explain agrees with the poll to come: it said the id was alerted before, for good
+    told = fw(cfg, "explain", "f", "Beta")
+    assert told.returncode == 0 and "the next poll alerts it as 'new'" in told.stdout, told.stdout
+    assert "alerted before" not in told.stdout, told.stdout
     assert check(with_b) == first  # back after retention: its first alert's id, sent again
     assert check(without) == [] and check(with_b) == []  # known again: once
     r = fw(cfg, "explain", "f", "Beta")
