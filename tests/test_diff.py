@@ -1894,7 +1894,7 @@ def _renamed(es: list[EntrySnapshot], rnd) -> list[EntrySnapshot]:
     return out
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @_two_bodies
 def test_diff_of_the_rows_stored_needed_names_is_the_diff_of_all(
     first, second, policy, renamed, data
@@ -1942,7 +1942,7 @@ class _Unread(Sequence[EntrySnapshot]):
         return self.entries[i]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @_two_bodies
 def test_settled_entries_give_the_diff_of_comparing_them(first, second, policy, from_start, data):
     """Entries as they were in the body the state last committed (model.Settled) are

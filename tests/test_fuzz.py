@@ -58,7 +58,7 @@ from feedwatch.sinks.webhook import render
 from feedwatch.store.base import Delivery, PollCommit
 from feedwatch.store.sqlite import SqliteStore
 
-EXAMPLES = int(os.environ.get("FEEDWATCH_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("FEEDWATCH_FUZZ_EXAMPLES", "80"))
 pytestmark = pytest.mark.timeout(60 + EXAMPLES)
 FUZZ = settings(
     max_examples=EXAMPLES,
