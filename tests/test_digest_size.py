@@ -404,12 +404,18 @@ def parts_config(tmp_path: Path) -> Config:
     return config(tmp_path, SinkConfig(name="parts", type="webhook", digest=600.0))
 
 
+def due_parts(store: SqliteStore, n: int) -> tuple[FakeClock, list[str]]:
+    """``n`` small alerts held for the "parts" digest, and the clock once it is due."""
+    clock = FakeClock()
+    ids = hold(store, clock, "parts", n, 10)
+    clock.advance(600)
+    return clock, ids
+
+
 def test_a_stop_between_digest_parts_sends_again_only_the_part_in_flight(
     tmp_path: Path, store: SqliteStore
 ) -> None:
-    clock = FakeClock()
-    ids = hold(store, clock, "parts", 7, 10)
-    clock.advance(600)
+    clock, ids = due_parts(store, 7)
     sink = PartsSink(3)
     sink.block = ids[3]
 
@@ -438,9 +444,7 @@ def test_a_stop_between_digest_parts_sends_again_only_the_part_in_flight(
 def test_a_failed_part_holds_the_later_parts_and_a_dead_one_does_not(
     tmp_path: Path, store: SqliteStore
 ) -> None:
-    clock = FakeClock()
-    ids = hold(store, clock, "parts", 7, 10)
-    clock.advance(600)
+    clock, ids = due_parts(store, 7)
     sink = PartsSink(3)
     sink.fail[ids[3]] = SendResult.transient("HTTP 503")
     d = Dispatcher(parts_config(tmp_path), store, {"parts": sink}, clock=clock)
@@ -478,9 +482,7 @@ def taken(sink: SizeSink) -> list[list[str]]:
 def test_a_part_refused_for_its_size_goes_in_halves_each_marked_as_it_goes(
     tmp_path: Path, store: SqliteStore
 ) -> None:
-    clock = FakeClock()
-    ids = hold(store, clock, "parts", 12, 10)
-    clock.advance(600)
+    clock, ids = due_parts(store, 12)
     sink = SizeSink(6, most=2)
     report = asyncio.run(
         Dispatcher(parts_config(tmp_path), store, {"parts": sink}, clock=clock).run_once()
@@ -494,9 +496,7 @@ def test_a_part_refused_for_its_size_goes_in_halves_each_marked_as_it_goes(
 def test_a_half_that_fails_for_now_holds_the_rest_and_other_failures_keep_a_part_whole(
     tmp_path: Path, store: SqliteStore
 ) -> None:
-    clock = FakeClock()
-    ids = hold(store, clock, "parts", 12, 10)
-    clock.advance(600)
+    clock, ids = due_parts(store, 12)
     sink = SizeSink(6, most=2)
     sink.fail[ids[2]] = SendResult.transient("HTTP 503")
     d = Dispatcher(parts_config(tmp_path), store, {"parts": sink}, clock=clock)
@@ -522,9 +522,7 @@ def test_a_stop_during_a_send_refused_for_its_size_starts_no_half(
     """A SIGTERM while a digest was being refused for its size: the halves still went
     out after the stop (holding it up to shutdown_timeout, and a send cut off there was
     sent again at the next start). Now nothing new starts; every alert stays pending."""
-    clock = FakeClock()
-    ids = hold(store, clock, "parts", 12, 10)
-    clock.advance(600)
+    clock, ids = due_parts(store, 12)
 
     class StoppedWhileRefused(SizeSink):
         async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
