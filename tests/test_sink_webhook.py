@@ -937,7 +937,7 @@ def _check_no_link_or_mention(payloads: list[dict[str, Any]], digest: bool) -> N
     assert "Markdown" not in headers and "X-Markdown" not in headers
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(_hostile_payload(), min_size=1, max_size=3), st.booleans())
 def test_no_feed_text_forms_a_link_or_a_mention(
     payloads: list[dict[str, Any]], digest: bool
@@ -1015,7 +1015,7 @@ def _check_no_formatting(payloads: list[dict[str, Any]], digest: bool) -> None:
         assert "{{" not in text, text  # a date function
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(_hostile_payload(), min_size=1, max_size=3), st.booleans())
 def test_no_feed_text_forms_formatting(payloads: list[dict[str, Any]], digest: bool) -> None:
     _check_no_formatting(payloads, digest)

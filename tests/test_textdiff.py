@@ -113,7 +113,7 @@ def _texts(draw):
     return "".join(w + draw(_spaces) for w in words).strip()
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(_texts(), _texts(), st.integers(0, 6))
 def test_pieces_give_back_both_texts_and_the_excerpt_keeps_every_change(old, new, context):
     pieces = word_diff(old, new)
