@@ -73,7 +73,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from feedwatch.alert import MAX_STRING, cap_text, format_time, safe_link
 from feedwatch.identity import (
@@ -120,6 +120,7 @@ STAMP_TOLERANCE = timedelta(seconds=10)
 """How far a stamped time may be from the poll's own (the arrival of its response,
 ``poll.BodyJob.fetched_at``): a server's time to build and send the response, a clock a
 few seconds off."""
+K = TypeVar("K")  # what ``_OnePair`` pairs by
 _EMPTY = fingerprint("", "", "")  # an entry with no text says nothing of who it is
 
 
@@ -642,6 +643,27 @@ class _Rezoned:
         return None
 
 
+class _OnePair(Generic[K]):
+    """Unknown entries of the body and absent stored rows that share a key ``K`` (what
+    ``_Undated``, ``_Unseen`` and ``_Redated`` each derive), paired where the answer is
+    one: one entry of the body, and one row, have that key."""
+
+    def __init__(self, body: Iterable[K], rows: Iterable[tuple[K, StoredEntry]]) -> None:
+        self.counts: Counter[K] = Counter(body)
+        self.rows: dict[K, StoredEntry | None] = {}  # None: two rows have it
+        for k, row in rows:
+            self.rows[k] = None if k in self.rows else row
+
+    def row(self, k: K, current: Mapping[str, StoredEntry]) -> StoredEntry | None:
+        """The row of ``k``, unless the answer is not one or it was re-keyed meanwhile."""
+        if self.counts[k] != 1:
+            return None
+        row = self.rows.get(k)
+        if row is None or current.get(row.identity) is not row:
+            return None
+        return row
+
+
 class _Redated:
     """An entry keyed by its content (title, link, published time) whose published time
     the feed moved: a CMS that fixed its zone, or re-renders its dates with the offset of
@@ -684,22 +706,21 @@ class _Redated:
         seen: set[str],
         ignore: Ignore | None,
     ) -> None:
-        self.counts: Counter[tuple[str, str | None]] = Counter(
-            (_text_key(entries[i], ignore, fp), keys[i].link)
-            for key, i, fp in body
-            if key == keys[i].content and key not in current and entries[i].published
+        self.pairs: _OnePair[tuple[str, str | None]] = _OnePair(
+            (
+                (_text_key(entries[i], ignore, fp), keys[i].link)
+                for key, i, fp in body
+                if key == keys[i].content and key not in current and entries[i].published
+            ),
+            (
+                ((_text_key(row, ignore), normalize_link(row.link)), row)
+                for row in current.values()
+                if row.identity not in seen
+                and row.in_body
+                and row.identity.startswith("c:")
+                and row.published is not None
+            ),
         )
-        self.rows: dict[tuple[str, str | None], StoredEntry | None] = {}  # None: two have it
-        for row in current.values():
-            if (
-                row.identity in seen
-                or not row.in_body
-                or not row.identity.startswith("c:")
-                or row.published is None
-            ):
-                continue
-            k = (_text_key(row, ignore), normalize_link(row.link))
-            self.rows[k] = None if k in self.rows else row
 
     def same_entry(
         self,
@@ -713,12 +734,8 @@ class _Redated:
         if key != keys.content or entry.published is None:
             return None
         k = (_text_key(entry, ignore, fp), keys.link)
-        if k[0] == _EMPTY or self.counts[k] != 1:
-            return None
-        row = self.rows.get(k)
-        if row is None or current.get(row.identity) is not row or row.published == entry.published:
-            return None
-        return row
+        row = None if k[0] == _EMPTY else self.pairs.row(k, current)
+        return None if row is None or row.published == entry.published else row
 
 
 class _Undated:
@@ -737,25 +754,25 @@ class _Undated:
     def __init__(
         self, body: Iterable[EntryKeys], current: Mapping[str, StoredEntry], seen: set[str]
     ) -> None:
-        self.counts: Counter[str] = Counter(k.textless for k in body if k.textless)
-        self.rows: dict[str, StoredEntry | None] = {}  # None: two rows have it
-        for row in current.values():
-            if row.identity in seen or not row.identity.startswith("c:"):
-                continue
-            t = textless_identity(row)  # None: the row has a published time
-            if t is not None:
-                self.rows[t] = None if t in self.rows else row
+        self.pairs: _OnePair[str] = _OnePair(
+            (k.textless for k in body if k.textless),
+            (
+                (t, row)
+                for row in current.values()
+                if row.identity not in seen
+                and row.identity.startswith("c:")
+                # None: the row has a published time
+                and (t := textless_identity(row)) is not None
+            ),
+        )
 
     def same_entry(
         self, key: str, keys: EntryKeys, current: Mapping[str, StoredEntry]
     ) -> StoredEntry | None:
         t = keys.textless
-        if t is None or key != keys.content or self.counts[t] != 1:
+        if t is None or key != keys.content:
             return None
-        row = self.rows.get(t)
-        if row is None or current.get(row.identity) is not row:
-            return None
-        return row
+        return self.pairs.row(t, current)
 
 
 class _Unseen:
@@ -772,28 +789,21 @@ class _Unseen:
         current: Mapping[str, StoredEntry],
         seen: set[str],
     ) -> None:
-        self.counts: Counter[str] = Counter(
-            _seen_key(e, key) for key, e, k in body if key == k.content
+        self.pairs: _OnePair[str] = _OnePair(
+            (_seen_key(e, key) for key, e, k in body if key == k.content),
+            (
+                (_seen_key(row, row.identity), row)
+                for row in current.values()
+                if row.identity not in seen and row.identity.startswith("c:")
+            ),
         )
-        self.rows: dict[str, StoredEntry | None] = {}  # None: two rows have it
-        for row in current.values():
-            if row.identity in seen or not row.identity.startswith("c:"):
-                continue
-            sk = _seen_key(row, row.identity)
-            self.rows[sk] = None if sk in self.rows else row
 
     def same_entry(
         self, key: str, keys: EntryKeys, entry: EntrySnapshot, current: Mapping[str, StoredEntry]
     ) -> StoredEntry | None:
         if key != keys.content:
             return None
-        sk = _seen_key(entry, key)
-        if self.counts[sk] != 1:
-            return None
-        row = self.rows.get(sk)
-        if row is None or current.get(row.identity) is not row:
-            return None
-        return row
+        return self.pairs.row(_seen_key(entry, key), current)
 
 
 def _seen_key(e: EntrySnapshot | StoredEntry, key: str) -> str:
