@@ -66,7 +66,7 @@ from feedwatch.store.base import (
     StateError,
     older_schema,
 )
-from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, link_key
+from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, kept_alert, link_key
 from feedwatch.store.seen import seen_step, touch_cut
 
 try:
@@ -1012,9 +1012,7 @@ class PostgresStore(SharedWrites):
             keys = [a.duplicate_key for a in first.values() if a.duplicate_key is not None]
             cur.execute(
                 "DELETE FROM alerts WHERE (alert_id = ANY(%s) OR alert_id IN (SELECT alert_id"
-                " FROM duplicate_claims WHERE key = ANY(%s))) AND created_at < %s AND NOT"
-                " EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id"
-                " AND d.status = 'pending')",
+                f" FROM duplicate_claims WHERE key = ANY(%s))) AND NOT {kept_alert('%s')}",
                 (list(first), keys, expired),
             )
         cols = list(zip(*rows, strict=True))

@@ -87,6 +87,17 @@ _RESET_FEED = (
 )
 
 
+def kept_alert(p: str, table: str = "alerts") -> str:
+    """SQL: the alert row ``table`` is one the prune keeps at the cut ``p`` (a poll's
+    ``PollCommit.alerts_before``): made since, or with a delivery pending. What a poll's
+    commit drops is NOT this (an alert of an id it makes again, or holding its story's
+    claims); what a dry run and ``explain`` count as recorded, this."""
+    return (
+        f"({table}.created_at >= {p} OR EXISTS (SELECT 1 FROM deliveries d"
+        f" WHERE d.alert_id = {table}.alert_id AND d.status = 'pending'))"
+    )
+
+
 class SharedReads:
     """The reads of feeds, entries, pending deliveries and their counts, for a store
     that gives:
@@ -534,12 +545,7 @@ class SharedWrites(SharedReads):
         # the commit's condition (the store's _queue), reversed: kept are those made
         # since ``expired`` or with a delivery pending
         p = self.P
-        kept = (
-            ""
-            if expired is None
-            else f" AND (created_at >= {p} OR EXISTS (SELECT 1 FROM deliveries d"
-            " WHERE d.alert_id = alerts.alert_id AND d.status = 'pending'))"
-        )
+        kept = "" if expired is None else f" AND {kept_alert(p)}"
         after = () if expired is None else (self._to_db(expired),)
         out: set[str] = set()
         with self._reading() as cur:
@@ -562,8 +568,7 @@ class SharedWrites(SharedReads):
             ""
             if expired is None
             else " AND alert_id IN (SELECT a.alert_id FROM alerts a WHERE a.alert_id ="
-            f" duplicate_claims.alert_id AND (a.created_at >= {p} OR EXISTS (SELECT 1"
-            " FROM deliveries d WHERE d.alert_id = a.alert_id AND d.status = 'pending')))"
+            f" duplicate_claims.alert_id AND {kept_alert(p, 'a')})"
         )
         after = () if expired is None else (self._to_db(expired),)
         out: dict[str, dict[str, str]] = {}

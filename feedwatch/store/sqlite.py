@@ -51,7 +51,7 @@ from feedwatch.store.base import (
     older_schema,
 )
 from feedwatch.store.lock import make_state_directory
-from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, link_key
+from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, kept_alert, link_key
 from feedwatch.store.seen import seen_step, touch_cut
 
 log = structlog.get_logger("feedwatch.store")
@@ -708,9 +708,7 @@ class SqliteStore(SharedWrites):
                 # drop now: it goes first, its claims with it
                 cur.execute(
                     "DELETE FROM alerts WHERE (alert_id = ? OR alert_id IN (SELECT alert_id"
-                    " FROM duplicate_claims WHERE key = ?)) AND created_at < ? AND NOT EXISTS"
-                    " (SELECT 1 FROM deliveries d WHERE d.alert_id = alerts.alert_id"
-                    " AND d.status = 'pending')",
+                    f" FROM duplicate_claims WHERE key = ?)) AND NOT {kept_alert('?')}",
                     (alert.id, alert.duplicate_key, expired),
                 )
             cur.execute(
