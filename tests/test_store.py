@@ -40,6 +40,7 @@ from feedwatch.store import (
     PollCommit,
     SinkCounts,
     SqliteStore,
+    StateBusy,
     StateError,
     StateLocked,
     Store,
@@ -2302,12 +2303,11 @@ def test_group_commit_whose_transaction_cannot_begin_fails_every_write(tmp_path:
     from feedwatch.store.group import GroupCommit
 
     store = SqliteStore(tmp_path / "state.db")
-    store._conn.execute("PRAGMA busy_timeout = 50")
     other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
 
     async def main() -> list[Any]:
-        writes = GroupCommit(store)
+        writes = GroupCommit(store, busy_limit=0.3)  # (the busy timeout: 10 s)
         first = await asyncio.wait_for(
             asyncio.gather(
                 writes.run(lambda: store.commit_poll(poll("a"))),
@@ -2322,10 +2322,147 @@ def test_group_commit_whose_transaction_cannot_begin_fails_every_write(tmp_path:
 
     try:
         first, second = asyncio_run(main())
-        assert [type(e) for e in first] == [StateError] * 2, first
-        assert "is busy (database is locked)" in str(first[0])
+        assert [type(e) for e in first] == [StateBusy] * 2, first
+        assert isinstance(first[0], StateError)
+        assert f"state file {tmp_path / 'state.db'} is busy (database is locked)" in str(first[0])
         assert second == []
         assert store.feed("a") is None and store.feed("c") is not None
+    finally:
+        other.close()
+        store.close()
+
+
+def test_group_commit_keeps_the_event_loop_running_while_the_state_is_locked(
+    tmp_path: Path,
+) -> None:
+    """Another process held SQLite's write lock (an admin's `sqlite3` shell in a
+    transaction, a long VACUUM): the batch's BEGIN IMMEDIATE slept in SQLite's busy
+    handler on the event loop's thread, so the daemon fetched nothing, handled no signal
+    and sent no watchdog ping until the lock was let go (up to 10 s a batch). Now the
+    loop runs while the write waits, and the write is done once the lock is free."""
+    import asyncio
+    import threading
+
+    from feedwatch.store.group import GroupCommit
+
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released: list[float] = []
+
+    def release() -> None:
+        released.append(time.monotonic())
+        other.execute("ROLLBACK")
+
+    holder = threading.Timer(3.0, release)  # another process's hold, ~3 s
+
+    async def main() -> tuple[list[str], float, float, int]:
+        late = 0.0
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal late, ticks
+            while True:
+                due = time.monotonic() + 0.05
+                await asyncio.sleep(0.05)
+                late = max(late, time.monotonic() - due)
+                ticks += 1
+
+        ticker = asyncio.get_running_loop().create_task(tick())
+        await asyncio.sleep(0.1)  # the ticker runs
+        holder.start()
+        got = await asyncio.wait_for(
+            GroupCommit(store).run(lambda: store.commit_poll(poll("a"))), 20
+        )
+        done = time.monotonic()
+        ticker.cancel()
+        return got, late, done, ticks
+
+    try:
+        got, late, done, ticks = asyncio_run(main())
+        assert got == []
+        assert late < 0.5, f"the event loop stood still for {late:.2f} s"
+        assert ticks >= 20  # it ticked through the hold (3 s: ~60 ticks)
+        assert released and done >= released[0]
+        assert sqlite_rows(path, "SELECT name FROM feeds") == [("a",)]
+    finally:
+        holder.cancel()
+        holder.join()
+        other.close()
+        store.close()
+
+
+def test_group_commit_writes_asked_for_while_the_state_is_locked_go_in_order(
+    tmp_path: Path,
+) -> None:
+    """While a batch waits for a lock held elsewhere, writes asked for meanwhile go with
+    it, in the order they were asked for, in one COMMIT; one whose caller was cancelled
+    meanwhile (a stop) is not done at all; past ``busy_limit`` a write fails with the
+    busy error naming the file, and one asked for later still has its own wait."""
+    import asyncio
+
+    from feedwatch.store.group import GroupCommit
+
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    other = sqlite3.connect(path, isolation_level=None)
+    order: list[str] = []
+
+    def write(name: str) -> Callable[[], list[str]]:
+        def call() -> list[str]:
+            order.append(name)
+            return store.commit_poll(poll(name))
+
+        return call
+
+    async def main() -> dict[str, Any]:
+        writes = GroupCommit(store, busy_limit=1.0)
+        other.execute("BEGIN IMMEDIATE")
+        a = asyncio.ensure_future(writes.run(write("a")))
+        await asyncio.sleep(0.1)
+        b = asyncio.ensure_future(writes.run(write("b")))
+        gone = asyncio.ensure_future(writes.run(write("gone")))
+        c = asyncio.ensure_future(writes.run(write("c")))
+        await asyncio.sleep(0.1)
+        gone.cancel()
+        await asyncio.sleep(0.2)
+        assert not (a.done() or b.done() or c.done())
+        del statements[:]
+        other.execute("ROLLBACK")  # the lock is free: the waiting batch goes
+        got = {"ab c": await asyncio.wait_for(asyncio.gather(a, b, c), 10)}
+        commits = statements.count("COMMIT")
+
+        # past the limit: the first write fails at 1 s, the one asked for 0.6 s later
+        # at its own 1 s; the loop keeps running all along
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        first = asyncio.ensure_future(writes.run(write("x")))
+        await asyncio.sleep(0.6)
+        second = asyncio.ensure_future(writes.run(write("y")))
+        errors = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
+        got.update(commits=commits, errors=errors, seconds=time.monotonic() - started)
+        other.execute("ROLLBACK")
+        got["after"] = await asyncio.wait_for(writes.run(write("z")), 10)
+        return got
+
+    try:
+        got = asyncio_run(main())
+        assert got["ab c"] == [[], [], []]
+        assert got["commits"] == 1  # one batch, the three together
+        assert order == ["a", "b", "c", "z"]  # "gone" was never run, "x" and "y" neither
+        assert [type(e) for e in got["errors"]] == [StateBusy] * 2, got["errors"]
+        assert f"state file {path} is busy (database is locked)" in str(got["errors"][0])
+        assert 1.5 <= got["seconds"] < 4.0  # "y" waited its own second
+        assert got["after"] == []
+        assert sqlite_rows(path, "SELECT name FROM feeds ORDER BY name") == [
+            ("a",),
+            ("b",),
+            ("c",),
+            ("z",),
+        ]
     finally:
         other.close()
         store.close()

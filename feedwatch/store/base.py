@@ -45,6 +45,10 @@ def log_state_failure(
         logger.error(event, **fields, exc_info=exc)
 
 
+class StateBusy(StateError):
+    """Another process held SQLite's write lock: the write was not done (nothing of it)."""
+
+
 class StateLocked(StateError):
     """Another feedwatch daemon holds this state."""
 
@@ -310,11 +314,14 @@ class Store(Protocol):
         identity of ``need.settled`` is a stored entry of the feed's last body."""
         ...
 
-    def batch(self) -> AbstractContextManager[None]:
+    def batch(self, *, wait: bool = True) -> AbstractContextManager[None]:
         """Writes inside may share one transaction; each stays all or nothing by itself.
 
         The batch's end makes them durable: a write is not done before it. A backend
         may give each write its own transaction instead (PostgreSQL does).
+        ``wait=False`` (the group commit, on the event loop): a batch that cannot begin
+        at once, the state locked by another process, raises ``StateBusy`` as it
+        begins, nothing done, instead of waiting out the busy timeout.
         """
         ...
 

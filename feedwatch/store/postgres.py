@@ -822,9 +822,10 @@ class PostgresStore(SharedWrites):
             return StateError(f"PostgreSQL state {self.path}: {msg}")
         return exc
 
-    def batch(self) -> contextlib.AbstractContextManager[None]:
+    def batch(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         """Each write stays its own transaction: they run on pooled connections, and a
-        COMMIT costs a round trip rather than a WAL write (see SqliteStore.batch)."""
+        COMMIT costs a round trip rather than a WAL write (see SqliteStore.batch). It
+        never waits as it begins (``wait`` changes nothing)."""
         return contextlib.nullcontext()
 
     @contextlib.contextmanager

@@ -47,6 +47,7 @@ from feedwatch.store.base import (
     Delivery,
     FeedClaim,
     PollCommit,
+    StateBusy,
     StateError,
     older_schema,
 )
@@ -59,6 +60,10 @@ log = structlog.get_logger("feedwatch.store")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 BUSY_TIMEOUT_MS = 10_000
+# How long the BEGIN of a ``batch(wait=False)`` (the group commit, on the event loop)
+# waits for the write lock held elsewhere before it gives up (``StateBusy``): the loop
+# runs between tries (feedwatch.store.group), up to BUSY_TIMEOUT_MS in all.
+BEGIN_WAIT_MS = 20
 # A checkpoint copies the WAL into the file and syncs it: every 1,000 pages (SQLite's
 # default) it was ~0.3 ms of each changed poll. 10,000 pages (40 MB of WAL at most)
 # keeps that off most rounds; `check` pays it once, when it closes the file.
@@ -511,7 +516,7 @@ class SqliteStore(SharedWrites):
                 " its free space; feedwatch never resets state by itself"
             )
         if "locked" in low or "busy" in low:
-            return StateError(
+            return StateBusy(
                 f"state file {self.path} is busy ({msg}): another process kept it locked"
                 f" longer than {BUSY_TIMEOUT_MS // 1000}s"
             )
@@ -607,24 +612,50 @@ class SqliteStore(SharedWrites):
                 yield cur
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, wait: bool = True) -> Iterator[None]:
         """Writes inside share one transaction, each still all-or-nothing (a savepoint).
 
         Why: a COMMIT costs more than a poll's own writes (the WAL frames of every page
         touched, and a checkpoint now and then); polls that finish together pay it once
         (feedwatch.store.group). If the COMMIT fails, none of the batch is kept.
+
+        ``wait=False``: while another process holds the write lock, the BEGIN gives up
+        after BEGIN_WAIT_MS instead of the busy timeout, with ``StateBusy`` and nothing
+        done: the group commit tries again later, its event loop running meanwhile.
         """
         with self._lock:
             if self._batching:
                 yield
                 return
-            with self._transaction("BEGIN IMMEDIATE", "", ("ROLLBACK",)) as cur:
+            if not wait:
+                self._begin_soon()
+            begin = "BEGIN IMMEDIATE" if wait else ""  # (else begun just now)
+            with self._transaction(begin, "", ("ROLLBACK",)) as cur:
                 self._batching = True
                 try:
                     yield
                 finally:
                     self._batching = False
                 cur.execute("COMMIT")
+
+    def _begin_soon(self) -> None:
+        """BEGIN IMMEDIATE waiting at most BEGIN_WAIT_MS for the write lock (the
+        statements after it, the COMMIT included, keep the full busy timeout)."""
+        conn = self._conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BEGIN_WAIT_MS}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            mapped = self._error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     # -- leases: one daemon per file (the lock), so every claim is granted -----
 
