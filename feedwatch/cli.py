@@ -34,6 +34,7 @@ from feedwatch.store import (
     drop_removed_feeds,
     is_postgres_url,
     no_state_at,
+    nothing_polled,
     open_store,
     prune_alerts,
 )
@@ -337,6 +338,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         finally:
             if store is not None:
                 store.close()
+        if store is None:
+            print(nothing_polled(config.state), file=sys.stderr)
         print(f"{n} dead deliveries queued again", file=out)
         return EXIT_OK
     if args.command == "forget":

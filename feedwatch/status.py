@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, TextIO
 
 from feedwatch import streams
 from feedwatch.alert import format_time
 from feedwatch.model import Config
 from feedwatch.redact import redact, redact_url
-from feedwatch.store import open_store
+from feedwatch.store import nothing_polled, open_store
 from feedwatch.store.base import FeedRecord, SinkCounts
 
 
@@ -35,7 +36,9 @@ def collect(config: Config) -> dict[str, Any]:
     store = open_store(config.state, create=False, upgrade=False)
     records: dict[str, FeedRecord] = {}
     counts: dict[str, SinkCounts] = {}
-    if store is not None:
+    if store is None:  # (stdout as with a state: every feed `new`; SPEC 2)
+        print(nothing_polled(config.state), file=sys.stderr)
+    else:
         try:
             records = store.feeds(counts=True)
             counts = store.sink_counts()

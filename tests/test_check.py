@@ -2742,6 +2742,38 @@ def test_forget_without_a_state_is_not_a_usage_error(setup):
     assert r.stderr == "feedwatch: unknown feed 'nosuch' (configured: news, everything)\n"
 
 
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_status_and_redeliver_without_a_state_say_where_they_looked(setup, json_flag):
+    """`status` and `redeliver` run with another state path than the service's (an
+    admin's config, a typo) showed every feed `new` and "0 dead deliveries queued
+    again", never saying there was no state where they looked. They say so on stderr
+    (stdout as before: every feed `new`, SPEC 2), create nothing and exit 0."""
+    tmp, srv, cfg, news = setup
+    state = tmp / "elsewhere" / "state.db"
+    note = (
+        f"note: no state file at {state}: nothing polled yet with this config"
+        " (is this the service's config?)\n"
+    )
+    r = fw(cfg, "--state", str(state), "status", *json_flag)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == note
+    if json_flag:
+        assert [f["state"] for f in json.loads(r.stdout)["feeds"]] == ["new", "new"]
+    else:
+        assert r.stdout.splitlines()[1].split()[:2] == ["news", "new"]
+    if not json_flag:
+        r = fw(cfg, "--state", str(state), "redeliver")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "0 dead deliveries queued again\n"
+        assert r.stderr == note
+    assert not state.parent.exists()  # neither created the file nor its directory
+    assert fw(cfg, "check").returncode == 0  # with a state: no such note
+    r = fw(cfg, "status")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = fw(cfg, "redeliver")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
 def test_a_missing_config_named_by_the_variable_says_so(tmp_path):
     r = run_feedwatch(
         "validate", env={**os.environ, "FEEDWATCH_CONFIG": str(tmp_path / "nope.toml")}

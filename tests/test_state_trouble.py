@@ -375,6 +375,45 @@ def test_read_only_state_directory(setup: Setup, immutable: Callable[[Path], Non
     assert_refused(s, "cannot be written", "on directory", commands=("check", "run"))
 
 
+def test_read_only_state_directory_is_read_or_says_why_not(
+    setup: Setup, immutable: Callable[[Path], None]
+) -> None:
+    """An admin who may not write the service's state directory ran `status` on it: it
+    said the state "cannot be written", which it never meant to do. SQLite cannot read
+    a WAL-mode file without its -shm beside it, nor make one there: the commands that
+    only read now say the state cannot be READ, and why. With a -shm there (a daemon
+    has the file open) they read it."""
+    s = setup
+    shm = s.state.with_name(s.state.name + "-shm")
+    assert not shm.exists()  # `check` closed the state: no -wal or -shm is left
+    immutable(s.state_dir)
+    before = s.files()
+    for cmd in (("status",), ("status", "--json"), ("explain", "a"), ("alerts",)):
+        r = s.run(*cmd)
+        assert r.returncode == 1, (cmd, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr, r.stderr
+        message = r.stderr.strip().splitlines()[-1]
+        assert f"state file {s.state} cannot be read" in message, (cmd, message)
+        assert f"{s.state_dir} is not writable" in message, message
+        assert f"no {shm.name}" in message, message
+        assert "cannot be written" not in message, message
+    assert s.files() == before
+    # a daemon running on it keeps its -wal and -shm there: then they read it
+    subprocess.run(["chattr", "-i", str(s.state_dir)], capture_output=True)
+    s.state_dir.chmod(0o700)
+    db = sqlite3.connect(s.state)
+    try:
+        db.execute("SELECT count(*) FROM feeds").fetchall()
+        assert shm.exists()
+        immutable(s.state_dir)
+        r = s.run("status", "--json")
+        assert r.returncode == 0, r.stderr[-2000:]
+        (feed,) = json.loads(r.stdout)["feeds"]
+        assert feed["state"] == "ok" and feed["entries"] == 3
+    finally:
+        db.close()
+
+
 @pytest.mark.parametrize("suffix", ["-shm", "-wal"])
 def test_a_read_only_wal_file_left_behind_is_named(
     setup: Setup, immutable: Callable[[Path], None], suffix: str

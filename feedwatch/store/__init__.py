@@ -55,6 +55,7 @@ __all__ = [
     "dropping_removed_feeds",
     "is_postgres_url",
     "no_state_at",
+    "nothing_polled",
     "open_store",
     "prune_alerts",
     "pruning_alerts",
@@ -76,6 +77,12 @@ def no_state_at(state: str) -> str:
     if is_postgres_url(state):
         return f"no feedwatch state in the PostgreSQL database {redact(state)}"
     return f"no state file at {redact(state)}"
+
+
+def nothing_polled(state: str) -> str:
+    """The note of `status` and `redeliver` run with no state at ``state``: most often
+    not a first run but another config (or ``--state``) than the service's."""
+    return f"note: {no_state_at(state)}: nothing polled yet with this config (is this the service's config?)"
 
 
 def open_store(state: str, *, create: bool = True, upgrade: bool = True) -> Store | None:

@@ -497,6 +497,10 @@ class SqliteStore(SharedWrites):
         low = msg.lower()
         if "not a database" in low or "malformed" in low or "corrupt" in low:
             return self._corrupt(msg)
+        if "unable to open" in low:
+            unreadable = self._unreadable()
+            if unreadable:
+                return StateError(unreadable)
         if "readonly" in low or "read-only" in low or "unable to open" in low:
             why = self._unwritable()
             reason = f"{msg}: {why}" if why else msg
@@ -533,6 +537,25 @@ class SqliteStore(SharedWrites):
         if free >= 1024 * 1024 and st.f_favail != 0:
             return None
         return f"the file system holding {directory} is full: {free // 1024} KiB free"
+
+    def _unreadable(self) -> str | None:
+        """Why SQLite could not open the file even to read it, or None: a WAL-mode state
+        is read only with its -shm file beside it (the ``mode=ro`` URI needs one too),
+        made there by the first to open it. With none there (nothing has the state open:
+        a daemon running on it keeps one) and a directory this user may not write (an
+        admin reading the service's state), it cannot be read."""
+        shm = self.path + "-shm"
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if os.path.exists(shm) or os.access(directory, os.W_OK):
+            return None
+        return (
+            f"state file {self.path} cannot be read: SQLite reads a WAL-mode state only with"
+            f" {os.path.basename(shm)} beside it, and there is no {os.path.basename(shm)}"
+            f" (nothing has the state open) while directory {directory} is not writable by"
+            " this user to make one: run the command as a user who may write there (the"
+            " service's, or root: `sudo feedwatch ...`), or while the daemon runs (it keeps"
+            " that file there)"
+        )
 
     def _unwritable(self) -> str | None:
         """The OS's reason the file (or its directory, for the WAL files) cannot be written."""
