@@ -467,7 +467,7 @@ def _check_with(
     workers = None
     stdout_lost = False
     try:
-        to_poll, records, gone = _due(store, feeds, args)
+        to_poll, records, skipped = _due(store, feeds, args)
         if tls_ready is not None:
             tls_ready()  # before _body_workers forks (a fork copies only this thread)
         workers = _body_workers(config, args, len(to_poll))
@@ -478,7 +478,7 @@ def _check_with(
                 store,
                 to_poll,
                 records,
-                gone=gone,
+                skipped=skipped,
                 body_workers=workers,
                 tls=tls_ready is not None,
                 ascii_json=streams.ascii_json(out),
@@ -584,12 +584,12 @@ def _due(
     store: Store, feeds: Sequence[FeedConfig], args: argparse.Namespace
 ) -> tuple[list[FeedConfig], dict[str, FeedRecord], list[FeedConfig]]:
     """The feeds to poll: not those a server asked to be left alone, nor gone ones
-    (unless named); their records as they are now (for their polls); and the gone ones
-    skipped (not polled, yet judged for staleness)."""
+    (unless named); their records as they are now (for their polls); and the feeds
+    skipped for either reason (not polled, yet judged for staleness)."""
     now = system_clock()
     records = store.feeds()
     to_poll: list[FeedConfig] = []
-    gone: list[FeedConfig] = []
+    skipped: list[FeedConfig] = []
     for feed in feeds:
         rec = records.get(feed.name)
         until = rec.retry_after_at(feed.url) if rec is not None else None  # (not another url's)
@@ -599,6 +599,7 @@ def _due(
                 f"{until:%Y-%m-%d %H:%M:%SZ} (Retry-After)",
                 file=sys.stderr,
             )
+            skipped.append(feed)
             continue
         if rec is not None and rec.gone_at(feed.url):  # (another url is polled)
             if not args.feed:
@@ -607,13 +608,13 @@ def _due(
                     f" `check --feed {redact(feed.name)}` polls it again",
                     file=sys.stderr,
                 )
-                gone.append(feed)
+                skipped.append(feed)
                 continue
             if not args.dry_run:
                 store.clear_gone(feed.name)
                 del records[feed.name]  # changed: its poll reads it again
         to_poll.append(feed)
-    return to_poll, records, gone
+    return to_poll, records, skipped
 
 
 def _body_workers(config: Config, args: argparse.Namespace, feeds: int) -> BodyWorkers | None:
@@ -647,12 +648,13 @@ async def _poll_here(
     feeds: Sequence[FeedConfig],
     records: dict[str, FeedRecord],
     *,
-    gone: Sequence[FeedConfig] = (),
+    skipped: Sequence[FeedConfig] = (),
     body_workers: BodyWorkers | None = None,
     tls: bool = True,
     ascii_json: bool = False,
 ) -> tuple[list[Any], _AlertLines]:
-    """``gone``: feeds not polled (410 Gone), whose `stale` notice may be due.
+    """``skipped``: feeds not polled (a Retry-After holds, or 410 Gone), whose `stale`
+    notice may be due.
     ``tls``: whether a feed's URL is https (else the CA bundle loads only if a
     redirect leads to one). ``ascii_json``: --json lines escape non-ASCII characters
     (stdout is not UTF-8)."""
@@ -706,7 +708,7 @@ async def _poll_here(
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)  # the workers' memory goes back before delivery
-        for i, f in enumerate(gone, start=len(feeds)):
+        for i, f in enumerate(skipped, start=len(feeds)):
             if notices := poller.stale_check(f):
                 shown.add(i, notices)
     return reports, shown

@@ -162,6 +162,9 @@ class Daemon:
         # feeds not polled because their URL answered 410 Gone: looked at again every
         # GONE_CHECK seconds, so a `forget` (or a fixed url after a restart) resumes them
         self._gone: set[str] = set()
+        # feeds with `stale_after` whose next poll waits for a server's Retry-After (up to
+        # a day): their staleness is judged every GONE_CHECK seconds meanwhile
+        self._held_off: set[str] = set()
         self._clock_watch: asyncio.Task[None] | None = None
         self._old_fetchers: list[Fetcher] = []
         self._lock: LockHandle | None = None
@@ -366,6 +369,7 @@ class Daemon:
         self.scheduler.every("maintenance", MAINTENANCE_EVERY, self._maintenance_job)
         self.scheduler.every("leases", LEASE_RENEW, self._lease_job)
         self.scheduler.every("gone", GONE_CHECK, self._gone_job)
+        self.scheduler.every("held_off", GONE_CHECK, self._held_off_job)
         wd = sdnotify.watchdog_interval()
         if wd:
             self.scheduler.every("watchdog", wd, self._watchdog_job)
@@ -444,6 +448,15 @@ class Daemon:
         otherwise (a shorter interval, an overdue feed's place in a spread), so `status`
         shows the time the daemon keeps. (A feed the state does not know yet has none.)"""
         self.scheduler.at(name, when, self._poll_job, name)
+        feed = self.config.feed(name)
+        if feed is not None and feed.settings.stale_after > 0 and rec is not None:
+            until = rec.retry_after_at(feed.url)
+        else:
+            until = None
+        if until is not None and until > self.clock():
+            self._held_off.add(name)
+        else:
+            self._held_off.discard(name)
         if rec is None or rec.next_poll == when:
             return
         try:
@@ -655,6 +668,22 @@ class Daemon:
                     self._kick_deliveries()
         except Exception as exc:
             log.warning("state.gone_check_failed", error=str(exc))
+
+    async def _held_off_job(self) -> None:
+        """The `stale` notice of a feed whose next poll waits for a Retry-After, once it
+        is due: its poll, a day later at most, would judge it that late. (Its next
+        schedule, after that poll or a reload, takes it off this list.)"""
+        if not self._held_off or self._stopping:
+            return
+        try:
+            for name in sorted(self._held_off):
+                feed = self.config.feed(name)
+                if feed is None or not feed.enabled or name in self._gone:
+                    self._held_off.discard(name)
+                elif name not in self._polling and self.poller.stale_check(feed):
+                    self._kick_deliveries()
+        except Exception as exc:
+            log.warning("state.held_off_check_failed", error=str(exc))
 
     async def _lease_job(self) -> None:
         try:

@@ -588,9 +588,10 @@ class Poller:
         )
 
     def stale_check(self, feed: FeedConfig) -> list[Alert]:
-        """The `stale` notice of a feed that is not polled because it answered 410 Gone,
-        once it is due: it never succeeds again, so it is judged as a failing feed is
-        (its next poll, after `check --feed`, `forget` or a new url, judges a recovery)."""
+        """The `stale` notice of a feed that is not polled because it answered 410 Gone
+        or its server's Retry-After holds, once it is due: it does not succeed meanwhile,
+        so it is judged as a failing feed is (its next poll, after the Retry-After or
+        `check --feed`, `forget` or a new url, judges a recovery)."""
         if feed.settings.stale_after <= 0:
             return []
         try:
@@ -600,7 +601,7 @@ class Poller:
             return []
 
     def _staleness(self, feed: FeedConfig, report: PollReport | None) -> list[Alert]:
-        """``report``: the poll just made (None: none, the feed is gone)."""
+        """``report``: the poll just made (None: none, the feed is gone or held off)."""
         record = self.store.feed(feed.name)
         if record is None:
             return []

@@ -3564,6 +3564,40 @@ def test_a_gone_feed_gets_one_stale_notice_from_check_and_recovered_when_back(
     assert len(stale()) == 1
 
 
+def test_a_feed_held_off_by_retry_after_gets_its_stale_notice_from_check(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """`check` skipped a feed whose server answered 429 with `Retry-After: 86400` and never
+    judged its staleness: a server saying so day after day never brought the `stale`
+    notice that `stale_after` promises (a 410 Gone or a 404 did)."""
+    feed_server.set("/f", rss([entry(1)]))
+    cfg = tmp_path / "feedwatch.toml"
+    feed = f'[[feeds]]\nname = "f"\nurl = "{feed_server.url("/f")}"\n'
+    cfg.write_text(jsonl_config(tmp_path, feed))
+    assert fw(cfg, "check").returncode == 0  # its baseline, its last success
+    feed_server.set("/f", b"slow down", status=429, headers={"Retry-After": "86400"})
+    r = fw(cfg, "check")
+    assert r.returncode == 1 and "error f: HTTP 429" in r.stderr, r.stderr
+    # stale_after from now on: the poll that met the 429 cannot have sent the notice
+    cfg.write_text(jsonl_config(tmp_path, feed, 'stale_after = "1s"'))
+
+    def stale() -> list[dict]:
+        return [a for a in alerts(tmp_path) if a["kind"] == "stale"]
+
+    def checked_stale() -> list[dict]:
+        r = fw(cfg, "check")
+        assert r.returncode == 0 and "skipped f: the server asked" in r.stderr, r.stderr
+        return stale()
+
+    [notice] = wait_for(checked_stale, timeout=20, what="the held-off feed's stale notice")
+    assert notice["message"].startswith("feed 'f' looks stale: no successful poll for ")
+    assert "(last error: HTTP 429" in notice["message"], notice["message"]
+    assert "(Retry-After)" in fw(cfg, "check").stderr
+    assert len(stale()) == 1  # once, not at every check
+    assert feed_server.count("/f") == 2  # and never polled meanwhile
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_a_feed_that_dates_its_items_with_each_requests_time_alerts_nothing(
     tmp_path,

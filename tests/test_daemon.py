@@ -152,7 +152,7 @@ def test_new_entry_alerts_within_seconds_then_sigterm_exits_0(tmp_path, feed_ser
 
 
 def test_feeds_named_like_the_daemons_own_jobs_are_polled(tmp_path, feed_server, start_daemon):
-    names = ["deliveries", "maintenance", "leases", "gone", "watchdog"]
+    names = ["deliveries", "maintenance", "leases", "gone", "held_off", "watchdog"]
     for name in names:
         feed_server.set("/" + name, rss([entry(1)]))
     d = start_daemon(write_config(tmp_path, feed_server, names))
@@ -655,6 +655,32 @@ def test_a_gone_feed_gets_one_stale_notice_and_recovered_after_a_forget(
     feed_server.set("/g", rss([entry(1)]))
     assert run_feedwatch("-c", str(cfg), "forget", "g", timeout=30).returncode == 0
     wait_for(lambda: notices("recovered"), what="recovered")
+    assert d.stop() == 0
+
+
+def test_a_feed_held_off_by_retry_after_gets_its_stale_notice_while_it_waits(
+    tmp_path, feed_server, start_daemon
+):
+    """A server answering 429 with `Retry-After: 86400`: the daemon polls the feed again
+    only a day later, and judged its staleness only at a poll, so the `stale` notice came
+    up to a day after `stale_after` had passed."""
+    feed_server.set("/a", rss([entry(1)]))
+    feed_server.set("/r", b"slow down", status=429, headers={"Retry-After": "86400"})
+    cfg = write_config(tmp_path, feed_server, ["a", "r"])
+    cfg.write_text(cfg.read_text() + 'stale_after = "2s"\n')  # r's own setting
+
+    def notices(kind: str) -> list[dict]:
+        return [a for a in alerts(tmp_path) if a["kind"] == kind and a["feed"]["name"] == "r"]
+
+    d = start_daemon(cfg)
+    wait_for(lambda: d.has("feed.failed", feed="r"), what="the 429")
+    [notice] = wait_for(lambda: notices("stale"), what="the held-off feed's stale notice")
+    assert notice["message"].startswith("feed 'r' looks stale: no successful poll since its")
+    assert "(last error: HTTP 429" in notice["message"], notice["message"]
+    m = feed_server.count("/a")
+    wait_for(lambda: feed_server.count("/a") >= m + 3, what="a few more looks at it")
+    assert len(notices("stale")) == 1  # once
+    assert feed_server.count("/r") == 1  # and not polled before its Retry-After
     assert d.stop() == 0
 
 
