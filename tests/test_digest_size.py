@@ -22,6 +22,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from feedwatch.deliver import Dispatcher, DispatchReport
 from feedwatch.model import Alert, Config, Secret, SinkConfig
@@ -62,12 +63,14 @@ def hold(
     count: int,
     chars: int,
     huge: Collection[int] = (),
+    first: int = 0,
 ) -> list[str]:
     """``count`` alerts for ``sink``, one a minute, each with a summary (and the same
     content) of ``chars`` characters; their ids, oldest first. Those numbered in
-    ``huge`` also carry 12,000 tags (some 300 KB, shown whole everywhere)."""
+    ``huge`` also carry 12,000 tags (some 300 KB, shown whole everywhere). Numbered
+    from ``first`` (another batch: other alerts)."""
     ids = []
-    for n in range(count):
+    for n in range(first, first + count):
         aid = hashlib.sha256(f"alert {n}".encode()).hexdigest()[:32]
         payload = make_payload(alert_id=aid, title=f"Long read {n}", summary=long_read(n, chars))
         if n in huge:
@@ -232,6 +235,36 @@ def test_email_digest_refused_for_its_size_goes_in_halves_until_each_is_taken(
     assert [state[i].status for i in ids] == ["delivered"] * 25 + ["dead"] + ["delivered"] * 14
     error = state[ids[25]].last_error or ""
     assert "refused the message for its size" in error and "SMTP 552" in error
+
+
+def test_email_sink_remembers_the_size_refused_and_cuts_the_next_digest_before_sending(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    """A server refusing a digest for its size without announcing SIZE: every later
+    digest went whole first, was refused again, and only then went in halves (a refused
+    send each time, and a 552 in its log). The sink remembers the smallest message
+    refused: the next digests are cut below it before anything is sent."""
+    limit = 60_000
+    smtp = smtp_server("none", data_size_limit=limit, announce_size=False)
+    cfg = mail_config(smtp)
+    clock = FakeClock()
+    sink = EmailSink(cfg)
+    ids = hold(store, clock, "mail", 40, 8000)
+    with capture_logs() as logs:
+        report = dispatch(tmp_path, store, sink, cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
+    assert [e["event"] for e in logs].count("delivery.split") >= 1  # learnt the hard way
+    for batch in range(1, 3):
+        smtp.messages.clear()
+        clock.advance(3600)
+        ids = hold(store, clock, "mail", 40, 8000, first=40 * batch)
+        clock.advance(3600)
+        with capture_logs() as logs:
+            report = dispatch(tmp_path, store, sink, cfg, clock)
+        assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
+        refused = [e for e in logs if e["event"] in ("delivery.split", "email.failed")]
+        assert refused == [], refused  # each part taken at its first send
+        assert_split_mail(smtp, ids, limit)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ who receives the mail (the envelope recipients come from the config alone).
 Failure classification follows SPEC section 6: connection errors, timeouts
 and SMTP 4xx replies are transient; authentication failures and 5xx refusals
 are permanent. A refusal for the message's size (552, or 5.3.4 and the like)
-says so (``SendResult.too_big``): a digest so refused goes again in halves.
+says so (``SendResult.too_big``): a digest so refused goes again in halves, and the
+sink cuts later digests to the size the server took (``EmailSink._learn``).
 """
 
 from __future__ import annotations
@@ -803,6 +804,13 @@ class EmailSink:
         # unknown until a connection has told
         self._size: int | None = None
         self._size_known = False
+        # the smallest message (bytes as sent) the server refused for its size (a limit
+        # it enforces but did not announce, or announced larger), and the largest it
+        # took below that. Kept for the life of this sink (the process, or until a
+        # reload changes the sink): the next digests are cut to what it took before
+        # they are sent, not refused first and then halved (``_learn``)
+        self._refused: int | None = None
+        self._accepted: int | None = None
 
     def __repr__(self) -> str:
         return f"EmailSink(name={self.name!r}, host={self.host!r}, port={self.port})"
@@ -847,6 +855,7 @@ class EmailSink:
             log.error("email.failed", sink=self.name, alerts=len(ids), error=result.error)
             return result
         result = await self._deliver(data)
+        self._learn(wire_size(data), result)
         if result.ok:
             log.debug(
                 "email.sent", sink=self.name, alerts=len(ids), recipients=len(self.recipients)
@@ -867,7 +876,9 @@ class EmailSink:
 
     async def digest_parts(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
         """The held batch as digests (oldest first) that each fit the server: at most its
-        SIZE (RFC 1870) as sent, less SIZE_MARGIN, and at most DEFAULT_MAX_MESSAGE."""
+        SIZE (RFC 1870) as sent, less SIZE_MARGIN, and at most DEFAULT_MAX_MESSAGE; and
+        no larger than the messages it took, once it refused one for its size
+        (``_known_limit``)."""
         items = list(deliveries)
         if len(items) <= 1:
             return [items]
@@ -883,12 +894,35 @@ class EmailSink:
             + 16 * 1024
             + 4 * sum(len(str(a)) for a in self.cfg.options.get("to", ()))
         )
-        if bound <= MIN_MESSAGE:
+        known = self._known_limit()
+        if bound <= MIN_MESSAGE and (known is None or bound <= known):
             return [items]  # every server takes that much: no need to ask
         limit = self._limit(await self._announced_size())
+        if known is not None:
+            limit = min(limit, known)
         if bound <= limit:
             return [items]
         return fit_parts(items, self._wire_size, limit, guess)
+
+    def _learn(self, size: int, result: SendResult) -> None:
+        """What a send of ``size`` bytes tells of the server's unannounced limit."""
+        if result.too_big:
+            if self._refused is None or size < self._refused:
+                self._refused = size
+            if self._accepted is not None and self._accepted >= self._refused:
+                self._accepted = None  # taken before the limit came down
+        elif result.ok:
+            if self._refused is not None and size >= self._refused:
+                self._refused = None  # the limit went up
+            if self._accepted is None or size > self._accepted:
+                self._accepted = size
+
+    def _known_limit(self) -> int | None:
+        """The most a digest may take as the server's refusals taught: the largest message
+        it took below the smallest it refused (else just under that); None, none refused."""
+        if self._refused is None:
+            return None
+        return self._accepted if self._accepted is not None else self._refused - 1
 
     def _wire_size(self, deliveries: Sequence[Delivery]) -> int:
         return wire_size(build_message(deliveries, self.cfg).as_bytes(policy=SMTP_7BIT))
