@@ -576,3 +576,21 @@ def test_a_stop_during_a_send_refused_for_its_size_starts_no_half(
         Dispatcher(parts_config(tmp_path), store, {"parts": sink2}, clock=clock).run_once()
     )
     assert [i for b in taken(sink2) for i in b] == ids
+
+
+def test_email_sink_learns_its_cut_from_refusals_not_from_one_small_message_taken(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """One small alert taken says little of the server's limit: cutting every digest to
+    it would send an alert a message for good. The cut is half the smallest refused when
+    that is more, and it comes down as halves are refused in turn."""
+    sink = EmailSink(mail_config(smtp_server("none", announce_size=False)))
+    assert sink._known_limit() is None
+    sink._learn(3_000, SendResult.success())
+    sink._learn(1_000_000, SendResult.dead("552 too big", too_big=True))
+    assert sink._known_limit() == 500_000
+    sink._learn(500_000, SendResult.dead("552 too big", too_big=True))
+    sink._learn(250_000, SendResult.success())
+    assert sink._known_limit() == 250_000
+    sink._learn(2_000_000, SendResult.success())  # the limit went up
+    assert sink._known_limit() is None

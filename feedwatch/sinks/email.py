@@ -919,10 +919,13 @@ class EmailSink:
 
     def _known_limit(self) -> int | None:
         """The most a digest may take as the server's refusals taught: the largest message
-        it took below the smallest it refused (else just under that); None, none refused."""
+        it took below the smallest it refused, or half that refused size if more (a lone
+        small alert taken says little of the limit: cut to it, every later digest would
+        go an alert a message, for good); None, none refused. A half refused again is
+        halved as any refused digest is, and teaches a smaller refused size."""
         if self._refused is None:
             return None
-        return self._accepted if self._accepted is not None else self._refused - 1
+        return max(self._accepted or 0, self._refused // 2)
 
     def _wire_size(self, deliveries: Sequence[Delivery]) -> int:
         return wire_size(build_message(deliveries, self.cfg).as_bytes(policy=SMTP_7BIT))
