@@ -512,7 +512,7 @@ class Fetcher:
                 reason = _proxy_reason(exc)
                 if reason is not None:
                     raise _Fail(f"{proxy}: {reason}") from None
-            raise _Fail(_transport_reason(exc, url.host)) from None
+            raise _Fail(transport_reason(exc, url.host)) from None
         except httpx.InvalidURL:
             raise _Fail("invalid URL") from None
         except ConfigError as exc:  # the CA bundle, loaded on demand (tls_on_demand)
@@ -1190,8 +1190,10 @@ _ERRNO_REASONS = {
 }
 
 
-def _transport_reason(exc: httpx.TransportError, host: str) -> str:
-    """A short, secret-free sentence for a failure before the response headers arrived."""
+def transport_reason(exc: BaseException, host: str) -> str:
+    """A short, secret-free sentence for a failure before the response headers arrived
+    (a feed's, and a webhook sink's: the same words for the same failure; ``host`` is
+    named only by a DNS failure)."""
     chain = list(_exception_chain(exc))
     for e in chain:
         if isinstance(e, socket.gaierror):
@@ -1248,7 +1250,7 @@ def _proxy_reason(exc: httpx.TransportError) -> str | None:
     for e in chain:
         if isinstance(e, socket.gaierror):
             return "DNS lookup failed"
-    return _transport_reason(exc, "")
+    return transport_reason(exc, "")
 
 
 def _phrase(status: int) -> str:

@@ -816,6 +816,18 @@ def test_test_sink_exit_codes(
     fw.assert_no_secrets()
 
 
+def test_test_sink_to_a_closed_port_says_connection_refused(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """As a feed on that port says it (not httpx's "All connection attempts failed")."""
+    feed_server.set("/news.xml", rss([]))
+    closed = Receiver(port=free_port())  # never started: nothing listens there
+    cfg = write_config(tmp_path, webhook_sink(closed) + feed_block(feed_server, ["hook"]))
+    r = FW(cfg).ok("test-sink", "hook", code=1)
+    assert "webhook request failed: connection refused" in r.stdout, r.stdout
+    assert "All connection attempts failed" not in r.stdout + r.stderr
+
+
 def test_a_command_that_prints_a_secret_does_not_leak_it(
     tmp_path: Path, feed_server: FeedServer, webhook_receiver: Receiver
 ) -> None:

@@ -252,6 +252,24 @@ def test_connection_refused_is_transient() -> None:
     result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
     assert not result.ok and not result.permanent
     assert HOOK_PATH not in (result.error or "") and str(port) not in (result.error or "")
+    # the feed side's words, not httpx's "All connection attempts failed"
+    assert result.error == "sink hook: webhook request failed: connection refused"
+
+
+def test_a_name_that_does_not_resolve_is_a_transient_dns_failure() -> None:
+    """Said as a feed's is; the host stays masked (a webhook URL is a secret, and a
+    host can be the token: ``<id>.m.pipedream.net``), and so do its user-info and query."""
+    cfg = SinkConfig(
+        name="hook",
+        type="webhook",
+        options={
+            "url": Secret("http://user:pw-1234@nonexistent.invalid/hook?token=tok-5678"),
+            "format": "json",
+        },
+    )
+    result = asyncio.run(WebhookSink(cfg).send([make_delivery(make_payload())]))
+    assert not result.ok and not result.permanent
+    assert result.error == "sink hook: webhook request failed: DNS lookup failed for host ***"
 
 
 def test_a_query_token_echoed_back_alone_is_masked(webhook_receiver: Receiver) -> None:

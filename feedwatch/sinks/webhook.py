@@ -22,6 +22,7 @@ import structlog
 
 from feedwatch import __version__, proxyenv
 from feedwatch.config import HEADER_NAME, HEADER_VALUE_BAD
+from feedwatch.fetch import transport_reason
 from feedwatch.model import Secret, SinkConfig
 from feedwatch.pacing import parse_retry_after
 from feedwatch.redact import url_secrets
@@ -115,14 +116,17 @@ class WebhookSink:
         )
         if self._secret:
             secrets.append(self._secret)
-        try:
-            secrets.append(httpx.URL(_reveal(self._url)).host)
-        except Exception:
-            pass
+        secrets.append(self._host())
         for s in sorted(secrets, key=len, reverse=True):
             if s and len(s) > 3 and s != "/":
                 text = text.replace(s, "***")
         return text
+
+    def _host(self) -> str:
+        try:
+            return httpx.URL(_reveal(self._url)).host
+        except Exception:
+            return ""
 
     def _err(self, what: str) -> str:
         return f"sink {self.name}: {what}"
@@ -198,13 +202,17 @@ class WebhookSink:
             return SendResult.transient(self._err(f"webhook timed out after {self._timeout:g}s"))
         except (httpx.InvalidURL, httpx.UnsupportedProtocol):
             return SendResult.dead(self._err("the webhook url is not a valid http(s) URL"))
+        except httpx.ProxyError as exc:  # the proxy's answer ("407 Proxy Authentication ...")
+            detail = self._scrub(str(exc)) or "proxy error"
+            return SendResult.transient(self._err(f"webhook request failed: {detail}"))
+        except (httpx.TransportError, OSError) as exc:
+            # a feed's words for the same failure ("connection refused", "DNS lookup
+            # failed for host ***": the host is part of the secret URL, so masked)
+            reason = self._scrub(transport_reason(exc, self._host()))
+            return SendResult.transient(self._err(f"webhook request failed: {reason}"))
         except httpx.HTTPError as exc:
             detail = self._scrub(str(exc)) or type(exc).__name__
             return SendResult.transient(self._err(f"webhook request failed: {detail}"))
-        except OSError as exc:
-            return SendResult.transient(
-                self._err(f"webhook request failed: {self._scrub(exc.strerror or str(exc))}")
-            )
         return self._classify(status, reason, retry_after, answer, len(deliveries))
 
     async def _post(
