@@ -1073,6 +1073,7 @@ class _Loader:
         self.env = env
         self.files: list[_File] = []
         self.emptied_rules: dict[str, str] = {}  # Config.emptied_rules
+        self.jitter_places: dict[str, str] = {}  # Config.jitter_places
 
     # -- files --------------------------------------------------------------
 
@@ -1407,6 +1408,11 @@ class _Loader:
         elif _ok(name) and name != name.strip():
             f.err(path + ("name",), "must not start or end with white space")
         settings = _settings(f, table, path, defaults)
+        if settings.jitter.longer_than(settings.interval) and _ok(name):
+            # the feed's own key that makes it (config.jitter_over_interval says it)
+            own = "jitter" if settings.jitter != defaults.jitter else "interval"
+            if own in table:
+                self.jitter_places[name] = _place(f, path + (own,))
         tags = _str_list(f, table, "tags", path) or ()
         own_sinks = _names(f, table, "sinks", path, sinks, "sink")
         match = _names(f, table, "match", path, rules, "rule") or ()
@@ -1637,6 +1643,12 @@ def load_config(
     problems = loader.problems()
     if problems:
         raise ConfigError(problems)
+    if "jitter" in fw and any(
+        feed.settings.jitter == defaults.jitter
+        and feed.settings.jitter.longer_than(feed.settings.interval)
+        for feed in feeds
+    ):
+        loader.jitter_places[""] = _place(main, fw_path + ("jitter",))
     return Config(
         path=path,
         state=state,
@@ -1655,23 +1667,75 @@ def load_config(
         log_level=log_level if _ok(log_level) else "info",
         includes=tuple(includes),
         emptied_rules=loader.emptied_rules,
+        jitter_places=loader.jitter_places,
     )
+
+
+def _place(f: _File, key: KeyPath) -> str:
+    """``FILE:LINE: key`` of a key, as a problem there starts."""
+    return str(Problem(f.display, f.line_of(key), _format_path(key), ""))
 
 
 def jitter_over_interval(config: Config) -> list[str]:
     """Warnings (not errors) for enabled feeds whose jitter is a duration longer than
     their interval: it is cut to the interval. Often a global ``jitter`` that suits the
     other feeds, so it is legitimate, but the feed's polls land anywhere from at once
-    to two intervals apart."""
+    to two intervals apart. Each is said once, where it comes from (``FILE:LINE`` from
+    ``Config.jitter_places``): [feedwatch]'s jitter over [feedwatch]'s interval is one
+    warning at that jitter key for every feed it concerns; a feed's own jitter, at that
+    key; [feedwatch]'s jitter over a feed's own shorter interval, at that interval."""
+    places = config.jitter_places
+
+    def at(key: str, text: str) -> str:
+        return f"{places[key]}: {text}" if key in places else text
+
     out: list[str] = []
+    inherited: list[str] = []  # feeds on [feedwatch]'s jitter and interval
+    defaults = config.defaults
     for feed in config.feeds:
         s = feed.settings
-        if feed.enabled and s.jitter.longer_than(s.interval):
+        if not (feed.enabled and s.jitter.longer_than(s.interval)):
+            continue
+        jitter, interval = format_duration(s.jitter.seconds), format_duration(s.interval)
+        if s.jitter != defaults.jitter:
             out.append(
-                f'feed "{feed.name}": jitter {format_duration(s.jitter.seconds)} is longer'
-                f" than its interval {format_duration(s.interval)}; it is cut to the"
-                " interval (set a shorter jitter, or a percentage, on the feed)"
+                at(
+                    feed.name,
+                    f'feed "{feed.name}": its jitter {jitter} is longer than its interval'
+                    f" {interval}; it is cut to the interval (set a shorter jitter, or a"
+                    " percentage, on the feed)",
+                )
             )
+        elif s.interval != defaults.interval:
+            out.append(
+                at(
+                    feed.name,
+                    f'feed "{feed.name}": its interval {interval} is shorter than the jitter'
+                    f" {jitter} it takes from [feedwatch]; the jitter is cut to the interval"
+                    " (set a shorter jitter, or a percentage, on the feed or in [feedwatch])",
+                )
+            )
+        else:
+            inherited.append(feed.name)
+    if inherited:
+        quoted = [f'"{name}"' for name in inherited]
+        if len(quoted) == 1:
+            which = f"feed {quoted[0]}"
+        elif len(quoted) <= 5:
+            which = f"feeds {', '.join(quoted[:-1])} and {quoted[-1]}"
+        else:
+            which = f"{len(quoted)} feeds ({', '.join(quoted[:3])} and {len(quoted) - 3} more)"
+        jitter = format_duration(defaults.jitter.seconds)
+        interval = format_duration(defaults.interval)
+        out.insert(
+            0,
+            at(
+                "",
+                f"jitter {jitter} is longer than the interval {interval} of {which}; it is"
+                " cut to the interval for them (set a shorter jitter, or a percentage such"
+                ' as "10%", in [feedwatch], or one on those feeds)',
+            ),
+        )
     return out
 
 

@@ -173,6 +173,11 @@ class Config:
     # leaves it no rule, so it alerts on every entry: "FILE:LINE: key: ...". Only the
     # loader tells an empty list from a key not given (config.rule_warnings says it).
     emptied_rules: Mapping[str, str] = field(default_factory=dict)
+    # Where a jitter cut to the interval comes from ("FILE:LINE: key", for
+    # config.jitter_over_interval): "" (no feed's name) -> [feedwatch]'s jitter key; a feed's name -> its
+    # own jitter key, or its own interval key when it takes [feedwatch]'s jitter. Only
+    # for the feeds whose jitter is cut (the loader scans lines only then).
+    jitter_places: Mapping[str, str] = field(default_factory=dict)
 
     def feed(self, name: str) -> FeedConfig | None:
         return self._feeds_by_name.get(name)

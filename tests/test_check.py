@@ -928,9 +928,47 @@ def test_validate_warns_of_a_jitter_longer_than_the_interval(tmp_path):
     ]
     r = _validate_feeds(tmp_path, 'jitter = "5s"\n', feeds)
     assert r.returncode == 0 and r.stdout.strip() == "ok: 4 feeds, 1 sinks, 0 rules"
+    # the feed's own interval made it: named at that key's line
+    line = _line_of(tmp_path / "c.toml", 'interval = "2s"')
     assert r.stderr.splitlines() == [
-        'warning: feed "fast": jitter 5s is longer than its interval 2s; it is cut to the'
-        " interval (set a shorter jitter, or a percentage, on the feed)"
+        f'warning: {tmp_path / "c.toml"}:{line}: feeds[0].interval: feed "fast": its interval'
+        " 2s is shorter than the jitter 5s it takes from [feedwatch]; the jitter is cut to"
+        " the interval (set a shorter jitter, or a percentage, on the feed or in [feedwatch])"
+    ]
+
+
+def _line_of(path: Path, text: str, after: str = "") -> int:
+    """The 1-based number of the first line ``text`` after the line ``after``."""
+    lines = path.read_text().splitlines()
+    start = lines.index(after) if after else 0
+    return lines.index(text, start) + 1
+
+
+def test_a_global_jitter_over_the_global_interval_is_one_warning_at_its_line(tmp_path):
+    """jitter = "2m" with interval = "1m" in [feedwatch] gave one warning per feed, each
+    without FILE:LINE and telling to edit a feed the user never touched: one warning
+    now, at [feedwatch]'s jitter, naming the first few feeds and the count. A feed that
+    sets its own jitter is warned at that key."""
+    feeds = [(f"f{i:02}", "") for i in range(50)] + [("own", 'jitter = "90s"')]
+    r = _validate_feeds(tmp_path, 'interval = "1m"\njitter = "2m"\n', feeds)
+    assert r.returncode == 0, r.stderr
+    cfg = tmp_path / "c.toml"
+    glob, own = _line_of(cfg, 'jitter = "2m"'), _line_of(cfg, 'jitter = "90s"')
+    assert r.stderr.splitlines() == [
+        f"warning: {cfg}:{glob}: feedwatch.jitter: jitter 2m is"
+        ' longer than the interval 1m of 50 feeds ("f00", "f01", "f02" and 47 more); it is cut'
+        ' to the interval for them (set a shorter jitter, or a percentage such as "10%", in'
+        " [feedwatch], or one on those feeds)",
+        f'warning: {cfg}:{own}: feeds[50].jitter: feed "own":'
+        " its jitter 1m30s is longer than its interval 1m; it is cut to the interval (set a"
+        " shorter jitter, or a percentage, on the feed)",
+    ]
+    few = _validate_feeds(tmp_path, 'interval = "1m"\njitter = "2m"\n', [("a", ""), ("b", "")])
+    assert few.stderr.splitlines() == [
+        f"warning: {cfg}:{glob}: feedwatch.jitter: jitter 2m is"
+        ' longer than the interval 1m of feeds "a" and "b"; it is cut to the interval for them'
+        ' (set a shorter jitter, or a percentage such as "10%", in [feedwatch], or one on'
+        " those feeds)"
     ]
 
 

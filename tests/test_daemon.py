@@ -1333,7 +1333,10 @@ def test_a_reload_logs_the_warnings_a_start_logs(tmp_path, feed_server, start_da
     (same,) = [e for e in events if e.get("event") == "config.same_url"]
     assert same["problem"].startswith('feeds "a" and "a2" poll the same URL')
     (jitter,) = [e for e in events if e.get("event") == "config.jitter_cut"]
-    assert jitter["problem"].startswith('feed "b": jitter 1h is longer than its interval')
+    line = cfg.read_text().splitlines().index('jitter = "1h"') + 1
+    assert jitter["problem"].startswith(
+        f'{cfg}:{line}: feeds[2].jitter: feed "b": its jitter 1h is longer than its interval'
+    )
     rule, emptied = [e for e in events if e.get("event") == "config.rule_warning"]
     assert rule["problem"].startswith('feed "b": notify_on = [] alerts no new or updated entry')
     line = cfg.read_text().splitlines().index("keywords = []") + 1
