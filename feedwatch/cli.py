@@ -75,14 +75,15 @@ class UsageError(Exception):
 
 def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """``only``: the command being run, so other commands' modules need not be imported."""
-    common = argparse.ArgumentParser(add_help=False)
+    loudness = argparse.ArgumentParser(add_help=False)  # every command's, demo's too
+    verbosity = loudness.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+    common = argparse.ArgumentParser(add_help=False, parents=[loudness])
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
     common.add_argument(
         "--state", default=argparse.SUPPRESS, help="state file (overrides the config)"
     )
-    verbosity = common.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
-    verbosity.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
 
     p = argparse.ArgumentParser(
         prog="feedwatch",
@@ -123,7 +124,7 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="How every feed and sink is doing, from the config and the state,"
         f" which it only reads. {_OLDER_STATE}",
     )
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print it as one JSON object")
     s.add_argument(
         "--check", action="store_true", help="exit 1 if a feed is failing or a delivery is dead"
     )
@@ -143,8 +144,8 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="queue dead deliveries again",
         description=f"Put dead deliveries back in the queue. {_OLDER_STATE}",
     )
-    r.add_argument("--sink")
-    r.add_argument("--feed")
+    r.add_argument("--sink", metavar="NAME", help="only this sink's dead deliveries")
+    r.add_argument("--feed", metavar="NAME", help="only the dead deliveries of this feed's alerts")
 
     f = sub.add_parser(
         "forget",
@@ -158,11 +159,12 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     sub.add_parser(
         "demo",
-        parents=[common],
+        parents=[loudness],  # no -c/--state: its own feed, a temporary state
         help="see a new and an updated entry detected, offline",
         description="Serve a feed on 127.0.0.1 and watch it with a console sink: a baseline,"
         " then a new entry alerted, then the same entry updated. Needs no config and no"
-        " network, and leaves nothing behind.",
+        " network (it reads no config file and no state: -c/--config and --state do not"
+        " apply), and leaves nothing behind.",
     )
     for name, module, help_text in COMMAND_MODULES:
         if only is not None and name != only:
@@ -203,6 +205,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         if args.command == "demo":
             from feedwatch.demo import main as demo_main
 
+            if hasattr(args, "config") or hasattr(args, "state"):  # given before `demo`
+                print(
+                    "feedwatch: demo ignores -c/--config and --state (it watches its own"
+                    " feed, with a temporary state)",
+                    file=sys.stderr,
+                )
             logsetup.configure(level="debug" if getattr(args, "verbose", False) else "warning")
             return demo_main(out)
         return _dispatch(args, out)

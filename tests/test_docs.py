@@ -400,3 +400,39 @@ def test_every_command_has_a_description_and_its_options_are_documented() -> Non
                     undocumented.append(option)
     assert undescribed == []
     assert undocumented == []
+
+
+def test_demo_does_not_offer_the_config_and_state_it_ignores(tmp_path: Path) -> None:
+    """`demo --help` listed -c/--config and --state, which the demo (its own feed, a
+    temporary state) silently ignored: not offered after `demo` now (exit 2), and
+    given before it (global options), a one-line note on stderr says they are ignored."""
+    shown = run_feedwatch("demo", "--help")
+    assert shown.returncode == 0
+    assert "--config CONFIG" not in shown.stdout and "--state STATE" not in shown.stdout
+    assert "--verbose" in shown.stdout
+    refused = run_feedwatch("demo", "-c", str(tmp_path / "none.toml"))
+    assert refused.returncode == 2 and "unrecognized arguments: -c" in refused.stderr
+    before = run_feedwatch(
+        "-c", str(tmp_path / "none.toml"), "--state", str(tmp_path / "s.db"), "demo"
+    )
+    assert before.returncode == 0, before.stderr
+    assert "== UPDATED · Demo Wire (demo-wire) ==" in before.stdout
+    assert before.stderr.splitlines()[0] == (
+        "feedwatch: demo ignores -c/--config and --state (it watches its own feed, with a"
+        " temporary state)"
+    )
+    assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "options"), [("redeliver", ("--sink", "--feed")), ("status", ("--json", "--check"))]
+)
+def test_every_option_of_a_command_has_help_text(command: str, options: tuple[str, ...]) -> None:
+    """`redeliver --help` listed --sink and --feed, `status --help` --json, with no word
+    on what they do."""
+    shown = run_feedwatch(command, "--help")
+    assert shown.returncode == 0
+    for option in options:
+        line = next(x for x in shown.stdout.splitlines() if x.strip().startswith(option))
+        # "  --sink NAME  only ...": the option, its metavar, then words
+        assert len(line.split()) > 2, line
