@@ -28,6 +28,9 @@ Pure (SPEC section 4). The whole decision, in order:
                  -> keyed by its content, its date's zone read as UTC before: the row
                     of that time (``_Rezoned``); its date or title misread otherwise
                     before: the row of that time and title (``_Rezoned.misread``); its
+                    date read otherwise by parse version 22 (AM/PM, an ISO zone name,
+                    the process's zone): the row of that time, first seen no earlier
+                    than the entry's time (``_reread``); its
                     title or text read otherwise by the release before: the row of
                     the key that reading gave it (``_keyed_before``)
                  -> keyed by its content, its published time moved (the feed re-dated
@@ -38,6 +41,8 @@ Pure (SPEC section 4). The whole decision, in order:
                     request, as at the poll that stored the row (``_Redated.stamped``)
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
+    reread   = a known entry whose row holds its times as parse version 22 read them,
+               first seen no earlier than its time (``_reread``): its move is silent
     stamped  = in a body of one or two known entries, an entry stamped with the time of
                each request, at this poll and at the one that stored it: its
                timestamp-only move is silent
@@ -120,6 +125,9 @@ STAMP_TOLERANCE = timedelta(seconds=10)
 """How far a stamped time may be from the poll's own (the arrival of its response,
 ``poll.BodyJob.fetched_at``): a server's time to build and send the response, a clock a
 few seconds off."""
+REREAD_TOLERANCE = timedelta(minutes=10)
+"""How long before an entry's own time its row may have been first seen and still be
+the row of that entry read otherwise (``_reread``): a feed's clock a little ahead."""
 K = TypeVar("K")  # what ``_OnePair`` pairs by
 _EMPTY = fingerprint("", "", "")  # an entry with no text says nothing of who it is
 
@@ -641,6 +649,29 @@ class _Rezoned:
                 ):
                     return row
         return None
+
+
+def _reread(row: StoredEntry, entry: EntrySnapshot, published_only: bool = False) -> bool:
+    """Whether ``row`` holds ``entry``'s times as parse version 22 (and every release
+    before) read them, where this one reads them otherwise (``EntrySnapshot.reread``:
+    "10:40:17 PM GMT" as 10:40, "10:40:17 EST" after an ISO date as UTC, an ISO date in
+    the process's local zone); ``published_only``: its published time (the one a
+    content key holds). Only a row first seen no earlier than the entry's time (its
+    published time, else its updated one) as read now, less ``REREAD_TOLERANCE``:
+    an entry is seen once it is out, so such a row was stored reading the entry's
+    date then (the upgrade), whereas a row of another entry (the notice of the same
+    text twelve hours before, "10:40 AM"), or of this one before its date was edited,
+    was seen before that time."""
+    was = entry.reread
+    if was is None:
+        return False
+    if published_only:
+        if was[0] is None or row.published != was[0] or was[0] == entry.published:
+            return False
+    elif (row.published, row.updated) != was:
+        return False
+    when = entry.published or entry.updated
+    return when is not None and row.first_seen >= when - REREAD_TOLERANCE
 
 
 class _OnePair(Generic[K]):
@@ -1238,6 +1269,10 @@ def diff(
             cand = _Rezoned.row(key, keys[i], entry, fp, ignore, current, seen) if rezone else None
             if cand is None:
                 cand = _Rezoned.misread(key, keys[i], entry, current, seen)
+            if cand is None and key == keys[i].content and entry.reread and entry.reread[0]:
+                cand = current.get(content_identity_at(entry, entry.reread[0]))
+                if cand is not None and (cand.identity in seen or not _reread(cand, entry, True)):
+                    cand = None
             if cand is not None:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]
@@ -1362,7 +1397,7 @@ def diff(
             touched.append((i, key))
             continue
         upserts.append(_row(feed, key, entry, fp, now, old))
-        noise = churn or key in rezoned
+        noise = churn or key in rezoned or (ts_moved and _reread(old, entry))
         if (
             ts_moved
             and body_known < CHURN_MIN

@@ -42,6 +42,7 @@ from feedwatch.diff import (
     _field_changes,
     _legacy,
     _moved_text,
+    _reread,
     _stored_in_mojibake,
     _text_changed,
     _was,
@@ -267,6 +268,12 @@ def _silent_reason(
         return (
             "timestamp churn: every known entry of the feed was re-stamped in this body "
             "with no text change, so the new times are stored silently"
+        )
+    if ts_moved and not text_changed and _reread(old, new):
+        return (
+            "its stored times are its date as releases before read it (AM/PM dropped, a zone"
+            " name after an ISO date as UTC, an ISO date in the process's local zone): the"
+            " same times read right now, stored silently"
         )
     if ts_moved and not text_changed and old.identity in result.stamped:
         return (

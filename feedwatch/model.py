@@ -234,6 +234,14 @@ class EntrySnapshot:
     # ("-5" as five minutes, "+530" as 53 hours). How it was written, not what it
     # says, so not compared (diff: the row such an entry had then)
     misread: datetime | None = field(default=None, compare=False, repr=False)
+    # (published, updated) as ``parse.PARSE_VERSION`` 22 and every release before read
+    # them, where one differs: an RFC 822 time with PM as AM ("10:40:17 PM GMT" as
+    # 10:40), a zone name after an ISO 8601 date as UTC ("10:40:17 EST"), an ISO date
+    # read in the process's local zone. How it was written, not what it says, so not
+    # compared (diff: a row stored then, ``diff._reread``)
+    reread: tuple[datetime | None, datetime | None] | None = field(
+        default=None, compare=False, repr=False
+    )
     # (title, summary, content) as earlier releases read them, where one differs
     # (``Readings``). How the entry was written, not what it says, so not compared
     # (diff: a row stored then)

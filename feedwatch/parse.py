@@ -10,6 +10,7 @@ a warning, so one hostile feed fails alone.
 
 from __future__ import annotations
 
+import calendar
 import codecs
 import contextvars
 import email.utils
@@ -19,6 +20,7 @@ import io
 import json
 import re
 import time
+import types
 import warnings as _warnings
 import xml.sax
 from collections.abc import Iterable, Mapping
@@ -29,7 +31,9 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import feedparser
 import structlog
+from feedparser.datetimes import _date_handlers
 from feedparser.datetimes import _parse_date as _feedparser_date
+from feedparser.datetimes.iso8601 import _parse_date_iso8601
 from feedparser.datetimes.rfc822 import _parse_date_rfc822
 
 from feedwatch.model import MISLABELLED, Enclosure, EntrySnapshot, ParsedFeed, Readings
@@ -73,8 +77,12 @@ log = structlog.get_logger("feedwatch.parse")
 # 21: in a field of markup of its own, what decoding made is text ("Vec&lt;u8&gt;" is
 # "Vec<u8>"), a footnote marker is parted from the word before it, a MathML annotation
 # is dropped, and the texts as fingerprint v5 read them too (``text``); 22: Media RSS
-# <media:content> is an enclosure (``_xml_enclosures``)
-PARSE_VERSION = 22
+# <media:content> is an enclosure (``_xml_enclosures``); 23: an RFC 822 time with AM/PM
+# ("10:40:17 PM GMT": 10:40 before), a zone name after an ISO 8601 date ("10:40:17 EST":
+# UTC before), an ISO fraction written with a comma (its zone dropped before), and no
+# date read in the process's local zone (feedparser's ISO reader: ``_feedparser_utc``);
+# the times as read before (``EntrySnapshot.reread``)
+PARSE_VERSION = 23
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -1040,14 +1048,18 @@ def _xml_entry(
         if isinstance(t, Mapping)
     )
     enclosures = _xml_enclosures(e, _entry_base(e) or feed_base)
-    published, zone = _entry_time(e, "published"), _named_zone(dict.get(e, "published"))
+    (published, published_was), zone = (
+        _entry_times(e, "published"),
+        _named_zone(get(e, "published")),
+    )
+    updated, updated_was = _entry_times(e, "updated")
     return EntrySnapshot(
         entry_id=_str_or_none(get(e, "id")),
         title=title,
         link=_str_or_none(get(e, "link")),
         author=_authors(e) or _source_authors(e) or feed_author,
         published=published,
-        updated=_entry_time(e, "updated"),
+        updated=updated,
         summary=summary,
         content=content,
         tags=tags,
@@ -1055,6 +1067,7 @@ def _xml_entry(
         zone=zone,
         earlier=_earlier((title, title_was), (summary, summary_was), (content, content_was)),
         misread=_misread(published, _read_before(e, "published"), zone),
+        reread=_reread((published, updated), (published_was, updated_was)),
     )
 
 
@@ -1121,19 +1134,92 @@ def _entry_base(e: dict[str, Any]) -> str | None:
     return None
 
 
-def _read_by_shape(text: str) -> tuple[bool, datetime | None]:
+def _read_by_shape(text: str, as_22: bool = False) -> tuple[bool, datetime | None]:
     """A date of a shape read here, not as feedparser reads it (digits alone, RFC 822,
-    ISO 8601's basic format, an ISO zone without a colon): (True, its instant or None);
-    else (False, None)."""
+    ISO 8601's basic format, a zone name or a comma fraction in ISO 8601, an ISO zone
+    without a colon): (True, its instant or None); else (False, None). ``as_22``: as
+    parse version 22 read it (no AM/PM, no ISO zone name or comma: feedparser's)."""
     if _distrusted(text):
         return True, _unix_time(text)
     if _RFC822_SHAPE.match(text):
-        return True, _rfc822(_RFC822_FRACTION.sub(r"\1", text))
+        text = _RFC822_FRACTION.sub(r"\1", text)
+        return True, _rfc822(text if as_22 else _MERIDIEM.sub(_hours_of_day, text))
+    if not as_22 and (iso := _ISO_NAMED_OR_COMMA.match(text)):
+        read, when = _iso_exact(iso)
+        if read:
+            return True, when
     if basic := _ISO_BASIC.match(text):
-        return True, _iso_basic(basic)
+        return True, _iso_basic(basic, as_22)
     if _ISO_ZONE_NO_COLON.search(text):
-        return True, _iso_zone_no_colon(text)
+        return True, _iso_zone_no_colon(text, as_22)
     return False, None
+
+
+# A time of day with AM or PM in an RFC 822 date ("10:40:17 PM GMT", some CMSs): both
+# readers dropped it, so 10:40 PM was 10:40. Written as the 24-hour time it is (12 AM
+# is midnight, 12 PM noon); an hour that is no 12-hour one (0, 13) keeps its reading.
+_MERIDIEM = re.compile(r"(?<=\s)(\d{1,2})(:\d\d(?::\d\d)?)\s*([AaPp])\.?[Mm]\.?(?=\s|$)")
+
+
+def _hours_of_day(m: re.Match[str]) -> str:
+    hour = int(m.group(1))
+    if 1 <= hour <= 12:
+        hour = hour % 12 + (12 if m.group(3) in "Pp" else 0)
+    return f"{hour:02d}{m.group(2)}"
+
+
+# An ISO 8601 date and time with a zone name ("2024-11-22T10:40:17 EST", "2024-11-22
+# 10:40:17 PST"), which feedparser took for UTC (or midnight, after a space), or with a
+# fraction of a second after a comma ("10:40:17,5+01:00"), whose zone it dropped and
+# which it read in the process's local zone (``_feedparser_utc``). Read exactly here;
+# the zone names are RFC 822's, as ``_rfc822`` reads them (an unknown name is left to
+# feedparser: UTC, as before).
+_ISO_NAMED_OR_COMMA = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d)(?::(\d\d)(?:([.,])\d+)?)?"
+    r"\s*([A-Za-z]{2,5}|[Zz]|[+-]\d\d(?::?\d\d)?)?$"
+)
+_ISO_ZONE_NAMES = {  # minutes; with ``_ZONE_NAMES``
+    "UT": 0,
+    "UTC": 0,
+    "GMT": 0,
+    "MET": 60,
+    "MEST": 120,
+    "ADT": -180,
+    "AST": -240,
+    "EDT": -240,
+    "EST": -300,
+    "CDT": -300,
+    "CST": -360,
+    "MDT": -360,
+    "MST": -420,
+    "PDT": -420,
+    "PST": -480,
+}
+
+
+def _iso_exact(m: re.Match[str]) -> tuple[bool, datetime | None]:
+    """(True, the instant) of an ``_ISO_NAMED_OR_COMMA`` date with a known zone name
+    or a comma fraction; (False, None) for any other, left to feedparser."""
+    y, mo, d, h, mi, sec, mark, zone = m.groups()
+    zone = zone or ""
+    if zone[:1].isalpha() and len(zone) > 1:
+        minutes = _ISO_ZONE_NAMES.get(zone.upper())
+        if minutes is None:
+            return False, None
+    elif mark == ",":
+        minutes = 0
+        if zone[:1] in "+-" and zone:
+            digits = zone[1:].replace(":", "")
+            minutes = int(digits[:2]) * 60 + int(digits[2:] or 0)
+            minutes = -minutes if zone[0] == "-" else minutes
+    else:
+        return False, None
+    try:
+        day = datetime(int(y), int(mo), int(d), tzinfo=timezone.utc)
+        clock = timedelta(hours=int(h), minutes=int(mi) - minutes, seconds=int(sec or 0))
+        return True, day + clock
+    except (ValueError, OverflowError):
+        return True, None
 
 
 def _read_before(e: dict[str, Any], key: str) -> datetime | None:
@@ -1153,16 +1239,46 @@ def _misread(when: datetime | None, before: datetime | None, zone: int | None) -
     return None if zone or before == when else before
 
 
-def _entry_time(e: dict[str, Any], key: str) -> datetime | None:
+def _entry_times(e: dict[str, Any], key: str) -> tuple[datetime | None, datetime | None]:
+    """``key``'s time, and as parse version 22 read it (``EntrySnapshot.reread``)."""
     raw = dict.get(e, key)
     text = raw.strip() if isinstance(raw, str) else ""
     read, when = _read_by_shape(text)
-    if read:
-        return when
-    parsed = _from_struct(dict.get(e, key + "_parsed"))
-    if parsed is None and text:
-        parsed = _rfc822_without_zone(text)
-    return parsed
+    read_22, when_22 = _read_by_shape(text, as_22=True) if _read_otherwise(text) else (read, when)
+    if not read_22:
+        when_22 = _from_struct(dict.get(e, key + "_parsed"))  # in the process's local zone
+        if when_22 is None and text:
+            when_22 = _rfc822_without_zone(text)
+    if not read:
+        when = when_22 if _local_is_utc() else _from_struct(_feedparser_utc(text))
+        if when is None and text:
+            when = _rfc822_without_zone(text)
+    return when, when_22
+
+
+def _read_otherwise(text: str) -> bool:
+    """Whether ``_read_by_shape`` may read ``text`` otherwise than parse version 22 did
+    (AM/PM, an ISO zone name or comma fraction): the cost of a second reading is paid
+    for those only."""
+    return bool(
+        _MERIDIEM.search(text)
+        or _ISO_NAMED_OR_COMMA.match(text)
+        or ("," in text and _ISO_BASIC.match(text))
+    )
+
+
+def _local_is_utc() -> bool:
+    """Whether the process's local time is UTC at every instant (its TZ is UTC), where
+    feedparser's ISO 8601 reader reads as ``_feedparser_utc`` does."""
+    return time.timezone == 0 and time.altzone == 0 and not time.daylight
+
+
+def _reread(
+    now: tuple[datetime | None, datetime | None], as_22: tuple[datetime | None, datetime | None]
+) -> tuple[datetime | None, datetime | None] | None:
+    """``EntrySnapshot.reread``: the (published, updated) times as parse version 22 read
+    them, where one differs from ``now``'s; else None."""
+    return None if as_22 == now else as_22
 
 
 # An RFC 822 date: feedparser's chain of readers tries the next one when its RFC 822
@@ -1218,6 +1334,7 @@ _ZONE_NAMES = {
     "ART": -180,
 }
 _NAMED_ZONE = re.compile(r"(?<=\d)\s+([A-Za-z]{3,4})$")
+_ISO_ZONE_NAMES.update(_ZONE_NAMES)
 
 
 def _zone_name(text: str) -> tuple[int, int] | None:
@@ -1267,9 +1384,10 @@ def _rfc822(text: str) -> datetime | None:
 _ISO_ZONE_NO_COLON = re.compile(r"(?<=\d)\s*([+-]\d\d)(\d\d)$")
 
 
-def _iso_zone_no_colon(text: str) -> datetime | None:
+def _iso_zone_no_colon(text: str, as_22: bool = False) -> datetime | None:
+    read = _feedparser_date if as_22 else _feedparser_utc
     try:
-        return _from_struct(_feedparser_date(_ISO_ZONE_NO_COLON.sub(r"\1:\2", text)))
+        return _from_struct(read(_ISO_ZONE_NO_COLON.sub(r"\1:\2", text)))
     except Exception:  # feedparser's date handlers on arbitrary text: never fatal
         return None
 
@@ -1281,14 +1399,14 @@ _ISO_BASIC = re.compile(
 )
 
 
-def _iso_basic(m: re.Match[str]) -> datetime | None:
+def _iso_basic(m: re.Match[str], as_22: bool = False) -> datetime | None:
     y, mo, d, h, mi, s, fraction, zone = m.groups()
     text = f"{y}-{mo}-{d}T{h}:{mi}{':' + s if s else ''}{fraction or ''}{zone or ''}"
-    read, when = _read_by_shape(text)  # an impossible date, a zone without its colon
+    read, when = _read_by_shape(text, as_22)  # an impossible date, a zone without its colon
     if read:
         return when
     try:
-        return _from_struct(_feedparser_date(text))
+        return _from_struct((_feedparser_date if as_22 else _feedparser_utc)(text))
     except Exception:  # feedparser's date handlers on arbitrary text: never fatal
         return None
 
@@ -1364,6 +1482,42 @@ def _zone_seconds(raw: str, parsed: int | None) -> int:
     if hours > 14:
         return 0
     return -hours * 3600 if m.group(1) == "-" else hours * 3600
+
+
+class _UtcClock:
+    """The ``time`` feedparser's ISO 8601 reader sees: its ``mktime`` and ``localtime``
+    in UTC. It read a date as a local time of the process (``time.mktime``) and gave
+    that back as one (``time.localtime``): the same wall-clock time, but a time a local
+    DST change skips ("2026-03-29T02:30:00,5" under TZ=Europe/Berlin) came out an hour
+    later, so the reading depended on the process's TZ."""
+
+    mktime = staticmethod(calendar.timegm)
+    localtime = staticmethod(time.gmtime)
+    gmtime = staticmethod(time.gmtime)
+
+
+# feedparser's ISO 8601 reader with ``_UtcClock`` as its ``time``: the same code
+_iso8601_utc = types.FunctionType(
+    _parse_date_iso8601.__code__, {**_parse_date_iso8601.__globals__, "time": _UtcClock}
+)
+
+
+def _feedparser_utc(text: str) -> Any:
+    """feedparser's reading of a date (its chain of readers, as ``_parse_date`` tries
+    them), its ISO 8601 reader in UTC whatever the process's TZ (``_UtcClock``)."""
+    if not text:
+        return None
+    for handler in _date_handlers:
+        read = _iso8601_utc if handler is _parse_date_iso8601 else handler
+        try:
+            t = read(text)
+        except (KeyError, OverflowError, ValueError, AttributeError):
+            continue
+        except Exception:  # feedparser's date handlers on arbitrary text: never fatal
+            continue
+        if t and len(t) == 9:
+            return t
+    return None
 
 
 def _from_struct(t: object) -> datetime | None:
@@ -1504,7 +1658,8 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
         if isinstance(item.get("tags"), list)
         else ()
     )
-    published, before = _parse_dates(item.get("date_published"))
+    published, before, published_was = _parse_dates(item.get("date_published"))
+    updated, _, updated_was = _parse_dates(item.get("date_modified"))
     zone = _named_zone(item.get("date_published"))
     attachments = item.get("attachments")
     enclosures = tuple(
@@ -1522,7 +1677,7 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
         link=_resolve(base, link) if link else None,
         author=_json_authors(item) or feed_authors,
         published=published,
-        updated=_parse_date(item.get("date_modified")),
+        updated=updated,
         summary=summary,
         content=content,
         tags=tags,
@@ -1530,6 +1685,7 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
         zone=zone,
         earlier=_earlier((title, title_was), (summary, summary_was), (content, content_was)),
         misread=_misread(published, before, zone),
+        reread=_reread((published, updated), (published_was, updated_was)),
     )
 
 
@@ -1546,22 +1702,21 @@ def _json_authors(obj: Mapping[str, Any]) -> str | None:
     return ", ".join(names) or None
 
 
-def _parse_date(value: Any) -> datetime | None:
-    return _parse_dates(value)[0]
-
-
-def _parse_dates(value: Any) -> tuple[datetime | None, datetime | None]:
-    """A JSON Feed date, and as a release before PARSE_VERSION 9 read it (feedparser's
-    reading alone)."""
+def _parse_dates(value: Any) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """A JSON Feed date, as a release before PARSE_VERSION 9 read it (feedparser's
+    reading alone), and as parse version 22 read it."""
     if not isinstance(value, str) or not value.strip():
-        return None, None
+        return None, None, None
     text = value.strip()
     try:
-        before = _from_struct(_feedparser_date(text))
+        before = _from_struct(_feedparser_date(text))  # in the process's local zone
     except Exception:  # feedparser's date handlers on arbitrary text: never fatal
         before = None
     read, when = _read_by_shape(text)
-    return (when if read else before), before
+    if not read:
+        when = before if _local_is_utc() else _from_struct(_feedparser_utc(text))
+    read_22, when_22 = _read_by_shape(text, as_22=True) if _read_otherwise(text) else (read, when)
+    return when, before, (when_22 if read_22 else before)
 
 
 def _without_userinfo(url: str | None) -> str | None:

@@ -84,8 +84,9 @@ __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental",
 # read before fingerprint v4 (``EntrySnapshot.earlier``, its line); 7: and as v4 read
 # them (``earlier`` two readings); 8: its published
 # time as read before (``EntrySnapshot.misread``, its line); 9: and as the first
-# releases of v1 (three readings); 10: and as v5 read them (four readings)
-CACHE_FORMAT = 10
+# releases of v1 (three readings); 10: and as v5 read them (four readings); 11: its
+# times as parse version 22 read them (``EntrySnapshot.reread``, its line)
+CACHE_FORMAT = 11
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
@@ -350,6 +351,7 @@ def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
         e.zone,
         None if e.earlier is None else [list(texts) for texts in e.earlier],
         _time(e.misread),
+        None if e.reread is None else [_time(e.reread[0]), _time(e.reread[1])],
     ]
     dump = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
     return (dump(keys) + "\t" + dump(row)).encode("utf-8")
@@ -394,7 +396,22 @@ def _snapshot(line: bytes) -> EntrySnapshot:
     if tab < 0:
         raise ValueError("bad parse cache line")
     row = json.loads(line[tab + 1 :])
-    eid, title, link, author, published, updated, summary, content, tags, encs, zone, was, mis = row
+    (
+        eid,
+        title,
+        link,
+        author,
+        published,
+        updated,
+        summary,
+        content,
+        tags,
+        encs,
+        zone,
+        was,
+        mis,
+        rr,
+    ) = row
     for v in (eid, link, author):
         if v is not None and type(v) is not str:
             raise ValueError("not a string")
@@ -402,6 +419,14 @@ def _snapshot(line: bytes) -> EntrySnapshot:
         raise ValueError("not a zone offset")
     if mis is not None and type(mis) is not int:
         raise ValueError("not a time")
+    reread = None
+    if rr is not None:  # [published, updated] as parse version 22 read them
+        if type(rr) is not list or len(rr) != 2:
+            raise ValueError("not the times as read before")
+        for t in rr:
+            if t is not None and type(t) is not int:
+                raise ValueError("not a time")
+        reread = tuple(None if t is None else _EPOCH + t * _SECOND for t in rr)
     texts, earlier = [title, summary, content], None
     if was is not None:  # [[title, summary, content] as v5, v4, before v4, early v1 read them]
         if type(was) is not list or len(was) != 4:
@@ -429,6 +454,7 @@ def _snapshot(line: bytes) -> EntrySnapshot:
         zone=zone,
         earlier=earlier,
         misread=None if mis is None else _EPOCH + mis * _SECOND,
+        reread=reread,
     )
     return entry
 

@@ -2036,6 +2036,131 @@ def test_entries_keyed_by_content_an_earlier_feedwatch_dated_as_utc_are_not_new(
     ]
 
 
+def _notices_dated(times: Sequence[str]) -> bytes:
+    """An RSS body of notices without a guid or a link (keyed by title and published
+    time), one per pubDate, in this order."""
+    items = "".join(
+        f"<item><title>Notice {i}</title><description>Text {i}.</description>"
+        f"<pubDate>{when}</pubDate></item>"
+        for i, when in enumerate(times)
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Notices</title>'
+        f"<link>https://notices.example.org/</link><description>d</description>{items}"
+        "</channel></rss>"
+    ).encode()
+
+
+def _iso_atom(times: Sequence[tuple[str, str]]) -> bytes:
+    entries = "".join(
+        f"<entry><id>urn:post:{i}</id><title>Post {i}</title>"
+        f'<link href="https://blog.example.org/{i}"/><published>{published}</published>'
+        f"<updated>{updated}</updated><summary>Text {i}.</summary></entry>"
+        for i, (published, updated) in enumerate(times)
+    )
+    return (
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>Blog</title>'
+        f"<id>urn:blog</id><updated>2024-11-23T00:00:00Z</updated>{entries}</feed>"
+    ).encode()
+
+
+def test_entries_an_earlier_feedwatch_read_without_am_pm_an_iso_zone_name_or_in_local_time_do_not_alert_after_the_upgrade(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """An earlier feedwatch read "10:40:17 PM GMT" as 10:40 (AM/PM dropped), a zone name
+    after an ISO date ("10:40:17 EST") as UTC, and an ISO date feedparser's ISO reader
+    took ("02:30:00,5") in the process's local zone (under TZ=Europe/Berlin, a time its
+    DST change skips an hour later); the first polls here store just those readings,
+    written '+0000' (the parse cache dropped as the upgrade drops it). Read right now,
+    the times move by 12 hours, a zone's offset or an hour, not every entry's (the AM
+    ones stay): no timestamp churn, so each alerted as updated, and each entry keyed by
+    its content (no guid, no link) as new. Now each is its row, its time stored
+    silently."""
+    cfg = tmp_path / "feedwatch.toml"
+    feeds = "".join(
+        f'[[feeds]]\nname = "{name}"\nurl = "{feed_server.url(f"/{name}.xml")}"\n\n'
+        for name in ("cms", "blog", "notices")
+    )
+    cfg.write_text(jsonl_config(tmp_path, feeds))
+    berlin = {"TZ": "Europe/Berlin"}
+    day = "Fri, 22 Nov 2024"
+    cms_was = [f"{day} {t} +0000" for t in ("10:40:17", "09:15:00", "12:05:00", "03:00:00")]
+    cms_now = [f"{day} {t} GMT" for t in ("10:40:17 PM", "09:15:00 AM", "12:05:00 AM", "3:00 PM")]
+    blog_was = [("2024-11-22T10:40:17Z", "2024-11-22T00:00:00Z")]  # after a space: midnight
+    blog_now = [("2024-11-22T10:40:17 EST", "2024-11-22 11:00:00 EST")]
+    # (Berlin's clocks went from 02:00 to 03:00 on 2024-03-31)
+    notices_was = [f"{day} 10:40:17 +0000", "Fri, 22 Nov 2024 10:00:00 +0000"]
+    notices_was += ["Sun, 31 Mar 2024 03:30:00 +0000", f"{day} 08:00:00 +0000"]
+    notices_now = [f"{day} 10:40:17 PM GMT", "2024-11-22T10:00:00 PST"]
+    notices_now += ["2024-03-31T02:30:00,5", f"{day} 08:00:00 AM GMT"]
+    feed_server.set("/cms.xml", _dated(cms_was))
+    feed_server.set("/blog.xml", _iso_atom(blog_was), content_type="application/atom+xml")
+    feed_server.set("/notices.xml", _notices_dated(notices_was))
+    assert fw(cfg, "check", env=berlin).returncode == 0  # baseline
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
+
+    feed_server.set("/cms.xml", _dated(cms_now))
+    feed_server.set("/blog.xml", _iso_atom(blog_now), content_type="application/atom+xml")
+    feed_server.set("/notices.xml", _notices_dated(notices_now))
+    out = fw(cfg, "explain", "cms", "Story 0", env=berlin).stdout
+    assert "status:   changed, stored silently" in out, out
+    assert "its date as releases before read it (AM/PM dropped" in out, out
+    r = fw(cfg, "check", env=berlin)
+    assert r.returncode == 0, r.stderr
+    assert [(a["kind"], a["entry"]["title"]) for a in alerts(tmp_path)] == []
+
+    def at(*args: int) -> int:
+        return int(datetime(*args, tzinfo=timezone.utc).timestamp()) * 10**6
+
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT title, published, updated FROM entries ORDER BY title")
+        got = rows.fetchall()
+    assert got == [  # stored as read now
+        ("Notice 0", at(2024, 11, 22, 22, 40, 17), None),
+        ("Notice 1", at(2024, 11, 22, 18), None),
+        ("Notice 2", at(2024, 3, 31, 2, 30), None),
+        ("Notice 3", at(2024, 11, 22, 8), None),
+        ("Post 0", at(2024, 11, 22, 15, 40, 17), at(2024, 11, 22, 16)),
+        ("Story 0", at(2024, 11, 22, 22, 40, 17), None),
+        ("Story 1", at(2024, 11, 22, 9, 15), None),
+        ("Story 2", at(2024, 11, 22, 0, 5), None),
+        ("Story 3", at(2024, 11, 22, 15), None),
+    ]
+    # and under another TZ, nothing moves
+    feed_server.set("/cms.xml", _dated(cms_now).replace(b"Text 1.", b"Text 1, edited."))
+    feed_server.set("/notices.xml", _notices_dated(notices_now)[:-1] + b" ")
+    r = fw(cfg, "check", env={"TZ": "UTC"})
+    assert r.returncode == 0, r.stderr
+    assert [(a["kind"], a["entry"]["title"], a["changes"]) for a in alerts(tmp_path)] == [
+        ("updated", "Story 1", {"summary": {"old": "Text 1.", "new": "Text 1, edited."}})
+    ]
+
+
+def test_a_date_moved_from_am_to_pm_still_alerts(tmp_path, feed_server):  # noqa: F811
+    """The upgrade takes a row holding an entry's time as read before (PM as AM) for that
+    entry only where the row was first seen after that time: an entry seen since
+    ("10:40:17 AM", tomorrow) whose date moves to "10:40:17 PM" alerts as updated, and a
+    notice of the same text as a morning one, twelve hours later, as new."""
+    cfg = tmp_path / "feedwatch.toml"
+    feeds = "".join(
+        f'[[feeds]]\nname = "{name}"\nurl = "{feed_server.url(f"/{name}.xml")}"\n\n'
+        for name in ("cms", "notices")
+    )
+    cfg.write_text(jsonl_config(tmp_path, feeds))
+    day = format_datetime(datetime.now(timezone.utc) + timedelta(days=1), usegmt=True)[:16]
+    feed_server.set("/cms.xml", _dated([f"{day} 10:40:17 AM GMT"]))
+    feed_server.set("/notices.xml", _notices_dated([f"{day} 10:40:17 AM GMT"]))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    feed_server.set("/cms.xml", _dated([f"{day} 10:40:17 PM GMT"]))
+    feed_server.set("/notices.xml", _notices_dated([f"{day} 10:40:17 PM GMT"]))
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    got = sorted((a["feed"]["name"], a["kind"], a["entry"]["published"]) for a in alerts(tmp_path))
+    when = datetime.strptime(day[5:], "%d %b %Y").strftime("%Y-%m-%dT22:40:17Z")
+    assert got == [("cms", "updated", when), ("notices", "new", when)]
+
+
 # Notices without a guid or a link (keyed by title, link and published time), and one
 # title with a byte that is not UTF-8 (0xE9)
 _NOTICES = [

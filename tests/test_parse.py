@@ -1626,6 +1626,117 @@ def test_rfc822_zone_names_give_their_offset(text: str, expected: datetime | Non
     assert one(parse_body(json.dumps(doc).encode(), JSON_CT)).updated == expected
 
 
+def _read_everywhere(text: str) -> list[tuple[datetime | None, datetime | None]]:
+    """(published, updated) of ``text`` as an RSS pubDate, as an Atom entry's published
+    and updated, and as a JSON Feed item's date_published and date_modified."""
+    e = one(parse_body(rss(f"<item><title>x</title><pubDate>{text}</pubDate></item>"), RSS_CT))
+    atom = (
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><id>a</id>'
+        f"<title>x</title><published>{text}</published><updated>{text}</updated>"
+        "</entry></feed>"
+    )
+    a = one(parse_body(atom.encode(), {"content-type": "application/atom+xml"}))
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [{"id": "1", "date_published": text, "date_modified": text}],
+    }
+    j = one(parse_body(json.dumps(doc).encode(), JSON_CT))
+    return [(e.published, None), (a.published, a.updated), (j.published, j.updated)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Tue, 08 Dec 2026 10:40:17 PM GMT", utc(2026, 12, 8, 22, 40, 17)),  # was 10:40:17
+        ("Tue, 08 Dec 2026 10:40:17 AM GMT", utc(2026, 12, 8, 10, 40, 17)),
+        ("Tue, 08 Dec 2026 12:40:17 PM GMT", utc(2026, 12, 8, 12, 40, 17)),  # noon
+        ("Tue, 08 Dec 2026 12:40:17 AM GMT", utc(2026, 12, 8, 0, 40, 17)),  # midnight
+        ("Tue, 08 Dec 2026 10:40 pm +0100", utc(2026, 12, 8, 21, 40)),
+        ("08 Dec 2026 1:05:00 P.M. EST", utc(2026, 12, 8, 18, 5)),
+        ("Tue, 08 Dec 2026 10:40:17.000 PM JST", utc(2026, 12, 8, 13, 40, 17)),
+        ("Tue, 08 Dec 2026 10:40:17PM", utc(2026, 12, 8, 22, 40, 17)),
+        ("Tue, 08 Dec 2026 13:40:17 PM GMT", utc(2026, 12, 8, 13, 40, 17)),  # no 12-hour time
+    ],
+)
+def test_rfc822_times_with_am_or_pm_are_read_in_24_hours(text: str, expected: datetime) -> None:
+    """'Tue, 08 Dec 2026 10:40:17 PM GMT' (some CMSs) was read as 10:40 AM: the alert's
+    published time twelve hours off, max_age and ordering judged on it."""
+    assert _read_everywhere(text) == [(expected, None), (expected, expected), (expected, expected)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-08T10:40:17 EST", utc(2026, 12, 8, 15, 40, 17)),  # was 10:40:17 UTC
+        ("2026-12-08 10:40:17 PST", utc(2026, 12, 8, 18, 40, 17)),  # was midnight
+        ("2026-12-08T10:40:17EDT", utc(2026, 12, 8, 14, 40, 17)),
+        ("2026-12-08T10:40 cst", utc(2026, 12, 8, 16, 40)),
+        ("2026-12-08T19:40:17 JST", utc(2026, 12, 8, 10, 40, 17)),
+        ("2026-12-08T11:40:17.250 CET", utc(2026, 12, 8, 10, 40, 17)),
+        ("2026-12-08T10:40:17 GMT", utc(2026, 12, 8, 10, 40, 17)),
+        ("2026-12-08T10:40:17 UTC", utc(2026, 12, 8, 10, 40, 17)),
+        ("2026-12-08T10:40:17 XYZ", utc(2026, 12, 8, 10, 40, 17)),  # unknown: UTC, as before
+        # a comma fraction: its zone was dropped
+        ("2026-07-01T10:00:00,5+02:00", utc(2026, 7, 1, 8)),
+        ("2026-07-01T10:00:00,5-0130", utc(2026, 7, 1, 11, 30)),
+        ("2026-07-01T10:00:00,5Z", utc(2026, 7, 1, 10)),
+    ],
+)
+def test_zone_names_after_iso_dates_give_their_offset(text: str, expected: datetime) -> None:
+    """'2026-12-08T10:40:17 EST' was read as 10:40:17 UTC (feedparser ignores the name),
+    '2026-12-08 10:40:17 PST' as midnight; "10:00:00,5+02:00" lost its zone."""
+    assert _read_everywhere(text) == [(expected, None), (expected, expected), (expected, expected)]
+
+
+_READ_IN = """
+import json, sys
+from feedwatch.parse import parse_body
+texts = json.loads(sys.argv[1])
+items = "".join(f"<item><title>{i}</title><pubDate>{t}</pubDate></item>" for i, t in enumerate(texts))
+body = f'<rss version="2.0"><channel><title>t</title>{items}</channel></rss>'.encode()
+feed = parse_body(body, {"content-type": "application/rss+xml"})
+print(json.dumps([str(e.published) for e in feed.entries]))
+"""
+
+
+def test_no_date_is_read_in_the_processs_time_zone() -> None:
+    """feedparser's ISO 8601 reader read a date as a local time of the process
+    (time.mktime, then time.localtime): a time a DST change skips there came out an hour
+    later, so a daemon under TZ=Europe/Berlin and a cron check under TZ=UTC stored such
+    an entry at different times, and each re-dated it. Read in a process of each TZ."""
+    import os
+    import subprocess
+    import sys
+
+    texts = [
+        "2026-03-29T02:30:00,5",  # a comma fraction: feedparser's ISO reader
+        "20260329T023000,5",
+        "2026-03-29 02:30 (approx)",
+        "2026-03-08T02:30:00,5",  # the US spring gap
+        "26-03-29T02:30",  # two-digit year: the ISO reader too
+    ]
+    root = Path(__file__).resolve().parent.parent
+    got = {}
+    for tz in ("UTC", "Europe/Berlin", "America/New_York"):
+        env = {**os.environ, "TZ": tz, "PYTHONPATH": str(root)}
+        r = subprocess.run(
+            [sys.executable, "-c", _READ_IN, json.dumps(texts)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        got[tz] = json.loads(r.stdout)
+    assert got["UTC"][:4] == [
+        "2026-03-29 02:30:00+00:00",
+        "2026-03-29 02:30:00+00:00",
+        "2026-03-29 02:30:00+00:00",
+        "2026-03-08 02:30:00+00:00",
+    ]
+    assert got["Europe/Berlin"] == got["UTC"] == got["America/New_York"]
+
+
 @pytest.mark.parametrize(
     ("text", "rss_was", "json_was"),
     [
