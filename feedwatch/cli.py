@@ -717,7 +717,7 @@ async def _poll_here(
             raise
         pool.shutdown(wait=True)  # the workers' memory goes back before delivery
         for i, f in enumerate(skipped, start=len(feeds)):
-            if notices := poller.stale_check(f):
+            if notices := await poller.stale_check(f):
                 shown.add(i, notices)
     return reports, shown
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -408,17 +409,24 @@ class Daemon:
         if moved < 0:
             for name, when in slots.items():
                 self.scheduler.at(name, when + timedelta(seconds=moved), self._poll_job, name)
-            try:
-                shifted = self.store.shift_retries(moved, now)
-            except Exception as exc:  # the retries keep their times: late, not lost
-                log.warning("clock.retries_not_moved", error=str(exc))
-            else:
-                if shifted:
-                    log.info("clock.retries_moved", deliveries=shifted, seconds=round(moved))
+            self._spawn(self._shift_retries(moved, now))
             return
         overdue = [(n, w) for n, w in slots.items() if w <= now]
         if overdue:
             self._schedule_spread(overdue, self.store.feeds(), 60.0, now)
+
+    async def _shift_retries(self, moved: float, now: datetime) -> None:
+        """The retries' times moved back with the clock, through the group commit (a
+        state locked by another process is waited for with the loop running)."""
+        try:
+            shifted = await self.poller.writes.run(
+                functools.partial(self.store.shift_retries, moved, now)
+            )
+        except Exception as exc:  # the retries keep their times: late, not lost
+            log.warning("clock.retries_not_moved", error=str(exc))
+        else:
+            if shifted:
+                log.info("clock.retries_moved", deliveries=shifted, seconds=round(moved))
 
     def _schedule_spread(
         self,
@@ -459,8 +467,16 @@ class Daemon:
             self._held_off.discard(name)
         if rec is None or rec.next_poll == when:
             return
+        # through the group commit, in a task: a state locked by another process is
+        # waited for with the loop running (only over the value read: a poll storing
+        # its own meanwhile wins)
+        self._spawn(self._store_next_poll(name, when, rec.next_poll))
+
+    async def _store_next_poll(self, name: str, when: datetime, was: datetime | None) -> None:
         try:
-            self.store.set_next_poll(name, when, was=rec.next_poll)
+            await self.poller.writes.run(
+                functools.partial(self.store.set_next_poll, name, when, was=was)
+            )
         except Exception as exc:  # the schedule stands; the next poll stores its own
             log.warning("feed.next_poll_not_stored", feed=name, error=str(exc))
 
@@ -664,7 +680,7 @@ class Daemon:
                     if name not in self._polling and name not in self.scheduler.scheduled():
                         log.info("feed.resumed", feed=name)
                         self.scheduler.at(name, self.clock(), self._poll_job, name)
-                elif self.poller.stale_check(feed):
+                elif await self.poller.stale_check(feed):
                     self._kick_deliveries()
         except Exception as exc:
             log.warning("state.gone_check_failed", error=str(exc))
@@ -680,7 +696,7 @@ class Daemon:
                 feed = self.config.feed(name)
                 if feed is None or not feed.enabled or name in self._gone:
                     self._held_off.discard(name)
-                elif name not in self._polling and self.poller.stale_check(feed):
+                elif name not in self._polling and await self.poller.stale_check(feed):
                     self._kick_deliveries()
         except Exception as exc:
             log.warning("state.held_off_check_failed", error=str(exc))

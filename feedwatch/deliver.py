@@ -26,8 +26,9 @@ instance's claims expire after ``LEASE_SECONDS`` and another instance sends them
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -49,6 +50,7 @@ from feedwatch.store.base import (
     log_state_failure,
     new_owner,
 )
+from feedwatch.store.group import GroupCommit
 
 log = structlog.get_logger("feedwatch.deliver")
 
@@ -89,6 +91,9 @@ class Dispatcher:
         self.page = page  # pending deliveries read (and held) at once, per sink
         self._lock = asyncio.Lock()
         self._stopped = False
+        # the marks go through a group commit: while another process holds SQLite's
+        # write lock they wait with the event loop running (feedwatch.store.group)
+        self.writes = GroupCommit(store)
 
     def stop(self) -> None:
         """The daemon stops: the sends under way end as usual, no other starts (what
@@ -124,12 +129,12 @@ class Dispatcher:
         sink = self.sinks.get(name)
         live = self._live(name, sink, now, report)
         if sink is None:
-            report.waiting += sum(1 for _ in live)
+            report.waiting += len([d async for d in live])
             return
         cfg = self.config.sinks.get(name)
         digest = cfg.digest if cfg is not None else 0.0
         if digest > 0 and sink.supports_digest:
-            items = list(live)  # a digest is one message: all of the queue at once
+            items = [d async for d in live]  # a digest is one message: all of the queue at once
             if not items:
                 return
             oldest = min(d.created_at for d in items)
@@ -154,7 +159,7 @@ class Dispatcher:
         batch_size = max(1, int(getattr(sink, "max_batch", 1)))
         batch: list[Delivery] = []
         stopped = False
-        for d in live:
+        async for d in live:
             if not stopped and batch and (len(batch) >= batch_size or not (force or _due(d, now))):
                 stopped = await self._send(sink, batch, report) in ("retry", "held")
                 # the sink is unwell, or another instance sends this one: later alerts
@@ -169,9 +174,9 @@ class Dispatcher:
         if batch and not stopped:
             await self._send(sink, batch, report)
 
-    def _live(
+    async def _live(
         self, name: str, sink: Sink | None, now: datetime, report: DispatchReport
-    ) -> Iterator[Delivery]:
+    ) -> AsyncIterator[Delivery]:
         """``name``'s queue, oldest first, without the deliveries given up (marked dead)."""
         for page in self.store.pending_pages(name, page=self.page):
             for d in page:
@@ -181,7 +186,7 @@ class Dispatcher:
                 if (d.attempts > 0 or sink is None) and pacing.is_given_up(
                     d.created_at, now, self.config.give_up_after
                 ):
-                    self._give_up(name, sink, d, now, report)
+                    await self._give_up(name, sink, d, now, report)
                 else:
                     yield d
 
@@ -200,7 +205,7 @@ class Dispatcher:
             return [items]
         return parts
 
-    def _give_up(
+    async def _give_up(
         self, name: str, sink: Sink | None, d: Delivery, now: datetime, report: DispatchReport
     ) -> None:
         age = _human(self.config.give_up_after)
@@ -210,7 +215,11 @@ class Dispatcher:
             reason = f"gave up: still failing {age} after the alert was created"
         if d.last_error:
             reason += f" (last error: {d.last_error})"
-        self.store.mark_dead(name, [d.alert_id], now, error=reason, attempted=False)
+        await self.writes.run(
+            functools.partial(
+                self.store.mark_dead, name, [d.alert_id], now, error=reason, attempted=False
+            )
+        )
         report.dead += 1
         log.error("delivery.dead", sink=name, alert=d.alert_id, feed=self._feed(d), error=reason)
 
@@ -256,7 +265,9 @@ class Dispatcher:
             return await self._halves(sink, batch, result, report)
         now = self.clock()
         if result.ok:
-            self.store.mark_delivered(sink.name, ids, now)
+            await self._mark(
+                sink, ids, functools.partial(self.store.mark_delivered, sink.name, ids, now)
+            )
             metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="delivered")
             report.delivered += len(ids)
             for d in batch:
@@ -272,7 +283,9 @@ class Dispatcher:
         # receiver or a program echoed back (it would reach the state, `check` and logs).
         error = redact(result.error or "failed")
         if result.permanent:
-            self.store.mark_dead(sink.name, ids, now, error=error)
+            await self._mark(
+                sink, ids, functools.partial(self.store.mark_dead, sink.name, ids, now, error=error)
+            )
             metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="dead")
             report.dead += len(ids)
             report.failures.append(f"{sink.name}: {error}")
@@ -280,7 +293,13 @@ class Dispatcher:
             return "dead"
         attempts = max(d.attempts for d in batch) + 1
         retry_at = pacing.delivery_retry_at(now, attempts, self.rng, retry_after=result.retry_after)
-        self.store.mark_retry(sink.name, ids, now, error=error, next_attempt=retry_at)
+        await self._mark(
+            sink,
+            ids,
+            functools.partial(
+                self.store.mark_retry, sink.name, ids, now, error=error, next_attempt=retry_at
+            ),
+        )
         metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="retry")
         report.retried += len(ids)
         report.failures.append(f"{sink.name}: {error}")
@@ -293,6 +312,17 @@ class Dispatcher:
             retry_in=round((retry_at - now).total_seconds()),
         )
         return "retry"
+
+    async def _mark(self, sink: Sink, ids: Sequence[str], mark: Callable[[], None]) -> None:
+        """How a send went, stored through the group commit; one that fails (the state
+        locked elsewhere past the busy timeout) raises as before, the alerts pending.
+        A stop cancelling the run while the mark waits: the mark is not made, the claims
+        go back and the alerts stay pending (sent again: at least once, never lost)."""
+        try:
+            await self.writes.run(mark)
+        except asyncio.CancelledError:
+            self._release(sink, ids)
+            raise
 
     async def _halves(
         self, sink: Sink, batch: Sequence[Delivery], refused: SendResult, report: DispatchReport

@@ -267,16 +267,19 @@ class Poller:
                     # not be polled at its interval for ever
                     known = self.store.feed(feed.name)
                     errors = (known.errors_at(feed.url) if known is not None else 0) + 1
-                    self.store.record_failure(
-                        feed.name,
-                        feed.url,
-                        now,
-                        http_status=None,
-                        error=report.error or "internal error",
-                        next_poll=pacing.next_poll_after_failure(
-                            self.wait_clock(), feed.settings, errors, self.rng
-                        ),
-                        masked_name=redact(feed.name),
+                    await self.writes.run(
+                        functools.partial(
+                            self.store.record_failure,
+                            feed.name,
+                            feed.url,
+                            now,
+                            http_status=None,
+                            error=report.error or "internal error",
+                            next_poll=pacing.next_poll_after_failure(
+                                self.wait_clock(), feed.settings, errors, self.rng
+                            ),
+                            masked_name=redact(feed.name),
+                        )
                     )
                 except StateError as again:
                     log.warning("feed.record_failed", feed=feed.name, error=str(again))
@@ -286,7 +289,7 @@ class Poller:
             self._polling -= 1
         if feed.settings.stale_after > 0:
             try:
-                report.alerts.extend(self._staleness(feed, report))
+                report.alerts.extend(await self._staleness(feed, report))
             except Exception:
                 log.exception("feed.stale_check_failed", feed=feed.name)
         report.duration = time.monotonic() - started
@@ -337,7 +340,7 @@ class Poller:
         now = self.clock()
 
         if isinstance(outcome, FetchFailed):
-            return self._failed(
+            return await self._failed_here(
                 feed,
                 record,
                 now,
@@ -389,6 +392,12 @@ class Poller:
             parsed = await loop.run_in_executor(self.parse_executor, call)
         else:
             parsed = call()
+        failed = self._not_a_feed(feed, job, parsed)
+        if failed is not None:
+            reason, status, redirected = failed
+            return await self._failed_here(
+                feed, job.record, job.fetched_at, reason, status=status, redirected_to=redirected
+            )
         commit, report = self._after_parse(feed, job, parsed)
         if commit is not None:  # through the group commit: polls ending together share it
             try:
@@ -404,7 +413,14 @@ class Poller:
         feed = self.config.feed(job.feed)
         if feed is None:
             raise KeyError(f"feed {job.feed!r} is not in the config")
-        commit, report = self._after_parse(feed, job, self._parse_call(feed, job)())
+        parsed = self._parse_call(feed, job)()
+        failed = self._not_a_feed(feed, job, parsed)
+        if failed is not None:
+            reason, status, redirected = failed
+            return self._failed(
+                feed, job.record, job.fetched_at, reason, status=status, redirected_to=redirected
+            )
+        commit, report = self._after_parse(feed, job, parsed)
         if commit is not None:
             try:
                 queued = self.store.commit_poll(commit)
@@ -446,29 +462,32 @@ class Poller:
             max_entries=s.max_entries,
         )
 
+    @staticmethod
+    def _not_a_feed(
+        feed: FeedConfig, job: BodyJob, parsed: ParsedFeed
+    ) -> tuple[str, int, str | None] | None:
+        """A body that holds no feed: the failure to record (reason, status, redirect)."""
+        if parsed.is_feed or parsed.entries:
+            return None
+        from feedwatch.discover import page_problem  # html.parser: ~3 ms, on failure only
+
+        fetched = job.fetched
+        why = "; ".join(parsed.warnings) or "no feed found in the body"
+        ctype = fetched.headers.get("content-type", "")
+        reason = page_problem(fetched.body, fetched.url, ctype) or (
+            f"not a feed ({ctype or 'no content type'}): {why}"
+        )
+        return reason, fetched.status, fetched.permanent_redirect
+
     def _after_parse(
         self, feed: FeedConfig, job: BodyJob, parsed: ParsedFeed
     ) -> tuple[PollCommit | None, PollReport]:
-        """The commit to make (None: a dry run, or a failed poll, already recorded) and
-        the poll's report, whose alerts are all of them until the commit says which
-        it queued (``_queued``)."""
+        """The commit to make (None: a dry run) and the poll's report, whose alerts are
+        all of them until the commit says which it queued (``_queued``). A body that
+        holds no feed is the caller's (``_not_a_feed``)."""
         s = feed.settings
         record, fetched = job.record, job.fetched
         now = job.fetched_at
-        if not parsed.is_feed and not parsed.entries:
-            from feedwatch.discover import page_problem  # html.parser: ~3 ms, on failure only
-
-            why = "; ".join(parsed.warnings) or "no feed found in the body"
-            ctype = fetched.headers.get("content-type", "")
-            return None, self._failed(
-                feed,
-                record,
-                now,
-                page_problem(fetched.body, fetched.url, ctype)
-                or f"not a feed ({ctype or 'no content type'}): {why}",
-                status=fetched.status,
-                redirected_to=fetched.permanent_redirect,
-            )
         for w in parsed.warnings:
             (log.info if only_a_note(w) else log.warning)(
                 "feed.parse_warning", feed=feed.name, warning=w
@@ -587,7 +606,7 @@ class Poller:
             title=parsed.title,
         )
 
-    def stale_check(self, feed: FeedConfig) -> list[Alert]:
+    async def stale_check(self, feed: FeedConfig) -> list[Alert]:
         """The `stale` notice of a feed that is not polled because it answered 410 Gone
         or its server's Retry-After holds, once it is due: it does not succeed meanwhile,
         so it is judged as a failing feed is (its next poll, after the Retry-After or
@@ -595,13 +614,14 @@ class Poller:
         if feed.settings.stale_after <= 0:
             return []
         try:
-            return self._staleness(feed, None)
+            return await self._staleness(feed, None)
         except Exception:
             log.exception("feed.stale_check_failed", feed=feed.name)
             return []
 
-    def _staleness(self, feed: FeedConfig, report: PollReport | None) -> list[Alert]:
-        """``report``: the poll just made (None: none, the feed is gone or held off)."""
+    async def _staleness(self, feed: FeedConfig, report: PollReport | None) -> list[Alert]:
+        """``report``: the poll just made (None: none, the feed is gone or held off). The
+        notice is queued through the group commit (a state locked elsewhere: the loop runs)."""
         record = self.store.feed(feed.name)
         if record is None:
             return []
@@ -616,7 +636,11 @@ class Poller:
         if self.dry_run:
             # the notice the real run would queue: not one already recorded
             return [] if self.store.recorded_alerts([notice.id]) else [notice]
-        queued = self.store.queue_notices([notice], stale_notified=kind == "stale", now=now)
+        queued = await self.writes.run(
+            functools.partial(
+                self.store.queue_notices, [notice], stale_notified=kind == "stale", now=now
+            )
+        )
         log.warning(
             "feed.stale" if kind == "stale" else "feed.recovered", feed=feed.name, message=message
         )
@@ -685,6 +709,47 @@ class Poller:
         gone: bool = False,
         redirected_to: str | None = None,
     ) -> PollReport:
+        """The failed poll recorded here and now (a body worker's)."""
+        write, report, errors = self._failure(
+            feed, record, now, reason, status, retry_after, gone, redirected_to
+        )
+        if write is not None:
+            write()
+        return self._failure_logged(feed, report, errors)
+
+    async def _failed_here(
+        self,
+        feed: FeedConfig,
+        record: FeedRecord,
+        now: datetime,
+        reason: str,
+        *,
+        status: int | None,
+        retry_after: float | None = None,
+        gone: bool = False,
+        redirected_to: str | None = None,
+    ) -> PollReport:
+        """The failed poll recorded through the group commit: on the event loop, a state
+        locked by another process is waited for with the loop running."""
+        write, report, errors = self._failure(
+            feed, record, now, reason, status, retry_after, gone, redirected_to
+        )
+        if write is not None:
+            await self.writes.run(write)
+        return self._failure_logged(feed, report, errors)
+
+    def _failure(
+        self,
+        feed: FeedConfig,
+        record: FeedRecord,
+        now: datetime,
+        reason: str,
+        status: int | None,
+        retry_after: float | None,
+        gone: bool,
+        redirected_to: str | None,
+    ) -> tuple[Callable[[], None] | None, PollReport, int]:
+        """A failed poll's write (None: a dry run), its report and its error count."""
         # stored, logged, shown by `check` and `status`, quoted by a stale notice: a
         # secret the config expanded into the URL (its host, say) is masked once, here
         reason = redact(reason)
@@ -696,8 +761,10 @@ class Poller:
         retry_until = since + timedelta(seconds=retry_after) if retry_after else None
         if retry_until is not None:
             retry_until = min(retry_until, since + timedelta(seconds=pacing.MAX_RETRY_AFTER))
+        write = None
         if not self.dry_run:
-            self.store.record_failure(
+            write = functools.partial(
+                self.store.record_failure,
                 feed.name,
                 feed.url,
                 now,
@@ -709,8 +776,7 @@ class Poller:
                 redirected_to=redirected_to,
                 masked_name=redact(feed.name),
             )
-        log.warning("feed.failed", feed=feed.name, status=status, error=reason, errors=errors)
-        return PollReport(
+        report = PollReport(
             feed=feed.name,
             result="error",
             http_status=status,
@@ -719,6 +785,18 @@ class Poller:
             gone=gone,
             redirected_to=redirected_to,
         )
+        return write, report, errors
+
+    @staticmethod
+    def _failure_logged(feed: FeedConfig, report: PollReport, errors: int) -> PollReport:
+        log.warning(
+            "feed.failed",
+            feed=feed.name,
+            status=report.http_status,
+            error=report.error,
+            errors=errors,
+        )
+        return report
 
     def _queued(self, alerts: list[Alert], queued: list[str]) -> list[Alert]:
         """The alerts a commit queued (one already known from an earlier poll is not),

@@ -974,3 +974,95 @@ def test_a_youtube_videos_media_content_is_in_its_alerts_enclosures(tmp_path, fe
     r = asyncio.run(poll(config, store, clock, feed))
     assert r.result == "ok" and r.alerts == []
     store.close()
+
+
+def test_failed_poll_and_delivery_marks_keep_the_event_loop_running_while_the_state_is_locked(
+    tmp_path, feed_server
+):
+    """Another process held SQLite's write lock (an admin's `sqlite3` shell in a
+    transaction): a failed poll's record_failure and the dispatcher's marks
+    (mark_delivered, mark_retry) waited out SQLite's busy timeout on the event loop's
+    thread, so the daemon fetched nothing, handled no signal and sent no watchdog
+    ping until the lock was let go. Now they wait with the loop running, and are
+    stored once the lock is free: the failure recorded, the sent alert delivered (not
+    sent again), the failed one pending for its retry."""
+    import threading
+    import time
+
+    from feedwatch.deliver import Dispatcher
+    from feedwatch.model import Alert
+    from feedwatch.sinks.base import SendResult
+    from feedwatch.testing import RecordingSink
+    from tests.receivers import make_payload
+
+    feed_server.set("/f", "down for maintenance", status=500)
+    feed, config, store = make(tmp_path, feed_server.url("/f"))
+    ids = []
+    for n, sink in enumerate(("ok", "bad")):
+        aid = f"{n + 1:032x}"
+        alert = Alert(
+            id=aid,
+            kind="new",
+            feed="f",
+            payload=make_payload(alert_id=aid, feed="f"),
+            sinks=(sink,),
+            identity=f"urn:{n}",
+        )
+        assert store.queue_notices([alert]) == [aid]
+        ids.append(aid)
+    ok = RecordingSink(name="ok")
+    bad = RecordingSink(name="bad", fail_with=SendResult.transient("503 Service Unavailable"))
+
+    other = sqlite3.connect(config.state, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released: list[float] = []
+
+    def release() -> None:
+        released.append(time.monotonic())
+        other.execute("ROLLBACK")
+
+    holder = threading.Timer(3.0, release)  # another process's hold, ~3 s
+
+    async def main():
+        late = 0.0
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal late, ticks
+            while True:
+                due = time.monotonic() + 0.05
+                await asyncio.sleep(0.05)
+                late = max(late, time.monotonic() - due)
+                ticks += 1
+
+        ticker = asyncio.get_running_loop().create_task(tick())
+        await asyncio.sleep(0.1)  # the ticker runs
+        holder.start()
+        async with Fetcher() as fetcher:
+            poller = Poller(config, store, fetcher)
+            dispatcher = Dispatcher(config, store, {"ok": ok, "bad": bad})
+            report, sent = await asyncio.wait_for(
+                asyncio.gather(poller.poll(feed), dispatcher.run_once()), 20
+            )
+        done = time.monotonic()
+        ticker.cancel()
+        return report, sent, late, ticks, done
+
+    try:
+        report, sent, late, ticks, done = asyncio.run(main())
+        assert late < 0.5, f"the event loop stood still for {late:.2f} s"
+        assert ticks >= 20  # it ticked through the hold (3 s: ~60 ticks)
+        assert released and done >= released[0]
+        assert report.result == "error" and report.http_status == 500
+        assert (sent.delivered, sent.retried, sent.dead) == (1, 1, 0)
+        assert ok.alert_ids == [ids[0]] and bad.alert_ids == [ids[1]]
+        rec = store.feed("f")
+        assert rec is not None and rec.errors_at(feed.url) == 1 and rec.http_status == 500
+        assert store.pending(sink="ok") == []
+        [retry] = store.pending(sink="bad")
+        assert retry.attempts == 1 and "503" in (retry.last_error or "")
+    finally:
+        holder.cancel()
+        holder.join()
+        other.close()
+        store.close()

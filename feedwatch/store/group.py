@@ -18,8 +18,15 @@ goes at the end of this turn. A poll alone (a daemon whose feeds fall due apart)
 never waits for the window: waiting would buy no sharing, and on this machine a
 10 ms timed wait cost ~0.2 ms of CPU of its own (benchmarks/state_growth.py, polls
 one at a time: a 304 poll 0.71 -> 0.47 ms of CPU, 10.9 -> 0.55 ms of wall). Only a
-write re-reads ``pending``: a poll that ends without writing (a failure) leaves the
-batch to its timer, so a batch can wait at most the window for nothing.
+write re-reads ``pending``: a poll that ends without writing leaves the batch to its
+timer, so a batch can wait at most the window for nothing.
+
+Besides a poll's commit, these state writes made on the event loop go through one
+(and so wait for a state locked elsewhere with the loop running): a failed poll's
+record and a stale notice (the poller's), the outbox's marks (the dispatcher's own,
+no window), the daemon's stored next-poll times and moved retries (the poller's).
+Body workers and CLI commands, off the loop, write directly; so do the upkeep's
+prune steps and a stop's claims given back, which still wait the busy timeout.
 
 Another process holding SQLite's write lock (an admin's `sqlite3` shell in a
 transaction, a long VACUUM, a cron `check`): the batch's BEGIN waited out the busy
