@@ -515,6 +515,34 @@ def test_slack_shape_escaping_and_links() -> None:
     assert joined.count("<") == 1
 
 
+def test_slack_mrkdwn_objects_are_verbatim() -> None:
+    """Slack auto-parses a mrkdwn object without ``verbatim``: a feed title's @here,
+    @channel or #general pinged a channel or became a link."""
+    hostile = "@here @channel #general https://evil.example/x"
+    payloads = [
+        make_payload(title=hostile, summary=hostile, feed=hostile),
+        make_payload(
+            kind="updated", title=hostile, changes={"title": {"old": hostile, "new": "x"}}
+        ),
+        make_payload(kind="stale", message=hostile, feed=hostile),
+    ]
+    messages = [formats.slack([p]) for p in payloads]
+    messages.append(formats.slack(payloads * 20, digest=True))  # with "…and N more"
+    seen = 0
+    for msg in messages:
+        for block in msg["blocks"]:
+            for obj in [block.get("text"), *block.get("elements", ())]:
+                if obj and obj["type"] == "mrkdwn":
+                    assert obj.get("verbatim") is True, obj
+                    seen += 1
+                elif obj:
+                    assert "verbatim" not in obj  # only a mrkdwn object takes it
+    assert seen >= 8
+    # the entry's link is explicit <url|text>: verbatim leaves it a link
+    link = payloads[0]["entry"]["link"]
+    assert f"<{link}|" in messages[0]["blocks"][0]["text"]["text"]
+
+
 def test_slack_non_http_link_is_not_a_link() -> None:
     msg = formats.slack([make_payload(link="javascript:alert(1)")])
     assert "javascript" not in json.dumps(msg)
@@ -609,10 +637,10 @@ def _check_discord(msg: dict[str, Any]) -> None:
     assert 1 <= len(msg["embeds"]) <= 10
     assert _embed_total(msg["embeds"]) <= 6000
     for e in msg["embeds"]:
-        assert len(e["title"]) <= 256
+        assert len(e.get("title", "")) <= 256  # a digest's closing "…and N more" has none
         assert len(e.get("description", "")) <= 4096
-        assert len(e["fields"]) <= 25
-        for f in e["fields"]:
+        assert len(e.get("fields", ())) <= 25
+        for f in e.get("fields", ()):
             assert 0 < len(f["name"]) <= 256 and 0 < len(f["value"]) <= 1024
         if "url" in e:
             assert e["url"].startswith(("http://", "https://"))
@@ -650,6 +678,27 @@ def test_discord_update_shows_old_and_new() -> None:
     desc = msg["embeds"][0]["description"]
     assert "What changed" in desc and "Officials will meet." in desc and "Brussels." in desc
     assert msg["embeds"][0]["title"].startswith("Updated: ")
+
+
+def test_discord_long_digest_ends_with_and_n_more() -> None:
+    """A 60-alert Discord digest showed 10 embeds and said only "(the first 10 shown)"
+    at the top: unlike Slack, Teams and ntfy it had no closing "…and N more alerts"."""
+    payloads = [make_payload(title=f"story {i}", alert_id=f"{i:032x}") for i in range(60)]
+    msg = formats.discord(payloads, digest=True)
+    _check_discord(msg)
+    *alerts, last = msg["embeds"]
+    assert len(msg["embeds"]) == 10
+    assert last == {"description": f"…and {60 - len(alerts)} more alerts"}
+    assert [e["title"] for e in alerts] == [f"New: story {i}" for i in range(len(alerts))]
+    assert f"(the first {len(alerts)} shown)" in msg["content"]
+    # big alerts too: the closing embed counts in the 6000 characters
+    big = [make_payload(title=BIG, summary=BIG, alert_id=f"{i:032x}") for i in range(60)]
+    msg = formats.discord(big, digest=True)
+    _check_discord(msg)
+    assert msg["embeds"][-1]["description"] == "…and 51 more alerts"
+    # ten alerts all fit: no closing line
+    msg = formats.discord(payloads[:10], digest=True)
+    assert len(msg["embeds"]) == 10 and "more alerts" not in json.dumps(msg, ensure_ascii=False)
 
 
 def _card(msg: dict[str, Any]) -> dict[str, Any]:
@@ -915,8 +964,9 @@ def _slack_objects(msg: dict[str, Any]) -> list[tuple[str, str]]:
 def _discord_texts(msg: dict[str, Any]) -> list[str]:
     texts = [msg["content"]]
     for embed in msg["embeds"]:
-        texts += [embed["title"], embed.get("description", ""), embed["footer"]["text"]]
-        texts += [t for f in embed["fields"] for t in (f["name"], f["value"])]
+        texts += [embed.get("title", ""), embed.get("description", "")]
+        texts.append(embed.get("footer", {}).get("text", ""))
+        texts += [t for f in embed.get("fields", ()) for t in (f["name"], f["value"])]
     return texts
 
 

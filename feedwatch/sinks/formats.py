@@ -332,9 +332,9 @@ _SLACK_URL = re.compile(r"https?://[^\s<>*`＊＿｀～]+")  # no * or ` in one:
 
 def slack_mrkdwn(text: str) -> str:
     """Feed text for a mrkdwn object: no link, no mention, no formatting. A URL in it
-    keeps its ``_`` and ``~`` (Slack links it as written: with look-alikes it led
-    elsewhere); a mark inside a URL opens no formatting (one must follow a space or
-    begin the text) and can close none (the marks outside are look-alikes)."""
+    keeps its ``_`` and ``~`` (shown as the feed wrote it, not linked: the objects are
+    ``verbatim``; with look-alikes a copied one led elsewhere); a mark inside a URL
+    opens no formatting (one must follow a space or begin the text) and can close none (the marks outside are look-alikes)."""
     escaped = slack_escape(text)
     out: list[str] = []
     last = 0
@@ -396,9 +396,13 @@ def _slack_alert_blocks(p: Payload, cap: int) -> list[dict[str, Any]]:
 
 
 def _slack_section(text: str) -> dict[str, Any]:
+    """A section of mrkdwn, ``verbatim``: without it Slack parses the plain text too,
+    so a feed's ``@here``, ``@channel`` or ``#general`` pinged or linked, and bare
+    URLs became links. feedwatch's own links are explicit ``<url|text>``, which
+    verbatim text keeps."""
     return {
         "type": "section",
-        "text": {"type": "mrkdwn", "text": _slack_cut(text, SLACK_SECTION_TEXT)},
+        "text": {"type": "mrkdwn", "text": _slack_cut(text, SLACK_SECTION_TEXT), "verbatim": True},
     }
 
 
@@ -527,9 +531,13 @@ def _discord_embed(p: Payload, cap: int) -> dict[str, Any]:
 
 
 def discord(payloads: Sequence[Payload], *, digest: bool = False) -> dict[str, Any]:
-    """A Discord webhook message: up to 10 embeds, 6000 characters in all, mentions disabled."""
+    """A Discord webhook message: up to 10 embeds, 6000 characters in all, mentions disabled.
+
+    A digest of more than 10 alerts shows 9 and ends with an embed "…and N more alerts"."""
     payloads = list(payloads)
-    shown = payloads[:DISCORD_MAX_EMBEDS]
+    fit_all = len(payloads) <= DISCORD_MAX_EMBEDS
+    shown = payloads if fit_all else payloads[: DISCORD_MAX_EMBEDS - 1]
+    closing = [] if fit_all else [{"description": f"…and {len(payloads) - len(shown)} more alerts"}]
     if len(payloads) == 1 and not digest:
         p = payloads[0]
         content = f"**{markdown_escape(kind_label(p))}** in {_md(feed_name(p), 200)}"
@@ -539,7 +547,7 @@ def discord(payloads: Sequence[Payload], *, digest: bool = False) -> dict[str, A
             content += f" (the first {len(shown)} shown)"
 
     def render(cap: int) -> list[dict[str, Any]]:
-        return [_discord_embed(p, cap) for p in shown]
+        return [*(_discord_embed(p, cap) for p in shown), *closing]
 
     embeds = _fit(render, lambda es: sum(_embed_size(e) for e in es) <= DISCORD_EMBED_TOTAL)
     return {
