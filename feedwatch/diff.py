@@ -937,17 +937,20 @@ def _legacy(old: StoredEntry) -> bool:
 
 
 # the fingerprint labels of rows written since plain fields keep their tag-like words
-_PLAIN_KEPT = ("v2:", "v3:", "v4:", "v5:", "v6:")
+_PLAIN_KEPT = ("v2:", "v3:", "v4:", "v5:", "v6:", "v7:")
 # the fingerprint labels of rows written since every date is read as now, and a UTF-8
 # document with a stray byte as UTF-8 (``_Rezoned.misread``)
-_READ_RIGHT = ("v3:", "v4:", "v5:", "v6:")
+_READ_RIGHT = ("v3:", "v4:", "v5:", "v6:", "v7:")
 
 
 def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> tuple[str, ...]:
     """``new``'s text field ``f`` as the releases that may have written ``old`` read it,
-    where that differs (``EntrySnapshot.earlier``): for a v5 row, as v5 read it (in a
-    field of markup of its own, "Vec&lt;u8&gt;" reduced to "Vec"; "Dnipro1"; a MathML
-    annotation read); for a v4 row, as v4 read it (also the text after <svg-icon>, a
+    where that differs (``EntrySnapshot.earlier``): for a v6 or a v5 row, its first
+    reading: v6's where it read otherwise than now (in a field without a tag of its own,
+    a lone "&lt;dialog&gt;" reduced as a tag), else v5's (in a field of markup of its
+    own, "Vec&lt;u8&gt;" reduced to "Vec"; "Dnipro1"; a MathML annotation read), which
+    read such a field as v6 did, and a v6 row holding v6's reading of the others is the
+    text now; for a v4 row, as v4 read it (also the text after <svg-icon>, a
     head, an xml or an svg left open lost); for a v2 or v3 row, as the releases before
     v4 read it (the text after a self-closed svg lost too); for a v1 row, that or as the
     first releases of v1 read it (before parse version 3: the text after a quoted
@@ -955,7 +958,7 @@ def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> tuple[str, ...]:
     if new.earlier is None or _current(old):
         return ()
     i = TEXT_FIELDS.index(f)
-    if old.fingerprint.startswith("v5:"):
+    if old.fingerprint.startswith(("v6:", "v5:")):
         return (new.earlier[0][i],)
     if old.fingerprint.startswith("v4:"):
         return (new.earlier[1][i],)
@@ -972,9 +975,10 @@ def _keyed_before(
     seen: set[str],
 ) -> StoredEntry | None:
     """The row of an entry keyed by its content (``key``) under the content key the
-    release before (fingerprint v5) gave it, where that release read its title, or its
+    releases before (fingerprint v6, v5) gave it, where they read its title, or its
     text (a key without a published time covers it: ``content_identity_at``), otherwise
-    (``EntrySnapshot.earlier``): "Vec&lt;u8&gt;" in its description read "Vec". Absent
+    (``EntrySnapshot.earlier``, its first reading): "Vec&lt;u8&gt;" in its description
+    read "Vec", "Queue &lt;eu-west&gt; down" in an HTML title "Queue down". Absent
     from the body; compared as such a row is (``_was``), so unchanged it is stored again
     silently under its new key."""
     if entry.earlier is None or key != keys.content:

@@ -189,7 +189,13 @@ def _read_otherwise(old: StoredEntry) -> str:
         "read escaped markup in HTML as tags (Vec&lt;u8&gt; as Vec), joined a footnote"
         " marker to the word before it (Dnipro1) or read a MathML annotation"
     )
-    if old.fingerprint.startswith("v5:"):
+    v6 = (
+        "read again as tags what decoding made of a field without a tag of its own, a"
+        " lone one too (the &lt;dialog&gt; element as the element)"
+    )
+    if old.fingerprint.startswith("v6:"):
+        stored = f"it was stored under fingerprint v6, which {v6}"
+    elif old.fingerprint.startswith("v5:"):
         stored = f"it was stored under fingerprint v5, which {v5}"
     elif old.fingerprint.startswith("v4:"):
         stored = f"it was stored under fingerprint v4, which lost the text after {lost}"
@@ -203,8 +209,10 @@ def _read_otherwise(old: StoredEntry) -> str:
                 " (the first releases of v1: or after a tag quoted in the text, an escaped"
                 " <script>, <style> or <title>)"
             )
-    if not old.fingerprint.startswith("v5:"):
+    if not old.fingerprint.startswith(("v5:", "v6:")):
         stored += f" (or, as v5, {v5})"
+    if not old.fingerprint.startswith("v6:"):
+        stored += f" (and, as v6, {v6})"
     return (
         f"{stored}: its text as that release read it is the same (an edit in the text it"
         " lost, made before this poll, is not seen: once)"

@@ -22,7 +22,7 @@ from feedwatch.text import holds_hidden, visible_text
 
 Policy = Literal["guid", "link", "content"]
 
-FINGERPRINT_VERSION = "v6"
+FINGERPRINT_VERSION = "v7"
 # v2 hashes text as v1 did, except a URL written in the text, hashed without its
 # tracking and cache-busting parameters (comparable_text). The label marks a row
 # written since fields declared plain keep their tag-like words ("Vec<u8>"):
@@ -50,12 +50,18 @@ FINGERPRINT_VERSION = "v6"
 # MathML annotation dropped (feedwatch.text): feedwatch.diff takes a v5 row whose text
 # is the entry's as v5 read it for the same text, and an older row as above (each
 # reading of ``EntrySnapshot.earlier`` is also without v6's); an entry keyed by its
-# content is found under the key v5's reading gave it (``content_identity_at``). Ids
+# content is found under the key v5's reading gave it (``content_identity_at``). v7
+# hashes as v6 does; it marks rows whose texts were read with what decoding made of a
+# field without a tag of its own as text unless it holds HTML's structure ("the
+# &lt;dialog&gt; element" is "the <dialog> element", feedwatch.text): feedwatch.diff
+# takes a v6 row whose text is the entry's as v6 read it for the same text (v5 read
+# such a field as v6 did: ``EntrySnapshot.earlier``'s first reading serves both), and
+# an entry keyed by its content is found under the key that reading gave it. Ids
 # hash a fingerprint as v1
 # labels it (``_as_hashed``), so a change met under either label has one id: nothing
 # alerts twice across the upgrade but a change of a text holding such a URL
 # (docs/change-detection.md, "Fingerprint versions").
-_SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:", "v6:")
+_SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:", "v6:", "v7:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
 # .2: a link's other query parameters kept as written when a tracking one is dropped.

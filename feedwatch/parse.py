@@ -81,8 +81,10 @@ log = structlog.get_logger("feedwatch.parse")
 # ("10:40:17 PM GMT": 10:40 before), a zone name after an ISO 8601 date ("10:40:17 EST":
 # UTC before), an ISO fraction written with a comma (its zone dropped before), and no
 # date read in the process's local zone (feedparser's ISO reader: ``_feedparser_utc``);
-# the times as read before (``EntrySnapshot.reread``)
-PARSE_VERSION = 23
+# the times as read before (``EntrySnapshot.reread``); 24: what decoding made of a
+# field without a tag of its own is text unless it holds HTML's structure ("the
+# &lt;dialog&gt; element"), and the texts as fingerprint v6 read it too (``text``)
+PARSE_VERSION = 24
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.

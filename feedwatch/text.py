@@ -23,7 +23,16 @@ of the text do not count) but markup once decoded (``&lt;p&gt;Hello&lt;/p&gt;``:
 that escapes its whole HTML once too often, common in badly made feeds) is read again,
 pass after pass, until nothing changes (``_MAX_PASSES``): escaped tags never reach
 keyword matching, and such a text is a fixed point (``html_to_text`` of it is itself).
-Only a tag goes, though, never the text after it: an element whose contents are
+Markup is what holds HTML's structure (``_escaped_markup``): an end tag of an element
+it opened before (``<p>Hello</p>``, ``<b>Breaking</b> news``), an element with an
+attribute (``<a href="x">``, ``<img src="x">``) or a line break or rule (``<br/>``,
+``<hr>``). What decoding made without any is text, as a browser shows it, and read no
+further: a start tag alone ("Why the &lt;dialog&gt; element matters", WordPress's Atom
+title, is "Why the <dialog> element matters"; "Vec&lt;u8&gt;" is "Vec<u8>"), an end
+tag alone, an address in angle brackets ("&lt;a@b.org&gt;"); like the text decoded in
+a field of markup of its own (below), it is no fixed point. Fingerprint v6 and the
+releases before it read it again as markup whatever it held ("Why the element
+matters"). Only a tag goes, though, never the text after it: an element whose contents are
 dropped (``<script>``, ``<title>``...) is dropped to the end of the text when the markup
 as given leaves it open, but a ``<script>`` that decoding made ("put a &lt;script&gt;
 tag at the end of the body", in a story about HTML) is only a word to lose, or the rest
@@ -75,11 +84,11 @@ holds no text in a document either), so the text after either is kept; a
 written without the slash. A slash that ends an unquoted attribute value
 (``<svg width=16/>``) is the value's, as in HTML: that svg is left open. Releases
 before fingerprint v4 took every such svg, xml and head for one left open and lost
-the text after it. ``html_readings`` gives the readings of v5, v4 and of the
+the text after it. ``html_readings`` gives the readings of v6, v5, v4 and of the
 releases before v4 too, where they differ, for comparing the rows they stored
 (``feedwatch.diff``); each is read only when the current reading met something they
-read otherwise (what decoding made of a field with a tag of its own that another pass
-would change, a footnote marker parted, an annotation dropped; a self-closed tag read
+read otherwise (decoded text of no HTML structure kept, what decoding made of a field
+with a tag of its own that another pass would change, a footnote marker parted, an annotation dropped; a self-closed tag read
 as empty, a ``_V4_DROPPING`` that removes other text), so ordinary fields pay one
 regex search a pass. The first releases of
 fingerprint v1 (before parse version 3) also dropped an element that decoding made
@@ -217,6 +226,13 @@ _NEWLINES = re.compile(r"\r\n?")
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 _MARK = "\x00"
 _MAX_PASSES = 6
+# What makes decoded text markup escaped twice (``_escaped_markup``): a tag, by HTML's
+# tokenizer (its name runs to white space, "/" or ">"), with its attributes to the next
+# "<" or ">" (linear: each read to the next "<" at most); an attribute with a value; the
+# elements that mean something without one (a line break, a rule)
+_DECODED_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)(?=[\s/>])([^<>]*)>")
+_ATTRIBUTE = re.compile(r"\s[^\s\"'<>/=]+\s*=")
+_BREAKS = frozenset({"br", "hr", "wbr"})
 
 
 def normalize_space(s: str) -> str:
@@ -554,21 +570,25 @@ def _dropped_removed(s: str, given: bool, how: _Dropping) -> str:
 
 
 # How a release read markup, by the fingerprint version of the rows it wrote
-# (``html_readings``): v6 as now; v5 with the markup that decoding made read as tags in
+# (``html_readings``): v7 as now; v6 with what decoding made of a field without a tag of
+# its own read again as markup however it looked ("the &lt;dialog&gt; element" as "the
+# element"); v5 also with the markup that decoding made read as tags in
 # a field of markup of its own too, no footnote marker parted from the word before and
 # MathML annotations kept; v4 also with ``_V4_DROPPING``; before v4 also with every
 # "/>" ignored (an svg's too); the first releases of v1 (before parse version 3) also
 # with the markup decoding made read as given (an element left open dropped to the end).
-_NOW, _V5, _V4, _BEFORE_V4, _EARLY_V1 = 6, 5, 4, 3, 2
+_NOW, _V6, _V5, _V4, _BEFORE_V4, _EARLY_V1 = 7, 6, 5, 4, 3, 2
 
 
 class _Met:
     """What a reading met that an earlier release's may read otherwise (``html_readings``
     reads those only then)."""
 
-    __slots__ = ("decoded_opening", "self_closed", "v4_otherwise", "v5_otherwise")
+    __slots__ = ("decoded_opening", "self_closed", "v4_otherwise", "v5_otherwise", "v6_otherwise")
 
     def __init__(self) -> None:
+        # what v6 read otherwise: decoded text of no HTML structure read again
+        self.v6_otherwise = False
         # what v5 read otherwise: markup that decoding made in a field of markup of its
         # own (``_html_to_text``), a footnote marker parted, a MathML annotation dropped
         self.v5_otherwise = False
@@ -613,7 +633,7 @@ def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> tupl
     And whether ``s`` held a tag (or an element) that went, a tag cut off by the end of
     the text aside: markup of its own, when ``s`` is the markup as given."""
     given_s = s
-    if reading >= _NOW and "<" in s:
+    if reading >= _V6 and "<" in s:
         s = _annotations_removed(s)
         if met is not None and s != given_s:
             met.v5_otherwise = True
@@ -634,7 +654,7 @@ def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> tupl
     ):
         met.v4_otherwise = True
     s = dropped
-    if reading >= _NOW and "<" in s:
+    if reading >= _V6 and "<" in s:
         parted = _FOOTNOTE_MARK.sub(r" \g<0>", s)
         if met is not None and parted != s:
             met.v5_otherwise = True
@@ -680,6 +700,25 @@ def _annotations_removed(s: str) -> str:
     return "".join(out) + s[done:] if out else s
 
 
+def _escaped_markup(s: str) -> bool:
+    """Whether ``s``, what decoding made of a field without a tag of its own, is markup
+    escaped twice (module's docstring): it holds HTML's structure, an end tag of an
+    element it opened before, an element with an attribute, or a line break or rule. A
+    start tag alone ("the <dialog> element", "Vec<u8>", "Option<T>"), an end tag alone,
+    an address in angle brackets ("<a@b.org>", "<https://...>") is text."""
+    opened: set[str] = set()
+    for m in _DECODED_TAG.finditer(s):
+        name = m.group(2).lower()
+        if m.group(1):
+            if name in opened:
+                return True
+        elif name in _BREAKS or _ATTRIBUTE.search(m.group(3)):
+            return True
+        else:
+            opened.add(name)
+    return False
+
+
 def _fold(s: str) -> str:
     """Paragraphs (a blank line, or a block element's mark, between them) with their
     white space folded, joined by a blank line; NFC."""
@@ -711,8 +750,14 @@ def _html_to_text(html_or_text: str, reading: int, met: _Met | None = None) -> s
     try:
         s = html_or_text if isinstance(html_or_text, str) else str(html_or_text)
         for n in range(_MAX_PASSES):
+            if n and reading >= _NOW and "<" in s and not _escaped_markup(s):
+                # what decoding made is no HTML (module's docstring): text; v6 read it
+                # again as markup
+                if met is not None and not met.v6_otherwise:
+                    met.v6_otherwise = _html_to_text(html_or_text, _V6) != s
+                return s
             out, tagged = _one_pass(s, n == 0 or reading <= _EARLY_V1, reading, met)
-            if tagged and n == 0 and reading >= _NOW:
+            if tagged and n == 0 and reading >= _V6:
                 # markup of its own: what decoding made of it is text (module's
                 # docstring); v5 read it as markup, in the passes after this one
                 if met is not None and not met.v5_otherwise and ("<" in out or "&" in out):
@@ -729,9 +774,12 @@ def _html_to_text(html_or_text: str, reading: int, met: _Met | None = None) -> s
 
 def html_readings(html_or_text: str) -> tuple[str, tuple[str, str, str, str] | None]:
     """``html_to_text``, and the texts earlier releases read, where one differs: as
-    fingerprint v5 read it (markup that decoding made reduced in a field of markup of
-    its own too, "Vec&lt;u8&gt;" as "Vec"; a footnote marker joined to the word before
-    it; a MathML annotation read), as v4 read it (also an element named like svg-icon,
+    fingerprint v6 read it where that differs from now (what decoding made of a field
+    without a tag of its own read again as markup however it looked, "the
+    &lt;dialog&gt; element" as "the element"; v5 read such a field so too), else as v5
+    read it (markup that decoding made reduced in a field of markup of its own too,
+    "Vec&lt;u8&gt;" as "Vec"; a footnote marker joined to the word before it; a MathML
+    annotation read); as v4 read it (also an element named like svg-icon,
     a head, an xml or an svg left open: the text after it lost), as the releases before
     v4 read it (the text after a self-closed svg, xml or head lost too) and as the first
     releases of v1 read it (also the text after an element that decoding made and left
@@ -739,14 +787,23 @@ def html_readings(html_or_text: str) -> tuple[str, tuple[str, str, str, str] | N
     (``feedwatch.diff``). Each is read only where it may differ."""
     met = _Met()
     text = _html_to_text(html_or_text, _NOW, met)
-    v5 = text
+    v6 = text
+    if met.v6_otherwise:
+        # its passes are not this reading's: what the earlier releases read otherwise
+        # is what v6's own passes met
+        met = _Met()
+        v6 = _html_to_text(html_or_text, _V6, met)
+    v5 = v6
     if met.v5_otherwise:
         # its passes are not this reading's: what the earlier releases read otherwise
         # is what v5's own passes met
         met = _Met()
         v5 = _html_to_text(html_or_text, _V5, met)
+    # the first reading: v6's where it read otherwise than now (then v5's is v6's but
+    # where a later pass of v6 met a footnote marker or an annotation), else v5's
+    first = v6 if v6 != text else v5
     if not (met.self_closed or met.v4_otherwise or met.decoded_opening):
-        return text, None if v5 == text else (v5, v5, v5, v5)
+        return text, None if first == text and v5 == text else (first, v5, v5, v5)
     v4 = _html_to_text(html_or_text, _V4) if met.v4_otherwise else v5
     if met.self_closed or met.v4_otherwise:
         # its passes are not this reading's: whether the first v1 releases differ is
@@ -756,9 +813,9 @@ def html_readings(html_or_text: str) -> tuple[str, tuple[str, str, str, str] | N
     else:
         before = v5
     early = _html_to_text(html_or_text, _EARLY_V1) if met.decoded_opening else before
-    if v5 == text and v4 == text and before == text and early == text:
+    if first == text and v4 == text and before == text and early == text:
         return text, None
-    return text, (v5, v4, before, early)
+    return text, (first, v4, before, early)
 
 
 def plain_to_text(text: str) -> str:

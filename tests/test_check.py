@@ -2270,7 +2270,7 @@ def test_entries_keyed_by_content_an_earlier_feedwatch_misread_are_not_new(
         "Оголошення 3 — відключення",
         "Café",
     }
-    assert {f for _, _, f in rows} == {"v6:"}
+    assert {f for _, _, f in rows} == {"v7:"}
     assert not {k for k, _, _ in rows} & {key for key, *_ in _NOTICES_WAS.values()}
     feed_server.set("/notices.xml", _notices("06:10", first="Text 0, corrected"))
     assert fw(cfg, "check").returncode == 0
@@ -2441,7 +2441,7 @@ def test_entries_stored_before_svg_self_closed_do_not_alert_after_the_upgrade(
         rows = db.execute(
             "SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY identity"
         )
-        assert rows.fetchall() == [("Kyiv: markets open", "v6:"), ("Dnipro strike: 3 dead", "v6:")]
+        assert rows.fetchall() == [("Kyiv: markets open", "v7:"), ("Dnipro strike: 3 dead", "v7:")]
 
     edited = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 12 dead")]
     for built in ("06:10", "06:15"):
@@ -2535,7 +2535,7 @@ def test_entries_stored_by_fingerprint_v4_do_not_alert_after_the_upgrade(
         rows = db.execute(
             "SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY identity"
         )
-        assert rows.fetchall() == [("Kyiv: markets open", "v6:"), ("Dnipro strike: 3 dead", "v6:")]
+        assert rows.fetchall() == [("Kyiv: markets open", "v7:"), ("Dnipro strike: 3 dead", "v7:")]
 
     edited = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 12 dead")]
     for minute in (10, 15):
@@ -2685,7 +2685,7 @@ def test_entries_stored_with_two_misreadings_at_once_do_not_alert_after_the_upgr
     assert alerts(tmp_path) == []
     with sqlite3.connect(tmp_path / "state.db") as db:
         got = db.execute("SELECT DISTINCT substr(fingerprint, 1, 3) FROM entries").fetchall()
-        assert got == [("v6:",)]
+        assert got == [("v7:",)]
 
     for minute in (10, 15):
         feed_server.set("/feed.xml", body(minute, third, dead=12))
@@ -3563,11 +3563,11 @@ def test_entries_stored_by_fingerprint_v5_do_not_alert_after_the_upgrade(
             "SELECT feed, summary, substr(fingerprint, 1, 3) FROM entries ORDER BY feed, summary"
         )
         assert rows.fetchall() == [
-            ("micro", "Kyiv 1", "v6:"),
-            ("micro", "Queue <eu-west> degraded", "v6:"),
-            ("news", _BROWSER_READ[1].format(8), "v6:"),
-            ("news", _BROWSER_READ[3].format(1), "v6:"),
-            ("news", _BROWSER_READ[2].format(3), "v6:"),
+            ("micro", "Kyiv 1", "v7:"),
+            ("micro", "Queue <eu-west> degraded", "v7:"),
+            ("news", _BROWSER_READ[1].format(8), "v7:"),
+            ("news", _BROWSER_READ[3].format(1), "v7:"),
+            ("news", _BROWSER_READ[2].format(3), "v7:"),
         ]
 
     edited = {1: 16, 2: 3, 3: 1}
@@ -3584,6 +3584,96 @@ def test_entries_stored_by_fingerprint_v5_do_not_alert_after_the_upgrade(
             {"old": _BROWSER_READ[1].format(8), "new": _BROWSER_READ[1].format(16)},
         )
     ]
+
+
+_WP_TITLES = (
+    "Why the &lt;dialog&gt; element matters",
+    "Serde now supports Vec&lt;u8&gt; fields",
+    "Plain title",
+)
+
+
+def _wordpress_feed(atom: bool, updated: int = 0) -> bytes:
+    """WordPress's feeds of three posts, two whose titles name a tag: RSS writes the
+    title as text, escaped once; Atom as HTML in CDATA, escaped inside it."""
+    if atom:
+        entries = "".join(
+            f'<entry><id>https://wp.example.org/?p={i}</id><title type="html"><![CDATA[{t}]]>'
+            f'</title><link rel="alternate" href="https://wp.example.org/p{i}/"/>'
+            f"<published>2024-12-02T0{i}:00:00Z</published><updated>2024-12-02T0{i}:00:00Z"
+            f'</updated><content type="html"><![CDATA[<p>Post {i}.</p>]]></content></entry>'
+            for i, t in enumerate(_WP_TITLES)
+        )
+        return (
+            '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+            "<title>WP</title><id>https://wp.example.org/</id>"
+            f"<updated>2024-12-02T06:{updated:02}:00Z</updated>{entries}</feed>"
+        ).encode()
+    items = "".join(
+        f"<item><title>{t}</title><link>https://wp.example.org/p{i}/</link>"
+        f'<guid isPermaLink="false">https://wp.example.org/?p={i}</guid>'
+        f"<pubDate>Mon, 02 Dec 2024 0{i}:00:00 +0000</pubDate>"
+        f"<content:encoded><![CDATA[<p>Post {i}.</p>]]></content:encoded></item>"
+        for i, t in enumerate(_WP_TITLES)
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0" '
+        'xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel><title>WP</title>'
+        "<link>https://wp.example.org/</link><description>d</description>"
+        f"<lastBuildDate>Mon, 02 Dec 2024 06:{updated:02}:00 GMT</lastBuildDate>{items}"
+        "</channel></rss>"
+    ).encode()
+
+
+def test_titles_naming_a_tag_read_as_a_browser_shows_them_across_upgrade_and_formats(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """WordPress's Atom titles ("Why the &lt;dialog&gt; element matters", HTML in CDATA)
+    read "Why the element matters" (fingerprint v6): `keywords = ["dialog"]` missed the
+    post, and a blog moving between its RSS feed (read whole) and its Atom feed alerted
+    an update per such post. Now both read "Why the <dialog> element matters": the rule
+    hits, rows as v6 stored them (its reading, label) are stored again silently under
+    v7, and a switch to RSS and back alerts nothing (the Atom updated times, lost and
+    gained by every entry at once, are timestamp churn)."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/wp.xml")
+    cfg.write_text(
+        jsonl_config(
+            tmp_path,
+            f'[[feeds]]\nname = "wp"\nurl = "{url}"\nfirst_poll = "alert"\nkeywords = ["dialog"]\n',
+        )
+    )
+    feed_server.set("/wp.xml", _wordpress_feed(True))
+    assert fw(cfg, "check").returncode == 0
+    got = [a["entry"]["title"] for a in alerts(tmp_path)]
+    assert got == ["Why the <dialog> element matters"]
+    # the rows as v6 stored them: its reading of the titles, its label
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        v6 = {"Why the <dialog> element matters": "Why the\n\nelement matters"}
+        v6["Serde now supports Vec<u8> fields"] = "Serde now supports Vec fields"
+        v6["Plain title"] = "Plain title"
+        for key, title, summary, content in db.execute(
+            "SELECT identity, title, summary, content FROM entries WHERE feed = 'wp'"
+        ).fetchall():
+            was = "v6:" + fingerprint(v6[title], summary, content)[3:]
+            db.execute(
+                "UPDATE entries SET title = ?, fingerprint = ? WHERE feed = 'wp' AND identity = ?",
+                (v6[title], was, key),
+            )
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}", ignore_errors=True)
+    for atom, built in ((True, 5), (False, 10), (True, 15)):
+        feed_server.set("/wp.xml", _wordpress_feed(atom, built))
+        r = fw(cfg, "check")
+        assert r.returncode == 0, r.stderr
+        assert len(alerts(tmp_path)) == 1, (atom, built)
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            rows = db.execute("SELECT title, substr(fingerprint, 1, 3) FROM entries ORDER BY title")
+            assert rows.fetchall() == [
+                ("Plain title", "v7:"),
+                ("Serde now supports Vec<u8> fields", "v7:"),
+                ("Why the <dialog> element matters", "v7:"),
+            ]
 
 
 def test_an_entry_back_after_retention_alerts_again_before_any_upkeep_drops_its_alert(

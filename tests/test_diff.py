@@ -949,7 +949,7 @@ def test_text_an_earlier_version_read_otherwise_is_no_change_after_the_upgrade()
         "Firefox ships the <dialog> element",
         "Entry 2",
     ]
-    assert {u.fingerprint[:3] for u in r.upserts} == {"v6:"}
+    assert {u.fingerprint[:3] for u in r.upserts} == {"v7:"}
     r = run(
         stored,
         [entry(1, title="Firefox ships the <dialog> element, at last"), entry(2)],
@@ -1024,7 +1024,7 @@ def test_an_edit_right_after_a_tracking_url_in_the_text_is_an_update(text, was):
     assert comparable_text(text.format(3)) == text.format(3).replace("?utm_source=rss", "")
     old = {k: replace(r, fingerprint=was) if k == "g:urn:entry:1" else r for k, r in stored.items()}
     r = run(old, [entry(1, summary=text.format(3)), entry(2)], identity=ident)
-    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v6:"]
+    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v7:"]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 
 
@@ -1218,7 +1218,7 @@ def test_ids_of_a_change_are_those_the_previous_release_made():
     URL and non-ASCII. (A URL with a tracking or cache-busting parameter is hashed
     without it now: such a text's ids are new, docs/change-detection.md says so.)"""
     fp = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7.", "Dnipró –")
-    assert fp == "v6:f0e13b7d98bfd3704cdfeffca5851058"
+    assert fp == "v7:f0e13b7d98bfd3704cdfeffca5851058"
     assert alert_id("f", "g:1", "updated", fp, T0, None) == "e8e1d9ef7b464e0d6ed6b2f0725a1214"
     busted = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7&cb=17.", "Dnipró –")
     assert busted == fp
@@ -1259,7 +1259,7 @@ def test_a_current_row_of_a_mislabelled_utf8_feed_in_mojibake_is_no_change(codec
     stored, ident = baseline(
         [entry(1, title=_misread(title, codec), summary=_misread(summary, codec)), entry(2)]
     )
-    assert stored["g:urn:entry:1"].fingerprint.startswith("v6:")
+    assert stored["g:urn:entry:1"].fingerprint.startswith("v7:")
     now = [entry(1, title=title, summary=summary), entry(2)]
     r = run(stored, now, identity=ident)
     assert (r.changes, r.silent) == ((), 1)
@@ -1317,8 +1317,8 @@ def test_a_row_stored_before_svg_self_closed_is_no_change_after_the_upgrade():
         r = run(rows, [now(3), entry(2)], identity=ident)
         assert r.changes == ()
         assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            ("Dnipro strike: 3 dead", "v6:"),
-            ("Summary of entry 2.", "v6:"),
+            ("Dnipro strike: 3 dead", "v7:"),
+            ("Summary of entry 2.", "v7:"),
         ]
         # (the summary moved to the content: the same text too)
         moved = replace(
@@ -1366,8 +1366,8 @@ def test_a_row_fingerprint_v4_stored_is_no_change_after_the_upgrade(summary):
         r = run(rows, [_read(1, summary.format(3)), entry(2)], identity=ident)
         assert r.changes == (), label
         assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            (html_to_text(summary.format(3)), "v6:"),
-            ("Summary of entry 2.", "v6:"),
+            (html_to_text(summary.format(3)), "v7:"),
+            ("Summary of entry 2.", "v7:"),
         ]
         edited = [_read(1, summary.format(3), "Entry 1, corrected"), entry(2)]
         assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
@@ -1427,8 +1427,8 @@ def test_a_row_fingerprint_v5_stored_is_no_change_after_the_upgrade(summary):
         r = run(rows, [_read(1, summary.format(8)), entry(2)], identity=ident)
         assert r.changes == (), label
         assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            (text, "v6:"),
-            ("Summary of entry 2.", "v6:"),
+            (text, "v7:"),
+            ("Summary of entry 2.", "v7:"),
         ]
         edited = [_read(1, summary.format(8), "Entry 1, corrected"), entry(2)]
         assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
@@ -1444,6 +1444,70 @@ def test_a_row_fingerprint_v5_stored_is_no_change_after_the_upgrade(summary):
     assert kinds(run(stored, [_read(1, summary.format(8)), entry(2)], identity=ident)) == [
         ("updated", "Entry 1")
     ]
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "Why the &lt;dialog&gt; element matters: {} reasons",
+        "Serde now supports Vec&lt;u{}&gt; fields",
+        "Report bugs to &lt;security{}@example.org&gt;",
+    ],
+)
+def test_a_row_fingerprint_v6_stored_is_no_change_after_the_upgrade(summary):
+    """Fingerprint v6 read again as markup whatever decoding made of a field without a
+    tag of its own: "Why the &lt;dialog&gt; element matters" read "Why the\n\nelement
+    matters" (WordPress's Atom titles). Its rows, and those of the releases before, hold
+    that reading. Each is compared with the entry as its own release read it:
+    unchanged, it is stored again whole and silently, under v7; a later edit alerts,
+    once; an edit that reading shows (the title) alerts at once."""
+    text, was = html_readings(summary.format(8))
+    assert was is not None and len(set(was)) == 1 and was[0] != text and "<" in text
+    stored, ident = baseline([entry(1, summary=was[0]), entry(2)])
+    for label in ("v6:", "v5:", "v4:", "v3:", "v2:"):
+        rows = _labelled(stored, label)
+        r = run(rows, [_read(1, summary.format(8)), entry(2)], identity=ident)
+        assert r.changes == (), label
+        assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
+            (text, "v7:"),
+            ("Summary of entry 2.", "v7:"),
+        ]
+        edited = [_read(1, summary.format(8), "Entry 1, corrected"), entry(2)]
+        assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
+        upgraded = apply(rows, r)
+        assert run(upgraded, [_read(1, summary.format(8)), entry(2)], identity=ident).upserts == ()
+        r = run(upgraded, [_read(1, summary.format(16)), entry(2)], identity=ident)
+        assert kinds(r) == [("updated", "Entry 1")]
+        assert r.changes[0].changes["summary"] == FieldChange(
+            text, html_to_text(summary.format(16))
+        )
+    # a current row holding v6's reading: the feed changed it (a real edit)
+    assert kinds(run(stored, [_read(1, summary.format(8)), entry(2)], identity=ident)) == [
+        ("updated", "Entry 1")
+    ]
+
+
+def test_an_entry_keyed_by_its_content_is_found_under_the_key_v6_read():
+    """An entry keyed by its content (no id, no usable link) whose title names a tag,
+    escaped in an HTML title ("Queue &lt;eu-west&gt; degraded"): v6 read it "Queue
+    degraded", so its row is under the key of that title. Found there, stored again
+    under the new key, silently."""
+    v6_body = [
+        _post(f"Item {i}", title=t) for i, t in enumerate(["Queue &lt;eu-west&gt; down", "Up"])
+    ]
+    body = [_as_read(e) for e in v6_body]
+    assert body[0].title == "Queue <eu-west> down" and body[0].earlier is not None
+    v6 = [replace(e, title=e.earlier[0][0]) if e.earlier else e for e in body]
+    assert v6[0].title == "Queue down"
+    stored, ident = baseline(v6)
+    stored = _labelled(stored, "v6:")
+    assert identity_for(body[0], "content") not in stored
+    r = run(stored, body, identity=ident)
+    assert r.changes == () and r.new == 0
+    assert [new for _, new in r.rekeys] == [identity_for(body[0], "content")]
+    after = apply(stored, r)
+    assert {row.fingerprint[:3] for row in after.values()} == {"v7:"}
+    assert run(after, body, identity=ident).upserts == ()
 
 
 def _as_read(e: EntrySnapshot) -> EntrySnapshot:
@@ -1490,7 +1554,7 @@ def test_an_entry_keyed_by_its_content_is_found_under_the_key_v5_read():
     )
     after = apply(stored, r)
     assert sorted(after) == sorted(identity_for(e, "content") for e in body)
-    assert {row.fingerprint[:3] for row in after.values()} == {"v6:"}
+    assert {row.fingerprint[:3] for row in after.values()} == {"v7:"}
     assert run(after, body, identity=ident).upserts == ()
     # edited in that poll: a new entry (its text is its key), the row left to age out
     edited = [_as_read(_post("<p>Queue &lt;eu-west&gt; back</p>", "Status")), *body[1:]]
@@ -1572,23 +1636,25 @@ def test_a_row_stored_before_a_quoted_tag_kept_the_text_after_it_is_no_change():
     text with it: their v1 rows hold "Never put a". Read in full now, that is the same
     text, stored again silently (``EntrySnapshot.earlier`` has that reading too); a
     later edit after the tag alerts, once. A v2 row was written after the fix: there
-    the short text is an edit."""
+    the short text is an edit. (Since fingerprint v7 the tag is text too: its decoding
+    made no HTML structure.)"""
     html = "Never put a &lt;script&gt; tag inside an {} file."  # no tag of its own
     text, was = html_readings(html.format("SVG"))
-    assert text == "Never put a tag inside an SVG file."
+    assert text == "Never put a <script> tag inside an SVG file."
     assert was is not None and was[-1] == "Never put a"
     rows, ident = baseline([entry(1, summary="Never put a"), entry(2)])
     r = run(_as_v1(rows), [_read(1, html.format("SVG")), entry(2)], identity=ident)
     assert r.changes == ()
     assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-        ("Never put a tag inside an SVG file.", "v6:"),
-        ("Summary of entry 2.", "v6:"),
+        ("Never put a <script> tag inside an SVG file.", "v7:"),
+        ("Summary of entry 2.", "v7:"),
     ]
     upgraded = apply(_as_v1(rows), r)
     r = run(upgraded, [_read(1, html.format("HTML")), entry(2)], identity=ident)
     assert kinds(r) == [("updated", "Entry 1")]
     assert r.changes[0].changes["summary"] == FieldChange(
-        "Never put a tag inside an SVG file.", "Never put a tag inside an HTML file."
+        "Never put a <script> tag inside an SVG file.",
+        "Never put a <script> tag inside an HTML file.",
     )
     for label in ("v2:", "v3:", "v4:"):
         r = run(_labelled(rows, label), [_read(1, html.format("SVG")), entry(2)], identity=ident)
@@ -1660,6 +1726,9 @@ def test_ids_are_the_same_under_either_label_of_one_hash():
     )
     assert alert_id("f", "g:1", "updated", "v5:ab", T0, None) == alert_id(
         "f", "g:1", "updated", "v6:ab", T0, None
+    )
+    assert alert_id("f", "g:1", "updated", "v6:ab", T0, None) == alert_id(
+        "f", "g:1", "updated", "v7:ab", T0, None
     )
     assert alert_id("f", "g:1", "updated", "v2:ab", T0, None) != alert_id(
         "f", "g:1", "updated", "v2:ac", T0, None
@@ -2581,7 +2650,7 @@ def test_urls_in_text_a_fingerprint_of_the_release_before_keeps_its_meaning():
     old = {k: replace(r, fingerprint=was.get(k, r.fingerprint)) for k, r in stored.items()}
     for now in (text, plain):
         r = run(old, [entry(1, summary=now), entry(2)], identity=ident)
-        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v6:"]
+        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v7:"]
     edited = [entry(1, summary=plain.replace("a%20b", "a%20c")), entry(2)]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 
@@ -2753,6 +2822,65 @@ def test_the_same_posts_served_in_another_format_are_no_update(body, content_typ
     else:
         (c,) = r.changes
         assert set(c.changes) == {"content"} and c.changes["content"].old == after[0].content
+
+
+def _wordpress(atom: bool, titles: Sequence[str]) -> list[EntrySnapshot]:
+    """WordPress's feeds of the same posts: RSS writes a title as text, escaped once;
+    Atom as HTML in CDATA, escaped inside it ("&lt;dialog&gt;")."""
+    if atom:
+        entries = "".join(
+            f'<entry><id>https://wp.example.org/?p={i}</id><title type="html"><![CDATA[{t}]]>'
+            f'</title><link rel="alternate" href="https://wp.example.org/p{i}/"/>'
+            f"<published>2024-11-22T1{i}:40:17Z</published><updated>2024-11-22T1{i}:40:17Z"
+            f'</updated><content type="html"><![CDATA[<p>Post {i}.</p>]]></content></entry>'
+            for i, t in enumerate(titles)
+        )
+        body = (
+            '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>WP</title>'
+            f"<id>https://wp.example.org/</id><updated>2024-11-22T20:00:00Z</updated>{entries}"
+            "</feed>"
+        )
+        return _snapshots(body.encode(), "application/atom+xml")
+    items = "".join(
+        f"<item><title>{t}</title><link>https://wp.example.org/p{i}/</link>"
+        f'<guid isPermaLink="false">https://wp.example.org/?p={i}</guid>'
+        f"<pubDate>Fri, 22 Nov 2024 1{i}:40:17 +0000</pubDate>"
+        f"<content:encoded><![CDATA[<p>Post {i}.</p>]]></content:encoded></item>"
+        for i, t in enumerate(titles)
+    )
+    body = (
+        '<?xml version="1.0"?><rss version="2.0" '
+        'xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel><title>WP</title>'
+        f"<link>https://wp.example.org/</link><description>d</description>{items}"
+        "</channel></rss>"
+    )
+    return _snapshots(body.encode(), "application/rss+xml")
+
+
+@pytest.mark.parametrize("first_atom", [True, False])
+def test_posts_whose_titles_name_a_tag_read_the_same_in_wordpress_rss_and_atom(first_atom):
+    """A title naming a tag ("Why the &lt;dialog&gt; element matters") read "Why the
+    element matters" in WordPress's Atom feed and whole in its RSS feed: a blog moving
+    between them alerted an update for each such post. The same text in both: silent."""
+    titles = [
+        "Why the &lt;dialog&gt; element matters",
+        "Serde now supports Vec&lt;u8&gt; fields",
+        "Plain title",
+    ]
+    rss, atom = _wordpress(False, titles), _wordpress(True, titles)
+    assert (
+        [e.title for e in atom]
+        == [e.title for e in rss]
+        == [
+            "Why the <dialog> element matters",
+            "Serde now supports Vec<u8> fields",
+            "Plain title",
+        ]
+    )
+    before, after = (atom, rss) if first_atom else (rss, atom)
+    stored, ident = baseline(before)
+    r = run(stored, after, identity=ident, now=T0 + timedelta(hours=1))
+    assert r.changes == () and r.updated == 0
 
 
 def test_a_text_moved_between_summary_and_content_is_no_edit_and_a_real_one_is():

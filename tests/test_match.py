@@ -964,3 +964,22 @@ def test_property_any_order_only_changes_report_order(
     if ok_a:
         hit = [t.term for t in why.terms if t.group != "not" and t.hit]
         assert set(hit) == set(ms_a[0].terms)
+
+
+def test_a_keyword_hits_a_tag_named_in_a_wordpress_atom_title() -> None:
+    """WordPress's Atom feed writes "Why the &lt;dialog&gt; element matters" as an HTML
+    title (CDATA): read as markup escaped twice, the word was lost ("Why the element
+    matters"), so ``keywords = ["dialog"]`` missed the post its RSS feed hit."""
+    from feedwatch.parse import parse_body
+
+    body = (
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>WP</title>'
+        b"<id>https://wp.example.org/</id><updated>2024-11-22T20:00:00Z</updated><entry>"
+        b'<id>https://wp.example.org/?p=1</id><title type="html"><![CDATA[Why the'
+        b" &lt;dialog&gt; element matters]]></title><updated>2024-11-22T20:00:00Z</updated>"
+        b'<content type="html"><![CDATA[<p>Modals, natively.</p>]]></content></entry></feed>'
+    )
+    (e,) = parse_body(body, {"Content-Type": "application/atom+xml"}).entries
+    alerts, _ = evaluate([compile_rule(Rule("html", any=("dialog",)))], e)
+    assert alerts
+    assert e.title == "Why the <dialog> element matters"

@@ -185,7 +185,9 @@ class TestHtmlToText:
             "&lt;p&gt;Put a &lt;code&gt;&amp;lt;script&amp;gt;&lt;/code&gt; tag. Fixed.&lt;/p&gt;"
         )
         assert html_to_text(html) == "Put a tag. Fixed."
-        assert html_to_text("a &lt;title&gt; b &lt;style&gt;c") == "a b c"
+        assert html_to_text("&lt;p&gt;a &lt;title&gt; b &lt;style&gt;c&lt;/p&gt;") == "a b c"
+        # with no HTML structure (no end tag of an element it opened...), it is text
+        assert html_to_text("a &lt;title&gt; b &lt;style&gt;c") == "a <title> b <style>c"
         # escaped and closed, it is still dropped whole, as markup escaped twice is
         assert html_to_text("x &lt;script&gt;evil()&lt;/script&gt; y") == "x y"
 
@@ -246,7 +248,7 @@ class TestHtmlToText:
         )
         # self-closed, or escaped once and decoded
         assert html_to_text("a <svg-icon/> b <title-bar/> c") == "a b c"
-        assert html_to_text("a &lt;svg-icon&gt; b &lt;/svg&gt; c") == "a b c"
+        assert html_to_text("&lt;i&gt;a &lt;svg-icon&gt; b &lt;/svg&gt; c&lt;/i&gt;") == "a b c"
         # the elements themselves, as before
         assert html_to_text("a<svg><path/></svg> b <title>T</title>c <script >x") == "a b c"
 
@@ -260,7 +262,7 @@ class TestHtmlToText:
         assert html_to_text(page) == "Text"
         assert html_to_text("a<xml><o:p>meta</o:p></xml> b <head>h</head>c") == "a b c"
         # escaped once and decoded, as before
-        assert html_to_text("a &lt;head&gt; b") == "a b"
+        assert html_to_text("&lt;i&gt;a &lt;head&gt; b&lt;/i&gt;") == "a b"
 
     def test_an_svg_ends_where_a_browser_leaves_it(self) -> None:
         """In an svg, </p>, </br> and the start of an HTML element that cannot be in
@@ -278,7 +280,7 @@ class TestHtmlToText:
         assert html_to_text("a <svg><text>icon</text></svg> b <svg><path d='M0'> c") == "a b"
         assert html_to_text("a <svg><path/><pre-x>p</pre-x><brx> b") == "a"
         # escaped once and decoded: dropped only to its end tag, as before
-        assert html_to_text("a &lt;svg&gt; b &lt;/p&gt; c") == "a b\n\nc"
+        assert html_to_text("&lt;p&gt;a &lt;svg&gt; b &lt;/p&gt; c") == "a b\n\nc"
 
     def test_escaped_markup_in_real_markup_is_text(self) -> None:
         """In a field that holds markup of its own, an escaped "&lt;...&gt;" is text, as a
@@ -306,9 +308,44 @@ class TestHtmlToText:
         )
         # a field all escaped twice (no tag of its own) is still reduced
         assert html_to_text("&lt;p&gt;Hello &lt;b&gt;Vec&lt;/b&gt;&lt;/p&gt;") == "Hello Vec"
-        assert html_to_text("Put a &lt;script&gt; tag at the end") == "Put a tag at the end"
+        assert html_to_text("&lt;p&gt;Put a &lt;script&gt; tag at the end&lt;/p&gt;") == (
+            "Put a tag at the end"
+        )
+        # but a text whose decoding made no HTML structure is text (a story about HTML)
+        assert html_to_text("Put a &lt;script&gt; tag at the end") == (
+            "Put a <script> tag at the end"
+        )
         # a comment is no tag: such a field is still escaped twice
         assert html_to_text("<!-- x -->&lt;p&gt;Hello&lt;/p&gt;") == "Hello"
+
+    def test_text_naming_a_tag_is_no_markup_escaped_twice(self) -> None:
+        """A field without a tag of its own whose decoded text names a tag or a generic
+        ("Why the &lt;dialog&gt; element matters": WordPress's Atom title) is text, as a
+        browser shows it: it lost the word ("Why the element matters"), or was cut in
+        two paragraphs. Markup escaped twice, with an end tag of an element it opened, an
+        element with attributes or a line break, is still reduced."""
+        for escaped, text in (
+            ("Why the &lt;dialog&gt; element matters", "Why the <dialog> element matters"),
+            ("Serde now supports Vec&lt;u8&gt; fields", "Serde now supports Vec<u8> fields"),
+            ("Why &lt;dialog&gt; matters", "Why <dialog> matters"),
+            ("Option&lt;T&gt; and Result&lt;T, E&gt;", "Option<T> and Result<T, E>"),
+            ("Report bugs to &lt;a@b.org&gt;", "Report bugs to <a@b.org>"),
+            ("See &lt;https://example.org/x&gt;", "See <https://example.org/x>"),
+            ("Ends with &lt;/p&gt; alone", "Ends with </p> alone"),
+            ("a &lt;b&gt; c &lt;/i&gt; d", "a <b> c </i> d"),
+        ):
+            assert html_to_text(escaped) == text, escaped
+            assert html_readings(escaped)[0] == text, escaped
+        for escaped, text in (
+            ("&lt;p&gt;Hello&lt;/p&gt;", "Hello"),
+            ("&lt;b&gt;Breaking&lt;/b&gt; news", "Breaking news"),
+            ("&lt;p&gt;a&lt;br/&gt;b&lt;/p&gt;", "a\n\nb"),
+            ("line one&lt;br&gt;line two", "line one\n\nline two"),
+            ('&lt;a href="x"&gt;link&lt;/a&gt;', "link"),
+            ('see &lt;img src="x"&gt;', "see"),
+            ("&lt;P&gt;Hello&lt;/p&gt; &lt;dialog&gt;", "Hello"),
+        ):
+            assert html_to_text(escaped) == text, escaped
 
     def test_a_footnote_marker_is_apart_from_the_word_before(self) -> None:
         """A footnote marker (a <sup>, or a link, of digits, brackets, * or †) stuck to a
@@ -384,7 +421,18 @@ class TestHtmlToText:
         )
         quoted = "&lt;p&gt;Never put a &amp;lt;script&amp;gt; tag inside an SVG file.&lt;/p&gt;"
         assert html_readings(quoted) == (text, (text, text, text, "Never put a"))
-        assert html_readings("a &lt;svg/&gt; b &lt;xml&gt; c") == ("a b c", ("a b c",) * 3 + ("a",))
+        escaped = "&lt;p&gt;a &lt;svg/&gt; b &lt;xml&gt; c&lt;/p&gt;"
+        assert html_readings(escaped) == ("a b c", ("a b c",) * 3 + ("a",))
+        # v6 (and the releases before it) read decoded text of no HTML structure as
+        # markup too: the first reading is v6's, the older ones from v6's own passes
+        assert html_readings("a &lt;svg/&gt; b &lt;xml&gt; c") == (
+            "a <svg/> b <xml> c",
+            ("a b c",) * 3 + ("a",),
+        )
+        assert html_readings("Why the &lt;dialog&gt; element") == (
+            "Why the <dialog> element",
+            ("Why the\n\nelement",) * 4,
+        )
         assert html_readings("a &lt;style&gt;p{}&lt;/style&gt; b") == ("a b", None)  # closed
         # as the releases before v4 read it in their own later passes: now the script is
         # left open after the icon, then it was in the svg (to its </svg>), and the
@@ -505,12 +553,13 @@ class TestHtmlToText:
     @given(_markup_mixes())
     def test_never_raises_and_idempotent(self, s: str) -> None:
         """The text of a field without a tag of its own (escaped twice, or text) is
-        reduced for good; a field of markup of its own may read as text what looks like
-        markup ("Vec<u8>"), which is no markup to read again."""
+        reduced for good; a field of markup of its own, or one whose decoding made no
+        HTML structure, may read as text what looks like markup ("Vec<u8>", "the
+        <dialog> element"), which is no markup to read again."""
         _, tagged = text_module._one_pass(s, True, text_module._NOW)
         out = html_to_text(s)
         assert isinstance(out, str)
-        if not tagged:
+        if not tagged and "<" not in out:
             assert html_to_text(out) == out
         assert out == out.strip()
         assert "\x00" not in out
@@ -1121,6 +1170,28 @@ def test_escaped_markup_and_footnote_markers_are_read_as_a_browser_shows_them() 
         )
     )
     assert (e.summary, e.earlier) == ("Adds support.", None)
+
+
+def test_a_title_naming_a_tag_reads_the_same_in_wordpress_atom_and_rss() -> None:
+    """WordPress's Atom feed writes a title as HTML in CDATA, escaped: "Why the
+    &lt;dialog&gt; element matters", which a browser shows "Why the <dialog> element
+    matters", as its RSS feed's title reads. It read "Why the element matters" (a
+    paragraph break for the block element); ``earlier`` holds that reading, fingerprint
+    v6's, for the rows it stored."""
+    title = "Why the &lt;dialog&gt; element matters"
+    e = one(
+        parse_body(
+            atom(
+                f'<entry><id>1</id><title type="html"><![CDATA[{title}]]></title>'
+                '<content type="html"><![CDATA[<p>Body.</p>]]></content></entry>'
+            ),
+            ATOM_CT,
+        )
+    )
+    assert e.title == "Why the <dialog> element matters"
+    assert e.earlier == (("Why the\n\nelement matters", "", "Body."),) * 4
+    e = one(parse_body(rss(f"<item><guid>1</guid><title>{title}</title></item>"), RSS_CT))
+    assert (e.title, e.earlier) == ("Why the <dialog> element matters", None)
 
 
 def test_fields_declared_plain_text_are_not_cut_at_a_tag_name() -> None:
