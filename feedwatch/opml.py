@@ -37,7 +37,7 @@ from typing import TextIO
 from feedwatch.config import ConfigError, _default_feed_name, _http_url, find_config_path
 from feedwatch.identity import loose_link, normalize_link
 from feedwatch.model import Config
-from feedwatch.redact import redact_url
+from feedwatch.redact import redact_refused_url
 
 __all__ = [
     "ImportedFeed",
@@ -395,7 +395,7 @@ def parse_opml(
             url = _feed_url(raw_url)
         except ValueError as exc:
             result.skipped += 1
-            shown = clean_text(redact_url(raw_url.strip()))[:200]
+            shown = redact_refused_url(clean_text(raw_url))[:200]
             problem(o.line, f'skipped {label(title, o)}: xmlUrl "{shown}": {exc}')
             return
         tags = list(folders)

@@ -43,7 +43,7 @@ from feedwatch.model import (
     ParsedFeed,
     Rule,
 )
-from feedwatch.redact import MASK, redact_url
+from feedwatch.redact import MASK, redact_refused_url, redact_url
 from feedwatch.text import printable
 
 if TYPE_CHECKING:
@@ -171,19 +171,6 @@ def _usage(message: str) -> int:
     return 2
 
 
-def _url_shown(url: str) -> str:
-    """The URL as a usage error quotes it: its user-info masked, also where the URL is
-    too malformed for ``redact_url`` to find it (white space or a "/" in it): all
-    from the scheme to its last "@"."""
-    shown = redact_url(url)
-    head, sep, rest = shown.partition("://")
-    if not sep:
-        head, rest = "", shown
-    if "@" in rest:
-        rest = MASK + "@" + rest.rpartition("@")[2]
-    return head + sep + rest
-
-
 def _header_shown(header: str) -> str:
     """A malformed ``--header`` as a usage error quotes it: its first word if that
     could be a header's name, never the rest ('Authorization Bearer <token>')."""
@@ -218,7 +205,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     try:
         url = _http_url(args.url)
     except ValueError as exc:
-        return _usage(f"{show(_url_shown(args.url))!r}: {exc}")
+        return _usage(f"{show(redact_refused_url(args.url))!r}: {exc}")
     try:
         timeout = parse_duration_arg(args.timeout)
         if timeout <= 0:

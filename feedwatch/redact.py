@@ -193,3 +193,19 @@ def _trail(text: str, folded: str) -> int:
 def redact_url(url: str) -> str:
     """A URL fit for logs: user-info and any registered secret masked."""
     return redact(url)
+
+
+def redact_refused_url(url: str) -> str:
+    """A URL that was refused as malformed, as an error quotes it: ``redact_url``,
+    and all from the scheme (or the start, without one) to its last "@" masked too.
+    Such a URL's user-info may hold what ``redact_url`` stops at (a "/", "#" or white
+    space in a password: "https://bob:pa/ss@host/"); an "@" in a path (a Mastodon
+    "/@user" feed) is masked with it, which a valid URL, shown by ``redact_url``,
+    never is."""
+    shown = redact_url(url)
+    head, sep, rest = shown.partition("://")
+    if not sep:
+        head, rest = "", shown
+    if "@" in rest:
+        rest = MASK + "@" + rest.rpartition("@")[2]
+    return head + sep + rest

@@ -33,6 +33,7 @@ from feedwatch.redact import (
     mask,
     redact,
     redact_cut,
+    redact_refused_url,
     redact_url,
     register_secret,
     secrets_in,
@@ -850,6 +851,24 @@ def test_redact() -> None:
     )
     assert redact("https://medium.com/@user/post") == "https://medium.com/@user/post"
     assert redact_url("https://u:p@example.org/topsecret") == "https://***@example.org/***"
+    clear_secrets()
+    assert redact("topsecret") == "topsecret"
+
+
+def test_redact_refused_url() -> None:
+    """A refused URL's user-info up to its last "@", where a "/", "#" or white space in a
+    password hides it from ``redact_url``; with no scheme too."""
+    for url in (
+        "https://bob:pa/ss99@example.net/b.xml",
+        "https://bob:pa ss99@example.net/b.xml",
+        "https://bob:pa#ss99@example.net/b.xml",
+    ):
+        assert "ss99" in redact_url(url)  # a valid URL's path may hold "@": /@user
+        assert redact_refused_url(url) == "https://***@example.net/b.xml"
+    assert redact_refused_url("bob:pa/ss99@example.net/b.xml") == "***@example.net/b.xml"
+    assert redact_refused_url("gopher://example.org/feed") == "gopher://example.org/feed"
+    register_secret("topsecret")
+    assert redact_refused_url("ftp://example.org/topsecret") == "ftp://example.org/***"
     clear_secrets()
     assert redact("topsecret") == "topsecret"
 

@@ -392,3 +392,25 @@ def test_the_readme_example_run_twice_imports_each_feed_once(tmp_path):
     (xdg / "config.toml").write_text("[feedwatch]\nintervall = 1\n")
     r = fw(tmp_path, "import-opml", str(src))
     assert r.returncode == 2 and r.stdout == "" and "intervall" in r.stderr
+
+
+def test_a_malformed_xml_url_never_shows_its_password(tmp_path):
+    """A password with a "/", a space or a "#" makes the URL malformed: the skipped
+    line quoted it whole ('xmlUrl "https://bob:pa/ss99@example.net/b.xml": not a valid
+    URL'), where ``preview`` masks it."""
+    opml = """\
+<?xml version="1.0"?>
+<opml version="2.0"><head><title>s</title></head>
+<body>
+  <outline text="B" xmlUrl="https://bob:pa/ss99@example.net/b.xml"/>
+  <outline text="C" xmlUrl="https://bob:pa ss99@example.net/c.xml"/>
+  <outline text="D" xmlUrl="https://bob:pa#ss99@example.net/d.xml"/>
+  <outline text="Good" xmlUrl="https://example.org/good.xml"/>
+</body></opml>
+"""
+    r = fw(tmp_path, "import-opml", str(write(tmp_path, "s.opml", opml)))
+    assert r.returncode == 0, r.stderr
+    assert "ss99" not in r.stderr + r.stdout, r.stderr
+    for line, name in ((4, "B"), (5, "C"), (6, "D")):
+        assert f's.opml:{line}: skipped "{name}": xmlUrl "https://***@example.net/' in r.stderr
+    assert "imported 1 feeds (3 outlines skipped" in r.stderr
