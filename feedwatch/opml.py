@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import html
 import html.entities
+import os
 import re
 import sys
 import xml.parsers.expat as expat
@@ -451,6 +452,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="the OPML file ('-' for stdin)")
 
 
+def _utf8_shown(name: str) -> str:
+    """A file's name fit for the config's comment, which must stay UTF-8 text: bytes
+    of a name that is not UTF-8 (``abo-f\\xfcr.opml`` in Latin-1, surrogate-escaped
+    by Python) as ``\\xNN``; printed raw, they made the whole config unreadable."""
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:  # a surrogate no file system name decodes to
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
     path: str = args.file
     shown = "<stdin>" if path == "-" else path
@@ -489,7 +501,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     if not result.feeds:
         print(f"feedwatch: {shown}: no feeds to import", file=sys.stderr)
         return 1
-    source = clean_text(Path(path).name if path != "-" else "stdin")
+    source = _utf8_shown(clean_text(Path(path).name if path != "-" else "stdin"))
     heading = f" ({clean_text(result.title)})" if result.title else ""
     out.write(
         f"\n# Imported by `feedwatch import-opml` from {source}{heading}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -414,3 +415,23 @@ def test_a_malformed_xml_url_never_shows_its_password(tmp_path):
     for line, name in ((4, "B"), (5, "C"), (6, "D")):
         assert f's.opml:{line}: skipped "{name}": xmlUrl "https://***@example.net/' in r.stderr
     assert "imported 1 feeds (3 outlines skipped" in r.stderr
+
+
+def test_a_file_name_that_is_not_utf8_leaves_the_config_utf8(tmp_path):
+    """`abo-f\\xfcr.opml` (Latin-1 bytes): the "# Imported ... from NAME" line carried the
+    raw byte, and the config it was appended to was no longer UTF-8 text."""
+    src = tmp_path / os.fsdecode(b"abo-f\xfcr.opml")
+    src.write_text(FEEDLY, encoding="utf-8")
+    r = subprocess.run(
+        [sys.executable, "-m", "feedwatch", "import-opml", src.name],
+        capture_output=True,
+        env=bare_env(tmp_path, LANG="C.UTF-8"),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode("utf-8")  # strict: every byte of it UTF-8
+    assert "# Imported by `feedwatch import-opml` from abo-f\\xfcr.opml (" in out
+    cfg = tmp_path / "config.toml"
+    cfg.write_bytes(BASE_CONFIG.encode() + r.stdout)
+    assert validate(tmp_path, cfg) == "ok: 5 feeds, 1 sinks, 1 rules"
