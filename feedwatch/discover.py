@@ -21,7 +21,7 @@ FEED_TYPES = {
     "application/atom+xml": "Atom",
     "application/feed+json": "JSON Feed",
     "application/rdf+xml": "RSS 1.0",
-    "application/json": "JSON",
+    "application/json": "JSON Feed",  # JSON Feed 1.0's; only with a sign (_json_feed)
     "application/x.atom+xml": "Atom",
     "application/x-atom+xml": "Atom",
 }
@@ -48,10 +48,26 @@ class _LinkFinder(HTMLParser):
             rels = a.get("rel", "").lower().split()
             kind = a.get("type", "").split(";")[0].strip().lower()
             href = a.get("href", "").strip()
+            title = a.get("title") or None
             if "alternate" in rels and kind in FEED_TYPES and href:
-                self.links.append((href, kind, a.get("title") or None))
+                if kind != "application/json" or _json_feed(href, title):
+                    self.links.append((href, kind, title))
 
     handle_startendtag = handle_starttag
+
+
+def _json_feed(href: str, title: str | None) -> bool:
+    """Whether a plain ``application/json`` alternate is a JSON Feed: JSON Feed 1.0
+    advertised one so (1.1 says ``application/feed+json``), but every WordPress page
+    advertises its REST API record the same way (``/wp-json/wp/v2/pages/2``, titled
+    "JSON"). Taken when its title or its URL's path says "feed", never a ``wp-json`` one."""
+    try:
+        path = urlsplit(href).path.lower()
+    except ValueError:
+        return False
+    if "/wp-json/" in path + "/":
+        return False
+    return "feed" in path or "feed" in (title or "").lower()
 
 
 def discover_feeds(body: bytes, page_url: str, content_type: str = "") -> list[FeedLink]:

@@ -334,3 +334,51 @@ def test_a_validator_given_with_header_that_the_server_honours(tmp_path, srv):
     assert "Traceback" not in r.stderr
     assert "HTTP:          304 Not Modified in " in r.stdout
     assert "drop that --header to see the feed" in r.stdout
+
+
+WORDPRESS_HEAD = """<!DOCTYPE html><html lang="en-US"><head><meta charset="UTF-8">
+<title>About - Blog</title>
+%s
+<link rel="https://api.w.org/" href="/wp-json/">
+<link rel="alternate" title="JSON" type="application/json" href="/wp-json/wp/v2/pages/2">
+<link rel="EditURI" type="application/rsd+xml" title="RSD" href="/xmlrpc.php?rsd">
+<link rel="alternate" title="oEmbed (JSON)" type="application/json+oembed"
+ href="/wp-json/oembed/1.0/embed?url=https%%3A%%2F%%2Fexample.org%%2Fabout%%2F">
+<link rel="alternate" title="oEmbed (XML)" type="text/xml+oembed"
+ href="/wp-json/oembed/1.0/embed?url=https%%3A%%2F%%2Fexample.org%%2Fabout%%2F&#038;format=xml">
+</head><body>About us</body></html>"""
+
+
+def test_a_wordpress_rest_api_link_is_not_taken_for_a_feed(tmp_path, feed_server):
+    """Every WordPress page advertises its REST API record as rel="alternate"
+    type="application/json": preview said "it advertises 1 feed: JSON (JSON)" and
+    suggested a URL that is not a feed."""
+    feed_server.set("/about/", WORDPRESS_HEAD % "", content_type="text/html; charset=UTF-8")
+    r = fw(tmp_path, "preview", feed_server.url("/about/"))
+    assert r.returncode == 1
+    assert "an HTML page that advertises no feed" in r.stdout, r.stdout
+    assert "wp-json" not in r.stdout and "Try:" not in r.stdout
+
+    feeds = """<link rel="alternate" type="application/rss+xml" title="Blog &raquo; Feed"
+     href="/feed/">
+    <link rel="alternate" type="application/rss+xml" title="Blog &raquo; Comments Feed"
+     href="/comments/feed/">"""
+    feed_server.set("/", WORDPRESS_HEAD % feeds, content_type="text/html; charset=UTF-8")
+    r = fw(tmp_path, "preview", feed_server.url("/"))
+    assert "it advertises 2 feeds:" in r.stdout, r.stdout
+    assert f"Blog \u00bb Feed (RSS): {feed_server.url('/feed/')}" in r.stdout
+    assert "wp-json" not in r.stdout
+
+    # a JSON Feed is still found: its own type, and JSON Feed 1.0's application/json
+    # with a title or URL that says it is a feed
+    jsonfeeds = """<link rel="alternate" type="application/feed+json" href="/a.json">
+    <link rel="alternate" type="application/json" title="JSON Feed" href="/b">
+    <link rel="alternate" type="application/json" href="/feeds/json">
+    <link rel="alternate" type="application/json" href="/api/data.json">"""
+    feed_server.set("/json/", WORDPRESS_HEAD % jsonfeeds, content_type="text/html")
+    r = fw(tmp_path, "preview", feed_server.url("/json/"))
+    assert "it advertises 3 feeds:" in r.stdout, r.stdout
+    assert f"(JSON Feed): {feed_server.url('/a.json')}" in r.stdout
+    assert f"JSON Feed (JSON Feed): {feed_server.url('/b')}" in r.stdout
+    assert f"(JSON Feed): {feed_server.url('/feeds/json')}" in r.stdout
+    assert "data.json" not in r.stdout and "wp-json" not in r.stdout
