@@ -7,6 +7,8 @@ poll of such a URL fails with an error that names the feeds the page links to
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -70,17 +72,52 @@ def _json_feed(href: str, title: str | None) -> bool:
     return "feed" in path or "feed" in (title or "").lower()
 
 
-def discover_feeds(body: bytes, page_url: str, content_type: str = "") -> list[FeedLink]:
-    """The feeds an HTML page advertises (``<link rel="alternate" type=...>``), absolute URLs."""
-    charset = "utf-8"
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_COMMENT = re.compile(rb"<!--.*?(?:-->|$)", re.DOTALL)
+_META_CHARSET = re.compile(
+    rb"""<meta\s[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.IGNORECASE
+)
+
+
+def _known(charset: str) -> str | None:
+    """``charset`` if Python has a codec of that name, else None."""
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        return None
+    return charset
+
+
+def _page_charset(body: bytes, content_type: str) -> str:
+    """The encoding to read a page in, as a browser picks it (HTML's encoding sniffing):
+    a byte order mark; else the Content-Type header's charset; else the page's own
+    ``<meta charset>`` or ``<meta http-equiv="Content-Type" content="...; charset=">``
+    in its first 1024 bytes (outside comments); else UTF-8. A charset Python does not
+    know counts as none."""
+    for bom, charset in _BOMS:
+        if body.startswith(bom):
+            return charset
     for part in content_type.split(";")[1:]:
         k, _, v = part.partition("=")
         if k.strip().lower() == "charset" and v.strip():
-            charset = v.strip().strip("\"'")
-    try:
-        text = body.decode(charset, errors="replace")
-    except LookupError:
-        text = body.decode("utf-8", errors="replace")
+            known = _known(v.strip().strip("\"'"))
+            if known:
+                return known
+    m = _META_CHARSET.search(_COMMENT.sub(b"", body[:1024]))
+    if m:
+        declared = m.group(1).decode("ascii").lower()
+        # a page read this far as ASCII cannot be UTF-16: HTML says to take it as UTF-8
+        if declared.startswith(("utf-16", "utf16")):
+            return "utf-8"
+        known = _known(declared)
+        if known:
+            return known
+    return "utf-8"
+
+
+def discover_feeds(body: bytes, page_url: str, content_type: str = "") -> list[FeedLink]:
+    """The feeds an HTML page advertises (``<link rel="alternate" type=...>``), absolute URLs."""
+    text = body.decode(_page_charset(body, content_type), errors="replace")
     finder = _LinkFinder()
     try:
         finder.feed(text[: 2 * 1024 * 1024])

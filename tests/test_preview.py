@@ -382,3 +382,50 @@ def test_a_wordpress_rest_api_link_is_not_taken_for_a_feed(tmp_path, feed_server
     assert f"JSON Feed (JSON Feed): {feed_server.url('/b')}" in r.stdout
     assert f"(JSON Feed): {feed_server.url('/feeds/json')}" in r.stdout
     assert "data.json" not in r.stdout and "wp-json" not in r.stdout
+
+
+def test_a_page_without_a_charset_header_is_read_in_its_own_declared_encoding(
+    tmp_path, feed_server
+):
+    """A page served as plain "text/html" declares its encoding itself (<meta charset>,
+    <meta http-equiv>, a BOM): it was read as UTF-8 all the same, and a windows-1251 or
+    Shift_JIS page's titles and non-ASCII links came out garbled ("/�������.xml"), a
+    wrong URL suggested."""
+    link = '<link rel="alternate" type="application/rss+xml" title="Новости" href="/новости.xml">'
+    pages = {
+        "/meta": ('<html><head><meta charset="windows-1251">' + link, "cp1251"),
+        "/http-equiv": (
+            "<html><head><!-- <meta charset=koi8-r> --><META HTTP-EQUIV='Content-Type'"
+            " CONTENT='text/html; charset=Windows-1251'>" + link,
+            "cp1251",
+        ),
+        "/sjis": (
+            '<html><head><meta http-equiv="Content-Type" content="text/html; charset=Shift_JIS">'
+            '<link rel="alternate" type="application/rss+xml" title="ニュース" href="/ニュース.xml">',
+            "shift_jis",
+        ),
+        "/bom": ("<html><head>" + link, "utf-16"),  # Python writes its BOM
+    }
+    for path, (page, encoding) in pages.items():
+        feed_server.set(path, page.encode(encoding), content_type="text/html")
+        r = fw(tmp_path, "preview", feed_server.url(path))
+        assert "it advertises 1 feed:" in r.stdout, r.stdout
+        if path == "/sjis":
+            assert f"ニュース (RSS): {feed_server.url('/ニュース.xml')}" in r.stdout, r.stdout
+        else:
+            assert f"Новости (RSS): {feed_server.url('/новости.xml')}" in r.stdout, r.stdout
+
+    # the suggested URL is the feed's: fetched percent-encoded as UTF-8, as a URL needs
+    feed_server.set(
+        "/%D0%BD%D0%BE%D0%B2%D0%BE%D1%81%D1%82%D0%B8.xml",
+        rss(ENTRIES[:1], title="News"),
+        content_type="application/rss+xml",
+    )
+    r = fw(tmp_path, "preview", feed_server.url("/новости.xml"))
+    assert r.returncode == 0 and "Markets open" in r.stdout, r.stdout
+
+    # the header's charset still wins over the page's declaration
+    page = '<html><head><meta charset="windows-1251">' + link
+    feed_server.set("/header", page.encode("utf-8"), content_type="text/html; charset=utf-8")
+    r = fw(tmp_path, "preview", feed_server.url("/header"))
+    assert f"Новости (RSS): {feed_server.url('/новости.xml')}" in r.stdout, r.stdout
