@@ -69,6 +69,7 @@ from feedwatch import DEFAULT_USER_AGENT, proxyenv
 from feedwatch.config import ConfigError, Problem
 from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
 from feedwatch.pacing import parse_retry_after
+from feedwatch.redact import redact_url
 from feedwatch.transport import MAX_HEADER_LINE, AiohttpTransport
 
 log = structlog.get_logger("feedwatch.fetch")
@@ -827,23 +828,6 @@ def _basic_auth(username: str, password: str) -> str:
     """The Authorization value httpx's client makes from a URL's user-info."""
     raw = f"{username}:{password}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user-info shown as ``***`` (for logs, errors and ``status``)."""
-    scheme_sep = url.find("://")
-    if scheme_sep < 0:
-        return url
-    start = scheme_sep + 3
-    end = len(url)
-    for ch in "/?#":
-        i = url.find(ch, start)
-        if i >= 0:
-            end = min(end, i)
-    at = url.rfind("@", start, end)
-    if at < 0:
-        return url
-    return url[:start] + "***" + url[at:]
 
 
 def is_private_address(address: str) -> bool:

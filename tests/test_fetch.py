@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from feedwatch import DEFAULT_USER_AGENT
 from feedwatch import fetch as fetch_module
-from feedwatch.fetch import Fetcher, is_private_address, parse_retry_after, redact_url
+from feedwatch.fetch import Fetcher, is_private_address, parse_retry_after
 from feedwatch.model import Fetched, FetchFailed, FetchOutcome, FetchRequest, NotModified
+from feedwatch.redact import redact_url
 from tests.feedserver import FeedServer, feed_server_fixture, free_port  # noqa: F401
 from tests.helpers import raw_server
 
