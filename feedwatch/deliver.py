@@ -12,6 +12,14 @@
         a transient failure stops that sink for this round (order is kept);
         a permanent one concerns that delivery only: the next ones still go
 
+A delivery some recipients took while the others were deferred or refused (an email
+server answering 4xx or 5xx to some RCPTs) is owed to those alone from then on
+(``Delivery.recipients_left``): its retry, or `redeliver` once it is dead, goes to
+them alone, so the ones that took it never get it again. Such a delivery is sent on
+its own (a digest: with the others owed to the same recipients) and holds back none
+of the sink's later alerts: the recipient that deferred may get a later alert before
+the one it deferred.
+
 The state is the queue: a crash between "sent" and "marked delivered" re-sends
 with the same id (at least once), never a different one.
 
@@ -54,7 +62,8 @@ from feedwatch.store.group import GroupCommit
 
 log = structlog.get_logger("feedwatch.deliver")
 
-Outcome = Literal["delivered", "dead", "retry", "held"]
+# partial: some recipients took it, the others' retry waits (it holds back no later alert)
+Outcome = Literal["delivered", "dead", "retry", "held", "partial"]
 
 
 @dataclass
@@ -134,24 +143,14 @@ class Dispatcher:
         cfg = self.config.sinks.get(name)
         digest = cfg.digest if cfg is not None else 0.0
         if digest > 0 and sink.supports_digest:
-            items = [d async for d in live]  # a digest is one message: all of the queue at once
-            if not items:
-                return
-            oldest = min(d.created_at for d in items)
-            if (now - oldest).total_seconds() < digest:
-                report.waiting += len(items)
-                return
-            if not force and not all(_due(d, now) for d in items):
-                report.waiting += len(items)
-                return  # a failed digest waits for its retry; newer alerts join it then
-            # Too big for one message, the batch goes as several digests, oldest first,
-            # each marked as it goes: a stop or a crash between two sends the next run
-            # only those not marked yet.
-            parts = await self._digest_parts(sink, items)
-            for i, part in enumerate(parts):
-                if await self._send(sink, part, report) in ("retry", "held"):
-                    report.waiting += sum(len(p) for p in parts[i + 1 :])
-                    break  # the sink is unwell: the later parts wait (order is kept)
+            # A digest is one message: all of the queue at once; but one message goes to
+            # one set of recipients, so the deliveries owed to some recipients only
+            # (partly delivered) go as digests of their own, one per set.
+            groups: dict[tuple[str, ...] | None, list[Delivery]] = {}
+            async for d in live:
+                groups.setdefault(d.recipients_left, []).append(d)
+            for items in groups.values():
+                await self._digest(sink, items, digest, now, force, report)
             return
         # A sink that can take several alerts in one go (jsonl: one write, one fsync) gets
         # them in order, in batches that succeed or fail together. The queue is read a page
@@ -160,11 +159,24 @@ class Dispatcher:
         batch: list[Delivery] = []
         stopped = False
         async for d in live:
-            if not stopped and batch and (len(batch) >= batch_size or not (force or _due(d, now))):
+            alone = d.recipients_left is not None  # partly delivered: owed to some only
+            if (
+                not stopped
+                and batch
+                and (alone or len(batch) >= batch_size or not (force or _due(d, now)))
+            ):
                 stopped = await self._send(sink, batch, report) in ("retry", "held")
                 # the sink is unwell, or another instance sends this one: later alerts
                 # wait, so none overtakes it
                 batch = []
+            if alone:
+                # sent on its own when due; waiting for its retry, it holds back no
+                # later alert (which its recipients took, or may take, before it)
+                if stopped or not (force or _due(d, now)):
+                    report.waiting += 1
+                else:
+                    stopped = await self._send(sink, [d], report) in ("retry", "held")
+                continue
             if not stopped and not force and not _due(d, now):
                 stopped = True  # in backoff: it and every newer alert wait (oldest first)
             if stopped:
@@ -173,6 +185,32 @@ class Dispatcher:
             batch.append(d)
         if batch and not stopped:
             await self._send(sink, batch, report)
+
+    async def _digest(
+        self,
+        sink: Sink,
+        items: list[Delivery],
+        digest: float,
+        now: datetime,
+        force: bool,
+        report: DispatchReport,
+    ) -> None:
+        """Send ``items`` (owed to the same recipients) as a digest once it is due."""
+        oldest = min(d.created_at for d in items)
+        if (now - oldest).total_seconds() < digest:
+            report.waiting += len(items)
+            return
+        if not force and not all(_due(d, now) for d in items):
+            report.waiting += len(items)
+            return  # a failed digest waits for its retry; newer alerts join it then
+        # Too big for one message, the batch goes as several digests, oldest first,
+        # each marked as it goes: a stop or a crash between two sends the next run
+        # only those not marked yet.
+        parts = await self._digest_parts(sink, items)
+        for i, part in enumerate(parts):
+            if await self._send(sink, part, report) in ("retry", "held"):
+                report.waiting += sum(len(p) for p in parts[i + 1 :])
+                break  # the sink is unwell: the later parts wait (order is kept)
 
     async def _live(
         self, name: str, sink: Sink | None, now: datetime, report: DispatchReport
@@ -282,14 +320,25 @@ class Dispatcher:
         # A sink scrubs its own secrets; this also masks any configured secret that a
         # receiver or a program echoed back (it would reach the state, `check` and logs).
         error = redact(result.error or "failed")
+        left = result.recipients_left  # some took it: the others are owed it from now on
         if result.permanent:
             await self._mark(
-                sink, ids, functools.partial(self.store.mark_dead, sink.name, ids, now, error=error)
+                sink,
+                ids,
+                functools.partial(
+                    self.store.mark_dead, sink.name, ids, now, error=error, recipients_left=left
+                ),
             )
             metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="dead")
             report.dead += len(ids)
             report.failures.append(f"{sink.name}: {error}")
-            log.error("delivery.dead", sink=sink.name, alerts=ids, error=error)
+            log.error(
+                "delivery.dead",
+                sink=sink.name,
+                alerts=ids,
+                error=error,
+                **({"recipients_left": list(left)} if left is not None else {}),
+            )
             return "dead"
         attempts = max(d.attempts for d in batch) + 1
         retry_at = pacing.delivery_retry_at(now, attempts, self.rng, retry_after=result.retry_after)
@@ -297,7 +346,13 @@ class Dispatcher:
             sink,
             ids,
             functools.partial(
-                self.store.mark_retry, sink.name, ids, now, error=error, next_attempt=retry_at
+                self.store.mark_retry,
+                sink.name,
+                ids,
+                now,
+                error=error,
+                next_attempt=retry_at,
+                recipients_left=left,
             ),
         )
         metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="retry")
@@ -310,8 +365,9 @@ class Dispatcher:
             error=error,
             attempts=attempts,
             retry_in=round((retry_at - now).total_seconds()),
+            **({"recipients_left": list(left)} if left is not None else {}),
         )
-        return "retry"
+        return "retry" if left is None else "partial"
 
     async def _mark(self, sink: Sink, ids: Sequence[str], mark: Callable[[], None]) -> None:
         """How a send went, stored through the group commit; one that fails (the state

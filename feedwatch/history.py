@@ -164,6 +164,12 @@ def _delivery_json(d: Delivery) -> dict[str, Any]:
             format_time(d.next_attempt) if d.status == "pending" and d.attempts else None
         ),
         "last_error": redact(d.last_error) if d.last_error else None,  # as `explain` shows it
+        # some recipients took it: those still owed it (an email sink); null: all of them
+        "recipients_left": (
+            None
+            if d.recipients_left is None or d.status == "delivered"
+            else list(d.recipients_left)
+        ),
     }
 
 

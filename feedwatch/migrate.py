@@ -69,7 +69,7 @@ _TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str], frozenset[str]], ...]
         "deliveries",
         (
             "alert_id", "sink", "status", "attempts", "next_attempt", "last_error",
-            "delivered_at",
+            "delivered_at", "recipients_left",
         ),
         frozenset({"next_attempt", "delivered_at"}),
         frozenset(),

@@ -41,19 +41,25 @@ def delivery_detail(d: Delivery) -> str:
     """One delivery's outcome: delivered when, pending and why, or dead and what to do."""
     if d.status == "delivered":
         return f"delivered {when(d.delivered_at)}"
+    # some recipients took it: it is owed to the others alone
+    owed = "" if d.recipients_left is None else ", ".join(show(a) for a in d.recipients_left)
     if d.status == "dead":
         tries = f" after {_attempts(d.attempts)}" if d.attempts else ""
         return (
             f"DEAD{tries}: {show(d.last_error or 'no error recorded')} "
-            f"(`feedwatch redeliver --sink {d.sink}` queues it again)"
+            f"(`feedwatch redeliver --sink {d.sink}` queues it again"
+            + (f", for {owed} alone)" if owed else ")")
         )
     if not d.attempts:
+        if owed:  # redelivered: goes when due, holding back nothing
+            return f"pending (not sent yet, for {owed} alone)"
         # its stored next attempt is its creation: due, but it goes in order, after
         # any older alert of the sink that waits for a retry (or with its digest)
         return "pending (not sent yet: after any older alert this sink still holds)"
     nxt = f", next attempt {when(d.next_attempt)}" if d.next_attempt else ""
     err = f", last error: {show(d.last_error)}" if d.last_error else ""
-    return f"pending ({_attempts(d.attempts)}{nxt}{err})"
+    left = f", still owed to {owed} alone" if owed else ""
+    return f"pending ({_attempts(d.attempts)}{left}{nxt}{err})"
 
 
 def _attempts(n: int) -> str:

@@ -9,7 +9,8 @@ stopped at teardown.
 Modes: ``security`` "none" (plain), "starttls" (STARTTLS required) or "tls"
 (implicit TLS); ``auth`` requires AUTH LOGIN/PLAIN as ``USER``/``PASSWORD``;
 ``rcpt_reply`` / ``data_reply`` (e.g. "451 4.3.0 try later", "550 5.1.1 no")
-make the server refuse RCPT TO or DATA with that reply; ``eightbitmime=False``
+make the server refuse RCPT TO or DATA with that reply (``handler.rcpt_replies``, an
+address -> reply dict, refuses only those recipients, the others taken); ``eightbitmime=False``
 leaves 8BITMIME out of its EHLO reply. ``data_size_limit`` is aiosmtpd's: a message
 larger than that many bytes as sent is refused (``552 Error: Too much mail data``,
 or at MAIL FROM when its SIZE= says so); the server announces it as ``SIZE`` (RFC
@@ -48,6 +49,9 @@ class Collector:
 
     rcpt_reply: str | None = None
     data_reply: str | None = None
+    # one reply per recipient (e.g. {"full@example.org": "452 4.2.2 Mailbox full"}):
+    # those recipients are refused, the others taken
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
     eightbitmime: bool = True
     announce_size: bool = True
     messages: list[Received] = field(default_factory=list)
@@ -67,6 +71,8 @@ class Collector:
     ) -> str:
         if self.rcpt_reply:
             return self.rcpt_reply
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

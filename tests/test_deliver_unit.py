@@ -16,6 +16,7 @@ import random
 import re
 import textwrap
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from email import policy
@@ -430,7 +431,13 @@ def test_email_digest_is_one_message_and_fails_as_one(
 # --------------------------------------------------------------------------
 
 
-def email_config(smtp: SMTPServer, *, password: str = PASSWORD, digest: float = 0.0) -> SinkConfig:
+def email_config(
+    smtp: SMTPServer,
+    *,
+    password: str = PASSWORD,
+    digest: float = 0.0,
+    to: tuple[str, ...] = ("me@example.org",),
+) -> SinkConfig:
     return SinkConfig(
         name="mail",
         type="email",
@@ -442,7 +449,7 @@ def email_config(smtp: SMTPServer, *, password: str = PASSWORD, digest: float = 
             "username": USER,
             "password": Secret(password),
             "from_": "feedwatch <alerts@example.org>",
-            "to": ("me@example.org",),
+            "to": to,
             "timeout": 5.0,
         },
     )
@@ -522,6 +529,158 @@ def test_email_wrong_password_is_dead_at_once_and_never_logged(
     store.redeliver(clock())
     report = dispatch_email(tmp_path, store, email_config(smtp), smtp, clock)
     assert report.delivered == 1 and len(smtp.messages) == 1
+
+
+def copies(smtp: SMTPServer, ids: Sequence[str] = ()) -> Counter[tuple[str, str]]:
+    """How many copies of each alert each recipient got (a digest: each of ``ids`` that
+    its text names)."""
+    got: Counter[tuple[str, str]] = Counter()
+    for m in smtp.messages:
+        msg = parse(m.data)
+        if msg["X-Feedwatch-Alert-Id"]:
+            held = [msg["X-Feedwatch-Alert-Id"]]
+        else:
+            text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            held = [i for i in ids if i in text]
+        got.update((rcpt, i) for rcpt in m.rcpt_tos for i in held)
+    return got
+
+
+def due(store: SqliteStore, clock: FakeClock, alert_id: str) -> None:
+    """Move the clock to the retry of ``alert_id``'s pending delivery."""
+    (retry_at,) = {p.next_attempt for p in pending(store, "mail") if p.alert_id == alert_id}
+    assert retry_at is not None
+    clock.advance(max(0.0, (retry_at - clock()).total_seconds()))
+
+
+ME, FULL = "me@example.org", "full@example.org"
+
+
+def test_email_a_recipient_deferred_at_rcpt_gets_it_later_and_the_others_only_once(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    """452 for one of two recipients: the one that took it never gets it again; the
+    deferred one gets it at a retry, once; the sink's later alerts are not held."""
+    smtp = smtp_server("starttls", auth=True)
+    smtp.handler.rcpt_replies[FULL] = "452 4.2.2 Mailbox full"
+    cfg = email_config(smtp, to=(ME, FULL))
+    clock = FakeClock()
+    a = queue(store, clock, "mail")
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock)
+    assert report.retried == 1 and report.delivered == 0
+    assert copies(smtp) == {(ME, a): 1}
+    for _ in range(3):  # retries while the mailbox stays full: me@ gets nothing more
+        due(store, clock, a)
+        dispatch_email(tmp_path, store, cfg, smtp, clock)
+    assert copies(smtp) == {(ME, a): 1}
+    d = delivery(store, a, "mail")
+    assert d.status == "pending" and d.attempts == 4 and d.recipients_left == (FULL,)
+    assert d.last_error is not None and FULL in d.last_error and "452" in d.last_error
+    assert ME not in d.last_error
+
+    # a later alert is not held behind the one that waits for its retry
+    clock.advance(1)
+    b = queue(store, clock, "mail")
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock)
+    assert copies(smtp) == {(ME, a): 1, (ME, b): 1}
+    assert report.retried == 1 and report.waiting == 1
+
+    smtp.handler.rcpt_replies.clear()  # the mailbox has room again
+    due(store, clock, a)
+    due(store, clock, b)
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock)
+    assert report.delivered == 2 and pending(store, "mail") == []
+    assert copies(smtp) == {(ME, a): 1, (ME, b): 1, (FULL, a): 1, (FULL, b): 1}
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock, force=True)
+    assert report.delivered == 0 and len(smtp.messages) == 4  # nothing more, ever
+
+
+def test_email_a_recipient_refused_at_rcpt_is_a_dead_delivery_redelivered_to_it_alone(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    smtp = smtp_server("starttls", auth=True)
+    smtp.handler.rcpt_replies[FULL] = "550 5.1.1 User unknown"
+    cfg = email_config(smtp, to=(ME, FULL))
+    clock = FakeClock()
+    a = queue(store, clock, "mail")
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock)
+    assert copies(smtp) == {(ME, a): 1}
+    assert report.dead == 1 and report.delivered == 0 and not report.ok
+    d = delivery(store, a, "mail")
+    assert d.status == "dead" and d.recipients_left == (FULL,)
+    assert d.last_error is not None and FULL in d.last_error and "550 5.1.1" in d.last_error
+    assert ME not in d.last_error
+
+    smtp.handler.rcpt_replies.clear()  # the address was made
+    assert store.redeliver(clock()) == 1
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock)
+    assert report.delivered == 1
+    assert copies(smtp) == {(ME, a): 1, (FULL, a): 1}
+
+
+def test_email_recipients_deferred_and_refused_at_once_are_retried_then_the_refused_dead(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    """One deferred, one refused: retried to both (the refused may be back); once the
+    deferred one takes it, the delivery is dead for the refused one alone."""
+    gone = "gone@example.org"
+    smtp = smtp_server("starttls", auth=True)
+    smtp.handler.rcpt_replies.update({FULL: "452 4.2.2 Mailbox full", gone: "550 5.1.1 No"})
+    cfg = email_config(smtp, to=(ME, FULL, gone))
+    clock = FakeClock()
+    a = queue(store, clock, "mail")
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock)
+    assert report.retried == 1 and copies(smtp) == {(ME, a): 1}
+    assert delivery(store, a, "mail").recipients_left == (FULL, gone)
+    del smtp.handler.rcpt_replies[FULL]
+    due(store, clock, a)
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock)
+    assert report.dead == 1 and copies(smtp) == {(ME, a): 1, (FULL, a): 1}
+    d = delivery(store, a, "mail")
+    assert d.status == "dead" and d.recipients_left == (gone,)
+    assert d.last_error is not None and f"{gone}: 550 5.1.1 No" in d.last_error
+
+
+def test_email_a_recipient_left_out_of_the_config_is_no_longer_owed_the_alert(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    smtp = smtp_server("starttls", auth=True)
+    smtp.handler.rcpt_replies[FULL] = "452 4.2.2 Mailbox full"
+    clock = FakeClock()
+    a = queue(store, clock, "mail")
+    dispatch_email(tmp_path, store, email_config(smtp, to=(ME, FULL)), smtp, clock)
+    assert delivery(store, a, "mail").recipients_left == (FULL,)
+    # the user drops the full mailbox from `to`: nothing is owed to anyone
+    report = dispatch_email(tmp_path, store, email_config(smtp, to=(ME,)), smtp, clock, force=True)
+    assert report.delivered == 1 and copies(smtp) == {(ME, a): 1}
+
+
+def test_email_digest_parts_owed_to_different_recipients_go_as_separate_digests(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    smtp = smtp_server("starttls", auth=True)
+    smtp.handler.rcpt_replies[FULL] = "450 4.7.1 Greylisted, try again"
+    cfg = email_config(smtp, to=(ME, FULL), digest=3600.0)
+    clock = FakeClock()
+    first = [queue(store, clock, "mail") for _ in range(2)]
+    clock.advance(hours=1)
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock)
+    assert report.retried == 2 and copies(smtp, first) == {(ME, first[0]): 1, (ME, first[1]): 1}
+    assert {delivery(store, i, "mail").recipients_left for i in first} == {(FULL,)}
+
+    smtp.handler.rcpt_replies.clear()
+    later = queue(store, clock, "mail")
+    clock.advance(hours=1)
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock, force=True)
+    assert report.delivered == 3 and pending(store, "mail") == []
+    # the two owed to full@ alone as one digest to it; the newer one to both
+    every = [*first, later]
+    assert copies(smtp, every) == {(r, i): 1 for r in (ME, FULL) for i in every}
+    sent = [(m.rcpt_tos, parse(m.data)["X-Feedwatch-Alert-Count"]) for m in smtp.messages]
+    assert sent[1:] == [((FULL,), "2"), ((ME, FULL), "1")] or sent[1:] == [
+        ((ME, FULL), "1"),
+        ((FULL,), "2"),
+    ]
 
 
 def test_status_counts_per_sink(tmp_path: Path, store: SqliteStore) -> None:

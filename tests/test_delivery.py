@@ -546,6 +546,42 @@ argv = [{json.dumps(program)}, "-c", "import sys; open({str(out)!r}, 'ab').write
     fw.assert_no_secrets((*SECRETS, "wrong-password-x"), status=True)
 
 
+def test_an_email_recipient_refused_while_another_takes_it_is_dead_and_redelivered_to_it_alone(
+    tmp_path: Path, feed_server: FeedServer, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    """SPEC 6: a 5xx refusal is permanent, also of one recipient of two: the delivery
+    is dead (status, `status --check`, `alerts`), not delivered with a log line; the
+    other recipient has it once, and `redeliver` sends to the refused one alone."""
+    smtp = smtp_server("none", auth=True)
+    smtp.handler.rcpt_replies["ops@example.net"] = "550 5.1.1 User unknown"
+    feed_server.set("/news.xml", rss([entry(1, title=MISSILE)]))
+    fw = FW(write_config(tmp_path, email_sink(smtp) + feed_block(feed_server, ["mail"])))
+    r = fw.ok("check", code=1)
+    assert "ops@example.net: 550 5.1.1 User unknown" in r.stderr
+    assert [m.rcpt_tos for m in smtp.messages] == [("me@example.org",)]
+    assert fw.sinks(real=True) == {"mail": counts(dead=1)}
+    r = fw("status", "--check")
+    assert r.returncode == 1, r.stdout + r.stderr
+    shown = fw.ok("alerts").stdout
+    assert "DEAD" in shown and "ops@example.net" in shown
+    assert "for ops@example.net alone" in shown and "me@example.org" not in shown
+    (row,) = [json.loads(x) for x in fw.ok("alerts", "--json").stdout.splitlines()]
+    assert [(d["status"], d["recipients_left"]) for d in row["deliveries"]] == [
+        ("dead", ["ops@example.net"])
+    ]
+    fw.ok("check", code=0)  # dead stays dead: nothing sent again
+    assert len(smtp.messages) == 1
+
+    smtp.handler.rcpt_replies.clear()  # the mailbox was made
+    assert fw.ok("redeliver", "--sink", "mail").stdout.startswith("1 ")
+    fw.ok("check")
+    assert [m.rcpt_tos for m in smtp.messages] == [("me@example.org",), ("ops@example.net",)]
+    assert smtp.messages[0].data == smtp.messages[1].data  # the very same message
+    assert fw.sinks() == {"mail": counts(delivered=1)}
+    assert fw("status", "--check").returncode == 0
+    fw.assert_no_secrets()
+
+
 # --------------------------------------------------------------------------
 # Digest
 # --------------------------------------------------------------------------

@@ -147,6 +147,7 @@ def test_json_lines_carry_the_payload_the_sinks_got_and_the_deliveries(tmp_path,
             "delivered_at": None,
             "next_attempt": None,
             "last_error": broken["last_error"],
+            "recipients_left": None,  # (owed to every recipient: not a partly sent email)
         }
         assert "cannot start" in broken["last_error"]
 

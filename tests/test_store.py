@@ -835,6 +835,32 @@ def test_redeliver_filters_by_sink_and_feed(store: Store) -> None:
     assert store.sink_counts() == {"hook": SinkCounts(pending=2), "mail": SinkCounts(pending=2)}
 
 
+def test_the_recipients_a_delivery_is_still_owed_stay_until_it_is_delivered(
+    store: Store,
+) -> None:
+    """Some recipients took it: the others are stored (a retry, then `redeliver` of the
+    dead delivery, goes to them alone); a failure of the whole send keeps them."""
+    store.commit_poll(poll(alerts=(alert("x1", sinks=("mail", "hook")),)))
+    assert {d.recipients_left for d in store.pending()} == {None}
+    store.mark_retry(
+        "mail", ["x1"], at(1), error="452", next_attempt=at(30), recipients_left=["b@x", "c@x"]
+    )
+    store.mark_retry("mail", ["x1"], at(31), error="connection refused", next_attempt=at(90))
+    store.mark_retry("hook", ["x1"], at(1), error="503", next_attempt=at(30))
+    got = {d.sink: d.recipients_left for d in store.pending()}
+    assert got == {"mail": ("b@x", "c@x"), "hook": None}
+    store.mark_dead("mail", ["x1"], at(91), error="550 c@x", recipients_left=["c@x"])
+    (rec,) = store.alerts_for("f")
+    assert {d.sink: (d.status, d.recipients_left) for d in rec.deliveries} == {
+        "mail": ("dead", ("c@x",)),
+        "hook": ("pending", None),
+    }
+    assert store.redeliver(at(100), sink="mail") == 1
+    (mail,) = store.pending(sink="mail")
+    assert (mail.attempts, mail.recipients_left) == (0, ("c@x",))
+    assert [d.recipients_left for p in store.pending_pages("mail") for d in p] == [("c@x",)]
+
+
 def test_sink_counts(store: Store) -> None:
     store.commit_poll(poll(alerts=tuple(alert(f"x{i}", sinks=("a", "b")) for i in range(5))))
     store.mark_delivered("a", ["x0", "x1", "x2"], at(1))
@@ -1493,8 +1519,46 @@ def test_migration_to_schema_6_shows_a_row_no_poll_wrote_since_as_masked(
     assert (tmp_path / "state.db.bak-v5").exists()
 
 
+def test_migration_to_schema_7_owes_a_delivery_from_before_to_every_recipient(
+    tmp_path: Path,
+) -> None:
+    """A schema-6 file's deliveries have no recipients left (all of the sink's); the
+    column is there for the next partial send, and a newer file is still refused."""
+    path = tmp_path / "state.db"
+    _filled(path)
+    _downgrade_to_6(path)
+    assert "recipients_left" not in {
+        r[1] for r in sqlite_rows(path, "PRAGMA table_info(deliveries)")
+    }
+    with SqliteStore(path) as s:
+        assert [(d.alert_id, d.recipients_left) for d in s.pending()] == [("x1", None)]
+        s.mark_retry(
+            "mail", ["x1"], at(5), error="452", next_attempt=at(9), recipients_left=["a@x"]
+        )
+        assert [d.recipients_left for d in s.pending()] == [("a@x",)]
+    assert sqlite_rows(path, "PRAGMA user_version") == [(7,)] == [(len(SqliteStore.MIGRATIONS),)]
+    assert sqlite_rows(tmp_path / "state.db.bak-v6", "PRAGMA user_version") == [(6,)]
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 8")
+    conn.close()
+    with pytest.raises(StateError, match="schema version 8, newer"):
+        SqliteStore(path)
+
+
+def _downgrade_to_6(path: Path) -> None:
+    """The file as schema 6 left it (nothing of schema 7)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("ALTER TABLE deliveries DROP COLUMN recipients_left")
+        conn.execute("PRAGMA user_version = 6")
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def _downgrade_to_5(path: Path) -> None:
-    """The file as schema 5 left it (nothing of schema 6)."""
+    """The file as schema 5 left it (nothing of schemas 6 and 7)."""
+    _downgrade_to_6(path)
     conn = sqlite3.connect(path)
     try:
         conn.execute("ALTER TABLE feeds DROP COLUMN masked_name")
@@ -1551,7 +1615,7 @@ def test_a_reader_writes_nothing_when_it_opens_the_state(tmp_path: Path) -> None
 
 
 def _downgrade_to_4(path: Path) -> None:
-    """The file as schema 4 left it (nothing of schemas 5 and 6)."""
+    """The file as schema 4 left it (nothing of schemas 5 to 7)."""
     _downgrade_to_5(path)
     conn = sqlite3.connect(path)
     try:
@@ -1564,7 +1628,7 @@ def _downgrade_to_4(path: Path) -> None:
 
 
 def _downgrade_to_2(path: Path) -> None:
-    """The file as schema 2 left it (nothing of schemas 3 to 6)."""
+    """The file as schema 2 left it (nothing of schemas 3 to 7)."""
     _downgrade_to_4(path)
     conn = sqlite3.connect(path)
     try:
@@ -2038,6 +2102,8 @@ def test_pg_migration_to_schema_6_shows_a_row_no_poll_wrote_since_as_masked(
         s.commit_poll(poll("t acme", upserts=(entry("a"),), alerts=(alert("x1", feed="t acme"),),
                            masked_name="t ***"))  # fmt: skip
     with psycopg.connect(pg_url) as conn:  # the database as schema 5 left it
+        conn.execute("ALTER TABLE deliveries DROP COLUMN recipients_left")
+        conn.execute("DELETE FROM feedwatch_schema WHERE version = 7")
         conn.execute("ALTER TABLE feeds DROP COLUMN masked_name")
         conn.execute("DELETE FROM feedwatch_schema WHERE version = 6")
     with PostgresStore(pg_url) as s:
@@ -2051,7 +2117,31 @@ def test_pg_migration_to_schema_6_shows_a_row_no_poll_wrote_since_as_masked(
         assert set(s.entries("t acme")) == {"a"} and [d.alert_id for d in s.pending()] == ["x1"]
     with psycopg.connect(pg_url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM feedwatch_schema ORDER BY 1")]
-    assert versions == list(range(1, len(PostgresStore.MIGRATIONS) + 1)) and versions[-1] == 6
+    assert versions == list(range(1, len(PostgresStore.MIGRATIONS) + 1)) and versions[-1] == 7
+
+
+def test_pg_migration_to_schema_7_owes_a_delivery_from_before_to_every_recipient(
+    pg_url: str,
+) -> None:
+    """As SQLite's: a schema-6 database's deliveries have no recipients left."""
+    import psycopg
+
+    from feedwatch.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url) as s:
+        s.commit_poll(poll("f", upserts=(entry("a"),), alerts=(alert("x1"),)))
+    with psycopg.connect(pg_url) as conn:  # the database as schema 6 left it
+        conn.execute("ALTER TABLE deliveries DROP COLUMN recipients_left")
+        conn.execute("DELETE FROM feedwatch_schema WHERE version = 7")
+    with PostgresStore(pg_url) as s:
+        assert [(d.alert_id, d.recipients_left) for d in s.pending()] == [("x1", None)]
+        s.mark_retry(
+            "mail", ["x1"], at(5), error="452", next_attempt=at(9), recipients_left=["a@x"]
+        )
+        assert [d.recipients_left for d in s.pending()] == [("a@x",)]
+    with psycopg.connect(pg_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM feedwatch_schema ORDER BY 1")]
+    assert versions[-1] == 7 == len(PostgresStore.MIGRATIONS)
 
 
 def test_pg_nul_in_text_is_stored(pg_url: str) -> None:

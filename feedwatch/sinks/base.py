@@ -24,18 +24,35 @@ class SendResult:
     # the receiver refused the message for its size (SMTP 552, HTTP 413): the dispatcher
     # sends a digest of several alerts so refused again as two halves
     too_big: bool = False
+    # Some recipients took the message, and the failure is the others' (an email
+    # server deferring or refusing some at RCPT): the recipients still owed it, stored
+    # with the delivery (``Delivery.recipients_left``) so that its retry (transient) or
+    # redelivery (permanent) goes to these alone. None: the outcome is every recipient's.
+    recipients_left: tuple[str, ...] | None = None
 
     @classmethod
     def success(cls) -> SendResult:
         return cls(ok=True)
 
     @classmethod
-    def transient(cls, error: str, retry_after: float | None = None) -> SendResult:
-        return cls(ok=False, permanent=False, error=error, retry_after=retry_after)
+    def transient(
+        cls,
+        error: str,
+        retry_after: float | None = None,
+        *,
+        recipients_left: Sequence[str] | None = None,
+    ) -> SendResult:
+        left = None if recipients_left is None else tuple(recipients_left)
+        return cls(
+            ok=False, permanent=False, error=error, retry_after=retry_after, recipients_left=left
+        )
 
     @classmethod
-    def dead(cls, error: str, *, too_big: bool = False) -> SendResult:
-        return cls(ok=False, permanent=True, error=error, too_big=too_big)
+    def dead(
+        cls, error: str, *, too_big: bool = False, recipients_left: Sequence[str] | None = None
+    ) -> SendResult:
+        left = None if recipients_left is None else tuple(recipients_left)
+        return cls(ok=False, permanent=True, error=error, too_big=too_big, recipients_left=left)
 
 
 class Sink(Protocol):
@@ -54,6 +71,10 @@ class Sink(Protocol):
         The deliveries' payloads are the SPEC section 5 objects. All of them
         succeed or fail together; a message refused for its size says so
         (``too_big``), and the dispatcher then sends several as two halves.
+        A sink with several recipients sends to the deliveries' ``recipients_left``
+        alone when they have some (the dispatcher hands over together only
+        deliveries owed to the same ones), and says who is still owed the message
+        when some took it (``SendResult.recipients_left``).
         """
         ...
 

@@ -9,9 +9,13 @@ who receives the mail (the envelope recipients come from the config alone).
 
 Failure classification follows SPEC section 6: connection errors, timeouts
 and SMTP 4xx replies are transient; authentication failures and 5xx refusals
-are permanent. A refusal for the message's size (552, or 5.3.4 and the like)
-says so (``SendResult.too_big``): a digest so refused goes again in halves, and the
-sink cuts later digests to the size the server took (``EmailSink._learn``).
+are permanent. A server taking some recipients and deferring (4xx) or refusing
+(5xx) the others at RCPT: the delivery is owed to those alone from then on
+(``SendResult.recipients_left``, kept with the delivery), so that its retry, or
+its redelivery once dead, never reaches again a recipient that took it. A refusal
+for the message's size (552, or 5.3.4 and the like) says so (``SendResult.too_big``):
+a digest so refused goes again in halves, and the sink cuts later digests to the
+size the server took (``EmailSink._learn``).
 """
 
 from __future__ import annotations
@@ -848,18 +852,21 @@ class EmailSink:
         if not deliveries:
             return SendResult.success()
         ids = [d.alert_id for d in deliveries]
+        recipients = self._owed(deliveries)
+        if not recipients:
+            # each recipient still owed it has left the config since: nothing to send
+            log.info("email.nobody_left", sink=self.name, alerts=len(ids))
+            return SendResult.success()
         try:
             data = build_message(deliveries, self.cfg).as_bytes(policy=SMTP_7BIT)
         except Exception as exc:  # a message we cannot render will not render on retry either
             result = SendResult.dead(self._err(f"cannot build the message: {type(exc).__name__}"))
             log.error("email.failed", sink=self.name, alerts=len(ids), error=result.error)
             return result
-        result = await self._deliver(data)
+        result = await self._deliver(data, recipients)
         self._learn(wire_size(data), result)
         if result.ok:
-            log.debug(
-                "email.sent", sink=self.name, alerts=len(ids), recipients=len(self.recipients)
-            )
+            log.debug("email.sent", sink=self.name, alerts=len(ids), recipients=len(recipients))
         else:
             log.warning(
                 "email.failed",
@@ -869,6 +876,17 @@ class EmailSink:
                 error=result.error,
             )
         return result
+
+    def _owed(self, deliveries: Sequence[Delivery]) -> list[str]:
+        """Who the message goes to: the configured recipients, or those of them the
+        deliveries are still owed to (``Delivery.recipients_left``: some took it
+        before). A recipient since removed from the config gets nothing."""
+        owed: set[str] = set()
+        for d in deliveries:
+            if d.recipients_left is None:
+                return list(self.recipients)
+            owed.update(d.recipients_left)
+        return [r for r in self.recipients if r in owed]
 
     # ----------------------------------------------------------------------
     # A digest in parts that each fit the server
@@ -911,7 +929,7 @@ class EmailSink:
                 self._refused = size
             if self._accepted is not None and self._accepted >= self._refused:
                 self._accepted = None  # taken before the limit came down
-        elif result.ok:
+        elif result.ok or result.recipients_left is not None:  # (some recipients took it)
             if self._refused is not None and size >= self._refused:
                 self._refused = None  # the limit went up
             if self._accepted is None or size > self._accepted:
@@ -981,14 +999,14 @@ class EmailSink:
             timeout=self.timeout,
         )
 
-    async def _exchange(self, data: bytes) -> dict[str, Any]:
+    async def _exchange(self, data: bytes, recipients: Sequence[str]) -> dict[str, Any]:
         smtp = self._client()
         try:
             await smtp.connect()
             if self.username is not None:
                 await smtp.login(self.username, self._password or "")
             try:
-                errors, _ = await smtp.sendmail(self.sender, self.recipients, data)
+                errors, _ = await smtp.sendmail(self.sender, list(recipients), data)
             finally:
                 self._remember_size(smtp)  # for the next digest's parts
             try:
@@ -999,11 +1017,11 @@ class EmailSink:
         finally:
             smtp.close()
 
-    async def _deliver(self, data: bytes) -> SendResult:
+    async def _deliver(self, data: bytes, recipients: Sequence[str]) -> SendResult:
         # aiosmtplib bounds each command; this bounds a server that answers slowly at every step.
         overall = self.timeout * 4 + 5
         try:
-            errors = await asyncio.wait_for(self._exchange(data), overall)
+            errors = await asyncio.wait_for(self._exchange(data, recipients), overall)
         except aiosmtplib.SMTPAuthenticationError as exc:
             what = f"authentication failed: SMTP {exc.code} {self._said(exc.message, 300)}"
             if 400 <= exc.code < 500:  # 454 "temporary authentication failure"
@@ -1053,14 +1071,26 @@ class EmailSink:
         except OSError as exc:
             return SendResult.transient(self._err(f"connection failed: {self._said(exc, 300)}"))
         if errors:
-            refused = "; ".join(
+            # Some took it (none: SMTPRecipientsRefused above), and never get it again:
+            # the delivery is owed to the others alone. Deferred (4xx): retried, with
+            # those refused (5xx) too, whom a retry costs nothing; refused alone: dead,
+            # and `redeliver` sends to them alone.
+            deferred = [r for r in recipients if r in errors and 400 <= errors[r].code < 500]
+            refused = [r for r in recipients if r in errors and r not in deferred]
+            detail = "; ".join(
                 f"{self._said(rcpt, 100)}: {resp.code} {self._said(resp.message, 200)}"
                 for rcpt, resp in errors.items()
             )
-            if any(400 <= resp.code < 500 for resp in errors.values()):
-                # Retry: the accepted recipients may get it twice (at least once, never lost).
-                return SendResult.transient(self._err(f"some recipients deferred: {refused}"))
-            log.warning("email.recipients_refused", sink=self.name, error=self._err(refused))
+            took = len(recipients) - len(errors)
+            others = f"({took} other recipient{'s' if took != 1 else ''} took it)"
+            if deferred:
+                return SendResult.transient(
+                    self._err(f"recipients deferred: {detail} {others}"),
+                    recipients_left=[*deferred, *refused],
+                )
+            return SendResult.dead(
+                self._err(f"recipients refused: {detail} {others}"), recipients_left=refused
+            )
         return SendResult.success()
 
     async def aclose(self) -> None:

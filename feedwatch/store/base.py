@@ -207,6 +207,10 @@ class Delivery:
     status: DeliveryStatus = "pending"
     last_error: str | None = None
     delivered_at: datetime | None = None
+    # The recipients still owed the alert (an email sink: some took it, the server
+    # deferred or refused the others; schema 7): a retry or a redelivery goes to these
+    # alone. None: all of the sink's.
+    recipients_left: tuple[str, ...] | None = None
 
 
 def alert_feed_name(feed: str, payload: Mapping[str, Any], *, in_config: bool) -> str:
@@ -421,7 +425,11 @@ class Store(Protocol):
         *,
         error: str,
         next_attempt: datetime,
-    ) -> None: ...
+        recipients_left: Sequence[str] | None = None,
+    ) -> None:
+        """One more failed attempt. ``recipients_left`` (some recipients took it): the
+        ones still owed it from now on (``Delivery.recipients_left``); None keeps them."""
+        ...
 
     def mark_dead(
         self,
@@ -431,14 +439,17 @@ class Store(Protocol):
         *,
         error: str,
         attempted: bool = True,
+        recipients_left: Sequence[str] | None = None,
     ) -> None:
         """Dead after a permanent failure (one more attempt), or given up without one
-        (``attempted=False``: too old, its sink gone)."""
+        (``attempted=False``: too old, its sink gone). ``recipients_left`` as for
+        ``mark_retry``: `redeliver` sends to these alone."""
         ...
 
-    def redeliver(
-        self, now: datetime, *, sink: str | None = None, feed: str | None = None
-    ) -> int: ...
+    def redeliver(self, now: datetime, *, sink: str | None = None, feed: str | None = None) -> int:
+        """Dead deliveries back to pending, due now, attempts reset to 0 (each still owed
+        to its ``recipients_left``)."""
+        ...
 
     def shift_retries(self, seconds: float, now: datetime) -> int:
         """The wall clock was set back ``seconds`` (negative): the pending deliveries

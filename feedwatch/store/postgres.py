@@ -66,7 +66,13 @@ from feedwatch.store.base import (
     StateError,
     older_schema,
 )
-from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, kept_alert, link_key
+from feedwatch.store.rows import (
+    DELIVERY_COLS,
+    SharedWrites,
+    kept_alert,
+    link_key,
+    recipients_to_db,
+)
 from feedwatch.store.seen import seen_step, touch_cut
 
 try:
@@ -217,6 +223,9 @@ _V5 = (
 
 # As SQLite's schema 6 (sqlite.py): each feed's name as it shows, its ${VAR} values masked.
 _V6 = ("ALTER TABLE feeds ADD COLUMN IF NOT EXISTS masked_name TEXT",)
+
+# As SQLite's schema 7 (sqlite.py): the recipients a delivery is still owed to.
+_V7 = ("ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS recipients_left TEXT",)
 
 # The tables feedwatch owns: a database that has one of them but no feedwatch_schema
 # is someone else's.
@@ -653,7 +662,7 @@ class PostgresStore(SharedWrites):
             yield f"{column} = ANY(%s)", ([_t(i) for i in ids],)
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
     def __init__(
         self, url: str, *, create: bool = True, upgrade: bool = True, pool_size: int = POOL_SIZE
@@ -1365,16 +1374,19 @@ class PostgresStore(SharedWrites):
         *,
         error: str,
         next_attempt: datetime,
+        recipients_left: Sequence[str] | None = None,
     ) -> None:
         """One more failed attempt; only pending deliveries are touched."""
         nxt = _ts(next_attempt)
         ids = list(alert_ids)
+        left = None if recipients_left is None else _t(recipients_to_db(recipients_left))
         with self._tx(single=True) as cur:
             cur.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, last_error = %s,"
-                " next_attempt = %s, claimed_by = NULL, claimed_until = NULL"
+                " next_attempt = %s, claimed_by = NULL, claimed_until = NULL,"
+                " recipients_left = COALESCE(%s, recipients_left)"
                 " WHERE sink = %s AND alert_id = ANY(%s) AND status = 'pending'",
-                (_t(error), nxt, sink, ids),
+                (_t(error), nxt, left, sink, ids),
             )
 
     def mark_dead(
@@ -1385,14 +1397,17 @@ class PostgresStore(SharedWrites):
         *,
         error: str,
         attempted: bool = True,
+        recipients_left: Sequence[str] | None = None,
     ) -> None:
         ids = list(alert_ids)
+        left = None if recipients_left is None else _t(recipients_to_db(recipients_left))
         with self._tx(single=True) as cur:
             cur.execute(
                 "UPDATE deliveries SET status = 'dead', last_error = %s,"
-                " claimed_by = NULL, claimed_until = NULL, attempts = attempts + %s"
+                " claimed_by = NULL, claimed_until = NULL, attempts = attempts + %s,"
+                " recipients_left = COALESCE(%s, recipients_left)"
                 " WHERE sink = %s AND alert_id = ANY(%s) AND status = 'pending'",
-                (_t(error), int(attempted), sink, ids),
+                (_t(error), int(attempted), left, sink, ids),
             )
 
     def shift_retries(self, seconds: float, now: datetime) -> int:

@@ -12,6 +12,7 @@ feed row and queues alerts.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -33,8 +34,29 @@ _new = object.__new__  # a StoredEntry without its frozen __init__ (see ``entrie
 
 DELIVERY_COLS = (
     "d.alert_id, d.sink, a.feed, a.kind, a.payload, a.thread_id, a.created_at,"
-    " d.attempts, d.next_attempt, d.status, d.last_error, d.delivered_at"
+    " d.attempts, d.next_attempt, d.status, d.last_error, d.delivered_at, d.recipients_left"
 )
+
+
+def recipients_to_db(recipients: Sequence[str]) -> str:
+    """``Delivery.recipients_left`` as the deliveries table holds it: a JSON list."""
+    return json.dumps(list(recipients))
+
+
+def recipients_from_db(value: str | None) -> tuple[str, ...] | None:
+    """``recipients_to_db`` read back; NULL (or a value not a list of strings): None,
+    all of the sink's recipients."""
+    if value is None:
+        return None
+    try:
+        got = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(got, list) or not all(isinstance(a, str) for a in got):
+        return None
+    return tuple(got)
+
+
 _FEED_COLS = (
     "SELECT f.name, f.url, f.title, f.etag, f.last_modified, f.body_hash, f.id_policy,"
     " f.id_candidate, f.baselined, f.last_poll, f.last_success, f.http_status, f.errors,"
@@ -176,6 +198,7 @@ class SharedReads:
             status=r[9],
             last_error=r[10],
             delivered_at=self._from_db(r[11]),
+            recipients_left=recipients_from_db(r[12]),
         )
 
     def feed(self, name: str, *, counts: bool = False) -> FeedRecord | None:

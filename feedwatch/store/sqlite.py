@@ -52,7 +52,13 @@ from feedwatch.store.base import (
     older_schema,
 )
 from feedwatch.store.lock import make_state_directory
-from feedwatch.store.rows import DELIVERY_COLS, SharedWrites, kept_alert, link_key
+from feedwatch.store.rows import (
+    DELIVERY_COLS,
+    SharedWrites,
+    kept_alert,
+    link_key,
+    recipients_to_db,
+)
 from feedwatch.store.seen import seen_step, touch_cut
 
 log = structlog.get_logger("feedwatch.store")
@@ -196,6 +202,13 @@ _V5 = (
 _V6 = ("ALTER TABLE feeds ADD COLUMN masked_name TEXT",)
 
 
+# The recipients a delivery is still owed to (``Delivery.recipients_left``, a JSON list):
+# an email server that took some recipients and deferred (4xx) or refused (5xx) the
+# others. Its retry went to every recipient again, those that had the alert too (one
+# copy each hour for days). Rows from before have none: all of the sink's recipients.
+_V7 = ("ALTER TABLE deliveries ADD COLUMN recipients_left TEXT",)
+
+
 def _ts(dt: datetime | None) -> int | None:
     if dt is None:
         return None
@@ -276,7 +289,7 @@ class SqliteStore(SharedWrites):
             yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
 
     # Forward migrations, in order: MIGRATIONS[n] takes version n to n + 1.
-    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6)
+    MIGRATIONS: ClassVar[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
     def __init__(self, path: str | Path, *, create: bool = True, upgrade: bool = True) -> None:
         """``upgrade=False``: an older schema is refused, and opening writes nothing
@@ -1076,14 +1089,17 @@ class SqliteStore(SharedWrites):
         *,
         error: str,
         next_attempt: datetime,
+        recipients_left: Sequence[str] | None = None,
     ) -> None:
         """One more failed attempt; only pending deliveries are touched."""
         nxt = _ts(next_attempt)
+        left = None if recipients_left is None else recipients_to_db(recipients_left)
         with self._write() as cur:
             cur.executemany(
-                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt = ?"
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt = ?,"
+                " recipients_left = COALESCE(?, recipients_left)"
                 " WHERE alert_id = ? AND sink = ? AND status = 'pending'",
-                [(error, nxt, alert_id, sink) for alert_id in alert_ids],
+                [(error, nxt, left, alert_id, sink) for alert_id in alert_ids],
             )
 
     def mark_dead(
@@ -1094,13 +1110,15 @@ class SqliteStore(SharedWrites):
         *,
         error: str,
         attempted: bool = True,
+        recipients_left: Sequence[str] | None = None,
     ) -> None:
+        left = None if recipients_left is None else recipients_to_db(recipients_left)
         with self._write() as cur:
             cur.executemany(
                 "UPDATE deliveries SET status = 'dead', last_error = ?,"
-                " attempts = attempts + ?"
+                " attempts = attempts + ?, recipients_left = COALESCE(?, recipients_left)"
                 " WHERE alert_id = ? AND sink = ? AND status = 'pending'",
-                [(error, int(attempted), alert_id, sink) for alert_id in alert_ids],
+                [(error, int(attempted), left, alert_id, sink) for alert_id in alert_ids],
             )
 
     def shift_retries(self, seconds: float, now: datetime) -> int:
