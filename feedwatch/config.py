@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
-from feedwatch import DEFAULT_USER_AGENT
+from feedwatch import DEFAULT_USER_AGENT, pgurl
 from feedwatch.mailbox import SeveralAddresses, parse_mailbox
 from feedwatch.model import (
     RULE_FIELDS,
@@ -1577,11 +1577,20 @@ def load_config(
     state = _take(main, fw, "state", fw_path, c_text)
     if state_override:
         state = _expanduser(state_override, env)
+        if re.match(r"(?i)postgres(ql)?://", state):
+            for secret in pgurl.secrets(state):
+                register_secret(secret)
+            why = pgurl.problem(state)
+            if why:
+                message = f"not a valid PostgreSQL URL: {why}"
+                main.problems.append((main.index, 0, Problem("", None, "--state", message)))
     elif _ok(state):
         if re.match(r"(?i)postgres(ql)?://", state):
-            password = urlsplit(state).password
-            if password:
-                register_secret(password)
+            for secret in pgurl.secrets(state):  # first: nothing may quote it before
+                register_secret(secret)
+            why = pgurl.problem(state)
+            if why:
+                main.err(fw_path + ("state",), f"not a valid PostgreSQL URL: {why}")
             # (asked, not imported: psycopg takes 70 ms to import)
             if any(importlib.util.find_spec(m) is None for m in ("psycopg", "psycopg_pool")):
                 main.err(

@@ -34,6 +34,8 @@ import stat
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
+from feedwatch import pgurl
+
 __all__ = [
     "SUFFIX",
     "directory",
@@ -61,11 +63,15 @@ def directory(state: str, env: Mapping[str, str] = os.environ) -> str:
         xdg = env.get("XDG_CACHE_HOME", "")
         root = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
         base = os.path.join(root, "feedwatch")
-    u = urlsplit(state)
+    # the password left out (urlsplit raises at a "[" in one: pgurl)
+    head, userinfo, rest = pgurl.split(state)
+    user = userinfo.partition(":")[0]
     try:
+        u = urlsplit(f"{head}{user}@{rest}" if userinfo else state)
         port = u.port
     except ValueError:
-        port = None
+        where = f"{user}@{rest}"
+        return os.path.join(base, "parse-" + hashlib.sha256(where.encode()).hexdigest()[:16])
     where = f"{u.hostname or ''}:{port or ''}/{u.path.lstrip('/')}?{u.username or ''}"
     return os.path.join(base, "parse-" + hashlib.sha256(where.encode()).hexdigest()[:16])
 

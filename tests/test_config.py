@@ -1973,3 +1973,94 @@ def test_a_postgresql_state_without_its_driver_is_a_config_error(
     # a SQLite --state in its place needs no driver
     config = load_config(write(tmp_path, text), env=BASE_ENV, state_override=str(tmp_path / "s.db"))
     assert config.state == str(tmp_path / "s.db")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pieces(secret: str) -> list[str]:
+    """Every part of ``secret`` 3 characters long or more."""
+    n = len(secret)
+    return [secret[i:j] for i in range(n) for j in range(i + 3, n + 1)]
+
+
+# libpq takes the first two as written; the last two it would misread (a "%e9" it
+# decodes to a byte that is no UTF-8, an "@" ends its user-info): a config error
+_PG_PASSWORDS = {"pw[abc]defgh": True, "Xk9]q7Lm": True, "Ab9%e9Xyz": False, "p@ss@word": False}
+
+
+@pytest.mark.parametrize("password", list(_PG_PASSWORDS))
+def test_a_postgresql_state_password_with_brackets_or_an_at_never_shows(
+    tmp_path: Path, password: str
+) -> None:
+    """A password holding "[" or "]" (which libpq takes as written) made `validate`,
+    `status` and `check` die with urlsplit's traceback, quoting a piece of it ("'abc'
+    does not appear to be an IPv4 or IPv6 address"); one with a "%e9" passed
+    `validate` and then crashed `status` (psycopg's UnicodeDecodeError); one with a
+    raw "@" showed a piece in libpq's error ("failed to resolve host 'ss@***@...'")."""
+    port = _closed_port()
+    url = f"postgresql://u2:{password}@127.0.0.1:{port}/fw3"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[feedwatch]\nstate = "postgresql://u2:${PGPW}@127.0.0.1:' + str(port) + '/fw3"\n'
+        '[sinks.log]\ntype = "jsonl"\npath = "out.jsonl"\n'
+        '[[feeds]]\nurl = "http://127.0.0.1:9/feed.xml"\n'
+    )
+    valid = _PG_PASSWORDS[password]
+    env = bare_env(tmp_path, PGPW=password)
+    runs = {
+        cmd: run_feedwatch("-c", str(cfg), cmd, env=env) for cmd in ("validate", "status", "check")
+    }
+    runs["--state"] = run_feedwatch("-c", str(cfg), "--state", url, "status", env=env)
+    for how, r in runs.items():
+        out = r.stdout + r.stderr
+        assert "Traceback" not in out, (how, out)
+        assert not [p for p in _pieces(password) if p in out], (how, out)
+        if how == "validate" and valid:
+            assert r.returncode == 0 and "ok: 1 feeds" in r.stdout, out
+        elif valid:  # read as written: nothing listens on the port
+            assert r.returncode == 1, (how, out)
+            assert f"PostgreSQL state postgresql://***@127.0.0.1:{port}/fw3" in out, (how, out)
+        else:
+            assert r.returncode == 2, (how, out)
+            where = "--state" if how == "--state" else f"{cfg}:2: feedwatch.state"
+            assert r.stderr.startswith(f"{where}: not a valid PostgreSQL URL: "), (how, out)
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["pw[abc]defgh", "Xk9]q7Lm", "a#b?c:d", "x%40y%2Fz", "Ab9%e9Xyz", "p@ss@word", "a/bcd", "b%zz"],
+)
+def test_pgurl_reads_a_password_as_libpq_does_or_refuses_the_url(password: str) -> None:
+    """feedwatch read a state URL's password with urlsplit, which raises at a "[" or
+    "]" in one (and `run`'s parse cache directory did too); libpq takes them as written,
+    and splits at the first "@" (a raw "@" or "/" in a password it misreads)."""
+    from urllib.parse import unquote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    from feedwatch import parsecache, pgurl
+
+    url = f"postgresql://u2:{password}@127.0.0.1:5432/fw3"
+    assert password in pgurl.secrets(url)
+    assert parsecache.directory(url, env={})  # (urlsplit raised)
+    try:
+        libpq = conninfo_to_dict(url)
+    except Exception:  # psycopg.ProgrammingError; UnicodeDecodeError for the %e9
+        libpq = None
+    if pgurl.problem(url) is None:
+        assert libpq == {
+            "user": "u2",
+            "password": unquote(password),
+            "host": "127.0.0.1",
+            "port": "5432",
+            "dbname": "fw3",
+        }
+        assert pgurl.password(url) == password
+    else:  # refused: libpq reads it otherwise, or not at all
+        assert libpq is None or libpq.get("password") != unquote(password)

@@ -847,3 +847,52 @@ def test_migrate_state_usage_errors(tmp_path: Path) -> None:
     r = _run("migrate-state", str(tmp_path / "none.db"), str(tmp_path / "other.db"))
     assert r.returncode == 2 and "must be a postgresql:// URL" in r.stderr
     assert "sekrit-pw" not in r.stderr
+
+
+def test_a_state_password_with_brackets_migrates_then_checks(
+    tmp_path: Path, pg_cluster: PgCluster, pg_url: str, stamped_server: StampedFeedServer
+) -> None:
+    """A password with "[" and "]" (libpq takes it as written): `migrate-state` went
+    through, then `check` and `status` died with urlsplit's traceback quoting a piece
+    of it ("'abc' does not appear to be an IPv4 or IPv6 address"): no daemon started."""
+    import uuid
+
+    import psycopg
+
+    password = "pw[abc]defgh"
+    role = f"fw_{uuid.uuid4().hex[:10]}"
+    schema = pg_url.rsplit("search_path%3D", 1)[-1]
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+            conn.execute(f"GRANT ALL ON SCHEMA {schema} TO {role}")
+    except psycopg.Error as exc:  # FEEDWATCH_TEST_PG_URL's user may create no role
+        pytest.skip(f"cannot create a role: {exc}")
+    url = pg_url.replace(f"//feedwatch:{pg_cluster.password}@", f"//{role}:{password}@")
+    assert url != pg_url
+    try:
+        srv = stamped_server
+        srv.set("/a", rss([entry(1), entry(2)]))
+        down = "http://127.0.0.1:9/hook"
+        db = tmp_path / "state.db"
+        sqlite_cfg = write_config(tmp_path, "sqlite", str(db), srv, ["a"], down)
+        assert _run("-c", str(sqlite_cfg), "check").returncode == 0  # baseline
+        migrated = _run("migrate-state", str(db), url)
+        assert migrated.returncode == 0, migrated.stderr
+        srv.set("/a", rss([entry(1), entry(2), entry(3)]))
+        pg_cfg = write_config(tmp_path, "pg", url, srv, ["a"], down)
+        runs = [
+            _run("-c", str(pg_cfg), "validate"),
+            _run("-c", str(pg_cfg), "check"),  # the new entry; its delivery fails
+            _run("-c", str(pg_cfg), "status"),
+        ]
+        assert [r.returncode for r in runs] == [0, 1, 0], [r.stderr for r in runs]
+        assert "Traceback" not in "".join(r.stderr for r in runs)
+        out = "".join(r.stdout + r.stderr for r in [migrated, *runs])
+        assert not [
+            password[i : i + 3] for i in range(len(password) - 2) if password[i : i + 3] in out
+        ]
+    finally:
+        pg_cluster.drop_schema(pg_url)  # its tables are the role's
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")

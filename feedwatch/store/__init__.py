@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -99,8 +98,10 @@ def open_store(state: str, *, create: bool = True, upgrade: bool = True) -> Stor
     under a running daemon)."""
     if not state or not state.strip():
         raise StateError("the state location is empty: set `state` to a file path")
-    if _URL.match(state):
-        scheme = urlsplit(state).scheme.lower()  # never echo the URL: it may hold a password
+    if m := _URL.match(state):
+        # never echo the URL: it may hold a password (nor urlsplit it: a "[" in one
+        # makes that raise, quoting a piece of it)
+        scheme = m.group(0)[:-3].lower()
         if scheme in ("postgresql", "postgres"):
             from feedwatch.store.postgres import PostgresStore  # psycopg: an optional extra
 

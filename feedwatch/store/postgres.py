@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import select
 import socket
 import threading
@@ -47,14 +46,13 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from feedwatch import sdnotify
+from feedwatch import pgurl, sdnotify
 from feedwatch.model import Alert
 from feedwatch.payload import stored_text
-from feedwatch.redact import redact, register_secret
+from feedwatch.redact import MASK, redact, register_secret
 from feedwatch.store import is_postgres_url  # noqa: F401 (re-exported: migrate, tests)
 from feedwatch.store.base import (
     INTERRUPTED,
@@ -295,29 +293,22 @@ def _detected_at(alert: Alert) -> datetime:
 def safe_location(url: str) -> str:
     """The URL with its password registered as a secret and its user-info masked."""
     register_url_secrets(url)
-    return redact(url)
+    head, userinfo, rest = pgurl.split(url)
+    body, q, query = url[len(head) :].partition("?")
+    if pgurl.problem(url) and "@" in body:  # libpq misreads it: mask all to its last "@"
+        return redact(f"{head}{MASK}@{body.rpartition('@')[2]}{q}{query}")
+    return redact(f"{head}{MASK}@{rest}" if userinfo else url)
 
 
 def register_url_secrets(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-        raw = parts.password
-        userinfo = parts.netloc.rpartition("@")[0]
-    except ValueError:
-        raw, userinfo = None, ""
-    if raw:
-        register_secret(raw)
-        register_secret(unquote(raw))
-        # A password with an "@" not written %40: libpq splits at the first "@", and its
-        # error names the rest as the host ("failed to resolve host 'tail@db'"), a
-        # piece this URL's parse never saw apart: each piece is a secret too.
-        for piece in re.split(r"[@:]", userinfo)[1:]:
-            register_secret(piece)
-            register_secret(unquote(piece))
-    if psycopg is not None:
+    """Every piece of ``url`` that may be its password, as libpq reads it (a "[" or
+    "@" in it not percent-encoded included: ``pgurl.secrets``)."""
+    for secret in pgurl.secrets(url):
+        register_secret(secret)
+    if psycopg is not None and not pgurl.problem(url):
         try:
             password = conninfo_to_dict(url).get("password")
-        except psycopg.Error:
+        except (psycopg.Error, ValueError):  # (UnicodeDecodeError: a %e9 in it)
             password = None
         if password:
             register_secret(str(password))
@@ -675,9 +666,12 @@ class PostgresStore(SharedWrites):
                 " (psycopg[binary] and psycopg-pool)"
             )
         self.path = safe_location(url)
+        why = pgurl.problem(url)  # libpq would misread it: its error may quote the password
+        if why:
+            raise StateError(f"not a valid PostgreSQL URL: {why}")
         try:
             params = conninfo_to_dict(url)
-        except psycopg.Error as exc:
+        except (psycopg.Error, ValueError) as exc:
             raise StateError(f"PostgreSQL state {self.path}: {redact(str(exc))}") from None
         extra: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params:
