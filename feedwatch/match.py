@@ -73,6 +73,15 @@ _SPACELESS = "".join(
 _WORD = rf"[^\W{_SPACELESS}]"
 _BEFORE = rf"(?<!{_WORD})"
 _AFTER = rf"(?!{_WORD})"
+# A flag is two regional indicators (U+1F1E6..U+1F1FF, the letters of its country
+# code), and a run of them is read in pairs: "🇺🇦🇺🇸" is Ukraine and the USA, not an
+# Australia "🇦🇺" in the middle. Where a plain term starts or ends with one, it hits
+# at a flag's boundary only: after an even number of them in their run (a lone one
+# last, too: the end of a run of odd length).
+_RI = "[\U0001f1e6-\U0001f1ff]"
+_PAIRED = rf"(?<=(?<!{_RI})(?:{_RI}{_RI})*)"  # after a whole number of flags in the run
+_FLAG_START = rf"(?<=(?<!{_RI})(?:{_RI}{_RI})*{_RI})"  # after the first of a pair's two
+_FLAG_END = rf"(?:{_PAIRED}|(?!{_RI}))"
 # Joins the segments (fields, tags) searched at once. Plain terms never contain
 # it (control characters are refused), so no plain term can span two segments.
 _SEP = "\x00"
@@ -389,6 +398,11 @@ class _Term:
     key: str = ""  # plain terms: the normalised text a hit must start with (a short prefix)
 
 
+def _is_indicator(ch: str) -> bool:
+    """A regional indicator: half a flag."""
+    return "\U0001f1e6" <= ch <= "\U0001f1ff"
+
+
 def is_regex_term(term: str) -> bool:
     """A ``/regex/`` term (else a plain one): the config's rule, which ``preview --keywords``
     splitting follows too."""
@@ -428,6 +442,11 @@ def _compile_term(term: str, case_sensitive: bool) -> _Term:
             )
     rx = _regex()
     body = r"\s+".join(rx.escape(word) for word in norm.split())
+    if _is_indicator(norm[0]):  # (checked after it: a flag's first letter is rare text)
+        first = rx.escape(norm[0])
+        body = first + _FLAG_START + body[len(first) :]
+    if not prefix and _is_indicator(norm[-1]):
+        body += _FLAG_END
     left = _is_word().match(norm[0]) is not None
     right = not prefix and _is_word().match(norm[-1]) is not None
     source = (_BEFORE if left else "") + body + (_AFTER if right else "")

@@ -983,3 +983,43 @@ def test_a_keyword_hits_a_tag_named_in_a_wordpress_atom_title() -> None:
     alerts, _ = evaluate([compile_rule(Rule("html", any=("dialog",)))], e)
     assert alerts
     assert e.title == "Why the <dialog> element matters"
+
+
+# --------------------------------------------------------------------------
+# Flags: two regional indicators each
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("term", "text", "expected"),
+    [
+        ("🇦🇺", "🇺🇦🇺🇸", False),  # Ukraine, USA: the middle two letters are no Australia
+        ("🇪🇸", "🇧🇪🇸🇪", False),  # Belgium, Sweden: no Spain
+        ("🇦🇺", "🇺🇸🇦🇺", True),  # USA, Australia
+        ("🇦🇺", "Allies 🇺🇦🇺🇸🇦🇺 meet", True),
+        ("🇦🇺", "🇦🇺", True),
+        ("🇦🇺 news", "🇺🇦🇺 news", False),  # an odd run: the flag is 🇺🇦, then a lone 🇺
+        ("🇦", "🇦", True),  # a lone letter hits itself
+        ("🇦", "🇦🇺", False),  # not the first half of a flag
+        ("🇺", "🇦🇺", False),  # nor its second half
+        ("🇺🇸🇦", "🇺🇸🇦🇺", False),
+        ("🇺*", "🇺🇦 and 🇺🇸", True),  # a prefix: any flag starting with that letter
+        ("🇦*", "🇺🇦🇺🇸", False),
+    ],
+)
+def test_a_flag_term_hits_whole_flags_only(term: str, text: str, expected: bool) -> None:
+    """A flag is two regional indicators: `🇦🇺` (Australia) hit "🇺🇦🇺🇸" (Ukraine, USA),
+    the middle two letters, and `🇪🇸` "🇧🇪🇸🇪". A term's regional indicators hit at a
+    flag's boundaries only, in rules, `explain` (preview) and ignore_text alike."""
+    from feedwatch.match import compile_search, locate
+
+    assert hits(term, text) is expected
+    rule = compile_rule(Rule("r", any=(term,)))
+    assert explain(rule, entry(summary=text)).matched is expected
+    # every plain term of a group at once (the combined pattern) agrees
+    both = compile_rule(Rule("r", any=("zzz", term)))
+    assert evaluate([both], entry(title=text))[1] == (
+        (RuleMatch("r", (term,)),) if expected else ()
+    )
+    search = compile_search(term)
+    assert bool(search.spans(locate(text, search.case_sensitive))) is expected
