@@ -845,6 +845,48 @@ def control_character(term: str) -> str | None:
     return f"term {term!r} holds U+{ord(ch):04X} ({how})"
 
 
+# /missile/i: JavaScript's or Perl's flags (not /r/worldnews: a path)
+_FLAGGED = re.compile(r"/(.+)/([gimsuxyGIMSUXY]{1,4})", re.S)
+_LIST_COMMA = re.compile(r",(?!\s)(?<!\d,(?=\d))")  # a comma as in a list: "hypersonic,glide*"
+
+
+def misread_term(term: str, case_sensitive: bool) -> str | None:
+    """What is most likely meant otherwise by a valid term that looks like a /regex/ and
+    is not one (a flag after its closing slash, one slash only), or like a list of terms
+    (a comma with no space after it, as `preview --keywords` takes a list, but "1,000"),
+    naming the fix; None for none. A term is what it is written: only a warning."""
+    from feedwatch.match import is_regex_term
+
+    if is_regex_term(term):
+        return None
+    text = term.strip()
+    m = _FLAGGED.fullmatch(text)
+    if m:
+        body, flags = m.groups()
+        keep = "".join(
+            dict.fromkeys(c for c in flags.lower() if c in "msx" or (c == "i" and case_sensitive))
+        )
+        fixed = f"/(?{keep}){body}/" if keep else f"/{body}/"
+        return (
+            f"term {term!r} is the plain text {text!r}, not a /regex/: nothing may follow its"
+            f' closing "/"; write {fixed!r} (a flag goes inside it, as (?s) at its start;'
+            " terms ignore case unless the rule is case_sensitive)"
+        )
+    if text.startswith("/") or text.endswith("/"):
+        end = "starts" if text.startswith("/") else "ends"
+        return (
+            f'term {term!r} {end} with "/" but is no /regex/ (that starts and ends with "/"):'
+            f" it hits the text {text!r}"
+        )
+    if _LIST_COMMA.search(text):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        return (
+            f"term {term!r} is one term, its comma included: for several, write each apart,"
+            f" {json.dumps(parts, ensure_ascii=False)}"
+        )
+    return None
+
+
 def _validate_term(term: str, case_sensitive: bool) -> None:
     """Ask feedwatch.match; until it exists, at least compile ``/regex/`` terms."""
     try:
@@ -860,8 +902,17 @@ def _validate_term(term: str, case_sensitive: bool) -> None:
 
 
 def _terms(
-    f: _File, table: Mapping[str, Any], key: str, path: KeyPath, case_sensitive: bool
+    f: _File,
+    table: Mapping[str, Any],
+    key: str,
+    path: KeyPath,
+    case_sensitive: bool,
+    where: str,
+    warnings: list[str],
 ) -> tuple[str, ...]:
+    """A rule's list of terms; ``warnings`` gets "FILE:LINE: key: WHERE: ..." for a term
+    most likely meant otherwise (``misread_term``)."""
+
     def conv(value: Any) -> str:
         term = c_str(value)
         if not term.strip():
@@ -874,7 +925,16 @@ def _terms(
         _validate_term(term, case_sensitive)
         return term
 
-    return _str_list(f, table, key, path, conv) or ()
+    terms = _str_list(f, table, key, path, conv) or ()
+    if isinstance(table.get(key), list) and len(terms) == len(table[key]):  # all valid
+        for i, term in enumerate(terms):
+            problem = misread_term(term, case_sensitive)
+            if problem:
+                at = path + (key, i)
+                warnings.append(
+                    str(Problem(f.display, f.line_of(at), _format_path(at), f"{where}: {problem}"))
+                )
+    return terms
 
 
 def _ignore_term(value: Any) -> str:
@@ -1074,6 +1134,7 @@ class _Loader:
         self.files: list[_File] = []
         self.emptied_rules: dict[str, str] = {}  # Config.emptied_rules
         self.jitter_places: dict[str, str] = {}  # Config.jitter_places
+        self.term_warnings: list[str] = []  # Config.term_warnings
 
     # -- files --------------------------------------------------------------
 
@@ -1124,9 +1185,10 @@ class _Loader:
         _check_keys(f, table, _RULE_KEYS, path)
         case = _take(f, table, "case_sensitive", path, c_bool)
         case_sensitive = bool(case) if _ok(case) else False
-        any_ = _terms(f, table, "any", path, case_sensitive)
-        all_ = _terms(f, table, "all", path, case_sensitive)
-        not_ = _terms(f, table, "not", path, case_sensitive)
+        where, notes = f'rule "{name}"', self.term_warnings
+        any_ = _terms(f, table, "any", path, case_sensitive, where, notes)
+        all_ = _terms(f, table, "all", path, case_sensitive, where, notes)
+        not_ = _terms(f, table, "not", path, case_sensitive, where, notes)
         typo = any(k not in _RULE_KEYS for k in table)  # "anyy": that message is enough
         if not typo and not any(k in table for k in ("any", "all", "not")):
             f.err(
@@ -1416,8 +1478,9 @@ class _Loader:
         tags = _str_list(f, table, "tags", path) or ()
         own_sinks = _names(f, table, "sinks", path, sinks, "sink")
         match = _names(f, table, "match", path, rules, "rule") or ()
-        keywords = _terms(f, table, "keywords", path, False)
-        exclude = _terms(f, table, "exclude", path, False)
+        notes = self.term_warnings
+        keywords = _terms(f, table, "keywords", path, False, f'keywords of feed "{name}"', notes)
+        exclude = _terms(f, table, "exclude", path, False, f'exclude of feed "{name}"', notes)
         feed_rules = [rules[r] for r in match]
         if keywords or exclude:
             if "keywords" in match:
@@ -1677,6 +1740,7 @@ def load_config(
         includes=tuple(includes),
         emptied_rules=loader.emptied_rules,
         jitter_places=loader.jitter_places,
+        term_warnings=tuple(loader.term_warnings),
     )
 
 
@@ -1785,7 +1849,9 @@ def rule_warnings(config: Config) -> list[str]:
     before), a feed's ``keywords = []`` (or ``match``, ``exclude``) that leaves it no
     rule (it alerts on every entry, as without the key: ``Config.emptied_rules``), and
     a term holding a control character (TOML's ``"\\b"`` in a regex: it hits
-    nothing), named where it is written: [feedwatch]'s ignore_text, not a feed's."""
+    nothing), named where it is written: [feedwatch]'s ignore_text, not a feed's; and a
+    term that looks like a /regex/ or a list of terms and is not (``misread_term``:
+    ``Config.term_warnings``)."""
     out: list[str] = []
     for name, rule in config.rules.items():
         if not (rule.any or rule.all or rule.not_):  # `any = []`: `[rules.x]` alone is an error
@@ -1844,4 +1910,5 @@ def rule_warnings(config: Config) -> list[str]:
         emptied = config.emptied_rules.get(feed.name)
         if emptied:
             out.append(emptied)
+    out.extend(config.term_warnings)
     return out

@@ -405,7 +405,9 @@ def _is_indicator(ch: str) -> bool:
 
 def is_regex_term(term: str) -> bool:
     """A ``/regex/`` term (else a plain one): the config's rule, which ``preview --keywords``
-    splitting follows too."""
+    splitting follows too. White space around it is not part of it (``"/ICBM/ "``), as it
+    is not of a plain term."""
+    term = term.strip()
     return len(term) >= 2 and term.startswith("/") and term.endswith("/")
 
 
@@ -462,7 +464,7 @@ def _compile_term(term: str, case_sensitive: bool) -> _Term:
 
 
 def _compile_regex_term(term: str, case_sensitive: bool) -> _Term:
-    body = term[1:-1]
+    body = term.strip()[1:-1]
     if not body:
         raise ValueError(f"term {term!r}: empty regular expression")
     rx = _regex()

@@ -180,6 +180,9 @@ class Config:
     # own jitter key, or its own interval key when it takes [feedwatch]'s jitter. Only
     # for the feeds whose jitter is cut (the loader scans lines only then).
     jitter_places: Mapping[str, str] = field(default_factory=dict)
+    # "FILE:LINE: key: where: ..." for each rule term that looks like a /regex/ or a
+    # list of terms and is not one (config.misread_term; rule_warnings says them).
+    term_warnings: tuple[str, ...] = ()
 
     def feed(self, name: str) -> FeedConfig | None:
         return self._feeds_by_name.get(name)

@@ -2064,3 +2064,90 @@ def test_pgurl_reads_a_password_as_libpq_does_or_refuses_the_url(password: str) 
         assert pgurl.password(url) == password
     else:  # refused: libpq reads it otherwise, or not at all
         assert libpq is None or libpq.get("password") != unquote(password)
+
+
+def test_a_term_that_looks_like_a_regex_or_a_list_but_is_not_is_warned(tmp_path: Path) -> None:
+    """`"/missile/i"` (a flag after the closing slash) was silently the plain text
+    "/missile/i", which never hits, and `keywords = ["hypersonic,glide*"]` one prefix
+    term "hypersonic,glide" (while `preview -k 'hypersonic,glide*'` splits at the
+    comma and hits): validate said ok. Each is a warning with its file, line, key and
+    the fix. A regex with white space around it (`"/ICBM/ "`, `" /oreshnik/"`) was a
+    plain term too: it is now the regex it looks like, no warning needed."""
+    from feedwatch.match import compile_rules, evaluate
+    from feedwatch.model import EntrySnapshot, Rule
+
+    def snap(title: str) -> EntrySnapshot:
+        return EntrySnapshot(entry_id="id", title=title)
+
+    config = load(
+        tmp_path,
+        """
+        [rules.missiles]
+        any = ["/missile/i", "/ICBM/ ", " /oreshnik/", "/r/worldnews"]
+        not = ["/drone/gs"]
+
+        [rules.acronyms]
+        any = ["/US/i", "sport/"]
+        case_sensitive = true
+
+        [[feeds]]
+        name = "f"
+        url = "https://example.org/f"
+        match = ["missiles", "acronyms"]
+        keywords = ["hypersonic,glide*", "Washington, D.C.", "1,000 troops", "/[a,b]/"]
+        """,
+    )
+    assert config.rules["missiles"].any[1:3] == ("/ICBM/ ", " /oreshnik/")  # as written
+    flag = (
+        "term {!r} is the plain text {!r}, not a /regex/: nothing may follow its closing"
+        ' "/"; write {!r} (a flag goes inside it, as (?s) at its start; terms ignore'
+        " case unless the rule is case_sensitive)"
+    )
+    slash = 'term {!r} {} with "/" but is no /regex/ (that starts and ends with "/"): it hits the text {!r}'
+    assert strip_dir(rule_warnings(config), tmp_path) == [
+        'feedwatch.toml:2: rules.missiles.any[0]: rule "missiles": '
+        + flag.format("/missile/i", "/missile/i", "/missile/"),
+        'feedwatch.toml:2: rules.missiles.any[3]: rule "missiles": '
+        + slash.format("/r/worldnews", "starts", "/r/worldnews"),
+        'feedwatch.toml:3: rules.missiles.not[0]: rule "missiles": '
+        + flag.format("/drone/gs", "/drone/gs", "/(?s)drone/"),
+        'feedwatch.toml:6: rules.acronyms.any[0]: rule "acronyms": '
+        + flag.format("/US/i", "/US/i", "/(?i)US/"),
+        'feedwatch.toml:6: rules.acronyms.any[1]: rule "acronyms": '
+        + slash.format("sport/", "ends", "sport/"),
+        'feedwatch.toml:13: feeds[0].keywords[0]: keywords of feed "f": term'
+        " 'hypersonic,glide*' is one term, its comma included: for several, write each"
+        ' apart, ["hypersonic", "glide*"]',
+    ]
+    # what the fixes say hits, and a regex with white space around it is one
+    for term, text in [
+        ("/missile/", "MISSILE"),
+        ("/(?s)drone/", "Drone"),
+        ("/ICBM/ ", "icbm test"),
+        (" /oreshnik/", "Oreshnik launched"),
+    ]:
+        assert evaluate(compile_rules([Rule("r", any=(term,))]), snap(text))[0], term
+    rule = compile_rules([Rule("r", any=("/(?i)US/",), case_sensitive=True)])
+    assert evaluate(rule, snap("us"))[0]
+    # `validate` prints them; `run` and `check` log them at their start
+    from structlog.testing import capture_logs
+
+    from feedwatch.config_warnings import log_config_warnings
+
+    with capture_logs() as logs:
+        log_config_warnings(config)
+    logged = [e["problem"] for e in logs if e["event"] == "config.rule_warning"]
+    assert strip_dir(logged, tmp_path) == strip_dir(rule_warnings(config), tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[sinks.log]\ntype = "jsonl"\npath = "out.jsonl"\n'
+        '[[feeds]]\nname = "f"\nurl = "https://example.org/feed.xml"\n'
+        'keywords = ["/missile/i", "hypersonic,glide*"]\n'
+    )
+    r = run_feedwatch("-c", str(cfg), "validate", env=bare_env(tmp_path))
+    assert r.returncode == 0 and r.stdout.startswith("ok:"), r.stderr
+    assert (
+        f"warning: {cfg}:7: feeds[0].keywords[0]: keywords of feed \"f\": term '/missile/i'"
+        in r.stderr
+    )
+    assert f'warning: {cfg}:7: feeds[0].keywords[1]: keywords of feed "f": term' in r.stderr
