@@ -364,7 +364,7 @@ def _report(
     w(f"Last-Modified: {show(first.last_modified) if first.last_modified else '(none)'}\n")
     w(f"Conditional:   {_conditional(first, second)}\n")
 
-    from feedwatch.match import explain
+    from feedwatch.match import POLL_REGEX_BUDGET, REGEX_TIMEOUT, RegexBudget, explain
     from feedwatch.parse import parse_body
 
     parsed: ParsedFeed = parse_body(first.body, first.headers, url=first.url)
@@ -413,16 +413,20 @@ def _report(
 
     hits_total = 0
     cut_total = 0
+    slow_total = 0  # entries on which a regex term ran out of time
+    # the regex time of one poll, for all the entries: a slow regex costs about a second
+    budget = RegexBudget(redact_url(url))
     ordered = newest_first(entries)
     for i, e in enumerate(ordered):
         cut = ignore.found(e.title, e.summary, e.content) if ignore is not None else []
         cut_total += bool(cut)
         hit_terms = []
         if rule is not None:
-            exp = explain(rule, e)
+            exp = explain(rule, e, budget)
             hit_terms = [t for t in exp.terms if t.hit]
             if hit_terms:
                 hits_total += 1
+            slow_total += any(t.timed_out for t in exp.terms)
         if i >= limit:
             continue
         mark = "*" if hit_terms else " "
@@ -437,9 +441,15 @@ def _report(
     if len(ordered) > limit:
         w(f"  ... and {len(ordered) - limit} more (--limit N)\n")
     if terms:
+        slow = (
+            f"; a regex ran out of time on {slow_total} of them (a miss there:"
+            f" {REGEX_TIMEOUT:g} s a field, {POLL_REGEX_BUDGET:g} s in all, as in a poll)"
+            if slow_total
+            else ""
+        )
         w(
             f"\nKeywords:      {show(', '.join(map(term_shown, terms)))}: {hits_total} of {len(entries)} "
-            "entries hit (marked *)\n"
+            f"entries hit (marked *){slow}\n"
         )
     if ignore is not None:
         w(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -429,3 +430,25 @@ def test_a_page_without_a_charset_header_is_read_in_its_own_declared_encoding(
     feed_server.set("/header", page.encode("utf-8"), content_type="text/html; charset=utf-8")
     r = fw(tmp_path, "preview", feed_server.url("/header"))
     assert f"Новости (RSS): {feed_server.url('/новости.xml')}" in r.stdout, r.stdout
+
+
+def test_a_slow_regex_has_a_polls_time_and_the_summary_says_it_ran_out(tmp_path, feed_server):
+    """`preview -k '/(a|aa)+$/'` on a 40-entry feed took 11.7 s: no regex time for
+    the whole command, as a poll has (0.1 s a field, 1 s in all), and its summary said
+    "0 of 40 entries hit" without a word of the regex running out of time."""
+    slow = "a" * 40 + "b"  # seconds for this pattern, far past 0.1 s
+    feed_server.set(
+        "/slow.xml",
+        rss([entry(i, title=slow, summary=slow) for i in range(40)]),
+        content_type="application/rss+xml",
+    )
+    started = time.monotonic()
+    r = fw(tmp_path, "preview", feed_server.url("/slow.xml"), "-k", "/(a|aa)+$/,missile")
+    took = time.monotonic() - started
+    assert r.returncode == 0, r.stderr
+    assert (
+        "Keywords:      /(a|aa)+$/, missile: 0 of 40 entries hit (marked *); a regex ran out"
+        " of time on 40 of them (a miss there: 0.1 s a field, 1 s in all, as in a poll)"
+    ) in r.stdout, r.stdout
+    # the poll's 1 s, not 40 entries x 2 fields x 0.1 s (old: 8 s), plus the start
+    assert took < 5, took
