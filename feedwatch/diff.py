@@ -29,8 +29,9 @@ Pure (SPEC section 4). The whole decision, in order:
                     of that time (``_Rezoned``); its date or title misread otherwise
                     before: the row of that time and title (``_Rezoned.misread``); its
                     date read otherwise by parse version 22 (AM/PM, an ISO zone name,
-                    the process's zone): the row of that time, first seen no earlier
-                    than the entry's time (``_reread``); its
+                    the process's zone): the row a release before stored under the key
+                    of that time (and of its title as it read it), first seen no
+                    earlier than the entry's time (``_reread``); its
                     title or text read otherwise by the release before: the row of
                     the key that reading gave it (``_keyed_before``)
                  -> keyed by its content, its published time moved (the feed re-dated
@@ -41,8 +42,8 @@ Pure (SPEC section 4). The whole decision, in order:
                     request, as at the poll that stored the row (``_Redated.stamped``)
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
-    reread   = a known entry whose row holds its times as parse version 22 read them,
-               first seen no earlier than its time (``_reread``): its move is silent
+    reread   = a known entry whose row, stored by a release before, holds its times as
+               parse version 22 read them (``_reread``): its move is silent
     stamped  = in a body of one or two known entries, an entry stamped with the time of
                each request, at this poll and at the one that stored it: its
                timestamp-only move is silent
@@ -126,8 +127,9 @@ STAMP_TOLERANCE = timedelta(seconds=10)
 ``poll.BodyJob.fetched_at``): a server's time to build and send the response, a clock a
 few seconds off."""
 REREAD_TOLERANCE = timedelta(minutes=10)
-"""How long before an entry's own time its row may have been first seen and still be
-the row of that entry read otherwise (``_reread``): a feed's clock a little ahead."""
+"""How long before an entry's own time the row found under the content key of its time
+as read before may have been first seen and still be that entry's (``_reread``): a
+feed's clock a little ahead."""
 K = TypeVar("K")  # what ``_OnePair`` pairs by
 _EMPTY = fingerprint("", "", "")  # an entry with no text says nothing of who it is
 
@@ -451,9 +453,12 @@ def _field_changes(
             changes[f] = _changed_view(a, b)
     if normalize_link(old.link) != normalize_link(new.link):
         changes["link"] = FieldChange(safe_link(old.link), safe_link(new.link))
-    for f in ("published", "updated"):
+    # a row of a release before holding a time as it read the entry's (``_reread``):
+    # the same time, read right now, no change
+    was = (None, None) if new.reread is None or _current(old) else new.reread
+    for f, read_before in zip(("published", "updated"), was, strict=True):
         a_t, b_t = getattr(old, f), getattr(new, f)
-        if a_t != b_t:
+        if a_t != b_t and (read_before is None or a_t != read_before):
             changes[f] = FieldChange(format_time(a_t), format_time(b_t))
     return changes
 
@@ -652,26 +657,53 @@ class _Rezoned:
 
 
 def _reread(row: StoredEntry, entry: EntrySnapshot, published_only: bool = False) -> bool:
-    """Whether ``row`` holds ``entry``'s times as parse version 22 (and every release
-    before) read them, where this one reads them otherwise (``EntrySnapshot.reread``:
-    "10:40:17 PM GMT" as 10:40, "10:40:17 EST" after an ISO date as UTC, an ISO date in
-    the process's local zone); ``published_only``: its published time (the one a
-    content key holds). Only a row first seen no earlier than the entry's time (its
-    published time, else its updated one) as read now, less ``REREAD_TOLERANCE``:
-    an entry is seen once it is out, so such a row was stored reading the entry's
-    date then (the upgrade), whereas a row of another entry (the notice of the same
-    text twelve hours before, "10:40 AM"), or of this one before its date was edited,
-    was seen before that time."""
+    """Whether ``row``, stored by a release before this one (a fingerprint of an earlier
+    version: a row this one writes holds the times as read now), holds ``entry``'s times
+    as parse version 22 (and every release before) read them, where this one reads them
+    otherwise (``EntrySnapshot.reread``: "10:40:17 PM GMT" as 10:40, "10:40:17 EST"
+    after an ISO date as UTC, an ISO date in the process's local zone). Such a row is
+    that entry's, however long before its time as read now it was first seen (a CMS
+    writing its local time labelled "GMT": "09:15 PM GMT" polled at 20:20Z is read
+    21:15Z now).
+
+    ``published_only``: its published time (the one a content key holds), for an entry
+    keyed by its content whose row is looked up under that time's key, where identity
+    is a guess: only a row first seen no earlier than the entry's time (its published
+    time) as read now, less ``REREAD_TOLERANCE``. An entry is seen once it is out, so
+    such a row was stored reading the entry's date then, whereas the row of another
+    entry (the notice of the same text twelve hours before, "10:40 AM") was seen before
+    that time."""
     was = entry.reread
-    if was is None:
+    if was is None or _current(row):
         return False
-    if published_only:
-        if was[0] is None or row.published != was[0] or was[0] == entry.published:
-            return False
-    elif (row.published, row.updated) != was:
+    if not published_only:
+        return (row.published, row.updated) == was
+    if was[0] is None or row.published != was[0] or was[0] == entry.published:
         return False
-    when = entry.published or entry.updated
+    when = entry.published
     return when is not None and row.first_seen >= when - REREAD_TOLERANCE
+
+
+def _reread_row(
+    entry: EntrySnapshot, current: Mapping[str, StoredEntry], seen: set[str]
+) -> StoredEntry | None:
+    """The row of an entry keyed by its content whose published time the releases
+    before read otherwise (``_reread``): under the key of that time, and of that time
+    and its texts as they read them too (``EntrySnapshot.earlier``, its first reading:
+    an HTML title naming a tag, "History of the &lt;blink&gt; tag", read "History of
+    the tag" by v6), its key then where both changed."""
+    if entry.reread is None or entry.reread[0] is None:
+        return None
+    was = entry.reread[0]
+    keys = [content_identity_at(entry, was)]
+    before = _as_read_before(entry)
+    if before is not None:
+        keys.append(content_identity_at(before, was))
+    for key in keys:
+        row = current.get(key)
+        if row is not None and row.identity not in seen and _reread(row, entry, True):
+            return row
+    return None
 
 
 class _OnePair(Generic[K]):
@@ -981,14 +1013,22 @@ def _keyed_before(
     read "Vec", "Queue &lt;eu-west&gt; down" in an HTML title "Queue down". Absent
     from the body; compared as such a row is (``_was``), so unchanged it is stored again
     silently under its new key."""
-    if entry.earlier is None or key != keys.content:
+    before = _as_read_before(entry)
+    if before is None or key != keys.content:
         return None
-    title, summary, content = entry.earlier[0]
-    as_read = replace(entry, title=title, summary=summary, content=content)
-    was = content_identity_at(as_read, entry.published)
+    was = content_identity_at(before, entry.published)
     if was == key or was in seen:
         return None
     return current.get(was)
+
+
+def _as_read_before(entry: EntrySnapshot) -> EntrySnapshot | None:
+    """``entry`` with its texts as the releases before (fingerprint v6, v5) read them,
+    where they read one otherwise (``EntrySnapshot.earlier``, its first reading)."""
+    if entry.earlier is None:
+        return None
+    title, summary, content = entry.earlier[0]
+    return replace(entry, title=title, summary=summary, content=content)
 
 
 def _current(old: StoredEntry) -> bool:
@@ -1273,10 +1313,8 @@ def diff(
             cand = _Rezoned.row(key, keys[i], entry, fp, ignore, current, seen) if rezone else None
             if cand is None:
                 cand = _Rezoned.misread(key, keys[i], entry, current, seen)
-            if cand is None and key == keys[i].content and entry.reread and entry.reread[0]:
-                cand = current.get(content_identity_at(entry, entry.reread[0]))
-                if cand is not None and (cand.identity in seen or not _reread(cand, entry, True)):
-                    cand = None
+            if cand is None and key == keys[i].content:
+                cand = _reread_row(entry, current, seen)
             if cand is not None:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]

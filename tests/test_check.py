@@ -2064,6 +2064,13 @@ def _iso_atom(times: Sequence[tuple[str, str]]) -> bytes:
     ).encode()
 
 
+def _as_stored_by_v6(state: Path) -> None:
+    """The rows of ``state`` labelled as the release before labelled them (fingerprint
+    v6, hashed as v7): the rows an upgrade finds."""
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE entries SET fingerprint = 'v6:' || substr(fingerprint, 4)")
+
+
 def test_entries_an_earlier_feedwatch_read_without_am_pm_an_iso_zone_name_or_in_local_time_do_not_alert_after_the_upgrade(
     tmp_path,
     feed_server,  # noqa: F811
@@ -2072,7 +2079,8 @@ def test_entries_an_earlier_feedwatch_read_without_am_pm_an_iso_zone_name_or_in_
     after an ISO date ("10:40:17 EST") as UTC, and an ISO date feedparser's ISO reader
     took ("02:30:00,5") in the process's local zone (under TZ=Europe/Berlin, a time its
     DST change skips an hour later); the first polls here store just those readings,
-    written '+0000' (the parse cache dropped as the upgrade drops it). Read right now,
+    written '+0000' and labelled as the release before labelled its rows, fingerprint v6
+    (the parse cache dropped as the upgrade drops it). Read right now,
     the times move by 12 hours, a zone's offset or an hour, not every entry's (the AM
     ones stay): no timestamp churn, so each alerted as updated, and each entry keyed by
     its content (no guid, no link) as new. Now each is its row, its time stored
@@ -2099,6 +2107,7 @@ def test_entries_an_earlier_feedwatch_read_without_am_pm_an_iso_zone_name_or_in_
     feed_server.set("/notices.xml", _notices_dated(notices_was))
     assert fw(cfg, "check", env=berlin).returncode == 0  # baseline
     shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
+    _as_stored_by_v6(tmp_path / "state.db")
 
     feed_server.set("/cms.xml", _dated(cms_now))
     feed_server.set("/blog.xml", _iso_atom(blog_now), content_type="application/atom+xml")
@@ -2139,9 +2148,11 @@ def test_entries_an_earlier_feedwatch_read_without_am_pm_an_iso_zone_name_or_in_
 
 def test_a_date_moved_from_am_to_pm_still_alerts(tmp_path, feed_server):  # noqa: F811
     """The upgrade takes a row holding an entry's time as read before (PM as AM) for that
-    entry only where the row was first seen after that time: an entry seen since
-    ("10:40:17 AM", tomorrow) whose date moves to "10:40:17 PM" alerts as updated, and a
-    notice of the same text as a morning one, twelve hours later, as new."""
+    entry only where a release before stored it (a row of this one holds its time as
+    read now), and under a content key only where it was first seen after that time: an
+    entry seen since ("10:40:17 AM", tomorrow) whose date moves to "10:40:17 PM" alerts
+    as updated, and a notice of the same text as a morning one, twelve hours later, as
+    new."""
     cfg = tmp_path / "feedwatch.toml"
     feeds = "".join(
         f'[[feeds]]\nname = "{name}"\nurl = "{feed_server.url(f"/{name}.xml")}"\n\n'
@@ -2159,6 +2170,78 @@ def test_a_date_moved_from_am_to_pm_still_alerts(tmp_path, feed_server):  # noqa
     got = sorted((a["feed"]["name"], a["kind"], a["entry"]["published"]) for a in alerts(tmp_path))
     when = datetime.strptime(day[5:], "%d %b %Y").strftime("%Y-%m-%dT22:40:17Z")
     assert got == [("cms", "updated", when), ("notices", "new", when)]
+
+
+def test_a_date_edited_from_am_to_pm_alerts_on_a_state_this_release_made(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """docs/change-detection.md: an AM -> PM edit of a date alerts as updated. The
+    upgrade's rule (a row holding an entry's times as the releases before read them is
+    that entry's, its move silent) took every row, a fresh state's too: a post of two
+    days ago baselined at "09:15:00 AM GMT", then edited to "09:15:00 PM GMT", alerted
+    nothing with `updates = "timestamp"`, and explain said its stored times were its
+    date as releases before read it. A row this release stored is no such row."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/cms.xml")
+    cfg.write_text(
+        jsonl_config(tmp_path, f'[[feeds]]\nname = "cms"\nurl = "{url}"\nupdates = "timestamp"\n')
+    )
+    then = datetime.now(timezone.utc) - timedelta(days=2)
+    day = format_datetime(then, usegmt=True)[:16]
+    feed_server.set("/cms.xml", _dated([f"{day} 09:15:00 AM GMT"]))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    feed_server.set("/cms.xml", _dated([f"{day} 09:15:00 PM GMT"]))
+    out = fw(cfg, "explain", "cms", "Story 0").stdout
+    assert "releases before read it" not in out and "stored silently" not in out, out
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    at = then.strftime("%Y-%m-%dT{}Z")
+    assert [(a["kind"], a["changes"]) for a in alerts(tmp_path)] == [
+        ("updated", {"published": {"old": at.format("09:15:00"), "new": at.format("21:15:00")}})
+    ]
+
+
+def test_a_pm_post_a_release_before_stored_as_am_is_silent_at_the_upgrade_however_soon_seen(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """A CMS in CET writing its local time labelled "GMT" with PM ("09:15:00 PM GMT",
+    in truth 20:15Z), polled by the release before five minutes after that (first seen
+    20:20Z), stored 09:15Z; read now it is 21:15Z. The upgrade took such a row only if
+    first seen no earlier than ten minutes before 21:15Z, so this one alerted as
+    updated. A row keyed by its guid that a release before stored holding that reading
+    is the entry's: silent. And the first edit at the upgrade (another feed) alerted
+    with "published" 09:15Z -> 21:15Z among its changes: only the summary is named."""
+    cfg = tmp_path / "feedwatch.toml"
+    feeds = f'[[feeds]]\nname = "cms"\nurl = "{feed_server.url("/cms.xml")}"\n'
+    feeds += 'updates = "timestamp"\n\n'
+    feeds += f'[[feeds]]\nname = "edited"\nurl = "{feed_server.url("/edited.xml")}"\n'
+    cfg.write_text(jsonl_config(tmp_path, feeds))
+    then = datetime.now(timezone.utc) - timedelta(days=2)
+    day = format_datetime(then, usegmt=True)[:16]
+    for name in ("cms", "edited"):  # as the release before read "09:15:00 PM GMT"
+        feed_server.set(f"/{name}.xml", _dated([f"{day} 09:15:00 +0000"]))
+    assert fw(cfg, "check").returncode == 0  # baseline
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}")
+    _as_stored_by_v6(tmp_path / "state.db")
+    seen = then.replace(hour=20, minute=20, second=0, microsecond=0)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("UPDATE entries SET first_seen = ?", (int(seen.timestamp()) * 10**6,))
+
+    feed_server.set("/cms.xml", _dated([f"{day} 09:15:00 PM GMT"]))
+    feed_server.set(
+        "/edited.xml", _dated([f"{day} 09:15:00 PM GMT"]).replace(b"Text 0.", b"Text 0, fixed.")
+    )
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert [(a["feed"]["name"], a["kind"], a["changes"]) for a in alerts(tmp_path)] == [
+        ("edited", "updated", {"summary": {"old": "Text 0.", "new": "Text 0, fixed."}})
+    ]
+    pm = int(then.replace(hour=21, minute=15, second=0, microsecond=0).timestamp()) * 10**6
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT published, substr(fingerprint, 1, 3) FROM entries")
+        assert rows.fetchall() == [(pm, "v7:"), (pm, "v7:")]
 
 
 # Notices without a guid or a link (keyed by title, link and published time), and one

@@ -3246,3 +3246,113 @@ def test_entries_keyed_by_content_all_re_dated_at_once_are_timestamp_churn(updat
     moved = [replace(e, published=e.published + timedelta(minutes=30)) for e in twins[:3]]
     r = run(stored_t, moved, settings=s, identity=ident_t)
     assert (r.new, r.rekeys) == (3, ())
+
+
+def _cms_rss(when: str, text: str = "Text.") -> list[EntrySnapshot]:
+    """A CMS's RSS item with a guid, dated ``when`` (RFC 822 with AM/PM)."""
+    body = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>CMS</title>'
+        "<link>https://cms.example.org/</link><description>d</description><item>"
+        "<title>Story</title><link>https://cms.example.org/2</link><guid>g2</guid>"
+        f"<description>{text}</description><pubDate>{when}</pubDate></item></channel></rss>"
+    ).encode()
+    return _snapshots(body, "application/rss+xml")
+
+
+@pytest.mark.parametrize("updates", ["any", "timestamp"])
+def test_a_date_edited_from_am_to_pm_alerts_on_a_row_this_release_stored(updates):
+    """The upgrade rule (a row holding an entry's times as releases before read them,
+    PM as AM, is that entry's: its move is silent) is for rows those releases stored.
+    It applied to every row: an entry first seen after its time (a post of yesterday),
+    stored by this release at "09:15:00 AM GMT", its date edited to "09:15:00 PM GMT",
+    alerted nothing. A row of this release (fingerprint v7) holds its times as read
+    now: the move is an update."""
+    s = replace(S, updates=updates)
+    now = datetime(2026, 12, 8, tzinfo=timezone.utc)
+    am = _cms_rss("Mon, 07 Dec 2026 09:15:00 AM GMT")
+    pm = _cms_rss("Mon, 07 Dec 2026 09:15:00 PM GMT")
+    assert pm[0].reread is not None and pm[0].reread[0] == am[0].published
+    stored, ident = baseline(am, settings=s, now=now)
+    assert {r.fingerprint[:3] for r in stored.values()} == {"v7:"}
+    r = run(stored, pm, settings=s, identity=ident, now=now + timedelta(hours=1))
+    assert kinds(r) == [("updated", "Story")]
+    assert set(r.changes[0].changes) == {"published"}
+    # a row the release before stored (v6) holding that reading is the entry's: silent,
+    # however long before its time as read now it was first seen (a CMS in CET writing
+    # its local time labelled GMT: "09:15:00 PM GMT" is 20:15Z, first seen at 20:20Z,
+    # now read 21:15Z)
+    first = datetime(2026, 12, 7, 20, 20, tzinfo=timezone.utc)
+    old, ident = baseline(am, settings=s, now=first)
+    old = _labelled(old, "v6:")
+    r = run(old, pm, settings=s, identity=ident, now=now)
+    assert (r.changes, r.silent) == ((), 1)
+    assert [u.published for u in r.upserts] == [pm[0].published]
+
+
+def test_an_edit_after_the_upgrade_names_no_date_the_release_before_misread():
+    """After the upgrade, the first edit of an entry dated "09:15:00 PM GMT", whose row
+    the release before stored at 09:15Z, alerted as updated with its published time
+    among the changes (09:15Z -> 21:15Z) besides the edit: the same date, read right
+    now, is no change. Only the summary is named."""
+    now = datetime(2026, 12, 8, tzinfo=timezone.utc)
+    pm = _cms_rss("Mon, 07 Dec 2026 09:15:00 PM GMT")
+    edited = _cms_rss("Mon, 07 Dec 2026 09:15:00 PM GMT", "Text, corrected.")
+    was = pm[0].reread
+    assert was is not None
+    stored, ident = baseline([replace(pm[0], published=was[0], updated=was[1])], now=now)
+    stored = _labelled(stored, "v6:")
+    for updates in ("any", "timestamp", "content"):
+        s = replace(S, updates=updates)
+        r = run(stored, edited, settings=s, identity=ident, now=now)
+        assert kinds(r) == [("updated", "Story")], updates
+        assert r.changes[0].changes == {"summary": FieldChange("Text.", "Text, corrected.")}
+    # a row of this release holding that time: the date did move
+    r = run(_labelled(stored, "v7:"), edited, identity=ident, now=now)
+    assert set(r.changes[0].changes) == {"summary", "published"}
+
+
+@pytest.mark.parametrize(
+    "title, published, v6_title, now",
+    [
+        (
+            "History of the &lt;blink&gt; tag",
+            "2026-12-07T08:00:00 CST",
+            "History of the tag",
+            datetime(2026, 12, 7, 14, 5, tzinfo=timezone.utc),
+        ),
+        (
+            "Why the &lt;dialog&gt; element matters",
+            "Mon, 07 Dec 2026 09:30:00 PM GMT",
+            "Why the\n\nelement matters",
+            datetime(2026, 12, 7, 21, 35, tzinfo=timezone.utc),
+        ),
+    ],
+)
+def test_an_entry_keyed_by_its_content_is_found_under_the_key_of_v6s_title_and_date(
+    title, published, v6_title, now
+):
+    """An entry without an id or a link is keyed by its title and published time; v6
+    read both otherwise (an HTML title naming a tag lost it, "08:00:00 CST" after an ISO
+    date was UTC, "09:30:00 PM GMT" 09:30): its row is under the key of both readings.
+    Each lookup tried one change alone, so it alerted as new after the upgrade; the
+    key of both is tried too: the row, re-keyed, stored silently."""
+    body = (
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>S</title>'
+        "<id>urn:s</id><updated>2026-12-07T00:00:00Z</updated><entry>"
+        f'<title type="html"><![CDATA[{title}]]></title><published>{published}</published>'
+        "<summary>Text.</summary></entry></feed>"
+    ).encode()
+    (e,) = _snapshots(body, "application/atom+xml")
+    assert e.earlier is not None and e.reread is not None and e.reread[0] != e.published
+    assert e.earlier[0][0] == v6_title
+    v6 = replace(e, title=v6_title, published=e.reread[0], updated=e.reread[1])
+    stored, ident = baseline([v6], now=now)
+    stored = _labelled(stored, "v6:")
+    assert identity_for(e, "content") not in stored
+    r = run(stored, [e], identity=ident, now=now + timedelta(hours=1))
+    assert (r.changes, r.new) == ((), 0)
+    assert [new for _, new in r.rekeys] == [identity_for(e, "content")]
+    after = apply(stored, r)
+    assert [(row.title, row.published, row.fingerprint[:3]) for row in after.values()] == [
+        (e.title, e.published, "v7:")
+    ]
