@@ -979,14 +979,15 @@ def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> tuple[str, ...]:
     """``new``'s text field ``f`` as the releases that may have written ``old`` read it,
     where that differs (``EntrySnapshot.earlier``): for a v6 or a v5 row, its first
     reading: v6's where it read otherwise than now (in a field without a tag of its own,
-    a lone "&lt;dialog&gt;" reduced as a tag), else v5's (in a field of markup of its
-    own, "Vec&lt;u8&gt;" reduced to "Vec"; "Dnipro1"; a MathML annotation read), which
-    read such a field as v6 did, and a v6 row holding v6's reading of the others is the
-    text now; for a v4 row, as v4 read it (also the text after <svg-icon>, a
-    head, an xml or an svg left open lost); for a v2 or v3 row, as the releases before
-    v4 read it (the text after a self-closed svg lost too); for a v1 row, that or as the
-    first releases of v1 read it (before parse version 3: the text after a quoted
-    "&lt;script&gt;" lost too); for a current row, none (``_differs``)."""
+    a lone "&lt;dialog&gt;" reduced as a tag; ruby's readings inline), else v5's (in a
+    field of markup of its own, "Vec&lt;u8&gt;" reduced to "Vec"; "Dnipro1"; a MathML
+    annotation read), which read such a field and ruby as v6 did, and a v6 row holding
+    v6's reading of the others is the text now; for a v4 row, as v4 read it (also the
+    text after <svg-icon>, a head, an xml or an svg left open lost); for a v2 or v3
+    row, as the releases before v4 read it (the text after a self-closed svg lost too);
+    for a v1 row, that or as the first releases of v1 read it (before parse version 3:
+    the text after a quoted "&lt;script&gt;" lost too); for a current row, none
+    (``_differs``)."""
     if new.earlier is None or _current(old):
         return ()
     i = TEXT_FIELDS.index(f)
@@ -1010,7 +1011,8 @@ def _keyed_before(
     releases before (fingerprint v6, v5) gave it, where they read its title, or its
     text (a key without a published time covers it: ``content_identity_at``), otherwise
     (``EntrySnapshot.earlier``, its first reading): "Vec&lt;u8&gt;" in its description
-    read "Vec", "Queue &lt;eu-west&gt; down" in an HTML title "Queue down". Absent
+    read "Vec", "Queue &lt;eu-west&gt; down" in an HTML title "Queue down", a title's
+    ruby with its readings inline. Absent
     from the body; compared as such a row is (``_was``), so unchanged it is stored again
     silently under its new key."""
     before = _as_read_before(entry)

@@ -191,7 +191,8 @@ def _read_otherwise(old: StoredEntry) -> str:
     )
     v6 = (
         "read again as tags what decoding made of a field without a tag of its own, a"
-        " lone one too (the &lt;dialog&gt; element as the element)"
+        " lone one too (the &lt;dialog&gt; element as the element), or read ruby's"
+        " readings into the words they annotate (北きた朝ちょう鮮せん)"
     )
     if old.fingerprint.startswith("v6:"):
         stored = f"it was stored under fingerprint v6, which {v6}"

@@ -53,9 +53,10 @@ FINGERPRINT_VERSION = "v7"
 # content is found under the key v5's reading gave it (``content_identity_at``). v7
 # hashes as v6 does; it marks rows whose texts were read with what decoding made of a
 # field without a tag of its own as text unless it holds HTML's structure ("the
-# &lt;dialog&gt; element" is "the <dialog> element", feedwatch.text): feedwatch.diff
-# takes a v6 row whose text is the entry's as v6 read it for the same text (v5 read
-# such a field as v6 did: ``EntrySnapshot.earlier``'s first reading serves both), and
+# &lt;dialog&gt; element" is "the <dialog> element", feedwatch.text) and ruby's readings
+# (<rt>, <rp>) dropped, not read into the words they annotate: feedwatch.diff takes a
+# v6 row whose text is the entry's as v6 read it for the same text (v5 read such a
+# field, and ruby, as v6 did: ``EntrySnapshot.earlier``'s first reading serves both), and
 # an entry keyed by its content is found under the key that reading gave it. Ids
 # hash a fingerprint as v1
 # labels it (``_as_hashed``), so a change met under either label has one id: nothing

@@ -26,9 +26,10 @@ ChangeKind = Literal["new", "updated"]
 # An entry's (title, summary, content) as earlier releases read them (feedwatch.text's
 # ``html_readings``): [0] as fingerprint v6 read them where it read otherwise than now
 # (in a field without a tag of its own, what decoding made read as markup however it
-# looked: "the &lt;dialog&gt; element" as "the element"), else as v5 (in a field of
-# markup of its own, "Vec&lt;u8&gt;" reduced as a tag, to "Vec"; a footnote marker
-# joined to the word before it, "Dnipro1"; a MathML annotation read), [1] as v4 (also the text after an
+# looked: "the &lt;dialog&gt; element" as "the element"; ruby's readings read into the
+# words they annotate, "北きた朝ちょう鮮せん"), else as v5 (in a field of markup of
+# its own, "Vec&lt;u8&gt;" reduced as a tag, to "Vec"; a footnote marker joined to the
+# word before it, "Dnipro1"; a MathML annotation read), [1] as v4 (also the text after an
 # element named like svg-icon or title-bar, and after a head, an xml or an svg left
 # open, lost), [2] as the releases before v4 (the text after a self-closed svg, xml or
 # head lost too), [3] as the first releases of v1 (before parse version 3: the text

@@ -83,7 +83,8 @@ log = structlog.get_logger("feedwatch.parse")
 # date read in the process's local zone (feedparser's ISO reader: ``_feedparser_utc``);
 # the times as read before (``EntrySnapshot.reread``); 24: what decoding made of a
 # field without a tag of its own is text unless it holds HTML's structure ("the
-# &lt;dialog&gt; element"), and the texts as fingerprint v6 read it too (``text``)
+# &lt;dialog&gt; element"), ruby's readings are dropped, and the texts as fingerprint
+# v6 read them too (``text``)
 PARSE_VERSION = 24
 
 # --------------------------------------------------------------------------

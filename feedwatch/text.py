@@ -54,6 +54,20 @@ source) after a ``<math>`` is dropped to its end tag, as a browser never shows i
 (``_annotations_removed``). Fingerprint v5 and the releases before joined the marker
 and read the annotation.
 
+Ruby's readings are not text: a browser shows the base text on the line and the
+readings above it, and matching, diffing and alerts read the line. After a ``<ruby>``,
+the text of an ``<rt>`` (a reading: NHK News Web Easy and other news for learners give
+every kanji one, per character or per word) and of an ``<rp>`` (the brackets a browser
+without ruby shows around it) is dropped, to its end tag or, where a writer leaves that
+out as HTML allows, to the first tag that ends it in a browser: another ``<rt>``,
+``<rp>``, ``<rb>`` or ``<rtc>``, the ``</ruby>``, or the end of the paragraph, list
+item, definition or cell around it (``_ruby_text_removed``: one linear scan, before
+either reading of the tags). "<ruby>北<rt>きた</rt>朝<rt>ちょう</rt>鮮<rt>せん</rt></ruby>"
+reads "北朝鮮". One with none of those after it keeps its text (the end of the text
+would end it in a browser, but a stray tag must not take the rest of a story with it),
+and so does one outside any ruby. Fingerprint v6 and the releases before it read the
+readings inline: "北きた朝ちょう鮮せん".
+
 Which elements' contents are dropped, and where they end, is decided by what a
 browser shows. A tag's name runs to white space, "/" or ">" (HTML's tokenizer):
 ``<svg-icon>``, ``<title-bar>``, ``<script-loader>`` are custom elements whose text a
@@ -87,13 +101,14 @@ before fingerprint v4 took every such svg, xml and head for one left open and lo
 the text after it. ``html_readings`` gives the readings of v6, v5, v4 and of the
 releases before v4 too, where they differ, for comparing the rows they stored
 (``feedwatch.diff``); each is read only when the current reading met something they
-read otherwise (decoded text of no HTML structure kept, what decoding made of a field
-with a tag of its own that another pass would change, a footnote marker parted, an annotation dropped; a self-closed tag read
-as empty, a ``_V4_DROPPING`` that removes other text), so ordinary fields pay one
-regex search a pass. The first releases of
-fingerprint v1 (before parse version 3) also dropped an element that decoding made
-("a &lt;script&gt; tag", escaped twice) to the end of the text when it was left open:
-that reading too, where a pass after the first meets such an opening.
+read otherwise (decoded text of no HTML structure kept, ruby text dropped, what
+decoding made of a field with a tag of its own that another pass would change, a
+footnote marker parted, an annotation dropped; a self-closed tag read as empty, a
+``_V4_DROPPING`` that removes other text), so ordinary fields pay one regex search a
+pass. The first releases of fingerprint v1 (before parse version 3) also dropped an
+element that decoding made ("a &lt;script&gt; tag", escaped twice) to the end of the
+text when it was left open: that reading too, where a pass after the first meets such
+an opening.
 
 ``plain_to_text`` is for a field its format declares plain text (JSON Feed's
 ``title`` and ``content_text``, Atom's ``type="text"``): a "<" there is text, kept
@@ -174,6 +189,17 @@ _SELF_CLOSING_NAME = re.compile(rf"<(?:{_FOREIGN_NAMES}|head|xml)(?=[\s/>])", re
 # MathML's annotations, whose text a browser never shows (``_annotations_removed``)
 _MATH_OPEN = re.compile(r"<math(?=[\s/>])", re.IGNORECASE)
 _ANNOTATION_OPEN = re.compile(r"<(annotation(?:-xml)?)(?=[\s/>])", re.IGNORECASE)
+# Ruby: the readings (<rt>) and their fallback brackets (<rp>) over the text a ruby
+# annotates, which a browser shows above the base text, not in it
+# (``_ruby_text_removed``); each to its end tag, or to the first tag that ends it in a
+# browser when that is left out (another rt, rp, rb or rtc, the ruby's end, or that of
+# a paragraph, a list item, a definition or a cell around it). Case-sensitive around
+# "<", so a search skips from one "<" to the next.
+_RUBY_OPEN = re.compile(r"<(?i:ruby)(?=[\s/>])")
+_RUBY_TEXT_OPEN = re.compile(r"<(?i:r[tp])(?=[\s/>])")
+_RUBY_TEXT_END = re.compile(
+    r"<(?:(?i:r[tbp]|rtc)(?=[\s/>])|/(?i:(?P<own>r[tp])|rb|rtc|ruby|p|li|dd|dt|td|th)\s*>)"
+)
 # A footnote marker: a <sup> or a link (up to three such tags, "<sup><a ...>") whose text
 # is only digits, brackets, "*", "†"... (and references, "&#8224;"), to its end tag;
 # matched from its "<" (a literal start: the regex engine skips to each "<"), unless
@@ -572,11 +598,12 @@ def _dropped_removed(s: str, given: bool, how: _Dropping) -> str:
 # How a release read markup, by the fingerprint version of the rows it wrote
 # (``html_readings``): v7 as now; v6 with what decoding made of a field without a tag of
 # its own read again as markup however it looked ("the &lt;dialog&gt; element" as "the
-# element"); v5 also with the markup that decoding made read as tags in
-# a field of markup of its own too, no footnote marker parted from the word before and
-# MathML annotations kept; v4 also with ``_V4_DROPPING``; before v4 also with every
-# "/>" ignored (an svg's too); the first releases of v1 (before parse version 3) also
-# with the markup decoding made read as given (an element left open dropped to the end).
+# element") and ruby's readings read inline ("北きた朝ちょう鮮せん"); v5 also with the
+# markup that decoding made read as tags in a field of markup of its own too, no
+# footnote marker parted from the word before and MathML annotations kept; v4 also
+# with ``_V4_DROPPING``; before v4 also with every "/>" ignored (an svg's too); the
+# first releases of v1 (before parse version 3) also with the markup decoding made read
+# as given (an element left open dropped to the end).
 _NOW, _V6, _V5, _V4, _BEFORE_V4, _EARLY_V1 = 7, 6, 5, 4, 3, 2
 
 
@@ -587,7 +614,8 @@ class _Met:
     __slots__ = ("decoded_opening", "self_closed", "v4_otherwise", "v5_otherwise", "v6_otherwise")
 
     def __init__(self) -> None:
-        # what v6 read otherwise: decoded text of no HTML structure read again
+        # what v6 read otherwise: decoded text of no HTML structure read again, ruby
+        # text read inline
         self.v6_otherwise = False
         # what v5 read otherwise: markup that decoding made in a field of markup of its
         # own (``_html_to_text``), a footnote marker parted, a MathML annotation dropped
@@ -654,6 +682,11 @@ def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> tupl
     ):
         met.v4_otherwise = True
     s = dropped
+    if reading >= _NOW and "<" in s:
+        shown = _ruby_text_removed(s)
+        if met is not None and shown != s:
+            met.v6_otherwise = True  # v6 read the readings inline
+        s = shown
     if reading >= _V6 and "<" in s:
         parted = _FOOTNOTE_MARK.sub(r" \g<0>", s)
         if met is not None and parted != s:
@@ -700,6 +733,33 @@ def _annotations_removed(s: str) -> str:
     return "".join(out) + s[done:] if out else s
 
 
+def _ruby_text_removed(s: str) -> str:
+    """``s`` without the ruby text after its first ``<ruby>``: each ``<rt>`` (a reading,
+    "北<rt>きた</rt>") and ``<rp>`` (the brackets a browser without ruby shows around it),
+    which a browser shows above the base text or not at all, to its end tag or to the
+    first tag that ends it when that is left out (``_RUBY_TEXT_END``); one with none
+    after it is only a tag. Each end is looked for once (``_first``): linear."""
+    ruby = _RUBY_OPEN.search(s)
+    if ruby is None:
+        return s
+    out, done = [], 0
+    found: dict[str, tuple[int, re.Match[str] | None]] = {}
+    gt = -1  # the first ">" at or after an opening's name
+    for m in _RUBY_TEXT_OPEN.finditer(s, ruby.end()):
+        if m.start() < done:
+            continue
+        if gt < m.end():
+            gt = s.find(">", m.end())
+            if gt < 0:
+                break
+        end = _first(found, "", _RUBY_TEXT_END, s, gt + 1)
+        if end is None:
+            break  # nothing after it ends one: no more ruby text to drop
+        out.append(s[done : m.start()])
+        done = end.end() if end["own"] else end.start()
+    return "".join(out) + s[done:] if out else s
+
+
 def _escaped_markup(s: str) -> bool:
     """Whether ``s``, what decoding made of a field without a tag of its own, is markup
     escaped twice (module's docstring): it holds HTML's structure, an end tag of an
@@ -736,8 +796,8 @@ def html_to_text(html_or_text: str) -> str:
     """Plain text of an HTML fragment (or of plain text): paragraphs joined by a blank line.
 
     Tags go; script, style, template, title, iframe, noscript and svg contents go (and
-    a head's and an xml's closed, and MathML annotations); images and other void
-    elements leave nothing (a tracking pixel is no change); entities are decoded (in a
+    a head's and an xml's closed, MathML annotations, and ruby's readings); images and
+    other void elements leave nothing (a tracking pixel is no change); entities are decoded (in a
     field with a tag of its own, once: "Vec&lt;u8&gt;" is "Vec<u8>"; in one without,
     until no markup is left); a footnote marker is a word of its own; block elements
     become paragraph breaks; white space folds.
@@ -776,15 +836,15 @@ def html_readings(html_or_text: str) -> tuple[str, tuple[str, str, str, str] | N
     """``html_to_text``, and the texts earlier releases read, where one differs: as
     fingerprint v6 read it where that differs from now (what decoding made of a field
     without a tag of its own read again as markup however it looked, "the
-    &lt;dialog&gt; element" as "the element"; v5 read such a field so too), else as v5
-    read it (markup that decoding made reduced in a field of markup of its own too,
-    "Vec&lt;u8&gt;" as "Vec"; a footnote marker joined to the word before it; a MathML
-    annotation read); as v4 read it (also an element named like svg-icon,
-    a head, an xml or an svg left open: the text after it lost), as the releases before
-    v4 read it (the text after a self-closed svg, xml or head lost too) and as the first
-    releases of v1 read it (also the text after an element that decoding made and left
-    open: "a &lt;script&gt; tag"); else None. For comparing the rows they stored
-    (``feedwatch.diff``). Each is read only where it may differ."""
+    &lt;dialog&gt; element" as "the element"; ruby's readings inline; v5 read such a
+    field and ruby so too), else as v5 read it (markup that decoding made reduced in a
+    field of markup of its own too, "Vec&lt;u8&gt;" as "Vec"; a footnote marker joined
+    to the word before it; a MathML annotation read); as v4 read it (also an element
+    named like svg-icon, a head, an xml or an svg left open: the text after it lost), as
+    the releases before v4 read it (the text after a self-closed svg, xml or head lost
+    too) and as the first releases of v1 read it (also the text after an element that
+    decoding made and left open: "a &lt;script&gt; tag"); else None. For comparing the
+    rows they stored (``feedwatch.diff``). Each is read only where it may differ."""
     met = _Met()
     text = _html_to_text(html_or_text, _NOW, met)
     v6 = text

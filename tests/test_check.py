@@ -3759,6 +3759,90 @@ def test_titles_naming_a_tag_read_as_a_browser_shows_them_across_upgrade_and_for
             ]
 
 
+# Stories as learners' news writes them (NHK News Web Easy): every kanji word with its
+# reading in <ruby>, per character or per word, with <rp> brackets or without; and, as
+# fingerprint v6 read them, with the readings inline.
+_RUBY_STORIES = (
+    (
+        "<p><ruby>北<rt>きた</rt>朝<rt>ちょう</rt>鮮<rt>せん</rt></ruby>がミサイルを"
+        "<ruby>発<rt>はっ</rt>射<rt>しゃ</rt></ruby>しました</p>",
+        "北朝鮮がミサイルを発射しました",
+        "北きた朝ちょう鮮せんがミサイルを発はっ射しゃしました",
+    ),
+    (
+        "<p><ruby>天気<rp>(</rp><rt>てんき</rt><rp>)</rp></ruby>は<ruby>晴<rt>は</rt></ruby>れ</p>",
+        "天気は晴れ",
+        "天気(てんき)は晴はれ",
+    ),
+    ("<p>Plain story</p>", "Plain story", "Plain story"),
+)
+
+
+def test_ruby_readings_are_not_read_into_the_words_across_the_upgrade(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """Japanese with per-character <ruby> read "北きた朝ちょう鮮せん...": `keywords =
+    ["北朝鮮"]` missed the story and an alert showed the readings glued into the words.
+    Now the readings go (a browser shows them above the words): the rule hits, the alert
+    reads "北朝鮮がミサイルを発射しました"; rows as v6 stored them (its reading, its
+    label) are stored again silently under v7, and a later edit alerts once."""
+    cfg = tmp_path / "feedwatch.toml"
+    url = feed_server.url("/easy.xml")
+    cfg.write_text(
+        jsonl_config(
+            tmp_path,
+            f'[[feeds]]\nname = "easy"\nurl = "{url}"\nfirst_poll = "alert"\n'
+            'keywords = ["北朝鮮"]\n',
+        )
+    )
+
+    def body(first: str = _RUBY_STORIES[0][0], built: int = 0) -> bytes:
+        htmls = [first] + [h for h, _, _ in _RUBY_STORIES[1:]]
+        items = [entry(i, title=f"ニュース {i}", summary=h) for i, h in enumerate(htmls)]
+        return rss(items, title=f"Easy news, built {built}")
+
+    feed_server.set("/easy.xml", body())
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    got = [(a["entry"]["title"], a["entry"]["summary"]) for a in alerts(tmp_path)]
+    assert got == [("ニュース 0", "北朝鮮がミサイルを発射しました")]
+    preview = fw(cfg, "preview", url, "--keywords", "北朝鮮")
+    assert preview.returncode == 0, preview.stderr
+    assert "hits: 北朝鮮 (summary)" in preview.stdout, preview.stdout
+    assert "1 of 3 entries hit" in preview.stdout, preview.stdout
+    # the rows as v6 stored them: its reading of the summaries, its label
+    v6 = {text: was for _, text, was in _RUBY_STORIES}
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        for key, title, summary, content in db.execute(
+            "SELECT identity, title, summary, content FROM entries WHERE feed = 'easy'"
+        ).fetchall():
+            was = "v6:" + fingerprint(title, v6[summary], content)[3:]
+            db.execute(
+                "UPDATE entries SET summary = ?, fingerprint = ? WHERE feed = 'easy' AND identity = ?",
+                (v6[summary], was, key),
+            )
+    shutil.rmtree(f"{tmp_path}/state.db{parsecache.SUFFIX}", ignore_errors=True)
+    feed_server.set("/easy.xml", body(built=1))  # a body changed elsewhere: read again
+    told = fw(cfg, "explain", "easy", "ニュース 0")
+    assert told.returncode == 0, told.stderr
+    assert "stored under fingerprint v6" in told.stdout and "ruby" in told.stdout, told.stdout
+    r = fw(cfg, "check")
+    assert r.returncode == 0, r.stderr
+    assert len(alerts(tmp_path)) == 1, alerts(tmp_path)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY title")
+        assert rows.fetchall() == [(text, "v7:") for _, text, _ in _RUBY_STORIES]
+    # an edit since alerts, once
+    edited = _RUBY_STORIES[0][0].replace("しました", "したと発表")
+    feed_server.set("/easy.xml", body(edited, built=2))
+    assert fw(cfg, "check").returncode == 0
+    got = [(a["kind"], a["entry"]["summary"]) for a in alerts(tmp_path)[1:]]
+    assert got == [("updated", "北朝鮮がミサイルを発射したと発表")]
+    assert fw(cfg, "check").returncode == 0
+    assert len(alerts(tmp_path)) == 2
+
+
 def test_an_entry_back_after_retention_alerts_again_before_any_upkeep_drops_its_alert(
     tmp_path,
     feed_server,  # noqa: F811

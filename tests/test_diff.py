@@ -1452,17 +1452,22 @@ def test_a_row_fingerprint_v5_stored_is_no_change_after_the_upgrade(summary):
         "Why the &lt;dialog&gt; element matters: {} reasons",
         "Serde now supports Vec&lt;u{}&gt; fields",
         "Report bugs to &lt;security{}@example.org&gt;",
+        "<p><ruby>北<rt>きた</rt>朝<rt>ちょう</rt>鮮<rt>せん</rt></ruby>が{}発のミサイルを"
+        "<ruby>発<rt>はっ</rt>射<rt>しゃ</rt></ruby></p>",
+        "<ruby>北朝鮮<rp>(</rp><rt>きたちょうせん</rt><rp>)</rp></ruby>が{}発を発射",
     ],
 )
 def test_a_row_fingerprint_v6_stored_is_no_change_after_the_upgrade(summary):
     """Fingerprint v6 read again as markup whatever decoding made of a field without a
     tag of its own: "Why the &lt;dialog&gt; element matters" read "Why the\n\nelement
-    matters" (WordPress's Atom titles). Its rows, and those of the releases before, hold
-    that reading. Each is compared with the entry as its own release read it:
+    matters" (WordPress's Atom titles); and it read ruby's readings inline, in the words
+    they annotate ("北きた朝ちょう鮮せん"). Its rows, and those of the releases before,
+    hold that reading. Each is compared with the entry as its own release read it:
     unchanged, it is stored again whole and silently, under v7; a later edit alerts,
     once; an edit that reading shows (the title) alerts at once."""
     text, was = html_readings(summary.format(8))
-    assert was is not None and len(set(was)) == 1 and was[0] != text and "<" in text
+    assert was is not None and len(set(was)) == 1 and was[0] != text
+    assert ("<" in text) != ("ruby" in summary)
     stored, ident = baseline([entry(1, summary=was[0]), entry(2)])
     for label in ("v6:", "v5:", "v4:", "v3:", "v2:"):
         rows = _labelled(stored, label)
@@ -1490,21 +1495,27 @@ def test_a_row_fingerprint_v6_stored_is_no_change_after_the_upgrade(summary):
 def test_an_entry_keyed_by_its_content_is_found_under_the_key_v6_read():
     """An entry keyed by its content (no id, no usable link) whose title names a tag,
     escaped in an HTML title ("Queue &lt;eu-west&gt; degraded"): v6 read it "Queue
-    degraded", so its row is under the key of that title. Found there, stored again
-    under the new key, silently."""
-    v6_body = [
-        _post(f"Item {i}", title=t) for i, t in enumerate(["Queue &lt;eu-west&gt; down", "Up"])
+    degraded", so its row is under the key of that title; a title with ruby, v6 read
+    with its readings inline. Found there, stored again under the new key, silently."""
+    titles = [
+        "Queue &lt;eu-west&gt; down",
+        "Up",
+        "<ruby>北朝鮮<rt>きたちょうせん</rt></ruby>が発射",
     ]
+    v6_body = [_post(f"Item {i}", title=t) for i, t in enumerate(titles)]
     body = [_as_read(e) for e in v6_body]
     assert body[0].title == "Queue <eu-west> down" and body[0].earlier is not None
+    assert body[2].title == "北朝鮮が発射" and body[2].earlier is not None
     v6 = [replace(e, title=e.earlier[0][0]) if e.earlier else e for e in body]
-    assert v6[0].title == "Queue down"
+    assert [v6[0].title, v6[2].title] == ["Queue down", "北朝鮮きたちょうせんが発射"]
     stored, ident = baseline(v6)
     stored = _labelled(stored, "v6:")
-    assert identity_for(body[0], "content") not in stored
+    assert not {identity_for(body[i], "content") for i in (0, 2)} & set(stored)
     r = run(stored, body, identity=ident)
     assert r.changes == () and r.new == 0
-    assert [new for _, new in r.rekeys] == [identity_for(body[0], "content")]
+    assert sorted(new for _, new in r.rekeys) == sorted(
+        identity_for(body[i], "content") for i in (0, 2)
+    )
     after = apply(stored, r)
     assert {row.fingerprint[:3] for row in after.values()} == {"v7:"}
     assert run(after, body, identity=ident).upserts == ()

@@ -111,6 +111,12 @@ _MARKUP_FRAGMENTS = [
     ";",
     "\u0301",
     "\u037e",
+    "<ruby>",
+    "</ruby>",
+    "<rt>",
+    "</rt>",
+    "<rp>",
+    "</rp>",
 ]
 
 
@@ -380,6 +386,48 @@ class TestHtmlToText:
         # outside a formula it is an unknown element, whose text a browser shows
         assert html_to_text("a <annotation>b</annotation> c") == "a b c"
 
+    def test_ruby_text_is_not_read_into_the_words_it_annotates(self) -> None:
+        """Japanese with per-character <ruby> (NHK News Web Easy, learners' and
+        children's news): a browser shows 北朝鮮 on the base line and the readings above
+        it; they were read inline, "北きた朝ちょう鮮せん", and a rule for 北朝鮮 missed.
+        The text of an <rt> (the reading) and an <rp> (its fallback brackets) goes."""
+        per_char = (
+            "<p><ruby>北<rt>きた</rt>朝<rt>ちょう</rt>鮮<rt>せん</rt></ruby>がミサイルを"
+            "<ruby>発<rt>はっ</rt>射<rt>しゃ</rt></ruby></p>"
+        )
+        assert html_to_text(per_char) == "北朝鮮がミサイルを発射"
+        whole = "<ruby>北朝鮮<rt>きたちょうせん</rt></ruby>が<ruby>発射<rt>はっしゃ</rt></ruby>した"
+        assert html_to_text(whole) == "北朝鮮が発射した"
+        with_rp = (
+            "<ruby>北朝鮮<rp>(</rp><rt>きたちょうせん</rt><rp>)</rp></ruby>が"
+            "<ruby>発<rp>（</rp><rt>はっ</rt><rp>）</rp>射<rp>（</rp><rt>しゃ</rt><rp>）</rp></ruby>"
+        )
+        assert html_to_text(with_rp) == "北朝鮮が発射"
+        # end tags left out, as HTML allows: a reading ends at the next <rt>/<rp>/<rb>,
+        # </ruby>, or the paragraph's end; attributes, case, an <rtc>, a <rb> too
+        assert html_to_text("<ruby>北<rt>きた<rp>)</ruby>朝鮮") == "北朝鮮"
+        assert html_to_text("<ruby>北<rt>きた</ruby>朝<ruby>鮮<rt>せん</p><p>次") == "北朝鮮\n\n次"
+        assert html_to_text('<RUBY><rb>漢</rb><rb>字</rb><RT class="r">かん</RT><rt>じ</ruby>') == (
+            "漢字"
+        )
+        assert html_to_text("<ruby>漢字<rtc><rt>かんじ</rt></rtc></ruby>です") == "漢字です"
+        assert html_to_text("<ruby>東京<rt><b>とう</b>きょう</rt></ruby>") == "東京"
+        # escaped into an RSS description, read the same
+        escaped = "&lt;ruby&gt;北&lt;rt&gt;きた&lt;/rt&gt;朝鮮&lt;/ruby&gt;"
+        assert html_to_text(escaped) == "北朝鮮"
+        # an <rt> outside a ruby, or left open with nothing to end it, keeps its text
+        assert html_to_text("a <rt>b</rt> c") == "a b c"
+        assert html_to_text("<ruby>北<rt>きた") == "北きた"
+        assert html_to_text("<rubylike>a<rt>b</rt></rubylike>") == "ab"
+        assert html_to_text("<ruby>a<rtx>b</rtx></ruby>") == "ab"
+        # fingerprint v6 read the readings inline: its reading comes with the text
+        assert html_readings(per_char) == (
+            "北朝鮮がミサイルを発射",
+            ("北きた朝ちょう鮮せんがミサイルを発はっ射しゃ",) * 4,
+        )
+        assert html_readings(with_rp)[1] == ("北朝鮮(きたちょうせん)が発（はっ）射（しゃ）",) * 4
+        assert html_readings("<ruby>漢字<rt></rt></ruby>") == ("漢字", None)
+
     def test_the_readings_of_the_releases_before_come_with_a_changed_one(self) -> None:
         """``html_readings``: the text, and the texts fingerprint v5, v4, the releases
         before it and the first releases of v1 read where one differs (the diff compares
@@ -525,6 +573,10 @@ class TestHtmlToText:
             "<math>" + "<annotation x" * n,
             "<math>" + "<annotation-xml/>" * n + "</annotation>",
             "<p>" + "Vec&lt;u8&gt;" * n,
+            "<ruby>" + "<rt>" * n,
+            "<ruby>" + "<rt x" * n,
+            "<ruby>" + "<rp>a</rt>" * n,
+            "<ruby>a" + "<rt>b" * n + "</ruby>" * n,
         ):
             start = time.process_time()  # (CPU: a loaded machine's wall clock is no bound)
             html_readings(bad)
