@@ -125,7 +125,7 @@ import html
 import html.entities
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 __all__ = [
@@ -704,33 +704,52 @@ def _markup_removed(s: str, given: bool, reading: int, met: _Met | None) -> tupl
     return head + _TRAILING_TAG.sub("", tail), head + tail != given_s
 
 
-def _annotations_removed(s: str) -> str:
-    """``s`` without the MathML annotations after its first ``<math>`` (``<annotation>``,
-    ``<annotation-xml>``: a formula's TeX source, its content markup), each to its end
-    tag, which a browser never shows; one self-closed or left open is only a tag. Each
-    end tag is looked for once (``_first``): linear."""
-    math = _MATH_OPEN.search(s)
-    if math is None:
+def _spans_removed(
+    s: str,
+    after: re.Pattern[str],
+    opening: re.Pattern[str],
+    end_of: Callable[[re.Match[str], int], int | None],
+) -> str:
+    """``s`` without the elements ``opening`` finds after ``after``'s first match, each
+    from its opening to the end ``end_of(opening, its ">")`` gives: an index, -1 (this
+    one is only a tag: kept) or None (no more to drop). Left to right, so that, with
+    ``end_of`` looking each end up once (``_first``), it stays linear."""
+    first = after.search(s)
+    if first is None:
         return s
     out, done = [], 0
-    found: dict[str, tuple[int, re.Match[str] | None]] = {}
     gt = -1  # the first ">" at or after an opening's name
-    for m in _ANNOTATION_OPEN.finditer(s, math.end()):
+    for m in opening.finditer(s, first.end()):
         if m.start() < done:
             continue
         if gt < m.end():
             gt = s.find(">", m.end())
             if gt < 0:
                 break
-        if s[gt - 1] == "/":  # <annotation .../>: empty (MathML honours "/>")
-            continue
-        name = m.group(1).lower()
-        end_tag = _first(found, name, _end_tag(name), s, gt + 1)
-        if end_tag is None:
+        stop = end_of(m, gt)
+        if stop is None:
+            break
+        if stop < 0:
             continue
         out.append(s[done : m.start()])
-        done = end_tag.end()
+        done = stop
     return "".join(out) + s[done:] if out else s
+
+
+def _annotations_removed(s: str) -> str:
+    """``s`` without the MathML annotations after its first ``<math>`` (``<annotation>``,
+    ``<annotation-xml>``: a formula's TeX source, its content markup), each to its end
+    tag, which a browser never shows; one self-closed or left open is only a tag."""
+    found: dict[str, tuple[int, re.Match[str] | None]] = {}
+
+    def end_of(m: re.Match[str], gt: int) -> int | None:
+        if s[gt - 1] == "/":  # <annotation .../>: empty (MathML honours "/>")
+            return -1
+        name = m.group(1).lower()
+        end_tag = _first(found, name, _end_tag(name), s, gt + 1)
+        return -1 if end_tag is None else end_tag.end()
+
+    return _spans_removed(s, _MATH_OPEN, _ANNOTATION_OPEN, end_of)
 
 
 def _ruby_text_removed(s: str) -> str:
@@ -738,26 +757,16 @@ def _ruby_text_removed(s: str) -> str:
     "北<rt>きた</rt>") and ``<rp>`` (the brackets a browser without ruby shows around it),
     which a browser shows above the base text or not at all, to its end tag or to the
     first tag that ends it when that is left out (``_RUBY_TEXT_END``); one with none
-    after it is only a tag. Each end is looked for once (``_first``): linear."""
-    ruby = _RUBY_OPEN.search(s)
-    if ruby is None:
-        return s
-    out, done = [], 0
+    after it is only a tag."""
     found: dict[str, tuple[int, re.Match[str] | None]] = {}
-    gt = -1  # the first ">" at or after an opening's name
-    for m in _RUBY_TEXT_OPEN.finditer(s, ruby.end()):
-        if m.start() < done:
-            continue
-        if gt < m.end():
-            gt = s.find(">", m.end())
-            if gt < 0:
-                break
+
+    def end_of(m: re.Match[str], gt: int) -> int | None:
         end = _first(found, "", _RUBY_TEXT_END, s, gt + 1)
         if end is None:
-            break  # nothing after it ends one: no more ruby text to drop
-        out.append(s[done : m.start()])
-        done = end.end() if end["own"] else end.start()
-    return "".join(out) + s[done:] if out else s
+            return None  # nothing after it ends one: no more ruby text to drop
+        return end.end() if end["own"] else end.start()
+
+    return _spans_removed(s, _RUBY_OPEN, _RUBY_TEXT_OPEN, end_of)
 
 
 def _escaped_markup(s: str) -> bool:

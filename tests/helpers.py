@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sqlite3
@@ -162,3 +163,54 @@ def raw_server(
 
     threading.Thread(target=serve, daemon=True).start()
     return srv
+
+
+class HeldWriteLock:
+    """Another process's hold on a SQLite state's write lock (an admin's `sqlite3` shell
+    in a transaction, a long VACUUM), let go ``seconds`` after ``start()``;
+    ``released``: when (``time.monotonic``)."""
+
+    def __init__(self, path: str | Path, seconds: float = 3.0) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("BEGIN IMMEDIATE")
+        self.released: float | None = None
+        self._timer = threading.Timer(seconds, self._release)
+
+    def _release(self) -> None:
+        self.released = time.monotonic()
+        self._conn.execute("ROLLBACK")
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def close(self) -> None:
+        self._timer.cancel()
+        if self._timer.is_alive() or self._timer.ident is not None:
+            self._timer.join()
+        self._conn.close()
+
+
+class LoopLateness:
+    """How late a 50 ms tick ran, at worst, on the running event loop (``late``, in
+    seconds) and how many ran: a loop held by a synchronous wait shows in both."""
+
+    def __init__(self) -> None:
+        self.late = 0.0
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLateness:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        await asyncio.sleep(0.1)  # the ticker runs
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _tick(self) -> None:
+        while True:
+            due = time.monotonic() + 0.05
+            await asyncio.sleep(0.05)
+            self.late = max(self.late, time.monotonic() - due)
+            self.ticks += 1

@@ -20,7 +20,7 @@ from feedwatch.staleness import stale_notice
 from feedwatch.store.base import FeedRecord
 from feedwatch.testing import T0, FakeClock, entry, rss
 from tests.feedserver import feed_server_fixture  # noqa: F401
-from tests.helpers import poll_setup, run_feedwatch
+from tests.helpers import HeldWriteLock, LoopLateness, poll_setup, run_feedwatch
 
 SETTINGS = FeedSettings(interval=60, jitter=Jitter(), stale_after=3600)
 
@@ -986,7 +986,6 @@ def test_failed_poll_and_delivery_marks_keep_the_event_loop_running_while_the_st
     ping until the lock was let go. Now they wait with the loop running, and are
     stored once the lock is free: the failure recorded, the sent alert delivered (not
     sent again), the failed one pending for its retry."""
-    import threading
     import time
 
     from feedwatch.deliver import Dispatcher
@@ -1013,46 +1012,25 @@ def test_failed_poll_and_delivery_marks_keep_the_event_loop_running_while_the_st
     ok = RecordingSink(name="ok")
     bad = RecordingSink(name="bad", fail_with=SendResult.transient("503 Service Unavailable"))
 
-    other = sqlite3.connect(config.state, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
-    released: list[float] = []
-
-    def release() -> None:
-        released.append(time.monotonic())
-        other.execute("ROLLBACK")
-
-    holder = threading.Timer(3.0, release)  # another process's hold, ~3 s
+    lock = HeldWriteLock(config.state)
 
     async def main():
-        late = 0.0
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal late, ticks
-            while True:
-                due = time.monotonic() + 0.05
-                await asyncio.sleep(0.05)
-                late = max(late, time.monotonic() - due)
-                ticks += 1
-
-        ticker = asyncio.get_running_loop().create_task(tick())
-        await asyncio.sleep(0.1)  # the ticker runs
-        holder.start()
-        async with Fetcher() as fetcher:
-            poller = Poller(config, store, fetcher)
-            dispatcher = Dispatcher(config, store, {"ok": ok, "bad": bad})
-            report, sent = await asyncio.wait_for(
-                asyncio.gather(poller.poll(feed), dispatcher.run_once()), 20
-            )
-        done = time.monotonic()
-        ticker.cancel()
-        return report, sent, late, ticks, done
+        async with LoopLateness() as loop:
+            lock.start()
+            async with Fetcher() as fetcher:
+                poller = Poller(config, store, fetcher)
+                dispatcher = Dispatcher(config, store, {"ok": ok, "bad": bad})
+                report, sent = await asyncio.wait_for(
+                    asyncio.gather(poller.poll(feed), dispatcher.run_once()), 20
+                )
+            done = time.monotonic()
+        return report, sent, loop, done
 
     try:
-        report, sent, late, ticks, done = asyncio.run(main())
-        assert late < 0.5, f"the event loop stood still for {late:.2f} s"
-        assert ticks >= 20  # it ticked through the hold (3 s: ~60 ticks)
-        assert released and done >= released[0]
+        report, sent, loop, done = asyncio.run(main())
+        assert loop.late < 0.5, f"the event loop stood still for {loop.late:.2f} s"
+        assert loop.ticks >= 20  # it ticked through the hold (3 s: ~60 ticks)
+        assert lock.released is not None and done >= lock.released
         assert report.result == "error" and report.http_status == 500
         assert (sent.delivered, sent.retried, sent.dead) == (1, 1, 0)
         assert ok.alert_ids == [ids[0]] and bad.alert_ids == [ids[1]]
@@ -1062,7 +1040,5 @@ def test_failed_poll_and_delivery_marks_keep_the_event_loop_running_while_the_st
         [retry] = store.pending(sink="bad")
         assert retry.attempts == 1 and "503" in (retry.last_error or "")
     finally:
-        holder.cancel()
-        holder.join()
-        other.close()
+        lock.close()
         store.close()

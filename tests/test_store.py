@@ -47,7 +47,7 @@ from feedwatch.store import (
     acquire_lock,
     open_store,
 )
-from tests.helpers import wait_for
+from tests.helpers import HeldWriteLock, LoopLateness, wait_for
 from tests.pg import PgCluster, pg_cluster, pg_url
 
 __all__ = ["pg_cluster", "pg_url"]  # fixtures, imported for pytest
@@ -2434,55 +2434,31 @@ def test_group_commit_keeps_the_event_loop_running_while_the_state_is_locked(
     and sent no watchdog ping until the lock was let go (up to 10 s a batch). Now the
     loop runs while the write waits, and the write is done once the lock is free."""
     import asyncio
-    import threading
 
     from feedwatch.store.group import GroupCommit
 
     path = tmp_path / "state.db"
     store = SqliteStore(path)
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
-    released: list[float] = []
+    lock = HeldWriteLock(path)
 
-    def release() -> None:
-        released.append(time.monotonic())
-        other.execute("ROLLBACK")
-
-    holder = threading.Timer(3.0, release)  # another process's hold, ~3 s
-
-    async def main() -> tuple[list[str], float, float, int]:
-        late = 0.0
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal late, ticks
-            while True:
-                due = time.monotonic() + 0.05
-                await asyncio.sleep(0.05)
-                late = max(late, time.monotonic() - due)
-                ticks += 1
-
-        ticker = asyncio.get_running_loop().create_task(tick())
-        await asyncio.sleep(0.1)  # the ticker runs
-        holder.start()
-        got = await asyncio.wait_for(
-            GroupCommit(store).run(lambda: store.commit_poll(poll("a"))), 20
-        )
-        done = time.monotonic()
-        ticker.cancel()
-        return got, late, done, ticks
+    async def main() -> tuple[list[str], LoopLateness, float]:
+        async with LoopLateness() as loop:
+            lock.start()
+            got = await asyncio.wait_for(
+                GroupCommit(store).run(lambda: store.commit_poll(poll("a"))), 20
+            )
+            done = time.monotonic()
+        return got, loop, done
 
     try:
-        got, late, done, ticks = asyncio_run(main())
+        got, loop, done = asyncio_run(main())
         assert got == []
-        assert late < 0.5, f"the event loop stood still for {late:.2f} s"
-        assert ticks >= 20  # it ticked through the hold (3 s: ~60 ticks)
-        assert released and done >= released[0]
+        assert loop.late < 0.5, f"the event loop stood still for {loop.late:.2f} s"
+        assert loop.ticks >= 20  # it ticked through the hold (3 s: ~60 ticks)
+        assert lock.released is not None and done >= lock.released
         assert sqlite_rows(path, "SELECT name FROM feeds") == [("a",)]
     finally:
-        holder.cancel()
-        holder.join()
-        other.close()
+        lock.close()
         store.close()
 
 
