@@ -1263,11 +1263,15 @@ def _read_otherwise(text: str) -> bool:
     """Whether ``_read_by_shape`` may read ``text`` otherwise than parse version 22 did
     (AM/PM, an ISO zone name or comma fraction): the cost of a second reading is paid
     for those only."""
-    return bool(
-        _MERIDIEM.search(text)
-        or _ISO_NAMED_OR_COMMA.match(text)
-        or ("," in text and _ISO_BASIC.match(text))
-    )
+    if _MERIDIEM.search(text) or ("," in text and _ISO_BASIC.match(text)):
+        return True
+    iso = _ISO_NAMED_OR_COMMA.match(text)
+    if iso is None:
+        return False
+    # "Z" or a numeric offset, no comma: read as before (most feeds' dates, read once);
+    # none (the process's zone before), a name, or a comma fraction: maybe not
+    zone = iso.group(8)
+    return iso.group(7) == "," or zone is None or (zone.isalpha() and zone not in "Zz")
 
 
 def _local_is_utc() -> bool:
