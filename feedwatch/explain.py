@@ -1017,9 +1017,8 @@ def _dropped(out: TextIO, alerts: Sequence[AlertRecord], args: argparse.Namespac
     )
     w("  now: not in the config any more: nothing about it alerts any more\n")
     if not args.entry:
-        limit = max(args.limit, 0)
-        w(f"\nLatest alerts ({min(limit, len(alerts))} of {len(alerts)}), newest first:\n")
-        for r in alerts[:limit]:
+        w(f"\nLatest alerts ({min(args.limit, len(alerts))} of {len(alerts)}), newest first:\n")
+        for r in alerts[: args.limit]:
             title = show(one_line(_alert_title(r), 60)) or "(no title)"
             w(f"  {_t(r.created_at)}  {r.kind:<8} {title}\n")
             for d in r.deliveries:
@@ -1076,7 +1075,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not fetch the feed now: explain from the stored state only",
     )
     parser.add_argument(
-        "--limit", type=int, default=15, metavar="N", help="entries listed without ENTRY"
+        "--limit",
+        type=int,
+        default=15,
+        metavar="N",
+        help="entries listed without ENTRY, 1 or more (default 15)",
     )
 
 
@@ -1128,6 +1131,12 @@ def _claims(config: Config, a: Analysis) -> dict[str, dict[str, str]]:
 
 def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> int:
     config = load()
+    if args.limit < 1:  # (as `alerts --limit 0` is refused)
+        print(
+            f"feedwatch: --limit {args.limit}: give a number of entries, 1 or more",
+            file=sys.stderr,
+        )
+        return 2
     name: str = args.feed
     feed = config.feed(name)
     store = open_store(config.state, create=False, upgrade=False)
@@ -1194,7 +1203,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
     a.configured = frozenset(f.name for f in config.feeds)
     _header(out, a)
     if not args.entry:
-        _brief(out, a, max(args.limit, 0))
+        _brief(out, a, args.limit)
         out.flush()
         return 0
     matches = find(a.items, args.entry)

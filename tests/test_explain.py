@@ -194,6 +194,26 @@ def test_entries_that_do_not_match_and_lookup_failures(setup):
     assert "unknown feed 'nope' (configured: news)" in r.stderr
 
 
+def test_a_limit_below_one_is_refused_as_alerts_refuses_it(setup):
+    """`explain FEED --limit 0` (or -2) printed its header, "Latest entries (0 of 2)",
+    then a traceback (max() of an empty list) and exited 1, SPEC's "no match". It is
+    refused as `alerts --limit 0` is: exit 2, before fetching anything."""
+    tmp, srv, cfg = setup
+    assert fw(cfg, "check").returncode == 0
+    hits = srv.count("/news.xml")
+    for bad in ("0", "-2"):
+        r = fw(cfg, "explain", "news", "--limit", bad)
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert f"--limit {bad}: give a number of entries, 1 or more" in r.stderr
+        assert "Traceback" not in r.stderr and r.stdout == ""
+        r = fw(cfg, "explain", "news", "--limit", bad, "--no-fetch")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert srv.count("/news.xml") == hits  # refused before the fetch
+    r = fw(cfg, "explain", "news", "--limit", "1")
+    assert r.returncode == 0, r.stderr
+    assert "Latest entries (1 of 2), newest first:" in r.stdout
+
+
 def test_an_entry_repeating_another_ones_id_is_named_as_such_in_any_order(setup):
     tmp, srv, cfg = setup
     more = [*BASE, *(entry(n) for n in range(10, 20))]  # ids 90% distinct: guid stays
