@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from typing import Any, TextIO
 
 from feedwatch import streams
@@ -101,11 +102,42 @@ def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict
     }
 
 
+def _cells(text: str) -> int:
+    """The terminal cells ``text`` takes, as terminals (and wcwidth) count them: a wide
+    or fullwidth character (CJK, an emoji shown as one: 🚀) 2, a combining mark, a
+    format character (a zero-width joiner, a bidi mark) 0, any other 1; a variation
+    selector 16 makes a narrow character before it an emoji (❤️: 2), and a character
+    joined by a zero-width joiner is drawn in the glyph before it (👩‍💻: 2)."""
+    n = last = 0
+    joined = False
+    for ch in text:
+        if joined:
+            joined = False
+            continue
+        if ch == "\ufe0f":
+            n += 1 if last == 1 else 0
+            last = 2
+            continue
+        if ch == "\u200d":
+            joined = last > 0
+            continue
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            continue
+        last = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        n += last
+    return n
+
+
 def _table(rows: list[list[str]], out: TextIO) -> None:
-    """``rows`` in columns; a row may have a last cell more than the header (a note)."""
-    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(len(r) for r in rows))]
+    """``rows`` in columns, padded by the cells each takes in a terminal (a name in CJK
+    or with an emoji takes more than its characters); a row may have a last cell more
+    than the header (a note)."""
+    widths = [
+        max(_cells(r[i]) for r in rows if i < len(r)) for i in range(max(len(r) for r in rows))
+    ]
     for r in rows:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() + "\n")
+        line = "  ".join(c + " " * (w - _cells(c)) for c, w in zip(r, widths, strict=False))
+        out.write(line.rstrip() + "\n")
 
 
 def status_command(config: Config, out: TextIO, *, as_json: bool, check: bool) -> int:

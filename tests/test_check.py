@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -2986,6 +2987,42 @@ def test_forget_without_a_state_is_not_a_usage_error(setup):
     r = fw(cfg, "forget", "nosuch")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == "feedwatch: unknown feed 'nosuch' (configured: news, everything)\n"
+
+
+def _cells(text: str) -> int:
+    """Terminal cells of ``text`` as the test's names take them: wide (W/F) 2, a
+    combining mark 0, any other 1."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def test_status_columns_line_up_for_wide_and_combining_names(tmp_path, feed_server):  # noqa: F811
+    """`status` padded each name by its len(): a CJK name (東京ニュース, 12 cells in a
+    terminal for 6 characters) or one with an emoji (🚀 launches) pushed its row's
+    columns right of the others'; a name with a combining accent pulled them left.
+    Names are padded by the cells they take."""
+    names = ["plain", "東京ニュース", "🚀 launches", "cafe\u0301 news"]
+    feed_server.set("/f.xml", rss([entry(1)]))
+    feeds = "".join(
+        f'[[feeds]]\nname = "{n}"\nurl = "{feed_server.url("/f.xml")}?{i}"\n\n'
+        for i, n in enumerate(names)
+    )
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(jsonl_config(tmp_path, feeds), encoding="utf-8")
+    assert fw(cfg, "check").returncode == 0
+    r = fw(cfg, "status", env={"PYTHONIOENCODING": "utf-8"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()[: 1 + len(names)]
+    assert [x.split("  ")[0] for x in lines] == ["FEED", *names], r.stdout
+    # where each column starts, in cells: the same on every row
+    starts = []
+    for line in lines:
+        cols = re.finditer(r"(?<=  )\S", line)
+        starts.append([_cells(line[: m.start()]) for m in cols])
+    assert all(s == starts[0] for s in starts), r.stdout
+    assert len(starts[0]) == 7, r.stdout  # STATE .. NEXT POLL after FEED
 
 
 @pytest.mark.parametrize("json_flag", [(), ("--json",)])
