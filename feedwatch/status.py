@@ -74,29 +74,34 @@ def collect(config: Config) -> dict[str, Any]:
 
 
 def _row(name: str, url: str | None, rec: FeedRecord | None, state: str) -> dict[str, Any]:
-    # what the last poll said of a url the feed no longer has is not said of its url
+    # what the last poll said of a url the feed no longer has is not said of its url:
+    # until its first poll there the feed reads as one never polled (`new`), its next
+    # poll as soon as the daemon or `check` runs (the old url's backoff is not its)
     other_url = rec is not None and url is not None and rec.url != url
+    polled = None if other_url else rec
     return {
         "name": redact(name),  # (a name written with a ${VAR} shows as ***)
         "url": redact_url(url) if url else None,
         "state": state,
-        "http_status": rec.http_status if rec else None,
-        "last_poll": format_time(rec.last_poll) if rec else None,
-        "last_success": format_time(rec.last_success) if rec else None,
-        "errors": rec.errors if rec and not other_url else 0,
+        "http_status": polled.http_status if polled else None,
+        "last_poll": format_time(polled.last_poll) if polled else None,
+        "last_success": format_time(polled.last_success) if polled else None,
+        "errors": polled.errors if polled else 0,
         # (a removed feed's, stored by a version that did not mask it, might hold a
         # secret no longer registered: not shown, as its URL is not)
         "last_error": (
-            redact(rec.last_error)
-            if rec and rec.last_error and state != "removed" and not other_url
+            redact(polled.last_error)
+            if polled and polled.last_error and state != "removed"
             else None
         ),
         "entries": rec.entries if rec else 0,
         # a disabled, removed or gone feed is not polled: no time would come true
-        "next_poll": (format_time(rec.next_poll) if rec and state not in _NOT_POLLED else None),
+        "next_poll": (
+            format_time(polled.next_poll) if polled and state not in _NOT_POLLED else None
+        ),
         "redirected_to": (
-            redact_url(rec.redirected_to)
-            if rec and rec.redirected_to and state != "removed" and not other_url
+            redact_url(polled.redirected_to)
+            if polled and polled.redirected_to and state != "removed"
             else None
         ),
     }

@@ -1761,6 +1761,36 @@ def test_a_feed_given_a_new_url_is_not_held_back_by_the_old_urls_retry_after_or_
     assert json.loads(fw(cfg, "status", "--json").stdout)["feeds"][0]["state"] == "ok"
 
 
+def test_a_feed_given_a_new_url_reads_as_never_polled_until_polled_there(tmp_path, feed_server):  # noqa: F811
+    """After a feed's url was edited, `status` showed the old url's poll as the new
+    one's: `new 500 2026-12-08T01:49:13Z - 0 0 2026-12-08T02:17:49Z`, an HTTP status, a
+    last poll and a next poll up to hours away (the old url's backoff), while `run`
+    polls it a second after it starts. Until its first poll at the new url the row
+    reads as a never-polled feed's (SPEC: `new` never polled); its entries are kept."""
+    feed_server.set("/old", rss([entry(1)]))
+    feed_server.set("/new", rss([entry(1), entry(2)]))
+    cfg = tmp_path / "feedwatch.toml"
+    text = jsonl_config(tmp_path, f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/old")}"\n')
+    cfg.write_text(text)
+    assert fw(cfg, "check").returncode == 0
+    feed_server.set("/old", b"down", status=500)
+    assert fw(cfg, "check").returncode == 1
+    (row,) = json.loads(fw(cfg, "status", "--json").stdout)["feeds"]
+    assert (row["state"], row["http_status"]) == ("error", 500), row
+    assert row["last_poll"] and row["last_success"] and row["next_poll"], row
+    cfg.write_text(text.replace(feed_server.url("/old"), feed_server.url("/new")))
+    (row,) = json.loads(fw(cfg, "status", "--json").stdout)["feeds"]
+    never = {"http_status": None, "last_poll": None, "last_success": None, "next_poll": None}
+    assert row["state"] == "new" and {k: row[k] for k in never} == never, row
+    assert (row["errors"], row["last_error"], row["entries"]) == (0, None, 1), row
+    line = fw(cfg, "status").stdout.splitlines()[1]
+    assert line.split() == ["a", "new", "-", "-", "-", "0", "1", "-"], line
+    assert fw(cfg, "check").returncode == 0
+    (row,) = json.loads(fw(cfg, "status", "--json").stdout)["feeds"]
+    assert (row["state"], row["http_status"], row["entries"]) == ("ok", 200, 2), row
+    assert row["last_poll"] and row["last_success"] and row["next_poll"], row
+
+
 def test_a_removed_feeds_state_goes_after_retention_and_its_pending_alerts_stay(
     tmp_path,
     feed_server,  # noqa: F811
