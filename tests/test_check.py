@@ -4051,6 +4051,46 @@ def test_a_gone_feed_gets_one_stale_notice_from_check_and_recovered_when_back(
     assert len(stale()) == 1
 
 
+def test_a_gone_feed_forgotten_reads_as_due_not_as_failing(tmp_path, feed_server):  # noqa: F811
+    """`forget` resumes a feed stopped by a 410 (docs/troubleshooting.md), yet `status`
+    then showed it `error  410 ... NEXT POLL -` and `status --check` exited 1 until its
+    next poll (the daemon's, seconds later; a cron `check`'s, minutes): forget cleared
+    the 410 but kept the error it counted. The 410 goes with it: the feed reads as due
+    to be polled (no HTTP status, no error, no next poll time: at once)."""
+    feed_server.set("/f", rss([entry(1)]))
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(
+        jsonl_config(tmp_path, f'[[feeds]]\nname = "f"\nurl = "{feed_server.url("/f")}"\n')
+    )
+    assert fw(cfg, "check").returncode == 0
+    feed_server.set("/f", b"gone", status=410)
+    assert fw(cfg, "check").returncode == 1
+    (row,) = json.loads(fw(cfg, "status", "--json").stdout)["feeds"]
+    assert (row["state"], row["http_status"], row["errors"]) == ("gone", 410, 1), row
+    assert fw(cfg, "status", "--check").returncode == 1
+
+    assert fw(cfg, "forget", "f").returncode == 0
+    (row,) = json.loads(fw(cfg, "status", "--json").stdout)["feeds"]
+    assert row["state"] == "ok", row
+    assert (row["http_status"], row["errors"], row["last_error"], row["next_poll"]) == (
+        None,
+        0,
+        None,
+        None,
+    ), row
+    assert row["last_poll"] and row["last_success"], row  # (it was polled: not `new`)
+    r = fw(cfg, "status", "--check")
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.splitlines()[1].split()[:3] == ["f", "ok", "-"], r.stdout
+    assert "410" not in r.stdout, r.stdout
+
+    feed_server.set("/f", rss([entry(1), entry(2)]))
+    assert fw(cfg, "check").returncode == 0  # its baseline again
+    (row,) = json.loads(fw(cfg, "status", "--json").stdout)["feeds"]
+    assert (row["state"], row["http_status"], row["entries"]) == ("ok", 200, 2), row
+    assert row["next_poll"], row
+
+
 def test_a_feed_held_off_by_retry_after_gets_its_stale_notice_from_check(
     tmp_path,
     feed_server,  # noqa: F811

@@ -571,6 +571,14 @@ def test_forget_keeps_the_stale_mark_of_a_failing_feed(store: Store, gone: bool)
     assert store.forget("f") is True
     rec = store.feed("f")
     assert rec is not None and rec.stale_notified and not rec.gone
+    if gone:
+        # the 410 goes with the gone mark: the feed is due as one to be polled at once
+        # (status shows it neither `error` nor with the 410); its stale mark stays
+        failure = (rec.errors, rec.last_error, rec.http_status, rec.next_poll)
+        assert failure == (0, None, None, None)
+    else:  # still failing as it was: its streak and backoff stay
+        failure = (rec.errors, rec.last_error, rec.http_status, rec.next_poll)
+        assert failure == (1, "HTTP 503", 503, at(40))
 
 
 def test_a_poll_that_took_the_feed_as_baselined_is_void_after_a_forget(store: Store) -> None:

@@ -98,13 +98,21 @@ PRUNE_BATCH = 2_000
 DROP_BATCH = 5_000
 
 # What ``forget`` sets on a feed's row (its name appended): its next poll is a baseline.
-# A `stale` notice of a failing feed (gone, or erring) stays noted: its next good poll
-# sends the `recovered` (the way a feed stopped by a 410 comes back under the daemon),
-# a failing one no repeat. A feed stale only for want of new entries is as it was: its
-# baseline is no news, so no `recovered` (every right-hand side reads the old row).
+# A feed stopped by a 410 is resumed: the 410 goes with its gone mark (its error count,
+# last error, HTTP status; no next poll time: due at once), so `status` shows it due,
+# not `error` (`--check` failing) until its next poll. An erring feed keeps its streak
+# and backoff: it still fails. A `stale` notice of a failing feed (gone, or erring)
+# stays noted: its next good poll sends the `recovered` (the way a feed stopped by a
+# 410 comes back under the daemon), a failing one no repeat. A feed stale only for
+# want of new entries is as it was: its baseline is no news, so no `recovered` (every
+# right-hand side reads the old row).
 _RESET_FEED = (
     "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL,"
     " id_policy = 'guid', id_candidate = NULL, baselined = FALSE, gone = FALSE,"
+    " errors = CASE WHEN gone THEN 0 ELSE errors END,"
+    " last_error = CASE WHEN gone THEN NULL ELSE last_error END,"
+    " http_status = CASE WHEN gone THEN NULL ELSE http_status END,"
+    " next_poll = CASE WHEN gone THEN NULL ELSE next_poll END,"
     " stale_notified = (stale_notified AND (gone OR errors > 0)) WHERE name = "
 )
 
