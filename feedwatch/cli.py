@@ -530,6 +530,7 @@ def _check_with(
                 f"{sum(r.updated for r in reports)} updated, {shown.count} alerts; "
                 f"deliveries: {report.delivered} sent, {report.retried} to retry, "
                 f"{report.dead} dead, {report.waiting} held"
+                + (f", {report.unmarked} sent but not marked" if report.unmarked else "")
             )
         else:
             summary = f"dry run: {len(reports)} feeds polled, {shown.count} alerts would be sent"
@@ -731,7 +732,10 @@ async def _deliver(config: Config, store: Store, out: TextIO) -> Any:
     }
     dispatcher = Dispatcher(config, store, sinks)
     try:
-        return await dispatcher.run_once(force=True)
+        report = await dispatcher.run_once(force=True)
+        if report.unmarked:  # no next round: the marks the state did not take, once more
+            await dispatcher.store_unmarked(report)
+        return report
     finally:
         await dispatcher.aclose()
 

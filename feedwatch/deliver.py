@@ -17,11 +17,16 @@ server answering 4xx or 5xx to some RCPTs) is owed to those alone from then on
 (``Delivery.recipients_left``): its retry, or `redeliver` once it is dead, goes to
 them alone, so the ones that took it never get it again. Such a delivery is sent on
 its own (a digest: with the others owed to the same recipients) and holds back none
-of the sink's later alerts: the recipient that deferred may get a later alert before
-the one it deferred.
+of the sink's later alerts, whatever its retry's outcome: the recipient that deferred
+may get a later alert before the one it deferred (a server really down fails the next
+later alert's own send too, which holds back the rest as any failure does).
 
 The state is the queue: a crash between "sent" and "marked delivered" re-sends
-with the same id (at least once), never a different one.
+with the same id (at least once), never a different one. A mark the state cannot take
+(SQLite locked by another process past the busy limit, PostgreSQL out of reach) is kept
+in memory (``_Unmarked``) and stored first at the next run; until it is, that sink sends
+nothing (its queue is held), so a delivery sent is never sent again because its mark
+waits. Only a crash or a stop meanwhile loses such a mark: sent again, at least once.
 
 Several instances on one PostgreSQL state: a delivery is sent only under a claim
 (``store.claim_deliveries``) that only a pending row can give, so each is sent by one
@@ -53,6 +58,7 @@ from feedwatch.store.base import (
     LEASE_SECONDS,
     PENDING_PAGE,
     Delivery,
+    StateError,
     Store,
     alert_feed_name,
     log_state_failure,
@@ -72,11 +78,25 @@ class DispatchReport:
     retried: int = 0
     dead: int = 0
     waiting: int = 0  # held: for a digest, a removed sink, or behind one that waits to retry
+    # sent (counted above), but the state could not take the mark: kept in memory
+    unmarked: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+
+@dataclass
+class _Unmarked:
+    """How a send went, which the state could not take (locked elsewhere past the busy
+    limit, out of reach): stored at the next run before anything is sent."""
+
+    sink: str
+    ids: tuple[str, ...]
+    mark: Callable[[], None]
+    what: str  # delivered | retry | dead
+    error: str  # why the state did not take it
 
 
 class Dispatcher:
@@ -103,6 +123,9 @@ class Dispatcher:
         # the marks go through a group commit: while another process holds SQLite's
         # write lock they wait with the event loop running (feedwatch.store.group)
         self.writes = GroupCommit(store)
+        # marks the state could not take, oldest first: their sinks send nothing until
+        # they are stored (a sent alert is not sent again because its mark waits)
+        self._unmarked: list[_Unmarked] = []
 
     def stop(self) -> None:
         """The daemon stops: the sends under way end as usual, no other starts (what
@@ -112,16 +135,67 @@ class Dispatcher:
     async def run_once(self, *, force: bool = False) -> DispatchReport:
         """Send what is due; ``force`` (check, a manual request) ignores the retry backoff."""
         async with self._lock:
+            report = DispatchReport()
+            await self._store_unmarked()
             # A sink with something due: go through all of its queue, so that a newer
             # alert never overtakes an older one that waits for its retry.
             names = self.store.pending_sinks(due_at=None if force else self.clock())
-            report = DispatchReport()
             keepalive = asyncio.get_running_loop().create_task(self._renew_claims())
             try:
                 await asyncio.gather(*(self._run_sink(name, report, force) for name in names))
             finally:
                 keepalive.cancel()
             return report
+
+    async def store_unmarked(self, report: DispatchReport) -> None:
+        """The end of a run that no other follows (`check`): one more try at storing the
+        marks the state did not take; each still owed is a failure of ``report`` (the
+        process ends, the mark is lost: the next run sends that alert again)."""
+        async with self._lock:
+            await self._store_unmarked()
+            report.unmarked = sum(len(u.ids) for u in self._unmarked)
+            for u in self._unmarked:
+                n = len(u.ids)
+                report.failures.append(
+                    f"{u.sink}: {n} alert{'s' if n != 1 else ''} sent but not marked"
+                    f" {'for retry' if u.what == 'retry' else u.what}"
+                    f" ({u.error}): the next run sends {'them' if n != 1 else 'it'} again"
+                )
+
+    async def _store_unmarked(self) -> None:
+        """Store the marks the state did not take before (together: one batch); those it
+        still does not take stay owed, and their sinks send nothing this run."""
+        owed, self._unmarked = self._unmarked, []
+        if not owed:
+            return
+        try:
+            results = await asyncio.gather(
+                *(self.writes.run(u.mark) for u in owed), return_exceptions=True
+            )
+        except BaseException:  # cancelled (a stop): still owed, as before
+            self._unmarked[:0] = owed
+            raise
+        for u, result in zip(owed, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, StateError):
+                    log.error(
+                        "delivery.mark_failed", sink=u.sink, alerts=list(u.ids), exc_info=result
+                    )
+                u.error = redact(str(result))
+                self._unmarked.append(u)
+                log.warning(
+                    "delivery.mark_pending",
+                    sink=u.sink,
+                    alerts=list(u.ids),
+                    mark=u.what,
+                    error=u.error,
+                    hint="sent, not marked yet: the sink sends nothing until the mark is stored",
+                )
+            else:
+                log.info("delivery.mark_stored", sink=u.sink, alerts=list(u.ids), mark=u.what)
+
+    def _owes(self, sink: str) -> bool:
+        return any(u.sink == sink for u in self._unmarked)
 
     async def _renew_claims(self) -> None:
         """While sending, keep this instance's claims alive (a slow send outlasting its
@@ -136,6 +210,12 @@ class Dispatcher:
     async def _run_sink(self, name: str, report: DispatchReport, force: bool) -> None:
         now = self.clock()
         sink = self.sinks.get(name)
+        if self._owes(name):
+            # a mark of this sink waits in memory (the state did not take it): nothing
+            # goes before it is stored, neither again nor after it (order is kept)
+            for page in self.store.pending_pages(name, page=self.page):
+                report.waiting += len(page)
+            return
         live = self._live(name, sink, now, report)
         if sink is None:
             report.waiting += len([d async for d in live])
@@ -150,7 +230,10 @@ class Dispatcher:
             async for d in live:
                 groups.setdefault(d.recipients_left, []).append(d)
             for items in groups.values():
-                await self._digest(sink, items, digest, now, force, report)
+                if self._owes(name):  # a digest's mark the state did not take
+                    report.waiting += len(items)
+                else:
+                    await self._digest(sink, items, digest, now, force, report)
             return
         # A sink that can take several alerts in one go (jsonl: one write, one fsync) gets
         # them in order, in batches that succeed or fail together. The queue is read a page
@@ -170,12 +253,13 @@ class Dispatcher:
                 # wait, so none overtakes it
                 batch = []
             if alone:
-                # sent on its own when due; waiting for its retry, it holds back no
-                # later alert (which its recipients took, or may take, before it)
+                # sent on its own when due; waiting for its retry, or failing again, it
+                # holds back no later alert (which its recipients took, or may take,
+                # before it); only a stop, a claim elsewhere or a mark not stored does
                 if stopped or not (force or _due(d, now)):
                     report.waiting += 1
                 else:
-                    stopped = await self._send(sink, [d], report) in ("retry", "held")
+                    stopped = await self._send(sink, [d], report) == "held"
                 continue
             if not stopped and not force and not _due(d, now):
                 stopped = True  # in backoff: it and every newer alert wait (oldest first)
@@ -303,8 +387,12 @@ class Dispatcher:
             return await self._halves(sink, batch, result, report)
         now = self.clock()
         if result.ok:
-            await self._mark(
-                sink, ids, functools.partial(self.store.mark_delivered, sink.name, ids, now)
+            stored = await self._mark(
+                sink,
+                ids,
+                functools.partial(self.store.mark_delivered, sink.name, ids, now),
+                "delivered",
+                report,
             )
             metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="delivered")
             report.delivered += len(ids)
@@ -316,18 +404,20 @@ class Dispatcher:
                     feed=self._feed(d),
                     kind=d.kind,
                 )
-            return "delivered"
+            return "delivered" if stored else "held"
         # A sink scrubs its own secrets; this also masks any configured secret that a
         # receiver or a program echoed back (it would reach the state, `check` and logs).
         error = redact(result.error or "failed")
         left = result.recipients_left  # some took it: the others are owed it from now on
         if result.permanent:
-            await self._mark(
+            stored = await self._mark(
                 sink,
                 ids,
                 functools.partial(
                     self.store.mark_dead, sink.name, ids, now, error=error, recipients_left=left
                 ),
+                "dead",
+                report,
             )
             metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="dead")
             report.dead += len(ids)
@@ -339,10 +429,10 @@ class Dispatcher:
                 error=error,
                 **({"recipients_left": list(left)} if left is not None else {}),
             )
-            return "dead"
+            return "dead" if stored else "held"
         attempts = max(d.attempts for d in batch) + 1
         retry_at = pacing.delivery_retry_at(now, attempts, self.rng, retry_after=result.retry_after)
-        await self._mark(
+        stored = await self._mark(
             sink,
             ids,
             functools.partial(
@@ -354,6 +444,8 @@ class Dispatcher:
                 next_attempt=retry_at,
                 recipients_left=left,
             ),
+            "retry",
+            report,
         )
         metrics.DELIVERIES.inc(len(ids), sink=sink.name, result="retry")
         report.retried += len(ids)
@@ -367,18 +459,45 @@ class Dispatcher:
             retry_in=round((retry_at - now).total_seconds()),
             **({"recipients_left": list(left)} if left is not None else {}),
         )
+        if not stored:
+            return "held"
         return "retry" if left is None else "partial"
 
-    async def _mark(self, sink: Sink, ids: Sequence[str], mark: Callable[[], None]) -> None:
-        """How a send went, stored through the group commit; one that fails (the state
-        locked elsewhere past the busy timeout) raises as before, the alerts pending.
-        A stop cancelling the run while the mark waits: the mark is not made, the claims
-        go back and the alerts stay pending (sent again: at least once, never lost)."""
+    async def _mark(
+        self,
+        sink: Sink,
+        ids: Sequence[str],
+        mark: Callable[[], None],
+        what: str,
+        report: DispatchReport,
+    ) -> bool:
+        """How a send went, stored through the group commit: True once stored. One the
+        state does not take (locked elsewhere past the busy limit, out of reach): kept
+        in memory, stored first at the next run, the sink holding its queue till then
+        (False: this run of the sink ends here). A stop cancelling the run while the
+        mark waits: the mark is not made, the claims go back and the alerts stay
+        pending (sent again: at least once, never lost)."""
         try:
             await self.writes.run(mark)
         except asyncio.CancelledError:
             self._release(sink, ids)
             raise
+        except StateError as exc:
+            error = redact(str(exc))
+            self._unmarked.append(_Unmarked(sink.name, tuple(ids), mark, what, error))
+            report.unmarked += len(ids)
+            log.error(
+                "delivery.mark_failed",
+                sink=sink.name,
+                alerts=list(ids),
+                mark=what,
+                error=error,
+                hint="sent; the mark is kept in memory and stored at the next delivery"
+                " round, the sink sending nothing till then (a crash or a stop"
+                " meanwhile loses it: sent again)",
+            )
+            return False
+        return True
 
     async def _halves(
         self, sink: Sink, batch: Sequence[Delivery], refused: SendResult, report: DispatchReport

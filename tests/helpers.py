@@ -183,6 +183,12 @@ class HeldWriteLock:
     def start(self) -> None:
         self._timer.start()
 
+    def release(self) -> None:
+        """Let go now (not waiting for the timer)."""
+        self._timer.cancel()
+        if self.released is None:
+            self._release()
+
     def close(self) -> None:
         self._timer.cancel()
         if self._timer.is_alive() or self._timer.ident is not None:

@@ -36,6 +36,7 @@ from feedwatch.sinks.webhook import WebhookSink
 from feedwatch.store.base import Delivery
 from feedwatch.store.sqlite import SqliteStore
 from feedwatch.testing import T0, FakeClock, RecordingSink
+from tests.helpers import HeldWriteLock
 from tests.receivers import Receiver, make_delivery, make_payload, webhook_receiver
 from tests.smtpserver import PASSWORD, USER, SMTPServer, smtp_cert, smtp_server
 
@@ -681,6 +682,167 @@ def test_email_digest_parts_owed_to_different_recipients_go_as_separate_digests(
         ((ME, FULL), "1"),
         ((FULL,), "2"),
     ]
+
+
+def test_email_a_partly_delivered_alert_retried_by_each_check_holds_back_no_later_one(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    """Cron `check` (a forced run each time), three recipients, bob's mailbox full: the
+    first alert went to alice and carol. Each later check retried it to bob alone, it
+    failed for every recipient it went to (transient, no recipients_left), and that
+    stopped the sink: every later alert was held from alice and carol for as long as
+    bob's mailbox stayed full. The error also called bob's 452 a refusal."""
+    alice, bob, carol = "alice@example.org", "bob@example.org", "carol@example.org"
+    smtp = smtp_server("starttls", auth=True)
+    smtp.handler.rcpt_replies[bob] = "452 4.2.2 Mailbox full"
+    cfg = email_config(smtp, to=(alice, bob, carol))
+    clock = FakeClock()
+    sent: list[str] = []
+    for run_no in range(3):  # three cron runs, new alerts each time
+        new = [queue(store, clock, "mail") for _ in range(2 if run_no else 1)]
+        report = dispatch_email(tmp_path, store, cfg, smtp, clock, force=True)
+        assert report.waiting == 0 and report.delivered == 0, run_no
+        assert report.retried == len(sent) + len(new), run_no
+        sent += new
+        # every alert so far reached alice and carol, once; bob got nothing
+        assert copies(smtp) == {(r, i): 1 for r in (alice, carol) for i in sent}, run_no
+        clock.advance(60)
+    first = delivery(store, sent[0], "mail")
+    assert first.status == "pending" and first.recipients_left == (bob,)  # still owed to bob
+    assert first.attempts == 3
+    assert first.last_error is not None
+    assert "every recipient deferred: bob@example.org: 452 4.2.2 Mailbox full" in first.last_error
+    assert "(2 other recipients took it)" in first.last_error
+    assert "refused" not in first.last_error
+
+    smtp.handler.rcpt_replies.clear()  # bob's mailbox has room again
+    report = dispatch_email(tmp_path, store, cfg, smtp, clock, force=True)
+    assert report.delivered == len(sent) and pending(store, "mail") == []
+    assert copies(smtp) == {(r, i): 1 for r in (alice, bob, carol) for i in sent}
+
+
+def test_email_every_recipient_deferred_or_refused_says_which(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    """No recipient took it: 4xx alone is a deferral, 5xx alone a refusal, both: both."""
+    gone = "gone@example.org"
+    smtp = smtp_server("starttls", auth=True)
+    cfg = email_config(smtp, to=(FULL, gone))
+    clock = FakeClock()
+    for replies, said in (
+        ({FULL: "452 4.2.2 Mailbox full", gone: "451 4.3.0 Try later"}, "every recipient deferred"),
+        ({FULL: "550 5.1.1 No", gone: "550 5.1.1 No"}, "every recipient refused"),
+        (
+            {FULL: "452 4.2.2 Mailbox full", gone: "550 5.1.1 No"},
+            "every recipient deferred or refused",
+        ),
+    ):
+        smtp.handler.rcpt_replies.update(replies)
+        a = queue(store, clock, "mail")
+        dispatch_email(tmp_path, store, cfg, smtp, clock, force=True)
+        error = delivery(store, a, "mail").last_error
+        assert error is not None and f"{said}: " in error, error
+        assert "took it" not in error  # nobody had it
+        store.mark_dead("mail", [p.alert_id for p in pending(store, "mail")], clock(), error="next")
+
+
+class LockingSink(RecordingSink):
+    """Another process takes the state's write lock right after this sink's first send
+    (an admin's `sqlite3` session, a long VACUUM), and keeps it until released."""
+
+    def __init__(self, name: str, state: Path) -> None:
+        super().__init__(name=name, supports_digest=False)
+        self.state = state
+        self.held: HeldWriteLock | None = None
+
+    async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+        result = await super().send(deliveries)
+        if self.held is None:
+            self.held = HeldWriteLock(self.state, seconds=600)
+        return result
+
+
+def test_a_sent_alert_whose_mark_the_locked_state_refused_is_not_sent_again(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """The state locked elsewhere past the busy limit right after a send: the delivered
+    mark failed, the alert stayed pending, and each later delivery round sent it again
+    (4 copies in a 60 s lock). Now the mark waits in memory, the sink sends nothing
+    more until it is stored, and it is stored once the lock is let go."""
+    clock = FakeClock()
+    a, b = queue(store, clock, "hook"), queue(store, clock, "hook")
+    sink = LockingSink("hook", tmp_path / "state.db")
+    dispatcher = Dispatcher(config(tmp_path, hook=0.0), store, {"hook": sink}, clock=clock)
+    dispatcher.writes.busy_limit = 0.3
+    errors: list[BaseException] = []
+
+    async def round_() -> DispatchReport:
+        # as the daemon's delivery job: a run that raises is logged, the next one follows
+        try:
+            return await dispatcher.run_once()
+        except Exception as exc:
+            errors.append(exc)
+            return DispatchReport()
+
+    async def main() -> tuple[DispatchReport, ...]:
+        first = await round_()  # a sent, its mark refused: b waits
+        second = await round_()  # still locked: nothing sent again
+        third = await round_()
+        assert sink.held is not None
+        sink.held.release()
+        fourth = await round_()  # a's mark stored, then b sent
+        return first, second, third, fourth
+
+    try:
+        first, second, third, fourth = asyncio.run(main())
+    finally:
+        if sink.held is not None:
+            sink.held.close()
+    assert sink.alert_ids == [a, b]  # each sent once
+    assert errors == []
+    assert (first.delivered, first.unmarked, first.waiting) == (1, 1, 1)
+    for report in (second, third):
+        assert (report.delivered, report.retried, report.waiting) == (0, 0, 2)
+    assert (fourth.delivered, fourth.unmarked, fourth.waiting) == (1, 0, 0)
+    assert pending(store, "hook") == []
+    assert delivery(store, a, "hook").status == "delivered"
+    assert delivery(store, a, "hook").attempts == 1
+
+
+def test_check_tries_an_unmarked_send_again_at_its_end_and_says_if_it_cannot(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """`check` has no next round: at the end of its run it tries the marks the state did
+    not take once more; still locked, its report says so (the next check sends again)."""
+    clock = FakeClock()
+
+    async def check(dispatcher: Dispatcher, sink: LockingSink, released: bool) -> DispatchReport:
+        report = await dispatcher.run_once(force=True)  # as `check` does (cli._deliver)
+        assert sink.held is not None and report.unmarked == 1 and report.ok
+        if released:
+            sink.held.release()
+        await dispatcher.store_unmarked(report)
+        return report
+
+    for released in (True, False):
+        a = queue(store, clock, "hook")
+        sink = LockingSink("hook", tmp_path / "state.db")
+        dispatcher = Dispatcher(config(tmp_path, hook=0.0), store, {"hook": sink}, clock=clock)
+        dispatcher.writes.busy_limit = 0.3
+        try:
+            report = asyncio.run(check(dispatcher, sink, released))
+        finally:
+            if sink.held is not None:
+                sink.held.close()
+        assert sink.alert_ids == [a]
+        if released:
+            assert report.ok and report.unmarked == 0 and report.delivered == 1
+            assert delivery(store, a, "hook").status == "delivered"
+        else:
+            assert report.unmarked == 1 and len(report.failures) == 1
+            assert "hook: 1 alert sent but not marked delivered (state file" in report.failures[0]
+            assert "the next run sends it again" in report.failures[0]
+            assert delivery(store, a, "hook").status == "pending"
 
 
 def test_status_counts_per_sink(tmp_path: Path, store: SqliteStore) -> None:

@@ -750,6 +750,12 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
     return msg
 
 
+def _took(n: int) -> str:
+    """The note of an error naming the recipients that did not take a message: how many
+    others have it (none: no note)."""
+    return f" ({n} other recipient{'s' if n != 1 else ''} took it)" if n else ""
+
+
 def refused_for_size(code: int, message: str) -> bool:
     """Whether an SMTP reply refuses the message for its size: a 5xx whose enhanced
     status or words say so, or a 552 (RFC 5321: "exceeded storage allocation", which
@@ -863,7 +869,8 @@ class EmailSink:
             result = SendResult.dead(self._err(f"cannot build the message: {type(exc).__name__}"))
             log.error("email.failed", sink=self.name, alerts=len(ids), error=result.error)
             return result
-        result = await self._deliver(data, recipients)
+        # those of the configured recipients not owed it any more took it before
+        result = await self._deliver(data, recipients, len(self.recipients) - len(recipients))
         self._learn(wire_size(data), result)
         if result.ok:
             log.debug("email.sent", sink=self.name, alerts=len(ids), recipients=len(recipients))
@@ -1017,7 +1024,9 @@ class EmailSink:
         finally:
             smtp.close()
 
-    async def _deliver(self, data: bytes, recipients: Sequence[str]) -> SendResult:
+    async def _deliver(
+        self, data: bytes, recipients: Sequence[str], took_before: int = 0
+    ) -> SendResult:
         # aiosmtplib bounds each command; this bounds a server that answers slowly at every step.
         overall = self.timeout * 4 + 5
         try:
@@ -1033,8 +1042,17 @@ class EmailSink:
                 f"{self._said(r.recipient, 100)}: {r.code} {self._said(r.message, 200)}"
                 for r in exc.recipients
             )
-            what = f"every recipient refused: {detail}"
-            if any(400 <= c < 500 for c in codes):
+            # a 4xx defers (try later), a 5xx refuses; "every recipient": every one it
+            # went to (a partly delivered alert's retry goes to those still owed it)
+            later = [c for c in codes if 400 <= c < 500]
+            if not later:
+                word = "refused"
+            elif len(later) == len(codes):
+                word = "deferred"
+            else:
+                word = "deferred or refused"
+            what = f"every recipient {word}: {detail}{_took(took_before)}"
+            if later:
                 return SendResult.transient(self._err(what))
             return SendResult.dead(self._err(what))
         except aiosmtplib.SMTPResponseException as exc:
@@ -1081,15 +1099,14 @@ class EmailSink:
                 f"{self._said(rcpt, 100)}: {resp.code} {self._said(resp.message, 200)}"
                 for rcpt, resp in errors.items()
             )
-            took = len(recipients) - len(errors)
-            others = f"({took} other recipient{'s' if took != 1 else ''} took it)"
+            others = _took(took_before + len(recipients) - len(errors))
             if deferred:
                 return SendResult.transient(
-                    self._err(f"recipients deferred: {detail} {others}"),
+                    self._err(f"recipients deferred: {detail}{others}"),
                     recipients_left=[*deferred, *refused],
                 )
             return SendResult.dead(
-                self._err(f"recipients refused: {detail} {others}"), recipients_left=refused
+                self._err(f"recipients refused: {detail}{others}"), recipients_left=refused
             )
         return SendResult.success()
 
