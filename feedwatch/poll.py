@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import structlog
 
@@ -149,6 +149,22 @@ def _last_body_applies(record: FeedRecord, feed: FeedConfig) -> bool:
     the entries it committed) is about this URL: a feed whose `url` was edited starts
     from a full fetch, parse and comparison."""
     return record.baselined and record.url == feed.url
+
+
+class _Failure(NamedTuple):
+    """A failed poll: its write (None: a dry run), its report, its error count; recorded
+    here (a body worker) or through the group commit (the event loop)."""
+
+    write: Callable[[], None] | None
+    report: PollReport
+    errors: int
+
+    def logged(self) -> PollReport:
+        r = self.report
+        log.warning(
+            "feed.failed", feed=r.feed, status=r.http_status, error=r.error, errors=self.errors
+        )
+        return r
 
 
 class Poller:
@@ -340,15 +356,17 @@ class Poller:
         now = self.clock()
 
         if isinstance(outcome, FetchFailed):
-            return await self._failed_here(
-                feed,
-                record,
-                now,
-                outcome.reason,
-                status=outcome.status,
-                retry_after=outcome.retry_after,
-                gone=outcome.gone,
-                redirected_to=outcome.permanent_redirect,
+            return await self._recorded_here(
+                self._failure(
+                    feed,
+                    record,
+                    now,
+                    outcome.reason,
+                    status=outcome.status,
+                    retry_after=outcome.retry_after,
+                    gone=outcome.gone,
+                    redirected_to=outcome.permanent_redirect,
+                )
             )
 
         prune_before = now - timedelta(seconds=s.retention)
@@ -395,8 +413,15 @@ class Poller:
         failed = self._not_a_feed(feed, job, parsed)
         if failed is not None:
             reason, status, redirected = failed
-            return await self._failed_here(
-                feed, job.record, job.fetched_at, reason, status=status, redirected_to=redirected
+            return await self._recorded_here(
+                self._failure(
+                    feed,
+                    job.record,
+                    job.fetched_at,
+                    reason,
+                    status=status,
+                    redirected_to=redirected,
+                )
             )
         commit, report = self._after_parse(feed, job, parsed)
         if commit is not None:  # through the group commit: polls ending together share it
@@ -417,8 +442,15 @@ class Poller:
         failed = self._not_a_feed(feed, job, parsed)
         if failed is not None:
             reason, status, redirected = failed
-            return self._failed(
-                feed, job.record, job.fetched_at, reason, status=status, redirected_to=redirected
+            return self._recorded(
+                self._failure(
+                    feed,
+                    job.record,
+                    job.fetched_at,
+                    reason,
+                    status=status,
+                    redirected_to=redirected,
+                )
             )
         commit, report = self._after_parse(feed, job, parsed)
         if commit is not None:
@@ -697,46 +729,18 @@ class Poller:
             )
         return alerts
 
-    def _failed(
-        self,
-        feed: FeedConfig,
-        record: FeedRecord,
-        now: datetime,
-        reason: str,
-        *,
-        status: int | None,
-        retry_after: float | None = None,
-        gone: bool = False,
-        redirected_to: str | None = None,
-    ) -> PollReport:
-        """The failed poll recorded here and now (a body worker's)."""
-        write, report, errors = self._failure(
-            feed, record, now, reason, status, retry_after, gone, redirected_to
-        )
-        if write is not None:
-            write()
-        return self._failure_logged(feed, report, errors)
+    def _recorded(self, failure: _Failure) -> PollReport:
+        """A failed poll recorded here and now (a body worker's)."""
+        if failure.write is not None:
+            failure.write()
+        return failure.logged()
 
-    async def _failed_here(
-        self,
-        feed: FeedConfig,
-        record: FeedRecord,
-        now: datetime,
-        reason: str,
-        *,
-        status: int | None,
-        retry_after: float | None = None,
-        gone: bool = False,
-        redirected_to: str | None = None,
-    ) -> PollReport:
-        """The failed poll recorded through the group commit: on the event loop, a state
+    async def _recorded_here(self, failure: _Failure) -> PollReport:
+        """A failed poll recorded through the group commit: on the event loop, a state
         locked by another process is waited for with the loop running."""
-        write, report, errors = self._failure(
-            feed, record, now, reason, status, retry_after, gone, redirected_to
-        )
-        if write is not None:
-            await self.writes.run(write)
-        return self._failure_logged(feed, report, errors)
+        if failure.write is not None:
+            await self.writes.run(failure.write)
+        return failure.logged()
 
     def _failure(
         self,
@@ -744,12 +748,13 @@ class Poller:
         record: FeedRecord,
         now: datetime,
         reason: str,
+        *,
         status: int | None,
-        retry_after: float | None,
-        gone: bool,
-        redirected_to: str | None,
-    ) -> tuple[Callable[[], None] | None, PollReport, int]:
-        """A failed poll's write (None: a dry run), its report and its error count."""
+        retry_after: float | None = None,
+        gone: bool = False,
+        redirected_to: str | None = None,
+    ) -> _Failure:
+        """A failed poll: its write (None: a dry run), its report, its error count."""
         # stored, logged, shown by `check` and `status`, quoted by a stale notice: a
         # secret the config expanded into the URL (its host, say) is masked once, here
         reason = redact(reason)
@@ -785,18 +790,7 @@ class Poller:
             gone=gone,
             redirected_to=redirected_to,
         )
-        return write, report, errors
-
-    @staticmethod
-    def _failure_logged(feed: FeedConfig, report: PollReport, errors: int) -> PollReport:
-        log.warning(
-            "feed.failed",
-            feed=feed.name,
-            status=report.http_status,
-            error=report.error,
-            errors=errors,
-        )
-        return report
+        return _Failure(write, report, errors)
 
     def _queued(self, alerts: list[Alert], queued: list[str]) -> list[Alert]:
         """The alerts a commit queued (one already known from an earlier poll is not),

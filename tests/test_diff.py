@@ -1401,6 +1401,41 @@ def test_each_earlier_row_is_compared_with_its_own_releases_reading():
         assert kinds(r) == ([("updated", "Entry 1")] if changed else []), (stored_text, label)
 
 
+def _upgrade_is_silent(summary: str, labels: tuple[str, ...]) -> str:
+    """A row stored (under each of ``labels``) with the reading of ``summary`` an earlier
+    fingerprint made is compared in that reading: unchanged, stored again whole and
+    silently under the current version; an edit that reading shows (the title) alerts
+    at once; after the upgrade a later edit alerts once. A current row holding the
+    earlier reading is a real edit. The text as read now."""
+    text, was = html_readings(summary.format(8))
+    assert was is not None and len(set(was)) == 1 and was[0] != text
+    stored, ident = baseline([entry(1, summary=was[0]), entry(2)])
+    for label in labels:
+        rows = _labelled(stored, label)
+        r = run(rows, [_read(1, summary.format(8)), entry(2)], identity=ident)
+        assert r.changes == (), label
+        assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
+            (text, "v7:"),
+            ("Summary of entry 2.", "v7:"),
+        ]
+        edited = [_read(1, summary.format(8), "Entry 1, corrected"), entry(2)]
+        assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
+        upgraded = apply(rows, r)
+        assert run(upgraded, [_read(1, summary.format(8)), entry(2)], identity=ident).upserts == ()
+        r = run(upgraded, [_read(1, summary.format(16)), entry(2)], identity=ident)
+        assert kinds(r) == [("updated", "Entry 1")]
+        assert r.changes[0].changes["summary"] == FieldChange(
+            text, html_to_text(summary.format(16))
+        )
+        again = run(apply(upgraded, r), [_read(1, summary.format(16)), entry(2)], identity=ident)
+        assert again.changes == ()
+    # a current row holding the earlier reading: the feed changed it (a real edit)
+    assert kinds(run(stored, [_read(1, summary.format(8)), entry(2)], identity=ident)) == [
+        ("updated", "Entry 1")
+    ]
+    return text
+
+
 @pytest.mark.parametrize(
     "summary",
     [
@@ -1419,31 +1454,7 @@ def test_a_row_fingerprint_v5_stored_is_no_change_after_the_upgrade(summary):
     under v6; a later edit alerts, once; an edit that reading shows (the title) alerts
     at once. (Where v5's reading lost the edited text, "u8" -> "u16", the edit made
     before the first poll after the upgrade is not seen: once, as for v4's.)"""
-    text, was = html_readings(summary.format(8))
-    assert was is not None and len(set(was)) == 1 and was[0] != text
-    stored, ident = baseline([entry(1, summary=was[0]), entry(2)])
-    for label in ("v5:", "v4:", "v3:", "v2:"):
-        rows = _labelled(stored, label)
-        r = run(rows, [_read(1, summary.format(8)), entry(2)], identity=ident)
-        assert r.changes == (), label
-        assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            (text, "v7:"),
-            ("Summary of entry 2.", "v7:"),
-        ]
-        edited = [_read(1, summary.format(8), "Entry 1, corrected"), entry(2)]
-        assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
-        upgraded = apply(rows, r)
-        r = run(upgraded, [_read(1, summary.format(16)), entry(2)], identity=ident)
-        assert kinds(r) == [("updated", "Entry 1")]
-        assert r.changes[0].changes["summary"] == FieldChange(
-            text, html_to_text(summary.format(16))
-        )
-        again = run(apply(upgraded, r), [_read(1, summary.format(16)), entry(2)], identity=ident)
-        assert again.changes == ()
-    # a current row holding v5's reading: the feed changed it (a real edit)
-    assert kinds(run(stored, [_read(1, summary.format(8)), entry(2)], identity=ident)) == [
-        ("updated", "Entry 1")
-    ]
+    _upgrade_is_silent(summary, ("v5:", "v4:", "v3:", "v2:"))
 
 
 @pytest.mark.parametrize(
@@ -1465,31 +1476,8 @@ def test_a_row_fingerprint_v6_stored_is_no_change_after_the_upgrade(summary):
     hold that reading. Each is compared with the entry as its own release read it:
     unchanged, it is stored again whole and silently, under v7; a later edit alerts,
     once; an edit that reading shows (the title) alerts at once."""
-    text, was = html_readings(summary.format(8))
-    assert was is not None and len(set(was)) == 1 and was[0] != text
+    text = _upgrade_is_silent(summary, ("v6:", "v5:", "v4:", "v3:", "v2:"))
     assert ("<" in text) != ("ruby" in summary)
-    stored, ident = baseline([entry(1, summary=was[0]), entry(2)])
-    for label in ("v6:", "v5:", "v4:", "v3:", "v2:"):
-        rows = _labelled(stored, label)
-        r = run(rows, [_read(1, summary.format(8)), entry(2)], identity=ident)
-        assert r.changes == (), label
-        assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            (text, "v7:"),
-            ("Summary of entry 2.", "v7:"),
-        ]
-        edited = [_read(1, summary.format(8), "Entry 1, corrected"), entry(2)]
-        assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
-        upgraded = apply(rows, r)
-        assert run(upgraded, [_read(1, summary.format(8)), entry(2)], identity=ident).upserts == ()
-        r = run(upgraded, [_read(1, summary.format(16)), entry(2)], identity=ident)
-        assert kinds(r) == [("updated", "Entry 1")]
-        assert r.changes[0].changes["summary"] == FieldChange(
-            text, html_to_text(summary.format(16))
-        )
-    # a current row holding v6's reading: the feed changed it (a real edit)
-    assert kinds(run(stored, [_read(1, summary.format(8)), entry(2)], identity=ident)) == [
-        ("updated", "Entry 1")
-    ]
 
 
 def test_an_entry_keyed_by_its_content_is_found_under_the_key_v6_read():

@@ -2499,11 +2499,14 @@ def test_group_commit_writes_asked_for_while_the_state_is_locked_go_in_order(
         writes = GroupCommit(store, busy_limit=1.0)
         other.execute("BEGIN IMMEDIATE")
         a = asyncio.ensure_future(writes.run(write("a")))
-        await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 5
+        while writes._retry is None:  # till its batch found the lock taken and waits
+            assert time.monotonic() < deadline, "the batch never tried"
+            await asyncio.sleep(0.005)
         b = asyncio.ensure_future(writes.run(write("b")))
         gone = asyncio.ensure_future(writes.run(write("gone")))
         c = asyncio.ensure_future(writes.run(write("c")))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)  # the three are queued
         gone.cancel()
         await asyncio.sleep(0.2)
         assert not (a.done() or b.done() or c.done())
