@@ -103,6 +103,7 @@ from feedwatch.identity import (
     normalize_link,
     normalize_space,
     textless_identity,
+    told_apart,
 )
 from feedwatch.model import (
     Change,
@@ -167,6 +168,15 @@ class DiffResult:
     # the row a re-key collision kept for an entry of the body, as compared: written
     # before ``upserts``, so the store's own rule for a collision does not decide
     kept: tuple[StoredEntry, ...] = ()
+    # each entry's identity, in body order (``identity.told_apart`` makes an entry's
+    # depend on the body's others)
+    identities: tuple[str, ...] = ()
+    # of ``duplicates``, those of an identity not stored before this poll: entries nothing
+    # tells apart, met for the first time
+    repeated_new: int = 0
+    # entries told apart by their enclosures stored silently, their group's one row
+    # stored before they were (``_first_told``)
+    quiet: int = 0
 
 
 def _choose_policy(
@@ -225,13 +235,16 @@ def _settled_keys(
     """The entries taken as seen and unchanged without a comparison (``Settled``): none
     when the policy switches now (every row is re-keyed), when ``settled``'s body had
     duplicate identities under the policy, or when this body has (which of several is
-    compared depends on the row: ``_likest``)."""
+    compared depends on the row: ``_likest``), or when entries of this body are told
+    apart by their enclosures (``identity.told_apart``: an item as it was may have
+    another key now)."""
     if (
         settled is None
         or not settled.indexes
         or not has_rows
         or policy != identity.policy
         or policy not in settled.unique_under
+        or any(k.plain for k in keys)
     ):
         return frozenset()
     ids = {key_for(k, policy) for k in keys}
@@ -275,6 +288,7 @@ def stored_needed(
     ``has_rows``: whether the feed has any stored entry; pass the same, and the same
     ``settled``, to ``diff``. The settled entries' rows are not needed: their identities
     are named apart (``StoredNeed.settled``) for the store to vouch for."""
+    keys = told_apart(keys)
     state = _choose_policy(settings, identity, keys, baselined and has_rows)
     if has_rows and state.policy != identity.policy:
         return None
@@ -293,13 +307,69 @@ def stored_needed(
         for c in (k.content, k.textless)
         if c
     )
+    # an entry keyed by its content: the row of the key it had told apart by its
+    # enclosures (``_told_keys``), or of the one it had before it was (``_first_told``)
+    told = (
+        c
+        for k, key in zip(compared, own, strict=True)
+        if key == k.content
+        for c in (k.plain or k.told,)
+        if c
+    )
     return StoredNeed(
-        identities=tuple(dict.fromkeys([*identities, *unlinked])),
+        identities=tuple(dict.fromkeys([*identities, *unlinked, *told])),
         links=tuple(dict.fromkeys(v for k in compared if k.link for v in link_variants(k.link))),
         settled=tuple(key_for(keys[i], state.policy) for i in sorted(skip)),
         # (a link's spellings an earlier version stored: missing, the rule is its own)
         all_if_missing=tuple(dict.fromkeys(key for key in own if not _by_id(key))),
     )
+
+
+def _told_keys(
+    keys: Sequence[EntryKeys], policy: Policy, current: Mapping[str, StoredEntry]
+) -> Sequence[EntryKeys]:
+    """``keys`` where an entry keyed by its content (``key_for``), the only one of its
+    content key in the body, was told apart by its enclosures before (its ``told``
+    key is stored, its content key is not): it keeps that key. So a group of such
+    entries that shrinks to one and grows again keeps its rows."""
+    out: list[EntryKeys] | None = None
+    for n, k in enumerate(keys):
+        if (
+            k.told
+            and not k.plain
+            and key_for(k, policy) == k.content
+            and k.content not in current
+            and k.told in current
+        ):
+            out = list(keys) if out is None else out
+            out[n] = replace(k, content=k.told, plain=k.content)
+    return keys if out is None else out
+
+
+def _first_told(
+    body: Sequence[tuple[str, int, str]],
+    keys: Sequence[EntryKeys],
+    current: Mapping[str, StoredEntry],
+    seen: set[str],
+) -> dict[str, str]:
+    """The entries of the body told apart by their enclosures (``identity.told_apart``)
+    whose group has none of its keys stored but a row under their common content key,
+    absent from the body: a state of a release before, which stored the group as one
+    entry, or a feed of one such entry that got a second. Which of them the row was is
+    not known, so they are stored silently (as a feed's first poll stores its body),
+    and the row goes to the last of them (the oldest, in a feed that puts the newest
+    first): left, it would be taken for a later entry of that text (link churn).
+    A content key -> the key of the entry that takes its row."""
+    groups: dict[str, list[str]] = {}
+    for key, i, _ in body:
+        plain = keys[i].plain
+        if plain and key == keys[i].content:
+            groups.setdefault(plain, []).append(key)
+    return {
+        plain: members[-1]
+        for plain, members in groups.items()
+        if plain in current and plain not in seen and not any(m in current for m in members)
+    }
 
 
 def _by_id(identity: str) -> bool:
@@ -1176,6 +1246,7 @@ def diff(
     for one."""
     if keys is None or len(keys) != len(entries):
         keys = [entry_keys(e) for e in entries]
+    keys = told_apart(keys)
     if has_rows is None:
         has_rows = bool(stored)
     ignore = _ignore(settings.ignore_text, feed)
@@ -1188,6 +1259,7 @@ def diff(
             raise ValueError("the identity policy switches: diff needs every stored entry")
         current, rekeys, collided = _rekey(stored, state.policy, identity.policy, keys)
     skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
+    keys = _told_keys(keys, state.policy, current)
 
     # Identities of this body; of several entries with one identity, the one compared
     # is the one likest its stored row (``_likest``), the first when none is stored.
@@ -1218,6 +1290,13 @@ def diff(
         body.append((key, i, k.fingerprint))
     body_size = len(seen)
     settled_seen = len(touched)
+
+    # Entries told apart by their enclosures whose content key holds the one row of them
+    # all, stored before they were: stored as they are, silently (``_first_told``)
+    quiet = _first_told(body, keys, current, seen)
+    for plain, last in quiet.items():
+        rekeys.append((plain, last))
+        current[last] = replace(current.pop(plain), identity=last)
 
     # GUID churn: an unknown id whose link (unique in the body) and text match a
     # stored entry that is absent from this body is that entry under a new id (of
@@ -1292,9 +1371,13 @@ def diff(
     new_items: list[tuple[str, EntrySnapshot, str]] = []
     chosen: list[StoredEntry] = []  # DiffResult.kept
     known: list[tuple[int, str, EntrySnapshot, str, StoredEntry, bool, bool]] = []
+    quieted: list[StoredEntry] = []
     for key, i, fp in body:
         entry = entries[i]
         old: StoredEntry | None = current.get(key)
+        if keys[i].plain in quiet:
+            quieted.append(_row(feed, key, entry, fp, now, old))
+            continue
         if old is None:
             # a relative id stored resolved against the feed's URL, as it once was: the
             # same entry, whatever its text (feedwatch.parse._ids_as_given); an id
@@ -1473,6 +1556,7 @@ def diff(
             )
         )
 
+    upserts += quieted
     new_changes: list[Change] = []
     for key, entry, fp in new_items:
         row = _row(feed, key, entry, fp, now, None)
@@ -1488,6 +1572,7 @@ def diff(
             )
         )
 
+    fresh = {key for key, _, _ in new_items}  # (a repeated identity first met now)
     baseline = not baselined
     flood = 0
     if baseline:
@@ -1514,4 +1599,7 @@ def diff(
         duplicates=len(dropped),
         dropped=tuple(dropped),
         kept=tuple(chosen),
+        identities=tuple(own),
+        repeated_new=sum(1 for i in dropped if own[i] in fresh),
+        quiet=len(quieted),
     )

@@ -357,7 +357,11 @@ def analyse(
         seen: set[str] = set()
         dropped = set(result.dropped)
         for pos, e in enumerate(parsed.entries):
-            key = identity_for(e, result.identity.policy)
+            key = (
+                result.identities[pos]
+                if len(result.identities) == len(parsed.entries)
+                else identity_for(e, result.identity.policy)
+            )
             # of several entries with one identity, the one the diff compared is the entry
             if pos in dropped:
                 items.append(

@@ -12,7 +12,9 @@ import functools
 import hashlib
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
@@ -68,7 +70,9 @@ _SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:", "v6:", "v7:")
 # .2: a link's other query parameters kept as written when a tracking one is dropped.
 # .3: the content key of an entry without a published time covers its text
 # (``content_identity_at``), and ``EntryKeys.textless`` is the key without it.
-KEYS_VERSION = f"{FINGERPRINT_VERSION}.3"
+# .4: an entry with an enclosure has the content key that tells it apart by the
+# enclosures' URLs (``EntryKeys.told``).
+KEYS_VERSION = f"{FINGERPRINT_VERSION}.4"
 
 # Query parameters that say nothing about what a link points at: analytics tags
 # and cache-busters. A link differing only by these is the same link.
@@ -356,6 +360,51 @@ def textless_identity(entry: EntrySnapshot | StoredEntry) -> str | None:
     return content_identity_at(entry, None, told=False)
 
 
+def _bare_url(url: str) -> str:
+    """An enclosure URL as ``told_identity`` hashes it: normalised, without its query
+    and fragment (a CDN's signed token, changed at every request)."""
+    base = url.strip().partition("#")[0].partition("?")[0]
+    return normalize_link(base) or ""
+
+
+def told_identity(entry: EntrySnapshot, content: str) -> str | None:
+    """For an entry with an enclosure, the content key ``content`` told apart by the
+    URLs of its enclosures, each without its query and fragment (``_bare_url``), in
+    any order; None for one without. The key of such an entry in a body where its
+    content key is another entry's (``told_apart``)."""
+    urls = sorted({u for enc in entry.enclosures if enc.url and (u := _bare_url(enc.url))})
+    if not urls:
+        return None
+    return "c:" + _h("enclosures", content, *urls)[:32]
+
+
+def told_apart(keys: Sequence[EntryKeys]) -> Sequence[EntryKeys]:
+    """A body's keys, where entries share a content key (a feed of recordings with
+    neither id, link, title, date nor text; items all titled "Morning briefing") and
+    their enclosures tell them apart (``EntryKeys.told``): each of them with an
+    enclosure keyed by it (``content`` its ``told`` key, ``plain`` its own content key).
+    Every entry of the group, whatever its place in the body: a new item at the top
+    takes no row of another. An entry whose content key no other entry of the body
+    has keeps its key, and so do entries nothing tells apart (the same enclosure, or
+    none). ``keys`` itself when nothing changes (the common case)."""
+    if not any(k.told for k in keys):
+        return keys
+    told: dict[str, set[str | None]] = {}
+    count: Counter[str] = Counter()
+    for k in keys:
+        count[k.content] += 1
+        told.setdefault(k.content, set()).add(k.told)
+    apart = {c for c, n in count.items() if n > 1 and len(told[c]) > 1}
+    if not apart:
+        return keys
+    return [
+        replace(k, content=k.told, plain=k.content)
+        if k.told and k.plain is None and k.content in apart
+        else k
+        for k in keys
+    ]
+
+
 def identity_for(entry: EntrySnapshot | StoredEntry, policy: Policy) -> str:
     """The entry's key under a policy, falling back per entry when it lacks the field."""
     entry_id = entry.entry_id.strip() if entry.entry_id else ""
@@ -554,12 +603,14 @@ def _resolved(raw: str, bases: Sequence[str]) -> list[str]:
 
 def entry_keys(entry: EntrySnapshot) -> EntryKeys:
     """Everything the diff hashes or normalises of one snapshot, computed once."""
+    content = content_identity(entry)
     return EntryKeys(
         fingerprint=entry_fingerprint(entry),
         entry_id=entry.entry_id.strip() if entry.entry_id else "",
         link=normalize_link(entry.link),
-        content=content_identity(entry),
+        content=content,
         textless=textless_identity(entry),
+        told=told_identity(entry, content) if entry.enclosures else None,
     )
 
 
@@ -579,7 +630,9 @@ def key_for(keys: EntryKeys, policy: Policy) -> str:
 
 
 def distinct_under(keys: Sequence[EntryKeys]) -> list[Policy]:
-    """The policies under which these entries' identities are all distinct."""
+    """The policies under which these entries' identities are all distinct: their own
+    keys, not told apart (``told_apart``), so a body whose entries' content keys collide
+    is not distinct under content (``diff._settled_keys``)."""
     policies: tuple[Policy, ...] = ("guid", "link", "content")
     return [p for p in policies if len({key_for(k, p) for k in keys}) == len(keys)]
 

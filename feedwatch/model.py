@@ -268,6 +268,13 @@ class EntryKeys:
     # of the title and link alone (``identity.textless_identity``), which finds the row
     # of the entry edited, and the row a release before keyed it by (KEYS_VERSION v5.3)
     textless: str | None = None
+    # for an entry with an enclosure: the content key that tells it apart by its
+    # enclosures' URLs (``identity.told_identity``), its key where the content keys
+    # of a body's entries collide (``identity.told_apart``)
+    told: str | None = None
+    # set by ``identity.told_apart`` only, for a body: ``content`` is then ``told``,
+    # and this the entry's content key as computed alone
+    plain: str | None = None
 
 
 # The end of the warning a body labelled in a single-byte encoding but UTF-8 gets: read

@@ -84,8 +84,10 @@ log = structlog.get_logger("feedwatch.parse")
 # the times as read before (``EntrySnapshot.reread``); 24: what decoding made of a
 # field without a tag of its own is text unless it holds HTML's structure ("the
 # &lt;dialog&gt; element"), ruby's readings are dropped, and the texts as fingerprint
-# v6 read them too (``text``)
-PARSE_VERSION = 24
+# v6 read them too (``text``); 25: a relative enclosure URL is resolved against the
+# xml:base in effect at its item, whatever the item holds (``_item_bases``: the base
+# of its title, summary or content only before, else the document's URL)
+PARSE_VERSION = 25
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -389,6 +391,36 @@ def _untyped_atom_enclosures() -> None:
 
 
 _untyped_atom_enclosures()
+
+# the key under which ``_item_bases`` records an entry's base in feedparser's dict
+_ITEM_BASE = "feedwatch_base"
+
+
+def _item_bases() -> None:
+    """feedparser records the xml:base in effect only in a text field's details (an
+    item's ``title_detail``, ...): an item without a title, summary or content had
+    none, and its relative enclosure URL was resolved against the document's URL. The
+    base in effect where an RSS ``<item>`` or an Atom ``<entry>`` starts (its own
+    xml:base, else its channel's or feed's, else the document's URL) is recorded in
+    the entry (``_ITEM_BASE``) for ``_entry_base``."""
+    from feedparser.namespaces._base import Namespace
+
+    own = Namespace._start_item
+    if hasattr(own, "__wrapped__"):
+        return
+
+    @functools.wraps(own)
+    def start_item(self: Any, attrs_d: dict[str, Any]) -> Any:
+        out = own(self, attrs_d)
+        if self.entries and isinstance(self.baseuri, str) and self.baseuri:
+            dict.__setitem__(self.entries[-1], _ITEM_BASE, self.baseuri)
+        return out
+
+    Namespace._start_item = start_item
+    Namespace._start_entry = start_item
+
+
+_item_bases()
 
 
 class _ContentParamsCopy:
@@ -1129,6 +1161,10 @@ def _earlier(*fields: tuple[str, tuple[str, str, str, str] | None]) -> Readings 
 
 
 def _entry_base(e: dict[str, Any]) -> str | None:
+    """The xml:base in effect at the entry (``_item_bases``); else its title's,
+    summary's or content's."""
+    if b := _str(dict.get(e, _ITEM_BASE)).strip():
+        return b
     details = [dict.get(e, "title_detail"), dict.get(e, "summary_detail")]
     details += list(dict.get(e, "content") or [])
     for d in details:

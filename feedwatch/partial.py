@@ -336,7 +336,7 @@ def _time(dt: datetime | None) -> int | None:
 def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
     """A cache line's body: the keys, a tab, the snapshot (JSON escapes every tab in a
     string, so the first tab ends the keys)."""
-    keys = [k.fingerprint, k.entry_id, k.link, k.content, k.textless]
+    keys = [k.fingerprint, k.entry_id, k.link, k.content, k.textless, k.told]
     row = [
         e.entry_id,
         e.title,
@@ -376,10 +376,14 @@ def _decode_keys(lines: Sequence[bytes]) -> list[EntryKeys]:
         raise ValueError("bad parse cache entries")
     out = []
     for row in rows:
-        fp, key_id, key_link, key_content, textless = row
+        fp, key_id, key_link, key_content, textless, told = row
         if type(fp) is not str or type(key_id) is not str or type(key_content) is not str:
             raise ValueError("not a string")
-        out.append(EntryKeys(fp, key_id, _opt_str(key_link), key_content, _opt_str(textless)))
+        out.append(
+            EntryKeys(
+                fp, key_id, _opt_str(key_link), key_content, _opt_str(textless), _opt_str(told)
+            )
+        )
     return out
 
 

@@ -603,11 +603,16 @@ class Poller:
         )
         if result.churn:
             log.info("feed.timestamp_churn", feed=feed.name, entries=len(parsed.entries))
-        if result.duplicates and feed.name not in self._repeated:
+        if result.quiet:
+            log.info("feed.told_apart", feed=feed.name, entries=result.quiet)
+        if result.duplicates and (result.repeated_new or feed.name not in self._repeated):
             # of several entries with one identity one is compared, the others neither
-            # compared nor alerted (SPEC 4); said once, not at every poll
+            # compared nor alerted (SPEC 4): a new one among them is lost. A warning (a
+            # cron `-q check` mails it) where such entries are met for the first time
+            # (an identity not stored before), so once, not at every poll; else an
+            # info, once per process
             self._repeated.add(feed.name)
-            log.info(  # (nothing to mend here: not a warning a cron `-q check` mails)
+            (log.warning if result.repeated_new else log.info)(
                 "feed.repeated_identity",
                 feed=feed.name,
                 entries=result.duplicates,

@@ -31,7 +31,13 @@ from feedwatch.config import (
     parse_size,
 )
 from feedwatch.discover import FEED_TYPES, FeedLink, discover_feeds, looks_like_html
-from feedwatch.identity import detect_policy, identity_for, normalize_link
+from feedwatch.identity import (
+    detect_policy,
+    entry_keys,
+    key_for,
+    normalize_link,
+    told_apart,
+)
 from feedwatch.model import (
     Config,
     EntrySnapshot,
@@ -401,7 +407,8 @@ def _report(
             " (too few distinct ids and links)",
         }[policy]
         w(f'Identity:      id_policy = "auto" would key entries on {why}\n')
-        repeated = len(entries) - len({identity_for(e, policy) for e in entries})
+        keys = told_apart([entry_keys(e) for e in entries])
+        repeated = len(entries) - len({key_for(k, policy) for k in keys})
         if repeated:
             w(
                 f"               {repeated} {'entry has' if repeated == 1 else 'entries have'}"

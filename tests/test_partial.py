@@ -911,6 +911,7 @@ def test_keys_version_names_what_the_keys_are() -> None:
     import hashlib
 
     from feedwatch.identity import KEYS_VERSION, entry_keys
+    from feedwatch.model import Enclosure
     from feedwatch.testing import entry as make_entry
 
     samples = [
@@ -919,9 +920,13 @@ def test_keys_version_names_what_the_keys_are() -> None:
         make_entry(3, entry_id=None, link=None, summary="See https://ex.org/b?q=a%20b&fbclid=1."),
         make_entry(4, title="Vec<u8> lands", link="http://www.ex.org/p/4?cb=9"),
         make_entry(5, entry_id=None, link=None, published=None, title="", summary="post A"),
+        replace(
+            make_entry(6, entry_id=None, link=None, published=None, title="", summary=""),
+            enclosures=(Enclosure("https://CDN.ex.org/rec-6.mp3?token=a#t=1"),),
+        ),
     ]
     digest = hashlib.sha256(repr([entry_keys(e) for e in samples]).encode()).hexdigest()[:16]
-    assert (KEYS_VERSION, digest) == ("v7.3", "4704d8d68972da7e")
+    assert (KEYS_VERSION, digest) == ("v7.4", "d8ba11d8f4624d3f")
 
 
 def test_the_zone_a_date_named_is_read_back_from_the_cache(tmp_path: Path) -> None:
