@@ -237,14 +237,20 @@ NEWS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>News</title>
 </channel></rss>"""
 
 
-def test_check_alerts_a_new_recording_once_and_a_token_change_never(tmp_path, feed_server):  # noqa: F811
-    srv = feed_server
+def _first_check(tmp: Path, srv: FeedServer) -> Path:
+    """The config of the three feeds, after a first ``check`` of two recordings."""
     srv.set("/rec.xml", recordings([2, 1]))
     srv.set("/news.xml", NEWS)
     srv.set("/media.xml", RSS_BASE)
-    cfg = _config(tmp_path, srv)
+    cfg = _config(tmp, srv)
     r = fw(cfg, "check")
     assert r.returncode == 0, r.stderr
+    return cfg
+
+
+def test_check_alerts_a_new_recording_once_and_a_token_change_never(tmp_path, feed_server):  # noqa: F811
+    srv = feed_server
+    cfg = _first_check(tmp_path, srv)
     assert alerts(tmp_path) == []
     news_keys = _keys(tmp_path, "news")
     # the unrelated feed's keys: each entry's own content key, as before
@@ -276,11 +282,7 @@ def test_check_alerts_a_new_recording_once_and_a_token_change_never(tmp_path, fe
 
 def test_check_after_an_upgrade_stores_the_group_silently_once(tmp_path, feed_server):  # noqa: F811
     srv = feed_server
-    srv.set("/rec.xml", recordings([2, 1]))
-    srv.set("/news.xml", NEWS)
-    srv.set("/media.xml", RSS_BASE)
-    cfg = _config(tmp_path, srv)
-    assert fw(cfg, "check").returncode == 0
+    cfg = _first_check(tmp_path, srv)
     # the state as a release before left it: the group's one row, under its content key
     plain = content_identity(entries_of(recordings([1]))[0])
     with sqlite3.connect(tmp_path / "state.db") as db:
