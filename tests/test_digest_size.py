@@ -6,7 +6,8 @@ it goes: a stop between two parts re-sends only the part in flight. Against real
 receivers: aiosmtpd with a ``data_size_limit`` (announced as SIZE in its EHLO, or
 not), and a webhook receiver answering 413 past 1 MiB as nginx does. A digest that
 a receiver refuses for its size anyway (a limit smaller than announced, or than the
-default) goes again in halves, until each alert is taken or one too big alone is dead.
+default) goes again in halves, until each alert is taken or one too big alone is dead
+(a webhook's goes cut to fit); the email and webhook sinks remember the size refused.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import email
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable, Collection, Sequence
@@ -34,7 +36,7 @@ from feedwatch.sinks.webhook import WebhookSink
 from feedwatch.store.base import Delivery
 from feedwatch.store.sqlite import SqliteStore
 from feedwatch.testing import FakeClock, RecordingSink
-from tests.receivers import Receiver, make_payload, webhook_receiver
+from tests.receivers import Received, Receiver, make_payload, webhook_receiver
 from tests.smtpserver import PASSWORD, USER, SMTPServer, smtp_cert, smtp_server
 from tests.test_deliver_unit import store
 
@@ -322,12 +324,17 @@ def test_email_digest_shows_an_excerpt_of_each_long_read() -> None:
 # --------------------------------------------------------------------------
 
 
-def hook_config(receiver: Receiver) -> SinkConfig:
+def hook_config(receiver: Receiver, fmt: str = "json", digest: float = 3.0) -> SinkConfig:
     return SinkConfig(
         name="hook",
         type="webhook",
-        digest=3.0,
-        options={"url": receiver.url + "/hook", "format": "json", "timeout": 10.0},
+        digest=digest,
+        options={
+            "url": receiver.url + "/hook",
+            "format": fmt,
+            "timeout": 10.0,
+            "secret": Secret("signing-key"),
+        },
     )
 
 
@@ -364,13 +371,14 @@ def test_json_digest_refused_413_by_a_smaller_proxy_goes_in_halves(
 ) -> None:
     """Behind a proxy taking less than 1 MB each digest was answered 413 and every alert
     in it went dead. Now each refused part goes as two halves: every alert is posted
-    (and taken) once, in order, and only the one too big alone goes dead."""
+    (and taken) once, in order; the one too big alone (its 12,000 tags) goes cut to fit,
+    not dead."""
     webhook_receiver.max_body = 200_000
     cfg = hook_config(webhook_receiver)
     clock = FakeClock()
     ids = hold(store, clock, "hook", 40, 16_000, huge=(25,))
     report = dispatch(tmp_path, store, WebhookSink(cfg), cfg, clock)
-    assert (report.delivered, report.dead, report.retried) == (39, 1, 0), report.failures
+    assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
     requests = webhook_receiver.received()
     assert {r.status for r in requests} == {200, 413}
     assert all(len(r.body) > 200_000 for r in requests if r.status == 413)
@@ -378,15 +386,19 @@ def test_json_digest_refused_413_by_a_smaller_proxy_goes_in_halves(
     for r in requests:
         if r.status != 200:
             continue
-        got = [a["id"] for a in json.loads(r.body)["alerts"]]
+        alerts = json.loads(r.body)["alerts"]
+        got = [a["id"] for a in alerts]
         assert r.headers["x-feedwatch-digest"] == str(len(got))
         assert r.headers["x-feedwatch-delivery"] == digest_id(got, 32)
+        if got == [ids[25]]:  # its tags cut, the first ones kept
+            tags = alerts[0]["entry"]["tags"]
+            assert 0 < len(tags) < 12_000 and tags[0] == "tag-00000-ukraine-war"
+        else:
+            for a in alerts:  # the others whole
+                assert a["entry"]["summary"] == long_read(ids.index(a["id"]), 16_000)
         taken += got
-    assert taken == ids[:25] + ids[26:]
-    state = deliveries(store, "hook")
-    assert [state[i].status for i in ids] == ["delivered"] * 25 + ["dead"] + ["delivered"] * 14
-    error = state[ids[25]].last_error or ""
-    assert "refused the alert for its size: HTTP 413" in error
+    assert taken == ids
+    assert set(statuses(store, "hook").values()) == {"delivered"}
 
 
 def test_webhook_tells_413_from_other_refusals(webhook_receiver: Receiver) -> None:
@@ -401,8 +413,107 @@ def test_webhook_tells_413_from_other_refusals(webhook_receiver: Receiver) -> No
             await sink.aclose()
 
     for status, too_big in ((413, True), (400, False), (422, False)):
+        webhook_receiver.requests.clear()
         result = asyncio.run(answered(status))
         assert not result.ok and result.permanent and result.too_big is too_big
+        sizes = [len(r.body) for r in webhook_receiver.received()]
+        if too_big:  # each try smaller than the one refused, until nothing is left to cut
+            assert len(sizes) >= 2 and sizes == sorted(set(sizes), reverse=True), sizes
+            assert "refused the alert for its size: HTTP 413" in (result.error or "")
+        else:  # any other 4xx: dead at its first answer, never sent again
+            assert len(sizes) == 1, sizes
+
+
+def signed(r: Received) -> bool:
+    mac = hmac.new(b"signing-key", r.body, hashlib.sha256).hexdigest()
+    return r.headers["x-feedwatch-signature-256"] == f"sha256={mac}"
+
+
+@pytest.mark.parametrize(("fmt", "limit"), [("json", 2500), ("slack", 1000), ("discord", 2500)])
+def test_webhook_alert_refused_413_alone_goes_cut_to_fit_and_later_ones_fit_at_once(
+    tmp_path: Path, store: SqliteStore, webhook_receiver: Receiver, fmt: str, limit: int
+) -> None:
+    """A long read posted alone to a receiver taking less (a proxy's small body limit)
+    was answered 413 and went dead: the alert lost, and every later long read the same.
+    Now its texts are cut ("…") until the body fits, and sent again at once: delivered,
+    with its own id and a signature of the body sent. The sink remembers the size refused:
+    the next long reads are cut before they are sent, not refused first."""
+    webhook_receiver.max_body = limit
+    cfg = hook_config(webhook_receiver, fmt, digest=0.0)
+    sink = WebhookSink(cfg)
+    clock = FakeClock()
+    [first] = hold(store, clock, "hook", 1, 40_000)
+    report = dispatch(tmp_path, store, sink, cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (1, 0, 0), report.failures
+    requests = webhook_receiver.received()
+    assert [r.status for r in requests][0] == 413 and requests[-1].status == 200
+    assert [r.status for r in requests].count(200) == 1
+    assert all(r.headers["x-feedwatch-delivery"] == first for r in requests)
+    taken = requests[-1]
+    assert len(taken.body) <= limit and signed(taken)
+    assert "Long read 0" in taken.body.decode()
+    if fmt == "json":
+        alert = json.loads(taken.body)
+        assert alert["id"] == first and alert["entry"]["link"] == make_payload()["entry"]["link"]
+        summary = alert["entry"]["summary"]
+        assert summary.endswith("…") and long_read(0, 40_000).startswith(summary[:-1].rstrip())
+    assert statuses(store, "hook") == {first: "delivered"}
+    webhook_receiver.requests.clear()
+    later = hold(store, clock, "hook", 3, 40_000, first=1)
+    report = dispatch(tmp_path, store, sink, cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (3, 0, 0), report.failures
+    requests = webhook_receiver.received()
+    assert [r.status for r in requests] == [200] * 3  # cut before sending: none refused
+    assert [r.headers["x-feedwatch-delivery"] for r in requests] == later
+    assert all(len(r.body) <= limit and signed(r) for r in requests)
+    # a short alert goes whole, as always
+    webhook_receiver.requests.clear()
+    [short] = hold(store, clock, "hook", 1, 100, first=4)
+    assert dispatch(tmp_path, store, sink, cfg, clock).delivered == 1
+    [r] = webhook_receiver.received()
+    assert r.status == 200 and long_read(4, 100) in r.body.decode()
+
+
+@pytest.mark.parametrize("fmt", ["json", "slack"])
+def test_webhook_sink_remembers_the_size_refused_and_cuts_the_next_digest_before_sending(
+    tmp_path: Path, store: SqliteStore, webhook_receiver: Receiver, fmt: str
+) -> None:
+    """A proxy taking less than the format's own limit: every digest went whole first,
+    was answered 413 and only then went in halves (a refused request each time). The
+    sink remembers the smallest body refused, as the email sink does: the next digests
+    are cut below it before anything is sent, each alert in one of them, in order."""
+    limit = 60_000 if fmt == "json" else 6_000
+    webhook_receiver.max_body = limit
+    cfg = hook_config(webhook_receiver, fmt)
+    sink = WebhookSink(cfg)
+    clock = FakeClock()
+    ids = hold(store, clock, "hook", 40, 3000)
+    with capture_logs() as logs:
+        report = dispatch(tmp_path, store, sink, cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
+    assert [e["event"] for e in logs].count("delivery.split") >= 1  # learnt the hard way
+    for batch in range(1, 3):
+        webhook_receiver.requests.clear()
+        clock.advance(3600)
+        ids = hold(store, clock, "hook", 40, 3000, first=40 * batch)
+        clock.advance(3600)
+        with capture_logs() as logs:
+            report = dispatch(tmp_path, store, sink, cfg, clock)
+        assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
+        assert [e for e in logs if e["event"] == "delivery.split"] == []
+        requests = webhook_receiver.received()
+        assert len(requests) >= 2 and {r.status for r in requests} == {200}
+        assert all(len(r.body) <= limit and signed(r) for r in requests)
+        sent: list[str] = []
+        for r in requests:
+            n = int(r.headers["x-feedwatch-digest"])
+            part = ids[len(sent) : len(sent) + n]
+            assert r.headers["x-feedwatch-delivery"] == digest_id(part, 32)
+            if fmt == "json":
+                assert [a["id"] for a in json.loads(r.body)["alerts"]] == part
+            sent += part
+        assert sent == ids
+        assert set(statuses(store, "hook").values()) == {"delivered"}
 
 
 # --------------------------------------------------------------------------

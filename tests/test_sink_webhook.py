@@ -1107,3 +1107,38 @@ def test_slack_keeps_the_urls_in_feed_text_as_written() -> None:
         assert url in text, text
     assert "https://ex.org/~user/my_tool_2.tar.gz" in text
     assert "Get ∗it∗ at" in text and "Get *it*" not in text
+
+
+def test_cut_payload_cuts_texts_and_lists_never_ids_links_or_times() -> None:
+    """An alert cut to fit a receiver's size (413): its texts end in "…" after a word,
+    its lists keep their first items; what names or points at it stays whole."""
+    long_link = "https://www.example.org/" + "a" * 300
+    p = make_payload(
+        kind="updated",
+        title="word " * 100,
+        summary="text " * 1000,
+        link=long_link,
+        changes={
+            "link": {"old": long_link, "new": long_link + "b"},
+            "updated": {"old": "2024-11-22T10:40:17Z", "new": "2024-11-22T15:56:45Z"},
+            "summary": {"old": "old " * 100, "new": "new " * 100},
+        },
+    )
+    p["entry"]["tags"] = [f"tag{i}" for i in range(100)]
+    cut = formats.cut_payload(p, 40)
+    entry = cut["entry"]
+    assert entry["title"].endswith("…") and len(entry["title"]) <= 40
+    assert p["entry"]["title"].startswith(entry["title"][:-1])
+    assert len(entry["summary"]) <= 40 and len(cut["changes"]["summary"]["new"]) <= 40
+    assert entry["tags"] == p["entry"]["tags"][:40]
+    for key in ("id", "link", "published", "updated"):
+        assert entry[key] == p["entry"][key]
+    assert cut["changes"]["link"] == p["changes"]["link"]
+    assert cut["changes"]["updated"] == p["changes"]["updated"]
+    assert (cut["id"], cut["detected_at"], cut["feed"]["url"]) == (
+        p["id"],
+        p["detected_at"],
+        p["feed"]["url"],
+    )
+    assert formats.longest_part(p) == len(p["entry"]["summary"])
+    assert formats.cut_payload(p, formats.longest_part(p)) == p  # nothing to cut above it

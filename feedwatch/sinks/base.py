@@ -55,6 +55,41 @@ class SendResult:
         return cls(ok=False, permanent=True, error=error, too_big=too_big, recipients_left=left)
 
 
+class LearntSize:
+    """What a receiver's refusals for size (``SendResult.too_big``) taught of a limit it
+    enforces but did not announce: the smallest message (bytes as sent) it refused, and
+    the largest it took below that. A sink keeps one for its life (the process, or until
+    a reload changes the sink), so that its next messages are cut to what the receiver
+    took before they are sent, not refused first and then halved."""
+
+    def __init__(self) -> None:
+        self.refused: int | None = None
+        self.accepted: int | None = None
+
+    def learn(self, size: int, result: SendResult) -> None:
+        """What a send of ``size`` bytes tells of the receiver's unannounced limit."""
+        if result.too_big:
+            if self.refused is None or size < self.refused:
+                self.refused = size
+            if self.accepted is not None and self.accepted >= self.refused:
+                self.accepted = None  # taken before the limit came down
+        elif result.ok or result.recipients_left is not None:  # (some recipients took it)
+            if self.refused is not None and size >= self.refused:
+                self.refused = None  # the limit went up
+            if self.accepted is None or size > self.accepted:
+                self.accepted = size
+
+    def limit(self) -> int | None:
+        """The most a message may take as the refusals taught: the largest message taken
+        below the smallest refused, or half that refused size if more (a lone small alert
+        taken says little of the limit: cut to it, every later digest would go an alert a
+        message, for good); None, none refused. A half refused again is halved as any
+        refused message is, and teaches a smaller refused size."""
+        if self.refused is None:
+            return None
+        return max(self.accepted or 0, self.refused // 2)
+
+
 class Sink(Protocol):
     name: str
     type: str

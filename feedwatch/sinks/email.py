@@ -44,7 +44,7 @@ import structlog
 from feedwatch.mailbox import address_parts, ascii_address, ascii_domain, parse_mailbox
 from feedwatch.model import SinkConfig
 from feedwatch.redact import redact
-from feedwatch.sinks.base import SendResult, fit_parts
+from feedwatch.sinks.base import LearntSize, SendResult, fit_parts
 from feedwatch.sinks.formats import alerts_count
 from feedwatch.store.base import Delivery
 from feedwatch.textdiff import Piece, excerpt, marked, word_diff
@@ -814,13 +814,10 @@ class EmailSink:
         # unknown until a connection has told
         self._size: int | None = None
         self._size_known = False
-        # the smallest message (bytes as sent) the server refused for its size (a limit
-        # it enforces but did not announce, or announced larger), and the largest it
-        # took below that. Kept for the life of this sink (the process, or until a
-        # reload changes the sink): the next digests are cut to what it took before
-        # they are sent, not refused first and then halved (``_learn``)
-        self._refused: int | None = None
-        self._accepted: int | None = None
+        # what the server's refusals for size taught of a limit it enforces but did not
+        # announce (or announced larger): the next digests are cut to what it took
+        # before they are sent, not refused first and then halved (``_learn``)
+        self._sizes = LearntSize()
 
     def __repr__(self) -> str:
         return f"EmailSink(name={self.name!r}, host={self.host!r}, port={self.port})"
@@ -931,26 +928,11 @@ class EmailSink:
 
     def _learn(self, size: int, result: SendResult) -> None:
         """What a send of ``size`` bytes tells of the server's unannounced limit."""
-        if result.too_big:
-            if self._refused is None or size < self._refused:
-                self._refused = size
-            if self._accepted is not None and self._accepted >= self._refused:
-                self._accepted = None  # taken before the limit came down
-        elif result.ok or result.recipients_left is not None:  # (some recipients took it)
-            if self._refused is not None and size >= self._refused:
-                self._refused = None  # the limit went up
-            if self._accepted is None or size > self._accepted:
-                self._accepted = size
+        self._sizes.learn(size, result)
 
     def _known_limit(self) -> int | None:
-        """The most a digest may take as the server's refusals taught: the largest message
-        it took below the smallest it refused, or half that refused size if more (a lone
-        small alert taken says little of the limit: cut to it, every later digest would
-        go an alert a message, for good); None, none refused. A half refused again is
-        halved as any refused digest is, and teaches a smaller refused size."""
-        if self._refused is None:
-            return None
-        return max(self._accepted or 0, self._refused // 2)
+        """The most a digest may take as the server's refusals taught (``LearntSize``)."""
+        return self._sizes.limit()
 
     def _wire_size(self, deliveries: Sequence[Delivery]) -> int:
         return wire_size(build_message(deliveries, self.cfg).as_bytes(policy=SMTP_7BIT))

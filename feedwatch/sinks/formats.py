@@ -55,6 +55,47 @@ def digest_json(payloads: Sequence[Payload]) -> bytes:
     return payload_json({"version": 1, "kind": "digest", "alerts": list(payloads)})
 
 
+# What ``cut_payload`` never cuts (the whole value under such a key): what names or
+# points at the alert, and times. A cut link or id would point nowhere or name another.
+_UNCUT_KEYS = frozenset(
+    {"version", "id", "kind", "detected_at", "name", "url", "link", "published", "updated"}
+)
+MIN_CUT = 16  # ``cut_payload``'s smallest cap
+
+
+def cut_payload(p: Payload, cap: int) -> dict[str, Any]:
+    """The payload with each text longer than ``cap`` characters cut after a word (ending
+    in ``…``) and each list to its first ``cap`` items: an alert made to fit a receiver
+    that refuses it whole for its size. Ids, links, URLs, names and times stay whole."""
+
+    def cut(value: object) -> object:
+        if isinstance(value, str):
+            return shorten(value, cap, words=True)
+        if isinstance(value, Mapping):
+            return {k: v if k in _UNCUT_KEYS else cut(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [cut(v) for v in value[:cap]]
+        return value
+
+    return {k: v if k in _UNCUT_KEYS else cut(v) for k, v in p.items()}
+
+
+def longest_part(p: Payload) -> int:
+    """The longest text or list of a payload that ``cut_payload`` may cut: the cap above
+    which it cuts nothing."""
+
+    def most(value: object) -> int:
+        if isinstance(value, str):
+            return len(value)
+        if isinstance(value, Mapping):
+            return max((most(v) for k, v in value.items() if k not in _UNCUT_KEYS), default=0)
+        if isinstance(value, (list, tuple)):
+            return max([len(value), *(most(v) for v in value)])
+        return 0
+
+    return most(p)
+
+
 def alerts_count(n: int) -> str:
     """``1 alert``, ``3 alerts``: a digest may hold a single alert."""
     return f"{n} alert" if n == 1 else f"{n} alerts"

@@ -4,6 +4,12 @@ The URL is a secret (it usually embeds a token), so no error or log line ever
 names it, nor a header value: errors name the sink and the HTTP status.
 Redirects are never followed: a webhook that moved is a config problem, and
 following it would re-send the body (and its auth headers) somewhere else.
+
+A 413 (Payload Too Large: a proxy's body limit, a service's) is a refusal for size,
+told apart from any other 4xx: the sink remembers the size refused (``LearntSize``, as
+the email sink does) and cuts later digests to what the receiver took before sending
+them; a message of one alert so refused goes again at once with its texts cut
+(``formats.cut_payload``) until it fits, and later ones are cut before they are sent.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from feedwatch.model import Secret, SinkConfig
 from feedwatch.pacing import parse_retry_after
 from feedwatch.redact import url_secrets
 from feedwatch.sinks import formats
-from feedwatch.sinks.base import SendResult, fit_parts
+from feedwatch.sinks.base import LearntSize, SendResult, fit_parts
 from feedwatch.store.base import Delivery
 
 log = structlog.get_logger("feedwatch.sinks.webhook")
@@ -40,6 +46,9 @@ _RESERVED = frozenset({"content-length", "host", "transfer-encoding"})
 # need more): under 1 MiB, nginx's default client_max_body_size. The other formats cut
 # a long digest to their service's limits ("…and N more alerts").
 MAX_JSON_DIGEST = 1_000_000
+# How many times one alert refused for its size (413) goes again, cut smaller, in one send
+# (each try is at most half the smallest body refused, or the largest taken below it)
+MAX_CUTS = 24
 
 
 class _BadHeader(Exception):
@@ -100,6 +109,8 @@ class WebhookSink:
         self._digest = cfg.digest > 0
         self._client = client
         self._own_client = client is None
+        # what the receiver's 413s taught of its body limit, for the life of this sink
+        self._sizes = LearntSize()
         if client is None:
             proxyenv.check()  # httpx's client takes the environment's proxy
 
@@ -131,8 +142,13 @@ class WebhookSink:
     def _err(self, what: str) -> str:
         return f"sink {self.name}: {what}"
 
-    def build_request(self, deliveries: Sequence[Delivery]) -> tuple[bytes, httpx.Headers]:
-        payloads = [d.payload for d in deliveries]
+    def build_request(
+        self, deliveries: Sequence[Delivery], payloads: Sequence[formats.Payload] | None = None
+    ) -> tuple[bytes, httpx.Headers]:
+        """The body and headers of a POST of ``deliveries``, or of ``payloads`` in their
+        stead (the same alerts cut to fit: the same ids)."""
+        if payloads is None:
+            payloads = [d.payload for d in deliveries]
         digest = self._digest or len(deliveries) > 1
         body, content_type, extra = render(self._format, payloads, digest=digest)
         headers = httpx.Headers({"User-Agent": USER_AGENT, "Content-Type": content_type})
@@ -160,20 +176,35 @@ class WebhookSink:
         return body, headers
 
     async def digest_parts(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
-        """A `json` digest too big for one body: several, oldest first, each at most
-        MAX_JSON_DIGEST bytes (an alert too big alone goes alone, whole)."""
+        """The held batch as digests (oldest first) whose bodies each fit: a `json` one at
+        most MAX_JSON_DIGEST bytes, and any format's no larger than what the receiver took,
+        once it refused one for its size (413: ``LearntSize.limit``). An alert too big
+        alone goes alone, whole (``send`` cuts its texts to fit)."""
         items = list(deliveries)
-        if self._format != "json" or len(items) <= 1:
+        if len(items) <= 1:
             return [items]
-        sizes = [len(formats.payload_json(d.payload)) + 1 for d in items]  # and a comma
-        if sum(sizes) + 64 <= MAX_JSON_DIGEST:
+        limit = self._sizes.limit()
+        if self._format == "json":
+            limit = MAX_JSON_DIGEST if limit is None else min(limit, MAX_JSON_DIGEST)
+            sizes = [len(formats.payload_json(d.payload)) + 1 for d in items]  # and a comma
+            if sum(sizes) + 64 <= limit:
+                return [items]
+            return fit_parts(
+                items,
+                lambda run: len(formats.digest_json([d.payload for d in run])),
+                limit,
+                sizes,
+            )
+        if limit is None:
+            return [items]  # the format keeps to its service's limits ("…and N more")
+
+        def size(run: Sequence[Delivery]) -> int:
+            return len(render(self._format, [d.payload for d in run], digest=True)[0])
+
+        if size(items) <= limit:
             return [items]
-        return fit_parts(
-            items,
-            lambda run: len(formats.digest_json([d.payload for d in run])),
-            MAX_JSON_DIGEST,
-            sizes,
-        )
+        guess = [len(formats.payload_json(d.payload)) for d in items]
+        return fit_parts(items, size, limit, guess)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -185,6 +216,21 @@ class WebhookSink:
             return SendResult.success()
         try:
             body, headers = self.build_request(deliveries)
+            limit = self._sizes.limit()
+            if len(deliveries) == 1 and limit is not None and len(body) > limit:
+                # bigger than the receiver took since it refused one for its size: cut
+                # before sending, not refused first
+                cut = self._cut(deliveries[0], limit)
+                if cut is not None and len(cut[0]) < len(body):
+                    log.info(
+                        "webhook.cut",
+                        sink=self.name,
+                        alert=deliveries[0].alert_id,
+                        size=len(body),
+                        sent=len(cut[0]),
+                        limit=limit,
+                    )
+                    body, headers = cut
         except _BadHeader as exc:
             return SendResult.dead(
                 self._err(
@@ -193,6 +239,57 @@ class WebhookSink:
             )
         except (TypeError, ValueError) as exc:  # a payload that cannot be rendered
             return SendResult.dead(self._err(f"cannot render the alert: {type(exc).__name__}"))
+        for _ in range(MAX_CUTS):
+            result = await self._exchange(body, headers, len(deliveries))
+            self._sizes.learn(len(body), result)
+            if not result.too_big or len(deliveries) != 1:
+                break  # several alerts refused for their size: the dispatcher halves them
+            # One alert refused for its size: at once again, its texts cut to fit what the
+            # receiver took (dead only when cutting them makes it no smaller)
+            limit = self._sizes.limit() or len(body) // 2
+            try:
+                cut = self._cut(deliveries[0], limit)
+            except (_BadHeader, TypeError, ValueError):
+                cut = None
+            if cut is None or len(cut[0]) >= len(body):
+                break
+            log.info(
+                "webhook.cut",
+                sink=self.name,
+                alert=deliveries[0].alert_id,
+                refused=len(body),
+                sent=len(cut[0]),
+                limit=limit,
+            )
+            body, headers = cut
+        return result
+
+    def _cut(self, delivery: Delivery, limit: int) -> tuple[bytes, httpx.Headers] | None:
+        """One alert's request with its texts cut (``formats.cut_payload``) no more than
+        its body needs to fit ``limit`` bytes, or cut as far as they go when even that is
+        bigger; None, nothing in it to cut."""
+        most = formats.longest_part(delivery.payload)
+        if most <= formats.MIN_CUT:
+            return None
+
+        def build(cap: int) -> tuple[bytes, httpx.Headers]:
+            return self.build_request([delivery], [formats.cut_payload(delivery.payload, cap)])
+
+        best = build(formats.MIN_CUT)
+        if len(best[0]) > limit:
+            return best
+        low, high = formats.MIN_CUT, most - 1  # the largest cap that fits, in [low, high]
+        while low < high:
+            cap = (low + high + 1) // 2
+            request = build(cap)
+            if len(request[0]) <= limit:
+                low, best = cap, request
+            else:
+                high = cap - 1
+        return best
+
+    async def _exchange(self, body: bytes, headers: httpx.Headers, count: int) -> SendResult:
+        """One POST of ``body``, and how it went."""
         try:
             # httpx's timeout is per read; this bounds the whole exchange
             status, reason, retry_after, answer = await asyncio.wait_for(
@@ -213,7 +310,7 @@ class WebhookSink:
         except httpx.HTTPError as exc:
             detail = self._scrub(str(exc)) or type(exc).__name__
             return SendResult.transient(self._err(f"webhook request failed: {detail}"))
-        return self._classify(status, reason, retry_after, answer, len(deliveries))
+        return self._classify(status, reason, retry_after, answer, count)
 
     async def _post(
         self, body: bytes, headers: httpx.Headers
@@ -266,7 +363,7 @@ class WebhookSink:
                 self._err(f"webhook answered {what}{detail}"),
                 parse_retry_after(retry_after, datetime.now(timezone.utc)),
             )
-        if status == 413:  # a digest of several alerts goes again as two halves
+        if status == 413:  # several alerts go again as two halves, one alert cut (send)
             return SendResult.dead(
                 self._err(f"webhook refused the alert for its size: {what}{detail}"), too_big=True
             )
