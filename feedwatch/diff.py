@@ -1039,10 +1039,10 @@ def _legacy(old: StoredEntry) -> bool:
 
 
 # the fingerprint labels of rows written since plain fields keep their tag-like words
-_PLAIN_KEPT = ("v2:", "v3:", "v4:", "v5:", "v6:", "v7:")
+_PLAIN_KEPT = ("v2:", "v3:", "v4:", "v5:", "v6:", "v7:", "v8:")
 # the fingerprint labels of rows written since every date is read as now, and a UTF-8
 # document with a stray byte as UTF-8 (``_Rezoned.misread``)
-_READ_RIGHT = ("v3:", "v4:", "v5:", "v6:", "v7:")
+_READ_RIGHT = ("v3:", "v4:", "v5:", "v6:", "v7:", "v8:")
 
 
 def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> tuple[str, ...]:
@@ -1057,10 +1057,16 @@ def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> tuple[str, ...]:
     row, as the releases before v4 read it (the text after a self-closed svg lost too);
     for a v1 row, that or as the first releases of v1 read it (before parse version 3:
     the text after a quoted "&lt;script&gt;" lost too); for a current row, none
-    (``_differs``)."""
-    if new.earlier is None or _current(old):
+    (``_differs``). A v7 row: as v7 read it, a bare "&" in a body that was not
+    well-formed XML as a reference ("AT&T; wins": ``EntrySnapshot.loose``); every older
+    release read it so too, and ``earlier`` then holds their readings of those texts."""
+    if _current(old):
         return ()
     i = TEXT_FIELDS.index(f)
+    if old.fingerprint.startswith("v7:"):
+        return () if new.loose is None else (new.loose[i],)
+    if new.earlier is None:
+        return ()
     if old.fingerprint.startswith(("v6:", "v5:")):
         return (new.earlier[0][i],)
     if old.fingerprint.startswith("v4:"):
@@ -1082,16 +1088,28 @@ def _keyed_before(
     text (a key without a published time covers it: ``content_identity_at``), otherwise
     (``EntrySnapshot.earlier``, its first reading): "Vec&lt;u8&gt;" in its description
     read "Vec", "Queue &lt;eu-west&gt; down" in an HTML title "Queue down", a title's
-    ruby with its readings inline. Absent
+    ruby with its readings inline; or fingerprint v7 gave it, reading a bare "&" as a
+    reference ("AT&T; wins": ``EntrySnapshot.loose``). Absent
     from the body; compared as such a row is (``_was``), so unchanged it is stored again
     silently under its new key."""
-    before = _as_read_before(entry)
-    if before is None or key != keys.content:
+    if key != keys.content:
         return None
-    was = content_identity_at(before, entry.published)
-    if was == key or was in seen:
+    for before in (_as_read_by_v7(entry), _as_read_before(entry)):
+        if before is None:
+            continue
+        was = content_identity_at(before, entry.published)
+        if was != key and was not in seen and was in current:
+            return current[was]
+    return None
+
+
+def _as_read_by_v7(entry: EntrySnapshot) -> EntrySnapshot | None:
+    """``entry`` with its texts as fingerprint v7 read them, where it read one otherwise
+    (a bare "&" as a reference: ``EntrySnapshot.loose``)."""
+    if entry.loose is None:
         return None
-    return current.get(was)
+    title, summary, content = entry.loose
+    return replace(entry, title=title, summary=summary, content=content)
 
 
 def _as_read_before(entry: EntrySnapshot) -> EntrySnapshot | None:

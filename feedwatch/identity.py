@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import functools
 import hashlib
+import html.entities
 import re
 import unicodedata
 from collections import Counter
@@ -24,7 +25,7 @@ from feedwatch.text import holds_hidden, visible_text
 
 Policy = Literal["guid", "link", "content"]
 
-FINGERPRINT_VERSION = "v7"
+FINGERPRINT_VERSION = "v8"
 # v2 hashes text as v1 did, except a URL written in the text, hashed without its
 # tracking and cache-busting parameters (comparable_text). The label marks a row
 # written since fields declared plain keep their tag-like words ("Vec<u8>"):
@@ -59,12 +60,18 @@ FINGERPRINT_VERSION = "v7"
 # (<rt>, <rp>) dropped, not read into the words they annotate: feedwatch.diff takes a
 # v6 row whose text is the entry's as v6 read it for the same text (v5 read such a
 # field, and ruby, as v6 did: ``EntrySnapshot.earlier``'s first reading serves both), and
-# an entry keyed by its content is found under the key that reading gave it. Ids
+# an entry keyed by its content is found under the key that reading gave it. v8 hashes
+# as v7 does; it marks rows whose texts were read with a bare "&" in a body that is not
+# well-formed XML read as HTML5 reads it ("AT&T wins" where v7 read "AT&T; wins":
+# feedwatch.parse._amps_as_html5_reads): feedwatch.diff takes a v7 row whose text is the
+# entry's as v7 read it (``EntrySnapshot.loose``) for the same text, and an older row
+# as above (``EntrySnapshot.earlier``, then read from the texts v7 read); an entry keyed
+# by its content is found under the key either reading gave it. Ids
 # hash a fingerprint as v1
 # labels it (``_as_hashed``), so a change met under either label has one id: nothing
 # alerts twice across the upgrade but a change of a text holding such a URL
 # (docs/change-detection.md, "Fingerprint versions").
-_SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:", "v6:", "v7:")
+_SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:", "v6:", "v7:", "v8:")
 # Names everything ``entry_keys`` derives (fingerprint, link normalisation, identity
 # keys): stored keys of another version are not used (feedwatch.partial's cache).
 # .2: a link's other query parameters kept as written when a tracking one is dropped.
@@ -449,11 +456,17 @@ def legacy_forms(key: str, bases: Sequence[str]) -> list[tuple[str, bool]]:
     relative id (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser
     did before ids were kept as given (feedwatch.parse._ids_as_given); and a link
     (``l:``) as that parser left an attribute (an Atom ``<link href>``), a spelling
-    too. An id or link beyond ASCII, also in mojibake (``misdecoded``), not a spelling:
+    too; an id, or a link a permalink guid stands for, holding "&" and a name without a
+    ";" as that parser read it before parse version 26 (``_loose_forms``: "?p=1&b;=2"
+    for "?p=1&b=2"), a spelling too. An id or link beyond ASCII, also in mojibake (``misdecoded``), not a spelling:
     the entry's. None for an absolute ASCII id or link without ``&``, ``<``, ``>``,
     ``"`` or ``'``."""
     if key.startswith("l:"):
         out = {was: True for was in _link_forms(key[2:])}
+        for form in _loose_forms(key[2:]):  # a permalink guid standing for the link
+            was = normalize_link(form)
+            if was and was != key[2:]:
+                out.setdefault("l:" + was, True)
         for was in misdecoded_keys(key):
             out.setdefault(was, False)
         return list(out.items())
@@ -461,7 +474,8 @@ def legacy_forms(key: str, bases: Sequence[str]) -> list[tuple[str, bool]]:
         return []
     raw = key[2:]
     text = _text_forms(raw)
-    out = {"g:" + e: True for e in dict.fromkeys([*text, *_about_forms(raw)]) if e != raw}
+    forms = [*text, *_about_forms(raw), *_loose_forms(raw)]
+    out = {"g:" + e: True for e in dict.fromkeys(forms) if e != raw}
     for was in _resolved(raw, bases):
         out.setdefault(was, False)
     for given in text:  # an rdf:about was never resolved
@@ -548,6 +562,30 @@ def _text_forms(raw: str) -> list[str]:
             keep |= set() if quotes else {'"', "'"}
             forms.append(_spelled(raw, {c: e for c, e in _NAMED.items() if c not in keep}))
     return [form for form in dict.fromkeys(forms) if form != raw]
+
+
+# A bare "&" and a name without a ";", as the lenient parser read it in an id before
+# parse version 26 (feedwatch.parse._amps_as_html5_reads): the names of XML and HTML 4
+# decoded, any other written back with a ";" ("?p=1&b=2" was "?p=1&b;=2", "&lang=" "〈=")
+_BARE_NAME = re.compile(r"&([A-Za-z][-.A-Za-z0-9]*)(?!;)")
+_XML_NAMES = {"lt": "<", "gt": ">", "quot": '"', "amp": "&", "apos": "'"}
+
+
+def _loose_name(m: re.Match[str]) -> str:
+    name = m.group(1)
+    if name in _XML_NAMES:
+        return _XML_NAMES[name]
+    code = html.entities.name2codepoint.get(name)
+    return chr(code) if code is not None else f"&{name};"
+
+
+def _loose_forms(raw: str) -> list[str]:
+    """``raw``, an RSS guid or Atom id holding "&" and a name without a ";", as the
+    lenient parser read it before parse version 26 (``_BARE_NAME``)."""
+    if "&" not in raw:
+        return []
+    was = _BARE_NAME.sub(_loose_name, raw)
+    return [was] if was != raw else []
 
 
 # An RSS 1.0 item's rdf:about as the lenient parser kept it: ``&amp;`` decoded, any other

@@ -252,6 +252,13 @@ class EntrySnapshot:
     # (``Readings``). How the entry was written, not what it says, so not compared
     # (diff: a row stored then)
     earlier: Readings | None = field(default=None, compare=False, repr=False)
+    # (title, summary, content) as fingerprint v7 (``parse.PARSE_VERSION`` 25 and every
+    # release before) read them, where one differs: a bare "&" in a body that is not
+    # well-formed XML read as an entity reference, "AT&T wins" as "AT&T; wins"
+    # (``parse._amps_as_html5_reads``). ``earlier`` then holds the older releases'
+    # readings of those texts. How the entry was written, not what it says, so not
+    # compared (diff: a row stored then)
+    loose: tuple[str, str, str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ import types
 import warnings as _warnings
 import xml.sax
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -86,8 +86,11 @@ log = structlog.get_logger("feedwatch.parse")
 # &lt;dialog&gt; element"), ruby's readings are dropped, and the texts as fingerprint
 # v6 read them too (``text``); 25: a relative enclosure URL is resolved against the
 # xml:base in effect at its item, whatever the item holds (``_item_bases``: the base
-# of its title, summary or content only before, else the document's URL)
-PARSE_VERSION = 25
+# of its title, summary or content only before, else the document's URL); 26: a bare
+# "&" in a body read by the lenient parser is read as HTML5 reads it ("AT&T wins", not
+# "AT&T; wins": ``_amps_as_html5_reads``), and the texts as read before
+# (``EntrySnapshot.loose``)
+PARSE_VERSION = 26
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -595,6 +598,95 @@ def _attributes_decoded_leniently() -> None:
 
 _attributes_decoded_leniently()
 
+# --------------------------------------------------------------------------
+# A bare "&" in a body that is not well-formed XML, read as a browser reads it.
+#
+# feedparser's lenient parser (sgmllib) takes "&" and a name for an entity reference
+# whether or not a ";" ends it, and writes back an unknown one with a ";": "AT&T wins"
+# was "AT&T; wins", "Q&A" "Q&A;", a guid "?p=1&b=2" "?p=1&b;=2"; a known HTML 4 name
+# was decoded however it went on ("?id=1&lang=en" had "〈", "&copy2024" was
+# "&copy2024;"), and "&#38" without its ";" stayed as written in a plain field but was
+# decoded in HTML. The lenient path only (the XML parser reads a well-formed body; it
+# holds no bare "&"), every "&" in text (not in a tag, a comment, a CDATA section or a
+# declaration) is made what HTML5 reads in text before sgmllib sees it: a reference
+# HTML5 knows, with its ";", is left to feedparser; a number without its ";" is that
+# reference with it; a name HTML5 reads without a ";" (its legacy names: "&amp",
+# "&nbsp", "&copy", "&eacute"..., the longest that starts the name: "&notit" is "¬it")
+# is that character; any other "&" is a literal "&" ("&T", "&lang=", "&hellip " stay as
+# written). ``_loose_reading`` is set around the parse: False reads as releases before
+# PARSE_VERSION 26 did (``EntrySnapshot.loose``), and the list records whether any "&"
+# was read otherwise.
+# --------------------------------------------------------------------------
+
+# what the lenient parser reads as markup, where an "&" is no reference (each stops at
+# the next "<" or ">", so a body of unclosed ones is still read in linear time)
+_LOOSE_AMP = re.compile(
+    r"<!\[CDATA\[.*?(?:\]\]>|\Z)|<!--.*?(?:-->|\Z)|<[!?][^<>]*>"
+    r"|</?[A-Za-z](?:[^\"'<>]|\"[^\"<>]*\"|'[^'<>]*')*>"
+    r"|&(?:#(?:[xX]([0-9A-Fa-f]+)|([0-9]+))|([A-Za-z][A-Za-z0-9]*))(;?)",
+    re.DOTALL,
+)
+# HTML5's names read without a ";" (its legacy ones), each one character
+_LEGACY_NAMES = {k: v for k, v in html.entities.html5.items() if not k.endswith(";")}
+_LONGEST_LEGACY = max(map(len, _LEGACY_NAMES))
+# [read as now (True) or as before PARSE_VERSION 26 (False), an "&" read otherwise]
+_loose_reading: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "feedwatch_loose_reading", default=None
+)
+
+
+def _char_ref(code: int) -> str:
+    """A character reference feedparser reads as ``code``'s character (U+FFFD for no
+    character: NUL, a surrogate, beyond U+10FFFF)."""
+    if code == 0 or 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+        code = 0xFFFD
+    return f"&#{code};"
+
+
+def _mended_amp(m: re.Match[str], declared: Mapping[str, Any]) -> str:
+    hexd, dec, name, semi = m.group(1), m.group(2), m.group(3), m.group(4)
+    if hexd is None and dec is None and name is None:
+        return m.group(0)  # markup
+    if name is None:
+        if semi:
+            return m.group(0)
+        digits = hexd if hexd is not None else dec
+        if len(digits.lstrip("0")) > 8:
+            return _char_ref(0x110000)
+        return _char_ref(int(hexd, 16) if hexd is not None else int(dec))
+    if (semi and name + ";" in html.entities.html5) or name in declared:
+        return m.group(0)
+    for n in range(min(len(name), _LONGEST_LEGACY), 0, -1):
+        char = _LEGACY_NAMES.get(name[:n])
+        if char is not None:
+            return _char_ref(ord(char)) + name[n:] + semi
+    return "&amp;" + name + semi
+
+
+def _amps_as_html5_reads() -> None:
+    """Installs the reading above on feedparser's lenient parser (its ``feed``)."""
+    import importlib
+
+    loose = importlib.import_module("feedparser.parsers.loose")._LooseFeedParser
+    if getattr(loose.__dict__.get("feed"), "_feedwatch", False):
+        return
+
+    def feed(self: Any, data: str) -> Any:
+        reading = _loose_reading.get()
+        if (reading is None or reading[0]) and isinstance(data, str) and "&" in data:
+            declared = self.entities if isinstance(self.entities, Mapping) else {}
+            mended = _LOOSE_AMP.sub(lambda m: _mended_amp(m, declared), data)
+            if reading is not None and mended != data:
+                reading[1] = True
+            data = mended
+        return super(loose, self).feed(data)
+
+    feed._feedwatch = True  # type: ignore[attr-defined]
+    loose.feed = feed
+
+
+_amps_as_html5_reads()
+
 _JSONFEED_VERSION = re.compile(r"https?://jsonfeed\.org/version/")
 _JSON_TYPE = re.compile(r"^\s*(?:application|text)/(?:[\w.+-]*\+)?json\b", re.IGNORECASE)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
@@ -735,6 +827,8 @@ def _parse_xml_detail(
         # a 27 KB RSS feed: 55 ms with the defaults, 14 ms without.
         cap = [max_entries, 0]
         token = _entry_cap.set(cap)
+        reading = [True, False]
+        loose_token = _loose_reading.set(reading)
         try:
             d = feedparser.parse(
                 io.BytesIO(body),
@@ -742,7 +836,19 @@ def _parse_xml_detail(
                 sanitize_html=False,
                 resolve_relative_uris=False,
             )
+            if reading[1]:
+                # an "&" read otherwise than releases before PARSE_VERSION 26 read it:
+                # their reading too (``EntrySnapshot.loose``), for the rows they stored
+                reading[0] = False
+                cap[1] = 0
+                before = feedparser.parse(
+                    io.BytesIO(body),
+                    response_headers=response_headers,
+                    sanitize_html=False,
+                    resolve_relative_uris=False,
+                )
         finally:
+            _loose_reading.reset(loose_token)
             _entry_cap.reset(token)
     warnings: list[str] = list(how.warnings)
     if d.get("bozo"):
@@ -778,9 +884,15 @@ def _parse_xml_detail(
     # 4.2.1: ``_source_authors``); an RSS channel's
     # managingEditor is no author of its items
     feed_author = _authors(feed) if str(d.get("version") or "").startswith("atom") else None
-    entries = _convert_all(
-        raw_entries[:max_entries], lambda e: _xml_entry(e, base, feed_author), warnings
+    raw_before: list[Any] = []
+    if reading[1]:
+        raw_before = list(before.get("entries") or [])[: len(raw_entries)]
+        if len(raw_before) != len(raw_entries):
+            raw_before = []
+    pairs = list(
+        zip(raw_entries[:max_entries], raw_before or [None] * len(raw_entries), strict=False)
     )
+    entries = _convert_all(pairs, lambda ep: _xml_entry(ep[0], base, feed_author, ep[1]), warnings)
     if dropped:
         warnings.append(f"{dropped} entries beyond max_entries ignored")
     if not is_feed:
@@ -1057,6 +1169,27 @@ def _source_authors(e: dict[str, Any]) -> str | None:
 
 
 def _xml_entry(
+    e: dict[str, Any],
+    feed_base: str | None,
+    feed_author: str | None = None,
+    before: dict[str, Any] | None = None,
+) -> EntrySnapshot:
+    """``e`` as an entry; ``before``: the same entry as releases before PARSE_VERSION 26
+    read its body (``_amps_as_html5_reads``), whose texts give ``EntrySnapshot.loose``
+    and ``earlier`` where they differ."""
+    now = _xml_entry_read(e, feed_base, feed_author)
+    if before is None:
+        return now
+    was = _xml_entry_read(before, feed_base, feed_author)
+    texts = (was.title, was.summary, was.content)
+    if texts == (now.title, now.summary, now.content):
+        return now
+    # every release before read this entry's "&"s so: its texts as they read them
+    earlier = was.earlier or (texts, texts, texts, texts)
+    return replace(now, loose=texts, earlier=earlier)
+
+
+def _xml_entry_read(
     e: dict[str, Any], feed_base: str | None, feed_author: str | None = None
 ) -> EntrySnapshot:
     # dict.get, never e.get/e[...]: FeedParserDict maps a missing `updated`

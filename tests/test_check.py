@@ -2272,7 +2272,7 @@ def test_a_pm_post_a_release_before_stored_as_am_is_silent_at_the_upgrade_howeve
     pm = int(then.replace(hour=21, minute=15, second=0, microsecond=0).timestamp()) * 10**6
     with sqlite3.connect(tmp_path / "state.db") as db:
         rows = db.execute("SELECT published, substr(fingerprint, 1, 3) FROM entries")
-        assert rows.fetchall() == [(pm, "v7:"), (pm, "v7:")]
+        assert rows.fetchall() == [(pm, "v8:"), (pm, "v8:")]
 
 
 # Notices without a guid or a link (keyed by title, link and published time), and one
@@ -2384,7 +2384,7 @@ def test_entries_keyed_by_content_an_earlier_feedwatch_misread_are_not_new(
         "Оголошення 3 — відключення",
         "Café",
     }
-    assert {f for _, _, f in rows} == {"v7:"}
+    assert {f for _, _, f in rows} == {"v8:"}
     assert not {k for k, _, _ in rows} & {key for key, *_ in _NOTICES_WAS.values()}
     feed_server.set("/notices.xml", _notices("06:10", first="Text 0, corrected"))
     assert fw(cfg, "check").returncode == 0
@@ -2555,7 +2555,7 @@ def test_entries_stored_before_svg_self_closed_do_not_alert_after_the_upgrade(
         rows = db.execute(
             "SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY identity"
         )
-        assert rows.fetchall() == [("Kyiv: markets open", "v7:"), ("Dnipro strike: 3 dead", "v7:")]
+        assert rows.fetchall() == [("Kyiv: markets open", "v8:"), ("Dnipro strike: 3 dead", "v8:")]
 
     edited = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 12 dead")]
     for built in ("06:10", "06:15"):
@@ -2649,7 +2649,7 @@ def test_entries_stored_by_fingerprint_v4_do_not_alert_after_the_upgrade(
         rows = db.execute(
             "SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY identity"
         )
-        assert rows.fetchall() == [("Kyiv: markets open", "v7:"), ("Dnipro strike: 3 dead", "v7:")]
+        assert rows.fetchall() == [("Kyiv: markets open", "v8:"), ("Dnipro strike: 3 dead", "v8:")]
 
     edited = [(1, "Kyiv: markets open"), (2, "Dnipro strike: 12 dead")]
     for minute in (10, 15):
@@ -2799,7 +2799,7 @@ def test_entries_stored_with_two_misreadings_at_once_do_not_alert_after_the_upgr
     assert alerts(tmp_path) == []
     with sqlite3.connect(tmp_path / "state.db") as db:
         got = db.execute("SELECT DISTINCT substr(fingerprint, 1, 3) FROM entries").fetchall()
-        assert got == [("v7:",)]
+        assert got == [("v8:",)]
 
     for minute in (10, 15):
         feed_server.set("/feed.xml", body(minute, third, dead=12))
@@ -3713,11 +3713,11 @@ def test_entries_stored_by_fingerprint_v5_do_not_alert_after_the_upgrade(
             "SELECT feed, summary, substr(fingerprint, 1, 3) FROM entries ORDER BY feed, summary"
         )
         assert rows.fetchall() == [
-            ("micro", "Kyiv 1", "v7:"),
-            ("micro", "Queue <eu-west> degraded", "v7:"),
-            ("news", _BROWSER_READ[1].format(8), "v7:"),
-            ("news", _BROWSER_READ[3].format(1), "v7:"),
-            ("news", _BROWSER_READ[2].format(3), "v7:"),
+            ("micro", "Kyiv 1", "v8:"),
+            ("micro", "Queue <eu-west> degraded", "v8:"),
+            ("news", _BROWSER_READ[1].format(8), "v8:"),
+            ("news", _BROWSER_READ[3].format(1), "v8:"),
+            ("news", _BROWSER_READ[2].format(3), "v8:"),
         ]
 
     edited = {1: 16, 2: 3, 3: 1}
@@ -3820,9 +3820,9 @@ def test_titles_naming_a_tag_read_as_a_browser_shows_them_across_upgrade_and_for
         with sqlite3.connect(tmp_path / "state.db") as db:
             rows = db.execute("SELECT title, substr(fingerprint, 1, 3) FROM entries ORDER BY title")
             assert rows.fetchall() == [
-                ("Plain title", "v7:"),
-                ("Serde now supports Vec<u8> fields", "v7:"),
-                ("Why the <dialog> element matters", "v7:"),
+                ("Plain title", "v8:"),
+                ("Serde now supports Vec<u8> fields", "v8:"),
+                ("Why the <dialog> element matters", "v8:"),
             ]
 
 
@@ -3899,7 +3899,7 @@ def test_ruby_readings_are_not_read_into_the_words_across_the_upgrade(
     assert len(alerts(tmp_path)) == 1, alerts(tmp_path)
     with sqlite3.connect(tmp_path / "state.db") as db:
         rows = db.execute("SELECT summary, substr(fingerprint, 1, 3) FROM entries ORDER BY title")
-        assert rows.fetchall() == [(text, "v7:") for _, text, _ in _RUBY_STORIES]
+        assert rows.fetchall() == [(text, "v8:") for _, text, _ in _RUBY_STORIES]
     # an edit since alerts, once
     edited = _RUBY_STORIES[0][0].replace("しました", "したと発表")
     feed_server.set("/easy.xml", body(edited, built=2))

@@ -949,7 +949,7 @@ def test_text_an_earlier_version_read_otherwise_is_no_change_after_the_upgrade()
         "Firefox ships the <dialog> element",
         "Entry 2",
     ]
-    assert {u.fingerprint[:3] for u in r.upserts} == {"v7:"}
+    assert {u.fingerprint[:3] for u in r.upserts} == {"v8:"}
     r = run(
         stored,
         [entry(1, title="Firefox ships the <dialog> element, at last"), entry(2)],
@@ -1024,7 +1024,7 @@ def test_an_edit_right_after_a_tracking_url_in_the_text_is_an_update(text, was):
     assert comparable_text(text.format(3)) == text.format(3).replace("?utm_source=rss", "")
     old = {k: replace(r, fingerprint=was) if k == "g:urn:entry:1" else r for k, r in stored.items()}
     r = run(old, [entry(1, summary=text.format(3)), entry(2)], identity=ident)
-    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v7:"]
+    assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v8:"]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 
 
@@ -1218,7 +1218,7 @@ def test_ids_of_a_change_are_those_the_previous_release_made():
     URL and non-ASCII. (A URL with a tracking or cache-busting parameter is hashed
     without it now: such a text's ids are new, docs/change-detection.md says so.)"""
     fp = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7.", "Dnipró –")
-    assert fp == "v7:f0e13b7d98bfd3704cdfeffca5851058"
+    assert fp == "v8:f0e13b7d98bfd3704cdfeffca5851058"
     assert alert_id("f", "g:1", "updated", fp, T0, None) == "e8e1d9ef7b464e0d6ed6b2f0725a1214"
     busted = fingerprint("Report out", "Read it: https://ex.com/report.pdf?id=7&cb=17.", "Dnipró –")
     assert busted == fp
@@ -1259,7 +1259,7 @@ def test_a_current_row_of_a_mislabelled_utf8_feed_in_mojibake_is_no_change(codec
     stored, ident = baseline(
         [entry(1, title=_misread(title, codec), summary=_misread(summary, codec)), entry(2)]
     )
-    assert stored["g:urn:entry:1"].fingerprint.startswith("v7:")
+    assert stored["g:urn:entry:1"].fingerprint.startswith("v8:")
     now = [entry(1, title=title, summary=summary), entry(2)]
     r = run(stored, now, identity=ident)
     assert (r.changes, r.silent) == ((), 1)
@@ -1317,8 +1317,8 @@ def test_a_row_stored_before_svg_self_closed_is_no_change_after_the_upgrade():
         r = run(rows, [now(3), entry(2)], identity=ident)
         assert r.changes == ()
         assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            ("Dnipro strike: 3 dead", "v7:"),
-            ("Summary of entry 2.", "v7:"),
+            ("Dnipro strike: 3 dead", "v8:"),
+            ("Summary of entry 2.", "v8:"),
         ]
         # (the summary moved to the content: the same text too)
         moved = replace(
@@ -1366,8 +1366,8 @@ def test_a_row_fingerprint_v4_stored_is_no_change_after_the_upgrade(summary):
         r = run(rows, [_read(1, summary.format(3)), entry(2)], identity=ident)
         assert r.changes == (), label
         assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            (html_to_text(summary.format(3)), "v7:"),
-            ("Summary of entry 2.", "v7:"),
+            (html_to_text(summary.format(3)), "v8:"),
+            ("Summary of entry 2.", "v8:"),
         ]
         edited = [_read(1, summary.format(3), "Entry 1, corrected"), entry(2)]
         assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
@@ -1415,8 +1415,8 @@ def _upgrade_is_silent(summary: str, labels: tuple[str, ...]) -> str:
         r = run(rows, [_read(1, summary.format(8)), entry(2)], identity=ident)
         assert r.changes == (), label
         assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-            (text, "v7:"),
-            ("Summary of entry 2.", "v7:"),
+            (text, "v8:"),
+            ("Summary of entry 2.", "v8:"),
         ]
         edited = [_read(1, summary.format(8), "Entry 1, corrected"), entry(2)]
         assert kinds(run(rows, edited, identity=ident)) == [("updated", "Entry 1, corrected")]
@@ -1505,7 +1505,7 @@ def test_an_entry_keyed_by_its_content_is_found_under_the_key_v6_read():
         identity_for(body[i], "content") for i in (0, 2)
     )
     after = apply(stored, r)
-    assert {row.fingerprint[:3] for row in after.values()} == {"v7:"}
+    assert {row.fingerprint[:3] for row in after.values()} == {"v8:"}
     assert run(after, body, identity=ident).upserts == ()
 
 
@@ -1553,7 +1553,7 @@ def test_an_entry_keyed_by_its_content_is_found_under_the_key_v5_read():
     )
     after = apply(stored, r)
     assert sorted(after) == sorted(identity_for(e, "content") for e in body)
-    assert {row.fingerprint[:3] for row in after.values()} == {"v7:"}
+    assert {row.fingerprint[:3] for row in after.values()} == {"v8:"}
     assert run(after, body, identity=ident).upserts == ()
     # edited in that poll: a new entry (its text is its key), the row left to age out
     edited = [_as_read(_post("<p>Queue &lt;eu-west&gt; back</p>", "Status")), *body[1:]]
@@ -1645,8 +1645,8 @@ def test_a_row_stored_before_a_quoted_tag_kept_the_text_after_it_is_no_change():
     r = run(_as_v1(rows), [_read(1, html.format("SVG")), entry(2)], identity=ident)
     assert r.changes == ()
     assert [(u.summary, u.fingerprint[:3]) for u in r.upserts] == [
-        ("Never put a <script> tag inside an SVG file.", "v7:"),
-        ("Summary of entry 2.", "v7:"),
+        ("Never put a <script> tag inside an SVG file.", "v8:"),
+        ("Summary of entry 2.", "v8:"),
     ]
     upgraded = apply(_as_v1(rows), r)
     r = run(upgraded, [_read(1, html.format("HTML")), entry(2)], identity=ident)
@@ -2649,7 +2649,7 @@ def test_urls_in_text_a_fingerprint_of_the_release_before_keeps_its_meaning():
     old = {k: replace(r, fingerprint=was.get(k, r.fingerprint)) for k, r in stored.items()}
     for now in (text, plain):
         r = run(old, [entry(1, summary=now), entry(2)], identity=ident)
-        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v7:"]
+        assert r.changes == () and [u.fingerprint[:3] for u in r.upserts] == ["v8:"]
     edited = [entry(1, summary=plain.replace("a%20b", "a%20c")), entry(2)]
     assert kinds(run(old, edited, identity=ident)) == [("updated", "Entry 1")]
 
@@ -3272,7 +3272,7 @@ def test_a_date_edited_from_am_to_pm_alerts_on_a_row_this_release_stored(updates
     pm = _cms_rss("Mon, 07 Dec 2026 09:15:00 PM GMT")
     assert pm[0].reread is not None and pm[0].reread[0] == am[0].published
     stored, ident = baseline(am, settings=s, now=now)
-    assert {r.fingerprint[:3] for r in stored.values()} == {"v7:"}
+    assert {r.fingerprint[:3] for r in stored.values()} == {"v8:"}
     r = run(stored, pm, settings=s, identity=ident, now=now + timedelta(hours=1))
     assert kinds(r) == [("updated", "Story")]
     assert set(r.changes[0].changes) == {"published"}
@@ -3306,7 +3306,7 @@ def test_an_edit_after_the_upgrade_names_no_date_the_release_before_misread():
         assert kinds(r) == [("updated", "Story")], updates
         assert r.changes[0].changes == {"summary": FieldChange("Text.", "Text, corrected.")}
     # a row of this release holding that time: the date did move
-    r = run(_labelled(stored, "v7:"), edited, identity=ident, now=now)
+    r = run(_labelled(stored, "v8:"), edited, identity=ident, now=now)
     assert set(r.changes[0].changes) == {"summary", "published"}
 
 
@@ -3353,5 +3353,59 @@ def test_an_entry_keyed_by_its_content_is_found_under_the_key_of_v6s_title_and_d
     assert [new for _, new in r.rekeys] == [identity_for(e, "content")]
     after = apply(stored, r)
     assert [(row.title, row.published, row.fingerprint[:3]) for row in after.values()] == [
-        (e.title, e.published, "v7:")
+        (e.title, e.published, "v8:")
     ]
+
+
+def _read_loose(body: bytes, before: bool = False) -> list[EntrySnapshot]:
+    """``body``'s entries as the parse reads them; ``before``: as releases before parse
+    version 26 read them (a bare "&" and a name as an entity reference)."""
+    from feedwatch import parse
+
+    if not before:
+        return list(parse_body(body, {}).entries)
+    mended = parse._mended_amp
+    parse._mended_amp = lambda m, declared: m.group(0)  # type: ignore[assignment]
+    try:
+        return list(parse_body(body, {}).entries)
+    finally:
+        parse._mended_amp = mended
+
+
+_AMP_ITEMS = (
+    '<item><guid isPermaLink="false">http://e.org/?p=1&lang=en</guid><title>AT&T wins</title>'
+    "<description>&lt;p&gt;Q&A session with P&G &copy2024&lt;/p&gt;</description></item>"
+    '<item><guid isPermaLink="false">http://e.org/?p=2&b=2</guid><title>Tom & Jerry, R&D</title></item>'
+    "<item><title>Keyed by content: AT&T {}</title></item>"
+)
+
+
+@pytest.mark.parametrize("label", ["v7:", "v6:", "v4:", "v2:", "v1:"])
+def test_rows_stored_with_a_bare_amp_read_as_a_reference_are_no_change_after_the_upgrade(
+    label,
+):
+    """Releases before parse version 26 read a bare "&" in a body that is not well-formed
+    XML as an entity reference: "AT&T wins" was "AT&T; wins", a guid "?p=2&b=2" was
+    "?p=2&b;=2" ("&lang=" "〈="). Their rows hold that reading; the first poll after the
+    upgrade alerts nothing and stores each again under v8, and a later edit alerts once."""
+    body = _lenient(_AMP_ITEMS.format(1))
+    old = _read_loose(body, before=True)
+    new = _read_loose(body)
+    assert [e.title for e in old][:2] == ["AT&T; wins", "Tom & Jerry, R&D;"]
+    assert [e.title for e in new][:2] == ["AT&T wins", "Tom & Jerry, R&D"]
+    assert new[0].summary == "Q&A session with P&G ©2024"
+    assert [e.entry_id for e in new][:2] == ["http://e.org/?p=1&lang=en", "http://e.org/?p=2&b=2"]
+    stored, ident = baseline(old)
+    rows = _labelled(stored, label)
+    r = run(rows, new, identity=ident)
+    assert r.changes == ()
+    assert {(u.title, u.fingerprint[:3]) for u in r.upserts} == {(e.title, "v8:") for e in new}
+    upgraded = apply(rows, r)
+    assert run(upgraded, new, identity=ident).changes == ()
+    edited = _read_loose(_lenient(_AMP_ITEMS.format(1).replace("Q&A session", "Q&A panel")))
+    r = run(upgraded, edited, identity=ident)
+    assert kinds(r) == [("updated", "AT&T wins")]
+    assert run(apply(upgraded, r), edited, identity=ident).changes == ()
+    # a current row holding the old reading: the feed changed it (a real edit)
+    current = _labelled(stored, "v8:")
+    assert ("updated", "AT&T wins") in kinds(run(current, new, identity=ident))

@@ -2386,3 +2386,37 @@ def test_media_rss_content_is_an_enclosure() -> None:
         Enclosure("https://ex.org/photos/1.jpg", None, 2048),
         Enclosure("https://ex.org/2.webp", None, None),
     )
+
+
+@pytest.mark.parametrize(
+    ("written", "title", "summary"),
+    [
+        ("AT&T wins", "AT&T wins", "AT&T wins"),
+        ("Q&A session", "Q&A session", "Q&A session"),
+        ("P&G's", "P&G's", "P&G's"),
+        ("a&ampb", "a&b", "a&b"),
+        ("x&nbspy", "x y", "x y"),
+        ("a &#38 b", "a & b", "a & b"),
+        ("&copy2024", "©2024", "©2024"),
+        ("&notit", "¬it", "¬it"),
+        ("&hellip x", "&hellip x", "&hellip x"),
+        ("end &", "end &", "end &"),
+    ],
+)
+def test_a_bare_amp_in_a_lenient_body_reads_as_a_browser_reads_it(written, title, summary):
+    """feedparser's lenient parser took "&" and a name for a reference, ";" or not, and
+    wrote an unknown one back with a ";": "AT&T wins" read "AT&T; wins". Read as HTML5
+    reads text now: an unknown name stays as written, a legacy name is its character."""
+    body = (
+        '<rss version="2.0"><channel><title>S&nbsp;x</title><item><guid>1</guid>'
+        f"<title>{written}</title><description>{written}</description></item></channel></rss>"
+    ).encode()
+    parsed = parse_body(body, {})
+    assert any("not well-formed" in w for w in parsed.warnings)
+    e = parsed.entries[0]
+    assert (e.title, e.summary) == (title, summary)
+    # in CDATA, as before: a plain title as written
+    cdata = body.replace(
+        f"<title>{written}</title>".encode(), f"<title><![CDATA[{written}]]></title>".encode()
+    )
+    assert parse_body(cdata, {}).entries[0].title == written
