@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -28,6 +28,7 @@ from feedwatch.clock import system_clock
 from feedwatch.config import ConfigError, Problem, find_config_path, load_config
 from feedwatch.model import Config, FeedConfig
 from feedwatch.payload import payload_line
+from feedwatch.present import show
 from feedwatch.redact import MASK, redact
 from feedwatch.store import (
     StateError,
@@ -321,15 +322,11 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return status_command(config, out, as_json=args.json, check=args.check)
     if args.command == "test-sink":
         if args.name not in config.sinks:
-            raise UsageError(
-                f"unknown sink {args.name!r} (configured: {', '.join(config.sinks) or 'none'})"
-            )
+            raise UsageError(f"unknown sink {args.name!r} (configured: {_names(config.sinks)})")
         return asyncio.run(_test_sink(config, args.name, out))
     if args.command == "redeliver":
         if args.sink and args.sink not in config.sinks:
-            raise UsageError(
-                f"unknown sink {args.sink!r} (configured: {', '.join(config.sinks) or 'none'})"
-            )
+            raise UsageError(f"unknown sink {args.sink!r} (configured: {_names(config.sinks)})")
         # no state: nothing is dead, write nothing. An older schema is not upgraded
         # here: a daemon of the older release may be running on it (no lock is taken)
         store = open_store(config.state, create=False, upgrade=False)
@@ -376,14 +373,20 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             # shows it: its ${VAR} values are no longer known for secrets
             shown = record.shown_name if record is not None else MASK
             print(
-                f"forgot {shown}: it is not in the config, so nothing polls it;"
+                f"forgot {show(shown)}: it is not in the config, so nothing polls it;"
                 " added back, its first poll records a new baseline",
                 file=out,
             )
             return EXIT_OK
-        print(f"forgot {redact(args.feed)}: its next poll records a new baseline", file=out)
+        print(f"forgot {show(args.feed)}: its next poll records a new baseline", file=out)
         return EXIT_OK
     raise UsageError(f"unknown command {args.command}")
+
+
+def _names(sinks: Mapping[str, object]) -> str:
+    """The configured sinks' names for a message: ``show``n (a TOML key may hold a
+    control character), or "none"."""
+    return ", ".join(map(show, sinks)) or "none"
 
 
 def _open(config: Config) -> Store:
@@ -442,7 +445,6 @@ def _check_with(
 ) -> int:
     """`check` itself; ``tls_ready`` waits for the CA load, None: no feed needs TLS."""
     from feedwatch.config_warnings import log_config_warnings
-    from feedwatch.present import show
     from feedwatch.store.lock import acquire_lock
 
     sink = _stdout_sink(config)
@@ -498,7 +500,7 @@ def _check_with(
 
         for r in reports:
             if r.result == "error":
-                print(f"error {redact(r.feed)}: {redact(r.error or 'failed')}", file=sys.stderr)
+                print(f"error {show(r.feed)}: {show(r.error or 'failed')}", file=sys.stderr)
         # a jsonl sink on stdout (`check | jq`): stdout holds its JSON lines only
         lines_to = sys.stderr if sink is not None and not args.dry_run else out
         try:
@@ -604,7 +606,7 @@ def _due(
         until = rec.retry_after_at(feed.url) if rec is not None else None  # (not another url's)
         if until is not None and until > now:
             print(
-                f"skipped {redact(feed.name)}: the server asked to be left alone until "
+                f"skipped {show(feed.name)}: the server asked to be left alone until "
                 f"{until:%Y-%m-%d %H:%M:%SZ} (Retry-After)",
                 file=sys.stderr,
             )
@@ -613,8 +615,8 @@ def _due(
         if rec is not None and rec.gone_at(feed.url):  # (another url is polled)
             if not args.feed:
                 print(
-                    f"skipped {redact(feed.name)}: gone (HTTP 410);"
-                    f" `check --feed {redact(feed.name)}` polls it again",
+                    f"skipped {show(feed.name)}: gone (HTTP 410);"
+                    f" `check --feed {show(feed.name)}` polls it again",
                     file=sys.stderr,
                 )
                 skipped.append(feed)
@@ -765,8 +767,6 @@ class _AlertLines:
     def _line(self, a: Any) -> str:
         if self.json_lines:
             return payload_line(a.payload, ascii_only=self.ascii_only)
-        from feedwatch.present import show  # the terminal's: no escape sequence of the feed's
-
         entry = a.payload.get("entry")
         if entry:  # as the email and chat messages name an entry without a title
             title = str(entry.get("title") or "")

@@ -10,6 +10,13 @@ Written to the journal (systemd connects stderr to it and says so in
 ``$JOURNAL_STREAM``), each line starts with its syslog priority, ``<4>`` for a
 warning: journald stores the line at that priority (``journalctl -p warning``) and
 strips the prefix, so the message is the same JSON. A file or a pipe gets none.
+
+A console line writes a control character or a bidi override of a value (a feed's or
+an entry's title, a server's error) as ``\\x1b``, ``\\u202e``: structlog's console
+renderer quotes a value only when it holds a space, a quote, ``=``, a tab or a line
+break, so an escape sequence (``ESC E`` a new line, ``ESC [C`` a space) drew a line of
+its own making on the terminal. A JSON line needs nothing: JSON escapes every C0
+control, the line breaks included, and a reader takes the value as one string.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import structlog
 
 from feedwatch import streams
 from feedwatch.redact import redact
+from feedwatch.text import escaped
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -67,7 +75,7 @@ def configure(*, level: str = "info", fmt: str = "auto", stream: TextIO | None =
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     renderer: Any
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        renderer = _Escaping(structlog.dev.ConsoleRenderer(colors=False))
     else:
         renderer = structlog.processors.JSONRenderer(ensure_ascii=streams.ascii_json(stream))
     if _is_journal(stream):
@@ -102,6 +110,47 @@ def _is_journal(stream: TextIO) -> bool:
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         return False
     return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+# a console line's values printed as they are, over several lines: a traceback's
+_MULTILINE = frozenset({"exception", "stack"})
+
+
+class _Escaping:
+    """A console renderer that escapes the control characters and bidi overrides of
+    every string value (``text.escaped``) as it renders it: a value (``key=...``)
+    holding one is quoted as Python writes it (``title='a\\x1bE'``), as the renderer
+    quotes one with a line break; the event as ``escaped`` writes it; a traceback keeps
+    its line breaks, each of its lines escaped."""
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
+        for key, value in list(event_dict.items()):
+            if not isinstance(value, str) or escaped(value) is value:
+                continue  # (a list or a dict is rendered by repr, which escapes)
+            if key in _MULTILINE:
+                event_dict[key] = "\n".join(escaped(line) for line in value.split("\n"))
+            else:
+                event_dict[key] = _Escaped(value)
+        return str(self._renderer(logger, name, event_dict))
+
+
+class _Escaped:
+    """A value for the console renderer, which writes the event by ``str`` and another
+    value by ``repr``: ``escaped`` and Python's literal, never the text as it is."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return escaped(self.text)
+
+    def __repr__(self) -> str:
+        return repr(self.text)
 
 
 class _Prioritised:

@@ -12,12 +12,13 @@ from datetime import datetime
 from feedwatch.alert import format_time
 from feedwatch.redact import redact
 from feedwatch.store.base import Delivery
-from feedwatch.text import cap, normalize_space, printable
+from feedwatch.text import cap, escaped, normalize_space
 
 
 def show(text: object) -> str:
-    """Feed text made safe for a terminal (no control characters), secrets masked."""
-    return printable(redact(str(text)))
+    """Feed text made safe for a terminal, secrets masked: a control character or a
+    bidi override written as ``\\x1b``, ``\\u202e`` (``text.escaped``)."""
+    return escaped(redact(str(text)))
 
 
 def show_term(term: str) -> str:

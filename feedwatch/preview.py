@@ -50,7 +50,7 @@ from feedwatch.model import (
     Rule,
 )
 from feedwatch.redact import MASK, redact_refused_url, redact_url
-from feedwatch.text import printable
+from feedwatch.text import escaped
 
 if TYPE_CHECKING:
     from feedwatch.ignore_text import Ignore
@@ -63,8 +63,9 @@ __all__ = ["FeedLink", "discover_feeds", "split_keywords"]
 
 
 def show(text: object) -> str:
-    """Feed text made safe for a terminal: no control characters (escape sequences)."""
-    return printable(str(text))
+    """Feed text made safe for a terminal: a control character (an escape sequence's
+    ESC) or a bidi override written as ``\\x1b``, ``\\u202e`` (``text.escaped``)."""
+    return escaped(str(text))
 
 
 # --------------------------------------------------------------------------

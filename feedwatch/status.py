@@ -13,6 +13,7 @@ from feedwatch.model import Config
 from feedwatch.redact import redact, redact_url
 from feedwatch.store import nothing_polled, open_store
 from feedwatch.store.base import FeedRecord, SinkCounts
+from feedwatch.text import escaped
 
 
 def feed_state(record: FeedRecord | None, enabled: bool, url: str) -> str:
@@ -153,10 +154,12 @@ def status_command(config: Config, out: TextIO, *, as_json: bool, check: bool) -
         rows = [
             ["FEED", "STATE", "HTTP", "LAST POLL", "LAST SUCCESS", "ERR", "ENTRIES", "NEXT POLL"]
         ]
+        # a name, an error, a URL with a control character or a bidi override (a
+        # hostile feed's, an OPML title's): written as \x1b, \u202e; --json has the text
         for f in data["feeds"]:
             rows.append(
                 [
-                    f["name"],
+                    escaped(f["name"]),
                     f["state"],
                     str(f["http_status"] or "-"),
                     f["last_poll"] or "-",
@@ -168,18 +171,20 @@ def status_command(config: Config, out: TextIO, *, as_json: bool, check: bool) -
             )
         _table(rows, out)
         for f in data["feeds"]:
+            name = escaped(f["name"])
             if f["last_error"] and f["state"] in ("error", "gone"):
-                out.write(f"  {f['name']}: {f['last_error']}\n")
+                out.write(f"  {name}: {escaped(f['last_error'])}\n")
             if f["redirected_to"]:
                 out.write(
-                    f"  {f['name']}: permanently redirected to {f['redirected_to']} (update its url)\n"
+                    f"  {name}: permanently redirected to {escaped(f['redirected_to'])}"
+                    " (update its url)\n"
                 )
         if data["sinks"]:
             out.write("\n")
             srows = [["SINK", "PENDING", "DELIVERED", "DEAD"]]
             for s in data["sinks"]:
                 srows.append(
-                    [s["name"], str(s["pending"]), str(s["delivered"]), str(s["dead"])]
+                    [escaped(s["name"]), str(s["pending"]), str(s["delivered"]), str(s["dead"])]
                     + (["(removed from the config)"] if s["removed"] else [])
                 )
             _table(srows, out)

@@ -132,6 +132,7 @@ __all__ = [
     "HIDDEN",
     "JOINERS",
     "cap",
+    "escaped",
     "hidden_spans",
     "holds_hidden",
     "html_readings",
@@ -270,6 +271,27 @@ def printable(s: str) -> str:
     """Feed text made safe for a terminal or a log line: every control character (an
     escape sequence's ESC, a newline) becomes a space."""
     return "".join(ch if ch.isprintable() else " " for ch in s)
+
+
+# What acts on a terminal or on a line instead of showing: the C0 and C1 controls and
+# DEL (ESC and CSI start escape sequences, CR returns over the line, BS rubs out), the
+# line and paragraph separators, the bidi controls (U+202E draws what follows right to
+# left: "TXT.exe" as "exe.TXT") and lone surrogates. Not the zero-width joiner, the
+# variation selectors or tag characters: an emoji sequence draws as one glyph.
+_ACTING = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def escaped(s: str) -> str:
+    """Text of a feed (a name, a title, an error) for a terminal or a console log
+    line: each character that would act on the terminal or break the line written as
+    Python writes it (``\\x1b``, ``\\r``, ``\\u202e``), the rest as it is. A backslash
+    already in the text stays one. JSON output keeps the text itself (its escapes are
+    JSON's)."""
+    if _ACTING.search(s) is None:
+        return s
+    return _ACTING.sub(lambda m: repr(m.group())[1:-1], s)
 
 
 def cap(s: str, limit: int = 65536) -> str:

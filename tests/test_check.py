@@ -452,8 +452,8 @@ def test_a_rule_on_tags_hits_in_a_feed_that_is_not_well_formed(tmp_path, feed_se
 
 def test_check_prints_no_c1_control_of_a_feed_to_the_terminal(tmp_path, feed_server):  # noqa: F811
     """C1 controls (CSI U+009B, OSC U+009D, ST U+009C) are escape sequences to a terminal:
-    `check`'s alert lines show them as spaces, as `alerts` and `preview` do; the JSON
-    payload keeps the feed's text."""
+    `check`'s alert lines show them escaped (\\x9b), as `alerts` and `preview` do; the
+    JSON payload keeps the feed's text."""
     title = "Title \u009b2J\u009d0;PWNED\u009c end"
     body = json.dumps(
         {
@@ -473,7 +473,7 @@ def test_check_prints_no_c1_control_of_a_feed_to_the_terminal(tmp_path, feed_ser
             assert json.loads(r.stdout)["entry"]["title"] == title
             continue
         (line,) = r.stdout.splitlines()
-        assert "Title  2J 0;PWNED  end" in line and "j 31m:" in line, line
+        assert "Title \\x9b2J\\x9d0;PWNED\\x9c end" in line and "j\\x9b31m:" in line, line
         assert not any("\x80" <= ch <= "\x9f" for ch in r.stdout), line
 
 
@@ -3053,6 +3053,68 @@ def test_status_columns_line_up_for_wide_and_combining_names(tmp_path, feed_serv
         starts.append([_cells(line[: m.start()]) for m in cols])
     assert all(s == starts[0] for s in starts), r.stdout
     assert len(starts[0]) == 7, r.stdout  # STATE .. NEXT POLL after FEED
+
+
+def test_status_forget_and_check_show_a_name_s_control_characters_escaped(
+    tmp_path,
+    feed_server,  # noqa: F811
+):
+    """A feed name holding an escape sequence, a carriage return or a bidi override (an
+    OPML file's title imported as a name; a removed feed's as the state holds it) went
+    to the terminal as it was: `status` cleared the screen, rubbed out a character or
+    showed "TXT.exe" backwards, and its columns were padded by cells the terminal never
+    drew. `status`, `forget` and `check`'s error lines write them as \\x1b, \\x08,
+    \\u202e (an emoji's joiner stays: it draws one glyph); `status --json` keeps the
+    names as they are."""
+    evil = "evil\x1b[2J\x08\u202eTXT.exe"
+    shown = "evil\\x1b[2J\\x08\\u202eTXT.exe"
+    bad = "bad\x9b31m\u2028x"  # a C1 CSI, a line separator
+    dev = "\U0001f469\u200d\U0001f4bb dev"
+    feed_server.set("/f.xml", rss([entry(1)]))
+    feed_server.set("/bad.xml", "down", status=500)
+    feeds = (
+        f'[[feeds]]\nname = "evil\\u001b[2J\\b\\u202eTXT.exe"\nurl = "{feed_server.url("/f.xml")}"\n\n'
+        f'[[feeds]]\nname = "bad\\u009b31m\\u2028x"\nurl = "{feed_server.url("/bad.xml")}"\n\n'
+        f'[[feeds]]\nname = "{dev}"\nurl = "{feed_server.url("/f.xml")}?dev"\n\n'
+    )
+    cfg = tmp_path / "feedwatch.toml"
+    cfg.write_text(jsonl_config(tmp_path, feeds), encoding="utf-8")
+    utf8 = {"PYTHONIOENCODING": "utf-8"}
+    acting = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")
+    r = fw(cfg, "check", env=utf8)
+    assert r.returncode == 1
+    said = [x for x in r.stderr.split("\n") if not x.startswith("{")]  # (not the JSON log's)
+    assert (
+        "error bad\\x9b31m\\u2028x: HTTP 500 Internal Server Error" in said
+        and not acting.search("\n".join(said))
+    )
+
+    r = fw(cfg, "status", env=utf8)
+    assert r.returncode == 0, r.stderr
+    assert not acting.search(r.stdout), repr(r.stdout)
+    rows = r.stdout.splitlines()
+    assert [x.split("  ")[0] for x in rows[1:4]] == [shown, "bad\\x9b31m\\u2028x", dev]
+    # each column where the header's is: the name padded by the cells it takes, the
+    # emoji its two (joined: one glyph), an escape its four characters, not one or none
+    state = rows[0].index("STATE")
+    assert [x[state - 2 : state + 2] for x in rows[1:3]] == ["  ok", "  er"], r.stdout
+    assert rows[3].index("  ok") == state - 2 + 1, r.stdout  # 7 characters, 6 cells
+    assert "\n  bad\\x9b31m\\u2028x: HTTP 500 Internal Server Error\n" in r.stdout, r.stdout
+
+    r = fw(cfg, "status", "--json", env=utf8)
+    assert [f["name"] for f in json.loads(r.stdout)["feeds"]] == [evil, bad, dev]
+
+    r = fw(cfg, "forget", evil, env=utf8)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"forgot {shown}: its next poll records a new baseline\n"
+    assert fw(cfg, "check", env=utf8).returncode == 1  # its baseline again
+    # out of the config: named as the state holds it
+    cfg.write_text(jsonl_config(tmp_path, feeds.split("\n\n", 1)[1]), encoding="utf-8")
+    r = fw(cfg, "status", env=utf8)
+    assert f"\n{shown}  removed " in r.stdout and not acting.search(r.stdout), r.stdout
+    r = fw(cfg, "forget", evil, env=utf8)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"forgot {shown}: it is not in the config"), r.stdout
 
 
 @pytest.mark.parametrize("json_flag", [(), ("--json",)])

@@ -368,3 +368,45 @@ def test_a_removed_feed_is_known_by_its_alerts_after_retention_dropped_its_state
     ):
         r = fw(cfg, *args)
         assert r.returncode == 2 and "unknown feed 'nosuch'" in r.stderr, (args, r.stderr)
+
+
+def test_alerts_and_explain_show_a_title_s_control_characters_escaped(tmp_path, feed_server):
+    """A hostile feed's title with a C1 escape sequence (CSI U+009B: the C0 ESC the
+    parser drops) or a bidi override (U+202E) showed each as a space in `alerts` and
+    `explain`, so that "\\u202eTXT.exe" and " TXT.exe" read alike: each is written as
+    \\x9b, \\u202e now; `alerts --json` keeps the title."""
+    title = "Hypersonic \u009b2J \u202eTXT.exe \u2067x"
+    shown = "Hypersonic \\x9b2J \\u202eTXT.exe \\u2067x"
+
+    def items(*titles: str) -> str:
+        return json.dumps(
+            {
+                "version": "https://jsonfeed.org/version/1.1",
+                "title": "F",
+                "items": [
+                    {"id": str(i), "url": f"https://example.org/{i}", "title": t}
+                    for i, t in enumerate(titles)
+                ],
+            }
+        )
+
+    feed_server.set("/j", items("Markets open"), content_type="application/feed+json")
+    feeds = (
+        f'[[feeds]]\nname = "news"\nurl = "{feed_server.url("/j")}"\n'
+        'match = ["missiles"]\nsinks = ["log"]\n'
+    )
+    cfg = write_config(tmp_path, feed_server, feeds=feeds)
+    assert fw(cfg, "check").returncode == 0
+    feed_server.set("/j", items("Markets open", title), content_type="application/feed+json")
+    assert fw(cfg, "check").returncode == 0
+    acting = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")
+
+    r = fw(cfg, "alerts")
+    assert r.returncode == 0, r.stderr
+    assert f"  new      news: {shown}\n" in r.stdout and not acting.search(r.stdout), r.stdout
+    r = fw(cfg, "alerts", "--json")
+    assert json.loads(r.stdout)["alert"]["entry"]["title"] == title
+    for args in (("explain", "news", "1"), ("explain", "news")):
+        r = fw(cfg, *args)
+        assert r.returncode == 0, r.stderr
+        assert shown in r.stdout and not acting.search(r.stdout), r.stdout

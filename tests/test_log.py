@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,6 +76,49 @@ def test_library_info_chatter_stays_out_and_configure_again_replaces(
     logging.getLogger("aiohttp").error("an error")
     assert configured.getvalue() == ""  # the first handler was replaced, not kept
     assert [x["event"] for x in lines(again)] == ["an error"]
+
+
+# what acts on a terminal: the C0 controls but the newline, DEL, C1, the line and
+# paragraph separators and the bidi controls
+ACTING = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# a title drawing a line of its own on a terminal: ESC E a new line, ESC [C a space
+FORGING = "t\x1bE2026-01-01T00:00:00Z\x1b[C[error\x1b[C\x1b[C]\x1b[Cdelivery.dead\u202e"
+
+
+def test_a_console_line_escapes_a_title_s_control_characters(configured: io.StringIO) -> None:
+    """structlog's console renderer quotes a value only when it holds a space, a quote,
+    `=`, a tab or a line break: a title's escape sequences went to the terminal as they
+    were, and drew a log line of the feed's making (ESC E a new line, ESC [C a space).
+    Each is written as Python writes it; so is a library's message, and a traceback's
+    text (its line breaks kept)."""
+    out = io.StringIO()
+    log.configure(level="info", fmt="console", stream=out)
+    structlog.get_logger("feedwatch.test").warning(
+        "poll.entry", feed="news", title=FORGING, spaced="a \u009b2J b", plain="Markets"
+    )
+    logging.getLogger("aiohttp.client").warning("header %s", "x\nforged\x1b[2J")
+    try:
+        raise ValueError("bad \x1b]0;title\x07 entry")
+    except ValueError:
+        structlog.get_logger("feedwatch.test").exception("feed.poll_crashed", feed="news")
+    text = out.getvalue()
+    assert not ACTING.search(text), repr(text)
+    first, second, third, *traceback = text.splitlines()
+    assert f"title={FORGING!r}" in first and "spaced='a \\x9b2J b'" in first, first
+    assert "plain=Markets" in first, first
+    assert "header x\\nforged\\x1b[2J" in second, second
+    assert "feed.poll_crashed" in third and traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == "ValueError: bad \\x1b]0;title\\x07 entry", traceback
+
+
+def test_a_json_line_keeps_a_title_as_one_value(configured: io.StringIO) -> None:
+    """JSON needs no such escaping: it writes every C0 control (the line breaks, ESC)
+    as an escape, so a title stays one value of one line, read back as it was."""
+    title = FORGING + '\r\n{"event": "forged"}\n'
+    structlog.get_logger("feedwatch.test").warning("poll.entry", title=title)
+    (line,) = lines(configured)
+    assert line["title"] == title
+    assert "\x1b" not in configured.getvalue() and configured.getvalue().count("\n") == 1
 
 
 FORKED_WRITERS = """
