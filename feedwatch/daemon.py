@@ -9,7 +9,9 @@ SIGHUP: load the config file found at the start again; invalid (or emptied, or
 the wall clock steps (NTP, a resume): the waits are set again from now (StepWatch)
 SIGTERM/SIGINT: stop scheduling, let the polls whose request is out and the sends under
                 way finish within shutdown_timeout; abandon polls still waiting for a
-                slot and send nothing new (their state is left safely pending)
+                slot and send nothing new (their state is left safely pending); then
+                store the delivery marks the state refused before (a state locked
+                elsewhere: waited for up to the busy limit, else logged as lost)
 
 Several instances on one PostgreSQL state: every instance schedules every feed, and a
 poll job first claims the feed (store.claim_feed: a lease in the database, granted only
@@ -32,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -71,6 +73,7 @@ from feedwatch.store.base import (
     log_state_failure,
     new_owner,
 )
+from feedwatch.store.group import GroupCommit
 from feedwatch.store.lock import LockHandle, acquire_lock
 
 log = structlog.get_logger("feedwatch.daemon")
@@ -322,6 +325,11 @@ class Daemon:
             if not_done:
                 await asyncio.gather(*not_done, return_exceptions=True)
                 log.warning("daemon.abandoned", tasks=len(not_done))
+        # the marks of sends the state did not take (kept in memory): stored now if the
+        # state takes them (waiting the busy limit at most: a second signal cuts it),
+        # else each logged; before the claims go back, or another instance sends them
+        marks = self._spawn(self.dispatcher.store_unmarked_at_stop())
+        await asyncio.gather(marks, return_exceptions=True)
         self.scheduler.shutdown()
         await self.dispatcher.aclose()
         await self.fetcher.aclose()
@@ -651,12 +659,20 @@ class Daemon:
         transactions, the loop free between two (a prune of millions of alerts takes
         minutes, and polls, deliveries and the watchdog's pings go on meanwhile). A stop
         ends it between two; the next upkeep goes on from there."""
+        # each transaction through a group commit of its own: while another process holds
+        # SQLite's write lock it waits with the loop running (feedwatch.store.group), and
+        # one still waiting after the busy limit ends this upkeep (the next one does it:
+        # nothing is lost, what is pruned is only pruned later)
+        writes = GroupCommit(self.store)
         try:
             for steps in (pruning_alerts, dropping_removed_feeds):
-                for _ in steps(self.store, self.config, self.clock()):
-                    await asyncio.sleep(0)
-                    if self._stopping:
-                        return
+                walk = steps(self.store, self.config, self.clock())
+                try:
+                    while await writes.run(functools.partial(_step, walk)):
+                        if self._stopping:
+                            return
+                finally:
+                    walk.close()
             self._update_gauges()
         except Exception as exc:
             log_state_failure(
@@ -1044,6 +1060,14 @@ def _stored_slot(rec: FeedRecord | None, feed: FeedConfig) -> datetime | None:
     if rec.retry_after_until is not None:
         when = max(when or rec.retry_after_until, rec.retry_after_until)
     return when
+
+
+def _step(walk: Iterator[object]) -> bool:
+    """One transaction of an upkeep's walk (``pruning_alerts``...); False once it is done."""
+    return next(walk, _DONE) is not _DONE
+
+
+_DONE = object()
 
 
 def _gone_here(rec: FeedRecord | None, feed: FeedConfig | None) -> bool:

@@ -26,7 +26,8 @@ with the same id (at least once), never a different one. A mark the state cannot
 (SQLite locked by another process past the busy limit, PostgreSQL out of reach) is kept
 in memory (``_Unmarked``) and stored first at the next run; until it is, that sink sends
 nothing (its queue is held), so a delivery sent is never sent again because its mark
-waits. Only a crash or a stop meanwhile loses such a mark: sent again, at least once.
+waits. A stop tries once more to store them (``store_unmarked_at_stop``); only a crash,
+or a state still locked then, loses such a mark: sent again, at least once.
 
 Several instances on one PostgreSQL state: a delivery is sent only under a claim
 (``store.claim_deliveries``) that only a pending row can give, so each is sent by one
@@ -161,6 +162,27 @@ class Dispatcher:
                     f" {'for retry' if u.what == 'retry' else u.what}"
                     f" ({u.error}): the next run sends {'them' if n != 1 else 'it'} again"
                 )
+
+    async def store_unmarked_at_stop(self) -> None:
+        """A stop (the sends under way have ended): one more try at storing the marks the
+        state did not take, waiting for a state locked elsewhere as any write does (the
+        busy limit at most, the event loop running: a second signal cuts it short).
+        Each still not stored dies with the process: logged (``delivery.unmarked_lost``,
+        its sink and alerts), as the next start sends those alerts again."""
+        async with self._lock:
+            try:
+                await self._store_unmarked()
+            finally:
+                for u in self._unmarked:
+                    log.error(
+                        "delivery.unmarked_lost",
+                        sink=u.sink,
+                        alerts=list(u.ids),
+                        mark=u.what,
+                        error=u.error,
+                        hint="sent, but the state still did not take the mark as feedwatch"
+                        " stopped: the next start sends these alerts again",
+                    )
 
     async def _store_unmarked(self) -> None:
         """Store the marks the state did not take before (together: one batch); those it
@@ -361,7 +383,7 @@ class Dispatcher:
         )
         if len(granted) != len(ids):
             # another instance sends (or has sent) one of them: leave them all to it
-            self.store.release_deliveries(sink.name, granted, self.owner)
+            await self._release(sink, granted)
             log.debug("delivery.claimed_elsewhere", sink=sink.name, alerts=ids)
             return "held"
         return await self._attempt(sink, batch, report)
@@ -381,7 +403,7 @@ class Dispatcher:
                     f"internal error in sink: {type(exc).__name__}: {exc}"
                 )
         except BaseException:  # cancelled (a stop): give the claims back, pending as before
-            self._release(sink, ids, interrupted=True)
+            await self._release(sink, ids, interrupted=True)
             raise
         if not result.ok and result.too_big and len(batch) > 1:
             return await self._halves(sink, batch, result, report)
@@ -480,7 +502,7 @@ class Dispatcher:
         try:
             await self.writes.run(mark)
         except asyncio.CancelledError:
-            self._release(sink, ids)
+            await self._release(sink, ids)
             raise
         except StateError as exc:
             error = redact(str(exc))
@@ -493,8 +515,8 @@ class Dispatcher:
                 mark=what,
                 error=error,
                 hint="sent; the mark is kept in memory and stored at the next delivery"
-                " round, the sink sending nothing till then (a crash or a stop"
-                " meanwhile loses it: sent again)",
+                " round (or as feedwatch stops), the sink sending nothing till then"
+                " (a crash meanwhile loses it: sent again)",
             )
             return False
         return True
@@ -507,7 +529,7 @@ class Dispatcher:
         marked as it goes and halved again if refused too. So each alert is delivered, or
         only one too big alone goes dead; none that the receiver took is sent again."""
         if self._stopped:  # a stop came during the refused send: nothing new starts
-            self._release(sink, [d.alert_id for d in batch])
+            await self._release(sink, [d.alert_id for d in batch])
             report.waiting += len(batch)
             return "held"
         cut = (len(batch) + 1) // 2
@@ -522,20 +544,32 @@ class Dispatcher:
         try:
             outcome = await self._attempt(sink, first, report)
         except BaseException:
-            self._release(sink, [d.alert_id for d in rest])
+            await self._release(sink, [d.alert_id for d in rest])
             raise
         if outcome in ("retry", "held") or self._stopped:
             # the sink is unwell, or the daemon stops: the second half waits (order is kept)
-            self._release(sink, [d.alert_id for d in rest])
+            await self._release(sink, [d.alert_id for d in rest])
             report.waiting += len(rest)
             return "retry" if outcome == "retry" else "held"
         later = await self._attempt(sink, rest, report)
         return outcome if later == "delivered" else later
 
-    def _release(self, sink: Sink, ids: Sequence[str], *, interrupted: bool = False) -> None:
-        """Give back claims not settled by a mark (pending again)."""
+    async def _release(self, sink: Sink, ids: Sequence[str], *, interrupted: bool = False) -> None:
+        """Give back claims not settled by a mark (pending again). ``interrupted`` (a
+        send a stop cut short) also notes that on them: on SQLite a write (only then:
+        one instance has no claims), so it goes through the group commit, a state locked
+        by another process waited for (at most the busy limit) with the event loop
+        running. Not given back, they stay pending all the same."""
+        if not ids:
+            return
+        release = functools.partial(
+            self.store.release_deliveries, sink.name, list(ids), self.owner, interrupted=interrupted
+        )
         try:
-            self.store.release_deliveries(sink.name, ids, self.owner, interrupted=interrupted)
+            if interrupted:
+                await self.writes.run(release)
+            else:
+                release()
         except Exception as exc:
             log_state_failure(
                 log,

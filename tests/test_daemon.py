@@ -791,15 +791,18 @@ def test_the_upkeep_lets_the_daemon_run_between_the_prune_s_transactions(
     def stored() -> int:
         return len(store.alerts_for("a", limit=100))
 
-    async def upkeep(stop_after: int | None) -> list[int]:
-        """The job, and the alerts left each time the loop ran meanwhile."""
+    async def upkeep(stop_at: int | None) -> list[int]:
+        """The job, and the alerts left each time the loop ran meanwhile (each count
+        once: the loop runs more than once between two transactions)."""
         seen: list[int] = []
         running = True
 
         async def other_work() -> None:
             while running:  # (first run once the job let the loop go)
-                seen.append(stored())
-                if stop_after is not None and len(seen) == stop_after:
+                n = stored()
+                if not seen or seen[-1] != n:
+                    seen.append(n)
+                if stop_at is not None and n <= stop_at:
                     d._stopping = True
                 await asyncio.sleep(0)
 
@@ -810,11 +813,11 @@ def test_the_upkeep_lets_the_daemon_run_between_the_prune_s_transactions(
         return seen
 
     try:
-        seen = asyncio.run(upkeep(stop_after=3))
-        assert seen[:3] == [55, 50, 45] and stored() == 45  # stopped after the third
+        seen = asyncio.run(upkeep(stop_at=45))
+        assert seen == [60, 55, 50, 45] and stored() == 45  # stopped after the third
         d._stopping = False
-        seen = asyncio.run(upkeep(stop_after=None))
-        assert seen[:9] == [40, 35, 30, 25, 20, 15, 10, 5, 0] and stored() == 0
+        seen = asyncio.run(upkeep(stop_at=None))
+        assert seen == [45, 40, 35, 30, 25, 20, 15, 10, 5, 0] and stored() == 0
     finally:
         store.close()
 
@@ -1589,3 +1592,88 @@ def test_a_signal_during_the_start_is_a_stop_or_a_reload(tmp_path, feed_server, 
         assert d.proc.wait(timeout=30) == 0
         assert d.has("daemon.stopping", signal=signal.Signals(sig).name)
         assert all(line.startswith("{") for line in Path(d.log.name).read_text().splitlines())
+
+
+def test_the_upkeep_waits_for_a_state_locked_elsewhere_with_the_loop_running(tmp_path, feed_server):
+    """Another process held SQLite's write lock (an admin's `sqlite3` shell in a
+    transaction, a long VACUUM) as the hourly upkeep began: each prune step's BEGIN
+    slept in SQLite's busy handler on the event loop's thread, so the daemon fetched
+    nothing, handled no signal and sent no watchdog ping for up to 10 s. Now the step
+    waits with the loop running and prunes once the lock is let go. (In process.)"""
+    import asyncio
+
+    from feedwatch.config import load_config
+    from feedwatch.daemon import Daemon as FeedDaemon
+    from feedwatch.store import SqliteStore
+    from tests.helpers import HeldWriteLock, LoopLateness
+    from tests.test_store import alert, poll
+
+    cfg = write_config(tmp_path, feed_server, ["a"], extra='retention = "1h"')
+    config = load_config(cfg)
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    old = datetime.now(timezone.utc) - timedelta(hours=2)
+    ids = [f"x{i:02}" for i in range(10)]
+    store.commit_poll(poll("a", now=old, alerts=tuple(alert(i, "a", ("log",)) for i in ids)))
+    store.mark_delivered("log", ids, old)
+    d = FeedDaemon(config, lambda: config)
+    d.store = store
+    lock = HeldWriteLock(path, seconds=2.0)
+
+    async def main() -> tuple[LoopLateness, float]:
+        async with LoopLateness() as loop:
+            lock.start()
+            await asyncio.wait_for(d._maintenance_job(), 20)
+            done = time.monotonic()
+        return loop, done
+
+    try:
+        loop, done = asyncio.run(main())
+        assert loop.late < 0.5, f"the event loop stood still for {loop.late:.2f} s"
+        assert loop.ticks >= 20  # it ticked through the hold (2 s: ~40 ticks)
+        assert lock.released is not None and done >= lock.released
+        assert store.alerts_for("a", limit=100) == []  # pruned once the lock was free
+    finally:
+        lock.close()
+        store.close()
+
+
+def test_a_stop_stores_the_mark_the_locked_state_refused_so_the_restart_sends_nothing_again(
+    tmp_path, feed_server, start_daemon, webhook_receiver
+):
+    """A webhook taken while another process held SQLite's write lock past the busy
+    limit: its delivered mark waited in memory (`delivery.mark_failed`). A SIGTERM then
+    dropped it: the delivery run waiting for the lock was cancelled at shutdown_timeout
+    and nothing tried the mark again, so the restart sent the alert a second time. Now
+    the stop tries once more (the busy limit at most, the loop running) and stores it
+    once the lock is let go; the restart sends only what is new."""
+    from tests.helpers import HeldWriteLock
+
+    hook = webhook_receiver
+    hook.script(delay=1.0)  # the lock is taken while the receiver holds the answer
+    feed_server.set("/a", rss([entry(1, title="Once")]))
+    cfg = write_config(tmp_path, feed_server, ["a"], extra='first_poll = "alert"')
+    cfg.write_text(cfg.read_text().replace('shutdown_timeout = "5s"', 'shutdown_timeout = "1s"'))
+    with_webhook(cfg, f"{hook.url}/in")
+    d = start_daemon(cfg)
+    hook.wait_for(1, timeout=20)
+    lock = HeldWriteLock(tmp_path / "state.db", seconds=600)
+    try:
+        wait_for(lambda: d.has("delivery.mark_failed", sink="hook"), 30, "the mark refused")
+        d.proc.send_signal(signal.SIGTERM)
+        # the delivery run waiting for the lock is cut at shutdown_timeout: then let go
+        wait_for(lambda: d.has("daemon.abandoned"), 15, "the stop's wait over")
+        lock.release()
+        assert d.proc.wait(timeout=20) == 0
+    finally:
+        lock.close()
+    assert d.has("delivery.mark_stored", sink="hook"), d.events()
+    assert not d.has("delivery.unmarked_lost")
+    assert len(hook.received()) == 1
+    hook.script()
+    feed_server.set("/a", rss([entry(1, title="Once"), entry(2, title="New")]))
+    d = start_daemon(cfg)
+    got = hook.wait_for(2, timeout=30)  # oldest first: a pending "Once" would go before
+    assert [json.loads(r.body)["entry"]["title"] for r in got] == ["Once", "New"]
+    assert d.stop() == 0
+    assert len(hook.received()) == 2

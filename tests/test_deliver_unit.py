@@ -809,6 +809,92 @@ def test_a_sent_alert_whose_mark_the_locked_state_refused_is_not_sent_again(
     assert delivery(store, a, "hook").attempts == 1
 
 
+def test_a_stop_with_the_state_still_locked_names_the_marks_it_loses(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """A stop while a mark the locked state refused waits in memory: it is tried once
+    more; still refused, the daemon ended silently and the restart sent the alert again
+    with nothing in the log to say why. Now each mark lost is one error naming its sink
+    and alerts; the alert stays pending (sent again: at least once, never lost)."""
+    from structlog.testing import capture_logs
+
+    clock = FakeClock()
+    a = queue(store, clock, "hook")
+    sink = LockingSink("hook", tmp_path / "state.db")
+    dispatcher = Dispatcher(config(tmp_path, hook=0.0), store, {"hook": sink}, clock=clock)
+    dispatcher.writes.busy_limit = 0.3
+
+    async def main() -> DispatchReport:
+        report = await dispatcher.run_once()
+        dispatcher.stop()
+        await dispatcher.store_unmarked_at_stop()
+        return report
+
+    try:
+        with capture_logs() as logs:
+            report = asyncio.run(main())
+    finally:
+        if sink.held is not None:
+            sink.held.close()
+    assert (report.delivered, report.unmarked) == (1, 1)
+    lost = [e for e in logs if e["event"] == "delivery.unmarked_lost"]
+    assert len(lost) == 1 and lost[0]["log_level"] == "error", logs
+    assert (lost[0]["sink"], lost[0]["alerts"], lost[0]["mark"]) == ("hook", [a], "delivered")
+    assert "is busy" in lost[0]["error"] and "sends these alerts again" in lost[0]["hint"]
+    assert delivery(store, a, "hook").status == "pending"
+
+
+class HangingSink(RecordingSink):
+    """A send that never ends (a receiver that never answers) till a stop cancels it."""
+
+    async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+        await super().send(deliveries)
+        await asyncio.Event().wait()
+        raise AssertionError("not reached")
+
+
+def test_a_send_cut_short_by_a_stop_gives_its_claim_back_with_the_loop_running(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """A stop cancelled a send while another process held SQLite's write lock (an
+    admin's `sqlite3` shell in a transaction): noting the cut-short send on its delivery
+    (``release_deliveries(interrupted=True)``) slept in SQLite's busy handler on the
+    event loop's thread, up to 10 s with no signal handled and no watchdog ping. Now it
+    waits with the loop running, and is written once the lock is let go."""
+    from feedwatch.store.base import interrupted
+    from tests.helpers import LoopLateness
+
+    clock = FakeClock()
+    a = queue(store, clock, "hook")
+    sink = HangingSink(name="hook", supports_digest=False)
+    dispatcher = Dispatcher(config(tmp_path, hook=0.0), store, {"hook": sink}, clock=clock)
+    lock = HeldWriteLock(tmp_path / "state.db", seconds=2.0)
+
+    async def main() -> LoopLateness:
+        async with LoopLateness() as loop:
+            run = asyncio.ensure_future(dispatcher.run_once())
+            for _ in range(500):  # till the send is under way
+                if sink.alert_ids:
+                    break
+                await asyncio.sleep(0.01)
+            assert sink.alert_ids == [a]
+            lock.start()
+            dispatcher.stop()
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(run, 20)
+        return loop
+
+    try:
+        loop = asyncio.run(main())
+    finally:
+        lock.close()
+    assert loop.late < 0.5, f"the event loop stood still for {loop.late:.2f} s"
+    assert loop.ticks >= 20  # it ticked through the hold (2 s: ~40 ticks)
+    d = delivery(store, a, "hook")
+    assert d.status == "pending" and interrupted(d.last_error), d.last_error
+
+
 def test_check_tries_an_unmarked_send_again_at_its_end_and_says_if_it_cannot(
     tmp_path: Path, store: SqliteStore
 ) -> None:

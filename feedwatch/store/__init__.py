@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -121,7 +121,9 @@ def drop_removed_feeds(store: Store, config: Config, now: datetime) -> int:
     return sum(len(names) for names in dropping_removed_feeds(store, config, now))
 
 
-def dropping_removed_feeds(store: Store, config: Config, now: datetime) -> Iterator[list[str]]:
+def dropping_removed_feeds(
+    store: Store, config: Config, now: datetime
+) -> Generator[list[str], None, None]:
     """``drop_removed_feeds`` one bounded transaction at a time (``Store.drop_batches``):
     the daemon lets its event loop run between them. The names each dropped."""
     before = now - timedelta(seconds=config.defaults.retention)
@@ -145,7 +147,7 @@ def prune_alerts(store: Store, config: Config, now: datetime) -> int:
     return sum(pruning_alerts(store, config, now))
 
 
-def pruning_alerts(store: Store, config: Config, now: datetime) -> Iterator[int]:
+def pruning_alerts(store: Store, config: Config, now: datetime) -> Generator[int, None, None]:
     """``prune_alerts`` one bounded transaction at a time (``Store.prune_batches``:
     PRUNE_BATCH alerts each): the daemon lets its event loop run between them, so polls
     and deliveries go on through a prune of millions of alerts (``retention`` lowered,

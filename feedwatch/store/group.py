@@ -23,10 +23,10 @@ timer, so a batch can wait at most the window for nothing.
 
 Besides a poll's commit, these state writes made on the event loop go through one
 (and so wait for a state locked elsewhere with the loop running): a failed poll's
-record and a stale notice (the poller's), the outbox's marks (the dispatcher's own,
-no window), the daemon's stored next-poll times and moved retries (the poller's).
-Body workers and CLI commands, off the loop, write directly; so do the upkeep's
-prune steps and a stop's claims given back, which still wait the busy timeout.
+record and a stale notice (the poller's), the outbox's marks and the note on a send a
+stop cut short (the dispatcher's own, no window), the daemon's stored next-poll times
+and moved retries (the poller's), each transaction of the hourly upkeep's prune (one
+of its own per upkeep). Body workers and CLI commands, off the loop, write directly.
 
 Another process holding SQLite's write lock (an admin's `sqlite3` shell in a
 transaction, a long VACUUM, a cron `check`): the batch's BEGIN waited out the busy
