@@ -168,14 +168,13 @@ class DiffResult:
     # the row a re-key collision kept for an entry of the body, as compared: written
     # before ``upserts``, so the store's own rule for a collision does not decide
     kept: tuple[StoredEntry, ...] = ()
-    # each entry's identity, in body order (``identity.told_apart`` makes an entry's
-    # depend on the body's others)
+    # each entry's identity, in body order (as ``identity.told_apart`` keys it)
     identities: tuple[str, ...] = ()
     # of ``duplicates``, those of an identity not stored before this poll: entries nothing
     # tells apart, met for the first time
     repeated_new: int = 0
     # entries told apart by their enclosures stored silently, their group's one row
-    # stored before they were (``_first_told``)
+    # stored by a release before (``_first_told``)
     quiet: int = 0
 
 
@@ -235,16 +234,14 @@ def _settled_keys(
     """The entries taken as seen and unchanged without a comparison (``Settled``): none
     when the policy switches now (every row is re-keyed), when ``settled``'s body had
     duplicate identities under the policy, or when this body has (which of several is
-    compared depends on the row: ``_likest``), or when entries of this body are told
-    apart by their enclosures (``identity.told_apart``: an item as it was may have
-    another key now)."""
+    compared depends on the row: ``_likest``). (An entry's key is its own, whatever the
+    body's others: ``identity.told_apart``.)"""
     if (
         settled is None
         or not settled.indexes
         or not has_rows
         or policy != identity.policy
         or policy not in settled.unique_under
-        or any(k.plain for k in keys)
     ):
         return frozenset()
     ids = {key_for(k, policy) for k in keys}
@@ -288,10 +285,10 @@ def stored_needed(
     ``has_rows``: whether the feed has any stored entry; pass the same, and the same
     ``settled``, to ``diff``. The settled entries' rows are not needed: their identities
     are named apart (``StoredNeed.settled``) for the store to vouch for."""
-    keys = told_apart(keys)
     state = _choose_policy(settings, identity, keys, baselined and has_rows)
     if has_rows and state.policy != identity.policy:
         return None
+    keys = told_apart(keys, state.policy)
     skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
     compared = [k for i, k in enumerate(keys) if i not in skip]
     own = [key_for(k, state.policy) for k in compared]
@@ -307,13 +304,14 @@ def stored_needed(
         for c in (k.content, k.textless)
         if c
     )
-    # an entry keyed by its content: the row of the key it had told apart by its
-    # enclosures (``_told_keys``), or of the one it had before it was (``_first_told``)
+    # an entry told apart by its enclosures: the row a release before keyed it by, its
+    # plain content key (``_first_told``; alone in the body, it takes it); an entry
+    # without a link keyed by its id: the row of its told key, from before the id came
+    # (``_Unlinked``)
     told = (
         c
         for k, key in zip(compared, own, strict=True)
-        if key == k.content
-        for c in (k.plain or k.told,)
+        for c in (k.plain if key == k.content else k.told if _unlinked_id(k, key) else None,)
         if c
     )
     return StoredNeed(
@@ -325,50 +323,35 @@ def stored_needed(
     )
 
 
-def _told_keys(
-    keys: Sequence[EntryKeys], policy: Policy, current: Mapping[str, StoredEntry]
-) -> Sequence[EntryKeys]:
-    """``keys`` where an entry keyed by its content (``key_for``), the only one of its
-    content key in the body, was told apart by its enclosures before (its ``told``
-    key is stored, its content key is not): it keeps that key. So a group of such
-    entries that shrinks to one and grows again keeps its rows."""
-    out: list[EntryKeys] | None = None
-    for n, k in enumerate(keys):
-        if (
-            k.told
-            and not k.plain
-            and key_for(k, policy) == k.content
-            and k.content not in current
-            and k.told in current
-        ):
-            out = list(keys) if out is None else out
-            out[n] = replace(k, content=k.told, plain=k.content)
-    return keys if out is None else out
-
-
 def _first_told(
     body: Sequence[tuple[str, int, str]],
     keys: Sequence[EntryKeys],
     current: Mapping[str, StoredEntry],
     seen: set[str],
+    plains: Counter[str],
 ) -> dict[str, str]:
-    """The entries of the body told apart by their enclosures (``identity.told_apart``)
-    whose group has none of its keys stored but a row under their common content key,
-    absent from the body: a state of a release before, which stored the group as one
-    entry, or a feed of one such entry that got a second. Which of them the row was is
-    not known, so they are stored silently (as a feed's first poll stores its body),
-    and the row goes to the last of them (the oldest, in a feed that puts the newest
-    first): left, it would be taken for a later entry of that text (link churn).
-    A content key -> the key of the entry that takes its row."""
+    """The groups of entries of the body told apart by their enclosures
+    (``identity.told_apart``), two or more of one plain content key (``plains``: how
+    many identities of the body have each), none of whose keys is stored, with a row
+    under that content key absent from the body: the state of a release before, which
+    stored the group as one entry (the first of them it met). Which of them the row is
+    cannot be known (a row holds no enclosure), so they are stored silently, once (as
+    a feed's first poll stores its body), a new recording among them too; the row goes
+    to the last of them (the oldest, in a feed that puts the newest first): left, it
+    would be taken for a later entry of that text. (One such entry alone in the body
+    takes its row: ``diff``.) A content key -> the key of the entry that takes its row."""
     groups: dict[str, list[str]] = {}
     for key, i, _ in body:
         plain = keys[i].plain
-        if plain and key == keys[i].content:
+        if plain and key == keys[i].content and plains[plain] > 1:
             groups.setdefault(plain, []).append(key)
     return {
         plain: members[-1]
         for plain, members in groups.items()
-        if plain in current and plain not in seen and not any(m in current for m in members)
+        if len(members) == plains[plain]  # (a settled member: the group's keys are stored)
+        and plain in current
+        and plain not in seen
+        and not any(m in current for m in members)
     }
 
 
@@ -619,12 +602,14 @@ class _Unlinked:
         if _unlinked_id(keys, key):  # an id came: the row of its content key
             # (without a published time, a release before keyed it without its text)
             row = current.get(keys.content)
+            if row is None and keys.told:  # (told apart by its enclosures: identity.told_apart)
+                row = current.get(keys.told)
             if row is None and keys.textless:
                 row = current.get(keys.textless)
             if row is not None and (row.identity in seen or _id_of(row) not in ("", keys.entry_id)):
                 row = None
         elif _id_went(keys, key):  # an id went: the row of an id
-            row = self.by_content.get(key)
+            row = self.by_content.get(keys.plain or key)
             if row is not None and current.get(row.identity) is not row:
                 row = None
         if row is None:
@@ -1264,11 +1249,11 @@ def diff(
     for one."""
     if keys is None or len(keys) != len(entries):
         keys = [entry_keys(e) for e in entries]
-    keys = told_apart(keys)
     if has_rows is None:
         has_rows = bool(stored)
     ignore = _ignore(settings.ignore_text, feed)
     state = _choose_policy(settings, identity, keys, baselined and has_rows)
+    keys = told_apart(keys, state.policy)
     current: dict[str, StoredEntry] = dict(stored)
     rekeys: list[tuple[str, str]] = []
     collided: set[str] = set()
@@ -1277,7 +1262,6 @@ def diff(
             raise ValueError("the identity policy switches: diff needs every stored entry")
         current, rekeys, collided = _rekey(stored, state.policy, identity.policy, keys)
     skip = _settled_keys(settled, state.policy, identity, keys, has_rows)
-    keys = _told_keys(keys, state.policy, current)
 
     # Identities of this body; of several entries with one identity, the one compared
     # is the one likest its stored row (``_likest``), the first when none is stored.
@@ -1309,9 +1293,14 @@ def diff(
     body_size = len(seen)
     settled_seen = len(touched)
 
-    # Entries told apart by their enclosures whose content key holds the one row of them
-    # all, stored before they were: stored as they are, silently (``_first_told``)
-    quiet = _first_told(body, keys, current, seen)
+    # Entries told apart by their enclosures (``identity.told_apart``): how many
+    # identities the body has of each plain content key (copies nothing tells apart are
+    # one). A group of several whose key holds the one row of them all, stored by a
+    # release before: stored as they are, silently (``_first_told``).
+    plains: Counter[str] = Counter(
+        p for p, _ in {(k.plain, o) for k, o in zip(keys, own, strict=True) if k.plain}
+    )
+    quiet = _first_told(body, keys, current, seen, plains) if plains else {}
     for plain, last in quiet.items():
         rekeys.append((plain, last))
         current[last] = replace(current.pop(plain), identity=last)
@@ -1331,13 +1320,15 @@ def diff(
     # stored entry without an id that is absent from this body with those: re-keyed, its
     # new link stored silently. Only where that text and time are one entry's, among
     # the unknown entries of the body and among the absent rows (``stored_needed``
-    # reads every row then).
+    # reads every row then). Not an entry told apart by its enclosures from others of
+    # the body (``identity.told_apart``): their text says nothing of which one it is (a
+    # recording new in a window that dropped the oldest is not that one).
     unknown_by_text: Counter[tuple[str, datetime | None]] = Counter()
     absent_by_text: dict[tuple[str, datetime | None], StoredEntry | None] = {}
     text_keys: dict[str, str] = {}  # unknown identity -> its text's key
     if any(k not in current and not _by_id(k) for k, _, _ in body):
         for key, i, fp in body:
-            if key not in current and not _by_id(key):
+            if key not in current and not _by_id(key) and plains[keys[i].plain or ""] < 2:
                 text_key = _text_key(entries[i], ignore, fp)
                 if text_key != _EMPTY:
                     text_keys[key] = text_key
@@ -1396,6 +1387,17 @@ def diff(
         if keys[i].plain in quiet:
             quieted.append(_row(feed, key, entry, fp, now, old))
             continue
+        alone = keys[i].plain
+        if old is None and alone and plains[alone] == 1 and alone not in seen:
+            # told apart by its enclosures, alone in the body of its plain content key:
+            # the row of that key is its own, as a release before keyed it (or as it was
+            # before it had an enclosure)
+            cand = current.get(alone)
+            if cand is not None:
+                rekeys.append((alone, key))
+                del current[alone]
+                old = replace(cand, identity=key)
+                current[key] = old
         if old is None:
             # a relative id stored resolved against the feed's URL, as it once was: the
             # same entry, whatever its text (feedwatch.parse._ids_as_given); an id

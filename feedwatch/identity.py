@@ -13,7 +13,6 @@ import hashlib
 import html.entities
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -78,8 +77,10 @@ _SAME_HASH = ("v1:", "v2:", "v3:", "v4:", "v5:", "v6:", "v7:", "v8:")
 # .3: the content key of an entry without a published time covers its text
 # (``content_identity_at``), and ``EntryKeys.textless`` is the key without it.
 # .4: an entry with an enclosure has the content key that tells it apart by the
-# enclosures' URLs (``EntryKeys.told``).
-KEYS_VERSION = f"{FINGERPRINT_VERSION}.4"
+# enclosures' URLs (``EntryKeys.told``). .5: every entry keyed by its content that has
+# an enclosure is keyed so (``told_apart``), not only where content keys collide, so
+# ``distinct_under`` (a parse cache's ``Settled.unique_under``) counts those keys.
+KEYS_VERSION = f"{FINGERPRINT_VERSION}.5"
 
 # Query parameters that say nothing about what a link points at: analytics tags
 # and cache-busters. A link differing only by these is the same link.
@@ -377,36 +378,30 @@ def _bare_url(url: str) -> str:
 def told_identity(entry: EntrySnapshot, content: str) -> str | None:
     """For an entry with an enclosure, the content key ``content`` told apart by the
     URLs of its enclosures, each without its query and fragment (``_bare_url``), in
-    any order; None for one without. The key of such an entry in a body where its
-    content key is another entry's (``told_apart``)."""
+    any order; None for one without. The key of such an entry keyed by its content
+    (``told_apart``)."""
     urls = sorted({u for enc in entry.enclosures if enc.url and (u := _bare_url(enc.url))})
     if not urls:
         return None
     return "c:" + _h("enclosures", content, *urls)[:32]
 
 
-def told_apart(keys: Sequence[EntryKeys]) -> Sequence[EntryKeys]:
-    """A body's keys, where entries share a content key (a feed of recordings with
-    neither id, link, title, date nor text; items all titled "Morning briefing") and
-    their enclosures tell them apart (``EntryKeys.told``): each of them with an
-    enclosure keyed by it (``content`` its ``told`` key, ``plain`` its own content key).
-    Every entry of the group, whatever its place in the body: a new item at the top
-    takes no row of another. An entry whose content key no other entry of the body
-    has keeps its key, and so do entries nothing tells apart (the same enclosure, or
-    none). ``keys`` itself when nothing changes (the common case)."""
-    if not any(k.told for k in keys):
-        return keys
-    told: dict[str, set[str | None]] = {}
-    count: Counter[str] = Counter()
-    for k in keys:
-        count[k.content] += 1
-        told.setdefault(k.content, set()).add(k.told)
-    apart = {c for c, n in count.items() if n > 1 and len(told[c]) > 1}
-    if not apart:
+def told_apart(keys: Sequence[EntryKeys], policy: Policy) -> Sequence[EntryKeys]:
+    """A body's keys under ``policy``, where each entry keyed by its content (``key_for``)
+    that has an enclosure is keyed by its content and its enclosures' URLs
+    (``EntryKeys.told``: ``content`` its ``told`` key, ``plain`` its own content key),
+    whatever the body's other entries: a feed of recordings with neither id, link,
+    title, date nor text, or items all titled "Morning briefing", has an entry for each
+    recording, and an entry's key never depends on its neighbours (a new item at the
+    top, or one without an enclosure, takes no row of another; a group of such entries
+    never grows from one). Entries without an enclosure keep their key, and entries
+    nothing tells apart (the same enclosure, or none) share one. ``keys`` itself when
+    nothing changes (the common case: entries with ids or links, or no enclosure)."""
+    if not any(k.told and k.plain is None and key_for(k, policy) == k.content for k in keys):
         return keys
     return [
         replace(k, content=k.told, plain=k.content)
-        if k.told and k.plain is None and k.content in apart
+        if k.told and k.plain is None and key_for(k, policy) == k.content
         else k
         for k in keys
     ]
@@ -668,11 +663,11 @@ def key_for(keys: EntryKeys, policy: Policy) -> str:
 
 
 def distinct_under(keys: Sequence[EntryKeys]) -> list[Policy]:
-    """The policies under which these entries' identities are all distinct: their own
-    keys, not told apart (``told_apart``), so a body whose entries' content keys collide
-    is not distinct under content (``diff._settled_keys``)."""
+    """The policies under which these entries' identities are all distinct, as the diff
+    keys them (``told_apart``: entries of one content key told apart by their
+    enclosures are distinct)."""
     policies: tuple[Policy, ...] = ("guid", "link", "content")
-    return [p for p in policies if len({key_for(k, p) for k in keys}) == len(keys)]
+    return [p for p in policies if len({key_for(k, p) for k in told_apart(keys, p)}) == len(keys)]
 
 
 def detect_policy(entries: Sequence[EntrySnapshot], threshold: float = 0.9) -> Policy | None:

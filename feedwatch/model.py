@@ -276,11 +276,11 @@ class EntryKeys:
     # of the entry edited, and the row a release before keyed it by (KEYS_VERSION v5.3)
     textless: str | None = None
     # for an entry with an enclosure: the content key that tells it apart by its
-    # enclosures' URLs (``identity.told_identity``), its key where the content keys
-    # of a body's entries collide (``identity.told_apart``)
+    # enclosures' URLs (``identity.told_identity``), its key where it is keyed by its
+    # content (``identity.told_apart``)
     told: str | None = None
-    # set by ``identity.told_apart`` only, for a body: ``content`` is then ``told``,
-    # and this the entry's content key as computed alone
+    # set by ``identity.told_apart`` only, under a policy: ``content`` is then ``told``,
+    # and this the entry's content key without its enclosures (a release before's key)
     plain: str | None = None
 
 

@@ -408,7 +408,7 @@ def _report(
             " (too few distinct ids and links)",
         }[policy]
         w(f'Identity:      id_policy = "auto" would key entries on {why}\n')
-        keys = told_apart([entry_keys(e) for e in entries])
+        keys = told_apart([entry_keys(e) for e in entries], policy)
         repeated = len(entries) - len({key_for(k, policy) for k in keys})
         if repeated:
             w(

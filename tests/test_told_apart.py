@@ -28,11 +28,17 @@ FEED_URL = "http://feeds.example.net/podcast/feed.xml"
 
 def recordings(numbers, token: str = "", title: str = "") -> bytes:
     """The recordings feed: items with only an enclosure (and ``title``, when given),
-    the newest first; ``token`` a CDN query on every URL."""
+    the newest first; ``token`` a CDN query on every URL; a number None: an item
+    without an enclosure."""
     items = "".join(
         f"<item>{f'<title>{title}</title>' if title else ''}"
-        f'<enclosure url="https://cdn.example.org/rec-{n}.mp3{token}" type="audio/mpeg"'
-        f' length="{1000 + n}"/></item>'
+        + (
+            ""
+            if n is None
+            else f'<enclosure url="https://cdn.example.org/rec-{n}.mp3{token}"'
+            f' type="audio/mpeg" length="{1000 + n}"/>'
+        )
+        + "</item>"
         for n in numbers
     )
     return (
@@ -92,30 +98,31 @@ def test_all_titled_morning_briefing_are_told_apart_too():
     assert [c.entry.enclosures[0].url for c in r.changes] == ["https://cdn.example.org/rec-3.mp3"]
 
 
-def test_an_entry_whose_content_key_is_unique_keeps_its_key_exactly():
-    # every other feed's stored keys are unchanged: an enclosure counts only where
-    # content keys collide
+def test_only_an_entry_keyed_by_its_content_is_keyed_by_its_enclosures():
+    # an entry keyed by its id or link keeps its key; one keyed by its content with an
+    # enclosure is told apart by it whatever its neighbours, alone in its body too
     one = [
         entry(None, title="A", link=None, published=None, summary="a"),
         entry(None, title="B", link=None, published=None, summary="b"),
     ]
     one = [
-        replace(e, entry_id=None, link=None, enclosures=entries_of(recordings([n]))[0].enclosures)
+        replace(e, entry_id=f"id-{n}", enclosures=entries_of(recordings([n]))[0].enclosures)
         for n, e in enumerate(one)
     ]
     keys = [entry_keys(e) for e in one]
-    assert identity.told_apart(keys) is keys
-    assert [key_for(k, "content") for k in keys] == [content_identity(e) for e in one]
-    # the recordings feed with one item: its plain content key
+    assert identity.told_apart(keys, "guid") is keys
+    told = identity.told_apart(keys, "content")
+    assert [key_for(k, "content") for k in told] == [k.told for k in keys]
+    assert [k.plain for k in told] == [content_identity(e) for e in one]
     (e,) = entries_of(recordings([1]))
     stored, _ = poll({}, recordings([1]), baselined=False)
-    assert list(stored) == [content_identity(e)]
+    assert list(stored) == [entry_keys(e).told]
 
 
 def test_entries_nothing_tells_apart_stay_one_identity():
     body = recordings([1, 1])
-    keys = [entry_keys(e) for e in entries_of(body)]
-    assert identity.told_apart(keys) is keys
+    keys = identity.told_apart([entry_keys(e) for e in entries_of(body)], "guid")
+    assert keys[0] == keys[1]
     _, r = poll({}, body, baselined=False)
     assert r.duplicates == 1 and r.repeated_new == 1
     stored, r = poll({}, body, baselined=False)
@@ -125,8 +132,9 @@ def test_entries_nothing_tells_apart_stay_one_identity():
 
 def test_upgrade_stores_the_group_silently_once_then_alerts_new_ones():
     # a state of a release before: the group's one row, under the plain content key
+    # (its first changed body is stored silently: a recording new in it does not alert)
     plain = content_identity(entries_of(recordings([1]))[0])
-    old = poll({}, recordings([1]), baselined=False)[0]
+    old = _as_before(poll({}, recordings([1]), baselined=False)[0], recordings([1]))
     assert list(old) == [plain]
     stored, r = poll(old, recordings([2, 1]), now=T0 + timedelta(hours=1))
     assert r.changes == () and r.quiet == 2 and r.new == 0
@@ -145,6 +153,139 @@ def test_a_group_that_shrinks_to_one_and_grows_keeps_its_rows():
     assert r.changes == () and r.new == 0
     stored, r = poll(stored, recordings([3, 2]), now=T0 + timedelta(hours=2))
     assert [c.entry.enclosures[0].url for c in r.changes] == ["https://cdn.example.org/rec-3.mp3"]
+
+
+def _alerted(r) -> list[tuple[str, str | None]]:
+    """A diff's changes: each one's kind and its entry's first enclosure URL (None: none)."""
+    return [(c.kind, c.entry.enclosures[0].url if c.entry.enclosures else None) for c in r.changes]
+
+
+def _rec(n: int) -> str:
+    return f"https://cdn.example.org/rec-{n}.mp3"
+
+
+def test_a_fixed_size_window_alerts_each_new_recording():
+    # the window drops the oldest as it takes the newest: the new one is not the
+    # dropped one re-keyed (link churn), whatever its text
+    for title in ("", "Morning briefing"):
+        stored, r = poll({}, recordings([5, 4, 3, 2, 1], title=title), baselined=False)
+        for step, top in enumerate((6, 7), 1):
+            body = recordings(range(top, top - 5, -1), title=title)
+            stored, r = poll(stored, body, ident=r.identity, now=T0 + timedelta(hours=step))
+            assert _alerted(r) == [("new", _rec(top))], (title, top)
+
+
+def test_a_new_item_without_an_enclosure_alerts_and_takes_no_row():
+    for title in ("", "Morning briefing"):
+        stored, r = poll({}, recordings([1], title=title), baselined=False)
+        before = dict(stored)
+        stored, r = poll(stored, recordings([None, 1], title=title), now=T0 + timedelta(hours=1))
+        assert _alerted(r) == [("new", None)], title
+        assert all(stored[k] == v for k, v in before.items())  # rec-1's row kept as it was
+
+
+def test_a_group_that_grows_from_one_alerts_the_new_recording():
+    for title in ("", "Morning briefing"):
+        stored, r = poll({}, recordings([3], title=title), baselined=False)
+        stored, r = poll(stored, recordings([4, 3], title=title), now=T0 + timedelta(hours=1))
+        assert _alerted(r) == [("new", _rec(4))], title
+
+        stored, r = poll({}, recordings([3, 2, 1], title=title), baselined=False)
+        got = []
+        for step, numbers in enumerate(([3], [4], [5, 4]), 1):
+            stored, r = poll(
+                stored, recordings(numbers, title=title), now=T0 + timedelta(hours=step)
+            )
+            got.append(_alerted(r))
+        assert got == [[], [("new", _rec(4))], [("new", _rec(5))]], title
+
+
+def _episodes(numbers, prefix: str = "https://cdn.example.org/") -> bytes:
+    """A podcast without ids or links whose episodes' titles tell them apart."""
+    items = "".join(
+        f"<item><title>Episode {n}</title><description>Show notes {n}</description>"
+        f'<enclosure url="{prefix}ep-{n}.mp3" type="audio/mpeg" length="{n}"/></item>'
+        for n in numbers
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Show</title>'
+        f"<link>https://show.example.org/</link>{items}</channel></rss>"
+    ).encode()
+
+
+def test_an_episodes_enclosure_moving_behind_a_prefix_alerts_nothing():
+    podtrac = "https://dts.podtrac.com/redirect.mp3/cdn.example.org/"
+    stored, r = poll({}, _episodes([2, 1]), baselined=False)
+    stored, r = poll(stored, _episodes([2, 1], podtrac), now=T0 + timedelta(hours=1))
+    assert r.changes == () and len(stored) == 2
+    stored, r = poll(stored, _episodes([3, 2, 1], podtrac), now=T0 + timedelta(hours=2))
+    assert _alerted(r) == [("new", podtrac + "ep-3.mp3")]
+    assert len(stored) == 3
+
+
+def _as_before(stored, body):
+    """``stored`` as a release before keyed it: each row of an entry of ``body`` under
+    the entry's plain content key."""
+    out = dict(stored)
+    for e in entries_of(body):
+        k = entry_keys(e)
+        if k.told in out:
+            out[k.content] = replace(out.pop(k.told), identity=k.content)
+    return out
+
+
+def test_upgrade_of_an_entry_unique_in_its_body_is_silent():
+    body = _episodes([2, 1])
+    stored, r = poll({}, body, baselined=False)
+    old = _as_before(stored, body)
+    assert set(old) == {content_identity(e) for e in entries_of(body)}
+    keys = [entry_keys(e) for e in entries_of(body)]
+    need = stored_needed(S, IdentityState(), keys, baselined=True, has_rows=True)
+    assert need is not None and set(old) <= set(need.identities)
+    again, r = poll(old, body, now=T0 + timedelta(hours=1))
+    assert r.changes == () and r.quiet == 0
+    assert again.keys() == stored.keys()  # each row under its new key
+    again, r = poll(old, _episodes([3, 2, 1]), now=T0 + timedelta(hours=1))
+    assert _alerted(r) == [("new", "https://cdn.example.org/ep-3.mp3")]
+    # an untitled recording alone in its feed too
+    stored, r = poll({}, recordings([1]), baselined=False)
+    again, r = poll(
+        _as_before(stored, recordings([1])), recordings([1]), now=T0 + timedelta(hours=1)
+    )
+    assert r.changes == () and again.keys() == stored.keys()
+
+
+def test_a_recordings_feeds_unchanged_items_are_settled_under_their_own_keys():
+    # an entry's key is its own, whatever its neighbours: the parse cache's settled
+    # entries are those the state holds (``diff._settled_keys``)
+    _, cache = parse_incremental(
+        recordings([2, 1]), {}, url=FEED_URL, max_entries=100, cache=None, digest="d0"
+    )
+    stored, r = poll({}, recordings([2, 1]), baselined=False)
+    got, _ = parse_incremental(
+        recordings([3, 2, 1]),
+        {},
+        url=FEED_URL,
+        max_entries=100,
+        cache=cache,
+        digest="d1",
+        basis="d0",
+    )
+    assert got.settled is not None and got.settled.indexes == {1, 2}
+    assert "content" in got.settled.unique_under
+    r = diff(
+        "rec",
+        stored,
+        got.entries,
+        settings=S,
+        identity=r.identity,
+        baselined=True,
+        now=T0 + timedelta(hours=1),
+        keys=got.keys,
+        settled=got.settled,
+    )
+    assert _alerted(r) == [("new", _rec(3))]
+    assert set(r.touched) == set(stored)  # taken as seen, without their rows
 
 
 # ---------------------------------------------------------------- unit: xml:base
@@ -253,8 +394,8 @@ def test_check_alerts_a_new_recording_once_and_a_token_change_never(tmp_path, fe
     cfg = _first_check(tmp_path, srv)
     assert alerts(tmp_path) == []
     news_keys = _keys(tmp_path, "news")
-    # the unrelated feed's keys: each entry's own content key, as before
-    assert news_keys == {content_identity(e) for e in entries_of(NEWS)}
+    # the feed of titled episodes: each entry's content key told apart by its enclosure
+    assert news_keys == {entry_keys(e).told for e in entries_of(NEWS)}
 
     srv.set("/rec.xml", recordings([3, 2, 1]))
     r = fw(cfg, "-q", "check")
@@ -275,6 +416,12 @@ def test_check_alerts_a_new_recording_once_and_a_token_change_never(tmp_path, fe
     assert _keys(tmp_path, "news") == news_keys
     assert "repeated_identity" not in r.stderr
 
+    srv.set("/rec.xml", recordings([5, 4, 3, 2], "?token=y8"))  # a window: rec-1 dropped
+    r = fw(cfg, "-q", "check")
+    assert r.returncode == 0, r.stderr
+    got = [a["entry"]["enclosures"][0]["url"] for a in alerts(tmp_path)][2:]
+    assert got == ["https://cdn.example.org/rec-5.mp3?token=y8"]
+
     r = fw(cfg, "explain", "rec")
     assert r.returncode == 0, r.stderr
     assert "repeated:" not in r.stdout and "duplicate" not in r.stdout
@@ -294,7 +441,8 @@ def test_check_after_an_upgrade_stores_the_group_silently_once(tmp_path, feed_se
     r = fw(cfg, "check")
     assert r.returncode == 0, r.stderr
     assert alerts(tmp_path) == []  # the group's baseline: its body was otherwise known
-    assert "feed.told_apart" in r.stderr
+    (line,) = [json.loads(x) for x in r.stderr.splitlines() if "feed.told_apart" in x]
+    assert line.get("level") == "warning" and line.get("feed") == "rec"
     assert plain not in _keys(tmp_path, "rec") and len(_keys(tmp_path, "rec")) == 3
     srv.set("/rec.xml", recordings([4, 3, 2, 1]))
     assert fw(cfg, "check").returncode == 0
