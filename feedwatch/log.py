@@ -150,7 +150,9 @@ class _Escaped:
         return escaped(self.text)
 
     def __repr__(self) -> str:
-        return repr(self.text)
+        # quoted as Python quotes a string, but escaped as ``escaped`` escapes: an emoji's
+        # joiner and a backslash stay as they are (repr would write ``\u200d``, ``\\``)
+        return "'" + escaped(self.text).replace("'", "\\'") + "'"
 
 
 class _Prioritised:

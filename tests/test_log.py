@@ -94,7 +94,12 @@ def test_a_console_line_escapes_a_title_s_control_characters(configured: io.Stri
     out = io.StringIO()
     log.configure(level="info", fmt="console", stream=out)
     structlog.get_logger("feedwatch.test").warning(
-        "poll.entry", feed="news", title=FORGING, spaced="a \u009b2J b", plain="Markets"
+        "poll.entry",
+        feed="news",
+        title=FORGING,
+        spaced="a \u009b2J b",
+        plain="Markets",
+        family="\x1b \U0001f468\u200d\U0001f469 C:\\tmp 'q'",
     )
     logging.getLogger("aiohttp.client").warning("header %s", "x\nforged\x1b[2J")
     try:
@@ -106,6 +111,8 @@ def test_a_console_line_escapes_a_title_s_control_characters(configured: io.Stri
     first, second, third, *traceback = text.splitlines()
     assert f"title={FORGING!r}" in first and "spaced='a \\x9b2J b'" in first, first
     assert "plain=Markets" in first, first
+    # what acts on the terminal only: an emoji's joiner and a backslash as they are
+    assert "family='\\x1b \U0001f468\u200d\U0001f469 C:\\tmp \\'q\\''" in first, first
     assert "header x\\nforged\\x1b[2J" in second, second
     assert "feed.poll_crashed" in third and traceback[0] == "Traceback (most recent call last):"
     assert traceback[-1] == "ValueError: bad \\x1b]0;title\\x07 entry", traceback
