@@ -40,6 +40,7 @@ from feedwatch.store import (
     prune_alerts,
 )
 from feedwatch.store.base import FeedRecord, Store
+from feedwatch.text import escaped, escaped_lines
 
 if TYPE_CHECKING:
     from feedwatch.bodyworkers import BodyWorkers
@@ -216,10 +217,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
             return demo_main(out)
         return _dispatch(args, out)
     except UsageError as exc:
-        print(f"feedwatch: {redact(str(exc))}", file=sys.stderr)
+        print(f"feedwatch: {escaped(redact(str(exc)))}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
-        _say_start_failed(args.command, str(exc), str(exc))
+        # a feed's or sink's name as written may hold a terminal's escape sequence
+        _say_start_failed(args.command, str(exc), escaped_lines(str(exc)))
         return EXIT_USAGE
     except StateError as exc:
         message = redact(str(exc))

@@ -32,7 +32,7 @@ import structlog
 
 from feedwatch import streams
 from feedwatch.redact import redact
-from feedwatch.text import escaped
+from feedwatch.text import escaped, escaped_lines
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -131,7 +131,7 @@ class _Escaping:
             if not isinstance(value, str) or escaped(value) is value:
                 continue  # (a list or a dict is rendered by repr, which escapes)
             if key in _MULTILINE:
-                event_dict[key] = "\n".join(escaped(line) for line in value.split("\n"))
+                event_dict[key] = escaped_lines(value)
             else:
                 event_dict[key] = _Escaped(value)
         return str(self._renderer(logger, name, event_dict))

@@ -39,6 +39,7 @@ from feedwatch.config import ConfigError, _default_feed_name, _http_url, find_co
 from feedwatch.identity import loose_link, normalize_link
 from feedwatch.model import Config
 from feedwatch.redact import redact_refused_url
+from feedwatch.text import escaped
 
 __all__ = [
     "ImportedFeed",
@@ -490,7 +491,7 @@ def run(args: argparse.Namespace, out: TextIO, load: Callable[[], Config]) -> in
         return 2
     for line, message in result.problems:
         where = f"{shown}:{line}" if line else shown
-        print(f"{where}: {message}", file=sys.stderr)
+        print(f"{where}: {escaped(message)}", file=sys.stderr)
     if not result.feeds and result.configured:  # run again: nothing new, not a failure
         print(
             f"{shown}: nothing to import: its {len(result.configured)} feeds are all in"

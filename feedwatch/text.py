@@ -294,6 +294,12 @@ def escaped(s: str) -> str:
     return _ACTING.sub(lambda m: repr(m.group())[1:-1], s)
 
 
+def escaped_lines(s: str) -> str:
+    """``escaped`` line by line: a message of several lines (a config's problems, a
+    traceback) keeps its line breaks."""
+    return "\n".join(escaped(line) for line in s.split("\n"))
+
+
 def cap(s: str, limit: int = 65536) -> str:
     """``s`` cut to at most ``limit`` characters, ending in "…" when cut."""
     if len(s) <= limit:

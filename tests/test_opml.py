@@ -435,3 +435,26 @@ def test_a_file_name_that_is_not_utf8_leaves_the_config_utf8(tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_bytes(BASE_CONFIG.encode() + r.stdout)
     assert validate(tmp_path, cfg) == "ok: 5 feeds, 1 sinks, 1 rules"
+
+
+def test_import_and_validate_write_a_name_s_escape_sequences_escaped(tmp_path: Path) -> None:
+    """A skipped outline's title and a config's duplicate feed name went to the terminal
+    as written: an escape sequence cleared the screen, a bidi override showed "exe.TXT"
+    for "TXT.exe". Both are written as \\x1b, \\u202e (XML holds no ESC)."""
+    src = write(
+        tmp_path,
+        "evil.opml",
+        '<?xml version="1.0"?><opml version="2.0"><body>'
+        '<outline text="x[2J&#x202e;TXT.exe"/></body></opml>',
+    )
+    r = fw(tmp_path, "import-opml", str(src))
+    assert "x[2J\\u202eTXT.exe" in r.stderr and "\u202e" not in r.stderr, r.stderr
+    cfg = write(
+        tmp_path,
+        "config.toml",
+        '[sinks.log]\ntype = "jsonl"\npath = "a.jsonl"\n'
+        + '[[feeds]]\nname = "x\\u001b[2J\\u202e"\nurl = "https://example.org/f.xml"\n' * 2,
+    )
+    r = fw(tmp_path, "-c", str(cfg), "validate")
+    assert r.returncode == 2 and 'duplicate feed name "x\\x1b[2J\\u202e"' in r.stderr, r.stderr
+    assert "\x1b" not in r.stderr and "\u202e" not in r.stderr
