@@ -6,8 +6,9 @@ it goes: a stop between two parts re-sends only the part in flight. Against real
 receivers: aiosmtpd with a ``data_size_limit`` (announced as SIZE in its EHLO, or
 not), and a webhook receiver answering 413 past 1 MiB as nginx does. A digest that
 a receiver refuses for its size anyway (a limit smaller than announced, or than the
-default) goes again in halves, until each alert is taken or one too big alone is dead
-(a webhook's goes cut to fit); the email and webhook sinks remember the size refused.
+default) goes again in halves, until each alert is taken; one too big alone goes with
+its texts cut to fit (dead only when even that is refused); the email and webhook
+sinks remember the size refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -131,12 +133,12 @@ def deliveries(store: SqliteStore, sink: str) -> dict[str, Delivery]:
 # --------------------------------------------------------------------------
 
 
-def mail_config(smtp: SMTPServer, security: str = "none") -> SinkConfig:
+def mail_config(smtp: SMTPServer, security: str = "none", digest: float = 3.0) -> SinkConfig:
     login = {"username": USER, "password": Secret(PASSWORD)} if security != "none" else {}
     return SinkConfig(
         name="mail",
         type="email",
-        digest=3.0,
+        digest=digest,
         options={
             "host": smtp.host,
             "port": smtp.port,
@@ -224,19 +226,110 @@ def test_email_digest_refused_for_its_size_goes_in_halves_until_each_is_taken(
     refused the one digest (552 Error: Too much mail data): every alert in it went
     dead, and `redeliver` sent the same message again. Now a part refused for its size
     goes as two halves, again and again within the same run: each alert is mailed
-    once, and only the one too big alone goes dead, saying why."""
+    once; the one too big alone (its 12,000 tags) goes cut to fit, not dead."""
     limit = 60_000
     smtp = smtp_server("none", data_size_limit=limit, announce_size=False)
     cfg = mail_config(smtp)
     clock = FakeClock()
     ids = hold(store, clock, "mail", 40, 8000, huge=(25,))
     report = dispatch(tmp_path, store, EmailSink(cfg), cfg, clock)
-    assert (report.delivered, report.dead, report.retried) == (39, 1, 0), report.failures
-    assert_split_mail(smtp, ids[:25] + ids[26:], limit)  # each accepted once, in order
-    state = deliveries(store, "mail")
-    assert [state[i].status for i in ids] == ["delivered"] * 25 + ["dead"] + ["delivered"] * 14
-    error = state[ids[25]].last_error or ""
-    assert "refused the message for its size" in error and "SMTP 552" in error
+    assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
+    assert_split_mail(smtp, ids, limit)  # each accepted once, in order
+    [huge] = [m for m in smtp.messages if mail_alert_ids(parse(m.data)) == [ids[25]]]
+    plain = parse(huge.data).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    [tags] = [line for line in plain.splitlines() if line.startswith("Tags:")]
+    assert tags.startswith("Tags:      tag-00000-ukraine-war, tag-00001-ukraine-war")
+    assert "tag-11999-ukraine-war" not in tags and tags.endswith("…")
+    assert set(statuses(store, "mail").values()) == {"delivered"}
+
+
+def test_email_alert_refused_for_its_size_alone_goes_cut_to_fit_and_later_ones_fit_at_once(
+    tmp_path: Path, store: SqliteStore, smtp_server: Callable[..., SMTPServer]
+) -> None:
+    """A long read mailed alone to a server taking less (552, not announced) went dead:
+    the alert lost, and every later long read the same. Now its texts (text and HTML
+    parts) are cut after a word (" …") until the message fits, and it is sent again at
+    once with the same headers. The sink remembers the size refused: the next long reads
+    are cut before they are sent, not refused first; a short alert goes whole."""
+    limit = 30_000
+    smtp = smtp_server("none", data_size_limit=limit, announce_size=False)
+    cfg = mail_config(smtp, digest=0.0)
+    sink = EmailSink(cfg)
+    clock = FakeClock()
+    [first] = hold(store, clock, "mail", 1, 40_000)
+    with capture_logs() as logs:
+        report = dispatch(tmp_path, store, sink, cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (1, 0, 0), report.failures
+    # refused whole, then cut; refused again while bigger than the server takes, cut further
+    cuts = [(e["refused"], e["sent"]) for e in logs if e["event"] == "email.cut"]
+    assert cuts and all(sent < refused for refused, sent in cuts), cuts
+    assert [c[0] for c in cuts[1:]] == [c[1] for c in cuts[:-1]], cuts
+    [taken] = smtp.messages
+    assert len(taken.data) <= limit
+    msg = parse(taken.data)
+    whole = email_sink.build_message(list(deliveries(store, "mail").values()), cfg)
+    for header in ("Message-ID", "Subject", "X-Feedwatch-Alert-Id", "X-Feedwatch-Kind"):
+        assert msg[header] == whole[header], header
+    assert msg["Message-ID"] == f"<{first}@feedwatch>"
+    text = long_read(0, 40_000)
+    plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    for part in (plain, html.replace("<br>\n", "\n")):
+        [shown] = re.findall(rf"({text[:20]}[^<\n]*) …", part)[:1]
+        assert 1000 < len(shown) < 20_000 and text.startswith(shown), len(shown)
+        assert f"-- feedwatch new alert {first}" in part or f"alert {first}</p>" in part
+    assert statuses(store, "mail") == {first: "delivered"}
+
+    smtp.messages.clear()
+    later = hold(store, clock, "mail", 3, 40_000, first=1)
+    with capture_logs() as logs:
+        report = dispatch(tmp_path, store, sink, cfg, clock)
+    assert (report.delivered, report.dead, report.retried) == (3, 0, 0), report.failures
+    assert [e for e in logs if e["event"] == "email.failed"] == []  # cut before sending
+    assert [parse(m.data)["Message-ID"] for m in smtp.messages] == [
+        f"<{i}@feedwatch>" for i in later
+    ]
+    assert all(len(m.data) <= limit for m in smtp.messages)
+    # a short alert goes whole, as always
+    smtp.messages.clear()
+    hold(store, clock, "mail", 1, 100, first=4)
+    assert dispatch(tmp_path, store, sink, cfg, clock).delivered == 1
+    [m] = smtp.messages
+    assert long_read(4, 100) in parse(m.data).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_email_update_refused_for_its_size_goes_cut_in_its_thread(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """An update (threaded under the first alert of its entry) cut to fit keeps its
+    Message-ID, In-Reply-To and References; a server refusing even the smallest cut
+    leaves it dead, saying it was refused for its size, after messages ever smaller."""
+    from tests.receivers import UPDATE_CHANGES, make_delivery
+
+    smtp = smtp_server("none", data_size_limit=12_000, announce_size=False)
+    cfg = mail_config(smtp, digest=0.0)
+    payload = make_payload(kind="updated", summary=long_read(7, 30_000), changes=UPDATE_CHANGES)
+    d = replace(make_delivery(payload, "mail"), thread_id="f" * 32)
+    whole = email_sink.build_message([d], cfg)
+    assert whole["In-Reply-To"] == f"<{'f' * 32}@feedwatch>"
+    result = asyncio.run(EmailSink(cfg).send([d]))
+    assert result.ok, result.error
+    [taken] = smtp.messages
+    msg = parse(taken.data)
+    for header in ("Message-ID", "In-Reply-To", "References", "Subject"):
+        assert msg[header] == whole[header], header
+    assert len(taken.data) <= 12_000 < len(whole.as_bytes())
+    # cut to the bone and still too big: dead
+    smtp.messages.clear()
+    tiny = smtp_server("none", data_size_limit=2_000, announce_size=False)
+    cfg = mail_config(tiny, digest=0.0)
+    with capture_logs() as logs:
+        result = asyncio.run(EmailSink(cfg).send([d]))
+    assert not result.ok and result.permanent and result.too_big
+    assert "refused the message for its size" in (result.error or "")
+    sizes = [e["refused"] for e in logs if e["event"] == "email.cut"]
+    assert sizes and sizes == sorted(set(sizes), reverse=True), sizes
+    assert tiny.messages == []
 
 
 def test_email_sink_remembers_the_size_refused_and_cuts_the_next_digest_before_sending(

@@ -156,3 +156,33 @@ def fit_parts(
         parts.append(list(rest[:fits]))
         start += fits
     return parts
+
+
+# How many times one alert refused for its size (SMTP 552, HTTP 413) goes again, cut
+# smaller, in one send (each try is at most half the smallest message refused, or the
+# largest taken below it: ``LearntSize``, ``cut_to_fit``)
+MAX_CUTS = 24
+
+
+def cut_to_fit(
+    build: Callable[[int], T], size: Callable[[T], int], low: int, most: int, limit: int
+) -> T | None:
+    """One alert's message made to fit a receiver that refused it for its size:
+    ``build(cap)`` renders it with its texts cut to ``cap`` characters (and its lists to
+    ``cap`` items); the message of the largest cap in [``low``, ``most``) whose ``size``
+    is at most ``limit``, or of ``low`` (cut as far as it goes) when even that is bigger.
+    None: nothing in it is longer than ``low``, nothing to cut."""
+    if most <= low:
+        return None
+    best = build(low)
+    if size(best) > limit:
+        return best
+    high = most - 1  # the largest cap that fits, in [low, high]
+    while low < high:
+        cap = (low + high + 1) // 2
+        message = build(cap)
+        if size(message) <= limit:
+            low, best = cap, message
+        else:
+            high = cap - 1
+    return best

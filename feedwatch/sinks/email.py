@@ -15,13 +15,15 @@ are permanent. A server taking some recipients and deferring (4xx) or refusing
 its redelivery once dead, never reaches again a recipient that took it. A refusal
 for the message's size (552, or 5.3.4 and the like) says so (``SendResult.too_big``):
 a digest so refused goes again in halves, and the sink cuts later digests to the
-size the server took (``EmailSink._learn``).
+size the server took (``EmailSink._learn``); one alert so refused goes again at once
+with its texts cut to fit (``build_message``'s ``cut``), cut further if refused again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import html
 import re
@@ -44,7 +46,8 @@ import structlog
 from feedwatch.mailbox import address_parts, ascii_address, ascii_domain, parse_mailbox
 from feedwatch.model import SinkConfig
 from feedwatch.redact import redact
-from feedwatch.sinks.base import LearntSize, SendResult, fit_parts
+from feedwatch.sinks import formats
+from feedwatch.sinks.base import MAX_CUTS, LearntSize, SendResult, cut_to_fit, fit_parts
 from feedwatch.sinks.formats import alerts_count
 from feedwatch.store.base import Delivery
 from feedwatch.textdiff import Piece, excerpt, marked, word_diff
@@ -431,6 +434,38 @@ def _cut_pieces(pieces: list[Piece], limit: int | None) -> list[Piece]:
     return out
 
 
+def _lists_cut(d: Delivery, cap: int) -> Delivery:
+    """The delivery with its payload's lists (tags, enclosures, matched rules and their
+    terms) cut to their first ``cap`` items (cut tags end in ``…``), and its author and
+    feed title to about ``cap`` characters: with its texts cut (``excerpt``), an alert
+    made to fit a server that refused it whole for its size."""
+    p = dict(d.payload)
+
+    def first(value: object) -> object:
+        return list(value)[:cap] if isinstance(value, (list, tuple)) else value
+
+    entry = p.get("entry")
+    if isinstance(entry, Mapping):
+        entry = dict(entry)
+        tags = _strings(entry.get("tags"))
+        if len(tags) > cap:
+            entry["tags"] = [*tags[:cap], "…"]
+        entry["enclosures"] = first(entry.get("enclosures"))
+        if entry.get("author"):
+            entry["author"] = _cut(_header_text(entry["author"]), cap)
+        p["entry"] = entry
+    feed = p.get("feed")
+    if isinstance(feed, Mapping) and feed.get("title"):
+        p["feed"] = {**feed, "title": _cut(_header_text(feed["title"]), cap)}
+    matched = p.get("matched")
+    if isinstance(matched, (list, tuple)):
+        p["matched"] = [
+            {**m, "terms": first(m.get("terms"))} if isinstance(m, Mapping) else m
+            for m in matched[:cap]
+        ]
+    return dataclasses.replace(d, payload=p)
+
+
 def _section_text(d: Delivery, excerpt: int | None = None) -> str:
     """The plain-text rendering of one alert; ``excerpt``: its texts cut to about that
     many characters each (a digest)."""
@@ -681,7 +716,9 @@ def _boundary(seed: str, parts: Sequence[str]) -> str:
         n += 1
 
 
-def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessage:
+def build_message(
+    deliveries: Sequence[Delivery], cfg: SinkConfig, *, cut: int | None = None
+) -> EmailMessage:
     """Render one alert, or several as a digest, as a ``multipart/alternative`` message.
 
     A sink with ``digest`` sends only digests, one alert's too: its readers filter on
@@ -690,6 +727,10 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
     Headers take From/To from ``cfg`` only; feed text in headers is reduced to
     one line of printable characters and written by ``_Header``, which encodes
     what a reader could misread (non-ASCII, ``=?``) as RFC 2047 encoded words.
+    ``cut``: the bodies (text and HTML) show each alert's texts cut to about that many
+    characters (a digest's, to its excerpt if less) and its lists to their first that
+    many items (``_lists_cut``); the headers are those of the message whole. An alert
+    the server refused for its size goes so (``EmailSink.send``).
     """
     if not deliveries:
         raise ValueError(f"email sink {cfg.name!r}: build_message needs at least one delivery")
@@ -735,8 +776,12 @@ def build_message(deliveries: Sequence[Delivery], cfg: SinkConfig) -> EmailMessa
     msg["Auto-Submitted"] = "auto-generated"
 
     excerpt = DIGEST_EXCERPT if digest else None
-    text_sections = [_section_text(d, excerpt) for d in deliveries]
-    html_sections = [_section_html(d, excerpt) for d in deliveries]
+    shown = deliveries
+    if cut is not None:
+        excerpt = cut if excerpt is None else min(cut, excerpt)
+        shown = [_lists_cut(d, cut) for d in deliveries]
+    text_sections = [_section_text(d, excerpt) for d in shown]
+    html_sections = [_section_html(d, excerpt) for d in shown]
     if not digest:
         text = text_sections[0] + "\n"
     else:
@@ -862,13 +907,30 @@ class EmailSink:
             return SendResult.success()
         try:
             data = build_message(deliveries, self.cfg).as_bytes(policy=SMTP_7BIT)
+            limit = self._alert_limit()
+            if len(deliveries) == 1 and limit is not None and wire_size(data) > limit:
+                # bigger than the server takes (it said so, or refused one for its size):
+                # cut before sending, not refused first
+                data = self._cut(deliveries[0], limit, data)
         except Exception as exc:  # a message we cannot render will not render on retry either
             result = SendResult.dead(self._err(f"cannot build the message: {type(exc).__name__}"))
             log.error("email.failed", sink=self.name, alerts=len(ids), error=result.error)
             return result
-        # those of the configured recipients not owed it any more took it before
-        result = await self._deliver(data, recipients, len(self.recipients) - len(recipients))
-        self._learn(wire_size(data), result)
+        for _ in range(MAX_CUTS):
+            # those of the configured recipients not owed it any more took it before
+            result = await self._deliver(data, recipients, len(self.recipients) - len(recipients))
+            self._learn(wire_size(data), result)
+            if not result.too_big or len(deliveries) != 1:
+                break  # several alerts refused for their size: the dispatcher halves them
+            # One alert refused for its size: at once again, its texts cut to fit what the
+            # server took (dead only when cutting them makes it no smaller)
+            try:
+                cut = self._cut(deliveries[0], self._alert_limit() or len(data) // 2, data)
+            except Exception:  # rendered whole above: not expected
+                break
+            if wire_size(cut) >= wire_size(data):
+                break
+            data = cut
         if result.ok:
             log.debug("email.sent", sink=self.name, alerts=len(ids), recipients=len(recipients))
         else:
@@ -933,6 +995,37 @@ class EmailSink:
     def _known_limit(self) -> int | None:
         """The most a digest may take as the server's refusals taught (``LearntSize``)."""
         return self._sizes.limit()
+
+    def _alert_limit(self) -> int | None:
+        """The most one alert's message may take before it is cut to fit: the server's
+        announced SIZE (less SIZE_MARGIN), and what its refusals taught; None, neither
+        (it goes whole, whatever its size)."""
+        limits = [self._known_limit()]
+        if self._size_known and self._size:
+            limits.append(self._size - max(1024, int(self._size * SIZE_MARGIN)))
+        return min((n for n in limits if n is not None), default=None)
+
+    def _cut(self, delivery: Delivery, limit: int, whole: bytes) -> bytes:
+        """One alert's message with its texts cut (``build_message``'s ``cut``) no more
+        than it needs to fit ``limit`` bytes as sent, or cut as far as they go when even
+        that is bigger; ``whole`` when nothing in it can be cut."""
+
+        def build(cap: int) -> bytes:
+            return build_message([delivery], self.cfg, cut=cap).as_bytes(policy=SMTP_7BIT)
+
+        most = formats.longest_part(delivery.payload)
+        data = cut_to_fit(build, wire_size, formats.MIN_CUT, most, limit)
+        if data is None or wire_size(data) >= wire_size(whole):
+            return whole
+        log.info(
+            "email.cut",
+            sink=self.name,
+            alert=delivery.alert_id,
+            refused=wire_size(whole),
+            sent=wire_size(data),
+            limit=limit,
+        )
+        return data
 
     def _wire_size(self, deliveries: Sequence[Delivery]) -> int:
         return wire_size(build_message(deliveries, self.cfg).as_bytes(policy=SMTP_7BIT))

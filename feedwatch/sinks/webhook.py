@@ -33,7 +33,7 @@ from feedwatch.model import Secret, SinkConfig
 from feedwatch.pacing import parse_retry_after
 from feedwatch.redact import url_secrets
 from feedwatch.sinks import formats
-from feedwatch.sinks.base import LearntSize, SendResult, fit_parts
+from feedwatch.sinks.base import MAX_CUTS, LearntSize, SendResult, cut_to_fit, fit_parts
 from feedwatch.store.base import Delivery
 
 log = structlog.get_logger("feedwatch.sinks.webhook")
@@ -46,9 +46,6 @@ _RESERVED = frozenset({"content-length", "host", "transfer-encoding"})
 # need more): under 1 MiB, nginx's default client_max_body_size. The other formats cut
 # a long digest to their service's limits ("…and N more alerts").
 MAX_JSON_DIGEST = 1_000_000
-# How many times one alert refused for its size (413) goes again, cut smaller, in one send
-# (each try is at most half the smallest body refused, or the largest taken below it)
-MAX_CUTS = 24
 
 
 class _BadHeader(Exception):
@@ -268,25 +265,12 @@ class WebhookSink:
         """One alert's request with its texts cut (``formats.cut_payload``) no more than
         its body needs to fit ``limit`` bytes, or cut as far as they go when even that is
         bigger; None, nothing in it to cut."""
-        most = formats.longest_part(delivery.payload)
-        if most <= formats.MIN_CUT:
-            return None
 
         def build(cap: int) -> tuple[bytes, httpx.Headers]:
             return self.build_request([delivery], [formats.cut_payload(delivery.payload, cap)])
 
-        best = build(formats.MIN_CUT)
-        if len(best[0]) > limit:
-            return best
-        low, high = formats.MIN_CUT, most - 1  # the largest cap that fits, in [low, high]
-        while low < high:
-            cap = (low + high + 1) // 2
-            request = build(cap)
-            if len(request[0]) <= limit:
-                low, best = cap, request
-            else:
-                high = cap - 1
-        return best
+        most = formats.longest_part(delivery.payload)
+        return cut_to_fit(build, lambda request: len(request[0]), formats.MIN_CUT, most, limit)
 
     async def _exchange(self, body: bytes, headers: httpx.Headers, count: int) -> SendResult:
         """One POST of ``body``, and how it went."""
