@@ -302,7 +302,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         for sink in config.sinks.values():  # valid, but will not work here
             problem = machine_problem(sink)
             if problem:
-                print(f"warning: {redact(problem)}", file=sys.stderr)
+                print(f"warning: {show(problem)}", file=sys.stderr)
         # valid, but `check` and `run` would refuse to start in this environment
         tls = any(_uses_tls(f.url) for f in config.feeds)
         for problem in (
@@ -312,8 +312,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             + jitter_over_interval(config)
             + rule_warnings(config)
         ):
-            # a feed's name may hold a ${VAR}'s value: masked, as the log's lines are
-            print(f"warning: {redact(problem)}", file=sys.stderr)
+            # a feed's name may hold a ${VAR}'s value: masked, as the log's lines are; and
+            # a control character or a bidi override: escaped (``show``), as status's are
+            print(f"warning: {show(problem)}", file=sys.stderr)
         return EXIT_OK
     config = _load(args)
     if args.command == "check":

@@ -938,6 +938,30 @@ def test_validate_warns_of_a_jitter_longer_than_the_interval(tmp_path):
     ]
 
 
+def test_validate_shows_a_feed_name_s_control_characters_escaped(tmp_path):
+    """A feed name holding a bidi override or a C1 control (an OPML title imported as a
+    name) reached the terminal raw in `validate`'s warnings: "TXT.exe" shown backwards,
+    a CSI read as the start of an escape sequence. They are written as `status` and
+    `check` write them (\\u202e, \\x9b), the rest of the line as it was."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[feedwatch]\nstate = "{tmp_path}/s.db"\njitter = "5s"\n'
+        f'[sinks.log]\ntype = "jsonl"\npath = "{tmp_path}/a.jsonl"\n'
+        '[[feeds]]\nname = "evil\\u202eTXT.exe"\nurl = "https://example.org/f"\n'
+        'interval = "2s"\n'
+        '[[feeds]]\nname = "bad\\u009b31m\\u2028x"\nurl = "https://example.org/f"\n',
+        encoding="utf-8",
+    )
+    r = fw(cfg, "validate", env={"PYTHONIOENCODING": "utf-8"})
+    assert r.returncode == 0, r.stderr
+    acting = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")
+    assert not acting.search(r.stderr), repr(r.stderr)
+    warned = r.stderr.splitlines()
+    assert len(warned) == 2, r.stderr
+    assert warned[0].startswith('warning: feeds "evil\\u202eTXT.exe" and "bad\\x9b31m\\u2028x"')
+    assert 'feed "evil\\u202eTXT.exe": its interval 2s is shorter than the jitter' in warned[1]
+
+
 def _line_of(path: Path, text: str, after: str = "") -> int:
     """The 1-based number of the first line ``text`` after the line ``after``."""
     lines = path.read_text().splitlines()
