@@ -328,6 +328,12 @@ def _reap(w: _Worker) -> str:
 def _serve(tasks: int, results: int, make_poller: Callable[[], Poller], parent: int) -> None:
     code = 0
     poller: Poller | None = None
+    # a stop signal to the whole group (Ctrl-C, `timeout`, systemd) is the main
+    # process's to act on (feedwatch.stopsignals): a worker ends its body, then
+    # ends when its task pipe closes (or soon after a main process that died)
+    signal.set_wakeup_fd(-1)  # (the main process's, inherited)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     try:
         exit_with(parent)
         while True:

@@ -3,7 +3,8 @@
 Exit status: 0 success; 1 a run-time failure (a feed or a delivery failed, the
 state is locked, corrupt or too new, or older and the command is not one of the two
 that upgrade it, `check` and `run`); 2 a usage or config error (nothing was polled,
-sent or written).
+sent or written); `check` stopped by SIGTERM, SIGINT or SIGHUP: 128 + the signal's number
+(the sends under way ended and were marked, the rest waits: feedwatch.stopsignals).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from feedwatch.model import Config, FeedConfig
 from feedwatch.payload import payload_line
 from feedwatch.present import show
 from feedwatch.redact import MASK, redact
+from feedwatch.stopsignals import CheckStop
 from feedwatch.store import (
     StateError,
     drop_removed_feeds,
@@ -44,6 +46,7 @@ from feedwatch.text import escaped, escaped_lines
 
 if TYPE_CHECKING:
     from feedwatch.bodyworkers import BodyWorkers
+    from feedwatch.deliver import DispatchReport
 
 log = structlog.get_logger("feedwatch.cli")
 
@@ -102,7 +105,9 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="poll feeds once, deliver alerts, exit",
         description="Poll the feeds once now, deliver the alerts and retry every pending"
         " delivery, then exit. A state from an older feedwatch is upgraded first (with a"
-        " .bak-vN copy), unless --dry-run.",
+        " .bak-vN copy), unless --dry-run. SIGTERM, SIGINT or SIGHUP stop it as they stop the"
+        " daemon: the polls and sends under way end (within shutdown_timeout), the rest"
+        " waits for the next check; exit 128 + the signal's number.",
     )
     c.add_argument(
         "--feed", action="append", default=[], metavar="NAME", help="only this feed (repeatable)"
@@ -431,7 +436,9 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         # before the state opens: an exit 2 writes nothing, not even an empty state
         # (an SSL_CERT_FILE set waits for the CA load here, to see that it can be read)
         check_environment(tls=tls)
-        return _check_with(config, args, out, feeds, tls_ready)
+        # SIGTERM/SIGINT/SIGHUP: a stop as the daemon's, not a kill mid-send
+        with CheckStop(config.shutdown_timeout) as stop:
+            return _check_with(config, args, out, feeds, tls_ready, stop)
     finally:
         if tls_ready is not None:
             # on every way out, a refused state included: a thread still in OpenSSL
@@ -445,9 +452,13 @@ def _check_with(
     out: TextIO,
     feeds: list[FeedConfig],
     tls_ready: Callable[[], None] | None,
+    stop: CheckStop,
 ) -> int:
-    """`check` itself; ``tls_ready`` waits for the CA load, None: no feed needs TLS."""
+    """`check` itself; ``tls_ready`` waits for the CA load, None: no feed needs TLS.
+    ``stop``: a signal stops it as the daemon stops (feedwatch.stopsignals): the polls
+    and sends under way end, nothing new starts, exit 128 + the signal's number."""
     from feedwatch.config_warnings import log_config_warnings
+    from feedwatch.deliver import DispatchReport
     from feedwatch.store.lock import acquire_lock
 
     sink = _stdout_sink(config)
@@ -477,28 +488,39 @@ def _check_with(
         if not is_postgres_url(config.state):
             lock = acquire_lock(config.state)
         store = _open(config)
+    stop.store = store
     workers = None
     stdout_lost = False
     try:
         to_poll, records, skipped = _due(store, feeds, args)
         if tls_ready is not None:
             tls_ready()  # before _body_workers forks (a fork copies only this thread)
-        workers = _body_workers(config, args, len(to_poll))
-        reports, shown = asyncio.run(
-            _poll_here(
-                config,
-                args,
-                store,
-                to_poll,
-                records,
-                skipped=skipped,
-                body_workers=workers,
-                tls=tls_ready is not None,
-                ascii_json=streams.ascii_json(out),
+        polled = None
+        if not stop.requested():
+            workers = _body_workers(config, args, len(to_poll))
+            polled = asyncio.run(
+                stop.guard(
+                    _poll_here(
+                        config,
+                        args,
+                        store,
+                        to_poll,
+                        records,
+                        skipped=skipped,
+                        body_workers=workers,
+                        tls=tls_ready is not None,
+                        ascii_json=streams.ascii_json(out),
+                        stop=stop,
+                    )
+                )
             )
-        )
         if workers is not None:
             workers.stop()  # they end beside the delivery; reaped below
+        if polled is None:  # stopped before the polls, or cut short in them
+            reports: list[Any] = []
+            shown = _AlertLines(json_lines=args.json, dry_run=args.dry_run)
+        else:
+            reports, shown = polled
         failed = any(r.result == "error" for r in reports)
 
         for r in reports:
@@ -521,12 +543,19 @@ def _check_with(
             )
 
         delivery_ok = True
+        report: DispatchReport | None = None
+        if stop.requested():  # no send starts: the alerts wait in the outbox
+            return _stopped(stop, store, len(to_poll), len(reports), None)
         if not args.dry_run:
-            report = asyncio.run(_deliver(config, store, out))
+            # (None: a second signal cut it short; what it marked is in the state)
+            report = asyncio.run(stop.guard(_deliver(config, store, out, stop)))
+            report = report or DispatchReport()
             delivery_ok = report.ok
-            _upkeep(config, store)
             for failure in report.failures:
                 print(f"delivery failed {show(failure)}", file=sys.stderr)
+            if stop.requested():
+                return _stopped(stop, store, len(to_poll), len(reports), report)
+            _upkeep(config, store)
             summary = (
                 f"{len(reports)} feeds polled ({sum(r.result != 'error' for r in reports)} ok, "
                 f"{sum(r.result == 'error' for r in reports)} failed), "
@@ -541,6 +570,8 @@ def _check_with(
             summary = f"dry run: {len(reports)} feeds polled, {shown.count} alerts would be sent"
         if not args.json and not quiet:
             print(summary, file=sys.stderr)
+        if stop.signalled:  # (it came once every send had ended)
+            return _stopped(stop, store, len(to_poll), len(reports), report)
         return EXIT_FAIL if failed or not delivery_ok else EXIT_OK
     finally:
         if stdout_lost:
@@ -552,6 +583,29 @@ def _check_with(
             lock.release()
         if tmpdir is not None:
             tmpdir.cleanup()
+
+
+def _stopped(
+    stop: CheckStop, store: Store, feeds: int, polled: int, report: DispatchReport | None
+) -> int:
+    """A signal stopped `check`: one log line for what was done and what is left (the
+    next check polls the feeds not polled and sends what waits); exit 128 + its number."""
+    pending: int | None
+    try:
+        pending = sum(c.pending for c in store.sink_counts().values())
+    except StateError:
+        pending = None
+    log.warning(
+        "check.stopped",
+        signal=stop.signal.name if stop.signal is not None else None,
+        feeds_polled=polled,
+        feeds_not_polled=feeds - polled,
+        deliveries_sent=report.delivered if report is not None else 0,
+        deliveries_pending=pending,
+        cut_short=stop.cut_short,
+        hint="the next check polls the feeds not polled and sends what is pending",
+    )
+    return stop.exit_code
 
 
 def _upkeep(config: Config, store: Store) -> None:
@@ -666,6 +720,7 @@ async def _poll_here(
     body_workers: BodyWorkers | None = None,
     tls: bool = True,
     ascii_json: bool = False,
+    stop: CheckStop | None = None,
 ) -> tuple[list[Any], _AlertLines]:
     """``skipped``: feeds not polled (a Retry-After holds, or 410 Gone), whose `stale`
     notice may be due.
@@ -695,10 +750,20 @@ async def _poll_here(
             records=records,
         )
 
+        if stop is not None:
+            stop.on_stop(fetcher.stop_new_requests)
+
         async def poll(index: int, feed: FeedConfig) -> Any:
             # the alerts' lines now, the alerts themselves dropped: a cold check can
             # alert on every entry of every feed, and their payloads would all be kept
-            r = await poller.poll(feed)
+            try:
+                r = await poller.poll(feed)
+            except asyncio.CancelledError:
+                if stop is None or not stop.signalled:
+                    raise
+                # a stop: this poll had no request out yet; it committed nothing
+                log.info("feed.poll_abandoned", feed=feed.name)
+                return None
             if r.alerts:
                 shown.add(index, r.alerts)
                 r = replace(r, alerts=[])
@@ -715,20 +780,22 @@ async def _poll_here(
                 tasks.append(asyncio.ensure_future(poll(i, f)))
                 if len(tasks) % START_BATCH == 0:
                     await asyncio.sleep(0)
-            reports = await asyncio.gather(*tasks)
+            reports = [r for r in await asyncio.gather(*tasks) if r is not None]
         except BaseException:
             for t in tasks:
                 t.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)  # the workers' memory goes back before delivery
+        if stop is not None and stop.signalled:
+            skipped = ()  # their `stale` notices are judged by the next check
         for i, f in enumerate(skipped, start=len(feeds)):
             if notices := await poller.stale_check(f):
                 shown.add(i, notices)
     return reports, shown
 
 
-async def _deliver(config: Config, store: Store, out: TextIO) -> Any:
+async def _deliver(config: Config, store: Store, out: TextIO, stop: CheckStop | None = None) -> Any:
     from feedwatch.deliver import Dispatcher
     from feedwatch.sinks import build_sink
 
@@ -736,6 +803,8 @@ async def _deliver(config: Config, store: Store, out: TextIO) -> Any:
         name: build_sink(cfg, stdout=out) for name, cfg in config.sinks.items()
     }
     dispatcher = Dispatcher(config, store, sinks)
+    if stop is not None:
+        stop.on_stop(dispatcher.stop)  # the sends under way end and are marked
     try:
         report = await dispatcher.run_once(force=True)
         if report.unmarked:  # no next round: the marks the state did not take, once more
