@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shlex
+import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -1549,6 +1550,72 @@ def _default_feed_name(url: str) -> str:
 _INCLUDED_SECTIONS = ("feeds", "rules", "sinks")
 
 
+def _has_magic(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def _include_problem(match: str, *, named: bool) -> str | None:
+    """What is wrong with an include ``match`` (a path named, or a glob's match), None if
+    nothing is seen here (a file it cannot stat is read, and says why it cannot be), ""
+    for a directory a glob matched (passed over)."""
+    try:
+        st = os.stat(match)
+    except FileNotFoundError:
+        if os.path.islink(match):
+            return f"{match}: a symlink to a file that does not exist"
+        return f"no such file: {match}" if named else None
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return f"{match}: a directory, not a config file" if named else ""
+    if not stat.S_ISREG(st.st_mode):
+        return f"{match}: not a regular file"
+    return None
+
+
+def _unreadable_glob_dirs(pattern: str) -> list[tuple[str, str]]:
+    """The directories ``glob`` had to read for ``pattern`` and could not (it passes over
+    them without a word, as if they held nothing), with why: (directory, reason). One that
+    does not exist is not among them: the glob matches nothing there. A directory it
+    lists but cannot enter, at the end of the pattern, is not among them either: its
+    matches are read, and say why they cannot be."""
+    parts = Path(pattern).parts
+    found: dict[str, str] = {}
+    looked: set[tuple[str, str, bool]] = set()
+    first_magic = next((j for j, part in enumerate(parts) if _has_magic(part)), len(parts))
+    for j in range(first_magic, len(parts)):
+        part = parts[j]
+        magic = _has_magic(part)
+        # glob lists a directory for a wildcard, and goes into what it found there when
+        # more of the pattern follows (or below it, for a "**", which reads every level)
+        enter = part == "**" or j < len(parts) - 1
+        upto = parts[: j + 1] if part == "**" else parts[:j]
+        prefix = os.path.join(*upto) if upto else os.curdir
+        dirs = (
+            glob.glob(os.path.join(prefix, ""), recursive=True) if _has_magic(prefix) else [prefix]
+        )
+        for d in dirs:
+            d = d.rstrip(os.sep) or d
+            key = (d, "" if magic else part, enter)
+            if key in looked:
+                continue
+            looked.add(key)
+            try:
+                if not magic:
+                    os.lstat(os.path.join(d, part))
+                    continue
+                with os.scandir(d) as entries:
+                    for _ in entries:
+                        pass
+                if enter:
+                    os.stat(os.path.join(d, os.curdir))  # can go into it (mode x)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError as e:
+                found.setdefault(d, e.strerror or str(e))
+    return list(found.items())
+
+
 def load_config(
     path: Path | str,
     *,
@@ -1578,16 +1645,24 @@ def load_config(
     seen = {path.resolve()}
     for i, pattern in enumerate(patterns):
         full = _relative_to(path.parent, pattern, env)
-        if any(ch in pattern for ch in "*?["):
+        is_glob = _has_magic(pattern)
+        if is_glob:
             matches = sorted(glob.glob(full, recursive=True))
-        elif os.path.exists(full):
-            matches = [full]
+            for directory, reason in _unreadable_glob_dirs(full):
+                main.err(
+                    fw_path + ("include", i), f"{directory}: cannot read the directory: {reason}"
+                )
         else:
-            main.err(fw_path + ("include", i), f"no such file: {full}")
-            matches = []
+            matches = [full]
         for match in matches:
+            problem = _include_problem(match, named=not is_glob)
+            if problem == "":  # a directory a glob matched: not a config file it names
+                continue
+            if problem is not None:
+                main.err(fw_path + ("include", i), problem)
+                continue
             resolved = Path(match).resolve()
-            if resolved in seen or not Path(match).is_file():
+            if resolved in seen:
                 continue
             seen.add(resolved)
             includes.append(Path(match))

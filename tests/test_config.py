@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -1429,6 +1431,105 @@ def test_include_problems_name_the_included_file(tmp_path: Path) -> None:
     ]
     assert got[6].startswith("conf.d/b.toml:2: TOML syntax error: ")
     assert len(got) == 7
+
+
+INCLUDE_MAIN = """
+[feedwatch]
+include = ["conf.d/*.toml", "extra.toml"]
+
+[[feeds]]
+name = "main"
+url = "https://example.org/main"
+"""
+
+
+def _include_tree(tmp_path: Path) -> Path:
+    write(
+        tmp_path, '[[feeds]]\nname = "inc"\nurl = "https://example.org/inc"\n', "conf.d/news.toml"
+    )
+    write(tmp_path, '[[feeds]]\nname = "extra"\nurl = "https://example.org/extra"\n', "extra.toml")
+    return write(tmp_path, INCLUDE_MAIN)
+
+
+def test_include_dangling_symlink_or_directory_is_an_error(tmp_path: Path) -> None:
+    """A glob match that is a symlink to nothing, or a named include that is a directory,
+    was skipped without a word: its feeds and sinks silently stopped."""
+    _include_tree(tmp_path)
+    (tmp_path / "conf.d/news.toml").unlink()
+    (tmp_path / "conf.d/news.toml").symlink_to(tmp_path / "moved.toml")
+    (tmp_path / "extra.toml").unlink()
+    (tmp_path / "extra.toml").mkdir()
+    got = strip_dir(problems(tmp_path, INCLUDE_MAIN), tmp_path)
+    assert got == [
+        "feedwatch.toml:2: feedwatch.include[0]: conf.d/news.toml: a symlink to a file that "
+        "does not exist",
+        "feedwatch.toml:2: feedwatch.include[1]: extra.toml: a directory, not a config file",
+    ]
+    # a directory a glob matches is not a config file it names: passed over, as before
+    (tmp_path / "extra.toml").rmdir()
+    write(tmp_path, '[[feeds]]\nname = "extra"\nurl = "https://example.org/extra"\n', "extra.toml")
+    (tmp_path / "conf.d/news.toml").unlink()
+    write(
+        tmp_path, '[[feeds]]\nname = "inc"\nurl = "https://example.org/inc"\n', "conf.d/news.toml"
+    )
+    (tmp_path / "conf.d/old.toml").mkdir()
+    assert [f.name for f in load(tmp_path, INCLUDE_MAIN).feeds] == ["main", "inc", "extra"]
+
+
+def test_include_glob_in_a_missing_directory_matches_nothing(tmp_path: Path) -> None:
+    write(tmp_path, '[[feeds]]\nname = "extra"\nurl = "https://example.org/extra"\n', "extra.toml")
+    assert [f.name for f in load(tmp_path, INCLUDE_MAIN).feeds] == ["main", "extra"]
+
+
+def _unprivileged() -> list[str]:
+    """A prefix that runs a command without root's power to read any file (tests run as
+    root here): without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"running as root and cannot drop CAP_DAC_*: {probe.stderr!r}")
+    return prefix
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        # chmod 000: glob.glob() found nothing and the feed and sink in it silently stopped
+        (
+            0o000,
+            "{cfg}:2: feedwatch.include[0]: {d}/conf.d: cannot read the directory: "
+            "Permission denied",
+        ),
+        # chmod 644 (listed, not entered): a PermissionError traceback, exit 1
+        (0o644, "{d}/conf.d/news.toml: cannot read: Permission denied"),
+    ],
+)
+def test_include_directory_that_cannot_be_read_is_a_config_error(
+    tmp_path: Path, mode: int, expected: str
+) -> None:
+    prefix = _unprivileged()
+    cfg = _include_tree(tmp_path)
+    conf_d = tmp_path / "conf.d"
+    conf_d.chmod(mode)
+    try:
+        runs = {
+            cmd: subprocess.run(
+                [*prefix, sys.executable, "-m", "feedwatch", "-c", str(cfg), cmd],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=bare_env(tmp_path),
+            )
+            for cmd in ("validate", "status")
+        }
+    finally:
+        conf_d.chmod(0o755)
+    for cmd, r in runs.items():
+        assert "Traceback" not in r.stderr, (cmd, r.stderr)
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert expected.format(cfg=cfg, d=tmp_path) in r.stderr.splitlines(), (cmd, r.stderr)
 
 
 # --------------------------------------------------------------------------
