@@ -217,16 +217,8 @@ class WebhookSink:
             if len(deliveries) == 1 and limit is not None and len(body) > limit:
                 # bigger than the receiver took since it refused one for its size: cut
                 # before sending, not refused first
-                cut = self._cut(deliveries[0], limit)
-                if cut is not None and len(cut[0]) < len(body):
-                    log.info(
-                        "webhook.cut",
-                        sink=self.name,
-                        alert=deliveries[0].alert_id,
-                        size=len(body),
-                        sent=len(cut[0]),
-                        limit=limit,
-                    )
+                cut = self._smaller(deliveries[0], len(body), limit, "size")
+                if cut is not None:
                     body, headers = cut
         except _BadHeader as exc:
             return SendResult.dead(
@@ -245,21 +237,31 @@ class WebhookSink:
             # receiver took (dead only when cutting them makes it no smaller)
             limit = self._sizes.limit() or len(body) // 2
             try:
-                cut = self._cut(deliveries[0], limit)
+                cut = self._smaller(deliveries[0], len(body), limit, "refused")
             except (_BadHeader, TypeError, ValueError):
                 cut = None
-            if cut is None or len(cut[0]) >= len(body):
+            if cut is None:
                 break
-            log.info(
-                "webhook.cut",
-                sink=self.name,
-                alert=deliveries[0].alert_id,
-                refused=len(body),
-                sent=len(cut[0]),
-                limit=limit,
-            )
             body, headers = cut
         return result
+
+    def _smaller(
+        self, delivery: Delivery, size: int, limit: int, why: str
+    ) -> tuple[bytes, httpx.Headers] | None:
+        """``_cut``'s request when it is smaller than the ``size`` bytes it replaces
+        (logged: ``why`` names that size, ``size`` or ``refused``); else None."""
+        cut = self._cut(delivery, limit)
+        if cut is None or len(cut[0]) >= size:
+            return None
+        log.info(
+            "webhook.cut",
+            sink=self.name,
+            alert=delivery.alert_id,
+            sent=len(cut[0]),
+            limit=limit,
+            **{why: size},
+        )
+        return cut
 
     def _cut(self, delivery: Delivery, limit: int) -> tuple[bytes, httpx.Headers] | None:
         """One alert's request with its texts cut (``formats.cut_payload``) no more than
