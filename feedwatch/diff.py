@@ -75,6 +75,7 @@ pruned it yet: the poll's commit prunes it.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -98,10 +99,12 @@ from feedwatch.identity import (
     legacy_forms,
     legacy_keys,
     link_variants,
+    loose_keys,
     loose_link,
     misdecoded,
     normalize_link,
     normalize_space,
+    read_loosely,
     textless_identity,
     told_apart,
 )
@@ -402,7 +405,8 @@ def _differs(
     (``visible_text``) and what ``ignore_text`` cuts. ``a`` is the stored one. ``was``:
     ``b`` as the releases that may have written a row of an earlier fingerprint version
     read it (``_was``): they lost the text after a self-closed svg, an element named
-    like svg-icon or a quoted "&lt;script&gt;", so ``a`` that is one of ``was`` is ``b``
+    like svg-icon or a quoted "&lt;script&gt;", or read a bare "&" as a reference ("AT&T;
+    wins"), so ``a`` that is one of ``was`` is ``b``
     as its release read it, the same text (an edit there is what it could not see).
     ``legacy``: a row of fingerprint version v1 or earlier
     (identity.FINGERPRINT_VERSION), whose text an earlier feedwatch may have read
@@ -504,7 +508,7 @@ def _field_changes(
         a, b = getattr(old, f), getattr(new, f)
         if (f == "title" or not moved) and _differs(a, b, ignore, legacy, _was(old, new, f)):
             changes[f] = _changed_view(a, b)
-    if normalize_link(old.link) != normalize_link(new.link):
+    if normalize_link(old.link) != normalize_link(new.link) and not _link_read_loosely(old, new):
         changes["link"] = FieldChange(safe_link(old.link), safe_link(new.link))
     # a row of a release before holding a time as it read the entry's (``_reread``):
     # the same time, read right now, no change
@@ -776,6 +780,11 @@ class _OnePair(Generic[K]):
         """The row of ``k``, unless the answer is not one or it was re-keyed meanwhile."""
         if self.counts[k] != 1:
             return None
+        return self.row_of(k, current)
+
+    def row_of(self, k: K, current: Mapping[str, StoredEntry]) -> StoredEntry | None:
+        """The one row of ``k`` (whatever entries of the body have it), unless it was
+        re-keyed meanwhile."""
         row = self.rows.get(k)
         if row is None or current.get(row.identity) is not row:
             return None
@@ -885,12 +894,28 @@ class _Undated:
         )
 
     def same_entry(
-        self, key: str, keys: EntryKeys, current: Mapping[str, StoredEntry]
+        self,
+        key: str,
+        keys: EntryKeys,
+        entry: EntrySnapshot,
+        current: Mapping[str, StoredEntry],
     ) -> StoredEntry | None:
         t = keys.textless
         if t is None or key != keys.content:
             return None
-        return self.pairs.row(t, current)
+        row = self.pairs.row(t, current)
+        if row is not None or self.pairs.counts[t] != 1:
+            return row
+        # its title as a release before parse version 26 read it, a bare "&" as a
+        # reference ("AT&T; wins"): the row such a release stored of that title and link
+        was = _as_read_by_v7(entry)
+        if was is None or was.title == entry.title:
+            return None
+        t7 = textless_identity(was)
+        if t7 is None or self.pairs.counts[t7]:
+            return None
+        row = self.pairs.row_of(t7, current)
+        return None if row is None or _current(row) else row
 
 
 class _Unseen:
@@ -1044,21 +1069,55 @@ def _was(old: StoredEntry, new: EntrySnapshot, f: str) -> tuple[str, ...]:
     the text after a quoted "&lt;script&gt;" lost too); for a current row, none
     (``_differs``). A v7 row: as v7 read it, a bare "&" in a body that was not
     well-formed XML as a reference ("AT&T; wins": ``EntrySnapshot.loose``); every older
-    release read it so too, and ``earlier`` then holds their readings of those texts."""
+    release read it so too, and ``earlier`` then holds their readings of those texts.
+    Where the body read now is well-formed (its publisher fixed the XML since: no
+    ``loose``), each of those readings as such a body read it bare (``_as_v7_read``)."""
     if _current(old):
         return ()
     i = TEXT_FIELDS.index(f)
     if old.fingerprint.startswith("v7:"):
-        return () if new.loose is None else (new.loose[i],)
+        return (new.loose[i],) if new.loose is not None else _as_v7_read(getattr(new, f))
     if new.earlier is None:
-        return ()
+        return _as_v7_read(getattr(new, f))
     if old.fingerprint.startswith(("v6:", "v5:")):
-        return (new.earlier[0][i],)
-    if old.fingerprint.startswith("v4:"):
-        return (new.earlier[1][i],)
-    if _legacy(old):
-        return tuple(dict.fromkeys((new.earlier[2][i], new.earlier[3][i])))
-    return (new.earlier[2][i],)
+        was: tuple[str, ...] = (new.earlier[0][i],)
+    elif old.fingerprint.startswith("v4:"):
+        was = (new.earlier[1][i],)
+    elif _legacy(old):
+        was = tuple(dict.fromkeys((new.earlier[2][i], new.earlier[3][i])))
+    else:
+        was = (new.earlier[2][i],)
+    if new.loose is not None:
+        return was
+    bare = (r for w in (getattr(new, f), *was) for r in _as_v7_read(w))
+    return tuple(dict.fromkeys((*was, *bare)))
+
+
+def _link_read_loosely(old: StoredEntry, new: EntrySnapshot) -> bool:
+    """Whether ``old``, a row of a release before, holds ``new``'s link as releases before
+    parse version 26 read it from a body that was not well-formed ("?p=1〈=en&b=2" for
+    "?p=1&lang=en&b=2": ``identity.loose_keys``): the same link."""
+    if _current(old) or not new.link or "&" not in new.link:
+        return False
+    was, now = normalize_link(old.link), normalize_link(new.link)
+    return bool(was and now) and "l:" + str(was) in loose_keys("l:" + str(now))
+
+
+def _as_v7_read(text: str) -> tuple[str, ...]:
+    """``text`` as fingerprint v7 and every release before read it from a body that was
+    not well-formed XML, each "&" of it bare (``identity.read_loosely``: "AT&T wins" as
+    "AT&T; wins"), where that differs: the rows they stored of an entry whose publisher
+    fixed the XML since. Of the text itself: a field of HTML whose bare "&" and a name
+    HTML5 reads without a ";" ran on ("&copy2024", read "©2024;" then) is not it."""
+    was = _v7_text(text)
+    return () if was == text else (was,)
+
+
+def _v7_text(text: str) -> str:
+    """``text`` read bare as v7 read it (``identity.read_loosely``), composed as the
+    parse composes a text (NFC: "〈" of ``&lang`` is U+3008)."""
+    was = read_loosely(text)
+    return was if was == text else unicodedata.normalize("NFC", was)
 
 
 def _keyed_before(
@@ -1090,10 +1149,14 @@ def _keyed_before(
 
 def _as_read_by_v7(entry: EntrySnapshot) -> EntrySnapshot | None:
     """``entry`` with its texts as fingerprint v7 read them, where it read one otherwise
-    (a bare "&" as a reference: ``EntrySnapshot.loose``)."""
-    if entry.loose is None:
-        return None
-    title, summary, content = entry.loose
+    (a bare "&" as a reference: ``EntrySnapshot.loose``; from a body well-formed now,
+    its texts as v7 read them bare: ``identity.read_loosely``)."""
+    if entry.loose is not None:
+        title, summary, content = entry.loose
+    else:
+        title, summary, content = (_v7_text(t) for t in (entry.title, entry.summary, entry.content))
+        if (title, summary, content) == (entry.title, entry.summary, entry.content):
+            return None
     return replace(entry, title=title, summary=summary, content=content)
 
 
@@ -1403,12 +1466,19 @@ def diff(
             # same entry, whatever its text (feedwatch.parse._ids_as_given); an id
             # stored escaped from a body that was not well-formed (_tags_decoded_leniently):
             # the same entry where its text or its link is the row's (else the row may
-            # be another entry's, whose id is that spelling decoded once more)
+            # be another entry's, whose id is that spelling decoded once more); the id or
+            # link as a release before parse version 26 read it from a body that was not
+            # well-formed ("?p=1&b;=2"): that release's row of the entry, whatever its text
+            bare = loose_keys(key)
             for was, spelled in legacy_forms(key, bases):
                 kept = current.get(was)
                 if kept is None or was in seen:
                     continue
-                if not spelled or _same_entry(kept, entry, fp, ignore, links[key]):
+                if (
+                    not spelled
+                    or (was in bare and not _current(kept))
+                    or _same_entry(kept, entry, fp, ignore, links[key])
+                ):
                     rekeys.append((was, key))
                     del current[was]
                     old = replace(kept, identity=key)
@@ -1467,7 +1537,7 @@ def diff(
                 current[key] = old
                 text_changed = _text_changed(old, entry, fp, ignore)
         if old is None and undated is not None:
-            cand = undated.same_entry(key, keys[i], current)
+            cand = undated.same_entry(key, keys[i], entry, current)
             if cand is not None:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]

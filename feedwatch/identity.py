@@ -451,17 +451,16 @@ def legacy_forms(key: str, bases: Sequence[str]) -> list[tuple[str, bool]]:
     relative id (``<guid>1</guid>``) resolved against one of ``bases``, as feedparser
     did before ids were kept as given (feedwatch.parse._ids_as_given); and a link
     (``l:``) as that parser left an attribute (an Atom ``<link href>``), a spelling
-    too; an id, or a link a permalink guid stands for, holding "&" and a name without a
-    ";" as that parser read it before parse version 26 (``_loose_forms``: "?p=1&b;=2"
-    for "?p=1&b=2"), a spelling too. An id or link beyond ASCII, also in mojibake (``misdecoded``), not a spelling:
-    the entry's. None for an absolute ASCII id or link without ``&``, ``<``, ``>``,
+    too; an id or a link holding "&" and a name without a ";" as that parser read it
+    before parse version 26 (``loose_keys``: "?p=1&b;=2" for "?p=1&b=2", an item's
+    ``<link>`` "?p=1〈=en&b=2" for "?p=1&lang=en&b=2"), the entry's very id as read then
+    (feedwatch.diff takes such a row of a release before whatever its text). An id or
+    link beyond ASCII, also in mojibake (``misdecoded``), not a spelling: the entry's. None for an absolute ASCII id or link without ``&``, ``<``, ``>``,
     ``"`` or ``'``."""
     if key.startswith("l:"):
         out = {was: True for was in _link_forms(key[2:])}
-        for form in _loose_forms(key[2:]):  # a permalink guid standing for the link
-            was = normalize_link(form)
-            if was and was != key[2:]:
-                out.setdefault("l:" + was, True)
+        for was in loose_keys(key):  # an item's <link>, a permalink guid standing for it
+            out.setdefault(was, True)
         for was in misdecoded_keys(key):
             out.setdefault(was, False)
         return list(out.items())
@@ -559,11 +558,16 @@ def _text_forms(raw: str) -> list[str]:
     return [form for form in dict.fromkeys(forms) if form != raw]
 
 
-# A bare "&" and a name without a ";", as the lenient parser read it in an id before
-# parse version 26 (feedwatch.parse._amps_as_html5_reads): the names of XML and HTML 4
-# decoded, any other written back with a ";" ("?p=1&b=2" was "?p=1&b;=2", "&lang=" "〈=")
-_BARE_NAME = re.compile(r"&([A-Za-z][-.A-Za-z0-9]*)(?!;)")
+# A bare "&" and a name without a ";", as the lenient parser (sgmllib) read it before
+# parse version 26 (feedwatch.parse._amps_as_html5_reads): the name is the longest run
+# of letters, digits, "-" and "." (never cut short to dodge a ";"); the names of XML and
+# HTML 4 decoded, any other written back with a ";" ("AT&T wins" was "AT&T; wins",
+# "?p=1&b=2" "?p=1&b;=2", "&lang=" "〈=", "&copy2024" "&copy2024;"). "&#38" without
+# its ";" it left as written.
+_BARE_NAME = re.compile(r"&([A-Za-z][-.A-Za-z0-9]*)(?![-.A-Za-z0-9;])")
 _XML_NAMES = {"lt": "<", "gt": ">", "quot": '"', "amp": "&", "apos": "'"}
+# feedparser's mend of an item's <link> (a query's "&b;=2" back to "&b=2")
+_LINK_MENDED = re.compile(r"&([A-Za-z0-9_]+);")
 
 
 def _loose_name(m: re.Match[str]) -> str:
@@ -574,13 +578,48 @@ def _loose_name(m: re.Match[str]) -> str:
     return chr(code) if code is not None else f"&{name};"
 
 
+def read_loosely(text: str) -> str:
+    """``text`` as releases before parse version 26 (fingerprint v7 and every one
+    before) read it where it stood in a body that was not well-formed XML, each "&" of
+    it bare (``_BARE_NAME``): "AT&T wins" as "AT&T; wins". Of the text itself, so it
+    holds whatever parser read the text now (a feed that fixed its XML since: the rows
+    of before hold that reading). ``text`` where it reads so too."""
+    if "&" not in text:
+        return text
+    return _BARE_NAME.sub(_loose_name, text)
+
+
 def _loose_forms(raw: str) -> list[str]:
     """``raw``, an RSS guid or Atom id holding "&" and a name without a ";", as the
-    lenient parser read it before parse version 26 (``_BARE_NAME``)."""
-    if "&" not in raw:
-        return []
-    was = _BARE_NAME.sub(_loose_name, raw)
+    lenient parser read it before parse version 26 (``read_loosely``)."""
+    was = read_loosely(raw)
     return [was] if was != raw else []
+
+
+def _loose_links(link: str) -> list[str]:
+    """A link holding "&" and a name without a ";", as the lenient parser read it before
+    parse version 26: an item's ``<link>`` (feedparser took the ";" it gave an unknown
+    name back out: "?p=1&lang=en&b=2" was "?p=1〈=en&b=2") and a permalink guid
+    standing for the link ("?p=1〈=en&b;=2"); each normalised."""
+    out = []
+    for was in _loose_forms(link):
+        for form in (_LINK_MENDED.sub(r"&\1", was.replace("&amp;", "&")), was):
+            norm = normalize_link(form)
+            if norm and norm != link:
+                out.append(norm)
+    return list(dict.fromkeys(out))
+
+
+def loose_keys(key: str) -> tuple[str, ...]:
+    """The keys releases before parse version 26 gave the entry ``key`` (an id ``g:``, a
+    link ``l:``) from a body that was not well-formed XML, where it holds "&" and a name
+    without a ";" (``read_loosely``): that entry's very id or link as they read it, so a
+    row under one that a release before stored is the entry's, whatever its text."""
+    if key.startswith("g:"):
+        return tuple("g:" + was for was in _loose_forms(key[2:]))
+    if key.startswith("l:"):
+        return tuple("l:" + was for was in _loose_links(key[2:]))
+    return ()
 
 
 # An RSS 1.0 item's rdf:about as the lenient parser kept it: ``&amp;`` decoded, any other

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -3409,3 +3410,122 @@ def test_rows_stored_with_a_bare_amp_read_as_a_reference_are_no_change_after_the
     # a current row holding the old reading: the feed changed it (a real edit)
     current = _labelled(stored, "v8:")
     assert ("updated", "AT&T wins") in kinds(run(current, new, identity=ident))
+
+
+def _wellformed(items: str) -> bytes:
+    return f'<rss version="2.0"><channel><title>S x</title>{items}</channel></rss>'.encode()
+
+
+def _escaped(items: str) -> str:
+    """``items`` with each bare "&" escaped: its publisher fixed the XML."""
+    return items.replace("&", "&amp;").replace("&amp;lt;", "&lt;").replace("&amp;gt;", "&gt;")
+
+
+_Z = '<item><guid isPermaLink="false">urn:z:{0}</guid><title>Z{0}</title></item>'
+_ZL = "<item><title>Z{0}</title><link>http://h/z{0}</link></item>"
+_ZP = "<item><guid>http://h/z{0}</guid><title>Z{0}</title></item>"
+# (an item, the items beside it): ids, links and texts with a bare "&"
+_BARE_AMP_CASES = [
+    (
+        '<item><guid isPermaLink="false">urn:a:1</guid><title>AT&T wins ?a&lang=en</title>'
+        "<description>Q&A, R&D, S&P</description></item>",
+        _Z,
+    ),
+    (
+        '<item><guid isPermaLink="false">http://h/?p=1&lang=en&b=2</guid>'
+        "<title>AT&T wins</title><description>one</description></item>",
+        _Z,
+    ),
+    (
+        '<item><guid isPermaLink="false">urn:post:1&b=2</guid><title>T1</title>'
+        "<description>one</description></item>",
+        _Z,
+    ),
+    (
+        "<item><title>AT&T wins</title><link>http://h/s?p=2&lang=en&b=2</link>"
+        "<description>one</description></item>",
+        _ZL,
+    ),
+    (
+        "<item><guid>http://h/p?p=1&lang=en&b=2</guid><title>T1</title>"
+        "<description>Q&A one</description></item>",
+        _ZP,
+    ),
+    (
+        "<item><title>AT&T wins</title><description>one</description></item>",
+        "<item><title>Z{0}</title></item>",
+    ),
+    (
+        "<item><title>AT&T wins</title><pubDate>Mon, 07 Dec 2026 09:00:00 GMT</pubDate>"
+        "<description>one</description></item>",
+        "<item><title>Z{0}</title></item>",
+    ),
+    (
+        '<item><guid isPermaLink="false">urn:a:5</guid><title>c &copy2024 x&nbsp y &#38 z</title>'
+        "<description>&lt;p&gt;x&nbsp y &#38 z&lt;/p&gt;</description></item>",
+        _Z,
+    ),
+]
+
+
+@pytest.mark.parametrize(("item", "beside"), _BARE_AMP_CASES)
+@pytest.mark.parametrize("fixed", [False, True], ids=["still-lenient", "xml-fixed"])
+def test_a_v7_row_of_a_bare_amp_is_the_entry_whatever_parses_it_and_an_edit_updates_it(
+    item, beside, fixed
+):
+    """Rows a release before parse version 26 stored from a body that was not
+    well-formed: "AT&T; wins", a guid "?p=1〈=en&b;=2", an item's link "?p=2〈=en&b=2"
+    (feedparser took the ";" back out of a link). At the first poll after the upgrade,
+    the publisher having fixed the XML (a strict parse: no ``loose``) or not, the
+    entry is its row: unchanged, silent (it alerted as updated, or as new where its id
+    or link held the "&"); its description edited, one update naming just that (it
+    alerted as new: its row was found only where its text or link was unchanged)."""
+    items = item + beside.format(1) + beside.format(2)
+    old = _read_loose(_lenient(items), before=True)
+    stored, ident = baseline(old)
+    rows = _labelled(stored, "v7:")
+
+    def body(text: str) -> list[EntrySnapshot]:
+        return list(
+            parse_body(_wellformed(_escaped(text)) if fixed else _lenient(text), {}).entries
+        )
+
+    same = body(items)
+    r = run(rows, same, identity=ident)
+    assert r.changes == ()
+    assert run(apply(rows, r), same, identity=ident).upserts == ()
+    edited = body(items.replace("one", "one, edited"))
+    if "one" not in item:
+        return
+    r = run(rows, edited, identity=ident)
+    assert [(c.kind, c.entry.title, set(c.changes)) for c in r.changes] == [
+        ("updated", edited[0].title, {"summary"})
+    ]
+    # another entry's v8 row under that spelling is no row of this one
+    if r.rekeys and r.rekeys[0][0].startswith(("g:", "l:")):
+        current = _labelled(stored, "v8:")
+        assert "new" in {c.kind for c in run(current, edited, identity=ident).changes}
+
+
+@pytest.mark.parametrize(
+    ("text", "was"),
+    [
+        ("AT&T wins", "AT&T; wins"),
+        ("Q&A", "Q&A;"),
+        ("R&D, S&P", "R&D;, S&P;"),
+        ("&copy2024", "&copy2024;"),
+        ("x&nbsp y", "x\xa0 y"),
+        ("a &#38 b", "a &#38 b"),
+        ("a&ampx", "a&ampx;"),
+        ("?p=1&lang=en&b=2", "?p=1\u2329=en&b;=2"),
+    ],
+)
+def test_text_read_loosely_is_what_the_release_before_read_from_it_bare(text, was):
+    """``identity.read_loosely`` is the old tree's reading of each form (a plain title
+    in a body that is not well-formed, read by the release before parse version 26)."""
+    from feedwatch.identity import read_loosely
+
+    assert read_loosely(text) == was
+    title = f'<item><guid isPermaLink="false">urn:1</guid><title>{text}</title></item>'
+    read = _read_loose(_lenient(title), before=True)[0].title
+    assert comparable_text(read) == comparable_text(unicodedata.normalize("NFC", was))
