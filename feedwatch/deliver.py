@@ -8,7 +8,8 @@
         send (one, or a digest of all: in parts, oldest first, when the sink's
               receiver would refuse it whole)  -> delivered | retry later (backoff) | dead
               (a digest refused for its size anyway: again as two halves, each marked
-              as it goes, until each is taken or one too big alone is dead)
+              as it goes, until each is taken or one too big alone is dead; the second
+              half cut first, as a digest is, to what the receiver took by then)
         a transient failure stops that sink for this round (order is kept);
         a permanent one concerns that delivery only: the next ones still go
 
@@ -525,34 +526,51 @@ class Dispatcher:
         self, sink: Sink, batch: Sequence[Delivery], refused: SendResult, report: DispatchReport
     ) -> Outcome:
         """A message refused for its size (a receiver taking less than it announced, or
-        announcing nothing): its alerts go again now as two messages, oldest first, each
-        marked as it goes and halved again if refused too. So each alert is delivered, or
-        only one too big alone goes dead; none that the receiver took is sent again."""
+        announcing nothing): its alerts go again now in two halves, oldest first, each
+        message marked as it goes and halved again if refused too. The first half goes as
+        one message; the second as the sink cuts it (``_digest_parts``: to what its
+        receiver took, which the first half taught it), so that it is not refused in
+        turn. So each alert is delivered, or only one too big alone goes dead; none that
+        the receiver took is sent again."""
         if self._stopped:  # a stop came during the refused send: nothing new starts
             await self._release(sink, [d.alert_id for d in batch])
             report.waiting += len(batch)
             return "held"
         cut = (len(batch) + 1) // 2
-        first, rest = batch[:cut], batch[cut:]
         log.info(
             "delivery.split",
             sink=sink.name,
             alerts=len(batch),
-            halves=[len(first), len(rest)],
+            halves=[cut, len(batch) - cut],
             error=redact(refused.error or ""),
         )
+        left = list(batch)  # not sent yet, oldest first (claimed: given back if not sent)
+        outcome: Outcome = "delivered"
         try:
-            outcome = await self._attempt(sink, first, report)
+            # The first half goes whole: it is what the receiver is asked next, as it
+            # refused twice as much. The second goes cut first, as a held digest is, to
+            # what the receiver is known to take by then (the first half taught the sink
+            # how much it takes): sent whole, it would be refused in turn, and halved.
+            for i, half in enumerate((list(batch[:cut]), list(batch[cut:]))):
+                for part in [half] if i == 0 else await self._digest_parts(sink, half):
+                    if self._stopped:
+                        # the daemon stops: the rest waits (order is kept)
+                        await self._release(sink, [d.alert_id for d in left])
+                        report.waiting += len(left)
+                        return "held"
+                    del left[: len(part)]
+                    sent = await self._attempt(sink, part, report)
+                    if sent in ("retry", "held"):
+                        # the sink is unwell: the rest waits (order is kept)
+                        await self._release(sink, [d.alert_id for d in left])
+                        report.waiting += len(left)
+                        return sent
+                    if sent != "delivered":
+                        outcome = sent
         except BaseException:
-            await self._release(sink, [d.alert_id for d in rest])
+            await self._release(sink, [d.alert_id for d in left])
             raise
-        if outcome in ("retry", "held") or self._stopped:
-            # the sink is unwell, or the daemon stops: the second half waits (order is kept)
-            await self._release(sink, [d.alert_id for d in rest])
-            report.waiting += len(rest)
-            return "retry" if outcome == "retry" else "held"
-        later = await self._attempt(sink, rest, report)
-        return outcome if later == "delivered" else later
+        return outcome
 
     async def _release(self, sink: Sink, ids: Sequence[str], *, interrupted: bool = False) -> None:
         """Give back claims not settled by a mark (pending again). ``interrupted`` (a

@@ -911,7 +911,7 @@ class EmailSink:
             if len(deliveries) == 1 and limit is not None and wire_size(data) > limit:
                 # bigger than the server takes (it said so, or refused one for its size):
                 # cut before sending, not refused first
-                data = self._cut(deliveries[0], limit, data)
+                data = self._cut(deliveries[0], limit, data, "size")
         except Exception as exc:  # a message we cannot render will not render on retry either
             result = SendResult.dead(self._err(f"cannot build the message: {type(exc).__name__}"))
             log.error("email.failed", sink=self.name, alerts=len(ids), error=result.error)
@@ -925,7 +925,8 @@ class EmailSink:
             # One alert refused for its size: at once again, its texts cut to fit what the
             # server took (dead only when cutting them makes it no smaller)
             try:
-                cut = self._cut(deliveries[0], self._alert_limit() or len(data) // 2, data)
+                limit = self._alert_limit() or len(data) // 2
+                cut = self._cut(deliveries[0], limit, data, "refused")
             except Exception:  # rendered whole above: not expected
                 break
             if wire_size(cut) >= wire_size(data):
@@ -1005,10 +1006,12 @@ class EmailSink:
             limits.append(self._size - max(1024, int(self._size * SIZE_MARGIN)))
         return min((n for n in limits if n is not None), default=None)
 
-    def _cut(self, delivery: Delivery, limit: int, whole: bytes) -> bytes:
+    def _cut(self, delivery: Delivery, limit: int, whole: bytes, why: str) -> bytes:
         """One alert's message with its texts cut (``build_message``'s ``cut``) no more
         than it needs to fit ``limit`` bytes as sent, or cut as far as they go when even
-        that is bigger; ``whole`` when nothing in it can be cut."""
+        that is bigger; ``whole`` when nothing in it can be cut. Logged (``email.cut``):
+        ``why`` names the size of ``whole``, ``size`` (cut before it was sent) or
+        ``refused`` (the server refused it)."""
 
         def build(cap: int) -> bytes:
             return build_message([delivery], self.cfg, cut=cap).as_bytes(policy=SMTP_7BIT)
@@ -1021,9 +1024,9 @@ class EmailSink:
             "email.cut",
             sink=self.name,
             alert=delivery.alert_id,
-            refused=wire_size(whole),
             sent=wire_size(data),
             limit=limit,
+            **{why: wire_size(whole)},
         )
         return data
 
