@@ -547,9 +547,10 @@ def _check_with(
         if stop.requested():  # no send starts: the alerts wait in the outbox
             return _stopped(stop, store, len(to_poll), len(reports), None)
         if not args.dry_run:
-            # (None: a second signal cut it short; what it marked is in the state)
-            report = asyncio.run(stop.guard(_deliver(config, store, out, stop)))
-            report = report or DispatchReport()
+            # counted as it goes: a second signal, or shutdown_timeout over, may cut it
+            # short (guard: None), and what was sent and marked until then is in it
+            report = DispatchReport()
+            asyncio.run(stop.guard(_deliver(config, store, out, report, stop)))
             delivery_ok = report.ok
             for failure in report.failures:
                 print(f"delivery failed {show(failure)}", file=sys.stderr)
@@ -795,7 +796,14 @@ async def _poll_here(
     return reports, shown
 
 
-async def _deliver(config: Config, store: Store, out: TextIO, stop: CheckStop | None = None) -> Any:
+async def _deliver(
+    config: Config,
+    store: Store,
+    out: TextIO,
+    report: DispatchReport | None = None,
+    stop: CheckStop | None = None,
+) -> DispatchReport:
+    """The deliveries of `check`, counted into ``report`` as they go."""
     from feedwatch.deliver import Dispatcher
     from feedwatch.sinks import build_sink
 
@@ -806,7 +814,7 @@ async def _deliver(config: Config, store: Store, out: TextIO, stop: CheckStop | 
     if stop is not None:
         stop.on_stop(dispatcher.stop)  # the sends under way end and are marked
     try:
-        report = await dispatcher.run_once(force=True)
+        report = await dispatcher.run_once(force=True, report=report)
         if report.unmarked:  # no next round: the marks the state did not take, once more
             await dispatcher.store_unmarked(report)
         return report

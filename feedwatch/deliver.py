@@ -134,10 +134,14 @@ class Dispatcher:
         was not sent stays pending, in order, for the next run)."""
         self._stopped = True
 
-    async def run_once(self, *, force: bool = False) -> DispatchReport:
-        """Send what is due; ``force`` (check, a manual request) ignores the retry backoff."""
+    async def run_once(
+        self, *, force: bool = False, report: DispatchReport | None = None
+    ) -> DispatchReport:
+        """Send what is due; ``force`` (check, a manual request) ignores the retry backoff.
+        ``report``: counted into as it goes (what was sent and marked before a stop
+        cancelled the run is in it all the same)."""
         async with self._lock:
-            report = DispatchReport()
+            report = DispatchReport() if report is None else report
             await self._store_unmarked()
             # A sink with something due: go through all of its queue, so that a newer
             # alert never overtakes an older one that waits for its retry.

@@ -95,6 +95,7 @@ def test_sigterm_mid_delivery_ends_the_send_under_way_and_the_next_check_sends_t
     assert 2 <= got < ENTRIES
     # every alert the receiver got is marked delivered; the rest wait, none lost
     assert _statuses(tmp_path) == Counter(delivered=got, pending=ENTRIES - got)
+    assert stopped["deliveries_sent"] == got and stopped["cut_short"] is False
     assert stopped["deliveries_pending"] == ENTRIES - got
     assert "Traceback" not in check.err.read_text()
 
@@ -133,6 +134,31 @@ def test_a_second_signal_stops_check_at_once(
     assert r.returncode == 0, r.stderr
     assert len(set(_sent_ids(hook))) == 3
     assert _statuses(tmp_path) == Counter(delivered=3)
+
+
+def test_a_delivery_cut_short_at_shutdown_timeout_still_counts_what_it_sent(
+    tmp_path,
+    feed_server,  # noqa: F811
+    webhook_receiver,  # noqa: F811
+):
+    """shutdown_timeout over while an alert's send is under way: that send is cut short
+    (pending, sent again by the next check), and `check.stopped` counts the alerts sent
+    and marked before it (it said "deliveries_sent": 0, the step's report lost with it)."""
+    hook = webhook_receiver
+    hook.script(delay=4)
+    feed_server.set("/f", rss([entry(i, title=f"Story {i}") for i in range(3)]))
+    cfg = _config(tmp_path, feed_server, hook, ["f"], 'shutdown_timeout = "1s"')
+    check = Check(cfg, tmp_path)
+    wait_for(lambda: check.logged("alert.delivered"), timeout=30, what="the first delivery")
+    hook.wait_for(2, timeout=10)  # the second send under way, 4 s to its answer
+    check.proc.send_signal(signal.SIGTERM)
+    assert check.proc.wait(timeout=30) == 128 + signal.SIGTERM, check.err.read_text()
+    stopped = check.logged("check.stopped")
+    assert stopped is not None, check.err.read_text()
+    assert stopped["cut_short"] is True
+    assert _statuses(tmp_path) == Counter(delivered=1, pending=2)
+    assert stopped["deliveries_sent"] == 1 and stopped["deliveries_pending"] == 2
+    assert "Traceback" not in check.err.read_text()
 
 
 def test_sigterm_during_the_polls_lets_the_one_under_way_end_and_sends_nothing(
