@@ -19,11 +19,12 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -346,24 +347,34 @@ def test_email_sink_remembers_the_size_refused_and_cuts_the_next_digest_before_s
     limit = 60_000
     smtp = smtp_server("none", data_size_limit=limit, announce_size=False)
     cfg = mail_config(smtp)
+    for ids in learnt_then_held(tmp_path, store, EmailSink(cfg), cfg, 8000, smtp.messages.clear):
+        assert_split_mail(smtp, ids, limit)
+
+
+def learnt_then_held(
+    tmp_path: Path, store: SqliteStore, sink: Any, cfg: Any, chars: int, clear: Callable[[], None]
+) -> Iterator[list[str]]:
+    """A digest of 40 alerts of ``chars`` characters refused for its size, halved until
+    each part was taken (the sink learns the size); then two more, each sent without a
+    refusal: after each, the ids it held, for the caller to check what the receiver
+    got (``clear`` empties the receiver's record before each)."""
     clock = FakeClock()
-    sink = EmailSink(cfg)
-    ids = hold(store, clock, "mail", 40, 8000)
+    hold(store, clock, sink.name, 40, chars)
     with capture_logs() as logs:
         report = dispatch(tmp_path, store, sink, cfg, clock)
     assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
     assert [e["event"] for e in logs].count("delivery.split") >= 1  # learnt the hard way
     for batch in range(1, 3):
-        smtp.messages.clear()
+        clear()
         clock.advance(3600)
-        ids = hold(store, clock, "mail", 40, 8000, first=40 * batch)
+        ids = hold(store, clock, sink.name, 40, chars, first=40 * batch)
         clock.advance(3600)
         with capture_logs() as logs:
             report = dispatch(tmp_path, store, sink, cfg, clock)
         assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
         refused = [e for e in logs if e["event"] in ("delivery.split", "email.failed")]
         assert refused == [], refused  # each part taken at its first send
-        assert_split_mail(smtp, ids, limit)
+        yield ids
 
 
 def refused_after_taken(logs: list[dict]) -> list[dict]:
@@ -615,22 +626,10 @@ def test_webhook_sink_remembers_the_size_refused_and_cuts_the_next_digest_before
     limit = 60_000 if fmt == "json" else 6_000
     webhook_receiver.max_body = limit
     cfg = hook_config(webhook_receiver, fmt)
-    sink = WebhookSink(cfg)
-    clock = FakeClock()
-    ids = hold(store, clock, "hook", 40, 3000)
-    with capture_logs() as logs:
-        report = dispatch(tmp_path, store, sink, cfg, clock)
-    assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
-    assert [e["event"] for e in logs].count("delivery.split") >= 1  # learnt the hard way
-    for batch in range(1, 3):
-        webhook_receiver.requests.clear()
-        clock.advance(3600)
-        ids = hold(store, clock, "hook", 40, 3000, first=40 * batch)
-        clock.advance(3600)
-        with capture_logs() as logs:
-            report = dispatch(tmp_path, store, sink, cfg, clock)
-        assert (report.delivered, report.dead, report.retried) == (40, 0, 0), report.failures
-        assert [e for e in logs if e["event"] == "delivery.split"] == []
+    held = learnt_then_held(
+        tmp_path, store, WebhookSink(cfg), cfg, 3000, webhook_receiver.requests.clear
+    )
+    for ids in held:
         requests = webhook_receiver.received()
         assert len(requests) >= 2 and {r.status for r in requests} == {200}
         assert all(len(r.body) <= limit and signed(r) for r in requests)
