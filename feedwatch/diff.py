@@ -43,7 +43,9 @@ Pure (SPEC section 4). The whole decision, in order:
                  -> else new
     churn    = >= 3 known entries, every one re-stamped: timestamp-only moves are silent
     reread   = a known entry whose row, stored by a release before, holds its times as
-               parse version 22 read them (``_reread``): its move is silent
+               parse version 22 read them (``_reread``): its move is silent; or as parse
+               version 26 read them (a date without its day, a zone beyond 14 hours:
+               ``_read_26``)
     stamped  = in a body of one or two known entries, an entry stamped with the time of
                each request, at this poll and at the one that stored it: its
                timestamp-only move is silent
@@ -513,9 +515,15 @@ def _field_changes(
     # a row of a release before holding a time as it read the entry's (``_reread``):
     # the same time, read right now, no change
     was = (None, None) if new.reread is None or _current(old) else new.reread
-    for f, read_before in zip(("published", "updated"), was, strict=True):
+    # a row holding a time as parse version 26 read the entry's (``_read_26``): the same
+    was_26 = new.read_26 or (None, None)
+    for f, read_before, read_26 in zip(("published", "updated"), was, was_26, strict=True):
         a_t, b_t = getattr(old, f), getattr(new, f)
-        if a_t != b_t and (read_before is None or a_t != read_before):
+        if (
+            a_t != b_t
+            and (read_before is None or a_t != read_before)
+            and (read_26 is None or not _as_read_26(a_t, read_26, b_t))
+        ):
             changes[f] = FieldChange(format_time(a_t), format_time(b_t))
     return changes
 
@@ -741,6 +749,49 @@ def _reread(row: StoredEntry, entry: EntrySnapshot, published_only: bool = False
         return False
     when = entry.published
     return when is not None and row.first_seen >= when - REREAD_TOLERANCE
+
+
+def _read_26(row: StoredEntry, entry: EntrySnapshot) -> bool:
+    """Whether ``row`` holds ``entry``'s times as parse version 26 (and every release
+    before) read them, where this one reads them otherwise (``EntrySnapshot.read_26``:
+    a date without its day, "10:00:00" or "--12-01", on the day of the poll; a zone
+    beyond 14 hours, "+1500", as written). Any row, of any fingerprint version: this
+    release reads such a date as none, or as UTC, so a row it stores holds that."""
+    was = entry.read_26
+    return was is not None and all(
+        _as_read_26(stored, before, now)
+        for stored, before, now in zip(
+            (row.published, row.updated), was, (entry.published, entry.updated), strict=True
+        )
+    )
+
+
+_DAY = timedelta(days=1)
+
+
+def _as_read_26(stored: datetime | None, before: datetime | None, now: datetime | None) -> bool:
+    """Whether a stored time is the time read now, or as parse version 26 read it
+    (``before``): a date without its day (read as none now) on whatever day the poll
+    that stored it read it, at the same time of day."""
+    if stored == now or stored == before:
+        return True
+    if now is None and stored is not None and before is not None:
+        return (stored - before) % _DAY == timedelta(0)
+    return False
+
+
+def _read_26_row(
+    entry: EntrySnapshot, current: Mapping[str, StoredEntry], seen: set[str]
+) -> StoredEntry | None:
+    """The row of an entry keyed by its content whose published time parse version 26
+    read otherwise (``_read_26``): under the key of that time (a date without its day,
+    of the day this poll reads it on: a row stored on another day is not found)."""
+    if entry.read_26 is None or entry.read_26[0] is None:
+        return None
+    row = current.get(content_identity_at(entry, entry.read_26[0]))
+    if row is None or row.identity in seen or row.published != entry.read_26[0]:
+        return None
+    return row
 
 
 def _reread_row(
@@ -1489,7 +1540,7 @@ def diff(
             if cand is None:
                 cand = _Rezoned.misread(key, keys[i], entry, current, seen)
             if cand is None and key == keys[i].content:
-                cand = _reread_row(entry, current, seen)
+                cand = _reread_row(entry, current, seen) or _read_26_row(entry, current, seen)
             if cand is not None:
                 rekeys.append((cand.identity, key))
                 del current[cand.identity]
@@ -1614,7 +1665,9 @@ def diff(
             touched.append((i, key))
             continue
         upserts.append(_row(feed, key, entry, fp, now, old))
-        noise = churn or key in rezoned or (ts_moved and _reread(old, entry))
+        noise = (
+            churn or key in rezoned or (ts_moved and (_reread(old, entry) or _read_26(old, entry)))
+        )
         if (
             ts_moved
             and body_known < CHURN_MIN

@@ -42,6 +42,7 @@ from feedwatch.diff import (
     _field_changes,
     _legacy,
     _moved_text,
+    _read_26,
     _reread,
     _stored_in_mojibake,
     _text_changed,
@@ -289,6 +290,12 @@ def _silent_reason(
             "its stored times are its date as releases before read it (AM/PM dropped, a zone"
             " name after an ISO date as UTC, an ISO date in the process's local zone): the"
             " same times read right now, stored silently"
+        )
+    if ts_moved and not text_changed and _read_26(old, new):
+        return (
+            "its stored times are its date as releases before read it (a date without its"
+            " day on the day of the poll, a zone beyond 14 hours as written): the same"
+            " date read right now (none, or its zone as UTC), stored silently"
         )
     if ts_moved and not text_changed and old.identity in result.stamped:
         return (

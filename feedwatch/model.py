@@ -248,6 +248,14 @@ class EntrySnapshot:
     reread: tuple[datetime | None, datetime | None] | None = field(
         default=None, compare=False, repr=False
     )
+    # (published, updated) as ``parse.PARSE_VERSION`` 26 and every release before read
+    # them, where one differs: a date without its day ("10:00:00", "--12-01") on the
+    # day of the poll, a numeric zone beyond 14 hours ("+1500") as written. How it was
+    # written, not what it says, so not compared (diff: a row stored then,
+    # ``diff._read_26``)
+    read_26: tuple[datetime | None, datetime | None] | None = field(
+        default=None, compare=False, repr=False
+    )
     # (title, summary, content) as earlier releases read them, where one differs
     # (``Readings``). How the entry was written, not what it says, so not compared
     # (diff: a row stored then)

@@ -89,8 +89,12 @@ log = structlog.get_logger("feedwatch.parse")
 # of its title, summary or content only before, else the document's URL); 26: a bare
 # "&" in a body read by the lenient parser is read as HTML5 reads it ("AT&T wins", not
 # "AT&T; wins": ``_amps_as_html5_reads``), and the texts as read before
-# (``EntrySnapshot.loose``)
-PARSE_VERSION = 26
+# (``EntrySnapshot.loose``); 27: a date without its day (a time alone, "10:00:00",
+# "T10:00:00"; "--12-01" without its year: read on the day of the poll before) is
+# none, and a numeric zone beyond 14 hours ("+1500", "-99:59", "+24:00": read as
+# written before) is UTC, in every form (``_DAYLESS``, ``_ZONE_BEYOND``); the times as
+# read before (``EntrySnapshot.read_26``)
+PARSE_VERSION = 27
 
 # --------------------------------------------------------------------------
 # Entity-expansion hardening.
@@ -1216,11 +1220,11 @@ def _xml_entry_read(
         if isinstance(t, Mapping)
     )
     enclosures = _xml_enclosures(e, _entry_base(e) or feed_base)
-    (published, published_was), zone = (
+    (published, published_was, published_26), zone = (
         _entry_times(e, "published"),
         _named_zone(get(e, "published")),
     )
-    updated, updated_was = _entry_times(e, "updated")
+    updated, updated_was, updated_26 = _entry_times(e, "updated")
     return EntrySnapshot(
         entry_id=_str_or_none(get(e, "id")),
         title=title,
@@ -1236,6 +1240,7 @@ def _xml_entry_read(
         earlier=_earlier((title, title_was), (summary, summary_was), (content, content_was)),
         misread=_misread(published, _read_before(e, "published"), zone),
         reread=_reread((published, updated), (published_was, updated_was)),
+        read_26=_reread((published, updated), (published_26, updated_26)),
     )
 
 
@@ -1306,11 +1311,21 @@ def _entry_base(e: dict[str, Any]) -> str | None:
     return None
 
 
-def _read_by_shape(text: str, as_22: bool = False) -> tuple[bool, datetime | None]:
+def _read_by_shape(
+    text: str, as_22: bool = False, as_26: bool = False
+) -> tuple[bool, datetime | None]:
     """A date of a shape read here, not as feedparser reads it (digits alone, RFC 822,
     ISO 8601's basic format, a zone name or a comma fraction in ISO 8601, an ISO zone
-    without a colon): (True, its instant or None); else (False, None). ``as_22``: as
-    parse version 22 read it (no AM/PM, no ISO zone name or comma: feedparser's)."""
+    without a colon, a date without its day, a zone beyond 14 hours): (True, its instant
+    or None); else (False, None). ``as_22``: as parse version 22 read it (no AM/PM, no
+    ISO zone name or comma: feedparser's); ``as_26``: as parse version 26 read it (a
+    date without its day on the day of the poll, a zone beyond 14 hours as written)."""
+    if not (as_22 or as_26):
+        if _DAYLESS.match(text):
+            return True, None
+        if (bounded := _zone_within(text)) is not None:
+            read, when = _read_by_shape(bounded)
+            return True, (when if read else _feedparser_instant(bounded))
     if _distrusted(text):
         return True, _unix_time(text)
     if _RFC822_SHAPE.match(text):
@@ -1321,10 +1336,44 @@ def _read_by_shape(text: str, as_22: bool = False) -> tuple[bool, datetime | Non
         if read:
             return True, when
     if basic := _ISO_BASIC.match(text):
-        return True, _iso_basic(basic, as_22)
+        return True, _iso_basic(basic, as_22, as_26)
     if _ISO_ZONE_NO_COLON.search(text):
         return True, _iso_zone_no_colon(text, as_22)
     return False, None
+
+
+# A date without its day: a time of day alone ("10:00:00", "T10:00:00+02:00") or an ISO
+# 8601 date without its year ("--12-01", "--12", "---01", the ordinal "-335").
+# feedparser's ISO 8601 reader took the missing part from the clock, so the date was
+# that time on the day of the poll (or that day of its year): each day's poll read it
+# otherwise. No date, as a browser or a feed reader would not invent one.
+_DAYLESS = re.compile(r"^(?:[Tt]?\d\d:\d\d|--|-\d{3}(?!\d))")
+
+# A numeric zone after a time of day (RFC 822 or ISO 8601, its basic format too):
+# feedparser's readers took any hours ("+1500" and "+15" as 15 hours, "-9959" as 99).
+# One beyond 14 hours (UTC+14:00 is the farthest real one) is no zone: UTC, as an RFC
+# 822 zone of one or two digits is (``_zone_seconds``).
+_ZONE_BEYOND = re.compile(
+    r"(?:\d\d:\d\d|[Tt]\d{4})(?::?\d\d)?(?:[.,]\d+)?(?:\s*[AaPp]\.?[Mm]\.?)?"
+    r"(\s*[+-](\d\d)(?::?(\d\d))?)$"
+)
+_MAX_ZONE = 14 * 60  # minutes
+
+
+def _zone_within(text: str) -> str | None:
+    """``text`` with its numeric zone beyond 14 hours written as UTC (RFC 822's
+    "+0000", ISO 8601's "Z"); None when it has no such zone."""
+    m = _ZONE_BEYOND.search(text)
+    if m is None or int(m.group(2)) * 60 + int(m.group(3) or 0) <= _MAX_ZONE:
+        return None
+    return text[: m.start(1)] + (" +0000" if _RFC822_SHAPE.match(text) else "Z")
+
+
+def _feedparser_instant(text: str) -> datetime | None:
+    try:
+        return _from_struct(_feedparser_utc(text))
+    except Exception:  # feedparser's date handlers on arbitrary text: never fatal
+        return None
 
 
 # A time of day with AM or PM in an RFC 822 date ("10:40:17 PM GMT", some CMSs): both
@@ -1411,8 +1460,11 @@ def _misread(when: datetime | None, before: datetime | None, zone: int | None) -
     return None if zone or before == when else before
 
 
-def _entry_times(e: dict[str, Any], key: str) -> tuple[datetime | None, datetime | None]:
-    """``key``'s time, and as parse version 22 read it (``EntrySnapshot.reread``)."""
+def _entry_times(
+    e: dict[str, Any], key: str
+) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """``key``'s time, as parse version 22 read it (``EntrySnapshot.reread``), and as
+    parse version 26 read it (``EntrySnapshot.read_26``)."""
     raw = dict.get(e, key)
     text = raw.strip() if isinstance(raw, str) else ""
     read, when = _read_by_shape(text)
@@ -1425,7 +1477,12 @@ def _entry_times(e: dict[str, Any], key: str) -> tuple[datetime | None, datetime
         when = when_22 if _local_is_utc() else _from_struct(_feedparser_utc(text))
         if when is None and text:
             when = _rfc822_without_zone(text)
-    return when, when_22
+    when_26 = when
+    if _read_otherwise_26(text):
+        read_26, when_26 = _read_by_shape(text, as_26=True)
+        if not read_26:
+            when_26 = when_22 if _local_is_utc() else _from_struct(_feedparser_utc(text))
+    return when, when_22, when_26
 
 
 def _read_otherwise(text: str) -> bool:
@@ -1434,6 +1491,8 @@ def _read_otherwise(text: str) -> bool:
     for those only."""
     if _MERIDIEM.search(text) or ("," in text and _ISO_BASIC.match(text)):
         return True
+    if _read_otherwise_26(text):
+        return True
     iso = _ISO_NAMED_OR_COMMA.match(text)
     if iso is None:
         return False
@@ -1441,6 +1500,13 @@ def _read_otherwise(text: str) -> bool:
     # none (the process's zone before), a name, or a comma fraction: maybe not
     zone = iso.group(8)
     return iso.group(7) == "," or zone is None or (zone.isalpha() and zone not in "Zz")
+
+
+def _read_otherwise_26(text: str) -> bool:
+    """Whether ``_read_by_shape`` reads ``text`` otherwise than parse version 26 did (a
+    date without its day, a zone beyond 14 hours): the cost of a second reading is paid
+    for those only."""
+    return bool(_DAYLESS.match(text)) or _zone_within(text) is not None
 
 
 def _local_is_utc() -> bool:
@@ -1575,10 +1641,10 @@ _ISO_BASIC = re.compile(
 )
 
 
-def _iso_basic(m: re.Match[str], as_22: bool = False) -> datetime | None:
+def _iso_basic(m: re.Match[str], as_22: bool = False, as_26: bool = False) -> datetime | None:
     y, mo, d, h, mi, s, fraction, zone = m.groups()
     text = f"{y}-{mo}-{d}T{h}:{mi}{':' + s if s else ''}{fraction or ''}{zone or ''}"
-    read, when = _read_by_shape(text, as_22)  # an impossible date, a zone without its colon
+    read, when = _read_by_shape(text, as_22, as_26)  # an impossible date, a zone without its colon
     if read:
         return when
     try:
@@ -1834,8 +1900,8 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
         if isinstance(item.get("tags"), list)
         else ()
     )
-    published, before, published_was = _parse_dates(item.get("date_published"))
-    updated, _, updated_was = _parse_dates(item.get("date_modified"))
+    published, before, published_was, published_26 = _parse_dates(item.get("date_published"))
+    updated, _, updated_was, updated_26 = _parse_dates(item.get("date_modified"))
     zone = _named_zone(item.get("date_published"))
     attachments = item.get("attachments")
     enclosures = tuple(
@@ -1862,6 +1928,7 @@ def _json_entry(item: Any, base: str | None, feed_authors: str | None) -> EntryS
         earlier=_earlier((title, title_was), (summary, summary_was), (content, content_was)),
         misread=_misread(published, before, zone),
         reread=_reread((published, updated), (published_was, updated_was)),
+        read_26=_reread((published, updated), (published_26, updated_26)),
     )
 
 
@@ -1878,11 +1945,13 @@ def _json_authors(obj: Mapping[str, Any]) -> str | None:
     return ", ".join(names) or None
 
 
-def _parse_dates(value: Any) -> tuple[datetime | None, datetime | None, datetime | None]:
+def _parse_dates(
+    value: Any,
+) -> tuple[datetime | None, datetime | None, datetime | None, datetime | None]:
     """A JSON Feed date, as a release before PARSE_VERSION 9 read it (feedparser's
-    reading alone), and as parse version 22 read it."""
+    reading alone), as parse version 22 read it, and as parse version 26 read it."""
     if not isinstance(value, str) or not value.strip():
-        return None, None, None
+        return None, None, None, None
     text = value.strip()
     try:
         before = _from_struct(_feedparser_date(text))  # in the process's local zone
@@ -1892,7 +1961,12 @@ def _parse_dates(value: Any) -> tuple[datetime | None, datetime | None, datetime
     if not read:
         when = before if _local_is_utc() else _from_struct(_feedparser_utc(text))
     read_22, when_22 = _read_by_shape(text, as_22=True) if _read_otherwise(text) else (read, when)
-    return when, before, (when_22 if read_22 else before)
+    when_26 = when
+    if _read_otherwise_26(text):
+        read_26, when_26 = _read_by_shape(text, as_26=True)
+        if not read_26:
+            when_26 = before if _local_is_utc() else _from_struct(_feedparser_utc(text))
+    return when, before, (when_22 if read_22 else before), when_26
 
 
 def _without_userinfo(url: str | None) -> str | None:

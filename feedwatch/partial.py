@@ -85,8 +85,9 @@ __all__ = ["CACHE_FORMAT", "CachedEntries", "parse_cached", "parse_incremental",
 # them (``earlier`` two readings); 8: its published
 # time as read before (``EntrySnapshot.misread``, its line); 9: and as the first
 # releases of v1 (three readings); 10: and as v5 read them (four readings); 11: its
-# times as parse version 22 read them (``EntrySnapshot.reread``, its line)
-CACHE_FORMAT = 11
+# times as parse version 22 read them (``EntrySnapshot.reread``, its line); 12: and as
+# parse version 26 read them (``EntrySnapshot.read_26``)
+CACHE_FORMAT = 12
 _FORMAT = f"{CACHE_FORMAT}/{KEYS_VERSION}"
 _MAGIC = b"FWPC1\n"
 
@@ -352,6 +353,7 @@ def _encode_entry(e: EntrySnapshot, k: EntryKeys) -> bytes:
         None if e.earlier is None else [list(texts) for texts in e.earlier],
         _time(e.misread),
         None if e.reread is None else [_time(e.reread[0]), _time(e.reread[1])],
+        None if e.read_26 is None else [_time(e.read_26[0]), _time(e.read_26[1])],
     ]
     dump = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
     return (dump(keys) + "\t" + dump(row)).encode("utf-8")
@@ -415,6 +417,7 @@ def _snapshot(line: bytes) -> EntrySnapshot:
         was,
         mis,
         rr,
+        r26,
     ) = row
     for v in (eid, link, author):
         if v is not None and type(v) is not str:
@@ -423,14 +426,8 @@ def _snapshot(line: bytes) -> EntrySnapshot:
         raise ValueError("not a zone offset")
     if mis is not None and type(mis) is not int:
         raise ValueError("not a time")
-    reread = None
-    if rr is not None:  # [published, updated] as parse version 22 read them
-        if type(rr) is not list or len(rr) != 2:
-            raise ValueError("not the times as read before")
-        for t in rr:
-            if t is not None and type(t) is not int:
-                raise ValueError("not a time")
-        reread = tuple(None if t is None else _EPOCH + t * _SECOND for t in rr)
+    # [published, updated] as parse version 22, and as parse version 26, read them
+    reread, read_26 = _times_before(rr), _times_before(r26)
     texts, earlier = [title, summary, content], None
     if was is not None:  # [[title, summary, content] as v5, v4, before v4, early v1 read them]
         if type(was) is not list or len(was) != 4:
@@ -459,8 +456,24 @@ def _snapshot(line: bytes) -> EntrySnapshot:
         earlier=earlier,
         misread=None if mis is None else _EPOCH + mis * _SECOND,
         reread=reread,
+        read_26=read_26,
     )
     return entry
+
+
+def _times_before(rr: Any) -> tuple[datetime | None, datetime | None] | None:
+    """A cache line's [published, updated] as a release before read them."""
+    if rr is None:
+        return None
+    if type(rr) is not list or len(rr) != 2:
+        raise ValueError("not the times as read before")
+    for t in rr:
+        if t is not None and type(t) is not int:
+            raise ValueError("not a time")
+    return (
+        None if rr[0] is None else _EPOCH + rr[0] * _SECOND,
+        None if rr[1] is None else _EPOCH + rr[1] * _SECOND,
+    )
 
 
 class CachedEntries(Sequence[EntrySnapshot]):

@@ -3529,3 +3529,37 @@ def test_text_read_loosely_is_what_the_release_before_read_from_it_bare(text, wa
     title = f'<item><guid isPermaLink="false">urn:1</guid><title>{text}</title></item>'
     read = _read_loose(_lenient(title), before=True)[0].title
     assert comparable_text(read) == comparable_text(unicodedata.normalize("NFC", was))
+
+
+@pytest.mark.parametrize("updates", ["any", "timestamp", "content"])
+@pytest.mark.parametrize(
+    "when, stored_at",
+    [
+        ("10:00:00", timedelta(days=-3)),  # a time alone, read on the day of a poll before
+        ("--12-01", timedelta(days=-365)),  # a date without its year, read last year
+        ("2026-12-01T10:00:00+1500", timedelta(0)),  # a zone beyond 14 hours, as written
+        ("2026-12-01T10:00:00-99:59", timedelta(0)),
+        ("Tue, 01 Dec 2026 10:00:00 +2400", timedelta(0)),
+    ],
+)
+def test_rows_of_dates_parse_version_26_read_otherwise_do_not_alert_after_the_upgrade(
+    updates, when, stored_at
+):
+    """A date without its day is none now, a zone beyond 14 hours UTC: a row the release
+    before stored (fingerprint v8, as this one writes) holding that date as it read it
+    (the day of the poll that stored it; the zone as written) is the entry's, its time
+    read right now stored silently, and an edit names the edit alone."""
+    s = replace(S, updates=updates)
+    now = datetime(2026, 12, 8, tzinfo=timezone.utc)
+    fresh = _cms_rss(when)
+    was = fresh[0].read_26
+    assert was is not None and was[0] is not None and was[0] != fresh[0].published
+    old = replace(fresh[0], published=was[0] + stored_at, updated=None)
+    stored, ident = baseline([old], settings=s, now=now)
+    r = run(stored, fresh, settings=s, identity=ident, now=now + timedelta(hours=1))
+    assert (r.changes, r.silent) == ((), 1)
+    assert [u.published for u in r.upserts] == [fresh[0].published]
+    edited = _cms_rss(when, "Text, corrected.")
+    r = run(stored, edited, settings=s, identity=ident, now=now + timedelta(hours=1))
+    assert kinds(r) == [("updated", "Story")]
+    assert r.changes[0].changes == {"summary": FieldChange("Text.", "Text, corrected.")}

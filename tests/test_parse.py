@@ -2420,3 +2420,40 @@ def test_a_bare_amp_in_a_lenient_body_reads_as_a_browser_reads_it(written, title
         f"<title>{written}</title>".encode(), f"<title><![CDATA[{written}]]></title>".encode()
     )
     assert parse_body(cdata, {}).entries[0].title == written
+
+
+@pytest.mark.parametrize(
+    "text", ["10:00:00", "T10:00:00", "10:00", "10:00:00Z", "T10:00:00+02:00", "--12-01", "---01"]
+)
+def test_a_date_without_its_day_is_no_date(text: str) -> None:
+    """'10:00:00', 'T10:00:00' and '--12-01' were read on the day of the poll (feedparser
+    took the missing year, month and day from the clock), so each day's poll re-dated
+    the entry: after the parse cache was dropped it alerted as updated, and again the
+    next day. A date without its day is none."""
+    assert _read_everywhere(text) == [(None, None), (None, None), (None, None)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-01T10:00:00+15", utc(2026, 12, 1, 10)),  # was 2026-11-30T19:00Z
+        ("2026-12-01T10:00:00+1500", utc(2026, 12, 1, 10)),
+        ("2026-12-01T10:00:00-9959", utc(2026, 12, 1, 10)),  # was 2026-12-05T13:59Z
+        ("2026-12-01T10:00:00+24:00", utc(2026, 12, 1, 10)),  # was 2026-11-30T10:00Z
+        ("2026-12-01T10:00:00+14:01", utc(2026, 12, 1, 10)),
+        ("20261201T100000+1500", utc(2026, 12, 1, 10)),
+        ("2026-12-01T10:00:00,5+15:00", utc(2026, 12, 1, 10)),
+        ("Tue, 01 Dec 2026 10:00:00 +1500", utc(2026, 12, 1, 10)),
+        ("Tue, 01 Dec 2026 10:00:00 -9959", utc(2026, 12, 1, 10)),
+        ("Tue, 01 Dec 2026 10:00:00 PM +1500", utc(2026, 12, 1, 22)),
+        ("Tue, 01 Dec 2026 10:00:00 +15", utc(2026, 12, 1, 10)),  # as before
+        ("2026-12-01T10:00:00+14:00", utc(2026, 11, 30, 20)),  # a real zone: as before
+        ("2026-12-01T10:00:00-14:00", utc(2026, 12, 2)),
+        ("2026-12-31", utc(2026, 12, 31)),  # a date alone, no zone
+    ],
+)
+def test_a_zone_beyond_14_hours_is_utc_in_every_form(text: str, expected: datetime) -> None:
+    """Only an RFC 822 zone of one or two digits ('+15') followed the documented rule (a
+    zone beyond 14 hours is UTC): '+1500', '-9959' and ISO 8601's '+15', '+24:00' were
+    read as written, the entry dated days off."""
+    assert _read_everywhere(text) == [(expected, None), (expected, expected), (expected, expected)]
