@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import structlog
 
 from feedwatch import pacing, parsecache
-from feedwatch.alert import build_alert, build_notice
+from feedwatch.alert import build_alert, build_notice, format_time
 from feedwatch.clock import Clock, system_clock, wait_clock
 from feedwatch.diff import DiffResult, diff, stored_needed, within_retention
 from feedwatch.identity import alert_id, entry_keys, id_bases
@@ -57,7 +57,7 @@ from feedwatch.model import (
     only_a_note,
 )
 from feedwatch.redact import redact
-from feedwatch.staleness import as_recorded, stale_notice
+from feedwatch.staleness import ahead_of_clock, as_recorded, stale_notice
 from feedwatch.store import ForgottenMeanwhile
 from feedwatch.store.base import FeedRecord, PollCommit, StateError, Store
 from feedwatch.store.group import GroupCommit
@@ -665,6 +665,18 @@ class Poller:
         if record is None:
             return []
         now = self.clock()
+        ahead = ahead_of_clock(record, now)
+        if ahead:
+            # stored by a clock that was ahead: read as now (staleness.as_of), and kept
+            # so, once: left a year ahead, the feed could not look stale for a year
+            log.warning(
+                "feed.clock_was_ahead",
+                feed=feed.name,
+                times={f: format_time(getattr(record, f)) for f in ahead},
+                hint="stored by a clock that was ahead; counted from now",
+            )
+            if not self.dry_run:
+                await self.writes.run(functools.partial(self.store.pull_back_times, feed.name, now))
         if self.dry_run and report is not None:
             record = _as_polled(record, report, now)
         due = stale_notice(record, now, feed.settings.stale_after)

@@ -7,7 +7,7 @@ per failed poll: `stale_notified` in the state remembers that one was sent.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from feedwatch.alert import format_time
 from feedwatch.redact import redact
@@ -33,12 +33,42 @@ def _count(n: int, unit: str) -> str:
     return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 
 
+AHEAD_TOLERANCE = timedelta(minutes=1)
+"""A stored time later than now by more than this was written by a clock that was ahead
+(a `check` run before NTP set the clock, a host's clock off): not a few seconds
+between two hosts sharing a state."""
+
+_TIMES = ("last_success", "last_new_entry")
+
+
+def ahead_of_clock(record: FeedRecord, now: datetime) -> tuple[str, ...]:
+    """The names of the record's times (of those staleness counts from) that are later
+    than ``now`` by more than ``AHEAD_TOLERANCE``."""
+    limit = now + AHEAD_TOLERANCE
+    return tuple(f for f in _TIMES if (t := getattr(record, f)) is not None and t > limit)
+
+
+def as_of(record: FeedRecord, now: datetime) -> FeedRecord:
+    """The record with its times a clock ahead wrote (``ahead_of_clock``) read as ``now``:
+    stored a year ahead, they would keep the feed from looking stale for that year.
+    (The poll stores this, so the feed is stale ``stale_after`` after the correction.)"""
+    ahead = ahead_of_clock(record, now)
+    if not ahead:
+        return record
+    return replace(
+        record,
+        last_success=now if "last_success" in ahead else record.last_success,
+        last_new_entry=now if "last_new_entry" in ahead else record.last_new_entry,
+    )
+
+
 def stale_notice(
     record: FeedRecord, now: datetime, stale_after: float
 ) -> tuple[str, str, str] | None:
     """(kind, message, key) for a `stale` or `recovered` notice that is due, else None."""
     if stale_after <= 0:
         return None
+    record = as_of(record, now)
     # never a successful poll: the state holds its first (failed) poll's time as the
     # time since which it brought nothing new (store.base.QUIET_SINCE_FAILED)
     failing_since = record.last_success or record.last_new_entry

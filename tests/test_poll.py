@@ -16,7 +16,7 @@ from feedwatch.explain import analyse
 from feedwatch.fetch import Fetcher
 from feedwatch.model import FeedSettings, Jitter
 from feedwatch.poll import Poller
-from feedwatch.staleness import stale_notice
+from feedwatch.staleness import AHEAD_TOLERANCE, ahead_of_clock, as_of, stale_notice
 from feedwatch.store.base import FeedRecord
 from feedwatch.testing import T0, FakeClock, entry, rss
 from tests.feedserver import feed_server_fixture  # noqa: F401
@@ -738,6 +738,62 @@ def test_stale_notice_pure():
     )
     assert stale_notice(back, T0 + timedelta(hours=2), 3600)[0] == "recovered"
     assert stale_notice(rec, T0 + timedelta(days=9), 0) is None
+
+
+def test_a_time_stored_by_a_clock_ahead_reads_as_now():
+    """A `check` run with the clock a year ahead stored its times a year ahead: read as
+    they are, the feed could not look stale for a year once the clock was right. A time
+    later than now (beyond ``AHEAD_TOLERANCE``) reads as now; one within it as it is."""
+    ahead = FeedRecord(
+        name="f", last_success=T0 + timedelta(days=365), last_new_entry=T0 + timedelta(days=365)
+    )
+    assert ahead_of_clock(ahead, T0) == ("last_success", "last_new_entry")
+    assert as_of(ahead, T0) == replace(ahead, last_success=T0, last_new_entry=T0)
+    assert stale_notice(ahead, T0, 3600) is None  # as if polled, with a new entry, now
+    # the clamp kept (poll.Poller._staleness stores it): stale `stale_after` on
+    later = replace(as_of(ahead, T0), last_success=T0 + timedelta(hours=2))
+    kind, msg, _ = stale_notice(later, T0 + timedelta(hours=2), 3600)
+    assert kind == "stale" and msg == "feed 'f' looks stale: no new entry for 2 hours"
+    # failing since: its last success, a year ahead, read as now too
+    broken = replace(ahead, last_error="HTTP 500")
+    assert stale_notice(broken, T0, 3600) is None
+    kind, msg, _ = stale_notice(as_of(broken, T0), T0 + timedelta(hours=2), 3600)
+    assert msg.startswith("feed 'f' looks stale: no successful poll for 2 hours")
+    # within the tolerance (another host's clock a little ahead): as stored, untouched
+    near = T0 + AHEAD_TOLERANCE
+    close = FeedRecord(name="f", last_success=near, last_new_entry=near)
+    assert ahead_of_clock(close, T0) == () and as_of(close, T0) is close
+    assert ahead_of_clock(FeedRecord(name="f"), T0) == ()
+
+
+def test_a_new_entry_stored_a_year_ahead_does_not_silence_stale_for_a_year(tmp_path, feed_server):
+    """`check` ran once with the clock a year ahead, then the clock was put right: the
+    feed's last new entry stayed stored a year ahead, and no `stale` notice came for a
+    year. It is pulled back to the first poll after the correction (logged once, naming
+    the feed), and the notice comes `stale_after` later."""
+    from structlog.testing import capture_logs
+
+    feed_server.set("/f", rss([entry(1)]))
+    feed, config, store = make(tmp_path, feed_server.url("/f"))
+    clock = FakeClock(T0 + timedelta(days=365))
+    asyncio.run(poll(config, store, clock, feed))  # the baseline, a year ahead
+    clock = FakeClock(T0)  # put right
+    with capture_logs() as logs:
+        r = asyncio.run(poll(config, store, clock, feed))
+        assert r.alerts == []
+        clock.advance(minutes=5)
+        assert asyncio.run(poll(config, store, clock, feed)).alerts == []
+    ahead = [e for e in logs if e["event"] == "feed.clock_was_ahead"]
+    assert len(ahead) == 1 and ahead[0]["feed"] == "f"
+    record = store.feed("f")
+    assert record is not None and record.last_new_entry == T0
+    clock.advance(hours=2)
+    r = asyncio.run(poll(config, store, clock, feed))
+    assert [a.kind for a in r.alerts] == ["stale"]
+    assert (
+        r.alerts[0].payload["message"] == "feed 'f' looks stale: no new entry for 2 hours 5 minutes"
+    )
+    store.close()
 
 
 @pytest.mark.parametrize(

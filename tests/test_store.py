@@ -757,6 +757,26 @@ def test_queue_notices_sets_stale_notified(store: Store) -> None:
     assert rec is not None and not rec.stale_notified
 
 
+def test_pull_back_times_stores_now_for_the_times_ahead_only(store: Store) -> None:
+    """A poll by a clock a year ahead left its times there (staleness.as_of)."""
+    year = timedelta(days=365)
+    store.commit_poll(poll(now=T0 + year, had_new_entry=True))
+    store.pull_back_times("f", at(10))
+    rec = store.feed("f")
+    assert rec is not None and (rec.last_success, rec.last_new_entry) == (at(10), at(10))
+    assert rec.last_poll == T0 + year  # not a time staleness counts from
+    # times not ahead stay; a feed without a last new entry keeps none
+    store.pull_back_times("f", at(20))
+    rec = store.feed("f")
+    assert rec is not None and (rec.last_success, rec.last_new_entry) == (at(10), at(10))
+    store.commit_poll(poll(feed="g", now=T0 + year))
+    store.pull_back_times("g", at(10))
+    rec = store.feed("g")
+    assert rec is not None and (rec.last_success, rec.last_new_entry) == (at(10), None)
+    store.pull_back_times("missing", at(10))
+    assert store.feed("missing") is None
+
+
 # ---------------------------------------------------------------------------
 # Contract: the outbox
 # ---------------------------------------------------------------------------

@@ -386,6 +386,11 @@ class Store(Protocol):
         (several instances: not over the next poll another's poll just committed)."""
         ...
 
+    def pull_back_times(self, feed: str, now: datetime) -> None:
+        """Store ``now`` for the feed's ``last_success`` and ``last_new_entry`` where
+        they are later (written by a clock that was ahead: ``staleness.as_of``)."""
+        ...
+
     def forget(self, feed: str) -> bool:
         """Drop a feed's entries, parse cache and HTTP state (its alerts and deliveries stay)."""
         ...

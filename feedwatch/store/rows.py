@@ -443,6 +443,17 @@ class SharedWrites(SharedReads):
                     (at, feed, self._to_db(was)),
                 )
 
+    def pull_back_times(self, feed: str, now: datetime) -> None:
+        p, at = self.P, self._to_db(now)
+        with self._writing(pipeline=True) as cur:
+            cur.execute(
+                f"UPDATE feeds SET"
+                f" last_success = CASE WHEN last_success > {p} THEN {p} ELSE last_success END,"
+                f" last_new_entry = CASE WHEN last_new_entry > {p} THEN {p}"
+                f" ELSE last_new_entry END WHERE name = {p}",
+                (at, at, at, at, feed),
+            )
+
     def _void_if_forgotten(self, cur: Any, feed: str, baselined: bool) -> None:
         """In a poll's write: raise ForgottenMeanwhile if the poll took the feed as
         baselined and ``forget`` has reset it since (the only way back to not
