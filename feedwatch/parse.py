@@ -612,12 +612,16 @@ _attributes_decoded_leniently()
 # "&copy2024;"), and "&#38" without its ";" stayed as written in a plain field but was
 # decoded in HTML. The lenient path only (the XML parser reads a well-formed body; it
 # holds no bare "&"), every "&" in text (not in a tag, a comment, a CDATA section or a
-# declaration) is made what HTML5 reads in text before sgmllib sees it: a reference
-# HTML5 knows, with its ";", is left to feedparser; a number without its ";" is that
+# declaration) is made what HTML5 reads in an attribute value before sgmllib sees it
+# (URLs, where a bare "&" is commonest, stand in a feed's text): a reference HTML5
+# knows, with its ";", is left to feedparser; a number without its ";" is that
 # reference with it; a name HTML5 reads without a ";" (its legacy names: "&amp",
-# "&nbsp", "&copy", "&eacute"..., the longest that starts the name: "&notit" is "¬it")
-# is that character; any other "&" is a literal "&" ("&T", "&lang=", "&hellip " stay as
-# written). ``_loose_reading`` is set around the parse: False reads as releases before
+# "&nbsp", "&copy", "&eacute"...) is that character where it is the whole name and no
+# "=" follows ("&copy 2024", "&nbsp<"); any other "&" is a literal "&" ("&T", "&lang=",
+# "&hellip " and, a legacy name running on into a letter, a digit or "=", "&region=eu",
+# "&param=x", "&copy2024", "&amp=1" stay as written; HTML5's reading of text, which
+# takes the longest legacy name that starts the name, made a link "?ref=rss®ion=eu").
+# ``_loose_reading`` is set around the parse: False reads as releases before
 # PARSE_VERSION 26 did (``EntrySnapshot.loose``), and the list records whether any "&"
 # was read otherwise.
 # --------------------------------------------------------------------------
@@ -632,7 +636,6 @@ _LOOSE_AMP = re.compile(
 )
 # HTML5's names read without a ";" (its legacy ones), each one character
 _LEGACY_NAMES = {k: v for k, v in html.entities.html5.items() if not k.endswith(";")}
-_LONGEST_LEGACY = max(map(len, _LEGACY_NAMES))
 # [read as now (True) or as before PARSE_VERSION 26 (False), an "&" read otherwise]
 _loose_reading: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
     "feedwatch_loose_reading", default=None
@@ -660,10 +663,9 @@ def _mended_amp(m: re.Match[str], declared: Mapping[str, Any]) -> str:
         return _char_ref(int(hexd, 16) if hexd is not None else int(dec))
     if (semi and name + ";" in html.entities.html5) or name in declared:
         return m.group(0)
-    for n in range(min(len(name), _LONGEST_LEGACY), 0, -1):
-        char = _LEGACY_NAMES.get(name[:n])
-        if char is not None:
-            return _char_ref(ord(char)) + name[n:] + semi
+    char = _LEGACY_NAMES.get(name) if not semi else None
+    if char is not None and m.string[m.end() : m.end() + 1] != "=":
+        return _char_ref(ord(char))
     return "&amp;" + name + semi
 
 

@@ -3465,6 +3465,11 @@ _BARE_AMP_CASES = [
         "<description>&lt;p&gt;x&nbsp y &#38 z&lt;/p&gt;</description></item>",
         _Z,
     ),
+    (
+        '<item><guid isPermaLink="false">urn:a:6?id=1&param=x</guid>'
+        "<title>&copy2024 &notit &amp=1</title><description>one</description></item>",
+        _Z,
+    ),
 ]
 
 
@@ -3507,6 +3512,65 @@ def test_a_v7_row_of_a_bare_amp_is_the_entry_whatever_parses_it_and_an_edit_upda
         assert "new" in {c.kind for c in run(current, edited, identity=ident).changes}
 
 
+# items whose ids and links hold a bare "&" and a name a legacy one starts
+# ("&region" "&reg", "&param" "&para", "&section" "&sect"), each keyed its own way
+_URL_AMP_ITEMS = [
+    '<item><guid isPermaLink="false">https://ex.org/g?id={0}&param=x</guid>'
+    "<title>Param story {0} R&D</title><link>https://ex.org/p/{0}?ref=rss&region=eu</link>"
+    "<pubDate>Fri, 0{0} Dec 2026 06:00:00 GMT</pubDate><description>Pbody {0}</description></item>",
+    "<item><title>Sect story {0} AT&T</title><link>https://ex.org/read?id={0}&section=world</link>"
+    "<pubDate>Thu, 0{0} Dec 2026 06:00:00 GMT</pubDate><description>Body {0}</description></item>",
+    "<item><guid>https://ex.org/x?p={0}&notify=1&curr=2&timed=3&degree=4</guid>"
+    "<title>Perma {0}</title><description>Pbody {0}</description></item>",
+]
+
+
+def _url_feed(item: str, numbers: Sequence[int], fixed: bool = False) -> list[EntrySnapshot]:
+    items = "".join(item.format(n) for n in numbers)
+    return list(parse_body(_wellformed(_escaped(items)) if fixed else _lenient(items), {}).entries)
+
+
+@pytest.mark.parametrize("item", _URL_AMP_ITEMS)
+def test_a_bare_amp_in_a_url_is_kept_so_fixing_the_xml_alerts_nothing(item):
+    """A loose feed's ids and links read a bare "&" and a name a legacy one starts as
+    that character ("?id=1&param=x" "?id=1\u00b6m=x"): each alert's link was dead, and
+    when the publisher escaped the "&" (a strict parse: "&param=x") every entry alerted
+    as new. They are read as written: a fixed feed is the same entries, silently."""
+    loose = _url_feed(item, [1, 2, 3])
+    for e in loose:
+        assert "&" in (e.link or "") and not {"\xae", "\xb6", "\xa7", "\xac"} & set(
+            (e.entry_id or "") + (e.link or "")
+        )
+    stored, ident = baseline(loose)
+    fixed = _url_feed(item, [1, 2, 3], fixed=True)
+    assert [(e.entry_id, e.link) for e in fixed] == [(e.entry_id, e.link) for e in loose]
+    r = run(stored, fixed, identity=ident)
+    assert r.changes == ()
+    later = _url_feed(item, [4, 1, 2, 3], fixed=True)
+    r = run(apply(stored, r), later, identity=ident)
+    assert [(c.kind, c.entry.link) for c in r.changes] == [("new", later[0].link)]
+
+
+@pytest.mark.parametrize("item", _URL_AMP_ITEMS)
+@pytest.mark.parametrize("fixed", [False, True], ids=["still-lenient", "xml-fixed"])
+def test_v7_rows_of_a_bare_amp_in_a_url_are_the_entries_and_a_new_one_alerts_once(item, fixed):
+    """Rows the release before parse version 26 stored from a loose feed hold its
+    reading of the ids and links ("?id=1&param;=x", "?ref=rss&region=eu"). At the first
+    changed poll after the upgrade (the feed still loose, or its XML fixed) the old
+    entries are theirs, silent, and only the new entry alerts, once."""
+    old = _read_loose(_lenient("".join(item.format(n) for n in (1, 2, 3))), before=True)
+    stored, ident = baseline(old)
+    rows = _labelled(stored, "v7:")
+    now = _url_feed(item, [4, 1, 2, 3], fixed=fixed)
+    r = run(rows, now, identity=ident)
+    assert [(c.kind, c.entry.title) for c in r.changes] == [("new", now[0].title)]
+    assert now[0].link is None or "&" in now[0].link
+    after = apply(rows, r)
+    assert len(after) == 4
+    assert run(after, now, identity=ident).changes == ()
+    assert run(after, _url_feed(item, [4, 1, 2, 3], fixed=not fixed), identity=ident).changes == ()
+
+
 @pytest.mark.parametrize(
     ("text", "was"),
     [
@@ -3518,6 +3582,9 @@ def test_a_v7_row_of_a_bare_amp_is_the_entry_whatever_parses_it_and_an_edit_upda
         ("a &#38 b", "a &#38 b"),
         ("a&ampx", "a&ampx;"),
         ("?p=1&lang=en&b=2", "?p=1\u2329=en&b;=2"),
+        ("?ref=rss&region=eu", "?ref=rss&region;=eu"),
+        ("?id=9&param=x&section=world", "?id=9&param;=x&section;=world"),
+        ("&notit &curren1 &times2", "&notit; &curren1; &times2;"),
     ],
 )
 def test_text_read_loosely_is_what_the_release_before_read_from_it_bare(text, was):

@@ -2394,11 +2394,17 @@ def test_media_rss_content_is_an_enclosure() -> None:
         ("AT&T wins", "AT&T wins", "AT&T wins"),
         ("Q&A session", "Q&A session", "Q&A session"),
         ("P&G's", "P&G's", "P&G's"),
-        ("a&ampb", "a&b", "a&b"),
-        ("x&nbspy", "x y", "x y"),
+        # a legacy name running on into a letter, a digit or "=": as written (in the
+        # description, HTML, the HTML reads it as a browser reads HTML's text)
+        ("a&ampb", "a&ampb", "a&b"),
+        ("x&nbspy", "x&nbspy", "x y"),
+        ("&copy2024", "&copy2024", "©2024"),
+        ("&notit", "&notit", "¬it"),
+        ("a&amp=1", "a&amp=1", "a&=1"),
         ("a &#38 b", "a & b", "a & b"),
-        ("&copy2024", "©2024", "©2024"),
-        ("&notit", "¬it", "¬it"),
+        ("&copy 2024", "© 2024", "© 2024"),
+        ("x&nbsp y", "x y", "x y"),
+        ("a&amp b", "a& b", "a& b"),
         ("&hellip x", "&hellip x", "&hellip x"),
         ("end &", "end &", "end &"),
     ],
@@ -2406,7 +2412,9 @@ def test_media_rss_content_is_an_enclosure() -> None:
 def test_a_bare_amp_in_a_lenient_body_reads_as_a_browser_reads_it(written, title, summary):
     """feedparser's lenient parser took "&" and a name for a reference, ";" or not, and
     wrote an unknown one back with a ";": "AT&T wins" read "AT&T; wins". Read as HTML5
-    reads text now: an unknown name stays as written, a legacy name is its character."""
+    reads an attribute now: an unknown name stays as written, a legacy name that is the
+    whole name, no "=" after it, is its character; a literal "&" as the same feed reads
+    once its publisher escaped each "&"."""
     body = (
         '<rss version="2.0"><channel><title>S&nbsp;x</title><item><guid>1</guid>'
         f"<title>{written}</title><description>{written}</description></item></channel></rss>"
@@ -2415,11 +2423,54 @@ def test_a_bare_amp_in_a_lenient_body_reads_as_a_browser_reads_it(written, title
     assert any("not well-formed" in w for w in parsed.warnings)
     e = parsed.entries[0]
     assert (e.title, e.summary) == (title, summary)
+    if title == written:  # each "&" a literal one: as the feed reads with its XML fixed
+        fixed = parse_body(body.replace(b"&", b"&amp;").replace(b"&amp;nbsp;", b"&#160;"), {})
+        assert not fixed.warnings
+        assert (fixed.entries[0].title, fixed.entries[0].summary) == (title, summary)
     # in CDATA, as before: a plain title as written
     cdata = body.replace(
         f"<title>{written}</title>".encode(), f"<title><![CDATA[{written}]]></title>".encode()
     )
     assert parse_body(cdata, {}).entries[0].title == written
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?ref=rss&region=eu",
+        "?id=9&param=x",
+        "?id=9&section=world",
+        "?a=1&not=2&notes=3",
+        "?a=1&currency=EUR",
+        "?a=1&times=2&timestamp=3",
+        "?a=1&degrees=4&deg=5",
+        "?a=1&copyright=no&copy=1",
+        "?a=1&ampb=2&amp=3",
+    ],
+)
+def test_a_bare_amp_in_a_url_of_a_lenient_body_reads_as_written(query):
+    """An unescaped "&" in a URL is the commonest reason a feed is not well-formed. The
+    longest legacy name that starts a name was read as its character: a link
+    "?ref=rss&region=eu" was "?ref=rss\u00aegion=eu", a guid "?id=9&param=x"
+    "?id=9\u00b6m=x", "&section=" "\u00a7ion=": a dead link in every alert, and the
+    entry new again when the publisher fixed the XML. As HTML5 reads an attribute: a
+    legacy name without its ";" followed by a letter, a digit or "=" is as written."""
+    link = f"https://ex.org/p/9{query}"
+    guid = f"https://ex.org/g{query}"
+    body = (
+        '<rss version="2.0"><channel><title>S&nbsp;x</title><item>'
+        f'<guid isPermaLink="false">{guid}</guid><title>T {query}</title>'
+        f"<link>{link}</link></item></channel></rss>"
+    ).encode()
+    parsed = parse_body(body, {})
+    assert any("not well-formed" in w for w in parsed.warnings)
+    e = parsed.entries[0]
+    assert (e.entry_id, e.link, e.title) == (guid, link, f"T {query}")
+    # as the same feed reads once its publisher escaped each "&"
+    fixed = parse_body(body.replace(b"&", b"&amp;").replace(b"&amp;nbsp;", b"&#160;"), {})
+    assert not fixed.warnings
+    f = fixed.entries[0]
+    assert (f.entry_id, f.link, f.title) == (e.entry_id, e.link, e.title)
 
 
 @pytest.mark.parametrize(
