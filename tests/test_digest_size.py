@@ -39,7 +39,7 @@ from feedwatch.sinks.webhook import WebhookSink
 from feedwatch.store.base import Delivery
 from feedwatch.store.sqlite import SqliteStore
 from feedwatch.testing import FakeClock, RecordingSink
-from tests.receivers import Received, Receiver, make_payload, webhook_receiver
+from tests.receivers import Received, Receiver, make_delivery, make_payload, webhook_receiver
 from tests.smtpserver import PASSWORD, USER, SMTPServer, smtp_cert, smtp_server
 from tests.test_deliver_unit import store
 
@@ -947,3 +947,60 @@ def test_email_sink_learns_its_cut_from_refusals_not_from_one_small_message_take
     assert sink._known_limit() == 250_000
     sink._learn(2_000_000, SendResult.success())  # the limit went up
     assert sink._known_limit() is None
+
+
+def test_email_alert_cut_to_fit_ends_on_a_whole_emoji_flag_or_letter(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """A long text with no space to cut at (Japanese, a flag, a woman scientist with a
+    skin tone, markup) mailed to a server taking 20,000 bytes was cut after 👩🏽 and the
+    zero-width joiner of 👩🏽‍🔬 (or inside a flag) in both parts. Now the cut ends
+    between two grapheme clusters: on a whole emoji, flag or accented letter."""
+    import html as html_lib
+
+    import regex
+
+    unit = "日本語の文章🇩🇪👩🏽\u200d🔬A&B<c>"
+    text = (unit * (100_000 // len(unit) + 1))[:100_000]
+    ends = {m.end() for m in regex.finditer(r"\X", text)}
+    d = make_delivery(make_payload(summary=text), "mail")
+    for limit in (12_000, 15_000, 20_000):  # each cut elsewhere in the sequence
+        smtp = smtp_server("none", data_size_limit=limit, announce_size=False)
+        result = asyncio.run(EmailSink(mail_config(smtp, digest=0.0)).send([d]))
+        assert result.ok, result.error
+        [taken] = smtp.messages
+        assert len(taken.data) <= limit
+        msg = parse(taken.data)
+        plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        [shown_plain] = re.findall(r"\nSummary:\r?\n(.*) …\r?\n", plain)
+        [shown_html] = re.findall(r"<h3>Summary</h3><p>(.*?) …</p>", html, flags=re.S)
+        for shown in (shown_plain, html_lib.unescape(shown_html)):
+            assert 100 < len(shown) < 10_000 and text.startswith(shown), len(shown)
+            assert len(shown) in ends, (limit, ascii(shown[-6:]))  # between two clusters
+            assert not shown.endswith("\u200d") and shown.count("🇩") == shown.count("🇪")
+
+
+def test_email_update_cut_to_fit_keeps_the_words_added(
+    smtp_server: Callable[..., SMTPServer],
+) -> None:
+    """An update whose word diff begins with a long removed run, cut to fit a server's
+    size, showed only ``[-removed …-]``: the words added were cut away, and the alert no
+    longer said what changed. Each run now keeps its share: the short addition whole."""
+    removed = " ".join(f"old{i}" for i in range(3000))
+    tail = " officials said on Tuesday that the strike hit a power plant near Dnipro."
+    added = "Two workers were killed,"
+    changes = {"summary": {"old": removed + tail, "new": added + tail}}
+    payload = make_payload(kind="updated", summary=added + tail, changes=changes)
+    smtp = smtp_server("none", data_size_limit=12_000, announce_size=False)
+    cfg = mail_config(smtp, digest=0.0)
+    d = replace(make_delivery(payload, "mail"), thread_id="f" * 32)
+    assert len(email_sink.build_message([d], cfg).as_bytes()) > 12_000
+    result = asyncio.run(EmailSink(cfg).send([d]))
+    assert result.ok, result.error
+    [taken] = smtp.messages
+    msg = parse(taken.data)
+    plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "[-old0 old1 old2" in plain and f"{{+{added}+}} officials said" in plain
+    assert "<del>old0 old1 old2" in html and f"<ins>{added}</ins> officials said" in html

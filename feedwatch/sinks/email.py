@@ -50,6 +50,7 @@ from feedwatch.sinks import formats
 from feedwatch.sinks.base import MAX_CUTS, LearntSize, SendResult, cut_to_fit, fit_parts
 from feedwatch.sinks.formats import alerts_count
 from feedwatch.store.base import Delivery
+from feedwatch.text import clusters
 from feedwatch.textdiff import Piece, excerpt, marked, word_diff
 
 log = structlog.get_logger("feedwatch.sinks.email")
@@ -106,7 +107,7 @@ def _header_text(value: object, limit: int | None = None) -> str:
     text = _SURROGATE.sub("\ufffd", _HEADER_SPACE.sub(" ", text))
     text = " ".join(text.split())
     if limit is not None and len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
+        text = clusters(text, len(clusters(text, limit - 1).rstrip())) + "…"
     return text
 
 
@@ -395,14 +396,15 @@ def _subject_line(d: Delivery) -> str:
 
 def _cut(text: str, limit: int | None) -> str:
     """``text`` cut to about ``limit`` characters at a word's end, ending in `` …``
-    (None: whole)."""
+    (None: whole); never inside a grapheme cluster (an emoji sequence, a flag, a letter
+    and its accent: ``feedwatch.text.clusters``), where a word is too long to cut after."""
     if limit is None or len(text) <= limit:
         return text
-    head = text[:limit]
+    head = clusters(text, limit)
     space = max(head.rfind(" "), head.rfind("\n"))
     if space > limit // 2:
         head = head[:space]
-    return head.rstrip() + " …"
+    return clusters(text, len(head.rstrip())) + " …"
 
 
 def _head(value: object, limit: int | None) -> str:
@@ -418,20 +420,18 @@ def _excerpt(value: object, limit: int | None) -> str:
 
 
 def _cut_pieces(pieces: list[Piece], limit: int | None) -> list[Piece]:
-    """A word diff cut to about ``limit`` characters of text (None: whole)."""
+    """A word diff cut to about ``limit`` characters of text (None: whole): each run
+    (removed, added, the words around them) keeps its share of ``limit``, the shorter
+    ones whole and the rest cut alike (``_cut``), so a long removal cannot crowd out the
+    words added."""
     if limit is None or sum(len(p.text) for p in pieces) <= limit:
         return pieces
-    out: list[Piece] = []
-    left = limit
-    for p in pieces:
-        if len(p.text) >= left:
-            out.append(Piece(p.op, _cut(p.text, left)))
-            if not out[-1].text.endswith("…"):
-                out.append(Piece("same", " …"))
-            break
-        out.append(p)
-        left -= len(p.text)
-    return out
+    share: dict[int, int] = {}
+    left, waiting = limit, sorted(range(len(pieces)), key=lambda i: len(pieces[i].text))
+    for k, i in enumerate(waiting):
+        share[i] = min(len(pieces[i].text), left // (len(waiting) - k))
+        left -= share[i]
+    return [Piece(p.op, _cut(p.text, share[i])) for i, p in enumerate(pieces)]
 
 
 def _lists_cut(d: Delivery, cap: int) -> Delivery:

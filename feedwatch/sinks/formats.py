@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 # re-exported: the sinks take every renderer from here
 from feedwatch.payload import Payload as Payload
 from feedwatch.payload import payload_json as payload_json
+from feedwatch.text import cluster_cut, clusters
 from feedwatch.textdiff import changed_words
 
 ELLIPSIS = "…"
@@ -247,24 +248,29 @@ def _word_end(head: str, whole: str) -> str:
 
 
 def shorten(text: str, limit: int, *, words: bool = False) -> str:
-    """At most ``limit`` characters, ending in ``…`` when cut (``words``: after a word)."""
+    """At most ``limit`` characters, ending in ``…`` when cut (``words``: after a word),
+    never inside a grapheme cluster (an emoji sequence, a flag, a letter and its accent:
+    ``feedwatch.text.clusters``)."""
     if limit <= 0:
         return ""
     if len(text) <= limit:
         return text
-    head = text[: limit - 1]
-    return (_word_end(head, text) if words else head).rstrip() + ELLIPSIS
+    head = clusters(text, limit - 1)
+    head = _word_end(head, text) if words else head
+    return clusters(text, len(head.rstrip())) + ELLIPSIS
 
 
 def shorten_bytes(text: str, limit: int, *, words: bool = False) -> str:
-    """At most ``limit`` UTF-8 bytes, never splitting a character, ending in ``…`` when
-    cut (``words``: after a word)."""
+    """At most ``limit`` UTF-8 bytes, never splitting a character nor a grapheme
+    cluster, ending in ``…`` when cut (``words``: after a word)."""
     data = text.encode("utf-8", "replace")
     if len(data) <= limit:
         return text
     budget = max(0, limit - len(ELLIPSIS.encode()))
-    head = data[:budget].decode("utf-8", "ignore")
-    return (_word_end(head, text) if words else head).rstrip() + ELLIPSIS
+    head = data[:budget].decode("utf-8", "ignore")  # a lone surrogate is "?" here
+    head = head[: cluster_cut(text, len(head))]
+    head = _word_end(head, text) if words else head
+    return head[: cluster_cut(text, len(head.rstrip()))] + ELLIPSIS
 
 
 def safe_link(value: object, *, limit: int = 2048) -> str | None:
@@ -390,8 +396,8 @@ def _slack_cut(escaped: str, limit: int) -> str:
     """Cut already-escaped text without leaving half an ``&amp;``."""
     if len(escaped) <= limit:
         return escaped
-    head = re.sub(r"&[a-z]{0,3}$", "", escaped[: limit - 1])
-    return head.rstrip() + ELLIPSIS
+    head = re.sub(r"&[a-z]{0,3}$", "", clusters(escaped, limit - 1))
+    return clusters(escaped, len(head.rstrip())) + ELLIPSIS
 
 
 def _slack_text(text: str, limit: int) -> str:
@@ -506,10 +512,10 @@ def _md(text: str, limit: int) -> str:
     escaped = markdown_escape(text)
     if len(escaped) <= limit:
         return escaped
-    head = escaped[: limit - 1]
+    head = clusters(escaped, limit - 1)
     trailing = len(head) - len(head.rstrip("\\"))
     if trailing % 2:
-        head = head[:-1]
+        head = clusters(escaped, len(head) - 1)
     return head + ELLIPSIS
 
 
