@@ -962,17 +962,26 @@ class Daemon:
             metrics.LAST_SUCCESS.set(time.time(), feed=report.feed)
 
     def _record_deliveries(self, report: DispatchReport) -> None:
-        # per-sink delivery counters are kept by the dispatcher itself
-        if report.delivered or report.retried or report.dead:
-            self._update_outbox()
+        # per-sink delivery counters are kept by the dispatcher itself. The pending
+        # gauge after every run, whatever it did: alerts recorded while a sink backs off
+        # (or held for a digest) are sent by no run, and one run follows each poll that
+        # records alerts (and one runs every DELIVERY_TICK), so it is `status`'s pending
+        # as of the last delivery round, for the cost of one count over the pending
+        # deliveries, as the run's own look for due ones reads.
+        self._update_outbox()
 
     def _update_outbox(self) -> None:
-        counts = self.store.sink_counts()
-        metrics.OUTBOX_PENDING.replace([({"sink": name}, c.pending) for name, c in counts.items()])
+        """feedwatch_outbox_pending: every configured sink (0 if none waits), and a sink
+        out of the config while deliveries still wait for it (held, as `status` shows)."""
+        counts = self.store.pending_counts()
+        sinks = {name: counts.get(name, 0) for name in self.config.sinks}
+        sinks.update((name, n) for name, n in counts.items() if n)
+        metrics.OUTBOX_PENDING.replace([({"sink": name}, n) for name, n in sinks.items()])
 
     def _update_gauges(self) -> None:
         """Every gauge from the state (at the start, a reload, the hourly upkeep); between
-        two, each poll's end moves its feed's count (``_count_state``)."""
+        two, each poll's end moves its feed's count (``_count_state``) and its last
+        success, each delivery run the pending deliveries (``_record_deliveries``)."""
         records = self.store.feeds()
         self._feed_states = {
             f.name: feed_state(records.get(f.name), f.enabled, f.url) for f in self.config.feeds
@@ -981,6 +990,14 @@ class Daemon:
         for st in self._feed_states.values():
             states[st] = states.get(st, 0) + 1
         metrics.FEEDS.replace([({"state": k}, v) for k, v in states.items()])
+        # each enabled feed's last success at its url, as the state has it: a feed still
+        # failing after a restart is not left without a series (its staleness alert)
+        seeded = []
+        for f in self.config.feeds:
+            rec = records.get(f.name)
+            if f.enabled and rec is not None and rec.url == f.url and rec.last_success:
+                seeded.append(({"feed": f.name}, rec.last_success.timestamp()))
+        metrics.LAST_SUCCESS.replace(seeded)
         self._update_outbox()
 
     def _count_state(self, name: str, state: str) -> None:

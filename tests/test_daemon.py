@@ -940,6 +940,116 @@ def test_status_shows_where_a_start_spread_the_overdue_feeds(tmp_path, feed_serv
     assert d.stop() == 0
 
 
+def _series(metric: Any) -> set[str]:
+    """A metric's samples as /metrics renders them (without its HELP and TYPE)."""
+    return {line for line in metric.render() if not line.startswith("#")}
+
+
+def test_the_outbox_gauge_follows_the_state_while_a_sink_backs_off(
+    tmp_path, feed_server, webhook_receiver
+):
+    """feedwatch_outbox_pending{sink} was set only by a delivery run that delivered,
+    retried or marked something dead: while a webhook backed off (503), the alerts
+    recorded meanwhile left it where it was (status said 2, 4, ... 14, the gauge 1),
+    and a sink had no series before its first delivery (status said 0). Every delivery
+    run (one follows each poll that records alerts, and one runs every DELIVERY_TICK)
+    now sets it from the state's pending counts, every configured sink from the start.
+    (In process.)"""
+    import asyncio
+
+    from feedwatch import metrics
+    from feedwatch.config import load_config
+    from feedwatch.daemon import Daemon as FeedDaemon
+    from feedwatch.deliver import Dispatcher
+    from feedwatch.store import SqliteStore
+    from tests.test_store import alert, poll
+
+    webhook_receiver.script(status=503)
+    cfg = write_config(tmp_path, feed_server, ["a"])
+    with_webhook(cfg, f"{webhook_receiver.url}/in")
+    config = load_config(cfg)
+    store = SqliteStore(tmp_path / "state.db")
+    d = FeedDaemon(config, lambda: config)
+    d.store = store
+    d.dispatcher = Dispatcher(config, store, d._build_sinks(config), owner=d.owner)
+    metrics.OUTBOX_PENDING.clear()
+    url = feed_server.url("/a")
+
+    def gauge() -> set[str]:
+        return _series(metrics.OUTBOX_PENDING)
+
+    def record(*ids: str) -> None:
+        now = datetime.now(timezone.utc).replace(microsecond=0)  # (system_clock's)
+        store.commit_poll(
+            poll("a", now=now, url=url, alerts=tuple(alert(i, "a", ("hook",)) for i in ids))
+        )
+
+    try:
+        d._update_gauges()  # the start: nothing pending yet, each sink at 0
+        assert gauge() == {
+            'feedwatch_outbox_pending{sink="hook"} 0',
+            'feedwatch_outbox_pending{sink="log"} 0',
+        }
+        record("x1", "x2")
+        asyncio.run(d._deliver_job())  # 503: both wait for their retry
+        assert len(webhook_receiver.received()) >= 1
+        assert store.sink_counts()["hook"].pending == 2
+        assert 'feedwatch_outbox_pending{sink="hook"} 2' in gauge()
+        for n in (4, 6):
+            record(f"y{n}", f"z{n}")  # recorded during the backoff: nothing is sent
+            sent = len(webhook_receiver.received())
+            asyncio.run(d._deliver_job())
+            assert len(webhook_receiver.received()) == sent
+            assert store.sink_counts()["hook"].pending == n
+            assert gauge() == {
+                f'feedwatch_outbox_pending{{sink="hook"}} {n}',
+                'feedwatch_outbox_pending{sink="log"} 0',
+            }
+    finally:
+        store.close()
+
+
+def test_the_last_success_gauge_is_seeded_from_the_state_at_start_and_reload(tmp_path, feed_server):
+    """feedwatch_last_success_timestamp_seconds{feed} was set only by a successful
+    poll: after a restart a feed still failing had no series, so the usual alert
+    (time() - feedwatch_last_success_timestamp_seconds > N) went silent for every
+    broken feed. The start (and a reload) now set it from the state's last success.
+    (In process.)"""
+    from feedwatch import metrics
+    from feedwatch.config import load_config
+    from feedwatch.daemon import Daemon as FeedDaemon
+    from feedwatch.store import SqliteStore
+    from tests.test_store import poll
+
+    cfg = write_config(tmp_path, feed_server, ["a", "b", "c"])
+    config = load_config(cfg)
+    store = SqliteStore(tmp_path / "state.db")
+    ok_at = datetime(2024, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+    for name in ("a", "b"):
+        store.commit_poll(poll(name, now=ok_at, url=feed_server.url("/" + name)))
+    store.record_failure(
+        "a", feed_server.url("/a"), ok_at + timedelta(hours=1), http_status=500,
+        error="HTTP 500", next_poll=None,
+    )  # fmt: skip
+    metrics.LAST_SUCCESS.clear()
+    d = FeedDaemon(config, lambda: config)
+    d.store = store
+    try:
+        d._update_gauges()  # the start
+        stamp = int(ok_at.timestamp())
+        assert _series(metrics.LAST_SUCCESS) == {  # c never succeeded: no series
+            f'feedwatch_last_success_timestamp_seconds{{feed="a"}} {stamp}',
+            f'feedwatch_last_success_timestamp_seconds{{feed="b"}} {stamp}',
+        }
+        metrics.LAST_SUCCESS.clear()
+        d._update_gauges()  # a reload, the hourly upkeep
+        assert f'feedwatch_last_success_timestamp_seconds{{feed="a"}} {stamp}' in _series(
+            metrics.LAST_SUCCESS
+        )
+    finally:
+        store.close()
+
+
 def test_metrics_and_healthz(tmp_path, feed_server, start_daemon):
     from tests.feedserver import free_port
 

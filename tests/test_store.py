@@ -898,6 +898,9 @@ def test_sink_counts(store: Store) -> None:
         "a": SinkCounts(pending=1, delivered=3, dead=1),
         "b": SinkCounts(pending=4, delivered=0, dead=1),
     }
+    assert store.pending_counts() == {"a": 1, "b": 4}  # (feedwatch_outbox_pending)
+    store.mark_delivered("a", ["x4"], at(2))
+    assert store.pending_counts() == {"b": 4}
 
 
 def test_alerts_for_newest_first_by_identity_with_limit(store: Store) -> None:

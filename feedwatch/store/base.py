@@ -465,6 +465,12 @@ class Store(Protocol):
 
     def sink_counts(self) -> dict[str, SinkCounts]: ...
 
+    def pending_counts(self) -> dict[str, int]:
+        """Each sink's pending deliveries (``SinkCounts.pending``; sinks with none left
+        out), in one grouped count over the pending ones only (an index range): cheap
+        enough for every delivery run (feedwatch_outbox_pending)."""
+        ...
+
     def alerts_for(
         self, feed: str, identity: str | None = None, limit: int = 50
     ) -> list[AlertRecord]: ...

@@ -329,6 +329,13 @@ class SharedReads:
         with self._reading() as cur:
             return sorted(r[0] for r in cur.execute(sql + " ORDER BY sink", args).fetchall())
 
+    def pending_counts(self) -> dict[str, int]:
+        with self._reading() as cur:
+            rows = cur.execute(
+                "SELECT sink, COUNT(*) FROM deliveries WHERE status = 'pending' GROUP BY sink"
+            ).fetchall()
+        return {sink: int(n) for sink, n in sorted(rows)}
+
     def sink_counts(self) -> dict[str, SinkCounts]:
         with self._reading() as cur:
             rows = cur.execute(
