@@ -389,6 +389,10 @@ _REASONS = {
 }
 _MAX_HEAD = 16 * 1024
 _READ_TIMEOUT = 10.0
+# connections served at once: one more is closed as soon as it is accepted. Each one
+# waits up to _READ_TIMEOUT for its request and holds a file descriptor meanwhile, and
+# the daemon's polls and sends need theirs: uncapped, idle connections took them all
+MAX_CONNECTIONS = 64
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -408,7 +412,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class MetricsServer:
-    """``GET /metrics`` and ``GET /healthz`` over plain asyncio HTTP/1.1 (one request per connection).
+    """``GET /metrics`` and ``GET /healthz`` over plain asyncio HTTP/1.1 (one request per connection,
+    ``MAX_CONNECTIONS`` at once).
 
     ``health`` returns (healthy, reason); /healthz answers 200 ``ok`` or 503
     with the reason. Listen on ``127.0.0.1:0`` to get a free port (see ``.port``).
@@ -419,6 +424,7 @@ class MetricsServer:
         self.registry = registry
         self.health = health
         self._server: asyncio.Server | None = None
+        self._connections = 0  # being served (MAX_CONNECTIONS at most)
 
     @property
     def port(self) -> int:
@@ -443,6 +449,10 @@ class MetricsServer:
             await server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._connections >= MAX_CONNECTIONS:
+            writer.close()  # its descriptor back at once, not after _READ_TIMEOUT
+            return
+        self._connections += 1
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT)
@@ -486,6 +496,7 @@ class MetricsServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            self._connections -= 1
             writer.close()
             try:
                 await writer.wait_closed()

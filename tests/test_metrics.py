@@ -358,6 +358,61 @@ def test_server_answers_metrics_healthz_and_404():
     asyncio.run(scenario())
 
 
+def test_idle_connections_beyond_the_cap_are_closed_at_once():
+    """Each connection to metrics_listen was held up to 10 s waiting for its request,
+    with no cap: 1100 idle ones under `ulimit -n 1024` took every file descriptor
+    (feed polls failed "could not connect", asyncio logged `socket.accept() out of
+    system resource` thousands of times). Beyond MAX_CONNECTIONS at once, a new one is
+    now closed at once; once one of those held ends, a scrape is answered again."""
+    cap = 64  # metrics.MAX_CONNECTIONS (as the docs say)
+
+    async def scenario() -> None:
+        server = MetricsServer("127.0.0.1:0", Registry(), lambda: (True, ""))
+        await server.start()
+        idle: list[asyncio.StreamWriter] = []
+        try:
+            for _ in range(cap):  # idle: connected, no request
+                idle.append((await asyncio.open_connection("127.0.0.1", server.port))[1])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while True:  # one more is closed at once (not after the 10 s read timeout)
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                try:
+                    got: bytes | None = await asyncio.wait_for(reader.read(), 1)
+                except ConnectionError:
+                    got = b""  # (closed all the same)
+                except asyncio.TimeoutError:
+                    got = None
+                finally:
+                    writer.close()
+                if got == b"":
+                    break
+                assert loop.time() < deadline, "a connection beyond the cap was kept open"
+            idle.pop().close()
+            deadline = loop.time() + 5
+            while True:  # a place is free again: a scrape is answered
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    got = await asyncio.wait_for(reader.read(), 5)
+                except ConnectionError:  # still beyond it: closed, the request unread
+                    got = b""
+                writer.close()
+                if got.startswith(b"HTTP/1.1 200 "):
+                    break
+                assert loop.time() < deadline, "no place came free"
+                await asyncio.sleep(0.05)
+        finally:
+            for w in idle:
+                w.close()
+            deadline = asyncio.get_running_loop().time() + 5
+            while server._connections and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)  # their handlers see the end
+            await server.stop()
+
+    asyncio.run(scenario())
+
+
 def test_server_port_in_use_is_a_clear_error():
     async def scenario() -> None:
         first = MetricsServer("127.0.0.1:0", Registry(), lambda: (True, ""))
