@@ -454,13 +454,18 @@ def test_a_database_out_of_reach_leaves_the_daemon_responsive_and_it_recovers_by
             }
 
         wait_for(lambda: failed_after(down), 10, "both feeds' claims failed")
-        # responsive meanwhile: the metrics answer at once, again and again
+        # responsive meanwhile: the metrics answer at once, again and again (but for the
+        # one state call a back-off lets try the server again, at most 2 s: a loaded
+        # machine's clock may put one scrape behind it)
+        took = []
         for _ in range(6):
             began = time.monotonic()
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 assert r.status == 200
-            assert time.monotonic() - began < 1.0
+            took.append(time.monotonic() - began)
             time.sleep(0.25)
+        slow = [t for t in took if t >= 1.0]
+        assert len(slow) <= 1 and all(t < 2.5 for t in slow), took
         assert _events(inst, "feed.state_error", "b")  # the poll of b-2 was not committed
 
         cluster.start_server()
