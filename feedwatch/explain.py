@@ -53,9 +53,12 @@ from feedwatch.diff import (
 )
 from feedwatch.identity import (
     alert_id,
+    bare_enclosure_url,
     comparable_text,
     duplicate_key,
+    enclosure_urls,
     entry_fingerprint,
+    entry_keys,
     id_bases,
     identity_for,
     misdecoded_keys,
@@ -434,9 +437,11 @@ def analyse(
 
 
 def find(items: Sequence[Item], query: str) -> list[Item]:
-    """Items whose identity, id or link is ``query``; else whose title contains it."""
+    """Items whose identity, id, link or an enclosure's URL (its query aside: a CDN's
+    token) is ``query``; else whose title contains it."""
     q = query.strip()
     q_link = normalize_link(q)
+    q_enclosure = bare_enclosure_url(q) if "/" in q else ""
     exact = []
     for it in items:
         v = it.version
@@ -444,6 +449,7 @@ def find(items: Sequence[Item], query: str) -> list[Item]:
             it.identity == q
             or (v.entry_id is not None and v.entry_id.strip() == q)
             or (q_link is not None and v.link and normalize_link(v.link) == q_link)
+            or (q_enclosure and q_enclosure in enclosure_urls(v))
         ):
             exact.append(it)
     if exact:
@@ -757,10 +763,12 @@ def _identity_words(key: str, version: EntrySnapshot) -> str:
         return "its guid"
     if key.startswith("l:"):
         return "its link"
+    # told apart by its enclosures (identity.told_apart): what tells it from the others
+    told = " and its enclosures' URLs" if key == entry_keys(version).told else ""
     if key.startswith("c:") and version.published is None:
-        return "a hash of its title, link and text (it has no published time)"
+        return f"a hash of its title, link and text{told} (it has no published time)"
     if key.startswith("c:"):
-        return "a hash of its title, link and published time"
+        return f"a hash of its title, link and published time{told}"
     return "?"
 
 
@@ -1084,7 +1092,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("feed", metavar="FEED", help="the feed's name")
     parser.add_argument(
-        "entry", metavar="ENTRY", nargs="?", help="an entry id, a link or part of a title"
+        "entry",
+        metavar="ENTRY",
+        nargs="?",
+        help="an entry id, a link, part of a title, or an enclosure's URL (in the feed now)",
     )
     parser.add_argument(
         "--no-fetch",

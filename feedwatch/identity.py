@@ -375,6 +375,18 @@ def _bare_url(url: str) -> str:
     return normalize_link(base) or ""
 
 
+def bare_enclosure_url(url: str) -> str:
+    """An enclosure's URL as ``told_identity`` hashes it (``_bare_url``)."""
+    return _bare_url(url)
+
+
+def enclosure_urls(entry: EntrySnapshot | StoredEntry) -> set[str]:
+    """The URLs of an entry's enclosures as ``told_identity`` hashes them: what `explain`
+    finds an entry by when nothing else tells it apart."""
+    found = getattr(entry, "enclosures", ())  # (a stored row keeps none)
+    return {u for enc in found if enc.url and (u := _bare_url(enc.url))}
+
+
 def told_identity(entry: EntrySnapshot, content: str) -> str | None:
     """For an entry with an enclosure, the content key ``content`` told apart by the
     URLs of its enclosures, each without its query and fragment (``_bare_url``), in

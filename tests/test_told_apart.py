@@ -425,6 +425,11 @@ def test_check_alerts_a_new_recording_once_and_a_token_change_never(tmp_path, fe
     r = fw(cfg, "explain", "rec")
     assert r.returncode == 0, r.stderr
     assert "repeated:" not in r.stdout and "duplicate" not in r.stdout
+    # found by its enclosure (its token aside), and what keys it said: the same title,
+    # link and text as the others, and its own enclosure
+    r = fw(cfg, "explain", "rec", "https://cdn.example.org/rec-3.mp3?token=z9")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("identity: c:") == r.stdout.count("and its enclosures' URLs") == 1
 
 
 def test_check_after_an_upgrade_stores_the_group_silently_once(tmp_path, feed_server):  # noqa: F811
