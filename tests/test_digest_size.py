@@ -632,17 +632,23 @@ def test_webhook_sink_remembers_the_size_refused_and_cuts_the_next_digest_before
     for ids in held:
         requests = webhook_receiver.received()
         assert len(requests) >= 2 and {r.status for r in requests} == {200}
-        assert all(len(r.body) <= limit and signed(r) for r in requests)
-        sent: list[str] = []
-        for r in requests:
-            n = int(r.headers["x-feedwatch-digest"])
-            part = ids[len(sent) : len(sent) + n]
-            assert r.headers["x-feedwatch-delivery"] == digest_id(part, 32)
-            if fmt == "json":
-                assert [a["id"] for a in json.loads(r.body)["alerts"]] == part
-            sent += part
-        assert sent == ids
+        assert_posted_in_parts(requests, ids, limit, fmt)
         assert set(statuses(store, "hook").values()) == {"delivered"}
+
+
+def assert_posted_in_parts(requests: Sequence[Any], ids: list[str], limit: int, fmt: str) -> None:
+    """``requests`` are digests of ``ids``, in order, each once: each body within
+    ``limit`` and signed, each delivery id the digest id of its part."""
+    sent: list[str] = []
+    for r in requests:
+        assert len(r.body) <= limit and signed(r)
+        n = int(r.headers["x-feedwatch-digest"])
+        part = ids[len(sent) : len(sent) + n]
+        assert r.headers["x-feedwatch-delivery"] == digest_id(part, 32)
+        if fmt == "json":
+            assert [a["id"] for a in json.loads(r.body)["alerts"]] == part
+        sent += part
+    assert sent == ids
 
 
 @pytest.mark.parametrize(("fmt", "limit", "chars"), [("json", 20_000, 3000), ("slack", 3000, 1000)])
@@ -669,16 +675,7 @@ def test_webhook_halves_go_cut_to_the_size_learnt_not_refused_again(
     refused = [len(r.body) for r in requests[:first_taken]]
     assert refused == sorted(refused, reverse=True) and len(refused) <= 6, statuses_
     assert refused_after_taken(logs) == []
-    sent: list[str] = []
-    for r in requests[first_taken:]:
-        assert len(r.body) <= limit and signed(r)
-        n = int(r.headers["x-feedwatch-digest"])
-        part = ids[len(sent) : len(sent) + n]
-        assert r.headers["x-feedwatch-delivery"] == digest_id(part, 32)
-        if fmt == "json":
-            assert [a["id"] for a in json.loads(r.body)["alerts"]] == part
-        sent += part
-    assert sent == ids
+    assert_posted_in_parts(requests[first_taken:], ids, limit, fmt)
     assert set(statuses(store, "hook").values()) == {"delivered"}
 
 
