@@ -412,17 +412,7 @@ class Poller:
             parsed = call()
         failed = self._not_a_feed(feed, job, parsed)
         if failed is not None:
-            reason, status, redirected = failed
-            return await self._recorded_here(
-                self._failure(
-                    feed,
-                    job.record,
-                    job.fetched_at,
-                    reason,
-                    status=status,
-                    redirected_to=redirected,
-                )
-            )
+            return await self._recorded_here(failed)
         commit, report = self._after_parse(feed, job, parsed)
         if commit is not None:  # through the group commit: polls ending together share it
             try:
@@ -441,17 +431,7 @@ class Poller:
         parsed = self._parse_call(feed, job)()
         failed = self._not_a_feed(feed, job, parsed)
         if failed is not None:
-            reason, status, redirected = failed
-            return self._recorded(
-                self._failure(
-                    feed,
-                    job.record,
-                    job.fetched_at,
-                    reason,
-                    status=status,
-                    redirected_to=redirected,
-                )
-            )
+            return self._recorded(failed)
         commit, report = self._after_parse(feed, job, parsed)
         if commit is not None:
             try:
@@ -494,11 +474,8 @@ class Poller:
             max_entries=s.max_entries,
         )
 
-    @staticmethod
-    def _not_a_feed(
-        feed: FeedConfig, job: BodyJob, parsed: ParsedFeed
-    ) -> tuple[str, int, str | None] | None:
-        """A body that holds no feed: the failure to record (reason, status, redirect)."""
+    def _not_a_feed(self, feed: FeedConfig, job: BodyJob, parsed: ParsedFeed) -> _Failure | None:
+        """A body that holds no feed: the failure to record."""
         if parsed.is_feed or parsed.entries:
             return None
         from feedwatch.discover import page_problem  # html.parser: ~3 ms, on failure only
@@ -509,7 +486,14 @@ class Poller:
         reason = page_problem(fetched.body, fetched.url, ctype) or (
             f"not a feed ({ctype or 'no content type'}): {why}"
         )
-        return reason, fetched.status, fetched.permanent_redirect
+        return self._failure(
+            feed,
+            job.record,
+            job.fetched_at,
+            reason,
+            status=fetched.status,
+            redirected_to=fetched.permanent_redirect,
+        )
 
     def _after_parse(
         self, feed: FeedConfig, job: BodyJob, parsed: ParsedFeed
